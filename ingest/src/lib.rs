@@ -1,0 +1,67 @@
+//! novamon's ingest paths. For now the Prometheus remote-write receiver ([`remote_write`]),
+//! served by [`routes`] on `POST /api/v1/write`. Owns wire formats and their validation; writes
+//! only through `storage::Tsdb`'s public API and never serves anything but ingest endpoints.
+
+mod metrics;
+pub mod remote_write;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use storage::Tsdb;
+
+use metrics::IngestMetrics;
+
+/// Request size limits of the ingest endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest decompressed body (413 above), checked against snappy's declared length before
+    /// anything is allocated. The body as sent is capped at snappy's worst-case expansion of
+    /// this: no larger body can hold a valid payload.
+    pub max_decompressed_bytes: usize,
+}
+
+impl Limits {
+    pub(crate) fn max_compressed_bytes(&self) -> usize {
+        snap::raw::max_compress_len(self.max_decompressed_bytes)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_decompressed_bytes: 32 << 20,
+        }
+    }
+}
+
+/// What the ingest handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct IngestState {
+    tsdb: Arc<Tsdb>,
+    limits: Limits,
+    metrics: IngestMetrics,
+}
+
+impl IngestState {
+    /// Registers the ingest self-metrics in `registry` (served by the caller on /metrics).
+    pub fn new(tsdb: Arc<Tsdb>, limits: Limits, registry: &mut Registry) -> IngestState {
+        IngestState {
+            tsdb,
+            limits,
+            metrics: IngestMetrics::register(registry),
+        }
+    }
+}
+
+/// The ingest endpoints: `POST /api/v1/write` (remote-write 1.0 and 2.0).
+pub fn routes(state: IngestState) -> Router {
+    Router::new()
+        .route("/api/v1/write", post(remote_write::handler::write))
+        // The handler enforces its own limit, on the compressed body.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}

@@ -1,0 +1,697 @@
+//! Turns a compressed remote-write body into validated series, ready for `Tsdb::append`:
+//! snappy (with the size limit checked before allocating), protobuf, symbol resolution (2.0),
+//! label validation. Owns what counts as a valid series; never touches storage.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use storage::{Label, Labels, Metadata, Sample, SeriesBatch};
+
+use super::error::RemoteWriteError;
+use super::negotiate::Protocol;
+use super::proto::{v1, v2};
+use crate::metrics::DropReason;
+use crate::Limits;
+
+/// A decoded request: the series that passed validation, the metadata it carried, and the
+/// series (or parts of series) that did not pass.
+#[derive(Debug, Default)]
+pub struct DecodedWrite {
+    pub(crate) series: Vec<SeriesBatch>,
+    pub(crate) metadata: Vec<(String, Metadata)>,
+    pub(crate) invalid: Vec<InvalidSeries>,
+}
+
+impl DecodedWrite {
+    /// The valid series with their float samples (series without samples are left out).
+    pub fn series(&self) -> &[SeriesBatch] {
+        &self.series
+    }
+
+    /// One message per series (or part of a series) that cannot be written.
+    pub fn errors(&self) -> impl Iterator<Item = &str> {
+        self.invalid.iter().map(|i| i.message.as_str())
+    }
+}
+
+/// Samples that validation refused, and why.
+#[derive(Debug)]
+pub(crate) struct InvalidSeries {
+    pub(crate) message: String,
+    pub(crate) reason: DropReason,
+    /// Float and histogram samples refused.
+    pub(crate) samples: usize,
+}
+
+/// Decompresses, decodes and validates a remote-write body of the given protocol.
+pub fn decode(
+    protocol: Protocol,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<DecodedWrite, RemoteWriteError> {
+    let raw = decompress(body, limits.max_decompressed_bytes)?;
+    match protocol {
+        Protocol::V1 => Ok(from_v1(v1::WriteRequest::decode(raw.as_slice())?)),
+        Protocol::V2 => from_v2(v2::Request::decode(raw.as_slice())?),
+    }
+}
+
+fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, RemoteWriteError> {
+    // The declared length is the first thing in a snappy block: refuse before allocating it.
+    let len = snap::raw::decompress_len(body)?;
+    if len > limit {
+        return Err(RemoteWriteError::DecompressedTooLarge { len, limit });
+    }
+    Ok(snap::raw::Decoder::new().decompress_vec(body)?)
+}
+
+fn from_v1(req: v1::WriteRequest) -> DecodedWrite {
+    let mut out = DecodedWrite::default();
+    let mut metadata = HashMap::new();
+    for ts in req.timeseries {
+        let raw: Vec<Label> = ts
+            .labels
+            .into_iter()
+            .map(|l| Label {
+                name: l.name,
+                value: l.value,
+            })
+            .collect();
+        let samples = ts
+            .samples
+            .iter()
+            .map(|s| Sample {
+                t: s.timestamp,
+                v: s.value,
+            })
+            .collect();
+        out.push_series(raw, samples, ts.histograms.len());
+    }
+    for md in req.metadata {
+        if md.metric_family_name.is_empty() {
+            continue;
+        }
+        let kind = v1::MetricType::try_from(md.r#type).unwrap_or(v1::MetricType::Unknown);
+        metadata.insert(
+            md.metric_family_name,
+            Metadata {
+                kind: kind_name_v1(kind).into(),
+                help: md.help,
+                unit: md.unit,
+            },
+        );
+    }
+    out.finish(metadata)
+}
+
+fn from_v2(req: v2::Request) -> Result<DecodedWrite, RemoteWriteError> {
+    let symbols = &req.symbols;
+    let mut out = DecodedWrite::default();
+    let mut metadata = HashMap::new();
+    for (i, ts) in req.timeseries.iter().enumerate() {
+        let raw = resolve_pairs(symbols, &ts.labels_refs, || format!("series {i}"))?;
+        for ex in &ts.exemplars {
+            // Exemplars are not stored, but a bad reference still means a corrupt request.
+            resolve_pairs(symbols, &ex.labels_refs, || {
+                format!("an exemplar of series {i}")
+            })?;
+        }
+        let md = ts
+            .metadata
+            .map(|md| metadata_v2(symbols, md))
+            .transpose()?
+            .flatten();
+        let samples = ts
+            .samples
+            .iter()
+            .map(|s| Sample {
+                t: s.timestamp,
+                v: s.value,
+            })
+            .collect();
+        if let Some(labels) = out.push_series(raw, samples, ts.histograms.len()) {
+            if let (Some(md), Some(name)) = (md, labels.metric_name()) {
+                metadata.insert(family_name(name, &md.kind).to_string(), md);
+            }
+        }
+    }
+    Ok(out.finish(metadata))
+}
+
+impl DecodedWrite {
+    /// Validates one series and files its samples as valid or invalid. Returns the labels when
+    /// they are valid (the series may still have had its histograms refused). Valid series
+    /// without samples are kept until [`DecodedWrite::finish`], so that their labels can be
+    /// lent here without a copy.
+    fn push_series(
+        &mut self,
+        raw: Vec<Label>,
+        samples: Vec<Sample>,
+        histograms: usize,
+    ) -> Option<&Labels> {
+        let labels = match validate_labels(raw) {
+            Ok(labels) => labels,
+            Err((err, shown)) => {
+                self.invalid.push(InvalidSeries {
+                    message: format!("invalid series {shown}: {err}"),
+                    reason: DropReason::InvalidLabels,
+                    samples: samples.len() + histograms,
+                });
+                return None;
+            }
+        };
+        if histograms > 0 {
+            self.invalid.push(InvalidSeries {
+                message: format!("native histograms are not supported yet (series {labels})"),
+                reason: DropReason::NativeHistogram,
+                samples: histograms,
+            });
+        }
+        self.series.push(SeriesBatch { labels, samples });
+        self.series.last().map(|s| &s.labels)
+    }
+
+    fn finish(mut self, metadata: HashMap<String, Metadata>) -> DecodedWrite {
+        self.series.retain(|s| !s.samples.is_empty());
+        self.metadata = metadata.into_iter().collect();
+        self
+    }
+}
+
+fn symbol<'a>(
+    symbols: &'a [String],
+    r: u32,
+    what: &dyn Fn() -> String,
+) -> Result<&'a str, RemoteWriteError> {
+    symbols.get(r as usize).map(String::as_str).ok_or_else(|| {
+        RemoteWriteError::Malformed(format!(
+            "symbol reference {r} of {} is out of range (the symbols table has {} entries)",
+            what(),
+            symbols.len()
+        ))
+    })
+}
+
+fn resolve_pairs(
+    symbols: &[String],
+    refs: &[u32],
+    what: impl Fn() -> String,
+) -> Result<Vec<Label>, RemoteWriteError> {
+    if refs.len() % 2 == 1 {
+        return Err(RemoteWriteError::Malformed(format!(
+            "labels_refs of {} has odd length {}",
+            what(),
+            refs.len()
+        )));
+    }
+    refs.chunks_exact(2)
+        .map(|pair| {
+            let name = symbol(symbols, pair[0], &what)?;
+            let value = symbol(symbols, pair[1], &what)?;
+            Ok(Label::new(name, value))
+        })
+        .collect()
+}
+
+/// Metadata worth storing: `None` when the sender said nothing (unspecified type, no help, no unit).
+fn metadata_v2(symbols: &[String], md: v2::Metadata) -> Result<Option<Metadata>, RemoteWriteError> {
+    let what = || "series metadata".to_string();
+    let help = symbol(symbols, md.help_ref, &what)?;
+    let unit = symbol(symbols, md.unit_ref, &what)?;
+    let kind = v2::MetricType::try_from(md.r#type).unwrap_or(v2::MetricType::Unspecified);
+    if kind == v2::MetricType::Unspecified && help.is_empty() && unit.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Metadata {
+        kind: kind_name_v2(kind).into(),
+        help: help.into(),
+        unit: unit.into(),
+    }))
+}
+
+fn kind_name_v1(kind: v1::MetricType) -> &'static str {
+    match kind {
+        v1::MetricType::Unknown => "unknown",
+        v1::MetricType::Counter => "counter",
+        v1::MetricType::Gauge => "gauge",
+        v1::MetricType::Histogram => "histogram",
+        v1::MetricType::Gaugehistogram => "gaugehistogram",
+        v1::MetricType::Summary => "summary",
+        v1::MetricType::Info => "info",
+        v1::MetricType::Stateset => "stateset",
+    }
+}
+
+fn kind_name_v2(kind: v2::MetricType) -> &'static str {
+    match kind {
+        v2::MetricType::Unspecified => "unknown",
+        v2::MetricType::Counter => "counter",
+        v2::MetricType::Gauge => "gauge",
+        v2::MetricType::Histogram => "histogram",
+        v2::MetricType::Gaugehistogram => "gaugehistogram",
+        v2::MetricType::Summary => "summary",
+        v2::MetricType::Info => "info",
+        v2::MetricType::Stateset => "stateset",
+    }
+}
+
+/// 2.0 attaches metadata to each series, 1.0 (and the metadata API) to the family: the
+/// `_bucket`, `_sum` and `_count` series of a classic histogram or summary share one family.
+fn family_name<'a>(series_name: &'a str, kind: &str) -> &'a str {
+    let suffixes: &[&str] = match kind {
+        "histogram" | "gaugehistogram" => &["_bucket", "_sum", "_count"],
+        "summary" => &["_sum", "_count"],
+        _ => &[],
+    };
+    suffixes
+        .iter()
+        .find_map(|s| series_name.strip_suffix(s).filter(|f| !f.is_empty()))
+        .unwrap_or(series_name)
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LabelsError {
+    #[error("no labels")]
+    NoLabels,
+    #[error("empty label name")]
+    EmptyName,
+    #[error("duplicate label name {0:?}")]
+    DuplicateName(String),
+    #[error("missing metric name (label __name__)")]
+    MissingMetricName,
+}
+
+/// Checks a series' labels and brings them into canonical form. Names are validated as
+/// Prometheus 3 does by default: any non-empty UTF-8 string (prost has already refused
+/// strings that are not UTF-8). Unsorted labels are sorted, not refused: the 1.0 spec requires
+/// senders to sort, but Prometheus's receiver sorts what it gets, and so do we. On error, also
+/// returns the labels rendered for the message.
+fn validate_labels(mut raw: Vec<Label>) -> Result<Labels, (LabelsError, String)> {
+    let fail = |err, raw: Vec<Label>| Err((err, Labels::new(raw).to_string()));
+    if raw.is_empty() {
+        return fail(LabelsError::NoLabels, raw);
+    }
+    // Stable and usually a no-op: senders sort.
+    raw.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut problem = None;
+    for (i, l) in raw.iter().enumerate() {
+        if l.name.is_empty() {
+            problem = Some(LabelsError::EmptyName);
+        } else if i > 0 && raw[i - 1].name == l.name {
+            problem = Some(LabelsError::DuplicateName(l.name.clone()));
+        }
+        if problem.is_some() {
+            break;
+        }
+    }
+    if let Some(err) = problem {
+        return fail(err, raw);
+    }
+    // Empty values mean "no such label" and are dropped here, so `__name__=""` counts as missing.
+    let labels = Labels::new(raw);
+    if labels.metric_name().is_none() {
+        return Err((LabelsError::MissingMetricName, labels.to_string()));
+    }
+    Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote_write::proto::{histogram, Histogram};
+    use proptest::prelude::*;
+
+    fn compress(raw: &[u8]) -> Vec<u8> {
+        snap::raw::Encoder::new().compress_vec(raw).unwrap()
+    }
+
+    fn l1(n: &str, v: &str) -> v1::Label {
+        v1::Label {
+            name: n.into(),
+            value: v.into(),
+        }
+    }
+
+    fn series_v1(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> v1::TimeSeries {
+        v1::TimeSeries {
+            labels: labels.iter().map(|(n, v)| l1(n, v)).collect(),
+            samples: samples
+                .iter()
+                .map(|&(t, v)| v1::Sample {
+                    value: v,
+                    timestamp: t,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn decode_v1(req: &v1::WriteRequest) -> Result<DecodedWrite, RemoteWriteError> {
+        decode(
+            Protocol::V1,
+            &compress(&req.encode_to_vec()),
+            &Limits::default(),
+        )
+    }
+
+    fn decode_v2(req: &v2::Request) -> Result<DecodedWrite, RemoteWriteError> {
+        decode(
+            Protocol::V2,
+            &compress(&req.encode_to_vec()),
+            &Limits::default(),
+        )
+    }
+
+    fn int_histogram() -> Histogram {
+        Histogram {
+            count: Some(histogram::Count::CountInt(1)),
+            timestamp: 5,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn v1_request_decodes_to_sorted_series_and_metadata() {
+        let req = v1::WriteRequest {
+            timeseries: vec![
+                series_v1(
+                    &[("job", "node"), ("__name__", "up"), ("empty", "")],
+                    &[(1000, 1.0), (2000, 0.0)],
+                ),
+                series_v1(&[("__name__", "no_samples")], &[]),
+            ],
+            metadata: vec![
+                v1::MetricMetadata {
+                    r#type: v1::MetricType::Counter as i32,
+                    metric_family_name: "http_requests_total".into(),
+                    help: "Requests.".into(),
+                    unit: "".into(),
+                },
+                v1::MetricMetadata {
+                    r#type: 42,
+                    metric_family_name: "odd".into(),
+                    help: "".into(),
+                    unit: "".into(),
+                },
+                v1::MetricMetadata {
+                    metric_family_name: "".into(),
+                    help: "nameless".into(),
+                    ..Default::default()
+                },
+            ],
+        };
+        let d = decode_v1(&req).unwrap();
+        assert_eq!(d.errors().count(), 0);
+        assert_eq!(
+            d.series(),
+            &[SeriesBatch {
+                labels: Labels::from_pairs([("__name__", "up"), ("job", "node")]),
+                samples: vec![Sample { t: 1000, v: 1.0 }, Sample { t: 2000, v: 0.0 }],
+            }]
+        );
+        let mut md = d.metadata.clone();
+        md.sort_by(|a, b| a.0.cmp(&b.0));
+        let kinds: Vec<_> = md
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.kind.as_str(), m.help.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("http_requests_total", "counter", "Requests."),
+                ("odd", "unknown", "")
+            ]
+        );
+    }
+
+    #[test]
+    fn v2_request_resolves_symbols_and_family_metadata() {
+        let req = v2::Request {
+            symbols: [
+                "",
+                "__name__",
+                "rpc_seconds_bucket",
+                "le",
+                "0.5",
+                "Latency.",
+                "seconds",
+                "instance",
+                "a:1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            timeseries: vec![v2::TimeSeries {
+                labels_refs: vec![1, 2, 7, 8, 3, 4],
+                samples: vec![v2::Sample {
+                    value: 3.0,
+                    timestamp: 10,
+                    start_timestamp: 0,
+                }],
+                exemplars: vec![v2::Exemplar {
+                    labels_refs: vec![7, 8],
+                    value: 0.1,
+                    timestamp: 9,
+                }],
+                metadata: Some(v2::Metadata {
+                    r#type: v2::MetricType::Histogram as i32,
+                    help_ref: 5,
+                    unit_ref: 6,
+                }),
+                ..Default::default()
+            }],
+        };
+        let d = decode_v2(&req).unwrap();
+        assert_eq!(d.errors().count(), 0);
+        assert_eq!(d.series().len(), 1);
+        assert_eq!(
+            d.series()[0].labels,
+            Labels::from_pairs([
+                ("__name__", "rpc_seconds_bucket"),
+                ("instance", "a:1"),
+                ("le", "0.5")
+            ])
+        );
+        assert_eq!(d.series()[0].samples, vec![Sample { t: 10, v: 3.0 }]);
+        let expected = Metadata {
+            kind: "histogram".into(),
+            help: "Latency.".into(),
+            unit: "seconds".into(),
+        };
+        assert_eq!(d.metadata, vec![("rpc_seconds".to_string(), expected)]);
+    }
+
+    #[test]
+    fn v2_unspecified_metadata_is_not_stored() {
+        let req = v2::Request {
+            symbols: ["", "__name__", "up"].map(String::from).to_vec(),
+            timeseries: vec![v2::TimeSeries {
+                labels_refs: vec![1, 2],
+                samples: vec![v2::Sample {
+                    value: 1.0,
+                    timestamp: 1,
+                    start_timestamp: 0,
+                }],
+                metadata: Some(v2::Metadata::default()),
+                ..Default::default()
+            }],
+        };
+        assert!(decode_v2(&req).unwrap().metadata.is_empty());
+    }
+
+    #[test]
+    fn invalid_labels_are_reported_per_series() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], "invalid series {}: no labels"),
+            (
+                &[("__name__", "up"), ("", "x")],
+                r#"invalid series up{="x"}: empty label name"#,
+            ),
+            (
+                &[("__name__", "up"), ("job", "a"), ("job", "b")],
+                r#"invalid series up{job="b"}: duplicate label name "job""#,
+            ),
+            (
+                &[("job", "a")],
+                r#"invalid series {job="a"}: missing metric name (label __name__)"#,
+            ),
+            (
+                &[("__name__", ""), ("job", "a")],
+                r#"invalid series {job="a"}: missing metric name (label __name__)"#,
+            ),
+        ];
+        for (labels, message) in cases {
+            let req = v1::WriteRequest {
+                timeseries: vec![series_v1(labels, &[(1, 1.0)])],
+                metadata: vec![],
+            };
+            let d = decode_v1(&req).unwrap();
+            assert!(d.series().is_empty(), "{labels:?}");
+            assert_eq!(d.errors().collect::<Vec<_>>(), vec![*message]);
+            assert_eq!(d.invalid[0].samples, 1);
+        }
+    }
+
+    #[test]
+    fn utf8_names_are_valid() {
+        let utf8 = validate_labels(vec![
+            Label::new("__name__", "mété.o"),
+            Label::new("ünit/1", "v"),
+        ]);
+        assert_eq!(
+            utf8.unwrap(),
+            Labels::from_pairs([("__name__", "mété.o"), ("ünit/1", "v")])
+        );
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_fail_decoding() {
+        // WriteRequest{timeseries: [{labels: [{name: b"\xff", value: "v"}]}]}
+        let bytes = [0x0a, 0x08, 0x0a, 0x06, 0x0a, 0x01, 0xff, 0x12, 0x01, b'v'];
+        let err = decode(Protocol::V1, &compress(&bytes), &Limits::default()).unwrap_err();
+        assert!(matches!(err, RemoteWriteError::Protobuf(_)), "{err}");
+    }
+
+    #[test]
+    fn histograms_are_refused_but_samples_kept() {
+        let mut ts = series_v1(&[("__name__", "mixed")], &[(1, 1.0)]);
+        ts.histograms = vec![int_histogram(), int_histogram()];
+        let d = decode_v1(&v1::WriteRequest {
+            timeseries: vec![ts],
+            metadata: vec![],
+        })
+        .unwrap();
+        assert_eq!(d.series().len(), 1);
+        assert_eq!(
+            d.errors().collect::<Vec<_>>(),
+            vec!["native histograms are not supported yet (series mixed{})"]
+        );
+        assert_eq!(
+            (d.invalid[0].reason, d.invalid[0].samples),
+            (DropReason::NativeHistogram, 2)
+        );
+    }
+
+    #[test]
+    fn v2_bad_symbol_references_are_malformed() {
+        let symbols = ["", "__name__", "up"].map(String::from).to_vec();
+        let with = |ts: v2::TimeSeries| v2::Request {
+            symbols: symbols.clone(),
+            timeseries: vec![ts],
+        };
+        let cases = [
+            (
+                v2::TimeSeries {
+                    labels_refs: vec![1, 3],
+                    ..Default::default()
+                },
+                "symbol reference 3 of series 0",
+            ),
+            (
+                v2::TimeSeries {
+                    labels_refs: vec![1, 2, 1],
+                    ..Default::default()
+                },
+                "labels_refs of series 0 has odd length 3",
+            ),
+            (
+                v2::TimeSeries {
+                    labels_refs: vec![1, 2],
+                    exemplars: vec![v2::Exemplar {
+                        labels_refs: vec![1, 99],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                "symbol reference 99 of an exemplar of series 0",
+            ),
+            (
+                v2::TimeSeries {
+                    labels_refs: vec![1, 2],
+                    metadata: Some(v2::Metadata {
+                        r#type: 1,
+                        help_ref: 7,
+                        unit_ref: 0,
+                    }),
+                    ..Default::default()
+                },
+                "symbol reference 7 of series metadata",
+            ),
+        ];
+        for (ts, expected) in cases {
+            let err = decode_v2(&with(ts)).unwrap_err();
+            assert!(matches!(err, RemoteWriteError::Malformed(_)), "{err}");
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn declared_size_over_the_limit_is_refused_before_decompressing() {
+        let raw = vec![0u8; 4096];
+        let limits = Limits {
+            max_decompressed_bytes: 4095,
+        };
+        let err = decode(Protocol::V1, &compress(&raw), &limits).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RemoteWriteError::DecompressedTooLarge {
+                    len: 4096,
+                    limit: 4095
+                }
+            ),
+            "{err}"
+        );
+        // Only the header: claims 2^32-1 bytes but carries none. Must fail fast, not allocate.
+        let header_only = [0xff, 0xff, 0xff, 0xff, 0x0f];
+        let err = decode(Protocol::V1, &header_only, &Limits::default()).unwrap_err();
+        assert!(
+            matches!(err, RemoteWriteError::DecompressedTooLarge { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        let err = decode(Protocol::V1, b"not snappy at all", &Limits::default()).unwrap_err();
+        assert!(matches!(err, RemoteWriteError::Snappy(_)), "{err}");
+        let full = v1::WriteRequest {
+            timeseries: vec![series_v1(&[("__name__", "up")], &[(1, 1.0)])],
+            metadata: vec![],
+        }
+        .encode_to_vec();
+        let truncated = compress(&full[..full.len() - 3]);
+        let err = decode(Protocol::V1, &truncated, &Limits::default()).unwrap_err();
+        assert!(matches!(err, RemoteWriteError::Protobuf(_)), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), v2 in any::<bool>()) {
+            let protocol = if v2 { Protocol::V2 } else { Protocol::V1 };
+            let limits = Limits::default();
+            // Both as a snappy body and as the protobuf inside a valid snappy body.
+            let _ = decode(protocol, &bytes, &limits);
+            let _ = decode(protocol, &compress(&bytes), &limits);
+        }
+
+        #[test]
+        fn valid_v1_series_survive_decoding(
+            names in proptest::collection::btree_set("[a-z_][a-z0-9_]{0,8}", 0..5),
+            value in "[ -~]{1,12}",
+            samples in proptest::collection::vec((any::<i64>(), any::<f64>()), 1..4),
+        ) {
+            let mut labels: Vec<(String, String)> = names.into_iter().filter(|n| n != "__name__").map(|n| (n, value.clone())).collect();
+            labels.push(("__name__".into(), "m".into()));
+            let pairs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let req = v1::WriteRequest { timeseries: vec![series_v1(&pairs, &samples)], metadata: vec![] };
+            let d = decode_v1(&req).unwrap();
+            prop_assert_eq!(d.errors().count(), 0);
+            prop_assert_eq!(&d.series()[0].labels, &Labels::from_pairs(labels.clone()));
+            let got: Vec<(i64, u64)> = d.series()[0].samples.iter().map(|s| (s.t, s.v.to_bits())).collect();
+            // Bit-exact (stale markers are NaNs), except that proto3 omits a zero of either
+            // sign, so -0.0 arrives as 0.0 (as from Prometheus's own encoder).
+            let want: Vec<(i64, u64)> = samples.iter().map(|&(t, v)| (t, if v == 0.0 { 0 } else { v.to_bits() })).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}

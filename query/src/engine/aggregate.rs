@@ -1,0 +1,431 @@
+//! Aggregation operators (sum, avg, min, max, count, group, stddev, stdvar, quantile, topk,
+//! bottomk, limitk, limit_ratio, count_values) with by/without grouping.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
+use storage::Labels;
+
+use super::eval::{unwrap_parens, Evaluator};
+use super::labels::{drop_name, keep, set, signature, without};
+use super::types::{by_step, kahan_inc, quantile, Ctx, OutBuilder, Series, Val};
+use crate::value::QueryError;
+
+struct Grouping {
+    without: bool,
+    names: Vec<String>,
+}
+
+impl Grouping {
+    fn key(&self, l: &Labels) -> String {
+        signature(l, !self.without, &self.names)
+    }
+
+    fn labels(&self, l: &Labels) -> Labels {
+        if self.without {
+            drop_name(&without(l, &self.names))
+        } else {
+            keep(l, &self.names)
+        }
+    }
+}
+
+pub(crate) fn eval_aggregate(
+    ev: &mut Evaluator,
+    a: &AggregateExpr,
+    ctx: &Ctx,
+) -> Result<Val, QueryError> {
+    let op = a.op.to_string();
+    let mut grouping = match &a.modifier {
+        Some(LabelModifier::Include(ls)) => Grouping {
+            without: false,
+            names: ls.labels.clone(),
+        },
+        Some(LabelModifier::Exclude(ls)) => Grouping {
+            without: true,
+            names: ls.labels.clone(),
+        },
+        None => Grouping {
+            without: false,
+            names: vec![],
+        },
+    };
+    if op == "count_values" {
+        let label = match a.param.as_deref().map(unwrap_parens) {
+            Some(Expr::StringLiteral(s)) => s.val.clone(),
+            _ => {
+                return Err(QueryError::Execution(
+                    "count_values requires a string parameter".into(),
+                ))
+            }
+        };
+        if !super::functions::valid_label_name(ev, &label) {
+            // Characters from `\xNN` escapes stand for raw bytes, as Go prints them.
+            let quoted: String = label
+                .chars()
+                .map(|c| {
+                    if ('\u{80}'..='\u{ff}').contains(&c) {
+                        format!("\\x{:02x}", c as u32)
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+            return Err(QueryError::Execution(format!(
+                "invalid label name \"{quoted}\""
+            )));
+        }
+        if !grouping.without {
+            grouping.names.push(label.clone());
+        }
+        let input = ev.eval_vector(&a.expr, ctx)?;
+        return count_values(&input, &grouping, &label, ctx).map(Val::Vector);
+    }
+    let params = match &a.param {
+        Some(p) => Some(ev.eval_scalar(p, ctx)?),
+        None => None,
+    };
+    let input = ev.eval_vector(&a.expr, ctx)?;
+    let mut group_of = Vec::with_capacity(input.len());
+    let mut group_labels: Vec<Labels> = Vec::new();
+    // A group loses its name if any member would.
+    let mut group_drop: Vec<bool> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for s in &input {
+        let key = grouping.key(&s.labels);
+        let g = *index.entry(key).or_insert_with(|| {
+            group_labels.push(grouping.labels(&s.labels));
+            group_drop.push(false);
+            group_labels.len() - 1
+        });
+        group_drop[g] |= s.drop_name;
+        group_of.push(g);
+    }
+    let steps = by_step(&input, ctx);
+    match op.as_str() {
+        "topk" | "bottomk" | "limitk" | "limit_ratio" => {
+            let params = params.unwrap_or_default();
+            select_k(
+                ev,
+                &op,
+                &input,
+                &group_of,
+                group_labels.len(),
+                &steps,
+                &params,
+                ctx,
+            )
+            .map(Val::Vector)
+        }
+        _ => {
+            let params = params.unwrap_or_default();
+            let mut out = OutBuilder::default();
+            for (i, els) in steps.iter().enumerate() {
+                ev.check_deadline()?;
+                let mut accs: Vec<Option<Acc>> = (0..group_labels.len()).map(|_| None).collect();
+                for e in els {
+                    let g = group_of[e.series];
+                    match &mut accs[g] {
+                        None => accs[g] = Some(Acc::new(&op, e.v)),
+                        Some(acc) => acc.add(&op, e.v),
+                    }
+                }
+                let q = params.get(i).copied().unwrap_or(f64::NAN);
+                if op == "quantile" && (q.is_nan() || !(0.0..=1.0).contains(&q)) {
+                    let pos = ev.pos(&op, Some(0));
+                    ev.warn(format!(
+                        "quantile value should be between 0 and 1, got {}{pos}",
+                        fmt_go(q)
+                    ));
+                }
+                for (g, acc) in accs.into_iter().enumerate() {
+                    if let Some(acc) = acc {
+                        out.push(
+                            &group_labels[g],
+                            group_drop[g],
+                            i,
+                            ctx.ts(i),
+                            acc.result(&op, q),
+                        )?;
+                    }
+                }
+            }
+            Ok(Val::Vector(out.finish()))
+        }
+    }
+}
+
+/// Running state of one group at one step.
+struct Acc {
+    value: f64,
+    mean: f64,
+    c: f64,
+    count: f64,
+    incremental: bool,
+    values: Vec<f64>,
+}
+
+impl Acc {
+    fn new(op: &str, f: f64) -> Acc {
+        let mut a = Acc {
+            value: f,
+            mean: f,
+            c: 0.0,
+            count: 1.0,
+            incremental: false,
+            values: Vec::new(),
+        };
+        match op {
+            "stddev" | "stdvar" => {
+                a.value = if f.is_nan() || f.is_infinite() {
+                    f64::NAN
+                } else {
+                    0.0
+                }
+            }
+            "quantile" => a.values.push(f),
+            "group" => a.value = 1.0,
+            _ => {}
+        }
+        a
+    }
+
+    fn add(&mut self, op: &str, f: f64) {
+        match op {
+            "sum" => (self.value, self.c) = kahan_inc(f, self.value, self.c),
+            "avg" => {
+                self.count += 1.0;
+                if !self.incremental {
+                    let (v, c) = kahan_inc(f, self.value, self.c);
+                    if !v.is_infinite() {
+                        (self.value, self.c) = (v, c);
+                        return;
+                    }
+                    self.incremental = true;
+                    self.mean = self.value / (self.count - 1.0);
+                    self.c /= self.count - 1.0;
+                }
+                if self.mean.is_infinite() {
+                    if f.is_infinite() && (self.mean > 0.0) == (f > 0.0) {
+                        return;
+                    }
+                    if !f.is_infinite() && !f.is_nan() {
+                        return;
+                    }
+                }
+                let current = self.mean + self.c;
+                (self.mean, self.c) =
+                    kahan_inc(f / self.count - current / self.count, self.mean, self.c);
+            }
+            "max" if self.value < f || self.value.is_nan() => self.value = f,
+            "min" if self.value > f || self.value.is_nan() => self.value = f,
+            "count" => self.count += 1.0,
+            "stddev" | "stdvar" => {
+                self.count += 1.0;
+                let delta = f - self.mean;
+                self.mean += delta / self.count;
+                self.value += delta * (f - self.mean);
+            }
+            "quantile" => self.values.push(f),
+            _ => {}
+        }
+    }
+
+    fn result(mut self, op: &str, q: f64) -> f64 {
+        match op {
+            "sum" => self.value + self.c,
+            "avg" if self.incremental => self.mean + self.c,
+            "avg" => (self.value + self.c) / self.count,
+            "count" => self.count,
+            "stdvar" => self.value / self.count,
+            "stddev" => (self.value / self.count).sqrt(),
+            "quantile" => quantile(q, &mut self.values),
+            _ => self.value,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn select_k(
+    ev: &mut Evaluator,
+    op: &str,
+    input: &[Series],
+    group_of: &[usize],
+    groups: usize,
+    steps: &[Vec<super::types::El>],
+    params: &[f64],
+    ctx: &Ctx,
+) -> Result<Vec<Series>, QueryError> {
+    let mut out = OutBuilder::default();
+    for (i, els) in steps.iter().enumerate() {
+        let p = params.get(i).copied().unwrap_or(f64::NAN);
+        let mut per_group: Vec<Vec<super::types::El>> = vec![Vec::new(); groups];
+        for e in els {
+            per_group[group_of[e.series]].push(*e);
+        }
+        let mut order: Vec<usize> = Vec::new();
+        for e in els {
+            let g = group_of[e.series];
+            if !order.contains(&g) {
+                order.push(g);
+            }
+        }
+        let chosen: Vec<Vec<super::types::El>> = if op == "limit_ratio" {
+            if p.is_nan() {
+                return Err(QueryError::Execution(format!(
+                    "Ratio value is {}",
+                    fmt_go(p)
+                )));
+            }
+            let ratio = p.clamp(-1.0, 1.0);
+            if ratio != p {
+                let pos = ev.pos(op, Some(0));
+                ev.warn(format!(
+                    "ratio value should be between -1 and 1, got {}, capping to {}{pos}",
+                    fmt_go(p),
+                    fmt_go(ratio)
+                ));
+            }
+            order
+                .iter()
+                .map(|&g| {
+                    per_group[g]
+                        .iter()
+                        .filter(|e| ratio != 0.0 && ratio_selected(ratio, &input[e.series].labels))
+                        .copied()
+                        .collect()
+                })
+                .collect()
+        } else {
+            if p.is_nan() {
+                return Err(QueryError::Execution("Parameter value is NaN".into()));
+            }
+            if p.abs() >= 9.223_372_036_854_776e18 {
+                return Err(QueryError::Execution(format!(
+                    "Scalar value {} overflows int64",
+                    fmt_go(p)
+                )));
+            }
+            let k = p.trunc();
+            if k < 1.0 {
+                continue;
+            }
+            let k = k as usize;
+            order
+                .iter()
+                .map(|&g| {
+                    let mut v = per_group[g].clone();
+                    match op {
+                        "topk" => v.sort_by(|a, b| cmp_desc_nan_last(a.v, b.v)),
+                        "bottomk" => v.sort_by(|a, b| cmp_asc_nan_last(a.v, b.v)),
+                        _ => {}
+                    }
+                    v.truncate(k);
+                    v
+                })
+                .collect()
+        };
+        for e in chosen.into_iter().flatten() {
+            let s = &input[e.series];
+            out.push(&s.labels, s.drop_name, i, ctx.ts(i), e.v)?;
+        }
+    }
+    Ok(out.finish())
+}
+
+fn cmp_desc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+fn cmp_asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+/// Prometheus's deterministic sampling for limit_ratio: a series' offset in [0, 1] is the hash
+/// of its label set; positive ratios take the low end, negative ones the complementary high end.
+fn ratio_selected(ratio: f64, labels: &Labels) -> bool {
+    let offset = super::hash::labels_hash(labels) as f64 / u64::MAX as f64;
+    (ratio >= 0.0 && offset < ratio) || (ratio < 0.0 && offset >= 1.0 + ratio)
+}
+
+fn count_values(
+    input: &[Series],
+    grouping: &Grouping,
+    label: &str,
+    ctx: &Ctx,
+) -> Result<Vec<Series>, QueryError> {
+    let steps = by_step(input, ctx);
+    let mut out = OutBuilder::default();
+    for (i, els) in steps.iter().enumerate() {
+        let mut counts: Vec<(Labels, f64)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for e in els {
+            let metric = set(&input[e.series].labels, label, &fmt_value(e.v));
+            let key = grouping.key(&metric);
+            match index.get(&key) {
+                Some(&g) => counts[g].1 += 1.0,
+                None => {
+                    index.insert(key, counts.len());
+                    counts.push((grouping.labels(&metric), 1.0));
+                }
+            }
+        }
+        for (l, c) in counts {
+            out.push(&l, false, i, ctx.ts(i), c)?;
+        }
+    }
+    Ok(out.finish())
+}
+
+/// Go's strconv.FormatFloat(v, 'f', -1, 64).
+pub(crate) fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Go's `%v` for a float64 (strconv 'g' with the shortest representation).
+pub(crate) fn fmt_go(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
+    }
+    let exp = v.abs().log10().floor() as i32;
+    if !(-4..21).contains(&exp) {
+        let s = format!("{v:e}");
+        let (mant, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let e: i32 = e.parse().unwrap_or(0);
+        format!("{mant}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+    } else {
+        format!("{v}")
+    }
+}

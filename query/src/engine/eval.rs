@@ -1,0 +1,454 @@
+//! The evaluator: walks the AST, loads selector data (once per selector and context) and
+//! dispatches to the operator and function modules. Owns selector semantics (lookback,
+//! staleness, offset, @, subquery step alignment) and the query-wide limits.
+
+use std::collections::HashSet;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
+use storage::{
+    is_stale_nan, Labels, MatchOp, Matcher, Queryable, Sample, SeriesSamples, METRIC_NAME,
+};
+
+use super::labels::drop_name;
+use super::types::{merge_same_labels, Ctx, Series, Val};
+use super::{aggregate, binary, functions, EngineOptions, DEFAULT_SUBQUERY_STEP_MS};
+use crate::value::{QueryError, QueryResult, Value};
+
+pub(crate) struct Evaluator<'a> {
+    storage: &'a dyn Queryable,
+    opts: &'a EngineOptions,
+    deadline: Instant,
+    query: &'a str,
+    query_start: i64,
+    query_end: i64,
+    /// 0 for instant queries, as Prometheus's `step()` reports.
+    query_step: i64,
+    loaded: usize,
+    warnings: Vec<String>,
+    infos: Vec<String>,
+}
+
+/// A range-vector argument: raw points per series plus how each step's window is placed.
+pub(crate) struct RangeInput {
+    pub series: Vec<Series>,
+    pub range: i64,
+    offset: i64,
+    at: Option<i64>,
+}
+
+impl RangeInput {
+    /// The right edge of the window for evaluation time `ts`; the window is `(end - range, end]`.
+    pub fn window_end(&self, ts: i64) -> i64 {
+        self.at.unwrap_or(ts) - self.offset
+    }
+
+    /// The samples of `points` inside the window for `ts`.
+    pub fn window<'p>(&self, points: &'p [Sample], ts: i64) -> &'p [Sample] {
+        let end = self.window_end(ts);
+        let start = end - self.range;
+        let lo = points.partition_point(|s| s.t <= start);
+        let hi = points.partition_point(|s| s.t <= end);
+        &points[lo..hi.max(lo)]
+    }
+}
+
+pub(crate) fn value_type(expr: &Expr) -> &'static str {
+    match expr.value_type() {
+        promql_parser::parser::value::ValueType::Scalar => "scalar",
+        promql_parser::parser::value::ValueType::String => "string",
+        promql_parser::parser::value::ValueType::Vector => "vector",
+        promql_parser::parser::value::ValueType::Matrix => "matrix",
+    }
+}
+
+pub(crate) fn unwrap_parens(mut e: &Expr) -> &Expr {
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    e
+}
+
+pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(
+        storage: &'a dyn Queryable,
+        opts: &'a EngineOptions,
+        deadline: Instant,
+        query: &'a str,
+        (query_start, query_end, query_step): (i64, i64, i64),
+    ) -> Self {
+        Evaluator {
+            storage,
+            opts,
+            deadline,
+            query,
+            query_start,
+            query_end,
+            query_step,
+            loaded: 0,
+            warnings: vec![],
+            infos: vec![],
+        }
+    }
+
+    /// Start, end and step of the whole query (ms), for `start()`, `end()`, `step()`, `range()`.
+    pub fn query_bounds(&self) -> (i64, i64, i64) {
+        (self.query_start, self.query_end, self.query_step)
+    }
+
+    /// Whether a string literal in the query uses `\xNN` with a byte >= 0x80 (see
+    /// `functions::valid_label_name`).
+    pub fn query_has_raw_byte_escape(&self) -> bool {
+        let b = self.query.as_bytes();
+        b.windows(4).any(|w| {
+            w[0] == b'\\'
+                && w[1] == b'x'
+                && w[2].is_ascii_hexdigit()
+                && w[3].is_ascii_hexdigit()
+                && w[2] >= b'8'
+        })
+    }
+
+    /// Prometheus's ` (line:col)` suffix for an annotation about `func` (or its argument).
+    pub fn pos(&self, func: &str, arg: Option<usize>) -> String {
+        super::position::suffix(self.query, super::position::locate(self.query, func, arg))
+    }
+
+    pub fn warn(&mut self, msg: String) {
+        self.warnings.push(format!("PromQL warning: {msg}"));
+    }
+
+    pub fn info(&mut self, msg: String) {
+        self.infos.push(format!("PromQL info: {msg}"));
+    }
+
+    pub fn finish(self, value: Value) -> QueryResult {
+        QueryResult {
+            value,
+            warnings: dedup(self.warnings),
+            infos: dedup(self.infos),
+        }
+    }
+
+    pub fn check_deadline(&self) -> Result<(), QueryError> {
+        if Instant::now() >= self.deadline {
+            return Err(QueryError::Timeout);
+        }
+        Ok(())
+    }
+
+    /// Counts samples held by an intermediate result against `max_samples`.
+    pub fn check_points(&self, n: usize) -> Result<(), QueryError> {
+        if self.loaded.saturating_add(n) > self.opts.max_samples {
+            return Err(QueryError::TooManySamples);
+        }
+        Ok(())
+    }
+
+    /// Evaluates the whole query and applies the delayed `__name__` removal.
+    pub fn eval_root(&mut self, expr: &Expr, ctx: &Ctx) -> Result<Val, QueryError> {
+        let val = self.eval(expr, ctx)?;
+        Ok(match val {
+            Val::Vector(s) => Val::Vector(cleanup_names(s)?),
+            Val::Matrix(s) => Val::Matrix(cleanup_names(s)?),
+            other => other,
+        })
+    }
+
+    pub fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.query_start),
+            Some(AtModifier::End) => Some(self.query_end),
+            Some(AtModifier::At(t)) => Some(system_time_ms(t)),
+        }
+    }
+
+    pub fn eval(&mut self, expr: &Expr, ctx: &Ctx) -> Result<Val, QueryError> {
+        self.check_deadline()?;
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; ctx.steps()])),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, ctx),
+            Expr::Unary(u) => match self.eval(&u.expr, ctx)? {
+                Val::Scalar(v) => Ok(Val::Scalar(v.into_iter().map(|x| -x).collect())),
+                Val::Vector(mut series) => {
+                    for s in &mut series {
+                        s.drop_name = true;
+                        for p in &mut s.points {
+                            p.v = -p.v;
+                        }
+                    }
+                    Ok(Val::Vector(series))
+                }
+                _ => Err(QueryError::Execution(
+                    "unary expression only allowed on expressions of type scalar or vector".into(),
+                )),
+            },
+            Expr::Binary(b) => binary::eval_binary(self, b, ctx),
+            Expr::Aggregate(a) => aggregate::eval_aggregate(self, a, ctx),
+            Expr::Call(c) => functions::eval_call(self, c, ctx),
+            Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, ctx, false)?)),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                let ri = self.range_input(expr, ctx)?;
+                let ts = ctx.start;
+                let series = ri
+                    .series
+                    .iter()
+                    .filter_map(|s| {
+                        let w = ri.window(&s.points, ts);
+                        (!w.is_empty()).then(|| Series {
+                            labels: s.labels.clone(),
+                            drop_name: s.drop_name,
+                            points: w.to_vec(),
+                        })
+                    })
+                    .collect();
+                Ok(Val::Matrix(series))
+            }
+            Expr::Extension(_) => Err(QueryError::Execution("unsupported expression".into())),
+        }
+    }
+
+    /// Evaluates `expr` and requires an instant vector.
+    pub fn eval_vector(&mut self, expr: &Expr, ctx: &Ctx) -> Result<Vec<Series>, QueryError> {
+        match self.eval(expr, ctx)? {
+            Val::Vector(s) => Ok(s),
+            _ => Err(QueryError::Execution(format!(
+                "expected instant vector, got {}",
+                value_type(expr)
+            ))),
+        }
+    }
+
+    /// Evaluates `expr` and requires a scalar (one value per step).
+    pub fn eval_scalar(&mut self, expr: &Expr, ctx: &Ctx) -> Result<Vec<f64>, QueryError> {
+        match self.eval(expr, ctx)? {
+            Val::Scalar(v) => Ok(v),
+            _ => Err(QueryError::Execution(format!(
+                "expected scalar, got {}",
+                value_type(expr)
+            ))),
+        }
+    }
+
+    /// Loads the series of a selector with samples in [mint, maxt], sorted by labels.
+    fn select(
+        &mut self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, QueryError> {
+        let mut sets: Vec<Vec<&promql_parser::label::Matcher>> = Vec::new();
+        if vs.matchers.or_matchers.is_empty() {
+            sets.push(vs.matchers.matchers.iter().collect());
+        } else {
+            for group in &vs.matchers.or_matchers {
+                sets.push(group.iter().chain(vs.matchers.matchers.iter()).collect());
+            }
+        }
+        let mut out: Vec<SeriesSamples> = Vec::new();
+        let mut seen: HashSet<Labels> = HashSet::new();
+        for set in sets {
+            let mut matchers = Vec::with_capacity(set.len() + 1);
+            if let Some(name) = &vs.name {
+                matchers.push(to_storage_matcher(PMatchOp::Equal, METRIC_NAME, name)?);
+            }
+            for m in set {
+                matchers.push(to_storage_matcher(m.op.clone(), &m.name, &m.value)?);
+            }
+            let limit = self.opts.max_samples.saturating_sub(self.loaded);
+            let got = self.storage.select(&matchers, mint, maxt, limit)?;
+            for s in got {
+                if seen.insert(s.labels.clone()) {
+                    self.loaded += s.samples.len();
+                    out.push(s);
+                }
+            }
+            if self.loaded > self.opts.max_samples {
+                return Err(QueryError::TooManySamples);
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// An instant-vector selector at every step. With `timestamps`, the value of each point is
+    /// the timestamp (in seconds) of the sample it came from, for `timestamp()`.
+    pub fn eval_vector_selector(
+        &mut self,
+        vs: &VectorSelector,
+        ctx: &Ctx,
+        timestamps: bool,
+    ) -> Result<Vec<Series>, QueryError> {
+        let offset = offset_ms(&vs.offset);
+        let at = self.at_ms(&vs.at);
+        let lookback = self.opts.lookback_delta.as_millis() as i64;
+        let refer = |ts: i64| at.unwrap_or(ts) - offset;
+        let raw = self.select(vs, refer(ctx.start) - lookback + 1, refer(ctx.end))?;
+        let mut out = Vec::with_capacity(raw.len());
+        for s in raw {
+            let mut points = Vec::new();
+            for i in 0..ctx.steps() {
+                let ts = ctx.ts(i);
+                let r = refer(ts);
+                let idx = s.samples.partition_point(|x| x.t <= r);
+                if idx == 0 {
+                    continue;
+                }
+                let smp = s.samples[idx - 1];
+                if smp.t <= r - lookback || is_stale_nan(smp.v) {
+                    continue;
+                }
+                let v = if timestamps {
+                    smp.t as f64 / 1000.0
+                } else {
+                    smp.v
+                };
+                points.push(Sample { t: ts, v });
+            }
+            if !points.is_empty() {
+                out.push(Series {
+                    labels: s.labels,
+                    drop_name: false,
+                    points,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Evaluates a range-vector expression (matrix selector or subquery, possibly in parens)
+    /// once for all steps of `ctx`.
+    pub fn range_input(&mut self, expr: &Expr, ctx: &Ctx) -> Result<RangeInput, QueryError> {
+        match unwrap_parens(expr) {
+            Expr::MatrixSelector(ms) => {
+                let vs = &ms.vs;
+                let offset = offset_ms(&vs.offset);
+                let at = self.at_ms(&vs.at);
+                let range = ms.range.as_millis() as i64;
+                let first = at.unwrap_or(ctx.start) - offset;
+                let last = at.unwrap_or(ctx.end) - offset;
+                let raw = self.select(vs, first - range + 1, last)?;
+                let series = raw
+                    .into_iter()
+                    .filter_map(|s| {
+                        let points: Vec<Sample> = s
+                            .samples
+                            .into_iter()
+                            .filter(|x| !is_stale_nan(x.v))
+                            .collect();
+                        (!points.is_empty()).then_some(Series {
+                            labels: s.labels,
+                            drop_name: false,
+                            points,
+                        })
+                    })
+                    .collect();
+                Ok(RangeInput {
+                    series,
+                    range,
+                    offset,
+                    at,
+                })
+            }
+            Expr::Subquery(sq) => self.eval_subquery(sq, ctx),
+            other => Err(QueryError::Execution(format!(
+                "expected range vector, got {}",
+                value_type(other)
+            ))),
+        }
+    }
+
+    fn eval_subquery(&mut self, sq: &SubqueryExpr, ctx: &Ctx) -> Result<RangeInput, QueryError> {
+        let offset = offset_ms(&sq.offset);
+        let at = self.at_ms(&sq.at);
+        let range = sq.range.as_millis() as i64;
+        let step = match sq.step {
+            Some(d) if !d.is_zero() => d.as_millis() as i64,
+            _ => DEFAULT_SUBQUERY_STEP_MS,
+        };
+        let (outer_start, outer_end) = match at {
+            Some(a) => (a, a),
+            None => (ctx.start, ctx.end),
+        };
+        let lower = outer_start - offset - range;
+        let mut start = step * (lower / step);
+        if start <= lower {
+            start += step;
+        }
+        let end = outer_end - offset;
+        let series = if start > end {
+            Vec::new()
+        } else {
+            let inner = Ctx { start, end, step };
+            match self.eval(&sq.expr, &inner)? {
+                Val::Vector(s) => s,
+                Val::Scalar(v) => vec![Series {
+                    labels: Labels::default(),
+                    drop_name: false,
+                    points: v
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| Sample { t: inner.ts(i), v })
+                        .collect(),
+                }],
+                _ => {
+                    return Err(QueryError::Execution(
+                        "subquery is only allowed on instant vector".into(),
+                    ))
+                }
+            }
+        };
+        Ok(RangeInput {
+            series,
+            range,
+            offset,
+            at,
+        })
+    }
+}
+
+fn to_storage_matcher(op: PMatchOp, name: &str, value: &str) -> Result<Matcher, QueryError> {
+    let op = match op {
+        PMatchOp::Equal => MatchOp::Equal,
+        PMatchOp::NotEqual => MatchOp::NotEqual,
+        PMatchOp::Re(_) => MatchOp::RegexMatch,
+        PMatchOp::NotRe(_) => MatchOp::RegexNoMatch,
+    };
+    Matcher::new(op, name, value)
+        .map_err(|e| QueryError::Parse(format!("invalid regular expression {value:?}: {e}")))
+}
+
+/// Prometheus's final step with delayed name removal: drop `__name__` where an operation
+/// asked for it; series that then share a label set are merged (an overlap is an error).
+fn cleanup_names(mut series: Vec<Series>) -> Result<Vec<Series>, QueryError> {
+    for s in &mut series {
+        if s.drop_name {
+            s.labels = drop_name(&s.labels);
+            s.drop_name = false;
+        }
+    }
+    merge_same_labels(series)
+}
+
+fn dedup(v: Vec<String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    v.into_iter().filter(|s| seen.insert(s.clone())).collect()
+}

@@ -1,0 +1,206 @@
+//! The engine's intermediate values: every node is evaluated for all steps of its context at
+//! once, so a vector is a set of series with one point per step where it has a value.
+
+use std::collections::HashMap;
+
+use storage::{Labels, Sample};
+
+use crate::value::QueryError;
+
+/// The evaluation steps of one node: `start, start+step, ..., end` (inclusive).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ctx {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+impl Ctx {
+    pub fn steps(&self) -> usize {
+        ((self.end - self.start) / self.step) as usize + 1
+    }
+
+    pub fn ts(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+
+    pub fn index_of(&self, t: i64) -> usize {
+        ((t - self.start) / self.step) as usize
+    }
+}
+
+/// A series with points. For instant vectors the point timestamps are step timestamps; for
+/// range vectors (matrix results) they are the raw sample timestamps.
+#[derive(Clone, Debug)]
+pub(crate) struct Series {
+    pub labels: Labels,
+    /// Prometheus 3's delayed name removal: `__name__` stays until the end of the query (or
+    /// until an operation needs it) and is removed then if this is set.
+    pub drop_name: bool,
+    pub points: Vec<Sample>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    /// One value per step.
+    Scalar(Vec<f64>),
+    Str(String),
+    Vector(Vec<Series>),
+    Matrix(Vec<Series>),
+}
+
+/// One element of the vector at a step: which input series and its value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct El {
+    pub series: usize,
+    pub v: f64,
+}
+
+/// Regroups an instant vector by step: `result[i]` holds the elements present at step `i`,
+/// in series order.
+pub(crate) fn by_step(series: &[Series], ctx: &Ctx) -> Vec<Vec<El>> {
+    let mut out: Vec<Vec<El>> = vec![Vec::new(); ctx.steps()];
+    for (si, s) in series.iter().enumerate() {
+        for p in &s.points {
+            out[ctx.index_of(p.t)].push(El { series: si, v: p.v });
+        }
+    }
+    out
+}
+
+/// Collects per-step outputs into series, keyed by label set. A label set produced twice at
+/// the same step is Prometheus's "vector cannot contain metrics with the same labelset".
+#[derive(Default)]
+pub(crate) struct OutBuilder {
+    index: HashMap<Labels, usize>,
+    series: Vec<Series>,
+    last_step: Vec<usize>,
+}
+
+pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
+
+impl OutBuilder {
+    pub fn push(
+        &mut self,
+        labels: &Labels,
+        drop_name: bool,
+        step: usize,
+        t: i64,
+        v: f64,
+    ) -> Result<(), QueryError> {
+        match self.index.get(labels) {
+            Some(&i) => {
+                if self.last_step[i] == step {
+                    return Err(QueryError::Execution(DUPLICATE_LABELSET.into()));
+                }
+                self.last_step[i] = step;
+                self.series[i].points.push(Sample { t, v });
+            }
+            None => {
+                self.index.insert(labels.clone(), self.series.len());
+                self.last_step.push(step);
+                self.series.push(Series {
+                    labels: labels.clone(),
+                    drop_name,
+                    points: vec![Sample { t, v }],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Vec<Series> {
+        self.series
+    }
+}
+
+/// Merges series that ended up with the same label set (after a name was dropped or a label
+/// rewritten). They may coexist only at different timestamps; a shared timestamp is
+/// Prometheus's "vector cannot contain metrics with the same labelset".
+pub(crate) fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>, QueryError> {
+    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(series.len());
+    let mut out: Vec<Series> = Vec::with_capacity(series.len());
+    let mut merged = false;
+    for s in series {
+        match index.get(&s.labels) {
+            Some(&i) => {
+                out[i].points.extend(s.points);
+                merged = true;
+            }
+            None => {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+        }
+    }
+    if merged {
+        for s in &mut out {
+            s.points.sort_by_key(|p| p.t);
+            if s.points.windows(2).any(|w| w[0].t == w[1].t) {
+                return Err(QueryError::Execution(DUPLICATE_LABELSET.into()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Prometheus's float comparison order for sorting values: NaN sorts before everything.
+pub(crate) fn cmp_nan_first(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+/// Go's math.Max: NaN wins (unlike f64::max).
+pub(crate) fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// Go's math.Min: NaN wins (unlike f64::min).
+pub(crate) fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+/// Neumaier-compensated summation step, as Prometheus's kahanSumInc.
+pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Prometheus's quantile over a set of values (linear interpolation between closest ranks).
+pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| cmp_nan_first(*a, *b));
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}

@@ -1,0 +1,569 @@
+//! The PromQL conformance runner: executes promqltest scripts (Prometheus's own test format)
+//! against the real engine over the real storage and reports every failing eval. Owns the
+//! script semantics (loading, clearing, comparing results and annotations); evaluation is the
+//! engine's.
+
+mod script;
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use promql_parser::parser::{Expr, VectorSelector};
+use storage::{
+    AppendMode, Labels, MatchOp, Matcher, Queryable, Sample, SeriesBatch, Tsdb, TsdbOptions,
+    METRIC_NAME, STALE_NAN_BITS,
+};
+
+use crate::{Engine, EngineOptions, QueryError, QueryResult, Value};
+use script::{Command, EvalCmd, EvalKind, SeqValue, SeriesDesc};
+
+/// Totals of a run, overall and per file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub files: Vec<FileSummary>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileSummary {
+    pub path: PathBuf,
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+/// Runs every script, each on a fresh TSDB in a temporary directory. Prints one block per
+/// failing or skipped eval, one line per file and, last, `N passed, M failed` (with
+/// `, K skipped` when evals were skipped as unsupported).
+pub fn run_files(paths: &[PathBuf], out: &mut dyn Write) -> io::Result<Summary> {
+    let mut summary = Summary::default();
+    for path in paths {
+        let dir = tempfile::tempdir()?;
+        let opts = TsdbOptions {
+            // Test data starts at the Unix epoch and may go back in time after `clear`.
+            retention: Duration::from_secs(200 * 365 * 86_400),
+            out_of_order_window: Duration::from_secs(200 * 365 * 86_400),
+            ..TsdbOptions::default()
+        };
+        let tsdb = Tsdb::open(dir.path(), opts).map_err(io::Error::other)?;
+        let tsdb = Arc::new(tsdb);
+        let fs = run_file(path, tsdb.clone(), out)?;
+        drop(tsdb);
+        summary.passed += fs.passed;
+        summary.failed += fs.failed;
+        summary.skipped += fs.skipped;
+        summary.files.push(fs);
+    }
+    write!(out, "{} passed, {} failed", summary.passed, summary.failed)?;
+    if summary.skipped > 0 {
+        write!(out, ", {} skipped", summary.skipped)?;
+    }
+    writeln!(out)?;
+    Ok(summary)
+}
+
+/// What the runner needs from a storage besides reading: loading and clearing test data.
+pub(crate) trait TestStore: Queryable + 'static {
+    fn load(&self, batch: &[SeriesBatch]) -> Result<(), String>;
+    fn clear(&self) -> Result<(), String>;
+}
+
+impl TestStore for Tsdb {
+    fn load(&self, batch: &[SeriesBatch]) -> Result<(), String> {
+        let report = self
+            .append(batch, AppendMode::AllOrNothing)
+            .map_err(|e| e.to_string())?;
+        match report.rejected.first() {
+            Some(r) => Err(format!(
+                "sample rejected: {} at {}: {}",
+                r.labels, r.t, r.reason
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn clear(&self) -> Result<(), String> {
+        Tsdb::clear(self).map_err(|e| e.to_string())
+    }
+}
+
+pub(crate) fn run_file<S: TestStore>(
+    path: &Path,
+    store: Arc<S>,
+    out: &mut dyn Write,
+) -> io::Result<FileSummary> {
+    let mut fs = FileSummary {
+        path: path.to_path_buf(),
+        ..FileSummary::default()
+    };
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)?;
+    let cmds = match script::parse_script(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            writeln!(
+                out,
+                "FAIL {name}:{}: cannot parse test script: {}",
+                e.line, e.msg
+            )?;
+            fs.failed += 1;
+            writeln!(out, "== {name}: 0 passed, 1 failed")?;
+            return Ok(fs);
+        }
+    };
+    let queryable: Arc<dyn Queryable> = store.clone();
+    let engine = Engine::new(queryable, EngineOptions::default());
+    // Series holding native histograms since the last `clear`: evals touching them are skipped.
+    let mut histogram_series: Vec<Labels> = Vec::new();
+    for cmd in cmds {
+        match cmd {
+            Command::Clear => {
+                store.clear().map_err(io::Error::other)?;
+                histogram_series.clear();
+            }
+            Command::Load { interval, series } => {
+                let batch = load_batch(interval, &series, &mut histogram_series);
+                if let Err(e) = store.load(&batch) {
+                    writeln!(out, "FAIL {name}: load failed: {e}")?;
+                    fs.failed += 1;
+                }
+            }
+            Command::Eval(cmd) => {
+                if let Some(reason) = skip_reason(&cmd, &histogram_series) {
+                    writeln!(out, "SKIP {name}:{}: {} ({reason})", cmd.line, cmd.query)?;
+                    fs.skipped += 1;
+                    continue;
+                }
+                match run_eval(&engine, &cmd) {
+                    Ok(()) => fs.passed += 1,
+                    Err(msg) => {
+                        fs.failed += 1;
+                        writeln!(
+                            out,
+                            "FAIL {name}:{}: {}\n{}",
+                            cmd.line,
+                            cmd.query,
+                            indent(&msg)
+                        )?;
+                    }
+                }
+            }
+        }
+    }
+    write!(out, "== {name}: {} passed, {} failed", fs.passed, fs.failed)?;
+    if fs.skipped > 0 {
+        write!(out, ", {} skipped", fs.skipped)?;
+    }
+    writeln!(out)?;
+    Ok(fs)
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("    {l}\n"))
+        .collect::<String>()
+        .trim_end()
+        .to_string()
+}
+
+fn load_batch(
+    interval: i64,
+    series: &[SeriesDesc],
+    histogram_series: &mut Vec<Labels>,
+) -> Vec<SeriesBatch> {
+    let mut batch = Vec::with_capacity(series.len());
+    for s in series {
+        let mut samples = Vec::new();
+        for (i, v) in s.values.iter().enumerate() {
+            let t = i as i64 * interval;
+            match v {
+                SeqValue::Float(f) => samples.push(Sample { t, v: *f }),
+                SeqValue::Omitted => {}
+                SeqValue::Histogram => {
+                    if !histogram_series.contains(&s.labels) {
+                        histogram_series.push(s.labels.clone());
+                    }
+                }
+            }
+        }
+        // A classic histogram loaded with `load_with_nhcb` also exists as a native one.
+        if let Some(base) = s
+            .labels
+            .metric_name()
+            .and_then(|n| n.strip_suffix("_bucket"))
+        {
+            if s.labels.get("le").is_some() {
+                let nhcb = Labels::new(
+                    s.labels
+                        .iter()
+                        .filter(|l| l.name != "le")
+                        .map(|l| {
+                            if l.name == METRIC_NAME {
+                                storage::Label::new(METRIC_NAME, base)
+                            } else {
+                                l.clone()
+                            }
+                        })
+                        .collect(),
+                );
+                histogram_series.push(nhcb);
+            }
+        }
+        // As upstream, a series described twice in one load keeps only its last description.
+        batch.retain(|b: &SeriesBatch| b.labels != s.labels);
+        if !samples.is_empty() {
+            batch.push(SeriesBatch {
+                labels: s.labels.clone(),
+                samples,
+            });
+        }
+    }
+    batch
+}
+
+/// Native histograms are not supported yet: an eval whose expectations contain one, or whose
+/// selectors match a series that holds one, is skipped (and listed).
+fn skip_reason(cmd: &EvalCmd, histogram_series: &[Labels]) -> Option<&'static str> {
+    if cmd.histograms {
+        return Some("native histograms not supported yet");
+    }
+    if histogram_series.is_empty() {
+        return None;
+    }
+    let expr = promql_parser::parser::parse(&cmd.query).ok()?;
+    let mut selectors = Vec::new();
+    collect_selectors(&expr, &mut selectors);
+    for vs in selectors {
+        let Some(sets) = matcher_sets(vs) else {
+            continue;
+        };
+        let hit = histogram_series.iter().any(|l| {
+            sets.iter()
+                .any(|set| set.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+        });
+        if hit {
+            return Some("selects native histograms, not supported yet");
+        }
+    }
+    None
+}
+
+fn matcher_sets(vs: &VectorSelector) -> Option<Vec<Vec<Matcher>>> {
+    let convert = |m: &promql_parser::label::Matcher| {
+        let op = match m.op {
+            promql_parser::label::MatchOp::Equal => MatchOp::Equal,
+            promql_parser::label::MatchOp::NotEqual => MatchOp::NotEqual,
+            promql_parser::label::MatchOp::Re(_) => MatchOp::RegexMatch,
+            promql_parser::label::MatchOp::NotRe(_) => MatchOp::RegexNoMatch,
+        };
+        Matcher::new(op, m.name.clone(), m.value.clone()).ok()
+    };
+    let mut base: Vec<Matcher> = vs
+        .matchers
+        .matchers
+        .iter()
+        .map(convert)
+        .collect::<Option<_>>()?;
+    if let Some(n) = &vs.name {
+        base.push(Matcher::new(MatchOp::Equal, METRIC_NAME, n.clone()).ok()?);
+    }
+    if vs.matchers.or_matchers.is_empty() {
+        return Some(vec![base]);
+    }
+    let mut sets = Vec::new();
+    for group in &vs.matchers.or_matchers {
+        let mut set: Vec<Matcher> = group.iter().map(convert).collect::<Option<_>>()?;
+        set.extend(base.iter().cloned());
+        sets.push(set);
+    }
+    Some(sets)
+}
+
+fn collect_selectors<'e>(e: &'e Expr, out: &mut Vec<&'e VectorSelector>) {
+    match e {
+        Expr::VectorSelector(vs) => out.push(vs),
+        Expr::MatrixSelector(ms) => out.push(&ms.vs),
+        Expr::Aggregate(a) => {
+            collect_selectors(&a.expr, out);
+            if let Some(p) = &a.param {
+                collect_selectors(p, out);
+            }
+        }
+        Expr::Unary(u) => collect_selectors(&u.expr, out),
+        Expr::Binary(b) => {
+            collect_selectors(&b.lhs, out);
+            collect_selectors(&b.rhs, out);
+        }
+        Expr::Paren(p) => collect_selectors(&p.expr, out),
+        Expr::Subquery(s) => collect_selectors(&s.expr, out),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| collect_selectors(a, out)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+fn run_eval(engine: &Engine, cmd: &EvalCmd) -> Result<(), String> {
+    let res = match cmd.kind {
+        EvalKind::Instant { t } => engine.instant_query(&cmd.query, t),
+        EvalKind::Range { start, end, step } => engine.range_query(&cmd.query, start, end, step),
+    };
+    let res = match res {
+        Err(e) => return check_failure(cmd, &e),
+        Ok(_) if cmd.fail => return Err("expected an error, got none".into()),
+        Ok(r) => r,
+    };
+    check_annotations(cmd, &res)?;
+    match cmd.kind {
+        EvalKind::Range { start, step, .. } => compare_matrix(cmd, &res.value, start, step),
+        EvalKind::Instant { t } => {
+            compare_instant(cmd, &res.value)?;
+            // Query-bound functions legitimately differ in range mode.
+            let bound_fn = ["range()", "step()", "start()", "end()"]
+                .iter()
+                .any(|f| cmd.query.contains(f));
+            if cmd.ordered
+                || bound_fn
+                || !matches!(res.value, Value::Vector(_) | Value::Scalar { .. })
+            {
+                return Ok(());
+            }
+            // Like upstream, the same query in range mode must agree at the middle step.
+            let range = engine
+                .range_query(&cmd.query, t - 60_000, t + 60_000, 60_000)
+                .map_err(|e| format!("error in range mode: {e}"))?;
+            let Value::Matrix(m) = range.value else {
+                return Err("range mode did not return a matrix".into());
+            };
+            let vec: Vec<crate::InstantSample> = m
+                .into_iter()
+                .filter_map(|s| {
+                    s.samples
+                        .iter()
+                        .find(|p| p.t == t)
+                        .map(|p| crate::InstantSample {
+                            labels: s.labels.clone(),
+                            t,
+                            v: p.v,
+                        })
+                })
+                .collect();
+            let as_value = match res.value {
+                Value::Scalar { .. } => match vec.first() {
+                    Some(s) => Value::Scalar { t, v: s.v },
+                    None => Value::Vector(vec![]),
+                },
+                _ => Value::Vector(vec),
+            };
+            compare_instant(cmd, &as_value).map_err(|e| format!("range mode: {e}"))
+        }
+    }
+}
+
+fn check_failure(cmd: &EvalCmd, e: &QueryError) -> Result<(), String> {
+    if !cmd.fail {
+        return Err(format!("unexpected error: {e}"));
+    }
+    let msg = e.to_string();
+    if let Some(want) = &cmd.fail_msg {
+        if *want != msg {
+            return Err(format!("expected error {want:?}, got {msg:?}"));
+        }
+    }
+    if let Some(re) = &cmd.fail_regex {
+        let re = regex::Regex::new(re).map_err(|e| format!("bad regex in test: {e}"))?;
+        if !re.is_match(&msg) {
+            return Err(format!("expected error matching {re}, got {msg:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_annotations(cmd: &EvalCmd, res: &QueryResult) -> Result<(), String> {
+    for (kind, exp, got) in [
+        ("warnings", &cmd.warn, &res.warnings),
+        ("info annotations", &cmd.info, &res.infos),
+    ] {
+        if exp.forbidden && !got.is_empty() {
+            return Err(format!("unexpected {kind}: {got:?}"));
+        }
+        if exp.required && got.is_empty() {
+            return Err(format!("expected {kind}, got none"));
+        }
+        for m in &exp.msgs {
+            if !got.iter().any(|g| g == m) {
+                return Err(format!("expected {kind} {m:?}, got {got:?}"));
+            }
+        }
+        for r in &exp.regexes {
+            let re = regex::Regex::new(r).map_err(|e| format!("bad regex in test: {e}"))?;
+            if !got.iter().any(|g| re.is_match(g)) {
+                return Err(format!("expected {kind} matching {r:?}, got {got:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prometheus's almostEqual with its test epsilon.
+fn almost_equal(a: f64, b: f64) -> bool {
+    const EPSILON: f64 = 1e-6;
+    const MIN_NORMAL: f64 = f64::MIN_POSITIVE;
+    if a.is_nan() && b.is_nan() {
+        return storage::is_stale_nan(a) == storage::is_stale_nan(b);
+    }
+    if a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < MIN_NORMAL {
+        return diff < EPSILON * MIN_NORMAL;
+    }
+    diff / abs_sum.min(f64::MAX) < EPSILON
+}
+
+fn compare_instant(cmd: &EvalCmd, got: &Value) -> Result<(), String> {
+    if let Some(want) = &cmd.string {
+        return match got {
+            Value::String { v, .. } if v == want => Ok(()),
+            other => Err(format!("expected string {want:?}, got {}", show(other))),
+        };
+    }
+    if let Some((start, _, step)) = cmd.range_vector {
+        return compare_matrix(cmd, got, start, step);
+    }
+    if let Some(want) = cmd.scalar {
+        return match got {
+            Value::Scalar { v, .. } if almost_equal(want, *v) => Ok(()),
+            other => Err(format!("expected scalar {want}, got {}", show(other))),
+        };
+    }
+    let Value::Vector(samples) = got else {
+        return Err(format!("expected an instant vector, got {}", show(got)));
+    };
+    let mismatch = || format!("expected:\n{}got:\n{}", show_expected(cmd), show(got));
+    if samples.len() != cmd.series.len() {
+        return Err(mismatch());
+    }
+    for (i, exp) in cmd.series.iter().enumerate() {
+        let want = match exp.values.as_slice() {
+            [SeqValue::Float(v)] => *v,
+            _ => {
+                return Err(format!(
+                    "expected series {} must have exactly one value",
+                    exp.labels
+                ))
+            }
+        };
+        let found = if cmd.ordered {
+            samples.get(i).filter(|s| s.labels == exp.labels)
+        } else {
+            samples.iter().find(|s| s.labels == exp.labels)
+        };
+        match found {
+            Some(s) if almost_equal(want, s.v) => {}
+            _ => return Err(mismatch()),
+        }
+    }
+    Ok(())
+}
+
+fn compare_matrix(cmd: &EvalCmd, got: &Value, start: i64, step: i64) -> Result<(), String> {
+    let Value::Matrix(series) = got else {
+        return Err(format!("expected a range vector, got {}", show(got)));
+    };
+    let mismatch = || format!("expected:\n{}got:\n{}", show_expected(cmd), show(got));
+    if series.len() != cmd.series.len() {
+        return Err(mismatch());
+    }
+    let seen: HashSet<&Labels> = series.iter().map(|s| &s.labels).collect();
+    if seen.len() != series.len() {
+        return Err(format!("result contains duplicate series\n{}", mismatch()));
+    }
+    for exp in &cmd.series {
+        let Some(act) = series.iter().find(|s| s.labels == exp.labels) else {
+            return Err(mismatch());
+        };
+        let want: Vec<(i64, f64)> = exp
+            .values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v {
+                SeqValue::Float(f) => Some((start + i as i64 * step, *f)),
+                _ => None,
+            })
+            .collect();
+        let ok = want.len() == act.samples.len()
+            && want
+                .iter()
+                .zip(act.samples.iter())
+                .all(|((t, v), s)| *t == s.t && almost_equal(*v, s.v));
+        if !ok {
+            return Err(mismatch());
+        }
+    }
+    Ok(())
+}
+
+fn show_expected(cmd: &EvalCmd) -> String {
+    let mut s = String::new();
+    if let Some(v) = cmd.scalar {
+        let _ = writeln!(s, "  scalar {v}");
+    }
+    for e in &cmd.series {
+        let vals: Vec<String> = e
+            .values
+            .iter()
+            .map(|v| match v {
+                SeqValue::Float(f) if f.to_bits() == STALE_NAN_BITS => "stale".to_string(),
+                SeqValue::Float(f) => f.to_string(),
+                SeqValue::Omitted => "_".to_string(),
+                SeqValue::Histogram => "{{..}}".to_string(),
+            })
+            .collect();
+        let _ = writeln!(s, "  {} {}", e.labels, vals.join(" "));
+    }
+    if s.is_empty() {
+        s.push_str("  (empty)\n");
+    }
+    s
+}
+
+fn show(v: &Value) -> String {
+    let mut s = String::new();
+    match v {
+        Value::Scalar { v, .. } => {
+            let _ = writeln!(s, "  scalar {v}");
+        }
+        Value::String { v, .. } => {
+            let _ = writeln!(s, "  string {v:?}");
+        }
+        Value::Vector(samples) => {
+            for x in samples {
+                let _ = writeln!(s, "  {} {}", x.labels, x.v);
+            }
+        }
+        Value::Matrix(series) => {
+            for x in series {
+                let pts: Vec<String> = x
+                    .samples
+                    .iter()
+                    .map(|p| format!("{}@{}", p.v, p.t / 1000))
+                    .collect();
+                let _ = writeln!(s, "  {} {}", x.labels, pts.join(" "));
+            }
+        }
+    }
+    if s.is_empty() {
+        s.push_str("  (empty)\n");
+    }
+    s
+}
+
+#[cfg(test)]
+pub(crate) mod mem;

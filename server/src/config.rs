@@ -1,0 +1,280 @@
+//! The configuration file: Prometheus's `prometheus.yml` shape where the concept exists
+//! (`global`, `rule_files`, `alerting`, `remote_write`, `scrape_configs`) plus novamon's own
+//! sections (`storage`, `listeners`, `query`, `limits`). Owns parsing, defaults and validation;
+//! knows nothing about how the settings are used.
+//!
+//! Unknown keys are errors everywhere we model a section. The Prometheus sections novamon does
+//! not act on yet (`scrape_configs`, `remote_write`, `alerting`, `rule_files`) are accepted as
+//! written so an existing prometheus.yml loads, and reported once at start-up as ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The embedded default: what `novamon` with no arguments runs on.
+pub const DEFAULT_CONFIG: &str = include_str!("default.yml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub global: Global,
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    #[serde(default)]
+    pub alerting: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub remote_write: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    pub scrape_configs: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub listeners: Listeners,
+    #[serde(default)]
+    pub query: Query,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Global {
+    pub scrape_interval: PromDuration,
+    pub scrape_timeout: PromDuration,
+    pub evaluation_interval: PromDuration,
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    pub query_log_file: Option<String>,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            scrape_interval: PromDuration(Duration::from_secs(60)),
+            scrape_timeout: PromDuration(Duration::from_secs(10)),
+            evaluation_interval: PromDuration(Duration::from_secs(60)),
+            external_labels: Default::default(),
+            query_log_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Where every store keeps its files.
+    pub path: PathBuf,
+    pub retention: PromDuration,
+    pub out_of_order_window: PromDuration,
+    /// fsync RocksDB's WAL on every write: survives power loss, not only a crash, at a cost.
+    pub wal_fsync: bool,
+    pub flush_interval: PromDuration,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        let tsdb = storage::TsdbOptions::default();
+        Storage {
+            path: PathBuf::from("./data"),
+            retention: PromDuration(tsdb.retention),
+            out_of_order_window: PromDuration(tsdb.out_of_order_window),
+            wal_fsync: tsdb.wal_fsync,
+            flush_interval: PromDuration(tsdb.flush_interval),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listeners {
+    pub http: SocketAddr,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners { http: SocketAddr::from(([0, 0, 0, 0], 9090)) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Query {
+    pub lookback_delta: PromDuration,
+    pub max_samples: usize,
+    pub timeout: PromDuration,
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        let engine = query::EngineOptions::default();
+        Query {
+            lookback_delta: PromDuration(engine.lookback_delta),
+            max_samples: engine.max_samples,
+            timeout: PromDuration(engine.timeout),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest remote-write body accepted, after snappy decompression.
+    pub remote_write_max_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { remote_write_max_bytes: 32 << 20 }
+    }
+}
+
+/// A duration in Prometheus's notation (`90s`, `1h30m`, `15d`), printed back the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for PromDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(PromDuration).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for PromDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&promql_parser::util::display_duration(&self.0))
+    }
+}
+
+/// Prometheus durations; unlike the query API, a config file takes no bare numbers.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.parse::<f64>().is_ok() {
+        return Err(format!("not a valid duration string: {s:?} (use a unit, e.g. 30s, 15d)"));
+    }
+    promql_parser::util::parse_duration(s)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// `path` is the offending key (`storage.retention`); serde_yaml's message gives its line.
+    #[error("invalid config {origin}: {path}: {source}")]
+    Parse { origin: String, path: String, source: serde_yaml::Error },
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Config::parse(DEFAULT_CONFIG, "(embedded default)"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
+                Config::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        // An empty file is a valid (all-defaults) config, as in Prometheus.
+        if text.trim().is_empty() {
+            return Config::parse("{}", origin);
+        }
+        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            path: e.path().to_string(),
+            source: e.into_inner(),
+        })
+    }
+
+    /// Prometheus sections that are accepted but not acted on, for one start-up log line each.
+    pub fn ignored_sections(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.scrape_configs.is_empty() {
+            out.push("scrape_configs");
+        }
+        if !self.remote_write.is_empty() {
+            out.push("remote_write");
+        }
+        if self.alerting.is_some() {
+            out.push("alerting");
+        }
+        if !self.rule_files.is_empty() {
+            out.push("rule_files");
+        }
+        out
+    }
+
+    pub fn tsdb_options(&self) -> storage::TsdbOptions {
+        storage::TsdbOptions {
+            retention: self.storage.retention.0,
+            out_of_order_window: self.storage.out_of_order_window.0,
+            wal_fsync: self.storage.wal_fsync,
+            flush_interval: self.storage.flush_interval.0,
+        }
+    }
+
+    pub fn engine_options(&self) -> query::EngineOptions {
+        query::EngineOptions {
+            lookback_delta: self.query.lookback_delta.0,
+            max_samples: self.query.max_samples,
+            timeout: self.query.timeout.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_to_the_documented_defaults() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.storage.path, PathBuf::from("./data"));
+        assert_eq!(c.storage.retention.0, Duration::from_secs(15 * 86400));
+        assert_eq!(c.listeners.http, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(c.limits.remote_write_max_bytes, 32 << 20);
+    }
+
+    #[test]
+    fn a_prometheus_yml_loads_and_its_unhandled_sections_are_reported() {
+        let yml = r#"
+global:
+  scrape_interval: 15s
+  evaluation_interval: 30s
+  external_labels: {cluster: edge-1}
+rule_files: ["rules/*.yml"]
+scrape_configs:
+  - job_name: node
+    static_configs: [{targets: ["localhost:9100"]}]
+remote_write:
+  - url: http://example.invalid/api/v1/write
+"#;
+        let c = Config::parse(yml, "t").unwrap();
+        assert_eq!(c.global.scrape_interval.0, Duration::from_secs(15));
+        assert_eq!(c.global.external_labels["cluster"], "edge-1");
+        assert_eq!(c.ignored_sections(), vec!["scrape_configs", "remote_write", "rule_files"]);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_key_and_line() {
+        let err = Config::parse("storage:\n  path: /x\n  retension: 3d\n", "t").unwrap_err().to_string();
+        assert!(err.contains("retension"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_an_error_naming_key_and_line() {
+        let err = Config::parse("global:\n  scrape_interval: soon\n", "t").unwrap_err().to_string();
+        assert!(err.contains("scrape_interval"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn durations_round_trip_in_prometheus_notation() {
+        let c = Config::parse("storage:\n  retention: 36h\n", "t").unwrap();
+        assert_eq!(c.storage.retention.0, Duration::from_secs(36 * 3600));
+        let back = serde_yaml::to_string(&c).unwrap();
+        assert!(back.contains("retention: 1d12h"), "{back}");
+    }
+}

@@ -1,0 +1,79 @@
+//! The `novamon` binary: parses the command line, loads the configuration and hands over to
+//! `serve` or a subcommand. Errors end here: exit code 2 for bad usage or configuration, 1 for
+//! failures at run time.
+
+mod cli;
+mod config;
+mod self_metrics;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::PromqlTest { ref files }) => promql_test(files),
+        Some(Command::CheckConfig { ref file }) => match Config::load(Some(file)) {
+            Ok(_) => {
+                println!("{}: valid", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&e),
+        },
+        None => {
+            let config = match load_config(&cli) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            init_logging(&cli.log);
+            match serve::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("fatal: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, config::ConfigError> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(dir) = &cli.data_dir {
+        config.storage.path = dir.clone();
+    }
+    if let Some(addr) = cli.http_listen {
+        config.listeners.http = addr;
+    }
+    if let Some(r) = cli.retention {
+        config.storage.retention = config::PromDuration(r);
+    }
+    Ok(config)
+}
+
+fn config_error(e: &config::ConfigError) -> ExitCode {
+    eprintln!("novamon: {e}");
+    ExitCode::from(2)
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn promql_test(files: &[std::path::PathBuf]) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match query::promqltest::run_files(files, &mut out) {
+        Ok(summary) if summary.failed == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("novamon promql-test: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

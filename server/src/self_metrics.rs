@@ -1,0 +1,105 @@
+//! novamon's own metrics at `/metrics`: the registry every component registers into, the
+//! per-handler request counters and latency histograms, and process gauges. Owns exposition;
+//! the numbers themselves belong to the components that register them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlerLabels {
+    handler: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlerOnly {
+    handler: String,
+}
+
+/// Registered metrics that the HTTP layer updates.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: Family<HandlerLabels, Counter>,
+    duration: Family<HandlerOnly, Histogram>,
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &mut Registry) -> HttpMetrics {
+        let requests = Family::<HandlerLabels, Counter>::default();
+        let duration =
+            Family::<HandlerOnly, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 4.0, 10)));
+        registry.register("novamon_http_requests", "HTTP requests by handler and status code", requests.clone());
+        registry.register("novamon_http_request_duration_seconds", "HTTP request latency by handler", duration.clone());
+        HttpMetrics { requests, duration }
+    }
+}
+
+/// Middleware: counts and times every request under its route pattern (not its raw path, so
+/// `/api/v1/label/<name>/values` is one handler, not one per label).
+pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "other".to_owned());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    m.duration.get_or_create(&HandlerOnly { handler: handler.clone() }).observe(start.elapsed().as_secs_f64());
+    m.requests.get_or_create(&HandlerLabels { handler, code: resp.status().as_u16().to_string() }).inc();
+    resp
+}
+
+/// Process-level gauges, refreshed at scrape time.
+pub struct ProcessMetrics {
+    start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
+    resident_memory: Gauge,
+}
+
+impl ProcessMetrics {
+    pub fn register(registry: &mut Registry) -> ProcessMetrics {
+        let m = ProcessMetrics { start_time: Gauge::default(), resident_memory: Gauge::default() };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        m.start_time.set(now.as_secs_f64());
+        registry.register("process_start_time_seconds", "Start time of the process since unix epoch in seconds", m.start_time.clone());
+        registry.register("process_resident_memory_bytes", "Resident memory size in bytes", m.resident_memory.clone());
+        m
+    }
+
+    fn refresh(&self) {
+        if let Some(rss) = resident_memory_bytes() {
+            self.resident_memory.set(rss as i64);
+        }
+    }
+}
+
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub struct Exposition {
+    pub registry: Registry,
+    pub process: ProcessMetrics,
+}
+
+pub async fn serve(State(expo): State<Arc<Exposition>>) -> Response {
+    expo.process.refresh();
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &expo.registry) {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}

@@ -1,0 +1,120 @@
+//! Start-up, wiring and shutdown of the server: opens the stores, builds the engine, mounts
+//! every component's routes on one HTTP listener, and on SIGINT/SIGTERM stops accepting,
+//! drains in-flight requests, flushes the stores and returns.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+use crate::self_metrics::{self, Exposition, HttpMetrics, ProcessMetrics};
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("novamon")
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    for section in config.ignored_sections() {
+        tracing::warn!(section, "config section accepted for compatibility but not acted on by this version");
+    }
+    let data_dir = &config.storage.path;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let opened = Instant::now();
+    let tsdb_dir = data_dir.join("tsdb");
+    let tsdb = Arc::new(
+        storage::Tsdb::open(&tsdb_dir, config.tsdb_options())
+            .with_context(|| format!("opening the TSDB at {}", tsdb_dir.display()))?,
+    );
+    tracing::info!(
+        dir = %tsdb_dir.display(),
+        series = tsdb.status(0).num_series,
+        elapsed_ms = opened.elapsed().as_millis() as u64,
+        "TSDB opened"
+    );
+    let engine = Arc::new(query::Engine::new(tsdb.clone(), config.engine_options()));
+
+    let mut registry = Registry::with_prefix_and_labels(std::borrow::Cow::Borrowed(""), std::iter::empty());
+    let http_metrics = HttpMetrics::register(&mut registry);
+    let ingest_state = ingest::IngestState::new(
+        tsdb.clone(),
+        ingest::Limits { max_decompressed_bytes: config.limits.remote_write_max_bytes as usize },
+        &mut registry,
+    );
+    let api_state = query::http::ApiState::new(engine, tsdb.clone(), server_info(&config)?);
+    let process = ProcessMetrics::register(&mut registry);
+    let exposition = Arc::new(Exposition { registry, process });
+
+    let app = Router::new()
+        .merge(ingest::routes(ingest_state))
+        .merge(query::http::routes(api_state))
+        .merge(ui::routes())
+        .route("/-/healthy", get(|| async { "Prometheus Server is Healthy.\n" }).head(|| async {}))
+        .route("/-/ready", get(|| async { "Prometheus Server is Ready.\n" }).head(|| async {}))
+        .route("/metrics", get(self_metrics::serve).with_state(exposition))
+        .layer(axum::middleware::from_fn_with_state(http_metrics, self_metrics::track));
+
+    let listener = tokio::net::TcpListener::bind(config.listeners.http)
+        .await
+        .with_context(|| format!("listening on {}", config.listeners.http))?;
+    tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server")?;
+
+    tracing::info!("stopped accepting; flushing storage");
+    tokio::task::spawn_blocking(move || tsdb.flush()).await?.context("flushing the TSDB")?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn server_info(config: &Config) -> anyhow::Result<query::http::ServerInfo> {
+    Ok(query::http::ServerInfo {
+        start_time: std::time::SystemTime::now(),
+        cwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+        config_yaml: serde_yaml::to_string(config).context("rendering the config")?,
+        storage_retention: promql_parser::util::display_duration(&config.storage.retention.0),
+        flags: [
+            ("config.file", String::new()),
+            ("storage.tsdb.path", config.storage.path.join("tsdb").display().to_string()),
+            ("storage.tsdb.retention.time", promql_parser::util::display_duration(&config.storage.retention.0)),
+            ("web.listen-address", config.listeners.http.to_string()),
+            ("query.lookback-delta", promql_parser::util::display_duration(&config.query.lookback_delta.0)),
+            ("query.max-samples", config.query.max_samples.to_string()),
+            ("query.timeout", promql_parser::util::display_duration(&config.query.timeout.0)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,105 @@
+//! The RocksDB handle and the column-family plumbing every other module uses: the fixed
+//! column families and their options, opening, looking up handles, and emptying a column
+//! family cheaply. Owns no key format; the modules that own data define their keys.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{BoundColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options};
+
+use crate::StorageError;
+
+pub(crate) type Db = rocksdb::DB;
+pub(crate) type Cf<'a> = Arc<BoundColumnFamily<'a>>;
+
+/// Series id (u64 BE) → encoded label set.
+pub(crate) const CF_SERIES: &str = "series";
+/// Encoded label set → series id: the reverse of `series`.
+pub(crate) const CF_SERIES_BY_LABELS: &str = "series_by_labels";
+/// `name\0value\0id` → empty: the persisted inverted index.
+pub(crate) const CF_POSTINGS: &str = "postings";
+/// Series id → (min t, max t) as of the last checkpoint.
+pub(crate) const CF_SERIES_TIMES: &str = "series_times";
+/// Counters, schema version, metric metadata.
+pub(crate) const CF_META: &str = "meta";
+/// Appended samples not yet checkpointed into chunks: seq (u64 BE) → record.
+pub(crate) const CF_WAL: &str = "wal";
+
+const FIXED_CFS: [&str; 6] = [
+    CF_SERIES,
+    CF_SERIES_BY_LABELS,
+    CF_POSTINGS,
+    CF_SERIES_TIMES,
+    CF_META,
+    CF_WAL,
+];
+
+fn index_cf_options() -> Options {
+    let mut o = Options::default();
+    o.set_compression_type(DBCompressionType::Lz4);
+    o
+}
+
+/// Chunk column families hold Gorilla-compressed data that lz4 would not shrink further.
+pub(crate) fn chunk_cf_options() -> Options {
+    let mut o = Options::default();
+    o.set_compression_type(DBCompressionType::None);
+    o
+}
+
+/// Opens (creating if needed) the database with the fixed column families and every
+/// existing column family accepted by `is_chunk_cf`. Returns the names of the latter.
+pub(crate) fn open(
+    dir: &Path,
+    is_chunk_cf: impl Fn(&str) -> bool,
+) -> Result<(Db, Vec<String>), StorageError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_background_jobs(2);
+    // One budget for all memtables: with a column family per day, per-CF buffers would add up.
+    opts.set_db_write_buffer_size(64 << 20);
+    // Rarely written column families would otherwise pin old WAL files forever.
+    opts.set_max_total_wal_size(128 << 20);
+    opts.set_keep_log_file_num(4);
+
+    let existing = match Db::list_cf(&opts, dir) {
+        Ok(names) => names,
+        // No database yet: it is created with the fixed column families.
+        Err(_) if !dir.join("CURRENT").exists() => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let chunk_cfs: Vec<String> = existing.into_iter().filter(|n| is_chunk_cf(n)).collect();
+    let descriptors = FIXED_CFS
+        .iter()
+        .map(|n| ColumnFamilyDescriptor::new(*n, index_cf_options()))
+        .chain(
+            chunk_cfs
+                .iter()
+                .map(|n| ColumnFamilyDescriptor::new(n, chunk_cf_options())),
+        );
+    let db = Db::open_cf_descriptors(&opts, dir, descriptors)?;
+    Ok((db, chunk_cfs))
+}
+
+/// The handle of a column family that must exist.
+pub(crate) fn cf<'a>(db: &'a Db, name: &str) -> Result<Cf<'a>, StorageError> {
+    db.cf_handle(name)
+        .ok_or_else(|| StorageError::Corrupt(format!("missing column family {name}")))
+}
+
+/// Deletes every key of a column family with one range tombstone (plus a point delete for
+/// the last key, as ranges exclude their end): O(1) regardless of how much it holds.
+pub(crate) fn clear_cf(db: &Db, name: &str) -> Result<(), StorageError> {
+    let cf = cf(db, name)?;
+    let mut it = db.raw_iterator_cf(&cf);
+    it.seek_to_last();
+    let last = it.key().map(<[u8]>::to_vec);
+    it.status()?;
+    drop(it);
+    if let Some(last) = last {
+        db.delete_range_cf(&cf, [].as_slice(), last.as_slice())?;
+        db.delete_cf(&cf, &last)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The durable side of the facade: restoring the head at open, WAL replay, the checkpoint
+//! (head → chunk partitions + WAL truncation in one WriteBatch) and the retention pass. See
+//! the facade's doc for the ordering guarantees these keep.
+
+use std::ops::ControlFlow;
+
+use rocksdb::WriteBatch;
+use tracing::{debug, info, warn};
+
+use super::{corrupt, now_ms, Inner};
+use crate::append::{SeriesCheck, Verdict};
+use crate::chunk::{StoredChunk, XorChunk, MAX_SAMPLES};
+use crate::db;
+use crate::head::SeriesSnapshot;
+use crate::index;
+use crate::meta::{self, KEY_NEXT_OOO_CHUNK_ID};
+use crate::partition::{self, chunk_key, partition_start, window_start, PARTITION_MS};
+use crate::{wal, Sample, StorageError};
+
+impl Inner {
+    /// Restores each series' last sample and, unless full, its open chunk from the newest
+    /// in-order chunk in its partitions.
+    pub(super) fn restore_head(&self) -> Result<(), StorageError> {
+        let mut state = self.state.write();
+        let mut todo: Vec<(i64, u64, i64)> = state
+            .index
+            .iter()
+            .filter(|(_, s)| s.max_t != i64::MIN)
+            .map(|(id, s)| (partition_start(partition::clamp(s.max_t)), id, s.max_t))
+            .collect();
+        todo.sort_unstable();
+        for group in todo.chunk_by(|a, b| a.0 == b.0) {
+            let start = group[0].0;
+            let Some(cf) = self.db.cf_handle(&partition::cf_name(start)) else {
+                warn!(
+                    partition = start,
+                    series = group.len(),
+                    "partition of series' newest samples is missing"
+                );
+                continue;
+            };
+            let mut it = self.db.raw_iterator_cf(&cf);
+            for &(_, id, max_t) in group {
+                let mut newest: Option<Vec<u8>> = None;
+                partition::scan_chunks(&mut it, id, max_t, max_t, |tiebreak, value| {
+                    if tiebreak == 0 {
+                        newest = Some(value.to_vec());
+                    }
+                    Ok(ControlFlow::Continue(()))
+                })?;
+                let Some(value) = newest else {
+                    warn!(series = id, max_t, "newest chunk of series not found");
+                    continue;
+                };
+                let chunk = StoredChunk::parse(&value).map_err(corrupt)?;
+                let samples: Vec<Sample> =
+                    chunk.iter().collect::<Result<_, _>>().map_err(corrupt)?;
+                let Some(last) = samples.last() else { continue };
+                let last = (last.t, last.v.to_bits());
+                let open = (chunk.count() < MAX_SAMPLES).then(|| XorChunk::from_samples(samples));
+                state.head.load(id, last, open);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-applies WAL records not yet covered by chunks, validating each sample as the append
+    /// did (so replaying is idempotent); sets the WAL sequence counters.
+    pub(super) fn replay_wal(&self) -> Result<(), StorageError> {
+        let limits = self.limits(now_ms());
+        let mut records = 0u64;
+        let mut state = self.state.write();
+        let next = wal::replay(&self.db, |groups| {
+            records += 1;
+            for (id, samples) in groups {
+                if state.index.get(id).is_none() {
+                    // Removed by retention after the record was written.
+                    continue;
+                }
+                let mut check = SeriesCheck::new(state.head.last(id));
+                for s in samples {
+                    let verdict = check.check(limits, s.t, s.v.to_bits(), || {
+                        self.stored_value(&state, id, s.t)
+                    })?;
+                    match verdict {
+                        Verdict::InOrder | Verdict::OutOfOrder => Self::apply(&mut state, id, s),
+                        Verdict::Noop => {}
+                        Verdict::Reject(reason) => {
+                            debug!(series = id, t = s.t, %reason, "wal sample dropped at replay")
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        drop(state);
+        if records > 0 {
+            info!(records, "wal replayed");
+        }
+        self.append.lock().next_wal_seq = next;
+        // Replayed records stay in the WAL until the next checkpoint truncates [0, next).
+        self.checkpoint.lock().wal_start = if records > 0 { 0 } else { next };
+        Ok(())
+    }
+
+    pub(super) fn checkpoint(&self) -> Result<(), StorageError> {
+        let mut cp = self.checkpoint.lock();
+        let (snaps, times, wal_end) = {
+            let counters = self.append.lock();
+            let mut state = self.state.write();
+            let snaps = state.head.snapshot();
+            let times: Vec<(u64, i64, i64)> = snaps
+                .iter()
+                .filter_map(|s| state.index.get(s.id).map(|i| (s.id, i.min_t, i.max_t)))
+                .collect();
+            (snaps, times, counters.next_wal_seq)
+        };
+        if snaps.is_empty() && cp.wal_start >= wal_end {
+            return Ok(());
+        }
+        let mut next_ooo = cp.next_ooo_chunk_id;
+        let result = self.write_checkpoint(&snaps, &times, wal_end, &mut next_ooo);
+        let mut state = self.state.write();
+        match result {
+            Ok(()) => {
+                state.head.commit(&snaps);
+                cp.wal_start = wal_end;
+                cp.next_ooo_chunk_id = next_ooo;
+                debug!(series = snaps.len(), wal_end, "checkpoint written");
+                Ok(())
+            }
+            Err(e) => {
+                state.head.abort(&snaps);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_checkpoint(
+        &self,
+        snaps: &[SeriesSnapshot],
+        times: &[(u64, i64, i64)],
+        wal_end: u64,
+        next_ooo: &mut u64,
+    ) -> Result<(), StorageError> {
+        let mut wb = WriteBatch::default();
+        let mut put_chunk =
+            |id: u64, min_t: i64, tiebreak: u64, value: &[u8]| -> Result<(), StorageError> {
+                let start = partition_start(min_t);
+                self.partitions.ensure(&self.db, start)?;
+                let cf = db::cf(&self.db, &partition::cf_name(start))?;
+                wb.put_cf(&cf, chunk_key(id, min_t, tiebreak), value);
+                Ok(())
+            };
+        for snap in snaps {
+            for (min_t, value) in &snap.chunks {
+                put_chunk(snap.id, *min_t, 0, value)?;
+            }
+            // Out-of-order samples become new chunks of their own, split like in-order ones.
+            for window in snap
+                .ooo
+                .chunk_by(|a, b| window_start(a.t) == window_start(b.t))
+            {
+                for part in window.chunks(usize::from(MAX_SAMPLES)) {
+                    let c = XorChunk::from_samples(part.iter().copied());
+                    put_chunk(snap.id, c.min_t(), *next_ooo, &c.to_value())?;
+                    *next_ooo += 1;
+                }
+            }
+        }
+        for &(id, min_t, max_t) in times {
+            index::put_times(&self.db, &mut wb, id, min_t, max_t)?;
+        }
+        meta::put_counter(&self.db, &mut wb, KEY_NEXT_OOO_CHUNK_ID, *next_ooo)?;
+        wal::truncate(&self.db, &mut wb, wal_end)?;
+        self.db.write_opt(wb, &self.write_options())?;
+        Ok(())
+    }
+
+    /// Drops partitions that ended before now − retention and the series with no sample
+    /// since then.
+    pub(super) fn apply_retention(&self, now: i64) -> Result<(), StorageError> {
+        let cutoff = self.limits(now).cutoff;
+        let _cp = self.checkpoint.lock();
+        let expired_partitions = self.partitions.expired(cutoff);
+        {
+            let _append = self.append.lock();
+            let mut state = self.state.write();
+            let ids = state.index.expired(cutoff);
+            if !ids.is_empty() {
+                let mut wb = WriteBatch::default();
+                for &id in &ids {
+                    if let Some(s) = state.index.get(id) {
+                        index::delete_series(&self.db, &mut wb, id, &s.labels)?;
+                    }
+                }
+                self.db.write_opt(wb, &self.write_options())?;
+                state.index.remove(&ids);
+                state.head.remove(&ids);
+                info!(series = ids.len(), "retention removed series");
+            }
+            if let Some(&newest) = expired_partitions.last() {
+                state.index.raise_min_t(newest + PARTITION_MS);
+            }
+        }
+        for start in expired_partitions {
+            self.partitions.drop_partition(&self.db, start)?;
+            info!(partition = start, "retention dropped partition");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,508 @@
+//! The facade tying the TSDB together: opening (index load, head restore, WAL replay),
+//! the append path, reads (select, series and label APIs, status), the periodic checkpoint
+//! and retention pass, metadata and `clear`.
+//!
+//! Owns the locking protocol and the order of durable steps; the formats and rules live in
+//! the modules it drives (`index`, `postings`, `head`, `append`, `wal`, `chunk`, `partition`,
+//! `meta`).
+//!
+//! Locks, always taken in this order: `checkpoint` (one checkpoint / retention / clear at a
+//! time) → `append` (serialises appenders; guards the id and WAL sequence counters) → `state`
+//! (index + head; readers share it). An append validates under `append` + a shared `state`,
+//! writes its WriteBatch (WAL record + new series) with no `state` lock held, then applies to
+//! the head under the exclusive `state` lock — so a write that returned Ok is in RocksDB's WAL.
+//!
+//! Durability: a checkpoint snapshots the dirty head under `append` and notes the next WAL
+//! sequence S, then writes the chunks, the series time bounds and the deletion of WAL records
+//! [0, S) in ONE WriteBatch, so at any crash point every acknowledged sample is either in a
+//! chunk or in the WAL, never lost and never both. Replay at open re-validates each record
+//! against the restored head exactly as the original append did, so it reproduces the same
+//! decisions.
+//!
+//! Reads copy the head's samples first and read RocksDB second: a checkpoint writes RocksDB
+//! before it releases head data, so nothing in flight between the two is missed (data seen
+//! twice is deduplicated by timestamp).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use rocksdb::{WriteBatch, WriteOptions};
+use tracing::{info, warn};
+
+use crate::append::{Limits, SeriesCheck, Verdict};
+use crate::chunk::StoredChunk;
+use crate::db::{self, Db, CF_POSTINGS, CF_SERIES, CF_SERIES_BY_LABELS, CF_SERIES_TIMES, CF_WAL};
+use crate::head::Head;
+use crate::index::{self, Index};
+use crate::meta::{self, KEY_NEXT_OOO_CHUNK_ID, KEY_NEXT_SERIES_ID};
+use crate::partition::{self, partition_start, Partitions};
+use crate::{
+    wal, AppendMode, AppendReport, Labels, Matcher, Metadata, Queryable, Rejection, Sample,
+    SeriesBatch, SeriesSamples, StorageError, TsdbStatus, METRIC_NAME,
+};
+
+mod checkpoint;
+mod read;
+
+#[derive(Clone, Debug)]
+pub struct TsdbOptions {
+    /// Samples older than now − retention are refused and their partitions dropped.
+    /// `Duration::MAX` keeps everything (e.g. for test data at the epoch).
+    pub retention: Duration,
+    /// How far behind a series' newest sample an older sample may still be appended.
+    pub out_of_order_window: Duration,
+    /// fsync RocksDB's WAL on every append. Off: an acknowledged write survives kill -9 (it is
+    /// in the OS page cache) but not power loss.
+    pub wal_fsync: bool,
+    /// Period of the background checkpoint (head → chunks) and retention pass.
+    /// `Duration::ZERO` disables the background thread (checkpoints only on flush/close).
+    pub flush_interval: Duration,
+}
+
+impl Default for TsdbOptions {
+    fn default() -> Self {
+        TsdbOptions {
+            retention: Duration::from_secs(15 * 24 * 3600),
+            out_of_order_window: Duration::from_secs(3600),
+            wal_fsync: false,
+            flush_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, duration_ms)
+}
+
+/// The time-series database. Send + Sync; share it behind an `Arc`.
+pub struct Tsdb {
+    inner: Arc<Inner>,
+    worker: Option<Worker>,
+}
+
+struct Worker {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    handle: JoinHandle<()>,
+}
+
+struct Counters {
+    next_series_id: u64,
+    next_wal_seq: u64,
+}
+
+/// State only the checkpoint touches.
+struct CheckpointState {
+    /// WAL records below this are already deleted.
+    wal_start: u64,
+    next_ooo_chunk_id: u64,
+}
+
+#[derive(Default)]
+struct State {
+    index: Index,
+    head: Head,
+}
+
+struct Inner {
+    db: Db,
+    opts: TsdbOptions,
+    partitions: Partitions,
+    checkpoint: Mutex<CheckpointState>,
+    append: Mutex<Counters>,
+    state: RwLock<State>,
+    metadata: Mutex<BTreeMap<String, Metadata>>,
+}
+
+impl Tsdb {
+    pub fn open(dir: &Path, opts: TsdbOptions) -> Result<Tsdb, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        let (db, chunk_cfs) = db::open(dir, |name| partition::parse_cf_name(name).is_some())?;
+        meta::check_schema(&db)?;
+        let index = Index::load(&db)?;
+        let max_id = index.iter().map(|(id, _)| id + 1).max().unwrap_or(0);
+        let next_series_id = meta::get_counter(&db, KEY_NEXT_SERIES_ID)?.max(max_id);
+        let next_ooo_chunk_id = meta::get_counter(&db, KEY_NEXT_OOO_CHUNK_ID)?.max(1);
+        let metadata = meta::load_metadata(&db)?;
+        let inner = Inner {
+            partitions: Partitions::new(
+                chunk_cfs.iter().filter_map(|n| partition::parse_cf_name(n)),
+            ),
+            db,
+            opts,
+            checkpoint: Mutex::new(CheckpointState {
+                wal_start: 0,
+                next_ooo_chunk_id,
+            }),
+            append: Mutex::new(Counters {
+                next_series_id,
+                next_wal_seq: 0,
+            }),
+            state: RwLock::new(State {
+                index,
+                head: Head::default(),
+            }),
+            metadata: Mutex::new(metadata),
+        };
+        inner.restore_head()?;
+        inner.replay_wal()?;
+        // Only after replay: series whose samples are all in the WAL have no time bounds
+        // before it and would look expired.
+        inner.apply_retention(now_ms())?;
+        let inner = Arc::new(inner);
+        let worker = (!inner.opts.flush_interval.is_zero())
+            .then(|| Worker::spawn(inner.clone()))
+            .transpose()?;
+        info!(dir = %dir.display(), series = inner.state.read().index.len(), "tsdb opened");
+        Ok(Tsdb { inner, worker })
+    }
+
+    /// Validates then writes. Returns only after the samples are in RocksDB's WAL.
+    /// AllOrNothing: if any sample is rejected, nothing is written (`samples_written` is 0 and
+    /// every rejection is reported). BestEffort: valid samples are written, rejected ones
+    /// reported. A repeat of an existing sample (same t, same value bits) counts as written.
+    /// A label set that cannot be stored (empty, or an empty or NUL-containing name) fails
+    /// the whole call with [`StorageError::Invalid`].
+    pub fn append(
+        &self,
+        batch: &[SeriesBatch],
+        mode: AppendMode,
+    ) -> Result<AppendReport, StorageError> {
+        self.inner.append(batch, mode)
+    }
+
+    /// Label sets of the series matching any of the matcher sets (all series when there are
+    /// none) that have samples in [mint, maxt], sorted.
+    pub fn series(
+        &self,
+        matcher_sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        Ok(self.inner.series(matcher_sets, mint, maxt))
+    }
+
+    /// Label names of the matching series (all series when there are no matcher sets) with
+    /// samples in [mint, maxt], sorted.
+    pub fn label_names(
+        &self,
+        matcher_sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(self.inner.label_names(matcher_sets, mint, maxt))
+    }
+
+    /// Values of label `name` on the matching series (all series when there are no matcher
+    /// sets) with samples in [mint, maxt], sorted.
+    pub fn label_values(
+        &self,
+        name: &str,
+        matcher_sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(self.inner.label_values(name, matcher_sets, mint, maxt))
+    }
+
+    /// Stores a metric family's metadata (only written when it changed).
+    pub fn set_metadata(&self, metric_family: &str, md: Metadata) -> Result<(), StorageError> {
+        let mut all = self.inner.metadata.lock();
+        if all.get(metric_family) != Some(&md) {
+            meta::put_metadata(&self.inner.db, metric_family, &md)?;
+            all.insert(metric_family.to_owned(), md);
+        }
+        Ok(())
+    }
+
+    /// All metric families' metadata, sorted by name.
+    pub fn metadata(&self) -> Result<Vec<(String, Metadata)>, StorageError> {
+        Ok(self
+            .inner
+            .metadata
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    /// The figures of Prometheus's /api/v1/status/tsdb, over all stored data (not just a
+    /// head block): `min_time`/`max_time` are i64::MAX/i64::MIN when there is no data, as in
+    /// Prometheus; `chunk_count` is RocksDB's estimate of stored chunks plus unpersisted head
+    /// chunks.
+    pub fn status(&self, top_n: usize) -> TsdbStatus {
+        self.inner.status(top_n)
+    }
+
+    /// Checkpoints the head into chunks now (also done every `flush_interval`).
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.inner.checkpoint()
+    }
+
+    /// Drops all series, samples and metadata.
+    pub fn clear(&self) -> Result<(), StorageError> {
+        self.inner.clear()
+    }
+
+    /// Stops the background work and checkpoints the head.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        if let Some(w) = self.worker.take() {
+            w.stop();
+        }
+        self.inner.checkpoint()
+    }
+}
+
+impl Drop for Tsdb {
+    /// Stops the background thread without a final checkpoint: everything acknowledged is in
+    /// the WAL and is replayed at the next open.
+    fn drop(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.stop();
+        }
+    }
+}
+
+impl Worker {
+    fn spawn(inner: Arc<Inner>) -> Result<Worker, StorageError> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("tsdb-checkpoint".into())
+            .spawn(move || loop {
+                {
+                    let mut stopped = flag.0.lock();
+                    if !*stopped {
+                        flag.1.wait_for(&mut stopped, inner.opts.flush_interval);
+                    }
+                    if *stopped {
+                        break;
+                    }
+                }
+                if let Err(e) = inner.checkpoint() {
+                    warn!(error = %e, "tsdb checkpoint failed");
+                }
+                if let Err(e) = inner.apply_retention(now_ms()) {
+                    warn!(error = %e, "tsdb retention pass failed");
+                }
+            })?;
+        Ok(Worker { stop, handle })
+    }
+
+    fn stop(self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if self.handle.join().is_err() {
+            warn!("tsdb checkpoint thread panicked");
+        }
+    }
+}
+
+impl Queryable for Tsdb {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        sample_limit: usize,
+    ) -> Result<Vec<SeriesSamples>, StorageError> {
+        self.inner.select(matchers, mint, maxt, sample_limit)
+    }
+}
+
+fn corrupt(e: crate::chunk::CorruptChunk) -> StorageError {
+    StorageError::Corrupt(e.to_string())
+}
+
+impl Inner {
+    fn limits(&self, now: i64) -> Limits {
+        Limits {
+            cutoff: now.saturating_sub(duration_ms(self.opts.retention)),
+            ooo_window_ms: duration_ms(self.opts.out_of_order_window),
+        }
+    }
+
+    fn write_options(&self) -> WriteOptions {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.opts.wal_fsync);
+        wo
+    }
+
+    /// The value bits stored at `t` for a series, in the head or in a persisted chunk.
+    fn stored_value(&self, state: &State, id: u64, t: i64) -> Result<Option<u64>, StorageError> {
+        if let Some(bits) = state.head.value_at(id, t).map_err(corrupt)? {
+            return Ok(Some(bits));
+        }
+        let start = partition_start(t);
+        if !self.partitions.contains(start) {
+            return Ok(None);
+        }
+        let Some(cf) = self.db.cf_handle(&partition::cf_name(start)) else {
+            return Ok(None);
+        };
+        let mut it = self.db.raw_iterator_cf(&cf);
+        let mut found = None;
+        partition::scan_chunks(&mut it, id, t, t, |_, value| {
+            let chunk = StoredChunk::parse(value).map_err(corrupt)?;
+            if chunk.max_t() >= t {
+                for s in chunk.iter() {
+                    let s = s.map_err(corrupt)?;
+                    if s.t == t {
+                        found = Some(s.v.to_bits());
+                        return Ok(ControlFlow::Break(()));
+                    }
+                    if s.t > t {
+                        break;
+                    }
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(found)
+    }
+
+    /// Puts an accepted sample into the head: in order when newer than the series' last.
+    fn apply(state: &mut State, id: u64, s: Sample) {
+        if state.head.last(id).is_none_or(|(last_t, _)| s.t > last_t) {
+            state.head.append(id, s);
+        } else {
+            state.head.insert_out_of_order(id, s);
+        }
+        state.index.extend_time(id, s.t);
+    }
+
+    fn append(
+        &self,
+        batch: &[SeriesBatch],
+        mode: AppendMode,
+    ) -> Result<AppendReport, StorageError> {
+        for sb in batch {
+            index::validate_labels(&sb.labels)?;
+        }
+        let limits = self.limits(now_ms());
+
+        struct Pending<'b> {
+            labels: &'b Labels,
+            id: Option<u64>,
+            check: SeriesCheck,
+            accepted: Vec<Sample>,
+        }
+
+        let mut counters = self.append.lock();
+        let mut pending: Vec<Pending<'_>> = Vec::new();
+        let mut report = AppendReport::default();
+        {
+            let state = self.state.read();
+            let mut slot: HashMap<&Labels, usize> = HashMap::new();
+            for sb in batch.iter().filter(|sb| !sb.samples.is_empty()) {
+                let i = *slot.entry(&sb.labels).or_insert_with(|| {
+                    let id = state.index.id(&sb.labels);
+                    let last = id.and_then(|id| state.head.last(id));
+                    pending.push(Pending {
+                        labels: &sb.labels,
+                        id,
+                        check: SeriesCheck::new(last),
+                        accepted: Vec::new(),
+                    });
+                    pending.len() - 1
+                });
+                let p = &mut pending[i];
+                for s in &sb.samples {
+                    let id = p.id;
+                    let stored = || id.map_or(Ok(None), |id| self.stored_value(&state, id, s.t));
+                    match p.check.check(limits, s.t, s.v.to_bits(), stored)? {
+                        Verdict::InOrder | Verdict::OutOfOrder => {
+                            p.accepted.push(*s);
+                            report.samples_written += 1;
+                        }
+                        Verdict::Noop => report.samples_written += 1,
+                        Verdict::Reject(reason) => report.rejected.push(Rejection {
+                            labels: sb.labels.clone(),
+                            t: s.t,
+                            reason,
+                        }),
+                    }
+                }
+            }
+        }
+        if mode == AppendMode::AllOrNothing && !report.rejected.is_empty() {
+            report.samples_written = 0;
+            return Ok(report);
+        }
+
+        let mut wb = WriteBatch::default();
+        let mut new_series: Vec<(u64, Labels)> = Vec::new();
+        let mut groups: Vec<(u64, Vec<Sample>)> = Vec::new();
+        for p in pending.into_iter().filter(|p| !p.accepted.is_empty()) {
+            let id = match p.id {
+                Some(id) => id,
+                None => {
+                    let id = counters.next_series_id + new_series.len() as u64;
+                    index::put_series(&self.db, &mut wb, id, p.labels)?;
+                    new_series.push((id, p.labels.clone()));
+                    id
+                }
+            };
+            groups.push((id, p.accepted));
+        }
+        if groups.is_empty() {
+            return Ok(report);
+        }
+        let next_series_id = counters.next_series_id + new_series.len() as u64;
+        if !new_series.is_empty() {
+            meta::put_counter(&self.db, &mut wb, KEY_NEXT_SERIES_ID, next_series_id)?;
+        }
+        let record = wal::encode(groups.iter().map(|(id, s)| (*id, s.as_slice())));
+        wal::put(&self.db, &mut wb, counters.next_wal_seq, &record)?;
+        self.db.write_opt(wb, &self.write_options())?;
+        counters.next_wal_seq += 1;
+        counters.next_series_id = next_series_id;
+
+        let mut state = self.state.write();
+        for (id, labels) in new_series {
+            state.index.insert(id, labels);
+        }
+        for (id, samples) in groups {
+            for s in samples {
+                Self::apply(&mut state, id, s);
+            }
+        }
+        Ok(report)
+    }
+
+    fn clear(&self) -> Result<(), StorageError> {
+        let mut cp = self.checkpoint.lock();
+        let counters = self.append.lock();
+        let mut state = self.state.write();
+        for start in self.partitions.all() {
+            self.partitions.drop_partition(&self.db, start)?;
+        }
+        for cf in [
+            CF_SERIES,
+            CF_SERIES_BY_LABELS,
+            CF_POSTINGS,
+            CF_SERIES_TIMES,
+            CF_WAL,
+        ] {
+            db::clear_cf(&self.db, cf)?;
+        }
+        meta::clear_metadata(&self.db)?;
+        *state = State::default();
+        self.metadata.lock().clear();
+        cp.wal_start = counters.next_wal_seq;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

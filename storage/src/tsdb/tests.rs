@@ -1,0 +1,662 @@
+//! End-to-end tests of the TSDB on a real RocksDB in temporary directories.
+
+use super::*;
+use crate::chunk::StoredChunk;
+use crate::db::{Db, CF_WAL};
+use crate::partition::{parse_chunk_key, partition_start, PARTITION_MS};
+use crate::{MatchOp, RejectReason, STALE_NAN_BITS};
+
+const MIN: i64 = 60_000;
+
+fn opts() -> TsdbOptions {
+    TsdbOptions {
+        retention: Duration::MAX,
+        flush_interval: Duration::ZERO,
+        ..TsdbOptions::default()
+    }
+}
+
+fn labels(name: &str, pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(
+        [(METRIC_NAME, name)]
+            .into_iter()
+            .chain(pairs.iter().copied()),
+    )
+}
+
+fn batch(l: &Labels, samples: &[(i64, f64)]) -> SeriesBatch {
+    SeriesBatch {
+        labels: l.clone(),
+        samples: samples.iter().map(|&(t, v)| Sample { t, v }).collect(),
+    }
+}
+
+fn eq(name: &str, value: &str) -> Matcher {
+    Matcher::new(MatchOp::Equal, name, value).unwrap()
+}
+
+fn append_ok(db: &Tsdb, l: &Labels, samples: &[(i64, f64)]) {
+    let r = db
+        .append(&[batch(l, samples)], AppendMode::AllOrNothing)
+        .unwrap();
+    assert_eq!(r.rejected, vec![], "{l}");
+    assert_eq!(r.samples_written, samples.len());
+}
+
+/// All samples of a series as (t, value bits).
+fn read(db: &Tsdb, l: &Labels, mint: i64, maxt: i64) -> Vec<(i64, u64)> {
+    let ms: Vec<Matcher> = l.iter().map(|l| eq(&l.name, &l.value)).collect();
+    let got = db.select(&ms, mint, maxt, usize::MAX).unwrap();
+    let got: Vec<_> = got.into_iter().filter(|s| &s.labels == l).collect();
+    assert!(got.len() <= 1);
+    got.into_iter()
+        .flat_map(|s| s.samples)
+        .map(|s| (s.t, s.v.to_bits()))
+        .collect()
+}
+
+fn all(db: &Tsdb, l: &Labels) -> Vec<(i64, u64)> {
+    read(db, l, i64::MIN, i64::MAX)
+}
+
+fn bits(samples: &[(i64, f64)]) -> Vec<(i64, u64)> {
+    samples.iter().map(|&(t, v)| (t, v.to_bits())).collect()
+}
+
+/// Regular samples every 15s starting at `start`, values i * 1.5.
+fn regular(start: i64, n: i64) -> Vec<(i64, f64)> {
+    (0..n)
+        .map(|i| (start + i * 15_000, i as f64 * 1.5))
+        .collect()
+}
+
+fn wal_len(db: &Tsdb) -> usize {
+    let cf = db.inner.db.cf_handle(CF_WAL).unwrap();
+    db.inner
+        .db
+        .iterator_cf(&cf, rocksdb::IteratorMode::Start)
+        .count()
+}
+
+#[test]
+fn append_then_select_round_trips_across_chunks_and_special_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    let a = labels("m", &[("job", "a")]);
+    let b = labels("m", &[("job", "b")]);
+    // 1000 samples: many chunks, several 2h windows; then specials.
+    let mut sa = regular(-3_600_000, 1000);
+    let specials = [
+        f64::from_bits(STALE_NAN_BITS),
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+    ];
+    let last = sa.last().unwrap().0;
+    sa.extend(
+        specials
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (last + 1 + i as i64, v)),
+    );
+    append_ok(&db, &a, &sa[..500]);
+    append_ok(&db, &a, &sa[500..]);
+    append_ok(&db, &b, &[(0, 1.0)]);
+    assert_eq!(all(&db, &a), bits(&sa));
+    db.flush().unwrap();
+    assert_eq!(all(&db, &a), bits(&sa));
+    // Range reads are inclusive at both ends, also across partition boundaries.
+    let (lo, hi) = (sa[100].0, sa[900].0);
+    assert_eq!(read(&db, &a, lo, hi), bits(&sa[100..=900]));
+    assert_eq!(read(&db, &a, lo + 1, hi - 1), bits(&sa[101..900]));
+    let both = db
+        .select(&[eq(METRIC_NAME, "m")], 0, 0, usize::MAX)
+        .unwrap();
+    assert_eq!(
+        both.iter().map(|s| s.labels.clone()).collect::<Vec<_>>(),
+        vec![a.clone(), b.clone()]
+    );
+    assert!(db
+        .select(
+            &[eq(METRIC_NAME, "m")],
+            1_000_000_000,
+            2_000_000_000,
+            usize::MAX
+        )
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn out_of_order_within_window_is_accepted_outside_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    let l = labels("m", &[]);
+    append_ok(&db, &l, &[(10 * 60 * MIN, 1.0)]);
+    append_ok(
+        &db,
+        &l,
+        &[
+            (10 * 60 * MIN - 30 * MIN, 0.5),
+            (10 * 60 * MIN - 60 * MIN, 0.25),
+        ],
+    );
+    let r = db
+        .append(
+            &[batch(&l, &[(10 * 60 * MIN - 61 * MIN, 0.0)])],
+            AppendMode::BestEffort,
+        )
+        .unwrap();
+    assert_eq!(r.samples_written, 0);
+    assert_eq!(
+        r.rejected,
+        vec![Rejection {
+            labels: l.clone(),
+            t: 10 * 60 * MIN - 61 * MIN,
+            reason: RejectReason::OutOfOrder
+        }]
+    );
+    let expected = bits(&[
+        (9 * 60 * MIN, 0.25),
+        (10 * 60 * MIN - 30 * MIN, 0.5),
+        (10 * 60 * MIN, 1.0),
+    ]);
+    assert_eq!(all(&db, &l), expected);
+    db.flush().unwrap();
+    assert_eq!(all(&db, &l), expected);
+    // Out-of-order samples spanning a 2h boundary end up in separate chunks but read back whole.
+    append_ok(&db, &l, &[(10 * 60 * MIN + 1, 2.0)]);
+    append_ok(&db, &l, &[(10 * 60 * MIN - 2, 3.0)]);
+    db.flush().unwrap();
+    assert_eq!(all(&db, &l).len(), 5);
+}
+
+#[test]
+fn duplicates_are_idempotent_or_rejected_and_all_or_nothing_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    let l = labels("m", &[]);
+    let other = labels("n", &[]);
+    append_ok(&db, &l, &[(1000, 1.0), (2000, 2.0), (3000, 3.0)]);
+    // Same values again (in-order last sample and older ones): counted as written.
+    append_ok(&db, &l, &[(3000, 3.0), (1000, 1.0)]);
+    let r = db
+        .append(
+            &[
+                batch(&other, &[(5, 5.0)]),
+                batch(&l, &[(4000, 4.0), (2000, 2.5)]),
+            ],
+            AppendMode::AllOrNothing,
+        )
+        .unwrap();
+    assert_eq!(r.samples_written, 0);
+    assert_eq!(
+        r.rejected,
+        vec![Rejection {
+            labels: l.clone(),
+            t: 2000,
+            reason: RejectReason::DuplicateTimestamp
+        }]
+    );
+    assert_eq!(
+        RejectReason::DuplicateTimestamp.to_string(),
+        "duplicate sample for timestamp"
+    );
+    assert_eq!(all(&db, &l), bits(&[(1000, 1.0), (2000, 2.0), (3000, 3.0)]));
+    assert_eq!(
+        db.series(&[], i64::MIN, i64::MAX).unwrap(),
+        vec![l.clone()],
+        "no series created by a rejected batch"
+    );
+    let r = db
+        .append(
+            &[
+                batch(&other, &[(5, 5.0)]),
+                batch(&l, &[(4000, 4.0), (2000, 2.5)]),
+            ],
+            AppendMode::BestEffort,
+        )
+        .unwrap();
+    assert_eq!(r.samples_written, 2);
+    assert_eq!(r.rejected.len(), 1);
+    assert_eq!(
+        all(&db, &l),
+        bits(&[(1000, 1.0), (2000, 2.0), (3000, 3.0), (4000, 4.0)])
+    );
+    assert_eq!(all(&db, &other), bits(&[(5, 5.0)]));
+    // Duplicates are also found in persisted out-of-order chunks.
+    append_ok(&db, &l, &[(3500, 3.5)]);
+    db.flush().unwrap();
+    append_ok(&db, &l, &[(3500, 3.5)]);
+    let r = db
+        .append(&[batch(&l, &[(3500, 9.0)])], AppendMode::BestEffort)
+        .unwrap();
+    assert_eq!(r.rejected[0].reason, RejectReason::DuplicateTimestamp);
+    // Within one batch too.
+    let r = db
+        .append(
+            &[batch(&l, &[(5000, 1.0), (5000, 2.0)])],
+            AppendMode::AllOrNothing,
+        )
+        .unwrap();
+    assert_eq!((r.samples_written, r.rejected.len()), (0, 1));
+    assert_eq!(read(&db, &l, 4500, 6000), vec![]);
+}
+
+#[test]
+fn too_old_and_invalid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(
+        dir.path(),
+        TsdbOptions {
+            flush_interval: Duration::ZERO,
+            ..TsdbOptions::default()
+        },
+    )
+    .unwrap();
+    let l = labels("m", &[]);
+    let old = now_ms() - 16 * 24 * 3600 * 1000;
+    let r = db
+        .append(&[batch(&l, &[(old, 1.0)])], AppendMode::BestEffort)
+        .unwrap();
+    assert_eq!(r.rejected[0].reason, RejectReason::TooOld);
+    assert_eq!(r.rejected[0].reason.to_string(), "out of bounds");
+    assert!(matches!(
+        db.append(
+            &[batch(&Labels::default(), &[(1, 1.0)])],
+            AppendMode::BestEffort
+        ),
+        Err(StorageError::Invalid(_))
+    ));
+    append_ok(&db, &l, &[(now_ms(), 1.0)]);
+}
+
+#[test]
+fn crash_without_flush_loses_nothing_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = labels("m", &[("i", "a")]);
+    let b = labels("m", &[("i", "b")]);
+    let sa = regular(0, 300);
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_ok(&db, &a, &sa[..200]);
+        append_ok(&db, &b, &[(1000, 1.0)]);
+        append_ok(&db, &a, &sa[250..]);
+        append_ok(&db, &a, &sa[200..250]);
+        // Dropped without close or flush: only the WAL has the data.
+    }
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, &a), bits(&sa));
+    assert_eq!(all(&db, &b), bits(&[(1000, 1.0)]));
+    assert_eq!(
+        db.series(&[], i64::MIN, i64::MAX).unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    // Replay restored the last sample: a repeat is idempotent, a conflicting value is not.
+    append_ok(&db, &a, &[sa[299]]);
+    let r = db
+        .append(&[batch(&a, &[(sa[299].0, 7.0)])], AppendMode::BestEffort)
+        .unwrap();
+    assert_eq!(r.rejected.len(), 1);
+    // Reopen again after a checkpoint of replayed data.
+    db.flush().unwrap();
+    assert_eq!(wal_len(&db), 0);
+    drop(db);
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, &a), bits(&sa));
+}
+
+#[test]
+fn restart_after_flush_and_more_appends_continues_open_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = labels("m", &[]);
+    let s = regular(0, 100);
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_ok(&db, &l, &s[..50]);
+        db.flush().unwrap();
+        append_ok(&db, &l, &s[50..70]);
+        append_ok(&db, &l, &[(s[10].0 + 1, 42.0)]);
+        db.flush().unwrap();
+        append_ok(&db, &l, &s[70..80]);
+    }
+    let mut expected = s[..80].to_vec();
+    expected.insert(11, (s[10].0 + 1, 42.0));
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, &l), bits(&expected));
+    append_ok(&db, &l, &s[80..]);
+    db.close().unwrap();
+    expected.extend_from_slice(&s[80..]);
+
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, &l), bits(&expected));
+    // The in-order chunk was continued across restarts rather than split: one chunk with
+    // all 100 in-order samples plus one out-of-order chunk.
+    let cf = db.inner.db.cf_handle(&partition::cf_name(0)).unwrap();
+    let chunks: Vec<(u64, i64, u64, u16)> = db
+        .inner
+        .db
+        .iterator_cf(&cf, rocksdb::IteratorMode::Start)
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            let (id, min_t, tb) = parse_chunk_key(&k).unwrap();
+            (id, min_t, tb, StoredChunk::parse(&v).unwrap().count())
+        })
+        .collect();
+    assert_eq!(chunks.len(), 2, "{chunks:?}");
+    assert_eq!((chunks[0].1, chunks[0].2, chunks[0].3), (0, 0, 100));
+    assert_eq!((chunks[1].1, chunks[1].3), (s[10].0 + 1, 1));
+    assert_ne!(chunks[1].2, 0);
+}
+
+#[test]
+fn retention_drops_old_partitions_and_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = PARTITION_MS;
+    let now = now_ms();
+    let old = labels("m", &[("age", "old")]);
+    let young = labels("m", &[("age", "young")]);
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_ok(&db, &old, &[(now - 10 * day, 1.0), (now - 9 * day, 2.0)]);
+        append_ok(&db, &young, &[(now - 9 * day, 1.0), (now - 60_000, 2.0)]);
+        db.set_metadata(
+            "m",
+            Metadata {
+                kind: "gauge".into(),
+                help: "h".into(),
+                unit: String::new(),
+            },
+        )
+        .unwrap();
+        db.close().unwrap();
+    }
+    let count_partitions = |db: &Tsdb| db.inner.partitions.all().len();
+    let short = TsdbOptions {
+        retention: Duration::from_secs(3 * 24 * 3600),
+        ..opts()
+    };
+    let db = Tsdb::open(dir.path(), short.clone()).unwrap();
+    assert_eq!(
+        db.series(&[], i64::MIN, i64::MAX).unwrap(),
+        vec![young.clone()]
+    );
+    assert_eq!(all(&db, &young), bits(&[(now - 60_000, 2.0)]));
+    assert_eq!(count_partitions(&db), 1);
+    assert_eq!(
+        db.label_values("age", &[], i64::MIN, i64::MAX).unwrap(),
+        vec!["young"]
+    );
+    assert_eq!(db.status(10).num_series, 1);
+    // Time bounds are raised past the dropped partitions.
+    assert_eq!(db.status(10).min_time, partition_start(now - 9 * day) + day);
+    assert_eq!(
+        db.metadata().unwrap().len(),
+        1,
+        "metadata is not subject to retention"
+    );
+    drop(db);
+    let names = Db::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| partition::parse_cf_name(n).is_some())
+            .count(),
+        1
+    );
+    // The removal is persisted.
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(db.series(&[], i64::MIN, i64::MAX).unwrap(), vec![young]);
+}
+
+#[test]
+fn series_and_label_apis_filter_by_matchers_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    let up_a = labels("up", &[("job", "a"), ("instance", "1")]);
+    let up_b = labels("up", &[("job", "b")]);
+    let down = labels("down", &[("job", "a"), ("zone", "z")]);
+    append_ok(&db, &up_a, &[(1000, 1.0), (2000, 1.0)]);
+    append_ok(&db, &up_b, &[(5000, 1.0)]);
+    append_ok(&db, &down, &[(3000, 0.0)]);
+    let sets = |ms: Vec<Matcher>| vec![ms];
+    assert_eq!(
+        db.series(&sets(vec![eq(METRIC_NAME, "up")]), i64::MIN, i64::MAX)
+            .unwrap(),
+        vec![up_a.clone(), up_b.clone()]
+    );
+    assert_eq!(
+        db.series(&sets(vec![eq(METRIC_NAME, "up")]), 2500, 4000)
+            .unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        db.series(&sets(vec![eq(METRIC_NAME, "up")]), 2000, 2000)
+            .unwrap(),
+        vec![up_a.clone()]
+    );
+    let union = vec![vec![eq("job", "b")], vec![eq("zone", "z")]];
+    assert_eq!(
+        db.series(&union, i64::MIN, i64::MAX).unwrap(),
+        vec![down.clone(), up_b.clone()]
+    );
+    let ne = Matcher::new(MatchOp::NotEqual, "job", "a").unwrap();
+    assert_eq!(
+        db.series(&sets(vec![ne]), i64::MIN, i64::MAX).unwrap(),
+        vec![up_b.clone()]
+    );
+    assert_eq!(
+        db.label_names(&[], i64::MIN, i64::MAX).unwrap(),
+        vec![METRIC_NAME, "instance", "job", "zone"]
+    );
+    assert_eq!(
+        db.label_names(&[], 2500, 6000).unwrap(),
+        vec![METRIC_NAME, "job", "zone"]
+    );
+    assert_eq!(
+        db.label_names(&sets(vec![eq("job", "a")]), i64::MIN, 2000)
+            .unwrap(),
+        vec![METRIC_NAME, "instance", "job"]
+    );
+    assert_eq!(
+        db.label_values("job", &[], i64::MIN, i64::MAX).unwrap(),
+        vec!["a", "b"]
+    );
+    assert_eq!(db.label_values("job", &[], 4000, 6000).unwrap(), vec!["b"]);
+    assert_eq!(
+        db.label_values(METRIC_NAME, &sets(vec![eq("job", "a")]), i64::MIN, i64::MAX)
+            .unwrap(),
+        vec!["down", "up"]
+    );
+    assert_eq!(
+        db.label_values("nope", &[], i64::MIN, i64::MAX).unwrap(),
+        Vec::<String>::new()
+    );
+    let re = Matcher::new(MatchOp::RegexMatch, METRIC_NAME, "u.").unwrap();
+    assert_eq!(
+        db.label_values("job", &sets(vec![re]), 0, 1500).unwrap(),
+        vec!["a"]
+    );
+    // Survives a restart (index rebuilt from the persisted postings and series times).
+    db.flush().unwrap();
+    drop(db);
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        db.series(&union, i64::MIN, i64::MAX).unwrap(),
+        vec![down, up_b]
+    );
+    assert_eq!(db.label_values("job", &[], 4000, 6000).unwrap(), vec!["b"]);
+}
+
+#[test]
+fn sample_limit_is_enforced_while_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    let a = labels("m", &[("i", "a")]);
+    let b = labels("m", &[("i", "b")]);
+    append_ok(&db, &a, &regular(0, 300));
+    append_ok(&db, &b, &regular(0, 300));
+    for flushed in [false, true] {
+        let m = [eq(METRIC_NAME, "m")];
+        assert_eq!(
+            db.select(&m, i64::MIN, i64::MAX, 600).unwrap().len(),
+            2,
+            "flushed={flushed}"
+        );
+        let err = db.select(&m, i64::MIN, i64::MAX, 599).unwrap_err();
+        assert!(
+            matches!(err, StorageError::SampleLimit { limit: 599 }),
+            "{err}"
+        );
+        assert_eq!(
+            db.select(&m, 0, 15_000 * 9, 20)
+                .unwrap()
+                .iter()
+                .map(|s| s.samples.len())
+                .sum::<usize>(),
+            20
+        );
+        db.flush().unwrap();
+    }
+}
+
+#[test]
+fn clear_drops_everything_and_allows_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    let l = labels("m", &[]);
+    append_ok(&db, &l, &regular(0, 10));
+    db.flush().unwrap();
+    append_ok(&db, &l, &regular(150_000, 10));
+    db.set_metadata("m", Metadata::default()).unwrap();
+    db.clear().unwrap();
+    assert_eq!(all(&db, &l), vec![]);
+    assert!(db.series(&[], i64::MIN, i64::MAX).unwrap().is_empty());
+    assert!(db.metadata().unwrap().is_empty());
+    assert_eq!(db.status(5).num_series, 0);
+    append_ok(&db, &l, &[(5, 5.0)]);
+    assert_eq!(all(&db, &l), bits(&[(5, 5.0)]));
+    drop(db);
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, &l), bits(&[(5, 5.0)]));
+    assert!(db.metadata().unwrap().is_empty());
+}
+
+#[test]
+fn metadata_round_trips_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = |k: &str| Metadata {
+        kind: k.into(),
+        help: "Help text.".into(),
+        unit: "seconds".into(),
+    };
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        db.set_metadata("b_total", md("counter")).unwrap();
+        db.set_metadata("a", md("gauge")).unwrap();
+        db.set_metadata("a", md("summary")).unwrap();
+    }
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        db.metadata().unwrap(),
+        vec![
+            ("a".to_owned(), md("summary")),
+            ("b_total".to_owned(), md("counter"))
+        ]
+    );
+}
+
+#[test]
+fn status_reports_cardinality_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        (db.status(3).min_time, db.status(3).max_time),
+        (i64::MAX, i64::MIN)
+    );
+    append_ok(&db, &labels("up", &[("job", "a")]), &[(100, 1.0)]);
+    append_ok(&db, &labels("up", &[("job", "bb")]), &[(200, 1.0)]);
+    append_ok(&db, &labels("x", &[("job", "a")]), &[(300, 1.0)]);
+    let st = db.status(1);
+    assert_eq!(st.num_series, 3);
+    assert_eq!((st.min_time, st.max_time), (100, 300));
+    assert_eq!(st.num_label_pairs, 4);
+    assert_eq!(st.chunk_count, 3);
+    assert_eq!(st.series_count_by_metric_name, vec![("up".to_owned(), 2)]);
+    assert_eq!(
+        st.label_value_count_by_label_name,
+        vec![(METRIC_NAME.to_owned(), 2)]
+    );
+    // job: "a" twice (2 bytes) + "bb" once (2 bytes); __name__: "up" x2 + "x" = 5.
+    assert_eq!(
+        st.memory_in_bytes_by_label_name,
+        vec![(METRIC_NAME.to_owned(), 5)]
+    );
+    assert_eq!(
+        st.series_count_by_label_value_pair,
+        vec![("__name__=up".to_owned(), 2)]
+    );
+    assert_eq!(db.status(10).memory_in_bytes_by_label_name.len(), 2);
+}
+
+#[test]
+fn background_checkpoint_truncates_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(
+        dir.path(),
+        TsdbOptions {
+            flush_interval: Duration::from_millis(20),
+            ..opts()
+        },
+    )
+    .unwrap();
+    let l = labels("m", &[]);
+    append_ok(&db, &l, &regular(0, 10));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while wal_len(&db) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(wal_len(&db), 0);
+    assert_eq!(all(&db, &l), bits(&regular(0, 10)));
+    db.close().unwrap();
+}
+
+#[test]
+fn concurrent_reads_see_every_acknowledged_sample_during_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Tsdb::open(dir.path(), opts()).unwrap());
+    let l = labels("m", &[]);
+    let done = Arc::new(std::sync::atomic::AtomicI64::new(-1));
+    let writer = {
+        let (db, l, done) = (db.clone(), l.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..600i64 {
+                let t = i * 1000;
+                // Every 7th sample arrives late (out of order, within the window).
+                if i % 7 == 3 {
+                    append_ok(&db, &l, &[(t + 1000, 1.0)]);
+                    append_ok(&db, &l, &[(t, 1.0)]);
+                } else if i % 7 != 4 {
+                    append_ok(&db, &l, &[(t, 1.0)]);
+                }
+                done.store(t, std::sync::atomic::Ordering::SeqCst);
+                if i % 50 == 0 {
+                    db.flush().unwrap();
+                }
+            }
+        })
+    };
+    while !writer.is_finished() {
+        let acked = done.load(std::sync::atomic::Ordering::SeqCst);
+        let got = read(&db, &l, 0, i64::MAX);
+        let upto: Vec<i64> = got.iter().map(|s| s.0).filter(|&t| t <= acked).collect();
+        let expected: Vec<i64> = (0..)
+            .map(|i| i * 1000)
+            .take_while(|&t| t <= acked)
+            .collect();
+        assert_eq!(upto, expected, "acked {acked}");
+    }
+    writer.join().unwrap();
+    assert_eq!(read(&db, &l, 0, i64::MAX).len(), 600);
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 machine or a developer's: installs what the tests
+# need (C toolchain bits for RocksDB, the real Prometheus for interop), builds the binary the
+# end-to-end tests drive, then runs every test in the workspace with one build profile.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_debs=()
+for pkg in libclang-dev prometheus; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_debs+=("$pkg")
+done
+if ((${#need_debs[@]})); then
+  echo "installing Debian packages: ${need_debs[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_debs[@]}" >/dev/null
+fi
+
+# Outside the clone so a fresh checkout reuses the compiled dependencies (RocksDB's C++ alone
+# takes ~10 minutes on 2 cores).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/novamon-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+cargo build --locked -p novamon
+cargo test --locked --workspace --no-fail-fast "$@"

@@ -1,0 +1,204 @@
+//! The harness for whole-process tests: starts the real `novamon` binary (and peers such as
+//! the real Prometheus) on free loopback ports in temporary directories, talks to them over
+//! HTTP, and kills them when dropped. Owns process and port handling only; what to check is
+//! each test's.
+//!
+//! The binary is the one `cargo build -p novamon` put beside this test executable (same
+//! profile, same target directory); `tests/run.sh` builds it before running the tests.
+
+pub mod series;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value as Json;
+
+/// Path of the novamon binary under test.
+pub fn novamon_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NOVAMON_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/novamon
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("novamon");
+    assert!(bin.exists(), "{} not found: run `cargo build -p novamon` first (tests/run.sh does)", bin.display());
+    bin
+}
+
+/// A free TCP port on loopback (bound then released; good enough for tests run here).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// A running process that is killed when dropped, with its output captured to a file.
+pub struct Process {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Process {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Process { child: Some(child), log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Sends a signal (e.g. "TERM", "KILL") and waits for the exit, at most `timeout`.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("process did not exit within {timeout:?} after SIG{signal}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A novamon server on a free port with its own data directory.
+pub struct Novamon {
+    pub process: Process,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub agent: ureq::Agent,
+}
+
+impl Novamon {
+    /// Starts novamon with `--data-dir` and a free `--http-listen` port, plus `extra` args.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Novamon {
+        let port = free_port();
+        let mut cmd = Command::new(novamon_bin());
+        cmd.arg("--data-dir").arg(data_dir).arg("--http-listen").arg(format!("127.0.0.1:{port}")).args(extra);
+        let log = data_dir.with_extension(format!("novamon-{port}.log"));
+        let n = Novamon {
+            process: Process::spawn(&mut cmd, log),
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_owned(),
+            agent: agent(),
+        };
+        n.wait_ready();
+        n
+    }
+
+    pub fn wait_ready(&self) {
+        wait_until(Duration::from_secs(60), || {
+            self.agent.get(format!("{}/-/ready", self.url)).call().is_ok_and(|r| r.status() == 200)
+        })
+        .unwrap_or_else(|| panic!("novamon at {} not ready; log:\n{}", self.url, self.process.log()));
+    }
+
+    /// GET a JSON endpoint; returns (status, body).
+    pub fn get_json(&self, path_and_query: &str) -> (u16, Json) {
+        get_json(&self.agent, &format!("{}{}", self.url, path_and_query))
+    }
+
+    /// POSTs a remote-write body (already protobuf-encoded), snappy-compressing it.
+    pub fn remote_write(&self, proto: &[u8], content_type: &str) -> (u16, String, Vec<(String, String)>) {
+        let body = snap::raw::Encoder::new().compress_vec(proto).expect("snappy");
+        self.post_raw("/api/v1/write", content_type, &[("Content-Encoding", "snappy")], body)
+    }
+
+    pub fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, String, Vec<(String, String)>) {
+        let mut req = self.agent.post(format!("{}{}", self.url, path)).header("Content-Type", content_type);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = req.send(&body[..]).expect("POST");
+        let hdrs = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default(), hdrs)
+    }
+}
+
+pub fn get_json(agent: &ureq::Agent, url: &str) -> (u16, Json) {
+    let mut resp = agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().expect("body");
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"));
+    (status, json)
+}
+
+/// Polls `f` every 100ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// URL-encodes a query parameter value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A timestamp an hour ago on a whole second: recent enough for any retention, and old
+/// enough that a test can write the following hour of samples.
+pub fn an_hour_ago_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    (now - 3_600_000) / 1000 * 1000
+}

@@ -1,0 +1,70 @@
+//! The binary's command line and lifecycle: help, config errors, the embedded default, and
+//! graceful shutdown.
+
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::{agent, novamon_bin, wait_until, Novamon, Process};
+
+#[test]
+fn help_documents_every_option() {
+    let out = Command::new(novamon_bin()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for opt in ["--config", "--data-dir", "--http-listen", "--retention", "--log", "promql-test"] {
+        assert!(help.contains(opt), "--help lacks {opt}:\n{help}");
+    }
+}
+
+#[test]
+fn bad_config_names_the_key_and_line_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("novamon.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 15s\nstorage:\n  retension: 3d\n").unwrap();
+    let out = Command::new(novamon_bin()).arg("--config").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("retension") && err.contains("line 4"), "{err}");
+
+    let out = Command::new(novamon_bin()).arg("check-config").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_prometheus_yml_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        "global:\n  scrape_interval: 15s\n  external_labels: {dc: edge}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['localhost:9100']\n",
+    )
+    .unwrap();
+    let out = Command::new(novamon_bin()).arg("check-config").arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `novamon` alone serves on :9090 with data under ./data, and SIGTERM ends it cleanly.
+#[test]
+fn no_arguments_serve_the_embedded_default_and_sigterm_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(novamon_bin());
+    cmd.current_dir(dir.path());
+    let mut p = Process::spawn(&mut cmd, dir.path().join("novamon.log"));
+    let a = agent();
+    let up = wait_until(Duration::from_secs(60), || {
+        a.get("http://127.0.0.1:9090/-/ready").call().is_ok_and(|r| r.status() == 200)
+    });
+    assert!(up.is_some(), "not ready on :9090; log:\n{}", p.log());
+    assert!(dir.path().join("data").is_dir(), "no ./data created");
+    let status = p.signal_and_wait("TERM", Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "log:\n{}", p.log());
+    assert!(p.log().contains("shut down cleanly"), "log:\n{}", p.log());
+}
+
+#[test]
+fn sigint_also_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = Novamon::start(&dir.path().join("data"), &[]);
+    let status = n.process.signal_and_wait("INT", Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "log:\n{}", n.process.log());
+}
