@@ -60,15 +60,23 @@ pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Re
     resp
 }
 
-/// Process-level gauges, refreshed at scrape time.
-pub struct ProcessMetrics {
+/// Gauges read from the process and the stores at scrape time.
+pub struct ScrapeTimeMetrics {
+    tsdb: Arc<storage::Tsdb>,
+    head_series: Gauge,
     start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     resident_memory: Gauge,
 }
 
-impl ProcessMetrics {
-    pub fn register(registry: &mut Registry) -> ProcessMetrics {
-        let m = ProcessMetrics { start_time: Gauge::default(), resident_memory: Gauge::default() };
+impl ScrapeTimeMetrics {
+    pub fn register(registry: &mut Registry, tsdb: Arc<storage::Tsdb>) -> ScrapeTimeMetrics {
+        let m = ScrapeTimeMetrics {
+            tsdb,
+            head_series: Gauge::default(),
+            start_time: Gauge::default(),
+            resident_memory: Gauge::default(),
+        };
+        registry.register("novamon_tsdb_head_series", "Series in the TSDB index", m.head_series.clone());
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         m.start_time.set(now.as_secs_f64());
         registry.register("process_start_time_seconds", "Start time of the process since unix epoch in seconds", m.start_time.clone());
@@ -77,6 +85,7 @@ impl ProcessMetrics {
     }
 
     fn refresh(&self) {
+        self.head_series.set(self.tsdb.num_series() as i64);
         if let Some(rss) = resident_memory_bytes() {
             self.resident_memory.set(rss as i64);
         }
@@ -92,11 +101,11 @@ fn resident_memory_bytes() -> Option<u64> {
 
 pub struct Exposition {
     pub registry: Registry,
-    pub process: ProcessMetrics,
+    pub scrape_time: ScrapeTimeMetrics,
 }
 
 pub async fn serve(State(expo): State<Arc<Exposition>>) -> Response {
-    expo.process.refresh();
+    expo.scrape_time.refresh();
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &expo.registry) {
         return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();

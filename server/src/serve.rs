@@ -11,7 +11,7 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::self_metrics::{self, Exposition, HttpMetrics, ProcessMetrics};
+use crate::self_metrics::{self, Exposition, HttpMetrics, ScrapeTimeMetrics};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
@@ -36,13 +36,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     tracing::info!(
         dir = %tsdb_dir.display(),
-        series = tsdb.status(0).num_series,
+        series = tsdb.num_series(),
         elapsed_ms = opened.elapsed().as_millis() as u64,
         "TSDB opened"
     );
     let engine = Arc::new(query::Engine::new(tsdb.clone(), config.engine_options()));
 
-    let mut registry = Registry::with_prefix_and_labels(std::borrow::Cow::Borrowed(""), std::iter::empty());
+    let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let ingest_state = ingest::IngestState::new(
         tsdb.clone(),
@@ -50,8 +50,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &mut registry,
     );
     let api_state = query::http::ApiState::new(engine, tsdb.clone(), server_info(&config)?);
-    let process = ProcessMetrics::register(&mut registry);
-    let exposition = Arc::new(Exposition { registry, process });
+    let scrape_time = ScrapeTimeMetrics::register(&mut registry, tsdb.clone());
+    let exposition = Arc::new(Exposition { registry, scrape_time });
 
     let app = Router::new()
         .merge(ingest::routes(ingest_state))

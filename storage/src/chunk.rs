@@ -244,7 +244,6 @@ impl XorChunk {
 /// A stored chunk, parsed just far enough to know its time range without decoding it.
 pub(crate) struct StoredChunk<'a> {
     count: u16,
-    min_t: i64,
     max_t: i64,
     data: &'a [u8],
 }
@@ -270,7 +269,6 @@ impl<'a> StoredChunk<'a> {
         };
         Ok(StoredChunk {
             count,
-            min_t,
             max_t: min_t.wrapping_add(span as i64),
             data,
         })
@@ -282,10 +280,6 @@ impl<'a> StoredChunk<'a> {
 
     pub(crate) fn max_t(&self) -> i64 {
         self.max_t
-    }
-
-    pub(crate) fn min_t(&self) -> i64 {
-        self.min_t
     }
 
     pub(crate) fn iter(&self) -> XorIter<'a> {
@@ -463,8 +457,7 @@ mod tests {
             let value = c.to_value();
             let stored = StoredChunk::parse(&value).expect("parses");
             prop_assert_eq!(usize::from(stored.count()), samples.len());
-            if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
-                prop_assert_eq!(stored.min_t(), first.0);
+            if let Some(last) = samples.last() {
                 prop_assert_eq!(stored.max_t(), last.0);
             }
             prop_assert_eq!(decode_bits(stored.iter()), samples);

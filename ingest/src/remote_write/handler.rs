@@ -112,14 +112,12 @@ fn ingest(
                 samples,
                 ..Written::default()
             };
-            (
-                written,
-                if errors.is_empty() {
-                    Ok(())
-                } else {
-                    Err(RemoteWriteError::BadData(errors))
-                },
-            )
+            let outcome = if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(RemoteWriteError::BadData(errors))
+            };
+            (written, outcome)
         }
         Err(err) => (Written::default(), Err(err)),
     }

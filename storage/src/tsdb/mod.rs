@@ -43,7 +43,7 @@ use crate::meta::{self, KEY_NEXT_OOO_CHUNK_ID, KEY_NEXT_SERIES_ID};
 use crate::partition::{self, partition_start, Partitions};
 use crate::{
     wal, AppendMode, AppendReport, Labels, Matcher, Metadata, Queryable, Rejection, Sample,
-    SeriesBatch, SeriesSamples, StorageError, TsdbStatus, METRIC_NAME,
+    SeriesBatch, SeriesSamples, StorageError, TsdbStatus,
 };
 
 mod checkpoint;
@@ -242,6 +242,11 @@ impl Tsdb {
     /// chunks.
     pub fn status(&self, top_n: usize) -> TsdbStatus {
         self.inner.status(top_n)
+    }
+
+    /// How many series the index holds; cheap, unlike [`Tsdb::status`].
+    pub fn num_series(&self) -> u64 {
+        self.inner.state.read().index.len() as u64
     }
 
     /// Checkpoints the head into chunks now (also done every `flush_interval`).

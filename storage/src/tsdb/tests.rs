@@ -4,7 +4,7 @@ use super::*;
 use crate::chunk::StoredChunk;
 use crate::db::{Db, CF_WAL};
 use crate::partition::{parse_chunk_key, partition_start, PARTITION_MS};
-use crate::{MatchOp, RejectReason, STALE_NAN_BITS};
+use crate::{MatchOp, RejectReason, METRIC_NAME, STALE_NAN_BITS};
 
 const MIN: i64 = 60_000;
 
