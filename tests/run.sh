@@ -21,5 +21,11 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/novamon-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# Real clients for the OTLP tests: the OpenTelemetry Python SDK and its OTLP exporters, in one
+# venv outside the clone (tests find it at $NOVAMON_VENV).
+export NOVAMON_VENV="${NOVAMON_VENV:-$HOME/.cache/novamon-venv}"
+[ -x "$NOVAMON_VENV/bin/python" ] || python3 -m venv "$NOVAMON_VENV"
+"$NOVAMON_VENV/bin/pip" install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http fluent-logger
+
 cargo build --locked -p novamon
 cargo test --locked --workspace --no-fail-fast "$@"

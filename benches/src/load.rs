@@ -29,6 +29,41 @@ pub struct LoadConfig {
     pub end_ms: i64,
 }
 
+/// The shape of a load, as the benchmark binaries take it on their command line.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Number of series (about 90 per simulated host).
+    #[arg(long, default_value_t = 20_000)]
+    pub series: usize,
+    /// Samples per series, 15 s apart by default, the last one at the current time.
+    #[arg(long, default_value_t = 30)]
+    pub samples: usize,
+    /// Concurrent senders (Prometheus's queue-manager shards).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Samples per request.
+    #[arg(long, default_value_t = 2000)]
+    pub batch: usize,
+}
+
+impl LoadArgs {
+    /// The load, with its last samples at the current time.
+    pub fn config(&self, protocol: Protocol, interval_ms: i64) -> LoadConfig {
+        let end_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        LoadConfig {
+            series: self.series,
+            samples_per_series: self.samples,
+            concurrency: self.concurrency,
+            batch_samples: self.batch,
+            protocol,
+            interval_ms,
+            end_ms,
+        }
+    }
+}
+
 /// One encoded, snappy-compressed request.
 #[derive(Clone, Debug)]
 pub struct Batch {

@@ -2,7 +2,9 @@
 //! served by [`routes`] on `POST /api/v1/write`. Owns wire formats and their validation; writes
 //! only through `storage::Tsdb`'s public API and never serves anything but ingest endpoints.
 
+pub mod logs;
 mod metrics;
+pub mod otlp;
 pub mod remote_write;
 
 use std::sync::Arc;

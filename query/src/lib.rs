@@ -3,9 +3,17 @@
 //! crate and only calls [`Engine`].
 
 mod engine;
+mod gofmt;
+mod float_histogram;
 pub mod http;
+pub mod jaeger;
+pub mod logql;
+pub mod loki_http;
 pub mod promqltest;
+pub mod tempo;
+mod trace_search;
 mod value;
 
 pub use engine::{Engine, EngineOptions};
-pub use value::{InstantSample, QueryError, QueryResult, RangeSeries, Value};
+pub use float_histogram::{Bucket, CounterResetHint, FloatHistogram, Span};
+pub use value::{HistogramPoint, InstantSample, QueryError, QueryResult, RangeSeries, Value};

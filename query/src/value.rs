@@ -3,13 +3,25 @@
 
 use storage::{Labels, Sample, StorageError};
 
+use crate::float_histogram::FloatHistogram;
+
 /// One element of an instant vector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstantSample {
     pub labels: Labels,
     /// Evaluation timestamp (ms).
     pub t: i64,
+    /// The float value (0 when the sample is a histogram).
     pub v: f64,
+    /// Set when the sample is a native histogram.
+    pub h: Option<FloatHistogram>,
+}
+
+/// A native histogram at a timestamp (ms).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramPoint {
+    pub t: i64,
+    pub h: FloatHistogram,
 }
 
 /// One series of a range vector (matrix).
@@ -17,6 +29,8 @@ pub struct InstantSample {
 pub struct RangeSeries {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    /// Histogram points, sorted by t (a timestamp holds a float or a histogram).
+    pub histograms: Vec<HistogramPoint>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -55,3 +55,26 @@ fn novamon_scripts() {
     assert!(!paths.is_empty());
     run(&paths);
 }
+
+/// Native histograms beyond the stable files: at least 95% of the evals that run must pass.
+/// Evals the runner skips (syntax promql-parser cannot parse) count neither way.
+#[test]
+fn prometheus_native_histograms() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/promql-tests/native_histograms.test");
+    if !path.exists() {
+        eprintln!("{} not found, skipping", path.display());
+        return;
+    }
+    let mut out = Vec::new();
+    let summary = query::promqltest::run_files(&[path], &mut out).expect("runner I/O");
+    let report = String::from_utf8_lossy(&out);
+    let ran = summary.passed + summary.failed;
+    assert!(ran > 0, "no eval ran:\n{report}");
+    assert!(
+        summary.passed * 100 >= ran * 95,
+        "{} of {ran} passed ({} skipped), below 95%:\n{report}",
+        summary.passed,
+        summary.skipped
+    );
+}

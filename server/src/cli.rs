@@ -31,6 +31,19 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub retention: Option<std::time::Duration>,
 
+    /// Address for OTLP/gRPC [default: 0.0.0.0:4317, or traces.otlp.grpc of the config].
+    #[arg(long, value_name = "ADDR")]
+    pub otlp_grpc_listen: Option<std::net::SocketAddr>,
+
+    /// Address for OTLP/HTTP [default: 0.0.0.0:4318, or traces.otlp.http of the config].
+    #[arg(long, value_name = "ADDR")]
+    pub otlp_http_listen: Option<std::net::SocketAddr>,
+
+    /// Address for the Fluentd forward protocol [default: 0.0.0.0:24224, or
+    /// logs.forward.listen of the config].
+    #[arg(long, value_name = "ADDR")]
+    pub forward_listen: Option<std::net::SocketAddr>,
+
     /// Log filter in tracing's env-filter syntax (e.g. info, novamon=debug).
     #[arg(long, value_name = "FILTER", env = "NOVAMON_LOG", default_value = "info")]
     pub log: String,

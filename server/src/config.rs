@@ -37,6 +37,10 @@ pub struct Config {
     pub query: Query,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub traces: Traces,
+    #[serde(default)]
+    pub logs: Logs,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -130,6 +134,90 @@ impl Default for Limits {
     }
 }
 
+/// The trace store and the OTLP receiver (all three signals are received on these listeners).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Traces {
+    /// How long spans are kept, by start time.
+    pub retention: PromDuration,
+    pub otlp: Otlp,
+}
+
+impl Default for Traces {
+    fn default() -> Self {
+        Traces { retention: PromDuration(storage::traces::TraceStoreOptions::default().retention), otlp: Otlp::default() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Otlp {
+    /// OTLP/gRPC listener (the OTLP default port 4317).
+    pub grpc: SocketAddr,
+    /// OTLP/HTTP listener (port 4318); `/v1/*` is also served on the main HTTP listener.
+    pub http: SocketAddr,
+    /// Largest OTLP request accepted, decompressed.
+    pub max_message_bytes: u64,
+}
+
+impl Default for Otlp {
+    fn default() -> Self {
+        Otlp {
+            grpc: SocketAddr::from(([0, 0, 0, 0], 4317)),
+            http: SocketAddr::from(([0, 0, 0, 0], 4318)),
+            max_message_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The log store, the Fluentd forward listener and how records become streams.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logs {
+    /// Whole days of logs older than this are dropped.
+    pub retention: PromDuration,
+    /// Record keys whose values become stream labels (besides `tag`).
+    pub label_keys: Vec<String>,
+    /// Most log lines one metric query may read.
+    pub max_query_lines: usize,
+    pub forward: Forward,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Logs {
+            retention: PromDuration(storage::logs::LogOptions::default().retention),
+            label_keys: ingest::logs::Mapping::default().label_keys,
+            max_query_lines: 5_000_000,
+            forward: Forward::default(),
+        }
+    }
+}
+
+/// The Fluentd Forward Protocol v1 listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forward {
+    pub listen: SocketAddr,
+    /// When set, clients must pass the HELO/PING/PONG handshake with this key.
+    pub shared_key: Option<String>,
+    pub self_hostname: String,
+    /// Largest frame accepted; a larger one closes the connection.
+    pub max_frame_bytes: u64,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        let d = ingest::logs::forward::ForwardOptions::default();
+        Forward {
+            listen: SocketAddr::from(([0, 0, 0, 0], 24224)),
+            shared_key: d.shared_key,
+            self_hostname: d.self_hostname,
+            max_frame_bytes: d.max_frame_bytes as u64,
+        }
+    }
+}
+
 /// A duration in Prometheus's notation (`90s`, `1h30m`, `15d`), printed back the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PromDuration(pub Duration);
@@ -205,6 +293,23 @@ impl Config {
         out
     }
 
+    pub fn log_options(&self) -> storage::logs::LogOptions {
+        storage::logs::LogOptions {
+            retention: self.logs.retention.0,
+            wal_fsync: self.storage.wal_fsync,
+            ..Default::default()
+        }
+    }
+
+    pub fn forward_options(&self) -> ingest::logs::forward::ForwardOptions {
+        ingest::logs::forward::ForwardOptions {
+            shared_key: self.logs.forward.shared_key.clone(),
+            self_hostname: self.logs.forward.self_hostname.clone(),
+            max_frame_bytes: self.logs.forward.max_frame_bytes as usize,
+            ..Default::default()
+        }
+    }
+
     pub fn tsdb_options(&self) -> storage::TsdbOptions {
         storage::TsdbOptions {
             retention: self.storage.retention.0,
@@ -212,6 +317,10 @@ impl Config {
             wal_fsync: self.storage.wal_fsync,
             flush_interval: self.storage.flush_interval.0,
         }
+    }
+
+    pub fn trace_store_options(&self) -> storage::traces::TraceStoreOptions {
+        storage::traces::TraceStoreOptions { retention: self.traces.retention.0, wal_fsync: self.storage.wal_fsync }
     }
 
     pub fn engine_options(&self) -> query::EngineOptions {
@@ -257,6 +366,18 @@ remote_write:
     }
 
     #[test]
+    fn logs_section_defaults_and_overrides() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.logs.forward.listen, "0.0.0.0:24224".parse().unwrap());
+        assert_eq!(c.logs.label_keys, ["service", "level", "host", "container_name", "namespace"]);
+        assert_eq!(c.logs.forward.shared_key, None);
+        let c = Config::parse("logs:\n  retention: 3d\n  label_keys: [app]\n  forward:\n    listen: 127.0.0.1:1\n    shared_key: s\n", "t").unwrap();
+        assert_eq!(c.log_options().retention, Duration::from_secs(3 * 86400));
+        assert_eq!(c.forward_options().shared_key.as_deref(), Some("s"));
+        assert_eq!(c.logs.label_keys, ["app"]);
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_key_and_line() {
         let err = Config::parse("storage:\n  path: /x\n  retension: 3d\n", "t").unwrap_err().to_string();
         assert!(err.contains("retension"), "{err}");
@@ -268,6 +389,18 @@ remote_write:
         let err = Config::parse("global:\n  scrape_interval: soon\n", "t").unwrap_err().to_string();
         assert!(err.contains("scrape_interval"), "{err}");
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn traces_section_defaults_and_overrides() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.traces.otlp.grpc, "0.0.0.0:4317".parse().unwrap());
+        assert_eq!(c.traces.otlp.http, "0.0.0.0:4318".parse().unwrap());
+        let c = Config::parse("traces:\n  retention: 3d\n  otlp:\n    grpc: 127.0.0.1:14317\n", "t").unwrap();
+        assert_eq!(c.traces.retention.0, Duration::from_secs(3 * 86400));
+        assert_eq!(c.traces.otlp.grpc, "127.0.0.1:14317".parse().unwrap());
+        assert_eq!(c.traces.otlp.http, "0.0.0.0:4318".parse().unwrap());
+        assert!(Config::parse("traces:\n  otlp:\n    grcp: x\n", "t").is_err());
     }
 
     #[test]

@@ -50,6 +50,15 @@ fn load_config(cli: &Cli) -> Result<Config, config::ConfigError> {
     if let Some(addr) = cli.http_listen {
         config.listeners.http = addr;
     }
+    if let Some(addr) = cli.otlp_grpc_listen {
+        config.traces.otlp.grpc = addr;
+    }
+    if let Some(addr) = cli.otlp_http_listen {
+        config.traces.otlp.http = addr;
+    }
+    if let Some(addr) = cli.forward_listen {
+        config.logs.forward.listen = addr;
+    }
     if let Some(r) = cli.retention {
         config.storage.retention = config::PromDuration(r);
     }

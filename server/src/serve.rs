@@ -41,6 +41,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "TSDB opened"
     );
     let engine = Arc::new(query::Engine::new(tsdb.clone(), config.engine_options()));
+    let traces_dir = data_dir.join("traces");
+    let traces = Arc::new(
+        storage::traces::TraceStore::open(&traces_dir, config.trace_store_options())
+            .with_context(|| format!("opening the trace store at {}", traces_dir.display()))?,
+    );
+    let otlp_state =
+        ingest::otlp::OtlpState::new(traces.clone(), tsdb.clone(), config.traces.otlp.max_message_bytes as usize);
+
+    let logs_dir = data_dir.join("logs");
+    let logs = Arc::new(
+        storage::logs::LogStore::open(&logs_dir, config.log_options())
+            .with_context(|| format!("opening the log store at {}", logs_dir.display()))?,
+    );
+    let log_sink = ingest::logs::LogSink::new(
+        logs.clone(),
+        ingest::logs::Mapping { label_keys: config.logs.label_keys.clone() },
+    );
+    let loki_state = query::loki_http::LokiState::new(query::logql::LogEngine::new(logs.clone(), config.logs.max_query_lines));
 
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
@@ -57,6 +75,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .merge(ingest::routes(ingest_state))
         .merge(query::http::routes(api_state))
         .merge(ui::routes())
+        .merge(ingest::logs::routes(log_sink.clone()))
+        .merge(query::loki_http::routes(loki_state))
+        .merge(ingest::otlp::http_routes(otlp_state.clone()))
+        .merge(query::jaeger::routes(traces.clone()))
+        .merge(query::tempo::routes(traces.clone()))
         .route("/-/healthy", get(|| async { "Prometheus Server is Healthy.\n" }).head(|| async {}))
         .route("/-/ready", get(|| async { "Prometheus Server is Ready.\n" }).head(|| async {}))
         .route("/metrics", get(self_metrics::serve).with_state(exposition))
@@ -66,12 +89,86 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listeners.http))?;
     tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
+    let otlp = start_otlp(&config, otlp_state, traces.clone()).await?;
+    let forward_addr = config.logs.forward.listen;
+    let forward = tokio::net::TcpListener::bind(forward_addr)
+        .await
+        .with_context(|| format!("listening on {forward_addr}"))?;
+    tracing::info!(addr = %forward.local_addr()?, "forward protocol listening");
+    let forward = tokio::spawn(ingest::logs::forward::serve(forward, log_sink, config.forward_options()));
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server")?;
+    otlp.stop().await;
+    forward.abort();
 
     tracing::info!("stopped accepting; flushing storage");
     tokio::task::spawn_blocking(move || tsdb.flush()).await?.context("flushing the TSDB")?;
+    tokio::task::spawn_blocking(move || traces.flush()).await?.context("flushing the trace store")?;
+    tokio::task::spawn_blocking(move || logs.close()).await?.context("indexing the last log records")?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The OTLP listeners (gRPC and HTTP) and the trace retention loop, stopped together.
+struct Otlp {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Otlp {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn start_otlp(
+    config: &Config,
+    state: ingest::otlp::OtlpState,
+    traces: Arc<storage::traces::TraceStore>,
+) -> anyhow::Result<Otlp> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc_addr = config.traces.otlp.grpc;
+    let grpc = tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| format!("listening on {grpc_addr}"))?;
+    tracing::info!(addr = %grpc.local_addr()?, "OTLP/gRPC listening");
+    let http_addr = config.traces.otlp.http;
+    let http = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("listening on {http_addr}"))?;
+    tracing::info!(addr = %http.local_addr()?, "OTLP/HTTP listening");
+    let mut tasks = Vec::new();
+    let grpc_stop = until_stopped(stopped.clone());
+    let grpc_state = state.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = ingest::otlp::serve_grpc(grpc, grpc_state, grpc_stop).await {
+            tracing::error!("OTLP/gRPC server: {e}");
+        }
+    }));
+    let http_stop = until_stopped(stopped.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, ingest::otlp::http_routes(state)).with_graceful_shutdown(http_stop).await {
+            tracing::error!("OTLP/HTTP server: {e}");
+        }
+    }));
+    let mut rx = stopped;
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = rx.wait_for(|s| *s) => return,
+            }
+            let store = traces.clone();
+            match tokio::task::spawn_blocking(move || store.enforce_retention()).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "trace retention applied"),
+                Ok(Err(e)) => tracing::error!("trace retention: {e}"),
+                _ => {}
+            }
+        }
+    }));
+    Ok(Otlp { stop, tasks })
 }
 
 fn server_info(config: &Config) -> anyhow::Result<query::http::ServerInfo> {

@@ -25,13 +25,17 @@ pub(crate) const CF_META: &str = "meta";
 /// Appended samples not yet checkpointed into chunks: seq (u64 BE) → record.
 pub(crate) const CF_WAL: &str = "wal";
 
-const FIXED_CFS: [&str; 6] = [
+/// Native histogram samples: series id (u64 BE) | t (sign-flipped u64 BE) → encoded histogram.
+pub(crate) const CF_HISTOGRAMS: &str = "histograms";
+
+const FIXED_CFS: [&str; 7] = [
     CF_SERIES,
     CF_SERIES_BY_LABELS,
     CF_POSTINGS,
     CF_SERIES_TIMES,
     CF_META,
     CF_WAL,
+    CF_HISTOGRAMS,
 ];
 
 fn index_cf_options() -> Options {
@@ -86,6 +90,26 @@ pub(crate) fn open(
 pub(crate) fn cf<'a>(db: &'a Db, name: &str) -> Result<Cf<'a>, StorageError> {
     db.cf_handle(name)
         .ok_or_else(|| StorageError::Corrupt(format!("missing column family {name}")))
+}
+
+/// Writes every memtable to SST files, so RocksDB's own log files holding the same data can
+/// be deleted: what is on disk afterwards is the compact form.
+pub(crate) fn flush_memtables(
+    db: &Db,
+    chunk_cfs: impl IntoIterator<Item = String>,
+) -> Result<(), StorageError> {
+    let names: Vec<String> = FIXED_CFS
+        .iter()
+        .map(|n| (*n).to_owned())
+        .chain(chunk_cfs)
+        .collect();
+    let cfs = names
+        .iter()
+        .map(|n| cf(db, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&Cf> = cfs.iter().collect();
+    db.flush_cfs_opt(&refs, &rocksdb::FlushOptions::default())?;
+    Ok(())
 }
 
 /// Deletes every key of a column family with one range tombstone (plus a point delete for

@@ -15,7 +15,10 @@ pub struct Label {
 
 impl Label {
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Label {
-        Label { name: name.into(), value: value.into() }
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -40,7 +43,9 @@ impl Labels {
         Labels(out)
     }
 
-    pub fn from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Labels {
+    pub fn from_pairs<N: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Labels {
         Labels::new(pairs.into_iter().map(|(n, v)| Label::new(n, v)).collect())
     }
 
@@ -110,7 +115,10 @@ mod tests {
     #[test]
     fn canonical_form_sorts_drops_empty_and_keeps_last_duplicate() {
         let l = Labels::from_pairs([("b", "1"), ("a", "x"), ("c", ""), ("b", "2")]);
-        let pairs: Vec<_> = l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+        let pairs: Vec<_> = l
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
         assert_eq!(pairs, vec![("a", "x"), ("b", "2")]);
         assert_eq!(l.get("b"), Some("2"));
         assert_eq!(l.get("c"), None);

@@ -38,16 +38,21 @@ mod db;
 mod encoding;
 mod error;
 mod head;
+mod histogram;
+mod histstore;
 mod index;
 mod labels;
+pub mod logs;
 mod matcher;
 mod meta;
 mod partition;
 mod postings;
+pub mod traces;
 mod tsdb;
 mod wal;
 
 pub use error::StorageError;
+pub use histogram::{Histogram, HistogramSample, HistogramSpan};
 pub use labels::{Label, Labels, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher};
 pub use tsdb::{Tsdb, TsdbOptions};
@@ -74,6 +79,8 @@ pub struct Sample {
 pub struct SeriesSamples {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    /// Native histogram samples, sorted by `t` (a timestamp holds a float or a histogram).
+    pub histograms: Vec<HistogramSample>,
 }
 
 /// What a query engine needs from the TSDB. Implemented by [`Tsdb`].
@@ -95,6 +102,7 @@ pub trait Queryable: Send + Sync {
 pub struct SeriesBatch {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    pub histograms: Vec<HistogramSample>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,13 +21,24 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Matcher, regex::Error> {
+    pub fn new(
+        op: MatchOp,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Matcher, regex::Error> {
         let value = value.into();
         let re = match op {
-            MatchOp::RegexMatch | MatchOp::RegexNoMatch => Some(Regex::new(&format!("^(?s:{value})$"))?),
+            MatchOp::RegexMatch | MatchOp::RegexNoMatch => {
+                Some(Regex::new(&format!("^(?s:{value})$"))?)
+            }
             MatchOp::Equal | MatchOp::NotEqual => None,
         };
-        Ok(Matcher { name: name.into(), op, value, re })
+        Ok(Matcher {
+            name: name.into(),
+            op,
+            value,
+            re,
+        })
     }
 
     /// Whether a label value (empty when the label is absent) satisfies this matcher.
@@ -37,7 +48,9 @@ impl Matcher {
             (MatchOp::NotEqual, _) => value != self.value,
             (MatchOp::RegexMatch, Some(re)) => re.is_match(value),
             (MatchOp::RegexNoMatch, Some(re)) => !re.is_match(value),
-            (MatchOp::RegexMatch | MatchOp::RegexNoMatch, None) => unreachable!("regex compiled in new"),
+            (MatchOp::RegexMatch | MatchOp::RegexNoMatch, None) => {
+                unreachable!("regex compiled in new")
+            }
         }
     }
 
@@ -69,8 +82,14 @@ mod tests {
 
     #[test]
     fn negative_matchers_match_absent_labels() {
-        assert!(Matcher::new(MatchOp::NotEqual, "a", "x").unwrap().matches_empty());
-        assert!(!Matcher::new(MatchOp::Equal, "a", "x").unwrap().matches_empty());
-        assert!(Matcher::new(MatchOp::RegexMatch, "a", "x|").unwrap().matches_empty());
+        assert!(Matcher::new(MatchOp::NotEqual, "a", "x")
+            .unwrap()
+            .matches_empty());
+        assert!(!Matcher::new(MatchOp::Equal, "a", "x")
+            .unwrap()
+            .matches_empty());
+        assert!(Matcher::new(MatchOp::RegexMatch, "a", "x|")
+            .unwrap()
+            .matches_empty());
     }
 }

@@ -79,6 +79,17 @@ pub(crate) fn truncate(db: &Db, batch: &mut WriteBatch, end: u64) -> Result<(), 
     Ok(())
 }
 
+/// Compacts the truncated range away, so records already checkpointed stop taking disk
+/// (a range tombstone alone only hides them).
+pub(crate) fn compact_truncated(db: &Db, end: u64) -> Result<(), StorageError> {
+    db.compact_range_cf(
+        &db::cf(db, CF_WAL)?,
+        None::<&[u8]>,
+        Some(end.to_be_bytes().as_slice()),
+    );
+    Ok(())
+}
+
 /// Calls `f` with every record in sequence order; returns the next free sequence number.
 pub(crate) fn replay(
     db: &Db,

@@ -104,6 +104,11 @@ impl Drop for Process {
 pub struct Novamon {
     pub process: Process,
     pub url: String,
+    /// OTLP/gRPC and OTLP/HTTP endpoints (`http://127.0.0.1:port`).
+    pub otlp_grpc_url: String,
+    pub otlp_http_url: String,
+    /// The Fluentd forward protocol listener (`127.0.0.1:port`).
+    pub forward_addr: String,
     pub data_dir: PathBuf,
     pub agent: ureq::Agent,
 }
@@ -112,12 +117,20 @@ impl Novamon {
     /// Starts novamon with `--data-dir` and a free `--http-listen` port, plus `extra` args.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Novamon {
         let port = free_port();
+        // The OTLP listeners get free ports too, so servers of concurrent tests never clash.
+        let (grpc, otlp_http, forward) = (free_port(), free_port(), free_port());
         let mut cmd = Command::new(novamon_bin());
-        cmd.arg("--data-dir").arg(data_dir).arg("--http-listen").arg(format!("127.0.0.1:{port}")).args(extra);
+        cmd.arg("--data-dir").arg(data_dir).arg("--http-listen").arg(format!("127.0.0.1:{port}"));
+        cmd.arg("--otlp-grpc-listen").arg(format!("127.0.0.1:{grpc}"));
+        cmd.arg("--otlp-http-listen").arg(format!("127.0.0.1:{otlp_http}"));
+        cmd.arg("--forward-listen").arg(format!("127.0.0.1:{forward}")).args(extra);
         let log = data_dir.with_extension(format!("novamon-{port}.log"));
         let n = Novamon {
             process: Process::spawn(&mut cmd, log),
             url: format!("http://127.0.0.1:{port}"),
+            otlp_grpc_url: format!("http://127.0.0.1:{grpc}"),
+            otlp_http_url: format!("http://127.0.0.1:{otlp_http}"),
+            forward_addr: format!("127.0.0.1:{forward}"),
             data_dir: data_dir.to_owned(),
             agent: agent(),
         };
@@ -186,14 +199,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<()> 
 
 /// URL-encodes a query parameter value.
 pub fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// A timestamp an hour ago on a whole second: recent enough for any retention, and old
@@ -201,4 +207,20 @@ pub fn enc(s: &str) -> String {
 pub fn an_hour_ago_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
     (now - 3_600_000) / 1000 * 1000
+}
+
+/// The Python of the venv `tests/run.sh` creates for the real-client tests
+/// ($NOVAMON_VENV, default $HOME/.cache/novamon-venv).
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("NOVAMON_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/novamon-venv")
+    });
+    let py = venv.join("bin/python");
+    assert!(py.exists(), "{} missing: run tests/run.sh, which creates the venv", py.display());
+    py
+}
+
+/// Now in nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as i64
 }

@@ -68,3 +68,28 @@ fn sigint_also_exits_0() {
     let status = n.process.signal_and_wait("INT", Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "log:\n{}", n.process.log());
 }
+
+/// `novamon promql-test` runs promqltest scripts through the real engine and storage and ends
+/// with one summary line; a failing eval makes the exit code non-zero.
+#[test]
+fn promql_test_runs_scripts_and_summarises() {
+    let ours: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/promql"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "test"))
+        .collect();
+    assert!(!ours.is_empty());
+    let out = Command::new(novamon_bin()).arg("promql-test").args(&ours).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    let last = stdout.lines().last().unwrap();
+    assert!(last.ends_with(" passed, 0 failed"), "{last}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.test");
+    std::fs::write(&bad, "load 1m\n  m 1 2 3\n\neval instant at 2m m\n  m 42\n").unwrap();
+    let out = Command::new(novamon_bin()).arg("promql-test").arg(&bad).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!out.status.success(), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("0 passed, 1 failed"), "{stdout}");
+}

@@ -5,11 +5,14 @@
 use std::collections::HashMap;
 
 use prost::Message;
-use storage::{Label, Labels, Metadata, Sample, SeriesBatch};
+use storage::{
+    Histogram as StoredHistogram, HistogramSample, HistogramSpan, Label, Labels, Metadata, Sample,
+    SeriesBatch,
+};
 
 use super::error::RemoteWriteError;
 use super::negotiate::Protocol;
-use super::proto::{v1, v2};
+use super::proto::{v1, v2, Histogram};
 use crate::metrics::DropReason;
 use crate::Limits;
 
@@ -85,7 +88,7 @@ fn from_v1(req: v1::WriteRequest) -> DecodedWrite {
                 v: s.value,
             })
             .collect();
-        out.push_series(raw, samples, ts.histograms.len());
+        out.push_series(raw, samples, &ts.histograms);
     }
     for md in req.metadata {
         if md.metric_family_name.is_empty() {
@@ -129,7 +132,7 @@ fn from_v2(req: v2::Request) -> Result<DecodedWrite, RemoteWriteError> {
                 v: s.value,
             })
             .collect();
-        if let Some(labels) = out.push_series(raw, samples, ts.histograms.len()) {
+        if let Some(labels) = out.push_series(raw, samples, &ts.histograms) {
             if let (Some(md), Some(name)) = (md, labels.metric_name()) {
                 metadata.insert(family_name(name, &md.kind).to_string(), md);
             }
@@ -147,7 +150,7 @@ impl DecodedWrite {
         &mut self,
         raw: Vec<Label>,
         samples: Vec<Sample>,
-        histograms: usize,
+        histograms: &[Histogram],
     ) -> Option<&Labels> {
         let labels = match validate_labels(raw) {
             Ok(labels) => labels,
@@ -155,24 +158,34 @@ impl DecodedWrite {
                 self.invalid.push(InvalidSeries {
                     message: format!("invalid series {shown}: {err}"),
                     reason: DropReason::InvalidLabels,
-                    samples: samples.len() + histograms,
+                    samples: samples.len() + histograms.len(),
                 });
                 return None;
             }
         };
-        if histograms > 0 {
-            self.invalid.push(InvalidSeries {
-                message: format!("native histograms are not supported yet (series {labels})"),
-                reason: DropReason::NativeHistogram,
-                samples: histograms,
-            });
+        let mut converted = Vec::with_capacity(histograms.len());
+        for h in histograms {
+            match histogram_sample(h) {
+                Ok(s) => converted.push(s),
+                Err(err) => self.invalid.push(InvalidSeries {
+                    message: format!("invalid native histogram in series {labels}: {err}"),
+                    reason: DropReason::NativeHistogram,
+                    samples: 1,
+                }),
+            }
         }
-        self.series.push(SeriesBatch { labels, samples });
+        converted.sort_by_key(|h| h.t);
+        self.series.push(SeriesBatch {
+            labels,
+            samples,
+            histograms: converted,
+        });
         self.series.last().map(|s| &s.labels)
     }
 
     fn finish(mut self, metadata: HashMap<String, Metadata>) -> DecodedWrite {
-        self.series.retain(|s| !s.samples.is_empty());
+        self.series
+            .retain(|s| !s.samples.is_empty() || !s.histograms.is_empty());
         self.metadata = metadata.into_iter().collect();
         self
     }
@@ -279,26 +292,32 @@ pub(crate) enum LabelsError {
     DuplicateName(String),
     #[error("missing metric name (label __name__)")]
     MissingMetricName,
+    #[error("labels not sorted by name ({0:?} after {1:?})")]
+    Unsorted(String, String),
 }
 
 /// Checks a series' labels and brings them into canonical form. Names are validated as
 /// Prometheus 3 does by default: any non-empty UTF-8 string (prost has already refused
-/// strings that are not UTF-8). Unsorted labels are sorted, not refused: the 1.0 spec requires
-/// senders to sort, but Prometheus's receiver sorts what it gets, and so do we. On error, also
-/// returns the labels rendered for the message.
-fn validate_labels(mut raw: Vec<Label>) -> Result<Labels, (LabelsError, String)> {
+/// strings that are not UTF-8). Labels must come sorted by name, as both specs require:
+/// Prometheus's receiver would quietly sort them, but a sender that breaks this rule is
+/// broken and is told so (every real sender sorts). On error, also returns the labels
+/// rendered for the message.
+fn validate_labels(raw: Vec<Label>) -> Result<Labels, (LabelsError, String)> {
     let fail = |err, raw: Vec<Label>| Err((err, Labels::new(raw).to_string()));
     if raw.is_empty() {
         return fail(LabelsError::NoLabels, raw);
     }
-    // Stable and usually a no-op: senders sort.
-    raw.sort_by(|a, b| a.name.cmp(&b.name));
     let mut problem = None;
     for (i, l) in raw.iter().enumerate() {
         if l.name.is_empty() {
             problem = Some(LabelsError::EmptyName);
         } else if i > 0 && raw[i - 1].name == l.name {
             problem = Some(LabelsError::DuplicateName(l.name.clone()));
+        } else if i > 0 && raw[i - 1].name > l.name {
+            problem = Some(LabelsError::Unsorted(
+                l.name.clone(),
+                raw[i - 1].name.clone(),
+            ));
         }
         if problem.is_some() {
             break;
@@ -315,10 +334,83 @@ fn validate_labels(mut raw: Vec<Label>) -> Result<Labels, (LabelsError, String)>
     Ok(labels)
 }
 
+/// Converts a protobuf histogram (integer counts as deltas, or float counts as absolute
+/// values) to the stored float form.
+fn histogram_sample(h: &Histogram) -> Result<HistogramSample, String> {
+    use super::proto::histogram::{Count, ZeroCount};
+    let is_int = matches!(h.count, Some(Count::CountInt(_)) | None);
+    let spans = |spans: &[super::proto::BucketSpan]| -> Vec<HistogramSpan> {
+        spans
+            .iter()
+            .map(|s| HistogramSpan {
+                offset: s.offset,
+                length: s.length,
+            })
+            .collect()
+    };
+    let buckets = |deltas: &[i64], counts: &[f64]| -> Vec<f64> {
+        if is_int {
+            let mut acc = 0i64;
+            deltas
+                .iter()
+                .map(|d| {
+                    acc = acc.wrapping_add(*d);
+                    acc as f64
+                })
+                .collect()
+        } else {
+            counts.to_vec()
+        }
+    };
+    let positive_spans = spans(&h.positive_spans);
+    let negative_spans = spans(&h.negative_spans);
+    let positive_buckets = buckets(&h.positive_deltas, &h.positive_counts);
+    let negative_buckets = buckets(&h.negative_deltas, &h.negative_counts);
+    for (side, sp, b) in [
+        ("positive", &positive_spans, &positive_buckets),
+        ("negative", &negative_spans, &negative_buckets),
+    ] {
+        let need: u64 = sp.iter().map(|s| u64::from(s.length)).sum();
+        if need != b.len() as u64 {
+            return Err(format!(
+                "{side} side: spans need {need} buckets, have {} buckets",
+                b.len()
+            ));
+        }
+        if let Some(c) = b.iter().find(|c| **c < 0.0) {
+            return Err(format!("{side} side: bucket has observation count of {c}"));
+        }
+    }
+    Ok(HistogramSample {
+        t: h.timestamp,
+        h: StoredHistogram {
+            counter_reset_hint: u8::try_from(h.reset_hint).unwrap_or(0).min(3),
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            zero_count: match h.zero_count {
+                Some(ZeroCount::ZeroCountInt(c)) => c as f64,
+                Some(ZeroCount::ZeroCountFloat(c)) => c,
+                None => 0.0,
+            },
+            count: match h.count {
+                Some(Count::CountInt(c)) => c as f64,
+                Some(Count::CountFloat(c)) => c,
+                None => 0.0,
+            },
+            sum: h.sum,
+            positive_spans,
+            positive_buckets,
+            negative_spans,
+            negative_buckets,
+            custom_values: h.custom_values.clone(),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote_write::proto::{histogram, Histogram};
+    use crate::remote_write::proto::{histogram, BucketSpan};
     use proptest::prelude::*;
 
     fn compress(raw: &[u8]) -> Vec<u8> {
@@ -371,11 +463,11 @@ mod tests {
     }
 
     #[test]
-    fn v1_request_decodes_to_sorted_series_and_metadata() {
+    fn v1_request_decodes_to_series_and_metadata() {
         let req = v1::WriteRequest {
             timeseries: vec![
                 series_v1(
-                    &[("job", "node"), ("__name__", "up"), ("empty", "")],
+                    &[("__name__", "up"), ("empty", ""), ("job", "node")],
                     &[(1000, 1.0), (2000, 0.0)],
                 ),
                 series_v1(&[("__name__", "no_samples")], &[]),
@@ -407,6 +499,7 @@ mod tests {
             &[SeriesBatch {
                 labels: Labels::from_pairs([("__name__", "up"), ("job", "node")]),
                 samples: vec![Sample { t: 1000, v: 1.0 }, Sample { t: 2000, v: 0.0 }],
+                histograms: vec![],
             }]
         );
         let mut md = d.metadata.clone();
@@ -552,23 +645,74 @@ mod tests {
     }
 
     #[test]
-    fn histograms_are_refused_but_samples_kept() {
+    fn histograms_are_converted_alongside_samples() {
         let mut ts = series_v1(&[("__name__", "mixed")], &[(1, 1.0)]);
-        ts.histograms = vec![int_histogram(), int_histogram()];
+        let mut int_h = int_histogram();
+        int_h.positive_spans = vec![BucketSpan {
+            offset: -1,
+            length: 3,
+        }];
+        int_h.positive_deltas = vec![2, -1, 3];
+        let float_h = Histogram {
+            count: Some(histogram::Count::CountFloat(2.5)),
+            schema: -53,
+            custom_values: vec![1.0],
+            positive_spans: vec![BucketSpan {
+                offset: 0,
+                length: 2,
+            }],
+            positive_counts: vec![0.5, 2.0],
+            reset_hint: histogram::ResetHint::Gauge as i32,
+            timestamp: 3,
+            ..Default::default()
+        };
+        ts.histograms = vec![int_h, float_h];
         let d = decode_v1(&v1::WriteRequest {
             timeseries: vec![ts],
             metadata: vec![],
         })
         .unwrap();
-        assert_eq!(d.series().len(), 1);
+        assert_eq!(d.errors().count(), 0);
+        let s = &d.series()[0];
+        assert_eq!(s.samples.len(), 1);
+        assert_eq!(s.histograms.len(), 2);
+        assert_eq!((s.histograms[0].t, s.histograms[1].t), (3, 5));
+        let h = &s.histograms[1].h;
+        assert_eq!(h.positive_buckets, vec![2.0, 1.0, 4.0]);
+        assert_eq!(
+            h.positive_spans,
+            vec![HistogramSpan {
+                offset: -1,
+                length: 3
+            }]
+        );
+        assert_eq!(h.count, 1.0);
+        let g = &s.histograms[0].h;
+        assert_eq!((g.schema, g.counter_reset_hint, g.count), (-53, 3, 2.5));
+        assert_eq!(g.custom_values, vec![1.0]);
+    }
+
+    #[test]
+    fn inconsistent_histograms_are_refused() {
+        let mut ts = series_v1(&[("__name__", "bad")], &[(1, 1.0)]);
+        let mut h = int_histogram();
+        h.positive_spans = vec![BucketSpan {
+            offset: 0,
+            length: 2,
+        }];
+        h.positive_deltas = vec![1];
+        ts.histograms = vec![h];
+        let d = decode_v1(&v1::WriteRequest {
+            timeseries: vec![ts],
+            metadata: vec![],
+        })
+        .unwrap();
         assert_eq!(
             d.errors().collect::<Vec<_>>(),
-            vec!["native histograms are not supported yet (series mixed{})"]
+            vec!["invalid native histogram in series bad{}: positive side: spans need 2 buckets, have 1 buckets"]
         );
-        assert_eq!(
-            (d.invalid[0].reason, d.invalid[0].samples),
-            (DropReason::NativeHistogram, 2)
-        );
+        assert_eq!(d.invalid[0].reason, DropReason::NativeHistogram);
+        assert_eq!(d.series()[0].samples.len(), 1);
     }
 
     #[test]
@@ -682,6 +826,7 @@ mod tests {
         ) {
             let mut labels: Vec<(String, String)> = names.into_iter().filter(|n| n != "__name__").map(|n| (n, value.clone())).collect();
             labels.push(("__name__".into(), "m".into()));
+            labels.sort();
             let pairs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
             let req = v1::WriteRequest { timeseries: vec![series_v1(&pairs, &samples)], metadata: vec![] };
             let d = decode_v1(&req).unwrap();

@@ -9,6 +9,7 @@ use storage::Labels;
 use super::eval::{unwrap_parens, Evaluator};
 use super::labels::{drop_name, keep, set, signature, without};
 use super::types::{by_step, kahan_inc, quantile, Ctx, OutBuilder, Series, Val};
+use crate::float_histogram::{FloatHistogram, ResetHints};
 use crate::value::QueryError;
 
 struct Grouping {
@@ -120,15 +121,66 @@ pub(crate) fn eval_aggregate(
         _ => {
             let params = params.unwrap_or_default();
             let mut out = OutBuilder::default();
+            let pos = ev.pos(&op, None);
+            let expr_pos = ev.pos(&op, Some(0));
             for (i, els) in steps.iter().enumerate() {
                 ev.check_deadline()?;
                 let mut accs: Vec<Option<Acc>> = (0..group_labels.len()).map(|_| None).collect();
+                let mut hists: Vec<Option<HistAcc>> =
+                    (0..group_labels.len()).map(|_| None).collect();
                 for e in els {
                     let g = group_of[e.series];
+                    let v = match e.hist(&input) {
+                        Some(h) => match op.as_str() {
+                            "sum" | "avg" => {
+                                match &mut hists[g] {
+                                    None => hists[g] = Some(HistAcc::new(h)),
+                                    Some(acc) => acc.add(h),
+                                }
+                                continue;
+                            }
+                            "count" | "group" => 0.0,
+                            _ => {
+                                ev.info(format!("ignored histogram in {op} aggregation{pos}"));
+                                continue;
+                            }
+                        },
+                        None => e.v,
+                    };
                     match &mut accs[g] {
-                        None => accs[g] = Some(Acc::new(&op, e.v)),
-                        Some(acc) => acc.add(&op, e.v),
+                        None => accs[g] = Some(Acc::new(&op, v)),
+                        Some(acc) => acc.add(&op, v),
                     }
+                }
+                for (g, h) in hists.into_iter().enumerate() {
+                    let Some(h) = h else { continue };
+                    if accs[g].take().is_some() {
+                        ev.warn(format!(
+                            "encountered a mix of histograms and floats for aggregation{pos}"
+                        ));
+                        continue;
+                    }
+                    if h.incompatible {
+                        ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"{pos}"));
+                        continue;
+                    }
+                    // Prometheus places these at the aggregated expression.
+                    if h.hints.conflicting() {
+                        ev.warn(format!(
+                            "conflicting counter resets during histogram aggregation{expr_pos}"
+                        ));
+                    }
+                    if h.reconciled {
+                        ev.info(format!(
+                            "mismatched custom buckets were reconciled during aggregation{expr_pos}"
+                        ));
+                    }
+                    let mut sum = h.sum;
+                    if op == "avg" {
+                        sum.div(h.count);
+                    }
+                    sum.compact();
+                    out.push_h(&group_labels[g], group_drop[g], i, ctx.ts(i), sum)?;
                 }
                 let q = params.get(i).copied().unwrap_or(f64::NAN);
                 if op == "quantile" && (q.is_nan() || !(0.0..=1.0).contains(&q)) {
@@ -151,6 +203,41 @@ pub(crate) fn eval_aggregate(
                 }
             }
             Ok(Val::Vector(out.finish()))
+        }
+    }
+}
+
+/// Running histogram sum of one group at one step.
+struct HistAcc {
+    sum: FloatHistogram,
+    count: f64,
+    incompatible: bool,
+    hints: ResetHints,
+    reconciled: bool,
+}
+
+impl HistAcc {
+    fn new(h: &FloatHistogram) -> HistAcc {
+        let mut hints = ResetHints::default();
+        hints.see(h);
+        HistAcc {
+            sum: h.clone(),
+            count: 1.0,
+            incompatible: false,
+            hints,
+            reconciled: false,
+        }
+    }
+
+    fn add(&mut self, h: &FloatHistogram) {
+        self.count += 1.0;
+        if self.incompatible {
+            return;
+        }
+        self.hints.see(h);
+        match self.sum.add(h) {
+            Ok(o) => self.reconciled |= o.nhcb_reconciled,
+            Err(_) => self.incompatible = true,
         }
     }
 }
@@ -261,10 +348,18 @@ fn select_k(
         let p = params.get(i).copied().unwrap_or(f64::NAN);
         let mut per_group: Vec<Vec<super::types::El>> = vec![Vec::new(); groups];
         for e in els {
+            if e.h.is_some() && matches!(op, "topk" | "bottomk") {
+                let pos = ev.pos(op, None);
+                ev.info(format!("ignored histogram in {op} aggregation{pos}"));
+                continue;
+            }
             per_group[group_of[e.series]].push(*e);
         }
         let mut order: Vec<usize> = Vec::new();
-        for e in els {
+        for e in els
+            .iter()
+            .filter(|e| e.h.is_none() || !matches!(op, "topk" | "bottomk"))
+        {
             let g = group_of[e.series];
             if !order.contains(&g) {
                 order.push(g);
@@ -327,7 +422,8 @@ fn select_k(
         };
         for e in chosen.into_iter().flatten() {
             let s = &input[e.series];
-            out.push(&s.labels, s.drop_name, i, ctx.ts(i), e.v)?;
+            let h = e.hist(input).cloned();
+            out.push_value(&s.labels, s.drop_name, i, ctx.ts(i), e.v, h)?;
         }
     }
     Ok(out.finish())
@@ -370,7 +466,11 @@ fn count_values(
         let mut counts: Vec<(Labels, f64)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for e in els {
-            let metric = set(&input[e.series].labels, label, &fmt_value(e.v));
+            let value = match e.hist(input) {
+                Some(h) => histogram_string(h),
+                None => fmt_value(e.v),
+            };
+            let metric = set(&input[e.series].labels, label, &value);
             let key = grouping.key(&metric);
             match index.get(&key) {
                 Some(&g) => counts[g].1 += 1.0,
@@ -387,45 +487,22 @@ fn count_values(
     Ok(out.finish())
 }
 
-/// Go's strconv.FormatFloat(v, 'f', -1, 64).
-pub(crate) fn fmt_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
+/// Prometheus's FloatHistogram.String(): count, sum and the non-empty buckets with their
+/// bounds, e.g. `{count:2, sum:3, [-1,-0.5):1, (0.5,1]:1}`.
+fn histogram_string(h: &FloatHistogram) -> String {
+    let mut out = format!("{{count:{}, sum:{}", fmt_go(h.count), fmt_go(h.sum));
+    for b in h.buckets().iter().filter(|b| b.count != 0.0) {
+        out.push_str(&format!(
+            ", {}{},{}{}:{}",
+            if b.lower_inclusive { '[' } else { '(' },
+            fmt_go(b.lower),
+            fmt_go(b.upper),
+            if b.upper_inclusive { ']' } else { ')' },
+            fmt_go(b.count)
+        ));
     }
+    out.push('}');
+    out
 }
 
-/// Go's `%v` for a float64 (strconv 'g' with the shortest representation).
-pub(crate) fn fmt_go(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() {
-            "-0".into()
-        } else {
-            "0".into()
-        };
-    }
-    let exp = v.abs().log10().floor() as i32;
-    if !(-4..21).contains(&exp) {
-        let s = format!("{v:e}");
-        let (mant, e) = s.split_once('e').unwrap_or((&s, "0"));
-        let e: i32 = e.parse().unwrap_or(0);
-        format!("{mant}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
-    } else {
-        format!("{v}")
-    }
-}
+pub(crate) use crate::gofmt::{fixed as fmt_value, shortest as fmt_go};

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
 use storage::{Labels, Sample};
 
+use crate::float_histogram::{CounterResetHint, FloatHistogram};
+use crate::value::HistogramPoint;
+
 use super::eval::Evaluator;
 use super::labels::{drop_name, go_string, keep, match_labels, set, signature, without};
 use super::types::{by_step, Ctx, El, OutBuilder, Series, Val};
@@ -54,6 +57,27 @@ impl Op {
         })
     }
 
+    fn name(self) -> &'static str {
+        match self {
+            Op::Add => "+",
+            Op::Sub => "-",
+            Op::Mul => "*",
+            Op::Div => "/",
+            Op::Mod => "%",
+            Op::Pow => "^",
+            Op::Atan2 => "atan2",
+            Op::Eq => "==",
+            Op::Ne => "!=",
+            Op::Gt => ">",
+            Op::Lt => "<",
+            Op::Ge => ">=",
+            Op::Le => "<=",
+            Op::And => "and",
+            Op::Or => "or",
+            Op::Unless => "unless",
+        }
+    }
+
     fn is_comparison(self) -> bool {
         matches!(self, Op::Eq | Op::Ne | Op::Gt | Op::Lt | Op::Ge | Op::Le)
     }
@@ -87,6 +111,134 @@ fn elem(op: Op, l: f64, r: f64) -> (f64, bool) {
     }
 }
 
+/// A result element: float, or histogram.
+struct Elem {
+    v: f64,
+    h: Option<FloatHistogram>,
+}
+
+/// Notes an element operation raises (Prometheus's annotations), emitted by the caller.
+#[derive(Default)]
+struct Notes {
+    warnings: Vec<String>,
+    infos: Vec<String>,
+}
+
+impl Notes {
+    fn flush(self, ev: &mut Evaluator) {
+        let pos = ev.expr_pos();
+        for w in self.warnings {
+            ev.warn(format!("{w}{pos}"));
+        }
+        for i in self.infos {
+            ev.info(format!("{i}{pos}"));
+        }
+    }
+}
+
+/// Applies `op` to two samples, either of which may be a histogram; `None` drops the element.
+fn elem_any(
+    op: Op,
+    return_bool: bool,
+    (l, lh): (f64, Option<&FloatHistogram>),
+    (r, rh): (f64, Option<&FloatHistogram>),
+    notes: &mut Notes,
+) -> Option<Elem> {
+    let name = op.name();
+    let incompatible = |notes: &mut Notes, a: &str, b: &str| {
+        notes.infos.push(format!(
+            "incompatible sample types encountered for binary operator {name:?}: {a} {name} {b}"
+        ));
+        None
+    };
+    let (v, h, keep) = match (lh, rh) {
+        (None, None) => {
+            let (v, keep) = elem(op, l, r);
+            (v, None, keep)
+        }
+        (None, Some(h)) => match op {
+            Op::Mul => {
+                let mut h = h.clone();
+                h.mul(l);
+                h.compact();
+                (0.0, Some(h), true)
+            }
+            _ => return incompatible(notes, "float", "histogram"),
+        },
+        (Some(h), None) => match op {
+            Op::Mul | Op::Div => {
+                let mut h = h.clone();
+                if op == Op::Mul {
+                    h.mul(r);
+                } else {
+                    h.div(r);
+                }
+                h.compact();
+                (0.0, Some(h), true)
+            }
+            _ => return incompatible(notes, "histogram", "float"),
+        },
+        (Some(a), Some(b)) => match op {
+            Op::Add | Op::Sub => {
+                let mut res = a.clone();
+                let what = if op == Op::Add {
+                    "addition"
+                } else {
+                    "subtraction"
+                };
+                let outcome = if op == Op::Add {
+                    res.add(b)
+                } else {
+                    res.sub(b)
+                };
+                match outcome {
+                    Err(_) => {
+                        notes.warnings.push("vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"".into());
+                        return None;
+                    }
+                    Ok(o) => {
+                        if o.counter_reset_collision {
+                            notes.warnings.push(format!(
+                                "conflicting counter resets during histogram {what}"
+                            ));
+                        }
+                        if o.nhcb_reconciled {
+                            notes.infos.push(format!(
+                                "mismatched custom buckets were reconciled during {what}"
+                            ));
+                        }
+                    }
+                }
+                if op == Op::Sub {
+                    res.counter_reset_hint = CounterResetHint::Gauge;
+                }
+                res.compact();
+                (0.0, Some(res), true)
+            }
+            Op::Eq | Op::Ne => {
+                let mut x = a.clone();
+                let mut y = b.clone();
+                x.compact();
+                y.compact();
+                let same = x.equals(&y);
+                (
+                    0.0,
+                    Some(a.clone()),
+                    if op == Op::Eq { same } else { !same },
+                )
+            }
+            _ => return incompatible(notes, "histogram", "histogram"),
+        },
+    };
+    if return_bool {
+        return Some(Elem {
+            v: if keep { 1.0 } else { 0.0 },
+            h: None,
+        });
+    }
+    keep.then_some(Elem { v, h })
+}
+
 fn scalar_op(op: Op, l: f64, r: f64) -> f64 {
     let (v, keep) = elem(op, l, r);
     if op.is_comparison() {
@@ -118,6 +270,7 @@ pub(crate) fn eval_binary(
                 .collect(),
         )),
         (Val::Vector(l), Val::Scalar(r)) => Ok(Val::Vector(vector_scalar(
+            ev,
             op,
             l,
             &r,
@@ -126,6 +279,7 @@ pub(crate) fn eval_binary(
             ctx,
         ))),
         (Val::Scalar(l), Val::Vector(r)) => Ok(Val::Vector(vector_scalar(
+            ev,
             op,
             r,
             &l,
@@ -144,6 +298,7 @@ pub(crate) fn eval_binary(
 }
 
 fn vector_scalar(
+    ev: &mut Evaluator,
     op: Op,
     series: Vec<Series>,
     scalar: &[f64],
@@ -152,6 +307,7 @@ fn vector_scalar(
     ctx: &Ctx,
 ) -> Vec<Series> {
     let mut out = Vec::with_capacity(series.len());
+    let mut notes = Notes::default();
     for mut s in series {
         let mut points = Vec::with_capacity(s.points.len());
         for p in &s.points {
@@ -169,14 +325,29 @@ fn vector_scalar(
                 points.push(Sample { t: p.t, v });
             }
         }
-        if !points.is_empty() {
+        let mut hpoints = Vec::new();
+        for p in &s.hpoints {
+            let sv = (scalar[ctx.index_of(p.t)], None);
+            let hv = (0.0, Some(&p.h));
+            let (l, r) = if swap { (sv, hv) } else { (hv, sv) };
+            if let Some(e) = elem_any(op, return_bool, l, r, &mut notes) {
+                match e.h {
+                    Some(h) => hpoints.push(HistogramPoint { t: p.t, h }),
+                    None => points.push(Sample { t: p.t, v: e.v }),
+                }
+            }
+        }
+        points.sort_by_key(|p| p.t);
+        if !points.is_empty() || !hpoints.is_empty() {
             s.points = points;
+            s.hpoints = hpoints;
             if op.drops_name() || return_bool {
                 s.drop_name = true;
             }
             out.push(s);
         }
     }
+    notes.flush(ev);
     out
 }
 
@@ -210,7 +381,10 @@ fn set_op(
     for i in 0..ctx.steps() {
         let (l, r) = (&lsteps[i], &rsteps[i]);
         let t = ctx.ts(i);
-        let mut push = |s: &Series, v: f64| out.push(&s.labels, s.drop_name, i, t, v);
+        let mut push = |side: &[Series], e: &El| {
+            let s = &side[e.series];
+            out.push_value(&s.labels, s.drop_name, i, t, e.v, e.hist(side).cloned())
+        };
         match op {
             Op::And => {
                 if l.is_empty() || r.is_empty() {
@@ -219,24 +393,24 @@ fn set_op(
                 let sigs: std::collections::HashSet<&str> =
                     r.iter().map(|e| rsig[e.series].as_str()).collect();
                 for e in l.iter().filter(|e| sigs.contains(lsig[e.series].as_str())) {
-                    push(&lhs[e.series], e.v)?;
+                    push(lhs, e)?;
                 }
             }
             Op::Or => {
                 let sigs: std::collections::HashSet<&str> =
                     l.iter().map(|e| lsig[e.series].as_str()).collect();
                 for e in l {
-                    push(&lhs[e.series], e.v)?;
+                    push(lhs, e)?;
                 }
                 for e in r.iter().filter(|e| !sigs.contains(rsig[e.series].as_str())) {
-                    push(&rhs[e.series], e.v)?;
+                    push(rhs, e)?;
                 }
             }
             _ => {
                 let sigs: std::collections::HashSet<&str> =
                     r.iter().map(|e| rsig[e.series].as_str()).collect();
                 for e in l.iter().filter(|e| !sigs.contains(lsig[e.series].as_str())) {
-                    push(&lhs[e.series], e.v)?;
+                    push(lhs, e)?;
                 }
             }
         }
@@ -278,6 +452,7 @@ fn vector_vector(
     };
     let mut metrics: HashMap<(usize, usize), Labels> = HashMap::new();
     let mut out = OutBuilder::default();
+    let mut notes = Notes::default();
     for i in 0..ctx.steps() {
         ev.check_deadline()?;
         let (ml, ol) = (&msteps[i], &osteps[i]);
@@ -358,18 +533,12 @@ fn vector_vector(
                 ));
             }
             seen.push(metric.clone());
-            let (l, r) = if one_to_many {
-                (oe.v, e.v)
-            } else {
-                (e.v, oe.v)
-            };
-            let (mut v, keep) = elem(op, l, r);
-            if m.return_bool {
-                v = if keep { 1.0 } else { 0.0 };
-            } else if !keep {
-                continue;
+            let me = (e.v, e.hist(many));
+            let oe_v = (oe.v, oe.hist(one));
+            let (l, r) = if one_to_many { (oe_v, me) } else { (me, oe_v) };
+            if let Some(res) = elem_any(op, m.return_bool, l, r, &mut notes) {
+                out.push_value(&metric, m.return_bool, i, t, res.v, res.h)?;
             }
-            out.push(&metric, m.return_bool, i, t, v)?;
         }
         if let Some(fv) = fill_many {
             let many_sigs: std::collections::HashSet<&str> =
@@ -398,6 +567,7 @@ fn vector_vector(
             }
         }
     }
+    notes.flush(ev);
     Ok(out.finish())
 }
 

@@ -14,7 +14,8 @@ use storage::{
 use super::labels::drop_name;
 use super::types::{merge_same_labels, Ctx, Series, Val};
 use super::{aggregate, binary, functions, EngineOptions, DEFAULT_SUBQUERY_STEP_MS};
-use crate::value::{QueryError, QueryResult, Value};
+use crate::float_histogram::{CounterResetHint, FloatHistogram};
+use crate::value::{HistogramPoint, QueryError, QueryResult, Value};
 
 pub(crate) struct Evaluator<'a> {
     storage: &'a dyn Queryable,
@@ -26,6 +27,11 @@ pub(crate) struct Evaluator<'a> {
     /// 0 for instant queries, as Prometheus's `step()` reports.
     query_step: i64,
     loaded: usize,
+    /// Inside histogram_count/sum/avg: selectors hint counter resets as Prometheus's
+    /// HistogramStatsIterator does (unless `stats_blocked`).
+    stats_wanted: bool,
+    /// Inside a subquery or a function needing whole buckets, which turn that off.
+    stats_blocked: bool,
     warnings: Vec<String>,
     infos: Vec<String>,
 }
@@ -46,11 +52,34 @@ impl RangeInput {
 
     /// The samples of `points` inside the window for `ts`.
     pub fn window<'p>(&self, points: &'p [Sample], ts: i64) -> &'p [Sample] {
+        let (lo, hi) = self.bounds(ts, |i| points[i].t, points.len());
+        &points[lo..hi]
+    }
+
+    /// The histogram points inside the window for `ts`.
+    pub fn hwindow<'p>(&self, points: &'p [HistogramPoint], ts: i64) -> &'p [HistogramPoint] {
+        let (lo, hi) = self.bounds(ts, |i| points[i].t, points.len());
+        &points[lo..hi]
+    }
+
+    fn bounds(&self, ts: i64, t_at: impl Fn(usize) -> i64, len: usize) -> (usize, usize) {
         let end = self.window_end(ts);
         let start = end - self.range;
-        let lo = points.partition_point(|s| s.t <= start);
-        let hi = points.partition_point(|s| s.t <= end);
-        &points[lo..hi.max(lo)]
+        let first_after = |limit: i64| {
+            let (mut lo, mut hi) = (0, len);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if t_at(mid) <= limit {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        let lo = first_after(start);
+        let hi = first_after(end);
+        (lo, hi.max(lo))
     }
 }
 
@@ -102,6 +131,8 @@ impl<'a> Evaluator<'a> {
             query_end,
             query_step,
             loaded: 0,
+            stats_wanted: false,
+            stats_blocked: false,
             warnings: vec![],
             infos: vec![],
         }
@@ -128,6 +159,13 @@ impl<'a> Evaluator<'a> {
     /// Prometheus's ` (line:col)` suffix for an annotation about `func` (or its argument).
     pub fn pos(&self, func: &str, arg: Option<usize>) -> String {
         super::position::suffix(self.query, super::position::locate(self.query, func, arg))
+    }
+
+    /// Position suffix of the expression being evaluated at the top of the query; binary
+    /// operators report there (promql-parser keeps no node positions).
+    pub fn expr_pos(&self) -> String {
+        let start = self.query.len() - self.query.trim_start().len();
+        super::position::suffix(self.query, Some(start))
     }
 
     pub fn warn(&mut self, msg: String) {
@@ -194,6 +232,9 @@ impl<'a> Evaluator<'a> {
                         for p in &mut s.points {
                             p.v = -p.v;
                         }
+                        for p in &mut s.hpoints {
+                            p.h.mul(-1.0);
+                        }
                     }
                     Ok(Val::Vector(series))
                 }
@@ -203,7 +244,21 @@ impl<'a> Evaluator<'a> {
             },
             Expr::Binary(b) => binary::eval_binary(self, b, ctx),
             Expr::Aggregate(a) => aggregate::eval_aggregate(self, a, ctx),
-            Expr::Call(c) => functions::eval_call(self, c, ctx),
+            Expr::Call(c) => {
+                let saved = (self.stats_wanted, self.stats_blocked);
+                match c.func.name {
+                    "histogram_count" | "histogram_sum" | "histogram_avg" => {
+                        self.stats_wanted = true
+                    }
+                    "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
+                        self.stats_blocked = true
+                    }
+                    _ => {}
+                }
+                let r = functions::eval_call(self, c, ctx);
+                (self.stats_wanted, self.stats_blocked) = saved;
+                r
+            }
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, ctx, false)?)),
             Expr::MatrixSelector(_) | Expr::Subquery(_) => {
                 let ri = self.range_input(expr, ctx)?;
@@ -213,10 +268,12 @@ impl<'a> Evaluator<'a> {
                     .iter()
                     .filter_map(|s| {
                         let w = ri.window(&s.points, ts);
-                        (!w.is_empty()).then(|| Series {
+                        let hw = ri.hwindow(&s.hpoints, ts);
+                        (!w.is_empty() || !hw.is_empty()).then(|| Series {
                             labels: s.labels.clone(),
                             drop_name: s.drop_name,
                             points: w.to_vec(),
+                            hpoints: hw.to_vec(),
                         })
                     })
                     .collect();
@@ -263,6 +320,14 @@ impl<'a> Evaluator<'a> {
                 sets.push(group.iter().chain(vs.matchers.matchers.iter()).collect());
             }
         }
+        // Stats decoding needs the sample before the range to hint the first one in it.
+        let stats = self.stats_wanted && !self.stats_blocked;
+        let accessed_from = mint;
+        let mint = if stats {
+            mint.saturating_sub(self.opts.lookback_delta.as_millis() as i64)
+        } else {
+            mint
+        };
         let mut out: Vec<SeriesSamples> = Vec::new();
         let mut seen: HashSet<Labels> = HashSet::new();
         for set in sets {
@@ -277,13 +342,19 @@ impl<'a> Evaluator<'a> {
             let got = self.storage.select(&matchers, mint, maxt, limit)?;
             for s in got {
                 if seen.insert(s.labels.clone()) {
-                    self.loaded += s.samples.len();
+                    self.loaded += s.samples.len() + s.histograms.len();
                     out.push(s);
                 }
             }
             if self.loaded > self.opts.max_samples {
                 return Err(QueryError::TooManySamples);
             }
+        }
+        if stats {
+            for s in &mut out {
+                stats_hints(s, accessed_from);
+            }
+            out.retain(|s| !s.samples.is_empty() || !s.histograms.is_empty());
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
@@ -304,15 +375,48 @@ impl<'a> Evaluator<'a> {
         let raw = self.select(vs, refer(ctx.start) - lookback + 1, refer(ctx.end))?;
         let mut out = Vec::with_capacity(raw.len());
         for s in raw {
+            let htimes: Vec<i64> = s.histograms.iter().map(|h| h.t).collect();
+            let hists: Vec<FloatHistogram> = s
+                .histograms
+                .into_iter()
+                .map(|h| FloatHistogram::from(h.h))
+                .collect();
             let mut points = Vec::new();
+            let mut hpoints = Vec::new();
             for i in 0..ctx.steps() {
                 let ts = ctx.ts(i);
                 let r = refer(ts);
-                let idx = s.samples.partition_point(|x| x.t <= r);
-                if idx == 0 {
+                let fidx = s.samples.partition_point(|x| x.t <= r);
+                let hidx = htimes.partition_point(|&t| t <= r);
+                let ft = (fidx > 0).then(|| s.samples[fidx - 1].t);
+                let ht = (hidx > 0).then(|| htimes[hidx - 1]);
+                let use_hist = match (ft, ht) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(f), Some(h)) => h > f,
+                };
+                if use_hist {
+                    let (t, h) = (htimes[hidx - 1], &hists[hidx - 1]);
+                    if t <= r - lookback || is_stale_nan(h.sum) {
+                        continue;
+                    }
+                    if timestamps {
+                        points.push(Sample {
+                            t: ts,
+                            v: t as f64 / 1000.0,
+                        });
+                    } else {
+                        hpoints.push(HistogramPoint {
+                            t: ts,
+                            h: h.clone(),
+                        });
+                    }
                     continue;
                 }
-                let smp = s.samples[idx - 1];
+                if fidx == 0 {
+                    continue;
+                }
+                let smp = s.samples[fidx - 1];
                 if smp.t <= r - lookback || is_stale_nan(smp.v) {
                     continue;
                 }
@@ -323,11 +427,12 @@ impl<'a> Evaluator<'a> {
                 };
                 points.push(Sample { t: ts, v });
             }
-            if !points.is_empty() {
+            if !points.is_empty() || !hpoints.is_empty() {
                 out.push(Series {
                     labels: s.labels,
                     drop_name: false,
                     points,
+                    hpoints,
                 });
             }
         }
@@ -354,10 +459,20 @@ impl<'a> Evaluator<'a> {
                             .into_iter()
                             .filter(|x| !is_stale_nan(x.v))
                             .collect();
-                        (!points.is_empty()).then_some(Series {
+                        let hpoints: Vec<HistogramPoint> = s
+                            .histograms
+                            .into_iter()
+                            .filter(|x| !x.h.is_stale())
+                            .map(|x| HistogramPoint {
+                                t: x.t,
+                                h: FloatHistogram::from(x.h),
+                            })
+                            .collect();
+                        (!points.is_empty() || !hpoints.is_empty()).then_some(Series {
                             labels: s.labels,
                             drop_name: false,
                             points,
+                            hpoints,
                         })
                     })
                     .collect();
@@ -398,11 +513,24 @@ impl<'a> Evaluator<'a> {
             Vec::new()
         } else {
             let inner = Ctx { start, end, step };
-            match self.eval(&sq.expr, &inner)? {
-                Val::Vector(s) => s,
+            let blocked = std::mem::replace(&mut self.stats_blocked, true);
+            let val = self.eval(&sq.expr, &inner);
+            self.stats_blocked = blocked;
+            match val? {
+                Val::Vector(mut s) => {
+                    // A subquery may skip the sample carrying a counter reset or repeat it at
+                    // several steps, so its hints can't be trusted: rate & co. detect afresh.
+                    for p in s.iter_mut().flat_map(|s| s.hpoints.iter_mut()) {
+                        if p.h.counter_reset_hint != CounterResetHint::Gauge {
+                            p.h.counter_reset_hint = CounterResetHint::Unknown;
+                        }
+                    }
+                    s
+                }
                 Val::Scalar(v) => vec![Series {
                     labels: Labels::default(),
                     drop_name: false,
+                    hpoints: Vec::new(),
                     points: v
                         .iter()
                         .enumerate()
@@ -423,6 +551,32 @@ impl<'a> Evaluator<'a> {
             at,
         })
     }
+}
+
+/// The counter-reset hints Prometheus's HistogramStatsIterator yields over its TSDB, for the
+/// samples of `s` from `accessed_from` on (earlier ones are dropped): a sample following its
+/// predecessor without a reset is `not_reset` (the TSDB keeps them in one chunk); after a reset
+/// it is `reset` when the iterator has seen the predecessor, else unknown.
+fn stats_hints(s: &mut SeriesSamples, accessed_from: i64) {
+    let mut prev: Option<(i64, FloatHistogram)> = None;
+    for x in s.histograms.iter_mut().filter(|x| !x.h.is_stale()) {
+        let cur = FloatHistogram::from(x.h.clone());
+        if cur.counter_reset_hint == CounterResetHint::Unknown {
+            if let Some((prev_t, p)) = &prev {
+                let hint = if !cur.detect_reset(p) {
+                    CounterResetHint::NotCounterReset
+                } else if *prev_t >= accessed_from {
+                    CounterResetHint::CounterReset
+                } else {
+                    CounterResetHint::Unknown
+                };
+                x.h.counter_reset_hint = hint.to_wire();
+            }
+        }
+        prev = Some((x.t, cur));
+    }
+    s.histograms.retain(|x| x.t >= accessed_from);
+    s.samples.retain(|x| x.t >= accessed_from);
 }
 
 fn to_storage_matcher(op: PMatchOp, name: &str, value: &str) -> Result<Matcher, QueryError> {

@@ -14,6 +14,7 @@ use super::eval::{unwrap_parens, Evaluator};
 use super::labels::set;
 use super::types::{by_step, go_max, go_min, merge_same_labels, Ctx, Series, Val};
 use super::{histogram, range_functions};
+use crate::float_histogram::{self as fh, FloatHistogram};
 use crate::value::QueryError;
 
 pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ctx: &Ctx) -> Result<Val, QueryError> {
@@ -49,6 +50,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ctx: &Ctx) -> Result<Val, 
             Ok(Val::Vector(vec![Series {
                 labels: Labels::default(),
                 drop_name: false,
+                hpoints: Vec::new(),
                 points: v
                     .iter()
                     .enumerate()
@@ -62,7 +64,13 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ctx: &Ctx) -> Result<Val, 
             Ok(Val::Scalar(
                 steps
                     .iter()
-                    .map(|els| if els.len() == 1 { els[0].v } else { f64::NAN })
+                    .map(|els| {
+                        let mut floats = els.iter().filter(|e| e.h.is_none());
+                        match (floats.next(), floats.next()) {
+                            (Some(e), None) => e.v,
+                            _ => f64::NAN,
+                        }
+                    })
                     .collect(),
             ))
         }
@@ -72,6 +80,9 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ctx: &Ctx) -> Result<Val, 
                 other => {
                     let mut s = ev.eval_vector(other, ctx)?;
                     for x in &mut s {
+                        let hist_times = x.hpoints.drain(..).map(|p| Sample { t: p.t, v: 0.0 });
+                        x.points.extend(hist_times.collect::<Vec<_>>());
+                        x.points.sort_by_key(|p| p.t);
                         for p in &mut x.points {
                             p.v = p.t as f64 / 1000.0;
                         }
@@ -106,12 +117,39 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ctx: &Ctx) -> Result<Val, 
                     labels,
                     drop_name: false,
                     points,
+                    hpoints: Vec::new(),
                 }]
             }))
         }
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => sort(ev, name, &args, ctx),
         "histogram_quantile" | "histogram_fraction" | "histogram_quantiles" => {
             histogram::eval(ev, name, &args, ctx)
+        }
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => {
+            let series = ev.eval_vector(args[0], ctx)?;
+            let f = |h: &FloatHistogram| match name {
+                "histogram_count" => h.count,
+                "histogram_sum" => h.sum,
+                "histogram_avg" => h.sum / h.count,
+                "histogram_stddev" => fh::variance(h).sqrt(),
+                _ => fh::variance(h),
+            };
+            Ok(Val::Vector(
+                series
+                    .into_iter()
+                    .filter_map(|mut s| {
+                        s.points = s
+                            .hpoints
+                            .iter()
+                            .map(|p| Sample { t: p.t, v: f(&p.h) })
+                            .collect();
+                        s.hpoints.clear();
+                        s.drop_name = true;
+                        (!s.points.is_empty()).then_some(s)
+                    })
+                    .collect(),
+            ))
         }
         "clamp" | "clamp_min" | "clamp_max" | "round" => {
             let series = ev.eval_vector(args[0], ctx)?;
@@ -124,7 +162,8 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ctx: &Ctx) -> Result<Val, 
                 None => vec![],
             };
             Ok(Val::Vector(map_values(series, ctx, |v, i| match name {
-                "clamp" => (a2[i] >= a1[i]).then(|| go_max(a1[i], go_min(a2[i], v))),
+                "clamp" => (a2[i].partial_cmp(&a1[i]) != Some(Ordering::Less))
+                    .then(|| go_max(a1[i], go_min(a2[i], v))),
                 "clamp_min" => Some(go_max(a1[i], v)),
                 "clamp_max" => Some(go_min(a1[i], v)),
                 _ => {
@@ -140,6 +179,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ctx: &Ctx) -> Result<Val, 
                 None => vec![Series {
                     labels: Labels::default(),
                     drop_name: false,
+                    hpoints: Vec::new(),
                     points: (0..ctx.steps())
                         .map(|i| Sample {
                             t: ctx.ts(i),
@@ -176,6 +216,8 @@ fn map_values(
                 .iter()
                 .filter_map(|p| f(p.v, ctx.index_of(p.t)).map(|v| Sample { t: p.t, v }))
                 .collect();
+            // Float functions skip histogram samples.
+            s.hpoints.clear();
             s.drop_name = true;
             (!s.points.is_empty()).then_some(s)
         })
@@ -388,6 +430,13 @@ fn sort(ev: &mut Evaluator, name: &str, args: &[&Expr], ctx: &Ctx) -> Result<Val
     }
     if ctx.steps() != 1 {
         return Ok(Val::Vector(series));
+    }
+    if matches!(name, "sort" | "sort_desc") {
+        // Sorting by value only applies to floats; histogram samples are dropped.
+        series.retain(|s| !s.points.is_empty());
+        for s in &mut series {
+            s.hpoints.clear();
+        }
     }
     let value = |s: &Series| s.points.first().map(|p| p.v).unwrap_or(f64::NAN);
     match name {

@@ -1,5 +1,5 @@
 //! histogram_quantile and histogram_fraction over classic histograms (series of cumulative
-//! `le` buckets), with Prometheus's bucket clean-up (coalescing, precision and monotonicity
+//! `le` buckets) and native ones, with Prometheus's bucket clean-up (coalescing, precision and monotonicity
 //! fixes) and annotations.
 
 use std::collections::HashMap;
@@ -11,6 +11,7 @@ use super::aggregate::fmt_go;
 use super::eval::{unwrap_parens, Evaluator};
 use super::labels::{set, without};
 use super::types::{by_step, Ctx, OutBuilder, Val};
+use crate::float_histogram as fh;
 use crate::value::QueryError;
 
 const BUCKET_LABEL: &str = "le";
@@ -81,7 +82,11 @@ pub(crate) fn eval(
         }
         let mut groups: Vec<(usize, Vec<Bucket>)> = Vec::new();
         let mut index: HashMap<&Labels, usize> = HashMap::new();
+        let natives: Vec<&super::types::El> = els.iter().filter(|e| e.h.is_some()).collect();
         for e in els {
+            if e.h.is_some() {
+                continue;
+            }
             let labels = &input[e.series].labels;
             let le = labels.get(BUCKET_LABEL).unwrap_or("");
             let Some(upper) = parse_le(le) else {
@@ -99,7 +104,49 @@ pub(crate) fn eval(
             });
             groups[g].1.push(Bucket { upper, count: e.v });
         }
+        let mut mixed: Vec<&Labels> = Vec::new();
+        for e in &natives {
+            let key = &stripped[e.series];
+            if index.contains_key(key) {
+                mixed.push(key);
+                ev.warn(format!(
+                    "vector contains a mix of classic and native histograms for metric name {:?}{vec_pos}",
+                    input[e.series].labels.get(METRIC_NAME).unwrap_or("")
+                ));
+                continue;
+            }
+            let Some(h) = e.hist(&input) else { continue };
+            let metric = input[e.series].labels.get(METRIC_NAME).unwrap_or("");
+            let nan_observed = h.has_nan_observations();
+            if name == "histogram_fraction" {
+                if nan_observed {
+                    ev.info(format!(
+                        "input to histogram_fraction has NaN observations, which are excluded from all fractions for metric name {metric:?}{vec_pos}"
+                    ));
+                }
+                let v = fh::fraction(params[0][i], params[1][i], h);
+                out.push(&input[e.series].labels, true, i, ctx.ts(i), v)?;
+                continue;
+            }
+            for q in params.iter().map(|p| p[i]) {
+                let v = fh::quantile(q, h);
+                if nan_observed {
+                    let effect = if v.is_nan() { "is NaN" } else { "is skewed higher" };
+                    ev.info(format!(
+                        "input to histogram_quantile has NaN observations, result {effect} for metric name {metric:?}{vec_pos}"
+                    ));
+                }
+                let labels = match &label {
+                    Some(l) => set(&input[e.series].labels, l, &fmt_quantile(q)),
+                    None => input[e.series].labels.clone(),
+                };
+                out.push(&labels, true, i, ctx.ts(i), v)?;
+            }
+        }
         for (first, buckets) in groups {
+            if mixed.contains(&&stripped[first]) {
+                continue;
+            }
             if name == "histogram_fraction" {
                 let v = bucket_fraction(params[0][i], params[1][i], &mut buckets.clone());
                 out.push(&stripped[first], true, i, ctx.ts(i), v)?;

@@ -21,6 +21,7 @@ use storage::Queryable;
 
 use crate::value::{InstantSample, QueryError, QueryResult, RangeSeries, Value};
 use eval::Evaluator;
+pub(crate) use types::kahan_inc as kahan_sum_inc;
 use types::{Ctx, Val};
 
 /// Interval of subqueries written without a step (`x[5m:]`): Prometheus's default global
@@ -72,11 +73,21 @@ impl Engine {
             Val::Vector(series) => Value::Vector(
                 series
                     .into_iter()
-                    .filter_map(|s| {
-                        s.points.first().map(|p| InstantSample {
+                    .filter_map(|mut s| {
+                        if let Some(p) = s.points.first() {
+                            return Some(InstantSample {
+                                labels: s.labels,
+                                t: p.t,
+                                v: p.v,
+                                h: None,
+                            });
+                        }
+                        let p = s.hpoints.pop()?;
+                        Some(InstantSample {
                             labels: s.labels,
                             t: p.t,
-                            v: p.v,
+                            v: 0.0,
+                            h: Some(p.h),
                         })
                     })
                     .collect(),
@@ -87,6 +98,7 @@ impl Engine {
                     .map(|s| RangeSeries {
                         labels: s.labels,
                         samples: s.points,
+                        histograms: s.hpoints,
                     })
                     .collect(),
             ),
@@ -134,11 +146,16 @@ impl Engine {
                     .enumerate()
                     .map(|(i, &v)| storage::Sample { t: ctx.ts(i), v })
                     .collect(),
+                histograms: Vec::new(),
             }],
             Val::Vector(series) | Val::Matrix(series) => series
                 .into_iter()
-                .filter(|s| !s.points.is_empty())
-                .map(|s| RangeSeries { labels: s.labels, samples: s.points })
+                .filter(|s| !s.is_empty())
+                .map(|s| RangeSeries {
+                    labels: s.labels,
+                    samples: s.points,
+                    histograms: s.hpoints,
+                })
                 .collect(),
             Val::Str(_) => return Err(QueryError::Execution("invalid expression type \"string\" for range query, must be Scalar or instant Vector".into())),
         };

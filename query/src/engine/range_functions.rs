@@ -9,7 +9,8 @@ use super::aggregate::fmt_go;
 use super::eval::Evaluator;
 use super::functions::absent_labels;
 use super::types::{kahan_inc, quantile, Ctx, Series, Val};
-use crate::value::QueryError;
+use crate::float_histogram::{CounterResetHint, FloatHistogram, HistogramError, ResetHints};
+use crate::value::{HistogramPoint, QueryError};
 
 pub(crate) fn eval(
     ev: &mut Evaluator,
@@ -51,36 +52,40 @@ pub(crate) fn eval(
     let mut total = 0usize;
     for s in &ri.series {
         ev.check_deadline()?;
+        let metric = s.labels.get(METRIC_NAME).unwrap_or("").to_string();
         let mut points = Vec::new();
+        let mut hpoints = Vec::new();
         for (i, ts) in (0..ctx.steps()).map(|i| (i, ctx.ts(i))) {
             let w = ri.window(&s.points, ts);
-            if w.is_empty() {
+            let hw = ri.hwindow(&s.hpoints, ts);
+            if w.is_empty() && hw.is_empty() {
                 continue;
             }
             let end = ri.window_end(ts);
+            if handles_histograms(name) {
+                let r = histogram_aware(ev, name, w, hw, end - ri.range, end, range_secs, &metric);
+                match r {
+                    Some(Outcome::Float(v)) => points.push(Sample { t: ts, v }),
+                    Some(Outcome::Hist(h)) => hpoints.push(HistogramPoint { t: ts, h }),
+                    None => {}
+                }
+                continue;
+            }
+            if !hw.is_empty() {
+                if w.is_empty() {
+                    continue;
+                }
+                let pos = ev.pos(name, Some(matrix_arg));
+                ev.info(format!(
+                    "ignored histograms in a range containing both floats and histograms for metric name {metric:?}{pos}"
+                ));
+            }
             let v = match name {
-                "rate" => extrapolated_rate(w, end - ri.range, end, range_secs, true, true),
-                "increase" => extrapolated_rate(w, end - ri.range, end, range_secs, true, false),
-                "delta" => extrapolated_rate(w, end - ri.range, end, range_secs, false, false),
-                "irate" => instant_delta(w, true),
-                "idelta" => instant_delta(w, false),
                 "deriv" => (w.len() >= 2).then(|| linear_regression(w, w[0].t).0),
                 "predict_linear" => (w.len() >= 2).then(|| {
                     let (slope, intercept) = linear_regression(w, ts);
                     slope * scalars[0][i] + intercept
                 }),
-                "resets" => Some(w.windows(2).filter(|p| p[1].v < p[0].v).count() as f64),
-                "changes" => Some(
-                    w.windows(2)
-                        .filter(|p| p[1].v != p[0].v && !(p[1].v.is_nan() && p[0].v.is_nan()))
-                        .count() as f64,
-                ),
-                "avg_over_time" => Some(avg(w)),
-                "sum_over_time" => {
-                    let (s, c) = w.iter().fold((0.0, 0.0), |(s, c), p| kahan_inc(p.v, s, c));
-                    Some(s + c)
-                }
-                "count_over_time" => Some(w.len() as f64),
                 "min_over_time" => {
                     Some(
                         w.iter()
@@ -95,13 +100,8 @@ pub(crate) fn eval(
                             .fold(w[0].v, |m, p| if p.v > m || m.is_nan() { p.v } else { m }),
                     )
                 }
-                "last_over_time" => Some(w[w.len() - 1].v),
-                "first_over_time" => Some(w[0].v),
-                "ts_of_last_over_time" => Some(w[w.len() - 1].t as f64 / 1000.0),
-                "ts_of_first_over_time" => Some(w[0].t as f64 / 1000.0),
                 "ts_of_min_over_time" => Some(ts_of_extreme(w, |a, b| a < b)),
                 "ts_of_max_over_time" => Some(ts_of_extreme(w, |a, b| a > b)),
-                "present_over_time" | "absent_over_time" => Some(1.0),
                 "stddev_over_time" => Some(variance(w).sqrt()),
                 "stdvar_over_time" => Some(variance(w)),
                 "quantile_over_time" => {
@@ -131,10 +131,10 @@ pub(crate) fn eval(
                 points.push(Sample { t: ts, v });
             }
         }
-        if points.is_empty() {
+        if points.is_empty() && hpoints.is_empty() {
             continue;
         }
-        if matches!(name, "rate" | "increase") {
+        if matches!(name, "rate" | "increase") && s.hpoints.is_empty() {
             if let Some(metric) = s.labels.get(METRIC_NAME) {
                 if !["_total", "_sum", "_count", "_bucket"]
                     .iter()
@@ -147,19 +147,25 @@ pub(crate) fn eval(
                 }
             }
         }
-        total += points.len();
+        total += points.len() + hpoints.len();
         ev.check_points(total)?;
         out.push(Series {
             labels: s.labels.clone(),
             drop_name: !keep_name || s.drop_name,
             points,
+            hpoints,
         });
     }
     if name == "absent_over_time" {
         let mut present = vec![false; ctx.steps()];
         for s in &out {
-            for p in &s.points {
-                present[ctx.index_of(p.t)] = true;
+            for t in s
+                .points
+                .iter()
+                .map(|p| p.t)
+                .chain(s.hpoints.iter().map(|p| p.t))
+            {
+                present[ctx.index_of(t)] = true;
             }
         }
         let points: Vec<Sample> = present
@@ -178,11 +184,362 @@ pub(crate) fn eval(
                 labels: absent_labels(args[0]),
                 drop_name: true,
                 points,
+                hpoints: Vec::new(),
             }]
         };
         return Ok(Val::Vector(series));
     }
     Ok(Val::Vector(out))
+}
+
+enum Outcome {
+    Float(f64),
+    Hist(FloatHistogram),
+}
+
+/// Functions that take histogram samples into account (the others see floats only).
+fn handles_histograms(name: &str) -> bool {
+    matches!(
+        name,
+        "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "resets"
+            | "changes"
+            | "avg_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "ts_of_last_over_time"
+            | "ts_of_first_over_time"
+            | "present_over_time"
+            | "absent_over_time"
+    )
+}
+
+/// A float or histogram sample in time order, for functions walking both kinds.
+enum Any<'a> {
+    F(f64),
+    H(&'a FloatHistogram),
+}
+
+fn merged<'a>(w: &'a [Sample], hw: &'a [HistogramPoint]) -> Vec<(i64, Any<'a>)> {
+    let mut all: Vec<(i64, Any<'a>)> = w
+        .iter()
+        .map(|p| (p.t, Any::F(p.v)))
+        .chain(hw.iter().map(|p| (p.t, Any::H(&p.h))))
+        .collect();
+    all.sort_by_key(|x| x.0);
+    all
+}
+
+#[allow(clippy::too_many_arguments)]
+fn histogram_aware(
+    ev: &mut Evaluator,
+    name: &str,
+    w: &[Sample],
+    hw: &[HistogramPoint],
+    range_start: i64,
+    range_end: i64,
+    range_secs: f64,
+    metric: &str,
+) -> Option<Outcome> {
+    let pos = ev.pos(name, Some(0));
+    let mixed = !w.is_empty() && !hw.is_empty();
+    let warn_mixed = |ev: &mut Evaluator| {
+        ev.warn(format!(
+            "encountered a mix of histograms and floats for metric name {metric:?}{pos}"
+        ))
+    };
+    match name {
+        "rate" | "increase" | "delta" => {
+            if mixed {
+                warn_mixed(ev);
+                return None;
+            }
+            if hw.is_empty() {
+                let counter = name != "delta";
+                return extrapolated_rate(
+                    w,
+                    range_start,
+                    range_end,
+                    range_secs,
+                    counter,
+                    name == "rate",
+                )
+                .map(Outcome::Float);
+            }
+            histogram_rate(
+                ev,
+                hw,
+                range_start,
+                range_end,
+                range_secs,
+                name,
+                metric,
+                &pos,
+            )
+            .map(Outcome::Hist)
+        }
+        "irate" | "idelta" => {
+            let rate = name == "irate";
+            let all = merged(w, hw);
+            if all.len() < 2 {
+                return None;
+            }
+            let (pt, prev) = &all[all.len() - 2];
+            let (lt, last) = &all[all.len() - 1];
+            let interval = lt - pt;
+            match (prev, last) {
+                (Any::F(_), Any::F(_)) => instant_delta(w, rate).map(Outcome::Float),
+                (Any::H(p), Any::H(l)) => {
+                    let mut h = (*l).clone();
+                    let gauge =
+                        |x: &FloatHistogram| x.counter_reset_hint == CounterResetHint::Gauge;
+                    if rate && (gauge(p) || gauge(l)) {
+                        ev.warn(format!(
+                            "this native histogram metric is not a counter: {metric:?}{pos}"
+                        ));
+                    }
+                    if !(rate || gauge(p) && gauge(l)) {
+                        ev.warn(format!(
+                            "this native histogram metric is not a gauge: {metric:?}{pos}"
+                        ));
+                    }
+                    if !rate || !l.detect_reset(p) {
+                        match h.sub(p) {
+                            Err(_) => {
+                                ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}{pos}"));
+                                return None;
+                            }
+                            Ok(o) if o.nhcb_reconciled => ev.info(format!(
+                                "mismatched custom buckets were reconciled during subtraction{pos}"
+                            )),
+                            Ok(_) => {}
+                        }
+                    }
+                    h.counter_reset_hint = CounterResetHint::Gauge;
+                    h.compact();
+                    if rate {
+                        if interval == 0 {
+                            return None;
+                        }
+                        h.div(interval as f64 / 1000.0);
+                    }
+                    Some(Outcome::Hist(h))
+                }
+                _ => {
+                    warn_mixed(ev);
+                    None
+                }
+            }
+        }
+        "resets" | "changes" => {
+            let all = merged(w, hw);
+            let mut n = 0usize;
+            for pair in all.windows(2) {
+                let hit = match (&pair[0].1, &pair[1].1) {
+                    (Any::F(a), Any::F(b)) => {
+                        if name == "resets" {
+                            b < a
+                        } else {
+                            a != b && !(a.is_nan() && b.is_nan())
+                        }
+                    }
+                    (Any::H(a), Any::H(b)) => {
+                        if name == "resets" {
+                            b.detect_reset(a)
+                        } else {
+                            !b.equals(a)
+                        }
+                    }
+                    _ => true,
+                };
+                n += usize::from(hit);
+            }
+            Some(Outcome::Float(n as f64))
+        }
+        "sum_over_time" | "avg_over_time" => {
+            if mixed {
+                warn_mixed(ev);
+                return None;
+            }
+            if hw.is_empty() {
+                return Some(Outcome::Float(if name == "sum_over_time" {
+                    let (s, c) = w.iter().fold((0.0, 0.0), |(s, c), p| kahan_inc(p.v, s, c));
+                    s + c
+                } else {
+                    avg(w)
+                }));
+            }
+            let mut sum = hw[0].h.clone();
+            let mut reconciled = false;
+            let mut hints = ResetHints::default();
+            hints.see(&sum);
+            for p in &hw[1..] {
+                hints.see(&p.h);
+                match sum.add(&p.h) {
+                    Ok(o) => reconciled |= o.nhcb_reconciled,
+                    Err(HistogramError::IncompatibleSchema) => {
+                        ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}{pos}"));
+                        return None;
+                    }
+                }
+            }
+            if hints.conflicting() {
+                ev.warn(format!(
+                    "conflicting counter resets during histogram aggregation{pos}"
+                ));
+            }
+            if reconciled {
+                ev.info(format!(
+                    "mismatched custom buckets were reconciled during aggregation{pos}"
+                ));
+            }
+            if name == "avg_over_time" {
+                sum.div(hw.len() as f64);
+            }
+            sum.compact();
+            Some(Outcome::Hist(sum))
+        }
+        "count_over_time" => Some(Outcome::Float((w.len() + hw.len()) as f64)),
+        "present_over_time" | "absent_over_time" => Some(Outcome::Float(1.0)),
+        "last_over_time" | "ts_of_last_over_time" | "first_over_time" | "ts_of_first_over_time" => {
+            let all = merged(w, hw);
+            let (t, v) = if name.contains("last") {
+                all.last()?
+            } else {
+                all.first()?
+            };
+            if name.starts_with("ts_of") {
+                return Some(Outcome::Float(*t as f64 / 1000.0));
+            }
+            Some(match v {
+                Any::F(f) => Outcome::Float(*f),
+                Any::H(h) => Outcome::Hist((*h).clone()),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Prometheus's histogramRate plus the extrapolation of extrapolatedRate.
+#[allow(clippy::too_many_arguments)]
+fn histogram_rate(
+    ev: &mut Evaluator,
+    hw: &[HistogramPoint],
+    range_start: i64,
+    range_end: i64,
+    range_secs: f64,
+    name: &str,
+    metric: &str,
+    pos: &str,
+) -> Option<FloatHistogram> {
+    if hw.len() < 2 {
+        return None;
+    }
+    let counter = name != "delta";
+    let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
+    let last = &hw[hw.len() - 1].h;
+    let mut prev = hw[0].h.clone();
+    let mut not_counter = counter && (gauge(&prev) || gauge(last));
+    if counter && hw[1].h.detect_reset(&prev) {
+        prev = FloatHistogram {
+            schema: hw[1].h.schema,
+            custom_values: hw[1].h.custom_values.clone(),
+            ..FloatHistogram::default()
+        };
+    }
+    let mixed_schema = |ev: &mut Evaluator| {
+        ev.warn(format!(
+            "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}{pos}"
+        ))
+    };
+    if last.uses_custom_buckets() != prev.uses_custom_buckets() {
+        mixed_schema(ev);
+        return None;
+    }
+    let mut min_schema = last.schema.min(prev.schema);
+    for p in &hw[1..hw.len() - 1] {
+        if !counter {
+            continue;
+        }
+        not_counter |= gauge(&p.h);
+        min_schema = min_schema.min(p.h.schema);
+        if p.h.uses_custom_buckets() != prev.uses_custom_buckets() {
+            mixed_schema(ev);
+            return None;
+        }
+    }
+    if not_counter {
+        ev.warn(format!(
+            "this native histogram metric is not a counter: {metric:?}{pos}"
+        ));
+    }
+    let mut h = last.copy_to_schema(min_schema);
+    match h.sub(&prev) {
+        Err(_) => {
+            mixed_schema(ev);
+            return None;
+        }
+        Ok(o) if o.nhcb_reconciled => ev.info(format!(
+            "mismatched custom buckets were reconciled during subtraction{pos}"
+        )),
+        Ok(_) => {}
+    }
+    if counter {
+        let mut before = prev.clone();
+        for p in &hw[1..] {
+            if p.h.detect_reset(&before) {
+                match h.add(&before) {
+                    Err(_) => {
+                        mixed_schema(ev);
+                        return None;
+                    }
+                    Ok(o) if o.nhcb_reconciled => ev.info(format!(
+                        "mismatched custom buckets were reconciled during addition{pos}"
+                    )),
+                    Ok(_) => {}
+                }
+            }
+            before = p.h.clone();
+        }
+    } else if !gauge(&hw[0].h) || !gauge(last) {
+        ev.warn(format!(
+            "this native histogram metric is not a gauge: {metric:?}{pos}"
+        ));
+    }
+    h.counter_reset_hint = CounterResetHint::Gauge;
+    h.compact();
+
+    let first_t = hw[0].t;
+    let last_t = hw[hw.len() - 1].t;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg_between = sampled / (hw.len() - 1) as f64;
+    let mut to_start = (first_t - range_start) as f64 / 1000.0;
+    let mut to_end = (range_end - last_t) as f64 / 1000.0;
+    let threshold = avg_between * 1.1;
+    if to_start >= threshold {
+        to_start = avg_between / 2.0;
+    }
+    if counter && h.count > 0.0 && hw[0].h.count >= 0.0 {
+        let to_zero = sampled * (hw[0].h.count / h.count);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg_between / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if name == "rate" {
+        factor /= range_secs;
+    }
+    h.mul(factor);
+    Some(h)
 }
 
 fn is_range_function(name: &str) -> bool {

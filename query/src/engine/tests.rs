@@ -12,6 +12,7 @@ fn engine_with(series: &[(&str, &[(i64, f64)])]) -> Engine {
     let batch: Vec<SeriesBatch> = series
         .iter()
         .map(|(name, pts)| SeriesBatch {
+            histograms: Vec::new(),
             labels: Labels::from_pairs([("__name__", *name)]),
             samples: pts.iter().map(|&(t, v)| Sample { t, v }).collect(),
         })
@@ -51,6 +52,7 @@ fn sample_limit_is_enforced() {
     let store = MemStore::default();
     store
         .load(&[SeriesBatch {
+            histograms: Vec::new(),
             labels: Labels::from_pairs([("__name__", "m")]),
             samples: pts.iter().map(|&(t, v)| Sample { t, v }).collect(),
         }])
@@ -120,6 +122,7 @@ fn range_query_loads_each_selector_once() {
     store
         .0
         .load(&[SeriesBatch {
+            histograms: Vec::new(),
             labels: Labels::from_pairs([("__name__", "m")]),
             samples: pts,
         }])

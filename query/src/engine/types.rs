@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use storage::{Labels, Sample};
 
-use crate::value::QueryError;
+use crate::float_histogram::FloatHistogram;
+use crate::value::{HistogramPoint, QueryError};
 
 /// The evaluation steps of one node: `start, start+step, ..., end` (inclusive).
 #[derive(Clone, Copy, Debug)]
@@ -31,13 +32,21 @@ impl Ctx {
 
 /// A series with points. For instant vectors the point timestamps are step timestamps; for
 /// range vectors (matrix results) they are the raw sample timestamps.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Series {
     pub labels: Labels,
     /// Prometheus 3's delayed name removal: `__name__` stays until the end of the query (or
     /// until an operation needs it) and is removed then if this is set.
     pub drop_name: bool,
     pub points: Vec<Sample>,
+    /// Native histogram points; a timestamp has a float or a histogram, never both.
+    pub hpoints: Vec<HistogramPoint>,
+}
+
+impl Series {
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty() && self.hpoints.is_empty()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -49,11 +58,19 @@ pub(crate) enum Val {
     Matrix(Vec<Series>),
 }
 
-/// One element of the vector at a step: which input series and its value.
+/// One element of the vector at a step: which input series and its value (a float, or the
+/// index of a histogram point of that series).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct El {
     pub series: usize,
     pub v: f64,
+    pub h: Option<usize>,
+}
+
+impl El {
+    pub fn hist<'s>(&self, series: &'s [Series]) -> Option<&'s FloatHistogram> {
+        self.h.map(|i| &series[self.series].hpoints[i].h)
+    }
 }
 
 /// Regroups an instant vector by step: `result[i]` holds the elements present at step `i`,
@@ -62,7 +79,18 @@ pub(crate) fn by_step(series: &[Series], ctx: &Ctx) -> Vec<Vec<El>> {
     let mut out: Vec<Vec<El>> = vec![Vec::new(); ctx.steps()];
     for (si, s) in series.iter().enumerate() {
         for p in &s.points {
-            out[ctx.index_of(p.t)].push(El { series: si, v: p.v });
+            out[ctx.index_of(p.t)].push(El {
+                series: si,
+                v: p.v,
+                h: None,
+            });
+        }
+        for (hi, p) in s.hpoints.iter().enumerate() {
+            out[ctx.index_of(p.t)].push(El {
+                series: si,
+                v: 0.0,
+                h: Some(hi),
+            });
         }
     }
     out
@@ -88,13 +116,48 @@ impl OutBuilder {
         t: i64,
         v: f64,
     ) -> Result<(), QueryError> {
+        let i = self.slot(labels, drop_name, step)?;
+        self.series[i].points.push(Sample { t, v });
+        Ok(())
+    }
+
+    pub fn push_h(
+        &mut self,
+        labels: &Labels,
+        drop_name: bool,
+        step: usize,
+        t: i64,
+        h: FloatHistogram,
+    ) -> Result<(), QueryError> {
+        let i = self.slot(labels, drop_name, step)?;
+        self.series[i].hpoints.push(HistogramPoint { t, h });
+        Ok(())
+    }
+
+    /// Pushes a float or a histogram.
+    pub fn push_value(
+        &mut self,
+        labels: &Labels,
+        drop_name: bool,
+        step: usize,
+        t: i64,
+        v: f64,
+        h: Option<FloatHistogram>,
+    ) -> Result<(), QueryError> {
+        match h {
+            Some(h) => self.push_h(labels, drop_name, step, t, h),
+            None => self.push(labels, drop_name, step, t, v),
+        }
+    }
+
+    fn slot(&mut self, labels: &Labels, drop_name: bool, step: usize) -> Result<usize, QueryError> {
         match self.index.get(labels) {
             Some(&i) => {
                 if self.last_step[i] == step {
                     return Err(QueryError::Execution(DUPLICATE_LABELSET.into()));
                 }
                 self.last_step[i] = step;
-                self.series[i].points.push(Sample { t, v });
+                Ok(i)
             }
             None => {
                 self.index.insert(labels.clone(), self.series.len());
@@ -102,11 +165,11 @@ impl OutBuilder {
                 self.series.push(Series {
                     labels: labels.clone(),
                     drop_name,
-                    points: vec![Sample { t, v }],
+                    ..Series::default()
                 });
+                Ok(self.series.len() - 1)
             }
         }
-        Ok(())
     }
 
     pub fn finish(self) -> Vec<Series> {
@@ -125,6 +188,7 @@ pub(crate) fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>, Quer
         match index.get(&s.labels) {
             Some(&i) => {
                 out[i].points.extend(s.points);
+                out[i].hpoints.extend(s.hpoints);
                 merged = true;
             }
             None => {
@@ -136,7 +200,15 @@ pub(crate) fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>, Quer
     if merged {
         for s in &mut out {
             s.points.sort_by_key(|p| p.t);
-            if s.points.windows(2).any(|w| w[0].t == w[1].t) {
+            s.hpoints.sort_by_key(|p| p.t);
+            let mut ts: Vec<i64> = s
+                .points
+                .iter()
+                .map(|p| p.t)
+                .chain(s.hpoints.iter().map(|p| p.t))
+                .collect();
+            ts.sort_unstable();
+            if ts.windows(2).any(|w| w[0] == w[1]) {
                 return Err(QueryError::Execution(DUPLICATE_LABELSET.into()));
             }
         }

@@ -7,27 +7,9 @@ use std::fmt::Write;
 
 use storage::Labels;
 
-use crate::{QueryResult, Value};
+use crate::{FloatHistogram, QueryResult, Value};
 
-/// A float as Prometheus prints a sample value (without the quotes).
-pub(crate) fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
-    }
-    let abs = v.abs();
-    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
-        // Rust prints "1.5e-7"; Go prints the exponent signed and with at least two digits.
-        let s = format!("{v:e}");
-        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
-        let exp: i32 = exp.parse().unwrap_or(0);
-        let sign = if exp < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exp.abs());
-    }
-    format!("{v}")
-}
+use crate::gofmt::json_sample as format_value;
 
 /// A millisecond timestamp as Prometheus prints it: seconds, then `.mmm` when not whole.
 pub(crate) fn write_timestamp(out: &mut String, t: i64) {
@@ -68,6 +50,48 @@ fn write_point(out: &mut String, t: i64, v: f64) {
     out.push_str("\"]");
 }
 
+/// A native histogram as Prometheus prints it: count, sum and the non-empty buckets as
+/// `[boundary rule, lower, upper, count]` (rule 0: open left, 1: open right, 2: open both,
+/// 3: closed both).
+fn write_histogram(out: &mut String, h: &FloatHistogram) {
+    let _ = write!(
+        out,
+        r#"{{"count":"{}","sum":"{}""#,
+        format_value(h.count),
+        format_value(h.sum)
+    );
+    let mut first = true;
+    for b in h.buckets().iter().filter(|b| b.count != 0.0) {
+        out.push_str(if first { r#","buckets":["# } else { "," });
+        first = false;
+        let rule = match (b.lower_inclusive, b.upper_inclusive) {
+            (true, true) => 3,
+            (true, false) => 1,
+            (false, true) => 0,
+            (false, false) => 2,
+        };
+        let _ = write!(
+            out,
+            r#"[{rule},"{}","{}","{}"]"#,
+            format_value(b.lower),
+            format_value(b.upper),
+            format_value(b.count)
+        );
+    }
+    if !first {
+        out.push(']');
+    }
+    out.push('}');
+}
+
+fn write_histogram_point(out: &mut String, t: i64, h: &FloatHistogram) {
+    out.push('[');
+    write_timestamp(out, t);
+    out.push(',');
+    write_histogram(out, h);
+    out.push(']');
+}
+
 /// `{"status":"success","data":{"resultType":…,"result":…},"warnings":…,"infos":…}`
 pub(crate) fn query_result(res: &QueryResult) -> String {
     let mut out = String::with_capacity(256);
@@ -92,8 +116,16 @@ pub(crate) fn query_result(res: &QueryResult) -> String {
                 }
                 out.push_str(r#"{"metric":"#);
                 write_labels(&mut out, &s.labels);
-                out.push_str(r#","value":"#);
-                write_point(&mut out, s.t, s.v);
+                match &s.h {
+                    Some(h) => {
+                        out.push_str(r#","histogram":"#);
+                        write_histogram_point(&mut out, s.t, h);
+                    }
+                    None => {
+                        out.push_str(r#","value":"#);
+                        write_point(&mut out, s.t, s.v);
+                    }
+                }
                 out.push('}');
             }
             out.push(']');
@@ -106,14 +138,27 @@ pub(crate) fn query_result(res: &QueryResult) -> String {
                 }
                 out.push_str(r#"{"metric":"#);
                 write_labels(&mut out, &s.labels);
-                out.push_str(r#","values":["#);
-                for (j, p) in s.samples.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
+                if !s.samples.is_empty() || s.histograms.is_empty() {
+                    out.push_str(r#","values":["#);
+                    for (j, p) in s.samples.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        write_point(&mut out, p.t, p.v);
                     }
-                    write_point(&mut out, p.t, p.v);
+                    out.push(']');
                 }
-                out.push_str("]}");
+                if !s.histograms.is_empty() {
+                    out.push_str(r#","histograms":["#);
+                    for (j, p) in s.histograms.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        write_histogram_point(&mut out, p.t, &p.h);
+                    }
+                    out.push(']');
+                }
+                out.push('}');
             }
             out.push(']');
         }
@@ -153,16 +198,81 @@ mod tests {
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
         assert_eq!(format_value(f64::NAN), "NaN");
         assert_eq!(format_value(1e21), "1e+21");
-        assert_eq!(format_value(123456789012345680000.0), "123456789012345680000");
+        assert_eq!(
+            format_value(123456789012345680000.0),
+            "123456789012345680000"
+        );
         assert_eq!(format_value(1.5e-7), "1.5e-07");
         assert_eq!(format_value(0.000001), "0.000001");
-        assert_eq!(format_value(1.7976931348623157e308), "1.7976931348623157e+308");
+        assert_eq!(
+            format_value(1.7976931348623157e308),
+            "1.7976931348623157e+308"
+        );
         assert_eq!(format_value(1.0 / 3.0), "0.3333333333333333");
     }
 
     #[test]
+    fn histograms_print_like_prometheus() {
+        use crate::{HistogramPoint, InstantSample, RangeSeries, Span};
+        let h = FloatHistogram {
+            schema: 0,
+            zero_threshold: 0.001,
+            zero_count: 2.0,
+            count: 7.0,
+            sum: 10.5,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 2,
+            }],
+            positive_buckets: vec![1.0, 0.0],
+            negative_spans: vec![Span {
+                offset: 1,
+                length: 1,
+            }],
+            negative_buckets: vec![4.0],
+            ..FloatHistogram::default()
+        };
+        let res = |value| QueryResult {
+            value,
+            warnings: vec![],
+            infos: vec![],
+        };
+        let labels = Labels::from_pairs([("a", "b")]);
+        let v = query_result(&res(Value::Vector(vec![InstantSample {
+            labels: labels.clone(),
+            t: 1500,
+            v: 0.0,
+            h: Some(h.clone()),
+        }])));
+        let want_h = r#"{"count":"7","sum":"10.5","buckets":[[1,"-2","-1","4"],[3,"-0.001","0.001","2"],[0,"0.5","1","1"]]}"#;
+        assert_eq!(
+            v,
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"a":"b"}},"histogram":[1.500,{want_h}]}}]}}}}"#
+            )
+        );
+        let m = query_result(&res(Value::Matrix(vec![RangeSeries {
+            labels,
+            samples: vec![],
+            histograms: vec![HistogramPoint { t: 2000, h }],
+        }])));
+        assert_eq!(
+            m,
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"a":"b"}},"histograms":[[2,{want_h}]]}}]}}}}"#
+            )
+        );
+    }
+
+    #[test]
     fn timestamps_are_seconds_with_millisecond_fraction() {
-        let cases = [(0, "0"), (1500, "1.500"), (1_435_781_451_781, "1435781451.781"), (5, "0.005"), (-1500, "-1.500")];
+        let cases = [
+            (0, "0"),
+            (1500, "1.500"),
+            (1_435_781_451_781, "1435781451.781"),
+            (5, "0.005"),
+            (-1500, "-1.500"),
+        ];
         for (t, want) in cases {
             let mut s = String::new();
             write_timestamp(&mut s, t);

@@ -42,7 +42,11 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(engine: Arc<Engine>, tsdb: Arc<Tsdb>, info: ServerInfo) -> ApiState {
-        ApiState { engine, tsdb, info: Arc::new(info) }
+        ApiState {
+            engine,
+            tsdb,
+            info: Arc::new(info),
+        }
     }
 }
 
@@ -78,7 +82,13 @@ fn get_post(f: Handler) -> MethodRouter<ApiState> {
 }
 
 /// Runs a handler off the async threads: evaluation and RocksDB reads block.
-async fn call<F>(State(s): State<ApiState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes, f: F) -> Response
+async fn call<F>(
+    State(s): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+    f: F,
+) -> Response
 where
     F: FnOnce(&ApiState, &Params) -> ApiResult + Send + 'static,
 {
@@ -92,7 +102,10 @@ where
 
 fn instant_query(s: &ApiState, p: &Params) -> ApiResult {
     let t = p.time_or("time", now_ms())?;
-    let res = s.engine.instant_query(p.get("query"), t).map_err(ApiError::from_query)?;
+    let res = s
+        .engine
+        .instant_query(p.get("query"), t)
+        .map_err(ApiError::from_query)?;
     Ok(json_response(StatusCode::OK, json::query_result(&res)))
 }
 
@@ -100,7 +113,10 @@ fn range_query(s: &ApiState, p: &Params) -> ApiResult {
     let start = p.time("start")?;
     let end = p.time("end")?;
     if end < start {
-        return Err(ApiError::invalid_param("end", "end timestamp must not be before start time".into()));
+        return Err(ApiError::invalid_param(
+            "end",
+            "end timestamp must not be before start time".into(),
+        ));
     }
     let step = p.duration("step")?;
     if step <= 0 {
@@ -114,7 +130,10 @@ fn range_query(s: &ApiState, p: &Params) -> ApiResult {
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let res = s.engine.range_query(p.get("query"), start, end, step).map_err(ApiError::from_query)?;
+    let res = s
+        .engine
+        .range_query(p.get("query"), start, end, step)
+        .map_err(ApiError::from_query)?;
     Ok(json_response(StatusCode::OK, json::query_result(&res)))
 }
 
@@ -124,19 +143,23 @@ fn query_exemplars(_: &ApiState, p: &Params) -> ApiResult {
     let start = p.time_or("start", MIN_TIME)?;
     let end = p.time_or("end", MAX_TIME)?;
     if end < start {
-        return Err(ApiError::bad_data("end timestamp must not be before start timestamp"));
+        return Err(ApiError::bad_data(
+            "end timestamp must not be before start timestamp",
+        ));
     }
     promql_parser::parser::parse(p.get("query")).map_err(ApiError::bad_data)?;
     Ok(success(Vec::<()>::new(), vec![]))
 }
 
 fn format_query(_: &ApiState, p: &Params) -> ApiResult {
-    let expr = promql_parser::parser::parse(p.get("query")).map_err(|e| ApiError::invalid_param("query", e))?;
+    let expr = promql_parser::parser::parse(p.get("query"))
+        .map_err(|e| ApiError::invalid_param("query", e))?;
     Ok(success(expr.prettify(), vec![]))
 }
 
 fn parse_query(_: &ApiState, p: &Params) -> ApiResult {
-    let expr = promql_parser::parser::parse(p.get("query")).map_err(|e| ApiError::invalid_param("query", e))?;
+    let expr = promql_parser::parser::parse(p.get("query"))
+        .map_err(|e| ApiError::invalid_param("query", e))?;
     Ok(success(expr, vec![]))
 }
 
@@ -188,7 +211,13 @@ fn label_names(s: &ApiState, p: &Params) -> ApiResult {
     Ok(success(names, warnings))
 }
 
-async fn label_values(state: State<ApiState>, Path(name): Path<String>, q: RawQuery, h: HeaderMap, b: Bytes) -> Response {
+async fn label_values(
+    state: State<ApiState>,
+    Path(name): Path<String>,
+    q: RawQuery,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
     call(state, q, h, b, move |s: &ApiState, p: &Params| {
         if name.is_empty() {
             return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
@@ -218,7 +247,11 @@ fn metadata(s: &ApiState, p: &Params) -> ApiResult {
         if limit.is_some_and(|l| out.len() >= l) {
             break;
         }
-        out.entry(name).or_default().push(Entry { kind: &md.kind, help: &md.help, unit: &md.unit });
+        out.entry(name).or_default().push(Entry {
+            kind: &md.kind,
+            help: &md.help,
+            unit: &md.unit,
+        });
     }
     Ok(success(out, vec![]))
 }
@@ -239,7 +272,9 @@ fn buildinfo(_: &ApiState, _: &Params) -> ApiResult {
 
 fn runtimeinfo(s: &ApiState, _: &Params) -> ApiResult {
     let start: chrono::DateTime<chrono::Utc> = s.info.start_time.into();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     Ok(success(
         serde_json::json!({
             "startTime": start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -263,7 +298,10 @@ fn flags(s: &ApiState, _: &Params) -> ApiResult {
 }
 
 fn config(s: &ApiState, _: &Params) -> ApiResult {
-    Ok(success(serde_json::json!({ "yaml": s.info.config_yaml }), vec![]))
+    Ok(success(
+        serde_json::json!({ "yaml": s.info.config_yaml }),
+        vec![],
+    ))
 }
 
 fn tsdb_status(s: &ApiState, p: &Params) -> ApiResult {
@@ -273,7 +311,12 @@ fn tsdb_status(s: &ApiState, p: &Params) -> ApiResult {
         value: u64,
     }
     fn stats(v: &[(String, u64)]) -> Vec<Stat<'_>> {
-        v.iter().map(|(name, value)| Stat { name, value: *value }).collect()
+        v.iter()
+            .map(|(name, value)| Stat {
+                name,
+                value: *value,
+            })
+            .collect()
     }
     let limit = p.limit()?.unwrap_or(10);
     let st = s.tsdb.status(limit);
@@ -296,5 +339,8 @@ fn tsdb_status(s: &ApiState, p: &Params) -> ApiResult {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -36,11 +36,18 @@ impl Params {
 
     /// The first value, or "" when absent (Go's FormValue).
     pub(crate) fn get(&self, name: &str) -> &str {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
     }
 
     pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
-        self.0.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn time(&self, name: &str) -> Result<i64, ApiError> {
@@ -64,10 +71,16 @@ impl Params {
         match self.get("limit") {
             "" => Ok(None),
             s => match s.parse::<i64>() {
-                Ok(n) if n < 0 => Err(ApiError::invalid_param("limit", "limit must be non-negative".into())),
+                Ok(n) if n < 0 => Err(ApiError::invalid_param(
+                    "limit",
+                    "limit must be non-negative".into(),
+                )),
                 Ok(0) => Ok(None),
                 Ok(n) => Ok(Some(n as usize)),
-                Err(e) => Err(ApiError::invalid_param("limit", format!("cannot parse {s:?}: {e}"))),
+                Err(e) => Err(ApiError::invalid_param(
+                    "limit",
+                    format!("cannot parse {s:?}: {e}"),
+                )),
             },
         }
     }
@@ -100,7 +113,9 @@ pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
     if let Ok(secs) = s.parse::<f64>() {
         let ms = secs * 1000.0;
         if !ms.is_finite() || ms.abs() >= i64::MAX as f64 {
-            return Err(format!("cannot parse {s:?} to a valid duration. It overflows int64"));
+            return Err(format!(
+                "cannot parse {s:?} to a valid duration. It overflows int64"
+            ));
         }
         return Ok(ms.round() as i64);
     }
@@ -120,10 +135,15 @@ pub(crate) fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
 }
 
 /// The matcher sets of a parsed selector, in storage's terms.
-pub(crate) fn matcher_sets(name: Option<&str>, matchers: &PMatchers) -> Result<Vec<Vec<Matcher>>, String> {
+pub(crate) fn matcher_sets(
+    name: Option<&str>,
+    matchers: &PMatchers,
+) -> Result<Vec<Vec<Matcher>>, String> {
     let mut base = Vec::new();
     if let Some(n) = name {
-        base.push(Matcher::new(MatchOp::Equal, storage::METRIC_NAME, n).map_err(|e| e.to_string())?);
+        base.push(
+            Matcher::new(MatchOp::Equal, storage::METRIC_NAME, n).map_err(|e| e.to_string())?,
+        );
     }
     let convert = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, String> {
         ms.iter()
@@ -162,8 +182,14 @@ mod tests {
     fn times_parse_as_float_seconds_or_rfc3339() {
         assert_eq!(parse_time("1435781451.781").unwrap(), 1_435_781_451_781);
         assert_eq!(parse_time("1").unwrap(), 1000);
-        assert_eq!(parse_time("2015-07-01T20:10:51.781Z").unwrap(), 1_435_781_451_781);
-        assert_eq!(parse_time("").unwrap_err(), r#"cannot parse "" to a valid timestamp"#);
+        assert_eq!(
+            parse_time("2015-07-01T20:10:51.781Z").unwrap(),
+            1_435_781_451_781
+        );
+        assert_eq!(
+            parse_time("").unwrap_err(),
+            r#"cannot parse "" to a valid timestamp"#
+        );
         assert!(parse_time("NaN").is_err());
     }
 
@@ -173,13 +199,19 @@ mod tests {
         assert_eq!(parse_duration("0.5").unwrap(), 500);
         assert_eq!(parse_duration("1m30s").unwrap(), 90_000);
         assert_eq!(parse_duration("0").unwrap(), 0);
-        assert_eq!(parse_duration("x").unwrap_err(), r#"cannot parse "x" to a valid duration"#);
+        assert_eq!(
+            parse_duration("x").unwrap_err(),
+            r#"cannot parse "x" to a valid duration"#
+        );
     }
 
     #[test]
     fn form_body_comes_before_the_url_query() {
         let mut h = HeaderMap::new();
-        h.insert(CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
+        h.insert(
+            CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
         let p = Params::new(Some("query=b&match[]=x"), &h, b"query=a&match%5B%5D=y");
         assert_eq!(p.get("query"), "a");
         assert_eq!(p.all("match[]").collect::<Vec<_>>(), vec!["y", "x"]);

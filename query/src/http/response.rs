@@ -45,7 +45,10 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub(crate) fn bad_data(msg: impl Into<String>) -> ApiError {
-        ApiError { typ: ErrorType::BadData, msg: msg.into() }
+        ApiError {
+            typ: ErrorType::BadData,
+            msg: msg.into(),
+        }
     }
 
     pub(crate) fn invalid_param(name: &str, msg: String) -> ApiError {
@@ -53,15 +56,24 @@ impl ApiError {
     }
 
     pub(crate) fn internal(msg: impl std::fmt::Display) -> ApiError {
-        ApiError { typ: ErrorType::Internal, msg: msg.to_string() }
+        ApiError {
+            typ: ErrorType::Internal,
+            msg: msg.to_string(),
+        }
     }
 
     pub(crate) fn from_query(e: QueryError) -> ApiError {
         match e {
             QueryError::Parse(msg) => ApiError::invalid_param("query", msg),
-            QueryError::Timeout => ApiError { typ: ErrorType::Timeout, msg: e.to_string() },
+            QueryError::Timeout => ApiError {
+                typ: ErrorType::Timeout,
+                msg: e.to_string(),
+            },
             QueryError::Storage(_) => ApiError::internal(e),
-            QueryError::Execution(_) | QueryError::TooManySamples => ApiError { typ: ErrorType::Execution, msg: e.to_string() },
+            QueryError::Execution(_) | QueryError::TooManySamples => ApiError {
+                typ: ErrorType::Execution,
+                msg: e.to_string(),
+            },
         }
     }
 }
@@ -81,8 +93,15 @@ impl IntoResponse for ApiError {
             error_type: &'a str,
             error: &'a str,
         }
-        let body = Body { status: "error", error_type: self.typ.as_str(), error: &self.msg };
-        json_response(self.typ.status(), serde_json::to_string(&body).unwrap_or_default())
+        let body = Body {
+            status: "error",
+            error_type: self.typ.as_str(),
+            error: &self.msg,
+        };
+        json_response(
+            self.typ.status(),
+            serde_json::to_string(&body).unwrap_or_default(),
+        )
     }
 }
 
@@ -99,7 +118,11 @@ pub(crate) fn success<T: Serialize>(data: T, warnings: Vec<String>) -> Response 
         #[serde(skip_serializing_if = "Vec::is_empty")]
         warnings: Vec<String>,
     }
-    match serde_json::to_string(&Body { status: "success", data, warnings }) {
+    match serde_json::to_string(&Body {
+        status: "success",
+        data,
+        warnings,
+    }) {
         Ok(s) => json_response(StatusCode::OK, s),
         Err(e) => ApiError::internal(e).into_response(),
     }

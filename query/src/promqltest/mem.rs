@@ -4,13 +4,22 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use storage::{Labels, Matcher, Queryable, Sample, SeriesBatch, SeriesSamples, StorageError};
+use storage::{
+    Histogram, HistogramSample, Labels, Matcher, Queryable, Sample, SeriesBatch, SeriesSamples,
+    StorageError,
+};
 
 use super::TestStore;
 
 #[derive(Default)]
 pub(crate) struct MemStore {
-    series: Mutex<BTreeMap<Labels, BTreeMap<i64, f64>>>,
+    series: Mutex<BTreeMap<Labels, BTreeMap<i64, Value>>>,
+}
+
+#[derive(Clone)]
+enum Value {
+    Float(f64),
+    Histogram(Histogram),
 }
 
 impl Queryable for MemStore {
@@ -34,14 +43,18 @@ impl Queryable for MemStore {
             {
                 continue;
             }
-            let picked: Vec<Sample> = samples
-                .range(mint..=maxt)
-                .map(|(&t, &v)| Sample { t, v })
-                .collect();
-            if picked.is_empty() {
+            let mut picked = Vec::new();
+            let mut histograms = Vec::new();
+            for (&t, v) in samples.range(mint..=maxt) {
+                match v {
+                    Value::Float(v) => picked.push(Sample { t, v: *v }),
+                    Value::Histogram(h) => histograms.push(HistogramSample { t, h: h.clone() }),
+                }
+            }
+            if picked.is_empty() && histograms.is_empty() {
                 continue;
             }
-            total += picked.len();
+            total += picked.len() + histograms.len();
             if total > sample_limit {
                 return Err(StorageError::SampleLimit {
                     limit: sample_limit,
@@ -50,6 +63,7 @@ impl Queryable for MemStore {
             out.push(SeriesSamples {
                 labels: labels.clone(),
                 samples: picked,
+                histograms,
             });
         }
         Ok(out)
@@ -62,7 +76,10 @@ impl TestStore for MemStore {
         for b in batch {
             let s = series.entry(b.labels.clone()).or_default();
             for x in &b.samples {
-                s.insert(x.t, x.v);
+                s.insert(x.t, Value::Float(x.v));
+            }
+            for x in &b.histograms {
+                s.insert(x.t, Value::Histogram(x.h.clone()));
             }
         }
         Ok(())

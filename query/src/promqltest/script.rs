@@ -3,13 +3,15 @@
 
 use storage::{Label, Labels, STALE_NAN_BITS};
 
+use crate::float_histogram::{CounterResetHint, FloatHistogram, Span};
+
 /// One value of a series description.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum SeqValue {
     Omitted,
     Float(f64),
-    /// A native histogram (`{{...}}`); not loadable yet.
-    Histogram,
+    /// A native histogram (`{{schema:0 sum:1 count:2 buckets:[1 1]}}`).
+    Histogram(Box<FloatHistogram>),
 }
 
 #[derive(Clone, Debug)]
@@ -48,8 +50,6 @@ pub(crate) struct EvalCmd {
     pub range_vector: Option<(i64, i64, i64)>,
     pub scalar: Option<f64>,
     pub series: Vec<SeriesDesc>,
-    /// The expectations mention native histograms.
-    pub histograms: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -57,6 +57,8 @@ pub(crate) enum Command {
     Load {
         interval: i64,
         series: Vec<SeriesDesc>,
+        /// `load_with_nhcb`: classic histograms are also loaded as native ones with custom buckets.
+        with_nhcb: bool,
     },
     Clear,
     Eval(Box<EvalCmd>),
@@ -93,7 +95,11 @@ pub(crate) fn parse_script(text: &str) -> Result<Vec<Command>, ParseError> {
                     }
                     series.push(parse_series(l).map_err(|m| ParseError { line: i, msg: m })?);
                 }
-                cmds.push(Command::Load { interval, series });
+                cmds.push(Command::Load {
+                    interval,
+                    series,
+                    with_nhcb: word == "load_with_nhcb",
+                });
             }
             w if w.starts_with("eval") => {
                 let mut cmd = parse_eval_header(w, rest.trim(), lineno).map_err(err)?;
@@ -135,7 +141,6 @@ fn parse_eval_header(word: &str, rest: &str, line: usize) -> Result<EvalCmd, Str
         range_vector: None,
         scalar: None,
         series: Vec::new(),
-        histograms: false,
     };
     match word {
         "eval" => {}
@@ -235,9 +240,6 @@ fn parse_expectation(cmd: &mut EvalCmd, l: &str) -> Result<(), String> {
             _ => return Err(format!("unknown expectation {kind:?}")),
         }
         return Ok(());
-    }
-    if l.contains("{{") {
-        cmd.histograms = true;
     }
     if let Ok(v) = parse_number(l) {
         cmd.scalar = Some(v);
@@ -370,17 +372,7 @@ fn tokenize(s: &str) -> Vec<String> {
 
 fn expand_value(tok: &str, out: &mut Vec<SeqValue>) -> Result<(), String> {
     if tok.contains("{{") {
-        let tail = &tok[tok.rfind("}}").map(|p| p + 2).unwrap_or(tok.len())..];
-        let n = match tail.strip_prefix('x') {
-            Some(n) => {
-                n.parse::<usize>()
-                    .map_err(|e| format!("bad repeat {tok:?}: {e}"))?
-                    + 1
-            }
-            None => 1,
-        };
-        out.extend(std::iter::repeat_n(SeqValue::Histogram, n));
-        return Ok(());
+        return expand_histograms(tok, out);
     }
     let (base, times) = match tok.rfind('x') {
         Some(p) if p + 1 < tok.len() && tok[p + 1..].bytes().all(|c| c.is_ascii_digit()) => (
@@ -405,6 +397,132 @@ fn expand_value(tok: &str, out: &mut Vec<SeqValue>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `{{h}}`, `{{h}}xN` (N+1 copies), `{{a}}+{{b}}xN` / `{{a}}-{{b}}xN` (a, a±b, ..., a±N·b).
+fn expand_histograms(tok: &str, out: &mut Vec<SeqValue>) -> Result<(), String> {
+    let bad = || format!("invalid histogram sequence {tok:?}");
+    let first_end = tok.find("}}").ok_or_else(bad)? + 2;
+    let base = parse_histogram(tok.get(2..first_end - 2).ok_or_else(bad)?)?;
+    let rest = &tok[first_end..];
+    if rest.is_empty() {
+        out.push(SeqValue::Histogram(Box::new(base)));
+        return Ok(());
+    }
+    if let Some(n) = rest.strip_prefix('x') {
+        let n: usize = n.parse().map_err(|_| bad())?;
+        out.extend(std::iter::repeat_n(
+            SeqValue::Histogram(Box::new(base)),
+            n + 1,
+        ));
+        return Ok(());
+    }
+    let sign = match rest.as_bytes().first() {
+        Some(b'+') => 1.0,
+        Some(b'-') => -1.0,
+        _ => return Err(bad()),
+    };
+    let inc_end = rest.find("}}").ok_or_else(bad)? + 2;
+    let inc = parse_histogram(rest.get(3..inc_end - 2).ok_or_else(bad)?)?;
+    let n: usize = rest[inc_end..]
+        .strip_prefix('x')
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    let mut cur = base;
+    out.push(SeqValue::Histogram(Box::new(cur.clone())));
+    for _ in 0..n {
+        if cur.schema > inc.schema && !inc.uses_custom_buckets() {
+            return Err(format!(
+                "error combining histograms: cannot merge from schema {} to {}",
+                inc.schema, cur.schema
+            ));
+        }
+        let r = if sign > 0.0 {
+            cur.add(&inc)
+        } else {
+            cur.sub(&inc)
+        };
+        r.map_err(|e| e.to_string())?;
+        out.push(SeqValue::Histogram(Box::new(cur.clone())));
+    }
+    Ok(())
+}
+
+/// The inside of `{{...}}`: `key:value` pairs, lists in brackets.
+pub(crate) fn parse_histogram(body: &str) -> Result<FloatHistogram, String> {
+    let mut h = FloatHistogram::default();
+    let (mut offset, mut n_offset) = (0i32, 0i32);
+    let (mut buckets, mut n_buckets): (Option<Vec<f64>>, Option<Vec<f64>>) = (None, None);
+    let mut rest = body.trim();
+    while !rest.is_empty() {
+        let colon = rest
+            .find(':')
+            .ok_or_else(|| format!("bad histogram {body:?}"))?;
+        let key = rest[..colon].trim();
+        rest = rest[colon + 1..].trim_start();
+        let value;
+        if rest.starts_with('[') {
+            let close = rest
+                .find(']')
+                .ok_or_else(|| format!("bad histogram {body:?}"))?;
+            value = &rest[1..close];
+            rest = rest[close + 1..].trim_start();
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            value = &rest[..end];
+            rest = rest[end..].trim_start();
+        }
+        let list = || -> Result<Vec<f64>, String> {
+            value
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|x| !x.is_empty())
+                .map(parse_number)
+                .collect()
+        };
+        let int = || -> Result<i32, String> {
+            value
+                .parse::<i32>()
+                .map_err(|_| format!("bad integer {value:?} in histogram"))
+        };
+        match key {
+            "schema" => h.schema = int()?,
+            "sum" => h.sum = parse_number(value)?,
+            "count" => h.count = parse_number(value)?,
+            "z_bucket" => h.zero_count = parse_number(value)?,
+            "z_bucket_w" => h.zero_threshold = parse_number(value)?,
+            "buckets" => buckets = Some(list()?),
+            "n_buckets" => n_buckets = Some(list()?),
+            "offset" => offset = int()?,
+            "n_offset" => n_offset = int()?,
+            "custom_values" => h.custom_values = list()?,
+            "counter_reset_hint" => {
+                h.counter_reset_hint = match value {
+                    "unknown" => CounterResetHint::Unknown,
+                    "reset" => CounterResetHint::CounterReset,
+                    "not_reset" => CounterResetHint::NotCounterReset,
+                    "gauge" => CounterResetHint::Gauge,
+                    _ => return Err(format!("bad counter_reset_hint {value:?}")),
+                }
+            }
+            _ => return Err(format!("unknown histogram field {key:?}")),
+        }
+    }
+    if let Some(b) = buckets.filter(|b| !b.is_empty()) {
+        h.positive_spans = vec![Span {
+            offset,
+            length: b.len() as u32,
+        }];
+        h.positive_buckets = b;
+    }
+    if let Some(b) = n_buckets.filter(|b| !b.is_empty()) {
+        h.negative_spans = vec![Span {
+            offset: n_offset,
+            length: b.len() as u32,
+        }];
+        h.negative_buckets = b;
+    }
+    Ok(h)
 }
 
 /// `a+b` / `a-b` / `a` where a may itself be signed or use an exponent.
@@ -577,6 +695,30 @@ mod tests {
         );
         assert_eq!(s.values.len(), 4);
         assert_eq!(s.values[3], SeqValue::Float(3.0));
+        let s = parse_series("m {{schema:0 count:1 buckets:[1] n_buckets:[2] n_offset:1}}+{{schema:0 count:2 buckets:[2]}}x2")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let counts: Vec<f64> = s
+            .values
+            .iter()
+            .filter_map(|v| match v {
+                SeqValue::Histogram(h) => Some(h.count),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counts, vec![1.0, 3.0, 5.0]);
+        match &s.values[2] {
+            SeqValue::Histogram(h) => {
+                assert_eq!(h.positive_buckets, vec![5.0]);
+                assert_eq!(
+                    h.negative_spans,
+                    vec![Span {
+                        offset: 1,
+                        length: 1
+                    }]
+                );
+            }
+            other => panic!("expected a histogram, got {other:?}"),
+        }
         let s = parse_series(r#"{"my.metric", a="x\"y"} 1"#).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.labels.get("__name__"), Some("my.metric"));
         assert_eq!(s.labels.get("a"), Some("x\"y"));

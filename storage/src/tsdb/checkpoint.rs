@@ -124,10 +124,11 @@ impl Inner {
         match result {
             Ok(()) => {
                 state.head.commit(&snaps);
+                drop(state);
                 cp.wal_start = wal_end;
                 cp.next_ooo_chunk_id = next_ooo;
                 debug!(series = snaps.len(), wal_end, "checkpoint written");
-                Ok(())
+                wal::compact_truncated(&self.db, wal_end)
             }
             Err(e) => {
                 state.head.abort(&snaps);

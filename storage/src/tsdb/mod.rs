@@ -36,14 +36,16 @@ use tracing::{info, warn};
 
 use crate::append::{Limits, SeriesCheck, Verdict};
 use crate::chunk::StoredChunk;
-use crate::db::{self, Db, CF_POSTINGS, CF_SERIES, CF_SERIES_BY_LABELS, CF_SERIES_TIMES, CF_WAL};
+use crate::db::{
+    self, Db, CF_HISTOGRAMS, CF_POSTINGS, CF_SERIES, CF_SERIES_BY_LABELS, CF_SERIES_TIMES, CF_WAL,
+};
 use crate::head::Head;
 use crate::index::{self, Index};
 use crate::meta::{self, KEY_NEXT_OOO_CHUNK_ID, KEY_NEXT_SERIES_ID};
 use crate::partition::{self, partition_start, Partitions};
 use crate::{
-    wal, AppendMode, AppendReport, Labels, Matcher, Metadata, Queryable, Rejection, Sample,
-    SeriesBatch, SeriesSamples, StorageError, TsdbStatus,
+    histstore, wal, AppendMode, AppendReport, HistogramSample, Labels, Matcher, Metadata,
+    Queryable, Rejection, Sample, SeriesBatch, SeriesSamples, StorageError, TsdbStatus,
 };
 
 mod checkpoint;
@@ -249,9 +251,18 @@ impl Tsdb {
         self.inner.state.read().index.len() as u64
     }
 
-    /// Checkpoints the head into chunks now (also done every `flush_interval`).
+    /// Checkpoints the head into chunks now (also done every `flush_interval`) and writes
+    /// RocksDB's memtables out, leaving the data on disk in its compact form only (used at
+    /// shutdown and before measuring disk use).
     pub fn flush(&self) -> Result<(), StorageError> {
-        self.inner.checkpoint()
+        self.inner.checkpoint()?;
+        let partitions = self
+            .inner
+            .partitions
+            .all()
+            .into_iter()
+            .map(crate::partition::cf_name);
+        crate::db::flush_memtables(&self.inner.db, partitions)
     }
 
     /// Drops all series, samples and metadata.
@@ -401,6 +412,7 @@ impl Inner {
             id: Option<u64>,
             check: SeriesCheck,
             accepted: Vec<Sample>,
+            accepted_histograms: Vec<HistogramSample>,
         }
 
         let mut counters = self.append.lock();
@@ -409,7 +421,10 @@ impl Inner {
         {
             let state = self.state.read();
             let mut slot: HashMap<&Labels, usize> = HashMap::new();
-            for sb in batch.iter().filter(|sb| !sb.samples.is_empty()) {
+            for sb in batch
+                .iter()
+                .filter(|sb| !sb.samples.is_empty() || !sb.histograms.is_empty())
+            {
                 let i = *slot.entry(&sb.labels).or_insert_with(|| {
                     let id = state.index.id(&sb.labels);
                     let last = id.and_then(|id| state.head.last(id));
@@ -418,6 +433,7 @@ impl Inner {
                         id,
                         check: SeriesCheck::new(last),
                         accepted: Vec::new(),
+                        accepted_histograms: Vec::new(),
                     });
                     pending.len() - 1
                 });
@@ -438,6 +454,20 @@ impl Inner {
                         }),
                     }
                 }
+                for h in &sb.histograms {
+                    match self.check_histogram(p.id, limits, h)? {
+                        Verdict::InOrder | Verdict::OutOfOrder => {
+                            p.accepted_histograms.push(h.clone());
+                            report.samples_written += 1;
+                        }
+                        Verdict::Noop => report.samples_written += 1,
+                        Verdict::Reject(reason) => report.rejected.push(Rejection {
+                            labels: sb.labels.clone(),
+                            t: h.t,
+                            reason,
+                        }),
+                    }
+                }
             }
         }
         if mode == AppendMode::AllOrNothing && !report.rejected.is_empty() {
@@ -448,7 +478,11 @@ impl Inner {
         let mut wb = WriteBatch::default();
         let mut new_series: Vec<(u64, Labels)> = Vec::new();
         let mut groups: Vec<(u64, Vec<Sample>)> = Vec::new();
-        for p in pending.into_iter().filter(|p| !p.accepted.is_empty()) {
+        let mut histogram_times: Vec<(u64, i64)> = Vec::new();
+        for p in pending
+            .into_iter()
+            .filter(|p| !p.accepted.is_empty() || !p.accepted_histograms.is_empty())
+        {
             let id = match p.id {
                 Some(id) => id,
                 None => {
@@ -458,19 +492,29 @@ impl Inner {
                     id
                 }
             };
-            groups.push((id, p.accepted));
+            for h in &p.accepted_histograms {
+                histstore::put(&self.db, &mut wb, id, h)?;
+                histogram_times.push((id, h.t));
+            }
+            if !p.accepted.is_empty() {
+                groups.push((id, p.accepted));
+            }
         }
-        if groups.is_empty() {
+        if groups.is_empty() && histogram_times.is_empty() {
             return Ok(report);
         }
         let next_series_id = counters.next_series_id + new_series.len() as u64;
         if !new_series.is_empty() {
             meta::put_counter(&self.db, &mut wb, KEY_NEXT_SERIES_ID, next_series_id)?;
         }
-        let record = wal::encode(groups.iter().map(|(id, s)| (*id, s.as_slice())));
-        wal::put(&self.db, &mut wb, counters.next_wal_seq, &record)?;
+        if !groups.is_empty() {
+            let record = wal::encode(groups.iter().map(|(id, s)| (*id, s.as_slice())));
+            wal::put(&self.db, &mut wb, counters.next_wal_seq, &record)?;
+        }
         self.db.write_opt(wb, &self.write_options())?;
-        counters.next_wal_seq += 1;
+        if !groups.is_empty() {
+            counters.next_wal_seq += 1;
+        }
         counters.next_series_id = next_series_id;
 
         let mut state = self.state.write();
@@ -482,7 +526,31 @@ impl Inner {
                 Self::apply(&mut state, id, s);
             }
         }
+        for (id, t) in histogram_times {
+            state.index.extend_time(id, t);
+        }
         Ok(report)
+    }
+
+    /// Histogram samples follow the float rules on retention and duplicates: the same
+    /// timestamp with a different histogram is a duplicate, the same one a no-op.
+    fn check_histogram(
+        &self,
+        id: Option<u64>,
+        limits: Limits,
+        h: &HistogramSample,
+    ) -> Result<Verdict, StorageError> {
+        if h.t < limits.cutoff || partition::clamp(h.t) != h.t {
+            return Ok(Verdict::Reject(crate::RejectReason::TooOld));
+        }
+        let Some(id) = id else {
+            return Ok(Verdict::InOrder);
+        };
+        Ok(match histstore::get(&self.db, id, h.t)? {
+            Some(old) if old.same_as(&h.h) => Verdict::Noop,
+            Some(_) => Verdict::Reject(crate::RejectReason::DuplicateTimestamp),
+            None => Verdict::InOrder,
+        })
     }
 
     fn clear(&self) -> Result<(), StorageError> {
@@ -498,6 +566,7 @@ impl Inner {
             CF_POSTINGS,
             CF_SERIES_TIMES,
             CF_WAL,
+            CF_HISTOGRAMS,
         ] {
             db::clear_cf(&self.db, cf)?;
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::{corrupt, Inner};
 use crate::chunk::StoredChunk;
+use crate::histstore;
 use crate::index::Index;
 use crate::partition::{self, PARTITION_MS};
 use crate::{Labels, Matcher, Sample, SeriesSamples, StorageError, TsdbStatus, METRIC_NAME};
@@ -148,14 +149,16 @@ impl Inner {
             }
             samples.extend(w.head);
             normalize(&mut samples);
-            total += samples.len();
+            let histograms = histstore::scan(&self.db, w.id, w.lo, w.hi)?;
+            total += samples.len() + histograms.len();
             if total > sample_limit {
                 return Err(too_many());
             }
-            if !samples.is_empty() {
+            if !samples.is_empty() || !histograms.is_empty() {
                 out.push(SeriesSamples {
                     labels: Labels::clone(&w.labels),
                     samples,
+                    histograms,
                 });
             }
         }

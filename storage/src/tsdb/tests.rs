@@ -28,6 +28,7 @@ fn batch(l: &Labels, samples: &[(i64, f64)]) -> SeriesBatch {
     SeriesBatch {
         labels: l.clone(),
         samples: samples.iter().map(|&(t, v)| Sample { t, v }).collect(),
+        histograms: Vec::new(),
     }
 }
 

@@ -13,7 +13,7 @@ use storage::{Labels, MatchOp, Matcher, Metadata, Queryable, Sample, Tsdb, TsdbO
 use tower::ServiceExt;
 
 use super::now_ms;
-use crate::remote_write::proto::{histogram, v1, v2, Histogram};
+use crate::remote_write::proto::{histogram, v1, v2, BucketSpan, Histogram};
 use crate::{routes, IngestState, Limits};
 
 const CT_V1: &str = "application/x-protobuf";
@@ -213,7 +213,7 @@ async fn v1_write_is_stored_with_its_metadata() {
             &[("__name__", "up"), ("job", "node")],
             &[(t, 1.0), (t + 15_000, 0.0)],
         ),
-        series(&[("job", "api"), ("__name__", "up")], &[(t, 1.0)]),
+        series(&[("__name__", "up"), ("job", "api")], &[(t, 1.0)]),
     ]);
     req.metadata.push(v1::MetricMetadata {
         r#type: v1::MetricType::Gauge as i32,
@@ -449,24 +449,25 @@ async fn v1_invalid_series_fail_the_whole_request() {
 }
 
 #[tokio::test]
-async fn unsorted_v1_labels_are_sorted_not_refused() {
+async fn unsorted_v1_labels_are_refused() {
     let f = fixture();
     let t = now_ms();
     let req = v1_request(vec![series(
-        &[("zone", "a"), ("__name__", "unsorted"), ("app", "x")],
+        &[("__name__", "unsorted"), ("zone", "a"), ("app", "x")],
         &[(t, 1.0)],
     )]);
     let reply = f.post(CT_V1, &req).await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
-    let got = f.samples("unsorted");
-    assert_eq!(
-        got[0].0,
-        Labels::from_pairs([("__name__", "unsorted"), ("app", "x"), ("zone", "a")])
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert!(
+        reply.body.contains("labels not sorted by name"),
+        "{}",
+        reply.body
     );
+    assert!(f.samples("unsorted").is_empty());
 }
 
 #[tokio::test]
-async fn v1_histograms_fail_the_request_clearly() {
+async fn v1_histograms_are_stored_with_the_samples() {
     let f = fixture();
     let t = now_ms();
     let mut hist = series(&[("__name__", "native")], &[]);
@@ -477,12 +478,8 @@ async fn v1_histograms_fail_the_request_clearly() {
     }];
     let req = v1_request(vec![series(&[("__name__", "plain")], &[(t, 1.0)]), hist]);
     let reply = f.post(CT_V1, &req).await;
-    assert_plain_text_error(
-        &reply,
-        StatusCode::BAD_REQUEST,
-        "native histograms are not supported yet (series native{})",
-    );
-    assert!(f.samples("plain").is_empty());
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    assert_eq!(f.samples("plain").len(), 1);
 }
 
 #[tokio::test]
@@ -558,8 +555,13 @@ async fn v2_writes_what_is_valid_and_lists_the_rest() {
         ),
         (&[("__name__", "native")], &[]),
     ]);
+    // Spans that need more buckets than the histogram has: refused, the rest written.
     req.timeseries[4].histograms = vec![Histogram {
         count: Some(histogram::Count::CountFloat(1.0)),
+        positive_spans: vec![BucketSpan {
+            offset: 0,
+            length: 1,
+        }],
         timestamp: t,
         ..Default::default()
     }];
@@ -573,7 +575,7 @@ async fn v2_writes_what_is_valid_and_lists_the_rest() {
         lines,
         vec![
             r#"invalid series {job="nameless"}: missing metric name (label __name__)"#,
-            "native histograms are not supported yet (series native{})",
+            "invalid native histogram in series native{}: positive side: spans need 1 buckets, have 0 buckets",
             r#"out of bounds: timestamp is too far in the future for series ok{i="2"}"#,
             "out of order sample for series c{}",
         ]

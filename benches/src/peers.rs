@@ -1,0 +1,198 @@
+//! The systems a benchmark compares: novamon, Prometheus and VictoriaMetrics, each started on
+//! a loopback port with a fresh data directory, measured (peak RSS, disk use) and stopped
+//! gracefully. Owns process handling only; what load to send is each benchmark's.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Where to find each system's binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerPaths {
+    /// Path of the novamon binary (a release build); novamon is skipped without it.
+    #[arg(long)]
+    pub novamon: Option<PathBuf>,
+    #[arg(long, default_value = "/usr/bin/prometheus")]
+    pub prometheus: PathBuf,
+    #[arg(long, default_value = "/usr/bin/victoria-metrics")]
+    pub victoria_metrics: PathBuf,
+    /// Which systems to run, in order.
+    #[arg(long, value_delimiter = ',', default_value = "novamon,prometheus,victoria-metrics")]
+    pub targets: Vec<String>,
+    /// First loopback port; each system gets the next one.
+    #[arg(long, default_value_t = 19291)]
+    pub port: u16,
+    /// Seconds to wait for a system to come up, and again for it to stop after SIGTERM.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+pub struct Peer {
+    pub name: String,
+    program: PathBuf,
+    port: u16,
+}
+
+impl PeerPaths {
+    /// The systems to run, with their ports; novamon is left out (with a note) when no
+    /// binary was given.
+    pub fn peers(&self) -> anyhow::Result<Vec<Peer>> {
+        let mut out = Vec::new();
+        for (i, name) in self.targets.iter().enumerate() {
+            let program = match name.as_str() {
+                "novamon" => match &self.novamon {
+                    Some(p) => p.clone(),
+                    None => {
+                        eprintln!("skipping novamon: no --novamon binary given");
+                        continue;
+                    }
+                },
+                "prometheus" => self.prometheus.clone(),
+                "victoria-metrics" => self.victoria_metrics.clone(),
+                other => bail!("unknown target {other} (novamon, prometheus, victoria-metrics)"),
+            };
+            let port = self.port.checked_add(i as u16).context("port out of range")?;
+            out.push(Peer { name: name.clone(), program, port });
+        }
+        Ok(out)
+    }
+}
+
+impl Peer {
+    fn args(&self, data: &Path, work: &Path, addr: &str) -> anyhow::Result<Vec<String>> {
+        let data = data.display();
+        Ok(match self.name.as_str() {
+            "novamon" => vec![
+                "--data-dir".into(),
+                data.to_string(),
+                "--http-listen".into(),
+                addr.into(),
+                "--log".into(),
+                "warn".into(),
+            ],
+            "prometheus" => {
+                // No scrape jobs: the receiver is all that runs.
+                let config = work.join("prometheus.yml");
+                std::fs::write(&config, "global:\n  scrape_interval: 15s\n")?;
+                vec![
+                    format!("--config.file={}", config.display()),
+                    format!("--storage.tsdb.path={data}"),
+                    format!("--web.listen-address={addr}"),
+                    "--web.enable-remote-write-receiver".into(),
+                    "--log.level=warn".into(),
+                ]
+            }
+            "victoria-metrics" => vec![
+                format!("-storageDataPath={data}"),
+                format!("-httpListenAddr={addr}"),
+                "-loggerLevel=WARN".into(),
+                // Otherwise the newest 30s of data is hidden from queries, and benchmarks
+                // query right up to the newest sample.
+                "-search.latencyOffset=0s".into(),
+            ],
+            other => bail!("unknown target {other}"),
+        })
+    }
+
+    /// Starts the system and waits until its remote-write endpoint accepts requests.
+    pub fn start(&self, timeout: Duration) -> anyhow::Result<Running> {
+        let work = tempfile::tempdir()?;
+        let data = work.path().join("data");
+        std::fs::create_dir(&data)?;
+        let addr = format!("127.0.0.1:{}", self.port);
+        let log_path = work.path().join("log");
+        let log = File::create(&log_path)?;
+        let child = Command::new(&self.program)
+            .args(self.args(&data, work.path(), &addr)?)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.program.display()))?;
+        let mut running = Running { child, base_url: format!("http://{addr}"), data, log_path, _work: work };
+        if let Err(e) = crate::load::wait_ready(&running.write_url(), timeout) {
+            let _ = running.child.kill();
+            let _ = running.child.wait();
+            bail!("{e}\n--- log tail ---\n{}", running.log_tail());
+        }
+        Ok(running)
+    }
+}
+
+/// A started system; killed if dropped without `stop`.
+pub struct Running {
+    child: Child,
+    pub base_url: String,
+    data: PathBuf,
+    log_path: PathBuf,
+    _work: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn write_url(&self) -> String {
+        format!("{}/api/v1/write", self.base_url)
+    }
+
+    /// VmHWM: the peak resident set so far.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// SIGTERM, then up to `timeout` for a graceful exit (flushing its data), then SIGKILL.
+    pub fn stop(&mut self, timeout: Duration) -> anyhow::Result<&'static str> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", self.child.id());
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok("graceful");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok("killed")
+    }
+
+    /// Disk use of the data directory as `du` counts it.
+    pub fn disk_bytes(&self) -> std::io::Result<u64> {
+        du(&self.data)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Allocated blocks of every file under `dir`.
+fn du(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let md = entry.path().symlink_metadata()?;
+        total += md.blocks() * 512;
+        if md.is_dir() {
+            total += du(&entry.path())?;
+        }
+    }
+    Ok(total)
+}

@@ -1,0 +1,91 @@
+//! The per-signal exports both transports call: store what is valid, report the rest as OTLP
+//! partial success (count + first reason). Blocking: callers run them off the async workers.
+
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use storage::AppendMode;
+
+use super::error::OtlpError;
+use super::OtlpState;
+use super::{logs_to_records, metrics_to_series};
+
+pub(crate) fn traces(
+    state: &OtlpState,
+    req: &ExportTraceServiceRequest,
+) -> Result<ExportTraceServiceResponse, OtlpError> {
+    let report = state.traces.write(&req.resource_spans)?;
+    if report.rejected > 0 {
+        tracing::debug!(
+            rejected = report.rejected,
+            reason = report.reason.as_deref().unwrap_or(""),
+            "OTLP spans rejected"
+        );
+    }
+    Ok(ExportTraceServiceResponse {
+        partial_success: (report.rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: report.rejected as i64,
+            error_message: report.reason.unwrap_or_default(),
+        }),
+    })
+}
+
+pub(crate) fn metrics(
+    state: &OtlpState,
+    req: &ExportMetricsServiceRequest,
+) -> Result<ExportMetricsServiceResponse, OtlpError> {
+    let converted = metrics_to_series::convert(&req.resource_metrics);
+    for (family, md) in &converted.metadata {
+        state.tsdb.set_metadata(family, md.clone())?;
+    }
+    let report = state
+        .tsdb
+        .append(&converted.series, AppendMode::BestEffort)?;
+    // OTLP counts data points; a rejected sample of a histogram's series rejects its point.
+    let mut rejected = converted.rejected_points;
+    let mut reason = converted.reason;
+    if let Some(first) = report.rejected.first() {
+        rejected += report.rejected.len();
+        reason.get_or_insert_with(|| {
+            format!(
+                "{}: {}",
+                first.reason,
+                first.labels.metric_name().unwrap_or("")
+            )
+        });
+    }
+    Ok(ExportMetricsServiceResponse {
+        partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
+            rejected_data_points: rejected as i64,
+            error_message: reason.unwrap_or_default(),
+        }),
+    })
+}
+
+pub(crate) fn logs(
+    state: &OtlpState,
+    req: &ExportLogsServiceRequest,
+) -> Result<ExportLogsServiceResponse, OtlpError> {
+    let records = logs_to_records::convert(&req.resource_logs);
+    let rejected = match &state.logs {
+        Some(store) => {
+            store
+                .append(&records)
+                .map_err(|e| OtlpError::Internal(format!("log store: {e}")))?;
+            None
+        }
+        None => (!records.is_empty()).then_some(records.len()),
+    };
+    Ok(ExportLogsServiceResponse {
+        partial_success: rejected.map(|n| ExportLogsPartialSuccess {
+            rejected_log_records: n as i64,
+            error_message: "this server has no log store configured".to_owned(),
+        }),
+    })
+}

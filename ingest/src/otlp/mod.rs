@@ -1,0 +1,52 @@
+//! OTLP receiver, all three signals, over gRPC (tonic, [`grpc_routes`]) and HTTP
+//! ([`http_routes`]: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`, protobuf or JSON, optionally
+//! gzip). Both transports decode to the same request messages and call the same per-signal
+//! export functions, so their answers agree. Owns decoding, limits, the metric naming
+//! translation and partial-success reporting; writes only through the stores' public APIs.
+
+mod body;
+mod error;
+mod export;
+mod grpc;
+mod http;
+mod logs_to_records;
+mod metric_names;
+mod metrics_to_series;
+
+use std::sync::Arc;
+
+use storage::logs::LogStore;
+use storage::traces::TraceStore;
+use storage::Tsdb;
+
+pub use grpc::{grpc_routes, serve_grpc};
+pub use http::http_routes;
+
+/// What the OTLP endpoints share. Cheap to clone.
+#[derive(Clone)]
+pub struct OtlpState {
+    traces: Arc<TraceStore>,
+    tsdb: Arc<Tsdb>,
+    /// Where OTLP logs go; without one they are refused (partial success) rather than lost
+    /// silently.
+    logs: Option<Arc<LogStore>>,
+    /// Largest request accepted, after decompression (gRPC: the decoded message).
+    max_bytes: usize,
+}
+
+impl OtlpState {
+    pub fn new(traces: Arc<TraceStore>, tsdb: Arc<Tsdb>, max_bytes: usize) -> OtlpState {
+        OtlpState {
+            traces,
+            tsdb,
+            logs: None,
+            max_bytes,
+        }
+    }
+
+    /// Stores OTLP logs in `logs`.
+    pub fn with_logs(mut self, logs: Arc<LogStore>) -> OtlpState {
+        self.logs = Some(logs);
+        self
+    }
+}

@@ -1,0 +1,992 @@
+//! Prometheus's native histogram value as PromQL sees it (float counts, absolute buckets):
+//! layout (exponential schemas -4..8 and the custom-bucket schema -53), arithmetic with
+//! Prometheus's reconciliation rules (schema reduction, zero-bucket widening, custom-bound
+//! intersection), compaction, counter-reset detection and bucket iteration. Pure value logic:
+//! knows nothing of series, storage or the engine.
+
+use std::collections::BTreeMap;
+
+/// The schema of native histograms with custom bucket bounds (NHCB).
+pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
+
+/// A run of consecutive buckets; `offset` is the gap (in bucket indices) before it, relative to
+/// the end of the previous span (or absolute, for the first span).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub offset: i32,
+    pub length: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CounterResetHint {
+    #[default]
+    Unknown,
+    CounterReset,
+    NotCounterReset,
+    Gauge,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FloatHistogram {
+    pub counter_reset_hint: CounterResetHint,
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: f64,
+    pub count: f64,
+    pub sum: f64,
+    pub positive_spans: Vec<Span>,
+    pub positive_buckets: Vec<f64>,
+    pub negative_spans: Vec<Span>,
+    pub negative_buckets: Vec<f64>,
+    /// Upper bounds of the custom buckets (schema -53), without the implicit +Inf.
+    pub custom_values: Vec<f64>,
+}
+
+/// One bucket with its bounds, as iterated for quantiles and the HTTP API.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    pub lower: f64,
+    pub upper: f64,
+    pub lower_inclusive: bool,
+    pub upper_inclusive: bool,
+    pub count: f64,
+}
+
+/// Why two histograms cannot be combined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HistogramError {
+    #[error("cannot apply this operation on histograms with a mix of exponential and custom bucket schemas")]
+    IncompatibleSchema,
+}
+
+/// Side information of an addition or subtraction that callers turn into annotations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddOutcome {
+    /// One operand said "counter reset", the other "not a counter reset".
+    pub counter_reset_collision: bool,
+    /// Custom bounds differed and both operands were mapped onto their intersection.
+    pub nhcb_reconciled: bool,
+}
+
+/// Expanded buckets: (index, count) sorted by index.
+type Expanded = Vec<(i32, f64)>;
+
+fn expand(spans: &[Span], buckets: &[f64]) -> Expanded {
+    let mut out = Vec::with_capacity(buckets.len());
+    let mut idx = 0i32;
+    let mut b = 0usize;
+    for s in spans {
+        idx += s.offset;
+        for _ in 0..s.length {
+            if let Some(&c) = buckets.get(b) {
+                out.push((idx, c));
+            }
+            b += 1;
+            idx += 1;
+        }
+    }
+    out
+}
+
+/// Builds spans from sorted indices; consecutive indices share a span.
+fn collapse(exp: &[(i32, f64)]) -> (Vec<Span>, Vec<f64>) {
+    let mut spans: Vec<Span> = Vec::new();
+    let mut buckets = Vec::with_capacity(exp.len());
+    let mut next = 0i32;
+    for (i, &(idx, c)) in exp.iter().enumerate() {
+        if i > 0 && idx == next {
+            if let Some(last) = spans.last_mut() {
+                last.length += 1;
+            }
+        } else {
+            let offset = if i == 0 { idx } else { idx - next };
+            spans.push(Span { offset, length: 1 });
+        }
+        buckets.push(c);
+        next = idx + 1;
+    }
+    (spans, buckets)
+}
+
+/// The bucket index at a lower resolution that contains bucket `idx` of `from`.
+fn reduce_index(idx: i32, from: i32, to: i32) -> i32 {
+    ((idx - 1) >> (from - to)) + 1
+}
+
+fn reduce(exp: &[(i32, f64)], from: i32, to: i32) -> Expanded {
+    if from <= to {
+        return exp.to_vec();
+    }
+    let mut out: Expanded = Vec::with_capacity(exp.len());
+    for &(idx, c) in exp {
+        let t = reduce_index(idx, from, to);
+        match out.last_mut() {
+            Some(last) if last.0 == t => last.1 += c,
+            _ => out.push((t, c)),
+        }
+    }
+    out
+}
+
+/// Upper bound of exponential bucket `idx` (absolute value for negative buckets).
+pub(crate) fn exponential_bound(idx: i32, schema: i32) -> f64 {
+    if schema <= 0 {
+        let exp = (idx as i64) << (-schema);
+        if exp == 1024 {
+            return f64::MAX;
+        }
+        return pow2(exp);
+    }
+    let per = 1i64 << schema;
+    let frac_idx = (idx as i64).rem_euclid(per);
+    let whole = (idx as i64).div_euclid(per);
+    if frac_idx == 0 && whole == 1024 {
+        return f64::MAX;
+    }
+    pow2(whole) * 2f64.powf(frac_idx as f64 / per as f64)
+}
+
+fn pow2(e: i64) -> f64 {
+    if e > 1100 {
+        f64::INFINITY
+    } else if e < -1100 {
+        0.0
+    } else {
+        2f64.powi(e as i32)
+    }
+}
+
+fn merge(a: &[(i32, f64)], b: &[(i32, f64)], sign: f64) -> Expanded {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if j >= b.len() || (i < a.len() && a[i].0 < b[j].0) {
+            out.push(a[i]);
+            i += 1;
+        } else if i >= a.len() || b[j].0 < a[i].0 {
+            out.push((b[j].0, sign * b[j].1));
+            j += 1;
+        } else {
+            out.push((a[i].0, a[i].1 + sign * b[j].1));
+            i += 1;
+            j += 1;
+        }
+    }
+    out
+}
+
+impl FloatHistogram {
+    pub fn uses_custom_buckets(&self) -> bool {
+        self.schema == CUSTOM_BUCKETS_SCHEMA
+    }
+
+    fn positive(&self) -> Expanded {
+        expand(&self.positive_spans, &self.positive_buckets)
+    }
+
+    fn negative(&self) -> Expanded {
+        expand(&self.negative_spans, &self.negative_buckets)
+    }
+
+    fn set_positive(&mut self, exp: &[(i32, f64)]) {
+        (self.positive_spans, self.positive_buckets) = collapse(exp);
+    }
+
+    fn set_negative(&mut self, exp: &[(i32, f64)]) {
+        (self.negative_spans, self.negative_buckets) = collapse(exp);
+    }
+
+    /// Upper bound of positive bucket `idx`.
+    fn upper(&self, idx: i32) -> f64 {
+        if self.uses_custom_buckets() {
+            match usize::try_from(idx) {
+                Ok(i) if i < self.custom_values.len() => self.custom_values[i],
+                Ok(_) => f64::INFINITY,
+                Err(_) => f64::NEG_INFINITY,
+            }
+        } else {
+            exponential_bound(idx, self.schema)
+        }
+    }
+
+    pub fn mul(&mut self, f: f64) {
+        self.zero_count *= f;
+        self.count *= f;
+        self.sum *= f;
+        self.positive_buckets.iter_mut().for_each(|b| *b *= f);
+        self.negative_buckets.iter_mut().for_each(|b| *b *= f);
+        if f < 0.0 {
+            self.counter_reset_hint = CounterResetHint::Gauge;
+        }
+    }
+
+    pub fn div(&mut self, f: f64) {
+        self.zero_count /= f;
+        self.count /= f;
+        self.sum /= f;
+        if f == 0.0 {
+            self.positive_spans.clear();
+            self.positive_buckets.clear();
+            self.negative_spans.clear();
+            self.negative_buckets.clear();
+            return;
+        }
+        self.positive_buckets.iter_mut().for_each(|b| *b /= f);
+        self.negative_buckets.iter_mut().for_each(|b| *b /= f);
+        if f < 0.0 {
+            self.counter_reset_hint = CounterResetHint::Gauge;
+        }
+    }
+
+    fn adjust_counter_reset(&mut self, other: &FloatHistogram) -> bool {
+        use CounterResetHint::*;
+        let (a, b) = (self.counter_reset_hint, other.counter_reset_hint);
+        if a == b || a == Gauge || a == Unknown {
+            return false;
+        }
+        if b == Gauge || b == Unknown {
+            self.counter_reset_hint = b;
+            return false;
+        }
+        self.counter_reset_hint = Unknown;
+        true
+    }
+
+    pub fn add(&mut self, other: &FloatHistogram) -> Result<AddOutcome, HistogramError> {
+        self.combine(other, 1.0)
+    }
+
+    pub fn sub(&mut self, other: &FloatHistogram) -> Result<AddOutcome, HistogramError> {
+        self.combine(other, -1.0)
+    }
+
+    fn combine(&mut self, other: &FloatHistogram, sign: f64) -> Result<AddOutcome, HistogramError> {
+        if self.uses_custom_buckets() != other.uses_custom_buckets() {
+            return Err(HistogramError::IncompatibleSchema);
+        }
+        let mut outcome = AddOutcome {
+            counter_reset_collision: self.adjust_counter_reset(other),
+            nhcb_reconciled: false,
+        };
+        self.count += sign * other.count;
+        self.sum += sign * other.sum;
+        if self.uses_custom_buckets() {
+            if self.custom_values == other.custom_values {
+                let merged = merge(&self.positive(), &other.positive(), sign);
+                self.set_positive(&merged);
+            } else {
+                outcome.nhcb_reconciled = true;
+                let bounds = intersect_bounds(&self.custom_values, &other.custom_values);
+                let mut target = vec![0.0; bounds.len() + 1];
+                map_custom(
+                    &self.positive(),
+                    &self.custom_values,
+                    &bounds,
+                    1.0,
+                    &mut target,
+                );
+                map_custom(
+                    &other.positive(),
+                    &other.custom_values,
+                    &bounds,
+                    sign,
+                    &mut target,
+                );
+                let exp: Expanded = target
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c != 0.0)
+                    .map(|(i, c)| (i as i32, *c))
+                    .collect();
+                self.set_positive(&exp);
+                self.custom_values = bounds;
+            }
+            return Ok(outcome);
+        }
+        let other_zero = self.reconcile_zero_buckets(other);
+        self.zero_count += sign * other_zero;
+        let schema = self.schema.min(other.schema);
+        let threshold = self.zero_threshold;
+        let skip_low = |exp: Expanded| -> Expanded {
+            exp.into_iter()
+                .skip_while(|(idx, _)| exponential_bound(*idx, schema) <= threshold)
+                .collect()
+        };
+        let (mut hp, mut hn) = (self.positive(), self.negative());
+        if schema < self.schema {
+            hp = reduce(&hp, self.schema, schema);
+            hn = reduce(&hn, self.schema, schema);
+        }
+        let op = skip_low(reduce(&other.positive(), other.schema, schema));
+        let on = skip_low(reduce(&other.negative(), other.schema, schema));
+        self.schema = schema;
+        self.set_positive(&merge(&hp, &op, sign));
+        self.set_negative(&merge(&hn, &on, sign));
+        Ok(outcome)
+    }
+
+    /// Widens the zero buckets of `self` and (virtually) `other` to a common threshold;
+    /// returns the zero count `other` has at that threshold.
+    fn reconcile_zero_buckets(&mut self, other: &FloatHistogram) -> f64 {
+        let mut other_zero = other.zero_count;
+        let mut other_threshold = other.zero_threshold;
+        let mut guard = 0;
+        while other_threshold != self.zero_threshold && guard < 64 {
+            guard += 1;
+            if self.zero_threshold > other_threshold {
+                (other_zero, other_threshold) =
+                    other.zero_count_for_larger_threshold(self.zero_threshold);
+            }
+            if other_threshold > self.zero_threshold {
+                let (zc, th) = self.zero_count_for_larger_threshold(other_threshold);
+                self.zero_count = zc;
+                self.zero_threshold = th;
+                self.trim_buckets_in_zero_bucket();
+            }
+        }
+        other_zero
+    }
+
+    fn zero_count_for_larger_threshold(&self, larger: f64) -> (f64, f64) {
+        let mut larger = larger;
+        if larger == self.zero_threshold {
+            return (self.zero_count, larger);
+        }
+        let pos = self.positive();
+        let neg = self.negative();
+        'outer: loop {
+            let mut count = self.zero_count;
+            for &(idx, c) in &pos {
+                let upper = self.upper(idx);
+                let lower = self.upper(idx - 1);
+                if lower >= larger {
+                    break;
+                }
+                count += c;
+                if upper > larger {
+                    if c != 0.0 {
+                        larger = upper;
+                    }
+                    break;
+                }
+            }
+            for &(idx, c) in &neg {
+                let upper = self.upper(idx);
+                let lower = self.upper(idx - 1);
+                if lower >= larger {
+                    break;
+                }
+                count += c;
+                if upper > larger {
+                    if c != 0.0 {
+                        larger = upper;
+                        continue 'outer;
+                    }
+                    break;
+                }
+            }
+            return (count, larger);
+        }
+    }
+
+    fn trim_buckets_in_zero_bucket(&mut self) {
+        let th = self.zero_threshold;
+        let keep = |h: &FloatHistogram, exp: Expanded| -> Expanded {
+            exp.into_iter()
+                .filter(|(idx, c)| h.upper(idx - 1) >= th && *c != 0.0)
+                .collect()
+        };
+        let p = keep(self, self.positive());
+        let n = keep(self, self.negative());
+        self.set_positive(&p);
+        self.set_negative(&n);
+    }
+
+    /// A copy at a lower (or equal) resolution.
+    pub fn copy_to_schema(&self, schema: i32) -> FloatHistogram {
+        let mut h = self.clone();
+        if schema < self.schema && !self.uses_custom_buckets() {
+            h.set_positive(&reduce(&self.positive(), self.schema, schema));
+            h.set_negative(&reduce(&self.negative(), self.schema, schema));
+            h.schema = schema;
+        }
+        h
+    }
+
+    /// Prometheus's Compact(0): drops empty buckets (and the spans that only held them).
+    pub fn compact(&mut self) {
+        let p: Expanded = self.positive().into_iter().filter(|b| b.1 != 0.0).collect();
+        let n: Expanded = self.negative().into_iter().filter(|b| b.1 != 0.0).collect();
+        self.set_positive(&p);
+        self.set_negative(&n);
+    }
+
+    /// Exact equality of the represented histograms (bucket layouts compared after
+    /// normalising adjacent and empty spans, as Prometheus's Equals does).
+    /// NaN observations land in no bucket but in the count (and make the sum NaN).
+    pub fn has_nan_observations(&self) -> bool {
+        self.sum.is_nan() && self.nan_observations() > 0.0
+    }
+
+    fn nan_observations(&self) -> f64 {
+        let in_buckets: f64 = self.zero_count
+            + self.positive_buckets.iter().sum::<f64>()
+            + self.negative_buckets.iter().sum::<f64>();
+        self.count - in_buckets
+    }
+
+    pub fn equals(&self, other: &FloatHistogram) -> bool {
+        let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
+        self.schema == other.schema
+            && same(self.zero_threshold, other.zero_threshold)
+            && same(self.zero_count, other.zero_count)
+            && same(self.count, other.count)
+            && same(self.sum, other.sum)
+            && (!self.uses_custom_buckets() || self.custom_values == other.custom_values)
+            && self.positive() == other.positive()
+            && self.negative() == other.negative()
+    }
+
+    /// Whether `self` (the later sample) shows a counter reset compared to `prev`.
+    pub fn detect_reset(&self, prev: &FloatHistogram) -> bool {
+        match self.counter_reset_hint {
+            CounterResetHint::CounterReset => return true,
+            CounterResetHint::NotCounterReset => return false,
+            _ => {}
+        }
+        if self.count < prev.count {
+            return true;
+        }
+        if self.uses_custom_buckets() != prev.uses_custom_buckets() {
+            return true;
+        }
+        if self.uses_custom_buckets() {
+            if self.custom_values != prev.custom_values {
+                // Differing bounds are compared on their common bounds, as subtraction does.
+                let bounds = intersect_bounds(&self.custom_values, &prev.custom_values);
+                let (mut cur, mut old) = (vec![0.0; bounds.len() + 1], vec![0.0; bounds.len() + 1]);
+                map_custom(&self.positive(), &self.custom_values, &bounds, 1.0, &mut cur);
+                map_custom(&prev.positive(), &prev.custom_values, &bounds, 1.0, &mut old);
+                return cur.iter().zip(&old).any(|(c, o)| c < o);
+            }
+        } else {
+            if self.schema > prev.schema || self.zero_threshold < prev.zero_threshold {
+                return true;
+            }
+            let (prev_zero, th) = prev.zero_count_for_larger_threshold(self.zero_threshold);
+            if th != self.zero_threshold || self.zero_count < prev_zero {
+                return true;
+            }
+        }
+        let threshold = self.zero_threshold;
+        let lowered = |h: &FloatHistogram, exp: Expanded| -> Expanded {
+            let r = if h.uses_custom_buckets() {
+                exp
+            } else {
+                reduce(&exp, h.schema, self.schema)
+            };
+            r.into_iter()
+                .filter(|(idx, _)| {
+                    self.uses_custom_buckets() || exponential_bound(*idx, self.schema) > threshold
+                })
+                .collect()
+        };
+        for (cur, old) in [
+            (
+                lowered(self, self.positive()),
+                lowered(prev, prev.positive()),
+            ),
+            (
+                lowered(self, self.negative()),
+                lowered(prev, prev.negative()),
+            ),
+        ] {
+            let map: BTreeMap<i32, f64> = cur.into_iter().collect();
+            for (idx, c) in old {
+                match map.get(&idx) {
+                    Some(&now) if now < c => return true,
+                    None if c != 0.0 => return true,
+                    _ => {}
+                }
+            }
+        }
+        false
+    }
+
+    /// All buckets from the most negative to the most positive, the zero bucket in between
+    /// (when it has a width or a count).
+    pub fn buckets(&self) -> Vec<Bucket> {
+        let mut out = Vec::new();
+        let custom = self.uses_custom_buckets();
+        for &(idx, count) in self.negative().iter().rev() {
+            out.push(Bucket {
+                lower: -self.upper(idx),
+                upper: -self.upper(idx - 1),
+                lower_inclusive: true,
+                upper_inclusive: false,
+                count,
+            });
+        }
+        if !custom && (self.zero_threshold != 0.0 || self.zero_count != 0.0) {
+            out.push(Bucket {
+                lower: -self.zero_threshold,
+                upper: self.zero_threshold,
+                lower_inclusive: true,
+                upper_inclusive: true,
+                count: self.zero_count,
+            });
+        }
+        for &(idx, count) in &self.positive() {
+            let lower = self.upper(idx - 1);
+            out.push(Bucket {
+                lower,
+                upper: self.upper(idx),
+                lower_inclusive: custom && idx == 0,
+                upper_inclusive: true,
+                count,
+            });
+        }
+        out
+    }
+
+    /// Positive buckets only, ascending.
+    pub fn positive_bucket_list(&self) -> Vec<Bucket> {
+        let custom = self.uses_custom_buckets();
+        self.positive()
+            .iter()
+            .map(|&(idx, count)| Bucket {
+                lower: self.upper(idx - 1),
+                upper: self.upper(idx),
+                lower_inclusive: custom && idx == 0,
+                upper_inclusive: true,
+                count,
+            })
+            .collect()
+    }
+
+    /// Negative buckets only, from the one nearest zero outwards.
+    pub fn negative_bucket_list(&self) -> Vec<Bucket> {
+        self.negative()
+            .iter()
+            .map(|&(idx, count)| Bucket {
+                lower: -self.upper(idx),
+                upper: -self.upper(idx - 1),
+                lower_inclusive: true,
+                upper_inclusive: false,
+                count,
+            })
+            .collect()
+    }
+
+    /// The histogram with all non-empty buckets in canonical order, for comparisons that
+    /// must ignore layout (Prometheus's test harness compares Compact(0) results).
+    pub fn canonical_buckets(&self) -> (Expanded, Expanded) {
+        let keep = |e: Expanded| -> Expanded { e.into_iter().filter(|b| b.1 != 0.0).collect() };
+        (keep(self.positive()), keep(self.negative()))
+    }
+}
+
+/// The counter-reset hints met while summing histograms: a sum over both a `reset` and a
+/// `not_reset` histogram is conflicting, whatever gauge or unknown ones came in between.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ResetHints {
+    reset: bool,
+    not_reset: bool,
+}
+
+impl ResetHints {
+    pub(crate) fn see(&mut self, h: &FloatHistogram) {
+        match h.counter_reset_hint {
+            CounterResetHint::CounterReset => self.reset = true,
+            CounterResetHint::NotCounterReset => self.not_reset = true,
+            _ => {}
+        }
+    }
+
+    pub(crate) fn conflicting(&self) -> bool {
+        self.reset && self.not_reset
+    }
+}
+
+impl CounterResetHint {
+    fn from_wire(v: u8) -> Self {
+        match v {
+            1 => CounterResetHint::CounterReset,
+            2 => CounterResetHint::NotCounterReset,
+            3 => CounterResetHint::Gauge,
+            _ => CounterResetHint::Unknown,
+        }
+    }
+
+    pub(crate) fn to_wire(self) -> u8 {
+        match self {
+            CounterResetHint::Unknown => 0,
+            CounterResetHint::CounterReset => 1,
+            CounterResetHint::NotCounterReset => 2,
+            CounterResetHint::Gauge => 3,
+        }
+    }
+}
+
+impl From<storage::Histogram> for FloatHistogram {
+    fn from(h: storage::Histogram) -> Self {
+        let spans = |v: Vec<storage::HistogramSpan>| {
+            v.into_iter()
+                .map(|s| Span {
+                    offset: s.offset,
+                    length: s.length,
+                })
+                .collect()
+        };
+        FloatHistogram {
+            counter_reset_hint: CounterResetHint::from_wire(h.counter_reset_hint),
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            zero_count: h.zero_count,
+            count: h.count,
+            sum: h.sum,
+            positive_spans: spans(h.positive_spans),
+            positive_buckets: h.positive_buckets,
+            negative_spans: spans(h.negative_spans),
+            negative_buckets: h.negative_buckets,
+            custom_values: h.custom_values,
+        }
+    }
+}
+
+impl From<&FloatHistogram> for storage::Histogram {
+    fn from(h: &FloatHistogram) -> Self {
+        let spans = |v: &[Span]| {
+            v.iter()
+                .map(|s| storage::HistogramSpan {
+                    offset: s.offset,
+                    length: s.length,
+                })
+                .collect()
+        };
+        storage::Histogram {
+            counter_reset_hint: h.counter_reset_hint.to_wire(),
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            zero_count: h.zero_count,
+            count: h.count,
+            sum: h.sum,
+            positive_spans: spans(&h.positive_spans),
+            positive_buckets: h.positive_buckets.clone(),
+            negative_spans: spans(&h.negative_spans),
+            negative_buckets: h.negative_buckets.clone(),
+            custom_values: h.custom_values.clone(),
+        }
+    }
+}
+
+/// Prometheus's HistogramQuantile for native histograms: exponential interpolation inside
+/// exponential buckets, linear in custom buckets and the zero bucket.
+pub fn quantile(q: f64, h: &FloatHistogram) -> f64 {
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    if h.count == 0.0 || q.is_nan() {
+        return f64::NAN;
+    }
+    if h.has_nan_observations() && q * h.count > h.count - h.nan_observations() {
+        return f64::NAN;
+    }
+    let forward = h.sum.is_nan() || q < 0.5;
+    let mut all = h.buckets();
+    if !forward {
+        all.reverse();
+    }
+    let mut rank = if forward {
+        q * h.count
+    } else {
+        (1.0 - q) * h.count
+    };
+    let mut count = 0.0;
+    let mut bucket = Bucket {
+        lower: 0.0,
+        upper: 0.0,
+        lower_inclusive: false,
+        upper_inclusive: false,
+        count: 0.0,
+    };
+    for b in all {
+        if b.count == 0.0 {
+            continue;
+        }
+        bucket = b;
+        count += b.count;
+        if count >= rank {
+            break;
+        }
+    }
+    let custom = h.uses_custom_buckets();
+    if !custom && bucket.lower < 0.0 && bucket.upper > 0.0 {
+        if h.negative_buckets.is_empty() && !h.positive_buckets.is_empty() {
+            bucket.lower = 0.0;
+        } else if h.positive_buckets.is_empty() && !h.negative_buckets.is_empty() {
+            bucket.upper = 0.0;
+        }
+    } else if custom {
+        if bucket.lower == f64::NEG_INFINITY {
+            if bucket.upper <= 0.0 {
+                return bucket.upper;
+            }
+            bucket.lower = 0.0;
+        } else if bucket.upper == f64::INFINITY {
+            return bucket.lower;
+        }
+    }
+    if count > h.count {
+        count = h.count;
+    }
+    if count < rank {
+        return bucket.upper;
+    }
+    if forward {
+        rank -= count - bucket.count;
+    } else {
+        rank = count - rank;
+    }
+    let fraction = rank / bucket.count;
+    if custom || (bucket.lower <= 0.0 && bucket.upper >= 0.0) {
+        return bucket.lower + (bucket.upper - bucket.lower) * fraction;
+    }
+    let log_lower = bucket.lower.abs().log2();
+    let log_upper = bucket.upper.abs().log2();
+    if bucket.lower > 0.0 {
+        return (log_lower + (log_upper - log_lower) * fraction).exp2();
+    }
+    -(log_upper + (log_lower - log_upper) * (1.0 - fraction)).exp2()
+}
+
+/// Prometheus's HistogramFraction: the share of observations between `lower` and `upper`.
+pub fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
+    if h.count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    let custom = h.uses_custom_buckets();
+    for mut b in h.buckets() {
+        let mut zero_bucket = false;
+        if b.lower <= 0.0 && b.upper >= 0.0 {
+            zero_bucket = true;
+            if h.negative_buckets.is_empty() && !h.positive_buckets.is_empty() {
+                b.lower = 0.0;
+            } else if h.positive_buckets.is_empty() && !h.negative_buckets.is_empty() {
+                b.upper = 0.0;
+            }
+        }
+        // An infinite custom bound puts the whole bucket on its finite side.
+        let linear = |v: f64| {
+            if b.lower == f64::NEG_INFINITY {
+                rank + b.count
+            } else if b.upper == f64::INFINITY {
+                rank
+            } else {
+                rank + b.count * (v - b.lower) / (b.upper - b.lower)
+            }
+        };
+        let exponential = |v: f64| {
+            let (ll, lu, lv) = (b.lower.abs().log2(), b.upper.abs().log2(), v.abs().log2());
+            let f = if v > 0.0 {
+                (lv - ll) / (lu - ll)
+            } else {
+                1.0 - ((lv - lu) / (ll - lu))
+            };
+            rank + b.count * f
+        };
+        let interp = |v: f64| {
+            if custom || zero_bucket {
+                linear(v)
+            } else {
+                exponential(v)
+            }
+        };
+        if !lower_set && b.lower >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && b.lower >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && b.lower < lower && b.upper > lower {
+            lower_rank = interp(lower);
+            lower_set = true;
+        }
+        if !upper_set && b.lower < upper && b.upper > upper {
+            upper_rank = interp(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank += b.count;
+    }
+    // NaN observations are in no bucket: they count in the total, never in a fraction.
+    let in_buckets = if h.has_nan_observations() {
+        rank.min(h.count)
+    } else {
+        h.count
+    };
+    if !lower_set || lower_rank > in_buckets {
+        lower_rank = in_buckets;
+    }
+    if !upper_set || upper_rank > in_buckets {
+        upper_rank = in_buckets;
+    }
+    (upper_rank - lower_rank) / h.count
+}
+
+/// The estimated variance of the observations (bucket midpoints: arithmetic for custom
+/// buckets and the zero bucket, geometric for exponential buckets).
+pub fn variance(h: &FloatHistogram) -> f64 {
+    let mean = h.sum / h.count;
+    let (mut var, mut c) = (0.0, 0.0);
+    for b in h.buckets() {
+        if b.count == 0.0 {
+            continue;
+        }
+        let val = if h.uses_custom_buckets() {
+            (b.upper + b.lower) / 2.0
+        } else if b.lower <= 0.0 && b.upper >= 0.0 {
+            0.0
+        } else {
+            let v = (b.upper * b.lower).sqrt();
+            if b.upper < 0.0 {
+                -v
+            } else {
+                v
+            }
+        };
+        let delta = val - mean;
+        (var, c) = crate::engine::kahan_sum_inc(b.count * delta * delta, var, c);
+    }
+    (var + c) / h.count
+}
+
+fn intersect_bounds(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        if a[i] == b[j] {
+            out.push(a[i]);
+            i += 1;
+            j += 1;
+        } else if a[i] < b[j] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Adds `sign * count` of each custom bucket into the bucket of `target` (laid out by
+/// `bounds` plus +Inf) whose upper bound is the first at or above the source bucket's.
+fn map_custom(exp: &[(i32, f64)], src: &[f64], bounds: &[f64], sign: f64, target: &mut [f64]) {
+    for &(idx, c) in exp {
+        let t = match usize::try_from(idx).ok().and_then(|i| src.get(i)) {
+            Some(&upper) => bounds
+                .iter()
+                .position(|&b| b >= upper)
+                .unwrap_or(bounds.len()),
+            None => bounds.len(),
+        };
+        target[t] += sign * c;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(schema: i32, buckets: &[f64]) -> FloatHistogram {
+        FloatHistogram {
+            schema,
+            count: buckets.iter().sum(),
+            positive_spans: vec![Span {
+                offset: 0,
+                length: buckets.len() as u32,
+            }],
+            positive_buckets: buckets.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bounds() {
+        assert_eq!(exponential_bound(0, 0), 1.0);
+        assert_eq!(exponential_bound(1, 0), 2.0);
+        assert_eq!(exponential_bound(-1, 0), 0.5);
+        assert!((exponential_bound(1, 1) - 2f64.sqrt()).abs() < 1e-15);
+        assert_eq!(exponential_bound(1, -1), 4.0);
+    }
+
+    #[test]
+    fn add_reduces_schema() {
+        let mut a = h(0, &[1.0, 2.0]);
+        let b = h(1, &[1.0, 1.0, 1.0, 1.0]);
+        a.add(&b).expect("compatible");
+        assert_eq!(a.schema, 0);
+        // schema 1 buckets 0..3 map to schema 0 buckets 0, 1, 1, 2.
+        assert_eq!(a.positive(), vec![(0, 2.0), (1, 4.0), (2, 1.0)]);
+        assert_eq!(a.count, 7.0);
+    }
+
+    #[test]
+    fn sub_and_compact() {
+        let mut a = h(0, &[1.0, 2.0, 3.0]);
+        a.sub(&h(0, &[1.0, 0.0, 3.0])).expect("compatible");
+        a.compact();
+        assert_eq!(
+            a.positive_spans,
+            vec![Span {
+                offset: 1,
+                length: 1
+            }]
+        );
+        assert_eq!(a.positive_buckets, vec![2.0]);
+    }
+
+    #[test]
+    fn custom_bounds_are_intersected() {
+        let mut a = FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            custom_values: vec![5.0, 10.0],
+            ..h(CUSTOM_BUCKETS_SCHEMA, &[1.0, 1.0, 1.0])
+        };
+        let b = FloatHistogram {
+            custom_values: vec![10.0],
+            ..h(CUSTOM_BUCKETS_SCHEMA, &[1.0, 1.0])
+        };
+        let out = a.add(&b).expect("compatible");
+        assert!(out.nhcb_reconciled);
+        assert_eq!(a.custom_values, vec![10.0]);
+        assert_eq!(a.positive(), vec![(0, 3.0), (1, 2.0)]);
+        let exp = FloatHistogram {
+            schema: 0,
+            ..Default::default()
+        };
+        assert_eq!(a.add(&exp), Err(HistogramError::IncompatibleSchema));
+    }
+
+    #[test]
+    fn detects_resets() {
+        let a = h(0, &[1.0, 2.0]);
+        let b = h(0, &[1.0, 1.0, 5.0]);
+        assert!(b.detect_reset(&a));
+        assert!(!h(0, &[1.0, 2.0, 5.0]).detect_reset(&a));
+    }
+}

@@ -1,0 +1,360 @@
+//! Jaeger's query-service HTTP API under `/jaeger/api/` (Grafana's Jaeger data source URL is
+//! `http://host:9090/jaeger`): services, operations, trace search, trace by id and service
+//! dependencies, in Jaeger's JSON envelope (`data`, `total`, `limit`, `offset`, `errors`).
+//! Owns parameter parsing and response shapes; reads only through the trace store.
+
+mod model;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use storage::traces::{Seek, StoredSpan, TraceStore};
+use storage::StorageError;
+
+use crate::trace_search::{find_traces, parse_go_duration, parse_trace_id};
+
+/// Jaeger's default search limit and look-back.
+const DEFAULT_LIMIT: usize = 20;
+const DEFAULT_LOOKBACK_NS: u64 = 3600 * 1_000_000_000;
+const MAX_LIMIT: usize = 1500;
+
+pub fn routes(store: Arc<TraceStore>) -> Router {
+    Router::new()
+        .route("/jaeger/api/services", get(services))
+        .route(
+            "/jaeger/api/services/{service}/operations",
+            get(service_operations),
+        )
+        .route("/jaeger/api/operations", get(operations))
+        .route("/jaeger/api/traces", get(search))
+        .route("/jaeger/api/traces/{id}", get(trace_by_id))
+        .route("/jaeger/api/dependencies", get(dependencies))
+        .with_state(store)
+}
+
+struct ApiError(StatusCode, String);
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{ "code": self.0.as_u16(), "msg": self.1 }] });
+        (self.0, Json(body)).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn ok(data: Value, total: usize) -> Response {
+    Json(json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null }))
+        .into_response()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+fn params(raw: Option<String>) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn param<'a>(ps: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    ps.iter()
+        .find(|(k, v)| k == name && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+async fn services(State(store): State<Arc<TraceStore>>) -> Result<Response, ApiError> {
+    let s = blocking(move || Ok(store.services()?)).await?;
+    let n = s.len();
+    Ok(ok(json!(s), n))
+}
+
+async fn service_operations(
+    State(store): State<Arc<TraceStore>>,
+    Path(service): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut names: Vec<String> = blocking(move || Ok(store.operations(&service)?))
+        .await?
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
+    names.sort();
+    names.dedup();
+    let n = names.len();
+    Ok(ok(json!(names), n))
+}
+
+async fn operations(
+    State(store): State<Arc<TraceStore>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let ps = params(q);
+    let service = param(&ps, "service")
+        .ok_or_else(|| bad("parameter 'service' is required"))?
+        .to_owned();
+    let kind = param(&ps, "spanKind").map(str::to_owned);
+    let ops = blocking(move || Ok(store.operations(&service)?)).await?;
+    let data: Vec<Value> = ops
+        .into_iter()
+        .map(|(k, name)| (model::kind_name(k), name))
+        .filter(|(k, _)| kind.as_deref().is_none_or(|want| want == *k))
+        .map(|(k, name)| json!({ "name": name, "spanKind": k }))
+        .collect();
+    let n = data.len();
+    Ok(ok(json!(data), n))
+}
+
+async fn trace_by_id(
+    State(store): State<Arc<TraceStore>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tid = parse_trace_id(&id).ok_or_else(|| bad(format!("malformed trace id {id:?}")))?;
+    let spans = blocking(move || Ok(store.trace(&tid)?)).await?;
+    if spans.is_empty() {
+        return Err(ApiError(StatusCode::NOT_FOUND, "trace not found".into()));
+    }
+    Ok(ok(json!([model::trace(&spans)]), 1))
+}
+
+/// The search conditions of `GET /api/traces`, all checked on one span, as Jaeger does.
+struct Query {
+    service: String,
+    operation: Option<String>,
+    tags: Vec<(String, String)>,
+    min_ns: Option<u64>,
+    max_ns: Option<u64>,
+    start_ns: u64,
+    end_ns: u64,
+    limit: usize,
+}
+
+fn parse_query(ps: &[(String, String)]) -> Result<Query, ApiError> {
+    let service = param(ps, "service")
+        .ok_or_else(|| bad("parameter 'service' is required"))?
+        .to_owned();
+    let micros = |name: &str| -> Result<Option<u64>, ApiError> {
+        param(ps, name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map(|us| us.saturating_mul(1000))
+                    .map_err(|_| bad(format!("unable to parse param '{name}': {v:?}")))
+            })
+            .transpose()
+    };
+    let end_ns = micros("end")?.unwrap_or_else(now_ns);
+    let lookback = match param(ps, "lookback") {
+        Some(l) if l != "custom" => parse_go_duration(l)
+            .ok_or_else(|| bad(format!("unable to parse param 'lookback': {l:?}")))?,
+        _ => DEFAULT_LOOKBACK_NS,
+    };
+    let start_ns = micros("start")?.unwrap_or(end_ns.saturating_sub(lookback));
+    let dur = |name: &str| -> Result<Option<u64>, ApiError> {
+        param(ps, name)
+            .map(|v| {
+                parse_go_duration(v)
+                    .ok_or_else(|| bad(format!("unable to parse param '{name}': {v:?}")))
+            })
+            .transpose()
+    };
+    let (min_ns, max_ns) = (dur("minDuration")?, dur("maxDuration")?);
+    if let (Some(lo), Some(hi)) = (min_ns, max_ns) {
+        if hi < lo {
+            return Err(bad("'maxDuration' should be greater than 'minDuration'"));
+        }
+    }
+    let limit = match param(ps, "limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| bad(format!("unable to parse param 'limit': {l:?}")))?,
+        None => DEFAULT_LIMIT,
+    };
+    let mut tags = Vec::new();
+    for (k, v) in ps.iter().filter(|(k, _)| k == "tags" || k == "tag") {
+        if v.trim_start().starts_with('{') {
+            // Grafana and the UI send one JSON object.
+            let m: BTreeMap<String, Value> = serde_json::from_str(v)
+                .map_err(|e| bad(format!("malformed 'tags' parameter: {e}")))?;
+            tags.extend(m.into_iter().map(|(k, v)| {
+                (
+                    k,
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            }));
+        } else if !v.is_empty() {
+            let (tk, tv) = v.split_once(':').ok_or_else(|| {
+                bad(format!(
+                    "malformed '{k}' parameter, expecting key:value, got {v:?}"
+                ))
+            })?;
+            tags.push((tk.to_owned(), tv.to_owned()));
+        }
+    }
+    Ok(Query {
+        service,
+        operation: param(ps, "operation").map(str::to_owned),
+        tags,
+        min_ns,
+        max_ns,
+        start_ns,
+        end_ns,
+        limit: if limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            limit.min(MAX_LIMIT)
+        },
+    })
+}
+
+fn span_matches(q: &Query, s: &StoredSpan) -> bool {
+    if s.origin.service_name() != q.service {
+        return false;
+    }
+    if q.operation.as_deref().is_some_and(|op| op != s.span.name) {
+        return false;
+    }
+    let d = s
+        .span
+        .end_time_unix_nano
+        .saturating_sub(s.span.start_time_unix_nano);
+    if q.min_ns.is_some_and(|m| d < m) || q.max_ns.is_some_and(|m| d > m) {
+        return false;
+    }
+    if q.tags.is_empty() {
+        return true;
+    }
+    let span_tags = model::span_tags(s);
+    let process_tags = model::tags(s.origin.resource_attributes());
+    let log_tags: Vec<model::Tag> = s
+        .span
+        .events
+        .iter()
+        .flat_map(|e| model::tags(&e.attributes))
+        .collect();
+    q.tags.iter().all(|(k, v)| {
+        span_tags
+            .iter()
+            .chain(&process_tags)
+            .chain(&log_tags)
+            .any(|t| &t.key == k && t.text() == *v)
+    })
+}
+
+async fn search(
+    State(store): State<Arc<TraceStore>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse_query(&params(raw))?;
+    let traces = blocking(move || {
+        let seek = match &q.operation {
+            Some(op) => Seek::Operation {
+                service: q.service.clone(),
+                name: op.clone(),
+            },
+            None => Seek::Service(q.service.clone()),
+        };
+        let found = find_traces(&store, &seek, q.start_ns, q.end_ns, q.limit, &mut |s| {
+            Ok(span_matches(&q, s))
+        })?;
+        let mut out = Vec::with_capacity(found.trace_ids.len());
+        for id in found.trace_ids {
+            out.push(model::trace(&store.trace(&id)?));
+        }
+        Ok(out)
+    })
+    .await?;
+    let n = traces.len();
+    Ok(ok(json!(traces), n))
+}
+
+async fn dependencies(
+    State(store): State<Arc<TraceStore>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let ps = params(raw);
+    let ms = |name: &str| -> Result<Option<u64>, ApiError> {
+        param(&ps, name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| bad(format!("unable to parse param '{name}': {v:?}")))
+            })
+            .transpose()
+    };
+    let end_ns = ms("endTs")?
+        .map(|m| m.saturating_mul(1_000_000))
+        .unwrap_or_else(now_ns);
+    let lookback_ns = ms("lookback")?
+        .map(|m| m.saturating_mul(1_000_000))
+        .unwrap_or(24 * 3600 * 1_000_000_000);
+    let links = blocking(move || {
+        let mut counts: HashMap<(String, String), u64> = HashMap::new();
+        let mut inspected = 0usize;
+        store.scan(
+            &Seek::Time,
+            end_ns.saturating_sub(lookback_ns),
+            end_ns,
+            &mut |c| {
+                inspected += 1;
+                if inspected > 200_000 {
+                    return Ok(ControlFlow::Break(()));
+                }
+                let Some(child) = c.load()? else {
+                    return Ok(ControlFlow::Continue(()));
+                };
+                let Ok(parent_id) = <[u8; 8]>::try_from(child.span.parent_span_id.as_slice())
+                else {
+                    return Ok(ControlFlow::Continue(()));
+                };
+                if let Some(parent) = store.span(&c.trace_id, &parent_id)? {
+                    let (p, ch) = (parent.origin.service_name(), child.origin.service_name());
+                    if p != ch {
+                        *counts.entry((p.to_owned(), ch.to_owned())).or_default() += 1;
+                    }
+                }
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        let mut links: Vec<_> = counts.into_iter().collect();
+        links.sort();
+        Ok(links)
+    })
+    .await?;
+    let data: Vec<Value> = links
+        .into_iter()
+        .map(|((p, c), n)| json!({ "parent": p, "child": c, "callCount": n }))
+        .collect();
+    let n = data.len();
+    Ok(ok(json!(data), n))
+}
+
+#[cfg(test)]
+mod tests;

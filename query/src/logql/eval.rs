@@ -1,0 +1,433 @@
+//! Evaluating LogQL over the log store: log queries (streams, limit, direction) and metric
+//! queries (range aggregations over pipeline output, vector aggregations, binary operations)
+//! at Loki's step semantics: the window of a step at t is (t - range - offset, t - offset].
+//! Owns evaluation; the API's parameter handling and JSON are `loki_http`'s.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use storage::logs::{Direction, LogQuery, LogStore};
+use storage::MatchOp;
+
+use super::ast::*;
+use super::pipeline::{index_needles, label_filter_matches, unwrap_value, LabelMap, Pipeline};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{0}")]
+    Parse(#[from] super::parser::ParseError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Storage(#[from] storage::logs::LogError),
+    #[error("the query would read too many log lines (more than {0}); narrow the time range or the selector")]
+    TooManyEntries(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stream {
+    pub labels: LabelMap,
+    /// (ns, line) in the query's direction.
+    pub entries: Vec<(i64, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub labels: LabelMap,
+    /// (ns, value), ascending.
+    pub points: Vec<(i64, f64)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Streams(Vec<Stream>),
+    Matrix(Vec<Series>),
+}
+
+/// Evaluation over one store with a bound on the lines a metric query may read.
+#[derive(Clone)]
+pub struct LogEngine {
+    store: Arc<LogStore>,
+    max_entries: usize,
+}
+
+/// The steps of a query: `start..=end` by `step` (one step for instant queries).
+#[derive(Clone, Copy, Debug)]
+pub struct Steps {
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub step_ns: i64,
+}
+
+impl Steps {
+    fn iter(self) -> impl Iterator<Item = i64> {
+        let step = self.step_ns.max(1);
+        (0..).map(move |i| self.start_ns + i * step).take_while(move |t| *t <= self.end_ns)
+    }
+}
+
+impl LogEngine {
+    pub fn new(store: Arc<LogStore>, max_entries: usize) -> LogEngine {
+        LogEngine { store, max_entries }
+    }
+
+    pub fn store(&self) -> &Arc<LogStore> {
+        &self.store
+    }
+
+    /// Log lines of `expr` in [start, end), at most `limit`, grouped into streams.
+    pub fn select_logs(
+        &self,
+        expr: &LogExpr,
+        start_ns: i64,
+        end_ns: i64,
+        limit: usize,
+        direction: Direction,
+    ) -> Result<Vec<Stream>, EvalError> {
+        let pipeline = Pipeline::new(&expr.stages);
+        let q = LogQuery { matchers: expr.matchers.clone(), start_ns, end_ns, contains: index_needles(&expr.stages) };
+        let mut streams: BTreeMap<LabelMap, Vec<(i64, String)>> = BTreeMap::new();
+        let mut n = 0;
+        self.store.scan(&q, direction, &mut |r| {
+            if n >= limit {
+                return ControlFlow::Break(());
+            }
+            if let Some((line, labels)) = pipeline.process(r.line, labels_of(&r.labels, &r.metadata)) {
+                streams.entry(labels).or_default().push((r.ts_ns, line));
+                n += 1;
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(streams.into_iter().map(|(labels, entries)| Stream { labels, entries }).collect())
+    }
+
+    pub fn eval_metric(&self, expr: &MetricExpr, steps: Steps) -> Result<Vec<Series>, EvalError> {
+        match expr {
+            MetricExpr::Paren(e) => self.eval_metric(e, steps),
+            MetricExpr::Literal(v) => {
+                Ok(vec![Series { labels: LabelMap::new(), points: steps.iter().map(|t| (t, *v)).collect() }])
+            }
+            MetricExpr::Range { .. } => self.range(expr, steps),
+            MetricExpr::Vector { op, param, grouping, inner } => {
+                let input = self.eval_metric(inner, steps)?;
+                Ok(vector_agg(*op, *param, grouping.as_ref(), &input, steps))
+            }
+            MetricExpr::Binary { op, bool_modifier, lhs, rhs } => {
+                let l = self.eval_metric(lhs, steps)?;
+                let r = self.eval_metric(rhs, steps)?;
+                let l_scalar = matches!(strip(lhs), MetricExpr::Literal(_));
+                let r_scalar = matches!(strip(rhs), MetricExpr::Literal(_));
+                Ok(binary(*op, *bool_modifier, l, r, l_scalar, r_scalar))
+            }
+        }
+    }
+
+    fn range(&self, expr: &MetricExpr, steps: Steps) -> Result<Vec<Series>, EvalError> {
+        let MetricExpr::Range { func, param, log, unwrap, post_filters, range_ns, offset_ns, grouping } = expr else {
+            return Ok(Vec::new());
+        };
+        let pipeline = Pipeline::new(&log.stages);
+        // Windows are left-open: (t - range, t].
+        let q = LogQuery {
+            matchers: log.matchers.clone(),
+            start_ns: steps.start_ns - offset_ns - range_ns + 1,
+            end_ns: steps.end_ns - offset_ns + 1,
+            contains: index_needles(&log.stages),
+        };
+        let mut samples: BTreeMap<LabelMap, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut n = 0usize;
+        let mut too_many = false;
+        self.store.scan(&q, Direction::Forward, &mut |r| {
+            n += 1;
+            if n > self.max_entries {
+                too_many = true;
+                return ControlFlow::Break(());
+            }
+            let Some((line, mut labels)) = pipeline.process(r.line, labels_of(&r.labels, &r.metadata)) else {
+                return ControlFlow::Continue(());
+            };
+            let value = match (func, unwrap) {
+                (_, Some(u)) => {
+                    let v = unwrap_value(u, &labels);
+                    labels.remove(&u.label);
+                    match v {
+                        Some(v) => v,
+                        None => {
+                            labels.insert("__error__".into(), "SampleExtractionErr".into());
+                            f64::NAN
+                        }
+                    }
+                }
+                (RangeFn::BytesOverTime | RangeFn::BytesRate, None) => line.len() as f64,
+                _ => 1.0,
+            };
+            if !post_filters.iter().all(|f| label_filter_matches(f, &labels)) {
+                return ControlFlow::Continue(());
+            }
+            let labels = match grouping {
+                Some(g) => group_labels(&labels, g),
+                None => labels,
+            };
+            samples.entry(labels).or_default().push((r.ts_ns, value));
+            ControlFlow::Continue(())
+        })?;
+        if too_many {
+            return Err(EvalError::TooManyEntries(self.max_entries));
+        }
+        if samples.keys().any(|l| l.contains_key("__error__")) && unwrap.is_some() {
+            return Err(EvalError::BadRequest(
+                "pipeline error: 'SampleExtractionErr' for series: use a label filter to intentionally skip this error. (e.g | __error__!=\"SampleExtractionErr\")".into(),
+            ));
+        }
+        let range_secs = *range_ns as f64 / 1e9;
+        if *func == RangeFn::AbsentOverTime {
+            let labels: LabelMap = log
+                .matchers
+                .iter()
+                .filter(|m| m.op == MatchOp::Equal)
+                .map(|m| (m.name.clone(), m.value.clone()))
+                .collect();
+            let points = steps
+                .iter()
+                .filter(|t| {
+                    let (lo, hi) = (t - offset_ns - range_ns, t - offset_ns);
+                    !samples.values().any(|s| s.iter().any(|(ts, _)| *ts > lo && *ts <= hi))
+                })
+                .map(|t| (t, 1.0))
+                .collect::<Vec<_>>();
+            return Ok(if points.is_empty() { vec![] } else { vec![Series { labels, points }] });
+        }
+        let mut out = Vec::new();
+        for (labels, pts) in samples {
+            let mut points = Vec::new();
+            for t in steps.iter() {
+                let (lo, hi) = (t - offset_ns - range_ns, t - offset_ns);
+                let a = pts.partition_point(|(ts, _)| *ts <= lo);
+                let b = pts.partition_point(|(ts, _)| *ts <= hi);
+                let window: Vec<f64> = pts[a..b].iter().map(|(_, v)| *v).collect();
+                if window.is_empty() {
+                    continue;
+                }
+                points.push((t, range_value(*func, *param, &window, range_secs, unwrap.is_some())));
+            }
+            if !points.is_empty() {
+                out.push(Series { labels, points });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn strip(e: &MetricExpr) -> &MetricExpr {
+    match e {
+        MetricExpr::Paren(inner) => strip(inner),
+        other => other,
+    }
+}
+
+fn labels_of(stream: &storage::Labels, metadata: &[(String, String)]) -> LabelMap {
+    let mut m: LabelMap = stream.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+    for (k, v) in metadata {
+        m.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    m
+}
+
+fn group_labels(labels: &LabelMap, g: &Grouping) -> LabelMap {
+    labels
+        .iter()
+        .filter(|(k, _)| g.labels.iter().any(|l| l == *k) != g.without)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn range_value(func: RangeFn, param: Option<f64>, w: &[f64], range_secs: f64, unwrapped: bool) -> f64 {
+    let n = w.len() as f64;
+    let sum: f64 = w.iter().sum();
+    let var = || {
+        let mean = sum / n;
+        w.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n
+    };
+    match func {
+        RangeFn::CountOverTime => n,
+        RangeFn::Rate if unwrapped => sum / range_secs,
+        RangeFn::Rate => n / range_secs,
+        RangeFn::BytesOverTime => sum,
+        RangeFn::BytesRate => sum / range_secs,
+        RangeFn::AbsentOverTime => 1.0,
+        RangeFn::SumOverTime => sum,
+        RangeFn::AvgOverTime => sum / n,
+        RangeFn::MinOverTime => w.iter().copied().fold(f64::INFINITY, f64::min),
+        RangeFn::MaxOverTime => w.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        RangeFn::StddevOverTime => var().sqrt(),
+        RangeFn::StdvarOverTime => var(),
+        RangeFn::FirstOverTime => w[0],
+        RangeFn::LastOverTime => w[w.len() - 1],
+        RangeFn::QuantileOverTime => quantile(param.unwrap_or(0.5), w),
+    }
+}
+
+/// Prometheus's quantile: linear interpolation between closest ranks.
+fn quantile(q: f64, values: &[f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = q * (v.len() - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = (lo + 1).min(v.len() - 1);
+    let weight = rank - lo as f64;
+    v[lo] * (1.0 - weight) + v[hi] * weight
+}
+
+fn vector_agg(op: AggOp, param: Option<f64>, g: Option<&Grouping>, input: &[Series], steps: Steps) -> Vec<Series> {
+    let mut out: BTreeMap<LabelMap, Vec<(i64, f64)>> = BTreeMap::new();
+    for t in steps.iter() {
+        let at: Vec<(&LabelMap, f64)> = input
+            .iter()
+            .filter_map(|s| s.points.binary_search_by_key(&t, |p| p.0).ok().map(|i| (&s.labels, s.points[i].1)))
+            .collect();
+        let mut groups: BTreeMap<LabelMap, Vec<(&LabelMap, f64)>> = BTreeMap::new();
+        for (labels, v) in at {
+            let key = match g {
+                Some(g) => group_labels(labels, g),
+                None => LabelMap::new(),
+            };
+            groups.entry(key).or_default().push((labels, v));
+        }
+        for (key, members) in groups {
+            if matches!(op, AggOp::Topk | AggOp::Bottomk) {
+                let k = param.unwrap_or(0.0).max(0.0) as usize;
+                let mut sorted = members;
+                sorted.sort_by(|a, b| if op == AggOp::Topk { b.1.total_cmp(&a.1) } else { a.1.total_cmp(&b.1) });
+                for (labels, v) in sorted.into_iter().take(k) {
+                    out.entry(labels.clone()).or_default().push((t, v));
+                }
+                continue;
+            }
+            let vals: Vec<f64> = members.iter().map(|m| m.1).collect();
+            let n = vals.len() as f64;
+            let sum: f64 = vals.iter().sum();
+            let var = || vals.iter().map(|v| (v - sum / n).powi(2)).sum::<f64>() / n;
+            let v = match op {
+                AggOp::Sum => sum,
+                AggOp::Avg => sum / n,
+                AggOp::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
+                AggOp::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                AggOp::Count => n,
+                AggOp::Stddev => var().sqrt(),
+                AggOp::Stdvar => var(),
+                AggOp::Topk | AggOp::Bottomk => continue,
+            };
+            out.entry(key).or_default().push((t, v));
+        }
+    }
+    out.into_iter().map(|(labels, points)| Series { labels, points }).collect()
+}
+
+fn apply(op: BinOp, a: f64, b: f64) -> Option<f64> {
+    Some(match op {
+        BinOp::Add => a + b,
+        BinOp::Sub => a - b,
+        BinOp::Mul => a * b,
+        BinOp::Div => a / b,
+        BinOp::Mod => a % b,
+        BinOp::Pow => a.powf(b),
+        BinOp::Eq => f64::from(u8::from(a == b)),
+        BinOp::Ne => f64::from(u8::from(a != b)),
+        BinOp::Gt => f64::from(u8::from(a > b)),
+        BinOp::Ge => f64::from(u8::from(a >= b)),
+        BinOp::Lt => f64::from(u8::from(a < b)),
+        BinOp::Le => f64::from(u8::from(a <= b)),
+        BinOp::And | BinOp::Or | BinOp::Unless => return None,
+    })
+}
+
+fn binary(op: BinOp, bool_mod: bool, l: Vec<Series>, r: Vec<Series>, l_scalar: bool, r_scalar: bool) -> Vec<Series> {
+    let point = |a: f64, b: f64, keep: f64| -> Option<f64> {
+        let v = apply(op, a, b)?;
+        if op.is_comparison() && !bool_mod {
+            (v == 1.0).then_some(keep)
+        } else {
+            Some(v)
+        }
+    };
+    let lookup = |s: &[Series], labels: &LabelMap| s.iter().find(|x| &x.labels == labels).cloned();
+    let at = |s: &Series, t: i64| s.points.binary_search_by_key(&t, |p| p.0).ok().map(|i| s.points[i].1);
+    match op {
+        BinOp::And | BinOp::Unless => {
+            return l
+                .into_iter()
+                .filter_map(|s| {
+                    let other = lookup(&r, &s.labels);
+                    let points: Vec<_> = s
+                        .points
+                        .iter()
+                        .filter(|(t, _)| other.as_ref().and_then(|o| at(o, *t)).is_some() == (op == BinOp::And))
+                        .copied()
+                        .collect();
+                    (!points.is_empty()).then_some(Series { labels: s.labels, points })
+                })
+                .collect();
+        }
+        BinOp::Or => {
+            let mut out = l.clone();
+            for s in r {
+                match out.iter_mut().find(|x| x.labels == s.labels) {
+                    Some(existing) => {
+                        for p in s.points {
+                            if at(existing, p.0).is_none() {
+                                existing.points.push(p);
+                            }
+                        }
+                        existing.points.sort_by_key(|p| p.0);
+                    }
+                    None => out.push(s),
+                }
+            }
+            return out;
+        }
+        _ => {}
+    }
+    let scalar_series = |s: &[Series]| s.first().cloned();
+    let mut out = Vec::new();
+    if r_scalar || l_scalar {
+        let (vecs, scalar, vec_left) = if r_scalar { (l, scalar_series(&r), true) } else { (r, scalar_series(&l), false) };
+        let Some(scalar) = scalar else { return out };
+        for s in vecs {
+            let points: Vec<_> = s
+                .points
+                .iter()
+                .filter_map(|&(t, v)| {
+                    let k = at(&scalar, t)?;
+                    let (a, b) = if vec_left { (v, k) } else { (k, v) };
+                    point(a, b, v).map(|x| (t, x))
+                })
+                .collect();
+            if !points.is_empty() {
+                out.push(Series { labels: s.labels, points });
+            }
+        }
+        return out;
+    }
+    for s in l {
+        let Some(other) = lookup(&r, &s.labels) else { continue };
+        let points: Vec<_> =
+            s.points.iter().filter_map(|&(t, v)| point(v, at(&other, t)?, v).map(|x| (t, x))).collect();
+        if !points.is_empty() {
+            out.push(Series { labels: s.labels, points });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,452 @@
+//! Running a log pipeline (line filters, parsers, label filters, formatting, drop/keep) over
+//! one entry at a time. Owns the per-line semantics of every stage; knows nothing of storage
+//! or of time ranges.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+use super::ast::*;
+use super::parser::{parse_bytes, parse_go_duration};
+
+pub type LabelMap = BTreeMap<String, String>;
+
+/// A compiled `pattern` expression: literals and `<name>` / `<_>` captures.
+#[derive(Clone, Debug)]
+pub(crate) struct Pattern(Vec<PatternPart>);
+
+#[derive(Clone, Debug)]
+enum PatternPart {
+    Lit(String),
+    Cap(Option<String>),
+}
+
+impl Pattern {
+    pub(crate) fn parse(s: &str) -> Result<Pattern, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            match rest.find('<') {
+                Some(i) if rest[i..].find('>').is_some() => {
+                    let close = i + rest[i..].find('>').unwrap_or(0);
+                    let name = &rest[i + 1..close];
+                    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        if i > 0 {
+                            parts.push(PatternPart::Lit(rest[..i].to_owned()));
+                        }
+                        if matches!(parts.last(), Some(PatternPart::Cap(_))) {
+                            return Err("syntax error: consecutive captures are not allowed".into());
+                        }
+                        parts.push(PatternPart::Cap((name != "_").then(|| name.to_owned())));
+                    } else {
+                        parts.push(PatternPart::Lit(rest[..=close].to_owned()));
+                    }
+                    rest = &rest[close + 1..];
+                }
+                _ => {
+                    parts.push(PatternPart::Lit(rest.to_owned()));
+                    rest = "";
+                }
+            }
+        }
+        if !parts.iter().any(|p| matches!(p, PatternPart::Cap(Some(_)))) {
+            return Err("at least one capture is required".into());
+        }
+        Ok(Pattern(parts))
+    }
+
+    fn extract(&self, line: &str) -> Option<Vec<(String, String)>> {
+        let mut pos = 0;
+        let mut out = Vec::new();
+        let mut pending: Option<&Option<String>> = None;
+        for part in &self.0 {
+            match part {
+                PatternPart::Cap(name) => pending = Some(name),
+                PatternPart::Lit(lit) => {
+                    let at = pos + line[pos..].find(lit.as_str())?;
+                    if let Some(Some(name)) = pending.take() {
+                        out.push((name.clone(), line[pos..at].to_owned()));
+                    }
+                    pos = at + lit.len();
+                }
+            }
+        }
+        if let Some(Some(name)) = pending {
+            out.push((name.clone(), line[pos..].to_owned()));
+        }
+        Some(out)
+    }
+}
+
+/// The stages of one query, ready to run.
+pub(crate) struct Pipeline {
+    stages: Vec<Compiled>,
+}
+
+enum Compiled {
+    Stage(Stage),
+    Pattern(Pattern),
+}
+
+/// A parsed label must not shadow a stream label: Loki suffixes it with `_extracted`.
+fn add_parsed(labels: &mut LabelMap, original: &LabelMap, name: String, value: String) {
+    let name = sanitize(&name);
+    if name.is_empty() {
+        return;
+    }
+    if original.contains_key(&name) {
+        labels.insert(format!("{name}_extracted"), value);
+    } else {
+        labels.insert(name, value);
+    }
+}
+
+fn sanitize(k: &str) -> String {
+    let mut s: String = k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+fn json_flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}_{k}") };
+                json_flatten(&key, v, out);
+            }
+        }
+        serde_json::Value::Array(_) => {}
+        other => out.push((prefix.to_owned(), json_scalar(other))),
+    }
+}
+
+fn json_scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `a.b[0].c` style paths of `json label="expr"`.
+fn json_path<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    let mut cur = v;
+    for seg in path.split('.') {
+        let (name, idx) = match seg.find('[') {
+            Some(i) => (&seg[..i], Some(&seg[i..])),
+            None => (seg, None),
+        };
+        let name = name.trim_matches('"');
+        if !name.is_empty() {
+            cur = cur.get(name)?;
+        }
+        if let Some(mut idx) = idx {
+            while let Some(rest) = idx.strip_prefix('[') {
+                let close = rest.find(']')?;
+                let inner = rest[..close].trim_matches('"');
+                cur = match inner.parse::<usize>() {
+                    Ok(n) => cur.get(n)?,
+                    Err(_) => cur.get(inner)?,
+                };
+                idx = &rest[close + 1..];
+            }
+        }
+    }
+    Some(cur)
+}
+
+/// logfmt: `key=value key2="quoted value" flag`.
+fn logfmt(line: &str) -> Result<Vec<(String, String)>, ()> {
+    let mut out = Vec::new();
+    let mut chars = line.char_indices().peekable();
+    let b = line;
+    while let Some(&(i, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let start = i;
+        let mut end = b.len();
+        while let Some(&(j, c)) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                end = j;
+                break;
+            }
+            if c == '"' {
+                return Err(());
+            }
+            chars.next();
+        }
+        let key = b[start..end].to_owned();
+        if chars.peek().map(|&(_, c)| c) != Some('=') {
+            out.push((key, String::new()));
+            continue;
+        }
+        chars.next();
+        let mut value = String::new();
+        if chars.peek().map(|&(_, c)| c) == Some('"') {
+            chars.next();
+            let mut closed = false;
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, 't')) => value.push('\t'),
+                        Some((_, c)) => value.push(c),
+                        None => return Err(()),
+                    },
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            if !closed {
+                return Err(());
+            }
+        } else {
+            while let Some(&(_, c)) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        if !key.is_empty() {
+            out.push((key, value));
+        }
+    }
+    Ok(out)
+}
+
+/// Go-template subset of `line_format`/`label_format`: `{{.label}}` and `{{ .label }}`;
+/// `__line__` and `__timestamp__` are the line and its time.
+fn render(template: &str, labels: &LabelMap, line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find("}}") else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let inner = rest[open + 2..open + close].trim().trim_start_matches('-').trim_end_matches('-').trim();
+        let name = inner.strip_prefix('.').unwrap_or(inner);
+        if name == "__line__" {
+            out.push_str(line);
+        } else if let Some(v) = labels.get(name) {
+            out.push_str(v);
+        }
+        rest = &rest[open + close + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn convert(value: &str, kind: NumKind) -> Option<f64> {
+    match kind {
+        NumKind::Number => value.trim().parse().ok(),
+        NumKind::Duration => parse_go_duration(value.trim()).map(|ns| ns as f64 / 1e9),
+        NumKind::Bytes => parse_bytes(value.trim()),
+    }
+}
+
+/// Whether the labels pass; a value that does not convert fails the comparison.
+pub(crate) fn label_filter_matches(f: &LabelFilter, labels: &LabelMap) -> bool {
+    match f {
+        LabelFilter::Matcher(m) => m.matches(labels.get(&m.name).map_or("", String::as_str)),
+        LabelFilter::Compare { name, op, value, kind, .. } => {
+            let Some(v) = labels.get(name).and_then(|s| convert(s, *kind)) else { return false };
+            match op {
+                CmpOp::Eq => v == *value,
+                CmpOp::Ne => v != *value,
+                CmpOp::Gt => v > *value,
+                CmpOp::Ge => v >= *value,
+                CmpOp::Lt => v < *value,
+                CmpOp::Le => v <= *value,
+            }
+        }
+        LabelFilter::And(a, b) => label_filter_matches(a, labels) && label_filter_matches(b, labels),
+        LabelFilter::Or(a, b) => label_filter_matches(a, labels) || label_filter_matches(b, labels),
+    }
+}
+
+/// Converts an unwrapped label value to a sample value.
+pub(crate) fn unwrap_value(u: &Unwrap, labels: &LabelMap) -> Option<f64> {
+    let v = labels.get(&u.label)?;
+    let kind = match u.conversion.as_deref() {
+        Some("duration" | "duration_seconds") => NumKind::Duration,
+        Some("bytes") => NumKind::Bytes,
+        _ => NumKind::Number,
+    };
+    convert(v, kind)
+}
+
+fn sel_matches(s: &LabelSel, labels: &LabelMap) -> bool {
+    match &s.matcher {
+        None => labels.contains_key(&s.name),
+        Some(m) => labels.get(&s.name).is_some_and(|v| m.matches(v)),
+    }
+}
+
+impl Pipeline {
+    pub(crate) fn new(stages: &[Stage]) -> Pipeline {
+        let stages = stages
+            .iter()
+            .map(|s| match s {
+                Stage::Pattern(p) => Pattern::parse(p).map_or_else(|_| Compiled::Stage(s.clone()), Compiled::Pattern),
+                other => Compiled::Stage(other.clone()),
+            })
+            .collect();
+        Pipeline { stages }
+    }
+
+    /// Runs the stages; None when the entry is filtered out.
+    pub(crate) fn process(&self, mut line: String, mut labels: LabelMap) -> Option<(String, LabelMap)> {
+        let original = labels.clone();
+        for stage in &self.stages {
+            let stage = match stage {
+                Compiled::Pattern(p) => {
+                    if let Some(caps) = p.extract(&line) {
+                        for (k, v) in caps {
+                            add_parsed(&mut labels, &original, k, v);
+                        }
+                    }
+                    continue;
+                }
+                Compiled::Stage(s) => s,
+            };
+            match stage {
+                Stage::LineFilter(f) => {
+                    let keep = match f.op {
+                        FilterOp::Contains => line.contains(&f.value),
+                        FilterOp::NotContains => !line.contains(&f.value),
+                        FilterOp::Match => f.re.as_ref().is_some_and(|r| r.is_match(&line)),
+                        FilterOp::NotMatch => !f.re.as_ref().is_some_and(|r| r.is_match(&line)),
+                    };
+                    if !keep {
+                        return None;
+                    }
+                }
+                Stage::Json(params) => match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v @ serde_json::Value::Object(_)) => {
+                        if params.is_empty() {
+                            let mut out = Vec::new();
+                            json_flatten("", &v, &mut out);
+                            for (k, val) in out {
+                                add_parsed(&mut labels, &original, k, val);
+                            }
+                        } else {
+                            for (name, path) in params {
+                                let val = json_path(&v, path).map(json_scalar).unwrap_or_default();
+                                add_parsed(&mut labels, &original, name.clone(), val);
+                            }
+                        }
+                    }
+                    _ => {
+                        labels.insert("__error__".into(), "JSONParserErr".into());
+                    }
+                },
+                Stage::Logfmt => match logfmt(&line) {
+                    Ok(pairs) => {
+                        for (k, v) in pairs {
+                            add_parsed(&mut labels, &original, k, v);
+                        }
+                    }
+                    Err(()) => {
+                        labels.insert("__error__".into(), "LogfmtParserErr".into());
+                    }
+                },
+                Stage::Regexp(re) => {
+                    if let Some(caps) = re.captures(&line) {
+                        for name in re.capture_names().flatten() {
+                            if let Some(m) = caps.name(name) {
+                                add_parsed(&mut labels, &original, name.to_owned(), m.as_str().to_owned());
+                            }
+                        }
+                    }
+                }
+                Stage::Pattern(_) => {}
+                Stage::Unpack => {
+                    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&line) {
+                        let mut new_line = None;
+                        for (k, v) in m {
+                            if let serde_json::Value::String(s) = v {
+                                if k == "_entry" {
+                                    new_line = Some(s);
+                                } else {
+                                    add_parsed(&mut labels, &original, k, s);
+                                }
+                            }
+                        }
+                        if let Some(l) = new_line {
+                            line = l;
+                        }
+                    } else {
+                        labels.insert("__error__".into(), "JSONParserErr".into());
+                    }
+                }
+                Stage::LabelFilter(f) => {
+                    if !label_filter_matches(f, &labels) {
+                        return None;
+                    }
+                }
+                Stage::LineFormat(t) => line = render(t, &labels, &line),
+                Stage::LabelFormat(items) => {
+                    let before = labels.clone();
+                    for (dst, v) in items {
+                        match v {
+                            LabelFmt::Rename(src) => {
+                                if let Some(val) = labels.remove(src) {
+                                    labels.insert(dst.clone(), val);
+                                }
+                            }
+                            LabelFmt::Template(t) => {
+                                labels.insert(dst.clone(), render(t, &before, &line));
+                            }
+                        }
+                    }
+                }
+                Stage::Drop(sels) => labels.retain(|k, v| {
+                    let one = LabelMap::from([(k.clone(), v.clone())]);
+                    !sels.iter().any(|s| s.name == *k && sel_matches(s, &one))
+                }),
+                Stage::Keep(sels) => labels.retain(|k, v| {
+                    let one = LabelMap::from([(k.clone(), v.clone())]);
+                    sels.iter().any(|s| s.name == *k && sel_matches(s, &one))
+                }),
+                Stage::Decolorize => {
+                    if let Some(re) = ansi() {
+                        line = re.replace_all(&line, "").into_owned();
+                    }
+                }
+            }
+        }
+        labels.retain(|_, v| !v.is_empty());
+        Some((line, labels))
+    }
+}
+
+fn ansi() -> Option<&'static Regex> {
+    static RE: std::sync::OnceLock<Option<Regex>> = std::sync::OnceLock::new();
+    RE.get_or_init(|| Regex::new("\x1b\\[[0-9;]*[A-Za-z]").ok()).as_ref()
+}
+
+/// The substrings the index can look up: `|=` filters before anything rewrites the line.
+pub(crate) fn index_needles(stages: &[Stage]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in stages {
+        match s {
+            Stage::LineFilter(LineFilter { op: FilterOp::Contains, value, .. }) if !value.is_empty() => {
+                out.push(value.clone())
+            }
+            Stage::LineFormat(_) | Stage::Unpack | Stage::Decolorize => break,
+            _ => {}
+        }
+    }
+    out
+}

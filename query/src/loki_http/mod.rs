@@ -1,0 +1,351 @@
+//! The Loki HTTP API (`/loki/api/v1/…`) as Grafana's Loki data source uses it: query and
+//! query_range (streams, matrix, vector), labels, label values, series, index stats and
+//! volume, detected fields, format_query and buildinfo, with Loki's parameters, JSON shapes
+//! and plain-text errors. Owns request handling and response shapes; evaluation is
+//! `crate::logql`'s, data is `storage::logs`'s.
+
+mod fields;
+mod params;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use serde_json::{json, Value as J};
+use storage::logs::{Direction, LogQuery};
+use storage::Matcher;
+
+use crate::logql::ast::{Expr, MetricExpr};
+use crate::logql::{parse, EvalError, LabelMap, LogEngine, Series, Steps, Stream};
+use params::{now_ns, Params};
+
+/// The Loki release whose API this mirrors, for Grafana's feature detection.
+const LOKI_COMPAT_VERSION: &str = "3.4.2";
+const DEFAULT_LIMIT: usize = 100;
+
+#[derive(Clone)]
+pub struct LokiState {
+    engine: LogEngine,
+}
+
+impl LokiState {
+    pub fn new(engine: LogEngine) -> LokiState {
+        LokiState { engine }
+    }
+}
+
+/// An error answer: Loki writes the message as plain text with the status code.
+pub(crate) struct LokiError(StatusCode, String);
+
+impl LokiError {
+    fn bad(msg: impl Into<String>) -> LokiError {
+        LokiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl From<EvalError> for LokiError {
+    fn from(e: EvalError) -> LokiError {
+        match e {
+            EvalError::Parse(_) | EvalError::BadRequest(_) | EvalError::TooManyEntries(_) => LokiError::bad(e.to_string()),
+            EvalError::Storage(_) => LokiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+impl From<storage::logs::LogError> for LokiError {
+    fn from(e: storage::logs::LogError) -> LokiError {
+        LokiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for LokiError {
+    fn into_response(self) -> Response {
+        (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.1 + "\n").into_response()
+    }
+}
+
+type Handler = fn(&LokiState, &Params) -> Result<J, LokiError>;
+
+pub fn routes(state: LokiState) -> Router {
+    Router::new()
+        .route("/loki/api/v1/query_range", get_post(query_range))
+        .route("/loki/api/v1/query", get_post(query))
+        .route("/loki/api/v1/labels", get_post(labels))
+        .route("/loki/api/v1/label", get_post(labels))
+        .route("/loki/api/v1/label/{name}/values", get(label_values))
+        .route("/loki/api/v1/series", get_post(series))
+        .route("/loki/api/v1/index/stats", get_post(index_stats))
+        .route("/loki/api/v1/index/volume", get_post(volume))
+        .route("/loki/api/v1/index/volume_range", get_post(volume_range))
+        .route("/loki/api/v1/detected_fields", get_post(fields::detected_fields))
+        .route("/loki/api/v1/format_query", get_post(format_query))
+        .route("/loki/api/v1/status/buildinfo", get_post(buildinfo))
+        .with_state(state)
+}
+
+fn get_post(f: Handler) -> MethodRouter<LokiState> {
+    get(move |s: State<LokiState>, q: RawQuery, h: HeaderMap, b: Bytes| call(s, q, h, b, f))
+        .post(move |s: State<LokiState>, q: RawQuery, h: HeaderMap, b: Bytes| call(s, q, h, b, f))
+}
+
+/// Runs a handler off the async threads: index reads block.
+async fn call<F>(State(s): State<LokiState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes, f: F) -> Response
+where
+    F: FnOnce(&LokiState, &Params) -> Result<J, LokiError> + Send + 'static,
+{
+    let p = Params::new(q.as_deref(), &headers, &body);
+    match tokio::task::spawn_blocking(move || f(&s, &p)).await {
+        Ok(Ok(body)) => axum::Json(body).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => LokiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn parse_query(p: &Params) -> Result<Expr, LokiError> {
+    parse(p.get("query")).map_err(|e| LokiError::bad(e.to_string()))
+}
+
+fn labels_json(l: &LabelMap) -> J {
+    J::Object(l.iter().map(|(k, v)| (k.clone(), J::String(v.clone()))).collect())
+}
+
+fn seconds(t_ns: i64) -> J {
+    // Loki prints sample times as seconds with millisecond precision.
+    let ms = t_ns.div_euclid(1_000_000);
+    serde_json::Number::from_f64(ms as f64 / 1000.0).map_or(J::Null, J::Number)
+}
+
+fn sample_value(v: f64) -> J {
+    J::String(if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    })
+}
+
+fn stats(lines: usize, bytes: usize, started: Instant) -> J {
+    let secs = started.elapsed().as_secs_f64();
+    let per_sec = |n: usize| if secs > 0.0 { (n as f64 / secs) as u64 } else { 0 };
+    json!({"summary": {
+        "bytesProcessedPerSecond": per_sec(bytes), "linesProcessedPerSecond": per_sec(lines),
+        "totalBytesProcessed": bytes, "totalLinesProcessed": lines, "execTime": secs,
+        "queueTime": 0, "subqueries": 0, "totalEntriesReturned": lines, "splits": 0, "shards": 0,
+        "totalPostFilterLines": lines, "totalStructuredMetadataBytesProcessed": 0
+    }})
+}
+
+fn streams_json(streams: &[Stream]) -> (J, usize, usize) {
+    let (mut n, mut bytes) = (0, 0);
+    let result = streams
+        .iter()
+        .map(|s| {
+            n += s.entries.len();
+            bytes += s.entries.iter().map(|e| e.1.len()).sum::<usize>();
+            let values: Vec<J> = s.entries.iter().map(|(t, l)| json!([t.to_string(), l])).collect();
+            json!({"stream": labels_json(&s.labels), "values": values})
+        })
+        .collect();
+    (J::Array(result), n, bytes)
+}
+
+fn matrix_json(series: &[Series]) -> J {
+    J::Array(
+        series
+            .iter()
+            .map(|s| {
+                let values: Vec<J> = s.points.iter().map(|(t, v)| json!([seconds(*t), sample_value(*v)])).collect();
+                json!({"metric": labels_json(&s.labels), "values": values})
+            })
+            .collect(),
+    )
+}
+
+fn success(result_type: &str, result: J, stats: J) -> J {
+    json!({"status": "success", "data": {"resultType": result_type, "result": result, "stats": stats}})
+}
+
+fn query_range(s: &LokiState, p: &Params) -> Result<J, LokiError> {
+    let started = Instant::now();
+    let expr = parse_query(p)?;
+    let (start, end) = p.range().map_err(LokiError::bad)?;
+    let limit = p.limit(DEFAULT_LIMIT).map_err(LokiError::bad)?;
+    let direction = p.direction().map_err(LokiError::bad)?;
+    match expr {
+        Expr::Log(log) => {
+            let streams = s.engine.select_logs(&log, start, end, limit, direction)?;
+            let (result, n, bytes) = streams_json(&streams);
+            Ok(success("streams", result, stats(n, bytes, started)))
+        }
+        Expr::Metric(m) => {
+            let step = p.step(start, end).map_err(LokiError::bad)?;
+            let series = s.engine.eval_metric(&m, Steps { start_ns: start, end_ns: end, step_ns: step })?;
+            Ok(success("matrix", matrix_json(&series), stats(0, 0, started)))
+        }
+    }
+}
+
+fn query(s: &LokiState, p: &Params) -> Result<J, LokiError> {
+    let started = Instant::now();
+    let expr = parse_query(p)?;
+    let t = p.time_or("time", now_ns()).map_err(LokiError::bad)?;
+    match expr {
+        Expr::Log(_) => Err(LokiError::bad(
+            "log queries are not supported as an instant query type, please change your query to a range query type",
+        )),
+        Expr::Metric(MetricExpr::Literal(v)) => {
+            Ok(success("scalar", json!([seconds(t), sample_value(v)]), stats(0, 0, started)))
+        }
+        Expr::Metric(m) => {
+            let series = s.engine.eval_metric(&m, Steps { start_ns: t, end_ns: t, step_ns: 1 })?;
+            let result: Vec<J> = series
+                .iter()
+                .filter_map(|s| s.points.last().map(|(t, v)| json!({"metric": labels_json(&s.labels), "value": [seconds(*t), sample_value(*v)]})))
+                .collect();
+            Ok(success("vector", J::Array(result), stats(0, 0, started)))
+        }
+    }
+}
+
+/// The stream selector of the optional `query` parameter (metadata endpoints).
+fn selector(p: &Params, name: &str) -> Result<Vec<Matcher>, LokiError> {
+    match p.get(name) {
+        "" => Ok(Vec::new()),
+        q => match parse(q).map_err(|e| LokiError::bad(e.to_string()))? {
+            Expr::Log(l) => Ok(l.matchers),
+            Expr::Metric(_) => Err(LokiError::bad("only stream selectors are accepted here")),
+        },
+    }
+}
+
+/// Loki's metadata endpoints default to the last 6 hours.
+fn metadata_range(p: &Params) -> Result<(i64, i64), LokiError> {
+    let end = p.time_or("end", now_ns()).map_err(LokiError::bad)?;
+    let start = p.time_or("start", end - 6 * 3_600 * 1_000_000_000).map_err(LokiError::bad)?;
+    Ok((start, end))
+}
+
+fn labels(s: &LokiState, p: &Params) -> Result<J, LokiError> {
+    let (start, end) = metadata_range(p)?;
+    let streams = s.engine.store().streams(&selector(p, "query")?, start, end)?;
+    let names: BTreeSet<&str> = streams.iter().flat_map(|l| l.iter().map(|l| l.name.as_str())).collect();
+    Ok(json!({"status": "success", "data": names}))
+}
+
+async fn label_values(state: State<LokiState>, Path(name): Path<String>, q: RawQuery, h: HeaderMap, b: Bytes) -> Response {
+    call(state, q, h, b, move |s: &LokiState, p: &Params| {
+        let (start, end) = metadata_range(p)?;
+        let streams = s.engine.store().streams(&selector(p, "query")?, start, end)?;
+        let values: BTreeSet<&str> = streams.iter().filter_map(|l| l.get(&name)).collect();
+        Ok(json!({"status": "success", "data": values}))
+    })
+    .await
+}
+
+fn series(s: &LokiState, p: &Params) -> Result<J, LokiError> {
+    let (start, end) = metadata_range(p)?;
+    let mut found = BTreeSet::new();
+    let selectors: Vec<&str> = p.all("match[]").chain(p.all("match")).collect();
+    if selectors.is_empty() {
+        return Err(LokiError::bad("at least one match[] argument required"));
+    }
+    for sel in selectors {
+        let matchers = match parse(sel).map_err(|e| LokiError::bad(e.to_string()))? {
+            Expr::Log(l) => l.matchers,
+            Expr::Metric(_) => return Err(LokiError::bad("only stream selectors are accepted in match[]")),
+        };
+        found.extend(s.engine.store().streams(&matchers, start, end)?);
+    }
+    let data: Vec<J> = found
+        .iter()
+        .map(|l| J::Object(l.iter().map(|l| (l.name.clone(), J::String(l.value.clone()))).collect()))
+        .collect();
+    Ok(json!({"status": "success", "data": data}))
+}
+
+/// Streams, entries and bytes selected by `query` in [start, end].
+fn index_stats(s: &LokiState, p: &Params) -> Result<J, LokiError> {
+    let (start, end) = metadata_range(p)?;
+    let matchers = selector(p, "query")?;
+    let q = LogQuery { matchers, start_ns: start, end_ns: end.saturating_add(1), contains: vec![] };
+    let (mut streams, mut entries, mut bytes) = (BTreeSet::new(), 0u64, 0u64);
+    s.engine.store().scan(&q, Direction::Forward, &mut |r| {
+        entries += 1;
+        bytes += r.line.len() as u64;
+        streams.insert(r.labels);
+        ControlFlow::Continue(())
+    })?;
+    Ok(json!({"streams": streams.len(), "chunks": streams.len(), "entries": entries, "bytes": bytes}))
+}
+
+/// Bytes per group in each step: the groups are `targetLabels` if given, else the selector's
+/// label names (Loki's volume semantics for `aggregateBy=series`).
+fn volume_series(s: &LokiState, p: &Params, steps: Option<Steps>) -> Result<Vec<Series>, LokiError> {
+    let (start, end) = metadata_range(p)?;
+    let matchers = selector(p, "query")?;
+    let targets: Vec<String> = match p.get("targetLabels") {
+        "" => matchers.iter().map(|m| m.name.clone()).collect(),
+        t => t.split(',').map(str::to_owned).collect(),
+    };
+    let q = LogQuery { matchers, start_ns: start, end_ns: end.saturating_add(1), contains: vec![] };
+    let mut out: BTreeMap<LabelMap, BTreeMap<i64, f64>> = BTreeMap::new();
+    s.engine.store().scan(&q, Direction::Forward, &mut |r| {
+        let key: LabelMap = targets
+            .iter()
+            .filter_map(|t| r.labels.get(t).map(|v| (t.clone(), v.to_owned())))
+            .collect();
+        let t = match steps {
+            // A record counts toward the first step at or after it.
+            Some(st) => st.start_ns + ((r.ts_ns - st.start_ns).max(0) + st.step_ns - 1) / st.step_ns * st.step_ns,
+            None => end,
+        };
+        *out.entry(key).or_default().entry(t).or_default() += r.line.len() as f64;
+        ControlFlow::Continue(())
+    })?;
+    let limit = p.limit(100).map_err(LokiError::bad)?;
+    let mut series: Vec<Series> =
+        out.into_iter().map(|(labels, pts)| Series { labels, points: pts.into_iter().collect() }).collect();
+    series.sort_by(|a, b| {
+        let total = |s: &Series| s.points.iter().map(|p| p.1).sum::<f64>();
+        total(b).total_cmp(&total(a))
+    });
+    series.truncate(limit);
+    Ok(series)
+}
+
+fn volume(s: &LokiState, p: &Params) -> Result<J, LokiError> {
+    let started = Instant::now();
+    let series = volume_series(s, p, None)?;
+    let result: Vec<J> = series
+        .iter()
+        .filter_map(|s| s.points.last().map(|(t, v)| json!({"metric": labels_json(&s.labels), "value": [seconds(*t), sample_value(*v)]})))
+        .collect();
+    Ok(success("vector", J::Array(result), stats(0, 0, started)))
+}
+
+fn volume_range(s: &LokiState, p: &Params) -> Result<J, LokiError> {
+    let started = Instant::now();
+    let (start, end) = metadata_range(p)?;
+    let step = p.step(start, end).map_err(LokiError::bad)?;
+    let series = volume_series(s, p, Some(Steps { start_ns: start, end_ns: end, step_ns: step }))?;
+    Ok(success("matrix", matrix_json(&series), stats(0, 0, started)))
+}
+
+fn format_query(_: &LokiState, p: &Params) -> Result<J, LokiError> {
+    let expr = parse_query(p)?;
+    Ok(json!({"status": "success", "data": expr.to_string()}))
+}
+
+fn buildinfo(_: &LokiState, _: &Params) -> Result<J, LokiError> {
+    Ok(json!({
+        "version": LOKI_COMPAT_VERSION, "revision": "", "branch": "", "buildUser": "novamon",
+        "buildDate": "", "goVersion": ""
+    }))
+}

@@ -1,0 +1,97 @@
+//! Native histogram samples in the `histograms` column family, one key per sample
+//! (series id | t), written in the same WriteBatch as the rest of an append. Owns that key
+//! format; validation rules and locking are the facade's.
+
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use crate::db::{self, Db, CF_HISTOGRAMS};
+use crate::encoding::Cursor;
+use crate::histogram::{Histogram, HistogramSample};
+use crate::StorageError;
+
+/// Keys sort by series, then time: flipping the sign bit makes big-endian order numeric.
+fn key(id: u64, t: i64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k[8..].copy_from_slice(&((t as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
+
+fn parse_key(k: &[u8]) -> Option<(u64, i64)> {
+    let id = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
+    let t = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?) ^ (1 << 63);
+    Some((id, t as i64))
+}
+
+fn decode(v: &[u8]) -> Result<Histogram, StorageError> {
+    let mut c = Cursor::new(v);
+    Histogram::decode(&mut c)
+        .filter(|_| c.is_empty())
+        .ok_or_else(|| StorageError::Corrupt("histogram sample".into()))
+}
+
+pub(crate) fn put(
+    db: &Db,
+    wb: &mut WriteBatch,
+    id: u64,
+    s: &HistogramSample,
+) -> Result<(), StorageError> {
+    let mut v = Vec::new();
+    s.h.encode(&mut v);
+    wb.put_cf(&db::cf(db, CF_HISTOGRAMS)?, key(id, s.t), v);
+    Ok(())
+}
+
+/// The histogram stored for a series at `t`, if any.
+pub(crate) fn get(db: &Db, id: u64, t: i64) -> Result<Option<Histogram>, StorageError> {
+    let cf = db::cf(db, CF_HISTOGRAMS)?;
+    match db.get_cf(&cf, key(id, t))? {
+        Some(v) => decode(&v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The histogram samples of a series in [lo, hi], ascending by t.
+pub(crate) fn scan(
+    db: &Db,
+    id: u64,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<HistogramSample>, StorageError> {
+    let cf = db::cf(db, CF_HISTOGRAMS)?;
+    let start = key(id, lo);
+    let mut out = Vec::new();
+    for item in db.iterator_cf(&cf, IteratorMode::From(&start, Direction::Forward)) {
+        let (k, v) = item?;
+        let Some((kid, t)) = parse_key(&k) else {
+            return Err(StorageError::Corrupt(format!("histogram key {k:02x?}")));
+        };
+        if kid != id || t > hi {
+            break;
+        }
+        out.push(HistogramSample { t, h: decode(&v)? });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_series_then_time() {
+        let mut keys = [
+            key(2, -5),
+            key(1, 7),
+            key(1, -3),
+            key(2, 0),
+            key(1, i64::MIN),
+        ];
+        keys.sort();
+        let parsed: Vec<_> = keys.iter().filter_map(|k| parse_key(k)).collect();
+        assert_eq!(
+            parsed,
+            vec![(1, i64::MIN), (1, -3), (1, 7), (2, -5), (2, 0)]
+        );
+    }
+}

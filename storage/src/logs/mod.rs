@@ -1,0 +1,390 @@
+//! The log store: a durable append log in RocksDB takes records before they are acknowledged,
+//! a background indexer moves them in batches into tantivy indexes partitioned by UTC day, and
+//! queries read the indexes. Owns durability, indexing, retention and the read API for logs;
+//! knows nothing of wire formats or LogQL, and shares nothing with the TSDB.
+//!
+//! Exactly-once indexing: each partition's tantivy commit carries, as its payload, the sequence
+//! number of the last record of the batch it commits. On open, records still in the append log
+//! are indexed again, skipping those a partition already holds (sequence ≤ its payload); the
+//! log is truncated only after every partition a batch touched has committed.
+
+mod append_log;
+mod partition;
+mod record;
+
+pub use record::LogRecord;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use tantivy::IndexWriter;
+
+use crate::labels::Labels;
+use crate::matcher::Matcher;
+use append_log::AppendLog;
+use partition::{parse_stream_key, Partition, Selection, DAY_NS};
+
+/// Records read from the append log per index batch.
+const BATCH_RECORDS: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    #[error("index directory: {0}")]
+    Directory(#[from] tantivy::directory::error::OpenDirectoryError),
+    #[error("index query: {0}")]
+    Query(#[from] tantivy::query::QueryParserError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt log store: {0}")]
+    Corrupt(String),
+    #[error("the log store is shut down")]
+    Closed,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// Partitions (days) entirely older than this are deleted.
+    pub retention: Duration,
+    /// fsync the append log on every write (survive power loss, not only a crash).
+    pub wal_fsync: bool,
+    /// How long appended records may wait before the indexer makes them searchable.
+    pub index_interval: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            retention: Duration::from_secs(15 * 86_400),
+            wal_fsync: false,
+            index_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+/// What to read: streams matching all `matchers`, records with `start_ns <= ts < end_ns`
+/// whose line contains every string of `contains`.
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery {
+    pub matchers: Vec<Matcher>,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub contains: Vec<String>,
+}
+
+pub struct LogStore {
+    inner: Arc<Inner>,
+    indexer: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Inner {
+    index_dir: PathBuf,
+    log: AppendLog,
+    opts: LogOptions,
+    partitions: RwLock<BTreeMap<i64, Arc<Partition>>>,
+    indexer: Mutex<IndexerState>,
+    /// Signalled only to stop the indexer early; it otherwise wakes every `index_interval`.
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+    stop: AtomicBool,
+}
+
+struct IndexerState {
+    /// The next sequence number to read from the append log.
+    cursor: u64,
+    /// Per partition day: the last sequence number committed there.
+    indexed_through: HashMap<i64, u64>,
+    writers: HashMap<i64, IndexWriter>,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl LogStore {
+    /// Opens (or creates) the store under `dir`, indexes whatever the append log still holds,
+    /// and starts the background indexer.
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<LogStore, LogError> {
+        let index_dir = dir.join("index");
+        std::fs::create_dir_all(&index_dir)?;
+        let mut partitions = BTreeMap::new();
+        let mut indexed_through = HashMap::new();
+        for entry in std::fs::read_dir(&index_dir)? {
+            let entry = entry?;
+            let Some(day) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            let p = Partition::open(&entry.path(), day)?;
+            indexed_through.insert(day, p.indexed_through()?);
+            partitions.insert(day, Arc::new(p));
+        }
+        let max_indexed = indexed_through.values().copied().max().unwrap_or(0);
+        let log = AppendLog::open(&dir.join("log"), opts.wal_fsync, max_indexed + 1)?;
+        let cursor = log.first_seq()?.unwrap_or(0);
+        let inner = Arc::new(Inner {
+            index_dir,
+            log,
+            opts,
+            partitions: RwLock::new(partitions),
+            indexer: Mutex::new(IndexerState {
+                cursor,
+                indexed_through,
+                writers: HashMap::new(),
+            }),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+            stop: AtomicBool::new(false),
+        });
+        let replayed = inner.index_pending()?;
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                "log store: indexed records left in the append log"
+            );
+        }
+        inner.apply_retention()?;
+        let worker = inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("log-indexer".into())
+            .spawn(move || worker.run())?;
+        Ok(LogStore {
+            inner,
+            indexer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Appends records durably: on return they are in the append log's WAL and will be
+    /// indexed (also after a crash).
+    pub fn append(&self, records: &[LogRecord]) -> Result<(), LogError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.inner.stop.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        self.inner.log.append(records)?;
+        Ok(())
+    }
+
+    /// Indexes everything appended so far, now.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.inner.index_pending().map(drop)
+    }
+
+    /// Streams matching all `matchers` present in partitions overlapping [start_ns, end_ns).
+    pub fn streams(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<Labels>, LogError> {
+        let mut out: Vec<Labels> = Vec::new();
+        for p in self.inner.partitions_in(start_ns, end_ns) {
+            for key in p.streams()? {
+                if let Some(labels) = parse_stream_key(&key) {
+                    if matches_all(&labels, matchers) {
+                        out.push(labels);
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Calls `f` with each selected record in time order (`direction`) until it breaks.
+    pub fn scan(
+        &self,
+        q: &LogQuery,
+        direction: Direction,
+        f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
+    ) -> Result<(), LogError> {
+        let mut parts = self.inner.partitions_in(q.start_ns, q.end_ns);
+        if direction == Direction::Backward {
+            parts.reverse();
+        }
+        for p in parts {
+            let streams: Vec<String> = p
+                .streams()?
+                .into_iter()
+                .filter(|k| parse_stream_key(k).is_some_and(|l| matches_all(&l, &q.matchers)))
+                .collect();
+            let sel = Selection {
+                streams: &streams,
+                start_ns: q.start_ns,
+                end_ns: q.end_ns,
+                contains: &q.contains,
+            };
+            let (searcher, mut hits) = p.search(&sel)?;
+            hits.sort_unstable();
+            if direction == Direction::Backward {
+                hits.reverse();
+            }
+            for (ts, addr) in hits {
+                if f(p.load(&searcher, ts, addr)?).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the indexer after a final indexing pass.
+    pub fn close(&self) -> Result<(), LogError> {
+        self.stop_indexer();
+        self.inner.index_pending().map(drop)
+    }
+
+    fn stop_indexer(&self) {
+        {
+            let _guard = self.inner.wake_lock.lock();
+            self.inner.stop.store(true, Ordering::Release);
+            self.inner.wake.notify_all();
+        }
+        if let Some(h) = self.indexer.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        self.stop_indexer();
+    }
+}
+
+fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+}
+
+impl Inner {
+    fn run(&self) {
+        loop {
+            {
+                let mut guard = self.wake_lock.lock();
+                if self.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                self.wake.wait_for(&mut guard, self.opts.index_interval);
+            }
+            if let Err(e) = self.index_pending() {
+                tracing::error!("log indexer: {e}");
+            }
+            if let Err(e) = self.apply_retention() {
+                tracing::error!("log retention: {e}");
+            }
+        }
+    }
+
+    fn partitions_in(&self, start_ns: i64, end_ns: i64) -> Vec<Arc<Partition>> {
+        if end_ns <= start_ns {
+            return Vec::new();
+        }
+        let first = start_ns.div_euclid(DAY_NS);
+        let last = (end_ns - 1).div_euclid(DAY_NS);
+        self.partitions
+            .read()
+            .range(first..=last)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    fn partition(&self, day: i64) -> Result<Arc<Partition>, LogError> {
+        if let Some(p) = self.partitions.read().get(&day) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(Partition::open(&self.index_dir.join(day.to_string()), day)?);
+        self.partitions.write().insert(day, p.clone());
+        Ok(p)
+    }
+
+    fn retention_cutoff_day(&self) -> i64 {
+        let cutoff =
+            now_ns().saturating_sub(self.opts.retention.as_nanos().min(i64::MAX as u128) as i64);
+        // Days ending at or before the cutoff are entirely out of retention.
+        cutoff.div_euclid(DAY_NS)
+    }
+
+    /// Moves every record in the append log into the index; returns how many were indexed.
+    fn index_pending(&self) -> Result<usize, LogError> {
+        let mut st = self.indexer.lock();
+        let mut total = 0;
+        loop {
+            let batch = self.log.read_from(st.cursor, BATCH_RECORDS)?;
+            let Some(&(last_seq, _)) = batch.last() else {
+                return Ok(total);
+            };
+            let cutoff_day = self.retention_cutoff_day();
+            let mut by_day: BTreeMap<i64, Vec<LogRecord>> = BTreeMap::new();
+            for (seq, rec) in batch {
+                let day = rec.ts_ns.div_euclid(DAY_NS);
+                if day < cutoff_day || seq <= st.indexed_through.get(&day).copied().unwrap_or(0) {
+                    continue;
+                }
+                by_day.entry(day).or_default().push(rec);
+            }
+            for (day, recs) in by_day {
+                let p = self.partition(day)?;
+                if !st.writers.contains_key(&day) {
+                    st.writers.insert(day, p.writer()?);
+                }
+                let w = st.writers.get_mut(&day).ok_or(LogError::Closed)?;
+                for r in &recs {
+                    p.add(w, r)?;
+                }
+                p.commit(w, last_seq)?;
+                st.indexed_through.insert(day, last_seq);
+                total += recs.len();
+            }
+            self.log.truncate_through(last_seq)?;
+            st.cursor = last_seq + 1;
+        }
+    }
+
+    fn apply_retention(&self) -> Result<(), LogError> {
+        let cutoff_day = self.retention_cutoff_day();
+        let expired: Vec<Arc<Partition>> = {
+            let mut parts = self.partitions.write();
+            let keep = parts.split_off(&cutoff_day);
+            std::mem::replace(&mut *parts, keep).into_values().collect()
+        };
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let mut st = self.indexer.lock();
+        for p in expired {
+            st.writers.remove(&p.day);
+            st.indexed_through.remove(&p.day);
+            std::fs::remove_dir_all(&p.dir)?;
+            tracing::info!(day = p.day, "log retention: dropped partition");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

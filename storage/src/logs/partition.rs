@@ -1,0 +1,335 @@
+//! One day of logs as a tantivy index: the schema, writing batches with the indexed-up-to
+//! sequence number in the commit payload, and searching. Owns everything tantivy-specific;
+//! knows nothing about the append log or about LogQL.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::columnar::Column;
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery, TermSetQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED,
+    STRING,
+};
+use tantivy::{
+    DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher,
+    SegmentReader, TantivyDocument, Term,
+};
+
+use super::record::LogRecord;
+use super::LogError;
+use crate::labels::Labels;
+
+pub(crate) const DAY_NS: i64 = 86_400 * 1_000_000_000;
+/// tantivy's default tokenizer drops tokens longer than this many bytes; such tokens cannot be
+/// looked up.
+const MAX_TOKEN_BYTES: usize = 40;
+const WRITER_MEMORY: usize = 32 << 20;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    ts: Field,
+    stream: Field,
+    line: Field,
+    meta: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let ts = b.add_i64_field("ts", INDEXED | FAST);
+    let stream = b.add_text_field("stream", STRING | STORED | FAST);
+    // Line filters only need to know which lines contain a term: no frequencies, no positions.
+    let line_opts = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("default")
+                .set_index_option(IndexRecordOption::Basic),
+        )
+        .set_stored();
+    let line = b.add_text_field("line", line_opts);
+    let meta = b.add_text_field("meta", STORED);
+    (
+        b.build(),
+        Fields {
+            ts,
+            stream,
+            line,
+            meta,
+        },
+    )
+}
+
+pub(crate) struct Partition {
+    pub(crate) day: i64,
+    pub(crate) dir: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+/// The stream labels as stored in the index: a JSON object with sorted keys.
+pub(crate) fn stream_key(labels: &Labels) -> String {
+    let m: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|l| (l.name.clone(), serde_json::Value::String(l.value.clone())))
+        .collect();
+    serde_json::Value::Object(m).to_string()
+}
+
+pub(crate) fn parse_stream_key(s: &str) -> Option<Labels> {
+    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(s).ok()?;
+    Some(Labels::from_pairs(
+        v.into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned()))),
+    ))
+}
+
+/// What a search selects.
+pub(crate) struct Selection<'a> {
+    pub(crate) streams: &'a [String],
+    pub(crate) start_ns: i64,
+    pub(crate) end_ns: i64,
+    /// Substrings every selected line contains (case-sensitively); the index prunes with them.
+    pub(crate) contains: &'a [String],
+}
+
+impl Partition {
+    pub(crate) fn open(dir: &Path, day: i64) -> Result<Partition, LogError> {
+        std::fs::create_dir_all(dir)?;
+        let (schema, fields) = schema();
+        let index = Index::open_or_create(MmapDirectory::open(dir)?, schema)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Partition {
+            day,
+            dir: dir.to_owned(),
+            index,
+            reader,
+            fields,
+        })
+    }
+
+    /// The sequence number of the last record committed to this partition (0: none).
+    pub(crate) fn indexed_through(&self) -> Result<u64, LogError> {
+        let metas = self.index.load_metas()?;
+        Ok(metas
+            .payload
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0))
+    }
+
+    pub(crate) fn writer(&self) -> Result<IndexWriter, LogError> {
+        Ok(self.index.writer_with_num_threads(1, WRITER_MEMORY)?)
+    }
+
+    pub(crate) fn add(&self, w: &IndexWriter, r: &LogRecord) -> Result<(), LogError> {
+        let f = self.fields;
+        let mut doc = TantivyDocument::default();
+        doc.add_i64(f.ts, r.ts_ns);
+        doc.add_text(f.stream, stream_key(&r.labels));
+        doc.add_text(f.line, &r.line);
+        if !r.metadata.is_empty() {
+            let m: serde_json::Map<String, serde_json::Value> = r
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            doc.add_text(f.meta, serde_json::Value::Object(m).to_string());
+        }
+        w.add_document(doc)?;
+        Ok(())
+    }
+
+    /// Commits what `w` holds, recording `through_seq` as indexed, and makes it searchable.
+    pub(crate) fn commit(&self, w: &mut IndexWriter, through_seq: u64) -> Result<(), LogError> {
+        let mut pc = w.prepare_commit()?;
+        pc.set_payload(&through_seq.to_string());
+        pc.commit()?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// The distinct stream keys in this partition.
+    pub(crate) fn streams(&self) -> Result<BTreeSet<String>, LogError> {
+        let searcher = self.reader.searcher();
+        let mut out = BTreeSet::new();
+        for seg in searcher.segment_readers() {
+            let inv = seg.inverted_index(self.fields.stream)?;
+            let mut s = inv.terms().stream()?;
+            while s.advance() {
+                if let Ok(k) = std::str::from_utf8(s.key()) {
+                    out.insert(k.to_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Selected records' timestamps and addresses (unsorted).
+    pub(crate) fn search(
+        &self,
+        sel: &Selection<'_>,
+    ) -> Result<(Searcher, Vec<(i64, DocAddress)>), LogError> {
+        let searcher = self.reader.searcher();
+        if sel.streams.is_empty() {
+            return Ok((searcher, Vec::new()));
+        }
+        let f = self.fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
+            (
+                Occur::Must,
+                Box::new(TermSetQuery::new(
+                    sel.streams
+                        .iter()
+                        .map(|s| Term::from_field_text(f.stream, s)),
+                )),
+            ),
+            (
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    Bound::Included(Term::from_field_i64(f.ts, sel.start_ns)),
+                    Bound::Excluded(Term::from_field_i64(f.ts, sel.end_ns)),
+                )),
+            ),
+        ];
+        for needle in sel.contains {
+            for q in token_queries(f.line, needle)? {
+                clauses.push((Occur::Must, q));
+            }
+        }
+        let hits = searcher.search(&BooleanQuery::new(clauses), &TsCollector)?;
+        Ok((searcher, hits))
+    }
+
+    /// Loads a hit of [`Partition::search`] through the searcher that found it.
+    pub(crate) fn load(
+        &self,
+        searcher: &Searcher,
+        ts_ns: i64,
+        addr: DocAddress,
+    ) -> Result<LogRecord, LogError> {
+        let f = self.fields;
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        let text = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let labels = text(f.stream).as_deref().and_then(parse_stream_key);
+        let (Some(labels), Some(line)) = (labels, text(f.line)) else {
+            return Err(LogError::Corrupt(format!(
+                "index document {addr:?} in day {}",
+                self.day
+            )));
+        };
+        let metadata = text(f.meta)
+            .and_then(|m| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&m).ok()
+            })
+            .map(|m| {
+                m.into_iter()
+                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(LogRecord {
+            ts_ns,
+            labels,
+            line,
+            metadata,
+        })
+    }
+}
+
+/// Index lookups implied by "the line contains `needle`". tantivy's default tokenizer splits
+/// on non-alphanumeric characters and lowercases, so a token of the needle with a separator on
+/// both sides is a whole token of the line; the first one may be the end of a longer token,
+/// the last one the start of one (regex lookups in the term dictionary cover those). Non-ASCII
+/// and over-long tokens are left to the line check.
+fn token_queries(field: Field, needle: &str) -> Result<Vec<Box<dyn Query>>, LogError> {
+    let mut out: Vec<Box<dyn Query>> = Vec::new();
+    let bytes = needle.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !needle[i..].starts_with(|c: char| c.is_alphanumeric()) {
+            i += needle[i..].chars().next().map_or(1, char::len_utf8);
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && needle[i..].starts_with(|c: char| c.is_alphanumeric()) {
+            i += needle[i..].chars().next().map_or(1, char::len_utf8);
+        }
+        let tok = &needle[start..i];
+        if !tok.is_ascii() || tok.len() > MAX_TOKEN_BYTES {
+            continue;
+        }
+        let tok = tok.to_ascii_lowercase();
+        let open_left = start == 0;
+        let open_right = i == bytes.len();
+        let q: Box<dyn Query> = match (open_left, open_right) {
+            (false, false) => Box::new(TermQuery::new(
+                Term::from_field_text(field, &tok),
+                IndexRecordOption::Basic,
+            )),
+            (true, false) => Box::new(RegexQuery::from_pattern(&format!(".*{tok}"), field)?),
+            (false, true) => Box::new(RegexQuery::from_pattern(&format!("{tok}.*"), field)?),
+            (true, true) => Box::new(RegexQuery::from_pattern(&format!(".*{tok}.*"), field)?),
+        };
+        out.push(q);
+    }
+    Ok(out)
+}
+
+/// Collects (timestamp, address) of every match, reading the timestamp from the fast field.
+struct TsCollector;
+
+struct TsSegmentCollector {
+    segment: u32,
+    ts: Column<i64>,
+    out: Vec<(i64, DocAddress)>,
+}
+
+impl Collector for TsCollector {
+    type Fruit = Vec<(i64, DocAddress)>;
+    type Child = TsSegmentCollector;
+
+    fn for_segment(
+        &self,
+        segment: u32,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<TsSegmentCollector> {
+        Ok(TsSegmentCollector {
+            segment,
+            ts: reader.fast_fields().i64("ts")?,
+            out: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<(i64, DocAddress)>>) -> tantivy::Result<Self::Fruit> {
+        Ok(fruits.into_iter().flatten().collect())
+    }
+}
+
+impl SegmentCollector for TsSegmentCollector {
+    type Fruit = Vec<(i64, DocAddress)>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        if let Some(t) = self.ts.first(doc) {
+            self.out.push((t, DocAddress::new(self.segment, doc)));
+        }
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        self.out
+    }
+}

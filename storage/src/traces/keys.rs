@@ -1,0 +1,222 @@
+//! Key layouts of the trace store's column families. Owns byte formats only; what is written
+//! when is `store`'s.
+//!
+//! - `spans`: trace id (16) | span id (8). A trace is the contiguous range under its id.
+//! - `index`: `kind byte | fields… | start ns (u64 BE) | trace id | span id`, where the fields
+//!   are `\0`-terminated strings. Within one prefix, keys sort by start time, so a search over
+//!   a time window is one bounded range scan (newest first, by iterating backwards).
+//! - `catalog`: service names, operations per service and span kind, attribute keys per
+//!   scope; each written once, listed by prefix.
+
+pub(crate) const TRACE_ID_LEN: usize = 16;
+pub(crate) const SPAN_ID_LEN: usize = 8;
+/// start ns | trace id | span id: the common suffix of every index key.
+pub(crate) const SUFFIX_LEN: usize = 8 + TRACE_ID_LEN + SPAN_ID_LEN;
+
+pub(crate) type TraceId = [u8; TRACE_ID_LEN];
+pub(crate) type SpanId = [u8; SPAN_ID_LEN];
+
+/// Which index a search walks. Strings with a `\0` cannot be indexed (they would make the
+/// prefix ambiguous); [`IndexPrefix::new`] refuses them so the caller falls back to time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seek {
+    /// Every span, by start time.
+    Time,
+    Service(String),
+    Operation {
+        service: String,
+        name: String,
+    },
+    /// A span (`resource == false`) or resource attribute with this value, rendered as text
+    /// (ints in decimal, bools as `true`/`false`).
+    Attribute {
+        resource: bool,
+        key: String,
+        value: String,
+    },
+}
+
+const TIME: u8 = b'T';
+const SERVICE: u8 = b'S';
+const OPERATION: u8 = b'N';
+const SPAN_ATTR: u8 = b'a';
+const RESOURCE_ATTR: u8 = b'r';
+
+/// Longest attribute value put in the index; longer values are found by scanning.
+pub(crate) const MAX_INDEXED_VALUE: usize = 256;
+
+pub(crate) fn indexable(s: &str) -> bool {
+    s.len() <= MAX_INDEXED_VALUE && !s.as_bytes().contains(&0)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IndexPrefix(Vec<u8>);
+
+impl IndexPrefix {
+    pub(crate) fn new(seek: &Seek) -> Option<IndexPrefix> {
+        let mut k = Vec::with_capacity(64);
+        let field = |k: &mut Vec<u8>, s: &str| -> Option<()> {
+            if !indexable(s) {
+                return None;
+            }
+            k.extend_from_slice(s.as_bytes());
+            k.push(0);
+            Some(())
+        };
+        match seek {
+            Seek::Time => k.push(TIME),
+            Seek::Service(s) => {
+                k.push(SERVICE);
+                field(&mut k, s)?;
+            }
+            Seek::Operation { service, name } => {
+                k.push(OPERATION);
+                field(&mut k, service)?;
+                field(&mut k, name)?;
+            }
+            Seek::Attribute {
+                resource,
+                key,
+                value,
+            } => {
+                k.push(if *resource { RESOURCE_ATTR } else { SPAN_ATTR });
+                field(&mut k, key)?;
+                field(&mut k, value)?;
+            }
+        }
+        Some(IndexPrefix(k))
+    }
+
+    pub(crate) fn key(&self, start_ns: u64, trace: &TraceId, span: &SpanId) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.0.len() + SUFFIX_LEN);
+        k.extend_from_slice(&self.0);
+        k.extend_from_slice(&start_ns.to_be_bytes());
+        k.extend_from_slice(trace);
+        k.extend_from_slice(span);
+        k
+    }
+
+    /// The first key at or after `start_ns`.
+    pub(crate) fn lower(&self, start_ns: u64) -> Vec<u8> {
+        self.key(start_ns, &[0; TRACE_ID_LEN], &[0; SPAN_ID_LEN])
+    }
+
+    /// The last possible key at `end_ns`.
+    pub(crate) fn upper(&self, end_ns: u64) -> Vec<u8> {
+        self.key(end_ns, &[0xff; TRACE_ID_LEN], &[0xff; SPAN_ID_LEN])
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The (start ns, trace id, span id) at the end of an index key.
+pub(crate) fn parse_suffix(key: &[u8]) -> Option<(u64, TraceId, SpanId)> {
+    let s = key.len().checked_sub(SUFFIX_LEN).map(|at| &key[at..])?;
+    let start = u64::from_be_bytes(s[..8].try_into().ok()?);
+    let trace = s[8..8 + TRACE_ID_LEN].try_into().ok()?;
+    let span = s[8 + TRACE_ID_LEN..].try_into().ok()?;
+    Some((start, trace, span))
+}
+
+pub(crate) fn span_key(trace: &TraceId, span: &SpanId) -> [u8; TRACE_ID_LEN + SPAN_ID_LEN] {
+    let mut k = [0; TRACE_ID_LEN + SPAN_ID_LEN];
+    k[..TRACE_ID_LEN].copy_from_slice(trace);
+    k[TRACE_ID_LEN..].copy_from_slice(span);
+    k
+}
+
+const CAT_SERVICE: u8 = b'S';
+const CAT_OPERATION: u8 = b'O';
+const CAT_SPAN_KEY: u8 = b'a';
+const CAT_RESOURCE_KEY: u8 = b'r';
+
+pub(crate) fn catalog_service(service: &str) -> Vec<u8> {
+    [&[CAT_SERVICE][..], service.as_bytes()].concat()
+}
+
+pub(crate) fn catalog_operations_prefix(service: &str) -> Vec<u8> {
+    [&[CAT_OPERATION][..], service.as_bytes(), &[0]].concat()
+}
+
+/// Operation entries: service \0 kind \0 name (kind as the OTLP enum number).
+pub(crate) fn catalog_operation(service: &str, kind: u8, name: &str) -> Vec<u8> {
+    [
+        &catalog_operations_prefix(service)[..],
+        &[kind, 0],
+        name.as_bytes(),
+    ]
+    .concat()
+}
+
+pub(crate) fn parse_catalog_operation(prefix_len: usize, key: &[u8]) -> Option<(u8, String)> {
+    let rest = key.get(prefix_len..)?;
+    let (&kind, rest) = rest.split_first()?;
+    let name = rest.strip_prefix(&[0])?;
+    Some((kind, String::from_utf8(name.to_vec()).ok()?))
+}
+
+pub(crate) fn catalog_services_prefix() -> Vec<u8> {
+    vec![CAT_SERVICE]
+}
+
+pub(crate) fn catalog_attr_key(resource: bool, key: &str) -> Vec<u8> {
+    [&catalog_attr_prefix(resource)[..], key.as_bytes()].concat()
+}
+
+pub(crate) fn catalog_attr_prefix(resource: bool) -> Vec<u8> {
+    vec![if resource {
+        CAT_RESOURCE_KEY
+    } else {
+        CAT_SPAN_KEY
+    }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn strings_with_nul_or_too_long_are_not_indexed() {
+        assert!(IndexPrefix::new(&Seek::Service("a\0b".into())).is_none());
+        assert!(IndexPrefix::new(&Seek::Service("x".repeat(MAX_INDEXED_VALUE + 1))).is_none());
+        assert!(IndexPrefix::new(&Seek::Service("x".repeat(MAX_INDEXED_VALUE))).is_some());
+    }
+
+    #[test]
+    fn operation_catalog_round_trips() {
+        let p = catalog_operations_prefix("svc");
+        let k = catalog_operation("svc", 2, "GET /x");
+        assert_eq!(
+            parse_catalog_operation(p.len(), &k),
+            Some((2, "GET /x".to_owned()))
+        );
+        assert!(!catalog_operation("svc2", 2, "x").starts_with(&p));
+    }
+
+    proptest! {
+        #[test]
+        fn index_keys_sort_by_start_time_within_a_prefix_and_parse_back(
+            svc in "[a-z]{0,8}", a in any::<u64>(), b in any::<u64>(),
+            t1 in any::<[u8; 16]>(), t2 in any::<[u8; 16]>(), s in any::<[u8; 8]>(),
+        ) {
+            let p = IndexPrefix::new(&Seek::Service(svc)).unwrap();
+            let ka = p.key(a, &t1, &s);
+            let kb = p.key(b, &t2, &s);
+            if a < b { prop_assert!(ka < kb); }
+            prop_assert!(p.lower(a) <= ka && ka <= p.upper(a));
+            prop_assert_eq!(parse_suffix(&ka), Some((a, t1, s)));
+            prop_assert_eq!(ka.len(), p.len() + SUFFIX_LEN);
+        }
+
+        #[test]
+        fn service_prefixes_never_nest(x in "[a-z]{1,6}", y in "[a-z]{1,6}") {
+            prop_assume!(x != y);
+            let px = IndexPrefix::new(&Seek::Service(x)).unwrap().0;
+            let py = IndexPrefix::new(&Seek::Service(y)).unwrap().0;
+            prop_assert!(!px.starts_with(&py) && !py.starts_with(&px));
+        }
+    }
+}

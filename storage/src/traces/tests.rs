@@ -1,0 +1,237 @@
+use super::*;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn span(trace: u8, id: u8, name: &str, start_ns: u64, attrs: Vec<KeyValue>) -> Span {
+    Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: start_ns,
+        end_time_unix_nano: start_ns + 1_000_000,
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+fn batch(service: &str, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![
+                kv("service.name", Value::StringValue(service.into())),
+                kv("host.name", Value::StringValue("h1".into())),
+            ],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        schema_url: String::new(),
+    }
+}
+
+fn ids(store: &TraceStore, seek: Seek, start: u64, end: u64) -> Vec<(u8, u8)> {
+    let mut out = Vec::new();
+    store
+        .scan(&seek, start, end, &mut |c| {
+            out.push((c.trace_id[0], c.span_id[0]));
+            Ok(ControlFlow::Continue(()))
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn a_trace_is_read_back_whole_with_its_origin_and_found_through_each_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+    let t0 = now_ns() - 10_000_000_000;
+    let report = store
+        .write(&[
+            batch(
+                "front",
+                vec![span(
+                    1,
+                    1,
+                    "GET /",
+                    t0,
+                    vec![kv("http.status_code", Value::IntValue(500))],
+                )],
+            ),
+            batch(
+                "back",
+                vec![
+                    span(1, 2, "query", t0 + 5, vec![]),
+                    span(2, 3, "query", t0 + 9, vec![]),
+                ],
+            ),
+        ])
+        .unwrap();
+    assert_eq!(
+        report,
+        WriteReport {
+            spans_written: 3,
+            rejected: 0,
+            reason: None
+        }
+    );
+
+    let trace = store.trace(&[1; 16]).unwrap();
+    assert_eq!(trace.len(), 2);
+    assert_eq!(trace[0].origin.service_name(), "front");
+    assert_eq!(trace[1].origin.service_name(), "back");
+    assert_eq!(trace[1].span.name, "query");
+    assert!(store.trace(&[9; 16]).unwrap().is_empty());
+    assert!(store.trace(&[1; 3]).unwrap().is_empty());
+
+    let end = t0 + 100;
+    assert_eq!(
+        ids(&store, Seek::Time, t0, end),
+        vec![(2, 3), (1, 2), (1, 1)],
+        "newest first"
+    );
+    assert_eq!(
+        ids(&store, Seek::Service("back".into()), t0, end),
+        vec![(2, 3), (1, 2)]
+    );
+    assert_eq!(
+        ids(&store, Seek::Service("back".into()), t0, t0 + 8),
+        vec![(1, 2)],
+        "window bounds"
+    );
+    assert_eq!(
+        ids(
+            &store,
+            Seek::Operation {
+                service: "front".into(),
+                name: "GET /".into()
+            },
+            t0,
+            end
+        ),
+        vec![(1, 1)]
+    );
+    let status = Seek::Attribute {
+        resource: false,
+        key: "http.status_code".into(),
+        value: "500".into(),
+    };
+    assert_eq!(ids(&store, status, t0, end), vec![(1, 1)]);
+    let host = Seek::Attribute {
+        resource: true,
+        key: "host.name".into(),
+        value: "h1".into(),
+    };
+    assert_eq!(ids(&store, host, t0, end).len(), 3);
+
+    assert_eq!(store.services().unwrap(), vec!["back", "front"]);
+    assert_eq!(
+        store.operations("front").unwrap(),
+        vec![(2, "GET /".to_owned())]
+    );
+    assert_eq!(
+        store.attribute_keys(true).unwrap(),
+        vec!["host.name", "service.name"]
+    );
+    assert_eq!(
+        store.attribute_values(true, "service.name", 10).unwrap(),
+        vec!["back", "front"]
+    );
+    assert_eq!(
+        store.attribute_values(true, "service.name", 1).unwrap(),
+        vec!["back"]
+    );
+}
+
+#[test]
+fn malformed_and_expired_spans_are_rejected_with_a_reason_the_rest_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TraceStore::open(
+        dir.path(),
+        TraceStoreOptions {
+            retention: Duration::from_secs(3600),
+            wal_fsync: false,
+        },
+    )
+    .unwrap();
+    let now = now_ns();
+    let mut bad_id = span(1, 1, "x", now, vec![]);
+    bad_id.trace_id = vec![1; 3];
+    let report = store
+        .write(&[batch(
+            "s",
+            vec![
+                bad_id,
+                span(1, 2, "old", now - 7_200_000_000_000, vec![]),
+                span(1, 3, "ok", now, vec![]),
+            ],
+        )])
+        .unwrap();
+    assert_eq!(report.spans_written, 1);
+    assert_eq!(report.rejected, 2);
+    assert_eq!(report.reason.as_deref(), Some("trace id must be 16 bytes"));
+    assert_eq!(store.trace(&[1; 16]).unwrap().len(), 1);
+}
+
+#[test]
+fn retention_removes_spans_and_their_index_keys_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ns();
+    {
+        let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+        store
+            .write(&[batch(
+                "s",
+                vec![
+                    span(1, 1, "old", now - 7_200_000_000_000, vec![]),
+                    span(2, 1, "new", now, vec![]),
+                ],
+            )])
+            .unwrap();
+    }
+    let store = TraceStore::open(
+        dir.path(),
+        TraceStoreOptions {
+            retention: Duration::from_secs(3600),
+            wal_fsync: false,
+        },
+    )
+    .unwrap();
+    assert!(store.trace(&[1; 16]).unwrap().is_empty());
+    assert_eq!(
+        store.trace(&[2; 16]).unwrap().len(),
+        1,
+        "recent span kept across reopen"
+    );
+    assert_eq!(
+        ids(&store, Seek::Service("s".into()), 0, u64::MAX),
+        vec![(2, 1)]
+    );
+    assert_eq!(ids(&store, Seek::Time, 0, u64::MAX), vec![(2, 1)]);
+}
+
+#[test]
+fn unindexable_seek_falls_back_to_the_time_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+    let now = now_ns();
+    store
+        .write(&[batch("s", vec![span(1, 1, "a", now, vec![])])])
+        .unwrap();
+    assert_eq!(
+        ids(&store, Seek::Service("with\0nul".into()), 0, u64::MAX),
+        vec![(1, 1)]
+    );
+}

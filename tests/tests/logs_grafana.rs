@@ -1,0 +1,154 @@
+//! The requests Grafana's Loki data source sends, replayed against the real binary after a
+//! Loki push: Explore (logs and the volume histogram), the label browser, a dashboard panel,
+//! and the metadata endpoints, checking Loki's JSON shapes and error answers.
+
+use std::time::Duration;
+
+use e2e::{enc, now_ns, wait_until, Novamon};
+
+const S: i64 = 1_000_000_000;
+
+/// Pushes 60 lines, one per second over the last minute and a bit: levels alternate
+/// info/error, half JSON and half logfmt.
+fn setup() -> (tempfile::TempDir, Novamon, i64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Novamon::start(&dir.path().join("data"), &[]);
+    let base = (now_ns() / S - 120) * S;
+    let mut values = Vec::new();
+    for i in 0..60 {
+        let level = if i % 2 == 0 { "info" } else { "error" };
+        let line = if i % 4 < 2 {
+            format!(r#"{{"level":"{level}","msg":"request {i}","duration":"{i}ms"}}"#)
+        } else {
+            format!("level={level} msg=\"request {i}\" duration={i}ms")
+        };
+        values.push(serde_json::json!([(base + i * S).to_string(), line, {"trace_id": format!("t{i}")}]));
+    }
+    let body = serde_json::json!({"streams": [
+        {"stream": {"app": "shop", "level": "info"}, "values": values.iter().step_by(2).collect::<Vec<_>>()},
+        {"stream": {"app": "shop", "level": "error"}, "values": values.iter().skip(1).step_by(2).collect::<Vec<_>>()},
+    ]});
+    let (status, text, _) =
+        n.post_raw("/loki/api/v1/push", "application/json", &[], serde_json::to_vec(&body).expect("json"));
+    assert_eq!(status, 204, "{text}");
+    let q = format!("/loki/api/v1/query_range?query={}&start={}&limit=1000", enc(r#"{app="shop"}"#), base - S);
+    wait_until(Duration::from_secs(30), || {
+        n.get_json(&q).1["data"]["result"].as_array().map(|r| r.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum::<usize>())
+            == Some(60)
+    })
+    .expect("pushed lines never became queryable");
+    (dir, n, base)
+}
+
+#[test]
+fn explore_logs_and_volume_histogram() {
+    let (_d, n, base) = setup();
+    let (start, end) = (base - 60 * S, base + 120 * S);
+    // Explore: the logs query, newest first, limit 1000, with Grafana's step.
+    let (status, body) = n.get_json(&format!(
+        "/loki/api/v1/query_range?direction=backward&end={end}&limit=1000&query={}&start={start}&step=1000ms",
+        enc(r#"{app="shop"} |= "request 1" | json | logfmt | drop __error__"#)
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["data"]["resultType"], "streams");
+    assert!(body["data"]["stats"]["summary"].is_object());
+    let mut all = Vec::new();
+    for s in body["data"]["result"].as_array().expect("streams") {
+        assert_eq!(s["stream"]["app"], "shop");
+        assert!(s["stream"]["trace_id"].is_string(), "structured metadata is a label: {s}");
+        for v in s["values"].as_array().expect("values") {
+            let ts: i64 = v[0].as_str().expect("ts is a string").parse().expect("ns");
+            all.push((ts, v[1].as_str().expect("line").to_owned()));
+        }
+    }
+    // "request 1" is in lines 1 and 10..19: eleven lines.
+    assert_eq!(all.len(), 11, "{all:?}");
+    assert!(all.iter().all(|(_, l)| l.contains("request 1")));
+
+    // The volume histogram: Grafana's supplementary query, step 2s here.
+    let (status, body) = n.get_json(&format!(
+        "/loki/api/v1/query_range?direction=backward&end={end}&query={}&start={start}&step=2000ms",
+        enc(r#"sum by (level) (count_over_time({app="shop"} | drop __error__[2s]))"#)
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["resultType"], "matrix");
+    let result = body["data"]["result"].as_array().expect("matrix");
+    assert_eq!(result.len(), 2);
+    let mut total = 0.0;
+    for s in result {
+        for v in s["values"].as_array().expect("values") {
+            assert!(v[0].is_number(), "time is seconds as a number: {v}");
+            total += v[1].as_str().expect("value is a string").parse::<f64>().expect("number");
+        }
+    }
+    // Steps 2s apart with 2s windows tile the range: every line is counted once.
+    assert_eq!(total, 60.0);
+}
+
+#[test]
+fn label_browser_and_metadata_endpoints() {
+    let (_d, n, base) = setup();
+    let range = format!("start={}&end={}", base - 60 * S, base + 120 * S);
+    let (_, body) = n.get_json(&format!("/loki/api/v1/labels?{range}"));
+    assert_eq!(body, serde_json::json!({"status": "success", "data": ["app", "level"]}));
+    let (_, body) = n.get_json(&format!("/loki/api/v1/label/level/values?{range}"));
+    assert_eq!(body["data"], serde_json::json!(["error", "info"]));
+    let (_, body) = n.get_json(&format!("/loki/api/v1/label/level/values?{range}&query={}", enc(r#"{level="info"}"#)));
+    assert_eq!(body["data"], serde_json::json!(["info"]));
+    let (_, body) = n.get_json(&format!("/loki/api/v1/series?{range}&match[]={}", enc(r#"{app="shop"}"#)));
+    assert_eq!(body["data"].as_array().map(Vec::len), Some(2));
+    let (_, body) = n.get_json(&format!("/loki/api/v1/index/stats?{range}&query={}", enc(r#"{app="shop"}"#)));
+    assert_eq!(body["streams"], 2);
+    assert_eq!(body["entries"], 60);
+    let (_, body) = n.get_json(&format!("/loki/api/v1/index/volume?{range}&query={}", enc(r#"{app="shop"}"#)));
+    assert_eq!(body["data"]["resultType"], "vector");
+    let (_, body) = n.get_json(&format!("/loki/api/v1/detected_fields?{range}&query={}", enc(r#"{app="shop"}"#)));
+    let fields: Vec<&str> = body["fields"].as_array().expect("fields").iter().filter_map(|f| f["label"].as_str()).collect();
+    assert!(fields.contains(&"duration") && fields.contains(&"trace_id"), "{body}");
+    let (_, body) = n.get_json(&format!("/loki/api/v1/format_query?query={}", enc(r#"{app="shop"}|="x""#)));
+    assert_eq!(body["data"], r#"{app="shop"} |= "x""#);
+    let (_, body) = n.get_json("/loki/api/v1/status/buildinfo");
+    assert!(body["version"].as_str().is_some_and(|v| v.starts_with('3')));
+}
+
+#[test]
+fn dashboard_panel_instant_queries_and_errors() {
+    let (_d, n, base) = setup();
+    // A time-series panel: per-level rate over a minute at a 60s step.
+    let end = base + 60 * S;
+    let (status, body) = n.get_json(&format!(
+        "/loki/api/v1/query_range?query={}&start={}&end={end}&step=60",
+        enc(r#"sum by (level) (rate({app="shop"}[1m]))"#),
+        end
+    ));
+    assert_eq!(status, 200, "{body}");
+    let result = body["data"]["result"].as_array().expect("matrix");
+    // At `end` the window (base, base+60s] holds lines 1..=59... and line 60 does not exist:
+    // 30 errors (odd) and 29 infos (even, excluding line 0 at the open edge).
+    let by_level = |lvl: &str| -> f64 {
+        let s = result.iter().find(|s| s["metric"]["level"] == lvl).expect("series");
+        s["values"][0][1].as_str().expect("value").parse().expect("number")
+    };
+    assert_eq!(by_level("error"), 30.0 / 60.0);
+    assert_eq!(by_level("info"), 29.0 / 60.0);
+    let (status, body) = n.get_json(&format!(
+        "/loki/api/v1/query?query={}&time={end}",
+        enc(r#"count_over_time({app="shop", level="error"}[1m]) * 2"#)
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["resultType"], "vector");
+    assert_eq!(body["data"]["result"][0]["value"][1], "60");
+    // Errors: Loki's plain-text 400s.
+    let (status, text) = get_text(&n, &format!("/loki/api/v1/query_range?query={}", enc(r#"{app="shop"} | bogus"#)));
+    assert_eq!(status, 400);
+    assert!(text.starts_with("parse error at line 1, col 16: syntax error: unexpected IDENTIFIER bogus"), "{text}");
+    let (status, text) = get_text(&n, &format!("/loki/api/v1/query?query={}", enc(r#"{app="shop"}"#)));
+    assert_eq!(status, 400);
+    assert!(text.contains("log queries are not supported as an instant query type"), "{text}");
+}
+
+fn get_text(n: &Novamon, path: &str) -> (u16, String) {
+    let mut resp = n.agent.get(format!("{}{}", n.url, path)).call().expect("GET");
+    (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default())
+}

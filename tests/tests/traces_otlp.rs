@@ -1,0 +1,355 @@
+//! Traces and OTLP metrics end to end: the real OpenTelemetry Python SDK (OTLP/gRPC and
+//! OTLP/HTTP exporters) sends a trace across two services and some metrics to a real novamon;
+//! each is found again through the Jaeger, Tempo and Prometheus APIs, with the requests
+//! Grafana's Jaeger and Tempo data sources make. Also bad input and kill -9 durability.
+//!
+//! Needs the venv `tests/run.sh` creates ($HOME/.cache/novamon-venv, or NOVAMON_VENV).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use e2e::{enc, Json, Novamon};
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("NOVAMON_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/novamon-venv")
+        });
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run tests/run.sh, which creates the venv with the OpenTelemetry SDK",
+        py.display()
+    );
+    py
+}
+
+/// Runs tests/otel/emit.py; returns (trace id, root span id).
+fn emit(protocol: &str, endpoint: &str, suffix: &str) -> (String, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/otel/emit.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args([protocol, endpoint, suffix])
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "emit.py failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Json = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    (
+        ids["trace_id"].as_str().unwrap().to_owned(),
+        ids["root_span_id"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn get_ok(n: &Novamon, path: &str) -> Json {
+    let (status, body) = n.get_json(path);
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// Grafana's Jaeger data source: service list, operations, search, trace by id.
+fn check_jaeger(n: &Novamon, suffix: &str, trace_id: &str) {
+    let (front, back) = (format!("frontend-{suffix}"), format!("backend-{suffix}"));
+    let services = get_ok(n, "/jaeger/api/services");
+    for s in [&front, &back] {
+        assert!(
+            services["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == s.as_str()),
+            "{s} not in {services}"
+        );
+    }
+    let ops = get_ok(
+        n,
+        &format!("/jaeger/api/services/{}/operations", enc(&front)),
+    );
+    assert_eq!(ops["data"], serde_json::json!(["GET /checkout", "render"]));
+    let ops = get_ok(
+        n,
+        &format!(
+            "/jaeger/api/operations?service={}&spanKind=client",
+            enc(&back)
+        ),
+    );
+    assert_eq!(
+        ops["data"],
+        serde_json::json!([{ "name": "SELECT orders", "spanKind": "client" }])
+    );
+
+    let end_us = (now_s() + 60) * 1_000_000;
+    let start_us = end_us - 3_600_000_000;
+    let search = get_ok(
+        n,
+        &format!(
+            "/jaeger/api/traces?service={}&operation={}&limit=20&start={start_us}&end={end_us}&lookback=1h&tags={}&minDuration=0ms",
+            enc(&back),
+            enc("SELECT orders"),
+            enc(r#"{"error":"true","db.system":"postgresql"}"#)
+        ),
+    );
+    let found: Vec<&str> = search["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["traceID"].as_str().unwrap())
+        .collect();
+    assert_eq!(found, vec![trace_id], "{search}");
+
+    let trace = &get_ok(n, &format!("/jaeger/api/traces/{trace_id}"))["data"][0];
+    let spans = trace["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 3, "{trace}");
+    assert_eq!(trace["processes"].as_object().unwrap().len(), 2);
+    let db = spans
+        .iter()
+        .find(|s| s["operationName"] == "SELECT orders")
+        .unwrap();
+    let root = spans
+        .iter()
+        .find(|s| s["operationName"] == "GET /checkout")
+        .unwrap();
+    assert_eq!(db["references"][0]["refType"], "CHILD_OF");
+    assert_eq!(db["references"][0]["spanID"], root["spanID"]);
+    assert_eq!(root["references"], serde_json::json!([]));
+    assert_eq!(
+        trace["processes"][db["processID"].as_str().unwrap()]["serviceName"],
+        back.as_str()
+    );
+    let tags = db["tags"].as_array().unwrap();
+    assert!(
+        tags.contains(&serde_json::json!({ "key": "error", "type": "bool", "value": true })),
+        "{tags:?}"
+    );
+    assert!(
+        tags.contains(&serde_json::json!({ "key": "db.rows", "type": "int64", "value": 7 })),
+        "{tags:?}"
+    );
+    assert_eq!(
+        db["logs"][0]["fields"][0],
+        serde_json::json!({ "key": "event", "type": "string", "value": "cache miss" })
+    );
+    assert_eq!(
+        db["logs"][0]["fields"][1],
+        serde_json::json!({ "key": "cache.key", "type": "string", "value": "cart-42" })
+    );
+    assert!(
+        db["duration"].as_u64().is_some()
+            && db["startTime"].as_u64().unwrap() >= root["startTime"].as_u64().unwrap()
+    );
+
+    let deps = get_ok(
+        n,
+        &format!(
+            "/jaeger/api/dependencies?endTs={}&lookback=3600000",
+            (now_s() + 60) * 1000
+        ),
+    );
+    assert!(
+        deps["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["parent"] == front.as_str() && d["child"] == back.as_str()),
+        "{deps}"
+    );
+}
+
+/// Grafana's Tempo data source: echo, tag names and values, TraceQL search, trace by id.
+fn check_tempo(n: &Novamon, suffix: &str, trace_id: &str) {
+    let back = format!("backend-{suffix}");
+    let (st, _, _) = n.post_raw("/tempo/api/echo", "text/plain", &[], vec![]);
+    assert_eq!(st, 405, "echo is GET only");
+    let mut resp = n
+        .agent
+        .get(format!("{}/tempo/api/echo", n.url))
+        .call()
+        .unwrap();
+    assert_eq!(resp.body_mut().read_to_string().unwrap(), "echo");
+    let (start, end) = (now_s() - 3600, now_s() + 60);
+    let tags = get_ok(
+        n,
+        &format!("/tempo/api/v2/search/tags?scope=resource&start={start}&end={end}"),
+    );
+    assert!(
+        tags["scopes"][0]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "service.name"),
+        "{tags}"
+    );
+    let values = get_ok(
+        n,
+        &format!("/tempo/api/v2/search/tag/resource.service.name/values?start={start}&end={end}"),
+    );
+    assert!(
+        values["tagValues"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({ "type": "string", "value": back })),
+        "{values}"
+    );
+
+    let q = format!(
+        r#"{{ resource.service.name = "{back}" && status = error }} && {{ span.http.status_code >= 500 }}"#
+    );
+    let search = get_ok(
+        n,
+        &format!(
+            "/tempo/api/search?q={}&limit=20&spss=3&start={start}&end={end}",
+            enc(&q)
+        ),
+    );
+    let traces = search["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 1, "{search}");
+    assert_eq!(traces[0]["traceID"], trace_id);
+    assert_eq!(traces[0]["rootServiceName"], format!("frontend-{suffix}"));
+    assert_eq!(traces[0]["rootTraceName"], "GET /checkout");
+    let q =
+        format!(r#"{{ resource.service.name = "{back}" && name =~ "SELECT.*" && duration > 1h }}"#);
+    let search = get_ok(
+        n,
+        &format!("/tempo/api/search?q={}&start={start}&end={end}", enc(&q)),
+    );
+    assert_eq!(search["traces"], serde_json::json!([]));
+
+    let v2 = get_ok(n, &format!("/tempo/api/v2/traces/{trace_id}"));
+    let spans: usize = v2["trace"]["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rs| rs["scopeSpans"][0]["spans"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(spans, 3);
+    let mut resp = n
+        .agent
+        .get(format!("{}/tempo/api/v2/traces/{trace_id}", n.url))
+        .header("Accept", "application/protobuf")
+        .call()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "application/protobuf"
+    );
+    let body = resp.body_mut().read_to_vec().unwrap();
+    let raw_id: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    assert!(
+        body.windows(16).any(|w| w == raw_id.as_slice()),
+        "protobuf trace holds the trace id"
+    );
+}
+
+fn check_metrics(n: &Novamon, suffix: &str) {
+    let job = format!("frontend-{suffix}");
+    let query = |q: &str| {
+        let r = get_ok(n, &format!("/api/v1/query?query={}", enc(q)));
+        r["data"]["result"].as_array().unwrap().clone()
+    };
+    let r = query(&format!(r#"orders_total{{job="{job}"}}"#));
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["metric"]["instance"], "i-1");
+    assert_eq!(r[0]["metric"]["payment"], "card");
+    assert_eq!(r[0]["value"][1], "3");
+    let r = query(&format!(
+        r#"checkout_latency_milliseconds_count{{job="{job}"}}"#
+    ));
+    assert_eq!(r[0]["value"][1], "3");
+    let r = query(&format!(
+        r#"checkout_latency_milliseconds_bucket{{job="{job}",le="+Inf"}}"#
+    ));
+    assert_eq!(r[0]["value"][1], "3");
+    let r = query(&format!(r#"queue_depth{{job="{job}"}}"#));
+    assert_eq!(r[0]["value"][1], "4");
+    let r = query(&format!(r#"target_info{{job="{job}"}}"#));
+    assert_eq!(r[0]["metric"]["host_name"], "test-host");
+}
+
+#[test]
+fn python_sdk_over_grpc_and_http_is_found_through_jaeger_tempo_and_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Novamon::start(&dir.path().join("data"), &[]);
+    for (protocol, endpoint, suffix) in [
+        ("grpc", n.otlp_grpc_url.clone(), "grpc"),
+        ("http", n.otlp_http_url.clone(), "http"),
+    ] {
+        let (trace_id, _) = emit(protocol, &endpoint, suffix);
+        check_jaeger(&n, suffix, &trace_id);
+        check_tempo(&n, suffix, &trace_id);
+        check_metrics(&n, suffix);
+    }
+}
+
+#[test]
+fn otlp_http_on_the_main_port_rejects_bad_input_and_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut n = Novamon::start(&data, &[]);
+
+    let (st, body, _) = n.post_raw("/v1/traces", "application/x-protobuf", &[], vec![0xff; 16]);
+    assert_eq!(st, 400, "{body}");
+    let (st, body, _) = n.post_raw(
+        "/v1/traces",
+        "application/json",
+        &[],
+        b"{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"zz\"}]}]}]}".to_vec(),
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("invalid OTLP/JSON"), "{body}");
+    let (st, _, _) = n.post_raw("/v1/metrics", "text/plain", &[], b"x".to_vec());
+    assert_eq!(st, 415);
+
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let json = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"durable"}}}}]}},
+        "scopeSpans":[{{"spans":[{{"traceId":"{trace_id}","spanId":"00f067aa0ba902b7","name":"persist","kind":1,
+        "startTimeUnixNano":"{now_ns}","endTimeUnixNano":"{}"}},{{"traceId":"{trace_id}","spanId":"0000","name":"bad"}}]}}]}}]}}"#,
+        now_ns + 5_000_000
+    );
+    let (st, body, _) = n.post_raw("/v1/traces", "application/json", &[], json.into_bytes());
+    assert_eq!(st, 200, "{body}");
+    let resp: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(resp["partialSuccess"]["rejectedSpans"], "1", "{body}");
+    assert!(
+        resp["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("span id"),
+        "{body}"
+    );
+
+    n.process.signal_and_wait("KILL", Duration::from_secs(10));
+    let n = Novamon::start(&data, &[]);
+    let trace = get_ok(&n, &format!("/jaeger/api/traces/{trace_id}"));
+    assert_eq!(trace["data"][0]["spans"][0]["operationName"], "persist");
+    assert_eq!(trace["data"][0]["spans"][0]["duration"], 5000);
+    let found = get_ok(
+        &n,
+        &format!(
+            "/tempo/api/search?q={}",
+            enc(r#"{ resource.service.name = "durable" }"#)
+        ),
+    );
+    assert_eq!(found["traces"][0]["traceID"], trace_id);
+}
