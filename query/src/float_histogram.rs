@@ -176,6 +176,26 @@ fn merge(a: &[(i32, f64)], b: &[(i32, f64)], sign: f64) -> Expanded {
 }
 
 impl FloatHistogram {
+    /// Some count or the sum is infinite.
+    fn overflowed(&self) -> bool {
+        [self.count, self.sum, self.zero_count]
+            .iter()
+            .chain(&self.positive_buckets)
+            .chain(&self.negative_buckets)
+            .any(|v| v.is_infinite())
+    }
+
+    /// No observations, same layout parameters (schema, zero threshold, bounds).
+    fn empty_like(&self) -> FloatHistogram {
+        FloatHistogram {
+            counter_reset_hint: self.counter_reset_hint,
+            schema: self.schema,
+            zero_threshold: self.zero_threshold,
+            custom_values: self.custom_values.clone(),
+            ..FloatHistogram::default()
+        }
+    }
+
     pub fn uses_custom_buckets(&self) -> bool {
         self.schema == CUSTOM_BUCKETS_SCHEMA
     }
@@ -465,8 +485,20 @@ impl FloatHistogram {
                 // Differing bounds are compared on their common bounds, as subtraction does.
                 let bounds = intersect_bounds(&self.custom_values, &prev.custom_values);
                 let (mut cur, mut old) = (vec![0.0; bounds.len() + 1], vec![0.0; bounds.len() + 1]);
-                map_custom(&self.positive(), &self.custom_values, &bounds, 1.0, &mut cur);
-                map_custom(&prev.positive(), &prev.custom_values, &bounds, 1.0, &mut old);
+                map_custom(
+                    &self.positive(),
+                    &self.custom_values,
+                    &bounds,
+                    1.0,
+                    &mut cur,
+                );
+                map_custom(
+                    &prev.positive(),
+                    &prev.custom_values,
+                    &bounds,
+                    1.0,
+                    &mut old,
+                );
                 return cur.iter().zip(&old).any(|(c, o)| c < o);
             }
         } else {
@@ -584,6 +616,157 @@ impl FloatHistogram {
         let keep = |e: Expanded| -> Expanded { e.into_iter().filter(|b| b.1 != 0.0).collect() };
         (keep(self.positive()), keep(self.negative()))
     }
+}
+
+/// A Kahan-compensated running sum of histograms, as Prometheus sums them in `sum`, `avg`,
+/// `sum_over_time` and `avg_over_time`: `comp` holds the low-order parts lost to rounding,
+/// in the same layout as `sum`, and is added back at the end.
+#[derive(Clone, Debug)]
+pub(crate) struct KahanSum {
+    sum: FloatHistogram,
+    comp: FloatHistogram,
+}
+
+impl KahanSum {
+    pub(crate) fn new(h: &FloatHistogram) -> KahanSum {
+        KahanSum {
+            sum: h.clone(),
+            comp: h.empty_like(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &FloatHistogram) -> Result<AddOutcome, HistogramError> {
+        if self.sum.uses_custom_buckets() != other.uses_custom_buckets() {
+            return Err(HistogramError::IncompatibleSchema);
+        }
+        if self.sum.uses_custom_buckets() && self.sum.custom_values != other.custom_values {
+            // Reconciling bounds merges buckets: fold the compensation in and sum plainly.
+            self.fold();
+            let outcome = self.sum.add(other)?;
+            self.comp = self.sum.empty_like();
+            return Ok(outcome);
+        }
+        let outcome = AddOutcome {
+            counter_reset_collision: self.sum.adjust_counter_reset(other),
+            nhcb_reconciled: false,
+        };
+        let step = |v: &mut f64, c: &mut f64, inc: f64| {
+            (*v, *c) = crate::engine::kahan_inc(inc, *v, *c);
+        };
+        step(&mut self.sum.count, &mut self.comp.count, other.count);
+        step(&mut self.sum.sum, &mut self.comp.sum, other.sum);
+        if self.sum.uses_custom_buckets() {
+            let merged = kahan_merge(
+                self.sum.positive(),
+                self.comp.positive(),
+                &other.positive(),
+                step,
+            );
+            self.sum.set_positive(&merged.0);
+            self.comp.set_positive(&merged.1);
+            return Ok(outcome);
+        }
+        let other_zero = self.sum.reconcile_zero_buckets(other);
+        self.comp.reconcile_zero_buckets(&self.sum);
+        step(
+            &mut self.sum.zero_count,
+            &mut self.comp.zero_count,
+            other_zero,
+        );
+        let schema = self.sum.schema.min(other.schema);
+        let threshold = self.sum.zero_threshold;
+        let mine = |h: &FloatHistogram, positive: bool| {
+            let exp = if positive { h.positive() } else { h.negative() };
+            reduce(&exp, h.schema, schema)
+        };
+        let theirs = |positive: bool| -> Expanded {
+            let exp = if positive {
+                other.positive()
+            } else {
+                other.negative()
+            };
+            reduce(&exp, other.schema, schema)
+                .into_iter()
+                .skip_while(|(idx, _)| exponential_bound(*idx, schema) <= threshold)
+                .collect()
+        };
+        let pos = kahan_merge(
+            mine(&self.sum, true),
+            mine(&self.comp, true),
+            &theirs(true),
+            step,
+        );
+        let neg = kahan_merge(
+            mine(&self.sum, false),
+            mine(&self.comp, false),
+            &theirs(false),
+            step,
+        );
+        self.sum.schema = schema;
+        self.comp.schema = schema;
+        self.sum.set_positive(&pos.0);
+        self.comp.set_positive(&pos.1);
+        self.sum.set_negative(&neg.0);
+        self.comp.set_negative(&neg.1);
+        Ok(outcome)
+    }
+
+    fn fold(&mut self) {
+        self.comp.counter_reset_hint = self.sum.counter_reset_hint;
+        // Same layout by construction, so this cannot fail.
+        let _ = self.sum.add(&self.comp);
+    }
+
+    /// The compensated sum.
+    pub(crate) fn finish(mut self) -> FloatHistogram {
+        self.fold();
+        self.sum
+    }
+}
+
+/// Turns the (Kahan) sum of `n` histograms into their mean. Dividing the sum once is the
+/// precise way; when the sum overflowed, each histogram is divided first instead (Prometheus
+/// falls back to an incremental mean then).
+pub(crate) fn mean_from_sum<'a>(
+    mut sum: FloatHistogram,
+    hs: impl Iterator<Item = &'a FloatHistogram>,
+    n: f64,
+) -> Result<FloatHistogram, HistogramError> {
+    if !sum.overflowed() {
+        sum.div(n);
+        return Ok(sum);
+    }
+    let mut acc: Option<KahanSum> = None;
+    for h in hs {
+        let mut h = h.clone();
+        h.div(n);
+        match &mut acc {
+            None => acc = Some(KahanSum::new(&h)),
+            Some(a) => {
+                a.add(&h)?;
+            }
+        }
+    }
+    Ok(acc.map_or(sum, KahanSum::finish))
+}
+
+/// Adds `other` into `sum` bucket by bucket with Kahan compensation in `comp`; all three are
+/// expanded at the same schema. Returns the new (sum, comp) on the union of indices.
+fn kahan_merge(
+    sum: Expanded,
+    comp: Expanded,
+    other: &[(i32, f64)],
+    step: impl Fn(&mut f64, &mut f64, f64),
+) -> (Expanded, Expanded) {
+    let mut acc: BTreeMap<i32, (f64, f64)> = sum.into_iter().map(|(i, v)| (i, (v, 0.0))).collect();
+    for (i, c) in comp {
+        acc.entry(i).or_insert((0.0, 0.0)).1 += c;
+    }
+    for &(i, inc) in other {
+        let e = acc.entry(i).or_insert((0.0, 0.0));
+        step(&mut e.0, &mut e.1, inc);
+    }
+    acc.into_iter().map(|(i, (v, c))| ((i, v), (i, c))).unzip()
 }
 
 /// The counter-reset hints met while summing histograms: a sum over both a `reset` and a
@@ -836,7 +1019,7 @@ pub fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
     }
     // NaN observations are in no bucket: they count in the total, never in a fraction.
     let in_buckets = if h.has_nan_observations() {
-        rank.min(h.count)
+        h.count - h.nan_observations()
     } else {
         h.count
     };
@@ -988,5 +1171,71 @@ mod tests {
         let b = h(0, &[1.0, 1.0, 5.0]);
         assert!(b.detect_reset(&a));
         assert!(!h(0, &[1.0, 2.0, 5.0]).detect_reset(&a));
+    }
+
+    #[test]
+    fn kahan_sum_keeps_what_plain_addition_loses() {
+        let parts = [h(0, &[1e100, 1.0]), h(0, &[1.0, 1.0]), h(0, &[-1e100, 1.0])];
+        let mut plain = parts[0].clone();
+        let mut kahan = KahanSum::new(&parts[0]);
+        for p in &parts[1..] {
+            plain.add(p).expect("compatible");
+            kahan.add(p).expect("compatible");
+        }
+        assert_eq!(plain.positive_buckets, vec![0.0, 3.0]);
+        let sum = kahan.finish();
+        assert_eq!(sum.positive_buckets, vec![1.0, 3.0]);
+        // The counts were 1e100, 2 and -1e100 (the 1s were absorbed already): plain gives 0.
+        assert_eq!(plain.count, 0.0);
+        assert_eq!(sum.count, 2.0);
+        // A lower schema in a later operand still lines the compensation up.
+        let mut k = KahanSum::new(&h(1, &[1.0, 1.0]));
+        k.add(&h(0, &[2.0])).expect("compatible");
+        let sum = k.finish();
+        assert_eq!((sum.schema, sum.positive_buckets), (0, vec![3.0, 1.0]));
+    }
+
+    #[test]
+    fn nan_observations_count_but_fall_in_no_bucket() {
+        // 15 observations, 3 of them NaN: one bucket (0.5, 1] holds the other 12.
+        let mut x = h(0, &[12.0]);
+        x.count = 15.0;
+        x.sum = f64::NAN;
+        assert!(x.has_nan_observations());
+        assert_eq!(quantile(0.8, &x), 1.0);
+        assert!(quantile(0.81, &x).is_nan());
+        assert_eq!(fraction(f64::NEG_INFINITY, f64::INFINITY, &x), 0.8);
+        assert!((fraction(f64::NEG_INFINITY, 0.5f64.sqrt(), &x) - 0.4).abs() < 1e-12);
+        assert!(!h(0, &[12.0]).has_nan_observations());
+    }
+
+    #[test]
+    fn reset_across_custom_bounds_is_judged_on_common_bounds() {
+        let custom = |bounds: &[f64], buckets: &[f64]| FloatHistogram {
+            custom_values: bounds.to_vec(),
+            ..h(CUSTOM_BUCKETS_SCHEMA, buckets)
+        };
+        let prev = custom(&[2.0, 4.0], &[1.0, 2.0, 3.0]);
+        // Finer bounds, every common-bound bucket grew: no reset.
+        assert!(!custom(&[1.0, 2.0, 3.0, 4.0], &[1.0, 1.0, 2.0, 1.0, 3.0]).detect_reset(&prev));
+        // The bucket up to 4 shrank from 2 to 1.
+        assert!(custom(&[1.0, 2.0, 3.0, 4.0], &[1.0, 1.0, 0.0, 1.0, 5.0]).detect_reset(&prev));
+    }
+
+    #[test]
+    fn mean_survives_an_overflowing_sum() {
+        let parts = [h(0, &[1.5e308]), h(0, &[1.5e308]), h(0, &[3.0])];
+        let mut acc = KahanSum::new(&parts[0]);
+        for p in &parts[1..] {
+            acc.add(p).expect("compatible");
+        }
+        let sum = acc.finish();
+        assert!(sum.count.is_infinite());
+        let m = mean_from_sum(sum, parts.iter(), 3.0).expect("compatible");
+        assert_eq!(m.count, 1e308 + 1.0);
+        assert_eq!(m.positive_buckets, vec![1e308 + 1.0]);
+        // Without overflow it is the plain quotient.
+        let m = mean_from_sum(h(0, &[6.0]), [h(0, &[2.0])].iter(), 3.0).expect("compatible");
+        assert_eq!(m.positive_buckets, vec![2.0]);
     }
 }

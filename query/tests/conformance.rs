@@ -25,6 +25,10 @@ fn run(paths: &[PathBuf]) {
     let mut out = Vec::new();
     let summary = query::promqltest::run_files(paths, &mut out).expect("runner I/O");
     let report = String::from_utf8_lossy(&out);
+    // The per-file tally, shown with `--nocapture`.
+    for line in report.lines().filter(|l| l.starts_with("== ")) {
+        eprintln!("{line}");
+    }
     assert!(summary.passed > 0, "no eval ran:\n{report}");
     assert_eq!(summary.failed, 0, "{report}");
 }
@@ -69,6 +73,10 @@ fn prometheus_native_histograms() {
     let mut out = Vec::new();
     let summary = query::promqltest::run_files(&[path], &mut out).expect("runner I/O");
     let report = String::from_utf8_lossy(&out);
+    eprintln!("{}", report.lines().last().unwrap_or_default());
+    for line in report.lines().filter(|l| l.starts_with("FAIL ")) {
+        eprintln!("{line}");
+    }
     let ran = summary.passed + summary.failed;
     assert!(ran > 0, "no eval ran:\n{report}");
     assert!(

@@ -59,6 +59,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ingest::logs::Mapping { label_keys: config.logs.label_keys.clone() },
     );
     let loki_state = query::loki_http::LokiState::new(query::logql::LogEngine::new(logs.clone(), config.logs.max_query_lines));
+    let otlp_state = otlp_state.with_logs(logs.clone());
 
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);

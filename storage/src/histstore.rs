@@ -74,6 +74,58 @@ pub(crate) fn scan(
     Ok(out)
 }
 
+/// Calls `f(id, first_t, last_t)` for every series with histogram samples: two seeks per
+/// series, then a jump past it, so the cost follows the number of series, not of samples.
+fn for_each_series(db: &Db, mut f: impl FnMut(u64, i64, i64)) -> Result<(), StorageError> {
+    let cf = db::cf(db, CF_HISTOGRAMS)?;
+    let mut it = db.raw_iterator_cf(&cf);
+    it.seek_to_first();
+    while let Some(k) = it.key() {
+        let (id, first) =
+            parse_key(k).ok_or_else(|| StorageError::Corrupt(format!("histogram key {k:02x?}")))?;
+        it.seek_for_prev(key(id, i64::MAX));
+        let last = it
+            .key()
+            .and_then(parse_key)
+            .filter(|(kid, _)| *kid == id)
+            .map_or(first, |(_, t)| t);
+        f(id, first, last);
+        match id.checked_add(1) {
+            Some(next) => it.seek(key(next, i64::MIN)),
+            None => break,
+        }
+    }
+    it.status()?;
+    Ok(())
+}
+
+/// Time bounds (id, min_t, max_t) of the histogram samples of every series that has some.
+pub(crate) fn bounds(db: &Db) -> Result<Vec<(u64, i64, i64)>, StorageError> {
+    let mut out = Vec::new();
+    for_each_series(db, |id, first, last| out.push((id, first, last)))?;
+    Ok(out)
+}
+
+/// Adds to `wb` the deletion of every histogram sample older than `cutoff`; returns the
+/// number of series that had some.
+pub(crate) fn delete_before(
+    db: &Db,
+    wb: &mut WriteBatch,
+    cutoff: i64,
+) -> Result<usize, StorageError> {
+    let mut expired = Vec::new();
+    for_each_series(db, |id, first, _| {
+        if first < cutoff {
+            expired.push(id);
+        }
+    })?;
+    let cf = db::cf(db, CF_HISTOGRAMS)?;
+    for &id in &expired {
+        wb.delete_range_cf(&cf, key(id, i64::MIN), key(id, cutoff));
+    }
+    Ok(expired.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

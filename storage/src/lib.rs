@@ -115,7 +115,10 @@ pub enum AppendMode {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppendReport {
+    /// Float samples written (a repeat of a stored sample counts).
     pub samples_written: usize,
+    /// Native histogram samples written, counted apart as remote-write 2.0 reports them.
+    pub histograms_written: usize,
     pub rejected: Vec<Rejection>,
 }
 

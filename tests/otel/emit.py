@@ -1,4 +1,4 @@
-"""Emits one known trace and a few metrics through the real OpenTelemetry Python SDK.
+"""Emits one known trace, a few metrics and a log line through the real OpenTelemetry Python SDK.
 
 usage: emit.py grpc|http ENDPOINT SUFFIX
   ENDPOINT  http://127.0.0.1:PORT of the OTLP/gRPC or OTLP/HTTP listener
@@ -7,12 +7,16 @@ usage: emit.py grpc|http ENDPOINT SUFFIX
 The trace: frontend-SUFFIX "GET /checkout" (server) -> backend-SUFFIX "SELECT orders"
 (client, an event, status error) and frontend-SUFFIX "render" (internal). Metrics from
 frontend-SUFFIX: counter "orders" (+3), histogram "checkout.latency" (ms: 5, 50, 500),
-up-down counter "queue.depth" (+4). Prints {"trace_id": ..., "root_span_id": ...} as JSON.
+up-down counter "queue.depth" (+4). One log line "payment failed for order 42" from
+frontend-SUFFIX inside the "render" span. Prints {"trace_id": ..., "root_span_id": ...} as JSON.
 """
 import json
+import logging
 import sys
 
 from opentelemetry import trace
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -23,17 +27,21 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 protocol, endpoint, suffix = sys.argv[1], sys.argv[2], sys.argv[3]
 
 if protocol == "grpc":
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     span_exporter = lambda: OTLPSpanExporter(endpoint=endpoint, insecure=True)
     metric_exporter = lambda: OTLPMetricExporter(endpoint=endpoint, insecure=True)
+    log_exporter = lambda: OTLPLogExporter(endpoint=endpoint, insecure=True)
 else:
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     span_exporter = lambda: OTLPSpanExporter(endpoint=endpoint + "/v1/traces")
     metric_exporter = lambda: OTLPMetricExporter(endpoint=endpoint + "/v1/metrics")
+    log_exporter = lambda: OTLPLogExporter(endpoint=endpoint + "/v1/logs")
 
 
 def provider(service):
@@ -43,6 +51,11 @@ def provider(service):
 
 
 frontend = provider("frontend-" + suffix)
+logs = LoggerProvider(resource=Resource.create({"service.name": "frontend-" + suffix}))
+logs.add_log_record_processor(BatchLogRecordProcessor(log_exporter()))
+log = logging.getLogger("shop")
+log.addHandler(LoggingHandler(logger_provider=logs))
+log.setLevel(logging.INFO)
 backend = provider("backend-" + suffix)
 ft = frontend.get_tracer("shop.frontend", "1.2.3")
 bt = backend.get_tracer("shop.backend")
@@ -55,10 +68,12 @@ with ft.start_as_current_span("GET /checkout", kind=SpanKind.SERVER,
         db.add_event("cache miss", {"cache.key": "cart-42"})
         db.set_status(Status(StatusCode.ERROR, "deadlock detected"))
     with ft.start_as_current_span("render", kind=SpanKind.INTERNAL):
-        pass
+        log.error("payment failed for order %s", 42)
     ids = {"trace_id": format(root.get_span_context().trace_id, "032x"),
            "root_span_id": format(root.get_span_context().span_id, "016x")}
 
+logs.force_flush()
+logs.shutdown()
 for p in (frontend, backend):
     p.force_flush()
     p.shutdown()

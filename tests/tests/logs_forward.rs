@@ -20,7 +20,8 @@ fn encode(v: &Value) -> Vec<u8> {
 
 fn read_reply(s: &mut TcpStream) -> Value {
     let mut buf = Vec::new();
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     loop {
         let mut chunk = [0u8; 4096];
         let n = s.read(&mut chunk).expect("read reply");
@@ -39,7 +40,10 @@ fn event_time(ns: i64) -> Value {
 }
 
 fn record(line: &str) -> Value {
-    Value::Map(vec![(Value::from("log"), Value::from(line)), (Value::from("level"), Value::from("info"))])
+    Value::Map(vec![
+        (Value::from("log"), Value::from(line)),
+        (Value::from("level"), Value::from("info")),
+    ])
 }
 
 fn chunk_opt(chunk: &str) -> Value {
@@ -59,7 +63,10 @@ fn lines(n: &Novamon, selector: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for s in body["data"]["result"].as_array().expect("result") {
         for v in s["values"].as_array().expect("values") {
-            out.push((v[0].as_str().expect("ts").to_owned(), v[1].as_str().expect("line").to_owned()));
+            out.push((
+                v[0].as_str().expect("ts").to_owned(),
+                v[1].as_str().expect("line").to_owned(),
+            ));
         }
     }
     out.sort();
@@ -92,11 +99,29 @@ assert s.emit('int', {{'a': 1}}), s.last_error
 s.close()
 "#
     );
-    let out = Command::new(venv_python()).arg("-c").arg(script).output().expect("python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = wait_lines(&n, r#"{tag=~"py.*"}"#, 3);
-    let texts: Vec<&str> = got.iter().map(|(_, l)| l.as_str()).collect();
-    assert_eq!(texts, ["hello from fluent-logger", "second", r#"{"a":1}"#], "{got:?}");
+    // The third record has whole-second time (no nanosecond_precision), so sort by line.
+    let mut texts: Vec<&str> = got.iter().map(|(_, l)| l.as_str()).collect();
+    texts.sort_unstable();
+    assert_eq!(
+        texts,
+        ["hello from fluent-logger", "second", r#"{"a":1}"#],
+        "{got:?}"
+    );
+    assert!(
+        got.iter().any(|(ts, _)| !ts.ends_with("000000000")),
+        "EventTime from the client keeps nanoseconds"
+    );
     // Chosen keys became stream labels; other fields are structured metadata, filterable.
     let (_, body) = n.get_json(&format!(
         "/loki/api/v1/query_range?query={}&limit=10",
@@ -119,7 +144,12 @@ fn all_four_modes_ack_after_storing_and_survive_kill_9() {
     let t = |i: i64| base + i * 1_000_000_007;
     let mut frames = vec![
         // Message mode, EventTime.
-        Value::Array(vec![Value::from("m.msg"), event_time(t(0)), record("message mode"), chunk_opt("c0")]),
+        Value::Array(vec![
+            Value::from("m.msg"),
+            event_time(t(0)),
+            record("message mode"),
+            chunk_opt("c0"),
+        ]),
         // Forward mode, integer time and EventTime.
         Value::Array(vec![
             Value::from("m.fwd"),
@@ -132,19 +162,32 @@ fn all_four_modes_ack_after_storing_and_survive_kill_9() {
     ];
     let mut packed = Vec::new();
     for i in 3..6 {
-        packed.extend(encode(&Value::Array(vec![event_time(t(i)), record(&format!("packed {i}"))])));
+        packed.extend(encode(&Value::Array(vec![
+            event_time(t(i)),
+            record(&format!("packed {i}")),
+        ])));
     }
-    frames.push(Value::Array(vec![Value::from("m.packed"), Value::Binary(packed.clone()), chunk_opt("c2")]));
+    frames.push(Value::Array(vec![
+        Value::from("m.packed"),
+        Value::Binary(packed.clone()),
+        chunk_opt("c2"),
+    ]));
     let mut gz = gzip(&packed);
     frames.push(Value::Array(vec![
         Value::from("m.gzip"),
         Value::Binary(std::mem::take(&mut gz)),
-        Value::Map(vec![(Value::from("compressed"), Value::from("gzip")), (Value::from("chunk"), Value::from("c3"))]),
+        Value::Map(vec![
+            (Value::from("compressed"), Value::from("gzip")),
+            (Value::from("chunk"), Value::from("c3")),
+        ]),
     ]));
     for (i, f) in frames.iter().enumerate() {
         s.write_all(&encode(f)).expect("send");
         let ack = read_reply(&mut s);
-        assert_eq!(ack, Value::Map(vec![(Value::from("ack"), Value::from(format!("c{i}")))]));
+        assert_eq!(
+            ack,
+            Value::Map(vec![(Value::from("ack"), Value::from(format!("c{i}")))])
+        );
     }
     // Everything above is acknowledged: a crash now must lose nothing.
     n.process.signal_and_wait("KILL", Duration::from_secs(10));
@@ -153,9 +196,16 @@ fn all_four_modes_ack_after_storing_and_survive_kill_9() {
     assert_eq!(got.len(), 9, "nothing lost, nothing duplicated: {got:?}");
     assert_eq!(got[0], (t(0).to_string(), "message mode".to_owned()));
     assert_eq!(got[2].0, t(2).to_string(), "EventTime keeps nanoseconds");
-    assert_eq!(got[1].0, (t(1) / 1_000_000_000 * 1_000_000_000).to_string(), "integer time is seconds");
+    assert_eq!(
+        got[1].0,
+        (t(1) / 1_000_000_000 * 1_000_000_000).to_string(),
+        "integer time is seconds"
+    );
     let packed_lines = got.iter().filter(|(_, l)| l.starts_with("packed")).count();
-    assert_eq!(packed_lines, 6, "PackedForward and its gzip twin both stored");
+    assert_eq!(
+        packed_lines, 6,
+        "PackedForward and its gzip twin both stored"
+    );
     // A restart after a clean shutdown does not index anything twice either.
     drop(n);
     let n = Novamon::start(&data, &[]);
@@ -171,7 +221,12 @@ fn gzip(b: &[u8]) -> Vec<u8> {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("gzip");
-    child.stdin.take().expect("stdin").write_all(b).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b)
+        .expect("write");
     child.wait_with_output().expect("gzip output").stdout
 }
 
@@ -179,13 +234,24 @@ fn gzip(b: &[u8]) -> Vec<u8> {
 fn shared_key_handshake_and_malformed_frames() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("novamon.yml");
-    std::fs::write(&cfg, "logs:\n  forward:\n    shared_key: s3cret\n    self_hostname: collector\n").expect("config");
-    let n = Novamon::start(&dir.path().join("data"), &["--config", cfg.to_str().expect("utf-8")]);
+    std::fs::write(
+        &cfg,
+        "logs:\n  forward:\n    shared_key: s3cret\n    self_hostname: collector\n",
+    )
+    .expect("config");
+    let n = Novamon::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("utf-8")],
+    );
     let mut s = TcpStream::connect(&n.forward_addr).expect("connect");
     let helo = read_reply(&mut s);
     let helo = helo.as_array().expect("HELO array");
     assert_eq!(helo[0].as_str(), Some("HELO"));
-    let nonce = helo[1].as_map().expect("options")[0].1.as_slice().expect("nonce").to_vec();
+    let nonce = helo[1].as_map().expect("options")[0]
+        .1
+        .as_slice()
+        .expect("nonce")
+        .to_vec();
     let digest = sha512_hex(&[b"salt", b"client", &nonce, b"s3cret"]);
     let ping = Value::Array(vec![
         Value::from("PING"),
@@ -198,27 +264,53 @@ fn shared_key_handshake_and_malformed_frames() {
     s.write_all(&encode(&ping)).expect("ping");
     let pong = read_reply(&mut s);
     let pong = pong.as_array().expect("PONG");
-    assert_eq!((pong[0].as_str(), &pong[1], pong[3].as_str()), (Some("PONG"), &Value::Boolean(true), Some("collector")));
-    assert_eq!(pong[4].as_str(), Some(sha512_hex(&[b"salt", b"collector", &nonce, b"s3cret"]).as_str()));
+    assert_eq!(
+        (pong[0].as_str(), &pong[1], pong[3].as_str()),
+        (Some("PONG"), &Value::Boolean(true), Some("collector"))
+    );
+    assert_eq!(
+        pong[4].as_str(),
+        Some(sha512_hex(&[b"salt", b"collector", &nonce, b"s3cret"]).as_str())
+    );
     let now = now_ns();
-    s.write_all(&encode(&Value::Array(vec![Value::from("hs"), event_time(now), record("after handshake"), chunk_opt("k")])))
-        .expect("frame");
+    s.write_all(&encode(&Value::Array(vec![
+        Value::from("hs"),
+        event_time(now),
+        record("after handshake"),
+        chunk_opt("k"),
+    ])))
+    .expect("frame");
     read_reply(&mut s);
     // A malformed frame closes that connection only.
-    s.write_all(&encode(&Value::Array(vec![Value::from(1), Value::from(2)]))).expect("bad frame");
+    s.write_all(&encode(&Value::Array(vec![Value::from(1), Value::from(2)])))
+        .expect("bad frame");
     let mut rest = Vec::new();
     assert_eq!(s.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0), 0);
     assert_eq!(wait_lines(&n, r#"{tag="hs"}"#, 1).len(), 1);
-    wait_until(Duration::from_secs(10), || n.process.log().contains("malformed frame"))
-        .unwrap_or_else(|| panic!("no log line about the malformed frame:\n{}", n.process.log()));
+    wait_until(Duration::from_secs(10), || {
+        n.process.log().contains("malformed frame")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no log line about the malformed frame:\n{}",
+            n.process.log()
+        )
+    });
 }
 
 /// SHA-512 through Python's hashlib (the venv is there anyway): no hash crate in the tests.
 fn sha512_hex(parts: &[&[u8]]) -> String {
-    let hex: Vec<String> = parts.iter().map(|p| p.iter().map(|b| format!("{b:02x}")).collect()).collect();
+    let hex: Vec<String> = parts
+        .iter()
+        .map(|p| p.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
     let script = format!(
         "import hashlib\nprint(hashlib.sha512(b''.join(bytes.fromhex(h) for h in {hex:?})).hexdigest())"
     );
-    let out = Command::new(venv_python()).arg("-c").arg(script).output().expect("python");
+    let out = Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("python");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

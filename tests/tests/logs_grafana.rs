@@ -22,19 +22,32 @@ fn setup() -> (tempfile::TempDir, Novamon, i64) {
         } else {
             format!("level={level} msg=\"request {i}\" duration={i}ms")
         };
-        values.push(serde_json::json!([(base + i * S).to_string(), line, {"trace_id": format!("t{i}")}]));
+        values.push(
+            serde_json::json!([(base + i * S).to_string(), line, {"trace_id": format!("t{i}")}]),
+        );
     }
     let body = serde_json::json!({"streams": [
         {"stream": {"app": "shop", "level": "info"}, "values": values.iter().step_by(2).collect::<Vec<_>>()},
         {"stream": {"app": "shop", "level": "error"}, "values": values.iter().skip(1).step_by(2).collect::<Vec<_>>()},
     ]});
-    let (status, text, _) =
-        n.post_raw("/loki/api/v1/push", "application/json", &[], serde_json::to_vec(&body).expect("json"));
+    let (status, text, _) = n.post_raw(
+        "/loki/api/v1/push",
+        "application/json",
+        &[],
+        serde_json::to_vec(&body).expect("json"),
+    );
     assert_eq!(status, 204, "{text}");
-    let q = format!("/loki/api/v1/query_range?query={}&start={}&limit=1000", enc(r#"{app="shop"}"#), base - S);
+    let q = format!(
+        "/loki/api/v1/query_range?query={}&start={}&limit=1000",
+        enc(r#"{app="shop"}"#),
+        base - S
+    );
     wait_until(Duration::from_secs(30), || {
-        n.get_json(&q).1["data"]["result"].as_array().map(|r| r.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum::<usize>())
-            == Some(60)
+        n.get_json(&q).1["data"]["result"].as_array().map(|r| {
+            r.iter()
+                .map(|s| s["values"].as_array().map_or(0, Vec::len))
+                .sum::<usize>()
+        }) == Some(60)
     })
     .expect("pushed lines never became queryable");
     (dir, n, base)
@@ -56,7 +69,10 @@ fn explore_logs_and_volume_histogram() {
     let mut all = Vec::new();
     for s in body["data"]["result"].as_array().expect("streams") {
         assert_eq!(s["stream"]["app"], "shop");
-        assert!(s["stream"]["trace_id"].is_string(), "structured metadata is a label: {s}");
+        assert!(
+            s["stream"]["trace_id"].is_string(),
+            "structured metadata is a label: {s}"
+        );
         for v in s["values"].as_array().expect("values") {
             let ts: i64 = v[0].as_str().expect("ts is a string").parse().expect("ns");
             all.push((ts, v[1].as_str().expect("line").to_owned()));
@@ -79,7 +95,11 @@ fn explore_logs_and_volume_histogram() {
     for s in result {
         for v in s["values"].as_array().expect("values") {
             assert!(v[0].is_number(), "time is seconds as a number: {v}");
-            total += v[1].as_str().expect("value is a string").parse::<f64>().expect("number");
+            total += v[1]
+                .as_str()
+                .expect("value is a string")
+                .parse::<f64>()
+                .expect("number");
         }
     }
     // Steps 2s apart with 2s windows tile the range: every line is counted once.
@@ -91,22 +111,51 @@ fn label_browser_and_metadata_endpoints() {
     let (_d, n, base) = setup();
     let range = format!("start={}&end={}", base - 60 * S, base + 120 * S);
     let (_, body) = n.get_json(&format!("/loki/api/v1/labels?{range}"));
-    assert_eq!(body, serde_json::json!({"status": "success", "data": ["app", "level"]}));
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "success", "data": ["app", "level"]})
+    );
     let (_, body) = n.get_json(&format!("/loki/api/v1/label/level/values?{range}"));
     assert_eq!(body["data"], serde_json::json!(["error", "info"]));
-    let (_, body) = n.get_json(&format!("/loki/api/v1/label/level/values?{range}&query={}", enc(r#"{level="info"}"#)));
+    let (_, body) = n.get_json(&format!(
+        "/loki/api/v1/label/level/values?{range}&query={}",
+        enc(r#"{level="info"}"#)
+    ));
     assert_eq!(body["data"], serde_json::json!(["info"]));
-    let (_, body) = n.get_json(&format!("/loki/api/v1/series?{range}&match[]={}", enc(r#"{app="shop"}"#)));
+    let (_, body) = n.get_json(&format!(
+        "/loki/api/v1/series?{range}&match[]={}",
+        enc(r#"{app="shop"}"#)
+    ));
     assert_eq!(body["data"].as_array().map(Vec::len), Some(2));
-    let (_, body) = n.get_json(&format!("/loki/api/v1/index/stats?{range}&query={}", enc(r#"{app="shop"}"#)));
+    let (_, body) = n.get_json(&format!(
+        "/loki/api/v1/index/stats?{range}&query={}",
+        enc(r#"{app="shop"}"#)
+    ));
     assert_eq!(body["streams"], 2);
     assert_eq!(body["entries"], 60);
-    let (_, body) = n.get_json(&format!("/loki/api/v1/index/volume?{range}&query={}", enc(r#"{app="shop"}"#)));
+    let (_, body) = n.get_json(&format!(
+        "/loki/api/v1/index/volume?{range}&query={}",
+        enc(r#"{app="shop"}"#)
+    ));
     assert_eq!(body["data"]["resultType"], "vector");
-    let (_, body) = n.get_json(&format!("/loki/api/v1/detected_fields?{range}&query={}", enc(r#"{app="shop"}"#)));
-    let fields: Vec<&str> = body["fields"].as_array().expect("fields").iter().filter_map(|f| f["label"].as_str()).collect();
-    assert!(fields.contains(&"duration") && fields.contains(&"trace_id"), "{body}");
-    let (_, body) = n.get_json(&format!("/loki/api/v1/format_query?query={}", enc(r#"{app="shop"}|="x""#)));
+    let (_, body) = n.get_json(&format!(
+        "/loki/api/v1/detected_fields?{range}&query={}",
+        enc(r#"{app="shop"}"#)
+    ));
+    let fields: Vec<&str> = body["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .filter_map(|f| f["label"].as_str())
+        .collect();
+    assert!(
+        fields.contains(&"duration") && fields.contains(&"trace_id"),
+        "{body}"
+    );
+    let (_, body) = n.get_json(&format!(
+        "/loki/api/v1/format_query?query={}",
+        enc(r#"{app="shop"}|="x""#)
+    ));
     assert_eq!(body["data"], r#"{app="shop"} |= "x""#);
     let (_, body) = n.get_json("/loki/api/v1/status/buildinfo");
     assert!(body["version"].as_str().is_some_and(|v| v.starts_with('3')));
@@ -127,28 +176,140 @@ fn dashboard_panel_instant_queries_and_errors() {
     // At `end` the window (base, base+60s] holds lines 1..=59... and line 60 does not exist:
     // 30 errors (odd) and 29 infos (even, excluding line 0 at the open edge).
     let by_level = |lvl: &str| -> f64 {
-        let s = result.iter().find(|s| s["metric"]["level"] == lvl).expect("series");
-        s["values"][0][1].as_str().expect("value").parse().expect("number")
+        let s = result
+            .iter()
+            .find(|s| s["metric"]["level"] == lvl)
+            .expect("series");
+        s["values"][0][1]
+            .as_str()
+            .expect("value")
+            .parse()
+            .expect("number")
     };
-    assert_eq!(by_level("error"), 30.0 / 60.0);
-    assert_eq!(by_level("info"), 29.0 / 60.0);
+    // Each stream's rate is computed then summed, so allow float rounding.
+    assert!((by_level("error") - 30.0 / 60.0).abs() < 1e-12);
+    assert!((by_level("info") - 29.0 / 60.0).abs() < 1e-12);
     let (status, body) = n.get_json(&format!(
         "/loki/api/v1/query?query={}&time={end}",
-        enc(r#"count_over_time({app="shop", level="error"}[1m]) * 2"#)
+        // Structured metadata (trace_id) are labels of the series, as in Loki: sum them away.
+        enc(r#"sum(count_over_time({app="shop", level="error"}[1m])) * 2"#)
     ));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["resultType"], "vector");
     assert_eq!(body["data"]["result"][0]["value"][1], "60");
     // Errors: Loki's plain-text 400s.
-    let (status, text) = get_text(&n, &format!("/loki/api/v1/query_range?query={}", enc(r#"{app="shop"} | bogus"#)));
+    let (status, text) = get_text(
+        &n,
+        &format!(
+            "/loki/api/v1/query_range?query={}",
+            enc(r#"{app="shop"} | bogus"#)
+        ),
+    );
     assert_eq!(status, 400);
-    assert!(text.starts_with("parse error at line 1, col 16: syntax error: unexpected IDENTIFIER bogus"), "{text}");
-    let (status, text) = get_text(&n, &format!("/loki/api/v1/query?query={}", enc(r#"{app="shop"}"#)));
+    assert!(
+        text.starts_with(
+            "parse error at line 1, col 16: syntax error: unexpected IDENTIFIER bogus"
+        ),
+        "{text}"
+    );
+    let (status, text) = get_text(
+        &n,
+        &format!("/loki/api/v1/query?query={}", enc(r#"{app="shop"}"#)),
+    );
     assert_eq!(status, 400);
-    assert!(text.contains("log queries are not supported as an instant query type"), "{text}");
+    assert!(
+        text.contains("log queries are not supported as an instant query type"),
+        "{text}"
+    );
 }
 
 fn get_text(n: &Novamon, path: &str) -> (u16, String) {
-    let mut resp = n.agent.get(format!("{}{}", n.url, path)).call().expect("GET");
-    (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default())
+    let mut resp = n
+        .agent
+        .get(format!("{}{}", n.url, path))
+        .call()
+        .expect("GET");
+    (
+        resp.status().as_u16(),
+        resp.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
+
+/// Reads one unmasked server text frame of a websocket.
+fn read_ws_text(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).expect("frame header");
+    assert_eq!(head[0] & 0x0f, 1, "a text frame");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).expect("len16");
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).expect("len64");
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("frame body");
+    String::from_utf8(body).expect("utf-8")
+}
+
+#[test]
+fn tail_streams_existing_then_new_lines_over_a_websocket() {
+    use std::io::{BufRead, Write};
+    let (_d, n, base) = setup();
+    let addr = n.url.trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let path = format!(
+        "/loki/api/v1/tail?query={}&start={}&limit=5",
+        enc(r#"{app="shop"}"#),
+        base - S
+    );
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .expect("upgrade request");
+    let mut reader = std::io::BufReader::new(s.try_clone().expect("clone"));
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    assert!(status.contains(" 101 "), "{status}");
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header");
+        if line == "\r\n" {
+            break;
+        }
+    }
+    assert!(
+        reader.buffer().is_empty(),
+        "no frame bytes were buffered with the headers"
+    );
+    let first: serde_json::Value = serde_json::from_str(&read_ws_text(&mut s)).expect("json");
+    let count: usize = first["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .map(|st| st["values"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(count, 5, "the newest `limit` lines first: {first}");
+    assert!(first.get("dropped_entries").is_some());
+    let body = serde_json::json!({"streams": [{"stream": {"app": "shop", "level": "info"}, "values": [[(now_ns()).to_string(), "tailed line"]]}]});
+    let (status, _, _) = n.post_raw(
+        "/loki/api/v1/push",
+        "application/json",
+        &[],
+        serde_json::to_vec(&body).expect("json"),
+    );
+    assert_eq!(status, 204);
+    let next = read_ws_text(&mut s);
+    assert!(next.contains("tailed line"), "{next}");
 }

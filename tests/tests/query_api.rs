@@ -11,7 +11,7 @@ fn server_with_data() -> (tempfile::TempDir, Novamon, i64) {
     let series = (0..3)
         .map(|i| {
             let samples: Vec<(i64, f64)> = (0..40).map(|k| (t0 + k * 15_000, (k * (i + 1)) as f64)).collect();
-            v1_series(&[("__name__", "api_total"), ("job", "api"), ("instance", &format!("i{i}"))], &samples)
+            v1_series(&[("__name__", "api_total"), ("instance", &format!("i{i}")), ("job", "api")], &samples)
         })
         .collect();
     assert_eq!(n.remote_write(&v1_request(series), V1).0, 204);

@@ -1,7 +1,8 @@
-//! Traces and OTLP metrics end to end: the real OpenTelemetry Python SDK (OTLP/gRPC and
-//! OTLP/HTTP exporters) sends a trace across two services and some metrics to a real novamon;
-//! each is found again through the Jaeger, Tempo and Prometheus APIs, with the requests
-//! Grafana's Jaeger and Tempo data sources make. Also bad input and kill -9 durability.
+//! Traces, OTLP metrics and OTLP logs end to end: the real OpenTelemetry Python SDK (OTLP/gRPC
+//! and OTLP/HTTP exporters) sends a trace across two services, some metrics and a log line to a
+//! real novamon; each is found again through the Jaeger, Tempo, Prometheus and Loki APIs, with
+//! the requests Grafana's Jaeger and Tempo data sources make. Also bad input and kill -9
+//! durability.
 //!
 //! Needs the venv `tests/run.sh` creates ($HOME/.cache/novamon-venv, or NOVAMON_VENV).
 
@@ -282,6 +283,43 @@ fn check_metrics(n: &Novamon, suffix: &str) {
     assert_eq!(r[0]["metric"]["host_name"], "test-host");
 }
 
+/// The SDK's log line, with the trace context it was logged in, through the Loki API.
+fn check_logs(n: &Novamon, suffix: &str, trace_id: &str) {
+    let (start, end) = (
+        (now_s() - 3600) * 1_000_000_000,
+        (now_s() + 60) * 1_000_000_000,
+    );
+    let query = |q: &str| {
+        let r = get_ok(
+            n,
+            &format!(
+                "/loki/api/v1/query_range?query={}&start={start}&end={end}&limit=10",
+                enc(q)
+            ),
+        );
+        r["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["values"].as_array().unwrap().clone())
+            .collect::<Vec<_>>()
+    };
+    let selector = format!(r#"{{service_name="frontend-{suffix}"}}"#);
+    let mut lines = Vec::new();
+    e2e::wait_until(Duration::from_secs(10), || {
+        lines = query(&selector);
+        !lines.is_empty()
+    });
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0][1], "payment failed for order 42");
+    let by_trace = query(&format!(r#"{selector} | trace_id="{trace_id}""#));
+    assert_eq!(
+        by_trace.len(),
+        1,
+        "the line is found by its trace id: {by_trace:?}"
+    );
+}
+
 #[test]
 fn python_sdk_over_grpc_and_http_is_found_through_jaeger_tempo_and_prometheus() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,6 +332,7 @@ fn python_sdk_over_grpc_and_http_is_found_through_jaeger_tempo_and_prometheus() 
         check_jaeger(&n, suffix, &trace_id);
         check_tempo(&n, suffix, &trace_id);
         check_metrics(&n, suffix);
+        check_logs(&n, suffix, &trace_id);
     }
 }
 

@@ -76,9 +76,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every query as an instant query at the end of the data, then as a 1h range at 15s.
+/// Every query as an instant query at the end of the data, then as a 1h range at 15s. The
+/// times sit between samples: Prometheus 2.x closes range windows where Prometheus 3 and
+/// novamon open them, and only there do the two count a different number of samples.
 fn requests(end_ms: i64) -> Vec<(String, String)> {
-    let end = end_ms / 1000;
+    let end = (end_ms - 7_500) as f64 / 1000.0;
     let mut out = Vec::new();
     for q in QUERIES {
         out.push((format!("instant {q}"), format!("/api/v1/query?query={}&time={end}", urlencode(q))));
@@ -86,7 +88,7 @@ fn requests(end_ms: i64) -> Vec<(String, String)> {
     for q in QUERIES {
         out.push((
             format!("range 1h/15s {q}"),
-            format!("/api/v1/query_range?query={}&start={}&end={end}&step=15", urlencode(q), end - 3600),
+            format!("/api/v1/query_range?query={}&start={}&end={end}&step=15", urlencode(q), end - 3600.0),
         ));
     }
     out

@@ -107,3 +107,91 @@ pub async fn serve_grpc(
         )
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use storage::traces::{TraceStore, TraceStoreOptions};
+    use storage::{Tsdb, TsdbOptions};
+
+    use super::*;
+
+    fn span(id: Vec<u8>, name: &str) -> Span {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        Span {
+            trace_id: vec![7; 16],
+            span_id: id,
+            name: name.into(),
+            start_time_unix_nano: now,
+            end_time_unix_nano: now + 1,
+            ..Default::default()
+        }
+    }
+
+    fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn grpc_export_with_gzip_partial_success_and_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let traces = Arc::new(
+            TraceStore::open(&dir.path().join("traces"), TraceStoreOptions::default()).unwrap(),
+        );
+        let tsdb = Arc::new(Tsdb::open(&dir.path().join("tsdb"), TsdbOptions::default()).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_grpc(
+            listener,
+            OtlpState::new(traces.clone(), tsdb, 4096),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+
+        let mut client = TraceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+            .send_compressed(CompressionEncoding::Gzip);
+        let resp = client
+            .export(request(vec![
+                span(vec![1; 8], "ok"),
+                span(vec![1; 3], "bad id"),
+            ]))
+            .await
+            .unwrap()
+            .into_inner();
+        let partial = resp.partial_success.unwrap();
+        assert_eq!(
+            (partial.rejected_spans, partial.error_message.as_str()),
+            (1, "span id must be 8 bytes")
+        );
+        assert_eq!(traces.trace(&[7; 16]).unwrap().len(), 1);
+
+        let big = request(
+            (1..200u8)
+                .map(|i| span(vec![i; 8], &"x".repeat(40)))
+                .collect(),
+        );
+        let err = client.export(big).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+}

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use storage::{AppendMode, SeriesBatch};
+use storage::{AppendMode, AppendReport, SeriesBatch};
 
 use super::decode::{decode, DecodedWrite};
 use super::error::{ErrorList, RemoteWriteError};
@@ -106,10 +106,14 @@ fn ingest(
         Protocol::V2 => write_best_effort(state, decoded, max_t),
     };
     match result {
-        Ok((samples, errors)) => {
-            state.metrics.written(protocol.as_str(), samples);
+        Ok((report, errors)) => {
+            state.metrics.written(
+                protocol.as_str(),
+                report.samples_written + report.histograms_written,
+            );
             let written = Written {
-                samples,
+                samples: report.samples_written,
+                histograms: report.histograms_written,
                 ..Written::default()
             };
             let outcome = if errors.is_empty() {
@@ -124,17 +128,17 @@ fn ingest(
 }
 
 /// Remote-write 1.0: any invalid series or rejected sample fails the whole request and nothing
-/// is written, as Prometheus rolls back its appender. Returns the samples written.
+/// is written, as Prometheus rolls back its appender.
 fn write_all_or_nothing(
     state: &IngestState,
     decoded: DecodedWrite,
     max_t: i64,
-) -> Result<(usize, ErrorList), RemoteWriteError> {
+) -> Result<(AppendReport, ErrorList), RemoteWriteError> {
     let metrics = &state.metrics;
     let total = decoded
         .series
         .iter()
-        .map(|s| s.samples.len())
+        .map(|s| s.samples.len() + s.histograms.len())
         .sum::<usize>();
     if !decoded.invalid.is_empty() {
         let mut errors = ErrorList::default();
@@ -142,15 +146,18 @@ fn write_all_or_nothing(
             metrics.rejected(inv.reason, inv.samples);
             errors.push(inv.message.clone());
         }
-        // Histogram-carrying series are also in `series`; their float samples are rolled back.
+        // Histogram-carrying series are also in `series`; their samples are rolled back too.
         metrics.rejected(DropReason::RolledBack, total);
         return Err(RemoteWriteError::BadData(errors));
     }
     let future = decoded
         .series
         .iter()
-        .flat_map(|s| &s.samples)
-        .filter(|s| s.t > max_t)
+        .flat_map(|s| {
+            let floats = s.samples.iter().map(|x| x.t);
+            floats.chain(s.histograms.iter().map(|h| h.t))
+        })
+        .filter(|&t| t > max_t)
         .count();
     if future > 0 {
         metrics.rejected(DropReason::TooFarInFuture, future);
@@ -175,7 +182,7 @@ fn write_all_or_nothing(
         return Err(RemoteWriteError::BadData(first.reason.to_string().into()));
     }
     set_metadata(state, &decoded);
-    Ok((report.samples_written, ErrorList::default()))
+    Ok((report, ErrorList::default()))
 }
 
 /// Remote-write 2.0: valid samples are written, the rest listed in the error, one line each.
@@ -183,7 +190,7 @@ fn write_best_effort(
     state: &IngestState,
     mut decoded: DecodedWrite,
     max_t: i64,
-) -> Result<(usize, ErrorList), RemoteWriteError> {
+) -> Result<(AppendReport, ErrorList), RemoteWriteError> {
     let metrics = &state.metrics;
     let mut errors = ErrorList::default();
     for inv in &decoded.invalid {
@@ -191,23 +198,25 @@ fn write_best_effort(
         errors.push(inv.message.clone());
     }
     for series in &mut decoded.series {
-        let before = series.samples.len();
+        let before = series.samples.len() + series.histograms.len();
         series.samples.retain(|s| s.t <= max_t);
-        if series.samples.len() < before {
-            metrics.rejected(DropReason::TooFarInFuture, before - series.samples.len());
+        series.histograms.retain(|h| h.t <= max_t);
+        let after = series.samples.len() + series.histograms.len();
+        if after < before {
+            metrics.rejected(DropReason::TooFarInFuture, before - after);
             errors.push(format!("{TOO_FAR_IN_FUTURE} for series {}", series.labels));
         }
     }
     decoded
         .series
-        .retain(|s: &SeriesBatch| !s.samples.is_empty());
+        .retain(|s: &SeriesBatch| !s.samples.is_empty() || !s.histograms.is_empty());
     let report = state.tsdb.append(&decoded.series, AppendMode::BestEffort)?;
     for r in &report.rejected {
         metrics.rejected(r.reason.into(), 1);
         errors.push(format!("{} for series {}", r.reason, r.labels));
     }
     set_metadata(state, &decoded);
-    Ok((report.samples_written, errors))
+    Ok((report, errors))
 }
 
 /// Metadata is advisory: a failure to store it does not fail the samples already written.

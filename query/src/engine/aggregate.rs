@@ -9,7 +9,7 @@ use storage::Labels;
 use super::eval::{unwrap_parens, Evaluator};
 use super::labels::{drop_name, keep, set, signature, without};
 use super::types::{by_step, kahan_inc, quantile, Ctx, OutBuilder, Series, Val};
-use crate::float_histogram::{FloatHistogram, ResetHints};
+use crate::float_histogram::{mean_from_sum, FloatHistogram, KahanSum, ResetHints};
 use crate::value::QueryError;
 
 struct Grouping {
@@ -175,9 +175,16 @@ pub(crate) fn eval_aggregate(
                             "mismatched custom buckets were reconciled during aggregation{expr_pos}"
                         ));
                     }
-                    let mut sum = h.sum;
+                    let mut sum = h.sum.finish();
                     if op == "avg" {
-                        sum.div(h.count);
+                        let parts = els
+                            .iter()
+                            .filter(|e| group_of[e.series] == g)
+                            .filter_map(|e| e.hist(&input));
+                        match mean_from_sum(sum, parts, h.count) {
+                            Ok(m) => sum = m,
+                            Err(_) => continue,
+                        }
                     }
                     sum.compact();
                     out.push_h(&group_labels[g], group_drop[g], i, ctx.ts(i), sum)?;
@@ -209,7 +216,7 @@ pub(crate) fn eval_aggregate(
 
 /// Running histogram sum of one group at one step.
 struct HistAcc {
-    sum: FloatHistogram,
+    sum: KahanSum,
     count: f64,
     incompatible: bool,
     hints: ResetHints,
@@ -221,7 +228,7 @@ impl HistAcc {
         let mut hints = ResetHints::default();
         hints.see(h);
         HistAcc {
-            sum: h.clone(),
+            sum: KahanSum::new(h),
             count: 1.0,
             incompatible: false,
             hints,

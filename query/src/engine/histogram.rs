@@ -131,7 +131,11 @@ pub(crate) fn eval(
             for q in params.iter().map(|p| p[i]) {
                 let v = fh::quantile(q, h);
                 if nan_observed {
-                    let effect = if v.is_nan() { "is NaN" } else { "is skewed higher" };
+                    let effect = if v.is_nan() {
+                        "is NaN"
+                    } else {
+                        "is skewed higher"
+                    };
                     ev.info(format!(
                         "input to histogram_quantile has NaN observations, result {effect} for metric name {metric:?}{vec_pos}"
                     ));

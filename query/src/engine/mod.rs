@@ -14,6 +14,8 @@ mod position;
 mod range_functions;
 mod types;
 
+pub(crate) use types::kahan_inc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

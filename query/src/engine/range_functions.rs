@@ -9,7 +9,9 @@ use super::aggregate::fmt_go;
 use super::eval::Evaluator;
 use super::functions::absent_labels;
 use super::types::{kahan_inc, quantile, Ctx, Series, Val};
-use crate::float_histogram::{CounterResetHint, FloatHistogram, HistogramError, ResetHints};
+use crate::float_histogram::{
+    mean_from_sum, CounterResetHint, FloatHistogram, HistogramError, KahanSum, ResetHints,
+};
 use crate::value::{HistogramPoint, QueryError};
 
 pub(crate) fn eval(
@@ -375,13 +377,13 @@ fn histogram_aware(
                     avg(w)
                 }));
             }
-            let mut sum = hw[0].h.clone();
+            let mut acc = KahanSum::new(&hw[0].h);
             let mut reconciled = false;
             let mut hints = ResetHints::default();
-            hints.see(&sum);
+            hints.see(&hw[0].h);
             for p in &hw[1..] {
                 hints.see(&p.h);
-                match sum.add(&p.h) {
+                match acc.add(&p.h) {
                     Ok(o) => reconciled |= o.nhcb_reconciled,
                     Err(HistogramError::IncompatibleSchema) => {
                         ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}{pos}"));
@@ -399,8 +401,13 @@ fn histogram_aware(
                     "mismatched custom buckets were reconciled during aggregation{pos}"
                 ));
             }
+            let mut sum = acc.finish();
             if name == "avg_over_time" {
-                sum.div(hw.len() as f64);
+                let parts = hw.iter().map(|p| &p.h);
+                match mean_from_sum(sum, parts, hw.len() as f64) {
+                    Ok(m) => sum = m,
+                    Err(_) => return None,
+                }
             }
             sum.compact();
             Some(Outcome::Hist(sum))

@@ -86,7 +86,13 @@ pub enum NumKind {
 #[derive(Clone, Debug)]
 pub enum LabelFilter {
     Matcher(Matcher),
-    Compare { name: String, op: CmpOp, value: f64, kind: NumKind, text: String },
+    Compare {
+        name: String,
+        op: CmpOp,
+        value: f64,
+        kind: NumKind,
+        text: String,
+    },
     And(Box<LabelFilter>, Box<LabelFilter>),
     Or(Box<LabelFilter>, Box<LabelFilter>),
 }
@@ -128,14 +134,21 @@ impl RangeFn {
     ];
 
     pub(crate) fn name(self) -> &'static str {
-        RangeFn::ALL.iter().find(|(f, _)| *f == self).map_or("", |(_, n)| n)
+        RangeFn::ALL
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("", |(_, n)| n)
     }
 
     /// Functions over unwrapped values (rate works both ways).
     pub(crate) fn needs_unwrap(self) -> bool {
         !matches!(
             self,
-            RangeFn::Rate | RangeFn::CountOverTime | RangeFn::BytesOverTime | RangeFn::BytesRate | RangeFn::AbsentOverTime
+            RangeFn::Rate
+                | RangeFn::CountOverTime
+                | RangeFn::BytesOverTime
+                | RangeFn::BytesRate
+                | RangeFn::AbsentOverTime
         )
     }
 }
@@ -167,7 +180,10 @@ impl AggOp {
     ];
 
     pub(crate) fn name(self) -> &'static str {
-        AggOp::ALL.iter().find(|(f, _)| *f == self).map_or("", |(_, n)| n)
+        AggOp::ALL
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("", |(_, n)| n)
     }
 }
 
@@ -236,7 +252,10 @@ impl BinOp {
     }
 
     pub(crate) fn is_comparison(self) -> bool {
-        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Ge | BinOp::Lt | BinOp::Le)
+        matches!(
+            self,
+            BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Ge | BinOp::Lt | BinOp::Le
+        )
     }
 }
 
@@ -253,8 +272,18 @@ pub enum MetricExpr {
         offset_ns: i64,
         grouping: Option<Grouping>,
     },
-    Vector { op: AggOp, param: Option<f64>, grouping: Option<Grouping>, inner: Box<MetricExpr> },
-    Binary { op: BinOp, bool_modifier: bool, lhs: Box<MetricExpr>, rhs: Box<MetricExpr> },
+    Vector {
+        op: AggOp,
+        param: Option<f64>,
+        grouping: Option<Grouping>,
+        inner: Box<MetricExpr>,
+    },
+    Binary {
+        op: BinOp,
+        bool_modifier: bool,
+        lhs: Box<MetricExpr>,
+        rhs: Box<MetricExpr>,
+    },
     Literal(f64),
     Paren(Box<MetricExpr>),
 }
@@ -280,7 +309,13 @@ pub(crate) fn fmt_duration(ns: i64) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, len) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)] {
+    for (unit, len) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
         if ms >= len {
             out.push_str(&format!("{}{unit}", ms / len));
             ms %= len;
@@ -311,7 +346,14 @@ impl fmt::Display for LabelFilter {
 }
 
 fn fmt_sels(sels: &[LabelSel]) -> String {
-    sels.iter().map(|s| s.matcher.as_ref().map_or_else(|| s.name.clone(), fmt_matcher)).collect::<Vec<_>>().join(",")
+    sels.iter()
+        .map(|s| {
+            s.matcher
+                .as_ref()
+                .map_or_else(|| s.name.clone(), fmt_matcher)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl fmt::Display for Stage {
@@ -328,7 +370,10 @@ impl fmt::Display for Stage {
             }
             Stage::Json(params) if params.is_empty() => f.write_str("| json"),
             Stage::Json(params) => {
-                let p: Vec<_> = params.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
+                let p: Vec<_> = params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", quote(v)))
+                    .collect();
                 write!(f, "| json {}", p.join(","))
             }
             Stage::Logfmt => f.write_str("| logfmt"),
@@ -367,14 +412,28 @@ impl fmt::Display for LogExpr {
 
 impl fmt::Display for Grouping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", if self.without { "without" } else { "by" }, self.labels.join(", "))
+        write!(
+            f,
+            "{} ({})",
+            if self.without { "without" } else { "by" },
+            self.labels.join(", ")
+        )
     }
 }
 
 impl fmt::Display for MetricExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MetricExpr::Range { func, param, log, unwrap, post_filters, range_ns, offset_ns, grouping } => {
+            MetricExpr::Range {
+                func,
+                param,
+                log,
+                unwrap,
+                post_filters,
+                range_ns,
+                offset_ns,
+                grouping,
+            } => {
                 write!(f, "{}(", func.name())?;
                 if let Some(p) = param {
                     write!(f, "{p},")?;
@@ -399,7 +458,12 @@ impl fmt::Display for MetricExpr {
                 }
                 Ok(())
             }
-            MetricExpr::Vector { op, param, grouping, inner } => {
+            MetricExpr::Vector {
+                op,
+                param,
+                grouping,
+                inner,
+            } => {
                 f.write_str(op.name())?;
                 if let Some(g) = grouping {
                     write!(f, " {g} ")?;
@@ -410,8 +474,18 @@ impl fmt::Display for MetricExpr {
                 }
                 write!(f, "{inner})")
             }
-            MetricExpr::Binary { op, bool_modifier, lhs, rhs } => {
-                write!(f, "{lhs} {}{} {rhs}", op.text(), if *bool_modifier { " bool" } else { "" })
+            MetricExpr::Binary {
+                op,
+                bool_modifier,
+                lhs,
+                rhs,
+            } => {
+                write!(
+                    f,
+                    "{lhs} {}{} {rhs}",
+                    op.text(),
+                    if *bool_modifier { " bool" } else { "" }
+                )
             }
             MetricExpr::Literal(v) => write!(f, "{v}"),
             MetricExpr::Paren(e) => write!(f, "({e})"),

@@ -63,7 +63,9 @@ pub struct Steps {
 impl Steps {
     fn iter(self) -> impl Iterator<Item = i64> {
         let step = self.step_ns.max(1);
-        (0..).map(move |i| self.start_ns + i * step).take_while(move |t| *t <= self.end_ns)
+        (0..)
+            .map(move |i| self.start_ns + i * step)
+            .take_while(move |t| *t <= self.end_ns)
     }
 }
 
@@ -86,34 +88,55 @@ impl LogEngine {
         direction: Direction,
     ) -> Result<Vec<Stream>, EvalError> {
         let pipeline = Pipeline::new(&expr.stages);
-        let q = LogQuery { matchers: expr.matchers.clone(), start_ns, end_ns, contains: index_needles(&expr.stages) };
+        let q = LogQuery {
+            matchers: expr.matchers.clone(),
+            start_ns,
+            end_ns,
+            contains: index_needles(&expr.stages),
+        };
         let mut streams: BTreeMap<LabelMap, Vec<(i64, String)>> = BTreeMap::new();
         let mut n = 0;
         self.store.scan(&q, direction, &mut |r| {
             if n >= limit {
                 return ControlFlow::Break(());
             }
-            if let Some((line, labels)) = pipeline.process(r.line, labels_of(&r.labels, &r.metadata)) {
+            if let Some((line, labels)) =
+                pipeline.process(r.line, labels_of(&r.labels, &r.metadata))
+            {
                 streams.entry(labels).or_default().push((r.ts_ns, line));
                 n += 1;
             }
             ControlFlow::Continue(())
         })?;
-        Ok(streams.into_iter().map(|(labels, entries)| Stream { labels, entries }).collect())
+        Ok(streams
+            .into_iter()
+            .map(|(labels, entries)| Stream { labels, entries })
+            .collect())
     }
 
     pub fn eval_metric(&self, expr: &MetricExpr, steps: Steps) -> Result<Vec<Series>, EvalError> {
         match expr {
             MetricExpr::Paren(e) => self.eval_metric(e, steps),
-            MetricExpr::Literal(v) => {
-                Ok(vec![Series { labels: LabelMap::new(), points: steps.iter().map(|t| (t, *v)).collect() }])
-            }
+            MetricExpr::Literal(v) => Ok(vec![Series {
+                labels: LabelMap::new(),
+                points: steps.iter().map(|t| (t, *v)).collect(),
+            }]),
             MetricExpr::Range { .. } => self.range(expr, steps),
-            MetricExpr::Vector { op, param, grouping, inner } => {
+            MetricExpr::Vector {
+                op,
+                param,
+                grouping,
+                inner,
+            } => {
                 let input = self.eval_metric(inner, steps)?;
                 Ok(vector_agg(*op, *param, grouping.as_ref(), &input, steps))
             }
-            MetricExpr::Binary { op, bool_modifier, lhs, rhs } => {
+            MetricExpr::Binary {
+                op,
+                bool_modifier,
+                lhs,
+                rhs,
+            } => {
                 let l = self.eval_metric(lhs, steps)?;
                 let r = self.eval_metric(rhs, steps)?;
                 let l_scalar = matches!(strip(lhs), MetricExpr::Literal(_));
@@ -124,7 +147,17 @@ impl LogEngine {
     }
 
     fn range(&self, expr: &MetricExpr, steps: Steps) -> Result<Vec<Series>, EvalError> {
-        let MetricExpr::Range { func, param, log, unwrap, post_filters, range_ns, offset_ns, grouping } = expr else {
+        let MetricExpr::Range {
+            func,
+            param,
+            log,
+            unwrap,
+            post_filters,
+            range_ns,
+            offset_ns,
+            grouping,
+        } = expr
+        else {
             return Ok(Vec::new());
         };
         let pipeline = Pipeline::new(&log.stages);
@@ -144,7 +177,9 @@ impl LogEngine {
                 too_many = true;
                 return ControlFlow::Break(());
             }
-            let Some((line, mut labels)) = pipeline.process(r.line, labels_of(&r.labels, &r.metadata)) else {
+            let Some((line, mut labels)) =
+                pipeline.process(r.line, labels_of(&r.labels, &r.metadata))
+            else {
                 return ControlFlow::Continue(());
             };
             let value = match (func, unwrap) {
@@ -162,7 +197,10 @@ impl LogEngine {
                 (RangeFn::BytesOverTime | RangeFn::BytesRate, None) => line.len() as f64,
                 _ => 1.0,
             };
-            if !post_filters.iter().all(|f| label_filter_matches(f, &labels)) {
+            if !post_filters
+                .iter()
+                .all(|f| label_filter_matches(f, &labels))
+            {
                 return ControlFlow::Continue(());
             }
             let labels = match grouping {
@@ -192,11 +230,17 @@ impl LogEngine {
                 .iter()
                 .filter(|t| {
                     let (lo, hi) = (t - offset_ns - range_ns, t - offset_ns);
-                    !samples.values().any(|s| s.iter().any(|(ts, _)| *ts > lo && *ts <= hi))
+                    !samples
+                        .values()
+                        .any(|s| s.iter().any(|(ts, _)| *ts > lo && *ts <= hi))
                 })
                 .map(|t| (t, 1.0))
                 .collect::<Vec<_>>();
-            return Ok(if points.is_empty() { vec![] } else { vec![Series { labels, points }] });
+            return Ok(if points.is_empty() {
+                vec![]
+            } else {
+                vec![Series { labels, points }]
+            });
         }
         let mut out = Vec::new();
         for (labels, pts) in samples {
@@ -209,7 +253,10 @@ impl LogEngine {
                 if window.is_empty() {
                     continue;
                 }
-                points.push((t, range_value(*func, *param, &window, range_secs, unwrap.is_some())));
+                points.push((
+                    t,
+                    range_value(*func, *param, &window, range_secs, unwrap.is_some()),
+                ));
             }
             if !points.is_empty() {
                 out.push(Series { labels, points });
@@ -227,7 +274,10 @@ fn strip(e: &MetricExpr) -> &MetricExpr {
 }
 
 fn labels_of(stream: &storage::Labels, metadata: &[(String, String)]) -> LabelMap {
-    let mut m: LabelMap = stream.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+    let mut m: LabelMap = stream
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect();
     for (k, v) in metadata {
         m.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -242,7 +292,13 @@ fn group_labels(labels: &LabelMap, g: &Grouping) -> LabelMap {
         .collect()
 }
 
-fn range_value(func: RangeFn, param: Option<f64>, w: &[f64], range_secs: f64, unwrapped: bool) -> f64 {
+fn range_value(
+    func: RangeFn,
+    param: Option<f64>,
+    w: &[f64],
+    range_secs: f64,
+    unwrapped: bool,
+) -> f64 {
     let n = w.len() as f64;
     let sum: f64 = w.iter().sum();
     let var = || {
@@ -288,12 +344,23 @@ fn quantile(q: f64, values: &[f64]) -> f64 {
     v[lo] * (1.0 - weight) + v[hi] * weight
 }
 
-fn vector_agg(op: AggOp, param: Option<f64>, g: Option<&Grouping>, input: &[Series], steps: Steps) -> Vec<Series> {
+fn vector_agg(
+    op: AggOp,
+    param: Option<f64>,
+    g: Option<&Grouping>,
+    input: &[Series],
+    steps: Steps,
+) -> Vec<Series> {
     let mut out: BTreeMap<LabelMap, Vec<(i64, f64)>> = BTreeMap::new();
     for t in steps.iter() {
         let at: Vec<(&LabelMap, f64)> = input
             .iter()
-            .filter_map(|s| s.points.binary_search_by_key(&t, |p| p.0).ok().map(|i| (&s.labels, s.points[i].1)))
+            .filter_map(|s| {
+                s.points
+                    .binary_search_by_key(&t, |p| p.0)
+                    .ok()
+                    .map(|i| (&s.labels, s.points[i].1))
+            })
             .collect();
         let mut groups: BTreeMap<LabelMap, Vec<(&LabelMap, f64)>> = BTreeMap::new();
         for (labels, v) in at {
@@ -307,7 +374,13 @@ fn vector_agg(op: AggOp, param: Option<f64>, g: Option<&Grouping>, input: &[Seri
             if matches!(op, AggOp::Topk | AggOp::Bottomk) {
                 let k = param.unwrap_or(0.0).max(0.0) as usize;
                 let mut sorted = members;
-                sorted.sort_by(|a, b| if op == AggOp::Topk { b.1.total_cmp(&a.1) } else { a.1.total_cmp(&b.1) });
+                sorted.sort_by(|a, b| {
+                    if op == AggOp::Topk {
+                        b.1.total_cmp(&a.1)
+                    } else {
+                        a.1.total_cmp(&b.1)
+                    }
+                });
                 for (labels, v) in sorted.into_iter().take(k) {
                     out.entry(labels.clone()).or_default().push((t, v));
                 }
@@ -330,7 +403,9 @@ fn vector_agg(op: AggOp, param: Option<f64>, g: Option<&Grouping>, input: &[Seri
             out.entry(key).or_default().push((t, v));
         }
     }
-    out.into_iter().map(|(labels, points)| Series { labels, points }).collect()
+    out.into_iter()
+        .map(|(labels, points)| Series { labels, points })
+        .collect()
 }
 
 fn apply(op: BinOp, a: f64, b: f64) -> Option<f64> {
@@ -351,7 +426,14 @@ fn apply(op: BinOp, a: f64, b: f64) -> Option<f64> {
     })
 }
 
-fn binary(op: BinOp, bool_mod: bool, l: Vec<Series>, r: Vec<Series>, l_scalar: bool, r_scalar: bool) -> Vec<Series> {
+fn binary(
+    op: BinOp,
+    bool_mod: bool,
+    l: Vec<Series>,
+    r: Vec<Series>,
+    l_scalar: bool,
+    r_scalar: bool,
+) -> Vec<Series> {
     let point = |a: f64, b: f64, keep: f64| -> Option<f64> {
         let v = apply(op, a, b)?;
         if op.is_comparison() && !bool_mod {
@@ -361,7 +443,12 @@ fn binary(op: BinOp, bool_mod: bool, l: Vec<Series>, r: Vec<Series>, l_scalar: b
         }
     };
     let lookup = |s: &[Series], labels: &LabelMap| s.iter().find(|x| &x.labels == labels).cloned();
-    let at = |s: &Series, t: i64| s.points.binary_search_by_key(&t, |p| p.0).ok().map(|i| s.points[i].1);
+    let at = |s: &Series, t: i64| {
+        s.points
+            .binary_search_by_key(&t, |p| p.0)
+            .ok()
+            .map(|i| s.points[i].1)
+    };
     match op {
         BinOp::And | BinOp::Unless => {
             return l
@@ -371,10 +458,15 @@ fn binary(op: BinOp, bool_mod: bool, l: Vec<Series>, r: Vec<Series>, l_scalar: b
                     let points: Vec<_> = s
                         .points
                         .iter()
-                        .filter(|(t, _)| other.as_ref().and_then(|o| at(o, *t)).is_some() == (op == BinOp::And))
+                        .filter(|(t, _)| {
+                            other.as_ref().and_then(|o| at(o, *t)).is_some() == (op == BinOp::And)
+                        })
                         .copied()
                         .collect();
-                    (!points.is_empty()).then_some(Series { labels: s.labels, points })
+                    (!points.is_empty()).then_some(Series {
+                        labels: s.labels,
+                        points,
+                    })
                 })
                 .collect();
         }
@@ -400,7 +492,11 @@ fn binary(op: BinOp, bool_mod: bool, l: Vec<Series>, r: Vec<Series>, l_scalar: b
     let scalar_series = |s: &[Series]| s.first().cloned();
     let mut out = Vec::new();
     if r_scalar || l_scalar {
-        let (vecs, scalar, vec_left) = if r_scalar { (l, scalar_series(&r), true) } else { (r, scalar_series(&l), false) };
+        let (vecs, scalar, vec_left) = if r_scalar {
+            (l, scalar_series(&r), true)
+        } else {
+            (r, scalar_series(&l), false)
+        };
         let Some(scalar) = scalar else { return out };
         for s in vecs {
             let points: Vec<_> = s
@@ -413,17 +509,28 @@ fn binary(op: BinOp, bool_mod: bool, l: Vec<Series>, r: Vec<Series>, l_scalar: b
                 })
                 .collect();
             if !points.is_empty() {
-                out.push(Series { labels: s.labels, points });
+                out.push(Series {
+                    labels: s.labels,
+                    points,
+                });
             }
         }
         return out;
     }
     for s in l {
-        let Some(other) = lookup(&r, &s.labels) else { continue };
-        let points: Vec<_> =
-            s.points.iter().filter_map(|&(t, v)| point(v, at(&other, t)?, v).map(|x| (t, x))).collect();
+        let Some(other) = lookup(&r, &s.labels) else {
+            continue;
+        };
+        let points: Vec<_> = s
+            .points
+            .iter()
+            .filter_map(|&(t, v)| point(v, at(&other, t)?, v).map(|x| (t, x)))
+            .collect();
         if !points.is_empty() {
-            out.push(Series { labels: s.labels, points });
+            out.push(Series {
+                labels: s.labels,
+                points,
+            });
         }
     }
     out

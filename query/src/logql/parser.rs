@@ -26,8 +26,8 @@ enum Tok {
 }
 
 const SYMS: [&str; 24] = [
-    "|=", "|~", "!=", "!~", "=~", "==", ">=", "<=", "{", "}", "(", ")", "[", "]", ",", "|", "=", ">", "<", "+", "-",
-    "*", "/", "%",
+    "|=", "|~", "!=", "!~", "=~", "==", ">=", "<=", "{", "}", "(", ")", "[", "]", ",", "|", "=",
+    ">", "<", "+", "-", "*", "/", "%",
 ];
 
 struct Lexer<'a> {
@@ -37,7 +37,10 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     fn run(src: &'a str) -> Result<Vec<(Tok, usize)>, ParseError> {
-        let mut lx = Lexer { src, toks: Vec::new() };
+        let mut lx = Lexer {
+            src,
+            toks: Vec::new(),
+        };
         let b = src.as_bytes();
         let mut i = 0;
         while i < b.len() {
@@ -52,7 +55,9 @@ impl<'a> Lexer<'a> {
                 let (s, next) = lx.string(i)?;
                 lx.toks.push((Tok::Str(s), i));
                 i = next;
-            } else if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+            } else if c.is_ascii_digit()
+                || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+            {
                 let start = i;
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
                     i += 1;
@@ -60,7 +65,8 @@ impl<'a> Lexer<'a> {
                 lx.toks.push((Tok::Num(src[start..i].to_owned()), start));
             } else if c.is_ascii_alphabetic() || c == b'_' {
                 let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.')
+                {
                     i += 1;
                 }
                 lx.toks.push((Tok::Ident(src[start..i].to_owned()), start));
@@ -72,7 +78,11 @@ impl<'a> Lexer<'a> {
                 i += s.len();
             } else {
                 let ch = src[i..].chars().next().unwrap_or('?');
-                return Err(error_at(src, i, format!("syntax error: unexpected character {ch:?}")));
+                return Err(error_at(
+                    src,
+                    i,
+                    format!("syntax error: unexpected character {ch:?}"),
+                ));
             }
         }
         lx.toks.push((Tok::Eof, src.len()));
@@ -96,9 +106,13 @@ impl<'a> Lexer<'a> {
                     Some('\\') => out.push('\\'),
                     Some('"') => out.push('"'),
                     Some('u') => {
-                        let hex: String = (0..4).filter_map(|_| chars.next().map(|(_, c)| c)).collect();
+                        let hex: String = (0..4)
+                            .filter_map(|_| chars.next().map(|(_, c)| c))
+                            .collect();
                         let ch = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
-                        out.push(ch.ok_or_else(|| error_at(self.src, start, "invalid \\u escape".into()))?);
+                        out.push(ch.ok_or_else(|| {
+                            error_at(self.src, start, "invalid \\u escape".into())
+                        })?);
                     }
                     Some(other) => {
                         // Regexes are written with escapes such as \. and \d: keep them as written.
@@ -111,7 +125,11 @@ impl<'a> Lexer<'a> {
                 out.push(c);
             }
         }
-        Err(error_at(self.src, start, "syntax error: unterminated string".into()))
+        Err(error_at(
+            self.src,
+            start,
+            "syntax error: unterminated string".into(),
+        ))
     }
 }
 
@@ -168,7 +186,11 @@ impl Parser<'_> {
     }
 
     fn err(&self, msg: impl Into<String>) -> ParseError {
-        error_at(self.src, self.toks[self.pos.min(self.toks.len() - 1)].1, msg.into())
+        error_at(
+            self.src,
+            self.toks[self.pos.min(self.toks.len() - 1)].1,
+            msg.into(),
+        )
     }
 
     fn expect(&mut self, s: &'static str) -> Result<(), ParseError> {
@@ -253,13 +275,20 @@ impl Parser<'_> {
             let bool_modifier = matches!(self.peek(), Tok::Ident(s) if s == "bool");
             if bool_modifier {
                 if !op.is_comparison() {
-                    return Err(self.err("syntax error: bool modifier can only be used on comparison operators"));
+                    return Err(self.err(
+                        "syntax error: bool modifier can only be used on comparison operators",
+                    ));
                 }
                 self.next();
             }
             let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
             let rhs = self.binary(next_min)?;
-            lhs = MetricExpr::Binary { op, bool_modifier, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+            lhs = MetricExpr::Binary {
+                op,
+                bool_modifier,
+                lhs: Box::new(lhs),
+                rhs: Box::new(rhs),
+            };
         }
         Ok(lhs)
     }
@@ -297,7 +326,9 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Result<f64, ParseError> {
         match self.next() {
-            Tok::Num(s) => s.parse().map_err(|_| self.err(format!("syntax error: invalid number {s}"))),
+            Tok::Num(s) => s
+                .parse()
+                .map_err(|_| self.err(format!("syntax error: invalid number {s}"))),
             _ => {
                 self.pos -= 1;
                 Err(self.unexpected())
@@ -339,7 +370,12 @@ impl Parser<'_> {
         if grouping.is_none() {
             grouping = self.grouping()?;
         }
-        Ok(MetricExpr::Vector { op, param, grouping, inner: Box::new(inner) })
+        Ok(MetricExpr::Vector {
+            op,
+            param,
+            grouping,
+            inner: Box::new(inner),
+        })
     }
 
     fn range_agg(&mut self, func: RangeFn) -> Result<MetricExpr, ParseError> {
@@ -356,7 +392,9 @@ impl Parser<'_> {
         let log = self.log_expr()?;
         let mut unwrap = None;
         let mut post_filters = Vec::new();
-        while self.peek() == &Tok::Sym("|") && matches!(self.peek_at(1), Tok::Ident(s) if s == "unwrap") {
+        while self.peek() == &Tok::Sym("|")
+            && matches!(self.peek_at(1), Tok::Ident(s) if s == "unwrap")
+        {
             self.next();
             self.next();
             if unwrap.is_some() {
@@ -369,11 +407,19 @@ impl Parser<'_> {
                 if !matches!(name.as_str(), "duration" | "duration_seconds" | "bytes") {
                     return Err(self.err(format!("syntax error: unknown unwrap conversion {name}")));
                 }
-                Unwrap { label, conversion: Some(name) }
+                Unwrap {
+                    label,
+                    conversion: Some(name),
+                }
             } else {
-                Unwrap { label: name, conversion: None }
+                Unwrap {
+                    label: name,
+                    conversion: None,
+                }
             });
-            while self.peek() == &Tok::Sym("|") && !matches!(self.peek_at(1), Tok::Ident(s) if s == "unwrap") {
+            while self.peek() == &Tok::Sym("|")
+                && !matches!(self.peek_at(1), Tok::Ident(s) if s == "unwrap")
+            {
                 self.next();
                 post_filters.push(self.label_filter()?);
             }
@@ -392,18 +438,31 @@ impl Parser<'_> {
         };
         self.expect(")")?;
         if func.needs_unwrap() && unwrap.is_none() {
-            return Err(self.err(format!("invalid aggregation {} without unwrap", func.name())));
+            return Err(self.err(format!(
+                "invalid aggregation {} without unwrap",
+                func.name()
+            )));
         }
         if !func.needs_unwrap() && func != RangeFn::Rate && unwrap.is_some() {
             return Err(self.err(format!("invalid aggregation {} with unwrap", func.name())));
         }
         let grouping = self.grouping()?;
-        Ok(MetricExpr::Range { func, param, log, unwrap, post_filters, range_ns, offset_ns, grouping })
+        Ok(MetricExpr::Range {
+            func,
+            param,
+            log,
+            unwrap,
+            post_filters,
+            range_ns,
+            offset_ns,
+            grouping,
+        })
     }
 
     fn duration(&mut self) -> Result<i64, ParseError> {
         match self.next() {
-            Tok::Num(s) => parse_go_duration(&s).ok_or_else(|| self.err(format!("syntax error: invalid duration {s}"))),
+            Tok::Num(s) => parse_go_duration(&s)
+                .ok_or_else(|| self.err(format!("syntax error: invalid duration {s}"))),
             _ => {
                 self.pos -= 1;
                 Err(self.unexpected())
@@ -419,8 +478,11 @@ impl Parser<'_> {
                 Tok::Sym(op @ ("|=" | "!=" | "|~" | "!~")) => {
                     self.next();
                     stages.push(Stage::LineFilter(self.line_filter(op)?));
-                    if matches!(self.peek(), Tok::Ident(s) if s == "or") && matches!(self.peek_at(1), Tok::Str(_)) {
-                        return Err(self.err("syntax error: line filter alternatives (or) are not supported"));
+                    if matches!(self.peek(), Tok::Ident(s) if s == "or")
+                        && matches!(self.peek_at(1), Tok::Str(_))
+                    {
+                        return Err(self
+                            .err("syntax error: line filter alternatives (or) are not supported"));
                     }
                 }
                 Tok::Sym("|") if !matches!(self.peek_at(1), Tok::Ident(s) if s == "unwrap") => {
@@ -490,9 +552,14 @@ impl Parser<'_> {
         if self.peek() == &Tok::Sym("(") {
             return Ok(Stage::LabelFilter(self.label_filter()?));
         }
-        let Tok::Ident(name) = self.peek().clone() else { return Err(self.unexpected()) };
+        let Tok::Ident(name) = self.peek().clone() else {
+            return Err(self.unexpected());
+        };
         // A label filter starts with a label name followed by a comparison.
-        let is_filter = matches!(self.peek_at(1), Tok::Sym("=" | "!=" | "=~" | "!~" | "==" | ">" | ">=" | "<" | "<="));
+        let is_filter = matches!(
+            self.peek_at(1),
+            Tok::Sym("=" | "!=" | "=~" | "!~" | "==" | ">" | ">=" | "<" | "<=")
+        );
         if is_filter {
             return Ok(Stage::LabelFilter(self.label_filter()?));
         }
@@ -502,7 +569,11 @@ impl Parser<'_> {
                 let mut params = Vec::new();
                 while let Tok::Ident(_) = self.peek() {
                     let k = self.ident()?;
-                    let expr = if self.eat("=") { self.string()? } else { k.clone() };
+                    let expr = if self.eat("=") {
+                        self.string()?
+                    } else {
+                        k.clone()
+                    };
                     params.push((k, expr));
                     if !self.eat(",") {
                         break;
@@ -554,7 +625,10 @@ impl Parser<'_> {
                     let matcher = if matches!(self.peek(), Tok::Sym("=" | "!=" | "=~" | "!~")) {
                         let op = self.match_op()?;
                         let v = self.string()?;
-                        Some(Matcher::new(op, n.clone(), v).map_err(|e| self.err(format!("invalid regex: {e}")))?)
+                        Some(
+                            Matcher::new(op, n.clone(), v)
+                                .map_err(|e| self.err(format!("invalid regex: {e}")))?,
+                        )
                     } else {
                         None
                     };
@@ -593,7 +667,10 @@ impl Parser<'_> {
             let and = match self.peek() {
                 Tok::Ident(s) if s == "and" => true,
                 Tok::Sym(",") => true,
-                Tok::Ident(_) => matches!(self.peek_at(1), Tok::Sym("=" | "!=" | "=~" | "!~" | "==" | ">" | ">=" | "<" | "<=")),
+                Tok::Ident(_) => matches!(
+                    self.peek_at(1),
+                    Tok::Sym("=" | "!=" | "=~" | "!~" | "==" | ">" | ">=" | "<" | "<=")
+                ),
                 Tok::Sym("(") => true,
                 _ => false,
             };
@@ -625,11 +702,15 @@ impl Parser<'_> {
             Tok::Sym("<=") => Some(CmpOp::Le),
             Tok::Sym("=~") => {
                 let v = self.string()?;
-                return Matcher::new(MatchOp::RegexMatch, name, v).map(LabelFilter::Matcher).map_err(|e| self.err(e.to_string()));
+                return Matcher::new(MatchOp::RegexMatch, name, v)
+                    .map(LabelFilter::Matcher)
+                    .map_err(|e| self.err(e.to_string()));
             }
             Tok::Sym("!~") => {
                 let v = self.string()?;
-                return Matcher::new(MatchOp::RegexNoMatch, name, v).map(LabelFilter::Matcher).map_err(|e| self.err(e.to_string()));
+                return Matcher::new(MatchOp::RegexNoMatch, name, v)
+                    .map(LabelFilter::Matcher)
+                    .map_err(|e| self.err(e.to_string()));
             }
             _ => {
                 self.pos -= 1;
@@ -637,15 +718,33 @@ impl Parser<'_> {
             }
         };
         match (self.next(), op) {
-            (Tok::Str(v), None | Some(CmpOp::Eq)) => Ok(LabelFilter::Matcher(Matcher::new(MatchOp::Equal, name, v).map_err(|e| self.err(e.to_string()))?)),
-            (Tok::Str(v), Some(CmpOp::Ne)) => Ok(LabelFilter::Matcher(Matcher::new(MatchOp::NotEqual, name, v).map_err(|e| self.err(e.to_string()))?)),
+            (Tok::Str(v), None | Some(CmpOp::Eq)) => Ok(LabelFilter::Matcher(
+                Matcher::new(MatchOp::Equal, name, v).map_err(|e| self.err(e.to_string()))?,
+            )),
+            (Tok::Str(v), Some(CmpOp::Ne)) => Ok(LabelFilter::Matcher(
+                Matcher::new(MatchOp::NotEqual, name, v).map_err(|e| self.err(e.to_string()))?,
+            )),
             (Tok::Num(text), Some(op)) => {
-                let (value, kind) = parse_number_like(&text).ok_or_else(|| self.err(format!("syntax error: invalid value {text}")))?;
-                Ok(LabelFilter::Compare { name, op, value, kind, text })
+                let (value, kind) = parse_number_like(&text)
+                    .ok_or_else(|| self.err(format!("syntax error: invalid value {text}")))?;
+                Ok(LabelFilter::Compare {
+                    name,
+                    op,
+                    value,
+                    kind,
+                    text,
+                })
             }
             (Tok::Num(text), None) => {
-                let (value, kind) = parse_number_like(&text).ok_or_else(|| self.err(format!("syntax error: invalid value {text}")))?;
-                Ok(LabelFilter::Compare { name, op: CmpOp::Eq, value, kind, text })
+                let (value, kind) = parse_number_like(&text)
+                    .ok_or_else(|| self.err(format!("syntax error: invalid value {text}")))?;
+                Ok(LabelFilter::Compare {
+                    name,
+                    op: CmpOp::Eq,
+                    value,
+                    kind,
+                    text,
+                })
             }
             _ => {
                 self.pos -= 1;
@@ -674,13 +773,17 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<i64> {
         return None;
     }
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return None;
         }
         let n: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -701,7 +804,9 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<i64> {
 
 /// Byte sizes as go-humanize parses them: `10B`, `1.5KB` (1000), `2KiB` (1024), case-insensitive.
 pub(crate) fn parse_bytes(s: &str) -> Option<f64> {
-    let num_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let num_len = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let n: f64 = s[..num_len].parse().ok()?;
     let mult = match s[num_len..].trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
@@ -750,18 +855,34 @@ mod tests {
     #[test]
     fn precedence_and_associativity() {
         let e = parse(r#"1 + 2 * 3 ^ 2 ^ 1 - count_over_time({a="b"}[1m])"#).unwrap();
-        let Expr::Metric(MetricExpr::Binary { op: BinOp::Sub, lhs, .. }) = e else { panic!("{e:?}") };
+        let Expr::Metric(MetricExpr::Binary {
+            op: BinOp::Sub,
+            lhs,
+            ..
+        }) = e
+        else {
+            panic!("{e:?}")
+        };
         assert!(matches!(*lhs, MetricExpr::Binary { op: BinOp::Add, .. }));
     }
 
     #[test]
     fn errors_have_lokis_shape_and_position() {
         let e = parse(r#"{app="a"} |= "x" | bogus"#).unwrap_err();
-        assert_eq!(e.to_string(), "parse error at line 1, col 20: syntax error: unexpected IDENTIFIER bogus");
+        assert_eq!(
+            e.to_string(),
+            "parse error at line 1, col 20: syntax error: unexpected IDENTIFIER bogus"
+        );
         let e = parse("{app=\"a\"}\n | = ").unwrap_err();
         assert_eq!((e.line, e.col), (2, 4));
-        assert!(parse(r#"{app=~".*"}"#).unwrap_err().msg.contains("empty-compatible"));
-        assert!(parse(r#"sum_over_time({a="b"}[1m])"#).unwrap_err().msg.contains("without unwrap"));
+        assert!(parse(r#"{app=~".*"}"#)
+            .unwrap_err()
+            .msg
+            .contains("empty-compatible"));
+        assert!(parse(r#"sum_over_time({a="b"}[1m])"#)
+            .unwrap_err()
+            .msg
+            .contains("without unwrap"));
         assert!(parse(r#"rate({a="b"})"#).is_err());
         assert!(parse(r#"{a="b"} | regexp "(no names)""#).is_err());
         assert!(parse(r#"{a="b"#).is_err());

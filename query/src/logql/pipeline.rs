@@ -30,7 +30,9 @@ impl Pattern {
                 Some(i) if rest[i..].find('>').is_some() => {
                     let close = i + rest[i..].find('>').unwrap_or(0);
                     let name = &rest[i + 1..close];
-                    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    if !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
                         if i > 0 {
                             parts.push(PatternPart::Lit(rest[..i].to_owned()));
                         }
@@ -102,7 +104,16 @@ fn add_parsed(labels: &mut LabelMap, original: &LabelMap, name: String, value: S
 }
 
 fn sanitize(k: &str) -> String {
-    let mut s: String = k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut s: String = k
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         s.insert(0, '_');
     }
@@ -113,7 +124,11 @@ fn json_flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, Stri
     match v {
         serde_json::Value::Object(m) => {
             for (k, v) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}_{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}_{k}")
+                };
                 json_flatten(&key, v, out);
             }
         }
@@ -234,7 +249,11 @@ fn render(template: &str, labels: &LabelMap, line: &str) -> String {
             out.push_str(&rest[open..]);
             return out;
         };
-        let inner = rest[open + 2..open + close].trim().trim_start_matches('-').trim_end_matches('-').trim();
+        let inner = rest[open + 2..open + close]
+            .trim()
+            .trim_start_matches('-')
+            .trim_end_matches('-')
+            .trim();
         let name = inner.strip_prefix('.').unwrap_or(inner);
         if name == "__line__" {
             out.push_str(line);
@@ -259,8 +278,16 @@ fn convert(value: &str, kind: NumKind) -> Option<f64> {
 pub(crate) fn label_filter_matches(f: &LabelFilter, labels: &LabelMap) -> bool {
     match f {
         LabelFilter::Matcher(m) => m.matches(labels.get(&m.name).map_or("", String::as_str)),
-        LabelFilter::Compare { name, op, value, kind, .. } => {
-            let Some(v) = labels.get(name).and_then(|s| convert(s, *kind)) else { return false };
+        LabelFilter::Compare {
+            name,
+            op,
+            value,
+            kind,
+            ..
+        } => {
+            let Some(v) = labels.get(name).and_then(|s| convert(s, *kind)) else {
+                return false;
+            };
             match op {
                 CmpOp::Eq => v == *value,
                 CmpOp::Ne => v != *value,
@@ -270,7 +297,9 @@ pub(crate) fn label_filter_matches(f: &LabelFilter, labels: &LabelMap) -> bool {
                 CmpOp::Le => v <= *value,
             }
         }
-        LabelFilter::And(a, b) => label_filter_matches(a, labels) && label_filter_matches(b, labels),
+        LabelFilter::And(a, b) => {
+            label_filter_matches(a, labels) && label_filter_matches(b, labels)
+        }
         LabelFilter::Or(a, b) => label_filter_matches(a, labels) || label_filter_matches(b, labels),
     }
 }
@@ -298,7 +327,9 @@ impl Pipeline {
         let stages = stages
             .iter()
             .map(|s| match s {
-                Stage::Pattern(p) => Pattern::parse(p).map_or_else(|_| Compiled::Stage(s.clone()), Compiled::Pattern),
+                Stage::Pattern(p) => {
+                    Pattern::parse(p).map_or_else(|_| Compiled::Stage(s.clone()), Compiled::Pattern)
+                }
                 other => Compiled::Stage(other.clone()),
             })
             .collect();
@@ -306,7 +337,11 @@ impl Pipeline {
     }
 
     /// Runs the stages; None when the entry is filtered out.
-    pub(crate) fn process(&self, mut line: String, mut labels: LabelMap) -> Option<(String, LabelMap)> {
+    pub(crate) fn process(
+        &self,
+        mut line: String,
+        mut labels: LabelMap,
+    ) -> Option<(String, LabelMap)> {
         let original = labels.clone();
         for stage in &self.stages {
             let stage = match stage {
@@ -365,14 +400,21 @@ impl Pipeline {
                     if let Some(caps) = re.captures(&line) {
                         for name in re.capture_names().flatten() {
                             if let Some(m) = caps.name(name) {
-                                add_parsed(&mut labels, &original, name.to_owned(), m.as_str().to_owned());
+                                add_parsed(
+                                    &mut labels,
+                                    &original,
+                                    name.to_owned(),
+                                    m.as_str().to_owned(),
+                                );
                             }
                         }
                     }
                 }
                 Stage::Pattern(_) => {}
                 Stage::Unpack => {
-                    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Ok(serde_json::Value::Object(m)) =
+                        serde_json::from_str::<serde_json::Value>(&line)
+                    {
                         let mut new_line = None;
                         for (k, v) in m {
                             if let serde_json::Value::String(s) = v {
@@ -433,7 +475,8 @@ impl Pipeline {
 
 fn ansi() -> Option<&'static Regex> {
     static RE: std::sync::OnceLock<Option<Regex>> = std::sync::OnceLock::new();
-    RE.get_or_init(|| Regex::new("\x1b\\[[0-9;]*[A-Za-z]").ok()).as_ref()
+    RE.get_or_init(|| Regex::new("\x1b\\[[0-9;]*[A-Za-z]").ok())
+        .as_ref()
 }
 
 /// The substrings the index can look up: `|=` filters before anything rewrites the line.
@@ -441,9 +484,11 @@ pub(crate) fn index_needles(stages: &[Stage]) -> Vec<String> {
     let mut out = Vec::new();
     for s in stages {
         match s {
-            Stage::LineFilter(LineFilter { op: FilterOp::Contains, value, .. }) if !value.is_empty() => {
-                out.push(value.clone())
-            }
+            Stage::LineFilter(LineFilter {
+                op: FilterOp::Contains,
+                value,
+                ..
+            }) if !value.is_empty() => out.push(value.clone()),
             Stage::LineFormat(_) | Stage::Unpack | Stage::Decolorize => break,
             _ => {}
         }

@@ -45,7 +45,12 @@ pub(super) fn detected_fields(s: &LokiState, p: &Params) -> Result<J, LokiError>
         Expr::Log(l) => l,
         Expr::Metric(_) => return Err(LokiError::bad("only log queries are supported")),
     };
-    let q = LogQuery { matchers: log.matchers.clone(), start_ns: start, end_ns: end.saturating_add(1), contains: vec![] };
+    let q = LogQuery {
+        matchers: log.matchers.clone(),
+        start_ns: start,
+        end_ns: end.saturating_add(1),
+        contains: vec![],
+    };
     let mut fields: BTreeMap<String, Field> = BTreeMap::new();
     let mut n = 0;
     s.engine.store().scan(&q, Direction::Backward, &mut |r| {
@@ -54,7 +59,11 @@ pub(super) fn detected_fields(s: &LokiState, p: &Params) -> Result<J, LokiError>
             return ControlFlow::Break(());
         }
         for (k, v) in &r.metadata {
-            fields.entry(k.clone()).or_default().values.insert(v.clone());
+            fields
+                .entry(k.clone())
+                .or_default()
+                .values
+                .insert(v.clone());
         }
         if let Ok(J::Object(m)) = serde_json::from_str::<J>(&r.line) {
             for (k, v) in m {

@@ -6,6 +6,7 @@
 
 mod fields;
 mod params;
+mod tail;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
@@ -52,7 +53,9 @@ impl LokiError {
 impl From<EvalError> for LokiError {
     fn from(e: EvalError) -> LokiError {
         match e {
-            EvalError::Parse(_) | EvalError::BadRequest(_) | EvalError::TooManyEntries(_) => LokiError::bad(e.to_string()),
+            EvalError::Parse(_) | EvalError::BadRequest(_) | EvalError::TooManyEntries(_) => {
+                LokiError::bad(e.to_string())
+            }
             EvalError::Storage(_) => LokiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
@@ -66,7 +69,12 @@ impl From<storage::logs::LogError> for LokiError {
 
 impl IntoResponse for LokiError {
     fn into_response(self) -> Response {
-        (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.1 + "\n").into_response()
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.1 + "\n",
+        )
+            .into_response()
     }
 }
 
@@ -83,7 +91,11 @@ pub fn routes(state: LokiState) -> Router {
         .route("/loki/api/v1/index/stats", get_post(index_stats))
         .route("/loki/api/v1/index/volume", get_post(volume))
         .route("/loki/api/v1/index/volume_range", get_post(volume_range))
-        .route("/loki/api/v1/detected_fields", get_post(fields::detected_fields))
+        .route(
+            "/loki/api/v1/detected_fields",
+            get_post(fields::detected_fields),
+        )
+        .route("/loki/api/v1/tail", get(tail::tail))
         .route("/loki/api/v1/format_query", get_post(format_query))
         .route("/loki/api/v1/status/buildinfo", get_post(buildinfo))
         .with_state(state)
@@ -95,7 +107,13 @@ fn get_post(f: Handler) -> MethodRouter<LokiState> {
 }
 
 /// Runs a handler off the async threads: index reads block.
-async fn call<F>(State(s): State<LokiState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes, f: F) -> Response
+async fn call<F>(
+    State(s): State<LokiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+    f: F,
+) -> Response
 where
     F: FnOnce(&LokiState, &Params) -> Result<J, LokiError> + Send + 'static,
 {
@@ -112,7 +130,11 @@ fn parse_query(p: &Params) -> Result<Expr, LokiError> {
 }
 
 fn labels_json(l: &LabelMap) -> J {
-    J::Object(l.iter().map(|(k, v)| (k.clone(), J::String(v.clone()))).collect())
+    J::Object(
+        l.iter()
+            .map(|(k, v)| (k.clone(), J::String(v.clone())))
+            .collect(),
+    )
 }
 
 fn seconds(t_ns: i64) -> J {
@@ -133,7 +155,13 @@ fn sample_value(v: f64) -> J {
 
 fn stats(lines: usize, bytes: usize, started: Instant) -> J {
     let secs = started.elapsed().as_secs_f64();
-    let per_sec = |n: usize| if secs > 0.0 { (n as f64 / secs) as u64 } else { 0 };
+    let per_sec = |n: usize| {
+        if secs > 0.0 {
+            (n as f64 / secs) as u64
+        } else {
+            0
+        }
+    };
     json!({"summary": {
         "bytesProcessedPerSecond": per_sec(bytes), "linesProcessedPerSecond": per_sec(lines),
         "totalBytesProcessed": bytes, "totalLinesProcessed": lines, "execTime": secs,
@@ -149,7 +177,11 @@ fn streams_json(streams: &[Stream]) -> (J, usize, usize) {
         .map(|s| {
             n += s.entries.len();
             bytes += s.entries.iter().map(|e| e.1.len()).sum::<usize>();
-            let values: Vec<J> = s.entries.iter().map(|(t, l)| json!([t.to_string(), l])).collect();
+            let values: Vec<J> = s
+                .entries
+                .iter()
+                .map(|(t, l)| json!([t.to_string(), l]))
+                .collect();
             json!({"stream": labels_json(&s.labels), "values": values})
         })
         .collect();
@@ -161,7 +193,11 @@ fn matrix_json(series: &[Series]) -> J {
         series
             .iter()
             .map(|s| {
-                let values: Vec<J> = s.points.iter().map(|(t, v)| json!([seconds(*t), sample_value(*v)])).collect();
+                let values: Vec<J> = s
+                    .points
+                    .iter()
+                    .map(|(t, v)| json!([seconds(*t), sample_value(*v)]))
+                    .collect();
                 json!({"metric": labels_json(&s.labels), "values": values})
             })
             .collect(),
@@ -186,8 +222,19 @@ fn query_range(s: &LokiState, p: &Params) -> Result<J, LokiError> {
         }
         Expr::Metric(m) => {
             let step = p.step(start, end).map_err(LokiError::bad)?;
-            let series = s.engine.eval_metric(&m, Steps { start_ns: start, end_ns: end, step_ns: step })?;
-            Ok(success("matrix", matrix_json(&series), stats(0, 0, started)))
+            let series = s.engine.eval_metric(
+                &m,
+                Steps {
+                    start_ns: start,
+                    end_ns: end,
+                    step_ns: step,
+                },
+            )?;
+            Ok(success(
+                "matrix",
+                matrix_json(&series),
+                stats(0, 0, started),
+            ))
         }
     }
 }
@@ -228,21 +275,38 @@ fn selector(p: &Params, name: &str) -> Result<Vec<Matcher>, LokiError> {
 /// Loki's metadata endpoints default to the last 6 hours.
 fn metadata_range(p: &Params) -> Result<(i64, i64), LokiError> {
     let end = p.time_or("end", now_ns()).map_err(LokiError::bad)?;
-    let start = p.time_or("start", end - 6 * 3_600 * 1_000_000_000).map_err(LokiError::bad)?;
+    let start = p
+        .time_or("start", end - 6 * 3_600 * 1_000_000_000)
+        .map_err(LokiError::bad)?;
     Ok((start, end))
 }
 
 fn labels(s: &LokiState, p: &Params) -> Result<J, LokiError> {
     let (start, end) = metadata_range(p)?;
-    let streams = s.engine.store().streams(&selector(p, "query")?, start, end)?;
-    let names: BTreeSet<&str> = streams.iter().flat_map(|l| l.iter().map(|l| l.name.as_str())).collect();
+    let streams = s
+        .engine
+        .store()
+        .streams(&selector(p, "query")?, start, end)?;
+    let names: BTreeSet<&str> = streams
+        .iter()
+        .flat_map(|l| l.iter().map(|l| l.name.as_str()))
+        .collect();
     Ok(json!({"status": "success", "data": names}))
 }
 
-async fn label_values(state: State<LokiState>, Path(name): Path<String>, q: RawQuery, h: HeaderMap, b: Bytes) -> Response {
+async fn label_values(
+    state: State<LokiState>,
+    Path(name): Path<String>,
+    q: RawQuery,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
     call(state, q, h, b, move |s: &LokiState, p: &Params| {
         let (start, end) = metadata_range(p)?;
-        let streams = s.engine.store().streams(&selector(p, "query")?, start, end)?;
+        let streams = s
+            .engine
+            .store()
+            .streams(&selector(p, "query")?, start, end)?;
         let values: BTreeSet<&str> = streams.iter().filter_map(|l| l.get(&name)).collect();
         Ok(json!({"status": "success", "data": values}))
     })
@@ -259,13 +323,23 @@ fn series(s: &LokiState, p: &Params) -> Result<J, LokiError> {
     for sel in selectors {
         let matchers = match parse(sel).map_err(|e| LokiError::bad(e.to_string()))? {
             Expr::Log(l) => l.matchers,
-            Expr::Metric(_) => return Err(LokiError::bad("only stream selectors are accepted in match[]")),
+            Expr::Metric(_) => {
+                return Err(LokiError::bad(
+                    "only stream selectors are accepted in match[]",
+                ))
+            }
         };
         found.extend(s.engine.store().streams(&matchers, start, end)?);
     }
     let data: Vec<J> = found
         .iter()
-        .map(|l| J::Object(l.iter().map(|l| (l.name.clone(), J::String(l.value.clone()))).collect()))
+        .map(|l| {
+            J::Object(
+                l.iter()
+                    .map(|l| (l.name.clone(), J::String(l.value.clone())))
+                    .collect(),
+            )
+        })
         .collect();
     Ok(json!({"status": "success", "data": data}))
 }
@@ -274,7 +348,12 @@ fn series(s: &LokiState, p: &Params) -> Result<J, LokiError> {
 fn index_stats(s: &LokiState, p: &Params) -> Result<J, LokiError> {
     let (start, end) = metadata_range(p)?;
     let matchers = selector(p, "query")?;
-    let q = LogQuery { matchers, start_ns: start, end_ns: end.saturating_add(1), contains: vec![] };
+    let q = LogQuery {
+        matchers,
+        start_ns: start,
+        end_ns: end.saturating_add(1),
+        contains: vec![],
+    };
     let (mut streams, mut entries, mut bytes) = (BTreeSet::new(), 0u64, 0u64);
     s.engine.store().scan(&q, Direction::Forward, &mut |r| {
         entries += 1;
@@ -282,19 +361,30 @@ fn index_stats(s: &LokiState, p: &Params) -> Result<J, LokiError> {
         streams.insert(r.labels);
         ControlFlow::Continue(())
     })?;
-    Ok(json!({"streams": streams.len(), "chunks": streams.len(), "entries": entries, "bytes": bytes}))
+    Ok(
+        json!({"streams": streams.len(), "chunks": streams.len(), "entries": entries, "bytes": bytes}),
+    )
 }
 
 /// Bytes per group in each step: the groups are `targetLabels` if given, else the selector's
 /// label names (Loki's volume semantics for `aggregateBy=series`).
-fn volume_series(s: &LokiState, p: &Params, steps: Option<Steps>) -> Result<Vec<Series>, LokiError> {
+fn volume_series(
+    s: &LokiState,
+    p: &Params,
+    steps: Option<Steps>,
+) -> Result<Vec<Series>, LokiError> {
     let (start, end) = metadata_range(p)?;
     let matchers = selector(p, "query")?;
     let targets: Vec<String> = match p.get("targetLabels") {
         "" => matchers.iter().map(|m| m.name.clone()).collect(),
         t => t.split(',').map(str::to_owned).collect(),
     };
-    let q = LogQuery { matchers, start_ns: start, end_ns: end.saturating_add(1), contains: vec![] };
+    let q = LogQuery {
+        matchers,
+        start_ns: start,
+        end_ns: end.saturating_add(1),
+        contains: vec![],
+    };
     let mut out: BTreeMap<LabelMap, BTreeMap<i64, f64>> = BTreeMap::new();
     s.engine.store().scan(&q, Direction::Forward, &mut |r| {
         let key: LabelMap = targets
@@ -303,15 +393,23 @@ fn volume_series(s: &LokiState, p: &Params, steps: Option<Steps>) -> Result<Vec<
             .collect();
         let t = match steps {
             // A record counts toward the first step at or after it.
-            Some(st) => st.start_ns + ((r.ts_ns - st.start_ns).max(0) + st.step_ns - 1) / st.step_ns * st.step_ns,
+            Some(st) => {
+                st.start_ns
+                    + ((r.ts_ns - st.start_ns).max(0) + st.step_ns - 1) / st.step_ns * st.step_ns
+            }
             None => end,
         };
         *out.entry(key).or_default().entry(t).or_default() += r.line.len() as f64;
         ControlFlow::Continue(())
     })?;
     let limit = p.limit(100).map_err(LokiError::bad)?;
-    let mut series: Vec<Series> =
-        out.into_iter().map(|(labels, pts)| Series { labels, points: pts.into_iter().collect() }).collect();
+    let mut series: Vec<Series> = out
+        .into_iter()
+        .map(|(labels, pts)| Series {
+            labels,
+            points: pts.into_iter().collect(),
+        })
+        .collect();
     series.sort_by(|a, b| {
         let total = |s: &Series| s.points.iter().map(|p| p.1).sum::<f64>();
         total(b).total_cmp(&total(a))
@@ -334,8 +432,20 @@ fn volume_range(s: &LokiState, p: &Params) -> Result<J, LokiError> {
     let started = Instant::now();
     let (start, end) = metadata_range(p)?;
     let step = p.step(start, end).map_err(LokiError::bad)?;
-    let series = volume_series(s, p, Some(Steps { start_ns: start, end_ns: end, step_ns: step }))?;
-    Ok(success("matrix", matrix_json(&series), stats(0, 0, started)))
+    let series = volume_series(
+        s,
+        p,
+        Some(Steps {
+            start_ns: start,
+            end_ns: end,
+            step_ns: step,
+        }),
+    )?;
+    Ok(success(
+        "matrix",
+        matrix_json(&series),
+        stats(0, 0, started),
+    ))
 }
 
 fn format_query(_: &LokiState, p: &Params) -> Result<J, LokiError> {

@@ -11,7 +11,9 @@ use crate::logql::parse_go_duration;
 pub(crate) struct Params(Vec<(String, String)>);
 
 pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 impl Params {
@@ -31,17 +33,25 @@ impl Params {
     }
 
     pub(crate) fn get(&self, name: &str) -> &str {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
     }
 
     pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
-        self.0.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn time_or(&self, name: &str, default: i64) -> Result<i64, String> {
         match self.get(name) {
             "" => Ok(default),
-            v => parse_time(v).ok_or_else(|| format!("invalid {name}: cannot parse {v:?} as a timestamp")),
+            v => parse_time(v)
+                .ok_or_else(|| format!("invalid {name}: cannot parse {v:?} as a timestamp")),
         }
     }
 
@@ -58,7 +68,10 @@ impl Params {
     pub(crate) fn limit(&self, default: usize) -> Result<usize, String> {
         match self.get("limit") {
             "" => Ok(default),
-            v => v.parse::<u32>().map(|n| n as usize).map_err(|_| format!("invalid limit: {v:?}")),
+            v => v
+                .parse::<u32>()
+                .map(|n| n as usize)
+                .map_err(|_| format!("invalid limit: {v:?}")),
         }
     }
 
@@ -93,9 +106,15 @@ pub(crate) fn parse_time(v: &str) -> Option<i64> {
         }
     }
     if let Ok(n) = v.parse::<i64>() {
-        return Some(if v.trim_start_matches('-').len() <= 10 { n.saturating_mul(1_000_000_000) } else { n });
+        return Some(if v.trim_start_matches('-').len() <= 10 {
+            n.saturating_mul(1_000_000_000)
+        } else {
+            n
+        });
     }
-    chrono::DateTime::parse_from_rfc3339(v).ok().and_then(|t| t.timestamp_nanos_opt())
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
 }
 
 fn parse_step(v: &str) -> Option<i64> {
@@ -112,9 +131,15 @@ mod tests {
     #[test]
     fn timestamps_in_every_form_loki_accepts() {
         assert_eq!(parse_time("1700000000"), Some(1_700_000_000_000_000_000));
-        assert_eq!(parse_time("1700000000123456789"), Some(1_700_000_000_123_456_789));
+        assert_eq!(
+            parse_time("1700000000123456789"),
+            Some(1_700_000_000_123_456_789)
+        );
         assert_eq!(parse_time("1700000000.5"), Some(1_700_000_000_500_000_000));
-        assert_eq!(parse_time("2023-11-14T22:13:20Z"), Some(1_700_000_000_000_000_000));
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000_000_000_000)
+        );
         assert_eq!(parse_time("soon"), None);
         assert_eq!(parse_step("15s"), Some(15_000_000_000));
         assert_eq!(parse_step("0.5"), Some(500_000_000));

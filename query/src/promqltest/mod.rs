@@ -177,7 +177,9 @@ fn unsupported_syntax(query: &str) -> Option<&'static str> {
             Some(_) => {}
             None if matches!(c, '"' | '\'' | '`') => quote = Some(c),
             None if matches!(c, '<' | '>') && chars.peek() == Some(&'/') => {
-                return Some("histogram trim operators </ and >/ are not supported by promql-parser 0.11");
+                return Some(
+                    "histogram trim operators </ and >/ are not supported by promql-parser 0.11",
+                );
             }
             None => {}
         }

@@ -41,8 +41,6 @@ pub enum LogError {
     Index(#[from] tantivy::TantivyError),
     #[error("index directory: {0}")]
     Directory(#[from] tantivy::directory::error::OpenDirectoryError),
-    #[error("index query: {0}")]
-    Query(#[from] tantivy::query::QueryParserError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("corrupt log store: {0}")]
@@ -347,12 +345,16 @@ impl Inner {
                 }
                 by_day.entry(day).or_default().push(rec);
             }
+            // Writers are kept for the days this batch touched (normally today) and dropped
+            // for the others, so late records for many old days do not pin writer memory.
+            let touched: Vec<i64> = by_day.keys().copied().collect();
+            st.writers.retain(|d, _| touched.contains(d));
             for (day, recs) in by_day {
                 let p = self.partition(day)?;
-                if !st.writers.contains_key(&day) {
-                    st.writers.insert(day, p.writer()?);
-                }
-                let w = st.writers.get_mut(&day).ok_or(LogError::Closed)?;
+                let w = match st.writers.entry(day) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert(p.writer()?),
+                };
                 for r in &recs {
                     p.add(w, r)?;
                 }

@@ -14,6 +14,7 @@ use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED,
     STRING,
 };
+use tantivy::tokenizer::{LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
 use tantivy::{
     DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher,
     SegmentReader, TantivyDocument, Term,
@@ -24,9 +25,11 @@ use super::LogError;
 use crate::labels::Labels;
 
 pub(crate) const DAY_NS: i64 = 86_400 * 1_000_000_000;
-/// tantivy's default tokenizer drops tokens longer than this many bytes; such tokens cannot be
-/// looked up.
-const MAX_TOKEN_BYTES: usize = 40;
+/// Tokens of this many bytes or more are not indexed; a line holding one is flagged in the
+/// `long` field instead, and every token lookup also selects flagged lines, so a needle that is
+/// part of an unindexed token is still found.
+const MAX_TOKEN_BYTES: usize = 255;
+const LINE_TOKENIZER: &str = "novamon_line";
 const WRITER_MEMORY: usize = 32 << 20;
 
 #[derive(Clone, Copy)]
@@ -35,6 +38,7 @@ struct Fields {
     stream: Field,
     line: Field,
     meta: Field,
+    long: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -51,6 +55,7 @@ fn schema() -> (Schema, Fields) {
         .set_stored();
     let line = b.add_text_field("line", line_opts);
     let meta = b.add_text_field("meta", STORED);
+    let long = b.add_bool_field("long", INDEXED);
     (
         b.build(),
         Fields {
@@ -58,6 +63,7 @@ fn schema() -> (Schema, Fields) {
             stream,
             line,
             meta,
+            long,
         },
     )
 }
@@ -101,6 +107,15 @@ impl Partition {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema();
         let index = Index::open_or_create(MmapDirectory::open(dir)?, schema)?;
+        // Like tantivy's default analyzer (split on non-alphanumerics, lowercase) with a higher
+        // length limit; `token_queries` relies on exactly these rules.
+        index.tokenizers().register(
+            LINE_TOKENIZER,
+            TextAnalyzer::builder(SimpleTokenizer::default())
+                .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES))
+                .filter(LowerCaser)
+                .build(),
+        );
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -134,6 +149,12 @@ impl Partition {
         doc.add_i64(f.ts, r.ts_ns);
         doc.add_text(f.stream, stream_key(&r.labels));
         doc.add_text(f.line, &r.line);
+        if r.line
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|t| t.len() >= MAX_TOKEN_BYTES)
+        {
+            doc.add_bool(f.long, true);
+        }
         if !r.metadata.is_empty() {
             let m: serde_json::Map<String, serde_json::Value> = r
                 .metadata
@@ -200,7 +221,17 @@ impl Partition {
         ];
         for needle in sel.contains {
             for q in token_queries(f.line, needle)? {
-                clauses.push((Occur::Must, q));
+                let or_long: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_bool(f.long, true),
+                    IndexRecordOption::Basic,
+                ));
+                clauses.push((
+                    Occur::Must,
+                    Box::new(BooleanQuery::new(vec![
+                        (Occur::Should, q),
+                        (Occur::Should, or_long),
+                    ])),
+                ));
             }
         }
         let hits = searcher.search(&BooleanQuery::new(clauses), &TsCollector)?;
@@ -247,8 +278,8 @@ impl Partition {
     }
 }
 
-/// Index lookups implied by "the line contains `needle`". tantivy's default tokenizer splits
-/// on non-alphanumeric characters and lowercases, so a token of the needle with a separator on
+/// Index lookups implied by "the line contains `needle`". The line tokenizer splits on
+/// non-alphanumeric characters and lowercases, so a token of the needle with a separator on
 /// both sides is a whole token of the line; the first one may be the end of a longer token,
 /// the last one the start of one (regex lookups in the term dictionary cover those). Non-ASCII
 /// and over-long tokens are left to the line check.
@@ -266,7 +297,7 @@ fn token_queries(field: Field, needle: &str) -> Result<Vec<Box<dyn Query>>, LogE
             i += needle[i..].chars().next().map_or(1, char::len_utf8);
         }
         let tok = &needle[start..i];
-        if !tok.is_ascii() || tok.len() > MAX_TOKEN_BYTES {
+        if !tok.is_ascii() || tok.len() >= MAX_TOKEN_BYTES {
             continue;
         }
         let tok = tok.to_ascii_lowercase();

@@ -118,6 +118,12 @@ fn contains_uses_token_boundaries_correctly() {
     );
     assert_eq!(find(&["refused by"]), ["connection refused by peer"]);
     assert_eq!(find(&["nothing"]), Vec::<String>::new());
+    // A needle inside a token too long to index is still found.
+    let long = format!("id={}needle{} end", "x".repeat(300), "y".repeat(10));
+    store.append(&[rec(T0 + 10, "a", &long)]).unwrap();
+    store.sync().unwrap();
+    assert_eq!(find(&["needle"]), std::slice::from_ref(&long));
+    assert_eq!(find(&["id="]), [long]);
 }
 
 #[test]
@@ -149,17 +155,20 @@ fn unindexed_records_are_replayed_once_after_reopen() {
 fn a_partition_that_committed_before_a_crash_is_not_indexed_twice() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = LogStore::open(dir.path(), opts()).unwrap();
-        store
-            .append(&[rec(T0, "a", "day0"), rec(T0 + DAY_NS, "a", "day1")])
-            .unwrap();
-        // Simulate a crash between the partition commit and the log truncation: index day 0's
-        // record by hand with the batch's sequence as payload, leave the log untouched.
-        let p = store.inner.partition(T0.div_euclid(DAY_NS)).unwrap();
+        // The state a crash between one partition's commit and the log truncation leaves:
+        // both records in the log, day 0's partition holding its record with the batch's
+        // last sequence number as payload, day 1's partition not written.
+        let log = AppendLog::open(&dir.path().join("log"), false, 0).unwrap();
+        assert_eq!(
+            log.append(&[rec(T0, "a", "day0"), rec(T0 + DAY_NS, "a", "day1")])
+                .unwrap(),
+            2
+        );
+        let day = T0.div_euclid(DAY_NS);
+        let p = Partition::open(&dir.path().join("index").join(day.to_string()), day).unwrap();
         let mut w = p.writer().unwrap();
         p.add(&w, &rec(T0, "a", "day0")).unwrap();
         p.commit(&mut w, 2).unwrap();
-        store.inner.stop.store(true, Ordering::Release);
     }
     let store = LogStore::open(dir.path(), opts()).unwrap();
     assert_eq!(

@@ -15,7 +15,7 @@ use crate::head::SeriesSnapshot;
 use crate::index;
 use crate::meta::{self, KEY_NEXT_OOO_CHUNK_ID};
 use crate::partition::{self, chunk_key, partition_start, window_start, PARTITION_MS};
-use crate::{wal, Sample, StorageError};
+use crate::{histstore, wal, Sample, StorageError};
 
 impl Inner {
     /// Restores each series' last sample and, unless full, its open chunk from the newest
@@ -188,17 +188,24 @@ impl Inner {
             let _append = self.append.lock();
             let mut state = self.state.write();
             let ids = state.index.expired(cutoff);
-            if !ids.is_empty() {
-                let mut wb = WriteBatch::default();
-                for &id in &ids {
-                    if let Some(s) = state.index.get(id) {
-                        index::delete_series(&self.db, &mut wb, id, &s.labels)?;
-                    }
+            let mut wb = WriteBatch::default();
+            for &id in &ids {
+                if let Some(s) = state.index.get(id) {
+                    index::delete_series(&self.db, &mut wb, id, &s.labels)?;
                 }
+            }
+            // Histograms are not in the partitions: their old samples go key range by range.
+            let trimmed = histstore::delete_before(&self.db, &mut wb, cutoff)?;
+            if !wb.is_empty() {
                 self.db.write_opt(wb, &self.write_options())?;
+            }
+            if !ids.is_empty() {
                 state.index.remove(&ids);
                 state.head.remove(&ids);
                 info!(series = ids.len(), "retention removed series");
+            }
+            if trimmed > 0 {
+                debug!(series = trimmed, "retention trimmed histogram samples");
             }
             if let Some(&newest) = expired_partitions.last() {
                 state.index.raise_min_t(newest + PARTITION_MS);

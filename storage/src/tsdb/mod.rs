@@ -158,6 +158,15 @@ impl Tsdb {
         };
         inner.restore_head()?;
         inner.replay_wal()?;
+        // Histogram samples bypass the WAL and chunks, so their time bounds come from their
+        // own column family (a histogram-only series has no other).
+        {
+            let mut state = inner.state.write();
+            for (id, min_t, max_t) in histstore::bounds(&inner.db)? {
+                state.index.extend_time(id, min_t);
+                state.index.extend_time(id, max_t);
+            }
+        }
         // Only after replay: series whose samples are all in the WAL have no time bounds
         // before it and would look expired.
         inner.apply_retention(now_ms())?;
@@ -170,8 +179,8 @@ impl Tsdb {
     }
 
     /// Validates then writes. Returns only after the samples are in RocksDB's WAL.
-    /// AllOrNothing: if any sample is rejected, nothing is written (`samples_written` is 0 and
-    /// every rejection is reported). BestEffort: valid samples are written, rejected ones
+    /// AllOrNothing: if any sample is rejected, nothing is written (both written counts are 0
+    /// and every rejection is reported). BestEffort: valid samples are written, rejected ones
     /// reported. A repeat of an existing sample (same t, same value bits) counts as written.
     /// A label set that cannot be stored (empty, or an empty or NUL-containing name) fails
     /// the whole call with [`StorageError::Invalid`].
@@ -458,9 +467,9 @@ impl Inner {
                     match self.check_histogram(p.id, limits, h)? {
                         Verdict::InOrder | Verdict::OutOfOrder => {
                             p.accepted_histograms.push(h.clone());
-                            report.samples_written += 1;
+                            report.histograms_written += 1;
                         }
-                        Verdict::Noop => report.samples_written += 1,
+                        Verdict::Noop => report.histograms_written += 1,
                         Verdict::Reject(reason) => report.rejected.push(Rejection {
                             labels: sb.labels.clone(),
                             t: h.t,
@@ -472,6 +481,7 @@ impl Inner {
         }
         if mode == AppendMode::AllOrNothing && !report.rejected.is_empty() {
             report.samples_written = 0;
+            report.histograms_written = 0;
             return Ok(report);
         }
 

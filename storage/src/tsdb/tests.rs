@@ -661,3 +661,108 @@ fn concurrent_reads_see_every_acknowledged_sample_during_checkpoints() {
     writer.join().unwrap();
     assert_eq!(read(&db, &l, 0, i64::MAX).len(), 600);
 }
+
+fn histogram(count: f64) -> crate::Histogram {
+    crate::Histogram {
+        count,
+        sum: count * 2.0,
+        positive_spans: vec![crate::HistogramSpan {
+            offset: 0,
+            length: 1,
+        }],
+        positive_buckets: vec![count],
+        ..crate::Histogram::default()
+    }
+}
+
+fn append_histograms(db: &Tsdb, l: &Labels, ts: &[i64]) {
+    let b = SeriesBatch {
+        labels: l.clone(),
+        samples: Vec::new(),
+        histograms: ts
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| HistogramSample {
+                t,
+                h: histogram(i as f64 + 1.0),
+            })
+            .collect(),
+    };
+    let r = db.append(&[b], AppendMode::AllOrNothing).unwrap();
+    assert_eq!(r.rejected, vec![]);
+    assert_eq!((r.samples_written, r.histograms_written), (0, ts.len()));
+}
+
+/// Timestamps of the histogram samples of a series over all time.
+fn histogram_times(db: &Tsdb, l: &Labels) -> Vec<i64> {
+    let ms: Vec<Matcher> = l.iter().map(|l| eq(&l.name, &l.value)).collect();
+    db.select(&ms, i64::MIN, i64::MAX, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|s| &s.labels == l)
+        .flat_map(|s| s.histograms)
+        .map(|h| h.t)
+        .collect()
+}
+
+#[test]
+fn histogram_only_series_survives_restart_with_its_time_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let h = labels("latency", &[]);
+    let ts = [now - 3 * MIN, now - 2 * MIN, now - MIN];
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_histograms(&db, &h, &ts);
+        db.close().unwrap();
+    }
+    // A finite retention makes the open-time retention pass judge the series by its bounds.
+    let db = Tsdb::open(
+        dir.path(),
+        TsdbOptions {
+            retention: Duration::from_secs(24 * 3600),
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(db.series(&[], i64::MIN, i64::MAX).unwrap(), vec![h.clone()]);
+    assert_eq!(
+        db.series(&[], now - 10 * MIN, now - 5 * MIN).unwrap(),
+        Vec::<Labels>::new()
+    );
+    let st = db.status(10);
+    assert_eq!((st.min_time, st.max_time), (ts[0], ts[2]));
+    assert_eq!(histogram_times(&db, &h), ts);
+}
+
+#[test]
+fn retention_drops_old_histogram_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = PARTITION_MS;
+    let now = now_ms();
+    let old = labels("h", &[("age", "old")]);
+    let mixed = labels("h", &[("age", "mixed")]);
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_histograms(&db, &old, &[now - 10 * day, now - 9 * day]);
+        append_histograms(&db, &mixed, &[now - 9 * day, now - MIN]);
+        db.close().unwrap();
+    }
+    let short = TsdbOptions {
+        retention: Duration::from_secs(3 * 24 * 3600),
+        ..opts()
+    };
+    let db = Tsdb::open(dir.path(), short).unwrap();
+    assert_eq!(
+        db.series(&[], i64::MIN, i64::MAX).unwrap(),
+        vec![mixed.clone()]
+    );
+    assert_eq!(histogram_times(&db, &mixed), vec![now - MIN]);
+    let cf = db.inner.db.cf_handle(crate::db::CF_HISTOGRAMS).unwrap();
+    let left = db
+        .inner
+        .db
+        .iterator_cf(&cf, rocksdb::IteratorMode::Start)
+        .count();
+    assert_eq!(left, 1, "only the young histogram sample is stored");
+}

@@ -210,14 +210,34 @@ async fn json_logs_go_to_the_log_store_with_trace_ids_or_are_refused_without_one
         "scopeLogs":[{{"logRecords":[{{"timeUnixNano":"{t}","body":{{"stringValue":"payment failed"}},
         "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174"}}]}}]}}]}}"#
     );
-    let (status, _, body) = post(&f.app, "/v1/logs", "application/json", None, json.clone().into_bytes()).await;
+    let (status, _, body) = post(
+        &f.app,
+        "/v1/logs",
+        "application/json",
+        None,
+        json.clone().into_bytes(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v["partialSuccess"]["rejectedLogRecords"], "1", "no log store: refused, not dropped");
+    assert_eq!(
+        v["partialSuccess"]["rejectedLogRecords"], "1",
+        "no log store: refused, not dropped"
+    );
 
-    let logs = Arc::new(LogStore::open(&f._dir.path().join("logs"), LogOptions::default()).unwrap());
-    let app = http_routes(OtlpState::new(f.traces.clone(), f.tsdb.clone(), 1 << 16).with_logs(logs.clone()));
-    let (status, _, body) = post(&app, "/v1/logs", "application/json", None, json.into_bytes()).await;
+    let logs =
+        Arc::new(LogStore::open(&f._dir.path().join("logs"), LogOptions::default()).unwrap());
+    let app = http_routes(
+        OtlpState::new(f.traces.clone(), f.tsdb.clone(), 1 << 16).with_logs(logs.clone()),
+    );
+    let (status, _, body) = post(
+        &app,
+        "/v1/logs",
+        "application/json",
+        None,
+        json.into_bytes(),
+    )
+    .await;
     assert_eq!((status, body), (StatusCode::OK, b"{}".to_vec()));
     logs.sync().unwrap();
     let q = LogQuery {
@@ -234,6 +254,9 @@ async fn json_logs_go_to_the_log_store_with_trace_ids_or_are_refused_without_one
     .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].line, "payment failed");
-    assert!(got[0].metadata.contains(&("trace_id".to_owned(), "5b8efff798038103d269b633813fc60c".to_owned())));
+    assert!(got[0].metadata.contains(&(
+        "trace_id".to_owned(),
+        "5b8efff798038103d269b633813fc60c".to_owned()
+    )));
     logs.close().unwrap();
 }

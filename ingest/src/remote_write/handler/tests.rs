@@ -177,7 +177,7 @@ fn v2_request(series: &[SeriesSpec]) -> v2::Request {
     }
 }
 
-fn assert_v2_headers(reply: &Reply, samples: usize) {
+fn assert_v2_headers(reply: &Reply, samples: usize, histograms: usize) {
     let get = |name| {
         reply
             .headers
@@ -190,7 +190,7 @@ fn assert_v2_headers(reply: &Reply, samples: usize) {
         "{}",
         reply.body
     );
-    assert_eq!(get(HISTOGRAMS_WRITTEN), Some("0".into()));
+    assert_eq!(get(HISTOGRAMS_WRITTEN), Some(histograms.to_string()));
     assert_eq!(get(EXEMPLARS_WRITTEN), Some("0".into()));
 }
 
@@ -303,7 +303,7 @@ async fn v2_write_reports_counts_and_stores_metadata() {
 
     let reply = f.post(CT_V2, &req).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
-    assert_v2_headers(&reply, 3);
+    assert_v2_headers(&reply, 3, 0);
     assert_eq!(
         f.samples("rpc_seconds_sum")[0].1,
         vec![
@@ -382,7 +382,7 @@ async fn oversized_bodies_get_413() {
         .await;
     let message = format!("request body exceeds the limit of {cap} bytes");
     assert_plain_text_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, &message);
-    assert_v2_headers(&reply, 0);
+    assert_v2_headers(&reply, 0, 0);
     assert!(f.samples("m").is_empty());
 }
 
@@ -408,7 +408,7 @@ async fn undecodable_bodies_get_400() {
         .post_raw(Some(CT_V2), Some("snappy"), snappy(b"\x22\x05ab"))
         .await;
     assert_plain_text_error(&reply, StatusCode::BAD_REQUEST, "decoding protobuf");
-    assert_v2_headers(&reply, 0);
+    assert_v2_headers(&reply, 0, 0);
     assert!(f.samples("up").is_empty());
 }
 
@@ -569,7 +569,7 @@ async fn v2_writes_what_is_valid_and_lists_the_rest() {
     let reply = f.post(CT_V2, &req).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
     // ok{i=1}: 2, c: 1 of 2 (the older one is out of order), ok{i=2}: 1 of 2.
-    assert_v2_headers(&reply, 4);
+    assert_v2_headers(&reply, 4, 0);
     let lines: Vec<&str> = reply.body.lines().collect();
     assert_eq!(
         lines,
@@ -613,6 +613,43 @@ async fn v2_writes_what_is_valid_and_lists_the_rest() {
 }
 
 #[tokio::test]
+async fn v2_counts_histograms_apart_from_samples() {
+    let f = fixture();
+    let t = now_ms() - 60_000;
+    let mut req = v2_request(&[
+        (&[("__name__", "plain")], &[(t, 1.0)]),
+        (&[("__name__", "native")], &[]),
+    ]);
+    let hist = |timestamp, n| Histogram {
+        count: Some(histogram::Count::CountInt(n)),
+        zero_count: Some(histogram::ZeroCount::ZeroCountInt(n)),
+        timestamp,
+        ..Default::default()
+    };
+    req.timeseries[1].histograms = vec![hist(t, 1), hist(t + 1000, 2)];
+    let reply = f.post(CT_V2, &req).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    assert_v2_headers(&reply, 1, 2);
+    let m = Matcher::new(MatchOp::Equal, "__name__", "native").unwrap();
+    let stored: Vec<i64> = f
+        .tsdb
+        .select(&[m], i64::MIN, i64::MAX, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .flat_map(|s| s.histograms)
+        .map(|h| h.t)
+        .collect();
+    assert_eq!(stored, vec![t, t + 1000]);
+
+    // A histogram too far in the future is refused; the valid one still counts.
+    let mut req = v2_request(&[(&[("__name__", "native")], &[])]);
+    req.timeseries[0].histograms = vec![hist(t + 2000, 3), hist(now_ms() + 3_600_000, 4)];
+    let reply = f.post(CT_V2, &req).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_v2_headers(&reply, 0, 1);
+}
+
+#[tokio::test]
 async fn v2_bad_symbol_reference_fails_the_request() {
     let f = fixture();
     let mut req = v2_request(&[
@@ -626,7 +663,7 @@ async fn v2_bad_symbol_reference_fails_the_request() {
         StatusCode::BAD_REQUEST,
         "symbol reference 1000 of series 1 is out of range",
     );
-    assert_v2_headers(&reply, 0);
+    assert_v2_headers(&reply, 0, 0);
     assert!(f.samples("good").is_empty());
 }
 
