@@ -11,6 +11,7 @@ pub mod logql;
 pub mod loki_http;
 pub mod promqltest;
 pub mod tempo;
+mod trace_http;
 mod trace_search;
 mod value;
 

@@ -150,6 +150,13 @@ impl Novamon {
         get_json(&self.agent, &format!("{}{}", self.url, path_and_query))
     }
 
+    /// GET a JSON endpoint that must answer 200; returns the body.
+    pub fn get_ok(&self, path_and_query: &str) -> Json {
+        let (status, body) = self.get_json(path_and_query);
+        assert_eq!(status, 200, "{path_and_query}: {body}");
+        body
+    }
+
     /// POSTs a remote-write body (already protobuf-encoded), snappy-compressing it.
     pub fn remote_write(&self, proto: &[u8], content_type: &str) -> (u16, String, Vec<(String, String)>) {
         let body = snap::raw::Encoder::new().compress_vec(proto).expect("snappy");

@@ -6,31 +6,15 @@
 //!
 //! Needs the venv `tests/run.sh` creates ($HOME/.cache/novamon-venv, or NOVAMON_VENV).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use e2e::{enc, Json, Novamon};
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("NOVAMON_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/novamon-venv")
-        });
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run tests/run.sh, which creates the venv with the OpenTelemetry SDK",
-        py.display()
-    );
-    py
-}
+use e2e::{enc, venv_python, Json, Novamon};
 
 /// Runs tests/otel/emit.py; returns (trace id, root span id).
 fn emit(protocol: &str, endpoint: &str, suffix: &str) -> (String, String) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/otel/emit.py");
-    let out = Command::new(python())
+    let out = Command::new(venv_python())
         .arg(script)
         .args([protocol, endpoint, suffix])
         .output()
@@ -56,16 +40,10 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
-fn get_ok(n: &Novamon, path: &str) -> Json {
-    let (status, body) = n.get_json(path);
-    assert_eq!(status, 200, "{path}: {body}");
-    body
-}
-
 /// Grafana's Jaeger data source: service list, operations, search, trace by id.
 fn check_jaeger(n: &Novamon, suffix: &str, trace_id: &str) {
     let (front, back) = (format!("frontend-{suffix}"), format!("backend-{suffix}"));
-    let services = get_ok(n, "/jaeger/api/services");
+    let services = n.get_ok("/jaeger/api/services");
     for s in [&front, &back] {
         assert!(
             services["data"]
@@ -76,18 +54,12 @@ fn check_jaeger(n: &Novamon, suffix: &str, trace_id: &str) {
             "{s} not in {services}"
         );
     }
-    let ops = get_ok(
-        n,
-        &format!("/jaeger/api/services/{}/operations", enc(&front)),
-    );
+    let ops = n.get_ok(&format!("/jaeger/api/services/{}/operations", enc(&front)));
     assert_eq!(ops["data"], serde_json::json!(["GET /checkout", "render"]));
-    let ops = get_ok(
-        n,
-        &format!(
-            "/jaeger/api/operations?service={}&spanKind=client",
-            enc(&back)
-        ),
-    );
+    let ops = n.get_ok(&format!(
+        "/jaeger/api/operations?service={}&spanKind=client",
+        enc(&back)
+    ));
     assert_eq!(
         ops["data"],
         serde_json::json!([{ "name": "SELECT orders", "spanKind": "client" }])
@@ -95,8 +67,7 @@ fn check_jaeger(n: &Novamon, suffix: &str, trace_id: &str) {
 
     let end_us = (now_s() + 60) * 1_000_000;
     let start_us = end_us - 3_600_000_000;
-    let search = get_ok(
-        n,
+    let search = n.get_ok(
         &format!(
             "/jaeger/api/traces?service={}&operation={}&limit=20&start={start_us}&end={end_us}&lookback=1h&tags={}&minDuration=0ms",
             enc(&back),
@@ -112,7 +83,7 @@ fn check_jaeger(n: &Novamon, suffix: &str, trace_id: &str) {
         .collect();
     assert_eq!(found, vec![trace_id], "{search}");
 
-    let trace = &get_ok(n, &format!("/jaeger/api/traces/{trace_id}"))["data"][0];
+    let trace = &n.get_ok(&format!("/jaeger/api/traces/{trace_id}"))["data"][0];
     let spans = trace["spans"].as_array().unwrap();
     assert_eq!(spans.len(), 3, "{trace}");
     assert_eq!(trace["processes"].as_object().unwrap().len(), 2);
@@ -153,13 +124,10 @@ fn check_jaeger(n: &Novamon, suffix: &str, trace_id: &str) {
             && db["startTime"].as_u64().unwrap() >= root["startTime"].as_u64().unwrap()
     );
 
-    let deps = get_ok(
-        n,
-        &format!(
-            "/jaeger/api/dependencies?endTs={}&lookback=3600000",
-            (now_s() + 60) * 1000
-        ),
-    );
+    let deps = n.get_ok(&format!(
+        "/jaeger/api/dependencies?endTs={}&lookback=3600000",
+        (now_s() + 60) * 1000
+    ));
     assert!(
         deps["data"]
             .as_array()
@@ -182,10 +150,9 @@ fn check_tempo(n: &Novamon, suffix: &str, trace_id: &str) {
         .unwrap();
     assert_eq!(resp.body_mut().read_to_string().unwrap(), "echo");
     let (start, end) = (now_s() - 3600, now_s() + 60);
-    let tags = get_ok(
-        n,
-        &format!("/tempo/api/v2/search/tags?scope=resource&start={start}&end={end}"),
-    );
+    let tags = n.get_ok(&format!(
+        "/tempo/api/v2/search/tags?scope=resource&start={start}&end={end}"
+    ));
     assert!(
         tags["scopes"][0]["tags"]
             .as_array()
@@ -194,10 +161,9 @@ fn check_tempo(n: &Novamon, suffix: &str, trace_id: &str) {
             .any(|t| t == "service.name"),
         "{tags}"
     );
-    let values = get_ok(
-        n,
-        &format!("/tempo/api/v2/search/tag/resource.service.name/values?start={start}&end={end}"),
-    );
+    let values = n.get_ok(&format!(
+        "/tempo/api/v2/search/tag/resource.service.name/values?start={start}&end={end}"
+    ));
     assert!(
         values["tagValues"]
             .as_array()
@@ -209,13 +175,10 @@ fn check_tempo(n: &Novamon, suffix: &str, trace_id: &str) {
     let q = format!(
         r#"{{ resource.service.name = "{back}" && status = error }} && {{ span.http.status_code >= 500 }}"#
     );
-    let search = get_ok(
-        n,
-        &format!(
-            "/tempo/api/search?q={}&limit=20&spss=3&start={start}&end={end}",
-            enc(&q)
-        ),
-    );
+    let search = n.get_ok(&format!(
+        "/tempo/api/search?q={}&limit=20&spss=3&start={start}&end={end}",
+        enc(&q)
+    ));
     let traces = search["traces"].as_array().unwrap();
     assert_eq!(traces.len(), 1, "{search}");
     assert_eq!(traces[0]["traceID"], trace_id);
@@ -223,13 +186,13 @@ fn check_tempo(n: &Novamon, suffix: &str, trace_id: &str) {
     assert_eq!(traces[0]["rootTraceName"], "GET /checkout");
     let q =
         format!(r#"{{ resource.service.name = "{back}" && name =~ "SELECT.*" && duration > 1h }}"#);
-    let search = get_ok(
-        n,
-        &format!("/tempo/api/search?q={}&start={start}&end={end}", enc(&q)),
-    );
+    let search = n.get_ok(&format!(
+        "/tempo/api/search?q={}&start={start}&end={end}",
+        enc(&q)
+    ));
     assert_eq!(search["traces"], serde_json::json!([]));
 
-    let v2 = get_ok(n, &format!("/tempo/api/v2/traces/{trace_id}"));
+    let v2 = n.get_ok(&format!("/tempo/api/v2/traces/{trace_id}"));
     let spans: usize = v2["trace"]["resourceSpans"]
         .as_array()
         .unwrap()
@@ -261,7 +224,7 @@ fn check_tempo(n: &Novamon, suffix: &str, trace_id: &str) {
 fn check_metrics(n: &Novamon, suffix: &str) {
     let job = format!("frontend-{suffix}");
     let query = |q: &str| {
-        let r = get_ok(n, &format!("/api/v1/query?query={}", enc(q)));
+        let r = n.get_ok(&format!("/api/v1/query?query={}", enc(q)));
         r["data"]["result"].as_array().unwrap().clone()
     };
     let r = query(&format!(r#"orders_total{{job="{job}"}}"#));
@@ -290,13 +253,10 @@ fn check_logs(n: &Novamon, suffix: &str, trace_id: &str) {
         (now_s() + 60) * 1_000_000_000,
     );
     let query = |q: &str| {
-        let r = get_ok(
-            n,
-            &format!(
-                "/loki/api/v1/query_range?query={}&start={start}&end={end}&limit=10",
-                enc(q)
-            ),
-        );
+        let r = n.get_ok(&format!(
+            "/loki/api/v1/query_range?query={}&start={start}&end={end}&limit=10",
+            enc(q)
+        ));
         r["data"]["result"]
             .as_array()
             .unwrap()
@@ -380,15 +340,12 @@ fn otlp_http_on_the_main_port_rejects_bad_input_and_survives_kill_9() {
 
     n.process.signal_and_wait("KILL", Duration::from_secs(10));
     let n = Novamon::start(&data, &[]);
-    let trace = get_ok(&n, &format!("/jaeger/api/traces/{trace_id}"));
+    let trace = n.get_ok(&format!("/jaeger/api/traces/{trace_id}"));
     assert_eq!(trace["data"][0]["spans"][0]["operationName"], "persist");
     assert_eq!(trace["data"][0]["spans"][0]["duration"], 5000);
-    let found = get_ok(
-        &n,
-        &format!(
-            "/tempo/api/search?q={}",
-            enc(r#"{ resource.service.name = "durable" }"#)
-        ),
-    );
+    let found = n.get_ok(&format!(
+        "/tempo/api/search?q={}",
+        enc(r#"{ resource.service.name = "durable" }"#)
+    ));
     assert_eq!(found["traces"][0]["traceID"], trace_id);
 }

@@ -8,7 +8,6 @@ mod model;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -19,6 +18,7 @@ use serde_json::{json, Value};
 use storage::traces::{Seek, StoredSpan, TraceStore};
 use storage::StorageError;
 
+use crate::trace_http::{now_ns, param, params};
 use crate::trace_search::{find_traces, parse_go_duration, parse_trace_id};
 
 /// Jaeger's default search limit and look-back.
@@ -48,6 +48,17 @@ impl From<StorageError> for ApiError {
     }
 }
 
+/// Store reads run on the blocking pool, failing with this API's error.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    crate::trace_http::blocking(f).await
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{ "code": self.0.as_u16(), "msg": self.1 }] });
@@ -62,33 +73,6 @@ fn bad(msg: impl Into<String>) -> ApiError {
 fn ok(data: Value, total: usize) -> Response {
     Json(json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null }))
         .into_response()
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-}
-
-fn params(raw: Option<String>) -> Vec<(String, String)> {
-    form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
-}
-
-fn param<'a>(ps: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    ps.iter()
-        .find(|(k, v)| k == name && !v.is_empty())
-        .map(|(_, v)| v.as_str())
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 async fn services(State(store): State<Arc<TraceStore>>) -> Result<Response, ApiError> {

@@ -7,7 +7,6 @@ mod traceql;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,6 +19,7 @@ use serde_json::{json, Value};
 use storage::traces::{StoredSpan, TraceStore};
 use storage::StorageError;
 
+use crate::trace_http::{now_ns, param, params};
 use crate::trace_search::{find_traces, hex, parse_go_duration, parse_trace_id};
 use traceql::{Cond, Field, Lit, Op, Query};
 
@@ -52,6 +52,17 @@ impl From<StorageError> for ApiError {
     }
 }
 
+/// Store reads run on the blocking pool, failing with this API's error.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    crate::trace_http::blocking(f).await
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, self.1).into_response()
@@ -60,33 +71,6 @@ impl IntoResponse for ApiError {
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-}
-
-fn params(raw: Option<String>) -> Vec<(String, String)> {
-    form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
-}
-
-fn param<'a>(ps: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    ps.iter()
-        .find(|(k, v)| k == name && !v.is_empty())
-        .map(|(_, v)| v.as_str())
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 async fn buildinfo() -> Json<Value> {

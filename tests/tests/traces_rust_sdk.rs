@@ -1,0 +1,167 @@
+//! The official Rust OpenTelemetry SDK (`opentelemetry-otlp`) as a real client: a trace across
+//! two services with an event and an error status, and a counter, over OTLP/gRPC; another trace
+//! over OTLP/HTTP (protobuf). All are found again through the Jaeger and Prometheus APIs.
+
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{MetricExporter, Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+
+use e2e::{enc, Json, Novamon};
+
+fn resource(service: &str) -> Resource {
+    Resource::builder_empty()
+        .with_service_name(service.to_owned())
+        .build()
+}
+
+fn tracer_provider(exporter: SpanExporter, service: &str) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource(service))
+        .build()
+}
+
+fn grpc_span_exporter(n: &Novamon) -> SpanExporter {
+    SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(&n.otlp_grpc_url)
+        .build()
+        .expect("gRPC span exporter")
+}
+
+/// A root span in `frontend` and its client child in `backend` (with an event and an error
+/// status); returns the trace id in hex.
+fn emit_checkout(frontend: &SdkTracerProvider, backend: &SdkTracerProvider) -> String {
+    let root = frontend.tracer("checkout").start("GET /checkout");
+    let cx = Context::new().with_span(root);
+    let backend = backend.tracer("db");
+    let mut child = backend
+        .span_builder("SELECT orders")
+        .with_kind(SpanKind::Client)
+        .with_attributes([KeyValue::new("db.rows", 7)])
+        .start_with_context(&backend, &cx);
+    child.add_event("cache miss", vec![KeyValue::new("cache.key", "cart-42")]);
+    child.set_status(Status::error("timeout"));
+    child.end();
+    cx.span().end();
+    cx.span().span_context().trace_id().to_string()
+}
+
+fn trace_spans(n: &Novamon, trace_id: &str) -> (Json, Vec<Json>) {
+    let trace = n.get_ok(&format!("/jaeger/api/traces/{trace_id}"))["data"][0].clone();
+    let spans = trace["spans"].as_array().cloned().unwrap_or_default();
+    (trace, spans)
+}
+
+#[test]
+fn rust_sdk_over_grpc_and_http_is_found_through_jaeger_and_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Novamon::start(&dir.path().join("data"), &[]);
+    // tonic's channel needs a Tokio runtime to run on; the SDK's batch processors export from
+    // their own threads and block on the futures.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _in_runtime = rt.enter();
+
+    let frontend = tracer_provider(grpc_span_exporter(&n), "frontend-rs");
+    let backend = tracer_provider(grpc_span_exporter(&n), "backend-rs");
+    let meters = SdkMeterProvider::builder()
+        .with_periodic_exporter(
+            MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(&n.otlp_grpc_url)
+                .build()
+                .expect("gRPC metric exporter"),
+        )
+        .with_resource(resource("frontend-rs"))
+        .build();
+    let grpc_trace = emit_checkout(&frontend, &backend);
+    let orders = meters.meter("checkout").u64_counter("orders").build();
+    orders.add(2, &[KeyValue::new("payment", "card")]);
+    orders.add(1, &[KeyValue::new("payment", "card")]);
+
+    let http = tracer_provider(
+        SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(format!("{}/v1/traces", n.otlp_http_url))
+            .build()
+            .expect("HTTP span exporter"),
+        "http-rs",
+    );
+    let mut span = http.tracer("http").start("POST /pay");
+    span.end();
+    let http_trace = span.span_context().trace_id().to_string();
+
+    for p in [&frontend, &backend, &http] {
+        p.shutdown().expect("trace export");
+    }
+    meters.shutdown().expect("metric export");
+
+    let (trace, spans) = trace_spans(&n, &grpc_trace);
+    assert_eq!(spans.len(), 2, "{trace}");
+    let by_name = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s["operationName"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {trace}"))
+    };
+    let (root, db) = (by_name("GET /checkout"), by_name("SELECT orders"));
+    assert_eq!(root["references"], serde_json::json!([]));
+    assert_eq!(db["references"][0]["refType"], "CHILD_OF");
+    assert_eq!(db["references"][0]["spanID"], root["spanID"]);
+    assert_eq!(db["references"][0]["traceID"], grpc_trace.as_str());
+    let service = |span: &Json| {
+        trace["processes"][span["processID"].as_str().unwrap()]["serviceName"].clone()
+    };
+    assert_eq!(service(root), "frontend-rs");
+    assert_eq!(service(db), "backend-rs");
+    let tags = db["tags"].as_array().unwrap();
+    assert!(
+        tags.contains(&serde_json::json!({ "key": "error", "type": "bool", "value": true })),
+        "{tags:?}"
+    );
+    assert!(
+        !root["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["key"] == "error"),
+        "{root}"
+    );
+    assert_eq!(
+        db["logs"][0]["fields"],
+        serde_json::json!([
+            { "key": "event", "type": "string", "value": "cache miss" },
+            { "key": "cache.key", "type": "string", "value": "cart-42" },
+        ])
+    );
+
+    let (trace, spans) = trace_spans(&n, &http_trace);
+    assert_eq!(spans.len(), 1, "{trace}");
+    assert_eq!(spans[0]["operationName"], "POST /pay");
+    assert_eq!(
+        trace["processes"][spans[0]["processID"].as_str().unwrap()]["serviceName"],
+        "http-rs"
+    );
+
+    let services = n.get_ok("/jaeger/api/services");
+    for s in ["frontend-rs", "backend-rs", "http-rs"] {
+        assert!(
+            services["data"].as_array().unwrap().iter().any(|v| v == s),
+            "{s} not in {services}"
+        );
+    }
+
+    let r = n.get_ok(&format!(
+        "/api/v1/query?query={}",
+        enc(r#"orders_total{job="frontend-rs"}"#)
+    ));
+    let result = r["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 1, "{r}");
+    assert_eq!(result[0]["metric"]["payment"], "card");
+    assert_eq!(result[0]["value"][1], "3");
+}
