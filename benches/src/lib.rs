@@ -4,6 +4,7 @@
 
 pub mod generator;
 pub mod load;
+pub mod log_records;
 pub mod peers;
 
 /// Refuses any URL whose host is not a loopback address: load is only ever sent to this machine.

@@ -20,7 +20,11 @@ pub struct PeerPaths {
     #[arg(long, default_value = "/usr/bin/victoria-metrics")]
     pub victoria_metrics: PathBuf,
     /// Which systems to run, in order.
-    #[arg(long, value_delimiter = ',', default_value = "novamon,prometheus,victoria-metrics")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "novamon,prometheus,victoria-metrics"
+    )]
     pub targets: Vec<String>,
     /// First loopback port; each system gets the next one.
     #[arg(long, default_value_t = 19291)]
@@ -54,22 +58,46 @@ impl PeerPaths {
                 "victoria-metrics" => self.victoria_metrics.clone(),
                 other => bail!("unknown target {other} (novamon, prometheus, victoria-metrics)"),
             };
-            let port = self.port.checked_add(i as u16).context("port out of range")?;
-            out.push(Peer { name: name.clone(), program, port });
+            let port = self
+                .port
+                .checked_add(i as u16)
+                .context("port out of range")?;
+            out.push(Peer {
+                name: name.clone(),
+                program,
+                port,
+            });
         }
         Ok(out)
     }
 }
 
 impl Peer {
+    /// novamon alone, its HTTP API on `port`.
+    pub fn novamon(program: PathBuf, port: u16) -> Peer {
+        Peer {
+            name: "novamon".into(),
+            program,
+            port,
+        }
+    }
+
     fn args(&self, data: &Path, work: &Path, addr: &str) -> anyhow::Result<Vec<String>> {
         let data = data.display();
         Ok(match self.name.as_str() {
+            // The other listeners on free ports too, so a bench never collides with a
+            // novamon already running on this machine.
             "novamon" => vec![
                 "--data-dir".into(),
                 data.to_string(),
                 "--http-listen".into(),
                 addr.into(),
+                "--forward-listen".into(),
+                free_loopback_addr()?,
+                "--otlp-grpc-listen".into(),
+                free_loopback_addr()?,
+                "--otlp-http-listen".into(),
+                free_loopback_addr()?,
                 "--log".into(),
                 "warn".into(),
             ],
@@ -105,14 +133,22 @@ impl Peer {
         let addr = format!("127.0.0.1:{}", self.port);
         let log_path = work.path().join("log");
         let log = File::create(&log_path)?;
+        let args = self.args(&data, work.path(), &addr)?;
         let child = Command::new(&self.program)
-            .args(self.args(&data, work.path(), &addr)?)
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", self.program.display()))?;
-        let mut running = Running { child, base_url: format!("http://{addr}"), data, log_path, _work: work };
+        let mut running = Running {
+            child,
+            base_url: format!("http://{addr}"),
+            args,
+            data,
+            log_path,
+            _work: work,
+        };
         if let Err(e) = crate::load::wait_ready(&running.write_url(), timeout) {
             let _ = running.child.kill();
             let _ = running.child.wait();
@@ -126,6 +162,7 @@ impl Peer {
 pub struct Running {
     child: Child,
     pub base_url: String,
+    args: Vec<String>,
     data: PathBuf,
     log_path: PathBuf,
     _work: tempfile::TempDir,
@@ -145,7 +182,9 @@ impl Running {
 
     /// SIGTERM, then up to `timeout` for a graceful exit (flushing its data), then SIGKILL.
     pub fn stop(&mut self, timeout: Duration) -> anyhow::Result<&'static str> {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
         if !status.success() {
             bail!("kill -TERM {} failed", self.child.id());
         }
@@ -166,6 +205,17 @@ impl Running {
         du(&self.data)
     }
 
+    /// The value the system was started with for `flag`, e.g. a listener's free port.
+    pub fn arg(&self, flag: &str) -> Option<&str> {
+        let i = self.args.iter().position(|a| a == flag)?;
+        self.args.get(i + 1).map(String::as_str)
+    }
+
+    /// Disk use of `sub`, a path inside the data directory.
+    pub fn disk_bytes_of(&self, sub: &str) -> std::io::Result<u64> {
+        du(&self.data.join(sub))
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -182,8 +232,14 @@ impl Drop for Running {
     }
 }
 
+fn free_loopback_addr() -> std::io::Result<String> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string())
+}
+
 /// Allocated blocks of every file under `dir`.
-fn du(dir: &Path) -> std::io::Result<u64> {
+pub fn du(dir: &Path) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {

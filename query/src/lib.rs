@@ -3,8 +3,8 @@
 //! crate and only calls [`Engine`].
 
 mod engine;
-mod gofmt;
 mod float_histogram;
+mod gofmt;
 pub mod http;
 pub mod jaeger;
 pub mod logql;

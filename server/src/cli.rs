@@ -45,7 +45,12 @@ pub struct Cli {
     pub forward_listen: Option<std::net::SocketAddr>,
 
     /// Log filter in tracing's env-filter syntax (e.g. info, novamon=debug).
-    #[arg(long, value_name = "FILTER", env = "NOVAMON_LOG", default_value = "info")]
+    #[arg(
+        long,
+        value_name = "FILTER",
+        env = "NOVAMON_LOG",
+        default_value = "info"
+    )]
     pub log: String,
 
     #[command(subcommand)]

@@ -98,7 +98,9 @@ pub struct Listeners {
 
 impl Default for Listeners {
     fn default() -> Self {
-        Listeners { http: SocketAddr::from(([0, 0, 0, 0], 9090)) }
+        Listeners {
+            http: SocketAddr::from(([0, 0, 0, 0], 9090)),
+        }
     }
 }
 
@@ -130,7 +132,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { remote_write_max_bytes: 32 << 20 }
+        Limits {
+            remote_write_max_bytes: 32 << 20,
+        }
     }
 }
 
@@ -145,7 +149,10 @@ pub struct Traces {
 
 impl Default for Traces {
     fn default() -> Self {
-        Traces { retention: PromDuration(storage::traces::TraceStoreOptions::default().retention), otlp: Otlp::default() }
+        Traces {
+            retention: PromDuration(storage::traces::TraceStoreOptions::default().retention),
+            otlp: Otlp::default(),
+        }
     }
 }
 
@@ -225,7 +232,9 @@ pub struct PromDuration(pub Duration);
 impl<'de> Deserialize<'de> for PromDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(PromDuration).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(PromDuration)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -238,7 +247,9 @@ impl Serialize for PromDuration {
 /// Prometheus durations; unlike the query API, a config file takes no bare numbers.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.parse::<f64>().is_ok() {
-        return Err(format!("not a valid duration string: {s:?} (use a unit, e.g. 30s, 15d)"));
+        return Err(format!(
+            "not a valid duration string: {s:?} (use a unit, e.g. 30s, 15d)"
+        ));
     }
     promql_parser::util::parse_duration(s)
 }
@@ -246,10 +257,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// `path` is the offending key (`storage.retention`); serde_yaml's message gives its line.
     #[error("invalid config {origin}: {path}: {source}")]
-    Parse { origin: String, path: String, source: serde_yaml::Error },
+    Parse {
+        origin: String,
+        path: String,
+        source: serde_yaml::Error,
+    },
 }
 
 impl Config {
@@ -257,7 +275,10 @@ impl Config {
         match path {
             None => Config::parse(DEFAULT_CONFIG, "(embedded default)"),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
                 Config::parse(&text, &p.display().to_string())
             }
         }
@@ -268,10 +289,12 @@ impl Config {
         if text.trim().is_empty() {
             return Config::parse("{}", origin);
         }
-        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| ConfigError::Parse {
-            origin: origin.to_owned(),
-            path: e.path().to_string(),
-            source: e.into_inner(),
+        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
+            ConfigError::Parse {
+                origin: origin.to_owned(),
+                path: e.path().to_string(),
+                source: e.into_inner(),
+            }
         })
     }
 
@@ -320,7 +343,10 @@ impl Config {
     }
 
     pub fn trace_store_options(&self) -> storage::traces::TraceStoreOptions {
-        storage::traces::TraceStoreOptions { retention: self.traces.retention.0, wal_fsync: self.storage.wal_fsync }
+        storage::traces::TraceStoreOptions {
+            retention: self.traces.retention.0,
+            wal_fsync: self.storage.wal_fsync,
+        }
     }
 
     pub fn engine_options(&self) -> query::EngineOptions {
@@ -362,14 +388,20 @@ remote_write:
         let c = Config::parse(yml, "t").unwrap();
         assert_eq!(c.global.scrape_interval.0, Duration::from_secs(15));
         assert_eq!(c.global.external_labels["cluster"], "edge-1");
-        assert_eq!(c.ignored_sections(), vec!["scrape_configs", "remote_write", "rule_files"]);
+        assert_eq!(
+            c.ignored_sections(),
+            vec!["scrape_configs", "remote_write", "rule_files"]
+        );
     }
 
     #[test]
     fn logs_section_defaults_and_overrides() {
         let c = Config::load(None).unwrap();
         assert_eq!(c.logs.forward.listen, "0.0.0.0:24224".parse().unwrap());
-        assert_eq!(c.logs.label_keys, ["service", "level", "host", "container_name", "namespace"]);
+        assert_eq!(
+            c.logs.label_keys,
+            ["service", "level", "host", "container_name", "namespace"]
+        );
         assert_eq!(c.logs.forward.shared_key, None);
         let c = Config::parse("logs:\n  retention: 3d\n  label_keys: [app]\n  forward:\n    listen: 127.0.0.1:1\n    shared_key: s\n", "t").unwrap();
         assert_eq!(c.log_options().retention, Duration::from_secs(3 * 86400));
@@ -379,14 +411,18 @@ remote_write:
 
     #[test]
     fn unknown_key_is_an_error_naming_key_and_line() {
-        let err = Config::parse("storage:\n  path: /x\n  retension: 3d\n", "t").unwrap_err().to_string();
+        let err = Config::parse("storage:\n  path: /x\n  retension: 3d\n", "t")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("retension"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]
     fn bad_duration_is_an_error_naming_key_and_line() {
-        let err = Config::parse("global:\n  scrape_interval: soon\n", "t").unwrap_err().to_string();
+        let err = Config::parse("global:\n  scrape_interval: soon\n", "t")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("scrape_interval"), "{err}");
         assert!(err.contains("line 2"), "{err}");
     }
@@ -396,7 +432,11 @@ remote_write:
         let c = Config::load(None).unwrap();
         assert_eq!(c.traces.otlp.grpc, "0.0.0.0:4317".parse().unwrap());
         assert_eq!(c.traces.otlp.http, "0.0.0.0:4318".parse().unwrap());
-        let c = Config::parse("traces:\n  retention: 3d\n  otlp:\n    grpc: 127.0.0.1:14317\n", "t").unwrap();
+        let c = Config::parse(
+            "traces:\n  retention: 3d\n  otlp:\n    grpc: 127.0.0.1:14317\n",
+            "t",
+        )
+        .unwrap();
         assert_eq!(c.traces.retention.0, Duration::from_secs(3 * 86400));
         assert_eq!(c.traces.otlp.grpc, "127.0.0.1:14317".parse().unwrap());
         assert_eq!(c.traces.otlp.http, "0.0.0.0:4318".parse().unwrap());

@@ -37,10 +37,19 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     pub fn register(registry: &mut Registry) -> HttpMetrics {
         let requests = Family::<HandlerLabels, Counter>::default();
-        let duration =
-            Family::<HandlerOnly, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 4.0, 10)));
-        registry.register("novamon_http_requests", "HTTP requests by handler and status code", requests.clone());
-        registry.register("novamon_http_request_duration_seconds", "HTTP request latency by handler", duration.clone());
+        let duration = Family::<HandlerOnly, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 4.0, 10))
+        });
+        registry.register(
+            "novamon_http_requests",
+            "HTTP requests by handler and status code",
+            requests.clone(),
+        );
+        registry.register(
+            "novamon_http_request_duration_seconds",
+            "HTTP request latency by handler",
+            duration.clone(),
+        );
         HttpMetrics { requests, duration }
     }
 }
@@ -55,8 +64,17 @@ pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Re
         .unwrap_or_else(|| "other".to_owned());
     let start = Instant::now();
     let resp = next.run(req).await;
-    m.duration.get_or_create(&HandlerOnly { handler: handler.clone() }).observe(start.elapsed().as_secs_f64());
-    m.requests.get_or_create(&HandlerLabels { handler, code: resp.status().as_u16().to_string() }).inc();
+    m.duration
+        .get_or_create(&HandlerOnly {
+            handler: handler.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    m.requests
+        .get_or_create(&HandlerLabels {
+            handler,
+            code: resp.status().as_u16().to_string(),
+        })
+        .inc();
     resp
 }
 
@@ -76,11 +94,25 @@ impl ScrapeTimeMetrics {
             start_time: Gauge::default(),
             resident_memory: Gauge::default(),
         };
-        registry.register("novamon_tsdb_head_series", "Series in the TSDB index", m.head_series.clone());
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        registry.register(
+            "novamon_tsdb_head_series",
+            "Series in the TSDB index",
+            m.head_series.clone(),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         m.start_time.set(now.as_secs_f64());
-        registry.register("process_start_time_seconds", "Start time of the process since unix epoch in seconds", m.start_time.clone());
-        registry.register("process_resident_memory_bytes", "Resident memory size in bytes", m.resident_memory.clone());
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            m.start_time.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            m.resident_memory.clone(),
+        );
         m
     }
 
@@ -110,5 +142,12 @@ pub async fn serve(State(expo): State<Arc<Exposition>>) -> Response {
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &expo.registry) {
         return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
     }
-    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

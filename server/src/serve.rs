@@ -24,10 +24,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     for section in config.ignored_sections() {
-        tracing::warn!(section, "config section accepted for compatibility but not acted on by this version");
+        tracing::warn!(
+            section,
+            "config section accepted for compatibility but not acted on by this version"
+        );
     }
     let data_dir = &config.storage.path;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let opened = Instant::now();
     let tsdb_dir = data_dir.join("tsdb");
     let tsdb = Arc::new(
@@ -46,8 +50,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         storage::traces::TraceStore::open(&traces_dir, config.trace_store_options())
             .with_context(|| format!("opening the trace store at {}", traces_dir.display()))?,
     );
-    let otlp_state =
-        ingest::otlp::OtlpState::new(traces.clone(), tsdb.clone(), config.traces.otlp.max_message_bytes as usize);
+    let otlp_state = ingest::otlp::OtlpState::new(
+        traces.clone(),
+        tsdb.clone(),
+        config.traces.otlp.max_message_bytes as usize,
+    );
 
     let logs_dir = data_dir.join("logs");
     let logs = Arc::new(
@@ -56,21 +63,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let log_sink = ingest::logs::LogSink::new(
         logs.clone(),
-        ingest::logs::Mapping { label_keys: config.logs.label_keys.clone() },
+        ingest::logs::Mapping {
+            label_keys: config.logs.label_keys.clone(),
+        },
     );
-    let loki_state = query::loki_http::LokiState::new(query::logql::LogEngine::new(logs.clone(), config.logs.max_query_lines));
+    let loki_state = query::loki_http::LokiState::new(query::logql::LogEngine::new(
+        logs.clone(),
+        config.logs.max_query_lines,
+    ));
     let otlp_state = otlp_state.with_logs(logs.clone());
 
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let ingest_state = ingest::IngestState::new(
         tsdb.clone(),
-        ingest::Limits { max_decompressed_bytes: config.limits.remote_write_max_bytes as usize },
+        ingest::Limits {
+            max_decompressed_bytes: config.limits.remote_write_max_bytes as usize,
+        },
         &mut registry,
     );
     let api_state = query::http::ApiState::new(engine, tsdb.clone(), server_info(&config)?);
     let scrape_time = ScrapeTimeMetrics::register(&mut registry, tsdb.clone());
-    let exposition = Arc::new(Exposition { registry, scrape_time });
+    let exposition = Arc::new(Exposition {
+        registry,
+        scrape_time,
+    });
 
     let app = Router::new()
         .merge(ingest::routes(ingest_state))
@@ -81,10 +98,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .merge(ingest::otlp::http_routes(otlp_state.clone()))
         .merge(query::jaeger::routes(traces.clone()))
         .merge(query::tempo::routes(traces.clone()))
-        .route("/-/healthy", get(|| async { "Prometheus Server is Healthy.\n" }).head(|| async {}))
-        .route("/-/ready", get(|| async { "Prometheus Server is Ready.\n" }).head(|| async {}))
+        .route(
+            "/-/healthy",
+            get(|| async { "Prometheus Server is Healthy.\n" }).head(|| async {}),
+        )
+        .route(
+            "/-/ready",
+            get(|| async { "Prometheus Server is Ready.\n" }).head(|| async {}),
+        )
         .route("/metrics", get(self_metrics::serve).with_state(exposition))
-        .layer(axum::middleware::from_fn_with_state(http_metrics, self_metrics::track));
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            self_metrics::track,
+        ));
 
     let listener = tokio::net::TcpListener::bind(config.listeners.http)
         .await
@@ -96,15 +122,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {forward_addr}"))?;
     tracing::info!(addr = %forward.local_addr()?, "forward protocol listening");
-    let forward = tokio::spawn(ingest::logs::forward::serve(forward, log_sink, config.forward_options()));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server")?;
+    let forward = tokio::spawn(ingest::logs::forward::serve(
+        forward,
+        log_sink,
+        config.forward_options(),
+    ));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
     otlp.stop().await;
     forward.abort();
 
     tracing::info!("stopped accepting; flushing storage");
-    tokio::task::spawn_blocking(move || tsdb.flush()).await?.context("flushing the TSDB")?;
-    tokio::task::spawn_blocking(move || traces.flush()).await?.context("flushing the trace store")?;
-    tokio::task::spawn_blocking(move || logs.close()).await?.context("indexing the last log records")?;
+    tokio::task::spawn_blocking(move || tsdb.flush())
+        .await?
+        .context("flushing the TSDB")?;
+    tokio::task::spawn_blocking(move || traces.flush())
+        .await?
+        .context("flushing the trace store")?;
+    tokio::task::spawn_blocking(move || logs.close())
+        .await?
+        .context("indexing the last log records")?;
     tracing::info!("shut down cleanly");
     Ok(())
 }
@@ -134,10 +173,14 @@ async fn start_otlp(
         let _ = rx.wait_for(|s| *s).await;
     };
     let grpc_addr = config.traces.otlp.grpc;
-    let grpc = tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| format!("listening on {grpc_addr}"))?;
+    let grpc = tokio::net::TcpListener::bind(grpc_addr)
+        .await
+        .with_context(|| format!("listening on {grpc_addr}"))?;
     tracing::info!(addr = %grpc.local_addr()?, "OTLP/gRPC listening");
     let http_addr = config.traces.otlp.http;
-    let http = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("listening on {http_addr}"))?;
+    let http = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("listening on {http_addr}"))?;
     tracing::info!(addr = %http.local_addr()?, "OTLP/HTTP listening");
     let mut tasks = Vec::new();
     let grpc_stop = until_stopped(stopped.clone());
@@ -149,7 +192,10 @@ async fn start_otlp(
     }));
     let http_stop = until_stopped(stopped.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, ingest::otlp::http_routes(state)).with_graceful_shutdown(http_stop).await {
+        if let Err(e) = axum::serve(http, ingest::otlp::http_routes(state))
+            .with_graceful_shutdown(http_stop)
+            .await
+        {
             tracing::error!("OTLP/HTTP server: {e}");
         }
     }));
@@ -175,17 +221,31 @@ async fn start_otlp(
 fn server_info(config: &Config) -> anyhow::Result<query::http::ServerInfo> {
     Ok(query::http::ServerInfo {
         start_time: std::time::SystemTime::now(),
-        cwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+        cwd: std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         config_yaml: serde_yaml::to_string(config).context("rendering the config")?,
         storage_retention: promql_parser::util::display_duration(&config.storage.retention.0),
         flags: [
             ("config.file", String::new()),
-            ("storage.tsdb.path", config.storage.path.join("tsdb").display().to_string()),
-            ("storage.tsdb.retention.time", promql_parser::util::display_duration(&config.storage.retention.0)),
+            (
+                "storage.tsdb.path",
+                config.storage.path.join("tsdb").display().to_string(),
+            ),
+            (
+                "storage.tsdb.retention.time",
+                promql_parser::util::display_duration(&config.storage.retention.0),
+            ),
             ("web.listen-address", config.listeners.http.to_string()),
-            ("query.lookback-delta", promql_parser::util::display_duration(&config.query.lookback_delta.0)),
+            (
+                "query.lookback-delta",
+                promql_parser::util::display_duration(&config.query.lookback_delta.0),
+            ),
             ("query.max-samples", config.query.max_samples.to_string()),
-            ("query.timeout", promql_parser::util::display_duration(&config.query.timeout.0)),
+            (
+                "query.timeout",
+                promql_parser::util::display_duration(&config.query.timeout.0),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -23,14 +23,25 @@ pub fn novamon_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/novamon
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("novamon");
-    assert!(bin.exists(), "{} not found: run `cargo build -p novamon` first (tests/run.sh does)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("novamon");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p novamon` first (tests/run.sh does)",
+        bin.display()
+    );
     bin
 }
 
 /// A free TCP port on loopback (bound then released; good enough for tests run here).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 pub fn agent() -> ureq::Agent {
@@ -57,7 +68,10 @@ impl Process {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        Process { child: Some(child), log }
+        Process {
+            child: Some(child),
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -74,7 +88,10 @@ impl Process {
 
     /// Sends a signal (e.g. "TERM", "KILL") and waits for the exit, at most `timeout`.
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status();
         assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + timeout;
@@ -84,7 +101,10 @@ impl Process {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("process did not exit within {timeout:?} after SIG{signal}; log:\n{}", self.log());
+                panic!(
+                    "process did not exit within {timeout:?} after SIG{signal}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -120,10 +140,17 @@ impl Novamon {
         // The OTLP listeners get free ports too, so servers of concurrent tests never clash.
         let (grpc, otlp_http, forward) = (free_port(), free_port(), free_port());
         let mut cmd = Command::new(novamon_bin());
-        cmd.arg("--data-dir").arg(data_dir).arg("--http-listen").arg(format!("127.0.0.1:{port}"));
-        cmd.arg("--otlp-grpc-listen").arg(format!("127.0.0.1:{grpc}"));
-        cmd.arg("--otlp-http-listen").arg(format!("127.0.0.1:{otlp_http}"));
-        cmd.arg("--forward-listen").arg(format!("127.0.0.1:{forward}")).args(extra);
+        cmd.arg("--data-dir")
+            .arg(data_dir)
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{port}"));
+        cmd.arg("--otlp-grpc-listen")
+            .arg(format!("127.0.0.1:{grpc}"));
+        cmd.arg("--otlp-http-listen")
+            .arg(format!("127.0.0.1:{otlp_http}"));
+        cmd.arg("--forward-listen")
+            .arg(format!("127.0.0.1:{forward}"))
+            .args(extra);
         let log = data_dir.with_extension(format!("novamon-{port}.log"));
         let n = Novamon {
             process: Process::spawn(&mut cmd, log),
@@ -140,9 +167,18 @@ impl Novamon {
 
     pub fn wait_ready(&self) {
         wait_until(Duration::from_secs(60), || {
-            self.agent.get(format!("{}/-/ready", self.url)).call().is_ok_and(|r| r.status() == 200)
+            self.agent
+                .get(format!("{}/-/ready", self.url))
+                .call()
+                .is_ok_and(|r| r.status() == 200)
         })
-        .unwrap_or_else(|| panic!("novamon at {} not ready; log:\n{}", self.url, self.process.log()));
+        .unwrap_or_else(|| {
+            panic!(
+                "novamon at {} not ready; log:\n{}",
+                self.url,
+                self.process.log()
+            )
+        });
     }
 
     /// GET a JSON endpoint; returns (status, body).
@@ -158,9 +194,20 @@ impl Novamon {
     }
 
     /// POSTs a remote-write body (already protobuf-encoded), snappy-compressing it.
-    pub fn remote_write(&self, proto: &[u8], content_type: &str) -> (u16, String, Vec<(String, String)>) {
-        let body = snap::raw::Encoder::new().compress_vec(proto).expect("snappy");
-        self.post_raw("/api/v1/write", content_type, &[("Content-Encoding", "snappy")], body)
+    pub fn remote_write(
+        &self,
+        proto: &[u8],
+        content_type: &str,
+    ) -> (u16, String, Vec<(String, String)>) {
+        let body = snap::raw::Encoder::new()
+            .compress_vec(proto)
+            .expect("snappy");
+        self.post_raw(
+            "/api/v1/write",
+            content_type,
+            &[("Content-Encoding", "snappy")],
+            body,
+        )
     }
 
     pub fn post_raw(
@@ -170,7 +217,10 @@ impl Novamon {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> (u16, String, Vec<(String, String)>) {
-        let mut req = self.agent.post(format!("{}{}", self.url, path)).header("Content-Type", content_type);
+        let mut req = self
+            .agent
+            .post(format!("{}{}", self.url, path))
+            .header("Content-Type", content_type);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -180,15 +230,23 @@ impl Novamon {
             .iter()
             .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
             .collect();
-        (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default(), hdrs)
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap_or_default(),
+            hdrs,
+        )
     }
 }
 
 pub fn get_json(agent: &ureq::Agent, url: &str) -> (u16, Json) {
-    let mut resp = agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let mut resp = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     let body = resp.body_mut().read_to_string().expect("body");
-    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"));
+    let json =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"));
     (status, json)
 }
 
@@ -212,22 +270,34 @@ pub fn enc(s: &str) -> String {
 /// A timestamp an hour ago on a whole second: recent enough for any retention, and old
 /// enough that a test can write the following hour of samples.
 pub fn an_hour_ago_ms() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
     (now - 3_600_000) / 1000 * 1000
 }
 
 /// The Python of the venv `tests/run.sh` creates for the real-client tests
 /// ($NOVAMON_VENV, default $HOME/.cache/novamon-venv).
 pub fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("NOVAMON_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/novamon-venv")
-    });
+    let venv = std::env::var_os("NOVAMON_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/novamon-venv")
+        });
     let py = venv.join("bin/python");
-    assert!(py.exists(), "{} missing: run tests/run.sh, which creates the venv", py.display());
+    assert!(
+        py.exists(),
+        "{} missing: run tests/run.sh, which creates the venv",
+        py.display()
+    );
     py
 }
 
 /// Now in nanoseconds since the epoch.
 pub fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64
 }

@@ -11,7 +11,14 @@ fn help_documents_every_option() {
     let out = Command::new(novamon_bin()).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for opt in ["--config", "--data-dir", "--http-listen", "--retention", "--log", "promql-test"] {
+    for opt in [
+        "--config",
+        "--data-dir",
+        "--http-listen",
+        "--retention",
+        "--log",
+        "promql-test",
+    ] {
         assert!(help.contains(opt), "--help lacks {opt}:\n{help}");
     }
 }
@@ -20,13 +27,25 @@ fn help_documents_every_option() {
 fn bad_config_names_the_key_and_line_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("novamon.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 15s\nstorage:\n  retension: 3d\n").unwrap();
-    let out = Command::new(novamon_bin()).arg("--config").arg(&cfg).output().unwrap();
+    std::fs::write(
+        &cfg,
+        "global:\n  scrape_interval: 15s\nstorage:\n  retension: 3d\n",
+    )
+    .unwrap();
+    let out = Command::new(novamon_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("retension") && err.contains("line 4"), "{err}");
 
-    let out = Command::new(novamon_bin()).arg("check-config").arg(&cfg).output().unwrap();
+    let out = Command::new(novamon_bin())
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -39,8 +58,16 @@ fn a_prometheus_yml_is_accepted() {
         "global:\n  scrape_interval: 15s\n  external_labels: {dc: edge}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['localhost:9100']\n",
     )
     .unwrap();
-    let out = Command::new(novamon_bin()).arg("check-config").arg(&cfg).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(novamon_bin())
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `novamon` alone serves on :9090 with data under ./data, and SIGTERM ends it cleanly.
@@ -52,7 +79,9 @@ fn no_arguments_serve_the_embedded_default_and_sigterm_exits_0() {
     let mut p = Process::spawn(&mut cmd, dir.path().join("novamon.log"));
     let a = agent();
     let up = wait_until(Duration::from_secs(60), || {
-        a.get("http://127.0.0.1:9090/-/ready").call().is_ok_and(|r| r.status() == 200)
+        a.get("http://127.0.0.1:9090/-/ready")
+            .call()
+            .is_ok_and(|r| r.status() == 200)
     });
     assert!(up.is_some(), "not ready on :9090; log:\n{}", p.log());
     assert!(dir.path().join("data").is_dir(), "no ./data created");
@@ -79,7 +108,11 @@ fn promql_test_runs_scripts_and_summarises() {
         .filter(|p| p.extension().is_some_and(|x| x == "test"))
         .collect();
     assert!(!ours.is_empty());
-    let out = Command::new(novamon_bin()).arg("promql-test").args(&ours).output().unwrap();
+    let out = Command::new(novamon_bin())
+        .arg("promql-test")
+        .args(&ours)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{stdout}");
     let last = stdout.lines().last().unwrap();
@@ -88,8 +121,16 @@ fn promql_test_runs_scripts_and_summarises() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.test");
     std::fs::write(&bad, "load 1m\n  m 1 2 3\n\neval instant at 2m m\n  m 42\n").unwrap();
-    let out = Command::new(novamon_bin()).arg("promql-test").arg(&bad).output().unwrap();
+    let out = Command::new(novamon_bin())
+        .arg("promql-test")
+        .arg(&bad)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(!out.status.success(), "{stdout}");
-    assert_eq!(stdout.lines().last(), Some("0 passed, 1 failed"), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("0 passed, 1 failed"),
+        "{stdout}"
+    );
 }

@@ -17,7 +17,9 @@ fn acknowledged_writes_survive_kill_9_exactly_once() {
         let series = (0..50)
             .map(|s| {
                 let inst = format!("host-{s}");
-                let samples: Vec<(i64, f64)> = (0..10).map(|i| (t0 + (batch * 10 + i) * 15_000, (batch * 10 + i) as f64)).collect();
+                let samples: Vec<(i64, f64)> = (0..10)
+                    .map(|i| (t0 + (batch * 10 + i) * 15_000, (batch * 10 + i) as f64))
+                    .collect();
                 v1_series(&[("__name__", "durable"), ("instance", &inst)], &samples)
             })
             .collect();
@@ -47,7 +49,10 @@ fn acknowledged_writes_survive_kill_9_exactly_once() {
     }
     // (t-1h, t] holds every sample written.
     let at = (t0 + 3_599_000) / 1000;
-    let (_, count) = n.get_json(&format!("/api/v1/query?query={}&time={at}", enc("count_over_time(durable[1h])")));
+    let (_, count) = n.get_json(&format!(
+        "/api/v1/query?query={}&time={at}",
+        enc("count_over_time(durable[1h])")
+    ));
     for s in count["data"]["result"].as_array().unwrap() {
         assert_eq!(s["value"][1], "200", "no sample duplicated by WAL replay");
     }

@@ -12,7 +12,10 @@ const RUN_FOR: Duration = Duration::from_secs(30);
 
 fn sorted_result(body: &Json) -> Vec<Json> {
     assert_eq!(body["status"], "success", "{body}");
-    let mut r = body["data"]["result"].as_array().cloned().unwrap_or_default();
+    let mut r = body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     r.sort_by_key(|s| s["metric"].to_string());
     r
 }
@@ -26,7 +29,10 @@ fn sorted(body: &Json) -> Vec<Json> {
 
 #[test]
 fn prometheus_remote_writes_and_both_answer_the_same() {
-    assert!(std::path::Path::new(PROMETHEUS).exists(), "the prometheus package is required (tests/run.sh installs it)");
+    assert!(
+        std::path::Path::new(PROMETHEUS).exists(),
+        "the prometheus package is required (tests/run.sh installs it)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let novamon = Novamon::start(&dir.path().join("novamon"), &[]);
     let prom_port = free_port();
@@ -54,18 +60,28 @@ remote_write:
     let _prom = Process::spawn(
         Command::new(PROMETHEUS)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
         dir.path().join("prometheus.log"),
     );
     let prom = format!("http://127.0.0.1:{prom_port}");
     let a = agent();
-    wait_until(Duration::from_secs(60), || a.get(format!("{prom}/-/ready")).call().is_ok_and(|r| r.status() == 200))
-        .expect("prometheus ready");
+    wait_until(Duration::from_secs(60), || {
+        a.get(format!("{prom}/-/ready"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .expect("prometheus ready");
     std::thread::sleep(RUN_FOR);
 
     // A moment both have seen completely: remote-write batches are sent within a second.
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let t = (now - 5_000) as f64 / 1000.0;
     let from = t - 20.0;
     let both = |path: String| {
@@ -75,22 +91,37 @@ remote_write:
         assert_eq!(n.0, 200, "novamon {path}: {}", n.1);
         (p.1, n.1)
     };
-    for q in ["up", r#"prometheus_http_requests_total{handler="/metrics"}"#] {
+    for q in [
+        "up",
+        r#"prometheus_http_requests_total{handler="/metrics"}"#,
+    ] {
         let (p, n) = both(format!("/api/v1/query?query={}&time={t}", enc(q)));
         let (pr, nr) = (sorted_result(&p), sorted_result(&n));
         assert!(!pr.is_empty(), "prometheus has no {q}");
         assert_eq!(pr, nr, "instant {q}");
 
-        let (p, n) = both(format!("/api/v1/query_range?query={}&start={from}&end={t}&step=1", enc(q)));
+        let (p, n) = both(format!(
+            "/api/v1/query_range?query={}&start={from}&end={t}&step=1",
+            enc(q)
+        ));
         assert_eq!(sorted_result(&p), sorted_result(&n), "range {q}");
 
-        let (p, n) = both(format!("/api/v1/series?match[]={}&start={from}&end={t}", enc(q)));
+        let (p, n) = both(format!(
+            "/api/v1/series?match[]={}&start={from}&end={t}",
+            enc(q)
+        ));
         assert_eq!(sorted(&p), sorted(&n), "series {q}");
     }
     let (p, n) = both(format!("/api/v1/labels?match[]={}", enc("up")));
     assert_eq!(sorted(&p), sorted(&n), "label names of up");
     let (p, n) = both(format!("/api/v1/label/job/values?match[]={}", enc("up")));
     assert_eq!(sorted(&p), sorted(&n), "job values");
-    let (_, n) = both(format!("/api/v1/metadata?metric={}", enc("prometheus_http_requests_total")));
-    assert_eq!(n["data"]["prometheus_http_requests_total"][0]["type"], "counter", "metadata arrived: {n}");
+    let (_, n) = both(format!(
+        "/api/v1/metadata?metric={}",
+        enc("prometheus_http_requests_total")
+    ));
+    assert_eq!(
+        n["data"]["prometheus_http_requests_total"][0]["type"], "counter",
+        "metadata arrived: {n}"
+    );
 }

@@ -48,45 +48,98 @@ fn dataset() -> Vec<Series> {
         let mut l = vec![("__name__".to_owned(), name.to_owned())];
         l.extend(labels.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         l.sort();
-        out.push(Series { labels: l, value: 0.0, kind });
+        out.push(Series {
+            labels: l,
+            value: 0.0,
+            kind,
+        });
     };
     for i in 0..10 {
         let inst = format!("host-{i}:9100");
         let job = if i < 6 { "node" } else { "edge" }.to_owned();
-        s("up", &[("instance", inst.clone()), ("job", job.clone())], Kind::Up);
+        s(
+            "up",
+            &[("instance", inst.clone()), ("job", job.clone())],
+            Kind::Up,
+        );
         for method in ["GET", "POST"] {
             for code in ["200", "500"] {
                 let rate = if code == "200" { 20.0 } else { 0.5 } * (1.0 + i as f64 / 10.0);
                 s(
                     "http_requests_total",
-                    &[("instance", inst.clone()), ("job", job.clone()), ("method", method.into()), ("code", code.into())],
+                    &[
+                        ("instance", inst.clone()),
+                        ("job", job.clone()),
+                        ("method", method.into()),
+                        ("code", code.into()),
+                    ],
                     Kind::Counter { rate },
                 );
             }
         }
         for cpu in 0..4 {
             for mode in ["idle", "user", "system"] {
-                let rate = match mode { "idle" => 0.8, "user" => 0.15, _ => 0.05 };
+                let rate = match mode {
+                    "idle" => 0.8,
+                    "user" => 0.15,
+                    _ => 0.05,
+                };
                 s(
                     "node_cpu_seconds_total",
-                    &[("instance", inst.clone()), ("job", job.clone()), ("cpu", cpu.to_string()), ("mode", mode.into())],
+                    &[
+                        ("instance", inst.clone()),
+                        ("job", job.clone()),
+                        ("cpu", cpu.to_string()),
+                        ("mode", mode.into()),
+                    ],
                     Kind::Counter { rate },
                 );
             }
         }
-        s("node_memory_usage_bytes", &[("instance", inst.clone()), ("job", job.clone())], Kind::Gauge { mid: 4e9, spread: 1e9 });
+        s(
+            "node_memory_usage_bytes",
+            &[("instance", inst.clone()), ("job", job.clone())],
+            Kind::Gauge {
+                mid: 4e9,
+                spread: 1e9,
+            },
+        );
         for sensor in ["a", "b"] {
-            s("temperature_celsius", &[("instance", inst.clone()), ("sensor", sensor.into())], Kind::Gauge { mid: 5.0, spread: 20.0 });
-        }
-        for (j, le) in ["0.1", "0.25", "0.5", "1", "2.5", "+Inf"].iter().enumerate() {
             s(
-                "request_duration_seconds_bucket",
-                &[("instance", inst.clone()), ("job", job.clone()), ("le", (*le).into())],
-                Kind::Bucket { rate: 2.0 * (j + 1) as f64 },
+                "temperature_celsius",
+                &[("instance", inst.clone()), ("sensor", sensor.into())],
+                Kind::Gauge {
+                    mid: 5.0,
+                    spread: 20.0,
+                },
             );
         }
-        s("request_duration_seconds_count", &[("instance", inst.clone()), ("job", job.clone())], Kind::Bucket { rate: 12.0 });
-        s("request_duration_seconds_sum", &[("instance", inst.clone()), ("job", job.clone())], Kind::Counter { rate: 4.0 });
+        for (j, le) in ["0.1", "0.25", "0.5", "1", "2.5", "+Inf"]
+            .iter()
+            .enumerate()
+        {
+            s(
+                "request_duration_seconds_bucket",
+                &[
+                    ("instance", inst.clone()),
+                    ("job", job.clone()),
+                    ("le", (*le).into()),
+                ],
+                Kind::Bucket {
+                    rate: 2.0 * (j + 1) as f64,
+                },
+            );
+        }
+        s(
+            "request_duration_seconds_count",
+            &[("instance", inst.clone()), ("job", job.clone())],
+            Kind::Bucket { rate: 12.0 },
+        );
+        s(
+            "request_duration_seconds_sum",
+            &[("instance", inst.clone()), ("job", job.clone())],
+            Kind::Counter { rate: 4.0 },
+        );
     }
     out
 }
@@ -101,8 +154,16 @@ fn advance(s: &mut Series, rng: &mut Rng, step: i64) -> f64 {
             }
         }
         Kind::Bucket { rate } => s.value + (rate * 15.0).round(),
-        Kind::Gauge { mid, spread } => mid + spread * ((step as f64 / 20.0).sin() + rng.next() - 0.5),
-        Kind::Up => if rng.next() < 0.05 { 0.0 } else { 1.0 },
+        Kind::Gauge { mid, spread } => {
+            mid + spread * ((step as f64 / 20.0).sin() + rng.next() - 0.5)
+        }
+        Kind::Up => {
+            if rng.next() < 0.05 {
+                0.0
+            } else {
+                1.0
+            }
+        }
     };
     s.value
 }
@@ -114,7 +175,9 @@ fn queries() -> Vec<String> {
         r#"node_cpu_seconds_total{mode="idle"}"#,
         r#"http_requests_total{code=~"5..",method!="POST"}"#,
     ];
-    for f in ["rate", "irate", "increase", "delta", "idelta", "deriv", "resets", "changes"] {
+    for f in [
+        "rate", "irate", "increase", "delta", "idelta", "deriv", "resets", "changes",
+    ] {
         for sel in &sels[..2] {
             for r in ["1m", "5m"] {
                 q.push(format!("{f}({sel}[{r}])"));
@@ -122,8 +185,16 @@ fn queries() -> Vec<String> {
         }
     }
     for f in [
-        "avg_over_time", "min_over_time", "max_over_time", "sum_over_time", "count_over_time", "last_over_time",
-        "present_over_time", "stddev_over_time", "stdvar_over_time", "absent_over_time",
+        "avg_over_time",
+        "min_over_time",
+        "max_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "last_over_time",
+        "present_over_time",
+        "stddev_over_time",
+        "stdvar_over_time",
+        "absent_over_time",
     ] {
         for sel in ["node_memory_usage_bytes", "temperature_celsius"] {
             for r in ["2m", "10m"] {
@@ -132,14 +203,20 @@ fn queries() -> Vec<String> {
         }
     }
     for phi in ["0", "0.5", "0.99", "1"] {
-        q.push(format!("quantile_over_time({phi}, temperature_celsius[10m])"));
+        q.push(format!(
+            "quantile_over_time({phi}, temperature_celsius[10m])"
+        ));
     }
     q.push("predict_linear(node_memory_usage_bytes[10m], 3600)".into());
     q.push("deriv(node_memory_usage_bytes[5m])".into());
-    for agg in ["sum", "avg", "min", "max", "count", "group", "stddev", "stdvar"] {
+    for agg in [
+        "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
+    ] {
         q.push(format!("{agg}(rate(http_requests_total[5m]))"));
         q.push(format!("{agg} by (job) (rate(http_requests_total[5m]))"));
-        q.push(format!("{agg} without (instance, cpu) (rate(node_cpu_seconds_total[5m]))"));
+        q.push(format!(
+            "{agg} without (instance, cpu) (rate(node_cpu_seconds_total[5m]))"
+        ));
     }
     for k in ["1", "3"] {
         q.push(format!("topk({k}, rate(http_requests_total[5m]))"));
@@ -153,8 +230,12 @@ fn queries() -> Vec<String> {
     q.push("count_values(\"value\", up)".into());
     q.push("count_values by (job) (\"v\", up)".into());
     for phi in ["0.5", "0.9", "0.99"] {
-        q.push(format!("histogram_quantile({phi}, rate(request_duration_seconds_bucket[5m]))"));
-        q.push(format!("histogram_quantile({phi}, sum by (le) (rate(request_duration_seconds_bucket[5m])))"));
+        q.push(format!(
+            "histogram_quantile({phi}, rate(request_duration_seconds_bucket[5m]))"
+        ));
+        q.push(format!(
+            "histogram_quantile({phi}, sum by (le) (rate(request_duration_seconds_bucket[5m])))"
+        ));
         q.push(format!("histogram_quantile({phi}, sum by (job, le) (rate(request_duration_seconds_bucket[5m])))"));
     }
     for op in ["+", "-", "*", "/", "%", "^"] {
@@ -212,7 +293,9 @@ fn close(a: &Json, b: &Json) -> bool {
         return true;
     }
     match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+        (Ok(x), Ok(y)) => {
+            (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
+        }
         _ => false,
     }
 }
@@ -224,7 +307,10 @@ fn diff(prom: &Json, ours: &Json, ordered: bool) -> Option<String> {
     }
     let (pd, od) = (&prom["data"], &ours["data"]);
     if pd["resultType"] != od["resultType"] {
-        return Some(format!("resultType {} vs {}", pd["resultType"], od["resultType"]));
+        return Some(format!(
+            "resultType {} vs {}",
+            pd["resultType"], od["resultType"]
+        ));
     }
     let list = |d: &Json| -> Vec<Json> {
         match d["result"].as_array() {
@@ -240,7 +326,13 @@ fn diff(prom: &Json, ours: &Json, ordered: bool) -> Option<String> {
     };
     let (pl, ol) = (list(pd), list(od));
     if pl.len() != ol.len() {
-        return Some(format!("{} series vs {}:\nprometheus {}\nnovamon {}", pl.len(), ol.len(), pd["result"], od["result"]));
+        return Some(format!(
+            "{} series vs {}:\nprometheus {}\nnovamon {}",
+            pl.len(),
+            ol.len(),
+            pd["result"],
+            od["result"]
+        ));
     }
     for (p, o) in pl.iter().zip(&ol) {
         if p["metric"] != o["metric"] {
@@ -257,7 +349,12 @@ fn diff(prom: &Json, ours: &Json, ordered: bool) -> Option<String> {
         };
         let (pp, op) = (points(p), points(o));
         if pp.len() != op.len() {
-            return Some(format!("{}: {} points vs {}", p["metric"], pp.len(), op.len()));
+            return Some(format!(
+                "{}: {} points vs {}",
+                p["metric"],
+                pp.len(),
+                op.len()
+            ));
         }
         for (x, y) in pp.iter().zip(&op) {
             if x[0] != y[0] || !close(&x[1], &y[1]) {
@@ -270,7 +367,10 @@ fn diff(prom: &Json, ours: &Json, ordered: bool) -> Option<String> {
 
 #[test]
 fn queries_answer_like_prometheus() {
-    assert!(std::path::Path::new("/usr/bin/prometheus").exists(), "the prometheus package is required");
+    assert!(
+        std::path::Path::new("/usr/bin/prometheus").exists(),
+        "the prometheus package is required"
+    );
     let dir = tempfile::tempdir().unwrap();
     let novamon = Novamon::start(&dir.path().join("novamon"), &[]);
     let port = free_port();
@@ -279,20 +379,30 @@ fn queries_answer_like_prometheus() {
     let _prom = Process::spawn(
         Command::new("/usr/bin/prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver"),
         dir.path().join("prometheus.log"),
     );
     let prom = format!("http://127.0.0.1:{port}");
     let a = agent();
-    wait_until(Duration::from_secs(60), || a.get(format!("{prom}/-/ready")).call().is_ok_and(|r| r.status() == 200))
-        .expect("prometheus ready");
+    wait_until(Duration::from_secs(60), || {
+        a.get(format!("{prom}/-/ready"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .expect("prometheus ready");
 
     // The hour ends a minute ago, on a 15s grid shifted 3.7s off whole minutes so that
     // subquery steps (aligned to absolute time) fall between samples too. Both stores get the
     // same requests in time order (Prometheus refuses samples far older than its head).
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let end = (now - 60_000) / STEP_MS * STEP_MS + 3_700;
     let start = end - (POINTS - 1) * STEP_MS;
     let mut data = dataset();
@@ -302,8 +412,15 @@ fn queries_answer_like_prometheus() {
         let series = data
             .iter_mut()
             .map(|s| {
-                let samples: Vec<(i64, f64)> = steps.iter().map(|&i| (start + i * STEP_MS, advance(s, &mut rng, i))).collect();
-                let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let samples: Vec<(i64, f64)> = steps
+                    .iter()
+                    .map(|&i| (start + i * STEP_MS, advance(s, &mut rng, i)))
+                    .collect();
+                let labels: Vec<(&str, &str)> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 v1_series(&labels, &samples)
             })
             .collect();
@@ -317,14 +434,22 @@ fn queries_answer_like_prometheus() {
                 .send(&compressed[..])
                 .unwrap();
             let status = resp.status().as_u16();
-            assert!((200..300).contains(&status), "{url}: {status} {}", resp.body_mut().read_to_string().unwrap_or_default());
+            assert!(
+                (200..300).contains(&status),
+                "{url}: {status} {}",
+                resp.body_mut().read_to_string().unwrap_or_default()
+            );
         }
     }
 
     let qs = queries();
     assert!(qs.len() >= 150, "only {} queries", qs.len());
     // Off the sample grid, so closed and left-open windows hold the same samples.
-    let at = [start + 30 * 60_000 + 7_300, end - 2_900, start + 11 * 60_000 + 1_100];
+    let at = [
+        start + 30 * 60_000 + 7_300,
+        end - 2_900,
+        start + 11 * 60_000 + 1_100,
+    ];
     let (rstart, rend, rstep) = (start + 20 * 60_000 + 3_700, end - 4_000, 61_000);
     let mut failures = vec![];
     for q in &qs {
@@ -355,6 +480,10 @@ fn queries_answer_like_prometheus() {
         "{} of {} queries differ from Prometheus:\n{}",
         failures.len(),
         qs.len(),
-        failures.iter().map(|f| f.chars().take(600).collect::<String>()).collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .map(|f| f.chars().take(600).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

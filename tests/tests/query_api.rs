@@ -10,8 +10,17 @@ fn server_with_data() -> (tempfile::TempDir, Novamon, i64) {
     let t0 = an_hour_ago_ms();
     let series = (0..3)
         .map(|i| {
-            let samples: Vec<(i64, f64)> = (0..40).map(|k| (t0 + k * 15_000, (k * (i + 1)) as f64)).collect();
-            v1_series(&[("__name__", "api_total"), ("instance", &format!("i{i}")), ("job", "api")], &samples)
+            let samples: Vec<(i64, f64)> = (0..40)
+                .map(|k| (t0 + k * 15_000, (k * (i + 1)) as f64))
+                .collect();
+            v1_series(
+                &[
+                    ("__name__", "api_total"),
+                    ("instance", &format!("i{i}")),
+                    ("job", "api"),
+                ],
+                &samples,
+            )
         })
         .collect();
     assert_eq!(n.remote_write(&v1_request(series), V1).0, 204);
@@ -19,8 +28,16 @@ fn server_with_data() -> (tempfile::TempDir, Novamon, i64) {
 }
 
 fn post_form(n: &Novamon, path: &str, form: &str) -> (u16, e2e::Json) {
-    let (status, body, _) = n.post_raw(path, "application/x-www-form-urlencoded", &[], form.as_bytes().to_vec());
-    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
+    let (status, body, _) = n.post_raw(
+        path,
+        "application/x-www-form-urlencoded",
+        &[],
+        form.as_bytes().to_vec(),
+    );
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")),
+    )
 }
 
 fn assert_error(status: u16, body: &e2e::Json, want_status: u16, want_type: &str, contains: &str) {
@@ -41,22 +58,40 @@ fn instant_and_range_queries_by_get_and_post_agree() {
     assert_eq!(get, post);
     assert_eq!(get["data"]["resultType"], "vector");
     // 0+1+2+... per 15s for i=0..2: rates 1/15, 2/15, 3/15 summed = 0.4
-    let v: f64 = get["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    let v: f64 = get["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((v - 0.4).abs() < 1e-9, "{get}");
 
-    let range = format!("query={}&start={}&end={}&step=60", enc("api_total"), t0 / 1000, (t0 + 585_000) / 1000);
+    let range = format!(
+        "query={}&start={}&end={}&step=60",
+        enc("api_total"),
+        t0 / 1000,
+        (t0 + 585_000) / 1000
+    );
     let (s1, get) = n.get_json(&format!("/api/v1/query_range?{range}"));
     let (s2, post) = post_form(&n, "/api/v1/query_range", &range);
     assert_eq!((s1, s2), (200, 200));
     assert_eq!(get, post);
     assert_eq!(get["data"]["resultType"], "matrix");
     assert_eq!(get["data"]["result"].as_array().unwrap().len(), 3);
-    assert_eq!(get["data"]["result"][0]["values"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        get["data"]["result"][0]["values"].as_array().unwrap().len(),
+        10
+    );
 
     let (_, scalar) = n.get_json(&format!("/api/v1/query?query=1%2B1&time={t}"));
-    assert_eq!(scalar["data"], serde_json::json!({"resultType": "scalar", "result": [t, "2"]}));
+    assert_eq!(
+        scalar["data"],
+        serde_json::json!({"resultType": "scalar", "result": [t, "2"]})
+    );
     let (_, string) = n.get_json(&format!("/api/v1/query?query=%22hi%22&time={t}"));
-    assert_eq!(string["data"], serde_json::json!({"resultType": "string", "result": [t, "hi"]}));
+    assert_eq!(
+        string["data"],
+        serde_json::json!({"resultType": "string", "result": [t, "hi"]})
+    );
 }
 
 #[test]
@@ -65,13 +100,37 @@ fn errors_have_prometheus_shapes_and_codes() {
     let (s, b) = n.get_json("/api/v1/query?query=sum(");
     assert_error(s, &b, 400, "bad_data", "invalid parameter \"query\"");
     let (s, b) = n.get_json("/api/v1/query?query=up&time=yesterday");
-    assert_error(s, &b, 400, "bad_data", "invalid parameter \"time\": cannot parse \"yesterday\" to a valid timestamp");
+    assert_error(
+        s,
+        &b,
+        400,
+        "bad_data",
+        "invalid parameter \"time\": cannot parse \"yesterday\" to a valid timestamp",
+    );
     let (s, b) = n.get_json("/api/v1/query_range?query=up&start=10&end=5&step=1");
-    assert_error(s, &b, 400, "bad_data", "end timestamp must not be before start time");
+    assert_error(
+        s,
+        &b,
+        400,
+        "bad_data",
+        "end timestamp must not be before start time",
+    );
     let (s, b) = n.get_json("/api/v1/query_range?query=up&start=1&end=5&step=0");
-    assert_error(s, &b, 400, "bad_data", "zero or negative query resolution step widths are not accepted");
+    assert_error(
+        s,
+        &b,
+        400,
+        "bad_data",
+        "zero or negative query resolution step widths are not accepted",
+    );
     let (s, b) = n.get_json("/api/v1/query_range?query=up&start=0&end=100000&step=1");
-    assert_error(s, &b, 400, "bad_data", "exceeded maximum resolution of 11,000 points per timeseries");
+    assert_error(
+        s,
+        &b,
+        400,
+        "bad_data",
+        "exceeded maximum resolution of 11,000 points per timeseries",
+    );
     let (s, b) = n.get_json("/api/v1/query_range?query=up&end=5&step=1");
     assert_error(s, &b, 400, "bad_data", "invalid parameter \"start\"");
     let (s, b) = n.get_json("/api/v1/series");
@@ -84,7 +143,13 @@ fn errors_have_prometheus_shapes_and_codes() {
     let t = (t0 + 600_000) / 1000;
     let q = enc(r#"label_replace(api_total, "instance", "same", "", "")"#);
     let (s, b) = n.get_json(&format!("/api/v1/query?query={q}&time={t}"));
-    assert_error(s, &b, 422, "execution", "vector cannot contain metrics with the same labelset");
+    assert_error(
+        s,
+        &b,
+        422,
+        "execution",
+        "vector cannot contain metrics with the same labelset",
+    );
 }
 
 #[test]
@@ -92,13 +157,25 @@ fn metadata_endpoints_filter_limit_and_warn() {
     let (_d, n, _) = server_with_data();
     let (s, b) = n.get_json("/api/v1/labels");
     assert_eq!(s, 200);
-    assert_eq!(b["data"], serde_json::json!(["__name__", "instance", "job"]));
+    assert_eq!(
+        b["data"],
+        serde_json::json!(["__name__", "instance", "job"])
+    );
     let (_, b) = n.get_json("/api/v1/label/instance/values?limit=2");
     assert_eq!(b["data"], serde_json::json!(["i0", "i1"]));
-    assert_eq!(b["warnings"], serde_json::json!(["results truncated due to limit"]));
-    let (_, b) = n.get_json(&format!("/api/v1/series?match[]={}", enc(r#"{instance=~"i[01]"}"#)));
+    assert_eq!(
+        b["warnings"],
+        serde_json::json!(["results truncated due to limit"])
+    );
+    let (_, b) = n.get_json(&format!(
+        "/api/v1/series?match[]={}",
+        enc(r#"{instance=~"i[01]"}"#)
+    ));
     assert_eq!(b["data"].as_array().unwrap().len(), 2);
-    let (_, b) = n.get_json(&format!("/api/v1/label/__name__/values?match[]={}", enc("{job=\"nope\"}")));
+    let (_, b) = n.get_json(&format!(
+        "/api/v1/label/__name__/values?match[]={}",
+        enc("{job=\"nope\"}")
+    ));
     assert_eq!(b["data"], serde_json::json!([]));
     // A time range before any data selects nothing.
     let (_, b) = n.get_json("/api/v1/series?match[]=api_total&start=1&end=2");
@@ -110,19 +187,34 @@ fn status_endpoints_answer_what_grafana_reads() {
     let (_d, n, _) = server_with_data();
     let (s, b) = n.get_json("/api/v1/status/buildinfo");
     assert_eq!(s, 200);
-    assert!(b["data"]["version"].as_str().unwrap().starts_with('3'), "{b}");
+    assert!(
+        b["data"]["version"].as_str().unwrap().starts_with('3'),
+        "{b}"
+    );
     let (_, b) = n.get_json("/api/v1/status/runtimeinfo");
     assert_eq!(b["data"]["storageRetention"], "15d");
     let (_, b) = n.get_json("/api/v1/status/flags");
     assert_eq!(b["data"]["storage.tsdb.retention.time"], "15d");
     let (_, b) = n.get_json("/api/v1/status/config");
-    assert!(b["data"]["yaml"].as_str().unwrap().contains("retention: 15d"), "{b}");
+    assert!(
+        b["data"]["yaml"]
+            .as_str()
+            .unwrap()
+            .contains("retention: 15d"),
+        "{b}"
+    );
     let (_, b) = n.get_json("/api/v1/status/tsdb");
     assert_eq!(b["data"]["headStats"]["numSeries"], 3);
-    assert_eq!(b["data"]["seriesCountByMetricName"], serde_json::json!([{"name": "api_total", "value": 3}]));
+    assert_eq!(
+        b["data"]["seriesCountByMetricName"],
+        serde_json::json!([{"name": "api_total", "value": 3}])
+    );
     let (_, b) = n.get_json("/api/v1/query_exemplars?query=api_total");
     assert_eq!(b, serde_json::json!({"status": "success", "data": []}));
-    let (_, b) = n.get_json(&format!("/api/v1/format_query?query={}", enc("sum(rate(x[5m]))by(job)")));
+    let (_, b) = n.get_json(&format!(
+        "/api/v1/format_query?query={}",
+        enc("sum(rate(x[5m]))by(job)")
+    ));
     assert_eq!(b["data"], "sum by (job) (rate(x[5m]))");
     let (_, b) = n.get_json(&format!("/api/v1/parse_query?query={}", enc("up")));
     assert_eq!(b["status"], "success");
@@ -136,7 +228,10 @@ fn self_metrics_count_ingest_series_and_requests() {
     let mut resp = n.agent.get(format!("{}/metrics", n.url)).call().unwrap();
     let text = resp.body_mut().read_to_string().unwrap();
     assert!(
-        text.lines().any(|l| l.starts_with("novamon_http_request_duration_seconds_bucket") && l.contains("handler=\"/api/v1/labels\"")),
+        text.lines().any(
+            |l| l.starts_with("novamon_http_request_duration_seconds_bucket")
+                && l.contains("handler=\"/api/v1/labels\"")
+        ),
         "{text}"
     );
     for want in [
@@ -146,5 +241,9 @@ fn self_metrics_count_ingest_series_and_requests() {
     ] {
         assert!(text.contains(want), "/metrics lacks {want}:\n{text}");
     }
-    assert!(text.lines().any(|l| l.starts_with("novamon_remote_write_samples") && l.ends_with(" 120")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("novamon_remote_write_samples") && l.ends_with(" 120")),
+        "{text}"
+    );
 }

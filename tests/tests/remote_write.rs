@@ -4,7 +4,6 @@
 use e2e::series::{v1_request, v1_series, V1, V2};
 use e2e::{an_hour_ago_ms, enc, Novamon};
 
-
 fn server() -> (tempfile::TempDir, Novamon) {
     let dir = tempfile::tempdir().unwrap();
     let n = Novamon::start(&dir.path().join("data"), &[]);
@@ -12,7 +11,11 @@ fn server() -> (tempfile::TempDir, Novamon) {
 }
 
 fn instant(n: &Novamon, q: &str, t_ms: i64) -> e2e::Json {
-    let (status, body) = n.get_json(&format!("/api/v1/query?query={}&time={}", enc(q), t_ms as f64 / 1000.0));
+    let (status, body) = n.get_json(&format!(
+        "/api/v1/query?query={}&time={}",
+        enc(q),
+        t_ms as f64 / 1000.0
+    ));
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -22,8 +25,14 @@ fn written_samples_are_queryable_with_prometheus_formatting() {
     let t0 = an_hour_ago_ms();
     let (_d, n) = server();
     let req = v1_request(vec![
-        v1_series(&[("__name__", "rw_test"), ("job", "a")], &[(t0, 1.5), (t0 + 15_000, 2.0)]),
-        v1_series(&[("__name__", "rw_test"), ("job", "b")], &[(t0, f64::INFINITY)]),
+        v1_series(
+            &[("__name__", "rw_test"), ("job", "a")],
+            &[(t0, 1.5), (t0 + 15_000, 2.0)],
+        ),
+        v1_series(
+            &[("__name__", "rw_test"), ("job", "b")],
+            &[(t0, f64::INFINITY)],
+        ),
         v1_series(&[("__name__", "rw_small"), ("job", "a")], &[(t0, 1.5e-7)]),
     ]);
     let (status, body, _) = n.remote_write(&req, V1);
@@ -36,28 +45,56 @@ fn written_samples_are_queryable_with_prometheus_formatting() {
         .unwrap()
         .iter()
         .map(|s| {
-            (s["metric"]["job"].as_str().unwrap().into(), s["value"][0].to_string(), s["value"][1].as_str().unwrap().into())
+            (
+                s["metric"]["job"].as_str().unwrap().into(),
+                s["value"][0].to_string(),
+                s["value"][1].as_str().unwrap().into(),
+            )
         })
         .collect();
     got.sort();
     let ts = ((t0 + 20_000) / 1000).to_string();
-    assert_eq!(got, vec![("a".into(), ts.clone(), "2".into()), ("b".into(), ts, "+Inf".into())]);
-    assert_eq!(instant(&n, "rw_small", t0)["data"]["result"][0]["value"][1], "1.5e-07");
+    assert_eq!(
+        got,
+        vec![
+            ("a".into(), ts.clone(), "2".into()),
+            ("b".into(), ts, "+Inf".into())
+        ]
+    );
+    assert_eq!(
+        instant(&n, "rw_small", t0)["data"]["result"][0]["value"][1],
+        "1.5e-07"
+    );
 
     let (status, body) = n.get_json("/api/v1/label/job/values");
     assert_eq!(status, 200);
     assert_eq!(body["data"], serde_json::json!(["a", "b"]));
-    let (_, body) = n.get_json(&format!("/api/v1/series?match[]={}", enc("rw_test{job=\"a\"}")));
-    assert_eq!(body["data"], serde_json::json!([{"__name__": "rw_test", "job": "a"}]));
+    let (_, body) = n.get_json(&format!(
+        "/api/v1/series?match[]={}",
+        enc("rw_test{job=\"a\"}")
+    ));
+    assert_eq!(
+        body["data"],
+        serde_json::json!([{"__name__": "rw_test", "job": "a"}])
+    );
 }
 
 #[test]
 fn duplicate_same_value_is_idempotent_and_different_value_is_rejected() {
     let t0 = an_hour_ago_ms();
     let (_d, n) = server();
-    let s = |v| v1_request(vec![v1_series(&[("__name__", "dup"), ("job", "a")], &[(t0, v)])]);
+    let s = |v| {
+        v1_request(vec![v1_series(
+            &[("__name__", "dup"), ("job", "a")],
+            &[(t0, v)],
+        )])
+    };
     assert_eq!(n.remote_write(&s(1.0), V1).0, 204);
-    assert_eq!(n.remote_write(&s(1.0), V1).0, 204, "same sample again must be accepted");
+    assert_eq!(
+        n.remote_write(&s(1.0), V1).0,
+        204,
+        "same sample again must be accepted"
+    );
     let (status, body, _) = n.remote_write(&s(2.0), V1);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("duplicate sample for timestamp"), "{body}");
@@ -84,27 +121,75 @@ fn bad_input_gets_4xx_and_the_server_stays_healthy() {
     };
     let cases: Vec<(&str, Vec<u8>, &str, u16)> = vec![
         ("garbage body", b"not snappy at all".to_vec(), V1, 400),
-        ("wrong snappy (framed format)", {
-            let mut w = snap::write::FrameEncoder::new(vec![]);
-            std::io::Write::write_all(&mut w, &good).unwrap();
-            w.into_inner().unwrap()
-        }, V1, 400),
-        ("truncated protobuf", snappy(&good[..good.len() - 3]), V1, 400),
-        ("empty labels", snappy(&v1_request(vec![v1_series(&[], &[(t0, 1.0)])])), V1, 400),
-        ("duplicate label names", snappy(&v1_request(vec![v1_series(&[("__name__", "x"), ("a", "1"), ("a", "2")], &[(t0, 1.0)])])), V1, 400),
-        ("unsorted labels", snappy(&v1_request(vec![v1_series(&[("__name__", "x"), ("b", "1"), ("a", "2")], &[(t0, 1.0)])])), V1, 400),
-        ("missing __name__", snappy(&v1_request(vec![v1_series(&[("job", "x")], &[(t0, 1.0)])])), V1, 400),
+        (
+            "wrong snappy (framed format)",
+            {
+                let mut w = snap::write::FrameEncoder::new(vec![]);
+                std::io::Write::write_all(&mut w, &good).unwrap();
+                w.into_inner().unwrap()
+            },
+            V1,
+            400,
+        ),
+        (
+            "truncated protobuf",
+            snappy(&good[..good.len() - 3]),
+            V1,
+            400,
+        ),
+        (
+            "empty labels",
+            snappy(&v1_request(vec![v1_series(&[], &[(t0, 1.0)])])),
+            V1,
+            400,
+        ),
+        (
+            "duplicate label names",
+            snappy(&v1_request(vec![v1_series(
+                &[("__name__", "x"), ("a", "1"), ("a", "2")],
+                &[(t0, 1.0)],
+            )])),
+            V1,
+            400,
+        ),
+        (
+            "unsorted labels",
+            snappy(&v1_request(vec![v1_series(
+                &[("__name__", "x"), ("b", "1"), ("a", "2")],
+                &[(t0, 1.0)],
+            )])),
+            V1,
+            400,
+        ),
+        (
+            "missing __name__",
+            snappy(&v1_request(vec![v1_series(&[("job", "x")], &[(t0, 1.0)])])),
+            V1,
+            400,
+        ),
         ("huge body", huge, V1, 413),
         ("unknown protocol", snappy(&good), "application/json", 415),
     ];
     for (what, body, ctype, want) in cases {
-        let (status, text, _) = n.post_raw("/api/v1/write", ctype, &[("Content-Encoding", "snappy")], body);
+        let (status, text, _) = n.post_raw(
+            "/api/v1/write",
+            ctype,
+            &[("Content-Encoding", "snappy")],
+            body,
+        );
         assert_eq!(status, want, "{what}: {text}");
-        assert!(!text.trim().is_empty(), "{what}: a 4xx must say what was wrong");
+        assert!(
+            !text.trim().is_empty(),
+            "{what}: a 4xx must say what was wrong"
+        );
     }
     let (status, _) = n.get_json("/api/v1/status/buildinfo");
     assert_eq!(status, 200);
-    assert_eq!(n.remote_write(&good, V1).0, 204, "server still accepts good writes");
+    assert_eq!(
+        n.remote_write(&good, V1).0,
+        204,
+        "server still accepts good writes"
+    );
     // Nothing from the rejected requests was stored.
     let (_, names) = n.get_json("/api/v1/label/__name__/values");
     assert_eq!(names["data"], serde_json::json!(["ok"]));
@@ -117,22 +202,61 @@ fn remote_write_2_reports_what_it_wrote() {
     use prost::Message;
     let (_d, n) = server();
     let req = v2::Request {
-        symbols: vec!["".into(), "__name__".into(), "rw2".into(), "job".into(), "x".into(), "a help".into()],
+        symbols: vec![
+            "".into(),
+            "__name__".into(),
+            "rw2".into(),
+            "job".into(),
+            "x".into(),
+            "a help".into(),
+        ],
         timeseries: vec![v2::TimeSeries {
             labels_refs: vec![1, 2, 3, 4],
-            samples: vec![v2::Sample { value: 3.0, timestamp: t0, ..Default::default() }, v2::Sample { value: 4.0, timestamp: t0 + 1000, ..Default::default() }],
-            metadata: Some(v2::Metadata { r#type: 2, help_ref: 5, unit_ref: 0 }),
+            samples: vec![
+                v2::Sample {
+                    value: 3.0,
+                    timestamp: t0,
+                    ..Default::default()
+                },
+                v2::Sample {
+                    value: 4.0,
+                    timestamp: t0 + 1000,
+                    ..Default::default()
+                },
+            ],
+            metadata: Some(v2::Metadata {
+                r#type: 2,
+                help_ref: 5,
+                unit_ref: 0,
+            }),
             ..Default::default()
         }],
     }
     .encode_to_vec();
     let (status, body, headers) = n.remote_write(&req, V2);
     assert_eq!(status, 204, "{body}");
-    let header = |k: &str| headers.iter().find(|(h, _)| h.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
-    assert_eq!(header("X-Prometheus-Remote-Write-Samples-Written").as_deref(), Some("2"));
-    assert_eq!(header("X-Prometheus-Remote-Write-Histograms-Written").as_deref(), Some("0"));
-    assert_eq!(header("X-Prometheus-Remote-Write-Exemplars-Written").as_deref(), Some("0"));
-    assert_eq!(instant(&n, "rw2", t0 + 1000)["data"]["result"][0]["value"][1], "4");
+    let header = |k: &str| {
+        headers
+            .iter()
+            .find(|(h, _)| h.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        header("X-Prometheus-Remote-Write-Samples-Written").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        header("X-Prometheus-Remote-Write-Histograms-Written").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        header("X-Prometheus-Remote-Write-Exemplars-Written").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        instant(&n, "rw2", t0 + 1000)["data"]["result"][0]["value"][1],
+        "4"
+    );
     let (_, md) = n.get_json("/api/v1/metadata?metric=rw2");
     assert_eq!(md["data"]["rw2"][0]["help"], "a help");
 }

@@ -296,6 +296,44 @@ fn python_sdk_over_grpc_and_http_is_found_through_jaeger_tempo_and_prometheus() 
     }
 }
 
+/// A real gRPC client (Python's grpcio, from the OpenTelemetry exporter) sending bytes that
+/// are no protobuf gets INVALID_ARGUMENT, and the server keeps serving.
+#[test]
+fn otlp_grpc_rejects_undecodable_requests_as_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Novamon::start(&dir.path().join("data"), &[]);
+    let script = r#"
+import sys, grpc
+channel = grpc.insecure_channel(sys.argv[1])
+export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+for body in (b"\xff\xff\xff\xff", b""):
+    try:
+        export(body, timeout=10)
+        print("OK")
+    except grpc.RpcError as e:
+        print(e.code().name)
+"#;
+    let target = n.otlp_grpc_url.trim_start_matches("http://");
+    let out = Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .arg(target)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Garbage is refused; an empty request is a valid (empty) export.
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec!["INVALID_ARGUMENT", "OK"],
+        "{stdout}"
+    );
+}
+
 #[test]
 fn otlp_http_on_the_main_port_rejects_bad_input_and_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,11 +1,18 @@
 //! The official Rust OpenTelemetry SDK (`opentelemetry-otlp`) as a real client: a trace across
-//! two services with an event and an error status, and a counter, over OTLP/gRPC; another trace
-//! over OTLP/HTTP (protobuf). All are found again through the Jaeger and Prometheus APIs.
+//! two services with an event and an error status, a counter and a log line in the trace's
+//! context, over OTLP/gRPC; another trace over OTLP/HTTP (protobuf). All are found again through
+//! the Jaeger, Tempo, Prometheus and Loki APIs.
 
+use std::time::Duration;
+
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry::trace::{
+    Span, SpanContext, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{MetricExporter, Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{LogExporter, MetricExporter, Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
@@ -34,8 +41,8 @@ fn grpc_span_exporter(n: &Novamon) -> SpanExporter {
 }
 
 /// A root span in `frontend` and its client child in `backend` (with an event and an error
-/// status); returns the trace id in hex.
-fn emit_checkout(frontend: &SdkTracerProvider, backend: &SdkTracerProvider) -> String {
+/// status); returns the root span's context.
+fn emit_checkout(frontend: &SdkTracerProvider, backend: &SdkTracerProvider) -> SpanContext {
     let root = frontend.tracer("checkout").start("GET /checkout");
     let cx = Context::new().with_span(root);
     let backend = backend.tracer("db");
@@ -48,7 +55,40 @@ fn emit_checkout(frontend: &SdkTracerProvider, backend: &SdkTracerProvider) -> S
     child.set_status(Status::error("timeout"));
     child.end();
     cx.span().end();
-    cx.span().span_context().trace_id().to_string()
+    cx.span().span_context().clone()
+}
+
+/// One error log line from `frontend-rs`, logged inside `root` so it carries its trace context.
+fn emit_declined_log(n: &Novamon, root: &SpanContext) {
+    let logs = SdkLoggerProvider::builder()
+        .with_batch_exporter(
+            LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(&n.otlp_grpc_url)
+                .build()
+                .expect("gRPC log exporter"),
+        )
+        .with_resource(resource("frontend-rs"))
+        .build();
+    let logger = logs.logger("checkout");
+    let mut record = logger.create_log_record();
+    record.set_body(AnyValue::from("payment declined"));
+    record.set_severity_number(Severity::Error);
+    record.set_severity_text("ERROR");
+    record.set_trace_context(root.trace_id(), root.span_id(), Some(root.trace_flags()));
+    logger.emit(record);
+    logs.shutdown().expect("log export");
+}
+
+/// The Loki streams `query` selects over the last hour.
+fn loki_streams(n: &Novamon, query: &str) -> Vec<Json> {
+    let end = e2e::now_ns() + 60_000_000_000;
+    let start = end - 3_660_000_000_000;
+    let r = n.get_ok(&format!(
+        "/loki/api/v1/query_range?query={}&start={start}&end={end}&limit=10",
+        enc(query)
+    ));
+    r["data"]["result"].as_array().cloned().unwrap_or_default()
 }
 
 fn trace_spans(n: &Novamon, trace_id: &str) -> (Json, Vec<Json>) {
@@ -58,7 +98,7 @@ fn trace_spans(n: &Novamon, trace_id: &str) -> (Json, Vec<Json>) {
 }
 
 #[test]
-fn rust_sdk_over_grpc_and_http_is_found_through_jaeger_and_prometheus() {
+fn rust_sdk_signals_are_found_through_jaeger_tempo_loki_and_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let n = Novamon::start(&dir.path().join("data"), &[]);
     // tonic's channel needs a Tokio runtime to run on; the SDK's batch processors export from
@@ -78,7 +118,9 @@ fn rust_sdk_over_grpc_and_http_is_found_through_jaeger_and_prometheus() {
         )
         .with_resource(resource("frontend-rs"))
         .build();
-    let grpc_trace = emit_checkout(&frontend, &backend);
+    let root_cx = emit_checkout(&frontend, &backend);
+    let grpc_trace = root_cx.trace_id().to_string();
+    emit_declined_log(&n, &root_cx);
     let orders = meters.meter("checkout").u64_counter("orders").build();
     orders.add(2, &[KeyValue::new("payment", "card")]);
     orders.add(1, &[KeyValue::new("payment", "card")]);
@@ -164,4 +206,44 @@ fn rust_sdk_over_grpc_and_http_is_found_through_jaeger_and_prometheus() {
     assert_eq!(result.len(), 1, "{r}");
     assert_eq!(result[0]["metric"]["payment"], "card");
     assert_eq!(result[0]["value"][1], "3");
+
+    let tempo = n.get_ok(&format!("/tempo/api/traces/{grpc_trace}"));
+    let mut names: Vec<&str> = tempo["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["scopeSpans"].as_array().unwrap())
+        .flat_map(|s| s["spans"].as_array().unwrap())
+        .inspect(|s| assert_eq!(s["traceId"], grpc_trace.as_str(), "{tempo}"))
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["GET /checkout", "SELECT orders"], "{tempo}");
+
+    let selector = r#"{service_name="frontend-rs"}"#;
+    let mut streams = Vec::new();
+    e2e::wait_until(Duration::from_secs(10), || {
+        streams = loki_streams(&n, selector);
+        !streams.is_empty()
+    });
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    let stream = &streams[0];
+    assert_eq!(
+        stream["values"].as_array().map(Vec::len),
+        Some(1),
+        "{stream}"
+    );
+    assert_eq!(stream["values"][0][1], "payment declined", "{stream}");
+    assert_eq!(
+        stream["stream"]["trace_id"],
+        grpc_trace.as_str(),
+        "{stream}"
+    );
+    assert_eq!(
+        stream["stream"]["span_id"],
+        root_cx.span_id().to_string().as_str(),
+        "{stream}"
+    );
+    let by_trace = loki_streams(&n, &format!(r#"{selector} | trace_id="{grpc_trace}""#));
+    assert_eq!(by_trace.len(), 1, "found by its trace id: {by_trace:?}");
 }

@@ -14,7 +14,9 @@ use novamon_benches::load::{prepare, send, LoadArgs, LoadReport};
 use novamon_benches::peers::{Peer, PeerPaths};
 
 #[derive(Debug, Parser)]
-#[command(about = "Compare remote-write ingest of novamon, Prometheus and VictoriaMetrics on this machine.")]
+#[command(
+    about = "Compare remote-write ingest of novamon, Prometheus and VictoriaMetrics on this machine."
+)]
 struct Args {
     #[command(flatten)]
     peers: PeerPaths,
@@ -34,7 +36,10 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut rows = Vec::new();
     for peer in args.peers.peers()? {
-        eprintln!("== {}: {} series x {} samples", peer.name, args.load.series, args.load.samples);
+        eprintln!(
+            "== {}: {} series x {} samples",
+            peer.name, args.load.series, args.load.samples
+        );
         rows.push(run(&args, &peer).with_context(|| format!("running {}", peer.name))?);
     }
     print_table(&args, &rows);
@@ -54,7 +59,13 @@ fn run(args: &Args, peer: &Peer) -> anyhow::Result<Row> {
     if let Some(err) = &report.first_error {
         eprintln!("{}: first error: {err}", peer.name);
     }
-    Ok(Row { name: peer.name.clone(), report, disk_bytes, peak_rss_kib, stopped })
+    Ok(Row {
+        name: peer.name.clone(),
+        report,
+        disk_bytes,
+        peak_rss_kib,
+        stopped,
+    })
 }
 
 fn print_table(args: &Args, rows: &[Row]) {
@@ -64,11 +75,20 @@ fn print_table(args: &Args, rows: &[Row]) {
     );
     println!(
         "{:<18} {:>12} {:>12} {:>8} {:>12} {:>12} {:>13} {:>9}",
-        "target", "samples/s", "accepted", "failed", "disk_bytes", "bytes/sample", "peak_rss_MiB", "stop"
+        "target",
+        "samples/s",
+        "accepted",
+        "failed",
+        "disk_bytes",
+        "bytes/sample",
+        "peak_rss_MiB",
+        "stop"
     );
     for r in rows {
         let per_sample = r.disk_bytes as f64 / r.report.samples_accepted.max(1) as f64;
-        let rss = r.peak_rss_kib.map_or("-".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
+        let rss = r
+            .peak_rss_kib
+            .map_or("-".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
         println!(
             "{:<18} {:>12.0} {:>12} {:>8} {:>12} {:>12.2} {:>13} {:>9}",
             r.name,

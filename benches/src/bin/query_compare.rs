@@ -23,7 +23,9 @@ const QUERIES: &[&str] = &[
 ];
 
 #[derive(Debug, Parser)]
-#[command(about = "Compare PromQL query latency of novamon, Prometheus and VictoriaMetrics on the same data.")]
+#[command(
+    about = "Compare PromQL query latency of novamon, Prometheus and VictoriaMetrics on the same data."
+)]
 struct Args {
     #[command(flatten)]
     peers: PeerPaths,
@@ -57,18 +59,31 @@ fn main() -> anyhow::Result<()> {
     };
     let peers = args.peers.peers()?;
     let timeout = Duration::from_secs(args.peers.timeout);
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()?;
     let mut columns: Vec<(String, Vec<Timing>)> = Vec::new();
     for peer in &peers {
         let shards = prepare(&cfg).map_err(anyhow::Error::msg)?;
         let mut running = peer.start(timeout)?;
-        eprintln!("== {}: loading {} series x {} samples", peer.name, args.series, args.samples);
+        eprintln!(
+            "== {}: loading {} series x {} samples",
+            peer.name, args.series, args.samples
+        );
         let report = send(&running.write_url(), cfg.protocol, shards);
-        anyhow::ensure!(report.failed_requests == 0, "{}: load failed: {:?}", peer.name, report.first_error);
+        anyhow::ensure!(
+            report.failed_requests == 0,
+            "{}: load failed: {:?}",
+            peer.name,
+            report.first_error
+        );
         // VictoriaMetrics makes fresh data searchable asynchronously; the others ignore this.
-        let _ = client.get(format!("{}/internal/force_flush", running.base_url)).send();
+        let _ = client
+            .get(format!("{}/internal/force_flush", running.base_url))
+            .send();
         std::thread::sleep(Duration::from_secs(2));
-        let timings = time_queries(&client, &running, end_ms, args.runs).with_context(|| format!("querying {}", peer.name))?;
+        let timings = time_queries(&client, &running, end_ms, args.runs)
+            .with_context(|| format!("querying {}", peer.name))?;
         running.stop(timeout)?;
         columns.push((peer.name.clone(), timings));
     }
@@ -83,18 +98,30 @@ fn requests(end_ms: i64) -> Vec<(String, String)> {
     let end = (end_ms - 7_500) as f64 / 1000.0;
     let mut out = Vec::new();
     for q in QUERIES {
-        out.push((format!("instant {q}"), format!("/api/v1/query?query={}&time={end}", urlencode(q))));
+        out.push((
+            format!("instant {q}"),
+            format!("/api/v1/query?query={}&time={end}", urlencode(q)),
+        ));
     }
     for q in QUERIES {
         out.push((
             format!("range 1h/15s {q}"),
-            format!("/api/v1/query_range?query={}&start={}&end={end}&step=15", urlencode(q), end - 3600.0),
+            format!(
+                "/api/v1/query_range?query={}&start={}&end={end}&step=15",
+                urlencode(q),
+                end - 3600.0
+            ),
         ));
     }
     out
 }
 
-fn time_queries(client: &reqwest::blocking::Client, running: &Running, end_ms: i64, runs: usize) -> anyhow::Result<Vec<Timing>> {
+fn time_queries(
+    client: &reqwest::blocking::Client,
+    running: &Running,
+    end_ms: i64,
+    runs: usize,
+) -> anyhow::Result<Vec<Timing>> {
     let mut out = Vec::new();
     for (_, path) in requests(end_ms) {
         let url = format!("{}{}", running.base_url, path);
@@ -113,7 +140,10 @@ fn time_queries(client: &reqwest::blocking::Client, running: &Running, end_ms: i
             }
         }
         samples.sort();
-        out.push(Timing { median: samples[samples.len() / 2], series });
+        out.push(Timing {
+            median: samples[samples.len() / 2],
+            series,
+        });
     }
     Ok(out)
 }
@@ -134,7 +164,8 @@ fn print_table(args: &Args, columns: &[(String, Vec<Timing>)]) {
         for (_, timings) in columns {
             let t = &timings[i];
             let ms = t.median.as_secs_f64() * 1000.0;
-            let ratio = novamon.map(|n| ms / (columns[n].1[i].median.as_secs_f64() * 1000.0).max(1e-6));
+            let ratio =
+                novamon.map(|n| ms / (columns[n].1[i].median.as_secs_f64() * 1000.0).max(1e-6));
             let cell = match ratio {
                 Some(r) => format!("{ms:.1} ({}) x{r:.2}", t.series),
                 None => format!("{ms:.1} ({})", t.series),

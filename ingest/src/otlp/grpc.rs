@@ -93,6 +93,24 @@ pub fn grpc_routes(state: OtlpState) -> tonic::service::Routes {
         .add_service(logs)
 }
 
+/// tonic answers a request it cannot decode with INTERNAL (gRPC's general advice); OTLP
+/// says a request that cannot be decoded is the client's fault, INVALID_ARGUMENT, so the
+/// client does not retry it. tonic sends such errors trailers-only, in the headers.
+fn undecodable_is_invalid_argument<B>(
+    mut resp: axum::http::Response<B>,
+) -> axum::http::Response<B> {
+    let headers = resp.headers_mut();
+    let undecodable = headers.get("grpc-status").is_some_and(|s| s == "13")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.starts_with("failed%20to%20decode%20Protobuf%20message"));
+    if undecodable {
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("3"));
+    }
+    resp
+}
+
 /// Serves OTLP/gRPC on `listener` until `shutdown` completes.
 pub async fn serve_grpc(
     listener: tokio::net::TcpListener,
@@ -100,6 +118,9 @@ pub async fn serve_grpc(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            undecodable_is_invalid_argument::<tonic::body::Body>,
+        ))
         .add_routes(grpc_routes(state))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),

@@ -49,7 +49,9 @@ impl From<StorageError> for ApiError {
 }
 
 /// Store reads run on the blocking pool, failing with this API's error.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     crate::trace_http::blocking(f).await
 }
 
