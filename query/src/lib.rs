@@ -4,6 +4,7 @@
 
 mod engine;
 mod float_histogram;
+mod form;
 mod gofmt;
 pub mod http;
 pub mod jaeger;

@@ -3,51 +3,32 @@
 //! Prometheus notation or float seconds, and `match[]` selectors. Owns parsing and the exact
 //! error texts; knows nothing of what the parameters are for.
 
-use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 use promql_parser::label::{MatchOp as PMatchOp, Matchers as PMatchers};
 use promql_parser::parser::Expr;
 use storage::{MatchOp, Matcher};
 
 use super::response::ApiError;
+use crate::form::Form;
 
 /// Prometheus's "beginning of time" and "end of time" for open-ended ranges, in ms: far enough
 /// out to cover everything, near enough that range arithmetic cannot overflow.
 pub(crate) const MIN_TIME: i64 = (i64::MIN / 1000 + 62_135_596_801) * 1000;
 pub(crate) const MAX_TIME: i64 = (i64::MAX / 1000 - 62_135_596_801) * 1000 + 999;
 
-pub(crate) struct Params(Vec<(String, String)>);
+/// The request's form, read with this API's conventions.
+pub(crate) struct Params(Form);
+
+impl std::ops::Deref for Params {
+    type Target = Form;
+    fn deref(&self) -> &Form {
+        &self.0
+    }
+}
 
 impl Params {
     pub(crate) fn new(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Params {
-        let mut pairs = Vec::new();
-        let is_form = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if is_form {
-            pairs.extend(form_urlencoded::parse(body).into_owned());
-        }
-        if let Some(q) = query {
-            pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
-        }
-        Params(pairs)
-    }
-
-    /// The first value, or "" when absent (Go's FormValue).
-    pub(crate) fn get(&self, name: &str) -> &str {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    }
-
-    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
-        self.0
-            .iter()
-            .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        Params(Form::new(query, headers, body))
     }
 
     pub(crate) fn time(&self, name: &str) -> Result<i64, ApiError> {
@@ -203,18 +184,6 @@ mod tests {
             parse_duration("x").unwrap_err(),
             r#"cannot parse "x" to a valid duration"#
         );
-    }
-
-    #[test]
-    fn form_body_comes_before_the_url_query() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            CONTENT_TYPE,
-            "application/x-www-form-urlencoded".parse().unwrap(),
-        );
-        let p = Params::new(Some("query=b&match[]=x"), &h, b"query=a&match%5B%5D=y");
-        assert_eq!(p.get("query"), "a");
-        assert_eq!(p.all("match[]").collect::<Vec<_>>(), vec!["y", "x"]);
     }
 
     #[test]

@@ -1,14 +1,22 @@
-//! Request parameters as Loki reads them: URL query and form body merged, timestamps as
+//! Request parameters as Loki reads them: form body and URL query merged (`crate::form`), timestamps as
 //! RFC 3339 or integers (≤ 10 digits: seconds, else nanoseconds) or float seconds, steps as
 //! durations or float seconds. Owns parsing and its error texts.
 
-use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 use storage::logs::Direction;
 
+use crate::form::Form;
 use crate::logql::parse_go_duration;
 
-pub(crate) struct Params(Vec<(String, String)>);
+/// The request's form, read with this API's conventions.
+pub(crate) struct Params(Form);
+
+impl std::ops::Deref for Params {
+    type Target = Form;
+    fn deref(&self) -> &Form {
+        &self.0
+    }
+}
 
 pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -18,33 +26,7 @@ pub(crate) fn now_ns() -> i64 {
 
 impl Params {
     pub(crate) fn new(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Params {
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        if let Some(q) = query {
-            pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
-        }
-        let is_form = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if is_form {
-            pairs.extend(form_urlencoded::parse(body).into_owned());
-        }
-        Params(pairs)
-    }
-
-    pub(crate) fn get(&self, name: &str) -> &str {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    }
-
-    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
-        self.0
-            .iter()
-            .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        Params(Form::new(query, headers, body))
     }
 
     pub(crate) fn time_or(&self, name: &str, default: i64) -> Result<i64, String> {
