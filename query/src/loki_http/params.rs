@@ -1,6 +1,6 @@
-//! Request parameters as Loki reads them: form body and URL query merged (`crate::form`), timestamps as
-//! RFC 3339 or integers (≤ 10 digits: seconds, else nanoseconds) or float seconds, steps as
-//! durations or float seconds. Owns parsing and its error texts.
+//! Request parameters as Loki reads them: form body and URL query merged (`crate::form`),
+//! timestamps as RFC 3339 or integers (≤ 10 digits: seconds, else nanoseconds) or float
+//! seconds, steps as durations or float seconds. Owns parsing and its error texts.
 
 use axum::http::HeaderMap;
 use storage::logs::Direction;
