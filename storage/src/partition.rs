@@ -106,6 +106,26 @@ pub(crate) fn scan_chunks(
     Ok(it.status()?)
 }
 
+/// The newest in-order chunk (tiebreak 0) of series `id` with min t at most `maxt`, in one
+/// partition: one backwards seek. In-order chunks do not overlap, so that is the series'
+/// newest in-order chunk up to `maxt`.
+pub(crate) fn newest_in_order_chunk(
+    it: &mut DBRawIterator<'_>,
+    id: u64,
+    maxt: i64,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    it.seek_for_prev(chunk_key(id, maxt, u64::MAX));
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        match parse_chunk_key(k) {
+            Some((kid, _, 0)) if kid == id => return Ok(Some(v.to_vec())),
+            Some((kid, _, _)) if kid == id => it.prev(),
+            _ => break,
+        }
+    }
+    it.status()?;
+    Ok(None)
+}
+
 /// The partitions that exist (as column families), by start time.
 pub(crate) struct Partitions {
     starts: RwLock<BTreeSet<i64>>,

@@ -2,10 +2,8 @@
 //! (head → chunk partitions + WAL truncation in one WriteBatch) and the retention pass. See
 //! the facade's doc for the ordering guarantees these keep.
 
-use std::ops::ControlFlow;
-
 use rocksdb::WriteBatch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::{corrupt, now_ms, Inner};
 use crate::append::{SeriesCheck, Verdict};
@@ -18,48 +16,51 @@ use crate::partition::{self, chunk_key, partition_start, window_start, PARTITION
 use crate::{histstore, wal, Sample, StorageError};
 
 impl Inner {
-    /// Restores each series' last sample and, unless full, its open chunk from the newest
-    /// in-order chunk in its partitions.
+    /// Restores each series' last float sample and, unless full, its open chunk from its
+    /// newest in-order chunk. That chunk is usually in the partition of the series' max t, but
+    /// max t may be a native histogram's, so earlier partitions are searched too, newest first.
     pub(super) fn restore_head(&self) -> Result<(), StorageError> {
         let mut state = self.state.write();
-        let mut todo: Vec<(i64, u64, i64)> = state
+        let mut todo: Vec<(i64, u64)> = state
             .index
             .iter()
             .filter(|(_, s)| s.max_t != i64::MIN)
-            .map(|(id, s)| (partition_start(partition::clamp(s.max_t)), id, s.max_t))
+            .map(|(id, s)| (partition::clamp(s.max_t), id))
             .collect();
         todo.sort_unstable();
-        for group in todo.chunk_by(|a, b| a.0 == b.0) {
-            let start = group[0].0;
-            let Some(cf) = self.db.cf_handle(&partition::cf_name(start)) else {
-                warn!(
-                    partition = start,
-                    series = group.len(),
-                    "partition of series' newest samples is missing"
-                );
+        let mut partitions = self.partitions.all();
+        partitions.sort_unstable_by(|a, b| b.cmp(a));
+        let handles = partitions
+            .iter()
+            .map(|&start| db::cf(&self.db, &partition::cf_name(start)).map(|cf| (start, cf)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // One iterator per partition, reused across series in key order.
+        let mut iters: Vec<_> = handles
+            .iter()
+            .map(|(start, cf)| (*start, self.db.raw_iterator_cf(cf)))
+            .collect();
+        for (max_t, id) in todo {
+            let newest_first = iters
+                .iter_mut()
+                .filter(|(start, _)| *start <= partition_start(max_t));
+            let mut newest = None;
+            for (_, it) in newest_first {
+                newest = partition::newest_in_order_chunk(it, id, max_t)?;
+                if newest.is_some() {
+                    break;
+                }
+            }
+            let Some(value) = newest else {
+                // A series with native histograms only has no float chunk.
+                debug!(series = id, max_t, "no in-order float chunk for series");
                 continue;
             };
-            let mut it = self.db.raw_iterator_cf(&cf);
-            for &(_, id, max_t) in group {
-                let mut newest: Option<Vec<u8>> = None;
-                partition::scan_chunks(&mut it, id, max_t, max_t, |tiebreak, value| {
-                    if tiebreak == 0 {
-                        newest = Some(value.to_vec());
-                    }
-                    Ok(ControlFlow::Continue(()))
-                })?;
-                let Some(value) = newest else {
-                    warn!(series = id, max_t, "newest chunk of series not found");
-                    continue;
-                };
-                let chunk = StoredChunk::parse(&value).map_err(corrupt)?;
-                let samples: Vec<Sample> =
-                    chunk.iter().collect::<Result<_, _>>().map_err(corrupt)?;
-                let Some(last) = samples.last() else { continue };
-                let last = (last.t, last.v.to_bits());
-                let open = (chunk.count() < MAX_SAMPLES).then(|| XorChunk::from_samples(samples));
-                state.head.load(id, last, open);
-            }
+            let chunk = StoredChunk::parse(&value).map_err(corrupt)?;
+            let samples: Vec<Sample> = chunk.iter().collect::<Result<_, _>>().map_err(corrupt)?;
+            let Some(last) = samples.last() else { continue };
+            let last = (last.t, last.v.to_bits());
+            let open = (chunk.count() < MAX_SAMPLES).then(|| XorChunk::from_samples(samples));
+            state.head.load(id, last, open);
         }
         Ok(())
     }

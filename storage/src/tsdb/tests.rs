@@ -3,7 +3,7 @@
 use super::*;
 use crate::chunk::StoredChunk;
 use crate::db::{Db, CF_WAL};
-use crate::partition::{parse_chunk_key, partition_start, PARTITION_MS};
+use crate::partition::{parse_chunk_key, partition_start, window_start, PARTITION_MS};
 use crate::{MatchOp, RejectReason, METRIC_NAME, STALE_NAN_BITS};
 
 const MIN: i64 = 60_000;
@@ -765,4 +765,32 @@ fn retention_drops_old_histogram_samples() {
         .iterator_cf(&cf, rocksdb::IteratorMode::Start)
         .count();
     assert_eq!(left, 1, "only the young histogram sample is stored");
+}
+
+/// A series with floats in one day and native histograms in a later one: its time bounds end
+/// at a histogram, yet the float head must come back at open, so that a conflicting float for
+/// an existing timestamp is still refused instead of starting a chunk over the stored one.
+#[test]
+fn float_head_of_a_mixed_series_is_restored_across_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let l = labels("mixed", &[]);
+    let t0 = window_start(now - 2 * PARTITION_MS);
+    let floats: Vec<(i64, f64)> = (0..5).map(|i| (t0 + i * 15_000, i as f64)).collect();
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_ok(&db, &l, &floats);
+        append_histograms(&db, &l, &[now - MIN]);
+        db.close().unwrap();
+    }
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    let r = db
+        .append(&[batch(&l, &[(t0, 99.0)])], AppendMode::AllOrNothing)
+        .unwrap();
+    assert_eq!(r.samples_written, 0);
+    assert_eq!(r.rejected.len(), 1);
+    assert_eq!(r.rejected[0].reason, RejectReason::DuplicateTimestamp);
+    db.close().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(read(&db, &l, t0, now), bits(&floats));
 }
