@@ -75,36 +75,10 @@ pub(crate) fn parse_trace_id(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// Go-style durations as both APIs take them (`1.5s`, `100ms`, `250us`, `2m`, `1h`), in ns.
+/// Go-style durations as both APIs take them (`1.5s`, `100ms`, `250us`, `2m`, `1h`), in ns:
+/// LogQL's duration parser, which also takes `d` and `w`, limited to non-negative values.
 pub(crate) fn parse_go_duration(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += n * scale;
-    }
-    Some(total as u64)
+    crate::logql::parse_go_duration(s.trim()).and_then(|ns| u64::try_from(ns).ok())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NumberValue;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, DataPointFlags, ResourceMetrics,
+    AggregationTemporality, DataPointFlags, NumberDataPoint, ResourceMetrics,
 };
 use storage::traces::value_text;
 use storage::{Label, Labels, Metadata, Sample, SeriesBatch, METRIC_NAME, STALE_NAN_BITS};
@@ -186,6 +186,32 @@ fn cumulative(temporality: i32) -> bool {
     temporality == AggregationTemporality::Cumulative as i32
 }
 
+/// Gauge and sum points: one sample each, a stale marker where OTLP flags no recorded value.
+fn add_numbers(
+    b: &mut Builder,
+    identity: &[Label],
+    name: &str,
+    points: &[NumberDataPoint],
+    seen: &mut impl FnMut(i64),
+) {
+    for p in points {
+        let v = match p.value {
+            Some(NumberValue::AsDouble(d)) => d,
+            Some(NumberValue::AsInt(i)) => i as f64,
+            None => continue,
+        };
+        let t = ms(p.time_unix_nano);
+        seen(t);
+        b.add(
+            &point_labels(identity, &p.attributes),
+            name,
+            None,
+            t,
+            value_or_stale(p.flags, v),
+        );
+    }
+}
+
 fn add_points(
     b: &mut Builder,
     identity: &[Label],
@@ -195,24 +221,7 @@ fn add_points(
 ) {
     let mut seen = |t: i64| *newest = Some(newest.map_or(t, |n| n.max(t)));
     match data {
-        Data::Gauge(g) => {
-            for p in &g.data_points {
-                let v = match p.value {
-                    Some(NumberValue::AsDouble(d)) => d,
-                    Some(NumberValue::AsInt(i)) => i as f64,
-                    None => continue,
-                };
-                let t = ms(p.time_unix_nano);
-                seen(t);
-                b.add(
-                    &point_labels(identity, &p.attributes),
-                    name,
-                    None,
-                    t,
-                    value_or_stale(p.flags, v),
-                );
-            }
-        }
+        Data::Gauge(g) => add_numbers(b, identity, name, &g.data_points, &mut seen),
         Data::Sum(s) => {
             if !cumulative(s.aggregation_temporality) {
                 b.reject(
@@ -221,22 +230,7 @@ fn add_points(
                 );
                 return;
             }
-            for p in &s.data_points {
-                let v = match p.value {
-                    Some(NumberValue::AsDouble(d)) => d,
-                    Some(NumberValue::AsInt(i)) => i as f64,
-                    None => continue,
-                };
-                let t = ms(p.time_unix_nano);
-                seen(t);
-                b.add(
-                    &point_labels(identity, &p.attributes),
-                    name,
-                    None,
-                    t,
-                    value_or_stale(p.flags, v),
-                );
-            }
+            add_numbers(b, identity, name, &s.data_points, &mut seen);
         }
         Data::Histogram(h) => {
             if !cumulative(h.aggregation_temporality) {
