@@ -2,6 +2,7 @@
 //! Storage is reached only through `storage::Queryable`; the HTTP API lives elsewhere in this
 //! crate and only calls [`Engine`].
 
+pub mod alert;
 mod engine;
 mod float_histogram;
 mod form;
