@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine or a developer's: installs what the tests
-# need (C toolchain bits for RocksDB, the real Prometheus for interop), builds the binary the
-# end-to-end tests drive, then runs every test in the workspace with one build profile.
+# need (C toolchain bits for RocksDB, the real Prometheus and Alertmanager for interop, Chromium
+# and Node for the UI browser test), builds the binary the end-to-end tests drive, then runs
+# every test in the workspace with one build profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_debs=()
-for pkg in libclang-dev prometheus; do
+for pkg in libclang-dev prometheus prometheus-alertmanager chromium; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_debs+=("$pkg")
 done
+# Node runs the browser tests (tests/ui); any Node >= 18 with npm will do, Debian's included.
+command -v node >/dev/null && command -v npm >/dev/null || need_debs+=(nodejs npm)
 if ((${#need_debs[@]})); then
   echo "installing Debian packages: ${need_debs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -26,6 +29,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export NOVAMON_VENV="${NOVAMON_VENV:-$HOME/.cache/novamon-venv}"
 [ -x "$NOVAMON_VENV/bin/python" ] || python3 -m venv "$NOVAMON_VENV"
 "$NOVAMON_VENV/bin/pip" install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http fluent-logger
+
+# Playwright (playwright-core only: it drives the Debian chromium, downloads no browser), from
+# the lockfile.
+(cd tests/ui && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo build --locked -p novamon
 cargo test --locked --workspace --no-fail-fast "$@"

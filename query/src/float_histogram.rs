@@ -6,6 +6,9 @@
 
 use std::collections::BTreeMap;
 
+mod trim;
+pub(crate) use trim::TrimSide;
+
 /// The schema of native histograms with custom bucket bounds (NHCB).
 pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
 

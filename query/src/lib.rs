@@ -3,6 +3,7 @@
 //! crate and only calls [`Engine`].
 
 pub mod alert;
+pub mod alertmanager;
 mod engine;
 mod float_histogram;
 mod form;
@@ -12,6 +13,7 @@ pub mod jaeger;
 pub mod logql;
 pub mod loki_http;
 pub mod promqltest;
+pub mod rules;
 pub mod tempo;
 mod trace_http;
 mod trace_search;

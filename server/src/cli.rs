@@ -70,4 +70,30 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Validate files, as promtool check does.
+    #[command(subcommand)]
+    Check(Check),
+    /// Run unit tests, as promtool test does.
+    #[command(subcommand)]
+    Test(Test),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Check {
+    /// Check Prometheus rule files: prints every error with file, line, group and rule;
+    /// exits 1 when any file is invalid.
+    Rules {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Test {
+    /// Run rule unit tests in promtool's format; prints failures and ends with
+    /// "N passed, M failed"; exits 1 when any test failed.
+    Rules {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }

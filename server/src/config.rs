@@ -4,8 +4,8 @@
 //! knows nothing about how the settings are used.
 //!
 //! Unknown keys are errors everywhere we model a section. The Prometheus sections novamon does
-//! not act on yet (`scrape_configs`, `remote_write`, `alerting`, `rule_files`) are accepted as
-//! written so an existing prometheus.yml loads, and reported once at start-up as ignored.
+//! not act on yet (`scrape_configs`, `remote_write`) are accepted as written so an existing
+//! prometheus.yml loads, and reported once at start-up as ignored.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,12 +19,16 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.yml");
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file this was loaded from (None for the embedded default): what a reload re-reads
+    /// and what relative `rule_files` are resolved against.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     #[serde(default)]
     pub global: Global,
     #[serde(default)]
     pub rule_files: Vec<String>,
     #[serde(default)]
-    pub alerting: Option<serde_yaml::Value>,
+    pub alerting: Option<query::alertmanager::AlertingConfig>,
     #[serde(default)]
     pub remote_write: Vec<serde_yaml::Value>,
     #[serde(default)]
@@ -41,6 +45,8 @@ pub struct Config {
     pub traces: Traces,
     #[serde(default)]
     pub logs: Logs,
+    #[serde(default)]
+    pub alertmanager: Alertmanager,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -51,6 +57,9 @@ pub struct Global {
     pub evaluation_interval: PromDuration,
     pub external_labels: std::collections::BTreeMap<String, String>,
     pub query_log_file: Option<String>,
+    /// How far back rule groups without their own `query_offset` evaluate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_query_offset: Option<PromDuration>,
 }
 
 impl Default for Global {
@@ -61,6 +70,7 @@ impl Default for Global {
             evaluation_interval: PromDuration(Duration::from_secs(60)),
             external_labels: Default::default(),
             query_log_file: None,
+            rule_query_offset: None,
         }
     }
 }
@@ -208,9 +218,28 @@ pub struct Forward {
     pub listen: SocketAddr,
     /// When set, clients must pass the HELO/PING/PONG handshake with this key.
     pub shared_key: Option<String>,
+    /// When non-empty, the handshake also requires one of these users (needs `shared_key`).
+    pub users: Vec<ForwardUser>,
+    /// When set, the listener speaks TLS with this certificate.
+    pub tls: Option<ForwardTls>,
     pub self_hostname: String,
     /// Largest frame accepted; a larger one closes the connection.
     pub max_frame_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardUser {
+    pub username: String,
+    pub password: String,
+}
+
+/// PEM files: the certificate chain (leaf first) and its private key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl Default for Forward {
@@ -219,8 +248,35 @@ impl Default for Forward {
         Forward {
             listen: SocketAddr::from(([0, 0, 0, 0], 24224)),
             shared_key: d.shared_key,
+            users: Vec::new(),
+            tls: None,
             self_hostname: d.self_hostname,
             max_frame_bytes: d.max_frame_bytes as u64,
+        }
+    }
+}
+
+/// The built-in Alertmanager: on by default with a route to no receiver, so alerts are
+/// accepted and listed but sent nowhere until a config names receivers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alertmanager {
+    pub enabled: bool,
+    /// An alertmanager.yml to load (relative paths from the working directory).
+    pub config_file: Option<PathBuf>,
+    /// The same, inline; exclusive with `config_file`.
+    pub config: Option<serde_yaml::Value>,
+    /// The URL notifications link back to (Alertmanager's --web.external-url).
+    pub external_url: String,
+}
+
+impl Default for Alertmanager {
+    fn default() -> Self {
+        Alertmanager {
+            enabled: true,
+            config_file: None,
+            config: None,
+            external_url: String::new(),
         }
     }
 }
@@ -279,7 +335,9 @@ impl Config {
                     path: p.to_owned(),
                     source,
                 })?;
-                Config::parse(&text, &p.display().to_string())
+                let mut config = Config::parse(&text, &p.display().to_string())?;
+                config.source = Some(p.to_owned());
+                Ok(config)
             }
         }
     }
@@ -307,12 +365,6 @@ impl Config {
         if !self.remote_write.is_empty() {
             out.push("remote_write");
         }
-        if self.alerting.is_some() {
-            out.push("alerting");
-        }
-        if !self.rule_files.is_empty() {
-            out.push("rule_files");
-        }
         out
     }
 
@@ -324,13 +376,36 @@ impl Config {
         }
     }
 
-    pub fn forward_options(&self) -> ingest::logs::forward::ForwardOptions {
-        ingest::logs::forward::ForwardOptions {
-            shared_key: self.logs.forward.shared_key.clone(),
+    /// Also loads the TLS certificate and key, so a bad file stops start-up.
+    pub fn forward_options(&self) -> anyhow::Result<ingest::logs::forward::ForwardOptions> {
+        use ingest::logs::forward as fwd;
+        let f = &self.logs.forward;
+        anyhow::ensure!(
+            f.users.is_empty() || f.shared_key.is_some(),
+            "logs.forward.users needs logs.forward.shared_key: user authentication is part of the shared-key handshake"
+        );
+        let tls = match &f.tls {
+            Some(t) => Some(
+                fwd::ForwardTls::load(&t.cert_file, &t.key_file)
+                    .map_err(|e| anyhow::anyhow!("logs.forward.tls: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(fwd::ForwardOptions {
+            shared_key: f.shared_key.clone(),
+            users: f
+                .users
+                .iter()
+                .map(|u| fwd::ForwardUser {
+                    username: u.username.clone(),
+                    password: u.password.clone(),
+                })
+                .collect(),
+            tls,
             self_hostname: self.logs.forward.self_hostname.clone(),
             max_frame_bytes: self.logs.forward.max_frame_bytes as usize,
             ..Default::default()
-        }
+        })
     }
 
     pub fn tsdb_options(&self) -> storage::TsdbOptions {
@@ -378,6 +453,7 @@ global:
   scrape_interval: 15s
   evaluation_interval: 30s
   external_labels: {cluster: edge-1}
+  rule_query_offset: 30s
 rule_files: ["rules/*.yml"]
 scrape_configs:
   - job_name: node
@@ -389,9 +465,29 @@ remote_write:
         assert_eq!(c.global.scrape_interval.0, Duration::from_secs(15));
         assert_eq!(c.global.external_labels["cluster"], "edge-1");
         assert_eq!(
-            c.ignored_sections(),
-            vec!["scrape_configs", "remote_write", "rule_files"]
+            c.global.rule_query_offset.map(|d| d.0),
+            Some(Duration::from_secs(30))
         );
+        assert_eq!(
+            c.ignored_sections(),
+            vec!["scrape_configs", "remote_write"]
+        );
+    }
+
+    #[test]
+    fn alerting_and_alertmanager_sections_load_and_are_acted_on() {
+        let c = Config::load(None).unwrap();
+        assert!(c.alertmanager.enabled && c.alertmanager.config_file.is_none());
+        let yml = "alerting:\n  alertmanagers:\n    - static_configs: [{targets: ['am:9093']}]\n      timeout: 5s\nalertmanager:\n  enabled: false\n  config: {route: {receiver: a}, receivers: [{name: a}]}\n";
+        let c = Config::parse(yml, "t").unwrap();
+        assert!(c.ignored_sections().is_empty(), "{:?}", c.ignored_sections());
+        assert!(!c.alertmanager.enabled);
+        let back = serde_yaml::to_string(&c).unwrap();
+        assert!(back.contains("timeout: 5s"), "{back}");
+        let err = Config::parse("alerting:\n  alertmanagers: [{timeout: soon}]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("alerting.alertmanagers[0].timeout"), "{err}");
     }
 
     #[test]
@@ -405,8 +501,39 @@ remote_write:
         assert_eq!(c.logs.forward.shared_key, None);
         let c = Config::parse("logs:\n  retention: 3d\n  label_keys: [app]\n  forward:\n    listen: 127.0.0.1:1\n    shared_key: s\n", "t").unwrap();
         assert_eq!(c.log_options().retention, Duration::from_secs(3 * 86400));
-        assert_eq!(c.forward_options().shared_key.as_deref(), Some("s"));
+        assert_eq!(
+            c.forward_options().unwrap().shared_key.as_deref(),
+            Some("s")
+        );
         assert_eq!(c.logs.label_keys, ["app"]);
+    }
+
+    #[test]
+    fn forward_users_need_a_shared_key_and_tls_files_must_load() {
+        let c = Config::parse(
+            "logs:\n  forward:\n    users: [{username: u, password: p}]\n",
+            "t",
+        )
+        .unwrap();
+        let err = c.forward_options().unwrap_err().to_string();
+        assert!(err.contains("logs.forward.users needs logs.forward.shared_key"), "{err}");
+        let c = Config::parse(
+            "logs:\n  forward:\n    shared_key: k\n    users: [{username: u, password: p}]\n",
+            "t",
+        )
+        .unwrap();
+        let users = c.forward_options().unwrap().users;
+        assert_eq!((users[0].username.as_str(), users[0].password.as_str()), ("u", "p"));
+        let c = Config::parse(
+            "logs:\n  forward:\n    tls: {cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}\n",
+            "t",
+        )
+        .unwrap();
+        let err = c.forward_options().unwrap_err().to_string();
+        assert!(
+            err.starts_with("logs.forward.tls: reading /nonexistent/c.pem"),
+            "{err}"
+        );
     }
 
     #[test]

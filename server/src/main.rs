@@ -2,27 +2,43 @@
 //! `serve` or a subcommand. Errors end here: exit code 2 for bad usage or configuration, 1 for
 //! failures at run time.
 
+mod alertmanager;
 mod cli;
 mod config;
+mod rules;
 mod self_metrics;
 mod serve;
+mod ui_status;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Check, Cli, Command, Test};
 use crate::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::PromqlTest { ref files }) => promql_test(files),
+        Some(Command::Check(Check::Rules { ref files })) => {
+            rules_outcome(query::rules::check_files(files, &mut std::io::stdout().lock()))
+        }
+        Some(Command::Test(Test::Rules { ref files })) => rules_outcome(
+            query::rules::test_files(files, &mut std::io::stdout().lock())
+                .map(|s| s.failed == 0),
+        ),
         Some(Command::CheckConfig { ref file }) => match Config::load(Some(file)) {
-            Ok(_) => {
-                println!("{}: valid", file.display());
-                ExitCode::SUCCESS
-            }
+            Ok(c) => match alertmanager::check(&c) {
+                Ok(()) => {
+                    println!("{}: valid", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("novamon: {e:#}");
+                    ExitCode::from(2)
+                }
+            },
             Err(e) => config_error(&e),
         },
         None => {
@@ -86,6 +102,18 @@ fn promql_test(files: &[std::path::PathBuf]) -> ExitCode {
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("novamon promql-test: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// promtool's exit codes: 0 all good, 1 a check or test failed.
+fn rules_outcome(r: std::io::Result<bool>) -> ExitCode {
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("novamon: {e}");
             ExitCode::from(2)
         }
     }

@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config::Config;
 use crate::self_metrics::{self, Exposition, HttpMetrics, ScrapeTimeMetrics};
+use crate::ui_status::UiStatus;
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
@@ -82,7 +83,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
         &mut registry,
     );
-    let api_state = query::http::ApiState::new(engine, tsdb.clone(), server_info(&config)?);
+    let alerting = crate::alertmanager::start(&config, &mut registry)?;
+    let rules = crate::rules::start(
+        &config,
+        tsdb.clone(),
+        engine.clone(),
+        query::logql::LogEngine::new(logs.clone(), config.logs.max_query_lines),
+        alerting.sink.clone(),
+    )
+    .await?;
+    let api_state = query::http::ApiState::new(engine, tsdb.clone(), server_info(&config)?)
+        .with_rules(rules.manager.clone());
     let scrape_time = ScrapeTimeMetrics::register(&mut registry, tsdb.clone());
     let exposition = Arc::new(Exposition {
         registry,
@@ -92,7 +103,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Router::new()
         .merge(ingest::routes(ingest_state))
         .merge(query::http::routes(api_state))
-        .merge(ui::routes())
+        .merge(rules.routes())
+        .merge(alerting.routes)
+        .merge(ui::routes(Arc::new(UiStatus {
+            data_dir: data_dir.clone(),
+            tsdb: tsdb.clone(),
+            logs: logs.clone(),
+            traces: traces.clone(),
+        })))
         .merge(ingest::logs::routes(log_sink.clone()))
         .merge(query::loki_http::routes(loki_state))
         .merge(ingest::otlp::http_routes(otlp_state.clone()))
@@ -117,6 +135,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listeners.http))?;
     tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
     let otlp = start_otlp(&config, otlp_state, traces.clone()).await?;
+    let forward_opts = config.forward_options()?;
     let forward_addr = config.logs.forward.listen;
     let forward = tokio::net::TcpListener::bind(forward_addr)
         .await
@@ -125,7 +144,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let forward = tokio::spawn(ingest::logs::forward::serve(
         forward,
         log_sink,
-        config.forward_options(),
+        forward_opts,
     ));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -133,6 +152,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("HTTP server")?;
     otlp.stop().await;
     forward.abort();
+    rules.manager.stop().await;
 
     tracing::info!("stopped accepting; flushing storage");
     tokio::task::spawn_blocking(move || tsdb.flush())

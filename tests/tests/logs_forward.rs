@@ -314,3 +314,106 @@ fn sha512_hex(parts: &[&[u8]]) -> String {
         .expect("python");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// fluent-logger (the Fluentd project's Python client) over TLS with the shared-key handshake
+/// and user/password authentication; the library offers neither, so the socket it sends on is
+/// opened by Python's ssl and the handshake is run as Fluentd's out_forward does.
+#[test]
+fn python_fluent_logger_over_tls_with_user_auth() {
+    let tls =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ingest/testdata/forward_tls");
+    let file = |name: &str| tls.join(name).to_str().expect("utf-8").to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("novamon.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "logs:\n  forward:\n    shared_key: s3cret\n    users:\n      - {{username: ann, password: pw1}}\n    tls: {{cert_file: {}, key_file: {}}}\n",
+            file("cert.pem"),
+            file("key.pem")
+        ),
+    )
+    .expect("config");
+    let n = Novamon::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("utf-8")],
+    );
+    let (host, port) = n.forward_addr.split_once(':').expect("addr");
+    let script = format!(
+        r#"
+import hashlib, socket, ssl, msgpack
+from fluent import sender
+
+class TlsAuthSender(sender.FluentSender):
+    def __init__(self, tag, user, password, **kw):
+        super().__init__(tag, **kw)
+        self.user, self.password = user, password
+
+    def _reconnect(self):
+        if self.socket:
+            return
+        ctx = ssl.create_default_context(cafile={ca:?})
+        sock = ctx.wrap_socket(socket.create_connection((self.host, self.port), timeout=self.timeout), server_hostname='localhost')
+        unpacker = msgpack.Unpacker(raw=False)
+        def read():
+            while True:
+                for v in unpacker:
+                    return v
+                data = sock.recv(4096)
+                if not data:
+                    raise OSError('closed during the handshake')
+                unpacker.feed(data)
+        helo = read()
+        assert helo[0] == 'HELO', helo
+        nonce, auth = helo[1]['nonce'], helo[1]['auth']
+        h = lambda *p: hashlib.sha512(b''.join(p)).hexdigest()
+        salt, me = b'pysalt', b'pyclient'
+        sock.sendall(msgpack.packb(['PING', me, salt, h(salt, me, nonce, b's3cret'),
+                                    self.user, h(auth, self.user.encode(), self.password.encode())]))
+        pong = read()
+        if not pong[1]:
+            sock.close()
+            raise OSError('refused: ' + pong[2])
+        assert pong[4] == h(salt, pong[3].encode(), nonce, b's3cret'), pong
+        self.socket = sock
+
+    def _check_recv_side(self):
+        try:
+            super()._check_recv_side()
+        except ssl.SSLWantReadError:
+            pass
+
+good = TlsAuthSender('tls', 'ann', 'pw1', host='{host}', port={port}, nanosecond_precision=True)
+for i in range(3):
+    assert good.emit('app', {{'log': 'secure line %d' % i}}), good.last_error
+good.close()
+bad = TlsAuthSender('tls', 'ann', 'wrong', host='{host}', port={port})
+assert not bad.emit('app', {{'log': 'must not arrive'}})
+print('bad:', bad.last_error)
+"#,
+        ca = file("ca.pem")
+    );
+    let out = Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("bad: refused: username/password mismatch"),
+        "{stdout}"
+    );
+    let got = wait_lines(&n, r#"{tag="tls.app"}"#, 3);
+    let mut texts: Vec<&str> = got.iter().map(|(_, l)| l.as_str()).collect();
+    texts.sort_unstable();
+    assert_eq!(texts, ["secure line 0", "secure line 1", "secure line 2"]);
+    wait_until(Duration::from_secs(10), || {
+        n.process.log().contains("username/password mismatch")
+    })
+    .unwrap_or_else(|| panic!("no log line about the refused user:\n{}", n.process.log()));
+}

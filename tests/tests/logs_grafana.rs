@@ -221,6 +221,41 @@ fn dashboard_panel_instant_queries_and_errors() {
         text.contains("log queries are not supported as an instant query type"),
         "{text}"
     );
+    // Half the lines are logfmt: `| json` tags them, and a metric query over them fails
+    // with Loki's pipeline error unless they are filtered out.
+    let at = (base + 120 * S).to_string();
+    let (status, text) = get_text(
+        &n,
+        &format!(
+            "/loki/api/v1/query?query={}&time={at}",
+            enc(r#"sum(count_over_time({app="shop"} | json [5m]))"#)
+        ),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        text.starts_with(
+            "pipeline error: 'JSONParserErr' for series: '{__error__=\"JSONParserErr\""
+        ) && text.contains("Use a label filter to intentionally skip this error."),
+        "{text}"
+    );
+    let (status, body) = n.get_json(&format!(
+        "/loki/api/v1/query?query={}&time={at}",
+        enc(r#"sum(count_over_time({app="shop"} | json | __error__="" [5m]))"#)
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["result"][0]["value"][1], "30");
+    // line_format with Loki's template functions, through the API.
+    let (status, body) = n.get_json(&format!(
+        "/loki/api/v1/query_range?query={}&start={}&limit=1&direction=forward",
+        enc(r#"{app="shop"} | json | __error__="" | line_format `{{ .msg | ToUpper | replace " " "_" }} {{ .duration | trimSuffix "ms" | printf "%3s" }} {{ __timestamp__ | unixEpoch }}`"#),
+        base - S
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["result"][0]["values"][0][1],
+        format!("REQUEST_0   0 {}", base / S).as_str(),
+        "{body}"
+    );
 }
 
 fn get_text(n: &Novamon, path: &str) -> (u16, String) {
@@ -312,4 +347,19 @@ fn tail_streams_existing_then_new_lines_over_a_websocket() {
     assert_eq!(status, 204);
     let next = read_ws_text(&mut s);
     assert!(next.contains("tailed line"), "{next}");
+    // A line stamped before the one just tailed (a slower shipper) arrives after it: it is
+    // still tailed, once, and the earlier line is not sent again.
+    let body = serde_json::json!({"streams": [{"stream": {"app": "shop", "level": "warn"}, "values": [[(now_ns() - 5 * S).to_string(), "late line"]]}]});
+    let (status, _, _) = n.post_raw(
+        "/loki/api/v1/push",
+        "application/json",
+        &[],
+        serde_json::to_vec(&body).expect("json"),
+    );
+    assert_eq!(status, 204);
+    let late = read_ws_text(&mut s);
+    assert!(
+        late.contains("late line") && !late.contains("tailed line"),
+        "{late}"
+    );
 }

@@ -5,8 +5,20 @@ use e2e::series::{v1_request, v1_series, V1};
 use e2e::{an_hour_ago_ms, enc, Novamon};
 
 fn server_with_data() -> (tempfile::TempDir, Novamon, i64) {
+    server_with_data_and_config("")
+}
+
+/// A server with three `api_total` series over the last hour; `config`, when not empty, is
+/// its configuration file's content.
+fn server_with_data_and_config(config: &str) -> (tempfile::TempDir, Novamon, i64) {
     let dir = tempfile::tempdir().unwrap();
-    let n = Novamon::start(&dir.path().join("data"), &[]);
+    let cfg = dir.path().join("novamon.yml");
+    let mut args = Vec::new();
+    if !config.is_empty() {
+        std::fs::write(&cfg, config).unwrap();
+        args = vec!["--config", cfg.to_str().unwrap()];
+    }
+    let n = Novamon::start(&dir.path().join("data"), &args);
     let t0 = an_hour_ago_ms();
     let series = (0..3)
         .map(|i| {
@@ -150,6 +162,71 @@ fn errors_have_prometheus_shapes_and_codes() {
         "execution",
         "vector cannot contain metrics with the same labelset",
     );
+}
+
+/// The `timeout` parameter bounds one query; the server's `query.timeout` still caps it.
+#[test]
+fn query_timeout_parameter_is_honoured_and_capped_by_the_server() {
+    let (_d, n, t0) = server_with_data();
+    let t = (t0 + 600_000) / 1000;
+    let q = enc("sum by (job) (rate(api_total[5m]))");
+    let instant = format!("/api/v1/query?query={q}&time={t}");
+    let range = format!(
+        "/api/v1/query_range?query={q}&start={}&end={t}&step=15",
+        t0 / 1000
+    );
+    for base in [&instant, &range] {
+        let (s, b) = n.get_json(&format!("{base}&timeout=30s"));
+        assert_eq!(s, 200, "{b}");
+        // Already expired (a negative timeout is accepted, as in Prometheus).
+        for expired in ["0", "-1"] {
+            let (s, b) = n.get_json(&format!("{base}&timeout={expired}"));
+            assert_error(
+                s,
+                &b,
+                503,
+                "timeout",
+                "query timed out in expression evaluation",
+            );
+        }
+        let (s, b) = n.get_json(&format!("{base}&timeout=soon"));
+        assert_error(
+            s,
+            &b,
+            400,
+            "bad_data",
+            "invalid parameter \"timeout\": cannot parse \"soon\" to a valid duration",
+        );
+    }
+    let (s, b) = post_form(
+        &n,
+        "/api/v1/query",
+        &format!("query={q}&time={t}&timeout=0"),
+    );
+    assert_error(s, &b, 503, "timeout", "query timed out");
+
+    // A server allowing 1ms: a generous request timeout does not extend it for a query that
+    // needs far longer (31 medians of 180,000 points each), while the default server answers it.
+    let slow = enc("max_over_time(quantile_over_time(0.5, vector(1)[30m:10ms])[30s:1s])");
+    let slow_instant = format!("/api/v1/query?query={slow}&time={t}");
+    let (s, b) = n.get_json(&format!("{slow_instant}&timeout=1h"));
+    assert_eq!(s, 200, "{b}");
+    let (_d2, strict, t0) = server_with_data_and_config("query:\n  timeout: 1ms\n");
+    let t = (t0 + 600_000) / 1000;
+    let slow_instant = format!("/api/v1/query?query={slow}&time={t}");
+    let slow_range = format!("/api/v1/query_range?query={slow}&start={t}&end={t}&step=15");
+    for base in [&slow_instant, &slow_range] {
+        for timeout in ["&timeout=1h", ""] {
+            let (s, b) = strict.get_json(&format!("{base}{timeout}"));
+            assert_error(
+                s,
+                &b,
+                503,
+                "timeout",
+                "query timed out in expression evaluation",
+            );
+        }
+    }
 }
 
 #[test]

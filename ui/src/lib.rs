@@ -1,23 +1,26 @@
 //! The embedded web UI, compiled into the binary so an edge box needs no files at run time.
-//! Owns the pages under `/`; it reads data only through the public HTTP APIs, like Grafana.
+//! Owns the pages under `/` and `/ui/`, and `/graph` (Prometheus's links into its own UI). It
+//! reads data through the public HTTP APIs, like Grafana, except for the few figures no API
+//! exposes (store sizes and counts), which the server hands in through [`StatusSource`] and
+//! [`routes`] serves at `/ui/api/status`.
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::response::IntoResponse;
+mod assets;
+mod links;
+mod status;
+
+use std::sync::Arc;
+
 use axum::routing::get;
 use axum::Router;
 
-const INDEX_HTML: &str = include_str!("../assets/index.html");
+pub use status::{Count, StatusSource, Store};
 
-pub fn routes() -> Router {
-    Router::new().route("/", get(index))
-}
-
-async fn index() -> impl IntoResponse {
-    (
-        [
-            (CONTENT_TYPE, "text/html; charset=utf-8"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        INDEX_HTML,
-    )
+/// The UI's pages, assets and status endpoint. Compresses the assets once, here.
+pub fn routes(status: Arc<dyn StatusSource>) -> Router {
+    let assets = Arc::new(assets::Assets::load());
+    Router::new()
+        .route("/", get(assets::index).with_state(assets.clone()))
+        .route("/ui/{file}", get(assets::file).with_state(assets))
+        .route("/ui/api/status", get(status::serve).with_state(status))
+        .route("/graph", get(links::graph))
 }

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
 use storage::{Labels, Sample};
 
-use crate::float_histogram::{CounterResetHint, FloatHistogram};
+use crate::float_histogram::{CounterResetHint, FloatHistogram, TrimSide};
 use crate::value::HistogramPoint;
 
 use super::eval::Evaluator;
 use super::labels::{drop_name, go_string, keep, match_labels, set, signature, without};
+use super::parse::{T_TRIM_LOWER, T_TRIM_UPPER};
 use super::types::{by_step, Ctx, El, OutBuilder, Series, Val};
 use crate::value::QueryError;
 
@@ -32,9 +33,19 @@ enum Op {
     And,
     Or,
     Unless,
+    TrimUpper,
+    TrimLower,
 }
 
 impl Op {
+    fn of(b: &BinaryExpr) -> Option<Op> {
+        match b.op.id() {
+            T_TRIM_UPPER => Some(Op::TrimUpper),
+            T_TRIM_LOWER => Some(Op::TrimLower),
+            _ => Op::parse(&b.op.to_string()),
+        }
+    }
+
     fn parse(s: &str) -> Option<Op> {
         Some(match s {
             "+" => Op::Add,
@@ -75,6 +86,8 @@ impl Op {
             Op::And => "and",
             Op::Or => "or",
             Op::Unless => "unless",
+            Op::TrimUpper => "</",
+            Op::TrimLower => ">/",
         }
     }
 
@@ -107,7 +120,8 @@ fn elem(op: Op, l: f64, r: f64) -> (f64, bool) {
         Op::Lt => (l, l < r),
         Op::Ge => (l, l >= r),
         Op::Le => (l, l <= r),
-        Op::And | Op::Or | Op::Unless => (f64::NAN, false),
+        // Trimming needs buckets: float samples have none and are dropped.
+        Op::And | Op::Or | Op::Unless | Op::TrimUpper | Op::TrimLower => (f64::NAN, false),
     }
 }
 
@@ -166,6 +180,8 @@ fn elem_any(
             _ => return incompatible(notes, "float", "histogram"),
         },
         (Some(h), None) => match op {
+            Op::TrimUpper => (0.0, Some(h.trim(r, TrimSide::KeepBelow)), true),
+            Op::TrimLower => (0.0, Some(h.trim(r, TrimSide::KeepAbove)), true),
             Op::Mul | Op::Div => {
                 let mut h = h.clone();
                 if op == Op::Mul {
@@ -257,7 +273,7 @@ pub(crate) fn eval_binary(
     b: &BinaryExpr,
     ctx: &Ctx,
 ) -> Result<Val, QueryError> {
-    let op = Op::parse(&b.op.to_string())
+    let op = Op::of(b)
         .ok_or_else(|| QueryError::Execution(format!("unsupported binary operator {}", b.op)))?;
     let modifier = b.modifier.clone().unwrap_or_default();
     let lhs = ev.eval(&b.lhs, ctx)?;
@@ -595,7 +611,13 @@ fn emit(
     } else if !keep {
         return Ok(());
     }
-    let mut metric = result_metric(base, other, op, on, names, one_to_one, &[]);
+    // A "one" side series without any "many" partner stands for its whole match group, so
+    // it keeps only the labels that define that group (plus group_x's included ones).
+    let mut metric = if base_is_many {
+        result_metric(base, other, op, on, names, one_to_one, &[])
+    } else {
+        match_labels(base, on, names)
+    };
     if !base_is_many {
         for ln in include {
             metric = set(&metric, ln, base.get(ln).unwrap_or(""));

@@ -192,6 +192,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ctx: &Ctx) -> Result<Val, 
                 date_part(name, v)
             })))
         }
+        "info" => super::info::eval_info(ev, &args, ctx),
         _ => {
             if let Some(f) = math_fn(name) {
                 let series = ev.eval_vector(args[0], ctx)?;

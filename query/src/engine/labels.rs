@@ -21,13 +21,18 @@ pub(crate) fn without(l: &Labels, names: &[String]) -> Labels {
     )
 }
 
+/// Labels that describe the metric rather than the series: Prometheus 3's type-and-unit
+/// labels go wherever the metric name goes, since a result that is no longer the metric
+/// no longer has its type or unit either.
+const METRIC_IDENTITY: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
+
 pub(crate) fn drop_name(l: &Labels) -> Labels {
-    if l.get(METRIC_NAME).is_none() {
+    if !l.iter().any(|x| METRIC_IDENTITY.contains(&x.name.as_str())) {
         return l.clone();
     }
     Labels::new(
         l.iter()
-            .filter(|x| x.name != METRIC_NAME)
+            .filter(|x| !METRIC_IDENTITY.contains(&x.name.as_str()))
             .cloned()
             .collect(),
     )

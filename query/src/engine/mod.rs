@@ -5,11 +5,14 @@
 
 mod aggregate;
 mod binary;
+mod duration_expr;
 mod eval;
 mod functions;
 mod hash;
 mod histogram;
+mod info;
 mod labels;
+mod parse;
 mod position;
 mod range_functions;
 mod types;
@@ -23,6 +26,7 @@ use storage::Queryable;
 
 use crate::value::{InstantSample, QueryError, QueryResult, RangeSeries, Value};
 use eval::Evaluator;
+use parse::parse;
 pub(crate) use types::kahan_inc as kahan_sum_inc;
 use types::{Ctx, Val};
 
@@ -58,8 +62,19 @@ impl Engine {
     }
 
     pub fn instant_query(&self, query: &str, t_ms: i64) -> Result<QueryResult, QueryError> {
-        let expr = parse(query)?;
-        let mut ev = self.evaluator(query, (t_ms, t_ms, 0));
+        self.instant_query_with_timeout(query, t_ms, self.opts.timeout)
+    }
+
+    /// An instant query with the caller's timeout (the API's `timeout` parameter); the
+    /// engine's own timeout still caps it, as Prometheus's does.
+    pub fn instant_query_with_timeout(
+        &self,
+        query: &str,
+        t_ms: i64,
+        timeout: Duration,
+    ) -> Result<QueryResult, QueryError> {
+        let expr = parse(query, 0, 0)?;
+        let mut ev = self.evaluator(query, (t_ms, t_ms, 0), timeout);
         let ctx = Ctx {
             start: t_ms,
             end: t_ms,
@@ -115,6 +130,17 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryResult, QueryError> {
+        self.range_query_with_timeout(query, (start_ms, end_ms, step_ms), self.opts.timeout)
+    }
+
+    /// A range query over `(start, end, step)` in ms with the caller's timeout, capped by the
+    /// engine's own.
+    pub fn range_query_with_timeout(
+        &self,
+        query: &str,
+        (start_ms, end_ms, step_ms): (i64, i64, i64),
+        timeout: Duration,
+    ) -> Result<QueryResult, QueryError> {
         if step_ms <= 0 {
             return Err(QueryError::Execution(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -125,7 +151,7 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        let expr = parse(query)?;
+        let expr = parse(query, step_ms, end_ms - start_ms)?;
         let vt = eval::value_type(&expr);
         if vt != "scalar" && vt != "vector" {
             return Err(QueryError::Execution(format!(
@@ -133,7 +159,7 @@ impl Engine {
                 if vt == "matrix" { "range vector" } else { vt }
             )));
         }
-        let mut ev = self.evaluator(query, (start_ms, end_ms, step_ms));
+        let mut ev = self.evaluator(query, (start_ms, end_ms, step_ms), timeout);
         let ctx = Ctx {
             start: start_ms,
             end: end_ms,
@@ -165,21 +191,19 @@ impl Engine {
         Ok(ev.finish(Value::Matrix(series)))
     }
 
-    fn evaluator<'q>(&'q self, query: &'q str, bounds: (i64, i64, i64)) -> Evaluator<'q> {
-        Evaluator::new(
-            self.storage.as_ref(),
-            &self.opts,
-            Instant::now() + self.opts.timeout,
-            query,
-            bounds,
-        )
+    fn evaluator<'q>(
+        &'q self,
+        query: &'q str,
+        bounds: (i64, i64, i64),
+        timeout: Duration,
+    ) -> Evaluator<'q> {
+        let now = Instant::now();
+        // A deadline too far to represent is no deadline at all.
+        let deadline = now
+            .checked_add(timeout.min(self.opts.timeout))
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
+        Evaluator::new(self.storage.as_ref(), &self.opts, deadline, query, bounds)
     }
-}
-
-/// Parses with promql-parser and maps its errors to Prometheus's wording where they differ.
-fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
-    promql_parser::parser::parse(query)
-        .map_err(|e| QueryError::Parse(format!("1:1: parse error: {e}")))
 }
 
 #[cfg(test)]

@@ -53,11 +53,12 @@ pub(crate) fn eval(
     let mut warned_quantile = false;
     let mut total = 0usize;
     for s in &ri.series {
-        ev.check_deadline()?;
         let metric = s.labels.get(METRIC_NAME).unwrap_or("").to_string();
         let mut points = Vec::new();
         let mut hpoints = Vec::new();
         for (i, ts) in (0..ctx.steps()).map(|i| (i, ctx.ts(i))) {
+            // Per step: one series' windows can be long enough to outlast the timeout.
+            ev.check_deadline()?;
             let w = ri.window(&s.points, ts);
             let hw = ri.hwindow(&s.hpoints, ts);
             if w.is_empty() && hw.is_empty() {

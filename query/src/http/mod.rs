@@ -21,6 +21,8 @@ use storage::Tsdb;
 
 use self::params::{Params, MAX_TIME, MIN_TIME};
 use self::response::{json_response, success, ApiError, ApiResult};
+use crate::rules::api::{self as rules_api, RulesFilter};
+use crate::rules::RuleManager;
 use crate::Engine;
 
 /// Facts about the running server that the status endpoints report.
@@ -38,6 +40,7 @@ pub struct ApiState {
     engine: Arc<Engine>,
     tsdb: Arc<Tsdb>,
     info: Arc<ServerInfo>,
+    rules: Option<Arc<RuleManager>>,
 }
 
 impl ApiState {
@@ -46,7 +49,14 @@ impl ApiState {
             engine,
             tsdb,
             info: Arc::new(info),
+            rules: None,
         }
+    }
+
+    /// Serves `/api/v1/rules` and `/api/v1/alerts` from this manager (empty lists without).
+    pub fn with_rules(mut self, rules: Arc<RuleManager>) -> ApiState {
+        self.rules = Some(rules);
+        self
     }
 }
 
@@ -71,6 +81,8 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/status/flags", get_post(flags))
         .route("/api/v1/status/config", get_post(config))
         .route("/api/v1/status/tsdb", get_post(tsdb_status))
+        .route("/api/v1/rules", get_post(rules))
+        .route("/api/v1/alerts", get_post(alerts))
         .with_state(state)
 }
 
@@ -102,9 +114,10 @@ where
 
 fn instant_query(s: &ApiState, p: &Params) -> ApiResult {
     let t = p.time_or("time", now_ms())?;
+    let timeout = p.timeout()?;
     let res = s
         .engine
-        .instant_query(p.get("query"), t)
+        .instant_query_with_timeout(p.get("query"), t, timeout)
         .map_err(ApiError::from_query)?;
     Ok(json_response(StatusCode::OK, json::query_result(&res)))
 }
@@ -130,9 +143,10 @@ fn range_query(s: &ApiState, p: &Params) -> ApiResult {
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
+    let timeout = p.timeout()?;
     let res = s
         .engine
-        .range_query(p.get("query"), start, end, step)
+        .range_query_with_timeout(p.get("query"), (start, end, step), timeout)
         .map_err(ApiError::from_query)?;
     Ok(json_response(StatusCode::OK, json::query_result(&res)))
 }
@@ -336,6 +350,54 @@ fn tsdb_status(s: &ApiState, p: &Params) -> ApiResult {
         }),
         vec![],
     ))
+}
+
+fn rules(s: &ApiState, p: &Params) -> ApiResult {
+    let (alerting, recording) = match p.get("type").to_ascii_lowercase().as_str() {
+        "" => (true, true),
+        "alert" => (true, false),
+        "record" => (false, true),
+        other => {
+            return Err(ApiError::invalid_param(
+                "type",
+                format!("not supported value {other:?}"),
+            ))
+        }
+    };
+    let exclude_alerts = match p.get("exclude_alerts") {
+        "" | "false" => false,
+        "true" => true,
+        other => {
+            return Err(ApiError::invalid_param(
+                "exclude_alerts",
+                format!("strconv.ParseBool: parsing {other:?}: invalid syntax"),
+            ))
+        }
+    };
+    let filter = RulesFilter {
+        alerting,
+        recording,
+        rule_names: p.all("rule_name[]").map(str::to_owned).collect(),
+        // Prometheus names it `rule_group[]`; `group_name[]` is accepted as well.
+        group_names: p
+            .all("rule_group[]")
+            .chain(p.all("group_name[]"))
+            .map(str::to_owned)
+            .collect(),
+        files: p.all("file[]").map(str::to_owned).collect(),
+        exclude_alerts,
+    };
+    Ok(match &s.rules {
+        Some(m) => success(rules_api::rules(m, &filter), vec![]),
+        None => success(serde_json::json!({ "groups": [] }), vec![]),
+    })
+}
+
+fn alerts(s: &ApiState, _: &Params) -> ApiResult {
+    Ok(match &s.rules {
+        Some(m) => success(rules_api::alerts(m), vec![]),
+        None => success(serde_json::json!({ "alerts": [] }), vec![]),
+    })
 }
 
 fn now_ms() -> i64 {

@@ -3,6 +3,8 @@
 //! Prometheus notation or float seconds, and `match[]` selectors. Owns parsing and the exact
 //! error texts; knows nothing of what the parameters are for.
 
+use std::time::Duration;
+
 use axum::http::HeaderMap;
 use promql_parser::label::{MatchOp as PMatchOp, Matchers as PMatchers};
 use promql_parser::parser::Expr;
@@ -45,6 +47,18 @@ impl Params {
     /// A duration in ms.
     pub(crate) fn duration(&self, name: &str) -> Result<i64, ApiError> {
         parse_duration(self.get(name)).map_err(|e| ApiError::invalid_param(name, e))
+    }
+
+    /// The optional `timeout` of query requests. Absent means only the engine's timeout
+    /// applies; a negative one has already expired, as in Prometheus.
+    pub(crate) fn timeout(&self) -> Result<Duration, ApiError> {
+        match self.get("timeout") {
+            "" => Ok(Duration::MAX),
+            _ => {
+                let ms = self.duration("timeout")?;
+                Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+            }
+        }
     }
 
     /// `limit`: 0 or absent means no limit.

@@ -193,6 +193,38 @@ pub struct Grouping {
     pub labels: Vec<String>,
 }
 
+/// How the series of a binary operation's two sides are paired (PromQL's vector matching).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VectorMatching {
+    /// `on(labels)` when true, `ignoring(labels)` when false.
+    pub on: bool,
+    pub labels: Vec<String>,
+    /// Many-to-one (`group_left`) or one-to-many (`group_right`), with the labels copied
+    /// from the "one" side.
+    pub group: Option<(GroupSide, Vec<String>)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupSide {
+    Left,
+    Right,
+}
+
+impl fmt::Display for VectorMatching {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kw = if self.on { "on" } else { "ignoring" };
+        write!(f, " {kw}({})", self.labels.join(", "))?;
+        if let Some((side, include)) = &self.group {
+            let kw = match side {
+                GroupSide::Left => "group_left",
+                GroupSide::Right => "group_right",
+            };
+            write!(f, " {kw}({})", include.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Unwrap {
     pub label: String,
@@ -281,6 +313,8 @@ pub enum MetricExpr {
     Binary {
         op: BinOp,
         bool_modifier: bool,
+        /// `on(…)`/`ignoring(…)` and `group_left(…)`/`group_right(…)`.
+        matching: Option<VectorMatching>,
         lhs: Box<MetricExpr>,
         rhs: Box<MetricExpr>,
     },
@@ -477,14 +511,19 @@ impl fmt::Display for MetricExpr {
             MetricExpr::Binary {
                 op,
                 bool_modifier,
+                matching,
                 lhs,
                 rhs,
             } => {
                 write!(
                     f,
-                    "{lhs} {}{} {rhs}",
+                    "{lhs} {}{}{} {rhs}",
                     op.text(),
-                    if *bool_modifier { " bool" } else { "" }
+                    if *bool_modifier { " bool" } else { "" },
+                    matching
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
                 )
             }
             MetricExpr::Literal(v) => write!(f, "{v}"),

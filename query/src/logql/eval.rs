@@ -3,7 +3,7 @@
 //! at Loki's step semantics: the window of a step at t is (t - range - offset, t - offset].
 //! Owns evaluation; the API's parameter handling and JSON are `loki_http`'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -11,7 +11,10 @@ use storage::logs::{Direction, LogQuery, LogStore};
 use storage::MatchOp;
 
 use super::ast::*;
-use super::pipeline::{index_needles, label_filter_matches, unwrap_value, LabelMap, Pipeline};
+use super::pipeline::{
+    apply_label_filter, index_needles, set_error, unwrap_value, LabelMap, Pipeline, ERROR_LABEL,
+    SAMPLE_EXTRACTION_ERR,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -23,6 +26,24 @@ pub enum EvalError {
     Storage(#[from] storage::logs::LogError),
     #[error("the query would read too many log lines (more than {0}); narrow the time range or the selector")]
     TooManyEntries(usize),
+    /// A metric query whose samples carry `__error__`: Loki's text, word for word.
+    #[error("{0}")]
+    Pipeline(String),
+}
+
+/// Loki's PipelineError text, with the series as Prometheus prints labels.
+fn pipeline_error(kind: &str, labels: &LabelMap) -> String {
+    let series: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone())))
+        .collect();
+    format!(
+        "pipeline error: '{kind}' for series: '{{{}}}'.\n\
+         Use a label filter to intentionally skip this error. (e.g | __error__!=\"{kind}\").\n\
+         To skip all potential errors you can match empty errors.(e.g __error__=\"\")\n\
+         The label filter can also be specified after unwrap. (e.g | unwrap latency | __error__=\"\" )\n",
+        series.join(", ")
+    )
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -101,7 +122,7 @@ impl LogEngine {
                 return ControlFlow::Break(());
             }
             if let Some((line, labels)) =
-                pipeline.process(r.line, labels_of(&r.labels, &r.metadata))
+                pipeline.process(r.ts_ns, r.line, labels_of(&r.labels, &r.metadata))
             {
                 streams.entry(labels).or_default().push((r.ts_ns, line));
                 n += 1;
@@ -134,6 +155,7 @@ impl LogEngine {
             MetricExpr::Binary {
                 op,
                 bool_modifier,
+                matching,
                 lhs,
                 rhs,
             } => {
@@ -141,7 +163,10 @@ impl LogEngine {
                 let r = self.eval_metric(rhs, steps)?;
                 let l_scalar = matches!(strip(lhs), MetricExpr::Literal(_));
                 let r_scalar = matches!(strip(rhs), MetricExpr::Literal(_));
-                Ok(binary(*op, *bool_modifier, l, r, l_scalar, r_scalar))
+                if l_scalar || r_scalar {
+                    return Ok(scalar_binary(*op, *bool_modifier, l, r, r_scalar));
+                }
+                vector_binary(*op, *bool_modifier, matching.as_ref(), &l, &r)
             }
         }
     }
@@ -178,7 +203,7 @@ impl LogEngine {
                 return ControlFlow::Break(());
             }
             let Some((line, mut labels)) =
-                pipeline.process(r.line, labels_of(&r.labels, &r.metadata))
+                pipeline.process(r.ts_ns, r.line, labels_of(&r.labels, &r.metadata))
             else {
                 return ControlFlow::Continue(());
             };
@@ -186,20 +211,17 @@ impl LogEngine {
                 (_, Some(u)) => {
                     let v = unwrap_value(u, &labels);
                     labels.remove(&u.label);
-                    match v {
-                        Some(v) => v,
-                        None => {
-                            labels.insert("__error__".into(), "SampleExtractionErr".into());
-                            f64::NAN
-                        }
-                    }
+                    v.unwrap_or_else(|details| {
+                        set_error(&mut labels, SAMPLE_EXTRACTION_ERR, details);
+                        0.0
+                    })
                 }
                 (RangeFn::BytesOverTime | RangeFn::BytesRate, None) => line.len() as f64,
                 _ => 1.0,
             };
             if !post_filters
                 .iter()
-                .all(|f| label_filter_matches(f, &labels))
+                .all(|f| apply_label_filter(f, &mut labels))
             {
                 return ControlFlow::Continue(());
             }
@@ -213,10 +235,9 @@ impl LogEngine {
         if too_many {
             return Err(EvalError::TooManyEntries(self.max_entries));
         }
-        if samples.keys().any(|l| l.contains_key("__error__")) && unwrap.is_some() {
-            return Err(EvalError::BadRequest(
-                "pipeline error: 'SampleExtractionErr' for series: use a label filter to intentionally skip this error. (e.g | __error__!=\"SampleExtractionErr\")".into(),
-            ));
+        // Errors are not allowed in metrics unless a label filter dropped them (Loki's rule).
+        if let Some((labels, kind)) = samples.keys().find_map(|l| Some((l, l.get(ERROR_LABEL)?))) {
+            return Err(EvalError::Pipeline(pipeline_error(kind, labels)));
         }
         let range_secs = *range_ns as f64 / 1e9;
         if *func == RangeFn::AbsentOverTime {
@@ -426,105 +447,28 @@ fn apply(op: BinOp, a: f64, b: f64) -> Option<f64> {
     })
 }
 
-fn binary(
+/// A vector and a number (`r_scalar`: the number is on the right).
+fn scalar_binary(
     op: BinOp,
     bool_mod: bool,
     l: Vec<Series>,
     r: Vec<Series>,
-    l_scalar: bool,
     r_scalar: bool,
 ) -> Vec<Series> {
-    let point = |a: f64, b: f64, keep: f64| -> Option<f64> {
-        let v = apply(op, a, b)?;
-        if op.is_comparison() && !bool_mod {
-            (v == 1.0).then_some(keep)
-        } else {
-            Some(v)
-        }
+    let (vecs, scalar) = if r_scalar { (l, r) } else { (r, l) };
+    let Some(scalar) = scalar.into_iter().next() else {
+        return Vec::new();
     };
-    let lookup = |s: &[Series], labels: &LabelMap| s.iter().find(|x| &x.labels == labels).cloned();
-    let at = |s: &Series, t: i64| {
-        s.points
-            .binary_search_by_key(&t, |p| p.0)
-            .ok()
-            .map(|i| s.points[i].1)
-    };
-    match op {
-        BinOp::And | BinOp::Unless => {
-            return l
-                .into_iter()
-                .filter_map(|s| {
-                    let other = lookup(&r, &s.labels);
-                    let points: Vec<_> = s
-                        .points
-                        .iter()
-                        .filter(|(t, _)| {
-                            other.as_ref().and_then(|o| at(o, *t)).is_some() == (op == BinOp::And)
-                        })
-                        .copied()
-                        .collect();
-                    (!points.is_empty()).then_some(Series {
-                        labels: s.labels,
-                        points,
-                    })
-                })
-                .collect();
-        }
-        BinOp::Or => {
-            let mut out = l.clone();
-            for s in r {
-                match out.iter_mut().find(|x| x.labels == s.labels) {
-                    Some(existing) => {
-                        for p in s.points {
-                            if at(existing, p.0).is_none() {
-                                existing.points.push(p);
-                            }
-                        }
-                        existing.points.sort_by_key(|p| p.0);
-                    }
-                    None => out.push(s),
-                }
-            }
-            return out;
-        }
-        _ => {}
-    }
-    let scalar_series = |s: &[Series]| s.first().cloned();
     let mut out = Vec::new();
-    if r_scalar || l_scalar {
-        let (vecs, scalar, vec_left) = if r_scalar {
-            (l, scalar_series(&r), true)
-        } else {
-            (r, scalar_series(&l), false)
-        };
-        let Some(scalar) = scalar else { return out };
-        for s in vecs {
-            let points: Vec<_> = s
-                .points
-                .iter()
-                .filter_map(|&(t, v)| {
-                    let k = at(&scalar, t)?;
-                    let (a, b) = if vec_left { (v, k) } else { (k, v) };
-                    point(a, b, v).map(|x| (t, x))
-                })
-                .collect();
-            if !points.is_empty() {
-                out.push(Series {
-                    labels: s.labels,
-                    points,
-                });
-            }
-        }
-        return out;
-    }
-    for s in l {
-        let Some(other) = lookup(&r, &s.labels) else {
-            continue;
-        };
+    for s in vecs {
         let points: Vec<_> = s
             .points
             .iter()
-            .filter_map(|&(t, v)| point(v, at(&other, t)?, v).map(|x| (t, x)))
+            .filter_map(|&(t, v)| {
+                let k = point_at(&scalar, t)?;
+                let (a, b) = if r_scalar { (v, k) } else { (k, v) };
+                element(op, bool_mod, a, b, v).map(|x| (t, x))
+            })
             .collect();
         if !points.is_empty() {
             out.push(Series {
@@ -534,6 +478,175 @@ fn binary(
         }
     }
     out
+}
+
+fn point_at(s: &Series, t: i64) -> Option<f64> {
+    s.points
+        .binary_search_by_key(&t, |p| p.0)
+        .ok()
+        .map(|i| s.points[i].1)
+}
+
+/// `a op b`; a comparison without `bool` filters, keeping `keep`.
+fn element(op: BinOp, bool_mod: bool, a: f64, b: f64, keep: f64) -> Option<f64> {
+    let v = apply(op, a, b)?;
+    if op.is_comparison() && !bool_mod {
+        (v == 1.0).then_some(keep)
+    } else {
+        Some(v)
+    }
+}
+
+/// The labels two series are matched on.
+fn signature(labels: &LabelMap, m: Option<&VectorMatching>) -> LabelMap {
+    match m {
+        Some(m) => labels
+            .iter()
+            .filter(|(k, _)| m.labels.contains(k) == m.on)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        None => labels.clone(),
+    }
+}
+
+fn labels_text(l: &LabelMap) -> String {
+    let items: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone())))
+        .collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+/// Two vectors, step by step, with PromQL's vector matching and its errors.
+fn vector_binary(
+    op: BinOp,
+    bool_mod: bool,
+    m: Option<&VectorMatching>,
+    l: &[Series],
+    r: &[Series],
+) -> Result<Vec<Series>, EvalError> {
+    let times: std::collections::BTreeSet<i64> = l
+        .iter()
+        .chain(r)
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
+    let mut out: BTreeMap<LabelMap, Vec<(i64, f64)>> = BTreeMap::new();
+    for t in times {
+        for (labels, v) in instant_binary(op, bool_mod, m, &instant(l, t), &instant(r, t))? {
+            out.entry(labels).or_default().push((t, v));
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(labels, points)| Series { labels, points })
+        .collect())
+}
+
+type Instant<'a> = [(&'a LabelMap, f64)];
+
+/// The series of `side` that have a point at `t`, with that point's value.
+fn instant(side: &[Series], t: i64) -> Vec<(&LabelMap, f64)> {
+    side.iter()
+        .filter_map(|s| Some((&s.labels, point_at(s, t)?)))
+        .collect()
+}
+
+fn instant_binary(
+    op: BinOp,
+    bool_mod: bool,
+    m: Option<&VectorMatching>,
+    l: &Instant,
+    r: &Instant,
+) -> Result<Vec<(LabelMap, f64)>, EvalError> {
+    let sigs = |side: &Instant| -> std::collections::HashSet<LabelMap> {
+        side.iter()
+            .map(|(labels, _)| signature(labels, m))
+            .collect()
+    };
+    let copy = |side: &Instant| -> Vec<(LabelMap, f64)> {
+        side.iter()
+            .map(|(labels, v)| ((*labels).clone(), *v))
+            .collect()
+    };
+    match op {
+        BinOp::And | BinOp::Unless => {
+            let right = sigs(r);
+            let keep = op == BinOp::And;
+            return Ok(copy(l)
+                .into_iter()
+                .filter(|(labels, _)| right.contains(&signature(labels, m)) == keep)
+                .collect());
+        }
+        BinOp::Or => {
+            let left = sigs(l);
+            let mut out = copy(l);
+            out.extend(
+                copy(r)
+                    .into_iter()
+                    .filter(|(labels, _)| !left.contains(&signature(labels, m))),
+            );
+            return Ok(out);
+        }
+        _ => {}
+    }
+    let group = m.and_then(|m| m.group.as_ref());
+    // The "many" side is walked, the "one" side looked up; one-to-one treats the left as many.
+    let (many, one, many_side, one_side) = match group {
+        Some((GroupSide::Right, _)) => (r, l, "right", "left"),
+        _ => (l, r, "left", "right"),
+    };
+    let mut ones: HashMap<LabelMap, (&LabelMap, f64)> = HashMap::new();
+    for (labels, v) in one {
+        if let Some((first, _)) = ones.insert(signature(labels, m), (labels, *v)) {
+            return Err(EvalError::BadRequest(format!(
+                "found duplicate series for the match group {} on the {one_side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                labels_text(&signature(labels, m)),
+                labels_text(first),
+                labels_text(labels)
+            )));
+        }
+    }
+    let mut matched = std::collections::HashSet::new();
+    let mut results = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (labels, v) in many {
+        let sig = signature(labels, m);
+        let Some((one_labels, ov)) = ones.get(&sig) else {
+            continue;
+        };
+        if group.is_none() && !matched.insert(sig.clone()) {
+            return Err(EvalError::BadRequest(format!(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right) (duplicates on the {many_side} hand-side for {})",
+                labels_text(&sig)
+            )));
+        }
+        let (a, b) = match group {
+            Some((GroupSide::Right, _)) => (*ov, *v),
+            _ => (*v, *ov),
+        };
+        let Some(value) = element(op, bool_mod, a, b, a) else {
+            continue;
+        };
+        let mut res: LabelMap = match (group, m) {
+            (None, Some(_)) => sig,
+            _ => (*labels).clone(),
+        };
+        if let Some((_, include)) = group {
+            for name in include {
+                match one_labels.get(name) {
+                    Some(val) => res.insert(name.clone(), val.clone()),
+                    None => res.remove(name),
+                };
+            }
+        }
+        if !results.insert(res.clone()) {
+            return Err(EvalError::BadRequest(
+                "multiple matches for labels: grouping labels must ensure unique matches".into(),
+            ));
+        }
+        out.push((res, value));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

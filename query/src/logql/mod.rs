@@ -6,6 +6,7 @@ pub mod ast;
 mod eval;
 mod parser;
 mod pipeline;
+mod template;
 
 pub use eval::{EvalError, LogEngine, Outcome, Series, Steps, Stream};
 pub use parser::{parse, ParseError};

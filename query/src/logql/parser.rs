@@ -281,11 +281,13 @@ impl Parser<'_> {
                 }
                 self.next();
             }
+            let matching = self.vector_matching(op)?;
             let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
             let rhs = self.binary(next_min)?;
             lhs = MetricExpr::Binary {
                 op,
                 bool_modifier,
+                matching,
                 lhs: Box::new(lhs),
                 rhs: Box::new(rhs),
             };
@@ -343,6 +345,12 @@ impl Parser<'_> {
             _ => return Ok(None),
         };
         self.next();
+        let labels = self.label_list()?;
+        Ok(Some(Grouping { without, labels }))
+    }
+
+    /// `(a, b, …)`
+    fn label_list(&mut self) -> Result<Vec<String>, ParseError> {
         self.expect("(")?;
         let mut labels = Vec::new();
         while self.peek() != &Tok::Sym(")") {
@@ -352,7 +360,42 @@ impl Parser<'_> {
             }
         }
         self.expect(")")?;
-        Ok(Some(Grouping { without, labels }))
+        Ok(labels)
+    }
+
+    /// `on(…)`/`ignoring(…)`, then `group_left`/`group_right` with an optional label list.
+    fn vector_matching(&mut self, op: BinOp) -> Result<Option<VectorMatching>, ParseError> {
+        let on = match self.peek() {
+            Tok::Ident(s) if s == "on" => true,
+            Tok::Ident(s) if s == "ignoring" => false,
+            _ => return Ok(None),
+        };
+        self.next();
+        let labels = self.label_list()?;
+        let side = match self.peek() {
+            Tok::Ident(s) if s == "group_left" => Some(GroupSide::Left),
+            Tok::Ident(s) if s == "group_right" => Some(GroupSide::Right),
+            _ => None,
+        };
+        let group = match side {
+            None => None,
+            Some(side) => {
+                if matches!(op, BinOp::And | BinOp::Or | BinOp::Unless) {
+                    return Err(self.err(format!(
+                        "syntax error: no grouping allowed for \"{}\" operation",
+                        op.text()
+                    )));
+                }
+                self.next();
+                let include = if self.peek() == &Tok::Sym("(") {
+                    self.label_list()?
+                } else {
+                    Vec::new()
+                };
+                Some((side, include))
+            }
+        };
+        Ok(Some(VectorMatching { on, labels, group }))
     }
 
     fn vector_agg(&mut self, op: AggOp) -> Result<MetricExpr, ParseError> {
@@ -597,7 +640,11 @@ impl Parser<'_> {
             }
             "unpack" => Stage::Unpack,
             "decolorize" => Stage::Decolorize,
-            "line_format" => Stage::LineFormat(self.string()?),
+            "line_format" => {
+                let t = self.string()?;
+                super::template::Template::parse(&t).map_err(|e| self.err(e))?;
+                Stage::LineFormat(t)
+            }
             "label_format" => {
                 let mut items = Vec::new();
                 loop {
@@ -605,7 +652,10 @@ impl Parser<'_> {
                     self.expect("=")?;
                     let v = match self.next() {
                         Tok::Ident(src) => LabelFmt::Rename(src),
-                        Tok::Str(t) => LabelFmt::Template(t),
+                        Tok::Str(t) => {
+                            super::template::Template::parse(&t).map_err(|e| self.err(e))?;
+                            LabelFmt::Template(t)
+                        }
                         _ => {
                             self.pos -= 1;
                             return Err(self.unexpected());
@@ -844,12 +894,36 @@ mod tests {
             r#"topk(3, sum without (pod) (bytes_rate({app="a"}[1h30m])))"#,
             r#"sum(rate({app="a"}[1m])) / sum(rate({app=~".+"}[1m])) * 100 > bool 5"#,
             r#"absent_over_time({app="a"}[1d]) or (count_over_time({app="b"}[2m]) and count_over_time({app="c"}[2m]))"#,
+            r#"sum by (app, level) (rate({app="a"}[1m])) / on(app) group_left(team) sum by (app, team) (rate({app="b"}[1m]))"#,
+            r#"rate({app="a"}[1m]) > bool ignoring(level) group_right() rate({app="b"}[1m]) unless on() rate({app="c"}[1m])"#,
         ] {
             let e = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
             let text = e.to_string();
             let again = parse(&text).unwrap_or_else(|err| panic!("{q} -> {text}: {err}"));
             assert_eq!(again.to_string(), text, "not a fixed point for {q}");
         }
+    }
+
+    #[test]
+    fn vector_matching_modifiers() {
+        let e = parse(r#"rate({a="b"}[1m]) * on (x, y) group_left (z) rate({a="c"}[1m])"#).unwrap();
+        let Expr::Metric(MetricExpr::Binary { matching, .. }) = e else {
+            panic!("not a binary operation")
+        };
+        assert_eq!(
+            matching,
+            Some(VectorMatching {
+                on: true,
+                labels: vec!["x".into(), "y".into()],
+                group: Some((GroupSide::Left, vec!["z".into()])),
+            })
+        );
+        let err = parse(r#"rate({a="b"}[1m]) and on(x) group_left rate({a="c"}[1m])"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(r#"no grouping allowed for "and" operation"#),
+            "{err}"
+        );
     }
 
     #[test]

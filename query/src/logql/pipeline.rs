@@ -8,6 +8,7 @@ use regex::Regex;
 
 use super::ast::*;
 use super::parser::{parse_bytes, parse_go_duration};
+use super::template::{Entry, Template};
 
 pub type LabelMap = BTreeMap<String, String>;
 
@@ -88,6 +89,34 @@ pub(crate) struct Pipeline {
 enum Compiled {
     Stage(Stage),
     Pattern(Pattern),
+    /// Templates that failed to parse (the parser already refuses them) fail every line.
+    LineFormat(Result<Template, String>),
+    LabelFormat(Vec<(String, LabelFormatItem)>),
+}
+
+#[derive(Clone, Debug)]
+enum LabelFormatItem {
+    Rename(String),
+    Template(Result<Template, String>),
+}
+
+/// The `__error__` values Loki sets; entries that hit one are kept, tagged, and a metric query
+/// over them fails unless a label filter drops them.
+pub(crate) const ERROR_LABEL: &str = "__error__";
+const ERROR_DETAILS_LABEL: &str = "__error_details__";
+const JSON_PARSER_ERR: &str = "JSONParserErr";
+const LOGFMT_PARSER_ERR: &str = "LogfmtParserErr";
+const LABEL_FILTER_ERR: &str = "LabelFilterErr";
+pub(crate) const SAMPLE_EXTRACTION_ERR: &str = "SampleExtractionErr";
+const TEMPLATE_FORMAT_ERR: &str = "TemplateFormatErr";
+
+pub(crate) fn set_error(labels: &mut LabelMap, kind: &str, details: String) {
+    labels.insert(ERROR_LABEL.into(), kind.into());
+    labels.insert(ERROR_DETAILS_LABEL.into(), details);
+}
+
+fn template_error(labels: &mut LabelMap, details: String) {
+    set_error(labels, TEMPLATE_FORMAT_ERR, details);
 }
 
 /// A parsed label must not shadow a stream label: Loki suffixes it with `_extracted`.
@@ -173,7 +202,10 @@ fn json_path<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json:
 }
 
 /// logfmt: `key=value key2="quoted value" flag`.
-fn logfmt(line: &str) -> Result<Vec<(String, String)>, ()> {
+/// The pairs of a logfmt line, or the error as Loki details it (`logfmt syntax error at pos
+/// N : reason`, N counted from 1).
+fn logfmt(line: &str) -> Result<Vec<(String, String)>, String> {
+    let syntax = |pos: usize, why: &str| format!("logfmt syntax error at pos {} : {why}", pos + 1);
     let mut out = Vec::new();
     let mut chars = line.char_indices().peekable();
     let b = line;
@@ -190,7 +222,7 @@ fn logfmt(line: &str) -> Result<Vec<(String, String)>, ()> {
                 break;
             }
             if c == '"' {
-                return Err(());
+                return Err(syntax(j, "unexpected '\"'"));
             }
             chars.next();
         }
@@ -210,7 +242,7 @@ fn logfmt(line: &str) -> Result<Vec<(String, String)>, ()> {
                         Some((_, 'n')) => value.push('\n'),
                         Some((_, 't')) => value.push('\t'),
                         Some((_, c)) => value.push(c),
-                        None => return Err(()),
+                        None => return Err(syntax(line.len(), "unterminated quoted value")),
                     },
                     '"' => {
                         closed = true;
@@ -220,7 +252,7 @@ fn logfmt(line: &str) -> Result<Vec<(String, String)>, ()> {
                 }
             }
             if !closed {
-                return Err(());
+                return Err(syntax(line.len(), "unterminated quoted value"));
             }
         } else {
             while let Some(&(_, c)) = chars.peek() {
@@ -238,44 +270,30 @@ fn logfmt(line: &str) -> Result<Vec<(String, String)>, ()> {
     Ok(out)
 }
 
-/// Go-template subset of `line_format`/`label_format`: `{{.label}}` and `{{ .label }}`;
-/// `__line__` and `__timestamp__` are the line and its time.
-fn render(template: &str, labels: &LabelMap, line: &str) -> String {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open]);
-        let Some(close) = rest[open..].find("}}") else {
-            out.push_str(&rest[open..]);
-            return out;
-        };
-        let inner = rest[open + 2..open + close]
-            .trim()
-            .trim_start_matches('-')
-            .trim_end_matches('-')
-            .trim();
-        let name = inner.strip_prefix('.').unwrap_or(inner);
-        if name == "__line__" {
-            out.push_str(line);
-        } else if let Some(v) = labels.get(name) {
-            out.push_str(v);
-        }
-        rest = &rest[open + close + 2..];
-    }
-    out.push_str(rest);
-    out
-}
-
-fn convert(value: &str, kind: NumKind) -> Option<f64> {
+/// A label value as a number; the error reads as Go's conversion error does.
+fn convert(value: &str, kind: NumKind) -> Result<f64, String> {
+    let v = value.trim();
     match kind {
-        NumKind::Number => value.trim().parse().ok(),
-        NumKind::Duration => parse_go_duration(value.trim()).map(|ns| ns as f64 / 1e9),
-        NumKind::Bytes => parse_bytes(value.trim()),
+        NumKind::Number => v
+            .parse()
+            .map_err(|_| format!("strconv.ParseFloat: parsing {value:?}: invalid syntax")),
+        NumKind::Duration => parse_go_duration(v)
+            .map(|ns| ns as f64 / 1e9)
+            .ok_or_else(|| format!("time: invalid duration {value:?}")),
+        NumKind::Bytes => parse_bytes(v).ok_or_else(|| {
+            if v.starts_with(|c: char| c.is_ascii_digit()) {
+                format!("unhandled size name: {value:?}")
+            } else {
+                format!("strconv.ParseFloat: parsing {value:?}: invalid syntax")
+            }
+        }),
     }
 }
 
-/// Whether the labels pass; a value that does not convert fails the comparison.
-pub(crate) fn label_filter_matches(f: &LabelFilter, labels: &LabelMap) -> bool {
+/// Whether the entry passes, as Loki's label filters decide: a missing label fails a
+/// comparison; a value that does not convert passes, tagged `LabelFilterErr`; an entry already
+/// tagged with an error passes every comparison (only `__error__` matchers filter it).
+pub(crate) fn apply_label_filter(f: &LabelFilter, labels: &mut LabelMap) -> bool {
     match f {
         LabelFilter::Matcher(m) => m.matches(labels.get(&m.name).map_or("", String::as_str)),
         LabelFilter::Compare {
@@ -285,8 +303,18 @@ pub(crate) fn label_filter_matches(f: &LabelFilter, labels: &LabelMap) -> bool {
             kind,
             ..
         } => {
-            let Some(v) = labels.get(name).and_then(|s| convert(s, *kind)) else {
+            if labels.contains_key(ERROR_LABEL) {
+                return true;
+            }
+            let Some(text) = labels.get(name) else {
                 return false;
+            };
+            let v = match convert(text, *kind) {
+                Ok(v) => v,
+                Err(details) => {
+                    set_error(labels, LABEL_FILTER_ERR, details);
+                    return true;
+                }
             };
             match op {
                 CmpOp::Eq => v == *value,
@@ -297,16 +325,18 @@ pub(crate) fn label_filter_matches(f: &LabelFilter, labels: &LabelMap) -> bool {
                 CmpOp::Le => v <= *value,
             }
         }
+        // Both sides run (either may tag the entry), as in Loki.
         LabelFilter::And(a, b) => {
-            label_filter_matches(a, labels) && label_filter_matches(b, labels)
+            let l = apply_label_filter(a, labels);
+            apply_label_filter(b, labels) && l
         }
-        LabelFilter::Or(a, b) => label_filter_matches(a, labels) || label_filter_matches(b, labels),
+        LabelFilter::Or(a, b) => apply_label_filter(a, labels) || apply_label_filter(b, labels),
     }
 }
 
-/// Converts an unwrapped label value to a sample value.
-pub(crate) fn unwrap_value(u: &Unwrap, labels: &LabelMap) -> Option<f64> {
-    let v = labels.get(&u.label)?;
+/// Converts an unwrapped label value (a missing label is "") to a sample value.
+pub(crate) fn unwrap_value(u: &Unwrap, labels: &LabelMap) -> Result<f64, String> {
+    let v = labels.get(&u.label).map_or("", String::as_str);
     let kind = match u.conversion.as_deref() {
         Some("duration" | "duration_seconds") => NumKind::Duration,
         Some("bytes") => NumKind::Bytes,
@@ -330,6 +360,21 @@ impl Pipeline {
                 Stage::Pattern(p) => {
                     Pattern::parse(p).map_or_else(|_| Compiled::Stage(s.clone()), Compiled::Pattern)
                 }
+                Stage::LineFormat(t) => Compiled::LineFormat(Template::parse(t)),
+                Stage::LabelFormat(items) => Compiled::LabelFormat(
+                    items
+                        .iter()
+                        .map(|(dst, v)| {
+                            let item = match v {
+                                LabelFmt::Rename(src) => LabelFormatItem::Rename(src.clone()),
+                                LabelFmt::Template(t) => {
+                                    LabelFormatItem::Template(Template::parse(t))
+                                }
+                            };
+                            (dst.clone(), item)
+                        })
+                        .collect(),
+                ),
                 other => Compiled::Stage(other.clone()),
             })
             .collect();
@@ -339,6 +384,7 @@ impl Pipeline {
     /// Runs the stages; None when the entry is filtered out.
     pub(crate) fn process(
         &self,
+        ts_ns: i64,
         mut line: String,
         mut labels: LabelMap,
     ) -> Option<(String, LabelMap)> {
@@ -349,6 +395,53 @@ impl Pipeline {
                     if let Some(caps) = p.extract(&line) {
                         for (k, v) in caps {
                             add_parsed(&mut labels, &original, k, v);
+                        }
+                    }
+                    continue;
+                }
+                Compiled::LineFormat(t) => {
+                    let entry = Entry {
+                        labels: &labels,
+                        line: &line,
+                        ts_ns,
+                    };
+                    match t
+                        .as_ref()
+                        .map_err(Clone::clone)
+                        .and_then(|t| t.render(&entry))
+                    {
+                        Ok(l) => line = l,
+                        Err(e) => template_error(&mut labels, e),
+                    }
+                    continue;
+                }
+                Compiled::LabelFormat(items) => {
+                    // Every template sees the labels as they were before this stage.
+                    let before = labels.clone();
+                    let entry = Entry {
+                        labels: &before,
+                        line: &line,
+                        ts_ns,
+                    };
+                    for (dst, item) in items {
+                        match item {
+                            LabelFormatItem::Rename(src) => {
+                                if let Some(val) = labels.remove(src) {
+                                    labels.insert(dst.clone(), val);
+                                }
+                            }
+                            LabelFormatItem::Template(t) => {
+                                match t
+                                    .as_ref()
+                                    .map_err(Clone::clone)
+                                    .and_then(|t| t.render(&entry))
+                                {
+                                    Ok(v) => {
+                                        labels.insert(dst.clone(), v);
+                                    }
+                                    Err(e) => template_error(&mut labels, e),
+                                }
+                            }
                         }
                     }
                     continue;
@@ -382,9 +475,12 @@ impl Pipeline {
                             }
                         }
                     }
-                    _ => {
-                        labels.insert("__error__".into(), "JSONParserErr".into());
-                    }
+                    Ok(_) => set_error(
+                        &mut labels,
+                        JSON_PARSER_ERR,
+                        "expecting json object(6), but it is not".into(),
+                    ),
+                    Err(e) => set_error(&mut labels, JSON_PARSER_ERR, e.to_string()),
                 },
                 Stage::Logfmt => match logfmt(&line) {
                     Ok(pairs) => {
@@ -392,9 +488,7 @@ impl Pipeline {
                             add_parsed(&mut labels, &original, k, v);
                         }
                     }
-                    Err(()) => {
-                        labels.insert("__error__".into(), "LogfmtParserErr".into());
-                    }
+                    Err(details) => set_error(&mut labels, LOGFMT_PARSER_ERR, details),
                 },
                 Stage::Regexp(re) => {
                     if let Some(caps) = re.captures(&line) {
@@ -429,30 +523,20 @@ impl Pipeline {
                             line = l;
                         }
                     } else {
-                        labels.insert("__error__".into(), "JSONParserErr".into());
+                        set_error(
+                            &mut labels,
+                            JSON_PARSER_ERR,
+                            "expecting json object(6), but it is not".into(),
+                        );
                     }
                 }
                 Stage::LabelFilter(f) => {
-                    if !label_filter_matches(f, &labels) {
+                    if !apply_label_filter(f, &mut labels) {
                         return None;
                     }
                 }
-                Stage::LineFormat(t) => line = render(t, &labels, &line),
-                Stage::LabelFormat(items) => {
-                    let before = labels.clone();
-                    for (dst, v) in items {
-                        match v {
-                            LabelFmt::Rename(src) => {
-                                if let Some(val) = labels.remove(src) {
-                                    labels.insert(dst.clone(), val);
-                                }
-                            }
-                            LabelFmt::Template(t) => {
-                                labels.insert(dst.clone(), render(t, &before, &line));
-                            }
-                        }
-                    }
-                }
+                // Compiled above.
+                Stage::LineFormat(_) | Stage::LabelFormat(_) => {}
                 Stage::Drop(sels) => labels.retain(|k, v| {
                     let one = LabelMap::from([(k.clone(), v.clone())]);
                     !sels.iter().any(|s| s.name == *k && sel_matches(s, &one))

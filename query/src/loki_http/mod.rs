@@ -53,7 +53,10 @@ impl LokiError {
 impl From<EvalError> for LokiError {
     fn from(e: EvalError) -> LokiError {
         match e {
-            EvalError::Parse(_) | EvalError::BadRequest(_) | EvalError::TooManyEntries(_) => {
+            EvalError::Parse(_)
+            | EvalError::BadRequest(_)
+            | EvalError::TooManyEntries(_)
+            | EvalError::Pipeline(_) => {
                 LokiError::bad(e.to_string())
             }
             EvalError::Storage(_) => LokiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -4,7 +4,7 @@
 //! engine's.
 
 mod nhcb;
-mod script;
+pub(crate) mod script;
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -27,7 +27,6 @@ use script::{Command, EvalCmd, EvalKind, SeqValue, SeriesDesc};
 pub struct Summary {
     pub passed: usize,
     pub failed: usize,
-    pub skipped: usize,
     pub files: Vec<FileSummary>,
 }
 
@@ -36,12 +35,10 @@ pub struct FileSummary {
     pub path: PathBuf,
     pub passed: usize,
     pub failed: usize,
-    pub skipped: usize,
 }
 
 /// Runs every script, each on a fresh TSDB in a temporary directory. Prints one block per
-/// failing or skipped eval, one line per file and, last, `N passed, M failed` (with
-/// `, K skipped` when evals were skipped as unsupported).
+/// failing eval, one line per file and, last, `N passed, M failed`.
 pub fn run_files(paths: &[PathBuf], out: &mut dyn Write) -> io::Result<Summary> {
     let mut summary = Summary::default();
     for path in paths {
@@ -58,14 +55,9 @@ pub fn run_files(paths: &[PathBuf], out: &mut dyn Write) -> io::Result<Summary> 
         drop(tsdb);
         summary.passed += fs.passed;
         summary.failed += fs.failed;
-        summary.skipped += fs.skipped;
         summary.files.push(fs);
     }
-    write!(out, "{} passed, {} failed", summary.passed, summary.failed)?;
-    if summary.skipped > 0 {
-        write!(out, ", {} skipped", summary.skipped)?;
-    }
-    writeln!(out)?;
+    writeln!(out, "{} passed, {} failed", summary.passed, summary.failed)?;
     Ok(summary)
 }
 
@@ -137,11 +129,6 @@ pub(crate) fn run_file<S: TestStore>(
                     fs.failed += 1;
                 }
             }
-            Command::Eval(cmd) if unsupported_syntax(&cmd.query).is_some() => {
-                fs.skipped += 1;
-                let reason = unsupported_syntax(&cmd.query).unwrap_or_default();
-                writeln!(out, "SKIP {name}:{}: {} ({reason})", cmd.line, cmd.query)?;
-            }
             Command::Eval(cmd) => match run_eval(&engine, &cmd) {
                 Ok(()) => fs.passed += 1,
                 Err(msg) => {
@@ -157,35 +144,8 @@ pub(crate) fn run_file<S: TestStore>(
             },
         }
     }
-    write!(out, "== {name}: {} passed, {} failed", fs.passed, fs.failed)?;
-    if fs.skipped > 0 {
-        write!(out, ", {} skipped", fs.skipped)?;
-    }
-    writeln!(out)?;
+    writeln!(out, "== {name}: {} passed, {} failed", fs.passed, fs.failed)?;
     Ok(fs)
-}
-
-/// Syntax of Prometheus 3 that promql-parser 0.11 cannot parse, so evals using it are skipped
-/// (and reported) rather than counted as failures of the engine.
-fn unsupported_syntax(query: &str) -> Option<&'static str> {
-    let mut quote = None;
-    let mut prev = ' ';
-    let mut chars = query.chars().peekable();
-    while let Some(c) = chars.next() {
-        match quote {
-            Some(q) if c == q && prev != '\\' => quote = None,
-            Some(_) => {}
-            None if matches!(c, '"' | '\'' | '`') => quote = Some(c),
-            None if matches!(c, '<' | '>') && chars.peek() == Some(&'/') => {
-                return Some(
-                    "histogram trim operators </ and >/ are not supported by promql-parser 0.11",
-                );
-            }
-            None => {}
-        }
-        prev = if prev == '\\' && c == '\\' { ' ' } else { c };
-    }
-    None
 }
 
 fn indent(s: &str) -> String {
@@ -196,7 +156,7 @@ fn indent(s: &str) -> String {
         .to_string()
 }
 
-fn load_batch(interval: i64, series: &[SeriesDesc]) -> Vec<SeriesBatch> {
+pub(crate) fn load_batch(interval: i64, series: &[SeriesDesc]) -> Vec<SeriesBatch> {
     let mut batch = Vec::with_capacity(series.len());
     for s in series {
         let mut samples = Vec::new();
@@ -337,7 +297,7 @@ fn check_annotations(cmd: &EvalCmd, res: &QueryResult) -> Result<(), String> {
 }
 
 /// Prometheus's almostEqual with its test epsilon.
-fn almost_equal(a: f64, b: f64) -> bool {
+pub(crate) fn almost_equal(a: f64, b: f64) -> bool {
     const EPSILON: f64 = 1e-6;
     const MIN_NORMAL: f64 = f64::MIN_POSITIVE;
     if a.is_nan() && b.is_nan() {
@@ -551,19 +511,5 @@ fn show(v: &Value) -> String {
     s
 }
 
-#[cfg(test)]
+/// Also the store of `novamon test rules`, whose data starts at the Unix epoch.
 pub(crate) mod mem;
-
-#[cfg(test)]
-mod tests {
-    use super::unsupported_syntax;
-
-    #[test]
-    fn trim_operators_are_unsupported_outside_strings() {
-        assert!(unsupported_syntax("h </ 0.5").is_some());
-        assert!(unsupported_syntax("histogram_count(h >/ -1)").is_some());
-        assert!(unsupported_syntax("h < 0.5 / 2").is_none());
-        assert!(unsupported_syntax(r#"h{a="</"} > 1"#).is_none());
-        assert!(unsupported_syntax(r#"h{a="x\"</"} > 1"#).is_none());
-    }
-}

@@ -2,6 +2,12 @@
 //! its own, keyed by a monotonically increasing sequence number) until the indexer has
 //! committed them to tantivy. Owns sequence assignment and the log's keys; knows nothing
 //! about the index.
+//!
+//! Indexed records must leave the disk too, not only the key space: a range delete alone
+//! leaves them in SST files until some compaction happens to reach them, which doubled the
+//! bytes on disk per logged byte. So truncation drops the SST files the range covers whole,
+//! and compacts the range once the dead SST bytes pass [`COMPACT_SST_BYTES`]; closing compacts
+//! everything, which also retires the WAL.
 
 use std::path::Path;
 
@@ -16,6 +22,11 @@ use super::LogError;
 const HIGH_WATER_KEY: &[u8] = b"hwm";
 /// Record keys: this prefix then the sequence number, 8 bytes big-endian.
 const RECORD_PREFIX: u8 = b'r';
+/// Memtable size, and so roughly the most WAL bytes kept for records the index already has.
+const WRITE_BUFFER_BYTES: usize = 16 << 20;
+/// SST bytes left after truncation (all of them dead: the indexer keeps up, so live records are
+/// normally still in the memtable) above which the truncated range is compacted away.
+const COMPACT_SST_BYTES: u64 = 32 << 20;
 
 pub(crate) struct AppendLog {
     db: DB,
@@ -41,6 +52,7 @@ impl AppendLog {
         o.set_compression_type(DBCompressionType::Lz4);
         o.set_max_total_wal_size(64 << 20);
         o.set_keep_log_file_num(4);
+        o.set_write_buffer_size(WRITE_BUFFER_BYTES);
         let db = DB::open(&o, dir)?;
         let hwm = match db.get(HIGH_WATER_KEY)? {
             Some(v) => u64::from_be_bytes(
@@ -110,10 +122,30 @@ impl AppendLog {
 
     /// Forgets records up to and including `seq`: the index has committed them.
     pub(crate) fn truncate_through(&self, seq: u64) -> Result<(), LogError> {
+        let (from, to) = (record_key(0), record_key(seq + 1));
         let mut batch = WriteBatch::default();
-        batch.delete_range(record_key(0), record_key(seq + 1));
+        batch.delete_range(from, to);
         self.db.write(batch)?;
+        // Inclusive at both ends: `to` itself may be the first record not yet indexed.
+        self.db.delete_file_in_range(from, record_key(seq))?;
+        if self.sst_bytes() > COMPACT_SST_BYTES {
+            self.db.compact_range(Some(from), Some(to));
+        }
         Ok(())
+    }
+
+    /// Compacts the whole log: what was truncated leaves the disk, and the memtable's flush
+    /// lets RocksDB delete the WAL.
+    pub(crate) fn compact(&self) {
+        self.db.compact_range::<&[u8], &[u8]>(None, None);
+    }
+
+    fn sst_bytes(&self) -> u64 {
+        self.db
+            .property_int_value("rocksdb.total-sst-files-size")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 
     /// The lowest sequence number still in the log, if any.
@@ -156,5 +188,67 @@ mod tests {
         drop(log);
         let log = AppendLog::open(dir.path(), false, 10).unwrap();
         assert_eq!(log.append(&[rec(5)]).unwrap(), 10);
+    }
+
+    fn disk_bytes(dir: &Path) -> u64 {
+        // Background flushes and compactions delete files while this lists them.
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| Some(e.ok()?.metadata().ok()?.len()))
+            .sum()
+    }
+
+    #[test]
+    fn truncated_records_leave_the_disk_and_the_rest_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AppendLog::open(dir.path(), false, 0).unwrap();
+        // Incompressible lines (lz4 would hide the dead bytes otherwise), 160 batches of 2 MB.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut batch = |n: i64| -> Vec<LogRecord> {
+            (0..250)
+                .map(|i| {
+                    let line: String = (0..512)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            format!("{x:016x}")
+                        })
+                        .collect();
+                    LogRecord {
+                        line,
+                        ..rec(n * 1000 + i)
+                    }
+                })
+                .collect()
+        };
+        // The indexer lags: records are truncated 16 batches (32 MB) after they were appended,
+        // long after the memtable holding them was flushed.
+        const LAG: usize = 16;
+        let mut lasts = Vec::new();
+        let mut peak = 0;
+        for n in 0..160 {
+            lasts.push(log.append(&batch(n)).unwrap());
+            if lasts.len() > LAG {
+                log.truncate_through(lasts[lasts.len() - 1 - LAG]).unwrap();
+            }
+            peak = peak.max(disk_bytes(dir.path()));
+        }
+        // 320 MB went through; what is on disk stays bounded by the records not yet truncated,
+        // the memtable/WAL and the compaction threshold, not by what was written.
+        let bound = (LAG as u64 * (2 << 20))
+            + 2 * WRITE_BUFFER_BYTES as u64
+            + COMPACT_SST_BYTES
+            + (16 << 20);
+        assert!(peak < bound, "peak {peak} bytes, bound {bound}");
+        log.truncate_through(lasts[lasts.len() - 2]).unwrap();
+        log.compact();
+        let after = disk_bytes(dir.path());
+        assert!(after < 4 << 20, "{after} bytes after compaction");
+        // The last batch was never truncated: all of it is still there, in order.
+        let rest = log.read_from(0, 1000).unwrap();
+        assert_eq!(rest.len(), 250);
+        assert_eq!(rest[0].1.ts_ns, 159_000);
+        assert_eq!(rest.last().map(|r| r.0), lasts.last().copied());
     }
 }

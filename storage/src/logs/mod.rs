@@ -235,15 +235,24 @@ impl LogStore {
                 end_ns: q.end_ns,
                 contains: &q.contains,
             };
-            let (searcher, mut hits) = p.search(&sel)?;
-            hits.sort_unstable();
-            if direction == Direction::Backward {
-                hits.reverse();
-            }
-            for (ts, addr) in hits {
-                if f(p.load(&searcher, ts, addr)?).is_break() {
-                    return Ok(());
+            let (mut loader, hits) = p.search(&sel)?;
+            let mut failed = None;
+            let stopped = visit_in_order(hits, direction, &mut |(ts, addr)| match p.load(
+                &mut loader,
+                ts,
+                addr,
+            ) {
+                Ok(r) => f(r),
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
                 }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if stopped.is_break() {
+                return Ok(());
             }
         }
         Ok(())
@@ -252,7 +261,9 @@ impl LogStore {
     /// Stops the indexer after a final indexing pass.
     pub fn close(&self) -> Result<(), LogError> {
         self.stop_indexer();
-        self.inner.index_pending().map(drop)
+        self.inner.index_pending()?;
+        self.inner.log.compact();
+        Ok(())
     }
 
     fn stop_indexer(&self) {
@@ -271,6 +282,36 @@ impl Drop for LogStore {
     fn drop(&mut self) {
         self.stop_indexer();
     }
+}
+
+/// Calls `f` with `items` in `direction` order until it breaks, sorting only as far as `f`
+/// reads: chunks of doubling size are split off by linear-time selection, so a query that
+/// stops after its `limit` lines costs O(n + limit·log limit) instead of sorting a whole day's
+/// matches, and one that reads everything still costs O(n·log n).
+fn visit_in_order<T: Ord + Copy>(
+    mut items: Vec<T>,
+    direction: Direction,
+    f: &mut dyn FnMut(T) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let cmp = |a: &T, b: &T| match direction {
+        Direction::Forward => a.cmp(b),
+        Direction::Backward => b.cmp(a),
+    };
+    let mut rest = &mut items[..];
+    let mut chunk = 256;
+    while !rest.is_empty() {
+        if rest.len() > chunk {
+            rest.select_nth_unstable_by(chunk - 1, cmp);
+        }
+        let (head, tail) = rest.split_at_mut(chunk.min(rest.len()));
+        head.sort_unstable_by(cmp);
+        for &x in head.iter() {
+            f(x)?;
+        }
+        rest = tail;
+        chunk = chunk.saturating_mul(2);
+    }
+    ControlFlow::Continue(())
 }
 
 fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {

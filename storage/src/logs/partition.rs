@@ -2,12 +2,12 @@
 //! sequence number in the commit payload, and searching. Owns everything tantivy-specific;
 //! knows nothing about the append log or about LogQL.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::Column;
+use tantivy::columnar::{Column, StrColumn};
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery, TermSetQuery};
 use tantivy::schema::{
@@ -44,12 +44,14 @@ struct Fields {
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let ts = b.add_i64_field("ts", INDEXED | FAST);
-    let stream = b.add_text_field("stream", STRING | STORED | FAST);
+    // Not stored: a document's stream is read back from the fast column (one dictionary per
+    // segment) instead of a copy per document in the doc store.
+    let stream = b.add_text_field("stream", STRING | FAST);
     // Line filters only need to know which lines contain a term: no frequencies, no positions.
     let line_opts = TextOptions::default()
         .set_indexing_options(
             TextFieldIndexing::default()
-                .set_tokenizer("default")
+                .set_tokenizer(LINE_TOKENIZER)
                 .set_index_option(IndexRecordOption::Basic),
         )
         .set_stored();
@@ -74,6 +76,10 @@ pub(crate) struct Partition {
     index: Index,
     reader: IndexReader,
     fields: Fields,
+    /// False for partitions written before lines were tokenized with [`LINE_TOKENIZER`]
+    /// (tantivy's default drops tokens of 40 bytes or more without flagging the line), whose
+    /// term dictionary cannot prove a line lacks a needle: their lines are all candidates.
+    prunes_lines: bool,
 }
 
 /// The stream labels as stored in the index: a JSON object with sorted keys.
@@ -93,6 +99,14 @@ pub(crate) fn parse_stream_key(s: &str) -> Option<Labels> {
     ))
 }
 
+/// Reads the documents a search found: its searcher, each segment's stream column, and the
+/// streams already parsed (a day has few streams and many lines).
+pub(crate) struct Loader {
+    searcher: Searcher,
+    streams: Vec<Option<StrColumn>>,
+    labels: HashMap<(usize, u64), Labels>,
+}
+
 /// What a search selects.
 pub(crate) struct Selection<'a> {
     pub(crate) streams: &'a [String],
@@ -106,7 +120,21 @@ impl Partition {
     pub(crate) fn open(dir: &Path, day: i64) -> Result<Partition, LogError> {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema();
-        let index = Index::open_or_create(MmapDirectory::open(dir)?, schema)?;
+        let directory = MmapDirectory::open(dir)?;
+        // An existing partition keeps the schema it was written with (same fields, maybe an
+        // older line tokenizer); tantivy refuses to open it under a different one.
+        let index = if Index::exists(&directory).map_err(tantivy::TantivyError::from)? {
+            Index::open(directory)?
+        } else {
+            Index::create(directory, schema, Default::default())?
+        };
+        let line_tokenizer = match index.schema().get_field_entry(fields.line).field_type() {
+            tantivy::schema::FieldType::Str(o) => {
+                o.get_indexing_options().map(|i| i.tokenizer().to_owned())
+            }
+            _ => None,
+        };
+
         // Like tantivy's default analyzer (split on non-alphanumerics, lowercase) with a higher
         // length limit; `token_queries` relies on exactly these rules.
         index.tokenizers().register(
@@ -126,6 +154,7 @@ impl Partition {
             index,
             reader,
             fields,
+            prunes_lines: line_tokenizer.as_deref() == Some(LINE_TOKENIZER),
         })
     }
 
@@ -192,15 +221,26 @@ impl Partition {
         Ok(out)
     }
 
-    /// Selected records' timestamps and addresses (unsorted).
+    /// Selected records' timestamps and addresses (unsorted), and what loads them.
     pub(crate) fn search(
         &self,
         sel: &Selection<'_>,
-    ) -> Result<(Searcher, Vec<(i64, DocAddress)>), LogError> {
+    ) -> Result<(Loader, Vec<(i64, DocAddress)>), LogError> {
         let searcher = self.reader.searcher();
+        let streams = searcher
+            .segment_readers()
+            .iter()
+            .map(|seg| seg.fast_fields().str("stream"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let loader = Loader {
+            searcher,
+            streams,
+            labels: HashMap::new(),
+        };
         if sel.streams.is_empty() {
-            return Ok((searcher, Vec::new()));
+            return Ok((loader, Vec::new()));
         }
+        let searcher = &loader.searcher;
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
             (
@@ -219,7 +259,8 @@ impl Partition {
                 )),
             ),
         ];
-        for needle in sel.contains {
+        let needles = if self.prunes_lines { sel.contains } else { &[] };
+        for needle in needles {
             for q in token_queries(f.line, needle)? {
                 let or_long: Box<dyn Query> = Box::new(TermQuery::new(
                     Term::from_field_bool(f.long, true),
@@ -235,29 +276,46 @@ impl Partition {
             }
         }
         let hits = searcher.search(&BooleanQuery::new(clauses), &TsCollector)?;
-        Ok((searcher, hits))
+        Ok((loader, hits))
     }
 
-    /// Loads a hit of [`Partition::search`] through the searcher that found it.
+    /// Loads a hit of [`Partition::search`] through the loader that came with it.
     pub(crate) fn load(
         &self,
-        searcher: &Searcher,
+        loader: &mut Loader,
         ts_ns: i64,
         addr: DocAddress,
     ) -> Result<LogRecord, LogError> {
         let f = self.fields;
-        let doc: TantivyDocument = searcher.doc(addr)?;
+        let corrupt = || LogError::Corrupt(format!("index document {addr:?} in day {}", self.day));
+        let doc: TantivyDocument = loader.searcher.doc(addr)?;
+        let line = doc
+            .get_first(f.line)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or_else(corrupt)?;
+        let seg = addr.segment_ord as usize;
+        let column = loader
+            .streams
+            .get(seg)
+            .and_then(Option::as_ref)
+            .ok_or_else(corrupt)?;
+        let ord = column.ords().first(addr.doc_id).ok_or_else(corrupt)?;
+        let labels = match loader.labels.entry((seg, ord)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut key = String::new();
+                if !column.ord_to_str(ord, &mut key)? {
+                    return Err(corrupt());
+                }
+                e.insert(parse_stream_key(&key).ok_or_else(corrupt)?)
+                    .clone()
+            }
+        };
         let text = |field| {
             doc.get_first(field)
                 .and_then(|v| v.as_str())
                 .map(str::to_owned)
-        };
-        let labels = text(f.stream).as_deref().and_then(parse_stream_key);
-        let (Some(labels), Some(line)) = (labels, text(f.line)) else {
-            return Err(LogError::Corrupt(format!(
-                "index document {addr:?} in day {}",
-                self.day
-            )));
         };
         let metadata = text(f.meta)
             .and_then(|m| {

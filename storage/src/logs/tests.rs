@@ -207,3 +207,115 @@ fn retention_drops_whole_old_partitions() {
         1
     );
 }
+
+#[test]
+fn tokens_between_40_and_255_bytes_are_indexed_so_needles_in_them_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path(), opts()).unwrap();
+    let token = format!("sess{}", "0123456789abcdef".repeat(4));
+    let line = format!("login {token} ok");
+    store
+        .append(&[rec(T0, "a", &line), rec(T0 + 1, "a", "login other ok")])
+        .unwrap();
+    store.sync().unwrap();
+    for needle in [
+        token.as_str(),
+        &token[..30],
+        &token[20..],
+        " 0123456789abcdef0 ",
+    ] {
+        let q = LogQuery {
+            contains: vec![needle.to_owned()],
+            ..all(vec![])
+        };
+        let want: &[&str] = if needle.starts_with(' ') {
+            &[]
+        } else {
+            &[&line]
+        };
+        assert_eq!(lines(&store, &q, Direction::Forward), want, "{needle}");
+    }
+}
+
+#[test]
+fn a_partition_written_with_the_old_line_tokenizer_still_opens_and_finds_every_needle() {
+    let dir = tempfile::tempdir().unwrap();
+    let day_dir = dir
+        .path()
+        .join("index")
+        .join(T0.div_euclid(DAY_NS).to_string());
+    std::fs::create_dir_all(&day_dir).unwrap();
+    let token = "k".repeat(50);
+    {
+        // The schema as it was: tantivy's default tokenizer (drops tokens of 40+ bytes).
+        use tantivy::schema::*;
+        let mut b = Schema::builder();
+        let ts = b.add_i64_field("ts", INDEXED | FAST);
+        let stream = b.add_text_field("stream", STRING | STORED | FAST);
+        let line_opts = TextOptions::default()
+            .set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("default")
+                    .set_index_option(IndexRecordOption::Basic),
+            )
+            .set_stored();
+        let line = b.add_text_field("line", line_opts);
+        b.add_text_field("meta", STORED);
+        b.add_bool_field("long", INDEXED);
+        let index = tantivy::Index::create_in_dir(&day_dir, b.build()).unwrap();
+        let mut w: tantivy::IndexWriter = index.writer_with_num_threads(1, 15 << 20).unwrap();
+        let mut doc = tantivy::TantivyDocument::default();
+        doc.add_i64(ts, T0);
+        doc.add_text(stream, r#"{"app":"a"}"#);
+        doc.add_text(line, format!("x {token} y"));
+        w.add_document(doc).unwrap();
+        let mut pc = w.prepare_commit().unwrap();
+        pc.set_payload("7");
+        pc.commit().unwrap();
+    }
+    let store = LogStore::open(dir.path(), opts()).unwrap();
+    let q = LogQuery {
+        contains: vec![token[..45].to_owned()],
+        ..all(vec![])
+    };
+    assert_eq!(
+        lines(&store, &q, Direction::Forward),
+        [format!("x {token} y")]
+    );
+    // New records for that day go into the same partition, under its old schema.
+    store.append(&[rec(T0 + 1, "a", "later")]).unwrap();
+    store.sync().unwrap();
+    assert_eq!(
+        lines(&store, &all(vec![]), Direction::Backward),
+        ["later".to_owned(), format!("x {token} y")]
+    );
+}
+
+#[test]
+fn visit_in_order_yields_sorted_items_in_either_direction_and_stops_early() {
+    // A fixed pseudo-random permutation with duplicates, larger than several chunks.
+    let items: Vec<u32> = (0..5000u32).map(|i| (i * 7919) % 3001).collect();
+    let mut sorted = items.clone();
+    sorted.sort_unstable();
+    for (direction, want) in [
+        (Direction::Forward, sorted.clone()),
+        (Direction::Backward, sorted.iter().rev().copied().collect()),
+    ] {
+        let mut got = Vec::new();
+        let flow = visit_in_order(items.clone(), direction, &mut |x| {
+            got.push(x);
+            ControlFlow::Continue(())
+        });
+        assert_eq!((flow, &got), (ControlFlow::Continue(()), &want));
+        let mut first = Vec::new();
+        let flow = visit_in_order(items.clone(), direction, &mut |x| {
+            first.push(x);
+            if first.len() == 300 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        assert_eq!((flow, &first[..]), (ControlFlow::Break(()), &want[..300]));
+    }
+}

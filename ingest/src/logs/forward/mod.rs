@@ -1,26 +1,40 @@
-//! The Fluentd Forward Protocol v1 listener: accepts TCP connections, runs the shared-key
-//! handshake when configured, decodes event frames, appends their records durably and only
-//! then acknowledges `chunk`s. A malformed frame closes that connection alone, with one log
+//! The Fluentd Forward Protocol v1 listener: accepts TCP connections (optionally TLS), runs the
+//! shared-key handshake (with user/password authentication) when configured, decodes event
+//! frames, appends their records durably and only then acknowledges `chunk`s. A malformed frame closes that connection alone, with one log
 //! line saying why. Each connection handles one frame at a time and reads at most
 //! `max_frame_bytes` ahead, so a slow store pushes back through TCP instead of buffering.
 
 mod frame;
 mod handshake;
+mod tls;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use rmpv::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::LogSink;
+pub use handshake::ForwardUser;
 use handshake::{Handshake, PingOutcome};
+pub use tls::{ForwardTls, TlsError};
+
+/// A client that opens TLS but never finishes the handshake gives its slot back after this.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct ForwardOptions {
     /// When set, clients must complete the HELO/PING/PONG handshake with this key.
     pub shared_key: Option<String>,
+    /// When non-empty (and `shared_key` is set), the handshake also requires one of these
+    /// users' name and password.
+    pub users: Vec<ForwardUser>,
+    /// When set, connections are TLS.
+    pub tls: Option<ForwardTls>,
     /// The hostname sent in PONG.
     pub self_hostname: String,
     /// Largest frame accepted; a larger one closes the connection.
@@ -32,6 +46,8 @@ impl Default for ForwardOptions {
     fn default() -> Self {
         ForwardOptions {
             shared_key: None,
+            users: Vec::new(),
+            tls: None,
             self_hostname: "novamon".into(),
             max_frame_bytes: 16 << 20,
             max_connections: 1024,
@@ -53,6 +69,10 @@ enum ConnError {
     Frame(#[from] frame::FrameError),
     #[error("handshake: {0}")]
     Handshake(String),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("TLS handshake did not finish within {0:?}")]
+    TlsTimeout(Duration),
     #[error("storing records: {0}")]
     Store(#[from] storage::logs::LogError),
 }
@@ -76,24 +96,39 @@ pub async fn serve(listener: TcpListener, sink: LogSink, opts: ForwardOptions) {
         let (sink, opts) = (sink.clone(), opts.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = Conn::new(stream, opts.max_frame_bytes)
-                .run(&sink, &opts)
-                .await
-            {
+            let served = match &opts.tls {
+                None => {
+                    Conn::new(stream, opts.max_frame_bytes)
+                        .run(&sink, &opts)
+                        .await
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.0.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            Conn::new(stream, opts.max_frame_bytes)
+                                .run(&sink, &opts)
+                                .await
+                        }
+                        Ok(Err(e)) => Err(ConnError::Tls(e)),
+                        Err(_) => Err(ConnError::TlsTimeout(TLS_HANDSHAKE_TIMEOUT)),
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::warn!(%peer, "forward: closing connection: {e}");
             }
         });
     }
 }
 
-struct Conn {
-    stream: TcpStream,
+struct Conn<S> {
+    stream: S,
     buf: Vec<u8>,
     max: usize,
 }
 
-impl Conn {
-    fn new(stream: TcpStream, max: usize) -> Conn {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn new(stream: S, max: usize) -> Conn<S> {
         Conn {
             stream,
             buf: Vec::new(),
@@ -103,12 +138,13 @@ impl Conn {
 
     async fn run(mut self, sink: &LogSink, opts: &ForwardOptions) -> Result<(), ConnError> {
         if let Some(key) = &opts.shared_key {
-            let hs = Handshake::new().map_err(|e| ConnError::Handshake(e.to_string()))?;
+            let hs = Handshake::new(!opts.users.is_empty())
+                .map_err(|e| ConnError::Handshake(e.to_string()))?;
             self.send(&hs.helo()).await?;
             let Some(ping) = self.next_value().await? else {
                 return Ok(());
             };
-            match hs.answer(&ping, key, &opts.self_hostname) {
+            match hs.answer(&ping, key, &opts.users, &opts.self_hostname) {
                 PingOutcome::Accepted(pong) => self.send(&pong).await?,
                 PingOutcome::Rejected(pong, reason) => {
                     self.send(&pong).await?;
@@ -137,6 +173,7 @@ impl Conn {
         let mut out = Vec::new();
         rmpv::encode::write_value(&mut out, v).map_err(|e| ConnError::Msgpack(e.to_string()))?;
         self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
         Ok(())
     }
 
@@ -174,20 +211,39 @@ impl Conn {
     async fn fill(&mut self) -> Result<bool, ConnError> {
         let room = self.max + 1 - self.buf.len().min(self.max);
         let mut chunk = vec![0u8; room.min(256 << 10)];
-        let n = self.stream.read(&mut chunk).await?;
+        let n = match self.stream.read(&mut chunk).await {
+            // TLS clients (Fluent Bit, fluent-logger, Python's ssl) close the TCP connection
+            // without a close_notify; between frames that is an ordinary end.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            r => r?,
+        };
         if n == 0 {
             return Ok(false);
         }
         self.buf.extend_from_slice(&chunk[..n]);
         while self.buf.len() <= self.max {
-            match self.stream.try_read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e.into()),
+            match self.try_read(&mut chunk).await {
+                Some(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                // An end or an error is left for the next read to report: the frames already
+                // buffered are decoded (and acked) first.
+                _ => break,
             }
         }
         Ok(true)
+    }
+
+    /// One read if data is ready now, None if it would wait (TcpStream::try_read for any
+    /// stream, TLS included).
+    async fn try_read(&mut self, chunk: &mut [u8]) -> Option<std::io::Result<usize>> {
+        let stream = &mut self.stream;
+        std::future::poll_fn(|cx| {
+            let mut rb = ReadBuf::new(chunk);
+            match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+                Poll::Ready(r) => Poll::Ready(Some(r.map(|()| rb.filled().len()))),
+                Poll::Pending => Poll::Ready(None),
+            }
+        })
+        .await
     }
 }
 

@@ -2,6 +2,7 @@ use super::*;
 use frame::tests::event_time_ext;
 use std::ops::ControlFlow;
 use storage::logs::{Direction, LogOptions, LogQuery, LogStore};
+use tokio::net::TcpStream;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -55,7 +56,7 @@ fn enc(v: &Value) -> Vec<u8> {
     out
 }
 
-async fn read_value(s: &mut TcpStream) -> Value {
+async fn read_value<S: AsyncRead + Unpin>(s: &mut S) -> Value {
     let mut buf = Vec::new();
     loop {
         let mut chunk = [0u8; 4096];
@@ -134,6 +135,70 @@ async fn a_malformed_frame_closes_only_its_connection() {
     assert_eq!(fx.lines().len(), 1);
 }
 
+fn sha512_hex(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha512};
+    let mut h = Sha512::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs the client side of the handshake as Fluentd's out_forward does; returns the PONG.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    key: &str,
+    user: &str,
+    password: &str,
+) -> Value {
+    let helo = read_value(s).await;
+    let opts = helo.as_array().unwrap()[1].as_map().unwrap().clone();
+    let get = |k: &str| {
+        opts.iter()
+            .find(|(n, _)| n.as_str() == Some(k))
+            .and_then(|(_, v)| v.as_slice())
+            .unwrap()
+            .to_vec()
+    };
+    let (nonce, auth_salt) = (get("nonce"), get("auth"));
+    let password_digest = if auth_salt.is_empty() {
+        String::new()
+    } else {
+        sha512_hex(&[&auth_salt, user.as_bytes(), password.as_bytes()])
+    };
+    let ping = Value::Array(vec![
+        Value::from("PING"),
+        Value::from("client"),
+        Value::from("salt"),
+        Value::from(sha512_hex(&[b"salt", b"client", &nonce, key.as_bytes()])),
+        Value::from(user),
+        Value::from(password_digest),
+    ]);
+    s.write_all(&enc(&ping)).await.unwrap();
+    let pong = read_value(s).await;
+    if pong.as_array().unwrap()[1] == Value::Boolean(true) {
+        assert_eq!(
+            pong.as_array().unwrap()[4].as_str(),
+            Some(sha512_hex(&[b"salt", b"novamon", &nonce, key.as_bytes()]).as_str())
+        );
+    }
+    pong
+}
+
+async fn send_acked<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, line: &str) {
+    let frame = Value::Array(vec![
+        Value::from("t"),
+        Value::from(1_700_000_000),
+        msg(line),
+        Value::Map(vec![(Value::from("chunk"), Value::from("k"))]),
+    ]);
+    s.write_all(&enc(&frame)).await.unwrap();
+    assert_eq!(
+        read_value(s).await,
+        Value::Map(vec![(Value::from("ack"), Value::from("k"))])
+    );
+}
+
 #[tokio::test]
 async fn shared_key_handshake_gates_the_connection() {
     let fx = start(ForwardOptions {
@@ -143,50 +208,97 @@ async fn shared_key_handshake_gates_the_connection() {
     .await;
     for (key, accepted) in [("secret", true), ("wrong", false)] {
         let mut s = TcpStream::connect(fx.addr).await.unwrap();
-        let helo = read_value(&mut s).await;
-        let nonce = helo.as_array().unwrap()[1].as_map().unwrap()[0]
-            .1
-            .as_slice()
-            .unwrap()
-            .to_vec();
-        use sha2::{Digest, Sha512};
-        let digest: String = Sha512::new()
-            .chain_update(b"salt")
-            .chain_update(b"client")
-            .chain_update(&nonce)
-            .chain_update(key.as_bytes())
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let ping = Value::Array(vec![
-            Value::from("PING"),
-            Value::from("client"),
-            Value::from("salt"),
-            Value::from(digest),
-            Value::from(""),
-            Value::from(""),
-        ]);
-        s.write_all(&enc(&ping)).await.unwrap();
-        let pong = read_value(&mut s).await;
+        let pong = handshake(&mut s, key, "", "").await;
         assert_eq!(
             pong.as_array().unwrap()[1],
             Value::Boolean(accepted),
             "{key}"
         );
         if accepted {
-            let frame = Value::Array(vec![
-                Value::from("t"),
-                Value::from(1_700_000_000),
-                msg("authed"),
-                Value::Map(vec![(Value::from("chunk"), Value::from("k"))]),
-            ]);
-            s.write_all(&enc(&frame)).await.unwrap();
-            read_value(&mut s).await;
+            send_acked(&mut s, "authed").await;
+        } else {
+            let mut rest = Vec::new();
+            assert_eq!(s.read_to_end(&mut rest).await.unwrap(), 0, "not closed");
         }
     }
     assert_eq!(
         fx.lines().iter().map(|l| l.1.as_str()).collect::<Vec<_>>(),
         ["authed"]
     );
+}
+
+fn testdata(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/forward_tls")
+        .join(name)
+}
+
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(testdata("ca.pem")).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+}
+
+#[tokio::test]
+async fn tls_with_user_auth_accepts_only_known_users_and_refuses_plain_tcp() {
+    let fx = start(ForwardOptions {
+        shared_key: Some("secret".into()),
+        users: vec![ForwardUser {
+            username: "ann".into(),
+            password: "pw".into(),
+        }],
+        tls: Some(ForwardTls::load(&testdata("cert.pem"), &testdata("key.pem")).unwrap()),
+        ..Default::default()
+    })
+    .await;
+    for (user, password, accepted) in [
+        ("ann", "pw", true),
+        ("ann", "nope", false),
+        ("bob", "pw", false),
+    ] {
+        let mut s = tls_connect(fx.addr).await.unwrap();
+        let pong = handshake(&mut s, "secret", user, password).await;
+        let pong = pong.as_array().unwrap();
+        assert_eq!(pong[1], Value::Boolean(accepted), "{user}/{password}");
+        if accepted {
+            // A frame larger than one TLS record arrives in pieces and is still decoded whole.
+            send_acked(&mut s, &"tls ".repeat(20_000)).await;
+            send_acked(&mut s, "over tls").await;
+        } else {
+            assert_eq!(pong[2].as_str(), Some("username/password mismatch"));
+        }
+    }
+    // A client speaking plain TCP gets no HELO, at most a TLS alert record (0x15), and EOF.
+    let mut plain = TcpStream::connect(fx.addr).await.unwrap();
+    plain.write_all(&enc(&Value::from("hello"))).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = plain.read_to_end(&mut rest).await;
+    assert!(rest.is_empty() || rest[0] == 0x15, "{rest:?}");
+    let lines = fx.lines();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1].1, "over tls");
+}
+
+#[test]
+fn tls_files_that_do_not_load_are_errors_naming_the_file() {
+    let missing = ForwardTls::load(&testdata("nope.pem"), &testdata("key.pem")).unwrap_err();
+    assert!(missing.to_string().contains("nope.pem"), "{missing}");
+    // A key file given as the certificate holds no certificate.
+    let swapped = ForwardTls::load(&testdata("key.pem"), &testdata("key.pem")).unwrap_err();
+    assert!(matches!(swapped, TlsError::NoCertificate(_)), "{swapped}");
 }

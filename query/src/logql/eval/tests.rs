@@ -252,7 +252,8 @@ fn vector_aggregations_topk_and_binary_operations() {
     let (_d, e) = fixture();
     let got = metric(
         &e,
-        r#"sum by (level) (count_over_time({app=~".+"} | json | logfmt [1m]))"#,
+        // Each line fails one of the two parsers; dropping the error labels accepts that.
+        r#"sum by (level) (count_over_time({app=~".+"} | json | logfmt | drop __error__, __error_details__ [1m]))"#,
         60,
         60,
         60,
@@ -305,4 +306,251 @@ fn vector_aggregations_topk_and_binary_operations() {
         60,
     );
     assert_eq!(got, vec![(lm(&[]), vec![(60, 3.0)])]);
+}
+
+fn metric_err(e: &LogEngine, q: &str) -> String {
+    let Expr::Metric(m) = parse(q).unwrap() else {
+        panic!("not a metric query")
+    };
+    let steps = Steps {
+        start_ns: T0 + 60 * S,
+        end_ns: T0 + 60 * S,
+        step_ns: S,
+    };
+    e.eval_metric(&m, steps).unwrap_err().to_string()
+}
+
+#[test]
+fn errors_tag_lines_instead_of_dropping_them_and_label_filters_select_them() {
+    let (_d, e) = engine(vec![
+        rec(1, "mix", r#"{"status":"200","took":"5ms"}"#),
+        rec(2, "mix", "not json at all"),
+        rec(3, "mix", r#"{"status":"abc","took":"slow"}"#),
+        rec(4, "mix", r#"{"took":"1s"}"#),
+    ]);
+    let all = |q: &str| logs(&e, q, Direction::Forward, 100);
+    // The line that is not JSON is kept, tagged, with details.
+    let got = all(r#"{app="mix"} | json"#);
+    let bad = got
+        .iter()
+        .find(|(l, _)| l.get("__error__").map(String::as_str) == Some("JSONParserErr"))
+        .expect("tagged line");
+    assert_eq!(bad.1, ["not json at all"]);
+    assert!(bad.0.contains_key("__error_details__"), "{:?}", bad.0);
+    // A numeric comparison: a missing label drops the line, an unconvertible value keeps it
+    // tagged LabelFilterErr, and a line tagged earlier passes untouched.
+    let got = all(r#"{app="mix"} | json | status > 100"#);
+    let lines: Vec<(&str, Option<&str>)> = got
+        .iter()
+        .flat_map(|(l, v)| {
+            v.iter()
+                .map(move |x| (x.as_str(), l.get("__error__").map(String::as_str)))
+        })
+        .collect();
+    assert_eq!(lines.len(), 3, "{got:?}");
+    assert!(lines.contains(&(r#"{"status":"200","took":"5ms"}"#, None)));
+    assert!(lines.contains(&("not json at all", Some("JSONParserErr"))));
+    assert!(lines.contains(&(r#"{"status":"abc","took":"slow"}"#, Some("LabelFilterErr"))));
+    let details = got
+        .iter()
+        .find(|(l, _)| l.get("__error__").map(String::as_str) == Some("LabelFilterErr"))
+        .and_then(|(l, _)| l.get("__error_details__").cloned());
+    assert_eq!(
+        details.as_deref(),
+        Some(r#"strconv.ParseFloat: parsing "abc": invalid syntax"#)
+    );
+    // `__error__=""` keeps only clean lines.
+    let clean = all(r#"{app="mix"} | json | status > 100 | __error__="""#);
+    assert_eq!(clean.iter().map(|(_, v)| v.len()).sum::<usize>(), 1);
+    // Logfmt errors name the position; template errors keep the line.
+    let got =
+        all(r#"{app="mix"} |= "not json" | logfmt | line_format "{{ substr \"x\" 1 __line__ }}""#);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, ["not json at all"]);
+    assert_eq!(
+        got[0].0.get("__error__").map(String::as_str),
+        Some("TemplateFormatErr")
+    );
+    let got = all(r#"{app="mix"} |= "5ms" | logfmt"#);
+    assert_eq!(
+        got[0].0.get("__error__").map(String::as_str),
+        Some("LogfmtParserErr")
+    );
+    assert_eq!(
+        got[0].0.get("__error_details__").map(String::as_str),
+        Some("logfmt syntax error at pos 2 : unexpected '\"'")
+    );
+}
+
+#[test]
+fn metric_queries_over_errors_fail_with_lokis_text_unless_filtered() {
+    let (_d, e) = engine(vec![
+        rec(1, "mix", r#"{"took":"5ms"}"#),
+        rec(2, "mix", "not json"),
+        rec(3, "mix", r#"{"took":"slow"}"#),
+    ]);
+    let err = metric_err(&e, r#"count_over_time({app="mix"} | json [1m])"#);
+    assert!(
+        err.starts_with("pipeline error: 'JSONParserErr' for series: '{__error__=\"JSONParserErr\", __error_details__=\""),
+        "{err}"
+    );
+    assert!(err.ends_with(
+        "Use a label filter to intentionally skip this error. (e.g | __error__!=\"JSONParserErr\").\n\
+         To skip all potential errors you can match empty errors.(e.g __error__=\"\")\n\
+         The label filter can also be specified after unwrap. (e.g | unwrap latency | __error__=\"\" )\n"
+    ), "{err}");
+    // Filtered: counts only the clean lines.
+    let ok = metric(
+        &e,
+        r#"count_over_time({app="mix"} | json | __error__="" [1m])"#,
+        60,
+        60,
+        1,
+    );
+    assert_eq!(ok.iter().map(|s| s.1[0].1).sum::<f64>(), 2.0);
+    // Checked on the range aggregation's series, before any vector aggregation groups them.
+    let err = metric_err(
+        &e,
+        r#"sum by (app) (count_over_time({app="mix"} | json [1m]))"#,
+    );
+    assert!(err.starts_with("pipeline error: 'JSONParserErr'"), "{err}");
+    let err = metric_err(
+        &e,
+        r#"sum_over_time({app="mix"} | json | __error__="" | unwrap duration(took) [1m])"#,
+    );
+    assert!(
+        err.starts_with("pipeline error: 'SampleExtractionErr'"),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"__error_details__="time: invalid duration \"slow\"""#),
+        "{err}"
+    );
+    let ok = metric(
+        &e,
+        r#"sum_over_time({app="mix"} | json | __error__="" | unwrap duration(took) | __error__="" [1m])"#,
+        60,
+        60,
+        1,
+    );
+    assert_eq!(ok.len(), 1);
+    assert!((ok[0].1[0].1 - 0.005).abs() < 1e-12, "{ok:?}");
+}
+
+#[test]
+fn line_and_label_format_run_loki_template_functions() {
+    let (_d, e) = engine(vec![rec(
+        1,
+        "api",
+        "level=warn path=/api/v1/users took=1m30s",
+    )]);
+    let got = logs(
+        &e,
+        r#"{app="api"} | logfmt | label_format lvl="{{ .level | ToUpper }}", ep=`{{ .path | trimPrefix "/api" | replace "/" "." }}` | line_format `{{ __timestamp__ | unixEpoch }} {{ alignLeft 5 .lvl }}|{{ printf "%-8s" .ep }}|{{ if eq .level "warn" }}W{{ else }}-{{ end }} {{ .took | duration }}s`"#,
+        Direction::Forward,
+        10,
+    );
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0.get("lvl").map(String::as_str), Some("WARN"));
+    assert_eq!(got[0].1, [format!("{} WARN |.v1.users|W 90s", T0 / S + 1)]);
+    // A template that does not parse is a query parse error.
+    let err = parse(r#"{app="api"} | line_format "{{ .a | nosuch }}""#).unwrap_err();
+    assert!(
+        err.to_string().contains(r#"function "nosuch" not defined"#),
+        "{err}"
+    );
+}
+
+#[test]
+fn vector_matching_on_ignoring_and_group_modifiers() {
+    let (_d, e) = engine(vec![
+        rec(1, "api", "level=error team=a"),
+        rec(2, "api", "level=error team=a"),
+        rec(3, "api", "level=info team=a"),
+        rec(4, "web", "level=error team=b"),
+        rec(5, "web", "level=info team=b"),
+        rec(6, "web", "level=info team=b"),
+        rec(7, "web", "level=info team=b"),
+    ]);
+    let q = |s: &str| metric(&e, s, 60, 60, 60);
+    let per_level = r#"sum by (app, level) (count_over_time({app=~".+"} | logfmt [1m]))"#;
+    let per_app = r#"sum by (app) (count_over_time({app=~".+"} [1m]))"#;
+    // Share of each level in its app: many-to-one, keeping the left's labels.
+    let got = q(&format!("{per_level} / on(app) group_left {per_app}"));
+    assert_eq!(
+        got,
+        vec![
+            (
+                lm(&[("app", "api"), ("level", "error")]),
+                vec![(60, 2.0 / 3.0)]
+            ),
+            (
+                lm(&[("app", "api"), ("level", "info")]),
+                vec![(60, 1.0 / 3.0)]
+            ),
+            (lm(&[("app", "web"), ("level", "error")]), vec![(60, 0.25)]),
+            (lm(&[("app", "web"), ("level", "info")]), vec![(60, 0.75)]),
+        ]
+    );
+    // group_right mirrors it; the "one" side's labels listed in it are copied over.
+    let per_team = r#"sum by (app, team) (count_over_time({app=~".+"} | logfmt [1m]))"#;
+    let got = q(&format!(
+        "{per_team} * on(app) group_right(team) {per_level}"
+    ));
+    assert_eq!(got.len(), 4);
+    assert!(got.contains(&(
+        lm(&[("app", "web"), ("level", "info"), ("team", "b")]),
+        vec![(60, 4.0 * 3.0)]
+    )));
+    // One-to-one with ignoring: the result keeps the matched labels only.
+    let got = q(&format!(
+        "sum by (app) ({per_level}) - ignoring(level) sum by (app, level) (count_over_time({{app=~\".+\"}} | logfmt | level=\"error\" [1m]))"
+    ));
+    assert_eq!(
+        got,
+        vec![
+            (lm(&[("app", "api")]), vec![(60, 1.0)]),
+            (lm(&[("app", "web")]), vec![(60, 3.0)]),
+        ]
+    );
+    // Comparisons: filter keeps the left value, bool gives 0/1; `on()` matches everything.
+    let web = r#"sum by (app) (count_over_time({app="web"}[1m]))"#;
+    let api = r#"sum by (app) (count_over_time({app="api"}[1m]))"#;
+    assert_eq!(
+        q(&format!("{web} > bool on() {api}")),
+        vec![(lm(&[]), vec![(60, 1.0)])]
+    );
+    assert_eq!(
+        q(&format!("{web} < bool on() {api}")),
+        vec![(lm(&[]), vec![(60, 0.0)])]
+    );
+    assert_eq!(
+        q(&format!("{web} > on() {api}")),
+        vec![(lm(&[]), vec![(60, 4.0)])]
+    );
+    assert_eq!(q(&format!("{web} > {api}")), vec![]);
+    let err = {
+        let Expr::Metric(m) = parse(&format!("{per_level} / on(app) {per_app}")).unwrap() else {
+            panic!()
+        };
+        let steps = Steps {
+            start_ns: T0 + 60 * S,
+            end_ns: T0 + 60 * S,
+            step_ns: S,
+        };
+        e.eval_metric(&m, steps).unwrap_err().to_string()
+    };
+    assert!(
+        err.starts_with("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"),
+        "{err}"
+    );
+    let got = q(&format!(
+        "{per_level} and on(app) sum by (app) (count_over_time({{app=\"web\"}}[1m]))"
+    ));
+    assert_eq!(got.len(), 2);
+    assert!(got
+        .iter()
+        .all(|(l, _)| l.get("app").map(String::as_str) == Some("web")));
+    let got = q(&format!("{per_level} unless ignoring(level) {per_app}"));
+    assert!(got.is_empty(), "{got:?}");
 }

@@ -1,0 +1,476 @@
+//! Delivery of the rule manager's alerts to external Alertmanagers, as Prometheus's notifier
+//! does it: external labels added, `alert_relabel_configs` applied, a bounded queue (the
+//! oldest alerts dropped when full), batches of at most 256 alerts POSTed to every configured
+//! Alertmanager's `/api/v2/alerts`, no retry (the rule manager re-sends). Owns the
+//! `alerting:` config section, the queue and the `prometheus_notifications_*` metrics.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{json, Value};
+use storage::{Label, Labels};
+use tokio::sync::Notify;
+
+use super::relabel::{self, RelabelConfig};
+use crate::alert::{Alert, AlertSink};
+
+const QUEUE_CAPACITY: usize = 10_000;
+const MAX_BATCH: usize = 256;
+
+/// prometheus.yml's `alerting:` section.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    alert_relabel_configs: Vec<RelabelConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    alertmanagers: Vec<AlertmanagerConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct AlertmanagerConfig {
+    #[serde(default)]
+    static_configs: Vec<StaticConfig>,
+    #[serde(default = "default_scheme")]
+    scheme: String,
+    #[serde(default = "default_prefix")]
+    path_prefix: String,
+    #[serde(default = "default_timeout")]
+    timeout: Timeout,
+    #[serde(default = "default_api")]
+    api_version: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    alert_relabel_configs: Vec<RelabelConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct StaticConfig {
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+}
+
+fn default_scheme() -> String {
+    "http".into()
+}
+fn default_prefix() -> String {
+    "/".into()
+}
+fn default_timeout() -> Timeout {
+    Timeout(Duration::from_secs(10))
+}
+fn default_api() -> String {
+    "v2".into()
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Timeout(Duration);
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        promql_parser::util::parse_duration(&s)
+            .map(Timeout)
+            .map_err(|e| serde::de::Error::custom(format!("not a valid duration {s:?}: {e}")))
+    }
+}
+
+impl Serialize for Timeout {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&promql_parser::util::display_duration(&self.0))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid alerting config: {0}")]
+pub struct SenderError(String);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AmLabel {
+    alertmanager: String,
+}
+
+struct Target {
+    url: String,
+    timeout: Duration,
+    relabel: Vec<relabel::Rule>,
+}
+
+struct Metrics {
+    sent: Family<AmLabel, Counter>,
+    errors: Family<AmLabel, Counter>,
+    dropped: Counter,
+    queue_length: Gauge,
+}
+
+/// The sink that queues alerts for the external Alertmanagers.
+pub(crate) struct Sender {
+    queue: Arc<Mutex<VecDeque<Value>>>,
+    wake: Arc<Notify>,
+    external_labels: Vec<Label>,
+    relabel: Vec<relabel::Rule>,
+    metrics: Arc<Metrics>,
+}
+
+impl Sender {
+    /// Starts the delivery task; `None` when no Alertmanager is configured.
+    pub(crate) fn start(
+        cfg: &AlertingConfig,
+        external_labels: &BTreeMap<String, String>,
+        registry: &mut Registry,
+        client: reqwest::Client,
+    ) -> Result<Option<Sender>, SenderError> {
+        let (targets, relabel) = targets(cfg)?;
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let metrics = Arc::new(Metrics {
+            sent: Family::default(),
+            errors: Family::default(),
+            dropped: Counter::default(),
+            queue_length: Gauge::default(),
+        });
+        registry.register(
+            "prometheus_notifications_sent",
+            "Total number of alerts sent.",
+            metrics.sent.clone(),
+        );
+        registry.register(
+            "prometheus_notifications_errors",
+            "Total number of sent alerts affected by errors.",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "prometheus_notifications_dropped",
+            "Total number of alerts dropped due to errors when sending to Alertmanager.",
+            metrics.dropped.clone(),
+        );
+        registry.register(
+            "prometheus_notifications_queue_length",
+            "The number of alert notifications in the queue.",
+            metrics.queue_length.clone(),
+        );
+        let capacity: Gauge = Gauge::default();
+        capacity.set(QUEUE_CAPACITY as i64);
+        registry.register(
+            "prometheus_notifications_queue_capacity",
+            "The capacity of the alert notifications queue.",
+            capacity,
+        );
+        let discovered: Gauge = Gauge::default();
+        discovered.set(targets.len() as i64);
+        registry.register(
+            "prometheus_notifications_alertmanagers_discovered",
+            "The number of alertmanagers discovered and active.",
+            discovered,
+        );
+        for t in &targets {
+            let l = AmLabel {
+                alertmanager: t.url.clone(),
+            };
+            let _ = metrics.sent.get_or_create(&l);
+            let _ = metrics.errors.get_or_create(&l);
+        }
+        let s = Sender {
+            queue: Arc::default(),
+            wake: Arc::default(),
+            external_labels: external_labels
+                .iter()
+                .map(|(k, v)| Label::new(k, v))
+                .collect(),
+            relabel,
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(deliver(
+            client,
+            s.queue.clone(),
+            s.wake.clone(),
+            Arc::new(targets),
+            metrics,
+        ));
+        Ok(Some(s))
+    }
+}
+
+impl AlertingConfig {
+    /// Validates what starting the sender would: API versions, schemes, relabel rules.
+    pub fn check(&self) -> Result<(), SenderError> {
+        targets(self).map(|_| ())
+    }
+}
+
+/// The Alertmanager endpoints to post to and the global relabelling rules.
+fn targets(cfg: &AlertingConfig) -> Result<(Vec<Target>, Vec<relabel::Rule>), SenderError> {
+    let compile = |cfgs: &[RelabelConfig]| {
+        cfgs.iter()
+            .map(|c| c.compile().map_err(SenderError))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut targets = Vec::new();
+    for am in &cfg.alertmanagers {
+        if am.api_version != "v2" {
+            return Err(SenderError(format!(
+                "api_version {:?} is not supported: Alertmanager's v2 API is the only one left",
+                am.api_version
+            )));
+        }
+        if am.scheme != "http" && am.scheme != "https" {
+            return Err(SenderError(format!("unknown scheme {:?}", am.scheme)));
+        }
+        for sc in &am.static_configs {
+            for t in &sc.targets {
+                let prefix = am.path_prefix.trim_matches('/');
+                let path = if prefix.is_empty() {
+                    "/api/v2/alerts".to_owned()
+                } else {
+                    format!("/{prefix}/api/v2/alerts")
+                };
+                targets.push(Target {
+                    url: format!("{}://{t}{path}", am.scheme),
+                    timeout: am.timeout.0,
+                    relabel: compile(&am.alert_relabel_configs)?,
+                });
+            }
+        }
+    }
+    let relabel = compile(&cfg.alert_relabel_configs)?;
+    Ok((targets, relabel))
+}
+
+fn to_json(labels: &Labels, a: &Alert) -> Value {
+    let mut v = json!({
+        "labels": Value::Object(labels.iter().map(|l| (l.name.clone(), Value::String(l.value.clone()))).collect()),
+        "annotations": a.annotations,
+        "startsAt": super::rfc3339_millis(a.starts_at),
+        "generatorURL": a.generator_url,
+    });
+    if let Some(e) = a.ends_at {
+        v["endsAt"] = Value::String(super::rfc3339_millis(e));
+    }
+    v
+}
+
+impl AlertSink for Sender {
+    fn send(&self, alerts: Vec<Alert>) {
+        let mut out = Vec::with_capacity(alerts.len());
+        for a in alerts {
+            // External labels fill in what the alert does not set itself.
+            let mut ls = a.labels.as_slice().to_vec();
+            for e in &self.external_labels {
+                if a.labels.get(&e.name).is_none() {
+                    ls.push(e.clone());
+                }
+            }
+            let Some(ls) = relabel::process(&Labels::new(ls), &self.relabel) else {
+                continue;
+            };
+            if ls.is_empty() {
+                continue;
+            }
+            out.push((ls, a));
+        }
+        if out.is_empty() {
+            return;
+        }
+        let mut q = self.queue.lock();
+        for (ls, a) in out {
+            q.push_back(json!({"labels": ls.iter().map(|l| (l.name.clone(), l.value.clone())).collect::<BTreeMap<_, _>>(), "alert": to_json(&ls, &a)}));
+        }
+        if q.len() > QUEUE_CAPACITY {
+            let n = q.len() - QUEUE_CAPACITY;
+            q.drain(..n);
+            self.metrics.dropped.inc_by(n as u64);
+            tracing::warn!(
+                dropped = n,
+                "alert notification queue full, dropping alerts"
+            );
+        }
+        self.metrics.queue_length.set(q.len() as i64);
+        drop(q);
+        self.wake.notify_one();
+    }
+}
+
+async fn deliver(
+    client: reqwest::Client,
+    queue: Arc<Mutex<VecDeque<Value>>>,
+    wake: Arc<Notify>,
+    targets: Arc<Vec<Target>>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        wake.notified().await;
+        loop {
+            let batch: Vec<Value> = {
+                let mut q = queue.lock();
+                let n = q.len().min(MAX_BATCH);
+                let b = q.drain(..n).collect();
+                metrics.queue_length.set(q.len() as i64);
+                b
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, t) in targets.iter().enumerate() {
+                // Per-Alertmanager relabelling can drop alerts for this target only.
+                let body: Vec<Value> =
+                    batch
+                        .iter()
+                        .filter_map(|item| {
+                            if t.relabel.is_empty() {
+                                return Some(item["alert"].clone());
+                            }
+                            let ls =
+                                Labels::from_pairs(item["labels"].as_object()?.iter().map(
+                                    |(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()),
+                                ));
+                            let ls = relabel::process(&ls, &t.relabel)?;
+                            let mut a = item["alert"].clone();
+                            a["labels"] = Value::Object(
+                                ls.iter()
+                                    .map(|l| (l.name.clone(), Value::String(l.value.clone())))
+                                    .collect(),
+                            );
+                            Some(a)
+                        })
+                        .collect();
+                if body.is_empty() {
+                    continue;
+                }
+                let (client, targets, metrics) = (client.clone(), targets.clone(), metrics.clone());
+                tasks.spawn(async move {
+                    let t = &targets[i];
+                    let l = AmLabel {
+                        alertmanager: t.url.clone(),
+                    };
+                    let n = body.len() as u64;
+                    let start = Instant::now();
+                    let res = client
+                        .post(&t.url)
+                        .timeout(t.timeout)
+                        .json(&body)
+                        .send()
+                        .await;
+                    let err = match res {
+                        Ok(r) if r.status().is_success() => None,
+                        Ok(r) => Some(format!("bad response status {}", r.status())),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    match err {
+                        None => {
+                            metrics.sent.get_or_create(&l).inc_by(n);
+                        }
+                        Some(e) => {
+                            metrics.errors.get_or_create(&l).inc_by(n);
+                            tracing::error!(
+                                alertmanager = t.url,
+                                count = n,
+                                elapsed_ms = start.elapsed().as_millis() as u64,
+                                "error sending alerts: {e}"
+                            );
+                        }
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::post;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn batches_relabels_and_posts_to_every_alertmanager() {
+        let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let mut urls = Vec::new();
+        for name in ["one", "two"] {
+            let g = got.clone();
+            let app = axum::Router::new().route(
+                "/prefix/api/v2/alerts",
+                post(move |body: axum::Json<Value>| {
+                    let g = g.clone();
+                    async move { g.lock().push((name.to_owned(), body.0)) }
+                }),
+            );
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            urls.push(l.local_addr().unwrap().to_string());
+            tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        }
+        let cfg: AlertingConfig = serde_yaml::from_str(&format!(
+            "alert_relabel_configs: [{{source_labels: [severity], regex: debug, action: drop}}]\nalertmanagers:\n  - static_configs: [{{targets: ['{}', '{}']}}]\n    path_prefix: /prefix/\n    timeout: 5s\n",
+            urls[0], urls[1]
+        ))
+        .unwrap();
+        let mut reg = Registry::default();
+        let ext = BTreeMap::from([
+            ("cluster".to_owned(), "eu".to_owned()),
+            ("alertname".to_owned(), "ignored".to_owned()),
+        ]);
+        let s = Sender::start(&cfg, &ext, &mut reg, super::super::http_client().unwrap())
+            .unwrap()
+            .unwrap();
+        let alert = |name: &str, sev: &str| Alert {
+            labels: Labels::from_pairs([("alertname", name), ("severity", sev)]),
+            annotations: BTreeMap::from([("summary".to_owned(), "s".to_owned())]),
+            starts_at: 1_700_000_000_000,
+            ends_at: Some(1_700_000_060_000),
+            generator_url: "http://prom/graph".into(),
+        };
+        s.send(vec![alert("Down", "page"), alert("Noise", "debug")]);
+        for _ in 0..100 {
+            if got.lock().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = got.lock();
+        assert_eq!(got.len(), 2, "{got:?}");
+        for (_, body) in got.iter() {
+            assert_eq!(
+                body,
+                &json!([{
+                    "labels": {"alertname": "Down", "severity": "page", "cluster": "eu"},
+                    "annotations": {"summary": "s"},
+                    "startsAt": "2023-11-14T22:13:20.000Z",
+                    "endsAt": "2023-11-14T22:14:20.000Z",
+                    "generatorURL": "http://prom/graph",
+                }])
+            );
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        assert!(text.contains(&format!("prometheus_notifications_sent_total{{alertmanager=\"http://{}/prefix/api/v2/alerts\"}} 1", urls[0])), "{text}");
+    }
+
+    #[test]
+    fn unsupported_settings_are_errors() {
+        let mut reg = Registry::default();
+        for yml in [
+            "alertmanagers: [{api_version: v1, static_configs: [{targets: [a:1]}]}]",
+            "alertmanagers: [{scheme: ftp, static_configs: [{targets: [a:1]}]}]",
+            "alert_relabel_configs: [{action: nope}]\nalertmanagers: [{static_configs: [{targets: [a:1]}]}]",
+        ] {
+            let cfg: AlertingConfig = serde_yaml::from_str(yml).unwrap();
+            assert!(Sender::start(&cfg, &BTreeMap::new(), &mut reg, super::super::http_client().unwrap()).is_err(), "{yml}");
+        }
+        assert!(
+            serde_yaml::from_str::<AlertingConfig>("alertmanagers: [{timeout: soon}]").is_err()
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The rule manager in the server: started from the configuration's `rule_files`,
+//! `global.evaluation_interval` and `global.external_labels`, and reloaded from the config
+//! file on SIGHUP and `POST /-/reload` (a bad file is rejected, the running rules stay). Owns
+//! only start-up and reload; evaluation is `query::rules`'.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use query::alert::AlertSink;
+use query::rules::{RuleConfig, RuleManager};
+
+use crate::config::Config;
+
+/// The running manager and where its settings are re-read from on reload.
+#[derive(Clone)]
+pub struct Rules {
+    pub manager: Arc<RuleManager>,
+    config_path: Option<PathBuf>,
+    external_url: String,
+}
+
+fn rule_config(config: &Config, path: Option<&Path>, external_url: &str) -> RuleConfig {
+    // As Prometheus: relative rule_files are relative to the config file's directory.
+    let base_dir = path
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    RuleConfig {
+        patterns: config.rule_files.clone(),
+        base_dir,
+        evaluation_interval: config.global.evaluation_interval.0,
+        query_offset: config
+            .global
+            .rule_query_offset
+            .map(|d| d.0)
+            .unwrap_or_default(),
+        external_labels: config.global.external_labels.clone(),
+        external_url: external_url.to_owned(),
+    }
+}
+
+/// Loads the rule files and starts evaluating; a bad rule file stops start-up, as in
+/// Prometheus.
+pub async fn start(
+    config: &Config,
+    tsdb: Arc<storage::Tsdb>,
+    engine: Arc<query::Engine>,
+    logs: query::logql::LogEngine,
+    sink: Arc<dyn AlertSink>,
+) -> anyhow::Result<Rules> {
+    let external_url = format!("http://{}", advertised(config.listeners.http));
+    let manager = RuleManager::new(tsdb, engine, Some(logs), sink);
+    let path = config.source.clone();
+    let n = manager
+        .apply(&rule_config(config, path.as_deref(), &external_url))
+        .await
+        .context("loading rule files")?;
+    if n > 0 {
+        tracing::info!(groups = n, "rule groups loaded");
+    }
+    let rules = Rules {
+        manager,
+        config_path: path,
+        external_url,
+    };
+    tokio::spawn(reload_on_sighup(rules.clone()));
+    Ok(rules)
+}
+
+/// The address other machines reach us at; an unspecified bind address means this host.
+fn advertised(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+        format!("{host}:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+impl Rules {
+    /// Re-reads the config file and its rule files; on any error nothing changes.
+    async fn reload(&self) -> Result<(), String> {
+        let config = Config::load(self.config_path.as_deref()).map_err(|e| e.to_string())?;
+        let cfg = rule_config(&config, self.config_path.as_deref(), &self.external_url);
+        match self.manager.apply(&cfg).await {
+            Ok(n) => {
+                tracing::info!(groups = n, "rules reloaded");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn reload_logged(&self, trigger: &str) -> Result<(), String> {
+        self.reload().await.inspect_err(|e| {
+            tracing::error!(
+                trigger,
+                "reload rejected, the previous rules keep running: {e}"
+            );
+        })
+    }
+
+    /// `POST /-/reload` (and `PUT`, as Prometheus): 200 when reloaded, 500 with the reason.
+    pub fn routes(&self) -> Router {
+        let handler = |rules: Rules| async move {
+            match rules.reload_logged("/-/reload").await {
+                Ok(()) => (StatusCode::OK, String::new()),
+                Err(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("failed to reload config: {e}\n"),
+                ),
+            }
+        };
+        let (a, b) = (self.clone(), self.clone());
+        Router::new().route(
+            "/-/reload",
+            post(move || handler(a.clone())).put(move || handler(b.clone())),
+        )
+    }
+}
+
+async fn reload_on_sighup(rules: Rules) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGHUP: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let _ = rules.reload_logged("SIGHUP").await;
+    }
+}

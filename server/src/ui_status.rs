@@ -1,0 +1,65 @@
+//! The stores as the embedded UI's status page shows them: each store's directory and its
+//! counts, read on request. Owns only the choice of what to count.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ui::{Count, Store};
+
+pub struct UiStatus {
+    pub data_dir: PathBuf,
+    pub tsdb: Arc<storage::Tsdb>,
+    pub logs: Arc<storage::logs::LogStore>,
+    pub traces: Arc<storage::traces::TraceStore>,
+}
+
+impl ui::StatusSource for UiStatus {
+    /// Absolute, so the page says where the data is whatever directory novamon started in.
+    fn data_dir(&self) -> PathBuf {
+        std::fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone())
+    }
+
+    fn stores(&self) -> Vec<Store> {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        vec![
+            Store {
+                name: "tsdb",
+                dir: self.data_dir.join("tsdb"),
+                counts: vec![Count {
+                    what: "series",
+                    value: Ok(self.tsdb.num_series()),
+                }],
+            },
+            Store {
+                name: "logs",
+                dir: self.data_dir.join("logs"),
+                counts: vec![Count {
+                    what: "streams",
+                    value: self
+                        .logs
+                        .streams(&[], i64::MIN, i64::MAX)
+                        .map(|s| s.len() as u64)
+                        .map_err(|e| err(&e)),
+                }],
+            },
+            Store {
+                name: "traces",
+                dir: self.data_dir.join("traces"),
+                counts: vec![
+                    Count {
+                        what: "spans (estimate)",
+                        value: self.traces.estimated_spans().map_err(|e| err(&e)),
+                    },
+                    Count {
+                        what: "services",
+                        value: self
+                            .traces
+                            .services()
+                            .map(|s| s.len() as u64)
+                            .map_err(|e| err(&e)),
+                    },
+                ],
+            },
+        ]
+    }
+}

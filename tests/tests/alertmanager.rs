@@ -1,0 +1,677 @@
+//! The built-in Alertmanager and the alert sender against real peers: Debian's
+//! `prometheus-alertmanager` as the external Alertmanager (the sender's alerts arrive in it,
+//! and the built-in v2 API answers the same JSON as it for the same requests), and a local
+//! HTTP sink receiving webhook, Slack and PagerDuty notifications with Alertmanager's
+//! grouping and timing, retries of a failing receiver, and no duplicate after a restart.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::{agent, enc, free_port, get_json, wait_until, Json, Novamon, Process};
+
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+/// The config both the real and the built-in Alertmanager run with in the API comparison.
+const AM_CONFIG: &str = "route:
+  receiver: default
+  routes:
+    - matchers: ['severity=\"critical\"']
+      receiver: pager
+receivers:
+  - name: default
+  - name: pager
+inhibit_rules:
+  - source_matchers: [severity=critical]
+    target_matchers: [severity=warning]
+    equal: [alertname]
+";
+
+/// The real Alertmanager on a free port with a one-receiver config.
+fn real_alertmanager(dir: &Path) -> (Process, String) {
+    assert!(
+        Path::new(ALERTMANAGER).exists(),
+        "the prometheus-alertmanager package is required (tests/run.sh installs it)"
+    );
+    let port = free_port();
+    let cfg = dir.join("alertmanager.yml");
+    std::fs::write(&cfg, AM_CONFIG).unwrap();
+    let p = Process::spawn(
+        Command::new(ALERTMANAGER)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address="),
+        dir.join("alertmanager.log"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let a = agent();
+    wait_until(Duration::from_secs(20), || {
+        a.get(format!("{url}/-/ready"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .unwrap_or_else(|| panic!("alertmanager not ready:\n{}", p.log()));
+    (p, url)
+}
+
+/// (status, body as JSON or as a JSON string when not JSON, or null when empty).
+fn request(method: &str, url: &str, body: Option<&str>) -> (u16, Json) {
+    let a = agent();
+    let mut resp = match (method, body) {
+        ("GET", _) => a.get(url).call(),
+        ("DELETE", _) => a.delete(url).call(),
+        (_, b) => a
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(b.unwrap_or("")),
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let json = if text.trim().is_empty() {
+        Json::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Json::String(text))
+    };
+    (status, json)
+}
+
+fn is_api_time(v: &Json) -> bool {
+    let s = v.as_str().unwrap_or("");
+    let b = s.as_bytes();
+    s.len() == 24 && b[10] == b'T' && b[19] == b'.' && s.ends_with('Z')
+}
+
+/// Replaces times (after checking their format) and silence ids, which differ between two
+/// servers answering the same requests.
+fn normalize(v: &Json) -> Json {
+    match v {
+        Json::Object(m) => Json::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match k.as_str() {
+                        "startsAt" | "endsAt" | "updatedAt" => {
+                            assert!(is_api_time(v), "{k}: {v}");
+                            Json::String("<time>".into())
+                        }
+                        "id" | "silenceID" => Json::String("<id>".into()),
+                        "silencedBy" => Json::Array(
+                            v.as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|_| Json::String("<id>".into()))
+                                .collect(),
+                        ),
+                        _ => normalize(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Json::Array(a) => Json::Array(a.iter().map(normalize).collect()),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn builtin_api_answers_as_the_real_alertmanager() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_am, am) = real_alertmanager(dir.path());
+    let config = dir.path().join("novamon.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "alertmanager:\n  config_file: {}\n",
+            dir.path().join("alertmanager.yml").display()
+        ),
+    )
+    .unwrap();
+    let nm = Novamon::start(
+        &dir.path().join("novamon"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let ours = nm.url.clone();
+    let both = |method: &str, path: &str, body: Option<&str>| {
+        let theirs = request(method, &format!("{am}{path}"), body);
+        let mine = request(method, &format!("{ours}{path}"), body);
+        (theirs, mine)
+    };
+    let same = |method: &str, path: &str, body: Option<&str>| {
+        let (theirs, mine) = both(method, path, body);
+        assert_eq!(
+            mine.0, theirs.0,
+            "{method} {path}: status; theirs {}, ours {}",
+            theirs.1, mine.1
+        );
+        assert_eq!(normalize(&mine.1), normalize(&theirs.1), "{method} {path}");
+        mine.1
+    };
+    let alerts = r#"[
+        {"labels": {"alertname": "DiskFull", "instance": "db-1", "severity": "warning"},
+         "annotations": {"summary": "disk is full"}, "generatorURL": "http://prom/graph?g0.expr=x"},
+        {"labels": {"alertname": "Down", "instance": "web-1", "severity": "critical", "empty": ""}},
+        {"labels": {"alertname": "DiskFull", "instance": "db-2", "severity": "critical"}},
+        {"labels": {"alertname": "Old"}, "startsAt": "2024-01-01T00:00:00Z", "endsAt": "2024-01-01T01:00:00Z"}
+    ]"#;
+    same("POST", "/api/v2/alerts", Some(alerts));
+    // The real Alertmanager applies inhibition asynchronously: wait until it shows.
+    let inhibited = |v: &Json| {
+        v.as_array().is_some_and(|l| {
+            l.iter().any(|a| {
+                a["status"]["inhibitedBy"]
+                    .as_array()
+                    .is_some_and(|i| !i.is_empty())
+            })
+        })
+    };
+    wait_until(Duration::from_secs(10), || {
+        inhibited(&request("GET", &format!("{am}/api/v2/alerts"), None).1)
+    })
+    .expect("the real Alertmanager inhibits the warning");
+    let list = same("GET", "/api/v2/alerts", None);
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        3,
+        "resolved alerts are not listed: {list}"
+    );
+    assert!(inhibited(&list), "{list}");
+    same("GET", "/api/v2/alerts?inhibited=false", None);
+    let groups = same("GET", "/api/v2/alerts/groups", None);
+    assert_eq!(groups.as_array().unwrap().len(), 2, "{groups}");
+    same("GET", "/api/v2/alerts/groups?receiver=pager", None);
+    same("GET", "/api/v2/alerts/groups?inhibited=false", None);
+    same("GET", "/api/v2/alerts?receiver=pager", None);
+    same(
+        "GET",
+        &format!("/api/v2/alerts?filter={}", enc("severity=\"warning\"")),
+        None,
+    );
+    same(
+        "GET",
+        &format!(
+            "/api/v2/alerts?filter={}&filter={}",
+            enc("severity=~\"w.*\""),
+            enc("instance!=\"x\"")
+        ),
+        None,
+    );
+    same("GET", "/api/v2/alerts?receiver=default", None);
+    same("GET", "/api/v2/alerts?receiver=nobody", None);
+    // Validation: missing labels is the API schema's 422, an empty label set the handler's 400.
+    same("POST", "/api/v2/alerts", Some(r#"[{"annotations": {}}]"#));
+    same("POST", "/api/v2/alerts", Some(r#"[{"labels": {}}]"#));
+    same(
+        "POST",
+        "/api/v2/alerts",
+        Some(
+            r#"[{"labels": {"a": "b"}, "startsAt": "2024-01-02T00:00:00Z", "endsAt": "2024-01-01T00:00:00Z"}]"#,
+        ),
+    );
+
+    let silence = r#"{"matchers": [{"name": "severity", "value": "warning", "isRegex": false}],
+        "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z", "createdBy": "ops", "comment": "maintenance"}"#;
+    let (theirs, mine) = both("POST", "/api/v2/silences", Some(silence));
+    assert_eq!(
+        (mine.0, normalize(&mine.1)),
+        (theirs.0, normalize(&theirs.1))
+    );
+    let (their_id, my_id) = (
+        theirs.1["silenceID"].as_str().unwrap().to_owned(),
+        mine.1["silenceID"].as_str().unwrap().to_owned(),
+    );
+    let silences = same("GET", "/api/v2/silences", None);
+    assert_eq!(silences[0]["status"]["state"], "active");
+    same(
+        "GET",
+        &format!("/api/v2/silences?filter={}", enc("severity=\"warning\"")),
+        None,
+    );
+    same(
+        "GET",
+        &format!("/api/v2/silences?filter={}", enc("severity=\"critical\"")),
+        None,
+    );
+    let list = same("GET", "/api/v2/alerts", None);
+    assert_eq!(list[0]["status"]["state"], "suppressed", "{list}");
+    same("GET", "/api/v2/alerts?silenced=false", None);
+    same("GET", "/api/v2/alerts?active=false", None);
+    let theirs = request("GET", &format!("{am}/api/v2/silence/{their_id}"), None);
+    let mine = request("GET", &format!("{ours}/api/v2/silence/{my_id}"), None);
+    assert_eq!(
+        (mine.0, normalize(&mine.1)),
+        (theirs.0, normalize(&theirs.1))
+    );
+    // Silence validation and lookups of unknown or malformed ids.
+    same(
+        "POST",
+        "/api/v2/silences",
+        Some(
+            r#"{"matchers": [], "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z", "createdBy": "me"}"#,
+        ),
+    );
+    same(
+        "POST",
+        "/api/v2/silences",
+        Some(
+            r#"{"matchers": [{"name": "a", "value": "b", "isRegex": false}], "startsAt": "2030-01-01T00:00:00Z", "endsAt": "2029-01-01T00:00:00Z", "createdBy": "me", "comment": "c"}"#,
+        ),
+    );
+    same(
+        "POST",
+        "/api/v2/silences",
+        Some(
+            r#"{"matchers": [{"name": "a", "value": "b", "isRegex": false}], "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2021-01-01T00:00:00Z", "createdBy": "me", "comment": "c"}"#,
+        ),
+    );
+    same(
+        "POST",
+        "/api/v2/silences",
+        Some(
+            r#"{"id": "0b5c4fb9-1d5e-4e7a-9a8d-3a4c1f0e2b11", "matchers": [{"name": "a", "value": "b", "isRegex": false}], "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z", "createdBy": "me", "comment": "c"}"#,
+        ),
+    );
+    same("GET", "/api/v2/silence/not-a-uuid", None);
+    same(
+        "GET",
+        "/api/v2/silence/0b5c4fb9-1d5e-4e7a-9a8d-3a4c1f0e2b11",
+        None,
+    );
+    same(
+        "DELETE",
+        "/api/v2/silence/0b5c4fb9-1d5e-4e7a-9a8d-3a4c1f0e2b11",
+        None,
+    );
+    // Expiring: 200, then the silence is listed as expired and no longer mutes.
+    let theirs = request("DELETE", &format!("{am}/api/v2/silence/{their_id}"), None);
+    let mine = request("DELETE", &format!("{ours}/api/v2/silence/{my_id}"), None);
+    assert_eq!((mine.0, &mine.1), (theirs.0, &theirs.1));
+    let silences = same("GET", "/api/v2/silences", None);
+    assert_eq!(silences[0]["status"]["state"], "expired");
+    same("GET", "/api/v2/alerts?silenced=false", None);
+    let theirs = request("DELETE", &format!("{am}/api/v2/silence/{their_id}"), None);
+    let mine = request("DELETE", &format!("{ours}/api/v2/silence/{my_id}"), None);
+    assert_eq!(
+        mine.0, theirs.0,
+        "expiring twice: theirs {}, ours {}",
+        theirs.1, mine.1
+    );
+    assert_eq!(mine.1, theirs.1);
+
+    same("GET", "/api/v2/receivers", None);
+    let (theirs, mine) = both("GET", "/api/v2/status", None);
+    assert_eq!(mine.0, theirs.0);
+    let keys = |v: &Json| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(keys(&mine.1), keys(&theirs.1));
+    assert_eq!(mine.1["cluster"], theirs.1["cluster"]);
+    assert_eq!(keys(&mine.1["versionInfo"]), keys(&theirs.1["versionInfo"]));
+    assert!(mine.1["config"]["original"]
+        .as_str()
+        .unwrap()
+        .contains("receiver: default"));
+}
+
+#[test]
+fn rule_alerts_reach_the_real_alertmanager_and_the_builtin_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_am, am) = real_alertmanager(dir.path());
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: always\n    interval: 1s\n    rules:\n      - alert: AlwaysOn\n        expr: vector(1)\n        labels: {severity: page, drop_me: x}\n        annotations: {summary: 'value {{ $value }}'}\n",
+    )
+    .unwrap();
+    let config = dir.path().join("novamon.yml");
+    let am_addr = am.trim_start_matches("http://");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  evaluation_interval: 1s\n  external_labels: {{cluster: edge-1}}\nrule_files: ['{}']\nalerting:\n  alert_relabel_configs:\n    - {{regex: drop_me, action: labeldrop}}\n  alertmanagers:\n    - static_configs: [{{targets: ['{am_addr}']}}]\n      timeout: 5s\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let nm = Novamon::start(
+        &dir.path().join("novamon"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let a = agent();
+    let mut last = Json::Null;
+    wait_until(Duration::from_secs(20), || {
+        last = get_json(&a, &format!("{am}/api/v2/alerts")).1;
+        last.as_array().is_some_and(|l| !l.is_empty())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no alert reached the real Alertmanager: {last}\n{}",
+            nm.process.log()
+        )
+    });
+    let alert = &last[0];
+    assert_eq!(
+        alert["labels"],
+        serde_json::json!({"alertname": "AlwaysOn", "severity": "page", "cluster": "edge-1"})
+    );
+    assert_eq!(alert["annotations"]["summary"], "value 1");
+    assert_eq!(alert["status"]["state"], "active");
+    assert!(
+        alert["generatorURL"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/graph?g0.expr="),
+        "{alert}"
+    );
+    // The built-in Alertmanager got the same alert in-process (without the sender's
+    // external labels and relabelling, which only apply on the way out).
+    let builtin = nm.get_ok("/api/v2/alerts");
+    assert_eq!(builtin[0]["labels"]["alertname"], "AlwaysOn", "{builtin}");
+    let metrics = request("GET", &format!("{}/metrics", nm.url), None).1;
+    let metrics = metrics.as_str().unwrap_or("");
+    assert!(
+        metrics.contains(&format!(
+            "prometheus_notifications_sent_total{{alertmanager=\"{am}/api/v2/alerts\"}}"
+        )),
+        "{metrics}"
+    );
+}
+
+/// What the local sink received: path, JSON body, when.
+type Received = Arc<Mutex<Vec<(String, Json, Instant)>>>;
+
+/// A minimal HTTP/1.1 server on a free port: records every POST and answers 200, or 500
+/// for paths under `/fail`.
+fn http_sink() -> (String, Received) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let got: Received = Arc::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap();
+                            }
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    let json = serde_json::from_slice(&body).unwrap_or(Json::Null);
+                    g.lock().unwrap().push((path.clone(), json, Instant::now()));
+                    let status = if path.starts_with("/fail") {
+                        "500 Internal Server Error"
+                    } else {
+                        "200 OK"
+                    };
+                    let _ = write!(w, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+fn received(got: &Received, path: &str) -> Vec<(Json, Instant)> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _, _)| p == path)
+        .map(|(_, b, t)| (b.clone(), *t))
+        .collect()
+}
+
+fn metric(nm: &Novamon, series: &str) -> f64 {
+    let body = request("GET", &format!("{}/metrics", nm.url), None).1;
+    let body = body.as_str().unwrap_or("").to_owned();
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{body}"))
+}
+
+#[test]
+fn notifications_are_grouped_timed_resolved_retried_and_not_repeated_after_restart() {
+    let (sink, got) = http_sink();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("novamon.yml");
+    std::fs::write(
+        &config,
+        format!(
+            r##"alertmanager:
+  config:
+    route:
+      receiver: hook
+      group_by: [alertname]
+      group_wait: 1s
+      group_interval: 2s
+      repeat_interval: 1h
+      routes:
+        - matchers: ['severity="critical"']
+          receiver: pager
+          continue: true
+        - matchers: ['severity="critical"']
+          receiver: slack
+        - matchers: [team=broken]
+          receiver: broken
+    receivers:
+      - name: hook
+        webhook_configs: [{{url: '{sink}/hook'}}]
+      - name: pager
+        pagerduty_configs: [{{routing_key: rk-1, url: '{sink}/pd'}}]
+      - name: slack
+        slack_configs: [{{api_url: '{sink}/slack', channel: '#ops', send_resolved: true}}]
+      - name: broken
+        webhook_configs: [{{url: '{sink}/fail'}}]
+"##
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("novamon");
+    let args = ["--config", config.to_str().unwrap()];
+    let mut nm = Novamon::start(&data, &args);
+    let post = |nm: &Novamon, body: &str| {
+        let (status, _, _) = nm.post_raw(
+            "/api/v2/alerts",
+            "application/json",
+            &[],
+            body.as_bytes().to_vec(),
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    let posted = Instant::now();
+    post(
+        &nm,
+        r#"[{"labels": {"alertname": "Disk", "instance": "a"}},
+            {"labels": {"alertname": "Disk", "instance": "b"}},
+            {"labels": {"alertname": "Down", "severity": "critical"}, "annotations": {"summary": "site down"}}]"#,
+    );
+    wait_until(Duration::from_secs(5), || {
+        !received(&got, "/hook").is_empty()
+            && !received(&got, "/pd").is_empty()
+            && !received(&got, "/slack").is_empty()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "notifications missing: {:?}\n{}",
+            got.lock().unwrap(),
+            nm.process.log()
+        )
+    });
+    let hook = received(&got, "/hook");
+    let (body, at) = &hook[0];
+    let waited = at.duration_since(posted);
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "group_wait: {waited:?}"
+    );
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["receiver"], "hook");
+    assert_eq!(
+        body["groupLabels"],
+        serde_json::json!({"alertname": "Disk"})
+    );
+    assert_eq!(
+        body["commonLabels"],
+        serde_json::json!({"alertname": "Disk"})
+    );
+    assert_eq!(body["groupKey"], "{}:{alertname=\"Disk\"}");
+    assert_eq!(body["version"], "4");
+    let alerts = body["alerts"].as_array().unwrap();
+    assert_eq!(
+        alerts.len(),
+        2,
+        "both Disk alerts in one notification: {body}"
+    );
+    assert_eq!(alerts[0]["labels"]["instance"], "a");
+    assert_eq!(alerts[0]["endsAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(alerts[0]["fingerprint"].as_str().unwrap().len(), 16);
+
+    let (pd, _) = &received(&got, "/pd")[0];
+    assert_eq!(pd["routing_key"], "rk-1");
+    assert_eq!(pd["event_action"], "trigger");
+    assert_eq!(pd["dedup_key"].as_str().unwrap().len(), 64);
+    assert_eq!(pd["payload"]["summary"], "[FIRING:1] Down (critical)");
+    assert_eq!(pd["payload"]["severity"], "error");
+    assert_eq!(pd["payload"]["custom_details"]["num_firing"], "1");
+    let (slack, _) = &received(&got, "/slack")[0];
+    assert_eq!(slack["channel"], "#ops");
+    assert_eq!(
+        slack["attachments"][0]["title"],
+        "[FIRING:1] Down (critical)"
+    );
+    assert_eq!(slack["attachments"][0]["color"], "danger");
+
+    // Nothing changed: group_interval flushes (every 2s) repeat nothing before repeat_interval.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(received(&got, "/hook").len(), 1);
+
+    // Resolving one Disk alert and the Down alert: sent at the next group_interval flush.
+    post(
+        &nm,
+        r#"[{"labels": {"alertname": "Disk", "instance": "a"}, "endsAt": "2020-01-01T00:00:00Z"},
+            {"labels": {"alertname": "Down", "severity": "critical"}, "endsAt": "2020-01-01T00:00:00Z"}]"#,
+    );
+    wait_until(Duration::from_secs(5), || {
+        received(&got, "/hook").len() == 2
+            && received(&got, "/pd").len() == 2
+            && received(&got, "/slack").len() == 2
+    })
+    .unwrap_or_else(|| panic!("resolved notifications missing: {:?}", got.lock().unwrap()));
+    let (body, _) = &received(&got, "/hook")[1];
+    assert_eq!(body["status"], "firing", "b still fires");
+    let states: Vec<(&str, &str)> = body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["instance"].as_str().unwrap(),
+                a["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(states, [("a", "resolved"), ("b", "firing")]);
+    assert_eq!(received(&got, "/pd")[1].0["event_action"], "resolve");
+    assert_eq!(
+        received(&got, "/slack")[1].0["attachments"][0]["color"],
+        "good"
+    );
+
+    // A failing receiver is retried with back-off, and its failures are counted.
+    post(
+        &nm,
+        r#"[{"labels": {"alertname": "Broken", "team": "broken"}}]"#,
+    );
+    wait_until(Duration::from_secs(8), || {
+        received(&got, "/fail").len() >= 3
+    })
+    .unwrap_or_else(|| panic!("no retries: {:?}", received(&got, "/fail")));
+    let fails = received(&got, "/fail");
+    let gaps: Vec<Duration> = fails
+        .windows(2)
+        .map(|w| w[1].1.duration_since(w[0].1))
+        .collect();
+    assert!(gaps[1] > gaps[0], "back-off grows: {gaps:?}");
+    assert!(
+        metric(
+            &nm,
+            "alertmanager_notification_requests_failed_total{integration=\"webhook\"}"
+        ) >= 3.0
+    );
+
+    // Restart: the still-firing Disk alert is re-sent (as Prometheus would), but the
+    // receiver was already told, so nothing goes out again.
+    nm.process.signal_and_wait("TERM", Duration::from_secs(30));
+    let before = received(&got, "/hook").len();
+    nm = Novamon::start(&data, &args);
+    post(
+        &nm,
+        r#"[{"labels": {"alertname": "Disk", "instance": "b"}}]"#,
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        received(&got, "/hook").len(),
+        before,
+        "no duplicate after restart: {:?}",
+        received(&got, "/hook").last()
+    );
+    // A new alert in the same group is still notified.
+    post(
+        &nm,
+        r#"[{"labels": {"alertname": "Disk", "instance": "c"}}]"#,
+    );
+    wait_until(Duration::from_secs(5), || {
+        received(&got, "/hook").len() == before + 1
+    })
+    .expect("new alert after restart notified");
+}
+
+#[test]
+fn check_config_rejects_bad_alertmanager_and_alerting_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "alertmanager:\n  config:\n    route: {receiver: pager}\n    receivers: [{name: ops}]\n",
+            "undefined receiver \"pager\" used in route",
+        ),
+        (
+            "alerting:\n  alertmanagers: [{api_version: v1, static_configs: [{targets: ['am:9093']}]}]\n",
+            "api_version \"v1\" is not supported",
+        ),
+        ("alertmanager:\n  config:\n    route: {receiver: a}\n    receivers: [{name: a}]\n", ""),
+    ];
+    for (i, (yml, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.yml"));
+        std::fs::write(&path, yml).unwrap();
+        let out = Command::new(e2e::novamon_bin())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if want.is_empty() {
+            assert!(out.status.success(), "{yml}: {stderr}");
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{yml}: {stderr}");
+            assert!(stderr.contains(want), "{yml}: {stderr}");
+        }
+    }
+}

@@ -1,0 +1,30 @@
+// The router: one page module per hash path; each exports render(container, route) and may
+// return a function that stops what it started (timers, sockets) when the page is left.
+import * as status from "./status.js";
+import * as metrics from "./metrics.js";
+import * as logs from "./logs.js";
+import * as traces from "./traces.js";
+import * as alerts from "./alerts.js";
+import { errorBox, route } from "./lib.js";
+
+const pages = { status, metrics, logs, traces, alerts };
+let stop = null;
+
+function show() {
+  const r = route();
+  const name = pages[r.parts[0]] ? r.parts[0] : "status";
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === name);
+  if (stop) stop();
+  stop = null;
+  const view = document.getElementById("view");
+  view.replaceChildren();
+  view.dataset.page = name;
+  try {
+    stop = pages[name].render(view, r) || null;
+  } catch (e) {
+    view.replaceChildren(errorBox(`${name} page`, e));
+  }
+}
+
+window.addEventListener("hashchange", show);
+show();

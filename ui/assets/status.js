@@ -1,0 +1,123 @@
+// Status: build and runtime facts, stores (disk use, counts), ingest rates from the server's
+// own /metrics counters (rate = difference between two reads), and TSDB cardinality top-10s.
+import { el, fill, fetchJSON, prom, table, fmtBytes, fmtNum, fmtDuration, fmtTime, errorBox } from "./lib.js";
+
+// Ingest counters on /metrics and what each counts: [label, metric, label filter, unit].
+const INGEST = [
+  ["Remote-write 1.0", "novamon_remote_write_samples_ingested_total", { protocol: "1.0" }, "samples"],
+  ["Remote-write 2.0", "novamon_remote_write_samples_ingested_total", { protocol: "2.0" }, "samples"],
+  ["Loki push", "novamon_http_requests_total", { handler: "/loki/api/v1/push" }, "requests"],
+  ["OTLP/HTTP traces", "novamon_http_requests_total", { handler: "/v1/traces" }, "requests"],
+  ["OTLP/HTTP metrics", "novamon_http_requests_total", { handler: "/v1/metrics" }, "requests"],
+  ["OTLP/HTTP logs", "novamon_http_requests_total", { handler: "/v1/logs" }, "requests"],
+];
+const POLL_MS = 5000;
+
+export function render(view) {
+  let started = null;
+  const facts = el("section", { id: "facts" });
+  const stores = el("section", { id: "stores" });
+  const ingest = el("section", { id: "ingest" });
+  const cardinality = el("section", { id: "cardinality" });
+  view.append(el("h1", { text: "Status" }), facts,
+    el("h2", { text: "Stores" }), stores,
+    el("h2", { text: "Ingest" }), ingest,
+    el("h2", { text: "TSDB cardinality (top 10)" }), cardinality);
+
+  const uiStatus = prom("ui/api/status");
+  uiStatus.catch(() => { /* each panel below shows the error */ });
+  fill(facts, "Cannot load build and runtime information", async () => {
+    const [build, runtime, ui] = await Promise.all([
+      prom("api/v1/status/buildinfo"), prom("api/v1/status/runtimeinfo"), uiStatus]);
+    started = Date.parse(runtime.startTime);
+    return table(["", ""], [
+      ["Version", `${build.version} (${build.revision || "no revision"})`],
+      ["Started", fmtTime(started)],
+      ["Uptime", el("span", { id: "uptime" }, fmtDuration((Date.now() - started) / 1000))],
+      ["Data directory", ui.dataDir],
+      ["Retention", runtime.storageRetention],
+      ["Working directory", runtime.CWD],
+    ], { class: "kv" });
+  });
+  fill(stores, "Cannot load store status", async () => {
+    const ui = await uiStatus;
+    return table(["Store", "Directory", "Disk use", "Contents"], ui.stores.map((s) => [
+      s.name, el("code", { text: s.dir }),
+      s.diskError ? el("span", { class: "error-text", text: s.diskError }) : el("span", { class: "num", "data-bytes": s.diskBytes }, fmtBytes(s.diskBytes)),
+      s.counts.map((c) => el("div", { class: "count" }, `${c.what}: `,
+        c.error ? el("span", { class: "error-text", text: c.error }) : el("b", { class: "num", "data-count": c.what, text: fmtNum(c.value) }))),
+    ]), { id: "stores-table" });
+  });
+  fill(cardinality, "Cannot load TSDB status", async () => {
+    const tsdb = await prom("api/v1/status/tsdb", { limit: 10 });
+    const top = (title, rows, col, fmt = fmtNum) => el("div", { class: "card" }, el("h3", { text: title }),
+      rows && rows.length ? table(["Name", col], rows.map((r) => [r.name, fmt(r.value)])) : el("div", { class: "muted", text: "no data" }));
+    return [
+      el("p", {}, `Series in the head: `, el("b", { id: "num-series", text: fmtNum(tsdb.headStats.numSeries) }),
+        `, label pairs: ${fmtNum(tsdb.headStats.numLabelPairs)}, chunks: ${fmtNum(tsdb.headStats.chunkCount)}`),
+      el("div", { class: "cards" },
+        top("Series count by metric name", tsdb.seriesCountByMetricName, "Series"),
+        top("Label value count by label name", tsdb.labelValueCountByLabelName, "Values"),
+        top("Memory by label name", tsdb.memoryInBytesByLabelName, "Bytes", fmtBytes),
+        top("Series count by label pair", tsdb.seriesCountByLabelValuePair, "Series")),
+    ];
+  });
+
+  let previous = null;
+  const poll = async () => {
+    const uptime = document.getElementById("uptime");
+    if (uptime && started) uptime.textContent = fmtDuration((Date.now() - started) / 1000);
+    try {
+      const now = { t: Date.now(), values: parseCounters(await metricsText()) };
+      ingest.replaceChildren(ingestTable(now, previous));
+      previous = now;
+    } catch (e) {
+      ingest.replaceChildren(errorBox("Cannot read ingest counters from /metrics", e));
+    }
+  };
+  ingest.replaceChildren(el("div", { class: "muted", text: "loading…" }));
+  // A first rate after a second, then a steadier one every few seconds.
+  poll();
+  const first = setTimeout(poll, 1000);
+  const timer = setInterval(poll, POLL_MS);
+  return () => { clearTimeout(first); clearInterval(timer); };
+}
+
+async function metricsText() {
+  let resp;
+  try {
+    resp = await fetch("metrics");
+  } catch (e) {
+    throw new Error(`cannot reach novamon: ${e.message}`);
+  }
+  if (!resp.ok) throw new Error(`HTTP ${resp.status} from /metrics`);
+  return resp.text();
+}
+
+// Parses the text exposition into [{name, labels, value}], enough for counters.
+export function parseCounters(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const labels = {};
+    for (const l of (m[3] || "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
+    out.push({ name: m[1], labels, value: parseFloat(m[4]) });
+  }
+  return out;
+}
+
+function sum(values, metric, filter) {
+  return values.filter((v) => v.name === metric && Object.entries(filter).every(([k, x]) => v.labels[k] === x))
+    .reduce((a, v) => a + v.value, 0);
+}
+
+function ingestTable(now, previous) {
+  const secs = previous ? (now.t - previous.t) / 1000 : 0;
+  return table(["Protocol", "Since start", "Rate"], INGEST.map(([label, metric, filter, unit]) => {
+    const total = sum(now.values, metric, filter);
+    const rate = previous ? Math.max(0, total - sum(previous.values, metric, filter)) / secs : null;
+    return [label, el("span", { "data-total": label }, `${fmtNum(total)} ${unit}`),
+      rate === null ? el("span", { class: "muted", text: "measuring…" }) : `${fmtNum(rate)} ${unit}/s`];
+  }), { id: "ingest-table" });
+}
