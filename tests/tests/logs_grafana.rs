@@ -244,6 +244,19 @@ fn dashboard_panel_instant_queries_and_errors() {
     ));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["result"][0]["value"][1], "30");
+    // Vector matching: each level's share of all lines.
+    let (status, body) = n.get_json(&format!(
+        "/loki/api/v1/query?query={}&time={at}",
+        enc(r#"sum by (level) (count_over_time({app="shop"}[5m])) / on() group_left sum(count_over_time({app="shop"}[5m]))"#)
+    ));
+    assert_eq!(status, 200, "{body}");
+    let shares: Vec<(&str, &str)> = body["data"]["result"]
+        .as_array()
+        .expect("vector")
+        .iter()
+        .filter_map(|r| Some((r["metric"]["level"].as_str()?, r["value"][1].as_str()?)))
+        .collect();
+    assert_eq!(shares, [("error", "0.5"), ("info", "0.5")], "{body}");
     // line_format with Loki's template functions, through the API.
     let (status, body) = n.get_json(&format!(
         "/loki/api/v1/query_range?query={}&start={}&limit=1&direction=forward",
