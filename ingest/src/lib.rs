@@ -15,6 +15,7 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 use storage::Tsdb;
 
+pub use metrics::IngestCounters;
 use metrics::IngestMetrics;
 
 /// Request size limits of the ingest endpoints.
@@ -56,6 +57,11 @@ impl IngestState {
             limits,
             metrics: IngestMetrics::register(registry),
         }
+    }
+
+    /// The per-signal, per-protocol counters, for the other ingest paths to count into.
+    pub fn counters(&self) -> IngestCounters {
+        self.metrics.counters.clone()
     }
 }
 

@@ -1,5 +1,7 @@
 //! Self-metrics of the ingest paths, registered in the coordinator's `prometheus-client`
-//! registry. Owns the metric names and label values; does not serve them.
+//! registry: the remote-write receiver's own counters and, for every path, what was stored
+//! and refused per signal and protocol. Owns the metric names and label values; does not
+//! serve them.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -59,19 +61,129 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// What an ingest path stores: samples, log records or spans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Signal {
+    Metrics,
+    Logs,
+    Traces,
+}
+
+/// The wire protocol items arrived by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Protocol {
+    RemoteWrite,
+    OtlpGrpc,
+    OtlpHttp,
+    Forward,
+    LokiPush,
+}
+
+/// Every path that exists, so each series is exposed (at 0) before its first item and a
+/// `rate()` over it starts at the first scrape.
+const PATHS: [(Signal, Protocol); 9] = [
+    (Signal::Metrics, Protocol::RemoteWrite),
+    (Signal::Metrics, Protocol::OtlpGrpc),
+    (Signal::Metrics, Protocol::OtlpHttp),
+    (Signal::Logs, Protocol::OtlpGrpc),
+    (Signal::Logs, Protocol::OtlpHttp),
+    (Signal::Logs, Protocol::Forward),
+    (Signal::Logs, Protocol::LokiPush),
+    (Signal::Traces, Protocol::OtlpGrpc),
+    (Signal::Traces, Protocol::OtlpHttp),
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    signal: &'static str,
+    protocol: &'static str,
+}
+
+impl PathLabels {
+    fn new(signal: Signal, protocol: Protocol) -> PathLabels {
+        PathLabels {
+            signal: match signal {
+                Signal::Metrics => "metrics",
+                Signal::Logs => "logs",
+                Signal::Traces => "traces",
+            },
+            protocol: match protocol {
+                Protocol::RemoteWrite => "remote_write",
+                Protocol::OtlpGrpc => "otlp_grpc",
+                Protocol::OtlpHttp => "otlp_http",
+                Protocol::Forward => "forward",
+                Protocol::LokiPush => "loki_push",
+            },
+        }
+    }
+}
+
+/// Items stored and refused by every ingest path, per signal and protocol: what the status
+/// page's ingest rates are computed from. Cheap to clone: clones share the counters.
+#[derive(Clone, Debug, Default)]
+pub struct IngestCounters {
+    stored: Family<PathLabels, Counter>,
+    rejected: Family<PathLabels, Counter>,
+}
+
+impl IngestCounters {
+    fn register(registry: &mut Registry) -> IngestCounters {
+        let counters = IngestCounters::default();
+        registry.register(
+            "novamon_ingested",
+            "Items stored by the ingest paths (samples, log records, spans) by signal and protocol",
+            counters.stored.clone(),
+        );
+        registry.register(
+            "novamon_ingest_rejected",
+            "Items received by the ingest paths but not stored, by signal and protocol",
+            counters.rejected.clone(),
+        );
+        for (signal, protocol) in PATHS {
+            let _ = counters
+                .stored
+                .get_or_create(&PathLabels::new(signal, protocol));
+            let _ = counters
+                .rejected
+                .get_or_create(&PathLabels::new(signal, protocol));
+        }
+        counters
+    }
+
+    pub(crate) fn stored(&self, signal: Signal, protocol: Protocol, n: usize) {
+        if n > 0 {
+            self.stored
+                .get_or_create(&PathLabels::new(signal, protocol))
+                .inc_by(n as u64);
+        }
+    }
+
+    pub(crate) fn rejected(&self, signal: Signal, protocol: Protocol, n: usize) {
+        if n > 0 {
+            self.rejected
+                .get_or_create(&PathLabels::new(signal, protocol))
+                .inc_by(n as u64);
+        }
+    }
+}
+
 /// Counters of the remote-write receiver. Cheap to clone: clones share the counters.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct IngestMetrics {
     requests: Family<RequestLabels, Counter>,
     samples_written: Family<ProtocolLabels, Counter>,
     samples_rejected: Family<ReasonLabels, Counter>,
+    pub(crate) counters: IngestCounters,
 }
 
 impl IngestMetrics {
     /// Creates the counters and registers them in `registry` (which appends the final period
     /// to help texts).
     pub(crate) fn register(registry: &mut Registry) -> IngestMetrics {
-        let metrics = IngestMetrics::default();
+        let metrics = IngestMetrics {
+            counters: IngestCounters::register(registry),
+            ..IngestMetrics::default()
+        };
         registry.register(
             "novamon_remote_write_requests",
             "Remote-write requests by protocol version (1.0, 2.0, unknown when negotiation failed) and HTTP status code",
@@ -98,6 +210,8 @@ impl IngestMetrics {
     }
 
     pub(crate) fn written(&self, protocol: &'static str, samples: usize) {
+        self.counters
+            .stored(Signal::Metrics, Protocol::RemoteWrite, samples);
         if samples > 0 {
             self.samples_written
                 .get_or_create(&ProtocolLabels { protocol })
@@ -106,6 +220,8 @@ impl IngestMetrics {
     }
 
     pub(crate) fn rejected(&self, reason: DropReason, samples: usize) {
+        self.counters
+            .rejected(Signal::Metrics, Protocol::RemoteWrite, samples);
         if samples > 0 {
             self.samples_rejected
                 .get_or_create(&ReasonLabels {
@@ -153,6 +269,20 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("out_of_order"), "{text}");
+        assert!(
+            text.contains(r#"novamon_ingested_total{signal="metrics",protocol="remote_write"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"novamon_ingest_rejected_total{signal="metrics",protocol="remote_write"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"novamon_ingested_total{signal="traces",protocol="otlp_grpc"} 0"#),
+            "every path is exposed before its first item: {text}"
+        );
         assert!(
             !text.contains(".."),
             "help texts must not end in a period: {text}"

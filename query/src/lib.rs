@@ -8,6 +8,7 @@ mod engine;
 mod float_histogram;
 mod form;
 mod gofmt;
+mod gotemplate;
 pub mod http;
 pub mod jaeger;
 pub mod logql;

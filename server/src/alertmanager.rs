@@ -1,13 +1,14 @@
-//! Start-up of notification delivery: the built-in Alertmanager (from `alertmanager:`, its
-//! config read from `config_file` or inline `config`) and the sender to the external
-//! Alertmanagers of `alerting:`. Owns only this wiring; the rest is `query::alertmanager`.
+//! Start-up and reload of notification delivery: the built-in Alertmanager (from
+//! `alertmanager:`, its config read from `config_file` or inline `config`) and the sender to
+//! the external Alertmanagers of `alerting:`. Owns only this wiring; the rest is
+//! `query::alertmanager`.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use query::alert::AlertSink;
-use query::alertmanager::{Builtin, BuiltinOptions};
+use query::alertmanager::{Builtin, BuiltinConfig, BuiltinOptions, ExternalSender, SenderSettings};
 
 use crate::config::Config;
 
@@ -17,6 +18,48 @@ pub struct Alerting {
     pub sink: Arc<dyn AlertSink>,
     /// The built-in Alertmanager's `/api/v2/*` (empty when it is disabled).
     pub routes: axum::Router,
+    pub reloader: Reloader,
+}
+
+/// Re-reads `alertmanager:` and `alerting:` on a config reload. Cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    builtin: Option<Builtin>,
+    sender: ExternalSender,
+}
+
+/// A reload's new settings, all checked, not yet in use.
+pub struct Prepared {
+    builtin: Option<BuiltinConfig>,
+    sender: SenderSettings,
+}
+
+impl Reloader {
+    /// Reads and validates the new settings; nothing running changes.
+    pub fn prepare(&self, config: &Config) -> anyhow::Result<Prepared> {
+        if config.alertmanager.enabled != self.builtin.is_some() {
+            tracing::warn!(
+                "alertmanager.enabled changed: the built-in Alertmanager is started or removed only at start-up"
+            );
+        }
+        let builtin = match &self.builtin {
+            Some(_) => Some(
+                BuiltinConfig::parse(&builtin_config_text(config)?)
+                    .context("loading the Alertmanager config")?,
+            ),
+            None => None,
+        };
+        let sender = SenderSettings::new(config.alerting.as_ref(), &config.global.external_labels)
+            .context("alerting")?;
+        Ok(Prepared { builtin, sender })
+    }
+
+    pub fn apply(&self, prepared: Prepared) {
+        if let (Some(b), Some(c)) = (&self.builtin, prepared.builtin) {
+            b.apply(c);
+        }
+        self.sender.apply(prepared.sender);
+    }
 }
 
 /// The built-in Alertmanager's alertmanager.yml: from `config_file`, inline `config`, or
@@ -74,15 +117,13 @@ pub fn start(config: &Config, registry: &mut Registry) -> anyhow::Result<Alertin
     } else {
         None
     };
-    let sink = query::alertmanager::alert_sink(
-        config.alerting.as_ref(),
-        &config.global.external_labels,
-        builtin.as_ref(),
-        registry,
-    )
-    .context("starting the alert sender")?;
+    let settings = SenderSettings::new(config.alerting.as_ref(), &config.global.external_labels)
+        .context("alerting")?;
+    let (sink, sender) = query::alertmanager::alert_sink(settings, builtin.as_ref(), registry)
+        .context("starting the alert sender")?;
     Ok(Alerting {
         sink,
-        routes: builtin.map(|b| b.routes()).unwrap_or_default(),
+        routes: builtin.as_ref().map(|b| b.routes()).unwrap_or_default(),
+        reloader: Reloader { builtin, sender },
     })
 }

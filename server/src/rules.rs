@@ -1,7 +1,8 @@
 //! The rule manager in the server: started from the configuration's `rule_files`,
 //! `global.evaluation_interval` and `global.external_labels`, and reloaded from the config
-//! file on SIGHUP and `POST /-/reload` (a bad file is rejected, the running rules stay). Owns
-//! only start-up and reload; evaluation is `query::rules`'.
+//! file on SIGHUP and `POST /-/reload` together with the Alertmanager settings (a bad file
+//! is rejected and everything running stays). Owns only start-up and reload; evaluation is
+//! `query::rules`'.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub struct Rules {
     pub manager: Arc<RuleManager>,
     config_path: Option<PathBuf>,
     external_url: String,
+    alerting: crate::alertmanager::Reloader,
 }
 
 fn rule_config(config: &Config, path: Option<&Path>, external_url: &str) -> RuleConfig {
@@ -51,9 +53,11 @@ pub async fn start(
     engine: Arc<query::Engine>,
     logs: query::logql::LogEngine,
     sink: Arc<dyn AlertSink>,
+    alerting: crate::alertmanager::Reloader,
+    registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<Rules> {
     let external_url = format!("http://{}", advertised(config.listeners.http));
-    let manager = RuleManager::new(tsdb, engine, Some(logs), sink);
+    let manager = RuleManager::new(tsdb, engine, Some(logs), sink, registry);
     let path = config.source.clone();
     let n = manager
         .apply(&rule_config(config, path.as_deref(), &external_url))
@@ -66,6 +70,7 @@ pub async fn start(
         manager,
         config_path: path,
         external_url,
+        alerting,
     };
     tokio::spawn(reload_on_sighup(rules.clone()));
     Ok(rules)
@@ -82,13 +87,19 @@ fn advertised(addr: std::net::SocketAddr) -> String {
 }
 
 impl Rules {
-    /// Re-reads the config file and its rule files; on any error nothing changes.
+    /// Re-reads the config file, its rule files and the Alertmanager settings; on any error
+    /// nothing changes. The rule files are checked last, by the swap that applies them.
     async fn reload(&self) -> Result<(), String> {
         let config = Config::load(self.config_path.as_deref()).map_err(|e| e.to_string())?;
+        let alerting = self
+            .alerting
+            .prepare(&config)
+            .map_err(|e| format!("{e:#}"))?;
         let cfg = rule_config(&config, self.config_path.as_deref(), &self.external_url);
         match self.manager.apply(&cfg).await {
             Ok(n) => {
-                tracing::info!(groups = n, "rules reloaded");
+                self.alerting.apply(alerting);
+                tracing::info!(groups = n, "configuration reloaded");
                 Ok(())
             }
             Err(e) => Err(e.to_string()),
@@ -99,7 +110,7 @@ impl Rules {
         self.reload().await.inspect_err(|e| {
             tracing::error!(
                 trigger,
-                "reload rejected, the previous rules keep running: {e}"
+                "reload rejected, the previous configuration keeps running: {e}"
             );
         })
     }

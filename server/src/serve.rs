@@ -83,6 +83,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
         &mut registry,
     );
+    let otlp_state = otlp_state.with_counters(ingest_state.counters());
+    let log_sink = log_sink.with_counters(ingest_state.counters());
     let alerting = crate::alertmanager::start(&config, &mut registry)?;
     let rules = crate::rules::start(
         &config,
@@ -90,6 +92,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         engine.clone(),
         query::logql::LogEngine::new(logs.clone(), config.logs.max_query_lines),
         alerting.sink.clone(),
+        alerting.reloader.clone(),
+        &mut registry,
     )
     .await?;
     let api_state = query::http::ApiState::new(engine, tsdb.clone(), server_info(&config)?)

@@ -675,3 +675,153 @@ fn check_config_rejects_bad_alertmanager_and_alerting_sections() {
         }
     }
 }
+
+#[test]
+fn reload_swaps_alertmanager_config_and_alerting_targets_atomically() {
+    let (sink, got) = http_sink();
+    let host = sink.trim_start_matches("http://");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("novamon.yml");
+    let rule = |name: &str| {
+        format!("groups:\n- name: {name}\n  interval: 1s\n  rules:\n  - alert: {name}\n    expr: vector(1)\n")
+    };
+    std::fs::write(dir.path().join("before.yml"), rule("Before")).unwrap();
+    std::fs::write(dir.path().join("after.yml"), rule("After")).unwrap();
+    // `Kept` has a route a reload leaves alone; everything else goes to the root receiver.
+    let write_config = |rule_files: &str, root: &str, root_url: &str, ext: &str| {
+        let text = format!(
+            r##"rule_files: [{rule_files}]
+alerting:
+  alertmanagers:
+    - static_configs: [{{targets: ['{host}']}}]
+      path_prefix: {ext}
+alertmanager:
+  config:
+    route:
+      receiver: {root}
+      group_by: [alertname]
+      group_wait: 100ms
+      group_interval: 1s
+      repeat_interval: 1h
+      routes:
+        - matchers: [alertname=Kept]
+          receiver: kept
+    receivers:
+      - name: {root}
+        webhook_configs: [{{url: '{root_url}'}}]
+      - name: kept
+        webhook_configs: [{{url: '{sink}/kept'}}]
+"##
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config("before.yml", "one", &format!("{sink}/one"), "/ext1");
+    let nm = Novamon::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let (status, _, _) = nm.post_raw(
+        "/api/v2/alerts",
+        "application/json",
+        &[],
+        br#"[{"labels": {"alertname": "Manual"}}, {"labels": {"alertname": "Kept"}}]"#.to_vec(),
+    );
+    assert_eq!(status, 200);
+    let names = |path: &str| -> Vec<String> {
+        received(&got, path)
+            .iter()
+            .flat_map(|(b, _)| {
+                b.as_array()
+                    .cloned()
+                    .unwrap_or_else(|| b["alerts"].as_array().cloned().unwrap_or_default())
+            })
+            .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+            .collect()
+    };
+    wait_until(Duration::from_secs(10), || {
+        names("/one").contains(&"Manual".to_owned())
+            && names("/kept").contains(&"Kept".to_owned())
+            && names("/ext1/api/v2/alerts").contains(&"Before".to_owned())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "before reload: {:?}\n{}",
+            got.lock().unwrap(),
+            nm.process.log()
+        )
+    });
+
+    let reload = || nm.post_raw("/-/reload", "text/plain", &[], Vec::new());
+    // Bad Alertmanager config, then bad `alerting:`: both refused with the reason, nothing
+    // changes (the new rule file in the same reload is not loaded either).
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        good.replace("receiver: kept", "receiver: nobody")
+            .replace("[before.yml]", "[before.yml, after.yml]"),
+    )
+    .unwrap();
+    let (status, body, _) = reload();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("undefined receiver \"nobody\""), "{body}");
+    std::fs::write(
+        &config,
+        good.replace(
+            "path_prefix: /ext1",
+            "path_prefix: /ext1\n      api_version: v1",
+        )
+        .replace("[before.yml]", "[before.yml, after.yml]"),
+    )
+    .unwrap();
+    let (status, body, _) = reload();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("api_version \"v1\""), "{body}");
+    assert!(nm.process.log().contains("reload rejected"));
+    let (_, am_status) = nm.get_json("/api/v2/status");
+    assert!(
+        am_status["config"]["original"]
+            .as_str()
+            .unwrap()
+            .contains("receiver: one\n"),
+        "{am_status}"
+    );
+
+    // A good reload: new root receiver, new alerting target, one more rule file.
+    write_config(
+        "before.yml, after.yml",
+        "two",
+        &format!("{sink}/two"),
+        "/ext2",
+    );
+    let (status, body, _) = reload();
+    assert_eq!(status, 200, "{body}");
+    wait_until(Duration::from_secs(10), || {
+        names("/two").contains(&"Manual".to_owned())
+            && names("/ext2/api/v2/alerts").contains(&"After".to_owned())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "after reload: {:?}\n{}",
+            got.lock().unwrap(),
+            nm.process.log()
+        )
+    });
+    // Another group interval: the unchanged route's group is not notified again, and the
+    // old receiver and target get nothing new.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(names("/kept"), ["Kept"]);
+    assert!(
+        !names("/one").contains(&"After".to_owned()),
+        "{:?}",
+        names("/one")
+    );
+    assert!(!names("/ext1/api/v2/alerts").contains(&"After".to_owned()));
+    let (_, am_status) = nm.get_json("/api/v2/status");
+    assert!(
+        am_status["config"]["original"]
+            .as_str()
+            .unwrap()
+            .contains("receiver: two\n"),
+        "{am_status}"
+    );
+}

@@ -293,6 +293,12 @@ fn status_endpoints_answer_what_grafana_reads() {
         enc("sum(rate(x[5m]))by(job)")
     ));
     assert_eq!(b["data"], "sum by (job) (rate(x[5m]))");
+    // Syntax only the engine's parse step knows is printed as written; what it cannot print
+    // as Prometheus does keeps promql-parser's error.
+    let (_, b) = n.get_json(&format!("/api/v1/format_query?query={}", enc("h</2")));
+    assert_eq!(b["data"], "h </ 2", "{b}");
+    let (s, b) = n.get_json(&format!("/api/v1/format_query?query={}", enc("x[5m+1m]")));
+    assert_error(s, &b, 400, "bad_data", "invalid parameter \"query\"");
     let (_, b) = n.get_json(&format!("/api/v1/parse_query?query={}", enc("up")));
     assert_eq!(b["status"], "success");
     assert_eq!(b["data"]["type"], "vectorSelector", "{b}");

@@ -83,11 +83,13 @@ step("status", async () => {
   const version = await text(page, "#facts");
   check(/Version\s*\d+\.\d+/.test(version) && version.includes("Uptime") && version.includes(expect.data_dir), `status facts: ${version}`);
   await page.waitForSelector("#ingest-table", { timeout: WAIT });
-  const rw = await text(page, '#ingest-table [data-total="Remote-write 1.0"]');
-  check(rw.startsWith(expect.samples.toLocaleString("en-US")), `status: remote-write 1.0 total "${rw}", expected ${expect.samples} samples`);
+  const rw = await text(page, '#ingest-table [data-total="Remote-write"]');
+  check(rw.startsWith(expect.samples.toLocaleString("en-US")), `status: remote-write total "${rw}", expected ${expect.samples} samples`);
   await page.waitForFunction(() => /samples\/s/.test(document.querySelector("#ingest-table")?.textContent || ""), null, { timeout: WAIT });
   const loki = await text(page, '#ingest-table [data-total="Loki push"]');
-  check(/^[1-9]/.test(loki), `status: Loki push total "${loki}"`);
+  check(loki.startsWith(`${expect.log_lines.toLocaleString("en-US")} log lines`), `status: Loki push total "${loki}", expected ${expect.log_lines} lines`);
+  const spansIn = await text(page, '#ingest-table [data-total="OTLP/HTTP traces"]');
+  check(/^[1-9][\d,]* spans/.test(spansIn), `status: OTLP/HTTP traces total "${spansIn}"`);
   const card = await text(page, "#cardinality");
   check(card.includes(expect.metric), `cardinality top-10 lacks ${expect.metric}: ${card.slice(0, 300)}`);
   await page.screenshot({ path: join(shots, "status.png"), fullPage: true });

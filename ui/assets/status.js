@@ -3,14 +3,18 @@
 import { el, fill, fetchJSON, prom, table, fmtBytes, fmtNum, fmtDuration, fmtTime, errorBox } from "./lib.js";
 
 // Ingest counters on /metrics and what each counts: [label, metric, label filter, unit].
+// novamon_ingested_total counts what each path stored, by signal and protocol.
 const INGEST = [
-  ["Remote-write 1.0", "novamon_remote_write_samples_ingested_total", { protocol: "1.0" }, "samples"],
-  ["Remote-write 2.0", "novamon_remote_write_samples_ingested_total", { protocol: "2.0" }, "samples"],
-  ["Loki push", "novamon_http_requests_total", { handler: "/loki/api/v1/push" }, "requests"],
-  ["OTLP/HTTP traces", "novamon_http_requests_total", { handler: "/v1/traces" }, "requests"],
-  ["OTLP/HTTP metrics", "novamon_http_requests_total", { handler: "/v1/metrics" }, "requests"],
-  ["OTLP/HTTP logs", "novamon_http_requests_total", { handler: "/v1/logs" }, "requests"],
-];
+  ["Remote-write", "metrics", "remote_write", "samples"],
+  ["OTLP/gRPC metrics", "metrics", "otlp_grpc", "samples"],
+  ["OTLP/HTTP metrics", "metrics", "otlp_http", "samples"],
+  ["Loki push", "logs", "loki_push", "log lines"],
+  ["Fluentd forward", "logs", "forward", "log records"],
+  ["OTLP/gRPC logs", "logs", "otlp_grpc", "log records"],
+  ["OTLP/HTTP logs", "logs", "otlp_http", "log records"],
+  ["OTLP/gRPC traces", "traces", "otlp_grpc", "spans"],
+  ["OTLP/HTTP traces", "traces", "otlp_http", "spans"],
+].map(([label, signal, protocol, unit]) => [label, "novamon_ingested_total", { signal, protocol }, unit]);
 const POLL_MS = 5000;
 
 export function render(view) {

@@ -79,7 +79,10 @@ pub(crate) async fn push(State(sink): State<LogSink>, headers: HeaderMap, body: 
             return (StatusCode::BAD_REQUEST, msg + "\n").into_response()
         }
     };
-    match sink.append(records).await {
+    match sink
+        .append(crate::metrics::Protocol::LokiPush, records)
+        .await
+    {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
             tracing::error!("loki push: {e}");

@@ -13,11 +13,15 @@ use std::sync::Arc;
 
 use storage::logs::{LogRecord, LogStore};
 
+use crate::metrics::{Protocol, Signal};
+use crate::IngestCounters;
+
 /// Where ingested logs go and how records become streams. Cheap to clone.
 #[derive(Clone)]
 pub struct LogSink {
     store: Arc<LogStore>,
     mapping: Arc<Mapping>,
+    counters: IngestCounters,
 }
 
 impl LogSink {
@@ -25,19 +29,33 @@ impl LogSink {
         LogSink {
             store,
             mapping: Arc::new(mapping),
+            counters: IngestCounters::default(),
         }
+    }
+
+    /// Counts what is stored and refused in `counters` (registered by `IngestState::new`).
+    pub fn with_counters(mut self, counters: IngestCounters) -> LogSink {
+        self.counters = counters;
+        self
     }
 
     /// Appends durably, off the async runtime (RocksDB's WAL write blocks).
     pub(crate) async fn append(
         &self,
+        protocol: Protocol,
         records: Vec<LogRecord>,
     ) -> Result<(), storage::logs::LogError> {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.append(&records)).await {
+        let n = records.len();
+        let result = match tokio::task::spawn_blocking(move || store.append(&records)).await {
             Ok(r) => r,
             Err(_) => Err(storage::logs::LogError::Closed),
+        };
+        match result {
+            Ok(()) => self.counters.stored(Signal::Logs, protocol, n),
+            Err(_) => self.counters.rejected(Signal::Logs, protocol, n),
         }
+        result
     }
 
     pub(crate) fn mapping(&self) -> &Mapping {

@@ -15,12 +15,16 @@ use storage::AppendMode;
 use super::error::OtlpError;
 use super::OtlpState;
 use super::{logs_to_records, metrics_to_series};
+use crate::metrics::Signal;
 
 pub(crate) fn traces(
     state: &OtlpState,
     req: &ExportTraceServiceRequest,
 ) -> Result<ExportTraceServiceResponse, OtlpError> {
     let report = state.traces.write(&req.resource_spans)?;
+    let c = &state.counters;
+    c.stored(Signal::Traces, state.transport, report.spans_written);
+    c.rejected(Signal::Traces, state.transport, report.rejected);
     if report.rejected > 0 {
         tracing::debug!(
             rejected = report.rejected,
@@ -60,6 +64,13 @@ pub(crate) fn metrics(
             )
         });
     }
+    let c = &state.counters;
+    c.stored(
+        Signal::Metrics,
+        state.transport,
+        report.samples_written + report.histograms_written,
+    );
+    c.rejected(Signal::Metrics, state.transport, rejected);
     Ok(ExportMetricsServiceResponse {
         partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
             rejected_data_points: rejected as i64,
@@ -82,6 +93,11 @@ pub(crate) fn logs(
         }
         None => (!records.is_empty()).then_some(records.len()),
     };
+    let c = &state.counters;
+    match rejected {
+        Some(n) => c.rejected(Signal::Logs, state.transport, n),
+        None => c.stored(Signal::Logs, state.transport, records.len()),
+    }
     Ok(ExportLogsServiceResponse {
         partial_success: rejected.map(|n| ExportLogsPartialSuccess {
             rejected_log_records: n as i64,

@@ -78,6 +78,7 @@ impl LogsService for Grpc {
 
 /// The three OTLP services, ready to be served.
 pub fn grpc_routes(state: OtlpState) -> tonic::service::Routes {
+    let state = state.on(crate::metrics::Protocol::OtlpGrpc);
     let limit = state.max_bytes;
     let traces = TraceServiceServer::new(Grpc(state.clone()))
         .accept_compressed(CompressionEncoding::Gzip)

@@ -29,6 +29,7 @@ struct RpcStatus {
 }
 
 pub fn http_routes(state: OtlpState) -> Router {
+    let state = state.on(crate::metrics::Protocol::OtlpHttp);
     // The compressed body may be at most the decompressed limit (gzip never shrinks noise).
     let limit = state.max_bytes;
     Router::new()

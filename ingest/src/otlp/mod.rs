@@ -19,6 +19,9 @@ use storage::logs::LogStore;
 use storage::traces::TraceStore;
 use storage::Tsdb;
 
+use crate::metrics::Protocol;
+use crate::IngestCounters;
+
 pub use grpc::{grpc_routes, serve_grpc};
 pub use http::http_routes;
 
@@ -32,6 +35,9 @@ pub struct OtlpState {
     logs: Option<Arc<LogStore>>,
     /// Largest request accepted, after decompression (gRPC: the decoded message).
     max_bytes: usize,
+    counters: IngestCounters,
+    /// The transport whose routes hold this copy of the state, for the counters.
+    transport: Protocol,
 }
 
 impl OtlpState {
@@ -41,7 +47,20 @@ impl OtlpState {
             tsdb,
             logs: None,
             max_bytes,
+            counters: IngestCounters::default(),
+            transport: Protocol::OtlpHttp,
         }
+    }
+
+    /// Counts what is stored and refused in `counters` (registered by `IngestState::new`).
+    pub fn with_counters(mut self, counters: IngestCounters) -> OtlpState {
+        self.counters = counters;
+        self
+    }
+
+    fn on(mut self, transport: Protocol) -> OtlpState {
+        self.transport = transport;
+        self
     }
 
     /// Stores OTLP logs in `logs`.

@@ -249,8 +249,9 @@ async fn get_alerts(State(core): State<Arc<Core>>, RawQuery(q): RawQuery) -> Api
     let now = core.now();
     let firing = core.firing_alerts(now);
     let mut out: Vec<(u64, Value)> = Vec::new();
+    let config = core.config();
     for a in &firing {
-        let routes = core.config.route.matching(&a.labels);
+        let routes = config.route.matching(&a.labels);
         let receivers: Vec<&str> = routes.iter().map(|r| r.receiver.as_str()).collect();
         if !receivers.iter().any(|r| receiver_matches(&q, r)) {
             continue;
@@ -477,7 +478,7 @@ async fn delete_silence(State(core): State<Arc<Core>>, Path(id): Path<String>) -
 async fn status(State(core): State<Arc<Core>>) -> ApiResult {
     Ok(Json(json!({
         "cluster": {"peers": [], "status": "disabled"},
-        "config": {"original": core.config.original},
+        "config": {"original": core.config().original},
         "uptime": rfc3339_millis(core.started_at),
         "versionInfo": {
             "branch": "novamon",
@@ -493,7 +494,7 @@ async fn status(State(core): State<Arc<Core>>) -> ApiResult {
 
 async fn receivers(State(core): State<Arc<Core>>) -> ApiResult {
     let list: Vec<Value> = core
-        .config
+        .config()
         .receivers
         .iter()
         .map(|r| json!({"name": r.name}))

@@ -507,6 +507,14 @@ impl Route {
     /// The routes an alert is delivered by: the deepest matching routes, siblings tried in
     /// order, stopping at the first match unless it has `continue`; the route itself when no
     /// child matches. Empty when this route does not match.
+    /// The route at position `id` (as [`Route::id`]), if the tree has one there.
+    pub(crate) fn at(&self, id: &[usize]) -> Option<&Route> {
+        match id.split_first() {
+            None => Some(self),
+            Some((i, rest)) => self.routes.get(*i)?.at(rest),
+        }
+    }
+
     pub(crate) fn matching(&self, labels: &Labels) -> Vec<&Route> {
         if !matchers::all_match(&self.matchers, labels) {
             return Vec::new();

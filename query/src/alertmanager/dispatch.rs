@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use storage::Labels;
 use tokio::sync::Notify;
 
+use super::config::{GroupBy, Route};
 use super::{AmAlert, Core};
 
 /// Everything a flush needs to know about its group.
@@ -23,8 +24,11 @@ pub(crate) struct Group {
     pub repeat_interval: Duration,
     group_wait: Duration,
     group_interval: Duration,
+    group_by: GroupBy,
     alerts: Mutex<HashMap<u64, AmAlert>>,
     flushed: AtomicBool,
+    /// A reload replaced the group's route: its timer task ends at its next wake-up.
+    retired: AtomicBool,
     wake: Notify,
 }
 
@@ -37,9 +41,19 @@ pub(crate) struct Groups(Mutex<HashMap<GroupId, Arc<Group>>>);
 /// Puts an alert into the group of every route it matches, creating groups (and their
 /// timer tasks) as needed.
 pub(crate) fn insert(core: &Arc<Core>, fp: u64, alert: AmAlert, now: i64) {
-    let routes = core.config.route.matching(&alert.labels);
     let mut groups = core.groups.0.lock();
-    for route in routes {
+    insert_locked(core, &mut groups, fp, &alert, now);
+}
+
+fn insert_locked(
+    core: &Arc<Core>,
+    groups: &mut HashMap<GroupId, Arc<Group>>,
+    fp: u64,
+    alert: &AmAlert,
+    now: i64,
+) {
+    let config = core.config();
+    for route in config.route.matching(&alert.labels) {
         let group_labels = route.group_labels(&alert.labels);
         let id = (route.id.clone(), group_labels.clone());
         let g = groups.entry(id.clone()).or_insert_with(|| {
@@ -50,8 +64,10 @@ pub(crate) fn insert(core: &Arc<Core>, fp: u64, alert: AmAlert, now: i64) {
                 repeat_interval: route.repeat_interval,
                 group_wait: route.group_wait,
                 group_interval: route.group_interval,
+                group_by: route.group_by.clone(),
                 alerts: Mutex::new(HashMap::new()),
                 flushed: AtomicBool::new(false),
+                retired: AtomicBool::new(false),
                 wake: Notify::new(),
             });
             tokio::spawn(run(Arc::downgrade(core), g.clone(), id));
@@ -67,7 +83,45 @@ pub(crate) fn insert(core: &Arc<Core>, fp: u64, alert: AmAlert, now: i64) {
     }
 }
 
+/// After a config reload: groups whose route is unchanged keep their timers (and so their
+/// place in the group_interval rhythm); the others stop. Every stored alert is then routed
+/// again through the new tree, so kept groups hold exactly what now routes to them and new
+/// groups start as Alertmanager's restarted dispatcher starts them. The notification log is
+/// untouched, so nothing already sent is sent again.
+pub(crate) fn regroup(core: &Arc<Core>, now: i64) {
+    let alerts: Vec<(u64, AmAlert)> = core
+        .alerts
+        .lock()
+        .iter()
+        .map(|(fp, a)| (*fp, a.clone()))
+        .collect();
+    let config = core.config();
+    let mut groups = core.groups.0.lock();
+    groups.retain(|(id, _), g| {
+        let keep = config.route.at(id).is_some_and(|r| g.same_route(r));
+        if keep {
+            g.alerts.lock().clear();
+        } else {
+            g.retired.store(true, Ordering::Relaxed);
+            g.wake.notify_one();
+        }
+        keep
+    });
+    for (fp, a) in &alerts {
+        insert_locked(core, &mut groups, *fp, a, now);
+    }
+}
+
 impl Group {
+    fn same_route(&self, r: &Route) -> bool {
+        self.key == format!("{}:{}", r.key, label_set_string(&self.group_labels))
+            && self.receiver == r.receiver
+            && self.group_by == r.group_by
+            && self.group_wait == r.group_wait
+            && self.group_interval == r.group_interval
+            && self.repeat_interval == r.repeat_interval
+    }
+
     pub(crate) fn group_interval(&self) -> Duration {
         self.group_interval
     }
@@ -104,6 +158,9 @@ async fn run(core: std::sync::Weak<Core>, g: Arc<Group>, id: GroupId) {
             _ = g.wake.notified() => {}
         }
         let Some(core) = core.upgrade() else { return };
+        if g.retired.load(Ordering::Relaxed) {
+            return;
+        }
         next = tokio::time::Instant::now() + g.group_interval;
         g.flushed.store(true, Ordering::Relaxed);
         let snapshot: Vec<(u64, AmAlert)> = g

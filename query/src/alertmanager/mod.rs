@@ -22,14 +22,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
 use storage::Labels;
 
 use crate::alert::{Alert, AlertSink};
 
 pub use config::ConfigError;
-pub use sender::{AlertingConfig, SenderError};
+pub use sender::{AlertingConfig, SenderError, SenderSettings};
 
 /// What the built-in Alertmanager needs to start.
 pub struct BuiltinOptions {
@@ -45,8 +45,6 @@ pub struct BuiltinOptions {
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error(transparent)]
-    Sender(#[from] SenderError),
     #[error("HTTP client for notifications: {0}")]
     Http(String),
     #[error("Alertmanager state in {path}: {msg}")]
@@ -63,12 +61,7 @@ impl Builtin {
     /// Loads the config and the persisted state and starts the background tasks (group
     /// timers, garbage collection). Must be called inside a tokio runtime.
     pub fn start(opts: BuiltinOptions, registry: &mut Registry) -> Result<Builtin, StartError> {
-        let yaml = if opts.config_yaml.trim().is_empty() {
-            config::DEFAULT_CONFIG.to_owned()
-        } else {
-            opts.config_yaml
-        };
-        let config = config::AmConfig::parse(&yaml)?;
+        let BuiltinConfig(config) = BuiltinConfig::parse(&opts.config_yaml)?;
         Builtin::start_with(
             config,
             opts.state_dir,
@@ -95,7 +88,7 @@ impl Builtin {
         })?;
         let core = Arc::new(Core {
             started_at: clock.now_ms(),
-            config,
+            config: RwLock::new(Arc::new(config)),
             clock,
             external_url,
             alerts: Mutex::new(HashMap::new()),
@@ -107,6 +100,14 @@ impl Builtin {
         });
         tokio::spawn(gc(Arc::downgrade(&core)));
         Ok(Builtin { core })
+    }
+
+    /// Switches to `config` (a reload): alerts, silences and the notification log stay;
+    /// aggregation groups whose route is unchanged keep their timers, the others are
+    /// rebuilt by routing every alert again, as Alertmanager's restarted dispatcher does.
+    pub fn apply(&self, config: BuiltinConfig) {
+        *self.core.config.write() = Arc::new(config.0);
+        dispatch::regroup(&self.core, self.core.now());
     }
 
     /// The v2 API (`/api/v2/alerts`, `/api/v2/silences`, `/api/v2/silence/{id}`,
@@ -175,29 +176,52 @@ fn http_client() -> Result<reqwest::Client, StartError> {
         .map_err(|e| StartError::Http(e.to_string()))
 }
 
+/// A parsed and validated alertmanager.yml, ready for [`Builtin::apply`].
+pub struct BuiltinConfig(config::AmConfig);
+
+impl BuiltinConfig {
+    /// Parses alertmanager.yml text; empty text is the built-in default (one route, no
+    /// integrations).
+    pub fn parse(yaml: &str) -> Result<BuiltinConfig, ConfigError> {
+        if yaml.trim().is_empty() {
+            config::AmConfig::parse(config::DEFAULT_CONFIG).map(BuiltinConfig)
+        } else {
+            config::AmConfig::parse(yaml).map(BuiltinConfig)
+        }
+    }
+}
+
 /// Validates an alertmanager.yml as the built-in Alertmanager would load it.
 pub fn check_config(yaml: &str) -> Result<(), ConfigError> {
     config::AmConfig::parse(yaml).map(|_| ())
 }
 
-/// Starts the sender for `alerting:` (nothing when no Alertmanager is configured) and returns
-/// the sink the rule manager sends to: the sender, the built-in Alertmanager, or both.
+/// The sender to the external Alertmanagers of `alerting:`, kept to apply reloads. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct ExternalSender(Arc<sender::Sender>);
+
+impl ExternalSender {
+    /// Switches to new `alerting:` targets and external labels.
+    pub fn apply(&self, settings: SenderSettings) {
+        self.0.apply(settings);
+    }
+}
+
+/// Starts the sender for `alerting:` and returns the sink the rule manager sends to (the
+/// sender and, when there is one, the built-in Alertmanager) with the sender's handle.
 pub fn alert_sink(
-    alerting: Option<&AlertingConfig>,
-    external_labels: &BTreeMap<String, String>,
+    settings: SenderSettings,
     builtin: Option<&Builtin>,
     registry: &mut Registry,
-) -> Result<Arc<dyn AlertSink>, StartError> {
+) -> Result<(Arc<dyn AlertSink>, ExternalSender), StartError> {
+    let sender = Arc::new(sender::Sender::start(settings, registry, http_client()?));
     let mut sinks: Vec<Arc<dyn AlertSink>> = Vec::new();
     if let Some(b) = builtin {
         sinks.push(b.sink());
     }
-    if let Some(a) = alerting {
-        if let Some(s) = sender::Sender::start(a, external_labels, registry, http_client()?)? {
-            sinks.push(Arc::new(s));
-        }
-    }
-    Ok(Arc::new(FanOut::new(sinks)))
+    sinks.push(sender.clone());
+    Ok((Arc::new(FanOut::new(sinks)), ExternalSender(sender)))
 }
 
 /// Wall-clock milliseconds; in tests driven by tokio's paused clock so timers and alert
@@ -326,7 +350,8 @@ fn parse_time(s: &str) -> Result<i64, String> {
 
 /// The built-in Alertmanager's shared state.
 struct Core {
-    config: config::AmConfig,
+    /// Swapped whole by a reload; readers take the `Arc` and keep a consistent config.
+    config: RwLock<Arc<config::AmConfig>>,
     clock: Clock,
     external_url: String,
     alerts: Mutex<HashMap<u64, AmAlert>>,
@@ -353,6 +378,10 @@ impl Core {
         self.clock.now_ms()
     }
 
+    fn config(&self) -> Arc<config::AmConfig> {
+        self.config.read().clone()
+    }
+
     /// Alertmanager's alert intake: defaults start and end, validates, merges with the stored
     /// version and dispatches. Valid alerts are kept even when others are rejected.
     fn put_alerts(self: &Arc<Self>, alerts: Vec<AmAlert>, now: i64) -> Result<(), InvalidAlerts> {
@@ -364,7 +393,7 @@ impl Core {
             }
             if a.ends_at == 0 {
                 a.timeout = true;
-                a.ends_at = now + self.config.resolve_timeout.as_millis() as i64;
+                a.ends_at = now + self.config().resolve_timeout.as_millis() as i64;
             }
             if let Err(e) = validate(&a) {
                 errors.push(e);
@@ -405,7 +434,7 @@ impl Core {
     /// Silence ids and inhibiting fingerprints that mute an alert with these labels now.
     fn mutes(&self, labels: &Labels, firing: &[AmAlert], now: i64) -> (Vec<String>, Vec<String>) {
         let silenced = self.silences.mutes(labels, now);
-        let inhibited = inhibit::inhibited_by(&self.config.inhibit_rules, labels, firing);
+        let inhibited = inhibit::inhibited_by(&self.config().inhibit_rules, labels, firing);
         (silenced, inhibited)
     }
 

@@ -103,7 +103,8 @@ pub(crate) async fn flush(
         return true;
     }
     sort_alerts(&mut alerts);
-    let Some(receiver) = core.config.receiver(&g.receiver) else {
+    let config = core.config();
+    let Some(receiver) = config.receiver(&g.receiver) else {
         return true;
     };
     let deadline = Instant::now() + g.group_interval().max(MIN_TIMEOUT);
@@ -129,8 +130,8 @@ async fn notify_integration(
     now: i64,
     deadline: Instant,
 ) -> bool {
-    let Some(integ) = core
-        .config
+    let config = core.config();
+    let Some(integ) = config
         .receiver(&g.receiver)
         .and_then(|r| r.integrations.get(idx))
     else {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -112,34 +112,62 @@ struct Metrics {
     errors: Family<AmLabel, Counter>,
     dropped: Counter,
     queue_length: Gauge,
+    discovered: Gauge,
+}
+
+/// Where alerts go and how they are labelled on the way: swapped whole by a reload.
+struct Settings {
+    targets: Vec<Target>,
+    relabel: Vec<relabel::Rule>,
+    external_labels: Vec<Label>,
+}
+
+/// Checked `alerting:` settings and external labels, ready for the sender to switch to.
+pub struct SenderSettings(Settings);
+
+impl SenderSettings {
+    /// Validates `alerting:` (none: no Alertmanager to send to).
+    pub fn new(
+        cfg: Option<&AlertingConfig>,
+        external_labels: &BTreeMap<String, String>,
+    ) -> Result<SenderSettings, SenderError> {
+        let (targets, relabel) = match cfg {
+            Some(cfg) => targets(cfg)?,
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(SenderSettings(Settings {
+            targets,
+            relabel,
+            external_labels: external_labels
+                .iter()
+                .map(|(k, v)| Label::new(k, v))
+                .collect(),
+        }))
+    }
 }
 
 /// The sink that queues alerts for the external Alertmanagers.
 pub(crate) struct Sender {
     queue: Arc<Mutex<VecDeque<Value>>>,
     wake: Arc<Notify>,
-    external_labels: Vec<Label>,
-    relabel: Vec<relabel::Rule>,
+    settings: Arc<RwLock<Arc<Settings>>>,
     metrics: Arc<Metrics>,
 }
 
 impl Sender {
-    /// Starts the delivery task; `None` when no Alertmanager is configured.
+    /// Registers the `prometheus_notifications_*` metrics and starts the delivery task. With
+    /// no Alertmanager configured alerts are dropped on arrival until a reload adds one.
     pub(crate) fn start(
-        cfg: &AlertingConfig,
-        external_labels: &BTreeMap<String, String>,
+        settings: SenderSettings,
         registry: &mut Registry,
         client: reqwest::Client,
-    ) -> Result<Option<Sender>, SenderError> {
-        let (targets, relabel) = targets(cfg)?;
-        if targets.is_empty() {
-            return Ok(None);
-        }
+    ) -> Sender {
         let metrics = Arc::new(Metrics {
             sent: Family::default(),
             errors: Family::default(),
             dropped: Counter::default(),
             queue_length: Gauge::default(),
+            discovered: Gauge::default(),
         });
         registry.register(
             "prometheus_notifications_sent",
@@ -168,38 +196,44 @@ impl Sender {
             "The capacity of the alert notifications queue.",
             capacity,
         );
-        let discovered: Gauge = Gauge::default();
-        discovered.set(targets.len() as i64);
         registry.register(
             "prometheus_notifications_alertmanagers_discovered",
             "The number of alertmanagers discovered and active.",
-            discovered,
+            metrics.discovered.clone(),
         );
-        for t in &targets {
-            let l = AmLabel {
-                alertmanager: t.url.clone(),
-            };
-            let _ = metrics.sent.get_or_create(&l);
-            let _ = metrics.errors.get_or_create(&l);
-        }
         let s = Sender {
             queue: Arc::default(),
             wake: Arc::default(),
-            external_labels: external_labels
-                .iter()
-                .map(|(k, v)| Label::new(k, v))
-                .collect(),
-            relabel,
+            settings: Arc::new(RwLock::new(Arc::new(Settings {
+                targets: Vec::new(),
+                relabel: Vec::new(),
+                external_labels: Vec::new(),
+            }))),
             metrics: metrics.clone(),
         };
+        s.apply(settings);
         tokio::spawn(deliver(
             client,
             s.queue.clone(),
             s.wake.clone(),
-            Arc::new(targets),
+            s.settings.clone(),
             metrics,
         ));
-        Ok(Some(s))
+        s
+    }
+
+    /// Switches to `settings` (a reload); queued alerts go to the new targets.
+    pub(crate) fn apply(&self, settings: SenderSettings) {
+        let settings = settings.0;
+        self.metrics.discovered.set(settings.targets.len() as i64);
+        for t in &settings.targets {
+            let l = AmLabel {
+                alertmanager: t.url.clone(),
+            };
+            let _ = self.metrics.sent.get_or_create(&l);
+            let _ = self.metrics.errors.get_or_create(&l);
+        }
+        *self.settings.write() = Arc::new(settings);
     }
 }
 
@@ -263,16 +297,20 @@ fn to_json(labels: &Labels, a: &Alert) -> Value {
 
 impl AlertSink for Sender {
     fn send(&self, alerts: Vec<Alert>) {
+        let settings = self.settings.read().clone();
+        if settings.targets.is_empty() {
+            return;
+        }
         let mut out = Vec::with_capacity(alerts.len());
         for a in alerts {
             // External labels fill in what the alert does not set itself.
             let mut ls = a.labels.as_slice().to_vec();
-            for e in &self.external_labels {
+            for e in &settings.external_labels {
                 if a.labels.get(&e.name).is_none() {
                     ls.push(e.clone());
                 }
             }
-            let Some(ls) = relabel::process(&Labels::new(ls), &self.relabel) else {
+            let Some(ls) = relabel::process(&Labels::new(ls), &settings.relabel) else {
                 continue;
             };
             if ls.is_empty() {
@@ -306,7 +344,7 @@ async fn deliver(
     client: reqwest::Client,
     queue: Arc<Mutex<VecDeque<Value>>>,
     wake: Arc<Notify>,
-    targets: Arc<Vec<Target>>,
+    settings: Arc<RwLock<Arc<Settings>>>,
     metrics: Arc<Metrics>,
 ) {
     loop {
@@ -322,8 +360,9 @@ async fn deliver(
             if batch.is_empty() {
                 break;
             }
+            let targets = settings.read().clone();
             let mut tasks = tokio::task::JoinSet::new();
-            for (i, t) in targets.iter().enumerate() {
+            for (i, t) in targets.targets.iter().enumerate() {
                 // Per-Alertmanager relabelling can drop alerts for this target only.
                 let body: Vec<Value> =
                     batch
@@ -351,7 +390,7 @@ async fn deliver(
                 }
                 let (client, targets, metrics) = (client.clone(), targets.clone(), metrics.clone());
                 tasks.spawn(async move {
-                    let t = &targets[i];
+                    let t = &targets.targets[i];
                     let l = AmLabel {
                         alertmanager: t.url.clone(),
                     };
@@ -422,9 +461,11 @@ mod tests {
             ("cluster".to_owned(), "eu".to_owned()),
             ("alertname".to_owned(), "ignored".to_owned()),
         ]);
-        let s = Sender::start(&cfg, &ext, &mut reg, super::super::http_client().unwrap())
-            .unwrap()
-            .unwrap();
+        let s = Sender::start(
+            SenderSettings::new(Some(&cfg), &ext).unwrap(),
+            &mut reg,
+            super::super::http_client().unwrap(),
+        );
         let alert = |name: &str, sev: &str| Alert {
             labels: Labels::from_pairs([("alertname", name), ("severity", sev)]),
             annotations: BTreeMap::from([("summary".to_owned(), "s".to_owned())]),
@@ -460,14 +501,16 @@ mod tests {
 
     #[test]
     fn unsupported_settings_are_errors() {
-        let mut reg = Registry::default();
         for yml in [
             "alertmanagers: [{api_version: v1, static_configs: [{targets: [a:1]}]}]",
             "alertmanagers: [{scheme: ftp, static_configs: [{targets: [a:1]}]}]",
             "alert_relabel_configs: [{action: nope}]\nalertmanagers: [{static_configs: [{targets: [a:1]}]}]",
         ] {
             let cfg: AlertingConfig = serde_yaml::from_str(yml).unwrap();
-            assert!(Sender::start(&cfg, &BTreeMap::new(), &mut reg, super::super::http_client().unwrap()).is_err(), "{yml}");
+            assert!(
+                SenderSettings::new(Some(&cfg), &BTreeMap::new()).is_err(),
+                "{yml}"
+            );
         }
         assert!(
             serde_yaml::from_str::<AlertingConfig>("alertmanagers: [{timeout: soon}]").is_err()

@@ -50,36 +50,70 @@ impl RangeInput {
         self.at.unwrap_or(ts) - self.offset
     }
 
-    /// The samples of `points` inside the window for `ts`.
-    pub fn window<'p>(&self, points: &'p [Sample], ts: i64) -> &'p [Sample] {
-        let (lo, hi) = self.bounds(ts, |i| points[i].t, points.len());
-        &points[lo..hi]
+    /// The windows of one series for successive evaluation times (see [`Windows`]).
+    pub fn windows<'p>(&'p self, s: &'p Series) -> Windows<'p> {
+        Windows {
+            ri: self,
+            points: &s.points,
+            hpoints: &s.hpoints,
+            floats: Cursor::default(),
+            hists: Cursor::default(),
+        }
     }
+}
 
-    /// The histogram points inside the window for `ts`.
-    pub fn hwindow<'p>(&self, points: &'p [HistogramPoint], ts: i64) -> &'p [HistogramPoint] {
-        let (lo, hi) = self.bounds(ts, |i| points[i].t, points.len());
-        &points[lo..hi]
+/// The windows of one series for evaluation times given in ascending order. A window's end
+/// never moves back as the time advances (offset and `@` are fixed per selector), so both
+/// edges only move forward: all steps together scan the series once instead of searching it
+/// at every step.
+pub(crate) struct Windows<'p> {
+    ri: &'p RangeInput,
+    points: &'p [Sample],
+    hpoints: &'p [HistogramPoint],
+    floats: Cursor,
+    hists: Cursor,
+}
+
+impl<'p> Windows<'p> {
+    /// The float and histogram samples in the window for `ts`; `ts` must not be below the
+    /// previous call's.
+    pub fn at(&mut self, ts: i64) -> (&'p [Sample], &'p [HistogramPoint]) {
+        let end = self.ri.window_end(ts);
+        let start = end - self.ri.range;
+        let (points, hpoints) = (self.points, self.hpoints);
+        let (lo, hi) = self
+            .floats
+            .advance(start, end, |i| points[i].t, points.len());
+        let (hlo, hhi) = self
+            .hists
+            .advance(start, end, |i| hpoints[i].t, hpoints.len());
+        (&points[lo..hi], &hpoints[hlo..hhi])
     }
+}
 
-    fn bounds(&self, ts: i64, t_at: impl Fn(usize) -> i64, len: usize) -> (usize, usize) {
-        let end = self.window_end(ts);
-        let start = end - self.range;
-        let first_after = |limit: i64| {
-            let (mut lo, mut hi) = (0, len);
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if t_at(mid) <= limit {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
-            lo
-        };
-        let lo = first_after(start);
-        let hi = first_after(end);
-        (lo, hi.max(lo))
+/// The index range `[lo, hi)` of the samples in a left-open window `(start, end]`.
+#[derive(Default)]
+struct Cursor {
+    lo: usize,
+    hi: usize,
+}
+
+impl Cursor {
+    fn advance(
+        &mut self,
+        start: i64,
+        end: i64,
+        t_at: impl Fn(usize) -> i64,
+        len: usize,
+    ) -> (usize, usize) {
+        while self.lo < len && t_at(self.lo) <= start {
+            self.lo += 1;
+        }
+        self.hi = self.hi.max(self.lo);
+        while self.hi < len && t_at(self.hi) <= end {
+            self.hi += 1;
+        }
+        (self.lo, self.hi)
     }
 }
 
@@ -267,8 +301,7 @@ impl<'a> Evaluator<'a> {
                     .series
                     .iter()
                     .filter_map(|s| {
-                        let w = ri.window(&s.points, ts);
-                        let hw = ri.hwindow(&s.hpoints, ts);
+                        let (w, hw) = ri.windows(s).at(ts);
                         (!w.is_empty() || !hw.is_empty()).then(|| Series {
                             labels: s.labels.clone(),
                             drop_name: s.drop_name,
@@ -383,11 +416,18 @@ impl<'a> Evaluator<'a> {
                 .collect();
             let mut points = Vec::new();
             let mut hpoints = Vec::new();
+            // The reference time only grows with the step, so the count of samples at or
+            // before it is carried from step to step instead of searched afresh.
+            let (mut fidx, mut hidx) = (0, 0);
             for i in 0..ctx.steps() {
                 let ts = ctx.ts(i);
                 let r = refer(ts);
-                let fidx = s.samples.partition_point(|x| x.t <= r);
-                let hidx = htimes.partition_point(|&t| t <= r);
+                while fidx < s.samples.len() && s.samples[fidx].t <= r {
+                    fidx += 1;
+                }
+                while hidx < htimes.len() && htimes[hidx] <= r {
+                    hidx += 1;
+                }
                 let ft = (fidx > 0).then(|| s.samples[fidx - 1].t);
                 let ht = (hidx > 0).then(|| htimes[hidx - 1]);
                 let use_hist = match (ft, ht) {

@@ -17,6 +17,7 @@ mod position;
 mod range_functions;
 mod types;
 
+pub(crate) use parse::format_extended;
 pub(crate) use types::kahan_inc;
 
 use std::sync::Arc;

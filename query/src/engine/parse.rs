@@ -35,6 +35,47 @@ pub(crate) fn parse(query: &str, step_ms: i64, range_ms: i64) -> Result<Expr, Qu
     Ok(expr)
 }
 
+/// `query` as Prometheus's `/api/v1/format_query` prints it, for the syntax the engine accepts
+/// beyond promql-parser: trim operators and `info()` selectors whose matchers all accept "".
+/// None when the query does not parse, or when printing the engine's form would not give
+/// Prometheus's answer: duration expressions are folded into plain durations before parsing.
+pub(crate) fn format_extended(query: &str) -> Option<String> {
+    if duration_expr::rewrite(query, 0, 0) != query || parse(query, 0, 0).is_err() {
+        return None;
+    }
+    let (source, trims) = rewrite_trims(&mark_info_selectors(query));
+    let printed = promql_parser::parser::parse(&source).ok()?.prettify();
+    let printed = printed
+        .replace(&format!(",{SELECTOR_PLACEHOLDER}!=\"\""), "")
+        .replace(&format!("{SELECTOR_PLACEHOLDER}!=\"\","), "")
+        .replace(&format!("{SELECTOR_PLACEHOLDER}!=\"\""), "");
+    // The printed comparison operators come in source order, as `trims` lists them.
+    let (_, printed_ops) = rewrite_trims(&printed);
+    if printed_ops.len() != trims.len() {
+        return None;
+    }
+    let mut out = String::with_capacity(printed.len() + trims.len());
+    let mut trims = trims.into_iter();
+    let mut chars = printed.chars().peekable();
+    let mut quote = None;
+    while let Some(c) = chars.next() {
+        out.push(c);
+        match (quote, c) {
+            (Some(q), '\\') if q != '`' => out.extend(chars.next()),
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'' | '`') => quote = Some(c),
+            (None, '<' | '>') if chars.peek() != Some(&'=') => {
+                if trims.next().flatten().is_some() {
+                    out.push('/');
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
 /// Wording as Prometheus's parser reports errors.
 fn parse_error(e: impl std::fmt::Display) -> QueryError {
     QueryError::Parse(format!("1:1: parse error: {e}"))
@@ -296,6 +337,21 @@ mod tests {
             assert_eq!(mark_info_selectors(q), q);
         }
         assert!(parse(r#"info(m, {data=~".*"})"#, 0, 0).is_ok());
+    }
+
+    #[test]
+    fn extended_syntax_formats_as_written() {
+        for (q, want) in [
+            ("h </ 2", "h </ 2"),
+            ("(a{l=\"<\"} >/ 2) < 3", "(a{l=\"<\"} >/ 2) < 3"),
+            ("info(x, {k=~\".*\"})", "info(x, {k=~\".*\"})"),
+            ("info(x,{k=~\".*\",j=\"\"})", "info(x, {j=\"\",k=~\".*\"})"),
+        ] {
+            assert_eq!(format_extended(q).as_deref(), Some(want), "{q}");
+        }
+        for q in ["x[5m+1m]", "h </ bool 2", "h </"] {
+            assert_eq!(format_extended(q), None, "{q}");
+        }
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::float_histogram::{
 };
 use crate::value::{HistogramPoint, QueryError};
 
+/// How many window samples are processed between two looks at the query deadline.
+const DEADLINE_CHECK_SAMPLES: usize = 1 << 14;
+
 pub(crate) fn eval(
     ev: &mut Evaluator,
     name: &str,
@@ -52,21 +55,43 @@ pub(crate) fn eval(
     let mut out: Vec<Series> = Vec::with_capacity(ri.series.len());
     let mut warned_quantile = false;
     let mut total = 0usize;
+    // Annotations point at the function's range argument; locating it scans the query text,
+    // so that is done once here rather than for every window.
+    let pos = ev.pos(name, Some(matrix_arg));
+    let with_histograms = handles_histograms(name);
+    // Samples looked at since the deadline was last checked: one series' windows can be long
+    // enough to outlast the timeout, but reading the clock at every step costs more than
+    // a short window's arithmetic.
+    let mut unchecked = 0usize;
     for s in &ri.series {
-        let metric = s.labels.get(METRIC_NAME).unwrap_or("").to_string();
+        let metric = s.labels.get(METRIC_NAME).unwrap_or("");
         let mut points = Vec::new();
         let mut hpoints = Vec::new();
+        let mut windows = ri.windows(s);
+        // Counters mostly never decrease: then no window of the series can hold a reset and
+        // rate & co. skip looking for one.
+        let float_resets = s.points.windows(2).any(|p| p[1].v < p[0].v);
         for (i, ts) in (0..ctx.steps()).map(|i| (i, ctx.ts(i))) {
-            // Per step: one series' windows can be long enough to outlast the timeout.
-            ev.check_deadline()?;
-            let w = ri.window(&s.points, ts);
-            let hw = ri.hwindow(&s.hpoints, ts);
+            let (w, hw) = windows.at(ts);
+            unchecked += w.len() + hw.len() + 1;
+            if unchecked >= DEADLINE_CHECK_SAMPLES {
+                ev.check_deadline()?;
+                unchecked = 0;
+            }
             if w.is_empty() && hw.is_empty() {
                 continue;
             }
             let end = ri.window_end(ts);
-            if handles_histograms(name) {
-                let r = histogram_aware(ev, name, w, hw, end - ri.range, end, range_secs, &metric);
+            if with_histograms {
+                let r = histogram_aware(
+                    ev,
+                    name,
+                    w,
+                    hw,
+                    (end - ri.range, end, range_secs, float_resets),
+                    metric,
+                    &pos,
+                );
                 match r {
                     Some(Outcome::Float(v)) => points.push(Sample { t: ts, v }),
                     Some(Outcome::Hist(h)) => hpoints.push(HistogramPoint { t: ts, h }),
@@ -78,7 +103,6 @@ pub(crate) fn eval(
                 if w.is_empty() {
                     continue;
                 }
-                let pos = ev.pos(name, Some(matrix_arg));
                 ev.info(format!(
                     "ignored histograms in a range containing both floats and histograms for metric name {metric:?}{pos}"
                 ));
@@ -143,7 +167,6 @@ pub(crate) fn eval(
                     .iter()
                     .any(|suf| metric.ends_with(suf))
                 {
-                    let pos = ev.pos(name, Some(0));
                     ev.info(format!(
                         "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{pos}"
                     ));
@@ -239,18 +262,18 @@ fn merged<'a>(w: &'a [Sample], hw: &'a [HistogramPoint]) -> Vec<(i64, Any<'a>)> 
     all
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One window of a function in `handles_histograms`; `(range_start, range_end, range_secs)`
+/// place the window, `float_resets` tells whether the series' floats ever decrease, `pos` is
+/// the annotation position of the range argument.
 fn histogram_aware(
     ev: &mut Evaluator,
     name: &str,
     w: &[Sample],
     hw: &[HistogramPoint],
-    range_start: i64,
-    range_end: i64,
-    range_secs: f64,
+    (range_start, range_end, range_secs, float_resets): (i64, i64, f64, bool),
     metric: &str,
+    pos: &str,
 ) -> Option<Outcome> {
-    let pos = ev.pos(name, Some(0));
     let mixed = !w.is_empty() && !hw.is_empty();
     let warn_mixed = |ev: &mut Evaluator| {
         ev.warn(format!(
@@ -271,6 +294,7 @@ fn histogram_aware(
                     range_end,
                     range_secs,
                     counter,
+                    float_resets,
                     name == "rate",
                 )
                 .map(Outcome::Float);
@@ -585,13 +609,14 @@ fn is_range_function(name: &str) -> bool {
 
 /// Prometheus's extrapolatedRate: the change over the window, extrapolated towards the window
 /// edges (at most half a sample interval beyond the first/last sample, never below zero for
-/// counters).
+/// counters). Without `resets` the samples are known never to decrease.
 fn extrapolated_rate(
     w: &[Sample],
     range_start: i64,
     range_end: i64,
     range_secs: f64,
     counter: bool,
+    resets: bool,
     rate: bool,
 ) -> Option<f64> {
     if w.len() < 2 {
@@ -600,7 +625,7 @@ fn extrapolated_rate(
     let first = w[0];
     let last = w[w.len() - 1];
     let mut result = last.v - first.v;
-    if counter {
+    if counter && resets {
         let mut prev = first.v;
         for p in &w[1..] {
             if p.v < prev {

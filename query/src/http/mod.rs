@@ -165,10 +165,17 @@ fn query_exemplars(_: &ApiState, p: &Params) -> ApiResult {
     Ok(success(Vec::<()>::new(), vec![]))
 }
 
+/// Syntax promql-parser rejects but the engine accepts is printed by the engine's parse step;
+/// anything that does not parse there either keeps promql-parser's error.
 fn format_query(_: &ApiState, p: &Params) -> ApiResult {
-    let expr = promql_parser::parser::parse(p.get("query"))
-        .map_err(|e| ApiError::invalid_param("query", e))?;
-    Ok(success(expr.prettify(), vec![]))
+    let query = p.get("query");
+    match promql_parser::parser::parse(query) {
+        Ok(expr) => Ok(success(expr.prettify(), vec![])),
+        Err(e) => match crate::engine::format_extended(query) {
+            Some(printed) => Ok(success(printed, vec![])),
+            None => Err(ApiError::invalid_param("query", e)),
+        },
+    }
 }
 
 fn parse_query(_: &ApiState, p: &Params) -> ApiResult {

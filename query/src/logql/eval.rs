@@ -3,6 +3,7 @@
 //! at Loki's step semantics: the window of a step at t is (t - range - offset, t - offset].
 //! Owns evaluation; the API's parameter handling and JSON are `loki_http`'s.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -196,17 +197,14 @@ impl LogEngine {
         let mut samples: BTreeMap<LabelMap, Vec<(i64, f64)>> = BTreeMap::new();
         let mut n = 0usize;
         let mut too_many = false;
-        self.store.scan(&q, Direction::Forward, &mut |r| {
-            n += 1;
-            if n > self.max_entries {
-                too_many = true;
-                return ControlFlow::Break(());
-            }
-            let Some((line, mut labels)) =
-                pipeline.process(r.ts_ns, r.line, labels_of(&r.labels, &r.metadata))
-            else {
-                return ControlFlow::Continue(());
-            };
+        // Without stages, unwrap or byte counts nothing reads a line: the store can skip them.
+        let needs_lines = !log.stages.is_empty()
+            || unwrap.is_some()
+            || matches!(func, RangeFn::BytesOverTime | RangeFn::BytesRate);
+        // A record's series and value; without lines, a pure function of its stream and metadata.
+        let sample = |r: storage::logs::LogRecord| -> Option<(LabelMap, f64)> {
+            let (line, mut labels) =
+                pipeline.process(r.ts_ns, r.line, labels_of(&r.labels, &r.metadata))?;
             let value = match (func, unwrap) {
                 (_, Some(u)) => {
                     let v = unwrap_value(u, &labels);
@@ -223,15 +221,69 @@ impl LogEngine {
                 .iter()
                 .all(|f| apply_label_filter(f, &mut labels))
             {
-                return ControlFlow::Continue(());
+                return None;
             }
             let labels = match grouping {
                 Some(g) => group_labels(&labels, g),
                 None => labels,
             };
-            samples.entry(labels).or_default().push((r.ts_ns, value));
-            ControlFlow::Continue(())
-        })?;
+            Some((labels, value))
+        };
+        let mut push = |ts_ns: i64, labels: &LabelMap, value: f64| match samples.get_mut(labels) {
+            Some(v) => v.push((ts_ns, value)),
+            None => {
+                samples.insert(labels.clone(), vec![(ts_ns, value)]);
+            }
+        };
+        let mut count = || {
+            n += 1;
+            n <= self.max_entries
+        };
+        if needs_lines {
+            self.store.scan(&q, Direction::Forward, &mut |r| {
+                if !count() {
+                    too_many = true;
+                    return ControlFlow::Break(());
+                }
+                let ts_ns = r.ts_ns;
+                if let Some((labels, value)) = sample(r) {
+                    push(ts_ns, &labels, value);
+                }
+                ControlFlow::Continue(())
+            })?;
+        } else {
+            // A day has few streams and many lines: each stream's series is worked out once.
+            type StreamKey = (storage::Labels, Vec<(String, String)>);
+            let mut series: HashMap<StreamKey, Option<(LabelMap, f64)>> = HashMap::new();
+            self.store.scan_without_lines(&q, &mut |r| {
+                if !count() {
+                    too_many = true;
+                    return ControlFlow::Break(());
+                }
+                let storage::logs::LogRecord {
+                    ts_ns,
+                    labels,
+                    line,
+                    metadata,
+                } = r;
+                let s = match series.entry((labels, metadata)) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let (labels, metadata) = e.key().clone();
+                        e.insert(sample(storage::logs::LogRecord {
+                            ts_ns,
+                            labels,
+                            line,
+                            metadata,
+                        }))
+                    }
+                };
+                if let Some((labels, value)) = s {
+                    push(ts_ns, labels, *value);
+                }
+                ControlFlow::Continue(())
+            })?;
+        }
         if too_many {
             return Err(EvalError::TooManyEntries(self.max_entries));
         }

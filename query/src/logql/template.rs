@@ -1,7 +1,7 @@
-//! The Go text/template subset of `line_format` and `label_format`, with the functions Loki
-//! registers for them (its own — `__line__`, `__timestamp__`, `alignLeft`, `bytes`, … — and
-//! the sprig and Go ones it picks). Data is the entry's labels (`.name`, missing = ""). Owns
-//! template parsing and rendering; knows nothing of pipelines or storage.
+//! The functions and data of `line_format` and `label_format` templates: the ones Loki
+//! registers (its own — `__line__`, `__timestamp__`, `alignLeft`, `bytes`, … — and the sprig
+//! and Go ones it picks), over the entry's labels (`.name`, missing = ""). The Go template
+//! language itself is `crate::gotemplate`'s; this module knows nothing of pipelines or storage.
 //!
 //! Not supported: variables (`$x :=`), `range`/`with`/`define`, and functions that return maps
 //! (`fromJson`); using them is a parse error, not a silent difference.
@@ -13,39 +13,9 @@ use regex::Regex;
 
 use super::parser::{parse_bytes, parse_go_duration};
 use super::LabelMap;
-
-#[derive(Clone, Debug, PartialEq)]
-enum Val {
-    Str(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    /// A time.Time, as nanoseconds since the epoch (shown in UTC).
-    Time(i64),
-}
-
-#[derive(Clone, Debug)]
-enum Node {
-    Text(String),
-    Action(Pipe),
-    If(Vec<(Pipe, Vec<Node>)>, Vec<Node>),
-}
-
-/// `cmd | cmd | …`; each command is a function with arguments or a single operand.
-type Pipe = Vec<Vec<Arg>>;
-
-#[derive(Clone, Debug)]
-enum Arg {
-    Lit(Val),
-    /// `.name` (empty: `.` itself, the labels).
-    Field(String),
-    Func(String),
-    Sub(Pipe),
-}
-
-/// A parsed template; rendering errors are Go's execution errors, e.g. a wrong argument.
-#[derive(Clone, Debug)]
-pub(crate) struct Template(Vec<Node>);
+use crate::gotemplate::{
+    self, arity, int_arg, str_arg, Dialect, FuncError, FuncResult, GoType, Model,
+};
 
 /// What a template reads: the entry's labels, line and time.
 pub(crate) struct Entry<'a> {
@@ -54,6 +24,27 @@ pub(crate) struct Entry<'a> {
     pub ts_ns: i64,
 }
 
+/// A parsed template; rendering errors are Go's execution errors, e.g. a wrong argument.
+#[derive(Clone, Debug)]
+pub(crate) struct Template(gotemplate::Template);
+
+impl Template {
+    pub(crate) fn parse(text: &str) -> Result<Template, String> {
+        gotemplate::Template::parse(text, &DIALECT).map(Template)
+    }
+
+    pub(crate) fn render(&self, e: &Entry) -> Result<String, String> {
+        self.0.execute(e)
+    }
+}
+
+const DIALECT: Dialect = Dialect {
+    funcs: FUNCS,
+    variables: false,
+    blocks: false,
+};
+
+/// Loki's functions beyond Go's builtins.
 const FUNCS: &[&str] = &[
     "__line__",
     "__timestamp__",
@@ -86,7 +77,6 @@ const FUNCS: &[&str] = &[
     "repeat",
     "indent",
     "nindent",
-    "printf",
     "default",
     "alignLeft",
     "alignRight",
@@ -118,434 +108,79 @@ const FUNCS: &[&str] = &[
     "round",
     "int",
     "float64",
-    "len",
-    "eq",
-    "ne",
-    "lt",
-    "le",
-    "gt",
-    "ge",
-    "and",
-    "or",
-    "not",
 ];
 
-impl Template {
-    pub(crate) fn parse(text: &str) -> Result<Template, String> {
-        let toks = lex(text)?;
-        let mut pos = 0;
-        let (nodes, end) = parse_list(&toks, &mut pos)?;
-        match end {
-            None => Ok(Template(nodes)),
-            Some(kw) => Err(format!("unexpected {{{{{kw}}}}}")),
-        }
-    }
-
-    pub(crate) fn render(&self, e: &Entry) -> Result<String, String> {
-        let mut out = String::new();
-        nodes(&self.0, e, &mut out)?;
-        Ok(out)
-    }
-}
-
-enum Tok {
-    Text(String),
-    /// The words of one action.
-    Action(Vec<Word>),
-}
-
+/// Values only log templates have.
 #[derive(Clone, Debug, PartialEq)]
-enum Word {
-    Ident(String),
-    Field(String),
-    Lit(Val),
-    Open,
-    Close,
-    Bar,
+pub(crate) enum Ext {
+    /// `.`: the entry's labels, read in place rather than copied for every line.
+    Labels,
+    /// A time.Time, as nanoseconds since the epoch (shown in UTC).
+    Time(i64),
 }
 
-fn lex(text: &str) -> Result<Vec<Tok>, String> {
-    let mut toks = Vec::new();
-    let mut rest = text;
-    let mut trim_next = false;
-    while !rest.is_empty() {
-        let (before, after) = match rest.find("{{") {
-            Some(i) => (&rest[..i], Some(&rest[i + 2..])),
-            None => (rest, None),
-        };
-        let mut t = if trim_next {
-            before.trim_start()
-        } else {
-            before
-        };
-        let Some(after) = after else {
-            toks.push(Tok::Text(t.to_owned()));
-            break;
-        };
-        let trim_before = after.starts_with("- ");
-        if trim_before {
-            t = t.trim_end();
+type Val = gotemplate::Val<Ext>;
+
+impl GoType for Ext {
+    fn go_type(&self) -> &'static str {
+        match self {
+            Ext::Labels => "map[string]string",
+            Ext::Time(_) => "time.Time",
         }
-        toks.push(Tok::Text(t.to_owned()));
-        let body = if trim_before { &after[2..] } else { after };
-        let close = find_close(body).ok_or("unclosed action")?;
-        let inner = &body[..close];
-        trim_next = inner.ends_with(" -");
-        let inner = if trim_next {
-            &inner[..inner.len() - 2]
-        } else {
-            inner
-        };
-        rest = &body[close + 2..];
-        let inner = inner.trim();
-        if inner.starts_with("/*") {
-            if !inner.ends_with("*/") {
-                return Err("unclosed comment".into());
-            }
-            continue;
-        }
-        toks.push(Tok::Action(lex_action(inner)?));
     }
-    Ok(toks)
 }
 
-/// The `}}` closing an action, skipping over quoted strings.
-fn find_close(s: &str) -> Option<usize> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            b'`' => {
-                i += 1;
-                while i < b.len() && b[i] != b'`' {
-                    i += 1;
-                }
-            }
-            b'}' if b.get(i + 1) == Some(&b'}') => return Some(i),
-            _ => {}
-        }
-        i += 1;
+impl Model for Entry<'_> {
+    type Ext = Ext;
+
+    fn root(&self) -> Val {
+        Val::Ext(Ext::Labels)
     }
-    None
-}
 
-fn lex_action(s: &str) -> Result<Vec<Word>, String> {
-    let chars: Vec<char> = s.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let word_end = |i: usize| {
-        let mut j = i;
-        while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
-            j += 1;
+    fn field(&self, v: &Ext, name: &str) -> Result<Val, String> {
+        match v {
+            Ext::Labels => Ok(Val::Str(self.labels.get(name).cloned().unwrap_or_default())),
+            Ext::Time(_) => Err(format!("can't evaluate field {name} in type time.Time")),
         }
-        j
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            ' ' | '\t' | '\n' | '\r' => i += 1,
-            '(' => {
-                out.push(Word::Open);
-                i += 1;
-            }
-            ')' => {
-                out.push(Word::Close);
-                i += 1;
-            }
-            '|' => {
-                out.push(Word::Bar);
-                i += 1;
-            }
-            '.' => {
-                let j = word_end(i + 1);
-                if chars.get(j) == Some(&'.') {
-                    return Err("nested fields are not supported".into());
-                }
-                out.push(Word::Field(chars[i + 1..j].iter().collect()));
-                i = j;
-            }
-            '"' => {
-                let mut j = i + 1;
-                while j < chars.len() && chars[j] != '"' {
-                    j += if chars[j] == '\\' { 2 } else { 1 };
-                }
-                if j >= chars.len() {
-                    return Err("unterminated quoted string".into());
-                }
-                let lit: String = chars[i..=j].iter().collect();
-                let v: String =
-                    serde_json::from_str(&lit).map_err(|_| format!("bad string {lit}"))?;
-                out.push(Word::Lit(Val::Str(v)));
-                i = j + 1;
-            }
-            '`' => {
-                let j = chars[i + 1..]
+    }
+
+    fn print(&self, v: &Ext) -> String {
+        match v {
+            Ext::Labels => gotemplate::go_map(self.labels),
+            Ext::Time(ns) => go_time_string(*ns),
+        }
+    }
+
+    fn truth(&self, v: &Ext) -> bool {
+        match v {
+            Ext::Labels => !self.labels.is_empty(),
+            Ext::Time(_) => true,
+        }
+    }
+
+    fn items(&self, v: &Ext) -> Option<Vec<(Val, Val)>> {
+        match v {
+            Ext::Labels => Some(
+                self.labels
                     .iter()
-                    .position(|&c| c == '`')
-                    .ok_or("unterminated raw quoted string")?
-                    + i
-                    + 1;
-                out.push(Word::Lit(Val::Str(chars[i + 1..j].iter().collect())));
-                i = j + 1;
-            }
-            '$' => return Err("variables are not supported".into()),
-            c if c.is_ascii_digit() || ((c == '-' || c == '+') && i + 1 < chars.len()) => {
-                let mut j = i + 1;
-                while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '.') {
-                    j += 1;
-                }
-                let n: String = chars[i..j].iter().collect();
-                let v = if let Ok(v) = n.parse::<i64>() {
-                    Val::Int(v)
-                } else {
-                    Val::Float(n.parse().map_err(|_| format!("bad number syntax: {n:?}"))?)
-                };
-                out.push(Word::Lit(v));
-                i = j;
-            }
-            c if c.is_alphabetic() || c == '_' => {
-                let j = word_end(i);
-                let w: String = chars[i..j].iter().collect();
-                out.push(match w.as_str() {
-                    "true" => Word::Lit(Val::Bool(true)),
-                    "false" => Word::Lit(Val::Bool(false)),
-                    _ => Word::Ident(w),
-                });
-                i = j;
-            }
-            c => return Err(format!("unexpected {c:?} in command")),
+                    .map(|(k, v)| (Val::Str(k.clone()), Val::Str(v.clone())))
+                    .collect(),
+            ),
+            Ext::Time(_) => None,
         }
     }
-    Ok(out)
-}
 
-/// Nodes up to `{{end}}`/`{{else …}}` (returned as the keyword line) or the end.
-fn parse_list(toks: &[Tok], pos: &mut usize) -> Result<(Vec<Node>, Option<String>), String> {
-    let mut out = Vec::new();
-    while let Some(t) = toks.get(*pos) {
-        *pos += 1;
-        match t {
-            Tok::Text(s) if s.is_empty() => {}
-            Tok::Text(s) => out.push(Node::Text(s.clone())),
-            Tok::Action(words) => match words.first() {
-                Some(Word::Ident(kw)) if kw == "end" || kw == "else" => {
-                    let rest = words[1..].to_vec();
-                    return Ok((out, Some(describe(kw, &rest))));
-                }
-                Some(Word::Ident(kw)) if kw == "if" => out.push(parse_if(&words[1..], toks, pos)?),
-                Some(Word::Ident(kw))
-                    if ["range", "with", "define", "template", "block"].contains(&kw.as_str()) =>
-                {
-                    return Err(format!("{{{{{kw}}}}} is not supported"))
-                }
-                _ => out.push(Node::Action(parse_pipe(words)?)),
-            },
+    fn index(&self, v: &Ext, key: &Val) -> FuncResult<Ext> {
+        match (v, key) {
+            (Ext::Labels, Val::Str(k)) => {
+                Ok(Val::Str(self.labels.get(k).cloned().unwrap_or_default()))
+            }
+            _ => Err(format!("can't index item of type {}", v.go_type()).into()),
         }
     }
-    Ok((out, None))
-}
 
-/// An end keyword and what follows it, re-joined so `else if` can be told apart.
-fn describe(kw: &str, rest: &[Word]) -> String {
-    match rest.first() {
-        Some(Word::Ident(w)) if w == "if" => format!("{kw} if"),
-        _ => kw.to_owned(),
-    }
-}
-
-fn parse_if(cond: &[Word], toks: &[Tok], pos: &mut usize) -> Result<Node, String> {
-    let mut arms = vec![(parse_pipe(cond)?, Vec::new())];
-    loop {
-        let (body, end) = parse_list(toks, pos)?;
-        if let Some(arm) = arms.last_mut() {
-            arm.1 = body;
-        }
-        match end.as_deref() {
-            Some("end") => return Ok(Node::If(arms, Vec::new())),
-            Some("else if") => {
-                let Some(Tok::Action(words)) = toks.get(*pos - 1) else {
-                    return Err("malformed else if".into());
-                };
-                arms.push((parse_pipe(&words[2..])?, Vec::new()));
-            }
-            Some("else") => {
-                let (els, end) = parse_list(toks, pos)?;
-                return match end.as_deref() {
-                    Some("end") => Ok(Node::If(arms, els)),
-                    _ => Err("expected {{end}} after {{else}}".into()),
-                };
-            }
-            _ => return Err("unexpected EOF: {{if}} without {{end}}".into()),
-        }
-    }
-}
-
-fn parse_pipe(words: &[Word]) -> Result<Pipe, String> {
-    let mut pipe = Vec::new();
-    let mut cmd = Vec::new();
-    let mut i = 0;
-    while i < words.len() {
-        match &words[i] {
-            Word::Bar => {
-                if cmd.is_empty() {
-                    return Err("missing command before |".into());
-                }
-                pipe.push(std::mem::take(&mut cmd));
-            }
-            Word::Open => {
-                let mut depth = 1;
-                let mut j = i + 1;
-                while j < words.len() && depth > 0 {
-                    match words[j] {
-                        Word::Open => depth += 1,
-                        Word::Close => depth -= 1,
-                        _ => {}
-                    }
-                    j += 1;
-                }
-                if depth > 0 {
-                    return Err("unclosed left paren".into());
-                }
-                cmd.push(Arg::Sub(parse_pipe(&words[i + 1..j - 1])?));
-                i = j;
-                continue;
-            }
-            Word::Close => return Err("unexpected right paren".into()),
-            Word::Field(f) => cmd.push(Arg::Field(f.clone())),
-            Word::Lit(v) => cmd.push(Arg::Lit(v.clone())),
-            Word::Ident(name) => {
-                if !FUNCS.contains(&name.as_str()) {
-                    return Err(format!("function {name:?} not defined"));
-                }
-                cmd.push(Arg::Func(name.clone()));
-            }
-        }
-        i += 1;
-    }
-    if cmd.is_empty() {
-        return Err("missing value for command".into());
-    }
-    pipe.push(cmd);
-    Ok(pipe)
-}
-
-fn nodes(list: &[Node], e: &Entry, out: &mut String) -> Result<(), String> {
-    for n in list {
-        match n {
-            Node::Text(t) => out.push_str(t),
-            Node::Action(p) => out.push_str(&print(&pipe(p, e)?)),
-            Node::If(arms, els) => {
-                let mut done = false;
-                for (cond, body) in arms {
-                    if truth(&pipe(cond, e)?) {
-                        nodes(body, e, out)?;
-                        done = true;
-                        break;
-                    }
-                }
-                if !done {
-                    nodes(els, e, out)?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn pipe(p: &Pipe, e: &Entry) -> Result<Val, String> {
-    let mut piped = None;
-    for cmd in p {
-        piped = Some(command(cmd, e, piped)?);
-    }
-    piped.ok_or_else(|| "empty pipeline".into())
-}
-
-fn command(cmd: &[Arg], e: &Entry, piped: Option<Val>) -> Result<Val, String> {
-    let Some(Arg::Func(name)) = cmd.first() else {
-        if cmd.len() > 1 || piped.is_some() {
-            return Err("can't give argument to non-function".into());
-        }
-        return operand(&cmd[0], e);
-    };
-    let mut args = cmd[1..]
-        .iter()
-        .map(|a| operand(a, e))
-        .collect::<Result<Vec<_>, _>>()?;
-    args.extend(piped);
-    call(name, args, e)
-}
-
-fn operand(a: &Arg, e: &Entry) -> Result<Val, String> {
-    Ok(match a {
-        Arg::Lit(v) => v.clone(),
-        Arg::Field(f) if f.is_empty() => Val::Str(go_map(e.labels)),
-        Arg::Field(f) => Val::Str(e.labels.get(f).cloned().unwrap_or_default()),
-        Arg::Func(name) => call(name, Vec::new(), e)?,
-        Arg::Sub(p) => pipe(p, e)?,
-    })
-}
-
-/// How Go prints a map[string]string: `map[a:1 b:2]`, keys sorted.
-fn go_map(m: &LabelMap) -> String {
-    let items: Vec<String> = m.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-    format!("map[{}]", items.join(" "))
-}
-
-fn print(v: &Val) -> String {
-    match v {
-        Val::Str(s) => s.clone(),
-        Val::Int(i) => i.to_string(),
-        Val::Float(f) => crate::gofmt::shortest(*f),
-        Val::Bool(b) => b.to_string(),
-        Val::Time(ns) => go_time_string(*ns),
-    }
-}
-
-fn truth(v: &Val) -> bool {
-    match v {
-        Val::Str(s) => !s.is_empty(),
-        Val::Int(i) => *i != 0,
-        Val::Float(f) => *f != 0.0,
-        Val::Bool(b) => *b,
-        Val::Time(_) => true,
-    }
-}
-
-fn type_name(v: &Val) -> &'static str {
-    match v {
-        Val::Str(_) => "string",
-        Val::Int(_) => "int",
-        Val::Float(_) => "float64",
-        Val::Bool(_) => "bool",
-        Val::Time(_) => "time.Time",
-    }
-}
-
-/// A Go `int` parameter: integers, and floats without a fraction (untyped constants).
-fn int_arg(v: &Val) -> Result<i64, String> {
-    match v {
-        Val::Int(i) => Ok(*i),
-        Val::Float(f) if f.fract() == 0.0 => Ok(*f as i64),
-        other => Err(format!(
-            "wrong type for value; expected int; got {}",
-            type_name(other)
-        )),
-    }
-}
-
-fn str_arg(v: &Val) -> Result<&str, String> {
-    match v {
-        Val::Str(s) => Ok(s),
-        other => Err(format!(
-            "wrong type for value; expected string; got {}",
-            type_name(other)
-        )),
+    fn call(&self, name: &str, args: Vec<Val>) -> FuncResult<Ext> {
+        call(name, args, self)
     }
 }
 
@@ -556,7 +191,8 @@ fn to_f64(v: &Val) -> f64 {
         Val::Int(i) => *i as f64,
         Val::Float(f) => *f,
         Val::Bool(b) => f64::from(u8::from(*b)),
-        Val::Time(ns) => *ns as f64,
+        Val::Ext(Ext::Time(ns)) => *ns as f64,
+        Val::Nil | Val::Map(_) | Val::Ext(Ext::Labels) => 0.0,
     }
 }
 
@@ -571,41 +207,29 @@ fn to_i64(v: &Val) -> i64 {
     }
 }
 
-fn time_arg(v: &Val) -> Result<i64, String> {
+fn time_arg(v: &Val) -> Result<i64, FuncError> {
     match v {
-        Val::Time(ns) => Ok(*ns),
+        Val::Ext(Ext::Time(ns)) => Ok(*ns),
         // sprig's date also takes Unix seconds.
         Val::Int(s) => Ok(s.saturating_mul(1_000_000_000)),
-        other => Err(format!(
+        other => Err(FuncError::Args(format!(
             "wrong type for value; expected time.Time; got {}",
-            type_name(other)
-        )),
+            other.type_name()
+        ))),
     }
 }
 
-fn arity(name: &str, args: &[Val], n: usize) -> Result<(), String> {
-    if args.len() == n {
-        Ok(())
-    } else {
-        Err(format!(
-            "wrong number of args for {name}: want {n} got {}",
-            args.len()
-        ))
-    }
-}
-
-fn call(name: &str, args: Vec<Val>, e: &Entry) -> Result<Val, String> {
+fn call(name: &str, args: Vec<Val>, e: &Entry) -> FuncResult<Ext> {
     let fixed = match name {
         "__line__" | "__timestamp__" | "now" => 0,
         "ToLower" | "ToUpper" | "lower" | "upper" | "title" | "Title" | "trim" | "TrimSpace"
         | "unixEpoch" | "unixEpochMillis" | "unixEpochNanos" | "unixToTime" | "duration"
-        | "duration_seconds" | "bytes" | "ceil" | "floor" | "int" | "float64" | "len" | "not" => 1,
+        | "duration_seconds" | "bytes" | "ceil" | "floor" | "int" | "float64" => 1,
         "trunc" | "trimAll" | "trimPrefix" | "trimSuffix" | "Trim" | "TrimLeft" | "TrimRight"
         | "TrimPrefix" | "TrimSuffix" | "contains" | "hasPrefix" | "hasSuffix" | "count"
         | "repeat" | "indent" | "nindent" | "default" | "alignLeft" | "alignRight" | "toDate"
         | "date" | "add" | "sub" | "mul" | "div" | "mod" | "addf" | "subf" | "mulf" | "divf"
-        | "max" | "min" | "maxf" | "minf" | "round" | "eq" | "ne" | "lt" | "le" | "gt" | "ge"
-        | "and" | "or" => 2,
+        | "max" | "min" | "maxf" | "minf" | "round" => 2,
         "substr" | "replace" | "regexReplaceAll" | "regexReplaceAllLiteral" => 3,
         "Replace" => 4,
         _ => usize::MAX,
@@ -616,15 +240,15 @@ fn call(name: &str, args: Vec<Val>, e: &Entry) -> Result<Val, String> {
     let s = |i: usize| str_arg(&args[i]);
     Ok(match name {
         "__line__" => Val::Str(e.line.to_owned()),
-        "__timestamp__" => Val::Time(e.ts_ns),
-        "now" => Val::Time(
+        "__timestamp__" => Val::Ext(Ext::Time(e.ts_ns)),
+        "now" => Val::Ext(Ext::Time(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as i64),
-        ),
-        "ToLower" | "lower" => Val::Str(s(0)?.to_lowercase()),
-        "ToUpper" | "upper" => Val::Str(s(0)?.to_uppercase()),
-        "title" | "Title" => Val::Str(title(s(0)?)),
+        )),
+        "ToLower" | "lower" => return gotemplate::lower(name, &args),
+        "ToUpper" | "upper" => return gotemplate::upper(name, &args),
+        "title" | "Title" => return gotemplate::title(name, &args),
         "trim" | "TrimSpace" => Val::Str(s(0)?.trim().to_owned()),
         "trimAll" => Val::Str(
             s(1)?
@@ -712,7 +336,7 @@ fn call(name: &str, args: Vec<Val>, e: &Entry) -> Result<Val, String> {
             })
         }
         "default" => {
-            if truth(&args[1]) {
+            if gotemplate::truth(e, &args[1]) {
                 args[1].clone()
             } else {
                 args[0].clone()
@@ -737,12 +361,6 @@ fn call(name: &str, args: Vec<Val>, e: &Entry) -> Result<Val, String> {
                 chars[(l - n) as usize..].iter().collect()
             })
         }
-        "printf" => {
-            let Some((fmt, rest)) = args.split_first() else {
-                return Err("wrong number of args for printf: want at least 1 got 0".into());
-            };
-            Val::Str(sprintf(str_arg(fmt)?, rest))
-        }
         "unixEpoch" => Val::Int(time_arg(&args[0])?.div_euclid(1_000_000_000)),
         "unixEpochMillis" => Val::Int(time_arg(&args[0])?.div_euclid(1_000_000)),
         "unixEpochNanos" => Val::Int(time_arg(&args[0])?),
@@ -751,15 +369,15 @@ fn call(name: &str, args: Vec<Val>, e: &Entry) -> Result<Val, String> {
             let n: i64 = digits
                 .parse()
                 .map_err(|_| format!("unable to parse {digits:?} as a unix epoch"))?;
-            Val::Time(match digits.trim_start_matches('-').len() {
+            Val::Ext(Ext::Time(match digits.trim_start_matches('-').len() {
                 0..=10 => n.saturating_mul(1_000_000_000),
                 11..=13 => n.saturating_mul(1_000_000),
                 14..=16 => n.saturating_mul(1_000),
                 _ => n,
-            })
+            }))
         }
         "date" => Val::Str(go_format(s(0)?, time_arg(&args[1])?)),
-        "toDate" => Val::Time(go_parse(s(0)?, s(1)?).unwrap_or(0)),
+        "toDate" => Val::Ext(Ext::Time(go_parse(s(0)?, s(1)?).unwrap_or(0))),
         "duration" | "duration_seconds" => {
             let d = s(0)?;
             Val::Float(
@@ -777,7 +395,7 @@ fn call(name: &str, args: Vec<Val>, e: &Entry) -> Result<Val, String> {
         "div" | "mod" => {
             let (a, b) = (to_i64(&args[0]), to_i64(&args[1]));
             if b == 0 {
-                return Err("integer divide by zero".into());
+                return Err("runtime error: integer divide by zero".to_owned().into());
             }
             Val::Int(if name == "div" {
                 a.wrapping_div(b)
@@ -801,173 +419,8 @@ fn call(name: &str, args: Vec<Val>, e: &Entry) -> Result<Val, String> {
         }
         "int" => Val::Int(to_i64(&args[0])),
         "float64" => Val::Float(to_f64(&args[0])),
-        "len" => Val::Int(s(0)?.len() as i64),
-        "not" => Val::Bool(!truth(&args[0])),
-        "and" => {
-            if truth(&args[0]) {
-                args[1].clone()
-            } else {
-                args[0].clone()
-            }
-        }
-        "or" => {
-            if truth(&args[0]) {
-                args[0].clone()
-            } else {
-                args[1].clone()
-            }
-        }
-        "eq" | "ne" | "lt" | "le" | "gt" | "ge" => {
-            let ord = compare(&args[0], &args[1])?;
-            Val::Bool(match name {
-                "eq" => ord.is_eq(),
-                "ne" => ord.is_ne(),
-                "lt" => ord.is_lt(),
-                "le" => ord.is_le(),
-                "gt" => ord.is_gt(),
-                _ => ord.is_ge(),
-            })
-        }
-        other => return Err(format!("function {other:?} not defined")),
+        other => return Err(format!("function {other:?} not defined").into()),
     })
-}
-
-fn compare(a: &Val, b: &Val) -> Result<std::cmp::Ordering, String> {
-    let incompatible = || "incompatible types for comparison".to_owned();
-    match (a, b) {
-        (Val::Str(x), Val::Str(y)) => Ok(x.cmp(y)),
-        (Val::Bool(x), Val::Bool(y)) => Ok(x.cmp(y)),
-        (Val::Time(x), Val::Time(y)) => Ok(x.cmp(y)),
-        (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => {
-            to_f64(a).partial_cmp(&to_f64(b)).ok_or_else(incompatible)
-        }
-        _ => Err(incompatible()),
-    }
-}
-
-/// Go's strings.Title: the first letter of each word upper-cased.
-fn title(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut start = true;
-    for c in s.chars() {
-        if start && c.is_alphabetic() {
-            out.extend(c.to_uppercase());
-        } else {
-            out.push(c);
-        }
-        start = !(c.is_alphanumeric() || c == '_' || c == '\'');
-    }
-    out
-}
-
-/// Go's fmt.Sprintf for the verbs templates use: %s %q %v %d %f %e %g %x %t %%, with flags,
-/// width and precision.
-fn sprintf(fmt: &str, args: &[Val]) -> String {
-    let mut out = String::new();
-    let mut args = args.iter();
-    let mut chars = fmt.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let mut flags = String::new();
-        while let Some(&f) = chars.peek() {
-            if "-+ 0#".contains(f) {
-                flags.push(f);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        let mut width = String::new();
-        while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-            width.push(d);
-            chars.next();
-        }
-        let mut prec = None;
-        if chars.peek() == Some(&'.') {
-            chars.next();
-            let mut p = String::new();
-            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                p.push(d);
-                chars.next();
-            }
-            prec = Some(p.parse::<usize>().unwrap_or(0));
-        }
-        let Some(verb) = chars.next() else {
-            out.push_str("%!(NOVERB)");
-            break;
-        };
-        if verb == '%' {
-            out.push('%');
-            continue;
-        }
-        let Some(arg) = args.next() else {
-            let _ = write!(out, "%!{verb}(MISSING)");
-            continue;
-        };
-        let body = match (verb, arg) {
-            ('s' | 'v', v) => {
-                let s = print(v);
-                match prec {
-                    Some(p) if verb == 's' => s.chars().take(p).collect(),
-                    _ => s,
-                }
-            }
-            ('q', Val::Str(s)) => serde_json::Value::String(s.clone()).to_string(),
-            ('t', Val::Bool(b)) => b.to_string(),
-            ('d', Val::Int(i)) => {
-                if flags.contains('+') && *i >= 0 {
-                    format!("+{i}")
-                } else {
-                    i.to_string()
-                }
-            }
-            ('x', Val::Int(i)) => format!("{i:x}"),
-            ('X', Val::Int(i)) => format!("{i:X}"),
-            ('x', Val::Str(s)) => s.bytes().map(|b| format!("{b:02x}")).collect(),
-            ('f' | 'F', Val::Float(_) | Val::Int(_)) => {
-                format!("{:.*}", prec.unwrap_or(6), to_f64(arg))
-            }
-            ('e', Val::Float(_) | Val::Int(_)) => {
-                let s = format!("{:.*e}", prec.unwrap_or(6), to_f64(arg));
-                // Go: at least two exponent digits, always signed.
-                match s.split_once('e') {
-                    Some((m, e)) => {
-                        let (sign, digits) = e.strip_prefix('-').map_or(("+", e), |d| ("-", d));
-                        format!("{m}e{sign}{digits:0>2}")
-                    }
-                    None => s,
-                }
-            }
-            ('g', Val::Float(f)) => crate::gofmt::shortest(*f),
-            (verb, v) => format!("%!{verb}({}={})", type_name(v), print(v)),
-        };
-        let width: usize = width.parse().unwrap_or(0);
-        let len = body.chars().count();
-        if len >= width {
-            out.push_str(&body);
-        } else if flags.contains('-') {
-            out.push_str(&body);
-            out.push_str(&" ".repeat(width - len));
-        } else if flags.contains('0') && !matches!(arg, Val::Str(_)) {
-            let (sign, digits) = body
-                .strip_prefix('-')
-                .map_or(("", body.as_str()), |d| ("-", d));
-            let _ = write!(out, "{sign}{}{digits}", "0".repeat(width - len));
-        } else {
-            out.push_str(&" ".repeat(width - len));
-            out.push_str(&body);
-        }
-    }
-    let extra: Vec<String> = args
-        .map(|a| format!("{}={}", type_name(a), print(a)))
-        .collect();
-    if !extra.is_empty() {
-        let _ = write!(out, "%!(EXTRA {})", extra.join(", "));
-    }
-    out
 }
 
 fn utc(ns: i64) -> DateTime<Utc> {

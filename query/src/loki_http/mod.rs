@@ -56,9 +56,7 @@ impl From<EvalError> for LokiError {
             EvalError::Parse(_)
             | EvalError::BadRequest(_)
             | EvalError::TooManyEntries(_)
-            | EvalError::Pipeline(_) => {
-                LokiError::bad(e.to_string())
-            }
+            | EvalError::Pipeline(_) => LokiError::bad(e.to_string()),
             EvalError::Storage(_) => LokiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }

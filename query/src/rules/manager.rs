@@ -8,12 +8,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use prometheus_client::registry::Registry;
 use storage::{AppendMode, SeriesBatch, Tsdb};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::file::{self, GroupSpec};
-use super::group::{Appender, Backend, Env, Group};
+use super::group::{Appender, Backend, Env, Group, Health};
+use super::metrics::{Iteration, RuleMetrics};
 use crate::alert::AlertSink;
 use crate::logql::LogEngine;
 use crate::Engine;
@@ -93,6 +95,7 @@ impl Appender for TsdbAppender {
 struct Shared {
     backend: Backend,
     sink: Arc<dyn AlertSink>,
+    metrics: RuleMetrics,
 }
 
 /// The settings one generation of groups runs with.
@@ -132,11 +135,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RuleManager {
+    /// Registers the `prometheus_rule_*` self-metrics in `registry`.
     pub fn new(
         tsdb: Arc<Tsdb>,
         engine: Arc<Engine>,
         logs: Option<LogEngine>,
         sink: Arc<dyn AlertSink>,
+        registry: &mut Registry,
     ) -> Arc<RuleManager> {
         Arc::new(RuleManager {
             shared: Arc::new(Shared {
@@ -147,6 +152,7 @@ impl RuleManager {
                     logs,
                 },
                 sink,
+                metrics: RuleMetrics::register(registry),
             }),
             running: Mutex::new(Vec::new()),
             loaded_once: Mutex::new(false),
@@ -193,9 +199,15 @@ impl RuleManager {
                 None if !restore => g.skip_restore(),
                 None => {}
             }
+            self.shared
+                .metrics
+                .loaded(&g.key(), g.interval_ms, g.rules.len());
             new_running.push(self.start(g, generation.clone()));
         }
         // Groups that are gone: their series end now rather than fading out over the lookback.
+        for g in &old_groups {
+            self.shared.metrics.removed(&lock(g).key());
+        }
         if !old_groups.is_empty() {
             let shared = self.shared.clone();
             let generation = generation.clone();
@@ -231,6 +243,7 @@ impl RuleManager {
             let mut tick = tokio::time::interval_at(start, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut evals = 0u32;
+            let mut prev: Option<i64> = None;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -250,14 +263,30 @@ impl RuleManager {
                     if g.last_eval == Some(ts) {
                         ts += interval_ms;
                     }
+                    // Ticks skipped while an evaluation overran show as a gap of several
+                    // intervals since this task's previous one.
+                    let missed =
+                        prev.map_or(0, |last| ((ts - last) / interval_ms - 1).max(0) as u64);
                     g.eval(ts, &env);
+                    shared.metrics.iterated(
+                        &g.key(),
+                        &Iteration {
+                            ts,
+                            missed,
+                            duration_seconds: g.eval_seconds,
+                            rules: g.rules.len(),
+                            failed: g.rules.iter().filter(|r| r.health == Health::Err).count(),
+                        },
+                    );
                     if restore_now {
                         g.restore_for_state(now_ms(), &env);
                     }
+                    ts
                 })
                 .await;
-                if let Err(e) = done {
-                    tracing::error!("rule group evaluation panicked: {e}");
+                match done {
+                    Ok(ts) => prev = Some(ts),
+                    Err(e) => tracing::error!("rule group evaluation panicked: {e}"),
                 }
             }
         });
@@ -312,6 +341,88 @@ fn env<'a>(shared: &'a Shared, generation: &'a Generation) -> Env<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::Alert;
+
+    struct Discard;
+
+    impl AlertSink for Discard {
+        fn send(&self, _: Vec<Alert>) {}
+    }
+
+    /// The value of the series whose line in `text` starts with `series`.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_metrics_as_prometheus_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsdb = Arc::new(Tsdb::open(&dir.path().join("tsdb"), Default::default()).unwrap());
+        let engine = Arc::new(Engine::new(tsdb.clone(), Default::default()));
+        // Two rules; the second returns two series over the group's limit of one and fails.
+        std::fs::write(
+            dir.path().join("r.yml"),
+            "groups:\n- name: g\n  interval: 100ms\n  limit: 1\n  rules:\n  - record: one\n    expr: vector(1)\n  - record: two\n    expr: vector(1) or label_replace(vector(2), \"a\", \"b\", \"\", \"\")\n",
+        )
+        .unwrap();
+        let mut registry = Registry::default();
+        let manager = RuleManager::new(tsdb, engine, None, Arc::new(Discard), &mut registry);
+        let mut cfg = RuleConfig {
+            patterns: vec!["r.yml".to_owned()],
+            base_dir: dir.path().to_path_buf(),
+            evaluation_interval: Duration::from_secs(60),
+            query_offset: Duration::ZERO,
+            external_labels: BTreeMap::new(),
+            external_url: String::new(),
+        };
+        assert_eq!(manager.apply(&cfg).await.unwrap(), 1);
+        let group = format!(
+            "{{rule_group=\"{};g\"}}",
+            dir.path().join("r.yml").display()
+        );
+        let text = || {
+            let mut t = String::new();
+            prometheus_client::encoding::text::encode(&mut t, &registry).unwrap();
+            t
+        };
+        let iterations = format!("prometheus_rule_group_iterations_total{group}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while value(&text(), &iterations).unwrap_or(0.0) < 3.0 {
+            assert!(std::time::Instant::now() < deadline, "{}", text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        manager.stop().await;
+        let t = text();
+        let get = |name: &str| {
+            value(&t, &format!("{name}{group}")).unwrap_or_else(|| panic!("{name} missing: {t}"))
+        };
+        let n = get("prometheus_rule_group_iterations_total");
+        let missed = get("prometheus_rule_group_iterations_missed_total");
+        assert_eq!(
+            get("prometheus_rule_evaluations_total"),
+            2.0 * (n - missed),
+            "{t}"
+        );
+        assert_eq!(
+            get("prometheus_rule_evaluation_failures_total"),
+            n - missed,
+            "{t}"
+        );
+        assert_eq!(get("prometheus_rule_group_rules"), 2.0);
+        assert_eq!(get("prometheus_rule_group_interval_seconds"), 0.1);
+        let last = get("prometheus_rule_group_last_evaluation_timestamp_seconds");
+        assert!((now_ms() as f64 / 1000.0 - last).abs() < 5.0, "{t}");
+        let took = get("prometheus_rule_group_last_duration_seconds");
+        assert!(took > 0.0 && took < 5.0, "{t}");
+
+        // A reload that drops the group drops its series.
+        manager.apply(&cfg).await.unwrap();
+        cfg.patterns.clear();
+        assert_eq!(manager.apply(&cfg).await.unwrap(), 0);
+        let t = text();
+        assert!(!t.contains("rule_group="), "{t}");
+    }
 
     #[test]
     fn evaluation_times_are_aligned_to_the_group_offset() {

@@ -8,6 +8,7 @@ pub(crate) mod api;
 mod file;
 mod group;
 mod manager;
+mod metrics;
 mod printf;
 mod template;
 mod unittest;

@@ -1,12 +1,12 @@
-//! The templates of alert labels and annotations: the part of Go's text/template that
-//! Prometheus rules use, with Prometheus's functions (`humanize`, `query`, `printf`, …) and its
-//! data (`$labels`, `$value`, `$externalLabels`, `.Labels`, …). Owns parsing and expansion;
-//! queries are run through a callback so this module knows nothing of the engine.
+//! The functions and data of alert label and annotation templates: Prometheus's functions
+//! (`humanize`, `query`, `first`, …) over its data (`$labels`, `$value`, `$externalLabels`,
+//! `.Labels`, …). The Go template language itself is `crate::gotemplate`'s; queries are run
+//! through a callback so this module knows nothing of the engine.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use super::printf;
+use crate::gotemplate::{self, arity, Dialect, FuncError, FuncResult, GoType, Model};
 
 /// One sample of a `query` result as templates see it.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,89 +26,49 @@ pub(crate) struct Data<'a> {
 /// Runs a PromQL query at the evaluation time for the `query` function.
 pub(crate) type QueryFn<'a> = &'a dyn Fn(&str) -> Result<Vec<QuerySample>, String>;
 
+/// Values only rule templates have.
 #[derive(Clone, Debug, PartialEq)]
-enum Val {
-    Nil,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    Map(BTreeMap<String, String>),
+pub(crate) enum Ext {
     Sample(QuerySample),
     Samples(Vec<QuerySample>),
     /// The template's root (`.`): Prometheus's data struct.
     Root,
 }
 
-#[derive(Clone, Debug)]
-enum Node {
-    Text(String),
-    Action(Pipeline),
-    If(Pipeline, Vec<Node>, Vec<Node>),
-    Range(Pipeline, Vec<Node>, Vec<Node>),
-    With(Pipeline, Vec<Node>, Vec<Node>),
-}
+type Val = gotemplate::Val<Ext>;
 
-#[derive(Clone, Debug)]
-struct Pipeline {
-    /// `$x :=` (one name) or `$k, $v :=` (range only).
-    decl: Vec<String>,
-    cmds: Vec<Vec<Operand>>,
-}
-
-#[derive(Clone, Debug)]
-enum Operand {
-    Lit(Val),
-    /// `.` followed by fields (`.Labels.instance`); empty fields is `.` itself.
-    Dot(Vec<String>),
-    /// `$name` followed by fields.
-    Var(String, Vec<String>),
-    Func(String),
-    Sub(Box<Pipeline>),
+impl GoType for Ext {
+    fn go_type(&self) -> &'static str {
+        match self {
+            Ext::Sample(_) => "*template.sample",
+            Ext::Samples(_) => "template.queryResult",
+            Ext::Root => "*template.tmplData",
+        }
+    }
 }
 
 /// A parsed template, ready to expand many times.
 #[derive(Clone, Debug)]
-pub(crate) struct Template {
-    nodes: Vec<Node>,
-}
+pub(crate) struct Template(gotemplate::Template);
+
+const DIALECT: Dialect = Dialect {
+    funcs: FUNCTIONS,
+    variables: true,
+    blocks: true,
+};
 
 impl Template {
     /// Parses `text`; `name` appears in errors as Go's template name does.
     pub(crate) fn parse(name: &str, text: &str) -> Result<Template, String> {
         // Go names the line of the error; templates of labels and annotations are one line
         // as a rule, so the first is named.
-        let err = |e: String| format!("template: {name}:1: {e}");
-        let tokens = lex(text).map_err(err)?;
-        let mut pos = 0;
-        let (nodes, end) = parse_list(&tokens, &mut pos).map_err(err)?;
-        match end {
-            None => Ok(Template { nodes }),
-            Some(kw) => Err(err(format!("unexpected {{{{{kw}}}}}"))),
-        }
+        gotemplate::Template::parse(text, &DIALECT)
+            .map(Template)
+            .map_err(|e| format!("template: {name}:1: {e}"))
     }
 
     pub(crate) fn expand(&self, data: &Data, query: QueryFn) -> Result<String, String> {
-        let mut ex = Expander {
-            data,
-            query,
-            vars: vec![
-                ("$".to_owned(), Val::Root),
-                ("$labels".to_owned(), Val::Map(data.labels.clone())),
-                (
-                    "$externalLabels".to_owned(),
-                    Val::Map(data.external_labels.clone()),
-                ),
-                (
-                    "$externalURL".to_owned(),
-                    Val::Str(data.external_url.to_owned()),
-                ),
-                ("$value".to_owned(), Val::Float(data.value)),
-            ],
-            out: String::new(),
-        };
-        ex.nodes(&self.nodes, &Val::Root)?;
-        Ok(ex.out)
+        self.0.execute(&Rules { data, query })
     }
 }
 
@@ -124,420 +84,8 @@ pub(crate) fn expand(name: &str, text: &str, data: &Data, query: QueryFn) -> Str
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-enum Tok {
-    Text(String),
-    /// The words of one `{{ … }}`, already split into lexemes.
-    Action(Vec<Lex>),
-}
-
-#[derive(Clone, Debug, PartialEq)]
-enum Lex {
-    Ident(String),
-    /// `.name` starting an operand.
-    Field(String),
-    /// `.name` right after a variable or field, without space: `$labels.job`, `.Labels.job`.
-    Chain(String),
-    Dot,
-    Var(String),
-    Str(String),
-    Num(String),
-    Pipe,
-    LParen,
-    RParen,
-    Declare,
-    Comma,
-}
-
-fn lex(text: &str) -> Result<Vec<Tok>, String> {
-    let mut toks = Vec::new();
-    let mut rest = text;
-    let mut trim_next_text = false;
-    while !rest.is_empty() {
-        let open = rest.find("{{");
-        let (txt, after) = match open {
-            Some(p) => (&rest[..p], Some(&rest[p + 2..])),
-            None => (rest, None),
-        };
-        let mut txt = if trim_next_text {
-            txt.trim_start()
-        } else {
-            txt
-        };
-        let Some(after) = after else {
-            if !txt.is_empty() {
-                toks.push(Tok::Text(txt.to_owned()));
-            }
-            break;
-        };
-        let (trim_left, body_start) = match after.strip_prefix("- ") {
-            Some(b) => (true, b),
-            None => (false, after),
-        };
-        if trim_left {
-            txt = txt.trim_end();
-        }
-        if !txt.is_empty() {
-            toks.push(Tok::Text(txt.to_owned()));
-        }
-        let (body, tail, trim_right) = split_action(body_start)?;
-        trim_next_text = trim_right;
-        let body = body.trim();
-        if !(body.starts_with("/*") && body.ends_with("*/")) {
-            toks.push(Tok::Action(lex_action(body)?));
-        }
-        rest = tail;
-    }
-    Ok(toks)
-}
-
-/// Finds the end of an action, skipping `}}` inside string literals.
-fn split_action(s: &str) -> Result<(&str, &str, bool), String> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'"' | b'`' => {
-                let q = b[i];
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    if q == b'"' && b[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-            }
-            b' ' if s[i..].starts_with(" -}}") => return Ok((&s[..i], &s[i + 4..], true)),
-            b'}' if s[i..].starts_with("}}") => return Ok((&s[..i], &s[i + 2..], false)),
-            _ => {}
-        }
-        i += 1;
-    }
-    Err("unclosed action".to_owned())
-}
-
-fn lex_action(s: &str) -> Result<Vec<Lex>, String> {
-    let mut out = Vec::new();
-    let chars: Vec<char> = s.chars().collect();
-    let mut i = 0;
-    let word_end = |i: usize| {
-        let mut j = i;
-        while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
-            j += 1;
-        }
-        j
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            ' ' | '\t' | '\n' | '\r' => i += 1,
-            '|' => {
-                out.push(Lex::Pipe);
-                i += 1;
-            }
-            '(' => {
-                out.push(Lex::LParen);
-                i += 1;
-            }
-            ')' => {
-                out.push(Lex::RParen);
-                i += 1;
-            }
-            ',' => {
-                out.push(Lex::Comma);
-                i += 1;
-            }
-            ':' if chars.get(i + 1) == Some(&'=') => {
-                out.push(Lex::Declare);
-                i += 2;
-            }
-            '=' => {
-                out.push(Lex::Declare);
-                i += 1;
-            }
-            '"' => {
-                let mut j = i + 1;
-                while j < chars.len() && chars[j] != '"' {
-                    if chars[j] == '\\' {
-                        j += 1;
-                    }
-                    j += 1;
-                }
-                if j >= chars.len() {
-                    return Err("unterminated quoted string".to_owned());
-                }
-                let lit: String = chars[i..=j].iter().collect();
-                out.push(Lex::Str(unquote(&lit)?));
-                i = j + 1;
-            }
-            '`' => {
-                let j = chars[i + 1..]
-                    .iter()
-                    .position(|&c| c == '`')
-                    .ok_or("unterminated raw quoted string")?;
-                out.push(Lex::Str(chars[i + 1..i + 1 + j].iter().collect()));
-                i += j + 2;
-            }
-            '.' => {
-                let j = word_end(i + 1);
-                if j == i + 1 {
-                    if chars.get(j).is_some_and(|c| c.is_ascii_digit()) {
-                        let (n, k) = lex_number(&chars, i);
-                        out.push(Lex::Num(n));
-                        i = k;
-                    } else {
-                        out.push(Lex::Dot);
-                        i = j;
-                    }
-                } else {
-                    let name: String = chars[i + 1..j].iter().collect();
-                    let chained = i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
-                    out.push(if chained {
-                        Lex::Chain(name)
-                    } else {
-                        Lex::Field(name)
-                    });
-                    i = j;
-                }
-            }
-            '$' => {
-                let j = word_end(i + 1);
-                out.push(Lex::Var(chars[i..j].iter().collect()));
-                i = j;
-            }
-            c if c.is_ascii_digit() || ((c == '-' || c == '+') && i + 1 < chars.len()) => {
-                let (n, k) = lex_number(&chars, i);
-                if k == i {
-                    return Err(format!("unexpected {c:?} in command"));
-                }
-                out.push(Lex::Num(n));
-                i = k;
-            }
-            c if c.is_alphabetic() || c == '_' => {
-                let j = word_end(i);
-                out.push(Lex::Ident(chars[i..j].iter().collect()));
-                i = j;
-            }
-            c => return Err(format!("unexpected {c:?} in command")),
-        }
-    }
-    Ok(out)
-}
-
-fn lex_number(chars: &[char], i: usize) -> (String, usize) {
-    let mut j = i;
-    if matches!(chars.get(j), Some('-' | '+')) {
-        j += 1;
-    }
-    while j < chars.len()
-        && (chars[j].is_ascii_alphanumeric()
-            || chars[j] == '.'
-            || chars[j] == '_'
-            || ((chars[j] == '-' || chars[j] == '+') && matches!(chars[j - 1], 'e' | 'E')))
-    {
-        j += 1;
-    }
-    if j == i + 1 && matches!(chars[i], '-' | '+') {
-        return (String::new(), i);
-    }
-    (chars[i..j].iter().collect(), j)
-}
-
-/// Go's interpreted string literal.
-fn unquote(lit: &str) -> Result<String, String> {
-    let body = &lit[1..lit.len() - 1];
-    let mut out = String::with_capacity(body.len());
-    let mut it = body.chars();
-    while let Some(c) = it.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match it.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('r') => out.push('\r'),
-            Some('\\') => out.push('\\'),
-            Some('"') => out.push('"'),
-            Some('\'') => out.push('\''),
-            Some(c) => return Err(format!("invalid syntax: unknown escape \\{c}")),
-            None => return Err("invalid syntax".to_owned()),
-        }
-    }
-    Ok(out)
-}
-
-/// Parses nodes up to `{{end}}`/`{{else}}`; returns which keyword ended the list.
-fn parse_list(toks: &[Tok], pos: &mut usize) -> Result<(Vec<Node>, Option<String>), String> {
-    let mut nodes = Vec::new();
-    while *pos < toks.len() {
-        let tok = &toks[*pos];
-        *pos += 1;
-        let words = match tok {
-            Tok::Text(t) => {
-                nodes.push(Node::Text(t.clone()));
-                continue;
-            }
-            Tok::Action(w) => w,
-        };
-        match words.first() {
-            Some(Lex::Ident(kw)) if kw == "end" => return Ok((nodes, Some("end".into()))),
-            Some(Lex::Ident(kw)) if kw == "else" => {
-                // `else if …` is an else branch holding a nested if.
-                if let Some(Lex::Ident(k2)) = words.get(1) {
-                    if k2 == "if" || k2 == "with" {
-                        return Ok((nodes, Some(format!("else {k2}"))));
-                    }
-                }
-                return Ok((nodes, Some("else".into())));
-            }
-            Some(Lex::Ident(kw)) if kw == "if" || kw == "range" || kw == "with" => {
-                let pipe = parse_pipeline(&words[1..])?;
-                nodes.push(parse_block(kw, pipe, toks, pos)?);
-            }
-            None => return Err("missing value for command".into()),
-            _ => nodes.push(Node::Action(parse_pipeline(words)?)),
-        }
-    }
-    Ok((nodes, None))
-}
-
-fn parse_block(kw: &str, pipe: Pipeline, toks: &[Tok], pos: &mut usize) -> Result<Node, String> {
-    let (body, end) = parse_list(toks, pos)?;
-    let els = match end.as_deref() {
-        Some("end") => Vec::new(),
-        Some("else") => {
-            let (els, end) = parse_list(toks, pos)?;
-            if end.as_deref() != Some("end") {
-                return Err(format!("expected end; found {end:?}"));
-            }
-            els
-        }
-        Some(e) if e.starts_with("else ") => {
-            // The tokens of `else if x` are re-read as the start of a nested block that
-            // consumes the shared `{{end}}`.
-            let Tok::Action(words) = &toks[*pos - 1] else {
-                return Err("bad else".into());
-            };
-            let inner_kw = e.trim_start_matches("else ");
-            let inner = parse_pipeline(&words[2..])?;
-            vec![parse_block(inner_kw, inner, toks, pos)?]
-        }
-        _ => return Err(format!("unexpected EOF in {kw}")),
-    };
-    Ok(match kw {
-        "if" => Node::If(pipe, body, els),
-        "range" => Node::Range(pipe, body, els),
-        _ => Node::With(pipe, body, els),
-    })
-}
-
-fn parse_pipeline(words: &[Lex]) -> Result<Pipeline, String> {
-    let mut decl = Vec::new();
-    let mut rest = words;
-    if let Some(p) = words.iter().position(|w| *w == Lex::Declare) {
-        for w in &words[..p] {
-            match w {
-                Lex::Var(v) => decl.push(v.clone()),
-                Lex::Comma => {}
-                _ => return Err("bad variable declaration".into()),
-            }
-        }
-        rest = &words[p + 1..];
-    }
-    let mut cmds = Vec::new();
-    let mut i = 0;
-    let mut cur = Vec::new();
-    while i < rest.len() {
-        match &rest[i] {
-            Lex::Pipe => {
-                if cur.is_empty() {
-                    return Err("missing command".into());
-                }
-                cmds.push(std::mem::take(&mut cur));
-            }
-            Lex::LParen => {
-                let mut depth = 1;
-                let start = i + 1;
-                while depth > 0 {
-                    i += 1;
-                    match rest.get(i) {
-                        Some(Lex::LParen) => depth += 1,
-                        Some(Lex::RParen) => depth -= 1,
-                        Some(_) => {}
-                        None => return Err("unclosed left paren".into()),
-                    }
-                }
-                cur.push(Operand::Sub(Box::new(parse_pipeline(&rest[start..i])?)));
-            }
-            Lex::RParen => return Err("unexpected right paren".into()),
-            Lex::Declare | Lex::Comma => return Err("unexpected declaration".into()),
-            Lex::Str(s) => cur.push(Operand::Lit(Val::Str(s.clone()))),
-            Lex::Num(n) => cur.push(Operand::Lit(parse_num(n)?)),
-            Lex::Dot => cur.push(Operand::Dot(Vec::new())),
-            Lex::Field(f) => cur.push(Operand::Dot(vec![f.clone()])),
-            Lex::Chain(f) => match cur.last_mut() {
-                Some(Operand::Var(_, fields)) | Some(Operand::Dot(fields)) => {
-                    fields.push(f.clone())
-                }
-                _ => return Err(format!("unexpected .{f} in operand")),
-            },
-            Lex::Var(v) => cur.push(Operand::Var(v.clone(), Vec::new())),
-            Lex::Ident(id) => cur.push(match id.as_str() {
-                "true" => Operand::Lit(Val::Bool(true)),
-                "false" => Operand::Lit(Val::Bool(false)),
-                "nil" => Operand::Lit(Val::Nil),
-                _ => {
-                    if !is_function(id) {
-                        return Err(format!("function {id:?} not defined"));
-                    }
-                    Operand::Func(id.clone())
-                }
-            }),
-        }
-        i += 1;
-    }
-    if cur.is_empty() {
-        return Err("missing value for command".into());
-    }
-    cmds.push(cur);
-    Ok(Pipeline { decl, cmds })
-}
-
-fn parse_num(n: &str) -> Result<Val, String> {
-    let clean = n.replace('_', "");
-    if let Ok(i) = clean.parse::<i64>() {
-        return Ok(Val::Int(i));
-    }
-    if let Some(h) = clean.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(h, 16) {
-            return Ok(Val::Int(i));
-        }
-    }
-    clean
-        .parse::<f64>()
-        .map(Val::Float)
-        .map_err(|_| format!("bad number syntax: {n:?}"))
-}
-
+/// Prometheus's functions beyond Go's builtins.
 const FUNCTIONS: &[&str] = &[
-    "and",
-    "or",
-    "not",
-    "len",
-    "index",
-    "print",
-    "printf",
-    "println",
-    "eq",
-    "ne",
-    "lt",
-    "le",
-    "gt",
-    "ge",
-    "urlquery",
-    "html",
-    "js",
     "query",
     "first",
     "label",
@@ -567,323 +115,157 @@ const FUNCTIONS: &[&str] = &[
     "parseDuration",
 ];
 
-fn is_function(name: &str) -> bool {
-    FUNCTIONS.contains(&name)
-}
-
-struct Expander<'a> {
+struct Rules<'a> {
     data: &'a Data<'a>,
     query: QueryFn<'a>,
-    vars: Vec<(String, Val)>,
-    out: String,
 }
 
-impl Expander<'_> {
-    fn nodes(&mut self, nodes: &[Node], dot: &Val) -> Result<(), String> {
-        for n in nodes {
-            self.node(n, dot)?;
-        }
-        Ok(())
+impl Model for Rules<'_> {
+    type Ext = Ext;
+
+    fn root(&self) -> Val {
+        Val::Ext(Ext::Root)
     }
 
-    fn node(&mut self, n: &Node, dot: &Val) -> Result<(), String> {
-        match n {
-            Node::Text(t) => self.out.push_str(t),
-            Node::Action(p) => {
-                let v = self.pipeline(p, dot)?;
-                if p.decl.is_empty() {
-                    let s = self.print(&v);
-                    self.out.push_str(&s);
-                }
-            }
-            Node::If(p, body, els) => {
-                let mark = self.vars.len();
-                let v = self.pipeline(p, dot)?;
-                let branch = if truth(&v) { body } else { els };
-                self.nodes(branch, dot)?;
-                self.vars.truncate(mark);
-            }
-            Node::With(p, body, els) => {
-                let mark = self.vars.len();
-                let v = self.pipeline(p, dot)?;
-                if truth(&v) {
-                    self.nodes(body, &v)?;
-                } else {
-                    self.nodes(els, dot)?;
-                }
-                self.vars.truncate(mark);
-            }
-            Node::Range(p, body, els) => {
-                let mark = self.vars.len();
-                let decl = p.decl.clone();
-                let plain = Pipeline {
-                    decl: Vec::new(),
-                    cmds: p.cmds.clone(),
-                };
-                let v = self.pipeline(&plain, dot)?;
-                let items: Vec<(Val, Val)> = match v {
-                    Val::Samples(s) => s
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, s)| (Val::Int(i as i64), Val::Sample(s)))
-                        .collect(),
-                    Val::Map(m) => m
-                        .into_iter()
-                        .map(|(k, v)| (Val::Str(k), Val::Str(v)))
-                        .collect(),
-                    Val::Nil => Vec::new(),
-                    other => {
-                        return Err(format!("range can't iterate over {}", self.print(&other)))
-                    }
-                };
-                if items.is_empty() {
-                    self.nodes(els, dot)?;
-                }
-                for (k, item) in items {
-                    let inner = self.vars.len();
-                    match decl.as_slice() {
-                        [v] => self.vars.push((v.clone(), item.clone())),
-                        [kn, vn] => {
-                            self.vars.push((kn.clone(), k));
-                            self.vars.push((vn.clone(), item.clone()));
-                        }
-                        _ => {}
-                    }
-                    self.nodes(body, &item)?;
-                    self.vars.truncate(inner);
-                }
-                self.vars.truncate(mark);
-            }
-        }
-        Ok(())
-    }
-
-    fn pipeline(&mut self, p: &Pipeline, dot: &Val) -> Result<Val, String> {
-        let mut prev: Option<Val> = None;
-        for cmd in &p.cmds {
-            prev = Some(self.command(cmd, dot, prev)?);
-        }
-        let v = prev.unwrap_or(Val::Nil);
-        if let Some(name) = p.decl.first() {
-            self.vars.push((name.clone(), v.clone()));
-        }
-        Ok(v)
-    }
-
-    fn command(&mut self, cmd: &[Operand], dot: &Val, piped: Option<Val>) -> Result<Val, String> {
-        let Some(first) = cmd.first() else {
-            return Err("empty command".into());
-        };
-        if let Operand::Func(name) = first {
-            let mut args = Vec::with_capacity(cmd.len());
-            for a in &cmd[1..] {
-                args.push(self.operand(a, dot)?);
-            }
-            if let Some(p) = piped {
-                args.push(p);
-            }
-            return self.call(name, args);
-        }
-        if cmd.len() > 1 || piped.is_some() {
-            return Err(format!("can't give argument to non-function {first:?}"));
-        }
-        self.operand(first, dot)
-    }
-
-    fn operand(&mut self, op: &Operand, dot: &Val) -> Result<Val, String> {
-        match op {
-            Operand::Lit(v) => Ok(v.clone()),
-            Operand::Dot(fields) => self.fields(dot.clone(), fields),
-            Operand::Var(name, fields) => {
-                let v = self
-                    .vars
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
-                    .ok_or_else(|| format!("undefined variable {name:?}"))?;
-                self.fields(v, fields)
-            }
-            Operand::Func(name) => self.call(name, Vec::new()),
-            Operand::Sub(p) => self.pipeline(p, dot),
-        }
-    }
-
-    fn fields(&self, mut v: Val, fields: &[String]) -> Result<Val, String> {
-        for f in fields {
-            v = match (&v, f.as_str()) {
-                (Val::Root, "Labels") => Val::Map(self.data.labels.clone()),
-                (Val::Root, "ExternalLabels") => Val::Map(self.data.external_labels.clone()),
-                (Val::Root, "ExternalURL") => Val::Str(self.data.external_url.to_owned()),
-                (Val::Root, "Value") => Val::Float(self.data.value),
-                // missingkey=zero, as Prometheus sets it: an absent label is "".
-                (Val::Map(m), k) => Val::Str(m.get(k).cloned().unwrap_or_default()),
-                (Val::Sample(s), "Labels") => Val::Map(s.labels.clone()),
-                (Val::Sample(s), "Value") => Val::Float(s.value),
-                (Val::Nil, _) => Val::Nil,
-                _ => {
-                    return Err(format!(
-                        "can't evaluate field {f} in type {}",
-                        type_name(&v)
-                    ))
-                }
-            };
-        }
-        Ok(v)
-    }
-
-    fn call(&mut self, name: &str, args: Vec<Val>) -> Result<Val, String> {
-        let want = |n: usize| -> Result<(), String> {
-            if args.len() == n {
-                Ok(())
-            } else {
-                Err(format!(
-                    "error calling {name}: wrong number of args for {name}: want {n} got {}",
-                    args.len()
-                ))
-            }
-        };
-        let float = |v: &Val| to_float(v).map_err(|e| format!("error calling {name}: {e}"));
-        Ok(match name {
-            "and" => args
-                .iter()
-                .find(|a| !truth(a))
-                .or(args.last())
-                .cloned()
-                .unwrap_or(Val::Nil),
-            "or" => args
-                .iter()
-                .find(|a| truth(a))
-                .or(args.last())
-                .cloned()
-                .unwrap_or(Val::Nil),
-            "not" => {
-                want(1)?;
-                Val::Bool(!truth(&args[0]))
-            }
-            "len" => {
-                want(1)?;
-                Val::Int(match &args[0] {
-                    Val::Str(s) => s.len(),
-                    Val::Map(m) => m.len(),
-                    Val::Samples(s) => s.len(),
-                    v => return Err(format!("error calling len: len of type {}", type_name(v))),
-                } as i64)
-            }
-            "index" => {
-                want(2)?;
-                match (&args[0], &args[1]) {
-                    (Val::Map(m), k) => {
-                        Val::Str(m.get(&self.print(k)).cloned().unwrap_or_default())
-                    }
-                    (Val::Samples(s), Val::Int(i)) => s
-                        .get(*i as usize)
-                        .cloned()
-                        .map(Val::Sample)
-                        .ok_or_else(|| format!("error calling index: index out of range: {i}"))?,
-                    (v, _) => {
-                        return Err(format!(
-                            "error calling index: can't index item of type {}",
-                            type_name(v)
-                        ))
-                    }
-                }
-            }
-            "print" | "println" => {
-                let mut s = String::new();
-                for (i, a) in args.iter().enumerate() {
-                    let is_str = matches!(a, Val::Str(_));
-                    let prev_str = i > 0 && matches!(args[i - 1], Val::Str(_));
-                    if i > 0 && (name == "println" || (!is_str && !prev_str)) {
-                        s.push(' ');
-                    }
-                    s.push_str(&self.print(a));
-                }
-                if name == "println" {
-                    s.push('\n');
-                }
-                Val::Str(s)
-            }
-            "printf" => {
-                let Some((Val::Str(f), rest)) = args.split_first() else {
-                    return Err("error calling printf: format must be a string".into());
-                };
-                let rest: Vec<printf::Arg> = rest.iter().map(|a| self.printf_arg(a)).collect();
-                Val::Str(printf::sprintf(f, &rest))
-            }
-            "eq" | "ne" | "lt" | "le" | "gt" | "ge" => {
-                if args.len() < 2 {
-                    return Err(format!(
-                        "error calling {name}: missing argument for comparison"
-                    ));
-                }
-                if name == "eq" {
-                    return Ok(Val::Bool(
-                        args[1..]
-                            .iter()
-                            .any(|b| compare(&args[0], b) == Some(std::cmp::Ordering::Equal)),
-                    ));
-                }
-                want(2)?;
-                let ord = compare(&args[0], &args[1]).ok_or_else(|| {
-                    format!("error calling {name}: incompatible types for comparison")
-                })?;
-                use std::cmp::Ordering::*;
-                Val::Bool(match name {
-                    "ne" => ord != Equal,
-                    "lt" => ord == Less,
-                    "le" => ord != Greater,
-                    "gt" => ord == Greater,
-                    _ => ord != Less,
-                })
-            }
-            "urlquery" => Val::Str(
-                form_urlencoded::byte_serialize(
-                    args.iter()
-                        .map(|a| self.print(a))
-                        .collect::<String>()
-                        .as_bytes(),
-                )
-                .collect(),
+    /// Prometheus prepends `{{$labels := .Labels}}` and the like to every template.
+    fn vars(&self) -> Vec<(String, Val)> {
+        vec![
+            ("$labels".to_owned(), Val::Map(self.data.labels.clone())),
+            (
+                "$externalLabels".to_owned(),
+                Val::Map(self.data.external_labels.clone()),
             ),
-            "html" | "js" | "safeHtml" => {
-                want(1)?;
-                Val::Str(self.print(&args[0]))
+            (
+                "$externalURL".to_owned(),
+                Val::Str(self.data.external_url.to_owned()),
+            ),
+            ("$value".to_owned(), Val::Float(self.data.value)),
+        ]
+    }
+
+    fn field(&self, v: &Ext, f: &str) -> Result<Val, String> {
+        Ok(match (v, f) {
+            (Ext::Root, "Labels") => Val::Map(self.data.labels.clone()),
+            (Ext::Root, "ExternalLabels") => Val::Map(self.data.external_labels.clone()),
+            (Ext::Root, "ExternalURL") => Val::Str(self.data.external_url.to_owned()),
+            (Ext::Root, "Value") => Val::Float(self.data.value),
+            (Ext::Sample(s), "Labels") => Val::Map(s.labels.clone()),
+            (Ext::Sample(s), "Value") => Val::Float(s.value),
+            _ => return Err(format!("can't evaluate field {f} in type {}", v.go_type())),
+        })
+    }
+
+    fn print(&self, v: &Ext) -> String {
+        match v {
+            Ext::Sample(s) => format!(
+                "{{{} {}}}",
+                gotemplate::go_map(&s.labels),
+                crate::gofmt::shortest(s.value)
+            ),
+            Ext::Samples(ss) => {
+                let items: Vec<String> = ss
+                    .iter()
+                    .map(|s| self.print(&Ext::Sample(s.clone())))
+                    .collect();
+                format!("[{}]", items.join(" "))
             }
+            Ext::Root => format!(
+                "{{{} {} {} {}}}",
+                gotemplate::go_map(self.data.labels),
+                gotemplate::go_map(self.data.external_labels),
+                self.data.external_url,
+                crate::gofmt::shortest(self.data.value)
+            ),
+        }
+    }
+
+    fn truth(&self, v: &Ext) -> bool {
+        match v {
+            Ext::Samples(s) => !s.is_empty(),
+            Ext::Sample(_) | Ext::Root => true,
+        }
+    }
+
+    fn items(&self, v: &Ext) -> Option<Vec<(Val, Val)>> {
+        match v {
+            Ext::Samples(s) => Some(
+                s.iter()
+                    .enumerate()
+                    .map(|(i, s)| (Val::Int(i as i64), Val::Ext(Ext::Sample(s.clone()))))
+                    .collect(),
+            ),
+            Ext::Sample(_) | Ext::Root => None,
+        }
+    }
+
+    fn index(&self, v: &Ext, key: &Val) -> FuncResult<Ext> {
+        match (v, key) {
+            (Ext::Samples(s), Val::Int(i)) => usize::try_from(*i)
+                .ok()
+                .and_then(|i| s.get(i))
+                .map(|s| Val::Ext(Ext::Sample(s.clone())))
+                .ok_or_else(|| format!("index out of range: {i}").into()),
+            _ => Err(format!("can't index item of type {}", v.go_type()).into()),
+        }
+    }
+
+    fn call(&self, name: &str, args: Vec<Val>) -> FuncResult<Ext> {
+        let want = |n: usize| arity(name, &args, n);
+        Ok(match name {
             "query" => {
                 want(1)?;
-                let q = self.print(&args[0]);
-                Val::Samples((self.query)(&q).map_err(|e| format!("error calling query: {e}"))?)
+                let q = self.sprint(&args[0]);
+                Val::Ext(Ext::Samples((self.query)(&q)?))
             }
             "first" => {
                 want(1)?;
                 match &args[0] {
-                    Val::Samples(s) => Val::Sample(s.first().cloned().ok_or(
-                        "error calling first: first() called on vector with no elements",
-                    )?),
-                    v => return Err(format!("error calling first: wrong type for value; expected template.queryResult; got {}", type_name(v))),
+                    Val::Ext(Ext::Samples(s)) => {
+                        Val::Ext(Ext::Sample(s.first().cloned().ok_or_else(|| {
+                            "first() called on vector with no elements".to_owned()
+                        })?))
+                    }
+                    v => {
+                        return Err(FuncError::Args(format!(
+                            "wrong type for value; expected template.queryResult; got {}",
+                            v.type_name()
+                        )))
+                    }
                 }
             }
             "label" => {
                 want(2)?;
                 match &args[1] {
-                    Val::Sample(s) => Val::Str(
-                        s.labels.get(&self.print(&args[0])).cloned().unwrap_or_default(),
+                    Val::Ext(Ext::Sample(s)) => Val::Str(
+                        s.labels
+                            .get(&self.sprint(&args[0]))
+                            .cloned()
+                            .unwrap_or_default(),
                     ),
-                    v => return Err(format!("error calling label: wrong type for value; expected *template.sample; got {}", type_name(v))),
+                    v => {
+                        return Err(FuncError::Args(format!(
+                            "wrong type for value; expected *template.sample; got {}",
+                            v.type_name()
+                        )))
+                    }
                 }
             }
             "value" => {
                 want(1)?;
                 match &args[0] {
-                    Val::Sample(s) => Val::Float(s.value),
-                    v => return Err(format!("error calling value: wrong type for value; expected *template.sample; got {}", type_name(v))),
+                    Val::Ext(Ext::Sample(s)) => Val::Float(s.value),
+                    v => {
+                        return Err(FuncError::Args(format!(
+                            "wrong type for value; expected *template.sample; got {}",
+                            v.type_name()
+                        )))
+                    }
                 }
             }
             "strvalue" => {
                 want(1)?;
                 match &args[0] {
-                    Val::Sample(s) => {
+                    Val::Ext(Ext::Sample(s)) => {
                         Val::Str(s.labels.get("__value__").cloned().unwrap_or_default())
                     }
                     _ => Val::Str(String::new()),
@@ -892,45 +274,34 @@ impl Expander<'_> {
             "args" => Val::Map(
                 args.iter()
                     .enumerate()
-                    .map(|(i, a)| (format!("arg{i}"), self.print(a)))
+                    .map(|(i, a)| (format!("arg{i}"), self.sprint(a)))
                     .collect(),
             ),
             "reReplaceAll" => {
                 want(3)?;
-                let re = regex::Regex::new(&self.print(&args[0]))
-                    .map_err(|e| format!("error calling reReplaceAll: {e}"))?;
-                let text = self.print(&args[2]);
+                let re = regex::Regex::new(&self.sprint(&args[0])).map_err(|e| e.to_string())?;
+                let text = self.sprint(&args[2]);
                 Val::Str(
-                    re.replace_all(&text, self.print(&args[1]).as_str())
+                    re.replace_all(&text, self.sprint(&args[1]).as_str())
                         .into_owned(),
                 )
             }
             "match" => {
                 want(2)?;
-                let re = regex::Regex::new(&self.print(&args[0]))
-                    .map_err(|e| format!("error calling match: {e}"))?;
-                Val::Bool(re.is_match(&self.print(&args[1])))
+                let re = regex::Regex::new(&self.sprint(&args[0])).map_err(|e| e.to_string())?;
+                Val::Bool(re.is_match(&self.sprint(&args[1])))
             }
-            "title" => {
-                want(1)?;
-                Val::Str(title(&self.print(&args[0])))
-            }
-            "toUpper" => {
-                want(1)?;
-                Val::Str(self.print(&args[0]).to_uppercase())
-            }
-            "toLower" => {
-                want(1)?;
-                Val::Str(self.print(&args[0]).to_lowercase())
-            }
+            "title" => return gotemplate::title(name, &args),
+            "toUpper" => return gotemplate::upper(name, &args),
+            "toLower" => return gotemplate::lower(name, &args),
             "stripPort" => {
                 want(1)?;
-                let s = self.print(&args[0]);
+                let s = self.sprint(&args[0]);
                 Val::Str(strip_port(&s).to_owned())
             }
             "stripDomain" => {
                 want(1)?;
-                let s = self.print(&args[0]);
+                let s = self.sprint(&args[0]);
                 let (host, port) = match s.rsplit_once(':') {
                     Some((h, p)) if !h.contains(':') && !h.is_empty() => (h, Some(p)),
                     _ => (s.as_str(), None),
@@ -947,179 +318,76 @@ impl Expander<'_> {
             }
             "humanize" => {
                 want(1)?;
-                Val::Str(printf::humanize(float(&args[0])?))
+                Val::Str(printf::humanize(to_float(&args[0])?))
             }
             "humanize1024" => {
                 want(1)?;
-                Val::Str(printf::humanize1024(float(&args[0])?))
+                Val::Str(printf::humanize1024(to_float(&args[0])?))
             }
             "humanizeDuration" => {
                 want(1)?;
-                Val::Str(printf::humanize_duration(float(&args[0])?))
+                Val::Str(printf::humanize_duration(to_float(&args[0])?))
             }
             "humanizePercentage" => {
                 want(1)?;
-                Val::Str(format!("{}%", printf::go_g(float(&args[0])? * 100.0, 4)))
+                Val::Str(format!(
+                    "{}%",
+                    gotemplate::go_g(to_float(&args[0])? * 100.0, 4)
+                ))
             }
             "humanizeTimestamp" => {
                 want(1)?;
-                Val::Str(
-                    printf::humanize_timestamp(float(&args[0])?)
-                        .map_err(|e| format!("error calling humanizeTimestamp: {e}"))?,
-                )
+                Val::Str(printf::humanize_timestamp(to_float(&args[0])?)?)
             }
             "toTime" => {
                 want(1)?;
-                Val::Str(
-                    printf::humanize_timestamp(float(&args[0])?)
-                        .map_err(|e| format!("error calling toTime: {e}"))?,
-                )
+                Val::Str(printf::humanize_timestamp(to_float(&args[0])?)?)
             }
             "toDuration" | "parseDuration" => {
                 want(1)?;
                 let secs = if name == "parseDuration" {
-                    let s = self.print(&args[0]);
+                    let s = self.sprint(&args[0]);
                     promql_parser::util::parse_duration(&s)
-                        .map_err(|e| format!("error calling parseDuration: {e}"))?
+                        .map_err(|e| e.to_string())?
                         .as_secs_f64()
                 } else {
-                    float(&args[0])?
+                    to_float(&args[0])?
                 };
                 Val::Float(secs)
+            }
+            "safeHtml" => {
+                want(1)?;
+                Val::Str(self.sprint(&args[0]))
             }
             "pathPrefix" => Val::Str(String::new()),
             "externalURL" => Val::Str(self.data.external_url.to_owned()),
             "graphLink" | "tableLink" => {
                 want(1)?;
                 let expr: String =
-                    form_urlencoded::byte_serialize(self.print(&args[0]).as_bytes()).collect();
+                    form_urlencoded::byte_serialize(self.sprint(&args[0]).as_bytes()).collect();
                 let tab = if name == "graphLink" { 0 } else { 1 };
                 Val::Str(format!("/graph?g0.expr={expr}&g0.tab={tab}"))
             }
             "sortByLabel" => {
                 want(2)?;
-                let label = self.print(&args[0]);
+                let label = self.sprint(&args[0]);
                 match &args[1] {
-                    Val::Samples(s) => {
+                    Val::Ext(Ext::Samples(s)) => {
                         let mut s = s.clone();
                         s.sort_by(|a, b| a.labels.get(&label).cmp(&b.labels.get(&label)));
-                        Val::Samples(s)
+                        Val::Ext(Ext::Samples(s))
                     }
-                    v => {
-                        return Err(format!(
-                            "error calling sortByLabel: wrong type {}",
-                            type_name(v)
-                        ))
-                    }
+                    v => return Err(format!("wrong type {}", v.type_name()).into()),
                 }
             }
-            _ => return Err(format!("function {name:?} not defined")),
+            _ => return Err(format!("function {name:?} not defined").into()),
         })
     }
-
-    fn printf_arg(&self, v: &Val) -> printf::Arg {
-        match v {
-            Val::Int(i) => printf::Arg::Int(*i),
-            Val::Float(f) => printf::Arg::Float(*f),
-            Val::Bool(b) => printf::Arg::Bool(*b),
-            Val::Str(s) => printf::Arg::Str(s.clone()),
-            other => printf::Arg::Other(self.print(other)),
-        }
-    }
-
-    /// Go's `fmt.Sprint` of a value, as text/template prints it.
-    fn print(&self, v: &Val) -> String {
-        match v {
-            Val::Nil => "<no value>".to_owned(),
-            Val::Bool(b) => b.to_string(),
-            Val::Int(i) => i.to_string(),
-            Val::Float(f) => crate::gofmt::shortest(*f),
-            Val::Str(s) => s.clone(),
-            Val::Map(m) => go_map(m),
-            Val::Sample(s) => format!(
-                "{{{} {}}}",
-                go_map(&s.labels),
-                crate::gofmt::shortest(s.value)
-            ),
-            Val::Samples(ss) => {
-                let items: Vec<String> = ss
-                    .iter()
-                    .map(|s| self.print(&Val::Sample(s.clone())))
-                    .collect();
-                format!("[{}]", items.join(" "))
-            }
-            Val::Root => format!(
-                "{{{} {} {} {}}}",
-                go_map(self.data.labels),
-                go_map(self.data.external_labels),
-                self.data.external_url,
-                crate::gofmt::shortest(self.data.value)
-            ),
-        }
-    }
 }
 
-fn go_map(m: &BTreeMap<String, String>) -> String {
-    let mut out = String::from("map[");
-    for (i, (k, v)) in m.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        let _ = write!(out, "{k}:{v}");
-    }
-    out.push(']');
-    out
-}
-
-fn type_name(v: &Val) -> &'static str {
-    match v {
-        Val::Nil => "nil",
-        Val::Bool(_) => "bool",
-        Val::Int(_) => "int",
-        Val::Float(_) => "float64",
-        Val::Str(_) => "string",
-        Val::Map(_) => "map[string]string",
-        Val::Sample(_) => "*template.sample",
-        Val::Samples(_) => "template.queryResult",
-        Val::Root => "*template.tmplData",
-    }
-}
-
-fn truth(v: &Val) -> bool {
-    match v {
-        Val::Nil => false,
-        Val::Bool(b) => *b,
-        Val::Int(i) => *i != 0,
-        Val::Float(f) => *f != 0.0,
-        Val::Str(s) => !s.is_empty(),
-        Val::Map(m) => !m.is_empty(),
-        Val::Samples(s) => !s.is_empty(),
-        Val::Sample(_) | Val::Root => true,
-    }
-}
-
-/// Numbers compare across int and float (Go would refuse; rules in the wild rely on
-/// `gt $value 10`); strings compare with strings, booleans only for equality.
-fn compare(a: &Val, b: &Val) -> Option<std::cmp::Ordering> {
-    match (a, b) {
-        (Val::Str(x), Val::Str(y)) => Some(x.cmp(y)),
-        (Val::Bool(x), Val::Bool(y)) if x == y => Some(std::cmp::Ordering::Equal),
-        (Val::Bool(_), Val::Bool(_)) => Some(std::cmp::Ordering::Less),
-        (Val::Int(x), Val::Int(y)) => Some(x.cmp(y)),
-        (x, y) => {
-            let (Ok(x), Ok(y)) = (num(x), num(y)) else {
-                return None;
-            };
-            x.partial_cmp(&y)
-        }
-    }
-}
-
-fn num(v: &Val) -> Result<f64, ()> {
-    match v {
-        Val::Int(i) => Ok(*i as f64),
-        Val::Float(f) => Ok(*f),
-        _ => Err(()),
+impl Rules<'_> {
+    fn sprint(&self, v: &Val) -> String {
+        gotemplate::print(self, v)
     }
 }
 
@@ -1131,23 +399,8 @@ fn to_float(v: &Val) -> Result<f64, String> {
         Val::Str(s) => s
             .parse::<f64>()
             .map_err(|e| format!("strconv.ParseFloat: parsing {s:?}: {e}")),
-        other => Err(format!("can't convert {} to float", type_name(other))),
+        other => Err(format!("can't convert {} to float", other.type_name())),
     }
-}
-
-/// Go's deprecated `strings.Title`: upper-cases the first letter of every word.
-fn title(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut prev_sep = true;
-    for c in s.chars() {
-        if prev_sep {
-            out.extend(c.to_uppercase());
-        } else {
-            out.push(c);
-        }
-        prev_sep = !(c.is_alphanumeric() || c == '_');
-    }
-    out
 }
 
 fn strip_port(s: &str) -> &str {

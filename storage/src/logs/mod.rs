@@ -9,6 +9,7 @@
 //! log is truncated only after every partition a batch touched has committed.
 
 mod append_log;
+mod line_terms;
 mod partition;
 mod record;
 
@@ -219,6 +220,27 @@ impl LogStore {
         direction: Direction,
         f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
     ) -> Result<(), LogError> {
+        self.scan_records(q, direction, true, f)
+    }
+
+    /// [`LogStore::scan`] forward for a caller that needs no lines (counting): timestamps and
+    /// streams come from columns instead of the doc store, and each record's `line` is empty,
+    /// unless `q.contains` is set (the index only prunes by it, the caller checks the lines).
+    pub fn scan_without_lines(
+        &self,
+        q: &LogQuery,
+        f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
+    ) -> Result<(), LogError> {
+        self.scan_records(q, Direction::Forward, !q.contains.is_empty(), f)
+    }
+
+    fn scan_records(
+        &self,
+        q: &LogQuery,
+        direction: Direction,
+        with_lines: bool,
+        f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
+    ) -> Result<(), LogError> {
         let mut parts = self.inner.partitions_in(q.start_ns, q.end_ns);
         if direction == Direction::Backward {
             parts.reverse();
@@ -241,6 +263,7 @@ impl LogStore {
                 &mut loader,
                 ts,
                 addr,
+                with_lines,
             ) {
                 Ok(r) => f(r),
                 Err(e) => {

@@ -9,28 +9,26 @@ use std::path::{Path, PathBuf};
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery, TermSetQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED,
     STRING,
 };
-use tantivy::tokenizer::{LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
 use tantivy::{
     DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher,
     SegmentReader, TantivyDocument, Term,
 };
 
+use super::line_terms::{
+    self, token_queries, LINE_TOKENIZER, MAX_TOKEN_BYTES, UNCLASSED_LINE_TOKENIZER,
+};
 use super::record::LogRecord;
 use super::LogError;
 use crate::labels::Labels;
 
 pub(crate) const DAY_NS: i64 = 86_400 * 1_000_000_000;
-/// Tokens of this many bytes or more are not indexed; a line holding one is flagged in the
-/// `long` field instead, and every token lookup also selects flagged lines, so a needle that is
-/// part of an unindexed token is still found.
-const MAX_TOKEN_BYTES: usize = 255;
-const LINE_TOKENIZER: &str = "novamon_line";
 const WRITER_MEMORY: usize = 32 << 20;
+const HAS_META: &str = "has_meta";
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -58,6 +56,8 @@ fn schema() -> (Schema, Fields) {
     let line = b.add_text_field("line", line_opts);
     let meta = b.add_text_field("meta", STORED);
     let long = b.add_bool_field("long", INDEXED);
+    // Lets a query that needs no lines skip the doc store for documents without metadata.
+    b.add_bool_field(HAS_META, FAST);
     (
         b.build(),
         Fields {
@@ -77,9 +77,12 @@ pub(crate) struct Partition {
     reader: IndexReader,
     fields: Fields,
     /// False for partitions written before lines were tokenized with [`LINE_TOKENIZER`]
-    /// (tantivy's default drops tokens of 40 bytes or more without flagging the line), whose
-    /// term dictionary cannot prove a line lacks a needle: their lines are all candidates.
+    /// (tantivy's default drops tokens of 40 bytes or more without flagging the line; the
+    /// unclassed tokenizer's terms lack the class `token_queries` looks up): their lines are
+    /// all candidates.
     prunes_lines: bool,
+    /// The [`HAS_META`] field; absent in partitions written before it existed.
+    has_meta: Option<Field>,
 }
 
 /// The stream labels as stored in the index: a JSON object with sorted keys.
@@ -104,6 +107,8 @@ pub(crate) fn parse_stream_key(s: &str) -> Option<Labels> {
 pub(crate) struct Loader {
     searcher: Searcher,
     streams: Vec<Option<StrColumn>>,
+    /// Per segment, which documents have metadata (`None`: unknown, read the document).
+    has_meta: Vec<Option<Column<bool>>>,
     labels: HashMap<(usize, u64), Labels>,
 }
 
@@ -135,15 +140,14 @@ impl Partition {
             _ => None,
         };
 
-        // Like tantivy's default analyzer (split on non-alphanumerics, lowercase) with a higher
-        // length limit; `token_queries` relies on exactly these rules.
+        index
+            .tokenizers()
+            .register(LINE_TOKENIZER, line_terms::line_analyzer());
         index.tokenizers().register(
-            LINE_TOKENIZER,
-            TextAnalyzer::builder(SimpleTokenizer::default())
-                .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES))
-                .filter(LowerCaser)
-                .build(),
+            UNCLASSED_LINE_TOKENIZER,
+            line_terms::unclassed_line_analyzer(),
         );
+        let has_meta = index.schema().get_field(HAS_META).ok();
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -155,6 +159,7 @@ impl Partition {
             reader,
             fields,
             prunes_lines: line_tokenizer.as_deref() == Some(LINE_TOKENIZER),
+            has_meta,
         })
     }
 
@@ -191,6 +196,9 @@ impl Partition {
                 .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
                 .collect();
             doc.add_text(f.meta, serde_json::Value::Object(m).to_string());
+            if let Some(has_meta) = self.has_meta {
+                doc.add_bool(has_meta, true);
+            }
         }
         w.add_document(doc)?;
         Ok(())
@@ -232,9 +240,18 @@ impl Partition {
             .iter()
             .map(|seg| seg.fast_fields().str("stream"))
             .collect::<Result<Vec<_>, _>>()?;
+        let has_meta = searcher
+            .segment_readers()
+            .iter()
+            .map(|seg| {
+                self.has_meta
+                    .and_then(|_| seg.fast_fields().bool(HAS_META).ok())
+            })
+            .collect();
         let loader = Loader {
             searcher,
             streams,
+            has_meta,
             labels: HashMap::new(),
         };
         if sel.streams.is_empty() {
@@ -279,22 +296,37 @@ impl Partition {
         Ok((loader, hits))
     }
 
-    /// Loads a hit of [`Partition::search`] through the loader that came with it.
+    /// Loads a hit of [`Partition::search`] through the loader that came with it; without
+    /// `with_line` the record's line is left empty, and the doc store is read only for a
+    /// document with metadata.
     pub(crate) fn load(
         &self,
         loader: &mut Loader,
         ts_ns: i64,
         addr: DocAddress,
+        with_line: bool,
     ) -> Result<LogRecord, LogError> {
         let f = self.fields;
         let corrupt = || LogError::Corrupt(format!("index document {addr:?} in day {}", self.day));
-        let doc: TantivyDocument = loader.searcher.doc(addr)?;
-        let line = doc
-            .get_first(f.line)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-            .ok_or_else(corrupt)?;
         let seg = addr.segment_ord as usize;
+        let needs_doc = with_line
+            || match loader.has_meta.get(seg).and_then(Option::as_ref) {
+                Some(col) => col.first(addr.doc_id).unwrap_or(false),
+                None => true,
+            };
+        let doc: TantivyDocument = if needs_doc {
+            loader.searcher.doc(addr)?
+        } else {
+            TantivyDocument::default()
+        };
+        let line = if with_line {
+            doc.get_first(f.line)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .ok_or_else(corrupt)?
+        } else {
+            String::new()
+        };
         let column = loader
             .streams
             .get(seg)
@@ -334,45 +366,6 @@ impl Partition {
             metadata,
         })
     }
-}
-
-/// Index lookups implied by "the line contains `needle`". The line tokenizer splits on
-/// non-alphanumeric characters and lowercases, so a token of the needle with a separator on
-/// both sides is a whole token of the line; the first one may be the end of a longer token,
-/// the last one the start of one (regex lookups in the term dictionary cover those). Non-ASCII
-/// and over-long tokens are left to the line check.
-fn token_queries(field: Field, needle: &str) -> Result<Vec<Box<dyn Query>>, LogError> {
-    let mut out: Vec<Box<dyn Query>> = Vec::new();
-    let bytes = needle.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if !needle[i..].starts_with(|c: char| c.is_alphanumeric()) {
-            i += needle[i..].chars().next().map_or(1, char::len_utf8);
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && needle[i..].starts_with(|c: char| c.is_alphanumeric()) {
-            i += needle[i..].chars().next().map_or(1, char::len_utf8);
-        }
-        let tok = &needle[start..i];
-        if !tok.is_ascii() || tok.len() >= MAX_TOKEN_BYTES {
-            continue;
-        }
-        let tok = tok.to_ascii_lowercase();
-        let open_left = start == 0;
-        let open_right = i == bytes.len();
-        let q: Box<dyn Query> = match (open_left, open_right) {
-            (false, false) => Box::new(TermQuery::new(
-                Term::from_field_text(field, &tok),
-                IndexRecordOption::Basic,
-            )),
-            (true, false) => Box::new(RegexQuery::from_pattern(&format!(".*{tok}"), field)?),
-            (false, true) => Box::new(RegexQuery::from_pattern(&format!("{tok}.*"), field)?),
-            (true, true) => Box::new(RegexQuery::from_pattern(&format!(".*{tok}.*"), field)?),
-        };
-        out.push(q);
-    }
-    Ok(out)
 }
 
 /// Collects (timestamp, address) of every match, reading the timestamp from the fast field.

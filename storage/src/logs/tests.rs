@@ -94,6 +94,10 @@ fn contains_uses_token_boundaries_correctly() {
         "errors: 3",
         "no match here",
         "xconnection refusedx",
+        "user 12345",
+        "trace ab12345f",
+        "pod x12345y",
+        "code 1234",
     ];
     let recs: Vec<_> = texts
         .iter()
@@ -118,6 +122,14 @@ fn contains_uses_token_boundaries_correctly() {
     );
     assert_eq!(find(&["refused by"]), ["connection refused by peer"]);
     assert_eq!(find(&["nothing"]), Vec::<String>::new());
+    // Digits are found in number, hex and word tokens; hex digits in hex and word tokens.
+    assert_eq!(
+        find(&["12345"]),
+        ["user 12345", "trace ab12345f", "pod x12345y"]
+    );
+    assert_eq!(find(&["B1234"]), ["trace ab12345f"]);
+    assert_eq!(find(&["345Y"]), ["pod x12345y"]);
+    assert_eq!(find(&["code 12345"]), Vec::<String>::new());
     // A needle inside a token too long to index is still found.
     let long = format!("id={}needle{} end", "x".repeat(300), "y".repeat(10));
     store.append(&[rec(T0 + 10, "a", &long)]).unwrap();
@@ -288,6 +300,70 @@ fn a_partition_written_with_the_old_line_tokenizer_still_opens_and_finds_every_n
     assert_eq!(
         lines(&store, &all(vec![]), Direction::Backward),
         ["later".to_owned(), format!("x {token} y")]
+    );
+    // Without the field that marks documents with metadata, every document is read for it.
+    store.append(&[with_meta(T0 + 2, "a", "meta")]).unwrap();
+    store.sync().unwrap();
+    assert_eq!(
+        without_lines(&store, &all(vec![])),
+        [
+            (T0, "a".to_owned(), String::new(), vec![]),
+            (T0 + 1, "a".to_owned(), String::new(), vec![]),
+            (T0 + 2, "a".to_owned(), String::new(), meta()),
+        ]
+    );
+}
+
+fn meta() -> Vec<(String, String)> {
+    vec![("trace_id".to_owned(), "abc".to_owned())]
+}
+
+fn with_meta(ts_ns: i64, app: &str, line: &str) -> LogRecord {
+    LogRecord {
+        metadata: meta(),
+        ..rec(ts_ns, app, line)
+    }
+}
+
+type Row = (i64, String, String, Vec<(String, String)>);
+
+fn without_lines(store: &LogStore, q: &LogQuery) -> Vec<Row> {
+    let mut out = Vec::new();
+    store
+        .scan_without_lines(q, &mut |r| {
+            let app = r.labels.get("app").unwrap_or_default().to_owned();
+            out.push((r.ts_ns, app, r.line, r.metadata));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn scans_without_lines_keep_streams_and_metadata_and_read_lines_only_for_needles() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path(), opts()).unwrap();
+    store
+        .append(&[
+            rec(T0, "a", "plain line"),
+            with_meta(T0 + 1, "b", "line with meta"),
+        ])
+        .unwrap();
+    store.sync().unwrap();
+    assert_eq!(
+        without_lines(&store, &all(vec![])),
+        [
+            (T0, "a".to_owned(), String::new(), vec![]),
+            (T0 + 1, "b".to_owned(), String::new(), meta()),
+        ]
+    );
+    let q = LogQuery {
+        contains: vec!["with".to_owned()],
+        ..all(vec![])
+    };
+    assert_eq!(
+        without_lines(&store, &q),
+        [(T0 + 1, "b".to_owned(), "line with meta".to_owned(), meta())]
     );
 }
 

@@ -114,6 +114,7 @@ impl Inner {
             .map(|(start, cf)| (*start, self.db.raw_iterator_cf(cf)))
             .collect();
 
+        let mut hists = histstore::Scanner::new(&self.db)?;
         let mut total = 0usize;
         let mut out = Vec::new();
         for w in wanted {
@@ -149,7 +150,7 @@ impl Inner {
             }
             samples.extend(w.head);
             normalize(&mut samples);
-            let histograms = histstore::scan(&self.db, w.id, w.lo, w.hi)?;
+            let histograms = hists.scan(w.id, w.lo, w.hi)?;
             total += samples.len() + histograms.len();
             if total > sample_limit {
                 return Err(too_many());

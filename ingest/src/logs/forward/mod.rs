@@ -160,7 +160,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .iter()
                 .map(|(ts, r)| mapping.fluent_record(&f.tag, *ts, r))
                 .collect();
-            sink.append(records).await?;
+            sink.append(crate::metrics::Protocol::Forward, records)
+                .await?;
             if let Some(chunk) = f.chunk {
                 self.send(&Value::Map(vec![(Value::from("ack"), Value::from(chunk))]))
                     .await?;

@@ -554,3 +554,43 @@ fn vector_matching_on_ignoring_and_group_modifiers() {
     let got = q(&format!("{per_level} unless ignoring(level) {per_app}"));
     assert!(got.is_empty(), "{got:?}");
 }
+
+#[test]
+fn counts_without_stages_split_series_by_structured_metadata_and_filter_on_it() {
+    let with_meta = |secs, app, kind: &str| LogRecord {
+        metadata: vec![("kind".into(), kind.into())],
+        ..rec(secs, app, "line")
+    };
+    let (_d, e) = engine(vec![
+        rec(1, "api", "plain"),
+        with_meta(2, "api", "a"),
+        with_meta(3, "api", "a"),
+        with_meta(4, "web", "b"),
+        rec(5, "web", "plain"),
+    ]);
+    let got = metric(&e, r#"count_over_time({app=~".+"}[1m])"#, 60, 60, 60);
+    assert_eq!(
+        got,
+        vec![
+            (lm(&[("app", "api")]), vec![(60, 1.0)]),
+            (lm(&[("app", "api"), ("kind", "a")]), vec![(60, 2.0)]),
+            (lm(&[("app", "web")]), vec![(60, 1.0)]),
+            (lm(&[("app", "web"), ("kind", "b")]), vec![(60, 1.0)]),
+        ]
+    );
+    let got = metric(
+        &e,
+        r#"sum by (kind) (count_over_time({app=~".+"}[1m]))"#,
+        60,
+        60,
+        60,
+    );
+    assert_eq!(
+        got,
+        vec![
+            (lm(&[]), vec![(60, 2.0)]),
+            (lm(&[("kind", "a")]), vec![(60, 2.0)]),
+            (lm(&[("kind", "b")]), vec![(60, 1.0)]),
+        ]
+    );
+}
