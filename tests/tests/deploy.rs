@@ -1021,6 +1021,13 @@ fn provisioned_datasources_answer_grafanas_health_checks() {
                 );
                 let (s, b) = get("/loki/api/v1/status/buildinfo");
                 assert_eq!(s, 200, "{name}: {b}");
+                // "Save & test" runs this instant query and wants the single value 2.
+                let body = n.get_ok(&format!(
+                    "{path}/loki/api/v1/query?query={}&time={end_s}",
+                    enc("vector(1)+vector(1)")
+                ));
+                assert_eq!(body["data"]["resultType"], "vector", "{name}: {body}");
+                assert_eq!(body["data"]["result"][0]["value"][1], "2", "{name}: {body}");
             }
             "tempo" => {
                 let resp = n

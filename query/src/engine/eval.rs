@@ -361,6 +361,9 @@ impl<'a> Evaluator<'a> {
         } else {
             mint
         };
+        // Several matcher sets (`{a="1" or b="2"}`) may select a series twice; one set cannot,
+        // and hashing every label set of a large selector only to find that out is costly.
+        let several = sets.len() > 1;
         let mut out: Vec<SeriesSamples> = Vec::new();
         let mut seen: HashSet<Labels> = HashSet::new();
         for set in sets {
@@ -374,7 +377,7 @@ impl<'a> Evaluator<'a> {
             let limit = self.opts.max_samples.saturating_sub(self.loaded);
             let got = self.storage.select(&matchers, mint, maxt, limit)?;
             for s in got {
-                if seen.insert(s.labels.clone()) {
+                if !several || seen.insert(s.labels.clone()) {
                     self.loaded += s.samples.len() + s.histograms.len();
                     out.push(s);
                 }

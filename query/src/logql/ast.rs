@@ -319,6 +319,9 @@ pub enum MetricExpr {
         rhs: Box<MetricExpr>,
     },
     Literal(f64),
+    /// `vector(n)`: one series without labels, `n` at every step (a vector, not a scalar, in
+    /// binary operations).
+    VectorLiteral(f64),
     Paren(Box<MetricExpr>),
 }
 
@@ -527,6 +530,7 @@ impl fmt::Display for MetricExpr {
                 )
             }
             MetricExpr::Literal(v) => write!(f, "{v}"),
+            MetricExpr::VectorLiteral(v) => write!(f, "vector({v})"),
             MetricExpr::Paren(e) => write!(f, "({e})"),
         }
     }

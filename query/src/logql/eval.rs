@@ -139,7 +139,7 @@ impl LogEngine {
     pub fn eval_metric(&self, expr: &MetricExpr, steps: Steps) -> Result<Vec<Series>, EvalError> {
         match expr {
             MetricExpr::Paren(e) => self.eval_metric(e, steps),
-            MetricExpr::Literal(v) => Ok(vec![Series {
+            MetricExpr::Literal(v) | MetricExpr::VectorLiteral(v) => Ok(vec![Series {
                 labels: LabelMap::new(),
                 points: steps.iter().map(|t| (t, *v)).collect(),
             }]),

@@ -296,15 +296,10 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<MetricExpr, ParseError> {
-        if self.eat("-") {
-            let v = self.number()?;
-            return Ok(MetricExpr::Literal(-v));
-        }
-        if self.eat("+") {
-            return Ok(MetricExpr::Literal(self.number()?));
-        }
         match self.peek().clone() {
-            Tok::Num(_) => Ok(MetricExpr::Literal(self.number()?)),
+            Tok::Num(_) | Tok::Sym("-") | Tok::Sym("+") => {
+                Ok(MetricExpr::Literal(self.signed_number()?))
+            }
             Tok::Sym("(") => {
                 self.next();
                 let e = self.binary(0)?;
@@ -320,10 +315,25 @@ impl Parser<'_> {
                     self.next();
                     return self.vector_agg(*op);
                 }
+                if name == "vector" {
+                    self.next();
+                    self.expect("(")?;
+                    let v = self.signed_number()?;
+                    self.expect(")")?;
+                    return Ok(MetricExpr::VectorLiteral(v));
+                }
                 Err(self.unexpected())
             }
             _ => Err(self.unexpected()),
         }
+    }
+
+    fn signed_number(&mut self) -> Result<f64, ParseError> {
+        if self.eat("-") {
+            return Ok(-self.number()?);
+        }
+        self.eat("+");
+        self.number()
     }
 
     fn number(&mut self) -> Result<f64, ParseError> {
@@ -896,6 +906,7 @@ mod tests {
             r#"absent_over_time({app="a"}[1d]) or (count_over_time({app="b"}[2m]) and count_over_time({app="c"}[2m]))"#,
             r#"sum by (app, level) (rate({app="a"}[1m])) / on(app) group_left(team) sum by (app, team) (rate({app="b"}[1m]))"#,
             r#"rate({app="a"}[1m]) > bool ignoring(level) group_right() rate({app="b"}[1m]) unless on() rate({app="c"}[1m])"#,
+            "vector(1) + vector(-2.5)",
         ] {
             let e = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
             let text = e.to_string();

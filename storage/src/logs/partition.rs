@@ -27,7 +27,7 @@ use super::LogError;
 use crate::labels::Labels;
 
 pub(crate) const DAY_NS: i64 = 86_400 * 1_000_000_000;
-const WRITER_MEMORY: usize = 32 << 20;
+const WRITER_MEMORY: usize = 64 << 20;
 const HAS_META: &str = "has_meta";
 
 #[derive(Clone, Copy)]
@@ -174,7 +174,7 @@ impl Partition {
     }
 
     pub(crate) fn writer(&self) -> Result<IndexWriter, LogError> {
-        Ok(self.index.writer_with_num_threads(1, WRITER_MEMORY)?)
+        Ok(self.index.writer_with_num_threads(2, WRITER_MEMORY)?)
     }
 
     pub(crate) fn add(&self, w: &IndexWriter, r: &LogRecord) -> Result<(), LogError> {

@@ -248,6 +248,19 @@ fn unwrap_aggregations_and_quantiles_by_hand() {
 }
 
 #[test]
+fn vector_literals_are_vectors_in_binary_operations() {
+    let (_d, e) = fixture();
+    // Grafana's Loki "Save & test" query.
+    let got = metric(&e, "vector(1)+vector(1)", 60, 120, 60);
+    assert_eq!(got, vec![(lm(&[]), vec![(60, 2.0), (120, 2.0)])]);
+    // A vector literal on one side keeps vector matching: no label set matches `{app=...}`.
+    let got = metric(&e, r#"count_over_time({app=~".+"}[1m]) + vector(1)"#, 60, 60, 60);
+    assert_eq!(got, vec![]);
+    let got = metric(&e, r#"sum(count_over_time({app=~".+"}[1m])) * vector(-2)"#, 60, 60, 60);
+    assert_eq!(got, vec![(lm(&[]), vec![(60, -10.0)])]);
+}
+
+#[test]
 fn vector_aggregations_topk_and_binary_operations() {
     let (_d, e) = fixture();
     let got = metric(
