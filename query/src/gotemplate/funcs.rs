@@ -204,14 +204,6 @@ fn compare<X: PartialEq>(name: &str, args: &[Val<X>]) -> FuncResult<X> {
     }))
 }
 
-fn num<X>(v: &Val<X>) -> Option<f64> {
-    match v {
-        Val::Int(i) => Some(*i as f64),
-        Val::Float(f) => Some(*f),
-        _ => None,
-    }
-}
-
 fn incompatible() -> FuncError {
     "incompatible types for comparison".to_owned().into()
 }
@@ -227,20 +219,17 @@ fn equal<X: PartialEq>(a: &Val<X>, b: &Val<X>) -> Result<bool, FuncError> {
     })
 }
 
-/// Integers compare exactly, strings bytewise. Go refuses to compare an int with a float; both
-/// of novamon's template users always allowed it (`gt $value 10` is common in rule files), so
-/// numbers of either kind compare by value.
+/// Integers compare exactly, strings bytewise. As in Go, an int and a float do not compare
+/// (`gt $value 10` is an error in Prometheus too; rule files write `10.0`).
 fn order<X>(a: &Val<X>, b: &Val<X>) -> Result<Ordering, FuncError> {
     match (a, b) {
         (Val::Int(x), Val::Int(y)) => Ok(x.cmp(y)),
+        (Val::Float(x), Val::Float(y)) => x.partial_cmp(y).ok_or_else(incompatible),
         (Val::Str(x), Val::Str(y)) => Ok(x.cmp(y)),
         (Val::Bool(_), Val::Bool(_)) | (Val::Ext(_), Val::Ext(_)) | (Val::Map(_), Val::Map(_)) => {
             Err("invalid type for comparison".to_owned().into())
         }
-        _ => match (num(a), num(b)) {
-            (Some(x), Some(y)) => x.partial_cmp(&y).ok_or_else(incompatible),
-            _ => Err(incompatible()),
-        },
+        _ => Err(incompatible()),
     }
 }
 

@@ -534,10 +534,13 @@ mod tests {
 
     #[test]
     fn if_else_comparisons_and_trim() {
-        let t = "{{ if gt $value 10.0 }}high{{ else if gt $value 5 }}mid{{ else }}low{{ end }}";
+        let t = "{{ if gt $value 10.0 }}high{{ else if gt $value 5.0 }}mid{{ else }}low{{ end }}";
         assert_eq!(run(t, &[], 11.0), "high");
         assert_eq!(run(t, &[], 6.0), "mid");
         assert_eq!(run(t, &[], 1.0), "low");
+        // $value is a float: Go refuses to compare it with an int literal.
+        assert!(run("{{ if gt $value 5 }}x{{ end }}", &[], 6.0)
+            .contains("error calling gt: incompatible types for comparison"));
         assert_eq!(run("a  {{- 1 -}}  b", &[], 0.0), "a1b");
         assert_eq!(
             run(
