@@ -175,12 +175,15 @@ mod tests {
             TraceStore::open(&dir.path().join("traces"), TraceStoreOptions::default()).unwrap(),
         );
         let tsdb = Arc::new(Tsdb::open(&dir.path().join("tsdb"), TsdbOptions::default()).unwrap());
+        let mut registry = prometheus_client::registry::Registry::default();
+        let counters =
+            crate::IngestState::new(tsdb.clone(), Default::default(), &mut registry).counters();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_grpc(
             listener,
-            OtlpState::new(traces.clone(), tsdb, 4096),
+            OtlpState::new(traces.clone(), tsdb, 4096).with_counters(counters),
             async {
                 let _ = stopped.await;
             },
@@ -204,6 +207,15 @@ mod tests {
             (1, "span id must be 8 bytes")
         );
         assert_eq!(traces.trace(&[7; 16]).unwrap().len(), 1);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"novamon_ingested_total{signal="traces",protocol="otlp_grpc"} 1"#,
+            r#"novamon_ingest_rejected_total{signal="traces",protocol="otlp_grpc"} 1"#,
+            r#"novamon_ingested_total{signal="traces",protocol="otlp_http"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
 
         let big = request(
             (1..200u8)

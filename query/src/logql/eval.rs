@@ -252,9 +252,11 @@ impl LogEngine {
                 ControlFlow::Continue(())
             })?;
         } else {
-            // A day has few streams and many lines: each stream's series is worked out once.
+            // A day has few streams and many lines: each stream's series is worked out once,
+            // and its samples are gathered by position instead of by a label-set lookup.
             type StreamKey = (storage::Labels, Vec<(String, String)>);
-            let mut series: HashMap<StreamKey, Option<(LabelMap, f64)>> = HashMap::new();
+            let mut series: HashMap<StreamKey, Option<(usize, f64)>> = HashMap::new();
+            let mut gathered: Vec<(LabelMap, Vec<(i64, f64)>)> = Vec::new();
             self.store.scan_without_lines(&q, &mut |r| {
                 if !count() {
                     too_many = true;
@@ -267,22 +269,39 @@ impl LogEngine {
                     metadata,
                 } = r;
                 let s = match series.entry((labels, metadata)) {
-                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Occupied(e) => *e.get(),
                     Entry::Vacant(e) => {
                         let (labels, metadata) = e.key().clone();
-                        e.insert(sample(storage::logs::LogRecord {
+                        let s = sample(storage::logs::LogRecord {
                             ts_ns,
                             labels,
                             line,
                             metadata,
-                        }))
+                        })
+                        .map(|(labels, value)| {
+                            gathered.push((labels, Vec::new()));
+                            (gathered.len() - 1, value)
+                        });
+                        *e.insert(s)
                     }
                 };
-                if let Some((labels, value)) = s {
-                    push(ts_ns, labels, *value);
+                if let Some((i, value)) = s {
+                    gathered[i].1.push((ts_ns, value));
                 }
                 ControlFlow::Continue(())
             })?;
+            for (labels, points) in gathered {
+                match samples.entry(labels) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(points);
+                    }
+                    // Streams grouped into one series: each is in time order, their union not.
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        e.get_mut().extend(points);
+                        e.get_mut().sort_by_key(|p| p.0);
+                    }
+                }
+            }
         }
         if too_many {
             return Err(EvalError::TooManyEntries(self.max_entries));

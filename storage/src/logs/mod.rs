@@ -246,13 +246,10 @@ impl LogStore {
             parts.reverse();
         }
         for p in parts {
-            let streams: Vec<String> = p
-                .streams()?
-                .into_iter()
-                .filter(|k| parse_stream_key(k).is_some_and(|l| matches_all(&l, &q.matchers)))
-                .collect();
+            let stream =
+                |k: &str| parse_stream_key(k).is_some_and(|l| matches_all(&l, &q.matchers));
             let sel = Selection {
-                streams: &streams,
+                stream: &stream,
                 start_ns: q.start_ns,
                 end_ns: q.end_ns,
                 contains: &q.contains,

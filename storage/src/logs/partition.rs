@@ -114,7 +114,8 @@ pub(crate) struct Loader {
 
 /// What a search selects.
 pub(crate) struct Selection<'a> {
-    pub(crate) streams: &'a [String],
+    /// Whether a stream key is selected.
+    pub(crate) stream: &'a dyn Fn(&str) -> bool,
     pub(crate) start_ns: i64,
     pub(crate) end_ns: i64,
     /// Substrings every selected line contains (case-sensitively); the index prunes with them.
@@ -215,7 +216,10 @@ impl Partition {
 
     /// The distinct stream keys in this partition.
     pub(crate) fn streams(&self) -> Result<BTreeSet<String>, LogError> {
-        let searcher = self.reader.searcher();
+        self.streams_of(&self.reader.searcher())
+    }
+
+    fn streams_of(&self, searcher: &Searcher) -> Result<BTreeSet<String>, LogError> {
         let mut out = BTreeSet::new();
         for seg in searcher.segment_readers() {
             let inv = seg.inverted_index(self.fields.stream)?;
@@ -254,28 +258,31 @@ impl Partition {
             has_meta,
             labels: HashMap::new(),
         };
-        if sel.streams.is_empty() {
+        let searcher = &loader.searcher;
+        let all = self.streams_of(searcher)?;
+        let total = all.len();
+        let streams: Vec<String> = all.into_iter().filter(|k| (sel.stream)(k)).collect();
+        if streams.is_empty() {
             return Ok((loader, Vec::new()));
         }
-        let searcher = &loader.searcher;
         let f = self.fields;
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
-            (
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
+            Occur::Must,
+            Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_i64(f.ts, sel.start_ns)),
+                Bound::Excluded(Term::from_field_i64(f.ts, sel.end_ns)),
+            )),
+        )];
+        // A selector matching every stream (`{service=~".+"}`) needs no stream lookup, which
+        // would visit every document of the day.
+        if streams.len() < total {
+            clauses.push((
                 Occur::Must,
                 Box::new(TermSetQuery::new(
-                    sel.streams
-                        .iter()
-                        .map(|s| Term::from_field_text(f.stream, s)),
+                    streams.iter().map(|s| Term::from_field_text(f.stream, s)),
                 )),
-            ),
-            (
-                Occur::Must,
-                Box::new(RangeQuery::new(
-                    Bound::Included(Term::from_field_i64(f.ts, sel.start_ns)),
-                    Bound::Excluded(Term::from_field_i64(f.ts, sel.end_ns)),
-                )),
-            ),
-        ];
+            ));
+        }
         let needles = if self.prunes_lines { sel.contains } else { &[] };
         for needle in needles {
             for q in token_queries(f.line, needle)? {

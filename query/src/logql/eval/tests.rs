@@ -254,9 +254,21 @@ fn vector_literals_are_vectors_in_binary_operations() {
     let got = metric(&e, "vector(1)+vector(1)", 60, 120, 60);
     assert_eq!(got, vec![(lm(&[]), vec![(60, 2.0), (120, 2.0)])]);
     // A vector literal on one side keeps vector matching: no label set matches `{app=...}`.
-    let got = metric(&e, r#"count_over_time({app=~".+"}[1m]) + vector(1)"#, 60, 60, 60);
+    let got = metric(
+        &e,
+        r#"count_over_time({app=~".+"}[1m]) + vector(1)"#,
+        60,
+        60,
+        60,
+    );
     assert_eq!(got, vec![]);
-    let got = metric(&e, r#"sum(count_over_time({app=~".+"}[1m])) * vector(-2)"#, 60, 60, 60);
+    let got = metric(
+        &e,
+        r#"sum(count_over_time({app=~".+"}[1m])) * vector(-2)"#,
+        60,
+        60,
+        60,
+    );
     assert_eq!(got, vec![(lm(&[]), vec![(60, -10.0)])]);
 }
 
@@ -605,5 +617,19 @@ fn counts_without_stages_split_series_by_structured_metadata_and_filter_on_it() 
             (lm(&[("kind", "a")]), vec![(60, 2.0)]),
             (lm(&[("kind", "b")]), vec![(60, 1.0)]),
         ]
+    );
+}
+
+#[test]
+fn metadata_shadowed_by_a_stream_label_joins_the_stream_series_in_time_order() {
+    let shadowed = LogRecord {
+        metadata: vec![("app".into(), "other".into())],
+        ..rec(50, "api", "line")
+    };
+    let (_d, e) = engine(vec![rec(1, "api", "a"), shadowed, rec(100, "api", "b")]);
+    let got = metric(&e, r#"count_over_time({app="api"}[1m])"#, 60, 120, 60);
+    assert_eq!(
+        got,
+        vec![(lm(&[("app", "api")]), vec![(60, 2.0), (120, 1.0)])]
     );
 }
