@@ -7,6 +7,14 @@ pub mod load;
 pub mod log_records;
 pub mod peers;
 
+/// reqwest is built with `rustls-no-provider` in this workspace (the query crate picks ring for
+/// its notifications), so a client panics unless a crypto provider is installed first. Every
+/// benchmark binary calls this at the top of `main`.
+pub fn install_tls_provider() {
+    // An error only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Refuses any URL whose host is not a loopback address: load is only ever sent to this machine.
 pub fn require_loopback(url: &str) -> anyhow::Result<()> {
     let rest = url

@@ -34,6 +34,7 @@ struct Row {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    novamon_benches::install_tls_provider();
     let mut rows = Vec::new();
     for peer in args.peers.peers()? {
         eprintln!(

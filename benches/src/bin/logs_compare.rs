@@ -305,8 +305,7 @@ fn run_tantivy(set: &LogSet) -> anyhow::Result<Row> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // reqwest uses rustls without a built-in provider in this workspace.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    novamon_benches::install_tls_provider();
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as i64;
     let set = LogSet::sized(args.bytes, now - 1_000_000_000, SPAN_NS);
     eprintln!("{} records, {} raw line bytes", set.n, set.raw_bytes);

@@ -47,8 +47,7 @@ struct Timing {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // reqwest uses rustls without a built-in provider in this workspace.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    novamon_benches::install_tls_provider();
     let end_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 / 15_000 * 15_000;
     let cfg = LoadConfig {
         series: args.series,

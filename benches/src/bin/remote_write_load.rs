@@ -27,8 +27,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // reqwest uses rustls without a built-in provider in this workspace.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    novamon_benches::install_tls_provider();
     novamon_benches::require_loopback(&args.url)?;
     let protocol = if args.protocol == 2 {
         Protocol::V2

@@ -129,6 +129,7 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    novamon_benches::install_tls_provider();
     let dir = tempfile::tempdir()?;
     let traces = Arc::new(TraceStore::open(
         &dir.path().join("traces"),
