@@ -210,6 +210,42 @@ impl Novamon {
         )
     }
 
+    /// POSTs a Loki push-API JSON body, which must be accepted (204).
+    pub fn loki_push(&self, body: &Json) {
+        let (status, text, _) = self.post_raw(
+            "/loki/api/v1/push",
+            "application/json",
+            &[],
+            serde_json::to_vec(body).expect("json"),
+        );
+        assert_eq!(status, 204, "{text}");
+    }
+
+    /// Waits until a Loki range query of `selector` from `start_ns` (to `end_ns`, or now)
+    /// returns `lines` log lines across all its streams: a push is queryable only once the
+    /// write path has taken it.
+    pub fn wait_for_log_lines(
+        &self,
+        selector: &str,
+        start_ns: i64,
+        end_ns: Option<i64>,
+        lines: usize,
+    ) {
+        let end = end_ns.map_or(String::new(), |e| format!("&end={e}"));
+        let q = format!(
+            "/loki/api/v1/query_range?query={}&start={start_ns}{end}&limit=1000",
+            enc(selector)
+        );
+        wait_until(Duration::from_secs(30), || {
+            self.get_json(&q).1["data"]["result"].as_array().map(|r| {
+                r.iter()
+                    .map(|s| s["values"].as_array().map_or(0, Vec::len))
+                    .sum::<usize>()
+            }) == Some(lines)
+        })
+        .expect("pushed log lines never became queryable");
+    }
+
     pub fn post_raw(
         &self,
         path: &str,
@@ -248,6 +284,19 @@ pub fn get_json(agent: &ureq::Agent, url: &str) -> (u16, Json) {
     let json =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"));
     (status, json)
+}
+
+/// Runs `novamon check-config <path>`; returns its exit code and stderr.
+pub fn check_config(path: &Path) -> (Option<i32>, String) {
+    let out = Command::new(novamon_bin())
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .expect("run novamon check-config");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Polls `f` every 100ms until it returns true or `timeout` passes.

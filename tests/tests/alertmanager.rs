@@ -661,16 +661,11 @@ fn check_config_rejects_bad_alertmanager_and_alerting_sections() {
     for (i, (yml, want)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.yml"));
         std::fs::write(&path, yml).unwrap();
-        let out = Command::new(e2e::novamon_bin())
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (code, stderr) = e2e::check_config(&path);
         if want.is_empty() {
-            assert!(out.status.success(), "{yml}: {stderr}");
+            assert_eq!(code, Some(0), "{yml}: {stderr}");
         } else {
-            assert_eq!(out.status.code(), Some(2), "{yml}: {stderr}");
+            assert_eq!(code, Some(2), "{yml}: {stderr}");
             assert!(stderr.contains(want), "{yml}: {stderr}");
         }
     }

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{agent, novamon_bin, wait_until, Novamon, Process};
+use e2e::{agent, check_config, novamon_bin, wait_until, Novamon, Process};
 
 #[test]
 fn help_documents_every_option() {
@@ -41,12 +41,7 @@ fn bad_config_names_the_key_and_line_and_exits_2() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("retension") && err.contains("line 4"), "{err}");
 
-    let out = Command::new(novamon_bin())
-        .arg("check-config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(check_config(&cfg).0, Some(2));
 }
 
 #[test]
@@ -58,16 +53,8 @@ fn a_prometheus_yml_is_accepted() {
         "global:\n  scrape_interval: 15s\n  external_labels: {dc: edge}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['localhost:9100']\n",
     )
     .unwrap();
-    let out = Command::new(novamon_bin())
-        .arg("check-config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = check_config(&cfg);
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 /// `novamon` alone serves on :9090 with data under ./data, and SIGTERM ends it cleanly.

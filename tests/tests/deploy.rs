@@ -404,28 +404,13 @@ fn push_novacron_logs(n: &Novamon, end_s: i64) {
         {"stream": {"service": "novacron-auth", "service_name": "novacron-auth", "level": "warn", "host": "node-1"}, "values": auth},
         {"stream": {"service": "novacron-api", "level": "error", "host": "node-2"}, "values": api},
     ]});
-    let (status, resp, _) = n.post_raw(
-        "/loki/api/v1/push",
-        "application/json",
-        &[],
-        body.to_string().into_bytes(),
+    n.loki_push(&body);
+    n.wait_for_log_lines(
+        r#"{service=~"novacron-.+"}"#,
+        (end_s - 3600) * 1_000_000_000,
+        Some((end_s + 1) * 1_000_000_000),
+        120,
     );
-    assert_eq!(status, 204, "{resp}");
-    e2e::wait_until(std::time::Duration::from_secs(30), || {
-        let (_, b) = n.get_json(&format!(
-            "/loki/api/v1/query_range?query={}&start={}&end={}&limit=1000",
-            enc(r#"{service=~"novacron-.+"}"#),
-            (end_s - 3600) * 1_000_000_000,
-            (end_s + 1) * 1_000_000_000
-        ));
-        b["data"]["result"].as_array().is_some_and(|r| {
-            r.iter()
-                .map(|s| s["values"].as_array().map_or(0, Vec::len))
-                .sum::<usize>()
-                == 120
-        })
-    })
-    .expect("pushed log lines never became queryable");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1268,16 +1253,8 @@ fn leaves(v: &Json, prefix: &str, out: &mut Vec<(String, Json)>) {
 #[test]
 fn example_config_is_valid_and_shows_every_option_with_its_default() {
     let example = deploy_dir().join("novamon.example.yml");
-    let out = Command::new(novamon_bin())
-        .arg("check-config")
-        .arg(&example)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = e2e::check_config(&example);
+    assert_eq!(code, Some(0), "{stderr}");
 
     // Loading the example changes nothing: every value it sets is the default.
     let from_example = effective_config(&["--config", example.to_str().expect("utf-8 path")]);

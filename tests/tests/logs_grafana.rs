@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{enc, now_ns, wait_until, Novamon};
+use e2e::{enc, now_ns, Novamon};
 
 const S: i64 = 1_000_000_000;
 
@@ -30,26 +30,8 @@ fn setup() -> (tempfile::TempDir, Novamon, i64) {
         {"stream": {"app": "shop", "level": "info"}, "values": values.iter().step_by(2).collect::<Vec<_>>()},
         {"stream": {"app": "shop", "level": "error"}, "values": values.iter().skip(1).step_by(2).collect::<Vec<_>>()},
     ]});
-    let (status, text, _) = n.post_raw(
-        "/loki/api/v1/push",
-        "application/json",
-        &[],
-        serde_json::to_vec(&body).expect("json"),
-    );
-    assert_eq!(status, 204, "{text}");
-    let q = format!(
-        "/loki/api/v1/query_range?query={}&start={}&limit=1000",
-        enc(r#"{app="shop"}"#),
-        base - S
-    );
-    wait_until(Duration::from_secs(30), || {
-        n.get_json(&q).1["data"]["result"].as_array().map(|r| {
-            r.iter()
-                .map(|s| s["values"].as_array().map_or(0, Vec::len))
-                .sum::<usize>()
-        }) == Some(60)
-    })
-    .expect("pushed lines never became queryable");
+    n.loki_push(&body);
+    n.wait_for_log_lines(r#"{app="shop"}"#, base - S, None, 60);
     (dir, n, base)
 }
 
@@ -198,25 +180,14 @@ fn dashboard_panel_instant_queries_and_errors() {
     assert_eq!(body["data"]["resultType"], "vector");
     assert_eq!(body["data"]["result"][0]["value"][1], "60");
     // Errors: Loki's plain-text 400s.
-    let (status, text) = get_text(
-        &n,
-        &format!(
-            "/loki/api/v1/query_range?query={}",
-            enc(r#"{app="shop"} | bogus"#)
-        ),
-    );
-    assert_eq!(status, 400);
+    let text = bad_request(&n, "query_range", r#"{app="shop"} | bogus"#, "");
     assert!(
         text.starts_with(
             "parse error at line 1, col 16: syntax error: unexpected IDENTIFIER bogus"
         ),
         "{text}"
     );
-    let (status, text) = get_text(
-        &n,
-        &format!("/loki/api/v1/query?query={}", enc(r#"{app="shop"}"#)),
-    );
-    assert_eq!(status, 400);
+    let text = bad_request(&n, "query", r#"{app="shop"}"#, "");
     assert!(
         text.contains("log queries are not supported as an instant query type"),
         "{text}"
@@ -224,14 +195,12 @@ fn dashboard_panel_instant_queries_and_errors() {
     // Half the lines are logfmt: `| json` tags them, and a metric query over them fails
     // with Loki's pipeline error unless they are filtered out.
     let at = (base + 120 * S).to_string();
-    let (status, text) = get_text(
+    let text = bad_request(
         &n,
-        &format!(
-            "/loki/api/v1/query?query={}&time={at}",
-            enc(r#"sum(count_over_time({app="shop"} | json [5m]))"#)
-        ),
+        "query",
+        r#"sum(count_over_time({app="shop"} | json [5m]))"#,
+        &format!("&time={at}"),
     );
-    assert_eq!(status, 400);
     assert!(
         text.starts_with(
             "pipeline error: 'JSONParserErr' for series: '{__error__=\"JSONParserErr\""
@@ -271,16 +240,18 @@ fn dashboard_panel_instant_queries_and_errors() {
     );
 }
 
-fn get_text(n: &Novamon, path: &str) -> (u16, String) {
+/// GETs `/loki/api/v1/<endpoint>?query=<query><params>`, which Loki answers with a
+/// plain-text 400; returns the text.
+fn bad_request(n: &Novamon, endpoint: &str, query: &str, params: &str) -> String {
+    let path = format!("/loki/api/v1/{endpoint}?query={}{params}", enc(query));
     let mut resp = n
         .agent
         .get(format!("{}{}", n.url, path))
         .call()
         .expect("GET");
-    (
-        resp.status().as_u16(),
-        resp.body_mut().read_to_string().unwrap_or_default(),
-    )
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    assert_eq!(resp.status().as_u16(), 400, "{path}: {text}");
+    text
 }
 
 /// Reads one unmasked server text frame of a websocket.
@@ -351,25 +322,13 @@ fn tail_streams_existing_then_new_lines_over_a_websocket() {
     assert_eq!(count, 5, "the newest `limit` lines first: {first}");
     assert!(first.get("dropped_entries").is_some());
     let body = serde_json::json!({"streams": [{"stream": {"app": "shop", "level": "info"}, "values": [[(now_ns()).to_string(), "tailed line"]]}]});
-    let (status, _, _) = n.post_raw(
-        "/loki/api/v1/push",
-        "application/json",
-        &[],
-        serde_json::to_vec(&body).expect("json"),
-    );
-    assert_eq!(status, 204);
+    n.loki_push(&body);
     let next = read_ws_text(&mut s);
     assert!(next.contains("tailed line"), "{next}");
     // A line stamped before the one just tailed (a slower shipper) arrives after it: it is
     // still tailed, once, and the earlier line is not sent again.
     let body = serde_json::json!({"streams": [{"stream": {"app": "shop", "level": "warn"}, "values": [[(now_ns() - 5 * S).to_string(), "late line"]]}]});
-    let (status, _, _) = n.post_raw(
-        "/loki/api/v1/push",
-        "application/json",
-        &[],
-        serde_json::to_vec(&body).expect("json"),
-    );
-    assert_eq!(status, 204);
+    n.loki_push(&body);
     let late = read_ws_text(&mut s);
     assert!(
         late.contains("late line") && !late.contains("tailed line"),

@@ -154,6 +154,15 @@ fn alerts(n: &Novamon) -> Vec<Json> {
     body["data"]["alerts"].as_array().unwrap().clone()
 }
 
+/// Waits until an alert fires; returns the first of the active alerts then.
+fn first_alert_once_firing(n: &Novamon, name: &str) -> Json {
+    wait_until(Duration::from_secs(20), || {
+        alerts(n).iter().any(|a| a["state"] == "firing")
+    })
+    .unwrap_or_else(|| panic!("{name} never fired; log:\n{}", n.process.log()));
+    alerts(n).swap_remove(0)
+}
+
 fn rules_of(n: &Novamon, query: &str) -> Json {
     n.get_ok(&format!("/api/v1/rules{query}"))["data"]["groups"].clone()
 }
@@ -179,11 +188,7 @@ fn server_evaluates_rules_serves_prometheus_shapes_and_reloads() {
     let mut n = Novamon::start(&data, &["--config", cfg.to_str().unwrap()]);
     write_temperature(&n, 75.5);
 
-    wait_until(Duration::from_secs(20), || {
-        alerts(&n).iter().any(|a| a["state"] == "firing")
-    })
-    .unwrap_or_else(|| panic!("Hot never fired; log:\n{}", n.process.log()));
-    let a = &alerts(&n)[0];
+    let a = &first_alert_once_firing(&n, "Hot");
     assert_eq!(
         a["labels"],
         serde_json::json!({"alertname": "Hot", "job": "oven", "severity": "page"})
@@ -418,18 +423,8 @@ groups:
         })
         .collect();
     let body = serde_json::json!({"streams": [{"stream": {"app": "shop"}, "values": values}]});
-    let (status, text, _) = n.post_raw(
-        "/loki/api/v1/push",
-        "application/json",
-        &[],
-        serde_json::to_vec(&body).unwrap(),
-    );
-    assert_eq!(status, 204, "{text}");
-    wait_until(Duration::from_secs(20), || {
-        alerts(&n).iter().any(|a| a["state"] == "firing")
-    })
-    .unwrap_or_else(|| panic!("ShopErrors never fired; log:\n{}", n.process.log()));
-    let a = &alerts(&n)[0];
+    n.loki_push(&body);
+    let a = &first_alert_once_firing(&n, "ShopErrors");
     assert_eq!(
         a["labels"],
         serde_json::json!({"alertname": "ShopErrors", "app": "shop"})

@@ -6,10 +6,9 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use e2e::series::{v1_request, v1_series, V1};
-use e2e::{an_hour_ago_ms, enc, novamon_bin, now_ns, wait_until, Novamon};
+use e2e::{an_hour_ago_ms, novamon_bin, now_ns, Novamon};
 use serde_json::json;
 
 const METRIC: &str = "ui_test_temperature";
@@ -83,24 +82,8 @@ fn push_logs(n: &Novamon) -> String {
         })
         .collect();
     let body = json!({"streams": [{"stream": {"app": "uishop", "env": "test"}, "values": values}]});
-    let (status, text, _) = n.post_raw(
-        "/loki/api/v1/push",
-        "application/json",
-        &[],
-        serde_json::to_vec(&body).expect("json"),
-    );
-    assert_eq!(status, 204, "{text}");
-    let q = format!(
-        "/loki/api/v1/query_range?query={}&start={}&limit=1000",
-        enc(r#"{app="uishop"}"#),
-        base - S
-    );
-    wait_until(Duration::from_secs(30), || {
-        n.get_json(&q).1["data"]["result"][0]["values"]
-            .as_array()
-            .is_some_and(|v| v.len() == LOG_LINES)
-    })
-    .expect("pushed lines never became queryable");
+    n.loki_push(&body);
+    n.wait_for_log_lines(r#"{app="uishop"}"#, base - S, None, LOG_LINES);
     newest
 }
 

@@ -235,13 +235,10 @@ impl LogEngine {
                 samples.insert(labels.clone(), vec![(ts_ns, value)]);
             }
         };
-        let mut count = || {
-            n += 1;
-            n <= self.max_entries
-        };
         if needs_lines {
             self.store.scan(&q, Direction::Forward, &mut |r| {
-                if !count() {
+                n += 1;
+                if n > self.max_entries {
                     too_many = true;
                     return ControlFlow::Break(());
                 }
@@ -252,44 +249,43 @@ impl LogEngine {
                 ControlFlow::Continue(())
             })?;
         } else {
-            // A day has few streams and many lines: each stream's series is worked out once,
-            // and its samples are gathered by position instead of by a label-set lookup.
+            // The store hands over each stream's timestamps at once: its series is worked out
+            // once per partition, and samples are gathered by position, not by label set.
             type StreamKey = (storage::Labels, Vec<(String, String)>);
             let mut series: HashMap<StreamKey, Option<(usize, f64)>> = HashMap::new();
             let mut gathered: Vec<(LabelMap, Vec<(i64, f64)>)> = Vec::new();
-            self.store.scan_without_lines(&q, &mut |r| {
-                if !count() {
-                    too_many = true;
-                    return ControlFlow::Break(());
-                }
-                let storage::logs::LogRecord {
-                    ts_ns,
-                    labels,
-                    line,
-                    metadata,
-                } = r;
-                let s = match series.entry((labels, metadata)) {
-                    Entry::Occupied(e) => *e.get(),
-                    Entry::Vacant(e) => {
-                        let (labels, metadata) = e.key().clone();
-                        let s = sample(storage::logs::LogRecord {
-                            ts_ns,
-                            labels,
-                            line,
-                            metadata,
-                        })
-                        .map(|(labels, value)| {
-                            gathered.push((labels, Vec::new()));
-                            (gathered.len() - 1, value)
-                        });
-                        *e.insert(s)
+            self.store
+                .scan_streams(&q, &mut |labels, metadata, stamps| {
+                    n += stamps.len();
+                    if n > self.max_entries {
+                        too_many = true;
+                        return ControlFlow::Break(());
                     }
-                };
-                if let Some((i, value)) = s {
-                    gathered[i].1.push((ts_ns, value));
-                }
-                ControlFlow::Continue(())
-            })?;
+                    let Some(&first) = stamps.first() else {
+                        return ControlFlow::Continue(());
+                    };
+                    let s = match series.entry((labels.clone(), metadata.to_vec())) {
+                        Entry::Occupied(e) => *e.get(),
+                        Entry::Vacant(e) => {
+                            let (labels, metadata) = e.key().clone();
+                            let s = sample(storage::logs::LogRecord {
+                                ts_ns: first,
+                                labels,
+                                line: String::new(),
+                                metadata,
+                            })
+                            .map(|(labels, value)| {
+                                gathered.push((labels, Vec::new()));
+                                (gathered.len() - 1, value)
+                            });
+                            *e.insert(s)
+                        }
+                    };
+                    if let Some((i, value)) = s {
+                        gathered[i].1.extend(stamps.iter().map(|&t| (t, value)));
+                    }
+                    ControlFlow::Continue(())
+                })?;
             for (labels, points) in gathered {
                 match samples.entry(labels) {
                     std::collections::btree_map::Entry::Vacant(e) => {

@@ -849,20 +849,28 @@ mod tests {
         assert_eq!(w, vec![Sample { t: 30_000, v: 1.0 }]);
     }
 
+    /// The alert `Slow` (`x > 0` for 20m) with `x{job="j"}` and its saved pending state
+    /// `ALERTS_FOR_STATE{alertname="Slow", job="j"}` as the series descriptions say, a sample
+    /// per 100s.
+    fn slow_alert(for_state: &str, x: &str) -> (Fixture, Group) {
+        let f = Fixture::new(
+            &[
+                &format!(r#"ALERTS_FOR_STATE{{alertname="Slow", job="j"}} {for_state}"#),
+                &format!(r#"x{{job="j"}} {x}"#),
+            ],
+            100_000,
+        );
+        let g = f.group(
+            "groups:\n- name: g\n  rules:\n  - alert: Slow\n    expr: x > 0\n    for: 20m\n",
+        );
+        (f, g)
+    }
+
     #[test]
     fn for_state_is_restored_without_counting_the_downtime() {
         // Pending since 100s, last written at 300s (the server stopped), evaluated again at
         // 1000s: 200s of the 20m were spent, so the alert now counts from 800s.
-        let f = Fixture::new(
-            &[
-                r#"ALERTS_FOR_STATE{alertname="Slow", job="j"} _ 100x2"#,
-                r#"x{job="j"} _x9 1"#,
-            ],
-            100_000,
-        );
-        let mut g = f.group(
-            "groups:\n- name: g\n  rules:\n  - alert: Slow\n    expr: x > 0\n    for: 20m\n",
-        );
+        let (f, mut g) = slow_alert("_ 100x2", "_x9 1");
         g.eval(1_000_000, &f.env());
         assert_eq!(
             g.rules[0].active.values().next().unwrap().active_at,
@@ -890,16 +898,7 @@ mod tests {
     fn short_remaining_for_is_extended_to_the_grace_period() {
         // Pending since 100s, down at 1000s: 5m of 20m remain, less than the 10m grace period,
         // so the alert fires 10m after the restart.
-        let f = Fixture::new(
-            &[
-                r#"ALERTS_FOR_STATE{alertname="Slow", job="j"} _ 100x9"#,
-                r#"x{job="j"} _x11 1"#,
-            ],
-            100_000,
-        );
-        let mut g = f.group(
-            "groups:\n- name: g\n  rules:\n  - alert: Slow\n    expr: x > 0\n    for: 20m\n",
-        );
+        let (f, mut g) = slow_alert("_ 100x9", "_x11 1");
         g.eval(1_100_000, &f.env());
         g.restore_for_state(1_100_000, &f.env());
         let a = g.rules[0].active.values().next().unwrap();

@@ -60,12 +60,20 @@ fn kind_rank(token: &str) -> usize {
     }
 }
 
-fn class_prefix(kind: usize, len: usize) -> String {
-    format!("{}{:03}", KINDS[kind], len.min(TOP_LENGTH_CLASS))
+fn write_classed(token: &str, out: &mut String) {
+    let len = token.len().min(TOP_LENGTH_CLASS);
+    out.clear();
+    out.push(KINDS[kind_rank(token)]);
+    for digit in [len / 100, len / 10 % 10, len % 10] {
+        out.push(char::from(b'0' + digit as u8));
+    }
+    out.push_str(token);
 }
 
 fn classed(token: &str) -> String {
-    class_prefix(kind_rank(token), token.len()) + token
+    let mut out = String::with_capacity(token.len() + 4);
+    write_classed(token, &mut out);
+    out
 }
 
 /// Index lookups implied by "the line contains `needle`". A token of the needle with a
@@ -143,11 +151,12 @@ impl<T: Tokenizer> Tokenizer for ClassPrefixFilter<T> {
     type TokenStream<'a> = ClassPrefixStream<T::TokenStream<'a>>;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
-        ClassPrefixStream(self.0.token_stream(text))
+        ClassPrefixStream(self.0.token_stream(text), String::new())
     }
 }
 
-struct ClassPrefixStream<S>(S);
+/// The stream, and a buffer it swaps with each token's text so tokens cost no allocation.
+struct ClassPrefixStream<S>(S, String);
 
 impl<S: TokenStream> TokenStream for ClassPrefixStream<S> {
     fn advance(&mut self) -> bool {
@@ -155,7 +164,8 @@ impl<S: TokenStream> TokenStream for ClassPrefixStream<S> {
             return false;
         }
         let t = self.0.token_mut();
-        t.text = classed(&t.text);
+        write_classed(&t.text, &mut self.1);
+        std::mem::swap(&mut t.text, &mut self.1);
         true
     }
 

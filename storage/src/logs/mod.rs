@@ -29,7 +29,7 @@ use tantivy::IndexWriter;
 use crate::labels::Labels;
 use crate::matcher::Matcher;
 use append_log::AppendLog;
-use partition::{parse_stream_key, Partition, Selection, DAY_NS};
+use partition::{parse_stream_key, stream_key, Partition, Selection, DAY_NS};
 
 /// Records read from the append log per index batch.
 const BATCH_RECORDS: usize = 100_000;
@@ -85,6 +85,9 @@ pub struct LogQuery {
     pub end_ns: i64,
     pub contains: Vec<String>,
 }
+
+/// What [`LogStore::scan_streams`] calls: a stream, metadata, and its records' timestamps.
+pub type StreamVisit<'a> = dyn FnMut(&Labels, &[(String, String)], &[i64]) -> ControlFlow<()> + 'a;
 
 pub struct LogStore {
     inner: Arc<Inner>,
@@ -220,27 +223,6 @@ impl LogStore {
         direction: Direction,
         f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
     ) -> Result<(), LogError> {
-        self.scan_records(q, direction, true, f)
-    }
-
-    /// [`LogStore::scan`] forward for a caller that needs no lines (counting): timestamps and
-    /// streams come from columns instead of the doc store, and each record's `line` is empty,
-    /// unless `q.contains` is set (the index only prunes by it, the caller checks the lines).
-    pub fn scan_without_lines(
-        &self,
-        q: &LogQuery,
-        f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
-    ) -> Result<(), LogError> {
-        self.scan_records(q, Direction::Forward, !q.contains.is_empty(), f)
-    }
-
-    fn scan_records(
-        &self,
-        q: &LogQuery,
-        direction: Direction,
-        with_lines: bool,
-        f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
-    ) -> Result<(), LogError> {
         let mut parts = self.inner.partitions_in(q.start_ns, q.end_ns);
         if direction == Direction::Backward {
             parts.reverse();
@@ -260,7 +242,6 @@ impl LogStore {
                 &mut loader,
                 ts,
                 addr,
-                with_lines,
             ) {
                 Ok(r) => f(r),
                 Err(e) => {
@@ -273,6 +254,30 @@ impl LogStore {
             }
             if stopped.is_break() {
                 return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// For a caller that needs no lines (counting): calls `f`, partition by partition in time
+    /// order, with each stream and metadata and the timestamps (ascending) of the selected
+    /// records with both. Selects by streams and time only (`q.contains` needs lines); reads
+    /// timestamps and streams from columns, the doc store only for records with metadata.
+    pub fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), LogError> {
+        for p in self.inner.partitions_in(q.start_ns, q.end_ns) {
+            let stream =
+                |k: &str| parse_stream_key(k).is_some_and(|l| matches_all(&l, &q.matchers));
+            let sel = Selection {
+                stream: &stream,
+                start_ns: q.start_ns,
+                end_ns: q.end_ns,
+                contains: &[],
+            };
+            let (mut loader, hits) = p.search(&sel)?;
+            for (labels, metadata, ts) in p.group(&mut loader, hits)? {
+                if f(&labels, &metadata, &ts).is_break() {
+                    return Ok(());
+                }
             }
         }
         Ok(())
@@ -416,8 +421,12 @@ impl Inner {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => e.insert(p.writer()?),
                 };
+                let mut keys: HashMap<&Labels, String> = HashMap::new();
                 for r in &recs {
-                    p.add(w, r)?;
+                    let key = keys
+                        .entry(&r.labels)
+                        .or_insert_with(|| stream_key(&r.labels));
+                    p.add(w, r, key)?;
                 }
                 p.commit(w, last_seq)?;
                 st.indexed_through.insert(day, last_seq);

@@ -178,11 +178,13 @@ impl Partition {
         Ok(self.index.writer_with_num_threads(2, WRITER_MEMORY)?)
     }
 
-    pub(crate) fn add(&self, w: &IndexWriter, r: &LogRecord) -> Result<(), LogError> {
+    /// Adds `r`, whose stream is `stream` (its [`stream_key`]: a batch has few streams and
+    /// many records, so the caller works each key out once).
+    pub(crate) fn add(&self, w: &IndexWriter, r: &LogRecord, stream: &str) -> Result<(), LogError> {
         let f = self.fields;
         let mut doc = TantivyDocument::default();
         doc.add_i64(f.ts, r.ts_ns);
-        doc.add_text(f.stream, stream_key(&r.labels));
+        doc.add_text(f.stream, stream);
         doc.add_text(f.line, &r.line);
         if r.line
             .split(|c: char| !c.is_alphanumeric())
@@ -303,77 +305,130 @@ impl Partition {
         Ok((loader, hits))
     }
 
-    /// Loads a hit of [`Partition::search`] through the loader that came with it; without
-    /// `with_line` the record's line is left empty, and the doc store is read only for a
-    /// document with metadata.
+    /// Loads a hit of [`Partition::search`] through the loader that came with it.
     pub(crate) fn load(
         &self,
         loader: &mut Loader,
         ts_ns: i64,
         addr: DocAddress,
-        with_line: bool,
     ) -> Result<LogRecord, LogError> {
-        let f = self.fields;
-        let corrupt = || LogError::Corrupt(format!("index document {addr:?} in day {}", self.day));
-        let seg = addr.segment_ord as usize;
-        let needs_doc = with_line
-            || match loader.has_meta.get(seg).and_then(Option::as_ref) {
+        let doc: TantivyDocument = loader.searcher.doc(addr)?;
+        let line = doc
+            .get_first(self.fields.line)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| self.corrupt(addr))?;
+        Ok(LogRecord {
+            ts_ns,
+            labels: self.labels(loader, addr)?.1.clone(),
+            line,
+            metadata: self.metadata(&doc),
+        })
+    }
+
+    /// Hits of [`Partition::search`] grouped by stream and metadata, each group's timestamps
+    /// in ascending order. Reads no lines, and the doc store only for documents that have
+    /// metadata.
+    pub(crate) fn group(
+        &self,
+        loader: &mut Loader,
+        hits: Vec<(i64, DocAddress)>,
+    ) -> Result<Vec<StreamHits>, LogError> {
+        let mut groups: Vec<StreamHits> = Vec::new();
+        let mut by_key: HashMap<(Labels, Vec<(String, String)>), usize> = HashMap::new();
+        // Documents without metadata: the group of each segment's stream ordinal.
+        let mut by_ord: HashMap<(usize, u64), usize> = HashMap::new();
+        let mut group_of = |labels: &Labels, metadata: Vec<(String, String)>| {
+            *by_key
+                .entry((labels.clone(), metadata))
+                .or_insert_with_key(|(labels, metadata)| {
+                    groups.push((labels.clone(), metadata.clone(), Vec::new()));
+                    groups.len() - 1
+                })
+        };
+        let mut stamps: Vec<(usize, i64)> = Vec::with_capacity(hits.len());
+        for (ts, addr) in hits {
+            let seg = addr.segment_ord as usize;
+            let has_meta = match loader.has_meta.get(seg).and_then(Option::as_ref) {
                 Some(col) => col.first(addr.doc_id).unwrap_or(false),
                 None => true,
             };
-        let doc: TantivyDocument = if needs_doc {
-            loader.searcher.doc(addr)?
-        } else {
-            TantivyDocument::default()
-        };
-        let line = if with_line {
-            doc.get_first(f.line)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-                .ok_or_else(corrupt)?
-        } else {
-            String::new()
-        };
+            let g = if has_meta {
+                let doc: TantivyDocument = loader.searcher.doc(addr)?;
+                let metadata = self.metadata(&doc);
+                group_of(self.labels(loader, addr)?.1, metadata)
+            } else {
+                let (ord, labels) = self.labels(loader, addr)?;
+                match by_ord.get(&(seg, ord)) {
+                    Some(&g) => g,
+                    None => {
+                        let g = group_of(labels, Vec::new());
+                        by_ord.insert((seg, ord), g);
+                        g
+                    }
+                }
+            };
+            stamps.push((g, ts));
+        }
+        for (g, ts) in stamps {
+            groups[g].2.push(ts);
+        }
+        for g in &mut groups {
+            g.2.sort_unstable();
+        }
+        Ok(groups)
+    }
+
+    fn corrupt(&self, addr: DocAddress) -> LogError {
+        LogError::Corrupt(format!("index document {addr:?} in day {}", self.day))
+    }
+
+    /// A document's stream ordinal in its segment, and the stream's labels.
+    fn labels<'l>(
+        &self,
+        loader: &'l mut Loader,
+        addr: DocAddress,
+    ) -> Result<(u64, &'l Labels), LogError> {
+        let seg = addr.segment_ord as usize;
         let column = loader
             .streams
             .get(seg)
             .and_then(Option::as_ref)
-            .ok_or_else(corrupt)?;
-        let ord = column.ords().first(addr.doc_id).ok_or_else(corrupt)?;
+            .ok_or_else(|| self.corrupt(addr))?;
+        let ord = column
+            .ords()
+            .first(addr.doc_id)
+            .ok_or_else(|| self.corrupt(addr))?;
         let labels = match loader.labels.entry((seg, ord)) {
-            std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let mut key = String::new();
                 if !column.ord_to_str(ord, &mut key)? {
-                    return Err(corrupt());
+                    return Err(self.corrupt(addr));
                 }
-                e.insert(parse_stream_key(&key).ok_or_else(corrupt)?)
-                    .clone()
+                e.insert(parse_stream_key(&key).ok_or_else(|| self.corrupt(addr))?)
             }
         };
-        let text = |field| {
-            doc.get_first(field)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        };
-        let metadata = text(f.meta)
+        Ok((ord, labels))
+    }
+
+    fn metadata(&self, doc: &TantivyDocument) -> Vec<(String, String)> {
+        doc.get_first(self.fields.meta)
+            .and_then(|v| v.as_str())
             .and_then(|m| {
-                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&m).ok()
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(m).ok()
             })
             .map(|m| {
                 m.into_iter()
                     .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
                     .collect()
             })
-            .unwrap_or_default();
-        Ok(LogRecord {
-            ts_ns,
-            labels,
-            line,
-            metadata,
-        })
+            .unwrap_or_default()
     }
 }
+
+/// A stream, metadata, and the timestamps of the records with both.
+pub(crate) type StreamHits = (Labels, Vec<(String, String)>, Vec<i64>);
 
 /// Collects (timestamp, address) of every match, reading the timestamp from the fast field.
 struct TsCollector;

@@ -179,7 +179,8 @@ fn a_partition_that_committed_before_a_crash_is_not_indexed_twice() {
         let day = T0.div_euclid(DAY_NS);
         let p = Partition::open(&dir.path().join("index").join(day.to_string()), day).unwrap();
         let mut w = p.writer().unwrap();
-        p.add(&w, &rec(T0, "a", "day0")).unwrap();
+        let r = rec(T0, "a", "day0");
+        p.add(&w, &r, &partition::stream_key(&r.labels)).unwrap();
         p.commit(&mut w, 2).unwrap();
     }
     let store = LogStore::open(dir.path(), opts()).unwrap();
@@ -305,11 +306,11 @@ fn a_partition_written_with_the_old_line_tokenizer_still_opens_and_finds_every_n
     store.append(&[with_meta(T0 + 2, "a", "meta")]).unwrap();
     store.sync().unwrap();
     assert_eq!(
-        without_lines(&store, &all(vec![])),
+        by_stream(&store, &all(vec![])),
         [
-            (T0, "a".to_owned(), String::new(), vec![]),
-            (T0 + 1, "a".to_owned(), String::new(), vec![]),
-            (T0 + 2, "a".to_owned(), String::new(), meta()),
+            (T0, "a".to_owned(), vec![]),
+            (T0 + 1, "a".to_owned(), vec![]),
+            (T0 + 2, "a".to_owned(), meta()),
         ]
     );
 }
@@ -325,48 +326,61 @@ fn with_meta(ts_ns: i64, app: &str, line: &str) -> LogRecord {
     }
 }
 
-type Row = (i64, String, String, Vec<(String, String)>);
+type Row = (i64, String, Vec<(String, String)>);
 
-fn without_lines(store: &LogStore, q: &LogQuery) -> Vec<Row> {
+fn by_stream(store: &LogStore, q: &LogQuery) -> Vec<Row> {
     let mut out = Vec::new();
     store
-        .scan_without_lines(q, &mut |r| {
-            let app = r.labels.get("app").unwrap_or_default().to_owned();
-            out.push((r.ts_ns, app, r.line, r.metadata));
+        .scan_streams(q, &mut |labels, metadata, ts| {
+            let app = labels.get("app").unwrap_or_default();
+            assert!(ts.is_sorted(), "{ts:?}");
+            out.extend(ts.iter().map(|&t| (t, app.to_owned(), metadata.to_vec())));
             ControlFlow::Continue(())
         })
         .unwrap();
+    out.sort();
     out
 }
 
 #[test]
-fn scans_without_lines_keep_streams_and_metadata_and_read_lines_only_for_needles() {
+fn stream_scans_keep_streams_metadata_and_time_order_and_ignore_needles() {
     let dir = tempfile::tempdir().unwrap();
     let store = LogStore::open(dir.path(), opts()).unwrap();
     store
         .append(&[
-            rec(T0, "a", "plain line"),
+            rec(T0 + 3, "a", "plain line"),
             with_meta(T0 + 1, "b", "line with meta"),
+            rec(T0, "a", "earlier plain line"),
         ])
         .unwrap();
     store.sync().unwrap();
-    assert_eq!(
-        without_lines(&store, &all(vec![])),
-        [
-            (T0, "a".to_owned(), String::new(), vec![]),
-            (T0 + 1, "b".to_owned(), String::new(), meta()),
-        ]
-    );
+    // Across segments too.
+    store.append(&[rec(T0 + 2, "a", "later batch")]).unwrap();
+    store.sync().unwrap();
+    let want = vec![
+        (T0, "a".to_owned(), vec![]),
+        (T0 + 1, "b".to_owned(), meta()),
+        (T0 + 2, "a".to_owned(), vec![]),
+        (T0 + 3, "a".to_owned(), vec![]),
+    ];
+    assert_eq!(by_stream(&store, &all(vec![])), want);
     let q = LogQuery {
-        contains: vec!["with".to_owned()],
+        contains: vec!["nowhere".to_owned()],
         ..all(vec![])
     };
+    assert_eq!(by_stream(&store, &q), want);
+    let mut groups = 0;
+    store
+        .scan_streams(&all(vec![]), &mut |_, _, _| {
+            groups += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
     assert_eq!(
-        without_lines(&store, &q),
-        [(T0 + 1, "b".to_owned(), "line with meta".to_owned(), meta())]
+        groups, 2,
+        "one group per stream and metadata, across segments"
     );
 }
-
 #[test]
 fn visit_in_order_yields_sorted_items_in_either_direction_and_stops_early() {
     // A fixed pseudo-random permutation with duplicates, larger than several chunks.

@@ -91,6 +91,11 @@ fn metric(
         .collect()
 }
 
+/// The one step at 60s, whose [1m] window holds the first minute of lines.
+fn metric_at_60(e: &LogEngine, q: &str) -> Vec<(LabelMap, Vec<(i64, f64)>)> {
+    metric(e, q, 60, 60, 60)
+}
+
 fn lm(pairs: &[(&str, &str)]) -> LabelMap {
     pairs
         .iter()
@@ -201,13 +206,13 @@ fn count_rate_and_bytes_over_time_by_hand() {
             (lm(&[("app", "web")]), vec![(60, 2.0), (120, 1.0)])
         ]
     );
-    let got = metric(&e, r#"sum(rate({app=~".+"}[1m]))"#, 60, 60, 60);
+    let got = metric_at_60(&e, r#"sum(rate({app=~".+"}[1m]))"#);
     assert_eq!(got, vec![(lm(&[]), vec![(60, 3.0 / 60.0 + 2.0 / 60.0)])]);
     let web4 = "level=info method=GET path=/a bytes=10KB".len() as f64;
     let web5 = "level=warn method=POST path=/b bytes=2KiB".len() as f64;
-    let got = metric(&e, r#"bytes_over_time({app="web"}[1m])"#, 60, 60, 60);
+    let got = metric_at_60(&e, r#"bytes_over_time({app="web"}[1m])"#);
     assert_eq!(got[0].1, vec![(60, web4 + web5)]);
-    let got = metric(&e, r#"bytes_rate({app="web"}[1m])"#, 60, 60, 60);
+    let got = metric_at_60(&e, r#"bytes_rate({app="web"}[1m])"#);
     assert_eq!(got[0].1, vec![(60, (web4 + web5) / 60.0)]);
 }
 
@@ -215,12 +220,9 @@ fn count_rate_and_bytes_over_time_by_hand() {
 fn unwrap_aggregations_and_quantiles_by_hand() {
     let (_d, e) = fixture();
     let q = |f: &str| {
-        metric(
+        metric_at_60(
             &e,
             &format!(r#"{f}({{app="api"}} | json | unwrap status [1m]) by (app)"#),
-            60,
-            60,
-            60,
         )
     };
     assert_eq!(q("sum_over_time")[0].1, vec![(60, 1104.0)]);
@@ -229,20 +231,14 @@ fn unwrap_aggregations_and_quantiles_by_hand() {
     assert_eq!(q("min_over_time")[0].1, vec![(60, 200.0)]);
     assert_eq!(q("last_over_time")[0].1, vec![(60, 404.0)]);
     // Sorted 200, 404, 500: the 0.5 quantile is 404, the 0.75 one 404 + 0.5 * 96 = 452.
-    let got = metric(
+    let got = metric_at_60(
         &e,
         r#"quantile_over_time(0.75, {app="api"} | json | unwrap status [1m]) by (app)"#,
-        60,
-        60,
-        60,
     );
     assert_eq!(got[0].1, vec![(60, 452.0)]);
-    let got = metric(
+    let got = metric_at_60(
         &e,
         r#"sum_over_time({app="api"} | json | unwrap duration(latency) [1m]) by (app)"#,
-        60,
-        60,
-        60,
     );
     assert!((got[0].1[0].1 - 2.65).abs() < 1e-9, "{got:?}");
 }
@@ -254,34 +250,19 @@ fn vector_literals_are_vectors_in_binary_operations() {
     let got = metric(&e, "vector(1)+vector(1)", 60, 120, 60);
     assert_eq!(got, vec![(lm(&[]), vec![(60, 2.0), (120, 2.0)])]);
     // A vector literal on one side keeps vector matching: no label set matches `{app=...}`.
-    let got = metric(
-        &e,
-        r#"count_over_time({app=~".+"}[1m]) + vector(1)"#,
-        60,
-        60,
-        60,
-    );
+    let got = metric_at_60(&e, r#"count_over_time({app=~".+"}[1m]) + vector(1)"#);
     assert_eq!(got, vec![]);
-    let got = metric(
-        &e,
-        r#"sum(count_over_time({app=~".+"}[1m])) * vector(-2)"#,
-        60,
-        60,
-        60,
-    );
+    let got = metric_at_60(&e, r#"sum(count_over_time({app=~".+"}[1m])) * vector(-2)"#);
     assert_eq!(got, vec![(lm(&[]), vec![(60, -10.0)])]);
 }
 
 #[test]
 fn vector_aggregations_topk_and_binary_operations() {
     let (_d, e) = fixture();
-    let got = metric(
+    let got = metric_at_60(
         &e,
         // Each line fails one of the two parsers; dropping the error labels accepts that.
         r#"sum by (level) (count_over_time({app=~".+"} | json | logfmt | drop __error__, __error_details__ [1m]))"#,
-        60,
-        60,
-        60,
     );
     assert_eq!(
         got,
@@ -291,44 +272,26 @@ fn vector_aggregations_topk_and_binary_operations() {
             (lm(&[("level", "warn")]), vec![(60, 1.0)]),
         ]
     );
-    let got = metric(
-        &e,
-        r#"topk(1, count_over_time({app=~".+"}[1m]))"#,
-        60,
-        60,
-        60,
-    );
+    let got = metric_at_60(&e, r#"topk(1, count_over_time({app=~".+"}[1m]))"#);
     assert_eq!(got, vec![(lm(&[("app", "api")]), vec![(60, 3.0)])]);
-    let got = metric(
-        &e,
-        r#"count_over_time({app="api"}[1m]) * 2 + 1"#,
-        60,
-        60,
-        60,
-    );
+    let got = metric_at_60(&e, r#"count_over_time({app="api"}[1m]) * 2 + 1"#);
     assert_eq!(got[0].1, vec![(60, 7.0)]);
-    let got = metric(
+    let got = metric_at_60(
         &e,
         r#"sum(count_over_time({app="api"}[1m])) / sum(count_over_time({app=~".+"}[1m]))"#,
-        60,
-        60,
-        60,
     );
     assert_eq!(got[0].1, vec![(60, 0.6)]);
-    let got = metric(&e, r#"count_over_time({app=~".+"}[1m]) > 2"#, 60, 60, 60);
+    let got = metric_at_60(&e, r#"count_over_time({app=~".+"}[1m]) > 2"#);
     assert_eq!(got, vec![(lm(&[("app", "api")]), vec![(60, 3.0)])]);
-    let got = metric(&e, r#"absent_over_time({app="nope"}[1m])"#, 60, 60, 60);
+    let got = metric_at_60(&e, r#"absent_over_time({app="nope"}[1m])"#);
     assert_eq!(got, vec![(lm(&[("app", "nope")]), vec![(60, 1.0)])]);
     assert_eq!(
-        metric(&e, r#"absent_over_time({app="api"}[1m])"#, 60, 60, 60),
+        metric_at_60(&e, r#"absent_over_time({app="api"}[1m])"#),
         vec![]
     );
-    let got = metric(
+    let got = metric_at_60(
         &e,
         r#"max without (app) (count_over_time({app=~".+"}[1m]))"#,
-        60,
-        60,
-        60,
     );
     assert_eq!(got, vec![(lm(&[]), vec![(60, 3.0)])]);
 }
@@ -497,7 +460,7 @@ fn vector_matching_on_ignoring_and_group_modifiers() {
         rec(6, "web", "level=info team=b"),
         rec(7, "web", "level=info team=b"),
     ]);
-    let q = |s: &str| metric(&e, s, 60, 60, 60);
+    let q = |s: &str| metric_at_60(&e, s);
     let per_level = r#"sum by (app, level) (count_over_time({app=~".+"} | logfmt [1m]))"#;
     let per_app = r#"sum by (app) (count_over_time({app=~".+"} [1m]))"#;
     // Share of each level in its app: many-to-one, keeping the left's labels.
@@ -593,7 +556,7 @@ fn counts_without_stages_split_series_by_structured_metadata_and_filter_on_it() 
         with_meta(4, "web", "b"),
         rec(5, "web", "plain"),
     ]);
-    let got = metric(&e, r#"count_over_time({app=~".+"}[1m])"#, 60, 60, 60);
+    let got = metric_at_60(&e, r#"count_over_time({app=~".+"}[1m])"#);
     assert_eq!(
         got,
         vec![
@@ -603,13 +566,7 @@ fn counts_without_stages_split_series_by_structured_metadata_and_filter_on_it() 
             (lm(&[("app", "web"), ("kind", "b")]), vec![(60, 1.0)]),
         ]
     );
-    let got = metric(
-        &e,
-        r#"sum by (kind) (count_over_time({app=~".+"}[1m]))"#,
-        60,
-        60,
-        60,
-    );
+    let got = metric_at_60(&e, r#"sum by (kind) (count_over_time({app=~".+"}[1m]))"#);
     assert_eq!(
         got,
         vec![
