@@ -99,6 +99,9 @@ fn trace_spans(n: &Novamon, trace_id: &str) -> (Json, Vec<Json>) {
 
 #[test]
 fn rust_sdk_signals_are_found_through_jaeger_tempo_loki_and_prometheus() {
+    // With the whole workspace built together, reqwest (under the SDK's HTTP exporter) has no
+    // crypto provider of its own: the query crate picks ring for its notifications.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let n = Novamon::start(&dir.path().join("data"), &[]);
     // tonic's channel needs a Tokio runtime to run on; the SDK's batch processors export from
