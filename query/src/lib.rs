@@ -9,6 +9,7 @@ mod float_histogram;
 mod form;
 mod gofmt;
 mod gotemplate;
+mod handler;
 pub mod http;
 pub mod jaeger;
 pub mod logql;

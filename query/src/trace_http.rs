@@ -1,8 +1,70 @@
 //! What the Jaeger and Tempo HTTP APIs share: reading query-string parameters, the clock in
-//! nanoseconds, and running trace-store reads off the async threads. Owns no response shape;
-//! each API keeps its own error envelope.
+//! nanoseconds, and the error type both fail with, which also runs trace-store reads off the
+//! async threads. Owns no response shape: each API renders its own error envelope through
+//! [`ErrorBody`].
 
+use std::marker::PhantomData;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use storage::StorageError;
+
+/// How one API answers a failed request (Jaeger's JSON envelope, Tempo's plain text).
+pub(crate) trait ErrorBody {
+    fn render(status: StatusCode, msg: String) -> Response;
+}
+
+/// A failed request, answered in the envelope of the API `B`. `B` is only a marker, so the
+/// error stays `Send` whatever it is.
+pub(crate) struct ApiError<B> {
+    status: StatusCode,
+    msg: String,
+    body: PhantomData<fn() -> B>,
+}
+
+impl<B> ApiError<B> {
+    pub(crate) fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            msg: msg.into(),
+            body: PhantomData,
+        }
+    }
+
+    pub(crate) fn bad(msg: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, msg)
+    }
+
+    /// Runs a blocking store read on tokio's blocking pool; a panicked task becomes an internal
+    /// error.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T, Self> + Send + 'static,
+    ) -> Result<T, Self>
+    where
+        B: 'static,
+    {
+        tokio::task::spawn_blocking(f).await?
+    }
+}
+
+impl<B> From<StorageError> for ApiError<B> {
+    fn from(e: StorageError) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl<B> From<tokio::task::JoinError> for ApiError<B> {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl<B: ErrorBody> IntoResponse for ApiError<B> {
+    fn into_response(self) -> Response {
+        B::render(self.status, self.msg)
+    }
+}
 
 /// The query string as name/value pairs, in order.
 pub(crate) fn params(raw: Option<String>) -> Vec<(String, String)> {
@@ -23,16 +85,4 @@ pub(crate) fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-/// Runs a blocking store read on tokio's blocking pool; a panicked task becomes the API's own
-/// internal error.
-pub(crate) async fn blocking<T, E>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, E>
-where
-    T: Send + 'static,
-    E: Send + 'static + From<tokio::task::JoinError>,
-{
-    tokio::task::spawn_blocking(f).await?
 }

@@ -205,7 +205,14 @@ pub(crate) fn eval_aggregate(
                         }
                     }
                     sum.compact();
-                    out.push_h(&group_labels[g], group_drop[g], i, ctx.ts(i), sum)?;
+                    out.push_value(
+                        &group_labels[g],
+                        group_drop[g],
+                        i,
+                        ctx.ts(i),
+                        0.0,
+                        Some(sum),
+                    )?;
                 }
                 let q = params.get(i).copied().unwrap_or(f64::NAN);
                 if op == "quantile" && (q.is_nan() || !(0.0..=1.0).contains(&q)) {

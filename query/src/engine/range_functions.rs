@@ -10,7 +10,8 @@ use super::eval::Evaluator;
 use super::functions::absent_labels;
 use super::types::{kahan_inc, quantile, Ctx, Series, Val};
 use crate::float_histogram::{
-    mean_from_sum, CounterResetHint, FloatHistogram, HistogramError, KahanSum, ResetHints,
+    mean_from_sum, AddOutcome, CounterResetHint, FloatHistogram, HistogramError, KahanSum,
+    ResetHints,
 };
 use crate::value::{HistogramPoint, QueryError};
 
@@ -337,16 +338,7 @@ fn histogram_aware(
                         ));
                     }
                     if !rate || !l.detect_reset(p) {
-                        match h.sub(p) {
-                            Err(_) => {
-                                ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}{pos}"));
-                                return None;
-                            }
-                            Ok(o) if o.nhcb_reconciled => ev.info(format!(
-                                "mismatched custom buckets were reconciled during subtraction{pos}"
-                            )),
-                            Ok(_) => {}
-                        }
+                        combined(ev, h.sub(p), "subtraction", metric, pos)?;
                     }
                     h.counter_reset_hint = CounterResetHint::Gauge;
                     h.compact();
@@ -411,7 +403,7 @@ fn histogram_aware(
                 match acc.add(&p.h) {
                     Ok(o) => reconciled |= o.nhcb_reconciled,
                     Err(HistogramError::IncompatibleSchema) => {
-                        ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}{pos}"));
+                        warn_mixed_schema(ev, metric, pos);
                         return None;
                     }
                 }
@@ -458,6 +450,38 @@ fn histogram_aware(
     }
 }
 
+/// Warns that `metric` mixes exponential and custom bucket schemas, which drops its sample.
+fn warn_mixed_schema(ev: &mut Evaluator, metric: &str, pos: &str) {
+    ev.warn(format!(
+        "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}{pos}"
+    ));
+}
+
+/// Checks the outcome of a histogram `op` (subtraction or addition) on `metric`: `None`, after
+/// the warning, on a schema mix; reconciled custom buckets are noted.
+fn combined(
+    ev: &mut Evaluator,
+    outcome: Result<AddOutcome, HistogramError>,
+    op: &str,
+    metric: &str,
+    pos: &str,
+) -> Option<()> {
+    match outcome {
+        Err(_) => {
+            warn_mixed_schema(ev, metric, pos);
+            None
+        }
+        Ok(o) => {
+            if o.nhcb_reconciled {
+                ev.info(format!(
+                    "mismatched custom buckets were reconciled during {op}{pos}"
+                ));
+            }
+            Some(())
+        }
+    }
+}
+
 /// Prometheus's histogramRate plus the extrapolation of extrapolatedRate.
 #[allow(clippy::too_many_arguments)]
 fn histogram_rate(
@@ -485,13 +509,8 @@ fn histogram_rate(
             ..FloatHistogram::default()
         };
     }
-    let mixed_schema = |ev: &mut Evaluator| {
-        ev.warn(format!(
-            "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}{pos}"
-        ))
-    };
     if last.uses_custom_buckets() != prev.uses_custom_buckets() {
-        mixed_schema(ev);
+        warn_mixed_schema(ev, metric, pos);
         return None;
     }
     let mut min_schema = last.schema.min(prev.schema);
@@ -502,7 +521,7 @@ fn histogram_rate(
         not_counter |= gauge(&p.h);
         min_schema = min_schema.min(p.h.schema);
         if p.h.uses_custom_buckets() != prev.uses_custom_buckets() {
-            mixed_schema(ev);
+            warn_mixed_schema(ev, metric, pos);
             return None;
         }
     }
@@ -512,30 +531,12 @@ fn histogram_rate(
         ));
     }
     let mut h = last.copy_to_schema(min_schema);
-    match h.sub(&prev) {
-        Err(_) => {
-            mixed_schema(ev);
-            return None;
-        }
-        Ok(o) if o.nhcb_reconciled => ev.info(format!(
-            "mismatched custom buckets were reconciled during subtraction{pos}"
-        )),
-        Ok(_) => {}
-    }
+    combined(ev, h.sub(&prev), "subtraction", metric, pos)?;
     if counter {
         let mut before = prev.clone();
         for p in &hw[1..] {
             if p.h.detect_reset(&before) {
-                match h.add(&before) {
-                    Err(_) => {
-                        mixed_schema(ev);
-                        return None;
-                    }
-                    Ok(o) if o.nhcb_reconciled => ev.info(format!(
-                        "mismatched custom buckets were reconciled during addition{pos}"
-                    )),
-                    Ok(_) => {}
-                }
+                combined(ev, h.add(&before), "addition", metric, pos)?;
             }
             before = p.h.clone();
         }

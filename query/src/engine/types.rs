@@ -129,25 +129,10 @@ impl OutBuilder {
         t: i64,
         v: f64,
     ) -> Result<(), QueryError> {
-        let i = self.slot(labels, drop_name, step)?;
-        self.series[i].points.push(Sample { t, v });
-        Ok(())
+        self.push_value(labels, drop_name, step, t, v, None)
     }
 
-    pub fn push_h(
-        &mut self,
-        labels: &Labels,
-        drop_name: bool,
-        step: usize,
-        t: i64,
-        h: FloatHistogram,
-    ) -> Result<(), QueryError> {
-        let i = self.slot(labels, drop_name, step)?;
-        self.series[i].hpoints.push(HistogramPoint { t, h });
-        Ok(())
-    }
-
-    /// Pushes a float or a histogram.
+    /// Pushes a histogram when `h` is given (`v` is then ignored), else the float `v`.
     pub fn push_value(
         &mut self,
         labels: &Labels,
@@ -157,10 +142,13 @@ impl OutBuilder {
         v: f64,
         h: Option<FloatHistogram>,
     ) -> Result<(), QueryError> {
+        let i = self.slot(labels, drop_name, step)?;
+        let series = &mut self.series[i];
         match h {
-            Some(h) => self.push_h(labels, drop_name, step, t, h),
-            None => self.push(labels, drop_name, step, t, v),
+            Some(h) => series.hpoints.push(HistogramPoint { t, h }),
+            None => series.points.push(Sample { t, v }),
         }
+        Ok(())
     }
 
     fn slot(&mut self, labels: &Labels, drop_name: bool, step: usize) -> Result<usize, QueryError> {

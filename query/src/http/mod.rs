@@ -10,17 +10,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::http::StatusCode;
+use axum::routing::MethodRouter;
 use axum::Router;
 use serde::Serialize;
 use storage::Tsdb;
 
 use self::params::{Params, MAX_TIME, MIN_TIME};
 use self::response::{json_response, success, ApiError, ApiResult};
+use crate::handler;
 use crate::rules::api::{self as rules_api, RulesFilter};
 use crate::rules::RuleManager;
 use crate::Engine;
@@ -74,7 +72,10 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/parse_query", get_post(parse_query))
         .route("/api/v1/series", get_post(series))
         .route("/api/v1/labels", get_post(label_names))
-        .route("/api/v1/label/{name}/values", get(label_values))
+        .route(
+            "/api/v1/label/{name}/values",
+            handler::get_with_path(label_values),
+        )
         .route("/api/v1/metadata", get_post(metadata))
         .route("/api/v1/status/buildinfo", get_post(buildinfo))
         .route("/api/v1/status/runtimeinfo", get_post(runtimeinfo))
@@ -89,27 +90,7 @@ pub fn routes(state: ApiState) -> Router {
 type Handler = fn(&ApiState, &Params) -> ApiResult;
 
 fn get_post(f: Handler) -> MethodRouter<ApiState> {
-    get(move |s: State<ApiState>, q: RawQuery, h: HeaderMap, b: Bytes| call(s, q, h, b, f))
-        .post(move |s: State<ApiState>, q: RawQuery, h: HeaderMap, b: Bytes| call(s, q, h, b, f))
-}
-
-/// Runs a handler off the async threads: evaluation and RocksDB reads block.
-async fn call<F>(
-    State(s): State<ApiState>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-    f: F,
-) -> Response
-where
-    F: FnOnce(&ApiState, &Params) -> ApiResult + Send + 'static,
-{
-    let p = Params::new(q.as_deref(), &headers, &body);
-    match tokio::task::spawn_blocking(move || f(&s, &p)).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => e.into_response(),
-        Err(e) => ApiError::internal(e).into_response(),
-    }
+    handler::get_post(f)
 }
 
 fn instant_query(s: &ApiState, p: &Params) -> ApiResult {
@@ -232,24 +213,15 @@ fn label_names(s: &ApiState, p: &Params) -> ApiResult {
     Ok(success(names, warnings))
 }
 
-async fn label_values(
-    state: State<ApiState>,
-    Path(name): Path<String>,
-    q: RawQuery,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    call(state, q, h, b, move |s: &ApiState, p: &Params| {
-        if name.is_empty() {
-            return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
-        }
-        let limit = p.limit()?;
-        let (start, end) = time_range(p)?;
-        let values = s.tsdb.label_values(&name, &p.match_sets()?, start, end)?;
-        let (values, warnings) = truncate(values, limit);
-        Ok(success(values, warnings))
-    })
-    .await
+fn label_values(s: &ApiState, p: &Params, name: &str) -> ApiResult {
+    if name.is_empty() {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let limit = p.limit()?;
+    let (start, end) = time_range(p)?;
+    let values = s.tsdb.label_values(name, &p.match_sets()?, start, end)?;
+    let (values, warnings) = truncate(values, limit);
+    Ok(success(values, warnings))
 }
 
 fn metadata(s: &ApiState, p: &Params) -> ApiResult {

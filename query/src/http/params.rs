@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use promql_parser::label::{MatchOp as PMatchOp, Matchers as PMatchers};
 use promql_parser::parser::Expr;
 use storage::{MatchOp, Matcher};
@@ -28,11 +27,13 @@ impl std::ops::Deref for Params {
     }
 }
 
-impl Params {
-    pub(crate) fn new(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Params {
-        Params(Form::new(query, headers, body))
+impl From<Form> for Params {
+    fn from(form: Form) -> Params {
+        Params(form)
     }
+}
 
+impl Params {
     pub(crate) fn time(&self, name: &str) -> Result<i64, ApiError> {
         parse_time(self.get(name)).map_err(|e| ApiError::invalid_param(name, e))
     }

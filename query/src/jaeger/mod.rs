@@ -16,9 +16,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use storage::traces::{Seek, StoredSpan, TraceStore};
-use storage::StorageError;
 
-use crate::trace_http::{now_ns, param, params};
+use crate::trace_http::{self, now_ns, param, params, ErrorBody};
 use crate::trace_search::{find_traces, parse_go_duration, parse_trace_id};
 
 /// Jaeger's default search limit and look-back.
@@ -40,37 +39,17 @@ pub fn routes(store: Arc<TraceStore>) -> Router {
         .with_state(store)
 }
 
-struct ApiError(StatusCode, String);
+/// Jaeger's error envelope.
+enum Envelope {}
 
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+impl ErrorBody for Envelope {
+    fn render(status: StatusCode, msg: String) -> Response {
+        let body = json!({ "data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{ "code": status.as_u16(), "msg": msg }] });
+        (status, Json(body)).into_response()
     }
 }
 
-/// Store reads run on the blocking pool, failing with this API's error.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    crate::trace_http::blocking(f).await
-}
-
-impl From<tokio::task::JoinError> for ApiError {
-    fn from(e: tokio::task::JoinError) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({ "data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{ "code": self.0.as_u16(), "msg": self.1 }] });
-        (self.0, Json(body)).into_response()
-    }
-}
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
+type ApiError = trace_http::ApiError<Envelope>;
 
 fn ok(data: Value, total: usize) -> Response {
     Json(json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null }))
@@ -78,7 +57,7 @@ fn ok(data: Value, total: usize) -> Response {
 }
 
 async fn services(State(store): State<Arc<TraceStore>>) -> Result<Response, ApiError> {
-    let s = blocking(move || Ok(store.services()?)).await?;
+    let s = ApiError::blocking(move || Ok(store.services()?)).await?;
     let n = s.len();
     Ok(ok(json!(s), n))
 }
@@ -87,7 +66,7 @@ async fn service_operations(
     State(store): State<Arc<TraceStore>>,
     Path(service): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mut names: Vec<String> = blocking(move || Ok(store.operations(&service)?))
+    let mut names: Vec<String> = ApiError::blocking(move || Ok(store.operations(&service)?))
         .await?
         .into_iter()
         .map(|(_, n)| n)
@@ -104,10 +83,10 @@ async fn operations(
 ) -> Result<Response, ApiError> {
     let ps = params(q);
     let service = param(&ps, "service")
-        .ok_or_else(|| bad("parameter 'service' is required"))?
+        .ok_or_else(|| ApiError::bad("parameter 'service' is required"))?
         .to_owned();
     let kind = param(&ps, "spanKind").map(str::to_owned);
-    let ops = blocking(move || Ok(store.operations(&service)?)).await?;
+    let ops = ApiError::blocking(move || Ok(store.operations(&service)?)).await?;
     let data: Vec<Value> = ops
         .into_iter()
         .map(|(k, name)| (model::kind_name(k), name))
@@ -122,10 +101,11 @@ async fn trace_by_id(
     State(store): State<Arc<TraceStore>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tid = parse_trace_id(&id).ok_or_else(|| bad(format!("malformed trace id {id:?}")))?;
-    let spans = blocking(move || Ok(store.trace(&tid)?)).await?;
+    let tid =
+        parse_trace_id(&id).ok_or_else(|| ApiError::bad(format!("malformed trace id {id:?}")))?;
+    let spans = ApiError::blocking(move || Ok(store.trace(&tid)?)).await?;
     if spans.is_empty() {
-        return Err(ApiError(StatusCode::NOT_FOUND, "trace not found".into()));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "trace not found"));
     }
     Ok(ok(json!([model::trace(&spans)]), 1))
 }
@@ -144,21 +124,21 @@ struct Query {
 
 fn parse_query(ps: &[(String, String)]) -> Result<Query, ApiError> {
     let service = param(ps, "service")
-        .ok_or_else(|| bad("parameter 'service' is required"))?
+        .ok_or_else(|| ApiError::bad("parameter 'service' is required"))?
         .to_owned();
     let micros = |name: &str| -> Result<Option<u64>, ApiError> {
         param(ps, name)
             .map(|v| {
                 v.parse::<u64>()
                     .map(|us| us.saturating_mul(1000))
-                    .map_err(|_| bad(format!("unable to parse param '{name}': {v:?}")))
+                    .map_err(|_| ApiError::bad(format!("unable to parse param '{name}': {v:?}")))
             })
             .transpose()
     };
     let end_ns = micros("end")?.unwrap_or_else(now_ns);
     let lookback = match param(ps, "lookback") {
         Some(l) if l != "custom" => parse_go_duration(l)
-            .ok_or_else(|| bad(format!("unable to parse param 'lookback': {l:?}")))?,
+            .ok_or_else(|| ApiError::bad(format!("unable to parse param 'lookback': {l:?}")))?,
         _ => DEFAULT_LOOKBACK_NS,
     };
     let start_ns = micros("start")?.unwrap_or(end_ns.saturating_sub(lookback));
@@ -166,20 +146,22 @@ fn parse_query(ps: &[(String, String)]) -> Result<Query, ApiError> {
         param(ps, name)
             .map(|v| {
                 parse_go_duration(v)
-                    .ok_or_else(|| bad(format!("unable to parse param '{name}': {v:?}")))
+                    .ok_or_else(|| ApiError::bad(format!("unable to parse param '{name}': {v:?}")))
             })
             .transpose()
     };
     let (min_ns, max_ns) = (dur("minDuration")?, dur("maxDuration")?);
     if let (Some(lo), Some(hi)) = (min_ns, max_ns) {
         if hi < lo {
-            return Err(bad("'maxDuration' should be greater than 'minDuration'"));
+            return Err(ApiError::bad(
+                "'maxDuration' should be greater than 'minDuration'",
+            ));
         }
     }
     let limit = match param(ps, "limit") {
         Some(l) => l
             .parse::<usize>()
-            .map_err(|_| bad(format!("unable to parse param 'limit': {l:?}")))?,
+            .map_err(|_| ApiError::bad(format!("unable to parse param 'limit': {l:?}")))?,
         None => DEFAULT_LIMIT,
     };
     let mut tags = Vec::new();
@@ -187,7 +169,7 @@ fn parse_query(ps: &[(String, String)]) -> Result<Query, ApiError> {
         if v.trim_start().starts_with('{') {
             // Grafana and the UI send one JSON object.
             let m: BTreeMap<String, Value> = serde_json::from_str(v)
-                .map_err(|e| bad(format!("malformed 'tags' parameter: {e}")))?;
+                .map_err(|e| ApiError::bad(format!("malformed 'tags' parameter: {e}")))?;
             tags.extend(m.into_iter().map(|(k, v)| {
                 (
                     k,
@@ -198,7 +180,7 @@ fn parse_query(ps: &[(String, String)]) -> Result<Query, ApiError> {
             }));
         } else if !v.is_empty() {
             let (tk, tv) = v.split_once(':').ok_or_else(|| {
-                bad(format!(
+                ApiError::bad(format!(
                     "malformed '{k}' parameter, expecting key:value, got {v:?}"
                 ))
             })?;
@@ -260,7 +242,7 @@ async fn search(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = parse_query(&params(raw))?;
-    let traces = blocking(move || {
+    let traces = ApiError::blocking(move || {
         let seek = match &q.operation {
             Some(op) => Seek::Operation {
                 service: q.service.clone(),
@@ -291,7 +273,7 @@ async fn dependencies(
         param(&ps, name)
             .map(|v| {
                 v.parse::<u64>()
-                    .map_err(|_| bad(format!("unable to parse param '{name}': {v:?}")))
+                    .map_err(|_| ApiError::bad(format!("unable to parse param '{name}': {v:?}")))
             })
             .transpose()
     };
@@ -301,7 +283,7 @@ async fn dependencies(
     let lookback_ns = ms("lookback")?
         .map(|m| m.saturating_mul(1_000_000))
         .unwrap_or(24 * 3600 * 1_000_000_000);
-    let links = blocking(move || {
+    let links = ApiError::blocking(move || {
         let mut counts: HashMap<(String, String), u64> = HashMap::new();
         let mut inspected = 0usize;
         store.scan(

@@ -97,49 +97,45 @@ pub enum LabelFilter {
     Or(Box<LabelFilter>, Box<LabelFilter>),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RangeFn {
-    Rate,
-    CountOverTime,
-    BytesOverTime,
-    BytesRate,
-    AbsentOverTime,
-    SumOverTime,
-    AvgOverTime,
-    MinOverTime,
-    MaxOverTime,
-    StddevOverTime,
-    StdvarOverTime,
-    FirstOverTime,
-    LastOverTime,
-    QuantileOverTime,
+/// A keyword enum from one list: the variants, `ALL` pairing each with its LogQL keyword (what
+/// the parser looks names up in) and `name()` giving the keyword back.
+macro_rules! keyword_enum {
+    ($name:ident { $($variant:ident => $kw:literal,)* }) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)*
+        }
+
+        impl $name {
+            pub(crate) const ALL: &'static [($name, &'static str)] = &[$(($name::$variant, $kw),)*];
+
+            pub(crate) fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $kw,)*
+                }
+            }
+        }
+    };
 }
 
+keyword_enum!(RangeFn {
+    Rate => "rate",
+    CountOverTime => "count_over_time",
+    BytesOverTime => "bytes_over_time",
+    BytesRate => "bytes_rate",
+    AbsentOverTime => "absent_over_time",
+    SumOverTime => "sum_over_time",
+    AvgOverTime => "avg_over_time",
+    MinOverTime => "min_over_time",
+    MaxOverTime => "max_over_time",
+    StddevOverTime => "stddev_over_time",
+    StdvarOverTime => "stdvar_over_time",
+    FirstOverTime => "first_over_time",
+    LastOverTime => "last_over_time",
+    QuantileOverTime => "quantile_over_time",
+});
+
 impl RangeFn {
-    pub(crate) const ALL: [(RangeFn, &'static str); 14] = [
-        (RangeFn::Rate, "rate"),
-        (RangeFn::CountOverTime, "count_over_time"),
-        (RangeFn::BytesOverTime, "bytes_over_time"),
-        (RangeFn::BytesRate, "bytes_rate"),
-        (RangeFn::AbsentOverTime, "absent_over_time"),
-        (RangeFn::SumOverTime, "sum_over_time"),
-        (RangeFn::AvgOverTime, "avg_over_time"),
-        (RangeFn::MinOverTime, "min_over_time"),
-        (RangeFn::MaxOverTime, "max_over_time"),
-        (RangeFn::StddevOverTime, "stddev_over_time"),
-        (RangeFn::StdvarOverTime, "stdvar_over_time"),
-        (RangeFn::FirstOverTime, "first_over_time"),
-        (RangeFn::LastOverTime, "last_over_time"),
-        (RangeFn::QuantileOverTime, "quantile_over_time"),
-    ];
-
-    pub(crate) fn name(self) -> &'static str {
-        RangeFn::ALL
-            .iter()
-            .find(|(f, _)| *f == self)
-            .map_or("", |(_, n)| n)
-    }
-
     /// Functions over unwrapped values (rate works both ways).
     pub(crate) fn needs_unwrap(self) -> bool {
         !matches!(
@@ -153,39 +149,17 @@ impl RangeFn {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AggOp {
-    Sum,
-    Avg,
-    Min,
-    Max,
-    Count,
-    Stddev,
-    Stdvar,
-    Topk,
-    Bottomk,
-}
-
-impl AggOp {
-    pub(crate) const ALL: [(AggOp, &'static str); 9] = [
-        (AggOp::Sum, "sum"),
-        (AggOp::Avg, "avg"),
-        (AggOp::Min, "min"),
-        (AggOp::Max, "max"),
-        (AggOp::Count, "count"),
-        (AggOp::Stddev, "stddev"),
-        (AggOp::Stdvar, "stdvar"),
-        (AggOp::Topk, "topk"),
-        (AggOp::Bottomk, "bottomk"),
-    ];
-
-    pub(crate) fn name(self) -> &'static str {
-        AggOp::ALL
-            .iter()
-            .find(|(f, _)| *f == self)
-            .map_or("", |(_, n)| n)
-    }
-}
+keyword_enum!(AggOp {
+    Sum => "sum",
+    Avg => "avg",
+    Min => "min",
+    Max => "max",
+    Count => "count",
+    Stddev => "stddev",
+    Stdvar => "stdvar",
+    Topk => "topk",
+    Bottomk => "bottomk",
+});
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grouping {
@@ -293,17 +267,7 @@ impl BinOp {
 
 #[derive(Clone, Debug)]
 pub enum MetricExpr {
-    Range {
-        func: RangeFn,
-        param: Option<f64>,
-        log: LogExpr,
-        unwrap: Option<Unwrap>,
-        /// Post-unwrap label filters (`| unwrap x | __error__=""`).
-        post_filters: Vec<LabelFilter>,
-        range_ns: i64,
-        offset_ns: i64,
-        grouping: Option<Grouping>,
-    },
+    Range(RangeExpr),
     Vector {
         op: AggOp,
         param: Option<f64>,
@@ -323,6 +287,20 @@ pub enum MetricExpr {
     /// binary operations).
     VectorLiteral(f64),
     Paren(Box<MetricExpr>),
+}
+
+/// A range aggregation over a log query: `func(param, log | unwrap … [range] offset …) by (…)`.
+#[derive(Clone, Debug)]
+pub struct RangeExpr {
+    pub func: RangeFn,
+    pub param: Option<f64>,
+    pub log: LogExpr,
+    pub unwrap: Option<Unwrap>,
+    /// Post-unwrap label filters (`| unwrap x | __error__=""`).
+    pub post_filters: Vec<LabelFilter>,
+    pub range_ns: i64,
+    pub offset_ns: i64,
+    pub grouping: Option<Grouping>,
 }
 
 fn quote(s: &str) -> String {
@@ -461,36 +439,27 @@ impl fmt::Display for Grouping {
 impl fmt::Display for MetricExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MetricExpr::Range {
-                func,
-                param,
-                log,
-                unwrap,
-                post_filters,
-                range_ns,
-                offset_ns,
-                grouping,
-            } => {
-                write!(f, "{}(", func.name())?;
-                if let Some(p) = param {
+            MetricExpr::Range(r) => {
+                write!(f, "{}(", r.func.name())?;
+                if let Some(p) = r.param {
                     write!(f, "{p},")?;
                 }
-                write!(f, "{log}")?;
-                if let Some(u) = unwrap {
+                write!(f, "{}", r.log)?;
+                if let Some(u) = &r.unwrap {
                     match &u.conversion {
                         Some(c) => write!(f, " | unwrap {c}({})", u.label)?,
                         None => write!(f, " | unwrap {}", u.label)?,
                     }
                 }
-                for pf in post_filters {
+                for pf in &r.post_filters {
                     write!(f, " | {pf}")?;
                 }
-                write!(f, " [{}]", fmt_duration(*range_ns))?;
-                if *offset_ns != 0 {
-                    write!(f, " offset {}", fmt_duration(*offset_ns))?;
+                write!(f, " [{}]", fmt_duration(r.range_ns))?;
+                if r.offset_ns != 0 {
+                    write!(f, " offset {}", fmt_duration(r.offset_ns))?;
                 }
                 f.write_str(")")?;
-                if let Some(g) = grouping {
+                if let Some(g) = &r.grouping {
                     write!(f, " {g}")?;
                 }
                 Ok(())

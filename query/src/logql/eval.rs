@@ -143,7 +143,7 @@ impl LogEngine {
                 labels: LabelMap::new(),
                 points: steps.iter().map(|t| (t, *v)).collect(),
             }]),
-            MetricExpr::Range { .. } => self.range(expr, steps),
+            MetricExpr::Range(r) => self.range(r, steps),
             MetricExpr::Vector {
                 op,
                 param,
@@ -172,40 +172,27 @@ impl LogEngine {
         }
     }
 
-    fn range(&self, expr: &MetricExpr, steps: Steps) -> Result<Vec<Series>, EvalError> {
-        let MetricExpr::Range {
-            func,
-            param,
-            log,
-            unwrap,
-            post_filters,
-            range_ns,
-            offset_ns,
-            grouping,
-        } = expr
-        else {
-            return Ok(Vec::new());
-        };
-        let pipeline = Pipeline::new(&log.stages);
+    fn range(&self, expr: &RangeExpr, steps: Steps) -> Result<Vec<Series>, EvalError> {
+        let pipeline = Pipeline::new(&expr.log.stages);
         // Windows are left-open: (t - range, t].
         let q = LogQuery {
-            matchers: log.matchers.clone(),
-            start_ns: steps.start_ns - offset_ns - range_ns + 1,
-            end_ns: steps.end_ns - offset_ns + 1,
-            contains: index_needles(&log.stages),
+            matchers: expr.log.matchers.clone(),
+            start_ns: steps.start_ns - expr.offset_ns - expr.range_ns + 1,
+            end_ns: steps.end_ns - expr.offset_ns + 1,
+            contains: index_needles(&expr.log.stages),
         };
         let mut samples: BTreeMap<LabelMap, Vec<(i64, f64)>> = BTreeMap::new();
         let mut n = 0usize;
         let mut too_many = false;
         // Without stages, unwrap or byte counts nothing reads a line: the store can skip them.
-        let needs_lines = !log.stages.is_empty()
-            || unwrap.is_some()
-            || matches!(func, RangeFn::BytesOverTime | RangeFn::BytesRate);
+        let needs_lines = !expr.log.stages.is_empty()
+            || expr.unwrap.is_some()
+            || matches!(expr.func, RangeFn::BytesOverTime | RangeFn::BytesRate);
         // A record's series and value; without lines, a pure function of its stream and metadata.
         let sample = |r: storage::logs::LogRecord| -> Option<(LabelMap, f64)> {
             let (line, mut labels) =
                 pipeline.process(r.ts_ns, r.line, labels_of(&r.labels, &r.metadata))?;
-            let value = match (func, unwrap) {
+            let value = match (expr.func, &expr.unwrap) {
                 (_, Some(u)) => {
                     let v = unwrap_value(u, &labels);
                     labels.remove(&u.label);
@@ -217,13 +204,14 @@ impl LogEngine {
                 (RangeFn::BytesOverTime | RangeFn::BytesRate, None) => line.len() as f64,
                 _ => 1.0,
             };
-            if !post_filters
+            if !expr
+                .post_filters
                 .iter()
                 .all(|f| apply_label_filter(f, &mut labels))
             {
                 return None;
             }
-            let labels = match grouping {
+            let labels = match &expr.grouping {
                 Some(g) => group_labels(&labels, g),
                 None => labels,
             };
@@ -306,9 +294,10 @@ impl LogEngine {
         if let Some((labels, kind)) = samples.keys().find_map(|l| Some((l, l.get(ERROR_LABEL)?))) {
             return Err(EvalError::Pipeline(pipeline_error(kind, labels)));
         }
-        let range_secs = *range_ns as f64 / 1e9;
-        if *func == RangeFn::AbsentOverTime {
-            let labels: LabelMap = log
+        let range_secs = expr.range_ns as f64 / 1e9;
+        if expr.func == RangeFn::AbsentOverTime {
+            let labels: LabelMap = expr
+                .log
                 .matchers
                 .iter()
                 .filter(|m| m.op == MatchOp::Equal)
@@ -317,7 +306,7 @@ impl LogEngine {
             let points = steps
                 .iter()
                 .filter(|t| {
-                    let (lo, hi) = (t - offset_ns - range_ns, t - offset_ns);
+                    let (lo, hi) = (t - expr.offset_ns - expr.range_ns, t - expr.offset_ns);
                     !samples
                         .values()
                         .any(|s| s.iter().any(|(ts, _)| *ts > lo && *ts <= hi))
@@ -334,7 +323,7 @@ impl LogEngine {
         for (labels, pts) in samples {
             let mut points = Vec::new();
             for t in steps.iter() {
-                let (lo, hi) = (t - offset_ns - range_ns, t - offset_ns);
+                let (lo, hi) = (t - expr.offset_ns - expr.range_ns, t - expr.offset_ns);
                 let a = pts.partition_point(|(ts, _)| *ts <= lo);
                 let b = pts.partition_point(|(ts, _)| *ts <= hi);
                 let window: Vec<f64> = pts[a..b].iter().map(|(_, v)| *v).collect();
@@ -343,7 +332,13 @@ impl LogEngine {
                 }
                 points.push((
                     t,
-                    range_value(*func, *param, &window, range_secs, unwrap.is_some()),
+                    range_value(
+                        expr.func,
+                        expr.param,
+                        &window,
+                        range_secs,
+                        expr.unwrap.is_some(),
+                    ),
                 ));
             }
             if !points.is_empty() {

@@ -500,7 +500,7 @@ impl Parser<'_> {
             return Err(self.err(format!("invalid aggregation {} with unwrap", func.name())));
         }
         let grouping = self.grouping()?;
-        Ok(MetricExpr::Range {
+        Ok(MetricExpr::Range(RangeExpr {
             func,
             param,
             log,
@@ -509,7 +509,7 @@ impl Parser<'_> {
             range_ns,
             offset_ns,
             grouping,
-        })
+        }))
     }
 
     fn duration(&mut self) -> Result<i64, ParseError> {

@@ -12,16 +12,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
-use axum::Router;
+use axum::{Json, Router};
 use serde_json::{json, Value as J};
 use storage::logs::{Direction, LogQuery};
 use storage::Matcher;
 
+use crate::handler;
 use crate::logql::ast::{Expr, MetricExpr};
 use crate::logql::{parse, EvalError, LabelMap, LogEngine, Series, Steps, Stream};
 use params::{now_ns, Params};
@@ -68,6 +67,12 @@ impl From<storage::logs::LogError> for LokiError {
     }
 }
 
+impl From<tokio::task::JoinError> for LokiError {
+    fn from(e: tokio::task::JoinError) -> LokiError {
+        LokiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
 impl IntoResponse for LokiError {
     fn into_response(self) -> Response {
         (
@@ -87,7 +92,10 @@ pub fn routes(state: LokiState) -> Router {
         .route("/loki/api/v1/query", get_post(query))
         .route("/loki/api/v1/labels", get_post(labels))
         .route("/loki/api/v1/label", get_post(labels))
-        .route("/loki/api/v1/label/{name}/values", get(label_values))
+        .route(
+            "/loki/api/v1/label/{name}/values",
+            handler::get_with_path(label_values),
+        )
         .route("/loki/api/v1/series", get_post(series))
         .route("/loki/api/v1/index/stats", get_post(index_stats))
         .route("/loki/api/v1/index/volume", get_post(volume))
@@ -103,27 +111,7 @@ pub fn routes(state: LokiState) -> Router {
 }
 
 fn get_post(f: Handler) -> MethodRouter<LokiState> {
-    get(move |s: State<LokiState>, q: RawQuery, h: HeaderMap, b: Bytes| call(s, q, h, b, f))
-        .post(move |s: State<LokiState>, q: RawQuery, h: HeaderMap, b: Bytes| call(s, q, h, b, f))
-}
-
-/// Runs a handler off the async threads: index reads block.
-async fn call<F>(
-    State(s): State<LokiState>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-    f: F,
-) -> Response
-where
-    F: FnOnce(&LokiState, &Params) -> Result<J, LokiError> + Send + 'static,
-{
-    let p = Params::new(q.as_deref(), &headers, &body);
-    match tokio::task::spawn_blocking(move || f(&s, &p)).await {
-        Ok(Ok(body)) => axum::Json(body).into_response(),
-        Ok(Err(e)) => e.into_response(),
-        Err(e) => LokiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    handler::get_post(move |s: &LokiState, p: &Params| f(s, p).map(Json))
 }
 
 fn parse_query(p: &Params) -> Result<Expr, LokiError> {
@@ -295,23 +283,14 @@ fn labels(s: &LokiState, p: &Params) -> Result<J, LokiError> {
     Ok(json!({"status": "success", "data": names}))
 }
 
-async fn label_values(
-    state: State<LokiState>,
-    Path(name): Path<String>,
-    q: RawQuery,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    call(state, q, h, b, move |s: &LokiState, p: &Params| {
-        let (start, end) = metadata_range(p)?;
-        let streams = s
-            .engine
-            .store()
-            .streams(&selector(p, "query")?, start, end)?;
-        let values: BTreeSet<&str> = streams.iter().filter_map(|l| l.get(&name)).collect();
-        Ok(json!({"status": "success", "data": values}))
-    })
-    .await
+fn label_values(s: &LokiState, p: &Params, name: &str) -> Result<Json<J>, LokiError> {
+    let (start, end) = metadata_range(p)?;
+    let streams = s
+        .engine
+        .store()
+        .streams(&selector(p, "query")?, start, end)?;
+    let values: BTreeSet<&str> = streams.iter().filter_map(|l| l.get(name)).collect();
+    Ok(Json(json!({"status": "success", "data": values})))
 }
 
 fn series(s: &LokiState, p: &Params) -> Result<J, LokiError> {

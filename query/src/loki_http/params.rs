@@ -24,6 +24,12 @@ pub(crate) fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+impl From<Form> for Params {
+    fn from(form: Form) -> Params {
+        Params(form)
+    }
+}
+
 impl Params {
     pub(crate) fn new(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Params {
         Params(Form::new(query, headers, body))

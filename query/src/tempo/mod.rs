@@ -17,9 +17,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use serde_json::{json, Value};
 use storage::traces::{StoredSpan, TraceStore};
-use storage::StorageError;
 
-use crate::trace_http::{now_ns, param, params};
+use crate::trace_http::{self, now_ns, param, params, ErrorBody};
 use crate::trace_search::{find_traces, hex, parse_go_duration, parse_trace_id};
 use traceql::{Cond, Field, Lit, Op, Query};
 
@@ -44,36 +43,15 @@ pub fn routes(store: Arc<TraceStore>) -> Router {
 }
 
 /// Tempo answers errors in plain text.
-struct ApiError(StatusCode, String);
+enum PlainText {}
 
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+impl ErrorBody for PlainText {
+    fn render(status: StatusCode, msg: String) -> Response {
+        (status, msg).into_response()
     }
 }
 
-/// Store reads run on the blocking pool, failing with this API's error.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    crate::trace_http::blocking(f).await
-}
-
-impl From<tokio::task::JoinError> for ApiError {
-    fn from(e: tokio::task::JoinError) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, self.1).into_response()
-    }
-}
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
+type ApiError = trace_http::ApiError<PlainText>;
 
 async fn buildinfo() -> Json<Value> {
     Json(
@@ -124,10 +102,11 @@ fn wants_protobuf(h: &HeaderMap) -> bool {
 }
 
 async fn load_trace(store: Arc<TraceStore>, id: String) -> Result<Vec<ResourceSpans>, ApiError> {
-    let tid = parse_trace_id(&id).ok_or_else(|| bad(format!("invalid trace id {id:?}")))?;
-    let spans = blocking(move || Ok(store.trace(&tid)?)).await?;
+    let tid =
+        parse_trace_id(&id).ok_or_else(|| ApiError::bad(format!("invalid trace id {id:?}")))?;
+    let spans = ApiError::blocking(move || Ok(store.trace(&tid)?)).await?;
     if spans.is_empty() {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("trace not found: {id}"),
         ));
@@ -175,11 +154,11 @@ fn tags_to_query(tags: &str, min: Option<u64>, max: Option<u64>) -> Result<Query
     while !rest.is_empty() {
         let (k, after) = rest
             .split_once('=')
-            .ok_or_else(|| bad(format!("invalid tags {tags:?}: expected key=value")))?;
+            .ok_or_else(|| ApiError::bad(format!("invalid tags {tags:?}: expected key=value")))?;
         let (v, after) = if let Some(q) = after.strip_prefix('"') {
-            let end = q
-                .find('"')
-                .ok_or_else(|| bad(format!("invalid tags {tags:?}: unterminated quote")))?;
+            let end = q.find('"').ok_or_else(|| {
+                ApiError::bad(format!("invalid tags {tags:?}: unterminated quote"))
+            })?;
             (&q[..end], &q[end + 1..])
         } else {
             after.split_once(' ').unwrap_or((after, ""))
@@ -232,7 +211,7 @@ async fn search(
             .map(|v| {
                 v.parse::<u64>()
                     .map(|s| s.saturating_mul(1_000_000_000))
-                    .map_err(|_| bad(format!("invalid {name}: {v:?}")))
+                    .map_err(|_| ApiError::bad(format!("invalid {name}: {v:?}")))
             })
             .transpose()
     };
@@ -244,7 +223,7 @@ async fn search(
         param(&ps, name)
             .map(|v| {
                 v.parse::<usize>()
-                    .map_err(|_| bad(format!("invalid {name}: {v:?}")))
+                    .map_err(|_| ApiError::bad(format!("invalid {name}: {v:?}")))
             })
             .transpose()
             .map(|v| v.filter(|n| *n > 0).unwrap_or(default))
@@ -253,18 +232,22 @@ async fn search(
     let spss = num("spss", DEFAULT_SPANS_PER_SPANSET)?;
     let dur = |name: &str| -> Result<Option<u64>, ApiError> {
         param(&ps, name)
-            .map(|v| parse_go_duration(v).ok_or_else(|| bad(format!("invalid {name}: {v:?}"))))
+            .map(|v| {
+                parse_go_duration(v).ok_or_else(|| ApiError::bad(format!("invalid {name}: {v:?}")))
+            })
             .transpose()
     };
     let query = match param(&ps, "q") {
-        Some(q) => traceql::parse(q).map_err(|e| bad(format!("invalid TraceQL query: {e}")))?,
+        Some(q) => {
+            traceql::parse(q).map_err(|e| ApiError::bad(format!("invalid TraceQL query: {e}")))?
+        }
         None => tags_to_query(
             param(&ps, "tags").unwrap_or(""),
             dur("minDuration")?,
             dur("maxDuration")?,
         )?,
     };
-    let result = blocking(move || {
+    let result = ApiError::blocking(move || {
         let seek = query.seek();
         let mut inspected_traces = 0usize;
         let mut traces = Vec::new();
@@ -334,7 +317,8 @@ fn summary(trace: &[StoredSpan], matched: &[&StoredSpan], query: &Query, spss: u
 }
 
 async fn tag_keys(store: Arc<TraceStore>) -> Result<(Vec<String>, Vec<String>), ApiError> {
-    blocking(move || Ok((store.attribute_keys(false)?, store.attribute_keys(true)?))).await
+    ApiError::blocking(move || Ok((store.attribute_keys(false)?, store.attribute_keys(true)?)))
+        .await
 }
 
 async fn tags_v1(State(store): State<Arc<TraceStore>>) -> Result<Response, ApiError> {
@@ -369,7 +353,7 @@ async fn values_v1(
     State(store): State<Arc<TraceStore>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let values = blocking(move || {
+    let values = ApiError::blocking(move || {
         let mut all: BTreeSet<String> = store
             .attribute_values(false, &name, MAX_TAG_VALUES)?
             .into_iter()
@@ -401,7 +385,7 @@ async fn values_v2(
             "unspecified",
         ]),
         "name" => {
-            let names = blocking(move || {
+            let names = ApiError::blocking(move || {
                 let mut all = BTreeSet::new();
                 for svc in store.services()? {
                     all.extend(store.operations(&svc)?.into_iter().map(|(_, n)| n));
@@ -422,7 +406,7 @@ async fn values_v2(
             } else {
                 (None, name.trim_start_matches('.').to_owned())
             };
-            let vals = blocking(move || {
+            let vals = ApiError::blocking(move || {
                 let mut all = BTreeMap::new();
                 for resource in [false, true] {
                     if scope.is_none_or(|r| r == resource) {
