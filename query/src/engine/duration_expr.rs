@@ -17,13 +17,11 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> String {
     let mut braces = 0usize;
     let mut copied = 0;
     while i < b.len() {
+        if let Some(next) = skip_string_or_comment(b, i) {
+            i = next;
+            continue;
+        }
         match b[i] {
-            q @ (b'"' | b'\'' | b'`') => i = skip_string(b, i, q),
-            b'#' => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
             b'{' => {
                 braces += 1;
                 i += 1;
@@ -74,6 +72,21 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> String {
 
 fn is_word(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b':'
+}
+
+/// Index just past the string literal or `#` comment starting at `i`, if one starts there: the
+/// rewrites before parsing must leave both untouched.
+pub(super) fn skip_string_or_comment(b: &[u8], i: usize) -> Option<usize> {
+    match b[i] {
+        q @ (b'"' | b'\'' | b'`') => Some(skip_string(b, i, q)),
+        b'#' => Some(
+            b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |n| i + n),
+        ),
+        _ => None,
+    }
 }
 
 /// Index just past the string starting at `i` (quoted with `q`; backticks have no escapes).

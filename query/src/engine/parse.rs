@@ -8,7 +8,7 @@ use promql_parser::parser::token::{TokenId, TokenType, T_GTR, T_LSS};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, FunctionArgs};
 
-use super::duration_expr::{self, skip_string};
+use super::duration_expr::{self, skip_string, skip_string_or_comment};
 use super::eval::value_type;
 use super::info::SELECTOR_PLACEHOLDER;
 use crate::value::QueryError;
@@ -135,13 +135,11 @@ fn mark_info_selectors(query: &str) -> String {
     let mut inserts = Vec::new();
     let mut i = 0;
     while i < b.len() {
+        if let Some(next) = skip_string_or_comment(b, i) {
+            i = next;
+            continue;
+        }
         match b[i] {
-            q @ (b'"' | b'\'' | b'`') => i = skip_string(b, i, q),
-            b'#' => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
             c if c.is_ascii_alphanumeric() || c == b'_' || c == b':' => {
                 let start = i;
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')

@@ -75,16 +75,9 @@ fn skip_group(b: &[u8], i: usize) -> Option<usize> {
     None
 }
 
+/// Index of the closing quote of the string starting at `i` (the callers step past it).
 fn skip_string(b: &[u8], i: usize) -> usize {
-    let q = b[i];
-    let mut j = i + 1;
-    while j < b.len() && b[j] != q {
-        if b[j] == b'\\' && q != b'`' {
-            j += 1;
-        }
-        j += 1;
-    }
-    j
+    super::duration_expr::skip_string(b, i, b[i]) - 1
 }
 
 /// Start of the `n`-th top-level argument of the call whose `(` is at `open`.

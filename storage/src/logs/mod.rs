@@ -228,15 +228,7 @@ impl LogStore {
             parts.reverse();
         }
         for p in parts {
-            let stream =
-                |k: &str| parse_stream_key(k).is_some_and(|l| matches_all(&l, &q.matchers));
-            let sel = Selection {
-                stream: &stream,
-                start_ns: q.start_ns,
-                end_ns: q.end_ns,
-                contains: &q.contains,
-            };
-            let (mut loader, hits) = p.search(&sel)?;
+            let (mut loader, hits) = search(&p, q, &q.contains)?;
             let mut failed = None;
             let stopped = visit_in_order(hits, direction, &mut |(ts, addr)| match p.load(
                 &mut loader,
@@ -265,15 +257,7 @@ impl LogStore {
     /// timestamps and streams from columns, the doc store only for records with metadata.
     pub fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), LogError> {
         for p in self.inner.partitions_in(q.start_ns, q.end_ns) {
-            let stream =
-                |k: &str| parse_stream_key(k).is_some_and(|l| matches_all(&l, &q.matchers));
-            let sel = Selection {
-                stream: &stream,
-                start_ns: q.start_ns,
-                end_ns: q.end_ns,
-                contains: &[],
-            };
-            let (mut loader, hits) = p.search(&sel)?;
+            let (mut loader, hits) = search(&p, q, &[])?;
             for (labels, metadata, ts) in p.group(&mut loader, hits)? {
                 if f(&labels, &metadata, &ts).is_break() {
                     return Ok(());
@@ -337,6 +321,22 @@ fn visit_in_order<T: Ord + Copy>(
         chunk = chunk.saturating_mul(2);
     }
     ControlFlow::Continue(())
+}
+
+/// The records of one partition that `q` selects by stream and time and that contain every
+/// string of `contains` (empty where no line is read).
+fn search(
+    p: &Partition,
+    q: &LogQuery,
+    contains: &[String],
+) -> Result<(partition::Loader, Vec<(i64, tantivy::DocAddress)>), LogError> {
+    let stream = |k: &str| parse_stream_key(k).is_some_and(|l| matches_all(&l, &q.matchers));
+    p.search(&Selection {
+        stream: &stream,
+        start_ns: q.start_ns,
+        end_ns: q.end_ns,
+        contains,
+    })
 }
 
 fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
