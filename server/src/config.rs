@@ -468,10 +468,7 @@ remote_write:
             c.global.rule_query_offset.map(|d| d.0),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(
-            c.ignored_sections(),
-            vec!["scrape_configs", "remote_write"]
-        );
+        assert_eq!(c.ignored_sections(), vec!["scrape_configs", "remote_write"]);
     }
 
     #[test]
@@ -480,7 +477,11 @@ remote_write:
         assert!(c.alertmanager.enabled && c.alertmanager.config_file.is_none());
         let yml = "alerting:\n  alertmanagers:\n    - static_configs: [{targets: ['am:9093']}]\n      timeout: 5s\nalertmanager:\n  enabled: false\n  config: {route: {receiver: a}, receivers: [{name: a}]}\n";
         let c = Config::parse(yml, "t").unwrap();
-        assert!(c.ignored_sections().is_empty(), "{:?}", c.ignored_sections());
+        assert!(
+            c.ignored_sections().is_empty(),
+            "{:?}",
+            c.ignored_sections()
+        );
         assert!(!c.alertmanager.enabled);
         let back = serde_yaml::to_string(&c).unwrap();
         assert!(back.contains("timeout: 5s"), "{back}");
@@ -516,14 +517,20 @@ remote_write:
         )
         .unwrap();
         let err = c.forward_options().unwrap_err().to_string();
-        assert!(err.contains("logs.forward.users needs logs.forward.shared_key"), "{err}");
+        assert!(
+            err.contains("logs.forward.users needs logs.forward.shared_key"),
+            "{err}"
+        );
         let c = Config::parse(
             "logs:\n  forward:\n    shared_key: k\n    users: [{username: u, password: p}]\n",
             "t",
         )
         .unwrap();
         let users = c.forward_options().unwrap().users;
-        assert_eq!((users[0].username.as_str(), users[0].password.as_str()), ("u", "p"));
+        assert_eq!(
+            (users[0].username.as_str(), users[0].password.as_str()),
+            ("u", "p")
+        );
         let c = Config::parse(
             "logs:\n  forward:\n    tls: {cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}\n",
             "t",

@@ -21,12 +21,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::PromqlTest { ref files }) => promql_test(files),
-        Some(Command::Check(Check::Rules { ref files })) => {
-            rules_outcome(query::rules::check_files(files, &mut std::io::stdout().lock()))
-        }
+        Some(Command::Check(Check::Rules { ref files })) => rules_outcome(
+            query::rules::check_files(files, &mut std::io::stdout().lock()),
+        ),
         Some(Command::Test(Test::Rules { ref files })) => rules_outcome(
-            query::rules::test_files(files, &mut std::io::stdout().lock())
-                .map(|s| s.failed == 0),
+            query::rules::test_files(files, &mut std::io::stdout().lock()).map(|s| s.failed == 0),
         ),
         Some(Command::CheckConfig { ref file }) => match Config::load(Some(file)) {
             Ok(c) => match alertmanager::check(&c) {
