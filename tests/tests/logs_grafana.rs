@@ -255,8 +255,7 @@ fn bad_request(n: &Novamon, endpoint: &str, query: &str, params: &str) -> String
 }
 
 /// Reads one unmasked server text frame of a websocket.
-fn read_ws_text(s: &mut std::net::TcpStream) -> String {
-    use std::io::Read;
+fn read_ws_text(s: &mut impl std::io::Read) -> String {
     let mut head = [0u8; 2];
     s.read_exact(&mut head).expect("frame header");
     assert_eq!(head[0] & 0x0f, 1, "a text frame");
@@ -308,11 +307,9 @@ fn tail_streams_existing_then_new_lines_over_a_websocket() {
             break;
         }
     }
-    assert!(
-        reader.buffer().is_empty(),
-        "no frame bytes were buffered with the headers"
-    );
-    let first: serde_json::Value = serde_json::from_str(&read_ws_text(&mut s)).expect("json");
+    // The first frame may share a TCP segment with the headers: frames are read through the
+    // same buffer.
+    let first: serde_json::Value = serde_json::from_str(&read_ws_text(&mut reader)).expect("json");
     let count: usize = first["streams"]
         .as_array()
         .expect("streams")
@@ -323,13 +320,13 @@ fn tail_streams_existing_then_new_lines_over_a_websocket() {
     assert!(first.get("dropped_entries").is_some());
     let body = serde_json::json!({"streams": [{"stream": {"app": "shop", "level": "info"}, "values": [[(now_ns()).to_string(), "tailed line"]]}]});
     n.loki_push(&body);
-    let next = read_ws_text(&mut s);
+    let next = read_ws_text(&mut reader);
     assert!(next.contains("tailed line"), "{next}");
     // A line stamped before the one just tailed (a slower shipper) arrives after it: it is
     // still tailed, once, and the earlier line is not sent again.
     let body = serde_json::json!({"streams": [{"stream": {"app": "shop", "level": "warn"}, "values": [[(now_ns() - 5 * S).to_string(), "late line"]]}]});
     n.loki_push(&body);
-    let late = read_ws_text(&mut s);
+    let late = read_ws_text(&mut reader);
     assert!(
         late.contains("late line") && !late.contains("tailed line"),
         "{late}"

@@ -193,6 +193,19 @@ fn matrix_json(series: &[Series]) -> J {
     )
 }
 
+/// The evaluation steps of a range request: `step` as Loki defaults it from the range.
+fn range_steps(p: &Params, start: i64, end: i64) -> Result<Steps, LokiError> {
+    Ok(Steps {
+        start_ns: start,
+        end_ns: end,
+        step_ns: p.step(start, end).map_err(LokiError::bad)?,
+    })
+}
+
+fn matrix_response(series: &[Series], started: Instant) -> J {
+    success("matrix", matrix_json(series), stats(0, 0, started))
+}
+
 fn success(result_type: &str, result: J, stats: J) -> J {
     json!({"status": "success", "data": {"resultType": result_type, "result": result, "stats": stats}})
 }
@@ -210,20 +223,8 @@ fn query_range(s: &LokiState, p: &Params) -> Result<J, LokiError> {
             Ok(success("streams", result, stats(n, bytes, started)))
         }
         Expr::Metric(m) => {
-            let step = p.step(start, end).map_err(LokiError::bad)?;
-            let series = s.engine.eval_metric(
-                &m,
-                Steps {
-                    start_ns: start,
-                    end_ns: end,
-                    step_ns: step,
-                },
-            )?;
-            Ok(success(
-                "matrix",
-                matrix_json(&series),
-                stats(0, 0, started),
-            ))
+            let series = s.engine.eval_metric(&m, range_steps(p, start, end)?)?;
+            Ok(matrix_response(&series, started))
         }
     }
 }
@@ -411,21 +412,8 @@ fn volume(s: &LokiState, p: &Params) -> Result<J, LokiError> {
 fn volume_range(s: &LokiState, p: &Params) -> Result<J, LokiError> {
     let started = Instant::now();
     let (start, end) = metadata_range(p)?;
-    let step = p.step(start, end).map_err(LokiError::bad)?;
-    let series = volume_series(
-        s,
-        p,
-        Some(Steps {
-            start_ns: start,
-            end_ns: end,
-            step_ns: step,
-        }),
-    )?;
-    Ok(success(
-        "matrix",
-        matrix_json(&series),
-        stats(0, 0, started),
-    ))
+    let series = volume_series(s, p, Some(range_steps(p, start, end)?))?;
+    Ok(matrix_response(&series, started))
 }
 
 fn format_query(_: &LokiState, p: &Params) -> Result<J, LokiError> {
