@@ -24,15 +24,21 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/novamon-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-# Real clients for the OTLP tests: the OpenTelemetry Python SDK and its OTLP exporters, in one
-# venv outside the clone (tests find it at $NOVAMON_VENV).
+# Real clients for the OTLP and forward tests: the OpenTelemetry Python SDK and its OTLP
+# exporters, and fluent-logger, at the exact versions of tests/requirements.txt, in one venv
+# outside the clone (tests find it at $NOVAMON_VENV).
 export NOVAMON_VENV="${NOVAMON_VENV:-$HOME/.cache/novamon-venv}"
 [ -x "$NOVAMON_VENV/bin/python" ] || python3 -m venv "$NOVAMON_VENV"
-"$NOVAMON_VENV/bin/pip" install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http fluent-logger
+"$NOVAMON_VENV/bin/pip" install -q -r tests/requirements.txt
 
 # Playwright (playwright-core only: it drives the Debian chromium, downloads no browser), from
 # the lockfile.
 (cd tests/ui && npm ci --no-audit --no-fund --loglevel=error)
 
-cargo build --locked -p novamon
+# Formatting first: it costs nothing and fails fast.
+cargo fmt --all --check
+# The binary the end-to-end tests drive. Built for the whole workspace, so its dependencies are
+# resolved with the same features as the tests' and shared with them (a `-p` build resolves
+# them apart and compiles RocksDB a second time).
+cargo build --locked --workspace --bins
 cargo test --locked --workspace --no-fail-fast "$@"

@@ -1,6 +1,13 @@
-//! novamon's ingest paths. For now the Prometheus remote-write receiver ([`remote_write`]),
-//! served by [`routes`] on `POST /api/v1/write`. Owns wire formats and their validation; writes
-//! only through `storage::Tsdb`'s public API and never serves anything but ingest endpoints.
+//! novamon's ingest paths: wire formats in, translated into the storage contract.
+//!
+//! - [`remote_write`]: Prometheus remote-write 1.0 and 2.0 on `POST /api/v1/write` ([`routes`]).
+//! - [`otlp`]: OTLP metrics, logs and traces over gRPC and HTTP (protobuf and JSON).
+//! - [`logs`]: the Fluentd forward protocol listener and Loki's push API.
+//! - `metrics`: the per-signal, per-protocol ingest self-metrics.
+//!
+//! Owns wire formats and their validation; writes metrics only through
+//! `storage::Appendable`, logs and traces through their stores' write calls, and never serves
+//! anything but ingest endpoints.
 
 pub mod logs;
 mod metrics;
@@ -13,7 +20,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use axum::Router;
 use prometheus_client::registry::Registry;
-use storage::Tsdb;
+use storage::Appendable;
 
 pub use metrics::IngestCounters;
 use metrics::IngestMetrics;
@@ -44,16 +51,20 @@ impl Default for Limits {
 /// What the ingest handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct IngestState {
-    tsdb: Arc<Tsdb>,
+    metrics_store: Arc<dyn Appendable>,
     limits: Limits,
     metrics: IngestMetrics,
 }
 
 impl IngestState {
     /// Registers the ingest self-metrics in `registry` (served by the caller on /metrics).
-    pub fn new(tsdb: Arc<Tsdb>, limits: Limits, registry: &mut Registry) -> IngestState {
+    pub fn new(
+        metrics_store: Arc<dyn Appendable>,
+        limits: Limits,
+        registry: &mut Registry,
+    ) -> IngestState {
         IngestState {
-            tsdb,
+            metrics_store,
             limits,
             metrics: IngestMetrics::register(registry),
         }

@@ -1,14 +1,14 @@
 //! Start-up and reload of notification delivery: the built-in Alertmanager (from
 //! `alertmanager:`, its config read from `config_file` or inline `config`) and the sender to
 //! the external Alertmanagers of `alerting:`. Owns only this wiring; the rest is
-//! `query::alertmanager`.
+//! the `alertmanager` crate.
 
 use std::sync::Arc;
 
+use alertmanager::AlertSink;
+use alertmanager::{Builtin, BuiltinConfig, BuiltinOptions, ExternalSender, SenderSettings};
 use anyhow::Context;
 use prometheus_client::registry::Registry;
-use query::alert::AlertSink;
-use query::alertmanager::{Builtin, BuiltinConfig, BuiltinOptions, ExternalSender, SenderSettings};
 
 use crate::config::Config;
 
@@ -50,7 +50,8 @@ impl Reloader {
             None => None,
         };
         let sender = SenderSettings::new(config.alerting.as_ref(), &config.global.external_labels)
-            .context("alerting")?;
+            .context("alerting")?
+            .with_limits(config.sender_limits());
         Ok(Prepared { builtin, sender })
     }
 
@@ -85,7 +86,7 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     if config.alertmanager.enabled {
         let text = builtin_config_text(config)?;
         if !text.trim().is_empty() {
-            query::alertmanager::check_config(&text)?;
+            alertmanager::check_config(&text)?;
         }
     }
     if let Some(a) = &config.alerting {
@@ -118,12 +119,15 @@ pub fn start(config: &Config, registry: &mut Registry) -> anyhow::Result<Alertin
         None
     };
     let settings = SenderSettings::new(config.alerting.as_ref(), &config.global.external_labels)
-        .context("alerting")?;
-    let (sink, sender) = query::alertmanager::alert_sink(settings, builtin.as_ref(), registry)
-        .context("starting the alert sender")?;
+        .context("alerting")?
+        .with_limits(config.sender_limits());
+    let (sink, sender) = alertmanager::alert_sink(settings, builtin.as_ref(), registry);
     Ok(Alerting {
         sink,
-        routes: builtin.as_ref().map(|b| b.routes()).unwrap_or_default(),
+        routes: builtin
+            .as_ref()
+            .map(|b| api::alertmanager_v2::routes(b.clone()))
+            .unwrap_or_default(),
         reloader: Reloader { builtin, sender },
     })
 }

@@ -31,11 +31,13 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub retention: Option<std::time::Duration>,
 
-    /// Address for OTLP/gRPC [default: 0.0.0.0:4317, or traces.otlp.grpc of the config].
+    /// Address for OTLP/gRPC: metrics, logs and traces [default: 0.0.0.0:4317, or otlp.grpc
+    /// of the config].
     #[arg(long, value_name = "ADDR")]
     pub otlp_grpc_listen: Option<std::net::SocketAddr>,
 
-    /// Address for OTLP/HTTP [default: 0.0.0.0:4318, or traces.otlp.http of the config].
+    /// Address for OTLP/HTTP: metrics, logs and traces [default: 0.0.0.0:4318, or otlp.http
+    /// of the config].
     #[arg(long, value_name = "ADDR")]
     pub otlp_http_listen: Option<std::net::SocketAddr>,
 

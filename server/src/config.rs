@@ -1,11 +1,16 @@
 //! The configuration file: Prometheus's `prometheus.yml` shape where the concept exists
 //! (`global`, `rule_files`, `alerting`, `remote_write`, `scrape_configs`) plus novamon's own
-//! sections (`storage`, `listeners`, `query`, `limits`). Owns parsing, defaults and validation;
-//! knows nothing about how the settings are used.
+//! sections (`storage`, `listeners`, `otlp`, `query`, `limits`, `traces`, `logs`,
+//! `alertmanager`). Owns parsing, defaults and validation; knows nothing about how the settings
+//! are used. Every budget and size limit is in `limits` ([`Limits`]).
 //!
 //! Unknown keys are errors everywhere we model a section. The Prometheus sections novamon does
 //! not act on yet (`scrape_configs`, `remote_write`) are accepted as written so an existing
-//! prometheus.yml loads, and reported once at start-up as ignored.
+//! prometheus.yml loads, and reported once at start-up as ignored. Keys that moved
+//! (`traces.otlp`, `traces.otlp.max_message_bytes`, `logs.max_query_lines`,
+//! `logs.forward.max_frame_bytes`) are still read, moved to their new place by [`Config::parse`]
+//! and reported once at start-up as deprecated ([`Config::deprecated_keys`]); setting one in
+//! both places is an error.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,7 +33,7 @@ pub struct Config {
     #[serde(default)]
     pub rule_files: Vec<String>,
     #[serde(default)]
-    pub alerting: Option<query::alertmanager::AlertingConfig>,
+    pub alerting: Option<alertmanager::AlertingConfig>,
     #[serde(default)]
     pub remote_write: Vec<serde_yaml::Value>,
     #[serde(default)]
@@ -37,6 +42,8 @@ pub struct Config {
     pub storage: Storage,
     #[serde(default)]
     pub listeners: Listeners,
+    #[serde(default)]
+    pub otlp: Otlp,
     #[serde(default)]
     pub query: Query,
     #[serde(default)]
@@ -47,6 +54,9 @@ pub struct Config {
     pub logs: Logs,
     #[serde(default)]
     pub alertmanager: Alertmanager,
+    /// Deprecated keys this config used, each already moved to its new place by `parse`.
+    #[serde(skip)]
+    deprecated: Vec<Deprecation>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -124,7 +134,7 @@ pub struct Query {
 
 impl Default for Query {
     fn default() -> Self {
-        let engine = query::EngineOptions::default();
+        let engine = promql::EngineOptions::default();
         Query {
             lookback_delta: PromDuration(engine.lookback_delta),
             max_samples: engine.max_samples,
@@ -133,39 +143,123 @@ impl Default for Query {
     }
 }
 
+/// Every budget and size limit of novamon, in one place: request sizes, scan budgets, memory
+/// and queue sizes, and the periods of background passes. The two query budgets Prometheus
+/// has flags for stay in `query:` under Prometheus's names (`query.max_samples`,
+/// `query.timeout`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest remote-write body accepted, after snappy decompression.
+    /// Largest remote-write body accepted, after snappy decompression (413 above).
     pub remote_write_max_bytes: u64,
+    /// Largest OTLP request accepted (gRPC message or HTTP body), decompressed.
+    pub otlp_max_message_bytes: u64,
+    /// Largest Loki push body accepted, as sent and decompressed.
+    pub loki_push_max_bytes: u64,
+    /// Largest forward protocol frame; a larger one closes the connection.
+    pub forward_max_frame_bytes: u64,
+    /// Largest payload one CompressedPackedForward frame may decompress to.
+    pub forward_max_decompressed_bytes: u64,
+    /// Forward connections served at once; more clients wait in the kernel's backlog.
+    pub forward_max_connections: usize,
+    /// How long a forward client has to finish the TLS handshake.
+    pub forward_tls_handshake_timeout: PromDuration,
+    /// Most log lines one LogQL metric query may read; more fails the query.
+    pub log_query_max_lines: usize,
+    /// Most spans one trace search (Jaeger, Tempo) or Jaeger dependency graph reads; the
+    /// answer holds what was found within it.
+    pub trace_search_max_spans: usize,
+    /// Most values per attribute that Tempo's tag-values endpoints read.
+    pub trace_tag_values_max: usize,
+    /// Heap of a log partition's index writer (tantivy), shared by its two indexing threads.
+    pub log_index_writer_bytes: u64,
+    /// Records moved from the append log into the index per batch.
+    pub log_index_batch_records: usize,
+    /// How long appended log records may wait before the indexer makes them searchable.
+    pub log_index_interval: PromDuration,
+    /// Memtable size of the log append log: about the most WAL bytes kept for indexed records.
+    pub log_append_buffer_bytes: u64,
+    /// Dead SST bytes in the log append log above which the indexed range is compacted away.
+    pub log_append_compact_bytes: u64,
+    /// How often spans older than `traces.retention` are deleted.
+    pub trace_retention_interval: PromDuration,
+    /// Alerts queued for the external Alertmanagers of `alerting:`; the oldest are dropped
+    /// beyond it (Prometheus's --alertmanager.notification-queue-capacity).
+    pub alert_queue_capacity: usize,
+    /// Most alerts sent to an external Alertmanager in one request.
+    pub alert_batch_size: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             remote_write_max_bytes: 32 << 20,
+            otlp_max_message_bytes: 16 << 20,
+            loki_push_max_bytes: 64 << 20,
+            forward_max_frame_bytes: 16 << 20,
+            forward_max_decompressed_bytes: 256 << 20,
+            forward_max_connections: 1024,
+            forward_tls_handshake_timeout: PromDuration(Duration::from_secs(10)),
+            log_query_max_lines: 5_000_000,
+            trace_search_max_spans: 200_000,
+            trace_tag_values_max: 1000,
+            log_index_writer_bytes: 64 << 20,
+            log_index_batch_records: 100_000,
+            log_index_interval: PromDuration(Duration::from_millis(200)),
+            log_append_buffer_bytes: 16 << 20,
+            log_append_compact_bytes: 32 << 20,
+            trace_retention_interval: PromDuration(Duration::from_secs(600)),
+            alert_queue_capacity: 10_000,
+            alert_batch_size: 256,
         }
     }
 }
 
-/// The trace store and the OTLP receiver (all three signals are received on these listeners).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Traces {
-    /// How long spans are kept, by start time.
-    pub retention: PromDuration,
-    pub otlp: Otlp,
-}
+/// tantivy refuses an index writer with less than 15 MB per indexing thread; the log store
+/// indexes with two.
+const MIN_LOG_INDEX_WRITER_BYTES: u64 = 2 * 15_000_000;
 
-impl Default for Traces {
-    fn default() -> Self {
-        Traces {
-            retention: PromDuration(storage::traces::TraceStoreOptions::default().retention),
-            otlp: Otlp::default(),
+impl Limits {
+    /// Values the stores and listeners cannot run with, refused at load. (Durations need no
+    /// check: `parse_duration` already refuses 0s, with the key and line.)
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("remote_write_max_bytes", self.remote_write_max_bytes),
+            ("otlp_max_message_bytes", self.otlp_max_message_bytes),
+            ("loki_push_max_bytes", self.loki_push_max_bytes),
+            ("forward_max_frame_bytes", self.forward_max_frame_bytes),
+            (
+                "forward_max_decompressed_bytes",
+                self.forward_max_decompressed_bytes,
+            ),
+            (
+                "forward_max_connections",
+                self.forward_max_connections as u64,
+            ),
+            ("log_query_max_lines", self.log_query_max_lines as u64),
+            (
+                "log_index_batch_records",
+                self.log_index_batch_records as u64,
+            ),
+            ("log_append_buffer_bytes", self.log_append_buffer_bytes),
+            ("trace_search_max_spans", self.trace_search_max_spans as u64),
+            ("trace_tag_values_max", self.trace_tag_values_max as u64),
+            ("alert_queue_capacity", self.alert_queue_capacity as u64),
+            ("alert_batch_size", self.alert_batch_size as u64),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("limits.{key} must be greater than 0"));
         }
+        if self.log_index_writer_bytes < MIN_LOG_INDEX_WRITER_BYTES {
+            return Err(format!(
+                "limits.log_index_writer_bytes must be at least {MIN_LOG_INDEX_WRITER_BYTES} (the index needs 15 MB per indexing thread, and uses two)"
+            ));
+        }
+        Ok(())
     }
 }
 
+/// The OTLP receiver: metrics, logs and traces arrive on these listeners.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Otlp {
@@ -173,8 +267,6 @@ pub struct Otlp {
     pub grpc: SocketAddr,
     /// OTLP/HTTP listener (port 4318); `/v1/*` is also served on the main HTTP listener.
     pub http: SocketAddr,
-    /// Largest OTLP request accepted, decompressed.
-    pub max_message_bytes: u64,
 }
 
 impl Default for Otlp {
@@ -182,9 +274,38 @@ impl Default for Otlp {
         Otlp {
             grpc: SocketAddr::from(([0, 0, 0, 0], 4317)),
             http: SocketAddr::from(([0, 0, 0, 0], 4318)),
-            max_message_bytes: 16 << 20,
         }
     }
+}
+
+/// The trace store.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Traces {
+    /// How long spans are kept, by start time.
+    pub retention: PromDuration,
+    /// Deprecated: the OTLP listeners' old place. `parse` moves it to the top-level `otlp`
+    /// (and its `max_message_bytes` to `limits.otlp_max_message_bytes`), leaving None.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<LegacyTracesOtlp>,
+}
+
+impl Default for Traces {
+    fn default() -> Self {
+        Traces {
+            retention: PromDuration(storage::traces::TraceStoreOptions::default().retention),
+            otlp: None,
+        }
+    }
+}
+
+/// The deprecated `traces.otlp` section, as it was.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LegacyTracesOtlp {
+    pub grpc: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub max_message_bytes: Option<u64>,
 }
 
 /// The log store, the Fluentd forward listener and how records become streams.
@@ -195,8 +316,9 @@ pub struct Logs {
     pub retention: PromDuration,
     /// Record keys whose values become stream labels (besides `tag`).
     pub label_keys: Vec<String>,
-    /// Most log lines one metric query may read.
-    pub max_query_lines: usize,
+    /// Deprecated: moved to `limits.log_query_max_lines` by `parse`, leaving None.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_query_lines: Option<usize>,
     pub forward: Forward,
 }
 
@@ -205,7 +327,7 @@ impl Default for Logs {
         Logs {
             retention: PromDuration(storage::logs::LogOptions::default().retention),
             label_keys: ingest::logs::Mapping::default().label_keys,
-            max_query_lines: 5_000_000,
+            max_query_lines: None,
             forward: Forward::default(),
         }
     }
@@ -223,8 +345,9 @@ pub struct Forward {
     /// When set, the listener speaks TLS with this certificate.
     pub tls: Option<ForwardTls>,
     pub self_hostname: String,
-    /// Largest frame accepted; a larger one closes the connection.
-    pub max_frame_bytes: u64,
+    /// Deprecated: moved to `limits.forward_max_frame_bytes` by `parse`, leaving None.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_frame_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -251,7 +374,7 @@ impl Default for Forward {
             users: Vec::new(),
             tls: None,
             self_hostname: d.self_hostname,
-            max_frame_bytes: d.max_frame_bytes as u64,
+            max_frame_bytes: None,
         }
     }
 }
@@ -324,6 +447,35 @@ pub enum ConfigError {
         path: String,
         source: serde_yaml::Error,
     },
+    /// Well-formed, but the values do not go together (or cannot work).
+    #[error("invalid config {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// A key that moved: the config used `old`, which `parse` read into `new`. Displayed as the
+/// start-up warning that tells to move it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deprecation {
+    pub old: &'static str,
+    pub new: &'static str,
+}
+
+impl std::fmt::Display for Deprecation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.new.contains('.') {
+            write!(
+                f,
+                "config key {} is deprecated: move it to {}",
+                self.old, self.new
+            )
+        } else {
+            write!(
+                f,
+                "config section {} is deprecated: move it to the top-level `{}:` section",
+                self.old, self.new
+            )
+        }
+    }
 }
 
 impl Config {
@@ -347,13 +499,73 @@ impl Config {
         if text.trim().is_empty() {
             return Config::parse("{}", origin);
         }
-        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
-            ConfigError::Parse {
-                origin: origin.to_owned(),
-                path: e.path().to_string(),
-                source: e.into_inner(),
+        let mut config: Config = serde_path_to_error::deserialize(
+            serde_yaml::Deserializer::from_str(text),
+        )
+        .map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            path: e.path().to_string(),
+            source: e.into_inner(),
+        })?;
+        // Which keys the file spells out, to tell a new key that is set from its default.
+        let raw: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or_default();
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        };
+        config.move_deprecated(&raw).map_err(invalid)?;
+        config.limits.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// Moves every deprecated key into its new place and records it in `deprecated`; a key
+    /// given in both places is an error.
+    fn move_deprecated(&mut self, raw: &serde_yaml::Value) -> Result<(), String> {
+        let given = |path: &str| {
+            path.split('.')
+                .try_fold(raw, |v, k| v.get(k))
+                .is_some_and(|v| !v.is_null())
+        };
+        let mut moved = |old: &'static str, new: &'static str| {
+            if given(new) {
+                return Err(format!(
+                    "{old} (deprecated) and {new} are both set: keep only {new}"
+                ));
             }
-        })
+            self.deprecated.push(Deprecation { old, new });
+            Ok(())
+        };
+        if let Some(old) = self.traces.otlp.take() {
+            let listeners = old.grpc.is_some() || old.http.is_some();
+            if listeners || old.max_message_bytes.is_none() {
+                moved("traces.otlp", "otlp")?;
+            }
+            if let Some(n) = old.max_message_bytes {
+                moved(
+                    "traces.otlp.max_message_bytes",
+                    "limits.otlp_max_message_bytes",
+                )?;
+                self.limits.otlp_max_message_bytes = n;
+            }
+            if let Some(a) = old.grpc {
+                self.otlp.grpc = a;
+            }
+            if let Some(a) = old.http {
+                self.otlp.http = a;
+            }
+        }
+        if let Some(n) = self.logs.max_query_lines.take() {
+            moved("logs.max_query_lines", "limits.log_query_max_lines")?;
+            self.limits.log_query_max_lines = n;
+        }
+        if let Some(n) = self.logs.forward.max_frame_bytes.take() {
+            moved(
+                "logs.forward.max_frame_bytes",
+                "limits.forward_max_frame_bytes",
+            )?;
+            self.limits.forward_max_frame_bytes = n;
+        }
+        Ok(())
     }
 
     /// Prometheus sections that are accepted but not acted on, for one start-up log line each.
@@ -368,11 +580,22 @@ impl Config {
         out
     }
 
+    /// Deprecated keys the config used (already moved to their new places), for one
+    /// start-up warning each.
+    pub fn deprecated_keys(&self) -> &[Deprecation] {
+        &self.deprecated
+    }
+
     pub fn log_options(&self) -> storage::logs::LogOptions {
+        let l = &self.limits;
         storage::logs::LogOptions {
             retention: self.logs.retention.0,
             wal_fsync: self.storage.wal_fsync,
-            ..Default::default()
+            index_interval: l.log_index_interval.0,
+            index_writer_bytes: l.log_index_writer_bytes as usize,
+            index_batch_records: l.log_index_batch_records,
+            append_buffer_bytes: l.log_append_buffer_bytes as usize,
+            append_compact_bytes: l.log_append_compact_bytes,
         }
     }
 
@@ -403,9 +626,31 @@ impl Config {
                 .collect(),
             tls,
             self_hostname: self.logs.forward.self_hostname.clone(),
-            max_frame_bytes: self.logs.forward.max_frame_bytes as usize,
-            ..Default::default()
+            max_frame_bytes: self.limits.forward_max_frame_bytes as usize,
+            max_decompressed_bytes: self.limits.forward_max_decompressed_bytes,
+            max_connections: self.limits.forward_max_connections,
+            tls_handshake_timeout: self.limits.forward_tls_handshake_timeout.0,
         })
+    }
+
+    pub fn ingest_limits(&self) -> ingest::Limits {
+        ingest::Limits {
+            max_decompressed_bytes: self.limits.remote_write_max_bytes as usize,
+        }
+    }
+
+    pub fn trace_limits(&self) -> api::TraceLimits {
+        api::TraceLimits {
+            max_spans_inspected: self.limits.trace_search_max_spans,
+            max_tag_values: self.limits.trace_tag_values_max,
+        }
+    }
+
+    pub fn sender_limits(&self) -> alertmanager::SenderLimits {
+        alertmanager::SenderLimits {
+            queue_capacity: self.limits.alert_queue_capacity,
+            max_batch: self.limits.alert_batch_size,
+        }
     }
 
     pub fn tsdb_options(&self) -> storage::TsdbOptions {
@@ -424,8 +669,8 @@ impl Config {
         }
     }
 
-    pub fn engine_options(&self) -> query::EngineOptions {
-        query::EngineOptions {
+    pub fn engine_options(&self) -> promql::EngineOptions {
+        promql::EngineOptions {
             lookback_delta: self.query.lookback_delta.0,
             max_samples: self.query.max_samples,
             timeout: self.query.timeout.0,
@@ -562,19 +807,283 @@ remote_write:
     }
 
     #[test]
-    fn traces_section_defaults_and_overrides() {
+    fn otlp_and_traces_sections_defaults_and_overrides() {
         let c = Config::load(None).unwrap();
-        assert_eq!(c.traces.otlp.grpc, "0.0.0.0:4317".parse().unwrap());
-        assert_eq!(c.traces.otlp.http, "0.0.0.0:4318".parse().unwrap());
+        assert_eq!(c.otlp.grpc, "0.0.0.0:4317".parse().unwrap());
+        assert_eq!(c.otlp.http, "0.0.0.0:4318".parse().unwrap());
         let c = Config::parse(
-            "traces:\n  retention: 3d\n  otlp:\n    grpc: 127.0.0.1:14317\n",
+            "otlp:\n  grpc: 127.0.0.1:14317\ntraces:\n  retention: 3d\n",
             "t",
         )
         .unwrap();
         assert_eq!(c.traces.retention.0, Duration::from_secs(3 * 86400));
-        assert_eq!(c.traces.otlp.grpc, "127.0.0.1:14317".parse().unwrap());
-        assert_eq!(c.traces.otlp.http, "0.0.0.0:4318".parse().unwrap());
+        assert_eq!(c.otlp.grpc, "127.0.0.1:14317".parse().unwrap());
+        assert_eq!(c.otlp.http, "0.0.0.0:4318".parse().unwrap());
+        assert!(c.deprecated_keys().is_empty());
+        assert!(Config::parse("otlp:\n  grcp: x\n", "t").is_err());
+        // The size limit is no longer an otlp key.
+        assert!(Config::parse("otlp:\n  max_message_bytes: 1\n", "t").is_err());
+    }
+
+    #[test]
+    fn limits_section_parses_every_key() {
+        let yml = "limits:
+  remote_write_max_bytes: 1001
+  otlp_max_message_bytes: 1002
+  loki_push_max_bytes: 1003
+  forward_max_frame_bytes: 1004
+  forward_max_decompressed_bytes: 1005
+  forward_max_connections: 7
+  forward_tls_handshake_timeout: 3s
+  log_query_max_lines: 1006
+  log_index_writer_bytes: 40000000
+  log_index_batch_records: 1007
+  log_index_interval: 1s
+  log_append_buffer_bytes: 1008
+  log_append_compact_bytes: 1009
+  trace_search_max_spans: 1010
+  trace_tag_values_max: 1011
+  trace_retention_interval: 1m
+  alert_queue_capacity: 1012
+  alert_batch_size: 1013
+";
+        let c = Config::parse(yml, "t").unwrap();
+        assert!(c.deprecated_keys().is_empty());
+        assert_eq!(c.ingest_limits().max_decompressed_bytes, 1001);
+        assert_eq!(c.limits.otlp_max_message_bytes, 1002);
+        assert_eq!(c.limits.loki_push_max_bytes, 1003);
+        let f = c.forward_options().unwrap();
+        assert_eq!(
+            (
+                f.max_frame_bytes,
+                f.max_decompressed_bytes,
+                f.max_connections
+            ),
+            (1004, 1005, 7)
+        );
+        assert_eq!(f.tls_handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.limits.log_query_max_lines, 1006);
+        let l = c.log_options();
+        assert_eq!(
+            (
+                l.index_writer_bytes,
+                l.index_batch_records,
+                l.append_buffer_bytes,
+                l.append_compact_bytes
+            ),
+            (40_000_000, 1007, 1008, 1009)
+        );
+        assert_eq!(l.index_interval, Duration::from_secs(1));
+        let t = c.trace_limits();
+        assert_eq!((t.max_spans_inspected, t.max_tag_values), (1010, 1011));
+        assert_eq!(c.limits.trace_retention_interval.0, Duration::from_secs(60));
+        let a = c.sender_limits();
+        assert_eq!((a.queue_capacity, a.max_batch), (1012, 1013));
+        let back = serde_yaml::to_string(&c).unwrap();
+        assert!(back.contains("log_index_interval: 1s"), "{back}");
+        assert!(Config::parse("limits:\n  remote_write_max_byte: 1\n", "t").is_err());
+    }
+
+    /// The defaults are the values that were built in before they became configurable, and
+    /// the ones the libraries default to.
+    #[test]
+    fn limits_default_to_the_former_built_in_values() {
+        let c = Config::load(None).unwrap();
+        let l = &c.limits;
+        assert_eq!(l.remote_write_max_bytes, 32 << 20);
+        assert_eq!(c.ingest_limits(), ingest::Limits::default());
+        assert_eq!(l.otlp_max_message_bytes, 16 << 20);
+        assert_eq!(l.loki_push_max_bytes, 64 << 20);
+        assert_eq!(
+            l.loki_push_max_bytes as usize,
+            ingest::logs::DEFAULT_PUSH_MAX_BYTES
+        );
+        let (f, fd) = (
+            c.forward_options().unwrap(),
+            ingest::logs::forward::ForwardOptions::default(),
+        );
+        assert_eq!(f.max_frame_bytes, 16 << 20);
+        assert_eq!(f.max_decompressed_bytes, 256 << 20);
+        assert_eq!(f.max_connections, 1024);
+        assert_eq!(f.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(
+            (
+                f.max_frame_bytes,
+                f.max_decompressed_bytes,
+                f.max_connections,
+                f.tls_handshake_timeout
+            ),
+            (
+                fd.max_frame_bytes,
+                fd.max_decompressed_bytes,
+                fd.max_connections,
+                fd.tls_handshake_timeout
+            )
+        );
+        assert_eq!(l.log_query_max_lines, 5_000_000);
+        let (o, od) = (c.log_options(), storage::logs::LogOptions::default());
+        assert_eq!(o.index_writer_bytes, 64 << 20);
+        assert_eq!(o.index_batch_records, 100_000);
+        assert_eq!(o.index_interval, Duration::from_millis(200));
+        assert_eq!(o.append_buffer_bytes, 16 << 20);
+        assert_eq!(o.append_compact_bytes, 32 << 20);
+        assert_eq!(
+            (
+                o.index_writer_bytes,
+                o.index_batch_records,
+                o.index_interval,
+                o.append_buffer_bytes,
+                o.append_compact_bytes
+            ),
+            (
+                od.index_writer_bytes,
+                od.index_batch_records,
+                od.index_interval,
+                od.append_buffer_bytes,
+                od.append_compact_bytes
+            )
+        );
+        assert_eq!(c.trace_limits().max_spans_inspected, 200_000);
+        assert_eq!(c.trace_limits().max_tag_values, 1000);
+        assert_eq!(c.trace_limits(), api::TraceLimits::default());
+        assert_eq!(l.trace_retention_interval.0, Duration::from_secs(600));
+        assert_eq!(c.sender_limits().queue_capacity, 10_000);
+        assert_eq!(c.sender_limits().max_batch, 256);
+        assert_eq!(c.sender_limits(), alertmanager::SenderLimits::default());
+        // Nothing moved into limits from query:, which keeps Prometheus's names.
+        assert_eq!(
+            c.query.max_samples,
+            promql::EngineOptions::default().max_samples
+        );
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused() {
+        for (yml, want) in [
+            (
+                "limits:\n  alert_batch_size: 0\n",
+                "limits.alert_batch_size must be greater than 0",
+            ),
+            (
+                "limits:\n  trace_retention_interval: 0s\n",
+                "limits.trace_retention_interval: limits: duration must be greater than 0 at line 2",
+            ),
+            (
+                "limits:\n  log_index_writer_bytes: 1000000\n",
+                "limits.log_index_writer_bytes must be at least 30000000",
+            ),
+        ] {
+            let err = Config::parse(yml, "t").unwrap_err().to_string();
+            assert!(err.starts_with("invalid config t: "), "{err}");
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    /// The keys that moved still load, into their new places, each reported once.
+    #[test]
+    fn deprecated_keys_load_into_their_new_place_and_are_reported() {
+        let yml = "traces:
+  retention: 3d
+  otlp:
+    grpc: 127.0.0.1:14317
+    http: 127.0.0.1:14318
+    max_message_bytes: 1000
+logs:
+  max_query_lines: 2000
+  forward:
+    max_frame_bytes: 3000
+";
+        let c = Config::parse(yml, "t").unwrap();
+        assert_eq!(c.otlp.grpc, "127.0.0.1:14317".parse().unwrap());
+        assert_eq!(c.otlp.http, "127.0.0.1:14318".parse().unwrap());
+        assert_eq!(c.limits.otlp_max_message_bytes, 1000);
+        assert_eq!(c.limits.log_query_max_lines, 2000);
+        assert_eq!(c.forward_options().unwrap().max_frame_bytes, 3000);
+        assert_eq!(c.traces.retention.0, Duration::from_secs(3 * 86400));
+        let moved: Vec<(&str, &str)> = c.deprecated_keys().iter().map(|d| (d.old, d.new)).collect();
+        assert_eq!(
+            moved,
+            [
+                ("traces.otlp", "otlp"),
+                (
+                    "traces.otlp.max_message_bytes",
+                    "limits.otlp_max_message_bytes"
+                ),
+                ("logs.max_query_lines", "limits.log_query_max_lines"),
+                (
+                    "logs.forward.max_frame_bytes",
+                    "limits.forward_max_frame_bytes"
+                ),
+            ]
+        );
+        assert_eq!(
+            c.deprecated_keys()[0].to_string(),
+            "config section traces.otlp is deprecated: move it to the top-level `otlp:` section"
+        );
+        assert_eq!(
+            c.deprecated_keys()[2].to_string(),
+            "config key logs.max_query_lines is deprecated: move it to limits.log_query_max_lines"
+        );
+        // The effective config shows the new places only.
+        let back = serde_yaml::to_string(&c).unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&back).unwrap();
+        assert!(v["traces"].get("otlp").is_none(), "{back}");
+        assert!(v["logs"].get("max_query_lines").is_none(), "{back}");
+        assert!(
+            v["logs"]["forward"].get("max_frame_bytes").is_none(),
+            "{back}"
+        );
+        let again = Config::parse(&back, "t").unwrap();
+        assert!(again.deprecated_keys().is_empty());
+        assert_eq!(again.otlp.grpc, c.otlp.grpc);
+        assert_eq!(again.limits.log_query_max_lines, 2000);
+
+        // Only the size limit: only that key is reported, and the listeners stay the defaults.
+        let c = Config::parse("traces:\n  otlp:\n    max_message_bytes: 5\n", "t").unwrap();
+        assert_eq!(c.limits.otlp_max_message_bytes, 5);
+        assert_eq!(c.otlp.grpc, Otlp::default().grpc);
+        assert_eq!(
+            c.deprecated_keys(),
+            [Deprecation {
+                old: "traces.otlp.max_message_bytes",
+                new: "limits.otlp_max_message_bytes"
+            }]
+        );
         assert!(Config::parse("traces:\n  otlp:\n    grcp: x\n", "t").is_err());
+    }
+
+    #[test]
+    fn a_key_in_both_its_old_and_new_place_is_an_error() {
+        for (yml, want) in [
+            (
+                "otlp:\n  grpc: 127.0.0.1:1\ntraces:\n  otlp:\n    http: 127.0.0.1:2\n",
+                "traces.otlp (deprecated) and otlp are both set: keep only otlp",
+            ),
+            (
+                "limits:\n  otlp_max_message_bytes: 1\ntraces:\n  otlp:\n    max_message_bytes: 2\n",
+                "traces.otlp.max_message_bytes (deprecated) and limits.otlp_max_message_bytes are both set",
+            ),
+            (
+                "limits:\n  log_query_max_lines: 1\nlogs:\n  max_query_lines: 2\n",
+                "logs.max_query_lines (deprecated) and limits.log_query_max_lines are both set",
+            ),
+            (
+                "limits:\n  forward_max_frame_bytes: 1\nlogs:\n  forward:\n    max_frame_bytes: 2\n",
+                "logs.forward.max_frame_bytes (deprecated) and limits.forward_max_frame_bytes are both set",
+            ),
+        ] {
+            let err = Config::parse(yml, "t").unwrap_err().to_string();
+            assert!(err.starts_with("invalid config t: "), "{err}");
+            assert!(err.contains(want), "{err}");
+        }
+        // The size limit under traces.otlp does not clash with the top-level listeners.
+        let c = Config::parse(
+            "otlp:\n  grpc: 127.0.0.1:1\ntraces:\n  otlp:\n    max_message_bytes: 2\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.otlp.grpc, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(c.limits.otlp_max_message_bytes, 2);
     }
 
     #[test]

@@ -21,15 +21,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::PromqlTest { ref files }) => promql_test(files),
-        Some(Command::Check(Check::Rules { ref files })) => rules_outcome(
-            query::rules::check_files(files, &mut std::io::stdout().lock()),
-        ),
+        Some(Command::Check(Check::Rules { ref files })) => {
+            rules_outcome(::rules::check_files(files, &mut std::io::stdout().lock()))
+        }
         Some(Command::Test(Test::Rules { ref files })) => rules_outcome(
-            query::rules::test_files(files, &mut std::io::stdout().lock()).map(|s| s.failed == 0),
+            ::rules::test_files(files, &mut std::io::stdout().lock()).map(|s| s.failed == 0),
         ),
         Some(Command::CheckConfig { ref file }) => match Config::load(Some(file)) {
-            Ok(c) => match alertmanager::check(&c) {
+            Ok(c) => match crate::alertmanager::check(&c) {
                 Ok(()) => {
+                    for d in c.deprecated_keys() {
+                        eprintln!("novamon: warning: {d}");
+                    }
                     println!("{}: valid", file.display());
                     ExitCode::SUCCESS
                 }
@@ -66,10 +69,10 @@ fn load_config(cli: &Cli) -> Result<Config, config::ConfigError> {
         config.listeners.http = addr;
     }
     if let Some(addr) = cli.otlp_grpc_listen {
-        config.traces.otlp.grpc = addr;
+        config.otlp.grpc = addr;
     }
     if let Some(addr) = cli.otlp_http_listen {
-        config.traces.otlp.http = addr;
+        config.otlp.http = addr;
     }
     if let Some(addr) = cli.forward_listen {
         config.logs.forward.listen = addr;
@@ -96,7 +99,7 @@ fn init_logging(filter: &str) {
 
 fn promql_test(files: &[std::path::PathBuf]) -> ExitCode {
     let mut out = std::io::stdout().lock();
-    match query::promqltest::run_files(files, &mut out) {
+    match promql::promqltest::run_files(files, &mut out) {
         Ok(summary) if summary.failed == 0 => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {

@@ -2,17 +2,17 @@
 //! `global.evaluation_interval` and `global.external_labels`, and reloaded from the config
 //! file on SIGHUP and `POST /-/reload` together with the Alertmanager settings (a bad file
 //! is rejected and everything running stays). Owns only start-up and reload; evaluation is
-//! `query::rules`'.
+//! the `rules` crate's.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use alertmanager::AlertSink;
 use anyhow::Context;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use query::alert::AlertSink;
-use query::rules::{RuleConfig, RuleManager};
+use rules::{RuleConfig, RuleManager};
 
 use crate::config::Config;
 
@@ -50,14 +50,14 @@ fn rule_config(config: &Config, path: Option<&Path>, external_url: &str) -> Rule
 pub async fn start(
     config: &Config,
     tsdb: Arc<storage::Tsdb>,
-    engine: Arc<query::Engine>,
-    logs: query::logql::LogEngine,
+    engine: Arc<promql::Engine>,
+    logs: logql::LogEngine,
     sink: Arc<dyn AlertSink>,
     alerting: crate::alertmanager::Reloader,
     registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<Rules> {
     let external_url = format!("http://{}", advertised(config.listeners.http));
-    let manager = RuleManager::new(tsdb, engine, Some(logs), sink, registry);
+    let manager = RuleManager::new(tsdb.clone(), tsdb, engine, Some(logs), sink, registry);
     let path = config.source.clone();
     let n = manager
         .apply(&rule_config(config, path.as_deref(), &external_url))

@@ -30,6 +30,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "config section accepted for compatibility but not acted on by this version"
         );
     }
+    for d in config.deprecated_keys() {
+        tracing::warn!("{d}");
+    }
     let data_dir = &config.storage.path;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -45,7 +48,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         elapsed_ms = opened.elapsed().as_millis() as u64,
         "TSDB opened"
     );
-    let engine = Arc::new(query::Engine::new(tsdb.clone(), config.engine_options()));
+    let engine = Arc::new(promql::Engine::new(tsdb.clone(), config.engine_options()));
     let traces_dir = data_dir.join("traces");
     let traces = Arc::new(
         storage::traces::TraceStore::open(&traces_dir, config.trace_store_options())
@@ -54,7 +57,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let otlp_state = ingest::otlp::OtlpState::new(
         traces.clone(),
         tsdb.clone(),
-        config.traces.otlp.max_message_bytes as usize,
+        config.limits.otlp_max_message_bytes as usize,
     );
 
     let logs_dir = data_dir.join("logs");
@@ -67,22 +70,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ingest::logs::Mapping {
             label_keys: config.logs.label_keys.clone(),
         },
-    );
-    let loki_state = query::loki_http::LokiState::new(query::logql::LogEngine::new(
+    )
+    .with_push_max_bytes(config.limits.loki_push_max_bytes as usize);
+    let loki_state = api::loki::LokiState::new(logql::LogEngine::new(
         logs.clone(),
-        config.logs.max_query_lines,
+        config.limits.log_query_max_lines,
     ));
     let otlp_state = otlp_state.with_logs(logs.clone());
 
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
-    let ingest_state = ingest::IngestState::new(
-        tsdb.clone(),
-        ingest::Limits {
-            max_decompressed_bytes: config.limits.remote_write_max_bytes as usize,
-        },
-        &mut registry,
-    );
+    let ingest_state =
+        ingest::IngestState::new(tsdb.clone(), config.ingest_limits(), &mut registry);
     let otlp_state = otlp_state.with_counters(ingest_state.counters());
     let log_sink = log_sink.with_counters(ingest_state.counters());
     let alerting = crate::alertmanager::start(&config, &mut registry)?;
@@ -90,13 +89,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &config,
         tsdb.clone(),
         engine.clone(),
-        query::logql::LogEngine::new(logs.clone(), config.logs.max_query_lines),
+        logql::LogEngine::new(logs.clone(), config.limits.log_query_max_lines),
         alerting.sink.clone(),
         alerting.reloader.clone(),
         &mut registry,
     )
     .await?;
-    let api_state = query::http::ApiState::new(engine, tsdb.clone(), server_info(&config)?)
+    let api_state = api::prometheus::ApiState::new(engine, tsdb.clone(), server_info(&config)?)
         .with_rules(rules.manager.clone());
     let scrape_time = ScrapeTimeMetrics::register(&mut registry, tsdb.clone());
     let exposition = Arc::new(Exposition {
@@ -106,7 +105,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let app = Router::new()
         .merge(ingest::routes(ingest_state))
-        .merge(query::http::routes(api_state))
+        .merge(api::prometheus::routes(api_state))
         .merge(rules.routes())
         .merge(alerting.routes)
         .merge(ui::routes(Arc::new(UiStatus {
@@ -116,10 +115,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             traces: traces.clone(),
         })))
         .merge(ingest::logs::routes(log_sink.clone()))
-        .merge(query::loki_http::routes(loki_state))
+        .merge(api::loki::routes(loki_state))
         .merge(ingest::otlp::http_routes(otlp_state.clone()))
-        .merge(query::jaeger::routes(traces.clone()))
-        .merge(query::tempo::routes(traces.clone()))
+        .merge(api::jaeger::routes(traces.clone(), config.trace_limits()))
+        .merge(api::tempo::routes(traces.clone(), config.trace_limits()))
         .route(
             "/-/healthy",
             get(|| async { "Prometheus Server is Healthy.\n" }).head(|| async {}),
@@ -196,12 +195,12 @@ async fn start_otlp(
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let grpc_addr = config.traces.otlp.grpc;
+    let grpc_addr = config.otlp.grpc;
     let grpc = tokio::net::TcpListener::bind(grpc_addr)
         .await
         .with_context(|| format!("listening on {grpc_addr}"))?;
     tracing::info!(addr = %grpc.local_addr()?, "OTLP/gRPC listening");
-    let http_addr = config.traces.otlp.http;
+    let http_addr = config.otlp.http;
     let http = tokio::net::TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("listening on {http_addr}"))?;
@@ -224,8 +223,9 @@ async fn start_otlp(
         }
     }));
     let mut rx = stopped;
+    let retention_interval = config.limits.trace_retention_interval.0;
     tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        let mut tick = tokio::time::interval(retention_interval);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -242,8 +242,8 @@ async fn start_otlp(
     Ok(Otlp { stop, tasks })
 }
 
-fn server_info(config: &Config) -> anyhow::Result<query::http::ServerInfo> {
-    Ok(query::http::ServerInfo {
+fn server_info(config: &Config) -> anyhow::Result<api::prometheus::ServerInfo> {
+    Ok(api::prometheus::ServerInfo {
         start_time: std::time::SystemTime::now(),
         cwd: std::env::current_dir()
             .map(|p| p.display().to_string())

@@ -1,5 +1,6 @@
-//! The storage error type returned at the crate boundary. Owns only the error shapes and
-//! their messages.
+//! The one error type of the storage crate, for every store, and the classification every
+//! error of novamon maps to on the wire ([`ErrorClass`]). Owns only the error shapes, their
+//! messages and their classes.
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -16,4 +17,46 @@ pub enum StorageError {
     Invalid(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    #[error("index directory: {0}")]
+    Directory(#[from] tantivy::directory::error::OpenDirectoryError),
+    /// A write after the store began shutting down.
+    #[error("the store is shut down")]
+    Closed,
+}
+
+/// What kind of failure an error is, whatever its crate: each wire format maps a class to its
+/// status code once, so a storage failure is a 5xx everywhere and bad input a 4xx.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request is malformed or asks for something impossible.
+    BadInput,
+    NotFound,
+    /// The request is over a size, sample or item budget.
+    TooLarge,
+    Timeout,
+    /// A transient condition (shutting down, out of disk): worth retrying.
+    Unavailable,
+    /// A bug or corruption.
+    Internal,
+}
+
+/// An error that knows its [`ErrorClass`].
+pub trait Classify {
+    fn class(&self) -> ErrorClass;
+}
+
+impl Classify for StorageError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            StorageError::SampleLimit { .. } => ErrorClass::TooLarge,
+            StorageError::Invalid(_) => ErrorClass::BadInput,
+            StorageError::Closed | StorageError::Io(_) => ErrorClass::Unavailable,
+            StorageError::Rocks(_)
+            | StorageError::Corrupt(_)
+            | StorageError::Index(_)
+            | StorageError::Directory(_) => ErrorClass::Internal,
+        }
+    }
 }

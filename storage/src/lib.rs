@@ -1,57 +1,33 @@
-//! novamon's time-series database on RocksDB.
+//! novamon's stores and the contract the rest of novamon reads and writes them through.
 //!
-//! The public surface is the contract in `/work/notes/contract.md`: [`Tsdb`] (append, select,
-//! series/label APIs, metadata, status, checkpoint, retention) and the [`Queryable`] trait the
-//! query engine reads through.
+//! - [`contract`]: the metric store's contract ([`Appender`], [`Querier`] with
+//!   [`SelectHints`] and lazy [`Series`], [`LabelQuerier`]), after Prometheus's
+//!   `storage/interface.go`.
+//! - `tsdb/`: the TSDB on RocksDB ([`Tsdb`]): series index and postings, head with
+//!   out-of-order buffer, write-ahead log, Gorilla chunks in one column family per UTC day,
+//!   checkpoints and retention. Its module doc is the map of its layout and locking.
+//! - [`logs`]: the log store (tantivy per day, with an append log for acknowledged records).
+//! - [`traces`]: the trace store (RocksDB: spans by trace, by time and by attribute).
+//! - shared pieces: [`Labels`] and [`Matcher`], native [`Histogram`]s, `encoding` (varints
+//!   and the like), `db` (RocksDB helpers), one error type ([`StorageError`]).
 //!
-//! Layout in RocksDB (one database per `dir`):
-//! - `series` (id → label set), `series_by_labels` (label set → id), `postings`
-//!   (`name\0value\0id` → empty) and `series_times` (id → min t, max t as of the last
-//!   checkpoint): the persisted index, lz4-compressed (module `index`).
-//! - `meta`: schema version, id counters, metric metadata.
-//! - `wal`: samples appended since the last checkpoint, one record per append.
-//! - `chunks_<partition start ms>`: one uncompressed column family per UTC day holding
-//!   Gorilla chunks keyed by series id | min t | tiebreak; retention drops whole families.
-//!
-//! In memory: the label set ↔ id maps, the inverted index, per-series time bounds, and the
-//! head (open chunk per series, out-of-order buffer, unpersisted cut chunks).
-//!
-//! Details that refine the original design:
-//! - `series_times` is an extra column family: it lets open find each series' newest chunk
-//!   with one seek (instead of scanning partitions) and restores the time bounds the series and
-//!   label APIs filter on.
-//! - A checkpoint writes the chunks and deletes the WAL records they cover in one WriteBatch,
-//!   so no crash can leave a sample both in a chunk and in the WAL (replay would also be
-//!   harmless, but this keeps restarts cheap and the invariant simple).
-//! - Retention at open runs after WAL replay: before it, series whose samples are only in
-//!   the WAL would look empty and be removed.
-//! - Timestamps are limited to ±2^62 ms (anything else is rejected as out of bounds), which
-//!   keeps window/partition arithmetic overflow-free; query ranges are clamped to it.
-//! - After retention drops partitions, a series' min time is raised to the end of the dropped
-//!   range rather than recomputed, so it is a lower bound (the series/label APIs may include a
-//!   series for a range just before its first remaining sample, as Prometheus does at block
-//!   granularity).
+//! Knows nothing of wire formats, query languages or HTTP.
 
-mod append;
-mod chunk;
+pub mod contract;
 mod db;
 mod encoding;
 mod error;
-mod head;
 mod histogram;
-mod histstore;
-mod index;
 mod labels;
 pub mod logs;
 mod matcher;
-mod meta;
-mod partition;
-mod postings;
 pub mod traces;
 mod tsdb;
-mod wal;
 
-pub use error::StorageError;
+pub use contract::{
+    Appendable, Appender, LabelQuerier, Point, Querier, SelectHints, Series, SeriesSet,
+};
+pub use error::{Classify, ErrorClass, StorageError};
 pub use histogram::{Histogram, HistogramSample, HistogramSpan};
 pub use labels::{Label, Labels, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher};
@@ -74,27 +50,13 @@ pub struct Sample {
     pub v: f64,
 }
 
-/// One series' samples, sorted by `t` with unique timestamps.
+/// One series' decoded samples, sorted by `t` with unique timestamps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesSamples {
     pub labels: Labels,
     pub samples: Vec<Sample>,
     /// Native histogram samples, sorted by `t` (a timestamp holds a float or a histogram).
     pub histograms: Vec<HistogramSample>,
-}
-
-/// What a query engine needs from the TSDB. Implemented by [`Tsdb`].
-pub trait Queryable: Send + Sync {
-    /// Series matching all matchers that have samples in [mint, maxt] (inclusive), with those
-    /// samples. Fails with [`StorageError::SampleLimit`] when more than `sample_limit` samples in
-    /// total would be returned (checked while reading, so memory stays bounded).
-    fn select(
-        &self,
-        matchers: &[Matcher],
-        mint: i64,
-        maxt: i64,
-        sample_limit: usize,
-    ) -> Result<Vec<SeriesSamples>, StorageError>;
 }
 
 /// Samples of one series to append.

@@ -1,7 +1,9 @@
 //! The harness for whole-process tests: starts the real `novamon` binary (and peers such as
-//! the real Prometheus) on free loopback ports in temporary directories, talks to them over
-//! HTTP, and kills them when dropped. Owns process and port handling only; what to check is
-//! each test's.
+//! the real Prometheus) in temporary directories, every listener on loopback port 0 with the
+//! bound address read back from the process's log (no port is picked before the process
+//! binds it, so tests running in parallel never race for one), talks to them over HTTP, and
+//! kills them when dropped. Owns process and port handling only; what to check is each
+//! test's.
 //!
 //! The binary is the one `cargo build -p novamon` put beside this test executable (same
 //! profile, same target directory); `tests/run.sh` builds it before running the tests.
@@ -9,9 +11,9 @@
 pub mod series;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use serde_json::Value as Json;
@@ -34,14 +36,6 @@ pub fn novamon_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// A free TCP port on loopback (bound then released; good enough for tests run here).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 pub fn agent() -> ureq::Agent {
@@ -86,6 +80,42 @@ impl Process {
         s
     }
 
+    /// Waits until the log has, for each of `patterns`, a line containing it, and returns the
+    /// whitespace-delimited value right after the pattern's first occurrence (quotes removed),
+    /// in the order of `patterns`: with `" HTTP listening addr="` the address a server logged
+    /// for that listener. Colour codes are ignored. Panics with the log when the process exits
+    /// first or `timeout` passes.
+    pub fn wait_for_log_values(&mut self, patterns: &[&str], timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = strip_ansi(&self.log());
+            // Whole lines only: a line still being written could end inside the value.
+            let complete = &log[..log.rfind('\n').map_or(0, |i| i + 1)];
+            let found: Vec<Option<String>> =
+                patterns.iter().map(|p| value_after(complete, p)).collect();
+            if found.iter().all(Option::is_some) {
+                return found.into_iter().flatten().collect();
+            }
+            let missing: Vec<&&str> = patterns
+                .iter()
+                .zip(&found)
+                .filter(|(_, f)| f.is_none())
+                .map(|(p, _)| p)
+                .collect();
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("process exited ({st}) before logging {missing:?}; log:\n{log}");
+            }
+            if Instant::now() > deadline {
+                panic!("no {missing:?} in the log within {timeout:?}; log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends a signal (e.g. "TERM", "KILL") and waits for the exit, at most `timeout`.
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
         let status = Command::new("kill")
@@ -111,6 +141,40 @@ impl Process {
     }
 }
 
+/// `text` without terminal colour sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip "[", parameters and the final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The token after the first occurrence of `pattern` in `text`, up to whitespace, without
+/// surrounding quotes.
+fn value_after(text: &str, pattern: &str) -> Option<String> {
+    let rest = &text[text.find(pattern)? + pattern.len()..];
+    let v = rest.split_whitespace().next()?.trim_matches('"');
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+/// The address a Go server of the Prometheus family (Prometheus, Alertmanager) logged as bound
+/// when started with `--web.listen-address=127.0.0.1:0`: its `msg="Listening on"` line.
+pub fn wait_for_go_listen_url(p: &mut Process) -> String {
+    let addr = p.wait_for_log_values(&[r#"msg="Listening on" address="#], Duration::from_secs(60));
+    format!("http://{}", addr[0])
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -120,7 +184,8 @@ impl Drop for Process {
     }
 }
 
-/// A novamon server on a free port with its own data directory.
+/// A novamon server on loopback with its own data directory; each listener is bound to port
+/// 0 and the bound addresses are read from the server's log.
 pub struct Novamon {
     pub process: Process,
     pub url: String,
@@ -133,31 +198,41 @@ pub struct Novamon {
     pub agent: ureq::Agent,
 }
 
+/// The line `serve.rs` logs for each listener, up to the bound address.
+const LISTENING: [&str; 4] = [
+    " HTTP listening addr=",
+    " OTLP/gRPC listening addr=",
+    " OTLP/HTTP listening addr=",
+    " forward protocol listening addr=",
+];
+
 impl Novamon {
-    /// Starts novamon with `--data-dir` and a free `--http-listen` port, plus `extra` args.
+    /// Starts novamon with `--data-dir` and every listener on `127.0.0.1:0`, plus `extra`
+    /// args; returns once it logged its four bound addresses and answers `/-/ready`. A
+    /// restart on the same data directory gets new ports (and a new log file).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Novamon {
-        let port = free_port();
-        // The OTLP listeners get free ports too, so servers of concurrent tests never clash.
-        let (grpc, otlp_http, forward) = (free_port(), free_port(), free_port());
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
         let mut cmd = Command::new(novamon_bin());
-        cmd.arg("--data-dir")
-            .arg(data_dir)
-            .arg("--http-listen")
-            .arg(format!("127.0.0.1:{port}"));
-        cmd.arg("--otlp-grpc-listen")
-            .arg(format!("127.0.0.1:{grpc}"));
-        cmd.arg("--otlp-http-listen")
-            .arg(format!("127.0.0.1:{otlp_http}"));
-        cmd.arg("--forward-listen")
-            .arg(format!("127.0.0.1:{forward}"))
-            .args(extra);
-        let log = data_dir.with_extension(format!("novamon-{port}.log"));
+        cmd.arg("--data-dir").arg(data_dir);
+        for flag in [
+            "--http-listen",
+            "--otlp-grpc-listen",
+            "--otlp-http-listen",
+            "--forward-listen",
+        ] {
+            cmd.arg(flag).arg("127.0.0.1:0");
+        }
+        cmd.args(extra);
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        let log = data_dir.with_extension(format!("novamon-{}-{n}.log", std::process::id()));
+        let mut process = Process::spawn(&mut cmd, log);
+        let addrs = process.wait_for_log_values(&LISTENING, Duration::from_secs(60));
         let n = Novamon {
-            process: Process::spawn(&mut cmd, log),
-            url: format!("http://127.0.0.1:{port}"),
-            otlp_grpc_url: format!("http://127.0.0.1:{grpc}"),
-            otlp_http_url: format!("http://127.0.0.1:{otlp_http}"),
-            forward_addr: format!("127.0.0.1:{forward}"),
+            process,
+            url: format!("http://{}", addrs[0]),
+            otlp_grpc_url: format!("http://{}", addrs[1]),
+            otlp_http_url: format!("http://{}", addrs[2]),
+            forward_addr: addrs[3].clone(),
             data_dir: data_dir.to_owned(),
             agent: agent(),
         };
@@ -191,6 +266,25 @@ impl Novamon {
         let (status, body) = self.get_json(path_and_query);
         assert_eq!(status, 200, "{path_and_query}: {body}");
         body
+    }
+
+    /// The value of one series of `/metrics`, named exactly as exposed (`name{labels}`), or
+    /// None when it is not there.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let mut resp = self
+            .agent
+            .get(format!("{}/metrics", self.url))
+            .call()
+            .expect("GET /metrics");
+        let body = resp.body_mut().read_to_string().expect("/metrics body");
+        body.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
     }
 
     /// POSTs a remote-write body (already protobuf-encoded), snappy-compressing it.

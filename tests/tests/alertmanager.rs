@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{agent, enc, free_port, get_json, wait_until, Json, Novamon, Process};
+use e2e::{agent, enc, get_json, wait_for_go_listen_url, wait_until, Json, Novamon, Process};
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 
@@ -30,24 +30,24 @@ inhibit_rules:
     equal: [alertname]
 ";
 
-/// The real Alertmanager on a free port with a one-receiver config.
+/// The real Alertmanager on loopback port 0 (it logs the port it bound) with a one-receiver
+/// config.
 fn real_alertmanager(dir: &Path) -> (Process, String) {
     assert!(
         Path::new(ALERTMANAGER).exists(),
         "the prometheus-alertmanager package is required (tests/run.sh installs it)"
     );
-    let port = free_port();
     let cfg = dir.join("alertmanager.yml");
     std::fs::write(&cfg, AM_CONFIG).unwrap();
-    let p = Process::spawn(
+    let mut p = Process::spawn(
         Command::new(ALERTMANAGER)
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.path={}", dir.join("am-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.listen-address=127.0.0.1:0")
             .arg("--cluster.listen-address="),
         dir.join("alertmanager.log"),
     );
-    let url = format!("http://127.0.0.1:{port}");
+    let url = wait_for_go_listen_url(&mut p);
     let a = agent();
     wait_until(Duration::from_secs(20), || {
         a.get(format!("{url}/-/ready"))
@@ -381,7 +381,7 @@ fn rule_alerts_reach_the_real_alertmanager_and_the_builtin_one() {
 /// What the local sink received: path, JSON body, when.
 type Received = Arc<Mutex<Vec<(String, Json, Instant)>>>;
 
-/// A minimal HTTP/1.1 server on a free port: records every POST and answers 200, or 500
+/// A minimal HTTP/1.1 server on loopback port 0: records every POST and answers 200, or 500
 /// for paths under `/fail`.
 fn http_sink() -> (String, Received) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -439,12 +439,24 @@ fn received(got: &Received, path: &str) -> Vec<(Json, Instant)> {
         .collect()
 }
 
-fn metric(nm: &Novamon, series: &str) -> f64 {
-    let body = request("GET", &format!("{}/metrics", nm.url), None).1;
-    let body = body.as_str().unwrap_or("").to_owned();
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{body}"))
+/// Completed flushes of `receiver`'s aggregation groups in the built-in Alertmanager: each is
+/// a decision whether to notify, taken after the notifications it sent were answered.
+fn flushes(nm: &Novamon, receiver: &str) -> f64 {
+    nm.metric(&format!(
+        "alertmanager_dispatcher_aggregation_group_flushes_total{{receiver_name=\"{receiver}\"}}"
+    ))
+    .unwrap_or(0.0)
+}
+
+/// Waits until `receiver`'s groups have completed `n` flushes since `nm` started.
+fn wait_for_flushes(nm: &Novamon, receiver: &str, n: f64) {
+    wait_until(Duration::from_secs(20), || flushes(nm, receiver) >= n).unwrap_or_else(|| {
+        panic!(
+            "{receiver}: {} group flushes, waited for {n}; log:\n{}",
+            flushes(nm, receiver),
+            nm.process.log()
+        )
+    });
 }
 
 #[test]
@@ -560,7 +572,8 @@ fn notifications_are_grouped_timed_resolved_retried_and_not_repeated_after_resta
     assert_eq!(slack["attachments"][0]["color"], "danger");
 
     // Nothing changed: group_interval flushes (every 2s) repeat nothing before repeat_interval.
-    std::thread::sleep(Duration::from_secs(3));
+    // Two more flushes of the hook group (its only one) decided so.
+    wait_for_flushes(&nm, "hook", flushes(&nm, "hook") + 2.0);
     assert_eq!(received(&got, "/hook").len(), 1);
 
     // Resolving one Disk alert and the Down alert: sent at the next group_interval flush.
@@ -610,12 +623,9 @@ fn notifications_are_grouped_timed_resolved_retried_and_not_repeated_after_resta
         .map(|w| w[1].1.duration_since(w[0].1))
         .collect();
     assert!(gaps[1] > gaps[0], "back-off grows: {gaps:?}");
-    assert!(
-        metric(
-            &nm,
-            "alertmanager_notification_requests_failed_total{integration=\"webhook\"}"
-        ) >= 3.0
-    );
+    let failed =
+        nm.metric("alertmanager_notification_requests_failed_total{integration=\"webhook\"}");
+    assert!(failed >= Some(3.0), "{failed:?}");
 
     // Restart: the still-firing Disk alert is re-sent (as Prometheus would), but the
     // receiver was already told, so nothing goes out again.
@@ -626,7 +636,9 @@ fn notifications_are_grouped_timed_resolved_retried_and_not_repeated_after_resta
         &nm,
         r#"[{"labels": {"alertname": "Disk", "instance": "b"}}]"#,
     );
-    std::thread::sleep(Duration::from_secs(4));
+    // Two more flushes of the restarted server's Disk group: at least one took its alerts
+    // after the POST, and each decided against the notification log.
+    wait_for_flushes(&nm, "hook", flushes(&nm, "hook") + 2.0);
     assert_eq!(
         received(&got, "/hook").len(),
         before,
@@ -681,7 +693,15 @@ fn reload_swaps_alertmanager_config_and_alerting_targets_atomically() {
         format!("groups:\n- name: {name}\n  interval: 1s\n  rules:\n  - alert: {name}\n    expr: vector(1)\n")
     };
     std::fs::write(dir.path().join("before.yml"), rule("Before")).unwrap();
-    std::fs::write(dir.path().join("after.yml"), rule("After")).unwrap();
+    // `Later` fires two evaluations after `After`, so it reaches the sender in a later batch.
+    std::fs::write(
+        dir.path().join("after.yml"),
+        format!(
+            "{}  - alert: Later\n    expr: vector(1)\n    for: 2s\n",
+            rule("After")
+        ),
+    )
+    .unwrap();
     // `Kept` has a route a reload leaves alone; everything else goes to the root receiver.
     let write_config = |rule_files: &str, root: &str, root_url: &str, ext: &str| {
         let text = format!(
@@ -790,9 +810,13 @@ alertmanager:
     );
     let (status, body, _) = reload();
     assert_eq!(status, 200, "{body}");
-    wait_until(Duration::from_secs(10), || {
+    // The sender posts one batch at a time to every target, so once `Later` reached the new
+    // target, the earlier batch with `After` was answered by every target it went to.
+    wait_until(Duration::from_secs(15), || {
         names("/two").contains(&"Manual".to_owned())
+            && names("/two").contains(&"After".to_owned())
             && names("/ext2/api/v2/alerts").contains(&"After".to_owned())
+            && names("/ext2/api/v2/alerts").contains(&"Later".to_owned())
     })
     .unwrap_or_else(|| {
         panic!(
@@ -801,16 +825,21 @@ alertmanager:
             nm.process.log()
         )
     });
-    // Another group interval: the unchanged route's group is not notified again, and the
-    // old receiver and target get nothing new.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Two more flushes of the kept group (one group interval apart, after the new alerts
+    // were routed): the unchanged route's group is not notified again, and the old receiver
+    // and target got nothing new.
+    wait_for_flushes(&nm, "kept", flushes(&nm, "kept") + 2.0);
     assert_eq!(names("/kept"), ["Kept"]);
+    let one = names("/one");
     assert!(
-        !names("/one").contains(&"After".to_owned()),
-        "{:?}",
-        names("/one")
+        !one.contains(&"After".to_owned()) && !one.contains(&"Later".to_owned()),
+        "{one:?}"
     );
-    assert!(!names("/ext1/api/v2/alerts").contains(&"After".to_owned()));
+    let ext1 = names("/ext1/api/v2/alerts");
+    assert!(
+        !ext1.contains(&"After".to_owned()) && !ext1.contains(&"Later".to_owned()),
+        "{ext1:?}"
+    );
     let (_, am_status) = nm.get_json("/api/v2/status");
     assert!(
         am_status["config"]["original"]

@@ -57,6 +57,39 @@ fn a_prometheus_yml_is_accepted() {
     assert_eq!(code, Some(0), "{stderr}");
 }
 
+/// Keys that moved still load, with a warning naming their new place; set in both places they
+/// are a config error.
+#[test]
+fn moved_config_keys_load_with_a_warning_and_clash_with_their_new_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("novamon.yml");
+    std::fs::write(
+        &cfg,
+        "traces:\n  otlp:\n    grpc: 127.0.0.1:14317\nlogs:\n  max_query_lines: 10\n",
+    )
+    .unwrap();
+    let (code, stderr) = check_config(&cfg);
+    assert_eq!(code, Some(0), "{stderr}");
+    for want in [
+        "config section traces.otlp is deprecated: move it to the top-level `otlp:` section",
+        "config key logs.max_query_lines is deprecated: move it to limits.log_query_max_lines",
+    ] {
+        assert_eq!(stderr.matches(want).count(), 1, "{stderr}");
+    }
+
+    std::fs::write(
+        &cfg,
+        "otlp:\n  grpc: 127.0.0.1:1\ntraces:\n  otlp:\n    grpc: 127.0.0.1:14317\n",
+    )
+    .unwrap();
+    let (code, stderr) = check_config(&cfg);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("traces.otlp (deprecated) and otlp are both set: keep only otlp"),
+        "{stderr}"
+    );
+}
+
 /// `novamon` alone serves on :9090 with data under ./data, and SIGTERM ends it cleanly.
 #[test]
 fn no_arguments_serve_the_embedded_default_and_sigterm_exits_0() {

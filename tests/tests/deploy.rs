@@ -484,18 +484,26 @@ fn scrape_into_itself(n: &Novamon, t_ms: i64) {
 }
 
 /// A server running the example rules every second on an hour of NovaCron metrics and half an
-/// hour of NovaCron logs, its built-in Alertmanager notifying a webhook that refuses
-/// connections, and two self-scrapes taken once a notification has failed; also exercises what
-/// the self-monitoring dashboard shows (a rejected sample, a refused query).
+/// hour of NovaCron logs, its built-in Alertmanager notifying a webhook that drops every
+/// connection unanswered, and two self-scrapes taken once a notification has failed; also
+/// exercises what the self-monitoring dashboard shows (a rejected sample, a refused query).
 fn loaded_server() -> (tempfile::TempDir, Novamon, i64) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("novamon.yml");
     let rules = deploy_dir().join("rules/*.yml");
+    // The webhook: a port of our own (bound to 0, held for the rest of the test process)
+    // that closes each connection before answering, so every notification fails.
+    let webhook = std::net::TcpListener::bind("127.0.0.1:0").expect("webhook port");
+    let webhook_addr = webhook.local_addr().expect("webhook address");
+    std::thread::spawn(move || {
+        for conn in webhook.incoming() {
+            drop(conn);
+        }
+    });
     std::fs::write(
         &config,
         format!(
-            "global:\n  evaluation_interval: 1s\nrule_files: [{rules:?}]\nalertmanager:\n  config:\n    route: {{receiver: ops, group_by: [alertname], group_wait: 1s, group_interval: 1s}}\n    receivers:\n      - name: ops\n        webhook_configs: [{{url: 'http://127.0.0.1:{}/'}}]\n",
-            e2e::free_port()
+            "global:\n  evaluation_interval: 1s\nrule_files: [{rules:?}]\nalertmanager:\n  config:\n    route: {{receiver: ops, group_by: [alertname], group_wait: 1s, group_interval: 1s}}\n    receivers:\n      - name: ops\n        webhook_configs: [{{url: 'http://{webhook_addr}/'}}]\n"
         ),
     )
     .unwrap();
@@ -1075,8 +1083,8 @@ fn default_ports() -> BTreeSet<u16> {
     let ex = yaml("novamon.example.yml");
     [
         &ex["listeners"]["http"],
-        &ex["traces"]["otlp"]["grpc"],
-        &ex["traces"]["otlp"]["http"],
+        &ex["otlp"]["grpc"],
+        &ex["otlp"]["http"],
         &ex["logs"]["forward"]["listen"],
     ]
     .iter()

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use e2e::{agent, enc, free_port, get_json, wait_until, Json, Novamon, Process};
+use e2e::{agent, enc, get_json, wait_for_go_listen_url, wait_until, Json, Novamon, Process};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const RUN_FOR: Duration = Duration::from_secs(30);
@@ -35,17 +35,16 @@ fn prometheus_remote_writes_and_both_answer_the_same() {
     );
     let dir = tempfile::tempdir().unwrap();
     let novamon = Novamon::start(&dir.path().join("novamon"), &[]);
-    let prom_port = free_port();
+    // Prometheus binds port 0 and logs the port; it scrapes itself, so its config gets the
+    // scrape job once that port is known, through a reload.
     let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"global:
+    let write_config = |scrape_configs: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"global:
   scrape_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ["127.0.0.1:{prom_port}"]
+scrape_configs: {scrape_configs}
 remote_write:
   - url: {}/api/v1/write
     queue_config:
@@ -53,28 +52,43 @@ remote_write:
     metadata_config:
       send_interval: 5s
 "#,
-            novamon.url
-        ),
-    )
-    .unwrap();
-    let _prom = Process::spawn(
+                novamon.url
+            ),
+        )
+        .unwrap();
+    };
+    write_config("[]");
+    let mut prom_process = Process::spawn(
         Command::new(PROMETHEUS)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("prom").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg("--web.enable-lifecycle"),
         dir.path().join("prometheus.log"),
     );
-    let prom = format!("http://127.0.0.1:{prom_port}");
+    let prom = wait_for_go_listen_url(&mut prom_process);
     let a = agent();
     wait_until(Duration::from_secs(60), || {
         a.get(format!("{prom}/-/ready"))
             .call()
             .is_ok_and(|r| r.status() == 200)
     })
-    .expect("prometheus ready");
+    .unwrap_or_else(|| panic!("prometheus not ready:\n{}", prom_process.log()));
+    write_config(&format!(
+        "\n  - job_name: prometheus\n    static_configs:\n      - targets: [\"{}\"]",
+        prom.trim_start_matches("http://")
+    ));
+    let mut resp = a.post(format!("{prom}/-/reload")).send_empty().unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "reload: {}",
+        resp.body_mut().read_to_string().unwrap_or_default()
+    );
+    // Real time for Prometheus to scrape itself and remote-write the result.
     std::thread::sleep(RUN_FOR);
 
     // A moment both have seen completely: remote-write batches are sent within a second.

@@ -1,7 +1,9 @@
 //! Differential check of the PromQL engine against the real Prometheus (Debian's 2.42): the
 //! same realistic hour of data is remote-written into both, then a broad set of instant and
 //! range queries must give the same series (labels exactly) and values (1e-9 relative,
-//! NaN = NaN).
+//! NaN = NaN). Every query states what it is for: data (both sides must return some, so two
+//! empty answers or two errors never pass for agreement), nothing ([`EMPTY`]: both must
+//! succeed with no series) or an error ([`WRONG`]: both must refuse it the same way).
 //!
 //! Deliberate differences kept out of the comparison: Prometheus 2.42 closes range windows
 //! `[t-r, t]` where Prometheus 3 (and novamon) use `(t-r, t]`, so every evaluation time is off
@@ -12,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use e2e::series::{v1_request, v1_series, V1};
-use e2e::{agent, enc, free_port, get_json, wait_until, Json, Novamon, Process};
+use e2e::{agent, enc, get_json, wait_for_go_listen_url, wait_until, Json, Novamon, Process};
 
 const STEP_MS: i64 = 15_000;
 const POINTS: i64 = 240; // one hour
@@ -168,7 +170,45 @@ fn advance(s: &mut Series, rng: &mut Rng, step: i64) -> f64 {
     s.value
 }
 
-fn queries() -> Vec<String> {
+/// Queries whose right answer is no data: both sides must succeed with an empty result.
+const EMPTY: &[&str] = &[
+    "absent(up)",
+    "absent_over_time(node_memory_usage_bytes[2m])",
+    "absent_over_time(temperature_celsius[10m])",
+    "up{job=\"nowhere\"}",
+    "temperature_celsius > 1000",
+];
+
+/// Wrong queries: both sides must refuse them with the same `errorType`.
+const WRONG: &[&str] = &[
+    "sum(",
+    "rate(up)",
+    "histogram_quantile(0.5)",
+    "{job=~\".*\"}",
+    // Many-to-many matching, an execution error.
+    "http_requests_total + on (instance) node_cpu_seconds_total",
+];
+
+/// What a query is meant to answer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    Data,
+    Empty,
+    Error,
+}
+
+fn queries() -> Vec<(String, Expect)> {
+    let mut q: Vec<(String, Expect)> = data_queries()
+        .into_iter()
+        .map(|q| (q, Expect::Data))
+        .collect();
+    q.extend(EMPTY.iter().map(|e| (e.to_string(), Expect::Empty)));
+    q.extend(WRONG.iter().map(|e| (e.to_string(), Expect::Error)));
+    q
+}
+
+/// Queries that must return data on both sides.
+fn data_queries() -> Vec<String> {
     let mut q: Vec<String> = vec![];
     let sels = [
         "http_requests_total",
@@ -194,7 +234,6 @@ fn queries() -> Vec<String> {
         "present_over_time",
         "stddev_over_time",
         "stdvar_over_time",
-        "absent_over_time",
     ] {
         for sel in ["node_memory_usage_bytes", "temperature_celsius"] {
             for r in ["2m", "10m"] {
@@ -243,9 +282,16 @@ fn queries() -> Vec<String> {
         q.push(format!("2 {op} temperature_celsius"));
     }
     for op in ["==", "!=", ">", "<", ">=", "<="] {
-        q.push(format!("temperature_celsius {op} 5"));
         q.push(format!("temperature_celsius {op} bool 5"));
+        // All temperatures swing together, so at some times none is above (or below) any
+        // fixed threshold; the mean and the maximum always have series on their sides.
+        let rhs = if op == "==" { "max" } else { "avg" };
+        q.push(format!(
+            "temperature_celsius {op} scalar({rhs}(temperature_celsius))"
+        ));
     }
+    q.push("node_memory_usage_bytes > 1e9".into());
+    q.push("temperature_celsius != 5".into());
     q.extend(
         [
             "rate(request_duration_seconds_sum[5m]) / rate(request_duration_seconds_count[5m])",
@@ -255,7 +301,7 @@ fn queries() -> Vec<String> {
             "node_memory_usage_bytes and on (instance) up == 1",
             "node_memory_usage_bytes unless on (instance) up == 0",
             "up == 0 or node_memory_usage_bytes",
-            "temperature_celsius > 0 and temperature_celsius < 10",
+            "temperature_celsius > scalar(min(temperature_celsius)) and temperature_celsius < scalar(max(temperature_celsius))",
             "1 - avg by (instance) (rate(node_cpu_seconds_total{mode=\"idle\"}[5m]))",
             "-temperature_celsius",
             "+node_memory_usage_bytes",
@@ -270,11 +316,12 @@ fn queries() -> Vec<String> {
             "scalar(up)", "sum(up) * on() group_left vector(2)",
             "label_replace(up, \"host\", \"$1\", \"instance\", \"(.*):.*\")",
             "label_join(up, \"both\", \"/\", \"job\", \"instance\")",
-            "absent(nonexistent_metric)", "absent(up)", "absent(nonexistent{job=\"x\"})",
+            "absent(nonexistent_metric)", "absent(nonexistent{job=\"x\"})",
+            "absent_over_time(nonexistent_metric[5m])", "absent_over_time(nonexistent{job=\"x\"}[5m])",
             "sum(node_memory_usage_bytes offset 10m)", "rate(http_requests_total[5m] offset 5m)",
             "max_over_time(rate(http_requests_total[1m])[10m:1m])", "avg_over_time(temperature_celsius[10m:30s])",
             "min_over_time(sum(temperature_celsius)[5m:])", "count(count by (job) (up))",
-            "sum(rate(node_cpu_seconds_total[5m])) by (mode)", "avg(temperature_celsius) by (sensor) > 5",
+            "sum(rate(node_cpu_seconds_total[5m])) by (mode)", "avg(temperature_celsius) by (sensor) > scalar(avg(temperature_celsius))",
             "up{job=\"node\"}", "up{job=~\"no.*\"}", "up{job!~\"no.*\"}", "{__name__=~\"up|node_memory_usage_bytes\", instance=\"host-1:9100\"}",
             "temperature_celsius{sensor=\"a\"} - ignoring(sensor) temperature_celsius{sensor=\"b\"}",
             "temperature_celsius{sensor=\"a\"} > bool on(instance) temperature_celsius{sensor=\"b\"}",
@@ -297,6 +344,43 @@ fn close(a: &Json, b: &Json) -> bool {
             (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
         }
         _ => false,
+    }
+}
+
+/// Whether a successful response holds anything: a non-empty vector or matrix, or a scalar
+/// or string.
+fn has_data(r: &Json) -> bool {
+    let result = &r["data"]["result"];
+    result
+        .as_array()
+        .map_or(!result.is_null(), |a| !a.is_empty())
+}
+
+/// Checks both responses against what the query is meant to answer, then (for data) against
+/// each other; returns a description of the first problem.
+fn check(expect: Expect, prom: &Json, ours: &Json, ordered: bool) -> Option<String> {
+    let sides = [("prometheus", prom), ("novamon", ours)];
+    for (who, r) in sides {
+        let ok = r["status"] == "success";
+        let problem = match expect {
+            Expect::Data if !ok => "refused a query meant to return data",
+            Expect::Data if !has_data(r) => "returned no data for a query meant to return some",
+            Expect::Empty if !ok => "refused a query meant to return nothing",
+            Expect::Empty if has_data(r) => "returned data for a query meant to return nothing",
+            Expect::Error if ok => "accepted a query meant to be refused",
+            _ => continue,
+        };
+        return Some(format!("{who} {problem}: {r}"));
+    }
+    match expect {
+        Expect::Data => diff(prom, ours, ordered),
+        Expect::Empty => None,
+        Expect::Error => (prom["errorType"] != ours["errorType"]).then(|| {
+            format!(
+                "errorType: prometheus {} vs novamon {}",
+                prom["errorType"], ours["errorType"]
+            )
+        }),
     }
 }
 
@@ -373,21 +457,20 @@ fn queries_answer_like_prometheus() {
     );
     let dir = tempfile::tempdir().unwrap();
     let novamon = Novamon::start(&dir.path().join("novamon"), &[]);
-    let port = free_port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(&config, "global: {}\n").unwrap();
-    let _prom = Process::spawn(
+    let mut prom_process = Process::spawn(
         Command::new("/usr/bin/prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("prom").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.listen-address=127.0.0.1:0")
             .arg("--web.enable-remote-write-receiver"),
         dir.path().join("prometheus.log"),
     );
-    let prom = format!("http://127.0.0.1:{port}");
+    let prom = wait_for_go_listen_url(&mut prom_process);
     let a = agent();
     wait_until(Duration::from_secs(60), || {
         a.get(format!("{prom}/-/ready"))
@@ -452,13 +535,14 @@ fn queries_answer_like_prometheus() {
     ];
     let (rstart, rend, rstep) = (start + 20 * 60_000 + 3_700, end - 4_000, 61_000);
     let mut failures = vec![];
-    for q in &qs {
+    for (q, expect) in &qs {
+        let expect = *expect;
         let ordered = q.starts_with("sort");
         for t in at {
             let path = format!("/api/v1/query?query={}&time={}", enc(q), t as f64 / 1000.0);
             let (_, p) = get_json(&a, &format!("{prom}{path}"));
             let (_, o) = novamon.get_json(&path);
-            if let Some(d) = diff(&p, &o, ordered) {
+            if let Some(d) = check(expect, &p, &o, ordered) {
                 failures.push(format!("instant {q} @{t}: {d}"));
             }
         }
@@ -471,7 +555,7 @@ fn queries_answer_like_prometheus() {
         );
         let (_, p) = get_json(&a, &format!("{prom}{path}"));
         let (_, o) = novamon.get_json(&path);
-        if let Some(d) = diff(&p, &o, false) {
+        if let Some(d) = check(expect, &p, &o, false) {
             failures.push(format!("range {q}: {d}"));
         }
     }

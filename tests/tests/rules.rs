@@ -1,5 +1,5 @@
 //! Rules end to end through the real binary: `novamon test rules` on our promtool-format
-//! files (cross-checked with Debian's promtool when installed), `novamon check rules`, and a
+//! files (cross-checked with Debian's promtool, which tests/run.sh installs), `novamon check rules`, and a
 //! server evaluating rule files over remote-written data: `/api/v1/rules` and
 //! `/api/v1/alerts` shapes, `ALERTS` queryable, reload by `POST /-/reload` and SIGHUP with a
 //! bad file rejected, and `for` state surviving a restart.
@@ -26,6 +26,16 @@ fn test_files() -> Vec<PathBuf> {
     files
 }
 
+/// Debian's promtool, which must be installed: the cross-checks are the point of these tests.
+fn promtool() -> &'static Path {
+    let p = Path::new("/usr/bin/promtool");
+    assert!(
+        p.exists(),
+        "promtool is missing (tests/run.sh installs Debian's prometheus package, which has it)"
+    );
+    p
+}
+
 fn run(cmd: &mut Command) -> (Option<i32>, String) {
     let out = cmd.output().unwrap();
     let text =
@@ -40,13 +50,10 @@ fn our_rule_unit_tests_pass_and_promtool_agrees() {
         .args(test_files()));
     assert_eq!(code, Some(0), "{out}");
     assert!(out.trim_end().ends_with(" passed, 0 failed"), "{out}");
-    let promtool = Path::new("/usr/bin/promtool");
-    if promtool.exists() {
-        let (code, out) = run(Command::new(promtool)
-            .args(["test", "rules"])
-            .args(test_files()));
-        assert_eq!(code, Some(0), "promtool disagrees:\n{out}");
-    }
+    let (code, out) = run(Command::new(promtool())
+        .args(["test", "rules"])
+        .args(test_files()));
+    assert_eq!(code, Some(0), "promtool disagrees:\n{out}");
 }
 
 #[test]
@@ -69,12 +76,8 @@ fn a_wrong_expectation_fails_in_both_runners() {
     assert!(out.contains("alertname: HighErrorRate, time: 4m"), "{out}");
     assert!(out.contains(r#"summary="api errors at 2/s""#), "{out}");
     assert!(out.trim_end().ends_with("2 passed, 1 failed"), "{out}");
-    if Path::new("/usr/bin/promtool").exists() {
-        let (code, _) = run(Command::new("/usr/bin/promtool")
-            .args(["test", "rules"])
-            .arg(&path));
-        assert_eq!(code, Some(1));
-    }
+    let (code, out) = run(Command::new(promtool()).args(["test", "rules"]).arg(&path));
+    assert_eq!(code, Some(1), "{out}");
 }
 
 #[test]

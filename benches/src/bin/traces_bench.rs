@@ -149,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http_addr = http.local_addr()?;
-    let routes = query::jaeger::routes(traces.clone());
+    let routes = api::jaeger::routes(traces.clone(), api::TraceLimits::default());
     tokio::spawn(async move { axum::serve(http, routes).await });
 
     let batches = args.spans.div_ceil(BATCH) as u64;

@@ -13,9 +13,6 @@ use storage::{Label, Labels};
 
 use super::LogSink;
 
-/// Largest decompressed body accepted.
-const MAX_BODY: usize = 64 << 20;
-
 mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct PushRequest {
@@ -73,7 +70,12 @@ pub(crate) async fn push(State(sink): State<LogSink>, headers: HeaderMap, body: 
             .unwrap_or("")
             .to_owned()
     };
-    let records = match decode(&header("content-type"), &header("content-encoding"), &body) {
+    let records = match decode(
+        &header("content-type"),
+        &header("content-encoding"),
+        &body,
+        sink.push_max_bytes,
+    ) {
         Ok(r) => r,
         Err(PushError::BadRequest(msg)) => {
             return (StatusCode::BAD_REQUEST, msg + "\n").into_response()
@@ -91,10 +93,12 @@ pub(crate) async fn push(State(sink): State<LogSink>, headers: HeaderMap, body: 
     }
 }
 
+/// Decodes a push body of at most `max` bytes (decompressed).
 pub(crate) fn decode(
     content_type: &str,
     encoding: &str,
     body: &[u8],
+    max: usize,
 ) -> Result<Vec<LogRecord>, PushError> {
     let bad = |m: String| PushError::BadRequest(m);
     let body = match encoding {
@@ -102,23 +106,23 @@ pub(crate) fn decode(
         "gzip" => {
             let mut out = Vec::new();
             flate2::read::MultiGzDecoder::new(body)
-                .take(MAX_BODY as u64 + 1)
+                .take(max as u64 + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| bad(format!("gzip: {e}")))?;
             out
         }
-        "snappy" => snappy(body)?,
+        "snappy" => snappy(body, max)?,
         other => return Err(bad(format!("unsupported Content-Encoding {other:?}"))),
     };
-    if body.len() > MAX_BODY {
-        return Err(bad(format!("request body larger than {MAX_BODY} bytes")));
+    if body.len() > max {
+        return Err(bad(format!("request body larger than {max} bytes")));
     }
     if content_type.starts_with("application/json") {
         decode_json(&body)
     } else {
         // Loki's default: snappy-compressed protobuf (the block format, no Content-Encoding).
         let raw = if encoding.is_empty() {
-            snappy(&body)?
+            snappy(&body, max)?
         } else {
             body
         };
@@ -126,12 +130,12 @@ pub(crate) fn decode(
     }
 }
 
-fn snappy(b: &[u8]) -> Result<Vec<u8>, PushError> {
+fn snappy(b: &[u8], max: usize) -> Result<Vec<u8>, PushError> {
     let len =
         snap::raw::decompress_len(b).map_err(|e| PushError::BadRequest(format!("snappy: {e}")))?;
-    if len > MAX_BODY {
+    if len > max {
         return Err(PushError::BadRequest(format!(
-            "request body larger than {MAX_BODY} bytes"
+            "request body larger than {max} bytes"
         )));
     }
     snap::raw::Decoder::new()
@@ -280,6 +284,28 @@ fn parse_selector(s: &str) -> Result<Labels, String> {
 mod tests {
     use super::*;
     use prost::Message;
+
+    fn decode(ct: &str, encoding: &str, body: &[u8]) -> Result<Vec<LogRecord>, PushError> {
+        super::decode(ct, encoding, body, crate::logs::DEFAULT_PUSH_MAX_BYTES)
+    }
+
+    #[test]
+    fn bodies_over_the_limit_are_refused_decompressed() {
+        let body = br#"{"streams":[{"stream":{"app":"a"},"values":[["1","hello"]]}]}"#;
+        let max = body.len();
+        assert!(super::decode("application/json", "", body, max).is_ok());
+        let want = Err(PushError::BadRequest(format!(
+            "request body larger than {} bytes",
+            max - 1
+        )));
+        assert_eq!(super::decode("application/json", "", body, max - 1), want);
+        let snappy = snap::raw::Encoder::new().compress_vec(body).unwrap();
+        assert!(snappy.len() < max - 1);
+        assert_eq!(
+            super::decode("application/json", "snappy", &snappy, max - 1),
+            want
+        );
+    }
 
     #[test]
     fn json_push_with_structured_metadata() {

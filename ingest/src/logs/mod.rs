@@ -11,26 +11,37 @@ pub use mapping::Mapping;
 
 use std::sync::Arc;
 
-use storage::logs::{LogRecord, LogStore};
+use storage::logs::{LogRecord, LogWriter};
 
 use crate::metrics::{Protocol, Signal};
 use crate::IngestCounters;
 
+/// The default of [`LogSink::with_push_max_bytes`].
+pub const DEFAULT_PUSH_MAX_BYTES: usize = 64 << 20;
+
 /// Where ingested logs go and how records become streams. Cheap to clone.
 #[derive(Clone)]
 pub struct LogSink {
-    store: Arc<LogStore>,
+    store: Arc<dyn LogWriter>,
     mapping: Arc<Mapping>,
     counters: IngestCounters,
+    push_max_bytes: usize,
 }
 
 impl LogSink {
-    pub fn new(store: Arc<LogStore>, mapping: Mapping) -> LogSink {
+    pub fn new(store: Arc<dyn LogWriter>, mapping: Mapping) -> LogSink {
         LogSink {
             store,
             mapping: Arc::new(mapping),
             counters: IngestCounters::default(),
+            push_max_bytes: DEFAULT_PUSH_MAX_BYTES,
         }
+    }
+
+    /// Largest Loki push body accepted, as sent and decompressed.
+    pub fn with_push_max_bytes(mut self, max: usize) -> LogSink {
+        self.push_max_bytes = max;
+        self
     }
 
     /// Counts what is stored and refused in `counters` (registered by `IngestState::new`).
@@ -44,12 +55,12 @@ impl LogSink {
         &self,
         protocol: Protocol,
         records: Vec<LogRecord>,
-    ) -> Result<(), storage::logs::LogError> {
+    ) -> Result<(), storage::StorageError> {
         let store = self.store.clone();
         let n = records.len();
         let result = match tokio::task::spawn_blocking(move || store.append(&records)).await {
             Ok(r) => r,
-            Err(_) => Err(storage::logs::LogError::Closed),
+            Err(_) => Err(storage::StorageError::Closed),
         };
         match result {
             Ok(()) => self.counters.stored(Signal::Logs, protocol, n),
@@ -67,6 +78,6 @@ impl LogSink {
 pub fn routes(sink: LogSink) -> axum::Router {
     axum::Router::new()
         .route("/loki/api/v1/push", axum::routing::post(loki_push::push))
-        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+        .layer(axum::extract::DefaultBodyLimit::max(sink.push_max_bytes))
         .with_state(sink)
 }

@@ -45,12 +45,14 @@ pub(crate) fn metrics(
     req: &ExportMetricsServiceRequest,
 ) -> Result<ExportMetricsServiceResponse, OtlpError> {
     let converted = metrics_to_series::convert(&req.resource_metrics);
-    for (family, md) in &converted.metadata {
-        state.tsdb.set_metadata(family, md.clone())?;
+    let mut app = state.metrics_store.appender(AppendMode::BestEffort);
+    for (family, md) in converted.metadata {
+        app.set_metadata(&family, md);
     }
-    let report = state
-        .tsdb
-        .append(&converted.series, AppendMode::BestEffort)?;
+    for s in converted.series {
+        app.append(s);
+    }
+    let report = app.commit()?;
     // OTLP counts data points; a rejected sample of a histogram's series rejects its point.
     let mut rejected = converted.rejected_points;
     let mut reason = converted.reason;

@@ -15,9 +15,9 @@ mod metrics_to_series;
 
 use std::sync::Arc;
 
-use storage::logs::LogStore;
-use storage::traces::TraceStore;
-use storage::Tsdb;
+use storage::logs::LogWriter;
+use storage::traces::TraceWriter;
+use storage::Appendable;
 
 use crate::metrics::Protocol;
 use crate::IngestCounters;
@@ -28,11 +28,11 @@ pub use http::http_routes;
 /// What the OTLP endpoints share. Cheap to clone.
 #[derive(Clone)]
 pub struct OtlpState {
-    traces: Arc<TraceStore>,
-    tsdb: Arc<Tsdb>,
+    traces: Arc<dyn TraceWriter>,
+    metrics_store: Arc<dyn Appendable>,
     /// Where OTLP logs go; without one they are refused (partial success) rather than lost
     /// silently.
-    logs: Option<Arc<LogStore>>,
+    logs: Option<Arc<dyn LogWriter>>,
     /// Largest request accepted, after decompression (gRPC: the decoded message).
     max_bytes: usize,
     counters: IngestCounters,
@@ -41,10 +41,14 @@ pub struct OtlpState {
 }
 
 impl OtlpState {
-    pub fn new(traces: Arc<TraceStore>, tsdb: Arc<Tsdb>, max_bytes: usize) -> OtlpState {
+    pub fn new(
+        traces: Arc<dyn TraceWriter>,
+        metrics_store: Arc<dyn Appendable>,
+        max_bytes: usize,
+    ) -> OtlpState {
         OtlpState {
             traces,
-            tsdb,
+            metrics_store,
             logs: None,
             max_bytes,
             counters: IngestCounters::default(),
@@ -64,7 +68,7 @@ impl OtlpState {
     }
 
     /// Stores OTLP logs in `logs`.
-    pub fn with_logs(mut self, logs: Arc<LogStore>) -> OtlpState {
+    pub fn with_logs(mut self, logs: Arc<dyn LogWriter>) -> OtlpState {
         self.logs = Some(logs);
         self
     }

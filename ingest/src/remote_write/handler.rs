@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use storage::{AppendMode, AppendReport, SeriesBatch};
+use storage::{AppendMode, AppendReport, SeriesBatch, StorageError};
 
 use super::decode::{decode, DecodedWrite};
 use super::error::{ErrorList, RemoteWriteError};
@@ -166,9 +166,7 @@ fn write_all_or_nothing(
             TOO_FAR_IN_FUTURE.to_string().into(),
         ));
     }
-    let report = state
-        .tsdb
-        .append(&decoded.series, AppendMode::AllOrNothing)?;
+    let report = append(state, decoded, AppendMode::AllOrNothing)?;
     if let Some(first) = report.rejected.first() {
         for r in &report.rejected {
             metrics.rejected(r.reason.into(), 1);
@@ -181,7 +179,6 @@ fn write_all_or_nothing(
         // Prometheus answers with the first append error's text alone.
         return Err(RemoteWriteError::BadData(first.reason.to_string().into()));
     }
-    set_metadata(state, &decoded);
     Ok((report, ErrorList::default()))
 }
 
@@ -210,22 +207,28 @@ fn write_best_effort(
     decoded
         .series
         .retain(|s: &SeriesBatch| !s.samples.is_empty() || !s.histograms.is_empty());
-    let report = state.tsdb.append(&decoded.series, AppendMode::BestEffort)?;
+    let report = append(state, decoded, AppendMode::BestEffort)?;
     for r in &report.rejected {
         metrics.rejected(r.reason.into(), 1);
         errors.push(format!("{} for series {}", r.reason, r.labels));
     }
-    set_metadata(state, &decoded);
     Ok((report, errors))
 }
 
-/// Metadata is advisory: a failure to store it does not fail the samples already written.
-fn set_metadata(state: &IngestState, decoded: &DecodedWrite) {
-    for (family, md) in &decoded.metadata {
-        if let Err(err) = state.tsdb.set_metadata(family, md.clone()) {
-            tracing::warn!(family, %err, "storing remote-write metadata failed");
-        }
+/// One transaction: the samples, and the metadata unless the samples were refused.
+fn append(
+    state: &IngestState,
+    decoded: DecodedWrite,
+    mode: AppendMode,
+) -> Result<AppendReport, StorageError> {
+    let mut app = state.metrics_store.appender(mode);
+    for s in decoded.series {
+        app.append(s);
     }
+    for (family, md) in decoded.metadata {
+        app.set_metadata(&family, md);
+    }
+    app.commit()
 }
 
 fn now_ms() -> i64 {

@@ -6,8 +6,8 @@
 //! Indexed records must leave the disk too, not only the key space: a range delete alone
 //! leaves them in SST files until some compaction happens to reach them, which doubled the
 //! bytes on disk per logged byte. So truncation drops the SST files the range covers whole,
-//! and compacts the range once the dead SST bytes pass [`COMPACT_SST_BYTES`]; closing compacts
-//! everything, which also retires the WAL.
+//! and compacts the range once the dead SST bytes pass `LogOptions::append_compact_bytes`;
+//! closing compacts everything, which also retires the WAL.
 
 use std::path::Path;
 
@@ -15,18 +15,14 @@ use parking_lot::Mutex;
 use rocksdb::{DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use super::record::LogRecord;
-use super::LogError;
+use super::LogOptions;
+use crate::StorageError;
 
 /// Key of the highest sequence number ever assigned; never deleted, so sequence numbers keep
 /// growing across restarts even when every record has been indexed.
 const HIGH_WATER_KEY: &[u8] = b"hwm";
 /// Record keys: this prefix then the sequence number, 8 bytes big-endian.
 const RECORD_PREFIX: u8 = b'r';
-/// Memtable size, and so roughly the most WAL bytes kept for records the index already has.
-const WRITE_BUFFER_BYTES: usize = 16 << 20;
-/// SST bytes left after truncation (all of them dead: the indexer keeps up, so live records are
-/// normally still in the memtable) above which the truncated range is compacted away.
-const COMPACT_SST_BYTES: u64 = 32 << 20;
 
 pub(crate) struct AppendLog {
     db: DB,
@@ -34,6 +30,10 @@ pub(crate) struct AppendLog {
     /// indexer's cursor never passes a sequence number whose write is still in flight.
     next_seq: Mutex<u64>,
     fsync: bool,
+    /// SST bytes left after truncation (all of them dead: the indexer keeps up, so live
+    /// records are normally still in the memtable) above which the truncated range is
+    /// compacted away.
+    compact_bytes: u64,
 }
 
 fn record_key(seq: u64) -> [u8; 9] {
@@ -44,21 +44,27 @@ fn record_key(seq: u64) -> [u8; 9] {
 }
 
 impl AppendLog {
-    /// Opens the log; `min_next_seq` is one past the highest sequence the index has committed,
-    /// so sequence numbers stay ahead of it even if this database was lost.
-    pub(crate) fn open(dir: &Path, fsync: bool, min_next_seq: u64) -> Result<AppendLog, LogError> {
+    /// Opens the log with `opts`' fsync and sizes; `min_next_seq` is one past the highest
+    /// sequence the index has committed, so sequence numbers stay ahead of it even if this
+    /// database was lost.
+    pub(crate) fn open(
+        dir: &Path,
+        opts: &LogOptions,
+        min_next_seq: u64,
+    ) -> Result<AppendLog, StorageError> {
         let mut o = Options::default();
         o.create_if_missing(true);
         o.set_compression_type(DBCompressionType::Lz4);
         o.set_max_total_wal_size(64 << 20);
         o.set_keep_log_file_num(4);
-        o.set_write_buffer_size(WRITE_BUFFER_BYTES);
+        // The memtable size is roughly the most WAL bytes kept for already indexed records.
+        o.set_write_buffer_size(opts.append_buffer_bytes);
         let db = DB::open(&o, dir)?;
         let hwm = match db.get(HIGH_WATER_KEY)? {
             Some(v) => u64::from_be_bytes(
                 v.as_slice()
                     .try_into()
-                    .map_err(|_| LogError::Corrupt("append log high-water mark".into()))?,
+                    .map_err(|_| StorageError::Corrupt("append log high-water mark".into()))?,
             ),
             None => 0,
         };
@@ -66,13 +72,14 @@ impl AppendLog {
         Ok(AppendLog {
             db,
             next_seq: Mutex::new(next),
-            fsync,
+            fsync: opts.wal_fsync,
+            compact_bytes: opts.append_compact_bytes,
         })
     }
 
     /// Appends records; returns once they are in RocksDB's WAL (fsynced when configured).
     /// Returns the sequence number of the last record.
-    pub(crate) fn append(&self, records: &[LogRecord]) -> Result<u64, LogError> {
+    pub(crate) fn append(&self, records: &[LogRecord]) -> Result<u64, StorageError> {
         let mut next = self.next_seq.lock();
         let mut batch = WriteBatch::default();
         let mut buf = Vec::new();
@@ -97,7 +104,7 @@ impl AppendLog {
         &self,
         from: u64,
         max: usize,
-    ) -> Result<Vec<(u64, LogRecord)>, LogError> {
+    ) -> Result<Vec<(u64, LogRecord)>, StorageError> {
         let start = record_key(from);
         let mut out = Vec::new();
         for item in self
@@ -111,24 +118,24 @@ impl AppendLog {
             let seq = u64::from_be_bytes(
                 k[1..]
                     .try_into()
-                    .map_err(|_| LogError::Corrupt("log key".into()))?,
+                    .map_err(|_| StorageError::Corrupt("log key".into()))?,
             );
             let rec = LogRecord::decode(&v)
-                .ok_or_else(|| LogError::Corrupt(format!("log record {seq}")))?;
+                .ok_or_else(|| StorageError::Corrupt(format!("log record {seq}")))?;
             out.push((seq, rec));
         }
         Ok(out)
     }
 
     /// Forgets records up to and including `seq`: the index has committed them.
-    pub(crate) fn truncate_through(&self, seq: u64) -> Result<(), LogError> {
+    pub(crate) fn truncate_through(&self, seq: u64) -> Result<(), StorageError> {
         let (from, to) = (record_key(0), record_key(seq + 1));
         let mut batch = WriteBatch::default();
         batch.delete_range(from, to);
         self.db.write(batch)?;
         // Inclusive at both ends: `to` itself may be the first record not yet indexed.
         self.db.delete_file_in_range(from, record_key(seq))?;
-        if self.sst_bytes() > COMPACT_SST_BYTES {
+        if self.sst_bytes() > self.compact_bytes {
             self.db.compact_range(Some(from), Some(to));
         }
         Ok(())
@@ -149,7 +156,7 @@ impl AppendLog {
     }
 
     /// The lowest sequence number still in the log, if any.
-    pub(crate) fn first_seq(&self) -> Result<Option<u64>, LogError> {
+    pub(crate) fn first_seq(&self) -> Result<Option<u64>, StorageError> {
         Ok(self.read_from(0, 1)?.first().map(|(s, _)| *s))
     }
 }
@@ -172,21 +179,21 @@ mod tests {
     fn sequences_survive_reopen_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let log = AppendLog::open(dir.path(), false, 0).unwrap();
+            let log = AppendLog::open(dir.path(), &LogOptions::default(), 0).unwrap();
             assert_eq!(log.append(&[rec(1), rec(2)]).unwrap(), 2);
             assert_eq!(log.append(&[rec(3)]).unwrap(), 3);
             log.truncate_through(2).unwrap();
             let rest = log.read_from(0, 10).unwrap();
             assert_eq!(rest, vec![(3, rec(3))]);
         }
-        let log = AppendLog::open(dir.path(), false, 0).unwrap();
+        let log = AppendLog::open(dir.path(), &LogOptions::default(), 0).unwrap();
         assert_eq!(log.first_seq().unwrap(), Some(3));
         log.truncate_through(3).unwrap();
         assert_eq!(log.first_seq().unwrap(), None);
         // The high-water mark keeps numbering ahead of what was already handed out.
         assert_eq!(log.append(&[rec(4)]).unwrap(), 4);
         drop(log);
-        let log = AppendLog::open(dir.path(), false, 10).unwrap();
+        let log = AppendLog::open(dir.path(), &LogOptions::default(), 10).unwrap();
         assert_eq!(log.append(&[rec(5)]).unwrap(), 10);
     }
 
@@ -201,7 +208,7 @@ mod tests {
     #[test]
     fn truncated_records_leave_the_disk_and_the_rest_stays() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AppendLog::open(dir.path(), false, 0).unwrap();
+        let log = AppendLog::open(dir.path(), &LogOptions::default(), 0).unwrap();
         // Incompressible lines (lz4 would hide the dead bytes otherwise), 160 batches of 2 MB.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut batch = |n: i64| -> Vec<LogRecord> {
@@ -237,8 +244,8 @@ mod tests {
         // 320 MB went through; what is on disk stays bounded by the records not yet truncated,
         // the memtable/WAL and the compaction threshold, not by what was written.
         let bound = (LAG as u64 * (2 << 20))
-            + 2 * WRITE_BUFFER_BYTES as u64
-            + COMPACT_SST_BYTES
+            + 2 * LogOptions::default().append_buffer_bytes as u64
+            + LogOptions::default().append_compact_bytes
             + (16 << 20);
         assert!(peak < bound, "peak {peak} bytes, bound {bound}");
         log.truncate_through(lasts[lasts.len() - 2]).unwrap();

@@ -17,7 +17,7 @@ use tantivy::tokenizer::{
 };
 use tantivy::Term;
 
-use super::LogError;
+use crate::StorageError;
 
 /// Tokens of this many bytes or more are not indexed; a line holding one is flagged instead
 /// (see `Partition::add`), and every token lookup also selects flagged lines.
@@ -82,7 +82,10 @@ fn classed(token: &str) -> String {
 /// the term classes that can hold it (longer, with a covering alphabet); a token of the same
 /// length can only be the token itself. Non-ASCII and over-long tokens are left to the line
 /// check.
-pub(crate) fn token_queries(field: Field, needle: &str) -> Result<Vec<Box<dyn Query>>, LogError> {
+pub(crate) fn token_queries(
+    field: Field,
+    needle: &str,
+) -> Result<Vec<Box<dyn Query>>, StorageError> {
     let mut out: Vec<Box<dyn Query>> = Vec::new();
     let bytes = needle.as_bytes();
     let mut i = 0;

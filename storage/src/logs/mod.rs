@@ -28,27 +28,9 @@ use tantivy::IndexWriter;
 
 use crate::labels::Labels;
 use crate::matcher::Matcher;
+use crate::StorageError;
 use append_log::AppendLog;
 use partition::{parse_stream_key, stream_key, Partition, Selection, DAY_NS};
-
-/// Records read from the append log per index batch.
-const BATCH_RECORDS: usize = 100_000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    #[error("rocksdb: {0}")]
-    Rocks(#[from] rocksdb::Error),
-    #[error("index: {0}")]
-    Index(#[from] tantivy::TantivyError),
-    #[error("index directory: {0}")]
-    Directory(#[from] tantivy::directory::error::OpenDirectoryError),
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("corrupt log store: {0}")]
-    Corrupt(String),
-    #[error("the log store is shut down")]
-    Closed,
-}
 
 #[derive(Clone, Debug)]
 pub struct LogOptions {
@@ -58,6 +40,17 @@ pub struct LogOptions {
     pub wal_fsync: bool,
     /// How long appended records may wait before the indexer makes them searchable.
     pub index_interval: Duration,
+    /// Heap of a partition's index writer, shared by its two indexing threads (tantivy needs
+    /// at least 15 MB per thread).
+    pub index_writer_bytes: usize,
+    /// Records read from the append log per index batch.
+    pub index_batch_records: usize,
+    /// The append log's memtable size, and so roughly the most WAL bytes kept for records
+    /// the index already has.
+    pub append_buffer_bytes: usize,
+    /// Dead SST bytes left in the append log after truncation above which the truncated
+    /// range is compacted away.
+    pub append_compact_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -66,6 +59,10 @@ impl Default for LogOptions {
             retention: Duration::from_secs(15 * 86_400),
             wal_fsync: false,
             index_interval: Duration::from_millis(200),
+            index_writer_bytes: 64 << 20,
+            index_batch_records: 100_000,
+            append_buffer_bytes: 16 << 20,
+            append_compact_bytes: 32 << 20,
         }
     }
 }
@@ -123,7 +120,7 @@ fn now_ns() -> i64 {
 impl LogStore {
     /// Opens (or creates) the store under `dir`, indexes whatever the append log still holds,
     /// and starts the background indexer.
-    pub fn open(dir: &Path, opts: LogOptions) -> Result<LogStore, LogError> {
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<LogStore, StorageError> {
         let index_dir = dir.join("index");
         std::fs::create_dir_all(&index_dir)?;
         let mut partitions = BTreeMap::new();
@@ -142,7 +139,7 @@ impl LogStore {
             partitions.insert(day, Arc::new(p));
         }
         let max_indexed = indexed_through.values().copied().max().unwrap_or(0);
-        let log = AppendLog::open(&dir.join("log"), opts.wal_fsync, max_indexed + 1)?;
+        let log = AppendLog::open(&dir.join("log"), &opts, max_indexed + 1)?;
         let cursor = log.first_seq()?.unwrap_or(0);
         let inner = Arc::new(Inner {
             index_dir,
@@ -159,12 +156,11 @@ impl LogStore {
             stop: AtomicBool::new(false),
         });
         let replayed = inner.index_pending()?;
-        if replayed > 0 {
-            tracing::info!(
-                records = replayed,
-                "log store: indexed records left in the append log"
-            );
-        }
+        // Also when 0: the line says the start-up replay is over (tests wait for it).
+        tracing::info!(
+            records = replayed,
+            "log store: indexed records left in the append log"
+        );
         inner.apply_retention()?;
         let worker = inner.clone();
         let handle = std::thread::Builder::new()
@@ -178,19 +174,19 @@ impl LogStore {
 
     /// Appends records durably: on return they are in the append log's WAL and will be
     /// indexed (also after a crash).
-    pub fn append(&self, records: &[LogRecord]) -> Result<(), LogError> {
+    pub fn append(&self, records: &[LogRecord]) -> Result<(), StorageError> {
         if records.is_empty() {
             return Ok(());
         }
         if self.inner.stop.load(Ordering::Acquire) {
-            return Err(LogError::Closed);
+            return Err(StorageError::Closed);
         }
         self.inner.log.append(records)?;
         Ok(())
     }
 
     /// Indexes everything appended so far, now.
-    pub fn sync(&self) -> Result<(), LogError> {
+    pub fn sync(&self) -> Result<(), StorageError> {
         self.inner.index_pending().map(drop)
     }
 
@@ -200,7 +196,7 @@ impl LogStore {
         matchers: &[Matcher],
         start_ns: i64,
         end_ns: i64,
-    ) -> Result<Vec<Labels>, LogError> {
+    ) -> Result<Vec<Labels>, StorageError> {
         let mut out: Vec<Labels> = Vec::new();
         for p in self.inner.partitions_in(start_ns, end_ns) {
             for key in p.streams()? {
@@ -222,7 +218,7 @@ impl LogStore {
         q: &LogQuery,
         direction: Direction,
         f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
-    ) -> Result<(), LogError> {
+    ) -> Result<(), StorageError> {
         let mut parts = self.inner.partitions_in(q.start_ns, q.end_ns);
         if direction == Direction::Backward {
             parts.reverse();
@@ -255,7 +251,7 @@ impl LogStore {
     /// order, with each stream and metadata and the timestamps (ascending) of the selected
     /// records with both. Selects by streams and time only (`q.contains` needs lines); reads
     /// timestamps and streams from columns, the doc store only for records with metadata.
-    pub fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), LogError> {
+    pub fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), StorageError> {
         for p in self.inner.partitions_in(q.start_ns, q.end_ns) {
             let (mut loader, hits) = search(&p, q, &[])?;
             for (labels, metadata, ts) in p.group(&mut loader, hits)? {
@@ -268,7 +264,7 @@ impl LogStore {
     }
 
     /// Stops the indexer after a final indexing pass.
-    pub fn close(&self) -> Result<(), LogError> {
+    pub fn close(&self) -> Result<(), StorageError> {
         self.stop_indexer();
         self.inner.index_pending()?;
         self.inner.log.compact();
@@ -284,6 +280,63 @@ impl LogStore {
         if let Some(h) = self.indexer.lock().take() {
             let _ = h.join();
         }
+    }
+}
+
+/// What the LogQL engine and the Loki API read logs through.
+pub trait LogReader: Send + Sync {
+    /// Streams matching all `matchers` present in partitions overlapping [start_ns, end_ns).
+    fn streams(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<Labels>, StorageError>;
+    /// Calls `f` with each selected record in time order (`direction`) until it breaks.
+    fn scan(
+        &self,
+        q: &LogQuery,
+        direction: Direction,
+        f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
+    ) -> Result<(), StorageError>;
+    /// Calls `f` with each stream and metadata and the ascending timestamps of its selected
+    /// records, for callers that need no lines (`q.contains` is not applied).
+    fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), StorageError>;
+}
+
+/// What the ingest paths write logs through.
+pub trait LogWriter: Send + Sync {
+    /// Appends records durably: on return they survive a crash and will be queryable.
+    fn append(&self, records: &[LogRecord]) -> Result<(), StorageError>;
+}
+
+impl LogReader for LogStore {
+    fn streams(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        LogStore::streams(self, matchers, start_ns, end_ns)
+    }
+
+    fn scan(
+        &self,
+        q: &LogQuery,
+        direction: Direction,
+        f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
+    ) -> Result<(), StorageError> {
+        LogStore::scan(self, q, direction, f)
+    }
+
+    fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), StorageError> {
+        LogStore::scan_streams(self, q, f)
+    }
+}
+
+impl LogWriter for LogStore {
+    fn append(&self, records: &[LogRecord]) -> Result<(), StorageError> {
+        LogStore::append(self, records)
     }
 }
 
@@ -329,7 +382,7 @@ fn search(
     p: &Partition,
     q: &LogQuery,
     contains: &[String],
-) -> Result<(partition::Loader, Vec<(i64, tantivy::DocAddress)>), LogError> {
+) -> Result<(partition::Loader, Vec<(i64, tantivy::DocAddress)>), StorageError> {
     let stream = |k: &str| parse_stream_key(k).is_some_and(|l| matches_all(&l, &q.matchers));
     p.search(&Selection {
         stream: &stream,
@@ -377,7 +430,7 @@ impl Inner {
             .collect()
     }
 
-    fn partition(&self, day: i64) -> Result<Arc<Partition>, LogError> {
+    fn partition(&self, day: i64) -> Result<Arc<Partition>, StorageError> {
         if let Some(p) = self.partitions.read().get(&day) {
             return Ok(p.clone());
         }
@@ -394,11 +447,13 @@ impl Inner {
     }
 
     /// Moves every record in the append log into the index; returns how many were indexed.
-    fn index_pending(&self) -> Result<usize, LogError> {
+    fn index_pending(&self) -> Result<usize, StorageError> {
         let mut st = self.indexer.lock();
         let mut total = 0;
         loop {
-            let batch = self.log.read_from(st.cursor, BATCH_RECORDS)?;
+            let batch = self
+                .log
+                .read_from(st.cursor, self.opts.index_batch_records)?;
             let Some(&(last_seq, _)) = batch.last() else {
                 return Ok(total);
             };
@@ -419,7 +474,9 @@ impl Inner {
                 let p = self.partition(day)?;
                 let w = match st.writers.entry(day) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => e.insert(p.writer()?),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(p.writer(self.opts.index_writer_bytes)?)
+                    }
                 };
                 let mut keys: HashMap<&Labels, String> = HashMap::new();
                 for r in &recs {
@@ -437,7 +494,7 @@ impl Inner {
         }
     }
 
-    fn apply_retention(&self) -> Result<(), LogError> {
+    fn apply_retention(&self) -> Result<(), StorageError> {
         let cutoff_day = self.retention_cutoff_day();
         let expired: Vec<Arc<Partition>> = {
             let mut parts = self.partitions.write();

@@ -23,11 +23,10 @@ use super::line_terms::{
     self, token_queries, LINE_TOKENIZER, MAX_TOKEN_BYTES, UNCLASSED_LINE_TOKENIZER,
 };
 use super::record::LogRecord;
-use super::LogError;
 use crate::labels::Labels;
+use crate::StorageError;
 
 pub(crate) const DAY_NS: i64 = 86_400 * 1_000_000_000;
-const WRITER_MEMORY: usize = 64 << 20;
 const HAS_META: &str = "has_meta";
 
 #[derive(Clone, Copy)]
@@ -123,7 +122,7 @@ pub(crate) struct Selection<'a> {
 }
 
 impl Partition {
-    pub(crate) fn open(dir: &Path, day: i64) -> Result<Partition, LogError> {
+    pub(crate) fn open(dir: &Path, day: i64) -> Result<Partition, StorageError> {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema();
         let directory = MmapDirectory::open(dir)?;
@@ -165,7 +164,7 @@ impl Partition {
     }
 
     /// The sequence number of the last record committed to this partition (0: none).
-    pub(crate) fn indexed_through(&self) -> Result<u64, LogError> {
+    pub(crate) fn indexed_through(&self) -> Result<u64, StorageError> {
         let metas = self.index.load_metas()?;
         Ok(metas
             .payload
@@ -174,13 +173,19 @@ impl Partition {
             .unwrap_or(0))
     }
 
-    pub(crate) fn writer(&self) -> Result<IndexWriter, LogError> {
-        Ok(self.index.writer_with_num_threads(2, WRITER_MEMORY)?)
+    /// A writer with `memory_bytes` of heap for its two indexing threads.
+    pub(crate) fn writer(&self, memory_bytes: usize) -> Result<IndexWriter, StorageError> {
+        Ok(self.index.writer_with_num_threads(2, memory_bytes)?)
     }
 
     /// Adds `r`, whose stream is `stream` (its [`stream_key`]: a batch has few streams and
     /// many records, so the caller works each key out once).
-    pub(crate) fn add(&self, w: &IndexWriter, r: &LogRecord, stream: &str) -> Result<(), LogError> {
+    pub(crate) fn add(
+        &self,
+        w: &IndexWriter,
+        r: &LogRecord,
+        stream: &str,
+    ) -> Result<(), StorageError> {
         let f = self.fields;
         let mut doc = TantivyDocument::default();
         doc.add_i64(f.ts, r.ts_ns);
@@ -208,7 +213,7 @@ impl Partition {
     }
 
     /// Commits what `w` holds, recording `through_seq` as indexed, and makes it searchable.
-    pub(crate) fn commit(&self, w: &mut IndexWriter, through_seq: u64) -> Result<(), LogError> {
+    pub(crate) fn commit(&self, w: &mut IndexWriter, through_seq: u64) -> Result<(), StorageError> {
         let mut pc = w.prepare_commit()?;
         pc.set_payload(&through_seq.to_string());
         pc.commit()?;
@@ -217,11 +222,11 @@ impl Partition {
     }
 
     /// The distinct stream keys in this partition.
-    pub(crate) fn streams(&self) -> Result<BTreeSet<String>, LogError> {
+    pub(crate) fn streams(&self) -> Result<BTreeSet<String>, StorageError> {
         self.streams_of(&self.reader.searcher())
     }
 
-    fn streams_of(&self, searcher: &Searcher) -> Result<BTreeSet<String>, LogError> {
+    fn streams_of(&self, searcher: &Searcher) -> Result<BTreeSet<String>, StorageError> {
         let mut out = BTreeSet::new();
         for seg in searcher.segment_readers() {
             let inv = seg.inverted_index(self.fields.stream)?;
@@ -239,7 +244,7 @@ impl Partition {
     pub(crate) fn search(
         &self,
         sel: &Selection<'_>,
-    ) -> Result<(Loader, Vec<(i64, DocAddress)>), LogError> {
+    ) -> Result<(Loader, Vec<(i64, DocAddress)>), StorageError> {
         let searcher = self.reader.searcher();
         let streams = searcher
             .segment_readers()
@@ -311,7 +316,7 @@ impl Partition {
         loader: &mut Loader,
         ts_ns: i64,
         addr: DocAddress,
-    ) -> Result<LogRecord, LogError> {
+    ) -> Result<LogRecord, StorageError> {
         let doc: TantivyDocument = loader.searcher.doc(addr)?;
         let line = doc
             .get_first(self.fields.line)
@@ -333,7 +338,7 @@ impl Partition {
         &self,
         loader: &mut Loader,
         hits: Vec<(i64, DocAddress)>,
-    ) -> Result<Vec<StreamHits>, LogError> {
+    ) -> Result<Vec<StreamHits>, StorageError> {
         let mut groups: Vec<StreamHits> = Vec::new();
         let mut by_key: HashMap<(Labels, Vec<(String, String)>), usize> = HashMap::new();
         // Documents without metadata: the group of each segment's stream ordinal.
@@ -379,8 +384,8 @@ impl Partition {
         Ok(groups)
     }
 
-    fn corrupt(&self, addr: DocAddress) -> LogError {
-        LogError::Corrupt(format!("index document {addr:?} in day {}", self.day))
+    fn corrupt(&self, addr: DocAddress) -> StorageError {
+        StorageError::Corrupt(format!("index document {addr:?} in day {}", self.day))
     }
 
     /// A document's stream ordinal in its segment, and the stream's labels.
@@ -388,7 +393,7 @@ impl Partition {
         &self,
         loader: &'l mut Loader,
         addr: DocAddress,
-    ) -> Result<(u64, &'l Labels), LogError> {
+    ) -> Result<(u64, &'l Labels), StorageError> {
         let seg = addr.segment_ord as usize;
         let column = loader
             .streams

@@ -17,6 +17,7 @@ fn opts() -> LogOptions {
         retention: Duration::from_secs(100 * 365 * 86_400),
         wal_fsync: false,
         index_interval: Duration::from_secs(3600),
+        ..LogOptions::default()
     }
 }
 
@@ -170,7 +171,7 @@ fn a_partition_that_committed_before_a_crash_is_not_indexed_twice() {
         // The state a crash between one partition's commit and the log truncation leaves:
         // both records in the log, day 0's partition holding its record with the batch's
         // last sequence number as payload, day 1's partition not written.
-        let log = AppendLog::open(&dir.path().join("log"), false, 0).unwrap();
+        let log = AppendLog::open(&dir.path().join("log"), &opts(), 0).unwrap();
         assert_eq!(
             log.append(&[rec(T0, "a", "day0"), rec(T0 + DAY_NS, "a", "day1")])
                 .unwrap(),
@@ -178,7 +179,7 @@ fn a_partition_that_committed_before_a_crash_is_not_indexed_twice() {
         );
         let day = T0.div_euclid(DAY_NS);
         let p = Partition::open(&dir.path().join("index").join(day.to_string()), day).unwrap();
-        let mut w = p.writer().unwrap();
+        let mut w = p.writer(opts().index_writer_bytes).unwrap();
         let r = rec(T0, "a", "day0");
         p.add(&w, &r, &partition::stream_key(&r.labels)).unwrap();
         p.commit(&mut w, 2).unwrap();

@@ -440,6 +440,96 @@ impl TraceStore {
     }
 }
 
+/// What trace queries and the Jaeger and Tempo APIs read traces through.
+pub trait TraceReader: Send + Sync {
+    /// Every stored span of the trace, in span id order; empty when unknown.
+    fn trace(&self, trace_id: &[u8]) -> Result<Vec<StoredSpan>, StorageError>;
+    fn span(
+        &self,
+        trace_id: &[u8; 16],
+        span_id: &[u8; 8],
+    ) -> Result<Option<StoredSpan>, StorageError>;
+    /// Visits spans that start in [start_ns, end_ns] and match `seek`, newest first, until
+    /// `visit` breaks; the caller still checks its conditions on each span.
+    fn scan(
+        &self,
+        seek: &Seek,
+        start_ns: u64,
+        end_ns: u64,
+        visit: &mut dyn FnMut(Candidate<'_>) -> Result<ControlFlow<()>, StorageError>,
+    ) -> Result<(), StorageError>;
+    /// Service names, sorted.
+    fn services(&self) -> Result<Vec<String>, StorageError>;
+    /// (OTLP span kind, span name) of a service's spans, sorted.
+    fn operations(&self, service: &str) -> Result<Vec<(i32, String)>, StorageError>;
+    /// Attribute keys of spans (`resource == false`) or resources, sorted.
+    fn attribute_keys(&self, resource: bool) -> Result<Vec<String>, StorageError>;
+    /// Distinct indexed values of an attribute, sorted, at most `limit`.
+    fn attribute_values(
+        &self,
+        resource: bool,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError>;
+}
+
+/// What the OTLP receiver writes traces through.
+pub trait TraceWriter: Send + Sync {
+    /// Stores the spans durably; invalid spans are counted in the report, not written.
+    fn write(&self, batch: &[ResourceSpans]) -> Result<WriteReport, StorageError>;
+}
+
+impl TraceReader for TraceStore {
+    fn trace(&self, trace_id: &[u8]) -> Result<Vec<StoredSpan>, StorageError> {
+        TraceStore::trace(self, trace_id)
+    }
+
+    fn span(
+        &self,
+        trace_id: &[u8; 16],
+        span_id: &[u8; 8],
+    ) -> Result<Option<StoredSpan>, StorageError> {
+        TraceStore::span(self, trace_id, span_id)
+    }
+
+    fn scan(
+        &self,
+        seek: &Seek,
+        start_ns: u64,
+        end_ns: u64,
+        visit: &mut dyn FnMut(Candidate<'_>) -> Result<ControlFlow<()>, StorageError>,
+    ) -> Result<(), StorageError> {
+        TraceStore::scan(self, seek, start_ns, end_ns, visit)
+    }
+
+    fn services(&self) -> Result<Vec<String>, StorageError> {
+        TraceStore::services(self)
+    }
+
+    fn operations(&self, service: &str) -> Result<Vec<(i32, String)>, StorageError> {
+        TraceStore::operations(self, service)
+    }
+
+    fn attribute_keys(&self, resource: bool) -> Result<Vec<String>, StorageError> {
+        TraceStore::attribute_keys(self, resource)
+    }
+
+    fn attribute_values(
+        &self,
+        resource: bool,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        TraceStore::attribute_values(self, resource, key, limit)
+    }
+}
+
+impl TraceWriter for TraceStore {
+    fn write(&self, batch: &[ResourceSpans]) -> Result<WriteReport, StorageError> {
+        TraceStore::write(self, batch)
+    }
+}
+
 impl WriteReport {
     fn reject(&mut self, reason: &str) {
         self.rejected += 1;

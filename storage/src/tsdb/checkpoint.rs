@@ -6,14 +6,15 @@ use rocksdb::WriteBatch;
 use tracing::{debug, info};
 
 use super::{corrupt, now_ms, Inner};
-use crate::append::{SeriesCheck, Verdict};
-use crate::chunk::{StoredChunk, XorChunk, MAX_SAMPLES};
+use super::{histstore, wal};
 use crate::db;
-use crate::head::SeriesSnapshot;
-use crate::index;
-use crate::meta::{self, KEY_NEXT_OOO_CHUNK_ID};
-use crate::partition::{self, chunk_key, partition_start, window_start, PARTITION_MS};
-use crate::{histstore, wal, Sample, StorageError};
+use crate::tsdb::append::{SeriesCheck, Verdict};
+use crate::tsdb::chunk::{StoredChunk, XorChunk, MAX_SAMPLES};
+use crate::tsdb::head::SeriesSnapshot;
+use crate::tsdb::index;
+use crate::tsdb::meta::{self, KEY_NEXT_OOO_CHUNK_ID};
+use crate::tsdb::partition::{self, chunk_key, partition_start, window_start, PARTITION_MS};
+use crate::{Sample, StorageError};
 
 impl Inner {
     /// Restores each series' last float sample and, unless full, its open chunk from its

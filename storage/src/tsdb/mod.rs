@@ -34,22 +34,32 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::{WriteBatch, WriteOptions};
 use tracing::{info, warn};
 
-use crate::append::{Limits, SeriesCheck, Verdict};
-use crate::chunk::StoredChunk;
+use crate::contract::{series_set, BatchWriter};
 use crate::db::{
     self, Db, CF_HISTOGRAMS, CF_POSTINGS, CF_SERIES, CF_SERIES_BY_LABELS, CF_SERIES_TIMES, CF_WAL,
 };
-use crate::head::Head;
-use crate::index::{self, Index};
-use crate::meta::{self, KEY_NEXT_OOO_CHUNK_ID, KEY_NEXT_SERIES_ID};
-use crate::partition::{self, partition_start, Partitions};
+use crate::tsdb::append::{Limits, SeriesCheck, Verdict};
+use crate::tsdb::chunk::StoredChunk;
+use crate::tsdb::head::Head;
 use crate::{
-    histstore, wal, AppendMode, AppendReport, HistogramSample, Labels, Matcher, Metadata,
-    Queryable, Rejection, Sample, SeriesBatch, SeriesSamples, StorageError, TsdbStatus,
+    AppendMode, AppendReport, HistogramSample, LabelQuerier, Labels, Matcher, Metadata, Querier,
+    Rejection, Sample, SelectHints, SeriesBatch, SeriesSet, StorageError, TsdbStatus,
 };
+use index::Index;
+use meta::{KEY_NEXT_OOO_CHUNK_ID, KEY_NEXT_SERIES_ID};
+use partition::{partition_start, Partitions};
 
+mod append;
 mod checkpoint;
+mod chunk;
+mod head;
+mod histstore;
+mod index;
+mod meta;
+mod partition;
+mod postings;
 mod read;
+mod wal;
 
 #[derive(Clone, Debug)]
 pub struct TsdbOptions {
@@ -270,7 +280,7 @@ impl Tsdb {
             .partitions
             .all()
             .into_iter()
-            .map(crate::partition::cf_name);
+            .map(crate::tsdb::partition::cf_name);
         crate::db::flush_memtables(&self.inner.db, partitions)
     }
 
@@ -333,19 +343,72 @@ impl Worker {
     }
 }
 
-impl Queryable for Tsdb {
-    fn select(
+impl BatchWriter for Tsdb {
+    fn write_batch(
         &self,
-        matchers: &[Matcher],
-        mint: i64,
-        maxt: i64,
-        sample_limit: usize,
-    ) -> Result<Vec<SeriesSamples>, StorageError> {
-        self.inner.select(matchers, mint, maxt, sample_limit)
+        batch: &[SeriesBatch],
+        mode: AppendMode,
+    ) -> Result<AppendReport, StorageError> {
+        self.append(batch, mode)
+    }
+
+    fn write_metadata(&self, metric_family: &str, metadata: Metadata) -> Result<(), StorageError> {
+        self.set_metadata(metric_family, metadata)
     }
 }
 
-fn corrupt(e: crate::chunk::CorruptChunk) -> StorageError {
+/// Reads are served from decoded samples for now: the hints are accepted and the sample
+/// limit holds while reading, but points are not yet decoded on demand.
+impl Querier for Tsdb {
+    fn select(&self, matchers: &[Matcher], hints: &SelectHints) -> Result<SeriesSet, StorageError> {
+        Ok(series_set(self.inner.select(
+            matchers,
+            hints.start,
+            hints.end,
+            hints.limit,
+        )?))
+    }
+}
+
+impl LabelQuerier for Tsdb {
+    fn series(
+        &self,
+        matcher_sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        Tsdb::series(self, matcher_sets, mint, maxt)
+    }
+
+    fn label_names(
+        &self,
+        matcher_sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        Tsdb::label_names(self, matcher_sets, mint, maxt)
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matcher_sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        Tsdb::label_values(self, name, matcher_sets, mint, maxt)
+    }
+
+    fn metadata(&self) -> Result<Vec<(String, Metadata)>, StorageError> {
+        Tsdb::metadata(self)
+    }
+
+    fn status(&self, top_n: usize) -> TsdbStatus {
+        Tsdb::status(self, top_n)
+    }
+}
+
+fn corrupt(e: crate::tsdb::chunk::CorruptChunk) -> StorageError {
     StorageError::Corrupt(e.to_string())
 }
 

@@ -7,10 +7,10 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::{corrupt, Inner};
-use crate::chunk::StoredChunk;
-use crate::histstore;
-use crate::index::Index;
-use crate::partition::{self, PARTITION_MS};
+use crate::tsdb::chunk::StoredChunk;
+use crate::tsdb::histstore;
+use crate::tsdb::index::Index;
+use crate::tsdb::partition::{self, PARTITION_MS};
 use crate::{Labels, Matcher, Sample, SeriesSamples, StorageError, TsdbStatus, METRIC_NAME};
 
 /// Ids matching any of the matcher sets (all series for none) with data in [mint, maxt].
@@ -19,7 +19,7 @@ fn matching_ids(index: &Index, matcher_sets: &[Vec<Matcher>], mint: i64, maxt: i
         index.postings().all().to_vec()
     } else {
         let lists: Vec<Vec<u64>> = matcher_sets.iter().map(|ms| index.select(ms)).collect();
-        crate::postings::union(lists.iter().map(Vec::as_slice))
+        crate::tsdb::postings::union(lists.iter().map(Vec::as_slice))
     };
     ids.into_iter()
         .filter(|&id| index.get(id).is_some_and(|s| s.overlaps(mint, maxt)))

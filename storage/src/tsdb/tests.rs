@@ -1,10 +1,10 @@
 //! End-to-end tests of the TSDB on a real RocksDB in temporary directories.
 
 use super::*;
-use crate::chunk::StoredChunk;
 use crate::db::{Db, CF_WAL};
-use crate::partition::{parse_chunk_key, partition_start, window_start, PARTITION_MS};
-use crate::{MatchOp, RejectReason, METRIC_NAME, STALE_NAN_BITS};
+use crate::tsdb::chunk::StoredChunk;
+use crate::tsdb::partition::{parse_chunk_key, partition_start, window_start, PARTITION_MS};
+use crate::{MatchOp, Querier, RejectReason, METRIC_NAME, STALE_NAN_BITS};
 
 const MIN: i64 = 60_000;
 
@@ -47,7 +47,9 @@ fn append_ok(db: &Tsdb, l: &Labels, samples: &[(i64, f64)]) {
 /// All samples of a series as (t, value bits).
 fn read(db: &Tsdb, l: &Labels, mint: i64, maxt: i64) -> Vec<(i64, u64)> {
     let ms: Vec<Matcher> = l.iter().map(|l| eq(&l.name, &l.value)).collect();
-    let got = db.select(&ms, mint, maxt, usize::MAX).unwrap();
+    let got = db
+        .select_decoded(&ms, &crate::SelectHints::range(mint, maxt, usize::MAX))
+        .unwrap();
     let got: Vec<_> = got.into_iter().filter(|s| &s.labels == l).collect();
     assert!(got.len() <= 1);
     got.into_iter()
@@ -112,18 +114,19 @@ fn append_then_select_round_trips_across_chunks_and_special_values() {
     assert_eq!(read(&db, &a, lo, hi), bits(&sa[100..=900]));
     assert_eq!(read(&db, &a, lo + 1, hi - 1), bits(&sa[101..900]));
     let both = db
-        .select(&[eq(METRIC_NAME, "m")], 0, 0, usize::MAX)
+        .select_decoded(
+            &[eq(METRIC_NAME, "m")],
+            &crate::SelectHints::range(0, 0, usize::MAX),
+        )
         .unwrap();
     assert_eq!(
         both.iter().map(|s| s.labels.clone()).collect::<Vec<_>>(),
         vec![a.clone(), b.clone()]
     );
     assert!(db
-        .select(
+        .select_decoded(
             &[eq(METRIC_NAME, "m")],
-            1_000_000_000,
-            2_000_000_000,
-            usize::MAX
+            &crate::SelectHints::range(1_000_000_000, 2_000_000_000, usize::MAX)
         )
         .unwrap()
         .is_empty());
@@ -501,17 +504,21 @@ fn sample_limit_is_enforced_while_reading() {
     for flushed in [false, true] {
         let m = [eq(METRIC_NAME, "m")];
         assert_eq!(
-            db.select(&m, i64::MIN, i64::MAX, 600).unwrap().len(),
+            db.select_decoded(&m, &crate::SelectHints::range(i64::MIN, i64::MAX, 600))
+                .unwrap()
+                .len(),
             2,
             "flushed={flushed}"
         );
-        let err = db.select(&m, i64::MIN, i64::MAX, 599).unwrap_err();
+        let err = db
+            .select_decoded(&m, &crate::SelectHints::range(i64::MIN, i64::MAX, 599))
+            .unwrap_err();
         assert!(
             matches!(err, StorageError::SampleLimit { limit: 599 }),
             "{err}"
         );
         assert_eq!(
-            db.select(&m, 0, 15_000 * 9, 20)
+            db.select_decoded(&m, &crate::SelectHints::range(0, 15_000 * 9, 20))
                 .unwrap()
                 .iter()
                 .map(|s| s.samples.len())
@@ -696,13 +703,16 @@ fn append_histograms(db: &Tsdb, l: &Labels, ts: &[i64]) {
 /// Timestamps of the histogram samples of a series over all time.
 fn histogram_times(db: &Tsdb, l: &Labels) -> Vec<i64> {
     let ms: Vec<Matcher> = l.iter().map(|l| eq(&l.name, &l.value)).collect();
-    db.select(&ms, i64::MIN, i64::MAX, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .filter(|s| &s.labels == l)
-        .flat_map(|s| s.histograms)
-        .map(|h| h.t)
-        .collect()
+    db.select_decoded(
+        &ms,
+        &crate::SelectHints::range(i64::MIN, i64::MAX, usize::MAX),
+    )
+    .unwrap()
+    .into_iter()
+    .filter(|s| &s.labels == l)
+    .flat_map(|s| s.histograms)
+    .map(|h| h.t)
+    .collect()
 }
 
 #[test]

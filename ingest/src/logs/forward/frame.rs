@@ -37,10 +37,9 @@ pub(crate) struct Frame {
     pub(crate) chunk: Option<String>,
 }
 
-/// Largest decompressed PackedForward payload accepted from a CompressedPackedForward frame.
-pub(crate) const MAX_DECOMPRESSED: u64 = 256 << 20;
-
-pub(crate) fn decode(v: Value) -> Result<Frame, FrameError> {
+/// Decodes one frame; a CompressedPackedForward payload may decompress to at most
+/// `max_decompressed` bytes.
+pub(crate) fn decode(v: Value, max_decompressed: u64) -> Result<Frame, FrameError> {
     let Value::Array(items) = v else {
         return Err(FrameError::Shape);
     };
@@ -81,7 +80,7 @@ pub(crate) fn decode(v: Value) -> Result<Frame, FrameError> {
             }
             let bytes = match option(options, "compressed").map(|v| v.as_str()) {
                 None => bytes,
-                Some(Some("gzip")) => gunzip(&bytes)?,
+                Some(Some("gzip")) => gunzip(&bytes, max_decompressed)?,
                 Some(other) => {
                     return Err(FrameError::Compression(other.unwrap_or("?").to_owned()))
                 }
@@ -166,16 +165,16 @@ pub(crate) fn event_time(v: &Value) -> Result<i64, FrameError> {
     }
 }
 
-fn gunzip(b: &[u8]) -> Result<Vec<u8>, FrameError> {
+fn gunzip(b: &[u8], max: u64) -> Result<Vec<u8>, FrameError> {
     // Fluentd may concatenate several gzip members in one chunk.
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(b)
-        .take(MAX_DECOMPRESSED + 1)
+        .take(max + 1)
         .read_to_end(&mut out)
         .map_err(|e| FrameError::Gzip(e.to_string()))?;
-    if out.len() as u64 > MAX_DECOMPRESSED {
+    if out.len() as u64 > max {
         return Err(FrameError::Gzip(format!(
-            "decompresses to more than {MAX_DECOMPRESSED} bytes"
+            "decompresses to more than {max} bytes"
         )));
     }
     Ok(out)
@@ -185,6 +184,10 @@ fn gunzip(b: &[u8]) -> Result<Vec<u8>, FrameError> {
 pub(crate) mod tests {
     use super::*;
     use std::io::Write;
+
+    fn decode(v: Value) -> Result<Frame, FrameError> {
+        super::decode(v, 256 << 20)
+    }
 
     pub(crate) fn event_time_ext(secs: u32, nanos: u32) -> Value {
         let mut b = secs.to_be_bytes().to_vec();
@@ -281,6 +284,25 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(f.entries, want);
         assert_eq!(f.chunk.as_deref(), Some("z"));
+        // Above the decompression limit the frame is refused.
+        let max = bin.len() as u64 - 1;
+        let frame = Value::Array(vec![
+            Value::from("t"),
+            Value::Binary(gz_of(&bin)),
+            Value::Map(vec![(Value::from("compressed"), Value::from("gzip"))]),
+        ]);
+        assert_eq!(
+            super::decode(frame, max),
+            Err(FrameError::Gzip(format!(
+                "decompresses to more than {max} bytes"
+            )))
+        );
+    }
+
+    fn gz_of(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
     }
 
     #[test]

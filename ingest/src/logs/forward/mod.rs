@@ -23,9 +23,6 @@ pub use handshake::ForwardUser;
 use handshake::{Handshake, PingOutcome};
 pub use tls::{ForwardTls, TlsError};
 
-/// A client that opens TLS but never finishes the handshake gives its slot back after this.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 #[derive(Clone, Debug)]
 pub struct ForwardOptions {
     /// When set, clients must complete the HELO/PING/PONG handshake with this key.
@@ -39,7 +36,12 @@ pub struct ForwardOptions {
     pub self_hostname: String,
     /// Largest frame accepted; a larger one closes the connection.
     pub max_frame_bytes: usize,
+    /// Largest payload a CompressedPackedForward frame may decompress to.
+    pub max_decompressed_bytes: u64,
+    /// Connections served at once; more clients wait in the kernel's backlog.
     pub max_connections: usize,
+    /// A client that opens TLS but never finishes the handshake gives its slot back after this.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ForwardOptions {
@@ -50,7 +52,9 @@ impl Default for ForwardOptions {
             tls: None,
             self_hostname: "novamon".into(),
             max_frame_bytes: 16 << 20,
+            max_decompressed_bytes: 256 << 20,
             max_connections: 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -74,7 +78,7 @@ enum ConnError {
     #[error("TLS handshake did not finish within {0:?}")]
     TlsTimeout(Duration),
     #[error("storing records: {0}")]
-    Store(#[from] storage::logs::LogError),
+    Store(#[from] storage::StorageError),
 }
 
 /// Serves the forward protocol on `listener` until the task is dropped.
@@ -103,14 +107,15 @@ pub async fn serve(listener: TcpListener, sink: LogSink, opts: ForwardOptions) {
                         .await
                 }
                 Some(tls) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.0.accept(stream)).await {
+                    let limit = opts.tls_handshake_timeout;
+                    match tokio::time::timeout(limit, tls.0.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             Conn::new(stream, opts.max_frame_bytes)
                                 .run(&sink, &opts)
                                 .await
                         }
                         Ok(Err(e)) => Err(ConnError::Tls(e)),
-                        Err(_) => Err(ConnError::TlsTimeout(TLS_HANDSHAKE_TIMEOUT)),
+                        Err(_) => Err(ConnError::TlsTimeout(limit)),
                     }
                 }
             };
@@ -153,7 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
         while let Some(v) = self.next_value().await? {
-            let f = frame::decode(v)?;
+            let f = frame::decode(v, opts.max_decompressed_bytes)?;
             let mapping = sink.mapping();
             let records = f
                 .entries

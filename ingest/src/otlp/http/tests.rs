@@ -6,7 +6,7 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use storage::traces::{TraceStore, TraceStoreOptions};
-use storage::{MatchOp, Matcher, Queryable, Tsdb, TsdbOptions};
+use storage::{MatchOp, Matcher, Querier, Tsdb, TsdbOptions};
 use tower::ServiceExt;
 
 use super::*;
@@ -194,7 +194,10 @@ async fn json_metrics_reach_the_tsdb_under_prometheus_names() {
     .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let m = [Matcher::new(MatchOp::Equal, "__name__", "orders_total").unwrap()];
-    let got = f.tsdb.select(&m, 0, i64::MAX / 4, 100).unwrap();
+    let got = f
+        .tsdb
+        .select_decoded(&m, &storage::SelectHints::range(0, i64::MAX / 4, 100))
+        .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].labels.get("job"), Some("cart"));
     assert_eq!(got[0].samples[0].v, 7.0);

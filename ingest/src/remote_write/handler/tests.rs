@@ -9,7 +9,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use prost::Message;
-use storage::{Labels, MatchOp, Matcher, Metadata, Queryable, Sample, Tsdb, TsdbOptions};
+use storage::{Labels, MatchOp, Matcher, Metadata, Querier, Sample, Tsdb, TsdbOptions};
 use tower::ServiceExt;
 
 use super::now_ms;
@@ -100,7 +100,10 @@ impl Fixture {
         let m = Matcher::new(MatchOp::Equal, "__name__", name).unwrap();
         let found = self
             .tsdb
-            .select(&[m], i64::MIN, i64::MAX, usize::MAX)
+            .select_decoded(
+                &[m],
+                &storage::SelectHints::range(i64::MIN, i64::MAX, usize::MAX),
+            )
             .unwrap();
         found.into_iter().map(|s| (s.labels, s.samples)).collect()
     }
@@ -633,7 +636,10 @@ async fn v2_counts_histograms_apart_from_samples() {
     let m = Matcher::new(MatchOp::Equal, "__name__", "native").unwrap();
     let stored: Vec<i64> = f
         .tsdb
-        .select(&[m], i64::MIN, i64::MAX, usize::MAX)
+        .select_decoded(
+            &[m],
+            &storage::SelectHints::range(i64::MIN, i64::MAX, usize::MAX),
+        )
         .unwrap()
         .into_iter()
         .flat_map(|s| s.histograms)

@@ -1,0 +1,313 @@
+//! Jaeger's query-service HTTP API under `/jaeger/api/` (Grafana's Jaeger data source URL is
+//! `http://host:9090/jaeger`): services, operations, trace search, trace by id and service
+//! dependencies, in Jaeger's JSON envelope (`data`, `total`, `limit`, `offset`, `errors`).
+//! Owns parameter parsing and response shapes; reads only through the trace store.
+
+mod model;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use storage::traces::{Seek, StoredSpan, TraceReader};
+
+use crate::trace_http::{self, now_ns, param, params, ErrorBody, TraceLimits};
+use tracequery::{find_traces, parse_go_duration, parse_trace_id};
+
+/// Jaeger's default search limit and look-back.
+const DEFAULT_LIMIT: usize = 20;
+const DEFAULT_LOOKBACK_NS: u64 = 3600 * 1_000_000_000;
+const MAX_LIMIT: usize = 1500;
+
+/// Jaeger's query API over `store`; each request reads at most what `limits` allow.
+pub fn routes(store: Arc<dyn TraceReader>, limits: TraceLimits) -> Router {
+    Router::new()
+        .route("/jaeger/api/services", get(services))
+        .route(
+            "/jaeger/api/services/{service}/operations",
+            get(service_operations),
+        )
+        .route("/jaeger/api/operations", get(operations))
+        .route("/jaeger/api/traces", get(search))
+        .route("/jaeger/api/traces/{id}", get(trace_by_id))
+        .route("/jaeger/api/dependencies", get(dependencies))
+        .with_state(store)
+        .layer(Extension(limits))
+}
+
+/// Jaeger's error envelope.
+enum Envelope {}
+
+impl ErrorBody for Envelope {
+    fn render(status: StatusCode, msg: String) -> Response {
+        let body = json!({ "data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{ "code": status.as_u16(), "msg": msg }] });
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiError = trace_http::ApiError<Envelope>;
+
+fn ok(data: Value, total: usize) -> Response {
+    Json(json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null }))
+        .into_response()
+}
+
+async fn services(State(store): State<Arc<dyn TraceReader>>) -> Result<Response, ApiError> {
+    let s = ApiError::blocking(move || Ok(store.services()?)).await?;
+    let n = s.len();
+    Ok(ok(json!(s), n))
+}
+
+async fn service_operations(
+    State(store): State<Arc<dyn TraceReader>>,
+    Path(service): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut names: Vec<String> = ApiError::blocking(move || Ok(store.operations(&service)?))
+        .await?
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
+    names.sort();
+    names.dedup();
+    let n = names.len();
+    Ok(ok(json!(names), n))
+}
+
+async fn operations(
+    State(store): State<Arc<dyn TraceReader>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let ps = params(q);
+    let service = param(&ps, "service")
+        .ok_or_else(|| ApiError::bad("parameter 'service' is required"))?
+        .to_owned();
+    let kind = param(&ps, "spanKind").map(str::to_owned);
+    let ops = ApiError::blocking(move || Ok(store.operations(&service)?)).await?;
+    let data: Vec<Value> = ops
+        .into_iter()
+        .map(|(k, name)| (model::kind_name(k), name))
+        .filter(|(k, _)| kind.as_deref().is_none_or(|want| want == *k))
+        .map(|(k, name)| json!({ "name": name, "spanKind": k }))
+        .collect();
+    let n = data.len();
+    Ok(ok(json!(data), n))
+}
+
+async fn trace_by_id(
+    State(store): State<Arc<dyn TraceReader>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tid =
+        parse_trace_id(&id).ok_or_else(|| ApiError::bad(format!("malformed trace id {id:?}")))?;
+    let spans = ApiError::blocking(move || Ok(store.trace(&tid)?)).await?;
+    if spans.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "trace not found"));
+    }
+    Ok(ok(json!([model::trace(&spans)]), 1))
+}
+
+/// The search conditions of `GET /api/traces`, all checked on one span, as Jaeger does.
+struct Query {
+    service: String,
+    operation: Option<String>,
+    tags: Vec<(String, String)>,
+    min_ns: Option<u64>,
+    max_ns: Option<u64>,
+    start_ns: u64,
+    end_ns: u64,
+    limit: usize,
+}
+
+fn parse_query(ps: &[(String, String)]) -> Result<Query, ApiError> {
+    let service = param(ps, "service")
+        .ok_or_else(|| ApiError::bad("parameter 'service' is required"))?
+        .to_owned();
+    let micros = |name: &str| -> Result<Option<u64>, ApiError> {
+        param(ps, name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map(|us| us.saturating_mul(1000))
+                    .map_err(|_| ApiError::bad(format!("unable to parse param '{name}': {v:?}")))
+            })
+            .transpose()
+    };
+    let end_ns = micros("end")?.unwrap_or_else(now_ns);
+    let lookback = match param(ps, "lookback") {
+        Some(l) if l != "custom" => parse_go_duration(l)
+            .ok_or_else(|| ApiError::bad(format!("unable to parse param 'lookback': {l:?}")))?,
+        _ => DEFAULT_LOOKBACK_NS,
+    };
+    let start_ns = micros("start")?.unwrap_or(end_ns.saturating_sub(lookback));
+    let dur = |name: &str| -> Result<Option<u64>, ApiError> {
+        param(ps, name)
+            .map(|v| {
+                parse_go_duration(v)
+                    .ok_or_else(|| ApiError::bad(format!("unable to parse param '{name}': {v:?}")))
+            })
+            .transpose()
+    };
+    let (min_ns, max_ns) = (dur("minDuration")?, dur("maxDuration")?);
+    if let (Some(lo), Some(hi)) = (min_ns, max_ns) {
+        if hi < lo {
+            return Err(ApiError::bad(
+                "'maxDuration' should be greater than 'minDuration'",
+            ));
+        }
+    }
+    let limit = match param(ps, "limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad(format!("unable to parse param 'limit': {l:?}")))?,
+        None => DEFAULT_LIMIT,
+    };
+    let mut tags = Vec::new();
+    for (k, v) in ps.iter().filter(|(k, _)| k == "tags" || k == "tag") {
+        if v.trim_start().starts_with('{') {
+            // Grafana and the UI send one JSON object.
+            let m: BTreeMap<String, Value> = serde_json::from_str(v)
+                .map_err(|e| ApiError::bad(format!("malformed 'tags' parameter: {e}")))?;
+            tags.extend(m.into_iter().map(|(k, v)| {
+                (
+                    k,
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            }));
+        } else if !v.is_empty() {
+            let (tk, tv) = v.split_once(':').ok_or_else(|| {
+                ApiError::bad(format!(
+                    "malformed '{k}' parameter, expecting key:value, got {v:?}"
+                ))
+            })?;
+            tags.push((tk.to_owned(), tv.to_owned()));
+        }
+    }
+    Ok(Query {
+        service,
+        operation: param(ps, "operation").map(str::to_owned),
+        tags,
+        min_ns,
+        max_ns,
+        start_ns,
+        end_ns,
+        limit: if limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            limit.min(MAX_LIMIT)
+        },
+    })
+}
+
+fn span_matches(q: &Query, s: &StoredSpan) -> bool {
+    if s.origin.service_name() != q.service {
+        return false;
+    }
+    if q.operation.as_deref().is_some_and(|op| op != s.span.name) {
+        return false;
+    }
+    let d = s
+        .span
+        .end_time_unix_nano
+        .saturating_sub(s.span.start_time_unix_nano);
+    if q.min_ns.is_some_and(|m| d < m) || q.max_ns.is_some_and(|m| d > m) {
+        return false;
+    }
+    if q.tags.is_empty() {
+        return true;
+    }
+    let span_tags = model::span_tags(s);
+    let process_tags = model::tags(s.origin.resource_attributes());
+    let log_tags: Vec<model::Tag> = s
+        .span
+        .events
+        .iter()
+        .flat_map(|e| model::tags(&e.attributes))
+        .collect();
+    q.tags.iter().all(|(k, v)| {
+        span_tags
+            .iter()
+            .chain(&process_tags)
+            .chain(&log_tags)
+            .any(|t| &t.key == k && t.text() == *v)
+    })
+}
+
+async fn search(
+    Extension(limits): Extension<TraceLimits>,
+    State(store): State<Arc<dyn TraceReader>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse_query(&params(raw))?;
+    let traces = ApiError::blocking(move || {
+        let seek = match &q.operation {
+            Some(op) => Seek::Operation {
+                service: q.service.clone(),
+                name: op.clone(),
+            },
+            None => Seek::Service(q.service.clone()),
+        };
+        let found = find_traces(
+            &*store,
+            &seek,
+            q.start_ns,
+            q.end_ns,
+            q.limit,
+            limits.max_spans_inspected,
+            &mut |s| Ok(span_matches(&q, s)),
+        )?;
+        let mut out = Vec::with_capacity(found.trace_ids.len());
+        for id in found.trace_ids {
+            out.push(model::trace(&store.trace(&id)?));
+        }
+        Ok(out)
+    })
+    .await?;
+    let n = traces.len();
+    Ok(ok(json!(traces), n))
+}
+
+async fn dependencies(
+    Extension(limits): Extension<TraceLimits>,
+    State(store): State<Arc<dyn TraceReader>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let ps = params(raw);
+    let ms = |name: &str| -> Result<Option<u64>, ApiError> {
+        param(&ps, name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| ApiError::bad(format!("unable to parse param '{name}': {v:?}")))
+            })
+            .transpose()
+    };
+    let end_ns = ms("endTs")?
+        .map(|m| m.saturating_mul(1_000_000))
+        .unwrap_or_else(now_ns);
+    let lookback_ns = ms("lookback")?
+        .map(|m| m.saturating_mul(1_000_000))
+        .unwrap_or(24 * 3600 * 1_000_000_000);
+    let links = ApiError::blocking(move || {
+        Ok(tracequery::dependencies(
+            &*store,
+            end_ns.saturating_sub(lookback_ns),
+            end_ns,
+            limits.max_spans_inspected,
+        )?)
+    })
+    .await?;
+    let data: Vec<Value> = links
+        .into_iter()
+        .map(|l| json!({ "parent": l.parent, "child": l.child, "callCount": l.calls }))
+        .collect();
+    let n = data.len();
+    Ok(ok(json!(data), n))
+}
+
+#[cfg(test)]
+mod tests;

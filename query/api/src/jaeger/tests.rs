@@ -1,0 +1,233 @@
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::*;
+use crate::trace_fixture::{fixture, TRACE_A, TRACE_B};
+
+async fn get_json(app: &Router, uri: &str) -> (StatusCode, Value) {
+    let resp = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{uri}: {e}: {}", String::from_utf8_lossy(&body))),
+    )
+}
+
+#[tokio::test]
+async fn services_and_operations() {
+    let f = fixture();
+    let app = routes(f.store.clone(), TraceLimits::default());
+    let (st, v) = get_json(&app, "/jaeger/api/services").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!({ "data": ["backend", "frontend"], "total": 2, "limit": 0, "offset": 0, "errors": null })
+    );
+    let (_, v) = get_json(&app, "/jaeger/api/services/frontend/operations").await;
+    assert_eq!(v["data"], json!(["GET /checkout", "GET /health"]));
+    let (_, v) = get_json(
+        &app,
+        "/jaeger/api/operations?service=backend&spanKind=client",
+    )
+    .await;
+    assert_eq!(
+        v["data"],
+        json!([{ "name": "SELECT orders", "spanKind": "client" }])
+    );
+    let (_, v) = get_json(
+        &app,
+        "/jaeger/api/operations?service=backend&spanKind=server",
+    )
+    .await;
+    assert_eq!(v["data"], json!([]));
+    let (st, v) = get_json(&app, "/jaeger/api/operations").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(v["errors"][0]["msg"], "parameter 'service' is required");
+}
+
+#[tokio::test]
+async fn trace_by_id_has_processes_references_typed_tags_and_logs() {
+    let f = fixture();
+    let app = routes(f.store.clone(), TraceLimits::default());
+    let (st, v) = get_json(&app, &format!("/jaeger/api/traces/{TRACE_A}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let trace = &v["data"][0];
+    assert_eq!(trace["traceID"], TRACE_A);
+    let spans = trace["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 2);
+    let db = spans
+        .iter()
+        .find(|s| s["operationName"] == "SELECT orders")
+        .unwrap();
+    let root = spans
+        .iter()
+        .find(|s| s["operationName"] == "GET /checkout")
+        .unwrap();
+    assert_eq!(
+        db["references"],
+        json!([{ "refType": "CHILD_OF", "traceID": TRACE_A, "spanID": "0101010101010101" }])
+    );
+    assert_eq!(db["duration"], 120_000);
+    assert_eq!(db["startTime"], (f.t0 + 10_000_000) / 1000);
+    let tags = db["tags"].as_array().unwrap();
+    assert!(
+        tags.contains(&json!({ "key": "error", "type": "bool", "value": true })),
+        "{tags:?}"
+    );
+    assert!(tags.contains(&json!({ "key": "span.kind", "type": "string", "value": "client" })));
+    assert!(tags.contains(
+        &json!({ "key": "otel.status_description", "type": "string", "value": "deadlock" })
+    ));
+    assert_eq!(
+        db["logs"],
+        json!([{ "timestamp": (f.t0 + 20_000_000) / 1000, "fields": [
+        { "key": "event", "type": "string", "value": "retry" }, { "key": "attempt", "type": "int64", "value": 2 }] }])
+    );
+    assert!(root["tags"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({ "key": "http.status_code", "type": "int64", "value": 500 })));
+    let db_proc = &trace["processes"][db["processID"].as_str().unwrap()];
+    assert_eq!(
+        db_proc,
+        &json!({ "serviceName": "backend", "tags": [{ "key": "host.name", "type": "string", "value": "node-1" }] })
+    );
+    assert_ne!(db["processID"], root["processID"]);
+
+    let (_, v) = get_json(&app, "/jaeger/api/traces/beef").await;
+    assert_eq!(
+        v["data"][0]["traceID"], "000000000000beef",
+        "short ids: Jaeger drops a zero high half"
+    );
+    assert_eq!(TRACE_B.len(), 32);
+    let (st, v) = get_json(&app, "/jaeger/api/traces/123456789abcdef").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(v["errors"][0]["msg"], "trace not found");
+    let (st, _) = get_json(&app, "/jaeger/api/traces/nothex").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn search_by_service_operation_tags_and_duration() {
+    let f = fixture();
+    let app = routes(f.store.clone(), TraceLimits::default());
+    let window = format!(
+        "start={}&end={}",
+        (f.t0 - 120_000_000_000) / 1000,
+        (f.t0 + 1_000_000_000) / 1000
+    );
+    let ids = |v: &Value| {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["traceID"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (_, v) = get_json(
+        &app,
+        &format!("/jaeger/api/traces?service=frontend&{window}"),
+    )
+    .await;
+    assert_eq!(
+        ids(&v),
+        vec![TRACE_A.to_owned(), "000000000000beef".to_owned()],
+        "newest first"
+    );
+    let (_, v) = get_json(
+        &app,
+        &format!("/jaeger/api/traces?service=frontend&limit=1&{window}"),
+    )
+    .await;
+    assert_eq!(ids(&v), vec![TRACE_A]);
+    let (_, v) = get_json(
+        &app,
+        &format!("/jaeger/api/traces?service=frontend&operation=GET%20%2Fhealth&{window}"),
+    )
+    .await;
+    assert_eq!(ids(&v), vec!["000000000000beef"]);
+    let (_, v) = get_json(
+        &app,
+        &format!("/jaeger/api/traces?service=frontend&minDuration=100ms&{window}"),
+    )
+    .await;
+    assert_eq!(ids(&v), vec![TRACE_A]);
+    let (_, v) = get_json(
+        &app,
+        &format!("/jaeger/api/traces?service=frontend&maxDuration=10ms&{window}"),
+    )
+    .await;
+    assert_eq!(ids(&v), vec!["000000000000beef"]);
+    let tags = crate::trace_fixture::tests_enc(r#"{"error":"true"}"#);
+    let (_, v) = get_json(
+        &app,
+        &format!("/jaeger/api/traces?service=backend&tags={tags}&{window}"),
+    )
+    .await;
+    assert_eq!(ids(&v), vec![TRACE_A]);
+    let (_, v) = get_json(
+        &app,
+        &format!("/jaeger/api/traces?service=frontend&tags=http.status_code%3A200&{window}"),
+    )
+    .await;
+    assert_eq!(ids(&v), vec!["000000000000beef"]);
+    let (_, v) = get_json(&app, "/jaeger/api/traces?service=frontend&lookback=1s").await;
+    assert_eq!(
+        ids(&v),
+        Vec::<String>::new(),
+        "both traces are older than the look-back"
+    );
+    let (st, _) = get_json(&app, "/jaeger/api/traces?service=frontend&minDuration=soon").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, v) = get_json(&app, "/jaeger/api/traces").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(v["data"], Value::Null);
+}
+
+#[tokio::test]
+async fn dependencies_link_parent_and_child_services() {
+    let f = fixture();
+    let app = routes(f.store.clone(), TraceLimits::default());
+    let (_, v) = get_json(&app, "/jaeger/api/dependencies?lookback=3600000").await;
+    assert_eq!(
+        v["data"],
+        json!([{ "parent": "frontend", "child": "backend", "callCount": 1 }])
+    );
+}
+
+#[tokio::test]
+async fn search_and_dependencies_stop_at_the_scan_budget() {
+    let f = fixture();
+    let window = format!(
+        "start={}&end={}",
+        (f.t0 - 120_000_000_000) / 1000,
+        (f.t0 + 1_000_000_000) / 1000
+    );
+    let one_span = TraceLimits {
+        max_spans_inspected: 1,
+        ..TraceLimits::default()
+    };
+    let app = routes(f.store.clone(), one_span);
+    let (_, v) = get_json(
+        &app,
+        &format!("/jaeger/api/traces?service=frontend&{window}"),
+    )
+    .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["data"][0]["traceID"], TRACE_A);
+    let none = TraceLimits {
+        max_spans_inspected: 0,
+        ..TraceLimits::default()
+    };
+    let app = routes(f.store.clone(), none);
+    let (_, v) = get_json(&app, "/jaeger/api/dependencies?lookback=3600000").await;
+    assert_eq!(v["data"], json!([]));
+}

@@ -1,0 +1,29 @@
+//! The read-side wire layer: each module translates one HTTP API's requests into engine and
+//! store calls and their results into that API's exact wire shapes, status codes and error
+//! envelopes, and does nothing else.
+//!
+//! - [`prometheus`]: `/api/v1/…` as Prometheus serves it (queries, series and labels,
+//!   metadata, status, rules and alerts) over the PromQL engine, the TSDB and the rule manager.
+//! - [`loki`]: `/loki/api/v1/…` over the LogQL engine, with live tail.
+//! - [`jaeger`], [`tempo`]: the Jaeger query service and the Tempo API over trace queries.
+//! - [`alertmanager_v2`]: Alertmanager's `/api/v2/…` over the built-in Alertmanager.
+//! - `form`, `handler`, `trace_http`, `status`: what several APIs share (Go's `Request.Form`,
+//!   the blocking-pool route adapter, the Jaeger/Tempo parameter and error helpers, the HTTP
+//!   status of each error class).
+//!
+//! Ingest endpoints are the `ingest` crate's; evaluation is the engines'.
+
+pub mod alertmanager_v2;
+mod form;
+mod handler;
+pub mod jaeger;
+pub mod loki;
+pub mod prometheus;
+mod status;
+pub mod tempo;
+mod trace_http;
+
+pub use trace_http::TraceLimits;
+
+#[cfg(test)]
+mod trace_fixture;

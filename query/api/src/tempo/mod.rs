@@ -1,0 +1,421 @@
+//! The Tempo HTTP API under `/tempo/` for Grafana's Tempo data source: echo and build info,
+//! trace by id (v1 and v2; OTLP protobuf when the client accepts `application/protobuf`, else
+//! OTLP JSON), search by TraceQL or by tags, and tag names/values (v1 and v2). Owns parameter
+//! parsing and response shapes; reads only through the trace store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use prost::Message;
+use serde_json::{json, Value};
+use storage::traces::{StoredSpan, TraceReader};
+
+use crate::trace_http::{self, now_ns, param, params, ErrorBody, TraceLimits};
+use tracequery::spansets::{search_spansets, TraceMatch};
+use tracequery::traceql::{self, Cond, Field, Lit, Op, Query};
+use tracequery::{hex, parse_go_duration, parse_trace_id};
+
+const DEFAULT_LIMIT: usize = 20;
+const DEFAULT_SPANS_PER_SPANSET: usize = 3;
+const DEFAULT_WINDOW_NS: u64 = 3600 * 1_000_000_000;
+const INTRINSICS: [&str; 5] = ["duration", "kind", "name", "status", "statusMessage"];
+
+/// The Tempo API over `store`; each request reads at most what `limits` allow.
+pub fn routes(store: Arc<dyn TraceReader>, limits: TraceLimits) -> Router {
+    Router::new()
+        .route("/tempo/api/echo", get(|| async { "echo" }))
+        .route("/tempo/api/status/buildinfo", get(buildinfo))
+        .route("/tempo/api/traces/{id}", get(trace_v1))
+        .route("/tempo/api/v2/traces/{id}", get(trace_v2))
+        .route("/tempo/api/search", get(search))
+        .route("/tempo/api/search/tags", get(tags_v1))
+        .route("/tempo/api/v2/search/tags", get(tags_v2))
+        .route("/tempo/api/search/tag/{name}/values", get(values_v1))
+        .route("/tempo/api/v2/search/tag/{name}/values", get(values_v2))
+        .with_state(store)
+        .layer(Extension(limits))
+}
+
+/// Tempo answers errors in plain text.
+enum PlainText {}
+
+impl ErrorBody for PlainText {
+    fn render(status: StatusCode, msg: String) -> Response {
+        (status, msg).into_response()
+    }
+}
+
+type ApiError = trace_http::ApiError<PlainText>;
+
+async fn buildinfo() -> Json<Value> {
+    Json(
+        json!({ "version": "2.6.0", "revision": "novamon", "branch": "", "buildUser": "", "buildDate": "", "goVersion": "" }),
+    )
+}
+
+/// The stored spans regrouped as OTLP: one ResourceSpans per origin.
+fn to_otlp(spans: Vec<StoredSpan>) -> Vec<ResourceSpans> {
+    let mut out: Vec<(Arc<storage::traces::Origin>, ResourceSpans)> = Vec::new();
+    for s in spans {
+        match out
+            .iter_mut()
+            .find(|(o, _)| Arc::ptr_eq(o, &s.origin) || **o == *s.origin)
+        {
+            Some((_, rs)) => rs.scope_spans[0].spans.push(s.span),
+            None => {
+                let mut rs = s.origin.skeleton.clone();
+                if rs.scope_spans.is_empty() {
+                    rs.scope_spans.push(ScopeSpans::default());
+                }
+                rs.scope_spans[0].spans.push(s.span);
+                out.push((s.origin, rs));
+            }
+        }
+    }
+    out.into_iter().map(|(_, rs)| rs).collect()
+}
+
+/// tempopb.Trace: `repeated ResourceSpans batches = 1`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TempoTrace {
+    #[prost(message, repeated, tag = "1")]
+    batches: Vec<ResourceSpans>,
+}
+
+/// tempopb.TraceByIDResponse: `Trace trace = 1`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TraceByIdResponse {
+    #[prost(message, optional, tag = "1")]
+    trace: Option<TempoTrace>,
+}
+
+fn wants_protobuf(h: &HeaderMap) -> bool {
+    h.get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/protobuf") || a.contains("application/x-protobuf"))
+}
+
+async fn load_trace(
+    store: Arc<dyn TraceReader>,
+    id: String,
+) -> Result<Vec<ResourceSpans>, ApiError> {
+    let tid =
+        parse_trace_id(&id).ok_or_else(|| ApiError::bad(format!("invalid trace id {id:?}")))?;
+    let spans = ApiError::blocking(move || Ok(store.trace(&tid)?)).await?;
+    if spans.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("trace not found: {id}"),
+        ));
+    }
+    Ok(to_otlp(spans))
+}
+
+fn protobuf(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/protobuf")], bytes).into_response()
+}
+
+async fn trace_v1(
+    State(store): State<Arc<dyn TraceReader>>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let batches = load_trace(store, id).await?;
+    if wants_protobuf(&h) {
+        return Ok(protobuf(TempoTrace { batches }.encode_to_vec()));
+    }
+    Ok(Json(json!({ "batches": batches })).into_response())
+}
+
+async fn trace_v2(
+    State(store): State<Arc<dyn TraceReader>>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let batches = load_trace(store, id).await?;
+    if wants_protobuf(&h) {
+        return Ok(protobuf(
+            TraceByIdResponse {
+                trace: Some(TempoTrace { batches }),
+            }
+            .encode_to_vec(),
+        ));
+    }
+    Ok(Json(json!({ "trace": { "resourceSpans": batches } })).into_response())
+}
+
+/// Tempo's tag search (`tags=k=v k2="v 2"`, logfmt) as the equivalent TraceQL filter.
+fn tags_to_query(tags: &str, min: Option<u64>, max: Option<u64>) -> Result<Query, ApiError> {
+    let mut conds = Vec::new();
+    let mut rest = tags.trim();
+    while !rest.is_empty() {
+        let (k, after) = rest
+            .split_once('=')
+            .ok_or_else(|| ApiError::bad(format!("invalid tags {tags:?}: expected key=value")))?;
+        let (v, after) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"').ok_or_else(|| {
+                ApiError::bad(format!("invalid tags {tags:?}: unterminated quote"))
+            })?;
+            (&q[..end], &q[end + 1..])
+        } else {
+            after.split_once(' ').unwrap_or((after, ""))
+        };
+        let field = match k.trim() {
+            "name" => Field::Name,
+            "status.code" => Field::Status,
+            key => Field::Attr {
+                resource: None,
+                key: key.to_owned(),
+            },
+        };
+        let value = match field {
+            Field::Status => {
+                Lit::Keyword(v.trim_start_matches("STATUS_CODE_").to_ascii_lowercase())
+            }
+            _ => Lit::Str(v.to_owned(), None),
+        };
+        conds.push(Cond::Cmp {
+            field,
+            op: Op::Eq,
+            value,
+        });
+        rest = after.trim();
+    }
+    conds.extend(min.map(|n| Cond::Cmp {
+        field: Field::Duration,
+        op: Op::Ge,
+        value: Lit::Num(n as f64),
+    }));
+    conds.extend(max.map(|n| Cond::Cmp {
+        field: Field::Duration,
+        op: Op::Le,
+        value: Lit::Num(n as f64),
+    }));
+    let cond = conds
+        .into_iter()
+        .reduce(|a, b| Cond::And(Box::new(a), Box::new(b)))
+        .unwrap_or(Cond::True);
+    Ok(Query::Filter(cond))
+}
+
+async fn search(
+    Extension(limits): Extension<TraceLimits>,
+    State(store): State<Arc<dyn TraceReader>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let ps = params(raw);
+    let secs = |name: &str| -> Result<Option<u64>, ApiError> {
+        param(&ps, name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map(|s| s.saturating_mul(1_000_000_000))
+                    .map_err(|_| ApiError::bad(format!("invalid {name}: {v:?}")))
+            })
+            .transpose()
+    };
+    let end_ns = secs("end")?
+        .map(|e| e.saturating_add(999_999_999))
+        .unwrap_or_else(now_ns);
+    let start_ns = secs("start")?.unwrap_or(end_ns.saturating_sub(DEFAULT_WINDOW_NS));
+    let num = |name: &str, default: usize| -> Result<usize, ApiError> {
+        param(&ps, name)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| ApiError::bad(format!("invalid {name}: {v:?}")))
+            })
+            .transpose()
+            .map(|v| v.filter(|n| *n > 0).unwrap_or(default))
+    };
+    let limit = num("limit", DEFAULT_LIMIT)?;
+    let spss = num("spss", DEFAULT_SPANS_PER_SPANSET)?;
+    let dur = |name: &str| -> Result<Option<u64>, ApiError> {
+        param(&ps, name)
+            .map(|v| {
+                parse_go_duration(v).ok_or_else(|| ApiError::bad(format!("invalid {name}: {v:?}")))
+            })
+            .transpose()
+    };
+    let query = match param(&ps, "q") {
+        Some(q) => {
+            traceql::parse(q).map_err(|e| ApiError::bad(format!("invalid TraceQL query: {e}")))?
+        }
+        None => tags_to_query(
+            param(&ps, "tags").unwrap_or(""),
+            dur("minDuration")?,
+            dur("maxDuration")?,
+        )?,
+    };
+    let found = ApiError::blocking(move || {
+        Ok(search_spansets(
+            &*store,
+            &query,
+            start_ns,
+            end_ns,
+            limit,
+            spss,
+            limits.max_spans_inspected,
+        )?)
+    })
+    .await?;
+    let traces: Vec<Value> = found.traces.iter().map(trace_json).collect();
+    Ok(Json(json!({
+        "traces": traces,
+        "metrics": { "inspectedTraces": found.inspected_traces, "inspectedSpans": found.inspected_spans.to_string(), "completedJobs": 1, "totalJobs": 1 },
+    }))
+    .into_response())
+}
+
+fn attr_json(k: &str, v: &str) -> Value {
+    json!({ "key": k, "value": { "stringValue": v } })
+}
+
+/// A trace in Tempo's search result shape, with its one spanset.
+fn trace_json(t: &TraceMatch) -> Value {
+    let spans: Vec<Value> = t
+        .spans
+        .iter()
+        .map(|s| {
+            let mut attrs = vec![attr_json("service.name", &s.service_name)];
+            attrs.extend(s.attributes.iter().map(|(k, v)| attr_json(k, v)));
+            json!({
+                "spanID": hex(&s.span_id),
+                "name": s.name,
+                "startTimeUnixNano": s.start_ns.to_string(),
+                "durationNanos": s.duration_ns.to_string(),
+                "attributes": attrs,
+            })
+        })
+        .collect();
+    let spanset = json!({ "spans": spans, "matched": t.matched });
+    json!({
+        "traceID": hex(&t.trace_id),
+        "rootServiceName": t.root.as_ref().map_or("<root span not yet received>", |r| r.0.as_str()),
+        "rootTraceName": t.root.as_ref().map_or("", |r| r.1.as_str()),
+        "startTimeUnixNano": t.start_ns.to_string(),
+        "durationMs": t.duration_ns / 1_000_000,
+        "spanSet": spanset,
+        "spanSets": [spanset],
+    })
+}
+
+async fn tag_keys(store: Arc<dyn TraceReader>) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    ApiError::blocking(move || Ok((store.attribute_keys(false)?, store.attribute_keys(true)?)))
+        .await
+}
+
+async fn tags_v1(State(store): State<Arc<dyn TraceReader>>) -> Result<Response, ApiError> {
+    let (span, resource) = tag_keys(store).await?;
+    let all: BTreeSet<String> = span.into_iter().chain(resource).collect();
+    Ok(Json(json!({ "tagNames": all })).into_response())
+}
+
+async fn tags_v2(
+    State(store): State<Arc<dyn TraceReader>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let ps = params(raw);
+    let scope = param(&ps, "scope").unwrap_or("all").to_owned();
+    let (span, resource) = tag_keys(store).await?;
+    let scopes: Vec<Value> = [
+        ("resource", resource),
+        ("span", span),
+        (
+            "intrinsic",
+            INTRINSICS.iter().map(|s| (*s).to_owned()).collect(),
+        ),
+    ]
+    .into_iter()
+    .filter(|(name, _)| scope == "all" || scope == *name)
+    .map(|(name, tags)| json!({ "name": name, "tags": tags }))
+    .collect();
+    Ok(Json(json!({ "scopes": scopes })).into_response())
+}
+
+async fn values_v1(
+    Extension(limits): Extension<TraceLimits>,
+    State(store): State<Arc<dyn TraceReader>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let values = ApiError::blocking(move || {
+        let mut all: BTreeSet<String> = store
+            .attribute_values(false, &name, limits.max_tag_values)?
+            .into_iter()
+            .collect();
+        all.extend(store.attribute_values(true, &name, limits.max_tag_values)?);
+        Ok(all)
+    })
+    .await?;
+    Ok(Json(json!({ "tagValues": values })).into_response())
+}
+
+async fn values_v2(
+    Extension(limits): Extension<TraceLimits>,
+    State(store): State<Arc<dyn TraceReader>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let keywords = |ks: &[&str]| {
+        ks.iter()
+            .map(|k| json!({ "type": "keyword", "value": k }))
+            .collect::<Vec<_>>()
+    };
+    let values: Vec<Value> = match name.as_str() {
+        "status" => keywords(&["error", "ok", "unset"]),
+        "kind" => keywords(&[
+            "client",
+            "consumer",
+            "internal",
+            "producer",
+            "server",
+            "unspecified",
+        ]),
+        "name" => {
+            let names = ApiError::blocking(move || {
+                let mut all = BTreeSet::new();
+                for svc in store.services()? {
+                    all.extend(store.operations(&svc)?.into_iter().map(|(_, n)| n));
+                }
+                Ok(all)
+            })
+            .await?;
+            names
+                .into_iter()
+                .map(|n| json!({ "type": "string", "value": n }))
+                .collect()
+        }
+        _ => {
+            let (scope, key) = if let Some(k) = name.strip_prefix("resource.") {
+                (Some(true), k.to_owned())
+            } else if let Some(k) = name.strip_prefix("span.") {
+                (Some(false), k.to_owned())
+            } else {
+                (None, name.trim_start_matches('.').to_owned())
+            };
+            let vals = ApiError::blocking(move || {
+                let mut all = BTreeMap::new();
+                for resource in [false, true] {
+                    if scope.is_none_or(|r| r == resource) {
+                        all.extend(
+                            store
+                                .attribute_values(resource, &key, limits.max_tag_values)?
+                                .into_iter()
+                                .map(|v| (v, ())),
+                        );
+                    }
+                }
+                Ok(all)
+            })
+            .await?;
+            vals.into_keys().map(|v| json!({ "type": if v.parse::<i64>().is_ok() { "int" } else { "string" }, "value": v })).collect()
+        }
+    };
+    Ok(Json(json!({ "tagValues": values })).into_response())
+}
+
+#[cfg(test)]
+mod tests;

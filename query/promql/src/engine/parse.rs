@@ -1,0 +1,361 @@
+//! Query parsing: promql-parser, plus what of Prometheus 3 it does not know. Duration
+//! expressions are computed into plain durations first (see `duration_expr`). The
+//! native-histogram trim operators `</` and `>/` have comparison precedence (left-associative)
+//! and the comparison modifiers, so the query is parsed with each written as `<` or `>` and
+//! those nodes are re-tagged afterwards; nothing else changes.
+
+use promql_parser::parser::token::{TokenId, TokenType, T_GTR, T_LSS};
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{Expr, FunctionArgs};
+
+use super::duration_expr::{self, skip_string, skip_string_or_comment};
+use super::eval::value_type;
+use super::info::SELECTOR_PLACEHOLDER;
+use crate::value::QueryError;
+
+/// Token ids for the trim operators, outside promql-parser's token range (which it numbers
+/// from 0), so no operator of its grammar can be mistaken for them.
+pub(crate) const T_TRIM_UPPER: TokenId = TokenId::MAX;
+pub(crate) const T_TRIM_LOWER: TokenId = TokenId::MAX - 1;
+
+/// Parses `query` for evaluation with the given step and range (end - start) in ms, which
+/// `step()` and `range()` in duration expressions stand for (0 for instant queries).
+pub(crate) fn parse(query: &str, step_ms: i64, range_ms: i64) -> Result<Expr, QueryError> {
+    let query = duration_expr::rewrite(query, step_ms, range_ms);
+    let query = mark_info_selectors(&query);
+    let (source, trims) = rewrite_trims(&query);
+    let mut expr = promql_parser::parser::parse(&source).map_err(parse_error)?;
+    if trims.iter().any(Option::is_some) {
+        let mut order = trims.into_iter();
+        retag(&mut expr, &mut order)?;
+        if order.next().is_some() {
+            return Err(parse_error("unexpected operator layout around </ or >/"));
+        }
+    }
+    Ok(expr)
+}
+
+/// `query` as Prometheus's `/api/v1/format_query` prints it, for the syntax the engine accepts
+/// beyond promql-parser: trim operators and `info()` selectors whose matchers all accept "".
+/// None when the query does not parse, or when printing the engine's form would not give
+/// Prometheus's answer: duration expressions are folded into plain durations before parsing.
+pub fn format_extended(query: &str) -> Option<String> {
+    if duration_expr::rewrite(query, 0, 0) != query || parse(query, 0, 0).is_err() {
+        return None;
+    }
+    let (source, trims) = rewrite_trims(&mark_info_selectors(query));
+    let printed = promql_parser::parser::parse(&source).ok()?.prettify();
+    let printed = printed
+        .replace(&format!(",{SELECTOR_PLACEHOLDER}!=\"\""), "")
+        .replace(&format!("{SELECTOR_PLACEHOLDER}!=\"\","), "")
+        .replace(&format!("{SELECTOR_PLACEHOLDER}!=\"\""), "");
+    // The printed comparison operators come in source order, as `trims` lists them.
+    let (_, printed_ops) = rewrite_trims(&printed);
+    if printed_ops.len() != trims.len() {
+        return None;
+    }
+    let mut out = String::with_capacity(printed.len() + trims.len());
+    let mut trims = trims.into_iter();
+    let mut chars = printed.chars().peekable();
+    let mut quote = None;
+    while let Some(c) = chars.next() {
+        out.push(c);
+        match (quote, c) {
+            (Some(q), '\\') if q != '`' => out.extend(chars.next()),
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'' | '`') => quote = Some(c),
+            (None, '<' | '>') if chars.peek() != Some(&'=') => {
+                if trims.next().flatten().is_some() {
+                    out.push('/');
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// Wording as Prometheus's parser reports errors.
+fn parse_error(e: impl std::fmt::Display) -> QueryError {
+    QueryError::Parse(format!("1:1: parse error: {e}"))
+}
+
+/// The query with `</` and `>/` written as `< ` and `> ` (same length, so error positions
+/// still point into the original), and for every `<`/`>` operator, in source order, the
+/// trim operator it stands for if any.
+fn rewrite_trims(query: &str) -> (String, Vec<Option<TokenId>>) {
+    let mut out = String::with_capacity(query.len());
+    let mut trims = Vec::new();
+    let mut chars = query.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        match c {
+            '"' | '\'' | '`' => {
+                // Only " and ' strings have escapes; a raw string ends at the next backtick.
+                while let Some(s) = chars.next() {
+                    out.push(s);
+                    if s == c {
+                        break;
+                    }
+                    if s == '\\' && c != '`' {
+                        if let Some(escaped) = chars.next() {
+                            out.push(escaped);
+                        }
+                    }
+                }
+            }
+            '#' => {
+                for s in chars.by_ref() {
+                    out.push(s);
+                    if s == '\n' {
+                        break;
+                    }
+                }
+            }
+            '<' | '>' => match chars.peek() {
+                Some('=') => {}
+                Some('/') => {
+                    chars.next();
+                    out.push(' ');
+                    trims.push(Some(if c == '<' { T_TRIM_UPPER } else { T_TRIM_LOWER }));
+                }
+                _ => trims.push(None),
+            },
+            _ => {}
+        }
+    }
+    (out, trims)
+}
+
+/// Adds `SELECTOR_PLACEHOLDER!=""` to the label selector given to `info()` as its second
+/// argument, so that a selector of matchers that all accept "" still parses.
+fn mark_info_selectors(query: &str) -> String {
+    let b = query.as_bytes();
+    let mut inserts = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(next) = skip_string_or_comment(b, i) {
+            i = next;
+            continue;
+        }
+        match b[i] {
+            c if c.is_ascii_alphanumeric() || c == b'_' || c == b':' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')
+                {
+                    i += 1;
+                }
+                let open = i + (b[i..].len() - query[i..].trim_start().len());
+                if &query[start..i] == "info" && b.get(open) == Some(&b'(') {
+                    if let Some(at) = second_arg_selector_end(b, open + 1) {
+                        inserts.push(at);
+                    }
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    let mut out = query.to_string();
+    for at in inserts.into_iter().rev() {
+        let before = out[..at].trim_end();
+        let sep = if before.ends_with('{') || before.ends_with(',') {
+            ""
+        } else {
+            ", "
+        };
+        out.insert_str(at, &format!("{sep}{SELECTOR_PLACEHOLDER}!=\"\""));
+    }
+    out
+}
+
+/// Where the closing `}` of a call's second argument is, when that argument is a bare
+/// `{…}` selector; `from` is just past the call's `(`.
+fn second_arg_selector_end(b: &[u8], from: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = from;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'' | b'`') => {
+                i = skip_string(b, i, q);
+                continue;
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' if depth == 0 => return None,
+            b')' | b']' | b'}' => depth -= 1,
+            b',' if depth == 0 => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    i += 1;
+    while i < b.len() && b[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'' | b'`') => i = skip_string(b, i, q),
+            b'}' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Walks `expr` in source order, re-tagging the `<`/`>` nodes that were trim operators.
+fn retag(
+    expr: &mut Expr,
+    order: &mut impl Iterator<Item = Option<TokenId>>,
+) -> Result<(), QueryError> {
+    match expr {
+        Expr::Binary(b) => {
+            retag(&mut b.lhs, order)?;
+            if b.op.id() == T_LSS || b.op.id() == T_GTR {
+                let trim = order
+                    .next()
+                    .ok_or_else(|| parse_error("unexpected operator layout around </ or >/"))?;
+                if let Some(id) = trim {
+                    let name = if id == T_TRIM_UPPER { "</" } else { ">/" };
+                    if b.modifier.as_ref().is_some_and(|m| m.return_bool) {
+                        return Err(parse_error(
+                            "bool modifier can only be used on comparison operators",
+                        ));
+                    }
+                    if b.lhs.value_type() != ValueType::Vector {
+                        return Err(parse_error(format!(
+                            "operator {name:?} needs an instant vector of histograms on its left-hand side, got {}",
+                            value_type(&b.lhs)
+                        )));
+                    }
+                    b.op = TokenType::new(id);
+                }
+            }
+            retag(&mut b.rhs, order)
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = a.param.as_mut() {
+                retag(p, order)?;
+            }
+            retag(&mut a.expr, order)
+        }
+        Expr::Unary(u) => retag(&mut u.expr, order),
+        Expr::Paren(p) => retag(&mut p.expr, order),
+        Expr::Subquery(s) => retag(&mut s.expr, order),
+        Expr::Call(c) => retag_args(&mut c.args, order),
+        Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::VectorSelector(_)
+        | Expr::MatrixSelector(_)
+        | Expr::Extension(_) => Ok(()),
+    }
+}
+
+fn retag_args(
+    args: &mut FunctionArgs,
+    order: &mut impl Iterator<Item = Option<TokenId>>,
+) -> Result<(), QueryError> {
+    args.args.iter_mut().try_for_each(|a| retag(a, order))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trim_ops(e: &Expr, out: &mut Vec<TokenId>) {
+        match e {
+            Expr::Binary(b) => {
+                trim_ops(&b.lhs, out);
+                out.push(b.op.id());
+                trim_ops(&b.rhs, out);
+            }
+            Expr::Paren(p) => trim_ops(&p.expr, out),
+            Expr::Call(c) => c.args.args.iter().for_each(|a| trim_ops(a, out)),
+            Expr::Aggregate(a) => trim_ops(&a.expr, out),
+            _ => {}
+        }
+    }
+
+    fn ops(q: &str) -> Vec<TokenId> {
+        let mut out = Vec::new();
+        trim_ops(&parse(q, 0, 0).unwrap(), &mut out);
+        out
+    }
+
+    #[test]
+    fn trim_operators_are_tagged_where_they_stand() {
+        use promql_parser::parser::token::{T_ADD, T_LAND};
+        assert_eq!(ops("h </ 2"), vec![T_TRIM_UPPER]);
+        assert_eq!(ops("h>/-1"), vec![T_TRIM_LOWER]);
+        assert_eq!(
+            ops("h < 3 and histogram_count(h >/ 1) > 2"),
+            vec![T_LSS, T_LAND, T_TRIM_LOWER, T_GTR]
+        );
+        // Comparison precedence: `+` binds tighter on both sides.
+        let Expr::Binary(b) = parse("a + b </ 1 + 1", 0, 0).unwrap() else {
+            panic!("not a binary expression");
+        };
+        assert_eq!(b.op.id(), T_TRIM_UPPER);
+        assert!(matches!(*b.lhs, Expr::Binary(ref l) if l.op.id() == T_ADD));
+        assert!(matches!(*b.rhs, Expr::Binary(ref r) if r.op.id() == T_ADD));
+    }
+
+    #[test]
+    fn strings_and_comments_are_left_alone() {
+        let q = "label_replace(h, \"a\", \"</\", \"b\", `>/`) >/ 2 # </ comment";
+        assert_eq!(ops(q), vec![T_TRIM_LOWER]);
+        let Expr::Binary(b) = parse(q, 0, 0).unwrap() else {
+            panic!("not a binary expression");
+        };
+        let Expr::Call(c) = *b.lhs else {
+            panic!("not a call");
+        };
+        assert!(matches!(&*c.args.args[2], Expr::StringLiteral(s) if s.val == "</"));
+        assert_eq!(ops(r#"h{a="x\"</"} > 1"#), vec![T_GTR]);
+    }
+
+    #[test]
+    fn info_selectors_accepting_empty_values_parse() {
+        assert_eq!(
+            mark_info_selectors(r#"info(m, {data=~".*"})"#),
+            format!(r#"info(m, {{data=~".*", {SELECTOR_PLACEHOLDER}!=""}})"#)
+        );
+        assert_eq!(
+            mark_info_selectors("info(rate(m[5m]), {})"),
+            format!(r#"info(rate(m[5m]), {{{SELECTOR_PLACEHOLDER}!=""}})"#)
+        );
+        for q in [
+            "info(m)",
+            "info(m, x_info{a=\"}\"})",
+            r#"label_replace(m, "info", "(", "", "")"#,
+        ] {
+            assert_eq!(mark_info_selectors(q), q);
+        }
+        assert!(parse(r#"info(m, {data=~".*"})"#, 0, 0).is_ok());
+    }
+
+    #[test]
+    fn extended_syntax_formats_as_written() {
+        for (q, want) in [
+            ("h </ 2", "h </ 2"),
+            ("(a{l=\"<\"} >/ 2) < 3", "(a{l=\"<\"} >/ 2) < 3"),
+            ("info(x, {k=~\".*\"})", "info(x, {k=~\".*\"})"),
+            ("info(x,{k=~\".*\",j=\"\"})", "info(x, {j=\"\",k=~\".*\"})"),
+        ] {
+            assert_eq!(format_extended(q).as_deref(), Some(want), "{q}");
+        }
+        for q in ["x[5m+1m]", "h </ bool 2", "h </"] {
+            assert_eq!(format_extended(q), None, "{q}");
+        }
+    }
+
+    #[test]
+    fn misuse_is_a_parse_error() {
+        for q in ["h </ bool 2", "1 </ 2", "h </", "h </ on(a) group_left"] {
+            assert!(matches!(parse(q, 0, 0), Err(QueryError::Parse(_))), "{q}");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+use std::sync::Arc;
+
+use storage::{Labels, Sample, SeriesBatch};
+
+use super::{Engine, EngineOptions};
+use crate::promqltest::load;
+use crate::promqltest::mem::MemStore;
+use crate::{QueryError, Value};
+
+fn engine_with(series: &[(&str, &[(i64, f64)])]) -> Engine {
+    let store = MemStore::default();
+    let batch: Vec<SeriesBatch> = series
+        .iter()
+        .map(|(name, pts)| SeriesBatch {
+            histograms: Vec::new(),
+            labels: Labels::from_pairs([("__name__", *name)]),
+            samples: pts.iter().map(|&(t, v)| Sample { t, v }).collect(),
+        })
+        .collect();
+    load(&store, batch).unwrap_or_else(|e| panic!("{e}"));
+    Engine::new(Arc::new(store), EngineOptions::default())
+}
+
+#[test]
+fn instant_selector_uses_left_open_lookback() {
+    let e = engine_with(&[("m", &[(0, 1.0), (300_000, 2.0)])]);
+    let at = |t| match e.instant_query("m", t).map(|r| r.value) {
+        Ok(Value::Vector(v)) => v.first().map(|s| s.v),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(at(299_999), Some(1.0));
+    assert_eq!(at(300_000), Some(2.0));
+    assert_eq!(at(600_000), None);
+    assert_eq!(at(599_999), Some(2.0));
+}
+
+#[test]
+fn stale_marker_ends_series() {
+    let e = engine_with(&[(
+        "m",
+        &[(0, 1.0), (10_000, f64::from_bits(storage::STALE_NAN_BITS))],
+    )]);
+    match e.instant_query("m", 20_000).map(|r| r.value) {
+        Ok(Value::Vector(v)) => assert!(v.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn sample_limit_is_enforced() {
+    let pts: Vec<(i64, f64)> = (0..100).map(|i| (i * 1000, i as f64)).collect();
+    let store = MemStore::default();
+    load(
+        &store,
+        vec![SeriesBatch {
+            histograms: Vec::new(),
+            labels: Labels::from_pairs([("__name__", "m")]),
+            samples: pts.iter().map(|&(t, v)| Sample { t, v }).collect(),
+        }],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let e = Engine::new(
+        Arc::new(store),
+        EngineOptions {
+            max_samples: 10,
+            ..EngineOptions::default()
+        },
+    );
+    let r = e.instant_query("sum_over_time(m[100s])", 99_000);
+    assert!(matches!(r, Err(QueryError::TooManySamples)), "{r:?}");
+    assert_eq!(
+        QueryError::TooManySamples.to_string(),
+        "query processing would load too many samples into memory in query execution"
+    );
+}
+
+#[test]
+fn range_query_rejects_range_vectors() {
+    let e = engine_with(&[("m", &[(0, 1.0)])]);
+    let r = e.range_query("m[1m]", 0, 60_000, 10_000);
+    assert!(
+        matches!(&r, Err(QueryError::Execution(m)) if m.contains("invalid expression type \"range vector\"")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn timeout_is_enforced() {
+    let store = MemStore::default();
+    let e = Engine::new(
+        Arc::new(store),
+        EngineOptions {
+            timeout: std::time::Duration::ZERO,
+            ..EngineOptions::default()
+        },
+    );
+    let r = e.instant_query("vector(1)", 0);
+    assert!(matches!(r, Err(QueryError::Timeout)), "{r:?}");
+}
+
+#[test]
+fn range_query_loads_each_selector_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Counting(MemStore, AtomicUsize);
+    impl storage::Querier for Counting {
+        fn select(
+            &self,
+            m: &[storage::Matcher],
+            hints: &storage::SelectHints,
+        ) -> Result<storage::SeriesSet, storage::StorageError> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.select(m, hints)
+        }
+    }
+    let store = Arc::new(Counting(MemStore::default(), AtomicUsize::new(0)));
+    let pts: Vec<Sample> = (0..100)
+        .map(|i| Sample {
+            t: i * 15_000,
+            v: i as f64,
+        })
+        .collect();
+    load(
+        &store.0,
+        vec![SeriesBatch {
+            histograms: Vec::new(),
+            labels: Labels::from_pairs([("__name__", "m")]),
+            samples: pts,
+        }],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let e = Engine::new(store.clone(), EngineOptions::default());
+    let r = e.range_query("rate(m[1m]) + m", 0, 1_500_000, 15_000);
+    assert!(
+        matches!(&r, Ok(res) if matches!(&res.value, Value::Matrix(s) if s.len() == 1)),
+        "{r:?}"
+    );
+    assert_eq!(store.1.load(Ordering::SeqCst), 2);
+}

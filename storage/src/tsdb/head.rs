@@ -1,0 +1,358 @@
+//! The head: per-series in-memory state for samples not yet (fully) in the chunk partitions —
+//! the open in-order chunk as a live Gorilla encoder, chunks cut from it but not yet persisted,
+//! and the sorted out-of-order buffer — plus the last in-order sample of every series.
+//!
+//! Owns the cut rule (a chunk holds ≤ 120 samples and never crosses a 2h window) and the
+//! hand-over to a checkpoint: [`Head::snapshot`] moves unpersisted data into "flushing" slots
+//! that stay readable until [`Head::commit`], so readers never miss data that is between the
+//! head and RocksDB. It does not validate samples (the `append` module does) and never touches
+//! RocksDB.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::tsdb::chunk::{CorruptChunk, XorChunk};
+use crate::tsdb::partition::window_start;
+use crate::Sample;
+
+#[derive(Default)]
+struct SeriesHead {
+    /// Last in-order sample (t, value bits).
+    last: Option<(i64, u64)>,
+    open: Option<XorChunk>,
+    /// How many samples of `open` are already stored in its partition.
+    open_persisted: u16,
+    /// Chunks cut from `open` that hold samples not yet persisted, oldest first.
+    frozen: Vec<XorChunk>,
+    /// Out-of-order samples not yet persisted, sorted by t, unique t.
+    ooo: Vec<Sample>,
+    /// Handed to the running checkpoint; still read until it commits.
+    flushing_frozen: Vec<XorChunk>,
+    flushing_ooo: Vec<Sample>,
+}
+
+impl SeriesHead {
+    fn in_order_chunks(&self) -> impl Iterator<Item = &XorChunk> {
+        self.flushing_frozen
+            .iter()
+            .chain(&self.frozen)
+            .chain(&self.open)
+    }
+}
+
+/// What one checkpoint writes for one series.
+pub(crate) struct SeriesSnapshot {
+    pub(crate) id: u64,
+    /// In-order chunks to (re)write at their own key: (min t, stored value).
+    pub(crate) chunks: Vec<(i64, Vec<u8>)>,
+    /// Out-of-order samples to store as new chunks, sorted by t.
+    pub(crate) ooo: Vec<Sample>,
+    /// (min t, count) of the open chunk as written, to know what is persisted on commit.
+    open: Option<(i64, u16)>,
+}
+
+#[derive(Default)]
+pub(crate) struct Head {
+    series: HashMap<u64, SeriesHead>,
+    /// Series holding data that is not yet persisted.
+    dirty: HashSet<u64>,
+}
+
+fn bits_at(chunk: &XorChunk, t: i64) -> Result<Option<u64>, CorruptChunk> {
+    if t < chunk.min_t() || t > chunk.max_t() {
+        return Ok(None);
+    }
+    for s in chunk.iter() {
+        let s = s?;
+        if s.t == t {
+            return Ok(Some(s.v.to_bits()));
+        }
+        if s.t > t {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+fn bits_in(sorted: &[Sample], t: i64) -> Option<u64> {
+    sorted
+        .binary_search_by_key(&t, |s| s.t)
+        .ok()
+        .map(|i| sorted[i].v.to_bits())
+}
+
+fn insert_sorted(samples: &mut Vec<Sample>, s: Sample) {
+    let pos = samples.partition_point(|x| x.t < s.t);
+    samples.insert(pos, s);
+}
+
+impl Head {
+    /// Restores a series' state at open from its last persisted in-order chunk.
+    pub(crate) fn load(&mut self, id: u64, last: (i64, u64), open: Option<XorChunk>) {
+        let open_persisted = open.as_ref().map_or(0, XorChunk::count);
+        self.series.insert(
+            id,
+            SeriesHead {
+                last: Some(last),
+                open,
+                open_persisted,
+                ..SeriesHead::default()
+            },
+        );
+    }
+
+    pub(crate) fn last(&self, id: u64) -> Option<(i64, u64)> {
+        self.series.get(&id).and_then(|h| h.last)
+    }
+
+    /// The value bits of the head's sample at `t`, if the head holds one.
+    pub(crate) fn value_at(&self, id: u64, t: i64) -> Result<Option<u64>, CorruptChunk> {
+        let Some(h) = self.series.get(&id) else {
+            return Ok(None);
+        };
+        for c in h.in_order_chunks() {
+            if let Some(bits) = bits_at(c, t)? {
+                return Ok(Some(bits));
+            }
+        }
+        Ok(bits_in(&h.ooo, t).or_else(|| bits_in(&h.flushing_ooo, t)))
+    }
+
+    /// Appends a sample newer than the series' last one.
+    pub(crate) fn append(&mut self, id: u64, s: Sample) {
+        let h = self.series.entry(id).or_default();
+        let cut = h
+            .open
+            .as_ref()
+            .is_some_and(|c| c.is_full() || window_start(c.min_t()) != window_start(s.t));
+        if cut {
+            if let Some(old) = h.open.take() {
+                if old.count() > h.open_persisted {
+                    h.frozen.push(old);
+                }
+            }
+        }
+        if h.open.is_none() {
+            h.open_persisted = 0;
+        }
+        let bits = s.v.to_bits();
+        h.open.get_or_insert_with(XorChunk::new).append(s.t, bits);
+        h.last = Some((s.t, bits));
+        self.dirty.insert(id);
+    }
+
+    /// Buffers a sample older than the series' last one (validated: no sample at its t yet).
+    pub(crate) fn insert_out_of_order(&mut self, id: u64, s: Sample) {
+        insert_sorted(&mut self.series.entry(id).or_default().ooo, s);
+        self.dirty.insert(id);
+    }
+
+    /// All head samples of a series within [mint, maxt], in no particular order.
+    pub(crate) fn samples(
+        &self,
+        id: u64,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), CorruptChunk> {
+        let Some(h) = self.series.get(&id) else {
+            return Ok(());
+        };
+        for c in h.in_order_chunks() {
+            if c.max_t() < mint || c.min_t() > maxt {
+                continue;
+            }
+            for s in c.iter() {
+                let s = s?;
+                if s.t > maxt {
+                    break;
+                }
+                if s.t >= mint {
+                    out.push(s);
+                }
+            }
+        }
+        for buf in [&h.flushing_ooo, &h.ooo] {
+            let from = buf.partition_point(|s| s.t < mint);
+            out.extend(buf[from..].iter().take_while(|s| s.t <= maxt));
+        }
+        Ok(())
+    }
+
+    /// Takes what the dirty series hold beyond their persisted state, moving cut chunks and
+    /// out-of-order samples to the flushing slots.
+    pub(crate) fn snapshot(&mut self) -> Vec<SeriesSnapshot> {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(h) = self.series.get_mut(&id) else {
+                continue;
+            };
+            h.flushing_frozen.append(&mut h.frozen);
+            if !h.ooo.is_empty() {
+                h.flushing_ooo.append(&mut h.ooo);
+                h.flushing_ooo.sort_by_key(|s| s.t);
+            }
+            let mut chunks: Vec<(i64, Vec<u8>)> = h
+                .flushing_frozen
+                .iter()
+                .map(|c| (c.min_t(), c.to_value()))
+                .collect();
+            let open = match &h.open {
+                Some(c) if c.count() > h.open_persisted => {
+                    chunks.push((c.min_t(), c.to_value()));
+                    Some((c.min_t(), c.count()))
+                }
+                _ => None,
+            };
+            out.push(SeriesSnapshot {
+                id,
+                chunks,
+                ooo: h.flushing_ooo.clone(),
+                open,
+            });
+        }
+        out
+    }
+
+    /// The snapshot is in RocksDB: release what it covered.
+    pub(crate) fn commit(&mut self, snaps: &[SeriesSnapshot]) {
+        for snap in snaps {
+            let Some(h) = self.series.get_mut(&snap.id) else {
+                continue;
+            };
+            h.flushing_frozen.clear();
+            h.flushing_ooo.clear();
+            if let (Some(c), Some((min_t, count))) = (&h.open, snap.open) {
+                if c.min_t() == min_t {
+                    h.open_persisted = h.open_persisted.max(count);
+                    // A full, persisted chunk will not change again: only `last` is needed.
+                    if c.is_full() && h.open_persisted == c.count() {
+                        h.open = None;
+                        h.open_persisted = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The snapshot could not be written: its data stays in the flushing slots and the next
+    /// checkpoint retries it.
+    pub(crate) fn abort(&mut self, snaps: &[SeriesSnapshot]) {
+        self.dirty.extend(snaps.iter().map(|s| s.id));
+    }
+
+    pub(crate) fn remove(&mut self, ids: &[u64]) {
+        for id in ids {
+            self.series.remove(id);
+            self.dirty.remove(id);
+        }
+    }
+
+    /// Chunks held in memory that are not yet persisted (out-of-order buffers not counted).
+    pub(crate) fn unpersisted_chunks(&self) -> usize {
+        self.series
+            .values()
+            .map(|h| {
+                h.frozen.len()
+                    + h.flushing_frozen.len()
+                    + usize::from(
+                        h.open
+                            .as_ref()
+                            .is_some_and(|c| c.count() > h.open_persisted),
+                    )
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tsdb::chunk::{StoredChunk, MAX_SAMPLES};
+    use crate::tsdb::partition::WINDOW_MS;
+
+    fn s(t: i64, v: f64) -> Sample {
+        Sample { t, v }
+    }
+
+    fn head_samples(h: &Head, id: u64) -> Vec<(i64, f64)> {
+        let mut out = Vec::new();
+        h.samples(id, i64::MIN, i64::MAX, &mut out).unwrap();
+        out.sort_by_key(|s| s.t);
+        out.into_iter().map(|s| (s.t, s.v)).collect()
+    }
+
+    #[test]
+    fn cuts_chunks_at_capacity_and_window_boundaries() {
+        let mut h = Head::default();
+        for i in 0..i64::from(MAX_SAMPLES) + 5 {
+            h.append(1, s(i * 10, i as f64));
+        }
+        h.append(1, s(WINDOW_MS, -1.0));
+        let snaps = h.snapshot();
+        assert_eq!(snaps.len(), 1);
+        let chunks: Vec<(i64, u16, i64)> = snaps[0]
+            .chunks
+            .iter()
+            .map(|(min_t, v)| {
+                let c = StoredChunk::parse(v).unwrap();
+                (*min_t, c.count(), c.max_t())
+            })
+            .collect();
+        assert_eq!(
+            chunks,
+            vec![(0, 120, 1190), (1200, 5, 1240), (WINDOW_MS, 1, WINDOW_MS)]
+        );
+        assert_eq!(h.last(1), Some((WINDOW_MS, (-1.0f64).to_bits())));
+    }
+
+    #[test]
+    fn flushing_data_stays_readable_until_commit_and_only_new_data_is_dirty_after() {
+        let mut h = Head::default();
+        h.append(1, s(100, 1.0));
+        h.append(1, s(200, 2.0));
+        h.insert_out_of_order(1, s(150, 1.5));
+        let snaps = h.snapshot();
+        assert_eq!(snaps[0].ooo, vec![s(150, 1.5)]);
+        assert_eq!(h.value_at(1, 150).unwrap(), Some(1.5f64.to_bits()));
+        h.append(1, s(300, 3.0));
+        h.insert_out_of_order(1, s(120, 1.2));
+        assert_eq!(
+            head_samples(&h, 1),
+            vec![(100, 1.0), (120, 1.2), (150, 1.5), (200, 2.0), (300, 3.0)]
+        );
+        h.commit(&snaps);
+        // The checkpoint took 150; the open chunk stays (not full) and is persisted up to 2.
+        assert_eq!(h.value_at(1, 150).unwrap(), None);
+        let next = h.snapshot();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].ooo, vec![s(120, 1.2)]);
+        let (_, v) = &next[0].chunks[0];
+        assert_eq!(StoredChunk::parse(v).unwrap().count(), 3);
+        h.commit(&next);
+        assert!(h.snapshot().is_empty(), "nothing left to persist");
+    }
+
+    #[test]
+    fn aborted_snapshot_is_retried() {
+        let mut h = Head::default();
+        h.insert_out_of_order(7, s(5, 0.5));
+        let snaps = h.snapshot();
+        h.abort(&snaps);
+        let again = h.snapshot();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].ooo, vec![s(5, 0.5)]);
+    }
+
+    #[test]
+    fn full_persisted_open_chunk_is_released_but_last_sample_kept() {
+        let mut h = Head::default();
+        for i in 0..i64::from(MAX_SAMPLES) {
+            h.append(1, s(i, 0.0));
+        }
+        let snaps = h.snapshot();
+        h.commit(&snaps);
+        assert_eq!(h.unpersisted_chunks(), 0);
+        assert_eq!(head_samples(&h, 1), vec![]);
+        assert_eq!(h.last(1), Some((119, 0)));
+    }
+}

@@ -1,0 +1,316 @@
+//! The series index: series ids, label set ↔ id, per-series time bounds, and their persisted
+//! form (column families `series`, `series_by_labels`, `postings`, `series_times`).
+//!
+//! Owns which series exist and when they have data. It does not hold samples (the `head`
+//! and the chunk partitions do) and never writes to RocksDB itself: callers add its entries
+//! to their WriteBatch so index changes commit atomically with the data that needs them.
+//! At open, label sets come from `series`, the inverted index from `postings`, and time bounds
+//! from `series_times` (as of the last checkpoint; WAL replay extends them).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rocksdb::{IteratorMode, WriteBatch};
+
+use crate::db::{self, Db, CF_POSTINGS, CF_SERIES, CF_SERIES_BY_LABELS, CF_SERIES_TIMES};
+use crate::encoding::{put_bytes, put_uvarint, Cursor};
+use crate::tsdb::postings::MemPostings;
+use crate::{Label, Labels, Matcher, StorageError};
+
+pub(crate) struct SeriesInfo {
+    pub(crate) labels: Arc<Labels>,
+    /// Time bounds of the series' samples; (i64::MAX, i64::MIN) while it has none.
+    pub(crate) min_t: i64,
+    pub(crate) max_t: i64,
+}
+
+impl SeriesInfo {
+    pub(crate) fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.min_t <= maxt && self.max_t >= mint
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Index {
+    by_labels: HashMap<Arc<Labels>, u64>,
+    series: HashMap<u64, SeriesInfo>,
+    postings: MemPostings,
+}
+
+/// Refuses label sets the index cannot represent: Prometheus rejects them too, and a NUL in
+/// a name would make postings keys ambiguous.
+pub(crate) fn validate_labels(labels: &Labels) -> Result<(), StorageError> {
+    if labels.is_empty() {
+        return Err(StorageError::Invalid("empty label set".into()));
+    }
+    for l in labels {
+        if l.name.is_empty() || l.name.contains('\0') {
+            return Err(StorageError::Invalid(format!(
+                "invalid label name {:?}",
+                l.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn encode_labels(labels: &Labels) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        labels
+            .iter()
+            .map(|l| l.name.len() + l.value.len() + 2)
+            .sum::<usize>()
+            + 1,
+    );
+    put_uvarint(&mut out, labels.len() as u64);
+    for l in labels {
+        put_bytes(&mut out, l.name.as_bytes());
+        put_bytes(&mut out, l.value.as_bytes());
+    }
+    out
+}
+
+fn decode_labels(bytes: &[u8]) -> Option<Labels> {
+    let mut c = Cursor::new(bytes);
+    let n = c.uvarint()?;
+    let mut labels = Vec::new();
+    for _ in 0..n {
+        labels.push(Label {
+            name: c.string()?,
+            value: c.string()?,
+        });
+    }
+    c.is_empty().then(|| Labels::new(labels))
+}
+
+fn postings_key(name: &str, value: &str, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + value.len() + 10);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// (name, value, id). Names never contain NUL (validated), values may: split at the first.
+fn parse_postings_key(k: &[u8]) -> Option<(&str, &str, u64)> {
+    let (pair, id) = k.split_last_chunk::<8>()?;
+    let pair = pair.strip_suffix(&[0])?;
+    let sep = pair.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&pair[..sep]).ok()?;
+    let value = std::str::from_utf8(&pair[sep + 1..]).ok()?;
+    Some((name, value, u64::from_be_bytes(*id)))
+}
+
+fn parse_id(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(*<&[u8; 8]>::try_from(k).ok()?))
+}
+
+fn corrupt(what: &str, key: &[u8]) -> StorageError {
+    StorageError::Corrupt(format!("{what} entry with key {key:02x?}"))
+}
+
+/// Index entries for a new series.
+pub(crate) fn put_series(
+    db: &Db,
+    batch: &mut WriteBatch,
+    id: u64,
+    labels: &Labels,
+) -> Result<(), StorageError> {
+    let encoded = encode_labels(labels);
+    batch.put_cf(&db::cf(db, CF_SERIES)?, id.to_be_bytes(), &encoded);
+    batch.put_cf(
+        &db::cf(db, CF_SERIES_BY_LABELS)?,
+        &encoded,
+        id.to_be_bytes(),
+    );
+    let postings = db::cf(db, CF_POSTINGS)?;
+    for l in labels {
+        batch.put_cf(&postings, postings_key(&l.name, &l.value, id), []);
+    }
+    Ok(())
+}
+
+pub(crate) fn delete_series(
+    db: &Db,
+    batch: &mut WriteBatch,
+    id: u64,
+    labels: &Labels,
+) -> Result<(), StorageError> {
+    batch.delete_cf(&db::cf(db, CF_SERIES)?, id.to_be_bytes());
+    batch.delete_cf(&db::cf(db, CF_SERIES_BY_LABELS)?, encode_labels(labels));
+    batch.delete_cf(&db::cf(db, CF_SERIES_TIMES)?, id.to_be_bytes());
+    let postings = db::cf(db, CF_POSTINGS)?;
+    for l in labels {
+        batch.delete_cf(&postings, postings_key(&l.name, &l.value, id));
+    }
+    Ok(())
+}
+
+pub(crate) fn put_times(
+    db: &Db,
+    batch: &mut WriteBatch,
+    id: u64,
+    min_t: i64,
+    max_t: i64,
+) -> Result<(), StorageError> {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&min_t.to_be_bytes());
+    v[8..].copy_from_slice(&max_t.to_be_bytes());
+    batch.put_cf(&db::cf(db, CF_SERIES_TIMES)?, id.to_be_bytes(), v);
+    Ok(())
+}
+
+impl Index {
+    pub(crate) fn load(db: &Db) -> Result<Index, StorageError> {
+        let mut index = Index::default();
+        let cf = db::cf(db, CF_SERIES)?;
+        for item in db.iterator_cf(&cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = parse_id(&k).ok_or_else(|| corrupt("series", &k))?;
+            let labels = decode_labels(&v).ok_or_else(|| corrupt("series", &k))?;
+            let labels = Arc::new(labels);
+            index.by_labels.insert(labels.clone(), id);
+            index.series.insert(
+                id,
+                SeriesInfo {
+                    labels,
+                    min_t: i64::MAX,
+                    max_t: i64::MIN,
+                },
+            );
+            index.postings.add_id(id);
+        }
+        let cf = db::cf(db, CF_POSTINGS)?;
+        for item in db.iterator_cf(&cf, IteratorMode::Start) {
+            let (k, _) = item?;
+            let (name, value, id) =
+                parse_postings_key(&k).ok_or_else(|| corrupt("postings", &k))?;
+            if index.series.contains_key(&id) {
+                index.postings.add_pair(name, value, id);
+            }
+        }
+        let cf = db::cf(db, CF_SERIES_TIMES)?;
+        for item in db.iterator_cf(&cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = parse_id(&k).ok_or_else(|| corrupt("series_times", &k))?;
+            let (min, max) = v
+                .split_first_chunk::<8>()
+                .ok_or_else(|| corrupt("series_times", &k))?;
+            let max: &[u8; 8] = max.try_into().map_err(|_| corrupt("series_times", &k))?;
+            if let Some(s) = index.series.get_mut(&id) {
+                s.min_t = i64::from_be_bytes(*min);
+                s.max_t = i64::from_be_bytes(*max);
+            }
+        }
+        Ok(index)
+    }
+
+    pub(crate) fn id(&self, labels: &Labels) -> Option<u64> {
+        self.by_labels.get(labels).copied()
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<&SeriesInfo> {
+        self.series.get(&id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &SeriesInfo)> {
+        self.series.iter().map(|(&id, s)| (id, s))
+    }
+
+    pub(crate) fn postings(&self) -> &MemPostings {
+        &self.postings
+    }
+
+    /// Adds a series with no samples yet.
+    pub(crate) fn insert(&mut self, id: u64, labels: Labels) {
+        self.postings.add_series(id, &labels);
+        let labels = Arc::new(labels);
+        self.by_labels.insert(labels.clone(), id);
+        self.series.insert(
+            id,
+            SeriesInfo {
+                labels,
+                min_t: i64::MAX,
+                max_t: i64::MIN,
+            },
+        );
+    }
+
+    pub(crate) fn extend_time(&mut self, id: u64, t: i64) {
+        if let Some(s) = self.series.get_mut(&id) {
+            s.min_t = s.min_t.min(t);
+            s.max_t = s.max_t.max(t);
+        }
+    }
+
+    /// Series whose samples all lie before `cutoff` (or that have none), sorted by id.
+    pub(crate) fn expired(&self, cutoff: i64) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .series
+            .iter()
+            .filter(|(_, s)| s.max_t < cutoff)
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Removes series (ids sorted), returning their label sets.
+    pub(crate) fn remove(&mut self, ids: &[u64]) -> Vec<(u64, Arc<Labels>)> {
+        let mut removed = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(s) = self.series.remove(&id) {
+                self.by_labels.remove(&s.labels);
+                removed.push((id, s.labels));
+            }
+        }
+        self.postings.remove(ids);
+        removed
+    }
+
+    /// No sample older than `t` remains (its partitions were dropped).
+    pub(crate) fn raise_min_t(&mut self, t: i64) {
+        for s in self.series.values_mut() {
+            s.min_t = s.min_t.max(t);
+        }
+    }
+
+    /// Sorted ids of the series matching all matchers.
+    pub(crate) fn select(&self, matchers: &[Matcher]) -> Vec<u64> {
+        self.postings.select(matchers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn label_sets_round_trip(pairs in proptest::collection::vec(("[a-z_]{1,8}", "\\PC{0,12}"), 0..8)) {
+            let labels = Labels::from_pairs(pairs);
+            prop_assert_eq!(decode_labels(&encode_labels(&labels)), Some(labels));
+        }
+
+        #[test]
+        fn postings_keys_round_trip_with_nul_in_values(name in "[a-zA-Z_:.]{1,10}", value in "[a\\x00b]{0,6}", id in any::<u64>()) {
+            let k = postings_key(&name, &value, id);
+            prop_assert_eq!(parse_postings_key(&k), Some((name.as_str(), value.as_str(), id)));
+        }
+    }
+
+    #[test]
+    fn invalid_label_sets_are_refused() {
+        assert!(validate_labels(&Labels::default()).is_err());
+        assert!(validate_labels(&Labels::from_pairs([("a\0b", "x")])).is_err());
+        assert!(validate_labels(&Labels::from_pairs([("", "x")])).is_err());
+        assert!(validate_labels(&Labels::from_pairs([("a", "x\0y")])).is_ok());
+    }
+}
