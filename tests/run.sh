@@ -35,8 +35,11 @@ export NOVAMON_VENV="${NOVAMON_VENV:-$HOME/.cache/novamon-venv}"
 # the lockfile.
 (cd tests/ui && npm ci --no-audit --no-fund --loglevel=error)
 
-# Formatting first: it costs nothing and fails fast.
+# Formatting first: it costs nothing and fails fast. Then lints, as errors, on every target
+# (tests, benches, fuzz harnesses): a check build that shares the build scripts' output (RocksDB's
+# C++) with the build below.
 cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
 # The binary the end-to-end tests drive. Built for the whole workspace, so its dependencies are
 # resolved with the same features as the tests' and shared with them (a `-p` build resolves
 # them apart and compiles RocksDB a second time).

@@ -95,12 +95,12 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn start(config: &Config, registry: &mut Registry) -> anyhow::Result<Alerting> {
+pub fn start(config: &Config, registry: &mut Registry, own_url: &str) -> anyhow::Result<Alerting> {
     let am = &config.alertmanager;
     let builtin = if am.enabled {
         let config_yaml = builtin_config_text(config)?;
         let external_url = if am.external_url.is_empty() {
-            format!("http://{}", config.listeners.http)
+            own_url.to_owned()
         } else {
             am.external_url.trim_end_matches('/').to_owned()
         };

@@ -55,8 +55,8 @@ pub async fn start(
     sink: Arc<dyn AlertSink>,
     alerting: crate::alertmanager::Reloader,
     registry: &mut prometheus_client::registry::Registry,
+    external_url: String,
 ) -> anyhow::Result<Rules> {
-    let external_url = format!("http://{}", advertised(config.listeners.http));
     let manager = RuleManager::new(tsdb.clone(), tsdb, engine, Some(logs), sink, registry);
     let path = config.source.clone();
     let n = manager
@@ -77,15 +77,6 @@ pub async fn start(
 }
 
 /// The address other machines reach us at; an unspecified bind address means this host.
-fn advertised(addr: std::net::SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
-        format!("{host}:{}", addr.port())
-    } else {
-        addr.to_string()
-    }
-}
-
 impl Rules {
     /// Re-reads the config file, its rule files and the Alertmanager settings; on any error
     /// nothing changes. The rule files are checked last, by the swap that applies them.

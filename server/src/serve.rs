@@ -84,7 +84,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ingest::IngestState::new(tsdb.clone(), config.ingest_limits(), &mut registry);
     let otlp_state = otlp_state.with_counters(ingest_state.counters());
     let log_sink = log_sink.with_counters(ingest_state.counters());
-    let alerting = crate::alertmanager::start(&config, &mut registry)?;
+    // Bound before anything that links back to it (rules' generatorURL, notifications), so
+    // that those carry the real port when the config asks for port 0.
+    let listener = tokio::net::TcpListener::bind(config.listeners.http)
+        .await
+        .with_context(|| format!("listening on {}", config.listeners.http))?;
+    let http_addr = listener.local_addr()?;
+    let own_url = external_url(http_addr);
+    let alerting = crate::alertmanager::start(&config, &mut registry, &own_url)?;
     let rules = crate::rules::start(
         &config,
         tsdb.clone(),
@@ -93,10 +100,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         alerting.sink.clone(),
         alerting.reloader.clone(),
         &mut registry,
+        own_url,
     )
     .await?;
-    let api_state = api::prometheus::ApiState::new(engine, tsdb.clone(), server_info(&config)?)
-        .with_rules(rules.manager.clone());
+    let api_state =
+        api::prometheus::ApiState::new(engine, tsdb.clone(), server_info(&config, http_addr)?)
+            .with_rules(rules.manager.clone());
     let scrape_time = ScrapeTimeMetrics::register(&mut registry, tsdb.clone());
     let exposition = Arc::new(Exposition {
         registry,
@@ -133,10 +142,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             self_metrics::track,
         ));
 
-    let listener = tokio::net::TcpListener::bind(config.listeners.http)
-        .await
-        .with_context(|| format!("listening on {}", config.listeners.http))?;
-    tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
+    tracing::info!(addr = %http_addr, "HTTP listening");
     let otlp = start_otlp(&config, otlp_state, traces.clone()).await?;
     let forward_opts = config.forward_options()?;
     let forward_addr = config.logs.forward.listen;
@@ -242,7 +248,10 @@ async fn start_otlp(
     Ok(Otlp { stop, tasks })
 }
 
-fn server_info(config: &Config) -> anyhow::Result<api::prometheus::ServerInfo> {
+fn server_info(
+    config: &Config,
+    http_addr: std::net::SocketAddr,
+) -> anyhow::Result<api::prometheus::ServerInfo> {
     Ok(api::prometheus::ServerInfo {
         start_time: std::time::SystemTime::now(),
         cwd: std::env::current_dir()
@@ -260,7 +269,7 @@ fn server_info(config: &Config) -> anyhow::Result<api::prometheus::ServerInfo> {
                 "storage.tsdb.retention.time",
                 promql_parser::util::display_duration(&config.storage.retention.0),
             ),
-            ("web.listen-address", config.listeners.http.to_string()),
+            ("web.listen-address", http_addr.to_string()),
             (
                 "query.lookback-delta",
                 promql_parser::util::display_duration(&config.query.lookback_delta.0),
@@ -275,6 +284,17 @@ fn server_info(config: &Config) -> anyhow::Result<api::prometheus::ServerInfo> {
         .map(|(k, v)| (k.to_owned(), v))
         .collect(),
     })
+}
+
+/// How alerts and notifications link back to this server: its HTTP address, with the host name
+/// in place of an unspecified bind address (as Prometheus's default --web.external-url).
+fn external_url(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+        format!("http://{host}:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 async fn shutdown_signal() {

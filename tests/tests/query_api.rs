@@ -272,6 +272,14 @@ fn status_endpoints_answer_what_grafana_reads() {
     assert_eq!(b["data"]["storageRetention"], "15d");
     let (_, b) = n.get_json("/api/v1/status/flags");
     assert_eq!(b["data"]["storage.tsdb.retention.time"], "15d");
+    // Started on port 0: the flag reports the address actually bound.
+    assert_eq!(
+        format!(
+            "http://{}",
+            b["data"]["web.listen-address"].as_str().unwrap()
+        ),
+        n.url
+    );
     let (_, b) = n.get_json("/api/v1/status/config");
     assert!(
         b["data"]["yaml"]

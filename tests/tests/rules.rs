@@ -266,6 +266,15 @@ fn server_evaluates_rules_serves_prometheus_shapes_and_reloads() {
             .contains("/graph?g0.expr=job%3Atemperature%3Amax"),
         "{hot}"
     );
+    // Links back to the port actually bound (the test starts novamon on port 0).
+    let port = n.url.rsplit(':').next().unwrap();
+    assert!(
+        hot["generatorURL"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(":{port}/graph")),
+        "{hot}"
+    );
 
     // Filters.
     let only_rec = rules_of(&n, "?type=record");

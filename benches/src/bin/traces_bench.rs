@@ -69,7 +69,7 @@ fn batch(b: u64, t0: u64) -> ExportTraceServiceRequest {
                     kv("http.method", Value::StringValue("GET".into())),
                     kv(
                         "http.status_code",
-                        Value::IntValue(if tn % 50 == 0 { 500 } else { 200 }),
+                        Value::IntValue(if tn.is_multiple_of(50) { 500 } else { 200 }),
                     ),
                     kv(
                         "net.peer.name",

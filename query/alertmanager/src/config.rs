@@ -12,15 +12,12 @@ use storage::{Labels, MatchOp, Matcher};
 
 use super::matchers;
 use super::template::Template;
+use crate::Error;
 
 /// The built-in default: one route to a receiver with no integrations, so alerts are accepted,
 /// grouped and shown in the API but sent nowhere until a real config is given.
 pub(crate) const DEFAULT_CONFIG: &str =
     "route:\n  receiver: default\nreceivers:\n  - name: default\n";
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid Alertmanager config: {0}")]
-pub struct ConfigError(String);
 
 /// A duration in Alertmanager's notation (`30s`, `5m`, `4h`, `1d`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -293,12 +290,12 @@ pub(crate) struct Email {
     pub text: Template,
 }
 
-fn err(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
+fn err(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
 }
 
 impl AmConfig {
-    pub(crate) fn parse(text: &str) -> Result<AmConfig, ConfigError> {
+    pub(crate) fn parse(text: &str) -> Result<AmConfig, Error> {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
@@ -407,7 +404,7 @@ fn masked(text: &str) -> String {
     }
 }
 
-fn check_receivers(r: &Route, names: &HashSet<String>) -> Result<(), ConfigError> {
+fn check_receivers(r: &Route, names: &HashSet<String>) -> Result<(), Error> {
     if !names.contains(&r.receiver) {
         return Err(err(format!(
             "undefined receiver {:?} used in route",
@@ -422,7 +419,7 @@ fn collect_matchers(
     lines: &[String],
     eq: &BTreeMap<String, String>,
     re: &BTreeMap<String, String>,
-) -> Result<Vec<Matcher>, ConfigError> {
+) -> Result<Vec<Matcher>, Error> {
     let mut out = Vec::new();
     for (k, v) in eq {
         out.push(Matcher::new(MatchOp::Equal, k, v).map_err(|e| err(e.to_string()))?);
@@ -445,7 +442,7 @@ fn build_route(
     parent_key: Option<&str>,
     parent: &Route,
     id: Vec<usize>,
-) -> Result<Route, ConfigError> {
+) -> Result<Route, Error> {
     let matchers = collect_matchers(&raw.matchers, &raw.match_eq, &raw.match_re)?;
     let key = match parent_key {
         None => matchers::list_to_string(&matchers),
@@ -547,7 +544,7 @@ impl Route {
     }
 }
 
-fn inhibit_rule(r: RawInhibitRule) -> Result<InhibitRule, ConfigError> {
+fn inhibit_rule(r: RawInhibitRule) -> Result<InhibitRule, Error> {
     Ok(InhibitRule {
         source: collect_matchers(&r.source_matchers, &r.source_match, &r.source_match_re)?,
         target: collect_matchers(&r.target_matchers, &r.target_match, &r.target_match_re)?,
@@ -555,18 +552,18 @@ fn inhibit_rule(r: RawInhibitRule) -> Result<InhibitRule, ConfigError> {
     })
 }
 
-fn tmpl(s: Option<String>, default: &str) -> Result<Template, ConfigError> {
+fn tmpl(s: Option<String>, default: &str) -> Result<Template, Error> {
     match s {
         Some(s) => Template::parse(&s).map_err(err),
         None => Ok(Template::default_named(default)),
     }
 }
 
-fn opt_tmpl(s: Option<String>) -> Result<Option<Template>, ConfigError> {
+fn opt_tmpl(s: Option<String>) -> Result<Option<Template>, Error> {
     s.map(|s| Template::parse(&s).map_err(err)).transpose()
 }
 
-fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
+fn check_url(what: &str, url: &str) -> Result<(), Error> {
     if url.starts_with("http://") || url.starts_with("https://") {
         Ok(())
     } else {
@@ -576,7 +573,7 @@ fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn receiver(r: RawReceiver, g: &RawGlobal) -> Result<Receiver, ConfigError> {
+fn receiver(r: RawReceiver, g: &RawGlobal) -> Result<Receiver, Error> {
     let mut integrations = Vec::new();
     for w in r.webhook_configs {
         check_url("webhook_configs.url", &w.url)?;
@@ -738,7 +735,7 @@ fn receiver(r: RawReceiver, g: &RawGlobal) -> Result<Receiver, ConfigError> {
 
 /// PagerDuty's default details pass `.Alerts.Firing` / `.Alerts.Resolved` to the instances
 /// template; those two are understood here, anything else goes through the normal parser.
-fn detail_template(v: &str) -> Result<Template, ConfigError> {
+fn detail_template(v: &str) -> Result<Template, Error> {
     match v {
         "{{ template \"pagerduty.default.instances\" .Alerts.Firing }}" => {
             Ok(Template::firing_list())

@@ -14,6 +14,7 @@
 pub mod alert;
 mod config;
 mod dispatch;
+mod error;
 mod http;
 mod inhibit;
 mod matchers;
@@ -36,10 +37,10 @@ use prometheus_client::registry::Registry;
 use storage::Labels;
 
 pub use alert::{Alert, AlertSink};
-pub use config::ConfigError;
+pub use error::Error;
 use http::HttpClient;
-pub use matchers::{parse as parse_matchers, InvalidMatchers};
-pub use sender::{AlertingConfig, SenderError, SenderLimits, SenderSettings};
+pub use matchers::parse as parse_matchers;
+pub use sender::{AlertingConfig, SenderLimits, SenderSettings};
 pub use silence::{Silence, SilenceMatcher};
 
 /// What the built-in Alertmanager needs to start.
@@ -52,14 +53,6 @@ pub struct BuiltinOptions {
     pub external_url: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("Alertmanager state in {path}: {msg}")]
-    State { path: PathBuf, msg: String },
-}
-
 /// A running built-in Alertmanager. Cheap to clone.
 #[derive(Clone)]
 pub struct Builtin {
@@ -69,7 +62,7 @@ pub struct Builtin {
 impl Builtin {
     /// Loads the config and the persisted state and starts the background tasks (group
     /// timers, garbage collection). Must be called inside a tokio runtime.
-    pub fn start(opts: BuiltinOptions, registry: &mut Registry) -> Result<Builtin, StartError> {
+    pub fn start(opts: BuiltinOptions, registry: &mut Registry) -> Result<Builtin, Error> {
         let BuiltinConfig(config) = BuiltinConfig::parse(&opts.config_yaml)?;
         Builtin::start_with(
             config,
@@ -86,12 +79,12 @@ impl Builtin {
         external_url: String,
         clock: Clock,
         registry: &mut Registry,
-    ) -> Result<Builtin, StartError> {
-        let state = state::StateFile::open(&state_dir).map_err(|msg| StartError::State {
+    ) -> Result<Builtin, Error> {
+        let state = state::StateFile::open(&state_dir).map_err(|msg| Error::State {
             path: state_dir.clone(),
             msg,
         })?;
-        let persisted = state.load().map_err(|msg| StartError::State {
+        let persisted = state.load().map_err(|msg| Error::State {
             path: state_dir.clone(),
             msg,
         })?;
@@ -163,7 +156,7 @@ pub struct BuiltinConfig(config::AmConfig);
 impl BuiltinConfig {
     /// Parses alertmanager.yml text; empty text is the built-in default (one route, no
     /// integrations).
-    pub fn parse(yaml: &str) -> Result<BuiltinConfig, ConfigError> {
+    pub fn parse(yaml: &str) -> Result<BuiltinConfig, Error> {
         if yaml.trim().is_empty() {
             config::AmConfig::parse(config::DEFAULT_CONFIG).map(BuiltinConfig)
         } else {
@@ -173,7 +166,7 @@ impl BuiltinConfig {
 }
 
 /// Validates an alertmanager.yml as the built-in Alertmanager would load it.
-pub fn check_config(yaml: &str) -> Result<(), ConfigError> {
+pub fn check_config(yaml: &str) -> Result<(), Error> {
     config::AmConfig::parse(yaml).map(|_| ())
 }
 
@@ -327,10 +320,6 @@ struct Core {
 }
 
 /// Alerts that failed validation, in Alertmanager's words, joined by `; `.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("; "))]
-pub struct InvalidAlerts(Vec<String>);
-
 impl Core {
     fn now(&self) -> i64 {
         self.clock.now_ms()
@@ -342,7 +331,7 @@ impl Core {
 
     /// Alertmanager's alert intake: defaults start and end, validates, merges with the stored
     /// version and dispatches. Valid alerts are kept even when others are rejected.
-    fn put_alerts(self: &Arc<Self>, alerts: Vec<AmAlert>, now: i64) -> Result<(), InvalidAlerts> {
+    fn put_alerts(self: &Arc<Self>, alerts: Vec<AmAlert>, now: i64) -> Result<(), Error> {
         let mut errors = Vec::new();
         for mut a in alerts {
             a.updated_at = now;
@@ -375,7 +364,7 @@ impl Core {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(InvalidAlerts(errors))
+            Err(Error::InvalidAlerts(errors))
         }
     }
 

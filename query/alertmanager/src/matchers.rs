@@ -4,14 +4,11 @@
 
 use storage::{Labels, MatchOp, Matcher};
 
-/// A matcher string that does not parse, in Alertmanager's words.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidMatchers(String);
+use crate::Error;
 
 /// Parses one matcher string, which may hold several comma-separated matchers.
-pub fn parse(input: &str) -> Result<Vec<Matcher>, InvalidMatchers> {
-    parse_list(input).map_err(InvalidMatchers)
+pub fn parse(input: &str) -> Result<Vec<Matcher>, Error> {
+    parse_list(input).map_err(Error::InvalidMatchers)
 }
 
 fn parse_list(input: &str) -> Result<Vec<Matcher>, String> {

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use super::http::HttpClient;
 use super::relabel::{self, RelabelConfig};
 use crate::alert::{Alert, AlertSink};
+use crate::Error;
 
 /// The sender's queue and batch sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,10 +112,6 @@ impl Serialize for Timeout {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid alerting config: {0}")]
-pub struct SenderError(String);
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AmLabel {
     alertmanager: String,
@@ -152,7 +149,7 @@ impl SenderSettings {
     pub fn new(
         cfg: Option<&AlertingConfig>,
         external_labels: &BTreeMap<String, String>,
-    ) -> Result<SenderSettings, SenderError> {
+    ) -> Result<SenderSettings, Error> {
         let (targets, relabel) = match cfg {
             Some(cfg) => targets(cfg)?,
             None => (Vec::new(), Vec::new()),
@@ -271,28 +268,28 @@ impl Sender {
 
 impl AlertingConfig {
     /// Validates what starting the sender would: API versions, schemes, relabel rules.
-    pub fn check(&self) -> Result<(), SenderError> {
+    pub fn check(&self) -> Result<(), Error> {
         targets(self).map(|_| ())
     }
 }
 
 /// The Alertmanager endpoints to post to and the global relabelling rules.
-fn targets(cfg: &AlertingConfig) -> Result<(Vec<Target>, Vec<relabel::Rule>), SenderError> {
+fn targets(cfg: &AlertingConfig) -> Result<(Vec<Target>, Vec<relabel::Rule>), Error> {
     let compile = |cfgs: &[RelabelConfig]| {
         cfgs.iter()
-            .map(|c| c.compile().map_err(SenderError))
+            .map(|c| c.compile().map_err(Error::Sender))
             .collect::<Result<Vec<_>, _>>()
     };
     let mut targets = Vec::new();
     for am in &cfg.alertmanagers {
         if am.api_version != "v2" {
-            return Err(SenderError(format!(
+            return Err(Error::Sender(format!(
                 "api_version {:?} is not supported: Alertmanager's v2 API is the only one left",
                 am.api_version
             )));
         }
         if am.scheme != "http" && am.scheme != "https" {
-            return Err(SenderError(format!("unknown scheme {:?}", am.scheme)));
+            return Err(Error::Sender(format!("unknown scheme {:?}", am.scheme)));
         }
         for sc in &am.static_configs {
             for t in &sc.targets {

@@ -10,7 +10,7 @@ use regex::Regex;
 use storage::{Labels, Matcher};
 
 use crate::silence::{SetError, Silence};
-use crate::{fingerprint, matchers, notify, AmAlert, Builtin, Core, InvalidAlerts};
+use crate::{fingerprint, matchers, notify, AmAlert, Builtin, Core, Error};
 
 /// Which alerts a listing keeps: all `matchers` match, the state flags allow it (each `true`
 /// keeps alerts in that state) and, when given, one of its receivers matches `receiver`.
@@ -68,15 +68,6 @@ pub struct GroupView {
     pub labels: Labels,
     pub receiver: String,
     pub alerts: Vec<AlertView>,
-}
-
-/// Why a silence was not created, updated or expired.
-#[derive(Debug, thiserror::Error)]
-pub enum SilenceError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
 }
 
 /// A silence with its state now (`expired`, `active`, `pending`).
@@ -137,7 +128,7 @@ impl Builtin {
 
     /// Alertmanager's alert intake (`POST /api/v2/alerts`): valid alerts are kept even when
     /// others are rejected; the error lists the rejections in Alertmanager's words.
-    pub fn post_alerts(&self, alerts: Vec<crate::Alert>) -> Result<(), InvalidAlerts> {
+    pub fn post_alerts(&self, alerts: Vec<crate::Alert>) -> Result<(), Error> {
         let now = self.core.now();
         let alerts = alerts.into_iter().map(AmAlert::from).collect();
         self.core.put_alerts(alerts, now)
@@ -245,19 +236,19 @@ impl Builtin {
 
     /// Creates a silence, or updates the one with `s.id`; returns its id. Persisted before
     /// returning, so a restart keeps it.
-    pub fn set_silence(&self, s: Silence) -> Result<String, SilenceError> {
+    pub fn set_silence(&self, s: Silence) -> Result<String, Error> {
         let now = self.core.now();
         if s.starts_at >= s.ends_at {
-            return Err(SilenceError::Invalid(
+            return Err(Error::InvalidSilence(
                 "Failed to create silence: start time must be before end time".into(),
             ));
         }
         if s.ends_at < now {
-            return Err(SilenceError::Invalid(
+            return Err(Error::InvalidSilence(
                 "Failed to create silence: end time can't be in the past".into(),
             ));
         }
-        let id = self.core.silences.set(s, now).map_err(SilenceError::from)?;
+        let id = self.core.silences.set(s, now).map_err(Error::from)?;
         self.core.persist();
         Ok(id)
     }
@@ -271,11 +262,11 @@ impl Builtin {
     }
 
     /// Expires a silence now.
-    pub fn expire_silence(&self, id: &str) -> Result<(), SilenceError> {
+    pub fn expire_silence(&self, id: &str) -> Result<(), Error> {
         self.core
             .silences
             .expire(id, self.core.now())
-            .map_err(SilenceError::from)?;
+            .map_err(Error::from)?;
         self.core.persist();
         Ok(())
     }
@@ -298,11 +289,11 @@ impl Builtin {
     }
 }
 
-impl From<SetError> for SilenceError {
-    fn from(e: SetError) -> SilenceError {
+impl From<SetError> for Error {
+    fn from(e: SetError) -> Error {
         match e {
-            SetError::NotFound => SilenceError::NotFound(e.to_string()),
-            SetError::Invalid(m) => SilenceError::Invalid(m),
+            SetError::NotFound => Error::SilenceNotFound(e.to_string()),
+            SetError::Invalid(m) => Error::InvalidSilence(m),
         }
     }
 }

@@ -15,8 +15,8 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use storage::Labels;
 
-use alertmanager::service::{AlertFilter, AlertView, SilenceError, SilenceView};
-use alertmanager::{parse_matchers, Alert, Builtin, Silence, SilenceMatcher};
+use alertmanager::service::{AlertFilter, AlertView, SilenceView};
+use alertmanager::{parse_matchers, Alert, Builtin, Error, Silence, SilenceMatcher};
 use gocompat::time::{parse_rfc3339, rfc3339_millis};
 
 /// The v2 API of the built-in Alertmanager `am`.
@@ -308,12 +308,10 @@ async fn post_silences(State(am): State<Builtin>, body: Bytes) -> ApiResult {
     })();
     match am.set_silence(parsed?) {
         Ok(id) => Ok(Json(json!({"silenceID": id})).into_response()),
-        Err(e @ SilenceError::NotFound(_)) => {
+        Err(e @ Error::SilenceNotFound(_)) => {
             Err(string_error(StatusCode::NOT_FOUND, e.to_string()))
         }
-        Err(e @ SilenceError::Invalid(_)) => {
-            Err(string_error(StatusCode::BAD_REQUEST, e.to_string()))
-        }
+        Err(e) => Err(string_error(StatusCode::BAD_REQUEST, e.to_string())),
     }
 }
 

@@ -5,7 +5,10 @@
 //! Used by the PromQL and LogQL engines, the rules and the Alertmanager. Knows nothing of
 //! metrics, logs, storage or HTTP.
 
+mod error;
 pub mod fmt;
 pub mod template;
 pub mod time;
 pub mod units;
+
+pub use error::Error;

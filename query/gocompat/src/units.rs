@@ -66,8 +66,8 @@ pub fn parse_bytes(s: &str) -> Option<f64> {
 
 /// Prometheus's `model.ParseDuration`, for durations in Prometheus's and Alertmanager's files: `1h30m`, `500ms`, `0`; units from `y` down to `ms`,
 /// each at most once and in that order.
-pub fn parse_prometheus_duration(s: &str) -> Result<Duration, InvalidDuration> {
-    let bad = || InvalidDuration(s.to_owned());
+pub fn parse_prometheus_duration(s: &str) -> Result<Duration, crate::Error> {
+    let bad = || crate::Error::InvalidDuration(s.to_owned());
     if s == "0" {
         return Ok(Duration::ZERO);
     }
@@ -110,11 +110,6 @@ pub fn parse_prometheus_duration(s: &str) -> Result<Duration, InvalidDuration> {
     }
     Ok(Duration::from_millis(total as u64))
 }
-
-/// A duration that is not in Prometheus's notation, in its words.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("not a valid duration string: {0:?}")]
-pub struct InvalidDuration(String);
 
 #[cfg(test)]
 mod tests {

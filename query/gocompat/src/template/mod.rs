@@ -108,25 +108,16 @@ pub struct Template {
     nodes: Vec<parse::Node>,
 }
 
-/// Why a template did not parse or execute, in Go's words.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
-    #[error("{0}")]
-    Parse(String),
-    #[error("{0}")]
-    Execute(String),
-}
-
 impl Template {
-    pub fn parse(text: &str, dialect: &Dialect) -> Result<Template, TemplateError> {
-        let toks = lex::lex(text, dialect).map_err(TemplateError::Parse)?;
+    pub fn parse(text: &str, dialect: &Dialect) -> Result<Template, crate::Error> {
+        let toks = lex::lex(text, dialect).map_err(crate::Error::TemplateParse)?;
         Ok(Template {
-            nodes: parse::parse(&toks, dialect).map_err(TemplateError::Parse)?,
+            nodes: parse::parse(&toks, dialect).map_err(crate::Error::TemplateParse)?,
         })
     }
 
-    pub fn execute<M: Model>(&self, model: &M) -> Result<String, TemplateError> {
-        exec::execute(&self.nodes, model).map_err(TemplateError::Execute)
+    pub fn execute<M: Model>(&self, model: &M) -> Result<String, crate::Error> {
+        exec::execute(&self.nodes, model).map_err(crate::Error::TemplateExecute)
     }
 }
 

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::MatchOp as PMatchOp;
-use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
+use promql_parser::parser::{
+    AtModifier, Expr, LabelModifier, Offset, SubqueryExpr, VectorSelector,
+};
 use storage::{
     is_stale_nan, Labels, MatchOp, Matcher, Querier, Sample, SelectHints, SeriesSamples,
     METRIC_NAME,
@@ -33,8 +35,20 @@ pub(crate) struct Evaluator<'a> {
     stats_wanted: bool,
     /// Inside a subquery or a function needing whole buckets, which turn that off.
     stats_blocked: bool,
+    /// Where the selector being evaluated sits, for the store's select hints.
+    path: PathHints,
     warnings: Vec<String>,
     infos: Vec<String>,
+}
+
+/// What the expressions enclosing a selector tell the store, as Prometheus's engine derives
+/// them from the path to the selector: the nearest function or aggregation (none across a
+/// binary operator) and the nearest aggregation's grouping.
+#[derive(Clone, Default)]
+struct PathHints {
+    func: Option<String>,
+    grouping: Vec<String>,
+    by: bool,
 }
 
 /// A range-vector argument: raw points per series plus how each step's window is placed.
@@ -168,6 +182,7 @@ impl<'a> Evaluator<'a> {
             loaded: 0,
             stats_wanted: false,
             stats_blocked: false,
+            path: PathHints::default(),
             warnings: vec![],
             infos: vec![],
         }
@@ -277,10 +292,31 @@ impl<'a> Evaluator<'a> {
                     "unary expression only allowed on expressions of type scalar or vector".into(),
                 )),
             },
-            Expr::Binary(b) => binary::eval_binary(self, b, ctx),
-            Expr::Aggregate(a) => aggregate::eval_aggregate(self, a, ctx),
+            Expr::Binary(b) => {
+                let saved = self.path.func.take();
+                let r = binary::eval_binary(self, b, ctx);
+                self.path.func = saved;
+                r
+            }
+            Expr::Aggregate(a) => {
+                let (by, grouping) = match &a.modifier {
+                    Some(LabelModifier::Include(ls)) => (true, ls.labels.clone()),
+                    Some(LabelModifier::Exclude(ls)) => (false, ls.labels.clone()),
+                    None => (false, Vec::new()),
+                };
+                let path = PathHints {
+                    func: Some(a.op.to_string()),
+                    grouping,
+                    by,
+                };
+                let saved = std::mem::replace(&mut self.path, path);
+                let r = aggregate::eval_aggregate(self, a, ctx);
+                self.path = saved;
+                r
+            }
             Expr::Call(c) => {
                 let saved = (self.stats_wanted, self.stats_blocked);
+                let saved_func = self.path.func.replace(c.func.name.to_string());
                 match c.func.name {
                     "histogram_count" | "histogram_sum" | "histogram_avg" => {
                         self.stats_wanted = true
@@ -292,6 +328,7 @@ impl<'a> Evaluator<'a> {
                 }
                 let r = functions::eval_call(self, c, ctx);
                 (self.stats_wanted, self.stats_blocked) = saved;
+                self.path.func = saved_func;
                 r
             }
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, ctx, false)?)),
@@ -382,6 +419,9 @@ impl<'a> Evaluator<'a> {
             let hints = SelectHints {
                 step,
                 range,
+                func: self.path.func.clone(),
+                grouping: self.path.grouping.clone(),
+                by: self.path.by,
                 ..SelectHints::range(
                     mint,
                     maxt,

@@ -65,10 +65,8 @@ pub fn format_extended(query: &str) -> Option<String> {
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
             (None, '"' | '\'' | '`') => quote = Some(c),
-            (None, '<' | '>') if chars.peek() != Some(&'=') => {
-                if trims.next().flatten().is_some() {
-                    out.push('/');
-                }
+            (None, '<' | '>') if chars.peek() != Some(&'=') && trims.next().flatten().is_some() => {
+                out.push('/');
             }
             _ => {}
         }

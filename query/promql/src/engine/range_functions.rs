@@ -308,7 +308,7 @@ fn histogram_aware(
                 range_secs,
                 name,
                 metric,
-                &pos,
+                pos,
             )
             .map(Outcome::Hist)
         }

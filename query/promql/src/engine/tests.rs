@@ -136,3 +136,52 @@ fn range_query_loads_each_selector_once() {
     );
     assert_eq!(store.1.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn selects_carry_function_and_grouping_hints() {
+    use std::sync::Mutex;
+    /// Records the hints of every select.
+    struct Recording(
+        MemStore,
+        Mutex<Vec<(Option<String>, Vec<String>, bool, i64)>>,
+    );
+    impl storage::Querier for Recording {
+        fn select(
+            &self,
+            m: &[storage::Matcher],
+            hints: &storage::SelectHints,
+        ) -> Result<storage::SeriesSet, storage::StorageError> {
+            self.1.lock().unwrap().push((
+                hints.func.clone(),
+                hints.grouping.clone(),
+                hints.by,
+                hints.range,
+            ));
+            self.0.select(m, hints)
+        }
+    }
+    let hints_of = |q: &str| {
+        let store = Arc::new(Recording(MemStore::default(), Mutex::default()));
+        let e = Engine::new(store.clone(), EngineOptions::default());
+        e.instant_query(q, 60_000)
+            .unwrap_or_else(|err| panic!("{q}: {err}"));
+        let got = store.1.lock().unwrap().clone();
+        got
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // Prometheus's path rules: the nearest call or aggregation names the function, the
+    // nearest aggregation gives the grouping, a binary operator hides what is above it.
+    assert_eq!(
+        hints_of("sum by (job) (rate(m[5m]))"),
+        vec![(Some("rate".into()), s(&["job"]), true, 300_000)]
+    );
+    assert_eq!(
+        hints_of("max without (i) (m)"),
+        vec![(Some("max".into()), s(&["i"]), false, 0)]
+    );
+    assert_eq!(
+        hints_of("sum by (job) (m * 2)"),
+        vec![(None, s(&["job"]), true, 0)]
+    );
+    assert_eq!(hints_of("m"), vec![(None, vec![], false, 0)]);
+}

@@ -14,8 +14,11 @@ use super::TestStore;
 
 #[derive(Default)]
 pub struct MemStore {
-    series: Mutex<BTreeMap<Labels, BTreeMap<i64, Value>>>,
+    series: Mutex<SeriesMap>,
 }
+
+/// Every series with its points by timestamp.
+type SeriesMap = BTreeMap<Labels, BTreeMap<i64, Value>>;
 
 #[derive(Clone)]
 enum Value {
@@ -100,7 +103,7 @@ impl TestStore for MemStore {
 }
 
 impl MemStore {
-    fn lock(&self) -> Result<MutexGuard<'_, BTreeMap<Labels, BTreeMap<i64, Value>>>, StorageError> {
+    fn lock(&self) -> Result<MutexGuard<'_, SeriesMap>, StorageError> {
         self.series
             .lock()
             .map_err(|_| StorageError::Corrupt("poisoned".into()))

@@ -62,15 +62,10 @@ pub fn run_files(paths: &[PathBuf], out: &mut dyn Write) -> io::Result<Summary> 
     Ok(summary)
 }
 
-/// A series description of the test notation (`metric{a="b"} 0+10x5 _ stale`) that does not
-/// parse, with the reason.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidSeries(String);
-
-/// Parses a series description of the test notation: labels, then values.
-pub fn parse_series(text: &str) -> Result<SeriesDesc, InvalidSeries> {
-    script::parse_series(text).map_err(InvalidSeries)
+/// Parses a series description of the test notation (`metric{a="b"} 0+10x5 _ stale`): labels,
+/// then values. One that does not parse is a [`QueryError::Parse`] with the reason.
+pub fn parse_series(text: &str) -> Result<SeriesDesc, QueryError> {
+    script::parse_series(text).map_err(QueryError::Parse)
 }
 
 /// What the runner needs from a store: reading, appending, and clearing between scripts.
