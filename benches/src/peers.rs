@@ -180,6 +180,12 @@ impl Running {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// CPU time (user + system) the process has used so far, from `/proc/PID/stat`: it moves
+    /// far less with the neighbours' load than wall-clock rates do.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.child.id())
+    }
+
     /// SIGTERM, then up to `timeout` for a graceful exit (flushing its data), then SIGKILL.
     pub fn stop(&mut self, timeout: Duration) -> anyhow::Result<&'static str> {
         let status = Command::new("kill")
@@ -251,4 +257,15 @@ pub fn du(dir: &Path) -> std::io::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// User + system CPU seconds of process `pid` (fields 14 and 15 of `/proc/PID/stat`, in clock
+/// ticks of 1/100 s on Linux).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }

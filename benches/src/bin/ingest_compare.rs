@@ -29,6 +29,8 @@ struct Row {
     report: LoadReport,
     disk_bytes: u64,
     peak_rss_kib: Option<u64>,
+    /// CPU seconds the target used while taking the load.
+    cpu_seconds: Option<f64>,
     stopped: &'static str,
 }
 
@@ -55,6 +57,7 @@ fn run(args: &Args, peer: &Peer) -> anyhow::Result<Row> {
     let mut running = peer.start(timeout)?;
     let report = send(&running.write_url(), cfg.protocol, shards);
     let peak_rss_kib = running.peak_rss_kib();
+    let cpu_seconds = running.cpu_seconds();
     let stopped = running.stop(timeout)?;
     let disk_bytes = running.disk_bytes()?;
     if let Some(err) = &report.first_error {
@@ -65,6 +68,7 @@ fn run(args: &Args, peer: &Peer) -> anyhow::Result<Row> {
         report,
         disk_bytes,
         peak_rss_kib,
+        cpu_seconds,
         stopped,
     })
 }
@@ -75,9 +79,10 @@ fn print_table(args: &Args, rows: &[Row]) {
         args.load.series, args.load.samples, args.load.concurrency, args.load.batch
     );
     println!(
-        "{:<18} {:>12} {:>12} {:>8} {:>12} {:>12} {:>13} {:>9}",
+        "{:<18} {:>12} {:>14} {:>12} {:>8} {:>12} {:>12} {:>13} {:>9}",
         "target",
         "samples/s",
+        "cpu_us/sample",
         "accepted",
         "failed",
         "disk_bytes",
@@ -90,10 +95,14 @@ fn print_table(args: &Args, rows: &[Row]) {
         let rss = r
             .peak_rss_kib
             .map_or("-".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
+        let cpu = r.cpu_seconds.map_or("-".to_string(), |s| {
+            format!("{:.2}", s * 1e6 / r.report.samples_accepted.max(1) as f64)
+        });
         println!(
-            "{:<18} {:>12.0} {:>12} {:>8} {:>12} {:>12.2} {:>13} {:>9}",
+            "{:<18} {:>12.0} {:>14} {:>12} {:>8} {:>12} {:>12.2} {:>13} {:>9}",
             r.name,
             r.report.samples_per_sec(),
+            cpu,
             r.report.samples_accepted,
             r.report.failed_requests,
             r.disk_bytes,

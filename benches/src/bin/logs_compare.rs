@@ -44,6 +44,14 @@ struct Row {
     total_per_raw: f64,
     needle_ms: f64,
     levels_ms: f64,
+    /// CPU microseconds per record spent indexing (the server's, or the bare indexer's).
+    cpu_us_per_record: f64,
+}
+
+/// CPU seconds this process has used so far.
+fn own_cpu_seconds() -> anyhow::Result<f64> {
+    novamon_benches::peers::cpu_seconds(std::process::id())
+        .ok_or_else(|| anyhow::anyhow!("cannot read /proc/self/stat"))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -154,6 +162,9 @@ fn run_novamon(args: &Args, set: &LogSet) -> anyhow::Result<Row> {
         );
         std::thread::sleep(Duration::from_millis(500));
     };
+    let cpu_seconds = running
+        .cpu_seconds()
+        .ok_or_else(|| anyhow::anyhow!("cannot read novamon's CPU time"))?;
 
     let needle_service = set.record(set.needle_at).service;
     let needle_params = [
@@ -204,6 +215,7 @@ fn run_novamon(args: &Args, set: &LogSet) -> anyhow::Result<Row> {
         total_per_raw: running.disk_bytes_of("logs")? as f64 / raw,
         needle_ms,
         levels_ms,
+        cpu_us_per_record: cpu_seconds * 1e6 / set.n as f64,
     })
 }
 
@@ -227,7 +239,15 @@ fn run_tantivy(set: &LogSet) -> anyhow::Result<Row> {
     let index = Index::create_in_dir(dir.path(), b.build())?;
     let mut writer = index.writer::<TantivyDocument>(512 << 20)?;
 
-    // Only indexing is timed: records are generated a batch at a time outside the clock.
+    // Only indexing is timed: records are generated a batch at a time outside the clock. The
+    // CPU count cannot leave generation out, so the generation's own CPU is measured first and
+    // subtracted.
+    let gen_started = own_cpu_seconds()?;
+    for j in 0..set.n {
+        std::hint::black_box(set.record(j));
+    }
+    let gen_cpu = own_cpu_seconds()? - gen_started;
+    let cpu_started = own_cpu_seconds()?;
     let mut elapsed = Duration::ZERO;
     let mut i = 0;
     while i < set.n {
@@ -249,6 +269,7 @@ fn run_tantivy(set: &LogSet) -> anyhow::Result<Row> {
     writer.commit()?;
     writer.wait_merging_threads()?;
     elapsed += t.elapsed();
+    let cpu = own_cpu_seconds()? - cpu_started - gen_cpu;
 
     let reader = index.reader()?;
     let searcher = reader.searcher();
@@ -300,6 +321,7 @@ fn run_tantivy(set: &LogSet) -> anyhow::Result<Row> {
         total_per_raw: bytes / set.raw_bytes as f64,
         needle_ms,
         levels_ms,
+        cpu_us_per_record: cpu * 1e6 / set.n as f64,
     })
 }
 
@@ -318,9 +340,10 @@ fn main() -> anyhow::Result<()> {
         args.records_per_frame
     );
     println!(
-        "{:<16} {:>12} {:>8} {:>13} {:>13} {:>13} {:>10} {:>14}",
+        "{:<16} {:>12} {:>13} {:>8} {:>13} {:>13} {:>13} {:>10} {:>14}",
         "system",
         "records/s",
+        "cpu_us/record",
         "MB/s",
         "queryable s",
         "index B/raw",
@@ -328,21 +351,22 @@ fn main() -> anyhow::Result<()> {
         "needle ms",
         "by-level ms"
     );
-    let row = |name: &str, r: [f64; 7]| {
+    let row = |name: &str, r: [f64; 8]| {
         println!(
-            "{:<16} {:>12.0} {:>8.2} {:>13.2} {:>13.3} {:>13.3} {:>10.3} {:>14.3}",
-            name, r[0], r[1], r[2], r[3], r[4], r[5], r[6]
+            "{:<16} {:>12.0} {:>13.2} {:>8.2} {:>13.2} {:>13.3} {:>13.3} {:>10.3} {:>14.3}",
+            name, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
         )
     };
-    let ratio = |r: [f64; 7]| {
+    let ratio = |r: [f64; 8]| {
         println!(
-            "{:<16} {:>12.2} {:>8.2} {:>13.2} {:>13.3} {:>13.3} {:>10.1} {:>14.1}",
-            "novamon/tantivy", r[0], r[1], r[2], r[3], r[4], r[5], r[6]
+            "{:<16} {:>12.2} {:>13.2} {:>8.2} {:>13.2} {:>13.3} {:>13.3} {:>10.1} {:>14.1}",
+            "novamon/tantivy", r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
         )
     };
     let fields = |r: &Row| {
         [
             r.records_per_s,
+            r.cpu_us_per_record,
             r.mb_per_s,
             r.queryable_s,
             r.index_per_raw,
