@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use alertmanager::AlertSink;
 use anyhow::Context;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -52,12 +51,18 @@ pub async fn start(
     tsdb: Arc<storage::Tsdb>,
     engine: Arc<promql::Engine>,
     logs: logql::LogEngine,
-    sink: Arc<dyn AlertSink>,
-    alerting: crate::alertmanager::Reloader,
+    alerting: &crate::alertmanager::Alerting,
     registry: &mut prometheus_client::registry::Registry,
     external_url: String,
 ) -> anyhow::Result<Rules> {
-    let manager = RuleManager::new(tsdb.clone(), tsdb, engine, Some(logs), sink, registry);
+    let manager = RuleManager::new(
+        tsdb.clone(),
+        tsdb,
+        engine,
+        Some(logs),
+        alerting.sink.clone(),
+        registry,
+    );
     let path = config.source.clone();
     let n = manager
         .apply(&rule_config(config, path.as_deref(), &external_url))
@@ -70,7 +75,7 @@ pub async fn start(
         manager,
         config_path: path,
         external_url,
-        alerting,
+        alerting: alerting.reloader.clone(),
     };
     tokio::spawn(reload_on_sighup(rules.clone()));
     Ok(rules)

@@ -97,8 +97,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tsdb.clone(),
         engine.clone(),
         logql::LogEngine::new(logs.clone(), config.limits.log_query_max_lines),
-        alerting.sink.clone(),
-        alerting.reloader.clone(),
+        &alerting,
         &mut registry,
         own_url,
     )
