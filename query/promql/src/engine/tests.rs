@@ -140,11 +140,10 @@ fn range_query_loads_each_selector_once() {
 #[test]
 fn selects_carry_function_and_grouping_hints() {
     use std::sync::Mutex;
+    /// Function, grouping, `by` and range of one select.
+    type Hints = (Option<String>, Vec<String>, bool, i64);
     /// Records the hints of every select.
-    struct Recording(
-        MemStore,
-        Mutex<Vec<(Option<String>, Vec<String>, bool, i64)>>,
-    );
+    struct Recording(MemStore, Mutex<Vec<Hints>>);
     impl storage::Querier for Recording {
         fn select(
             &self,
