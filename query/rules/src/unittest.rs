@@ -15,7 +15,7 @@ use super::file::{self, Lang};
 use super::group::{Backend, Env, Group};
 use promql::promqltest::mem::MemStore;
 use promql::promqltest::{load, load_batch, parse_series, SeqValue};
-use promql::{Engine, EngineOptions, Value};
+use promql::{CounterResetHint, Engine, EngineOptions, FloatHistogram, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,8 +203,11 @@ fn run_group(
         .iter()
         .map(|s| format!("{} {}", s.series, s.values))
         .collect();
-    let series = parse_series(texts.iter().map(String::as_str))
+    let mut series = parse_series(texts.iter().map(String::as_str))
         .map_err(|(i, e)| format!("input series {:?}: {e}", tg.input_series[i].series))?;
+    for s in &mut series {
+        chunk_hints(&mut s.values);
+    }
     load(&*store, load_batch(interval, &series)).map_err(|e| e.to_string())?;
     let engine = Arc::new(Engine::new(store.clone(), EngineOptions::default()));
     let backend = Backend {
@@ -335,6 +338,30 @@ fn check_alerts(test: &AlertTest, t: i64, groups: &[Group]) -> Option<String> {
         show_alerts(&exp),
         show_alerts(&got)
     ))
+}
+
+/// The counter-reset hints Prometheus's TSDB gives histograms it stores in one chunk, which
+/// promtool's expectations show (`counter_reset_hint:not_reset`): a histogram following another
+/// is "not a reset" unless it is one, which starts a chunk marked "reset"; a float in between
+/// starts a new chunk, whose first histogram has no hint. Hints written in the notation stay.
+fn chunk_hints(values: &mut [SeqValue]) {
+    let mut prev: Option<FloatHistogram> = None;
+    for v in values {
+        match v {
+            SeqValue::Histogram(h) => {
+                if let (Some(p), CounterResetHint::Unknown) = (&prev, h.counter_reset_hint) {
+                    h.counter_reset_hint = if h.detect_reset(p) {
+                        CounterResetHint::CounterReset
+                    } else {
+                        CounterResetHint::NotCounterReset
+                    };
+                }
+                prev = Some((**h).clone());
+            }
+            SeqValue::Float(_) => prev = None,
+            SeqValue::Omitted => {}
+        }
+    }
 }
 
 /// A sample as compared: labels, float, histogram in the test notation ("" for a float).
@@ -567,9 +594,33 @@ tests:
   - expr: g
     eval_time: 0m
     exp_samples: [{labels: g, histogram: '{{schema:0 sum:5 count:4 buckets:[1 2 1]}}'}]
+- interval: 1m
+  input_series:
+  - series: test_histogram_repeat
+    values: '{{sum:3 count:2 buckets:[2]}}x2'
+  - series: test_histogram_increase
+    values: '{{sum:3 count:2 buckets:[2]}}+{{sum:1.3 count:1 buckets:[1]}}x2'
+  - series: test_histogram_reset
+    values: '{{sum:3 count:2 buckets:[2]}} {{sum:1 count:1 buckets:[1]}}'
+  promql_expr_test:
+  - expr: test_histogram_repeat
+    eval_time: 2m
+    exp_samples:
+    - labels: test_histogram_repeat
+      histogram: '{{count:2 sum:3 counter_reset_hint:not_reset buckets:[2]}}'
+  - expr: test_histogram_increase
+    eval_time: 2m
+    exp_samples:
+    - labels: test_histogram_increase
+      histogram: '{{count:4 sum:5.6 counter_reset_hint:not_reset buckets:[4]}}'
+  - expr: test_histogram_reset
+    eval_time: 1m
+    exp_samples:
+    - labels: test_histogram_reset
+      histogram: '{{count:1 sum:1 counter_reset_hint:reset buckets:[1]}}'
 "#;
         let (s, out) = run(RULES, test);
-        assert_eq!(s.failed, 0, "{out}");
+        assert_eq!((s.passed, s.failed), (2, 0), "{out}");
         let wrong = test.replace("buckets:[1 2 1]}}'}]", "buckets:[1 2 2]}}'}]");
         let (s, out) = run(RULES, &wrong);
         assert_eq!(s.failed, 1, "{out}");
