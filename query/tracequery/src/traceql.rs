@@ -68,7 +68,8 @@ pub enum Lit {
 /// dropping the tree recurse through it, and searches run on threads with 2 MiB stacks, so an
 /// unbounded tree lets one request overflow the stack and abort the process. Tempo has no such
 /// limit; real queries stay far below this one, and a query at the limit evaluates within a
-/// 2 MiB stack even in an unoptimised build, which the tests check.
+/// 2 MiB stack in the tests' build (opt-level 1, larger frames than release), which the tests
+/// check.
 pub(crate) const MAX_NESTING: usize = 256;
 
 /// Parses a query; an error names what is unsupported or malformed.

@@ -45,8 +45,8 @@ pub(super) enum Operand {
 /// through them, and templates run on threads with 2 MiB stacks (queries' `line_format`, rule
 /// evaluation), so unbounded nesting lets one template overflow the stack and abort the
 /// process. Go's text/template stops at 10,000 on its growable stacks; templates in rules and
-/// queries stay far below this limit, and one at the limit executes within a 2 MiB stack even
-/// in an unoptimised build, which the tests check.
+/// queries stay far below this limit, and one at the limit executes within a 2 MiB stack in
+/// the tests' build (opt-level 1, larger frames than release), which the tests check.
 pub(super) const MAX_DEPTH: usize = 256;
 
 pub(super) fn parse(toks: &[Tok], dialect: &Dialect) -> Result<Vec<Node>, String> {

@@ -24,8 +24,8 @@ pub(crate) const T_TRIM_LOWER: TokenId = TokenId::MAX - 1;
 /// on threads with 2 MiB stacks, so an unbounded tree lets one request overflow the stack and
 /// abort the process. Prometheus has no such limit; hand-written and generated queries stay
 /// far below this one (a dashboard query rarely has more than a few dozen operators), and a
-/// query at the limit evaluates within a 2 MiB stack even in an unoptimised build, which the
-/// tests check.
+/// query at the limit evaluates within a 2 MiB stack in the tests' build (opt-level 1, larger
+/// frames than release), which the tests check.
 pub(crate) const MAX_NESTING: usize = 256;
 
 /// Parses `query` for evaluation with the given step and range (end - start) in ms, which
