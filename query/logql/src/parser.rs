@@ -141,9 +141,25 @@ fn error_at(src: &str, pos: usize, msg: String) -> ParseError {
     ParseError { line, col, msg }
 }
 
+/// How deep a query's syntax tree may be: the deepest nesting of parentheses and aggregations
+/// plus the number of operators (a chain `1+1+…` or `a="x" and b="y" and …` nests one node per
+/// operator). Parsing, evaluating and dropping the tree recurse through it, and queries run on
+/// threads with 2 MiB stacks, so an unbounded tree lets one request overflow the stack and
+/// abort the process. Loki has no such limit; real queries stay far below this one, and a
+/// query at the limit evaluates within a 2 MiB stack in the tests' build (opt-level 1, larger
+/// frames than release), which the tests check.
+pub(crate) const MAX_NESTING: usize = 256;
+
 pub fn parse(src: &str) -> Result<Expr, ParseError> {
     let toks = Lexer::run(src)?;
-    let mut p = Parser { src, toks, pos: 0 };
+    let mut p = Parser {
+        src,
+        toks,
+        pos: 0,
+        depth: 0,
+        deepest: 0,
+        operators: 0,
+    };
     let e = p.expr()?;
     if p.peek() != &Tok::Eof {
         return Err(p.unexpected());
@@ -155,9 +171,40 @@ struct Parser<'a> {
     src: &'a str,
     toks: Vec<(Tok, usize)>,
     pos: usize,
+    /// Nesting levels open at the current token, and the most there have been.
+    depth: usize,
+    deepest: usize,
+    /// Binary operators and label-filter conjunctions seen so far.
+    operators: usize,
 }
 
 impl Parser<'_> {
+    /// Opens a nesting level (closed by `leave`); fails past [`MAX_NESTING`].
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        self.deepest = self.deepest.max(self.depth);
+        self.check_nesting()
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    /// Counts one more operator node; fails past [`MAX_NESTING`].
+    fn operator(&mut self) -> Result<(), ParseError> {
+        self.operators += 1;
+        self.check_nesting()
+    }
+
+    fn check_nesting(&self) -> Result<(), ParseError> {
+        if self.deepest + self.operators > MAX_NESTING {
+            return Err(self.err(format!(
+                "syntax error: query is nested too deeply or has too many operators (the limit is {MAX_NESTING})"
+            )));
+        }
+        Ok(())
+    }
+
     fn peek(&self) -> &Tok {
         &self.toks[self.pos.min(self.toks.len() - 1)].0
     }
@@ -272,6 +319,7 @@ impl Parser<'_> {
             if prec < min_prec {
                 break;
             }
+            self.operator()?;
             self.next();
             let bool_modifier = matches!(self.peek(), Tok::Ident(s) if s == "bool");
             if bool_modifier {
@@ -303,7 +351,9 @@ impl Parser<'_> {
             }
             Tok::Sym("(") => {
                 self.next();
+                self.enter()?;
                 let e = self.binary(0)?;
+                self.leave();
                 self.expect(")")?;
                 Ok(MetricExpr::Paren(Box::new(e)))
             }
@@ -419,7 +469,9 @@ impl Parser<'_> {
         } else {
             None
         };
+        self.enter()?;
         let inner = self.binary(0)?;
+        self.leave();
         self.expect(")")?;
         if grouping.is_none() {
             grouping = self.grouping()?;
@@ -715,6 +767,7 @@ impl Parser<'_> {
     fn label_filter(&mut self) -> Result<LabelFilter, ParseError> {
         let mut lhs = self.label_filter_and()?;
         while matches!(self.peek(), Tok::Ident(s) if s == "or") {
+            self.operator()?;
             self.next();
             let rhs = self.label_filter_and()?;
             lhs = LabelFilter::Or(Box::new(lhs), Box::new(rhs));
@@ -738,6 +791,7 @@ impl Parser<'_> {
             if !and {
                 return Ok(lhs);
             }
+            self.operator()?;
             if matches!(self.peek(), Tok::Ident(s) if s == "and") || self.peek() == &Tok::Sym(",") {
                 self.next();
             }
@@ -748,7 +802,9 @@ impl Parser<'_> {
 
     fn label_filter_atom(&mut self) -> Result<LabelFilter, ParseError> {
         if self.eat("(") {
+            self.enter()?;
             let f = self.label_filter()?;
+            self.leave();
             self.expect(")")?;
             return Ok(f);
         }

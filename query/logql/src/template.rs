@@ -13,7 +13,8 @@ use regex::Regex;
 
 use crate::LabelMap;
 use gocompat::template::{
-    self as gotemplate, arity, int_arg, str_arg, Dialect, FuncError, FuncResult, GoType, Model,
+    self as gotemplate, arity, check_output_len, int_arg, str_arg, Dialect, FuncError, FuncResult,
+    GoType, Model,
 };
 use gocompat::units::{parse_bytes, parse_go_duration};
 
@@ -221,6 +222,23 @@ fn time_arg(v: &Val) -> Result<i64, FuncError> {
     }
 }
 
+/// A count argument (`repeat`, `indent`): negative counts as zero.
+fn count_arg(v: &Val) -> Result<usize, FuncError> {
+    Ok(usize::try_from(int_arg(v)?.max(0)).unwrap_or(usize::MAX))
+}
+
+/// At most the length of `src` with up to `n` occurrences of `from` replaced by `to` (an empty
+/// `from` matches before every character and at the end, as Go's strings.Replace has it).
+fn replaced_len(src: &str, from: &str, to: &str, n: usize) -> usize {
+    let count = if from.is_empty() {
+        src.chars().count() + 1
+    } else {
+        src.matches(from).count()
+    };
+    src.len()
+        .saturating_add(count.min(n).saturating_mul(to.len()))
+}
+
 fn call(name: &str, args: Vec<Val>, e: &Entry) -> FuncResult<Ext> {
     let fixed = match name {
         "__line__" | "__timestamp__" | "now" => 0,
@@ -279,22 +297,33 @@ fn call(name: &str, args: Vec<Val>, e: &Entry) -> FuncResult<Ext> {
         "contains" => Val::Bool(s(1)?.contains(s(0)?)),
         "hasPrefix" => Val::Bool(s(1)?.starts_with(s(0)?)),
         "hasSuffix" => Val::Bool(s(1)?.ends_with(s(0)?)),
-        "replace" => Val::Str(s(2)?.replace(s(0)?, s(1)?)),
+        "replace" => {
+            let (src, from, to) = (s(2)?, s(0)?, s(1)?);
+            check_output_len(replaced_len(src, from, to, usize::MAX))?;
+            Val::Str(src.replace(from, to))
+        }
         "Replace" => {
             let n = int_arg(&args[3])?;
             let (src, from, to) = (s(0)?, s(1)?, s(2)?);
-            Val::Str(if n < 0 {
-                src.replace(from, to)
-            } else {
-                src.replacen(from, to, n as usize)
-            })
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            check_output_len(replaced_len(src, from, to, n))?;
+            Val::Str(src.replacen(from, to, n))
         }
         "regexReplaceAll" | "regexReplaceAllLiteral" => {
             let re = Regex::new(s(0)?).map_err(|e| format!("error parsing regexp: {e}"))?;
-            let out = if name == "regexReplaceAll" {
-                re.replace_all(s(1)?, s(2)?)
+            let (src, repl) = (s(1)?, s(2)?);
+            let expand = name == "regexReplaceAll";
+            let matches = re.find_iter(src).map(|m| m.len());
+            check_output_len(gotemplate::replaced_len_bound(
+                src.len(),
+                repl,
+                expand,
+                matches,
+            ))?;
+            let out = if expand {
+                re.replace_all(src, repl)
             } else {
-                re.replace_all(s(1)?, regex::NoExpand(s(2)?))
+                re.replace_all(src, regex::NoExpand(repl))
             };
             Val::Str(out.into_owned())
         }
@@ -327,9 +356,16 @@ fn call(name: &str, args: Vec<Val>, e: &Entry) -> FuncResult<Ext> {
             };
             Val::Str(String::from_utf8_lossy(piece).into_owned())
         }
-        "repeat" => Val::Str(s(1)?.repeat(int_arg(&args[0])?.max(0) as usize)),
+        "repeat" => {
+            let (n, src) = (count_arg(&args[0])?, s(1)?);
+            check_output_len(n.saturating_mul(src.len()))?;
+            Val::Str(src.repeat(n))
+        }
         "indent" | "nindent" => {
-            let pad = " ".repeat(int_arg(&args[0])?.max(0) as usize);
+            let (n, src) = (count_arg(&args[0])?, s(1)?);
+            let lines = src.matches('\n').count() + 1;
+            check_output_len(src.len().saturating_add(n.saturating_mul(lines)) + 1)?;
+            let pad = " ".repeat(n);
             let body = format!("{pad}{}", s(1)?.replace('\n', &format!("\n{pad}")));
             Val::Str(if name == "nindent" {
                 format!("\n{body}")
@@ -351,7 +387,9 @@ fn call(name: &str, args: Vec<Val>, e: &Entry) -> FuncResult<Ext> {
             Val::Str(if n < 0 || n == l {
                 src.to_owned()
             } else if n > l {
-                let pad = " ".repeat((n - l) as usize);
+                let pad_len = usize::try_from(n - l).unwrap_or(usize::MAX);
+                check_output_len(src.len().saturating_add(pad_len))?;
+                let pad = " ".repeat(pad_len);
                 if name == "alignLeft" {
                     format!("{src}{pad}")
                 } else {
@@ -766,5 +804,48 @@ mod tests {
             let err = run(t).unwrap_err();
             assert!(err.contains(want), "{t}: {err}");
         }
+    }
+
+    #[test]
+    fn amplifying_functions_fail_instead_of_allocating() {
+        // Each would build gigabytes to terabytes; Go allocates, Loki's process dies.
+        for (t, func) in [
+            (r#"{{ repeat 1000000000000 "a" }}"#, "repeat"),
+            (r#"{{ repeat 2000000 "ab" }}"#, "repeat"),
+            (r#"{{ alignLeft 100000000000 .app }}"#, "alignLeft"),
+            (r#"{{ alignRight 100000000000 .app }}"#, "alignRight"),
+            (r#"{{ indent 100000000000 .app }}"#, "indent"),
+            (r#"{{ nindent 100000000000 .app }}"#, "nindent"),
+            (r#"{{ printf "%9999999d" 1 }}"#, "printf"),
+            (r#"{{ printf "%.9999999f" 1.0 }}"#, "printf"),
+            (r#"{{ replace "" (repeat 1000000 "x") .path }}"#, "replace"),
+            (
+                r#"{{ Replace .path "/" (repeat 1000000 "x") -1 }}"#,
+                "Replace",
+            ),
+            (
+                r#"{{ regexReplaceAll "." .path (repeat 100000 "$0") }}"#,
+                "regexReplaceAll",
+            ),
+            (
+                r#"{{ regexReplaceAllLiteral "." .path (repeat 100000 "x") }}"#,
+                "regexReplaceAllLiteral",
+            ),
+        ] {
+            let err = run(t).unwrap_err();
+            assert!(
+                err.contains(&format!("error calling {func}: result of ")),
+                "{t}: {err}"
+            );
+        }
+        // Up to the limit they still work.
+        let max = gotemplate::MAX_FUNC_OUTPUT;
+        assert_eq!(ok(&format!(r#"{{{{ repeat {max} "a" }}}}"#)).len(), max);
+        assert_eq!(ok(&format!("{{{{ alignLeft {max} .app }}}}")).len(), max);
+        // Go's fmt gives up on a width past ten million, swallowing the rest of the format.
+        assert_eq!(
+            ok(r#"{{ printf "%0100000000d|%d" 1 2 }}"#),
+            "%!(NOVERB)%!(EXTRA int=1, int=2)"
+        );
     }
 }

@@ -203,6 +203,54 @@ impl FloatHistogram {
         self.schema == CUSTOM_BUCKETS_SCHEMA
     }
 
+    /// The histogram in the test notation, as Prometheus's `TestExpression` prints it (what
+    /// promtool compares and shows): fields that are not zero, then each side's buckets as one
+    /// span from its first to its last non-empty bucket.
+    pub fn test_expression(&self) -> String {
+        let mut out = Vec::new();
+        if self.schema != 0 {
+            out.push(format!("schema:{}", self.schema));
+        }
+        for (name, v) in [
+            ("count", self.count),
+            ("sum", self.sum),
+            ("z_bucket", self.zero_count),
+            ("z_bucket_w", self.zero_threshold),
+        ] {
+            if v != 0.0 {
+                out.push(format!("{name}:{}", go_g(v)));
+            }
+        }
+        if self.uses_custom_buckets() {
+            out.push(format!(
+                "custom_values:[{}]",
+                go_g_list(&self.custom_values)
+            ));
+        }
+        match self.counter_reset_hint {
+            CounterResetHint::Unknown => {}
+            CounterResetHint::CounterReset => out.push("counter_reset_hint:reset".into()),
+            CounterResetHint::NotCounterReset => out.push("counter_reset_hint:not_reset".into()),
+            CounterResetHint::Gauge => out.push("counter_reset_hint:gauge".into()),
+        }
+        for (side, prefix) in [(self.positive(), ""), (self.negative(), "n_")] {
+            let Some(first) = side.iter().position(|b| b.1 != 0.0) else {
+                continue;
+            };
+            let last = side.iter().rposition(|b| b.1 != 0.0).unwrap_or(first);
+            let (lo, hi) = (side[first].0, side[last].0);
+            let mut counts = vec![0.0; (hi - lo) as usize + 1];
+            for &(i, c) in &side[first..=last] {
+                counts[(i - lo) as usize] = c;
+            }
+            if lo != 0 {
+                out.push(format!("{prefix}offset:{lo}"));
+            }
+            out.push(format!("{prefix}buckets:[{}]", go_g_list(&counts)));
+        }
+        format!("{{{{{}}}}}", out.join(" "))
+    }
+
     fn positive(&self) -> Expanded {
         expand(&self.positive_spans, &self.positive_buckets)
     }
@@ -1094,6 +1142,33 @@ fn map_custom(exp: &[(i32, f64)], src: &[f64], bounds: &[f64], sign: f64, target
     }
 }
 
+/// Go's `%g` of a float64: the shortest digits, with an exponent below 1e-4 and from 1e6.
+fn go_g(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let e = format!("{v:e}");
+    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if v != 0.0 && !(-4..6).contains(&exp) {
+        format!(
+            "{mantissa}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        )
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Go's `%g` of each value, space-separated as Go prints a slice.
+fn go_g_list(v: &[f64]) -> String {
+    v.iter().map(|&x| go_g(x)).collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1240,5 +1315,41 @@ mod tests {
         // Without overflow it is the plain quotient.
         let m = mean_from_sum(h(0, &[6.0]), [h(0, &[2.0])].iter(), 3.0).expect("compatible");
         assert_eq!(m.positive_buckets, vec![2.0]);
+    }
+
+    #[test]
+    fn test_expression_prints_as_prometheus() {
+        let h = crate::promqltest::parse_series([
+            "{} {{schema:1 sum:-0.3 count:32.1 z_bucket:7.1 z_bucket_w:0.05 buckets:[5.1 10 7] offset:-3 n_buckets:[4.1 5] n_offset:-5}}",
+        ])
+        .unwrap();
+        let crate::promqltest::SeqValue::Histogram(h) = &h[0].values[0] else {
+            panic!("not a histogram");
+        };
+        assert_eq!(
+            h.test_expression(),
+            "{{schema:1 count:32.1 sum:-0.3 z_bucket:7.1 z_bucket_w:0.05 offset:-3 buckets:[5.1 10 7] n_offset:-5 n_buckets:[4.1 5]}}"
+        );
+        let h = FloatHistogram {
+            count: 1234567.0,
+            sum: 0.00001,
+            positive_spans: vec![
+                Span {
+                    offset: 1,
+                    length: 2,
+                },
+                Span {
+                    offset: 2,
+                    length: 1,
+                },
+            ],
+            positive_buckets: vec![0.0, 1e6, 3.0],
+            counter_reset_hint: CounterResetHint::NotCounterReset,
+            ..FloatHistogram::default()
+        };
+        assert_eq!(
+            h.test_expression(),
+            "{{count:1.234567e+06 sum:1e-05 counter_reset_hint:not_reset offset:2 buckets:[1e+06 0 0 3]}}"
+        );
     }
 }

@@ -320,7 +320,11 @@ fn check_rule(r: &RawRule, lang: Lang) -> Result<RuleSpec, Vec<String>> {
 
 fn parse_expr(expr: &str, lang: Lang) -> Result<(), String> {
     match lang {
-        Lang::PromQL => promql_parser::parser::parse(expr).map(|_| ()),
+        Lang::PromQL => {
+            // promql-parser and the tree it builds recurse as deep as the query nests.
+            promql::check_nesting(expr).map_err(|e| e.to_string())?;
+            promql_parser::parser::parse(expr).map(|_| ())
+        }
         Lang::LogQL => match logql::parse(expr) {
             Ok(logql::ast::Expr::Metric(_)) => Ok(()),
             Ok(_) => Err("a rule needs a LogQL metric query, not a log query".to_owned()),
@@ -509,6 +513,23 @@ groups:
         .unwrap_err();
         assert!(
             errs[0].contains("for: not a valid duration string"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn deeply_nested_expressions_are_errors_not_stack_overflows() {
+        let expr = format!("{}1{}", "(".repeat(150_000), ")".repeat(150_000));
+        let text = format!("groups:\n- name: g\n  rules:\n  - record: r\n    expr: '{expr}'\n");
+        // The 2 MiB stack rule loading gets on a spawned thread.
+        let errs = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || parse_file("f.yml", &text).unwrap_err())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            errs.iter().any(|e| e.contains("nested too deeply")),
             "{errs:?}"
         );
     }

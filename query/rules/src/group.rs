@@ -704,7 +704,7 @@ mod tests {
     impl Fixture {
         fn new(series: &[&str], interval_ms: i64) -> Fixture {
             let store = Arc::new(MemStore::default());
-            let descs: Vec<_> = series.iter().map(|s| parse_series(s).unwrap()).collect();
+            let descs = parse_series(series.iter().copied()).unwrap();
             load(&*store, load_batch(interval_ms, &descs)).unwrap();
             let backend = Backend {
                 engine: Arc::new(Engine::new(store.clone(), EngineOptions::default())),

@@ -284,11 +284,15 @@ impl Model for Rules<'_> {
             "reReplaceAll" => {
                 want(3)?;
                 let re = regex::Regex::new(&self.sprint(&args[0])).map_err(|e| e.to_string())?;
-                let text = self.sprint(&args[2]);
-                Val::Str(
-                    re.replace_all(&text, self.sprint(&args[1]).as_str())
-                        .into_owned(),
-                )
+                let (text, repl) = (self.sprint(&args[2]), self.sprint(&args[1]));
+                let matches = re.find_iter(&text).map(|m| m.len());
+                gotemplate::check_output_len(gotemplate::replaced_len_bound(
+                    text.len(),
+                    &repl,
+                    true,
+                    matches,
+                ))?;
+                Val::Str(re.replace_all(&text, repl.as_str()).into_owned())
             }
             "match" => {
                 want(2)?;
@@ -573,5 +577,32 @@ mod tests {
         assert!(Template::parse("t", "{{ if 1 }}x").is_err());
         assert!(Template::parse("t", "{{ $labels.x ").is_err());
         assert!(Template::parse("t", "{{ end }}").is_err());
+    }
+
+    #[test]
+    fn amplifying_templates_fail_instead_of_allocating() {
+        let l = [("instance", "host:9100")];
+        // `$0` a hundred thousand times over each of the 9 characters: 900 KB of references
+        // per character, far past the limit once expanded.
+        let t = format!(
+            r#"{{{{ reReplaceAll "." "{}" $labels.instance }}}}"#,
+            "$0".repeat(100_000)
+        );
+        let out = run(&t, &l, 0.0);
+        assert!(
+            out.contains("error calling reReplaceAll: result of "),
+            "{}",
+            &out[..out.len().min(200)]
+        );
+        assert!(run(r#"{{ printf "%9999999d" 1 }}"#, &l, 0.0)
+            .contains("error calling printf: result of "));
+        assert_eq!(
+            run(
+                r#"{{ reReplaceAll "(h)" "$1$1" $labels.instance }}"#,
+                &l,
+                0.0
+            ),
+            "hhost:9100"
+        );
     }
 }

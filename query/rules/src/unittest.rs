@@ -14,8 +14,8 @@ use storage::{Label, Labels};
 use super::file::{self, Lang};
 use super::group::{Backend, Env, Group};
 use promql::promqltest::mem::MemStore;
-use promql::promqltest::{load, load_batch, parse_series};
-use promql::{Engine, EngineOptions, Value};
+use promql::promqltest::{load, load_batch, parse_series, SeqValue};
+use promql::{CounterResetHint, Engine, EngineOptions, FloatHistogram, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,7 +89,12 @@ struct ExprTest {
 struct ExpSample {
     #[serde(default)]
     labels: String,
+    #[serde(default)]
     value: f64,
+    /// A native histogram in the test notation (`{{schema:0 sum:5 count:4 buckets:[1 2 1]}}`);
+    /// when set, `value` is not looked at.
+    #[serde(default)]
+    histogram: String,
 }
 
 /// Test groups passed and failed over all files.
@@ -193,11 +198,15 @@ fn run_group(
         None => eval_interval,
     };
     let store = Arc::new(MemStore::default());
-    let mut series = Vec::new();
-    for s in &tg.input_series {
-        let desc = parse_series(&format!("{} {}", s.series, s.values))
-            .map_err(|e| format!("input series {:?}: {e}", s.series))?;
-        series.push(desc);
+    let texts: Vec<String> = tg
+        .input_series
+        .iter()
+        .map(|s| format!("{} {}", s.series, s.values))
+        .collect();
+    let mut series = parse_series(texts.iter().map(String::as_str))
+        .map_err(|(i, e)| format!("input series {:?}: {e}", tg.input_series[i].series))?;
+    for s in &mut series {
+        chunk_hints(&mut s.values);
     }
     load(&*store, load_batch(interval, &series)).map_err(|e| e.to_string())?;
     let engine = Arc::new(Engine::new(store.clone(), EngineOptions::default()));
@@ -331,20 +340,69 @@ fn check_alerts(test: &AlertTest, t: i64, groups: &[Group]) -> Option<String> {
     ))
 }
 
-/// promtool's form: `{__name__="x", a="b"} 1.5E+00, …`.
-fn show_samples(v: &[(Labels, f64)]) -> String {
+/// The counter-reset hints Prometheus's TSDB gives histograms it stores in one chunk, which
+/// promtool's expectations show (`counter_reset_hint:not_reset`): a histogram following another
+/// is "not a reset" unless it is one, which starts a chunk marked "reset"; a float in between
+/// starts a new chunk, whose first histogram has no hint. Hints written in the notation stay.
+fn chunk_hints(values: &mut [SeqValue]) {
+    let mut prev: Option<FloatHistogram> = None;
+    for v in values {
+        match v {
+            SeqValue::Histogram(h) => {
+                if let (Some(p), CounterResetHint::Unknown) = (&prev, h.counter_reset_hint) {
+                    h.counter_reset_hint = if h.detect_reset(p) {
+                        CounterResetHint::CounterReset
+                    } else {
+                        CounterResetHint::NotCounterReset
+                    };
+                }
+                prev = Some((**h).clone());
+            }
+            SeqValue::Float(_) => prev = None,
+            SeqValue::Omitted => {}
+        }
+    }
+}
+
+/// A sample as compared: labels, float, histogram in the test notation ("" for a float).
+type Got = (Labels, f64, String);
+
+/// An expected sample of `exp_samples`: its labels parsed, its histogram parsed and printed
+/// back in the test notation, as promtool does.
+fn expected_sample(s: &ExpSample) -> Result<Got, String> {
+    let mut labels = parse_series([s.labels.as_str()]).map_err(|(_, e)| e.to_string())?;
+    let labels = labels.remove(0).labels;
+    if s.histogram.is_empty() {
+        return Ok((labels, s.value, String::new()));
+    }
+    let mut values = parse_series([format!("{{}} {}", s.histogram).as_str()])
+        .map_err(|(_, e)| e.to_string())?
+        .remove(0)
+        .values;
+    if values.len() != 1 {
+        return Err(format!("expected 1 value, got {}", values.len()));
+    }
+    match values.pop() {
+        Some(SeqValue::Histogram(h)) => Ok((labels, s.value, h.test_expression())),
+        _ => Err(format!("expected histogram, got {:?}", s.histogram)),
+    }
+}
+
+/// promtool's form: `{__name__="x", a="b"} 1.5E+00, …`, a histogram in the test notation.
+fn show_samples(v: &[Got]) -> String {
     let items: Vec<String> = v
         .iter()
-        .map(|(l, v)| {
+        .map(|(l, v, h)| {
             let pairs: Vec<String> = l
                 .iter()
                 .map(|l| format!("{}={:?}", l.name, l.value))
                 .collect();
-            format!(
-                "{{{}}} {}",
-                pairs.join(", "),
+            let value = if h.is_empty() {
                 gocompat::fmt::scientific(*v).to_uppercase()
-            )
+            } else {
+                h.clone()
+            };
+            format!("{{{}}} {value}", pairs.join(", "))
         })
         .collect();
     items.join(", ")
@@ -358,11 +416,19 @@ fn check_expr(engine: &Engine, test: &ExprTest, t: i64) -> Option<String> {
             show_duration(t)
         ))
     };
-    let mut got: Vec<(Labels, f64)> = match engine.instant_query(&test.expr, t) {
+    // As promtool: a sample is its labels, its float and its histogram in the test notation
+    // (empty for a float); the float of a histogram sample is 0.
+    let mut got: Vec<Got> = match engine.instant_query(&test.expr, t) {
         Err(e) => return fail(format!("err: {e}")),
         Ok(r) => match r.value {
-            Value::Vector(v) => v.into_iter().map(|s| (s.labels, s.v)).collect(),
-            Value::Scalar { v, .. } => vec![(Labels::default(), v)],
+            Value::Vector(v) => v
+                .into_iter()
+                .map(|s| {
+                    let h = s.h.map(|h| h.test_expression()).unwrap_or_default();
+                    (s.labels, if h.is_empty() { s.v } else { 0.0 }, h)
+                })
+                .collect(),
+            Value::Scalar { v, .. } => vec![(Labels::default(), v, String::new())],
             other => {
                 return fail(format!(
                     "err: expression must evaluate to a vector or scalar, got {}",
@@ -373,9 +439,9 @@ fn check_expr(engine: &Engine, test: &ExprTest, t: i64) -> Option<String> {
     };
     let mut exp = Vec::new();
     for s in &test.exp_samples {
-        match parse_series(&s.labels) {
-            Ok(d) => exp.push((d.labels, s.value)),
-            Err(e) => return fail(format!("err: parsing labels {:?}: {e}", s.labels)),
+        match expected_sample(s) {
+            Ok(e) => exp.push(e),
+            Err(e) => return fail(format!("err: labels {:?}: {e}", s.labels)),
         }
     }
     got.sort_by(|a, b| a.0.cmp(&b.0));
@@ -384,7 +450,7 @@ fn check_expr(engine: &Engine, test: &ExprTest, t: i64) -> Option<String> {
         && got
             .iter()
             .zip(&exp)
-            .all(|(g, e)| g.0 == e.0 && promql::promqltest::almost_equal(g.1, e.1));
+            .all(|(g, e)| g.0 == e.0 && promql::promqltest::almost_equal(g.1, e.1) && g.2 == e.2);
     if same {
         return None;
     }
@@ -482,5 +548,92 @@ tests:
         );
         assert!(out.contains("alertname: JobDown, time: 1m"), "{out}");
         assert!(out.contains("got:[]"), "{out}");
+    }
+
+    #[test]
+    fn malformed_input_series_fail_the_file_with_the_reason() {
+        for (series, values, want) in [
+            // An unclosed `{` used to loop, growing without bound.
+            (r#"up{job="api""#, "0+1x10", "in label set"),
+            (r#"up{job="api}"#, "1 2", "unterminated string"),
+            ("up", "0+1x100000000000", "expand to more than"),
+        ] {
+            let test = format!(
+                "rule_files: [rules.yml]\ntests:\n- input_series: [{{series: '{series}', values: '{values}'}}]\n"
+            );
+            let (s, out) = run(RULES, &test);
+            assert_eq!(
+                s,
+                TestSummary {
+                    passed: 0,
+                    failed: 1
+                },
+                "{out}"
+            );
+            assert!(out.contains("FAILED") && out.contains(want), "{out}");
+        }
+    }
+
+    #[test]
+    fn histogram_expectations_compare_in_the_test_notation() {
+        let test = r#"
+rule_files: [rules.yml]
+tests:
+- interval: 1m
+  input_series:
+  - series: h
+    values: '{{schema:1 sum:-0.3 count:32.1 z_bucket:7.1 z_bucket_w:0.05 buckets:[5.1 10 7] offset:-3 n_buckets:[4.1 5] n_offset:-5}}'
+  - series: g
+    values: '{{schema:0 sum:5 count:4 buckets:[1 2 1]}}'
+  promql_expr_test:
+  - expr: h
+    eval_time: 1m
+    exp_samples:
+    - labels: h
+      histogram: '{{schema:1 sum:-0.3 count:32.1 z_bucket:7.1 z_bucket_w:0.05 buckets:[5.1 10 7] offset:-3 n_buckets:[4.1 5] n_offset:-5}}'
+  - expr: g
+    eval_time: 0m
+    exp_samples: [{labels: g, histogram: '{{schema:0 sum:5 count:4 buckets:[1 2 1]}}'}]
+- interval: 1m
+  input_series:
+  - series: test_histogram_repeat
+    values: '{{sum:3 count:2 buckets:[2]}}x2'
+  - series: test_histogram_increase
+    values: '{{sum:3 count:2 buckets:[2]}}+{{sum:1.3 count:1 buckets:[1]}}x2'
+  - series: test_histogram_reset
+    values: '{{sum:3 count:2 buckets:[2]}} {{sum:1 count:1 buckets:[1]}}'
+  promql_expr_test:
+  - expr: test_histogram_repeat
+    eval_time: 2m
+    exp_samples:
+    - labels: test_histogram_repeat
+      histogram: '{{count:2 sum:3 counter_reset_hint:not_reset buckets:[2]}}'
+  - expr: test_histogram_increase
+    eval_time: 2m
+    exp_samples:
+    - labels: test_histogram_increase
+      histogram: '{{count:4 sum:5.6 counter_reset_hint:not_reset buckets:[4]}}'
+  - expr: test_histogram_reset
+    eval_time: 1m
+    exp_samples:
+    - labels: test_histogram_reset
+      histogram: '{{count:1 sum:1 counter_reset_hint:reset buckets:[1]}}'
+"#;
+        let (s, out) = run(RULES, test);
+        assert_eq!((s.passed, s.failed), (2, 0), "{out}");
+        let wrong = test.replace("buckets:[1 2 1]}}'}]", "buckets:[1 2 2]}}'}]");
+        let (s, out) = run(RULES, &wrong);
+        assert_eq!(s.failed, 1, "{out}");
+        assert!(
+            out.contains("exp: {__name__=\"g\"} {{count:4 sum:5 buckets:[1 2 2]}}")
+                && out.contains("got: {__name__=\"g\"} {{count:4 sum:5 buckets:[1 2 1]}}"),
+            "{out}"
+        );
+        let float_for_histogram = test.replace(
+            "histogram: '{{schema:0 sum:5 count:4 buckets:[1 2 1]}}'",
+            "value: 4",
+        );
+        let (s, out) = run(RULES, &float_for_histogram);
+        assert_eq!(s.failed, 1, "{out}");
     }
 }

@@ -63,10 +63,25 @@ pub enum Lit {
     Keyword(String),
 }
 
+/// How deep a query's syntax tree may be: the deepest nesting of parentheses plus the number
+/// of `&&`/`||` (a chain `{…} && {…} && …` nests one node per operator). Parsing, matching and
+/// dropping the tree recurse through it, and searches run on threads with 2 MiB stacks, so an
+/// unbounded tree lets one request overflow the stack and abort the process. Tempo has no such
+/// limit; real queries stay far below this one, and a query at the limit evaluates within a
+/// 2 MiB stack in the tests' build (opt-level 1, larger frames than release), which the tests
+/// check.
+pub(crate) const MAX_NESTING: usize = 256;
+
 /// Parses a query; an error names what is unsupported or malformed.
 pub fn parse(q: &str) -> Result<Query, ParseError> {
     let toks = lex(q).map_err(ParseError)?;
-    let mut p = Parser { toks, pos: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+        deepest: 0,
+        operators: 0,
+    };
     let out = p.query().map_err(ParseError)?;
     if p.pos != p.toks.len() {
         return Err(ParseError(format!(
@@ -174,6 +189,11 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    /// Parentheses open at the current token, and the most there have been.
+    depth: usize,
+    deepest: usize,
+    /// `&&` and `||` seen so far.
+    operators: usize,
 }
 
 impl Parser {
@@ -187,6 +207,33 @@ impl Parser {
         t
     }
 
+    /// Opens a parenthesis (closed by `leave`); fails past [`MAX_NESTING`].
+    fn enter(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        self.deepest = self.deepest.max(self.depth);
+        self.check_nesting()
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    /// Consumes an `&&` or `||`; fails past [`MAX_NESTING`].
+    fn operator(&mut self) -> Result<(), String> {
+        self.pos += 1;
+        self.operators += 1;
+        self.check_nesting()
+    }
+
+    fn check_nesting(&self) -> Result<(), String> {
+        if self.deepest + self.operators > MAX_NESTING {
+            return Err(format!(
+                "query is nested too deeply or has too many operators (the limit is {MAX_NESTING})"
+            ));
+        }
+        Ok(())
+    }
+
     fn expect(&mut self, t: Tok) -> Result<(), String> {
         match self.next() {
             Some(got) if got == t => Ok(()),
@@ -197,7 +244,7 @@ impl Parser {
     fn query(&mut self) -> Result<Query, String> {
         let mut left = self.query_and()?;
         while self.peek() == Some(&Tok::Or) {
-            self.pos += 1;
+            self.operator()?;
             left = Query::Or(Box::new(left), Box::new(self.query_and()?));
         }
         Ok(left)
@@ -206,7 +253,7 @@ impl Parser {
     fn query_and(&mut self) -> Result<Query, String> {
         let mut left = self.spanset()?;
         while self.peek() == Some(&Tok::And) {
-            self.pos += 1;
+            self.operator()?;
             left = Query::And(Box::new(left), Box::new(self.spanset()?));
         }
         Ok(left)
@@ -215,7 +262,9 @@ impl Parser {
     fn spanset(&mut self) -> Result<Query, String> {
         if self.peek() == Some(&Tok::LParen) {
             self.pos += 1;
+            self.enter()?;
             let q = self.query()?;
+            self.leave();
             self.expect(Tok::RParen)?;
             return Ok(q);
         }
@@ -232,7 +281,7 @@ impl Parser {
     fn cond(&mut self) -> Result<Cond, String> {
         let mut left = self.cond_and()?;
         while self.peek() == Some(&Tok::Or) {
-            self.pos += 1;
+            self.operator()?;
             left = Cond::Or(Box::new(left), Box::new(self.cond_and()?));
         }
         Ok(left)
@@ -241,7 +290,7 @@ impl Parser {
     fn cond_and(&mut self) -> Result<Cond, String> {
         let mut left = self.primary()?;
         while self.peek() == Some(&Tok::And) {
-            self.pos += 1;
+            self.operator()?;
             left = Cond::And(Box::new(left), Box::new(self.primary()?));
         }
         Ok(left)
@@ -250,7 +299,9 @@ impl Parser {
     fn primary(&mut self) -> Result<Cond, String> {
         if self.peek() == Some(&Tok::LParen) {
             self.pos += 1;
+            self.enter()?;
             let c = self.cond()?;
+            self.leave();
             self.expect(Tok::RParen)?;
             return Ok(c);
         }

@@ -174,7 +174,7 @@ fn printf<M: Model>(ex: &Exec<M>, args: &[Val<M::Ext>]) -> FuncResult<M::Ext> {
             other => Arg::Other(other.type_name(), ex.print(other)),
         })
         .collect();
-    Ok(Val::Str(printf::sprintf(fmt, &rest)))
+    Ok(Val::Str(printf::sprintf(fmt, &rest)?))
 }
 
 /// Go's comparison functions: `eq` takes several operands (true if any equals the first);

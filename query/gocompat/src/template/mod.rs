@@ -65,8 +65,43 @@ impl From<String> for FuncError {
 
 pub type FuncResult<X> = Result<Val<X>, FuncError>;
 
+/// The longest string a template function may build, in bytes. Functions such as `repeat`,
+/// `alignLeft` or `printf "%9999999d"` build what their arguments ask for, and those come from
+/// queries and rule files: Go would allocate it all, so one template could exhaust the
+/// process's memory. 1 MiB is four times Loki's default longest line (`max_line_size`) and
+/// far beyond any label or annotation.
+pub const MAX_FUNC_OUTPUT: usize = 1 << 20;
+
+/// Refuses a result of `len` bytes past [`MAX_FUNC_OUTPUT`]; functions call it with the size
+/// they would build, before building it.
+pub fn check_output_len(len: usize) -> Result<(), FuncError> {
+    if len > MAX_FUNC_OUTPUT {
+        return Err(FuncError::Failed(format!(
+            "result of {len} bytes is over the limit of {MAX_FUNC_OUTPUT} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// What `range` visits: (index or key, element) pairs.
 pub type Items<X> = Vec<(Val<X>, Val<X>)>;
+
+/// At most the length of a regular-expression replacement's result over a text of `text_len`
+/// bytes: each match (of the given lengths) becomes `repl`, in which every `$` reference, when
+/// expanded, stands for at most the whole match. For checking with [`check_output_len`] before
+/// replacing.
+pub fn replaced_len_bound(
+    text_len: usize,
+    repl: &str,
+    expand: bool,
+    matches: impl Iterator<Item = usize>,
+) -> usize {
+    let refs = if expand { repl.matches('$').count() } else { 0 };
+    matches.fold(text_len, |n, m| {
+        n.saturating_add(repl.len())
+            .saturating_add(refs.saturating_mul(m))
+    })
+}
 
 /// A user's data and functions.
 pub trait Model {

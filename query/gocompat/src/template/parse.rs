@@ -41,9 +41,17 @@ pub(super) enum Operand {
     Sub(Box<Pipeline>),
 }
 
+/// How deep blocks and parenthesised pipelines may nest. Parsing and executing recurse
+/// through them, and templates run on threads with 2 MiB stacks (queries' `line_format`, rule
+/// evaluation), so unbounded nesting lets one template overflow the stack and abort the
+/// process. Go's text/template stops at 10,000 on its growable stacks; templates in rules and
+/// queries stay far below this limit, and one at the limit executes within a 2 MiB stack in
+/// the tests' build (opt-level 1, larger frames than release), which the tests check.
+pub(super) const MAX_DEPTH: usize = 256;
+
 pub(super) fn parse(toks: &[Tok], dialect: &Dialect) -> Result<Vec<Node>, String> {
     let mut pos = 0;
-    let (nodes, end) = parse_list(toks, &mut pos, dialect)?;
+    let (nodes, end) = parse_list(toks, &mut pos, dialect, 0)?;
     match end {
         None => Ok(nodes),
         Some(kw) => Err(format!("unexpected {{{{{kw}}}}}")),
@@ -55,6 +63,7 @@ fn parse_list(
     toks: &[Tok],
     pos: &mut usize,
     dialect: &Dialect,
+    depth: usize,
 ) -> Result<(Vec<Node>, Option<String>), String> {
     let mut nodes = Vec::new();
     while let Some(tok) = toks.get(*pos) {
@@ -67,7 +76,7 @@ fn parse_list(
             Tok::Action(w) => w,
         };
         let Some(Lex::Ident(kw)) = words.first() else {
-            nodes.push(Node::Action(parse_pipeline(words, dialect)?));
+            nodes.push(Node::Action(parse_pipeline(words, dialect, depth)?));
             continue;
         };
         match kw.as_str() {
@@ -88,10 +97,10 @@ fn parse_list(
                 return Err(format!("{{{{{kw}}}}} is not supported"))
             }
             "if" | "range" | "with" => {
-                let pipe = parse_pipeline(&words[1..], dialect)?;
-                nodes.push(parse_block(kw, pipe, toks, pos, dialect)?);
+                let pipe = parse_pipeline(&words[1..], dialect, depth)?;
+                nodes.push(parse_block(kw, pipe, toks, pos, dialect, depth + 1)?);
             }
-            _ => nodes.push(Node::Action(parse_pipeline(words, dialect)?)),
+            _ => nodes.push(Node::Action(parse_pipeline(words, dialect, depth)?)),
         }
     }
     Ok((nodes, None))
@@ -103,12 +112,14 @@ fn parse_block(
     toks: &[Tok],
     pos: &mut usize,
     dialect: &Dialect,
+    depth: usize,
 ) -> Result<Node, String> {
-    let (body, end) = parse_list(toks, pos, dialect)?;
+    check_depth(depth)?;
+    let (body, end) = parse_list(toks, pos, dialect, depth)?;
     let els = match end.as_deref() {
         Some("end") => Vec::new(),
         Some("else") => {
-            let (els, end) = parse_list(toks, pos, dialect)?;
+            let (els, end) = parse_list(toks, pos, dialect, depth)?;
             if end.as_deref() != Some("end") {
                 return Err(format!(
                     "expected {{{{end}}}} after {{{{else}}}} in {{{{{kw}}}}}"
@@ -123,8 +134,8 @@ fn parse_block(
                 return Err(format!("malformed {{{{{e}}}}}"));
             };
             let inner_kw = e.trim_start_matches("else ");
-            let inner = parse_pipeline(&words[2..], dialect)?;
-            vec![parse_block(inner_kw, inner, toks, pos, dialect)?]
+            let inner = parse_pipeline(&words[2..], dialect, depth)?;
+            vec![parse_block(inner_kw, inner, toks, pos, dialect, depth + 1)?]
         }
         _ => return Err(format!("unexpected EOF: {{{{{kw}}}}} without {{{{end}}}}")),
     };
@@ -136,7 +147,16 @@ fn parse_block(
     Ok(Node::Block(block, pipe, body, els))
 }
 
-fn parse_pipeline(words: &[Lex], dialect: &Dialect) -> Result<Pipeline, String> {
+/// Go's words for a template nested past [`MAX_DEPTH`].
+fn check_depth(depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err("max expression depth exceeded".into());
+    }
+    Ok(())
+}
+
+fn parse_pipeline(words: &[Lex], dialect: &Dialect, depth: usize) -> Result<Pipeline, String> {
+    check_depth(depth)?;
     let mut decl = Vec::new();
     let mut rest = words;
     let split = words
@@ -165,13 +185,13 @@ fn parse_pipeline(words: &[Lex], dialect: &Dialect) -> Result<Pipeline, String> 
                 cmds.push(std::mem::take(&mut cur));
             }
             Lex::LParen => {
-                let mut depth = 1;
+                let mut open = 1;
                 let start = i + 1;
-                while depth > 0 {
+                while open > 0 {
                     i += 1;
                     match rest.get(i) {
-                        Some(Lex::LParen) => depth += 1,
-                        Some(Lex::RParen) => depth -= 1,
+                        Some(Lex::LParen) => open += 1,
+                        Some(Lex::RParen) => open -= 1,
                         Some(_) => {}
                         None => return Err("unclosed left paren".into()),
                     }
@@ -179,6 +199,7 @@ fn parse_pipeline(words: &[Lex], dialect: &Dialect) -> Result<Pipeline, String> 
                 cur.push(Operand::Sub(Box::new(parse_pipeline(
                     &rest[start..i],
                     dialect,
+                    depth + 1,
                 )?)));
             }
             Lex::RParen => return Err("unexpected right paren".into()),

@@ -131,11 +131,29 @@ fn quote(s: &str) -> String {
     out
 }
 
-const MAX_WIDTH: usize = 1 << 12;
+/// Go's `fmt` stops reading a width or precision once it is past a million and treats the
+/// rest of the format as swallowed by the number (`%!(NOVERB)`).
+const GO_MAX_NUM: usize = 1_000_000;
+
+/// Go's `fmt.parsenum`: the digits at the front of `chars`; None when the number grew past
+/// [`GO_MAX_NUM`] before its last digit, in which case Go has consumed the whole format.
+fn go_number(chars: &mut std::iter::Peekable<std::str::Chars>) -> Option<Option<usize>> {
+    let mut num = None;
+    while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+        let n: usize = num.unwrap_or(0);
+        if n > GO_MAX_NUM {
+            return None;
+        }
+        num = Some(n * 10 + d as usize);
+        chars.next();
+    }
+    Some(num)
+}
 
 /// Go's `fmt.Sprintf` for the verbs templates use: `%v %s %d %f %F %e %g %q %x %X %t %%` with
 /// flags `-+ 0`, width and precision. Mismatches print as Go prints them (`%!d(float64=1.5)`).
-pub(super) fn sprintf(format: &str, args: &[Arg]) -> String {
+/// A result longer than [`super::MAX_FUNC_OUTPUT`] is an error instead of an allocation.
+pub(super) fn sprintf(format: &str, args: &[Arg]) -> Result<String, super::FuncError> {
     let mut out = String::new();
     let mut next = 0;
     let mut chars = format.chars().peekable();
@@ -156,25 +174,22 @@ pub(super) fn sprintf(format: &str, args: &[Arg]) -> String {
             }
             chars.next();
         }
-        let mut width = None;
-        while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-            width = Some(width.unwrap_or(0) * 10 + d as usize);
-            chars.next();
-        }
+        let Some(width) = go_number(&mut chars) else {
+            out.push_str("%!(NOVERB)");
+            break;
+        };
         let mut prec = None;
         if chars.peek() == Some(&'.') {
             chars.next();
-            let mut p = 0;
-            while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-                p = p * 10 + d as usize;
-                chars.next();
-            }
-            prec = Some(p);
+            let Some(p) = go_number(&mut chars) else {
+                out.push_str("%!(NOVERB)");
+                break;
+            };
+            prec = Some(p.unwrap_or(0));
         }
-        // Go would allocate whatever a template asks for; a rule file or a query should not
-        // be able to exhaust memory with `%999999999d`.
-        let width = width.map(|w| w.min(MAX_WIDTH));
-        let prec = prec.map(|p| p.min(MAX_WIDTH));
+        // Go would allocate whatever width or precision a template asks for (up to ten
+        // million); a rule file or a query must not be able to exhaust memory with them.
+        super::check_output_len(out.len().saturating_add(width.max(prec).unwrap_or(0)))?;
         let Some(verb) = chars.next() else {
             out.push_str("%!(NOVERB)");
             break;
@@ -255,7 +270,8 @@ pub(super) fn sprintf(format: &str, args: &[Arg]) -> String {
         }
         out.push(')');
     }
-    out
+    super::check_output_len(out.len())?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -276,7 +292,7 @@ mod tests {
 
     #[test]
     fn sprintf_verbs_flags_and_mismatches() {
-        let f = |s: &str, a: &[Arg]| sprintf(s, a);
+        let f = |s: &str, a: &[Arg]| sprintf(s, a).unwrap();
         assert_eq!(f("%.2f", &[Arg::Float(1.005)]), "1.00");
         assert_eq!(
             f(

@@ -239,3 +239,60 @@ fn unsupported_syntax_is_a_parse_error() {
         .contains("{{define}} is not supported"));
     assert!(Template::parse("{{/* open", &FULL).is_err());
 }
+
+/// Runs `f` on a thread with the 2 MiB stack queries and rule evaluations get in the server,
+/// so a stack overflow fails the test instead of passing by a bigger test stack.
+fn on_small_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn_scoped(s, f)
+            .unwrap()
+            .join()
+            .unwrap()
+    })
+}
+
+fn nested(open: &str, inner: &str, close: &str, times: usize) -> String {
+    format!("{}{inner}{}", open.repeat(times), close.repeat(times))
+}
+
+#[test]
+fn deep_nesting_is_a_parse_error_not_a_stack_overflow() {
+    for t in [
+        nested("{{ if true }}", "x", "{{ end }}", 20_000),
+        format!("{{{{ {} }}}}", nested("(print ", "1", ")", 20_000)),
+        format!(
+            "{{{{ if false }}}}{}{{{{ end }}}}",
+            "{{ else if false }}".repeat(20_000)
+        ),
+    ] {
+        let err = on_small_stack(|| run(&t)).unwrap_err();
+        assert!(err.contains("max expression depth exceeded"), "{err}");
+    }
+}
+
+#[test]
+fn nesting_at_the_limit_executes_on_a_small_stack() {
+    let n = parse::MAX_DEPTH;
+    for (t, want) in [
+        (nested("{{ if true }}", "x", "{{ end }}", n), "x".to_owned()),
+        (
+            nested("{{ with 1 }}", "{{ . }}", "{{ end }}", n),
+            "1".to_owned(),
+        ),
+        (
+            format!("{{{{ {} }}}}", nested("(print ", "1", ")", n)),
+            "1".to_owned(),
+        ),
+        (
+            format!(
+                "{{{{ if false }}}}{}{{{{ else }}}}y{{{{ end }}}}",
+                "{{ else if false }}".repeat(n - 1)
+            ),
+            "y".to_owned(),
+        ),
+    ] {
+        assert_eq!(on_small_stack(|| run(&t)), Ok(want));
+    }
+}

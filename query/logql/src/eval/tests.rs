@@ -590,3 +590,75 @@ fn metadata_shadowed_by_a_stream_label_joins_the_stream_series_in_time_order() {
         vec![(lm(&[("app", "api")]), vec![(60, 2.0), (120, 1.0)])]
     );
 }
+
+/// Runs `f` on a thread with the 2 MiB stack queries get in the server (tokio's blocking
+/// pool), so a stack overflow fails the test instead of passing by a bigger test stack.
+fn on_small_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn_scoped(s, f)
+            .unwrap()
+            .join()
+            .unwrap()
+    })
+}
+
+#[test]
+fn deep_queries_are_parse_errors_not_stack_overflows() {
+    let wrap = |open: &str, inner: &str, close: &str, times: usize| {
+        format!("{}{inner}{}", open.repeat(times), close.repeat(times))
+    };
+    for q in [
+        wrap("(", "vector(1)", ")", 10_000),
+        format!("vector(1){}", " + 1".repeat(20_000)),
+        format!("1{}", " ^ 1".repeat(20_000)),
+        wrap("sum(", "vector(1)", ")", 10_000),
+        format!(
+            r#"{{app="api"}} | json | level="info"{}"#,
+            r#" and level="info""#.repeat(20_000)
+        ),
+        format!(
+            r#"{{app="api"}} | json | {}"#,
+            wrap("(", r#"level="info""#, ")", 10_000)
+        ),
+    ] {
+        let err = on_small_stack(|| parse(&q).map(|_| ())).unwrap_err();
+        assert!(err.msg.contains("nested too deeply"), "{err}");
+    }
+}
+
+#[test]
+fn queries_at_the_nesting_limit_evaluate_on_a_small_stack() {
+    use crate::parser::MAX_NESTING;
+    let n = MAX_NESTING;
+    let (_dir, e) = fixture();
+    let wrap = |open: &str, inner: &str, close: &str, times: usize| {
+        format!("{}{inner}{}", open.repeat(times), close.repeat(times))
+    };
+    let count = r#"count_over_time({app="api"}[1m])"#;
+    for (q, want) in [
+        (format!("vector(1){}", " + 1".repeat(n)), n as f64 + 1.0),
+        (format!("{count}{}", " * on() vector(1)".repeat(n - 1)), 3.0),
+        (wrap("(", count, ")", n), 3.0),
+        (wrap("sum(", count, ")", n), 3.0),
+        (
+            format!(
+                r#"count_over_time({{app="api"}} | json | level="info"{}[1m])"#,
+                r#" and level="info""#.repeat(n)
+            ),
+            2.0,
+        ),
+        (
+            format!(
+                r#"count_over_time({{app="api"}} | json | {}[1m])"#,
+                wrap("(", r#"level="info""#, ")", n)
+            ),
+            2.0,
+        ),
+    ] {
+        let got = on_small_stack(|| metric_at_60(&e, &q));
+        let total: f64 = got.iter().flat_map(|(_, p)| p).map(|(_, v)| v).sum();
+        assert_eq!(total, want, "{}…", &q[..40]);
+    }
+}

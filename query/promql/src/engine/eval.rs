@@ -249,8 +249,19 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// Counts one sample per step of `ctx` against `max_samples`, before anything is evaluated
+    /// over those steps: literals, `vector()`, `time()` and the like hold a value at every
+    /// step, and the per-step bookkeeping of every node is sized by the step count. Prometheus
+    /// counts the same samples once they are produced; counting them up front refuses a
+    /// subquery such as `vector(1)[10y:1s]` before gigabytes are allocated (an inner
+    /// expression that would have produced nothing at all is refused too).
+    pub fn check_steps(&self, ctx: &Ctx) -> Result<(), QueryError> {
+        self.check_points(ctx.steps())
+    }
+
     /// Evaluates the whole query and applies the delayed `__name__` removal.
     pub fn eval_root(&mut self, expr: &Expr, ctx: &Ctx) -> Result<Val, QueryError> {
+        self.check_steps(ctx)?;
         let val = self.eval(expr, ctx)?;
         Ok(match val {
             Val::Vector(s) => Val::Vector(cleanup_names(s)?),
@@ -615,6 +626,7 @@ impl<'a> Evaluator<'a> {
             Vec::new()
         } else {
             let inner = Ctx { start, end, step };
+            self.check_steps(&inner)?;
             let blocked = std::mem::replace(&mut self.stats_blocked, true);
             let val = self.eval(&sq.expr, &inner);
             self.stats_blocked = blocked;

@@ -18,9 +18,20 @@ use crate::value::QueryError;
 pub(crate) const T_TRIM_UPPER: TokenId = TokenId::MAX;
 pub(crate) const T_TRIM_LOWER: TokenId = TokenId::MAX - 1;
 
+/// How deep a query's syntax tree may be, bounded from its text: the deepest bracket nesting
+/// plus the number of operators (an operator chain `1+1+…` nests one node per operator).
+/// Parsing, evaluating, printing and dropping the tree all recurse through it, and queries run
+/// on threads with 2 MiB stacks, so an unbounded tree lets one request overflow the stack and
+/// abort the process. Prometheus has no such limit; hand-written and generated queries stay
+/// far below this one (a dashboard query rarely has more than a few dozen operators), and a
+/// query at the limit evaluates within a 2 MiB stack in the tests' build (opt-level 1, larger
+/// frames than release), which the tests check.
+pub(crate) const MAX_NESTING: usize = 256;
+
 /// Parses `query` for evaluation with the given step and range (end - start) in ms, which
 /// `step()` and `range()` in duration expressions stand for (0 for instant queries).
 pub(crate) fn parse(query: &str, step_ms: i64, range_ms: i64) -> Result<Expr, QueryError> {
+    check_nesting(query)?;
     let query = duration_expr::rewrite(query, step_ms, range_ms);
     let query = mark_info_selectors(&query);
     let (source, trims) = rewrite_trims(&query);
@@ -72,6 +83,58 @@ pub fn format_extended(query: &str) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// Rejects a query whose tree could be deeper than [`MAX_NESTING`], before anything recurses
+/// through it: the bound is the deepest `(`/`[`/`{` nesting plus every operator outside
+/// strings, comments and selector braces (signs of numbers and offsets count too, which only
+/// makes the bound looser). Whoever hands a query to promql-parser directly checks it first.
+pub fn check_nesting(query: &str) -> Result<(), QueryError> {
+    let b = query.as_bytes();
+    let (mut depth, mut deepest, mut operators, mut braces) = (0usize, 0usize, 0usize, 0usize);
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(next) = skip_string_or_comment(b, i) {
+            i = next;
+            continue;
+        }
+        match b[i] {
+            c @ (b'(' | b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                braces += usize::from(c == b'{');
+            }
+            c @ (b')' | b']' | b'}') => {
+                depth = depth.saturating_sub(1);
+                braces = braces.saturating_sub(usize::from(c == b'}'));
+            }
+            // Inside selector braces `=`, `!=`, `=~` and `!~` are matchers, not operators.
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' if braces == 0 => operators += 1,
+            b'=' | b'!' if braces == 0 && b.get(i + 1) == Some(&b'=') => {
+                operators += 1;
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')
+                {
+                    i += 1;
+                }
+                if braces == 0 && matches!(&query[start..i], "and" | "or" | "unless" | "atan2") {
+                    operators += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if deepest + operators > MAX_NESTING {
+        return Err(parse_error(format!(
+            "query is nested too deeply or has too many operators (the limit is {MAX_NESTING})"
+        )));
+    }
+    Ok(())
 }
 
 /// Wording as Prometheus's parser reports errors.

@@ -184,3 +184,101 @@ fn selects_carry_function_and_grouping_hints() {
     );
     assert_eq!(hints_of("m"), vec![(None, vec![], false, 0)]);
 }
+
+/// Runs `f` on a thread with the 2 MiB stack queries get in the server (tokio's blocking
+/// pool), so a stack overflow fails the test instead of passing by a bigger test stack.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn deep_queries_are_parse_errors_not_stack_overflows() {
+    let chain = format!("1{}", "+1".repeat(12_000));
+    let parens = format!("{}1{}", "(".repeat(150_000), ")".repeat(150_000));
+    let brackets = format!("m[{}1m{}]", "(".repeat(150_000), ")".repeat(150_000));
+    let unary = format!("{}1", "-".repeat(150_000));
+    for q in [chain, parens, brackets, unary] {
+        let r = on_small_stack(move || {
+            let e = engine_with(&[]);
+            e.instant_query(&q, 0).map(|_| ())
+        });
+        match r {
+            Err(QueryError::Parse(msg)) => assert!(msg.contains("nested too deeply"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn queries_at_the_nesting_limit_evaluate_on_a_small_stack() {
+    use super::parse::MAX_NESTING;
+    let n = MAX_NESTING;
+    let wrap = |open: &str, inner: &str, close: &str, times: usize| {
+        format!("{}{inner}{}", open.repeat(times), close.repeat(times))
+    };
+    let cases = [
+        (format!("1{}", "+1".repeat(n)), n as f64 + 1.0),
+        // `on()` opens one bracket level: n - 1 operators fit.
+        (format!("m{}", " * on() m".repeat(n - 1)), 1.0),
+        (wrap("(", "1", ")", n), 1.0),
+        (wrap("abs(", "m", ")", n), 1.0),
+        (wrap("sum(", "m", ")", n), 1.0),
+        // One operator and one bracket level per step, an even number of signs.
+        (wrap("-(", "-m", ")", (n - 1) / 2), 1.0),
+        // Two bracket levels per subquery.
+        (wrap("max_over_time((", "m", ")[1m:])", n / 2), 1.0),
+    ];
+    for (q, want) in cases {
+        let got = on_small_stack(move || {
+            let e = engine_with(&[("m", &[(0, 1.0)])]);
+            match e.instant_query(&q, 0).map(|r| r.value) {
+                Ok(Value::Scalar { v, .. }) => v,
+                Ok(Value::Vector(v)) if v.len() == 1 => v[0].v,
+                other => panic!("{}…: {other:?}", &q[..40.min(q.len())]),
+            }
+        });
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn subquery_steps_count_against_the_sample_limit() {
+    let small = |max_samples| {
+        Engine::new(
+            Arc::new(MemStore::default()),
+            EngineOptions {
+                max_samples,
+                ..EngineOptions::default()
+            },
+        )
+    };
+    let e = small(100);
+    for q in [
+        "max_over_time(vector(1)[1h:1s])",
+        "sum_over_time(timestamp(vector(time()))[1h:1s])",
+        "count_over_time((vector(1) + 2)[1h:1s])",
+        "max_over_time(max_over_time(vector(1)[1m:1s])[1h:1m])",
+    ] {
+        let r = e.instant_query(q, 3_600_000);
+        assert!(matches!(r, Err(QueryError::TooManySamples)), "{q}: {r:?}");
+    }
+    // 99 steps of the left-open window (3501s, 3600s] fit in 100 samples.
+    match e
+        .instant_query("count_over_time(vector(1)[99s:1s])", 3_600_000)
+        .map(|r| r.value)
+    {
+        Ok(Value::Vector(v)) => assert_eq!(v[0].v, 99.0),
+        other => panic!("{other:?}"),
+    }
+    let r = e.range_query("vector(1)", 0, 1_000_000, 1_000);
+    assert!(matches!(r, Err(QueryError::TooManySamples)), "{r:?}");
+    // Ten years at one second: refused under the default limit, before it is allocated.
+    let r = small(EngineOptions::default().max_samples)
+        .instant_query("max_over_time(vector(1)[10y:1s])", 3_600_000);
+    assert!(matches!(r, Err(QueryError::TooManySamples)), "{r:?}");
+}

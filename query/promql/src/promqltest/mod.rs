@@ -21,7 +21,7 @@ use storage::{
 use crate::float_histogram::FloatHistogram;
 use crate::{Engine, EngineOptions, QueryError, QueryResult, Value};
 use script::{Command, EvalCmd, EvalKind};
-pub use script::{SeqValue, SeriesDesc};
+pub use script::{SeqValue, SeriesDesc, MAX_LOAD_VALUES};
 
 /// Totals of a run, overall and per file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -62,10 +62,18 @@ pub fn run_files(paths: &[PathBuf], out: &mut dyn Write) -> io::Result<Summary> 
     Ok(summary)
 }
 
-/// Parses a series description of the test notation (`metric{a="b"} 0+10x5 _ stale`): labels,
-/// then values. One that does not parse is a [`QueryError::Parse`] with the reason.
-pub fn parse_series(text: &str) -> Result<SeriesDesc, QueryError> {
-    script::parse_series(text).map_err(QueryError::Parse)
+/// Parses series descriptions of the test notation (`metric{a="b"} 0+10x5 _ stale`): labels,
+/// then values, all of them together expanding to at most [`MAX_LOAD_VALUES`] values. One that
+/// does not parse is its index and a [`QueryError::Parse`] with the reason.
+pub fn parse_series<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<SeriesDesc>, (usize, QueryError)> {
+    let mut budget = MAX_LOAD_VALUES;
+    texts
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| script::parse_series(t, &mut budget).map_err(|e| (i, QueryError::Parse(e))))
+        .collect()
 }
 
 /// What the runner needs from a store: reading, appending, and clearing between scripts.

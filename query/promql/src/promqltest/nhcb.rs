@@ -136,7 +136,7 @@ fn to_histogram(mut temp: Temp) -> FloatHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::promqltest::script::parse_series;
+    use crate::promqltest::script::{parse_series, MAX_LOAD_VALUES};
 
     #[test]
     fn classic_buckets_become_custom_buckets() {
@@ -146,7 +146,7 @@ mod tests {
             r#"x_sum{a="b"} 7 9"#,
         ]
         .iter()
-        .map(|l| parse_series(l).unwrap_or_else(|e| panic!("{e}")))
+        .map(|l| parse_series(l, &mut MAX_LOAD_VALUES.clone()).unwrap_or_else(|e| panic!("{e}")))
         .collect();
         let out = convert(1000, &series);
         assert_eq!(out.len(), 1);

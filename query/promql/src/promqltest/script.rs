@@ -87,13 +87,16 @@ pub(crate) fn parse_script(text: &str) -> Result<Vec<Command>, ParseError> {
             "load" | "load_with_nhcb" => {
                 let interval = parse_duration(rest.trim()).map_err(err)?;
                 let mut series = Vec::new();
+                let mut budget = MAX_LOAD_VALUES;
                 while i < lines.len() && !ends_block(lines[i]) {
                     let l = lines[i].trim();
                     i += 1;
                     if l.starts_with('#') {
                         continue;
                     }
-                    series.push(parse_series(l).map_err(|m| ParseError { line: i, msg: m })?);
+                    series.push(
+                        parse_series(l, &mut budget).map_err(|m| ParseError { line: i, msg: m })?,
+                    );
                 }
                 cmds.push(Command::Load {
                     interval,
@@ -245,7 +248,8 @@ fn parse_expectation(cmd: &mut EvalCmd, l: &str) -> Result<(), String> {
         cmd.scalar = Some(v);
         return Ok(());
     }
-    cmd.series.push(parse_series(l)?);
+    let mut budget = MAX_LOAD_VALUES;
+    cmd.series.push(parse_series(l, &mut budget)?);
     Ok(())
 }
 
@@ -295,14 +299,32 @@ fn parse_number(s: &str) -> Result<f64, String> {
     Ok(if neg { -v } else { v })
 }
 
-/// A series description: labels then values.
-pub(crate) fn parse_series(l: &str) -> Result<SeriesDesc, String> {
+/// The most values the series of one `load` block (or of one unit-test group) may expand to
+/// together. `0+1x100000000000` is a few bytes of text; Prometheus expands it as written, which
+/// here would take the process's memory. Ten million values is over a hundred series of a day
+/// at one-second intervals.
+pub const MAX_LOAD_VALUES: usize = 10_000_000;
+
+/// A series description: labels then values, expanding to at most `budget` values (what is
+/// left of it is given back).
+pub(crate) fn parse_series(l: &str, budget: &mut usize) -> Result<SeriesDesc, String> {
     let (labels, rest) = parse_labels(l)?;
     let mut values = Vec::new();
     for tok in tokenize(rest) {
-        expand_value(&tok, &mut values)?;
+        expand_value(&tok, &mut values, *budget)?;
     }
+    *budget -= values.len();
     Ok(SeriesDesc { labels, values })
+}
+
+/// Fails unless `more` values fit in `out` within `budget`, before they are added.
+fn make_room(out: &[SeqValue], more: usize, budget: usize) -> Result<(), String> {
+    if more > budget.saturating_sub(out.len()) {
+        return Err(format!(
+            "the series expand to more than {MAX_LOAD_VALUES} values"
+        ));
+    }
+    Ok(())
 }
 
 /// Splits at whitespace outside `{{ }}`.
@@ -341,9 +363,9 @@ fn tokenize(s: &str) -> Vec<String> {
     out
 }
 
-fn expand_value(tok: &str, out: &mut Vec<SeqValue>) -> Result<(), String> {
+fn expand_value(tok: &str, out: &mut Vec<SeqValue>, budget: usize) -> Result<(), String> {
     if tok.contains("{{") {
-        return expand_histograms(tok, out);
+        return expand_histograms(tok, out, budget);
     }
     let (base, times) = match tok.rfind('x') {
         Some(p) if p + 1 < tok.len() && tok[p + 1..].bytes().all(|c| c.is_ascii_digit()) => (
@@ -353,10 +375,13 @@ fn expand_value(tok: &str, out: &mut Vec<SeqValue>) -> Result<(), String> {
         _ => (tok, None),
     };
     if base == "_" {
-        out.extend(std::iter::repeat_n(SeqValue::Omitted, times.unwrap_or(1)));
+        let n = times.unwrap_or(1);
+        make_room(out, n, budget)?;
+        out.extend(std::iter::repeat_n(SeqValue::Omitted, n));
         return Ok(());
     }
     let (start, inc) = split_increment(base)?;
+    make_room(out, times.map_or(1, |n| n.saturating_add(1)), budget)?;
     match times {
         None => out.push(SeqValue::Float(start)),
         Some(n) => {
@@ -371,17 +396,19 @@ fn expand_value(tok: &str, out: &mut Vec<SeqValue>) -> Result<(), String> {
 }
 
 /// `{{h}}`, `{{h}}xN` (N+1 copies), `{{a}}+{{b}}xN` / `{{a}}-{{b}}xN` (a, a±b, ..., a±N·b).
-fn expand_histograms(tok: &str, out: &mut Vec<SeqValue>) -> Result<(), String> {
+fn expand_histograms(tok: &str, out: &mut Vec<SeqValue>, budget: usize) -> Result<(), String> {
     let bad = || format!("invalid histogram sequence {tok:?}");
     let first_end = tok.find("}}").ok_or_else(bad)? + 2;
     let base = parse_histogram(tok.get(2..first_end - 2).ok_or_else(bad)?)?;
     let rest = &tok[first_end..];
     if rest.is_empty() {
+        make_room(out, 1, budget)?;
         out.push(SeqValue::Histogram(Box::new(base)));
         return Ok(());
     }
     if let Some(n) = rest.strip_prefix('x') {
         let n: usize = n.parse().map_err(|_| bad())?;
+        make_room(out, n.saturating_add(1), budget)?;
         out.extend(std::iter::repeat_n(
             SeqValue::Histogram(Box::new(base)),
             n + 1,
@@ -400,6 +427,7 @@ fn expand_histograms(tok: &str, out: &mut Vec<SeqValue>) -> Result<(), String> {
         .ok_or_else(bad)?
         .parse()
         .map_err(|_| bad())?;
+    make_room(out, n.saturating_add(1), budget)?;
     let mut cur = base;
     out.push(SeqValue::Histogram(Box::new(cur.clone())));
     for _ in 0..n {
@@ -540,6 +568,14 @@ fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
                 let end = rest
                     .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                     .ok_or("unterminated label set")?;
+                if end == 0 {
+                    // Nothing here starts a label: without this the loop would stay in place,
+                    // adding empty labels until memory runs out.
+                    let c = rest.chars().next().unwrap_or_default();
+                    return Err(format!(
+                        "unexpected {c:?} in label set, expected a label name or '}}'"
+                    ));
+                }
                 (rest[..end].to_string(), &rest[end..])
             };
             let r = r.trim_start();
@@ -621,8 +657,12 @@ pub(crate) fn unquote(s: &str) -> Result<(String, usize), String> {
 mod tests {
     use super::*;
 
+    fn series(s: &str) -> Result<SeriesDesc, String> {
+        parse_series(s, &mut MAX_LOAD_VALUES.clone())
+    }
+
     fn floats(s: &str) -> Vec<Option<f64>> {
-        parse_series(s)
+        series(s)
             .unwrap_or_else(|e| panic!("{e}"))
             .values
             .iter()
@@ -656,17 +696,15 @@ mod tests {
 
     #[test]
     fn parses_labels_and_histograms() {
-        let s = parse_series(
-            r#"http_requests{job="api", instance="0"} {{schema:0 sum:1 count:2}}x2 3"#,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let s = series(r#"http_requests{job="api", instance="0"} {{schema:0 sum:1 count:2}}x2 3"#)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             s.labels.to_string(),
             r#"http_requests{instance="0", job="api"}"#
         );
         assert_eq!(s.values.len(), 4);
         assert_eq!(s.values[3], SeqValue::Float(3.0));
-        let s = parse_series("m {{schema:0 count:1 buckets:[1] n_buckets:[2] n_offset:1}}+{{schema:0 count:2 buckets:[2]}}x2")
+        let s = series("m {{schema:0 count:1 buckets:[1] n_buckets:[2] n_offset:1}}+{{schema:0 count:2 buckets:[2]}}x2")
             .unwrap_or_else(|e| panic!("{e}"));
         let counts: Vec<f64> = s
             .values
@@ -690,9 +728,46 @@ mod tests {
             }
             other => panic!("expected a histogram, got {other:?}"),
         }
-        let s = parse_series(r#"{"my.metric", a="x\"y"} 1"#).unwrap_or_else(|e| panic!("{e}"));
+        let s = series(r#"{"my.metric", a="x\"y"} 1"#).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.labels.get("__name__"), Some("my.metric"));
         assert_eq!(s.labels.get("a"), Some("x\"y"));
+    }
+
+    #[test]
+    fn malformed_series_are_errors_not_endless_loops() {
+        for (text, want) in [
+            // An unclosed `{` used to read the values as labels forever.
+            (r#"up{job="a" 0+1x10"#, "in label set"),
+            (r#"up{job="a" 1 2"#, "unterminated label set"),
+            ("up{-} 1", "in label set"),
+            (r#"up{job="a} 1"#, "unterminated string"),
+            ("up{{schema:0 1", "in label set"),
+            ("m {{schema:0 count:1", "invalid histogram sequence"),
+            ("m {{schema:0 count:1 buckets:[1}}", "bad histogram"),
+        ] {
+            let err = series(text).map(|_| ()).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn expansions_are_bounded_before_allocating() {
+        for text in [
+            "m 0+1x100000000000",
+            "m _x100000000000",
+            "m 1x18446744073709551615",
+            "m {{schema:0 count:1}}x100000000000",
+            "m {{schema:0 count:1}}+{{schema:0 count:1}}x100000000000",
+        ] {
+            let err = series(text).map(|_| ()).unwrap_err();
+            assert!(err.contains("expand to more than"), "{text}: {err}");
+        }
+        // The budget is what is left for the series of a load: it shrinks with each one.
+        let mut budget = 10;
+        parse_series("m 0x4", &mut budget).unwrap();
+        parse_series("m 1 2 3 4 5", &mut budget).unwrap();
+        assert_eq!(budget, 0);
+        assert!(parse_series("m 1", &mut budget).is_err());
     }
 
     #[test]

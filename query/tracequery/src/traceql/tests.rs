@@ -72,3 +72,66 @@ fn seeks_use_the_most_specific_index() {
         Seek::Service("x".into())
     );
 }
+
+/// Runs `f` on a thread with the 2 MiB stack searches get in the server (tokio's blocking
+/// pool), so a stack overflow fails the test instead of passing by a bigger test stack.
+fn on_small_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn_scoped(s, f)
+            .unwrap()
+            .join()
+            .unwrap()
+    })
+}
+
+fn wrap(open: &str, inner: &str, close: &str, times: usize) -> String {
+    format!("{}{inner}{}", open.repeat(times), close.repeat(times))
+}
+
+#[test]
+fn deep_queries_are_parse_errors_not_stack_overflows() {
+    let filter = r#"{ name = "a" }"#;
+    for q in [
+        wrap("(", filter, ")", 3_000),
+        format!("{filter}{}", format!(" && {filter}").repeat(20_000)),
+        format!("{{ {} }}", wrap("(", r#"name = "a""#, ")", 3_000)),
+        format!(r#"{{ name = "a"{} }}"#, r#" || name = "a""#.repeat(20_000)),
+    ] {
+        let err = on_small_stack(|| parse(&q).map(|_| ())).unwrap_err();
+        assert!(err.to_string().contains("nested too deeply"), "{err}");
+    }
+}
+
+#[test]
+fn queries_at_the_nesting_limit_evaluate_on_a_small_stack() {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+    let n = MAX_NESTING;
+    let span = StoredSpan {
+        span: Span {
+            name: "a".into(),
+            ..Span::default()
+        },
+        origin: std::sync::Arc::new(storage::traces::Origin {
+            skeleton: ResourceSpans::default(),
+        }),
+    };
+    let filter = r#"{ name = "a" }"#;
+    for q in [
+        wrap("(", filter, ")", n),
+        format!("{filter}{}", format!(" && {filter}").repeat(n)),
+        format!("{{ {} }}", wrap("(", r#"name = "a""#, ")", n)),
+        format!(r#"{{ name = "a"{} }}"#, r#" && name = "a""#.repeat(n)),
+    ] {
+        on_small_stack(|| {
+            let query = parse(&q).unwrap();
+            assert!(query.candidate(&span));
+            assert!(query.eval(std::slice::from_ref(&span)).is_some());
+            let mut fields = Vec::new();
+            query.fields(&mut fields);
+            assert!(fields.contains(&Field::Name));
+            query.seek();
+        });
+    }
+}
