@@ -46,6 +46,28 @@ fn hostile_queries_get_each_apis_error_and_the_process_keeps_serving() {
             "{body}"
         );
     }
+    // The endpoints that parse without evaluating refuse the same queries as bad input.
+    let deep = nested("(", "up", ")", 50_000);
+    for path in [
+        "/api/v1/parse_query?query=",
+        "/api/v1/format_query?query=",
+        "/api/v1/series?match[]=",
+        "/api/v1/query_exemplars?query=",
+    ] {
+        let (status, body, _) = n.post_raw(
+            path.split('?').next().unwrap(),
+            "application/x-www-form-urlencoded",
+            &[],
+            format!(
+                "{}={}",
+                path.split('?').nth(1).unwrap().trim_end_matches('='),
+                enc(&deep)
+            )
+            .into_bytes(),
+        );
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains("nested too deeply"), "{path}: {body}");
+    }
     // A subquery of ten years at one second is over max_samples before it is allocated.
     let (status, body) = n.get_json(&format!(
         "/api/v1/query?query={}&time=1000",

@@ -143,7 +143,7 @@ fn query_exemplars(_: &ApiState, p: &Params) -> ApiResult {
             "end timestamp must not be before start timestamp",
         ));
     }
-    promql_parser::parser::parse(p.get("query")).map_err(ApiError::bad_data)?;
+    params::parse_promql(p.get("query")).map_err(ApiError::bad_data)?;
     Ok(success(Vec::<()>::new(), vec![]))
 }
 
@@ -151,7 +151,7 @@ fn query_exemplars(_: &ApiState, p: &Params) -> ApiResult {
 /// anything that does not parse there either keeps promql-parser's error.
 fn format_query(_: &ApiState, p: &Params) -> ApiResult {
     let query = p.get("query");
-    match promql_parser::parser::parse(query) {
+    match params::parse_promql(query) {
         Ok(expr) => Ok(success(expr.prettify(), vec![])),
         Err(e) => match promql::format_extended(query) {
             Some(printed) => Ok(success(printed, vec![])),
@@ -161,8 +161,8 @@ fn format_query(_: &ApiState, p: &Params) -> ApiResult {
 }
 
 fn parse_query(_: &ApiState, p: &Params) -> ApiResult {
-    let expr = promql_parser::parser::parse(p.get("query"))
-        .map_err(|e| ApiError::invalid_param("query", e))?;
+    let expr =
+        params::parse_promql(p.get("query")).map_err(|e| ApiError::invalid_param("query", e))?;
     Ok(success(expr, vec![]))
 }
 

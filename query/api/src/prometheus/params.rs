@@ -121,9 +121,16 @@ pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
     }
 }
 
+/// promql-parser's tree of `query`, refused first if it nests deeper than the engine allows:
+/// the parser and every walk over its tree recurse, and a deep query would overflow the stack.
+pub(crate) fn parse_promql(query: &str) -> Result<Expr, String> {
+    promql::check_nesting(query).map_err(|e| e.to_string())?;
+    promql_parser::parser::parse(query)
+}
+
 /// A series selector (`match[]`), as Prometheus's ParseMetricSelector accepts it.
 pub(crate) fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
-    let expr = promql_parser::parser::parse(s)?;
+    let expr = parse_promql(s)?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(format!("{s:?} is not a series selector"));
     };
