@@ -1,7 +1,7 @@
 //! The rule manager in the server: started from the configuration's `rule_files`,
 //! `global.evaluation_interval` and `global.external_labels`, and reloaded from the config
-//! file on SIGHUP and `POST /-/reload` together with the Alertmanager settings (a bad file
-//! is rejected and everything running stays). Owns only start-up and reload; evaluation is
+//! file on SIGHUP and `POST /-/reload` together with the Alertmanager settings and the web
+//! config file (a bad file is rejected and everything running stays). Owns only start-up and reload; evaluation is
 //! the `rules` crate's.
 
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ pub struct Rules {
     config_path: Option<PathBuf>,
     external_url: String,
     alerting: crate::alertmanager::Reloader,
+    web: crate::web::Web,
 }
 
 fn rule_config(config: &Config, path: Option<&Path>, external_url: &str) -> RuleConfig {
@@ -54,6 +55,7 @@ pub async fn start(
     logs: logql::LogEngine,
     sink: Arc<dyn AlertSink>,
     alerting: crate::alertmanager::Reloader,
+    web: crate::web::Web,
     registry: &mut prometheus_client::registry::Registry,
     external_url: String,
 ) -> anyhow::Result<Rules> {
@@ -71,6 +73,7 @@ pub async fn start(
         config_path: path,
         external_url,
         alerting,
+        web,
     };
     tokio::spawn(reload_on_sighup(rules.clone()));
     Ok(rules)
@@ -78,10 +81,12 @@ pub async fn start(
 
 /// The address other machines reach us at; an unspecified bind address means this host.
 impl Rules {
-    /// Re-reads the config file, its rule files and the Alertmanager settings; on any error
-    /// nothing changes. The rule files are checked last, by the swap that applies them.
+    /// Re-reads the config file, its rule files, the Alertmanager settings and the web config
+    /// file; on any error nothing changes. The rule files are checked last, by the swap that
+    /// applies them.
     async fn reload(&self) -> Result<(), String> {
         let config = Config::load(self.config_path.as_deref()).map_err(|e| e.to_string())?;
+        let web = self.web.prepare()?;
         let alerting = self
             .alerting
             .prepare(&config)
@@ -90,6 +95,9 @@ impl Rules {
         match self.manager.apply(&cfg).await {
             Ok(n) => {
                 self.alerting.apply(alerting);
+                if let Some(web) = web {
+                    self.web.apply(web);
+                }
                 tracing::info!(groups = n, "configuration reloaded");
                 Ok(())
             }
