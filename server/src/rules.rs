@@ -22,8 +22,16 @@ pub struct Rules {
     pub manager: Arc<RuleManager>,
     config_path: Option<PathBuf>,
     external_url: String,
-    alerting: crate::alertmanager::Reloader,
-    web: crate::web::Web,
+    also: Wiring,
+}
+
+/// What the rule manager is wired to: where its alerts go, and what a reload re-reads
+/// besides the rule settings.
+#[derive(Clone)]
+pub struct Wiring {
+    pub sink: Arc<dyn AlertSink>,
+    pub alerting: crate::alertmanager::Reloader,
+    pub web: crate::web::Web,
 }
 
 fn rule_config(config: &Config, path: Option<&Path>, external_url: &str) -> RuleConfig {
@@ -53,13 +61,18 @@ pub async fn start(
     tsdb: Arc<storage::Tsdb>,
     engine: Arc<promql::Engine>,
     logs: logql::LogEngine,
-    sink: Arc<dyn AlertSink>,
-    alerting: crate::alertmanager::Reloader,
-    web: crate::web::Web,
+    also: Wiring,
     registry: &mut prometheus_client::registry::Registry,
     external_url: String,
 ) -> anyhow::Result<Rules> {
-    let manager = RuleManager::new(tsdb.clone(), tsdb, engine, Some(logs), sink, registry);
+    let manager = RuleManager::new(
+        tsdb.clone(),
+        tsdb,
+        engine,
+        Some(logs),
+        also.sink.clone(),
+        registry,
+    );
     let path = config.source.clone();
     let n = manager
         .apply(&rule_config(config, path.as_deref(), &external_url))
@@ -72,8 +85,7 @@ pub async fn start(
         manager,
         config_path: path,
         external_url,
-        alerting,
-        web,
+        also,
     };
     tokio::spawn(reload_on_sighup(rules.clone()));
     Ok(rules)
@@ -86,17 +98,18 @@ impl Rules {
     /// applies them.
     async fn reload(&self) -> Result<(), String> {
         let config = Config::load(self.config_path.as_deref()).map_err(|e| e.to_string())?;
-        let web = self.web.prepare()?;
+        let web = self.also.web.prepare()?;
         let alerting = self
+            .also
             .alerting
             .prepare(&config)
             .map_err(|e| format!("{e:#}"))?;
         let cfg = rule_config(&config, self.config_path.as_deref(), &self.external_url);
         match self.manager.apply(&cfg).await {
             Ok(n) => {
-                self.alerting.apply(alerting);
+                self.also.alerting.apply(alerting);
                 if let Some(web) = web {
-                    self.web.apply(web);
+                    self.also.web.apply(web);
                 }
                 tracing::info!(groups = n, "configuration reloaded");
                 Ok(())

@@ -100,9 +100,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tsdb.clone(),
         engine.clone(),
         logql::LogEngine::new(logs.clone(), config.limits.log_query_max_lines),
-        alerting.sink.clone(),
-        alerting.reloader.clone(),
-        web.clone(),
+        crate::rules::Wiring {
+            sink: alerting.sink.clone(),
+            alerting: alerting.reloader.clone(),
+            web: web.clone(),
+        },
         &mut registry,
         own_url,
     )

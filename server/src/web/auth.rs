@@ -74,6 +74,11 @@ pub struct Credentials {
     cache: Mutex<HashMap<[u8; 32], bool>>,
 }
 
+/// How much of a refused request's body is read, and for how long at most, before the
+/// refusal is sent.
+const REFUSED_BODY_DRAIN_BYTES: usize = 64 << 10;
+const REFUSED_BODY_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most cached password checks; the cache is emptied when full, so wrong passwords sent in
 /// bulk cannot grow it.
 const MAX_CACHED_CHECKS: usize = 1024;
@@ -117,7 +122,7 @@ impl Credentials {
     }
 
     fn has_role(&self, user: &str, role: Role) -> bool {
-        self.roles.get(user).map_or(true, |r| r.contains(&role))
+        self.roles.get(user).is_none_or(|r| r.contains(&role))
     }
 }
 
@@ -225,7 +230,13 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
     let mut resp = match verdict {
         Ok(()) => next.run(req).await,
         Err(d) if g.listener == Listener::OtlpGrpc => grpc_denied(d),
-        Err(d) => http_denied(d),
+        Err(d) => {
+            // Read a little of the refused body first, as Go's server does: an HTTP/2
+            // client still sending it would otherwise get a reset stream, not the answer.
+            let drain = axum::body::to_bytes(req.into_body(), REFUSED_BODY_DRAIN_BYTES);
+            let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIME, drain).await;
+            http_denied(d)
+        }
     };
     if g.listener != Listener::OtlpGrpc {
         let current = g.web.current();
