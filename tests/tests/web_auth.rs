@@ -559,3 +559,32 @@ fn slowloris_connection_is_closed_after_the_header_timeout() {
     // The listener still serves others.
     assert_eq!(curl(&[&format!("http://{http}/-/healthy")]).1, 200);
 }
+
+#[test]
+fn check_config_refuses_a_bad_web_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, "basic_auth_users:\n  alice: plain-text\n").unwrap();
+    let config = dir.path().join("novamon.yml");
+    std::fs::write(
+        &config,
+        format!("listeners:\n  web_config: {}\n", web.display()),
+    )
+    .unwrap();
+    let (code, stderr) = e2e::check_config(&config);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "web config file {}: basic_auth_users: alice",
+            web.display()
+        )),
+        "{stderr}"
+    );
+    std::fs::write(
+        &web,
+        format!("basic_auth_users:\n  alice: '{}'\n", hash("pw")),
+    )
+    .unwrap();
+    let (code, stderr) = e2e::check_config(&config);
+    assert_eq!(code, Some(0), "{stderr}");
+}
