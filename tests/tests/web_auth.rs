@@ -588,3 +588,48 @@ fn check_config_refuses_a_bad_web_config_file() {
     let (code, stderr) = e2e::check_config(&config);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// The accept loop's shutdown: on SIGTERM the listener closes, a request already being
+/// received completes with its answer, and the process exits 0.
+#[test]
+fn sigterm_drains_a_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, [http, _, _]) = start(dir.path(), &[]);
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let body =
+        format!(r#"{{"streams":[{{"stream":{{"job":"drain"}},"values":[["{now_ns}","line"]]}}]}}"#);
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut conn = std::net::TcpStream::connect(&http).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "POST /loki/api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // The 100 Continue says the handler is reading the body: the request is in flight.
+    let mut buf = [0u8; 1024];
+    let n = conn.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
+    conn.write_all(first.as_bytes()).unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    wait_until(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&http).is_err()
+    })
+    .unwrap_or_else(|| panic!("listener still accepting after SIGTERM:\n{}", p.log()));
+    conn.write_all(rest.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}\n{}", p.log());
+    let status = p.signal_and_wait("TERM", Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{}", p.log());
+}
