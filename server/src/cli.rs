@@ -46,6 +46,12 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub forward_listen: Option<std::net::SocketAddr>,
 
+    /// Web config file in Prometheus's format (exporter-toolkit): TLS and basic auth of the
+    /// HTTP, OTLP/HTTP and OTLP/gRPC listeners, plus novamon's bearer_tokens and roles
+    /// [default: listeners.web_config of the config]. Re-read on SIGHUP and POST /-/reload.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Log filter in tracing's env-filter syntax (e.g. info, novamon=debug).
     #[arg(
         long,

@@ -114,12 +114,17 @@ impl Default for Storage {
 #[serde(deny_unknown_fields, default)]
 pub struct Listeners {
     pub http: SocketAddr,
+    /// A web config file in Prometheus's `--web.config.file` format: TLS and authentication
+    /// of the HTTP, OTLP/HTTP and OTLP/gRPC listeners. `--web.config.file` overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_config: Option<PathBuf>,
 }
 
 impl Default for Listeners {
     fn default() -> Self {
         Listeners {
             http: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            web_config: None,
         }
     }
 }
@@ -188,6 +193,13 @@ pub struct Limits {
     pub alert_queue_capacity: usize,
     /// Most alerts sent to an external Alertmanager in one request.
     pub alert_batch_size: usize,
+    /// Connections the main HTTP listener serves at once; more wait in the kernel's backlog.
+    pub http_max_connections: usize,
+    /// Connections each OTLP listener (gRPC, HTTP) serves at once.
+    pub otlp_max_connections: usize,
+    /// How long a client of the HTTP and OTLP listeners has for its TLS handshake and for
+    /// each request's headers; an HTTP/1 keep-alive connection idle this long is closed.
+    pub http_header_read_timeout: PromDuration,
 }
 
 impl Default for Limits {
@@ -211,6 +223,9 @@ impl Default for Limits {
             trace_retention_interval: PromDuration(Duration::from_secs(600)),
             alert_queue_capacity: 10_000,
             alert_batch_size: 256,
+            http_max_connections: 1024,
+            otlp_max_connections: 1024,
+            http_header_read_timeout: PromDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -246,6 +261,8 @@ impl Limits {
             ("trace_tag_values_max", self.trace_tag_values_max as u64),
             ("alert_queue_capacity", self.alert_queue_capacity as u64),
             ("alert_batch_size", self.alert_batch_size as u64),
+            ("http_max_connections", self.http_max_connections as u64),
+            ("otlp_max_connections", self.otlp_max_connections as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("limits.{key} must be greater than 0"));
@@ -653,6 +670,20 @@ impl Config {
         }
     }
 
+    pub fn http_listener_options(&self) -> crate::web::ListenerOptions {
+        crate::web::ListenerOptions {
+            max_connections: self.limits.http_max_connections,
+            header_read_timeout: self.limits.http_header_read_timeout.0,
+        }
+    }
+
+    pub fn otlp_listener_options(&self) -> crate::web::ListenerOptions {
+        crate::web::ListenerOptions {
+            max_connections: self.limits.otlp_max_connections,
+            header_read_timeout: self.limits.http_header_read_timeout.0,
+        }
+    }
+
     pub fn tsdb_options(&self) -> storage::TsdbOptions {
         storage::TsdbOptions {
             retention: self.storage.retention.0,
@@ -789,6 +820,16 @@ remote_write:
     }
 
     #[test]
+    fn listeners_web_config_is_read() {
+        assert_eq!(Config::load(None).unwrap().listeners.web_config, None);
+        let c = Config::parse("listeners:\n  web_config: /etc/novamon/web.yml\n", "t").unwrap();
+        assert_eq!(
+            c.listeners.web_config.as_deref(),
+            Some(Path::new("/etc/novamon/web.yml"))
+        );
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_key_and_line() {
         let err = Config::parse("storage:\n  path: /x\n  retension: 3d\n", "t")
             .unwrap_err()
@@ -846,6 +887,9 @@ remote_write:
   trace_retention_interval: 1m
   alert_queue_capacity: 1012
   alert_batch_size: 1013
+  http_max_connections: 1014
+  otlp_max_connections: 1015
+  http_header_read_timeout: 7s
 ";
         let c = Config::parse(yml, "t").unwrap();
         assert!(c.deprecated_keys().is_empty());
@@ -879,6 +923,10 @@ remote_write:
         assert_eq!(c.limits.trace_retention_interval.0, Duration::from_secs(60));
         let a = c.sender_limits();
         assert_eq!((a.queue_capacity, a.max_batch), (1012, 1013));
+        let (h, o) = (c.http_listener_options(), c.otlp_listener_options());
+        assert_eq!((h.max_connections, o.max_connections), (1014, 1015));
+        assert_eq!(h.header_read_timeout, Duration::from_secs(7));
+        assert_eq!(o.header_read_timeout, Duration::from_secs(7));
         let back = serde_yaml::to_string(&c).unwrap();
         assert!(back.contains("log_index_interval: 1s"), "{back}");
         assert!(Config::parse("limits:\n  remote_write_max_byte: 1\n", "t").is_err());
@@ -950,6 +998,12 @@ remote_write:
         assert_eq!(c.sender_limits().queue_capacity, 10_000);
         assert_eq!(c.sender_limits().max_batch, 256);
         assert_eq!(c.sender_limits(), alertmanager::SenderLimits::default());
+        assert_eq!(c.http_listener_options().max_connections, 1024);
+        assert_eq!(c.otlp_listener_options().max_connections, 1024);
+        assert_eq!(
+            c.http_listener_options().header_read_timeout,
+            Duration::from_secs(30)
+        );
         // Nothing moved into limits from query:, which keeps Prometheus's names.
         assert_eq!(
             c.query.max_samples,

@@ -9,6 +9,7 @@ mod rules;
 mod self_metrics;
 mod serve;
 mod ui_status;
+mod web;
 
 use std::process::ExitCode;
 
@@ -28,7 +29,10 @@ fn main() -> ExitCode {
             ::rules::test_files(files, &mut std::io::stdout().lock()).map(|s| s.failed == 0),
         ),
         Some(Command::CheckConfig { ref file }) => match Config::load(Some(file)) {
-            Ok(c) => match crate::alertmanager::check(&c) {
+            Ok(c) => match crate::alertmanager::check(&c).and_then(|()| {
+                web::Web::open(c.listeners.web_config.as_deref()).map_err(anyhow::Error::msg)?;
+                Ok(())
+            }) {
                 Ok(()) => {
                     for d in c.deprecated_keys() {
                         eprintln!("novamon: warning: {d}");
@@ -76,6 +80,9 @@ fn load_config(cli: &Cli) -> Result<Config, config::ConfigError> {
     }
     if let Some(addr) = cli.forward_listen {
         config.logs.forward.listen = addr;
+    }
+    if let Some(p) = &cli.web_config_file {
+        config.listeners.web_config = Some(p.clone());
     }
     if let Some(r) = cli.retention {
         config.storage.retention = config::PromDuration(r);

@@ -1,12 +1,13 @@
 //! The rule manager in the server: started from the configuration's `rule_files`,
 //! `global.evaluation_interval` and `global.external_labels`, and reloaded from the config
-//! file on SIGHUP and `POST /-/reload` together with the Alertmanager settings (a bad file
-//! is rejected and everything running stays). Owns only start-up and reload; evaluation is
+//! file on SIGHUP and `POST /-/reload` together with the Alertmanager settings and the web
+//! config file (a bad file is rejected and everything running stays). Owns only start-up and reload; evaluation is
 //! the `rules` crate's.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use alertmanager::AlertSink;
 use anyhow::Context;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -21,7 +22,16 @@ pub struct Rules {
     pub manager: Arc<RuleManager>,
     config_path: Option<PathBuf>,
     external_url: String,
-    alerting: crate::alertmanager::Reloader,
+    also: Wiring,
+}
+
+/// What the rule manager is wired to: where its alerts go, and what a reload re-reads
+/// besides the rule settings.
+#[derive(Clone)]
+pub struct Wiring {
+    pub sink: Arc<dyn AlertSink>,
+    pub alerting: crate::alertmanager::Reloader,
+    pub web: crate::web::Web,
 }
 
 fn rule_config(config: &Config, path: Option<&Path>, external_url: &str) -> RuleConfig {
@@ -51,7 +61,7 @@ pub async fn start(
     tsdb: Arc<storage::Tsdb>,
     engine: Arc<promql::Engine>,
     logs: logql::LogEngine,
-    alerting: &crate::alertmanager::Alerting,
+    also: Wiring,
     registry: &mut prometheus_client::registry::Registry,
     external_url: String,
 ) -> anyhow::Result<Rules> {
@@ -60,7 +70,7 @@ pub async fn start(
         tsdb,
         engine,
         Some(logs),
-        alerting.sink.clone(),
+        also.sink.clone(),
         registry,
     );
     let path = config.source.clone();
@@ -75,7 +85,7 @@ pub async fn start(
         manager,
         config_path: path,
         external_url,
-        alerting: alerting.reloader.clone(),
+        also,
     };
     tokio::spawn(reload_on_sighup(rules.clone()));
     Ok(rules)
@@ -83,18 +93,24 @@ pub async fn start(
 
 /// The address other machines reach us at; an unspecified bind address means this host.
 impl Rules {
-    /// Re-reads the config file, its rule files and the Alertmanager settings; on any error
-    /// nothing changes. The rule files are checked last, by the swap that applies them.
+    /// Re-reads the config file, its rule files, the Alertmanager settings and the web config
+    /// file; on any error nothing changes. The rule files are checked last, by the swap that
+    /// applies them.
     async fn reload(&self) -> Result<(), String> {
         let config = Config::load(self.config_path.as_deref()).map_err(|e| e.to_string())?;
+        let web = self.also.web.prepare()?;
         let alerting = self
+            .also
             .alerting
             .prepare(&config)
             .map_err(|e| format!("{e:#}"))?;
         let cfg = rule_config(&config, self.config_path.as_deref(), &self.external_url);
         match self.manager.apply(&cfg).await {
             Ok(n) => {
-                self.alerting.apply(alerting);
+                self.also.alerting.apply(alerting);
+                if let Some(web) = web {
+                    self.also.web.apply(web);
+                }
                 tracing::info!(groups = n, "configuration reloaded");
                 Ok(())
             }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
@@ -13,6 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::config::Config;
 use crate::self_metrics::{self, Exposition, HttpMetrics, ScrapeTimeMetrics};
 use crate::ui_status::UiStatus;
+use crate::web::{Guard, Listener, Web};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
@@ -33,6 +35,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for d in config.deprecated_keys() {
         tracing::warn!("{d}");
     }
+    let web = Web::open(config.listeners.web_config.as_deref()).map_err(anyhow::Error::msg)?;
     let data_dir = &config.storage.path;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -90,14 +93,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listeners.http))?;
     let http_addr = listener.local_addr()?;
-    let own_url = external_url(http_addr);
+    let own_url = external_url(http_addr, web.has_tls());
     let alerting = crate::alertmanager::start(&config, &mut registry, &own_url)?;
     let rules = crate::rules::start(
         &config,
         tsdb.clone(),
         engine.clone(),
         logql::LogEngine::new(logs.clone(), config.limits.log_query_max_lines),
-        &alerting,
+        crate::rules::Wiring {
+            sink: alerting.sink.clone(),
+            alerting: alerting.reloader.clone(),
+            web: web.clone(),
+        },
         &mut registry,
         own_url,
     )
@@ -136,13 +143,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             get(|| async { "Prometheus Server is Ready.\n" }).head(|| async {}),
         )
         .route("/metrics", get(self_metrics::serve).with_state(exposition))
-        .layer(axum::middleware::from_fn_with_state(
-            http_metrics,
-            self_metrics::track,
-        ));
+        .layer(from_fn_with_state(
+            Guard::new(&web, Listener::Http),
+            crate::web::guard,
+        ))
+        .layer(from_fn_with_state(http_metrics, self_metrics::track));
 
-    tracing::info!(addr = %http_addr, "HTTP listening");
-    let otlp = start_otlp(&config, otlp_state, traces.clone()).await?;
+    tracing::info!(addr = %http_addr, tls = web.has_tls(), "HTTP listening");
+    warn_if_open(&web, http_addr, "HTTP");
+    let otlp = start_otlp(&config, &web, otlp_state, traces.clone()).await?;
     let forward_opts = config.forward_options()?;
     let forward_addr = config.logs.forward.listen;
     let forward = tokio::net::TcpListener::bind(forward_addr)
@@ -154,10 +163,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         log_sink,
         forward_opts,
     ));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+    crate::web::serve(
+        listener,
+        app,
+        web,
+        Listener::Http,
+        config.http_listener_options(),
+        shutdown_signal(),
+    )
+    .await;
     otlp.stop().await;
     forward.abort();
     rules.manager.stop().await;
@@ -193,6 +207,7 @@ impl Otlp {
 
 async fn start_otlp(
     config: &Config,
+    web: &Web,
     state: ingest::otlp::OtlpState,
     traces: Arc<storage::traces::TraceStore>,
 ) -> anyhow::Result<Otlp> {
@@ -204,29 +219,38 @@ async fn start_otlp(
     let grpc = tokio::net::TcpListener::bind(grpc_addr)
         .await
         .with_context(|| format!("listening on {grpc_addr}"))?;
-    tracing::info!(addr = %grpc.local_addr()?, "OTLP/gRPC listening");
+    tracing::info!(addr = %grpc.local_addr()?, tls = web.has_tls(), "OTLP/gRPC listening");
+    warn_if_open(web, grpc.local_addr()?, "OTLP/gRPC");
     let http_addr = config.otlp.http;
     let http = tokio::net::TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("listening on {http_addr}"))?;
-    tracing::info!(addr = %http.local_addr()?, "OTLP/HTTP listening");
+    tracing::info!(addr = %http.local_addr()?, tls = web.has_tls(), "OTLP/HTTP listening");
+    warn_if_open(web, http.local_addr()?, "OTLP/HTTP");
     let mut tasks = Vec::new();
-    let grpc_stop = until_stopped(stopped.clone());
-    let grpc_state = state.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = ingest::otlp::serve_grpc(grpc, grpc_state, grpc_stop).await {
-            tracing::error!("OTLP/gRPC server: {e}");
-        }
-    }));
-    let http_stop = until_stopped(stopped.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, ingest::otlp::http_routes(state))
-            .with_graceful_shutdown(http_stop)
-            .await
-        {
-            tracing::error!("OTLP/HTTP server: {e}");
-        }
-    }));
+    let opts = config.otlp_listener_options();
+    tasks.push(tokio::spawn(crate::web::serve(
+        grpc,
+        ingest::otlp::grpc_router(state.clone()).layer(from_fn_with_state(
+            Guard::new(web, Listener::OtlpGrpc),
+            crate::web::guard,
+        )),
+        web.clone(),
+        Listener::OtlpGrpc,
+        opts,
+        until_stopped(stopped.clone()),
+    )));
+    tasks.push(tokio::spawn(crate::web::serve(
+        http,
+        ingest::otlp::http_routes(state).layer(from_fn_with_state(
+            Guard::new(web, Listener::OtlpHttp),
+            crate::web::guard,
+        )),
+        web.clone(),
+        Listener::OtlpHttp,
+        opts,
+        until_stopped(stopped.clone()),
+    )));
     let mut rx = stopped;
     let retention_interval = config.limits.trace_retention_interval.0;
     tasks.push(tokio::spawn(async move {
@@ -245,6 +269,17 @@ async fn start_otlp(
         }
     }));
     Ok(Otlp { stop, tasks })
+}
+
+/// Prometheus's default bind (all interfaces) stays the default; an unauthenticated listener
+/// reachable from other hosts is worth one line at start-up.
+fn warn_if_open(web: &Web, addr: std::net::SocketAddr, name: &str) {
+    if !web.has_credentials() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "{name} listener is reachable from other hosts without authentication; set basic_auth_users in a web config file (--web.config.file) or bind to 127.0.0.1"
+        );
+    }
 }
 
 fn server_info(
@@ -287,12 +322,13 @@ fn server_info(
 
 /// How alerts and notifications link back to this server: its HTTP address, with the host name
 /// in place of an unspecified bind address (as Prometheus's default --web.external-url).
-fn external_url(addr: std::net::SocketAddr) -> String {
+fn external_url(addr: std::net::SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     if addr.ip().is_unspecified() {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
-        format!("http://{host}:{}", addr.port())
+        format!("{scheme}://{host}:{}", addr.port())
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 }
 

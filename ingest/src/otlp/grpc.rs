@@ -112,6 +112,16 @@ fn undecodable_is_invalid_argument<B>(
     resp
 }
 
+/// The three services as one axum router, with the same INVALID_ARGUMENT mapping as
+/// [`serve_grpc`], for a caller that runs its own listener (TLS, authentication, limits).
+pub fn grpc_router(state: OtlpState) -> axum::Router {
+    grpc_routes(state)
+        .into_axum_router()
+        .layer(tower::util::MapResponseLayer::new(
+            undecodable_is_invalid_argument::<axum::body::Body>,
+        ))
+}
+
 /// Serves OTLP/gRPC on `listener` until `shutdown` completes.
 pub async fn serve_grpc(
     listener: tokio::net::TcpListener,

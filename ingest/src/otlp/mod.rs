@@ -22,7 +22,7 @@ use storage::Appendable;
 use crate::metrics::Protocol;
 use crate::IngestCounters;
 
-pub use grpc::{grpc_routes, serve_grpc};
+pub use grpc::{grpc_router, grpc_routes, serve_grpc};
 pub use http::http_routes;
 
 /// What the OTLP endpoints share. Cheap to clone.
