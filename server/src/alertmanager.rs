@@ -74,7 +74,7 @@ fn builtin_config_text(config: &Config) -> anyhow::Result<String> {
         (Some(path), None) => std::fs::read_to_string(path)
             .with_context(|| format!("reading Alertmanager config {}", path.display()))?,
         (None, Some(inline)) => {
-            serde_yaml::to_string(inline).context("rendering alertmanager.config")?
+            serde_yaml::to_string(inline.expose()).context("rendering alertmanager.config")?
         }
         (None, None) => String::new(),
     })

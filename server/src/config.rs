@@ -35,9 +35,9 @@ pub struct Config {
     #[serde(default)]
     pub alerting: Option<alertmanager::AlertingConfig>,
     #[serde(default)]
-    pub remote_write: Vec<serde_yaml::Value>,
+    pub remote_write: Vec<PassThrough<PrometheusSecrets>>,
     #[serde(default)]
-    pub scrape_configs: Vec<serde_yaml::Value>,
+    pub scrape_configs: Vec<PassThrough<PrometheusSecrets>>,
     #[serde(default)]
     pub storage: Storage,
     #[serde(default)]
@@ -135,6 +135,9 @@ pub struct Query {
     pub lookback_delta: PromDuration,
     pub max_samples: usize,
     pub timeout: PromDuration,
+    /// PromQL and LogQL queries evaluated at once; more wait, each at most its timeout
+    /// (Prometheus's --query.max-concurrency).
+    pub max_concurrency: usize,
 }
 
 impl Default for Query {
@@ -144,6 +147,7 @@ impl Default for Query {
             lookback_delta: PromDuration(engine.lookback_delta),
             max_samples: engine.max_samples,
             timeout: PromDuration(engine.timeout),
+            max_concurrency: api::DEFAULT_MAX_CONCURRENCY,
         }
     }
 }
@@ -356,7 +360,7 @@ impl Default for Logs {
 pub struct Forward {
     pub listen: SocketAddr,
     /// When set, clients must pass the HELO/PING/PONG handshake with this key.
-    pub shared_key: Option<String>,
+    pub shared_key: Option<Secret>,
     /// When non-empty, the handshake also requires one of these users (needs `shared_key`).
     pub users: Vec<ForwardUser>,
     /// When set, the listener speaks TLS with this certificate.
@@ -371,7 +375,7 @@ pub struct Forward {
 #[serde(deny_unknown_fields)]
 pub struct ForwardUser {
     pub username: String,
-    pub password: String,
+    pub password: Secret,
 }
 
 /// PEM files: the certificate chain (leaf first) and its private key.
@@ -387,7 +391,7 @@ impl Default for Forward {
         let d = ingest::logs::forward::ForwardOptions::default();
         Forward {
             listen: SocketAddr::from(([0, 0, 0, 0], 24224)),
-            shared_key: d.shared_key,
+            shared_key: d.shared_key.map(Secret),
             users: Vec::new(),
             tls: None,
             self_hostname: d.self_hostname,
@@ -405,7 +409,7 @@ pub struct Alertmanager {
     /// An alertmanager.yml to load (relative paths from the working directory).
     pub config_file: Option<PathBuf>,
     /// The same, inline; exclusive with `config_file`.
-    pub config: Option<serde_yaml::Value>,
+    pub config: Option<PassThrough<AlertmanagerSecrets>>,
     /// The URL notifications link back to (Alertmanager's --web.external-url).
     pub external_url: String,
 }
@@ -418,6 +422,125 @@ impl Default for Alertmanager {
             config: None,
             external_url: String::new(),
         }
+    }
+}
+
+/// A key or password from the config: read as written, printed as `<secret>` by every
+/// rendering of the config (the status API, `Debug`, log lines), as Prometheus's
+/// `config.Secret` is. Only [`Secret::expose`] gives the value, to what uses it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+/// What every rendering of a secret shows.
+const MASK: &str = "<secret>";
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(MASK)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+/// YAML the config carries without modelling it (the inline Alertmanager config, the
+/// Prometheus sections novamon does not act on): kept as written for what reads it, rendered
+/// (serialized, `Debug`) with the secrets `M` knows replaced by `<secret>`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct PassThrough<M> {
+    value: serde_yaml::Value,
+    #[serde(skip)]
+    mask: std::marker::PhantomData<M>,
+}
+
+/// Which values of a pass-through document are secrets.
+pub trait MaskSecrets {
+    fn mask(doc: &mut serde_yaml::Value);
+}
+
+impl<M: MaskSecrets> PassThrough<M> {
+    /// The document as written, secrets included.
+    pub fn expose(&self) -> &serde_yaml::Value {
+        &self.value
+    }
+
+    fn masked(&self) -> serde_yaml::Value {
+        let mut v = self.value.clone();
+        M::mask(&mut v);
+        v
+    }
+}
+
+impl<M: MaskSecrets> Serialize for PassThrough<M> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.masked().serialize(s)
+    }
+}
+
+impl<M: MaskSecrets> std::fmt::Debug for PassThrough<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.masked().fmt(f)
+    }
+}
+
+/// An inline alertmanager.yml: Alertmanager's own `Secret` and `SecretURL` fields.
+#[derive(Clone)]
+pub struct AlertmanagerSecrets;
+
+impl MaskSecrets for AlertmanagerSecrets {
+    fn mask(doc: &mut serde_yaml::Value) {
+        alertmanager::mask_secrets(doc)
+    }
+}
+
+/// A `remote_write` or `scrape_configs` entry: the fields Prometheus types as `Secret` in its
+/// HTTP client, TLS, OAuth2, SigV4 and service-discovery configs, wherever they appear.
+#[derive(Clone)]
+pub struct PrometheusSecrets;
+
+impl MaskSecrets for PrometheusSecrets {
+    fn mask(doc: &mut serde_yaml::Value) {
+        /// Secrets by key, in any mapping.
+        const ANYWHERE: &[&str] = &[
+            "password",
+            "bearer_token",
+            "credentials",
+            "client_secret",
+            "secret_key",
+            "token",
+        ];
+        /// Secrets whose key is only one inside the mapping named first (`tls_config.key`, the
+        /// private key inline; elsewhere `key` is an ordinary name).
+        const NESTED: &[(&str, &str)] = &[("tls_config", "key")];
+        fn walk(v: &mut serde_yaml::Value, parent: &str) {
+            match v {
+                serde_yaml::Value::Mapping(m) => {
+                    for (k, v) in m.iter_mut() {
+                        let k = k.as_str().unwrap_or_default();
+                        let secret = ANYWHERE.contains(&k) || NESTED.contains(&(parent, k));
+                        if secret && v.as_str().is_some_and(|s| !s.is_empty()) {
+                            *v = serde_yaml::Value::String(MASK.into());
+                        } else {
+                            walk(v, k);
+                        }
+                    }
+                }
+                serde_yaml::Value::Sequence(s) => s.iter_mut().for_each(|v| walk(v, parent)),
+                _ => {}
+            }
+        }
+        walk(doc, "")
     }
 }
 
@@ -532,6 +655,11 @@ impl Config {
         };
         config.move_deprecated(&raw).map_err(invalid)?;
         config.limits.validate().map_err(invalid)?;
+        if config.query.max_concurrency == 0 {
+            return Err(invalid(
+                "query.max_concurrency must be greater than 0".to_owned(),
+            ));
+        }
         Ok(config)
     }
 
@@ -632,13 +760,13 @@ impl Config {
             None => None,
         };
         Ok(fwd::ForwardOptions {
-            shared_key: f.shared_key.clone(),
+            shared_key: f.shared_key.as_ref().map(|k| k.expose().to_owned()),
             users: f
                 .users
                 .iter()
                 .map(|u| fwd::ForwardUser {
                     username: u.username.clone(),
-                    password: u.password.clone(),
+                    password: u.password.expose().to_owned(),
                 })
                 .collect(),
             tls,
@@ -698,6 +826,14 @@ impl Config {
             retention: self.traces.retention.0,
             wal_fsync: self.storage.wal_fsync,
         }
+    }
+
+    /// The line PromQL and LogQL queries wait in, with its metrics in `registry`.
+    pub fn query_gate(
+        &self,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> api::QueryGate {
+        api::QueryGate::new(self.query.max_concurrency, self.query.timeout.0, registry)
     }
 
     pub fn engine_options(&self) -> promql::EngineOptions {
@@ -775,7 +911,7 @@ remote_write:
             c.logs.label_keys,
             ["service", "level", "host", "container_name", "namespace"]
         );
-        assert_eq!(c.logs.forward.shared_key, None);
+        assert!(c.logs.forward.shared_key.is_none());
         let c = Config::parse("logs:\n  retention: 3d\n  label_keys: [app]\n  forward:\n    listen: 127.0.0.1:1\n    shared_key: s\n", "t").unwrap();
         assert_eq!(c.log_options().retention, Duration::from_secs(3 * 86400));
         assert_eq!(
@@ -1138,6 +1274,88 @@ logs:
         .unwrap();
         assert_eq!(c.otlp.grpc, "127.0.0.1:1".parse().unwrap());
         assert_eq!(c.limits.otlp_max_message_bytes, 2);
+    }
+
+    /// Every secret the config can hold, each a distinct string to look for.
+    pub(crate) const SECRETS_YML: &str = "logs:
+  forward:
+    shared_key: fwd-shared-key-s1
+    users: [{username: alice, password: fwd-user-password-s2}]
+alertmanager:
+  config:
+    global: {slack_api_url: 'http://slack.invalid/global-s3'}
+    route: {receiver: r}
+    receivers:
+      - name: r
+        webhook_configs: [{url: 'http://hook.invalid/webhook-s4'}]
+        slack_configs: [{api_url: 'http://slack.invalid/api-s5', channel: '#ops'}]
+        pagerduty_configs: [{routing_key: pd-routing-key-s6}, {routing_key: pd-routing-key-s7}]
+remote_write:
+  - url: http://rw.invalid/api/v1/write
+    basic_auth: {username: bob, password: rw-password-s8}
+    oauth2: {client_id: c, client_secret: rw-client-secret-s9, token_url: 'http://t.invalid/'}
+    sigv4: {access_key: a, secret_key: rw-sigv4-secret-s10}
+    tls_config: {key: rw-tls-key-s11}
+scrape_configs:
+  - job_name: j
+    bearer_token: scrape-bearer-s12
+    authorization: {credentials: scrape-credentials-s13}
+    consul_sd_configs: [{server: 'c:8500', token: scrape-consul-token-s14}]
+";
+
+    pub(crate) fn secrets_in(text: &str) -> Vec<String> {
+        (1..=14)
+            .map(|i| format!("-s{i}"))
+            .filter(|s| {
+                text.contains(&format!("{s}\n"))
+                    || text.contains(&format!("{s}'"))
+                    || text.contains(&format!("{s}\""))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn secrets_are_read_as_written_and_never_rendered() {
+        let c = Config::parse(SECRETS_YML, "t").unwrap();
+        let f = c.forward_options().unwrap();
+        assert_eq!(f.shared_key.as_deref(), Some("fwd-shared-key-s1"));
+        assert_eq!(f.users[0].password, "fwd-user-password-s2");
+        let am = crate::alertmanager::check(&c);
+        assert!(am.is_ok(), "{am:?}");
+        let inline =
+            serde_yaml::to_string(c.alertmanager.config.as_ref().unwrap().expose()).unwrap();
+        assert!(inline.contains("pd-routing-key-s6"), "{inline}");
+        for (what, text) in [
+            ("yaml", serde_yaml::to_string(&c).unwrap()),
+            ("debug", format!("{c:?}")),
+        ] {
+            assert_eq!(secrets_in(&text), Vec::<String>::new(), "{what}: {text}");
+            assert!(text.matches("<secret>").count() >= 14, "{what}: {text}");
+        }
+        let back = serde_yaml::to_string(&c).unwrap();
+        for shown in [
+            "username: alice",
+            "url: http://rw.invalid/api/v1/write",
+            "access_key: a",
+            "channel: '#ops'",
+        ] {
+            assert!(back.contains(shown), "{shown}: {back}");
+        }
+    }
+
+    #[test]
+    fn query_max_concurrency_defaults_to_prometheus_and_must_be_positive() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.query.max_concurrency, 20);
+        let c = Config::parse("query:\n  max_concurrency: 3\n", "t").unwrap();
+        assert_eq!(c.query.max_concurrency, 3);
+        let err = Config::parse("query:\n  max_concurrency: 0\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("query.max_concurrency must be greater than 0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod alertmanager;
 mod cli;
 mod config;
+mod cross_site;
 mod rules;
 mod self_metrics;
 mod serve;

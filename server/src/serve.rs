@@ -75,13 +75,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
     )
     .with_push_max_bytes(config.limits.loki_push_max_bytes as usize);
-    let loki_state = api::loki::LokiState::new(logql::LogEngine::new(
-        logs.clone(),
-        config.limits.log_query_max_lines,
-    ));
     let otlp_state = otlp_state.with_logs(logs.clone());
 
     let mut registry = Registry::default();
+    let query_gate = config.query_gate(&mut registry);
+    let loki_state = api::loki::LokiState::new(
+        logql::LogEngine::new(logs.clone(), config.limits.log_query_max_lines),
+        query_gate.clone(),
+    );
     let http_metrics = HttpMetrics::register(&mut registry);
     let ingest_state =
         ingest::IngestState::new(tsdb.clone(), config.ingest_limits(), &mut registry);
@@ -109,9 +110,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         own_url,
     )
     .await?;
-    let api_state =
-        api::prometheus::ApiState::new(engine, tsdb.clone(), server_info(&config, http_addr)?)
-            .with_rules(rules.manager.clone());
+    let api_state = api::prometheus::ApiState::new(
+        engine,
+        tsdb.clone(),
+        server_info(&config, http_addr)?,
+        query_gate,
+    )
+    .with_rules(rules.manager.clone());
     let scrape_time = ScrapeTimeMetrics::register(&mut registry, tsdb.clone());
     let exposition = Arc::new(Exposition {
         registry,
@@ -143,6 +148,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             get(|| async { "Prometheus Server is Ready.\n" }).head(|| async {}),
         )
         .route("/metrics", get(self_metrics::serve).with_state(exposition))
+        .layer(axum::middleware::from_fn(crate::cross_site::guard))
         .layer(from_fn_with_state(
             Guard::new(&web, Listener::Http),
             crate::web::guard,
@@ -309,6 +315,10 @@ fn server_info(
                 promql_parser::util::display_duration(&config.query.lookback_delta.0),
             ),
             ("query.max-samples", config.query.max_samples.to_string()),
+            (
+                "query.max-concurrency",
+                config.query.max_concurrency.to_string(),
+            ),
             (
                 "query.timeout",
                 promql_parser::util::display_duration(&config.query.timeout.0),

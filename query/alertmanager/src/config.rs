@@ -368,39 +368,51 @@ impl AmConfig {
     }
 }
 
-/// The config as `/api/v2/status` shows it: secrets replaced by `<secret>` as Alertmanager
-/// does, so keys and webhook URLs are not readable over the API.
+/// The config as `/api/v2/status` shows it: secrets replaced by `<secret>` ([`mask_secrets`]).
 fn masked(text: &str) -> String {
-    const SECRET: &[&str] = &[
-        "routing_key",
-        "service_key",
-        "api_url",
-        "slack_api_url",
-        "url",
-        "auth_password",
-        "smtp_auth_password",
-    ];
-    fn walk(v: &mut serde_yaml::Value) {
-        match v {
-            serde_yaml::Value::Mapping(m) => {
-                for (k, v) in m.iter_mut() {
-                    if k.as_str().is_some_and(|k| SECRET.contains(&k)) && v.is_string() {
-                        *v = serde_yaml::Value::String("<secret>".into());
-                    } else {
-                        walk(v);
-                    }
-                }
-            }
-            serde_yaml::Value::Sequence(s) => s.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
     match serde_yaml::from_str::<serde_yaml::Value>(text) {
         Ok(mut v) => {
-            walk(&mut v);
+            mask_secrets(&mut v);
             serde_yaml::to_string(&v).unwrap_or_default()
         }
         Err(_) => String::new(),
+    }
+}
+
+/// Replaces, in an alertmanager.yml document, the values Alertmanager types as `Secret` or
+/// `SecretURL` by `<secret>`, as its config marshalling does: the global Slack URL and SMTP
+/// credentials, webhook URLs, Slack API URLs, PagerDuty keys and email credentials. Other
+/// URLs (PagerDuty's `url`, `pagerduty_url`) stay readable, as in Alertmanager. Empty values
+/// are left as they are: there is nothing to hide.
+pub fn mask_secrets(doc: &mut serde_yaml::Value) {
+    const GLOBAL: &[&str] = &["slack_api_url", "smtp_auth_password", "smtp_auth_secret"];
+    const RECEIVER: &[(&str, &[&str])] = &[
+        ("webhook_configs", &["url"]),
+        ("slack_configs", &["api_url"]),
+        ("pagerduty_configs", &["routing_key", "service_key"]),
+        ("email_configs", &["auth_password", "auth_secret"]),
+    ];
+    fn mask(m: &mut serde_yaml::Value, keys: &[&str]) {
+        for k in keys {
+            if let Some(v) = m.get_mut(*k) {
+                if v.as_str().is_some_and(|s| !s.is_empty()) {
+                    *v = serde_yaml::Value::String("<secret>".into());
+                }
+            }
+        }
+    }
+    if let Some(g) = doc.get_mut("global") {
+        mask(g, GLOBAL);
+    }
+    let Some(receivers) = doc.get_mut("receivers").and_then(|r| r.as_sequence_mut()) else {
+        return;
+    };
+    for r in receivers {
+        for (list, keys) in RECEIVER {
+            if let Some(items) = r.get_mut(*list).and_then(|l| l.as_sequence_mut()) {
+                items.iter_mut().for_each(|i| mask(i, keys));
+            }
+        }
     }
 }
 
@@ -858,12 +870,29 @@ inhibit_rules:
     #[test]
     fn original_config_hides_secrets() {
         let c = AmConfig::parse(CFG).unwrap();
-        assert!(!c.original.contains("127.0.0.1:1"), "{}", c.original);
-        assert!(
-            c.original.contains("routing_key: <secret>"),
-            "{}",
-            c.original
-        );
-        assert!(c.original.contains("channel: '#ops'"), "{}", c.original);
+        for secret in ["routing_key: k", "/slack", "/hook"] {
+            assert!(!c.original.contains(secret), "{}", c.original);
+        }
+        for shown in [
+            "routing_key: <secret>",
+            "api_url: <secret>",
+            "url: <secret>",
+            "channel: '#ops'",
+            // PagerDuty's endpoint is a plain URL in Alertmanager, not a secret.
+            "url: http://127.0.0.1:1/v2/enqueue",
+        ] {
+            assert!(c.original.contains(shown), "{shown}: {}", c.original);
+        }
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(
+            "global: {slack_api_url: 'http://s/x', smtp_auth_password: pw, pagerduty_url: 'http://pd/'}\nreceivers: [{name: a, email_configs: [{to: x, auth_password: epw}], pagerduty_configs: [{service_key: sk}]}]",
+        )
+        .unwrap();
+        mask_secrets(&mut doc);
+        let out = serde_yaml::to_string(&doc).unwrap();
+        for secret in ["http://s/x", "pw", "epw", "sk"] {
+            assert!(!out.contains(&format!(" {secret}\n")), "{secret}: {out}");
+        }
+        assert!(out.contains("pagerduty_url: http://pd/"), "{out}");
+        assert_eq!(out.matches("<secret>").count(), 4, "{out}");
     }
 }

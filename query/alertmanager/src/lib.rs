@@ -37,6 +37,7 @@ use prometheus_client::registry::Registry;
 use storage::Labels;
 
 pub use alert::{Alert, AlertSink};
+pub use config::mask_secrets;
 pub use error::Error;
 use http::HttpClient;
 pub use matchers::parse as parse_matchers;

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -58,6 +59,40 @@ fn string_error(status: StatusCode, msg: impl Into<String>) -> ApiError {
     ApiError(status, Value::String(msg.into()))
 }
 
+/// go-swagger's content negotiation on the POST endpoints: the body must be declared
+/// `application/json` (no header counts as Go's default, `application/octet-stream`), which
+/// also keeps web pages from posting silences or alerts with a plain form. A malformed header
+/// is 400, any other type 415, with go-swagger's messages.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = match headers.get(CONTENT_TYPE) {
+        Some(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        None => "application/octet-stream".to_owned(),
+    };
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let params: Vec<&str> = parts.map(str::trim).collect();
+    // Go's mime.ParseMediaType: every parameter is `name=value`; one trailing `;` is allowed.
+    let trailing = params.len() == 1 && params[0].is_empty();
+    let bad_param = !trailing
+        && params.iter().any(|p| {
+            p.split_once('=')
+                .is_none_or(|(k, v)| k.trim().is_empty() || v.trim().is_empty())
+        });
+    if bad_param {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            json!({"code": 400, "message": format!("parsing Content-Type header from {value:?} failed, because mime: invalid media parameter")}),
+        ));
+    }
+    if media != "application/json" {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            json!({"code": 415, "message": format!("unsupported media type {media:?}, only [application/json] are allowed")}),
+        ));
+    }
+    Ok(())
+}
+
 fn parse_body(body: &Bytes, what: &str) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError(
@@ -103,7 +138,8 @@ fn time_field(o: &Map<String, Value>, field: &str, prefix: &str) -> Result<i64, 
     }
 }
 
-async fn post_alerts(State(am): State<Builtin>, body: Bytes) -> ApiResult {
+async fn post_alerts(State(am): State<Builtin>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    require_json(&headers)?;
     let v = parse_body(&body, "alerts")?;
     let Value::Array(items) = v else {
         return Err(swagger_error(
@@ -252,7 +288,8 @@ async fn get_silences(State(am): State<Builtin>, RawQuery(q): RawQuery) -> ApiRe
     Ok(Json(Value::Array(list)).into_response())
 }
 
-async fn post_silences(State(am): State<Builtin>, body: Bytes) -> ApiResult {
+async fn post_silences(State(am): State<Builtin>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    require_json(&headers)?;
     let v = parse_body(&body, "silence")?;
     let Value::Object(o) = v else {
         return Err(swagger_error(
@@ -377,4 +414,59 @@ async fn receivers(State(am): State<Builtin>) -> ApiResult {
         .map(|name| json!({"name": name}))
         .collect();
     Ok(Json(Value::Array(list)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(content_type: Option<&str>) -> Result<(), (u16, Value)> {
+        let mut h = HeaderMap::new();
+        if let Some(ct) = content_type {
+            h.insert(CONTENT_TYPE, ct.parse().unwrap());
+        }
+        require_json(&h).map_err(|ApiError(s, v)| (s.as_u16(), v))
+    }
+
+    /// The answers of Alertmanager 0.25 to the same headers.
+    #[test]
+    fn post_bodies_must_be_declared_json() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;",
+        ] {
+            assert_eq!(check(Some(ok)), Ok(()), "{ok}");
+        }
+        for (ct, media) in [
+            (Some("text/plain"), "text/plain"),
+            (Some("text/plain; charset=utf-8"), "text/plain"),
+            (
+                Some("application/x-www-form-urlencoded"),
+                "application/x-www-form-urlencoded",
+            ),
+            (
+                Some("multipart/form-data; boundary=x"),
+                "multipart/form-data",
+            ),
+            (Some("bogus"), "bogus"),
+            (None, "application/octet-stream"),
+        ] {
+            let msg =
+                format!("unsupported media type {media:?}, only [application/json] are allowed");
+            assert_eq!(
+                check(ct),
+                Err((415, json!({"code": 415, "message": msg}))),
+                "{ct:?}"
+            );
+        }
+        assert_eq!(
+            check(Some("application/json;;x")),
+            Err((
+                400,
+                json!({"code": 400, "message": "parsing Content-Type header from \"application/json;;x\" failed, because mime: invalid media parameter"})
+            ))
+        );
+    }
 }

@@ -7,12 +7,14 @@
 //! - [`loki`]: `/loki/api/v1/…` over the LogQL engine, with live tail.
 //! - [`jaeger`], [`tempo`]: the Jaeger query service and the Tempo API over trace queries.
 //! - [`alertmanager_v2`]: Alertmanager's `/api/v2/…` over the built-in Alertmanager.
+//! - `admission`: the query gate PromQL and LogQL queries wait in ([`QueryGate`]).
 //! - `form`, `handler`, `trace_http`, `status`: what several APIs share (Go's `Request.Form`,
 //!   the blocking-pool route adapter, the Jaeger/Tempo parameter and error helpers, the HTTP
 //!   status of each error class).
 //!
 //! Ingest endpoints are the `ingest` crate's; evaluation is the engines'.
 
+mod admission;
 pub mod alertmanager_v2;
 mod form;
 mod handler;
@@ -23,6 +25,7 @@ mod status;
 pub mod tempo;
 mod trace_http;
 
+pub use admission::{QueryGate, DEFAULT_MAX_CONCURRENCY};
 pub use trace_http::TraceLimits;
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value as J};
 use storage::Matcher;
 
+use crate::admission::{QueryGate, QueueTimeout};
 use crate::handler;
 use logql::ast::{Expr, MetricExpr};
 use logql::{parse, EvalError, LabelMap, LogEngine, Series, Steps, Stream};
@@ -30,11 +31,13 @@ const DEFAULT_LIMIT: usize = 100;
 #[derive(Clone)]
 pub struct LokiState {
     engine: LogEngine,
+    gate: QueryGate,
 }
 
 impl LokiState {
-    pub fn new(engine: LogEngine) -> LokiState {
-        LokiState { engine }
+    /// Queries (`query`, `query_range`) wait for a slot of `gate`.
+    pub fn new(engine: LogEngine, gate: QueryGate) -> LokiState {
+        LokiState { engine, gate }
     }
 }
 
@@ -66,6 +69,17 @@ impl From<storage::StorageError> for LokiError {
     }
 }
 
+/// A query that could not start within the engine's timeout: Loki's status for a timed-out
+/// query, with Prometheus's message.
+impl From<QueueTimeout> for LokiError {
+    fn from(e: QueueTimeout) -> LokiError {
+        LokiError(
+            crate::status::http_status(storage::ErrorClass::Timeout),
+            e.to_string(),
+        )
+    }
+}
+
 impl From<tokio::task::JoinError> for LokiError {
     fn from(e: tokio::task::JoinError) -> LokiError {
         LokiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
@@ -87,8 +101,8 @@ type Handler = fn(&LokiState, &Params) -> Result<J, LokiError>;
 
 pub fn routes(state: LokiState) -> Router {
     Router::new()
-        .route("/loki/api/v1/query_range", get_post(query_range))
-        .route("/loki/api/v1/query", get_post(query))
+        .route("/loki/api/v1/query_range", query_route(query_range))
+        .route("/loki/api/v1/query", query_route(query))
         .route("/loki/api/v1/labels", get_post(labels))
         .route("/loki/api/v1/label", get_post(labels))
         .route(
@@ -111,6 +125,14 @@ pub fn routes(state: LokiState) -> Router {
 
 fn get_post(f: Handler) -> MethodRouter<LokiState> {
     handler::get_post(move |s: &LokiState, p: &Params| f(s, p).map(Json))
+}
+
+/// A query endpoint: admitted through the query gate (Loki's API has no per-request timeout).
+fn query_route(f: Handler) -> MethodRouter<LokiState> {
+    handler::get_post_admitted(
+        |s: &LokiState, _: &Params| (s.gate.clone(), None),
+        move |s: &LokiState, p: &Params| f(s, p).map(Json),
+    )
 }
 
 fn parse_query(p: &Params) -> Result<Expr, LokiError> {

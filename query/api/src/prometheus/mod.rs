@@ -20,6 +20,7 @@ use storage::LabelQuerier;
 use self::params::{Params, MAX_TIME, MIN_TIME};
 use self::response::{json_response, success, ApiError, ApiResult};
 use self::rules::{self as rules_api, RulesFilter};
+use crate::admission::QueryGate;
 use crate::handler;
 use ::rules::RuleManager;
 use promql::Engine;
@@ -40,15 +41,23 @@ pub struct ApiState {
     store: Arc<dyn LabelQuerier>,
     info: Arc<ServerInfo>,
     rules: Option<Arc<RuleManager>>,
+    gate: QueryGate,
 }
 
 impl ApiState {
-    pub fn new(engine: Arc<Engine>, store: Arc<dyn LabelQuerier>, info: ServerInfo) -> ApiState {
+    /// Queries (`/api/v1/query`, `/api/v1/query_range`) wait for a slot of `gate`.
+    pub fn new(
+        engine: Arc<Engine>,
+        store: Arc<dyn LabelQuerier>,
+        info: ServerInfo,
+        gate: QueryGate,
+    ) -> ApiState {
         ApiState {
             engine,
             store,
             info: Arc::new(info),
             rules: None,
+            gate,
         }
     }
 
@@ -66,8 +75,8 @@ const MAX_POINTS_PER_SERIES: i64 = 11_000;
 
 pub fn routes(state: ApiState) -> Router {
     Router::new()
-        .route("/api/v1/query", get_post(instant_query))
-        .route("/api/v1/query_range", get_post(range_query))
+        .route("/api/v1/query", query_route(instant_query))
+        .route("/api/v1/query_range", query_route(range_query))
         .route("/api/v1/query_exemplars", get_post(query_exemplars))
         .route("/api/v1/format_query", get_post(format_query))
         .route("/api/v1/parse_query", get_post(parse_query))
@@ -92,6 +101,15 @@ type Handler = fn(&ApiState, &Params) -> ApiResult;
 
 fn get_post(f: Handler) -> MethodRouter<ApiState> {
     handler::get_post(f)
+}
+
+/// A query endpoint: admitted through the query gate, waiting no longer than the request's
+/// `timeout` (a malformed one is reported by the query itself).
+fn query_route(f: Handler) -> MethodRouter<ApiState> {
+    handler::get_post_admitted(
+        |s: &ApiState, p: &Params| (s.gate.clone(), p.timeout().ok()),
+        f,
+    )
 }
 
 fn instant_query(s: &ApiState, p: &Params) -> ApiResult {

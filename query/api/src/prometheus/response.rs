@@ -102,6 +102,16 @@ impl From<storage::StorageError> for ApiError {
     }
 }
 
+/// Prometheus's answer to a query that could not start within its timeout.
+impl From<crate::admission::QueueTimeout> for ApiError {
+    fn from(e: crate::admission::QueueTimeout) -> ApiError {
+        ApiError {
+            typ: ErrorType::Timeout,
+            msg: e.to_string(),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> ApiError {
         ApiError::internal(e)
