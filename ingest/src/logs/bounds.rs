@@ -137,7 +137,7 @@ mod tests {
         let w = bounds.window_at(now);
         assert_eq!(w.check(&record(now, "ok")), Ok(()));
         assert_eq!(w.check(&record(now + 600_000_000_000, "ok")), Ok(()));
-        for ts in [0, -1, i64::MIN, now - 3601_000_000_000] {
+        for ts in [0, -1, i64::MIN, now - 3_601_000_000_000] {
             let err = w.check(&record(ts, "x")).unwrap_err();
             assert!(matches!(err, OutOfBounds::TooOld { .. }), "{ts}: {err}");
         }

@@ -582,4 +582,71 @@ mod tests {
             Labels::from_pairs([("a", "1"), ("b", "2")])
         );
     }
+
+    async fn post(app: &axum::Router, ct: &str, body: String) -> (StatusCode, String) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let req = axum::http::Request::post("/loki/api/v1/push")
+            .header("content-type", ct)
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Entries the store would never return (time 0, -1, i64::MIN, years ahead) are refused
+    /// with Loki's 400 and its texts; the others in the request are stored. Form content
+    /// types are refused (415) before anything is read.
+    #[tokio::test]
+    async fn push_refuses_out_of_bounds_entries_and_form_content_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(
+            storage::logs::LogStore::open(dir.path(), Default::default()).unwrap(),
+        );
+        let app = crate::logs::routes(LogSink::new(store.clone(), Default::default()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        let ahead = now + 10 * 365 * 86_400 * 1_000_000_000;
+        let body = format!(
+            r#"{{"streams":[{{"stream":{{"app":"a"}},"values":[["{now}","kept"],["0","x"],["-1","x"],["{}","x"],["{ahead}","x"]]}}]}}"#,
+            i64::MIN
+        );
+        let (status, text) = post(&app, "application/json", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        let lines: Vec<&str> = text.trim_end().lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with(
+            "entry for stream '{app=\"a\"}' has timestamp too old: 1970-01-01T00:00:00Z, oldest acceptable timestamp is: "
+        ), "{text}");
+        assert!(
+            lines[3].starts_with("entry for stream '{app=\"a\"}' has timestamp too new: "),
+            "{text}"
+        );
+        store.sync().unwrap();
+        let q = storage::logs::LogQuery {
+            start_ns: i64::MIN,
+            end_ns: i64::MAX,
+            ..Default::default()
+        };
+        let mut stored = Vec::new();
+        store
+            .scan(&q, storage::logs::Direction::Forward, &mut |r| {
+                stored.push(r.line);
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(stored, vec!["kept".to_owned()]);
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ] {
+            let (status, _) = post(&app, ct, body.clone()).await;
+            assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+        }
+    }
 }
