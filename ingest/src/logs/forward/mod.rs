@@ -212,6 +212,8 @@ struct Conn<S> {
     stream: S,
     buf: Vec<u8>,
     max: usize,
+    /// How far the frame at the start of `buf` has been scanned.
+    scanner: scan::Scanner,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -220,6 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             stream,
             buf: Vec::new(),
             max,
+            scanner: scan::Scanner::default(),
         }
     }
 
@@ -283,7 +286,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         loop {
             if !self.buf.is_empty() {
                 let max_values = scan::max_values(self.buf.len(), opts.max_expansion);
-                if let Some((len, _)) = scan::complete_value(&self.buf, max_values)? {
+                if let Some((len, _)) = self.scanner.resume(&self.buf, max_values)? {
                     let rest = self.buf.split_off(len);
                     return Ok(Some(std::mem::replace(&mut self.buf, rest)));
                 }

@@ -24,16 +24,56 @@ pub(crate) fn complete_value(
     buf: &[u8],
     max_values: usize,
 ) -> Result<Option<(usize, usize)>, ScanError> {
-    let mut pos = 0usize;
-    let mut pending: u64 = 1;
-    let mut values = 0usize;
-    while pending > 0 {
+    Scanner::default().resume(buf, max_values)
+}
+
+/// A scan of a value that arrives in pieces: each call resumes after the last whole item
+/// the previous one saw, so a large frame trickling in is scanned once, not once per read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Scanner {
+    /// End of the last whole item scanned.
+    pos: usize,
+    /// Items still to scan.
+    pending: u64,
+    values: usize,
+}
+
+impl Default for Scanner {
+    fn default() -> Scanner {
+        Scanner {
+            pos: 0,
+            pending: 1,
+            values: 0,
+        }
+    }
+}
+
+impl Scanner {
+    /// [`complete_value`] over `buf`, which must start with what the previous calls saw.
+    /// Once the value is complete the scanner starts over, for the next value.
+    pub(crate) fn resume(
+        &mut self,
+        buf: &[u8],
+        max_values: usize,
+    ) -> Result<Option<(usize, usize)>, ScanError> {
+        while self.pending > 0 {
+            match self.item(buf, max_values)? {
+                Some(next) => *self = next,
+                None => return Ok(None),
+            }
+        }
+        let done = std::mem::take(self);
+        Ok(Some((done.pos, done.values)))
+    }
+
+    /// The state after the item at `self.pos`, or None if it has not fully arrived.
+    fn item(&self, buf: &[u8], max_values: usize) -> Result<Option<Scanner>, ScanError> {
+        let mut pos = self.pos;
         let Some(&marker) = buf.get(pos) else {
             return Ok(None);
         };
         pos += 1;
-        pending -= 1;
-        values += 1;
+        let values = self.values + 1;
         if values > max_values {
             return Err(ScanError::TooManyValues(max_values));
         }
@@ -91,10 +131,12 @@ pub(crate) fn complete_value(
         else {
             return Ok(None);
         };
-        pos = end;
-        pending = pending.saturating_add(children);
+        Ok(Some(Scanner {
+            pos: end,
+            pending: (self.pending - 1).saturating_add(children),
+            values,
+        }))
     }
-    Ok(Some((pos, values)))
 }
 
 #[cfg(test)]
@@ -141,6 +183,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_value_arriving_in_pieces_is_scanned_where_the_last_call_stopped() {
+        let v = Value::Array(vec![
+            Value::from("x".repeat(300)),
+            Value::Nil,
+            Value::from(7),
+        ]);
+        let mut b = encode(&v);
+        let len = b.len();
+        b.push(0xc0);
+        let mut s = Scanner::default();
+        for cut in [1, 2, 5, 200, len - 1] {
+            assert_eq!(s.resume(&b[..cut], 100), Ok(None), "cut {cut}");
+        }
+        // The string's item stays unscanned until it is whole; the array marker was taken.
+        assert_eq!(s.resume(&b[..len], 100), Ok(Some((len, 4))));
+        assert_eq!(s, Scanner::default());
     }
 
     #[test]
