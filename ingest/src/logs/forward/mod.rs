@@ -1,7 +1,9 @@
 //! The Fluentd Forward Protocol v1 listener: accepts TCP connections (optionally TLS), runs the
 //! shared-key handshake (with user/password authentication) when configured, decodes event
 //! frames, appends their records durably and only then acknowledges `chunk`s. A malformed frame closes that connection alone, with one log
-//! line saying why. Each connection handles one frame at a time and reads at most
+//! line saying why; so do a frame holding a record the store would never return (not acked,
+//! so the sender keeps it), a frame beyond its entry or decoded-size budget, a frame that
+//! stalls midway and a PING that never comes. Frames are decoded on the blocking pool. Each connection handles one frame at a time and reads at most
 //! `max_frame_bytes` ahead, so a slow store pushes back through TCP instead of buffering.
 
 mod frame;
