@@ -13,6 +13,7 @@ pub mod logs;
 mod metrics;
 pub mod otlp;
 pub mod remote_write;
+mod wire;
 
 use std::sync::Arc;
 
@@ -25,13 +26,33 @@ use storage::Appendable;
 pub use metrics::IngestCounters;
 use metrics::IngestMetrics;
 
-/// Request size limits of the ingest endpoints.
+/// The default of [`Limits::max_expansion`], [`otlp::OtlpState::with_max_expansion`] and
+/// [`logs::LogSink::with_max_expansion`]: real requests decode to 2 to 6 times their
+/// protobuf size; a body of empty items, to 50 times and more.
+pub const DEFAULT_MAX_EXPANSION: usize = 16;
+
+/// Bodies smaller than this are budgeted as if this large: a lone empty item in a tiny body
+/// expands far more than its share, and a few KiB of structures are harmless.
+pub(crate) const EXPANSION_FLOOR_BYTES: usize = 64 << 10;
+
+/// Request size limits of the remote-write endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest decompressed body (413 above), checked against snappy's declared length before
     /// anything is allocated. The body as sent is capped at snappy's worst-case expansion of
     /// this: no larger body can hold a valid payload.
     pub max_decompressed_bytes: usize,
+    /// Most bytes of decoded structures per byte of decompressed protobuf (400 above),
+    /// checked on the wire bytes before decoding.
+    pub max_expansion: usize,
+    /// Most series one request may carry (400 above), counted before decoding.
+    pub max_series_per_request: usize,
+    /// Most labels one series may have; a series with more is invalid.
+    pub max_labels_per_series: usize,
+    /// Longest label name, in bytes; a series with a longer one is invalid.
+    pub max_label_name_length: usize,
+    /// Longest label value, in bytes; a series with a longer one is invalid.
+    pub max_label_value_length: usize,
 }
 
 impl Limits {
@@ -42,8 +63,14 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
+        // The label limits are Mimir's defaults.
         Limits {
             max_decompressed_bytes: 32 << 20,
+            max_expansion: DEFAULT_MAX_EXPANSION,
+            max_series_per_request: 100_000,
+            max_labels_per_series: 30,
+            max_label_name_length: 1024,
+            max_label_value_length: 2048,
         }
     }
 }

@@ -161,10 +161,30 @@ impl Default for Query {
 pub struct Limits {
     /// Largest remote-write body accepted, after snappy decompression (413 above).
     pub remote_write_max_bytes: u64,
+    /// Most series in one remote-write request (400 above), counted before decoding.
+    pub remote_write_max_series_per_request: usize,
+    /// Most labels per remote-written series; a series with more is invalid (Mimir's
+    /// max_label_names_per_series).
+    pub remote_write_max_labels_per_series: usize,
+    /// Longest remote-written label name in bytes; longer makes the series invalid.
+    pub remote_write_max_label_name_length: usize,
+    /// Longest remote-written label value in bytes; longer makes the series invalid.
+    pub remote_write_max_label_value_length: usize,
+    /// Most bytes of decoded structures per byte of (decompressed) protobuf or msgpack, for
+    /// remote-write, OTLP, Loki push and forward frames (400 above, checked before decoding).
+    pub ingest_max_expansion: usize,
+    /// Most spans in one OTLP trace export (400 / INVALID_ARGUMENT above).
+    pub otlp_max_spans_per_request: usize,
     /// Largest OTLP request accepted (gRPC message or HTTP body), decompressed.
     pub otlp_max_message_bytes: u64,
     /// Largest Loki push body accepted, as sent and decompressed.
     pub loki_push_max_bytes: u64,
+    /// Longest log line accepted (Loki's max_line_size): Loki push answers 400, forward
+    /// frames are refused, OTLP records rejected.
+    pub log_max_line_bytes: usize,
+    /// How far ahead of the clock a log timestamp may be (Loki's creation_grace_period);
+    /// timestamps older than `logs.retention` are refused the same way.
+    pub log_max_future: PromDuration,
     /// Largest forward protocol frame; a larger one closes the connection.
     pub forward_max_frame_bytes: u64,
     /// Largest payload one CompressedPackedForward frame may decompress to.
@@ -173,6 +193,12 @@ pub struct Limits {
     pub forward_max_connections: usize,
     /// How long a forward client has to finish the TLS handshake.
     pub forward_tls_handshake_timeout: PromDuration,
+    /// With a shared key, how long a forward client has to send its PING after HELO.
+    pub forward_handshake_timeout: PromDuration,
+    /// How long a forward frame may take to arrive whole once its first byte has.
+    pub forward_frame_timeout: PromDuration,
+    /// Most entries (events) in one forward frame; a frame with more closes the connection.
+    pub forward_max_frame_entries: usize,
     /// Most log lines one LogQL metric query may read; more fails the query.
     pub log_query_max_lines: usize,
     /// Most spans one trace search (Jaeger, Tempo) or Jaeger dependency graph reads; the
@@ -210,12 +236,23 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             remote_write_max_bytes: 32 << 20,
+            remote_write_max_series_per_request: 100_000,
+            remote_write_max_labels_per_series: 64,
+            remote_write_max_label_name_length: 1024,
+            remote_write_max_label_value_length: 16384,
+            ingest_max_expansion: ingest::DEFAULT_MAX_EXPANSION,
             otlp_max_message_bytes: 16 << 20,
+            otlp_max_spans_per_request: ingest::otlp::DEFAULT_MAX_SPANS,
             loki_push_max_bytes: 64 << 20,
+            log_max_line_bytes: ingest::logs::DEFAULT_MAX_LINE_BYTES,
+            log_max_future: PromDuration(ingest::logs::DEFAULT_MAX_FUTURE),
             forward_max_frame_bytes: 16 << 20,
-            forward_max_decompressed_bytes: 256 << 20,
+            forward_max_decompressed_bytes: 16 << 20,
             forward_max_connections: 1024,
             forward_tls_handshake_timeout: PromDuration(Duration::from_secs(10)),
+            forward_handshake_timeout: PromDuration(Duration::from_secs(10)),
+            forward_frame_timeout: PromDuration(Duration::from_secs(60)),
+            forward_max_frame_entries: 1_000_000,
             log_query_max_lines: 5_000_000,
             trace_search_max_spans: 200_000,
             trace_tag_values_max: 1000,
@@ -244,6 +281,32 @@ impl Limits {
     fn validate(&self) -> Result<(), String> {
         let positive = [
             ("remote_write_max_bytes", self.remote_write_max_bytes),
+            (
+                "remote_write_max_series_per_request",
+                self.remote_write_max_series_per_request as u64,
+            ),
+            (
+                "remote_write_max_labels_per_series",
+                self.remote_write_max_labels_per_series as u64,
+            ),
+            (
+                "remote_write_max_label_name_length",
+                self.remote_write_max_label_name_length as u64,
+            ),
+            (
+                "remote_write_max_label_value_length",
+                self.remote_write_max_label_value_length as u64,
+            ),
+            ("ingest_max_expansion", self.ingest_max_expansion as u64),
+            (
+                "otlp_max_spans_per_request",
+                self.otlp_max_spans_per_request as u64,
+            ),
+            ("log_max_line_bytes", self.log_max_line_bytes as u64),
+            (
+                "forward_max_frame_entries",
+                self.forward_max_frame_entries as u64,
+            ),
             ("otlp_max_message_bytes", self.otlp_max_message_bytes),
             ("loki_push_max_bytes", self.loki_push_max_bytes),
             ("forward_max_frame_bytes", self.forward_max_frame_bytes),
@@ -773,14 +836,34 @@ impl Config {
             self_hostname: self.logs.forward.self_hostname.clone(),
             max_frame_bytes: self.limits.forward_max_frame_bytes as usize,
             max_decompressed_bytes: self.limits.forward_max_decompressed_bytes,
+            max_frame_entries: self.limits.forward_max_frame_entries,
+            max_expansion: self.limits.ingest_max_expansion,
             max_connections: self.limits.forward_max_connections,
             tls_handshake_timeout: self.limits.forward_tls_handshake_timeout.0,
+            handshake_timeout: self.limits.forward_handshake_timeout.0,
+            frame_timeout: self.limits.forward_frame_timeout.0,
         })
     }
 
     pub fn ingest_limits(&self) -> ingest::Limits {
+        let l = &self.limits;
         ingest::Limits {
-            max_decompressed_bytes: self.limits.remote_write_max_bytes as usize,
+            max_decompressed_bytes: l.remote_write_max_bytes as usize,
+            max_expansion: l.ingest_max_expansion,
+            max_series_per_request: l.remote_write_max_series_per_request,
+            max_labels_per_series: l.remote_write_max_labels_per_series,
+            max_label_name_length: l.remote_write_max_label_name_length,
+            max_label_value_length: l.remote_write_max_label_value_length,
+        }
+    }
+
+    /// What log records must be within to be stored: the log store's retention, the future
+    /// grace period and the line size.
+    pub fn log_bounds(&self) -> ingest::logs::LogBounds {
+        ingest::logs::LogBounds {
+            max_age: self.logs.retention.0,
+            max_future: self.limits.log_max_future.0,
+            max_line_bytes: self.limits.log_max_line_bytes,
         }
     }
 
@@ -1006,12 +1089,23 @@ remote_write:
     fn limits_section_parses_every_key() {
         let yml = "limits:
   remote_write_max_bytes: 1001
+  remote_write_max_series_per_request: 1014
+  remote_write_max_labels_per_series: 1015
+  remote_write_max_label_name_length: 1016
+  remote_write_max_label_value_length: 1017
+  ingest_max_expansion: 5
   otlp_max_message_bytes: 1002
+  otlp_max_spans_per_request: 1018
   loki_push_max_bytes: 1003
+  log_max_line_bytes: 1019
+  log_max_future: 2m
   forward_max_frame_bytes: 1004
   forward_max_decompressed_bytes: 1005
   forward_max_connections: 7
   forward_tls_handshake_timeout: 3s
+  forward_handshake_timeout: 4s
+  forward_frame_timeout: 5s
+  forward_max_frame_entries: 1020
   log_query_max_lines: 1006
   log_index_writer_bytes: 40000000
   log_index_batch_records: 1007
@@ -1029,9 +1123,26 @@ remote_write:
 ";
         let c = Config::parse(yml, "t").unwrap();
         assert!(c.deprecated_keys().is_empty());
-        assert_eq!(c.ingest_limits().max_decompressed_bytes, 1001);
+        assert_eq!(
+            c.ingest_limits(),
+            ingest::Limits {
+                max_decompressed_bytes: 1001,
+                max_expansion: 5,
+                max_series_per_request: 1014,
+                max_labels_per_series: 1015,
+                max_label_name_length: 1016,
+                max_label_value_length: 1017,
+            }
+        );
         assert_eq!(c.limits.otlp_max_message_bytes, 1002);
+        assert_eq!(c.limits.otlp_max_spans_per_request, 1018);
         assert_eq!(c.limits.loki_push_max_bytes, 1003);
+        let b = c.log_bounds();
+        assert_eq!(
+            (b.max_line_bytes, b.max_future),
+            (1019, Duration::from_secs(120))
+        );
+        assert_eq!(b.max_age, c.logs.retention.0);
         let f = c.forward_options().unwrap();
         assert_eq!(
             (
@@ -1042,6 +1153,15 @@ remote_write:
             (1004, 1005, 7)
         );
         assert_eq!(f.tls_handshake_timeout, Duration::from_secs(3));
+        assert_eq!(
+            (
+                f.handshake_timeout,
+                f.frame_timeout,
+                f.max_frame_entries,
+                f.max_expansion
+            ),
+            (Duration::from_secs(4), Duration::from_secs(5), 1020, 5)
+        );
         assert_eq!(c.limits.log_query_max_lines, 1006);
         let l = c.log_options();
         assert_eq!(
@@ -1087,7 +1207,7 @@ remote_write:
             ingest::logs::forward::ForwardOptions::default(),
         );
         assert_eq!(f.max_frame_bytes, 16 << 20);
-        assert_eq!(f.max_decompressed_bytes, 256 << 20);
+        assert_eq!(f.max_decompressed_bytes, 16 << 20);
         assert_eq!(f.max_connections, 1024);
         assert_eq!(f.tls_handshake_timeout, Duration::from_secs(10));
         assert_eq!(
@@ -1104,6 +1224,26 @@ remote_write:
                 fd.tls_handshake_timeout
             )
         );
+        assert_eq!(
+            (
+                f.handshake_timeout,
+                f.frame_timeout,
+                f.max_frame_entries,
+                f.max_expansion
+            ),
+            (
+                fd.handshake_timeout,
+                fd.frame_timeout,
+                fd.max_frame_entries,
+                fd.max_expansion
+            )
+        );
+        let b = c.log_bounds();
+        assert_eq!(
+            (b.max_future, b.max_line_bytes),
+            (ingest::logs::DEFAULT_MAX_FUTURE, 256 << 10)
+        );
+        assert_eq!(b.max_age, ingest::logs::LogBounds::default().max_age);
         assert_eq!(l.log_query_max_lines, 5_000_000);
         let (o, od) = (c.log_options(), storage::logs::LogOptions::default());
         assert_eq!(o.index_writer_bytes, 64 << 20);

@@ -61,7 +61,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         traces.clone(),
         tsdb.clone(),
         config.limits.otlp_max_message_bytes as usize,
-    );
+    )
+    .with_max_expansion(config.limits.ingest_max_expansion)
+    .with_max_spans(config.limits.otlp_max_spans_per_request)
+    .with_log_bounds(config.log_bounds());
 
     let logs_dir = data_dir.join("logs");
     let logs = Arc::new(
@@ -74,7 +77,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             label_keys: config.logs.label_keys.clone(),
         },
     )
-    .with_push_max_bytes(config.limits.loki_push_max_bytes as usize);
+    .with_push_max_bytes(config.limits.loki_push_max_bytes as usize)
+    .with_max_expansion(config.limits.ingest_max_expansion)
+    .with_bounds(config.log_bounds());
     let otlp_state = otlp_state.with_logs(logs.clone());
 
     let mut registry = Registry::default();

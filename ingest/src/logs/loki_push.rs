@@ -2,16 +2,20 @@
 //! protobuf (`logproto.PushRequest`, written as prost derives). Owns the wire shapes and the
 //! stream-selector parsing of protobuf label strings; answers 204 once records are durable.
 
+use std::collections::BTreeMap;
 use std::io::Read;
+use std::mem::size_of;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use storage::logs::LogRecord;
 use storage::{Label, Labels};
 
-use super::LogSink;
+use super::{LogSink, Records};
+use crate::wire::{Field, Shape};
 
 mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
@@ -60,6 +64,32 @@ mod proto {
 pub(crate) enum PushError {
     #[error("{0}")]
     BadRequest(String),
+    /// A content type a browser may send cross-site without asking (a form or plain text):
+    /// refused so that no web page can push logs through a visitor's browser.
+    #[error("unsupported Content-Type {0:?}: use application/x-protobuf or application/json")]
+    UnsupportedMediaType(String),
+}
+
+impl From<crate::wire::WireError> for PushError {
+    fn from(e: crate::wire::WireError) -> PushError {
+        match e {
+            crate::wire::WireError::Malformed(_) => PushError::BadRequest(format!("protobuf: {e}")),
+            crate::wire::WireError::TooLarge { .. } => PushError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// The one place a push outcome becomes an HTTP response: Loki's statuses, plain text.
+fn respond(result: Result<(), PushError>) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e @ PushError::BadRequest(_)) => {
+            (StatusCode::BAD_REQUEST, e.to_string() + "\n").into_response()
+        }
+        Err(e @ PushError::UnsupportedMediaType(_)) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string() + "\n").into_response()
+        }
+    }
 }
 
 pub(crate) async fn push(State(sink): State<LogSink>, headers: HeaderMap, body: Bytes) -> Response {
@@ -70,41 +100,112 @@ pub(crate) async fn push(State(sink): State<LogSink>, headers: HeaderMap, body: 
             .unwrap_or("")
             .to_owned()
     };
-    let records = match decode(
-        &header("content-type"),
-        &header("content-encoding"),
-        &body,
-        sink.push_max_bytes,
-    ) {
-        Ok(r) => r,
-        Err(PushError::BadRequest(msg)) => {
-            return (StatusCode::BAD_REQUEST, msg + "\n").into_response()
+    let format = match format(&header("content-type")) {
+        Ok(f) => f,
+        Err(e) => return respond(Err(e)),
+    };
+    let encoding = header("content-encoding");
+    let budget = Budget {
+        max_bytes: sink.push_max_bytes,
+        max_expansion: sink.max_expansion,
+    };
+    // Decompressing and decoding a large body takes a while: off the async workers.
+    let decoded =
+        tokio::task::spawn_blocking(move || decode(format, &encoding, &body, budget)).await;
+    let records = match decoded {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return respond(Err(e)),
+        Err(e) => {
+            tracing::error!("loki push: decoding task failed: {e}");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
-    match sink
-        .append(crate::metrics::Protocol::LokiPush, records)
-        .await
-    {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => {
+    // As Loki's distributor: entries within bounds are stored, the others listed in a 400.
+    let window = sink.bounds.window();
+    let mut refused = Vec::new();
+    let records: Vec<LogRecord> = records
+        .into_iter()
+        .filter(|r| match window.check(r) {
+            Ok(()) => true,
+            Err(e) => {
+                refused.push(e.to_string());
+                false
+            }
+        })
+        .collect();
+    let protocol = crate::metrics::Protocol::LokiPush;
+    sink.counters
+        .rejected(crate::metrics::Signal::Logs, protocol, refused.len());
+    if !records.is_empty() {
+        if let Err(e) = sink.append(protocol, records).await {
             tracing::error!("loki push: {e}");
-            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+            return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
         }
+    }
+    if refused.is_empty() {
+        return respond(Ok(()));
+    }
+    let mut message = refused[..refused.len().min(MAX_ERROR_LINES)].join("\n");
+    if refused.len() > MAX_ERROR_LINES {
+        message += &format!("\n(and {} more errors)", refused.len() - MAX_ERROR_LINES);
+    }
+    respond(Err(PushError::BadRequest(message)))
+}
+
+/// Error lines in one response, so that a request of bad entries cannot make a larger answer.
+const MAX_ERROR_LINES: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    Json,
+    Protobuf,
+}
+
+/// Loki reads `application/json` (parameters allowed) as JSON and anything else as snappy
+/// protobuf; the simple types of HTML forms are refused instead.
+fn format(content_type: &str) -> Result<Format, PushError> {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" => Ok(Format::Json),
+        "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data" => {
+            Err(PushError::UnsupportedMediaType(content_type.to_owned()))
+        }
+        _ => Ok(Format::Protobuf),
     }
 }
 
-/// Decodes a push body of at most `max` bytes (decompressed).
+/// How large a push may be: its body decompressed, and the records it decodes to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    pub(crate) max_bytes: usize,
+    pub(crate) max_expansion: usize,
+}
+
+impl Budget {
+    fn decoded_bytes(&self, body_len: usize) -> usize {
+        crate::wire::budget(body_len, self.max_expansion, crate::EXPANSION_FLOOR_BYTES)
+    }
+}
+
+/// Decodes a push body of at most `budget.max_bytes` bytes (decompressed).
 pub(crate) fn decode(
-    content_type: &str,
+    format: Format,
     encoding: &str,
     body: &[u8],
-    max: usize,
+    budget: Budget,
 ) -> Result<Vec<LogRecord>, PushError> {
+    let max = budget.max_bytes;
     let bad = |m: String| PushError::BadRequest(m);
     let body = match encoding {
         "" | "identity" => body.to_vec(),
         "gzip" => {
             let mut out = Vec::new();
+            // One byte past the limit tells "exactly at the limit" from "over it".
             flate2::read::MultiGzDecoder::new(body)
                 .take(max as u64 + 1)
                 .read_to_end(&mut out)
@@ -117,17 +218,55 @@ pub(crate) fn decode(
     if body.len() > max {
         return Err(bad(format!("request body larger than {max} bytes")));
     }
-    if content_type.starts_with("application/json") {
-        decode_json(&body)
-    } else {
-        // Loki's default: snappy-compressed protobuf (the block format, no Content-Encoding).
-        let raw = if encoding.is_empty() {
-            snappy(&body, max)?
-        } else {
-            body
-        };
-        decode_proto(&raw)
+    let mut records = Records::new(budget.decoded_bytes(body.len()));
+    match format {
+        Format::Json => decode_json(&body, &mut records)?,
+        Format::Protobuf => {
+            // Loki's default: snappy-compressed protobuf (the block format, no Content-Encoding).
+            let raw = if encoding.is_empty() {
+                snappy(&body, max)?
+            } else {
+                body
+            };
+            crate::wire::scan(&raw, &PUSH_REQUEST, budget.decoded_bytes(raw.len()))?;
+            decode_proto(&raw, &mut records)?;
+        }
     }
+    Ok(records.into_records())
+}
+
+// What the protobuf messages decode to, for the walk that bounds a body before decoding.
+static LABEL_PAIR: Shape = Shape {
+    name: "LabelPair",
+    size: size_of::<proto::LabelPair>(),
+    fields: &[],
+};
+static TIMESTAMP: Shape = Shape {
+    name: "Timestamp",
+    size: size_of::<proto::Timestamp>(),
+    fields: &[],
+};
+static ENTRY: Shape = Shape {
+    name: "Entry",
+    size: size_of::<proto::Entry>(),
+    fields: &[
+        (1, Field::Message(&TIMESTAMP)),
+        (3, Field::Message(&LABEL_PAIR)),
+    ],
+};
+static STREAM: Shape = Shape {
+    name: "Stream",
+    size: size_of::<proto::Stream>(),
+    fields: &[(2, Field::Message(&ENTRY))],
+};
+static PUSH_REQUEST: Shape = Shape {
+    name: "PushRequest",
+    size: size_of::<proto::PushRequest>(),
+    fields: &[(1, Field::Message(&STREAM))],
+};
+
+fn too_large(limit: usize) -> PushError {
+    crate::wire::WireError::TooLarge { limit }.into()
 }
 
 fn snappy(b: &[u8], max: usize) -> Result<Vec<u8>, PushError> {
@@ -143,10 +282,9 @@ fn snappy(b: &[u8], max: usize) -> Result<Vec<u8>, PushError> {
         .map_err(|e| PushError::BadRequest(format!("snappy: {e}")))
 }
 
-fn decode_proto(b: &[u8]) -> Result<Vec<LogRecord>, PushError> {
+fn decode_proto(b: &[u8], out: &mut Records) -> Result<(), PushError> {
     let req = <proto::PushRequest as prost::Message>::decode(b)
         .map_err(|e| PushError::BadRequest(format!("protobuf: {e}")))?;
-    let mut out = Vec::new();
     for s in req.streams {
         let labels = parse_selector(&s.labels).map_err(PushError::BadRequest)?;
         for e in s.entries {
@@ -166,73 +304,65 @@ fn decode_proto(b: &[u8]) -> Result<Vec<LogRecord>, PushError> {
                 labels: labels.clone(),
                 line: e.line,
                 metadata,
-            });
+            })
+            .map_err(too_large)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-fn decode_json(b: &[u8]) -> Result<Vec<LogRecord>, PushError> {
+/// Loki's JSON push body, decoded straight into typed values (no JSON tree).
+#[derive(Deserialize)]
+struct JsonPush {
+    streams: Vec<JsonStream>,
+}
+
+#[derive(Deserialize)]
+struct JsonStream {
+    #[serde(default)]
+    stream: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<JsonEntry>,
+}
+
+/// `[timestamp_ns_string, line, {structured metadata}?]`
+#[derive(Deserialize)]
+struct JsonEntry(
+    String,
+    String,
+    #[serde(default)] Option<BTreeMap<String, String>>,
+);
+
+fn decode_json(b: &[u8], out: &mut Records) -> Result<(), PushError> {
     let bad = |m: &str| PushError::BadRequest(m.to_owned());
-    let v: serde_json::Value =
+    let push: JsonPush =
         serde_json::from_slice(b).map_err(|e| PushError::BadRequest(format!("json: {e}")))?;
-    let streams = v
-        .get("streams")
-        .and_then(|s| s.as_array())
-        .ok_or_else(|| bad("json: missing \"streams\""))?;
-    let mut out = Vec::new();
-    for s in streams {
-        let labels = s
-            .get("stream")
-            .and_then(|l| l.as_object())
-            .map(|m| {
-                Labels::new(
-                    m.iter()
-                        .filter_map(|(k, v)| Some(Label::new(k, v.as_str()?)))
-                        .collect(),
-                )
-            })
-            .unwrap_or_default();
+    for s in push.streams {
+        let labels = Labels::new(
+            s.stream
+                .into_iter()
+                .map(|(k, v)| Label::new(k, v))
+                .collect(),
+        );
         if labels.is_empty() {
             return Err(bad("error at least one label pair is required per stream"));
         }
-        for value in s
-            .get("values")
-            .and_then(|v| v.as_array())
-            .into_iter()
-            .flatten()
-        {
-            let parts = value
-                .as_array()
-                .ok_or_else(|| bad("json: a value is not an array"))?;
-            let ts = parts
-                .first()
-                .and_then(|t| t.as_str())
-                .and_then(|t| t.parse::<i64>().ok())
-                .ok_or_else(|| bad("json: timestamp is not a string of nanoseconds"))?;
-            let line = parts
-                .get(1)
-                .and_then(|l| l.as_str())
-                .ok_or_else(|| bad("json: line is not a string"))?;
-            let mut metadata: Vec<(String, String)> = parts
-                .get(2)
-                .and_then(|m| m.as_object())
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                        .collect()
-                })
-                .unwrap_or_default();
-            metadata.sort();
+        for JsonEntry(ts, line, metadata) in s.values {
+            let ts = ts
+                .parse::<i64>()
+                .map_err(|_| bad("json: timestamp is not a string of nanoseconds"))?;
+            // BTreeMap order is the sorted order records keep.
+            let metadata = metadata.unwrap_or_default().into_iter().collect();
             out.push(LogRecord {
                 ts_ns: ts,
                 labels: labels.clone(),
-                line: line.to_owned(),
+                line,
                 metadata,
-            });
+            })
+            .map_err(too_large)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Parses `{a="b", c="d"}` (Go-quoted values) into labels.
@@ -285,26 +415,105 @@ mod tests {
     use super::*;
     use prost::Message;
 
+    fn budget(max_bytes: usize) -> Budget {
+        Budget {
+            max_bytes,
+            max_expansion: crate::DEFAULT_MAX_EXPANSION,
+        }
+    }
+
     fn decode(ct: &str, encoding: &str, body: &[u8]) -> Result<Vec<LogRecord>, PushError> {
-        super::decode(ct, encoding, body, crate::logs::DEFAULT_PUSH_MAX_BYTES)
+        super::decode(
+            format(ct)?,
+            encoding,
+            body,
+            budget(crate::logs::DEFAULT_PUSH_MAX_BYTES),
+        )
     }
 
     #[test]
     fn bodies_over_the_limit_are_refused_decompressed() {
         let body = br#"{"streams":[{"stream":{"app":"a"},"values":[["1","hello"]]}]}"#;
         let max = body.len();
-        assert!(super::decode("application/json", "", body, max).is_ok());
+        assert!(super::decode(Format::Json, "", body, budget(max)).is_ok());
         let want = Err(PushError::BadRequest(format!(
             "request body larger than {} bytes",
             max - 1
         )));
-        assert_eq!(super::decode("application/json", "", body, max - 1), want);
+        assert_eq!(super::decode(Format::Json, "", body, budget(max - 1)), want);
         let snappy = snap::raw::Encoder::new().compress_vec(body).unwrap();
         assert!(snappy.len() < max - 1);
         assert_eq!(
-            super::decode("application/json", "snappy", &snappy, max - 1),
+            super::decode(Format::Json, "snappy", &snappy, budget(max - 1)),
             want
         );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, body).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(
+            super::decode(Format::Json, "gzip", &gz, budget(max - 1)),
+            want
+        );
+    }
+
+    /// Short entries of a stream with long labels: each record copies the labels, so the
+    /// records would be hundreds of times the body.
+    #[test]
+    fn records_are_bounded_relative_to_the_body() {
+        let labels = format!(r#"{{"app":"{}"}}"#, "x".repeat(4096));
+        let values = vec![r#"["1",""]"#; 20_000].join(",");
+        let body = format!(r#"{{"streams":[{{"stream":{labels},"values":[{values}]}}]}}"#);
+        let err = super::decode(Format::Json, "", body.as_bytes(), budget(1 << 30)).unwrap_err();
+        assert!(
+            matches!(&err, PushError::BadRequest(m) if m.contains("would decode to more than")),
+            "{err}"
+        );
+        // The same stream with a few entries is fine.
+        let few = format!(r#"{{"streams":[{{"stream":{labels},"values":[["1",""]]}}]}}"#);
+        assert_eq!(
+            super::decode(Format::Json, "", few.as_bytes(), budget(1 << 30))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    /// Empty entries are 2 bytes of protobuf and a hundred decoded: refused before decoding.
+    #[test]
+    fn protobuf_of_empty_entries_is_refused_before_decoding() {
+        let entries = [0x12, 0x00].repeat(1 << 20);
+        let mut st = vec![0x0a, 0x09];
+        st.extend_from_slice(br#"{app="a"}"#);
+        st.extend_from_slice(&entries);
+        let mut req = vec![0x0a];
+        prost::encoding::encode_varint(st.len() as u64, &mut req);
+        req.extend_from_slice(&st);
+        let body = snap::raw::Encoder::new().compress_vec(&req).unwrap();
+        let err = super::decode(Format::Protobuf, "", &body, budget(64 << 20)).unwrap_err();
+        assert!(
+            matches!(&err, PushError::BadRequest(m) if m.contains("would decode to more than")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn content_types_follow_loki_and_form_types_are_refused() {
+        assert_eq!(format("application/json; charset=utf-8"), Ok(Format::Json));
+        assert_eq!(format("Application/JSON"), Ok(Format::Json));
+        assert_eq!(format("application/x-protobuf"), Ok(Format::Protobuf));
+        assert_eq!(format(""), Ok(Format::Protobuf));
+        for ct in [
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            assert_eq!(
+                format(ct),
+                Err(PushError::UnsupportedMediaType(ct.to_owned())),
+                "{ct}"
+            );
+        }
     }
 
     #[test]
@@ -372,5 +581,72 @@ mod tests {
             parse_selector(r#"{ a = "1" ,b="2"}"#).unwrap(),
             Labels::from_pairs([("a", "1"), ("b", "2")])
         );
+    }
+
+    async fn post(app: &axum::Router, ct: &str, body: String) -> (StatusCode, String) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let req = axum::http::Request::post("/loki/api/v1/push")
+            .header("content-type", ct)
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Entries the store would never return (time 0, -1, i64::MIN, years ahead) are refused
+    /// with Loki's 400 and its texts; the others in the request are stored. Form content
+    /// types are refused (415) before anything is read.
+    #[tokio::test]
+    async fn push_refuses_out_of_bounds_entries_and_form_content_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(
+            storage::logs::LogStore::open(dir.path(), Default::default()).unwrap(),
+        );
+        let app = crate::logs::routes(LogSink::new(store.clone(), Default::default()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        let ahead = now + 10 * 365 * 86_400 * 1_000_000_000;
+        let body = format!(
+            r#"{{"streams":[{{"stream":{{"app":"a"}},"values":[["{now}","kept"],["0","x"],["-1","x"],["{}","x"],["{ahead}","x"]]}}]}}"#,
+            i64::MIN
+        );
+        let (status, text) = post(&app, "application/json", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        let lines: Vec<&str> = text.trim_end().lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with(
+            "entry for stream '{app=\"a\"}' has timestamp too old: 1970-01-01T00:00:00Z, oldest acceptable timestamp is: "
+        ), "{text}");
+        assert!(
+            lines[3].starts_with("entry for stream '{app=\"a\"}' has timestamp too new: "),
+            "{text}"
+        );
+        store.sync().unwrap();
+        let q = storage::logs::LogQuery {
+            start_ns: i64::MIN,
+            end_ns: i64::MAX,
+            ..Default::default()
+        };
+        let mut stored = Vec::new();
+        store
+            .scan(&q, storage::logs::Direction::Forward, &mut |r| {
+                stored.push(r.line);
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(stored, vec!["kept".to_owned()]);
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ] {
+            let (status, _) = post(&app, ct, body.clone()).await;
+            assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+        }
     }
 }

@@ -3,12 +3,15 @@
 //! [`Mapping`] and appending them to the `LogStore`. Owns the wire formats and the mapping;
 //! never reads logs back.
 
+mod bounds;
 pub mod forward;
 mod loki_push;
 mod mapping;
 
+pub use bounds::{LogBounds, DEFAULT_MAX_AGE, DEFAULT_MAX_FUTURE, DEFAULT_MAX_LINE_BYTES};
 pub use mapping::Mapping;
 
+use std::mem::size_of;
 use std::sync::Arc;
 
 use storage::logs::{LogRecord, LogWriter};
@@ -26,6 +29,8 @@ pub struct LogSink {
     mapping: Arc<Mapping>,
     counters: IngestCounters,
     push_max_bytes: usize,
+    max_expansion: usize,
+    bounds: LogBounds,
 }
 
 impl LogSink {
@@ -35,7 +40,21 @@ impl LogSink {
             mapping: Arc::new(mapping),
             counters: IngestCounters::default(),
             push_max_bytes: DEFAULT_PUSH_MAX_BYTES,
+            max_expansion: crate::DEFAULT_MAX_EXPANSION,
+            bounds: LogBounds::default(),
         }
+    }
+
+    /// Most bytes of decoded records per byte of decompressed push body (400 above).
+    pub fn with_max_expansion(mut self, max: usize) -> LogSink {
+        self.max_expansion = max;
+        self
+    }
+
+    /// The timestamps and line sizes records must be within to be stored.
+    pub fn with_bounds(mut self, bounds: LogBounds) -> LogSink {
+        self.bounds = bounds;
+        self
     }
 
     /// Largest Loki push body accepted, as sent and decompressed.
@@ -71,6 +90,47 @@ impl LogSink {
 
     pub(crate) fn mapping(&self) -> &Mapping {
         &self.mapping
+    }
+}
+
+/// The records of one request or frame, charged against a budget as they are built: every
+/// record holds its own copy of its stream's labels, so many short entries with long labels
+/// would otherwise grow far beyond the body they came in.
+pub(crate) struct Records {
+    out: Vec<LogRecord>,
+    used: usize,
+    budget: usize,
+}
+
+impl Records {
+    pub(crate) fn new(budget: usize) -> Records {
+        Records {
+            out: Vec::new(),
+            used: 0,
+            budget,
+        }
+    }
+
+    /// Adds a record, or returns the budget it would exceed.
+    pub(crate) fn push(&mut self, r: LogRecord) -> Result<(), usize> {
+        let pair = |k: &str, v: &str| 2 * size_of::<String>() + k.len() + v.len();
+        let cost = size_of::<LogRecord>()
+            + r.line.len()
+            + r.labels
+                .iter()
+                .map(|l| pair(&l.name, &l.value))
+                .sum::<usize>()
+            + r.metadata.iter().map(|(k, v)| pair(k, v)).sum::<usize>();
+        self.used = self.used.saturating_add(cost);
+        if self.used > self.budget {
+            return Err(self.budget);
+        }
+        self.out.push(r);
+        Ok(())
+    }
+
+    pub(crate) fn into_records(self) -> Vec<LogRecord> {
+        self.out
     }
 }
 

@@ -86,24 +86,39 @@ pub(crate) fn logs(
     req: &ExportLogsServiceRequest,
 ) -> Result<ExportLogsServiceResponse, OtlpError> {
     let records = logs_to_records::convert(&req.resource_logs);
-    let rejected = match &state.logs {
-        Some(store) => {
-            store
-                .append(&records)
-                .map_err(|e| OtlpError::Internal(format!("log store: {e}")))?;
-            None
-        }
-        None => (!records.is_empty()).then_some(records.len()),
-    };
     let c = &state.counters;
-    match rejected {
-        Some(n) => c.rejected(Signal::Logs, state.transport, n),
-        None => c.stored(Signal::Logs, state.transport, records.len()),
-    }
+    let Some(store) = &state.logs else {
+        c.rejected(Signal::Logs, state.transport, records.len());
+        return Ok(ExportLogsServiceResponse {
+            partial_success: (!records.is_empty()).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: records.len() as i64,
+                error_message: "this server has no log store configured".to_owned(),
+            }),
+        });
+    };
+    // Records the store would never return are refused, and reported, not stored.
+    let window = state.log_bounds.window();
+    let (mut rejected, mut reason) = (0usize, None);
+    let records: Vec<_> = records
+        .into_iter()
+        .filter(|r| match window.check(r) {
+            Ok(()) => true,
+            Err(e) => {
+                rejected += 1;
+                reason.get_or_insert_with(|| e.to_string());
+                false
+            }
+        })
+        .collect();
+    store
+        .append(&records)
+        .map_err(|e| OtlpError::Internal(format!("log store: {e}")))?;
+    c.stored(Signal::Logs, state.transport, records.len());
+    c.rejected(Signal::Logs, state.transport, rejected);
     Ok(ExportLogsServiceResponse {
-        partial_success: rejected.map(|n| ExportLogsPartialSuccess {
-            rejected_log_records: n as i64,
-            error_message: "this server has no log store configured".to_owned(),
+        partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess {
+            rejected_log_records: rejected as i64,
+            error_message: reason.unwrap_or_default(),
         }),
     })
 }

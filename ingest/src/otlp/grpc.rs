@@ -1,125 +1,206 @@
-//! OTLP/gRPC: the collector's TraceService, MetricsService and LogsService on tonic, gzip
-//! accepted, messages above the size limit refused by tonic before decoding.
+//! OTLP/gRPC: the collector's TraceService, MetricsService and LogsService, gzip accepted,
+//! messages above the size limit refused by tonic before they are read whole. The request
+//! is taken as bytes and decoded here, after the walk that bounds what it decodes to
+//! ([`crate::wire`]): prost would otherwise build every empty item of a small message first.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
+use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tonic::codec::CompressionEncoding;
-use tonic::{Request, Response, Status};
+use prost::Message;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::Status;
 
 use super::error::OtlpError;
-use super::{export, OtlpState};
+use super::{export, shapes, OtlpState};
+use crate::wire::Shape;
 
-struct Grpc(OtlpState);
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
 
-async fn run<Req: Send + 'static, Resp: Send + 'static>(
-    state: &OtlpState,
-    req: Request<Req>,
-    f: fn(&OtlpState, &Req) -> Result<Resp, OtlpError>,
-) -> Result<Response<Resp>, Status> {
-    let state = state.clone();
-    let msg = req.into_inner();
-    match tokio::task::spawn_blocking(move || f(&state, &msg)).await {
-        Ok(Ok(resp)) => Ok(Response::new(resp)),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "OTLP/gRPC export failed");
-            Err(e.grpc_status())
-        }
-        Err(e) => Err(OtlpError::Internal(e.to_string()).grpc_status()),
+/// One OTLP service: its gRPC name, messages, wire shape and export.
+trait Export: Send + Sync + 'static {
+    const NAME: &'static str;
+    type Req: Message + Default + Send + 'static;
+    type Resp: Message + Default + Send + 'static;
+    fn shape() -> &'static Shape;
+    fn export(state: &OtlpState, req: &Self::Req) -> Result<Self::Resp, OtlpError>;
+}
+
+struct Traces;
+struct Metrics;
+struct Logs;
+
+impl Export for Traces {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    type Req = ExportTraceServiceRequest;
+    type Resp = ExportTraceServiceResponse;
+    fn shape() -> &'static Shape {
+        &shapes::TRACES
+    }
+    fn export(state: &OtlpState, req: &Self::Req) -> Result<Self::Resp, OtlpError> {
+        export::traces(state, req)
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Grpc {
-    async fn export(
-        &self,
-        req: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        run(&self.0, req, export::traces).await
+impl Export for Metrics {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    type Req = ExportMetricsServiceRequest;
+    type Resp = ExportMetricsServiceResponse;
+    fn shape() -> &'static Shape {
+        &shapes::METRICS
+    }
+    fn export(state: &OtlpState, req: &Self::Req) -> Result<Self::Resp, OtlpError> {
+        export::metrics(state, req)
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for Grpc {
-    async fn export(
-        &self,
-        req: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        run(&self.0, req, export::metrics).await
+impl Export for Logs {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    type Req = ExportLogsServiceRequest;
+    type Resp = ExportLogsServiceResponse;
+    fn shape() -> &'static Shape {
+        &shapes::LOGS
+    }
+    fn export(state: &OtlpState, req: &Self::Req) -> Result<Self::Resp, OtlpError> {
+        export::logs(state, req)
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for Grpc {
-    async fn export(
-        &self,
-        req: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        run(&self.0, req, export::logs).await
+/// Walks, decodes and exports one request. Blocking: runs on the blocking pool.
+fn handle<E: Export>(state: &OtlpState, bytes: Bytes) -> Result<E::Resp, OtlpError> {
+    state.check_protobuf(&bytes, E::shape())?;
+    let req = E::Req::decode(bytes)
+        .map_err(|e| OtlpError::BadRequest(format!("invalid protobuf: {e}")))?;
+    E::export(state, &req)
+}
+
+/// The `Export` method of service `E`, its request left undecoded.
+struct Method<E>(OtlpState, PhantomData<fn() -> E>);
+
+impl<E: Export> UnaryService<Bytes> for Method<E> {
+    type Response = E::Resp;
+    type Future = BoxFuture<tonic::Response<E::Resp>, Status>;
+
+    fn call(&mut self, req: tonic::Request<Bytes>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let bytes = req.into_inner();
+            match tokio::task::spawn_blocking(move || handle::<E>(&state, bytes)).await {
+                Ok(Ok(resp)) => Ok(tonic::Response::new(resp)),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "OTLP/gRPC export failed");
+                    Err(e.grpc_status())
+                }
+                Err(e) => Err(OtlpError::Internal(e.to_string()).grpc_status()),
+            }
+        })
+    }
+}
+
+/// A gRPC codec that hands the request message over as its bytes and encodes the response
+/// with prost.
+struct RawRequest<R>(PhantomData<fn() -> R>);
+
+impl<R: Message + Send + 'static> Codec for RawRequest<R> {
+    type Encode = R;
+    type Decode = Bytes;
+    type Encoder = ProstEncoder<R>;
+    type Decoder = BytesDecoder;
+
+    fn encoder(&mut self) -> ProstEncoder<R> {
+        ProstEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> BytesDecoder {
+        BytesDecoder
+    }
+}
+
+struct ProstEncoder<R>(PhantomData<fn() -> R>);
+
+impl<R: Message> Encoder for ProstEncoder<R> {
+    type Item = R;
+    type Error = Status;
+
+    fn encode(&mut self, item: R, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the response: {e}")))
+    }
+}
+
+struct BytesDecoder;
+
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Service `E` as a tower service for tonic's router.
+struct Server<E>(OtlpState, PhantomData<fn() -> E>);
+
+impl<E> Clone for Server<E> {
+    fn clone(&self) -> Self {
+        Server(self.0.clone(), PhantomData)
+    }
+}
+
+impl<E: Export> NamedService for Server<E> {
+    const NAME: &'static str = E::NAME;
+}
+
+impl<E: Export> tower::Service<axum::http::Request<tonic::body::Body>> for Server<E> {
+    type Response = axum::http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<tonic::body::Body>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move {
+            if req.uri().path().strip_prefix(&format!("/{}/", E::NAME)) != Some("Export") {
+                return Ok(Status::unimplemented("").into_http());
+            }
+            let limit = state.max_bytes;
+            let mut grpc = Grpc::new(RawRequest::<E::Resp>(PhantomData))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(limit);
+            Ok(grpc.unary(Method::<E>(state, PhantomData), req).await)
+        })
     }
 }
 
 /// The three OTLP services, ready to be served.
 pub fn grpc_routes(state: OtlpState) -> tonic::service::Routes {
     let state = state.on(crate::metrics::Protocol::OtlpGrpc);
-    let limit = state.max_bytes;
-    let traces = TraceServiceServer::new(Grpc(state.clone()))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limit);
-    let metrics = MetricsServiceServer::new(Grpc(state.clone()))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limit);
-    let logs = LogsServiceServer::new(Grpc(state))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limit);
-    tonic::service::Routes::new(traces)
-        .add_service(metrics)
-        .add_service(logs)
+    tonic::service::Routes::new(Server::<Traces>(state.clone(), PhantomData))
+        .add_service(Server::<Metrics>(state.clone(), PhantomData))
+        .add_service(Server::<Logs>(state, PhantomData))
 }
 
-/// tonic answers a request it cannot decode with INTERNAL (gRPC's general advice); OTLP
-/// says a request that cannot be decoded is the client's fault, INVALID_ARGUMENT, so the
-/// client does not retry it. tonic sends such errors trailers-only, in the headers.
-fn undecodable_is_invalid_argument<B>(
-    mut resp: axum::http::Response<B>,
-) -> axum::http::Response<B> {
-    let headers = resp.headers_mut();
-    let undecodable = headers.get("grpc-status").is_some_and(|s| s == "13")
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| m.starts_with("failed%20to%20decode%20Protobuf%20message"));
-    if undecodable {
-        headers.insert("grpc-status", axum::http::HeaderValue::from_static("3"));
-    }
-    resp
-}
-
-/// The three services as one axum router, with the same INVALID_ARGUMENT mapping as
-/// [`serve_grpc`], for a caller that runs its own listener (TLS, authentication, limits).
+/// The three services as one axum router, for a caller that runs its own listener (TLS,
+/// authentication, limits).
 pub fn grpc_router(state: OtlpState) -> axum::Router {
-    grpc_routes(state)
-        .into_axum_router()
-        .layer(tower::util::MapResponseLayer::new(
-            undecodable_is_invalid_argument::<axum::body::Body>,
-        ))
+    grpc_routes(state).into_axum_router()
 }
 
 /// Serves OTLP/gRPC on `listener` until `shutdown` completes.
@@ -129,9 +210,6 @@ pub async fn serve_grpc(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(
-            undecodable_is_invalid_argument::<tonic::body::Body>,
-        ))
         .add_routes(grpc_routes(state))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
@@ -235,6 +313,46 @@ mod tests {
         let err = client.export(big).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
 
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    /// Empty ResourceSpans are 2 bytes on the wire and far more decoded: the message is
+    /// walked before prost decodes it, and refused as the client's fault.
+    #[tokio::test]
+    async fn grpc_message_of_empty_items_is_invalid_argument_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let traces = Arc::new(
+            TraceStore::open(&dir.path().join("traces"), TraceStoreOptions::default()).unwrap(),
+        );
+        let tsdb = Arc::new(Tsdb::open(&dir.path().join("tsdb"), TsdbOptions::default()).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = OtlpState::new(traces, tsdb, 1 << 20)
+            .with_max_expansion(1)
+            .with_max_spans(1);
+        let server = tokio::spawn(serve_grpc(listener, state, async {
+            let _ = stopped.await;
+        }));
+        let mut client = TraceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let empty = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans::default(); 20_000],
+        };
+        let err = client.export(empty).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert!(err.message().contains("would decode to more than"), "{err}");
+        let two = request(vec![span(vec![1; 8], "a"), span(vec![2; 8], "b")]);
+        let err = client.export(two).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert_eq!(
+            err.message(),
+            "request has 2 spans, more than the limit of 1"
+        );
+        let one = client.export(request(vec![span(vec![1; 8], "ok")])).await;
+        assert!(one.is_ok(), "{one:?}");
         let _ = stop.send(());
         server.await.unwrap().unwrap();
     }

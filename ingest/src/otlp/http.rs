@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use super::body::{self, Format};
 use super::error::OtlpError;
-use super::{export, OtlpState};
+use super::{export, shapes, OtlpState};
+use crate::wire::Shape;
 
 /// google.rpc.Status, the OTLP/HTTP error body.
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
@@ -41,21 +42,23 @@ pub fn http_routes(state: OtlpState) -> Router {
 }
 
 async fn traces(State(s): State<OtlpState>, headers: HeaderMap, body: Bytes) -> Response {
-    handle::<ExportTraceServiceRequest, _>(s, headers, body, export::traces).await
+    handle::<ExportTraceServiceRequest, _>(s, headers, body, &shapes::TRACES, export::traces).await
 }
 
 async fn metrics(State(s): State<OtlpState>, headers: HeaderMap, body: Bytes) -> Response {
-    handle::<ExportMetricsServiceRequest, _>(s, headers, body, export::metrics).await
+    handle::<ExportMetricsServiceRequest, _>(s, headers, body, &shapes::METRICS, export::metrics)
+        .await
 }
 
 async fn logs(State(s): State<OtlpState>, headers: HeaderMap, body: Bytes) -> Response {
-    handle::<ExportLogsServiceRequest, _>(s, headers, body, export::logs).await
+    handle::<ExportLogsServiceRequest, _>(s, headers, body, &shapes::LOGS, export::logs).await
 }
 
 async fn handle<Req, Resp>(
     state: OtlpState,
     headers: HeaderMap,
     body: Bytes,
+    shape: &'static Shape,
     f: fn(&OtlpState, &Req) -> Result<Resp, OtlpError>,
 ) -> Response
 where
@@ -68,6 +71,9 @@ where
         Err(e) => Err(e),
         Ok(format) => tokio::task::spawn_blocking(move || {
             let bytes = body::decompress(&headers, &body, state.max_bytes)?;
+            if format == Format::Protobuf {
+                state.check_protobuf(&bytes, shape)?;
+            }
             let req: Req = body::decode(format, &bytes)?;
             f(&state, &req)
         })

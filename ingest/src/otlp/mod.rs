@@ -12,6 +12,7 @@ mod http;
 mod logs_to_records;
 mod metric_names;
 mod metrics_to_series;
+mod shapes;
 
 use std::sync::Arc;
 
@@ -19,8 +20,15 @@ use storage::logs::LogWriter;
 use storage::traces::TraceWriter;
 use storage::Appendable;
 
+use crate::logs::LogBounds;
 use crate::metrics::Protocol;
+use crate::wire::{self, Shape};
 use crate::IngestCounters;
+use error::OtlpError;
+
+/// The default of [`OtlpState::with_max_spans`]: the OpenTelemetry Collector's batch
+/// processor sends at most 8192 per request by default.
+pub const DEFAULT_MAX_SPANS: usize = 100_000;
 
 pub use grpc::{grpc_router, grpc_routes, serve_grpc};
 pub use http::http_routes;
@@ -35,6 +43,12 @@ pub struct OtlpState {
     logs: Option<Arc<dyn LogWriter>>,
     /// Largest request accepted, after decompression (gRPC: the decoded message).
     max_bytes: usize,
+    /// Most bytes of decoded structures per byte of protobuf.
+    max_expansion: usize,
+    /// Most spans one trace export may carry.
+    max_spans: usize,
+    /// The timestamps and line sizes log records must be within to be stored.
+    log_bounds: LogBounds,
     counters: IngestCounters,
     /// The transport whose routes hold this copy of the state, for the counters.
     transport: Protocol,
@@ -51,6 +65,9 @@ impl OtlpState {
             metrics_store,
             logs: None,
             max_bytes,
+            max_expansion: crate::DEFAULT_MAX_EXPANSION,
+            max_spans: DEFAULT_MAX_SPANS,
+            log_bounds: LogBounds::default(),
             counters: IngestCounters::default(),
             transport: Protocol::OtlpHttp,
         }
@@ -60,6 +77,49 @@ impl OtlpState {
     pub fn with_counters(mut self, counters: IngestCounters) -> OtlpState {
         self.counters = counters;
         self
+    }
+
+    /// Most bytes of decoded structures per byte of protobuf (400 / INVALID_ARGUMENT above),
+    /// checked on the wire bytes before decoding.
+    pub fn with_max_expansion(mut self, max: usize) -> OtlpState {
+        self.max_expansion = max;
+        self
+    }
+
+    /// Most spans one trace export may carry (400 / INVALID_ARGUMENT above).
+    pub fn with_max_spans(mut self, max: usize) -> OtlpState {
+        self.max_spans = max;
+        self
+    }
+
+    /// The bounds OTLP log records must be within; the others are rejected (partial success).
+    pub fn with_log_bounds(mut self, bounds: LogBounds) -> OtlpState {
+        self.log_bounds = bounds;
+        self
+    }
+
+    /// Walks a protobuf request before decoding it: refuses one whose decoded form would
+    /// exceed the expansion budget or that carries too many spans.
+    fn check_protobuf(&self, bytes: &[u8], shape: &'static Shape) -> Result<(), OtlpError> {
+        let budget = wire::budget(
+            bytes.len(),
+            self.max_expansion,
+            crate::EXPANSION_FLOOR_BYTES,
+        );
+        let scan = wire::scan(bytes, shape, budget).map_err(|e| match e {
+            wire::WireError::Malformed(_) => {
+                OtlpError::BadRequest(format!("invalid protobuf: {e}"))
+            }
+            wire::WireError::TooLarge { .. } => OtlpError::BadRequest(e.to_string()),
+        })?;
+        let spans = scan.count(shapes::SPAN);
+        if spans > self.max_spans {
+            return Err(OtlpError::BadRequest(format!(
+                "request has {spans} spans, more than the limit of {}",
+                self.max_spans
+            )));
+        }
+        Ok(())
     }
 
     fn on(mut self, transport: Protocol) -> OtlpState {

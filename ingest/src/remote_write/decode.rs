@@ -3,6 +3,7 @@
 //! label validation. Owns what counts as a valid series; never touches storage.
 
 use std::collections::HashMap;
+use std::mem::size_of;
 
 use prost::Message;
 use storage::{
@@ -14,7 +15,8 @@ use super::error::RemoteWriteError;
 use super::negotiate::Protocol;
 use super::proto::{v1, v2, Histogram};
 use crate::metrics::DropReason;
-use crate::Limits;
+use crate::wire::{self, Field, Shape};
+use crate::{Limits, EXPANSION_FLOOR_BYTES};
 
 /// A decoded request: the series that passed validation, the metadata it carried, and the
 /// series (or parts of series) that did not pass.
@@ -53,11 +55,111 @@ pub fn decode(
     limits: &Limits,
 ) -> Result<DecodedWrite, RemoteWriteError> {
     let raw = decompress(body, limits.max_decompressed_bytes)?;
-    match protocol {
-        Protocol::V1 => Ok(from_v1(v1::WriteRequest::decode(raw.as_slice())?)),
-        Protocol::V2 => from_v2(v2::Request::decode(raw.as_slice())?),
+    let (shape, series) = match protocol {
+        Protocol::V1 => (&V1_REQUEST, V1_SERIES.name),
+        Protocol::V2 => (&V2_REQUEST, V2_SERIES.name),
+    };
+    let budget = wire::budget(raw.len(), limits.max_expansion, EXPANSION_FLOOR_BYTES);
+    let scan = wire::scan(&raw, shape, budget)?;
+    let count = scan.count(series);
+    if count > limits.max_series_per_request {
+        return Err(RemoteWriteError::TooManySeries {
+            count,
+            limit: limits.max_series_per_request,
+        });
     }
+    let decoded = match protocol {
+        Protocol::V1 => from_v1(v1::WriteRequest::decode(raw.as_slice())?, limits),
+        Protocol::V2 => from_v2(v2::Request::decode(raw.as_slice())?, limits)?,
+    };
+    Ok(decoded)
 }
+
+// What each message decodes to, for the walk that bounds a body before prost decodes it.
+static LABEL: Shape = Shape {
+    name: "Label",
+    size: size_of::<v1::Label>(),
+    fields: &[],
+};
+static SAMPLE: Shape = Shape {
+    name: "Sample",
+    size: size_of::<v1::Sample>(),
+    fields: &[],
+};
+static SPAN: Shape = Shape {
+    name: "BucketSpan",
+    size: size_of::<super::proto::BucketSpan>(),
+    fields: &[],
+};
+static HISTOGRAM: Shape = Shape {
+    name: "Histogram",
+    size: size_of::<Histogram>(),
+    fields: &[
+        (8, Field::Message(&SPAN)),
+        (9, Field::Varints(8)),
+        (11, Field::Message(&SPAN)),
+        (12, Field::Varints(8)),
+    ],
+};
+static V1_EXEMPLAR: Shape = Shape {
+    name: "Exemplar",
+    size: size_of::<v1::Exemplar>(),
+    fields: &[(1, Field::Message(&LABEL))],
+};
+static V1_SERIES: Shape = Shape {
+    name: "TimeSeries",
+    size: size_of::<v1::TimeSeries>(),
+    fields: &[
+        (1, Field::Message(&LABEL)),
+        (2, Field::Message(&SAMPLE)),
+        (3, Field::Message(&V1_EXEMPLAR)),
+        (4, Field::Message(&HISTOGRAM)),
+    ],
+};
+static V1_METADATA: Shape = Shape {
+    name: "MetricMetadata",
+    size: size_of::<v1::MetricMetadata>(),
+    fields: &[],
+};
+static V1_REQUEST: Shape = Shape {
+    name: "WriteRequest",
+    size: size_of::<v1::WriteRequest>(),
+    fields: &[
+        (1, Field::Message(&V1_SERIES)),
+        (3, Field::Message(&V1_METADATA)),
+    ],
+};
+static V2_SAMPLE: Shape = Shape {
+    name: "Sample",
+    size: size_of::<v2::Sample>(),
+    fields: &[],
+};
+static V2_EXEMPLAR: Shape = Shape {
+    name: "Exemplar",
+    size: size_of::<v2::Exemplar>(),
+    fields: &[(1, Field::Varints(size_of::<u32>()))],
+};
+static V2_METADATA: Shape = Shape {
+    name: "Metadata",
+    size: size_of::<v2::Metadata>(),
+    fields: &[],
+};
+static V2_SERIES: Shape = Shape {
+    name: "TimeSeries",
+    size: size_of::<v2::TimeSeries>(),
+    fields: &[
+        (1, Field::Varints(size_of::<u32>())),
+        (2, Field::Message(&V2_SAMPLE)),
+        (3, Field::Message(&HISTOGRAM)),
+        (4, Field::Message(&V2_EXEMPLAR)),
+        (5, Field::Message(&V2_METADATA)),
+    ],
+};
+static V2_REQUEST: Shape = Shape {
+    name: "Request",
+    size: size_of::<v2::Request>(),
+    fields: &[(4, Field::Strings), (5, Field::Message(&V2_SERIES))],
+};
 
 fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, RemoteWriteError> {
     // The declared length is the first thing in a snappy block: refuse before allocating it.
@@ -68,7 +170,7 @@ fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, RemoteWriteError> {
     Ok(snap::raw::Decoder::new().decompress_vec(body)?)
 }
 
-fn from_v1(req: v1::WriteRequest) -> DecodedWrite {
+fn from_v1(req: v1::WriteRequest, limits: &Limits) -> DecodedWrite {
     let mut out = DecodedWrite::default();
     let mut metadata = HashMap::new();
     for ts in req.timeseries {
@@ -88,7 +190,7 @@ fn from_v1(req: v1::WriteRequest) -> DecodedWrite {
                 v: s.value,
             })
             .collect();
-        out.push_series(raw, samples, &ts.histograms);
+        out.push_series(raw, samples, &ts.histograms, limits);
     }
     for md in req.metadata {
         if md.metric_family_name.is_empty() {
@@ -107,7 +209,7 @@ fn from_v1(req: v1::WriteRequest) -> DecodedWrite {
     out.finish(metadata)
 }
 
-fn from_v2(req: v2::Request) -> Result<DecodedWrite, RemoteWriteError> {
+fn from_v2(req: v2::Request, limits: &Limits) -> Result<DecodedWrite, RemoteWriteError> {
     let symbols = &req.symbols;
     let mut out = DecodedWrite::default();
     let mut metadata = HashMap::new();
@@ -132,7 +234,7 @@ fn from_v2(req: v2::Request) -> Result<DecodedWrite, RemoteWriteError> {
                 v: s.value,
             })
             .collect();
-        if let Some(labels) = out.push_series(raw, samples, &ts.histograms) {
+        if let Some(labels) = out.push_series(raw, samples, &ts.histograms, limits) {
             if let (Some(md), Some(name)) = (md, labels.metric_name()) {
                 metadata.insert(family_name(name, &md.kind).to_string(), md);
             }
@@ -151,8 +253,9 @@ impl DecodedWrite {
         raw: Vec<Label>,
         samples: Vec<Sample>,
         histograms: &[Histogram],
+        limits: &Limits,
     ) -> Option<&Labels> {
-        let labels = match validate_labels(raw) {
+        let labels = match validate_labels(raw, limits) {
             Ok(labels) => labels,
             Err((err, shown)) => {
                 self.invalid.push(InvalidSeries {
@@ -294,6 +397,62 @@ pub(crate) enum LabelsError {
     MissingMetricName,
     #[error("labels not sorted by name ({0:?} after {1:?})")]
     Unsorted(String, String),
+    #[error("number of labels exceeds the limit (actual: {actual}, limit: {limit})")]
+    TooManyLabels { actual: usize, limit: usize },
+    #[error(
+        "label name length exceeds the limit (actual: {actual}, limit: {limit}), label: '{name}'"
+    )]
+    NameTooLong {
+        actual: usize,
+        limit: usize,
+        name: String,
+    },
+    #[error("label value length exceeds the limit (actual: {actual}, limit: {limit}), label: '{name}', value: '{value}'")]
+    ValueTooLong {
+        actual: usize,
+        limit: usize,
+        name: String,
+        value: String,
+    },
+}
+
+/// How much of a label or series is quoted in an error, as Mimir does (`%.200s`): an
+/// oversized label must not make an oversized response.
+const QUOTED_CHARS: usize = 200;
+
+fn quoted(s: &str) -> String {
+    match s.char_indices().nth(QUOTED_CHARS) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
+    }
+}
+
+/// The limits of Mimir's distributor: label count, name and value lengths.
+fn check_limits(raw: &[Label], limits: &Limits) -> Option<LabelsError> {
+    if raw.len() > limits.max_labels_per_series {
+        return Some(LabelsError::TooManyLabels {
+            actual: raw.len(),
+            limit: limits.max_labels_per_series,
+        });
+    }
+    raw.iter().find_map(|l| {
+        if l.name.len() > limits.max_label_name_length {
+            Some(LabelsError::NameTooLong {
+                actual: l.name.len(),
+                limit: limits.max_label_name_length,
+                name: quoted(&l.name),
+            })
+        } else if l.value.len() > limits.max_label_value_length {
+            Some(LabelsError::ValueTooLong {
+                actual: l.value.len(),
+                limit: limits.max_label_value_length,
+                name: quoted(&l.name),
+                value: quoted(&l.value),
+            })
+        } else {
+            None
+        }
+    })
 }
 
 /// Checks a series' labels and brings them into canonical form. Names are validated as
@@ -302,10 +461,13 @@ pub(crate) enum LabelsError {
 /// Prometheus's receiver would quietly sort them, but a sender that breaks this rule is
 /// broken and is told so (every real sender sorts). On error, also returns the labels
 /// rendered for the message.
-fn validate_labels(raw: Vec<Label>) -> Result<Labels, (LabelsError, String)> {
-    let fail = |err, raw: Vec<Label>| Err((err, Labels::new(raw).to_string()));
+fn validate_labels(raw: Vec<Label>, limits: &Limits) -> Result<Labels, (LabelsError, String)> {
+    let fail = |err, raw: Vec<Label>| Err((err, quoted(&Labels::new(raw).to_string())));
     if raw.is_empty() {
         return fail(LabelsError::NoLabels, raw);
+    }
+    if let Some(err) = check_limits(&raw, limits) {
+        return fail(err, raw);
     }
     let mut problem = None;
     for (i, l) in raw.iter().enumerate() {
@@ -329,7 +491,7 @@ fn validate_labels(raw: Vec<Label>) -> Result<Labels, (LabelsError, String)> {
     // Empty values mean "no such label" and are dropped here, so `__name__=""` counts as missing.
     let labels = Labels::new(raw);
     if labels.metric_name().is_none() {
-        return Err((LabelsError::MissingMetricName, labels.to_string()));
+        return Err((LabelsError::MissingMetricName, quoted(&labels.to_string())));
     }
     Ok(labels)
 }
@@ -411,6 +573,7 @@ fn histogram_sample(h: &Histogram) -> Result<HistogramSample, String> {
 mod tests {
     use super::*;
     use crate::remote_write::proto::{histogram, BucketSpan};
+    use crate::wire::WireError;
     use proptest::prelude::*;
 
     fn compress(raw: &[u8]) -> Vec<u8> {
@@ -626,10 +789,10 @@ mod tests {
 
     #[test]
     fn utf8_names_are_valid() {
-        let utf8 = validate_labels(vec![
-            Label::new("__name__", "mété.o"),
-            Label::new("ünit/1", "v"),
-        ]);
+        let utf8 = validate_labels(
+            vec![Label::new("__name__", "mété.o"), Label::new("ünit/1", "v")],
+            &Limits::default(),
+        );
         assert_eq!(
             utf8.unwrap(),
             Labels::from_pairs([("__name__", "mété.o"), ("ünit/1", "v")])
@@ -773,6 +936,7 @@ mod tests {
         let raw = vec![0u8; 4096];
         let limits = Limits {
             max_decompressed_bytes: 4095,
+            ..Limits::default()
         };
         let err = decode(Protocol::V1, &compress(&raw), &limits).unwrap_err();
         assert!(
@@ -804,8 +968,101 @@ mod tests {
         }
         .encode_to_vec();
         let truncated = compress(&full[..full.len() - 3]);
+        // The walk that bounds the body before decoding finds the truncation.
         let err = decode(Protocol::V1, &truncated, &Limits::default()).unwrap_err();
-        assert!(matches!(err, RemoteWriteError::Protobuf(_)), "{err}");
+        assert!(matches!(err, RemoteWriteError::Wire(_)), "{err}");
+        assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
+    }
+
+    /// 2 bytes of protobuf each, about a hundred decoded: a 1.5 MB snappy body of these
+    /// decoded to gigabytes. Refused by the walk before anything is decoded.
+    #[test]
+    fn a_body_of_empty_series_is_refused_before_decoding() {
+        let raw = [0x0a, 0x00].repeat(8 << 20);
+        let body = compress(&raw);
+        assert!(body.len() < 2 << 20);
+        for protocol in [Protocol::V1, Protocol::V2] {
+            let raw = if protocol == Protocol::V2 {
+                [0x2a, 0x00].repeat(8 << 20)
+            } else {
+                raw.clone()
+            };
+            let err = decode(protocol, &compress(&raw), &Limits::default()).unwrap_err();
+            assert!(
+                matches!(err, RemoteWriteError::Wire(WireError::TooLarge { .. })),
+                "{err}"
+            );
+            assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn series_over_the_per_request_limit_are_refused_whole() {
+        let limits = Limits {
+            max_series_per_request: 2,
+            ..Limits::default()
+        };
+        let req = |n: usize| v1::WriteRequest {
+            timeseries: (0..n)
+                .map(|i| series_v1(&[("__name__", "up"), ("i", &i.to_string())], &[(1, 1.0)]))
+                .collect(),
+            metadata: vec![],
+        };
+        let body = |n| compress(&req(n).encode_to_vec());
+        assert_eq!(
+            decode(Protocol::V1, &body(2), &limits)
+                .unwrap()
+                .series()
+                .len(),
+            2
+        );
+        let err = decode(Protocol::V1, &body(3), &limits).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "too many series in the request (actual: 3, limit: 2)"
+        );
+        assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn label_count_and_lengths_are_limited_per_series() {
+        let limits = Limits {
+            max_labels_per_series: 2,
+            // `__name__` is 8 bytes, and held to the same limit.
+            max_label_name_length: 8,
+            max_label_value_length: 5,
+            ..Limits::default()
+        };
+        let long = "v".repeat(300);
+        let cases: Vec<(Vec<(&str, &str)>, String)> = vec![
+            (
+                vec![("__name__", "up"), ("a", "1"), ("b", "2")],
+                "invalid series up{a=\"1\", b=\"2\"}: number of labels exceeds the limit (actual: 3, limit: 2)".into(),
+            ),
+            (
+                vec![("__name__", "up"), ("abcdefghi", "1")],
+                "invalid series up{abcdefghi=\"1\"}: label name length exceeds the limit (actual: 9, limit: 8), label: 'abcdefghi'".into(),
+            ),
+            (
+                vec![("__name__", "up"), ("a", &long)],
+                format!(
+                    "invalid series {}…: label value length exceeds the limit (actual: 300, limit: 5), label: 'a', value: '{}…'",
+                    &format!("up{{a=\"{long}\"}}")[..200],
+                    &long[..200]
+                ),
+            ),
+        ];
+        for (labels, want) in cases {
+            let req = v1::WriteRequest {
+                timeseries: vec![series_v1(&labels, &[(1, 1.0)])],
+                metadata: vec![],
+            };
+            let body = compress(&req.encode_to_vec());
+            let d = decode(Protocol::V1, &body, &limits).unwrap();
+            assert!(d.series().is_empty(), "{labels:?}");
+            assert_eq!(d.errors().collect::<Vec<_>>(), vec![want.as_str()]);
+            assert_eq!(d.invalid[0].reason, DropReason::InvalidLabels);
+        }
     }
 
     proptest! {

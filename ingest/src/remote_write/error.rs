@@ -21,6 +21,11 @@ pub enum RemoteWriteError {
     Snappy(#[from] snap::Error),
     #[error("decoding protobuf: {0}")]
     Protobuf(#[from] prost::DecodeError),
+    /// A body that would decode to too much memory, found before decoding it.
+    #[error("decoding protobuf: {0}")]
+    Wire(#[from] crate::wire::WireError),
+    #[error("too many series in the request (actual: {count}, limit: {limit})")]
+    TooManySeries { count: usize, limit: usize },
     /// Protobuf that decodes but cannot be interpreted (e.g. a symbol reference out of range).
     #[error("malformed request: {0}")]
     Malformed(String),
@@ -44,6 +49,8 @@ impl RemoteWriteError {
             RemoteWriteError::ReadBody(_)
             | RemoteWriteError::Snappy(_)
             | RemoteWriteError::Protobuf(_)
+            | RemoteWriteError::Wire(_)
+            | RemoteWriteError::TooManySeries { .. }
             | RemoteWriteError::Malformed(_)
             | RemoteWriteError::BadData(_)
             | RemoteWriteError::Storage(StorageError::Invalid(_)) => StatusCode::BAD_REQUEST,

@@ -26,6 +26,21 @@ pub(crate) enum FrameError {
     Gzip(String),
     #[error("chunk option is not a string")]
     Chunk,
+    #[error("frame holds more than {0} entries")]
+    TooManyEntries(usize),
+    #[error("packed entries: {0}")]
+    Scan(#[from] super::scan::ScanError),
+}
+
+/// How much one frame may hold.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FrameLimits {
+    /// Largest payload a CompressedPackedForward frame may decompress to.
+    pub(crate) max_decompressed: u64,
+    /// Most entries (events) in one frame.
+    pub(crate) max_entries: usize,
+    /// Most bytes of decoded msgpack values per byte of payload.
+    pub(crate) max_expansion: usize,
 }
 
 #[derive(Debug, PartialEq)]
@@ -35,11 +50,12 @@ pub(crate) struct Frame {
     pub(crate) entries: Vec<(i64, Value)>,
     /// The `chunk` option: the client wants `{"ack": chunk}` once the entries are durable.
     pub(crate) chunk: Option<String>,
+    /// Size of a (Compressed)PackedForward payload, decompressed; 0 for other modes.
+    pub(crate) payload_bytes: usize,
 }
 
-/// Decodes one frame; a CompressedPackedForward payload may decompress to at most
-/// `max_decompressed` bytes.
-pub(crate) fn decode(v: Value, max_decompressed: u64) -> Result<Frame, FrameError> {
+/// Decodes one frame within `limits`.
+pub(crate) fn decode(v: Value, limits: &FrameLimits) -> Result<Frame, FrameError> {
     let Value::Array(items) = v else {
         return Err(FrameError::Shape);
     };
@@ -60,11 +76,15 @@ pub(crate) fn decode(v: Value, max_decompressed: u64) -> Result<Frame, FrameErro
             if rest.len() > 1 {
                 return Err(FrameError::Shape);
             }
+            if entries.len() > limits.max_entries {
+                return Err(FrameError::TooManyEntries(limits.max_entries));
+            }
             let entries = entries.into_iter().map(entry).collect::<Result<_, _>>()?;
             Ok(Frame {
                 tag,
                 entries,
                 chunk: chunk(options)?,
+                payload_bytes: 0,
             })
         }
         // PackedForward / CompressedPackedForward: [tag, bin-or-str, option?]
@@ -80,12 +100,26 @@ pub(crate) fn decode(v: Value, max_decompressed: u64) -> Result<Frame, FrameErro
             }
             let bytes = match option(options, "compressed").map(|v| v.as_str()) {
                 None => bytes,
-                Some(Some("gzip")) => gunzip(&bytes, max_decompressed)?,
+                Some(Some("gzip")) => gunzip(&bytes, limits.max_decompressed)?,
                 Some(other) => {
                     return Err(FrameError::Compression(other.unwrap_or("?").to_owned()))
                 }
             };
-            let mut entries = Vec::new();
+            // Count entries and values before decoding any, so that a payload of tiny
+            // entries is refused before its value trees are built.
+            let mut values = super::scan::max_values(bytes.len(), limits.max_expansion);
+            let (mut at, mut count) = (0, 0);
+            while at < bytes.len() {
+                if count == limits.max_entries {
+                    return Err(FrameError::TooManyEntries(limits.max_entries));
+                }
+                let (len, n) = super::scan::complete_value(&bytes[at..], values)?
+                    .ok_or_else(|| FrameError::Packed("the last entry is truncated".to_owned()))?;
+                values -= n;
+                at += len;
+                count += 1;
+            }
+            let mut entries = Vec::with_capacity(count);
             let mut rd = &bytes[..];
             while !rd.is_empty() {
                 let v = rmpv::decode::read_value(&mut rd)
@@ -96,6 +130,7 @@ pub(crate) fn decode(v: Value, max_decompressed: u64) -> Result<Frame, FrameErro
                 tag,
                 entries,
                 chunk: chunk(options)?,
+                payload_bytes: bytes.len(),
             })
         }
         // Message: [tag, time, record, option?]
@@ -108,6 +143,7 @@ pub(crate) fn decode(v: Value, max_decompressed: u64) -> Result<Frame, FrameErro
                 tag,
                 entries: vec![(event_time(&time)?, record)],
                 chunk: chunk(options)?,
+                payload_bytes: 0,
             })
         }
     }
@@ -185,8 +221,16 @@ pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
+    fn limits(max_decompressed: u64) -> FrameLimits {
+        FrameLimits {
+            max_decompressed,
+            max_entries: 1000,
+            max_expansion: crate::DEFAULT_MAX_EXPANSION,
+        }
+    }
+
     fn decode(v: Value) -> Result<Frame, FrameError> {
-        super::decode(v, 256 << 20)
+        super::decode(v, &limits(16 << 20))
     }
 
     pub(crate) fn event_time_ext(secs: u32, nanos: u32) -> Value {
@@ -227,7 +271,8 @@ pub(crate) mod tests {
             Frame {
                 tag: "a.b".into(),
                 entries: vec![(1_700_000_000_000_000_000, rec("x"))],
-                chunk: None
+                chunk: None,
+                payload_bytes: 0,
             }
         );
         let f = decode(Value::Array(vec![
@@ -292,7 +337,7 @@ pub(crate) mod tests {
             Value::Map(vec![(Value::from("compressed"), Value::from("gzip"))]),
         ]);
         assert_eq!(
-            super::decode(frame, max),
+            super::decode(frame, &limits(max)),
             Err(FrameError::Gzip(format!(
                 "decompresses to more than {max} bytes"
             )))
@@ -303,6 +348,37 @@ pub(crate) mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(b).unwrap();
         e.finish().unwrap()
+    }
+
+    #[test]
+    fn entries_and_values_are_counted_before_decoding() {
+        let entry = (Value::from(1), Value::Nil);
+        let bin = packed(&vec![entry; 11]);
+        let frame = |bin: Vec<u8>| Value::Array(vec![Value::from("t"), Value::Binary(bin)]);
+        let l = FrameLimits {
+            max_entries: 10,
+            ..limits(1 << 20)
+        };
+        assert_eq!(
+            super::decode(frame(bin.clone()), &l),
+            Err(FrameError::TooManyEntries(10))
+        );
+        let forward = Value::Array(vec![
+            Value::from("t"),
+            Value::Array(vec![Value::Array(vec![Value::from(1), Value::Nil]); 11]),
+        ]);
+        assert_eq!(
+            super::decode(forward, &l),
+            Err(FrameError::TooManyEntries(10))
+        );
+        // A payload of 1-byte values decodes to dozens of bytes each: beyond the budget.
+        let nils = packed(&[(Value::from(1), Value::Array(vec![Value::Nil; 1 << 20]))]);
+        assert!(matches!(
+            super::decode(frame(nils), &limits(16 << 20)),
+            Err(FrameError::Scan(
+                super::super::scan::ScanError::TooManyValues(_)
+            ))
+        ));
     }
 
     #[test]

@@ -10,10 +10,15 @@ struct Fixture {
     addr: std::net::SocketAddr,
 }
 
+/// The fixtures' frames carry 2023 timestamps: the store keeps a century.
 async fn start(opts: ForwardOptions) -> Fixture {
+    start_with_retention(opts, std::time::Duration::from_secs(100 * 365 * 86_400)).await
+}
+
+async fn start_with_retention(opts: ForwardOptions, retention: std::time::Duration) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let opts_long = LogOptions {
-        retention: std::time::Duration::from_secs(100 * 365 * 86_400),
+        retention,
         ..Default::default()
     };
     let store = Arc::new(LogStore::open(dir.path(), opts_long).unwrap());
@@ -21,7 +26,10 @@ async fn start(opts: ForwardOptions) -> Fixture {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(
         listener,
-        LogSink::new(store.clone(), Default::default()),
+        LogSink::new(store.clone(), Default::default()).with_bounds(crate::logs::LogBounds {
+            max_age: retention,
+            ..Default::default()
+        }),
         opts,
     ));
     Fixture {
@@ -302,4 +310,125 @@ fn tls_files_that_do_not_load_are_errors_naming_the_file() {
     // A key file given as the certificate holds no certificate.
     let swapped = ForwardTls::load(&testdata("key.pem"), &testdata("key.pem")).unwrap_err();
     assert!(matches!(swapped, TlsError::NoCertificate(_)), "{swapped}");
+}
+
+/// Reads until the server closes the connection (a deadline, not a sleep: the close is the
+/// observable); returns what it sent first.
+async fn closed_by_server(s: &mut TcpStream) -> Vec<u8> {
+    let mut rest = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the server did not close the connection")
+        .unwrap();
+    rest
+}
+
+/// A record the store would never return (time -1, or years ahead) is not acknowledged:
+/// the frame is refused whole and the connection closed, so the sender keeps the chunk.
+#[tokio::test]
+async fn a_chunk_with_a_time_out_of_bounds_is_not_acked() {
+    let day = std::time::Duration::from_secs(86_400);
+    let fx = start_with_retention(ForwardOptions::default(), day).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ahead = now + 10 * 365 * 86_400;
+    for time in [Value::from(-1), Value::from(ahead)] {
+        let mut s = TcpStream::connect(fx.addr).await.unwrap();
+        let frame = Value::Array(vec![
+            Value::from("t"),
+            Value::Array(vec![
+                Value::Array(vec![Value::from(now), msg("fine")]),
+                Value::Array(vec![time.clone(), msg("never found")]),
+            ]),
+            Value::Map(vec![(Value::from("chunk"), Value::from("c1"))]),
+        ]);
+        s.write_all(&enc(&frame)).await.unwrap();
+        assert_eq!(closed_by_server(&mut s).await, b"", "{time:?} was acked");
+    }
+    assert!(fx.lines().is_empty());
+}
+
+/// A client that sends part of a frame and stalls gives its buffer back.
+#[tokio::test]
+async fn a_frame_stalled_midway_times_out() {
+    let fx = start(ForwardOptions {
+        frame_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(fx.addr).await.unwrap();
+    let bytes = enc(&Value::Array(vec![
+        Value::from("t"),
+        Value::from(1_700_000_000),
+        msg("half"),
+    ]));
+    s.write_all(&bytes[..bytes.len() / 2]).await.unwrap();
+    assert_eq!(closed_by_server(&mut s).await, b"");
+}
+
+/// With a shared key, a client that never sends PING gives its slot back: with one slot, a
+/// second client is served once the first times out.
+#[tokio::test]
+async fn a_client_that_never_pings_times_out() {
+    let fx = start(ForwardOptions {
+        shared_key: Some("secret".into()),
+        max_connections: 1,
+        handshake_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let mut idle = TcpStream::connect(fx.addr).await.unwrap();
+    read_value(&mut idle).await;
+    let mut real = TcpStream::connect(fx.addr).await.unwrap();
+    assert_eq!(closed_by_server(&mut idle).await, b"");
+    let pong = handshake(&mut real, "secret", "", "").await;
+    assert_eq!(pong.as_array().unwrap()[1], Value::Boolean(true));
+}
+
+/// A CompressedPackedForward frame of 390 KB held 2.8 GiB: the payload may decompress to
+/// no more than its limit, and its entries are counted before any is decoded.
+#[tokio::test]
+async fn a_compressed_frame_of_tiny_entries_is_refused() {
+    let fx = start(ForwardOptions {
+        max_frame_entries: 1000,
+        ..Default::default()
+    })
+    .await;
+    let entry = enc(&Value::Array(vec![Value::from(1_700_000_000), Value::Nil]));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &entry.repeat(1001)).unwrap();
+    let frame = Value::Array(vec![
+        Value::from("t"),
+        Value::Binary(gz.finish().unwrap()),
+        Value::Map(vec![
+            (Value::from("compressed"), Value::from("gzip")),
+            (Value::from("chunk"), Value::from("c")),
+        ]),
+    ]);
+    let mut s = TcpStream::connect(fx.addr).await.unwrap();
+    s.write_all(&enc(&frame)).await.unwrap();
+    assert_eq!(closed_by_server(&mut s).await, b"");
+    assert!(fx.lines().is_empty());
+}
+
+#[test]
+fn accept_failures_back_off_and_are_logged_at_most_once_a_minute() {
+    let mut b = AcceptBackoff::default();
+    let t0 = Instant::now();
+    let mut delays = Vec::new();
+    let mut logged = Vec::new();
+    for i in 0..10 {
+        let (d, log) = b.failed(t0 + Duration::from_millis(i));
+        delays.push(d.as_millis());
+        logged.push(log);
+    }
+    assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+    assert_eq!(logged[0], Some(1));
+    assert!(logged[1..].iter().all(Option::is_none));
+    // A minute on, the next line carries the count of the failures in between.
+    assert_eq!(b.failed(t0 + ACCEPT_LOG_INTERVAL).1, Some(10));
+    b.succeeded();
+    assert_eq!(b.failed(t0 + ACCEPT_LOG_INTERVAL).0, ACCEPT_BACKOFF_START);
 }

@@ -263,3 +263,66 @@ async fn json_logs_go_to_the_log_store_with_trace_ids_or_are_refused_without_one
     )));
     logs.close().unwrap();
 }
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// Empty ResourceSpans are 2 bytes each and about a hundred decoded: 16 KB of gzip held
+/// gigabytes once decoded. The walk refuses the body before prost decodes it.
+#[tokio::test]
+async fn a_body_of_empty_items_is_refused_before_decoding() {
+    let f = fixture();
+    let app = http_routes(OtlpState::new(f.traces.clone(), f.tsdb.clone(), 16 << 20));
+    for path in ["/v1/traces", "/v1/metrics", "/v1/logs"] {
+        let body = gzip(&[0x0a, 0x00].repeat(8 << 20));
+        assert!(body.len() < 64 << 10);
+        let (status, _, body) =
+            post(&app, path, "application/x-protobuf", Some("gzip"), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        let st = RpcStatus::decode(&body[..]).unwrap();
+        assert_eq!(st.code, tonic::Code::InvalidArgument as i32);
+        assert!(
+            st.message.contains("would decode to more than"),
+            "{path}: {}",
+            st.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn spans_over_the_per_request_limit_are_refused() {
+    let f = fixture();
+    let app =
+        http_routes(OtlpState::new(f.traces.clone(), f.tsdb.clone(), 1 << 16).with_max_spans(2));
+    let req = |n: u8| {
+        ExportTraceServiceRequest {
+            resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+                scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+                    spans: (0..n)
+                        .map(|i| opentelemetry_proto::tonic::trace::v1::Span {
+                            trace_id: vec![1; 16],
+                            span_id: vec![i + 1; 8],
+                            name: "s".into(),
+                            start_time_unix_nano: now_ns(),
+                            end_time_unix_nano: now_ns() + 1,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    };
+    let (status, _, _) = post(&app, "/v1/traces", "application/x-protobuf", None, req(2)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = post(&app, "/v1/traces", "application/x-protobuf", None, req(3)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let st = RpcStatus::decode(&body[..]).unwrap();
+    assert_eq!(st.code, tonic::Code::InvalidArgument as i32);
+    assert_eq!(st.message, "request has 3 spans, more than the limit of 2");
+}

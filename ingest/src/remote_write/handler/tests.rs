@@ -363,6 +363,7 @@ async fn unsupported_media_types_get_415_without_statistics() {
 async fn oversized_bodies_get_413() {
     let limits = Limits {
         max_decompressed_bytes: 1000,
+        ..Limits::default()
     };
     let f = fixture_with(limits);
     let t = now_ms();

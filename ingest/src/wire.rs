@@ -1,0 +1,241 @@
+//! What a protobuf message will take in memory once prost decodes it, read from the wire
+//! bytes before anything is decoded. A few bytes on the wire can become a large struct (an
+//! empty repeated message is 2 bytes, its decoded struct a hundred), so every protobuf
+//! receiver walks the body with its message's [`Shape`] first and refuses a body whose
+//! decoded form would exceed its budget, or that holds more items of a kind than allowed.
+//! Owns the wire walk only; each protocol turns [`WireError`] into its own answer.
+
+use std::mem::size_of;
+
+/// The decoded form of one message type: its struct's size and those of its fields whose
+/// occurrences allocate (sub-messages, repeated strings, packed varints).
+pub(crate) struct Shape {
+    /// Reported in [`Scan::count`] and in errors.
+    pub(crate) name: &'static str,
+    /// Bytes one decoded message of this type takes (its struct).
+    pub(crate) size: usize,
+    pub(crate) fields: &'static [(u32, Field)],
+}
+
+pub(crate) enum Field {
+    /// A (repeated or optional) sub-message.
+    Message(&'static Shape),
+    /// A repeated string or bytes field: each occurrence is its own heap buffer.
+    Strings,
+    /// A packed repeated varint field whose elements take this many bytes each.
+    Varints(usize),
+}
+
+/// A `String` or `Vec<u8>` as it sits in a struct.
+const BUFFER: usize = size_of::<Vec<u8>>();
+
+/// prost refuses messages nested deeper than this; so does the walk.
+const MAX_DEPTH: usize = 100;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("{0}")]
+    Malformed(&'static str),
+    #[error("request would decode to more than {limit} bytes of in-memory structures")]
+    TooLarge { limit: usize },
+}
+
+/// What a walk found: how many messages of each shape the body holds.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    counts: Vec<(&'static str, usize)>,
+}
+
+impl Scan {
+    /// Messages of the shape named `name` in the body.
+    pub(crate) fn count(&self, name: &str) -> usize {
+        self.counts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, c)| *c)
+    }
+}
+
+/// Walks `body` as a message of `shape`, refusing it once its decoded structures would take
+/// more than `budget` bytes. Stops at the first byte over the budget, so the walk itself is
+/// bounded by the body.
+pub(crate) fn scan(body: &[u8], shape: &'static Shape, budget: usize) -> Result<Scan, WireError> {
+    let mut walk = Walk {
+        used: shape.size,
+        budget,
+        scan: Scan::default(),
+    };
+    walk.charge(0)?;
+    walk.message(body, shape, 0)?;
+    Ok(walk.scan)
+}
+
+/// The budget for a body of `len` bytes: `expansion` times its size, with small bodies
+/// treated as `floor` bytes (a single empty item legitimately expands far more than large
+/// bodies can).
+pub(crate) fn budget(len: usize, expansion: usize, floor: usize) -> usize {
+    len.max(floor).saturating_mul(expansion)
+}
+
+struct Walk {
+    used: usize,
+    budget: usize,
+    scan: Scan,
+}
+
+impl Walk {
+    fn charge(&mut self, bytes: usize) -> Result<(), WireError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.budget {
+            return Err(WireError::TooLarge { limit: self.budget });
+        }
+        Ok(())
+    }
+
+    fn message(
+        &mut self,
+        mut buf: &[u8],
+        shape: &'static Shape,
+        depth: usize,
+    ) -> Result<(), WireError> {
+        if depth > MAX_DEPTH {
+            return Err(WireError::Malformed("messages nested too deeply"));
+        }
+        while !buf.is_empty() {
+            let key = varint(&mut buf)?;
+            let number = (key >> 3) as u32;
+            match key & 7 {
+                // Scalars: free when singular, an element when repeated and unpacked.
+                0 => {
+                    varint(&mut buf)?;
+                    self.charge(8)?;
+                }
+                1 => {
+                    take(&mut buf, 8)?;
+                    self.charge(8)?;
+                }
+                5 => {
+                    take(&mut buf, 4)?;
+                    self.charge(8)?;
+                }
+                2 => {
+                    let len = usize::try_from(varint(&mut buf)?)
+                        .map_err(|_| WireError::Malformed("length out of range"))?;
+                    let body = take(&mut buf, len)?;
+                    let field = shape
+                        .fields
+                        .iter()
+                        .find(|(n, _)| *n == number)
+                        .map(|(_, f)| f);
+                    match field {
+                        Some(Field::Message(sub)) => {
+                            self.charge(sub.size)?;
+                            self.count(sub.name);
+                            self.message(body, sub, depth + 1)?;
+                        }
+                        Some(Field::Strings) => self.charge(BUFFER + len)?,
+                        Some(Field::Varints(elem)) => {
+                            // Every element ends in the one byte with the high bit clear.
+                            let n = body.iter().filter(|b| **b < 0x80).count();
+                            self.charge(n.saturating_mul(*elem))?;
+                        }
+                        // A singular string or bytes field, or packed fixed-width numbers:
+                        // as large decoded as on the wire.
+                        None => self.charge(len)?,
+                    }
+                }
+                _ => return Err(WireError::Malformed("unsupported wire type")),
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, name: &'static str) {
+        match self.scan.counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, c)) => *c += 1,
+            None => self.scan.counts.push((name, 1)),
+        }
+    }
+}
+
+fn varint(buf: &mut &[u8]) -> Result<u64, WireError> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = buf
+            .split_first()
+            .ok_or(WireError::Malformed("truncated varint"))?;
+        *buf = rest;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Ok(value);
+        }
+    }
+    Err(WireError::Malformed("varint longer than 10 bytes"))
+}
+
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
+    if buf.len() < n {
+        return Err(WireError::Malformed(
+            "field runs past the end of its message",
+        ));
+    }
+    let (head, rest) = buf.split_at(n);
+    *buf = rest;
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static LEAF: Shape = Shape {
+        name: "Leaf",
+        size: 100,
+        fields: &[],
+    };
+    static ROOT: Shape = Shape {
+        name: "Root",
+        size: 10,
+        fields: &[
+            (1, Field::Message(&LEAF)),
+            (2, Field::Strings),
+            (3, Field::Varints(8)),
+        ],
+    };
+
+    #[test]
+    fn empty_messages_are_charged_their_struct_and_counted() {
+        let body = [0x0a, 0x00].repeat(5);
+        let scan = scan(&body, &ROOT, 10 + 500).unwrap();
+        assert_eq!(scan.count("Leaf"), 5);
+        assert_eq!(
+            super::scan(&body, &ROOT, 10 + 499).unwrap_err(),
+            WireError::TooLarge { limit: 509 }
+        );
+    }
+
+    #[test]
+    fn strings_and_packed_varints_are_charged_per_element() {
+        // Two repeated strings of 1 byte, and a packed field of three 1-byte varints.
+        let body = [0x12, 0x01, b'a', 0x12, 0x01, b'b', 0x1a, 0x03, 1, 2, 3];
+        let want = 10 + 2 * (BUFFER + 1) + 3 * 8;
+        assert!(scan(&body, &ROOT, want).is_ok());
+        assert!(scan(&body, &ROOT, want - 1).is_err());
+    }
+
+    #[test]
+    fn truncated_and_odd_input_is_malformed() {
+        for body in [&[0x0a, 0x05, 0x00][..], &[0x0a], &[0x0b], &[0xff; 11]] {
+            assert!(
+                matches!(scan(body, &ROOT, usize::MAX), Err(WireError::Malformed(_))),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn budget_has_a_floor_for_small_bodies() {
+        assert_eq!(budget(10, 16, 4096), 16 * 4096);
+        assert_eq!(budget(1 << 20, 16, 4096), 16 << 20);
+    }
+}
