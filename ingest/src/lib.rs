@@ -63,14 +63,15 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        // The label limits are Mimir's defaults.
+        // Prometheus has no label limits; these are looser than Mimir's (30 labels, 2 KiB
+        // values) so that wide kube-state-metrics series pass, and still bound a series.
         Limits {
             max_decompressed_bytes: 32 << 20,
             max_expansion: DEFAULT_MAX_EXPANSION,
             max_series_per_request: 100_000,
-            max_labels_per_series: 30,
+            max_labels_per_series: 64,
             max_label_name_length: 1024,
-            max_label_value_length: 2048,
+            max_label_value_length: 16384,
         }
     }
 }

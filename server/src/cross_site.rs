@@ -17,6 +17,8 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::web::refuse;
+
 /// Go's texts for the two refusals.
 const FROM_SEC_FETCH_SITE: &str = "cross-origin request detected from Sec-Fetch-Site header";
 const FROM_ORIGIN: &str = "cross-origin request detected, and/or browser is out of date: Sec-Fetch-Site is missing, and Origin does not match Host";
@@ -36,15 +38,17 @@ pub async fn guard(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     if let Some(refusal) = refusal(req.headers(), req.uri().authority().map(|a| a.as_str())) {
-        return (StatusCode::FORBIDDEN, format!("{refusal}\n")).into_response();
+        let answer = (StatusCode::FORBIDDEN, format!("{refusal}\n")).into_response();
+        return refuse(req, answer).await;
     }
     if req.uri().path().starts_with("/-/") {
         if let Some(t) = simple_type(req.headers()) {
-            return (
+            let answer = (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!("unsupported media type {t:?}: admin endpoints take no form body\n"),
             )
                 .into_response();
+            return refuse(req, answer).await;
         }
     }
     next.run(req).await

@@ -79,6 +79,15 @@ pub struct Credentials {
 const REFUSED_BODY_DRAIN_BYTES: usize = 64 << 10;
 const REFUSED_BODY_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Answers `req` with `refusal` after reading a little of its body, as Go's server does: a
+/// client still sending the body would otherwise see the connection reset (HTTP/1) or the
+/// stream reset (HTTP/2), not the answer.
+pub(crate) async fn refuse(req: axum::extract::Request, refusal: Response) -> Response {
+    let drain = axum::body::to_bytes(req.into_body(), REFUSED_BODY_DRAIN_BYTES);
+    let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIME, drain).await;
+    refusal
+}
+
 /// Most cached password checks; the cache is emptied when full, so wrong passwords sent in
 /// bulk cannot grow it.
 const MAX_CACHED_CHECKS: usize = 1024;
@@ -230,13 +239,7 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
     let mut resp = match verdict {
         Ok(()) => next.run(req).await,
         Err(d) if g.listener == Listener::OtlpGrpc => grpc_denied(d),
-        Err(d) => {
-            // Read a little of the refused body first, as Go's server does: an HTTP/2
-            // client still sending it would otherwise get a reset stream, not the answer.
-            let drain = axum::body::to_bytes(req.into_body(), REFUSED_BODY_DRAIN_BYTES);
-            let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIME, drain).await;
-            http_denied(d)
-        }
+        Err(d) => refuse(req, http_denied(d)).await,
     };
     if g.listener != Listener::OtlpGrpc {
         let current = g.web.current();
@@ -389,29 +392,23 @@ mod tests {
         // Four distinct (user, password) pairs were compared with bcrypt, each once; a repeat
         // is answered from the cache.
         let current = web.current();
-        let cached = current
-            .credentials
-            .as_ref()
-            .unwrap()
-            .cache
-            .lock()
-            .unwrap()
-            .len();
-        assert_eq!(cached, 4);
+        let cached = || {
+            current
+                .credentials
+                .as_ref()
+                .unwrap()
+                .cache
+                .lock()
+                .unwrap()
+                .len()
+        };
+        assert_eq!(cached(), 4);
         assert_eq!(
             web.authorize(basic("alice", "secret").as_ref(), Role::Read)
                 .await,
             Ok(())
         );
-        let cached = current
-            .credentials
-            .as_ref()
-            .unwrap()
-            .cache
-            .lock()
-            .unwrap()
-            .len();
-        assert_eq!(cached, 4);
+        assert_eq!(cached(), 4);
     }
 
     #[test]

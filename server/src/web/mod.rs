@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock};
 
 use axum::http::{HeaderName, HeaderValue};
 
+pub(crate) use auth::refuse;
 pub use auth::{guard, Guard, Listener};
 pub use listener::{serve, ListenerOptions};
 
