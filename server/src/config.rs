@@ -197,6 +197,8 @@ pub struct Limits {
     pub forward_handshake_timeout: PromDuration,
     /// How long a forward frame may take to arrive whole once its first byte has.
     pub forward_frame_timeout: PromDuration,
+    /// How long a forward connection may stay idle between frames before it is closed.
+    pub forward_idle_timeout: PromDuration,
     /// Most entries (events) in one forward frame; a frame with more closes the connection.
     pub forward_max_frame_entries: usize,
     /// Most log lines one LogQL metric query may read; more fails the query.
@@ -252,6 +254,7 @@ impl Default for Limits {
             forward_tls_handshake_timeout: PromDuration(Duration::from_secs(10)),
             forward_handshake_timeout: PromDuration(Duration::from_secs(10)),
             forward_frame_timeout: PromDuration(Duration::from_secs(60)),
+            forward_idle_timeout: PromDuration(ingest::logs::forward::DEFAULT_IDLE_TIMEOUT),
             forward_max_frame_entries: 1_000_000,
             log_query_max_lines: 5_000_000,
             trace_search_max_spans: 200_000,
@@ -842,6 +845,7 @@ impl Config {
             tls_handshake_timeout: self.limits.forward_tls_handshake_timeout.0,
             handshake_timeout: self.limits.forward_handshake_timeout.0,
             frame_timeout: self.limits.forward_frame_timeout.0,
+            idle_timeout: self.limits.forward_idle_timeout.0,
         })
     }
 
@@ -1105,6 +1109,7 @@ remote_write:
   forward_tls_handshake_timeout: 3s
   forward_handshake_timeout: 4s
   forward_frame_timeout: 5s
+  forward_idle_timeout: 6s
   forward_max_frame_entries: 1020
   log_query_max_lines: 1006
   log_index_writer_bytes: 40000000
@@ -1162,6 +1167,7 @@ remote_write:
             ),
             (Duration::from_secs(4), Duration::from_secs(5), 1020, 5)
         );
+        assert_eq!(f.idle_timeout, Duration::from_secs(6));
         assert_eq!(c.limits.log_query_max_lines, 1006);
         let l = c.log_options();
         assert_eq!(
@@ -1238,6 +1244,8 @@ remote_write:
                 fd.max_expansion
             )
         );
+        assert_eq!(f.idle_timeout, fd.idle_timeout);
+        assert_eq!(f.idle_timeout, Duration::from_secs(300));
         let b = c.log_bounds();
         assert_eq!(
             (b.max_future, b.max_line_bytes),
