@@ -407,6 +407,28 @@ pub struct Logs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_query_lines: Option<usize>,
     pub forward: Forward,
+    pub redact: Redact,
+}
+
+/// Redaction of log lines and structured metadata at ingest (`ingest::logs::redact`): the
+/// presets listed, then `rules` in order. Nothing is redacted by default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redact {
+    pub presets: Vec<ingest::logs::redact::Preset>,
+    pub rules: Vec<RedactRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactRule {
+    /// The `rule` label of `novamon_log_redactions_total`; `rule_<index>` when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Rust `regex` syntax.
+    pub regex: String,
+    /// `$1` and `${name}` expand to the match's groups.
+    pub replacement: String,
 }
 
 impl Default for Logs {
@@ -416,6 +438,7 @@ impl Default for Logs {
             label_keys: ingest::logs::Mapping::default().label_keys,
             max_query_lines: None,
             forward: Forward::default(),
+            redact: Redact::default(),
         }
     }
 }
@@ -721,6 +744,7 @@ impl Config {
         };
         config.move_deprecated(&raw).map_err(invalid)?;
         config.limits.validate().map_err(invalid)?;
+        config.log_redactor().map_err(invalid)?;
         if config.query.max_concurrency == 0 {
             return Err(invalid(
                 "query.max_concurrency must be greater than 0".to_owned(),
@@ -859,6 +883,27 @@ impl Config {
             max_label_name_length: l.remote_write_max_label_name_length,
             max_label_value_length: l.remote_write_max_label_value_length,
         }
+    }
+
+    /// The compiled `logs.redact` rules; a bad regex is named by its key.
+    pub fn log_redactor(&self) -> Result<ingest::logs::redact::Redactor, String> {
+        use ingest::logs::redact::{RedactError, Redactor, Rule};
+        let r = &self.logs.redact;
+        let rules: Vec<Rule> = r
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| Rule {
+                name: rule.name.clone().unwrap_or_else(|| format!("rule_{i}")),
+                regex: rule.regex.clone(),
+                replacement: rule.replacement.clone(),
+            })
+            .collect();
+        Redactor::new(&r.presets, &rules).map_err(|e| match e {
+            RedactError::Regex { index, source, .. } => {
+                format!("logs.redact.rules[{index}].regex: {source}")
+            }
+        })
     }
 
     /// What log records must be within to be stored: the log store's retention, the future
@@ -1512,5 +1557,34 @@ scrape_configs:
         assert_eq!(c.storage.retention.0, Duration::from_secs(36 * 3600));
         let back = serde_yaml::to_string(&c).unwrap();
         assert!(back.contains("retention: 1d12h"), "{back}");
+    }
+
+    #[test]
+    fn log_redaction_rules_compile_at_load_and_a_bad_regex_is_located() {
+        assert!(Config::load(None)
+            .unwrap()
+            .log_redactor()
+            .unwrap()
+            .is_empty());
+        let yml = r"logs:
+  redact:
+    presets: [credit_cards, emails]
+    rules:
+      - regex: 'x'
+        replacement: y
+      - name: pw
+        regex: '(password=)\S+'
+        replacement: '${1}<redacted>'
+";
+        let c = Config::parse(yml, "t").unwrap();
+        assert_eq!(c.logs.redact.rules[1].name.as_deref(), Some("pw"));
+        assert!(!c.log_redactor().unwrap().is_empty());
+        let bad = yml.replace(r"(password=)\S+", "(password=");
+        let e = Config::parse(&bad, "t").unwrap_err().to_string();
+        assert!(e.contains("logs.redact.rules[1].regex"), "{e}");
+        let e = Config::parse("logs:\n  redact:\n    presets: [ssn]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("logs.redact.presets"), "{e}");
     }
 }
