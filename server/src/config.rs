@@ -197,6 +197,8 @@ pub struct Limits {
     pub forward_handshake_timeout: PromDuration,
     /// How long a forward frame may take to arrive whole once its first byte has.
     pub forward_frame_timeout: PromDuration,
+    /// How long a forward connection may stay idle between frames before it is closed.
+    pub forward_idle_timeout: PromDuration,
     /// Most entries (events) in one forward frame; a frame with more closes the connection.
     pub forward_max_frame_entries: usize,
     /// Most log lines one LogQL metric query may read; more fails the query.
@@ -252,6 +254,7 @@ impl Default for Limits {
             forward_tls_handshake_timeout: PromDuration(Duration::from_secs(10)),
             forward_handshake_timeout: PromDuration(Duration::from_secs(10)),
             forward_frame_timeout: PromDuration(Duration::from_secs(60)),
+            forward_idle_timeout: PromDuration(ingest::logs::forward::DEFAULT_IDLE_TIMEOUT),
             forward_max_frame_entries: 1_000_000,
             log_query_max_lines: 5_000_000,
             trace_search_max_spans: 200_000,
@@ -404,6 +407,28 @@ pub struct Logs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_query_lines: Option<usize>,
     pub forward: Forward,
+    pub redact: Redact,
+}
+
+/// Redaction of log lines and structured metadata at ingest (`ingest::logs::redact`): the
+/// presets listed, then `rules` in order. Nothing is redacted by default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redact {
+    pub presets: Vec<ingest::logs::redact::Preset>,
+    pub rules: Vec<RedactRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactRule {
+    /// The `rule` label of `novamon_log_redactions_total`; `rule_<index>` when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Rust `regex` syntax.
+    pub regex: String,
+    /// `$1` and `${name}` expand to the match's groups.
+    pub replacement: String,
 }
 
 impl Default for Logs {
@@ -413,6 +438,7 @@ impl Default for Logs {
             label_keys: ingest::logs::Mapping::default().label_keys,
             max_query_lines: None,
             forward: Forward::default(),
+            redact: Redact::default(),
         }
     }
 }
@@ -718,6 +744,7 @@ impl Config {
         };
         config.move_deprecated(&raw).map_err(invalid)?;
         config.limits.validate().map_err(invalid)?;
+        config.log_redactor().map_err(invalid)?;
         if config.query.max_concurrency == 0 {
             return Err(invalid(
                 "query.max_concurrency must be greater than 0".to_owned(),
@@ -842,6 +869,7 @@ impl Config {
             tls_handshake_timeout: self.limits.forward_tls_handshake_timeout.0,
             handshake_timeout: self.limits.forward_handshake_timeout.0,
             frame_timeout: self.limits.forward_frame_timeout.0,
+            idle_timeout: self.limits.forward_idle_timeout.0,
         })
     }
 
@@ -855,6 +883,27 @@ impl Config {
             max_label_name_length: l.remote_write_max_label_name_length,
             max_label_value_length: l.remote_write_max_label_value_length,
         }
+    }
+
+    /// The compiled `logs.redact` rules; a bad regex is named by its key.
+    pub fn log_redactor(&self) -> Result<ingest::logs::redact::Redactor, String> {
+        use ingest::logs::redact::{RedactError, Redactor, Rule};
+        let r = &self.logs.redact;
+        let rules: Vec<Rule> = r
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| Rule {
+                name: rule.name.clone().unwrap_or_else(|| format!("rule_{i}")),
+                regex: rule.regex.clone(),
+                replacement: rule.replacement.clone(),
+            })
+            .collect();
+        Redactor::new(&r.presets, &rules).map_err(|e| match e {
+            RedactError::Regex { index, source, .. } => {
+                format!("logs.redact.rules[{index}].regex: {source}")
+            }
+        })
     }
 
     /// What log records must be within to be stored: the log store's retention, the future
@@ -1105,6 +1154,7 @@ remote_write:
   forward_tls_handshake_timeout: 3s
   forward_handshake_timeout: 4s
   forward_frame_timeout: 5s
+  forward_idle_timeout: 6s
   forward_max_frame_entries: 1020
   log_query_max_lines: 1006
   log_index_writer_bytes: 40000000
@@ -1162,6 +1212,7 @@ remote_write:
             ),
             (Duration::from_secs(4), Duration::from_secs(5), 1020, 5)
         );
+        assert_eq!(f.idle_timeout, Duration::from_secs(6));
         assert_eq!(c.limits.log_query_max_lines, 1006);
         let l = c.log_options();
         assert_eq!(
@@ -1238,6 +1289,8 @@ remote_write:
                 fd.max_expansion
             )
         );
+        assert_eq!(f.idle_timeout, fd.idle_timeout);
+        assert_eq!(f.idle_timeout, Duration::from_secs(300));
         let b = c.log_bounds();
         assert_eq!(
             (b.max_future, b.max_line_bytes),
@@ -1504,5 +1557,34 @@ scrape_configs:
         assert_eq!(c.storage.retention.0, Duration::from_secs(36 * 3600));
         let back = serde_yaml::to_string(&c).unwrap();
         assert!(back.contains("retention: 1d12h"), "{back}");
+    }
+
+    #[test]
+    fn log_redaction_rules_compile_at_load_and_a_bad_regex_is_located() {
+        assert!(Config::load(None)
+            .unwrap()
+            .log_redactor()
+            .unwrap()
+            .is_empty());
+        let yml = r"logs:
+  redact:
+    presets: [credit_cards, emails]
+    rules:
+      - regex: 'x'
+        replacement: y
+      - name: pw
+        regex: '(password=)\S+'
+        replacement: '${1}<redacted>'
+";
+        let c = Config::parse(yml, "t").unwrap();
+        assert_eq!(c.logs.redact.rules[1].name.as_deref(), Some("pw"));
+        assert!(!c.log_redactor().unwrap().is_empty());
+        let bad = yml.replace(r"(password=)\S+", "(password=");
+        let e = Config::parse(&bad, "t").unwrap_err().to_string();
+        assert!(e.contains("logs.redact.rules[1].regex"), "{e}");
+        let e = Config::parse("logs:\n  redact:\n    presets: [ssn]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("logs.redact.presets"), "{e}");
     }
 }

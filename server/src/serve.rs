@@ -71,8 +71,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         storage::logs::LogStore::open(&logs_dir, config.log_options())
             .with_context(|| format!("opening the log store at {}", logs_dir.display()))?,
     );
+    let mut registry = Registry::default();
+    // Checked when the config was loaded.
+    let redactor = config.log_redactor().map_err(anyhow::Error::msg)?;
+    // Every ingest path writes logs through this one writer.
+    let log_writer: Arc<dyn storage::logs::LogWriter> = if redactor.is_empty() {
+        logs.clone()
+    } else {
+        Arc::new(ingest::logs::redact::Redacting::new(
+            logs.clone(),
+            redactor,
+            &mut registry,
+        ))
+    };
     let log_sink = ingest::logs::LogSink::new(
-        logs.clone(),
+        log_writer.clone(),
         ingest::logs::Mapping {
             label_keys: config.logs.label_keys.clone(),
         },
@@ -80,9 +93,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .with_push_max_bytes(config.limits.loki_push_max_bytes as usize)
     .with_max_expansion(config.limits.ingest_max_expansion)
     .with_bounds(config.log_bounds());
-    let otlp_state = otlp_state.with_logs(logs.clone());
+    let otlp_state = otlp_state.with_logs(log_writer);
 
-    let mut registry = Registry::default();
     let query_gate = config.query_gate(&mut registry);
     let loki_state = api::loki::LokiState::new(
         logql::LogEngine::new(logs.clone(), config.limits.log_query_max_lines),

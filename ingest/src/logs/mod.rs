@@ -1,12 +1,14 @@
 //! Log ingest: the Fluentd forward protocol listener ([`forward`]) and Loki's push API
 //! ([`loki_push`]), both turning what they receive into `storage::logs::LogRecord`s through one
-//! [`Mapping`] and appending them to the `LogStore`. Owns the wire formats and the mapping;
+//! [`Mapping`] and appending them to the `LogStore` (through [`redact::Redacting`] when
+//! redaction rules are configured). Owns the wire formats and the mapping;
 //! never reads logs back.
 
 mod bounds;
 pub mod forward;
 mod loki_push;
 mod mapping;
+pub mod redact;
 
 pub use bounds::{LogBounds, DEFAULT_MAX_AGE, DEFAULT_MAX_FUTURE, DEFAULT_MAX_LINE_BYTES};
 pub use mapping::Mapping;

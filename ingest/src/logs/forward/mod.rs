@@ -3,7 +3,7 @@
 //! frames, appends their records durably and only then acknowledges `chunk`s. A malformed frame closes that connection alone, with one log
 //! line saying why; so do a frame holding a record the store would never return (not acked,
 //! so the sender keeps it), a frame beyond its entry or decoded-size budget, a frame that
-//! stalls midway and a PING that never comes. Frames are decoded on the blocking pool. Each connection handles one frame at a time and reads at most
+//! stalls midway, a PING that never comes and a connection idle between frames. Frames are decoded on the blocking pool. Each connection handles one frame at a time and reads at most
 //! `max_frame_bytes` ahead, so a slow store pushes back through TCP instead of buffering.
 
 mod frame;
@@ -58,7 +58,16 @@ pub struct ForwardOptions {
     /// A frame must arrive whole within this of its first byte; a connection that stalls in
     /// the middle of a frame is closed and its buffer freed.
     pub frame_timeout: Duration,
+    /// A connection with no byte of a next frame within this of the last one is closed and
+    /// its slot freed (the sender reconnects for its next chunk; unacked chunks are resent).
+    pub idle_timeout: Duration,
 }
+
+/// The default of [`ForwardOptions::idle_timeout`]. Fluentd's out_forward opens a connection
+/// per flush unless `keepalive` is set (its `keepalive_timeout` then defaults to none), and
+/// its heartbeats open connections of their own; Fluent Bit drops idle keep-alive
+/// connections itself after 30s. Five minutes outlasts a 60s flush interval with margin.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for ForwardOptions {
     fn default() -> Self {
@@ -75,6 +84,7 @@ impl Default for ForwardOptions {
             tls_handshake_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             frame_timeout: Duration::from_secs(60),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -101,6 +111,8 @@ enum ConnError {
     PingTimeout(Duration),
     #[error("frame did not arrive whole within {0:?}")]
     FrameTimeout(Duration),
+    #[error("no frame within {0:?} of the last")]
+    IdleTimeout(Duration),
     #[error("{0}")]
     Scan(#[from] scan::ScanError),
     #[error("frame decodes to more than {0} bytes of records")]
@@ -282,7 +294,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// The bytes of the next complete msgpack value, or None at a clean end of stream. Only
     /// finds where the value ends (and that its value tree stays within budget); decoding is
-    /// the caller's. A frame that has begun must be whole within `opts.frame_timeout`.
+    /// the caller's. A frame that has begun must be whole within `opts.frame_timeout`; the
+    /// next must begin within `opts.idle_timeout`.
     async fn next_frame(&mut self, opts: &ForwardOptions) -> Result<Option<Vec<u8>>, ConnError> {
         let mut deadline = (!self.buf.is_empty()).then(|| Instant::now() + opts.frame_timeout);
         loop {
@@ -297,7 +310,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             }
             let filled = match deadline {
-                None => self.fill().await?,
+                None => tokio::time::timeout(opts.idle_timeout, self.fill())
+                    .await
+                    .map_err(|_| ConnError::IdleTimeout(opts.idle_timeout))??,
                 Some(at) => tokio::time::timeout_at(at, self.fill())
                     .await
                     .map_err(|_| ConnError::FrameTimeout(opts.frame_timeout))??,

@@ -368,6 +368,27 @@ async fn a_frame_stalled_midway_times_out() {
     assert_eq!(closed_by_server(&mut s).await, b"");
 }
 
+/// A client idle between frames gives its slot back: with one slot, a second client is
+/// served once the first, which had a frame acked, times out.
+#[tokio::test]
+async fn a_connection_idle_between_frames_times_out() {
+    let fx = start(ForwardOptions {
+        max_connections: 1,
+        idle_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let mut idle = TcpStream::connect(fx.addr).await.unwrap();
+    send_acked(&mut idle, "first").await;
+    let mut next = TcpStream::connect(fx.addr).await.unwrap();
+    assert_eq!(closed_by_server(&mut idle).await, b"");
+    send_acked(&mut next, "second").await;
+    // Both frames carry the same time: their order in the store is not defined.
+    let mut lines: Vec<_> = fx.lines().into_iter().map(|(_, l, _)| l).collect();
+    lines.sort();
+    assert_eq!(lines, ["first", "second"]);
+}
+
 /// With a shared key, a client that never sends PING gives its slot back: with one slot, a
 /// second client is served once the first times out.
 #[tokio::test]
