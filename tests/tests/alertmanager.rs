@@ -899,3 +899,246 @@ alertmanager:
         "{am_status}"
     );
 }
+
+/// Messages the SMTP servers of `tests/smtp/server.py` accepted, one JSON object each.
+type Mails = Arc<Mutex<Vec<Json>>>;
+
+/// Real SMTP servers (aiosmtpd): plain, STARTTLS with AUTH, implicit TLS with AUTH, and one
+/// without STARTTLS, with a certificate for 127.0.0.1 signed by a CA made with the openssl
+/// CLI. Returns the process (stdin open: closing it stops the servers), the CA file, the four
+/// ports and the accepted messages.
+fn smtp_servers(dir: &Path) -> (std::process::Child, String, [u16; 4], Mails) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &key[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=smtp-test-ca",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-x509"],
+            &key[..],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=smtp",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+            ],
+        ]
+        .concat(),
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("smtp/server.py");
+    let mut child = Command::new(e2e::venv_python())
+        .arg(script)
+        .args(["server.crt", "server.key", "alerts", "s3cret"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let ports: Vec<u16> = line
+        .strip_prefix("PORTS ")
+        .unwrap_or_else(|| panic!("SMTP servers did not start: {line:?}"))
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let mails: Mails = Arc::default();
+    let m = mails.clone();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            m.lock().unwrap().push(serde_json::from_str(&line).unwrap());
+        }
+    });
+    (
+        child,
+        dir.join("ca.crt").display().to_string(),
+        ports.try_into().unwrap(),
+        mails,
+    )
+}
+
+#[test]
+fn email_notifications_go_through_real_smtp_servers_with_tls_and_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut servers, ca, [plain, starttls, implicit, notls], mails) = smtp_servers(dir.path());
+    let config = dir.path().join("novamon.yml");
+    std::fs::write(
+        &config,
+        format!(
+            r##"alertmanager:
+  config:
+    global:
+      smtp_from: 'Alertmanager <am@example.org>'
+      smtp_hello: novamon.test
+    route:
+      receiver: plain
+      group_by: [alertname]
+      group_wait: 0s
+      group_interval: 2s
+      routes:
+        - {{matchers: [via=starttls], receiver: starttls}}
+        - {{matchers: [via=implicit], receiver: implicit}}
+        - {{matchers: [via=notls], receiver: notls}}
+    receivers:
+      - name: plain
+        email_configs:
+          - {{to: 'ops@example.org', smarthost: '127.0.0.1:{plain}', require_tls: false}}
+      - name: starttls
+        email_configs:
+          - to: 'ops@example.org, dba@example.org'
+            smarthost: '127.0.0.1:{starttls}'
+            auth_username: alerts
+            auth_password: s3cret
+            tls_config: {{ca_file: '{ca}'}}
+      - name: implicit
+        email_configs:
+          - to: 'ops@example.org'
+            smarthost: '127.0.0.1:{implicit}'
+            force_implicit_tls: true
+            auth_username: alerts
+            auth_password: s3cret
+            tls_config: {{ca_file: '{ca}'}}
+      - name: notls
+        email_configs:
+          - {{to: 'ops@example.org', smarthost: '127.0.0.1:{notls}'}}
+"##
+        ),
+    )
+    .unwrap();
+    let nm = Novamon::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let (status, _, _) = nm.post_raw(
+        "/api/v2/alerts",
+        "application/json",
+        &[],
+        br#"[{"labels": {"alertname": "Plain"}},
+             {"labels": {"alertname": "Starttls", "via": "starttls"}},
+             {"labels": {"alertname": "Implicit", "via": "implicit"}},
+             {"labels": {"alertname": "NoTls", "via": "notls"}}]"#
+            .to_vec(),
+    );
+    assert_eq!(status, 200);
+    let mail = |server: &str| {
+        mails
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m["server"] == server)
+            .cloned()
+    };
+    wait_until(Duration::from_secs(10), || {
+        ["plain", "starttls", "implicit"]
+            .iter()
+            .all(|s| mail(s).is_some())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "mails missing: {:?}\n{}",
+            mails.lock().unwrap(),
+            nm.process.log()
+        )
+    });
+
+    let m = mail("plain").unwrap();
+    assert_eq!(m["from"], "am@example.org");
+    assert_eq!(m["to"], serde_json::json!(["ops@example.org"]));
+    assert_eq!(m["tls"], false);
+    assert_eq!(m["login"], Json::Null);
+    let data = m["data"].as_str().unwrap();
+    for header in [
+        "Subject: [FIRING:1] Plain",
+        "To: ops@example.org\r\n",
+        "From: Alertmanager <am@example.org>\r\n",
+    ] {
+        assert!(data.contains(header), "{header:?} in {data}");
+    }
+    assert!(data.contains("alertname = Plain"), "{data}");
+
+    // STARTTLS (required by default) against the CA of tls_config, then AUTH, which this
+    // server offers only over TLS.
+    let m = mail("starttls").unwrap();
+    assert_eq!(
+        (&m["tls"], &m["login"]),
+        (&Json::Bool(true), &Json::from("alerts"))
+    );
+    assert_eq!(
+        m["to"],
+        serde_json::json!(["ops@example.org", "dba@example.org"])
+    );
+    assert!(m["data"]
+        .as_str()
+        .unwrap()
+        .contains("Subject: [FIRING:1] Starttls"));
+    let m = mail("implicit").unwrap();
+    assert_eq!(
+        (&m["tls"], &m["login"]),
+        (&Json::Bool(true), &Json::from("alerts"))
+    );
+
+    // require_tls against a server without STARTTLS: every attempt fails with Alertmanager's
+    // error, is retried until the flush's deadline, then counted as a failed notification.
+    wait_until(Duration::from_secs(20), || {
+        nm.metric("alertmanager_notifications_failed_total{integration=\"email\"}") >= Some(1.0)
+    })
+    .unwrap_or_else(|| panic!("no failed email notification:\n{}", nm.process.log()));
+    let requests_failed =
+        nm.metric("alertmanager_notification_requests_failed_total{integration=\"email\"}");
+    assert!(requests_failed >= Some(2.0), "retried: {requests_failed:?}");
+    let log = nm.process.log();
+    assert!(
+        log.contains(&format!(
+            "'require_tls' is true (default) but \"127.0.0.1:{notls}\" does not advertise the STARTTLS extension"
+        )),
+        "{log}"
+    );
+    assert!(mail("notls").is_none());
+    drop(servers.stdin.take());
+    servers.wait().unwrap();
+}

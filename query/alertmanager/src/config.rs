@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use storage::{Labels, MatchOp, Matcher};
 
 use super::matchers;
+use super::smtp::{self, Auth, Password, SmtpConfig, TlsOptions};
 use super::template::Template;
 use crate::Error;
 
@@ -56,7 +57,24 @@ struct RawGlobal {
     smtp_smarthost: Option<String>,
     smtp_hello: Option<String>,
     smtp_auth_username: Option<String>,
+    smtp_auth_password: Option<String>,
+    smtp_auth_password_file: Option<String>,
+    smtp_auth_secret: Option<String>,
+    smtp_auth_secret_file: Option<String>,
+    smtp_auth_identity: Option<String>,
     smtp_require_tls: Option<bool>,
+    smtp_tls_config: Option<RawTls>,
+    smtp_force_implicit_tls: Option<bool>,
+}
+
+/// Prometheus's `tls_config`, the parts an SMTP client uses.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: Option<String>,
+    server_name: Option<String>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -168,7 +186,14 @@ struct RawEmail {
     smarthost: Option<String>,
     hello: Option<String>,
     auth_username: Option<String>,
+    auth_password: Option<String>,
+    auth_password_file: Option<String>,
+    auth_secret: Option<String>,
+    auth_secret_file: Option<String>,
+    auth_identity: Option<String>,
     require_tls: Option<bool>,
+    tls_config: Option<RawTls>,
+    force_implicit_tls: Option<bool>,
     send_resolved: Option<bool>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
@@ -284,8 +309,7 @@ pub(crate) struct Pagerduty {
 pub(crate) struct Email {
     pub to: String,
     pub from: String,
-    pub smarthost: String,
-    pub hello: String,
+    pub smtp: SmtpConfig,
     pub headers: Vec<(String, Template)>,
     pub text: Template,
 }
@@ -685,23 +709,15 @@ fn receiver(r: RawReceiver, g: &RawGlobal) -> Result<Receiver, Error> {
     for e in r.email_configs {
         let from = e
             .from
+            .clone()
             .or_else(|| g.smtp_from.clone())
             .ok_or_else(|| err("no global SMTP from set"))?;
         let smarthost = e
             .smarthost
+            .clone()
             .or_else(|| g.smtp_smarthost.clone())
             .ok_or_else(|| err("no global SMTP smarthost set"))?;
-        if !smarthost.contains(':') {
-            return Err(err(format!(
-                "email_configs.smarthost {smarthost:?}: missing port"
-            )));
-        }
-        if e.require_tls.or(g.smtp_require_tls).unwrap_or(true) {
-            return Err(err("email_configs: require_tls (true by default) needs STARTTLS, which novamon's SMTP client does not do; set require_tls: false to send through a relay without TLS"));
-        }
-        if e.auth_username.is_some() || g.smtp_auth_username.is_some() {
-            return Err(err("email_configs: SMTP authentication needs TLS, which novamon's SMTP client does not do; use a relay that accepts unauthenticated mail from this host"));
-        }
+        let smtp = smtp_config(&e, g, smarthost)?;
         let mut headers = Vec::new();
         let has = |h: &str| e.headers.keys().any(|k| k.eq_ignore_ascii_case(h));
         let mut defaults = Vec::new();
@@ -726,11 +742,7 @@ fn receiver(r: RawReceiver, g: &RawGlobal) -> Result<Receiver, Error> {
             kind: IntegrationKind::Email(Box::new(Email {
                 to: e.to,
                 from,
-                smarthost,
-                hello: e
-                    .hello
-                    .or_else(|| g.smtp_hello.clone())
-                    .unwrap_or_else(|| "localhost".to_owned()),
+                smtp,
                 headers,
                 text: match e.text.or(e.html) {
                     Some(t) => Template::parse(&t).map_err(err)?,
@@ -742,6 +754,93 @@ fn receiver(r: RawReceiver, g: &RawGlobal) -> Result<Receiver, Error> {
     Ok(Receiver {
         name: r.name,
         integrations,
+    })
+}
+
+/// An email integration's SMTP settings, each falling back to its `smtp_*` global as in
+/// Alertmanager (the password and its file, and the secret and its file, as pairs).
+fn smtp_config(e: &RawEmail, g: &RawGlobal, smarthost: String) -> Result<SmtpConfig, Error> {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+    for (password, file, what) in [
+        (
+            &g.smtp_auth_password,
+            &g.smtp_auth_password_file,
+            "smtp_auth_password",
+        ),
+        (
+            &g.smtp_auth_secret,
+            &g.smtp_auth_secret_file,
+            "smtp_auth_secret",
+        ),
+        (&e.auth_password, &e.auth_password_file, "auth_password"),
+        (&e.auth_secret, &e.auth_secret_file, "auth_secret"),
+    ] {
+        if set(password) && set(file) {
+            return Err(err(format!(
+                "at most one of {what} & {what}_file must be configured"
+            )));
+        }
+    }
+    // CRAM-MD5 is the only mechanism a secret is for, and lettre does not speak it.
+    if [
+        &e.auth_secret,
+        &e.auth_secret_file,
+        &g.smtp_auth_secret,
+        &g.smtp_auth_secret_file,
+    ]
+    .into_iter()
+    .any(set)
+    {
+        return Err(err("email_configs: auth_secret (CRAM-MD5 authentication) is not supported; use auth_password (PLAIN or LOGIN)"));
+    }
+    let (host, port) = smtp::split_smarthost(&smarthost)
+        .map_err(|m| err(format!("email_configs.smarthost: {m}")))?;
+    let username = e
+        .auth_username
+        .clone()
+        .filter(|u| !u.is_empty())
+        .or_else(|| g.smtp_auth_username.clone())
+        .filter(|u| !u.is_empty());
+    let password = if set(&e.auth_password) || set(&e.auth_password_file) {
+        (&e.auth_password, &e.auth_password_file)
+    } else {
+        (&g.smtp_auth_password, &g.smtp_auth_password_file)
+    };
+    let password = match password {
+        (_, Some(f)) if !f.is_empty() => Password::File(f.into()),
+        (p, _) => Password::Inline(p.clone().unwrap_or_default()),
+    };
+    let tls = e
+        .tls_config
+        .clone()
+        .or_else(|| g.smtp_tls_config.clone())
+        .unwrap_or_default();
+    Ok(SmtpConfig {
+        smarthost,
+        host,
+        port,
+        hello: e
+            .hello
+            .clone()
+            .or_else(|| g.smtp_hello.clone())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned()),
+        require_tls: e.require_tls.or(g.smtp_require_tls).unwrap_or(true),
+        implicit_tls: smtp::implicit_tls(e.force_implicit_tls.or(g.smtp_force_implicit_tls), port),
+        auth: username.map(|username| Auth {
+            username,
+            identity: e
+                .auth_identity
+                .clone()
+                .or_else(|| g.smtp_auth_identity.clone())
+                .unwrap_or_default(),
+            password,
+        }),
+        tls: TlsOptions {
+            ca_file: tls.ca_file.filter(|f| !f.is_empty()).map(Into::into),
+            server_name: tls.server_name.filter(|s| !s.is_empty()),
+            insecure_skip_verify: tls.insecure_skip_verify,
+        },
     })
 }
 
@@ -865,6 +964,94 @@ inhibit_rules:
             assert!(e.contains(want), "{yml}: {e}");
         }
         AmConfig::parse(DEFAULT_CONFIG).unwrap();
+    }
+
+    fn email(c: &AmConfig) -> &Email {
+        match &c.receivers[0].integrations[0].kind {
+            IntegrationKind::Email(e) => e,
+            _ => panic!("not email"),
+        }
+    }
+
+    #[test]
+    fn email_smtp_settings_fall_back_to_global_as_in_alertmanager() {
+        let c = AmConfig::parse(
+            "global: {smtp_from: a@x, smtp_smarthost: 'mail:465', smtp_auth_username: u, smtp_auth_password: gpw, smtp_auth_identity: id, smtp_tls_config: {server_name: relay, insecure_skip_verify: true}}\nroute: {receiver: a}\nreceivers: [{name: a, email_configs: [{to: b@x}]}]",
+        )
+        .unwrap();
+        let s = &email(&c).smtp;
+        assert_eq!(
+            (s.host.as_str(), s.port, s.hello.as_str()),
+            ("mail", 465, "localhost")
+        );
+        assert!(s.require_tls, "smtp_require_tls defaults to true");
+        assert!(s.implicit_tls, "port 465");
+        let a = s.auth.as_ref().unwrap();
+        assert_eq!((a.username.as_str(), a.identity.as_str()), ("u", "id"));
+        assert!(matches!(&a.password, Password::Inline(p) if p == "gpw"));
+        assert_eq!(s.tls.server_name.as_deref(), Some("relay"));
+        assert!(s.tls.insecure_skip_verify);
+        assert!(
+            !format!("{c:?}").contains("gpw"),
+            "the password stays out of Debug"
+        );
+
+        // The receiver's own settings win; a password file replaces the global password.
+        let c = AmConfig::parse(
+            "global: {smtp_from: a@x, smtp_smarthost: 'mail:465', smtp_require_tls: false, smtp_auth_username: u, smtp_auth_password: gpw}\nroute: {receiver: a}\nreceivers: [{name: a, email_configs: [{to: b@x, smarthost: 'relay:587', hello: me, require_tls: true, auth_username: v, auth_password_file: /pw, tls_config: {ca_file: /ca.pem}}]}]",
+        )
+        .unwrap();
+        let s = &email(&c).smtp;
+        assert_eq!(
+            (s.host.as_str(), s.port, s.hello.as_str()),
+            ("relay", 587, "me")
+        );
+        assert!(s.require_tls && !s.implicit_tls);
+        let a = s.auth.as_ref().unwrap();
+        assert_eq!(a.username, "v");
+        assert!(matches!(&a.password, Password::File(p) if p.to_str() == Some("/pw")));
+        assert_eq!(
+            s.tls.ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+
+        let c = AmConfig::parse(
+            "global: {smtp_force_implicit_tls: false}\nroute: {receiver: a}\nreceivers: [{name: a, email_configs: [{to: b@x, from: a@x, smarthost: 'mail:465', require_tls: false}]}]",
+        )
+        .unwrap();
+        let s = &email(&c).smtp;
+        assert!(!s.implicit_tls && !s.require_tls && s.auth.is_none());
+    }
+
+    #[test]
+    fn invalid_email_configs_are_refused() {
+        let email = |g: &str, e: &str| {
+            let host = if e.contains("smarthost") {
+                ""
+            } else {
+                "smarthost: 'mail:25', "
+            };
+            format!("global: {{smtp_from: a@x, {g}}}\nroute: {{receiver: a}}\nreceivers: [{{name: a, email_configs: [{{to: b@x, {host}{e}}}]}}]")
+        };
+        let cases = [
+            (
+                email("smtp_auth_password: p, smtp_auth_password_file: /f", ""),
+                "at most one of smtp_auth_password & smtp_auth_password_file",
+            ),
+            (
+                email("", "auth_password: p, auth_password_file: /f"),
+                "at most one of auth_password & auth_password_file",
+            ),
+            (email("", "auth_secret: s"), "CRAM-MD5"),
+            (email("smtp_auth_secret_file: /s", ""), "CRAM-MD5"),
+            (email("", "tls_config: {cert_file: /c}"), "cert_file"),
+            (email("", "smarthost: mail"), "missing port"),
+            (email("", "smarthost: 'mail:smtp'"), "invalid port"),
+        ];
+        for (yml, want) in cases {
+            let e = AmConfig::parse(&yml).unwrap_err().to_string();
+            assert!(e.contains(want), "{yml}: {e}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::config::{Integration, IntegrationKind};
 use super::dispatch::Group;
 use super::http::HttpClient;
+use super::smtp::SmtpConfig;
 use super::state::Entry;
 use super::template::{AlertData, Data};
 use super::{fingerprint, AmAlert, Core};
@@ -304,10 +305,9 @@ enum Payload {
         body: Value,
     },
     Email {
-        smarthost: String,
-        hello: String,
+        smtp: Box<SmtpConfig>,
         from: String,
-        to: Vec<String>,
+        to: String,
         message: String,
     },
 }
@@ -450,15 +450,9 @@ fn payload(integ: &Integration, d: &Data, g: &Group, alerts: &[&AmAlert], now: i
             ));
             message.push_str(&e.text.render(d).replace("\r\n", "\n").replace('\n', "\r\n"));
             Payload::Email {
-                smarthost: e.smarthost.clone(),
-                hello: e.hello.clone(),
+                smtp: Box::new(e.smtp.clone()),
                 from: e.from.clone(),
-                to: e
-                    .to
-                    .split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
+                to: e.to.clone(),
                 message,
             }
         }
@@ -506,12 +500,11 @@ async fn send_with_retry(
         let res = match p {
             Payload::Http { url, body } => post_json(&n.client, url, body, remaining).await,
             Payload::Email {
-                smarthost,
-                hello,
+                smtp,
                 from,
                 to,
                 message,
-            } => super::smtp::send(smarthost, hello, from, to, message, remaining).await,
+            } => super::smtp::send(smtp, from, to, message.clone(), remaining).await,
         };
         let Err(e) = res else { return true };
         n.requests_failed.get_or_create(&label).inc();

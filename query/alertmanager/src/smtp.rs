@@ -1,174 +1,342 @@
-//! A minimal SMTP client for email notifications: plain SMTP to a relay (EHLO, MAIL, RCPT,
-//! DATA), no TLS and no authentication (the config loader rejects settings that need them).
-//! Owns the conversation only; the message is rendered by `notify`.
+//! Email delivery over SMTP: lettre's blocking client on tokio's blocking pool, driven step by
+//! step as Alertmanager's `notify/email` drives Go's `net/smtp`: implicit TLS on port 465 (or
+//! when forced), otherwise STARTTLS when `require_tls`, failing when the server does not offer
+//! it; authentication only when a username is set and the server offers AUTH; then MAIL, RCPT,
+//! DATA. Errors carry Alertmanager's texts. Owns the conversation only; the message is
+//! rendered by `notify`.
 
-use std::time::Duration;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use base64::Engine as _;
+use lettre::message::Mailboxes;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
 use super::notify::SendError;
 
+/// One email integration's connection settings, resolved against `global` at load time.
+#[derive(Clone, Debug)]
+pub(crate) struct SmtpConfig {
+    /// `host:port` as configured, for messages.
+    pub smarthost: String,
+    pub host: String,
+    pub port: u16,
+    pub hello: String,
+    pub require_tls: bool,
+    pub implicit_tls: bool,
+    pub auth: Option<Auth>,
+    pub tls: TlsOptions,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Auth {
+    pub username: String,
+    /// PLAIN's authorization identity (`auth_identity`); empty for none.
+    pub identity: String,
+    pub password: Password,
+}
+
+/// `auth_password`, or the file holding it (read at each send, as Alertmanager does, so a
+/// rotated password is picked up).
+#[derive(Clone)]
+pub(crate) enum Password {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Password::Inline(_) => f.write_str("<secret>"),
+            Password::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+impl Password {
+    fn read(&self) -> Result<String, String> {
+        match self {
+            Password::Inline(s) => Ok(s.clone()),
+            Password::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("could not read {}: {e}", p.display())),
+        }
+    }
+}
+
+/// The email receiver's `tls_config`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TlsOptions {
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+/// Alertmanager's choice between implicit TLS and a plain connection (upgraded with STARTTLS
+/// when TLS is required): `force_implicit_tls` when set, otherwise port 465 only.
+pub(crate) fn implicit_tls(force: Option<bool>, port: u16) -> bool {
+    force.unwrap_or(port == 465)
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6) as Go's `net.SplitHostPort` does.
+pub(crate) fn split_smarthost(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address {s}: missing port in address"))?;
+    let host = match host.strip_prefix('[') {
+        Some(h) => h
+            .strip_suffix(']')
+            .ok_or_else(|| format!("address {s}: missing ']' in address"))?,
+        None if host.contains(':') => {
+            return Err(format!("address {s}: too many colons in address"))
+        }
+        None => host,
+    };
+    if port.is_empty() {
+        return Err(format!("address {s:?}: port cannot be empty"));
+    }
+    let port = port
+        .parse()
+        .map_err(|_| format!("address {s:?}: invalid port {port:?}"))?;
+    Ok((host.to_owned(), port))
+}
+
+/// Sends `message` from `from` to the comma-separated `to` within `timeout`.
 pub(crate) async fn send(
-    smarthost: &str,
-    hello: &str,
+    config: &SmtpConfig,
     from: &str,
-    to: &[String],
-    message: &str,
+    to: &str,
+    message: String,
     timeout: Duration,
 ) -> Result<(), SendError> {
-    tokio::time::timeout(timeout, conversation(smarthost, hello, from, to, message))
-        .await
-        .unwrap_or_else(|_| {
-            Err(SendError {
-                retry: true,
-                msg: format!("SMTP {smarthost}: timed out"),
-            })
-        })
+    let (config, from, to) = (config.clone(), from.to_owned(), to.to_owned());
+    let smarthost = config.smarthost.clone();
+    let deadline = Instant::now() + timeout;
+    // Every socket operation is bounded by the time left (below), so the blocking thread ends
+    // soon after the deadline even though the await gives up on it at the deadline.
+    let task = tokio::task::spawn_blocking(move || {
+        conversation(&config, &from, &to, message.as_bytes(), deadline)
+    });
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(res)) => res,
+        Ok(Err(e)) => Err(retry(format!("SMTP {smarthost}: {e}"))),
+        Err(_) => Err(retry(format!("SMTP {smarthost}: timed out"))),
+    }
 }
 
-async fn conversation(
-    smarthost: &str,
-    hello: &str,
+fn retry(msg: String) -> SendError {
+    SendError { retry: true, msg }
+}
+
+fn fatal(msg: String) -> SendError {
+    SendError { retry: false, msg }
+}
+
+/// The time left before `deadline`, as a socket timeout (never zero: lettre treats a zero
+/// timeout as an error).
+fn left(deadline: Instant) -> Result<Duration, SendError> {
+    let d = deadline.saturating_duration_since(Instant::now());
+    if d.is_zero() {
+        return Err(retry("timed out".to_owned()));
+    }
+    Ok(d)
+}
+
+fn conversation(
+    c: &SmtpConfig,
     from: &str,
-    to: &[String],
-    message: &str,
+    to: &str,
+    message: &[u8],
+    deadline: Instant,
 ) -> Result<(), SendError> {
-    let io = |e: std::io::Error| SendError {
-        retry: true,
-        msg: format!("SMTP {smarthost}: {e}"),
+    let from =
+        Mailboxes::from_str(from).map_err(|e| fatal(format!("parse 'from' addresses: {e}")))?;
+    let from: Vec<_> = from.into_iter().collect();
+    let [from] = from.as_slice() else {
+        return Err(fatal(format!(
+            "must be exactly one 'from' address (got: {})",
+            from.len()
+        )));
     };
-    let stream = TcpStream::connect(smarthost).await.map_err(io)?;
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    expect(&mut r, 220, smarthost).await?;
-    let mut cmds = vec![
-        format!("EHLO {hello}"),
-        format!("MAIL FROM:<{}>", address(from)),
-    ];
-    cmds.extend(to.iter().map(|t| format!("RCPT TO:<{}>", address(t))));
-    for cmd in cmds {
-        w.write_all(format!("{cmd}\r\n").as_bytes())
-            .await
-            .map_err(io)?;
-        expect(&mut r, 250, smarthost).await?;
+    let to = Mailboxes::from_str(to).map_err(|e| fatal(format!("parse 'to' addresses: {e}")))?;
+    let tls = if c.implicit_tls || c.require_tls {
+        Some(tls_parameters(c).map_err(|e| fatal(format!("parse TLS configuration: {e}")))?)
+    } else {
+        None
+    };
+    let hello = ClientId::Domain(c.hello.clone());
+    let mut conn = SmtpConnection::connect(
+        (c.host.as_str(), c.port),
+        Some(left(deadline)?),
+        &hello,
+        tls.as_ref().filter(|_| c.implicit_tls),
+        None,
+    )
+    .map_err(|e| {
+        retry(if c.implicit_tls {
+            format!("establish TLS connection to server: {e}")
+        } else {
+            format!("establish connection to server: {e}")
+        })
+    })?;
+    let mut session = || -> Result<(), SendError> {
+        let step = |conn: &mut SmtpConnection| {
+            let t = left(deadline)?;
+            conn.set_timeout(Some(t))
+                .map_err(|e| retry(format!("set timeout: {e}")))
+        };
+        if let (false, Some(tls)) = (c.implicit_tls, &tls) {
+            if !conn.can_starttls() {
+                return Err(retry(format!(
+                    "'require_tls' is true (default) but {:?} does not advertise the STARTTLS extension",
+                    c.smarthost
+                )));
+            }
+            step(&mut conn)?;
+            conn.starttls(tls, &hello)
+                .map_err(|e| retry(format!("send STARTTLS command: {e}")))?;
+        }
+        if let Some(auth) = &c.auth {
+            step(&mut conn)?;
+            authenticate(&mut conn, c, auth)?;
+        }
+        // A UTF-8 body goes as 8BITMIME where the server offers it.
+        let mut params = Vec::new();
+        if !message.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        step(&mut conn)?;
+        conn.command(Mail::new(Some(from.email.clone()), params))
+            .map_err(|e| retry(format!("send MAIL command: {e}")))?;
+        for rcpt in to.iter() {
+            step(&mut conn)?;
+            conn.command(Rcpt::new(rcpt.email.clone(), Vec::new()))
+                .map_err(|e| retry(format!("send RCPT command: {e}")))?;
+        }
+        step(&mut conn)?;
+        conn.command(Data)
+            .map_err(|e| retry(format!("send DATA command: {e}")))?;
+        step(&mut conn)?;
+        conn.message(message)
+            .map_err(|e| retry(format!("delivery failure: {e}")))?;
+        Ok(())
+    };
+    match session() {
+        Ok(()) => {
+            // The message is accepted: a failing QUIT changes nothing.
+            let _ = conn.quit();
+            Ok(())
+        }
+        Err(e) => {
+            conn.abort();
+            Err(e)
+        }
     }
-    w.write_all(b"DATA\r\n").await.map_err(io)?;
-    expect(&mut r, 354, smarthost).await?;
-    // Dot-stuffing: a line starting with '.' gets another.
-    let body = message.replace("\r\n.", "\r\n..");
-    let body = body
-        .strip_prefix('.')
-        .map_or(body.clone(), |b| format!("..{b}"));
-    w.write_all(body.as_bytes()).await.map_err(io)?;
-    w.write_all(b"\r\n.\r\n").await.map_err(io)?;
-    expect(&mut r, 250, smarthost).await?;
-    let _ = w.write_all(b"QUIT\r\n").await;
-    Ok(())
 }
 
-/// The bare address of `Name <addr>` or `addr`.
-fn address(s: &str) -> &str {
-    match (s.find('<'), s.rfind('>')) {
-        (Some(a), Some(b)) if a < b => &s[a + 1..b],
-        _ => s.trim(),
+/// Authenticates with the first mechanism Alertmanager would use that the server offers:
+/// PLAIN, then LOGIN (lettre has no CRAM-MD5, which the config loader refuses). A server
+/// offering neither gets no AUTH, as Alertmanager sends none to a server without AUTH.
+fn authenticate(conn: &mut SmtpConnection, c: &SmtpConfig, a: &Auth) -> Result<(), SendError> {
+    let Some(mech) = [Mechanism::Plain, Mechanism::Login]
+        .into_iter()
+        .find(|m| conn.server_info().supports_auth_mechanism(*m))
+    else {
+        return Ok(());
+    };
+    let password = a
+        .password
+        .read()
+        .map_err(|e| retry(format!("find auth mechanism: {e}")))?;
+    if password.is_empty() {
+        return Err(retry(format!(
+            "find auth mechanism: missing password for {mech} auth mechanism"
+        )));
     }
+    // Go's type names, as Alertmanager's "%T auth: %w" prints them.
+    let kind = match mech {
+        Mechanism::Plain => "*smtp.plainAuth",
+        _ => "*email.loginAuth",
+    };
+    let failed = |e: String| retry(format!("{kind} auth: {e}"));
+    if mech == Mechanism::Plain {
+        // Go's PlainAuth refuses to send the password in clear text except to localhost.
+        if !conn.is_encrypted() && !["localhost", "127.0.0.1", "::1"].contains(&c.host.as_str()) {
+            return Err(failed("unencrypted connection".to_owned()));
+        }
+        if !a.identity.is_empty() {
+            // lettre's PLAIN has no authorization identity: the initial response by hand.
+            let response = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}\0{}\0{password}", a.identity, a.username));
+            return conn
+                .command(format!("AUTH PLAIN {response}\r\n"))
+                .map(drop)
+                .map_err(|e| failed(e.to_string()));
+        }
+    }
+    conn.auth(&[mech], &Credentials::new(a.username.clone(), password))
+        .map(drop)
+        .map_err(|e| failed(e.to_string()))
 }
 
-/// Reads one (possibly multi-line) reply; a code other than `want` is an error, retried
-/// only for 4xx (transient) replies.
-async fn expect<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    want: u16,
-    host: &str,
-) -> Result<(), SendError> {
-    loop {
-        let mut line = String::new();
-        let n = r.read_line(&mut line).await.map_err(|e| SendError {
-            retry: true,
-            msg: format!("SMTP {host}: {e}"),
-        })?;
-        if n == 0 {
-            return Err(SendError {
-                retry: true,
-                msg: format!("SMTP {host}: connection closed"),
-            });
-        }
-        let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        if line.as_bytes().get(3) == Some(&b'-') {
-            continue;
-        }
-        if code == want {
-            return Ok(());
-        }
-        return Err(SendError {
-            retry: (400..500).contains(&code),
-            msg: format!("SMTP {host}: unexpected reply {}", line.trim_end()),
-        });
+fn tls_parameters(c: &SmtpConfig) -> Result<TlsParameters, String> {
+    let name = c.tls.server_name.clone().unwrap_or_else(|| c.host.clone());
+    let mut b =
+        TlsParameters::builder(name).dangerous_accept_invalid_certs(c.tls.insecure_skip_verify);
+    if let Some(ca) = &c.tls.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| format!("unable to load specified CA cert {}: {e}", ca.display()))?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|e| format!("unable to use specified CA cert {}: {e}", ca.display()))?;
+        b = b.add_root_certificate(cert);
     }
+    b.build().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A scripted SMTP server on a real socket that records what the client sent.
-    #[tokio::test]
-    async fn speaks_smtp_to_a_relay() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move {
-            let (s, _) = l.accept().await.unwrap();
-            let (r, mut w) = s.into_split();
-            let mut r = BufReader::new(r);
-            w.write_all(b"220 relay ready\r\n").await.unwrap();
-            let mut got = String::new();
-            let mut in_data = false;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).await.unwrap() == 0 {
-                    break;
-                }
-                got.push_str(&line);
-                let reply: &[u8] = if in_data {
-                    if line != ".\r\n" {
-                        continue;
-                    }
-                    in_data = false;
-                    b"250 queued\r\n"
-                } else if line.starts_with("EHLO") {
-                    b"250-relay\r\n250 8BITMIME\r\n"
-                } else if line.starts_with("DATA") {
-                    in_data = true;
-                    b"354 go on\r\n"
-                } else if line.starts_with("QUIT") {
-                    break;
-                } else {
-                    b"250 ok\r\n"
-                };
-                w.write_all(reply).await.unwrap();
-            }
-            got
-        });
-        let to = vec!["ops@example.org".to_owned()];
-        let msg = "Subject: hi\r\n\r\nline\r\n.dot";
-        send(
-            &addr,
-            "nm",
-            "Alerts <am@example.org>",
-            &to,
-            msg,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.msg));
-        let got = server.await.unwrap();
-        assert!(
-            got.starts_with(
-                "EHLO nm\r\nMAIL FROM:<am@example.org>\r\nRCPT TO:<ops@example.org>\r\nDATA\r\n"
-            ),
-            "{got}"
+    #[test]
+    fn implicit_tls_is_port_465_unless_forced() {
+        assert!(implicit_tls(None, 465));
+        assert!(!implicit_tls(None, 587));
+        assert!(!implicit_tls(None, 25));
+        assert!(implicit_tls(Some(true), 587));
+        assert!(!implicit_tls(Some(false), 465));
+    }
+
+    #[test]
+    fn smarthost_splits_like_go() {
+        assert_eq!(
+            split_smarthost("mail.example.org:587").unwrap(),
+            ("mail.example.org".to_owned(), 587)
         );
-        assert!(got.contains("\r\n..dot\r\n.\r\n"), "dot-stuffed: {got}");
+        assert_eq!(split_smarthost("[::1]:25").unwrap(), ("::1".to_owned(), 25));
+        for (bad, want) in [
+            ("mail.example.org", "missing port"),
+            ("mail:", "port cannot be empty"),
+            ("::1:25", "too many colons"),
+            ("mail:smtp", "invalid port"),
+        ] {
+            let e = split_smarthost(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn password_file_is_read_and_trimmed_and_inline_is_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        assert_eq!(Password::File(f).read().unwrap(), "s3cret");
+        let missing = Password::File(dir.path().join("nope")).read().unwrap_err();
+        assert!(missing.starts_with("could not read "), "{missing}");
+        assert_eq!(format!("{:?}", Password::Inline("pw".into())), "<secret>");
     }
 }
