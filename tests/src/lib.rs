@@ -444,3 +444,18 @@ pub fn now_ns() -> i64 {
         .expect("clock")
         .as_nanos() as i64
 }
+
+/// Runs the openssl CLI in `dir` (certificates for the TLS tests), failing the test with its
+/// stderr if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -908,18 +908,7 @@ type Mails = Arc<Mutex<Vec<Json>>>;
 /// CLI. Returns the process (stdin open: closing it stops the servers), the CA file, the four
 /// ports and the accepted messages.
 fn smtp_servers(dir: &Path) -> (std::process::Child, String, [u16; 4], Mails) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| e2e::openssl(dir, args);
     let key = [
         "-newkey",
         "ec",

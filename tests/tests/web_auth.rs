@@ -20,18 +20,7 @@ struct Pki {
 
 impl Pki {
     fn new(dir: &Path) -> Pki {
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let openssl = |args: &[&str]| e2e::openssl(dir, args);
         openssl(&[
             "req",
             "-x509",
