@@ -1029,6 +1029,8 @@ fn email_notifications_go_through_real_smtp_servers_with_tls_and_auth() {
           - to: 'ops@example.org'
             smarthost: '127.0.0.1:{implicit}'
             force_implicit_tls: true
+            text: 'plain {{{{ .CommonLabels.alertname }}}}'
+            html: '<b>{{{{ .CommonLabels.alertname }}}}</b>'
             auth_username: alerts
             auth_password: s3cret
             tls_config: {{ca_file: '{ca}'}}
@@ -1089,6 +1091,13 @@ fn email_notifications_go_through_real_smtp_servers_with_tls_and_auth() {
         assert!(data.contains(header), "{header:?} in {data}");
     }
     assert!(data.contains("alertname = Plain"), "{data}");
+    // Alertmanager's body is always multipart/alternative, one part per template set; by
+    // default only the (plain) alert list.
+    assert!(
+        data.contains("Content-Type: multipart/alternative"),
+        "{data}"
+    );
+    assert!(!data.contains("text/html"), "{data}");
 
     // STARTTLS (required by default) against the CA of tls_config, then AUTH, which this
     // server offers only over TLS.
@@ -1110,6 +1119,13 @@ fn email_notifications_go_through_real_smtp_servers_with_tls_and_auth() {
         (&m["tls"], &m["login"]),
         (&Json::Bool(true), &Json::from("alerts"))
     );
+    // text and html set: both alternatives, the plain one first, HTML last (the preferred).
+    let data = m["data"].as_str().unwrap();
+    let plain = data.find("Content-Type: text/plain").expect(data);
+    let html = data.find("Content-Type: text/html").expect(data);
+    assert!(plain < html, "{data}");
+    assert!(data.contains("plain Implicit"), "{data}");
+    assert!(data.contains("<b>Implicit</b>"), "{data}");
 
     // require_tls against a server without STARTTLS: every attempt fails with Alertmanager's
     // error, is retried until the flush's deadline, then counted as a failed notification.

@@ -311,7 +311,10 @@ pub(crate) struct Email {
     pub from: String,
     pub smtp: SmtpConfig,
     pub headers: Vec<(String, Template)>,
-    pub text: Template,
+    /// The `text/plain` alternative, when configured (or by default, see `receiver`).
+    pub text: Option<Template>,
+    /// The `text/html` alternative, when configured.
+    pub html: Option<Template>,
 }
 
 fn err(msg: impl Into<String>) -> Error {
@@ -737,6 +740,19 @@ fn receiver(r: RawReceiver, g: &RawGlobal) -> Result<Receiver, Error> {
             headers.push((k, Template::parse(&v).map_err(err)?));
         }
         headers.extend(defaults);
+        // Alertmanager sends one part per non-empty template. Its default is an HTML part from
+        // `email.default.html`, which novamon does not ship: with neither set, the plain alert
+        // list goes as the text part instead.
+        let part = |t: Option<String>| -> Result<Option<Template>, Error> {
+            t.filter(|t| !t.is_empty())
+                .map(|t| Template::parse(&t).map_err(err))
+                .transpose()
+        };
+        let html = part(e.html)?;
+        let text = match (part(e.text)?, &html) {
+            (None, None) => Some(Template::default_named("__text_alert_list")),
+            (text, _) => text,
+        };
         integrations.push(Integration {
             send_resolved: e.send_resolved.unwrap_or(false),
             kind: IntegrationKind::Email(Box::new(Email {
@@ -744,10 +760,8 @@ fn receiver(r: RawReceiver, g: &RawGlobal) -> Result<Receiver, Error> {
                 from,
                 smtp,
                 headers,
-                text: match e.text.or(e.html) {
-                    Some(t) => Template::parse(&t).map_err(err)?,
-                    None => Template::default_named("__text_alert_list"),
-                },
+                text,
+                html,
             })),
         });
     }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use lettre::message::{MultiPart, SinglePart};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -443,12 +444,22 @@ fn payload(integ: &Integration, d: &Data, g: &Group, alerts: &[&AmAlert], now: i
                 ));
             }
             message.push_str(&format!(
-                "Date: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n",
+                "Date: {}\r\nMIME-Version: 1.0\r\n",
                 chrono::DateTime::from_timestamp_millis(now)
                     .unwrap_or_default()
                     .format("%a, %d %b %Y %H:%M:%S +0000")
             ));
-            message.push_str(&e.text.render(d).replace("\r\n", "\n").replace('\n', "\r\n"));
+            // multipart/alternative as Alertmanager sends it: the plain part first, HTML last
+            // (the preferred alternative, RFC 2046 5.1.4); lettre picks each part's transfer
+            // encoding and writes the Content-Type header with the boundary.
+            let mut body = MultiPart::alternative().build();
+            if let Some(t) = &e.text {
+                body = body.singlepart(SinglePart::plain(t.render(d)));
+            }
+            if let Some(t) = &e.html {
+                body = body.singlepart(SinglePart::html(t.render(d)));
+            }
+            message.push_str(&String::from_utf8_lossy(&body.formatted()));
             Payload::Email {
                 smtp: Box::new(e.smtp.clone()),
                 from: e.from.clone(),
