@@ -203,6 +203,11 @@ pub struct Limits {
     pub forward_max_frame_entries: usize,
     /// Most log lines one LogQL metric query may read; more fails the query.
     pub log_query_max_lines: usize,
+    /// Most lines a LogQL log query may ask for (its `limit`): Loki's
+    /// `max_entries_limit_per_query`.
+    pub log_query_max_entries: usize,
+    /// Most series a LogQL metric query may answer: Loki's `max_query_series`.
+    pub log_query_max_series: usize,
     /// Most spans one trace search (Jaeger, Tempo) or Jaeger dependency graph reads; the
     /// answer holds what was found within it.
     pub trace_search_max_spans: usize,
@@ -257,6 +262,8 @@ impl Default for Limits {
             forward_idle_timeout: PromDuration(ingest::logs::forward::DEFAULT_IDLE_TIMEOUT),
             forward_max_frame_entries: 1_000_000,
             log_query_max_lines: 5_000_000,
+            log_query_max_entries: 5000,
+            log_query_max_series: 500,
             trace_search_max_spans: 200_000,
             trace_tag_values_max: 1000,
             log_index_writer_bytes: 64 << 20,
@@ -960,6 +967,15 @@ impl Config {
         }
     }
 
+    /// What one LogQL query may cost.
+    pub fn log_query_limits(&self) -> logql::QueryLimits {
+        logql::QueryLimits {
+            max_lines: self.limits.log_query_max_lines,
+            max_entries: self.limits.log_query_max_entries,
+            max_series: self.limits.log_query_max_series,
+        }
+    }
+
     /// The line PromQL and LogQL queries wait in, with its metrics in `registry`.
     pub fn query_gate(
         &self,
@@ -1157,6 +1173,8 @@ remote_write:
   forward_idle_timeout: 6s
   forward_max_frame_entries: 1020
   log_query_max_lines: 1006
+  log_query_max_entries: 1021
+  log_query_max_series: 1022
   log_index_writer_bytes: 40000000
   log_index_batch_records: 1007
   log_index_interval: 1s
@@ -1214,6 +1232,8 @@ remote_write:
         );
         assert_eq!(f.idle_timeout, Duration::from_secs(6));
         assert_eq!(c.limits.log_query_max_lines, 1006);
+        let q = c.log_query_limits();
+        assert_eq!((q.max_entries, q.max_series), (1021, 1022));
         let l = c.log_options();
         assert_eq!(
             (
@@ -1298,6 +1318,10 @@ remote_write:
         );
         assert_eq!(b.max_age, ingest::logs::LogBounds::default().max_age);
         assert_eq!(l.log_query_max_lines, 5_000_000);
+        assert_eq!(
+            (l.log_query_max_entries, l.log_query_max_series),
+            (5000, 500)
+        );
         let (o, od) = (c.log_options(), storage::logs::LogOptions::default());
         assert_eq!(o.index_writer_bytes, 64 << 20);
         assert_eq!(o.index_batch_records, 100_000);

@@ -97,7 +97,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let query_gate = config.query_gate(&mut registry);
     let loki_state = api::loki::LokiState::new(
-        logql::LogEngine::new(logs.clone(), config.limits.log_query_max_lines),
+        logql::LogEngine::new(logs.clone(), config.log_query_limits()),
         query_gate.clone(),
     );
     let http_metrics = HttpMetrics::register(&mut registry);
@@ -117,7 +117,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &config,
         tsdb.clone(),
         engine.clone(),
-        logql::LogEngine::new(logs.clone(), config.limits.log_query_max_lines),
+        logql::LogEngine::new(logs.clone(), config.log_query_limits()),
         crate::rules::Wiring {
             sink: alerting.sink.clone(),
             alerting: alerting.reloader.clone(),

@@ -281,7 +281,10 @@ fn twenty_kill_9s_under_mixed_load_lose_and_duplicate_nothing_acknowledged() {
         }
     }
 
-    let n = Novamon::start(&data, &[]);
+    // Every acknowledged line is read back in one query: lift Loki's 5,000-line cap.
+    let config = dir.path().join("read-back.yml");
+    std::fs::write(&config, "limits:\n  log_query_max_entries: 0\n").unwrap();
+    let n = Novamon::start(&data, &["--config", config.to_str().unwrap()]);
     let acked = acked.lock().unwrap();
     for (what, ids) in [
         ("remote-write requests", &acked[SAMPLES]),

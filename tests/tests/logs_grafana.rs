@@ -192,6 +192,12 @@ fn dashboard_panel_instant_queries_and_errors() {
         text.contains("log queries are not supported as an instant query type"),
         "{text}"
     );
+    // Grafana's "maximum lines" above Loki's max_entries_limit_per_query (5,000).
+    let text = bad_request(&n, "query_range", r#"{app="shop"}"#, "&limit=5001");
+    assert_eq!(
+        text,
+        "max entries limit per query exceeded, limit > max_entries_limit_per_query (5001 > 5000)\n"
+    );
     // Half the lines are logfmt: `| json` tags them, and a metric query over them fails
     // with Loki's pipeline error unless they are filtered out.
     let at = (base + 120 * S).to_string();

@@ -155,7 +155,10 @@ pub(crate) mod tests {
             storage_retention: String::new(),
             flags: Default::default(),
         };
-        let loki = crate::loki::LokiState::new(logql::LogEngine::new(logs, 1000), gate.clone());
+        let loki = crate::loki::LokiState::new(
+            logql::LogEngine::new(logs, logql::QueryLimits::default()),
+            gate.clone(),
+        );
         crate::prometheus::routes(crate::prometheus::ApiState::new(
             engine,
             tsdb,

@@ -30,15 +30,23 @@ pub enum EvalError {
     /// A metric query whose samples carry `__error__`: Loki's text, word for word.
     #[error("{0}")]
     Pipeline(String),
+    /// A log query asking for more lines than `max_entries_limit_per_query`: Loki's text.
+    #[error("max entries limit per query exceeded, limit > max_entries_limit_per_query ({limit} > {max})")]
+    EntriesLimit { limit: usize, max: usize },
+    /// A metric query answering more series than `max_query_series`: Loki's text.
+    #[error("maximum number of series ({0}) reached for a single query; consider reducing query cardinality by adding more specific stream selectors, reducing the time range, or aggregating results with functions like sum(), count() or topk()")]
+    SeriesLimit(usize),
 }
 
 impl storage::Classify for EvalError {
     fn class(&self) -> storage::ErrorClass {
         use storage::ErrorClass;
         match self {
-            EvalError::Parse(_) | EvalError::BadRequest(_) | EvalError::Pipeline(_) => {
-                ErrorClass::BadInput
-            }
+            EvalError::Parse(_)
+            | EvalError::BadRequest(_)
+            | EvalError::Pipeline(_)
+            | EvalError::EntriesLimit { .. }
+            | EvalError::SeriesLimit(_) => ErrorClass::BadInput,
             EvalError::TooManyEntries(_) => ErrorClass::TooLarge,
             EvalError::Storage(e) => e.class(),
         }
@@ -80,11 +88,33 @@ pub enum Outcome {
     Matrix(Vec<Series>),
 }
 
-/// Evaluation over one store with a bound on the lines a metric query may read.
+/// What one query may cost. Zero turns a bound off.
+#[derive(Clone, Copy, Debug)]
+pub struct QueryLimits {
+    /// Log lines a metric query may read.
+    pub max_lines: usize,
+    /// Lines a log query may ask for (`limit`): Loki's `max_entries_limit_per_query`.
+    pub max_entries: usize,
+    /// Series a metric query may answer: Loki's `max_query_series`.
+    pub max_series: usize,
+}
+
+impl Default for QueryLimits {
+    /// Loki's defaults for the entries and series limits.
+    fn default() -> Self {
+        QueryLimits {
+            max_lines: 5_000_000,
+            max_entries: 5000,
+            max_series: 500,
+        }
+    }
+}
+
+/// Evaluation over one store within a query's [`QueryLimits`].
 #[derive(Clone)]
 pub struct LogEngine {
     store: Arc<dyn LogReader>,
-    max_entries: usize,
+    limits: QueryLimits,
 }
 
 /// The steps of a query: `start..=end` by `step` (one step for instant queries).
@@ -105,8 +135,16 @@ impl Steps {
 }
 
 impl LogEngine {
-    pub fn new(store: Arc<dyn LogReader>, max_entries: usize) -> LogEngine {
-        LogEngine { store, max_entries }
+    pub fn new(store: Arc<dyn LogReader>, limits: QueryLimits) -> LogEngine {
+        LogEngine { store, limits }
+    }
+
+    /// The most lines one log query may return (`usize::MAX` when unbounded).
+    pub fn max_entries(&self) -> usize {
+        match self.limits.max_entries {
+            0 => usize::MAX,
+            n => n,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn LogReader> {
@@ -122,6 +160,10 @@ impl LogEngine {
         limit: usize,
         direction: Direction,
     ) -> Result<Vec<Stream>, EvalError> {
+        let max = self.limits.max_entries;
+        if max > 0 && limit > max {
+            return Err(EvalError::EntriesLimit { limit, max });
+        }
         let pipeline = Pipeline::new(&expr.stages);
         let q = LogQuery {
             matchers: expr.matchers.clone(),
@@ -149,9 +191,20 @@ impl LogEngine {
             .collect())
     }
 
+    /// A metric query's series, at most `max_series` of them (Loki counts the answer, not
+    /// the series inside an aggregation: those are bounded by the lines read).
     pub fn eval_metric(&self, expr: &MetricExpr, steps: Steps) -> Result<Vec<Series>, EvalError> {
+        let series = self.metric(expr, steps)?;
+        let max = self.limits.max_series;
+        if max > 0 && series.len() > max {
+            return Err(EvalError::SeriesLimit(max));
+        }
+        Ok(series)
+    }
+
+    fn metric(&self, expr: &MetricExpr, steps: Steps) -> Result<Vec<Series>, EvalError> {
         match expr {
-            MetricExpr::Paren(e) => self.eval_metric(e, steps),
+            MetricExpr::Paren(e) => self.metric(e, steps),
             MetricExpr::Literal(v) | MetricExpr::VectorLiteral(v) => Ok(vec![Series {
                 labels: LabelMap::new(),
                 points: steps.iter().map(|t| (t, *v)).collect(),
@@ -163,7 +216,7 @@ impl LogEngine {
                 grouping,
                 inner,
             } => {
-                let input = self.eval_metric(inner, steps)?;
+                let input = self.metric(inner, steps)?;
                 Ok(vector_agg(*op, *param, grouping.as_ref(), &input, steps))
             }
             MetricExpr::Binary {
@@ -173,8 +226,8 @@ impl LogEngine {
                 lhs,
                 rhs,
             } => {
-                let l = self.eval_metric(lhs, steps)?;
-                let r = self.eval_metric(rhs, steps)?;
+                let l = self.metric(lhs, steps)?;
+                let r = self.metric(rhs, steps)?;
                 let l_scalar = matches!(strip(lhs), MetricExpr::Literal(_));
                 let r_scalar = matches!(strip(rhs), MetricExpr::Literal(_));
                 if l_scalar || r_scalar {
@@ -239,7 +292,7 @@ impl LogEngine {
         if needs_lines {
             self.store.scan(&q, Direction::Forward, &mut |r| {
                 n += 1;
-                if n > self.max_entries {
+                if n > self.limits.max_lines {
                     too_many = true;
                     return ControlFlow::Break(());
                 }
@@ -258,7 +311,7 @@ impl LogEngine {
             self.store
                 .scan_streams(&q, &mut |labels, metadata, stamps| {
                     n += stamps.len();
-                    if n > self.max_entries {
+                    if n > self.limits.max_lines {
                         too_many = true;
                         return ControlFlow::Break(());
                     }
@@ -301,7 +354,7 @@ impl LogEngine {
             }
         }
         if too_many {
-            return Err(EvalError::TooManyEntries(self.max_entries));
+            return Err(EvalError::TooManyEntries(self.limits.max_lines));
         }
         // Errors are not allowed in metrics unless a label filter dropped them (Loki's rule).
         if let Some((labels, kind)) = samples.keys().find_map(|l| Some((l, l.get(ERROR_LABEL)?))) {

@@ -12,7 +12,7 @@ mod parser;
 mod pipeline;
 mod template;
 
-pub use eval::{EvalError, LogEngine, Outcome, Series, Steps, Stream};
+pub use eval::{EvalError, LogEngine, Outcome, QueryLimits, Series, Steps, Stream};
 pub use fields::DetectedField;
 pub use metadata::IndexStats;
 pub use parser::{parse, ParseError};

@@ -56,6 +56,8 @@ impl From<EvalError> for LokiError {
             EvalError::Parse(_)
             | EvalError::BadRequest(_)
             | EvalError::TooManyEntries(_)
+            | EvalError::EntriesLimit { .. }
+            | EvalError::SeriesLimit(_)
             | EvalError::Pipeline(_) => LokiError::bad(e.to_string()),
             EvalError::Storage(s) => LokiError::from(s),
         }

@@ -49,6 +49,11 @@ pub(super) async fn tail(
         Ok(l) => l,
         Err(e) => return LokiError::bad(e).into_response(),
     };
+    // Loki checks the first batch's size as it checks a log query's.
+    let max = s.engine.max_entries();
+    if limit > max {
+        return LokiError::from(logql::EvalError::EntriesLimit { limit, max }).into_response();
+    }
     ws.on_upgrade(move |socket| run(socket, s, log, start, limit))
 }
 
@@ -126,11 +131,12 @@ async fn run(mut socket: WebSocket, s: LokiState, log: LogExpr, start: i64, limi
         let now = now_ns();
         let from = if first { start } else { floor.max(now - LATE) };
         let (engine, log2) = (s.engine.clone(), log.clone());
-        // The first batch is the newest `limit` lines; later ones everything in the window.
+        // The first batch is the newest `limit` lines; later ones the window's oldest lines up
+        // to the query's cap (what is left is read by the next poll while in the window).
         let (direction, n) = if first {
             (Direction::Backward, limit)
         } else {
-            (Direction::Forward, usize::MAX)
+            (Direction::Forward, s.engine.max_entries())
         };
         let selected = tokio::task::spawn_blocking(move || {
             engine.select_logs(&log2, from, now + 1, n, direction)

@@ -15,7 +15,11 @@ fn engine(records: Vec<LogRecord>) -> (tempfile::TempDir, LogEngine) {
     let store = Arc::new(LogStore::open(dir.path(), opts).unwrap());
     store.append(&records).unwrap();
     store.sync().unwrap();
-    (dir, LogEngine::new(store, 1_000_000))
+    let limits = QueryLimits {
+        max_lines: 1_000_000,
+        ..QueryLimits::default()
+    };
+    (dir, LogEngine::new(store, limits))
 }
 
 fn rec(secs: i64, app: &str, line: &str) -> LogRecord {
@@ -661,4 +665,40 @@ fn queries_at_the_nesting_limit_evaluate_on_a_small_stack() {
         let total: f64 = got.iter().flat_map(|(_, p)| p).map(|(_, v)| v).sum();
         assert_eq!(total, want, "{}…", &q[..40]);
     }
+}
+
+#[test]
+fn queries_over_lokis_entries_and_series_limits_fail_with_its_texts() {
+    let (_d, e) = engine(vec![rec(1, "a", "x"), rec(2, "b", "y"), rec(3, "c", "z")]);
+    let limits = QueryLimits {
+        max_lines: 1000,
+        max_entries: 2,
+        max_series: 2,
+    };
+    let e = LogEngine::new(e.store().clone(), limits);
+    let Expr::Log(log) = parse(r#"{app=~".+"}"#).unwrap() else {
+        panic!("not a log query")
+    };
+    let select = |limit| e.select_logs(&log, T0, T0 + 10 * S, limit, Direction::Forward);
+    assert_eq!(
+        select(3).unwrap_err().to_string(),
+        "max entries limit per query exceeded, limit > max_entries_limit_per_query (3 > 2)"
+    );
+    assert_eq!(select(2).unwrap().len(), 2);
+
+    let err = metric_err(&e, r#"count_over_time({app=~".+"}[5m])"#);
+    assert!(
+        err.starts_with("maximum number of series (2) reached for a single query;"),
+        "{err}"
+    );
+    // The answer is counted, not the series inside an aggregation.
+    let Expr::Metric(m) = parse(r#"sum(count_over_time({app=~".+"}[5m]))"#).unwrap() else {
+        panic!("not a metric query")
+    };
+    let steps = Steps {
+        start_ns: T0 + 60 * S,
+        end_ns: T0 + 60 * S,
+        step_ns: S,
+    };
+    assert_eq!(e.eval_metric(&m, steps).unwrap().len(), 1);
 }
