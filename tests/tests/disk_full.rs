@@ -1,7 +1,9 @@
 //! Disk full: novamon on a small tmpfs. While the disk is full every write path refuses with
 //! its protocol's retryable answer (remote-write and Loki push 503, OTLP/HTTP 503, OTLP/gRPC
 //! UNAVAILABLE, forward: the connection closed without ack); once space is back it writes
-//! again without a restart; after a kill -9 every acknowledged write is queryable.
+//! again without a restart; after a kill -9 every acknowledged write is queryable. And a
+//! full disk under the log index alone: the indexer resumes once space is back, with every
+//! acknowledged line searchable exactly once.
 //!
 //! Mounting needs root, as CI runs: the test fails (it does not skip) when it cannot mount.
 
@@ -45,10 +47,10 @@ const TRACE_ID: [u8; 16] = *b"disk-full-trace!";
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(dir: &Path) -> Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
             .output()
             .expect("running mount");
@@ -392,7 +394,7 @@ fn a_full_disk_refuses_writes_retryably_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Mounted on the data directory itself: the server's log is written beside it.
-    let _tmpfs = Tmpfs::mount(&data);
+    let _tmpfs = Tmpfs::mount(&data, TMPFS_SIZE);
     let (reserve, filler) = (data.join("reserve"), data.join("filler"));
     let base_ns = now_ns() - 600_000_000_000;
     let reserved = fill(&reserve);
@@ -539,4 +541,62 @@ fn check_acknowledged(c: &Client, ledger: &Ledger) {
             "{path:?}: acknowledged spans lost: {lost:?}"
         );
     }
+}
+
+/// Only the log index on a full disk: pushes are still acknowledged (the append log is on
+/// another disk) while the indexer fails mid-batch; once space is back the indexer resumes
+/// without a restart and every line is searchable exactly once.
+#[test]
+fn a_full_log_index_resumes_without_losing_or_doubling_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let index = data.join("logs").join("index");
+    let _tmpfs = Tmpfs::mount(&index, "16m");
+    let n = Novamon::start(&data, &[]);
+    let base_ns = now_ns() - 600_000_000_000;
+    let push = |id: u64| {
+        let values: Vec<_> = (0..LOKI_LINES)
+            .map(|k| {
+                let t = base_ns + (id * LOKI_LINES + k) as i64;
+                json!([t.to_string(), format!("loki {id}/{k} {}", pad())])
+            })
+            .collect();
+        let body = json!({"streams": [{"stream": {"job": "index_full"}, "values": values}]});
+        let (status, text, _) = n.post_raw(
+            "/loki/api/v1/push",
+            "application/json",
+            &[],
+            body.to_string().into(),
+        );
+        assert_eq!(status, 204, "{text}");
+    };
+    let searchable = |count: u64| {
+        let mut lines = Vec::new();
+        wait_until(Duration::from_secs(30), || {
+            lines = log_lines(&n, r#"{job="index_full"}"#, base_ns - 1);
+            lines.len() as u64 >= count * LOKI_LINES
+        });
+        let acked = (0..count).collect();
+        check_lines("Loki push", &lines, "loki", LOKI_LINES, &acked);
+    };
+    for id in 0..10 {
+        push(id);
+    }
+    searchable(10);
+
+    let filler = index.join("filler");
+    drop(fill(&filler));
+    for id in 10..200 {
+        push(id);
+    }
+    wait_until(Duration::from_secs(30), || {
+        n.process.log().contains("log indexer failed")
+    })
+    .unwrap_or_else(|| panic!("the indexer never failed; log:\n{}", n.process.log()));
+    std::fs::remove_file(&filler).unwrap();
+    searchable(200);
+    // The indexer retried every 200 ms while full, and warned once.
+    let log = n.process.log();
+    assert_eq!(log.matches("log indexer failed").count(), 1, "{log}");
+    assert!(log.contains("log indexer succeeds again"), "{log}");
 }
