@@ -17,6 +17,8 @@ pub(crate) enum DropReason {
     OutOfBounds,
     DuplicateTimestamp,
     TooFarInFuture,
+    /// Samples of new series refused by `limits.max_active_series`.
+    SeriesLimit,
     /// Valid samples of a 1.0 request that was rejected as a whole.
     RolledBack,
 }
@@ -30,6 +32,7 @@ impl DropReason {
             DropReason::OutOfBounds => "out_of_bounds",
             DropReason::DuplicateTimestamp => "duplicate_timestamp",
             DropReason::TooFarInFuture => "too_far_in_future",
+            DropReason::SeriesLimit => "series_limit",
             DropReason::RolledBack => "rolled_back",
         }
     }
@@ -41,6 +44,7 @@ impl From<storage::RejectReason> for DropReason {
             storage::RejectReason::OutOfOrder => DropReason::OutOfOrder,
             storage::RejectReason::TooOld => DropReason::OutOfBounds,
             storage::RejectReason::DuplicateTimestamp => DropReason::DuplicateTimestamp,
+            storage::RejectReason::SeriesLimit => DropReason::SeriesLimit,
         }
     }
 }

@@ -170,6 +170,10 @@ pub struct Limits {
     pub remote_write_max_label_name_length: usize,
     /// Longest remote-written label value in bytes; longer makes the series invalid.
     pub remote_write_max_label_value_length: usize,
+    /// Most series the TSDB holds in memory (`novamon_tsdb_head_series`); samples of new
+    /// series beyond it are refused (remote-write: 400 with the other samples written; OTLP:
+    /// partial success) while existing series keep flowing. 0: no limit, as in Prometheus.
+    pub max_active_series: usize,
     /// Most bytes of decoded structures per byte of (decompressed) protobuf or msgpack, for
     /// remote-write, OTLP, Loki push and forward frames (400 above, checked before decoding).
     pub ingest_max_expansion: usize,
@@ -247,6 +251,7 @@ impl Default for Limits {
             remote_write_max_labels_per_series: 64,
             remote_write_max_label_name_length: 1024,
             remote_write_max_label_value_length: 16384,
+            max_active_series: 0,
             ingest_max_expansion: ingest::DEFAULT_MAX_EXPANSION,
             otlp_max_message_bytes: 16 << 20,
             otlp_max_spans_per_request: ingest::otlp::DEFAULT_MAX_SPANS,
@@ -957,6 +962,7 @@ impl Config {
             out_of_order_window: self.storage.out_of_order_window.0,
             wal_fsync: self.storage.wal_fsync,
             flush_interval: self.storage.flush_interval.0,
+            max_active_series: self.limits.max_active_series,
         }
     }
 
@@ -1158,6 +1164,7 @@ remote_write:
   remote_write_max_labels_per_series: 1015
   remote_write_max_label_name_length: 1016
   remote_write_max_label_value_length: 1017
+  max_active_series: 1021
   ingest_max_expansion: 5
   otlp_max_message_bytes: 1002
   otlp_max_spans_per_request: 1018
@@ -1202,6 +1209,7 @@ remote_write:
                 max_label_value_length: 1017,
             }
         );
+        assert_eq!(c.tsdb_options().max_active_series, 1021);
         assert_eq!(c.limits.otlp_max_message_bytes, 1002);
         assert_eq!(c.limits.otlp_max_spans_per_request, 1018);
         assert_eq!(c.limits.loki_push_max_bytes, 1003);
@@ -1267,6 +1275,11 @@ remote_write:
         let l = &c.limits;
         assert_eq!(l.remote_write_max_bytes, 32 << 20);
         assert_eq!(c.ingest_limits(), ingest::Limits::default());
+        assert_eq!(
+            c.tsdb_options().max_active_series,
+            storage::TsdbOptions::default().max_active_series
+        );
+        assert_eq!(l.max_active_series, 0);
         assert_eq!(l.otlp_max_message_bytes, 16 << 20);
         assert_eq!(l.loki_push_max_bytes, 64 << 20);
         assert_eq!(

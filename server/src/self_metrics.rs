@@ -82,6 +82,7 @@ pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Re
 pub struct ScrapeTimeMetrics {
     tsdb: Arc<storage::Tsdb>,
     head_series: Gauge,
+    series_refused: Counter,
     start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     resident_memory: Gauge,
 }
@@ -91,6 +92,7 @@ impl ScrapeTimeMetrics {
         let m = ScrapeTimeMetrics {
             tsdb,
             head_series: Gauge::default(),
+            series_refused: Counter::default(),
             start_time: Gauge::default(),
             resident_memory: Gauge::default(),
         };
@@ -98,6 +100,11 @@ impl ScrapeTimeMetrics {
             "novamon_tsdb_head_series",
             "Series in the TSDB index",
             m.head_series.clone(),
+        );
+        registry.register(
+            "novamon_tsdb_series_limit_refused",
+            "New series refused because the TSDB held limits.max_active_series series",
+            m.series_refused.clone(),
         );
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -118,6 +125,12 @@ impl ScrapeTimeMetrics {
 
     fn refresh(&self) {
         self.head_series.set(self.tsdb.num_series() as i64);
+        // The store counts; the exposed counter catches up at each scrape (fetch_max: two
+        // concurrent scrapes cannot add the same refusals twice).
+        self.series_refused.inner().fetch_max(
+            self.tsdb.series_refused(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if let Some(rss) = resident_memory_bytes() {
             self.resident_memory.set(rss as i64);
         }

@@ -53,10 +53,57 @@ impl Classify for StorageError {
             StorageError::SampleLimit { .. } => ErrorClass::TooLarge,
             StorageError::Invalid(_) => ErrorClass::BadInput,
             StorageError::Closed | StorageError::Io(_) => ErrorClass::Unavailable,
-            StorageError::Rocks(_)
-            | StorageError::Corrupt(_)
-            | StorageError::Index(_)
-            | StorageError::Directory(_) => ErrorClass::Internal,
+            StorageError::Rocks(e) => rocks_class(e.kind()),
+            StorageError::Index(tantivy::TantivyError::IoError(_)) => ErrorClass::Unavailable,
+            StorageError::Corrupt(_) | StorageError::Index(_) | StorageError::Directory(_) => {
+                ErrorClass::Internal
+            }
         }
+    }
+}
+
+/// RocksDB reports a full disk as an I/O error (and, until it has recovered on its own once
+/// space is back, refuses writes with that same error): like the other transient kinds, a
+/// retry can succeed, so senders must keep the data and retry.
+fn rocks_class(kind: rocksdb::ErrorKind) -> ErrorClass {
+    use rocksdb::ErrorKind as K;
+    match kind {
+        K::IOError | K::Busy | K::TryAgain | K::TimedOut | K::ShutdownInProgress => {
+            ErrorClass::Unavailable
+        }
+        _ => ErrorClass::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real RocksDB error of each kind, as RocksDB formats them.
+    fn rocks_error(path: &std::path::Path, create: bool) -> StorageError {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(create);
+        match rocksdb::DB::open(&opts, path) {
+            Ok(_) => panic!("opening {} should fail", path.display()),
+            Err(e) => StorageError::Rocks(e),
+        }
+    }
+
+    #[test]
+    fn io_failures_are_retryable_and_other_rocksdb_failures_internal() {
+        // A lock file that is a directory cannot be opened: an I/O error, as ENOSPC is.
+        let locked = tempfile::tempdir().unwrap();
+        std::fs::create_dir(locked.path().join("LOCK")).unwrap();
+        let io = rocks_error(locked.path(), true);
+        assert!(io.to_string().contains("IO error"), "{io}");
+        assert_eq!(io.class(), ErrorClass::Unavailable);
+
+        let dir = tempfile::tempdir().unwrap();
+        let invalid = rocks_error(&dir.path().join("absent"), false);
+        assert!(
+            invalid.to_string().contains("Invalid argument"),
+            "{invalid}"
+        );
+        assert_eq!(invalid.class(), ErrorClass::Internal);
     }
 }

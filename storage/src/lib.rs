@@ -9,13 +9,16 @@
 //! - [`logs`]: the log store (tantivy per day, with an append log for acknowledged records).
 //! - [`traces`]: the trace store (RocksDB: spans by trace, by time and by attribute).
 //! - shared pieces: [`Labels`] and [`Matcher`], native [`Histogram`]s, `encoding` (varints
-//!   and the like), `db` (RocksDB helpers), one error type ([`StorageError`]).
+//!   and the like), `db` (RocksDB helpers), `episode` (one log line per failure episode, so
+//!   a full disk does not flood the log), one error type ([`StorageError`]) whose class says
+//!   whether a retry can succeed (a full disk: yes).
 //!
 //! Knows nothing of wire formats, query languages or HTTP.
 
 pub mod contract;
 mod db;
 mod encoding;
+mod episode;
 mod error;
 mod histogram;
 mod labels;
@@ -69,7 +72,8 @@ pub struct SeriesBatch {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppendMode {
-    /// Remote-write 1.0: if any sample is rejected, nothing is written.
+    /// Remote-write 1.0: if any sample is rejected, nothing is written (samples refused by
+    /// the series limit excepted: the others are written).
     AllOrNothing,
     /// Remote-write 2.0, OTLP: valid samples are written, rejected ones reported.
     BestEffort,
@@ -99,6 +103,8 @@ pub enum RejectReason {
     TooOld,
     /// Same timestamp as an existing sample, different value.
     DuplicateTimestamp,
+    /// Of a new series, while the TSDB holds `max_active_series` series.
+    SeriesLimit,
 }
 
 /// Prometheus's messages for the same rejections.
@@ -108,6 +114,10 @@ impl fmt::Display for RejectReason {
             RejectReason::OutOfOrder => "out of order sample",
             RejectReason::TooOld => "out of bounds",
             RejectReason::DuplicateTimestamp => "duplicate sample for timestamp",
+            // Prometheus has no such limit; Mimir's text for its own, with novamon's key.
+            RejectReason::SeriesLimit => {
+                "per-instance series limit exceeded (limits.max_active_series)"
+            }
         })
     }
 }

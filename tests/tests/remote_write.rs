@@ -303,3 +303,67 @@ fn bodies_of_empty_series_are_refused_without_decoding_them() {
     let peak = peak_rss_bytes(n.process.pid());
     assert!(peak < 600 << 20, "peak RSS {} MiB", peak >> 20);
 }
+
+#[test]
+fn new_series_beyond_max_active_series_are_refused_while_existing_ones_keep_flowing() {
+    let t0 = an_hour_ago_ms();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("novamon.yml");
+    std::fs::write(&config, "limits:\n  max_active_series: 2\n").unwrap();
+    let n = Novamon::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let series =
+        |job: &str, t: i64| v1_series(&[("__name__", "limited"), ("job", job)], &[(t, 1.0)]);
+    let (status, body, _) = n.remote_write(&v1_request(vec![series("a", t0), series("b", t0)]), V1);
+    assert_eq!(status, 204, "{body}");
+
+    // A request with an existing series and a new one: 400, not retried; the existing
+    // series' sample is written all the same.
+    let req = v1_request(vec![series("a", t0 + 15_000), series("c", t0)]);
+    let (status, body, _) = n.remote_write(&req, V1);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body,
+        "per-instance series limit exceeded (limits.max_active_series)\n"
+    );
+    let body = instant(&n, "count_over_time(limited[1m])", t0 + 20_000);
+    let mut counts: Vec<(String, String)> = body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let job = s["metric"]["job"].as_str().unwrap().to_owned();
+            (job, s["value"][1].as_str().unwrap().to_owned())
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [("a".into(), "2".into()), ("b".into(), "1".into())]);
+
+    // OTLP: a new series is a partial success naming the limit.
+    let otlp = serde_json::json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{
+        "name": "limited_otlp",
+        "gauge": {"dataPoints": [{"asDouble": 1.0, "timeUnixNano": (t0 * 1_000_000).to_string()}]},
+    }]}]}]});
+    let (status, body, _) = n.post_raw(
+        "/v1/metrics",
+        "application/json",
+        &[],
+        otlp.to_string().into_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["partialSuccess"]["rejectedDataPoints"], "1", "{body}");
+    let message = body["partialSuccess"]["errorMessage"].as_str().unwrap();
+    assert!(message.contains("series limit exceeded"), "{message}");
+
+    assert_eq!(
+        n.metric("novamon_tsdb_series_limit_refused_total"),
+        Some(2.0)
+    );
+    assert_eq!(n.metric("novamon_tsdb_head_series"), Some(2.0));
+    let log = n.process.log();
+    let warned = log.matches("new series refused").count();
+    assert_eq!(warned, 1, "one WARN a minute; log:\n{log}");
+}

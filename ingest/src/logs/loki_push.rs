@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use storage::logs::LogRecord;
-use storage::{Label, Labels};
+use storage::{Classify, ErrorClass, Label, Labels};
 
 use super::{LogSink, Records};
 use crate::wire::{Field, Shape};
@@ -68,6 +68,20 @@ pub(crate) enum PushError {
     /// refused so that no web page can push logs through a visitor's browser.
     #[error("unsupported Content-Type {0:?}: use application/x-protobuf or application/json")]
     UnsupportedMediaType(String),
+    /// The store cannot write for now (a full disk): worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<storage::StorageError> for PushError {
+    fn from(e: storage::StorageError) -> PushError {
+        match e.class() {
+            ErrorClass::Unavailable => PushError::Unavailable(e.to_string()),
+            _ => PushError::Internal(e.to_string()),
+        }
+    }
 }
 
 impl From<crate::wire::WireError> for PushError {
@@ -88,6 +102,15 @@ fn respond(result: Result<(), PushError>) -> Response {
         }
         Err(e @ PushError::UnsupportedMediaType(_)) => {
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string() + "\n").into_response()
+        }
+        // A store that cannot write for now (a full disk) logs that itself, once per
+        // episode; the 503 makes Promtail and the Loki clients keep the batch and retry.
+        Err(e @ PushError::Unavailable(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, e.to_string() + "\n").into_response()
+        }
+        Err(e @ PushError::Internal(_)) => {
+            tracing::error!("loki push: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string() + "\n").into_response()
         }
     }
 }
@@ -116,8 +139,8 @@ pub(crate) async fn push(State(sink): State<LogSink>, headers: HeaderMap, body: 
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return respond(Err(e)),
         Err(e) => {
-            tracing::error!("loki push: decoding task failed: {e}");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            let e = PushError::Internal(format!("decoding task failed: {e}"));
+            return respond(Err(e));
         }
     };
     // As Loki's distributor: entries within bounds are stored, the others listed in a 400.
@@ -138,8 +161,7 @@ pub(crate) async fn push(State(sink): State<LogSink>, headers: HeaderMap, body: 
         .rejected(crate::metrics::Signal::Logs, protocol, refused.len());
     if !records.is_empty() {
         if let Err(e) = sink.append(protocol, records).await {
-            tracing::error!("loki push: {e}");
-            return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+            return respond(Err(e.into()));
         }
     }
     if refused.is_empty() {

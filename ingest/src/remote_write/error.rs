@@ -4,7 +4,7 @@
 use std::fmt;
 
 use axum::http::StatusCode;
-use storage::StorageError;
+use storage::{Classify, ErrorClass, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteWriteError {
@@ -40,7 +40,13 @@ pub enum RemoteWriteError {
 
 impl RemoteWriteError {
     /// The HTTP status for this error. Only conditions a retry can fix are 5xx: senders retry
-    /// 5xx and drop 4xx, and a 4xx batch would fail the same way forever.
+    /// 5xx and drop 4xx, and a 4xx batch would fail the same way forever. A store that cannot
+    /// write for now (a full disk) answers 503, so the sender keeps the batch and retries.
+    ///
+    /// Samples refused by the series limit are `BadData` (400), as Prometheus's receiver
+    /// answers samples it will not append: a 429 is dropped just the same by a Prometheus
+    /// sender on its default `retry_on_http_429: false`, and with that option on it would be
+    /// retried for as long as the limit holds, stalling the existing series queued behind it.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             RemoteWriteError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -54,6 +60,9 @@ impl RemoteWriteError {
             | RemoteWriteError::Malformed(_)
             | RemoteWriteError::BadData(_)
             | RemoteWriteError::Storage(StorageError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            RemoteWriteError::Storage(e) if e.class() == ErrorClass::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RemoteWriteError::Storage(_) | RemoteWriteError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -126,9 +135,14 @@ mod tests {
 
     #[test]
     fn only_storage_failures_are_retryable() {
-        let io = StorageError::Io(std::io::Error::other("disk"));
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
         assert_eq!(
-            RemoteWriteError::Storage(io).status(),
+            RemoteWriteError::Storage(StorageError::Io(full)).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let corrupt = StorageError::Corrupt("bad chunk".into());
+        assert_eq!(
+            RemoteWriteError::Storage(corrupt).status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
         let invalid = StorageError::Invalid("empty label set".into());

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use storage::{AppendMode, AppendReport, SeriesBatch, StorageError};
+use storage::{AppendMode, AppendReport, RejectReason, SeriesBatch, StorageError};
 
 use super::decode::{decode, DecodedWrite};
 use super::error::{ErrorList, RemoteWriteError};
@@ -167,7 +167,15 @@ fn write_all_or_nothing(
         ));
     }
     let report = append(state, decoded, AppendMode::AllOrNothing)?;
+    let over_limit = |r: &storage::Rejection| r.reason == RejectReason::SeriesLimit;
     if let Some(first) = report.rejected.first() {
+        if report.rejected.iter().all(over_limit) {
+            // Only new series over the limit were refused and the rest is written (see
+            // `RemoteWriteError::status` for why this is a 400).
+            metrics.rejected(DropReason::SeriesLimit, report.rejected.len());
+            let message = first.reason.to_string();
+            return Ok((report, message.into()));
+        }
         for r in &report.rejected {
             metrics.rejected(r.reason.into(), 1);
         }
@@ -249,7 +257,9 @@ fn respond(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(err) => {
             let status = err.status();
-            if status.is_server_error() {
+            // A store that cannot write for now logs that itself, once per episode: senders
+            // retry every few seconds, and one line each would flood the log.
+            if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
                 tracing::error!(%err, "remote-write request failed");
             } else {
                 tracing::debug!(%status, %err, "remote-write request refused");

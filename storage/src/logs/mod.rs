@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex, RwLock};
 use tantivy::IndexWriter;
 
+use crate::episode::FailureEpisode;
 use crate::labels::Labels;
 use crate::matcher::Matcher;
 use crate::StorageError;
@@ -101,6 +102,9 @@ struct Inner {
     wake: Condvar,
     wake_lock: Mutex<()>,
     stop: AtomicBool,
+    /// Both fail for as long as the disk is full: each logs once per episode.
+    append_failures: FailureEpisode,
+    indexer_failures: FailureEpisode,
 }
 
 struct IndexerState {
@@ -154,6 +158,8 @@ impl LogStore {
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
             stop: AtomicBool::new(false),
+            append_failures: FailureEpisode::new("log store append"),
+            indexer_failures: FailureEpisode::new("log indexer"),
         });
         let replayed = inner.index_pending()?;
         // Also when 0: the line says the start-up replay is over (tests wait for it).
@@ -181,7 +187,8 @@ impl LogStore {
         if self.inner.stop.load(Ordering::Acquire) {
             return Err(StorageError::Closed);
         }
-        self.inner.log.append(records)?;
+        let inner = &self.inner;
+        inner.append_failures.observe(inner.log.append(records))?;
         Ok(())
     }
 
@@ -408,9 +415,9 @@ impl Inner {
                 }
                 self.wake.wait_for(&mut guard, self.opts.index_interval);
             }
-            if let Err(e) = self.index_pending() {
-                tracing::error!("log indexer: {e}");
-            }
+            // Records stay in the append log until indexed: a failed pass (e.g. on a full
+            // disk) is retried from the same place next time.
+            let _ = self.indexer_failures.observe(self.index_pending());
             if let Err(e) = self.apply_retention() {
                 tracing::error!("log retention: {e}");
             }
@@ -471,27 +478,45 @@ impl Inner {
             let touched: Vec<i64> = by_day.keys().copied().collect();
             st.writers.retain(|d, _| touched.contains(d));
             for (day, recs) in by_day {
-                let p = self.partition(day)?;
-                let w = match st.writers.entry(day) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(p.writer(self.opts.index_writer_bytes)?)
-                    }
-                };
-                let mut keys: HashMap<&Labels, String> = HashMap::new();
-                for r in &recs {
-                    let key = keys
-                        .entry(&r.labels)
-                        .or_insert_with(|| stream_key(&r.labels));
-                    p.add(w, r, key)?;
+                if let Err(e) = self.index_day(&mut st, day, &recs, last_seq) {
+                    // A writer whose commit failed may still hold this batch's documents, or
+                    // be dead after a failed segment write: dropping it discards them, so the
+                    // retry from the unchanged cursor adds each record once, to a new writer.
+                    st.writers.remove(&day);
+                    return Err(e);
                 }
-                p.commit(w, last_seq)?;
-                st.indexed_through.insert(day, last_seq);
                 total += recs.len();
             }
             self.log.truncate_through(last_seq)?;
             st.cursor = last_seq + 1;
         }
+    }
+
+    /// Adds one day's records of a batch to its partition and commits them through `last_seq`.
+    fn index_day(
+        &self,
+        st: &mut IndexerState,
+        day: i64,
+        recs: &[LogRecord],
+        last_seq: u64,
+    ) -> Result<(), StorageError> {
+        let p = self.partition(day)?;
+        let w = match st.writers.entry(day) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(p.writer(self.opts.index_writer_bytes)?)
+            }
+        };
+        let mut keys: HashMap<&Labels, String> = HashMap::new();
+        for r in recs {
+            let key = keys
+                .entry(&r.labels)
+                .or_insert_with(|| stream_key(&r.labels));
+            p.add(w, r, key)?;
+        }
+        p.commit(w, last_seq)?;
+        st.indexed_through.insert(day, last_seq);
+        Ok(())
     }
 
     fn apply_retention(&self) -> Result<(), StorageError> {

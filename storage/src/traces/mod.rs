@@ -45,6 +45,7 @@ pub use keys::Seek;
 pub use record::{value_text, Origin, StoredSpan};
 
 use crate::db::{cf, Db};
+use crate::episode::FailureEpisode;
 use crate::StorageError;
 use keys::{IndexPrefix, SpanId, TraceId, SPAN_ID_LEN, TRACE_ID_LEN};
 
@@ -84,6 +85,8 @@ pub struct TraceStore {
     origins: RwLock<HashMap<u64, Arc<Origin>>>,
     /// Catalog keys known to be on disk, so each is written once per process.
     catalog_seen: Mutex<HashSet<Vec<u8>>>,
+    /// Writes fail for as long as the disk is full: logged once per episode.
+    write_failures: FailureEpisode,
 }
 
 /// A span found by [`TraceStore::scan`]: its ids and start are known from the index alone;
@@ -127,6 +130,7 @@ impl TraceStore {
             opts,
             origins: RwLock::default(),
             catalog_seen: Mutex::default(),
+            write_failures: FailureEpisode::new("trace store write"),
         };
         let removed = store.enforce_retention()?;
         if removed > 0 {
@@ -194,7 +198,7 @@ impl TraceStore {
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.opts.wal_fsync);
-        self.db.write_opt(wb, &wo)?;
+        self.write_failures.observe(self.db.write_opt(wb, &wo))?;
         self.origins.write().extend(new_origins);
         self.catalog_seen.lock().extend(new_catalog);
         Ok(report)

@@ -26,9 +26,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::{WriteBatch, WriteOptions};
@@ -38,6 +39,7 @@ use crate::contract::{series_set, BatchWriter};
 use crate::db::{
     self, Db, CF_HISTOGRAMS, CF_POSTINGS, CF_SERIES, CF_SERIES_BY_LABELS, CF_SERIES_TIMES, CF_WAL,
 };
+use crate::episode::{FailureEpisode, Throttle};
 use crate::tsdb::append::{Limits, SeriesCheck, Verdict};
 use crate::tsdb::chunk::StoredChunk;
 use crate::tsdb::head::Head;
@@ -74,6 +76,11 @@ pub struct TsdbOptions {
     /// Period of the background checkpoint (head → chunks) and retention pass.
     /// `Duration::ZERO` disables the background thread (checkpoints only on flush/close).
     pub flush_interval: Duration,
+    /// Most series the TSDB holds in memory (its index and head keep every series until
+    /// retention drops it); samples that would create a series beyond it are rejected with
+    /// [`crate::RejectReason::SeriesLimit`], while existing series keep being written.
+    /// 0: no limit, as in Prometheus.
+    pub max_active_series: usize,
 }
 
 impl Default for TsdbOptions {
@@ -83,6 +90,7 @@ impl Default for TsdbOptions {
             out_of_order_window: Duration::from_secs(3600),
             wal_fsync: false,
             flush_interval: Duration::from_secs(60),
+            max_active_series: 0,
         }
     }
 }
@@ -134,7 +142,17 @@ struct Inner {
     append: Mutex<Counters>,
     state: RwLock<State>,
     metadata: Mutex<BTreeMap<String, Metadata>>,
+    /// New series refused by `max_active_series` since open.
+    series_refused: AtomicU64,
+    refusal_log: Throttle,
+    /// Appends and checkpoints fail together when the disk is full: each logs once per
+    /// episode, however often senders retry.
+    append_failures: FailureEpisode,
+    checkpoint_failures: FailureEpisode,
 }
+
+/// How often the series limit may be logged: it is hit on every request while it lasts.
+const SERIES_LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Tsdb {
     pub fn open(dir: &Path, opts: TsdbOptions) -> Result<Tsdb, StorageError> {
@@ -165,6 +183,10 @@ impl Tsdb {
                 head: Head::default(),
             }),
             metadata: Mutex::new(metadata),
+            series_refused: AtomicU64::new(0),
+            refusal_log: Throttle::new(SERIES_LIMIT_LOG_INTERVAL),
+            append_failures: FailureEpisode::new("tsdb append"),
+            checkpoint_failures: FailureEpisode::new("tsdb checkpoint"),
         };
         inner.restore_head()?;
         inner.replay_wal()?;
@@ -190,7 +212,8 @@ impl Tsdb {
 
     /// Validates then writes. Returns only after the samples are in RocksDB's WAL.
     /// AllOrNothing: if any sample is rejected, nothing is written (both written counts are 0
-    /// and every rejection is reported). BestEffort: valid samples are written, rejected ones
+    /// and every rejection is reported), except that samples of new series refused by
+    /// [`TsdbOptions::max_active_series`] do not hold back the others. BestEffort: valid samples are written, rejected ones
     /// reported. A repeat of an existing sample (same t, same value bits) counts as written.
     /// A label set that cannot be stored (empty, or an empty or NUL-containing name) fails
     /// the whole call with [`StorageError::Invalid`].
@@ -199,7 +222,12 @@ impl Tsdb {
         batch: &[SeriesBatch],
         mode: AppendMode,
     ) -> Result<AppendReport, StorageError> {
-        self.inner.append(batch, mode)
+        let inner = &self.inner;
+        match inner.append(batch, mode) {
+            // Invalid label sets are the sender's fault, not a failure of the store.
+            Err(e @ StorageError::Invalid(_)) => Err(e),
+            result => inner.append_failures.observe(result),
+        }
     }
 
     /// Label sets of the series matching any of the matcher sets (all series when there are
@@ -270,6 +298,12 @@ impl Tsdb {
         self.inner.state.read().index.len() as u64
     }
 
+    /// How many new series [`TsdbOptions::max_active_series`] refused since open (a series
+    /// refused by several appends counts once per append).
+    pub fn series_refused(&self) -> u64 {
+        self.inner.series_refused.load(Ordering::Relaxed)
+    }
+
     /// Checkpoints the head into chunks now (also done every `flush_interval`) and writes
     /// RocksDB's memtables out, leaving the data on disk in its compact form only (used at
     /// shutdown and before measuring disk use).
@@ -324,9 +358,9 @@ impl Worker {
                         break;
                     }
                 }
-                if let Err(e) = inner.checkpoint() {
-                    warn!(error = %e, "tsdb checkpoint failed");
-                }
+                // A failed checkpoint keeps its data in the head and the WAL and is retried
+                // next period (e.g. once a full disk has space again).
+                let _ = inner.checkpoint_failures.observe(inner.checkpoint());
                 if let Err(e) = inner.apply_retention(now_ms()) {
                     warn!(error = %e, "tsdb retention pass failed");
                 }
@@ -482,6 +516,8 @@ impl Inner {
         struct Pending<'b> {
             labels: &'b Labels,
             id: Option<u64>,
+            /// A new series beyond `max_active_series`: all its samples are rejected.
+            over_limit: bool,
             check: SeriesCheck,
             accepted: Vec<Sample>,
             accepted_histograms: Vec<HistogramSample>,
@@ -490,8 +526,15 @@ impl Inner {
         let mut counters = self.append.lock();
         let mut pending: Vec<Pending<'_>> = Vec::new();
         let mut report = AppendReport::default();
+        let mut refused_series = 0u64;
         {
             let state = self.state.read();
+            // The index only grows under the `append` lock held here, so the count stays true
+            // until this append has added its series.
+            let mut room = match self.opts.max_active_series {
+                0 => usize::MAX,
+                max => max.saturating_sub(state.index.len()),
+            };
             let mut slot: HashMap<&Labels, usize> = HashMap::new();
             for sb in batch
                 .iter()
@@ -500,9 +543,16 @@ impl Inner {
                 let i = *slot.entry(&sb.labels).or_insert_with(|| {
                     let id = state.index.id(&sb.labels);
                     let last = id.and_then(|id| state.head.last(id));
+                    let over_limit = id.is_none() && room == 0;
+                    if over_limit {
+                        refused_series += 1;
+                    } else if id.is_none() {
+                        room -= 1;
+                    }
                     pending.push(Pending {
                         labels: &sb.labels,
                         id,
+                        over_limit,
                         check: SeriesCheck::new(last),
                         accepted: Vec::new(),
                         accepted_histograms: Vec::new(),
@@ -510,6 +560,17 @@ impl Inner {
                     pending.len() - 1
                 });
                 let p = &mut pending[i];
+                if p.over_limit {
+                    let times = sb.samples.iter().map(|s| s.t);
+                    for t in times.chain(sb.histograms.iter().map(|h| h.t)) {
+                        report.rejected.push(Rejection {
+                            labels: sb.labels.clone(),
+                            t,
+                            reason: crate::RejectReason::SeriesLimit,
+                        });
+                    }
+                    continue;
+                }
                 for s in &sb.samples {
                     let id = p.id;
                     let stored = || id.map_or(Ok(None), |id| self.stored_value(&state, id, s.t));
@@ -542,7 +603,16 @@ impl Inner {
                 }
             }
         }
-        if mode == AppendMode::AllOrNothing && !report.rejected.is_empty() {
+        if refused_series > 0 {
+            self.note_refused(refused_series);
+        }
+        // The series limit is no fault of the samples: the others are written even in
+        // AllOrNothing mode, so that existing series keep flowing while it is reached.
+        let rolled_back = report
+            .rejected
+            .iter()
+            .any(|r| r.reason != crate::RejectReason::SeriesLimit);
+        if mode == AppendMode::AllOrNothing && rolled_back {
             report.samples_written = 0;
             report.histograms_written = 0;
             return Ok(report);
@@ -603,6 +673,17 @@ impl Inner {
             state.index.extend_time(id, t);
         }
         Ok(report)
+    }
+
+    fn note_refused(&self, series: u64) {
+        let total = self.series_refused.fetch_add(series, Ordering::Relaxed) + series;
+        if self.refusal_log.allow(Instant::now()) {
+            warn!(
+                limit = self.opts.max_active_series,
+                refused_series_total = total,
+                "new series refused: the TSDB holds limits.max_active_series series"
+            );
+        }
     }
 
     /// Histogram samples follow the float rules on retention and duplicates: the same

@@ -804,3 +804,79 @@ fn float_head_of_a_mixed_series_is_restored_across_partitions() {
     let db = Tsdb::open(dir.path(), opts()).unwrap();
     assert_eq!(read(&db, &l, t0, now), bits(&floats));
 }
+
+#[test]
+fn new_series_beyond_the_limit_are_refused_while_existing_ones_keep_flowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let limited = TsdbOptions {
+        max_active_series: 2,
+        ..opts()
+    };
+    let db = Tsdb::open(dir.path(), limited.clone()).unwrap();
+    let (a, b, c, d) = (
+        labels("m", &[("s", "a")]),
+        labels("m", &[("s", "b")]),
+        labels("m", &[("s", "c")]),
+        labels("m", &[("s", "d")]),
+    );
+    append_ok(&db, &a, &[(MIN, 1.0)]);
+    // One request with an existing series and two new ones, one slot left: the first new
+    // series takes it, the second is refused, and the rest is written even all-or-nothing.
+    let r = db
+        .append(
+            &[
+                batch(&a, &[(2 * MIN, 2.0)]),
+                batch(&b, &[(MIN, 1.0)]),
+                batch(&c, &[(MIN, 1.0), (2 * MIN, 2.0)]),
+            ],
+            AppendMode::AllOrNothing,
+        )
+        .unwrap();
+    assert_eq!(r.samples_written, 2);
+    let refused: Vec<_> = r
+        .rejected
+        .iter()
+        .map(|x| (&x.labels, x.t, x.reason))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (&c, MIN, RejectReason::SeriesLimit),
+            (&c, 2 * MIN, RejectReason::SeriesLimit)
+        ]
+    );
+    assert_eq!(db.num_series(), 2);
+    assert_eq!(db.series_refused(), 1);
+    // At the limit: existing series are still written, any new one refused.
+    let r = db
+        .append(
+            &[batch(&b, &[(2 * MIN, 2.0)]), batch(&d, &[(MIN, 1.0)])],
+            AppendMode::BestEffort,
+        )
+        .unwrap();
+    assert_eq!(r.samples_written, 1);
+    assert_eq!(r.rejected.len(), 1);
+    assert_eq!(r.rejected[0].reason, RejectReason::SeriesLimit);
+    assert_eq!(db.series_refused(), 2);
+    assert_eq!(all(&db, &a), bits(&[(MIN, 1.0), (2 * MIN, 2.0)]));
+    assert_eq!(all(&db, &b), bits(&[(MIN, 1.0), (2 * MIN, 2.0)]));
+    assert_eq!(all(&db, &c), vec![]);
+    // Other rejections still roll back an all-or-nothing append.
+    let r = db
+        .append(
+            &[batch(&a, &[(3 * MIN, 3.0)]), batch(&b, &[(MIN, 9.0)])],
+            AppendMode::AllOrNothing,
+        )
+        .unwrap();
+    assert_eq!(r.samples_written, 0);
+    assert_eq!(all(&db, &a), bits(&[(MIN, 1.0), (2 * MIN, 2.0)]));
+    drop(db);
+    // The limit holds across a restart (the series are loaded back), and 0 lifts it.
+    let db = Tsdb::open(dir.path(), limited).unwrap();
+    let r = db.append(&[batch(&d, &[(MIN, 1.0)])], AppendMode::BestEffort);
+    assert_eq!(r.unwrap().rejected.len(), 1);
+    drop(db);
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    append_ok(&db, &d, &[(MIN, 1.0)]);
+    assert_eq!(db.num_series(), 3);
+}

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use rmpv::Value;
+use storage::Classify;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -127,6 +128,12 @@ enum ConnError {
     Task(String),
 }
 
+impl ConnError {
+    fn retryable(&self) -> bool {
+        matches!(self, ConnError::Store(e) if e.class() == storage::ErrorClass::Unavailable)
+    }
+}
+
 /// Go's net/http backs off this way when accept fails (out of file descriptors): without
 /// it the loop spins, logging each failure.
 const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
@@ -215,8 +222,14 @@ pub async fn serve(listener: TcpListener, sink: LogSink, opts: ForwardOptions) {
                     }
                 }
             };
-            if let Err(e) = served {
-                tracing::warn!(%peer, "forward: closing connection: {e}");
+            match served {
+                Ok(()) => {}
+                // Closed without ack, so the sender keeps the chunk and retries; the store
+                // logs the failure itself, once per episode, however many senders retry.
+                Err(e) if e.retryable() => {
+                    tracing::debug!(%peer, "forward: closing connection: {e}");
+                }
+                Err(e) => tracing::warn!(%peer, "forward: closing connection: {e}"),
             }
         });
     }

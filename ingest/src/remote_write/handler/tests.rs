@@ -30,11 +30,15 @@ struct Fixture {
 }
 
 fn fixture_with(limits: Limits) -> Fixture {
+    fixture_on(TsdbOptions::default(), limits)
+}
+
+fn fixture_on(opts: TsdbOptions, limits: Limits) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     // No out-of-order window, so that an older sample is rejected outright.
     let opts = TsdbOptions {
         out_of_order_window: Duration::ZERO,
-        ..TsdbOptions::default()
+        ..opts
     };
     let tsdb = Arc::new(Tsdb::open(dir.path(), opts).unwrap());
     let mut registry = Registry::default();
@@ -520,6 +524,56 @@ async fn v1_storage_rejection_rolls_back_the_whole_request() {
         "a rejected 1.0 request must write nothing"
     );
     assert_eq!(f.samples("c")[0].1, vec![Sample { t, v: 1.0 }]);
+}
+
+#[tokio::test]
+async fn new_series_over_the_series_limit_get_400_while_the_rest_is_written() {
+    let opts = TsdbOptions {
+        max_active_series: 2,
+        ..TsdbOptions::default()
+    };
+    let f = fixture_on(opts, Limits::default());
+    let t = now_ms() - 120_000;
+    let first = v1_request(vec![series(&[("__name__", "old")], &[(t, 1.0)])]);
+    assert_eq!(f.post(CT_V1, &first).await.status, StatusCode::NO_CONTENT);
+
+    // 1.0: the existing series and the new one that fits are written although the request
+    // as a whole is answered 400 (it is not retried; the written part is not lost).
+    let req = v1_request(vec![
+        series(&[("__name__", "old")], &[(t + 1000, 2.0)]),
+        series(&[("__name__", "fits")], &[(t, 1.0)]),
+        series(&[("__name__", "over")], &[(t, 1.0), (t + 1000, 2.0)]),
+    ]);
+    let reply = f.post(CT_V1, &req).await;
+    assert_plain_text_error(&reply, StatusCode::BAD_REQUEST, "");
+    assert_eq!(
+        reply.body,
+        "per-instance series limit exceeded (limits.max_active_series)\n"
+    );
+    assert_eq!(f.samples("old")[0].1.len(), 2);
+    assert_eq!(f.samples("fits")[0].1, vec![Sample { t, v: 1.0 }]);
+    assert!(f.samples("over").is_empty());
+
+    // 2.0: the same, with the written counts and one line per refused series.
+    let req = v2_request(&[
+        (&[("__name__", "old")], &[(t + 2000, 3.0)]),
+        (&[("__name__", "over")], &[(t, 1.0)]),
+    ]);
+    let reply = f.post(CT_V2, &req).await;
+    assert_plain_text_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "per-instance series limit exceeded (limits.max_active_series) for series over{}",
+    );
+    assert_v2_headers(&reply, 1, 0);
+    assert_eq!(f.samples("old")[0].1.len(), 3);
+    assert!(f.samples("over").is_empty());
+    let text = f.metrics_text();
+    assert!(
+        text.contains(r#"novamon_remote_write_samples_rejected_total{reason="series_limit"} 3"#),
+        "{text}"
+    );
+    assert_eq!(f.tsdb.series_refused(), 2);
 }
 
 #[tokio::test]
