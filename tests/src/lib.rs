@@ -315,6 +315,42 @@ impl Novamon {
         assert_eq!(status, 204, "{text}");
     }
 
+    /// Every line of `selector` from `start_ns` on, oldest first, read in pages of Loki's
+    /// default 5,000-line cap. A page that ends at time t may hold only some of t's lines, so
+    /// they are dropped and the next page starts at t.
+    pub fn log_lines(&self, selector: &str, start_ns: i64) -> Vec<String> {
+        const PAGE: usize = 5000;
+        let end = now_ns() + 3_600_000_000_000;
+        let mut out = Vec::new();
+        let mut from = start_ns;
+        loop {
+            let body = self.get_ok(&format!(
+                "/loki/api/v1/query_range?query={}&start={from}&end={end}&limit={PAGE}&direction=forward",
+                enc(selector)
+            ));
+            let mut page: Vec<(i64, String)> = Vec::new();
+            for s in body["data"]["result"].as_array().expect("streams") {
+                for v in s["values"].as_array().expect("values") {
+                    let t = v[0].as_str().and_then(|t| t.parse().ok()).expect("ns");
+                    page.push((t, v[1].as_str().expect("line").to_owned()));
+                }
+            }
+            page.sort_by_key(|(t, _)| *t);
+            if page.len() < PAGE {
+                out.extend(page.into_iter().map(|(_, l)| l));
+                return out;
+            }
+            let last = page[PAGE - 1].0;
+            assert!(page[0].0 < last, "{PAGE} lines at one timestamp {last}");
+            out.extend(
+                page.into_iter()
+                    .take_while(|(t, _)| *t < last)
+                    .map(|(_, l)| l),
+            );
+            from = last;
+        }
+    }
+
     /// Waits until a Loki range query of `selector` from `start_ns` (to `end_ns`, or now)
     /// returns `lines` log lines across all its streams: a push is queryable only once the
     /// write path has taken it.

@@ -354,21 +354,12 @@ impl Ledger {
     }
 }
 
-/// Every line of `selector` since `start_ns`, as "<prefix> <id>".
-fn log_lines(n: &Novamon, selector: &str, start_ns: i64) -> Vec<String> {
-    let end = now_ns() + 3_600_000_000_000;
-    let body = n.get_ok(&format!(
-        "/loki/api/v1/query_range?query={}&start={start_ns}&end={end}&limit=100000&direction=forward",
-        enc(selector)
-    ));
-    let mut out = Vec::new();
-    for s in body["data"]["result"].as_array().unwrap() {
-        for v in s["values"].as_array().unwrap() {
-            let line = v[1].as_str().unwrap();
-            out.push(line.split(' ').take(2).collect::<Vec<_>>().join(" "));
-        }
-    }
-    out
+/// Lines as "<prefix> <id>", what `check_lines` compares.
+fn write_ids(lines: Vec<String>) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect()
 }
 
 /// Each line of each acknowledged write of `prefix` is among `lines`, and no line is there
@@ -507,7 +498,7 @@ fn check_acknowledged(c: &Client, ledger: &Ledger) {
         let acked = &ledger.acked[&path];
         let mut lines = Vec::new();
         wait_until(Duration::from_secs(30), || {
-            lines = log_lines(n, selector, start);
+            lines = write_ids(n.log_lines(selector, start));
             lines.len() as u64 >= acked.len() as u64 * per_write
         });
         check_lines(what, &lines, prefix, per_write, acked);
@@ -573,7 +564,7 @@ fn a_full_log_index_resumes_without_losing_or_doubling_lines() {
     let searchable = |count: u64| {
         let mut lines = Vec::new();
         wait_until(Duration::from_secs(30), || {
-            lines = log_lines(&n, r#"{job="index_full"}"#, base_ns - 1);
+            lines = write_ids(n.log_lines(r#"{job="index_full"}"#, base_ns - 1));
             lines.len() as u64 >= count * LOKI_LINES
         });
         let acked = (0..count).collect();
