@@ -122,6 +122,22 @@ impl OtlpState {
         Ok(())
     }
 
+    /// Scans an OTLP/JSON request before decoding it: refuses one whose decoded form would
+    /// exceed the expansion budget, as [`Self::check_protobuf`] does for protobuf.
+    fn check_json(&self, bytes: &[u8], shape: &'static Shape) -> Result<(), OtlpError> {
+        let budget = wire::budget(
+            bytes.len(),
+            self.max_expansion,
+            crate::EXPANSION_FLOOR_BYTES,
+        );
+        wire::scan_json(bytes, shape.largest(), budget).map_err(|e| match e {
+            wire::WireError::Malformed(_) => {
+                OtlpError::BadRequest(format!("invalid OTLP/JSON: {e}"))
+            }
+            wire::WireError::TooLarge { .. } => OtlpError::BadRequest(e.to_string()),
+        })
+    }
+
     fn on(mut self, transport: Protocol) -> OtlpState {
         self.transport = transport;
         self

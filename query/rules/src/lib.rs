@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 pub use file::{GroupSpec, RuleSpec};
 pub use group::{ActiveAlert, AlertState, Group, Health, RuleState};
-pub use manager::{RuleConfig, RuleManager, RulesError};
+pub use manager::{QuerySlots, RuleConfig, RuleManager, RulesError};
 pub use unittest::{run_files as test_files, TestSummary};
 
 /// `novamon check rules`: validates each file as promtool does, printing `SUCCESS: N rules

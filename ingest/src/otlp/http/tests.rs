@@ -292,6 +292,52 @@ async fn a_body_of_empty_items_is_refused_before_decoding() {
     }
 }
 
+/// The same bomb in OTLP/JSON: `{}` is three bytes and a whole struct once serde decodes it.
+/// The structural scan refuses it before serde runs; a real JSON export of the same size
+/// still passes.
+#[tokio::test]
+async fn a_json_body_of_empty_items_is_refused_before_decoding() {
+    let f = fixture();
+    let app = http_routes(OtlpState::new(f.traces.clone(), f.tsdb.clone(), 16 << 20));
+    let empties = vec!["{}"; 1 << 20].join(",");
+    for (path, body) in [
+        ("/v1/traces", format!(r#"{{"resourceSpans":[{empties}]}}"#)),
+        (
+            "/v1/metrics",
+            format!(r#"{{"resourceMetrics":[{empties}]}}"#),
+        ),
+        (
+            "/v1/logs",
+            format!(r#"{{"resourceLogs":[{{"scopeLogs":[{empties}]}}]}}"#),
+        ),
+    ] {
+        let (status, _, body) = post(
+            &app,
+            path,
+            "application/json",
+            Some("gzip"),
+            gzip(body.as_bytes()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        let st: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(st["code"], tonic::Code::InvalidArgument as i32);
+        let msg = st["message"].as_str().unwrap();
+        assert!(msg.contains("would decode to more than"), "{path}: {msg}");
+    }
+    // A body of real spans with short attributes, well past the small-body floor.
+    let attrs = [r#"{"key":"k","value":{"intValue":"1"}}"#; 8].join(",");
+    let span = format!(
+        r#"{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"x","kind":2,"startTimeUnixNano":"{0}","endTimeUnixNano":"{0}","attributes":[{attrs}]}}"#,
+        now_ns()
+    );
+    let spans = vec![span; 1000].join(",");
+    let body = format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{spans}]}}]}}]}}"#);
+    assert!(body.len() > 256 << 10);
+    let (status, _, resp) = post(&app, "/v1/traces", "application/json", None, body.into()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
+}
+
 #[tokio::test]
 async fn spans_over_the_per_request_limit_are_refused() {
     let f = fixture();
