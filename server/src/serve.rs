@@ -64,6 +64,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .with_max_expansion(config.limits.ingest_max_expansion)
     .with_max_spans(config.limits.otlp_max_spans_per_request)
+    .with_label_limits(config.ingest_limits())
     .with_log_bounds(config.log_bounds());
 
     let logs_dir = data_dir.join("logs");

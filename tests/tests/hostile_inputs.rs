@@ -137,7 +137,8 @@ fn json_bodies_of_empty_items_are_refused_before_decoding() {
 }
 
 /// One series with 10,000 labels: remote-write answers Mimir's 400 at
-/// `limits.remote_write_max_labels_per_series`.
+/// `limits.remote_write_max_labels_per_series`; an OTLP metric with 10,000 attributes is
+/// rejected with the same words as OTLP partial success.
 #[test]
 fn a_series_with_ten_thousand_labels_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,5 +158,26 @@ fn a_series_with_ten_thousand_labels_is_refused() {
         "the error quotes the series shortly: {text}"
     );
     let q = n.get_ok("/api/v1/query?query=count(wide)");
+    assert_eq!(q["data"]["result"], serde_json::json!([]), "{q}");
+
+    let attrs: Vec<String> = names
+        .iter()
+        .map(|k| format!(r#"{{"key":"{k}","value":{{"stringValue":"v"}}}}"#))
+        .collect();
+    let metric = format!(
+        r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"wide_otlp","gauge":{{"dataPoints":[{{"timeUnixNano":"{}","asDouble":1,"attributes":[{}]}}]}}}}]}}]}}]}}"#,
+        e2e::now_ns(),
+        attrs.join(",")
+    );
+    let (status, text, _) = n.post_raw("/v1/metrics", "application/json", &[], metric.into());
+    assert_eq!(status, 200, "{text}");
+    let resp: Json = serde_json::from_str(&text).unwrap();
+    assert_eq!(resp["partialSuccess"]["rejectedDataPoints"], "1", "{text}");
+    assert_eq!(
+        resp["partialSuccess"]["errorMessage"],
+        "number of labels exceeds the limit (actual: 10001, limit: 64): wide_otlp",
+        "{text}"
+    );
+    let q = n.get_ok("/api/v1/query?query=count(wide_otlp)");
     assert_eq!(q["data"]["result"], serde_json::json!([]), "{q}");
 }

@@ -203,6 +203,45 @@ async fn json_metrics_reach_the_tsdb_under_prometheus_names() {
     assert_eq!(got[0].samples[0].v, 7.0);
 }
 
+/// Metric series are held to remote-write's label limits: one over them is rejected as
+/// partial success with Mimir's words, the others are stored.
+#[tokio::test]
+async fn metric_series_over_the_label_limits_are_rejected() {
+    let f = fixture();
+    let limits = crate::Limits {
+        max_labels_per_series: 3,
+        ..crate::Limits::default()
+    };
+    let app = http_routes(
+        OtlpState::new(f.traces.clone(), f.tsdb.clone(), 1 << 16).with_label_limits(limits),
+    );
+    let t = now_ns();
+    let point =
+        |attrs: &str| format!(r#"{{"timeUnixNano":"{t}","asDouble":1,"attributes":[{attrs}]}}"#);
+    let attr = |k: &str| format!(r#"{{"key":"{k}","value":{{"stringValue":"v"}}}}"#);
+    let json = format!(
+        r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"wide","gauge":{{"dataPoints":[{},{}]}}}}]}}]}}]}}"#,
+        point(&[attr("a"), attr("b")].join(",")),
+        point(&[attr("a"), attr("b"), attr("c")].join(",")),
+    );
+    let (status, _, body) = post(&app, "/v1/metrics", "application/json", None, json.into()).await;
+    assert_eq!(status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["partialSuccess"]["rejectedDataPoints"], "1", "{v}");
+    assert_eq!(
+        v["partialSuccess"]["errorMessage"],
+        "number of labels exceeds the limit (actual: 4, limit: 3): wide",
+        "{v}"
+    );
+    let m = [Matcher::new(MatchOp::Equal, "__name__", "wide").unwrap()];
+    let got = f
+        .tsdb
+        .select_decoded(&m, &storage::SelectHints::range(0, i64::MAX / 4, 100))
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].labels.get("c"), None);
+}
+
 #[tokio::test]
 async fn json_logs_go_to_the_log_store_with_trace_ids_or_are_refused_without_one() {
     use storage::logs::{Direction, LogOptions, LogQuery, LogStore};
