@@ -3,7 +3,8 @@
 //! its timeout, and one that cannot start in time fails with Prometheus's "query timed out in
 //! query queue". One [`QueryGate`] is shared by the PromQL and LogQL query endpoints, the
 //! Jaeger and Tempo searches and the rule evaluations: they evaluate on the same blocking pool
-//! and cores, so one bound keeps them from starving each other. Exposes Prometheus's `prometheus_engine_queries` (waiting or running) and
+//! and cores, so one bound keeps them from starving each other. Exposes Prometheus's
+//! `prometheus_engine_queries` (waiting or running) and
 //! `prometheus_engine_queries_concurrent_max`.
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! What the Jaeger and Tempo HTTP APIs share: their read budgets ([`TraceLimits`]), reading
 //! query-string parameters, the clock in nanoseconds, and the error type both fail with, which
-//! also runs trace-store reads off the async threads (searches once the query gate admits them). Owns no response shape: each API renders
-//! its own error envelope through [`ErrorBody`].
+//! also runs trace-store reads off the async threads (searches once the query gate admits
+//! them). Owns no response shape: each API renders its own error envelope through
+//! [`ErrorBody`].
 
 use std::marker::PhantomData;
 use std::time::{SystemTime, UNIX_EPOCH};

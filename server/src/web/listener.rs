@@ -4,8 +4,9 @@
 //! its request (slowloris) holds a file descriptor for that long only. A connection with no
 //! request in flight for the idle timeout is closed, whatever its protocol: hyper has no idle
 //! timeout for HTTP/2, where an idle h2c, TLS h2 or gRPC connection would otherwise stay open
-//! for good. Accept errors such as EMFILE back off instead of spinning. On shutdown it stops accepting, asks every
-//! connection to finish its in-flight requests, and returns once all have closed.
+//! for good. Accept errors such as EMFILE back off instead of spinning. On shutdown it stops
+//! accepting, asks every connection to finish its in-flight requests, and returns once all
+//! have closed.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
