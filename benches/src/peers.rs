@@ -180,6 +180,13 @@ impl Running {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// VmRSS: the resident set now.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// CPU time (user + system) the process has used so far, from `/proc/PID/stat`: it moves
     /// far less with the neighbours' load than wall-clock rates do.
     pub fn cpu_seconds(&self) -> Option<f64> {

@@ -3,7 +3,9 @@
 //! empty repeated message is 2 bytes, its decoded struct a hundred), so every protobuf
 //! receiver walks the body with its message's [`Shape`] first and refuses a body whose
 //! decoded form would exceed its budget, or that holds more items of a kind than allowed.
-//! Owns the wire walk only; each protocol turns [`WireError`] into its own answer.
+//! JSON bodies get the same treatment from [`scan_json`], a structural scan that needs no
+//! schema: `{"resourceSpans":[{},{},…]}` is three bytes per struct serde would build.
+//! Owns the wire walks only; each protocol turns [`WireError`] into its own answer.
 
 use std::mem::size_of;
 
@@ -15,6 +17,29 @@ pub(crate) struct Shape {
     /// Bytes one decoded message of this type takes (its struct).
     pub(crate) size: usize,
     pub(crate) fields: &'static [(u32, Field)],
+}
+
+impl Shape {
+    /// The largest struct of any message in this shape's tree: the most one element of a JSON
+    /// array can decode to, since a schema-free scan cannot tell which message it is.
+    pub(crate) fn largest(&'static self) -> usize {
+        let mut seen: Vec<&'static str> = Vec::new();
+        let mut todo = vec![self];
+        let mut max = 0;
+        while let Some(s) = todo.pop() {
+            // Shapes refer to each other in cycles (AnyValue holds arrays of AnyValue).
+            if seen.contains(&s.name) {
+                continue;
+            }
+            seen.push(s.name);
+            max = max.max(s.size);
+            todo.extend(s.fields.iter().filter_map(|(_, f)| match f {
+                Field::Message(sub) => Some(*sub),
+                _ => None,
+            }));
+        }
+        max
+    }
 }
 
 pub(crate) enum Field {
@@ -158,6 +183,106 @@ impl Walk {
     }
 }
 
+/// serde_json's own recursion limit; the scan refuses deeper bodies before serde sees them.
+const JSON_MAX_DEPTH: usize = 128;
+
+/// Where a JSON value sits, which decides what serde allocates for it.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// The body itself, or an element of an array: a struct (or buffer) of its own.
+    Own,
+    /// A member of an object: a field of the struct its object already was charged as.
+    Member,
+    /// An object's key: a field name, not kept.
+    Key,
+}
+
+/// Scans a JSON body before serde decodes it into typed structs, refusing one whose decoded
+/// form would take more than `budget` bytes. Every object or array that is the body or an
+/// array element is charged `element` bytes (the largest struct an element can decode to),
+/// every such string its buffer, every such scalar a word; members of objects are fields of
+/// their object's struct and only their strings' bytes are charged. Malformed JSON that the
+/// scan can step over is left for serde to report, with its own words.
+pub(crate) fn scan_json(body: &[u8], element: usize, budget: usize) -> Result<(), WireError> {
+    let mut walk = Walk {
+        used: 0,
+        budget,
+        scan: Scan::default(),
+    };
+    // An open container, and for objects whether the next value is a member (after `:`).
+    let mut stack: Vec<(u8, bool)> = Vec::new();
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        let slot = match stack.last() {
+            None | Some((b'[', _)) => Slot::Own,
+            Some((_, true)) => Slot::Member,
+            Some((_, false)) => Slot::Key,
+        };
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b':' => {
+                if let Some(top) = stack.last_mut() {
+                    top.1 = true;
+                }
+                i += 1;
+            }
+            b',' => {
+                if let Some(top) = stack.last_mut() {
+                    top.1 = false;
+                }
+                i += 1;
+            }
+            b'{' | b'[' => {
+                if stack.len() >= JSON_MAX_DEPTH {
+                    return Err(WireError::Malformed("JSON nested too deeply"));
+                }
+                if let Slot::Own = slot {
+                    walk.charge(element)?;
+                }
+                stack.push((b, false));
+                i += 1;
+            }
+            b'}' | b']' => {
+                stack.pop();
+                i += 1;
+            }
+            b'"' => {
+                let len = string_len(&body[i + 1..]);
+                walk.charge(match slot {
+                    Slot::Own => BUFFER + len,
+                    Slot::Member => len,
+                    Slot::Key => 0,
+                })?;
+                i += len + 2;
+            }
+            _ => {
+                // A number or literal: a word in a struct, or an element of its own.
+                while body.get(i).is_some_and(|c| !b" \t\n\r:,{}[]\"".contains(c)) {
+                    i += 1;
+                }
+                if let Slot::Own = slot {
+                    walk.charge(8)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes up to the closing quote of a string whose opening quote has been read (escapes
+/// stepped over); the rest of the body when it is never closed.
+fn string_len(rest: &[u8]) -> usize {
+    let mut j = 0;
+    while let Some(&c) = rest.get(j) {
+        match c {
+            b'"' => return j,
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+    rest.len()
+}
+
 fn varint(buf: &mut &[u8]) -> Result<u64, WireError> {
     let mut value = 0u64;
     for i in 0..10 {
@@ -224,12 +349,57 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_struct_is_found_through_cycles() {
+        static CYCLE: Shape = Shape {
+            name: "Cycle",
+            size: 7,
+            fields: &[(1, Field::Message(&CYCLE)), (2, Field::Message(&ROOT))],
+        };
+        assert_eq!(CYCLE.largest(), 100);
+    }
+
+    #[test]
     fn truncated_and_odd_input_is_malformed() {
         for body in [&[0x0a, 0x05, 0x00][..], &[0x0a], &[0x0b], &[0xff; 11]] {
             assert!(
                 matches!(scan(body, &ROOT, usize::MAX), Err(WireError::Malformed(_))),
                 "{body:?}"
             );
+        }
+    }
+
+    #[test]
+    fn json_elements_are_charged_their_struct_and_members_their_strings() {
+        // The body's object, two empty array elements, nothing for keys or the number member.
+        let body = br#"{"a": [{}, {"n": 1}], "s": "xyz"}"#;
+        assert!(scan_json(body, 100, 3 * 100 + 3).is_ok());
+        assert_eq!(
+            scan_json(body, 100, 3 * 100 + 2),
+            Err(WireError::TooLarge { limit: 302 })
+        );
+        // Array elements: strings their buffer, scalars a word; escaped quotes stay inside.
+        let body = br#"["a\"b", 1, true]"#;
+        assert!(scan_json(body, 10, 10 + BUFFER + 4 + 16).is_ok());
+        assert!(scan_json(body, 10, 10 + BUFFER + 4 + 15).is_err());
+    }
+
+    #[test]
+    fn json_bombs_are_refused_early_and_junk_is_left_to_serde() {
+        let body = format!(r#"{{"resourceSpans":[{}{{}}]}}"#, "{},".repeat(100_000));
+        assert_eq!(
+            scan_json(body.as_bytes(), 200, budget(body.len(), 16, 1024)),
+            Err(WireError::TooLarge {
+                limit: 16 * body.len()
+            })
+        );
+        let deep = "[".repeat(JSON_MAX_DEPTH + 1);
+        assert_eq!(
+            scan_json(deep.as_bytes(), 1, usize::MAX),
+            Err(WireError::Malformed("JSON nested too deeply"))
+        );
+        assert!(scan_json(&"[".repeat(JSON_MAX_DEPTH).into_bytes(), 1, usize::MAX).is_ok());
+        for junk in [&b"}}]]"[..], b"\"open", b"{\"a\":\"b\\", b"nul", b""] {
+            assert!(scan_json(junk, 1, usize::MAX).is_ok(), "{junk:?}");
         }
     }
 

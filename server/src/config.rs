@@ -241,6 +241,10 @@ pub struct Limits {
     /// How long a client of the HTTP and OTLP listeners has for its TLS handshake and for
     /// each request's headers; an HTTP/1 keep-alive connection idle this long is closed.
     pub http_header_read_timeout: PromDuration,
+    /// How long a connection of the HTTP and OTLP listeners (HTTP/1 or HTTP/2, gRPC
+    /// included) may go without a request in flight before it is closed (Go's
+    /// `http.Server.IdleTimeout`).
+    pub http_idle_timeout: PromDuration,
 }
 
 impl Default for Limits {
@@ -282,6 +286,7 @@ impl Default for Limits {
             http_max_connections: 1024,
             otlp_max_connections: 1024,
             http_header_read_timeout: PromDuration(Duration::from_secs(30)),
+            http_idle_timeout: PromDuration(crate::web::DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
@@ -946,6 +951,7 @@ impl Config {
         crate::web::ListenerOptions {
             max_connections: self.limits.http_max_connections,
             header_read_timeout: self.limits.http_header_read_timeout.0,
+            idle_timeout: self.limits.http_idle_timeout.0,
         }
     }
 
@@ -953,6 +959,7 @@ impl Config {
         crate::web::ListenerOptions {
             max_connections: self.limits.otlp_max_connections,
             header_read_timeout: self.limits.http_header_read_timeout.0,
+            idle_timeout: self.limits.http_idle_timeout.0,
         }
     }
 
@@ -1195,6 +1202,7 @@ remote_write:
   http_max_connections: 1014
   otlp_max_connections: 1015
   http_header_read_timeout: 7s
+  http_idle_timeout: 8s
 ";
         let c = Config::parse(yml, "t").unwrap();
         assert!(c.deprecated_keys().is_empty());
@@ -1262,6 +1270,8 @@ remote_write:
         assert_eq!((h.max_connections, o.max_connections), (1014, 1015));
         assert_eq!(h.header_read_timeout, Duration::from_secs(7));
         assert_eq!(o.header_read_timeout, Duration::from_secs(7));
+        assert_eq!(h.idle_timeout, Duration::from_secs(8));
+        assert_eq!(o.idle_timeout, Duration::from_secs(8));
         let back = serde_yaml::to_string(&c).unwrap();
         assert!(back.contains("log_index_interval: 1s"), "{back}");
         assert!(Config::parse("limits:\n  remote_write_max_byte: 1\n", "t").is_err());
@@ -1369,6 +1379,10 @@ remote_write:
         assert_eq!(
             c.http_listener_options().header_read_timeout,
             Duration::from_secs(30)
+        );
+        assert_eq!(
+            c.otlp_listener_options().idle_timeout,
+            Duration::from_secs(300)
         );
         // Nothing moved into limits from query:, which keeps Prometheus's names.
         assert_eq!(

@@ -32,6 +32,8 @@ pub struct Wiring {
     pub sink: Arc<dyn AlertSink>,
     pub alerting: crate::alertmanager::Reloader,
     pub web: crate::web::Web,
+    /// The query gate the query APIs share: rule queries wait in it too.
+    pub slots: Arc<dyn rules::QuerySlots>,
 }
 
 fn rule_config(config: &Config, path: Option<&Path>, external_url: &str) -> RuleConfig {
@@ -71,6 +73,7 @@ pub async fn start(
         engine,
         Some(logs),
         also.sink.clone(),
+        Some(also.slots.clone()),
         registry,
     );
     let path = config.source.clone();

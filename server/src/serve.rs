@@ -64,6 +64,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .with_max_expansion(config.limits.ingest_max_expansion)
     .with_max_spans(config.limits.otlp_max_spans_per_request)
+    .with_label_limits(config.ingest_limits())
     .with_log_bounds(config.log_bounds());
 
     let logs_dir = data_dir.join("logs");
@@ -122,6 +123,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             sink: alerting.sink.clone(),
             alerting: alerting.reloader.clone(),
             web: web.clone(),
+            slots: Arc::new(query_gate.clone()),
         },
         &mut registry,
         own_url,
@@ -131,7 +133,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         engine,
         tsdb.clone(),
         server_info(&config, http_addr)?,
-        query_gate,
+        query_gate.clone(),
     )
     .with_rules(rules.manager.clone());
     let scrape_time = ScrapeTimeMetrics::register(&mut registry, tsdb.clone());
@@ -154,8 +156,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .merge(ingest::logs::routes(log_sink.clone()))
         .merge(api::loki::routes(loki_state))
         .merge(ingest::otlp::http_routes(otlp_state.clone()))
-        .merge(api::jaeger::routes(traces.clone(), config.trace_limits()))
-        .merge(api::tempo::routes(traces.clone(), config.trace_limits()))
+        .merge(api::jaeger::routes(
+            traces.clone(),
+            config.trace_limits(),
+            query_gate.clone(),
+        ))
+        .merge(api::tempo::routes(
+            traces.clone(),
+            config.trace_limits(),
+            query_gate,
+        ))
         .route(
             "/-/healthy",
             get(|| async { "Prometheus Server is Healthy.\n" }).head(|| async {}),

@@ -1,8 +1,8 @@
 //! The web config file (`--web.config.file`, Prometheus's exporter-toolkit format) on the
 //! real binary: basic auth and bearer tokens with roles, TLS and mutual TLS (certificates made
 //! with the openssl CLI), Prometheus remote-writing with basic_auth and tls_config, OTLP/gRPC
-//! refusing calls without credentials, reload on SIGHUP, and the header read timeout closing
-//! a slowloris connection.
+//! refusing calls without credentials, reload on SIGHUP (credentials, and certificates without
+//! dropping open connections), and the header read timeout closing a slowloris connection.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -500,6 +500,104 @@ fn sighup_reloads_the_web_config() {
     })
     .unwrap_or_else(|| panic!("new password not accepted after SIGHUP:\n{}", p.log()));
     assert_eq!(curl(&["-u", "alice:old-pw", &url]).1, 401);
+    p.signal_and_wait("TERM", Duration::from_secs(60));
+}
+
+/// A new certificate on SIGHUP: new connections get it, and a keep-alive connection opened
+/// with the old one keeps being served.
+#[test]
+fn sighup_swaps_the_certificate_without_dropping_connections() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::create_dir_all(&new).unwrap();
+    let (old, new) = (Pki::new(&old), Pki::new(&new));
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let install = |pki: &Pki| {
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(pki.path(f), live.join(f)).unwrap();
+        }
+    };
+    install(&old);
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {0}/server.crt\n  key_file: {0}/server.key\n",
+            live.display()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("novamon.yml");
+    // Keep-alive connections outlive the wait for the reload.
+    std::fs::write(&config, "limits:\n  http_header_read_timeout: 5m\n").unwrap();
+    let (mut p, [http, _, _]) = start(
+        dir.path(),
+        &[
+            "--web.config.file",
+            web.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let url = format!("https://{http}/-/healthy");
+    let healthy_with = |ca: &Pki| curl(&["--cacert", &ca.path("ca.crt"), &url]).1 == 200;
+    assert!(healthy_with(&old));
+
+    // One keep-alive TLS connection, through openssl s_client, its answers read line by line.
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &http, "-CAfile"])
+        .arg(old.path("ca.crt"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_server = client.stdin.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let from_server = std::io::BufReader::new(client.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in from_server.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut ask = || {
+        to_server
+            .write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        to_server.flush().unwrap();
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("no answer on the kept connection");
+            if line.starts_with("Prometheus Server is Healthy.") {
+                return;
+            }
+        }
+    };
+    ask();
+
+    install(&new);
+    let hup = Command::new("kill")
+        .args(["-HUP", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_until(Duration::from_secs(30), || healthy_with(&new))
+        .unwrap_or_else(|| panic!("new certificate not served after SIGHUP:\n{}", p.log()));
+    assert!(
+        !healthy_with(&old),
+        "new connections still get the old certificate"
+    );
+    // The connection opened before the reload is still served.
+    ask();
+    drop(to_server);
+    let _ = client.kill();
+    let _ = client.wait();
     p.signal_and_wait("TERM", Duration::from_secs(60));
 }
 

@@ -149,7 +149,12 @@ async fn main() -> anyhow::Result<()> {
     ));
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http_addr = http.local_addr()?;
-    let routes = api::jaeger::routes(traces.clone(), api::TraceLimits::default());
+    let gate = api::QueryGate::new(
+        api::DEFAULT_MAX_CONCURRENCY,
+        std::time::Duration::from_secs(120),
+        &mut prometheus_client::registry::Registry::default(),
+    );
+    let routes = api::jaeger::routes(traces.clone(), api::TraceLimits::default(), gate);
     tokio::spawn(async move { axum::serve(http, routes).await });
 
     let batches = args.spans.div_ceil(BATCH) as u64;

@@ -242,7 +242,10 @@ pub(crate) fn decode(
     }
     let mut records = Records::new(budget.decoded_bytes(body.len()));
     match format {
-        Format::Json => decode_json(&body, &mut records)?,
+        Format::Json => {
+            crate::wire::scan_json(&body, JSON_ELEMENT, budget.decoded_bytes(body.len()))?;
+            decode_json(&body, &mut records)?
+        }
         Format::Protobuf => {
             // Loki's default: snappy-compressed protobuf (the block format, no Content-Encoding).
             let raw = if encoding.is_empty() {
@@ -346,6 +349,13 @@ struct JsonStream {
     #[serde(default)]
     values: Vec<JsonEntry>,
 }
+
+/// The most one element of a JSON array in a push decodes to, for the scan before decoding.
+const JSON_ELEMENT: usize = if size_of::<JsonStream>() > size_of::<JsonEntry>() {
+    size_of::<JsonStream>()
+} else {
+    size_of::<JsonEntry>()
+};
 
 /// `[timestamp_ns_string, line, {structured metadata}?]`
 #[derive(Deserialize)]
@@ -512,6 +522,17 @@ mod tests {
         req.extend_from_slice(&st);
         let body = snap::raw::Encoder::new().compress_vec(&req).unwrap();
         let err = super::decode(Format::Protobuf, "", &body, budget(64 << 20)).unwrap_err();
+        assert!(
+            matches!(&err, PushError::BadRequest(m) if m.contains("would decode to more than")),
+            "{err}"
+        );
+    }
+
+    /// `{}` streams are three bytes of JSON and a struct each: refused before serde decodes.
+    #[test]
+    fn json_of_empty_streams_is_refused_before_decoding() {
+        let body = format!(r#"{{"streams":[{}]}}"#, vec!["{}"; 1 << 20].join(","));
+        let err = super::decode(Format::Json, "", body.as_bytes(), budget(64 << 20)).unwrap_err();
         assert!(
             matches!(&err, PushError::BadRequest(m) if m.contains("would decode to more than")),
             "{err}"

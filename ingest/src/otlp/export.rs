@@ -45,17 +45,25 @@ pub(crate) fn metrics(
     req: &ExportMetricsServiceRequest,
 ) -> Result<ExportMetricsServiceResponse, OtlpError> {
     let converted = metrics_to_series::convert(&req.resource_metrics);
+    // OTLP counts data points; a rejected sample of a histogram's series rejects its point.
+    let mut rejected = converted.rejected_points;
+    let mut reason = converted.reason;
     let mut app = state.metrics_store.appender(AppendMode::BestEffort);
     for (family, md) in converted.metadata {
         app.set_metadata(&family, md);
     }
     for s in converted.series {
-        app.append(s);
+        match crate::remote_write::check_limits(s.labels.as_slice(), &state.label_limits) {
+            None => app.append(s),
+            Some(e) => {
+                rejected += s.samples.len() + s.histograms.len();
+                reason.get_or_insert_with(|| {
+                    format!("{e}: {}", s.labels.metric_name().unwrap_or(""))
+                });
+            }
+        }
     }
     let report = app.commit()?;
-    // OTLP counts data points; a rejected sample of a histogram's series rejects its point.
-    let mut rejected = converted.rejected_points;
-    let mut reason = converted.reason;
     if let Some(first) = report.rejected.first() {
         rejected += report.rejected.len();
         reason.get_or_insert_with(|| {

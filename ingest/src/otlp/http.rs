@@ -71,8 +71,9 @@ where
         Err(e) => Err(e),
         Ok(format) => tokio::task::spawn_blocking(move || {
             let bytes = body::decompress(&headers, &body, state.max_bytes)?;
-            if format == Format::Protobuf {
-                state.check_protobuf(&bytes, shape)?;
+            match format {
+                Format::Protobuf => state.check_protobuf(&bytes, shape)?,
+                Format::Json => state.check_json(&bytes, shape)?,
             }
             let req: Req = body::decode(format, &bytes)?;
             f(&state, &req)

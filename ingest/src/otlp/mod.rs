@@ -47,6 +47,8 @@ pub struct OtlpState {
     max_expansion: usize,
     /// Most spans one trace export may carry.
     max_spans: usize,
+    /// The label limits of remote-write, which metric series from OTLP are held to too.
+    label_limits: crate::Limits,
     /// The timestamps and line sizes log records must be within to be stored.
     log_bounds: LogBounds,
     counters: IngestCounters,
@@ -67,6 +69,7 @@ impl OtlpState {
             max_bytes,
             max_expansion: crate::DEFAULT_MAX_EXPANSION,
             max_spans: DEFAULT_MAX_SPANS,
+            label_limits: crate::Limits::default(),
             log_bounds: LogBounds::default(),
             counters: IngestCounters::default(),
             transport: Protocol::OtlpHttp,
@@ -83,6 +86,13 @@ impl OtlpState {
     /// checked on the wire bytes before decoding.
     pub fn with_max_expansion(mut self, max: usize) -> OtlpState {
         self.max_expansion = max;
+        self
+    }
+
+    /// The labels-per-series and label length limits of remote-write (`limits`); a metric
+    /// series over them is rejected (partial success) with Mimir's words.
+    pub fn with_label_limits(mut self, limits: crate::Limits) -> OtlpState {
+        self.label_limits = limits;
         self
     }
 
@@ -120,6 +130,22 @@ impl OtlpState {
             )));
         }
         Ok(())
+    }
+
+    /// Scans an OTLP/JSON request before decoding it: refuses one whose decoded form would
+    /// exceed the expansion budget, as [`Self::check_protobuf`] does for protobuf.
+    fn check_json(&self, bytes: &[u8], shape: &'static Shape) -> Result<(), OtlpError> {
+        let budget = wire::budget(
+            bytes.len(),
+            self.max_expansion,
+            crate::EXPANSION_FLOOR_BYTES,
+        );
+        wire::scan_json(bytes, shape.largest(), budget).map_err(|e| match e {
+            wire::WireError::Malformed(_) => {
+                OtlpError::BadRequest(format!("invalid OTLP/JSON: {e}"))
+            }
+            wire::WireError::TooLarge { .. } => OtlpError::BadRequest(e.to_string()),
+        })
     }
 
     fn on(mut self, transport: Protocol) -> OtlpState {

@@ -427,8 +427,9 @@ fn quoted(s: &str) -> String {
     }
 }
 
-/// The limits of Mimir's distributor: label count, name and value lengths.
-fn check_limits(raw: &[Label], limits: &Limits) -> Option<LabelsError> {
+/// The limits of Mimir's distributor: label count, name and value lengths. OTLP metrics are
+/// held to them too.
+pub(crate) fn check_limits(raw: &[Label], limits: &Limits) -> Option<LabelsError> {
     if raw.len() > limits.max_labels_per_series {
         return Some(LabelsError::TooManyLabels {
             actual: raw.len(),

@@ -9,6 +9,7 @@ pub(crate) mod handler;
 mod negotiate;
 pub mod proto;
 
+pub(crate) use decode::check_limits;
 pub use decode::{decode, DecodedWrite};
 pub use error::{ErrorList, RemoteWriteError};
 pub use negotiate::Protocol;

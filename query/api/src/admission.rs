@@ -1,9 +1,10 @@
 //! Query admission as Prometheus's engine does it (`--query.max-concurrency`): at most
 //! `max_concurrency` queries evaluate at once; the others wait in line, each no longer than
 //! its timeout, and one that cannot start in time fails with Prometheus's "query timed out in
-//! query queue". One [`QueryGate`] is shared by the PromQL and LogQL query endpoints: they
-//! evaluate on the same blocking pool and cores, so one bound keeps them from starving each
-//! other. Exposes Prometheus's `prometheus_engine_queries` (waiting or running) and
+//! query queue". One [`QueryGate`] is shared by the PromQL and LogQL query endpoints, the
+//! Jaeger and Tempo searches and the rule evaluations: they evaluate on the same blocking pool
+//! and cores, so one bound keeps them from starving each other. Exposes Prometheus's
+//! `prometheus_engine_queries` (waiting or running) and
 //! `prometheus_engine_queries_concurrent_max`.
 
 use std::sync::Arc;
@@ -65,6 +66,16 @@ impl QueryGate {
     }
 }
 
+impl rules::QuerySlots for QueryGate {
+    /// Rule groups evaluate on the blocking pool, where waiting on the runtime is allowed.
+    fn acquire(&self) -> Result<Box<dyn Send>, String> {
+        tokio::runtime::Handle::current()
+            .block_on(self.admit(None))
+            .map(|a| Box::new(a) as Box<dyn Send>)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// A query's evaluation slot: held for as long as the query runs.
 pub(crate) struct Admitted {
     _slot: OwnedSemaphorePermit,
@@ -106,6 +117,11 @@ pub(crate) mod tests {
         let mut r = Registry::default();
         let g = QueryGate::new(max, max_wait, &mut r);
         (g, r)
+    }
+
+    /// A gate with Prometheus's default slots, for tests that do not exercise admission.
+    pub(crate) fn open_gate() -> QueryGate {
+        gate(DEFAULT_MAX_CONCURRENCY, Duration::from_secs(3600)).0
     }
 
     pub(crate) fn exposed(r: &Registry) -> String {
@@ -233,6 +249,72 @@ pub(crate) mod tests {
                 "{uri}"
             );
         }
+    }
+
+    /// Trace searches and the dependency graph share the gate and time out in each API's
+    /// envelope; fetching one trace by id is a point read and does not wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trace_searches_wait_for_a_slot_and_time_out_with_each_apis_error() {
+        let f = crate::trace_fixture::fixture();
+        let (g, _r) = gate(1, Duration::from_millis(1));
+        let app = crate::jaeger::routes(f.store.clone(), Default::default(), g.clone()).merge(
+            crate::tempo::routes(f.store.clone(), Default::default(), g.clone()),
+        );
+        let held = g.admit(None).await.unwrap();
+        let msg = "query timed out in query queue";
+        for uri in [
+            "/jaeger/api/traces?service=frontend",
+            "/jaeger/api/dependencies?lookback=3600000",
+        ] {
+            let (status, body) = get(&app, uri).await;
+            assert_eq!(status, 504, "{uri}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                v["errors"],
+                serde_json::json!([{ "code": 504, "msg": msg }]),
+                "{uri}"
+            );
+        }
+        for uri in [
+            "/tempo/api/search?tags=service.name%3Dfrontend",
+            "/tempo/api/search?q=%7B%7D",
+        ] {
+            assert_eq!(get(&app, uri).await, (504, msg.to_owned()), "{uri}");
+        }
+        let by_id = format!("/tempo/api/traces/{}", crate::trace_fixture::TRACE_A);
+        assert_eq!(get(&app, &by_id).await.0, 200);
+        assert_eq!(get(&app, "/jaeger/api/services").await.0, 200);
+        drop(held);
+        assert_eq!(
+            get(&app, "/jaeger/api/traces?service=frontend").await.0,
+            200
+        );
+        assert_eq!(get(&app, "/tempo/api/search?q=%7B%7D").await.0, 200);
+    }
+
+    /// Rule queries take the same slots from the blocking pool and time out the same way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rule_queries_take_the_same_slots() {
+        use rules::QuerySlots;
+        let (g, _r) = gate(1, Duration::from_millis(1));
+        let held = g.admit(None).await.unwrap();
+        let slots = g.clone();
+        let refused = tokio::task::spawn_blocking(move || slots.acquire().map(|_| ()))
+            .await
+            .unwrap();
+        assert_eq!(refused, Err("query timed out in query queue".to_owned()));
+        drop(held);
+        let slots = g.clone();
+        let counted = tokio::task::spawn_blocking(move || {
+            let slot = slots.acquire().unwrap();
+            let n = slots.queries.get();
+            drop(slot);
+            n
+        })
+        .await
+        .unwrap();
+        assert_eq!(counted, 1);
+        assert_eq!(g.queries.get(), 0);
     }
 
     #[tokio::test]

@@ -7,7 +7,8 @@
 //! - [`loki`]: `/loki/api/v1/…` over the LogQL engine, with live tail.
 //! - [`jaeger`], [`tempo`]: the Jaeger query service and the Tempo API over trace queries.
 //! - [`alertmanager_v2`]: Alertmanager's `/api/v2/…` over the built-in Alertmanager.
-//! - `admission`: the query gate PromQL and LogQL queries wait in ([`QueryGate`]).
+//! - `admission`: the query gate PromQL and LogQL queries and trace searches wait in
+//!   ([`QueryGate`]).
 //! - `form`, `handler`, `trace_http`, `status`: what several APIs share (Go's `Request.Form`,
 //!   the blocking-pool route adapter, the Jaeger/Tempo parameter and error helpers, the HTTP
 //!   status of each error class).

@@ -1,7 +1,8 @@
 //! What the Jaeger and Tempo HTTP APIs share: their read budgets ([`TraceLimits`]), reading
 //! query-string parameters, the clock in nanoseconds, and the error type both fail with, which
-//! also runs trace-store reads off the async threads. Owns no response shape: each API renders
-//! its own error envelope through [`ErrorBody`].
+//! also runs trace-store reads off the async threads (searches once the query gate admits
+//! them). Owns no response shape: each API renders its own error envelope through
+//! [`ErrorBody`].
 
 use std::marker::PhantomData;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use storage::{Classify, StorageError};
 
+use crate::admission::{QueryGate, QueueTimeout};
 use crate::status::http_status;
 
 /// How much one Jaeger or Tempo request may read from the trace store.
@@ -66,6 +68,31 @@ impl<B> ApiError<B> {
         B: 'static,
     {
         tokio::task::spawn_blocking(f).await?
+    }
+
+    /// Runs a search on the blocking pool once `gate` lets it in: searches scan as much as a
+    /// PromQL or LogQL query and share their slots. The slot is held until the read ends.
+    pub(crate) async fn admitted<T: Send + 'static>(
+        gate: &QueryGate,
+        f: impl FnOnce() -> Result<T, Self> + Send + 'static,
+    ) -> Result<T, Self>
+    where
+        B: 'static,
+    {
+        let slot = gate.admit(None).await?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            f()
+        })
+        .await?
+    }
+}
+
+impl<B> From<QueueTimeout> for ApiError<B> {
+    /// A search that could not start within the engine's timeout: the query timeout status
+    /// Loki answers too.
+    fn from(e: QueueTimeout) -> Self {
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string())
     }
 }
 

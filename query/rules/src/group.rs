@@ -59,6 +59,7 @@ pub(crate) struct Backend {
     pub querier: Arc<dyn Querier>,
     pub appendable: Arc<dyn Appendable>,
     pub logs: Option<logql::LogEngine>,
+    pub slots: Option<Arc<dyn crate::QuerySlots>>,
 }
 
 /// The settings every group of a manager shares.
@@ -376,6 +377,13 @@ struct Point {
 }
 
 fn query(env: &Env, lang: Lang, expr: &str, t: i64) -> Result<Vec<Point>, String> {
+    // Held while this one query evaluates, not across the rule's templates' own queries.
+    let _slot = env
+        .backend
+        .slots
+        .as_ref()
+        .map(|s| s.acquire())
+        .transpose()?;
     match lang {
         Lang::PromQL => {
             let res = env
@@ -711,6 +719,7 @@ mod tests {
                 querier: store.clone(),
                 appendable: store.clone(),
                 logs: None,
+                slots: None,
             };
             Fixture {
                 store,
@@ -793,6 +802,53 @@ mod tests {
         assert_eq!(resolved.ends_at, Some(330_000));
         assert!(sent[5..].iter().all(|a| a.ends_at == Some(330_000)));
         assert!(g.rules[0].active.is_empty(), "dropped after retention");
+    }
+
+    /// Query slots that take the second acquisition only while the first is released, and
+    /// refuse the rest, as a full query queue does.
+    struct OneSlot(Arc<std::sync::atomic::AtomicBool>);
+
+    struct Release(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl crate::QuerySlots for OneSlot {
+        fn acquire(&self) -> Result<Box<dyn Send>, String> {
+            if self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err("query timed out in query queue".to_owned());
+            }
+            Ok(Box::new(Release(self.0.clone())))
+        }
+    }
+
+    /// Every rule query takes a slot: when none is free the evaluation fails with the queue's
+    /// error and the rule is unhealthy until a later evaluation gets one.
+    #[test]
+    fn rule_queries_take_a_query_slot_and_fail_without_one() {
+        let mut f = Fixture::new(&["x 1x10"], 30_000);
+        let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        f.backend.slots = Some(Arc::new(OneSlot(taken.clone())));
+        let mut g = f.group("groups:\n- name: g\n  rules:\n  - record: y\n    expr: x * 2\n");
+        taken.store(true, std::sync::atomic::Ordering::SeqCst);
+        g.eval(0, &f.env());
+        assert_eq!(g.rules[0].health, Health::Err);
+        assert_eq!(
+            g.rules[0].last_error.as_deref(),
+            Some("query timed out in query queue")
+        );
+        assert!(f.samples(&[("__name__", "y")]).is_empty());
+        taken.store(false, std::sync::atomic::Ordering::SeqCst);
+        g.eval(30_000, &f.env());
+        assert_eq!(g.rules[0].health, Health::Ok);
+        assert_eq!(f.samples(&[("__name__", "y")]).len(), 1);
+        assert!(
+            !taken.load(std::sync::atomic::Ordering::SeqCst),
+            "the slot is given back after the query"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   `keep_firing_for`, `ALERTS` series, notifications to an `AlertSink`); [`Group`] and
 //!   [`RuleState`] are also the read model the `/api/v1/rules` and `/api/v1/alerts` wire
 //!   shapes are drawn from.
-//! - `manager`: the running [`RuleManager`], its schedule, reloads and restored `for` state.
+//! - `manager`: the running [`RuleManager`], its schedule, reloads and restored `for` state;
+//!   every rule query first takes one of the [`QuerySlots`] the query APIs share.
 //! - `template`, `printf`: the templates of alert labels and annotations.
 //! - `unittest`: promtool's `test rules` ([`test_files`]).
 //! - `metrics`: the `prometheus_rule_*` self-metrics.
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 
 pub use file::{GroupSpec, RuleSpec};
 pub use group::{ActiveAlert, AlertState, Group, Health, RuleState};
-pub use manager::{RuleConfig, RuleManager, RulesError};
+pub use manager::{QuerySlots, RuleConfig, RuleManager, RulesError};
 pub use unittest::{run_files as test_files, TestSummary};
 
 /// `novamon check rules`: validates each file as promtool does, printing `SUCCESS: N rules

@@ -36,6 +36,15 @@ pub struct RuleConfig {
     pub external_url: String,
 }
 
+/// The query slots rule queries take, shared with the query APIs: as in Prometheus, whose
+/// rule queries go through the engine's `--query.max-concurrency` like any other query.
+pub trait QuerySlots: Send + Sync {
+    /// Blocks (evaluations run on the blocking pool) until a slot is free, no longer than the
+    /// engine's query timeout; the slot is held until the returned guard is dropped. The error
+    /// fails the rule's evaluation with its text.
+    fn acquire(&self) -> Result<Box<dyn Send>, String>;
+}
+
 /// Why a rule set was not loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
@@ -109,13 +118,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RuleManager {
-    /// Registers the `prometheus_rule_*` self-metrics in `registry`.
+    /// Registers the `prometheus_rule_*` self-metrics in `registry`. Every rule query takes
+    /// one of `slots` while it evaluates, when given.
     pub fn new(
         querier: Arc<dyn Querier>,
         appendable: Arc<dyn Appendable>,
         engine: Arc<Engine>,
         logs: Option<LogEngine>,
         sink: Arc<dyn AlertSink>,
+        slots: Option<Arc<dyn QuerySlots>>,
         registry: &mut Registry,
     ) -> Arc<RuleManager> {
         Arc::new(RuleManager {
@@ -125,6 +136,7 @@ impl RuleManager {
                     querier,
                     appendable,
                     logs,
+                    slots,
                 },
                 sink,
                 metrics: RuleMetrics::register(registry),
@@ -349,6 +361,7 @@ mod tests {
             engine,
             None,
             Arc::new(Discard),
+            None,
             &mut registry,
         );
         let mut cfg = RuleConfig {

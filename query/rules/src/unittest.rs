@@ -215,6 +215,7 @@ fn run_group(
         querier: store.clone(),
         appendable: store.clone(),
         logs: None,
+        slots: None,
     };
     let env = Env {
         backend: &backend,

@@ -4,7 +4,8 @@
 //! - `file`: the file's keys, exporter-toolkit's plus novamon's `bearer_tokens` and `roles`;
 //! - `tls`: `tls_server_config` to rustls;
 //! - `auth`: credentials, the role each request needs, 401/403 and gRPC refusals;
-//! - `listener`: the accept loop (TLS, connection limit, header timeout, graceful stop).
+//! - `listener`: the accept loop (TLS, connection limit, header and idle timeouts, graceful
+//!   stop).
 //!
 //! The file is re-read on reload (SIGHUP, `POST /-/reload`); a bad file is refused and the
 //! running settings stay. The forward listener has its own authentication and TLS.
@@ -21,7 +22,7 @@ use axum::http::{HeaderName, HeaderValue};
 
 pub(crate) use auth::refuse;
 pub use auth::{guard, Guard, Listener};
-pub use listener::{serve, ListenerOptions};
+pub use listener::{serve, ListenerOptions, DEFAULT_IDLE_TIMEOUT};
 
 use auth::Credentials;
 use tls::TlsConfigs;

@@ -203,6 +203,45 @@ async fn json_metrics_reach_the_tsdb_under_prometheus_names() {
     assert_eq!(got[0].samples[0].v, 7.0);
 }
 
+/// Metric series are held to remote-write's label limits: one over them is rejected as
+/// partial success with Mimir's words, the others are stored.
+#[tokio::test]
+async fn metric_series_over_the_label_limits_are_rejected() {
+    let f = fixture();
+    let limits = crate::Limits {
+        max_labels_per_series: 3,
+        ..crate::Limits::default()
+    };
+    let app = http_routes(
+        OtlpState::new(f.traces.clone(), f.tsdb.clone(), 1 << 16).with_label_limits(limits),
+    );
+    let t = now_ns();
+    let point =
+        |attrs: &str| format!(r#"{{"timeUnixNano":"{t}","asDouble":1,"attributes":[{attrs}]}}"#);
+    let attr = |k: &str| format!(r#"{{"key":"{k}","value":{{"stringValue":"v"}}}}"#);
+    let json = format!(
+        r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"wide","gauge":{{"dataPoints":[{},{}]}}}}]}}]}}]}}"#,
+        point(&[attr("a"), attr("b")].join(",")),
+        point(&[attr("a"), attr("b"), attr("c")].join(",")),
+    );
+    let (status, _, body) = post(&app, "/v1/metrics", "application/json", None, json.into()).await;
+    assert_eq!(status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["partialSuccess"]["rejectedDataPoints"], "1", "{v}");
+    assert_eq!(
+        v["partialSuccess"]["errorMessage"],
+        "number of labels exceeds the limit (actual: 4, limit: 3): wide",
+        "{v}"
+    );
+    let m = [Matcher::new(MatchOp::Equal, "__name__", "wide").unwrap()];
+    let got = f
+        .tsdb
+        .select_decoded(&m, &storage::SelectHints::range(0, i64::MAX / 4, 100))
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].labels.get("c"), None);
+}
+
 #[tokio::test]
 async fn json_logs_go_to_the_log_store_with_trace_ids_or_are_refused_without_one() {
     use storage::logs::{Direction, LogOptions, LogQuery, LogStore};
@@ -290,6 +329,52 @@ async fn a_body_of_empty_items_is_refused_before_decoding() {
             st.message
         );
     }
+}
+
+/// The same bomb in OTLP/JSON: `{}` is three bytes and a whole struct once serde decodes it.
+/// The structural scan refuses it before serde runs; a real JSON export of the same size
+/// still passes.
+#[tokio::test]
+async fn a_json_body_of_empty_items_is_refused_before_decoding() {
+    let f = fixture();
+    let app = http_routes(OtlpState::new(f.traces.clone(), f.tsdb.clone(), 16 << 20));
+    let empties = vec!["{}"; 1 << 20].join(",");
+    for (path, body) in [
+        ("/v1/traces", format!(r#"{{"resourceSpans":[{empties}]}}"#)),
+        (
+            "/v1/metrics",
+            format!(r#"{{"resourceMetrics":[{empties}]}}"#),
+        ),
+        (
+            "/v1/logs",
+            format!(r#"{{"resourceLogs":[{{"scopeLogs":[{empties}]}}]}}"#),
+        ),
+    ] {
+        let (status, _, body) = post(
+            &app,
+            path,
+            "application/json",
+            Some("gzip"),
+            gzip(body.as_bytes()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        let st: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(st["code"], tonic::Code::InvalidArgument as i32);
+        let msg = st["message"].as_str().unwrap();
+        assert!(msg.contains("would decode to more than"), "{path}: {msg}");
+    }
+    // A body of real spans with short attributes, well past the small-body floor.
+    let attrs = [r#"{"key":"k","value":{"intValue":"1"}}"#; 8].join(",");
+    let span = format!(
+        r#"{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"x","kind":2,"startTimeUnixNano":"{0}","endTimeUnixNano":"{0}","attributes":[{attrs}]}}"#,
+        now_ns()
+    );
+    let spans = vec![span; 1000].join(",");
+    let body = format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{spans}]}}]}}]}}"#);
+    assert!(body.len() > 256 << 10);
+    let (status, _, resp) = post(&app, "/v1/traces", "application/json", None, body.into()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
 }
 
 #[tokio::test]

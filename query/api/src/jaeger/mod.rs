@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use storage::traces::{Seek, StoredSpan, TraceReader};
 
+use crate::admission::QueryGate;
 use crate::trace_http::{self, now_ns, param, params, ErrorBody, TraceLimits};
 use tracequery::{find_traces, parse_go_duration, parse_trace_id};
 
@@ -24,8 +25,9 @@ const DEFAULT_LIMIT: usize = 20;
 const DEFAULT_LOOKBACK_NS: u64 = 3600 * 1_000_000_000;
 const MAX_LIMIT: usize = 1500;
 
-/// Jaeger's query API over `store`; each request reads at most what `limits` allow.
-pub fn routes(store: Arc<dyn TraceReader>, limits: TraceLimits) -> Router {
+/// Jaeger's query API over `store`; each request reads at most what `limits` allow, and
+/// searches wait for a slot of `gate`.
+pub fn routes(store: Arc<dyn TraceReader>, limits: TraceLimits, gate: QueryGate) -> Router {
     Router::new()
         .route("/jaeger/api/services", get(services))
         .route(
@@ -38,6 +40,7 @@ pub fn routes(store: Arc<dyn TraceReader>, limits: TraceLimits) -> Router {
         .route("/jaeger/api/dependencies", get(dependencies))
         .with_state(store)
         .layer(Extension(limits))
+        .layer(Extension(gate))
 }
 
 /// Jaeger's error envelope.
@@ -240,11 +243,12 @@ fn span_matches(q: &Query, s: &StoredSpan) -> bool {
 
 async fn search(
     Extension(limits): Extension<TraceLimits>,
+    Extension(gate): Extension<QueryGate>,
     State(store): State<Arc<dyn TraceReader>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = parse_query(&params(raw))?;
-    let traces = ApiError::blocking(move || {
+    let traces = ApiError::admitted(&gate, move || {
         let seek = match &q.operation {
             Some(op) => Seek::Operation {
                 service: q.service.clone(),
@@ -274,6 +278,7 @@ async fn search(
 
 async fn dependencies(
     Extension(limits): Extension<TraceLimits>,
+    Extension(gate): Extension<QueryGate>,
     State(store): State<Arc<dyn TraceReader>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -292,7 +297,7 @@ async fn dependencies(
     let lookback_ns = ms("lookback")?
         .map(|m| m.saturating_mul(1_000_000))
         .unwrap_or(24 * 3600 * 1_000_000_000);
-    let links = ApiError::blocking(move || {
+    let links = ApiError::admitted(&gate, move || {
         Ok(tracequery::dependencies(
             &*store,
             end_ns.saturating_sub(lookback_ns),

@@ -4,6 +4,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::*;
+use crate::admission::tests::open_gate;
 use crate::trace_fixture::{fixture, TRACE_A, TRACE_B};
 
 async fn get_json(app: &Router, uri: &str) -> (StatusCode, Value) {
@@ -24,7 +25,7 @@ async fn get_json(app: &Router, uri: &str) -> (StatusCode, Value) {
 #[tokio::test]
 async fn services_and_operations() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
     let (st, v) = get_json(&app, "/jaeger/api/services").await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(
@@ -56,7 +57,7 @@ async fn services_and_operations() {
 #[tokio::test]
 async fn trace_by_id_has_processes_references_typed_tags_and_logs() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
     let (st, v) = get_json(&app, &format!("/jaeger/api/traces/{TRACE_A}")).await;
     assert_eq!(st, StatusCode::OK);
     let trace = &v["data"][0];
@@ -118,7 +119,7 @@ async fn trace_by_id_has_processes_references_typed_tags_and_logs() {
 #[tokio::test]
 async fn search_by_service_operation_tags_and_duration() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
     let window = format!(
         "start={}&end={}",
         (f.t0 - 120_000_000_000) / 1000,
@@ -195,7 +196,7 @@ async fn search_by_service_operation_tags_and_duration() {
 #[tokio::test]
 async fn dependencies_link_parent_and_child_services() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
     let (_, v) = get_json(&app, "/jaeger/api/dependencies?lookback=3600000").await;
     assert_eq!(
         v["data"],
@@ -215,7 +216,7 @@ async fn search_and_dependencies_stop_at_the_scan_budget() {
         max_spans_inspected: 1,
         ..TraceLimits::default()
     };
-    let app = routes(f.store.clone(), one_span);
+    let app = routes(f.store.clone(), one_span, open_gate());
     let (_, v) = get_json(
         &app,
         &format!("/jaeger/api/traces?service=frontend&{window}"),
@@ -227,7 +228,7 @@ async fn search_and_dependencies_stop_at_the_scan_budget() {
         max_spans_inspected: 0,
         ..TraceLimits::default()
     };
-    let app = routes(f.store.clone(), none);
+    let app = routes(f.store.clone(), none, open_gate());
     let (_, v) = get_json(&app, "/jaeger/api/dependencies?lookback=3600000").await;
     assert_eq!(v["data"], json!([]));
 }

@@ -16,6 +16,7 @@ use prost::Message;
 use serde_json::{json, Value};
 use storage::traces::{StoredSpan, TraceReader};
 
+use crate::admission::QueryGate;
 use crate::trace_http::{self, now_ns, param, params, ErrorBody, TraceLimits};
 use tracequery::spansets::{search_spansets, TraceMatch};
 use tracequery::traceql::{self, Cond, Field, Lit, Op, Query};
@@ -26,8 +27,9 @@ const DEFAULT_SPANS_PER_SPANSET: usize = 3;
 const DEFAULT_WINDOW_NS: u64 = 3600 * 1_000_000_000;
 const INTRINSICS: [&str; 5] = ["duration", "kind", "name", "status", "statusMessage"];
 
-/// The Tempo API over `store`; each request reads at most what `limits` allow.
-pub fn routes(store: Arc<dyn TraceReader>, limits: TraceLimits) -> Router {
+/// The Tempo API over `store`; each request reads at most what `limits` allow, and
+/// searches wait for a slot of `gate`.
+pub fn routes(store: Arc<dyn TraceReader>, limits: TraceLimits, gate: QueryGate) -> Router {
     Router::new()
         .route("/tempo/api/echo", get(|| async { "echo" }))
         .route("/tempo/api/status/buildinfo", get(buildinfo))
@@ -40,6 +42,7 @@ pub fn routes(store: Arc<dyn TraceReader>, limits: TraceLimits) -> Router {
         .route("/tempo/api/v2/search/tag/{name}/values", get(values_v2))
         .with_state(store)
         .layer(Extension(limits))
+        .layer(Extension(gate))
 }
 
 /// Tempo answers errors in plain text.
@@ -206,6 +209,7 @@ fn tags_to_query(tags: &str, min: Option<u64>, max: Option<u64>) -> Result<Query
 
 async fn search(
     Extension(limits): Extension<TraceLimits>,
+    Extension(gate): Extension<QueryGate>,
     State(store): State<Arc<dyn TraceReader>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -251,7 +255,7 @@ async fn search(
             dur("maxDuration")?,
         )?,
     };
-    let found = ApiError::blocking(move || {
+    let found = ApiError::admitted(&gate, move || {
         Ok(search_spansets(
             &*store,
             &query,

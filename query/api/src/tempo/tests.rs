@@ -4,6 +4,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::*;
+use crate::admission::tests::open_gate;
 use crate::trace_fixture::tests_enc;
 use crate::trace_fixture::{fixture, TRACE_A, TRACE_B};
 
@@ -43,7 +44,7 @@ async fn get_json(app: &Router, uri: &str) -> Value {
 #[tokio::test]
 async fn trace_by_id_as_otlp_json_and_protobuf() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
     let v = get_json(&app, &format!("/tempo/api/traces/{TRACE_A}")).await;
     let batches = v["batches"].as_array().unwrap();
     assert_eq!(batches.len(), 2, "one batch per resource");
@@ -115,7 +116,7 @@ async fn search_ids(app: &Router, f: &crate::trace_fixture::Fixture, params: &st
 #[tokio::test]
 async fn traceql_search_common_forms() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
     let q = |s: &str| format!("q={}", tests_enc(s));
     let (a, b) = (TRACE_A.to_owned(), TRACE_B.to_owned());
     assert_eq!(
@@ -203,7 +204,7 @@ async fn traceql_search_common_forms() {
 #[tokio::test]
 async fn tag_search_and_durations() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
     assert_eq!(
         search_ids(
             &app,
@@ -231,7 +232,7 @@ async fn tag_search_and_durations() {
 #[tokio::test]
 async fn tag_names_and_values_v1_and_v2() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
     let v = get_json(&app, "/tempo/api/search/tags").await;
     assert_eq!(
         v["tagNames"],
