@@ -9,6 +9,6 @@ pub(crate) mod handler;
 mod negotiate;
 pub mod proto;
 
-pub use decode::{decode, DecodedWrite};
+pub use decode::{decode, decompress, DecodedWrite};
 pub use error::{ErrorList, RemoteWriteError};
 pub use negotiate::Protocol;
