@@ -161,7 +161,9 @@ static V2_REQUEST: Shape = Shape {
     fields: &[(4, Field::Strings), (5, Field::Message(&V2_SERIES))],
 };
 
-fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, RemoteWriteError> {
+/// Decompresses a snappy block of at most `limit` bytes decompressed, refusing a larger one
+/// before allocating.
+pub fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, RemoteWriteError> {
     // The declared length is the first thing in a snappy block: refuse before allocating it.
     let len = snap::raw::decompress_len(body)?;
     if len > limit {

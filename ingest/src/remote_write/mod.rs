@@ -10,6 +10,6 @@ mod negotiate;
 pub mod proto;
 
 pub(crate) use decode::check_limits;
-pub use decode::{decode, DecodedWrite};
+pub use decode::{decode, decompress, DecodedWrite};
 pub use error::{ErrorList, RemoteWriteError};
 pub use negotiate::Protocol;

@@ -303,9 +303,25 @@ pub struct RangeExpr {
     pub grouping: Option<Grouping>,
 }
 
+/// A double-quoted string in the escapes both LogQL's lexer and Go's strconv.Unquote read:
+/// Rust's Debug form (`\0`, `\u{1}`) is neither, and would not parse back as the same value.
 fn quote(s: &str) -> String {
-    // Go's strconv.Quote and Rust's Debug agree on the common escapes; LogQL reads both.
-    format!("{s:?}")
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            // Control characters are all below U+0100: four hex digits hold them.
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn fmt_matcher(m: &Matcher) -> String {

@@ -887,6 +887,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn control_characters_print_as_escapes_that_parse_back() {
+        // Found by the logql fuzz target: a NUL printed as Rust's `\0` read back as `\` `0`.
+        let q = "{job=\"a\u{0}\u{1}\u{7f}\u{85}\"} |= \"\u{0}\"";
+        let printed = parse(q).unwrap().to_string();
+        assert_eq!(printed, r#"{job="a\u0000\u0001\u007f\u0085"} |= "\u0000""#);
+        assert_eq!(parse(&printed).unwrap().to_string(), printed);
+    }
+
+    #[test]
     fn canonical_text_round_trips() {
         for q in [
             r#"{app="a", env!="dev", job=~"x.*", ns!~"kube-.*"}"#,

@@ -235,6 +235,19 @@ pub async fn serve(listener: TcpListener, sink: LogSink, opts: ForwardOptions) {
     }
 }
 
+/// Serves one accepted connection (past TLS, if any) as [`serve`] does: the handshake when a
+/// shared key is set, then frames until the client closes. For driving the protocol over
+/// another stream (the fuzz targets use an in-memory one).
+pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    sink: &LogSink,
+    opts: &ForwardOptions,
+) -> Result<(), impl std::error::Error> {
+    Conn::new(stream, opts.max_frame_bytes)
+        .run(sink, opts)
+        .await
+}
+
 struct Conn<S> {
     stream: S,
     buf: Vec<u8>,
