@@ -227,6 +227,13 @@ pub struct Limits {
     pub log_append_buffer_bytes: u64,
     /// Dead SST bytes in the log append log above which the indexed range is compacted away.
     pub log_append_compact_bytes: u64,
+    /// Block cache of the TSDB's RocksDB, shared by its column families; index and filter
+    /// blocks are cached in it too, so RocksDB's memory stays within the memtables and this.
+    pub tsdb_block_cache_bytes: u64,
+    /// Block cache of the trace store's RocksDB.
+    pub trace_block_cache_bytes: u64,
+    /// Block cache of the log append log's RocksDB.
+    pub log_append_block_cache_bytes: u64,
     /// How often spans older than `traces.retention` are deleted.
     pub trace_retention_interval: PromDuration,
     /// Alerts queued for the external Alertmanagers of `alerting:`; the oldest are dropped
@@ -280,6 +287,9 @@ impl Default for Limits {
             log_index_interval: PromDuration(Duration::from_millis(200)),
             log_append_buffer_bytes: 16 << 20,
             log_append_compact_bytes: 32 << 20,
+            tsdb_block_cache_bytes: 32 << 20,
+            trace_block_cache_bytes: 16 << 20,
+            log_append_block_cache_bytes: 8 << 20,
             trace_retention_interval: PromDuration(Duration::from_secs(600)),
             alert_queue_capacity: 10_000,
             alert_batch_size: 256,
@@ -848,6 +858,7 @@ impl Config {
             index_batch_records: l.log_index_batch_records,
             append_buffer_bytes: l.log_append_buffer_bytes as usize,
             append_compact_bytes: l.log_append_compact_bytes,
+            append_block_cache_bytes: l.log_append_block_cache_bytes as usize,
         }
     }
 
@@ -970,6 +981,7 @@ impl Config {
             wal_fsync: self.storage.wal_fsync,
             flush_interval: self.storage.flush_interval.0,
             max_active_series: self.limits.max_active_series,
+            block_cache_bytes: self.limits.tsdb_block_cache_bytes as usize,
         }
     }
 
@@ -977,6 +989,7 @@ impl Config {
         storage::traces::TraceStoreOptions {
             retention: self.traces.retention.0,
             wal_fsync: self.storage.wal_fsync,
+            block_cache_bytes: self.limits.trace_block_cache_bytes as usize,
         }
     }
 
@@ -1194,6 +1207,9 @@ remote_write:
   log_index_interval: 1s
   log_append_buffer_bytes: 1008
   log_append_compact_bytes: 1009
+  tsdb_block_cache_bytes: 1023
+  trace_block_cache_bytes: 1024
+  log_append_block_cache_bytes: 1025
   trace_search_max_spans: 1010
   trace_tag_values_max: 1011
   trace_retention_interval: 1m
@@ -1261,6 +1277,14 @@ remote_write:
             (40_000_000, 1007, 1008, 1009)
         );
         assert_eq!(l.index_interval, Duration::from_secs(1));
+        assert_eq!(
+            (
+                c.tsdb_options().block_cache_bytes,
+                c.trace_store_options().block_cache_bytes,
+                l.append_block_cache_bytes
+            ),
+            (1023, 1024, 1025)
+        );
         let t = c.trace_limits();
         assert_eq!((t.max_spans_inspected, t.max_tag_values), (1010, 1011));
         assert_eq!(c.limits.trace_retention_interval.0, Duration::from_secs(60));

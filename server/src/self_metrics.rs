@@ -27,6 +27,19 @@ struct HandlerOnly {
     handler: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreMemoryLabels {
+    store: &'static str,
+    kind: &'static str,
+}
+
+/// The stores whose RocksDB memory `/metrics` shows.
+pub struct Stores {
+    pub tsdb: Arc<storage::Tsdb>,
+    pub traces: Arc<storage::traces::TraceStore>,
+    pub logs: Arc<storage::logs::LogStore>,
+}
+
 /// Registered metrics that the HTTP layer updates.
 #[derive(Clone)]
 pub struct HttpMetrics {
@@ -80,18 +93,20 @@ pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Re
 
 /// Gauges read from the process and the stores at scrape time.
 pub struct ScrapeTimeMetrics {
-    tsdb: Arc<storage::Tsdb>,
+    stores: Stores,
     head_series: Gauge,
+    store_memory: Family<StoreMemoryLabels, Gauge>,
     series_refused: Counter,
     start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     resident_memory: Gauge,
 }
 
 impl ScrapeTimeMetrics {
-    pub fn register(registry: &mut Registry, tsdb: Arc<storage::Tsdb>) -> ScrapeTimeMetrics {
+    pub fn register(registry: &mut Registry, stores: Stores) -> ScrapeTimeMetrics {
         let m = ScrapeTimeMetrics {
-            tsdb,
+            stores,
             head_series: Gauge::default(),
+            store_memory: Family::default(),
             series_refused: Counter::default(),
             start_time: Gauge::default(),
             resident_memory: Gauge::default(),
@@ -100,6 +115,11 @@ impl ScrapeTimeMetrics {
             "novamon_tsdb_head_series",
             "Series in the TSDB index",
             m.head_series.clone(),
+        );
+        registry.register(
+            "novamon_storage_memory_bytes",
+            "Memory RocksDB holds for a store, as it estimates it: memtables, table readers outside the block cache, block cache",
+            m.store_memory.clone(),
         );
         registry.register(
             "novamon_tsdb_series_limit_refused",
@@ -124,13 +144,28 @@ impl ScrapeTimeMetrics {
     }
 
     fn refresh(&self) {
-        self.head_series.set(self.tsdb.num_series() as i64);
+        let tsdb = &self.stores.tsdb;
+        self.head_series.set(tsdb.num_series() as i64);
+        for (store, m) in [
+            ("tsdb", tsdb.memory()),
+            ("traces", self.stores.traces.memory()),
+            ("log_append", self.stores.logs.memory()),
+        ] {
+            for (kind, bytes) in [
+                ("memtables", m.memtables),
+                ("table_readers", m.table_readers),
+                ("block_cache", m.block_cache),
+            ] {
+                self.store_memory
+                    .get_or_create(&StoreMemoryLabels { store, kind })
+                    .set(bytes as i64);
+            }
+        }
         // The store counts; the exposed counter catches up at each scrape (fetch_max: two
         // concurrent scrapes cannot add the same refusals twice).
-        self.series_refused.inner().fetch_max(
-            self.tsdb.series_refused(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.series_refused
+            .inner()
+            .fetch_max(tsdb.series_refused(), std::sync::atomic::Ordering::Relaxed);
         if let Some(rss) = resident_memory_bytes() {
             self.resident_memory.set(rss as i64);
         }

@@ -136,7 +136,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         query_gate.clone(),
     )
     .with_rules(rules.manager.clone());
-    let scrape_time = ScrapeTimeMetrics::register(&mut registry, tsdb.clone());
+    let scrape_time = ScrapeTimeMetrics::register(
+        &mut registry,
+        self_metrics::Stores {
+            tsdb: tsdb.clone(),
+            traces: traces.clone(),
+            logs: logs.clone(),
+        },
+    );
     let exposition = Arc::new(Exposition {
         registry,
         scrape_time,

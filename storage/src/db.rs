@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{BoundColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options};
+use rocksdb::{
+    BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DBCompressionType, Options,
+};
 
 use crate::StorageError;
 
@@ -38,17 +40,59 @@ const FIXED_CFS: [&str; 7] = [
     CF_HISTOGRAMS,
 ];
 
-fn index_cf_options() -> Options {
+/// Column family options reading through `cache`, compressed with `compression`.
+///
+/// Every column family of a database shares one LRU block cache, which also holds the index
+/// and filter blocks. RocksDB's defaults give each column family a 32 MiB cache of its own
+/// (the TSDB adds a column family per day) and keep every open file's index and filter blocks
+/// on the heap outside any cache, so memory would grow with the column families and the data
+/// on disk rather than stay within the cache's size.
+pub(crate) fn cf_options(cache: &Cache, compression: DBCompressionType) -> Options {
+    let mut t = BlockBasedOptions::default();
+    t.set_block_cache(cache);
+    t.set_cache_index_and_filter_blocks(true);
+    // The newest files' index blocks are read by nearly every lookup: never evicted.
+    t.set_pin_l0_filter_and_index_blocks_in_cache(true);
     let mut o = Options::default();
-    o.set_compression_type(DBCompressionType::Lz4);
+    o.set_block_based_table_factory(&t);
+    o.set_compression_type(compression);
     o
 }
 
+fn index_cf_options(cache: &Cache) -> Options {
+    cf_options(cache, DBCompressionType::Lz4)
+}
+
 /// Chunk column families hold Gorilla-compressed data that lz4 would not shrink further.
-pub(crate) fn chunk_cf_options() -> Options {
-    let mut o = Options::default();
-    o.set_compression_type(DBCompressionType::None);
-    o
+pub(crate) fn chunk_cf_options(cache: &Cache) -> Options {
+    cf_options(cache, DBCompressionType::None)
+}
+
+/// Memory one RocksDB database holds, as RocksDB estimates it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// Memtables, flushed or not yet (bounded by the database's write buffer size).
+    pub memtables: u64,
+    /// Open files' readers outside the block cache.
+    pub table_readers: u64,
+    /// The block cache in use (bounded by its capacity).
+    pub block_cache: u64,
+}
+
+/// What `db` and its block cache hold now.
+pub(crate) fn memory(db: &Db, cache: &Cache) -> StoreMemory {
+    match rocksdb::perf::get_memory_usage_stats(Some(&[db]), Some(&[cache])) {
+        Ok(m) => StoreMemory {
+            memtables: m.mem_table_total,
+            table_readers: m.mem_table_readers_total,
+            block_cache: m.cache_total,
+        },
+        // Only fails to allocate its own bookkeeping; the cache still knows its usage.
+        Err(_) => StoreMemory {
+            block_cache: cache.get_usage() as u64,
+            ..StoreMemory::default()
+        },
+    }
 }
 
 /// Opens (creating if needed) the database with the fixed column families and every
@@ -56,6 +100,7 @@ pub(crate) fn chunk_cf_options() -> Options {
 pub(crate) fn open(
     dir: &Path,
     is_chunk_cf: impl Fn(&str) -> bool,
+    cache: &Cache,
 ) -> Result<(Db, Vec<String>), StorageError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -76,11 +121,11 @@ pub(crate) fn open(
     let chunk_cfs: Vec<String> = existing.into_iter().filter(|n| is_chunk_cf(n)).collect();
     let descriptors = FIXED_CFS
         .iter()
-        .map(|n| ColumnFamilyDescriptor::new(*n, index_cf_options()))
+        .map(|n| ColumnFamilyDescriptor::new(*n, index_cf_options(cache)))
         .chain(
             chunk_cfs
                 .iter()
-                .map(|n| ColumnFamilyDescriptor::new(n, chunk_cf_options())),
+                .map(|n| ColumnFamilyDescriptor::new(n, chunk_cf_options(cache))),
         );
     let db = Db::open_cf_descriptors(&opts, dir, descriptors)?;
     Ok((db, chunk_cfs))

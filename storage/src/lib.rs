@@ -9,9 +9,11 @@
 //! - [`logs`]: the log store (tantivy per day, with an append log for acknowledged records).
 //! - [`traces`]: the trace store (RocksDB: spans by trace, by time and by attribute).
 //! - shared pieces: [`Labels`] and [`Matcher`], native [`Histogram`]s, `encoding` (varints
-//!   and the like), `db` (RocksDB helpers), `episode` (one log line per failure episode, so
-//!   a full disk does not flood the log), one error type ([`StorageError`]) whose class says
-//!   whether a retry can succeed (a full disk: yes).
+//!   and the like), `db` (RocksDB helpers: column-family options that read through one
+//!   bounded block cache per database, and what RocksDB holds in memory, [`StoreMemory`]),
+//!   `episode` (one log line per failure episode, so a full disk does not flood the log), one
+//!   error type ([`StorageError`]) whose class says whether a retry can succeed (a full disk:
+//!   yes).
 //!
 //! Knows nothing of wire formats, query languages or HTTP.
 
@@ -30,6 +32,7 @@ mod tsdb;
 pub use contract::{
     Appendable, Appender, LabelQuerier, Point, Querier, SelectHints, Series, SeriesSet,
 };
+pub use db::StoreMemory;
 pub use error::{Classify, ErrorClass, StorageError};
 pub use histogram::{Histogram, HistogramSample, HistogramSpan};
 pub use labels::{Label, Labels, METRIC_NAME};

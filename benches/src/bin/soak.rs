@@ -302,6 +302,8 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let run_for = Duration::from_secs(args.minutes * 60);
     let mut rss: Vec<(f64, f64)> = Vec::new();
+    // What RocksDB says it holds, at the end of the warm-up and at the end of the load.
+    let mut store_memory: Vec<String> = Vec::new();
 
     std::thread::scope(|s| {
         let (tally, stop, client) = (&tally, &stop, &client);
@@ -416,12 +418,17 @@ fn main() -> anyhow::Result<()> {
                 ))
             })
         });
+        let warmup = Duration::from_secs(args.warmup_secs);
         while started.elapsed() < run_for {
             if let Some(kib) = running.rss_kib() {
                 rss.push((started.elapsed().as_secs_f64() / 60.0, kib as f64 / 1024.0));
             }
+            if store_memory.is_empty() && started.elapsed() >= warmup {
+                store_memory.push(rocksdb_memory(client, &base));
+            }
             std::thread::sleep(Duration::from_secs(5));
         }
+        store_memory.push(rocksdb_memory(client, &base));
         stop.store(true, Ordering::Relaxed);
     });
 
@@ -464,6 +471,9 @@ fn main() -> anyhow::Result<()> {
         slope(&after) * 1.048_576,
         after.len()
     );
+    for (when, m) in ["warm-up end", "end"].iter().zip(&store_memory) {
+        println!("RocksDB at {when} (MiB): {m}");
+    }
     for ((kind, e), n) in expected.iter() {
         println!("limit error  {kind}: {n} × {e}");
     }
@@ -474,6 +484,37 @@ fn main() -> anyhow::Result<()> {
         bail!("unexpected errors");
     }
     Ok(())
+}
+
+/// `novamon_storage_memory_bytes` from novamon's `/metrics`, one `store/kind=MiB` per series.
+fn rocksdb_memory(client: &reqwest::blocking::Client, base: &str) -> String {
+    let text = match client
+        .get(format!("{base}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+    {
+        Ok(t) => t,
+        Err(e) => return format!("/metrics failed: {e}"),
+    };
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("novamon_storage_memory_bytes{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let mib = value.trim().parse::<f64>().unwrap_or(f64::NAN) / 1_048_576.0;
+        parts.push(format!("{}/{}={mib:.1}", label("store"), label("kind")));
+    }
+    parts.join(" ")
 }
 
 fn enc(s: &str) -> String {

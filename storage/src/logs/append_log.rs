@@ -12,11 +12,11 @@
 use std::path::Path;
 
 use parking_lot::Mutex;
-use rocksdb::{DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{Cache, DBCompressionType, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use super::record::LogRecord;
 use super::LogOptions;
-use crate::StorageError;
+use crate::{db, StorageError, StoreMemory};
 
 /// Key of the highest sequence number ever assigned; never deleted, so sequence numbers keep
 /// growing across restarts even when every record has been indexed.
@@ -26,6 +26,7 @@ const RECORD_PREFIX: u8 = b'r';
 
 pub(crate) struct AppendLog {
     db: DB,
+    cache: Cache,
     /// The next sequence number. Held across the write so records land in sequence order: the
     /// indexer's cursor never passes a sequence number whose write is still in flight.
     next_seq: Mutex<u64>,
@@ -52,9 +53,9 @@ impl AppendLog {
         opts: &LogOptions,
         min_next_seq: u64,
     ) -> Result<AppendLog, StorageError> {
-        let mut o = Options::default();
+        let cache = Cache::new_lru_cache(opts.append_block_cache_bytes);
+        let mut o = db::cf_options(&cache, DBCompressionType::Lz4);
         o.create_if_missing(true);
-        o.set_compression_type(DBCompressionType::Lz4);
         o.set_max_total_wal_size(64 << 20);
         o.set_keep_log_file_num(4);
         // The memtable size is roughly the most WAL bytes kept for already indexed records.
@@ -71,10 +72,15 @@ impl AppendLog {
         let next = (hwm + 1).max(min_next_seq).max(1);
         Ok(AppendLog {
             db,
+            cache,
             next_seq: Mutex::new(next),
             fsync: opts.wal_fsync,
             compact_bytes: opts.append_compact_bytes,
         })
+    }
+
+    pub(crate) fn memory(&self) -> StoreMemory {
+        db::memory(&self.db, &self.cache)
     }
 
     /// Appends records; returns once they are in RocksDB's WAL (fsynced when configured).

@@ -52,6 +52,8 @@ pub struct LogOptions {
     /// Dead SST bytes left in the append log after truncation above which the truncated
     /// range is compacted away.
     pub append_compact_bytes: u64,
+    /// Capacity of the append log's block cache.
+    pub append_block_cache_bytes: usize,
 }
 
 impl Default for LogOptions {
@@ -64,6 +66,7 @@ impl Default for LogOptions {
             index_batch_records: 100_000,
             append_buffer_bytes: 16 << 20,
             append_compact_bytes: 32 << 20,
+            append_block_cache_bytes: 8 << 20,
         }
     }
 }
@@ -190,6 +193,12 @@ impl LogStore {
         let inner = &self.inner;
         inner.append_failures.observe(inner.log.append(records))?;
         Ok(())
+    }
+
+    /// Memory RocksDB holds for the append log (the tantivy index writers are apart:
+    /// [`LogOptions::index_writer_bytes`] each).
+    pub fn memory(&self) -> crate::StoreMemory {
+        self.inner.log.memory()
     }
 
     /// Indexes everything appended so far, now.

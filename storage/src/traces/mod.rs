@@ -44,7 +44,7 @@ use rocksdb::{
 pub use keys::Seek;
 pub use record::{value_text, Origin, StoredSpan};
 
-use crate::db::{cf, Db};
+use crate::db::{self, cf, Db};
 use crate::episode::FailureEpisode;
 use crate::StorageError;
 use keys::{IndexPrefix, SpanId, TraceId, SPAN_ID_LEN, TRACE_ID_LEN};
@@ -59,6 +59,8 @@ pub struct TraceStoreOptions {
     pub retention: Duration,
     /// fsync the WAL on every write (survives power loss, not only a crash).
     pub wal_fsync: bool,
+    /// Capacity of the block cache all column families read through.
+    pub block_cache_bytes: usize,
 }
 
 impl Default for TraceStoreOptions {
@@ -66,6 +68,7 @@ impl Default for TraceStoreOptions {
         TraceStoreOptions {
             retention: Duration::from_secs(15 * 86400),
             wal_fsync: false,
+            block_cache_bytes: 16 << 20,
         }
     }
 }
@@ -81,6 +84,7 @@ pub struct WriteReport {
 
 pub struct TraceStore {
     db: Db,
+    cache: rocksdb::Cache,
     opts: TraceStoreOptions,
     origins: RwLock<HashMap<u64, Arc<Origin>>>,
     /// Catalog keys known to be on disk, so each is written once per process.
@@ -119,14 +123,14 @@ impl TraceStore {
         db_opts.set_max_background_jobs(2);
         db_opts.set_db_write_buffer_size(32 << 20);
         db_opts.set_keep_log_file_num(4);
+        let cache = rocksdb::Cache::new_lru_cache(opts.block_cache_bytes);
         let cfs = [CF_SPANS, CF_ORIGINS, CF_INDEX, CF_CATALOG].map(|name| {
-            let mut o = Options::default();
-            o.set_compression_type(DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(name, o)
+            ColumnFamilyDescriptor::new(name, db::cf_options(&cache, DBCompressionType::Lz4))
         });
         let db = Db::open_cf_descriptors(&db_opts, dir, cfs)?;
         let store = TraceStore {
             db,
+            cache,
             opts,
             origins: RwLock::default(),
             catalog_seen: Mutex::default(),
@@ -279,6 +283,11 @@ impl TraceStore {
         }
         it.status()?;
         Ok(())
+    }
+
+    /// Memory RocksDB holds for the trace store.
+    pub fn memory(&self) -> crate::StoreMemory {
+        db::memory(&self.db, &self.cache)
     }
 
     /// Spans stored, as RocksDB estimates them from its metadata (no scan): for a status page,

@@ -163,6 +163,7 @@ fn malformed_and_expired_spans_are_rejected_with_a_reason_the_rest_written() {
         TraceStoreOptions {
             retention: Duration::from_secs(3600),
             wal_fsync: false,
+            ..TraceStoreOptions::default()
         },
     )
     .unwrap();
@@ -206,6 +207,7 @@ fn retention_removes_spans_and_their_index_keys_and_survives_reopen() {
         TraceStoreOptions {
             retention: Duration::from_secs(3600),
             wal_fsync: false,
+            ..TraceStoreOptions::default()
         },
     )
     .unwrap();

@@ -81,6 +81,8 @@ pub struct TsdbOptions {
     /// [`crate::RejectReason::SeriesLimit`], while existing series keep being written.
     /// 0: no limit, as in Prometheus.
     pub max_active_series: usize,
+    /// Capacity of the block cache all column families read through.
+    pub block_cache_bytes: usize,
 }
 
 impl Default for TsdbOptions {
@@ -91,6 +93,7 @@ impl Default for TsdbOptions {
             wal_fsync: false,
             flush_interval: Duration::from_secs(60),
             max_active_series: 0,
+            block_cache_bytes: 32 << 20,
         }
     }
 }
@@ -136,6 +139,7 @@ struct State {
 
 struct Inner {
     db: Db,
+    cache: rocksdb::Cache,
     opts: TsdbOptions,
     partitions: Partitions,
     checkpoint: Mutex<CheckpointState>,
@@ -157,7 +161,9 @@ const SERIES_LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 impl Tsdb {
     pub fn open(dir: &Path, opts: TsdbOptions) -> Result<Tsdb, StorageError> {
         std::fs::create_dir_all(dir)?;
-        let (db, chunk_cfs) = db::open(dir, |name| partition::parse_cf_name(name).is_some())?;
+        let cache = rocksdb::Cache::new_lru_cache(opts.block_cache_bytes);
+        let (db, chunk_cfs) =
+            db::open(dir, |name| partition::parse_cf_name(name).is_some(), &cache)?;
         meta::check_schema(&db)?;
         let index = Index::load(&db)?;
         let max_id = index.iter().map(|(id, _)| id + 1).max().unwrap_or(0);
@@ -167,8 +173,10 @@ impl Tsdb {
         let inner = Inner {
             partitions: Partitions::new(
                 chunk_cfs.iter().filter_map(|n| partition::parse_cf_name(n)),
+                cache.clone(),
             ),
             db,
+            cache,
             opts,
             checkpoint: Mutex::new(CheckpointState {
                 wal_start: 0,
@@ -291,6 +299,12 @@ impl Tsdb {
     /// chunks.
     pub fn status(&self, top_n: usize) -> TsdbStatus {
         self.inner.status(top_n)
+    }
+
+    /// Memory RocksDB holds for the TSDB (the index and head in RAM are apart:
+    /// [`Tsdb::num_series`]).
+    pub fn memory(&self) -> crate::StoreMemory {
+        db::memory(&self.inner.db, &self.inner.cache)
     }
 
     /// How many series the index holds; cheap, unlike [`Tsdb::status`].

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::ops::{ControlFlow, RangeInclusive};
 
 use parking_lot::RwLock;
-use rocksdb::DBRawIterator;
+use rocksdb::{Cache, DBRawIterator};
 
 use crate::db::{self, Db};
 use crate::StorageError;
@@ -129,12 +129,15 @@ pub(crate) fn newest_in_order_chunk(
 /// The partitions that exist (as column families), by start time.
 pub(crate) struct Partitions {
     starts: RwLock<BTreeSet<i64>>,
+    /// The database's block cache, which new partitions read through too.
+    cache: Cache,
 }
 
 impl Partitions {
-    pub(crate) fn new(starts: impl IntoIterator<Item = i64>) -> Partitions {
+    pub(crate) fn new(starts: impl IntoIterator<Item = i64>, cache: Cache) -> Partitions {
         Partitions {
             starts: RwLock::new(starts.into_iter().collect()),
+            cache,
         }
     }
 
@@ -162,7 +165,7 @@ impl Partitions {
         }
         let mut starts = self.starts.write();
         if starts.insert(start) {
-            if let Err(e) = db.create_cf(cf_name(start), &db::chunk_cf_options()) {
+            if let Err(e) = db.create_cf(cf_name(start), &db::chunk_cf_options(&self.cache)) {
                 starts.remove(&start);
                 return Err(e.into());
             }

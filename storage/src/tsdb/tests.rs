@@ -880,3 +880,36 @@ fn new_series_beyond_the_limit_are_refused_while_existing_ones_keep_flowing() {
     append_ok(&db, &d, &[(MIN, 1.0)]);
     assert_eq!(db.num_series(), 3);
 }
+
+#[test]
+fn reads_go_through_one_bounded_block_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let capacity = 256 << 10;
+    let small = TsdbOptions {
+        block_cache_bytes: capacity,
+        ..opts()
+    };
+    let series: Vec<Labels> = (0..2000)
+        .map(|i| labels("m", &[("i", &i.to_string())]))
+        .collect();
+    {
+        let db = Tsdb::open(dir.path(), small.clone()).unwrap();
+        for l in &series {
+            append_ok(&db, l, &regular(0, 120));
+        }
+        db.close().unwrap();
+    }
+    // Reopened, everything is in files: reading it all fills the cache.
+    let db = Tsdb::open(dir.path(), small).unwrap();
+    for l in &series {
+        assert_eq!(all(&db, l).len(), 120);
+    }
+    let m = db.memory();
+    assert!(
+        m.block_cache > 0,
+        "the column families read through the cache: {m:?}"
+    );
+    // The cache may pass its capacity only by blocks in use and the pinned index blocks of
+    // the newest files, which here are a few KB.
+    assert!(m.block_cache <= capacity as u64 + (64 << 10), "{m:?}");
+}
