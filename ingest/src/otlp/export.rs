@@ -118,9 +118,7 @@ pub(crate) fn logs(
             }
         })
         .collect();
-    store
-        .append(&records)
-        .map_err(|e| OtlpError::Internal(format!("log store: {e}")))?;
+    store.append(&records)?;
     c.stored(Signal::Logs, state.transport, records.len());
     c.rejected(Signal::Logs, state.transport, rejected);
     Ok(ExportLogsServiceResponse {
