@@ -2,35 +2,26 @@
 //! `serve` or a subcommand. Errors end here: exit code 2 for bad usage or configuration, 1 for
 //! failures at run time.
 
-mod alertmanager;
-mod cli;
-mod config;
-mod cross_site;
-mod rules;
-mod self_metrics;
-mod serve;
-mod ui_status;
-mod web;
-
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Check, Cli, Command, Test};
-use crate::config::Config;
+use novamon::cli::{Check, Cli, Command, Test};
+use novamon::config::{self, Config};
+use novamon::{serve, web};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::PromqlTest { ref files }) => promql_test(files),
         Some(Command::Check(Check::Rules { ref files })) => {
-            rules_outcome(::rules::check_files(files, &mut std::io::stdout().lock()))
+            rules_outcome(rules::check_files(files, &mut std::io::stdout().lock()))
         }
         Some(Command::Test(Test::Rules { ref files })) => rules_outcome(
-            ::rules::test_files(files, &mut std::io::stdout().lock()).map(|s| s.failed == 0),
+            rules::test_files(files, &mut std::io::stdout().lock()).map(|s| s.failed == 0),
         ),
         Some(Command::CheckConfig { ref file }) => match Config::load(Some(file)) {
-            Ok(c) => match crate::alertmanager::check(&c).and_then(|()| {
+            Ok(c) => match novamon::alertmanager::check(&c).and_then(|()| {
                 web::Web::open(c.listeners.web_config.as_deref()).map_err(anyhow::Error::msg)?;
                 Ok(())
             }) {

@@ -424,11 +424,11 @@ fn main() -> anyhow::Result<()> {
                 rss.push((started.elapsed().as_secs_f64() / 60.0, kib as f64 / 1024.0));
             }
             if store_memory.is_empty() && started.elapsed() >= warmup {
-                store_memory.push(rocksdb_memory(client, &base));
+                store_memory.push(rocksdb_memory(client, base));
             }
             std::thread::sleep(Duration::from_secs(5));
         }
-        store_memory.push(rocksdb_memory(client, &base));
+        store_memory.push(rocksdb_memory(client, base));
         stop.store(true, Ordering::Relaxed);
     });
 

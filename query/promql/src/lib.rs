@@ -13,6 +13,6 @@ mod float_histogram;
 pub mod promqltest;
 mod value;
 
-pub use engine::{check_nesting, format_extended, Engine, EngineOptions};
+pub use engine::{check_nesting, check_syntax, format_extended, Engine, EngineOptions};
 pub use float_histogram::{Bucket, CounterResetHint, FloatHistogram, Span};
 pub use value::{HistogramPoint, InstantSample, QueryError, QueryResult, RangeSeries, Value};

@@ -320,11 +320,7 @@ fn check_rule(r: &RawRule, lang: Lang) -> Result<RuleSpec, Vec<String>> {
 
 fn parse_expr(expr: &str, lang: Lang) -> Result<(), String> {
     match lang {
-        Lang::PromQL => {
-            // promql-parser and the tree it builds recurse as deep as the query nests.
-            promql::check_nesting(expr).map_err(|e| e.to_string())?;
-            promql_parser::parser::parse(expr).map(|_| ())
-        }
+        Lang::PromQL => promql::check_syntax(expr).map_err(|e| e.to_string()),
         Lang::LogQL => match logql::parse(expr) {
             Ok(logql::ast::Expr::Metric(_)) => Ok(()),
             Ok(_) => Err("a rule needs a LogQL metric query, not a log query".to_owned()),

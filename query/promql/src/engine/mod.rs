@@ -17,7 +17,7 @@ mod position;
 mod range_functions;
 mod types;
 
-pub use parse::{check_nesting, format_extended};
+pub use parse::{check_nesting, check_syntax, format_extended};
 pub(crate) use types::kahan_inc;
 
 use std::sync::Arc;

@@ -36,6 +36,7 @@ pub(crate) fn parse(query: &str, step_ms: i64, range_ms: i64) -> Result<Expr, Qu
     let query = mark_info_selectors(&query);
     let (source, trims) = rewrite_trims(&query);
     let mut expr = promql_parser::parser::parse(&source).map_err(parse_error)?;
+    check_ranges(&expr)?;
     if trims.iter().any(Option::is_some) {
         let mut order = trims.into_iter();
         retag(&mut expr, &mut order)?;
@@ -44,6 +45,12 @@ pub(crate) fn parse(query: &str, step_ms: i64, range_ms: i64) -> Result<Expr, Qu
         }
     }
     Ok(expr)
+}
+
+/// Whether `query` parses as the engine parses it, for files checked before they are evaluated
+/// (rule files): the same limits and syntax as a query sent to the API.
+pub fn check_syntax(query: &str) -> Result<(), QueryError> {
+    parse(query, 0, 0).map(|_| ())
 }
 
 /// `query` as Prometheus's `/api/v1/format_query` prints it, for the syntax the engine accepts
@@ -315,6 +322,43 @@ fn retag(
     }
 }
 
+/// Refuses zero ranges, as Prometheus's parser does ("duration must be greater than 0"):
+/// promql-parser refuses `0` and `0s` but takes a zero written as another number (`0.0`, `00`),
+/// which it then prints as `0s`, a query that does not parse.
+fn check_ranges(expr: &Expr) -> Result<(), QueryError> {
+    let zero = |d: &std::time::Duration| {
+        if d.is_zero() {
+            Err(parse_error("duration must be greater than 0"))
+        } else {
+            Ok(())
+        }
+    };
+    match expr {
+        Expr::MatrixSelector(m) => zero(&m.range),
+        Expr::Subquery(s) => {
+            zero(&s.range)?;
+            check_ranges(&s.expr)
+        }
+        Expr::Binary(b) => {
+            check_ranges(&b.lhs)?;
+            check_ranges(&b.rhs)
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                check_ranges(p)?;
+            }
+            check_ranges(&a.expr)
+        }
+        Expr::Unary(u) => check_ranges(&u.expr),
+        Expr::Paren(p) => check_ranges(&p.expr),
+        Expr::Call(c) => c.args.args.iter().try_for_each(|a| check_ranges(a)),
+        Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::VectorSelector(_)
+        | Expr::Extension(_) => Ok(()),
+    }
+}
+
 fn retag_args(
     args: &mut FunctionArgs,
     order: &mut impl Iterator<Item = Option<TokenId>>,
@@ -344,6 +388,26 @@ mod tests {
         let mut out = Vec::new();
         trim_ops(&parse(q, 0, 0).unwrap(), &mut out);
         out
+    }
+
+    #[test]
+    fn zero_ranges_are_refused_however_they_are_written() {
+        for q in [
+            "m[0.0]",
+            "m[00]",
+            "m0x[0]",
+            "rate(m[0])",
+            "sum_over_time(m[0.0:1m])",
+        ] {
+            let e = parse(q, 0, 0).unwrap_err().to_string();
+            assert!(e.contains("duration must be greater than 0"), "{q}: {e}");
+            assert_eq!(format_extended(q), None, "{q}");
+        }
+        assert!(parse("rate(m[1.5])", 0, 0).is_ok());
+        assert!(
+            parse("m[5m:0.0]", 0, 0).is_ok(),
+            "a zero step is the default step"
+        );
     }
 
     #[test]

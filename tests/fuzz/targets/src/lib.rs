@@ -43,6 +43,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("traceql", traceql),
     ("promtool_series", promtool_series),
     ("rule_file", rule_file),
+    ("server_config", server_config),
+    ("web_config", web_config),
 ];
 
 /// A remote-write 1.0 body (snappy-compressed `prometheus.WriteRequest`) as the handler reads it.
@@ -266,4 +268,41 @@ pub fn rule_file(data: &[u8]) {
         .and_then(|mut f| f.write_all(data))
         .expect("writing the rule file");
     rules::check_files(&[path], &mut std::io::sink()).expect("writing to a sink");
+}
+
+/// novamon's configuration file, as `--config.file` and a reload load it, then everything
+/// start-up derives from it and the text `/api/v1/status/config` shows, which must load again.
+pub fn server_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(config) = novamon::config::Config::parse(text, "fuzz.yml") else {
+        return;
+    };
+    let _ = config.ignored_sections();
+    let _ = config.deprecated_keys();
+    let _ = config.log_options();
+    let _ = config.ingest_limits();
+    let _ = config.log_redactor();
+    let _ = config.log_bounds();
+    let _ = config.trace_limits();
+    let _ = config.sender_limits();
+    let _ = config.http_listener_options();
+    let _ = config.otlp_listener_options();
+    let _ = config.tsdb_options();
+    let _ = config.trace_store_options();
+    let _ = config.log_query_limits();
+    let _ = config.engine_options();
+    let shown = serde_yaml::to_string(&config).expect("a loaded config renders");
+    if let Err(e) = novamon::config::Config::parse(&shown, "shown.yml") {
+        panic!("the shown config does not load: {e}\n{shown}");
+    }
+}
+
+/// A web config file (`--web.config.file`), checked as a load or reload checks it, without
+/// reading the certificate files it names.
+pub fn web_config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = novamon::web::check_text(text);
+    }
 }
