@@ -173,18 +173,23 @@ impl Running {
         format!("{}/api/v1/write", self.base_url)
     }
 
+    /// A field of `/proc/PID/status` counted in KiB (`VmRSS`, `VmHWM`, `RssAnon`, `RssFile`).
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status
+            .lines()
+            .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// VmHWM: the peak resident set so far.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        self.status_kib("VmHWM")
     }
 
     /// VmRSS: the resident set now.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        self.status_kib("VmRSS")
     }
 
     /// CPU time (user + system) the process has used so far, from `/proc/PID/stat`: it moves

@@ -301,7 +301,10 @@ fn main() -> anyhow::Result<()> {
     let stop = AtomicBool::new(false);
     let started = Instant::now();
     let run_for = Duration::from_secs(args.minutes * 60);
-    let mut rss: Vec<(f64, f64)> = Vec::new();
+    // (minutes, MiB): the resident set, and its anonymous (heap) and file-backed (mapped
+    // files: tantivy's index, the binary) parts.
+    let (mut rss, mut anon, mut file): (Vec<(f64, f64)>, Vec<(f64, f64)>, Vec<(f64, f64)>) =
+        Default::default();
     // What RocksDB says it holds, at the end of the warm-up and at the end of the load.
     let mut store_memory: Vec<String> = Vec::new();
 
@@ -420,8 +423,15 @@ fn main() -> anyhow::Result<()> {
         });
         let warmup = Duration::from_secs(args.warmup_secs);
         while started.elapsed() < run_for {
-            if let Some(kib) = running.rss_kib() {
-                rss.push((started.elapsed().as_secs_f64() / 60.0, kib as f64 / 1024.0));
+            let t = started.elapsed().as_secs_f64() / 60.0;
+            for (field, points) in [
+                ("VmRSS", &mut rss),
+                ("RssAnon", &mut anon),
+                ("RssFile", &mut file),
+            ] {
+                if let Some(kib) = running.status_kib(field) {
+                    points.push((t, kib as f64 / 1024.0));
+                }
             }
             if store_memory.is_empty() && started.elapsed() >= warmup {
                 store_memory.push(rocksdb_memory(client, base));
@@ -434,7 +444,10 @@ fn main() -> anyhow::Result<()> {
 
     let stopped = running.stop(Duration::from_secs(60))?;
     let warm = args.warmup_secs as f64 / 60.0;
-    let after: Vec<(f64, f64)> = rss.iter().copied().filter(|(t, _)| *t >= warm).collect();
+    let after_warmup = |points: &[(f64, f64)]| -> Vec<(f64, f64)> {
+        points.iter().copied().filter(|(t, _)| *t >= warm).collect()
+    };
+    let after = after_warmup(&rss);
     println!(
         "soak: {} min, novamon {}",
         args.minutes,
@@ -471,6 +484,15 @@ fn main() -> anyhow::Result<()> {
         slope(&after) * 1.048_576,
         after.len()
     );
+    for (part, points) in [("anonymous", &anon), ("file-backed", &file)] {
+        let points = after_warmup(points);
+        println!(
+            "  {part}: {:.0} → {:.0} MiB, slope {:+.2} MB/min",
+            at(points.first()),
+            at(points.last()),
+            slope(&points) * 1.048_576
+        );
+    }
     for (when, m) in ["warm-up end", "end"].iter().zip(&store_memory) {
         println!("RocksDB at {when} (MiB): {m}");
     }

@@ -94,6 +94,25 @@ fn scalar_text(v: &rmpv::Value) -> String {
     }
 }
 
+/// Longest text a map key that is not a string becomes in JSON.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// A map key as a JSON object key. JSON keys are strings, so a key that is not one is written
+/// as its JSON text, cut at [`MAX_KEY_BYTES`]: the keys of a key are escaped again at every
+/// level of such nesting, doubling in length each time (a 435-byte record became gigabytes;
+/// found by the forward fuzz target).
+fn key_text(k: &rmpv::Value) -> String {
+    let mut s = scalar_text(k);
+    if !(k.is_str() || k.is_bin()) && s.len() > MAX_KEY_BYTES {
+        let mut end = MAX_KEY_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 pub(crate) fn to_json(v: &rmpv::Value) -> serde_json::Value {
     use serde_json::Value as J;
     match v {
@@ -111,11 +130,9 @@ pub(crate) fn to_json(v: &rmpv::Value) -> serde_json::Value {
         rmpv::Value::String(s) => J::String(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         rmpv::Value::Binary(b) => J::String(String::from_utf8_lossy(b).into_owned()),
         rmpv::Value::Array(a) => J::Array(a.iter().map(to_json).collect()),
-        rmpv::Value::Map(m) => J::Object(
-            m.iter()
-                .map(|(k, v)| (scalar_text(k), to_json(v)))
-                .collect(),
-        ),
+        rmpv::Value::Map(m) => {
+            J::Object(m.iter().map(|(k, v)| (key_text(k), to_json(v))).collect())
+        }
         rmpv::Value::Ext(_, b) => J::String(String::from_utf8_lossy(b).into_owned()),
     }
 }
@@ -132,6 +149,20 @@ mod tests {
                 .map(|(k, v)| (Value::from(*k), v.clone()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn keys_that_are_maps_nested_deep_stay_small() {
+        // {{{…: 1}: 1}: 1}, 24 levels: every level escapes the quotes of the one inside, so
+        // without the cut the line would be over 16 MB.
+        let mut key = Value::from("k\"q");
+        for _ in 0..24 {
+            key = Value::Map(vec![(key, Value::from(1))]);
+        }
+        let record = Value::Map(vec![(key, Value::from(1))]);
+        let r = Mapping::default().fluent_record("t", 0, &record);
+        assert!(r.line.len() < 4 * MAX_KEY_BYTES, "{} bytes", r.line.len());
+        assert!(r.line.starts_with("{\"{"), "{}", r.line);
     }
 
     #[test]

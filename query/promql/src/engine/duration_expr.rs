@@ -5,8 +5,9 @@
 //! written.
 
 /// Rewrites every duration expression of `query` into a literal duration. An expression that
-/// does not evaluate is left for the parser to report.
-pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> String {
+/// does not evaluate is left for the parser to report; a plain number too large for a duration
+/// is refused here (see [`check_number`]).
+pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String, String> {
     let b = query.as_bytes();
     let env = Env {
         step: step_ms as f64 / 1000.0,
@@ -35,10 +36,13 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> String {
                     break;
                 };
                 let end = i + 1 + len;
-                if let Some(lit) = bracket(&query[i + 1..end], &env) {
+                let content = &query[i + 1..end];
+                if let Some(lit) = bracket(content, &env) {
                     out.push_str(&query[copied..=i]);
                     out.push_str(&lit);
                     copied = end;
+                } else {
+                    content.split(':').try_for_each(check_number)?;
                 }
                 i = end + 1;
             }
@@ -51,6 +55,12 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> String {
                     continue;
                 }
                 let at = i + (b[i..].len() - query[i..].trim_start().len());
+                let operand = query[at..].trim_start_matches(['-', '+', ' ', '\t', '\n']);
+                let word = operand
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+                    .next()
+                    .unwrap_or_default();
+                check_number(word)?;
                 if let Some((lit, len)) = offset(&query[at..], &env) {
                     // promql-parser refuses a zero offset, which is no offset at all.
                     if lit == "0ms" {
@@ -61,13 +71,42 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> String {
                     }
                     copied = at + len;
                     i = copied;
+                } else if Parser::new(word, &env).whole() == Some(0.0) {
+                    // The same for a zero written plainly (`offset 0`, `offset -0s`), which
+                    // promql-parser would take as a number and print as `0s`, which it refuses.
+                    out.push_str(&query[copied..start]);
+                    copied = query.len() - operand.len() + word.len();
+                    i = copied;
                 }
             }
             _ => i += 1,
         }
     }
     out.push_str(&query[copied..]);
-    out
+    Ok(out)
+}
+
+/// Refuses a number written where a duration goes (`x[300]`, `offset 60`) that no duration
+/// holds: infinite, NaN, or beyond i64 milliseconds. promql-parser converts such a number to a
+/// `Duration` unchecked and panics on these.
+fn check_number(s: &str) -> Result<(), String> {
+    let s = s.trim();
+    let secs = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => match u64::from_str_radix(hex, 16) {
+            Ok(n) => n as f64,
+            Err(_) => return Ok(()),
+        },
+        // Not a number (a duration such as 5m, or not a duration at all): the parser's to judge.
+        None => match s.parse::<f64>() {
+            Ok(v) => v,
+            Err(_) => return Ok(()),
+        },
+    };
+    if secs.is_finite() && secs * 1000.0 < i64::MAX as f64 {
+        Ok(())
+    } else {
+        Err(format!("duration out of range: {s}"))
+    }
 }
 
 fn is_word(c: u8) -> bool {
@@ -317,7 +356,31 @@ mod tests {
     use super::*;
 
     fn rw(q: &str) -> String {
-        rewrite(q, 5_000, 10_000)
+        rewrite(q, 5_000, 10_000).unwrap()
+    }
+
+    #[test]
+    fn numbers_no_duration_holds_are_refused() {
+        for q in [
+            "x[1e400]",
+            "x[Inf]",
+            "x[NaN:1m]",
+            "x[5m:0xFFFFFFFFFFFFFFFF]",
+            "x offset -99999999999999999999",
+            "x offset Inf",
+        ] {
+            let e = rewrite(q, 0, 0).unwrap_err();
+            assert!(e.starts_with("duration out of range"), "{q}: {e}");
+        }
+        for q in [
+            "x[300]",
+            "x offset -60",
+            "x[5m:30]",
+            "offset[5m]",
+            "x offset 1h",
+        ] {
+            assert_eq!(rewrite(q, 0, 0).as_deref(), Ok(q));
+        }
     }
 
     #[test]
@@ -357,6 +420,6 @@ mod tests {
         );
         assert_eq!(rw("x offset (-2 ^ 2)"), "x offset -4000ms");
         assert_eq!(rw("x offset -(min_of(step(), 2s)-5)"), "x offset 3000ms");
-        assert_eq!(rewrite("x offset range() + 1", 0, 0), "x  + 1");
+        assert_eq!(rewrite("x offset range() + 1", 0, 0).unwrap(), "x  + 1");
     }
 }

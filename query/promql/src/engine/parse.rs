@@ -32,7 +32,7 @@ pub(crate) const MAX_NESTING: usize = 256;
 /// `step()` and `range()` in duration expressions stand for (0 for instant queries).
 pub(crate) fn parse(query: &str, step_ms: i64, range_ms: i64) -> Result<Expr, QueryError> {
     check_nesting(query)?;
-    let query = duration_expr::rewrite(query, step_ms, range_ms);
+    let query = duration_expr::rewrite(query, step_ms, range_ms).map_err(parse_error)?;
     let query = mark_info_selectors(&query);
     let (source, trims) = rewrite_trims(&query);
     let mut expr = promql_parser::parser::parse(&source).map_err(parse_error)?;
@@ -58,7 +58,7 @@ pub fn check_syntax(query: &str) -> Result<(), QueryError> {
 /// None when the query does not parse, or when printing the engine's form would not give
 /// Prometheus's answer: duration expressions are folded into plain durations before parsing.
 pub fn format_extended(query: &str) -> Option<String> {
-    if duration_expr::rewrite(query, 0, 0) != query || parse(query, 0, 0).is_err() {
+    if duration_expr::rewrite(query, 0, 0).as_deref() != Ok(query) || parse(query, 0, 0).is_err() {
         return None;
     }
     let (source, trims) = rewrite_trims(&mark_info_selectors(query));
@@ -388,6 +388,15 @@ mod tests {
         let mut out = Vec::new();
         trim_ops(&parse(q, 0, 0).unwrap(), &mut out);
         out
+    }
+
+    #[test]
+    fn numbers_too_large_for_a_duration_are_parse_errors_not_panics() {
+        for q in ["m[1e400]", "rate(m[Inf])", "m offset -99999999999999999999"] {
+            let e = parse(q, 0, 0).unwrap_err().to_string();
+            assert!(e.contains("duration out of range"), "{q}: {e}");
+            assert_eq!(format_extended(q), None, "{q}");
+        }
     }
 
     #[test]
