@@ -37,12 +37,11 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String
                 };
                 let end = i + 1 + len;
                 let content = &query[i + 1..end];
+                words(content).try_for_each(check_duration_word)?;
                 if let Some(lit) = bracket(content, &env) {
                     out.push_str(&query[copied..=i]);
                     out.push_str(&lit);
                     copied = end;
-                } else {
-                    content.split(':').try_for_each(check_number)?;
                 }
                 i = end + 1;
             }
@@ -56,11 +55,9 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String
                 }
                 let at = i + (b[i..].len() - query[i..].trim_start().len());
                 let operand = query[at..].trim_start_matches(['-', '+', ' ', '\t', '\n']);
-                let word = operand
-                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
-                    .next()
-                    .unwrap_or_default();
-                check_number(word)?;
+                let word = words(operand).next().filter(|w| operand.starts_with(w));
+                let word = word.unwrap_or_default();
+                check_duration_word(word)?;
                 if let Some((lit, len)) = offset(&query[at..], &env) {
                     // promql-parser refuses a zero offset, which is no offset at all.
                     if lit == "0ms" {
@@ -86,27 +83,87 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String
     Ok(out)
 }
 
-/// Refuses a number written where a duration goes (`x[300]`, `offset 60`) that no duration
-/// holds: infinite, NaN, or beyond i64 milliseconds. promql-parser converts such a number to a
-/// `Duration` unchecked and panics on these.
-fn check_number(s: &str) -> Result<(), String> {
-    let s = s.trim();
-    let secs = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => match u64::from_str_radix(hex, 16) {
+/// The longest duration: Go's `time.Duration` (int64 nanoseconds, 292 years), which
+/// Prometheus parses durations into and refuses beyond ("duration out of range").
+const MAX_DURATION_SECS: f64 = i64::MAX as f64 / 1e9;
+
+/// Refuses a word written where a duration goes (`x[300]`, `x[1h:5m]`, `offset 60`) that no
+/// duration holds: a number that is infinite, NaN or too large, or a duration beyond
+/// [`MAX_DURATION_SECS`]. promql-parser converts such a number to a `Duration` unchecked,
+/// which panics, and reads a unit's count beyond u32 as zero (`4294967296d` as no time at
+/// all). Anything else is the parser's to judge.
+fn check_duration_word(w: &str) -> Result<(), String> {
+    let out_of_range = || Err(format!("duration out of range: {w}"));
+    let secs = if let Some(hex) = w.strip_prefix("0x").or_else(|| w.strip_prefix("0X")) {
+        match u64::from_str_radix(hex, 16) {
             Ok(n) => n as f64,
             Err(_) => return Ok(()),
-        },
-        // Not a number (a duration such as 5m, or not a duration at all): the parser's to judge.
-        None => match s.parse::<f64>() {
-            Ok(v) => v,
-            Err(_) => return Ok(()),
-        },
+        }
+    } else if let Ok(v) = w.parse::<f64>() {
+        v
+    } else {
+        let mut ms = 0u128;
+        let mut rest = w;
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let unit_len = rest[digits..]
+                .bytes()
+                .take_while(u8::is_ascii_alphabetic)
+                .count();
+            let unit_ms: u128 = match &rest[digits..digits + unit_len] {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                "w" => 604_800_000,
+                "y" => 31_536_000_000,
+                _ => return Ok(()),
+            };
+            if digits == 0 {
+                return Ok(());
+            }
+            let Ok(n) = rest[..digits].parse::<u32>() else {
+                return out_of_range();
+            };
+            ms += u128::from(n) * unit_ms;
+            rest = &rest[digits + unit_len..];
+        }
+        ms as f64 / 1000.0
     };
-    if secs.is_finite() && secs * 1000.0 < i64::MAX as f64 {
+    if secs.is_finite() && secs.abs() < MAX_DURATION_SECS {
         Ok(())
     } else {
-        Err(format!("duration out of range: {s}"))
+        out_of_range()
     }
+}
+
+/// The words of a duration expression as PromQL's lexer cuts them: numbers (with an exponent's
+/// sign: `1e+400` is one number), durations and names.
+fn words(s: &str) -> impl Iterator<Item = &str> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() && !(b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_') {
+            i += 1;
+        }
+        if i == b.len() {
+            return None;
+        }
+        let start = i;
+        while i < b.len() {
+            let c = b[i];
+            let exponent_sign = matches!(c, b'+' | b'-')
+                && matches!(b[i - 1], b'e' | b'E')
+                && b[start].is_ascii_digit()
+                && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+            if !(c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || exponent_sign) {
+                break;
+            }
+            i += 1;
+        }
+        Some(&s[start..i])
+    })
 }
 
 fn is_word(c: u8) -> bool {
@@ -363,10 +420,14 @@ mod tests {
     fn numbers_no_duration_holds_are_refused() {
         for q in [
             "x[1e400]",
+            "x[1e+400]",
             "x[Inf]",
             "x[NaN:1m]",
             "x[5m:0xFFFFFFFFFFFFFFFF]",
+            "x[1h+4294967296d]",
+            "x[300y]",
             "x offset -99999999999999999999",
+            "x offset -1200055555555555",
             "x offset Inf",
         ] {
             let e = rewrite(q, 0, 0).unwrap_err();
@@ -378,6 +439,9 @@ mod tests {
             "x[5m:30]",
             "offset[5m]",
             "x offset 1h",
+            "x[290y]",
+            "x[1e-3]",
+            "x offset 5m > 1e400",
         ] {
             assert_eq!(rewrite(q, 0, 0).as_deref(), Ok(q));
         }
