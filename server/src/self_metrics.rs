@@ -28,6 +28,11 @@ struct HandlerOnly {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HeapLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreMemoryLabels {
     store: &'static str,
     kind: &'static str,
@@ -96,6 +101,7 @@ pub struct ScrapeTimeMetrics {
     stores: Stores,
     head_series: Gauge,
     store_memory: Family<StoreMemoryLabels, Gauge>,
+    heap: Family<HeapLabels, Gauge>,
     series_refused: Counter,
     start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     resident_memory: Gauge,
@@ -107,6 +113,7 @@ impl ScrapeTimeMetrics {
             stores,
             head_series: Gauge::default(),
             store_memory: Family::default(),
+            heap: Family::default(),
             series_refused: Counter::default(),
             start_time: Gauge::default(),
             resident_memory: Gauge::default(),
@@ -120,6 +127,11 @@ impl ScrapeTimeMetrics {
             "novamon_storage_memory_bytes",
             "Memory RocksDB holds for a store, as it estimates it: memtables, table readers outside the block cache, block cache",
             m.store_memory.clone(),
+        );
+        registry.register(
+            "novamon_heap_bytes",
+            "The malloc heap (Rust's allocations and RocksDB's): in use, and held free by the allocator",
+            m.heap.clone(),
         );
         registry.register(
             "novamon_tsdb_series_limit_refused",
@@ -166,10 +178,25 @@ impl ScrapeTimeMetrics {
         self.series_refused
             .inner()
             .fetch_max(tsdb.series_refused(), std::sync::atomic::Ordering::Relaxed);
+        let (in_use, free) = heap_bytes();
+        for (state, bytes) in [("in_use", in_use), ("free", free)] {
+            self.heap
+                .get_or_create(&HeapLabels { state })
+                .set(bytes as i64);
+        }
         if let Some(rss) = resident_memory_bytes() {
             self.resident_memory.set(rss as i64);
         }
     }
+}
+
+/// Bytes the malloc heap has allocated (including chunks it mapped on their own) and bytes it
+/// holds free. Resident memory that grows while the bytes in use stay flat is the allocator
+/// keeping freed memory, not a leak.
+fn heap_bytes() -> (u64, u64) {
+    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    ((m.uordblks + m.hblkhd) as u64, m.fordblks as u64)
 }
 
 fn resident_memory_bytes() -> Option<u64> {

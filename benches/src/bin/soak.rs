@@ -261,6 +261,9 @@ fn run_loop(
 }
 
 /// Least-squares slope of (minutes, MiB) points.
+/// (minutes, MiB) samples of one memory figure.
+type Points = Vec<(f64, f64)>;
+
 fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
     let (sx, sy) = points
@@ -303,8 +306,7 @@ fn main() -> anyhow::Result<()> {
     let run_for = Duration::from_secs(args.minutes * 60);
     // (minutes, MiB): the resident set, and its anonymous (heap) and file-backed (mapped
     // files: tantivy's index, the binary) parts.
-    let (mut rss, mut anon, mut file): (Vec<(f64, f64)>, Vec<(f64, f64)>, Vec<(f64, f64)>) =
-        Default::default();
+    let (mut rss, mut anon, mut file): (Points, Points, Points) = Default::default();
     // What RocksDB says it holds, at the end of the warm-up and at the end of the load.
     let mut store_memory: Vec<String> = Vec::new();
 
@@ -434,11 +436,11 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             if store_memory.is_empty() && started.elapsed() >= warmup {
-                store_memory.push(rocksdb_memory(client, base));
+                store_memory.push(memory_breakdown(client, base));
             }
             std::thread::sleep(Duration::from_secs(5));
         }
-        store_memory.push(rocksdb_memory(client, base));
+        store_memory.push(memory_breakdown(client, base));
         stop.store(true, Ordering::Relaxed);
     });
 
@@ -494,7 +496,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     for (when, m) in ["warm-up end", "end"].iter().zip(&store_memory) {
-        println!("RocksDB at {when} (MiB): {m}");
+        println!("memory at {when} (MiB): {m}");
     }
     for ((kind, e), n) in expected.iter() {
         println!("limit error  {kind}: {n} × {e}");
@@ -508,8 +510,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `novamon_storage_memory_bytes` from novamon's `/metrics`, one `store/kind=MiB` per series.
-fn rocksdb_memory(client: &reqwest::blocking::Client, base: &str) -> String {
+/// `novamon_heap_bytes` and `novamon_storage_memory_bytes` from novamon's `/metrics`, one
+/// `heap/state=MiB` or `store/kind=MiB` per series.
+fn memory_breakdown(client: &reqwest::blocking::Client, base: &str) -> String {
     let text = match client
         .get(format!("{base}/metrics"))
         .send()
@@ -520,21 +523,33 @@ fn rocksdb_memory(client: &reqwest::blocking::Client, base: &str) -> String {
     };
     let mut parts = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("novamon_storage_memory_bytes{") else {
+        let Some(rest) = line
+            .strip_prefix("novamon_heap_bytes{")
+            .map(|r| ("heap", r))
+            .or_else(|| {
+                line.strip_prefix("novamon_storage_memory_bytes{")
+                    .map(|r| ("", r))
+            })
+        else {
             continue;
         };
+        let (prefix, rest) = rest;
         let Some((labels, value)) = rest.split_once("} ") else {
             continue;
         };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap_or_default()
-        };
+        // The label values in order: store/kind, or state after "heap/".
+        let values: Vec<&str> = labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('=').map(|(_, v)| v.trim_matches('"')))
+            .collect();
+        let name = [prefix]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .chain(values)
+            .collect::<Vec<_>>()
+            .join("/");
         let mib = value.trim().parse::<f64>().unwrap_or(f64::NAN) / 1_048_576.0;
-        parts.push(format!("{}/{}={mib:.1}", label("store"), label("kind")));
+        parts.push(format!("{name}={mib:.1}"));
     }
     parts.join(" ")
 }
