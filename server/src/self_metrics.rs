@@ -178,7 +178,7 @@ impl ScrapeTimeMetrics {
         self.series_refused
             .inner()
             .fetch_max(tsdb.series_refused(), std::sync::atomic::Ordering::Relaxed);
-        let (in_use, free) = heap_bytes();
+        let (in_use, free) = crate::heap::bytes();
         for (state, bytes) in [("in_use", in_use), ("free", free)] {
             self.heap
                 .get_or_create(&HeapLabels { state })
@@ -188,15 +188,6 @@ impl ScrapeTimeMetrics {
             self.resident_memory.set(rss as i64);
         }
     }
-}
-
-/// Bytes the malloc heap has allocated (including chunks it mapped on their own) and bytes it
-/// holds free. Resident memory that grows while the bytes in use stay flat is the allocator
-/// keeping freed memory, not a leak.
-fn heap_bytes() -> (u64, u64) {
-    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's counters.
-    let m = unsafe { libc::mallinfo2() };
-    ((m.uordblks + m.hblkhd) as u64, m.fordblks as u64)
 }
 
 fn resident_memory_bytes() -> Option<u64> {
