@@ -36,7 +36,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("{d}");
     }
     let web = Web::open(config.listeners.web_config.as_deref()).map_err(anyhow::Error::msg)?;
-    crate::heap::spawn_trimmer().context("starting the heap trimmer")?;
     let data_dir = &config.storage.path;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
