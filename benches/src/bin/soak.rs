@@ -523,17 +523,13 @@ fn memory_breakdown(client: &reqwest::blocking::Client, base: &str) -> String {
     };
     let mut parts = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line
-            .strip_prefix("novamon_heap_bytes{")
-            .map(|r| ("heap", r))
-            .or_else(|| {
-                line.strip_prefix("novamon_storage_memory_bytes{")
-                    .map(|r| ("", r))
-            })
-        else {
+        let (prefix, rest) = if let Some(r) = line.strip_prefix("novamon_heap_bytes{") {
+            ("heap/", r)
+        } else if let Some(r) = line.strip_prefix("novamon_storage_memory_bytes{") {
+            ("", r)
+        } else {
             continue;
         };
-        let (prefix, rest) = rest;
         let Some((labels, value)) = rest.split_once("} ") else {
             continue;
         };
@@ -542,12 +538,7 @@ fn memory_breakdown(client: &reqwest::blocking::Client, base: &str) -> String {
             .split(',')
             .filter_map(|kv| kv.split_once('=').map(|(_, v)| v.trim_matches('"')))
             .collect();
-        let name = [prefix]
-            .into_iter()
-            .filter(|p| !p.is_empty())
-            .chain(values)
-            .collect::<Vec<_>>()
-            .join("/");
+        let name = format!("{prefix}{}", values.join("/"));
         let mib = value.trim().parse::<f64>().unwrap_or(f64::NAN) / 1_048_576.0;
         parts.push(format!("{name}={mib:.1}"));
     }

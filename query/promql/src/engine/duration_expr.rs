@@ -101,35 +101,19 @@ fn check_duration_word(w: &str) -> Result<(), String> {
         }
     } else if let Ok(v) = w.parse::<f64>() {
         v
-    } else {
-        let mut ms = 0u128;
-        let mut rest = w;
-        while !rest.is_empty() {
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            let unit_len = rest[digits..]
-                .bytes()
-                .take_while(u8::is_ascii_alphabetic)
-                .count();
-            let unit_ms: u128 = match &rest[digits..digits + unit_len] {
-                "ms" => 1,
-                "s" => 1_000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                "d" => 86_400_000,
-                "w" => 604_800_000,
-                "y" => 31_536_000_000,
-                _ => return Ok(()),
-            };
-            if digits == 0 {
-                return Ok(());
-            }
-            let Ok(n) = rest[..digits].parse::<u32>() else {
-                return out_of_range();
-            };
-            ms += u128::from(n) * unit_ms;
-            rest = &rest[digits + unit_len..];
+    } else if w.starts_with(|c: char| c.is_ascii_digit()) {
+        let counts_fit = w
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|d| !d.is_empty())
+            .all(|d| d.parse::<u32>().is_ok());
+        match gocompat::units::parse_prometheus_duration(w) {
+            Ok(d) if counts_fit => d.as_secs_f64(),
+            // Not a duration (`5x`): the parser's to judge.
+            Err(_) if counts_fit => return Ok(()),
+            _ => return out_of_range(),
         }
-        ms as f64 / 1000.0
+    } else {
+        return Ok(());
     };
     if secs.is_finite() && secs.abs() < MAX_DURATION_SECS {
         Ok(())
