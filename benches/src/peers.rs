@@ -38,6 +38,8 @@ pub struct Peer {
     pub name: String,
     program: PathBuf,
     port: u16,
+    /// Appended to the system's own arguments.
+    extra_args: Vec<String>,
 }
 
 impl PeerPaths {
@@ -66,6 +68,7 @@ impl PeerPaths {
                 name: name.clone(),
                 program,
                 port,
+                extra_args: Vec::new(),
             });
         }
         Ok(out)
@@ -79,7 +82,14 @@ impl Peer {
             name: "novamon".into(),
             program,
             port,
+            extra_args: Vec::new(),
         }
+    }
+
+    /// The same system started with `args` after its own.
+    pub fn with_args(mut self, args: impl IntoIterator<Item = String>) -> Peer {
+        self.extra_args.extend(args);
+        self
     }
 
     fn args(&self, data: &Path, work: &Path, addr: &str) -> anyhow::Result<Vec<String>> {
@@ -133,7 +143,8 @@ impl Peer {
         let addr = format!("127.0.0.1:{}", self.port);
         let log_path = work.path().join("log");
         let log = File::create(&log_path)?;
-        let args = self.args(&data, work.path(), &addr)?;
+        let mut args = self.args(&data, work.path(), &addr)?;
+        args.extend(self.extra_args.iter().cloned());
         let child = Command::new(&self.program)
             .args(&args)
             .stdin(Stdio::null())

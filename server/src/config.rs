@@ -234,6 +234,10 @@ pub struct Limits {
     pub trace_block_cache_bytes: u64,
     /// Block cache of the log append log's RocksDB.
     pub log_append_block_cache_bytes: u64,
+    /// Memtable budget of the TSDB's RocksDB (all its column families together).
+    pub tsdb_write_buffer_bytes: u64,
+    /// Memtable budget of the trace store's RocksDB.
+    pub trace_write_buffer_bytes: u64,
     /// How often spans older than `traces.retention` are deleted.
     pub trace_retention_interval: PromDuration,
     /// Alerts queued for the external Alertmanagers of `alerting:`; the oldest are dropped
@@ -290,6 +294,8 @@ impl Default for Limits {
             tsdb_block_cache_bytes: 32 << 20,
             trace_block_cache_bytes: 16 << 20,
             log_append_block_cache_bytes: 8 << 20,
+            tsdb_write_buffer_bytes: 64 << 20,
+            trace_write_buffer_bytes: 32 << 20,
             trace_retention_interval: PromDuration(Duration::from_secs(600)),
             alert_queue_capacity: 10_000,
             alert_batch_size: 256,
@@ -354,6 +360,8 @@ impl Limits {
                 self.log_index_batch_records as u64,
             ),
             ("log_append_buffer_bytes", self.log_append_buffer_bytes),
+            ("tsdb_write_buffer_bytes", self.tsdb_write_buffer_bytes),
+            ("trace_write_buffer_bytes", self.trace_write_buffer_bytes),
             ("trace_search_max_spans", self.trace_search_max_spans as u64),
             ("trace_tag_values_max", self.trace_tag_values_max as u64),
             ("alert_queue_capacity", self.alert_queue_capacity as u64),
@@ -982,6 +990,7 @@ impl Config {
             flush_interval: self.storage.flush_interval.0,
             max_active_series: self.limits.max_active_series,
             block_cache_bytes: self.limits.tsdb_block_cache_bytes as usize,
+            write_buffer_bytes: self.limits.tsdb_write_buffer_bytes as usize,
         }
     }
 
@@ -990,6 +999,7 @@ impl Config {
             retention: self.traces.retention.0,
             wal_fsync: self.storage.wal_fsync,
             block_cache_bytes: self.limits.trace_block_cache_bytes as usize,
+            write_buffer_bytes: self.limits.trace_write_buffer_bytes as usize,
         }
     }
 
@@ -1210,6 +1220,8 @@ remote_write:
   tsdb_block_cache_bytes: 1023
   trace_block_cache_bytes: 1024
   log_append_block_cache_bytes: 1025
+  tsdb_write_buffer_bytes: 1026
+  trace_write_buffer_bytes: 1027
   trace_search_max_spans: 1010
   trace_tag_values_max: 1011
   trace_retention_interval: 1m
@@ -1284,6 +1296,13 @@ remote_write:
                 l.append_block_cache_bytes
             ),
             (1023, 1024, 1025)
+        );
+        assert_eq!(
+            (
+                c.tsdb_options().write_buffer_bytes,
+                c.trace_store_options().write_buffer_bytes
+            ),
+            (1026, 1027)
         );
         let t = c.trace_limits();
         assert_eq!((t.max_spans_inspected, t.max_tag_values), (1010, 1011));

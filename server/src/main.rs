@@ -10,6 +10,10 @@ use novamon::cli::{Check, Cli, Command, Test};
 use novamon::config::{self, Config};
 use novamon::{serve, web};
 
+// jemalloc for Rust's allocations too (sized deallocation); `server/src/heap.rs` says why.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -130,7 +130,7 @@ impl ScrapeTimeMetrics {
         );
         registry.register(
             "novamon_heap_bytes",
-            "The malloc heap (Rust's allocations and RocksDB's): in use, and held free by the allocator",
+            "The jemalloc heap (Rust's allocations and RocksDB's): allocated, and resident but free",
             m.heap.clone(),
         );
         registry.register(

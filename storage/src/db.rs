@@ -101,13 +101,14 @@ pub(crate) fn open(
     dir: &Path,
     is_chunk_cf: impl Fn(&str) -> bool,
     cache: &Cache,
+    write_buffer_bytes: usize,
 ) -> Result<(Db, Vec<String>), StorageError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_max_background_jobs(2);
     // One budget for all memtables: with a column family per day, per-CF buffers would add up.
-    opts.set_db_write_buffer_size(64 << 20);
+    opts.set_db_write_buffer_size(write_buffer_bytes);
     // Rarely written column families would otherwise pin old WAL files forever.
     opts.set_max_total_wal_size(128 << 20);
     opts.set_keep_log_file_num(4);

@@ -44,6 +44,10 @@ struct Args {
     /// Series per remote-write request (one request a second).
     #[arg(long, default_value_t = 2000)]
     series: usize,
+    /// A novamon config file to start it with (`--config`), e.g. memtable budgets small
+    /// enough to fill within the warm-up.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 const KINDS: [&str; 7] = [
@@ -282,7 +286,12 @@ fn slope(points: &[(f64, f64)]) -> f64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     novamon_benches::install_tls_provider();
+    let config = args
+        .config
+        .iter()
+        .flat_map(|c| ["--config".into(), c.display().to_string()]);
     let mut running = Peer::novamon(args.novamon.clone(), args.port)
+        .with_args(config)
         .start(Duration::from_secs(120))
         .context("starting novamon")?;
     let base = running.base_url.clone();
@@ -451,9 +460,12 @@ fn main() -> anyhow::Result<()> {
     };
     let after = after_warmup(&rss);
     println!(
-        "soak: {} min, novamon {}",
+        "soak: {} min, novamon {}, config {}",
         args.minutes,
-        args.novamon.display()
+        args.novamon.display(),
+        args.config
+            .as_deref()
+            .map_or("embedded default".into(), |c| c.display().to_string())
     );
     println!(
         "{:<14} {:>12} {:>10} {:>16} {:>18}",

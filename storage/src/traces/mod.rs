@@ -61,6 +61,8 @@ pub struct TraceStoreOptions {
     pub wal_fsync: bool,
     /// Capacity of the block cache all column families read through.
     pub block_cache_bytes: usize,
+    /// Budget of all memtables together: writes wait in them until this much is buffered.
+    pub write_buffer_bytes: usize,
 }
 
 impl Default for TraceStoreOptions {
@@ -69,6 +71,7 @@ impl Default for TraceStoreOptions {
             retention: Duration::from_secs(15 * 86400),
             wal_fsync: false,
             block_cache_bytes: 16 << 20,
+            write_buffer_bytes: 32 << 20,
         }
     }
 }
@@ -121,7 +124,7 @@ impl TraceStore {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
-        db_opts.set_db_write_buffer_size(32 << 20);
+        db_opts.set_db_write_buffer_size(opts.write_buffer_bytes);
         db_opts.set_keep_log_file_num(4);
         let cache = rocksdb::Cache::new_lru_cache(opts.block_cache_bytes);
         let cfs = [CF_SPANS, CF_ORIGINS, CF_INDEX, CF_CATALOG].map(|name| {

@@ -83,6 +83,8 @@ pub struct TsdbOptions {
     pub max_active_series: usize,
     /// Capacity of the block cache all column families read through.
     pub block_cache_bytes: usize,
+    /// Budget of all memtables together: writes wait in them until this much is buffered.
+    pub write_buffer_bytes: usize,
 }
 
 impl Default for TsdbOptions {
@@ -94,6 +96,7 @@ impl Default for TsdbOptions {
             flush_interval: Duration::from_secs(60),
             max_active_series: 0,
             block_cache_bytes: 32 << 20,
+            write_buffer_bytes: 64 << 20,
         }
     }
 }
@@ -162,8 +165,12 @@ impl Tsdb {
     pub fn open(dir: &Path, opts: TsdbOptions) -> Result<Tsdb, StorageError> {
         std::fs::create_dir_all(dir)?;
         let cache = rocksdb::Cache::new_lru_cache(opts.block_cache_bytes);
-        let (db, chunk_cfs) =
-            db::open(dir, |name| partition::parse_cf_name(name).is_some(), &cache)?;
+        let (db, chunk_cfs) = db::open(
+            dir,
+            |name| partition::parse_cf_name(name).is_some(),
+            &cache,
+            opts.write_buffer_bytes,
+        )?;
         meta::check_schema(&db)?;
         let index = Index::load(&db)?;
         let max_id = index.iter().map(|(id, _)| id + 1).max().unwrap_or(0);
