@@ -8,7 +8,7 @@
 //! head and RocksDB. It does not validate samples (the `append` module does) and never touches
 //! RocksDB.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use crate::tsdb::chunk::{CorruptChunk, XorChunk};
 use crate::tsdb::partition::window_start;

@@ -7,7 +7,7 @@
 //! At open, label sets come from `series`, the inverted index from `postings`, and time bounds
 //! from `series_times` (as of the last checkpoint; WAL replay extends them).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use rocksdb::{IteratorMode, WriteBatch};
