@@ -557,13 +557,21 @@ impl Inner {
                 0 => usize::MAX,
                 max => max.saturating_sub(state.index.len()),
             };
-            let mut slot: HashMap<&Labels, usize> = HashMap::new();
+            // A label set repeated in the batch shares one entry. Known series are keyed by
+            // id, so their label set is hashed once (by the index lookup), not twice.
+            #[derive(PartialEq, Eq, Hash)]
+            enum Slot<'b> {
+                Known(u64),
+                New(&'b Labels),
+            }
+            let mut slot: HashMap<Slot<'_>, usize> = HashMap::with_capacity(batch.len());
             for sb in batch
                 .iter()
                 .filter(|sb| !sb.samples.is_empty() || !sb.histograms.is_empty())
             {
-                let i = *slot.entry(&sb.labels).or_insert_with(|| {
-                    let id = state.index.id(&sb.labels);
+                let id = state.index.id(&sb.labels);
+                let key = id.map_or(Slot::New(&sb.labels), Slot::Known);
+                let i = *slot.entry(key).or_insert_with(|| {
                     let last = id.and_then(|id| state.head.last(id));
                     let over_limit = id.is_none() && room == 0;
                     if over_limit {
