@@ -16,10 +16,6 @@ pub(crate) type Cf<'a> = Arc<BoundColumnFamily<'a>>;
 
 /// Series id (u64 BE) → encoded label set.
 pub(crate) const CF_SERIES: &str = "series";
-/// Encoded label set → series id: the reverse of `series`.
-pub(crate) const CF_SERIES_BY_LABELS: &str = "series_by_labels";
-/// `name\0value\0id` → empty: the persisted inverted index.
-pub(crate) const CF_POSTINGS: &str = "postings";
 /// Series id → (min t, max t) as of the last checkpoint.
 pub(crate) const CF_SERIES_TIMES: &str = "series_times";
 /// Counters, schema version, metric metadata.
@@ -30,15 +26,11 @@ pub(crate) const CF_WAL: &str = "wal";
 /// Native histogram samples: series id (u64 BE) | t (sign-flipped u64 BE) → encoded histogram.
 pub(crate) const CF_HISTOGRAMS: &str = "histograms";
 
-const FIXED_CFS: [&str; 7] = [
-    CF_SERIES,
-    CF_SERIES_BY_LABELS,
-    CF_POSTINGS,
-    CF_SERIES_TIMES,
-    CF_META,
-    CF_WAL,
-    CF_HISTOGRAMS,
-];
+const FIXED_CFS: [&str; 5] = [CF_SERIES, CF_SERIES_TIMES, CF_META, CF_WAL, CF_HISTOGRAMS];
+
+/// Column families earlier versions wrote: `series_by_labels` (label set → id, never read)
+/// and `postings` (the inverted index, now rebuilt from `series` at open).
+const RETIRED_CFS: [&str; 2] = ["series_by_labels", "postings"];
 
 /// Column family options reading through `cache`, compressed with `compression`.
 ///
@@ -119,9 +111,14 @@ pub(crate) fn open(
         Err(_) if !dir.join("CURRENT").exists() => Vec::new(),
         Err(e) => return Err(e.into()),
     };
+    let retired: Vec<&str> = RETIRED_CFS
+        .into_iter()
+        .filter(|r| existing.iter().any(|n| n == r))
+        .collect();
     let chunk_cfs: Vec<String> = existing.into_iter().filter(|n| is_chunk_cf(n)).collect();
     let descriptors = FIXED_CFS
         .iter()
+        .chain(&retired)
         .map(|n| ColumnFamilyDescriptor::new(*n, index_cf_options(cache)))
         .chain(
             chunk_cfs
@@ -129,6 +126,11 @@ pub(crate) fn open(
                 .map(|n| ColumnFamilyDescriptor::new(n, chunk_cf_options(cache))),
         );
     let db = Db::open_cf_descriptors(&opts, dir, descriptors)?;
+    // RocksDB opens a database only with all of its column families; retired ones are
+    // opened once more and dropped.
+    for name in retired {
+        db.drop_cf(name)?;
+    }
     Ok((db, chunk_cfs))
 }
 

@@ -192,9 +192,7 @@ impl Inner {
             let ids = state.index.expired(cutoff);
             let mut wb = WriteBatch::default();
             for &id in &ids {
-                if let Some(s) = state.index.get(id) {
-                    index::delete_series(&self.db, &mut wb, id, &s.labels)?;
-                }
+                index::delete_series(&self.db, &mut wb, id)?;
             }
             // Histograms are not in the partitions: their old samples go key range by range.
             let trimmed = histstore::delete_before(&self.db, &mut wb, cutoff)?;

@@ -1,18 +1,20 @@
 //! The series index: series ids, label set ↔ id, per-series time bounds, and their persisted
-//! form (column families `series`, `series_by_labels`, `postings`, `series_times`).
+//! form (column families `series` and `series_times`).
 //!
 //! Owns which series exist and when they have data. It does not hold samples (the `head`
 //! and the chunk partitions do) and never writes to RocksDB itself: callers add its entries
 //! to their WriteBatch so index changes commit atomically with the data that needs them.
-//! At open, label sets come from `series`, the inverted index from `postings`, and time bounds
-//! from `series_times` (as of the last checkpoint; WAL replay extends them).
+//! At open, label sets come from `series`, the inverted index is built from them (persisting
+//! it too cost a RocksDB key per label of every new series and took longer to load than to
+//! rebuild), and time bounds come from `series_times` (as of the last checkpoint; WAL replay
+//! extends them).
 
 use foldhash::HashMap;
 use std::sync::Arc;
 
 use rocksdb::{IteratorMode, WriteBatch};
 
-use crate::db::{self, Db, CF_POSTINGS, CF_SERIES, CF_SERIES_BY_LABELS, CF_SERIES_TIMES};
+use crate::db::{self, Db, CF_SERIES, CF_SERIES_TIMES};
 use crate::encoding::{put_bytes, put_uvarint, Cursor};
 use crate::tsdb::postings::MemPostings;
 use crate::{Label, Labels, Matcher, StorageError};
@@ -37,8 +39,8 @@ pub(crate) struct Index {
     postings: MemPostings,
 }
 
-/// Refuses label sets the index cannot represent: Prometheus rejects them too, and a NUL in
-/// a name would make postings keys ambiguous.
+/// Refuses label sets that cannot name a series: empty ones, empty names (Prometheus rejects
+/// both), and names holding a NUL, which no selector can write.
 pub(crate) fn validate_labels(labels: &Labels) -> Result<(), StorageError> {
     if labels.is_empty() {
         return Err(StorageError::Invalid("empty label set".into()));
@@ -83,26 +85,6 @@ fn decode_labels(bytes: &[u8]) -> Option<Labels> {
     c.is_empty().then(|| Labels::new(labels))
 }
 
-fn postings_key(name: &str, value: &str, id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + value.len() + 10);
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k.extend_from_slice(value.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&id.to_be_bytes());
-    k
-}
-
-/// (name, value, id). Names never contain NUL (validated), values may: split at the first.
-fn parse_postings_key(k: &[u8]) -> Option<(&str, &str, u64)> {
-    let (pair, id) = k.split_last_chunk::<8>()?;
-    let pair = pair.strip_suffix(&[0])?;
-    let sep = pair.iter().position(|&b| b == 0)?;
-    let name = std::str::from_utf8(&pair[..sep]).ok()?;
-    let value = std::str::from_utf8(&pair[sep + 1..]).ok()?;
-    Some((name, value, u64::from_be_bytes(*id)))
-}
-
 fn parse_id(k: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(*<&[u8; 8]>::try_from(k).ok()?))
 }
@@ -118,33 +100,17 @@ pub(crate) fn put_series(
     id: u64,
     labels: &Labels,
 ) -> Result<(), StorageError> {
-    let encoded = encode_labels(labels);
-    batch.put_cf(&db::cf(db, CF_SERIES)?, id.to_be_bytes(), &encoded);
     batch.put_cf(
-        &db::cf(db, CF_SERIES_BY_LABELS)?,
-        &encoded,
+        &db::cf(db, CF_SERIES)?,
         id.to_be_bytes(),
+        encode_labels(labels),
     );
-    let postings = db::cf(db, CF_POSTINGS)?;
-    for l in labels {
-        batch.put_cf(&postings, postings_key(&l.name, &l.value, id), []);
-    }
     Ok(())
 }
 
-pub(crate) fn delete_series(
-    db: &Db,
-    batch: &mut WriteBatch,
-    id: u64,
-    labels: &Labels,
-) -> Result<(), StorageError> {
+pub(crate) fn delete_series(db: &Db, batch: &mut WriteBatch, id: u64) -> Result<(), StorageError> {
     batch.delete_cf(&db::cf(db, CF_SERIES)?, id.to_be_bytes());
-    batch.delete_cf(&db::cf(db, CF_SERIES_BY_LABELS)?, encode_labels(labels));
     batch.delete_cf(&db::cf(db, CF_SERIES_TIMES)?, id.to_be_bytes());
-    let postings = db::cf(db, CF_POSTINGS)?;
-    for l in labels {
-        batch.delete_cf(&postings, postings_key(&l.name, &l.value, id));
-    }
     Ok(())
 }
 
@@ -170,6 +136,7 @@ impl Index {
             let (k, v) = item?;
             let id = parse_id(&k).ok_or_else(|| corrupt("series", &k))?;
             let labels = decode_labels(&v).ok_or_else(|| corrupt("series", &k))?;
+            index.postings.add_series(id, &labels);
             let labels = Arc::new(labels);
             index.by_labels.insert(labels.clone(), id);
             index.series.insert(
@@ -180,16 +147,6 @@ impl Index {
                     max_t: i64::MIN,
                 },
             );
-            index.postings.add_id(id);
-        }
-        let cf = db::cf(db, CF_POSTINGS)?;
-        for item in db.iterator_cf(&cf, IteratorMode::Start) {
-            let (k, _) = item?;
-            let (name, value, id) =
-                parse_postings_key(&k).ok_or_else(|| corrupt("postings", &k))?;
-            if index.series.contains_key(&id) {
-                index.postings.add_pair(name, value, id);
-            }
         }
         let cf = db::cf(db, CF_SERIES_TIMES)?;
         for item in db.iterator_cf(&cf, IteratorMode::Start) {
@@ -297,12 +254,6 @@ mod tests {
         fn label_sets_round_trip(pairs in proptest::collection::vec(("[a-z_]{1,8}", "\\PC{0,12}"), 0..8)) {
             let labels = Labels::from_pairs(pairs);
             prop_assert_eq!(decode_labels(&encode_labels(&labels)), Some(labels));
-        }
-
-        #[test]
-        fn postings_keys_round_trip_with_nul_in_values(name in "[a-zA-Z_:.]{1,10}", value in "[a\\x00b]{0,6}", id in any::<u64>()) {
-            let k = postings_key(&name, &value, id);
-            prop_assert_eq!(parse_postings_key(&k), Some((name.as_str(), value.as_str(), id)));
         }
     }
 

@@ -37,9 +37,7 @@ use rocksdb::{WriteBatch, WriteOptions};
 use tracing::{info, warn};
 
 use crate::contract::{series_set, BatchWriter};
-use crate::db::{
-    self, Db, CF_HISTOGRAMS, CF_POSTINGS, CF_SERIES, CF_SERIES_BY_LABELS, CF_SERIES_TIMES, CF_WAL,
-};
+use crate::db::{self, Db, CF_HISTOGRAMS, CF_SERIES, CF_SERIES_TIMES, CF_WAL};
 use crate::episode::{FailureEpisode, Throttle};
 use crate::tsdb::append::{Limits, SeriesCheck, Verdict};
 use crate::tsdb::chunk::StoredChunk;
@@ -744,14 +742,7 @@ impl Inner {
         for start in self.partitions.all() {
             self.partitions.drop_partition(&self.db, start)?;
         }
-        for cf in [
-            CF_SERIES,
-            CF_SERIES_BY_LABELS,
-            CF_POSTINGS,
-            CF_SERIES_TIMES,
-            CF_WAL,
-            CF_HISTOGRAMS,
-        ] {
+        for cf in [CF_SERIES, CF_SERIES_TIMES, CF_WAL, CF_HISTOGRAMS] {
             db::clear_cf(&self.db, cf)?;
         }
         meta::clear_metadata(&self.db)?;

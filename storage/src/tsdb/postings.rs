@@ -36,8 +36,7 @@ impl MemPostings {
         }
     }
 
-    /// Adds one posting; for loading the persisted index, whose keys come grouped by pair.
-    pub(crate) fn add_pair(&mut self, name: &str, value: &str, id: u64) {
+    fn add_pair(&mut self, name: &str, value: &str, id: u64) {
         let values = match self.by_name.get_mut(name) {
             Some(v) => v,
             None => self.by_name.entry(name.to_owned()).or_default(),
@@ -48,11 +47,6 @@ impl MemPostings {
                 values.insert(value.to_owned(), vec![id]);
             }
         }
-    }
-
-    /// Registers an id in the all-series list only (loading: pairs come separately).
-    pub(crate) fn add_id(&mut self, id: u64) {
-        insert_sorted(&mut self.all, id);
     }
 
     /// Removes series; `removed` must be sorted.

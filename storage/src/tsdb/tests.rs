@@ -913,3 +913,43 @@ fn reads_go_through_one_bounded_block_cache() {
     // the newest files, which here are a few KB.
     assert!(m.block_cache <= capacity as u64 + (64 << 10), "{m:?}");
 }
+
+#[test]
+fn column_families_of_earlier_versions_are_dropped_and_matchers_still_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = labels("m", &[("i", "a")]);
+    let b = labels("m", &[("i", "b")]);
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_ok(&db, &a, &[(1000, 1.0)]);
+        append_ok(&db, &b, &[(1000, 2.0)]);
+        db.close().unwrap();
+    }
+    // What an earlier version left: the two column families it wrote the index to as well.
+    {
+        let mut o = rocksdb::Options::default();
+        o.create_missing_column_families(true);
+        let names = Db::list_cf(&o, dir.path()).unwrap();
+        let raw = Db::open_cf(&o, dir.path(), &names).unwrap();
+        for name in ["postings", "series_by_labels"] {
+            raw.create_cf(name, &o).unwrap();
+            raw.put_cf(&raw.cf_handle(name).unwrap(), b"key", b"")
+                .unwrap();
+        }
+    }
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    let names = Db::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "postings" || n == "series_by_labels"),
+        "{names:?}"
+    );
+    // The inverted index comes from the label sets alone.
+    assert_eq!(
+        db.series(&[vec![eq("i", "b")]], i64::MIN, i64::MAX)
+            .unwrap(),
+        vec![b.clone()]
+    );
+    assert_eq!(all(&db, &a), bits(&[(1000, 1.0)]));
+}
