@@ -52,7 +52,9 @@ pub(crate) struct SeriesSnapshot {
 
 #[derive(Default)]
 pub(crate) struct Head {
-    series: HashMap<u64, SeriesHead>,
+    /// Boxed: a table sized for a million series has two million buckets, and a bucket that
+    /// held the ~200-byte head itself would cost twice the heads.
+    series: HashMap<u64, Box<SeriesHead>>,
     /// Series holding data that is not yet persisted.
     dirty: HashSet<u64>,
 }
@@ -91,12 +93,12 @@ impl Head {
         let open_persisted = open.as_ref().map_or(0, XorChunk::count);
         self.series.insert(
             id,
-            SeriesHead {
+            Box::new(SeriesHead {
                 last: Some(last),
                 open,
                 open_persisted,
                 ..SeriesHead::default()
-            },
+            }),
         );
     }
 
