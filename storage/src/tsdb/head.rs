@@ -23,6 +23,13 @@ struct SeriesHead {
     open_persisted: u16,
     /// Chunks cut from `open` that hold samples not yet persisted, oldest first.
     frozen: Vec<XorChunk>,
+    /// Apart, as most series hold none of it most of the time: every byte of a head counts a
+    /// million times.
+    pending: Option<Box<Pending>>,
+}
+
+#[derive(Default)]
+struct Pending {
     /// Out-of-order samples not yet persisted, sorted by t, unique t.
     ooo: Vec<Sample>,
     /// Handed to the running checkpoint; still read until it commits.
@@ -31,8 +38,12 @@ struct SeriesHead {
 }
 
 impl SeriesHead {
+    fn flushing_frozen(&self) -> &[XorChunk] {
+        self.pending.as_ref().map_or(&[], |p| &p.flushing_frozen)
+    }
+
     fn in_order_chunks(&self) -> impl Iterator<Item = &XorChunk> {
-        self.flushing_frozen
+        self.flushing_frozen()
             .iter()
             .chain(&self.frozen)
             .chain(&self.open)
@@ -116,7 +127,9 @@ impl Head {
                 return Ok(Some(bits));
             }
         }
-        Ok(bits_in(&h.ooo, t).or_else(|| bits_in(&h.flushing_ooo, t)))
+        Ok(h.pending
+            .as_ref()
+            .and_then(|p| bits_in(&p.ooo, t).or_else(|| bits_in(&p.flushing_ooo, t))))
     }
 
     /// Appends a sample newer than the series' last one.
@@ -144,7 +157,8 @@ impl Head {
 
     /// Buffers a sample older than the series' last one (validated: no sample at its t yet).
     pub(crate) fn insert_out_of_order(&mut self, id: u64, s: Sample) {
-        insert_sorted(&mut self.series.entry(id).or_default().ooo, s);
+        let h = self.series.entry(id).or_default();
+        insert_sorted(&mut h.pending.get_or_insert_with(Box::default).ooo, s);
         self.dirty.insert(id);
     }
 
@@ -173,7 +187,7 @@ impl Head {
                 }
             }
         }
-        for buf in [&h.flushing_ooo, &h.ooo] {
+        for buf in h.pending.iter().flat_map(|p| [&p.flushing_ooo, &p.ooo]) {
             let from = buf.partition_point(|s| s.t < mint);
             out.extend(buf[from..].iter().take_while(|s| s.t <= maxt));
         }
@@ -188,13 +202,16 @@ impl Head {
             let Some(h) = self.series.get_mut(&id) else {
                 continue;
             };
-            h.flushing_frozen.append(&mut h.frozen);
-            if !h.ooo.is_empty() {
-                h.flushing_ooo.append(&mut h.ooo);
-                h.flushing_ooo.sort_by_key(|s| s.t);
+            if !h.frozen.is_empty() {
+                let p = h.pending.get_or_insert_with(Box::default);
+                p.flushing_frozen.append(&mut h.frozen);
+            }
+            if let Some(p) = h.pending.as_mut().filter(|p| !p.ooo.is_empty()) {
+                p.flushing_ooo.append(&mut p.ooo);
+                p.flushing_ooo.sort_by_key(|s| s.t);
             }
             let mut chunks: Vec<(i64, Vec<u8>)> = h
-                .flushing_frozen
+                .flushing_frozen()
                 .iter()
                 .map(|c| (c.min_t(), c.to_value()))
                 .collect();
@@ -208,7 +225,10 @@ impl Head {
             out.push(SeriesSnapshot {
                 id,
                 chunks,
-                ooo: h.flushing_ooo.clone(),
+                ooo: h
+                    .pending
+                    .as_ref()
+                    .map_or_else(Vec::new, |p| p.flushing_ooo.clone()),
                 open,
             });
         }
@@ -221,8 +241,13 @@ impl Head {
             let Some(h) = self.series.get_mut(&snap.id) else {
                 continue;
             };
-            h.flushing_frozen.clear();
-            h.flushing_ooo.clear();
+            if let Some(p) = &mut h.pending {
+                p.flushing_frozen.clear();
+                p.flushing_ooo.clear();
+                if p.ooo.is_empty() {
+                    h.pending = None;
+                }
+            }
             if let (Some(c), Some((min_t, count))) = (&h.open, snap.open) {
                 if c.min_t() == min_t {
                     h.open_persisted = h.open_persisted.max(count);
@@ -255,7 +280,7 @@ impl Head {
             .values()
             .map(|h| {
                 h.frozen.len()
-                    + h.flushing_frozen.len()
+                    + h.flushing_frozen().len()
                     + usize::from(
                         h.open
                             .as_ref()
