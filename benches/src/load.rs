@@ -361,7 +361,8 @@ pub fn wait_ready(url: &str, timeout: Duration) -> Result<(), String> {
             Ok(resp) => last = format!("status {}", resp.status()),
             Err(e) => last = e.to_string(),
         }
-        std::thread::sleep(Duration::from_millis(200));
+        // Fine enough to time a restart by.
+        std::thread::sleep(Duration::from_millis(20));
     }
     Err(format!("{url} not ready after {timeout:?}: {last}"))
 }

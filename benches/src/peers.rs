@@ -142,36 +142,40 @@ impl Peer {
         std::fs::create_dir(&data)?;
         let addr = format!("127.0.0.1:{}", self.port);
         let log_path = work.path().join("log");
-        let log = File::create(&log_path)?;
+        File::create(&log_path)?;
         let mut args = self.args(&data, work.path(), &addr)?;
         args.extend(self.extra_args.iter().cloned());
-        let child = Command::new(&self.program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.program.display()))?;
+        let child = spawn(&self.program, &args, &log_path)?;
         let mut running = Running {
             child,
+            program: self.program.clone(),
             base_url: format!("http://{addr}"),
             args,
             data,
             log_path,
             _work: work,
         };
-        if let Err(e) = crate::load::wait_ready(&running.write_url(), timeout) {
-            let _ = running.child.kill();
-            let _ = running.child.wait();
-            bail!("{e}\n--- log tail ---\n{}", running.log_tail());
-        }
+        running.wait_ready(timeout)?;
         Ok(running)
     }
+}
+
+/// Starts `program` with `args`, its output appended to `log_path`.
+fn spawn(program: &Path, args: &[String], log_path: &Path) -> anyhow::Result<Child> {
+    let log = File::options().append(true).open(log_path)?;
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))
 }
 
 /// A started system; killed if dropped without `stop`.
 pub struct Running {
     child: Child,
+    program: PathBuf,
     pub base_url: String,
     args: Vec<String>,
     data: PathBuf,
@@ -227,6 +231,27 @@ impl Running {
         self.child.kill()?;
         self.child.wait()?;
         Ok("killed")
+    }
+
+    /// Starts the stopped system again on the same data and listeners; returns how long it took
+    /// to accept writes (what a restart costs: replaying its log, loading its index).
+    pub fn restart(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
+        if self.child.try_wait()?.is_none() {
+            bail!("restart of a system still running");
+        }
+        let started = Instant::now();
+        self.child = spawn(&self.program, &self.args, &self.log_path)?;
+        self.wait_ready(timeout)?;
+        Ok(started.elapsed())
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        if let Err(e) = crate::load::wait_ready(&self.write_url(), timeout) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            bail!("{e}\n--- log tail ---\n{}", self.log_tail());
+        }
+        Ok(())
     }
 
     /// Disk use of the data directory as `du` counts it.

@@ -1,7 +1,8 @@
 //! End-to-end ingest comparison: starts novamon, Prometheus and VictoriaMetrics one after the
 //! other, each on a loopback port with a fresh data directory, sends each the same
 //! node-exporter-like remote-write 1.0 load, stops it gracefully, and reports accepted
-//! samples per second, bytes per sample on disk after the stop, and peak RSS (VmHWM).
+//! samples per second, bytes per sample on disk after the stop, peak RSS (VmHWM), and how long
+//! it takes to start again on that data until it accepts writes.
 //!
 //!   ingest_compare --novamon target/release/novamon --series 20000 --samples 30
 
@@ -32,6 +33,8 @@ struct Row {
     /// CPU seconds the target used while taking the load.
     cpu_seconds: Option<f64>,
     stopped: &'static str,
+    /// From starting it again on the stopped data to accepting writes.
+    restart: Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +63,8 @@ fn run(args: &Args, peer: &Peer) -> anyhow::Result<Row> {
     let cpu_seconds = running.cpu_seconds();
     let stopped = running.stop(timeout)?;
     let disk_bytes = running.disk_bytes()?;
+    let restart = running.restart(timeout)?;
+    running.stop(timeout)?;
     if let Some(err) = &report.first_error {
         eprintln!("{}: first error: {err}", peer.name);
     }
@@ -70,6 +75,7 @@ fn run(args: &Args, peer: &Peer) -> anyhow::Result<Row> {
         peak_rss_kib,
         cpu_seconds,
         stopped,
+        restart,
     })
 }
 
@@ -79,7 +85,7 @@ fn print_table(args: &Args, rows: &[Row]) {
         args.load.series, args.load.samples, args.load.concurrency, args.load.batch
     );
     println!(
-        "{:<18} {:>12} {:>14} {:>12} {:>8} {:>12} {:>12} {:>13} {:>9}",
+        "{:<18} {:>12} {:>14} {:>12} {:>8} {:>12} {:>12} {:>13} {:>9} {:>10}",
         "target",
         "samples/s",
         "cpu_us/sample",
@@ -88,7 +94,8 @@ fn print_table(args: &Args, rows: &[Row]) {
         "disk_bytes",
         "bytes/sample",
         "peak_rss_MiB",
-        "stop"
+        "stop",
+        "restart_s"
     );
     for r in rows {
         let per_sample = r.disk_bytes as f64 / r.report.samples_accepted.max(1) as f64;
@@ -99,7 +106,7 @@ fn print_table(args: &Args, rows: &[Row]) {
             format!("{:.2}", s * 1e6 / r.report.samples_accepted.max(1) as f64)
         });
         println!(
-            "{:<18} {:>12.0} {:>14} {:>12} {:>8} {:>12} {:>12.2} {:>13} {:>9}",
+            "{:<18} {:>12.0} {:>14} {:>12} {:>8} {:>12} {:>12.2} {:>13} {:>9} {:>10.2}",
             r.name,
             r.report.samples_per_sec(),
             cpu,
@@ -108,7 +115,8 @@ fn print_table(args: &Args, rows: &[Row]) {
             r.disk_bytes,
             per_sample,
             rss,
-            r.stopped
+            r.stopped,
+            r.restart.as_secs_f64()
         );
     }
 }
