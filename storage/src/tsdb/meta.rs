@@ -10,7 +10,12 @@ use crate::db::{self, Db, CF_META};
 use crate::encoding::{put_bytes, Cursor};
 use crate::{Metadata, StorageError};
 
-const SCHEMA_VERSION: u64 = 1;
+/// 2: the inverted index is no longer persisted (version 1 kept it in `postings`, and a
+/// version-1 binary would read a version-2 directory's empty `postings` as no matches at all,
+/// so it must refuse the directory instead).
+const SCHEMA_VERSION: u64 = 2;
+/// Opened by this version as it is: `db::open` drops its retired column families.
+const UPGRADABLE_FROM: u64 = 1;
 const KEY_SCHEMA: &[u8] = b"schema_version";
 pub(crate) const KEY_NEXT_SERIES_ID: &[u8] = b"next_series_id";
 pub(crate) const KEY_NEXT_OOO_CHUNK_ID: &[u8] = b"next_ooo_chunk_id";
@@ -18,7 +23,8 @@ const METADATA_PREFIX: &[u8] = b"metadata/";
 /// The first key after every `metadata/...` key.
 const METADATA_END: &[u8] = b"metadata0";
 
-/// Stamps a new database with the schema version; refuses one written by another version.
+/// Stamps a new or upgraded database with the schema version; refuses one written by another
+/// version.
 pub(crate) fn check_schema(db: &Db) -> Result<(), StorageError> {
     let cf = db::cf(db, CF_META)?;
     match db.get_cf(&cf, KEY_SCHEMA)? {
@@ -27,6 +33,10 @@ pub(crate) fn check_schema(db: &Db) -> Result<(), StorageError> {
             Ok(())
         }
         Some(v) if v.as_slice() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
+        Some(v) if v.as_slice() == UPGRADABLE_FROM.to_be_bytes() => {
+            db.put_cf(&cf, KEY_SCHEMA, SCHEMA_VERSION.to_be_bytes())?;
+            Ok(())
+        }
         Some(v) => Err(StorageError::Corrupt(format!(
             "unsupported schema version {v:02x?}, expected {SCHEMA_VERSION}"
         ))),

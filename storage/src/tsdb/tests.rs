@@ -936,6 +936,12 @@ fn column_families_of_earlier_versions_are_dropped_and_matchers_still_resolve() 
             raw.put_cf(&raw.cf_handle(name).unwrap(), b"key", b"")
                 .unwrap();
         }
+        raw.put_cf(
+            &raw.cf_handle("meta").unwrap(),
+            SCHEMA_KEY,
+            1u64.to_be_bytes(),
+        )
+        .unwrap();
     }
     let db = Tsdb::open(dir.path(), opts()).unwrap();
     let names = Db::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
@@ -952,4 +958,25 @@ fn column_families_of_earlier_versions_are_dropped_and_matchers_still_resolve() 
         vec![b.clone()]
     );
     assert_eq!(all(&db, &a), bits(&[(1000, 1.0)]));
+    drop(db);
+    // Stamped with the new version, so that a binary of the old one refuses the directory
+    // (it would read the missing postings as "no series match").
+    let schema = |set: Option<u64>| {
+        let o = rocksdb::Options::default();
+        let names = Db::list_cf(&o, dir.path()).unwrap();
+        let raw = Db::open_cf(&o, dir.path(), &names).unwrap();
+        let meta = raw.cf_handle("meta").unwrap();
+        if let Some(v) = set {
+            raw.put_cf(&meta, SCHEMA_KEY, v.to_be_bytes()).unwrap();
+        }
+        raw.get_cf(&meta, SCHEMA_KEY).unwrap().unwrap()
+    };
+    assert_eq!(schema(None), 2u64.to_be_bytes());
+    schema(Some(3));
+    assert!(matches!(
+        Tsdb::open(dir.path(), opts()),
+        Err(StorageError::Corrupt(_))
+    ));
 }
+
+const SCHEMA_KEY: &[u8] = b"schema_version";
