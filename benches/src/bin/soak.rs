@@ -264,10 +264,10 @@ fn run_loop(
     }
 }
 
-/// Least-squares slope of (minutes, MiB) points.
 /// (minutes, MiB) samples of one memory figure.
 type Points = Vec<(f64, f64)>;
 
+/// Least-squares slope of (minutes, MiB) points.
 fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
     let (sx, sy) = points
