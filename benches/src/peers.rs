@@ -5,6 +5,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -190,11 +192,23 @@ impl Running {
 
     /// A field of `/proc/PID/status` counted in KiB (`VmRSS`, `VmHWM`, `RssAnon`, `RssFile`).
     pub fn status_kib(&self, field: &str) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status
-            .lines()
-            .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        status_kib(self.child.id(), field)
+    }
+
+    /// Samples the resident set every 2 ms from now until [`RssWatch::peak_kib`].
+    pub fn watch_rss(&self) -> RssWatch {
+        let pid = self.child.id();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(status_kib(pid, "VmRSS").unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        });
+        RssWatch { stop, sampler }
     }
 
     /// VmHWM: the peak resident set so far.
@@ -293,6 +307,30 @@ fn free_loopback_addr() -> std::io::Result<String> {
 }
 
 /// Allocated blocks of every file under `dir`.
+/// A field of `/proc/PID/status` counted in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The highest resident set a process reached while watched (see [`Running::watch_rss`]):
+/// unlike VmHWM, it can be taken over one stretch of work after others.
+pub struct RssWatch {
+    stop: Arc<AtomicBool>,
+    sampler: std::thread::JoinHandle<u64>,
+}
+
+impl RssWatch {
+    /// Stops watching; the highest VmRSS seen, in KiB.
+    pub fn peak_kib(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.sampler.join().unwrap_or(0)
+    }
+}
+
 pub fn du(dir: &Path) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;

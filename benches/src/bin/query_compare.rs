@@ -2,7 +2,10 @@
 //! an hour at 15s) into novamon, Prometheus and VictoriaMetrics through remote-write, then
 //! times typical dashboard queries, instant and as a 1h range at 15s step, against each, and
 //! prints median latencies and their ratio to novamon's. Result sizes are printed beside them
-//! so a fast wrong answer shows.
+//! so a fast wrong answer shows. A second table gives each query's memory: the highest
+//! resident set seen while it ran (sampled every 2 ms) above the resident set after a pause
+//! before it.
+//! VictoriaMetrics runs with its result cache off, so each timed run computes the answer.
 //!
 //!   query_compare --novamon target/release/novamon --series 12000
 
@@ -37,12 +40,18 @@ struct Args {
     /// Timed runs of each query (after one warm-up run).
     #[arg(long, default_value_t = 7)]
     runs: usize,
+    /// Pause before each query, so that memory the previous one freed is given back to the
+    /// system (jemalloc purges after 10 s) before the resident set is taken as its baseline.
+    #[arg(long, default_value_t = 12)]
+    settle_secs: u64,
 }
 
 /// Median latency and result size of one query on one system.
 struct Timing {
     median: Duration,
     series: usize,
+    /// Highest resident set during the runs above the one before them.
+    peak_above_kib: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,7 +67,15 @@ fn main() -> anyhow::Result<()> {
         interval_ms: 15_000,
         end_ms,
     };
-    let peers = args.peers.peers()?;
+    let peers: Vec<_> = args
+        .peers
+        .peers()?
+        .into_iter()
+        .map(|p| match p.name.as_str() {
+            "victoria-metrics" => p.with_args(["-search.disableCache".to_string()]),
+            _ => p,
+        })
+        .collect();
     let timeout = Duration::from_secs(args.peers.timeout);
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(300))
@@ -83,7 +100,7 @@ fn main() -> anyhow::Result<()> {
             .get(format!("{}/internal/force_flush", running.base_url))
             .send();
         std::thread::sleep(Duration::from_secs(2));
-        let timings = time_queries(&client, &running, end_ms, args.runs)
+        let timings = time_queries(&client, &running, end_ms, &args)
             .with_context(|| format!("querying {}", peer.name))?;
         running.stop(timeout)?;
         columns.push((peer.name.clone(), timings));
@@ -121,13 +138,17 @@ fn time_queries(
     client: &reqwest::blocking::Client,
     running: &Running,
     end_ms: i64,
-    runs: usize,
+    args: &Args,
 ) -> anyhow::Result<Vec<Timing>> {
+    let runs = args.runs;
     let mut out = Vec::new();
     for (_, path) in requests(end_ms) {
         let url = format!("{}{}", running.base_url, path);
         let mut samples = Vec::with_capacity(runs);
         let mut series = 0;
+        std::thread::sleep(Duration::from_secs(args.settle_secs));
+        let before = running.rss_kib().unwrap_or(0);
+        let watch = running.watch_rss();
         for run in 0..=runs {
             let start = Instant::now();
             let resp = client.get(&url).send()?;
@@ -140,10 +161,12 @@ fn time_queries(
                 samples.push(elapsed);
             }
         }
+        let peak = watch.peak_kib();
         samples.sort();
         out.push(Timing {
             median: samples[samples.len() / 2],
             series,
+            peak_above_kib: peak.saturating_sub(before),
         });
     }
     Ok(out)
@@ -172,6 +195,16 @@ fn print_table(args: &Args, columns: &[(String, Vec<Timing>)]) {
                 None => format!("{ms:.1} ({})", t.series),
             };
             print!(" {cell:>22}");
+        }
+        println!();
+    }
+    println!();
+    println!("query peak resident set above the one before it, MiB");
+    for (i, (label, _)) in requests(0).iter().enumerate() {
+        print!("{label:<100}");
+        for (_, timings) in columns {
+            let mib = timings[i].peak_above_kib as f64 / 1024.0;
+            print!(" {mib:>22.1}");
         }
         println!();
     }

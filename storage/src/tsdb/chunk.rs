@@ -238,11 +238,16 @@ impl XorChunk {
     /// followed by the bit stream.
     pub(crate) fn to_value(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bw.bytes.len() + 8);
-        out.push(ENCODING_XOR);
-        put_uvarint(&mut out, u64::from(self.count));
-        put_uvarint(&mut out, self.last_t.wrapping_sub(self.first_t) as u64);
-        out.extend_from_slice(&self.bw.bytes);
+        self.write_stored(&mut out);
         out
+    }
+
+    /// Appends the stored form (see [`XorChunk::to_value`]) to `out`.
+    pub(crate) fn write_stored(&self, out: &mut Vec<u8>) {
+        out.push(ENCODING_XOR);
+        put_uvarint(out, u64::from(self.count));
+        put_uvarint(out, self.last_t.wrapping_sub(self.first_t) as u64);
+        out.extend_from_slice(&self.bw.bytes);
     }
 
     /// Bytes of the bit stream (without header), for size accounting.
@@ -252,9 +257,42 @@ impl XorChunk {
     }
 }
 
+/// Stored chunk values copied back to back into one buffer: what a select holds of the series
+/// it has not decoded yet (a tenth of their decoded size, and one allocation).
+#[derive(Default)]
+pub(crate) struct ChunkArena {
+    bytes: Vec<u8>,
+    /// Where each value lies in `bytes`.
+    spans: Vec<(usize, usize)>,
+}
+
+impl ChunkArena {
+    /// How many values it holds; the next one pushed gets this index.
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub(crate) fn push(&mut self, value: &[u8]) {
+        self.push_with(|out| out.extend_from_slice(value));
+    }
+
+    /// Pushes the value `write` appends to the buffer.
+    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.bytes.len();
+        write(&mut self.bytes);
+        self.spans.push((start, self.bytes.len()));
+    }
+
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
+        let (start, end) = self.spans[i];
+        &self.bytes[start..end]
+    }
+}
+
 /// A stored chunk, parsed just far enough to know its time range without decoding it.
 pub(crate) struct StoredChunk<'a> {
     count: u16,
+    min_t: i64,
     max_t: i64,
     data: &'a [u8],
 }
@@ -280,6 +318,7 @@ impl<'a> StoredChunk<'a> {
         };
         Ok(StoredChunk {
             count,
+            min_t,
             max_t: min_t.wrapping_add(span as i64),
             data,
         })
@@ -287,6 +326,10 @@ impl<'a> StoredChunk<'a> {
 
     pub(crate) fn count(&self) -> u16 {
         self.count
+    }
+
+    pub(crate) fn min_t(&self) -> i64 {
+        self.min_t
     }
 
     pub(crate) fn max_t(&self) -> i64 {

@@ -10,7 +10,7 @@
 
 use foldhash::{HashMap, HashSet};
 
-use crate::tsdb::chunk::{CorruptChunk, XorChunk};
+use crate::tsdb::chunk::{ChunkArena, CorruptChunk, XorChunk};
 use crate::tsdb::partition::window_start;
 use crate::Sample;
 
@@ -162,36 +162,29 @@ impl Head {
         self.dirty.insert(id);
     }
 
-    /// All head samples of a series within [mint, maxt], in no particular order.
-    pub(crate) fn samples(
+    /// Copies what the head holds of a series within [mint, maxt]: its in-order chunks that
+    /// overlap the range, as stored values into `chunks`, and its out-of-order samples in the
+    /// range into `ooo`. Undecoded: the reader decodes (and trims to the range) later.
+    pub(crate) fn copy_out(
         &self,
         id: u64,
         mint: i64,
         maxt: i64,
-        out: &mut Vec<Sample>,
-    ) -> Result<(), CorruptChunk> {
+        chunks: &mut ChunkArena,
+        ooo: &mut Vec<Sample>,
+    ) {
         let Some(h) = self.series.get(&id) else {
-            return Ok(());
+            return;
         };
         for c in h.in_order_chunks() {
-            if c.max_t() < mint || c.min_t() > maxt {
-                continue;
-            }
-            for s in c.iter() {
-                let s = s?;
-                if s.t > maxt {
-                    break;
-                }
-                if s.t >= mint {
-                    out.push(s);
-                }
+            if c.max_t() >= mint && c.min_t() <= maxt {
+                chunks.push_with(|out| c.write_stored(out));
             }
         }
         for buf in h.pending.iter().flat_map(|p| [&p.flushing_ooo, &p.ooo]) {
             let from = buf.partition_point(|s| s.t < mint);
-            out.extend(buf[from..].iter().take_while(|s| s.t <= maxt));
+            ooo.extend(buf[from..].iter().take_while(|s| s.t <= maxt));
         }
-        Ok(())
     }
 
     /// Takes what the dirty series hold beyond their persisted state, moving cut chunks and
@@ -302,8 +295,13 @@ mod tests {
     }
 
     fn head_samples(h: &Head, id: u64) -> Vec<(i64, f64)> {
+        let mut chunks = ChunkArena::default();
         let mut out = Vec::new();
-        h.samples(id, i64::MIN, i64::MAX, &mut out).unwrap();
+        h.copy_out(id, i64::MIN, i64::MAX, &mut chunks, &mut out);
+        for i in 0..chunks.len() {
+            let c = StoredChunk::parse(chunks.get(i)).unwrap();
+            out.extend(c.iter().map(Result::unwrap));
+        }
         out.sort_by_key(|s| s.t);
         out.into_iter().map(|s| (s.t, s.v)).collect()
     }

@@ -36,7 +36,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::{WriteBatch, WriteOptions};
 use tracing::{info, warn};
 
-use crate::contract::{series_set, BatchWriter};
+use crate::contract::BatchWriter;
 use crate::db::{self, Db, CF_HISTOGRAMS, CF_SERIES, CF_SERIES_TIMES, CF_WAL};
 use crate::episode::{FailureEpisode, Throttle};
 use crate::tsdb::append::{Limits, SeriesCheck, Verdict};
@@ -411,11 +411,11 @@ impl BatchWriter for Tsdb {
     }
 }
 
-/// Reads are served from decoded samples for now: the hints are accepted and the sample
-/// limit holds while reading, but points are not yet decoded on demand.
+/// A select reads the matching series' chunks as stored (compressed) and decodes each series
+/// as the set reaches it (`read::Selection`).
 impl Querier for Tsdb {
     fn select(&self, matchers: &[Matcher], hints: &SelectHints) -> Result<SeriesSet, StorageError> {
-        Ok(series_set(self.inner.select(
+        Ok(Box::new(self.inner.select(
             matchers,
             hints.start,
             hints.end,

@@ -1,17 +1,20 @@
 //! The read side of the facade: `select` (head + chunk partitions merged, deduplicated, under
-//! a sample limit), the series / label-name / label-value APIs and the status figures. Reads
+//! a sample limit; chunks read in key order, each series decoded as the answer reaches it), the series / label-name / label-value APIs and the status figures. Reads
 //! only; never changes the head, the index or RocksDB.
 
 use std::collections::BTreeSet;
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::sync::Arc;
 
 use super::{corrupt, Inner};
-use crate::tsdb::chunk::StoredChunk;
+use crate::tsdb::chunk::{ChunkArena, StoredChunk};
 use crate::tsdb::histstore;
 use crate::tsdb::index::Index;
 use crate::tsdb::partition::{self, PARTITION_MS};
-use crate::{Labels, Matcher, Sample, SeriesSamples, StorageError, TsdbStatus, METRIC_NAME};
+use crate::{
+    HistogramSample, Labels, Matcher, Sample, Series, SeriesSamples, StorageError, TsdbStatus,
+    METRIC_NAME,
+};
 
 /// Ids matching any of the matcher sets (all series for none) with data in [mint, maxt].
 fn matching_ids(index: &Index, matcher_sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<u64> {
@@ -47,58 +50,151 @@ fn top(mut v: Vec<(String, u64)>, n: usize) -> Vec<(String, u64)> {
     v
 }
 
-/// A series picked for `select`, with its head samples already copied.
-struct Wanted {
+/// A series picked for `select`, with where its undecoded points are.
+struct Picked {
     id: u64,
     labels: Arc<Labels>,
     /// The query range narrowed to the series' time bounds.
     lo: i64,
     hi: i64,
-    head: Vec<Sample>,
+    /// Its chunks in the select's [`ChunkArena`]: copied from the head, then read from the
+    /// partitions.
+    head_chunks: Range<usize>,
+    stored_chunks: Range<usize>,
+    ooo: Vec<Sample>,
+    histograms: Vec<HistogramSample>,
+}
+
+/// Series whose head data is copied under one hold of the shared state lock.
+const HEAD_COPY_SERIES: usize = 4096;
+
+/// The series of one select in label order. Their chunks are read from RocksDB in key (id)
+/// order when the select is made, as stored (compressed), and each series is decoded only
+/// when the set reaches it: memory follows the compressed data plus one decoded series. The
+/// sample limit counts every point handed out; going over ends the set with
+/// [`StorageError::SampleLimit`].
+pub(super) struct Selection {
+    picked: std::vec::IntoIter<Picked>,
+    chunks: ChunkArena,
+    /// Points handed out so far.
+    total: usize,
+    limit: usize,
+    done: bool,
+}
+
+impl Iterator for Selection {
+    type Item = Result<Series, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let p = self.picked.next()?;
+            match self.decode(p) {
+                Ok(Some(s)) => return Some(Ok(Series::from_samples(s))),
+                Ok(None) => {}
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Selection {
+    /// The points of one picked series within its range, or `None` if it has none there.
+    fn decode(&mut self, p: Picked) -> Result<Option<SeriesSamples>, StorageError> {
+        let too_many = || StorageError::SampleLimit { limit: self.limit };
+        let mut samples = p.ooo;
+        for i in p.stored_chunks.chain(p.head_chunks) {
+            let chunk = StoredChunk::parse(self.chunks.get(i)).map_err(corrupt)?;
+            if chunk.max_t() < p.lo {
+                continue;
+            }
+            for s in chunk.iter() {
+                let s = s.map_err(corrupt)?;
+                if s.t > p.hi {
+                    break;
+                }
+                if s.t >= p.lo {
+                    samples.push(s);
+                }
+            }
+            // Overlaps (head vs. chunk, out-of-order chunks) may inflate the raw count: only
+            // fail once deduplication cannot bring it under the limit.
+            if self.total + samples.len() > self.limit {
+                normalize(&mut samples);
+                if self.total + samples.len() > self.limit {
+                    return Err(too_many());
+                }
+            }
+        }
+        normalize(&mut samples);
+        self.total += samples.len() + p.histograms.len();
+        if self.total > self.limit {
+            return Err(too_many());
+        }
+        if samples.is_empty() && p.histograms.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SeriesSamples {
+            labels: Labels::clone(&p.labels),
+            samples,
+            histograms: p.histograms,
+        }))
+    }
 }
 
 impl Inner {
+    /// The series matching `matchers` with data in [mint, maxt], sorted by labels, their
+    /// chunks read but not decoded (see [`Selection`]).
     pub(super) fn select(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
         sample_limit: usize,
-    ) -> Result<Vec<SeriesSamples>, StorageError> {
+    ) -> Result<Selection, StorageError> {
         let (mint, maxt) = (partition::clamp(mint), partition::clamp(maxt));
-        if mint > maxt {
-            return Ok(Vec::new());
-        }
-        let too_many = || StorageError::SampleLimit {
-            limit: sample_limit,
-        };
-
-        // Head first (see the facade's doc on why the order matters).
-        let mut wanted = Vec::new();
-        {
+        let mut picked = Vec::new();
+        if mint <= maxt {
             let state = self.state.read();
-            let mut in_head = 0usize;
+            // Ids come sorted, which is key order in every partition.
             for id in state.index.select(matchers) {
-                let Some(s) = state.index.get(id).filter(|s| s.overlaps(mint, maxt)) else {
-                    continue;
-                };
-                let (lo, hi) = (mint.max(s.min_t), maxt.min(s.max_t));
-                let mut head = Vec::new();
-                state.head.samples(id, lo, hi, &mut head).map_err(corrupt)?;
-                in_head += head.len();
-                if in_head > sample_limit {
-                    return Err(too_many());
+                if let Some(s) = state.index.get(id).filter(|s| s.overlaps(mint, maxt)) {
+                    picked.push(Picked {
+                        id,
+                        labels: s.labels.clone(),
+                        lo: mint.max(s.min_t),
+                        hi: maxt.min(s.max_t),
+                        head_chunks: 0..0,
+                        stored_chunks: 0..0,
+                        ooo: Vec::new(),
+                        histograms: Vec::new(),
+                    });
                 }
-                wanted.push(Wanted {
-                    id,
-                    labels: s.labels.clone(),
-                    lo,
-                    hi,
-                    head,
-                });
             }
         }
+        let chunks = self.read_chunks(&mut picked, mint, maxt, sample_limit)?;
+        picked.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Selection {
+            picked: picked.into_iter(),
+            chunks,
+            total: 0,
+            limit: sample_limit,
+            done: false,
+        })
+    }
 
+    /// Copies the head's data of the picked series (sorted by id), then reads their stored
+    /// chunks, one RocksDB iterator per partition walking forward through all of them.
+    fn read_chunks(
+        &self,
+        picked: &mut [Picked],
+        mint: i64,
+        maxt: i64,
+        sample_limit: usize,
+    ) -> Result<ChunkArena, StorageError> {
         let cfs: Vec<(i64, crate::db::Cf<'_>)> = self
             .partitions
             .overlapping(mint..=maxt)
@@ -108,63 +204,56 @@ impl Inner {
                 Some((start, cf))
             })
             .collect();
-        // One iterator per partition, re-seeked for each series.
         let mut iters: Vec<_> = cfs
             .iter()
             .map(|(start, cf)| (*start, self.db.raw_iterator_cf(cf)))
             .collect();
-
         let mut hists = histstore::Scanner::new(&self.db)?;
-        let mut total = 0usize;
-        let mut out = Vec::new();
-        for w in wanted {
-            let mut samples: Vec<Sample> = Vec::new();
-            for (start, it) in &mut iters {
-                if *start > w.hi || start.saturating_add(PARTITION_MS) <= w.lo {
-                    continue;
+        let mut chunks = ChunkArena::default();
+        // Samples of stored chunks lying wholly inside their series' range: all of them will
+        // be handed out (stored chunks never repeat a sample), so past the limit the select
+        // fails before reading further.
+        let mut certain = 0usize;
+        for batch in picked.chunks_mut(HEAD_COPY_SERIES) {
+            // Head first (see the facade's doc on why the order matters).
+            {
+                let state = self.state.read();
+                for p in batch.iter_mut() {
+                    let start = chunks.len();
+                    state
+                        .head
+                        .copy_out(p.id, p.lo, p.hi, &mut chunks, &mut p.ooo);
+                    p.head_chunks = start..chunks.len();
                 }
-                partition::scan_chunks(it, w.id, w.lo, w.hi, |_, value| {
-                    let chunk = StoredChunk::parse(value).map_err(corrupt)?;
-                    if chunk.max_t() < w.lo {
-                        return Ok(ControlFlow::Continue(()));
-                    }
-                    for s in chunk.iter() {
-                        let s = s.map_err(corrupt)?;
-                        if s.t > w.hi {
-                            break;
-                        }
-                        if s.t >= w.lo {
-                            samples.push(s);
-                        }
-                    }
-                    // Overlaps (head vs. chunk, out-of-order chunks) may inflate the raw
-                    // count: only fail once deduplication cannot bring it under the limit.
-                    if total + samples.len() > sample_limit {
-                        normalize(&mut samples);
-                        if total + samples.len() > sample_limit {
-                            return Err(too_many());
-                        }
-                    }
-                    Ok(ControlFlow::Continue(()))
-                })?;
             }
-            samples.extend(w.head);
-            normalize(&mut samples);
-            let histograms = hists.scan(w.id, w.lo, w.hi)?;
-            total += samples.len() + histograms.len();
-            if total > sample_limit {
-                return Err(too_many());
-            }
-            if !samples.is_empty() || !histograms.is_empty() {
-                out.push(SeriesSamples {
-                    labels: Labels::clone(&w.labels),
-                    samples,
-                    histograms,
-                });
+            for p in batch.iter_mut() {
+                let start = chunks.len();
+                for (part, it) in &mut iters {
+                    if *part > p.hi || part.saturating_add(PARTITION_MS) <= p.lo {
+                        continue;
+                    }
+                    partition::scan_chunks(it, p.id, p.lo, p.hi, |_, value| {
+                        let chunk = StoredChunk::parse(value).map_err(corrupt)?;
+                        if chunk.max_t() < p.lo {
+                            return Ok(ControlFlow::Continue(()));
+                        }
+                        chunks.push(value);
+                        if chunk.min_t() >= p.lo && chunk.max_t() <= p.hi {
+                            certain += usize::from(chunk.count());
+                            if certain > sample_limit {
+                                return Err(StorageError::SampleLimit {
+                                    limit: sample_limit,
+                                });
+                            }
+                        }
+                        Ok(ControlFlow::Continue(()))
+                    })?;
+                }
+                p.stored_chunks = start..chunks.len();
+                p.histograms = hists.scan(p.id, p.lo, p.hi)?;
             }
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        Ok(chunks)
     }
 
     pub(super) fn series(

@@ -980,3 +980,49 @@ fn column_families_of_earlier_versions_are_dropped_and_matchers_still_resolve() 
 }
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
+
+#[test]
+fn select_reads_in_id_order_and_answers_in_label_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    // Ids follow write order; writing the labels in reverse makes id order the reverse of
+    // label order.
+    let n = 600;
+    let all: Vec<Labels> = (0..n)
+        .map(|i| labels("m", &[("i", &format!("{i:04}"))]))
+        .collect();
+    for l in all.iter().rev() {
+        append_ok(&db, l, &regular(0, 4));
+    }
+    db.flush().unwrap();
+    for l in &all {
+        append_ok(&db, l, &[(4 * 15_000, 4.0)]);
+    }
+    let m = [eq(METRIC_NAME, "m")];
+    let select = |limit| db.select(&m, &crate::SelectHints::range(i64::MIN, i64::MAX, limit));
+    let got: Vec<crate::SeriesSamples> = select(usize::MAX)
+        .unwrap()
+        .map(|s| s.unwrap().into_samples().unwrap())
+        .collect();
+    assert_eq!(
+        got.iter().map(|s| s.labels.clone()).collect::<Vec<_>>(),
+        all,
+        "label order"
+    );
+    // Chunks (the first four) and head (the fifth) merged.
+    let mut want = regular(0, 4);
+    want.push((4 * 15_000, 4.0));
+    let want: Vec<Sample> = want.into_iter().map(|(t, v)| Sample { t, v }).collect();
+    assert!(got.iter().all(|s| s.samples == want));
+
+    // The stored chunks alone hold more than the limit: refused before anything is decoded.
+    let err = select(4 * n - 1).err().unwrap();
+    assert!(matches!(err, StorageError::SampleLimit { .. }), "{err}");
+    // Only with the head's samples is it too much: the set ends where the limit is crossed
+    // (490 series of 5 samples fit in 2450).
+    let mut limited = select(4 * n + 50).unwrap();
+    assert!(limited.by_ref().take(490).all(|s| s.is_ok()));
+    let err = limited.next().unwrap().err().unwrap();
+    assert!(matches!(err, StorageError::SampleLimit { .. }), "{err}");
+    assert!(limited.next().is_none(), "the set ends at the error");
+}

@@ -86,22 +86,26 @@ pub(crate) fn eval_aggregate(
         Some(p) => Some(ev.eval_scalar(p, ctx)?),
         None => None,
     };
-    let input = ev.eval_vector(&a.expr, ctx)?;
-    let mut group_of = Vec::with_capacity(input.len());
-    let mut group_labels: Vec<Labels> = Vec::new();
-    // A group loses its name if any member would.
-    let mut group_drop: Vec<bool> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for s in &input {
-        let key = grouping.key(&s.labels);
-        let g = *index.entry(key).or_insert_with(|| {
-            group_labels.push(grouping.labels(&s.labels));
-            group_drop.push(false);
-            group_labels.len() - 1
-        });
-        group_drop[g] |= s.drop_name;
-        group_of.push(g);
+    let selects_k = matches!(op.as_str(), "topk" | "bottomk" | "limitk" | "limit_ratio");
+    let mut taken = Input::new(&grouping, &op, ctx);
+    if selects_k {
+        for s in ev.eval_vector(&a.expr, ctx)? {
+            taken.add(s, false);
+        }
+    } else {
+        ev.eval_vector_each(&a.expr, ctx, &mut |s| {
+            taken.add(s, true);
+            Ok(())
+        })?;
     }
+    let Input {
+        series: input,
+        group_of,
+        group_labels,
+        group_drop,
+        folded,
+        ..
+    } = taken;
     match op.as_str() {
         "topk" | "bottomk" | "limitk" | "limit_ratio" => {
             let params = params.unwrap_or_default();
@@ -124,13 +128,25 @@ pub(crate) fn eval_aggregate(
             let points: usize = input.iter().map(|s| s.points.len()).sum();
             // Floats only, and fewer group-step slots than points: accumulating series by
             // series skips regrouping every point by step, which costs more than the sums.
-            let mut floats = (input.iter().all(|s| s.hpoints.is_empty())
-                && groups.saturating_mul(ctx.steps()).saturating_mul(2) <= points)
-                .then(|| float_accs(&op, &input, &group_of, groups, ctx));
-            let steps = match floats {
-                Some(_) => Vec::new(),
-                None => by_step(&input, ctx),
+            // Series folded while they arrived are already accumulated; what was held (series
+            // with histograms among them) is regrouped by step.
+            let (mut floats, input, group_of) = match folded {
+                Some(f) => (Some(f), input, group_of),
+                None if input.iter().all(|s| s.hpoints.is_empty())
+                    && worth_folding(groups, ctx, points) =>
+                {
+                    (
+                        Some(float_accs(&op, &input, &group_of, ctx)),
+                        vec![],
+                        vec![],
+                    )
+                }
+                None => (None, input, group_of),
             };
+            if let Some(f) = &mut floats {
+                f.resize_with(groups, || empty_slots(ctx));
+            }
+            let steps = by_step(&input, ctx);
             let mut out = OutBuilder::default();
             let pos = ev.pos(&op, None);
             let expr_pos = ev.pos(&op, Some(0));
@@ -138,10 +154,7 @@ pub(crate) fn eval_aggregate(
                 ev.check_deadline()?;
                 let els = steps.get(i).map_or(&[][..], Vec::as_slice);
                 let mut accs: Vec<Option<Acc>> = match &mut floats {
-                    Some(f) => f[i * groups..(i + 1) * groups]
-                        .iter_mut()
-                        .map(Option::take)
-                        .collect(),
+                    Some(f) => f.iter_mut().map(|slots| slots[i].take()).collect(),
                     None => (0..groups).map(|_| None).collect(),
                 };
                 let mut hists: Vec<Option<HistAcc>> =
@@ -239,24 +252,112 @@ pub(crate) fn eval_aggregate(
     }
 }
 
-/// The float accumulators of every group at every step (`[step * groups + group]`), filled
-/// series by series. Each slot still sees its members in series order, as the walk step by
-/// step adds them, so the results are the same to the bit.
-fn float_accs(
-    op: &str,
-    input: &[Series],
-    group_of: &[usize],
-    groups: usize,
-    ctx: &Ctx,
-) -> Vec<Option<Acc>> {
-    let mut accs: Vec<Option<Acc>> = (0..groups * ctx.steps()).map(|_| None).collect();
-    for (s, &g) in input.iter().zip(group_of) {
-        for p in &s.points {
-            match &mut accs[ctx.index_of(p.t) * groups + g] {
-                Some(acc) => acc.add(op, p.v),
-                slot => *slot = Some(Acc::new(op, p.v)),
+/// Float points an aggregation holds as series before it starts folding float-only series
+/// into accumulators as they arrive: below it, holding costs little and regrouping by step
+/// stays possible.
+const FOLD_AFTER_POINTS: usize = 1 << 16;
+
+/// Whether accumulating `points` series by series into a slot per group and step is cheaper
+/// than regrouping them by step.
+fn worth_folding(groups: usize, ctx: &Ctx, points: usize) -> bool {
+    groups.saturating_mul(ctx.steps()).saturating_mul(2) <= points
+}
+
+/// An aggregation's input, taken series by series: each series' group is found as it
+/// arrives; the series are held, unless, past [`FOLD_AFTER_POINTS`] float points with no
+/// histogram yet and fewer group-step slots than points, float-only series are folded into
+/// their group's accumulators (see [`float_accs`]) and dropped.
+struct Input<'g> {
+    grouping: &'g Grouping,
+    op: &'g str,
+    ctx: &'g Ctx,
+    series: Vec<Series>,
+    group_of: Vec<usize>,
+    /// Float points of the held series.
+    points: usize,
+    held_histograms: bool,
+    index: HashMap<String, usize>,
+    group_labels: Vec<Labels>,
+    /// A group loses its name if any member would.
+    group_drop: Vec<bool>,
+    folded: Option<Vec<Vec<Option<Acc>>>>,
+}
+
+impl<'g> Input<'g> {
+    fn new(grouping: &'g Grouping, op: &'g str, ctx: &'g Ctx) -> Input<'g> {
+        Input {
+            grouping,
+            op,
+            ctx,
+            series: Vec::new(),
+            group_of: Vec::new(),
+            points: 0,
+            held_histograms: false,
+            index: HashMap::new(),
+            group_labels: Vec::new(),
+            group_drop: Vec::new(),
+            folded: None,
+        }
+    }
+
+    fn add(&mut self, s: Series, may_fold: bool) {
+        let key = self.grouping.key(&s.labels);
+        let g = *self.index.entry(key).or_insert_with(|| {
+            self.group_labels.push(self.grouping.labels(&s.labels));
+            self.group_drop.push(false);
+            self.group_labels.len() - 1
+        });
+        self.group_drop[g] |= s.drop_name;
+        if let Some(accs) = &mut self.folded {
+            if s.hpoints.is_empty() {
+                fold(accs, g, &s, self.op, self.ctx);
+                return;
             }
         }
+        self.points += s.points.len();
+        self.held_histograms |= !s.hpoints.is_empty();
+        self.series.push(s);
+        self.group_of.push(g);
+        if may_fold
+            && self.folded.is_none()
+            && !self.held_histograms
+            && self.points >= FOLD_AFTER_POINTS
+            && worth_folding(self.group_labels.len(), self.ctx, self.points)
+        {
+            self.folded = Some(float_accs(self.op, &self.series, &self.group_of, self.ctx));
+            self.series.clear();
+            self.group_of.clear();
+            self.points = 0;
+        }
+    }
+}
+
+/// One group's accumulators, one slot per step.
+fn empty_slots(ctx: &Ctx) -> Vec<Option<Acc>> {
+    (0..ctx.steps()).map(|_| None).collect()
+}
+
+/// Adds the points of series `s` to the accumulators of its group `g`.
+fn fold(accs: &mut Vec<Vec<Option<Acc>>>, g: usize, s: &Series, op: &str, ctx: &Ctx) {
+    if accs.len() <= g {
+        accs.resize_with(g + 1, || empty_slots(ctx));
+    }
+    let slots = &mut accs[g];
+    for p in &s.points {
+        match &mut slots[ctx.index_of(p.t)] {
+            Some(acc) => acc.add(op, p.v),
+            slot => *slot = Some(Acc::new(op, p.v)),
+        }
+    }
+}
+
+/// The float accumulators of every group at every step (`[group][step]`), filled series by
+/// series. Each slot still sees its members in series order, as the walk step by step adds
+/// them, so the results are the same to the bit.
+fn float_accs(op: &str, input: &[Series], group_of: &[usize], ctx: &Ctx) -> Vec<Vec<Option<Acc>>> {
+    let mut accs = Vec::new();
+    for (s, &g) in input.iter().zip(group_of) {
+        fold(&mut accs, g, s, op, ctx);
     }
     accs
 }

@@ -2,7 +2,9 @@
 //! dispatches to the operator and function modules. Owns selector semantics (lookback,
 //! staleness, offset, @, subquery step alignment) and the query-wide limits.
 
+use std::cell::Cell;
 use std::collections::HashSet;
+use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -10,13 +12,15 @@ use promql_parser::parser::{
     AtModifier, Expr, LabelModifier, Offset, SubqueryExpr, VectorSelector,
 };
 use storage::{
-    is_stale_nan, Labels, MatchOp, Matcher, Querier, Sample, SelectHints, SeriesSamples,
-    METRIC_NAME,
+    is_stale_nan, Labels, MatchOp, Matcher, Querier, Sample, SelectHints, SeriesSamples, SeriesSet,
+    StorageError, METRIC_NAME,
 };
 
 use super::labels::drop_name;
 use super::types::{merge_same_labels, Ctx, Series, Val};
-use super::{aggregate, binary, functions, EngineOptions, DEFAULT_SUBQUERY_STEP_MS};
+use super::{
+    aggregate, binary, functions, range_functions, EngineOptions, DEFAULT_SUBQUERY_STEP_MS,
+};
 use crate::float_histogram::{CounterResetHint, FloatHistogram};
 use crate::value::{HistogramPoint, QueryError, QueryResult, Value};
 
@@ -29,7 +33,8 @@ pub(crate) struct Evaluator<'a> {
     query_end: i64,
     /// 0 for instant queries, as Prometheus's `step()` reports.
     query_step: i64,
-    loaded: usize,
+    /// Samples read from the store so far (shared with the selectors' streams).
+    loaded: Rc<Cell<usize>>,
     /// Inside histogram_count/sum/avg: selectors hint counter resets as Prometheus's
     /// HistogramStatsIterator does (unless `stats_blocked`).
     stats_wanted: bool,
@@ -51,24 +56,38 @@ struct PathHints {
     by: bool,
 }
 
+/// Series as an operator consumes them, one at a time: a selector's are read from the store
+/// as they are pulled, so an operator that handles one series at a time never holds all of
+/// them decoded.
+/// A selector's series, decoded, as they are read from the store.
+type Selected = Box<dyn Iterator<Item = Result<SeriesSamples, QueryError>>>;
+
+pub(crate) type SeriesStream = Box<dyn Iterator<Item = Result<Series, QueryError>>>;
+
 /// A range-vector argument: raw points per series plus how each step's window is placed.
 pub(crate) struct RangeInput {
-    pub series: Vec<Series>,
+    pub series: SeriesStream,
+    pub place: Placement,
+}
+
+/// Where the window of each evaluation time lies.
+#[derive(Clone, Copy)]
+pub(crate) struct Placement {
     pub range: i64,
     offset: i64,
     at: Option<i64>,
 }
 
-impl RangeInput {
+impl Placement {
     /// The right edge of the window for evaluation time `ts`; the window is `(end - range, end]`.
     pub fn window_end(&self, ts: i64) -> i64 {
         self.at.unwrap_or(ts) - self.offset
     }
 
     /// The windows of one series for successive evaluation times (see [`Windows`]).
-    pub fn windows<'p>(&'p self, s: &'p Series) -> Windows<'p> {
+    pub fn windows<'p>(&self, s: &'p Series) -> Windows<'p> {
         Windows {
-            ri: self,
+            place: *self,
             points: &s.points,
             hpoints: &s.hpoints,
             floats: Cursor::default(),
@@ -82,7 +101,7 @@ impl RangeInput {
 /// edges only move forward: all steps together scan the series once instead of searching it
 /// at every step.
 pub(crate) struct Windows<'p> {
-    ri: &'p RangeInput,
+    place: Placement,
     points: &'p [Sample],
     hpoints: &'p [HistogramPoint],
     floats: Cursor,
@@ -93,8 +112,8 @@ impl<'p> Windows<'p> {
     /// The float and histogram samples in the window for `ts`; `ts` must not be below the
     /// previous call's.
     pub fn at(&mut self, ts: i64) -> (&'p [Sample], &'p [HistogramPoint]) {
-        let end = self.ri.window_end(ts);
-        let start = end - self.ri.range;
+        let end = self.place.window_end(ts);
+        let start = end - self.place.range;
         let (points, hpoints) = (self.points, self.hpoints);
         let (lo, hi) = self
             .floats
@@ -179,7 +198,7 @@ impl<'a> Evaluator<'a> {
             query_start,
             query_end,
             query_step,
-            loaded: 0,
+            loaded: Rc::default(),
             stats_wanted: false,
             stats_blocked: false,
             path: PathHints::default(),
@@ -243,7 +262,7 @@ impl<'a> Evaluator<'a> {
 
     /// Counts samples held by an intermediate result against `max_samples`.
     pub fn check_points(&self, n: usize) -> Result<(), QueryError> {
-        if self.loaded.saturating_add(n) > self.opts.max_samples {
+        if self.loaded.get().saturating_add(n) > self.opts.max_samples {
             return Err(QueryError::TooManySamples);
         }
         Ok(())
@@ -325,40 +344,23 @@ impl<'a> Evaluator<'a> {
                 self.path = saved;
                 r
             }
-            Expr::Call(c) => {
-                let saved = (self.stats_wanted, self.stats_blocked);
-                let saved_func = self.path.func.replace(c.func.name.to_string());
-                match c.func.name {
-                    "histogram_count" | "histogram_sum" | "histogram_avg" => {
-                        self.stats_wanted = true
-                    }
-                    "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
-                        self.stats_blocked = true
-                    }
-                    _ => {}
-                }
-                let r = functions::eval_call(self, c, ctx);
-                (self.stats_wanted, self.stats_blocked) = saved;
-                self.path.func = saved_func;
-                r
-            }
+            Expr::Call(c) => self.in_call(c.func.name, |ev| functions::eval_call(ev, c, ctx)),
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, ctx, false)?)),
             Expr::MatrixSelector(_) | Expr::Subquery(_) => {
                 let ri = self.range_input(expr, ctx)?;
                 let ts = ctx.start;
-                let series = ri
-                    .series
-                    .iter()
-                    .filter_map(|s| {
-                        let (w, hw) = ri.windows(s).at(ts);
-                        (!w.is_empty() || !hw.is_empty()).then(|| Series {
-                            labels: s.labels.clone(),
-                            drop_name: s.drop_name,
+                let mut series = Vec::new();
+                for s in ri.series {
+                    let s = s?;
+                    let (w, hw) = ri.place.windows(&s).at(ts);
+                    if !w.is_empty() || !hw.is_empty() {
+                        series.push(Series {
                             points: w.to_vec(),
                             hpoints: hw.to_vec(),
-                        })
-                    })
-                    .collect();
+                            ..s
+                        });
+                    }
+                }
                 Ok(Val::Matrix(series))
             }
             Expr::Extension(_) => Err(QueryError::Execution("unsupported expression".into())),
@@ -387,9 +389,10 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// Loads the series of a selector with samples in [mint, maxt], sorted by labels, for a
-    /// query stepping by `step` (the store's hint; 0 for one step) over windows of `range`
-    /// (0 for an instant-vector selector).
+    /// The series of a selector with samples in [mint, maxt], sorted by labels, for a query
+    /// stepping by `step` (the store's hint; 0 for one step) over windows of `range` (0 for an
+    /// instant-vector selector). They are read from the store as they are consumed, each
+    /// counted against `max_samples` then.
     fn select(
         &mut self,
         vs: &VectorSelector,
@@ -397,7 +400,7 @@ impl<'a> Evaluator<'a> {
         maxt: i64,
         step: i64,
         range: i64,
-    ) -> Result<Vec<SeriesSamples>, QueryError> {
+    ) -> Result<Selected, QueryError> {
         let mut sets: Vec<Vec<&promql_parser::label::Matcher>> = Vec::new();
         if vs.matchers.or_matchers.is_empty() {
             sets.push(vs.matchers.matchers.iter().collect());
@@ -414,11 +417,7 @@ impl<'a> Evaluator<'a> {
         } else {
             mint
         };
-        // Several matcher sets (`{a="1" or b="2"}`) may select a series twice; one set cannot,
-        // and hashing every label set of a large selector only to find that out is costly.
-        let several = sets.len() > 1;
-        let mut out: Vec<SeriesSamples> = Vec::new();
-        let mut seen: HashSet<Labels> = HashSet::new();
+        let mut selected: Vec<SeriesSet> = Vec::with_capacity(sets.len());
         for set in sets {
             let mut matchers = Vec::with_capacity(set.len() + 1);
             if let Some(name) = &vs.name {
@@ -436,28 +435,91 @@ impl<'a> Evaluator<'a> {
                 ..SelectHints::range(
                     mint,
                     maxt,
-                    self.opts.max_samples.saturating_sub(self.loaded),
+                    self.opts.max_samples.saturating_sub(self.loaded.get()),
                 )
             };
-            let got = self.storage.select_decoded(&matchers, &hints)?;
-            for s in got {
-                if !several || seen.insert(s.labels.clone()) {
-                    self.loaded += s.samples.len() + s.histograms.len();
-                    out.push(s);
+            selected.push(self.storage.select(&matchers, &hints)?);
+        }
+        let series: Box<dyn Iterator<Item = Result<storage::Series, StorageError>>> =
+            if selected.len() == 1 {
+                Box::new(selected.pop().into_iter().flatten())
+            } else {
+                // Several matcher sets (`{a="1" or b="2"}`) may select a series more than
+                // once; such selectors are rare and small, so they are merged in memory.
+                let mut all = Vec::new();
+                for s in selected.into_iter().flatten() {
+                    all.push(s?.into_samples()?);
+                }
+                all.sort_by(|a, b| a.labels.cmp(&b.labels));
+                all.dedup_by(|a, b| a.labels == b.labels);
+                Box::new(
+                    all.into_iter()
+                        .map(|s| Ok(storage::Series::from_samples(s))),
+                )
+            };
+        let loaded = self.loaded.clone();
+        let max_samples = self.opts.max_samples;
+        Ok(Box::new(series.filter_map(move |s| {
+            let mut s = match s.and_then(storage::Series::into_samples) {
+                Ok(s) => s,
+                Err(e) => return Some(Err(e.into())),
+            };
+            loaded.set(loaded.get() + s.samples.len() + s.histograms.len());
+            if loaded.get() > max_samples {
+                return Some(Err(QueryError::TooManySamples));
+            }
+            if stats {
+                stats_hints(&mut s, accessed_from);
+                if s.samples.is_empty() && s.histograms.is_empty() {
+                    return None;
                 }
             }
-            if self.loaded > self.opts.max_samples {
-                return Err(QueryError::TooManySamples);
+            Some(Ok(s))
+        })))
+    }
+
+    /// Runs `f` as the body of a call to function `name`: the selectors below it hint the
+    /// store with the function, and histogram statistics functions change how they decode.
+    fn in_call<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        let saved = (self.stats_wanted, self.stats_blocked);
+        let saved_func = self.path.func.replace(name.to_string());
+        match name {
+            "histogram_count" | "histogram_sum" | "histogram_avg" => self.stats_wanted = true,
+            "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
+                self.stats_blocked = true
             }
+            _ => {}
         }
-        if stats {
-            for s in &mut out {
-                stats_hints(s, accessed_from);
+        let r = f(self);
+        (self.stats_wanted, self.stats_blocked) = saved;
+        self.path.func = saved_func;
+        r
+    }
+
+    /// Evaluates `expr` to an instant vector and hands its series to `sink` one at a time.
+    /// A selector, or a range function over one, makes each series from one series read from
+    /// the store, so neither all decoded samples nor all results are held at once; any other
+    /// expression is evaluated whole first.
+    pub fn eval_vector_each(
+        &mut self,
+        expr: &Expr,
+        ctx: &Ctx,
+        sink: &mut dyn FnMut(Series) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
+        match unwrap_parens(expr) {
+            Expr::VectorSelector(vs) => {
+                self.check_deadline()?;
+                self.vector_selector_each(vs, ctx, false, sink)
             }
-            out.retain(|s| !s.samples.is_empty() || !s.histograms.is_empty());
+            Expr::Call(c) if range_functions::streams(c.func.name) => {
+                self.check_deadline()?;
+                let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
+                self.in_call(c.func.name, |ev| {
+                    range_functions::each(ev, c.func.name, &args, ctx, sink)
+                })
+            }
+            other => self.eval_vector(other, ctx)?.into_iter().try_for_each(sink),
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
     }
 
     /// An instant-vector selector at every step. With `timestamps`, the value of each point is
@@ -468,6 +530,22 @@ impl<'a> Evaluator<'a> {
         ctx: &Ctx,
         timestamps: bool,
     ) -> Result<Vec<Series>, QueryError> {
+        let mut out = Vec::new();
+        self.vector_selector_each(vs, ctx, timestamps, &mut |s| {
+            out.push(s);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Evaluator::eval_vector_selector`], handing each series to `sink` as it is made.
+    fn vector_selector_each(
+        &mut self,
+        vs: &VectorSelector,
+        ctx: &Ctx,
+        timestamps: bool,
+        sink: &mut dyn FnMut(Series) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
         let offset = offset_ms(&vs.offset);
         let at = self.at_ms(&vs.at);
         let lookback = self.opts.lookback_delta.as_millis() as i64;
@@ -479,8 +557,8 @@ impl<'a> Evaluator<'a> {
             ctx.step,
             0,
         )?;
-        let mut out = Vec::with_capacity(raw.len());
         for s in raw {
+            let s = s?;
             let htimes: Vec<i64> = s.histograms.iter().map(|h| h.t).collect();
             let hists: Vec<FloatHistogram> = s
                 .histograms
@@ -541,15 +619,15 @@ impl<'a> Evaluator<'a> {
                 points.push(Sample { t: ts, v });
             }
             if !points.is_empty() || !hpoints.is_empty() {
-                out.push(Series {
+                sink(Series {
                     labels: s.labels,
                     drop_name: false,
                     points,
                     hpoints,
-                });
+                })?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Evaluates a range-vector expression (matrix selector or subquery, possibly in parens)
@@ -564,36 +642,35 @@ impl<'a> Evaluator<'a> {
                 let first = at.unwrap_or(ctx.start) - offset;
                 let last = at.unwrap_or(ctx.end) - offset;
                 let raw = self.select(vs, first - range + 1, last, ctx.step, range)?;
-                let series = raw
-                    .into_iter()
-                    .filter_map(|s| {
-                        let points: Vec<Sample> = s
-                            .samples
-                            .into_iter()
-                            .filter(|x| !is_stale_nan(x.v))
-                            .collect();
-                        let hpoints: Vec<HistogramPoint> = s
-                            .histograms
-                            .into_iter()
-                            .filter(|x| !x.h.is_stale())
-                            .map(|x| HistogramPoint {
-                                t: x.t,
-                                h: FloatHistogram::from(x.h),
-                            })
-                            .collect();
-                        (!points.is_empty() || !hpoints.is_empty()).then_some(Series {
-                            labels: s.labels,
-                            drop_name: false,
-                            points,
-                            hpoints,
+                let series = raw.filter_map(|s| {
+                    let s = match s {
+                        Ok(s) => s,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    let points: Vec<Sample> = s
+                        .samples
+                        .into_iter()
+                        .filter(|x| !is_stale_nan(x.v))
+                        .collect();
+                    let hpoints: Vec<HistogramPoint> = s
+                        .histograms
+                        .into_iter()
+                        .filter(|x| !x.h.is_stale())
+                        .map(|x| HistogramPoint {
+                            t: x.t,
+                            h: FloatHistogram::from(x.h),
                         })
-                    })
-                    .collect();
+                        .collect();
+                    (!points.is_empty() || !hpoints.is_empty()).then_some(Ok(Series {
+                        labels: s.labels,
+                        drop_name: false,
+                        points,
+                        hpoints,
+                    }))
+                });
                 Ok(RangeInput {
-                    series,
-                    range,
-                    offset,
-                    at,
+                    series: Box::new(series),
+                    place: Placement { range, offset, at },
                 })
             }
             Expr::Subquery(sq) => self.eval_subquery(sq, ctx),
@@ -659,10 +736,8 @@ impl<'a> Evaluator<'a> {
             }
         };
         Ok(RangeInput {
-            series,
-            range,
-            offset,
-            at,
+            series: Box::new(series.into_iter().map(Ok)),
+            place: Placement { range, offset, at },
         })
     }
 }

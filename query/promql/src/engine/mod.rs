@@ -1,5 +1,7 @@
 //! The PromQL engine: parses a query, evaluates it over all steps at once (each selector's data
-//! is loaded once for the whole query range) and shapes the result. Owns evaluation semantics
+//! is read once for the whole query range, series by series as it is consumed: a selector, a
+//! range function over one and an aggregation over either hold one input series at a time,
+//! see `Evaluator::eval_vector_each`) and shapes the result. Owns evaluation semantics
 //! (Prometheus 3: left-open windows, lookback, staleness, delayed `__name__` removal); reads
 //! data only through `storage::Querier` and knows nothing of HTTP.
 

@@ -24,6 +24,31 @@ pub(crate) fn eval(
     args: &[&Expr],
     ctx: &Ctx,
 ) -> Result<Val, QueryError> {
+    let mut out: Vec<Series> = Vec::new();
+    each(ev, name, args, ctx, &mut |s| {
+        out.push(s);
+        Ok(())
+    })?;
+    if name == "absent_over_time" {
+        return Ok(Val::Vector(absent_over_time(&out, args[0], ctx)));
+    }
+    Ok(Val::Vector(out))
+}
+
+/// Whether [`each`] can hand out the function's result series by series.
+pub(crate) fn streams(name: &str) -> bool {
+    is_range_function(name) && name != "absent_over_time"
+}
+
+/// Evaluates a range function and hands each result series to `sink` as soon as it is
+/// computed from its input series, which is then dropped.
+pub(crate) fn each(
+    ev: &mut Evaluator,
+    name: &str,
+    args: &[&Expr],
+    ctx: &Ctx,
+    sink: &mut dyn FnMut(Series) -> Result<(), QueryError>,
+) -> Result<(), QueryError> {
     let matrix_arg = match name {
         "quantile_over_time" => 1,
         _ => 0,
@@ -50,10 +75,10 @@ pub(crate) fn eval(
         }
     }
     let ri = ev.range_input(args[matrix_arg], ctx)?;
-    let range_secs = ri.range as f64 / 1000.0;
+    let place = ri.place;
+    let range_secs = place.range as f64 / 1000.0;
     // These pass a sample through unchanged, so the name (or a pending drop) is kept.
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
-    let mut out: Vec<Series> = Vec::with_capacity(ri.series.len());
     let mut warned_quantile = false;
     let mut total = 0usize;
     // Annotations point at the function's range argument; locating it scans the query text,
@@ -64,11 +89,12 @@ pub(crate) fn eval(
     // enough to outlast the timeout, but reading the clock at every step costs more than
     // a short window's arithmetic.
     let mut unchecked = 0usize;
-    for s in &ri.series {
+    for s in ri.series {
+        let s = s?;
         let metric = s.labels.get(METRIC_NAME).unwrap_or("");
         let mut points = Vec::new();
         let mut hpoints = Vec::new();
-        let mut windows = ri.windows(s);
+        let mut windows = place.windows(&s);
         // Counters mostly never decrease: then no window of the series can hold a reset and
         // rate & co. skip looking for one.
         let float_resets = s.points.windows(2).any(|p| p[1].v < p[0].v);
@@ -82,14 +108,14 @@ pub(crate) fn eval(
             if w.is_empty() && hw.is_empty() {
                 continue;
             }
-            let end = ri.window_end(ts);
+            let end = place.window_end(ts);
             if with_histograms {
                 let r = histogram_aware(
                     ev,
                     name,
                     w,
                     hw,
-                    (end - ri.range, end, range_secs, float_resets),
+                    (end - place.range, end, range_secs, float_resets),
                     metric,
                     &pos,
                 );
@@ -176,47 +202,47 @@ pub(crate) fn eval(
         }
         total += points.len() + hpoints.len();
         ev.check_points(total)?;
-        out.push(Series {
-            labels: s.labels.clone(),
+        sink(Series {
             drop_name: !keep_name || s.drop_name,
             points,
             hpoints,
-        });
+            ..s
+        })?;
     }
-    if name == "absent_over_time" {
-        let mut present = vec![false; ctx.steps()];
-        for s in &out {
-            for t in s
-                .points
-                .iter()
-                .map(|p| p.t)
-                .chain(s.hpoints.iter().map(|p| p.t))
-            {
-                present[ctx.index_of(t)] = true;
-            }
-        }
-        let points: Vec<Sample> = present
+    Ok(())
+}
+
+/// 1 at every step where no series of the function's input had a window with samples.
+fn absent_over_time(present_series: &[Series], arg: &Expr, ctx: &Ctx) -> Vec<Series> {
+    let mut present = vec![false; ctx.steps()];
+    for s in present_series {
+        for t in s
+            .points
             .iter()
-            .enumerate()
-            .filter(|(_, p)| !**p)
-            .map(|(i, _)| Sample {
-                t: ctx.ts(i),
-                v: 1.0,
-            })
-            .collect();
-        let series = if points.is_empty() {
-            vec![]
-        } else {
-            vec![Series {
-                labels: absent_labels(args[0]),
-                drop_name: true,
-                points,
-                hpoints: Vec::new(),
-            }]
-        };
-        return Ok(Val::Vector(series));
+            .map(|p| p.t)
+            .chain(s.hpoints.iter().map(|p| p.t))
+        {
+            present[ctx.index_of(t)] = true;
+        }
     }
-    Ok(Val::Vector(out))
+    let points: Vec<Sample> = present
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !**p)
+        .map(|(i, _)| Sample {
+            t: ctx.ts(i),
+            v: 1.0,
+        })
+        .collect();
+    if points.is_empty() {
+        return vec![];
+    }
+    vec![Series {
+        labels: absent_labels(arg),
+        drop_name: true,
+        points,
+        hpoints: Vec::new(),
+    }]
 }
 
 enum Outcome {
