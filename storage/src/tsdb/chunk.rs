@@ -242,6 +242,12 @@ impl XorChunk {
         out
     }
 
+    /// Most bytes [`XorChunk::write_stored`] appends: the bit stream and a header of at most
+    /// one byte and two 10-byte varints.
+    pub(crate) fn stored_len_bound(&self) -> usize {
+        self.bw.bytes.len() + 21
+    }
+
     /// Appends the stored form (see [`XorChunk::to_value`]) to `out`.
     pub(crate) fn write_stored(&self, out: &mut Vec<u8>) {
         out.push(ENCODING_XOR);
@@ -257,13 +263,18 @@ impl XorChunk {
     }
 }
 
-/// Stored chunk values copied back to back into one buffer: what a select holds of the series
-/// it has not decoded yet (a tenth of their decoded size, and one allocation).
+/// Bytes per page of a [`ChunkArena`].
+const ARENA_PAGE: usize = 1 << 20;
+
+/// Stored chunk values copied back to back into pages: what a select holds of the series it
+/// has not decoded yet (a tenth of their decoded size). Pages of fixed capacity, never
+/// reallocated, so holding N bytes costs N bytes, not up to three times N while a single
+/// buffer doubles.
 #[derive(Default)]
 pub(crate) struct ChunkArena {
-    bytes: Vec<u8>,
-    /// Where each value lies in `bytes`.
-    spans: Vec<(usize, usize)>,
+    pages: Vec<Vec<u8>>,
+    /// Where each value lies: page, start, end.
+    spans: Vec<(u32, u32, u32)>,
 }
 
 impl ChunkArena {
@@ -273,19 +284,29 @@ impl ChunkArena {
     }
 
     pub(crate) fn push(&mut self, value: &[u8]) {
-        self.push_with(|out| out.extend_from_slice(value));
+        self.push_with(value.len(), |out| out.extend_from_slice(value));
     }
 
-    /// Pushes the value `write` appends to the buffer.
-    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.bytes.len();
-        write(&mut self.bytes);
-        self.spans.push((start, self.bytes.len()));
+    /// Pushes the value `write` appends to the buffer it is given, at most `max_len` bytes.
+    pub(crate) fn push_with(&mut self, max_len: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let fits = self
+            .pages
+            .last()
+            .is_some_and(|p| p.capacity() - p.len() >= max_len);
+        if !fits {
+            self.pages.push(Vec::with_capacity(ARENA_PAGE.max(max_len)));
+        }
+        let page_no = self.pages.len() - 1;
+        let page = &mut self.pages[page_no];
+        let start = page.len();
+        write(page);
+        self.spans
+            .push((page_no as u32, start as u32, page.len() as u32));
     }
 
     pub(crate) fn get(&self, i: usize) -> &[u8] {
-        let (start, end) = self.spans[i];
-        &self.bytes[start..end]
+        let (page, start, end) = self.spans[i];
+        &self.pages[page as usize][start as usize..end as usize]
     }
 }
 
@@ -444,6 +465,32 @@ impl Iterator for XorIter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arena_keeps_values_apart_across_pages() {
+        let mut a = ChunkArena::default();
+        let values: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| vec![(i % 251) as u8; (i as usize * 37) % 1500])
+            .chain([vec![7u8; ARENA_PAGE + 5], vec![], vec![9u8; 3]])
+            .collect();
+        for v in &values {
+            a.push(v);
+        }
+        let mut c = XorChunk::new();
+        for t in 0..100 {
+            c.append(t * 15_000, (t as f64).to_bits());
+        }
+        a.push_with(c.stored_len_bound(), |out| c.write_stored(out));
+        assert_eq!(a.len(), values.len() + 1);
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(a.get(i), v.as_slice(), "value {i}");
+        }
+        assert_eq!(a.get(values.len()), c.to_value().as_slice());
+        assert!(a
+            .pages
+            .iter()
+            .all(|p| p.capacity() == ARENA_PAGE || p.len() > ARENA_PAGE));
+    }
     use proptest::prelude::*;
 
     fn encode(samples: &[(i64, u64)]) -> XorChunk {

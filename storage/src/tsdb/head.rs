@@ -178,7 +178,7 @@ impl Head {
         };
         for c in h.in_order_chunks() {
             if c.max_t() >= mint && c.min_t() <= maxt {
-                chunks.push_with(|out| c.write_stored(out));
+                chunks.push_with(c.stored_len_bound(), |out| c.write_stored(out));
             }
         }
         for buf in h.pending.iter().flat_map(|p| [&p.flushing_ooo, &p.ooo]) {
