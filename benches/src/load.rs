@@ -91,11 +91,21 @@ pub struct LoadReport {
     pub request_bytes: usize,
     pub elapsed: Duration,
     pub first_error: Option<String>,
+    /// Time from sending each request to its final answer (retries included).
+    pub latencies: Vec<Duration>,
 }
 
 impl LoadReport {
     pub fn samples_per_sec(&self) -> f64 {
         self.samples_accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `q` quantile (0..=1) of the request latencies, nearest rank.
+    pub fn latency_quantile(&self, q: f64) -> Option<Duration> {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let last = sorted.len().checked_sub(1)?;
+        sorted.get(((last as f64) * q).round() as usize).copied()
     }
 }
 
@@ -269,6 +279,7 @@ pub fn send(url: &str, protocol: Protocol, shards: Vec<Vec<Batch>>) -> LoadRepor
         total.retries += r.retries;
         total.request_bytes += r.request_bytes;
         total.first_error = total.first_error.or(r.first_error);
+        total.latencies.extend(r.latencies);
     }
     total
 }
@@ -290,6 +301,7 @@ fn send_shard(url: &str, protocol: Protocol, batches: Vec<Batch>) -> LoadReport 
         report.request_bytes += batch.body.len();
         report.requests += 1;
         let mut attempt = 0;
+        let sent = Instant::now();
         let outcome = loop {
             attempt += 1;
             let result = client
@@ -312,6 +324,7 @@ fn send_shard(url: &str, protocol: Protocol, batches: Vec<Batch>) -> LoadReport 
             report.retries += 1;
             std::thread::sleep(Duration::from_millis(50 << attempt));
         };
+        report.latencies.push(sent.elapsed());
         match outcome {
             Ok(resp) if resp.status().is_success() => {
                 // A 2.0 receiver says how many it wrote; a 1.0 success means all of them.

@@ -1,8 +1,10 @@
 //! End-to-end ingest comparison: starts novamon, Prometheus and VictoriaMetrics one after the
 //! other, each on a loopback port with a fresh data directory, sends each the same
 //! node-exporter-like remote-write 1.0 load, stops it gracefully, and reports accepted
-//! samples per second, bytes per sample on disk after the stop, peak RSS (VmHWM), and how long
-//! it takes to start again on that data until it accepts writes.
+//! samples per second, bytes per sample on disk after the stop, peak RSS (VmHWM), request
+//! latency (median, p99, max), and how long it takes to start again on that data until it
+//! accepts writes. With `--novamon-config benches/checkpoint.yml` novamon checkpoints every
+//! few seconds, so the latencies include writes taken while a checkpoint runs.
 //!
 //!   ingest_compare --novamon target/release/novamon --series 20000 --samples 30
 
@@ -23,6 +25,9 @@ struct Args {
     peers: PeerPaths,
     #[command(flatten)]
     load: LoadArgs,
+    /// A config file novamon is started with (`--config`).
+    #[arg(long)]
+    novamon_config: Option<std::path::PathBuf>,
 }
 
 struct Row {
@@ -42,6 +47,10 @@ fn main() -> anyhow::Result<()> {
     novamon_benches::install_tls_provider();
     let mut rows = Vec::new();
     for peer in args.peers.peers()? {
+        let peer = match (&args.novamon_config, peer.name.as_str()) {
+            (Some(c), "novamon") => peer.with_args(["--config".into(), c.display().to_string()]),
+            _ => peer,
+        };
         eprintln!(
             "== {}: {} series x {} samples",
             peer.name, args.load.series, args.load.samples
@@ -85,7 +94,7 @@ fn print_table(args: &Args, rows: &[Row]) {
         args.load.series, args.load.samples, args.load.concurrency, args.load.batch
     );
     println!(
-        "{:<18} {:>12} {:>14} {:>12} {:>8} {:>12} {:>12} {:>13} {:>9} {:>10}",
+        "{:<18} {:>12} {:>14} {:>12} {:>8} {:>12} {:>12} {:>13} {:>8} {:>8} {:>8} {:>9} {:>10}",
         "target",
         "samples/s",
         "cpu_us/sample",
@@ -94,6 +103,9 @@ fn print_table(args: &Args, rows: &[Row]) {
         "disk_bytes",
         "bytes/sample",
         "peak_rss_MiB",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
         "stop",
         "restart_s"
     );
@@ -105,8 +117,13 @@ fn print_table(args: &Args, rows: &[Row]) {
         let cpu = r.cpu_seconds.map_or("-".to_string(), |s| {
             format!("{:.2}", s * 1e6 / r.report.samples_accepted.max(1) as f64)
         });
+        let ms = |q: f64| {
+            r.report
+                .latency_quantile(q)
+                .map_or("-".to_string(), |d| format!("{:.1}", d.as_secs_f64() * 1e3))
+        };
         println!(
-            "{:<18} {:>12.0} {:>14} {:>12} {:>8} {:>12} {:>12.2} {:>13} {:>9} {:>10.2}",
+            "{:<18} {:>12.0} {:>14} {:>12} {:>8} {:>12} {:>12.2} {:>13} {:>8} {:>8} {:>8} {:>9} {:>10.2}",
             r.name,
             r.report.samples_per_sec(),
             cpu,
@@ -115,6 +132,9 @@ fn print_table(args: &Args, rows: &[Row]) {
             r.disk_bytes,
             per_sample,
             rss,
+            ms(0.5),
+            ms(0.99),
+            ms(1.0),
             r.stopped,
             r.restart.as_secs_f64()
         );

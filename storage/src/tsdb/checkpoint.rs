@@ -16,6 +16,12 @@ use crate::tsdb::meta::{self, KEY_NEXT_OOO_CHUNK_ID};
 use crate::tsdb::partition::{self, chunk_key, partition_start, window_start, PARTITION_MS};
 use crate::{Sample, StorageError};
 
+/// Series per checkpoint slice: the state lock is held while one slice is snapshotted and
+/// again while it is released, so this bounds how long an append or a read can wait on a
+/// checkpoint (a few milliseconds), while keeping each WriteBatch large enough to write
+/// efficiently.
+const CHECKPOINT_SLICE_SERIES: usize = 16_384;
+
 impl Inner {
     /// Restores each series' last float sample and, unless full, its open chunk from its
     /// newest in-order chunk. That chunk is usually in the partition of the series' max t, but
@@ -105,45 +111,68 @@ impl Inner {
         Ok(())
     }
 
+    /// Persists the head: notes the WAL position S and the dirty series under the append
+    /// lock, then writes those series' chunks a slice at a time (each slice snapshotted under
+    /// the state lock, written without it, then released from the head), and only once every
+    /// slice is in RocksDB deletes WAL records [0, S). Appends and reads wait for one slice,
+    /// never for the whole head. A crash between slices leaves samples both in chunks and in
+    /// the WAL, which replay recognises as already stored.
     pub(super) fn checkpoint(&self) -> Result<(), StorageError> {
         let mut cp = self.checkpoint.lock();
-        let (snaps, times, wal_end) = {
+        let (dirty, wal_end) = {
             let counters = self.append.lock();
             let mut state = self.state.write();
-            let snaps = state.head.snapshot();
-            let times: Vec<(u64, i64, i64)> = snaps
-                .iter()
-                .filter_map(|s| state.index.get(s.id).map(|i| (s.id, i.min_t, i.max_t)))
-                .collect();
-            (snaps, times, counters.next_wal_seq)
+            (state.head.take_dirty(), counters.next_wal_seq)
         };
-        if snaps.is_empty() && cp.wal_start >= wal_end {
+        // Sorted outside the locks: slices in key order write to RocksDB in key order.
+        let mut dirty: Vec<u64> = dirty.into_iter().collect();
+        dirty.sort_unstable();
+        if dirty.is_empty() && cp.wal_start >= wal_end {
             return Ok(());
         }
         let mut next_ooo = cp.next_ooo_chunk_id;
-        let result = self.write_checkpoint(&snaps, &times, wal_end, &mut next_ooo);
-        let mut state = self.state.write();
-        match result {
-            Ok(()) => {
-                state.head.commit(&snaps);
-                drop(state);
-                cp.wal_start = wal_end;
-                cp.next_ooo_chunk_id = next_ooo;
-                debug!(series = snaps.len(), wal_end, "checkpoint written");
-                wal::compact_truncated(&self.db, wal_end)
-            }
-            Err(e) => {
-                state.head.abort(&snaps);
-                Err(e)
+        let mut slices = dirty.chunks(CHECKPOINT_SLICE_SERIES);
+        while let Some(slice) = slices.next() {
+            let (snaps, times) = {
+                let mut state = self.state.write();
+                let snaps = state.head.snapshot(slice);
+                let times: Vec<(u64, i64, i64)> = snaps
+                    .iter()
+                    .filter_map(|s| state.index.get(s.id).map(|i| (s.id, i.min_t, i.max_t)))
+                    .collect();
+                (snaps, times)
+            };
+            let result = self.write_slice(&snaps, &times, &mut next_ooo);
+            let mut state = self.state.write();
+            match result {
+                Ok(()) => state.head.commit(&snaps),
+                Err(e) => {
+                    state.head.abort(&snaps);
+                    for rest in slices {
+                        state.head.mark_dirty(rest);
+                    }
+                    // Chunk ids handed out by slices already written stay used.
+                    cp.next_ooo_chunk_id = next_ooo;
+                    return Err(e);
+                }
             }
         }
+        let mut wb = WriteBatch::default();
+        wal::truncate(&self.db, &mut wb, wal_end)?;
+        self.db.write_opt(wb, &self.write_options())?;
+        cp.wal_start = wal_end;
+        cp.next_ooo_chunk_id = next_ooo;
+        debug!(series = dirty.len(), wal_end, "checkpoint written");
+        wal::compact_truncated(&self.db, wal_end)
     }
 
-    fn write_checkpoint(
+    /// Writes one slice of a checkpoint in one WriteBatch: its chunks, its series' time bounds
+    /// and the out-of-order chunk counter past the ids it used (so that a crash before the
+    /// next slice never hands them out twice).
+    pub(super) fn write_slice(
         &self,
         snaps: &[SeriesSnapshot],
         times: &[(u64, i64, i64)],
-        wal_end: u64,
         next_ooo: &mut u64,
     ) -> Result<(), StorageError> {
         let mut wb = WriteBatch::default();
@@ -175,21 +204,28 @@ impl Inner {
             index::put_times(&self.db, &mut wb, id, min_t, max_t)?;
         }
         meta::put_counter(&self.db, &mut wb, KEY_NEXT_OOO_CHUNK_ID, *next_ooo)?;
-        wal::truncate(&self.db, &mut wb, wal_end)?;
         self.db.write_opt(wb, &self.write_options())?;
         Ok(())
     }
 
     /// Drops partitions that ended before now − retention and the series with no sample
-    /// since then.
+    /// since then. Expired series are looked for under the shared state lock, confirmed and
+    /// deleted from RocksDB under the append lock (no sample can revive them meanwhile; reads
+    /// go on), and only their removal from memory takes the exclusive state lock.
     pub(super) fn apply_retention(&self, now: i64) -> Result<(), StorageError> {
         let cutoff = self.limits(now).cutoff;
         let _cp = self.checkpoint.lock();
         let expired_partitions = self.partitions.expired(cutoff);
+        let candidates = self.state.read().index.expired(cutoff);
         {
             let _append = self.append.lock();
-            let mut state = self.state.write();
-            let ids = state.index.expired(cutoff);
+            let ids: Vec<u64> = {
+                let state = self.state.read();
+                candidates
+                    .into_iter()
+                    .filter(|&id| state.index.get(id).is_some_and(|s| s.max_t < cutoff))
+                    .collect()
+            };
             let mut wb = WriteBatch::default();
             for &id in &ids {
                 index::delete_series(&self.db, &mut wb, id)?;
@@ -199,16 +235,19 @@ impl Inner {
             if !wb.is_empty() {
                 self.db.write_opt(wb, &self.write_options())?;
             }
-            if !ids.is_empty() {
-                state.index.remove(&ids);
-                state.head.remove(&ids);
-                info!(series = ids.len(), "retention removed series");
-            }
             if trimmed > 0 {
                 debug!(series = trimmed, "retention trimmed histogram samples");
             }
-            if let Some(&newest) = expired_partitions.last() {
-                state.index.raise_min_t(newest + PARTITION_MS);
+            if !ids.is_empty() || !expired_partitions.is_empty() {
+                let mut state = self.state.write();
+                if !ids.is_empty() {
+                    state.index.remove(&ids);
+                    state.head.remove(&ids);
+                    info!(series = ids.len(), "retention removed series");
+                }
+                if let Some(&newest) = expired_partitions.last() {
+                    state.index.raise_min_t(newest + PARTITION_MS);
+                }
             }
         }
         for start in expired_partitions {

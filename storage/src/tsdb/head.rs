@@ -187,11 +187,23 @@ impl Head {
         }
     }
 
-    /// Takes what the dirty series hold beyond their persisted state, moving cut chunks and
-    /// out-of-order samples to the flushing slots.
-    pub(crate) fn snapshot(&mut self) -> Vec<SeriesSnapshot> {
-        let mut out = Vec::with_capacity(self.dirty.len());
-        for id in std::mem::take(&mut self.dirty) {
+    /// The series with data beyond their persisted state; they are no longer dirty until
+    /// written to again (or handed back by [`Head::abort`] / [`Head::mark_dirty`]). O(1), so
+    /// that it can be taken under the locks appends wait for.
+    pub(crate) fn take_dirty(&mut self) -> HashSet<u64> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Series to persist again at the next checkpoint.
+    pub(crate) fn mark_dirty(&mut self, ids: &[u64]) {
+        self.dirty.extend(ids.iter().copied());
+    }
+
+    /// Takes what series `ids` (from [`Head::take_dirty`]) hold beyond their persisted state,
+    /// moving cut chunks and out-of-order samples to the flushing slots.
+    pub(crate) fn snapshot(&mut self, ids: &[u64]) -> Vec<SeriesSnapshot> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
             let Some(h) = self.series.get_mut(&id) else {
                 continue;
             };
@@ -290,6 +302,11 @@ mod tests {
     use crate::tsdb::chunk::{StoredChunk, MAX_SAMPLES};
     use crate::tsdb::partition::WINDOW_MS;
 
+    fn snapshot_all(h: &mut Head) -> Vec<SeriesSnapshot> {
+        let ids: Vec<u64> = h.take_dirty().into_iter().collect();
+        h.snapshot(&ids)
+    }
+
     fn s(t: i64, v: f64) -> Sample {
         Sample { t, v }
     }
@@ -313,7 +330,7 @@ mod tests {
             h.append(1, s(i * 10, i as f64));
         }
         h.append(1, s(WINDOW_MS, -1.0));
-        let snaps = h.snapshot();
+        let snaps = snapshot_all(&mut h);
         assert_eq!(snaps.len(), 1);
         let chunks: Vec<(i64, u16, i64)> = snaps[0]
             .chunks
@@ -336,7 +353,7 @@ mod tests {
         h.append(1, s(100, 1.0));
         h.append(1, s(200, 2.0));
         h.insert_out_of_order(1, s(150, 1.5));
-        let snaps = h.snapshot();
+        let snaps = snapshot_all(&mut h);
         assert_eq!(snaps[0].ooo, vec![s(150, 1.5)]);
         assert_eq!(h.value_at(1, 150).unwrap(), Some(1.5f64.to_bits()));
         h.append(1, s(300, 3.0));
@@ -348,22 +365,22 @@ mod tests {
         h.commit(&snaps);
         // The checkpoint took 150; the open chunk stays (not full) and is persisted up to 2.
         assert_eq!(h.value_at(1, 150).unwrap(), None);
-        let next = h.snapshot();
+        let next = snapshot_all(&mut h);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].ooo, vec![s(120, 1.2)]);
         let (_, v) = &next[0].chunks[0];
         assert_eq!(StoredChunk::parse(v).unwrap().count(), 3);
         h.commit(&next);
-        assert!(h.snapshot().is_empty(), "nothing left to persist");
+        assert!(snapshot_all(&mut h).is_empty(), "nothing left to persist");
     }
 
     #[test]
     fn aborted_snapshot_is_retried() {
         let mut h = Head::default();
         h.insert_out_of_order(7, s(5, 0.5));
-        let snaps = h.snapshot();
+        let snaps = snapshot_all(&mut h);
         h.abort(&snaps);
-        let again = h.snapshot();
+        let again = snapshot_all(&mut h);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].ooo, vec![s(5, 0.5)]);
     }
@@ -374,7 +391,7 @@ mod tests {
         for i in 0..i64::from(MAX_SAMPLES) {
             h.append(1, s(i, 0.0));
         }
-        let snaps = h.snapshot();
+        let snaps = snapshot_all(&mut h);
         h.commit(&snaps);
         assert_eq!(h.unpersisted_chunks(), 0);
         assert_eq!(head_samples(&h, 1), vec![]);

@@ -227,7 +227,7 @@ impl Index {
                 removed.push((id, s.labels));
             }
         }
-        self.postings.remove(ids);
+        self.postings.remove(&removed);
         removed
     }
 

@@ -12,12 +12,14 @@
 //! writes its WriteBatch (WAL record + new series) with no `state` lock held, then applies to
 //! the head under the exclusive `state` lock — so a write that returned Ok is in RocksDB's WAL.
 //!
-//! Durability: a checkpoint snapshots the dirty head under `append` and notes the next WAL
-//! sequence S, then writes the chunks, the series time bounds and the deletion of WAL records
-//! [0, S) in ONE WriteBatch, so at any crash point every acknowledged sample is either in a
-//! chunk or in the WAL, never lost and never both. Replay at open re-validates each record
-//! against the restored head exactly as the original append did, so it reproduces the same
-//! decisions.
+//! Durability: a checkpoint notes the dirty series and the next WAL sequence S under `append`,
+//! then writes their chunks and time bounds a slice of series at a time (each slice one
+//! WriteBatch, snapshotted under a short exclusive `state` lock), and deletes WAL records
+//! [0, S) only after the last slice is written. So at any crash point every acknowledged
+//! sample is in a chunk or in the WAL, never lost; a crash between slices leaves some in both.
+//! Replay at open re-validates each record against the restored head exactly as the original
+//! append did, which reproduces the same decisions and finds a sample already in a chunk
+//! stored (a no-op).
 //!
 //! Reads copy the head's samples first and read RocksDB second: a checkpoint writes RocksDB
 //! before it releases head data, so nothing in flight between the two is missed (data seen

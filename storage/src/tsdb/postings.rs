@@ -7,6 +7,7 @@
 //! no matcher needs a scan over all series' label sets.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::{Labels, MatchOp, Matcher};
 
@@ -49,19 +50,38 @@ impl MemPostings {
         }
     }
 
-    /// Removes series; `removed` must be sorted.
-    pub(crate) fn remove(&mut self, removed: &[u64]) {
+    /// Removes series (sorted by id) with their label sets: only the lists of their own
+    /// label pairs are rewritten, not every list of the index.
+    pub(crate) fn remove(&mut self, removed: &[(u64, Arc<Labels>)]) {
         if removed.is_empty() {
             return;
         }
-        self.all = subtract(&self.all, removed);
-        self.by_name.retain(|_, values| {
-            values.retain(|_, ids| {
-                *ids = subtract(ids, removed);
-                !ids.is_empty()
-            });
-            !values.is_empty()
-        });
+        let ids: Vec<u64> = removed.iter().map(|(id, _)| *id).collect();
+        self.all = subtract(&self.all, &ids);
+        // Ids stay sorted per pair because `removed` is sorted.
+        let mut by_pair: BTreeMap<(&str, &str), Vec<u64>> = BTreeMap::new();
+        for (id, labels) in removed {
+            for l in labels.iter() {
+                by_pair
+                    .entry((l.name.as_str(), l.value.as_str()))
+                    .or_default()
+                    .push(*id);
+            }
+        }
+        for ((name, value), gone) in by_pair {
+            let Some(values) = self.by_name.get_mut(name) else {
+                continue;
+            };
+            if let Some(list) = values.get_mut(value) {
+                *list = subtract(list, &gone);
+                if list.is_empty() {
+                    values.remove(value);
+                }
+            }
+            if values.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
     }
 
     pub(crate) fn all(&self) -> &[u64] {
@@ -247,7 +267,21 @@ mod tests {
     #[test]
     fn remove_drops_ids_and_empty_entries() {
         let mut p = sample_index();
-        p.remove(&[1, 3]);
+        let removed = [
+            (1, vec![("__name__", "up"), ("job", "a"), ("instance", "x")]),
+            (
+                3,
+                vec![("__name__", "down"), ("job", "a"), ("instance", "y")],
+            ),
+        ]
+        .map(|(id, l)| (id, Arc::new(Labels::from_pairs(l))));
+        p.remove(&removed);
+        assert_eq!(
+            p.values("__name__").map(|v| v.len()),
+            Some(1),
+            "down is gone"
+        );
+        assert_eq!(p.select(&[m(MatchOp::Equal, "__name__", "up")]), vec![2, 5]);
         assert_eq!(p.all(), &[2, 5]);
         assert!(p.values("instance").is_none());
         assert_eq!(
