@@ -9,8 +9,11 @@
 //! rebuild), and time bounds come from `series_times` (as of the last checkpoint; WAL replay
 //! extends them).
 
-use foldhash::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use foldhash::HashMap;
+use hashbrown::hash_table::{Entry, HashTable};
 
 use rocksdb::{IteratorMode, WriteBatch};
 
@@ -34,9 +37,44 @@ impl SeriesInfo {
 
 #[derive(Default)]
 pub(crate) struct Index {
-    by_labels: HashMap<Arc<Labels>, u64>,
+    by_labels: LabelIds,
     series: HashMap<u64, SeriesInfo>,
     postings: MemPostings,
+}
+
+/// Label set → series id. Each entry keeps its label set's hash: when the table grows (at every
+/// power of two of series) entries move without hashing every label set again, which at 1M
+/// series held the append path (and so every sender) for half a second.
+#[derive(Default)]
+struct LabelIds {
+    table: HashTable<(u64, Arc<Labels>, u64)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl LabelIds {
+    fn get(&self, labels: &Labels) -> Option<u64> {
+        let h = self.hasher.hash_one(labels);
+        self.table
+            .find(h, |e| e.0 == h && *e.1 == *labels)
+            .map(|e| e.2)
+    }
+
+    fn insert(&mut self, labels: Arc<Labels>, id: u64) {
+        let h = self.hasher.hash_one(&*labels);
+        match self.table.entry(h, |e| e.0 == h && e.1 == labels, |e| e.0) {
+            Entry::Occupied(mut e) => e.get_mut().2 = id,
+            Entry::Vacant(e) => {
+                e.insert((h, labels, id));
+            }
+        }
+    }
+
+    fn remove(&mut self, labels: &Labels) {
+        let h = self.hasher.hash_one(labels);
+        if let Ok(e) = self.table.find_entry(h, |e| e.0 == h && *e.1 == *labels) {
+            e.remove();
+        }
+    }
 }
 
 /// Refuses label sets that cannot name a series: empty ones, empty names (Prometheus rejects
@@ -165,7 +203,7 @@ impl Index {
     }
 
     pub(crate) fn id(&self, labels: &Labels) -> Option<u64> {
-        self.by_labels.get(labels).copied()
+        self.by_labels.get(labels)
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&SeriesInfo> {
@@ -248,6 +286,37 @@ impl Index {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn label_ids_find_what_they_hold_across_growth() {
+        let sets: Vec<Arc<Labels>> = (0..5000)
+            .map(|i| {
+                Arc::new(Labels::from_pairs([
+                    ("__name__", "m".to_string()),
+                    ("i", i.to_string()),
+                ]))
+            })
+            .collect();
+        let mut ids = LabelIds::default();
+        for (i, l) in sets.iter().enumerate() {
+            ids.insert(l.clone(), i as u64);
+        }
+        // Re-inserting a label set replaces its id instead of adding an entry.
+        ids.insert(sets[7].clone(), 70_000);
+        assert_eq!(ids.table.len(), sets.len());
+        for l in sets.iter().step_by(2) {
+            ids.remove(l);
+        }
+        for (i, l) in sets.iter().enumerate() {
+            let want = match i {
+                _ if i % 2 == 0 => None,
+                7 => Some(70_000),
+                _ => Some(i as u64),
+            };
+            assert_eq!(ids.get(l), want, "{l}");
+        }
+        assert_eq!(ids.get(&Labels::from_pairs([("__name__", "other")])), None);
+    }
 
     proptest! {
         #[test]
