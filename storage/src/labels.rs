@@ -32,29 +32,39 @@ pub struct Labels(Vec<Label>);
 /// fast hasher four small writes per label cost more than the hashing itself.
 impl std::hash::Hash for Labels {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        const SEP: u8 = 0xff;
-        let mut buf = [0u8; 256];
-        let mut len = 0;
-        for part in self
-            .0
-            .iter()
-            .flat_map(|l| [l.name.as_bytes(), l.value.as_bytes()])
-        {
-            if len + part.len() >= buf.len() {
-                state.write(&buf[..len]);
-                len = 0;
-                if part.len() >= buf.len() {
-                    state.write(part);
-                    state.write_u8(SEP);
-                    continue;
-                }
-            }
-            buf[len..len + part.len()].copy_from_slice(part);
-            buf[len + part.len()] = SEP;
-            len += part.len() + 1;
-        }
-        state.write(&buf[..len]);
+        hash_label_pairs(
+            self.0
+                .iter()
+                .map(|l| (l.name.as_bytes(), l.value.as_bytes())),
+            state,
+        );
     }
+}
+
+/// [`Labels`]' hash over any sequence of `(name, value)` pairs, so that another form of a
+/// label set (the TSDB index's encoded one) hashes the same.
+pub(crate) fn hash_label_pairs<'a, H: std::hash::Hasher>(
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    state: &mut H,
+) {
+    const SEP: u8 = 0xff;
+    let mut buf = [0u8; 256];
+    let mut len = 0;
+    for part in pairs.flat_map(|(n, v)| [n, v]) {
+        if len + part.len() >= buf.len() {
+            state.write(&buf[..len]);
+            len = 0;
+            if part.len() >= buf.len() {
+                state.write(part);
+                state.write_u8(SEP);
+                continue;
+            }
+        }
+        buf[len..len + part.len()].copy_from_slice(part);
+        buf[len + part.len()] = SEP;
+        len += part.len() + 1;
+    }
+    state.write(&buf[..len]);
 }
 
 impl Labels {

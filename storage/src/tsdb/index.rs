@@ -4,13 +4,13 @@
 //! Owns which series exist and when they have data. It does not hold samples (the `head`
 //! and the chunk partitions do) and never writes to RocksDB itself: callers add its entries
 //! to their WriteBatch so index changes commit atomically with the data that needs them.
-//! At open, label sets come from `series`, the inverted index is built from them (persisting
-//! it too cost a RocksDB key per label of every new series and took longer to load than to
-//! rebuild), and time bounds come from `series_times` (as of the last checkpoint; WAL replay
-//! extends them).
+//! Label sets are held as the bytes `series` stores (`labelset::StoredLabels`), not as owned
+//! strings. At open, label sets come from `series`, the inverted index is built from them
+//! (persisting it too cost a RocksDB key per label of every new series and took longer to load
+//! than to rebuild), and time bounds come from `series_times` (as of the last checkpoint; WAL
+//! replay extends them).
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
 
 use foldhash::HashMap;
 use hashbrown::hash_table::{Entry, HashTable};
@@ -18,12 +18,12 @@ use hashbrown::hash_table::{Entry, HashTable};
 use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::db::{self, Db, CF_SERIES, CF_SERIES_TIMES};
-use crate::encoding::{put_bytes, put_uvarint, Cursor};
+use crate::tsdb::labelset::StoredLabels;
 use crate::tsdb::postings::MemPostings;
-use crate::{Label, Labels, Matcher, StorageError};
+use crate::{Labels, Matcher, StorageError};
 
 pub(crate) struct SeriesInfo {
-    pub(crate) labels: Arc<Labels>,
+    pub(crate) labels: StoredLabels,
     /// Time bounds of the series' samples; (i64::MAX, i64::MIN) while it has none.
     pub(crate) min_t: i64,
     pub(crate) max_t: i64,
@@ -47,7 +47,7 @@ pub(crate) struct Index {
 /// series held the append path (and so every sender) for half a second.
 #[derive(Default)]
 struct LabelIds {
-    table: HashTable<(u64, Arc<Labels>, u64)>,
+    table: HashTable<(u64, StoredLabels, u64)>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -55,13 +55,14 @@ impl LabelIds {
     fn get(&self, labels: &Labels) -> Option<u64> {
         let h = self.hasher.hash_one(labels);
         self.table
-            .find(h, |e| e.0 == h && *e.1 == *labels)
+            .find(h, |e| e.0 == h && e.1.is(labels))
             .map(|e| e.2)
     }
 
-    fn insert(&mut self, labels: Arc<Labels>, id: u64) {
-        let h = self.hasher.hash_one(&*labels);
-        match self.table.entry(h, |e| e.0 == h && e.1 == labels, |e| e.0) {
+    fn insert(&mut self, labels: StoredLabels, id: u64) {
+        let h = self.hasher.hash_one(&labels);
+        let same = |e: &(u64, StoredLabels, u64)| e.0 == h && e.1.bytes() == labels.bytes();
+        match self.table.entry(h, same, |e| e.0) {
             Entry::Occupied(mut e) => e.get_mut().2 = id,
             Entry::Vacant(e) => {
                 e.insert((h, labels, id));
@@ -69,9 +70,10 @@ impl LabelIds {
         }
     }
 
-    fn remove(&mut self, labels: &Labels) {
+    fn remove(&mut self, labels: &StoredLabels) {
         let h = self.hasher.hash_one(labels);
-        if let Ok(e) = self.table.find_entry(h, |e| e.0 == h && *e.1 == *labels) {
+        let same = |e: &(u64, StoredLabels, u64)| e.0 == h && e.1.bytes() == labels.bytes();
+        if let Ok(e) = self.table.find_entry(h, same) {
             e.remove();
         }
     }
@@ -94,35 +96,6 @@ pub(crate) fn validate_labels(labels: &Labels) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn encode_labels(labels: &Labels) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        labels
-            .iter()
-            .map(|l| l.name.len() + l.value.len() + 2)
-            .sum::<usize>()
-            + 1,
-    );
-    put_uvarint(&mut out, labels.len() as u64);
-    for l in labels {
-        put_bytes(&mut out, l.name.as_bytes());
-        put_bytes(&mut out, l.value.as_bytes());
-    }
-    out
-}
-
-fn decode_labels(bytes: &[u8]) -> Option<Labels> {
-    let mut c = Cursor::new(bytes);
-    let n = c.uvarint()?;
-    let mut labels = Vec::new();
-    for _ in 0..n {
-        labels.push(Label {
-            name: c.string()?,
-            value: c.string()?,
-        });
-    }
-    c.is_empty().then(|| Labels::new(labels))
-}
-
 fn parse_id(k: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(*<&[u8; 8]>::try_from(k).ok()?))
 }
@@ -136,13 +109,9 @@ pub(crate) fn put_series(
     db: &Db,
     batch: &mut WriteBatch,
     id: u64,
-    labels: &Labels,
+    labels: &StoredLabels,
 ) -> Result<(), StorageError> {
-    batch.put_cf(
-        &db::cf(db, CF_SERIES)?,
-        id.to_be_bytes(),
-        encode_labels(labels),
-    );
+    batch.put_cf(&db::cf(db, CF_SERIES)?, id.to_be_bytes(), labels.bytes());
     Ok(())
 }
 
@@ -173,9 +142,8 @@ impl Index {
         for item in db.iterator_cf(&cf, IteratorMode::Start) {
             let (k, v) = item?;
             let id = parse_id(&k).ok_or_else(|| corrupt("series", &k))?;
-            let labels = decode_labels(&v).ok_or_else(|| corrupt("series", &k))?;
-            index.postings.add_series(id, &labels);
-            let labels = Arc::new(labels);
+            let labels = StoredLabels::from_stored(&v).ok_or_else(|| corrupt("series", &k))?;
+            index.postings.add_series(id, labels.pairs());
             index.by_labels.insert(labels.clone(), id);
             index.series.insert(
                 id,
@@ -223,9 +191,8 @@ impl Index {
     }
 
     /// Adds a series with no samples yet.
-    pub(crate) fn insert(&mut self, id: u64, labels: Labels) {
-        self.postings.add_series(id, &labels);
-        let labels = Arc::new(labels);
+    pub(crate) fn insert(&mut self, id: u64, labels: StoredLabels) {
+        self.postings.add_series(id, labels.pairs());
         self.by_labels.insert(labels.clone(), id);
         self.series.insert(
             id,
@@ -257,7 +224,7 @@ impl Index {
     }
 
     /// Removes series (ids sorted), returning their label sets.
-    pub(crate) fn remove(&mut self, ids: &[u64]) -> Vec<(u64, Arc<Labels>)> {
+    pub(crate) fn remove(&mut self, ids: &[u64]) -> Vec<(u64, StoredLabels)> {
         let mut removed = Vec::with_capacity(ids.len());
         for &id in ids {
             if let Some(s) = self.series.remove(&id) {
@@ -289,23 +256,18 @@ mod tests {
 
     #[test]
     fn label_ids_find_what_they_hold_across_growth() {
-        let sets: Vec<Arc<Labels>> = (0..5000)
-            .map(|i| {
-                Arc::new(Labels::from_pairs([
-                    ("__name__", "m".to_string()),
-                    ("i", i.to_string()),
-                ]))
-            })
+        let sets: Vec<Labels> = (0..5000)
+            .map(|i| Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]))
             .collect();
         let mut ids = LabelIds::default();
         for (i, l) in sets.iter().enumerate() {
-            ids.insert(l.clone(), i as u64);
+            ids.insert(StoredLabels::encode(l), i as u64);
         }
         // Re-inserting a label set replaces its id instead of adding an entry.
-        ids.insert(sets[7].clone(), 70_000);
+        ids.insert(StoredLabels::encode(&sets[7]), 70_000);
         assert_eq!(ids.table.len(), sets.len());
         for l in sets.iter().step_by(2) {
-            ids.remove(l);
+            ids.remove(&StoredLabels::encode(l));
         }
         for (i, l) in sets.iter().enumerate() {
             let want = match i {
@@ -322,7 +284,8 @@ mod tests {
         #[test]
         fn label_sets_round_trip(pairs in proptest::collection::vec(("[a-z_]{1,8}", "\\PC{0,12}"), 0..8)) {
             let labels = Labels::from_pairs(pairs);
-            prop_assert_eq!(decode_labels(&encode_labels(&labels)), Some(labels));
+            let stored = StoredLabels::encode(&labels);
+            prop_assert_eq!(StoredLabels::from_stored(stored.bytes()).map(|s| s.to_labels()), Some(labels));
         }
     }
 

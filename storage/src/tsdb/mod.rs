@@ -49,6 +49,7 @@ use crate::{
     Rejection, Sample, SelectHints, SeriesBatch, SeriesSet, StorageError, TsdbStatus,
 };
 use index::Index;
+use labelset::StoredLabels;
 use meta::{KEY_NEXT_OOO_CHUNK_ID, KEY_NEXT_SERIES_ID};
 use partition::{partition_start, Partitions};
 
@@ -58,6 +59,7 @@ mod chunk;
 mod head;
 mod histstore;
 mod index;
+mod labelset;
 mod meta;
 mod partition;
 mod postings;
@@ -649,7 +651,7 @@ impl Inner {
         }
 
         let mut wb = WriteBatch::default();
-        let mut new_series: Vec<(u64, Labels)> = Vec::new();
+        let mut new_series: Vec<(u64, StoredLabels)> = Vec::new();
         let mut groups: Vec<(u64, Vec<Sample>)> = Vec::new();
         let mut histogram_times: Vec<(u64, i64)> = Vec::new();
         for p in pending
@@ -660,8 +662,9 @@ impl Inner {
                 Some(id) => id,
                 None => {
                     let id = counters.next_series_id + new_series.len() as u64;
-                    index::put_series(&self.db, &mut wb, id, p.labels)?;
-                    new_series.push((id, p.labels.clone()));
+                    let labels = StoredLabels::encode(p.labels);
+                    index::put_series(&self.db, &mut wb, id, &labels)?;
+                    new_series.push((id, labels));
                     id
                 }
             };

@@ -7,9 +7,9 @@
 //! no matcher needs a scan over all series' label sets.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use crate::{Labels, MatchOp, Matcher};
+use crate::tsdb::labelset::StoredLabels;
+use crate::{MatchOp, Matcher};
 
 #[derive(Default)]
 pub(crate) struct MemPostings {
@@ -30,10 +30,14 @@ fn insert_sorted(list: &mut Vec<u64>, id: u64) {
 }
 
 impl MemPostings {
-    pub(crate) fn add_series(&mut self, id: u64, labels: &Labels) {
+    pub(crate) fn add_series<'a>(
+        &mut self,
+        id: u64,
+        labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
         insert_sorted(&mut self.all, id);
-        for l in labels {
-            self.add_pair(&l.name, &l.value, id);
+        for (name, value) in labels {
+            self.add_pair(name, value, id);
         }
     }
 
@@ -52,7 +56,7 @@ impl MemPostings {
 
     /// Removes series (sorted by id) with their label sets: only the lists of their own
     /// label pairs are rewritten, not every list of the index.
-    pub(crate) fn remove(&mut self, removed: &[(u64, Arc<Labels>)]) {
+    pub(crate) fn remove(&mut self, removed: &[(u64, StoredLabels)]) {
         if removed.is_empty() {
             return;
         }
@@ -61,11 +65,8 @@ impl MemPostings {
         // Ids stay sorted per pair because `removed` is sorted.
         let mut by_pair: BTreeMap<(&str, &str), Vec<u64>> = BTreeMap::new();
         for (id, labels) in removed {
-            for l in labels.iter() {
-                by_pair
-                    .entry((l.name.as_str(), l.value.as_str()))
-                    .or_default()
-                    .push(*id);
+            for pair in labels.pairs() {
+                by_pair.entry(pair).or_default().push(*id);
             }
         }
         for ((name, value), gone) in by_pair {
@@ -217,7 +218,7 @@ mod tests {
         ];
         // Out of order on purpose: lists must still come out sorted.
         for (id, labels) in series.into_iter().rev() {
-            p.add_series(id, &Labels::from_pairs(labels));
+            p.add_series(id, labels.into_iter().filter(|(_, v)| !v.is_empty()));
         }
         p
     }
@@ -274,7 +275,7 @@ mod tests {
                 vec![("__name__", "down"), ("job", "a"), ("instance", "y")],
             ),
         ]
-        .map(|(id, l)| (id, Arc::new(Labels::from_pairs(l))));
+        .map(|(id, l)| (id, StoredLabels::encode(&crate::Labels::from_pairs(l))));
         p.remove(&removed);
         assert_eq!(
             p.values("__name__").map(|v| v.len()),

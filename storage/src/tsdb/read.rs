@@ -4,12 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::ops::{ControlFlow, Range};
-use std::sync::Arc;
 
 use super::{corrupt, Inner};
 use crate::tsdb::chunk::{ChunkArena, StoredChunk};
 use crate::tsdb::histstore;
 use crate::tsdb::index::Index;
+use crate::tsdb::labelset::StoredLabels;
 use crate::tsdb::partition::{self, PARTITION_MS};
 use crate::{
     HistogramSample, Labels, Matcher, Sample, Series, SeriesSamples, StorageError, TsdbStatus,
@@ -53,7 +53,7 @@ fn top(mut v: Vec<(String, u64)>, n: usize) -> Vec<(String, u64)> {
 /// A series picked for `select`, with where its undecoded points are.
 struct Picked {
     id: u64,
-    labels: Arc<Labels>,
+    labels: StoredLabels,
     /// The query range narrowed to the series' time bounds.
     lo: i64,
     hi: i64,
@@ -138,7 +138,7 @@ impl Selection {
             return Ok(None);
         }
         Ok(Some(SeriesSamples {
-            labels: Labels::clone(&p.labels),
+            labels: p.labels.to_labels(),
             samples,
             histograms: p.histograms,
         }))
@@ -176,7 +176,7 @@ impl Inner {
             }
         }
         let chunks = self.read_chunks(&mut picked, mint, maxt, sample_limit)?;
-        picked.sort_by(|a, b| a.labels.cmp(&b.labels));
+        picked.sort_by(|a, b| a.labels.cmp_labels(&b.labels));
         Ok(Selection {
             picked: picked.into_iter(),
             chunks,
@@ -265,7 +265,7 @@ impl Inner {
         let state = self.state.read();
         let mut out: Vec<Labels> = matching_ids(&state.index, matcher_sets, mint, maxt)
             .into_iter()
-            .filter_map(|id| state.index.get(id).map(|s| Labels::clone(&s.labels)))
+            .filter_map(|id| state.index.get(id).map(|s| s.labels.to_labels()))
             .collect();
         out.sort();
         out
@@ -292,10 +292,10 @@ impl Inner {
         let mut names = BTreeSet::new();
         for id in matching_ids(index, matcher_sets, mint, maxt) {
             if let Some(s) = index.get(id) {
-                names.extend(s.labels.iter().map(|l| &l.name));
+                names.extend(s.labels.pairs().map(|(name, _)| name));
             }
         }
-        names.into_iter().cloned().collect()
+        names.into_iter().map(str::to_owned).collect()
     }
 
     pub(super) fn label_values(
