@@ -3,8 +3,9 @@
 //! and retention pass, metadata and `clear`.
 //!
 //! Owns the locking protocol and the order of durable steps; the formats and rules live in
-//! the modules it drives (`index`, `postings`, `head`, `append`, `wal`, `chunk`, `partition`,
-//! `meta`).
+//! the modules it drives (`index` with `labelset` and `postings`, `head`, `append`, `wal`,
+//! `chunk`, `partition`, `meta`; `read` and `checkpoint` hold the read and durable halves of
+//! the facade itself).
 //!
 //! Locks, always taken in this order: `checkpoint` (one checkpoint / retention / clear at a
 //! time) → `append` (serialises appenders; guards the id and WAL sequence counters) → `state`
@@ -21,7 +22,7 @@
 //! append did, which reproduces the same decisions and finds a sample already in a chunk
 //! stored (a no-op).
 //!
-//! Reads copy the head's samples first and read RocksDB second: a checkpoint writes RocksDB
+//! Reads copy the head's data first and read RocksDB second: a checkpoint writes RocksDB
 //! before it releases head data, so nothing in flight between the two is missed (data seen
 //! twice is deduplicated by timestamp).
 
