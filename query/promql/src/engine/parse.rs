@@ -62,8 +62,22 @@ pub fn format_extended(query: &str) -> Option<String> {
         return None;
     }
     let (source, trims) = rewrite_trims(&mark_info_selectors(query));
-    let printed = promql_parser::parser::parse(&source).ok()?.prettify();
-    let printed = printed
+    let mut expr = promql_parser::parser::parse(&source).ok()?;
+    // Out of the tree, not out of the printed text: the printer breaks lines by length, and
+    // the placeholder's length must not decide where. A selector with no other matcher keeps
+    // it (the printer writes nothing at all for an empty one).
+    visit_mut(&mut expr, &mut |e| {
+        if let Expr::VectorSelector(vs) = e {
+            if vs.matchers.matchers.len() > 1 {
+                vs.matchers
+                    .matchers
+                    .retain(|m| m.name != SELECTOR_PLACEHOLDER);
+            }
+        }
+    });
+    // What is left in the text (the only matcher, or one inside an `or` group) goes there.
+    let printed = expr
+        .prettify()
         .replace(&format!(",{SELECTOR_PLACEHOLDER}!=\"\""), "")
         .replace(&format!("{SELECTOR_PLACEHOLDER}!=\"\","), "")
         .replace(&format!("{SELECTOR_PLACEHOLDER}!=\"\""), "");
@@ -274,6 +288,37 @@ fn second_arg_selector_end(b: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// Calls `f` on `expr` and on every expression below it, parents first. The depth is bounded:
+/// only trees that passed [`check_nesting`] are walked.
+fn visit_mut(expr: &mut Expr, f: &mut impl FnMut(&mut Expr)) {
+    f(expr);
+    match expr {
+        Expr::Binary(b) => {
+            visit_mut(&mut b.lhs, f);
+            visit_mut(&mut b.rhs, f);
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = a.param.as_mut() {
+                visit_mut(p, f);
+            }
+            visit_mut(&mut a.expr, f);
+        }
+        Expr::Unary(u) => visit_mut(&mut u.expr, f),
+        Expr::Paren(p) => visit_mut(&mut p.expr, f),
+        Expr::Subquery(s) => visit_mut(&mut s.expr, f),
+        Expr::Call(c) => {
+            for a in c.args.args.iter_mut() {
+                visit_mut(a, f);
+            }
+        }
+        Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::VectorSelector(_)
+        | Expr::MatrixSelector(_)
+        | Expr::Extension(_) => {}
+    }
+}
+
 /// Walks `expr` in source order, re-tagging the `<`/`>` nodes that were trim operators.
 fn retag(
     expr: &mut Expr,
@@ -481,6 +526,11 @@ mod tests {
         ] {
             assert_eq!(format_extended(q).as_deref(), Some(want), "{q}");
         }
+        // The marker of an info() selector does not count toward the line length: 92
+        // characters stay on one line, as Prometheus prints them (found by the fuzz target).
+        let long = format!("info(cu, {{oginer=~\".*{}\"}})", "V".repeat(68));
+        assert_eq!(long.len(), 92);
+        assert_eq!(format_extended(&long).as_deref(), Some(long.as_str()));
         for q in ["x[5m+1m]", "h </ bool 2", "h </"] {
             assert_eq!(format_extended(q), None, "{q}");
         }
