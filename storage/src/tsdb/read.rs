@@ -195,6 +195,21 @@ impl Inner {
         maxt: i64,
         sample_limit: usize,
     ) -> Result<ChunkArena, StorageError> {
+        let mut chunks = ChunkArena::default();
+        // Head first, for every series, before a RocksDB iterator exists: an iterator reads
+        // the database as it was when it was made, and a checkpoint releases head data only
+        // after writing it, so data leaving the head after its copy is in what the iterators
+        // see (see the facade's doc).
+        for batch in picked.chunks_mut(HEAD_COPY_SERIES) {
+            let state = self.state.read();
+            for p in batch.iter_mut() {
+                let start = chunks.len();
+                state
+                    .head
+                    .copy_out(p.id, p.lo, p.hi, &mut chunks, &mut p.ooo);
+                p.head_chunks = start..chunks.len();
+            }
+        }
         let cfs: Vec<(i64, crate::db::Cf<'_>)> = self
             .partitions
             .overlapping(mint..=maxt)
@@ -209,49 +224,35 @@ impl Inner {
             .map(|(start, cf)| (*start, self.db.raw_iterator_cf(cf)))
             .collect();
         let mut hists = histstore::Scanner::new(&self.db)?;
-        let mut chunks = ChunkArena::default();
         // Samples of stored chunks lying wholly inside their series' range: all of them will
         // be handed out (stored chunks never repeat a sample), so past the limit the select
         // fails before reading further.
         let mut certain = 0usize;
-        for batch in picked.chunks_mut(HEAD_COPY_SERIES) {
-            // Head first (see the facade's doc on why the order matters).
-            {
-                let state = self.state.read();
-                for p in batch.iter_mut() {
-                    let start = chunks.len();
-                    state
-                        .head
-                        .copy_out(p.id, p.lo, p.hi, &mut chunks, &mut p.ooo);
-                    p.head_chunks = start..chunks.len();
+        for p in picked.iter_mut() {
+            let start = chunks.len();
+            for (part, it) in &mut iters {
+                if *part > p.hi || part.saturating_add(PARTITION_MS) <= p.lo {
+                    continue;
                 }
-            }
-            for p in batch.iter_mut() {
-                let start = chunks.len();
-                for (part, it) in &mut iters {
-                    if *part > p.hi || part.saturating_add(PARTITION_MS) <= p.lo {
-                        continue;
+                partition::scan_chunks(it, p.id, p.lo, p.hi, |_, value| {
+                    let chunk = StoredChunk::parse(value).map_err(corrupt)?;
+                    if chunk.max_t() < p.lo {
+                        return Ok(ControlFlow::Continue(()));
                     }
-                    partition::scan_chunks(it, p.id, p.lo, p.hi, |_, value| {
-                        let chunk = StoredChunk::parse(value).map_err(corrupt)?;
-                        if chunk.max_t() < p.lo {
-                            return Ok(ControlFlow::Continue(()));
+                    chunks.push(value);
+                    if chunk.min_t() >= p.lo && chunk.max_t() <= p.hi {
+                        certain += usize::from(chunk.count());
+                        if certain > sample_limit {
+                            return Err(StorageError::SampleLimit {
+                                limit: sample_limit,
+                            });
                         }
-                        chunks.push(value);
-                        if chunk.min_t() >= p.lo && chunk.max_t() <= p.hi {
-                            certain += usize::from(chunk.count());
-                            if certain > sample_limit {
-                                return Err(StorageError::SampleLimit {
-                                    limit: sample_limit,
-                                });
-                            }
-                        }
-                        Ok(ControlFlow::Continue(()))
-                    })?;
-                }
-                p.stored_chunks = start..chunks.len();
-                p.histograms = hists.scan(p.id, p.lo, p.hi)?;
+                    }
+                    Ok(ControlFlow::Continue(()))
+                })?;
             }
+            p.stored_chunks = start..chunks.len();
+            p.histograms = hists.scan(p.id, p.lo, p.hi)?;
         }
         Ok(chunks)
     }
