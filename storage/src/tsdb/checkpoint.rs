@@ -133,15 +133,7 @@ impl Inner {
         let mut next_ooo = cp.next_ooo_chunk_id;
         let mut slices = dirty.chunks(CHECKPOINT_SLICE_SERIES);
         while let Some(slice) = slices.next() {
-            let (snaps, times) = {
-                let mut state = self.state.write();
-                let snaps = state.head.snapshot(slice);
-                let times: Vec<(u64, i64, i64)> = snaps
-                    .iter()
-                    .filter_map(|s| state.index.get(s.id).map(|i| (s.id, i.min_t, i.max_t)))
-                    .collect();
-                (snaps, times)
-            };
+            let (snaps, times) = self.snapshot_slice(slice);
             let result = self.write_slice(&snaps, &times, &mut next_ooo);
             let mut state = self.state.write();
             match result {
@@ -164,6 +156,21 @@ impl Inner {
         cp.next_ooo_chunk_id = next_ooo;
         debug!(series = dirty.len(), wal_end, "checkpoint written");
         wal::compact_truncated(&self.db, wal_end)
+    }
+
+    /// Snapshots series `ids` under the exclusive state lock: what they hold beyond their
+    /// persisted state, and their time bounds (id, min t, max t) to persist with it.
+    pub(super) fn snapshot_slice(
+        &self,
+        ids: &[u64],
+    ) -> (Vec<SeriesSnapshot>, Vec<(u64, i64, i64)>) {
+        let mut state = self.state.write();
+        let snaps = state.head.snapshot(ids);
+        let times = snaps
+            .iter()
+            .filter_map(|s| state.index.get(s.id).map(|i| (s.id, i.min_t, i.max_t)))
+            .collect();
+        (snaps, times)
     }
 
     /// Writes one slice of a checkpoint in one WriteBatch: its chunks, its series' time bounds

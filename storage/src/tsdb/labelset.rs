@@ -51,10 +51,10 @@ impl StoredLabels {
     }
 
     /// The `(name, value)` pairs, sorted by name.
-    pub(crate) fn pairs(&self) -> Pairs<'_> {
-        let mut cursor = Cursor::new(&self.0);
-        let left = cursor.uvarint().unwrap_or(0);
-        Pairs { cursor, left }
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        // Checked by `from_stored` (or written from `&str`s): this never ends early.
+        self.byte_pairs()
+            .map_while(|(n, v)| Some((std::str::from_utf8(n).ok()?, std::str::from_utf8(v).ok()?)))
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
@@ -94,23 +94,6 @@ impl StoredLabels {
 impl Hash for StoredLabels {
     fn hash<H: Hasher>(&self, state: &mut H) {
         hash_label_pairs(self.byte_pairs(), state);
-    }
-}
-
-/// The pairs of a [`StoredLabels`]; ends early only on bytes `from_stored` would refuse.
-pub(crate) struct Pairs<'a> {
-    cursor: Cursor<'a>,
-    left: u64,
-}
-
-impl<'a> Iterator for Pairs<'a> {
-    type Item = (&'a str, &'a str);
-
-    fn next(&mut self) -> Option<(&'a str, &'a str)> {
-        self.left = self.left.checked_sub(1)?;
-        let name = std::str::from_utf8(self.cursor.bytes()?).ok()?;
-        let value = std::str::from_utf8(self.cursor.bytes()?).ok()?;
-        Some((name, value))
     }
 }
 

@@ -1046,14 +1046,7 @@ fn crash_between_checkpoint_slices_loses_nothing() {
         let mut ids: Vec<u64> = inner.state.write().head.take_dirty().into_iter().collect();
         ids.sort_unstable();
         // The first slice: series `a`, written first, has the lowest id.
-        let snaps = inner.state.write().head.snapshot(&ids[..1]);
-        let times: Vec<(u64, i64, i64)> = {
-            let state = inner.state.read();
-            snaps
-                .iter()
-                .filter_map(|s| state.index.get(s.id).map(|i| (s.id, i.min_t, i.max_t)))
-                .collect()
-        };
+        let (snaps, times) = inner.snapshot_slice(&ids[..1]);
         let mut next_ooo = inner.checkpoint.lock().next_ooo_chunk_id;
         inner.write_slice(&snaps, &times, &mut next_ooo).unwrap();
         assert!(

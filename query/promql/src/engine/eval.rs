@@ -56,12 +56,12 @@ struct PathHints {
     by: bool,
 }
 
-/// Series as an operator consumes them, one at a time: a selector's are read from the store
-/// as they are pulled, so an operator that handles one series at a time never holds all of
-/// them decoded.
 /// A selector's series, decoded, as they are read from the store.
 type Selected = Box<dyn Iterator<Item = Result<SeriesSamples, QueryError>>>;
 
+/// Series as an operator consumes them, one at a time: a selector's are read from the store
+/// as they are pulled, so an operator that handles one series at a time never holds all of
+/// them decoded.
 pub(crate) type SeriesStream = Box<dyn Iterator<Item = Result<Series, QueryError>>>;
 
 /// A range-vector argument: raw points per series plus how each step's window is placed.
