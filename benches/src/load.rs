@@ -109,19 +109,33 @@ impl LoadReport {
     }
 }
 
-/// Builds every request of the run, one list per sender.
+/// Builds every request of the run over `cfg.series` node-exporter-like series, one list per
+/// sender.
 pub fn prepare(cfg: &LoadConfig) -> Result<Vec<Vec<Batch>>, String> {
-    let total = cfg.series.saturating_mul(cfg.samples_per_series);
+    // Checked before the series are generated: a run too big to hold is refused at once.
+    check_size(cfg.series, cfg)?;
+    prepare_series(cfg, node_series(cfg.series))
+}
+
+fn check_size(series: usize, cfg: &LoadConfig) -> Result<(), String> {
+    let total = series.saturating_mul(cfg.samples_per_series);
     if total > MAX_TOTAL_SAMPLES {
         return Err(format!(
             "{total} samples is more than the {MAX_TOTAL_SAMPLES} a run may hold in memory"
         ));
     }
+    Ok(())
+}
+
+/// Builds every request of the run over the given series (`cfg.series` is not read), one list
+/// per sender.
+pub fn prepare_series(cfg: &LoadConfig, series: Vec<Series>) -> Result<Vec<Vec<Batch>>, String> {
+    check_size(series.len(), cfg)?;
     if cfg.concurrency == 0 || cfg.batch_samples == 0 {
         return Err("concurrency and batch size must be at least 1".into());
     }
     let mut shards: Vec<Vec<Series>> = vec![Vec::new(); cfg.concurrency];
-    for (i, s) in node_series(cfg.series).into_iter().enumerate() {
+    for (i, s) in series.into_iter().enumerate() {
         shards[i % cfg.concurrency].push(s);
     }
     let first_ms = cfg.end_ms - (cfg.samples_per_series as i64 - 1) * cfg.interval_ms;

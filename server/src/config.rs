@@ -92,6 +92,8 @@ pub struct Storage {
     pub path: PathBuf,
     pub retention: PromDuration,
     pub out_of_order_window: PromDuration,
+    /// Series with no sample for this long leave memory; queries still find them on disk.
+    pub head_window: PromDuration,
     /// fsync RocksDB's WAL on every write: survives power loss, not only a crash, at a cost.
     pub wal_fsync: bool,
     pub flush_interval: PromDuration,
@@ -104,6 +106,7 @@ impl Default for Storage {
             path: PathBuf::from("./data"),
             retention: PromDuration(tsdb.retention),
             out_of_order_window: PromDuration(tsdb.out_of_order_window),
+            head_window: PromDuration(tsdb.head_window),
             wal_fsync: tsdb.wal_fsync,
             flush_interval: PromDuration(tsdb.flush_interval),
         }
@@ -988,6 +991,7 @@ impl Config {
             out_of_order_window: self.storage.out_of_order_window.0,
             wal_fsync: self.storage.wal_fsync,
             flush_interval: self.storage.flush_interval.0,
+            head_window: self.storage.head_window.0,
             max_active_series: self.limits.max_active_series,
             block_cache_bytes: self.limits.tsdb_block_cache_bytes as usize,
             write_buffer_bytes: self.limits.tsdb_write_buffer_bytes as usize,

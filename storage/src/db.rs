@@ -26,7 +26,20 @@ pub(crate) const CF_WAL: &str = "wal";
 /// Native histogram samples: series id (u64 BE) | t (sign-flipped u64 BE) → encoded histogram.
 pub(crate) const CF_HISTOGRAMS: &str = "histograms";
 
-const FIXED_CFS: [&str; 5] = [CF_SERIES, CF_SERIES_TIMES, CF_META, CF_WAL, CF_HISTOGRAMS];
+/// Label set of a series idle past the head window → its id, time bounds and last sample.
+pub(crate) const CF_COLD_LABELS: &str = "cold_labels";
+/// Per-partition inverted index of the series idle past the head window (`tsdb::cold`).
+pub(crate) const CF_COLD_INDEX: &str = "cold_index";
+
+const FIXED_CFS: [&str; 7] = [
+    CF_SERIES,
+    CF_SERIES_TIMES,
+    CF_META,
+    CF_WAL,
+    CF_HISTOGRAMS,
+    CF_COLD_LABELS,
+    CF_COLD_INDEX,
+];
 
 /// Column families earlier versions wrote: `series_by_labels` (label set → id, never read)
 /// and `postings` (the inverted index, now rebuilt from `series` at open).
@@ -40,19 +53,34 @@ const RETIRED_CFS: [&str; 2] = ["series_by_labels", "postings"];
 /// on the heap outside any cache, so memory would grow with the column families and the data
 /// on disk rather than stay within the cache's size.
 pub(crate) fn cf_options(cache: &Cache, compression: DBCompressionType) -> Options {
+    table_options(cache, compression, |_| {})
+}
+
+fn table_options(
+    cache: &Cache,
+    compression: DBCompressionType,
+    tune: impl FnOnce(&mut BlockBasedOptions),
+) -> Options {
     let mut t = BlockBasedOptions::default();
     t.set_block_cache(cache);
     t.set_cache_index_and_filter_blocks(true);
     // The newest files' index blocks are read by nearly every lookup: never evicted.
     t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    tune(&mut t);
     let mut o = Options::default();
     o.set_block_based_table_factory(&t);
     o.set_compression_type(compression);
     o
 }
 
-fn index_cf_options(cache: &Cache) -> Options {
-    cf_options(cache, DBCompressionType::Lz4)
+fn index_cf_options(cache: &Cache, name: &str) -> Options {
+    table_options(cache, DBCompressionType::Lz4, |t| {
+        if name == CF_COLD_LABELS {
+            // Looked up for every label set new to memory, and almost always missing: a
+            // bloom filter answers that without reading a data block.
+            t.set_bloom_filter(10.0, false);
+        }
+    })
 }
 
 /// Chunk column families hold Gorilla-compressed data that lz4 would not shrink further.
@@ -119,7 +147,7 @@ pub(crate) fn open(
     let descriptors = FIXED_CFS
         .iter()
         .chain(&retired)
-        .map(|n| ColumnFamilyDescriptor::new(*n, index_cf_options(cache)))
+        .map(|n| ColumnFamilyDescriptor::new(*n, index_cf_options(cache, n)))
         .chain(
             chunk_cfs
                 .iter()

@@ -5,11 +5,12 @@
 use rocksdb::WriteBatch;
 use tracing::{debug, info};
 
-use super::{corrupt, now_ms, Inner};
+use super::{corrupt, duration_ms, now_ms, Inner};
 use super::{histstore, wal};
 use crate::db;
 use crate::tsdb::append::{SeriesCheck, Verdict};
 use crate::tsdb::chunk::{StoredChunk, XorChunk, MAX_SAMPLES};
+use crate::tsdb::cold::{self, ColdSeries};
 use crate::tsdb::head::SeriesSnapshot;
 use crate::tsdb::index;
 use crate::tsdb::meta::{self, KEY_NEXT_OOO_CHUNK_ID};
@@ -21,6 +22,10 @@ use crate::{Sample, StorageError};
 /// checkpoint (a few milliseconds), while keeping each WriteBatch large enough to write
 /// efficiently.
 const CHECKPOINT_SLICE_SERIES: usize = 16_384;
+
+/// Series moved to the cold index per hold of the append lock (a WriteBatch of about ten
+/// keys per series and partition): appends wait for one slice, not for the whole pass.
+const EVICT_SLICE_SERIES: usize = 4096;
 
 impl Inner {
     /// Restores each series' last float sample and, unless full, its open chunk from its
@@ -258,8 +263,66 @@ impl Inner {
             }
         }
         for start in expired_partitions {
+            cold::drop_partition(&self.db, start, cutoff)?;
             self.partitions.drop_partition(&self.db, start)?;
             info!(partition = start, "retention dropped partition");
+        }
+        Ok(())
+    }
+
+    /// Moves the series with no sample within the head window (counted back from the newest
+    /// sample of any series) from memory to the cold index, once all they hold is persisted.
+    /// Like retention: candidates under the shared state lock; confirmed and written to
+    /// RocksDB under the append lock (no sample can arrive for them meanwhile) a slice at a
+    /// time; removed from memory under the exclusive lock only after their cold entries are
+    /// written, so a reader always finds a series in one place or the other.
+    pub(super) fn evict_idle(&self) -> Result<(), StorageError> {
+        let _cp = self.checkpoint.lock();
+        let Some(newest) = self.state.read().index.newest() else {
+            return Ok(());
+        };
+        let cutoff = newest.saturating_sub(duration_ms(self.opts.head_window));
+        let candidates = self.state.read().index.expired(cutoff);
+        let mut evicted = 0usize;
+        for slice in candidates.chunks(EVICT_SLICE_SERIES) {
+            let _append = self.append.lock();
+            let mut wb = WriteBatch::default();
+            let mut ids = Vec::with_capacity(slice.len());
+            {
+                let state = self.state.read();
+                for &id in slice {
+                    let Some(s) = state.index.get(id).filter(|s| s.max_t < cutoff) else {
+                        continue;
+                    };
+                    if !state.head.persisted(id) {
+                        continue;
+                    }
+                    let series = ColdSeries {
+                        id,
+                        min_t: s.min_t,
+                        max_t: s.max_t,
+                        last: state.head.last(id),
+                    };
+                    let partitions = self.partitions.overlapping(s.min_t..=s.max_t);
+                    cold::put(&self.db, &mut wb, &s.labels, &series, &partitions)?;
+                    index::delete_series(&self.db, &mut wb, id)?;
+                    ids.push(id);
+                }
+            }
+            if ids.is_empty() {
+                continue;
+            }
+            self.db.write_opt(wb, &self.write_options())?;
+            let mut state = self.state.write();
+            state.index.remove(&ids);
+            state.head.remove(&ids);
+            evicted += ids.len();
+        }
+        if evicted > 0 {
+            debug!(
+                series = evicted,
+                cutoff, "idle series left memory for the cold index"
+            );
         }
         Ok(())
     }

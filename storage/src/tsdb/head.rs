@@ -272,6 +272,20 @@ impl Head {
         self.dirty.extend(snaps.iter().map(|s| s.id));
     }
 
+    /// Whether everything the head holds of a series is persisted (so it may leave memory).
+    pub(crate) fn persisted(&self, id: u64) -> bool {
+        if self.dirty.contains(&id) {
+            return false;
+        }
+        self.series.get(&id).is_none_or(|h| {
+            h.frozen.is_empty()
+                && h.pending.is_none()
+                && h.open
+                    .as_ref()
+                    .is_none_or(|c| c.count() <= h.open_persisted)
+        })
+    }
+
     pub(crate) fn remove(&mut self, ids: &[u64]) {
         for id in ids {
             self.series.remove(id);

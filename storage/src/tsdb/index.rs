@@ -40,6 +40,9 @@ pub(crate) struct Index {
     by_labels: LabelIds,
     series: HashMap<u64, SeriesInfo>,
     postings: MemPostings,
+    /// The newest sample time of any series it held since open: the head window counts back
+    /// from it, so idleness follows the data's clock, not the wall's.
+    newest: Option<i64>,
 }
 
 /// Label set → series id. Each entry keeps its label set's hash: when the table grows (at every
@@ -165,6 +168,7 @@ impl Index {
             if let Some(s) = index.series.get_mut(&id) {
                 s.min_t = i64::from_be_bytes(*min);
                 s.max_t = i64::from_be_bytes(*max);
+                index.newest = index.newest.max(Some(s.max_t));
             }
         }
         Ok(index)
@@ -208,10 +212,17 @@ impl Index {
         if let Some(s) = self.series.get_mut(&id) {
             s.min_t = s.min_t.min(t);
             s.max_t = s.max_t.max(t);
+            self.newest = self.newest.max(Some(t));
         }
     }
 
-    /// Series whose samples all lie before `cutoff` (or that have none), sorted by id.
+    /// The newest sample time seen since open, if any.
+    pub(crate) fn newest(&self) -> Option<i64> {
+        self.newest
+    }
+
+    /// Series whose samples all lie before `cutoff` (or that have none), sorted by id: past
+    /// retention, or idle past the head window.
     pub(crate) fn expired(&self, cutoff: i64) -> Vec<u64> {
         let mut ids: Vec<u64> = self
             .series

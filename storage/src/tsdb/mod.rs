@@ -4,8 +4,14 @@
 //!
 //! Owns the locking protocol and the order of durable steps; the formats and rules live in
 //! the modules it drives (`index` with `labelset` and `postings`, `head`, `append`, `wal`,
-//! `chunk`, `partition`, `meta`; `read` and `checkpoint` hold the read and durable halves of
-//! the facade itself).
+//! `chunk`, `partition`, `cold`, `meta`; `read` and `checkpoint` hold the read and durable
+//! halves of the facade itself).
+//!
+//! Memory holds the series written within the head window (index + head); the others live in
+//! the on-disk cold index only (`cold`). The checkpoint thread moves idle series there after
+//! a checkpoint has persisted them; an append of a label set not in memory looks it up there
+//! first and brings the series back with its id and last sample, so nothing about it changes
+//! but where its label set is held.
 //!
 //! Locks, always taken in this order: `checkpoint` (one checkpoint / retention / clear at a
 //! time) → `append` (serialises appenders; guards the id and WAL sequence counters) → `state`
@@ -40,7 +46,9 @@ use rocksdb::{WriteBatch, WriteOptions};
 use tracing::{info, warn};
 
 use crate::contract::BatchWriter;
-use crate::db::{self, Db, CF_HISTOGRAMS, CF_SERIES, CF_SERIES_TIMES, CF_WAL};
+use crate::db::{
+    self, Db, CF_COLD_INDEX, CF_COLD_LABELS, CF_HISTOGRAMS, CF_SERIES, CF_SERIES_TIMES, CF_WAL,
+};
 use crate::episode::{FailureEpisode, Throttle};
 use crate::tsdb::append::{Limits, SeriesCheck, Verdict};
 use crate::tsdb::chunk::StoredChunk;
@@ -49,6 +57,7 @@ use crate::{
     AppendMode, AppendReport, HistogramSample, LabelQuerier, Labels, Matcher, Metadata, Querier,
     Rejection, Sample, SelectHints, SeriesBatch, SeriesSet, StorageError, TsdbStatus,
 };
+use cold::ColdSeries;
 use index::Index;
 use labelset::StoredLabels;
 use meta::{KEY_NEXT_OOO_CHUNK_ID, KEY_NEXT_SERIES_ID};
@@ -57,6 +66,7 @@ use partition::{partition_start, Partitions};
 mod append;
 mod checkpoint;
 mod chunk;
+mod cold;
 mod head;
 mod histstore;
 mod index;
@@ -80,9 +90,13 @@ pub struct TsdbOptions {
     /// Period of the background checkpoint (head → chunks) and retention pass.
     /// `Duration::ZERO` disables the background thread (checkpoints only on flush/close).
     pub flush_interval: Duration,
-    /// Most series the TSDB holds in memory (its index and head keep every series until
-    /// retention drops it); samples that would create a series beyond it are rejected with
-    /// [`crate::RejectReason::SeriesLimit`], while existing series keep being written.
+    /// Series with no sample newer than this before the newest sample of any series leave
+    /// memory for the on-disk cold index (`cold`), where queries still find them and a new
+    /// sample brings them back. `Duration::MAX` keeps every series in memory.
+    pub head_window: Duration,
+    /// Most series the TSDB holds in memory (those with a sample within the head window);
+    /// samples that would add a series beyond it are rejected with
+    /// [`crate::RejectReason::SeriesLimit`], while series in memory keep being written.
     /// 0: no limit, as in Prometheus.
     pub max_active_series: usize,
     /// Capacity of the block cache all column families read through.
@@ -98,6 +112,7 @@ impl Default for TsdbOptions {
             out_of_order_window: Duration::from_secs(3600),
             wal_fsync: false,
             flush_interval: Duration::from_secs(60),
+            head_window: Duration::from_secs(2 * 3600),
             max_active_series: 0,
             block_cache_bytes: 32 << 20,
             write_buffer_bytes: 64 << 20,
@@ -221,6 +236,7 @@ impl Tsdb {
         // Only after replay: series whose samples are all in the WAL have no time bounds
         // before it and would look expired.
         inner.apply_retention(now_ms())?;
+        inner.evict_idle()?;
         let inner = Arc::new(inner);
         let worker = (!inner.opts.flush_interval.is_zero())
             .then(|| Worker::spawn(inner.clone()))
@@ -257,7 +273,7 @@ impl Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<Labels>, StorageError> {
-        Ok(self.inner.series(matcher_sets, mint, maxt))
+        self.inner.series(matcher_sets, mint, maxt)
     }
 
     /// Label names of the matching series (all series when there are no matcher sets) with
@@ -268,7 +284,7 @@ impl Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, StorageError> {
-        Ok(self.inner.label_names(matcher_sets, mint, maxt))
+        self.inner.label_names(matcher_sets, mint, maxt)
     }
 
     /// Values of label `name` on the matching series (all series when there are no matcher
@@ -280,7 +296,7 @@ impl Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, StorageError> {
-        Ok(self.inner.label_values(name, matcher_sets, mint, maxt))
+        self.inner.label_values(name, matcher_sets, mint, maxt)
     }
 
     /// Stores a metric family's metadata (only written when it changed).
@@ -304,10 +320,10 @@ impl Tsdb {
             .collect())
     }
 
-    /// The figures of Prometheus's /api/v1/status/tsdb, over all stored data (not just a
-    /// head block): `min_time`/`max_time` are i64::MAX/i64::MIN when there is no data, as in
-    /// Prometheus; `chunk_count` is RocksDB's estimate of stored chunks plus unpersisted head
-    /// chunks.
+    /// The figures of Prometheus's /api/v1/status/tsdb over the series in memory (those of
+    /// the head window, as Prometheus's are over its head block): `min_time`/`max_time` are
+    /// i64::MAX/i64::MIN when there is none, as in Prometheus; `chunk_count` is RocksDB's
+    /// estimate of all stored chunks plus unpersisted head chunks.
     pub fn status(&self, top_n: usize) -> TsdbStatus {
         self.inner.status(top_n)
     }
@@ -318,7 +334,8 @@ impl Tsdb {
         db::memory(&self.inner.db, &self.inner.cache)
     }
 
-    /// How many series the index holds; cheap, unlike [`Tsdb::status`].
+    /// How many series memory holds (those of the head window); cheap, unlike
+    /// [`Tsdb::status`].
     pub fn num_series(&self) -> u64 {
         self.inner.state.read().index.len() as u64
     }
@@ -388,6 +405,9 @@ impl Worker {
                 let _ = inner.checkpoint_failures.observe(inner.checkpoint());
                 if let Err(e) = inner.apply_retention(now_ms()) {
                     warn!(error = %e, "tsdb retention pass failed");
+                }
+                if let Err(e) = inner.evict_idle() {
+                    warn!(error = %e, "tsdb head window pass failed");
                 }
             })?;
         Ok(Worker { stop, handle })
@@ -540,7 +560,11 @@ impl Inner {
 
         struct Pending<'b> {
             labels: &'b Labels,
+            /// Set for a series in memory or in the cold index.
             id: Option<u64>,
+            /// For a series not in memory: its label set as stored, and what the cold index
+            /// holds of it (nothing for a new series).
+            absent: Option<(StoredLabels, Option<ColdSeries>)>,
             /// A new series beyond `max_active_series`: all its samples are rejected.
             over_limit: bool,
             check: SeriesCheck,
@@ -574,24 +598,38 @@ impl Inner {
             {
                 let id = state.index.id(&sb.labels);
                 let key = id.map_or(Slot::New(&sb.labels), Slot::Known);
-                let i = *slot.entry(key).or_insert_with(|| {
-                    let last = id.and_then(|id| state.head.last(id));
-                    let over_limit = id.is_none() && room == 0;
-                    if over_limit {
-                        refused_series += 1;
-                    } else if id.is_none() {
-                        room -= 1;
+                let i = match slot.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        let (id, absent, last) = match id {
+                            Some(id) => (Some(id), None, state.head.last(id)),
+                            // Not in memory: new, or cold and coming back as it was.
+                            None => {
+                                let stored = StoredLabels::encode(&sb.labels);
+                                let cold = cold::lookup(&self.db, &stored)?;
+                                let last = cold.and_then(|c| c.last);
+                                (cold.map(|c| c.id), Some((stored, cold)), last)
+                            }
+                        };
+                        let over_limit = absent.is_some() && room == 0;
+                        if over_limit {
+                            refused_series += 1;
+                        } else if absent.is_some() {
+                            room -= 1;
+                        }
+                        pending.push(Pending {
+                            labels: &sb.labels,
+                            id,
+                            absent,
+                            over_limit,
+                            check: SeriesCheck::new(last),
+                            accepted: Vec::new(),
+                            accepted_histograms: Vec::new(),
+                        });
+                        slot.insert(key, pending.len() - 1);
+                        pending.len() - 1
                     }
-                    pending.push(Pending {
-                        labels: &sb.labels,
-                        id,
-                        over_limit,
-                        check: SeriesCheck::new(last),
-                        accepted: Vec::new(),
-                        accepted_histograms: Vec::new(),
-                    });
-                    pending.len() - 1
-                });
+                };
                 let p = &mut pending[i];
                 if p.over_limit {
                     let times = sb.samples.iter().map(|s| s.t);
@@ -653,23 +691,33 @@ impl Inner {
 
         let mut wb = WriteBatch::default();
         let mut new_series: Vec<(u64, StoredLabels)> = Vec::new();
+        let mut revived: Vec<(StoredLabels, ColdSeries)> = Vec::new();
         let mut groups: Vec<(u64, Vec<Sample>)> = Vec::new();
         let mut histogram_times: Vec<(u64, i64)> = Vec::new();
         for p in pending
             .into_iter()
             .filter(|p| !p.accepted.is_empty() || !p.accepted_histograms.is_empty())
         {
-            let id = match p.id {
-                Some(id) => id,
-                None => {
+            let id = match (p.id, p.absent) {
+                (Some(id), None) => id,
+                (Some(id), Some((labels, Some(cold)))) => {
+                    index::put_series(&self.db, &mut wb, id, &labels)?;
+                    index::put_times(&self.db, &mut wb, id, cold.min_t, cold.max_t)?;
+                    cold::forget(&self.db, &mut wb, &labels)?;
+                    revived.push((labels, cold));
+                    id
+                }
+                (_, absent) => {
                     let id = counters.next_series_id + new_series.len() as u64;
-                    let labels = StoredLabels::encode(p.labels);
+                    let labels = absent.map_or_else(|| StoredLabels::encode(p.labels), |a| a.0);
                     index::put_series(&self.db, &mut wb, id, &labels)?;
                     new_series.push((id, labels));
                     id
                 }
             };
             for h in &p.accepted_histograms {
+                // Every day with data has a partition: the cold index is kept per partition.
+                self.partitions.ensure(&self.db, partition_start(h.t))?;
                 histstore::put(&self.db, &mut wb, id, h)?;
                 histogram_times.push((id, h.t));
             }
@@ -697,6 +745,14 @@ impl Inner {
         let mut state = self.state.write();
         for (id, labels) in new_series {
             state.index.insert(id, labels);
+        }
+        for (labels, cold) in revived {
+            state.index.insert(cold.id, labels);
+            state.index.extend_time(cold.id, cold.min_t);
+            state.index.extend_time(cold.id, cold.max_t);
+            if let Some(last) = cold.last {
+                state.head.load(cold.id, last, None);
+            }
         }
         for (id, samples) in groups {
             for s in samples {
@@ -748,7 +804,14 @@ impl Inner {
         for start in self.partitions.all() {
             self.partitions.drop_partition(&self.db, start)?;
         }
-        for cf in [CF_SERIES, CF_SERIES_TIMES, CF_WAL, CF_HISTOGRAMS] {
+        for cf in [
+            CF_SERIES,
+            CF_SERIES_TIMES,
+            CF_WAL,
+            CF_HISTOGRAMS,
+            CF_COLD_LABELS,
+            CF_COLD_INDEX,
+        ] {
             db::clear_cf(&self.db, cf)?;
         }
         meta::clear_metadata(&self.db)?;

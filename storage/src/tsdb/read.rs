@@ -1,12 +1,15 @@
 //! The read side of the facade: `select` (head + chunk partitions merged, deduplicated, under
-//! a sample limit; chunks read in key order, each series decoded as the answer reaches it), the series / label-name / label-value APIs and the status figures. Reads
-//! only; never changes the head, the index or RocksDB.
+//! a sample limit; chunks read in key order, each series decoded as the answer reaches it),
+//! the series / label-name / label-value APIs (over the series in memory and the cold index)
+//! and the status figures (memory only). Reads only; never changes the head, the index or
+//! RocksDB.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{ControlFlow, Range};
 
 use super::{corrupt, Inner};
 use crate::tsdb::chunk::{ChunkArena, StoredChunk};
+use crate::tsdb::cold;
 use crate::tsdb::histstore;
 use crate::tsdb::index::Index;
 use crate::tsdb::labelset::StoredLabels;
@@ -158,21 +161,38 @@ impl Inner {
         let (mint, maxt) = (partition::clamp(mint), partition::clamp(maxt));
         let mut picked = Vec::new();
         if mint <= maxt {
-            let state = self.state.read();
+            let pick = |id, labels, min_t, max_t| Picked {
+                id,
+                labels,
+                lo: mint.max(min_t),
+                hi: maxt.min(max_t),
+                head_chunks: 0..0,
+                stored_chunks: 0..0,
+                ooo: Vec::new(),
+                histograms: Vec::new(),
+            };
             // Ids come sorted, which is key order in every partition.
-            for id in state.index.select(matchers) {
-                if let Some(s) = state.index.get(id).filter(|s| s.overlaps(mint, maxt)) {
-                    picked.push(Picked {
-                        id,
-                        labels: s.labels.clone(),
-                        lo: mint.max(s.min_t),
-                        hi: maxt.min(s.max_t),
-                        head_chunks: 0..0,
-                        stored_chunks: 0..0,
-                        ooo: Vec::new(),
-                        histograms: Vec::new(),
-                    });
+            let in_memory = {
+                let state = self.state.read();
+                let ids = state.index.select(matchers);
+                for &id in &ids {
+                    if let Some(s) = state.index.get(id).filter(|s| s.overlaps(mint, maxt)) {
+                        picked.push(pick(id, s.labels.clone(), s.min_t, s.max_t));
+                    }
                 }
+                ids
+            };
+            // A series leaving memory since is in both: read from where it was picked.
+            let partitions = self.partitions.overlapping(mint..=maxt);
+            let cold = cold::select(&self.db, &partitions, matchers, mint, maxt, |id| {
+                in_memory.binary_search(&id).is_ok()
+            })?;
+            if !cold.is_empty() {
+                picked.extend(
+                    cold.into_iter()
+                        .map(|c| pick(c.id, c.labels, c.min_t, c.max_t)),
+                );
+                picked.sort_unstable_by_key(|p| p.id);
             }
         }
         let chunks = self.read_chunks(&mut picked, mint, maxt, sample_limit)?;
@@ -257,46 +277,88 @@ impl Inner {
         Ok(chunks)
     }
 
+    /// Cold series (not in memory) matching any of the matcher sets (all for none) with data
+    /// in [mint, maxt]. Called with the shared state lock held, so that every series is in
+    /// memory or here.
+    fn cold_matching(
+        &self,
+        index: &Index,
+        matcher_sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<cold::Found>, StorageError> {
+        let partitions = self.partitions.overlapping(mint..=maxt);
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = [Vec::new()];
+        let sets = if matcher_sets.is_empty() {
+            &all[..]
+        } else {
+            matcher_sets
+        };
+        let mut found = BTreeMap::new();
+        for ms in sets {
+            for f in cold::select(&self.db, &partitions, ms, mint, maxt, |id| {
+                index.get(id).is_some()
+            })? {
+                found.entry(f.id).or_insert(f);
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
     pub(super) fn series(
         &self,
         matcher_sets: &[Vec<Matcher>],
         mint: i64,
         maxt: i64,
-    ) -> Vec<Labels> {
+    ) -> Result<Vec<Labels>, StorageError> {
         let state = self.state.read();
         let mut out: Vec<Labels> = matching_ids(&state.index, matcher_sets, mint, maxt)
             .into_iter()
             .filter_map(|id| state.index.get(id).map(|s| s.labels.to_labels()))
             .collect();
+        let cold = self.cold_matching(&state.index, matcher_sets, mint, maxt)?;
+        out.extend(cold.iter().map(|c| c.labels.to_labels()));
         out.sort();
-        out
+        Ok(out)
     }
 
+    /// Label names and values of cold series count at partition granularity when no matcher
+    /// narrows them (as a Prometheus block's index answers), exactly otherwise.
     pub(super) fn label_names(
         &self,
         matcher_sets: &[Vec<Matcher>],
         mint: i64,
         maxt: i64,
-    ) -> Vec<String> {
+    ) -> Result<Vec<String>, StorageError> {
         let state = self.state.read();
         let index = &state.index;
+        let mut names = BTreeSet::new();
         if matcher_sets.is_empty() {
             // Straight from the inverted index: stops at the first live series per name.
             let live = |ids: &Vec<u64>| any_overlaps(index, ids, mint, maxt);
-            return index
-                .postings()
-                .names()
-                .filter(|(_, values)| values.values().any(live))
-                .map(|(n, _)| n.clone())
-                .collect();
+            names.extend(
+                index
+                    .postings()
+                    .names()
+                    .filter(|(_, values)| values.values().any(live))
+                    .map(|(n, _)| n.clone()),
+            );
+            let partitions = self.partitions.overlapping(mint..=maxt);
+            names.extend(cold::label_names(&self.db, &partitions)?);
+            return Ok(names.into_iter().collect());
         }
-        let mut names = BTreeSet::new();
         for id in matching_ids(index, matcher_sets, mint, maxt) {
             if let Some(s) = index.get(id) {
-                names.extend(s.labels.pairs().map(|(name, _)| name));
+                names.extend(s.labels.pairs().map(|(name, _)| name.to_owned()));
             }
         }
-        names.into_iter().map(str::to_owned).collect()
+        for c in self.cold_matching(index, matcher_sets, mint, maxt)? {
+            names.extend(c.labels.pairs().map(|(name, _)| name.to_owned()));
+        }
+        Ok(names.into_iter().collect())
     }
 
     pub(super) fn label_values(
@@ -305,26 +367,32 @@ impl Inner {
         matcher_sets: &[Vec<Matcher>],
         mint: i64,
         maxt: i64,
-    ) -> Vec<String> {
+    ) -> Result<Vec<String>, StorageError> {
         let state = self.state.read();
         let index = &state.index;
-        if matcher_sets.is_empty() {
-            let Some(values) = index.postings().values(name) else {
-                return Vec::new();
-            };
-            return values
-                .iter()
-                .filter(|(_, ids)| any_overlaps(index, ids, mint, maxt))
-                .map(|(v, _)| v.clone())
-                .collect();
-        }
         let mut values = BTreeSet::new();
+        if matcher_sets.is_empty() {
+            if let Some(by_value) = index.postings().values(name) {
+                values.extend(
+                    by_value
+                        .iter()
+                        .filter(|(_, ids)| any_overlaps(index, ids, mint, maxt))
+                        .map(|(v, _)| v.clone()),
+                );
+            }
+            let partitions = self.partitions.overlapping(mint..=maxt);
+            values.extend(cold::label_values(&self.db, &partitions, name)?);
+            return Ok(values.into_iter().collect());
+        }
         for id in matching_ids(index, matcher_sets, mint, maxt) {
             if let Some(v) = index.get(id).and_then(|s| s.labels.get(name)) {
-                values.insert(v);
+                values.insert(v.to_owned());
             }
         }
-        values.into_iter().map(str::to_owned).collect()
+        for c in self.cold_matching(index, matcher_sets, mint, maxt)? {
+            values.extend(c.labels.get(name).map(str::to_owned));
+        }
+        Ok(values.into_iter().collect())
     }
 
     pub(super) fn status(&self, top_n: usize) -> TsdbStatus {

@@ -1067,3 +1067,253 @@ fn crash_between_checkpoint_slices_loses_nothing() {
         assert_eq!(wal_len(&db), 0);
     }
 }
+
+const HOUR: i64 = 3_600_000;
+
+/// Series in memory (the head window's active series).
+fn in_memory(db: &Tsdb) -> u64 {
+    db.num_series()
+}
+
+#[test]
+fn idle_series_leave_memory_stay_queryable_and_come_back_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = labels("m", &[("job", "a")]);
+    let b = labels("m", &[("job", "b")]);
+    let c = labels("other", &[("x", "1")]);
+    let a_samples = regular(0, 40);
+    let b_late = regular(4 * HOUR, 40);
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_ok(&db, &a, &a_samples);
+        append_ok(&db, &b, &regular(0, 40));
+        append_ok(&db, &b, &b_late);
+        append_ok(&db, &c, &regular(0, 40));
+        // Not yet persisted: nothing may leave memory.
+        db.inner.evict_idle().unwrap();
+        assert_eq!(in_memory(&db), 3);
+        db.flush().unwrap();
+        db.inner.evict_idle().unwrap();
+        assert_eq!(
+            in_memory(&db),
+            1,
+            "a and c idle past 2h before b's newest sample"
+        );
+
+        assert_eq!(all(&db, &a), bits(&a_samples));
+        assert_eq!(read(&db, &a, 5 * HOUR, 6 * HOUR), vec![]);
+        let both = vec![
+            eq(METRIC_NAME, "m"),
+            Matcher::new(MatchOp::RegexMatch, "job", "a|b").unwrap(),
+        ];
+        let got = db
+            .select_decoded(&both, &crate::SelectHints::range(0, 30 * MIN, usize::MAX))
+            .unwrap();
+        let got: Vec<&Labels> = got.iter().map(|s| &s.labels).collect();
+        assert_eq!(
+            got,
+            vec![&a, &b],
+            "cold and in-memory series merge in label order"
+        );
+        let not_b = vec![
+            eq(METRIC_NAME, "m"),
+            Matcher::new(MatchOp::NotEqual, "job", "b").unwrap(),
+        ];
+        assert_eq!(db.series(&[not_b], 0, i64::MAX).unwrap(), vec![a.clone()]);
+        // Only matchers an absent label satisfies: every cold entry is a candidate.
+        let absent_x = vec![
+            eq("x", ""),
+            Matcher::new(MatchOp::RegexMatch, "job", ".*").unwrap(),
+        ];
+        assert_eq!(
+            db.series(&[absent_x], 0, i64::MAX).unwrap(),
+            vec![a.clone(), b.clone()]
+        );
+        assert_eq!(
+            db.series(&[], i64::MIN, i64::MAX).unwrap(),
+            vec![a.clone(), b.clone(), c.clone()]
+        );
+        assert_eq!(
+            db.label_names(&[], i64::MIN, i64::MAX).unwrap(),
+            vec![METRIC_NAME, "job", "x"]
+        );
+        assert_eq!(
+            db.label_values("job", &[], i64::MIN, i64::MAX).unwrap(),
+            vec!["a", "b"]
+        );
+        let other = vec![vec![eq(METRIC_NAME, "other")]];
+        assert_eq!(db.label_values("x", &other, 0, HOUR).unwrap(), vec!["1"]);
+        assert_eq!(
+            db.label_values("x", &other, 2 * HOUR, 3 * HOUR).unwrap(),
+            Vec::<String>::new()
+        );
+
+        // A cold series judges new samples against its last one, as if it had never left.
+        let (last_t, last_v) = *a_samples.last().unwrap();
+        let r = db
+            .append(
+                &[batch(&a, &[(last_t, last_v + 1.0)])],
+                AppendMode::BestEffort,
+            )
+            .unwrap();
+        assert_eq!(r.rejected.len(), 1);
+        assert_eq!(r.rejected[0].reason, RejectReason::DuplicateTimestamp);
+        assert_eq!(in_memory(&db), 1, "nothing written, nothing brought back");
+    }
+    // Comes back with the same id: one series, old and new samples together.
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(in_memory(&db), 1);
+    let more = regular(4 * HOUR + 40 * 15_000, 4);
+    append_ok(&db, &c, &more);
+    assert_eq!(in_memory(&db), 2);
+    let want: Vec<_> = regular(0, 40)
+        .into_iter()
+        .chain(more.iter().copied())
+        .collect();
+    assert_eq!(all(&db, &c), bits(&want));
+    db.close().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, &c), bits(&want));
+    assert_eq!(all(&db, &a), bits(&a_samples));
+    assert_eq!(db.series(&[], i64::MIN, i64::MAX).unwrap(), vec![a, b, c]);
+}
+
+#[test]
+fn memory_follows_the_active_series_under_churn() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    let (waves, per_wave) = (24, 300);
+    for w in 0..waves {
+        let batches: Vec<SeriesBatch> = (0..per_wave)
+            .map(|i| {
+                let l = labels("churn", &[("w", &w.to_string()), ("i", &i.to_string())]);
+                batch(&l, &regular(w * 3 * HOUR, 8))
+            })
+            .collect();
+        let r = db.append(&batches, AppendMode::AllOrNothing).unwrap();
+        assert_eq!(r.samples_written, per_wave as usize * 8);
+        db.flush().unwrap();
+        db.inner.evict_idle().unwrap();
+        assert_eq!(in_memory(&db), per_wave as u64, "wave {w}");
+    }
+    let every = vec![vec![eq(METRIC_NAME, "churn")]];
+    assert_eq!(
+        db.series(&every, i64::MIN, i64::MAX).unwrap().len(),
+        (waves * per_wave) as usize
+    );
+    assert_eq!(
+        db.label_values("w", &[], i64::MIN, i64::MAX).unwrap().len(),
+        waves as usize
+    );
+    // One old wave's range finds that wave's series only, each with all of its samples.
+    let wave7 = db
+        .select_decoded(
+            &[eq(METRIC_NAME, "churn")],
+            &crate::SelectHints::range(21 * HOUR, 22 * HOUR, usize::MAX),
+        )
+        .unwrap();
+    assert_eq!(wave7.len(), per_wave as usize);
+    assert!(wave7
+        .iter()
+        .all(|s| s.labels.get("w") == Some("7") && s.samples.len() == 8));
+}
+
+#[test]
+fn cold_series_leave_with_their_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = PARTITION_MS;
+    let now = now_ms();
+    let old = labels("m", &[("age", "old")]);
+    let young = labels("m", &[("age", "young")]);
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_ok(&db, &old, &[(now - 10 * day, 1.0)]);
+        append_ok(&db, &young, &[(now - 60_000, 2.0)]);
+        db.flush().unwrap();
+        db.inner.evict_idle().unwrap();
+        assert_eq!(in_memory(&db), 1);
+        let stored = StoredLabels::encode(&old);
+        assert!(cold::lookup(&db.inner.db, &stored).unwrap().is_some());
+    }
+    {
+        // Opening with a shorter retention drops the old partition, cold index included.
+        let short = TsdbOptions {
+            retention: Duration::from_secs(3 * 24 * 3600),
+            ..opts()
+        };
+        let db = Tsdb::open(dir.path(), short).unwrap();
+        let stored = StoredLabels::encode(&old);
+        assert!(cold::lookup(&db.inner.db, &stored).unwrap().is_none());
+        assert_eq!(
+            db.series(&[], i64::MIN, i64::MAX).unwrap(),
+            vec![young.clone()]
+        );
+        assert_eq!(
+            db.label_values("age", &[], i64::MIN, i64::MAX).unwrap(),
+            vec!["young"]
+        );
+    }
+    // A sample for the dropped series starts a new one.
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    append_ok(&db, &old, &[(now, 3.0)]);
+    assert_eq!(all(&db, &old), bits(&[(now, 3.0)]));
+}
+
+#[test]
+fn concurrent_reads_see_every_acknowledged_sample_while_series_leave_and_come_back() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Tsdb::open(dir.path(), opts()).unwrap());
+    let acked = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let series = |k: i64| labels("m", &[("k", &k.to_string())]);
+    let writer = {
+        let (db, acked, finished) = (db.clone(), acked.clone(), finished.clone());
+        std::thread::spawn(move || {
+            for k in 0..200i64 {
+                // A new series an hour after the last, so older ones keep going idle; and an
+                // old one written again, so cold series keep coming back.
+                append_ok(&db, &series(k), &[(k * HOUR, k as f64)]);
+                acked.fetch_add(1, SeqCst);
+                if k >= 4 {
+                    append_ok(&db, &series(k / 2), &[(k * HOUR + 1, 0.5)]);
+                    acked.fetch_add(1, SeqCst);
+                }
+            }
+            finished.store(true, SeqCst);
+        })
+    };
+    let mover = {
+        let (db, finished) = (db.clone(), finished.clone());
+        std::thread::spawn(move || {
+            while !finished.load(SeqCst) {
+                db.flush().unwrap();
+                db.inner.evict_idle().unwrap();
+            }
+        })
+    };
+    let hints = crate::SelectHints::range(i64::MIN, i64::MAX, usize::MAX);
+    let mut reads = 0;
+    while !finished.load(SeqCst) {
+        let before = acked.load(SeqCst);
+        let got = db.select_decoded(&[eq(METRIC_NAME, "m")], &hints).unwrap();
+        let samples: usize = got.iter().map(|s| s.samples.len()).sum();
+        assert!(
+            samples >= before,
+            "read {samples} samples, {before} acknowledged"
+        );
+        reads += 1;
+    }
+    writer.join().unwrap();
+    mover.join().unwrap();
+    assert!(reads > 0);
+    db.flush().unwrap();
+    db.inner.evict_idle().unwrap();
+    assert!(in_memory(&db) < 10, "{} series in memory", in_memory(&db));
+    let got = db.select_decoded(&[eq(METRIC_NAME, "m")], &hints).unwrap();
+    assert_eq!(got.len(), 200);
+    assert_eq!(
+        got.iter().map(|s| s.samples.len()).sum::<usize>(),
+        200 + 196
+    );
+}
