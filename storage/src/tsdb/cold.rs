@@ -333,31 +333,52 @@ pub(crate) fn select(
     Ok(found.into_values().flatten().collect())
 }
 
-/// Label names of the cold series of `partitions` (at partition granularity: a name counts
-/// when a series in the partition has it, as a Prometheus block's index answers).
-pub(crate) fn label_names(db: &Db, partitions: &[i64]) -> Result<BTreeSet<String>, StorageError> {
+/// The distinct values of one field of the posting keys under `within(partition)`, one seek
+/// per value: `field` reads it from a key, and `past(partition, value)` is a key after every
+/// key holding that value.
+fn distinct(
+    db: &Db,
+    partitions: &[i64],
+    within: impl Fn(i64) -> Vec<u8>,
+    field: impl Fn(&[u8]) -> Option<&[u8]>,
+    past: impl Fn(i64, &str) -> Vec<u8>,
+) -> Result<BTreeSet<String>, StorageError> {
     let cf = db::cf(db, CF_COLD_INDEX)?;
     let mut it = db.raw_iterator_cf(&cf);
-    let mut names = BTreeSet::new();
+    let mut out = BTreeSet::new();
     for &start in partitions {
-        // One seek per name: past all postings of the name just found.
-        let mut next = posting_prefix(start, "", None);
-        let all = [part_key(start).as_slice(), &[POSTING]].concat();
+        let prefix = within(start);
+        let mut next = prefix.clone();
         loop {
             it.seek(&next);
-            let Some(k) = it.key().filter(|k| k.starts_with(&all)) else {
+            let Some(k) = it.key().filter(|k| k.starts_with(&prefix)) else {
                 break;
             };
-            let (name, _, _) = parse_posting(k).ok_or_else(|| corrupt("cold_index", k))?;
-            let name = String::from_utf8_lossy(name).into_owned();
-            next = posting_prefix(start, &name, None);
-            // Past every key of this name: the next byte is a value length's first, never 0xff.
-            next.push(0xff);
-            names.insert(name);
+            let value = field(k).ok_or_else(|| corrupt("cold_index", k))?;
+            let value = String::from_utf8_lossy(value).into_owned();
+            next = past(start, &value);
+            out.insert(value);
         }
         it.status()?;
     }
-    Ok(names)
+    Ok(out)
+}
+
+/// Label names of the cold series of `partitions` (at partition granularity: a name counts
+/// when a series in the partition has it, as a Prometheus block's index answers).
+pub(crate) fn label_names(db: &Db, partitions: &[i64]) -> Result<BTreeSet<String>, StorageError> {
+    distinct(
+        db,
+        partitions,
+        |start| [part_key(start).as_slice(), &[POSTING]].concat(),
+        |k| parse_posting(k).map(|(name, _, _)| name),
+        |start, name| {
+            // The byte after a name is a value length's first, never 0xff.
+            let mut k = posting_prefix(start, name, None);
+            k.push(0xff);
+            k
+        },
+    )
 }
 
 /// Values of label `name` among the cold series of `partitions` (at partition granularity,
@@ -367,24 +388,15 @@ pub(crate) fn label_values(
     partitions: &[i64],
     name: &str,
 ) -> Result<BTreeSet<String>, StorageError> {
-    let cf = db::cf(db, CF_COLD_INDEX)?;
-    let mut it = db.raw_iterator_cf(&cf);
-    let mut values = BTreeSet::new();
-    for &start in partitions {
-        let of_name = posting_prefix(start, name, None);
-        let mut next = of_name.clone();
-        loop {
-            it.seek(&next);
-            let Some(k) = it.key().filter(|k| k.starts_with(&of_name)) else {
-                break;
-            };
-            let (_, value, _) = parse_posting(k).ok_or_else(|| corrupt("cold_index", k))?;
-            let value = String::from_utf8_lossy(value).into_owned();
-            next = posting_prefix(start, name, Some(&value));
-            next.extend_from_slice(&[0xff; 8]);
-            values.insert(value);
-        }
-        it.status()?;
-    }
-    Ok(values)
+    distinct(
+        db,
+        partitions,
+        |start| posting_prefix(start, name, None),
+        |k| parse_posting(k).map(|(_, value, _)| value),
+        |start, value| {
+            let mut k = posting_prefix(start, name, Some(value));
+            k.extend_from_slice(&[0xff; 8]);
+            k
+        },
+    )
 }

@@ -1,5 +1,7 @@
 //! End-to-end tests of the TSDB on a real RocksDB in temporary directories.
 
+use std::path::Path;
+
 use super::*;
 use crate::db::{Db, CF_WAL};
 use crate::tsdb::chunk::StoredChunk;
@@ -354,28 +356,34 @@ fn restart_after_flush_and_more_appends_continues_open_chunk() {
     assert_ne!(chunks[1].2, 0);
 }
 
-#[test]
-fn retention_drops_old_partitions_and_series() {
-    let dir = tempfile::tempdir().unwrap();
+/// A series `old` with samples 10 and 9 days ago and `young` with one 9 days and one a minute
+/// ago, written to a store at `dir`, which is returned open; and now.
+fn old_and_young(dir: &Path) -> (Tsdb, i64, Labels, Labels) {
     let day = PARTITION_MS;
     let now = now_ms();
     let old = labels("m", &[("age", "old")]);
     let young = labels("m", &[("age", "young")]);
-    {
-        let db = Tsdb::open(dir.path(), opts()).unwrap();
-        append_ok(&db, &old, &[(now - 10 * day, 1.0), (now - 9 * day, 2.0)]);
-        append_ok(&db, &young, &[(now - 9 * day, 1.0), (now - 60_000, 2.0)]);
-        db.set_metadata(
-            "m",
-            Metadata {
-                kind: "gauge".into(),
-                help: "h".into(),
-                unit: String::new(),
-            },
-        )
-        .unwrap();
-        db.close().unwrap();
-    }
+    let db = Tsdb::open(dir, opts()).unwrap();
+    append_ok(&db, &old, &[(now - 10 * day, 1.0), (now - 9 * day, 2.0)]);
+    append_ok(&db, &young, &[(now - 9 * day, 1.0), (now - 60_000, 2.0)]);
+    (db, now, old, young)
+}
+
+#[test]
+fn retention_drops_old_partitions_and_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = PARTITION_MS;
+    let (db, now, _, young) = old_and_young(dir.path());
+    db.set_metadata(
+        "m",
+        Metadata {
+            kind: "gauge".into(),
+            help: "h".into(),
+            unit: String::new(),
+        },
+    )
+    .unwrap();
+    db.close().unwrap();
     let count_partitions = |db: &Tsdb| db.inner.partitions.all().len();
     let short = TsdbOptions {
         retention: Duration::from_secs(3 * 24 * 3600),
@@ -1221,20 +1229,13 @@ fn memory_follows_the_active_series_under_churn() {
 #[test]
 fn cold_series_leave_with_their_partitions() {
     let dir = tempfile::tempdir().unwrap();
-    let day = PARTITION_MS;
-    let now = now_ms();
-    let old = labels("m", &[("age", "old")]);
-    let young = labels("m", &[("age", "young")]);
-    {
-        let db = Tsdb::open(dir.path(), opts()).unwrap();
-        append_ok(&db, &old, &[(now - 10 * day, 1.0)]);
-        append_ok(&db, &young, &[(now - 60_000, 2.0)]);
-        db.flush().unwrap();
-        db.inner.evict_idle().unwrap();
-        assert_eq!(in_memory(&db), 1);
-        let stored = StoredLabels::encode(&old);
-        assert!(cold::lookup(&db.inner.db, &stored).unwrap().is_some());
-    }
+    let (db, now, old, young) = old_and_young(dir.path());
+    db.flush().unwrap();
+    db.inner.evict_idle().unwrap();
+    assert_eq!(in_memory(&db), 1);
+    let stored = StoredLabels::encode(&old);
+    assert!(cold::lookup(&db.inner.db, &stored).unwrap().is_some());
+    drop(db);
     {
         // Opening with a shorter retention drops the old partition, cold index included.
         let short = TsdbOptions {
@@ -1242,7 +1243,6 @@ fn cold_series_leave_with_their_partitions() {
             ..opts()
         };
         let db = Tsdb::open(dir.path(), short).unwrap();
-        let stored = StoredLabels::encode(&old);
         assert!(cold::lookup(&db.inner.db, &stored).unwrap().is_none());
         assert_eq!(
             db.series(&[], i64::MIN, i64::MAX).unwrap(),
