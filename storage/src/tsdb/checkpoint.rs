@@ -9,7 +9,7 @@ use super::{corrupt, duration_ms, now_ms, Inner};
 use super::{histstore, wal};
 use crate::db;
 use crate::tsdb::append::{SeriesCheck, Verdict};
-use crate::tsdb::chunk::{StoredChunk, XorChunk, MAX_SAMPLES};
+use crate::tsdb::chunk::{self, StoredChunk, XorChunk, MAX_SAMPLES};
 use crate::tsdb::cold::{self, ColdSeries};
 use crate::tsdb::head::SeriesSnapshot;
 use crate::tsdb::index;
@@ -188,17 +188,28 @@ impl Inner {
         next_ooo: &mut u64,
     ) -> Result<(), StorageError> {
         let mut wb = WriteBatch::default();
-        let mut put_chunk =
-            |id: u64, min_t: i64, tiebreak: u64, value: &[u8]| -> Result<(), StorageError> {
-                let start = partition_start(min_t);
-                self.partitions.ensure(&self.db, start)?;
-                let cf = db::cf(&self.db, &partition::cf_name(start))?;
-                wb.put_cf(&cf, chunk_key(id, min_t, tiebreak), value);
-                Ok(())
-            };
+        // Complete chunks are stored in their smallest encoding; an open one stays as the head
+        // holds it, as every checkpoint until it fills writes it again.
+        let mut put_chunk = |id: u64,
+                             min_t: i64,
+                             tiebreak: u64,
+                             value: &[u8],
+                             complete: bool|
+         -> Result<(), StorageError> {
+            let start = partition_start(min_t);
+            self.partitions.ensure(&self.db, start)?;
+            let cf = db::cf(&self.db, &partition::cf_name(start))?;
+            let key = chunk_key(id, min_t, tiebreak);
+            if complete {
+                wb.put_cf(&cf, key, chunk::compact(value).map_err(corrupt)?);
+            } else {
+                wb.put_cf(&cf, key, value);
+            }
+            Ok(())
+        };
         for snap in snaps {
             for (min_t, value) in &snap.chunks {
-                put_chunk(snap.id, *min_t, 0, value)?;
+                put_chunk(snap.id, *min_t, 0, value, snap.is_complete(*min_t))?;
             }
             // Out-of-order samples become new chunks of their own, split like in-order ones.
             for window in snap
@@ -207,7 +218,7 @@ impl Inner {
             {
                 for part in window.chunks(usize::from(MAX_SAMPLES)) {
                     let c = XorChunk::from_samples(part.iter().copied());
-                    put_chunk(snap.id, c.min_t(), *next_ooo, &c.to_value())?;
+                    put_chunk(snap.id, c.min_t(), *next_ooo, &c.to_value(), true)?;
                     *next_ooo += 1;
                 }
             }

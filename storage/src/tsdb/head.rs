@@ -10,7 +10,7 @@
 
 use foldhash::{HashMap, HashSet};
 
-use crate::tsdb::chunk::{ChunkArena, CorruptChunk, XorChunk};
+use crate::tsdb::chunk::{ChunkArena, CorruptChunk, XorChunk, MAX_SAMPLES};
 use crate::tsdb::partition::window_start;
 use crate::Sample;
 
@@ -59,6 +59,15 @@ pub(crate) struct SeriesSnapshot {
     pub(crate) ooo: Vec<Sample>,
     /// (min t, count) of the open chunk as written, to know what is persisted on commit.
     open: Option<(i64, u16)>,
+}
+
+impl SeriesSnapshot {
+    /// Whether the chunk starting at `min_t` is complete: not the open chunk still filling
+    /// (which the next checkpoint writes again).
+    pub(crate) fn is_complete(&self, min_t: i64) -> bool {
+        self.open
+            .is_none_or(|(open_t, count)| open_t != min_t || count >= MAX_SAMPLES)
+    }
 }
 
 #[derive(Default)]

@@ -1,0 +1,278 @@
+//! The decimal chunk encoding, for chunks whose every value is a decimal number of at most 15
+//! fractional digits (what exporters print: counters like `12345.67`, integer byte counts,
+//! gauges like `0.25`). Each value is stored as an integer mantissa `m` with one scale `k`
+//! for the whole chunk (value = m / 10^k), the mantissas as deltas or deltas of deltas in
+//! bucketed bit widths, the timestamps exactly as the XOR encoding stores them. A counter's
+//! XOR'd float bits keep some 40 significant bits a sample; its mantissa's deltas fit in a
+//! dozen.
+//!
+//! Owns this format only. A chunk is encoded this way only when decoding gives back every
+//! value's bits exactly (checked value by value with the very arithmetic the decoder uses),
+//! so NaNs, infinities and -0.0 never are; the caller keeps the XOR form otherwise.
+
+use super::{
+    bucketed_len, read_bucketed, write_bucketed, BitReader, BitWriter, CorruptChunk, DOD_BUCKETS,
+    ENCODING_DECIMAL,
+};
+use crate::encoding::put_uvarint;
+use crate::Sample;
+
+/// Payload bits of the mantissa buckets, smallest first.
+const VALUE_BUCKETS: [u32; 4] = [8, 16, 24, 32];
+
+/// Powers of ten that are exact in an f64.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// Mantissas beyond ±2^53 are not exact as f64.
+const MAX_MANTISSA: f64 = 9_007_199_254_740_992.0;
+
+/// The mode byte: the scale in the low bits, this bit set when mantissas are stored as deltas
+/// of deltas (counters) rather than deltas (gauges).
+const DOD_MODE: u8 = 0x80;
+
+/// How the values of one decimal chunk are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Mode {
+    scale: u8,
+    dod: bool,
+}
+
+impl Mode {
+    pub(super) fn parse(byte: u8) -> Result<Mode, CorruptChunk> {
+        let scale = byte & !DOD_MODE;
+        if usize::from(scale) >= POW10.len() {
+            return Err(CorruptChunk("bad decimal scale"));
+        }
+        Ok(Mode {
+            scale,
+            dod: byte & DOD_MODE != 0,
+        })
+    }
+
+    fn byte(self) -> u8 {
+        self.scale | if self.dod { DOD_MODE } else { 0 }
+    }
+}
+
+/// The value of mantissa `m` at scale `k`: the decoder's arithmetic, which the encoder checks.
+fn value(m: i64, k: usize) -> f64 {
+    if k == 0 {
+        m as f64
+    } else {
+        m as f64 / POW10[k]
+    }
+}
+
+/// The mantissa of `bits` at scale `k`, if decoding it gives back exactly `bits`.
+fn mantissa(bits: u64, k: usize) -> Option<i64> {
+    let v = f64::from_bits(bits);
+    if !v.is_finite() {
+        return None;
+    }
+    let m = (v * POW10[k]).round();
+    if m.abs() > MAX_MANTISSA {
+        return None;
+    }
+    let m = m as i64;
+    (value(m, k).to_bits() == bits).then_some(m)
+}
+
+/// The stored form of `samples` in this encoding (header included), or `None` when some
+/// value is not a decimal this encoding gives back exactly.
+pub(super) fn encode(samples: &[(i64, u64)]) -> Option<Vec<u8>> {
+    let (first, last) = (samples.first()?, samples.last()?);
+    let count = u16::try_from(samples.len()).ok()?;
+    let (scale, mantissas) = (0..POW10.len()).find_map(|k| {
+        let ms: Option<Vec<i64>> = samples.iter().map(|&(_, bits)| mantissa(bits, k)).collect();
+        ms.map(|ms| (k, ms))
+    })?;
+    let deltas: Vec<i64> = mantissas
+        .windows(2)
+        .map(|w| w[1].wrapping_sub(w[0]))
+        .collect();
+    // The first delta counts as a change from a delta of 0.
+    let dods: Vec<i64> = deltas
+        .first()
+        .copied()
+        .into_iter()
+        .chain(deltas.windows(2).map(|w| w[1].wrapping_sub(w[0])))
+        .collect();
+    let cost = |vs: &[i64]| -> u32 { vs.iter().map(|&v| bucketed_len(v, &VALUE_BUCKETS)).sum() };
+    let dod = cost(&dods) < cost(&deltas);
+    let mode = Mode {
+        scale: scale as u8,
+        dod,
+    };
+
+    let mut bw = BitWriter::default();
+    bw.write_bits(first.0 as u64, 64);
+    bw.write_bits(mantissas[0] as u64, 64);
+    let (mut last_t, mut last_delta) = (first.0, 0i64);
+    let values = if dod { dods } else { deltas };
+    for (&(t, _), v) in samples[1..].iter().zip(values) {
+        let delta = t.wrapping_sub(last_t);
+        write_bucketed(&mut bw, delta.wrapping_sub(last_delta), &DOD_BUCKETS);
+        write_bucketed(&mut bw, v, &VALUE_BUCKETS);
+        (last_t, last_delta) = (t, delta);
+    }
+    let mut out = Vec::with_capacity(bw.bytes.len() + 16);
+    out.push(ENCODING_DECIMAL);
+    put_uvarint(&mut out, u64::from(count));
+    put_uvarint(&mut out, last.0.wrapping_sub(first.0) as u64);
+    out.push(mode.byte());
+    out.extend_from_slice(&bw.bytes);
+    Some(out)
+}
+
+/// Decodes samples in order. Yields an error (and then stops) on malformed data.
+pub(crate) struct DecimalIter<'a> {
+    r: BitReader<'a>,
+    mode: Mode,
+    remaining: u16,
+    started: bool,
+    t: i64,
+    delta: i64,
+    m: i64,
+    m_delta: i64,
+}
+
+impl<'a> DecimalIter<'a> {
+    pub(super) fn new(data: &'a [u8], count: u16, mode: Mode) -> DecimalIter<'a> {
+        DecimalIter {
+            r: BitReader { data, pos: 0 },
+            mode,
+            remaining: count,
+            started: false,
+            t: 0,
+            delta: 0,
+            m: 0,
+            m_delta: 0,
+        }
+    }
+
+    fn read(&mut self) -> Option<()> {
+        if !self.started {
+            self.started = true;
+            self.t = self.r.read_bits(64)? as i64;
+            self.m = self.r.read_bits(64)? as i64;
+            return Some(());
+        }
+        self.delta = self
+            .delta
+            .wrapping_add(read_bucketed(&mut self.r, &DOD_BUCKETS)?);
+        self.t = self.t.wrapping_add(self.delta);
+        let v = read_bucketed(&mut self.r, &VALUE_BUCKETS)?;
+        self.m_delta = if self.mode.dod {
+            self.m_delta.wrapping_add(v)
+        } else {
+            v
+        };
+        self.m = self.m.wrapping_add(self.m_delta);
+        Some(())
+    }
+}
+
+impl Iterator for DecimalIter<'_> {
+    type Item = Result<Sample, CorruptChunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        match self.read() {
+            Some(()) => Some(Ok(Sample {
+                t: self.t,
+                v: value(self.m, usize::from(self.mode.scale)),
+            })),
+            None => {
+                self.remaining = 0;
+                Some(Err(CorruptChunk("truncated bit stream")))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(usize::from(self.remaining)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn only_exact_decimals_qualify() {
+        assert_eq!(mantissa(12345.67f64.to_bits(), 2), Some(1_234_567));
+        assert_eq!(mantissa(12345.67f64.to_bits(), 1), None);
+        assert_eq!(mantissa(0.1f64.to_bits(), 1), Some(1));
+        assert_eq!(mantissa(4096.0f64.to_bits(), 0), Some(4096));
+        for bits in [
+            f64::NAN.to_bits(),
+            crate::STALE_NAN_BITS,
+            f64::INFINITY.to_bits(),
+            (-0.0f64).to_bits(),
+        ] {
+            assert!(
+                (0..POW10.len()).all(|k| mantissa(bits, k).is_none()),
+                "{bits:x}"
+            );
+        }
+        assert_eq!(mantissa(((1u64 << 60) as f64).to_bits(), 0), None);
+        assert!(encode(&[(0, 1.0f64.to_bits()), (1, (1.0f64 / 3.0).to_bits())]).is_none());
+    }
+
+    fn decimals() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            (any::<i32>(), 0u32..6)
+                .prop_map(|(m, k)| (f64::from(m) / 10f64.powi(k as i32)).to_bits()),
+            (-(1i64 << 53)..(1i64 << 53)).prop_map(|m| (m as f64).to_bits()),
+            Just(0.0f64.to_bits()),
+        ]
+    }
+
+    proptest! {
+        /// Whatever `encode` accepts decodes to exactly the same bits; random bit patterns
+        /// are mostly refused, never mangled.
+        #[test]
+        fn what_is_encoded_decodes_bit_exactly(
+            start in any::<i64>(),
+            steps in proptest::collection::vec(prop_oneof![Just(15_000i64), 0i64..100_000, any::<i64>()], 1..120),
+            values in proptest::collection::vec(prop_oneof![decimals(), any::<u64>()], 120),
+        ) {
+            let samples: Vec<(i64, u64)> = steps
+                .iter()
+                .scan(start, |t, d| { *t = t.wrapping_add(*d); Some(*t) })
+                .zip(values.iter().copied())
+                .collect();
+            if let Some(stored) = encode(&samples) {
+                let chunk = super::super::StoredChunk::parse(&stored).expect("parses");
+                prop_assert_eq!(usize::from(chunk.count()), samples.len());
+                prop_assert_eq!(chunk.min_t(), samples[0].0);
+                prop_assert_eq!(chunk.max_t(), samples[samples.len() - 1].0);
+                let back: Vec<(i64, u64)> = chunk
+                    .iter()
+                    .map(|s| s.map(|s| (s.t, s.v.to_bits())))
+                    .collect::<Result<_, _>>()
+                    .expect("decodes");
+                prop_assert_eq!(back, samples);
+            }
+        }
+
+        #[test]
+        fn decimal_series_are_always_encoded(
+            ms in proptest::collection::vec(-1_000_000_000i64..1_000_000_000, 1..120),
+            k in 0usize..4,
+        ) {
+            let samples: Vec<(i64, u64)> = ms
+                .iter()
+                .enumerate()
+                .map(|(i, &m)| (i as i64 * 15_000, value(m, k).to_bits()))
+                .collect();
+            prop_assert!(encode(&samples).is_some());
+        }
+    }
+}
