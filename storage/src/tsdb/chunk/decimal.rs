@@ -11,8 +11,8 @@
 //! so NaNs, infinities and -0.0 never are; the caller keeps the XOR form otherwise.
 
 use super::{
-    bucketed_len, read_bucketed, write_bucketed, BitReader, BitWriter, CorruptChunk, DOD_BUCKETS,
-    ENCODING_DECIMAL,
+    bucketed_len, read_bucketed, write_bucketed, BitWriter, CorruptChunk, Decode, Samples,
+    Timestamps, DOD_BUCKETS, ENCODING_DECIMAL,
 };
 use crate::encoding::put_uvarint;
 use crate::Sample;
@@ -126,76 +126,46 @@ pub(super) fn encode(samples: &[(i64, u64)]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Decodes samples in order. Yields an error (and then stops) on malformed data.
-pub(crate) struct DecimalIter<'a> {
-    r: BitReader<'a>,
+pub(crate) type DecimalIter<'a> = Samples<Decoder<'a>>;
+
+pub(crate) struct Decoder<'a> {
+    ts: Timestamps<'a>,
     mode: Mode,
-    remaining: u16,
-    started: bool,
-    t: i64,
-    delta: i64,
     m: i64,
     m_delta: i64,
 }
 
 impl<'a> DecimalIter<'a> {
     pub(super) fn new(data: &'a [u8], count: u16, mode: Mode) -> DecimalIter<'a> {
-        DecimalIter {
-            r: BitReader { data, pos: 0 },
-            mode,
+        Samples {
+            decoder: Decoder {
+                ts: Timestamps::new(data),
+                mode,
+                m: 0,
+                m_delta: 0,
+            },
             remaining: count,
-            started: false,
-            t: 0,
-            delta: 0,
-            m: 0,
-            m_delta: 0,
         }
-    }
-
-    fn read(&mut self) -> Option<()> {
-        if !self.started {
-            self.started = true;
-            self.t = self.r.read_bits(64)? as i64;
-            self.m = self.r.read_bits(64)? as i64;
-            return Some(());
-        }
-        self.delta = self
-            .delta
-            .wrapping_add(read_bucketed(&mut self.r, &DOD_BUCKETS)?);
-        self.t = self.t.wrapping_add(self.delta);
-        let v = read_bucketed(&mut self.r, &VALUE_BUCKETS)?;
-        self.m_delta = if self.mode.dod {
-            self.m_delta.wrapping_add(v)
-        } else {
-            v
-        };
-        self.m = self.m.wrapping_add(self.m_delta);
-        Some(())
     }
 }
 
-impl Iterator for DecimalIter<'_> {
-    type Item = Result<Sample, CorruptChunk>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.remaining == 0 {
-            return None;
+impl Decode for Decoder<'_> {
+    fn decode(&mut self) -> Option<Sample> {
+        if self.ts.next()? {
+            self.m = self.ts.r.read_bits(64)? as i64;
+        } else {
+            let v = read_bucketed(&mut self.ts.r, &VALUE_BUCKETS)?;
+            self.m_delta = if self.mode.dod {
+                self.m_delta.wrapping_add(v)
+            } else {
+                v
+            };
+            self.m = self.m.wrapping_add(self.m_delta);
         }
-        self.remaining -= 1;
-        match self.read() {
-            Some(()) => Some(Ok(Sample {
-                t: self.t,
-                v: value(self.m, usize::from(self.mode.scale)),
-            })),
-            None => {
-                self.remaining = 0;
-                Some(Err(CorruptChunk("truncated bit stream")))
-            }
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(usize::from(self.remaining)))
+        Some(Sample {
+            t: self.ts.t,
+            v: value(self.m, usize::from(self.mode.scale)),
+        })
     }
 }
 

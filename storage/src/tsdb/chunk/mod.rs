@@ -457,62 +457,19 @@ pub(crate) fn compact(value: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Corrup
     })
 }
 
-/// Decodes samples in order. Yields an error (and then stops) on malformed data.
-pub(crate) struct XorIter<'a> {
-    r: BitReader<'a>,
+/// One encoding's bit-stream decoder: the next sample, or `None` if the stream ends early.
+trait Decode {
+    fn decode(&mut self) -> Option<Sample>;
+}
+
+/// The `count` samples of a chunk's bit stream, in order. Yields an error (and then stops)
+/// on malformed data.
+pub(crate) struct Samples<D> {
+    decoder: D,
     remaining: u16,
-    started: bool,
-    t: i64,
-    delta: i64,
-    v: u64,
-    leading: u32,
-    trailing: u32,
 }
 
-impl<'a> XorIter<'a> {
-    fn new(data: &'a [u8], count: u16) -> XorIter<'a> {
-        XorIter {
-            r: BitReader { data, pos: 0 },
-            remaining: count,
-            started: false,
-            t: 0,
-            delta: 0,
-            v: 0,
-            leading: 0,
-            trailing: 0,
-        }
-    }
-
-    fn read_first(&mut self) -> Option<()> {
-        self.t = self.r.read_bits(64)? as i64;
-        self.v = self.r.read_bits(64)?;
-        Some(())
-    }
-
-    fn read_next(&mut self) -> Option<()> {
-        let dod = read_bucketed(&mut self.r, &DOD_BUCKETS)?;
-        self.delta = self.delta.wrapping_add(dod);
-        self.t = self.t.wrapping_add(self.delta);
-
-        if self.r.read_bit()? {
-            if self.r.read_bit()? {
-                self.leading = self.r.read_bits(5)? as u32;
-                let sig = match self.r.read_bits(6)? as u32 {
-                    0 => 64,
-                    n => n,
-                };
-                self.trailing = 64u32.checked_sub(self.leading + sig)?;
-            }
-            // leading + trailing ≤ 63 by construction above, so 1 ≤ sig ≤ 64.
-            let sig = 64 - self.leading - self.trailing;
-            let bits = self.r.read_bits(sig)?;
-            self.v ^= bits << self.trailing;
-        }
-        Some(())
-    }
-}
-
-impl Iterator for XorIter<'_> {
+impl<D: Decode> Iterator for Samples<D> {
     type Item = Result<Sample, CorruptChunk>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -520,17 +477,8 @@ impl Iterator for XorIter<'_> {
             return None;
         }
         self.remaining -= 1;
-        let ok = if self.started {
-            self.read_next()
-        } else {
-            self.started = true;
-            self.read_first()
-        };
-        match ok {
-            Some(()) => Some(Ok(Sample {
-                t: self.t,
-                v: f64::from_bits(self.v),
-            })),
+        match self.decoder.decode() {
+            Some(s) => Some(Ok(s)),
             None => {
                 self.remaining = 0;
                 Some(Err(CorruptChunk("truncated bit stream")))
@@ -540,6 +488,89 @@ impl Iterator for XorIter<'_> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, Some(usize::from(self.remaining)))
+    }
+}
+
+/// What both encodings' streams start with and interleave: the timestamps, the first in 64
+/// bits and then as deltas of deltas, each followed by its value.
+struct Timestamps<'a> {
+    r: BitReader<'a>,
+    started: bool,
+    t: i64,
+    delta: i64,
+}
+
+impl<'a> Timestamps<'a> {
+    fn new(data: &'a [u8]) -> Timestamps<'a> {
+        Timestamps {
+            r: BitReader { data, pos: 0 },
+            started: false,
+            t: 0,
+            delta: 0,
+        }
+    }
+
+    /// Reads the next timestamp into `t`; true for the first, whose value follows in 64 bits.
+    fn next(&mut self) -> Option<bool> {
+        if !self.started {
+            self.started = true;
+            self.t = self.r.read_bits(64)? as i64;
+            return Some(true);
+        }
+        self.delta = self
+            .delta
+            .wrapping_add(read_bucketed(&mut self.r, &DOD_BUCKETS)?);
+        self.t = self.t.wrapping_add(self.delta);
+        Some(false)
+    }
+}
+
+pub(crate) type XorIter<'a> = Samples<XorDecoder<'a>>;
+
+pub(crate) struct XorDecoder<'a> {
+    ts: Timestamps<'a>,
+    v: u64,
+    leading: u32,
+    trailing: u32,
+}
+
+impl<'a> XorIter<'a> {
+    fn new(data: &'a [u8], count: u16) -> XorIter<'a> {
+        Samples {
+            decoder: XorDecoder {
+                ts: Timestamps::new(data),
+                v: 0,
+                leading: 0,
+                trailing: 0,
+            },
+            remaining: count,
+        }
+    }
+}
+
+impl Decode for XorDecoder<'_> {
+    fn decode(&mut self) -> Option<Sample> {
+        let first = self.ts.next()?;
+        let r = &mut self.ts.r;
+        if first {
+            self.v = r.read_bits(64)?;
+        } else if r.read_bit()? {
+            if r.read_bit()? {
+                self.leading = r.read_bits(5)? as u32;
+                let sig = match r.read_bits(6)? as u32 {
+                    0 => 64,
+                    n => n,
+                };
+                self.trailing = 64u32.checked_sub(self.leading + sig)?;
+            }
+            // leading + trailing ≤ 63 by construction above, so 1 ≤ sig ≤ 64.
+            let sig = 64 - self.leading - self.trailing;
+            self.v ^= r.read_bits(sig)? << self.trailing;
+        }
+        Some(Sample {
+            t: self.ts.t,
+            v: f64::from_bits(self.v),
+        })
     }
 }
 
