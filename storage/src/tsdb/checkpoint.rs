@@ -289,11 +289,14 @@ impl Inner {
     /// written, so a reader always finds a series in one place or the other.
     pub(super) fn evict_idle(&self) -> Result<(), StorageError> {
         let _cp = self.checkpoint.lock();
-        let Some(newest) = self.state.read().index.newest() else {
-            return Ok(());
+        let (cutoff, candidates) = {
+            let state = self.state.read();
+            let Some(newest) = state.index.newest() else {
+                return Ok(());
+            };
+            let cutoff = newest.saturating_sub(duration_ms(self.opts.head_window));
+            (cutoff, state.index.expired(cutoff))
         };
-        let cutoff = newest.saturating_sub(duration_ms(self.opts.head_window));
-        let candidates = self.state.read().index.expired(cutoff);
         let mut evicted = 0usize;
         for slice in candidates.chunks(EVICT_SLICE_SERIES) {
             let _append = self.append.lock();

@@ -298,6 +298,10 @@ pub(crate) fn select(
     maxt: i64,
     in_memory: impl Fn(u64) -> bool,
 ) -> Result<Vec<Found>, StorageError> {
+    // Asked by every select, also for ranges outside all stored days.
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
     let cf = db::cf(db, CF_COLD_INDEX)?;
     let mut it = db.raw_iterator_cf(&cf);
     let mut found: BTreeMap<u64, Option<Found>> = BTreeMap::new();

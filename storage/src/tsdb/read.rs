@@ -288,9 +288,6 @@ impl Inner {
         maxt: i64,
     ) -> Result<Vec<cold::Found>, StorageError> {
         let partitions = self.partitions.overlapping(mint..=maxt);
-        if partitions.is_empty() {
-            return Ok(Vec::new());
-        }
         let all = [Vec::new()];
         let sets = if matcher_sets.is_empty() {
             &all[..]
