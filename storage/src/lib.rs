@@ -8,7 +8,8 @@
 //!   checkpoints and retention. Its module doc is the map of its layout and locking.
 //! - [`logs`]: the log store (tantivy per day, with an append log for acknowledged records).
 //! - [`traces`]: the trace store (RocksDB: spans by trace, by time and by attribute).
-//! - shared pieces: [`Labels`] and [`Matcher`], native [`Histogram`]s, `encoding` (varints
+//! - shared pieces: [`Labels`] and [`Matcher`], [`relabel`] (Prometheus's relabelling, used by
+//!   scraping and alerting), native [`Histogram`]s, `encoding` (varints
 //!   and the like), `db` (RocksDB helpers: column-family options that read through one
 //!   bounded block cache per database, and what RocksDB holds in memory, [`StoreMemory`]),
 //!   `episode` (one log line per failure episode, so a full disk does not flood the log), one
@@ -26,6 +27,7 @@ mod histogram;
 mod labels;
 pub mod logs;
 mod matcher;
+pub mod relabel;
 pub mod traces;
 mod tsdb;
 

@@ -8,7 +8,7 @@
 //! - [`alert`]: the hand-over shape and the [`AlertSink`] the rule manager sends to.
 //! - `config`: alertmanager.yml; `dispatch`: aggregation groups and their timers; `inhibit`,
 //!   `silence`, `matchers`: muting; `notify`, `smtp`, `template`: receivers and messages;
-//!   `relabel`, `sender`: delivery to external Alertmanagers; `state`: what survives restarts.
+//!   `sender`: delivery to external Alertmanagers (relabelling is `storage::relabel`); `state`: what survives restarts.
 //! - [`service`]: what the v2 API asks of the built-in Alertmanager.
 
 pub mod alert;
@@ -19,7 +19,6 @@ mod http;
 mod inhibit;
 mod matchers;
 mod notify;
-mod relabel;
 mod sender;
 pub mod service;
 mod silence;

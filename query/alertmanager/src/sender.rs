@@ -21,9 +21,9 @@ use storage::{Label, Labels};
 use tokio::sync::Notify;
 
 use super::http::HttpClient;
-use super::relabel::{self, RelabelConfig};
 use crate::alert::{Alert, AlertSink};
 use crate::Error;
+use storage::relabel::{self, RelabelConfig};
 
 /// The sender's queue and batch sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,7 +339,7 @@ impl AlertSink for Sender {
                     ls.push(e.clone());
                 }
             }
-            let Some(ls) = relabel::process(&Labels::new(ls), &settings.relabel) else {
+            let Some(ls) = relabel::process(ls, &settings.relabel).map(Labels::new) else {
                 continue;
             };
             if ls.is_empty() {
@@ -406,7 +406,7 @@ async fn deliver(
                                 Labels::from_pairs(item["labels"].as_object()?.iter().map(
                                     |(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()),
                                 ));
-                            let ls = relabel::process(&ls, &t.relabel)?;
+                            let ls = Labels::new(relabel::process(ls.into_vec(), &t.relabel)?);
                             let mut a = item["alert"].clone();
                             a["labels"] = Value::Object(
                                 ls.iter()
