@@ -3,6 +3,7 @@
 //! - [`remote_write`]: Prometheus remote-write 1.0 and 2.0 on `POST /api/v1/write` ([`routes`]).
 //! - [`otlp`]: OTLP metrics, logs and traces over gRPC and HTTP (protobuf and JSON).
 //! - [`logs`]: the Fluentd forward protocol listener and Loki's push API.
+//! - [`scrape`]: scraping targets (`scrape_configs`), as Prometheus does.
 //! - `metrics`: the per-signal, per-protocol ingest self-metrics.
 //!
 //! Owns wire formats and their validation; writes metrics only through
@@ -13,6 +14,7 @@ pub mod logs;
 mod metrics;
 pub mod otlp;
 pub mod remote_write;
+pub mod scrape;
 mod wire;
 
 use std::sync::Arc;

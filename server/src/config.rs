@@ -4,9 +4,11 @@
 //! `alertmanager`). Owns parsing, defaults and validation; knows nothing about how the settings
 //! are used. Every budget and size limit is in `limits` ([`Limits`]).
 //!
-//! Unknown keys are errors everywhere we model a section. The Prometheus sections novamon does
-//! not act on yet (`scrape_configs`, `remote_write`) are accepted as written so an existing
-//! prometheus.yml loads, and reported once at start-up as ignored. Keys that moved
+//! Unknown keys are errors everywhere we model a section. The Prometheus section novamon does
+//! not act on yet (`remote_write`) is accepted as written so an existing prometheus.yml loads,
+//! and reported once at start-up as ignored; so are service discoveries in `scrape_configs`
+//! other than `static_configs` and `file_sd_configs`. `scrape_configs` itself is checked by
+//! `ingest::scrape` and kept as written, so its secrets render masked. Keys that moved
 //! (`traces.otlp`, `traces.otlp.max_message_bytes`, `logs.max_query_lines`,
 //! `logs.forward.max_frame_bytes`) are still read, moved to their new place by [`Config::parse`]
 //! and reported once at start-up as deprecated ([`Config::deprecated_keys`]); setting one in
@@ -186,6 +188,9 @@ pub struct Limits {
     pub otlp_max_message_bytes: u64,
     /// Largest Loki push body accepted, as sent and decompressed.
     pub loki_push_max_bytes: u64,
+    /// Largest scrape response body, uncompressed: the ceiling on a job's `body_size_limit`
+    /// and the limit of jobs without one (Prometheus has none).
+    pub scrape_max_body_bytes: u64,
     /// Longest log line accepted (Loki's max_line_size): Loki push answers 400, forward
     /// frames are refused, OTLP records rejected.
     pub log_max_line_bytes: usize,
@@ -274,6 +279,7 @@ impl Default for Limits {
             otlp_max_message_bytes: 16 << 20,
             otlp_max_spans_per_request: ingest::otlp::DEFAULT_MAX_SPANS,
             loki_push_max_bytes: 64 << 20,
+            scrape_max_body_bytes: ingest::scrape::DEFAULT_MAX_BODY_BYTES,
             log_max_line_bytes: ingest::logs::DEFAULT_MAX_LINE_BYTES,
             log_max_future: PromDuration(ingest::logs::DEFAULT_MAX_FUTURE),
             forward_max_frame_bytes: 16 << 20,
@@ -348,6 +354,7 @@ impl Limits {
             ),
             ("otlp_max_message_bytes", self.otlp_max_message_bytes),
             ("loki_push_max_bytes", self.loki_push_max_bytes),
+            ("scrape_max_body_bytes", self.scrape_max_body_bytes),
             ("forward_max_frame_bytes", self.forward_max_frame_bytes),
             (
                 "forward_max_decompressed_bytes",
@@ -783,6 +790,7 @@ impl Config {
         config.move_deprecated(&raw).map_err(invalid)?;
         config.limits.validate().map_err(invalid)?;
         config.log_redactor().map_err(invalid)?;
+        config.scrape().map_err(invalid)?;
         if config.query.max_concurrency == 0 {
             return Err(invalid(
                 "query.max_concurrency must be greater than 0".to_owned(),
@@ -841,12 +849,73 @@ impl Config {
         Ok(())
     }
 
+    /// The scrape jobs, checked as Prometheus checks them on load. Target files named
+    /// relatively are relative to the config file's directory.
+    pub fn scrape(&self) -> Result<ingest::scrape::Prepared, String> {
+        let configs = self
+            .scrape_configs
+            .iter()
+            .map(|c| {
+                serde_yaml::from_value::<ingest::scrape::ScrapeConfig>(c.expose().clone())
+                    .map_err(|e| format!("scrape_configs: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let base_dir = self
+            .source
+            .as_deref()
+            .and_then(Path::parent)
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        ingest::scrape::Prepared::new(
+            &configs,
+            self.global.scrape_interval.0,
+            self.global.scrape_timeout.0,
+            base_dir,
+            self.limits.scrape_max_body_bytes,
+        )
+    }
+
+    /// On the embedded default, points its self-scrape job (`novamon`) at the address the
+    /// HTTP listener got (`--http-listen` may move it, port 0 picks one).
+    pub fn self_scrape_at(&mut self, addr: SocketAddr) {
+        if self.source.is_some() {
+            return;
+        }
+        let host = if addr.ip().is_unspecified() {
+            format!("localhost:{}", addr.port())
+        } else {
+            addr.to_string()
+        };
+        for job in &mut self.scrape_configs {
+            if job.value.get("job_name").and_then(|j| j.as_str()) == Some("novamon") {
+                job.value["static_configs"] =
+                    serde_yaml::to_value([serde_yaml::Mapping::from_iter([(
+                        "targets".into(),
+                        serde_yaml::Value::Sequence(vec![host.clone().into()]),
+                    )])])
+                    .expect("a mapping serializes");
+            }
+        }
+    }
+
+    /// Service discoveries in `scrape_configs` this version does not implement, as
+    /// `(job, kind)`, for one start-up warning each.
+    pub fn unsupported_discovery(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for c in &self.scrape_configs {
+            if let Ok(c) =
+                serde_yaml::from_value::<ingest::scrape::ScrapeConfig>(c.expose().clone())
+            {
+                for kind in c.unsupported_discovery() {
+                    out.push((c.job_name.clone(), kind.to_string()));
+                }
+            }
+        }
+        out
+    }
+
     /// Prometheus sections that are accepted but not acted on, for one start-up log line each.
     pub fn ignored_sections(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if !self.scrape_configs.is_empty() {
-            out.push("scrape_configs");
-        }
         if !self.remote_write.is_empty() {
             out.push("remote_write");
         }
@@ -1044,6 +1113,13 @@ mod tests {
         assert_eq!(c.storage.retention.0, Duration::from_secs(15 * 86400));
         assert_eq!(c.listeners.http, "0.0.0.0:9090".parse().unwrap());
         assert_eq!(c.limits.remote_write_max_bytes, 32 << 20);
+        // It scrapes itself, wherever the listener ends up.
+        let mut c = c;
+        c.self_scrape_at("0.0.0.0:4321".parse().unwrap());
+        let job = c.scrape_configs[0].expose();
+        assert_eq!(job["job_name"], "novamon");
+        assert_eq!(job["static_configs"][0]["targets"][0], "localhost:4321");
+        assert!(c.scrape().is_ok());
     }
 
     #[test]
@@ -1068,7 +1144,15 @@ remote_write:
             c.global.rule_query_offset.map(|d| d.0),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(c.ignored_sections(), vec!["scrape_configs", "remote_write"]);
+        assert_eq!(c.ignored_sections(), vec!["remote_write"]);
+        assert!(c.scrape().is_ok());
+        assert!(c.unsupported_discovery().is_empty());
+        let bad = yml.replace("job_name: node", "job_name: node\n    scrape_timeout: 1m");
+        let err = Config::parse(&bad, "t").unwrap_err().to_string();
+        assert!(
+            err.contains("scrape timeout greater than scrape interval"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1590,8 +1674,9 @@ remote_write:
 scrape_configs:
   - job_name: j
     bearer_token: scrape-bearer-s12
-    authorization: {credentials: scrape-credentials-s13}
     consul_sd_configs: [{server: 'c:8500', token: scrape-consul-token-s14}]
+  - job_name: k
+    authorization: {credentials: scrape-credentials-s13}
 ";
 
     pub(crate) fn secrets_in(text: &str) -> Vec<String> {

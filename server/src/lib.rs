@@ -13,6 +13,7 @@ pub mod config;
 mod cross_site;
 mod heap;
 mod rules;
+mod scrape;
 mod self_metrics;
 pub mod serve;
 mod ui_status;

@@ -1,7 +1,7 @@
 //! The rule manager in the server: started from the configuration's `rule_files`,
 //! `global.evaluation_interval` and `global.external_labels`, and reloaded from the config
-//! file on SIGHUP and `POST /-/reload` together with the Alertmanager settings and the web
-//! config file (a bad file is rejected and everything running stays). Owns only start-up and reload; evaluation is
+//! file on SIGHUP and `POST /-/reload` together with the Alertmanager settings, the scrape
+//! jobs and the web config file (a bad file is rejected and everything running stays). Owns only start-up and reload; evaluation is
 //! the `rules` crate's.
 
 use std::path::{Path, PathBuf};
@@ -34,6 +34,8 @@ pub struct Wiring {
     pub web: crate::web::Web,
     /// The query gate the query APIs share: rule queries wait in it too.
     pub slots: Arc<dyn rules::QuerySlots>,
+    /// The scrape jobs, re-applied from the reloaded config.
+    pub scraping: crate::scrape::Scraping,
 }
 
 fn rule_config(config: &Config, path: Option<&Path>, external_url: &str) -> RuleConfig {
@@ -107,10 +109,12 @@ impl Rules {
             .alerting
             .prepare(&config)
             .map_err(|e| format!("{e:#}"))?;
+        let scrape = config.scrape()?;
         let cfg = rule_config(&config, self.config_path.as_deref(), &self.external_url);
         match self.manager.apply(&cfg).await {
             Ok(n) => {
                 self.also.alerting.apply(alerting);
+                self.also.scraping.apply(scrape).await;
                 if let Some(web) = web {
                     self.also.web.apply(web);
                 }

@@ -25,7 +25,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .block_on(serve(config))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(mut config: Config) -> anyhow::Result<()> {
     for section in config.ignored_sections() {
         tracing::warn!(
             section,
@@ -36,7 +36,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("{d}");
     }
     let web = Web::open(config.listeners.web_config.as_deref()).map_err(anyhow::Error::msg)?;
-    let data_dir = &config.storage.path;
+    let data_dir = &config.storage.path.clone();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let opened = Instant::now();
@@ -112,8 +112,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listeners.http))?;
     let http_addr = listener.local_addr()?;
+    config.self_scrape_at(http_addr);
     let own_url = external_url(http_addr, web.has_tls());
     let alerting = crate::alertmanager::start(&config, &mut registry, &own_url)?;
+    let scraping = crate::scrape::start(&config, tsdb.clone(), own_url.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
     let rules = crate::rules::start(
         &config,
         tsdb.clone(),
@@ -124,6 +128,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             alerting: alerting.reloader.clone(),
             web: web.clone(),
             slots: Arc::new(query_gate.clone()),
+            scraping: scraping.clone(),
         },
         &mut registry,
         own_url,
@@ -135,7 +140,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         server_info(&config, http_addr)?,
         query_gate.clone(),
     )
-    .with_rules(rules.manager.clone());
+    .with_rules(rules.manager.clone())
+    .with_targets(Arc::new(scraping.clone()));
     let scrape_time = ScrapeTimeMetrics::register(
         &mut registry,
         self_metrics::Stores {
@@ -152,6 +158,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Router::new()
         .merge(ingest::routes(ingest_state))
         .merge(api::prometheus::routes(api_state))
+        .merge(api::prometheus::federate::routes(
+            api::prometheus::federate::Federation {
+                store: tsdb.clone(),
+                external_labels: config.global.external_labels.clone(),
+                lookback_ms: config.query.lookback_delta.0.as_millis() as i64,
+            },
+        ))
         .merge(rules.routes())
         .merge(alerting.routes)
         .merge(ui::routes(Arc::new(UiStatus {
@@ -215,6 +228,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     otlp.stop().await;
     forward.abort();
     rules.manager.stop().await;
+    scraping.manager.stop().await;
 
     tracing::info!("stopped accepting; flushing storage");
     tokio::task::spawn_blocking(move || tsdb.flush())

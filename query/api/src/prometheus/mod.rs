@@ -2,10 +2,12 @@
 //! use it: same parameters, JSON shapes, error types and status codes as Prometheus 3.
 //! Owns request handling and response shapes; evaluation is the engine's, data is the TSDB's.
 
+pub mod federate;
 mod json;
 mod params;
 mod response;
 mod rules;
+mod targets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use crate::admission::QueryGate;
 use crate::handler;
 use ::rules::RuleManager;
 use promql::Engine;
+pub use targets::{ActiveTarget, DroppedTarget, ScrapeTargets};
 
 /// Facts about the running server that the status endpoints report.
 pub struct ServerInfo {
@@ -41,6 +44,7 @@ pub struct ApiState {
     store: Arc<dyn LabelQuerier>,
     info: Arc<ServerInfo>,
     rules: Option<Arc<RuleManager>>,
+    targets: Option<Arc<dyn ScrapeTargets>>,
     gate: QueryGate,
 }
 
@@ -57,6 +61,7 @@ impl ApiState {
             store,
             info: Arc::new(info),
             rules: None,
+            targets: None,
             gate,
         }
     }
@@ -64,6 +69,12 @@ impl ApiState {
     /// Serves `/api/v1/rules` and `/api/v1/alerts` from this manager (empty lists without).
     pub fn with_rules(mut self, rules: Arc<RuleManager>) -> ApiState {
         self.rules = Some(rules);
+        self
+    }
+
+    /// The scraper behind `/api/v1/targets` and friends (empty lists without one).
+    pub fn with_targets(mut self, targets: Arc<dyn ScrapeTargets>) -> ApiState {
+        self.targets = Some(targets);
         self
     }
 }
@@ -94,6 +105,9 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/status/tsdb", get_post(tsdb_status))
         .route("/api/v1/rules", get_post(rules))
         .route("/api/v1/alerts", get_post(alerts))
+        .route("/api/v1/targets", get_post(targets::targets))
+        .route("/api/v1/scrape_pools", get_post(targets::scrape_pools))
+        .route("/api/v1/targets/metadata", get_post(targets::metadata))
         .with_state(state)
 }
 

@@ -1,0 +1,421 @@
+//! The HTTP side of a scrape: one kept-alive HTTP/1.1 connection per target (plain or
+//! rustls), the request Prometheus sends (`Accept`, gzip, the timeout header, credentials),
+//! and the response read within the timeout and the body size limit. Owns transport only;
+//! what the body says is the parser's.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+
+use super::config::{ScrapeConfig, TlsConfig};
+use super::target::Target;
+
+/// The User-Agent novamon scrapes with (Prometheus's is `Prometheus/<version>`).
+const USER_AGENT: &str = concat!("novamon/", env!("CARGO_PKG_VERSION"));
+
+/// What every scrape of one pool sends the same way.
+pub(crate) struct HttpSettings {
+    accept: String,
+    auth: Auth,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    server_name: Option<String>,
+    /// Most bytes of uncompressed body (`body_size_limit`, or the server's own ceiling).
+    pub(crate) body_limit: u64,
+}
+
+/// Credentials, read from their files at each scrape as Prometheus does (so a rotated token
+/// file takes effect without a reload).
+enum Auth {
+    None,
+    Basic { user: String, password: Secret },
+    Header { kind: String, credentials: Secret },
+}
+
+enum Secret {
+    Inline(String),
+    File(std::path::PathBuf),
+}
+
+impl Secret {
+    fn read(&self) -> Result<String, String> {
+        match self {
+            Secret::Inline(s) => Ok(s.clone()),
+            Secret::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("unable to read file {}: {e}", p.display())),
+        }
+    }
+}
+
+impl HttpSettings {
+    /// Checks files and certificates now, so that a bad one fails the config load.
+    pub(crate) fn new(
+        raw: &ScrapeConfig,
+        accept: String,
+        ceiling: u64,
+    ) -> Result<HttpSettings, String> {
+        let secret =
+            |inline: &Option<String>, file: &Option<std::path::PathBuf>| match (inline, file) {
+                (_, Some(f)) => Secret::File(f.clone()),
+                (Some(s), None) => Secret::Inline(s.clone()),
+                (None, None) => Secret::Inline(String::new()),
+            };
+        let auth = if let Some(b) = &raw.basic_auth {
+            Auth::Basic {
+                user: b.username.clone(),
+                password: secret(&b.password, &b.password_file),
+            }
+        } else if let Some(a) = &raw.authorization {
+            Auth::Header {
+                kind: a.kind.clone(),
+                credentials: secret(&a.credentials, &a.credentials_file),
+            }
+        } else if raw.bearer_token.is_some() || raw.bearer_token_file.is_some() {
+            Auth::Header {
+                kind: "Bearer".into(),
+                credentials: secret(&raw.bearer_token, &raw.bearer_token_file),
+            }
+        } else {
+            Auth::None
+        };
+        let tls = if raw.scheme == "https" {
+            Some(Arc::new(tls_client(&raw.tls_config)?))
+        } else {
+            None
+        };
+        let body_limit = match raw.body_size_limit {
+            Some(n) if n > 0 => n.min(ceiling),
+            _ => ceiling,
+        };
+        Ok(HttpSettings {
+            accept,
+            auth,
+            tls,
+            server_name: raw.tls_config.server_name.clone(),
+            body_limit,
+        })
+    }
+}
+
+fn pem(
+    inline: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+    what: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "at most one of {what} and {what}_file must be configured"
+        )),
+        (Some(s), None) => Ok(Some(s.as_bytes().to_vec())),
+        (None, Some(f)) => std::fs::read(f)
+            .map(Some)
+            .map_err(|e| format!("unable to load {what} {}: {e}", f.display())),
+        (None, None) => Ok(None),
+    }
+}
+
+fn tls_client(c: &TlsConfig) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match c.min_version.as_deref() {
+        None | Some("TLS12") | Some("TLS10") | Some("TLS11") => rustls::ALL_VERSIONS,
+        Some("TLS13") => &[&rustls::version::TLS13],
+        Some(v) => return Err(format!("unknown TLS version: {v}")),
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?;
+    let ca = pem(&c.ca, &c.ca_file, "ca")?;
+    let builder = if c.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    } else if let Some(ca) = ca {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&ca) {
+            let cert = cert.map_err(|e| format!("unable to load specified CA cert: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("unable to use specified CA cert: {e}"))?;
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        use rustls_platform_verifier::BuilderVerifierExt;
+        builder
+            .with_platform_verifier()
+            .map_err(|e| e.to_string())?
+    };
+    let cert = pem(&c.cert, &c.cert_file, "cert")?;
+    let key = pem(&c.key, &c.key_file, "key")?;
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let bad = |e: rustls::pki_types::pem::Error| {
+                format!("unable to use specified client cert: {e}")
+            };
+            let certs = CertificateDer::pem_slice_iter(&cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad)?;
+            let key = PrivateKeyDer::from_pem_slice(&key).map_err(bad)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("unable to use specified client cert: {e}"))
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err("client cert and key must be configured together".into()),
+    }
+}
+
+/// `insecure_skip_verify: true`: accepts any certificate, still checking the handshake's
+/// signatures with the provider's algorithms.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A response body and its media type.
+pub(crate) struct Fetched {
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// One target's connection, kept between scrapes.
+#[derive(Default)]
+pub(crate) struct Connection {
+    sender: Option<SendRequest<Empty<Bytes>>>,
+}
+
+impl Connection {
+    /// GETs the target within `timeout`; errors are worded as Prometheus words them
+    /// (`Get "<url>": …`, `server returned HTTP status …`, `body size limit exceeded`).
+    pub(crate) async fn scrape(
+        &mut self,
+        settings: &HttpSettings,
+        target: &Target,
+    ) -> Result<Fetched, String> {
+        let url = target.url();
+        let get = |e: String| format!("Get {url:?}: {e}");
+        match tokio::time::timeout(target.timeout, self.exchange(settings, target)).await {
+            Ok(Ok(f)) => Ok(f),
+            Ok(Err(Failure::Transport(e))) => {
+                self.sender = None;
+                Err(get(e))
+            }
+            Ok(Err(Failure::Response(e))) => Err(e),
+            Err(_) => {
+                // The connection may hold half a response: start afresh next time.
+                self.sender = None;
+                Err(get("context deadline exceeded".into()))
+            }
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        settings: &HttpSettings,
+        target: &Target,
+    ) -> Result<Fetched, Failure> {
+        let transport = |e: &dyn std::fmt::Display| Failure::Transport(e.to_string());
+        let mut auth = None;
+        match &settings.auth {
+            Auth::None => {}
+            Auth::Basic { user, password } => {
+                use base64::Engine;
+                let p = password.read().map_err(Failure::Transport)?;
+                auth = Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{p}"))
+                ));
+            }
+            Auth::Header { kind, credentials } => {
+                auth = Some(format!(
+                    "{kind} {}",
+                    credentials.read().map_err(Failure::Transport)?
+                ));
+            }
+        }
+        let req = hyper::Request::get(target.path_and_query.as_str())
+            .header(hyper::header::HOST, target.address.as_str())
+            .header(hyper::header::ACCEPT, settings.accept.as_str())
+            .header(hyper::header::ACCEPT_ENCODING, "gzip")
+            .header(hyper::header::USER_AGENT, USER_AGENT)
+            .header(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                format!("{}", target.timeout.as_secs_f64()),
+            );
+        let req = match auth {
+            Some(a) => req.header(hyper::header::AUTHORIZATION, a),
+            None => req,
+        }
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| transport(&e))?;
+        // A kept-alive connection the target closed since is replaced, not an error.
+        let alive = match self.sender.as_mut() {
+            Some(s) => s.ready().await.is_ok(),
+            None => false,
+        };
+        if !alive {
+            self.sender = Some(
+                connect(settings, target)
+                    .await
+                    .map_err(Failure::Transport)?,
+            );
+        }
+        let sender = self.sender.as_mut().expect("connected above");
+        let resp = sender.send_request(req).await.map_err(|e| transport(&e))?;
+        let status = resp.status();
+        if status != hyper::StatusCode::OK {
+            // The body is not read: the connection cannot be reused.
+            self.sender = None;
+            return Err(Failure::Response(format!(
+                "server returned HTTP status {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )));
+        }
+        let header = |n: hyper::header::HeaderName| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header(hyper::header::CONTENT_TYPE);
+        let gzip =
+            header(hyper::header::CONTENT_ENCODING).is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
+        let limit = settings.body_limit;
+        let mut body = resp.into_body();
+        let mut raw = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| transport(&e))?;
+            if let Ok(data) = frame.into_data() {
+                // Compressed bytes never exceed what they decode to by much; the real check
+                // is on the decoded size below.
+                if raw.len() as u64 + data.len() as u64 > limit {
+                    self.sender = None;
+                    return Err(Failure::Response(BODY_LIMIT.into()));
+                }
+                raw.extend_from_slice(&data);
+            }
+        }
+        let body = if gzip {
+            let mut out = Vec::new();
+            let mut dec = flate2::read::GzDecoder::new(&raw[..]).take(limit + 1);
+            dec.read_to_end(&mut out)
+                .map_err(|e| Failure::Response(format!("gzip: {e}")))?;
+            if out.len() as u64 > limit {
+                return Err(Failure::Response(BODY_LIMIT.into()));
+            }
+            out
+        } else {
+            raw
+        };
+        Ok(Fetched { content_type, body })
+    }
+}
+
+const BODY_LIMIT: &str = "body size limit exceeded";
+
+enum Failure {
+    /// Connecting, sending or reading failed: Prometheus prefixes these with the request.
+    Transport(String),
+    /// The target answered, but not with a usable body.
+    Response(String),
+}
+
+async fn connect(
+    settings: &HttpSettings,
+    target: &Target,
+) -> Result<SendRequest<Empty<Bytes>>, String> {
+    // Go's wording for the usual failures, so that `lastError` reads as Prometheus's.
+    let dial = |e: std::io::Error| {
+        let why = match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
+            std::io::ErrorKind::TimedOut => "i/o timeout".to_string(),
+            std::io::ErrorKind::NotFound => format!("lookup {}: no such host", target.address),
+            _ => e.to_string(),
+        };
+        format!("dial tcp {}: {why}", target.address)
+    };
+    let tcp = TcpStream::connect(target.address.as_str())
+        .await
+        .map_err(dial)?;
+    let _ = tcp.set_nodelay(true);
+    let host = target
+        .address
+        .rsplit_once(':')
+        .map_or(target.address.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    match &settings.tls {
+        None => handshake(tcp).await,
+        Some(tls) => {
+            let name = settings.server_name.clone().unwrap_or(host);
+            let name = ServerName::try_from(name).map_err(|e| e.to_string())?;
+            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("tls: {e}"))?;
+            handshake(stream).await
+        }
+    }
+}
+
+async fn handshake<S>(io: S) -> Result<SendRequest<Empty<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Drives the connection; ends when the sender is dropped or the peer closes.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}

@@ -1,0 +1,326 @@
+//! Scraping end to end inside the crate: a local HTTP target whose answer each test sets, a
+//! real TSDB in a temporary directory, the manager applying configs as a reload would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use parking_lot::Mutex;
+use storage::{MatchOp, Matcher, Querier, SelectHints, SeriesSamples, Tsdb, TsdbOptions};
+
+use super::{Prepared, ScrapeConfig, ScrapeManager};
+
+/// What the target answers next: status, content type, body, and a delay.
+#[derive(Clone)]
+struct Answer {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+    gzip: bool,
+    delay: Duration,
+}
+
+fn text(body: &str) -> Answer {
+    Answer {
+        status: StatusCode::OK,
+        content_type: "text/plain; version=0.0.4",
+        body: body.as_bytes().to_vec(),
+        gzip: false,
+        delay: Duration::ZERO,
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    tsdb: Arc<Tsdb>,
+    manager: Arc<ScrapeManager>,
+    answer: Arc<Mutex<Answer>>,
+    addr: String,
+}
+
+async fn fixture(first: Answer) -> Fixture {
+    let answer = Arc::new(Mutex::new(first));
+    let a = answer.clone();
+    let app = Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let a = a.lock().clone();
+            async move {
+                tokio::time::sleep(a.delay).await;
+                let mut body = a.body;
+                let mut resp = Response::builder()
+                    .status(a.status)
+                    .header(header::CONTENT_TYPE, a.content_type);
+                if a.gzip {
+                    use std::io::Write;
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    enc.write_all(&body).unwrap();
+                    body = enc.finish().unwrap();
+                    resp = resp.header(header::CONTENT_ENCODING, "gzip");
+                }
+                resp.body(axum::body::Body::from(body))
+                    .unwrap()
+                    .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Arc::new(Tsdb::open(dir.path(), TsdbOptions::default()).unwrap());
+    let manager = ScrapeManager::new(tsdb.clone());
+    Fixture {
+        _dir: dir,
+        tsdb,
+        manager,
+        answer,
+        addr,
+    }
+}
+
+impl Fixture {
+    async fn apply(&self, job_yaml: &str) {
+        let yml = job_yaml.replace("TARGET", &self.addr);
+        let c: ScrapeConfig = serde_yaml::from_str(&yml).unwrap();
+        let p = Prepared::new(
+            &[c],
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+            ".".into(),
+            1 << 20,
+        )
+        .unwrap();
+        self.manager.apply(p).await;
+    }
+
+    fn series(&self, name: &str) -> Vec<SeriesSamples> {
+        let m = Matcher::new(MatchOp::RegexMatch, storage::METRIC_NAME, name).unwrap();
+        self.tsdb
+            .select_decoded(&[m], &SelectHints::range(0, i64::MAX, 1 << 30))
+            .unwrap()
+    }
+
+    fn values(&self, name: &str) -> Vec<f64> {
+        self.series(name)
+            .into_iter()
+            .flat_map(|s| s.samples.into_iter().map(|p| p.v))
+            .collect()
+    }
+
+    /// Waits until `up` has `n` samples (`n` scrapes done).
+    async fn scrapes(&self, n: usize) {
+        for _ in 0..200 {
+            if self.values("up").len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("fewer than {n} scrapes");
+    }
+
+    fn status(&self) -> super::TargetStatus {
+        self.manager.active()[0].status.clone()
+    }
+}
+
+const JOB: &str = "job_name: app\nscrape_interval: 100ms\nstatic_configs: [{targets: ['TARGET'], labels: {env: prod}}]\n";
+
+fn stale(v: &f64) -> bool {
+    storage::is_stale_nan(*v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_carry_target_labels_and_report_series() {
+    let f = fixture(text(
+        "# TYPE app_requests_total counter\n# HELP app_requests_total Requests.\napp_requests_total{code=\"200\",job=\"inner\"} 7\n",
+    ))
+    .await;
+    f.apply(JOB).await;
+    f.scrapes(2).await;
+    let s = f.series("app_requests_total");
+    assert_eq!(s.len(), 1);
+    let l = &s[0].labels;
+    // honor_labels: false: the exposed `job` becomes `exported_job`.
+    assert_eq!(l.get("job"), Some("app"));
+    assert_eq!(l.get("exported_job"), Some("inner"));
+    assert_eq!(l.get("instance"), Some(f.addr.as_str()));
+    assert_eq!(l.get("env"), Some("prod"));
+    assert!(s[0].samples.iter().all(|p| p.v == 7.0));
+    assert!(f.values("up").iter().all(|v| *v == 1.0));
+    assert!(f.values("scrape_samples_scraped").iter().all(|v| *v == 1.0));
+    assert!(f
+        .values("scrape_samples_post_metric_relabeling")
+        .iter()
+        .all(|v| *v == 1.0));
+    // New to the target in the first scrape only.
+    assert_eq!(f.values("scrape_series_added")[..2], [1.0, 0.0]);
+    assert!(f
+        .values("scrape_duration_seconds")
+        .iter()
+        .all(|v| *v > 0.0 && *v < 1.0));
+    let st = f.status();
+    assert_eq!(st.health, super::Health::Up);
+    assert_eq!(st.metadata["app_requests_total"].kind, "counter");
+    assert_eq!(st.metadata["app_requests_total"].help, "Requests.");
+    f.manager.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honor_labels_keeps_the_exposed_ones() {
+    let f = fixture(text("m{job=\"inner\",instance=\"x\"} 1\n")).await;
+    f.apply(&format!("{JOB}honor_labels: true\n")).await;
+    f.scrapes(1).await;
+    let s = f.series("m");
+    assert_eq!(s[0].labels.get("job"), Some("inner"));
+    assert_eq!(s[0].labels.get("instance"), Some("x"));
+    assert_eq!(s[0].labels.get("env"), Some("prod"));
+    f.manager.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_series_and_failed_scrapes_get_staleness_markers() {
+    let f = fixture(text("a 1\nb 2\n")).await;
+    f.apply(JOB).await;
+    f.scrapes(2).await;
+    *f.answer.lock() = text("a 1\n");
+    let n = f.values("up").len();
+    f.scrapes(n + 2).await;
+    let b = f.values("b");
+    assert!(stale(b.last().unwrap()), "{b:?}");
+    assert_eq!(
+        b.iter().filter(|v| stale(v)).count(),
+        1,
+        "one marker: {b:?}"
+    );
+    // A failing target: up 0, the reason, and its series end.
+    f.answer.lock().status = StatusCode::INTERNAL_SERVER_ERROR;
+    let n = f.values("up").len();
+    f.scrapes(n + 2).await;
+    assert_eq!(*f.values("up").last().unwrap(), 0.0);
+    assert!(stale(f.values("a").last().unwrap()));
+    let st = f.status();
+    assert_eq!(st.health, super::Health::Down);
+    assert_eq!(
+        st.last_error,
+        "server returned HTTP status 500 Internal Server Error"
+    );
+    // Back up: the series resume.
+    *f.answer.lock() = text("a 3\n");
+    let n = f.values("up").len();
+    f.scrapes(n + 1).await;
+    assert_eq!(*f.values("a").last().unwrap(), 3.0);
+    // Removed from the config: its series end.
+    f.apply("job_name: other\nstatic_configs: []\n").await;
+    assert!(stale(f.values("a").last().unwrap()));
+    assert!(f.manager.active().is_empty());
+    f.manager.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_and_limits_fail_the_whole_scrape() {
+    let cases: [(Answer, &str, &str); 5] = [
+        (text("ok 1\nbroken{ 2\n"), "", "line 2"),
+        (
+            text("a 1\nb 1\nc 1\n"),
+            "sample_limit: 2\n",
+            "sample limit exceeded",
+        ),
+        (
+            text("a{x=\"1234567\"} 1\n"),
+            "label_value_length_limit: 5\n",
+            "label_value_length_limit exceeded",
+        ),
+        (
+            text(&"x 1\n".repeat(100_000)),
+            "body_size_limit: 1KB\n",
+            "body size limit exceeded",
+        ),
+        (
+            Answer {
+                delay: Duration::from_secs(5),
+                ..text("slow 1\n")
+            },
+            "scrape_timeout: 50ms\n",
+            "context deadline exceeded",
+        ),
+    ];
+    for (answer, extra, error) in cases {
+        let f = fixture(answer).await;
+        f.apply(&format!("{JOB}{extra}")).await;
+        f.scrapes(1).await;
+        assert_eq!(f.values("up")[0], 0.0, "{extra}");
+        let st = f.status();
+        assert!(st.last_error.contains(error), "{extra}: {}", st.last_error);
+        // Nothing of the failed scrape was stored.
+        let all = f.series(".+");
+        let names: Vec<&str> = all.iter().filter_map(|s| s.labels.metric_name()).collect();
+        assert!(
+            names.iter().all(|n| n.starts_with("scrape_") || *n == "up"),
+            "{extra}: {names:?}"
+        );
+        f.manager.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_openmetrics_relabelling_and_explicit_timestamps() {
+    // A minute ago, in OpenMetrics' seconds.
+    let ts_ms = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 60_000)
+        / 1000
+        * 1000
+        + 500;
+    let body = format!(
+        "# TYPE c counter\nc_total{{path=\"/a\"}} 1 {}.5\nc_total{{path=\"/b\"}} 2\n# EOF\n",
+        ts_ms / 1000
+    );
+    let f = fixture(Answer {
+        content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        gzip: true,
+        ..text(&body)
+    })
+    .await;
+    f.apply(&format!(
+        "{JOB}metric_relabel_configs: [{{source_labels: [path], regex: /b, action: drop}}]\n"
+    ))
+    .await;
+    f.scrapes(2).await;
+    let s = f.series("c_total");
+    assert_eq!(s.len(), 1, "/b dropped");
+    assert_eq!(s[0].samples[0].t, ts_ms);
+    assert_eq!(s[0].samples.len(), 1, "one timestamp, however many scrapes");
+    assert!(f.values("scrape_samples_scraped").iter().all(|v| *v == 2.0));
+    assert!(f
+        .values("scrape_samples_post_metric_relabeling")
+        .iter()
+        .all(|v| *v == 1.0));
+    // Explicit timestamps get no staleness markers (track_timestamps_staleness: false).
+    *f.answer.lock() = text("");
+    let n = f.values("up").len();
+    f.scrapes(n + 2).await;
+    assert!(!f.values("c_total").iter().any(stale));
+    f.manager.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_job_keeps_its_loops_across_a_reload() {
+    let f = fixture(text("a 1\n")).await;
+    f.apply(JOB).await;
+    f.scrapes(2).await;
+    let before = f.status().last_scrape;
+    f.apply(JOB).await;
+    assert_eq!(f.status().last_scrape, before, "same loop, same state");
+    // A changed job restarts its loops without ending the series.
+    f.apply(&format!("{JOB}sample_limit: 10\n")).await;
+    let n = f.values("up").len();
+    f.scrapes(n + 1).await;
+    assert!(!f.values("a").iter().any(stale));
+    f.manager.stop().await;
+}

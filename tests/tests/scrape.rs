@@ -1,0 +1,361 @@
+//! Scraping side by side with the real Prometheus 2.42 (Debian packages): the same
+//! `scrape_configs` over the real node and blackbox exporters, a target that is down and one
+//! relabelled away. Both must store the same series with the same `up` and the same values
+//! where the exporter is deterministic, and answer the targets APIs alike. Also: the embedded
+//! default scrapes novamon itself, and a reload changes the jobs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::{agent, enc, get_json, wait_for_go_listen_url, wait_until, Json, Novamon, Process};
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+const BLACKBOX: &str = "/usr/bin/prometheus-blackbox-exporter";
+
+fn require(bin: &str) {
+    assert!(
+        Path::new(bin).exists(),
+        "{bin} is required (tests/run.sh installs its Debian package)"
+    );
+}
+
+/// A Go exporter (or Prometheus) on a port of its own choosing; returns it and `host:port`.
+fn go_server(dir: &Path, name: &str, cmd: &mut Command) -> (Process, String) {
+    let mut p = Process::spawn(
+        cmd.arg("--web.listen-address=127.0.0.1:0"),
+        dir.join(format!("{name}.log")),
+    );
+    let url = wait_for_go_listen_url(&mut p);
+    (p, url.trim_start_matches("http://").to_string())
+}
+
+fn config(node: &str, blackbox: &str) -> String {
+    format!(
+        r#"global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: node
+    static_configs: [{{targets: ['{node}'], labels: {{dc: eu}}}}]
+  - job_name: blackbox
+    metrics_path: /probe
+    params: {{module: [http_2xx]}}
+    static_configs: [{{targets: ['http://{node}/metrics']}}]
+    relabel_configs:
+      - {{source_labels: [__address__], target_label: __param_target}}
+      - {{source_labels: [__param_target], target_label: instance}}
+      - {{target_label: __address__, replacement: '{blackbox}'}}
+  - job_name: down
+    static_configs: [{{targets: ['127.0.0.1:1']}}]
+  - job_name: relabelled
+    static_configs: [{{targets: ['127.0.0.1:2', '127.0.0.1:3']}}]
+    relabel_configs:
+      - {{source_labels: [__address__], regex: '.*:3', action: drop}}
+      - {{source_labels: [__address__], target_label: host, regex: '(.*):.*'}}
+"#
+    )
+}
+
+/// An instant query's result as `labels → value`.
+fn instant(a: &ureq::Agent, base: &str, q: &str) -> BTreeMap<String, String> {
+    let (status, body) = get_json(a, &format!("{base}/api/v1/query?query={}", enc(q)));
+    assert_eq!(status, 200, "{base} {q}: {body}");
+    body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["metric"].to_string(),
+                s["value"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Active targets by `(scrapePool, instance)`, with the fields both must agree on.
+fn targets(a: &ureq::Agent, base: &str) -> (BTreeMap<String, Json>, Vec<Json>) {
+    let (status, body) = get_json(a, &format!("{base}/api/v1/targets"));
+    assert_eq!(status, 200, "{body}");
+    let active = body["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let key = format!("{} {}", t["scrapePool"], t["labels"]["instance"]);
+            let mut t = t.clone();
+            let o = t.as_object_mut().unwrap();
+            // Times and durations differ run to run; globalUrl names each server's host.
+            for k in ["lastScrape", "lastScrapeDuration", "globalUrl"] {
+                assert!(o.remove(k).is_some(), "{k} missing in {base}");
+            }
+            (key, t)
+        })
+        .collect();
+    let mut dropped = body["data"]["droppedTargets"].as_array().unwrap().clone();
+    dropped.sort_by_key(|d| d.to_string());
+    (active, dropped)
+}
+
+#[test]
+fn novamon_and_prometheus_scrape_the_same_exporters_alike() {
+    for bin in [PROMETHEUS, NODE_EXPORTER, BLACKBOX] {
+        require(bin);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, node) = go_server(dir.path(), "node", &mut Command::new(NODE_EXPORTER));
+    let (_bb, blackbox) = go_server(
+        dir.path(),
+        "blackbox",
+        Command::new(BLACKBOX).arg("--config.file=/etc/prometheus/blackbox.yml"),
+    );
+    let cfg = dir.path().join("scrape.yml");
+    std::fs::write(&cfg, config(&node, &blackbox)).unwrap();
+    let novamon = Novamon::start(
+        &dir.path().join("novamon"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let (prom_process, prom) = go_server(
+        dir.path(),
+        "prometheus",
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom").display()
+            )),
+    );
+    let prom = format!("http://{prom}");
+    let a = agent();
+    let up = |base: &str| instant(&a, base, "up");
+    // Both have scraped every target a few times.
+    wait_until(Duration::from_secs(60), || {
+        let q = "count_over_time(up[1m]) >= 3";
+        instant(&a, &novamon.url, q).len() == 4 && instant(&a, &prom, q).len() == 4
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not every target scraped 3 times: novamon {:?} prometheus {:?}\n{}",
+            up(&novamon.url),
+            up(&prom),
+            prom_process.log()
+        )
+    });
+    assert_eq!(up(&novamon.url), up(&prom));
+    assert_eq!(
+        up(&novamon.url).values().filter(|v| *v == "1").count(),
+        2,
+        "node and blackbox up, the others down"
+    );
+
+    // The same series from the node exporter (names and labels), and the same values where
+    // they cannot change between two scrapes.
+    let series =
+        |base: &str| -> Vec<String> { instant(&a, base, r#"{job="node"}"#).into_keys().collect() };
+    let (ns, ps) = (series(&novamon.url), series(&prom));
+    assert!(ns.len() > 200, "{} node exporter series", ns.len());
+    let only_n: Vec<&String> = ns.iter().filter(|s| !ps.contains(s)).collect();
+    let only_p: Vec<&String> = ps.iter().filter(|s| !ns.contains(s)).collect();
+    assert!(
+        only_n.is_empty() && only_p.is_empty(),
+        "only in novamon: {only_n:?}\nonly in prometheus: {only_p:?}"
+    );
+    for q in [
+        "node_memory_MemTotal_bytes",
+        "node_boot_time_seconds",
+        "node_exporter_build_info",
+        "node_uname_info",
+        r#"probe_success{job="blackbox"}"#,
+        r#"probe_http_status_code{job="blackbox"}"#,
+        r#"scrape_samples_scraped{job="blackbox"}"#,
+        r#"scrape_samples_post_metric_relabeling{job="blackbox"}"#,
+    ] {
+        let (n, p) = (instant(&a, &novamon.url, q), instant(&a, &prom, q));
+        assert!(!n.is_empty(), "{q}: nothing in novamon");
+        assert_eq!(n, p, "{q}");
+    }
+
+    // The targets API: labels, discovered labels, URL, health, intervals, errors.
+    let (na, nd) = targets(&a, &novamon.url);
+    let (pa, pd) = targets(&a, &prom);
+    assert_eq!(na.keys().collect::<Vec<_>>(), pa.keys().collect::<Vec<_>>());
+    for (k, n) in &na {
+        assert_eq!(n, &pa[k], "target {k}");
+    }
+    // Prometheus 3 names each dropped target's scrapePool, 2.42 does not: novamon answers as 3
+    // does, so only the discovered labels are compared.
+    assert!(nd.iter().all(|d| d["scrapePool"] == "relabelled"), "{nd:?}");
+    let discovered = |d: &[Json]| {
+        d.iter()
+            .map(|d| d["discoveredLabels"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(discovered(&nd), discovered(&pd), "dropped targets");
+    let md = |base: &str| {
+        let (s, b) = get_json(
+            &a,
+            &format!(
+                "{base}/api/v1/targets/metadata?match_target={}&metric=node_boot_time_seconds",
+                enc(r#"{job="node"}"#)
+            ),
+        );
+        assert_eq!(s, 200, "{b}");
+        b["data"].clone()
+    };
+    assert_eq!(md(&novamon.url), md(&prom));
+    let (_, pools) = novamon.get_json("/api/v1/scrape_pools");
+    assert_eq!(
+        pools["data"]["scrapePools"],
+        serde_json::json!(["blackbox", "down", "node", "relabelled"])
+    );
+
+    // A reload without the `down` job: its target goes, the others stay as they were.
+    let before = novamon.get_ok("/api/v1/targets?scrapePool=node")["data"]["activeTargets"][0]
+        ["lastScrape"]
+        .clone();
+    let text = config(&node, &blackbox);
+    let without_down = text.replace(
+        "  - job_name: down\n    static_configs: [{targets: ['127.0.0.1:1']}]\n",
+        "",
+    );
+    assert_ne!(text, without_down);
+    std::fs::write(&cfg, without_down).unwrap();
+    let resp = a
+        .post(format!("{}/-/reload", novamon.url))
+        .send_empty()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let t = novamon.get_ok("/api/v1/targets?state=active");
+    let pools: Vec<&str> = t["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["scrapePool"].as_str().unwrap())
+        .collect();
+    assert!(!pools.contains(&"down"), "{pools:?}");
+    assert_eq!(t["data"]["droppedTargets"], serde_json::json!([]));
+    let after = novamon.get_ok("/api/v1/targets?scrapePool=node")["data"]["activeTargets"][0]
+        ["lastScrape"]
+        .clone();
+    assert!(
+        after.as_str() >= before.as_str(),
+        "the node target kept its state"
+    );
+}
+
+#[test]
+fn the_embedded_default_scrapes_novamon_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let novamon = Novamon::start(dir.path(), &[]);
+    let t = novamon.get_ok("/api/v1/targets");
+    let active = t["data"]["activeTargets"].as_array().unwrap();
+    assert_eq!(active.len(), 1, "{t}");
+    assert_eq!(active[0]["labels"]["job"], "novamon");
+    assert_eq!(
+        active[0]["scrapeUrl"],
+        format!("{}/metrics", novamon.url).as_str()
+    );
+    // The first scrape comes within one 15 s interval.
+    wait_until(Duration::from_secs(40), || {
+        let r = novamon.get_ok("/api/v1/query?query=up%7Bjob%3D%22novamon%22%7D");
+        r["data"]["result"][0]["value"][1] == "1"
+    })
+    .unwrap_or_else(|| panic!("novamon did not scrape itself:\n{}", novamon.process.log()));
+    let r = novamon.get_ok(&format!(
+        "/api/v1/query?query={}",
+        enc(r#"novamon_build_info{job="novamon"} or process_resident_memory_bytes{job="novamon"}"#)
+    ));
+    assert!(!r["data"]["result"].as_array().unwrap().is_empty(), "{r}");
+}
+
+/// Prometheus 2.42 federating from novamon (`honor_labels: true`, `/federate?match[]=…`) ends
+/// up with novamon's series, each with the external labels novamon adds, and their values.
+#[test]
+fn prometheus_federates_from_novamon() {
+    for bin in [PROMETHEUS, NODE_EXPORTER] {
+        require(bin);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, node) = go_server(dir.path(), "node", &mut Command::new(NODE_EXPORTER));
+    let cfg = dir.path().join("novamon.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  external_labels: {{cluster: edge-1}}\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['{node}']}}]\n"
+        ),
+    )
+    .unwrap();
+    let novamon = Novamon::start(
+        &dir.path().join("novamon"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let a = agent();
+    wait_until(Duration::from_secs(30), || {
+        instant(&a, &novamon.url, "count_over_time(up[1m]) >= 2").len() == 1
+    })
+    .expect("novamon scraped the node exporter");
+    // Bad selectors are refused as Prometheus refuses them.
+    let resp = a
+        .get(format!("{}/federate?match[]={}", novamon.url, enc("{")))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let prom_cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: federate\n    honor_labels: true\n    metrics_path: /federate\n    params: {{'match[]': ['{{job=\"node\"}}']}}\n    static_configs: [{{targets: ['{}']}}]\n",
+            novamon.url.trim_start_matches("http://")
+        ),
+    )
+    .unwrap();
+    let (prom_process, prom) = go_server(
+        dir.path(),
+        "prometheus",
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom").display()
+            )),
+    );
+    let prom = format!("http://{prom}");
+    wait_until(Duration::from_secs(60), || {
+        instant(&a, &prom, r#"count_over_time(up{job="federate"}[1m]) >= 2"#).len() == 1
+            && instant(&a, &prom, r#"up{job="federate"}"#)
+                .values()
+                .all(|v| v == "1")
+    })
+    .unwrap_or_else(|| panic!("prometheus did not federate:\n{}", prom_process.log()));
+    let with_cluster = |m: &String| {
+        let mut v: serde_json::Map<String, Json> = serde_json::from_str(m).unwrap();
+        v.insert("cluster".into(), "edge-1".into());
+        serde_json::to_string(&v).unwrap()
+    };
+    let ours: Vec<String> = instant(&a, &novamon.url, r#"{job="node"}"#)
+        .keys()
+        .map(with_cluster)
+        .collect();
+    let theirs: Vec<String> = instant(&a, &prom, r#"{job="node"}"#).into_keys().collect();
+    assert!(ours.len() > 200, "{}", ours.len());
+    let missing: Vec<&String> = ours.iter().filter(|s| !theirs.contains(s)).collect();
+    let extra: Vec<&String> = theirs.iter().filter(|s| !ours.contains(s)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "not federated: {missing:?}\nunexpected: {extra:?}"
+    );
+    for q in [
+        "node_memory_MemTotal_bytes",
+        "node_boot_time_seconds",
+        "node_uname_info",
+    ] {
+        let n: Vec<String> = instant(&a, &novamon.url, q).into_values().collect();
+        let p: Vec<String> = instant(&a, &prom, q).into_values().collect();
+        assert_eq!(n, p, "{q}");
+    }
+}
