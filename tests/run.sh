@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_debs=()
-for pkg in libclang-dev prometheus prometheus-alertmanager prometheus-node-exporter prometheus-blackbox-exporter chromium openssl; do
+for pkg in libclang-dev prometheus prometheus-alertmanager prometheus-node-exporter prometheus-blackbox-exporter prometheus-pushgateway chromium openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_debs+=("$pkg")
 done
 # Node runs the browser tests (tests/ui); any Node >= 18 with npm will do, Debian's included.

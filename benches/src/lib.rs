@@ -6,6 +6,7 @@ pub mod generator;
 pub mod load;
 pub mod log_records;
 pub mod peers;
+pub mod targets;
 
 /// reqwest is built with `rustls-no-provider` in this workspace (the query crate picks ring for
 /// its notifications), so a client panics unless a crypto provider is installed first. Every

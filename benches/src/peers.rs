@@ -42,6 +42,8 @@ pub struct Peer {
     port: u16,
     /// Appended to the system's own arguments.
     extra_args: Vec<String>,
+    /// A prometheus.yml with `scrape_configs` the system scrapes by.
+    scrape_config: Option<String>,
 }
 
 impl PeerPaths {
@@ -71,6 +73,7 @@ impl PeerPaths {
                 program,
                 port,
                 extra_args: Vec::new(),
+                scrape_config: None,
             });
         }
         Ok(out)
@@ -85,7 +88,14 @@ impl Peer {
             program,
             port,
             extra_args: Vec::new(),
+            scrape_config: None,
         }
+    }
+
+    /// The same system scraping as `prometheus_yml` (a prometheus.yml) says.
+    pub fn with_scrape_config(mut self, prometheus_yml: String) -> Peer {
+        self.scrape_config = Some(prometheus_yml);
+        self
     }
 
     /// The same system started with `args` after its own.
@@ -96,7 +106,17 @@ impl Peer {
 
     fn args(&self, data: &Path, work: &Path, addr: &str) -> anyhow::Result<Vec<String>> {
         let data = data.display();
-        Ok(match self.name.as_str() {
+        let scrape = work.join("scrape.yml");
+        let scrape_flag = |flag: &str| -> anyhow::Result<Vec<String>> {
+            Ok(match &self.scrape_config {
+                Some(yml) => {
+                    std::fs::write(&scrape, yml)?;
+                    vec![format!("{flag}{}", scrape.display())]
+                }
+                None => Vec::new(),
+            })
+        };
+        let mut args = match self.name.as_str() {
             // The other listeners on free ports too, so a bench never collides with a
             // novamon already running on this machine.
             "novamon" => vec![
@@ -112,11 +132,15 @@ impl Peer {
                 free_loopback_addr()?,
                 "--log".into(),
                 "warn".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(scrape_flag("--config=")?)
+            .collect(),
             "prometheus" => {
-                // No scrape jobs: the receiver is all that runs.
+                // No scrape jobs unless asked: the receiver is all that runs.
                 let config = work.join("prometheus.yml");
-                std::fs::write(&config, "global:\n  scrape_interval: 15s\n")?;
+                let yml = self.scrape_config.as_deref();
+                std::fs::write(&config, yml.unwrap_or("global:\n  scrape_interval: 15s\n"))?;
                 vec![
                     format!("--config.file={}", config.display()),
                     format!("--storage.tsdb.path={data}"),
@@ -132,9 +156,14 @@ impl Peer {
                 // Otherwise the newest 30s of data is hidden from queries, and benchmarks
                 // query right up to the newest sample.
                 "-search.latencyOffset=0s".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(scrape_flag("-promscrape.config=")?)
+            .collect(),
             other => bail!("unknown target {other}"),
-        })
+        };
+        args.extend(self.extra_args.iter().cloned());
+        Ok(args)
     }
 
     /// Starts the system and waits until its remote-write endpoint accepts requests.
@@ -145,8 +174,7 @@ impl Peer {
         let addr = format!("127.0.0.1:{}", self.port);
         let log_path = work.path().join("log");
         File::create(&log_path)?;
-        let mut args = self.args(&data, work.path(), &addr)?;
-        args.extend(self.extra_args.iter().cloned());
+        let args = self.args(&data, work.path(), &addr)?;
         let child = spawn(&self.program, &args, &log_path)?;
         let mut running = Running {
             child,

@@ -4,6 +4,7 @@
 //! - [`otlp`]: OTLP metrics, logs and traces over gRPC and HTTP (protobuf and JSON).
 //! - [`logs`]: the Fluentd forward protocol listener and Loki's push API.
 //! - [`scrape`]: scraping targets (`scrape_configs`), as Prometheus does.
+//! - [`push`]: the Pushgateway's push API, its groups stored and exposed to queries.
 //! - `metrics`: the per-signal, per-protocol ingest self-metrics.
 //!
 //! Owns wire formats and their validation; writes metrics only through
@@ -13,6 +14,7 @@
 pub mod logs;
 mod metrics;
 pub mod otlp;
+pub mod push;
 pub mod remote_write;
 pub mod scrape;
 mod wire;

@@ -191,6 +191,8 @@ pub struct Limits {
     /// Largest scrape response body, uncompressed: the ceiling on a job's `body_size_limit`
     /// and the limit of jobs without one (Prometheus has none).
     pub scrape_max_body_bytes: u64,
+    /// Largest Pushgateway push body, as sent and after gzip (413 above).
+    pub push_max_bytes: u64,
     /// Longest log line accepted (Loki's max_line_size): Loki push answers 400, forward
     /// frames are refused, OTLP records rejected.
     pub log_max_line_bytes: usize,
@@ -280,6 +282,7 @@ impl Default for Limits {
             otlp_max_spans_per_request: ingest::otlp::DEFAULT_MAX_SPANS,
             loki_push_max_bytes: 64 << 20,
             scrape_max_body_bytes: ingest::scrape::DEFAULT_MAX_BODY_BYTES,
+            push_max_bytes: 16 << 20,
             log_max_line_bytes: ingest::logs::DEFAULT_MAX_LINE_BYTES,
             log_max_future: PromDuration(ingest::logs::DEFAULT_MAX_FUTURE),
             forward_max_frame_bytes: 16 << 20,
@@ -355,6 +358,7 @@ impl Limits {
             ("otlp_max_message_bytes", self.otlp_max_message_bytes),
             ("loki_push_max_bytes", self.loki_push_max_bytes),
             ("scrape_max_body_bytes", self.scrape_max_body_bytes),
+            ("push_max_bytes", self.push_max_bytes),
             ("forward_max_frame_bytes", self.forward_max_frame_bytes),
             (
                 "forward_max_decompressed_bytes",

@@ -9,7 +9,9 @@
 //! Admin endpoints (`/-/…`) also refuse the three body types a page can send without a CORS
 //! preflight (415), so even a browser that sends no origin information cannot trigger them
 //! from a form. The Alertmanager API does its own check (`api::alertmanager_v2`, with
-//! Alertmanager's error), and the other writes take only types no form can produce.
+//! Alertmanager's error); the Pushgateway's pushes take `text/plain` as the Pushgateway does,
+//! so there the origin checks above are the defence; the other writes take only types no form
+//! can produce.
 
 use axum::extract::Request;
 use axum::http::header::{CONTENT_TYPE, HOST, ORIGIN};

@@ -155,8 +155,20 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         scrape_time,
     });
 
+    let pushed = Arc::new(
+        ingest::push::PushStore::open(&data_dir.join("pushgateway"))
+            .with_context(|| format!("opening the pushed groups in {}", data_dir.display()))?,
+    );
+    let push_state =
+        ingest::push::PushState::new(pushed.clone(), config.limits.push_max_bytes as usize);
+    ingest::push::expose(&push_state, tsdb.clone(), config.global.scrape_interval.0);
+
     let app = Router::new()
         .merge(ingest::routes(ingest_state))
+        .merge(ingest::push::routes(push_state))
+        .merge(api::pushgateway::routes(Arc::new(crate::push::Pushed(
+            pushed,
+        ))))
         .merge(api::prometheus::routes(api_state))
         .merge(api::prometheus::federate::routes(
             api::prometheus::federate::Federation {

@@ -34,7 +34,14 @@ fn prometheus_remote_writes_and_both_answer_the_same() {
         "the prometheus package is required (tests/run.sh installs it)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let novamon = Novamon::start(&dir.path().join("novamon"), &[]);
+    // A config file of its own, empty: novamon receives and does not scrape itself, so both
+    // hold the same series.
+    let empty = dir.path().join("novamon.yml");
+    std::fs::write(&empty, "").unwrap();
+    let novamon = Novamon::start(
+        &dir.path().join("novamon"),
+        &["--config", empty.to_str().unwrap()],
+    );
     // Prometheus binds port 0 and logs the port; it scrapes itself, so its config gets the
     // scrape job once that port is known, through a reload.
     let config = dir.path().join("prometheus.yml");

@@ -29,8 +29,9 @@ remote_write:
 scrape_configs:
   - job_name: j
     bearer_token: scrape-bearer-s11
-    authorization: {credentials: scrape-credentials-s12}
     consul_sd_configs: [{server: 'c:8500', token: scrape-consul-token-s13}]
+  - job_name: k
+    authorization: {credentials: scrape-credentials-s12}
 query:
   max_concurrency: 3
 ";

@@ -22,6 +22,7 @@ mod handler;
 pub mod jaeger;
 pub mod loki;
 pub mod prometheus;
+pub mod pushgateway;
 mod status;
 pub mod tempo;
 mod trace_http;

@@ -38,8 +38,8 @@ pub fn scientific(v: f64) -> String {
     crate::template::go_e(v, None)
 }
 
-/// Go's `%v` for a float64 (`'g'` with the shortest digits): an exponent below 1e-4 and from
-/// 1e21.
+/// Go's `%v` and `%g` for a float64 (`strconv.FormatFloat(v, 'g', -1, 64)`): the shortest
+/// digits, an exponent below 1e-4 and from 1e6 (`1e+06`, `1.5e+09`).
 pub fn shortest(v: f64) -> String {
     if let Some(s) = special(v) {
         return s.to_owned();
@@ -48,7 +48,7 @@ pub fn shortest(v: f64) -> String {
         return if v.is_sign_negative() { "-0" } else { "0" }.to_owned();
     }
     let exp = v.abs().log10().floor() as i32;
-    if (-4..21).contains(&exp) {
+    if (-4..6).contains(&exp) {
         format!("{v}")
     } else {
         exponent(v)
@@ -81,6 +81,11 @@ mod tests {
         assert_eq!(shortest(0.0001), "0.0001");
         assert_eq!(shortest(-0.0), "-0");
         assert_eq!(shortest(1e21), "1e+21");
+        // Checked against Go 1.19's fmt.Sprint.
+        assert_eq!(shortest(1.5e9), "1.5e+09");
+        assert_eq!(shortest(1e6), "1e+06");
+        assert_eq!(shortest(123456.0), "123456");
+        assert_eq!(shortest(999999.0), "999999");
         assert_eq!(json_sample(1e21), "1e+21");
         assert_eq!(json_sample(0.00001), "0.00001");
         assert_eq!(json_sample(1.5e-7), "1.5e-07");

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use gocompat::fmt::shortest as go_g;
+
 mod trim;
 pub(crate) use trim::TrimSide;
 
@@ -1139,28 +1141,6 @@ fn map_custom(exp: &[(i32, f64)], src: &[f64], bounds: &[f64], sign: f64, target
             None => bounds.len(),
         };
         target[t] += sign * c;
-    }
-}
-
-/// Go's `%g` of a float64: the shortest digits, with an exponent below 1e-4 and from 1e6.
-fn go_g(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
-    let e = format!("{v:e}");
-    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if v != 0.0 && !(-4..6).contains(&exp) {
-        format!(
-            "{mantissa}e{}{:02}",
-            if exp < 0 { '-' } else { '+' },
-            exp.abs()
-        )
-    } else {
-        format!("{v}")
     }
 }
 

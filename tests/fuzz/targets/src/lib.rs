@@ -45,6 +45,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rule_file", rule_file),
     ("server_config", server_config),
     ("web_config", web_config),
+    ("scrape_body", scrape_body),
 ];
 
 /// A remote-write 1.0 body (snappy-compressed `prometheus.WriteRequest`) as the handler reads it.
@@ -304,5 +305,40 @@ pub fn server_config(data: &[u8]) {
 pub fn web_config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = novamon::web::check_text(text);
+    }
+}
+
+/// A scrape target's answer: the first byte picks the format (odd: OpenMetrics), the rest is the
+/// body `ingest::scrape::exposition` parses. Every sample it lets through has a valid metric
+/// name and valid, unique label names; an error stops the parse, as it fails the scrape.
+pub fn scrape_body(data: &[u8]) {
+    use ingest::scrape::exposition::{Entry, Format, Parser};
+    let Some((first, body)) = data.split_first() else {
+        return;
+    };
+    let format = if first % 2 == 1 {
+        Format::OpenMetrics
+    } else {
+        Format::Prometheus
+    };
+    let mut parser = Parser::new(body, format);
+    let metric_name = |n: &str| {
+        let mut c = n.bytes();
+        matches!(c.next(), Some(b) if b == b'_' || b == b':' || b.is_ascii_alphabetic())
+            && c.all(|b| b == b'_' || b == b':' || b.is_ascii_alphanumeric())
+    };
+    while let Ok(Some(entry)) = parser.next() {
+        if let Entry::Sample(s) = entry {
+            assert!(metric_name(s.name()), "{:?}", s.name());
+            let mut names = Vec::new();
+            s.for_each_label(|n, _| {
+                assert!(storage::relabel::valid_name(n), "{n:?}");
+                names.push(n);
+            });
+            let count = names.len();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), count, "repeated label names");
+        }
     }
 }
