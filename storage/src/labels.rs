@@ -23,9 +23,11 @@ impl Label {
 }
 
 /// A label set in canonical form: sorted by name, names unique, no empty values (an empty
-/// value means "no such label", as in Prometheus).
+/// value means "no such label", as in Prometheus). Immutable and shared: a clone is a
+/// reference count, since every scraped or selected sample's series carries its labels along
+/// (a scrape appends the same label set every interval; the engine copies them per series).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Labels(Vec<Label>);
+pub struct Labels(std::sync::Arc<[Label]>);
 
 /// Hashes `name 0xff value 0xff …` (0xff never occurs in UTF-8, so the stream is unambiguous)
 /// in runs of up to 256 bytes: the TSDB hashes every label set of every request, and with a
@@ -71,9 +73,9 @@ impl Labels {
     /// Canonicalises: drops empty values, sorts by name; of repeated names the last wins.
     pub fn new(mut labels: Vec<Label>) -> Labels {
         labels.retain(|l| !l.value.is_empty());
-        // Senders sort their labels: canonical input is kept as it is, without a copy.
+        // Senders sort their labels: canonical input is kept as it is (moved, not re-sorted).
         if labels.windows(2).all(|w| w[0].name < w[1].name) {
-            return Labels(labels);
+            return Labels(labels.into());
         }
         // Stable sort keeps insertion order among equal names, so "last wins" is well defined.
         labels.sort_by(|a, b| a.name.cmp(&b.name));
@@ -84,7 +86,7 @@ impl Labels {
                 _ => out.push(l),
             }
         }
-        Labels(out)
+        Labels(out.into())
     }
 
     pub fn from_pairs<N: Into<String>, V: Into<String>>(
@@ -120,8 +122,9 @@ impl Labels {
         &self.0
     }
 
+    /// The labels as an owned vector (copied when the set is shared).
     pub fn into_vec(self) -> Vec<Label> {
-        self.0
+        self.0.to_vec()
     }
 }
 

@@ -148,12 +148,23 @@ fn every_page_works_in_headless_chromium() {
     let config = dir.path().join("novamon.yml");
     std::fs::create_dir(dir.path().join("rules")).expect("rules dir");
     std::fs::write(dir.path().join("rules/ui.yml"), RULES).expect("rule file");
+    // Two scrape jobs for the Targets page: one target that is down, and novamon itself,
+    // found through a target file written once its port is known.
     std::fs::write(
         &config,
-        "global:\n  evaluation_interval: 1s\nrule_files: ['rules/*.yml']\n",
+        "global:\n  evaluation_interval: 1s\nrule_files: ['rules/*.yml']\nscrape_configs:\n  - job_name: down\n    scrape_interval: 1s\n    static_configs: [{targets: ['127.0.0.1:1']}]\n  - job_name: self\n    scrape_interval: 1s\n    file_sd_configs: [{files: ['targets/*.json']}]\n",
     )
     .expect("config");
     let n = Novamon::start(&data, &["--config", &config.display().to_string()]);
+    std::fs::create_dir(dir.path().join("targets")).expect("targets dir");
+    std::fs::write(
+        dir.path().join("targets/self.json"),
+        format!(
+            r#"[{{"targets": ["{}"]}}]"#,
+            n.url.trim_start_matches("http://")
+        ),
+    )
+    .expect("target file");
     let samples = write_metrics(&n);
     let newest_line = push_logs(&n);
     send_trace(&n);

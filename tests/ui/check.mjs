@@ -280,6 +280,27 @@ step("rules, alerts and silences", async () => {
 });
 
 // The parsers behind the pages, run in the page itself on inputs the data above does not cover.
+step("targets", async () => {
+  // The target file is read within 5 s, then scraped every second: reload until both pools
+  // show their state.
+  const deadline = Date.now() + WAIT;
+  let shown = "";
+  do {
+    await page.goto(`${base}/#/targets`);
+    await page.reload();
+    await page.waitForFunction(() => {
+      const t = document.querySelector("#targets")?.textContent || "";
+      return t.trim() && !/loading/.test(t);
+    }, null, { timeout: WAIT });
+    shown = await text(page, "#targets");
+  } while (!(shown.includes("1/1 up") && shown.includes("connection refused")) && Date.now() < deadline && (await page.waitForTimeout(500), true));
+  check(await page.locator('[data-pool="down"] .badge.down').count() === 1, `the down target: ${shown}`);
+  check(shown.includes("connection refused"), `the down target's error: ${shown}`);
+  check(await page.locator('[data-pool="self"] .badge.up').count() === 1, `the file-discovered target: ${shown}`);
+  check(shown.includes('job="self"'), `target labels: ${shown}`);
+  await page.screenshot({ path: join(shots, "targets.png"), fullPage: true });
+});
+
 step("page helpers", async () => {
   const r = await page.evaluate(async () => {
     const logs = await import("./ui/logs.js");

@@ -5,9 +5,10 @@ import * as metrics from "./metrics.js";
 import * as logs from "./logs.js";
 import * as traces from "./traces.js";
 import * as alerts from "./alerts.js";
+import * as targets from "./targets.js";
 import { errorBox, route } from "./lib.js";
 
-const pages = { status, metrics, logs, traces, alerts };
+const pages = { status, metrics, logs, traces, alerts, targets };
 let stop = null;
 
 function show() {

@@ -36,6 +36,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("logs.js", JS, include_bytes!("../assets/logs.js")),
     ("traces.js", JS, include_bytes!("../assets/traces.js")),
     ("alerts.js", JS, include_bytes!("../assets/alerts.js")),
+    ("targets.js", JS, include_bytes!("../assets/targets.js")),
 ];
 
 struct Asset {

@@ -6,7 +6,7 @@
 //! its peak resident set. Prints one line per system as it goes, then one table.
 //!
 //!   scrape_compare --novamon target/release/novamon --targets novamon,prometheus,victoria-metrics \
-//!     --target-count 1000 --series 1000 --interval 15 --warmup 35 --window 60
+//!     --target-count 1000 --series 1000 --interval 15 --warmup 35 --window 67
 
 use std::time::{Duration, Instant};
 
@@ -32,8 +32,10 @@ struct Args {
     /// Seconds from start until the measured window (every target scraped at least twice).
     #[arg(long, default_value_t = 35)]
     warmup: u64,
-    /// Length of the measured window, seconds.
-    #[arg(long, default_value_t = 60)]
+    /// Length of the measured window, seconds. Not a whole number of intervals, so that every
+    /// target must answer at least `window / interval` (rounded down) scrapes in it, whatever
+    /// its phase.
+    #[arg(long, default_value_t = 67)]
     window: u64,
 }
 

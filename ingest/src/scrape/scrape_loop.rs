@@ -6,10 +6,11 @@
 //! fails, and when the loop stops. Owns the per-target series cache; knows nothing of
 //! discovery or the API beyond the [`TargetStatus`] it keeps current.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use storage::relabel;
 use storage::{AppendMode, Appendable, Appender, Label, Labels, Metadata, Sample, SeriesBatch};
