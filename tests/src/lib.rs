@@ -416,6 +416,28 @@ pub fn get_json(agent: &ureq::Agent, url: &str) -> (u16, Json) {
     (status, json)
 }
 
+/// An instant query's result on any server of the Prometheus API at `base`, as
+/// `labels (JSON) → value`, for comparing two servers' answers.
+pub fn instant_values(
+    agent: &ureq::Agent,
+    base: &str,
+    q: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let (status, body) = get_json(agent, &format!("{base}/api/v1/query?query={}", enc(q)));
+    assert_eq!(status, 200, "{base} {q}: {body}");
+    body["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{base} {q}: {body}"))
+        .iter()
+        .map(|s| {
+            (
+                s["metric"].to_string(),
+                s["value"][1].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Runs `novamon check-config <path>`; returns its exit code and stderr.
 pub fn check_config(path: &Path) -> (Option<i32>, String) {
     let out = Command::new(novamon_bin())

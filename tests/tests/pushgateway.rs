@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{agent, enc, get_json, wait_for_go_listen_url, wait_until, Json, Novamon, Process};
+use e2e::{
+    agent, enc, get_json, instant_values as instant, wait_for_go_listen_url, wait_until, Json,
+    Novamon, Process,
+};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
@@ -105,23 +108,6 @@ fn send(a: &ureq::Agent, base: &str, p: &Push) -> u16 {
         }
     };
     resp.unwrap().status().as_u16()
-}
-
-/// An instant query's result as `labels → value`.
-fn instant(a: &ureq::Agent, base: &str, q: &str) -> BTreeMap<String, String> {
-    let (status, body) = get_json(a, &format!("{base}/api/v1/query?query={}", enc(q)));
-    assert_eq!(status, 200, "{base} {q}: {body}");
-    body["data"]["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["metric"].to_string(),
-                s["value"][1].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// The listing with what differs between two servers by nature taken out: times (each

@@ -68,7 +68,7 @@ step("status", async () => {
     check(r.status() === 200 && (await r.headerValue("content-encoding")) === "gzip", `${r.url()} not served gzip-compressed (${r.status()})`);
     wire += (await r.request().sizes()).responseBodySize;
   }
-  check(files.length === 10, `expected index.html + 9 UI files, loaded ${files.length}`);
+  check(files.length === 11, `expected index.html + 10 UI files, loaded ${files.length}`);
   console.log(`     UI files: ${files.length}, ${wire} bytes compressed on the wire`);
   await page.waitForSelector('#stores-table [data-count="series"]', { timeout: WAIT });
   const series = Number((await text(page, '#stores-table [data-count="series"]')).replace(/,/g, ""));
