@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use e2e::{
-    agent, enc, get_json, instant_values as instant, wait_for_go_listen_url, wait_until, Json,
-    Novamon, Process,
+    agent, get_json, instant_values as instant, wait_for_go_listen_url, wait_until, Json, Novamon,
+    Process,
 };
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
