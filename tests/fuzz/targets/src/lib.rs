@@ -310,7 +310,8 @@ pub fn web_config(data: &[u8]) {
 
 /// A scrape target's answer: the first byte picks the format (odd: OpenMetrics), the rest is the
 /// body `ingest::scrape::exposition` parses. Every sample it lets through has a valid metric
-/// name and valid, unique label names; an error stops the parse, as it fails the scrape.
+/// name and valid label names, unique among those with a value (an empty value is no label, so
+/// `a="",a="x"` is fine, as in Prometheus); an error stops the parse, as it fails the scrape.
 pub fn scrape_body(data: &[u8]) {
     use ingest::scrape::exposition::{Entry, Format, Parser};
     let Some((first, body)) = data.split_first() else {
@@ -331,9 +332,11 @@ pub fn scrape_body(data: &[u8]) {
         if let Entry::Sample(s) = entry {
             assert!(metric_name(s.name()), "{:?}", s.name());
             let mut names = Vec::new();
-            s.for_each_label(|n, _| {
+            s.for_each_label(|n, v| {
                 assert!(storage::relabel::valid_name(n), "{n:?}");
-                names.push(n);
+                if !v.is_empty() {
+                    names.push(n);
+                }
             });
             let count = names.len();
             names.sort_unstable();
