@@ -12,7 +12,7 @@
 //!   scraping and alerting), native [`Histogram`]s, `encoding` (varints
 //!   and the like), `db` (RocksDB helpers: column-family options that read through one
 //!   bounded block cache per database, and what RocksDB holds in memory, [`StoreMemory`]),
-//!   `episode` (one log line per failure episode, so a full disk does not flood the log), one
+//!   [`files`] (small files replaced atomically and durably), `episode` (one log line per failure episode, so a full disk does not flood the log), one
 //!   error type ([`StorageError`]) whose class says whether a retry can succeed (a full disk:
 //!   yes).
 //!
@@ -23,6 +23,7 @@ mod db;
 mod encoding;
 mod episode;
 mod error;
+pub mod files;
 mod histogram;
 mod labels;
 pub mod logs;

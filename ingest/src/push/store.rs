@@ -7,7 +7,6 @@
 //! survive restarts. Owns the groups; how they reach the TSDB is `expose`'s.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -84,19 +83,11 @@ impl PushStore {
         self.groups.lock().values().cloned().collect()
     }
 
-    /// Writes the groups to a temporary file, syncs it and renames it over the last one.
+    /// Writes the groups, replacing the file's last content whole.
     fn persist(&self, groups: &BTreeMap<Vec<(String, String)>, Group>) -> std::io::Result<()> {
         let all: Vec<&Group> = groups.values().collect();
         let bytes = serde_json::to_vec(&all).map_err(std::io::Error::other)?;
-        let tmp = self.file.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.file)?;
-        if let Some(dir) = self.file.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        storage::files::replace_durably(&self.file, &bytes)
     }
 
     /// A push to the group `labels`: all its families replaced (`replace`, PUT) or those of

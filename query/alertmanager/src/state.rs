@@ -4,7 +4,6 @@
 //! after every change. Owns the file and the log's bookkeeping; not what is decided from it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -99,18 +98,8 @@ impl StateFile {
             silences: silences.to_vec(),
         })
         .map_err(|e| e.to_string())?;
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| format!("writing {}: {e}", self.path.display()))
+        storage::files::replace_durably(&self.path, &body)
+            .map_err(|e| format!("writing {}: {e}", self.path.display()))
     }
 }
 
