@@ -24,55 +24,60 @@ impl Target {
         let mut guard = self.series.lock();
         let (series, step) = &mut *guard;
         *step += 1;
-        let mut out = String::with_capacity(series.len() * 80);
-        let mut family = String::new();
-        for s in series.iter_mut() {
-            let v = s.next(*step);
-            let name = &s
-                .labels
-                .iter()
-                .find(|(n, _)| n == "__name__")
-                .expect("named")
-                .1;
-            let base = name
-                .strip_suffix("_bucket")
-                .or_else(|| name.strip_suffix("_sum"))
-                .or_else(|| name.strip_suffix("_count"))
-                .unwrap_or(name);
-            if base != family {
-                family = base.to_string();
-                let kind = if name.ends_with("_total") {
-                    "counter"
-                } else {
-                    "gauge"
-                };
-                let _ = writeln!(out, "# HELP {base} Simulated {base}.\n# TYPE {base} {kind}");
-            }
-            out.push_str(name);
-            // The scraper adds job and instance itself; the generator's hosts become a `host`
-            // label, which keeps the page's series apart.
-            let own: Vec<(&str, &str)> = s
-                .labels
-                .iter()
-                .filter(|(n, _)| !matches!(n.as_str(), "__name__" | "job"))
-                .map(|(n, v)| {
-                    (
-                        if n == "instance" { "host" } else { n.as_str() },
-                        v.as_str(),
-                    )
-                })
-                .collect();
-            for (i, (n, lv)) in own.iter().enumerate() {
-                out.push(if i == 0 { '{' } else { ',' });
-                let _ = write!(out, "{n}=\"{lv}\"");
-            }
-            if !own.is_empty() {
-                out.push('}');
-            }
-            let _ = writeln!(out, " {v}");
-        }
-        out
+        render_page(series, *step)
     }
+}
+
+/// A node-exporter-like page of `series` at `step`: `# HELP` and `# TYPE` per family, the
+/// generator's labels without `job` and with `instance` as `host` (the scraper adds job and
+/// instance itself; `host` keeps the page's series apart).
+pub fn render_page(series: &mut [Series], step: u64) -> String {
+    let mut out = String::with_capacity(series.len() * 80);
+    let mut family = String::new();
+    for s in series.iter_mut() {
+        let v = s.next(step);
+        let name = &s
+            .labels
+            .iter()
+            .find(|(n, _)| n == "__name__")
+            .expect("named")
+            .1;
+        let base = name
+            .strip_suffix("_bucket")
+            .or_else(|| name.strip_suffix("_sum"))
+            .or_else(|| name.strip_suffix("_count"))
+            .unwrap_or(name);
+        if base != family {
+            family = base.to_string();
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# HELP {base} Simulated {base}.\n# TYPE {base} {kind}");
+        }
+        out.push_str(name);
+        let own: Vec<(&str, &str)> = s
+            .labels
+            .iter()
+            .filter(|(n, _)| !matches!(n.as_str(), "__name__" | "job"))
+            .map(|(n, v)| {
+                (
+                    if n == "instance" { "host" } else { n.as_str() },
+                    v.as_str(),
+                )
+            })
+            .collect();
+        for (i, (n, lv)) in own.iter().enumerate() {
+            out.push(if i == 0 { '{' } else { ',' });
+            let _ = write!(out, "{n}=\"{lv}\"");
+        }
+        if !own.is_empty() {
+            out.push('}');
+        }
+        let _ = writeln!(out, " {v}");
+    }
+    out
 }
 
 /// The running targets; they stop when this is dropped.

@@ -2223,44 +2223,4 @@ null_byte_metric{a="abc"#;
             prop_assert_eq!(got, expected, "{}", body);
         }
     }
-
-    /// `cargo test --release -- --ignored --nocapture throughput`
-    #[test]
-    #[ignore]
-    fn throughput() {
-        let mut text = String::new();
-        for family in 0..100 {
-            let name = format!("node_family_{family}_seconds_total");
-            text += &format!("# HELP {name} Seconds the CPUs spent in each mode.\n");
-            text += &format!("# TYPE {name} counter\n");
-            for cpu in 0..10 {
-                let value = format!("{}.{}", 1234567 + family * cpu, cpu * 37);
-                let ts = if family % 10 == 0 {
-                    " 1700000000000"
-                } else {
-                    ""
-                };
-                text += &format!("{name}{{cpu=\"{cpu}\",mode=\"idle\"}} {value}{ts}\n");
-            }
-        }
-        let om = format!(
-            "{}# EOF\n",
-            text.replace(" 1700000000000", " 1700000000.000")
-        );
-        for (body, format) in [(text.as_bytes(), PROM), (om.as_bytes(), OM)] {
-            let rounds = 10_000;
-            let started = std::time::Instant::now();
-            let mut checksum = 0.0;
-            for _ in 0..rounds {
-                let mut parser = Parser::new(body, format);
-                while let Some(entry) = parser.next().unwrap() {
-                    if let Entry::Sample(sample) = entry {
-                        checksum += sample.value;
-                    }
-                }
-            }
-            let per_sample = started.elapsed().as_nanos() as f64 / (rounds * 1000) as f64;
-            println!("{format:?}: {per_sample:.1} ns/sample (checksum {checksum})");
-        }
-    }
 }

@@ -143,9 +143,9 @@ async fn run(
         let duration = started.elapsed();
         let (p, s, tg) = (pool.clone(), store.clone(), target.clone());
         let mut c = cache.take().expect("returned by every scrape");
-        let known = status.lock().metadata.clone();
+        let st = status.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let out = ingest(&mut c, &tg, &p, s.as_ref(), fetched, t, duration, &known);
+            let out = ingest(&mut c, &tg, &p, s.as_ref(), fetched, t, duration, &st);
             (c, out)
         })
         .await;
@@ -254,7 +254,7 @@ fn ingest(
     fetched: Result<Fetched, String>,
     t: i64,
     duration: Duration,
-    known: &BTreeMap<String, Metadata>,
+    status: &Mutex<TargetStatus>,
 ) -> Outcome {
     cache.generation += 1;
     let mut app = store.appender(AppendMode::BestEffort);
@@ -263,8 +263,10 @@ fn ingest(
         fetched.and_then(|f| samples(cache, target, pool, app.as_mut(), &f, t, &mut metadata));
     let (error, counts) = match parsed {
         Ok(c) => {
+            // Stored only when it changed since the last successful scrape.
+            let known = status.lock();
             for (family, m) in &metadata {
-                if known.get(family) != Some(m) {
+                if known.metadata.get(family) != Some(m) {
                     app.set_metadata(family, m.clone());
                 }
             }
