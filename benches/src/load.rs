@@ -424,10 +424,10 @@ mod tests {
                     assert!(batch.samples() <= 250);
                     let decoded = decode(protocol, batch.body(), &Limits::default()).unwrap();
                     assert_eq!(decoded.errors().count(), 0);
-                    for s in decoded.series() {
+                    for s in decoded.series().iter() {
                         total += s.samples.len();
-                        for sample in &s.samples {
-                            let prev = last_t.insert(s.labels.to_string(), sample.t);
+                        for sample in s.samples {
+                            let prev = last_t.insert(s.labels().to_string(), sample.t);
                             assert!(
                                 prev.is_none_or(|p| p < sample.t),
                                 "{protocol}: series not time-ordered"

@@ -85,14 +85,9 @@ impl Scan {
 /// more than `budget` bytes. Stops at the first byte over the budget, so the walk itself is
 /// bounded by the body.
 pub(crate) fn scan(body: &[u8], shape: &'static Shape, budget: usize) -> Result<Scan, WireError> {
-    let mut walk = Walk {
-        used: shape.size,
-        budget,
-        scan: Scan::default(),
-    };
-    walk.charge(0)?;
-    walk.message(body, shape, 0)?;
-    Ok(walk.scan)
+    let mut budget = Budget::new(budget);
+    budget.charge(shape.size)?;
+    budget.scan(body, shape)
 }
 
 /// The budget for a body of `len` bytes: `expansion` times its size, with small bodies
@@ -102,19 +97,46 @@ pub(crate) fn budget(len: usize, expansion: usize, floor: usize) -> usize {
     len.max(floor).saturating_mul(expansion)
 }
 
-struct Walk {
+/// What a decoder may still allocate for one body: a decoder that reads the body in place
+/// charges what it builds, and walks the parts it leaves to prost with [`Budget::scan`].
+pub(crate) struct Budget {
     used: usize,
-    budget: usize,
+    limit: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Budget {
+        Budget { used: 0, limit }
+    }
+
+    pub(crate) fn charge(&mut self, bytes: usize) -> Result<(), WireError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.limit {
+            return Err(WireError::TooLarge { limit: self.limit });
+        }
+        Ok(())
+    }
+
+    /// Charges what prost will build of `body`, a message of `shape` (its own struct
+    /// excluded: the caller charges it where it keeps it).
+    pub(crate) fn scan(&mut self, body: &[u8], shape: &'static Shape) -> Result<Scan, WireError> {
+        let mut walk = Walk {
+            budget: self,
+            scan: Scan::default(),
+        };
+        walk.message(body, shape, 0)?;
+        Ok(walk.scan)
+    }
+}
+
+struct Walk<'b> {
+    budget: &'b mut Budget,
     scan: Scan,
 }
 
-impl Walk {
+impl Walk<'_> {
     fn charge(&mut self, bytes: usize) -> Result<(), WireError> {
-        self.used = self.used.saturating_add(bytes);
-        if self.used > self.budget {
-            return Err(WireError::TooLarge { limit: self.budget });
-        }
-        Ok(())
+        self.budget.charge(bytes)
     }
 
     fn message(
@@ -127,26 +149,12 @@ impl Walk {
             return Err(WireError::Malformed("messages nested too deeply"));
         }
         while !buf.is_empty() {
-            let key = varint(&mut buf)?;
-            let number = (key >> 3) as u32;
-            match key & 7 {
+            let (number, value) = next_field(&mut buf)?;
+            match value {
                 // Scalars: free when singular, an element when repeated and unpacked.
-                0 => {
-                    varint(&mut buf)?;
-                    self.charge(8)?;
-                }
-                1 => {
-                    take(&mut buf, 8)?;
-                    self.charge(8)?;
-                }
-                5 => {
-                    take(&mut buf, 4)?;
-                    self.charge(8)?;
-                }
-                2 => {
-                    let len = usize::try_from(varint(&mut buf)?)
-                        .map_err(|_| WireError::Malformed("length out of range"))?;
-                    let body = take(&mut buf, len)?;
+                Value::Varint(_) | Value::Fixed64(_) | Value::Fixed32(_) => self.charge(8)?,
+                Value::Bytes(body) => {
+                    let len = body.len();
                     let field = shape
                         .fields
                         .iter()
@@ -169,7 +177,6 @@ impl Walk {
                         None => self.charge(len)?,
                     }
                 }
-                _ => return Err(WireError::Malformed("unsupported wire type")),
             }
         }
         Ok(())
@@ -204,9 +211,9 @@ enum Slot {
 /// their object's struct and only their strings' bytes are charged. Malformed JSON that the
 /// scan can step over is left for serde to report, with its own words.
 pub(crate) fn scan_json(body: &[u8], element: usize, budget: usize) -> Result<(), WireError> {
+    let mut budget = Budget::new(budget);
     let mut walk = Walk {
-        used: 0,
-        budget,
+        budget: &mut budget,
         scan: Scan::default(),
     };
     // An open container, and for objects whether the next value is a member (after `:`).
@@ -283,6 +290,44 @@ fn string_len(rest: &[u8]) -> usize {
     rest.len()
 }
 
+/// A field's value as the wire holds it (groups, long deprecated, are refused).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Value<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32(u32),
+    Bytes(&'a [u8]),
+}
+
+/// Reads the next field of a message: its number and value. For decoders that read a message
+/// in place instead of having prost build it.
+#[inline]
+pub(crate) fn next_field<'a>(buf: &mut &'a [u8]) -> Result<(u32, Value<'a>), WireError> {
+    let key = varint(buf)?;
+    // Field numbers are 1 to 2^29 - 1.
+    let number = u32::try_from(key >> 3)
+        .ok()
+        .filter(|n| (1..1 << 29).contains(n))
+        .ok_or(WireError::Malformed("field number out of range"))?;
+    let value = match key & 7 {
+        0 => Value::Varint(varint(buf)?),
+        1 => Value::Fixed64(u64::from_le_bytes(
+            take(buf, 8)?.try_into().expect("8 bytes"),
+        )),
+        5 => Value::Fixed32(u32::from_le_bytes(
+            take(buf, 4)?.try_into().expect("4 bytes"),
+        )),
+        2 => {
+            let len = usize::try_from(varint(buf)?)
+                .map_err(|_| WireError::Malformed("length out of range"))?;
+            Value::Bytes(take(buf, len)?)
+        }
+        _ => return Err(WireError::Malformed("unsupported wire type")),
+    };
+    Ok((number, value))
+}
+
+#[inline]
 fn varint(buf: &mut &[u8]) -> Result<u64, WireError> {
     let mut value = 0u64;
     for i in 0..10 {
@@ -290,6 +335,10 @@ fn varint(buf: &mut &[u8]) -> Result<u64, WireError> {
             .split_first()
             .ok_or(WireError::Malformed("truncated varint"))?;
         *buf = rest;
+        // The tenth byte holds the 64th bit only: more is an overflow, as prost finds.
+        if i == 9 && b > 1 {
+            return Err(WireError::Malformed("varint overflows 64 bits"));
+        }
         value |= u64::from(b & 0x7f) << (7 * i);
         if b < 0x80 {
             return Ok(value);
@@ -298,6 +347,7 @@ fn varint(buf: &mut &[u8]) -> Result<u64, WireError> {
     Err(WireError::Malformed("varint longer than 10 bytes"))
 }
 
+#[inline]
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
     if buf.len() < n {
         return Err(WireError::Malformed(

@@ -8,8 +8,8 @@
 //! may implement it in memory.
 
 use crate::{
-    AppendMode, AppendReport, HistogramSample, Labels, Matcher, Metadata, Sample, SeriesBatch,
-    SeriesSamples, StorageError, TsdbStatus,
+    AppendMode, AppendReport, EncodedBatch, HistogramSample, Labels, Matcher, Metadata, Sample,
+    SeriesBatch, SeriesSamples, StorageError, TsdbStatus,
 };
 
 /// A write transaction: nothing is visible or durable before [`Appender::commit`], which
@@ -18,6 +18,9 @@ use crate::{
 pub trait Appender {
     /// Adds float and histogram samples of one series.
     fn append(&mut self, series: SeriesBatch);
+    /// Adds a decoded request's series at once, label sets already encoded (no [`Labels`]
+    /// built per series).
+    fn append_batch(&mut self, batch: EncodedBatch);
     /// Records a metric family's metadata (`TYPE`, `HELP`, `UNIT`), written with the commit.
     /// Metadata is advisory: failing to store it is logged and does not fail the commit of
     /// samples already written.
@@ -226,7 +229,7 @@ pub trait LabelQuerier: Send + Sync {
 pub struct BatchAppender<'a, W: BatchWriter + ?Sized> {
     store: &'a W,
     mode: AppendMode,
-    batch: Vec<SeriesBatch>,
+    batch: EncodedBatch,
     metadata: Vec<(String, Metadata)>,
 }
 
@@ -235,7 +238,7 @@ pub struct BatchAppender<'a, W: BatchWriter + ?Sized> {
 pub trait BatchWriter: Send + Sync {
     fn write_batch(
         &self,
-        batch: &[SeriesBatch],
+        batch: &EncodedBatch,
         mode: AppendMode,
     ) -> Result<AppendReport, StorageError>;
     fn write_metadata(&self, metric_family: &str, metadata: Metadata) -> Result<(), StorageError>;
@@ -246,7 +249,7 @@ impl<'a, W: BatchWriter + ?Sized> BatchAppender<'a, W> {
         BatchAppender {
             store,
             mode,
-            batch: Vec::new(),
+            batch: EncodedBatch::new(),
             metadata: Vec::new(),
         }
     }
@@ -255,6 +258,14 @@ impl<'a, W: BatchWriter + ?Sized> BatchAppender<'a, W> {
 impl<W: BatchWriter + ?Sized> Appender for BatchAppender<'_, W> {
     fn append(&mut self, series: SeriesBatch) {
         self.batch.push(series);
+    }
+
+    fn append_batch(&mut self, batch: EncodedBatch) {
+        if self.batch.is_empty() {
+            self.batch = batch;
+        } else {
+            self.batch.append(batch);
+        }
     }
 
     fn set_metadata(&mut self, metric_family: &str, metadata: Metadata) {

@@ -2,7 +2,8 @@
 //!
 //! - [`contract`]: the metric store's contract ([`Appender`], [`Querier`] with
 //!   [`SelectHints`] and lazy [`Series`], [`LabelQuerier`]), after Prometheus's
-//!   `storage/interface.go`.
+//!   `storage/interface.go`; writes travel as an [`EncodedBatch`] (`batch`: label sets
+//!   encoded in one buffer as the index stores them).
 //! - `tsdb/`: the TSDB on RocksDB ([`Tsdb`]): series index and postings, head with
 //!   out-of-order buffer, write-ahead log, Gorilla chunks in one column family per UTC day,
 //!   checkpoints and retention. Its module doc is the map of its layout and locking.
@@ -18,6 +19,7 @@
 //!
 //! Knows nothing of wire formats, query languages or HTTP.
 
+mod batch;
 pub mod contract;
 mod db;
 mod encoding;
@@ -32,6 +34,7 @@ pub mod relabel;
 pub mod traces;
 mod tsdb;
 
+pub use batch::{EncodedBatch, EncodedSeries};
 pub use contract::{
     Appendable, Appender, LabelQuerier, Point, Querier, SelectHints, Series, SeriesSet,
 };

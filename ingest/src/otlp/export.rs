@@ -53,7 +53,10 @@ pub(crate) fn metrics(
         app.set_metadata(&family, md);
     }
     for s in converted.series {
-        match crate::remote_write::check_limits(s.labels.as_slice(), &state.label_limits) {
+        match crate::remote_write::check_limits(
+            s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+            &state.label_limits,
+        ) {
             None => app.append(s),
             Some(e) => {
                 rejected += s.samples.len() + s.histograms.len();

@@ -7,29 +7,29 @@ use std::mem::size_of;
 
 use prost::Message;
 use storage::{
-    Histogram as StoredHistogram, HistogramSample, HistogramSpan, Label, Labels, Metadata, Sample,
-    SeriesBatch,
+    EncodedBatch, Histogram as StoredHistogram, HistogramSample, HistogramSpan, Labels, Metadata,
+    Sample, METRIC_NAME,
 };
 
 use super::error::RemoteWriteError;
 use super::negotiate::Protocol;
 use super::proto::{v1, v2, Histogram};
 use crate::metrics::DropReason;
-use crate::wire::{self, Field, Shape};
+use crate::wire::{self, Field, Shape, Value, WireError};
 use crate::{Limits, EXPANSION_FLOOR_BYTES};
 
-/// A decoded request: the series that passed validation, the metadata it carried, and the
-/// series (or parts of series) that did not pass.
+/// A decoded request: the series that passed validation (label sets encoded, ready for the
+/// store), the metadata it carried, and the series (or parts of series) that did not pass.
 #[derive(Debug, Default)]
 pub struct DecodedWrite {
-    pub(crate) series: Vec<SeriesBatch>,
+    pub(crate) series: EncodedBatch,
     pub(crate) metadata: Vec<(String, Metadata)>,
     pub(crate) invalid: Vec<InvalidSeries>,
 }
 
 impl DecodedWrite {
-    /// The valid series with their float samples (series without samples are left out).
-    pub fn series(&self) -> &[SeriesBatch] {
+    /// The valid series with samples (series without samples are left out).
+    pub fn series(&self) -> &EncodedBatch {
         &self.series
     }
 
@@ -55,35 +55,32 @@ pub fn decode(
     limits: &Limits,
 ) -> Result<DecodedWrite, RemoteWriteError> {
     let raw = decompress(body, limits.max_decompressed_bytes)?;
-    let (shape, series) = match protocol {
-        Protocol::V1 => (&V1_REQUEST, V1_SERIES.name),
-        Protocol::V2 => (&V2_REQUEST, V2_SERIES.name),
-    };
     let budget = wire::budget(raw.len(), limits.max_expansion, EXPANSION_FLOOR_BYTES);
-    let scan = wire::scan(&raw, shape, budget)?;
-    let count = scan.count(series);
+    match protocol {
+        Protocol::V1 => from_v1(&raw, limits, wire::Budget::new(budget)),
+        Protocol::V2 => {
+            let scan = wire::scan(&raw, &V2_REQUEST, budget)?;
+            check_series_count(scan.count(V2_SERIES.name), limits)?;
+            from_v2(v2::Request::decode(raw.as_slice())?, limits)
+        }
+    }
+}
+
+fn check_series_count(count: usize, limits: &Limits) -> Result<(), RemoteWriteError> {
     if count > limits.max_series_per_request {
         return Err(RemoteWriteError::TooManySeries {
             count,
             limit: limits.max_series_per_request,
         });
     }
-    let decoded = match protocol {
-        Protocol::V1 => from_v1(v1::WriteRequest::decode(raw.as_slice())?, limits),
-        Protocol::V2 => from_v2(v2::Request::decode(raw.as_slice())?, limits)?,
-    };
-    Ok(decoded)
+    Ok(())
 }
 
-// What each message decodes to, for the walk that bounds a body before prost decodes it.
+// What each message decodes to, for the walk that bounds what prost builds: a 2.0 body, and
+// the parts of a 1.0 body that the in-place reader leaves to prost.
 static LABEL: Shape = Shape {
     name: "Label",
     size: size_of::<v1::Label>(),
-    fields: &[],
-};
-static SAMPLE: Shape = Shape {
-    name: "Sample",
-    size: size_of::<v1::Sample>(),
     fields: &[],
 };
 static SPAN: Shape = Shape {
@@ -106,28 +103,10 @@ static V1_EXEMPLAR: Shape = Shape {
     size: size_of::<v1::Exemplar>(),
     fields: &[(1, Field::Message(&LABEL))],
 };
-static V1_SERIES: Shape = Shape {
-    name: "TimeSeries",
-    size: size_of::<v1::TimeSeries>(),
-    fields: &[
-        (1, Field::Message(&LABEL)),
-        (2, Field::Message(&SAMPLE)),
-        (3, Field::Message(&V1_EXEMPLAR)),
-        (4, Field::Message(&HISTOGRAM)),
-    ],
-};
 static V1_METADATA: Shape = Shape {
     name: "MetricMetadata",
     size: size_of::<v1::MetricMetadata>(),
     fields: &[],
-};
-static V1_REQUEST: Shape = Shape {
-    name: "WriteRequest",
-    size: size_of::<v1::WriteRequest>(),
-    fields: &[
-        (1, Field::Message(&V1_SERIES)),
-        (3, Field::Message(&V1_METADATA)),
-    ],
 };
 static V2_SAMPLE: Shape = Shape {
     name: "Sample",
@@ -172,63 +151,175 @@ pub fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, RemoteWriteError
     Ok(snap::raw::Decoder::new().decompress_vec(body)?)
 }
 
-fn from_v1(req: v1::WriteRequest, limits: &Limits) -> DecodedWrite {
+/// What one series costs in a [`DecodedWrite`] beyond its label bytes (which are fewer than
+/// on the wire) and its samples: its entry in the batch.
+const SERIES_COST: usize = 32;
+
+/// Remote-write 1.0, read in place: every sample of a Prometheus sender is its own series
+/// entry, so building prost's structs (two strings per label) was most of what a sample cost.
+/// Labels and samples are read from the body as they lie; histograms, exemplars and metadata,
+/// rare, are left to prost. What is built is charged to `budget` as it is built.
+fn from_v1(
+    raw: &[u8],
+    limits: &Limits,
+    mut budget: wire::Budget,
+) -> Result<DecodedWrite, RemoteWriteError> {
+    // Counted first (one varint per series) so the limit is checked before any is decoded.
+    let mut count = 0;
+    let mut buf = raw;
+    while !buf.is_empty() {
+        if let (1, _) = wire::next_field(&mut buf)? {
+            count += 1;
+        }
+    }
+    check_series_count(count, limits)?;
     let mut out = DecodedWrite::default();
     let mut metadata = HashMap::new();
-    for ts in req.timeseries {
-        let raw: Vec<Label> = ts
-            .labels
-            .into_iter()
-            .map(|l| Label {
-                name: l.name,
-                value: l.value,
-            })
-            .collect();
-        let samples = ts
-            .samples
-            .iter()
-            .map(|s| Sample {
-                t: s.timestamp,
-                v: s.value,
-            })
-            .collect();
-        out.push_series(raw, samples, &ts.histograms, limits);
-    }
-    for md in req.metadata {
-        if md.metric_family_name.is_empty() {
-            continue;
+    let mut series = SeriesParts::default();
+    let mut buf = raw;
+    while !buf.is_empty() {
+        match wire::next_field(&mut buf)? {
+            (1, Value::Bytes(ts)) => {
+                budget.charge(SERIES_COST)?;
+                series.read_v1(ts, &mut budget)?;
+                let known = out.invalid.len();
+                out.push_series(&series.pairs, &series.samples, &series.histograms, limits);
+                for refused in &out.invalid[known..] {
+                    budget.charge(size_of::<InvalidSeries>() + refused.message.len())?;
+                }
+            }
+            (3, Value::Bytes(md)) => {
+                budget.charge(V1_METADATA.size)?;
+                budget.scan(md, &V1_METADATA)?;
+                let md = v1::MetricMetadata::decode(md)?;
+                if md.metric_family_name.is_empty() {
+                    continue;
+                }
+                let kind = v1::MetricType::try_from(md.r#type).unwrap_or(v1::MetricType::Unknown);
+                metadata.insert(
+                    md.metric_family_name,
+                    Metadata {
+                        kind: kind_name_v1(kind).into(),
+                        help: md.help,
+                        unit: md.unit,
+                    },
+                );
+            }
+            (1 | 3, _) => return Err(wrong_wire_type("WriteRequest field of the wrong wire type")),
+            _ => {}
         }
-        let kind = v1::MetricType::try_from(md.r#type).unwrap_or(v1::MetricType::Unknown);
-        metadata.insert(
-            md.metric_family_name,
-            Metadata {
-                kind: kind_name_v1(kind).into(),
-                help: md.help,
-                unit: md.unit,
-            },
-        );
     }
-    out.finish(metadata)
+    Ok(out.finish(metadata))
+}
+
+/// A known field with a wire type its declaration does not allow.
+fn wrong_wire_type(message: &'static str) -> RemoteWriteError {
+    RemoteWriteError::Wire(WireError::Malformed(message))
+}
+
+/// One series as read from the wire, reused from series to series of a request.
+#[derive(Default)]
+struct SeriesParts<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+    samples: Vec<Sample>,
+    histograms: Vec<Histogram>,
+}
+
+impl<'a> SeriesParts<'a> {
+    /// Reads a 1.0 `TimeSeries`.
+    fn read_v1(
+        &mut self,
+        mut buf: &'a [u8],
+        budget: &mut wire::Budget,
+    ) -> Result<(), RemoteWriteError> {
+        self.pairs.clear();
+        self.samples.clear();
+        self.histograms.clear();
+        while !buf.is_empty() {
+            match wire::next_field(&mut buf)? {
+                (1, Value::Bytes(label)) => {
+                    // The scratch list is reused, but one series may hold many labels.
+                    budget.charge(size_of::<(&str, &str)>())?;
+                    self.pairs.push(read_label(label)?);
+                }
+                (2, Value::Bytes(sample)) => {
+                    budget.charge(size_of::<Sample>())?;
+                    self.samples.push(read_sample(sample)?);
+                }
+                (3, Value::Bytes(exemplar)) => {
+                    // Not stored, but a corrupt one still means a corrupt request.
+                    budget.scan(exemplar, &V1_EXEMPLAR)?;
+                    v1::Exemplar::decode(exemplar)?;
+                }
+                (4, Value::Bytes(h)) => {
+                    budget.charge(HISTOGRAM.size)?;
+                    budget.scan(h, &HISTOGRAM)?;
+                    self.histograms.push(Histogram::decode(h)?);
+                }
+                (1..=4, _) => {
+                    return Err(wrong_wire_type("TimeSeries field of the wrong wire type"))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `Label` message: name 1, value 2; of repeated fields the last wins, as in prost.
+fn read_label(mut buf: &[u8]) -> Result<(&str, &str), RemoteWriteError> {
+    let (mut name, mut value): (&[u8], &[u8]) = (b"", b"");
+    while !buf.is_empty() {
+        match wire::next_field(&mut buf)? {
+            (1, Value::Bytes(b)) => name = b,
+            (2, Value::Bytes(b)) => value = b,
+            (1 | 2, _) => return Err(wrong_wire_type("Label field of the wrong wire type")),
+            _ => {}
+        }
+    }
+    let utf8 = |b| {
+        std::str::from_utf8(b).map_err(|_| WireError::Malformed("label name or value is not UTF-8"))
+    };
+    Ok((utf8(name)?, utf8(value)?))
+}
+
+/// A `Sample` message: value 1 (double), timestamp 2 (int64).
+fn read_sample(mut buf: &[u8]) -> Result<Sample, RemoteWriteError> {
+    let mut s = Sample { t: 0, v: 0.0 };
+    while !buf.is_empty() {
+        match wire::next_field(&mut buf)? {
+            (1, Value::Fixed64(bits)) => s.v = f64::from_bits(bits),
+            (2, Value::Varint(t)) => s.t = t as i64,
+            (1 | 2, _) => return Err(wrong_wire_type("Sample field of the wrong wire type")),
+            _ => {}
+        }
+    }
+    Ok(s)
 }
 
 fn from_v2(req: v2::Request, limits: &Limits) -> Result<DecodedWrite, RemoteWriteError> {
     let symbols = &req.symbols;
     let mut out = DecodedWrite::default();
     let mut metadata = HashMap::new();
+    let (mut pairs, mut exemplar_pairs) = (Vec::new(), Vec::new());
     for (i, ts) in req.timeseries.iter().enumerate() {
-        let raw = resolve_pairs(symbols, &ts.labels_refs, || format!("series {i}"))?;
+        resolve_pairs(
+            symbols,
+            &ts.labels_refs,
+            || format!("series {i}"),
+            &mut pairs,
+        )?;
         for ex in &ts.exemplars {
             // Exemplars are not stored, but a bad reference still means a corrupt request.
-            resolve_pairs(symbols, &ex.labels_refs, || {
-                format!("an exemplar of series {i}")
-            })?;
+            let what = || format!("an exemplar of series {i}");
+            resolve_pairs(symbols, &ex.labels_refs, what, &mut exemplar_pairs)?;
         }
         let md = ts
             .metadata
             .map(|md| metadata_v2(symbols, md))
             .transpose()?
             .flatten();
-        let samples = ts
+        let samples: Vec<Sample> = ts
             .samples
             .iter()
             .map(|s| Sample {
@@ -236,8 +327,8 @@ fn from_v2(req: v2::Request, limits: &Limits) -> Result<DecodedWrite, RemoteWrit
                 v: s.value,
             })
             .collect();
-        if let Some(labels) = out.push_series(raw, samples, &ts.histograms, limits) {
-            if let (Some(md), Some(name)) = (md, labels.metric_name()) {
+        if out.push_series(&pairs, &samples, &ts.histograms, limits) {
+            if let (Some(md), Some(name)) = (md, metric_name(&pairs)) {
                 metadata.insert(family_name(name, &md.kind).to_string(), md);
             }
         }
@@ -245,52 +336,67 @@ fn from_v2(req: v2::Request, limits: &Limits) -> Result<DecodedWrite, RemoteWrit
     Ok(out.finish(metadata))
 }
 
+fn metric_name<'a>(pairs: &[(&str, &'a str)]) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(n, v)| *n == METRIC_NAME && !v.is_empty())
+        .map(|(_, v)| *v)
+}
+
 impl DecodedWrite {
-    /// Validates one series and files its samples as valid or invalid. Returns the labels when
-    /// they are valid (the series may still have had its histograms refused). Valid series
-    /// without samples are kept until [`DecodedWrite::finish`], so that their labels can be
-    /// lent here without a copy.
+    /// Validates one series and files its samples as valid or invalid. Returns whether its
+    /// labels are valid (its histograms may still have been refused).
     fn push_series(
         &mut self,
-        raw: Vec<Label>,
-        samples: Vec<Sample>,
+        pairs: &[(&str, &str)],
+        samples: &[Sample],
         histograms: &[Histogram],
         limits: &Limits,
-    ) -> Option<&Labels> {
-        let labels = match validate_labels(raw, limits) {
-            Ok(labels) => labels,
-            Err((err, shown)) => {
-                self.invalid.push(InvalidSeries {
-                    message: format!("invalid series {shown}: {err}"),
-                    reason: DropReason::InvalidLabels,
-                    samples: samples.len() + histograms.len(),
-                });
-                return None;
-            }
+    ) -> bool {
+        let refuse = |err: &dyn std::fmt::Display, samples| InvalidSeries {
+            message: format!("invalid series {}: {err}", shown_labels(pairs)),
+            reason: DropReason::InvalidLabels,
+            samples,
         };
+        if let Err(err) = validate_labels(pairs, limits) {
+            self.invalid
+                .push(refuse(&err, samples.len() + histograms.len()));
+            return false;
+        }
         let mut converted = Vec::with_capacity(histograms.len());
         for h in histograms {
             match histogram_sample(h) {
                 Ok(s) => converted.push(s),
                 Err(err) => self.invalid.push(InvalidSeries {
-                    message: format!("invalid native histogram in series {labels}: {err}"),
+                    message: format!(
+                        "invalid native histogram in series {}: {err}",
+                        shown_labels(pairs)
+                    ),
                     reason: DropReason::NativeHistogram,
                     samples: 1,
                 }),
             }
         }
         converted.sort_by_key(|h| h.t);
-        self.series.push(SeriesBatch {
-            labels,
-            samples,
-            histograms: converted,
-        });
-        self.series.last().map(|s| &s.labels)
+        if samples.is_empty() && converted.is_empty() {
+            return true;
+        }
+        // Checked canonical above, so the batch takes them; were it ever to refuse, the
+        // series is reported, never dropped silently.
+        match self
+            .series
+            .push_pairs(pairs.iter().copied(), samples, &converted)
+        {
+            Ok(()) => true,
+            Err(e) => {
+                self.invalid
+                    .push(refuse(&e, samples.len() + converted.len()));
+                false
+            }
+        }
     }
 
     fn finish(mut self, metadata: HashMap<String, Metadata>) -> DecodedWrite {
-        self.series
-            .retain(|s| !s.samples.is_empty() || !s.histograms.is_empty());
         self.metadata = metadata.into_iter().collect();
         self
     }
@@ -310,11 +416,14 @@ fn symbol<'a>(
     })
 }
 
-fn resolve_pairs(
-    symbols: &[String],
+/// Resolves label references into `out` (cleared first), borrowing from the symbols table.
+fn resolve_pairs<'a>(
+    symbols: &'a [String],
     refs: &[u32],
     what: impl Fn() -> String,
-) -> Result<Vec<Label>, RemoteWriteError> {
+    out: &mut Vec<(&'a str, &'a str)>,
+) -> Result<(), RemoteWriteError> {
+    out.clear();
     if refs.len() % 2 == 1 {
         return Err(RemoteWriteError::Malformed(format!(
             "labels_refs of {} has odd length {}",
@@ -322,13 +431,13 @@ fn resolve_pairs(
             refs.len()
         )));
     }
-    refs.chunks_exact(2)
-        .map(|pair| {
-            let name = symbol(symbols, pair[0], &what)?;
-            let value = symbol(symbols, pair[1], &what)?;
-            Ok(Label::new(name, value))
-        })
-        .collect()
+    for pair in refs.chunks_exact(2) {
+        out.push((
+            symbol(symbols, pair[0], &what)?,
+            symbol(symbols, pair[1], &what)?,
+        ));
+    }
+    Ok(())
 }
 
 /// Metadata worth storing: `None` when the sender said nothing (unspecified type, no help, no unit).
@@ -431,26 +540,29 @@ fn quoted(s: &str) -> String {
 
 /// The limits of Mimir's distributor: label count, name and value lengths. OTLP metrics are
 /// held to them too.
-pub(crate) fn check_limits(raw: &[Label], limits: &Limits) -> Option<LabelsError> {
-    if raw.len() > limits.max_labels_per_series {
+pub(crate) fn check_limits<'a>(
+    mut pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    limits: &Limits,
+) -> Option<LabelsError> {
+    if pairs.len() > limits.max_labels_per_series {
         return Some(LabelsError::TooManyLabels {
-            actual: raw.len(),
+            actual: pairs.len(),
             limit: limits.max_labels_per_series,
         });
     }
-    raw.iter().find_map(|l| {
-        if l.name.len() > limits.max_label_name_length {
+    pairs.find_map(|(name, value)| {
+        if name.len() > limits.max_label_name_length {
             Some(LabelsError::NameTooLong {
-                actual: l.name.len(),
+                actual: name.len(),
                 limit: limits.max_label_name_length,
-                name: quoted(&l.name),
+                name: quoted(name),
             })
-        } else if l.value.len() > limits.max_label_value_length {
+        } else if value.len() > limits.max_label_value_length {
             Some(LabelsError::ValueTooLong {
-                actual: l.value.len(),
+                actual: value.len(),
                 limit: limits.max_label_value_length,
-                name: quoted(&l.name),
-                value: quoted(&l.value),
+                name: quoted(name),
+                value: quoted(value),
             })
         } else {
             None
@@ -458,45 +570,38 @@ pub(crate) fn check_limits(raw: &[Label], limits: &Limits) -> Option<LabelsError
     })
 }
 
-/// Checks a series' labels and brings them into canonical form. Names are validated as
-/// Prometheus 3 does by default: any non-empty UTF-8 string (prost has already refused
-/// strings that are not UTF-8). Labels must come sorted by name, as both specs require:
-/// Prometheus's receiver would quietly sort them, but a sender that breaks this rule is
-/// broken and is told so (every real sender sorts). On error, also returns the labels
-/// rendered for the message.
-fn validate_labels(raw: Vec<Label>, limits: &Limits) -> Result<Labels, (LabelsError, String)> {
-    let fail = |err, raw: Vec<Label>| Err((err, quoted(&Labels::new(raw).to_string())));
-    if raw.is_empty() {
-        return fail(LabelsError::NoLabels, raw);
+/// The labels as an error shows them (canonicalised, cut to a few hundred characters).
+fn shown_labels(pairs: &[(&str, &str)]) -> String {
+    quoted(&Labels::from_pairs(pairs.iter().copied()).to_string())
+}
+
+/// Checks a series' labels as the wire gave them. Names are validated as Prometheus 3 does
+/// by default: any non-empty UTF-8 string (the decoder has already refused strings that are
+/// not UTF-8). Labels must come sorted by name, as both specs require: Prometheus's receiver
+/// would quietly sort them, but a sender that breaks this rule is broken and is told so
+/// (every real sender sorts). Empty values mean "no such label" (the batch leaves them out),
+/// so `__name__=""` counts as missing.
+fn validate_labels(pairs: &[(&str, &str)], limits: &Limits) -> Result<(), LabelsError> {
+    if pairs.is_empty() {
+        return Err(LabelsError::NoLabels);
     }
-    if let Some(err) = check_limits(&raw, limits) {
-        return fail(err, raw);
+    if let Some(err) = check_limits(pairs.iter().copied(), limits) {
+        return Err(err);
     }
-    let mut problem = None;
-    for (i, l) in raw.iter().enumerate() {
-        if l.name.is_empty() {
-            problem = Some(LabelsError::EmptyName);
-        } else if i > 0 && raw[i - 1].name == l.name {
-            problem = Some(LabelsError::DuplicateName(l.name.clone()));
-        } else if i > 0 && raw[i - 1].name > l.name {
-            problem = Some(LabelsError::Unsorted(
-                l.name.clone(),
-                raw[i - 1].name.clone(),
-            ));
-        }
-        if problem.is_some() {
-            break;
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| pairs[p].0);
+        if name.is_empty() {
+            return Err(LabelsError::EmptyName);
+        } else if prev == Some(*name) {
+            return Err(LabelsError::DuplicateName(name.to_string()));
+        } else if let Some(prev) = prev.filter(|p| p > name) {
+            return Err(LabelsError::Unsorted(name.to_string(), prev.to_string()));
         }
     }
-    if let Some(err) = problem {
-        return fail(err, raw);
+    if metric_name(pairs).is_none() {
+        return Err(LabelsError::MissingMetricName);
     }
-    // Empty values mean "no such label" and are dropped here, so `__name__=""` counts as missing.
-    let labels = Labels::new(raw);
-    if labels.metric_name().is_none() {
-        return Err((LabelsError::MissingMetricName, quoted(&labels.to_string())));
-    }
-    Ok(labels)
+    Ok(())
 }
 
 /// Converts a protobuf histogram (integer counts as deltas, or float counts as absolute
@@ -578,6 +683,11 @@ mod tests {
     use crate::remote_write::proto::{histogram, BucketSpan};
     use crate::wire::WireError;
     use proptest::prelude::*;
+    use storage::SeriesBatch;
+
+    fn series(d: &DecodedWrite) -> Vec<SeriesBatch> {
+        d.series().to_series_batches()
+    }
 
     fn compress(raw: &[u8]) -> Vec<u8> {
         snap::raw::Encoder::new().compress_vec(raw).unwrap()
@@ -661,8 +771,8 @@ mod tests {
         let d = decode_v1(&req).unwrap();
         assert_eq!(d.errors().count(), 0);
         assert_eq!(
-            d.series(),
-            &[SeriesBatch {
+            series(&d),
+            [SeriesBatch {
                 labels: Labels::from_pairs([("__name__", "up"), ("job", "node")]),
                 samples: vec![Sample { t: 1000, v: 1.0 }, Sample { t: 2000, v: 0.0 }],
                 histograms: vec![],
@@ -723,14 +833,14 @@ mod tests {
         assert_eq!(d.errors().count(), 0);
         assert_eq!(d.series().len(), 1);
         assert_eq!(
-            d.series()[0].labels,
+            series(&d)[0].labels,
             Labels::from_pairs([
                 ("__name__", "rpc_seconds_bucket"),
                 ("instance", "a:1"),
                 ("le", "0.5")
             ])
         );
-        assert_eq!(d.series()[0].samples, vec![Sample { t: 10, v: 3.0 }]);
+        assert_eq!(series(&d)[0].samples, vec![Sample { t: 10, v: 3.0 }]);
         let expected = Metadata {
             kind: "histogram".into(),
             help: "Latency.".into(),
@@ -793,13 +903,10 @@ mod tests {
     #[test]
     fn utf8_names_are_valid() {
         let utf8 = validate_labels(
-            vec![Label::new("__name__", "mété.o"), Label::new("ünit/1", "v")],
+            &[("__name__", "mété.o"), ("ünit/1", "v")],
             &Limits::default(),
         );
-        assert_eq!(
-            utf8.unwrap(),
-            Labels::from_pairs([("__name__", "mété.o"), ("ünit/1", "v")])
-        );
+        assert_eq!(utf8, Ok(()));
     }
 
     #[test]
@@ -807,7 +914,8 @@ mod tests {
         // WriteRequest{timeseries: [{labels: [{name: b"\xff", value: "v"}]}]}
         let bytes = [0x0a, 0x08, 0x0a, 0x06, 0x0a, 0x01, 0xff, 0x12, 0x01, b'v'];
         let err = decode(Protocol::V1, &compress(&bytes), &Limits::default()).unwrap_err();
-        assert!(matches!(err, RemoteWriteError::Protobuf(_)), "{err}");
+        assert!(matches!(err, RemoteWriteError::Wire(_)), "{err}");
+        assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
     }
 
     #[test]
@@ -839,7 +947,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(d.errors().count(), 0);
-        let s = &d.series()[0];
+        let s = &series(&d)[0];
         assert_eq!(s.samples.len(), 1);
         assert_eq!(s.histograms.len(), 2);
         assert_eq!((s.histograms[0].t, s.histograms[1].t), (3, 5));
@@ -878,7 +986,7 @@ mod tests {
             vec!["invalid native histogram in series bad{}: positive side: spans need 2 buckets, have 1 buckets"]
         );
         assert_eq!(d.invalid[0].reason, DropReason::NativeHistogram);
-        assert_eq!(d.series()[0].samples.len(), 1);
+        assert_eq!(series(&d)[0].samples.len(), 1);
     }
 
     #[test]
@@ -990,7 +1098,12 @@ mod tests {
             } else {
                 raw.clone()
             };
-            let err = decode(protocol, &compress(&raw), &Limits::default()).unwrap_err();
+            // With no series limit in the way, the decoded size is what refuses them.
+            let limits = Limits {
+                max_series_per_request: usize::MAX,
+                ..Limits::default()
+            };
+            let err = decode(protocol, &compress(&raw), &limits).unwrap_err();
             assert!(
                 matches!(err, RemoteWriteError::Wire(WireError::TooLarge { .. })),
                 "{err}"
@@ -1091,12 +1204,70 @@ mod tests {
             let req = v1::WriteRequest { timeseries: vec![series_v1(&pairs, &samples)], metadata: vec![] };
             let d = decode_v1(&req).unwrap();
             prop_assert_eq!(d.errors().count(), 0);
-            prop_assert_eq!(&d.series()[0].labels, &Labels::from_pairs(labels.clone()));
-            let got: Vec<(i64, u64)> = d.series()[0].samples.iter().map(|s| (s.t, s.v.to_bits())).collect();
+            prop_assert_eq!(&series(&d)[0].labels, &Labels::from_pairs(labels.clone()));
+            let got: Vec<(i64, u64)> = series(&d)[0].samples.iter().map(|s| (s.t, s.v.to_bits())).collect();
             // Bit-exact (stale markers are NaNs), except that proto3 omits a zero of either
             // sign, so -0.0 arrives as 0.0 (as from Prometheus's own encoder).
             let want: Vec<(i64, u64)> = samples.iter().map(|&(t, v)| (t, if v == 0.0 { 0 } else { v.to_bits() })).collect();
             prop_assert_eq!(got, want);
+        }
+
+        /// The in-place 1.0 reader reads what prost reads: on requests of any labels (empty,
+        /// unsorted, repeated) and samples, each with one byte changed, both refuse the bytes
+        /// or both give the same series, refusals and metadata.
+        #[test]
+        fn v1_reader_agrees_with_prost(
+            entries in proptest::collection::vec((
+                proptest::collection::vec(("[_a-c]{0,2}", "[a-b\u{e9}]{0,2}"), 0..4),
+                proptest::collection::vec((any::<i64>(), any::<f64>()), 0..3),
+            ), 0..4),
+            family in "[a-c]{0,2}",
+            flip in any::<(usize, u8)>(),
+        ) {
+            let req = v1::WriteRequest {
+                timeseries: entries.iter().map(|(labels, samples)| {
+                    let pairs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                    series_v1(&pairs, samples)
+                }).collect(),
+                metadata: vec![v1::MetricMetadata { metric_family_name: family, help: "h".into(), ..Default::default() }],
+            };
+            let mut raw = req.encode_to_vec();
+            if !raw.is_empty() {
+                let at = flip.0 % raw.len();
+                raw[at] ^= flip.1;
+            }
+            let limits = Limits::default();
+            let ours = decode(Protocol::V1, &compress(&raw), &limits)
+                .map(|d| (series(&d), d.errors().map(String::from).collect::<Vec<_>>(), d.metadata));
+            let reference = v1::WriteRequest::decode(raw.as_slice()).map(|req| {
+                let mut d = DecodedWrite::default();
+                for ts in &req.timeseries {
+                    let pairs: Vec<(&str, &str)> = ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+                    let samples: Vec<Sample> = ts.samples.iter().map(|s| Sample { t: s.timestamp, v: s.value }).collect();
+                    d.push_series(&pairs, &samples, &ts.histograms, &limits);
+                }
+                let metadata: Vec<(String, Metadata)> = req.metadata.into_iter().filter(|m| !m.metric_family_name.is_empty()).map(|m| {
+                    let kind = v1::MetricType::try_from(m.r#type).unwrap_or(v1::MetricType::Unknown);
+                    (m.metric_family_name, Metadata { kind: kind_name_v1(kind).into(), help: m.help, unit: m.unit })
+                }).collect();
+                (series(&d), d.errors().map(String::from).collect::<Vec<_>>(), metadata)
+            });
+            match (ours, reference) {
+                (Ok(mut a), Ok(mut b)) => {
+                    // Metadata is keyed by family; compare it as a set.
+                    a.2.sort_by(|x, y| x.0.cmp(&y.0));
+                    b.2.sort_by(|x, y| x.0.cmp(&y.0));
+                    b.2.dedup_by(|x, y| x.0 == y.0);
+                    let bits = |v: &[SeriesBatch]| -> Vec<(Labels, Vec<(i64, u64)>)> {
+                        v.iter().map(|s| (s.labels.clone(), s.samples.iter().map(|x| (x.t, x.v.to_bits())).collect())).collect()
+                    };
+                    prop_assert_eq!(bits(&a.0), bits(&b.0));
+                    prop_assert_eq!(a.1, b.1);
+                    prop_assert_eq!(a.2.len(), b.2.len());
+                }
+                (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "reader {:?} but prost {:?}", a.map(|_| ()), b.map(|_| ())),
+            }
         }
     }
 }

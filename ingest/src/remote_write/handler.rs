@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use storage::{AppendMode, AppendReport, RejectReason, SeriesBatch, StorageError};
+use storage::{AppendMode, AppendReport, RejectReason, StorageError};
 
 use super::decode::{decode, DecodedWrite};
 use super::error::{ErrorList, RemoteWriteError};
@@ -135,11 +135,7 @@ fn write_all_or_nothing(
     max_t: i64,
 ) -> Result<(AppendReport, ErrorList), RemoteWriteError> {
     let metrics = &state.metrics;
-    let total = decoded
-        .series
-        .iter()
-        .map(|s| s.samples.len() + s.histograms.len())
-        .sum::<usize>();
+    let total = decoded.series.sample_count();
     if !decoded.invalid.is_empty() {
         let mut errors = ErrorList::default();
         for inv in &decoded.invalid {
@@ -202,19 +198,16 @@ fn write_best_effort(
         metrics.rejected(inv.reason, inv.samples);
         errors.push(inv.message.clone());
     }
-    for series in &mut decoded.series {
-        let before = series.samples.len() + series.histograms.len();
-        series.samples.retain(|s| s.t <= max_t);
-        series.histograms.retain(|h| h.t <= max_t);
-        let after = series.samples.len() + series.histograms.len();
-        if after < before {
-            metrics.rejected(DropReason::TooFarInFuture, before - after);
-            errors.push(format!("{TOO_FAR_IN_FUTURE} for series {}", series.labels));
-        }
-    }
-    decoded
-        .series
-        .retain(|s: &SeriesBatch| !s.samples.is_empty() || !s.histograms.is_empty());
+    decoded.series.retain_samples(
+        |t| t <= max_t,
+        |series, dropped| {
+            metrics.rejected(DropReason::TooFarInFuture, dropped);
+            errors.push(format!(
+                "{TOO_FAR_IN_FUTURE} for series {}",
+                series.labels()
+            ));
+        },
+    );
     let report = append(state, decoded, AppendMode::BestEffort)?;
     for r in &report.rejected {
         metrics.rejected(r.reason.into(), 1);
@@ -230,9 +223,7 @@ fn append(
     mode: AppendMode,
 ) -> Result<AppendReport, StorageError> {
     let mut app = state.metrics_store.appender(mode);
-    for s in decoded.series {
-        app.append(s);
-    }
+    app.append_batch(decoded.series);
     for (family, md) in decoded.metadata {
         app.set_metadata(&family, md);
     }

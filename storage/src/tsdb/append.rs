@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::tsdb::partition::{MAX_T, MIN_T};
-use crate::{RejectReason, StorageError};
+use crate::{RejectReason, Sample, StorageError};
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -32,15 +32,30 @@ pub(crate) enum Verdict {
 /// accepted so far, so that later samples of the same batch are judged against earlier ones.
 pub(crate) struct SeriesCheck {
     last: Option<(i64, u64)>,
-    accepted: BTreeMap<i64, u64>,
+    /// The samples accepted, in the order accepted: sorted by t until one arrives out of
+    /// order, which almost no series ever sees.
+    accepted: Vec<Sample>,
+    /// Every accepted sample by t, built once one arrives out of order (the list is no longer
+    /// sorted then, and a batch of many must not be searched one by one).
+    by_time: Option<BTreeMap<i64, u64>>,
 }
 
 impl SeriesCheck {
     pub(crate) fn new(last: Option<(i64, u64)>) -> SeriesCheck {
         SeriesCheck {
             last,
-            accepted: BTreeMap::new(),
+            accepted: Vec::new(),
+            by_time: None,
         }
+    }
+
+    /// The samples accepted (new in-order and out-of-order data), in the order accepted.
+    pub(crate) fn accepted(&self) -> &[Sample] {
+        &self.accepted
+    }
+
+    pub(crate) fn into_accepted(self) -> Vec<Sample> {
+        self.accepted
     }
 
     /// Judges one sample. `stored(t)` returns the value bits already stored at `t`, if any; it
@@ -48,10 +63,10 @@ impl SeriesCheck {
     pub(crate) fn check(
         &mut self,
         limits: Limits,
-        t: i64,
-        bits: u64,
+        s: Sample,
         stored: impl FnOnce() -> Result<Option<u64>, StorageError>,
     ) -> Result<Verdict, StorageError> {
+        let (t, bits) = (s.t, s.v.to_bits());
         if t < limits.cutoff || !(MIN_T..=MAX_T).contains(&t) {
             return Ok(Verdict::Reject(RejectReason::TooOld));
         }
@@ -62,7 +77,7 @@ impl SeriesCheck {
             Some((last_t, _)) if t < last_t.saturating_sub(limits.ooo_window_ms) => {
                 Verdict::Reject(RejectReason::OutOfOrder)
             }
-            Some(_) => match self.accepted.get(&t).copied() {
+            Some(_) => match self.accepted_at(t) {
                 Some(existing) => Self::repeat(existing, bits),
                 None => match stored()? {
                     Some(existing) => Self::repeat(existing, bits),
@@ -73,14 +88,36 @@ impl SeriesCheck {
         match verdict {
             Verdict::InOrder => {
                 self.last = Some((t, bits));
-                self.accepted.insert(t, bits);
+                self.accept(s);
             }
             Verdict::OutOfOrder => {
-                self.accepted.insert(t, bits);
+                let index = self.by_time.get_or_insert_with(|| {
+                    self.accepted.iter().map(|a| (a.t, a.v.to_bits())).collect()
+                });
+                index.insert(t, bits);
+                self.accepted.push(s);
             }
             Verdict::Noop | Verdict::Reject(_) => {}
         }
         Ok(verdict)
+    }
+
+    fn accept(&mut self, s: Sample) {
+        if let Some(index) = &mut self.by_time {
+            index.insert(s.t, s.v.to_bits());
+        }
+        self.accepted.push(s);
+    }
+
+    fn accepted_at(&self, t: i64) -> Option<u64> {
+        match &self.by_time {
+            Some(index) => index.get(&t).copied(),
+            None => self
+                .accepted
+                .binary_search_by_key(&t, |a| a.t)
+                .ok()
+                .map(|i| self.accepted[i].v.to_bits()),
+        }
     }
 
     fn repeat(existing: u64, bits: u64) -> Verdict {
@@ -102,7 +139,7 @@ mod tests {
     };
 
     fn check(c: &mut SeriesCheck, t: i64, v: f64, stored: Option<f64>) -> Verdict {
-        c.check(LIMITS, t, v.to_bits(), || Ok(stored.map(f64::to_bits)))
+        c.check(LIMITS, Sample { t, v }, || Ok(stored.map(f64::to_bits)))
             .unwrap()
     }
 

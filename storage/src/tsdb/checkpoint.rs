@@ -92,9 +92,7 @@ impl Inner {
                 }
                 let mut check = SeriesCheck::new(state.head.last(id));
                 for s in samples {
-                    let verdict = check.check(limits, s.t, s.v.to_bits(), || {
-                        self.stored_value(&state, id, s.t)
-                    })?;
+                    let verdict = check.check(limits, s, || self.stored_value(&state, id, s.t))?;
                     match verdict {
                         Verdict::InOrder | Verdict::OutOfOrder => Self::apply(&mut state, id, s),
                         Verdict::Noop => {}
@@ -124,14 +122,14 @@ impl Inner {
     /// the WAL, which replay recognises as already stored.
     pub(super) fn checkpoint(&self) -> Result<(), StorageError> {
         let mut cp = self.checkpoint.lock();
-        let (dirty, wal_end) = {
+        let (mut dirty, wal_end) = {
             let counters = self.append.lock();
             let mut state = self.state.write();
             (state.head.take_dirty(), counters.next_wal_seq)
         };
         // Sorted outside the locks: slices in key order write to RocksDB in key order.
-        let mut dirty: Vec<u64> = dirty.into_iter().collect();
         dirty.sort_unstable();
+        dirty.dedup();
         if dirty.is_empty() && cp.wal_start >= wal_end {
             return Ok(());
         }

@@ -8,7 +8,7 @@
 //! head and RocksDB. It does not validate samples (the `append` module does) and never touches
 //! RocksDB.
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 
 use crate::tsdb::chunk::{ChunkArena, CorruptChunk, XorChunk, MAX_SAMPLES};
 use crate::tsdb::partition::window_start;
@@ -21,6 +21,8 @@ struct SeriesHead {
     open: Option<XorChunk>,
     /// How many samples of `open` are already stored in its partition.
     open_persisted: u16,
+    /// Dirty (listed in [`Head::dirty`]) while this equals [`Head::generation`].
+    dirty_generation: u32,
     /// Chunks cut from `open` that hold samples not yet persisted, oldest first.
     frozen: Vec<XorChunk>,
     /// Apart, as most series hold none of it most of the time: every byte of a head counts a
@@ -70,13 +72,34 @@ impl SeriesSnapshot {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Head {
     /// Boxed: a table sized for a million series has two million buckets, and a bucket that
     /// held the ~200-byte head itself would cost twice the heads.
     series: HashMap<u64, Box<SeriesHead>>,
-    /// Series holding data that is not yet persisted.
-    dirty: HashSet<u64>,
+    /// Series holding data that is not yet persisted, each listed once: a flag in the series'
+    /// head says whether it is listed, so a write costs no set insertion, and taking the list
+    /// starts a new generation instead of clearing a million flags under the lock.
+    dirty: Vec<u64>,
+    generation: u32,
+}
+
+impl Default for Head {
+    fn default() -> Head {
+        Head {
+            series: HashMap::default(),
+            dirty: Vec::new(),
+            // Heads start at generation 0: not dirty.
+            generation: 1,
+        }
+    }
+}
+
+/// Lists `id` as dirty unless its head already is.
+fn list_dirty(dirty: &mut Vec<u64>, generation: u32, id: u64, h: &mut SeriesHead) {
+    if h.dirty_generation != generation {
+        h.dirty_generation = generation;
+        dirty.push(id);
+    }
 }
 
 fn bits_at(chunk: &XorChunk, t: i64) -> Result<Option<u64>, CorruptChunk> {
@@ -161,14 +184,14 @@ impl Head {
         let bits = s.v.to_bits();
         h.open.get_or_insert_with(XorChunk::new).append(s.t, bits);
         h.last = Some((s.t, bits));
-        self.dirty.insert(id);
+        list_dirty(&mut self.dirty, self.generation, id, h);
     }
 
     /// Buffers a sample older than the series' last one (validated: no sample at its t yet).
     pub(crate) fn insert_out_of_order(&mut self, id: u64, s: Sample) {
         let h = self.series.entry(id).or_default();
         insert_sorted(&mut h.pending.get_or_insert_with(Box::default).ooo, s);
-        self.dirty.insert(id);
+        list_dirty(&mut self.dirty, self.generation, id, h);
     }
 
     /// Copies what the head holds of a series within [mint, maxt]: its in-order chunks that
@@ -199,13 +222,20 @@ impl Head {
     /// The series with data beyond their persisted state; they are no longer dirty until
     /// written to again (or handed back by [`Head::abort`] / [`Head::mark_dirty`]). O(1), so
     /// that it can be taken under the locks appends wait for.
-    pub(crate) fn take_dirty(&mut self) -> HashSet<u64> {
+    /// In no order; an id may repeat (a series removed and brought back within one
+    /// generation is listed twice): sorting is left to the caller, outside the lock.
+    pub(crate) fn take_dirty(&mut self) -> Vec<u64> {
+        self.generation = self.generation.checked_add(1).unwrap_or(1);
         std::mem::take(&mut self.dirty)
     }
 
     /// Series to persist again at the next checkpoint.
     pub(crate) fn mark_dirty(&mut self, ids: &[u64]) {
-        self.dirty.extend(ids.iter().copied());
+        for &id in ids {
+            if let Some(h) = self.series.get_mut(&id) {
+                list_dirty(&mut self.dirty, self.generation, id, h);
+            }
+        }
     }
 
     /// Takes what series `ids` (from [`Head::take_dirty`]) hold beyond their persisted state,
@@ -278,16 +308,15 @@ impl Head {
     /// The snapshot could not be written: its data stays in the flushing slots and the next
     /// checkpoint retries it.
     pub(crate) fn abort(&mut self, snaps: &[SeriesSnapshot]) {
-        self.dirty.extend(snaps.iter().map(|s| s.id));
+        let ids: Vec<u64> = snaps.iter().map(|s| s.id).collect();
+        self.mark_dirty(&ids);
     }
 
     /// Whether everything the head holds of a series is persisted (so it may leave memory).
     pub(crate) fn persisted(&self, id: u64) -> bool {
-        if self.dirty.contains(&id) {
-            return false;
-        }
         self.series.get(&id).is_none_or(|h| {
-            h.frozen.is_empty()
+            h.dirty_generation != self.generation
+                && h.frozen.is_empty()
                 && h.pending.is_none()
                 && h.open
                     .as_ref()
@@ -296,9 +325,9 @@ impl Head {
     }
 
     pub(crate) fn remove(&mut self, ids: &[u64]) {
+        // Left in `dirty` if listed: a checkpoint skips ids it no longer finds.
         for id in ids {
             self.series.remove(id);
-            self.dirty.remove(id);
         }
     }
 

@@ -20,7 +20,9 @@ use rocksdb::{IteratorMode, WriteBatch};
 use crate::db::{self, Db, CF_SERIES, CF_SERIES_TIMES};
 use crate::tsdb::labelset::StoredLabels;
 use crate::tsdb::postings::MemPostings;
-use crate::{Labels, Matcher, StorageError};
+#[cfg(test)]
+use crate::Labels;
+use crate::{Matcher, StorageError};
 
 pub(crate) struct SeriesInfo {
     pub(crate) labels: StoredLabels,
@@ -54,16 +56,17 @@ struct LabelIds {
     hasher: foldhash::fast::RandomState,
 }
 
+/// Keyed by the encoded bytes: hashed in one call and compared with one `memcmp`.
 impl LabelIds {
-    fn get(&self, labels: &Labels) -> Option<u64> {
-        let h = self.hasher.hash_one(labels);
+    fn get(&self, encoded: &[u8]) -> Option<u64> {
+        let h = self.hasher.hash_one(encoded);
         self.table
-            .find(h, |e| e.0 == h && e.1.is(labels))
+            .find(h, |e| e.0 == h && e.1.bytes() == encoded)
             .map(|e| e.2)
     }
 
     fn insert(&mut self, labels: StoredLabels, id: u64) {
-        let h = self.hasher.hash_one(&labels);
+        let h = self.hasher.hash_one(labels.bytes());
         let same = |e: &(u64, StoredLabels, u64)| e.0 == h && e.1.bytes() == labels.bytes();
         match self.table.entry(h, same, |e| e.0) {
             Entry::Occupied(mut e) => e.get_mut().2 = id,
@@ -74,7 +77,7 @@ impl LabelIds {
     }
 
     fn remove(&mut self, labels: &StoredLabels) {
-        let h = self.hasher.hash_one(labels);
+        let h = self.hasher.hash_one(labels.bytes());
         let same = |e: &(u64, StoredLabels, u64)| e.0 == h && e.1.bytes() == labels.bytes();
         if let Ok(e) = self.table.find_entry(h, same) {
             e.remove();
@@ -83,16 +86,17 @@ impl LabelIds {
 }
 
 /// Refuses label sets that cannot name a series: empty ones, empty names (Prometheus rejects
-/// both), and names holding a NUL, which no selector can write.
-pub(crate) fn validate_labels(labels: &Labels) -> Result<(), StorageError> {
-    if labels.is_empty() {
+/// both), and names holding a NUL, which no selector can write. Takes the encoded form.
+pub(crate) fn validate_labels(encoded: &[u8]) -> Result<(), StorageError> {
+    let mut pairs = crate::batch::byte_pairs(encoded).peekable();
+    if pairs.peek().is_none() {
         return Err(StorageError::Invalid("empty label set".into()));
     }
-    for l in labels {
-        if l.name.is_empty() || l.name.contains('\0') {
+    for (name, _) in pairs {
+        if name.is_empty() || name.contains(&0) {
             return Err(StorageError::Invalid(format!(
                 "invalid label name {:?}",
-                l.name
+                String::from_utf8_lossy(name)
             )));
         }
     }
@@ -174,8 +178,9 @@ impl Index {
         Ok(index)
     }
 
-    pub(crate) fn id(&self, labels: &Labels) -> Option<u64> {
-        self.by_labels.get(labels)
+    /// The id of the label set encoded as an [`crate::EncodedBatch`] holds it.
+    pub(crate) fn id(&self, encoded: &[u8]) -> Option<u64> {
+        self.by_labels.get(encoded)
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&SeriesInfo> {
@@ -286,9 +291,10 @@ mod tests {
                 7 => Some(70_000),
                 _ => Some(i as u64),
             };
-            assert_eq!(ids.get(l), want, "{l}");
+            assert_eq!(ids.get(StoredLabels::encode(l).bytes()), want, "{l}");
         }
-        assert_eq!(ids.get(&Labels::from_pairs([("__name__", "other")])), None);
+        let other = StoredLabels::encode(&Labels::from_pairs([("__name__", "other")]));
+        assert_eq!(ids.get(other.bytes()), None);
     }
 
     proptest! {
@@ -302,9 +308,10 @@ mod tests {
 
     #[test]
     fn invalid_label_sets_are_refused() {
-        assert!(validate_labels(&Labels::default()).is_err());
-        assert!(validate_labels(&Labels::from_pairs([("a\0b", "x")])).is_err());
-        assert!(validate_labels(&Labels::from_pairs([("", "x")])).is_err());
-        assert!(validate_labels(&Labels::from_pairs([("a", "x\0y")])).is_ok());
+        let check = |l: Labels| validate_labels(StoredLabels::encode(&l).bytes());
+        assert!(check(Labels::default()).is_err());
+        assert!(check(Labels::from_pairs([("a\0b", "x")])).is_err());
+        assert!(check(Labels::from_pairs([("", "x")])).is_err());
+        assert!(check(Labels::from_pairs([("a", "x\0y")])).is_ok());
     }
 }

@@ -45,6 +45,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::{WriteBatch, WriteOptions};
 use tracing::{info, warn};
 
+use crate::batch::EncodedSeries;
 use crate::contract::BatchWriter;
 use crate::db::{
     self, Db, CF_COLD_INDEX, CF_COLD_LABELS, CF_HISTOGRAMS, CF_SERIES, CF_SERIES_TIMES, CF_WAL,
@@ -54,8 +55,9 @@ use crate::tsdb::append::{Limits, SeriesCheck, Verdict};
 use crate::tsdb::chunk::StoredChunk;
 use crate::tsdb::head::Head;
 use crate::{
-    AppendMode, AppendReport, HistogramSample, LabelQuerier, Labels, Matcher, Metadata, Querier,
-    Rejection, Sample, SelectHints, SeriesBatch, SeriesSet, StorageError, TsdbStatus,
+    AppendMode, AppendReport, EncodedBatch, HistogramSample, LabelQuerier, Labels, Matcher,
+    Metadata, Querier, Rejection, Sample, SelectHints, SeriesBatch, SeriesSet, StorageError,
+    TsdbStatus,
 };
 use cold::ColdSeries;
 use index::Index;
@@ -257,6 +259,16 @@ impl Tsdb {
         batch: &[SeriesBatch],
         mode: AppendMode,
     ) -> Result<AppendReport, StorageError> {
+        self.append_batch(&EncodedBatch::from(batch.to_vec()), mode)
+    }
+
+    /// [`Tsdb::append`] of a batch whose label sets are already encoded: the write path of
+    /// every wire format, which finds each series by those bytes.
+    pub fn append_batch(
+        &self,
+        batch: &EncodedBatch,
+        mode: AppendMode,
+    ) -> Result<AppendReport, StorageError> {
         let inner = &self.inner;
         match inner.append(batch, mode) {
             // Invalid label sets are the sender's fault, not a failure of the store.
@@ -425,10 +437,10 @@ impl Worker {
 impl BatchWriter for Tsdb {
     fn write_batch(
         &self,
-        batch: &[SeriesBatch],
+        batch: &EncodedBatch,
         mode: AppendMode,
     ) -> Result<AppendReport, StorageError> {
-        self.append(batch, mode)
+        self.append_batch(batch, mode)
     }
 
     fn write_metadata(&self, metric_family: &str, metadata: Metadata) -> Result<(), StorageError> {
@@ -548,18 +560,11 @@ impl Inner {
         state.index.extend_time(id, s.t);
     }
 
-    fn append(
-        &self,
-        batch: &[SeriesBatch],
-        mode: AppendMode,
-    ) -> Result<AppendReport, StorageError> {
-        for sb in batch {
-            index::validate_labels(&sb.labels)?;
-        }
+    fn append(&self, batch: &EncodedBatch, mode: AppendMode) -> Result<AppendReport, StorageError> {
         let limits = self.limits(now_ms());
 
         struct Pending<'b> {
-            labels: &'b Labels,
+            series: EncodedSeries<'b>,
             /// Set for a series in memory or in the cold index.
             id: Option<u64>,
             /// For a series not in memory: its label set as stored, and what the cold index
@@ -568,7 +573,6 @@ impl Inner {
             /// A new series beyond `max_active_series`: all its samples are rejected.
             over_limit: bool,
             check: SeriesCheck,
-            accepted: Vec<Sample>,
             accepted_histograms: Vec<HistogramSample>,
         }
 
@@ -589,23 +593,22 @@ impl Inner {
             #[derive(PartialEq, Eq, Hash)]
             enum Slot<'b> {
                 Known(u64),
-                New(&'b Labels),
+                New(&'b [u8]),
             }
             let mut slot: HashMap<Slot<'_>, usize> = HashMap::with_capacity(batch.len());
-            for sb in batch
-                .iter()
-                .filter(|sb| !sb.samples.is_empty() || !sb.histograms.is_empty())
-            {
-                let id = state.index.id(&sb.labels);
-                let key = id.map_or(Slot::New(&sb.labels), Slot::Known);
+            for sb in batch.iter().filter(|sb| sb.sample_count() > 0) {
+                let id = state.index.id(sb.label_bytes());
+                let key = id.map_or(Slot::New(sb.label_bytes()), Slot::Known);
                 let i = match slot.get(&key) {
                     Some(&i) => i,
                     None => {
                         let (id, absent, last) = match id {
                             Some(id) => (Some(id), None, state.head.last(id)),
-                            // Not in memory: new, or cold and coming back as it was.
+                            // Not in memory: new, or cold and coming back as it was. Only
+                            // here are label sets checked: those in memory passed already.
                             None => {
-                                let stored = StoredLabels::encode(&sb.labels);
+                                index::validate_labels(sb.label_bytes())?;
+                                let stored = StoredLabels::from_encoded(sb.label_bytes());
                                 let cold = cold::lookup(&self.db, &stored)?;
                                 let last = cold.and_then(|c| c.last);
                                 (cold.map(|c| c.id), Some((stored, cold)), last)
@@ -618,12 +621,11 @@ impl Inner {
                             room -= 1;
                         }
                         pending.push(Pending {
-                            labels: &sb.labels,
+                            series: sb,
                             id,
                             absent,
                             over_limit,
                             check: SeriesCheck::new(last),
-                            accepted: Vec::new(),
                             accepted_histograms: Vec::new(),
                         });
                         slot.insert(key, pending.len() - 1);
@@ -635,30 +637,27 @@ impl Inner {
                     let times = sb.samples.iter().map(|s| s.t);
                     for t in times.chain(sb.histograms.iter().map(|h| h.t)) {
                         report.rejected.push(Rejection {
-                            labels: sb.labels.clone(),
+                            labels: sb.labels(),
                             t,
                             reason: crate::RejectReason::SeriesLimit,
                         });
                     }
                     continue;
                 }
-                for s in &sb.samples {
+                for s in sb.samples {
                     let id = p.id;
                     let stored = || id.map_or(Ok(None), |id| self.stored_value(&state, id, s.t));
-                    match p.check.check(limits, s.t, s.v.to_bits(), stored)? {
-                        Verdict::InOrder | Verdict::OutOfOrder => {
-                            p.accepted.push(*s);
-                            report.samples_written += 1;
-                        }
+                    match p.check.check(limits, *s, stored)? {
+                        Verdict::InOrder | Verdict::OutOfOrder => report.samples_written += 1,
                         Verdict::Noop => report.samples_written += 1,
                         Verdict::Reject(reason) => report.rejected.push(Rejection {
-                            labels: sb.labels.clone(),
+                            labels: sb.labels(),
                             t: s.t,
                             reason,
                         }),
                     }
                 }
-                for h in &sb.histograms {
+                for h in sb.histograms {
                     match self.check_histogram(p.id, limits, h)? {
                         Verdict::InOrder | Verdict::OutOfOrder => {
                             p.accepted_histograms.push(h.clone());
@@ -666,7 +665,7 @@ impl Inner {
                         }
                         Verdict::Noop => report.histograms_written += 1,
                         Verdict::Reject(reason) => report.rejected.push(Rejection {
-                            labels: sb.labels.clone(),
+                            labels: sb.labels(),
                             t: h.t,
                             reason,
                         }),
@@ -696,7 +695,7 @@ impl Inner {
         let mut histogram_times: Vec<(u64, i64)> = Vec::new();
         for p in pending
             .into_iter()
-            .filter(|p| !p.accepted.is_empty() || !p.accepted_histograms.is_empty())
+            .filter(|p| !p.check.accepted().is_empty() || !p.accepted_histograms.is_empty())
         {
             let id = match (p.id, p.absent) {
                 (Some(id), None) => id,
@@ -709,7 +708,10 @@ impl Inner {
                 }
                 (_, absent) => {
                     let id = counters.next_series_id + new_series.len() as u64;
-                    let labels = absent.map_or_else(|| StoredLabels::encode(p.labels), |a| a.0);
+                    let labels = absent.map_or_else(
+                        || StoredLabels::from_encoded(p.series.label_bytes()),
+                        |a| a.0,
+                    );
                     index::put_series(&self.db, &mut wb, id, &labels)?;
                     new_series.push((id, labels));
                     id
@@ -721,8 +723,8 @@ impl Inner {
                 histstore::put(&self.db, &mut wb, id, h)?;
                 histogram_times.push((id, h.t));
             }
-            if !p.accepted.is_empty() {
-                groups.push((id, p.accepted));
+            if !p.check.accepted().is_empty() {
+                groups.push((id, p.check.into_accepted()));
             }
         }
         if groups.is_empty() && histogram_times.is_empty() {

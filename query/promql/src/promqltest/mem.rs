@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use storage::contract::{series_set, BatchWriter};
 use storage::{
-    AppendMode, AppendReport, Histogram, HistogramSample, Labels, Matcher, Metadata, Querier,
-    Sample, SelectHints, SeriesBatch, SeriesSamples, SeriesSet, StorageError,
+    AppendMode, AppendReport, EncodedBatch, Histogram, HistogramSample, Labels, Matcher, Metadata,
+    Querier, Sample, SelectHints, SeriesSamples, SeriesSet, StorageError,
 };
 
 use super::TestStore;
@@ -70,12 +70,12 @@ impl Querier for MemStore {
 impl BatchWriter for MemStore {
     fn write_batch(
         &self,
-        batch: &[SeriesBatch],
+        batch: &EncodedBatch,
         _mode: AppendMode,
     ) -> Result<AppendReport, StorageError> {
         let mut series = self.lock()?;
         let mut report = AppendReport::default();
-        for b in batch {
+        for b in batch.to_series_batches() {
             let s = series.entry(b.labels.clone()).or_default();
             for x in &b.samples {
                 s.insert(x.t, Value::Float(x.v));

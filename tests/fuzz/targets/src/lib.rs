@@ -62,9 +62,10 @@ fn remote_write(protocol: Protocol, data: &[u8]) {
     let limits = ingest::Limits::default();
     match ingest::remote_write::decode(protocol, data, &limits) {
         Ok(decoded) => {
-            for s in decoded.series() {
-                assert!(s.labels.len() <= limits.max_labels_per_series);
-                assert!(s.labels.iter().all(|l| {
+            for s in decoded.series().iter() {
+                let labels = s.labels();
+                assert!(labels.len() <= limits.max_labels_per_series);
+                assert!(labels.iter().all(|l| {
                     l.name.len() <= limits.max_label_name_length
                         && l.value.len() <= limits.max_label_value_length
                 }));

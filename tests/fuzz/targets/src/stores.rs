@@ -8,7 +8,8 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use storage::logs::{LogRecord, LogWriter};
 use storage::traces::{TraceWriter, WriteReport};
 use storage::{
-    AppendMode, AppendReport, Appendable, Appender, Metadata, SeriesBatch, StorageError,
+    AppendMode, AppendReport, Appendable, Appender, EncodedBatch, Metadata, SeriesBatch,
+    StorageError,
 };
 
 struct Discard;
@@ -17,6 +18,8 @@ struct DiscardAppender;
 
 impl Appender for DiscardAppender {
     fn append(&mut self, _: SeriesBatch) {}
+
+    fn append_batch(&mut self, _: EncodedBatch) {}
 
     fn set_metadata(&mut self, _: &str, _: Metadata) {}
 

@@ -1,0 +1,361 @@
+//! A batch of series to append, in the form the TSDB takes it: every label set encoded in one
+//! buffer exactly as the index stores it (a count, then each name and value length-prefixed),
+//! the samples and histograms in one vector each. A wire decoder fills it straight from a
+//! request's bytes, with no allocation per label or per series, and the TSDB finds each
+//! series by those bytes (one hash, one comparison) without building an owned [`Labels`];
+//! Prometheus's remote-write sends every sample as its own series entry, so this is the cost
+//! of every sample received.
+//!
+//! Owns that layout and its invariant: every label set in a batch is canonical (UTF-8, names
+//! non-empty, strictly ascending, no empty value). Knows nothing of ids or of storage.
+
+use crate::encoding::{put_bytes, put_uvarint, Cursor};
+use crate::{HistogramSample, Label, Labels, Sample, SeriesBatch, StorageError};
+
+/// Series to append, label sets encoded. See the module doc.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EncodedBatch {
+    labels: Vec<u8>,
+    /// Where each series' parts end in `labels`, `samples` and `histograms`; it starts where
+    /// the previous one ends.
+    ends: Vec<Ends>,
+    samples: Vec<Sample>,
+    histograms: Vec<HistogramSample>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Ends {
+    labels: usize,
+    samples: usize,
+    histograms: usize,
+}
+
+/// One series of an [`EncodedBatch`].
+#[derive(Clone, Copy, Debug)]
+pub struct EncodedSeries<'a> {
+    labels: &'a [u8],
+    pub samples: &'a [Sample],
+    pub histograms: &'a [HistogramSample],
+}
+
+impl<'a> EncodedSeries<'a> {
+    /// The label set as the index stores it.
+    pub(crate) fn label_bytes(&self) -> &'a [u8] {
+        self.labels
+    }
+
+    /// The label set, owned (for reports; the write path reads the bytes).
+    pub fn labels(&self) -> Labels {
+        Labels::new(
+            str_pairs(self.labels)
+                .map(|(n, v)| Label::new(n, v))
+                .collect(),
+        )
+    }
+
+    pub fn sample_count(&self) -> usize {
+        self.samples.len() + self.histograms.len()
+    }
+}
+
+impl EncodedBatch {
+    pub fn new() -> EncodedBatch {
+        EncodedBatch::default()
+    }
+
+    /// Adds a series from label pairs as a decoder reads them. They must be in canonical
+    /// order (names non-empty and strictly ascending); pairs with an empty value are left
+    /// out ("no such label"). On error the batch is unchanged.
+    pub fn push_pairs<'p>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (&'p str, &'p str)>,
+        samples: &[Sample],
+        histograms: &[HistogramSample],
+    ) -> Result<(), StorageError> {
+        let start = self.labels.len();
+        if let Err(e) = put_label_set(&mut self.labels, pairs) {
+            self.labels.truncate(start);
+            return Err(e);
+        }
+        self.samples.extend_from_slice(samples);
+        self.histograms.extend_from_slice(histograms);
+        self.close_series();
+        Ok(())
+    }
+
+    /// Adds an owned series (already canonical, as every [`Labels`] is).
+    pub fn push(&mut self, series: SeriesBatch) {
+        let pairs = series
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()));
+        // `Labels` is canonical by construction, except that it may hold an empty name,
+        // which the TSDB refuses with the whole batch: keep it so that it can.
+        put_label_set_unchecked(&mut self.labels, pairs);
+        self.samples.extend_from_slice(&series.samples);
+        self.histograms.extend(series.histograms);
+        self.close_series();
+    }
+
+    /// Moves every series of `other` to the end of this batch.
+    pub fn append(&mut self, other: EncodedBatch) {
+        let base = self.current_end();
+        self.labels.extend_from_slice(&other.labels);
+        self.samples.extend_from_slice(&other.samples);
+        self.histograms.extend(other.histograms);
+        self.ends.extend(other.ends.iter().map(|e| Ends {
+            labels: base.labels + e.labels,
+            samples: base.samples + e.samples,
+            histograms: base.histograms + e.histograms,
+        }));
+    }
+
+    /// How many series entries the batch holds (a label set may appear in several).
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Float and histogram samples of all series.
+    pub fn sample_count(&self) -> usize {
+        self.samples.len() + self.histograms.len()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EncodedSeries<'_>> {
+        (0..self.ends.len()).map(|i| {
+            let s = i
+                .checked_sub(1)
+                .map_or_else(Ends::default, |p| self.ends[p]);
+            let e = self.ends[i];
+            EncodedSeries {
+                labels: &self.labels[s.labels..e.labels],
+                samples: &self.samples[s.samples..e.samples],
+                histograms: &self.histograms[s.histograms..e.histograms],
+            }
+        })
+    }
+
+    /// Keeps the samples `keep` accepts (by timestamp) and the series left with any; calls
+    /// `dropped` with each series that lost samples, as it was, and how many it lost.
+    pub fn retain_samples(
+        &mut self,
+        mut keep: impl FnMut(i64) -> bool,
+        mut dropped: impl FnMut(EncodedSeries<'_>, usize),
+    ) {
+        let mut out = EncodedBatch::default();
+        for s in self.iter() {
+            let samples: Vec<Sample> = s.samples.iter().filter(|x| keep(x.t)).copied().collect();
+            let histograms: Vec<HistogramSample> =
+                s.histograms.iter().filter(|h| keep(h.t)).cloned().collect();
+            let lost = s.sample_count() - samples.len() - histograms.len();
+            if lost > 0 {
+                dropped(s, lost);
+            }
+            if !samples.is_empty() || !histograms.is_empty() {
+                out.labels.extend_from_slice(s.labels);
+                out.samples.extend(samples);
+                out.histograms.extend(histograms);
+                out.close_series();
+            }
+        }
+        *self = out;
+    }
+
+    /// The series as owned batches (for stores that keep [`Labels`]).
+    pub fn to_series_batches(&self) -> Vec<SeriesBatch> {
+        self.iter()
+            .map(|s| SeriesBatch {
+                labels: s.labels(),
+                samples: s.samples.to_vec(),
+                histograms: s.histograms.to_vec(),
+            })
+            .collect()
+    }
+
+    fn current_end(&self) -> Ends {
+        self.ends.last().copied().unwrap_or_default()
+    }
+
+    fn close_series(&mut self) {
+        self.ends.push(Ends {
+            labels: self.labels.len(),
+            samples: self.samples.len(),
+            histograms: self.histograms.len(),
+        });
+    }
+}
+
+impl From<Vec<SeriesBatch>> for EncodedBatch {
+    fn from(series: Vec<SeriesBatch>) -> EncodedBatch {
+        let mut batch = EncodedBatch::default();
+        for s in series {
+            batch.push(s);
+        }
+        batch
+    }
+}
+
+/// Appends a label set's encoding, checking canonical order and leaving out empty values.
+/// On error, `out` may hold part of it.
+fn put_label_set<'p>(
+    out: &mut Vec<u8>,
+    pairs: impl IntoIterator<Item = (&'p str, &'p str)>,
+) -> Result<(), StorageError> {
+    let mut prev: Option<&str> = None;
+    let checked = pairs
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(n, v)| {
+            if n.is_empty() || prev.is_some_and(|p| p >= n) {
+                return Err(StorageError::Invalid(format!(
+                    "label names not strictly ascending at {n:?}"
+                )));
+            }
+            prev = Some(n);
+            Ok((n, v))
+        });
+    put_counted(out, checked)
+}
+
+fn put_label_set_unchecked<'p>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'p str, &'p str)>) {
+    // Infallible: every item is Ok.
+    let _ = put_counted(out, pairs.map(Ok::<_, StorageError>));
+}
+
+/// Writes the count first: one byte while it is below 128 (every real label set), moved up
+/// to a longer varint otherwise.
+fn put_counted<'p, E>(
+    out: &mut Vec<u8>,
+    pairs: impl Iterator<Item = Result<(&'p str, &'p str), E>>,
+) -> Result<(), E> {
+    let start = out.len();
+    out.push(0);
+    let mut count = 0u64;
+    for pair in pairs {
+        let (n, v) = pair?;
+        put_bytes(out, n.as_bytes());
+        put_bytes(out, v.as_bytes());
+        count += 1;
+    }
+    match u8::try_from(count) {
+        Ok(byte) if byte < 0x80 => out[start] = byte,
+        _ => {
+            let mut varint = Vec::with_capacity(10);
+            put_uvarint(&mut varint, count);
+            out.splice(start..start + 1, varint);
+        }
+    }
+    Ok(())
+}
+
+/// The pairs of an encoded label set, as bytes.
+pub(crate) fn byte_pairs(encoded: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut c = Cursor::new(encoded);
+    let n = c.uvarint().unwrap_or(0);
+    (0..n).map_while(move |_| Some((c.bytes()?, c.bytes()?)))
+}
+
+/// The pairs of an encoded label set; stops at the first that is not UTF-8 (never, for the
+/// bytes a batch or the index holds).
+pub(crate) fn str_pairs(encoded: &[u8]) -> impl Iterator<Item = (&str, &str)> {
+    byte_pairs(encoded)
+        .map_while(|(n, v)| Some((std::str::from_utf8(n).ok()?, std::str::from_utf8(v).ok()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn series(pairs: &[(&str, &str)], ts: &[i64]) -> SeriesBatch {
+        SeriesBatch {
+            labels: Labels::from_pairs(pairs.iter().copied()),
+            samples: ts.iter().map(|&t| Sample { t, v: t as f64 }).collect(),
+            histograms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pairs_must_be_canonical_and_empty_values_are_left_out() {
+        let mut b = EncodedBatch::new();
+        let s = [Sample { t: 1, v: 1.0 }];
+        b.push_pairs([("a", "1"), ("b", ""), ("c", "3")], &s, &[])
+            .unwrap();
+        assert_eq!(
+            b.iter().next().unwrap().labels(),
+            Labels::from_pairs([("a", "1"), ("c", "3")])
+        );
+        for bad in [
+            &[("b", "1"), ("a", "2")][..],
+            &[("a", "1"), ("a", "2")],
+            &[("", "1")],
+        ] {
+            assert!(b.push_pairs(bad.iter().copied(), &s, &[]).is_err());
+        }
+        assert_eq!(b.len(), 1, "a refused series leaves nothing behind");
+        assert_eq!(b.sample_count(), 1);
+    }
+
+    #[test]
+    fn long_label_sets_take_a_longer_count() {
+        let names: Vec<String> = (0..200).map(|i| format!("l{i:03}")).collect();
+        let mut b = EncodedBatch::new();
+        b.push_pairs(names.iter().map(|n| (n.as_str(), "v")), &[], &[])
+            .unwrap();
+        assert_eq!(b.iter().next().unwrap().labels().len(), 200);
+    }
+
+    #[test]
+    fn retain_keeps_what_passes_and_reports_the_rest() {
+        let mut b = EncodedBatch::from(vec![
+            series(&[("a", "1")], &[1, 5]),
+            series(&[("a", "2")], &[6]),
+            series(&[("a", "3")], &[2]),
+        ]);
+        let mut lost = Vec::new();
+        b.retain_samples(|t| t <= 4, |s, n| lost.push((s.labels().to_string(), n)));
+        assert_eq!(
+            lost,
+            vec![(r#"{a="1"}"#.to_string(), 1), (r#"{a="2"}"#.to_string(), 1)]
+        );
+        let back = b.to_series_batches();
+        assert_eq!(
+            back,
+            vec![series(&[("a", "1")], &[1]), series(&[("a", "3")], &[2])]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn owned_series_round_trip_through_a_batch(
+            sets in proptest::collection::vec(
+                (proptest::collection::vec(("[a-c_]{1,3}", "[a-c\u{e9}]{0,3}"), 0..5),
+                 proptest::collection::vec(any::<i64>(), 0..4)),
+                0..6),
+            split in 0usize..6,
+        ) {
+            let all: Vec<SeriesBatch> = sets
+                .iter()
+                .map(|(pairs, ts)| SeriesBatch {
+                    labels: Labels::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+                    samples: ts.iter().map(|&t| Sample { t, v: 0.5 }).collect(),
+                    histograms: Vec::new(),
+                })
+                .collect();
+            let split = split.min(all.len());
+            let mut a = EncodedBatch::from(all[..split].to_vec());
+            a.append(EncodedBatch::from(all[split..].to_vec()));
+            prop_assert_eq!(a.len(), all.len());
+            prop_assert_eq!(a.to_series_batches(), all.clone());
+            // Pushed as pairs, the same bytes.
+            let mut b = EncodedBatch::new();
+            for s in &all {
+                b.push_pairs(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())), &s.samples, &[]).unwrap();
+            }
+            prop_assert_eq!(b, EncodedBatch::from(all));
+        }
+    }
+}
