@@ -47,11 +47,13 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
-    /// The load, with its last samples at the current time.
+    /// The load, with its last samples at the current time, or just before the last UTC 2h
+    /// boundary when the run would straddle it.
     pub fn config(&self, protocol: Protocol, interval_ms: i64) -> LoadConfig {
-        let end_ms = std::time::SystemTime::now()
+        let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
+        let span_ms = (self.samples as i64 - 1).max(0) * interval_ms;
         LoadConfig {
             series: self.series,
             samples_per_series: self.samples,
@@ -59,8 +61,22 @@ impl LoadArgs {
             batch_samples: self.batch,
             protocol,
             interval_ms,
-            end_ms,
+            end_ms: unsplit_end(now_ms, span_ms),
         }
+    }
+}
+
+/// Where a run of `span_ms` ending near `now_ms` should end so that it does not straddle a
+/// 2h boundary (when it is shorter than 2h). TSDBs cut chunks or blocks at those boundaries,
+/// Prometheus and novamon both: a run that straddled one measured, depending on the time of
+/// day, twice the chunks and nearly twice novamon's bytes per sample.
+fn unsplit_end(now_ms: i64, span_ms: i64) -> i64 {
+    const WINDOW_MS: i64 = 2 * 3600 * 1000;
+    let boundary = now_ms - now_ms.rem_euclid(WINDOW_MS);
+    if span_ms < WINDOW_MS && now_ms - span_ms < boundary {
+        boundary - 1
+    } else {
+        now_ms
     }
 }
 
@@ -410,6 +426,16 @@ mod tests {
             interval_ms: 15_000,
             end_ms: 1_700_000_000_000,
         }
+    }
+
+    #[test]
+    fn runs_end_before_a_2h_boundary_they_would_straddle() {
+        const H: i64 = 3600 * 1000;
+        // 30 minutes ending 10 minutes past a boundary: moved to end just before it.
+        assert_eq!(unsplit_end(10 * H + H / 6, H / 2), 10 * H - 1);
+        // Clear of the boundary, or longer than a window: left at now.
+        assert_eq!(unsplit_end(11 * H, H / 2), 11 * H);
+        assert_eq!(unsplit_end(10 * H + H / 6, 3 * H), 10 * H + H / 6);
     }
 
     #[test]

@@ -40,6 +40,30 @@ struct Pending {
 }
 
 impl SeriesHead {
+    /// Appends a sample newer than the last one, cutting the open chunk first when it is full
+    /// or the sample is in the next 2h window.
+    fn push_in_order(&mut self, s: Sample) {
+        let cut = self
+            .open
+            .as_ref()
+            .is_some_and(|c| c.is_full() || window_start(c.min_t()) != window_start(s.t));
+        if cut {
+            if let Some(old) = self.open.take() {
+                if old.count() > self.open_persisted {
+                    self.frozen.push(old);
+                }
+            }
+        }
+        if self.open.is_none() {
+            self.open_persisted = 0;
+        }
+        let bits = s.v.to_bits();
+        self.open
+            .get_or_insert_with(XorChunk::new)
+            .append(s.t, bits);
+        self.last = Some((s.t, bits));
+    }
+
     fn flushing_frozen(&self) -> &[XorChunk] {
         self.pending.as_ref().map_or(&[], |p| &p.flushing_frozen)
     }
@@ -164,33 +188,15 @@ impl Head {
             .and_then(|p| bits_in(&p.ooo, t).or_else(|| bits_in(&p.flushing_ooo, t))))
     }
 
-    /// Appends a sample newer than the series' last one.
-    pub(crate) fn append(&mut self, id: u64, s: Sample) {
+    /// Puts an accepted sample in (validated: no other sample at its t): into the open chunk
+    /// when newer than the series' last one, else into the out-of-order buffer. One lookup.
+    pub(crate) fn apply(&mut self, id: u64, s: Sample) {
         let h = self.series.entry(id).or_default();
-        let cut = h
-            .open
-            .as_ref()
-            .is_some_and(|c| c.is_full() || window_start(c.min_t()) != window_start(s.t));
-        if cut {
-            if let Some(old) = h.open.take() {
-                if old.count() > h.open_persisted {
-                    h.frozen.push(old);
-                }
-            }
+        if h.last.is_none_or(|(last_t, _)| s.t > last_t) {
+            h.push_in_order(s);
+        } else {
+            insert_sorted(&mut h.pending.get_or_insert_with(Box::default).ooo, s);
         }
-        if h.open.is_none() {
-            h.open_persisted = 0;
-        }
-        let bits = s.v.to_bits();
-        h.open.get_or_insert_with(XorChunk::new).append(s.t, bits);
-        h.last = Some((s.t, bits));
-        list_dirty(&mut self.dirty, self.generation, id, h);
-    }
-
-    /// Buffers a sample older than the series' last one (validated: no sample at its t yet).
-    pub(crate) fn insert_out_of_order(&mut self, id: u64, s: Sample) {
-        let h = self.series.entry(id).or_default();
-        insert_sorted(&mut h.pending.get_or_insert_with(Box::default).ooo, s);
         list_dirty(&mut self.dirty, self.generation, id, h);
     }
 
@@ -379,9 +385,9 @@ mod tests {
     fn cuts_chunks_at_capacity_and_window_boundaries() {
         let mut h = Head::default();
         for i in 0..i64::from(MAX_SAMPLES) + 5 {
-            h.append(1, s(i * 10, i as f64));
+            h.apply(1, s(i * 10, i as f64));
         }
-        h.append(1, s(WINDOW_MS, -1.0));
+        h.apply(1, s(WINDOW_MS, -1.0));
         let snaps = snapshot_all(&mut h);
         assert_eq!(snaps.len(), 1);
         let chunks: Vec<(i64, u16, i64)> = snaps[0]
@@ -402,14 +408,14 @@ mod tests {
     #[test]
     fn flushing_data_stays_readable_until_commit_and_only_new_data_is_dirty_after() {
         let mut h = Head::default();
-        h.append(1, s(100, 1.0));
-        h.append(1, s(200, 2.0));
-        h.insert_out_of_order(1, s(150, 1.5));
+        h.apply(1, s(100, 1.0));
+        h.apply(1, s(200, 2.0));
+        h.apply(1, s(150, 1.5));
         let snaps = snapshot_all(&mut h);
         assert_eq!(snaps[0].ooo, vec![s(150, 1.5)]);
         assert_eq!(h.value_at(1, 150).unwrap(), Some(1.5f64.to_bits()));
-        h.append(1, s(300, 3.0));
-        h.insert_out_of_order(1, s(120, 1.2));
+        h.apply(1, s(300, 3.0));
+        h.apply(1, s(120, 1.2));
         assert_eq!(
             head_samples(&h, 1),
             vec![(100, 1.0), (120, 1.2), (150, 1.5), (200, 2.0), (300, 3.0)]
@@ -429,19 +435,21 @@ mod tests {
     #[test]
     fn aborted_snapshot_is_retried() {
         let mut h = Head::default();
-        h.insert_out_of_order(7, s(5, 0.5));
+        h.apply(7, s(5, 0.5));
+        h.apply(7, s(3, 0.3));
         let snaps = snapshot_all(&mut h);
         h.abort(&snaps);
         let again = snapshot_all(&mut h);
         assert_eq!(again.len(), 1);
-        assert_eq!(again[0].ooo, vec![s(5, 0.5)]);
+        assert_eq!(again[0].chunks, snaps[0].chunks);
+        assert_eq!(again[0].ooo, vec![s(3, 0.3)]);
     }
 
     #[test]
     fn full_persisted_open_chunk_is_released_but_last_sample_kept() {
         let mut h = Head::default();
         for i in 0..i64::from(MAX_SAMPLES) {
-            h.append(1, s(i, 0.0));
+            h.apply(1, s(i, 0.0));
         }
         let snaps = snapshot_all(&mut h);
         h.commit(&snaps);

@@ -552,11 +552,7 @@ impl Inner {
 
     /// Puts an accepted sample into the head: in order when newer than the series' last.
     fn apply(state: &mut State, id: u64, s: Sample) {
-        if state.head.last(id).is_none_or(|(last_t, _)| s.t > last_t) {
-            state.head.append(id, s);
-        } else {
-            state.head.insert_out_of_order(id, s);
-        }
+        state.head.apply(id, s);
         state.index.extend_time(id, s.t);
     }
 
@@ -576,6 +572,18 @@ impl Inner {
             accepted_histograms: Vec<HistogramSample>,
         }
 
+        // The ids of series in memory, looked up before the `append` lock (under which every
+        // append waits for the one before it): finding a label set is the costliest step of
+        // a known series. Ids are never reused, so an id found here is still this label set's
+        // if the index still holds it once the lock is taken; one moved out meanwhile is
+        // looked up again there, as are label sets not found here.
+        let found: Vec<Option<u64>> = {
+            let state = self.state.read();
+            batch
+                .iter()
+                .map(|sb| state.index.id(sb.label_bytes()))
+                .collect()
+        };
         let mut counters = self.append.lock();
         let mut pending: Vec<Pending<'_>> = Vec::new();
         let mut report = AppendReport::default();
@@ -596,8 +604,14 @@ impl Inner {
                 New(&'b [u8]),
             }
             let mut slot: HashMap<Slot<'_>, usize> = HashMap::with_capacity(batch.len());
-            for sb in batch.iter().filter(|sb| sb.sample_count() > 0) {
-                let id = state.index.id(sb.label_bytes());
+            for (sb, found) in batch.iter().zip(found) {
+                if sb.sample_count() == 0 {
+                    continue;
+                }
+                let id = match found {
+                    Some(id) if state.index.get(id).is_some() => Some(id),
+                    _ => state.index.id(sb.label_bytes()),
+                };
                 let key = id.map_or(Slot::New(sb.label_bytes()), Slot::Known);
                 let i = match slot.get(&key) {
                     Some(&i) => i,
