@@ -175,6 +175,21 @@ pub fn wait_for_go_listen_url(p: &mut Process) -> String {
     format!("http://{}", addr[0])
 }
 
+/// [`wait_for_go_listen_url`] for a server with a readiness endpoint (Prometheus, the
+/// Pushgateway): returns once `/-/ready` answers 200, as Prometheus's API answers 503 while
+/// its TSDB opens.
+pub fn wait_for_go_ready_url(p: &mut Process) -> String {
+    let url = wait_for_go_listen_url(p);
+    let a = agent();
+    wait_until(Duration::from_secs(60), || {
+        a.get(format!("{url}/-/ready"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .unwrap_or_else(|| panic!("{url} not ready:\n{}", p.log()));
+    url
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {

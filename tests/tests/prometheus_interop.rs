@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use e2e::{agent, enc, get_json, wait_for_go_listen_url, wait_until, Json, Novamon, Process};
+use e2e::{agent, enc, get_json, wait_for_go_ready_url, Json, Novamon, Process};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const RUN_FOR: Duration = Duration::from_secs(30);
@@ -76,14 +76,8 @@ remote_write:
             .arg("--web.enable-lifecycle"),
         dir.path().join("prometheus.log"),
     );
-    let prom = wait_for_go_listen_url(&mut prom_process);
+    let prom = wait_for_go_ready_url(&mut prom_process);
     let a = agent();
-    wait_until(Duration::from_secs(60), || {
-        a.get(format!("{prom}/-/ready"))
-            .call()
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .unwrap_or_else(|| panic!("prometheus not ready:\n{}", prom_process.log()));
     write_config(&format!(
         "\n  - job_name: prometheus\n    static_configs:\n      - targets: [\"{}\"]",
         prom.trim_start_matches("http://")

@@ -11,10 +11,10 @@
 //! (`mad_over_time`, `double_exponential_smoothing`, `sort_by_label`, `limitk`) are not queried.
 
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use e2e::series::{v1_request, v1_series, V1};
-use e2e::{agent, enc, get_json, wait_for_go_listen_url, wait_until, Json, Novamon, Process};
+use e2e::{agent, enc, get_json, wait_for_go_ready_url, Json, Novamon, Process};
 
 const STEP_MS: i64 = 15_000;
 const POINTS: i64 = 240; // one hour
@@ -470,14 +470,8 @@ fn queries_answer_like_prometheus() {
             .arg("--web.enable-remote-write-receiver"),
         dir.path().join("prometheus.log"),
     );
-    let prom = wait_for_go_listen_url(&mut prom_process);
+    let prom = wait_for_go_ready_url(&mut prom_process);
     let a = agent();
-    wait_until(Duration::from_secs(60), || {
-        a.get(format!("{prom}/-/ready"))
-            .call()
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .expect("prometheus ready");
 
     // The hour ends a minute ago, on a 15s grid shifted 3.7s off whole minutes so that
     // subquery steps (aligned to absolute time) fall between samples too. Both stores get the

@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use e2e::{
-    agent, get_json, instant_values as instant, wait_for_go_listen_url, wait_until, Json, Novamon,
-    Process,
+    agent, get_json, instant_values as instant, wait_for_go_listen_url, wait_for_go_ready_url,
+    wait_until, Json, Novamon, Process,
 };
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -197,7 +197,7 @@ fn pushes_answer_store_and_list_as_the_pushgateway() {
             .arg("--web.listen-address=127.0.0.1:0"),
         dir.path().join("prometheus.log"),
     );
-    let prom = wait_for_go_listen_url(&mut prom_process);
+    let prom = wait_for_go_ready_url(&mut prom_process);
     wait_until(Duration::from_secs(60), || {
         !instant(&a, &prom, r#"compressed_push"#).is_empty()
     })

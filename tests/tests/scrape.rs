@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use e2e::{
-    agent, enc, get_json, instant_values as instant, wait_for_go_listen_url, wait_until, Json,
-    Novamon, Process,
+    agent, enc, get_json, instant_values as instant, wait_for_go_listen_url, wait_for_go_ready_url,
+    wait_until, Json, Novamon, Process,
 };
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -25,7 +25,7 @@ fn require(bin: &str) {
     );
 }
 
-/// A Go exporter (or Prometheus) on a port of its own choosing; returns it and `host:port`.
+/// A Go exporter on a port of its own choosing; returns it and `host:port`.
 fn go_server(dir: &Path, name: &str, cmd: &mut Command) -> (Process, String) {
     let mut p = Process::spawn(
         cmd.arg("--web.listen-address=127.0.0.1:0"),
@@ -33,6 +33,22 @@ fn go_server(dir: &Path, name: &str, cmd: &mut Command) -> (Process, String) {
     );
     let url = wait_for_go_listen_url(&mut p);
     (p, url.trim_start_matches("http://").to_string())
+}
+
+/// Prometheus on `config`, once ready; returns it and its URL.
+fn prometheus(dir: &Path, config: &Path) -> (Process, String) {
+    let mut p = Process::spawn(
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prom").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:0"),
+        dir.join("prometheus.log"),
+    );
+    let url = wait_for_go_ready_url(&mut p);
+    (p, url)
 }
 
 fn config(node: &str, blackbox: &str) -> String {
@@ -103,17 +119,7 @@ fn novamon_and_prometheus_scrape_the_same_exporters_alike() {
         &dir.path().join("novamon"),
         &["--config", cfg.to_str().unwrap()],
     );
-    let (prom_process, prom) = go_server(
-        dir.path(),
-        "prometheus",
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            )),
-    );
-    let prom = format!("http://{prom}");
+    let (prom_process, prom) = prometheus(dir.path(), &cfg);
     let a = agent();
     let up = |base: &str| instant(&a, base, "up");
     // Both have scraped every target a few times.
@@ -300,17 +306,7 @@ fn prometheus_federates_from_novamon() {
         ),
     )
     .unwrap();
-    let (prom_process, prom) = go_server(
-        dir.path(),
-        "prometheus",
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            )),
-    );
-    let prom = format!("http://{prom}");
+    let (prom_process, prom) = prometheus(dir.path(), &prom_cfg);
     wait_until(Duration::from_secs(60), || {
         instant(&a, &prom, r#"count_over_time(up{job="federate"}[1m]) >= 2"#).len() == 1
             && instant(&a, &prom, r#"up{job="federate"}"#)
