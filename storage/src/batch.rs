@@ -58,9 +58,37 @@ impl<'a> EncodedSeries<'a> {
     }
 }
 
+/// One label set in a batch's encoding, for writers that append the same label set again
+/// and again (a scrape's series cache): a fraction of a [`Labels`]' memory (one buffer instead
+/// of a vector and two strings per label), and copied into a batch as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EncodedLabels(Box<[u8]>);
+
+impl EncodedLabels {
+    pub fn new(labels: &Labels) -> EncodedLabels {
+        let mut out = Vec::new();
+        put_label_set_unchecked(
+            &mut out,
+            labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+        );
+        EncodedLabels(out.into())
+    }
+
+    pub fn to_labels(&self) -> Labels {
+        Labels::new(str_pairs(&self.0).map(|(n, v)| Label::new(n, v)).collect())
+    }
+}
+
 impl EncodedBatch {
     pub fn new() -> EncodedBatch {
         EncodedBatch::default()
+    }
+
+    /// Adds samples of a series whose label set is already encoded.
+    pub fn push_encoded(&mut self, labels: &EncodedLabels, samples: &[Sample]) {
+        self.labels.extend_from_slice(&labels.0);
+        self.samples.extend_from_slice(samples);
+        self.close_series();
     }
 
     /// Adds a series from label pairs as a decoder reads them. They must be in canonical
@@ -297,6 +325,22 @@ mod tests {
         }
         assert_eq!(b.len(), 1, "a refused series leaves nothing behind");
         assert_eq!(b.sample_count(), 1);
+    }
+
+    #[test]
+    fn encoded_label_sets_append_the_same_bytes_as_owned_ones() {
+        let labels = Labels::from_pairs([("__name__", "up"), ("job", "node")]);
+        let s = [Sample { t: 1, v: 1.0 }];
+        let encoded = EncodedLabels::new(&labels);
+        assert_eq!(encoded.to_labels(), labels);
+        let mut a = EncodedBatch::new();
+        a.push_encoded(&encoded, &s);
+        let b = EncodedBatch::from(vec![SeriesBatch {
+            labels,
+            samples: s.to_vec(),
+            histograms: Vec::new(),
+        }]);
+        assert_eq!(a, b);
     }
 
     #[test]

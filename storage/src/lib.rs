@@ -34,7 +34,7 @@ pub mod relabel;
 pub mod traces;
 mod tsdb;
 
-pub use batch::{EncodedBatch, EncodedSeries};
+pub use batch::{EncodedBatch, EncodedLabels, EncodedSeries};
 pub use contract::{
     Appendable, Appender, LabelQuerier, Point, Querier, SelectHints, Series, SeriesSet,
 };

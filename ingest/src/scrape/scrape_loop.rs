@@ -13,7 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use foldhash::HashMap;
 use parking_lot::Mutex;
 use storage::relabel;
-use storage::{AppendMode, Appendable, Appender, Label, Labels, Metadata, Sample, SeriesBatch};
+use storage::{
+    AppendMode, Appendable, Appender, EncodedBatch, EncodedLabels, Label, Labels, Metadata, Sample,
+    SeriesBatch,
+};
 use tokio::sync::watch;
 
 use super::client::{Connection, Fetched, HttpSettings};
@@ -187,8 +190,9 @@ async fn run(
 
 /// A series the target exposed, by its text as written.
 struct CacheEntry {
-    /// `None`: dropped by `metric_relabel_configs`.
-    labels: Option<Labels>,
+    /// Encoded as the store takes them (a tenth of the memory of owned labels, for every
+    /// series of every target). `None`: dropped by `metric_relabel_configs`.
+    labels: Option<EncodedLabels>,
     /// The scrape (generation) it was last seen in, and first.
     seen: u64,
     first: u64,
@@ -211,15 +215,23 @@ impl Cache {
     /// before the previous scrape: they already got theirs.
     fn stale(&mut self, app: &mut dyn Appender, t: i64, all: bool) {
         let (now, prev) = (self.generation, self.generation.saturating_sub(1));
+        let marker = [Sample {
+            t,
+            v: f64::from_bits(storage::STALE_NAN_BITS),
+        }];
+        let mut markers = EncodedBatch::new();
         self.series.retain(|_, e| {
             let ended = e.seen == prev || (all && e.seen == now);
             if ended && !e.explicit_ts {
                 if let Some(l) = &e.labels {
-                    app.append(batch(l.clone(), t, f64::from_bits(storage::STALE_NAN_BITS)));
+                    markers.push_encoded(l, &marker);
                 }
             }
             e.seen >= prev && !all
         });
+        if !markers.is_empty() {
+            app.append_batch(markers);
+        }
     }
 }
 
@@ -369,6 +381,7 @@ fn samples(
     let mut parser = Parser::new(&fetched.body, format);
     let mut counts = Counts::default();
     let mut duplicates = 0usize;
+    let mut out = EncodedBatch::new();
     let gen = cache.generation;
     while let Some(entry) = parser.next().map_err(|e| e.to_string())? {
         let s = match entry {
@@ -391,14 +404,14 @@ fn samples(
             Some(ts) if raw.honor_timestamps => ts,
             _ => t,
         };
-        let labels = match cache.series.get_mut(s.series) {
+        let entry = match cache.series.get_mut(s.series) {
             Some(e) if e.seen == gen => {
                 duplicates += 1;
                 continue;
             }
             Some(e) => {
                 e.seen = gen;
-                e.labels.clone()
+                e
             }
             None => {
                 let labels = sample_labels(&s, target, pool)?;
@@ -406,25 +419,24 @@ fn samples(
                 let explicit_ts = s.timestamp_ms.is_some()
                     && raw.honor_timestamps
                     && !raw.track_timestamps_staleness;
-                cache.series.insert(
-                    s.series.into(),
-                    CacheEntry {
-                        labels: labels.clone(),
-                        seen: gen,
-                        first: gen,
-                        explicit_ts,
-                    },
-                );
-                labels
+                cache.series.entry(s.series.into()).or_insert(CacheEntry {
+                    labels: labels.as_ref().map(EncodedLabels::new),
+                    seen: gen,
+                    first: gen,
+                    explicit_ts,
+                })
             }
         };
-        let Some(labels) = labels else { continue };
+        let Some(labels) = &entry.labels else {
+            continue;
+        };
         counts.post_relabel += 1;
         if raw.sample_limit > 0 && counts.post_relabel > raw.sample_limit {
             return Err("sample limit exceeded".into());
         }
-        app.append(batch(labels, ts, s.value));
+        out.push_encoded(labels, &[Sample { t: ts, v: s.value }]);
     }
+    app.append_batch(out);
     if duplicates > 0 {
         tracing::debug!(target = %target.url(), duplicates, "duplicate series in one scrape: the first was kept");
     }
