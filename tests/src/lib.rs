@@ -175,8 +175,8 @@ pub fn wait_for_go_listen_url(p: &mut Process) -> String {
     format!("http://{}", addr[0])
 }
 
-/// [`wait_for_go_listen_url`] for a server with a readiness endpoint (Prometheus, the
-/// Pushgateway): returns once `/-/ready` answers 200, as Prometheus's API answers 503 while
+/// [`wait_for_go_listen_url`] for a server with a readiness endpoint (Prometheus,
+/// Alertmanager): returns once `/-/ready` answers 200, as Prometheus's API answers 503 while
 /// its TSDB opens.
 pub fn wait_for_go_ready_url(p: &mut Process) -> String {
     let url = wait_for_go_listen_url(p);

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{agent, enc, get_json, wait_for_go_listen_url, wait_until, Json, Novamon, Process};
+use e2e::{agent, enc, get_json, wait_for_go_ready_url, wait_until, Json, Novamon, Process};
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 
@@ -47,14 +47,7 @@ fn real_alertmanager(dir: &Path) -> (Process, String) {
             .arg("--cluster.listen-address="),
         dir.join("alertmanager.log"),
     );
-    let url = wait_for_go_listen_url(&mut p);
-    let a = agent();
-    wait_until(Duration::from_secs(20), || {
-        a.get(format!("{url}/-/ready"))
-            .call()
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .unwrap_or_else(|| panic!("alertmanager not ready:\n{}", p.log()));
+    let url = wait_for_go_ready_url(&mut p);
     (p, url)
 }
 
