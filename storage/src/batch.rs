@@ -46,11 +46,7 @@ impl<'a> EncodedSeries<'a> {
 
     /// The label set, owned (for reports; the write path reads the bytes).
     pub fn labels(&self) -> Labels {
-        Labels::new(
-            str_pairs(self.labels)
-                .map(|(n, v)| Label::new(n, v))
-                .collect(),
-        )
+        decode_labels(self.labels)
     }
 
     pub fn sample_count(&self) -> usize {
@@ -67,15 +63,17 @@ pub struct EncodedLabels(Box<[u8]>);
 impl EncodedLabels {
     pub fn new(labels: &Labels) -> EncodedLabels {
         let mut out = Vec::new();
-        put_label_set_unchecked(
-            &mut out,
-            labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
-        );
+        put_labels(&mut out, labels);
         EncodedLabels(out.into())
     }
 
     pub fn to_labels(&self) -> Labels {
-        Labels::new(str_pairs(&self.0).map(|(n, v)| Label::new(n, v)).collect())
+        decode_labels(&self.0)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -113,15 +111,18 @@ impl EncodedBatch {
 
     /// Adds an owned series (already canonical, as every [`Labels`] is).
     pub fn push(&mut self, series: SeriesBatch) {
-        let pairs = series
-            .labels
-            .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()));
-        // `Labels` is canonical by construction, except that it may hold an empty name,
-        // which the TSDB refuses with the whole batch: keep it so that it can.
-        put_label_set_unchecked(&mut self.labels, pairs);
-        self.samples.extend_from_slice(&series.samples);
-        self.histograms.extend(series.histograms);
+        self.push_owned(&series.labels, &series.samples, series.histograms);
+    }
+
+    fn push_owned(
+        &mut self,
+        labels: &Labels,
+        samples: &[Sample],
+        histograms: impl IntoIterator<Item = HistogramSample>,
+    ) {
+        put_labels(&mut self.labels, labels);
+        self.samples.extend_from_slice(samples);
+        self.histograms.extend(histograms);
         self.close_series();
     }
 
@@ -175,17 +176,16 @@ impl EncodedBatch {
     ) {
         let mut out = EncodedBatch::default();
         for s in self.iter() {
-            let samples: Vec<Sample> = s.samples.iter().filter(|x| keep(x.t)).copied().collect();
-            let histograms: Vec<HistogramSample> =
-                s.histograms.iter().filter(|h| keep(h.t)).cloned().collect();
-            let lost = s.sample_count() - samples.len() - histograms.len();
-            if lost > 0 {
-                dropped(s, lost);
+            let before = out.sample_count();
+            out.samples.extend(s.samples.iter().filter(|x| keep(x.t)));
+            out.histograms
+                .extend(s.histograms.iter().filter(|h| keep(h.t)).cloned());
+            let kept = out.sample_count() - before;
+            if kept < s.sample_count() {
+                dropped(s, s.sample_count() - kept);
             }
-            if !samples.is_empty() || !histograms.is_empty() {
+            if kept > 0 {
                 out.labels.extend_from_slice(s.labels);
-                out.samples.extend(samples);
-                out.histograms.extend(histograms);
                 out.close_series();
             }
         }
@@ -226,6 +226,16 @@ impl From<Vec<SeriesBatch>> for EncodedBatch {
     }
 }
 
+impl From<&[SeriesBatch]> for EncodedBatch {
+    fn from(series: &[SeriesBatch]) -> EncodedBatch {
+        let mut batch = EncodedBatch::default();
+        for s in series {
+            batch.push_owned(&s.labels, &s.samples, s.histograms.iter().cloned());
+        }
+        batch
+    }
+}
+
 /// Appends a label set's encoding, checking canonical order and leaving out empty values.
 /// On error, `out` may hold part of it.
 fn put_label_set<'p>(
@@ -248,9 +258,14 @@ fn put_label_set<'p>(
     put_counted(out, checked)
 }
 
-fn put_label_set_unchecked<'p>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'p str, &'p str)>) {
+/// Appends an owned label set's encoding. `Labels` is canonical by construction, except that
+/// it may hold an empty name, which the TSDB refuses with the whole batch: kept so that it can.
+fn put_labels(out: &mut Vec<u8>, labels: &Labels) {
+    let pairs = labels
+        .iter()
+        .map(|l| Ok::<_, StorageError>((l.name.as_str(), l.value.as_str())));
     // Infallible: every item is Ok.
-    let _ = put_counted(out, pairs.map(Ok::<_, StorageError>));
+    let _ = put_counted(out, pairs);
 }
 
 /// Writes the count first: one byte while it is below 128 (every real label set), moved up
@@ -277,6 +292,11 @@ fn put_counted<'p, E>(
         }
     }
     Ok(())
+}
+
+/// An encoded label set, owned.
+pub(crate) fn decode_labels(encoded: &[u8]) -> Labels {
+    Labels::new(str_pairs(encoded).map(|(n, v)| Label::new(n, v)).collect())
 }
 
 /// The pairs of an encoded label set, as bytes.

@@ -301,7 +301,7 @@ fn from_v2(req: v2::Request, limits: &Limits) -> Result<DecodedWrite, RemoteWrit
     let symbols = &req.symbols;
     let mut out = DecodedWrite::default();
     let mut metadata = HashMap::new();
-    let (mut pairs, mut exemplar_pairs) = (Vec::new(), Vec::new());
+    let (mut pairs, mut exemplar_pairs, mut samples) = (Vec::new(), Vec::new(), Vec::new());
     for (i, ts) in req.timeseries.iter().enumerate() {
         resolve_pairs(
             symbols,
@@ -319,14 +319,12 @@ fn from_v2(req: v2::Request, limits: &Limits) -> Result<DecodedWrite, RemoteWrit
             .map(|md| metadata_v2(symbols, md))
             .transpose()?
             .flatten();
-        let samples: Vec<Sample> = ts
-            .samples
-            .iter()
-            .map(|s| Sample {
-                t: s.timestamp,
-                v: s.value,
-            })
-            .collect();
+        // Reused from series to series, as the 1.0 reader's are.
+        samples.clear();
+        samples.extend(ts.samples.iter().map(|s| Sample {
+            t: s.timestamp,
+            v: s.value,
+        }));
         if out.push_series(&pairs, &samples, &ts.histograms, limits) {
             if let (Some(md), Some(name)) = (md, metric_name(&pairs)) {
                 metadata.insert(family_name(name, &md.kind).to_string(), md);

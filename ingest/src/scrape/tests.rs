@@ -330,26 +330,19 @@ async fn an_unchanged_job_keeps_its_loops_across_a_reload() {
     f.apply(JOB).await;
     f.scrapes(2).await;
     // A loop's series cache says which loop scraped: a new one counts `a` as added again.
-    let added = |f: &Fixture| f.values("scrape_series_added");
-    f.apply(JOB).await;
-    let n = f.values("up").len();
-    f.scrapes(n + 2).await;
-    assert_eq!(
-        added(&f).iter().filter(|v| **v > 0.0).count(),
-        1,
-        "same loop: {:?}",
-        added(&f)
-    );
+    // Applies a config, waits two scrapes, and counts the scrapes that added a series.
+    async fn loops_after(f: &Fixture, config: &str) -> (usize, Vec<f64>) {
+        f.apply(config).await;
+        let n = f.values("up").len();
+        f.scrapes(n + 2).await;
+        let added = f.values("scrape_series_added");
+        (added.iter().filter(|v| **v > 0.0).count(), added)
+    }
+    let (loops, added) = loops_after(&f, JOB).await;
+    assert_eq!(loops, 1, "same loop: {added:?}");
     // A changed job gets new loops, which do not end the series.
-    f.apply(&format!("{JOB}sample_limit: 10\n")).await;
-    let n = f.values("up").len();
-    f.scrapes(n + 2).await;
-    assert_eq!(
-        added(&f).iter().filter(|v| **v > 0.0).count(),
-        2,
-        "a new loop: {:?}",
-        added(&f)
-    );
+    let (loops, added) = loops_after(&f, &format!("{JOB}sample_limit: 10\n")).await;
+    assert_eq!(loops, 2, "a new loop: {added:?}");
     assert!(!f.values("a").iter().any(stale));
     f.manager.stop().await;
 }

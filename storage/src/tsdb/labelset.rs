@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::batch::{byte_pairs, str_pairs};
 use crate::encoding::Cursor;
-use crate::{Label, Labels};
+use crate::Labels;
 
 #[derive(Clone, Debug)]
 pub(crate) struct StoredLabels(Arc<[u8]>);
@@ -20,14 +20,7 @@ pub(crate) struct StoredLabels(Arc<[u8]>);
 impl StoredLabels {
     #[cfg(test)]
     pub(crate) fn encode(labels: &Labels) -> StoredLabels {
-        let mut batch = crate::EncodedBatch::new();
-        batch.push(crate::SeriesBatch {
-            labels: labels.clone(),
-            samples: Vec::new(),
-            histograms: Vec::new(),
-        });
-        let series = batch.iter().next().expect("one series");
-        StoredLabels::from_encoded(series.label_bytes())
+        StoredLabels::from_encoded(crate::EncodedLabels::new(labels).bytes())
     }
 
     /// Copies a label set out of an [`EncodedBatch`] (well-formed by construction).
@@ -62,11 +55,7 @@ impl StoredLabels {
     }
 
     pub(crate) fn to_labels(&self) -> Labels {
-        Labels::new(
-            self.pairs()
-                .map(|(name, value)| Label::new(name, value))
-                .collect(),
-        )
+        crate::batch::decode_labels(&self.0)
     }
 
     /// The order of [`Labels`] (byte order is `str` order).
@@ -83,6 +72,7 @@ impl StoredLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Label;
     use proptest::prelude::*;
 
     fn labels_strategy() -> impl Strategy<Value = Labels> {

@@ -259,7 +259,7 @@ impl Tsdb {
         batch: &[SeriesBatch],
         mode: AppendMode,
     ) -> Result<AppendReport, StorageError> {
-        self.append_batch(&EncodedBatch::from(batch.to_vec()), mode)
+        self.append_batch(&EncodedBatch::from(batch), mode)
     }
 
     /// [`Tsdb::append`] of a batch whose label sets are already encoded: the write path of
