@@ -2,6 +2,8 @@
 //! (head → chunk partitions + WAL truncation in one WriteBatch) and the retention pass. See
 //! the facade's doc for the ordering guarantees these keep.
 
+use std::sync::atomic::Ordering;
+
 use rocksdb::WriteBatch;
 use tracing::{debug, info};
 
@@ -23,7 +25,7 @@ use crate::{Sample, StorageError};
 /// efficiently.
 const CHECKPOINT_SLICE_SERIES: usize = 16_384;
 
-/// Series moved to the cold index per hold of the append lock (a WriteBatch of about ten
+/// Series moved to the cold index per exclusive hold of `gate` (a WriteBatch of about ten
 /// keys per series and partition): appends wait for one slice, not for the whole pass.
 const EVICT_SLICE_SERIES: usize = 4096;
 
@@ -108,7 +110,7 @@ impl Inner {
         if records > 0 {
             info!(records, "wal replayed");
         }
-        self.append.lock().next_wal_seq = next;
+        self.next_wal_seq.store(next, Ordering::Relaxed);
         // Replayed records stay in the WAL until the next checkpoint truncates [0, next).
         self.checkpoint.lock().wal_start = if records > 0 { 0 } else { next };
         Ok(())
@@ -123,9 +125,13 @@ impl Inner {
     pub(super) fn checkpoint(&self) -> Result<(), StorageError> {
         let mut cp = self.checkpoint.lock();
         let (mut dirty, wal_end) = {
-            let counters = self.append.lock();
+            // With no append in flight, every record below the WAL position is in the head.
+            let _gate = self.gate.write();
             let mut state = self.state.write();
-            (state.head.take_dirty(), counters.next_wal_seq)
+            (
+                state.head.take_dirty(),
+                self.next_wal_seq.load(Ordering::Relaxed),
+            )
         };
         // Sorted outside the locks: slices in key order write to RocksDB in key order.
         dirty.sort_unstable();
@@ -231,7 +237,7 @@ impl Inner {
 
     /// Drops partitions that ended before now − retention and the series with no sample
     /// since then. Expired series are looked for under the shared state lock, confirmed and
-    /// deleted from RocksDB under the append lock (no sample can revive them meanwhile; reads
+    /// deleted from RocksDB under the exclusive `gate` (no sample can revive them meanwhile; reads
     /// go on), and only their removal from memory takes the exclusive state lock.
     pub(super) fn apply_retention(&self, now: i64) -> Result<(), StorageError> {
         let cutoff = self.limits(now).cutoff;
@@ -239,7 +245,7 @@ impl Inner {
         let expired_partitions = self.partitions.expired(cutoff);
         let candidates = self.state.read().index.expired(cutoff);
         {
-            let _append = self.append.lock();
+            let _gate = self.gate.write();
             let ids: Vec<u64> = {
                 let state = self.state.read();
                 candidates
@@ -282,7 +288,7 @@ impl Inner {
     /// Moves the series with no sample within the head window (counted back from the newest
     /// sample of any series) from memory to the cold index, once all they hold is persisted.
     /// Like retention: candidates under the shared state lock; confirmed and written to
-    /// RocksDB under the append lock (no sample can arrive for them meanwhile) a slice at a
+    /// RocksDB under the exclusive `gate` (no sample can arrive for them meanwhile) a slice at a
     /// time; removed from memory under the exclusive lock only after their cold entries are
     /// written, so a reader always finds a series in one place or the other.
     pub(super) fn evict_idle(&self) -> Result<(), StorageError> {
@@ -297,7 +303,7 @@ impl Inner {
         };
         let mut evicted = 0usize;
         for slice in candidates.chunks(EVICT_SLICE_SERIES) {
-            let _append = self.append.lock();
+            let _gate = self.gate.write();
             let mut wb = WriteBatch::default();
             let mut ids = Vec::with_capacity(slice.len());
             {

@@ -14,12 +14,16 @@
 //! but where its label set is held.
 //!
 //! Locks, always taken in this order: `checkpoint` (one checkpoint / retention / clear at a
-//! time) → `append` (serialises appenders; guards the id and WAL sequence counters) → `state`
-//! (index + head; readers share it). An append validates under `append` + a shared `state`,
-//! writes its WriteBatch (WAL record + new series) with no `state` lock held, then applies to
-//! the head under the exclusive `state` lock — so a write that returned Ok is in RocksDB's WAL.
+//! time) → `create` (held by an append that adds series to memory; guards the next series
+//! id) → `gate` (shared by appends, taken alone by what needs none in flight) → the append's
+//! own series (`series_lock`) → `state` (index + head; readers share it). An append validates
+//! its series under a shared `state`, writes its WriteBatch (WAL record + new series) with no
+//! `state` lock held, then applies to the head under the exclusive `state` lock — so a write
+//! that returned Ok is in RocksDB's WAL. Appends to different series run side by side up to
+//! that last step; two appends to one series follow each other from validation to the head,
+//! as do two that add series.
 //!
-//! Durability: a checkpoint notes the dirty series and the next WAL sequence S under `append`,
+//! Durability: a checkpoint notes the dirty series and the next WAL sequence S under `gate`,
 //! then writes their chunks and time bounds a slice of series at a time (each slice one
 //! WriteBatch, snapshotted under a short exclusive `state` lock), and deletes WAL records
 //! [0, S) only after the last slice is written. So at any crash point every acknowledged
@@ -64,6 +68,7 @@ use index::Index;
 use labelset::StoredLabels;
 use meta::{KEY_NEXT_OOO_CHUNK_ID, KEY_NEXT_SERIES_ID};
 use partition::{partition_start, Partitions};
+use series_lock::SeriesLocks;
 
 mod append;
 mod checkpoint;
@@ -77,6 +82,7 @@ mod meta;
 mod partition;
 mod postings;
 mod read;
+mod series_lock;
 mod wal;
 
 #[derive(Clone, Debug)]
@@ -143,11 +149,6 @@ struct Worker {
     handle: JoinHandle<()>,
 }
 
-struct Counters {
-    next_series_id: u64,
-    next_wal_seq: u64,
-}
-
 /// State only the checkpoint touches.
 struct CheckpointState {
     /// WAL records below this are already deleted.
@@ -167,7 +168,13 @@ struct Inner {
     opts: TsdbOptions,
     partitions: Partitions,
     checkpoint: Mutex<CheckpointState>,
-    append: Mutex<Counters>,
+    /// Shared by appends; taken alone by what needs no append in flight (the checkpoint's
+    /// WAL position, retention, eviction, clear).
+    gate: RwLock<()>,
+    /// Held by appends that add series to memory; guards the next series id.
+    create: Mutex<u64>,
+    series_locks: SeriesLocks,
+    next_wal_seq: AtomicU64,
     state: RwLock<State>,
     metadata: Mutex<BTreeMap<String, Metadata>>,
     /// New series refused by `max_active_series` since open.
@@ -210,10 +217,10 @@ impl Tsdb {
                 wal_start: 0,
                 next_ooo_chunk_id,
             }),
-            append: Mutex::new(Counters {
-                next_series_id,
-                next_wal_seq: 0,
-            }),
+            gate: RwLock::new(()),
+            create: Mutex::new(next_series_id),
+            series_locks: SeriesLocks::default(),
+            next_wal_seq: AtomicU64::new(0),
             state: RwLock::new(State {
                 index,
                 head: Head::default(),
@@ -572,11 +579,9 @@ impl Inner {
             accepted_histograms: Vec<HistogramSample>,
         }
 
-        // The ids of series in memory, looked up before the `append` lock (under which every
-        // append waits for the one before it): finding a label set is the costliest step of
-        // a known series. Ids are never reused, so an id found here is still this label set's
-        // if the index still holds it once the lock is taken; one moved out meanwhile is
-        // looked up again there, as are label sets not found here.
+        // The ids of series in memory, looked up before any lock: finding a label set is the
+        // costliest step of a known series. Ids are never reused, so an id found here is still
+        // this label set's if the index still holds it once `gate` is taken.
         let found: Vec<Option<u64>> = {
             let state = self.state.read();
             batch
@@ -584,14 +589,50 @@ impl Inner {
                 .map(|sb| state.index.id(sb.label_bytes()))
                 .collect()
         };
-        let mut counters = self.append.lock();
+        let adds_series = |ids: &[Option<u64>]| {
+            batch
+                .iter()
+                .zip(ids)
+                .any(|(sb, id)| id.is_none() && sb.sample_count() > 0)
+        };
+        // An append that adds series to memory (new, or back from the cold index) holds
+        // `create` throughout, so that no two add one label set twice; the others only share
+        // `gate` and hold their own series.
+        let mut creating = adds_series(&found);
+        let (mut create, _gate, ids) = loop {
+            let create = creating.then(|| self.create.lock());
+            let gate = self.gate.read();
+            // Confirmed under `gate`: no series leaves memory while it is held, and none joins
+            // but under `create`.
+            let ids: Vec<Option<u64>> = {
+                let state = self.state.read();
+                batch
+                    .iter()
+                    .zip(&found)
+                    .map(|(sb, found)| match *found {
+                        _ if sb.sample_count() == 0 => None,
+                        Some(id) if state.index.get(id).is_some() => Some(id),
+                        _ => state.index.id(sb.label_bytes()),
+                    })
+                    .collect()
+            };
+            if create.is_none() && adds_series(&ids) {
+                // A series left memory since the lookup. `create` comes before `gate`, so
+                // let go of `gate` and start over as an append that adds series.
+                creating = true;
+                continue;
+            }
+            break (create, gate, ids);
+        };
+        let _series = self
+            .series_locks
+            .lock(ids.iter().flatten().copied().collect());
         let mut pending: Vec<Pending<'_>> = Vec::new();
         let mut report = AppendReport::default();
         let mut refused_series = 0u64;
         {
             let state = self.state.read();
-            // The index only grows under the `append` lock held here, so the count stays true
-            // until this append has added its series.
+            // The index only grows under `create`, held here whenever this append adds series.
             let mut room = match self.opts.max_active_series {
                 0 => usize::MAX,
                 max => max.saturating_sub(state.index.len()),
@@ -604,14 +645,10 @@ impl Inner {
                 New(&'b [u8]),
             }
             let mut slot: HashMap<Slot<'_>, usize> = HashMap::with_capacity(batch.len());
-            for (sb, found) in batch.iter().zip(found) {
+            for (sb, id) in batch.iter().zip(ids) {
                 if sb.sample_count() == 0 {
                     continue;
                 }
-                let id = match found {
-                    Some(id) if state.index.get(id).is_some() => Some(id),
-                    _ => state.index.id(sb.label_bytes()),
-                };
                 let key = id.map_or(Slot::New(sb.label_bytes()), Slot::Known);
                 let i = match slot.get(&key) {
                     Some(&i) => i,
@@ -703,6 +740,8 @@ impl Inner {
         }
 
         let mut wb = WriteBatch::default();
+        // Only read when series are added, which happens under `create` only.
+        let next_series_id = create.as_deref().copied().unwrap_or_default();
         let mut new_series: Vec<(u64, StoredLabels)> = Vec::new();
         let mut revived: Vec<(StoredLabels, ColdSeries)> = Vec::new();
         let mut groups: Vec<(u64, Vec<Sample>)> = Vec::new();
@@ -721,7 +760,7 @@ impl Inner {
                     id
                 }
                 (_, absent) => {
-                    let id = counters.next_series_id + new_series.len() as u64;
+                    let id = next_series_id + new_series.len() as u64;
                     let labels = absent.map_or_else(
                         || StoredLabels::from_encoded(p.series.label_bytes()),
                         |a| a.0,
@@ -744,19 +783,23 @@ impl Inner {
         if groups.is_empty() && histogram_times.is_empty() {
             return Ok(report);
         }
-        let next_series_id = counters.next_series_id + new_series.len() as u64;
+        debug_assert!(create.is_some() || new_series.is_empty());
+        let next_series_id = next_series_id + new_series.len() as u64;
         if !new_series.is_empty() {
             meta::put_counter(&self.db, &mut wb, KEY_NEXT_SERIES_ID, next_series_id)?;
         }
         if !groups.is_empty() {
             let record = wal::encode(groups.iter().map(|(id, s)| (*id, s.as_slice())));
-            wal::put(&self.db, &mut wb, counters.next_wal_seq, &record)?;
+            // Taken while this append holds its series: the records of one series are in the
+            // order their samples were judged, which replay repeats. A failed write leaves a
+            // gap, which nothing minds.
+            let seq = self.next_wal_seq.fetch_add(1, Ordering::Relaxed);
+            wal::put(&self.db, &mut wb, seq, &record)?;
         }
         self.db.write_opt(wb, &self.write_options())?;
-        if !groups.is_empty() {
-            counters.next_wal_seq += 1;
+        if let Some(next) = create.as_deref_mut() {
+            *next = next_series_id;
         }
-        counters.next_series_id = next_series_id;
 
         let mut state = self.state.write();
         for (id, labels) in new_series {
@@ -815,7 +858,7 @@ impl Inner {
 
     fn clear(&self) -> Result<(), StorageError> {
         let mut cp = self.checkpoint.lock();
-        let counters = self.append.lock();
+        let _gate = self.gate.write();
         let mut state = self.state.write();
         for start in self.partitions.all() {
             self.partitions.drop_partition(&self.db, start)?;
@@ -833,7 +876,7 @@ impl Inner {
         meta::clear_metadata(&self.db)?;
         *state = State::default();
         self.metadata.lock().clear();
-        cp.wal_start = counters.next_wal_seq;
+        cp.wal_start = self.next_wal_seq.load(Ordering::Relaxed);
         Ok(())
     }
 }

@@ -313,6 +313,81 @@ fn crash_without_flush_loses_nothing_and_duplicates_nothing() {
     assert_eq!(all(&db, &a), bits(&sa));
 }
 
+/// Appenders racing on one series: each timestamp is taken by exactly one of them (the others
+/// are told it is a duplicate), the stored value is the winner's, and replaying the WAL after
+/// a crash decides the same; series of their own they write side by side, and new series
+/// added by racing appenders get one id each.
+#[test]
+fn concurrent_appends_to_one_series_take_each_timestamp_once_and_replay_the_same() {
+    const THREADS: usize = 4;
+    const STEPS: i64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = labels("shared", &[]);
+    let own = |k: usize, step: i64| {
+        labels(
+            "own",
+            &[("k", &k.to_string()), ("s", &(step % 7).to_string())],
+        )
+    };
+    let winners: Vec<Vec<(i64, u64)>> = {
+        let db = Arc::new(Tsdb::open(dir.path(), opts()).unwrap());
+        // Each step starts together, so that the appenders race for the same timestamp.
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|k| {
+                let (db, shared, barrier) = (db.clone(), shared.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut won = Vec::new();
+                    for step in 0..STEPS {
+                        barrier.wait();
+                        let v = (k as i64 * 1000 + step) as f64;
+                        let r = db
+                            .append(
+                                &[
+                                    batch(&shared, &[(step * 1000, v)]),
+                                    batch(&own(k, step), &[(step * 1000, v)]),
+                                ],
+                                AppendMode::BestEffort,
+                            )
+                            .unwrap();
+                        match r.rejected.as_slice() {
+                            [] => won.push((step * 1000, v.to_bits())),
+                            [r] => assert_eq!(
+                                (r.reason, &r.labels),
+                                (RejectReason::DuplicateTimestamp, &shared)
+                            ),
+                            more => panic!("{more:?}"),
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+        // Dropped without close or flush: only the WAL has the data.
+    };
+    let mut expected: Vec<(i64, u64)> = winners.concat();
+    expected.sort_unstable();
+    assert_eq!(
+        expected.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (0..STEPS).map(|s| s * 1000).collect::<Vec<_>>(),
+        "every timestamp taken exactly once"
+    );
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, &shared), expected);
+    let series = db.series(&[], i64::MIN, i64::MAX).unwrap();
+    assert_eq!(series.len(), 1 + THREADS * 7);
+    for k in 0..THREADS {
+        for step in 0..STEPS {
+            let got = read(&db, &own(k, step), step * 1000, step * 1000);
+            assert_eq!(
+                got,
+                vec![(step * 1000, ((k as i64 * 1000 + step) as f64).to_bits())]
+            );
+        }
+    }
+}
+
 #[test]
 fn restart_after_flush_and_more_appends_continues_open_chunk() {
     let dir = tempfile::tempdir().unwrap();
