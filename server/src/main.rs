@@ -2,6 +2,7 @@
 //! `serve` or a subcommand. Errors end here: exit code 2 for bad usage or configuration, 1 for
 //! failures at run time.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -94,9 +95,11 @@ fn config_error(e: &config::ConfigError) -> ExitCode {
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: in a file or a journal the codes are noise.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 }
 

@@ -83,12 +83,11 @@ impl Process {
     /// Waits until the log has, for each of `patterns`, a line containing it, and returns the
     /// whitespace-delimited value right after the pattern's first occurrence (quotes removed),
     /// in the order of `patterns`: with `" HTTP listening addr="` the address a server logged
-    /// for that listener. Colour codes are ignored. Panics with the log when the process exits
-    /// first or `timeout` passes.
+    /// for that listener. Panics with the log when the process exits first or `timeout` passes.
     pub fn wait_for_log_values(&mut self, patterns: &[&str], timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let log = strip_ansi(&self.log());
+            let log = self.log();
             // Whole lines only: a line still being written could end inside the value.
             let complete = &log[..log.rfind('\n').map_or(0, |i| i + 1)];
             let found: Vec<Option<String>> =
@@ -139,25 +138,6 @@ impl Process {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-/// `text` without terminal colour sequences (`ESC [ ... letter`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // Skip "[", parameters and the final letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The token after the first occurrence of `pattern` in `text`, up to whitespace, without

@@ -107,7 +107,11 @@ fn no_arguments_serve_the_embedded_default_and_sigterm_exits_0() {
     assert!(dir.path().join("data").is_dir(), "no ./data created");
     let status = p.signal_and_wait("TERM", Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "log:\n{}", p.log());
-    assert!(p.log().contains("shut down cleanly"), "log:\n{}", p.log());
+    let log = p.log();
+    assert!(log.contains("shut down cleanly"), "log:\n{log}");
+    // Its output is a file here, not a terminal: plain text, and each event logged once.
+    assert!(!log.contains('\u{1b}'), "colour codes in a file:\n{log}");
+    assert_eq!(log.matches("TSDB opened").count(), 1, "log:\n{log}");
 }
 
 #[test]

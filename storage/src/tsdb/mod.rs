@@ -44,10 +44,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::{WriteBatch, WriteOptions};
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::batch::EncodedSeries;
 use crate::contract::BatchWriter;
@@ -175,6 +175,9 @@ struct Inner {
     create: Mutex<u64>,
     series_locks: SeriesLocks,
     next_wal_seq: AtomicU64,
+    /// Counts the passes that took series out of memory (under the exclusive `gate`), so an
+    /// append knows whether the ids it found before taking `gate` still stand.
+    removals: AtomicU64,
     state: RwLock<State>,
     metadata: Mutex<BTreeMap<String, Metadata>>,
     /// New series refused by `max_active_series` since open.
@@ -221,6 +224,7 @@ impl Tsdb {
             create: Mutex::new(next_series_id),
             series_locks: SeriesLocks::default(),
             next_wal_seq: AtomicU64::new(0),
+            removals: AtomicU64::new(0),
             state: RwLock::new(State {
                 index,
                 head: Head::default(),
@@ -250,7 +254,8 @@ impl Tsdb {
         let worker = (!inner.opts.flush_interval.is_zero())
             .then(|| Worker::spawn(inner.clone()))
             .transpose()?;
-        info!(dir = %dir.display(), series = inner.state.read().index.len(), "tsdb opened");
+        // The server logs the opening with how long it took: one line per event.
+        debug!(dir = %dir.display(), series = inner.state.read().index.len(), "tsdb opened");
         Ok(Tsdb { inner, worker })
     }
 
@@ -581,8 +586,9 @@ impl Inner {
 
         // The ids of series in memory, looked up before any lock: finding a label set is the
         // costliest step of a known series. Ids are never reused, so an id found here is still
-        // this label set's if the index still holds it once `gate` is taken.
-        let found: Vec<Option<u64>> = {
+        // this label set's once `gate` is taken unless a series left memory meanwhile.
+        let removals = self.removals.load(Ordering::Acquire);
+        let mut found: Vec<Option<u64>> = {
             let state = self.state.read();
             batch
                 .iter()
@@ -603,15 +609,21 @@ impl Inner {
             let create = creating.then(|| self.create.lock());
             let gate = self.gate.read();
             // Confirmed under `gate`: no series leaves memory while it is held, and none joins
-            // but under `create`.
-            let ids: Vec<Option<u64>> = {
+            // but under `create`. Usually none left since the lookup, and then the ids found
+            // stand as they are and only label sets not found are looked up again (another
+            // append may have added them).
+            let unchanged = self.removals.load(Ordering::Relaxed) == removals;
+            let ids: Vec<Option<u64>> = if unchanged && create.is_none() {
+                // Nothing to add, so this is the last time round.
+                std::mem::take(&mut found)
+            } else {
                 let state = self.state.read();
                 batch
                     .iter()
                     .zip(&found)
                     .map(|(sb, found)| match *found {
                         _ if sb.sample_count() == 0 => None,
-                        Some(id) if state.index.get(id).is_some() => Some(id),
+                        Some(id) if unchanged || state.index.get(id).is_some() => Some(id),
                         _ => state.index.id(sb.label_bytes()),
                     })
                     .collect()
@@ -624,9 +636,12 @@ impl Inner {
             }
             break (create, gate, ids);
         };
-        let _series = self
+        let series = self
             .series_locks
             .lock(ids.iter().flatten().copied().collect());
+        // Whether a series in memory appears more than once in the batch: if not, their
+        // entries need no lookup table.
+        let repeats = series.len() < ids.iter().flatten().count();
         let mut pending: Vec<Pending<'_>> = Vec::new();
         let mut report = AppendReport::default();
         let mut refused_series = 0u64;
@@ -644,13 +659,14 @@ impl Inner {
                 Known(u64),
                 New(&'b [u8]),
             }
-            let mut slot: HashMap<Slot<'_>, usize> = HashMap::with_capacity(batch.len());
+            let mut slot: HashMap<Slot<'_>, usize> = HashMap::default();
             for (sb, id) in batch.iter().zip(ids) {
                 if sb.sample_count() == 0 {
                     continue;
                 }
                 let key = id.map_or(Slot::New(sb.label_bytes()), Slot::Known);
-                let i = match slot.get(&key) {
+                let keyed = id.is_none() || repeats;
+                let i = match keyed.then(|| slot.get(&key)).flatten() {
                     Some(&i) => i,
                     None => {
                         let (id, absent, last) = match id {
@@ -679,7 +695,9 @@ impl Inner {
                             check: SeriesCheck::new(last),
                             accepted_histograms: Vec::new(),
                         });
-                        slot.insert(key, pending.len() - 1);
+                        if keyed {
+                            slot.insert(key, pending.len() - 1);
+                        }
                         pending.len() - 1
                     }
                 };
@@ -875,6 +893,7 @@ impl Inner {
         }
         meta::clear_metadata(&self.db)?;
         *state = State::default();
+        self.removals.fetch_add(1, Ordering::Release);
         self.metadata.lock().clear();
         cp.wal_start = self.next_wal_seq.load(Ordering::Relaxed);
         Ok(())
