@@ -270,6 +270,7 @@ impl Inner {
                 if !ids.is_empty() {
                     state.index.remove(&ids);
                     state.head.remove(&ids);
+                    self.removals.fetch_add(1, Ordering::Release);
                     info!(series = ids.len(), "retention removed series");
                 }
                 if let Some(&newest) = expired_partitions.last() {
@@ -334,6 +335,7 @@ impl Inner {
             let mut state = self.state.write();
             state.index.remove(&ids);
             state.head.remove(&ids);
+            self.removals.fetch_add(1, Ordering::Release);
             evicted += ids.len();
         }
         if evicted > 0 {

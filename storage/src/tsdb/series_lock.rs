@@ -45,6 +45,13 @@ impl SeriesLocks {
     }
 }
 
+impl SeriesGuard<'_> {
+    /// How many distinct series are held.
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
 impl Drop for SeriesGuard<'_> {
     fn drop(&mut self) {
         let mut held = self.locks.held.lock();

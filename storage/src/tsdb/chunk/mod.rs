@@ -46,19 +46,31 @@ impl BitWriter {
         self.write_bits(u64::from(bit), 1);
     }
 
-    /// Writes the low `n` (≤ 64) bits of `v`, most significant first.
-    fn write_bits(&mut self, v: u64, mut n: u32) {
-        while n > 0 {
-            if self.free == 0 {
-                self.bytes.push(0);
-                self.free = 8;
-            }
+    /// Writes the low `n` (≤ 64) bits of `v`, most significant first: the free bits of the
+    /// last byte first, then the rest as whole bytes at once (this runs for every sample
+    /// appended, under the lock appends share).
+    fn write_bits(&mut self, v: u64, n: u32) {
+        debug_assert!(n <= 64);
+        if n == 0 {
+            return;
+        }
+        // The bits to write, left-aligned in 128 (so that shifting by up to 64 is defined).
+        let mut bits = u128::from(v) << (128 - n);
+        let mut n = n;
+        if self.free > 0 {
             let take = n.min(self.free);
-            let bits = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
-            let last = self.bytes.len() - 1;
-            self.bytes[last] |= bits << (self.free - take);
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= ((bits >> 120) as u8) >> (8 - self.free);
+            }
+            bits <<= take;
             self.free -= take;
             n -= take;
+        }
+        if n > 0 {
+            let whole = n.div_ceil(8);
+            self.bytes
+                .extend_from_slice(&bits.to_be_bytes()[..whole as usize]);
+            self.free = whole * 8 - n;
         }
     }
 }
