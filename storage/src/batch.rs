@@ -82,6 +82,18 @@ impl EncodedBatch {
         EncodedBatch::default()
     }
 
+    /// An empty batch with room for `series` series of one sample each and `label_bytes`
+    /// bytes of encoded label sets, for a decoder that knows what is coming: a large batch
+    /// is then not copied as it grows.
+    pub fn with_capacity(series: usize, label_bytes: usize) -> EncodedBatch {
+        EncodedBatch {
+            labels: Vec::with_capacity(label_bytes),
+            ends: Vec::with_capacity(series),
+            samples: Vec::with_capacity(series),
+            histograms: Vec::new(),
+        }
+    }
+
     /// Adds samples of a series whose label set is already encoded.
     pub fn push_encoded(&mut self, labels: &EncodedLabels, samples: &[Sample]) {
         self.labels.extend_from_slice(&labels.0);

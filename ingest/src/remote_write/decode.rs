@@ -173,7 +173,11 @@ fn from_v1(
         }
     }
     check_series_count(count, limits)?;
-    let mut out = DecodedWrite::default();
+    // A label set encoded takes fewer bytes than in the body, which also holds its samples.
+    let mut out = DecodedWrite {
+        series: EncodedBatch::with_capacity(count, raw.len()),
+        ..DecodedWrite::default()
+    };
     let mut metadata = HashMap::new();
     let mut series = SeriesParts::default();
     let mut buf = raw;

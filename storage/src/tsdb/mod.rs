@@ -588,23 +588,21 @@ impl Inner {
         // costliest step of a known series. Ids are never reused, so an id found here is still
         // this label set's once `gate` is taken unless a series left memory meanwhile.
         let removals = self.removals.load(Ordering::Acquire);
-        let mut found: Vec<Option<u64>> = {
-            let state = self.state.read();
-            batch
-                .iter()
-                .map(|sb| state.index.id(sb.label_bytes()))
-                .collect()
-        };
-        let adds_series = |ids: &[Option<u64>]| {
-            batch
-                .iter()
-                .zip(ids)
-                .any(|(sb, id)| id.is_none() && sb.sample_count() > 0)
-        };
         // An append that adds series to memory (new, or back from the cold index) holds
         // `create` throughout, so that no two add one label set twice; the others only share
         // `gate` and hold their own series.
-        let mut creating = adds_series(&found);
+        let mut creating = false;
+        let found: Vec<Option<u64>> = {
+            let state = self.state.read();
+            batch
+                .iter()
+                .map(|sb| {
+                    let id = state.index.id(sb.label_bytes());
+                    creating |= id.is_none() && sb.sample_count() > 0;
+                    id
+                })
+                .collect()
+        };
         let (mut create, _gate, ids) = loop {
             let create = creating.then(|| self.create.lock());
             let gate = self.gate.read();
@@ -613,22 +611,27 @@ impl Inner {
             // stand as they are and only label sets not found are looked up again (another
             // append may have added them).
             let unchanged = self.removals.load(Ordering::Relaxed) == removals;
-            let ids: Vec<Option<u64>> = if unchanged && create.is_none() {
-                // Nothing to add, so this is the last time round.
-                std::mem::take(&mut found)
-            } else {
+            if unchanged && create.is_none() {
+                break (create, gate, found);
+            }
+            let mut adds = false;
+            let ids: Vec<Option<u64>> = {
                 let state = self.state.read();
                 batch
                     .iter()
                     .zip(&found)
-                    .map(|(sb, found)| match *found {
-                        _ if sb.sample_count() == 0 => None,
-                        Some(id) if unchanged || state.index.get(id).is_some() => Some(id),
-                        _ => state.index.id(sb.label_bytes()),
+                    .map(|(sb, found)| {
+                        let id = match *found {
+                            _ if sb.sample_count() == 0 => return None,
+                            Some(id) if unchanged || state.index.get(id).is_some() => Some(id),
+                            _ => state.index.id(sb.label_bytes()),
+                        };
+                        adds |= id.is_none();
+                        id
                     })
                     .collect()
             };
-            if create.is_none() && adds_series(&ids) {
+            if create.is_none() && adds {
                 // A series left memory since the lookup. `create` comes before `gate`, so
                 // let go of `gate` and start over as an append that adds series.
                 creating = true;
@@ -807,7 +810,7 @@ impl Inner {
             meta::put_counter(&self.db, &mut wb, KEY_NEXT_SERIES_ID, next_series_id)?;
         }
         if !groups.is_empty() {
-            let record = wal::encode(groups.iter().map(|(id, s)| (*id, s.as_slice())));
+            let record = wal::encode(&groups);
             // Taken while this append holds its series: the records of one series are in the
             // order their samples were judged, which replay repeats. A failed write leaves a
             // gap, which nothing minds.

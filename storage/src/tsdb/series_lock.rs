@@ -7,7 +7,8 @@
 //! An append takes all its series at once or waits holding none, so two appends can never
 //! wait for each other.
 
-use foldhash::HashSet;
+use std::sync::Arc;
+
 use parking_lot::{Condvar, Mutex};
 
 #[derive(Default)]
@@ -16,9 +17,12 @@ pub(crate) struct SeriesLocks {
     released: Condvar,
 }
 
+/// The id sets of the appends in flight, each sorted: a handful at a time (one per request
+/// being appended), so checking a new set against each by a merge walk costs less than
+/// hashing every id in and out of one shared set.
 #[derive(Default)]
 struct Held {
-    ids: HashSet<u64>,
+    sets: Vec<Arc<[u64]>>,
     /// Appends waiting for a series: only then does a release wake anyone.
     waiting: usize,
 }
@@ -26,7 +30,28 @@ struct Held {
 /// The series of one append, released on drop.
 pub(crate) struct SeriesGuard<'a> {
     locks: &'a SeriesLocks,
-    ids: Vec<u64>,
+    ids: Arc<[u64]>,
+}
+
+/// Whether two sorted id lists share an id.
+fn overlap(a: &[u64], b: &[u64]) -> bool {
+    let (Some(a_first), Some(b_first), Some(a_last), Some(b_last)) =
+        (a.first(), b.first(), a.last(), b.last())
+    else {
+        return false;
+    };
+    if a_last < b_first || b_last < a_first {
+        return false;
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => return true,
+        }
+    }
+    false
 }
 
 impl SeriesLocks {
@@ -34,13 +59,14 @@ impl SeriesLocks {
     pub(crate) fn lock(&self, mut ids: Vec<u64>) -> SeriesGuard<'_> {
         ids.sort_unstable();
         ids.dedup();
+        let ids: Arc<[u64]> = ids.into();
         let mut held = self.held.lock();
-        while ids.iter().any(|id| held.ids.contains(id)) {
+        while held.sets.iter().any(|set| overlap(set, &ids)) {
             held.waiting += 1;
             self.released.wait(&mut held);
             held.waiting -= 1;
         }
-        held.ids.extend(&ids);
+        held.sets.push(ids.clone());
         SeriesGuard { locks: self, ids }
     }
 }
@@ -55,8 +81,8 @@ impl SeriesGuard<'_> {
 impl Drop for SeriesGuard<'_> {
     fn drop(&mut self) {
         let mut held = self.locks.held.lock();
-        for id in &self.ids {
-            held.ids.remove(id);
+        if let Some(i) = held.sets.iter().position(|s| Arc::ptr_eq(s, &self.ids)) {
+            held.sets.swap_remove(i);
         }
         if held.waiting > 0 {
             self.locks.released.notify_all();
@@ -68,7 +94,6 @@ impl Drop for SeriesGuard<'_> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     use std::time::Duration;
 
     #[test]
@@ -93,6 +118,15 @@ mod tests {
         drop(b);
         waiter.join().unwrap();
         assert!(entered.load(Ordering::SeqCst));
-        assert!(locks.held.lock().ids.is_empty());
+        assert!(locks.held.lock().sets.is_empty());
+    }
+
+    #[test]
+    fn overlap_of_sorted_lists() {
+        assert!(!overlap(&[], &[1]));
+        assert!(!overlap(&[1, 3, 5], &[2, 4, 6]));
+        assert!(!overlap(&[1, 2], &[3, 4]));
+        assert!(overlap(&[1, 4, 9], &[2, 4]));
+        assert!(overlap(&[7], &[1, 7, 8]));
     }
 }

@@ -15,9 +15,14 @@ use crate::{Sample, StorageError};
 
 const VERSION: u8 = 1;
 
-pub(crate) fn encode<'a>(groups: impl IntoIterator<Item = (u64, &'a [Sample])>) -> Vec<u8> {
-    let mut out = vec![VERSION];
+pub(crate) fn encode(groups: &[(u64, Vec<Sample>)]) -> Vec<u8> {
+    // Sized for the usual record (a few bytes of id and count per series, a one- or two-byte
+    // time delta and the value per sample), so that a large one is not copied as it grows.
+    let samples: usize = groups.iter().map(|(_, s)| s.len()).sum();
+    let mut out = Vec::with_capacity(1 + groups.len() * 6 + samples * 10);
+    out.push(VERSION);
     for (id, samples) in groups {
+        let id = *id;
         put_uvarint(&mut out, id);
         put_uvarint(&mut out, samples.len() as u64);
         let mut prev = 0i64;
@@ -125,7 +130,7 @@ mod tests {
                 .into_iter()
                 .map(|(id, ss)| (id, ss.into_iter().map(|(t, b)| Sample { t, v: f64::from_bits(b) }).collect()))
                 .collect();
-            let bytes = encode(groups.iter().map(|(id, s)| (*id, s.as_slice())));
+            let bytes = encode(&groups);
             let back = decode(&bytes).expect("decodes");
             let bits = |g: &[(u64, Vec<Sample>)]| -> Vec<(u64, Vec<(i64, u64)>)> {
                 g.iter().map(|(id, s)| (*id, s.iter().map(|s| (s.t, s.v.to_bits())).collect())).collect()
