@@ -327,8 +327,21 @@ pub(crate) fn next_field<'a>(buf: &mut &'a [u8]) -> Result<(u32, Value<'a>), Wir
     Ok((number, value))
 }
 
+/// Most varints of a body are one byte (every tag, most lengths and small counts), and they
+/// are read a few dozen times per sample: those take the short path.
 #[inline]
 fn varint(buf: &mut &[u8]) -> Result<u64, WireError> {
+    match buf.split_first() {
+        Some((&b, rest)) if b < 0x80 => {
+            *buf = rest;
+            Ok(u64::from(b))
+        }
+        _ => varint_long(buf),
+    }
+}
+
+#[inline(never)]
+fn varint_long(buf: &mut &[u8]) -> Result<u64, WireError> {
     let mut value = 0u64;
     for i in 0..10 {
         let (&b, rest) = buf
