@@ -41,10 +41,12 @@ pub(crate) struct SeriesCheck {
 }
 
 impl SeriesCheck {
-    pub(crate) fn new(last: Option<(i64, u64)>) -> SeriesCheck {
+    /// With room for `samples` accepted samples: the caller knows how many it brings, and
+    /// most are accepted.
+    pub(crate) fn new(last: Option<(i64, u64)>, samples: usize) -> SeriesCheck {
         SeriesCheck {
             last,
-            accepted: Vec::new(),
+            accepted: Vec::with_capacity(samples),
             by_time: None,
         }
     }
@@ -145,7 +147,7 @@ mod tests {
 
     #[test]
     fn classifies_samples() {
-        let mut c = SeriesCheck::new(Some((2000, 1.0f64.to_bits())));
+        let mut c = SeriesCheck::new(Some((2000, 1.0f64.to_bits())), 0);
         assert_eq!(
             check(&mut c, 999, 1.0, None),
             Verdict::Reject(RejectReason::TooOld)
@@ -183,7 +185,7 @@ mod tests {
     #[test]
     fn nan_repeats_compare_by_bits() {
         let stale = f64::from_bits(crate::STALE_NAN_BITS);
-        let mut c = SeriesCheck::new(Some((2000, crate::STALE_NAN_BITS)));
+        let mut c = SeriesCheck::new(Some((2000, crate::STALE_NAN_BITS)), 0);
         assert_eq!(check(&mut c, 2000, stale, None), Verdict::Noop);
         assert_eq!(
             check(&mut c, 2000, f64::NAN, None),
@@ -193,7 +195,7 @@ mod tests {
 
     #[test]
     fn new_series_accepts_anything_in_bounds() {
-        let mut c = SeriesCheck::new(None);
+        let mut c = SeriesCheck::new(None, 0);
         assert_eq!(check(&mut c, 5000, 1.0, None), Verdict::InOrder);
         assert_eq!(
             check(&mut c, MAX_T + 1, 1.0, None),

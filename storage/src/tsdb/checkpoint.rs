@@ -92,7 +92,7 @@ impl Inner {
                     // Removed by retention after the record was written.
                     continue;
                 }
-                let mut check = SeriesCheck::new(state.head.last(id));
+                let mut check = SeriesCheck::new(state.head.last(id), samples.len());
                 for s in samples {
                     let verdict = check.check(limits, s, || self.stored_value(&state, id, s.t))?;
                     match verdict {

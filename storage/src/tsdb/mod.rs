@@ -645,7 +645,8 @@ impl Inner {
         // Whether a series in memory appears more than once in the batch: if not, their
         // entries need no lookup table.
         let repeats = series.len() < ids.iter().flatten().count();
-        let mut pending: Vec<Pending<'_>> = Vec::new();
+        // Sized up front: entries are large, and a batch has thousands.
+        let mut pending: Vec<Pending<'_>> = Vec::with_capacity(batch.len());
         let mut report = AppendReport::default();
         let mut refused_series = 0u64;
         {
@@ -695,7 +696,7 @@ impl Inner {
                             id,
                             absent,
                             over_limit,
-                            check: SeriesCheck::new(last),
+                            check: SeriesCheck::new(last, sb.samples.len()),
                             accepted_histograms: Vec::new(),
                         });
                         if keyed {
@@ -765,7 +766,7 @@ impl Inner {
         let next_series_id = create.as_deref().copied().unwrap_or_default();
         let mut new_series: Vec<(u64, StoredLabels)> = Vec::new();
         let mut revived: Vec<(StoredLabels, ColdSeries)> = Vec::new();
-        let mut groups: Vec<(u64, Vec<Sample>)> = Vec::new();
+        let mut groups: Vec<(u64, Vec<Sample>)> = Vec::with_capacity(pending.len());
         let mut histogram_times: Vec<(u64, i64)> = Vec::new();
         for p in pending
             .into_iter()
