@@ -174,8 +174,10 @@ fn from_v1(
     }
     check_series_count(count, limits)?;
     // A label set encoded takes fewer bytes than in the body, which also holds its samples.
+    // A series worth writing takes more than 16 bytes of body, so even a body of empty series
+    // reserves no more than a few times its size, well inside the expansion budget.
     let mut out = DecodedWrite {
-        series: EncodedBatch::with_capacity(count, raw.len()),
+        series: EncodedBatch::with_capacity(count.min(raw.len() / 16), raw.len()),
         ..DecodedWrite::default()
     };
     let mut metadata = HashMap::new();
