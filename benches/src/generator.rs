@@ -320,6 +320,90 @@ fn host_series(host: usize, out: &mut Vec<Series>) {
     out.push(Series::new("up", host, &[], Model::Constant, 1.0));
 }
 
+/// A native histogram sample as a remote-write sender holds it: integer counts, one span of
+/// consecutive buckets, bucket counts absolute (the wire encoding takes their deltas).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NativeHistogram {
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: u64,
+    pub count: u64,
+    pub sum: f64,
+    /// Index of the first bucket (the span's offset).
+    pub offset: i32,
+    pub buckets: Vec<u64>,
+}
+
+/// Buckets of a [`native_histogram_series`] latency histogram: schema 3 (8 buckets per power
+/// of two), from 2^(-40/8) ≈ 31 ms up, about where [`MEAN_LATENCY`] puts observations.
+const NATIVE_SCHEMA: i32 = 3;
+const NATIVE_OFFSET: i32 = -40;
+const NATIVE_BUCKETS: usize = 24;
+
+/// A request-duration native histogram series: what the same handlers' classic histograms in
+/// [`node_series`] would be as one native histogram each.
+#[derive(Clone, Debug)]
+pub struct NativeHistogramSeries {
+    pub labels: Vec<(String, String)>,
+    group: u64,
+    value: NativeHistogram,
+}
+
+impl NativeHistogramSeries {
+    /// Advances to `step` (called with 0, 1, 2, ...) and returns the histogram there: every
+    /// bucket gains its share of the step's observations, rounded per step.
+    pub fn next(&mut self, step: u64) -> &NativeHistogram {
+        let observations = (OBSERVATIONS_PER_STEP * (0.5 + unit(self.group, step))).floor();
+        let h = &mut self.value;
+        let base = 2f64.powf(2f64.powi(-NATIVE_SCHEMA));
+        for (i, b) in h.buckets.iter_mut().enumerate() {
+            // Upper bound of bucket index k is base^k; the share is the exponential
+            // distribution's mass between this bucket's bounds.
+            let k = NATIVE_OFFSET + i as i32;
+            let (lo, hi) = (base.powi(k - 1), base.powi(k));
+            let share = (-lo / MEAN_LATENCY).exp() - (-hi / MEAN_LATENCY).exp();
+            let add = (observations * share * (0.5 + unit(self.group ^ i as u64, step))).round();
+            *b += add as u64;
+            h.count += add as u64;
+            h.sum += add * (lo + hi) / 2.0;
+        }
+        h.sum = round_to(h.sum, 6);
+        &self.value
+    }
+}
+
+/// `limit` native histogram series, two handlers per host as in [`node_series`].
+pub fn native_histogram_series(limit: usize) -> Vec<NativeHistogramSeries> {
+    (0..limit)
+        .map(|i| {
+            let (host, handler) = (i / 2, ["/metrics", "/api/v1/query"][i % 2]);
+            let mut labels = vec![
+                (
+                    "__name__".to_string(),
+                    "http_request_duration_seconds".to_string(),
+                ),
+                ("handler".to_string(), handler.to_string()),
+                ("instance".to_string(), format!("host-{host:04}:9100")),
+                ("job".to_string(), "node".to_string()),
+            ];
+            labels.sort();
+            NativeHistogramSeries {
+                labels,
+                group: mix(i as u64 ^ 0x4e41_5449_5645),
+                value: NativeHistogram {
+                    schema: NATIVE_SCHEMA,
+                    zero_threshold: 1e-128,
+                    zero_count: 0,
+                    count: 0,
+                    sum: 0.0,
+                    offset: NATIVE_OFFSET,
+                    buckets: vec![0; NATIVE_BUCKETS],
+                },
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,5 +455,20 @@ mod tests {
             }
             last = values;
         }
+    }
+
+    #[test]
+    fn native_histograms_stay_consistent_and_grow() {
+        let mut series = native_histogram_series(10);
+        let mut last_count = vec![0u64; series.len()];
+        for step in 0..30 {
+            for (i, s) in series.iter_mut().enumerate() {
+                let h = s.next(step).clone();
+                assert_eq!(h.count, h.zero_count + h.buckets.iter().sum::<u64>());
+                assert!(h.count >= last_count[i]);
+                last_count[i] = h.count;
+            }
+        }
+        assert!(last_count.iter().all(|&c| c > 100), "{last_count:?}");
     }
 }

@@ -7,11 +7,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ingest::remote_write::proto::{v1, v2};
+use ingest::remote_write::proto::{self, v1, v2};
 use ingest::remote_write::Protocol;
 use prost::Message;
 
-use crate::generator::{node_series, Series};
+use crate::generator::{
+    native_histogram_series, node_series, NativeHistogram, NativeHistogramSeries, Series,
+};
 
 /// Upper bound on samples per run: requests are built in memory before sending.
 pub const MAX_TOTAL_SAMPLES: usize = 50_000_000;
@@ -146,11 +148,40 @@ fn check_size(series: usize, cfg: &LoadConfig) -> Result<(), String> {
 /// Builds every request of the run over the given series (`cfg.series` is not read), one list
 /// per sender.
 pub fn prepare_series(cfg: &LoadConfig, series: Vec<Series>) -> Result<Vec<Vec<Batch>>, String> {
+    shard_requests(
+        cfg,
+        series,
+        |s, step| s.next(step),
+        |shard, samples| encode(cfg.protocol, shard, samples),
+    )
+}
+
+/// The requests of a run of native histograms, [`native_histogram_series`] one sample each
+/// per step, remote-write 1.0 only (`cfg.protocol` is not read).
+pub fn prepare_native_histograms(cfg: &LoadConfig) -> Result<Vec<Vec<Batch>>, String> {
+    check_size(cfg.series, cfg)?;
+    shard_requests(
+        cfg,
+        native_histogram_series(cfg.series),
+        |s, step| s.next(step).clone(),
+        encode_native_histograms,
+    )
+}
+
+/// Shards `series` over the senders as Prometheus's queue manager does, walks each shard step
+/// by step (`value` gives a series' sample at a step) and encodes every `cfg.batch_samples`
+/// samples as one request.
+fn shard_requests<S: Clone, V>(
+    cfg: &LoadConfig,
+    series: Vec<S>,
+    mut value: impl FnMut(&mut S, u64) -> V,
+    encode: impl Fn(&[S], &[(usize, i64, V)]) -> Batch,
+) -> Result<Vec<Vec<Batch>>, String> {
     check_size(series.len(), cfg)?;
     if cfg.concurrency == 0 || cfg.batch_samples == 0 {
         return Err("concurrency and batch size must be at least 1".into());
     }
-    let mut shards: Vec<Vec<Series>> = vec![Vec::new(); cfg.concurrency];
+    let mut shards: Vec<Vec<S>> = vec![Vec::new(); cfg.concurrency];
     for (i, s) in series.into_iter().enumerate() {
         shards[i % cfg.concurrency].push(s);
     }
@@ -159,24 +190,85 @@ pub fn prepare_series(cfg: &LoadConfig, series: Vec<Series>) -> Result<Vec<Vec<B
         .into_iter()
         .map(|mut shard| {
             let mut batches = Vec::new();
-            let mut pending: Vec<(usize, i64, f64)> = Vec::with_capacity(cfg.batch_samples);
+            let mut pending: Vec<(usize, i64, V)> = Vec::with_capacity(cfg.batch_samples);
             for step in 0..cfg.samples_per_series {
                 let t = first_ms + step as i64 * cfg.interval_ms;
                 for i in 0..shard.len() {
-                    let v = shard[i].next(step as u64);
-                    pending.push((i, t, v));
+                    pending.push((i, t, value(&mut shard[i], step as u64)));
                     if pending.len() == cfg.batch_samples {
-                        batches.push(encode(cfg.protocol, &shard, &pending));
+                        batches.push(encode(&shard, &pending));
                         pending.clear();
                     }
                 }
             }
             if !pending.is_empty() {
-                batches.push(encode(cfg.protocol, &shard, &pending));
+                batches.push(encode(&shard, &pending));
             }
             batches
         })
         .collect())
+}
+
+/// Native histogram samples as one remote-write 1.0 request, each its own TimeSeries entry.
+fn encode_native_histograms(
+    series: &[NativeHistogramSeries],
+    samples: &[(usize, i64, NativeHistogram)],
+) -> Batch {
+    let raw = v1::WriteRequest {
+        timeseries: samples
+            .iter()
+            .map(|(i, t, h)| v1::TimeSeries {
+                labels: v1_labels(&series[*i].labels),
+                histograms: vec![proto::Histogram {
+                    count: Some(proto::histogram::Count::CountInt(h.count)),
+                    sum: h.sum,
+                    schema: h.schema,
+                    zero_threshold: h.zero_threshold,
+                    zero_count: Some(proto::histogram::ZeroCount::ZeroCountInt(h.zero_count)),
+                    positive_spans: vec![proto::BucketSpan {
+                        offset: h.offset,
+                        length: h.buckets.len() as u32,
+                    }],
+                    // The wire holds each bucket as the change from the one before.
+                    positive_deltas: h
+                        .buckets
+                        .iter()
+                        .scan(0i64, |prev, &b| {
+                            let d = b as i64 - *prev;
+                            *prev = b as i64;
+                            Some(d)
+                        })
+                        .collect(),
+                    timestamp: *t,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    compressed(&raw, samples.len())
+}
+
+fn v1_labels(labels: &[(String, String)]) -> Vec<v1::Label> {
+    labels
+        .iter()
+        .map(|(n, v)| v1::Label {
+            name: n.clone(),
+            value: v.clone(),
+        })
+        .collect()
+}
+
+fn compressed(raw: &[u8], samples: usize) -> Batch {
+    let body = snap::raw::Encoder::new()
+        .compress_vec(raw)
+        .expect("snappy accepts any input below 4 GiB");
+    Batch {
+        body: Bytes::from(body),
+        samples,
+    }
 }
 
 /// Encodes (series index, t, v) samples as one request. As Prometheus's queue manager does,
@@ -187,14 +279,7 @@ pub fn encode(protocol: Protocol, series: &[Series], samples: &[(usize, i64, f64
             timeseries: samples
                 .iter()
                 .map(|&(i, t, v)| v1::TimeSeries {
-                    labels: series[i]
-                        .labels
-                        .iter()
-                        .map(|(n, v)| v1::Label {
-                            name: n.clone(),
-                            value: v.clone(),
-                        })
-                        .collect(),
+                    labels: v1_labels(&series[i].labels),
                     samples: vec![v1::Sample {
                         value: v,
                         timestamp: t,
@@ -230,13 +315,7 @@ pub fn encode(protocol: Protocol, series: &[Series], samples: &[(usize, i64, f64
             .encode_to_vec()
         }
     };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&raw)
-        .expect("snappy accepts any input below 4 GiB");
-    Batch {
-        body: Bytes::from(body),
-        samples: samples.len(),
-    }
+    compressed(&raw, samples.len())
 }
 
 /// A 2.0 symbols table under construction; starts with the empty string, as the spec requires.
@@ -436,6 +515,38 @@ mod tests {
         // Clear of the boundary, or longer than a window: left at now.
         assert_eq!(unsplit_end(11 * H, H / 2), 11 * H);
         assert_eq!(unsplit_end(10 * H + H / 6, 3 * H), 10 * H + H / 6);
+    }
+
+    #[test]
+    fn native_histogram_batches_decode_with_the_generated_counts() {
+        let cfg = config(Protocol::V1);
+        let shards = prepare_native_histograms(&cfg).unwrap();
+        let mut expected = native_histogram_series(cfg.series);
+        let mut total = 0;
+        for batch in shards.iter().flatten() {
+            let decoded = decode(Protocol::V1, batch.body(), &Limits::default()).unwrap();
+            assert_eq!(decoded.errors().count(), 0);
+            for s in decoded.series().iter() {
+                assert!(s.samples.is_empty());
+                total += s.histograms.len();
+                for h in s.histograms {
+                    assert_eq!(h.h.positive_buckets.len(), 24);
+                    assert_eq!(h.h.count, h.h.positive_buckets.iter().sum::<f64>());
+                }
+            }
+        }
+        assert_eq!(total, 3000);
+        // The first request of the first sender starts with series 0 at step 0, as generated
+        // (the wire's bucket deltas summed back).
+        let want = expected[0].next(0).clone();
+        let decoded = decode(Protocol::V1, shards[0][0].body(), &Limits::default()).unwrap();
+        let first = decoded.series().iter().next().unwrap().histograms[0]
+            .h
+            .clone();
+        let buckets: Vec<f64> = want.buckets.iter().map(|&b| b as f64).collect();
+        assert_eq!(first.positive_buckets, buckets);
+        assert_eq!(first.count, want.count as f64);
+        assert_eq!(first.sum, want.sum);
     }
 
     #[test]

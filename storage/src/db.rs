@@ -24,7 +24,8 @@ pub(crate) const CF_META: &str = "meta";
 /// Appended samples not yet checkpointed into chunks: seq (u64 BE) → record.
 pub(crate) const CF_WAL: &str = "wal";
 
-/// Native histogram samples: series id (u64 BE) | t (sign-flipped u64 BE) → encoded histogram.
+/// The native histogram head: series id (u64 BE) | t (sign-flipped u64 BE) → encoded
+/// histogram, until a checkpoint seals the sample into a chunk of its day partition.
 pub(crate) const CF_HISTOGRAMS: &str = "histograms";
 
 /// Label set of a series idle past the head window → its id, time bounds and last sample.

@@ -4,7 +4,9 @@
 //! samples per second, bytes per sample on disk after the stop, peak RSS (VmHWM), request
 //! latency (median, p99, max), and how long it takes to start again on that data until it
 //! accepts writes. With `--novamon-config benches/checkpoint.yml` novamon checkpoints every
-//! few seconds, so the latencies include writes taken while a checkpoint runs.
+//! few seconds, so the latencies include writes taken while a checkpoint runs. With
+//! `--native-histograms` every series is a native histogram (24 buckets) instead, and
+//! Prometheus runs with its native-histograms feature (VictoriaMetrics 1.79 takes none).
 //!
 //!   ingest_compare --novamon target/release/novamon --series 20000 --samples 30
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use ingest::remote_write::Protocol;
-use novamon_benches::load::{prepare, send, LoadArgs, LoadReport};
+use novamon_benches::load::{prepare, prepare_native_histograms, send, LoadArgs, LoadReport};
 use novamon_benches::peers::{Peer, PeerPaths};
 
 #[derive(Debug, Parser)]
@@ -28,6 +30,9 @@ struct Args {
     /// A config file novamon is started with (`--config`).
     #[arg(long)]
     novamon_config: Option<std::path::PathBuf>,
+    /// Send native histogram samples instead of float samples.
+    #[arg(long)]
+    native_histograms: bool,
 }
 
 struct Row {
@@ -49,6 +54,9 @@ fn main() -> anyhow::Result<()> {
     for peer in args.peers.peers()? {
         let peer = match (&args.novamon_config, peer.name.as_str()) {
             (Some(c), "novamon") => peer.with_args(["--config".into(), c.display().to_string()]),
+            (_, "prometheus") if args.native_histograms => {
+                peer.with_args(["--enable-feature=native-histograms".into()])
+            }
             _ => peer,
         };
         eprintln!(
@@ -64,7 +72,12 @@ fn main() -> anyhow::Result<()> {
 fn run(args: &Args, peer: &Peer) -> anyhow::Result<Row> {
     let cfg = args.load.config(Protocol::V1, 15_000);
     // Built before the target starts, so that building does not compete with it.
-    let shards = prepare(&cfg).map_err(anyhow::Error::msg)?;
+    let shards = if args.native_histograms {
+        prepare_native_histograms(&cfg)
+    } else {
+        prepare(&cfg)
+    }
+    .map_err(anyhow::Error::msg)?;
     let timeout = Duration::from_secs(args.peers.timeout);
     let mut running = peer.start(timeout)?;
     let report = send(&running.write_url(), cfg.protocol, shards);
@@ -89,8 +102,13 @@ fn run(args: &Args, peer: &Peer) -> anyhow::Result<Row> {
 }
 
 fn print_table(args: &Args, rows: &[Row]) {
+    let kind = if args.native_histograms {
+        "native histogram (24 buckets)"
+    } else {
+        "float"
+    };
     println!(
-        "load: {} series x {} samples, {} senders, {} samples/request, remote-write 1.0",
+        "load: {} {kind} series x {} samples, {} senders, {} samples/request, remote-write 1.0",
         args.load.series, args.load.samples, args.load.concurrency, args.load.batch
     );
     println!(

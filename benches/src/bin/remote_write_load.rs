@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use ingest::remote_write::Protocol;
-use novamon_benches::load::{prepare, send, wait_ready, LoadArgs};
+use novamon_benches::load::{prepare, prepare_native_histograms, send, wait_ready, LoadArgs};
 
 #[derive(Debug, Parser)]
 #[command(about = "Send node-exporter-like remote-write load to a loopback receiver.")]
@@ -23,6 +23,9 @@ struct Args {
     protocol: u8,
     #[arg(long, default_value_t = 15_000)]
     interval_ms: i64,
+    /// Send native histogram samples (24 buckets, remote-write 1.0) instead of floats.
+    #[arg(long)]
+    native_histograms: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,7 +38,12 @@ fn main() -> anyhow::Result<()> {
         Protocol::V1
     };
     let cfg = args.load.config(protocol, args.interval_ms);
-    let shards = prepare(&cfg)
+    let shards = if args.native_histograms {
+        prepare_native_histograms(&cfg)
+    } else {
+        prepare(&cfg)
+    };
+    let shards = shards
         .map_err(anyhow::Error::msg)
         .context("building requests")?;
     wait_ready(&args.url, Duration::from_secs(30)).map_err(anyhow::Error::msg)?;

@@ -154,8 +154,7 @@ pub mod v2 {
     }
 }
 
-/// A native histogram sample; 1.0 and 2.0 share the layout. novamon rejects these for now, but
-/// decodes them so the rejection can say which series carried them.
+/// A native histogram sample; 1.0 and 2.0 share the layout.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Histogram {
     #[prost(oneof = "histogram::Count", tags = "1, 2")]

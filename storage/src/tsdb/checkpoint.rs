@@ -25,6 +25,20 @@ use crate::{Sample, StorageError};
 /// efficiently.
 const CHECKPOINT_SLICE_SERIES: usize = 16_384;
 
+/// Histogram samples sealed per WriteBatch: large enough to write efficiently, small
+/// enough that a batch stays a few megabytes.
+const SEAL_BATCH_SAMPLES: usize = 20_000;
+
+/// Which histogram samples a checkpoint seals.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum HistogramSeal {
+    /// Those of windows ready to seal: the periodic checkpoint's choice.
+    Ready,
+    /// Every one: at shutdown and on an explicit flush, so that the disk holds the data in
+    /// its compact form only.
+    All,
+}
+
 /// Series moved to the cold index per exclusive hold of `gate` (a WriteBatch of about ten
 /// keys per series and partition): appends wait for one slice, not for the whole pass.
 const EVICT_SLICE_SERIES: usize = 4096;
@@ -122,8 +136,13 @@ impl Inner {
     /// slice is in RocksDB deletes WAL records [0, S). Appends and reads wait for one slice,
     /// never for the whole head. A crash between slices leaves samples both in chunks and in
     /// the WAL, which replay recognises as already stored.
-    pub(super) fn checkpoint(&self) -> Result<(), StorageError> {
+    pub(super) fn checkpoint(&self, which: HistogramSeal) -> Result<(), StorageError> {
         let mut cp = self.checkpoint.lock();
+        let mut tiebreak = cp.next_ooo_chunk_id;
+        let sealed = self.seal_histograms(which, &mut tiebreak);
+        // Chunk ids handed out by batches already written stay used, even on failure.
+        cp.next_ooo_chunk_id = tiebreak;
+        sealed?;
         let (mut dirty, wal_end) = {
             // With no append in flight, every record below the WAL position is in the head.
             let _gate = self.gate.write();
@@ -165,6 +184,71 @@ impl Inner {
         cp.next_ooo_chunk_id = next_ooo;
         debug!(series = dirty.len(), wal_end, "checkpoint written");
         wal::compact_truncated(&self.db, wal_end)
+    }
+
+    /// Moves histogram samples from the histogram head into sealed chunks (see `histstore`),
+    /// a batch at a time: all of them, or those of each series' windows that are ready —
+    /// closed (the newest sample of any series is in a later window) or holding a quarter
+    /// chunk. So the head stays small, and a chunk is rewritten a few times at most as its
+    /// window fills. Each batch also persists its series' time bounds (which appends of
+    /// histograms do not) and the chunk id counter. Appends and reads go on meanwhile: a batch
+    /// moves its samples atomically, and both look at the head before the chunks.
+    fn seal_histograms(
+        &self,
+        which: HistogramSeal,
+        next_tiebreak: &mut u64,
+    ) -> Result<(), StorageError> {
+        let Some(newest) = self.state.read().index.newest() else {
+            return Ok(());
+        };
+        let open_window = window_start(newest);
+        let mut head = histstore::Scanner::new(&self.db)?;
+        let (mut wb, mut in_batch, mut sealed) = (WriteBatch::default(), 0usize, 0usize);
+        for (id, _, _) in histstore::head_series(&self.db)? {
+            let mut samples = head.scan(id, partition::MIN_T, partition::MAX_T)?;
+            if which == HistogramSeal::Ready {
+                let closed = samples.partition_point(|s| window_start(s.t) < open_window);
+                // The open window waits until it holds a quarter chunk.
+                if samples.len() - closed < usize::from(MAX_SAMPLES / 4) {
+                    samples.truncate(closed);
+                }
+            }
+            let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+                continue;
+            };
+            // A series out of memory keeps its bounds in the cold index, which covers these.
+            let bounds = self.state.read().index.get(id).map(|s| (s.min_t, s.max_t));
+            if let Some((min_t, max_t)) = bounds {
+                index::put_times(&self.db, &mut wb, id, min_t.min(first.t), max_t.max(last.t))?;
+            }
+            histstore::seal(
+                &self.db,
+                &self.partitions,
+                &mut wb,
+                id,
+                &samples,
+                next_tiebreak,
+            )?;
+            in_batch += samples.len();
+            sealed += samples.len();
+            if in_batch >= SEAL_BATCH_SAMPLES {
+                self.write_sealed(std::mem::take(&mut wb), *next_tiebreak)?;
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            self.write_sealed(wb, *next_tiebreak)?;
+        }
+        if sealed > 0 {
+            debug!(samples = sealed, "histogram samples sealed into chunks");
+            histstore::compact_head(&self.db)?;
+        }
+        Ok(())
+    }
+
+    fn write_sealed(&self, mut wb: WriteBatch, next_tiebreak: u64) -> Result<(), StorageError> {
+        meta::put_counter(&self.db, &mut wb, KEY_NEXT_OOO_CHUNK_ID, next_tiebreak)?;
+        Ok(self.db.write_opt(wb, &self.write_options())?)
     }
 
     /// Snapshots series `ids` under the exclusive state lock: what they hold beyond their

@@ -4,8 +4,8 @@
 //!
 //! Owns the locking protocol and the order of durable steps; the formats and rules live in
 //! the modules it drives (`index` with `labelset` and `postings`, `head`, `append`, `wal`,
-//! `chunk`, `partition`, `cold`, `meta`; `read` and `checkpoint` hold the read and durable
-//! halves of the facade itself).
+//! `chunk`, `partition`, `cold`, `meta`, `histstore`; `read` and `checkpoint` hold the read
+//! and durable halves of the facade itself).
 //!
 //! Memory holds the series written within the head window (index + head); the others live in
 //! the on-disk cold index only (`cold`). The checkpoint thread moves idle series there after
@@ -35,6 +35,10 @@
 //! Reads copy the head's data first and read RocksDB second: a checkpoint writes RocksDB
 //! before it releases head data, so nothing in flight between the two is missed (data seen
 //! twice is deduplicated by timestamp).
+//!
+//! Native histograms take a path of their own (`histstore`): an append writes each sample
+//! as a key of its own in the same WriteBatch (durable without the WAL), and the checkpoint
+//! seals those of closed windows into compressed chunks in the day partitions.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -63,6 +67,7 @@ use crate::{
     Metadata, Querier, Rejection, Sample, SelectHints, SeriesBatch, SeriesSet, StorageError,
     TsdbStatus,
 };
+use checkpoint::HistogramSeal;
 use cold::ColdSeries;
 use index::Index;
 use labelset::StoredLabels;
@@ -237,11 +242,11 @@ impl Tsdb {
         };
         inner.restore_head()?;
         inner.replay_wal()?;
-        // Histogram samples bypass the WAL and chunks, so their time bounds come from their
-        // own column family (a histogram-only series has no other).
+        // Histogram samples in their head bypass the WAL, so their time bounds come from the
+        // head itself (a sealing persists those of the samples it seals).
         {
             let mut state = inner.state.write();
-            for (id, min_t, max_t) in histstore::bounds(&inner.db)? {
+            for (id, min_t, max_t) in histstore::head_series(&inner.db)? {
                 state.index.extend_time(id, min_t);
                 state.index.extend_time(id, max_t);
             }
@@ -374,7 +379,7 @@ impl Tsdb {
     /// RocksDB's memtables out, leaving the data on disk in its compact form only (used at
     /// shutdown and before measuring disk use).
     pub fn flush(&self) -> Result<(), StorageError> {
-        self.inner.checkpoint()?;
+        self.inner.checkpoint(HistogramSeal::All)?;
         let partitions = self
             .inner
             .partitions
@@ -394,7 +399,7 @@ impl Tsdb {
         if let Some(w) = self.worker.take() {
             w.stop();
         }
-        self.inner.checkpoint()
+        self.inner.checkpoint(HistogramSeal::All)
     }
 }
 
@@ -426,7 +431,8 @@ impl Worker {
                 }
                 // A failed checkpoint keeps its data in the head and the WAL and is retried
                 // next period (e.g. once a full disk has space again).
-                let _ = inner.checkpoint_failures.observe(inner.checkpoint());
+                let checkpoint = inner.checkpoint(HistogramSeal::Ready);
+                let _ = inner.checkpoint_failures.observe(checkpoint);
                 if let Err(e) = inner.apply_retention(now_ms()) {
                     warn!(error = %e, "tsdb retention pass failed");
                 }
@@ -731,7 +737,8 @@ impl Inner {
                     }
                 }
                 for h in sb.histograms {
-                    match self.check_histogram(p.id, limits, h)? {
+                    let max_t = p.id.and_then(|id| state.index.get(id)).map(|s| s.max_t);
+                    match self.check_histogram(p.id, max_t, limits, h)? {
                         Verdict::InOrder | Verdict::OutOfOrder => {
                             p.accepted_histograms.push(h.clone());
                             report.histograms_written += 1;
@@ -859,19 +866,22 @@ impl Inner {
 
     /// Histogram samples follow the float rules on retention and duplicates: the same
     /// timestamp with a different histogram is a duplicate, the same one a no-op.
+    /// `max_t` is the series' newest sample time when it is in memory: nothing is stored
+    /// after it, so a newer sample, the usual case, needs no lookup.
     fn check_histogram(
         &self,
         id: Option<u64>,
+        max_t: Option<i64>,
         limits: Limits,
         h: &HistogramSample,
     ) -> Result<Verdict, StorageError> {
         if h.t < limits.cutoff || partition::clamp(h.t) != h.t {
             return Ok(Verdict::Reject(crate::RejectReason::TooOld));
         }
-        let Some(id) = id else {
+        let Some(id) = id.filter(|_| max_t.is_none_or(|m| h.t <= m)) else {
             return Ok(Verdict::InOrder);
         };
-        Ok(match histstore::get(&self.db, id, h.t)? {
+        Ok(match histstore::get(&self.db, &self.partitions, id, h.t)? {
             Some(old) if old.same_as(&h.h) => Verdict::Noop,
             Some(_) => Verdict::Reject(crate::RejectReason::DuplicateTimestamp),
             None => Verdict::InOrder,

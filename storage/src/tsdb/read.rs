@@ -230,6 +230,9 @@ impl Inner {
                 p.head_chunks = start..chunks.len();
             }
         }
+        // Before the partitions' iterators: a histogram sealed after this one was made is
+        // then seen twice (deduplicated below), never missed.
+        let mut hists = histstore::Scanner::new(&self.db)?;
         let cfs: Vec<(i64, crate::db::Cf<'_>)> = self
             .partitions
             .overlapping(mint..=maxt)
@@ -241,18 +244,24 @@ impl Inner {
             .collect();
         let mut iters: Vec<_> = cfs
             .iter()
-            .map(|(start, cf)| (*start, self.db.raw_iterator_cf(cf)))
-            .collect();
-        let mut hists = histstore::Scanner::new(&self.db)?;
+            .map(|(start, cf)| {
+                let mut it = self.db.raw_iterator_cf(cf);
+                let sealed = histstore::has_sealed(&mut it)?;
+                Ok((*start, it, sealed))
+            })
+            .collect::<Result<_, StorageError>>()?;
         // Samples of stored chunks lying wholly inside their series' range: all of them will
         // be handed out (stored chunks never repeat a sample), so past the limit the select
         // fails before reading further.
         let mut certain = 0usize;
         for p in picked.iter_mut() {
             let start = chunks.len();
-            for (part, it) in &mut iters {
+            for (part, it, sealed) in &mut iters {
                 if *part > p.hi || part.saturating_add(PARTITION_MS) <= p.lo {
                     continue;
+                }
+                if *sealed {
+                    histstore::scan_sealed(it, p.id, p.lo, p.hi, &mut p.histograms)?;
                 }
                 partition::scan_chunks(it, p.id, p.lo, p.hi, |_, value| {
                     let chunk = StoredChunk::parse(value).map_err(corrupt)?;
@@ -272,7 +281,14 @@ impl Inner {
                 })?;
             }
             p.stored_chunks = start..chunks.len();
-            p.histograms = hists.scan(p.id, p.lo, p.hi)?;
+            let head = hists.scan(p.id, p.lo, p.hi)?;
+            if p.histograms.is_empty() {
+                p.histograms = head;
+            } else {
+                p.histograms.extend(head);
+                p.histograms.sort_by_key(|h| h.t);
+                p.histograms.dedup_by_key(|h| h.t);
+            }
         }
         Ok(chunks)
     }

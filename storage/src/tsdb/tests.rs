@@ -4,8 +4,11 @@ use std::path::Path;
 
 use super::*;
 use crate::db::{Db, CF_WAL};
+use crate::tsdb::checkpoint::HistogramSeal;
 use crate::tsdb::chunk::StoredChunk;
-use crate::tsdb::partition::{parse_chunk_key, partition_start, window_start, PARTITION_MS};
+use crate::tsdb::partition::{
+    parse_chunk_key, partition_start, window_start, PARTITION_MS, WINDOW_MS,
+};
 use crate::{MatchOp, Querier, RejectReason, METRIC_NAME, STALE_NAN_BITS};
 
 const MIN: i64 = 60_000;
@@ -851,13 +854,139 @@ fn retention_drops_old_histogram_samples() {
         vec![mixed.clone()]
     );
     assert_eq!(histogram_times(&db, &mixed), vec![now - MIN]);
+    // All sealed at the close; only the young sample's chunk is left.
+    let (sealed, head) = histogram_layout(&db);
+    assert_eq!(head, 0);
+    assert_eq!(sealed.len(), 1, "{sealed:?}");
+    assert_eq!(sealed[0].1, now - MIN);
+}
+
+/// Histogram samples in the partitions' sealed chunks, by (series id with the sealed bit,
+/// chunk min t), and how many samples are left in the histogram head.
+fn histogram_layout(db: &Tsdb) -> (Vec<(u64, i64)>, usize) {
+    let mut sealed = Vec::new();
+    for start in db.inner.partitions.all() {
+        let cf = db.inner.db.cf_handle(&partition::cf_name(start)).unwrap();
+        for item in db.inner.db.iterator_cf(&cf, rocksdb::IteratorMode::Start) {
+            let (k, _) = item.unwrap();
+            let (id, min_t, _) = parse_chunk_key(&k).unwrap();
+            if id >> 63 == 1 {
+                sealed.push((id, min_t));
+            }
+        }
+    }
     let cf = db.inner.db.cf_handle(crate::db::CF_HISTOGRAMS).unwrap();
-    let left = db
+    let head = db
         .inner
         .db
         .iterator_cf(&cf, rocksdb::IteratorMode::Start)
         .count();
-    assert_eq!(left, 1, "only the young histogram sample is stored");
+    (sealed, head)
+}
+
+/// The periodic checkpoint seals the histogram samples of closed windows into chunks in the
+/// day partitions, and those of the open window once it holds a quarter chunk; a flush seals
+/// the rest onto the window's last chunk. All read back bit-exactly, across a restart; the
+/// duplicate rules hold for sealed samples; a late sample for a sealed window becomes a chunk
+/// of its own.
+#[test]
+fn histograms_are_sealed_into_chunks_as_their_windows_fill() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = labels("latency", &[]);
+    // Four hours at a 15 s step up to a window start in the past, then 10 samples into the
+    // window (still open: no sample of any series is newer).
+    let open = window_start(now_ms()) - 3 * WINDOW_MS;
+    let step = 15_000;
+    let mut ts: Vec<i64> = (-960..10).map(|i| open + i * step).collect();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    append_histograms(&db, &l, &ts);
+    db.inner.checkpoint(HistogramSeal::Ready).unwrap();
+    let (sealed, head) = histogram_layout(&db);
+    assert_eq!(head, 10, "the open window's samples wait");
+    assert_eq!(
+        sealed.len(),
+        8,
+        "two closed windows of 480 samples, 120 a chunk"
+    );
+    assert!(sealed.iter().all(|&(_, min_t)| min_t < open));
+
+    // 35 in the open window: sealed as one chunk; 5 more wait, until a flush merges them in.
+    let more: Vec<i64> = (10..35).map(|i| open + i * step).collect();
+    append_histograms(&db, &l, &more);
+    db.inner.checkpoint(HistogramSeal::Ready).unwrap();
+    assert_eq!(histogram_layout(&db), (sealed_plus(&sealed, 1, &db), 0));
+    let last: Vec<i64> = (35..40).map(|i| open + i * step).collect();
+    append_histograms(&db, &l, &last);
+    db.inner.checkpoint(HistogramSeal::Ready).unwrap();
+    assert_eq!(histogram_layout(&db).1, 5);
+    db.flush().unwrap();
+    let (after_flush, head) = histogram_layout(&db);
+    assert_eq!(
+        (after_flush.len(), head),
+        (9, 0),
+        "merged into the open window's chunk"
+    );
+    ts.extend(more.iter().chain(&last));
+    assert_eq!(histogram_times(&db, &l), ts);
+
+    // The same sample again is a no-op, another at its time a duplicate.
+    let old = ts[10];
+    let again = SeriesBatch {
+        labels: l.clone(),
+        samples: Vec::new(),
+        histograms: vec![HistogramSample {
+            t: old,
+            h: histogram(11.0),
+        }],
+    };
+    let r = db
+        .append(std::slice::from_ref(&again), AppendMode::AllOrNothing)
+        .unwrap();
+    assert_eq!((r.histograms_written, r.rejected.len()), (1, 0));
+    let mut other = again;
+    other.histograms[0].h.count = 12.5;
+    let r = db.append(&[other], AppendMode::BestEffort).unwrap();
+    assert_eq!(r.rejected.len(), 1);
+    assert_eq!(r.rejected[0].reason, RejectReason::DuplicateTimestamp);
+
+    // A late sample for a sealed window: a chunk of its own.
+    let late = old + 7_000;
+    append_histograms(&db, &l, &[late]);
+    db.flush().unwrap();
+    assert_eq!(histogram_layout(&db).0.len(), 10);
+    let mut want = ts.clone();
+    want.push(late);
+    want.sort_unstable();
+    db.close().unwrap();
+
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(histogram_times(&db, &l), want);
+    let ms = [eq(METRIC_NAME, "latency")];
+    let got = db
+        .select_decoded(
+            &ms,
+            &crate::SelectHints::range(i64::MIN, i64::MAX, usize::MAX),
+        )
+        .unwrap();
+    let got = &got[0].histograms;
+    // Each append numbers its samples from 1 (see `append_histograms`).
+    let numbered = [&ts[..970], &more[..], &last[..], &[late][..]];
+    for run in numbered {
+        for (i, &t) in run.iter().enumerate() {
+            let h = &got.iter().find(|h| h.t == t).unwrap().h;
+            assert!(h.same_as(&histogram(i as f64 + 1.0)), "at {t}");
+        }
+    }
+    let st = db.status(10);
+    assert_eq!((st.min_time, st.max_time), (ts[0], ts[ts.len() - 1]));
+}
+
+/// `sealed` and the `n` sealed chunks the database holds beyond them.
+fn sealed_plus(sealed: &[(u64, i64)], n: usize, db: &Tsdb) -> Vec<(u64, i64)> {
+    let now = histogram_layout(db).0;
+    assert_eq!(now.len(), sealed.len() + n, "{now:?}");
+    assert!(sealed.iter().all(|c| now.contains(c)));
+    now
 }
 
 /// A series with floats in one day and native histograms in a later one: its time bounds end

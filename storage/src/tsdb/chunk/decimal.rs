@@ -12,7 +12,7 @@
 
 use super::{
     bucketed_len, read_bucketed, write_bucketed, BitWriter, CorruptChunk, Decode, Samples,
-    Timestamps, DOD_BUCKETS, ENCODING_DECIMAL,
+    TimeWriter, Timestamps, ENCODING_DECIMAL,
 };
 use crate::encoding::put_uvarint;
 use crate::Sample;
@@ -107,15 +107,13 @@ pub(super) fn encode(samples: &[(i64, u64)]) -> Option<Vec<u8>> {
     };
 
     let mut bw = BitWriter::default();
-    bw.write_bits(first.0 as u64, 64);
+    let mut times = TimeWriter::default();
+    times.write(&mut bw, first.0);
     bw.write_bits(mantissas[0] as u64, 64);
-    let (mut last_t, mut last_delta) = (first.0, 0i64);
     let values = if dod { dods } else { deltas };
     for (&(t, _), v) in samples[1..].iter().zip(values) {
-        let delta = t.wrapping_sub(last_t);
-        write_bucketed(&mut bw, delta.wrapping_sub(last_delta), &DOD_BUCKETS);
+        times.write(&mut bw, t);
         write_bucketed(&mut bw, v, &VALUE_BUCKETS);
-        (last_t, last_delta) = (t, delta);
     }
     let mut out = Vec::with_capacity(bw.bytes.len() + 16);
     out.push(ENCODING_DECIMAL);
@@ -150,6 +148,8 @@ impl<'a> DecimalIter<'a> {
 }
 
 impl Decode for Decoder<'_> {
+    type Item = Sample;
+
     fn decode(&mut self) -> Option<Sample> {
         if self.ts.next()? {
             self.m = self.ts.r.read_bits(64)? as i64;

@@ -22,11 +22,13 @@ use crate::Sample;
 pub(crate) const MAX_SAMPLES: u16 = 120;
 
 /// The encoding byte at the start of a stored chunk. 0 is never written (so a zeroed value
-/// is detected as corrupt); 2 and 3 are reserved for native histograms and float histograms.
+/// is detected as corrupt); 2 is reserved for integer native histograms, 3 is the
+/// [`histogram`] chunk's.
 const ENCODING_XOR: u8 = 1;
 const ENCODING_DECIMAL: u8 = 4;
 
 mod decimal;
+pub(crate) mod histogram;
 
 pub(crate) use decimal::DecimalIter;
 
@@ -177,6 +179,31 @@ fn sign_extend(v: u64, bits: u32) -> i64 {
     ((v << shift) as i64) >> shift
 }
 
+/// The writing side of [`Timestamps`] for encoders that see a chunk's samples at once: the
+/// first timestamp in 64 bits, then deltas of deltas.
+#[derive(Default)]
+struct TimeWriter {
+    started: bool,
+    last_t: i64,
+    last_delta: i64,
+}
+
+impl TimeWriter {
+    /// Writes `t`; true when it was the chunk's first.
+    fn write(&mut self, bw: &mut BitWriter, t: i64) -> bool {
+        if !self.started {
+            self.started = true;
+            self.last_t = t;
+            bw.write_bits(t as u64, 64);
+            return true;
+        }
+        let delta = t.wrapping_sub(self.last_t);
+        write_bucketed(bw, delta.wrapping_sub(self.last_delta), &DOD_BUCKETS);
+        (self.last_t, self.last_delta) = (t, delta);
+        false
+    }
+}
+
 /// Sentinel for "no XOR window yet": forces the first non-zero XOR to carry its window.
 const NO_WINDOW: u8 = 0xff;
 
@@ -189,9 +216,80 @@ pub(crate) struct XorChunk {
     first_t: i64,
     last_t: i64,
     last_delta: i64,
-    last_v: u64,
+    value: XorWriter,
+}
+
+/// The writing side of one value's XOR stream: the previous value's bits and the window of
+/// meaningful bits the last written XOR opened. The first value is XOR'd with 0.
+#[derive(Clone, Copy)]
+struct XorWriter {
+    last: u64,
     leading: u8,
     trailing: u8,
+}
+
+impl XorWriter {
+    const NEW: XorWriter = XorWriter {
+        last: 0,
+        leading: NO_WINDOW,
+        trailing: 0,
+    };
+
+    #[inline]
+    fn write(&mut self, bw: &mut BitWriter, v: u64) {
+        let xor = v ^ self.last;
+        self.last = v;
+        if xor == 0 {
+            bw.write_bit(false);
+            return;
+        }
+        bw.write_bit(true);
+        // Leading zeros are stored in 5 bits, so at most 31 of them can be skipped.
+        let leading = (xor.leading_zeros() as u8).min(31);
+        let trailing = xor.trailing_zeros() as u8;
+        if self.leading != NO_WINDOW && leading >= self.leading && trailing >= self.trailing {
+            bw.write_bit(false);
+            let sig = 64 - u32::from(self.leading) - u32::from(self.trailing);
+            bw.write_bits(xor >> self.trailing, sig);
+        } else {
+            self.leading = leading;
+            self.trailing = trailing;
+            let sig = 64 - u32::from(leading) - u32::from(trailing);
+            bw.write_bit(true);
+            bw.write_bits(u64::from(leading), 5);
+            // sig is 1..=64; 64 does not fit in 6 bits and is written as 0.
+            bw.write_bits(u64::from(sig) & 0x3f, 6);
+            bw.write_bits(xor >> trailing, sig);
+        }
+    }
+}
+
+/// The reading side of [`XorWriter`].
+#[derive(Clone, Copy, Default)]
+struct XorReader {
+    v: u64,
+    leading: u32,
+    trailing: u32,
+}
+
+impl XorReader {
+    #[inline]
+    fn read(&mut self, r: &mut BitReader<'_>) -> Option<u64> {
+        if r.read_bit()? {
+            if r.read_bit()? {
+                self.leading = r.read_bits(5)? as u32;
+                let sig = match r.read_bits(6)? as u32 {
+                    0 => 64,
+                    n => n,
+                };
+                self.trailing = 64u32.checked_sub(self.leading + sig)?;
+            }
+            // leading + trailing ≤ 63 by construction above, so 1 ≤ sig ≤ 64.
+            let sig = 64 - self.leading - self.trailing;
+            self.v ^= r.read_bits(sig)? << self.trailing;
+        }
+        Some(self.v)
+    }
 }
 
 impl XorChunk {
@@ -202,9 +300,7 @@ impl XorChunk {
             first_t: 0,
             last_t: 0,
             last_delta: 0,
-            last_v: 0,
-            leading: NO_WINDOW,
-            trailing: 0,
+            value: XorWriter::NEW,
         }
     }
 
@@ -240,6 +336,7 @@ impl XorChunk {
                 self.first_t = t;
                 self.bw.write_bits(t as u64, 64);
                 self.bw.write_bits(v, 64);
+                self.value.last = v;
             }
             _ => {
                 let delta = t.wrapping_sub(self.last_t);
@@ -248,39 +345,12 @@ impl XorChunk {
                     delta.wrapping_sub(self.last_delta),
                     &DOD_BUCKETS,
                 );
-                self.write_value(v);
+                self.value.write(&mut self.bw, v);
                 self.last_delta = delta;
             }
         }
         self.last_t = t;
-        self.last_v = v;
         self.count += 1;
-    }
-
-    fn write_value(&mut self, v: u64) {
-        let xor = v ^ self.last_v;
-        if xor == 0 {
-            self.bw.write_bit(false);
-            return;
-        }
-        self.bw.write_bit(true);
-        // Leading zeros are stored in 5 bits, so at most 31 of them can be skipped.
-        let leading = (xor.leading_zeros() as u8).min(31);
-        let trailing = xor.trailing_zeros() as u8;
-        if self.leading != NO_WINDOW && leading >= self.leading && trailing >= self.trailing {
-            self.bw.write_bit(false);
-            let sig = 64 - u32::from(self.leading) - u32::from(self.trailing);
-            self.bw.write_bits(xor >> self.trailing, sig);
-        } else {
-            self.leading = leading;
-            self.trailing = trailing;
-            let sig = 64 - u32::from(leading) - u32::from(trailing);
-            self.bw.write_bit(true);
-            self.bw.write_bits(u64::from(leading), 5);
-            // sig is 1..=64; 64 does not fit in 6 bits and is written as 0.
-            self.bw.write_bits(u64::from(sig) & 0x3f, 6);
-            self.bw.write_bits(xor >> trailing, sig);
-        }
     }
 
     /// The samples written so far.
@@ -470,8 +540,9 @@ pub(crate) fn compact(value: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Corrup
 }
 
 /// One encoding's bit-stream decoder: the next sample, or `None` if the stream ends early.
-trait Decode {
-    fn decode(&mut self) -> Option<Sample>;
+pub(crate) trait Decode {
+    type Item;
+    fn decode(&mut self) -> Option<Self::Item>;
 }
 
 /// The `count` samples of a chunk's bit stream, in order. Yields an error (and then stops)
@@ -482,7 +553,7 @@ pub(crate) struct Samples<D> {
 }
 
 impl<D: Decode> Iterator for Samples<D> {
-    type Item = Result<Sample, CorruptChunk>;
+    type Item = Result<D::Item, CorruptChunk>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {
@@ -541,9 +612,7 @@ pub(crate) type XorIter<'a> = Samples<XorDecoder<'a>>;
 
 pub(crate) struct XorDecoder<'a> {
     ts: Timestamps<'a>,
-    v: u64,
-    leading: u32,
-    trailing: u32,
+    value: XorReader,
 }
 
 impl<'a> XorIter<'a> {
@@ -551,9 +620,7 @@ impl<'a> XorIter<'a> {
         Samples {
             decoder: XorDecoder {
                 ts: Timestamps::new(data),
-                v: 0,
-                leading: 0,
-                trailing: 0,
+                value: XorReader::default(),
             },
             remaining: count,
         }
@@ -561,27 +628,19 @@ impl<'a> XorIter<'a> {
 }
 
 impl Decode for XorDecoder<'_> {
+    type Item = Sample;
+
     fn decode(&mut self) -> Option<Sample> {
-        let first = self.ts.next()?;
-        let r = &mut self.ts.r;
-        if first {
-            self.v = r.read_bits(64)?;
-        } else if r.read_bit()? {
-            if r.read_bit()? {
-                self.leading = r.read_bits(5)? as u32;
-                let sig = match r.read_bits(6)? as u32 {
-                    0 => 64,
-                    n => n,
-                };
-                self.trailing = 64u32.checked_sub(self.leading + sig)?;
-            }
-            // leading + trailing ≤ 63 by construction above, so 1 ≤ sig ≤ 64.
-            let sig = 64 - self.leading - self.trailing;
-            self.v ^= r.read_bits(sig)? << self.trailing;
-        }
+        let v = if self.ts.next()? {
+            let v = self.ts.r.read_bits(64)?;
+            self.value.v = v;
+            v
+        } else {
+            self.value.read(&mut self.ts.r)?
+        };
         Some(Sample {
             t: self.ts.t,
-            v: f64::from_bits(self.v),
+            v: f64::from_bits(v),
         })
     }
 }
