@@ -981,6 +981,33 @@ fn histograms_are_sealed_into_chunks_as_their_windows_fill() {
     assert_eq!((st.min_time, st.max_time), (ts[0], ts[ts.len() - 1]));
 }
 
+/// Acknowledged histograms survive a crash (no checkpoint at the end) wherever they were:
+/// sealed, or still in the histogram head, for a histogram-only series.
+#[test]
+fn crash_loses_no_histogram_sealed_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = labels("latency", &[]);
+    let open = window_start(now_ms()) - 3 * WINDOW_MS;
+    let ts: Vec<i64> = (-300..10).map(|i| open + i * 15_000).collect();
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_histograms(&db, &l, &ts[..200]);
+        db.inner.checkpoint(HistogramSeal::Ready).unwrap();
+        append_histograms(&db, &l, &ts[200..]);
+        let (sealed, head) = histogram_layout(&db);
+        assert!(!sealed.is_empty() && head > 0, "{sealed:?} {head}");
+        drop(db);
+    }
+    let retained = TsdbOptions {
+        retention: Duration::from_secs(7 * 24 * 3600),
+        ..opts()
+    };
+    let db = Tsdb::open(dir.path(), retained).unwrap();
+    assert_eq!(histogram_times(&db, &l), ts);
+    let st = db.status(10);
+    assert_eq!((st.min_time, st.max_time), (ts[0], ts[ts.len() - 1]));
+}
+
 /// `sealed` and the `n` sealed chunks the database holds beyond them.
 fn sealed_plus(sealed: &[(u64, i64)], n: usize, db: &Tsdb) -> Vec<(u64, i64)> {
     let now = histogram_layout(db).0;
