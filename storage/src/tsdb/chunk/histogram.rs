@@ -19,8 +19,8 @@
 //! more bits); the sum; the counts.
 
 use super::{
-    read_bucketed, write_bucketed, BitReader, BitWriter, CorruptChunk, Decode, Samples, TimeWriter,
-    Timestamps, XorReader, XorWriter, MAX_SAMPLES,
+    read_bucketed, read_count_and_span, write_bucketed, BitReader, BitWriter, CorruptChunk, Decode,
+    Samples, TimeWriter, Timestamps, XorReader, XorWriter, MAX_SAMPLES,
 };
 use crate::encoding::{put_uvarint, unzigzag, zigzag, Cursor};
 use crate::histogram::{Histogram, HistogramSample, HistogramSpan};
@@ -227,12 +227,10 @@ impl<'a> HistogramChunk<'a> {
         if c.u8() != Some(ENCODING_HISTOGRAM) {
             return Err(CorruptChunk("not a histogram chunk"));
         }
-        let count = c
-            .uvarint()
-            .and_then(|n| u16::try_from(n).ok())
-            .filter(|&n| n > 0)
-            .ok_or(CorruptChunk("bad count"))?;
-        let span = c.uvarint().ok_or(CorruptChunk("bad max time"))?;
+        let (count, span) = read_count_and_span(&mut c)?;
+        if count == 0 {
+            return Err(CorruptChunk("empty histogram chunk"));
+        }
         let integer = match c.u8() {
             Some(MODE_XOR) => false,
             Some(MODE_INTEGER) => true,

@@ -434,6 +434,17 @@ impl ChunkArena {
     }
 }
 
+/// What every stored chunk's header holds after its encoding byte: the sample count and
+/// max t − min t.
+fn read_count_and_span(c: &mut Cursor<'_>) -> Result<(u16, u64), CorruptChunk> {
+    let count = c
+        .uvarint()
+        .and_then(|n| u16::try_from(n).ok())
+        .ok_or(CorruptChunk("bad count"))?;
+    let span = c.uvarint().ok_or(CorruptChunk("bad max time"))?;
+    Ok((count, span))
+}
+
 /// A stored chunk, parsed just far enough to know its time range without decoding it.
 pub(crate) struct StoredChunk<'a> {
     /// The decimal encoding's mode; `None` for XOR.
@@ -451,11 +462,7 @@ impl<'a> StoredChunk<'a> {
         if ![ENCODING_XOR, ENCODING_DECIMAL].contains(&encoding) {
             return Err(CorruptChunk("unknown encoding"));
         }
-        let count = c
-            .uvarint()
-            .and_then(|n| u16::try_from(n).ok())
-            .ok_or(CorruptChunk("bad count"))?;
-        let span = c.uvarint().ok_or(CorruptChunk("bad max time"))?;
+        let (count, span) = read_count_and_span(&mut c)?;
         let decimal = match encoding {
             ENCODING_DECIMAL => Some(decimal::Mode::parse(
                 c.u8().ok_or(CorruptChunk("missing decimal mode"))?,
