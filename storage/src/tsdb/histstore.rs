@@ -1,8 +1,8 @@
 //! Where native histogram samples live. An appended sample is one key (series id | t) in the
 //! `histograms` column family, written in the same WriteBatch as the rest of its append: that
 //! column family is the histograms' head, durable as it is written. The checkpoint seals
-//! what the head holds of closed windows into compressed chunks (`chunk::histogram`) in the
-//! day partitions, so that retention drops them with the day like float chunks. A sealed
+//! head samples into compressed chunks (`chunk::histogram`) in the day partitions, so that
+//! retention drops them with the day like float chunks. A sealed
 //! chunk's key is a chunk key whose series id has [`SEALED`] set: float reads, which seek
 //! by plain id, never meet one.
 //!

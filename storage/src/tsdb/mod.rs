@@ -38,7 +38,7 @@
 //!
 //! Native histograms take a path of their own (`histstore`): an append writes each sample
 //! as a key of its own in the same WriteBatch (durable without the WAL), and the checkpoint
-//! seals those of closed windows into compressed chunks in the day partitions.
+//! seals them into compressed chunks in the day partitions (see `checkpoint` for when).
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
