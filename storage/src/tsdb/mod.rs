@@ -736,8 +736,15 @@ impl Inner {
                         }),
                     }
                 }
+                // Looked up once for all of the series' histograms, and not for a series
+                // without any (the float path).
+                let max_t = sb
+                    .histograms
+                    .first()
+                    .and(p.id)
+                    .and_then(|id| state.index.get(id))
+                    .map(|s| s.max_t);
                 for h in sb.histograms {
-                    let max_t = p.id.and_then(|id| state.index.get(id)).map(|s| s.max_t);
                     match self.check_histogram(p.id, max_t, limits, h)? {
                         Verdict::InOrder | Verdict::OutOfOrder => {
                             p.accepted_histograms.push(h.clone());
