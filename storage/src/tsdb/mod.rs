@@ -466,8 +466,9 @@ impl BatchWriter for Tsdb {
     }
 }
 
-/// A select reads the matching series' chunks as stored (compressed) and decodes each series
-/// as the set reaches it (`read::Selection`).
+/// A select reads the matching series' chunks as stored (compressed) and decodes the series
+/// in order as the set is consumed; a large set is decoded on a thread of its own, a batch
+/// ahead of the query evaluating it (`read::Selection`).
 impl Querier for Tsdb {
     fn select(&self, matchers: &[Matcher], hints: &SelectHints) -> Result<SeriesSet, StorageError> {
         Ok(Box::new(self.inner.select(

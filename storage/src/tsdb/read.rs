@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{ControlFlow, Range};
+use std::panic::AssertUnwindSafe;
 
 use super::{corrupt, Inner};
 use crate::tsdb::chunk::{ChunkArena, StoredChunk};
@@ -72,11 +73,85 @@ struct Picked {
 const HEAD_COPY_SERIES: usize = 4096;
 
 /// The series of one select in label order. Their chunks are read from RocksDB in key (id)
-/// order when the select is made, as stored (compressed), and each series is decoded only
-/// when the set reaches it: memory follows the compressed data plus one decoded series. The
-/// sample limit counts every point handed out; going over ends the set with
-/// [`StorageError::SampleLimit`].
+/// order when the select is made, as stored (compressed), and decoded in label order as the
+/// set is consumed. A large select decodes on a thread of its own, at most
+/// [`PIPE_DEPTH`] batches of about [`BATCH_SAMPLES`] points ahead of the consumer: the query
+/// evaluates one batch while the next is decoded, and memory follows the compressed data plus
+/// those few batches. The sample limit counts every point decoded; going over ends the set
+/// with [`StorageError::SampleLimit`].
 pub(super) struct Selection {
+    source: Source,
+}
+
+enum Source {
+    Inline(Decoder),
+    Piped {
+        batches: std::sync::mpsc::Receiver<Vec<SeriesItem>>,
+        current: std::vec::IntoIter<SeriesItem>,
+    },
+}
+
+type SeriesItem = Result<Series, StorageError>;
+
+/// Points per batch a decoding thread hands over: large enough that handing over costs
+/// nothing next to decoding, small enough that a few batches are a few megabytes.
+const BATCH_SAMPLES: usize = 32 * 1024;
+
+/// Batches a decoding thread may have ready before it waits for the consumer.
+const PIPE_DEPTH: usize = 1;
+
+/// Stored bytes below which a select decodes on the consumer's thread: a thread costs tens of
+/// microseconds to start, more than decoding a few thousand points.
+const PIPE_MIN_BYTES: usize = 64 * 1024;
+
+impl Selection {
+    fn new(decoder: Decoder) -> Result<Selection, StorageError> {
+        let worth_a_thread = decoder.chunks.bytes() >= PIPE_MIN_BYTES
+            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        if !worth_a_thread {
+            return Ok(Selection {
+                source: Source::Inline(decoder),
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(PIPE_DEPTH);
+        std::thread::Builder::new()
+            .name("select-decode".into())
+            .spawn(move || {
+                // A panic would otherwise end the set early, as if it had no more series.
+                let piped = std::panic::catch_unwind(AssertUnwindSafe(|| decoder.pipe(&tx)));
+                if piped.is_err() {
+                    let failed = StorageError::Corrupt("decoding a select panicked".into());
+                    let _ = tx.send(vec![Err(failed)]);
+                }
+            })?;
+        Ok(Selection {
+            source: Source::Piped {
+                batches: rx,
+                current: Vec::new().into_iter(),
+            },
+        })
+    }
+}
+
+impl Iterator for Selection {
+    type Item = SeriesItem;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.source {
+            Source::Inline(d) => d.next(),
+            Source::Piped { batches, current } => loop {
+                if let Some(s) = current.next() {
+                    return Some(s);
+                }
+                // The thread ends, dropping its sender, after its last batch.
+                *current = batches.recv().ok()?.into_iter();
+            },
+        }
+    }
+}
+
+/// Decodes picked series in order, counting their points against the limit.
+struct Decoder {
     picked: std::vec::IntoIter<Picked>,
     chunks: ChunkArena,
     /// Points handed out so far.
@@ -85,8 +160,30 @@ pub(super) struct Selection {
     done: bool,
 }
 
-impl Iterator for Selection {
-    type Item = Result<Series, StorageError>;
+impl Decoder {
+    /// Sends the series in batches until the last one or the receiver is gone (the query
+    /// ended early: an error, a limit, a cancelled request).
+    fn pipe(mut self, tx: &std::sync::mpsc::SyncSender<Vec<SeriesItem>>) {
+        let mut batch = Vec::new();
+        let mut sent = 0;
+        while let Some(item) = self.next() {
+            batch.push(item);
+            if self.total - sent >= BATCH_SAMPLES {
+                if tx.send(std::mem::take(&mut batch)).is_err() {
+                    return;
+                }
+                sent = self.total;
+            }
+        }
+        if !batch.is_empty() {
+            // A receiver gone by now wanted nothing more.
+            let _ = tx.send(batch);
+        }
+    }
+}
+
+impl Iterator for Decoder {
+    type Item = SeriesItem;
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
@@ -104,7 +201,7 @@ impl Iterator for Selection {
     }
 }
 
-impl Selection {
+impl Decoder {
     /// The points of one picked series within its range, or `None` if it has none there.
     fn decode(&mut self, p: Picked) -> Result<Option<SeriesSamples>, StorageError> {
         let too_many = || StorageError::SampleLimit { limit: self.limit };
@@ -114,15 +211,9 @@ impl Selection {
             if chunk.max_t() < p.lo {
                 continue;
             }
-            for s in chunk.iter() {
-                let s = s.map_err(corrupt)?;
-                if s.t > p.hi {
-                    break;
-                }
-                if s.t >= p.lo {
-                    samples.push(s);
-                }
-            }
+            chunk
+                .decode_into(&mut samples, p.lo, p.hi)
+                .map_err(corrupt)?;
             // Overlaps (head vs. chunk, out-of-order chunks) may inflate the raw count: only
             // fail once deduplication cannot bring it under the limit.
             if self.total + samples.len() > self.limit {
@@ -197,7 +288,7 @@ impl Inner {
         }
         let chunks = self.read_chunks(&mut picked, mint, maxt, sample_limit)?;
         picked.sort_by(|a, b| a.labels.cmp_labels(&b.labels));
-        Ok(Selection {
+        Selection::new(Decoder {
             picked: picked.into_iter(),
             chunks,
             total: 0,

@@ -428,6 +428,11 @@ impl ChunkArena {
             .push((page_no as u32, start as u32, page.len() as u32));
     }
 
+    /// The bytes of all values held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.pages.iter().map(Vec::len).sum()
+    }
+
     pub(crate) fn get(&self, i: usize) -> &[u8] {
         let (page, start, end) = self.spans[i];
         &self.pages[page as usize][start as usize..end as usize]
@@ -496,6 +501,20 @@ impl<'a> StoredChunk<'a> {
         self.max_t
     }
 
+    /// Appends the samples with lo ≤ t ≤ hi to `out`: what a select does with every chunk,
+    /// without a per-sample `Result` or bounds check when the whole chunk is inside.
+    pub(crate) fn decode_into(
+        &self,
+        out: &mut Vec<Sample>,
+        lo: i64,
+        hi: i64,
+    ) -> Result<(), CorruptChunk> {
+        match self.iter() {
+            ChunkIter::Xor(it) => it.decode_into(out, lo, hi, self),
+            ChunkIter::Decimal(it) => it.decode_into(out, lo, hi, self),
+        }
+    }
+
     pub(crate) fn iter(&self) -> ChunkIter<'a> {
         match self.decimal {
             None => ChunkIter::Xor(XorIter::new(self.data, self.count)),
@@ -557,6 +576,35 @@ pub(crate) trait Decode {
 pub(crate) struct Samples<D> {
     decoder: D,
     remaining: u16,
+}
+
+impl<D: Decode<Item = Sample>> Samples<D> {
+    fn decode_into(
+        mut self,
+        out: &mut Vec<Sample>,
+        lo: i64,
+        hi: i64,
+        chunk: &StoredChunk<'_>,
+    ) -> Result<(), CorruptChunk> {
+        let truncated = || CorruptChunk("truncated bit stream");
+        if chunk.min_t >= lo && chunk.max_t <= hi {
+            out.reserve(usize::from(self.remaining));
+            for _ in 0..self.remaining {
+                out.push(self.decoder.decode().ok_or_else(truncated)?);
+            }
+            return Ok(());
+        }
+        for _ in 0..self.remaining {
+            let s = self.decoder.decode().ok_or_else(truncated)?;
+            if s.t > hi {
+                break;
+            }
+            if s.t >= lo {
+                out.push(s);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<D: Decode> Iterator for Samples<D> {
@@ -755,10 +803,43 @@ mod tests {
         }
 
         #[test]
+        fn decode_into_keeps_what_iterating_keeps(
+            ts in timestamps(),
+            vs in proptest::collection::vec(value_bits(), 130),
+            lo in -100_000i64..2_000_000,
+            width in 0i64..2_000_000,
+        ) {
+            // Chunks hold increasing timestamps (out-of-order samples go elsewhere).
+            let mut ts = ts;
+            ts.sort_unstable();
+            ts.dedup();
+            let samples: Vec<(i64, u64)> = ts.iter().copied().zip(vs.iter().copied()).collect();
+            let value = encode(&samples).to_value();
+            let hi = lo.saturating_add(width);
+            // Both encodings: decimal when the values allow it.
+            for value in [&value[..], &compact(&value).expect("compacts")[..]] {
+                let stored = StoredChunk::parse(value).expect("parses");
+                let expected: Vec<(i64, u64)> = samples
+                    .iter()
+                    .copied()
+                    .take_while(|s| s.0 <= hi)
+                    .filter(|s| s.0 >= lo)
+                    .collect();
+                let mut got = Vec::new();
+                stored.decode_into(&mut got, lo, hi).expect("decodes");
+                let got: Vec<(i64, u64)> = got.iter().map(|s| (s.t, s.v.to_bits())).collect();
+                prop_assert_eq!(got, expected);
+            }
+        }
+
+        #[test]
         fn corrupt_values_error_instead_of_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Ok(stored) = StoredChunk::parse(&bytes) {
                 let n = stored.iter().take_while(|r| r.is_ok()).count();
                 prop_assert!(n <= usize::from(stored.count()));
+                let mut out = Vec::new();
+                let _ = stored.decode_into(&mut out, i64::MIN, i64::MAX);
+                prop_assert!(out.len() <= usize::from(stored.count()));
             }
         }
     }
