@@ -218,14 +218,8 @@ pub(crate) fn eval_aggregate(
                         }
                     }
                     sum.compact();
-                    out.push_value(
-                        &group_labels[g],
-                        group_drop[g],
-                        i,
-                        ctx.ts(i),
-                        0.0,
-                        Some(sum),
-                    )?;
+                    let slot = out.slot_keyed(g, &group_labels[g], group_drop[g], i)?;
+                    out.push_at(slot, ctx.ts(i), 0.0, Some(sum));
                 }
                 let q = params.get(i).copied().unwrap_or(f64::NAN);
                 if op == "quantile" && (q.is_nan() || !(0.0..=1.0).contains(&q)) {
@@ -237,13 +231,8 @@ pub(crate) fn eval_aggregate(
                 }
                 for (g, acc) in accs.into_iter().enumerate() {
                     if let Some(acc) = acc {
-                        out.push(
-                            &group_labels[g],
-                            group_drop[g],
-                            i,
-                            ctx.ts(i),
-                            acc.result(&op, q),
-                        )?;
+                        let slot = out.slot_keyed(g, &group_labels[g], group_drop[g], i)?;
+                        out.push_at(slot, ctx.ts(i), acc.result(&op, q), None);
                     }
                 }
             }
@@ -578,7 +567,8 @@ fn select_k(
         for e in chosen.into_iter().flatten() {
             let s = &input[e.series];
             let h = e.hist(input).cloned();
-            out.push_value(&s.labels, s.drop_name, i, ctx.ts(i), e.v, h)?;
+            let slot = out.slot_keyed(e.series, &s.labels, s.drop_name, i)?;
+            out.push_at(slot, ctx.ts(i), e.v, h);
         }
     }
     Ok(out.finish())

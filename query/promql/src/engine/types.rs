@@ -116,6 +116,8 @@ pub(crate) struct OutBuilder {
     index: HashMap<Labels, usize>,
     series: Vec<Series>,
     last_step: Vec<usize>,
+    /// Slot of each caller key seen by [`OutBuilder::slot_keyed`]; `usize::MAX` for none yet.
+    keyed: Vec<usize>,
 }
 
 pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
@@ -143,21 +145,56 @@ impl OutBuilder {
         h: Option<FloatHistogram>,
     ) -> Result<(), QueryError> {
         let i = self.slot(labels, drop_name, step)?;
+        self.push_at(i, t, v, h);
+        Ok(())
+    }
+
+    /// The slot for `labels` at `step`, for a caller that numbers its label sets (a group,
+    /// an input series): `key` always stands for the same `labels`, so they are hashed once
+    /// per key rather than once per step, which dominates when every step adds a point per
+    /// key. Then [`OutBuilder::push_at`] the point.
+    pub fn slot_keyed(
+        &mut self,
+        key: usize,
+        labels: &Labels,
+        drop_name: bool,
+        step: usize,
+    ) -> Result<usize, QueryError> {
+        if let Some(&i) = self.keyed.get(key).filter(|&&i| i != usize::MAX) {
+            self.next_step(i, step)?;
+            return Ok(i);
+        }
+        let i = self.slot(labels, drop_name, step)?;
+        if self.keyed.len() <= key {
+            self.keyed.resize(key + 1, usize::MAX);
+        }
+        self.keyed[key] = i;
+        Ok(i)
+    }
+
+    /// Appends a point to the output series in slot `i`: a histogram when `h` is given, else
+    /// the float `v`.
+    pub fn push_at(&mut self, i: usize, t: i64, v: f64, h: Option<FloatHistogram>) {
         let series = &mut self.series[i];
         match h {
             Some(h) => series.hpoints.push(HistogramPoint { t, h }),
             None => series.points.push(Sample { t, v }),
         }
+    }
+
+    /// Notes that series `i` gets a point at `step`: a second one there is a duplicate.
+    fn next_step(&mut self, i: usize, step: usize) -> Result<(), QueryError> {
+        if self.last_step[i] == step {
+            return Err(QueryError::Execution(DUPLICATE_LABELSET.into()));
+        }
+        self.last_step[i] = step;
         Ok(())
     }
 
     fn slot(&mut self, labels: &Labels, drop_name: bool, step: usize) -> Result<usize, QueryError> {
         match self.index.get(labels) {
             Some(&i) => {
-                if self.last_step[i] == step {
-                    return Err(QueryError::Execution(DUPLICATE_LABELSET.into()));
-                }
-                self.last_step[i] = step;
+                self.next_step(i, step)?;
                 Ok(i)
             }
             None => {
