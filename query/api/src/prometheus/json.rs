@@ -9,7 +9,7 @@ use storage::Labels;
 
 use promql::{FloatHistogram, QueryResult, Value};
 
-use gocompat::fmt::json_sample as format_value;
+use gocompat::fmt::{json_sample as format_value, write_json_sample};
 
 /// A millisecond timestamp as Prometheus prints it: seconds, then `.mmm` when not whole.
 pub(crate) fn write_timestamp(out: &mut String, t: i64) {
@@ -46,7 +46,7 @@ fn write_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
     write_timestamp(out, t);
     out.push_str(",\"");
-    out.push_str(&format_value(v));
+    write_json_sample(out, v);
     out.push_str("\"]");
 }
 

@@ -98,7 +98,7 @@ pub fn go_e(v: f64, prec: Option<usize>) -> String {
     }
     let s = match prec {
         Some(p) => format!("{v:.p$e}"),
-        None => format!("{v:e}"),
+        None => return crate::fmt::scientific(v),
     };
     let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
     format!("{m}{}", go_exp(e.parse().unwrap_or(0)))
