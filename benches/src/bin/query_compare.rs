@@ -4,7 +4,9 @@
 //! prints median latencies and their ratio to novamon's. Result sizes are printed beside them
 //! so a fast wrong answer shows. A second table gives each query's memory: the highest
 //! resident set seen while it ran (sampled every 2 ms) above the resident set after a pause
-//! before it.
+//! before it. A third gives each query's server CPU time per run (from `/proc/PID/stat`): on
+//! a shared machine it moves far less with the neighbours' load than wall time does, and it
+//! shows which servers spread one query over several cores.
 //! VictoriaMetrics runs with its result cache off, so each timed run computes the answer.
 //!
 //!   query_compare --novamon target/release/novamon --series 12000
@@ -52,6 +54,8 @@ struct Timing {
     series: usize,
     /// Highest resident set during the runs above the one before them.
     peak_above_kib: u64,
+    /// Server CPU time (user + system) per timed run.
+    cpu_per_run: Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -149,7 +153,11 @@ fn time_queries(
         std::thread::sleep(Duration::from_secs(args.settle_secs));
         let before = running.rss_kib().unwrap_or(0);
         let watch = running.watch_rss();
+        let mut cpu_before = 0.0;
         for run in 0..=runs {
+            if run == 1 {
+                cpu_before = running.cpu_seconds().context("server CPU time")?;
+            }
             let start = Instant::now();
             let resp = client.get(&url).send()?;
             let status = resp.status();
@@ -161,12 +169,14 @@ fn time_queries(
                 samples.push(elapsed);
             }
         }
+        let cpu = running.cpu_seconds().context("server CPU time")? - cpu_before;
         let peak = watch.peak_kib();
         samples.sort();
         out.push(Timing {
             median: samples[samples.len() / 2],
             series,
             peak_above_kib: peak.saturating_sub(before),
+            cpu_per_run: Duration::from_secs_f64(cpu.max(0.0) / runs as f64),
         });
     }
     Ok(out)
@@ -193,6 +203,23 @@ fn print_table(args: &Args, columns: &[(String, Vec<Timing>)]) {
             let cell = match ratio {
                 Some(r) => format!("{ms:.1} ({}) x{r:.2}", t.series),
                 None => format!("{ms:.1} ({})", t.series),
+            };
+            print!(" {cell:>22}");
+        }
+        println!();
+    }
+    println!();
+    println!("server CPU ms per run; ratio = system / novamon");
+    for (i, (label, _)) in requests(0).iter().enumerate() {
+        print!("{label:<100}");
+        for (_, timings) in columns {
+            let ms = timings[i].cpu_per_run.as_secs_f64() * 1000.0;
+            let cell = match novamon {
+                Some(n) => {
+                    let base = columns[n].1[i].cpu_per_run.as_secs_f64() * 1000.0;
+                    format!("{ms:.1} x{:.2}", ms / base.max(1e-6))
+                }
+                None => format!("{ms:.1}"),
             };
             print!(" {cell:>22}");
         }
