@@ -114,6 +114,20 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// Both reports' counts and latencies together, and their time one after the other.
+    pub fn merge(mut self, other: LoadReport) -> LoadReport {
+        self.samples_sent += other.samples_sent;
+        self.samples_accepted += other.samples_accepted;
+        self.requests += other.requests;
+        self.failed_requests += other.failed_requests;
+        self.retries += other.retries;
+        self.request_bytes += other.request_bytes;
+        self.elapsed += other.elapsed;
+        self.first_error = self.first_error.or(other.first_error);
+        self.latencies.extend(other.latencies);
+        self
+    }
+
     pub fn samples_per_sec(&self) -> f64 {
         self.samples_accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -376,21 +390,13 @@ pub fn send(url: &str, protocol: Protocol, shards: Vec<Vec<Batch>>) -> LoadRepor
             })
             .collect()
     });
-    let mut total = LoadReport {
+    // The senders ran side by side: the run took the wall time, not the sum of theirs.
+    LoadReport {
         elapsed: started.elapsed(),
-        ..LoadReport::default()
-    };
-    for r in reports {
-        total.samples_sent += r.samples_sent;
-        total.samples_accepted += r.samples_accepted;
-        total.requests += r.requests;
-        total.failed_requests += r.failed_requests;
-        total.retries += r.retries;
-        total.request_bytes += r.request_bytes;
-        total.first_error = total.first_error.or(r.first_error);
-        total.latencies.extend(r.latencies);
+        ..reports
+            .into_iter()
+            .fold(LoadReport::default(), LoadReport::merge)
     }
-    total
 }
 
 fn send_shard(url: &str, protocol: Protocol, batches: Vec<Batch>) -> LoadReport {

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use ingest::remote_write::Protocol;
-use novamon_benches::load::{prepare, prepare_native_histograms, send, wait_ready, LoadArgs};
+use novamon_benches::load::{
+    prepare, prepare_native_histograms, send, wait_ready, LoadArgs, LoadConfig, LoadReport,
+};
 
 #[derive(Debug, Parser)]
 #[command(about = "Send node-exporter-like remote-write load to a loopback receiver.")]
@@ -26,6 +28,11 @@ struct Args {
     /// Send native histogram samples (24 buckets, remote-write 1.0) instead of floats.
     #[arg(long)]
     native_histograms: bool,
+    /// Send the samples as this many consecutive time slices, each built just before it is
+    /// sent: a load larger than a run may hold in memory (e.g. 1M series x 2h). Every slice
+    /// starts the generated values afresh, so counters reset at slice boundaries.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,17 +44,45 @@ fn main() -> anyhow::Result<()> {
     } else {
         Protocol::V1
     };
-    let cfg = args.load.config(protocol, args.interval_ms);
-    let shards = if args.native_histograms {
-        prepare_native_histograms(&cfg)
-    } else {
-        prepare(&cfg)
-    };
-    let shards = shards
-        .map_err(anyhow::Error::msg)
-        .context("building requests")?;
+    let whole = args.load.config(protocol, args.interval_ms);
+    let rounds = args.rounds as usize;
+    anyhow::ensure!(
+        whole.samples_per_series % rounds == 0,
+        "--samples must be a multiple of --rounds"
+    );
+    let per_round = whole.samples_per_series / rounds;
     wait_ready(&args.url, Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
-    let report = send(&args.url, protocol, shards);
+    let mut report = LoadReport::default();
+    for round in 0..rounds {
+        let later_rounds = (rounds - 1 - round) as i64;
+        let cfg = LoadConfig {
+            samples_per_series: per_round,
+            end_ms: whole.end_ms - later_rounds * per_round as i64 * whole.interval_ms,
+            ..whole.clone()
+        };
+        let shards = if args.native_histograms {
+            prepare_native_histograms(&cfg)
+        } else {
+            prepare(&cfg)
+        };
+        let shards = shards
+            .map_err(anyhow::Error::msg)
+            .context("building requests")?;
+        let sent = send(&args.url, protocol, shards);
+        if rounds > 1 {
+            eprintln!(
+                "round {}/{rounds}: {} samples in {:.1} s",
+                round + 1,
+                sent.samples_accepted,
+                sent.elapsed.as_secs_f64()
+            );
+        }
+        let failed = sent.failed_requests > 0;
+        report = report.merge(sent);
+        if failed {
+            break;
+        }
+    }
     println!(
         "protocol={protocol} series={} samples_sent={} samples_accepted={} requests={} failed_requests={} retries={} \
          request_bytes={} seconds={:.3} samples_per_sec={:.0}",
