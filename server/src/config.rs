@@ -457,6 +457,9 @@ pub struct Logs {
     pub max_query_lines: Option<usize>,
     pub forward: Forward,
     pub redact: Redact,
+    /// Adds Loki 3's `detected_level` structured metadata to every record that lacks it
+    /// (Loki's `discover_log_levels`), which Grafana's log volume and Logs Drilldown use.
+    pub discover_log_levels: bool,
 }
 
 /// Redaction of log lines and structured metadata at ingest (`ingest::logs::redact`): the
@@ -488,6 +491,7 @@ impl Default for Logs {
             max_query_lines: None,
             forward: Forward::default(),
             redact: Redact::default(),
+            discover_log_levels: true,
         }
     }
 }

@@ -76,7 +76,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     // Checked when the config was loaded.
     let redactor = config.log_redactor().map_err(anyhow::Error::msg)?;
     // Every ingest path writes logs through this one writer.
-    let log_writer: Arc<dyn storage::logs::LogWriter> = if redactor.is_empty() {
+    let mut log_writer: Arc<dyn storage::logs::LogWriter> = if redactor.is_empty() {
         logs.clone()
     } else {
         Arc::new(ingest::logs::redact::Redacting::new(
@@ -85,6 +85,10 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             &mut registry,
         ))
     };
+    if config.logs.discover_log_levels {
+        // Outside redaction: the level is read from the line as the sender wrote it.
+        log_writer = Arc::new(ingest::logs::level::LevelDetecting::new(log_writer));
+    }
     let log_sink = ingest::logs::LogSink::new(
         log_writer.clone(),
         ingest::logs::Mapping {
@@ -100,7 +104,8 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let loki_state = api::loki::LokiState::new(
         logql::LogEngine::new(logs.clone(), config.log_query_limits()),
         query_gate.clone(),
-    );
+    )
+    .with_discover_log_levels(config.logs.discover_log_levels);
     let http_metrics = HttpMetrics::register(&mut registry);
     let ingest_state =
         ingest::IngestState::new(tsdb.clone(), config.ingest_limits(), &mut registry);

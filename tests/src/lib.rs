@@ -256,6 +256,20 @@ impl Novamon {
         get_json(&self.agent, &format!("{}{}", self.url, path_and_query))
     }
 
+    /// GET with request headers; returns (status, body as text), for answers whose bytes
+    /// matter (key order) or that are not JSON.
+    pub fn get_text(&self, path_and_query: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut req = self.agent.get(format!("{}{}", self.url, path_and_query));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = req
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}"));
+        let body = resp.body_mut().read_to_string().expect("body");
+        (resp.status().as_u16(), body)
+    }
+
     /// GET a JSON endpoint that must answer 200; returns the body.
     pub fn get_ok(&self, path_and_query: &str) -> Json {
         let (status, body) = self.get_json(path_and_query);

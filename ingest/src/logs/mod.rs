@@ -1,11 +1,13 @@
 //! Log ingest: the Fluentd forward protocol listener ([`forward`]) and Loki's push API
 //! ([`loki_push`]), both turning what they receive into `storage::logs::LogRecord`s through one
-//! [`Mapping`] and appending them to the `LogStore` (through [`redact::Redacting`] when
-//! redaction rules are configured). Owns the wire formats and the mapping;
+//! [`Mapping`] and appending them to the `LogStore` (through [`level::LevelDetecting`], which
+//! adds Loki's `detected_level`, and [`redact::Redacting`] when redaction rules are
+//! configured). Owns the wire formats and the mapping;
 //! never reads logs back.
 
 mod bounds;
 pub mod forward;
+pub mod level;
 mod loki_push;
 mod mapping;
 pub mod redact;

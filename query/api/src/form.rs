@@ -5,7 +5,12 @@
 use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 
-pub(crate) struct Form(Vec<(String, String)>);
+pub(crate) struct Form {
+    pairs: Vec<(String, String)>,
+    /// The request's headers, for the few parameters an API takes from them (Loki's response
+    /// encoding flags).
+    headers: HeaderMap,
+}
 
 impl Form {
     pub(crate) fn new(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Form {
@@ -20,12 +25,23 @@ impl Form {
         if let Some(q) = query {
             pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
         }
-        Form(pairs)
+        Form {
+            pairs,
+            headers: headers.clone(),
+        }
+    }
+
+    /// A header's value, or "" when absent or not text.
+    pub(crate) fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     /// The first value, or "" when absent (Go's FormValue).
     pub(crate) fn get(&self, name: &str) -> &str {
-        self.0
+        self.pairs
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
@@ -33,7 +49,7 @@ impl Form {
     }
 
     pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
-        self.0
+        self.pairs
             .iter()
             .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())

@@ -25,14 +25,49 @@ pub enum FilterOp {
     NotContains,
     Match,
     NotMatch,
+    /// `|>`: the line fits a pattern of literals and `<_>` captures.
+    Pattern,
+    /// `!>`
+    NotPattern,
+}
+
+impl FilterOp {
+    /// The operator as written.
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            FilterOp::Contains => "|=",
+            FilterOp::NotContains => "!=",
+            FilterOp::Match => "|~",
+            FilterOp::NotMatch => "!~",
+            FilterOp::Pattern => "|>",
+            FilterOp::NotPattern => "!>",
+        }
+    }
+
+    /// Whether the filter keeps the lines that match (`|=`, `|~`, `|>`) rather than dropping
+    /// them.
+    pub fn keeps_matches(self) -> bool {
+        matches!(
+            self,
+            FilterOp::Contains | FilterOp::Match | FilterOp::Pattern
+        )
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct LineFilter {
     pub op: FilterOp,
+    /// One value, or several joined by `or` (`|= "a" or "b"`). A keeping filter keeps a line
+    /// any of them matches; a dropping one drops a line any of them matches, as Loki reads
+    /// `!= "a" or "b"` as `!= "a" != "b"`.
+    pub alternatives: Vec<FilterValue>,
+}
+
+/// One value of a line filter, as written and as compiled for its operator.
+#[derive(Clone, Debug)]
+pub struct FilterValue {
     pub value: String,
-    /// Compiled for `|~` and `!~` (unanchored, as Loki).
-    pub re: Option<Regex>,
+    pub(crate) matcher: crate::pipeline::LineMatcher,
 }
 
 #[derive(Clone, Debug)]
@@ -391,13 +426,15 @@ impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stage::LineFilter(lf) => {
-                let op = match lf.op {
-                    FilterOp::Contains => "|=",
-                    FilterOp::NotContains => "!=",
-                    FilterOp::Match => "|~",
-                    FilterOp::NotMatch => "!~",
+                let op = lf.op.text();
+                // Loki prints dropping alternatives as the chain of filters they mean.
+                let sep = if lf.op.keeps_matches() {
+                    " or ".to_owned()
+                } else {
+                    format!(" {op} ")
                 };
-                write!(f, "{op} {}", quote(&lf.value))
+                let values: Vec<_> = lf.alternatives.iter().map(|v| quote(&v.value)).collect();
+                write!(f, "{op} {}", values.join(&sep))
             }
             Stage::Json(params) if params.is_empty() => f.write_str("| json"),
             Stage::Json(params) => {

@@ -75,6 +75,24 @@ pub struct Stream {
     pub entries: Vec<(i64, String)>,
 }
 
+/// A stream of a categorized select (Loki's `categorize-labels` encoding): grouped by the
+/// stream labels alone, each entry carrying its structured metadata and parsed labels apart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CategorizedStream {
+    pub labels: LabelMap,
+    /// In the query's direction.
+    pub entries: Vec<CategorizedEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CategorizedEntry {
+    pub ts_ns: i64,
+    pub line: String,
+    pub structured_metadata: LabelMap,
+    /// Labels the query's pipeline added (parsers, `label_format`, `pattern` captures).
+    pub parsed: LabelMap,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
     pub labels: LabelMap,
@@ -147,11 +165,20 @@ impl LogEngine {
         }
     }
 
+    /// The most series one metric query may answer (`usize::MAX` when unbounded).
+    pub fn max_series(&self) -> usize {
+        match self.limits.max_series {
+            0 => usize::MAX,
+            n => n,
+        }
+    }
+
     pub fn store(&self) -> &Arc<dyn LogReader> {
         &self.store
     }
 
-    /// Log lines of `expr` in [start, end), at most `limit`, grouped into streams.
+    /// Log lines of `expr` in [start, end), at most `limit`, grouped into streams by all
+    /// their labels (stream labels, structured metadata and parsed labels alike).
     pub fn select_logs(
         &self,
         expr: &LogExpr,
@@ -160,6 +187,69 @@ impl LogEngine {
         limit: usize,
         direction: Direction,
     ) -> Result<Vec<Stream>, EvalError> {
+        let mut streams: BTreeMap<LabelMap, Vec<(i64, String)>> = BTreeMap::new();
+        self.each_line(expr, start_ns, end_ns, limit, direction, |line| {
+            streams
+                .entry(line.labels)
+                .or_default()
+                .push((line.ts_ns, line.line));
+        })?;
+        Ok(streams
+            .into_iter()
+            .map(|(labels, entries)| Stream { labels, entries })
+            .collect())
+    }
+
+    /// [`LogEngine::select_logs`] grouped by stream labels only, the other labels kept per
+    /// entry: a label is a stream label if the record's stream has it, structured metadata
+    /// if the record carries it as such, and parsed otherwise (as Loki's categorized labels
+    /// iterator splits them, after the pipeline's filters, drops and keeps).
+    pub fn select_logs_categorized(
+        &self,
+        expr: &LogExpr,
+        start_ns: i64,
+        end_ns: i64,
+        limit: usize,
+        direction: Direction,
+    ) -> Result<Vec<CategorizedStream>, EvalError> {
+        let mut streams: BTreeMap<LabelMap, Vec<CategorizedEntry>> = BTreeMap::new();
+        self.each_line(expr, start_ns, end_ns, limit, direction, |line| {
+            let mut entry = CategorizedEntry {
+                ts_ns: line.ts_ns,
+                line: line.line,
+                structured_metadata: LabelMap::new(),
+                parsed: LabelMap::new(),
+            };
+            let mut stream = LabelMap::new();
+            for (k, v) in line.labels {
+                let kind = if line.stream.get(&k).is_some() {
+                    &mut stream
+                } else if line.metadata.iter().any(|(m, _)| *m == k) {
+                    &mut entry.structured_metadata
+                } else {
+                    &mut entry.parsed
+                };
+                kind.insert(k, v);
+            }
+            streams.entry(stream).or_default().push(entry);
+        })?;
+        Ok(streams
+            .into_iter()
+            .map(|(labels, entries)| CategorizedStream { labels, entries })
+            .collect())
+    }
+
+    /// Hands every line of `expr` in [start, end) through the pipeline to `f`, at most
+    /// `limit` of them, in `direction`.
+    fn each_line(
+        &self,
+        expr: &LogExpr,
+        start_ns: i64,
+        end_ns: i64,
+        limit: usize,
+        direction: Direction,
+        mut f: impl FnMut(SelectedLine<'_>),
+    ) -> Result<(), EvalError> {
         let max = self.limits.max_entries;
         if max > 0 && limit > max {
             return Err(EvalError::EntriesLimit { limit, max });
@@ -171,7 +261,6 @@ impl LogEngine {
             end_ns,
             contains: index_needles(&expr.stages),
         };
-        let mut streams: BTreeMap<LabelMap, Vec<(i64, String)>> = BTreeMap::new();
         let mut n = 0;
         self.store.scan(&q, direction, &mut |r| {
             if n >= limit {
@@ -180,15 +269,18 @@ impl LogEngine {
             if let Some((line, labels)) =
                 pipeline.process(r.ts_ns, r.line, labels_of(&r.labels, &r.metadata))
             {
-                streams.entry(labels).or_default().push((r.ts_ns, line));
+                f(SelectedLine {
+                    ts_ns: r.ts_ns,
+                    line,
+                    labels,
+                    stream: &r.labels,
+                    metadata: &r.metadata,
+                });
                 n += 1;
             }
             ControlFlow::Continue(())
         })?;
-        Ok(streams
-            .into_iter()
-            .map(|(labels, entries)| Stream { labels, entries })
-            .collect())
+        Ok(())
     }
 
     /// A metric query's series, at most `max_series` of them (Loki counts the answer, not
@@ -420,6 +512,15 @@ fn strip(e: &MetricExpr) -> &MetricExpr {
         MetricExpr::Paren(inner) => strip(inner),
         other => other,
     }
+}
+
+/// A line through the pipeline, with the record's own labels to tell the result's apart.
+struct SelectedLine<'r> {
+    ts_ns: i64,
+    line: String,
+    labels: LabelMap,
+    stream: &'r storage::Labels,
+    metadata: &'r [(String, String)],
 }
 
 fn labels_of(stream: &storage::Labels, metadata: &[(String, String)]) -> LabelMap {

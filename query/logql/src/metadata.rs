@@ -21,7 +21,63 @@ pub struct IndexStats {
     pub bytes: u64,
 }
 
+/// Labels Loki's `detected_labels` keeps whatever their values: what a Kubernetes user
+/// filters by first.
+const STATIC_LABELS: [&str; 4] = ["cluster", "namespace", "instance", "pod"];
+
+/// Whether `s` is a UUID in its textual form (8-4-4-4-12 hex digits).
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether Loki's `detected_labels` leaves a label out: values that are all numbers (ids,
+/// timestamps) or all UUIDs say nothing to filter by, except flags (at most two values, all
+/// `0`/`1`) and the [`STATIC_LABELS`].
+fn not_a_filter(name: &str, values: &BTreeSet<String>) -> bool {
+    if values.is_empty() {
+        return true;
+    }
+    if STATIC_LABELS.contains(&name) {
+        return false;
+    }
+    let flags = values.len() <= 2 && values.iter().all(|v| v == "0" || v == "1");
+    let ids = values
+        .iter()
+        .all(|v| v.parse::<f64>().is_ok() || is_uuid(v));
+    ids && !flags
+}
+
 impl LogEngine {
+    /// Loki's `detected_labels`: each label of the streams matching `matchers` with entries
+    /// in [start, end] ns and its number of distinct values, by name, less those that are no
+    /// use as a filter (see [`not_a_filter`]).
+    pub fn detected_labels(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<(String, usize)>, StorageError> {
+        let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for labels in self.series(matchers, start_ns, end_ns)? {
+            for l in labels.iter() {
+                values
+                    .entry(l.name.clone())
+                    .or_default()
+                    .insert(l.value.clone());
+            }
+        }
+        Ok(values
+            .into_iter()
+            .filter(|(name, v)| !not_a_filter(name, v))
+            .map(|(name, v)| (name, v.len()))
+            .collect())
+    }
+
     /// Label sets of the streams matching `matchers` with entries in [start, end] ns.
     pub fn series(
         &self,
@@ -144,5 +200,28 @@ impl LogEngine {
         });
         series.truncate(limit);
         Ok(series)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn numbers_and_uuids_are_not_filters_but_flags_and_static_labels_are() {
+        assert!(not_a_filter("pid", &set(&["12", "3.5", "1700000000"])));
+        assert!(not_a_filter(
+            "req",
+            &set(&["0b7c4f2e-9a1d-4c3e-8f6a-2d5e7b9c1a3f"])
+        ));
+        assert!(!not_a_filter("enabled", &set(&["0", "1"])));
+        assert!(not_a_filter("n", &set(&["0", "1", "2"])));
+        assert!(!not_a_filter("instance", &set(&["1", "2"])));
+        assert!(!not_a_filter("app", &set(&["shop", "12"])));
+        assert!(!is_uuid("0b7c4f2e-9a1d-4c3e-8f6a-2d5e7b9c1a3"));
     }
 }

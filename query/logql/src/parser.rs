@@ -7,6 +7,7 @@ use regex::Regex;
 use storage::{MatchOp, Matcher};
 
 use crate::ast::*;
+use crate::pipeline::{LineMatcher, Pattern};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("parse error at line {line}, col {col}: {msg}")]
@@ -26,9 +27,9 @@ enum Tok {
     Eof,
 }
 
-const SYMS: [&str; 24] = [
-    "|=", "|~", "!=", "!~", "=~", "==", ">=", "<=", "{", "}", "(", ")", "[", "]", ",", "|", "=",
-    ">", "<", "+", "-", "*", "/", "%",
+const SYMS: [&str; 26] = [
+    "|=", "|~", "|>", "!=", "!~", "!>", "=~", "==", ">=", "<=", "{", "}", "(", ")", "[", "]", ",",
+    "|", "=", ">", "<", "+", "-", "*", "/", "%",
 ];
 
 struct Lexer<'a> {
@@ -581,15 +582,9 @@ impl Parser<'_> {
         let mut stages = Vec::new();
         loop {
             match self.peek().clone() {
-                Tok::Sym(op @ ("|=" | "!=" | "|~" | "!~")) => {
+                Tok::Sym(op @ ("|=" | "!=" | "|~" | "!~" | "|>" | "!>")) => {
                     self.next();
                     stages.push(Stage::LineFilter(self.line_filter(op)?));
-                    if matches!(self.peek(), Tok::Ident(s) if s == "or")
-                        && matches!(self.peek_at(1), Tok::Str(_))
-                    {
-                        return Err(self
-                            .err("syntax error: line filter alternatives (or) are not supported"));
-                    }
                 }
                 Tok::Sym("|") if !matches!(self.peek_at(1), Tok::Ident(s) if s == "unwrap") => {
                     self.next();
@@ -601,15 +596,37 @@ impl Parser<'_> {
         Ok(LogExpr { matchers, stages })
     }
 
+    /// A line filter's values after its operator: `"a"`, or `"a" or "b" …` (a binary `or`
+    /// is never followed by a string, so a string after `or` continues the filter).
     fn line_filter(&mut self, op: &str) -> Result<LineFilter, ParseError> {
-        let value = self.string()?;
-        let (op, re) = match op {
-            "|=" => (FilterOp::Contains, None),
-            "!=" => (FilterOp::NotContains, None),
-            "|~" => (FilterOp::Match, Some(self.regex(&value)?)),
-            _ => (FilterOp::NotMatch, Some(self.regex(&value)?)),
+        let op = match op {
+            "|=" => FilterOp::Contains,
+            "!=" => FilterOp::NotContains,
+            "|~" => FilterOp::Match,
+            "!~" => FilterOp::NotMatch,
+            "|>" => FilterOp::Pattern,
+            _ => FilterOp::NotPattern,
         };
-        Ok(LineFilter { op, value, re })
+        let mut alternatives = vec![self.filter_value(op)?];
+        while matches!(self.peek(), Tok::Ident(s) if s == "or")
+            && matches!(self.peek_at(1), Tok::Str(_))
+        {
+            self.next();
+            alternatives.push(self.filter_value(op)?);
+        }
+        Ok(LineFilter { op, alternatives })
+    }
+
+    fn filter_value(&mut self, op: FilterOp) -> Result<FilterValue, ParseError> {
+        let value = self.string()?;
+        let matcher = match op {
+            FilterOp::Contains | FilterOp::NotContains => LineMatcher::Substring,
+            FilterOp::Match | FilterOp::NotMatch => LineMatcher::Regex(self.regex(&value)?),
+            FilterOp::Pattern | FilterOp::NotPattern => {
+                LineMatcher::Pattern(Pattern::parse_filter(&value).map_err(|e| self.err(e))?)
+            }
+        };
+        Ok(FilterValue { value, matcher })
     }
 
     fn regex(&self, s: &str) -> Result<Regex, ParseError> {
@@ -698,7 +715,7 @@ impl Parser<'_> {
             }
             "pattern" => {
                 let p = self.string()?;
-                crate::pipeline::Pattern::parse(&p).map_err(|e| self.err(e))?;
+                Pattern::parse(&p).map_err(|e| self.err(e))?;
                 Stage::Pattern(p)
             }
             "unpack" => Stage::Unpack,
@@ -915,11 +932,55 @@ mod tests {
             r#"sum by (app, level) (rate({app="a"}[1m])) / on(app) group_left(team) sum by (app, team) (rate({app="b"}[1m]))"#,
             r#"rate({app="a"}[1m]) > bool ignoring(level) group_right() rate({app="b"}[1m]) unless on() rate({app="c"}[1m])"#,
             "vector(1) + vector(-2.5)",
+            r#"{app="a"} |> "<_> level=info msg=\"request done\" <_>" !> "<_>GET /health<_>""#,
+            r#"{app="a"} |= "x" or "y" |~ "a.*" or "b" != "c" or "d" !> "p1 <_>" or "p2 <_>""#,
+            r#"count_over_time({app="a"} |> "<_> done" or "<_> failed" [1m])"#,
+            r#"{app="a"} | json | line_format "{{.msg}}" |> `<_> <ip>`"#,
         ] {
             let e = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
             let text = e.to_string();
             let again = parse(&text).unwrap_or_else(|err| panic!("{q} -> {text}: {err}"));
             assert_eq!(again.to_string(), text, "not a fixed point for {q}");
+        }
+    }
+
+    #[test]
+    fn line_filter_alternatives_and_patterns_print_as_loki() {
+        let printed = |q: &str| parse(q).unwrap_or_else(|e| panic!("{q}: {e}")).to_string();
+        assert_eq!(
+            printed(r#"{a="b"} |>  `<_> x` or "<_> y"   or "z <_>" !> "p <_>" or "q <_>""#),
+            r#"{a="b"} |> "<_> x" or "<_> y" or "z <_>" !> "p <_>" !> "q <_>""#
+        );
+        // A binary `or` after a filter is not an alternative.
+        assert_eq!(
+            printed(r#"count_over_time({a="b"} |= "x" [1m]) or vector(0)"#),
+            r#"count_over_time({a="b"} |= "x" [1m]) or vector(0)"#
+        );
+        let err = |q: &str| parse(q).unwrap_err().to_string();
+        assert_eq!(
+            err(r#"{a="b"} |> "<_><_>""#),
+            "parse error at line 1, col 20: found consecutive capture '<_><_>': invalid expression"
+        );
+        assert!(err(r#"{a="b"} !> """#).contains("at least one literal or capture"));
+        assert!(err(r#"{a="b"} |~ "a" or "(""#).contains("invalid regex"));
+        assert!(err(r#"{a="b"} |> "a" or"#).contains("unexpected IDENTIFIER or"));
+        assert!(err(r#"{a="b"} | pattern "<a><b>""#).contains("consecutive capture"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pattern_filters_print_as_they_parse(s in "\\PC{0,40}", t in "\\PC{0,40}") {
+            let q = format!(
+                r#"{{a="b"}} |> {} or {} !> {}"#,
+                serde_json::Value::from(s.as_str()),
+                serde_json::Value::from(t.as_str()),
+                serde_json::Value::from(t.as_str()),
+            );
+            if let Ok(e) = parse(&q) {
+                let printed = e.to_string();
+                let again = parse(&printed).map(|e| e.to_string());
+                proptest::prop_assert_eq!(again, Ok(printed));
+            }
         }
     }
 

@@ -12,7 +12,10 @@ use gocompat::units::{parse_bytes, parse_go_duration};
 
 pub type LabelMap = BTreeMap<String, String>;
 
-/// A compiled `pattern` expression: literals and `<name>` / `<_>` captures.
+/// A compiled pattern, read as Loki's pattern lexer reads one: `<name>` (an ASCII letter or
+/// `_`, then letters, digits or `_`) is a capture, `<_>` an unnamed one; everything else, a
+/// `<` that opens no capture included, is literal text. Adjacent literal text is one part, so
+/// parts alternate between literals and captures.
 #[derive(Clone, Debug)]
 pub(crate) struct Pattern(Vec<PatternPart>);
 
@@ -23,39 +26,101 @@ enum PatternPart {
 }
 
 impl Pattern {
+    /// A `| pattern` stage's expression: it must name at least one capture.
     pub(crate) fn parse(s: &str) -> Result<Pattern, String> {
-        let mut parts = Vec::new();
-        let mut rest = s;
-        while !rest.is_empty() {
-            match rest.find('<') {
-                Some(i) if rest[i..].find('>').is_some() => {
-                    let close = i + rest[i..].find('>').unwrap_or(0);
-                    let name = &rest[i + 1..close];
-                    if !name.is_empty()
-                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    {
-                        if i > 0 {
-                            parts.push(PatternPart::Lit(rest[..i].to_owned()));
-                        }
-                        if matches!(parts.last(), Some(PatternPart::Cap(_))) {
-                            return Err("syntax error: consecutive captures are not allowed".into());
-                        }
-                        parts.push(PatternPart::Cap((name != "_").then(|| name.to_owned())));
-                    } else {
-                        parts.push(PatternPart::Lit(rest[..=close].to_owned()));
-                    }
-                    rest = &rest[close + 1..];
-                }
-                _ => {
-                    parts.push(PatternPart::Lit(rest.to_owned()));
-                    rest = "";
-                }
-            }
-        }
-        if !parts.iter().any(|p| matches!(p, PatternPart::Cap(Some(_)))) {
+        let p = Pattern::lex(s)?;
+        if !p.0.iter().any(|p| matches!(p, PatternPart::Cap(Some(_)))) {
             return Err("at least one capture is required".into());
         }
+        Ok(p)
+    }
+
+    /// A `|>`/`!>` filter's pattern: any literals and captures, at least one of either. A named
+    /// capture matches as `<_>` does (Loki refuses names here, but a pattern Drain found in
+    /// lines holding `<word>` names one, and the Drilldown filters on it as found).
+    pub(crate) fn parse_filter(s: &str) -> Result<Pattern, String> {
+        let p = Pattern::lex(s)?;
+        if p.0.is_empty() {
+            return Err("a pattern filter needs at least one literal or capture".into());
+        }
+        Ok(p)
+    }
+
+    fn lex(s: &str) -> Result<Pattern, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('<') {
+            let after = &rest[i + 1..];
+            let Some(name) = capture_name(after) else {
+                push_literal(&mut parts, &rest[..=i]);
+                rest = after;
+                continue;
+            };
+            push_literal(&mut parts, &rest[..i]);
+            if let Some(PatternPart::Cap(prev)) = parts.last() {
+                let prev = prev.as_deref().unwrap_or("_");
+                return Err(format!(
+                    "found consecutive capture '<{prev}><{name}>': invalid expression"
+                ));
+            }
+            parts.push(PatternPart::Cap((name != "_").then(|| name.to_owned())));
+            rest = &after[name.len() + 1..];
+        }
+        push_literal(&mut parts, rest);
         Ok(Pattern(parts))
+    }
+
+    /// The literal texts, in order: every line the pattern matches contains each of them.
+    pub(crate) fn literals(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(|p| match p {
+            PatternPart::Lit(l) => Some(l.as_str()),
+            PatternPart::Cap(_) => None,
+        })
+    }
+
+    /// Whether the whole line fits the pattern (`|>`): a leading literal starts the line, a
+    /// trailing one ends it, the others follow in order, and every capture covers at least
+    /// one character. Each literal is taken at its first place after the text before it,
+    /// which leaves the most line to what follows, so a line that fits in any way is found
+    /// to fit (Loki's matcher does not look past a literal right after the previous one, and
+    /// misses some such lines).
+    pub(crate) fn matches(&self, line: &str) -> bool {
+        let mut rest = line;
+        let mut after_capture = false;
+        for (i, part) in self.0.iter().enumerate() {
+            let lit = match part {
+                PatternPart::Cap(_) => {
+                    after_capture = true;
+                    continue;
+                }
+                PatternPart::Lit(lit) => lit.as_str(),
+            };
+            let last = i + 1 == self.0.len();
+            if !after_capture {
+                // Only the first part can be a literal with no capture before it.
+                if last {
+                    return rest == lit;
+                }
+                match rest.strip_prefix(lit) {
+                    Some(r) => rest = r,
+                    None => return false,
+                }
+                continue;
+            }
+            if last {
+                return rest.len() > lit.len() && rest.ends_with(lit);
+            }
+            let Some(first) = rest.chars().next() else {
+                return false;
+            };
+            let from = first.len_utf8();
+            match rest[from..].find(lit) {
+                Some(at) => rest = &rest[from + at + lit.len()..],
+                None => return false,
+            }
+        }
+        // The pattern ends on a capture (a pattern ending on a literal returned above).
+        !rest.is_empty()
     }
 
     fn extract(&self, line: &str) -> Option<Vec<(String, String)>> {
@@ -78,6 +143,46 @@ impl Pattern {
             out.push((name.clone(), line[pos..].to_owned()));
         }
         Some(out)
+    }
+}
+
+/// The name of a capture opening at `s` (just after its `<`), if one does.
+fn capture_name(s: &str) -> Option<&str> {
+    let end = s
+        .char_indices()
+        .find(|&(i, c)| !(c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
+        .map_or(s.len(), |(i, _)| i);
+    (end > 0 && s[end..].starts_with('>')).then(|| &s[..end])
+}
+
+fn push_literal(parts: &mut Vec<PatternPart>, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    match parts.last_mut() {
+        Some(PatternPart::Lit(l)) => l.push_str(text),
+        _ => parts.push(PatternPart::Lit(text.to_owned())),
+    }
+}
+
+/// How one value of a line filter tests a line.
+#[derive(Clone, Debug)]
+pub(crate) enum LineMatcher {
+    /// `|=`, `!=`: the value is part of the line.
+    Substring,
+    /// `|~`, `!~`: unanchored, as Loki.
+    Regex(Regex),
+    /// `|>`, `!>`.
+    Pattern(Pattern),
+}
+
+impl FilterValue {
+    pub(crate) fn matches(&self, line: &str) -> bool {
+        match &self.matcher {
+            LineMatcher::Substring => line.contains(&self.value),
+            LineMatcher::Regex(re) => re.is_match(line),
+            LineMatcher::Pattern(p) => p.matches(line),
+        }
     }
 }
 
@@ -132,7 +237,7 @@ fn add_parsed(labels: &mut LabelMap, original: &LabelMap, name: String, value: S
     }
 }
 
-fn sanitize(k: &str) -> String {
+pub(crate) fn sanitize(k: &str) -> String {
     let mut s: String = k
         .chars()
         .map(|c| {
@@ -204,7 +309,7 @@ fn json_path<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json:
 /// logfmt: `key=value key2="quoted value" flag`.
 /// The pairs of a logfmt line, or the error as Loki details it (`logfmt syntax error at pos
 /// N : reason`, N counted from 1).
-fn logfmt(line: &str) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn logfmt(line: &str) -> Result<Vec<(String, String)>, String> {
     let syntax = |pos: usize, why: &str| format!("logfmt syntax error at pos {} : {why}", pos + 1);
     let mut out = Vec::new();
     let mut chars = line.char_indices().peekable();
@@ -450,13 +555,7 @@ impl Pipeline {
             };
             match stage {
                 Stage::LineFilter(f) => {
-                    let keep = match f.op {
-                        FilterOp::Contains => line.contains(&f.value),
-                        FilterOp::NotContains => !line.contains(&f.value),
-                        FilterOp::Match => f.re.as_ref().is_some_and(|r| r.is_match(&line)),
-                        FilterOp::NotMatch => !f.re.as_ref().is_some_and(|r| r.is_match(&line)),
-                    };
-                    if !keep {
+                    if f.alternatives.iter().any(|v| v.matches(&line)) != f.op.keeps_matches() {
                         return None;
                     }
                 }
@@ -563,19 +662,183 @@ fn ansi() -> Option<&'static Regex> {
         .as_ref()
 }
 
-/// The substrings the index can look up: `|=` filters before anything rewrites the line.
+/// The substrings the index can look up: those every kept line must contain, from `|=` and
+/// `|>` filters without alternatives (with them, no one value is required) before anything
+/// rewrites the line.
 pub(crate) fn index_needles(stages: &[Stage]) -> Vec<String> {
     let mut out = Vec::new();
     for s in stages {
         match s {
-            Stage::LineFilter(LineFilter {
-                op: FilterOp::Contains,
-                value,
-                ..
-            }) if !value.is_empty() => out.push(value.clone()),
+            Stage::LineFilter(LineFilter { op, alternatives }) => {
+                let [only] = alternatives.as_slice() else {
+                    continue;
+                };
+                match (op, &only.matcher) {
+                    (FilterOp::Contains, _) if !only.value.is_empty() => {
+                        out.push(only.value.clone());
+                    }
+                    (FilterOp::Pattern, LineMatcher::Pattern(p)) => {
+                        out.extend(p.literals().map(str::to_owned));
+                    }
+                    _ => {}
+                }
+            }
             Stage::LineFormat(_) | Stage::Unpack | Stage::Decolorize => break,
             _ => {}
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Whether the log query `q`'s stages keep `line`.
+    fn kept(q: &str, line: &str) -> bool {
+        let Expr::Log(l) = crate::parse(q).unwrap_or_else(|e| panic!("{q}: {e}")) else {
+            panic!("{q} is not a log query")
+        };
+        Pipeline::new(&l.stages)
+            .process(0, line.to_owned(), LabelMap::new())
+            .is_some()
+    }
+
+    #[test]
+    fn pattern_filters_match_whole_lines() {
+        for (pattern, line, want) in [
+            ("<_> logged in", "user 1 logged in", true),
+            ("<_> logged in", "user 1 logged in now", false),
+            ("<_> logged in", " logged in", false),
+            ("user <_>", "user 1", true),
+            ("user <_>", "user ", false),
+            ("user <_>", "xuser 1", false),
+            ("user <_> in", "user  in", false),
+            ("user <_> in", "user 1 in", true),
+            ("a<_>b<_>", "aXbYbZ", true),
+            ("<_>b", "abab", true),
+            // Loki's matcher misses this line: the first " bar " follows nothing.
+            ("<_> bar <_>", " bar  bar x", true),
+            // A named capture matches as <_> does.
+            ("<ip> - <_>", "1.2.3.4 - GET", true),
+            ("exact line", "exact line", true),
+            ("exact line", "exact line!", false),
+            ("<_>", "", false),
+            ("<_>", "x", true),
+            ("<_>é<_>", "aéb", true),
+            ("<<_>>", "<x>", true),
+            ("<1a> <_>", "<1a> x", true),
+        ] {
+            let q = format!("{{a=\"b\"}} |> {}", serde_json::Value::from(pattern));
+            assert_eq!(kept(&q, line), want, "{pattern:?} on {line:?}");
+            let q = format!("{{a=\"b\"}} !> {}", serde_json::Value::from(pattern));
+            assert_eq!(kept(&q, line), !want, "not {pattern:?} on {line:?}");
+        }
+    }
+
+    #[test]
+    fn alternatives_keep_any_and_drop_any() {
+        let keep = r#"{a="b"} |> "<_> logged in" or "<_> logged out""#;
+        assert!(kept(keep, "user 1 logged in"));
+        assert!(kept(keep, "user 1 logged out"));
+        assert!(!kept(keep, "user 1 left"));
+        let drop = r#"{a="b"} !> "a <_>" or "b <_>""#;
+        assert!(!kept(drop, "a 1"));
+        assert!(!kept(drop, "b 1"));
+        assert!(kept(drop, "c 1"));
+        for (q, line, want) in [
+            (r#"{a="b"} |= "x" or "y""#, "-y-", true),
+            (r#"{a="b"} |= "x" or "y""#, "-z-", false),
+            (r#"{a="b"} != "x" or "y""#, "-y-", false),
+            (r#"{a="b"} != "x" or "y""#, "-z-", true),
+            (r#"{a="b"} |~ "^x" or "^y""#, "y-", true),
+            (r#"{a="b"} !~ "^x" or "^y""#, "x-", false),
+            (r#"{a="b"} !~ "^x" or "^y""#, "z-", true),
+        ] {
+            assert_eq!(kept(q, line), want, "{q} on {line:?}");
+        }
+    }
+
+    #[test]
+    fn needles_come_from_required_substrings_only() {
+        let Expr::Log(l) = crate::parse(
+            r#"{a="b"} |= "x" |> "<_> level=<_> msg" |= "a" or "b" !> "q <_>" |> "c" or "d" != "e""#,
+        )
+        .unwrap() else {
+            panic!("not a log query")
+        };
+        assert_eq!(index_needles(&l.stages), ["x", " level=", " msg"]);
+    }
+
+    #[test]
+    fn pattern_lexing_and_errors() {
+        let lits = |s: &str| -> Vec<String> {
+            Pattern::parse_filter(s)
+                .unwrap()
+                .literals()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(lits("<<_>>"), ["<", ">"]);
+        assert_eq!(lits("<1a> <a b> <_>"), ["<1a> <a b> "]);
+        assert_eq!(lits("a <_> b <c> d"), ["a ", " b ", " d"]);
+        assert_eq!(
+            Pattern::parse_filter("x <_><b>").unwrap_err(),
+            "found consecutive capture '<_><b>': invalid expression"
+        );
+        assert!(Pattern::parse_filter("").is_err());
+        assert_eq!(
+            Pattern::parse("<a><_>").unwrap_err(),
+            "found consecutive capture '<a><_>': invalid expression"
+        );
+        assert!(Pattern::parse("<_> only").is_err());
+        // `| pattern` still extracts as before.
+        let p = Pattern::parse("<ip> - <_> <status>").unwrap();
+        assert_eq!(
+            p.extract("1.2.3.4 - GET 200"),
+            Some(vec![
+                ("ip".to_owned(), "1.2.3.4".to_owned()),
+                ("status".to_owned(), "200".to_owned())
+            ])
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn pattern_parsing_never_panics(s in "\\PC{0,64}", line in "\\PC{0,64}") {
+            if let Ok(p) = Pattern::parse_filter(&s) {
+                let _ = p.matches(&line);
+            }
+            if let Ok(p) = Pattern::parse(&s) {
+                let _ = p.extract(&line);
+            }
+        }
+
+        /// A line made by filling a pattern's captures with any non-empty text fits it.
+        #[test]
+        fn filled_patterns_match(
+            parts in proptest::collection::vec(("[^<]{0,6}", "\\PC{1,6}"), 1..6),
+            tail in "[^<]{0,6}",
+        ) {
+            let mut pattern = String::new();
+            let mut line = String::new();
+            for (lit, fill) in &parts {
+                pattern.push_str(lit);
+                pattern.push_str("<_>");
+                line.push_str(lit);
+                line.push_str(fill);
+            }
+            pattern.push_str(&tail);
+            line.push_str(&tail);
+            let p = Pattern::parse_filter(&pattern);
+            // Adjacent captures (an empty literal between) are refused; the rest match.
+            let adjacent = parts.iter().skip(1).any(|(lit, _)| lit.is_empty());
+            prop_assert_eq!(p.is_err(), adjacent);
+            if let Ok(p) = p {
+                prop_assert!(p.matches(&line), "{:?} on {:?}", pattern, line);
+            }
+        }
+    }
 }

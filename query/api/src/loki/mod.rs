@@ -1,11 +1,13 @@
 //! The Loki HTTP API (`/loki/api/v1/…`) as Grafana's Loki data source uses it: query and
-//! query_range (streams, matrix, vector), labels, label values, series, index stats and
-//! volume, detected fields, format_query and buildinfo, with Loki's parameters, JSON shapes
-//! and plain-text errors. Owns request handling and response shapes; evaluation is
+//! query_range (streams, matrix, vector; labels categorized on Grafana's request), labels,
+//! label values, series, index stats and volume, the Logs Drilldown's detected fields,
+//! field values and labels (`fields`), format_query and buildinfo, with Loki's parameters,
+//! JSON shapes and plain-text errors. Owns request handling and response shapes; evaluation is
 //! `logql`'s, data is `storage::logs`'s.
 
 mod fields;
 mod params;
+mod patterns;
 mod tail;
 
 use std::collections::BTreeSet;
@@ -21,7 +23,7 @@ use storage::Matcher;
 use crate::admission::{QueryGate, QueueTimeout};
 use crate::handler;
 use logql::ast::{Expr, MetricExpr};
-use logql::{parse, EvalError, LabelMap, LogEngine, Series, Steps, Stream};
+use logql::{parse, CategorizedStream, EvalError, LabelMap, LogEngine, Series, Steps, Stream};
 use params::{now_ns, Params};
 
 /// The Loki release whose API this mirrors, for Grafana's feature detection.
@@ -32,12 +34,24 @@ const DEFAULT_LIMIT: usize = 100;
 pub struct LokiState {
     engine: LogEngine,
     gate: QueryGate,
+    /// Whether ingest adds `detected_level` (reported to the Logs Drilldown app).
+    discover_log_levels: bool,
 }
 
 impl LokiState {
     /// Queries (`query`, `query_range`) wait for a slot of `gate`.
     pub fn new(engine: LogEngine, gate: QueryGate) -> LokiState {
-        LokiState { engine, gate }
+        LokiState {
+            engine,
+            gate,
+            discover_log_levels: false,
+        }
+    }
+
+    /// Says that ingest adds `detected_level` to records (Loki's `discover_log_levels`).
+    pub fn with_discover_log_levels(mut self, on: bool) -> LokiState {
+        self.discover_log_levels = on;
+        self
     }
 }
 
@@ -119,6 +133,19 @@ pub fn routes(state: LokiState) -> Router {
             "/loki/api/v1/detected_fields",
             get_post(fields::detected_fields),
         )
+        .route("/loki/api/v1/patterns", query_route(patterns::patterns))
+        .route(
+            "/loki/api/v1/detected_field/{name}/values",
+            handler::get_with_path(fields::detected_field_values),
+        )
+        .route(
+            "/loki/api/v1/detected_labels",
+            get_post(fields::detected_labels),
+        )
+        .route(
+            "/loki/api/v1/drilldown-limits",
+            get_post(fields::drilldown_limits),
+        )
         .route("/loki/api/v1/tail", get(tail::tail))
         .route("/loki/api/v1/format_query", get_post(format_query))
         .route("/loki/api/v1/status/buildinfo", get_post(buildinfo))
@@ -182,6 +209,43 @@ fn stats(lines: usize, bytes: usize, started: Instant) -> J {
     }})
 }
 
+/// Grafana's flag for answers that keep stream labels, structured metadata and parsed labels
+/// apart (its log details mark each kind).
+const CATEGORIZE_LABELS: &str = "categorize-labels";
+
+/// A categorized streams result: each value `[ts, line, {"structuredMetadata", "parsed"}]`,
+/// always three elements (Grafana's reader requires the third once the flag is echoed), each
+/// map left out when empty.
+fn categorized_streams_json(streams: &[CategorizedStream]) -> (J, usize, usize) {
+    let (mut n, mut bytes) = (0, 0);
+    let result = streams
+        .iter()
+        .map(|s| {
+            n += s.entries.len();
+            bytes += s.entries.iter().map(|e| e.line.len()).sum::<usize>();
+            let values: Vec<J> = s
+                .entries
+                .iter()
+                .map(|e| {
+                    let mut kinds = serde_json::Map::new();
+                    if !e.structured_metadata.is_empty() {
+                        kinds.insert(
+                            "structuredMetadata".into(),
+                            labels_json(&e.structured_metadata),
+                        );
+                    }
+                    if !e.parsed.is_empty() {
+                        kinds.insert("parsed".into(), labels_json(&e.parsed));
+                    }
+                    json!([e.ts_ns.to_string(), e.line, kinds])
+                })
+                .collect();
+            json!({"stream": labels_json(&s.labels), "values": values})
+        })
+        .collect();
+    (J::Array(result), n, bytes)
+}
+
 fn streams_json(streams: &[Stream]) -> (J, usize, usize) {
     let (mut n, mut bytes) = (0, 0);
     let result = streams
@@ -241,9 +305,20 @@ fn query_range(s: &LokiState, p: &Params) -> Result<J, LokiError> {
     let direction = p.direction().map_err(LokiError::bad)?;
     match expr {
         Expr::Log(log) => {
-            let streams = s.engine.select_logs(&log, start, end, limit, direction)?;
-            let (result, n, bytes) = streams_json(&streams);
-            Ok(success("streams", result, stats(n, bytes, started)))
+            let flags = p.encoding_flags();
+            let (result, n, bytes) = if flags.iter().any(|f| f == CATEGORIZE_LABELS) {
+                let streams = s
+                    .engine
+                    .select_logs_categorized(&log, start, end, limit, direction)?;
+                categorized_streams_json(&streams)
+            } else {
+                streams_json(&s.engine.select_logs(&log, start, end, limit, direction)?)
+            };
+            let mut answer = success("streams", result, stats(n, bytes, started));
+            if !flags.is_empty() {
+                answer["data"]["encodingFlags"] = json!(flags);
+            }
+            Ok(answer)
         }
         Expr::Metric(m) => {
             let series = s.engine.eval_metric(&m, range_steps(p, start, end)?)?;

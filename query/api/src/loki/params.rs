@@ -54,13 +54,29 @@ impl Params {
     }
 
     pub(crate) fn limit(&self, default: usize) -> Result<usize, String> {
-        match self.get("limit") {
+        self.number_or("limit", default)
+    }
+
+    /// A count parameter (`limit`, `line_limit`, …), `default` when absent.
+    pub(crate) fn number_or(&self, name: &str, default: usize) -> Result<usize, String> {
+        match self.get(name) {
             "" => Ok(default),
             v => v
                 .parse::<u32>()
                 .map(|n| n as usize)
-                .map_err(|_| format!("invalid limit: {v:?}")),
+                .map_err(|_| format!("invalid {name}: {v:?}")),
         }
+    }
+
+    /// The flags of `X-Loki-Response-Encoding-Flags` (comma-separated), which a streams
+    /// answer echoes as `encodingFlags`.
+    pub(crate) fn encoding_flags(&self) -> Vec<String> {
+        self.header("x-loki-response-encoding-flags")
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     pub(crate) fn direction(&self) -> Result<Direction, String> {
