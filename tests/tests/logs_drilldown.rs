@@ -172,6 +172,21 @@ fn explore_categorizes_labels_and_colours_the_volume_by_detected_level() {
     let expected: std::collections::BTreeMap<String, f64> =
         LEVELS.iter().map(|l| (l.to_string(), 10.0)).collect();
     assert_eq!(by_level, expected, "{body}");
+
+    // The Drilldown's service tile: a bare selector, which metric queries answer from the
+    // index's columns, must still see the structured metadata.
+    let (status, body) = n.get_json(&format!(
+        "/loki/api/v1/query_range?direction=backward&end={end}&query={}&start={start}&step=2000ms",
+        enc(r#"sum by (detected_level) (count_over_time({ service_name="api" } [2s]))"#)
+    ));
+    assert_eq!(status, 200, "{body}");
+    let levels: Vec<&str> = body["data"]["result"]
+        .as_array()
+        .expect("matrix")
+        .iter()
+        .filter_map(|s| s["metric"]["detected_level"].as_str())
+        .collect();
+    assert_eq!(levels, ["debug", "error", "info", "warn"], "{body}");
 }
 
 #[test]
