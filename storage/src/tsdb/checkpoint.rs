@@ -39,6 +39,12 @@ pub(super) enum HistogramSeal {
     All,
 }
 
+/// A series' head as restored at open: id, last sample (t, value bits), open chunk.
+type RestoredHead = (u64, (i64, u64), Option<XorChunk>);
+
+/// Read-ahead of the iterators restoring the head at open.
+const RESTORE_READAHEAD_BYTES: usize = 2 << 20;
+
 /// Series moved to the cold index per exclusive hold of `gate` (a WriteBatch of about ten
 /// keys per series and partition): appends wait for one slice, not for the whole pass.
 const EVICT_SLICE_SERIES: usize = 4096;
@@ -47,6 +53,8 @@ impl Inner {
     /// Restores each series' last float sample and, unless full, its open chunk from its
     /// newest in-order chunk. That chunk is usually in the partition of the series' max t, but
     /// max t may be a native histogram's, so earlier partitions are searched too, newest first.
+    /// The series are split over the cores (a million series are a million seeks, mostly
+    /// waiting on reads), each part walking its own iterators forward in key order.
     pub(super) fn restore_head(&self) -> Result<(), StorageError> {
         let mut state = self.state.write();
         let mut todo: Vec<(i64, u64)> = state
@@ -62,12 +70,44 @@ impl Inner {
             .iter()
             .map(|&start| db::cf(&self.db, &partition::cf_name(start)).map(|cf| (start, cf)))
             .collect::<Result<Vec<_>, _>>()?;
-        // One iterator per partition, reused across series in key order.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let part = todo.len().div_ceil(threads).max(1);
+        let restored = std::thread::scope(|scope| {
+            let workers: Vec<_> = todo
+                .chunks(part)
+                .map(|series| scope.spawn(|| self.newest_chunks(&handles, series)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        for (id, last, open) in restored.into_iter().flatten() {
+            state.head.load(id, last, open);
+        }
+        Ok(())
+    }
+
+    /// The last sample and open chunk of each of `series` ((max t, id) in key order), read
+    /// from the partitions `handles` (newest first).
+    fn newest_chunks(
+        &self,
+        handles: &[(i64, db::Cf<'_>)],
+        series: &[(i64, u64)],
+    ) -> Result<Vec<RestoredHead>, StorageError> {
+        // Reads ahead: the seeks walk each partition forward, and most of what is read is
+        // read once, so it need not displace the cache's hot blocks either.
         let mut iters: Vec<_> = handles
             .iter()
-            .map(|(start, cf)| (*start, self.db.raw_iterator_cf(cf)))
+            .map(|(start, cf)| {
+                let mut opts = rocksdb::ReadOptions::default();
+                opts.set_readahead_size(RESTORE_READAHEAD_BYTES);
+                opts.fill_cache(false);
+                (*start, self.db.raw_iterator_cf_opt(cf, opts))
+            })
             .collect();
-        for (max_t, id) in todo {
+        let mut out = Vec::with_capacity(series.len());
+        for &(max_t, id) in series {
             let newest_first = iters
                 .iter_mut()
                 .filter(|(start, _)| *start <= partition_start(max_t));
@@ -88,9 +128,9 @@ impl Inner {
             let Some(last) = samples.last() else { continue };
             let last = (last.t, last.v.to_bits());
             let open = (chunk.count() < MAX_SAMPLES).then(|| XorChunk::from_samples(samples));
-            state.head.load(id, last, open);
+            out.push((id, last, open));
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Re-applies WAL records not yet covered by chunks, validating each sample as the append
