@@ -76,7 +76,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     // Checked when the config was loaded.
     let redactor = config.log_redactor().map_err(anyhow::Error::msg)?;
     // Every ingest path writes logs through this one writer.
-    let mut log_writer: Arc<dyn storage::logs::LogWriter> = if redactor.is_empty() {
+    let log_writer: Arc<dyn storage::logs::LogWriter> = if redactor.is_empty() {
         logs.clone()
     } else {
         Arc::new(ingest::logs::redact::Redacting::new(
@@ -85,10 +85,6 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             &mut registry,
         ))
     };
-    if config.logs.discover_log_levels {
-        // Outside redaction: the level is read from the line as the sender wrote it.
-        log_writer = Arc::new(ingest::logs::level::LevelDetecting::new(log_writer));
-    }
     let log_sink = ingest::logs::LogSink::new(
         log_writer.clone(),
         ingest::logs::Mapping {
@@ -97,8 +93,11 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     )
     .with_push_max_bytes(config.limits.loki_push_max_bytes as usize)
     .with_max_expansion(config.limits.ingest_max_expansion)
-    .with_bounds(config.log_bounds());
-    let otlp_state = otlp_state.with_logs(log_writer);
+    .with_bounds(config.log_bounds())
+    .with_detected_levels(config.logs.discover_log_levels);
+    let otlp_state = otlp_state
+        .with_logs(log_writer)
+        .with_detected_levels(config.logs.discover_log_levels);
 
     let query_gate = config.query_gate(&mut registry);
     let loki_state = api::loki::LokiState::new(

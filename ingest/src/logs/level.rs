@@ -1,8 +1,8 @@
 //! Loki 3's `detected_level`: each record gets the level of its line as structured metadata,
 //! so that Grafana's log volume (`sum by (level, detected_level) (count_over_time(…))`) and
 //! the Logs Drilldown app colour and filter lines whose stream has no `level` label.
-//! [`LevelDetecting`] wraps the store's `LogWriter`, so forward, Loki push and OTLP logs all
-//! pass it.
+//! [`add_detected_levels`] runs on the records of every log ingest path (forward, Loki push,
+//! OTLP) before they are appended, on the records the path owns, so nothing is copied.
 //!
 //! Where the level comes from, first found wins (as Loki's distributor):
 //! 1. a `detected_level` the sender already set, kept as it is;
@@ -19,10 +19,8 @@
 //! `notice` stays `notice`), as Loki before 3.6 kept it. Owns the detection only; knows
 //! nothing of wire formats.
 
-use std::sync::Arc;
-
 use serde_json::Value as J;
-use storage::logs::{LogRecord, LogWriter};
+use storage::logs::LogRecord;
 
 /// The structured metadata key the level is stored under.
 pub const DETECTED_LEVEL: &str = "detected_level";
@@ -53,38 +51,15 @@ const JSON_MAX_DEPTH: usize = 4;
 /// should not cost a full lower-cased copy.
 const SCAN_BYTES: usize = 1024;
 
-/// Adds [`DETECTED_LEVEL`] to every record that lacks it, then appends to the inner writer.
-pub struct LevelDetecting {
-    inner: Arc<dyn LogWriter>,
-}
-
-impl LevelDetecting {
-    pub fn new(inner: Arc<dyn LogWriter>) -> LevelDetecting {
-        LevelDetecting { inner }
-    }
-}
-
-impl LogWriter for LevelDetecting {
-    fn append(&self, records: &[LogRecord]) -> Result<(), storage::StorageError> {
-        if records.iter().all(has_level) {
-            return self.inner.append(records);
-        }
-        let with_levels: Vec<LogRecord> = records
-            .iter()
-            .map(|r| {
-                let mut r = r.clone();
-                if !has_level(&r) {
-                    let level = detect(&r);
-                    // Structured metadata stays sorted by name.
-                    let at = r
-                        .metadata
-                        .partition_point(|(k, _)| k.as_str() < DETECTED_LEVEL);
-                    r.metadata.insert(at, (DETECTED_LEVEL.to_owned(), level));
-                }
-                r
-            })
-            .collect();
-        self.inner.append(&with_levels)
+/// Adds [`DETECTED_LEVEL`] to every record that lacks it, keeping structured metadata sorted
+/// by name.
+pub fn add_detected_levels(records: &mut [LogRecord]) {
+    for r in records.iter_mut().filter(|r| !has_level(r)) {
+        let level = detect(r);
+        let at = r
+            .metadata
+            .partition_point(|(k, _)| k.as_str() < DETECTED_LEVEL);
+        r.metadata.insert(at, (DETECTED_LEVEL.to_owned(), level));
     }
 }
 
@@ -290,23 +265,14 @@ mod tests {
     }
 
     #[test]
-    fn appends_keep_a_senders_level_and_add_the_others() {
-        struct Capture(std::sync::Mutex<Vec<LogRecord>>);
-        impl LogWriter for Capture {
-            fn append(&self, records: &[LogRecord]) -> Result<(), storage::StorageError> {
-                self.0.lock().unwrap().extend_from_slice(records);
-                Ok(())
-            }
-        }
-        let store = Arc::new(Capture(Default::default()));
-        let w = LevelDetecting::new(store.clone());
+    fn a_senders_level_is_kept_and_the_others_added_in_order() {
         let given = record(&[("app", "a")], "error", &[("detected_level", "debug")]);
         let found = record(&[("app", "a")], "error", &[("a", "1"), ("z", "2")]);
-        w.append(&[given.clone(), found]).unwrap();
-        let got = store.0.lock().unwrap();
-        assert_eq!(got[0], given);
+        let mut records = [given.clone(), found];
+        add_detected_levels(&mut records);
+        assert_eq!(records[0], given);
         assert_eq!(
-            got[1].metadata,
+            records[1].metadata,
             [("a", "1"), ("detected_level", "error"), ("z", "2")]
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );

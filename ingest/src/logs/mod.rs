@@ -1,8 +1,7 @@
 //! Log ingest: the Fluentd forward protocol listener ([`forward`]) and Loki's push API
 //! ([`loki_push`]), both turning what they receive into `storage::logs::LogRecord`s through one
-//! [`Mapping`] and appending them to the `LogStore` (through [`level::LevelDetecting`], which
-//! adds Loki's `detected_level`, and [`redact::Redacting`] when redaction rules are
-//! configured). Owns the wire formats and the mapping;
+//! [`Mapping`], adding Loki's `detected_level` ([`level`]) and appending them to the
+//! `LogStore` (through [`redact::Redacting`] when redaction rules are configured). Owns the wire formats and the mapping;
 //! never reads logs back.
 
 mod bounds;
@@ -35,6 +34,7 @@ pub struct LogSink {
     push_max_bytes: usize,
     max_expansion: usize,
     bounds: LogBounds,
+    detect_levels: bool,
 }
 
 impl LogSink {
@@ -46,7 +46,14 @@ impl LogSink {
             push_max_bytes: DEFAULT_PUSH_MAX_BYTES,
             max_expansion: crate::DEFAULT_MAX_EXPANSION,
             bounds: LogBounds::default(),
+            detect_levels: false,
         }
+    }
+
+    /// Adds Loki's `detected_level` to records without one (Loki's `discover_log_levels`).
+    pub fn with_detected_levels(mut self, on: bool) -> LogSink {
+        self.detect_levels = on;
+        self
     }
 
     /// Most bytes of decoded records per byte of decompressed push body (400 above).
@@ -81,7 +88,15 @@ impl LogSink {
     ) -> Result<(), storage::StorageError> {
         let store = self.store.clone();
         let n = records.len();
-        let result = match tokio::task::spawn_blocking(move || store.append(&records)).await {
+        let detect_levels = self.detect_levels;
+        let mut records = records;
+        let append = move || {
+            if detect_levels {
+                level::add_detected_levels(&mut records);
+            }
+            store.append(&records)
+        };
+        let result = match tokio::task::spawn_blocking(append).await {
             Ok(r) => r,
             Err(_) => Err(storage::StorageError::Closed),
         };

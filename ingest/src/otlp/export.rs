@@ -121,6 +121,10 @@ pub(crate) fn logs(
             }
         })
         .collect();
+    let mut records = records;
+    if state.detect_levels {
+        crate::logs::level::add_detected_levels(&mut records);
+    }
     store.append(&records)?;
     c.stored(Signal::Logs, state.transport, records.len());
     c.rejected(Signal::Logs, state.transport, rejected);

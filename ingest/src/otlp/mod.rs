@@ -51,6 +51,8 @@ pub struct OtlpState {
     label_limits: crate::Limits,
     /// The timestamps and line sizes log records must be within to be stored.
     log_bounds: LogBounds,
+    /// Whether log records get Loki's `detected_level` (see `logs::level`).
+    detect_levels: bool,
     counters: IngestCounters,
     /// The transport whose routes hold this copy of the state, for the counters.
     transport: Protocol,
@@ -71,6 +73,7 @@ impl OtlpState {
             max_spans: DEFAULT_MAX_SPANS,
             label_limits: crate::Limits::default(),
             log_bounds: LogBounds::default(),
+            detect_levels: false,
             counters: IngestCounters::default(),
             transport: Protocol::OtlpHttp,
         }
@@ -103,6 +106,12 @@ impl OtlpState {
     }
 
     /// The bounds OTLP log records must be within; the others are rejected (partial success).
+    /// Adds Loki's `detected_level` to log records without one (Loki's `discover_log_levels`).
+    pub fn with_detected_levels(mut self, on: bool) -> OtlpState {
+        self.detect_levels = on;
+        self
+    }
+
     pub fn with_log_bounds(mut self, bounds: LogBounds) -> OtlpState {
         self.log_bounds = bounds;
         self

@@ -28,6 +28,10 @@ use crate::StorageError;
 
 pub(crate) const DAY_NS: i64 = 86_400 * 1_000_000_000;
 const HAS_META: &str = "has_meta";
+/// The structured metadata field kept in a column of its own: ingest gives every record one
+/// (Loki's `detected_level`), and in the stored metadata it would make every document one
+/// the doc store must be read for.
+pub(crate) const LEVEL: &str = "detected_level";
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -57,6 +61,8 @@ fn schema() -> (Schema, Fields) {
     let long = b.add_bool_field("long", INDEXED);
     // Lets a query that needs no lines skip the doc store for documents without metadata.
     b.add_bool_field(HAS_META, FAST);
+    // Last, so that the fields before keep their ids in partitions written without it.
+    b.add_text_field(LEVEL, STRING | FAST);
     (
         b.build(),
         Fields {
@@ -82,6 +88,9 @@ pub(crate) struct Partition {
     prunes_lines: bool,
     /// The [`HAS_META`] field; absent in partitions written before it existed.
     has_meta: Option<Field>,
+    /// The [`LEVEL`] column; absent in partitions written before it existed, whose levels
+    /// are in the stored metadata.
+    level: Option<Field>,
 }
 
 /// The stream labels as stored in the index: a JSON object with sorted keys.
@@ -108,6 +117,8 @@ pub(crate) struct Loader {
     streams: Vec<Option<StrColumn>>,
     /// Per segment, which documents have metadata (`None`: unknown, read the document).
     has_meta: Vec<Option<Column<bool>>>,
+    /// Per segment, the [`LEVEL`] column.
+    levels: Vec<Option<StrColumn>>,
     labels: HashMap<(usize, u64), Labels>,
 }
 
@@ -148,6 +159,7 @@ impl Partition {
             line_terms::unclassed_line_analyzer(),
         );
         let has_meta = index.schema().get_field(HAS_META).ok();
+        let level = index.schema().get_field(LEVEL).ok();
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -160,6 +172,7 @@ impl Partition {
             fields,
             prunes_lines: line_tokenizer.as_deref() == Some(LINE_TOKENIZER),
             has_meta,
+            level,
         })
     }
 
@@ -197,10 +210,15 @@ impl Partition {
         {
             doc.add_bool(f.long, true);
         }
-        if !r.metadata.is_empty() {
-            let m: serde_json::Map<String, serde_json::Value> = r
-                .metadata
-                .iter()
+        let mut metadata: Vec<&(String, String)> = r.metadata.iter().collect();
+        if let Some(level) = self.level {
+            if let Some(i) = metadata.iter().position(|(k, _)| k == LEVEL) {
+                doc.add_text(level, &metadata.remove(i).1);
+            }
+        }
+        if !metadata.is_empty() {
+            let m: serde_json::Map<String, serde_json::Value> = metadata
+                .into_iter()
                 .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
                 .collect();
             doc.add_text(f.meta, serde_json::Value::Object(m).to_string());
@@ -259,10 +277,19 @@ impl Partition {
                     .and_then(|_| seg.fast_fields().bool(HAS_META).ok())
             })
             .collect();
+        let levels = searcher
+            .segment_readers()
+            .iter()
+            .map(|seg| {
+                self.level
+                    .and_then(|_| seg.fast_fields().str(LEVEL).ok().flatten())
+            })
+            .collect();
         let loader = Loader {
             searcher,
             streams,
             has_meta,
+            levels,
             labels: HashMap::new(),
         };
         let searcher = &loader.searcher;
@@ -323,11 +350,15 @@ impl Partition {
             .and_then(|v| v.as_str())
             .map(str::to_owned)
             .ok_or_else(|| self.corrupt(addr))?;
+        let mut metadata = self.metadata(&doc);
+        if let Some(level) = level_of(loader, addr)? {
+            add_level(&mut metadata, level);
+        }
         Ok(LogRecord {
             ts_ns,
             labels: self.labels(loader, addr)?.1.clone(),
             line,
-            metadata: self.metadata(&doc),
+            metadata,
         })
     }
 
@@ -342,7 +373,7 @@ impl Partition {
         let mut groups: Vec<StreamHits> = Vec::new();
         let mut by_key: HashMap<(Labels, Vec<(String, String)>), usize> = HashMap::new();
         // Documents without metadata: the group of each segment's stream ordinal.
-        let mut by_ord: HashMap<(usize, u64), usize> = HashMap::new();
+        let mut by_ord: HashMap<(usize, u64, Option<u64>), usize> = HashMap::new();
         let mut group_of = |labels: &Labels, metadata: Vec<(String, String)>| {
             *by_key
                 .entry((labels.clone(), metadata))
@@ -360,15 +391,24 @@ impl Partition {
             };
             let g = if has_meta {
                 let doc: TantivyDocument = loader.searcher.doc(addr)?;
-                let metadata = self.metadata(&doc);
+                let mut metadata = self.metadata(&doc);
+                if let Some(level) = level_of(loader, addr)? {
+                    add_level(&mut metadata, level);
+                }
                 group_of(self.labels(loader, addr)?.1, metadata)
             } else {
+                let level_ord = level_ord(loader, addr);
                 let (ord, labels) = self.labels(loader, addr)?;
-                match by_ord.get(&(seg, ord)) {
+                match by_ord.get(&(seg, ord, level_ord)) {
                     Some(&g) => g,
                     None => {
-                        let g = group_of(labels, Vec::new());
-                        by_ord.insert((seg, ord), g);
+                        let labels = labels.clone();
+                        let mut metadata = Vec::new();
+                        if let Some(level) = level_of(loader, addr)? {
+                            add_level(&mut metadata, level);
+                        }
+                        let g = group_of(&labels, metadata);
+                        by_ord.insert((seg, ord, level_ord), g);
                         g
                     }
                 }
@@ -430,6 +470,33 @@ impl Partition {
             })
             .unwrap_or_default()
     }
+}
+
+fn level_column(loader: &Loader, addr: DocAddress) -> Option<&StrColumn> {
+    loader.levels.get(addr.segment_ord as usize)?.as_ref()
+}
+
+/// The ordinal of a document's level in its segment's [`LEVEL`] column, if it has one.
+fn level_ord(loader: &Loader, addr: DocAddress) -> Option<u64> {
+    level_column(loader, addr)?.ords().first(addr.doc_id)
+}
+
+/// A document's level from the [`LEVEL`] column, if it has one.
+fn level_of(loader: &Loader, addr: DocAddress) -> Result<Option<String>, StorageError> {
+    let Some(column) = level_column(loader, addr) else {
+        return Ok(None);
+    };
+    let Some(ord) = column.ords().first(addr.doc_id) else {
+        return Ok(None);
+    };
+    let mut level = String::new();
+    Ok(column.ord_to_str(ord, &mut level)?.then_some(level))
+}
+
+/// Puts the level back among the stored metadata, which stays sorted by name.
+fn add_level(metadata: &mut Vec<(String, String)>, level: String) {
+    let at = metadata.partition_point(|(k, _)| k.as_str() < LEVEL);
+    metadata.insert(at, (LEVEL.to_owned(), level));
 }
 
 /// A stream, metadata, and the timestamps of the records with both.

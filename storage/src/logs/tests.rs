@@ -303,8 +303,15 @@ fn a_partition_written_with_the_old_line_tokenizer_still_opens_and_finds_every_n
         lines(&store, &all(vec![]), Direction::Backward),
         ["later".to_owned(), format!("x {token} y")]
     );
-    // Without the field that marks documents with metadata, every document is read for it.
-    store.append(&[with_meta(T0 + 2, "a", "meta")]).unwrap();
+    // Without the field that marks documents with metadata, every document is read for it;
+    // without the level column, the level is stored with the rest.
+    let leveled = LogRecord {
+        metadata: level_and_meta("warn"),
+        ..rec(T0 + 3, "a", "leveled")
+    };
+    store
+        .append(&[with_meta(T0 + 2, "a", "meta"), leveled])
+        .unwrap();
     store.sync().unwrap();
     assert_eq!(
         by_stream(&store, &all(vec![])),
@@ -312,8 +319,66 @@ fn a_partition_written_with_the_old_line_tokenizer_still_opens_and_finds_every_n
             (T0, "a".to_owned(), vec![]),
             (T0 + 1, "a".to_owned(), vec![]),
             (T0 + 2, "a".to_owned(), meta()),
+            (T0 + 3, "a".to_owned(), level_and_meta("warn")),
         ]
     );
+}
+
+/// Loki's `detected_level` and a trace id, sorted by name as records keep them.
+fn level_and_meta(level: &str) -> Vec<(String, String)> {
+    let mut m = vec![("detected_level".to_owned(), level.to_owned())];
+    m.extend(meta());
+    m
+}
+
+#[test]
+fn levels_live_in_their_column_and_come_back_with_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path(), opts()).unwrap();
+    let level_only = |ts, level: &str| LogRecord {
+        metadata: vec![("detected_level".to_owned(), level.to_owned())],
+        ..rec(ts, "a", "x")
+    };
+    let records = [
+        level_only(T0, "error"),
+        LogRecord {
+            metadata: level_and_meta("error"),
+            ..rec(T0 + 1, "a", "y")
+        },
+        level_only(T0 + 2, "info"),
+        level_only(T0 + 3, "error"),
+        rec(T0 + 4, "b", "no level"),
+    ];
+    store.append(&records).unwrap();
+    store.sync().unwrap();
+    let mut scanned = Vec::new();
+    store
+        .scan(&all(vec![]), Direction::Forward, &mut |r| {
+            scanned.push(r);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(scanned, records);
+    let rows = by_stream(&store, &all(vec![]));
+    let want: Vec<Row> = records
+        .iter()
+        .map(|r| {
+            (
+                r.ts_ns,
+                r.labels.get("app").unwrap().to_owned(),
+                r.metadata.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, want);
+    let mut groups = 0;
+    store
+        .scan_streams(&all(vec![]), &mut |_, _, _| {
+            groups += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(groups, 4, "a: error, error + trace id, info; b: none");
 }
 
 fn meta() -> Vec<(String, String)> {
