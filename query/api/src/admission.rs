@@ -184,7 +184,8 @@ pub(crate) mod tests {
         .merge(crate::loki::routes(loki))
     }
 
-    async fn get(app: &axum::Router, uri: &str) -> (u16, String) {
+    /// GETs `uri` from `app`: (status, body).
+    pub(crate) async fn get(app: &axum::Router, uri: &str) -> (u16, String) {
         use tower::ServiceExt;
         let req = axum::http::Request::get(uri)
             .body(axum::body::Body::empty())

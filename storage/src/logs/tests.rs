@@ -371,13 +371,7 @@ fn levels_live_in_their_column_and_come_back_with_the_metadata() {
         })
         .collect();
     assert_eq!(rows, want);
-    let mut groups = 0;
-    store
-        .scan_streams(&all(vec![]), &mut |_, _, _| {
-            groups += 1;
-            ControlFlow::Continue(())
-        })
-        .unwrap();
+    let groups = stream_groups(&store);
     assert_eq!(groups, 4, "a: error, error + trace id, info; b: none");
 }
 
@@ -393,6 +387,18 @@ fn with_meta(ts_ns: i64, app: &str, line: &str) -> LogRecord {
 }
 
 type Row = (i64, String, Vec<(String, String)>);
+
+/// How many (stream, metadata) groups a stream scan of everything hands out.
+fn stream_groups(store: &LogStore) -> usize {
+    let mut groups = 0;
+    store
+        .scan_streams(&all(vec![]), &mut |_, _, _| {
+            groups += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    groups
+}
 
 fn by_stream(store: &LogStore, q: &LogQuery) -> Vec<Row> {
     let mut out = Vec::new();
@@ -435,13 +441,7 @@ fn stream_scans_keep_streams_metadata_and_time_order_and_ignore_needles() {
         ..all(vec![])
     };
     assert_eq!(by_stream(&store, &q), want);
-    let mut groups = 0;
-    store
-        .scan_streams(&all(vec![]), &mut |_, _, _| {
-            groups += 1;
-            ControlFlow::Continue(())
-        })
-        .unwrap();
+    let groups = stream_groups(&store);
     assert_eq!(
         groups, 2,
         "one group per stream and metadata, across segments"

@@ -32,9 +32,8 @@ mod tests {
     use serde_json::Value as J;
     use storage::logs::{LogOptions, LogRecord, LogStore};
     use storage::Labels;
-    use tower::ServiceExt;
 
-    use crate::admission::tests::open_gate;
+    use crate::admission::tests::{get, open_gate};
     use crate::loki::{routes, LokiState};
 
     /// 2025-06-01T09:00:00Z.
@@ -49,18 +48,6 @@ mod tests {
                 .map(|l| vec![("detected_level".to_owned(), l.to_owned())])
                 .unwrap_or_default(),
         }
-    }
-
-    async fn get(app: &axum::Router, uri: &str) -> (u16, String) {
-        let req = axum::http::Request::get(uri)
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let resp = app.clone().oneshot(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (status, String::from_utf8_lossy(&body).into_owned())
     }
 
     #[tokio::test]
