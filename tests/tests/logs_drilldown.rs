@@ -23,16 +23,7 @@ fn setup() -> (tempfile::TempDir, Novamon, i64) {
     let base = (now_ns() / S - 120) * S;
     let mut values = Vec::new();
     for i in 0..40i64 {
-        let level = LEVELS[i as usize % 4];
-        let status = if level == "error" { 500 } else { 200 };
-        let msg = message(i);
-        let line = match i % 3 {
-            0 => format!(
-                r#"{{"level":"{level}","msg":"{msg}","status":{status},"user":{{"id":{i}}}}}"#
-            ),
-            1 => format!("level={level} msg=\"{msg}\" status={status}"),
-            _ => format!("{} {msg} status {status}", level.to_uppercase()),
-        };
+        let line = api_line(i);
         values.push(
             serde_json::json!([(base + i * S).to_string(), line, {"trace_id": format!("t{i}")}]),
         );
@@ -48,6 +39,20 @@ fn setup() -> (tempfile::TempDir, Novamon, i64) {
     n.loki_push(&body);
     n.wait_for_log_lines(r#"{namespace="prod"}"#, base - S, None, 44);
     (dir, n, base)
+}
+
+/// Line `i` of the `api` service: JSON, logfmt or plain text in turn.
+fn api_line(i: i64) -> String {
+    let level = LEVELS[i as usize % 4];
+    let status = if level == "error" { 500 } else { 200 };
+    let msg = message(i);
+    match i % 3 {
+        0 => {
+            format!(r#"{{"level":"{level}","msg":"{msg}","status":{status},"user":{{"id":{i}}}}}"#)
+        }
+        1 => format!("level={level} msg=\"{msg}\" status={status}"),
+        _ => format!("{} {msg} status {status}", level.to_uppercase()),
+    }
 }
 
 fn message(i: i64) -> String {
@@ -199,6 +204,28 @@ fn drilldown_labels_fields_values_limits_and_level_filter() {
         assert_eq!(status, 200, "{path}: {text}");
         serde_json::from_str(&text).expect("JSON")
     };
+
+    // Service selection: each service's bytes, from the index's columns.
+    let body = get(&format!(
+        "/loki/api/v1/index/volume?end={end}&limit=5000&query={}&start={start}",
+        enc("{service_name=~`.+`}")
+    ));
+    assert_eq!(body["data"]["resultType"], "vector", "{body}");
+    let volumes: std::collections::BTreeMap<&str, &str> = body["data"]["result"]
+        .as_array()
+        .expect("vector")
+        .iter()
+        .map(|r| {
+            let service = r["metric"]["service_name"].as_str().expect("service");
+            (service, r["value"][1].as_str().expect("bytes as a string"))
+        })
+        .collect();
+    let api_bytes: usize = (0..40).map(|i| api_line(i).len()).sum();
+    assert_eq!(
+        volumes,
+        [("api", api_bytes.to_string().as_str()), ("worker", "28")].into(),
+        "{body}"
+    );
 
     // Service selection tabs: no selector. Labels tab: the service's selector.
     let body = get(&format!(

@@ -1,11 +1,12 @@
 //! The metadata side of the log store as Loki answers it: label names and values, series,
 //! index statistics and volumes of a stream selector over a time range. Owns the aggregation;
-//! the Loki API's parameters and wire shapes are the wire layer's.
+//! the Loki API's parameters and wire shapes are the wire layer's. Index statistics and
+//! volumes read line lengths from the store's columns rather than the lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use storage::logs::{Direction, LogQuery};
+use storage::logs::LogQuery;
 use storage::StorageError;
 use storage::{Labels, Matcher};
 
@@ -131,10 +132,10 @@ impl LogEngine {
             contains: vec![],
         };
         let (mut streams, mut entries, mut bytes) = (BTreeSet::new(), 0u64, 0u64);
-        self.store().scan(&q, Direction::Forward, &mut |r| {
-            entries += 1;
-            bytes += r.line.len() as u64;
-            streams.insert(r.labels);
+        self.store().scan_stream_bytes(&q, &mut |labels, points| {
+            entries += points.len() as u64;
+            bytes += points.iter().map(|p| p.1).sum::<u64>();
+            streams.insert(labels.clone());
             ControlFlow::Continue(())
         })?;
         let streams = streams.len() as u64;
@@ -171,20 +172,22 @@ impl LogEngine {
             contains: vec![],
         };
         let mut out: BTreeMap<LabelMap, BTreeMap<i64, f64>> = BTreeMap::new();
-        self.store().scan(&q, Direction::Forward, &mut |r| {
+        self.store().scan_stream_bytes(&q, &mut |labels, points| {
             let key: LabelMap = targets
                 .iter()
-                .filter_map(|t| r.labels.get(t).map(|v| (t.clone(), v.to_owned())))
+                .filter_map(|t| labels.get(t).map(|v| (t.clone(), v.to_owned())))
                 .collect();
-            let t = match steps {
-                Some(st) => {
-                    st.start_ns
-                        + ((r.ts_ns - st.start_ns).max(0) + st.step_ns - 1) / st.step_ns
-                            * st.step_ns
-                }
-                None => end_ns,
-            };
-            *out.entry(key).or_default().entry(t).or_default() += r.line.len() as f64;
+            let group = out.entry(key).or_default();
+            for &(ts, len) in points {
+                let t = match steps {
+                    Some(st) => {
+                        st.start_ns
+                            + ((ts - st.start_ns).max(0) + st.step_ns - 1) / st.step_ns * st.step_ns
+                    }
+                    None => end_ns,
+                };
+                *group.entry(t).or_default() += len as f64;
+            }
             ControlFlow::Continue(())
         })?;
         let mut series: Vec<Series> = out

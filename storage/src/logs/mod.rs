@@ -90,6 +90,10 @@ pub struct LogQuery {
 /// What [`LogStore::scan_streams`] calls: a stream, metadata, and its records' timestamps.
 pub type StreamVisit<'a> = dyn FnMut(&Labels, &[(String, String)], &[i64]) -> ControlFlow<()> + 'a;
 
+/// What [`LogStore::scan_stream_bytes`] calls: a stream and its records' (timestamp, line
+/// bytes).
+pub type StreamBytesVisit<'a> = dyn FnMut(&Labels, &[(i64, u64)]) -> ControlFlow<()> + 'a;
+
 pub struct LogStore {
     inner: Arc<Inner>,
     indexer: Mutex<Option<JoinHandle<()>>>,
@@ -279,6 +283,26 @@ impl LogStore {
         Ok(())
     }
 
+    /// For a caller that measures (volumes, index statistics): calls `f`, partition by
+    /// partition in time order, with each stream and the (timestamp, line length in bytes) of
+    /// its selected records, ascending. Selects by streams and time only; reads columns, not
+    /// lines (except in partitions written before lengths had a column).
+    pub fn scan_stream_bytes(
+        &self,
+        q: &LogQuery,
+        f: &mut StreamBytesVisit<'_>,
+    ) -> Result<(), StorageError> {
+        for p in self.inner.partitions_in(q.start_ns, q.end_ns) {
+            let (mut loader, hits) = search(&p, q, &[])?;
+            for (labels, points) in p.group_bytes(&mut loader, hits)? {
+                if f(&labels, &points).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stops the indexer after a final indexing pass.
     pub fn close(&self) -> Result<(), StorageError> {
         self.stop_indexer();
@@ -318,6 +342,13 @@ pub trait LogReader: Send + Sync {
     /// Calls `f` with each stream and metadata and the ascending timestamps of its selected
     /// records, for callers that need no lines (`q.contains` is not applied).
     fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), StorageError>;
+    /// Calls `f` with each stream and the (timestamp, line bytes) of its selected records,
+    /// ascending, for callers that measure (`q.contains` is not applied).
+    fn scan_stream_bytes(
+        &self,
+        q: &LogQuery,
+        f: &mut StreamBytesVisit<'_>,
+    ) -> Result<(), StorageError>;
 }
 
 /// What the ingest paths write logs through.
@@ -347,6 +378,14 @@ impl LogReader for LogStore {
 
     fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), StorageError> {
         LogStore::scan_streams(self, q, f)
+    }
+
+    fn scan_stream_bytes(
+        &self,
+        q: &LogQuery,
+        f: &mut StreamBytesVisit<'_>,
+    ) -> Result<(), StorageError> {
+        LogStore::scan_stream_bytes(self, q, f)
     }
 }
 

@@ -32,6 +32,9 @@ const HAS_META: &str = "has_meta";
 /// (Loki's `detected_level`), and in the stored metadata it would make every document one
 /// the doc store must be read for.
 pub(crate) const LEVEL: &str = "detected_level";
+/// Each line's length in bytes, so that volumes and index statistics (which Grafana asks for
+/// beside every query) read a column instead of every line.
+const BYTES: &str = "bytes";
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -63,6 +66,7 @@ fn schema() -> (Schema, Fields) {
     b.add_bool_field(HAS_META, FAST);
     // Last, so that the fields before keep their ids in partitions written without it.
     b.add_text_field(LEVEL, STRING | FAST);
+    b.add_u64_field(BYTES, FAST);
     (
         b.build(),
         Fields {
@@ -91,6 +95,9 @@ pub(crate) struct Partition {
     /// The [`LEVEL`] column; absent in partitions written before it existed, whose levels
     /// are in the stored metadata.
     level: Option<Field>,
+    /// The [`BYTES`] column; absent in partitions written before it existed, whose lines are
+    /// read to measure them.
+    bytes: Option<Field>,
 }
 
 /// The stream labels as stored in the index: a JSON object with sorted keys.
@@ -160,6 +167,7 @@ impl Partition {
         );
         let has_meta = index.schema().get_field(HAS_META).ok();
         let level = index.schema().get_field(LEVEL).ok();
+        let bytes = index.schema().get_field(BYTES).ok();
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -173,6 +181,7 @@ impl Partition {
             prunes_lines: line_tokenizer.as_deref() == Some(LINE_TOKENIZER),
             has_meta,
             level,
+            bytes,
         })
     }
 
@@ -209,6 +218,9 @@ impl Partition {
             .any(|t| t.len() >= MAX_TOKEN_BYTES)
         {
             doc.add_bool(f.long, true);
+        }
+        if let Some(bytes) = self.bytes {
+            doc.add_u64(bytes, r.line.len() as u64);
         }
         let mut metadata: Vec<&(String, String)> = r.metadata.iter().collect();
         if let Some(level) = self.level {
@@ -362,6 +374,55 @@ impl Partition {
         })
     }
 
+    /// Hits of [`Partition::search`] grouped by stream (metadata aside), each hit as its
+    /// timestamp and line length, ascending by time. Reads the [`BYTES`] column, or the lines
+    /// of a partition written before it.
+    pub(crate) fn group_bytes(
+        &self,
+        loader: &mut Loader,
+        mut hits: Vec<(i64, DocAddress)>,
+    ) -> Result<Vec<StreamBytes>, StorageError> {
+        hits.sort_unstable_by_key(|h| h.0);
+        let columns: Vec<Option<Column<u64>>> = loader
+            .searcher
+            .segment_readers()
+            .iter()
+            .map(|seg| self.bytes.and_then(|_| seg.fast_fields().u64(BYTES).ok()))
+            .collect();
+        let mut groups: Vec<StreamBytes> = Vec::new();
+        let mut by_ord: HashMap<(usize, u64), usize> = HashMap::new();
+        for (ts, addr) in hits {
+            let seg = addr.segment_ord as usize;
+            let len = match columns.get(seg).and_then(Option::as_ref) {
+                Some(col) => col.first(addr.doc_id).unwrap_or(0),
+                None => {
+                    let doc: TantivyDocument = loader.searcher.doc(addr)?;
+                    let line = doc.get_first(self.fields.line).and_then(|v| v.as_str());
+                    line.map_or(0, str::len) as u64
+                }
+            };
+            let (ord, labels) = self.labels(loader, addr)?;
+            let g = *by_ord.entry((seg, ord)).or_insert_with(|| {
+                groups.push((labels.clone(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push((ts, len));
+        }
+        // One stream has an ordinal per segment: merge its groups.
+        let mut merged: Vec<StreamBytes> = Vec::new();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        for (labels, points) in groups {
+            match merged.last_mut() {
+                Some(last) if last.0 == labels => last.1.extend(points),
+                _ => merged.push((labels, points)),
+            }
+        }
+        for g in &mut merged {
+            g.1.sort_unstable_by_key(|p| p.0);
+        }
+        Ok(merged)
+    }
+
     /// Hits of [`Partition::search`] grouped by stream and metadata, each group's timestamps
     /// in ascending order. Reads no lines, and the doc store only for documents that have
     /// metadata.
@@ -498,6 +559,9 @@ fn add_level(metadata: &mut Vec<(String, String)>, level: String) {
     let at = metadata.partition_point(|(k, _)| k.as_str() < LEVEL);
     metadata.insert(at, (LEVEL.to_owned(), level));
 }
+
+/// A stream and its records' (timestamp, line bytes).
+pub(crate) type StreamBytes = (Labels, Vec<(i64, u64)>);
 
 /// A stream, metadata, and the timestamps of the records with both.
 pub(crate) type StreamHits = (Labels, Vec<(String, String)>, Vec<i64>);

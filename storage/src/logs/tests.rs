@@ -322,6 +322,29 @@ fn a_partition_written_with_the_old_line_tokenizer_still_opens_and_finds_every_n
             (T0 + 3, "a".to_owned(), level_and_meta("warn")),
         ]
     );
+    // Without the length column, lines are read to measure them.
+    assert_eq!(
+        stream_bytes(&store),
+        [(
+            "a".to_owned(),
+            vec![(T0, 54), (T0 + 1, 5), (T0 + 2, 4), (T0 + 3, 7)]
+        )]
+    );
+}
+
+/// Each stream's app and its records' (timestamp, line bytes).
+fn stream_bytes(store: &LogStore) -> Vec<(String, Vec<(i64, u64)>)> {
+    let mut out = Vec::new();
+    store
+        .scan_stream_bytes(&all(vec![]), &mut |labels, points| {
+            out.push((
+                labels.get("app").unwrap_or_default().to_owned(),
+                points.to_vec(),
+            ));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    out
 }
 
 /// Loki's `detected_level` and a trace id, sorted by name as records keep them.
@@ -373,6 +396,16 @@ fn levels_live_in_their_column_and_come_back_with_the_metadata() {
     assert_eq!(rows, want);
     let groups = stream_groups(&store);
     assert_eq!(groups, 4, "a: error, error + trace id, info; b: none");
+    assert_eq!(
+        stream_bytes(&store),
+        [
+            (
+                "a".to_owned(),
+                vec![(T0, 1), (T0 + 1, 1), (T0 + 2, 1), (T0 + 3, 1)]
+            ),
+            ("b".to_owned(), vec![(T0 + 4, 8)]),
+        ]
+    );
 }
 
 fn meta() -> Vec<(String, String)> {
