@@ -380,9 +380,8 @@ impl Partition {
     pub(crate) fn group_bytes(
         &self,
         loader: &mut Loader,
-        mut hits: Vec<(i64, DocAddress)>,
+        hits: Vec<(i64, DocAddress)>,
     ) -> Result<Vec<StreamBytes>, StorageError> {
-        hits.sort_unstable_by_key(|h| h.0);
         let columns: Vec<Option<Column<u64>>> = loader
             .searcher
             .segment_readers()

@@ -104,10 +104,16 @@ const PIPE_DEPTH: usize = 1;
 /// microseconds to start, more than decoding a few thousand points.
 const PIPE_MIN_BYTES: usize = 64 * 1024;
 
+/// Whether the process may run on more than one core. Asked once: the standard library
+/// reads the affinity mask and cgroup quota files each time.
+fn spare_core() -> bool {
+    static SPARE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPARE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
 impl Selection {
     fn new(decoder: Decoder) -> Result<Selection, StorageError> {
-        let worth_a_thread = decoder.chunks.bytes() >= PIPE_MIN_BYTES
-            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let worth_a_thread = decoder.chunks.bytes() >= PIPE_MIN_BYTES && spare_core();
         if !worth_a_thread {
             return Ok(Selection {
                 source: Source::Inline(decoder),
