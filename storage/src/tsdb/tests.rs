@@ -1497,10 +1497,17 @@ fn concurrent_reads_see_every_acknowledged_sample_while_series_leave_and_come_ba
     let db = Arc::new(Tsdb::open(dir.path(), opts()).unwrap());
     let acked = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicBool::new(false));
+    // The writer starts once the reader has read once, so that a busy machine cannot run
+    // the whole write loop before the reader's first look at `finished`.
+    let reads = Arc::new(AtomicUsize::new(0));
     let series = |k: i64| labels("m", &[("k", &k.to_string())]);
     let writer = {
-        let (db, acked, finished) = (db.clone(), acked.clone(), finished.clone());
+        let (db, acked, finished, reads) =
+            (db.clone(), acked.clone(), finished.clone(), reads.clone());
         std::thread::spawn(move || {
+            while reads.load(SeqCst) == 0 {
+                std::thread::yield_now();
+            }
             for k in 0..200i64 {
                 // A new series an hour after the last, so older ones keep going idle; and an
                 // old one written again, so cold series keep coming back.
@@ -1524,7 +1531,6 @@ fn concurrent_reads_see_every_acknowledged_sample_while_series_leave_and_come_ba
         })
     };
     let hints = crate::SelectHints::range(i64::MIN, i64::MAX, usize::MAX);
-    let mut reads = 0;
     while !finished.load(SeqCst) {
         let before = acked.load(SeqCst);
         let got = db.select_decoded(&[eq(METRIC_NAME, "m")], &hints).unwrap();
@@ -1533,11 +1539,11 @@ fn concurrent_reads_see_every_acknowledged_sample_while_series_leave_and_come_ba
             samples >= before,
             "read {samples} samples, {before} acknowledged"
         );
-        reads += 1;
+        reads.fetch_add(1, SeqCst);
     }
     writer.join().unwrap();
     mover.join().unwrap();
-    assert!(reads > 0);
+    assert!(reads.load(SeqCst) > 0);
     db.flush().unwrap();
     db.inner.evict_idle().unwrap();
     assert!(in_memory(&db) < 10, "{} series in memory", in_memory(&db));
