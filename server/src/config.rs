@@ -231,6 +231,8 @@ pub struct Limits {
     pub log_index_writer_bytes: u64,
     /// Records moved from the append log into the index per batch.
     pub log_index_batch_records: usize,
+    /// Log records acknowledged but not yet indexed at which log writes wait for the indexer.
+    pub log_max_unindexed_records: usize,
     /// How long appended log records may wait before the indexer makes them searchable.
     pub log_index_interval: PromDuration,
     /// Memtable size of the log append log: about the most WAL bytes kept for indexed records.
@@ -300,6 +302,7 @@ impl Default for Limits {
             trace_tag_values_max: 1000,
             log_index_writer_bytes: 64 << 20,
             log_index_batch_records: 100_000,
+            log_max_unindexed_records: 500_000,
             log_index_interval: PromDuration(Duration::from_millis(200)),
             log_append_buffer_bytes: 16 << 20,
             log_append_compact_bytes: 32 << 20,
@@ -372,6 +375,10 @@ impl Limits {
             (
                 "log_index_batch_records",
                 self.log_index_batch_records as u64,
+            ),
+            (
+                "log_max_unindexed_records",
+                self.log_max_unindexed_records as u64,
             ),
             ("log_append_buffer_bytes", self.log_append_buffer_bytes),
             ("tsdb_write_buffer_bytes", self.tsdb_write_buffer_bytes),
@@ -944,9 +951,11 @@ impl Config {
             index_interval: l.log_index_interval.0,
             index_writer_bytes: l.log_index_writer_bytes as usize,
             index_batch_records: l.log_index_batch_records,
+            max_unindexed_records: l.log_max_unindexed_records,
             append_buffer_bytes: l.log_append_buffer_bytes as usize,
             append_compact_bytes: l.log_append_compact_bytes,
             append_block_cache_bytes: l.log_append_block_cache_bytes as usize,
+            ..storage::logs::LogOptions::default()
         }
     }
 

@@ -24,6 +24,9 @@ pub enum StorageError {
     /// A write after the store began shutting down.
     #[error("the store is shut down")]
     Closed,
+    /// Log records waited too long for the indexer to catch up.
+    #[error("log indexing is {records} records behind; retry later")]
+    Backlog { records: u64 },
 }
 
 /// What kind of failure an error is, whatever its crate: each wire format maps a class to its
@@ -52,7 +55,9 @@ impl Classify for StorageError {
         match self {
             StorageError::SampleLimit { .. } => ErrorClass::TooLarge,
             StorageError::Invalid(_) => ErrorClass::BadInput,
-            StorageError::Closed | StorageError::Io(_) => ErrorClass::Unavailable,
+            StorageError::Closed | StorageError::Backlog { .. } | StorageError::Io(_) => {
+                ErrorClass::Unavailable
+            }
             StorageError::Rocks(e) => rocks_class(e.kind()),
             StorageError::Index(tantivy::TantivyError::IoError(_)) => ErrorClass::Unavailable,
             StorageError::Corrupt(_) | StorageError::Index(_) | StorageError::Directory(_) => {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use tantivy::IndexWriter;
@@ -32,6 +32,11 @@ use crate::matcher::Matcher;
 use crate::StorageError;
 use append_log::AppendLog;
 use partition::{parse_stream_key, stream_key, Partition, Selection, DAY_NS};
+
+/// How long the indexer keeps adding batches before it commits them: under load, lines become
+/// searchable within about this long of their ack (plus the commit), and the segments cut are
+/// few enough that merging them does not eat the indexing time.
+const COMMIT_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct LogOptions {
@@ -46,6 +51,11 @@ pub struct LogOptions {
     pub index_writer_bytes: usize,
     /// Records read from the append log per index batch.
     pub index_batch_records: usize,
+    /// Records appended but not yet indexed at which appends wait for the indexer
+    /// (backpressure on senders).
+    pub max_unindexed_records: usize,
+    /// How long an append waits for a lagging indexer before it is refused (retryably).
+    pub backlog_wait: Duration,
     /// The append log's memtable size, and so roughly the most WAL bytes kept for records
     /// the index already has.
     pub append_buffer_bytes: usize,
@@ -64,6 +74,8 @@ impl Default for LogOptions {
             index_interval: Duration::from_millis(200),
             index_writer_bytes: 64 << 20,
             index_batch_records: 100_000,
+            max_unindexed_records: 500_000,
+            backlog_wait: Duration::from_secs(10),
             append_buffer_bytes: 16 << 20,
             append_compact_bytes: 32 << 20,
             append_block_cache_bytes: 8 << 20,
@@ -105,6 +117,10 @@ struct Inner {
     opts: LogOptions,
     partitions: RwLock<BTreeMap<i64, Arc<Partition>>>,
     indexer: Mutex<IndexerState>,
+    /// The indexer's cursor as of its last commit: appends wait on it when indexing is
+    /// [`LogOptions::max_unindexed_records`] behind.
+    progress: Mutex<u64>,
+    progressed: Condvar,
     /// Signalled only to stop the indexer early; it otherwise wakes every `index_interval`.
     wake: Condvar,
     wake_lock: Mutex<()>,
@@ -151,12 +167,15 @@ impl LogStore {
         }
         let max_indexed = indexed_through.values().copied().max().unwrap_or(0);
         let log = AppendLog::open(&dir.join("log"), &opts, max_indexed + 1)?;
-        let cursor = log.first_seq()?.unwrap_or(0);
+        // An empty log: the next record appended is the first to index.
+        let cursor = log.first_seq()?.unwrap_or_else(|| log.next_seq());
         let inner = Arc::new(Inner {
             index_dir,
             log,
             opts,
             partitions: RwLock::new(partitions),
+            progress: Mutex::new(cursor),
+            progressed: Condvar::new(),
             indexer: Mutex::new(IndexerState {
                 cursor,
                 indexed_through,
@@ -195,6 +214,7 @@ impl LogStore {
             return Err(StorageError::Closed);
         }
         let inner = &self.inner;
+        inner.wait_for_indexer()?;
         inner.append_failures.observe(inner.log.append(records))?;
         Ok(())
     }
@@ -316,6 +336,10 @@ impl LogStore {
             let _guard = self.inner.wake_lock.lock();
             self.inner.stop.store(true, Ordering::Release);
             self.inner.wake.notify_all();
+        }
+        {
+            let _progress = self.inner.progress.lock();
+            self.inner.progressed.notify_all();
         }
         if let Some(h) = self.indexer.lock().take() {
             let _ = h.join();
@@ -472,6 +496,31 @@ impl Inner {
         }
     }
 
+    /// Holds an append back while the index is [`LogOptions::max_unindexed_records`] or more
+    /// behind the log, so that senders slow down instead of searchability falling ever
+    /// further behind their acknowledgements; gives up after [`BACKLOG_WAIT`] with a
+    /// retryable error (an indexer that cannot make progress must not hang every sender).
+    fn wait_for_indexer(&self) -> Result<(), StorageError> {
+        let deadline = Instant::now() + self.opts.backlog_wait;
+        let mut cursor = self.progress.lock();
+        loop {
+            let behind = self.log.next_seq().saturating_sub(*cursor);
+            if behind < self.opts.max_unindexed_records as u64 {
+                return Ok(());
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return Err(StorageError::Closed);
+            }
+            if self
+                .progressed
+                .wait_until(&mut cursor, deadline)
+                .timed_out()
+            {
+                return Err(StorageError::Backlog { records: behind });
+            }
+        }
+    }
+
     fn partitions_in(&self, start_ns: i64, end_ns: i64) -> Vec<Arc<Partition>> {
         if end_ns <= start_ns {
             return Vec::new();
@@ -502,66 +551,105 @@ impl Inner {
     }
 
     /// Moves every record in the append log into the index; returns how many were indexed.
+    ///
+    /// Batches are added to the days' writers and committed together once per
+    /// [`COMMIT_WINDOW`] (and when the log is drained): a commit cuts new segments, which
+    /// tantivy later merges, so committing every batch while the indexer is behind spent the
+    /// time it needed to catch up.
     fn index_pending(&self) -> Result<usize, StorageError> {
         let mut st = self.indexer.lock();
         let mut total = 0;
         loop {
-            let batch = self
-                .log
-                .read_from(st.cursor, self.opts.index_batch_records)?;
-            let Some(&(last_seq, _)) = batch.last() else {
-                return Ok(total);
-            };
-            let cutoff_day = self.retention_cutoff_day();
-            let mut by_day: BTreeMap<i64, Vec<LogRecord>> = BTreeMap::new();
-            for (seq, rec) in batch {
-                let day = rec.ts_ns.div_euclid(DAY_NS);
-                if day < cutoff_day || seq <= st.indexed_through.get(&day).copied().unwrap_or(0) {
-                    continue;
-                }
-                by_day.entry(day).or_default().push(rec);
-            }
-            // Writers are kept for the days this batch touched (normally today) and dropped
-            // for the others, so late records for many old days do not pin writer memory.
-            let touched: Vec<i64> = by_day.keys().copied().collect();
-            st.writers.retain(|d, _| touched.contains(d));
-            for (day, recs) in by_day {
-                if let Err(e) = self.index_day(&mut st, day, &recs, last_seq) {
-                    // A writer whose commit failed may still hold this batch's documents, or
-                    // be dead after a failed segment write: dropping it discards them, so the
-                    // retry from the unchanged cursor adds each record once, to a new writer.
-                    st.writers.remove(&day);
+            let window = Instant::now();
+            let mut added: BTreeMap<i64, usize> = BTreeMap::new();
+            let mut through = None;
+            let mut cursor = st.cursor;
+            while window.elapsed() < COMMIT_WINDOW {
+                let batch = self.log.read_from(cursor, self.opts.index_batch_records)?;
+                let Some(&(last_seq, _)) = batch.last() else {
+                    break;
+                };
+                if let Err(e) = self.add_batch(&mut st, batch, &mut added) {
+                    st.writers.clear();
                     return Err(e);
                 }
-                total += recs.len();
+                through = Some(last_seq);
+                cursor = last_seq + 1;
+            }
+            let Some(last_seq) = through else {
+                return Ok(total);
+            };
+            // Writers are kept for the days this window touched (normally today) and dropped
+            // for the others, so late records for many old days do not pin writer memory.
+            st.writers.retain(|d, _| added.contains_key(d));
+            for (&day, &n) in &added {
+                if let Err(e) = self.commit_day(&mut st, day, last_seq) {
+                    // A writer whose commit failed may still hold this window's documents, or
+                    // be dead after a failed segment write; the other days' writers hold
+                    // documents not committed either. Dropping them all discards those, so
+                    // the retry from the unchanged cursor adds each record once, to new
+                    // writers (days committed already skip what they have).
+                    st.writers.clear();
+                    return Err(e);
+                }
+                total += n;
             }
             self.log.truncate_through(last_seq)?;
             st.cursor = last_seq + 1;
+            *self.progress.lock() = st.cursor;
+            self.progressed.notify_all();
         }
     }
 
-    /// Adds one day's records of a batch to its partition and commits them through `last_seq`.
-    fn index_day(
+    /// Adds a batch read from the append log to the writers of the days it touches, counting
+    /// per day what was added.
+    fn add_batch(
+        &self,
+        st: &mut IndexerState,
+        batch: Vec<(u64, LogRecord)>,
+        added: &mut BTreeMap<i64, usize>,
+    ) -> Result<(), StorageError> {
+        let cutoff_day = self.retention_cutoff_day();
+        let mut by_day: BTreeMap<i64, Vec<LogRecord>> = BTreeMap::new();
+        for (seq, rec) in batch {
+            let day = rec.ts_ns.div_euclid(DAY_NS);
+            if day < cutoff_day || seq <= st.indexed_through.get(&day).copied().unwrap_or(0) {
+                continue;
+            }
+            by_day.entry(day).or_default().push(rec);
+        }
+        for (day, recs) in by_day {
+            let p = self.partition(day)?;
+            let w = match st.writers.entry(day) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(p.writer(self.opts.index_writer_bytes)?)
+                }
+            };
+            let mut keys: HashMap<&Labels, String> = HashMap::new();
+            for r in &recs {
+                let key = keys
+                    .entry(&r.labels)
+                    .or_insert_with(|| stream_key(&r.labels));
+                p.add(w, r, key)?;
+            }
+            *added.entry(day).or_default() += recs.len();
+        }
+        Ok(())
+    }
+
+    /// Commits what a day's writer holds through `last_seq`.
+    fn commit_day(
         &self,
         st: &mut IndexerState,
         day: i64,
-        recs: &[LogRecord],
         last_seq: u64,
     ) -> Result<(), StorageError> {
         let p = self.partition(day)?;
-        let w = match st.writers.entry(day) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(p.writer(self.opts.index_writer_bytes)?)
-            }
-        };
-        let mut keys: HashMap<&Labels, String> = HashMap::new();
-        for r in recs {
-            let key = keys
-                .entry(&r.labels)
-                .or_insert_with(|| stream_key(&r.labels));
-            p.add(w, r, key)?;
-        }
+        let w = st
+            .writers
+            .get_mut(&day)
+            .ok_or_else(|| StorageError::Corrupt(format!("no index writer for day {day}")))?;
         p.commit(w, last_seq)?;
         st.indexed_through.insert(day, last_seq);
         Ok(())

@@ -508,3 +508,61 @@ fn visit_in_order_yields_sorted_items_in_either_direction_and_stops_early() {
         assert_eq!((flow, &first[..]), (ControlFlow::Break(()), &want[..300]));
     }
 }
+
+#[test]
+fn appends_wait_while_indexing_is_behind_and_give_up_retryably() {
+    let dir = tempfile::tempdir().unwrap();
+    let impatient = LogOptions {
+        max_unindexed_records: 2,
+        backlog_wait: Duration::from_millis(50),
+        ..opts()
+    };
+    let store = LogStore::open(dir.path(), impatient).unwrap();
+    // The indexer sleeps (`opts` wakes it hourly): two records fill the backlog.
+    store
+        .append(&[rec(T0, "a", "one"), rec(T0 + 1, "a", "two")])
+        .unwrap();
+    let refused = store.append(&[rec(T0 + 2, "a", "three")]).unwrap_err();
+    assert!(
+        matches!(refused, StorageError::Backlog { records: 2 }),
+        "{refused}"
+    );
+    assert_eq!(
+        crate::Classify::class(&refused),
+        crate::ErrorClass::Unavailable
+    );
+
+    // Given time, a waiting append goes through once the indexer has caught up, not before
+    // (reopening indexes what the log holds).
+    drop(store);
+    let store = Arc::new(
+        LogStore::open(
+            dir.path(),
+            LogOptions {
+                max_unindexed_records: 2,
+                ..opts()
+            },
+        )
+        .unwrap(),
+    );
+    store
+        .append(&[rec(T0 + 3, "a", "three"), rec(T0 + 4, "a", "four")])
+        .unwrap();
+    let synced = Arc::new(AtomicBool::new(false));
+    let indexer = {
+        let (store, synced) = (store.clone(), synced.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            synced.store(true, Ordering::SeqCst);
+            store.sync().unwrap();
+        })
+    };
+    store.append(&[rec(T0 + 5, "a", "five")]).unwrap();
+    assert!(synced.load(Ordering::SeqCst), "the append did not wait");
+    indexer.join().unwrap();
+    store.sync().unwrap();
+    assert_eq!(
+        lines(&store, &all(vec![]), Direction::Forward),
+        ["one", "two", "three", "four", "five"]
+    );
+}
