@@ -33,6 +33,10 @@ use crate::StorageError;
 use append_log::AppendLog;
 use partition::{parse_stream_key, stream_key, Partition, Selection, DAY_NS};
 
+/// The hits of a partition a scan reads in its first round, and the most in any round.
+const SCAN_ROUND_MIN: usize = 1024;
+const SCAN_ROUND_MAX: usize = 64 * 1024;
+
 /// How long the indexer keeps adding batches before it commits them: under load, lines become
 /// searchable within about this long of their ack (plus the commit), and the segments cut are
 /// few enough that merging them does not eat the indexing time.
@@ -264,24 +268,25 @@ impl LogStore {
             parts.reverse();
         }
         for p in parts {
-            let (mut loader, hits) = search(&p, q, &q.contains)?;
-            let mut failed = None;
-            let stopped = visit_in_order(hits, direction, &mut |(ts, addr)| match p.load(
-                &mut loader,
-                ts,
-                addr,
-            ) {
-                Ok(r) => f(r),
-                Err(e) => {
-                    failed = Some(e);
-                    ControlFlow::Break(())
+            // Rounds of the next `k` hits after the last one read, `k` doubling up to
+            // `SCAN_ROUND_MAX`: a query that stops after its limit costs one pass and `limit`
+            // hits of memory, one that reads everything a pass per round, and no query holds
+            // more than a round of hits whatever the day's size.
+            let mut after = None;
+            let mut k = SCAN_ROUND_MIN;
+            loop {
+                let (mut loader, hits) = next_hits(&p, q, direction, k, after)?;
+                let exhausted = hits.len() < k;
+                for (ts, addr) in hits {
+                    if f(p.load(&mut loader, ts, addr)?).is_break() {
+                        return Ok(());
+                    }
+                    after = Some((ts, addr));
                 }
-            });
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            if stopped.is_break() {
-                return Ok(());
+                if exhausted {
+                    break;
+                }
+                k = (k * 2).min(SCAN_ROUND_MAX);
             }
         }
         Ok(())
@@ -293,9 +298,9 @@ impl LogStore {
     /// timestamps and streams from columns, the doc store only for records with metadata.
     pub fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), StorageError> {
         for p in self.inner.partitions_in(q.start_ns, q.end_ns) {
-            let (mut loader, hits) = search(&p, q, &[])?;
-            for (labels, metadata, ts) in p.group(&mut loader, hits)? {
-                if f(&labels, &metadata, &ts).is_break() {
+            for g in grouped(&p, q, true, false)? {
+                let ts: Vec<i64> = g.hits.iter().map(|h| h.0).collect();
+                if f(&g.labels, &g.metadata, &ts).is_break() {
                     return Ok(());
                 }
             }
@@ -313,9 +318,8 @@ impl LogStore {
         f: &mut StreamBytesVisit<'_>,
     ) -> Result<(), StorageError> {
         for p in self.inner.partitions_in(q.start_ns, q.end_ns) {
-            let (mut loader, hits) = search(&p, q, &[])?;
-            for (labels, points) in p.group_bytes(&mut loader, hits)? {
-                if f(&labels, &points).is_break() {
+            for g in grouped(&p, q, false, true)? {
+                if f(&g.labels, &g.hits).is_break() {
                     return Ok(());
                 }
             }
@@ -425,50 +429,57 @@ impl Drop for LogStore {
     }
 }
 
-/// Calls `f` with `items` in `direction` order until it breaks, sorting only as far as `f`
-/// reads: chunks of doubling size are split off by linear-time selection, so a query that
-/// stops after its `limit` lines costs O(n + limit·log limit) instead of sorting a whole day's
-/// matches, and one that reads everything still costs O(n·log n).
-fn visit_in_order<T: Ord + Copy>(
-    mut items: Vec<T>,
-    direction: Direction,
-    f: &mut dyn FnMut(T) -> ControlFlow<()>,
-) -> ControlFlow<()> {
-    let cmp = |a: &T, b: &T| match direction {
-        Direction::Forward => a.cmp(b),
-        Direction::Backward => b.cmp(a),
-    };
-    let mut rest = &mut items[..];
-    let mut chunk = 256;
-    while !rest.is_empty() {
-        if rest.len() > chunk {
-            rest.select_nth_unstable_by(chunk - 1, cmp);
-        }
-        let (head, tail) = rest.split_at_mut(chunk.min(rest.len()));
-        head.sort_unstable_by(cmp);
-        for &x in head.iter() {
-            f(x)?;
-        }
-        rest = tail;
-        chunk = chunk.saturating_mul(2);
-    }
-    ControlFlow::Continue(())
-}
-
 /// The records of one partition that `q` selects by stream and time and that contain every
 /// string of `contains` (empty where no line is read).
-fn search(
+fn next_hits(
     p: &Partition,
     q: &LogQuery,
-    contains: &[String],
+    direction: Direction,
+    k: usize,
+    after: Option<(i64, tantivy::DocAddress)>,
 ) -> Result<(partition::Loader, Vec<(i64, tantivy::DocAddress)>), StorageError> {
-    let stream = |k: &str| parse_stream_key(k).is_some_and(|l| matches_all(&l, &q.matchers));
-    p.search(&Selection {
-        stream: &stream,
+    let stream = |key: &str| stream_matches(q, key);
+    let mut sel = selection(q, &q.contains, &stream);
+    // Hits at the last one's timestamp may remain (after it in address order); earlier
+    // (later, going backward) ones are all read.
+    match (direction, after) {
+        (Direction::Forward, Some((ts, _))) => sel.start_ns = sel.start_ns.max(ts),
+        (Direction::Backward, Some((ts, _))) => sel.end_ns = sel.end_ns.min(ts.saturating_add(1)),
+        (_, None) => {}
+    }
+    p.top(&sel, direction, k, after)
+}
+
+/// The records of one partition that `q` selects by stream and time, grouped by stream (and
+/// metadata); see [`Partition::grouped`].
+fn grouped(
+    p: &Partition,
+    q: &LogQuery,
+    by_metadata: bool,
+    bytes: bool,
+) -> Result<Vec<partition::Group>, StorageError> {
+    p.grouped(
+        &selection(q, &[], &|k| stream_matches(q, k)),
+        by_metadata,
+        bytes,
+    )
+}
+
+fn stream_matches(q: &LogQuery, key: &str) -> bool {
+    parse_stream_key(key).is_some_and(|l| matches_all(&l, &q.matchers))
+}
+
+fn selection<'a>(
+    q: &LogQuery,
+    contains: &'a [String],
+    stream: &'a dyn Fn(&str) -> bool,
+) -> Selection<'a> {
+    Selection {
+        stream,
         start_ns: q.start_ns,
         end_ns: q.end_ns,
         contains,
-    })
+    }
 }
 
 fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {

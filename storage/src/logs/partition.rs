@@ -2,7 +2,7 @@
 //! sequence number in the commit payload, and searching. Owns everything tantivy-specific;
 //! knows nothing about the append log or about LogQL.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +24,7 @@ use super::line_terms::{
     self, token_queries, LINE_TOKENIZER, MAX_TOKEN_BYTES, UNCLASSED_LINE_TOKENIZER,
 };
 use super::record::LogRecord;
+use super::Direction;
 use crate::labels::Labels;
 use crate::StorageError;
 
@@ -151,8 +152,6 @@ pub(crate) fn parse_stream_key(s: &str) -> Option<Labels> {
 pub(crate) struct Loader {
     searcher: Searcher,
     streams: Vec<Option<StrColumn>>,
-    /// Per segment, which documents have metadata (`None`: unknown, read the document).
-    has_meta: Vec<Option<Column<bool>>>,
     /// Per segment, the [`LEVEL`] column.
     levels: Vec<Option<StrColumn>>,
     labels: HashMap<(usize, u64), Labels>,
@@ -299,24 +298,114 @@ impl Partition {
         Ok(out)
     }
 
-    /// Selected records' timestamps and addresses (unsorted), and what loads them.
-    pub(crate) fn search(
+    /// The first `k` selected records in `direction` order that come after `after` (by
+    /// timestamp, then address), in that order, and what loads them.
+    pub(crate) fn top(
         &self,
         sel: &Selection<'_>,
+        direction: Direction,
+        k: usize,
+        after: Option<(i64, DocAddress)>,
     ) -> Result<(Loader, Vec<(i64, DocAddress)>), StorageError> {
+        let loader = self.loader();
+        let collector = TopCollector {
+            k,
+            direction,
+            after: after.map(|(ts, addr)| Rank::of(direction, ts, addr)),
+        };
+        let hits = match self.query(&loader.searcher, sel)? {
+            Some(q) => loader.searcher.search(&q, &collector)?,
+            None => Vec::new(),
+        };
+        Ok((loader, hits))
+    }
+
+    /// Selected records grouped by stream (and, with `by_metadata`, by metadata), each hit as
+    /// its timestamp and (with `bytes`) line length, ascending by time. Hits are grouped as
+    /// they are collected, by their segment's stream and level ordinals: no line is read, and
+    /// the doc store only for records with other metadata (or, in partitions written before
+    /// the columns, for what they lack).
+    pub(crate) fn grouped(
+        &self,
+        sel: &Selection<'_>,
+        by_metadata: bool,
+        bytes: bool,
+    ) -> Result<Vec<Group>, StorageError> {
+        let mut loader = self.loader();
+        let Some(q) = self.query(&loader.searcher, sel)? else {
+            return Ok(Vec::new());
+        };
+        let collector = GroupingCollector {
+            by_metadata,
+            bytes: bytes.then_some(self.bytes.is_some()),
+            level: by_metadata && self.level.is_some(),
+            has_meta: self.has_meta.is_some(),
+        };
+        let segments = loader.searcher.search(&q, &collector)?;
+        let mut out: Vec<Group> = Vec::new();
+        let mut by_key: HashMap<(Labels, Vec<(String, String)>), usize> = HashMap::new();
+        let mut group_of = |labels: &Labels, metadata: Vec<(String, String)>| {
+            *by_key
+                .entry((labels.clone(), metadata))
+                .or_insert_with_key(|(labels, metadata)| {
+                    out.push(Group {
+                        labels: labels.clone(),
+                        metadata: metadata.clone(),
+                        hits: Vec::new(),
+                    });
+                    out.len() - 1
+                })
+        };
+        let mut appended: Vec<(usize, Vec<(i64, u64)>)> = Vec::new();
+        for seg in segments {
+            for SegmentGroup { doc, level, hits } in seg.groups {
+                let addr = DocAddress::new(seg.segment, doc);
+                let mut metadata = Vec::new();
+                if level {
+                    if let Some(level) = level_of(&loader, addr)? {
+                        add_level(&mut metadata, level);
+                    }
+                }
+                let g = group_of(self.labels(&mut loader, addr)?.1, metadata);
+                appended.push((g, hits));
+            }
+            for (ts, doc, len) in seg.docs {
+                let addr = DocAddress::new(seg.segment, doc);
+                let stored: TantivyDocument = loader.searcher.doc(addr)?;
+                let len = match len {
+                    Some(len) => len,
+                    None => stored
+                        .get_first(self.fields.line)
+                        .and_then(|v| v.as_str())
+                        .map_or(0, str::len) as u64,
+                };
+                let mut metadata = Vec::new();
+                if by_metadata {
+                    metadata = self.metadata(&stored);
+                    if let Some(level) = level_of(&loader, addr)? {
+                        add_level(&mut metadata, level);
+                    }
+                }
+                let g = group_of(self.labels(&mut loader, addr)?.1, metadata);
+                appended.push((g, vec![(ts, len)]));
+            }
+        }
+        for (g, hits) in appended {
+            out[g].hits.extend(hits);
+        }
+        for g in &mut out {
+            g.hits.sort_unstable_by_key(|h| h.0);
+        }
+        Ok(out)
+    }
+
+    /// A searcher and what reads its documents' streams, metadata flags and levels.
+    fn loader(&self) -> Loader {
         let searcher = self.reader.searcher();
         let streams = searcher
             .segment_readers()
             .iter()
-            .map(|seg| seg.fast_fields().str("stream"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let has_meta = searcher
-            .segment_readers()
-            .iter()
-            .map(|seg| {
-                self.has_meta
-                    .and_then(|_| seg.fast_fields().bool(HAS_META).ok())
-            })
+            .map(|seg| seg.fast_fields().str("stream").ok().flatten())
             .collect();
         let levels = searcher
             .segment_readers()
@@ -326,19 +415,25 @@ impl Partition {
                     .and_then(|_| seg.fast_fields().str(LEVEL).ok().flatten())
             })
             .collect();
-        let loader = Loader {
+        Loader {
             searcher,
             streams,
-            has_meta,
             levels,
             labels: HashMap::new(),
-        };
-        let searcher = &loader.searcher;
+        }
+    }
+
+    /// The query selecting `sel`'s records, or `None` when no stream is selected.
+    fn query(
+        &self,
+        searcher: &Searcher,
+        sel: &Selection<'_>,
+    ) -> Result<Option<BooleanQuery>, StorageError> {
         let all = self.streams_of(searcher)?;
         let total = all.len();
         let streams: Vec<String> = all.into_iter().filter(|k| (sel.stream)(k)).collect();
         if streams.is_empty() {
-            return Ok((loader, Vec::new()));
+            return Ok(None);
         }
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
@@ -374,8 +469,7 @@ impl Partition {
                 ));
             }
         }
-        let hits = searcher.search(&BooleanQuery::new(clauses), &TsCollector)?;
-        Ok((loader, hits))
+        Ok(Some(BooleanQuery::new(clauses)))
     }
 
     /// Loads a hit of [`Partition::search`] through the loader that came with it.
@@ -401,116 +495,6 @@ impl Partition {
             line,
             metadata,
         })
-    }
-
-    /// Hits of [`Partition::search`] grouped by stream (metadata aside), each hit as its
-    /// timestamp and line length, ascending by time. Reads the [`BYTES`] column, or the lines
-    /// of a partition written before it.
-    pub(crate) fn group_bytes(
-        &self,
-        loader: &mut Loader,
-        hits: Vec<(i64, DocAddress)>,
-    ) -> Result<Vec<StreamBytes>, StorageError> {
-        let columns: Vec<Option<Column<u64>>> = loader
-            .searcher
-            .segment_readers()
-            .iter()
-            .map(|seg| self.bytes.and_then(|_| seg.fast_fields().u64(BYTES).ok()))
-            .collect();
-        let mut groups: Vec<StreamBytes> = Vec::new();
-        let mut by_ord: HashMap<(usize, u64), usize> = HashMap::new();
-        for (ts, addr) in hits {
-            let seg = addr.segment_ord as usize;
-            let len = match columns.get(seg).and_then(Option::as_ref) {
-                Some(col) => col.first(addr.doc_id).unwrap_or(0),
-                None => {
-                    let doc: TantivyDocument = loader.searcher.doc(addr)?;
-                    let line = doc.get_first(self.fields.line).and_then(|v| v.as_str());
-                    line.map_or(0, str::len) as u64
-                }
-            };
-            let (ord, labels) = self.labels(loader, addr)?;
-            let g = *by_ord.entry((seg, ord)).or_insert_with(|| {
-                groups.push((labels.clone(), Vec::new()));
-                groups.len() - 1
-            });
-            groups[g].1.push((ts, len));
-        }
-        // One stream has an ordinal per segment: merge its groups.
-        let mut merged: Vec<StreamBytes> = Vec::new();
-        groups.sort_by(|a, b| a.0.cmp(&b.0));
-        for (labels, points) in groups {
-            match merged.last_mut() {
-                Some(last) if last.0 == labels => last.1.extend(points),
-                _ => merged.push((labels, points)),
-            }
-        }
-        for g in &mut merged {
-            g.1.sort_unstable_by_key(|p| p.0);
-        }
-        Ok(merged)
-    }
-
-    /// Hits of [`Partition::search`] grouped by stream and metadata, each group's timestamps
-    /// in ascending order. Reads no lines, and the doc store only for documents that have
-    /// metadata.
-    pub(crate) fn group(
-        &self,
-        loader: &mut Loader,
-        hits: Vec<(i64, DocAddress)>,
-    ) -> Result<Vec<StreamHits>, StorageError> {
-        let mut groups: Vec<StreamHits> = Vec::new();
-        let mut by_key: HashMap<(Labels, Vec<(String, String)>), usize> = HashMap::new();
-        // Documents without metadata: the group of each segment's stream ordinal.
-        let mut by_ord: HashMap<(usize, u64, Option<u64>), usize> = HashMap::new();
-        let mut group_of = |labels: &Labels, metadata: Vec<(String, String)>| {
-            *by_key
-                .entry((labels.clone(), metadata))
-                .or_insert_with_key(|(labels, metadata)| {
-                    groups.push((labels.clone(), metadata.clone(), Vec::new()));
-                    groups.len() - 1
-                })
-        };
-        let mut stamps: Vec<(usize, i64)> = Vec::with_capacity(hits.len());
-        for (ts, addr) in hits {
-            let seg = addr.segment_ord as usize;
-            let has_meta = match loader.has_meta.get(seg).and_then(Option::as_ref) {
-                Some(col) => col.first(addr.doc_id).unwrap_or(false),
-                None => true,
-            };
-            let g = if has_meta {
-                let doc: TantivyDocument = loader.searcher.doc(addr)?;
-                let mut metadata = self.metadata(&doc);
-                if let Some(level) = level_of(loader, addr)? {
-                    add_level(&mut metadata, level);
-                }
-                group_of(self.labels(loader, addr)?.1, metadata)
-            } else {
-                let level_ord = level_ord(loader, addr);
-                let (ord, labels) = self.labels(loader, addr)?;
-                match by_ord.get(&(seg, ord, level_ord)) {
-                    Some(&g) => g,
-                    None => {
-                        let labels = labels.clone();
-                        let mut metadata = Vec::new();
-                        if let Some(level) = level_of(loader, addr)? {
-                            add_level(&mut metadata, level);
-                        }
-                        let g = group_of(&labels, metadata);
-                        by_ord.insert((seg, ord, level_ord), g);
-                        g
-                    }
-                }
-            };
-            stamps.push((g, ts));
-        }
-        for (g, ts) in stamps {
-            groups[g].2.push(ts);
-        }
-        for g in &mut groups {
-            g.2.sort_unstable();
-        }
-        Ok(groups)
     }
 
     fn corrupt(&self, addr: DocAddress) -> StorageError {
@@ -565,11 +549,6 @@ fn level_column(loader: &Loader, addr: DocAddress) -> Option<&StrColumn> {
     loader.levels.get(addr.segment_ord as usize)?.as_ref()
 }
 
-/// The ordinal of a document's level in its segment's [`LEVEL`] column, if it has one.
-fn level_ord(loader: &Loader, addr: DocAddress) -> Option<u64> {
-    level_column(loader, addr)?.ords().first(addr.doc_id)
-}
-
 /// A document's level from the [`LEVEL`] column, if it has one.
 fn level_of(loader: &Loader, addr: DocAddress) -> Result<Option<String>, StorageError> {
     let Some(column) = level_column(loader, addr) else {
@@ -588,34 +567,93 @@ fn add_level(metadata: &mut Vec<(String, String)>, level: String) {
     metadata.insert(at, (LEVEL.to_owned(), level));
 }
 
-/// A stream and its records' (timestamp, line bytes).
-pub(crate) type StreamBytes = (Labels, Vec<(i64, u64)>);
-
-/// A stream, metadata, and the timestamps of the records with both.
-pub(crate) type StreamHits = (Labels, Vec<(String, String)>, Vec<i64>);
-
-/// Collects (timestamp, address) of every match, reading the timestamp from the fast field.
-struct TsCollector;
-
-struct TsSegmentCollector {
-    segment: u32,
-    ts: Column<i64>,
-    out: Vec<(i64, DocAddress)>,
+/// Records of one stream (and metadata, when grouped by it): (timestamp, line bytes or 0),
+/// ascending.
+pub(crate) struct Group {
+    pub(crate) labels: Labels,
+    pub(crate) metadata: Vec<(String, String)>,
+    pub(crate) hits: Vec<(i64, u64)>,
 }
 
-impl Collector for TsCollector {
-    type Fruit = Vec<(i64, DocAddress)>;
-    type Child = TsSegmentCollector;
+/// Groups hits per segment by stream and level ordinal, reading columns only; hits that need
+/// the doc store (other metadata, or a column the partition lacks) are kept apart.
+struct GroupingCollector {
+    by_metadata: bool,
+    /// `Some(true)`: lengths from the column; `Some(false)`: from the lines; `None`: not
+    /// wanted.
+    bytes: Option<bool>,
+    /// Whether to group by the level column.
+    level: bool,
+    /// Whether the partition marks the documents with metadata.
+    has_meta: bool,
+}
 
-    fn for_segment(
-        &self,
-        segment: u32,
-        reader: &SegmentReader,
-    ) -> tantivy::Result<TsSegmentCollector> {
-        Ok(TsSegmentCollector {
-            segment,
-            ts: reader.fast_fields().i64("ts")?,
-            out: Vec::new(),
+/// Each segment's groups, and the hits read from the doc store.
+struct SegmentGroups {
+    segment: u32,
+    groups: Vec<SegmentGroup>,
+    /// (timestamp, document, line bytes if known).
+    docs: Vec<(i64, DocId, Option<u64>)>,
+}
+
+/// The hits of one (stream ordinal, level ordinal) in a segment, and one of its documents
+/// (to resolve the ordinals).
+struct SegmentGroup {
+    doc: DocId,
+    level: bool,
+    hits: Vec<(i64, u64)>,
+}
+
+struct SegmentGrouper {
+    out: SegmentGroups,
+    ts: Column<i64>,
+    stream: Column<u64>,
+    level: Option<Column<u64>>,
+    /// `None` while grouping by metadata: every document must be read for it.
+    has_meta: Option<Column<bool>>,
+    by_metadata: bool,
+    bytes: Option<Option<Column<u64>>>,
+    /// The group of each (stream, level) ordinal pair seen.
+    slots: foldhash::HashMap<(u64, Option<u64>), usize>,
+}
+
+impl Collector for GroupingCollector {
+    type Fruit = Vec<SegmentGroups>;
+    type Child = SegmentGrouper;
+
+    fn for_segment(&self, segment: u32, reader: &SegmentReader) -> tantivy::Result<SegmentGrouper> {
+        let ff = reader.fast_fields();
+        let stream = ff
+            .str("stream")?
+            .ok_or_else(|| tantivy::TantivyError::SchemaError("no stream column".into()))?;
+        let level = if self.level {
+            ff.str(LEVEL)?.map(|c| c.ords().clone())
+        } else {
+            None
+        };
+        let has_meta = if self.by_metadata && self.has_meta {
+            Some(ff.bool(HAS_META)?)
+        } else {
+            None
+        };
+        let bytes = match self.bytes {
+            Some(true) => Some(Some(ff.u64(BYTES)?)),
+            Some(false) => Some(None),
+            None => None,
+        };
+        Ok(SegmentGrouper {
+            out: SegmentGroups {
+                segment,
+                groups: Vec::new(),
+                docs: Vec::new(),
+            },
+            ts: ff.i64("ts")?,
+            stream: stream.ords().clone(),
+            level,
+            has_meta,
+            by_metadata: self.by_metadata,
+            bytes,
+            slots: Default::default(),
         })
     }
 
@@ -623,21 +661,147 @@ impl Collector for TsCollector {
         false
     }
 
-    fn merge_fruits(&self, fruits: Vec<Vec<(i64, DocAddress)>>) -> tantivy::Result<Self::Fruit> {
-        Ok(fruits.into_iter().flatten().collect())
+    fn merge_fruits(&self, fruits: Vec<SegmentGroups>) -> tantivy::Result<Vec<SegmentGroups>> {
+        Ok(fruits)
     }
 }
 
-impl SegmentCollector for TsSegmentCollector {
-    type Fruit = Vec<(i64, DocAddress)>;
+impl SegmentCollector for SegmentGrouper {
+    type Fruit = SegmentGroups;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
-        if let Some(t) = self.ts.first(doc) {
-            self.out.push((t, DocAddress::new(self.segment, doc)));
+        let Some(ts) = self.ts.first(doc) else {
+            return;
+        };
+        let len = match &self.bytes {
+            Some(Some(col)) => Some(col.first(doc).unwrap_or(0)),
+            Some(None) => None,
+            None => Some(0),
+        };
+        let needs_doc = len.is_none()
+            || (self.by_metadata
+                && self
+                    .has_meta
+                    .as_ref()
+                    .is_none_or(|c| c.first(doc).unwrap_or(false)));
+        let Some(stream) = self.stream.first(doc) else {
+            return;
+        };
+        if needs_doc {
+            self.out.docs.push((ts, doc, len));
+            return;
+        }
+        let level = self.level.as_ref().and_then(|c| c.first(doc));
+        let groups = &mut self.out.groups;
+        let slot = *self.slots.entry((stream, level)).or_insert_with(|| {
+            groups.push(SegmentGroup {
+                doc,
+                level: level.is_some(),
+                hits: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[slot].hits.push((ts, len.unwrap_or(0)));
+    }
+
+    fn harvest(self) -> SegmentGroups {
+        self.out
+    }
+}
+
+/// A hit's place in a scan: ascending when going forward; bitwise complements (which reverse
+/// the order of integers) when going backward, so "the first k" is always the smallest.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank(i64, u32, u32);
+
+impl Rank {
+    fn of(direction: Direction, ts: i64, addr: DocAddress) -> Rank {
+        match direction {
+            Direction::Forward => Rank(ts, addr.segment_ord, addr.doc_id),
+            Direction::Backward => Rank(!ts, !addr.segment_ord, !addr.doc_id),
         }
     }
 
-    fn harvest(self) -> Self::Fruit {
-        self.out
+    fn hit(self, direction: Direction) -> (i64, DocAddress) {
+        match direction {
+            Direction::Forward => (self.0, DocAddress::new(self.1, self.2)),
+            Direction::Backward => (!self.0, DocAddress::new(!self.1, !self.2)),
+        }
+    }
+}
+
+/// Keeps the `k` first hits in scan order after a given one: memory is `k` hits whatever the
+/// number of matches.
+struct TopCollector {
+    k: usize,
+    direction: Direction,
+    after: Option<Rank>,
+}
+
+struct TopSegmentCollector {
+    segment: u32,
+    ts: Column<i64>,
+    k: usize,
+    direction: Direction,
+    after: Option<Rank>,
+    /// The kept hits; the greatest (the first to give way) on top.
+    heap: BinaryHeap<Rank>,
+}
+
+impl Collector for TopCollector {
+    type Fruit = Vec<(i64, DocAddress)>;
+    type Child = TopSegmentCollector;
+
+    fn for_segment(
+        &self,
+        segment: u32,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<TopSegmentCollector> {
+        Ok(TopSegmentCollector {
+            segment,
+            ts: reader.fast_fields().i64("ts")?,
+            k: self.k,
+            direction: self.direction,
+            after: self.after,
+            heap: BinaryHeap::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<Rank>>) -> tantivy::Result<Self::Fruit> {
+        let mut all: Vec<Rank> = fruits.into_iter().flatten().collect();
+        if all.len() > self.k {
+            all.select_nth_unstable(self.k);
+            all.truncate(self.k);
+        }
+        all.sort_unstable();
+        Ok(all.into_iter().map(|r| r.hit(self.direction)).collect())
+    }
+}
+
+impl SegmentCollector for TopSegmentCollector {
+    type Fruit = Vec<Rank>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let Some(ts) = self.ts.first(doc) else {
+            return;
+        };
+        let rank = Rank::of(self.direction, ts, DocAddress::new(self.segment, doc));
+        if self.after.is_some_and(|after| rank <= after) {
+            return;
+        }
+        if self.heap.len() < self.k {
+            self.heap.push(rank);
+        } else if self.heap.peek().is_some_and(|top| rank < *top) {
+            self.heap.pop();
+            self.heap.push(rank);
+        }
+    }
+
+    fn harvest(self) -> Vec<Rank> {
+        self.heap.into_vec()
     }
 }

@@ -481,35 +481,6 @@ fn stream_scans_keep_streams_metadata_and_time_order_and_ignore_needles() {
     );
 }
 #[test]
-fn visit_in_order_yields_sorted_items_in_either_direction_and_stops_early() {
-    // A fixed pseudo-random permutation with duplicates, larger than several chunks.
-    let items: Vec<u32> = (0..5000u32).map(|i| (i * 7919) % 3001).collect();
-    let mut sorted = items.clone();
-    sorted.sort_unstable();
-    for (direction, want) in [
-        (Direction::Forward, sorted.clone()),
-        (Direction::Backward, sorted.iter().rev().copied().collect()),
-    ] {
-        let mut got = Vec::new();
-        let flow = visit_in_order(items.clone(), direction, &mut |x| {
-            got.push(x);
-            ControlFlow::Continue(())
-        });
-        assert_eq!((flow, &got), (ControlFlow::Continue(()), &want));
-        let mut first = Vec::new();
-        let flow = visit_in_order(items.clone(), direction, &mut |x| {
-            first.push(x);
-            if first.len() == 300 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
-        assert_eq!((flow, &first[..]), (ControlFlow::Break(()), &want[..300]));
-    }
-}
-
-#[test]
 fn appends_wait_while_indexing_is_behind_and_give_up_retryably() {
     let dir = tempfile::tempdir().unwrap();
     let impatient = LogOptions {
@@ -565,4 +536,54 @@ fn appends_wait_while_indexing_is_behind_and_give_up_retryably() {
         lines(&store, &all(vec![]), Direction::Forward),
         ["one", "two", "three", "four", "five"]
     );
+}
+
+#[test]
+fn scans_read_in_rounds_without_losing_or_repeating_hits_that_share_a_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path(), opts()).unwrap();
+    // Several rounds' worth (the first round reads 1024), seven records per timestamp, in
+    // three commits (segments), out of time order across them.
+    let n = 3 * SCAN_ROUND_MIN + 100;
+    for part in [2, 0, 1] {
+        let recs: Vec<LogRecord> = (0..n)
+            .filter(|i| i % 3 == part)
+            .map(|i| rec(T0 + (i / 7) as i64, "a", &i.to_string()))
+            .collect();
+        store.append(&recs).unwrap();
+        store.sync().unwrap();
+    }
+    for direction in [Direction::Forward, Direction::Backward] {
+        let mut got: Vec<(i64, usize)> = Vec::new();
+        store
+            .scan(&all(vec![]), direction, &mut |r| {
+                got.push((r.ts_ns, r.line.parse().unwrap()));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        let stamps: Vec<i64> = got.iter().map(|g| g.0).collect();
+        let mut ordered = stamps.clone();
+        ordered.sort_unstable();
+        if direction == Direction::Backward {
+            ordered.reverse();
+        }
+        assert_eq!(stamps, ordered, "{direction:?}");
+        let mut ids: Vec<usize> = got.iter().map(|g| g.1).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..n).collect::<Vec<_>>(), "{direction:?}");
+
+        // Stopping early reads the first records of that order.
+        let mut first = Vec::new();
+        store
+            .scan(&all(vec![]), direction, &mut |r| {
+                first.push(r.ts_ns);
+                if first.len() == 1500 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!(first, stamps[..1500], "{direction:?}");
+    }
 }
