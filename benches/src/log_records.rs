@@ -1,7 +1,8 @@
 //! Deterministic mixed log records for the logs benchmarks (access-log, JSON, logfmt and plain
 //! text lines with service/level/host fields, one record carrying a unique needle token) and
-//! their Fluentd forward-protocol PackedForward encoding. Owns generation and encoding only;
-//! sending and indexing are each benchmark's.
+//! their encodings for sending: Fluentd forward-protocol PackedForward frames and ClickHouse
+//! `JSONEachRow` insert bodies. Owns generation and encoding only; sending and indexing are each
+//! benchmark's.
 
 use rmpv::Value;
 
@@ -130,6 +131,25 @@ impl LogSet {
             ]);
             let mut out = Vec::new();
             encode(&mut out, &frame);
+            out
+        })
+    }
+
+    /// ClickHouse `INSERT ... FORMAT JSONEachRow` bodies of `per_batch` records each, one
+    /// object a line: `ts` (ns since the epoch), `service`, `level`, `host`, `line`.
+    pub fn json_rows(&self, per_batch: u64) -> impl Iterator<Item = Vec<u8>> + '_ {
+        (0..self.n.div_ceil(per_batch)).map(move |b| {
+            let mut out = Vec::new();
+            for i in b * per_batch..((b + 1) * per_batch).min(self.n) {
+                let r = self.record(i);
+                let row = serde_json::json!({
+                    "ts": r.ts_ns, "service": r.service, "level": r.level, "host": r.host,
+                    "line": r.line,
+                });
+                // Writing to a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut out, &row);
+                out.push(b'\n');
+            }
             out
         })
     }

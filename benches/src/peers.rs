@@ -1,6 +1,7 @@
-//! The systems a benchmark compares: novamon, Prometheus and VictoriaMetrics, each started on
-//! a loopback port with a fresh data directory, measured (peak RSS, disk use) and stopped
-//! gracefully. Owns process handling only; what load to send is each benchmark's.
+//! The systems a benchmark compares: novamon, Prometheus, VictoriaMetrics and (for logs)
+//! ClickHouse, each started on a loopback port with a fresh data directory, measured (CPU, peak
+//! RSS, disk use) and stopped gracefully. Owns process handling only; what load to send is each
+//! benchmark's.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,18 @@ impl Peer {
         }
     }
 
+    /// ClickHouse (`clickhouse-server`) alone, its HTTP interface on `port`, its native TCP
+    /// port on a free one, and a default user without a password.
+    pub fn clickhouse(program: PathBuf, port: u16) -> Peer {
+        Peer {
+            name: "clickhouse".into(),
+            program,
+            port,
+            extra_args: Vec::new(),
+            scrape_config: None,
+        }
+    }
+
     /// The same system scraping as `prometheus_yml` (a prometheus.yml) says.
     pub fn with_scrape_config(mut self, prometheus_yml: String) -> Peer {
         self.scrape_config = Some(prometheus_yml);
@@ -104,8 +117,8 @@ impl Peer {
         self
     }
 
-    fn args(&self, data: &Path, work: &Path, addr: &str) -> anyhow::Result<Vec<String>> {
-        let data = data.display();
+    fn args(&self, data_dir: &Path, work: &Path, addr: &str) -> anyhow::Result<Vec<String>> {
+        let data = data_dir.display();
         let scrape = work.join("scrape.yml");
         let scrape_flag = |flag: &str| -> anyhow::Result<Vec<String>> {
             Ok(match &self.scrape_config {
@@ -160,23 +173,30 @@ impl Peer {
             .into_iter()
             .chain(scrape_flag("-promscrape.config=")?)
             .collect(),
+            "clickhouse" => {
+                let config = work.join("config.xml");
+                std::fs::write(&config, clickhouse_config(data_dir, work, addr)?)?;
+                std::fs::write(work.join("users.xml"), CLICKHOUSE_USERS)?;
+                vec![format!("--config-file={}", config.display())]
+            }
             other => bail!("unknown target {other}"),
         };
         args.extend(self.extra_args.iter().cloned());
         Ok(args)
     }
 
-    /// Starts the system and waits until its remote-write endpoint accepts requests.
+    /// Starts the system and waits until it takes writes.
     pub fn start(&self, timeout: Duration) -> anyhow::Result<Running> {
         let work = tempfile::tempdir()?;
         let data = work.path().join("data");
         std::fs::create_dir(&data)?;
         let addr = format!("127.0.0.1:{}", self.port);
-        let log_path = work.path().join("log");
+        let log_path = work.path().join(LOG_FILE);
         File::create(&log_path)?;
         let args = self.args(&data, work.path(), &addr)?;
         let child = spawn(&self.program, &args, &log_path)?;
         let mut running = Running {
+            name: self.name.clone(),
             child,
             program: self.program.clone(),
             base_url: format!("http://{addr}"),
@@ -189,6 +209,57 @@ impl Peer {
         Ok(running)
     }
 }
+
+/// The file in a system's work directory its output goes to.
+const LOG_FILE: &str = "log";
+
+/// A ClickHouse 18.16 server configuration: everything under `work`, listening on loopback
+/// only, no interserver port (no replication), its log in the work directory's [`LOG_FILE`] as
+/// the other systems' output is. `mark_cache_size` has no default in 18.16: the server refuses to
+/// start without it (this is the packaged config's value; the cache is filled on demand).
+fn clickhouse_config(data: &Path, work: &Path, http_addr: &str) -> anyhow::Result<String> {
+    let http_port = http_addr.rsplit(':').next().context("no port")?;
+    let tcp_addr = free_loopback_addr()?;
+    let tcp_port = tcp_addr.rsplit(':').next().context("no port")?;
+    let (data, work) = (data.display(), work.display());
+    Ok(format!(
+        r#"<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>{work}/{LOG_FILE}</log>
+        <errorlog>{work}/errors.log</errorlog>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>{http_port}</http_port>
+    <tcp_port>{tcp_port}</tcp_port>
+    <path>{data}/</path>
+    <tmp_path>{work}/tmp/</tmp_path>
+    <user_files_path>{work}/user_files/</user_files_path>
+    <users_config>{work}/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <mark_cache_size>5368709120</mark_cache_size>
+</yandex>
+"#
+    ))
+}
+
+/// ClickHouse users: `default`, no password, from loopback only.
+const CLICKHOUSE_USERS: &str = r#"<?xml version="1.0"?>
+<yandex>
+    <profiles><default></default></profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas><default></default></quotas>
+</yandex>
+"#;
 
 /// Starts `program` with `args`, its output appended to `log_path`.
 fn spawn(program: &Path, args: &[String], log_path: &Path) -> anyhow::Result<Child> {
@@ -204,6 +275,7 @@ fn spawn(program: &Path, args: &[String], log_path: &Path) -> anyhow::Result<Chi
 
 /// A started system; killed if dropped without `stop`.
 pub struct Running {
+    name: String,
     child: Child,
     program: PathBuf,
     pub base_url: String,
@@ -287,8 +359,14 @@ impl Running {
         Ok(started.elapsed())
     }
 
+    /// Waits until the system takes writes: a remote write for the metrics systems; ClickHouse
+    /// has no remote-write endpoint, and answers `/ping` once it serves queries and inserts.
     fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        if let Err(e) = crate::load::wait_ready(&self.write_url(), timeout) {
+        let ready = match self.name.as_str() {
+            "clickhouse" => wait_ping(&format!("{}/ping", self.base_url), timeout),
+            _ => crate::load::wait_ready(&self.write_url(), timeout),
+        };
+        if let Err(e) = ready {
             let _ = self.child.kill();
             let _ = self.child.wait();
             bail!("{e}\n--- log tail ---\n{}", self.log_tail());
@@ -328,15 +406,33 @@ impl Drop for Running {
     }
 }
 
+/// Polls `url` until it answers 200.
+fn wait_ping(url: &str, timeout: Duration) -> Result<(), String> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
+        match client.get(url).send() {
+            Ok(resp) if resp.status().is_success() => return Ok(()),
+            Ok(resp) => last = format!("status {}", resp.status()),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("{url} not ready after {timeout:?}: {last}"))
+}
+
 fn free_loopback_addr() -> std::io::Result<String> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .to_string())
 }
 
-/// Allocated blocks of every file under `dir`.
 /// A field of `/proc/PID/status` counted in KiB.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status
         .lines()
@@ -359,6 +455,7 @@ impl RssWatch {
     }
 }
 
+/// Allocated blocks of every file under `dir`.
 pub fn du(dir: &Path) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;

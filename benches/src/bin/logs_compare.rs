@@ -1,68 +1,229 @@
-//! Logs ingest and query, novamon against a minimal raw tantivy indexer in this process: the
-//! same mixed records (`log_records`), sent to novamon as forward-protocol PackedForward frames
-//! over one loopback connection, each acked before the next; then time until all are
-//! searchable, a needle line filter, a by-level count, and disk bytes per raw line byte.
+//! Logs ingest and query end to end, on the same generated records (`log_records`) in one run:
+//! novamon against a bare tantivy index and against ClickHouse, as one table.
 //!
-//!   logs_compare --novamon target/debug/novamon --bytes 1000000000
+//! - novamon gets forward-protocol PackedForward frames of `--records-per-frame` records over
+//!   `--connections` loopback connections, frames dealt round-robin, each connection waiting for
+//!   a frame's ack before sending its next.
+//! - ClickHouse (`clickhouse-server`, 18.16 as Debian ships it, started here in a temp dir) gets
+//!   `INSERT INTO logs FORMAT JSONEachRow` bodies of as many records over as many HTTP
+//!   connections, into a MergeTree ordered by (service, ts); an insert that has returned is
+//!   queryable.
+//! - tantivy indexes through one writer in a child process of this binary (so the peak RSS it
+//!   reports is its own, not this process's with its copy of the data) and commits: searchable
+//!   then.
+//!
+//! Per system: records/s until every record is searchable (counted from the first send) and
+//! until the last is acknowledged, the lag between the two, server CPU per record, disk bytes
+//! per raw line byte, peak RSS (VmHWM), and the median latency of each query, every run's
+//! answer checked against the generator: the newest 1000 lines of one service, a needle line
+//! filter in it, records per level per minute over the span, index stats (entries and line
+//! bytes), line bytes by service (volume), and by service per minute (volume_range).
+//!
+//! Server CPU counts from the first send until all is searchable: work a server defers past
+//! that (ClickHouse's later merges) is not in it. Bare tantivy answers the aggregations from
+//! fast fields (level, service, and a line-length column it would not otherwise keep), not by
+//! reading lines, as novamon's columns do.
+//!
+//!   logs_compare --novamon target/release/novamon --bytes 200000000 --span-minutes 30 \
+//!       --connections 4 [--clickhouse /usr/sbin/clickhouse-server]
+//!
+//! `--span-minutes 1440` spreads the records over a day, for bigger runs.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Barrier;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{ensure, Context};
+use anyhow::{bail, ensure, Context};
+use bytes::Bytes;
 use clap::Parser;
-use novamon_benches::log_records::{LogSet, LEVEL_NAMES, NEEDLE};
-use novamon_benches::peers::{du, Peer};
-use tantivy::collector::{Count, TopDocs};
+use novamon_benches::log_records::{LogSet, NEEDLE};
+use novamon_benches::peers::{cpu_seconds, du, status_kib, Peer, Running};
+use serde_json::Value;
+use tantivy::collector::{Collector, SegmentCollector, TopDocs};
+use tantivy::columnar::{Column, StrColumn};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
-use tantivy::schema::{IndexRecordOption, Schema, FAST, INDEXED, STORED, STRING, TEXT};
-use tantivy::{Index, TantivyDocument, Term};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT,
+};
+use tantivy::{DocId, Index, Order, Score, Searcher, SegmentReader, TantivyDocument, Term};
 
 #[derive(Debug, Parser)]
 struct Args {
     #[arg(long)]
     novamon: PathBuf,
+    #[arg(long, default_value = "/usr/sbin/clickhouse-server")]
+    clickhouse: PathBuf,
     /// Raw line bytes to generate.
     #[arg(long, default_value_t = 1_000_000_000)]
     bytes: u64,
+    /// Minutes the records' timestamps spread over, ending now.
+    #[arg(long, default_value_t = 30)]
+    span_minutes: i64,
+    /// Records per forward frame, and per ClickHouse insert.
     #[arg(long, default_value_t = 1000)]
     records_per_frame: u64,
+    /// Parallel connections sending to novamon, and to ClickHouse.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Runs of each query; the table has the median.
+    #[arg(long, default_value_t = 10)]
+    query_runs: usize,
     /// Seconds to wait for startup, shutdown, and all records to become searchable.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Run the bare tantivy side only and print its cells as JSON: how this binary runs itself
+    /// as the tantivy child.
+    #[arg(long, hide = true)]
+    tantivy_child: bool,
+    /// The parent's data set end, so the child generates the same records.
+    #[arg(long, hide = true)]
+    end_ns: Option<i64>,
 }
 
-const SPAN_NS: i64 = 30 * 60 * 1_000_000_000;
-const QUERY_RUNS: usize = 10;
+const MINUTE_NS: i64 = 60_000_000_000;
+/// Lines the newest-lines and needle queries return at most.
+const LIMIT: usize = 1000;
 
-struct Row {
-    records_per_s: f64,
-    mb_per_s: f64,
-    queryable_s: f64,
-    index_per_raw: f64,
-    total_per_raw: f64,
-    needle_ms: f64,
-    levels_ms: f64,
-    /// CPU microseconds per record spent indexing (the server's, or the bare indexer's).
-    cpu_us_per_record: f64,
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    novamon_benches::install_tls_provider();
+    if args.tantivy_child {
+        return tantivy_child(&args);
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as i64;
+    let end_ns = now - 1_000_000_000;
+    let set = data_set(&args, end_ns);
+    eprintln!("{} records, {} raw line bytes", set.n, set.raw_bytes);
+    let want = Expected::of(&set);
+    let rows = [
+        ("novamon", run_novamon(&args, &set, &want)?.cells(&set)),
+        ("tantivy (bare)", run_tantivy_child(end_ns)?),
+        (
+            "clickhouse",
+            run_clickhouse(&args, &set, &want)?.cells(&set),
+        ),
+    ];
+    print_table(&args, &set, &rows);
+    Ok(())
 }
 
-/// CPU seconds this process has used so far.
-fn own_cpu_seconds() -> anyhow::Result<f64> {
-    novamon_benches::peers::cpu_seconds(std::process::id())
-        .ok_or_else(|| anyhow::anyhow!("cannot read /proc/self/stat"))
+fn data_set(args: &Args, end_ns: i64) -> LogSet {
+    LogSet::sized(args.bytes, end_ns, args.span_minutes * MINUTE_NS)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+// ---------------------------------------------------------------------------------------------
+// What the queries must answer.
+
+/// Query answers keyed by (group, step): the group a level or service (empty when the query
+/// groups by nothing), the step that of a range query from the span's start by a minute whose
+/// window holds the record (0 when the query has no steps); the value a count of records or a
+/// sum of line bytes.
+type Groups = BTreeMap<(String, i64), u64>;
+
+/// Timestamped lines, newest first.
+type Lines = Vec<(i64, String)>;
+
+/// What every system must answer, worked out from the generator.
+struct Expected {
+    /// The service the line queries select: the needle's.
+    service: &'static str,
+    /// Records (entries) and line bytes of the whole set, which also tell when all are
+    /// searchable.
+    records: u64,
+    line_bytes: u64,
+    newest: Lines,
+    needle: Lines,
+    /// Records per level per minute step.
+    levels: Groups,
+    /// Line bytes per service.
+    volume: Groups,
+    /// Line bytes per service per minute step.
+    volume_range: Groups,
 }
 
-fn median_ms(mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+impl Expected {
+    fn of(set: &LogSet) -> Expected {
+        let needle = set.record(set.needle_at);
+        let newest = (0..set.n)
+            .rev()
+            .map(|i| set.record(i))
+            .filter(|r| r.service == needle.service)
+            .take(LIMIT)
+            .map(|r| (r.ts_ns, r.line))
+            .collect();
+        let (mut levels, mut volume, mut volume_range) =
+            (Groups::new(), Groups::new(), Groups::new());
+        for i in 0..set.n {
+            let r = set.record(i);
+            let step = minute_step(set.start_ns, r.ts_ns);
+            let len = r.line.len() as u64;
+            *levels.entry((r.level.into(), step)).or_default() += 1;
+            *volume.entry((r.service.into(), 0)).or_default() += len;
+            *volume_range.entry((r.service.into(), step)).or_default() += len;
+        }
+        Expected {
+            service: needle.service,
+            records: set.n,
+            line_bytes: set.raw_bytes,
+            newest,
+            needle: vec![(needle.ts_ns, needle.line)],
+            levels,
+            volume,
+            volume_range,
+        }
+    }
+
+    fn services(&self) -> impl Iterator<Item = &str> {
+        self.volume.keys().map(|(s, _)| s.as_str())
+    }
+}
+
+/// The step of a range query from `start_ns` by a minute that counts `ts_ns`: the first step
+/// at or after it, as a `[1m]` window ends at its step and holds its end.
+fn minute_step(start_ns: i64, ts_ns: i64) -> i64 {
+    (ts_ns - start_ns + MINUTE_NS - 1) / MINUTE_NS
+}
+
+/// One system's answers to the benchmark's queries over the whole span, in [`Expected`]'s
+/// shapes so one check serves all three.
+trait Queries {
+    /// The newest [`LIMIT`] lines of `service`, only those holding `needle` when given.
+    fn lines(&self, service: &str, needle: Option<&str>) -> anyhow::Result<Lines>;
+    /// Records per level per minute step.
+    fn levels(&self) -> anyhow::Result<Groups>;
+    /// Records and line bytes of the span (Loki's index stats).
+    fn stats(&self) -> anyhow::Result<(u64, u64)>;
+    /// Line bytes per service, per minute step too when `by_minute` (Loki's volume).
+    fn volume(&self, by_minute: bool) -> anyhow::Result<Groups>;
+}
+
+/// Median milliseconds of each query, in the table's order; a wrong answer in any run fails.
+fn time_queries(q: &dyn Queries, want: &Expected, runs: usize) -> anyhow::Result<[f64; 6]> {
+    let service = want.service;
+    let stats = (want.records, want.line_bytes);
+    Ok([
+        median_ms(runs, || {
+            check("newest lines", q.lines(service, None)?, &want.newest)
+        })?,
+        median_ms(runs, || {
+            check("needle", q.lines(service, Some(NEEDLE))?, &want.needle)
+        })?,
+        median_ms(runs, || check("counts by level", q.levels()?, &want.levels))?,
+        median_ms(runs, || check("index stats", q.stats()?, &stats))?,
+        median_ms(runs, || check("volume", q.volume(false)?, &want.volume))?,
+        median_ms(runs, || {
+            check("volume range", q.volume(true)?, &want.volume_range)
+        })?,
+    ])
+}
+
+fn median_ms(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     let mut v = Vec::new();
-    for _ in 0..QUERY_RUNS {
+    for _ in 0..runs.max(1) {
         let t = Instant::now();
         f()?;
         v.push(t.elapsed().as_secs_f64() * 1e3);
@@ -71,37 +232,229 @@ fn median_ms(mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     Ok(v[v.len() / 2])
 }
 
-fn loki(
-    client: &reqwest::blocking::Client,
-    base: &str,
-    path: &str,
-    params: &[(&str, String)],
-) -> anyhow::Result<serde_json::Value> {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params {
-        q.append_pair(k, v);
+fn check<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: &T) -> anyhow::Result<()> {
+    // Answers run to a thousand lines: the start of each is enough to see what differs.
+    let head = |v: &dyn std::fmt::Debug| format!("{v:?}").chars().take(800).collect::<String>();
+    ensure!(
+        got == *want,
+        "wrong {what}:\n got  {}\n want {}",
+        head(&got),
+        head(want)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring and printing.
+
+/// One system's figures, before they become the table's cells.
+struct Measured {
+    /// From the first record sent until all are searchable.
+    searchable: Duration,
+    /// From the first record sent until the last is acknowledged, where something acks.
+    acked: Option<Duration>,
+    /// The server's CPU seconds from just before the first send until all are searchable
+    /// (the bare indexer's own, less generating the records).
+    cpu_s: f64,
+    disk_bytes: u64,
+    /// The part of `disk_bytes` that is index, where the system keeps one apart.
+    index_bytes: Option<u64>,
+    peak_rss_kib: u64,
+    query_ms: [f64; 6],
+}
+
+/// Header and decimals of each column.
+const COLUMNS: [(&str, usize); 13] = [
+    ("searchable/s", 0),
+    ("acked/s", 0),
+    ("lag s", 2),
+    ("cpu us/rec", 2),
+    ("disk/raw", 3),
+    ("index/raw", 3),
+    ("RSS MB", 0),
+    ("newest ms", 2),
+    ("needle ms", 2),
+    ("levels ms", 1),
+    ("stats ms", 1),
+    ("volume ms", 1),
+    ("vol/min ms", 1),
+];
+
+/// A row of the table; `None` where the system has no such figure.
+type Cells = [Option<f64>; COLUMNS.len()];
+
+impl Measured {
+    fn cells(&self, set: &LogSet) -> Cells {
+        let (n, raw) = (set.n as f64, set.raw_bytes as f64);
+        let searchable = self.searchable.as_secs_f64();
+        let acked = self.acked.map(|a| a.as_secs_f64());
+        let q = self.query_ms;
+        [
+            Some(n / searchable),
+            acked.map(|a| n / a),
+            // Without acks, searchable is the first point at which the sender knows anything.
+            Some(searchable - acked.unwrap_or(searchable)),
+            Some(self.cpu_s * 1e6 / n),
+            Some(self.disk_bytes as f64 / raw),
+            self.index_bytes.map(|b| b as f64 / raw),
+            Some(self.peak_rss_kib as f64 / 1024.0),
+            Some(q[0]),
+            Some(q[1]),
+            Some(q[2]),
+            Some(q[3]),
+            Some(q[4]),
+            Some(q[5]),
+        ]
     }
-    let resp = client.get(format!("{base}{path}?{}", q.finish())).send()?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json()?;
-    ensure!(status.is_success(), "{path}: {status}: {body}");
-    Ok(body)
 }
 
-fn sample_sum(v: &serde_json::Value) -> f64 {
-    v["data"]["result"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["value"][1].as_str()?.parse::<f64>().ok())
-        .sum()
+fn print_table(args: &Args, set: &LogSet, rows: &[(&str, Cells)]) {
+    println!(
+        "{} records, {:.1} MB of raw lines over {} min; {} records per frame/insert over {} \
+         connections; query times are medians of {} runs",
+        set.n,
+        set.raw_bytes as f64 / 1e6,
+        args.span_minutes,
+        args.records_per_frame,
+        args.connections,
+        args.query_runs
+    );
+    let mut header = format!("{:<20}", "system");
+    for (name, _) in COLUMNS {
+        header += &format!(" {name:>12}");
+    }
+    println!("{header}");
+    let print = |name: &str, cells: &Cells, ratio: bool| {
+        let mut line = format!("{name:<20}");
+        for (cell, (_, decimals)) in cells.iter().zip(COLUMNS) {
+            let decimals = if ratio { 2 } else { decimals };
+            match cell {
+                Some(v) if v.is_finite() => line += &format!(" {v:>12.decimals$}"),
+                _ => line += &format!(" {:>12}", "—"),
+            }
+        }
+        println!("{line}");
+    };
+    for (name, cells) in rows {
+        print(name, cells, false);
+    }
+    let (nova_name, nova) = &rows[0];
+    for (name, cells) in &rows[1..] {
+        let ratio: Cells = std::array::from_fn(|i| Some(nova[i]? / cells[i]?));
+        print(
+            &format!("{nova_name}/{}", name.split(' ').next().unwrap_or(name)),
+            &ratio,
+            true,
+        );
+    }
 }
 
-fn secs(ns: i64) -> String {
-    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
+// ---------------------------------------------------------------------------------------------
+// Sending and waiting, shared by novamon and ClickHouse.
+
+/// Sends `items` over `connections` parallel connections, item i on connection i % connections,
+/// each connection's items in order and each acknowledged (`send` returned) before the next.
+/// Returns when the first send started and how long until the last acknowledgement.
+fn send_parallel<T: Sync, C>(
+    items: &[T],
+    connections: usize,
+    connect: impl Fn() -> anyhow::Result<C> + Sync,
+    send: impl Fn(&mut C, usize, &T) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<(Instant, Duration)> {
+    let connections = connections.max(1);
+    // Connections are made before the clock starts, as a long-running client's would be.
+    let ready = Barrier::new(connections + 1);
+    std::thread::scope(|scope| {
+        let lanes: Vec<_> = (0..connections)
+            .map(|lane| {
+                let (ready, connect, send) = (&ready, &connect, &send);
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let conn = connect();
+                    ready.wait();
+                    let mut conn = conn?;
+                    for i in (lane..items.len()).step_by(connections) {
+                        send(&mut conn, i, &items[i]).with_context(|| format!("item {i}"))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        ready.wait();
+        let started = Instant::now();
+        for lane in lanes {
+            lane.join()
+                .map_err(|_| anyhow::anyhow!("a sender panicked"))??;
+        }
+        Ok((started, started.elapsed()))
+    })
 }
 
-fn run_novamon(args: &Args, set: &LogSet) -> anyhow::Result<Row> {
+/// Time from `started` until `count` says all `n` records are searchable, polling.
+fn wait_searchable(
+    started: Instant,
+    timeout: Duration,
+    n: u64,
+    mut count: impl FnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<Duration> {
+    loop {
+        let seen = count()?;
+        if seen >= n {
+            ensure!(seen == n, "{seen} records searchable, {n} sent");
+            return Ok(started.elapsed());
+        }
+        ensure!(
+            started.elapsed() < timeout,
+            "only {seen} of {n} records searchable"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn http_client(timeout: Duration) -> anyhow::Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .build()?)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn server_cpu(running: &Running) -> anyhow::Result<f64> {
+    running
+        .cpu_seconds()
+        .context("cannot read the server's CPU time")
+}
+
+fn stop(running: &mut Running, timeout: Duration) -> anyhow::Result<()> {
+    let how = running.stop(timeout)?;
+    ensure!(
+        how == "graceful",
+        "the server did not stop within {timeout:?}"
+    );
+    Ok(())
+}
+
+/// A number JSON may carry as a number or, for 64-bit integers (ClickHouse) and sample values
+/// (Loki), as a string.
+fn number(v: &Value) -> anyhow::Result<f64> {
+    v.as_f64()
+        .or_else(|| v.as_str()?.parse().ok())
+        .with_context(|| format!("not a number: {v}"))
+}
+
+fn integer(v: &Value) -> anyhow::Result<i64> {
+    v.as_i64()
+        .or_else(|| v.as_str()?.parse().ok())
+        .with_context(|| format!("not an integer: {v}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// novamon.
+
+fn run_novamon(args: &Args, set: &LogSet, want: &Expected) -> anyhow::Result<Measured> {
     let timeout = Duration::from_secs(args.timeout);
     // peers.rs puts every novamon listener on a free loopback port.
     let mut running = Peer::novamon(args.novamon.clone(), free_port()?).start(timeout)?;
@@ -109,145 +462,470 @@ fn run_novamon(args: &Args, set: &LogSet) -> anyhow::Result<Row> {
         .arg("--forward-listen")
         .context("no --forward-listen")?
         .to_owned();
-    let stream = TcpStream::connect(&forward).context("connecting to the forward listener")?;
-    let mut writer = stream.try_clone()?;
-    let mut acks = BufReader::new(stream);
+    let loki = Loki {
+        http: http_client(timeout)?,
+        base: running.base_url.clone(),
+        set,
+    };
     let frames: Vec<Vec<u8>> = set.frames("bench.logs", args.records_per_frame).collect();
-
-    let started = Instant::now();
-    for (f, frame) in frames.iter().enumerate() {
-        writer.write_all(frame)?;
-        let ack = rmpv::decode::read_value(&mut acks).context("reading ack")?;
-        ensure!(
-            ack["ack"].as_str() == Some(f.to_string().as_str()),
-            "frame {f}: ack {ack}"
-        );
-    }
-    let acked = started.elapsed().as_secs_f64();
+    let cpu_before = server_cpu(&running)?;
+    let (started, acked) = send_parallel(
+        &frames,
+        args.connections,
+        || Forward::connect(&forward),
+        |conn, i, frame: &Vec<u8>| conn.send(i, frame),
+    )?;
     drop(frames);
-
-    let client = reqwest::blocking::Client::builder()
-        .timeout(timeout)
-        .build()?;
-    let base = running.base_url.clone();
-    let at = secs(set.end_ns + 1_000_000_000);
-    let count_query = |service: &str| {
-        format!(
-            "sum(count_over_time({{service=\"{service}\"}}[{}s]))",
-            SPAN_NS / 1_000_000_000 + 60
-        )
-    };
-    let services: std::collections::BTreeSet<&str> = (0..set.n.min(10_000))
-        .map(|i| set.record(i).service)
-        .collect();
-    let queryable = loop {
-        // One query per service keeps each under the server's per-query line limit.
-        let mut seen = 0.0;
-        for s in &services {
-            let v = loki(
-                &client,
-                &base,
-                "/loki/api/v1/query",
-                &[("query", count_query(s)), ("time", at.clone())],
-            )?;
-            seen += sample_sum(&v);
-        }
-        if seen as u64 >= set.n {
-            break started.elapsed().as_secs_f64();
-        }
-        ensure!(
-            started.elapsed() < timeout,
-            "only {seen} of {} records searchable",
-            set.n
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let cpu_seconds = running
-        .cpu_seconds()
-        .ok_or_else(|| anyhow::anyhow!("cannot read novamon's CPU time"))?;
-
-    let needle_service = set.record(set.needle_at).service;
-    let needle_params = [
-        (
-            "query",
-            format!("{{service=\"{needle_service}\"}} |= \"{NEEDLE}\""),
-        ),
-        ("start", secs(set.start_ns - 1_000_000_000)),
-        ("end", at.clone()),
-        ("limit", "100".into()),
-    ];
-    let needle_ms = median_ms(|| {
-        let v = loki(&client, &base, "/loki/api/v1/query_range", &needle_params)?;
-        let lines: usize = v["data"]["result"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| s["values"].as_array().map_or(0, Vec::len))
-            .sum();
-        ensure!(lines == 1, "needle query found {lines} lines: {v}");
-        Ok(())
-    })?;
-    let last_minute = last_minute(set);
-    let levels_params = [
-        (
-            "query",
-            "sum by (level) (count_over_time({service=~\".+\"}[1m]))".to_string(),
-        ),
-        ("time", at.clone()),
-    ];
-    let levels_ms = median_ms(|| {
-        let v = loki(&client, &base, "/loki/api/v1/query", &levels_params)?;
-        ensure!(
-            sample_sum(&v) as u64 == last_minute,
-            "level counts {v}, want {last_minute}"
-        );
-        Ok(())
-    })?;
-
-    let how = running.stop(timeout)?;
-    ensure!(how == "graceful", "novamon did not stop within {timeout:?}");
-    let raw = set.raw_bytes as f64;
-    Ok(Row {
-        records_per_s: set.n as f64 / acked,
-        mb_per_s: raw / 1e6 / acked,
-        queryable_s: queryable,
-        index_per_raw: running.disk_bytes_of("logs/index")? as f64 / raw,
-        total_per_raw: running.disk_bytes_of("logs")? as f64 / raw,
-        needle_ms,
-        levels_ms,
-        cpu_us_per_record: cpu_seconds * 1e6 / set.n as f64,
+    let searchable = wait_searchable(started, timeout, set.n, || loki.count(want))?;
+    let cpu_s = server_cpu(&running)? - cpu_before;
+    let query_ms = time_queries(&loki, want, args.query_runs)?;
+    let peak_rss_kib = running.peak_rss_kib().context("no VmHWM")?;
+    // Disk use after a graceful stop, once novamon has flushed what it buffers.
+    stop(&mut running, timeout)?;
+    Ok(Measured {
+        searchable,
+        acked: Some(acked),
+        cpu_s,
+        disk_bytes: running.disk_bytes_of("logs")?,
+        index_bytes: Some(running.disk_bytes_of("logs/index")?),
+        peak_rss_kib,
+        query_ms,
     })
 }
 
-/// Records in `(at - 1m, at]`, the window of an instant `[1m]` query at `end + 1s`.
-fn last_minute(set: &LogSet) -> u64 {
-    let from = set.end_ns + 1_000_000_000 - 60_000_000_000;
-    (0..set.n)
-        .rev()
-        .take_while(|&i| set.ts_ns(i) > from)
-        .count() as u64
+/// A forward-protocol connection: frames out, acks back.
+struct Forward {
+    out: TcpStream,
+    acks: BufReader<TcpStream>,
 }
 
-fn run_tantivy(set: &LogSet) -> anyhow::Result<Row> {
-    let mut b = Schema::builder();
-    let ts = b.add_i64_field("ts", INDEXED | FAST);
-    let service = b.add_text_field("service", STRING);
-    let level = b.add_text_field("level", STRING);
-    let host = b.add_text_field("host", STRING);
-    let line = b.add_text_field("line", TEXT | STORED);
-    let dir = tempfile::tempdir()?;
-    let index = Index::create_in_dir(dir.path(), b.build())?;
-    let mut writer = index.writer::<TantivyDocument>(512 << 20)?;
+impl Forward {
+    fn connect(addr: &str) -> anyhow::Result<Forward> {
+        let out = TcpStream::connect(addr).context("connecting to the forward listener")?;
+        Ok(Forward {
+            acks: BufReader::new(out.try_clone()?),
+            out,
+        })
+    }
 
+    /// Sends frame `i` (its chunk id is `i`) and waits for its ack.
+    fn send(&mut self, i: usize, frame: &[u8]) -> anyhow::Result<()> {
+        self.out.write_all(frame)?;
+        let ack = rmpv::decode::read_value(&mut self.acks).context("reading ack")?;
+        ensure!(
+            ack["ack"].as_str() == Some(i.to_string().as_str()),
+            "frame {i}: ack {ack}"
+        );
+        Ok(())
+    }
+}
+
+/// novamon through its Loki API.
+struct Loki<'a> {
+    http: reqwest::blocking::Client,
+    base: String,
+    set: &'a LogSet,
+}
+
+impl Loki<'_> {
+    fn get(&self, path: &str, params: &[(&str, String)]) -> anyhow::Result<Value> {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+        let resp = self
+            .http
+            .get(format!("{}{path}?{}", self.base, q.finish()))
+            .send()?;
+        let status = resp.status();
+        let text = resp.text()?;
+        ensure!(status.is_success(), "{path}: {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// `query` over the span with `extra` parameters. Times go as integer nanoseconds, which
+    /// the API reads exactly (float seconds would move step boundaries by a few hundred ns).
+    fn over_span(
+        &self,
+        path: &str,
+        query: String,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
+        let mut params = vec![
+            ("query", query),
+            ("start", self.set.start_ns.to_string()),
+            ("end", self.set.end_ns.to_string()),
+        ];
+        params.extend_from_slice(extra);
+        self.get(path, &params)
+    }
+
+    /// Records searchable now: a count per service, which keeps each query under the server's
+    /// per-query line limit.
+    fn count(&self, want: &Expected) -> anyhow::Result<u64> {
+        let range_s = self.set.end_ns / 1_000_000_000 - self.set.start_ns / 1_000_000_000 + 60;
+        let mut seen = 0;
+        for service in want.services() {
+            let v = self.get(
+                "/loki/api/v1/query",
+                &[
+                    (
+                        "query",
+                        format!("sum(count_over_time({{service=\"{service}\"}}[{range_s}s]))"),
+                    ),
+                    ("time", (self.set.end_ns + 1_000_000_000).to_string()),
+                ],
+            )?;
+            for s in v["data"]["result"].as_array().into_iter().flatten() {
+                seen += number(&s["value"][1])? as u64;
+            }
+        }
+        Ok(seen)
+    }
+
+    /// A matrix answer as [`Groups`] by `label` and minute step.
+    fn matrix(&self, v: &Value, label: &str) -> anyhow::Result<Groups> {
+        let mut out = Groups::new();
+        for s in v["data"]["result"].as_array().context("no result")? {
+            let group = s["metric"][label].as_str().context("no group label")?;
+            for p in s["values"].as_array().context("no values")? {
+                let t_ns = number(&p[0])? * 1e9;
+                let step = ((t_ns - self.set.start_ns as f64) / MINUTE_NS as f64).round() as i64;
+                match number(&p[1])? as u64 {
+                    0 => {}
+                    v => *out.entry((group.to_owned(), step)).or_default() += v,
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Queries for Loki<'_> {
+    fn lines(&self, service: &str, needle: Option<&str>) -> anyhow::Result<Lines> {
+        let mut query = format!("{{service=\"{service}\"}}");
+        if let Some(needle) = needle {
+            query += &format!(" |= \"{needle}\"");
+        }
+        // A log query's end is exclusive: one past the newest record.
+        let params = [
+            ("query", query),
+            ("start", self.set.start_ns.to_string()),
+            ("end", (self.set.end_ns + 1).to_string()),
+            ("limit", LIMIT.to_string()),
+            ("direction", "backward".into()),
+        ];
+        let v = self.get("/loki/api/v1/query_range", &params)?;
+        let mut out = Lines::new();
+        for s in v["data"]["result"].as_array().context("no result")? {
+            for e in s["values"].as_array().context("no values")? {
+                let line = e[1].as_str().context("no line")?;
+                out.push((integer(&e[0])?, line.to_owned()));
+            }
+        }
+        // Each stream's lines come apart: merged newest first as the others answer.
+        out.sort_by_key(|l| std::cmp::Reverse(l.0));
+        Ok(out)
+    }
+
+    fn levels(&self) -> anyhow::Result<Groups> {
+        let query = "sum by (level) (count_over_time({service=~\".+\"}[1m]))";
+        let v = self.over_span(
+            "/loki/api/v1/query_range",
+            query.into(),
+            &[("step", "60".into())],
+        )?;
+        self.matrix(&v, "level")
+    }
+
+    fn stats(&self) -> anyhow::Result<(u64, u64)> {
+        let v = self.over_span("/loki/api/v1/index/stats", "{service=~\".+\"}".into(), &[])?;
+        let field = |f: &str| v[f].as_u64().with_context(|| format!("no {f} in {v}"));
+        // Streams and chunks have no counterpart in the others; they must merely be there.
+        field("streams")?;
+        field("chunks")?;
+        Ok((field("entries")?, field("bytes")?))
+    }
+
+    fn volume(&self, by_minute: bool) -> anyhow::Result<Groups> {
+        let query = "{service=~\".+\"}".to_string();
+        if by_minute {
+            let v = self.over_span(
+                "/loki/api/v1/index/volume_range",
+                query,
+                &[("step", "60".into())],
+            )?;
+            return self.matrix(&v, "service");
+        }
+        let v = self.over_span("/loki/api/v1/index/volume", query, &[])?;
+        let mut out = Groups::new();
+        for s in v["data"]["result"].as_array().context("no result")? {
+            let service = s["metric"]["service"].as_str().context("no service")?;
+            out.insert((service.to_owned(), 0), number(&s["value"][1])? as u64);
+        }
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ClickHouse.
+
+/// 18.16 has no DateTime64: timestamps are nanoseconds in a UInt64. The sort key is what a
+/// logs table in ClickHouse is usually ordered by, the stream selector's label then time.
+const CLICKHOUSE_TABLE: &str = "CREATE TABLE logs (ts UInt64, service String, level String, \
+     host String, line String) ENGINE = MergeTree ORDER BY (service, ts)";
+
+fn run_clickhouse(args: &Args, set: &LogSet, want: &Expected) -> anyhow::Result<Measured> {
+    let timeout = Duration::from_secs(args.timeout);
+    let mut running = Peer::clickhouse(args.clickhouse.clone(), free_port()?).start(timeout)?;
+    let sql = Sql {
+        http: http_client(timeout)?,
+        base: running.base_url.clone(),
+        set,
+    };
+    sql.execute(CLICKHOUSE_TABLE)?;
+    // Bytes, so handing a body to a request counts a reference rather than copying it.
+    let batches: Vec<Bytes> = set
+        .json_rows(args.records_per_frame)
+        .map(Bytes::from)
+        .collect();
+    let insert = format!(
+        "{}/?query=INSERT%20INTO%20logs%20FORMAT%20JSONEachRow",
+        sql.base
+    );
+    let cpu_before = server_cpu(&running)?;
+    let (started, acked) = send_parallel(
+        &batches,
+        args.connections,
+        || http_client(timeout),
+        |http, _, body| {
+            let resp = http.post(&insert).body(body.clone()).send()?;
+            let status = resp.status();
+            ensure!(status.is_success(), "insert: {status}: {}", resp.text()?);
+            Ok(())
+        },
+    )?;
+    drop(batches);
+    let searchable = wait_searchable(started, timeout, set.n, || {
+        let rows = sql.rows("SELECT count() AS n FROM logs")?;
+        Ok(integer(&rows[0]["n"])? as u64)
+    })?;
+    let cpu_s = server_cpu(&running)? - cpu_before;
+    let query_ms = time_queries(&sql, want, args.query_runs)?;
+    // Parts a merge replaced stay on disk for old_parts_lifetime (8 minutes) before they are
+    // deleted, so `du` would count data twice: the active parts are what the table takes.
+    let disk = sql.rows(
+        "SELECT sum(bytes_on_disk) AS b, count() AS parts FROM system.parts \
+         WHERE active AND table = 'logs'",
+    )?;
+    eprintln!("clickhouse: {} active parts", integer(&disk[0]["parts"])?);
+    let peak_rss_kib = running.peak_rss_kib().context("no VmHWM")?;
+    stop(&mut running, timeout)?;
+    Ok(Measured {
+        searchable,
+        acked: Some(acked),
+        cpu_s,
+        disk_bytes: integer(&disk[0]["b"])? as u64,
+        index_bytes: None,
+        peak_rss_kib,
+        query_ms,
+    })
+}
+
+/// ClickHouse through its HTTP interface, answering in SQL what novamon answers in LogQL.
+struct Sql<'a> {
+    http: reqwest::blocking::Client,
+    base: String,
+    set: &'a LogSet,
+}
+
+impl Sql<'_> {
+    fn execute(&self, sql: &str) -> anyhow::Result<String> {
+        let resp = self.http.post(&self.base).body(sql.to_owned()).send()?;
+        let status = resp.status();
+        let text = resp.text()?;
+        ensure!(status.is_success(), "{sql}: {status}: {text}");
+        Ok(text)
+    }
+
+    /// The rows of a SELECT, as JSON objects by column name.
+    fn rows(&self, select: &str) -> anyhow::Result<Vec<Value>> {
+        let text = self.execute(&format!("{select} FORMAT JSON"))?;
+        let mut v: Value = serde_json::from_str(&text)?;
+        match v["data"].take() {
+            Value::Array(rows) => Ok(rows),
+            _ => bail!("{select}: no data in {text}"),
+        }
+    }
+
+    /// [`Groups`] from a SELECT with columns `g` (group), `k` (step) and `v` (value).
+    fn groups(&self, select: &str) -> anyhow::Result<Groups> {
+        let mut out = Groups::new();
+        for r in self.rows(select)? {
+            let g = r["g"].as_str().context("no group")?.to_owned();
+            out.insert((g, integer(&r["k"])?), integer(&r["v"])? as u64);
+        }
+        Ok(out)
+    }
+
+    fn span(&self) -> String {
+        format!("ts BETWEEN {} AND {}", self.set.start_ns, self.set.end_ns)
+    }
+
+    /// [`minute_step`] in SQL.
+    fn minute_step(&self) -> String {
+        format!(
+            "intDiv(ts - {} + {}, {MINUTE_NS})",
+            self.set.start_ns,
+            MINUTE_NS - 1
+        )
+    }
+}
+
+impl Queries for Sql<'_> {
+    fn lines(&self, service: &str, needle: Option<&str>) -> anyhow::Result<Lines> {
+        // `service` and `needle` are the generator's, no quotes in them.
+        let filter = needle.map_or(String::new(), |n| format!(" AND position(line, '{n}') > 0"));
+        let rows = self.rows(&format!(
+            "SELECT ts, line FROM logs WHERE service = '{service}' AND {}{filter} \
+             ORDER BY ts DESC LIMIT {LIMIT}",
+            self.span()
+        ))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    integer(&r["ts"])?,
+                    r["line"].as_str().context("no line")?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    fn levels(&self) -> anyhow::Result<Groups> {
+        self.groups(&format!(
+            "SELECT level AS g, {} AS k, count() AS v FROM logs WHERE {} GROUP BY g, k",
+            self.minute_step(),
+            self.span()
+        ))
+    }
+
+    fn stats(&self) -> anyhow::Result<(u64, u64)> {
+        let rows = self.rows(&format!(
+            "SELECT count() AS n, sum(length(line)) AS b FROM logs WHERE {}",
+            self.span()
+        ))?;
+        Ok((
+            integer(&rows[0]["n"])? as u64,
+            integer(&rows[0]["b"])? as u64,
+        ))
+    }
+
+    fn volume(&self, by_minute: bool) -> anyhow::Result<Groups> {
+        let step = if by_minute {
+            self.minute_step()
+        } else {
+            "0".into()
+        };
+        self.groups(&format!(
+            "SELECT service AS g, {step} AS k, sum(length(line)) AS v FROM logs WHERE {} \
+             GROUP BY g, k",
+            self.span()
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bare tantivy, in a child process.
+
+/// Runs this binary again as the tantivy child (same arguments, plus the data set's end so it
+/// generates the same records) and returns the row it prints.
+fn run_tantivy_child(end_ns: i64) -> anyhow::Result<Cells> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(std::env::args_os().skip(1))
+        .args(["--tantivy-child", "--end-ns", &end_ns.to_string()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("starting the tantivy child")?;
+    ensure!(out.status.success(), "tantivy child: {}", out.status);
+    serde_json::from_slice(&out.stdout).context("reading the tantivy child's row")
+}
+
+/// The child's side: index, query, and print the row as JSON on stdout.
+fn tantivy_child(args: &Args) -> anyhow::Result<()> {
+    let end_ns = args.end_ns.context("--tantivy-child needs --end-ns")?;
+    let set = data_set(args, end_ns);
+    let measured = run_tantivy(args, &set)?;
+    println!("{}", serde_json::to_string(&measured.cells(&set))?);
+    Ok(())
+}
+
+/// The fields a log store needs. `service` and `level` are fast fields too, and `len` (the
+/// line's byte length) exists only as one, so the aggregations read columns instead of lines,
+/// as novamon's do.
+struct Fields {
+    ts: Field,
+    service: Field,
+    level: Field,
+    host: Field,
+    line: Field,
+    len: Field,
+}
+
+impl Fields {
+    fn schema() -> (Schema, Fields) {
+        let mut b = Schema::builder();
+        let f = Fields {
+            ts: b.add_i64_field("ts", INDEXED | FAST),
+            service: b.add_text_field("service", STRING | FAST),
+            level: b.add_text_field("level", STRING | FAST),
+            host: b.add_text_field("host", STRING),
+            line: b.add_text_field("line", TEXT | STORED),
+            len: b.add_u64_field("len", FAST),
+        };
+        (b.build(), f)
+    }
+}
+
+fn run_tantivy(args: &Args, set: &LogSet) -> anyhow::Result<Measured> {
+    let (schema, fields) = Fields::schema();
+    let dir = tempfile::tempdir()?;
+    let index = Index::create_in_dir(dir.path(), schema)?;
+    let (searchable, cpu_s) = index_records(&index, &fields, set)?;
+    let want = Expected::of(set);
+    let bare = Bare {
+        searcher: index.reader()?.searcher(),
+        f: fields,
+        set,
+    };
+    let query_ms = time_queries(&bare, &want, args.query_runs)?;
+    let disk_bytes = du(dir.path())?;
+    Ok(Measured {
+        searchable,
+        acked: None,
+        cpu_s,
+        disk_bytes,
+        index_bytes: Some(disk_bytes),
+        peak_rss_kib: status_kib(std::process::id(), "VmHWM").context("no VmHWM")?,
+        query_ms,
+    })
+}
+
+/// Indexes every record through one writer and commits; returns the time spent indexing,
+/// committing and merging (searchable at the commit; merges are waited for so the index on
+/// disk is final), and the CPU seconds it took.
+fn index_records(index: &Index, f: &Fields, set: &LogSet) -> anyhow::Result<(Duration, f64)> {
+    let own_cpu = || cpu_seconds(std::process::id()).context("cannot read /proc/self/stat");
+    let mut writer = index.writer::<TantivyDocument>(512 << 20)?;
     // Only indexing is timed: records are generated a batch at a time outside the clock. The
     // CPU count cannot leave generation out, so the generation's own CPU is measured first and
     // subtracted.
-    let gen_started = own_cpu_seconds()?;
+    let gen_started = own_cpu()?;
     for j in 0..set.n {
         std::hint::black_box(set.record(j));
     }
-    let gen_cpu = own_cpu_seconds()? - gen_started;
-    let cpu_started = own_cpu_seconds()?;
+    let gen_cpu = own_cpu()? - gen_started;
+    let cpu_started = own_cpu()?;
     let mut elapsed = Duration::ZERO;
     let mut i = 0;
     while i < set.n {
@@ -256,11 +934,12 @@ fn run_tantivy(set: &LogSet) -> anyhow::Result<Row> {
         let t = Instant::now();
         for r in batch {
             let mut doc = TantivyDocument::default();
-            doc.add_i64(ts, r.ts_ns);
-            doc.add_text(service, r.service);
-            doc.add_text(level, r.level);
-            doc.add_text(host, &r.host);
-            doc.add_text(line, &r.line);
+            doc.add_i64(f.ts, r.ts_ns);
+            doc.add_text(f.service, r.service);
+            doc.add_text(f.level, r.level);
+            doc.add_text(f.host, &r.host);
+            doc.add_u64(f.len, r.line.len() as u64);
+            doc.add_text(f.line, &r.line);
             writer.add_document(doc)?;
         }
         elapsed += t.elapsed();
@@ -269,115 +948,167 @@ fn run_tantivy(set: &LogSet) -> anyhow::Result<Row> {
     writer.commit()?;
     writer.wait_merging_threads()?;
     elapsed += t.elapsed();
-    let cpu = own_cpu_seconds()? - cpu_started - gen_cpu;
-
-    let reader = index.reader()?;
-    let searcher = reader.searcher();
-    let needle = TermQuery::new(
-        Term::from_field_text(line, NEEDLE),
-        IndexRecordOption::Basic,
-    );
-    let needle_ms = median_ms(|| {
-        let hits = searcher.search(&needle, &TopDocs::with_limit(100).order_by_score())?;
-        ensure!(hits.len() == 1, "needle found {} times", hits.len());
-        let doc: TantivyDocument = searcher.doc(hits[0].1)?;
-        ensure!(doc.len() > 0, "needle document is empty");
-        Ok(())
-    })?;
-    let last_minute = last_minute(set);
-    let from = set.end_ns + 1_000_000_000 - 60_000_000_000;
-    let levels_ms = median_ms(|| {
-        let mut total = 0;
-        for l in LEVEL_NAMES {
-            let window: Box<dyn Query> = Box::new(RangeQuery::new(
-                std::ops::Bound::Excluded(Term::from_field_i64(ts, from)),
-                std::ops::Bound::Included(Term::from_field_i64(ts, set.end_ns + 1_000_000_000)),
-            ));
-            let q = BooleanQuery::new(vec![
-                (Occur::Must, window),
-                (
-                    Occur::Must,
-                    Box::new(TermQuery::new(
-                        Term::from_field_text(level, l),
-                        IndexRecordOption::Basic,
-                    )),
-                ),
-            ]);
-            total += searcher.search(&q, &Count)?;
-        }
-        ensure!(
-            total as u64 == last_minute,
-            "level counts {total}, want {last_minute}"
-        );
-        Ok(())
-    })?;
-    let bytes = du(dir.path())? as f64;
-    let secs = elapsed.as_secs_f64();
-    Ok(Row {
-        records_per_s: set.n as f64 / secs,
-        mb_per_s: set.raw_bytes as f64 / 1e6 / secs,
-        queryable_s: secs,
-        index_per_raw: bytes / set.raw_bytes as f64,
-        total_per_raw: bytes / set.raw_bytes as f64,
-        needle_ms,
-        levels_ms,
-        cpu_us_per_record: cpu * 1e6 / set.n as f64,
-    })
+    Ok((elapsed, own_cpu()? - cpu_started - gen_cpu))
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    novamon_benches::install_tls_provider();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as i64;
-    let set = LogSet::sized(args.bytes, now - 1_000_000_000, SPAN_NS);
-    eprintln!("{} records, {} raw line bytes", set.n, set.raw_bytes);
-    let nova = run_novamon(&args, &set)?;
-    let tant = run_tantivy(&set)?;
-    println!(
-        "{} records, {:.1} MB of raw lines, {} records per frame",
-        set.n,
-        set.raw_bytes as f64 / 1e6,
-        args.records_per_frame
-    );
-    println!(
-        "{:<16} {:>12} {:>13} {:>8} {:>13} {:>13} {:>13} {:>10} {:>14}",
-        "system",
-        "records/s",
-        "cpu_us/record",
-        "MB/s",
-        "queryable s",
-        "index B/raw",
-        "total B/raw",
-        "needle ms",
-        "by-level ms"
-    );
-    let row = |name: &str, r: [f64; 8]| {
-        println!(
-            "{:<16} {:>12.0} {:>13.2} {:>8.2} {:>13.2} {:>13.3} {:>13.3} {:>10.3} {:>14.3}",
-            name, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
-        )
-    };
-    let ratio = |r: [f64; 8]| {
-        println!(
-            "{:<16} {:>12.2} {:>13.2} {:>8.2} {:>13.2} {:>13.3} {:>13.3} {:>10.1} {:>14.1}",
-            "novamon/tantivy", r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
-        )
-    };
-    let fields = |r: &Row| {
-        [
-            r.records_per_s,
-            r.cpu_us_per_record,
-            r.mb_per_s,
-            r.queryable_s,
-            r.index_per_raw,
-            r.total_per_raw,
-            r.needle_ms,
-            r.levels_ms,
-        ]
-    };
-    let (n, t) = (fields(&nova), fields(&tant));
-    row("novamon", n);
-    row("tantivy (raw)", t);
-    ratio(std::array::from_fn(|i| n[i] / t[i]));
-    Ok(())
+/// The bare tantivy index, queried as a log store built on it would.
+struct Bare<'a> {
+    searcher: Searcher,
+    f: Fields,
+    set: &'a LogSet,
+}
+
+impl Bare<'_> {
+    fn span(&self) -> Box<dyn Query> {
+        Box::new(RangeQuery::new(
+            std::ops::Bound::Included(Term::from_field_i64(self.f.ts, self.set.start_ns)),
+            std::ops::Bound::Included(Term::from_field_i64(self.f.ts, self.set.end_ns)),
+        ))
+    }
+
+    fn term(field: Field, text: &str) -> Box<dyn Query> {
+        Box::new(TermQuery::new(
+            Term::from_field_text(field, text),
+            IndexRecordOption::Basic,
+        ))
+    }
+
+    fn group_by(&self, g: GroupBy) -> anyhow::Result<Counted> {
+        Ok(self.searcher.search(self.span().as_ref(), &g)?)
+    }
+}
+
+impl Queries for Bare<'_> {
+    fn lines(&self, service: &str, needle: Option<&str>) -> anyhow::Result<Lines> {
+        let mut must = vec![self.span(), Self::term(self.f.service, service)];
+        // The needle is one token of the default tokenizer: a term query finds it.
+        must.extend(needle.map(|n| Self::term(self.f.line, n)));
+        let q = BooleanQuery::new(must.into_iter().map(|q| (Occur::Must, q)).collect());
+        let top = TopDocs::with_limit(LIMIT).order_by_fast_field::<i64>("ts", Order::Desc);
+        let mut out = Lines::new();
+        for (ts, addr) in self.searcher.search(&q, &top)? {
+            let doc: TantivyDocument = self.searcher.doc(addr)?;
+            let line = doc.get_first(self.f.line).and_then(|v| v.as_str());
+            out.push((ts.context("no ts")?, line.context("no line")?.to_owned()));
+        }
+        Ok(out)
+    }
+
+    fn levels(&self) -> anyhow::Result<Groups> {
+        let counted = self.group_by(GroupBy {
+            key: Some("level"),
+            minutes_from: Some(self.set.start_ns),
+            sum: None,
+        })?;
+        Ok(counted.into_iter().map(|(k, (n, _))| (k, n)).collect())
+    }
+
+    fn stats(&self) -> anyhow::Result<(u64, u64)> {
+        let counted = self.group_by(GroupBy {
+            key: None,
+            minutes_from: None,
+            sum: Some("len"),
+        })?;
+        Ok(counted.into_values().next().unwrap_or_default())
+    }
+
+    fn volume(&self, by_minute: bool) -> anyhow::Result<Groups> {
+        let counted = self.group_by(GroupBy {
+            key: Some("service"),
+            minutes_from: by_minute.then_some(self.set.start_ns),
+            sum: Some("len"),
+        })?;
+        Ok(counted.into_iter().map(|(k, (_, b))| (k, b)).collect())
+    }
+}
+
+/// Per group, documents and the sum of a u64 column over them.
+type Counted = BTreeMap<(String, i64), (u64, u64)>;
+
+/// Counts the matching documents, and sums a u64 fast field over them, per value of a string
+/// fast field and per minute step of `ts`: how a store on tantivy answers aggregations from
+/// columns without loading the lines.
+struct GroupBy {
+    /// The string fast field to group by; one group ("") without.
+    key: Option<&'static str>,
+    /// Minute steps from here; one step (0) without.
+    minutes_from: Option<i64>,
+    /// The u64 fast field to sum; sums stay 0 without.
+    sum: Option<&'static str>,
+}
+
+struct SegmentGroupBy {
+    key: Option<StrColumn>,
+    ts: Column<i64>,
+    minutes_from: Option<i64>,
+    sum: Option<Column<u64>>,
+    /// By the key's term ordinal in this segment, turned to text once at harvest.
+    groups: HashMap<(u64, i64), (u64, u64)>,
+}
+
+impl Collector for GroupBy {
+    type Fruit = Counted;
+    type Child = SegmentGroupBy;
+
+    fn for_segment(&self, _: u32, segment: &SegmentReader) -> tantivy::Result<SegmentGroupBy> {
+        let columns = segment.fast_fields();
+        let key = match self.key {
+            Some(name) => Some(columns.str(name)?.ok_or_else(|| {
+                tantivy::TantivyError::SchemaError(format!("{name} is not a string fast field"))
+            })?),
+            None => None,
+        };
+        Ok(SegmentGroupBy {
+            key,
+            ts: columns.i64("ts")?,
+            minutes_from: self.minutes_from,
+            sum: self.sum.map(|name| columns.u64(name)).transpose()?,
+            groups: HashMap::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Counted>) -> tantivy::Result<Counted> {
+        let mut out = Counted::new();
+        for (k, (n, s)) in fruits.into_iter().flatten() {
+            let e = out.entry(k).or_default();
+            e.0 += n;
+            e.1 += s;
+        }
+        Ok(out)
+    }
+}
+
+impl SegmentCollector for SegmentGroupBy {
+    type Fruit = Counted;
+
+    fn collect(&mut self, doc: DocId, _: Score) {
+        let key = self.key.as_ref().and_then(|c| c.term_ords(doc).next());
+        let step = self.minutes_from.map_or(0, |from| {
+            self.ts.first(doc).map_or(0, |ts| minute_step(from, ts))
+        });
+        let sum = self.sum.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
+        let g = self.groups.entry((key.unwrap_or(0), step)).or_default();
+        g.0 += 1;
+        g.1 += sum;
+    }
+
+    fn harvest(self) -> Counted {
+        let mut out = Counted::new();
+        let mut text = String::new();
+        for ((ord, step), (n, s)) in self.groups {
+            text.clear();
+            if let Some(key) = &self.key {
+                // A column's own ordinals always resolve.
+                let _ = key.ord_to_str(ord, &mut text);
+            }
+            let e = out.entry((text.clone(), step)).or_default();
+            e.0 += n;
+            e.1 += s;
+        }
+        out
+    }
 }

@@ -178,6 +178,8 @@ impl LogEngine {
                 .filter_map(|t| labels.get(t).map(|v| (t.clone(), v.to_owned())))
                 .collect();
             let group = out.entry(key).or_default();
+            // Points are in time order: sum each step's run, one map entry per step.
+            let mut run: Option<(i64, u64)> = None;
             for &(ts, len) in points {
                 let t = match steps {
                     Some(st) => {
@@ -186,7 +188,17 @@ impl LogEngine {
                     }
                     None => end_ns,
                 };
-                *group.entry(t).or_default() += len as f64;
+                match &mut run {
+                    Some((at, sum)) if *at == t => *sum += len,
+                    _ => {
+                        if let Some((at, sum)) = run.replace((t, len)) {
+                            *group.entry(at).or_default() += sum as f64;
+                        }
+                    }
+                }
+            }
+            if let Some((at, sum)) = run {
+                *group.entry(at).or_default() += sum as f64;
             }
             ControlFlow::Continue(())
         })?;

@@ -393,8 +393,11 @@ impl Partition {
         for (g, hits) in appended {
             out[g].hits.extend(hits);
         }
+        // Stable: a group's hits are runs already in time order (a segment's documents are in
+        // arrival order, mostly time order), which the stable sort merges instead of sorting
+        // again (measured: a fifth of an index/volume request with the unstable one).
         for g in &mut out {
-            g.hits.sort_unstable_by_key(|h| h.0);
+            g.hits.sort_by_key(|h| h.0);
         }
         Ok(out)
     }
