@@ -178,7 +178,8 @@ impl LogEngine {
                 .filter_map(|t| labels.get(t).map(|v| (t.clone(), v.to_owned())))
                 .collect();
             let group = out.entry(key).or_default();
-            // Points are in time order: sum each step's run, one map entry per step.
+            // Points come mostly in runs of one step (a segment holds them in arrival order):
+            // each run is summed first, one map lookup per run instead of per point.
             let mut run: Option<(i64, u64)> = None;
             for &(ts, len) in points {
                 let t = match steps {

@@ -299,7 +299,8 @@ impl LogStore {
     pub fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), StorageError> {
         for p in self.inner.partitions_in(q.start_ns, q.end_ns) {
             for g in grouped(&p, q, true, false)? {
-                let ts: Vec<i64> = g.hits.iter().map(|h| h.0).collect();
+                let mut ts: Vec<i64> = g.hits.iter().map(|h| h.0).collect();
+                ts.sort_unstable();
                 if f(&g.labels, &g.metadata, &ts).is_break() {
                     return Ok(());
                 }
@@ -310,7 +311,7 @@ impl LogStore {
 
     /// For a caller that measures (volumes, index statistics): calls `f`, partition by
     /// partition in time order, with each stream and the (timestamp, line length in bytes) of
-    /// its selected records, ascending. Selects by streams and time only; reads columns, not
+    /// its selected records, in no particular order. Selects by streams and time only; reads columns, not
     /// lines (except in partitions written before lengths had a column).
     pub fn scan_stream_bytes(
         &self,
@@ -370,8 +371,8 @@ pub trait LogReader: Send + Sync {
     /// Calls `f` with each stream and metadata and the ascending timestamps of its selected
     /// records, for callers that need no lines (`q.contains` is not applied).
     fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), StorageError>;
-    /// Calls `f` with each stream and the (timestamp, line bytes) of its selected records,
-    /// ascending, for callers that measure (`q.contains` is not applied).
+    /// Calls `f` with each stream and the (timestamp, line bytes) of its selected records, in
+    /// no particular order, for callers that measure (`q.contains` is not applied).
     fn scan_stream_bytes(
         &self,
         q: &LogQuery,

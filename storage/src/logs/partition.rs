@@ -321,7 +321,8 @@ impl Partition {
     }
 
     /// Selected records grouped by stream (and, with `by_metadata`, by metadata), each hit as
-    /// its timestamp and (with `bytes`) line length, ascending by time. Hits are grouped as
+    /// its timestamp and (with `bytes`) line length, in no particular order (sorting them was
+    /// a fifth of an index/volume request, which needs no order). Hits are grouped as
     /// they are collected, by their segment's stream and level ordinals: no line is read, and
     /// the doc store only for records with other metadata (or, in partitions written before
     /// the columns, for what they lack).
@@ -358,10 +359,13 @@ impl Partition {
         };
         let mut appended: Vec<(usize, Vec<(i64, u64)>)> = Vec::new();
         for seg in segments {
-            for SegmentGroup { doc, level, hits } in seg.groups {
+            for SegmentGroup {
+                doc, level, hits, ..
+            } in seg.groups
+            {
                 let addr = DocAddress::new(seg.segment, doc);
                 let mut metadata = Vec::new();
-                if level {
+                if level.is_some() {
                     if let Some(level) = level_of(&loader, addr)? {
                         add_level(&mut metadata, level);
                     }
@@ -391,13 +395,11 @@ impl Partition {
             }
         }
         for (g, hits) in appended {
-            out[g].hits.extend(hits);
-        }
-        // Stable: a group's hits are runs already in time order (a segment's documents are in
-        // arrival order, mostly time order), which the stable sort merges instead of sorting
-        // again (measured: a fifth of an index/volume request with the unstable one).
-        for g in &mut out {
-            g.hits.sort_by_key(|h| h.0);
+            if out[g].hits.is_empty() {
+                out[g].hits = hits;
+            } else {
+                out[g].hits.extend(hits);
+            }
         }
         Ok(out)
     }
@@ -571,7 +573,7 @@ fn add_level(metadata: &mut Vec<(String, String)>, level: String) {
 }
 
 /// Records of one stream (and metadata, when grouped by it): (timestamp, line bytes or 0),
-/// ascending.
+/// unordered.
 pub(crate) struct Group {
     pub(crate) labels: Labels,
     pub(crate) metadata: Vec<(String, String)>,
@@ -603,9 +605,13 @@ struct SegmentGroups {
 /// (to resolve the ordinals).
 struct SegmentGroup {
     doc: DocId,
-    level: bool,
+    level: Option<u64>,
+    /// The stream's previous group (another level), `NO_GROUP` at the end of the chain.
+    next: u32,
     hits: Vec<(i64, u64)>,
 }
+
+const NO_GROUP: u32 = u32::MAX;
 
 struct SegmentGrouper {
     out: SegmentGroups,
@@ -616,8 +622,9 @@ struct SegmentGrouper {
     has_meta: Option<Column<bool>>,
     by_metadata: bool,
     bytes: Option<Option<Column<u64>>>,
-    /// The group of each (stream, level) ordinal pair seen.
-    slots: foldhash::HashMap<(u64, Option<u64>), usize>,
+    /// Per stream ordinal, its newest group, which chains to the stream's others (one per
+    /// level): an array lookup and a few comparisons per hit instead of hashing.
+    heads: Vec<u32>,
 }
 
 impl Collector for GroupingCollector {
@@ -656,7 +663,7 @@ impl Collector for GroupingCollector {
             has_meta,
             by_metadata: self.by_metadata,
             bytes,
-            slots: Default::default(),
+            heads: vec![NO_GROUP; stream.num_terms()],
         })
     }
 
@@ -695,16 +702,25 @@ impl SegmentCollector for SegmentGrouper {
             return;
         }
         let level = self.level.as_ref().and_then(|c| c.first(doc));
+        let Some(head) = self.heads.get_mut(stream as usize) else {
+            return;
+        };
         let groups = &mut self.out.groups;
-        let slot = *self.slots.entry((stream, level)).or_insert_with(|| {
+        let mut g = *head;
+        while g != NO_GROUP && groups[g as usize].level != level {
+            g = groups[g as usize].next;
+        }
+        if g == NO_GROUP {
             groups.push(SegmentGroup {
                 doc,
-                level: level.is_some(),
+                level,
+                next: *head,
                 hits: Vec::new(),
             });
-            groups.len() - 1
-        });
-        groups[slot].hits.push((ts, len.unwrap_or(0)));
+            g = (groups.len() - 1) as u32;
+            *head = g;
+        }
+        groups[g as usize].hits.push((ts, len.unwrap_or(0)));
     }
 
     fn harvest(self) -> SegmentGroups {

@@ -337,10 +337,9 @@ fn stream_bytes(store: &LogStore) -> Vec<(String, Vec<(i64, u64)>)> {
     let mut out = Vec::new();
     store
         .scan_stream_bytes(&all(vec![]), &mut |labels, points| {
-            out.push((
-                labels.get("app").unwrap_or_default().to_owned(),
-                points.to_vec(),
-            ));
+            let mut points = points.to_vec();
+            points.sort_unstable();
+            out.push((labels.get("app").unwrap_or_default().to_owned(), points));
             ControlFlow::Continue(())
         })
         .unwrap();
