@@ -55,6 +55,10 @@ use tantivy::{DocId, Index, Order, Score, Searcher, SegmentReader, TantivyDocume
 struct Args {
     #[arg(long)]
     novamon: PathBuf,
+    /// An extra argument for novamon (repeatable), e.g. `--novamon-arg=--config=F` to
+    /// try other limits.
+    #[arg(long, allow_hyphen_values = true)]
+    novamon_arg: Vec<String>,
     #[arg(long, default_value = "/usr/sbin/clickhouse-server")]
     clickhouse: PathBuf,
     /// Raw line bytes to generate.
@@ -457,7 +461,9 @@ fn integer(v: &Value) -> anyhow::Result<i64> {
 fn run_novamon(args: &Args, set: &LogSet, want: &Expected) -> anyhow::Result<Measured> {
     let timeout = Duration::from_secs(args.timeout);
     // peers.rs puts every novamon listener on a free loopback port.
-    let mut running = Peer::novamon(args.novamon.clone(), free_port()?).start(timeout)?;
+    let mut running = Peer::novamon(args.novamon.clone(), free_port()?)
+        .with_args(args.novamon_arg.iter().cloned())
+        .start(timeout)?;
     let forward = running
         .arg("--forward-listen")
         .context("no --forward-listen")?
