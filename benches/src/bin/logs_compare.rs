@@ -432,13 +432,15 @@ fn server_cpu(running: &Running) -> anyhow::Result<f64> {
         .context("cannot read the server's CPU time")
 }
 
-fn stop(running: &mut Running, timeout: Duration) -> anyhow::Result<()> {
+/// Stops the server gracefully; returns its peak RSS in KiB (read before it is gone).
+fn stop(running: &mut Running, timeout: Duration) -> anyhow::Result<u64> {
+    let peak_rss_kib = running.peak_rss_kib().context("no VmHWM")?;
     let how = running.stop(timeout)?;
     ensure!(
         how == "graceful",
         "the server did not stop within {timeout:?}"
     );
-    Ok(())
+    Ok(peak_rss_kib)
 }
 
 /// A number JSON may carry as a number or, for 64-bit integers (ClickHouse) and sample values
@@ -485,9 +487,8 @@ fn run_novamon(args: &Args, set: &LogSet, want: &Expected) -> anyhow::Result<Mea
     let searchable = wait_searchable(started, timeout, set.n, || loki.count(want))?;
     let cpu_s = server_cpu(&running)? - cpu_before;
     let query_ms = time_queries(&loki, want, args.query_runs)?;
-    let peak_rss_kib = running.peak_rss_kib().context("no VmHWM")?;
     // Disk use after a graceful stop, once novamon has flushed what it buffers.
-    stop(&mut running, timeout)?;
+    let peak_rss_kib = stop(&mut running, timeout)?;
     Ok(Measured {
         searchable,
         acked: Some(acked),
@@ -725,8 +726,7 @@ fn run_clickhouse(args: &Args, set: &LogSet, want: &Expected) -> anyhow::Result<
          WHERE active AND table = 'logs'",
     )?;
     eprintln!("clickhouse: {} active parts", integer(&disk[0]["parts"])?);
-    let peak_rss_kib = running.peak_rss_kib().context("no VmHWM")?;
-    stop(&mut running, timeout)?;
+    let peak_rss_kib = stop(&mut running, timeout)?;
     Ok(Measured {
         searchable,
         acked: Some(acked),
