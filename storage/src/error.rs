@@ -24,6 +24,9 @@ pub enum StorageError {
     /// A write after the store began shutting down.
     #[error("the store is shut down")]
     Closed,
+    /// A log read selected more records than its caller's budget.
+    #[error("the selection holds more than {limit} records")]
+    TooManyRecords { limit: usize },
     /// Log records waited too long for the indexer to catch up.
     #[error("log indexing is {records} records behind; retry later")]
     Backlog { records: u64 },
@@ -53,7 +56,9 @@ pub trait Classify {
 impl Classify for StorageError {
     fn class(&self) -> ErrorClass {
         match self {
-            StorageError::SampleLimit { .. } => ErrorClass::TooLarge,
+            StorageError::SampleLimit { .. } | StorageError::TooManyRecords { .. } => {
+                ErrorClass::TooLarge
+            }
             StorageError::Invalid(_) => ErrorClass::BadInput,
             StorageError::Closed | StorageError::Backlog { .. } | StorageError::Io(_) => {
                 ErrorClass::Unavailable

@@ -400,13 +400,11 @@ impl LogEngine {
             type StreamKey = (storage::Labels, Vec<(String, String)>);
             let mut series: HashMap<StreamKey, Option<(usize, f64)>> = HashMap::new();
             let mut gathered: Vec<(LabelMap, Vec<(i64, f64)>)> = Vec::new();
-            self.store
-                .scan_streams(&q, &mut |labels, metadata, stamps| {
-                    n += stamps.len();
-                    if n > self.limits.max_lines {
-                        too_many = true;
-                        return ControlFlow::Break(());
-                    }
+            // The store refuses a selection over the line budget while collecting it.
+            let scanned = self.store.scan_streams(
+                &q,
+                self.limits.max_lines,
+                &mut |labels, metadata, stamps| {
                     let Some(&first) = stamps.first() else {
                         return ControlFlow::Continue(());
                     };
@@ -431,7 +429,12 @@ impl LogEngine {
                         gathered[i].1.extend(stamps.iter().map(|&t| (t, value)));
                     }
                     ControlFlow::Continue(())
-                })?;
+                },
+            );
+            match scanned {
+                Err(storage::StorageError::TooManyRecords { .. }) => too_many = true,
+                other => other?,
+            }
             for (labels, points) in gathered {
                 match samples.entry(labels) {
                     std::collections::btree_map::Entry::Vacant(e) => {

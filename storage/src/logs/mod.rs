@@ -296,9 +296,24 @@ impl LogStore {
     /// order, with each stream and metadata and the timestamps (ascending) of the selected
     /// records with both. Selects by streams and time only (`q.contains` needs lines); reads
     /// timestamps and streams from columns, the doc store only for records with metadata.
-    pub fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), StorageError> {
+    /// More than `max_records` selected records fail with [`StorageError::TooManyRecords`]
+    /// while they are being collected, before they are held.
+    pub fn scan_streams(
+        &self,
+        q: &LogQuery,
+        max_records: usize,
+        f: &mut StreamVisit<'_>,
+    ) -> Result<(), StorageError> {
+        let mut left = max_records;
         for p in self.inner.partitions_in(q.start_ns, q.end_ns) {
-            for g in grouped(&p, q, true, false)? {
+            let groups = grouped(&p, q, true, false, left).map_err(|e| match e {
+                StorageError::TooManyRecords { .. } => {
+                    StorageError::TooManyRecords { limit: max_records }
+                }
+                e => e,
+            })?;
+            left -= groups.iter().map(|g| g.hits.len()).sum::<usize>();
+            for g in groups {
                 let mut ts: Vec<i64> = g.hits.iter().map(|h| h.0).collect();
                 ts.sort_unstable();
                 if f(&g.labels, &g.metadata, &ts).is_break() {
@@ -319,7 +334,7 @@ impl LogStore {
         f: &mut StreamBytesVisit<'_>,
     ) -> Result<(), StorageError> {
         for p in self.inner.partitions_in(q.start_ns, q.end_ns) {
-            for g in grouped(&p, q, false, true)? {
+            for g in grouped(&p, q, false, true, usize::MAX)? {
                 if f(&g.labels, &g.hits).is_break() {
                     return Ok(());
                 }
@@ -369,8 +384,14 @@ pub trait LogReader: Send + Sync {
         f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
     ) -> Result<(), StorageError>;
     /// Calls `f` with each stream and metadata and the ascending timestamps of its selected
-    /// records, for callers that need no lines (`q.contains` is not applied).
-    fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), StorageError>;
+    /// records, for callers that need no lines (`q.contains` is not applied); more than
+    /// `max_records` records fail with [`StorageError::TooManyRecords`] before they are held.
+    fn scan_streams(
+        &self,
+        q: &LogQuery,
+        max_records: usize,
+        f: &mut StreamVisit<'_>,
+    ) -> Result<(), StorageError>;
     /// Calls `f` with each stream and the (timestamp, line bytes) of its selected records, in
     /// no particular order, for callers that measure (`q.contains` is not applied).
     fn scan_stream_bytes(
@@ -405,8 +426,13 @@ impl LogReader for LogStore {
         LogStore::scan(self, q, direction, f)
     }
 
-    fn scan_streams(&self, q: &LogQuery, f: &mut StreamVisit<'_>) -> Result<(), StorageError> {
-        LogStore::scan_streams(self, q, f)
+    fn scan_streams(
+        &self,
+        q: &LogQuery,
+        max_records: usize,
+        f: &mut StreamVisit<'_>,
+    ) -> Result<(), StorageError> {
+        LogStore::scan_streams(self, q, max_records, f)
     }
 
     fn scan_stream_bytes(
@@ -458,11 +484,13 @@ fn grouped(
     q: &LogQuery,
     by_metadata: bool,
     bytes: bool,
+    budget: usize,
 ) -> Result<Vec<partition::Group>, StorageError> {
     p.grouped(
         &selection(q, &[], &|k| stream_matches(q, k)),
         by_metadata,
         bytes,
+        budget,
     )
 }
 

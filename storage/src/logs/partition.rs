@@ -5,6 +5,8 @@
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
@@ -326,11 +328,15 @@ impl Partition {
     /// they are collected, by their segment's stream and level ordinals: no line is read, and
     /// the doc store only for records with other metadata (or, in partitions written before
     /// the columns, for what they lack).
+    ///
+    /// More than `budget` hits fail with [`StorageError::TooManyRecords`] as soon as the
+    /// collector sees them, before they are held.
     pub(crate) fn grouped(
         &self,
         sel: &Selection<'_>,
         by_metadata: bool,
         bytes: bool,
+        budget: usize,
     ) -> Result<Vec<Group>, StorageError> {
         let mut loader = self.loader();
         let Some(q) = self.query(&loader.searcher, sel)? else {
@@ -341,8 +347,12 @@ impl Partition {
             bytes: bytes.then_some(self.bytes.is_some()),
             level: by_metadata && self.level.is_some(),
             has_meta: self.has_meta.is_some(),
+            left: Arc::new(AtomicUsize::new(budget)),
         };
         let segments = loader.searcher.search(&q, &collector)?;
+        if segments.iter().any(|s| s.over_budget) {
+            return Err(StorageError::TooManyRecords { limit: budget });
+        }
         let mut out: Vec<Group> = Vec::new();
         let mut by_key: HashMap<(Labels, Vec<(String, String)>), usize> = HashMap::new();
         let mut group_of = |labels: &Labels, metadata: Vec<(String, String)>| {
@@ -591,11 +601,15 @@ struct GroupingCollector {
     level: bool,
     /// Whether the partition marks the documents with metadata.
     has_meta: bool,
+    /// Hits the query may still hold, shared by the segments' collectors.
+    left: Arc<AtomicUsize>,
 }
 
 /// Each segment's groups, and the hits read from the doc store.
 struct SegmentGroups {
     segment: u32,
+    /// The query's budget ran out here: the groups are incomplete.
+    over_budget: bool,
     groups: Vec<SegmentGroup>,
     /// (timestamp, document, line bytes if known).
     docs: Vec<(i64, DocId, Option<u64>)>,
@@ -625,6 +639,7 @@ struct SegmentGrouper {
     /// Per stream ordinal, its newest group, which chains to the stream's others (one per
     /// level): an array lookup and a few comparisons per hit instead of hashing.
     heads: Vec<u32>,
+    left: Arc<AtomicUsize>,
 }
 
 impl Collector for GroupingCollector {
@@ -654,6 +669,7 @@ impl Collector for GroupingCollector {
         Ok(SegmentGrouper {
             out: SegmentGroups {
                 segment,
+                over_budget: false,
                 groups: Vec::new(),
                 docs: Vec::new(),
             },
@@ -664,6 +680,7 @@ impl Collector for GroupingCollector {
             by_metadata: self.by_metadata,
             bytes,
             heads: vec![NO_GROUP; stream.num_terms()],
+            left: self.left.clone(),
         })
     }
 
@@ -680,6 +697,20 @@ impl SegmentCollector for SegmentGrouper {
     type Fruit = SegmentGroups;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
+        if self.out.over_budget {
+            return;
+        }
+        // Relaxed: segments are collected one after another; the count needs no ordering.
+        if self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_err()
+        {
+            self.out.over_budget = true;
+            self.out.groups = Vec::new();
+            self.out.docs = Vec::new();
+            return;
+        }
         let Some(ts) = self.ts.first(doc) else {
             return;
         };

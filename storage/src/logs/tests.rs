@@ -424,7 +424,7 @@ type Row = (i64, String, Vec<(String, String)>);
 fn stream_groups(store: &LogStore) -> usize {
     let mut groups = 0;
     store
-        .scan_streams(&all(vec![]), &mut |_, _, _| {
+        .scan_streams(&all(vec![]), usize::MAX, &mut |_, _, _| {
             groups += 1;
             ControlFlow::Continue(())
         })
@@ -435,7 +435,7 @@ fn stream_groups(store: &LogStore) -> usize {
 fn by_stream(store: &LogStore, q: &LogQuery) -> Vec<Row> {
     let mut out = Vec::new();
     store
-        .scan_streams(q, &mut |labels, metadata, ts| {
+        .scan_streams(q, usize::MAX, &mut |labels, metadata, ts| {
             let app = labels.get("app").unwrap_or_default();
             assert!(ts.is_sorted(), "{ts:?}");
             out.extend(ts.iter().map(|&t| (t, app.to_owned(), metadata.to_vec())));
@@ -584,5 +584,37 @@ fn scans_read_in_rounds_without_losing_or_repeating_hits_that_share_a_timestamp(
             })
             .unwrap();
         assert_eq!(first, stamps[..1500], "{direction:?}");
+    }
+}
+
+#[test]
+fn stream_scans_over_their_record_budget_fail_while_collecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path(), opts()).unwrap();
+    // Two segments of one day and a second day.
+    store
+        .append(&[rec(T0, "a", "1"), rec(T0 + 1, "b", "2")])
+        .unwrap();
+    store.sync().unwrap();
+    store
+        .append(&[rec(T0 + 2, "a", "3"), rec(T0 + DAY_NS, "a", "4")])
+        .unwrap();
+    store.sync().unwrap();
+    let count = |max: usize| {
+        let mut n = 0;
+        store
+            .scan_streams(&all(vec![]), max, &mut |_, _, ts| {
+                n += ts.len();
+                ControlFlow::Continue(())
+            })
+            .map(|()| n)
+    };
+    assert_eq!(count(4).unwrap(), 4);
+    for max in [0, 2, 3] {
+        let e = count(max).unwrap_err();
+        assert!(
+            matches!(e, StorageError::TooManyRecords { limit } if limit == max),
+            "{max}: {e}"
+        );
     }
 }

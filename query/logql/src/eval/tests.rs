@@ -702,3 +702,33 @@ fn queries_over_lokis_entries_and_series_limits_fail_with_its_texts() {
     };
     assert_eq!(e.eval_metric(&m, steps).unwrap().len(), 1);
 }
+
+#[test]
+fn metric_queries_over_the_line_budget_fail_with_or_without_a_pipeline() {
+    let (_d, e) = engine(vec![rec(1, "a", "x"), rec(2, "b", "y"), rec(3, "c", "z")]);
+    let limits = |max_lines| QueryLimits {
+        max_lines,
+        max_entries: 1000,
+        max_series: 1000,
+    };
+    let tight = LogEngine::new(e.store().clone(), limits(2));
+    let want = EvalError::TooManyEntries(2).to_string();
+    // A bare selector is counted from columns (the store refuses it while collecting); a
+    // pipeline reads lines (the engine counts them).
+    for q in [
+        r#"count_over_time({app=~".+"}[5m])"#,
+        r#"count_over_time({app=~".+"} |= "" [5m])"#,
+    ] {
+        assert_eq!(metric_err(&tight, q), want, "{q}");
+    }
+    let enough = LogEngine::new(e.store().clone(), limits(3));
+    let Expr::Metric(m) = parse(r#"sum(count_over_time({app=~".+"}[5m]))"#).unwrap() else {
+        panic!("not a metric query")
+    };
+    let steps = Steps {
+        start_ns: T0 + 60 * S,
+        end_ns: T0 + 60 * S,
+        step_ns: S,
+    };
+    assert!(enough.eval_metric(&m, steps).is_ok());
+}
