@@ -272,10 +272,11 @@ impl LogStore {
             // `SCAN_ROUND_MAX`: a query that stops after its limit costs one pass and `limit`
             // hits of memory, one that reads everything a pass per round, and no query holds
             // more than a round of hits whatever the day's size.
+            let mut loader = p.loader();
             let mut after = None;
             let mut k = SCAN_ROUND_MIN;
             loop {
-                let (mut loader, hits) = next_hits(&p, q, direction, k, after)?;
+                let hits = next_hits(&p, &loader, q, direction, k, after)?;
                 let exhausted = hits.len() < k;
                 for (ts, addr) in hits {
                     if f(p.load(&mut loader, ts, addr)?).is_break() {
@@ -326,8 +327,8 @@ impl LogStore {
 
     /// For a caller that measures (volumes, index statistics): calls `f`, partition by
     /// partition in time order, with each stream and the (timestamp, line length in bytes) of
-    /// its selected records, in no particular order. Selects by streams and time only; reads columns, not
-    /// lines (except in partitions written before lengths had a column).
+    /// its selected records, in no particular order. Selects by streams and time only; reads
+    /// columns, not lines (except in partitions written before lengths had a column).
     pub fn scan_stream_bytes(
         &self,
         q: &LogQuery,
@@ -456,15 +457,16 @@ impl Drop for LogStore {
     }
 }
 
-/// The records of one partition that `q` selects by stream and time and that contain every
-/// string of `contains` (empty where no line is read).
+/// The next `k` records of one partition, in `direction` order after `after`, that `q`
+/// selects by stream and time and whose lines contain every string of `q.contains`.
 fn next_hits(
     p: &Partition,
+    loader: &partition::Loader,
     q: &LogQuery,
     direction: Direction,
     k: usize,
     after: Option<(i64, tantivy::DocAddress)>,
-) -> Result<(partition::Loader, Vec<(i64, tantivy::DocAddress)>), StorageError> {
+) -> Result<Vec<(i64, tantivy::DocAddress)>, StorageError> {
     let stream = |key: &str| stream_matches(q, key);
     let mut sel = selection(q, &q.contains, &stream);
     // Hits at the last one's timestamp may remain (after it in address order); earlier
@@ -474,7 +476,7 @@ fn next_hits(
         (Direction::Backward, Some((ts, _))) => sel.end_ns = sel.end_ns.min(ts.saturating_add(1)),
         (_, None) => {}
     }
-    p.top(&sel, direction, k, after)
+    p.top(loader, &sel, direction, k, after)
 }
 
 /// The records of one partition that `q` selects by stream and time, grouped by stream (and

@@ -301,25 +301,26 @@ impl Partition {
     }
 
     /// The first `k` selected records in `direction` order that come after `after` (by
-    /// timestamp, then address), in that order, and what loads them.
+    /// timestamp, then address), in that order, searched in `loader`'s searcher: the rounds of
+    /// one scan share it, as addresses are only comparable within one searcher (a commit or a
+    /// merge in between renumbers documents).
     pub(crate) fn top(
         &self,
+        loader: &Loader,
         sel: &Selection<'_>,
         direction: Direction,
         k: usize,
         after: Option<(i64, DocAddress)>,
-    ) -> Result<(Loader, Vec<(i64, DocAddress)>), StorageError> {
-        let loader = self.loader();
+    ) -> Result<Vec<(i64, DocAddress)>, StorageError> {
         let collector = TopCollector {
             k,
             direction,
             after: after.map(|(ts, addr)| Rank::of(direction, ts, addr)),
         };
-        let hits = match self.query(&loader.searcher, sel)? {
+        Ok(match self.query(&loader.searcher, sel)? {
             Some(q) => loader.searcher.search(&q, &collector)?,
             None => Vec::new(),
-        };
-        Ok((loader, hits))
+        })
     }
 
     /// Selected records grouped by stream (and, with `by_metadata`, by metadata), each hit as
@@ -414,8 +415,8 @@ impl Partition {
         Ok(out)
     }
 
-    /// A searcher and what reads its documents' streams, metadata flags and levels.
-    fn loader(&self) -> Loader {
+    /// A searcher and what reads its documents' streams and levels.
+    pub(crate) fn loader(&self) -> Loader {
         let searcher = self.reader.searcher();
         let streams = searcher
             .segment_readers()
@@ -657,7 +658,11 @@ impl Collector for GroupingCollector {
             None
         };
         let has_meta = if self.by_metadata && self.has_meta {
-            Some(ff.bool(HAS_META)?)
+            // A segment where no document has metadata has no such column.
+            Some(
+                ff.column_opt::<bool>(HAS_META)?
+                    .unwrap_or_else(|| Column::build_empty_column(reader.max_doc())),
+            )
         } else {
             None
         };

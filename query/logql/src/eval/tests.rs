@@ -300,7 +300,8 @@ fn vector_aggregations_topk_and_binary_operations() {
     assert_eq!(got, vec![(lm(&[]), vec![(60, 3.0)])]);
 }
 
-fn metric_err(e: &LogEngine, q: &str) -> String {
+/// Metric query `q` evaluated at one step, a minute after `T0`.
+fn metric_at(e: &LogEngine, q: &str) -> Result<Vec<Series>, EvalError> {
     let Expr::Metric(m) = parse(q).unwrap() else {
         panic!("not a metric query")
     };
@@ -309,7 +310,11 @@ fn metric_err(e: &LogEngine, q: &str) -> String {
         end_ns: T0 + 60 * S,
         step_ns: S,
     };
-    e.eval_metric(&m, steps).unwrap_err().to_string()
+    e.eval_metric(&m, steps)
+}
+
+fn metric_err(e: &LogEngine, q: &str) -> String {
+    metric_at(e, q).unwrap_err().to_string()
 }
 
 #[test]
@@ -692,15 +697,8 @@ fn queries_over_lokis_entries_and_series_limits_fail_with_its_texts() {
         "{err}"
     );
     // The answer is counted, not the series inside an aggregation.
-    let Expr::Metric(m) = parse(r#"sum(count_over_time({app=~".+"}[5m]))"#).unwrap() else {
-        panic!("not a metric query")
-    };
-    let steps = Steps {
-        start_ns: T0 + 60 * S,
-        end_ns: T0 + 60 * S,
-        step_ns: S,
-    };
-    assert_eq!(e.eval_metric(&m, steps).unwrap().len(), 1);
+    let sum = metric_at(&e, r#"sum(count_over_time({app=~".+"}[5m]))"#);
+    assert_eq!(sum.unwrap().len(), 1);
 }
 
 #[test]
@@ -722,13 +720,5 @@ fn metric_queries_over_the_line_budget_fail_with_or_without_a_pipeline() {
         assert_eq!(metric_err(&tight, q), want, "{q}");
     }
     let enough = LogEngine::new(e.store().clone(), limits(3));
-    let Expr::Metric(m) = parse(r#"sum(count_over_time({app=~".+"}[5m]))"#).unwrap() else {
-        panic!("not a metric query")
-    };
-    let steps = Steps {
-        start_ns: T0 + 60 * S,
-        end_ns: T0 + 60 * S,
-        step_ns: S,
-    };
-    assert!(enough.eval_metric(&m, steps).is_ok());
+    assert!(metric_at(&enough, r#"sum(count_over_time({app=~".+"}[5m]))"#).is_ok());
 }
