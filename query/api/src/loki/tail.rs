@@ -19,7 +19,7 @@ use serde_json::json;
 use storage::logs::Direction;
 
 use super::params::{now_ns, Params};
-use super::{labels_json, LokiError, LokiState};
+use super::{LokiError, LokiState};
 use logql::ast::{Expr, LogExpr};
 use logql::{parse, Stream};
 
@@ -58,17 +58,7 @@ pub(super) async fn tail(
 }
 
 fn frame(streams: &[Stream]) -> String {
-    let streams: Vec<_> = streams
-        .iter()
-        .map(|s| {
-            let values: Vec<_> = s
-                .entries
-                .iter()
-                .map(|(t, l)| json!([t.to_string(), l]))
-                .collect();
-            json!({"stream": labels_json(&s.labels), "values": values})
-        })
-        .collect();
+    let (streams, _, _) = super::streams_json(streams);
     json!({"streams": streams, "dropped_entries": null}).to_string()
 }
 
