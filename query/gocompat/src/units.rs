@@ -43,6 +43,39 @@ pub fn parse_go_duration(s: &str) -> Option<i64> {
     Some(total as i64)
 }
 
+/// Go's `time.Duration.String()`: `0s`, `250ns`, `1.5µs`, `12ms`, `1.5s`, `1m30s`, `72h3m0.5s`.
+pub fn format_go_duration(ns: i64) -> String {
+    let sign = if ns < 0 { "-" } else { "" };
+    let u = ns.unsigned_abs();
+    // An integer part and a fraction of `digits` digits, trailing zeros dropped.
+    let fixed = |v: u64, digits: u32| {
+        let scale = 10u64.pow(digits);
+        let frac = format!("{:0width$}", v % scale, width = digits as usize);
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            format!("{}", v / scale)
+        } else {
+            format!("{}.{frac}", v / scale)
+        }
+    };
+    match u {
+        0 => "0s".to_owned(),
+        1..=999 => format!("{sign}{u}ns"),
+        1_000..=999_999 => format!("{sign}{}µs", fixed(u, 3)),
+        1_000_000..=999_999_999 => format!("{sign}{}ms", fixed(u, 6)),
+        _ => {
+            let (h, rest) = (u / 3_600_000_000_000, u % 3_600_000_000_000);
+            let (m, s) = (rest / 60_000_000_000, rest % 60_000_000_000);
+            let secs = format!("{}s", fixed(s, 9));
+            match (h, m) {
+                (0, 0) => format!("{sign}{secs}"),
+                (0, m) => format!("{sign}{m}m{secs}"),
+                (h, m) => format!("{sign}{h}h{m}m{secs}"),
+            }
+        }
+    }
+}
+
 /// Byte sizes as go-humanize parses them: `10B`, `1.5KB` (1000), `2KiB` (1024), case-insensitive.
 pub fn parse_bytes(s: &str) -> Option<f64> {
     let num_len = s
@@ -114,6 +147,25 @@ pub fn parse_prometheus_duration(s: &str) -> Result<Duration, crate::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_format_as_go_prints_them() {
+        // Expected strings are what Go's time.Duration.String() prints for these values.
+        for (ns, go) in [
+            (0, "0s"),
+            (1, "1ns"),
+            (1_100, "1.1µs"),
+            (2_200_000, "2.2ms"),
+            (1_500_000_000, "1.5s"),
+            (60_000_000_000, "1m0s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (259_380_500_000_000, "72h3m0.5s"),
+            (-1_500_000_000, "-1.5s"),
+        ] {
+            assert_eq!(format_go_duration(ns), go);
+        }
+    }
 
     #[test]
     fn durations_and_sizes_parse() {

@@ -3,16 +3,20 @@
 //! - [`search`]: walks the index the caller picked, newest first, within a scan budget, and keeps
 //!   the traces with a span that satisfies the caller's predicate; trace ids and durations in
 //!   the notations both APIs take.
-//! - [`traceql`]: the TraceQL subset Grafana's Tempo data source sends, parsed and evaluated
-//!   per span; [`spansets`]: TraceQL search with Tempo's spansets.
+//! - [`traceql`]: TraceQL parsed and evaluated on spans and traces; [`spansets`]: TraceQL search with Tempo's spansets.
+//! - [`metrics`]: TraceQL metrics (`| rate() by (…)` and the rest) over a window, per step.
 //! - [`dependencies`]: the service graph Jaeger's dependencies view draws.
 //!
 //! Knows nothing of HTTP or of either API's response shapes.
 
 mod dependencies;
+pub mod metrics;
 pub mod search;
 pub mod spansets;
 pub mod traceql;
+
+#[cfg(test)]
+mod test_traces;
 
 pub use dependencies::{dependencies, DependencyLink};
 pub use search::{find_traces, hex, parse_go_duration, parse_trace_id, SearchOutcome};

@@ -12,6 +12,8 @@ pub struct SearchOutcome {
     /// Newest first.
     pub trace_ids: Vec<[u8; 16]>,
     pub spans_inspected: usize,
+    /// The scan budget ran out before `limit` traces were found.
+    pub truncated: bool,
 }
 
 /// At most `limit` traces, newest first, with a span in [start, end] ns that `matches`;
@@ -28,6 +30,7 @@ pub fn find_traces(
     let mut found = Vec::new();
     let mut seen = HashSet::new();
     let mut inspected = 0;
+    let mut truncated = false;
     store.scan(seek, start_ns, end_ns, &mut |c| {
         if found.len() >= limit {
             return Ok(ControlFlow::Break(()));
@@ -37,6 +40,7 @@ pub fn find_traces(
         }
         inspected += 1;
         if inspected > max_spans {
+            truncated = true;
             tracing::debug!(limit = max_spans, "trace search stopped at its scan budget");
             return Ok(ControlFlow::Break(()));
         }
@@ -51,6 +55,7 @@ pub fn find_traces(
     Ok(SearchOutcome {
         trace_ids: found,
         spans_inspected: inspected.min(max_spans),
+        truncated,
     })
 }
 

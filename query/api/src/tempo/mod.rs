@@ -1,7 +1,10 @@
 //! The Tempo HTTP API under `/tempo/` for Grafana's Tempo data source: echo and build info,
 //! trace by id (v1 and v2; OTLP protobuf when the client accepts `application/protobuf`, else
-//! OTLP JSON), search by TraceQL or by tags, and tag names/values (v1 and v2). Owns parameter
-//! parsing and response shapes; reads only through the trace store.
+//! OTLP JSON), search by TraceQL or by tags, tag names/values (v1 and v2, v2 narrowed by a
+//! TraceQL `q`) and TraceQL metrics (`metrics`). Owns parameter parsing and response shapes;
+//! reads only through the trace store.
+
+mod metrics;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,14 +21,16 @@ use storage::traces::{StoredSpan, TraceReader};
 
 use crate::admission::QueryGate;
 use crate::trace_http::{self, now_ns, param, params, ErrorBody, TraceLimits};
-use tracequery::spansets::{search_spansets, TraceMatch};
-use tracequery::traceql::{self, Cond, Field, Lit, Op, Query};
+use tracequery::spansets::{for_each_result_span, search_spansets, TraceMatch};
+use tracequery::traceql::{
+    self, field_value, Cond, Field, Intrinsic, Op, Operand, Pipeline, Query, Scope, SpanRef,
+    SpansetExpr, Stage, Value as QlValue,
+};
 use tracequery::{hex, parse_go_duration, parse_trace_id};
 
 const DEFAULT_LIMIT: usize = 20;
 const DEFAULT_SPANS_PER_SPANSET: usize = 3;
 const DEFAULT_WINDOW_NS: u64 = 3600 * 1_000_000_000;
-const INTRINSICS: [&str; 5] = ["duration", "kind", "name", "status", "statusMessage"];
 
 /// The Tempo API over `store`; each request reads at most what `limits` allow, and
 /// searches wait for a slot of `gate`.
@@ -40,6 +45,8 @@ pub fn routes(store: Arc<dyn TraceReader>, limits: TraceLimits, gate: QueryGate)
         .route("/tempo/api/v2/search/tags", get(tags_v2))
         .route("/tempo/api/search/tag/{name}/values", get(values_v1))
         .route("/tempo/api/v2/search/tag/{name}/values", get(values_v2))
+        .route("/tempo/api/metrics/query_range", get(metrics::query_range))
+        .route("/tempo/api/metrics/query", get(metrics::query_instant))
         .with_state(store)
         .layer(Extension(limits))
         .layer(Extension(gate))
@@ -153,6 +160,42 @@ async fn trace_v2(
     Ok(Json(json!({ "trace": { "resourceSpans": batches } })).into_response())
 }
 
+/// The window of a search or of a tag lookup: `start` and `end` in seconds (the end second
+/// included), an hour back from the end (or now) by default.
+fn search_window(ps: &[(String, String)]) -> Result<(u64, u64), ApiError> {
+    let secs = |name: &str| -> Result<Option<u64>, ApiError> {
+        param(ps, name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map(|s| s.saturating_mul(1_000_000_000))
+                    .map_err(|_| ApiError::bad(format!("invalid {name}: {v:?}")))
+            })
+            .transpose()
+    };
+    let end_ns = secs("end")?
+        .map(|e| e.saturating_add(999_999_999))
+        .unwrap_or_else(now_ns);
+    let start_ns = secs("start")?.unwrap_or(end_ns.saturating_sub(DEFAULT_WINDOW_NS));
+    Ok((start_ns, end_ns))
+}
+
+/// The TraceQL `q` that narrows tag names and values to the spans it matches; none when absent
+/// or `{}` (every span).
+fn narrowing(ps: &[(String, String)]) -> Result<Option<Query>, ApiError> {
+    let Some(q) = param(ps, "q").filter(|q| !q.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let query =
+        traceql::parse(q).map_err(|e| ApiError::bad(format!("invalid TraceQL query: {e}")))?;
+    let every_span = matches!(
+        query.pipeline.stages.as_slice(),
+        [Stage::Spanset(SpansetExpr::Filter(Cond::Bare(
+            Operand::Value(QlValue::Bool(true))
+        )))]
+    );
+    Ok((!every_span).then_some(query))
+}
+
 /// Tempo's tag search (`tags=k=v k2="v 2"`, logfmt) as the equivalent TraceQL filter.
 fn tags_to_query(tags: &str, min: Option<u64>, max: Option<u64>) -> Result<Query, ApiError> {
     let mut conds = Vec::new();
@@ -169,42 +212,53 @@ fn tags_to_query(tags: &str, min: Option<u64>, max: Option<u64>) -> Result<Query
         } else {
             after.split_once(' ').unwrap_or((after, ""))
         };
-        let field = match k.trim() {
-            "name" => Field::Name,
-            "status.code" => Field::Status,
-            key => Field::Attr {
-                resource: None,
-                key: key.to_owned(),
-            },
-        };
-        let value = match field {
-            Field::Status => {
-                Lit::Keyword(v.trim_start_matches("STATUS_CODE_").to_ascii_lowercase())
+        let (field, value) = match k.trim() {
+            "name" => (
+                Field::Intrinsic(Intrinsic::Name),
+                QlValue::Str(v.to_owned()),
+            ),
+            "status.code" => {
+                let code = v.trim_start_matches("STATUS_CODE_").to_ascii_lowercase();
+                let status = ["error", "ok", "unset"]
+                    .into_iter()
+                    .find(|s| *s == code)
+                    .ok_or_else(|| ApiError::bad(format!("invalid status.code {v:?}")))?;
+                (Field::Intrinsic(Intrinsic::Status), QlValue::Status(status))
             }
-            _ => Lit::Str(v.to_owned(), None),
+            key => (
+                Field::Attr {
+                    scope: Scope::Any,
+                    key: key.to_owned(),
+                },
+                QlValue::Str(v.to_owned()),
+            ),
         };
-        conds.push(Cond::Cmp {
-            field,
-            op: Op::Eq,
-            value,
-        });
+        conds.push(cmp(field, Op::Eq, value));
         rest = after.trim();
     }
-    conds.extend(min.map(|n| Cond::Cmp {
-        field: Field::Duration,
-        op: Op::Ge,
-        value: Lit::Num(n as f64),
-    }));
-    conds.extend(max.map(|n| Cond::Cmp {
-        field: Field::Duration,
-        op: Op::Le,
-        value: Lit::Num(n as f64),
-    }));
+    let duration = Field::Intrinsic(Intrinsic::Duration);
+    conds.extend(min.map(|n| cmp(duration.clone(), Op::Ge, QlValue::Duration(n))));
+    conds.extend(max.map(|n| cmp(duration.clone(), Op::Le, QlValue::Duration(n))));
     let cond = conds
         .into_iter()
         .reduce(|a, b| Cond::And(Box::new(a), Box::new(b)))
-        .unwrap_or(Cond::True);
-    Ok(Query::Filter(cond))
+        .unwrap_or_else(Cond::all);
+    Ok(Query {
+        pipeline: Pipeline {
+            stages: vec![Stage::Spanset(SpansetExpr::Filter(cond))],
+        },
+        metrics: None,
+        hints: Vec::new(),
+    })
+}
+
+fn cmp(field: Field, op: Op, value: QlValue) -> Cond {
+    Cond::Cmp {
+        lhs: Operand::Field(field),
+        op,
+        rhs: Operand::Value(value),
+        re: None,
+    }
 }
 
 async fn search(
@@ -214,19 +268,7 @@ async fn search(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let ps = params(raw);
-    let secs = |name: &str| -> Result<Option<u64>, ApiError> {
-        param(&ps, name)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map(|s| s.saturating_mul(1_000_000_000))
-                    .map_err(|_| ApiError::bad(format!("invalid {name}: {v:?}")))
-            })
-            .transpose()
-    };
-    let end_ns = secs("end")?
-        .map(|e| e.saturating_add(999_999_999))
-        .unwrap_or_else(now_ns);
-    let start_ns = secs("start")?.unwrap_or(end_ns.saturating_sub(DEFAULT_WINDOW_NS));
+    let (start_ns, end_ns) = search_window(&ps)?;
     let num = |name: &str, default: usize| -> Result<usize, ApiError> {
         param(&ps, name)
             .map(|v| {
@@ -275,36 +317,50 @@ async fn search(
     .into_response())
 }
 
-fn attr_json(k: &str, v: &str) -> Value {
-    json!({ "key": k, "value": { "stringValue": v } })
-}
-
-/// A trace in Tempo's search result shape, with its one spanset.
+/// A trace in Tempo's search result shape, with its spansets (`spanSet` is the first).
 fn trace_json(t: &TraceMatch) -> Value {
-    let spans: Vec<Value> = t
-        .spans
+    let spansets: Vec<Value> = t
+        .spansets
         .iter()
-        .map(|s| {
-            let mut attrs = vec![attr_json("service.name", &s.service_name)];
-            attrs.extend(s.attributes.iter().map(|(k, v)| attr_json(k, v)));
-            json!({
-                "spanID": hex(&s.span_id),
-                "name": s.name,
-                "startTimeUnixNano": s.start_ns.to_string(),
-                "durationNanos": s.duration_ns.to_string(),
-                "attributes": attrs,
-            })
+        .map(|set| {
+            let spans: Vec<Value> = set
+                .spans
+                .iter()
+                .map(|s| {
+                    let mut attrs = vec![json!({ "key": "service.name", "value": { "stringValue": s.service_name } })];
+                    attrs.extend(
+                        s.attributes
+                            .iter()
+                            .map(|(k, v)| json!({ "key": k, "value": metrics::any_value(v) })),
+                    );
+                    json!({
+                        "spanID": hex(&s.span_id),
+                        "name": s.name,
+                        "startTimeUnixNano": s.start_ns.to_string(),
+                        "durationNanos": s.duration_ns.to_string(),
+                        "attributes": attrs,
+                    })
+                })
+                .collect();
+            let mut out = json!({ "spans": spans, "matched": set.matched });
+            if !set.attributes.is_empty() {
+                out["attributes"] = set
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| json!({ "key": k, "value": metrics::any_value(v) }))
+                    .collect();
+            }
+            out
         })
         .collect();
-    let spanset = json!({ "spans": spans, "matched": t.matched });
     json!({
         "traceID": hex(&t.trace_id),
         "rootServiceName": t.root.as_ref().map_or("<root span not yet received>", |r| r.0.as_str()),
         "rootTraceName": t.root.as_ref().map_or("", |r| r.1.as_str()),
         "startTimeUnixNano": t.start_ns.to_string(),
         "durationMs": t.duration_ns / 1_000_000,
-        "spanSet": spanset,
-        "spanSets": [spanset],
+        "spanSet": spansets.first().cloned().unwrap_or(Value::Null),
+        "spanSets": spansets,
     })
 }
 
@@ -320,18 +376,45 @@ async fn tags_v1(State(store): State<Arc<dyn TraceReader>>) -> Result<Response, 
 }
 
 async fn tags_v2(
+    Extension(limits): Extension<TraceLimits>,
     State(store): State<Arc<dyn TraceReader>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let ps = params(raw);
     let scope = param(&ps, "scope").unwrap_or("all").to_owned();
-    let (span, resource) = tag_keys(store).await?;
+    let (span, resource) = match narrowing(&ps)? {
+        None => tag_keys(store).await?,
+        Some(query) => {
+            let (start, end) = search_window(&ps)?;
+            ApiError::blocking(move || {
+                let (mut span, mut resource) = (BTreeSet::new(), BTreeSet::new());
+                for_each_result_span(
+                    &*store,
+                    &query,
+                    start,
+                    end,
+                    limits.max_spans_inspected,
+                    &mut |s| {
+                        span.extend(s.span.attributes.iter().map(|kv| kv.key.clone()));
+                        resource.extend(
+                            s.origin
+                                .resource_attributes()
+                                .iter()
+                                .map(|kv| kv.key.clone()),
+                        );
+                    },
+                )?;
+                Ok((span.into_iter().collect(), resource.into_iter().collect()))
+            })
+            .await?
+        }
+    };
     let scopes: Vec<Value> = [
         ("resource", resource),
         ("span", span),
         (
             "intrinsic",
-            INTRINSICS.iter().map(|s| (*s).to_owned()).collect(),
+            Intrinsic::LISTED.iter().map(|s| (*s).to_owned()).collect(),
         ),
     ]
     .into_iter()
@@ -358,19 +441,65 @@ async fn values_v1(
     Ok(Json(json!({ "tagValues": values })).into_response())
 }
 
+/// A value as tag values v2 lists it: `{type, value}` with Tempo's type names.
+fn typed_value(v: &QlValue) -> Value {
+    let kind = match v {
+        QlValue::Int(_) => "int",
+        QlValue::Float(_) => "float",
+        QlValue::Bool(_) => "bool",
+        QlValue::Duration(_) => "duration",
+        QlValue::Status(_) | QlValue::Kind(_) => "keyword",
+        QlValue::Str(_) | QlValue::Nil => "string",
+    };
+    json!({ "type": kind, "value": v.text() })
+}
+
 async fn values_v2(
     Extension(limits): Extension<TraceLimits>,
     State(store): State<Arc<dyn TraceReader>>,
     Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    let ps = params(raw);
     let keywords = |ks: &[&str]| {
         ks.iter()
             .map(|k| json!({ "type": "keyword", "value": k }))
             .collect::<Vec<_>>()
     };
-    let values: Vec<Value> = match name.as_str() {
-        "status" => keywords(&["error", "ok", "unset"]),
-        "kind" => keywords(&[
+    // Tag names without a scope (v1 style) are attributes of either scope.
+    let field = traceql::parse_field(&name).unwrap_or_else(|_| Field::Attr {
+        scope: Scope::Any,
+        key: name.clone(),
+    });
+    if let Some(query) = narrowing(&ps)? {
+        // The values the field takes on the spans `q` matches.
+        let (start, end) = search_window(&ps)?;
+        let values = ApiError::blocking(move || {
+            let mut all: BTreeMap<String, QlValue> = BTreeMap::new();
+            for_each_result_span(
+                &*store,
+                &query,
+                start,
+                end,
+                limits.max_spans_inspected,
+                &mut |s| {
+                    if all.len() < limits.max_tag_values {
+                        let v = field_value(&field, SpanRef::alone(s));
+                        if v != QlValue::Nil {
+                            all.entry(format!("{v:?}")).or_insert(v);
+                        }
+                    }
+                },
+            )?;
+            Ok(all)
+        })
+        .await?;
+        let values: Vec<Value> = values.values().map(typed_value).collect();
+        return Ok(Json(json!({ "tagValues": values })).into_response());
+    }
+    let values: Vec<Value> = match field {
+        Field::Intrinsic(Intrinsic::Status) => keywords(&["error", "ok", "unset"]),
+        Field::Intrinsic(Intrinsic::Kind) => keywords(&[
             "client",
             "consumer",
             "internal",
@@ -378,7 +507,7 @@ async fn values_v2(
             "server",
             "unspecified",
         ]),
-        "name" => {
+        Field::Intrinsic(Intrinsic::Name) => {
             let names = ApiError::blocking(move || {
                 let mut all = BTreeSet::new();
                 for svc in store.services()? {
@@ -392,18 +521,18 @@ async fn values_v2(
                 .map(|n| json!({ "type": "string", "value": n }))
                 .collect()
         }
-        _ => {
-            let (scope, key) = if let Some(k) = name.strip_prefix("resource.") {
-                (Some(true), k.to_owned())
-            } else if let Some(k) = name.strip_prefix("span.") {
-                (Some(false), k.to_owned())
-            } else {
-                (None, name.trim_start_matches('.').to_owned())
-            };
+        Field::Intrinsic(_) => Vec::new(),
+        Field::Attr { scope, key } => {
             let vals = ApiError::blocking(move || {
                 let mut all = BTreeMap::new();
                 for resource in [false, true] {
-                    if scope.is_none_or(|r| r == resource) {
+                    let wanted = match scope {
+                        Scope::Any => true,
+                        Scope::Resource => resource,
+                        Scope::Span => !resource,
+                        _ => false,
+                    };
+                    if wanted {
                         all.extend(
                             store
                                 .attribute_values(resource, &key, limits.max_tag_values)?

@@ -280,3 +280,294 @@ async fn tag_names_and_values_v1_and_v2() {
     let (st, body) = get(&app, "/tempo/api/echo", None).await;
     assert_eq!((st, body), (StatusCode::OK, b"echo".to_vec()));
 }
+
+/// The structural and trace-level forms Grafana's query builder and Traces Drilldown send.
+#[tokio::test]
+async fn traceql_search_structure_trace_intrinsics_and_pipelines() {
+    let f = fixture();
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
+    let q = |s: &str| format!("q={}", tests_enc(s));
+    let a = vec![TRACE_A.to_owned()];
+    for query in [
+        r#"{ name = "GET /checkout" } > { status = error }"#,
+        r#"{ resource.service.name = "frontend" } >> { resource.service.name = "backend" }"#,
+        r#"{ rootServiceName = "frontend" && name = "SELECT orders" }"#,
+        r#"{ trace:rootName = "GET /checkout" && trace:duration = 300ms && kind = client }"#,
+        r#"{ event:name = "retry" && event.attempt = 2 }"#,
+        "{ nestedSetParent<0 && span.http.status_code = 500 } | count() > 0 | select(span.http.method)",
+        r#"{ } | by(resource.service.name) | count() = 1 | avg(duration) > 100ms"#,
+    ] {
+        assert_eq!(search_ids(&app, &f, &q(query)).await, a, "{query}");
+    }
+    let start = (f.t0 - 120_000_000_000) / 1_000_000_000;
+    let v = get_json(
+        &app,
+        &format!(
+            "/tempo/api/search?start={start}&end={}&{}",
+            start + 200,
+            q("{ nestedSetParent<0 } | select(span.http.method)")
+        ),
+    )
+    .await;
+    let span = &v["traces"][0]["spanSets"][0]["spans"][0];
+    assert!(
+        span["attributes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "key": "span.http.method", "value": { "stringValue": "GET" } })),
+        "{span}"
+    );
+    let v = get_json(
+        &app,
+        &format!(
+            "/tempo/api/search?start={start}&end={}&{}",
+            start + 200,
+            q("{ } | by(resource.service.name)")
+        ),
+    )
+    .await;
+    let sets = v["traces"][0]["spanSets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2, "{v}");
+    assert_eq!(
+        sets[0]["attributes"],
+        json!([{ "key": "by(resource.service.name)", "value": { "stringValue": "backend" } }])
+    );
+}
+
+/// Tag names and values narrowed by a TraceQL `q`, as Grafana's editor asks for the span names
+/// of one service.
+#[tokio::test]
+async fn tag_names_and_values_v2_narrowed_by_a_query() {
+    let f = fixture();
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
+    let q = |s: &str| tests_enc(s);
+    let v = get_json(
+        &app,
+        &format!(
+            "/tempo/api/v2/search/tag/name/values?q={}",
+            q(r#"{resource.service.name="backend"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(
+        v["tagValues"],
+        json!([{ "type": "string", "value": "SELECT orders" }])
+    );
+    let v = get_json(
+        &app,
+        &format!(
+            "/tempo/api/v2/search/tag/span.http.status_code/values?q={}",
+            q(r#"{name="GET /health"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(v["tagValues"], json!([{ "type": "int", "value": "200" }]));
+    let v = get_json(
+        &app,
+        &format!(
+            "/tempo/api/v2/search/tags?scope=span&q={}",
+            q(r#"{resource.service.name="frontend"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(
+        v,
+        json!({ "scopes": [{ "name": "span", "tags": ["http.method", "http.status_code"] }] })
+    );
+    let v = get_json(&app, "/tempo/api/v2/search/tags?scope=intrinsic").await;
+    let intrinsics = v["scopes"][0]["tags"].as_array().unwrap();
+    for name in [
+        "rootServiceName",
+        "trace:rootService",
+        "traceDuration",
+        "span:parentID",
+    ] {
+        assert!(intrinsics.contains(&json!(name)), "{name}: {v}");
+    }
+    // `{}` narrows nothing: the catalog answers.
+    let v = get_json(
+        &app,
+        &format!("/tempo/api/v2/search/tag/name/values?q={}", q("{}")),
+    )
+    .await;
+    assert_eq!(v["tagValues"].as_array().unwrap().len(), 3);
+}
+
+/// Grafana's Tempo data source (pkg/tsdb/tempo `createMetricsQuery`): `GET
+/// /api/metrics/query_range` with `q`, `start`, `end` (seconds), `step` and `exemplars`, the
+/// answer decoded by `jsonpb` into `tempopb.QueryRangeResponse`; `/api/metrics/query` for
+/// instant queries into `QueryInstantResponse`, which rejects unknown fields.
+#[tokio::test]
+async fn traceql_metrics_in_the_shapes_grafana_decodes() {
+    let f = fixture();
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
+    let (t0s, t0ms) = (f.t0 / 1_000_000_000, (f.t0 / 1_000_000) as i64);
+    let range_with = |q: &str, step: &str| {
+        format!(
+            "/tempo/api/metrics/query_range?end={}&exemplars=10&q={}&start={}&step={step}",
+            t0s + 60,
+            tests_enc(q),
+            t0s - 300
+        )
+    };
+    let range = |q: &str, _: &str| range_with(q, "60s");
+    let v = get_json(
+        &app,
+        &range(
+            r#"{ resource.service.name = "frontend" } | rate() by (span.http.status_code)"#,
+            "",
+        ),
+    )
+    .await;
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&v), ["metrics", "series"]);
+    let series = v["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2, "{v}");
+    let with_code = |code: &str| {
+        series
+            .iter()
+            .find(|s| {
+                s["labels"]
+                    == json!([{ "key": "span.http.status_code", "value": { "intValue": code } }])
+            })
+            .unwrap_or_else(|| panic!("no series for {code}: {v}"))
+    };
+    let s500 = with_code("500");
+    assert_eq!(keys(s500), ["exemplars", "labels", "samples"]);
+    // One span per minute: 1/60 in the step that holds it, 0 in the others.
+    let samples = s500["samples"].as_array().unwrap();
+    let hits: Vec<_> = samples
+        .iter()
+        .filter(|s| s["value"].as_f64().unwrap() > 0.0)
+        .collect();
+    assert_eq!(hits.len(), 1, "{samples:?}");
+    assert!((hits[0]["value"].as_f64().unwrap() - 1.0 / 60.0).abs() < 1e-12);
+    let ts: i64 = hits[0]["timestampMs"].as_str().unwrap().parse().unwrap();
+    assert!(ts >= t0ms && ts < t0ms + 60_000, "{ts} vs {t0ms}");
+    let exemplar = &s500["exemplars"][0];
+    assert_eq!(
+        exemplar["labels"][0],
+        json!({ "key": "trace:id", "value": { "stringValue": TRACE_A } })
+    );
+    assert_eq!(exemplar["timestampMs"], json!(t0ms.to_string()));
+    assert_eq!(exemplar["value"], hits[0]["value"]);
+    assert_eq!(v["metrics"]["inspectedSpans"], "2");
+    with_code("200");
+
+    // Traces Drilldown's panels: root-span rate, errors (none here), duration quantiles,
+    // the heatmap.
+    let v = get_json(
+        &app,
+        &range(
+            "{nestedSetParent<0 && true} | rate() by(resource.service.name)",
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(v["series"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        v["series"][0]["labels"],
+        json!([{ "key": "resource.service.name", "value": { "stringValue": "frontend" } }])
+    );
+    let v = get_json(
+        &app,
+        &range("{nestedSetParent<0 && true && status=error} | rate() ", ""),
+    )
+    .await;
+    assert_eq!(v["series"], json!([]));
+    let v = get_json(
+        &app,
+        &range(
+            "{nestedSetParent<0 && true} | quantile_over_time(duration, 0.9) ",
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(
+        v["series"][0]["labels"],
+        json!([{ "key": "p", "value": { "doubleValue": 0.9 } }])
+    );
+    let v = get_json(
+        &app,
+        &range(
+            "{nestedSetParent<0 && true} | histogram_over_time(duration) with(sample=true)",
+            "",
+        ),
+    )
+    .await;
+    let buckets: Vec<&Value> = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["labels"][0]["value"]["doubleValue"])
+        .collect();
+    // 2 ms and 300 ms round up to 2^21 ns and 2^29 ns.
+    assert!(buckets.contains(&&json!(0.002097152)), "{v}");
+    assert!(buckets.contains(&&json!(0.536870912)), "{v}");
+
+    // Instant: one value per series over the whole window, no unknown fields.
+    let v = get_json(
+        &app,
+        &format!(
+            "/tempo/api/metrics/query?end={}&q={}&start={}",
+            t0s + 60,
+            tests_enc("{ } | count_over_time() by (resource.service.name)"),
+            t0s - 300
+        ),
+    )
+    .await;
+    let mut got: Vec<(String, f64)> = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(keys(s), ["labels", "value"]);
+            (
+                s["labels"][0]["value"]["stringValue"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                s["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, vec![("backend".into(), 1.0), ("frontend".into(), 2.0)]);
+
+    // Errors answer 400 in plain text, as Tempo's do.
+    for (uri, says) in [
+        (range("{ } | rate(", ""), "invalid TraceQL query"),
+        (range("{ }", ""), "not a metrics query"),
+        (range_with("{ } | rate()", "1ms"), "too small"),
+        (
+            "/tempo/api/metrics/query_range?q=%7B%7D%20%7C%20rate()&start=20&end=10".into(),
+            "end must be greater than start",
+        ),
+        ("/tempo/api/metrics/query_range".into(), "query is required"),
+    ] {
+        let (st, body) = get(&app, &uri, None).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(
+            String::from_utf8_lossy(&body).contains(says),
+            "{uri}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    // A scan budget that runs out says so.
+    let limited = routes(
+        f.store.clone(),
+        TraceLimits {
+            max_spans_inspected: 1,
+            ..TraceLimits::default()
+        },
+        open_gate(),
+    );
+    let v = get_json(&limited, &range("{ } | rate()", "")).await;
+    assert_eq!(v["status"], "PARTIAL");
+    assert!(v["message"].as_str().unwrap().contains("1 spans"), "{v}");
+}

@@ -1,4 +1,6 @@
+use super::parse::MAX_NESTING;
 use super::*;
+use crate::test_traces::{checkout, stored};
 
 #[test]
 fn common_forms_parse() {
@@ -12,6 +14,21 @@ fn common_forms_parse() {
         r#"({ name = "a" } || { name = "b" })"#,
         "{}",
         "{ span.flag = true && (status = ok || statusMessage = `x`) }",
+        r#"{ .a = "x" } >> { .b = "y" }"#,
+        r#"{ .a = "x" } !< { .b = "y" } && { } ~ { }"#,
+        r#"({ nestedSetParent<0 && true } &>> { status = error }) || ({ nestedSetParent<0 }) | select(status, resource.service.name, name, nestedSetParent, nestedSetLeft, nestedSetRight)"#,
+        r#"{ .a = "x" } | count() > 2"#,
+        r#"{ } | by(resource.service.name) | avg(duration) >= 1.5s | coalesce()"#,
+        r#"{ trace:rootService = "a" && rootName != nil && traceDuration > 1s }"#,
+        r#"{ event:name = "exception" && event.exception.type =~ "IO.*" && link:traceID != "" }"#,
+        r#"{ instrumentation:name = "x" && instrumentation.a = 1 && span:parentID = nil }"#,
+        r#"{ span."attr with spaces" = "v" && !(kind = client) }"#,
+        r#"{ nestedSetParent<0 && true && status=error } | rate() by(resource.service.name) with(sample=true)"#,
+        "{} | quantile_over_time(duration, 0.5, 0.9, 0.99) by (span.http.route)",
+        "{} | histogram_over_time(duration) with(sample=true)",
+        "{} | count_over_time() by (name) | topk(3)",
+        "{} | avg_over_time(span.bytes) > 10",
+        r#"{ resource.service.name = "a" && status=error } | select(resource.service.name, event.exception.message) with(most_recent=true)"#,
     ] {
         parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
     }
@@ -19,15 +36,10 @@ fn common_forms_parse() {
 
 #[test]
 fn unsupported_forms_are_errors_naming_why() {
-    assert!(parse("{ a } >> { b }").is_err());
-    assert!(parse(r#"{ .a = "x" } >> { .b = "y" }"#)
+    assert!(parse(r#"{ .a = "x" } | compare({ .b = "y" })"#)
         .unwrap_err()
         .to_string()
-        .contains("structural"));
-    assert!(parse(r#"{ .a = "x" } | count() > 1"#)
-        .unwrap_err()
-        .to_string()
-        .contains("pipelines"));
+        .contains("compare() is not supported"));
     assert!(parse(r#"{ .a = "x" "#).is_err());
     assert!(parse(r#"{ foo = "x" }"#)
         .unwrap_err()
@@ -38,6 +50,10 @@ fn unsupported_forms_are_errors_naming_why() {
         .to_string()
         .contains("invalid regex"));
     assert!(parse("{ .a = \"x }").is_err());
+    assert!(parse("{ .a = 1 } | rate() | foo(2)").is_err());
+    assert!(parse("{ } | quantile_over_time(duration)").is_err());
+    assert!(parse("{ } | quantile_over_time(duration, 1.5)").is_err());
+    assert!(parse("{ } | count() > hello").is_err());
 }
 
 #[test]
@@ -127,11 +143,161 @@ fn queries_at_the_nesting_limit_evaluate_on_a_small_stack() {
         on_small_stack(|| {
             let query = parse(&q).unwrap();
             assert!(query.candidate(&span));
-            assert!(query.eval(std::slice::from_ref(&span)).is_some());
+            assert!(!query.eval(std::slice::from_ref(&span)).is_empty());
             let mut fields = Vec::new();
             query.fields(&mut fields);
-            assert!(fields.contains(&Field::Name));
+            assert!(fields.contains(&Field::Intrinsic(Intrinsic::Name)));
             query.seek();
         });
     }
+}
+
+/// The span letters (`a`…`f` of [`checkout`]) in each matching spanset, as hand-derived from
+/// the tree and Tempo's documented semantics.
+fn matches(q: &str) -> Vec<String> {
+    let trace = stored(&checkout(7, 1_000_000_000));
+    let query = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+    query
+        .eval(&trace)
+        .iter()
+        .map(|set| {
+            set.spans
+                .iter()
+                .map(|&i| trace[i].span.span_id[0] as char)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn structural_operators_follow_the_span_tree() {
+    for (q, want) in [
+        (
+            r#"{ resource.service.name = "frontend" } >> { resource.service.name = "db" }"#,
+            vec!["d"],
+        ),
+        (r#"{ name = "GET /api" } > { }"#, vec!["de"]),
+        (r#"{ name = "query" } < { }"#, vec!["c"]),
+        (r#"{ name = "query" } << { }"#, vec!["abc"]),
+        (r#"{ name = "query" } ~ { }"#, vec!["e"]),
+        (
+            r#"{ resource.service.name = "frontend" } !>> { resource.service.name = "api" }"#,
+            vec![],
+        ),
+        ("{ kind = server } !> { }", vec!["ac"]),
+        (r#"{ name = "GET /" } &> { kind = internal }"#, vec!["af"]),
+        (
+            r#"{ name = "query" } !~ { resource.service.name = "api" }"#,
+            vec!["c"],
+        ),
+        (
+            r#"{ status = error } && { span.db.system = "postgres" }"#,
+            vec!["cd"],
+        ),
+        (r#"{ status = error } && { name = "nope" }"#, vec![]),
+        (r#"{ status = error } || { name = "nope" }"#, vec!["c"]),
+        // `&&`/`||` bind looser than structural operators.
+        (
+            r#"{ name = "nope" } || { name = "GET /api" } > { kind = internal }"#,
+            vec!["e"],
+        ),
+    ] {
+        let want: Vec<String> = want.into_iter().map(String::from).collect();
+        assert_eq!(matches(q), want, "{q}");
+    }
+}
+
+#[test]
+fn trace_level_and_scoped_intrinsics_read_the_whole_trace() {
+    for (q, want) in [
+        (
+            r#"{ rootServiceName = "frontend" && traceDuration >= 100ms && kind = server }"#,
+            "ac",
+        ),
+        (
+            r#"{ trace:rootName = "GET /" && trace:duration < 101ms && name = "query" }"#,
+            "d",
+        ),
+        ("{ nestedSetParent < 0 }", "a"),
+        (
+            "{ nestedSetParent > 0 && nestedSetLeft > 0 && nestedSetRight > nestedSetLeft }",
+            "bcdef",
+        ),
+        ("{ span.http.status_code >= 500 }", "c"),
+        (r#"{ span.http.status_code = "500" }"#, "c"),
+        ("{ .db.system != nil }", "d"),
+        (
+            r#"{ !(kind = client) && resource.service.name = "frontend" }"#,
+            "af",
+        ),
+        (r#"{ span:parentID = nil }"#, "a"),
+        (r#"{ duration > 50ms && duration < 90ms }"#, "bc"),
+        ("{ status = error && true }", "c"),
+    ] {
+        assert_eq!(matches(q), vec![want.to_string()], "{q}");
+    }
+    assert!(matches(r#"{ rootServiceName = "api" }"#).is_empty());
+    assert!(matches(r#"{ span.db.system = nil && resource.service.name = "db" }"#).is_empty());
+}
+
+#[test]
+fn pipelines_group_filter_and_merge_spansets() {
+    // By service: api {c, e}, db {d}, frontend {a, b, f}; then only groups of more than one.
+    assert_eq!(
+        matches("{ } | by(resource.service.name) | count() > 1"),
+        vec!["ce", "abf"]
+    );
+    // Mean duration (100+80+70+10+5+10)/6 ms ≈ 45.8 ms.
+    assert_eq!(matches("{ } | avg(duration) > 40ms"), vec!["abcdef"]);
+    assert!(matches("{ } | avg(duration) > 50ms").is_empty());
+    assert_eq!(matches("{ } | max(duration) = 100ms"), vec!["abcdef"]);
+    assert_eq!(matches("{ } | by(kind) | coalesce()"), vec!["abcdef"]);
+    assert_eq!(
+        matches(
+            r#"({ kind = server } | by(resource.service.name) | count() = 1) >> { kind = client }"#
+        ),
+        vec!["bd"]
+    );
+    // What Traces Drilldown's structure tab sends.
+    assert_eq!(
+        matches("({nestedSetParent<0 && true} &>> { status = error }) || ({nestedSetParent<0 && true}) | select(status, resource.service.name, name, nestedSetParent, nestedSetLeft, nestedSetRight)"),
+        vec!["ac"]
+    );
+    let trace = stored(&checkout(7, 0));
+    let sets = parse("{ } | by(resource.service.name) | count() > 1")
+        .unwrap()
+        .eval(&trace);
+    assert_eq!(
+        sets[0].attributes,
+        vec![
+            (
+                "by(resource.service.name)".to_string(),
+                Value::Str("api".into())
+            ),
+            ("count()".to_string(), Value::Float(2.0)),
+        ]
+    );
+}
+
+#[test]
+fn a_span_alone_answers_unknown_only_for_trace_level_fields() {
+    let trace = stored(&checkout(7, 0));
+    let (root, child) = (&trace[0], &trace[2]);
+    let check = |q: &str, s| match parse(q).unwrap().pipeline.single_filter() {
+        Some(c) => c.check(SpanRef::alone(s)),
+        None => panic!("{q} is not a single filter"),
+    };
+    assert_eq!(check("{ nestedSetParent < 0 }", root), Some(true));
+    assert_eq!(check("{ nestedSetParent < 0 }", child), Some(false));
+    assert_eq!(check("{ nestedSetParent = 3 }", child), None);
+    assert_eq!(check(r#"{ rootName = "GET /" }"#, child), None);
+    assert_eq!(
+        check(r#"{ rootName = "GET /" && kind = client }"#, child),
+        Some(false)
+    );
+    assert_eq!(
+        check(r#"{ rootName = "GET /" || status = error }"#, child),
+        Some(true)
+    );
+    assert_eq!(check("{ status = error }", child), Some(true));
 }

@@ -242,11 +242,60 @@ pub fn logql(data: &[u8]) {
     }
 }
 
-/// A TraceQL query as Tempo's search API receives it.
+/// A TraceQL query as Tempo's search and metrics APIs receive it: parsed, then evaluated on a
+/// small trace (a root, a child, a grandchild and a parentless span) so the structural
+/// operators and pipeline stages run on every query that parses.
 pub fn traceql(data: &[u8]) {
-    if let Ok(q) = std::str::from_utf8(data) {
-        let _ = tracequery::traceql::parse(q);
+    let Ok(q) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(query) = tracequery::traceql::parse(q) else {
+        return;
+    };
+    let trace = small_trace();
+    let sets = query.eval(trace);
+    for set in &sets {
+        assert!(!set.spans.is_empty(), "{q:?} kept an empty spanset");
+        assert!(set.spans.windows(2).all(|w| w[0] < w[1]), "{q:?}");
+        assert!(set.spans.iter().all(|&i| i < trace.len()), "{q:?}");
     }
+    for s in trace.iter() {
+        query.candidate(s);
+    }
+}
+
+/// Four spans of one trace: `a` → `b` → `c`, and `d` whose parent never arrived.
+fn small_trace() -> &'static [storage::traces::StoredSpan] {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+    static TRACE: std::sync::OnceLock<Vec<storage::traces::StoredSpan>> =
+        std::sync::OnceLock::new();
+    TRACE.get_or_init(|| {
+        let origin = std::sync::Arc::new(storage::traces::Origin {
+            skeleton: ResourceSpans::default(),
+        });
+        [
+            (b'a', None),
+            (b'b', Some(b'a')),
+            (b'c', Some(b'b')),
+            (b'd', Some(b'x')),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, parent))| storage::traces::StoredSpan {
+            span: Span {
+                trace_id: vec![1; 16],
+                span_id: vec![id; 8],
+                parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+                name: (id as char).to_string(),
+                kind: i as i32,
+                start_time_unix_nano: 1_000 * i as u64,
+                end_time_unix_nano: 5_000,
+                ..Span::default()
+            },
+            origin: origin.clone(),
+        })
+        .collect()
+    })
 }
 
 /// Series in promtool's notation (`input_series` of rule unit tests, `load` of PromQL tests),
