@@ -332,7 +332,9 @@ async fn start_otlp(
             }
             let store = traces.clone();
             match tokio::task::spawn_blocking(move || store.enforce_retention()).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "trace retention applied"),
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::info!(partitions = n, "trace retention dropped partitions")
+                }
                 Ok(Err(e)) => tracing::error!("trace retention: {e}"),
                 _ => {}
             }

@@ -3,13 +3,17 @@
 //! retention; knows nothing of wire formats beyond the OTLP messages it stores, and nothing of
 //! the Jaeger or Tempo query languages (callers scan candidates and filter).
 //!
-//! Layout (column families):
-//! - `spans`: trace id | span id → origin id | protobuf `Span`. One trace is one range scan.
-//! - `origins`: origin id → the resource and instrumentation scope of a batch, stored once
-//!   (content-addressed, FNV-1a of the encoding) instead of once per span.
-//! - `index`: secondary keys `kind | fields | start ns | trace id | span id` with empty values,
-//!   for time, service, service + span name, and each span and resource attribute value.
-//! - `catalog`: services, operations (service, kind, name), attribute keys, each written once.
+//! Layout (column families): time partitions (`partitions`) of the spans that start in their
+//! range, each with
+//! - `spans_<start>_<len>`: trace id | span id → origin id | protobuf `Span`. One trace is one
+//!   range scan per partition.
+//! - `index_<start>_<len>`: secondary keys `kind | fields | start ns | trace id | span id`
+//!   with empty values, for time, service, service + span name, and each span and resource
+//!   attribute value; and the partition's catalog (services, operations as service, kind and
+//!   name, attribute keys), each written once, so the catalog shrinks with retention.
+//!
+//! and, for all partitions, `origins`: origin id → the resource and instrumentation scope of a
+//! batch, stored once (content-addressed, FNV-1a of the encoding) instead of once per span.
 //!
 //! Why RocksDB secondary keys rather than tantivy: the queries the Jaeger and Tempo APIs make
 //! are exact matches on service, operation and attribute values over a time window, sorted
@@ -21,14 +25,14 @@
 //! most selective indexed condition, falling back to the time index.
 //!
 //! Durability: every write is one `WriteBatch` through RocksDB's WAL (fsynced when
-//! `wal_fsync`), and [`TraceStore::write`] returns only after it. Retention deletes spans whose
-//! start time is older than the cutoff, with their index keys, walking the time index; the
-//! catalog and origins are small and kept.
+//! `wal_fsync`), and [`TraceStore::write`] returns only after it. Retention drops the
+//! partitions that end before the cutoff, whole (no tombstones); origins are small and kept.
 
 mod keys;
+mod partitions;
 mod record;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
@@ -48,11 +52,9 @@ use crate::db::{self, cf, Db};
 use crate::episode::FailureEpisode;
 use crate::StorageError;
 use keys::{IndexPrefix, SpanId, TraceId, SPAN_ID_LEN, TRACE_ID_LEN};
+use partitions::{Part, Partitions};
 
-const CF_SPANS: &str = "spans";
 const CF_ORIGINS: &str = "origins";
-const CF_INDEX: &str = "index";
-const CF_CATALOG: &str = "catalog";
 
 #[derive(Clone, Debug)]
 pub struct TraceStoreOptions {
@@ -89,9 +91,11 @@ pub struct TraceStore {
     db: Db,
     cache: rocksdb::Cache,
     opts: TraceStoreOptions,
+    parts: Partitions,
     origins: RwLock<HashMap<u64, Arc<Origin>>>,
-    /// Catalog keys known to be on disk, so each is written once per process.
-    catalog_seen: Mutex<HashSet<Vec<u8>>>,
+    /// (partition start, catalog key) known to be on disk, so each is written once per
+    /// partition and process.
+    catalog_seen: Mutex<HashSet<(u64, Vec<u8>)>>,
     /// Writes fail for as long as the disk is full: logged once per episode.
     write_failures: FailureEpisode,
 }
@@ -103,11 +107,14 @@ pub struct Candidate<'a> {
     pub span_id: [u8; 8],
     pub start_ns: u64,
     store: &'a TraceStore,
+    /// The spans family of the partition the index key was found in.
+    spans: &'a crate::db::Cf<'a>,
 }
 
 impl Candidate<'_> {
     pub fn load(&self) -> Result<Option<StoredSpan>, StorageError> {
-        self.store.span(&self.trace_id, &self.span_id)
+        self.store
+            .span_in(self.spans, &self.trace_id, &self.span_id)
     }
 }
 
@@ -127,13 +134,29 @@ impl TraceStore {
         db_opts.set_db_write_buffer_size(opts.write_buffer_bytes);
         db_opts.set_keep_log_file_num(4);
         let cache = rocksdb::Cache::new_lru_cache(opts.block_cache_bytes);
-        let cfs = [CF_SPANS, CF_ORIGINS, CF_INDEX, CF_CATALOG].map(|name| {
-            ColumnFamilyDescriptor::new(name, db::cf_options(&cache, DBCompressionType::Lz4))
-        });
+        let existing = match Db::list_cf(&db_opts, dir) {
+            Ok(names) => names,
+            Err(_) if !dir.join("CURRENT").exists() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let part_cfs: Vec<String> = existing
+            .iter()
+            .filter(|n| Partitions::is_partition_cf(n))
+            .cloned()
+            .collect();
+        let cfs = std::iter::once(CF_ORIGINS.to_owned())
+            .chain(part_cfs.iter().cloned())
+            .map(|name| {
+                ColumnFamilyDescriptor::new(name, db::cf_options(&cache, DBCompressionType::Lz4))
+            });
         let db = Db::open_cf_descriptors(&db_opts, dir, cfs)?;
         let store = TraceStore {
             db,
             cache,
+            parts: Partitions::new(
+                &part_cfs,
+                partitions::width_for(opts.retention.as_nanos() as u64),
+            ),
             opts,
             origins: RwLock::default(),
             catalog_seen: Mutex::default(),
@@ -141,7 +164,7 @@ impl TraceStore {
         };
         let removed = store.enforce_retention()?;
         if removed > 0 {
-            tracing::info!(removed, "trace retention applied at open");
+            tracing::info!(partitions = removed, "trace retention applied at open");
         }
         Ok(store)
     }
@@ -152,14 +175,11 @@ impl TraceStore {
         let cutoff = now_ns().saturating_sub(self.opts.retention.as_nanos() as u64);
         let mut report = WriteReport::default();
         let mut wb = WriteBatch::default();
-        let (spans_cf, origins_cf, index_cf, catalog_cf) = (
-            self.cf(CF_SPANS)?,
-            self.cf(CF_ORIGINS)?,
-            self.cf(CF_INDEX)?,
-            self.cf(CF_CATALOG)?,
-        );
+        let origins_cf = self.cf(CF_ORIGINS)?;
         let mut new_origins = Vec::new();
         let mut new_catalog = HashSet::new();
+        // The partition of the previous span and its families: a batch's spans mostly share one.
+        let mut current: Option<(Arc<Part>, [crate::db::Cf<'_>; 3])> = None;
         for rs in batch {
             for ss in &rs.scope_spans {
                 let origin = Origin::new(rs, ss);
@@ -181,22 +201,37 @@ impl TraceStore {
                         report.reject("span start time is before the retention cutoff");
                         continue;
                     }
+                    let t = span.start_time_unix_nano;
+                    if !current
+                        .as_ref()
+                        .is_some_and(|(p, _)| p.start_ns <= t && t < p.end_ns)
+                    {
+                        let part = self.parts.for_time(&self.db, t, || {
+                            db::cf_options(&self.cache, DBCompressionType::Lz4)
+                        })?;
+                        let cfs = [
+                            self.cf(&part.spans_cf())?,
+                            self.cf(&part.index_cf())?,
+                            self.cf(&part.catalog_cf())?,
+                        ];
+                        current = Some((part, cfs));
+                    }
+                    let (part, [spans_cf, index_cf, catalog_cf]) =
+                        current.as_ref().expect("set above");
                     wb.put_cf(
-                        &spans_cf,
+                        spans_cf,
                         keys::span_key(&ids.0, &ids.1),
                         record::encode_span(origin_id, span),
                     );
                     for prefix in index_prefixes(&origin, span) {
-                        wb.put_cf(
-                            &index_cf,
-                            prefix.key(span.start_time_unix_nano, &ids.0, &ids.1),
-                            b"",
-                        );
+                        wb.put_cf(index_cf, prefix.key(t, &ids.0, &ids.1), b"");
                     }
                     for k in catalog_keys(&origin, span) {
-                        if !self.catalog_seen.lock().contains(&k) && !new_catalog.contains(&k) {
-                            wb.put_cf(&catalog_cf, &k, b"");
-                            new_catalog.insert(k);
+                        let seen = (part.start_ns, k);
+                        if !self.catalog_seen.lock().contains(&seen) && !new_catalog.contains(&seen)
+                        {
+                            wb.put_cf(catalog_cf, part.catalog_key(&seen.1), b"");
+                            new_catalog.insert(seen);
                         }
                     }
                     report.spans_written += 1;
@@ -216,19 +251,25 @@ impl TraceStore {
         let Ok(trace_id) = <TraceId>::try_from(trace_id) else {
             return Ok(Vec::new());
         };
-        let spans_cf = self.cf(CF_SPANS)?;
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(&spans_cf, IteratorMode::From(&trace_id, Direction::Forward))
-        {
-            let (k, v) = item?;
-            if !k.starts_with(&trace_id) {
-                break;
+        // A trace's spans are in the partitions of their start times: usually one, two when
+        // it crosses a boundary.
+        for part in self.parts.all() {
+            let spans_cf = self.cf(&part.spans_cf())?;
+            for item in self
+                .db
+                .iterator_cf(&spans_cf, IteratorMode::From(&trace_id, Direction::Forward))
+            {
+                let (k, v) = item?;
+                if !k.starts_with(&trace_id) {
+                    break;
+                }
+                out.push((k[TRACE_ID_LEN..].to_vec(), self.stored(&v)?));
             }
-            out.push(self.stored(&v)?);
         }
-        Ok(out)
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
+        Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 
     pub fn span(
@@ -236,18 +277,33 @@ impl TraceStore {
         trace_id: &[u8; 16],
         span_id: &[u8; 8],
     ) -> Result<Option<StoredSpan>, StorageError> {
+        for part in self.parts.all() {
+            if let Some(s) = self.span_in(&self.cf(&part.spans_cf())?, trace_id, span_id)? {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
+    }
+
+    fn span_in(
+        &self,
+        spans_cf: &crate::db::Cf<'_>,
+        trace_id: &[u8; 16],
+        span_id: &[u8; 8],
+    ) -> Result<Option<StoredSpan>, StorageError> {
         match self
             .db
-            .get_pinned_cf(&self.cf(CF_SPANS)?, keys::span_key(trace_id, span_id))?
+            .get_pinned_cf(spans_cf, keys::span_key(trace_id, span_id))?
         {
             Some(v) => Ok(Some(self.stored(&v)?)),
             None => Ok(None),
         }
     }
 
-    /// Visits spans that start in [start_ns, end_ns] and match `seek`, newest first, until
-    /// `visit` breaks. A seek on a value the index cannot hold (see [`Seek`]) walks the time
-    /// index instead, so the caller must still check its conditions on each span.
+    /// Visits spans that start in [start_ns, end_ns] and match `seek`, newest first (within a
+    /// partition; partitions newest first), until `visit` breaks. A seek on a value the index
+    /// cannot hold (see [`Seek`]) walks the time index instead, so the caller must still check
+    /// its conditions on each span.
     pub fn scan(
         &self,
         seek: &Seek,
@@ -261,30 +317,33 @@ impl TraceStore {
         let prefix = IndexPrefix::new(seek)
             .or_else(|| IndexPrefix::new(&Seek::Time))
             .ok_or_else(|| StorageError::Invalid("index".into()))?;
-        let index_cf = self.cf(CF_INDEX)?;
-        let lower = prefix.lower(start_ns);
-        let mut it = self.db.raw_iterator_cf(&index_cf);
-        it.seek_for_prev(prefix.upper(end_ns));
-        while let Some(key) = it.key() {
-            if key < lower.as_slice() || key.len() != prefix.len() + keys::SUFFIX_LEN {
-                break;
+        for part in self.parts.overlapping(start_ns, end_ns) {
+            let (index_cf, spans_cf) = (self.cf(&part.index_cf())?, self.cf(&part.spans_cf())?);
+            let lower = prefix.lower(start_ns.max(part.start_ns));
+            let mut it = self.db.raw_iterator_cf(&index_cf);
+            it.seek_for_prev(prefix.upper(end_ns.min(part.end_ns.saturating_sub(1))));
+            while let Some(key) = it.key() {
+                if key < lower.as_slice() || key.len() != prefix.len() + keys::SUFFIX_LEN {
+                    break;
+                }
+                let Some((start, trace_id, span_id)) = keys::parse_suffix(key) else {
+                    break;
+                };
+                if visit(Candidate {
+                    trace_id,
+                    span_id,
+                    start_ns: start,
+                    store: self,
+                    spans: &spans_cf,
+                })?
+                .is_break()
+                {
+                    return Ok(());
+                }
+                it.prev();
             }
-            let Some((start, trace_id, span_id)) = keys::parse_suffix(key) else {
-                break;
-            };
-            if visit(Candidate {
-                trace_id,
-                span_id,
-                start_ns: start,
-                store: self,
-            })?
-            .is_break()
-            {
-                return Ok(());
-            }
-            it.prev();
+            it.status()?;
         }
-        it.status()?;
         Ok(())
     }
 
@@ -296,37 +355,38 @@ impl TraceStore {
     /// Spans stored, as RocksDB estimates them from its metadata (no scan): for a status page,
     /// not for accounting.
     pub fn estimated_spans(&self) -> Result<u64, StorageError> {
-        Ok(self
-            .db
-            .property_int_value_cf(&self.cf(CF_SPANS)?, "rocksdb.estimate-num-keys")?
-            .unwrap_or(0))
+        let mut n = 0;
+        for part in self.parts.all() {
+            n += self
+                .db
+                .property_int_value_cf(&self.cf(&part.spans_cf())?, "rocksdb.estimate-num-keys")?
+                .unwrap_or(0);
+        }
+        Ok(n)
     }
 
     /// Service names, sorted.
     pub fn services(&self) -> Result<Vec<String>, StorageError> {
         let prefix = keys::catalog_services_prefix();
-        self.catalog_list(&prefix, |k| {
-            String::from_utf8(k[prefix.len()..].to_vec()).ok()
-        })
+        self.catalog_list(&prefix, |k| String::from_utf8(k.to_vec()).ok())
     }
 
     /// (OTLP span kind, span name) of a service's spans, sorted by kind then name.
     pub fn operations(&self, service: &str) -> Result<Vec<(i32, String)>, StorageError> {
         let prefix = keys::catalog_operations_prefix(service);
         self.catalog_list(&prefix, |k| {
-            keys::parse_catalog_operation(prefix.len(), k).map(|(kind, n)| (kind as i32, n))
+            keys::parse_catalog_operation(0, k).map(|(kind, n)| (kind as i32, n))
         })
     }
 
     /// Attribute keys seen on spans (`resource == false`) or resources, sorted.
     pub fn attribute_keys(&self, resource: bool) -> Result<Vec<String>, StorageError> {
         let prefix = keys::catalog_attr_prefix(resource);
-        self.catalog_list(&prefix, |k| {
-            String::from_utf8(k[prefix.len()..].to_vec()).ok()
-        })
+        self.catalog_list(&prefix, |k| String::from_utf8(k.to_vec()).ok())
     }
 
-    /// Distinct indexed values of an attribute, sorted, at most `limit`. One seek per value.
+    /// Distinct indexed values of an attribute, sorted, at most `limit`. One seek per value
+    /// and partition.
     pub fn attribute_values(
         &self,
         resource: bool,
@@ -342,70 +402,78 @@ impl TraceStore {
         };
         // The prefix ends in the empty value's terminator: drop it to get `kind key \0`.
         let key_prefix = &prefix.lower(0)[..prefix.len() - 1];
-        let index_cf = self.cf(CF_INDEX)?;
-        let mut it = self.db.raw_iterator_cf(&index_cf);
-        it.seek(key_prefix);
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let Some(k) = it.key() else { break };
-            if !k.starts_with(key_prefix) || k.len() < key_prefix.len() + keys::SUFFIX_LEN + 1 {
-                break;
+        let mut out = BTreeSet::new();
+        for part in self.parts.all() {
+            let index_cf = self.cf(&part.index_cf())?;
+            let mut it = self.db.raw_iterator_cf(&index_cf);
+            it.seek(key_prefix);
+            let mut found = 0;
+            while found < limit {
+                let Some(k) = it.key() else { break };
+                if !k.starts_with(key_prefix) || k.len() < key_prefix.len() + keys::SUFFIX_LEN + 1 {
+                    break;
+                }
+                let value = &k[key_prefix.len()..k.len() - keys::SUFFIX_LEN - 1];
+                let next = [key_prefix, value, &[1]].concat();
+                if let Ok(v) = std::str::from_utf8(value) {
+                    out.insert(v.to_owned());
+                    found += 1;
+                }
+                it.seek(&next);
             }
-            let value = &k[key_prefix.len()..k.len() - keys::SUFFIX_LEN - 1];
-            let next = [key_prefix, value, &[1]].concat();
-            if let Ok(v) = std::str::from_utf8(value) {
-                out.push(v.to_owned());
-            }
-            it.seek(&next);
+            it.status()?;
         }
-        it.status()?;
-        Ok(out)
+        Ok(out.into_iter().take(limit).collect())
     }
 
-    /// Deletes spans that started before now − retention, with their index keys. Returns how
-    /// many were deleted. Run at open and periodically by the owner.
+    /// Drops the partitions that end before now − retention (and the pre-partition legacy
+    /// families once their newest span is that old). Returns how many were dropped. Run at
+    /// open and periodically by the owner; costs a column-family drop per partition.
     pub fn enforce_retention(&self) -> Result<usize, StorageError> {
         let cutoff = now_ns().saturating_sub(self.opts.retention.as_nanos() as u64);
-        let mut removed = 0;
-        loop {
-            let mut expired = Vec::new();
-            self.scan(&Seek::Time, 0, cutoff.saturating_sub(1), &mut |c| {
-                expired.push((c.trace_id, c.span_id, c.start_ns));
-                Ok(if expired.len() >= 1000 {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                })
-            })?;
-            if expired.is_empty() {
-                return Ok(removed);
+        let mut dropped = 0;
+        for part in self.parts.all() {
+            let expired = if part.legacy {
+                self.newest_start(&part)?.is_none_or(|t| t < cutoff)
+            } else {
+                part.end_ns <= cutoff
+            };
+            if expired {
+                self.parts.drop_part(&self.db, &part)?;
+                self.catalog_seen
+                    .lock()
+                    .retain(|(start, _)| *start != part.start_ns);
+                dropped += 1;
             }
-            let (spans_cf, index_cf) = (self.cf(CF_SPANS)?, self.cf(CF_INDEX)?);
-            let mut wb = WriteBatch::default();
-            for (trace_id, span_id, start) in &expired {
-                if let Some(s) = self.span(trace_id, span_id)? {
-                    for prefix in index_prefixes(&s.origin, &s.span) {
-                        wb.delete_cf(&index_cf, prefix.key(*start, trace_id, span_id));
-                    }
-                }
-                // The time key goes even if the span is unreadable, or the loop never ends.
-                wb.delete_cf(
-                    &index_cf,
-                    IndexPrefix::new(&Seek::Time)
-                        .map(|p| p.key(*start, trace_id, span_id))
-                        .unwrap_or_default(),
-                );
-                wb.delete_cf(&spans_cf, keys::span_key(trace_id, span_id));
-            }
-            self.db.write(wb)?;
-            removed += expired.len();
         }
+        Ok(dropped)
+    }
+
+    /// The start time of the newest span of a partition, from its time index.
+    fn newest_start(&self, part: &Part) -> Result<Option<u64>, StorageError> {
+        let time =
+            IndexPrefix::new(&Seek::Time).ok_or_else(|| StorageError::Invalid("index".into()))?;
+        let mut it = self.db.raw_iterator_cf(&self.cf(&part.index_cf())?);
+        it.seek_for_prev(time.upper(u64::MAX));
+        let newest = it
+            .key()
+            .filter(|k| {
+                k.len() == time.len() + keys::SUFFIX_LEN
+                    && k.starts_with(&time.lower(0)[..time.len()])
+            })
+            .and_then(keys::parse_suffix)
+            .map(|(start, _, _)| start);
+        it.status()?;
+        Ok(newest)
     }
 
     /// Flushes memtables so the on-disk form is compact (used on shutdown and by benchmarks).
     pub fn flush(&self) -> Result<(), StorageError> {
-        for name in [CF_SPANS, CF_ORIGINS, CF_INDEX, CF_CATALOG] {
-            self.db.flush_cf(&self.cf(name)?)?;
+        self.db.flush_cf(&self.cf(CF_ORIGINS)?)?;
+        for part in self.parts.all() {
+            for name in [part.spans_cf(), part.index_cf(), part.catalog_cf()] {
+                self.db.flush_cf(&self.cf(&name)?)?;
+            }
         }
         Ok(())
     }
@@ -435,24 +503,29 @@ impl TraceStore {
         Ok(o)
     }
 
-    fn catalog_list<T>(
+    /// The catalog entries under `prefix` in every partition, with the prefix cut, parsed,
+    /// deduplicated and sorted.
+    fn catalog_list<T: Ord>(
         &self,
         prefix: &[u8],
         parse: impl Fn(&[u8]) -> Option<T>,
     ) -> Result<Vec<T>, StorageError> {
-        let catalog_cf = self.cf(CF_CATALOG)?;
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(&catalog_cf, IteratorMode::From(prefix, Direction::Forward))
-        {
-            let (k, _) = item?;
-            if !k.starts_with(prefix) {
-                break;
+        let mut out = BTreeSet::new();
+        for part in self.parts.all() {
+            let catalog_cf = self.cf(&part.catalog_cf())?;
+            let prefix = part.catalog_key(prefix);
+            for item in self
+                .db
+                .iterator_cf(&catalog_cf, IteratorMode::From(&prefix, Direction::Forward))
+            {
+                let (k, _) = item?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                out.extend(parse(&k[prefix.len()..]));
             }
-            out.extend(parse(&k));
         }
-        Ok(out)
+        Ok(out.into_iter().collect())
     }
 }
 

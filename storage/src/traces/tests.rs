@@ -186,31 +186,33 @@ fn malformed_and_expired_spans_are_rejected_with_a_reason_the_rest_written() {
     assert_eq!(store.trace(&[1; 16]).unwrap().len(), 1);
 }
 
+fn opts(retention_secs: u64) -> TraceStoreOptions {
+    TraceStoreOptions {
+        retention: Duration::from_secs(retention_secs),
+        ..TraceStoreOptions::default()
+    }
+}
+
+const HOUR: u64 = 3_600_000_000_000;
+
 #[test]
-fn retention_removes_spans_and_their_index_keys_and_survives_reopen() {
+fn retention_drops_whole_partitions_with_their_catalog_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let now = now_ns();
     {
-        let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+        // 3 h of retention: hour-wide partitions.
+        let store = TraceStore::open(dir.path(), opts(3 * 3600)).unwrap();
         store
-            .write(&[batch(
-                "s",
-                vec![
-                    span(1, 1, "old", now - 7_200_000_000_000, vec![]),
-                    span(2, 1, "new", now, vec![]),
-                ],
-            )])
+            .write(&[
+                batch("old", vec![span(1, 1, "old", now - 2 * HOUR, vec![])]),
+                batch("s", vec![span(2, 1, "new", now, vec![])]),
+            ])
             .unwrap();
+        assert_eq!(store.services().unwrap(), ["old", "s"]);
+        assert_eq!(store.parts.all().len(), 2);
     }
-    let store = TraceStore::open(
-        dir.path(),
-        TraceStoreOptions {
-            retention: Duration::from_secs(3600),
-            wal_fsync: false,
-            ..TraceStoreOptions::default()
-        },
-    )
-    .unwrap();
+    // An hour now: the partition of the old span ended over an hour ago.
+    let store = TraceStore::open(dir.path(), opts(3600)).unwrap();
     assert!(store.trace(&[1; 16]).unwrap().is_empty());
     assert_eq!(
         store.trace(&[2; 16]).unwrap().len(),
@@ -222,6 +224,111 @@ fn retention_removes_spans_and_their_index_keys_and_survives_reopen() {
         vec![(2, 1)]
     );
     assert_eq!(ids(&store, Seek::Time, 0, u64::MAX), vec![(2, 1)]);
+    assert_eq!(
+        store.services().unwrap(),
+        ["s"],
+        "the catalog shrinks with retention"
+    );
+    let names = Db::list_cf(&Options::default(), dir.path()).unwrap();
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("spans_")).count(),
+        1,
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_trace_across_partitions_reads_back_whole_and_scans_newest_partition_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TraceStore::open(dir.path(), opts(3 * 3600)).unwrap();
+    let t = now_ns() - 2 * HOUR;
+    let hour_start = t - t % HOUR;
+    store
+        .write(&[batch(
+            "s",
+            vec![
+                span(7, 2, "late child", hour_start + HOUR + 5, vec![]),
+                span(7, 1, "root", hour_start + HOUR - 5, vec![]),
+            ],
+        )])
+        .unwrap();
+    let trace = store.trace(&[7; 16]).unwrap();
+    let names: Vec<&str> = trace.iter().map(|s| s.span.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["root", "late child"],
+        "span id order across partitions"
+    );
+    assert_eq!(ids(&store, Seek::Time, 0, u64::MAX), vec![(7, 2), (7, 1)]);
+    assert_eq!(
+        ids(&store, Seek::Time, hour_start, hour_start + HOUR - 1),
+        vec![(7, 1)]
+    );
+    assert_eq!(
+        store.span(&[7; 16], &[2; 8]).unwrap().unwrap().span.name,
+        "late child"
+    );
+    assert_eq!(store.operations("s").unwrap().len(), 2);
+}
+
+/// A store written before partitions: `spans`, `index` and `catalog` families with the same
+/// keys (the catalog unprefixed). It is read as one partition and dropped whole once its
+/// newest span is past retention.
+#[test]
+fn a_store_from_before_partitions_is_read_and_then_dropped_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ns();
+    let legacy_span = span(9, 1, "legacy", now - 2 * HOUR, vec![]);
+    {
+        let mut o = Options::default();
+        o.create_if_missing(true);
+        o.create_missing_column_families(true);
+        let db = Db::open_cf(&o, dir.path(), ["origins", "spans", "index", "catalog"]).unwrap();
+        let rs = batch("old-svc", vec![]);
+        let origin = Origin::new(&rs, &rs.scope_spans[0]);
+        let bytes = origin.encode();
+        let id = Origin::id(&bytes);
+        let cf = |n: &str| db.cf_handle(n).unwrap();
+        db.put_cf(&cf("origins"), id.to_be_bytes(), &bytes).unwrap();
+        db.put_cf(
+            &cf("spans"),
+            keys::span_key(&[9; 16], &[1; 8]),
+            record::encode_span(id, &legacy_span),
+        )
+        .unwrap();
+        for p in index_prefixes(&origin, &legacy_span) {
+            db.put_cf(
+                &cf("index"),
+                p.key(legacy_span.start_time_unix_nano, &[9; 16], &[1; 8]),
+                b"",
+            )
+            .unwrap();
+        }
+        for k in catalog_keys(&origin, &legacy_span) {
+            db.put_cf(&cf("catalog"), k, b"").unwrap();
+        }
+    }
+    {
+        let store = TraceStore::open(dir.path(), opts(3 * 3600)).unwrap();
+        store
+            .write(&[batch("s", vec![span(2, 1, "new", now, vec![])])])
+            .unwrap();
+        assert_eq!(store.trace(&[9; 16]).unwrap()[0].span.name, "legacy");
+        assert_eq!(store.services().unwrap(), ["old-svc", "s"]);
+        assert_eq!(ids(&store, Seek::Time, 0, u64::MAX), vec![(2, 1), (9, 1)]);
+        assert_eq!(
+            ids(&store, Seek::Service("old-svc".into()), 0, u64::MAX),
+            vec![(9, 1)]
+        );
+    }
+    let store = TraceStore::open(dir.path(), opts(3600)).unwrap();
+    assert!(store.trace(&[9; 16]).unwrap().is_empty());
+    assert_eq!(store.services().unwrap(), ["s"]);
+    let names = Db::list_cf(&Options::default(), dir.path()).unwrap();
+    assert!(
+        !names.iter().any(|n| n == "spans" || n == "catalog"),
+        "{names:?}"
+    );
 }
 
 #[test]
