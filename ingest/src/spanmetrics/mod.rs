@@ -244,11 +244,19 @@ impl SpanMetrics {
         let state = State {
             spans: spans::SpanMetrics::new(
                 opts.span_buckets.clone(),
-                dimension_labels("", &opts.span_dimensions, &spans::INTRINSIC)?,
+                dimension_labels(
+                    "span_metrics.dimensions",
+                    &opts.span_dimensions,
+                    &spans::INTRINSIC,
+                )?,
             ),
             graph: graph::ServiceGraphs::new(
                 opts.graph_buckets.clone(),
-                dimension_labels("", &opts.graph_dimensions, &graph::EDGE_LABELS)?,
+                dimension_labels(
+                    "service_graphs.dimensions",
+                    &opts.graph_dimensions,
+                    &graph::EDGE_LABELS,
+                )?,
                 opts.graph_wait,
                 opts.graph_max_items,
             ),
@@ -275,6 +283,9 @@ impl SpanMetrics {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let before = st.totals();
+        // Edges whose wait is over are settled as spans arrive, not only at collections: a
+        // long collection interval must not hold them (Tempo expires every 2s).
+        st.graph.expire(now, &mut st.limit);
         for rs in batch {
             let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes);
             let service = str_attribute("service.name", &[resource]);
@@ -701,6 +712,10 @@ mod tests {
             m.keys().all(|k| !k.starts_with("traces_service_graph")),
             "{m:#?}"
         );
+        assert_eq!(g.state.lock().graph.waiting(), 4);
+        // The next request settles them, before any collection.
+        g.observe_at(&[], t0 + wait);
+        assert_eq!(g.state.lock().graph.waiting(), 0);
         let m = collect(&g, 2_000, t0 + wait);
         assert_eq!(
             last(
@@ -730,7 +745,6 @@ mod tests {
             ),
             Some(1.0)
         );
-        assert_eq!(g.state.lock().graph.waiting(), 0);
         assert_eq!(g.metrics.unpaired.get(), 2);
     }
 
