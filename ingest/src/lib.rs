@@ -5,6 +5,8 @@
 //! - [`logs`]: the Fluentd forward protocol listener and Loki's push API.
 //! - [`scrape`]: scraping targets (`scrape_configs`), as Prometheus does.
 //! - [`push`]: the Pushgateway's push API, its groups stored and exposed to queries.
+//! - [`spanmetrics`]: span metrics and service graphs from the spans OTLP stored, as
+//!   Tempo's metrics-generator makes them.
 //! - `metrics`: the per-signal, per-protocol ingest self-metrics.
 //!
 //! Owns wire formats and their validation; writes metrics only through
@@ -17,6 +19,7 @@ pub mod otlp;
 pub mod push;
 pub mod remote_write;
 pub mod scrape;
+pub mod spanmetrics;
 mod wire;
 
 use std::sync::Arc;

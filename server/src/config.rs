@@ -431,6 +431,7 @@ pub struct Traces {
     /// (and its `max_message_bytes` to `limits.otlp_max_message_bytes`), leaving None.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp: Option<LegacyTracesOtlp>,
+    pub metrics_generator: MetricsGenerator,
 }
 
 impl Default for Traces {
@@ -438,7 +439,99 @@ impl Default for Traces {
         Traces {
             retention: PromDuration(storage::traces::TraceStoreOptions::default().retention),
             otlp: None,
+            metrics_generator: MetricsGenerator::default(),
         }
+    }
+}
+
+/// Span metrics and service graphs written into the TSDB from the spans stored
+/// (`ingest::spanmetrics`), as Tempo's metrics-generator makes them; on by default. The
+/// defaults are Tempo's but for `max_active_series`, which Tempo leaves unlimited.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsGenerator {
+    pub enabled: bool,
+    /// How often the series are appended.
+    pub collection_interval: PromDuration,
+    /// A series no span updated for this long is dropped.
+    pub stale_duration: PromDuration,
+    /// Most series held (each histogram bucket, `_sum` and `_count` counts); spans that
+    /// would add more are dropped and counted.
+    pub max_active_series: usize,
+    pub span_metrics: SpanMetricsGenerator,
+    pub service_graphs: ServiceGraphsGenerator,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpanMetricsGenerator {
+    /// `traces_spanmetrics_latency` bucket bounds, in seconds.
+    pub histogram_buckets: Vec<f64>,
+    /// Span or resource attributes added as labels (`.` becomes `_`).
+    pub dimensions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceGraphsGenerator {
+    /// `traces_service_graph_request_{server,client}_seconds` bucket bounds, in seconds.
+    pub histogram_buckets: Vec<f64>,
+    /// Span or resource attributes added as labels.
+    pub dimensions: Vec<String>,
+    /// How long a client or server span waits for its other side.
+    pub wait: PromDuration,
+    /// Most spans waiting for their other side; more are dropped and counted.
+    pub max_items: usize,
+}
+
+impl Default for MetricsGenerator {
+    fn default() -> Self {
+        let d = ingest::spanmetrics::Options::default();
+        MetricsGenerator {
+            enabled: true,
+            collection_interval: PromDuration(d.collection_interval),
+            stale_duration: PromDuration(d.stale_duration),
+            max_active_series: d.max_active_series,
+            span_metrics: SpanMetricsGenerator {
+                histogram_buckets: d.span_buckets,
+                dimensions: d.span_dimensions,
+            },
+            service_graphs: ServiceGraphsGenerator {
+                histogram_buckets: d.graph_buckets,
+                dimensions: d.graph_dimensions,
+                wait: PromDuration(d.graph_wait),
+                max_items: d.graph_max_items,
+            },
+        }
+    }
+}
+
+impl Default for SpanMetricsGenerator {
+    fn default() -> Self {
+        MetricsGenerator::default().span_metrics
+    }
+}
+
+impl Default for ServiceGraphsGenerator {
+    fn default() -> Self {
+        MetricsGenerator::default().service_graphs
+    }
+}
+
+impl MetricsGenerator {
+    /// The generator's options, None when it is off.
+    pub fn options(&self) -> Option<ingest::spanmetrics::Options> {
+        self.enabled.then(|| ingest::spanmetrics::Options {
+            collection_interval: self.collection_interval.0,
+            stale_duration: self.stale_duration.0,
+            max_active_series: self.max_active_series,
+            span_buckets: self.span_metrics.histogram_buckets.clone(),
+            span_dimensions: self.span_metrics.dimensions.clone(),
+            graph_buckets: self.service_graphs.histogram_buckets.clone(),
+            graph_dimensions: self.service_graphs.dimensions.clone(),
+            graph_wait: self.service_graphs.wait.0,
+            graph_max_items: self.service_graphs.max_items,
+        })
     }
 }
 
@@ -806,6 +899,10 @@ impl Config {
         config.limits.validate().map_err(invalid)?;
         config.log_redactor().map_err(invalid)?;
         config.scrape().map_err(invalid)?;
+        if let Some(o) = config.traces.metrics_generator.options() {
+            o.validate()
+                .map_err(|e| invalid(format!("traces.metrics_generator: {e}")))?;
+        }
         if config.query.max_concurrency == 0 {
             return Err(invalid(
                 "query.max_concurrency must be greater than 0".to_owned(),
@@ -1289,6 +1386,37 @@ remote_write:
         assert!(Config::parse("otlp:\n  grcp: x\n", "t").is_err());
         // The size limit is no longer an otlp key.
         assert!(Config::parse("otlp:\n  max_message_bytes: 1\n", "t").is_err());
+    }
+
+    #[test]
+    fn metrics_generator_is_on_by_default_and_checked() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(
+            c.traces.metrics_generator.options(),
+            Some(ingest::spanmetrics::Options::default())
+        );
+        let c = Config::parse(
+            "traces:\n  metrics_generator:\n    collection_interval: 1s\n    span_metrics:\n      dimensions: [http.method]\n    service_graphs:\n      wait: 2s\n",
+            "t",
+        )
+        .unwrap();
+        let o = c.traces.metrics_generator.options().unwrap();
+        assert_eq!(o.collection_interval, Duration::from_secs(1));
+        assert_eq!(o.span_dimensions, ["http.method"]);
+        assert_eq!(o.graph_wait, Duration::from_secs(2));
+        assert_eq!(o.graph_max_items, 10_000);
+        let off = Config::parse("traces:\n  metrics_generator:\n    enabled: false\n", "t");
+        assert_eq!(off.unwrap().traces.metrics_generator.options(), None);
+        let err = Config::parse(
+            "traces:\n  metrics_generator:\n    span_metrics:\n      histogram_buckets: [1, 0.5]\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("traces.metrics_generator: span_metrics.histogram_buckets must be"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -109,6 +109,8 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let ingest_state =
         ingest::IngestState::new(tsdb.clone(), config.ingest_limits(), &mut registry);
     let otlp_state = otlp_state.with_counters(ingest_state.counters());
+    let (otlp_state, span_metrics) =
+        start_span_metrics(&config, otlp_state, tsdb.clone(), &mut registry)?;
     let log_sink = log_sink.with_counters(ingest_state.counters());
     // Bound before anything that links back to it (rules' generatorURL, notifications), so
     // that those carry the real port when the config asks for port 0.
@@ -242,6 +244,10 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     )
     .await;
     otlp.stop().await;
+    // After the OTLP listeners, so that it counts every span they stored.
+    if let Some(flusher) = span_metrics {
+        flusher.stop().await;
+    }
     forward.abort();
     rules.manager.stop().await;
     scraping.manager.stop().await;
@@ -258,6 +264,28 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .context("indexing the last log records")?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The metrics generator (`traces.metrics_generator`), when on: counts the spans `state`
+/// stores and appends its series to `tsdb` until stopped.
+fn start_span_metrics(
+    config: &Config,
+    state: ingest::otlp::OtlpState,
+    tsdb: Arc<storage::Tsdb>,
+    registry: &mut Registry,
+) -> anyhow::Result<(
+    ingest::otlp::OtlpState,
+    Option<ingest::spanmetrics::Flusher>,
+)> {
+    let Some(opts) = config.traces.metrics_generator.options() else {
+        return Ok((state, None));
+    };
+    let generator = Arc::new(
+        ingest::spanmetrics::SpanMetrics::new(opts, registry)
+            .context("traces.metrics_generator")?,
+    );
+    let flusher = ingest::spanmetrics::start(generator.clone(), tsdb);
+    Ok((state.with_span_metrics(generator), Some(flusher)))
 }
 
 /// The OTLP listeners (gRPC and HTTP) and the trace retention loop, stopped together.

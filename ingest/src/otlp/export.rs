@@ -22,6 +22,10 @@ pub(crate) fn traces(
     req: &ExportTraceServiceRequest,
 ) -> Result<ExportTraceServiceResponse, OtlpError> {
     let report = state.traces.write(&req.resource_spans)?;
+    // Only once stored: a request the store failed is retried by the sender.
+    if let Some(generator) = &state.span_metrics {
+        generator.observe(&req.resource_spans);
+    }
     let c = &state.counters;
     c.stored(Signal::Traces, state.transport, report.spans_written);
     c.rejected(Signal::Traces, state.transport, report.rejected);

@@ -54,6 +54,8 @@ pub struct OtlpState {
     /// Whether log records get Loki's `detected_level` (see `logs::level`).
     detect_levels: bool,
     counters: IngestCounters,
+    /// Counts the spans stored into span metrics and service graphs, when on.
+    span_metrics: Option<Arc<crate::spanmetrics::SpanMetrics>>,
     /// The transport whose routes hold this copy of the state, for the counters.
     transport: Protocol,
 }
@@ -75,6 +77,7 @@ impl OtlpState {
             log_bounds: LogBounds::default(),
             detect_levels: false,
             counters: IngestCounters::default(),
+            span_metrics: None,
             transport: Protocol::OtlpHttp,
         }
     }
@@ -159,6 +162,15 @@ impl OtlpState {
 
     fn on(mut self, transport: Protocol) -> OtlpState {
         self.transport = transport;
+        self
+    }
+
+    /// Has `generator` count every span stored.
+    pub fn with_span_metrics(
+        mut self,
+        generator: Arc<crate::spanmetrics::SpanMetrics>,
+    ) -> OtlpState {
+        self.span_metrics = Some(generator);
         self
     }
 
