@@ -330,11 +330,11 @@ fn from_v2(req: v2::Request, limits: &Limits) -> Result<DecodedWrite, RemoteWrit
         for ex in &ts.exemplars {
             let what = || format!("an exemplar of series {i}");
             resolve_pairs(symbols, &ex.labels_refs, what, &mut exemplar_pairs)?;
-            exemplars.push(Exemplar {
-                labels: Labels::from_pairs(exemplar_pairs.iter().copied()),
-                value: ex.value,
-                t: ex.timestamp,
-            });
+            exemplars.push(exemplar(
+                exemplar_pairs.iter().copied(),
+                ex.value,
+                ex.timestamp,
+            ));
         }
         let md = ts
             .metadata
@@ -442,10 +442,21 @@ fn symbol<'a>(
 
 /// A 1.0 exemplar as storage takes it (Prometheus's `exemplarProtoToExemplar`).
 fn exemplar_v1(e: v1::Exemplar) -> Exemplar {
+    let pairs = e.labels.into_iter().map(|l| (l.name, l.value));
+    exemplar(pairs, e.value, e.timestamp)
+}
+
+/// Labels with an empty value are left out, as Prometheus's appender does (`WithoutEmpty`).
+fn exemplar<N: Into<String>, V: Into<String> + AsRef<str>>(
+    pairs: impl IntoIterator<Item = (N, V)>,
+    value: f64,
+    t: i64,
+) -> Exemplar {
+    let pairs = pairs.into_iter().filter(|(_, v)| !v.as_ref().is_empty());
     Exemplar {
-        labels: Labels::from_pairs(e.labels.into_iter().map(|l| (l.name, l.value))),
-        value: e.value,
-        t: e.timestamp,
+        labels: Labels::from_pairs(pairs),
+        value,
+        t,
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::MethodRouter;
 use axum::Router;
 use serde::Serialize;
@@ -174,7 +175,8 @@ fn range_query(s: &ApiState, p: &Params) -> ApiResult {
 }
 
 /// Prometheus's `queryExemplars`: the exemplars in [start, end] of the series any selector of
-/// the query matches; `null` for a query without selectors, as Prometheus answers.
+/// the query matches. A query without selectors gets Prometheus's answer to a handler that
+/// returns no data: 204 and no body.
 fn query_exemplars(s: &ApiState, p: &Params) -> ApiResult {
     let start = p.time_or("start", MIN_TIME)?;
     let end = p.time_or("end", MAX_TIME)?;
@@ -186,7 +188,7 @@ fn query_exemplars(s: &ApiState, p: &Params) -> ApiResult {
     let expr = params::parse_promql(p.get("query")).map_err(ApiError::bad_data)?;
     let selectors = params::extract_selectors(&expr).map_err(ApiError::bad_data)?;
     if selectors.is_empty() {
-        return Ok(success((), vec![]));
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let found = match &s.exemplars {
         Some(store) => store.select_exemplars(start, end, &selectors)?,
