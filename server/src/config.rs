@@ -99,6 +99,8 @@ pub struct Storage {
     /// fsync RocksDB's WAL on every write: survives power loss, not only a crash, at a cost.
     pub wal_fsync: bool,
     pub flush_interval: PromDuration,
+    /// Newest exemplars kept per series; 0 stores none.
+    pub max_exemplars_per_series: usize,
 }
 
 impl Default for Storage {
@@ -111,6 +113,7 @@ impl Default for Storage {
             head_window: PromDuration(tsdb.head_window),
             wal_fsync: tsdb.wal_fsync,
             flush_interval: PromDuration(tsdb.flush_interval),
+            max_exemplars_per_series: tsdb.max_exemplars_per_series,
         }
     }
 }
@@ -1178,6 +1181,7 @@ impl Config {
             max_active_series: self.limits.max_active_series,
             block_cache_bytes: self.limits.tsdb_block_cache_bytes as usize,
             write_buffer_bytes: self.limits.tsdb_write_buffer_bytes as usize,
+            max_exemplars_per_series: self.storage.max_exemplars_per_series,
         }
     }
 

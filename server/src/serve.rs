@@ -147,7 +147,8 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         query_gate.clone(),
     )
     .with_rules(rules.manager.clone())
-    .with_targets(Arc::new(scraping.clone()));
+    .with_targets(Arc::new(scraping.clone()))
+    .with_exemplars(tsdb.clone());
     let scrape_time = ScrapeTimeMetrics::register(
         &mut registry,
         self_metrics::Stores {

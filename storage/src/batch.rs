@@ -1,6 +1,6 @@
 //! A batch of series to append, in the form the TSDB takes it: every label set encoded in one
 //! buffer exactly as the index stores it (a count, then each name and value length-prefixed),
-//! the samples and histograms in one vector each. A wire decoder fills it straight from a
+//! the samples, histograms and exemplars in one vector each. A wire decoder fills it straight from a
 //! request's bytes, with no allocation per label or per series, and the TSDB finds each
 //! series by those bytes (one hash, one comparison) without building an owned [`Labels`];
 //! Prometheus's remote-write sends every sample as its own series entry, so this is the cost
@@ -10,7 +10,7 @@
 //! non-empty, strictly ascending, no empty value). Knows nothing of ids or of storage.
 
 use crate::encoding::{put_bytes, put_uvarint, Cursor};
-use crate::{HistogramSample, Label, Labels, Sample, SeriesBatch, StorageError};
+use crate::{Exemplar, HistogramSample, Label, Labels, Sample, SeriesBatch, StorageError};
 
 /// Series to append, label sets encoded. See the module doc.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -21,6 +21,7 @@ pub struct EncodedBatch {
     ends: Vec<Ends>,
     samples: Vec<Sample>,
     histograms: Vec<HistogramSample>,
+    exemplars: Vec<Exemplar>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -28,6 +29,7 @@ struct Ends {
     labels: usize,
     samples: usize,
     histograms: usize,
+    exemplars: usize,
 }
 
 /// One series of an [`EncodedBatch`].
@@ -36,6 +38,10 @@ pub struct EncodedSeries<'a> {
     labels: &'a [u8],
     pub samples: &'a [Sample],
     pub histograms: &'a [HistogramSample],
+    /// Exemplars of the series; an entry may carry only these (Prometheus's remote-write
+    /// sends each exemplar as an entry of its own), for a series that exists or that another
+    /// entry of the batch creates.
+    pub exemplars: &'a [Exemplar],
 }
 
 impl<'a> EncodedSeries<'a> {
@@ -71,7 +77,6 @@ impl EncodedLabels {
         decode_labels(&self.0)
     }
 
-    #[cfg(test)]
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }
@@ -91,6 +96,7 @@ impl EncodedBatch {
             ends: Vec::with_capacity(series),
             samples: Vec::with_capacity(series),
             histograms: Vec::new(),
+            exemplars: Vec::new(),
         }
     }
 
@@ -121,12 +127,20 @@ impl EncodedBatch {
         Ok(())
     }
 
+    /// Attaches exemplars to the series pushed last (nothing when there is none).
+    pub fn add_exemplars(&mut self, exemplars: impl IntoIterator<Item = Exemplar>) {
+        if let Some(last) = self.ends.last_mut() {
+            self.exemplars.extend(exemplars);
+            last.exemplars = self.exemplars.len();
+        }
+    }
+
     /// Adds an owned series (already canonical, as every [`Labels`] is).
     pub fn push(&mut self, series: SeriesBatch) {
         self.push_owned(&series.labels, &series.samples, series.histograms);
     }
 
-    fn push_owned(
+    pub(crate) fn push_owned(
         &mut self,
         labels: &Labels,
         samples: &[Sample],
@@ -144,10 +158,12 @@ impl EncodedBatch {
         self.labels.extend_from_slice(&other.labels);
         self.samples.extend_from_slice(&other.samples);
         self.histograms.extend(other.histograms);
+        self.exemplars.extend(other.exemplars);
         self.ends.extend(other.ends.iter().map(|e| Ends {
             labels: base.labels + e.labels,
             samples: base.samples + e.samples,
             histograms: base.histograms + e.histograms,
+            exemplars: base.exemplars + e.exemplars,
         }));
     }
 
@@ -165,6 +181,11 @@ impl EncodedBatch {
         self.samples.len() + self.histograms.len()
     }
 
+    /// Exemplars of all series.
+    pub fn exemplar_count(&self) -> usize {
+        self.exemplars.len()
+    }
+
     pub fn iter(&self) -> impl ExactSizeIterator<Item = EncodedSeries<'_>> {
         (0..self.ends.len()).map(|i| {
             let s = i
@@ -175,12 +196,15 @@ impl EncodedBatch {
                 labels: &self.labels[s.labels..e.labels],
                 samples: &self.samples[s.samples..e.samples],
                 histograms: &self.histograms[s.histograms..e.histograms],
+                exemplars: &self.exemplars[s.exemplars..e.exemplars],
             }
         })
     }
 
-    /// Keeps the samples `keep` accepts (by timestamp) and the series left with any; calls
-    /// `dropped` with each series that lost samples, as it was, and how many it lost.
+    /// Keeps the samples `keep` accepts (by timestamp), the exemplars it accepts, and the
+    /// series left with either; calls `dropped` with each series that lost samples, as it
+    /// was, and how many it lost (exemplars never fail a request, so their losses are not
+    /// reported).
     pub fn retain_samples(
         &mut self,
         mut keep: impl FnMut(i64) -> bool,
@@ -196,7 +220,10 @@ impl EncodedBatch {
             if kept < s.sample_count() {
                 dropped(s, s.sample_count() - kept);
             }
-            if kept > 0 {
+            let exemplars_before = out.exemplars.len();
+            out.exemplars
+                .extend(s.exemplars.iter().filter(|e| keep(e.t)).cloned());
+            if kept > 0 || out.exemplars.len() > exemplars_before {
                 out.labels.extend_from_slice(s.labels);
                 out.close_series();
             }
@@ -204,7 +231,7 @@ impl EncodedBatch {
         *self = out;
     }
 
-    /// The series as owned batches (for stores that keep [`Labels`]).
+    /// The series as owned batches (for stores that keep [`Labels`]; exemplars are left out).
     pub fn to_series_batches(&self) -> Vec<SeriesBatch> {
         self.iter()
             .map(|s| SeriesBatch {
@@ -224,6 +251,7 @@ impl EncodedBatch {
             labels: self.labels.len(),
             samples: self.samples.len(),
             histograms: self.histograms.len(),
+            exemplars: self.exemplars.len(),
         });
     }
 }

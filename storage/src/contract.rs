@@ -2,14 +2,16 @@
 //! `storage/interface.go`: writers append through an [`Appender`] transaction taken from an
 //! [`Appendable`]; engines read through a [`Querier`] whose `select` is told what the data is
 //! for ([`SelectHints`]) and answers a [`SeriesSet`] of [`Series`] whose points are decoded
-//! as they are iterated; the series and label APIs read through a [`LabelQuerier`].
+//! as they are iterated; the series and label APIs read through a [`LabelQuerier`], the
+//! exemplar API through an [`ExemplarQuerier`]. Exemplars are written with samples, in the
+//! [`EncodedBatch`] or by [`Appender::append_exemplars`].
 //!
 //! Owns the shapes of that conversation only; the TSDB implements it in `tsdb/`, and tests
 //! may implement it in memory.
 
 use crate::{
-    AppendMode, AppendReport, EncodedBatch, HistogramSample, Labels, Matcher, Metadata, Sample,
-    SeriesBatch, SeriesSamples, StorageError, TsdbStatus,
+    AppendMode, AppendReport, EncodedBatch, Exemplar, ExemplarSeries, HistogramSample, Labels,
+    Matcher, Metadata, Sample, SeriesBatch, SeriesSamples, StorageError, TsdbStatus,
 };
 
 /// A write transaction: nothing is visible or durable before [`Appender::commit`], which
@@ -21,6 +23,10 @@ pub trait Appender {
     /// Adds a decoded request's series at once, label sets already encoded (no [`Labels`]
     /// built per series).
     fn append_batch(&mut self, batch: EncodedBatch);
+    /// Adds exemplars of a series (Prometheus's `AppendExemplar`): stored with the commit if
+    /// the series exists or this transaction adds it; refused ones are counted in the report
+    /// and never fail the commit.
+    fn append_exemplars(&mut self, labels: &Labels, exemplars: Vec<Exemplar>);
     /// Records a metric family's metadata (`TYPE`, `HELP`, `UNIT`), written with the commit.
     /// Metadata is advisory: failing to store it is logged and does not fail the commit of
     /// samples already written.
@@ -225,6 +231,18 @@ pub trait LabelQuerier: Send + Sync {
     fn status(&self, top_n: usize) -> TsdbStatus;
 }
 
+/// What the exemplar API reads through (Prometheus's `ExemplarQuerier`).
+pub trait ExemplarQuerier: Send + Sync {
+    /// The exemplars with times in [start, end] (ms, inclusive) of the series matching any of
+    /// the matcher sets, sorted by series labels; nothing for no set.
+    fn select_exemplars(
+        &self,
+        start: i64,
+        end: i64,
+        matcher_sets: &[Vec<Matcher>],
+    ) -> Result<Vec<ExemplarSeries>, StorageError>;
+}
+
 /// An [`Appender`] over any store that writes whole batches: buffers until commit.
 pub struct BatchAppender<'a, W: BatchWriter + ?Sized> {
     store: &'a W,
@@ -266,6 +284,11 @@ impl<W: BatchWriter + ?Sized> Appender for BatchAppender<'_, W> {
         } else {
             self.batch.append(batch);
         }
+    }
+
+    fn append_exemplars(&mut self, labels: &Labels, exemplars: Vec<Exemplar>) {
+        self.batch.push_owned(labels, &[], []);
+        self.batch.add_exemplars(exemplars);
     }
 
     fn set_metadata(&mut self, metric_family: &str, metadata: Metadata) {

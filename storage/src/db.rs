@@ -28,17 +28,22 @@ pub(crate) const CF_WAL: &str = "wal";
 /// histogram, until a checkpoint seals the sample into a chunk of its day partition.
 pub(crate) const CF_HISTOGRAMS: &str = "histograms";
 
+/// Exemplars: series id (u64 BE) | t (sign-flipped u64 BE) → value and label set
+/// (`tsdb::exemplars`), the newest few of each series.
+pub(crate) const CF_EXEMPLARS: &str = "exemplars";
+
 /// Label set of a series idle past the head window → its id, time bounds and last sample.
 pub(crate) const CF_COLD_LABELS: &str = "cold_labels";
 /// Per-partition inverted index of the series idle past the head window (`tsdb::cold`).
 pub(crate) const CF_COLD_INDEX: &str = "cold_index";
 
-const FIXED_CFS: [&str; 7] = [
+const FIXED_CFS: [&str; 8] = [
     CF_SERIES,
     CF_SERIES_TIMES,
     CF_META,
     CF_WAL,
     CF_HISTOGRAMS,
+    CF_EXEMPLARS,
     CF_COLD_LABELS,
     CF_COLD_INDEX,
 ];

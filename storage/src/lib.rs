@@ -36,7 +36,8 @@ mod tsdb;
 
 pub use batch::{EncodedBatch, EncodedLabels, EncodedSeries};
 pub use contract::{
-    Appendable, Appender, LabelQuerier, Point, Querier, SelectHints, Series, SeriesSet,
+    Appendable, Appender, ExemplarQuerier, LabelQuerier, Point, Querier, SelectHints, Series,
+    SeriesSet,
 };
 pub use db::StoreMemory;
 pub use error::{Classify, ErrorClass, StorageError};
@@ -60,6 +61,27 @@ pub struct Sample {
     /// Milliseconds since the Unix epoch.
     pub t: i64,
     pub v: f64,
+}
+
+/// A sampled observation of a series pointing elsewhere, usually to a trace (Prometheus's
+/// `exemplar.Exemplar`): its labels (`trace_id`, `span_id`, …), value and time in ms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exemplar {
+    pub labels: Labels,
+    pub value: f64,
+    pub t: i64,
+}
+
+/// Most UTF-8 characters of an exemplar's label names and values together
+/// (Prometheus's `exemplar.ExemplarMaxLabelSetLength`, from OpenMetrics); longer ones are
+/// dropped.
+pub const EXEMPLAR_MAX_LABEL_SET_LENGTH: usize = 128;
+
+/// The exemplars of one series in a time range, oldest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExemplarSeries {
+    pub series_labels: Labels,
+    pub exemplars: Vec<Exemplar>,
 }
 
 /// One series' decoded samples, sorted by `t` with unique timestamps.
@@ -94,6 +116,15 @@ pub struct AppendReport {
     pub samples_written: usize,
     /// Native histogram samples written, counted apart as remote-write 2.0 reports them.
     pub histograms_written: usize,
+    /// Exemplars stored (a repeat of a series' newest counts, as a repeated sample does).
+    /// Exemplars never fail an append: those refused are only counted in the next two.
+    pub exemplars_written: usize,
+    /// Exemplars not newer than their series' newest stored one (Prometheus's
+    /// `prometheus_tsdb_exemplar_out_of_order_exemplars_total`).
+    pub exemplars_out_of_order: usize,
+    /// Exemplars refused otherwise: labels over [`EXEMPLAR_MAX_LABEL_SET_LENGTH`], or of a
+    /// series no sample of the append or before it created.
+    pub exemplars_invalid: usize,
     pub rejected: Vec<Rejection>,
 }
 

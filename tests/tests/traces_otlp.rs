@@ -192,6 +192,66 @@ fn check_tempo(n: &Novamon, suffix: &str, trace_id: &str) {
     ));
     assert_eq!(search["traces"], serde_json::json!([]));
 
+    // Structure and trace-level intrinsics, as the query builder and Traces Drilldown write them.
+    let front = format!("frontend-{suffix}");
+    for q in [
+        format!(
+            r#"{{ resource.service.name = "{front}" && nestedSetParent < 0 }} >> {{ resource.service.name = "{back}" && status = error }}"#
+        ),
+        format!(r#"{{ rootServiceName = "{front}" && kind = client && event:name != nil }}"#),
+        format!(r#"{{ resource.service.name = "{front}" }} | by(name) | count() = 1 | select(span.http.method)"#),
+    ] {
+        let search = n.get_ok(&format!(
+            "/tempo/api/search?q={}&start={start}&end={end}",
+            enc(&q)
+        ));
+        assert_eq!(search["traces"][0]["traceID"], trace_id, "{q}: {search}");
+    }
+
+    // TraceQL metrics as Grafana's Tempo data source requests them (query_range with `step`
+    // and `exemplars`, instant without).
+    let q = format!(r#"{{ resource.service.name = "{back}" }} | count_over_time() by (status)"#);
+    let range = n.get_ok(&format!(
+        "/tempo/api/metrics/query_range?end={end}&exemplars=100&q={}&start={start}&step=60s",
+        enc(&q)
+    ));
+    let series = range["series"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{range}");
+    assert_eq!(
+        series[0]["labels"],
+        serde_json::json!([{ "key": "status", "value": { "stringValue": "error" } }])
+    );
+    let total: f64 = series[0]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(total, 1.0, "{range}");
+    assert_eq!(
+        series[0]["exemplars"][0]["labels"][0],
+        serde_json::json!({ "key": "trace:id", "value": { "stringValue": trace_id } })
+    );
+    let q = format!(r#"{{ resource.service.name =~ "(front|back)end-{suffix}" }} | count_over_time()"#);
+    let instant = n.get_ok(&format!(
+        "/tempo/api/metrics/query?end={end}&q={}&start={start}",
+        enc(&q)
+    ));
+    assert_eq!(instant["series"][0]["value"], 3.0, "{instant}");
+
+    // Span names of one service, as the editor narrows them.
+    let names = n.get_ok(&format!(
+        "/tempo/api/v2/search/tag/name/values?q={}&start={start}&end={end}",
+        enc(&format!(r#"{{resource.service.name="{front}"}}"#))
+    ));
+    let names: Vec<&str> = names["tagValues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["GET /checkout", "render"]);
+
     let v2 = n.get_ok(&format!("/tempo/api/v2/traces/{trace_id}"));
     let spans: usize = v2["trace"]["resourceSpans"]
         .as_array()

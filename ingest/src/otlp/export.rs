@@ -48,7 +48,7 @@ pub(crate) fn metrics(
     state: &OtlpState,
     req: &ExportMetricsServiceRequest,
 ) -> Result<ExportMetricsServiceResponse, OtlpError> {
-    let converted = metrics_to_series::convert(&req.resource_metrics);
+    let mut converted = metrics_to_series::convert(&req.resource_metrics);
     // OTLP counts data points; a rejected sample of a histogram's series rejects its point.
     let mut rejected = converted.rejected_points;
     let mut reason = converted.reason;
@@ -61,7 +61,12 @@ pub(crate) fn metrics(
             s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
             &state.label_limits,
         ) {
-            None => app.append(s),
+            None => {
+                if let Some(exemplars) = converted.exemplars.remove(&s.labels) {
+                    app.append_exemplars(&s.labels, exemplars);
+                }
+                app.append(s)
+            }
             Some(e) => {
                 rejected += s.samples.len() + s.histograms.len();
                 reason.get_or_insert_with(|| {

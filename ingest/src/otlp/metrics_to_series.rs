@@ -3,25 +3,35 @@
 //! histograms are classic `_bucket{le}`/`_sum`/`_count`, summaries `{quantile}`/`_sum`/`_count`.
 //! `service.namespace`/`service.name` → `job`, `service.instance.id` → `instance`, every other
 //! resource attribute goes on one `target_info` series per resource. Delta temporality and
-//! exponential histograms are rejected (Prometheus needs feature flags for them). Pure
+//! exponential histograms are rejected (Prometheus needs feature flags for them). Exemplars
+//! as Prometheus's translator (`getPromExemplars`) makes them: `trace_id`/`span_id` in hex
+//! and the filtered attributes as labels, on a sum's series or on the `_bucket` series of
+//! the first bound not below the exemplar's value (gauges carry none there either). Pure
 //! conversion; writing is the caller's.
 
 use std::collections::{BTreeMap, HashMap};
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::exemplar::Value as ExemplarValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NumberValue;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, DataPointFlags, NumberDataPoint, ResourceMetrics,
+    AggregationTemporality, DataPointFlags, Exemplar as OtlpExemplar, NumberDataPoint,
+    ResourceMetrics,
 };
 use storage::traces::value_text;
-use storage::{Label, Labels, Metadata, Sample, SeriesBatch, METRIC_NAME, STALE_NAN_BITS};
+use storage::{
+    Exemplar, Label, Labels, Metadata, Sample, SeriesBatch, EXEMPLAR_MAX_LABEL_SET_LENGTH,
+    METRIC_NAME, STALE_NAN_BITS,
+};
 
 use super::metric_names::{label_name, metric_name, Kind};
 
 #[derive(Debug, Default)]
 pub(crate) struct Converted {
     pub(crate) series: Vec<SeriesBatch>,
+    /// Exemplars by the label set of the series they go with, oldest first.
+    pub(crate) exemplars: HashMap<Labels, Vec<Exemplar>>,
     pub(crate) metadata: Vec<(String, Metadata)>,
     pub(crate) rejected_points: usize,
     pub(crate) reason: Option<String>,
@@ -32,6 +42,7 @@ const RESOURCE_IDENTITY: [&str; 3] = ["service.name", "service.namespace", "serv
 #[derive(Default)]
 struct Builder {
     series: HashMap<Labels, Vec<Sample>>,
+    exemplars: HashMap<Labels, Vec<Exemplar>>,
     metadata: BTreeMap<String, Metadata>,
     rejected: usize,
     reason: Option<String>,
@@ -43,16 +54,33 @@ impl Builder {
         self.reason.get_or_insert(reason);
     }
 
-    fn add(&mut self, base: &[Label], name: &str, extra: Option<(&str, String)>, t: i64, v: f64) {
+    /// Adds a sample; returns the series' label set.
+    fn add(
+        &mut self,
+        base: &[Label],
+        name: &str,
+        extra: Option<(&str, String)>,
+        t: i64,
+        v: f64,
+    ) -> Labels {
         let mut labels = base.to_vec();
         labels.push(Label::new(METRIC_NAME, name));
         if let Some((n, value)) = extra {
             labels.push(Label::new(n, value));
         }
+        let labels = Labels::new(labels);
         self.series
-            .entry(Labels::new(labels))
+            .entry(labels.clone())
             .or_default()
             .push(Sample { t, v });
+        labels
+    }
+
+    fn add_exemplars(&mut self, series: Labels, exemplars: impl IntoIterator<Item = Exemplar>) {
+        let mut exemplars = exemplars.into_iter().peekable();
+        if exemplars.peek().is_some() {
+            self.exemplars.entry(series).or_default().extend(exemplars);
+        }
     }
 }
 
@@ -115,6 +143,11 @@ pub(crate) fn convert(resources: &[ResourceMetrics]) -> Converted {
             );
         }
     }
+    // A reservoir's exemplars come in no particular order, and storage keeps only those newer
+    // than a series' newest: in time order, all of them are.
+    for exemplars in b.exemplars.values_mut() {
+        exemplars.sort_by_key(|e| e.t);
+    }
     let series = b
         .series
         .into_iter()
@@ -130,6 +163,7 @@ pub(crate) fn convert(resources: &[ResourceMetrics]) -> Converted {
         .collect();
     Converted {
         series,
+        exemplars: b.exemplars,
         metadata: b.metadata.into_iter().collect(),
         rejected_points: b.rejected,
         reason: b.reason,
@@ -169,6 +203,43 @@ fn point_labels(identity: &[Label], attrs: &[KeyValue]) -> Vec<Label> {
     labels
 }
 
+/// Prometheus's `getPromExemplars`: the trace and span ids in hex, then the filtered
+/// attributes unless they would take the labels past the exemplar length limit. An exemplar
+/// without a value is skipped.
+fn exemplars(points: &[OtlpExemplar]) -> impl Iterator<Item = Exemplar> + '_ {
+    points.iter().filter_map(|e| {
+        let value = match e.value? {
+            ExemplarValue::AsDouble(d) => d,
+            ExemplarValue::AsInt(i) => i as f64,
+        };
+        let mut labels = Vec::new();
+        for (name, id) in [("trace_id", &e.trace_id), ("span_id", &e.span_id)] {
+            if !id.is_empty() {
+                labels.push(Label::new(name, hex(id)));
+            }
+        }
+        let chars = |l: &Label| l.name.chars().count() + l.value.chars().count();
+        let ids: usize = labels.iter().map(chars).sum();
+        let attributes: Vec<Label> = e
+            .filtered_attributes
+            .iter()
+            .filter_map(|kv| Some(Label::new(&kv.key, value_text(kv.value.as_ref()?)?)))
+            .collect();
+        if ids + attributes.iter().map(chars).sum::<usize>() <= EXEMPLAR_MAX_LABEL_SET_LENGTH {
+            labels.extend(attributes);
+        }
+        Some(Exemplar {
+            labels: Labels::new(labels),
+            value,
+            t: ms(e.time_unix_nano),
+        })
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn ms(ns: u64) -> i64 {
     (ns / 1_000_000) as i64
 }
@@ -186,12 +257,14 @@ fn cumulative(temporality: i32) -> bool {
     temporality == AggregationTemporality::Cumulative as i32
 }
 
-/// Gauge and sum points: one sample each, a stale marker where OTLP flags no recorded value.
+/// Gauge and sum points: one sample each, a stale marker where OTLP flags no recorded value;
+/// a sum's exemplars (`with_exemplars`) go on its series.
 fn add_numbers(
     b: &mut Builder,
     identity: &[Label],
     name: &str,
     points: &[NumberDataPoint],
+    with_exemplars: bool,
     seen: &mut impl FnMut(i64),
 ) {
     for p in points {
@@ -202,13 +275,16 @@ fn add_numbers(
         };
         let t = ms(p.time_unix_nano);
         seen(t);
-        b.add(
+        let series = b.add(
             &point_labels(identity, &p.attributes),
             name,
             None,
             t,
             value_or_stale(p.flags, v),
         );
+        if with_exemplars {
+            b.add_exemplars(series, exemplars(&p.exemplars));
+        }
     }
 }
 
@@ -221,7 +297,7 @@ fn add_points(
 ) {
     let mut seen = |t: i64| *newest = Some(newest.map_or(t, |n| n.max(t)));
     match data {
-        Data::Gauge(g) => add_numbers(b, identity, name, &g.data_points, &mut seen),
+        Data::Gauge(g) => add_numbers(b, identity, name, &g.data_points, false, &mut seen),
         Data::Sum(s) => {
             if !cumulative(s.aggregation_temporality) {
                 b.reject(
@@ -230,7 +306,7 @@ fn add_points(
                 );
                 return;
             }
-            add_numbers(b, identity, name, &s.data_points, &mut seen);
+            add_numbers(b, identity, name, &s.data_points, true, &mut seen);
         }
         Data::Histogram(h) => {
             if !cumulative(h.aggregation_temporality) {
@@ -259,23 +335,34 @@ fn add_points(
                 let base = point_labels(identity, &p.attributes);
                 let bucket = format!("{name}_bucket");
                 let mut acc = 0u64;
+                let mut buckets = Vec::with_capacity(p.explicit_bounds.len() + 1);
                 for (count, bound) in p.bucket_counts.iter().zip(&p.explicit_bounds) {
                     acc = acc.saturating_add(*count);
-                    b.add(
+                    let series = b.add(
                         &base,
                         &bucket,
                         Some(("le", format_le(*bound))),
                         t,
                         value_or_stale(p.flags, acc as f64),
                     );
+                    buckets.push((*bound, series));
                 }
-                b.add(
+                let inf = b.add(
                     &base,
                     &bucket,
                     Some(("le", "+Inf".to_owned())),
                     t,
                     value_or_stale(p.flags, p.count as f64),
                 );
+                buckets.push((f64::INFINITY, inf));
+                // Bounds sorted, as Prometheus sorts them before placing exemplars.
+                buckets.sort_by(|x, y| x.0.total_cmp(&y.0));
+                for e in exemplars(&p.exemplars) {
+                    // A NaN value is below no bound: it goes nowhere, as in Prometheus.
+                    if let Some((_, series)) = buckets.iter().find(|(bound, _)| e.value <= *bound) {
+                        b.add_exemplars(series.clone(), [e]);
+                    }
+                }
                 if let Some(sum) = p.sum {
                     b.add(
                         &base,
@@ -404,6 +491,107 @@ mod tests {
                     c.series.iter().map(|s| &s.labels).collect::<Vec<_>>()
                 )
             })
+    }
+
+    fn otlp_exemplar(t_ms: u64, v: f64, attrs: Vec<KeyValue>) -> OtlpExemplar {
+        OtlpExemplar {
+            filtered_attributes: attrs,
+            time_unix_nano: t_ms * 1_000_000,
+            value: Some(ExemplarValue::AsDouble(v)),
+            span_id: vec![0xab; 8],
+            trace_id: vec![
+                0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0, 0, 0, 0, 0, 0, 0, 1,
+            ],
+        }
+    }
+
+    #[test]
+    fn exemplars_go_on_the_sum_and_on_the_first_bucket_bound_not_below_them() {
+        let cumulative = AggregationTemporality::Cumulative as i32;
+        let with = |p: NumberDataPoint, e: Vec<OtlpExemplar>| NumberDataPoint { exemplars: e, ..p };
+        let c = convert(&[resource(vec![
+            Metric {
+                name: "requests".into(),
+                data: Some(Data::Sum(Sum {
+                    data_points: vec![with(
+                        point(5_000_000, 3.0),
+                        // Out of time order, as a reservoir hands them over.
+                        vec![
+                            otlp_exemplar(4, 1.0, vec![kv("user", "u1")]),
+                            otlp_exemplar(3, 1.0, vec![kv("k", &"v".repeat(100))]),
+                        ],
+                    )],
+                    aggregation_temporality: cumulative,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "queue.depth".into(),
+                data: Some(Data::Gauge(Gauge {
+                    data_points: vec![with(
+                        point(7_000_000, 2.0),
+                        vec![otlp_exemplar(6, 2.0, vec![])],
+                    )],
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "latency".into(),
+                unit: "s".into(),
+                data: Some(Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint {
+                        time_unix_nano: 6_000_000,
+                        count: 5,
+                        sum: Some(2.5),
+                        bucket_counts: vec![1, 3, 1],
+                        explicit_bounds: vec![0.1, 1.0],
+                        exemplars: vec![
+                            otlp_exemplar(1, 0.05, vec![]),
+                            otlp_exemplar(2, 1.0, vec![]),
+                            otlp_exemplar(3, 7.0, vec![]),
+                            otlp_exemplar(4, f64::NAN, vec![]),
+                        ],
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: cumulative,
+                })),
+                ..Default::default()
+            },
+        ])]);
+        let of = |name: &str, extra| -> Vec<(i64, f64, Labels)> {
+            c.exemplars
+                .get(&find(&c, name, extra).labels)
+                .map(|v| v.iter().map(|e| (e.t, e.value, e.labels.clone())).collect())
+                .unwrap_or_default()
+        };
+        let ids = [
+            ("span_id", "abababababababab"),
+            ("trace_id", "0123456789abcdef0000000000000001"),
+        ];
+        let with_ids = |more: &[(&str, &str)]| Labels::from_pairs(ids.iter().chain(more).copied());
+        // Ids alone take 8+16 + 7+32 = 63 characters: 100 more of attributes are left out.
+        assert_eq!(
+            of("requests_total", None),
+            vec![
+                (3, 1.0, with_ids(&[])),
+                (4, 1.0, with_ids(&[("user", "u1")]))
+            ]
+        );
+        assert_eq!(of("queue_depth", None), vec![]);
+        assert_eq!(
+            of("latency_seconds_bucket", Some(("le", "0.1"))),
+            vec![(1, 0.05, with_ids(&[]))]
+        );
+        assert_eq!(
+            of("latency_seconds_bucket", Some(("le", "1"))),
+            vec![(2, 1.0, with_ids(&[]))]
+        );
+        assert_eq!(
+            of("latency_seconds_bucket", Some(("le", "+Inf"))),
+            vec![(3, 7.0, with_ids(&[]))]
+        );
+        assert_eq!(of("latency_seconds_count", None), vec![]);
     }
 
     #[test]

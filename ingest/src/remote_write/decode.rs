@@ -7,8 +7,8 @@ use std::mem::size_of;
 
 use prost::Message;
 use storage::{
-    EncodedBatch, Histogram as StoredHistogram, HistogramSample, HistogramSpan, Labels, Metadata,
-    Sample, METRIC_NAME,
+    EncodedBatch, Exemplar, Histogram as StoredHistogram, HistogramSample, HistogramSpan, Labels,
+    Metadata, Sample, METRIC_NAME,
 };
 
 use super::error::RemoteWriteError;
@@ -28,7 +28,7 @@ pub struct DecodedWrite {
 }
 
 impl DecodedWrite {
-    /// The valid series with samples (series without samples are left out).
+    /// The valid series with samples or exemplars (series with neither are left out).
     pub fn series(&self) -> &EncodedBatch {
         &self.series
     }
@@ -189,7 +189,13 @@ fn from_v1(
                 budget.charge(SERIES_COST)?;
                 series.read_v1(ts, &mut budget)?;
                 let known = out.invalid.len();
-                out.push_series(&series.pairs, &series.samples, &series.histograms, limits);
+                out.push_series(
+                    &series.pairs,
+                    &series.samples,
+                    &series.histograms,
+                    &series.exemplars,
+                    limits,
+                );
                 for refused in &out.invalid[known..] {
                     budget.charge(size_of::<InvalidSeries>() + refused.message.len())?;
                 }
@@ -229,6 +235,7 @@ struct SeriesParts<'a> {
     pairs: Vec<(&'a str, &'a str)>,
     samples: Vec<Sample>,
     histograms: Vec<Histogram>,
+    exemplars: Vec<Exemplar>,
 }
 
 impl<'a> SeriesParts<'a> {
@@ -241,6 +248,7 @@ impl<'a> SeriesParts<'a> {
         self.pairs.clear();
         self.samples.clear();
         self.histograms.clear();
+        self.exemplars.clear();
         while !buf.is_empty() {
             match wire::next_field(&mut buf)? {
                 (1, Value::Bytes(label)) => {
@@ -253,9 +261,11 @@ impl<'a> SeriesParts<'a> {
                     self.samples.push(read_sample(sample)?);
                 }
                 (3, Value::Bytes(exemplar)) => {
-                    // Not stored, but a corrupt one still means a corrupt request.
                     budget.scan(exemplar, &V1_EXEMPLAR)?;
-                    v1::Exemplar::decode(exemplar)?;
+                    let e = v1::Exemplar::decode(exemplar)?;
+                    // Kept as owned labels: charged as many bytes again as they take here.
+                    budget.charge(size_of::<Exemplar>() + exemplar.len())?;
+                    self.exemplars.push(exemplar_v1(e));
                 }
                 (4, Value::Bytes(h)) => {
                     budget.charge(HISTOGRAM.size)?;
@@ -308,6 +318,7 @@ fn from_v2(req: v2::Request, limits: &Limits) -> Result<DecodedWrite, RemoteWrit
     let mut out = DecodedWrite::default();
     let mut metadata = HashMap::new();
     let (mut pairs, mut exemplar_pairs, mut samples) = (Vec::new(), Vec::new(), Vec::new());
+    let mut exemplars = Vec::new();
     for (i, ts) in req.timeseries.iter().enumerate() {
         resolve_pairs(
             symbols,
@@ -315,10 +326,15 @@ fn from_v2(req: v2::Request, limits: &Limits) -> Result<DecodedWrite, RemoteWrit
             || format!("series {i}"),
             &mut pairs,
         )?;
+        exemplars.clear();
         for ex in &ts.exemplars {
-            // Exemplars are not stored, but a bad reference still means a corrupt request.
             let what = || format!("an exemplar of series {i}");
             resolve_pairs(symbols, &ex.labels_refs, what, &mut exemplar_pairs)?;
+            exemplars.push(exemplar(
+                exemplar_pairs.iter().copied(),
+                ex.value,
+                ex.timestamp,
+            ));
         }
         let md = ts
             .metadata
@@ -331,7 +347,7 @@ fn from_v2(req: v2::Request, limits: &Limits) -> Result<DecodedWrite, RemoteWrit
             t: s.timestamp,
             v: s.value,
         }));
-        if out.push_series(&pairs, &samples, &ts.histograms, limits) {
+        if out.push_series(&pairs, &samples, &ts.histograms, &exemplars, limits) {
             if let (Some(md), Some(name)) = (md, metric_name(&pairs)) {
                 metadata.insert(family_name(name, &md.kind).to_string(), md);
             }
@@ -355,6 +371,7 @@ impl DecodedWrite {
         pairs: &[(&str, &str)],
         samples: &[Sample],
         histograms: &[Histogram],
+        exemplars: &[Exemplar],
         limits: &Limits,
     ) -> bool {
         let refuse = |err: &dyn std::fmt::Display, samples| InvalidSeries {
@@ -382,7 +399,7 @@ impl DecodedWrite {
             }
         }
         converted.sort_by_key(|h| h.t);
-        if samples.is_empty() && converted.is_empty() {
+        if samples.is_empty() && converted.is_empty() && exemplars.is_empty() {
             return true;
         }
         // Checked canonical above, so the batch takes them; were it ever to refuse, the
@@ -391,7 +408,10 @@ impl DecodedWrite {
             .series
             .push_pairs(pairs.iter().copied(), samples, &converted)
         {
-            Ok(()) => true,
+            Ok(()) => {
+                self.series.add_exemplars(exemplars.iter().cloned());
+                true
+            }
             Err(e) => {
                 self.invalid
                     .push(refuse(&e, samples.len() + converted.len()));
@@ -418,6 +438,26 @@ fn symbol<'a>(
             symbols.len()
         ))
     })
+}
+
+/// A 1.0 exemplar as storage takes it (Prometheus's `exemplarProtoToExemplar`).
+fn exemplar_v1(e: v1::Exemplar) -> Exemplar {
+    let pairs = e.labels.into_iter().map(|l| (l.name, l.value));
+    exemplar(pairs, e.value, e.timestamp)
+}
+
+/// Labels with an empty value are left out, as Prometheus's appender does (`WithoutEmpty`).
+fn exemplar<N: Into<String>, V: Into<String> + AsRef<str>>(
+    pairs: impl IntoIterator<Item = (N, V)>,
+    value: f64,
+    t: i64,
+) -> Exemplar {
+    let pairs = pairs.into_iter().filter(|(_, v)| !v.as_ref().is_empty());
+    Exemplar {
+        labels: Labels::from_pairs(pairs),
+        value,
+        t,
+    }
 }
 
 /// Resolves label references into `out` (cleared first), borrowing from the symbols table.
@@ -691,6 +731,18 @@ mod tests {
 
     fn series(d: &DecodedWrite) -> Vec<SeriesBatch> {
         d.series().to_series_batches()
+    }
+
+    /// Every exemplar of the decoded series, by series, with its value's bits.
+    fn exemplar_bits(d: &DecodedWrite) -> Vec<(Labels, Labels, i64, u64)> {
+        d.series()
+            .iter()
+            .flat_map(|s| {
+                s.exemplars
+                    .iter()
+                    .map(move |e| (s.labels(), e.labels.clone(), e.t, e.value.to_bits()))
+            })
+            .collect()
     }
 
     fn compress(raw: &[u8]) -> Vec<u8> {
@@ -1224,14 +1276,22 @@ mod tests {
             entries in proptest::collection::vec((
                 proptest::collection::vec(("[_a-c]{0,2}", "[a-b\u{e9}]{0,2}"), 0..4),
                 proptest::collection::vec((any::<i64>(), any::<f64>()), 0..3),
+                proptest::collection::vec((any::<i64>(), any::<f64>(), "[a-f0-9]{0,4}"), 0..2),
             ), 0..4),
             family in "[a-c]{0,2}",
             flip in any::<(usize, u8)>(),
         ) {
             let req = v1::WriteRequest {
-                timeseries: entries.iter().map(|(labels, samples)| {
+                timeseries: entries.iter().map(|(labels, samples, exemplars)| {
                     let pairs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                    series_v1(&pairs, samples)
+                    v1::TimeSeries {
+                        exemplars: exemplars.iter().map(|(t, v, trace)| v1::Exemplar {
+                            labels: vec![l1("trace_id", trace)],
+                            value: *v,
+                            timestamp: *t,
+                        }).collect(),
+                        ..series_v1(&pairs, samples)
+                    }
                 }).collect(),
                 metadata: vec![v1::MetricMetadata { metric_family_name: family, help: "h".into(), ..Default::default() }],
             };
@@ -1242,19 +1302,23 @@ mod tests {
             }
             let limits = Limits::default();
             let ours = decode(Protocol::V1, &compress(&raw), &limits)
-                .map(|d| (series(&d), d.errors().map(String::from).collect::<Vec<_>>(), d.metadata));
+                .map(|d| {
+                    let exemplars = exemplar_bits(&d);
+                    (series(&d), d.errors().map(String::from).collect::<Vec<_>>(), d.metadata, exemplars)
+                });
             let reference = v1::WriteRequest::decode(raw.as_slice()).map(|req| {
                 let mut d = DecodedWrite::default();
                 for ts in &req.timeseries {
                     let pairs: Vec<(&str, &str)> = ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
                     let samples: Vec<Sample> = ts.samples.iter().map(|s| Sample { t: s.timestamp, v: s.value }).collect();
-                    d.push_series(&pairs, &samples, &ts.histograms, &limits);
+                    let exemplars: Vec<Exemplar> = ts.exemplars.iter().cloned().map(exemplar_v1).collect();
+                    d.push_series(&pairs, &samples, &ts.histograms, &exemplars, &limits);
                 }
                 let metadata: Vec<(String, Metadata)> = req.metadata.into_iter().filter(|m| !m.metric_family_name.is_empty()).map(|m| {
                     let kind = v1::MetricType::try_from(m.r#type).unwrap_or(v1::MetricType::Unknown);
                     (m.metric_family_name, Metadata { kind: kind_name_v1(kind).into(), help: m.help, unit: m.unit })
                 }).collect();
-                (series(&d), d.errors().map(String::from).collect::<Vec<_>>(), metadata)
+                (series(&d), d.errors().map(String::from).collect::<Vec<_>>(), metadata, exemplar_bits(&d))
             });
             match (ours, reference) {
                 (Ok(mut a), Ok(mut b)) => {
@@ -1267,6 +1331,7 @@ mod tests {
                     };
                     prop_assert_eq!(bits(&a.0), bits(&b.0));
                     prop_assert_eq!(a.1, b.1);
+                    prop_assert_eq!(a.3, b.3);
                     prop_assert_eq!(a.2.len(), b.2.len());
                 }
                 (Err(_), Err(_)) => {}

@@ -114,7 +114,7 @@ fn ingest(
             let written = Written {
                 samples: report.samples_written,
                 histograms: report.histograms_written,
-                ..Written::default()
+                exemplars: report.exemplars_written,
             };
             let outcome = if errors.is_empty() {
                 Ok(())

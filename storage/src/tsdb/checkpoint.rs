@@ -9,7 +9,7 @@ use tracing::{debug, info};
 
 use super::{corrupt, duration_ms, now_ms, Inner};
 use super::{histstore, wal};
-use crate::db;
+use crate::db::{self, CF_EXEMPLARS, CF_HISTOGRAMS};
 use crate::tsdb::append::{SeriesCheck, Verdict};
 use crate::tsdb::chunk::{self, StoredChunk, XorChunk, MAX_SAMPLES};
 use crate::tsdb::cold::{self, ColdSeries};
@@ -382,7 +382,9 @@ impl Inner {
                 index::delete_series(&self.db, &mut wb, id)?;
             }
             // Histograms are not in the partitions: their old samples go key range by range.
-            let trimmed = histstore::delete_before(&self.db, &mut wb, cutoff)?;
+            let trimmed = histstore::delete_before(&self.db, &mut wb, CF_HISTOGRAMS, cutoff)?;
+            // Exemplars go the same way, with the samples they illustrate.
+            histstore::delete_before(&self.db, &mut wb, CF_EXEMPLARS, cutoff)?;
             if !wb.is_empty() {
                 self.db.write_opt(wb, &self.write_options())?;
             }

@@ -7,7 +7,8 @@
 //! by plain id, never meet one.
 //!
 //! Owns both key formats and the moves between them; validation rules, locking and when to
-//! seal are the facade's.
+//! seal are the facade's. The head's (series id | t) key is also the exemplars' (`exemplars`),
+//! which share the walks over it ([`for_each_series`], [`delete_before`]).
 
 use std::ops::ControlFlow;
 
@@ -30,14 +31,14 @@ use super::corrupt;
 const SEALED: u64 = 1 << 63;
 
 /// Keys sort by series, then time: flipping the sign bit makes big-endian order numeric.
-fn key(id: u64, t: i64) -> [u8; 16] {
+pub(crate) fn key(id: u64, t: i64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&id.to_be_bytes());
     k[8..].copy_from_slice(&((t as u64) ^ (1 << 63)).to_be_bytes());
     k
 }
 
-fn parse_key(k: &[u8]) -> Option<(u64, i64)> {
+pub(crate) fn parse_key(k: &[u8]) -> Option<(u64, i64)> {
     let id = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
     let t = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?) ^ (1 << 63);
     Some((id, t as i64))
@@ -196,7 +197,9 @@ pub(crate) fn compact_head(db: &Db) -> Result<(), StorageError> {
 /// The series with samples in the head: (id, oldest t, newest t).
 pub(crate) fn head_series(db: &Db) -> Result<Vec<(u64, i64, i64)>, StorageError> {
     let mut out = Vec::new();
-    for_each_series(db, |id, first, last| out.push((id, first, last)))?;
+    for_each_series(db, CF_HISTOGRAMS, |id, first, last| {
+        out.push((id, first, last))
+    })?;
     Ok(out)
 }
 
@@ -239,15 +242,21 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Calls `f(id, first_t, last_t)` for every series with histogram samples: two seeks per
-/// series, then a jump past it, so the cost follows the number of series, not of samples.
-fn for_each_series(db: &Db, mut f: impl FnMut(u64, i64, i64)) -> Result<(), StorageError> {
-    let cf = db::cf(db, CF_HISTOGRAMS)?;
+/// Calls `f(id, first_t, last_t)` for every series with keys in the column family `cf`
+/// (keyed by [`key`]): two seeks per series, then a jump past it, so the cost follows the
+/// number of series, not of keys.
+pub(crate) fn for_each_series(
+    db: &Db,
+    cf: &str,
+    mut f: impl FnMut(u64, i64, i64),
+) -> Result<(), StorageError> {
+    let name = cf;
+    let cf = db::cf(db, name)?;
     let mut it = db.raw_iterator_cf(&cf);
     it.seek_to_first();
     while let Some(k) = it.key() {
         let (id, first) =
-            parse_key(k).ok_or_else(|| StorageError::Corrupt(format!("histogram key {k:02x?}")))?;
+            parse_key(k).ok_or_else(|| StorageError::Corrupt(format!("{name} key {k:02x?}")))?;
         it.seek_for_prev(key(id, i64::MAX));
         let last = it
             .key()
@@ -264,20 +273,21 @@ fn for_each_series(db: &Db, mut f: impl FnMut(u64, i64, i64)) -> Result<(), Stor
     Ok(())
 }
 
-/// Adds to `wb` the deletion of every histogram sample older than `cutoff`; returns the
-/// number of series that had some.
+/// Adds to `wb` the deletion of every key of the column family `cf` (keyed by [`key`])
+/// older than `cutoff`; returns the number of series that had some.
 pub(crate) fn delete_before(
     db: &Db,
     wb: &mut WriteBatch,
+    cf: &str,
     cutoff: i64,
 ) -> Result<usize, StorageError> {
     let mut expired = Vec::new();
-    for_each_series(db, |id, first, _| {
+    for_each_series(db, cf, |id, first, _| {
         if first < cutoff {
             expired.push(id);
         }
     })?;
-    let cf = db::cf(db, CF_HISTOGRAMS)?;
+    let cf = db::cf(db, cf)?;
     for &id in &expired {
         wb.delete_range_cf(&cf, key(id, i64::MIN), key(id, cutoff));
     }

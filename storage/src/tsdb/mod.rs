@@ -4,8 +4,8 @@
 //!
 //! Owns the locking protocol and the order of durable steps; the formats and rules live in
 //! the modules it drives (`index` with `labelset` and `postings`, `head`, `append`, `wal`,
-//! `chunk`, `partition`, `cold`, `meta`, `histstore`; `read` and `checkpoint` hold the read
-//! and durable halves of the facade itself).
+//! `chunk`, `partition`, `cold`, `meta`, `histstore`, `exemplars`; `read` and `checkpoint`
+//! hold the read and durable halves of the facade itself).
 //!
 //! Memory holds the series written within the head window (index + head); the others live in
 //! the on-disk cold index only (`cold`). The checkpoint thread moves idle series there after
@@ -39,6 +39,11 @@
 //! Native histograms take a path of their own (`histstore`): an append writes each sample
 //! as a key of its own in the same WriteBatch (durable without the WAL), and the checkpoint
 //! seals them into compressed chunks in the day partitions (see `checkpoint` for when).
+//!
+//! Exemplars take no lock of their own: an append judges a series' exemplars against its
+//! newest stored one while it holds the series (`series_lock`; a series it adds is held by
+//! `create`), and writes them in its WriteBatch (`exemplars`), so they are durable when the
+//! append returns, and an append to one series sees the exemplars of the one before it.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -56,16 +61,17 @@ use tracing::{debug, warn};
 use crate::batch::EncodedSeries;
 use crate::contract::BatchWriter;
 use crate::db::{
-    self, Db, CF_COLD_INDEX, CF_COLD_LABELS, CF_HISTOGRAMS, CF_SERIES, CF_SERIES_TIMES, CF_WAL,
+    self, Db, CF_COLD_INDEX, CF_COLD_LABELS, CF_EXEMPLARS, CF_HISTOGRAMS, CF_SERIES,
+    CF_SERIES_TIMES, CF_WAL,
 };
 use crate::episode::{FailureEpisode, Throttle};
 use crate::tsdb::append::{Limits, SeriesCheck, Verdict};
 use crate::tsdb::chunk::StoredChunk;
 use crate::tsdb::head::Head;
 use crate::{
-    AppendMode, AppendReport, EncodedBatch, HistogramSample, LabelQuerier, Labels, Matcher,
-    Metadata, Querier, Rejection, Sample, SelectHints, SeriesBatch, SeriesSet, StorageError,
-    TsdbStatus,
+    AppendMode, AppendReport, EncodedBatch, Exemplar, ExemplarQuerier, ExemplarSeries,
+    HistogramSample, LabelQuerier, Labels, Matcher, Metadata, Querier, Rejection, Sample,
+    SelectHints, SeriesBatch, SeriesSet, StorageError, TsdbStatus,
 };
 use checkpoint::HistogramSeal;
 use cold::ColdSeries;
@@ -79,6 +85,7 @@ mod append;
 mod checkpoint;
 mod chunk;
 mod cold;
+mod exemplars;
 mod head;
 mod histstore;
 mod index;
@@ -116,6 +123,10 @@ pub struct TsdbOptions {
     pub block_cache_bytes: usize,
     /// Budget of all memtables together: writes wait in them until this much is buffered.
     pub write_buffer_bytes: usize,
+    /// Most exemplars kept per series, the newest; 0 stores none. Per series rather than
+    /// Prometheus's one ring for all (`storage.exemplars.max_exemplars`), so a busy series
+    /// cannot push out every other series' exemplars; on disk, so it costs no memory.
+    pub max_exemplars_per_series: usize,
 }
 
 impl Default for TsdbOptions {
@@ -129,9 +140,16 @@ impl Default for TsdbOptions {
             max_active_series: 0,
             block_cache_bytes: 32 << 20,
             write_buffer_bytes: 64 << 20,
+            max_exemplars_per_series: DEFAULT_MAX_EXEMPLARS_PER_SERIES,
         }
     }
 }
+
+/// Twenty: a client library keeps one exemplar per bucket and replaces it as traced requests
+/// come, so twenty per series is the last twenty traced observations of each bucket: several
+/// minutes of a busy histogram at a 15s scrape, dozens of points on a Grafana panel of one.
+/// An append with exemplars walks the series' stored ones (at most this many) to trim them.
+pub const DEFAULT_MAX_EXEMPLARS_PER_SERIES: usize = 20;
 
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -480,6 +498,17 @@ impl Querier for Tsdb {
     }
 }
 
+impl ExemplarQuerier for Tsdb {
+    fn select_exemplars(
+        &self,
+        start: i64,
+        end: i64,
+        matcher_sets: &[Vec<Matcher>],
+    ) -> Result<Vec<ExemplarSeries>, StorageError> {
+        self.inner.select_exemplars(start, end, matcher_sets)
+    }
+}
+
 impl LabelQuerier for Tsdb {
     fn series(
         &self,
@@ -589,6 +618,8 @@ impl Inner {
             over_limit: bool,
             check: SeriesCheck,
             accepted_histograms: Vec<HistogramSample>,
+            /// Of every entry of the series in the batch, in batch order.
+            exemplars: Vec<&'b Exemplar>,
         }
 
         // The ids of series in memory, looked up before any lock: finding a label set is the
@@ -629,11 +660,12 @@ impl Inner {
                     .zip(&found)
                     .map(|(sb, found)| {
                         let id = match *found {
-                            _ if sb.sample_count() == 0 => return None,
+                            _ if sb.sample_count() == 0 && sb.exemplars.is_empty() => return None,
                             Some(id) if unchanged || state.index.get(id).is_some() => Some(id),
                             _ => state.index.id(sb.label_bytes()),
                         };
-                        adds |= id.is_none();
+                        // Exemplars alone add no series.
+                        adds |= id.is_none() && sb.sample_count() > 0;
                         id
                     })
                     .collect()
@@ -671,8 +703,14 @@ impl Inner {
                 New(&'b [u8]),
             }
             let mut slot: HashMap<Slot<'_>, usize> = HashMap::default();
+            // Entries with exemplars only, of series not in memory: they go to the series
+            // another entry of the batch adds, if one does (looked up once all are seen).
+            let mut unplaced = Vec::new();
             for (sb, id) in batch.iter().zip(ids) {
-                if sb.sample_count() == 0 {
+                if sb.sample_count() == 0 && (sb.exemplars.is_empty() || id.is_none()) {
+                    if id.is_none() && !sb.exemplars.is_empty() {
+                        unplaced.push(sb);
+                    }
                     continue;
                 }
                 let key = id.map_or(Slot::New(sb.label_bytes()), Slot::Known);
@@ -705,6 +743,7 @@ impl Inner {
                             over_limit,
                             check: SeriesCheck::new(last, sb.samples.len()),
                             accepted_histograms: Vec::new(),
+                            exemplars: Vec::new(),
                         });
                         if keyed {
                             slot.insert(key, pending.len() - 1);
@@ -713,6 +752,7 @@ impl Inner {
                     }
                 };
                 let p = &mut pending[i];
+                p.exemplars.extend(sb.exemplars);
                 if p.over_limit {
                     let times = sb.samples.iter().map(|s| s.t);
                     for t in times.chain(sb.histograms.iter().map(|h| h.t)) {
@@ -760,6 +800,13 @@ impl Inner {
                     }
                 }
             }
+            for sb in unplaced {
+                match slot.get(&Slot::New(sb.label_bytes())) {
+                    Some(&i) => pending[i].exemplars.extend(sb.exemplars),
+                    // Prometheus refuses an exemplar of a series it does not hold.
+                    None => report.exemplars_invalid += sb.exemplars.len(),
+                }
+            }
         }
         if refused_series > 0 {
             self.note_refused(refused_series);
@@ -783,10 +830,18 @@ impl Inner {
         let mut revived: Vec<(StoredLabels, ColdSeries)> = Vec::new();
         let mut groups: Vec<(u64, Vec<Sample>)> = Vec::with_capacity(pending.len());
         let mut histogram_times: Vec<(u64, i64)> = Vec::new();
-        for p in pending
-            .into_iter()
-            .filter(|p| !p.check.accepted().is_empty() || !p.accepted_histograms.is_empty())
-        {
+        let mut exemplar_scanner = None;
+        let mut exemplars_stored = false;
+        for p in pending {
+            let adds_samples = !p.check.accepted().is_empty() || !p.accepted_histograms.is_empty();
+            if !adds_samples {
+                // Exemplars of a series in memory are stored without samples; a series out of
+                // memory (new, cold or over the limit) is not added for exemplars alone.
+                if p.absent.is_some() || p.over_limit || p.exemplars.is_empty() {
+                    report.exemplars_invalid += p.exemplars.len();
+                    continue;
+                }
+            }
             let id = match (p.id, p.absent) {
                 (Some(id), None) => id,
                 (Some(id), Some((labels, Some(cold)))) => {
@@ -813,11 +868,20 @@ impl Inner {
                 histstore::put(&self.db, &mut wb, id, h)?;
                 histogram_times.push((id, h.t));
             }
+            if !p.exemplars.is_empty() {
+                let scanner = match &mut exemplar_scanner {
+                    Some(s) => s,
+                    None => exemplar_scanner.insert(exemplars::Scanner::new(&self.db)?),
+                };
+                exemplars_stored |=
+                    self.add_exemplars(scanner, &mut wb, id, &p.exemplars, limits, &mut report)?;
+            }
             if !p.check.accepted().is_empty() {
                 groups.push((id, p.check.into_accepted()));
             }
         }
-        if groups.is_empty() && histogram_times.is_empty() {
+        drop(exemplar_scanner);
+        if groups.is_empty() && histogram_times.is_empty() && !exemplars_stored {
             return Ok(report);
         }
         debug_assert!(create.is_some() || new_series.is_empty());
@@ -859,6 +923,46 @@ impl Inner {
             state.index.extend_time(id, t);
         }
         Ok(report)
+    }
+
+    /// Judges a series' exemplars in order against its newest (stored, then each one taken)
+    /// and adds those taken to `wb`, trimming the series to its bound. Returns whether any
+    /// was added.
+    fn add_exemplars(
+        &self,
+        scanner: &mut exemplars::Scanner<'_>,
+        wb: &mut WriteBatch,
+        id: u64,
+        candidates: &[&Exemplar],
+        limits: Limits,
+        report: &mut AppendReport,
+    ) -> Result<bool, StorageError> {
+        let keep = self.opts.max_exemplars_per_series;
+        if keep == 0 {
+            report.exemplars_invalid += candidates.len();
+            return Ok(false);
+        }
+        let newest = scanner.newest(id)?;
+        let mut taken: Vec<Exemplar> = Vec::new();
+        for &e in candidates {
+            if e.t < limits.cutoff {
+                // Retention would delete it at its next pass.
+                report.exemplars_invalid += 1;
+                continue;
+            }
+            match exemplars::judge(taken.last().or(newest.as_ref()), e) {
+                exemplars::Verdict::Store => taken.push(e.clone()),
+                exemplars::Verdict::Duplicate => report.exemplars_written += 1,
+                exemplars::Verdict::OutOfOrder => report.exemplars_out_of_order += 1,
+                exemplars::Verdict::TooLong => report.exemplars_invalid += 1,
+            }
+        }
+        if taken.is_empty() {
+            return Ok(false);
+        }
+        report.exemplars_written += taken.len();
+        scanner.put(&self.db, wb, id, &taken, keep)?;
+        Ok(true)
     }
 
     fn note_refused(&self, series: u64) {
@@ -908,6 +1012,7 @@ impl Inner {
             CF_SERIES_TIMES,
             CF_WAL,
             CF_HISTOGRAMS,
+            CF_EXEMPLARS,
             CF_COLD_LABELS,
             CF_COLD_INDEX,
         ] {

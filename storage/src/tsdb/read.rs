@@ -1,7 +1,7 @@
 //! The read side of the facade: `select` (head + chunk partitions merged, deduplicated, under
 //! a sample limit; chunks read in key order, each series decoded as the answer reaches it),
-//! the series / label-name / label-value APIs (over the series in memory and the cold index)
-//! and the status figures (memory only). Reads only; never changes the head, the index or
+//! the series / label-name / label-value APIs and the exemplar select (over the series in
+//! memory and the cold index) and the status figures (memory only). Reads only; never changes the head, the index or
 //! RocksDB.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,13 +11,14 @@ use std::panic::AssertUnwindSafe;
 use super::{corrupt, Inner};
 use crate::tsdb::chunk::{ChunkArena, StoredChunk};
 use crate::tsdb::cold;
+use crate::tsdb::exemplars;
 use crate::tsdb::histstore;
 use crate::tsdb::index::Index;
 use crate::tsdb::labelset::StoredLabels;
 use crate::tsdb::partition::{self, PARTITION_MS};
 use crate::{
-    HistogramSample, Labels, Matcher, Sample, Series, SeriesSamples, StorageError, TsdbStatus,
-    METRIC_NAME,
+    ExemplarSeries, HistogramSample, Labels, Matcher, Sample, Series, SeriesSamples, StorageError,
+    TsdbStatus, METRIC_NAME,
 };
 
 /// Ids matching any of the matcher sets (all series for none) with data in [mint, maxt].
@@ -432,6 +433,45 @@ impl Inner {
         let cold = self.cold_matching(&state.index, matcher_sets, mint, maxt)?;
         out.extend(cold.iter().map(|c| c.labels.to_labels()));
         out.sort();
+        Ok(out)
+    }
+
+    /// The exemplars in [start, end] of the series matching any of the matcher sets (none for
+    /// no set, as Prometheus's `Select`), sorted by series labels. Every series in memory is
+    /// looked at, whatever its samples' times (an OTLP exemplar may predate its data point);
+    /// cold series are those with samples in the range.
+    pub(super) fn select_exemplars(
+        &self,
+        start: i64,
+        end: i64,
+        matcher_sets: &[Vec<Matcher>],
+    ) -> Result<Vec<ExemplarSeries>, StorageError> {
+        if matcher_sets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let series: Vec<(u64, Labels)> = {
+            let state = self.state.read();
+            let mut series: Vec<(u64, Labels)> =
+                matching_ids(&state.index, matcher_sets, i64::MIN, i64::MAX)
+                    .into_iter()
+                    .filter_map(|id| Some((id, state.index.get(id)?.labels.to_labels())))
+                    .collect();
+            let cold = self.cold_matching(&state.index, matcher_sets, start, end)?;
+            series.extend(cold.into_iter().map(|c| (c.id, c.labels.to_labels())));
+            series
+        };
+        let mut scanner = exemplars::Scanner::new(&self.db)?;
+        let mut out = Vec::new();
+        for (id, series_labels) in series {
+            let exemplars = scanner.scan(id, start, end)?;
+            if !exemplars.is_empty() {
+                out.push(ExemplarSeries {
+                    series_labels,
+                    exemplars,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.series_labels.cmp(&b.series_labels));
         Ok(out)
     }
 

@@ -9,7 +9,9 @@ use crate::tsdb::chunk::StoredChunk;
 use crate::tsdb::partition::{
     parse_chunk_key, partition_start, window_start, PARTITION_MS, WINDOW_MS,
 };
-use crate::{MatchOp, Querier, RejectReason, METRIC_NAME, STALE_NAN_BITS};
+use crate::{
+    MatchOp, Querier, RejectReason, EXEMPLAR_MAX_LABEL_SET_LENGTH, METRIC_NAME, STALE_NAN_BITS,
+};
 
 const MIN: i64 = 60_000;
 
@@ -1553,4 +1555,174 @@ fn concurrent_reads_see_every_acknowledged_sample_while_series_leave_and_come_ba
         got.iter().map(|s| s.samples.len()).sum::<usize>(),
         200 + 196
     );
+}
+
+fn exemplar(t: i64, v: f64, trace: &str) -> Exemplar {
+    Exemplar {
+        labels: Labels::from_pairs([("trace_id", trace)]),
+        value: v,
+        t,
+    }
+}
+
+/// A batch of one series entry with samples and exemplars.
+fn with_exemplars(l: &Labels, samples: &[(i64, f64)], ex: &[Exemplar]) -> EncodedBatch {
+    let mut b = EncodedBatch::from(vec![batch(l, samples)]);
+    b.add_exemplars(ex.iter().cloned());
+    b
+}
+
+fn exemplars_of(db: &Tsdb, name: &str, start: i64, end: i64) -> Vec<ExemplarSeries> {
+    db.select_exemplars(start, end, &[vec![eq(METRIC_NAME, name)]])
+        .unwrap()
+}
+
+#[test]
+fn exemplars_are_judged_as_prometheus_bounded_per_series_and_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = labels("m", &[("i", "a")]);
+    let b = labels("m", &[("i", "b")]);
+    let bounded = TsdbOptions {
+        max_exemplars_per_series: 3,
+        ..opts()
+    };
+    {
+        let db = Tsdb::open(dir.path(), bounded.clone()).unwrap();
+        let r = db
+            .append_batch(
+                &with_exemplars(
+                    &a,
+                    &[(1000, 1.0)],
+                    &[
+                        exemplar(900, 1.0, "t1"),
+                        exemplar(900, 1.0, "t1"),
+                        exemplar(800, 1.0, "t0"),
+                        exemplar(
+                            950,
+                            1.0,
+                            &"x".repeat(EXEMPLAR_MAX_LABEL_SET_LENGTH - "trace_id".len() + 1),
+                        ),
+                    ],
+                ),
+                AppendMode::AllOrNothing,
+            )
+            .unwrap();
+        assert_eq!(r.samples_written, 1);
+        assert_eq!(r.rejected, vec![]);
+        // The repeat of the newest counts as written; the older one and the long one do not.
+        assert_eq!(
+            (
+                r.exemplars_written,
+                r.exemplars_out_of_order,
+                r.exemplars_invalid
+            ),
+            (2, 1, 1)
+        );
+        // An entry with exemplars only, of a series in memory, then of one that no entry adds.
+        let mut only = EncodedBatch::new();
+        only.push_pairs(
+            a.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+            &[],
+            &[],
+        )
+        .unwrap();
+        only.add_exemplars((1..=4).map(|i| exemplar(1000 + i, i as f64, &format!("u{i}"))));
+        only.push_pairs(
+            b.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+            &[],
+            &[],
+        )
+        .unwrap();
+        only.add_exemplars([exemplar(5, 1.0, "lost")]);
+        let r = db.append_batch(&only, AppendMode::BestEffort).unwrap();
+        assert_eq!((r.exemplars_written, r.exemplars_invalid), (4, 1));
+        // Dropped without close or flush.
+    }
+    let db = Tsdb::open(dir.path(), bounded).unwrap();
+    let got = exemplars_of(&db, "m", i64::MIN, i64::MAX);
+    assert_eq!(
+        got,
+        vec![ExemplarSeries {
+            series_labels: a.clone(),
+            exemplars: (2..=4)
+                .map(|i| exemplar(1000 + i, i as f64, &format!("u{i}")))
+                .collect(),
+        }],
+        "the newest three of the series, oldest first"
+    );
+    assert_eq!(exemplars_of(&db, "m", 1003, 1003)[0].exemplars.len(), 1);
+    assert_eq!(exemplars_of(&db, "other", i64::MIN, i64::MAX), vec![]);
+    assert_eq!(
+        db.select_exemplars(i64::MIN, i64::MAX, &[]).unwrap(),
+        vec![]
+    );
+    // An all-or-nothing append that fails writes none of its exemplars.
+    let r = db
+        .append_batch(
+            &with_exemplars(&a, &[(1000, 9.0)], &[exemplar(2000, 1.0, "v")]),
+            AppendMode::AllOrNothing,
+        )
+        .unwrap();
+    assert_eq!((r.rejected.len(), r.exemplars_written), (1, 0));
+    assert_eq!(exemplars_of(&db, "m", 2000, 2000), vec![]);
+    // A series the batch adds takes exemplars of an entry before the one adding it.
+    let mut b_first = EncodedBatch::new();
+    b_first
+        .push_pairs(
+            b.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+            &[],
+            &[],
+        )
+        .unwrap();
+    b_first.add_exemplars([exemplar(10, 2.0, "b")]);
+    b_first.append(EncodedBatch::from(vec![batch(&b, &[(10, 2.0)])]));
+    let r = db.append_batch(&b_first, AppendMode::AllOrNothing).unwrap();
+    assert_eq!(r.exemplars_written, 1);
+    let got = exemplars_of(&db, "m", i64::MIN, i64::MAX);
+    assert_eq!(
+        got.iter()
+            .map(|s| s.series_labels.clone())
+            .collect::<Vec<_>>(),
+        vec![a, b]
+    );
+    db.clear().unwrap();
+    assert_eq!(exemplars_of(&db, "m", i64::MIN, i64::MAX), vec![]);
+}
+
+#[test]
+fn retention_drops_old_exemplars_and_zero_stores_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let l = labels("m", &[]);
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    let old = exemplar(now - 10 * PARTITION_MS, 1.0, "old");
+    let young = exemplar(now - 60_000, 2.0, "young");
+    db.append_batch(
+        &with_exemplars(&l, &[(old.t, 1.0), (young.t, 2.0)], &[old, young.clone()]),
+        AppendMode::AllOrNothing,
+    )
+    .unwrap();
+    db.close().unwrap();
+    let short = TsdbOptions {
+        retention: Duration::from_secs(3 * 24 * 3600),
+        ..opts()
+    };
+    let db = Tsdb::open(dir.path(), short).unwrap();
+    assert_eq!(
+        exemplars_of(&db, "m", i64::MIN, i64::MAX)[0].exemplars,
+        vec![young]
+    );
+    drop(db);
+    let off = TsdbOptions {
+        max_exemplars_per_series: 0,
+        ..opts()
+    };
+    let db = Tsdb::open(dir.path(), off).unwrap();
+    let r = db
+        .append_batch(
+            &with_exemplars(&l, &[(now, 3.0)], &[exemplar(now, 3.0, "n")]),
+            AppendMode::AllOrNothing,
+        )
+        .unwrap();
+    assert_eq!((r.exemplars_written, r.exemplars_invalid), (0, 1));
 }

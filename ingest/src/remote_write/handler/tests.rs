@@ -9,7 +9,9 @@ use axum::Router;
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use prost::Message;
-use storage::{Labels, MatchOp, Matcher, Metadata, Querier, Sample, Tsdb, TsdbOptions};
+use storage::{
+    ExemplarQuerier, Labels, MatchOp, Matcher, Metadata, Querier, Sample, Tsdb, TsdbOptions,
+};
 use tower::ServiceExt;
 
 use super::now_ms;
@@ -184,7 +186,7 @@ fn v2_request(series: &[SeriesSpec]) -> v2::Request {
     }
 }
 
-fn assert_v2_headers(reply: &Reply, samples: usize, histograms: usize) {
+fn assert_v2_headers(reply: &Reply, samples: usize, histograms: usize, exemplars: usize) {
     let get = |name| {
         reply
             .headers
@@ -198,7 +200,7 @@ fn assert_v2_headers(reply: &Reply, samples: usize, histograms: usize) {
         reply.body
     );
     assert_eq!(get(HISTOGRAMS_WRITTEN), Some(histograms.to_string()));
-    assert_eq!(get(EXEMPLARS_WRITTEN), Some("0".into()));
+    assert_eq!(get(EXEMPLARS_WRITTEN), Some(exemplars.to_string()));
 }
 
 fn assert_plain_text_error(reply: &Reply, status: StatusCode, message: &str) {
@@ -302,15 +304,41 @@ async fn v2_write_reports_counts_and_stores_metadata() {
         help_ref: help,
         unit_ref: unit,
     });
-    req.timeseries[0].exemplars = vec![v2::Exemplar {
-        labels_refs: vec![],
+    req.symbols
+        .extend(["trace_id".to_string(), "abc".to_string()]);
+    let (name, value) = (req.symbols.len() as u32 - 2, req.symbols.len() as u32 - 1);
+    let exemplar = |t, value_ref| v2::Exemplar {
+        labels_refs: vec![name, value_ref],
         value: 1.0,
         timestamp: t,
-    }];
+    };
+    // The second is older than the first: dropped and counted, the request still succeeds.
+    req.timeseries[0].exemplars = vec![exemplar(t, value), exemplar(t - 1, value)];
 
     let reply = f.post(CT_V2, &req).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
-    assert_v2_headers(&reply, 3, 0);
+    assert_v2_headers(&reply, 3, 0, 1);
+    let stored = f
+        .tsdb
+        .select_exemplars(
+            i64::MIN,
+            i64::MAX,
+            &[vec![Matcher::new(MatchOp::Equal, "job", "api").unwrap()]],
+        )
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].series_labels.metric_name(),
+        Some("rpc_seconds_count")
+    );
+    assert_eq!(
+        stored[0].exemplars,
+        vec![storage::Exemplar {
+            labels: Labels::from_pairs([("trace_id", "abc")]),
+            value: 1.0,
+            t,
+        }]
+    );
     assert_eq!(
         f.samples("rpc_seconds_sum")[0].1,
         vec![
@@ -330,6 +358,49 @@ async fn v2_write_reports_counts_and_stores_metadata() {
         f.tsdb.metadata().unwrap(),
         vec![("rpc_seconds".to_string(), md)]
     );
+}
+
+/// As Prometheus's queue manager sends them: each exemplar in an entry of its own, without
+/// samples, next to the entry with the series' sample.
+#[tokio::test]
+async fn v1_exemplars_in_entries_of_their_own_are_stored() {
+    let f = fixture();
+    let t = now_ms();
+    let labels = [("__name__", "req_total"), ("job", "api")];
+    let exemplar = |t, trace: &str| v1::TimeSeries {
+        exemplars: vec![v1::Exemplar {
+            labels: vec![v1::Label {
+                name: "trace_id".into(),
+                value: trace.into(),
+            }],
+            value: 2.0,
+            timestamp: t,
+        }],
+        ..series(&labels, &[])
+    };
+    let req = v1_request(vec![exemplar(t, "a"), series(&labels, &[(t, 2.0)])]);
+    let reply = f.post(CT_V1, &req).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    // A later request: one newer exemplar, one out of order, which fails nothing.
+    let req = v1_request(vec![exemplar(t + 5, "b"), exemplar(t - 5, "c")]);
+    let reply = f.post(CT_V1, &req).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    let stored = f
+        .tsdb
+        .select_exemplars(
+            i64::MIN,
+            i64::MAX,
+            &[vec![
+                Matcher::new(MatchOp::Equal, "__name__", "req_total").unwrap()
+            ]],
+        )
+        .unwrap();
+    let traces: Vec<(i64, &str)> = stored[0]
+        .exemplars
+        .iter()
+        .map(|e| (e.t, e.labels.get("trace_id").unwrap()))
+        .collect();
+    assert_eq!(traces, vec![(t, "a"), (t + 5, "b")]);
 }
 
 #[tokio::test]
@@ -390,7 +461,7 @@ async fn oversized_bodies_get_413() {
         .await;
     let message = format!("request body exceeds the limit of {cap} bytes");
     assert_plain_text_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, &message);
-    assert_v2_headers(&reply, 0, 0);
+    assert_v2_headers(&reply, 0, 0, 0);
     assert!(f.samples("m").is_empty());
 }
 
@@ -416,7 +487,7 @@ async fn undecodable_bodies_get_400() {
         .post_raw(Some(CT_V2), Some("snappy"), snappy(b"\x22\x05ab"))
         .await;
     assert_plain_text_error(&reply, StatusCode::BAD_REQUEST, "decoding protobuf");
-    assert_v2_headers(&reply, 0, 0);
+    assert_v2_headers(&reply, 0, 0, 0);
     assert!(f.samples("up").is_empty());
 }
 
@@ -565,7 +636,7 @@ async fn new_series_over_the_series_limit_get_400_while_the_rest_is_written() {
         StatusCode::BAD_REQUEST,
         "per-instance series limit exceeded (limits.max_active_series) for series over{}",
     );
-    assert_v2_headers(&reply, 1, 0);
+    assert_v2_headers(&reply, 1, 0, 0);
     assert_eq!(f.samples("old")[0].1.len(), 3);
     assert!(f.samples("over").is_empty());
     let text = f.metrics_text();
@@ -627,7 +698,7 @@ async fn v2_writes_what_is_valid_and_lists_the_rest() {
     let reply = f.post(CT_V2, &req).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
     // ok{i=1}: 2, c: 1 of 2 (the older one is out of order), ok{i=2}: 1 of 2.
-    assert_v2_headers(&reply, 4, 0);
+    assert_v2_headers(&reply, 4, 0, 0);
     let lines: Vec<&str> = reply.body.lines().collect();
     assert_eq!(
         lines,
@@ -687,7 +758,7 @@ async fn v2_counts_histograms_apart_from_samples() {
     req.timeseries[1].histograms = vec![hist(t, 1), hist(t + 1000, 2)];
     let reply = f.post(CT_V2, &req).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
-    assert_v2_headers(&reply, 1, 2);
+    assert_v2_headers(&reply, 1, 2, 0);
     let m = Matcher::new(MatchOp::Equal, "__name__", "native").unwrap();
     let stored: Vec<i64> = f
         .tsdb
@@ -707,7 +778,7 @@ async fn v2_counts_histograms_apart_from_samples() {
     req.timeseries[0].histograms = vec![hist(t + 2000, 3), hist(now_ms() + 3_600_000, 4)];
     let reply = f.post(CT_V2, &req).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
-    assert_v2_headers(&reply, 0, 1);
+    assert_v2_headers(&reply, 0, 1, 0);
 }
 
 #[tokio::test]
@@ -724,7 +795,7 @@ async fn v2_bad_symbol_reference_fails_the_request() {
         StatusCode::BAD_REQUEST,
         "symbol reference 1000 of series 1 is out of range",
     );
-    assert_v2_headers(&reply, 0, 0);
+    assert_v2_headers(&reply, 0, 0, 0);
     assert!(f.samples("good").is_empty());
 }
 

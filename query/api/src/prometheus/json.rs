@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use storage::Labels;
+use storage::{ExemplarSeries, Labels};
 
 use promql::{FloatHistogram, QueryResult, Value};
 
@@ -40,6 +40,35 @@ pub(crate) fn write_labels(out: &mut String, labels: &Labels) {
         write_str(out, &l.value);
     }
     out.push('}');
+}
+
+/// The answer of `/api/v1/query_exemplars`, as Prometheus's codec writes exemplars: labels
+/// as an object, the value as a sample value string, the time as seconds.
+pub(crate) fn exemplars(found: &[ExemplarSeries]) -> String {
+    let mut out = String::from(r#"{"status":"success","data":["#);
+    for (i, series) in found.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"seriesLabels":"#);
+        write_labels(&mut out, &series.series_labels);
+        out.push_str(r#","exemplars":["#);
+        for (j, e) in series.exemplars.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(r#"{"labels":"#);
+            write_labels(&mut out, &e.labels);
+            out.push_str(r#","value":""#);
+            write_json_sample(&mut out, e.value);
+            out.push_str(r#"","timestamp":"#);
+            write_timestamp(&mut out, e.t);
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+    out
 }
 
 fn write_point(out: &mut String, t: i64, v: f64) {
@@ -262,6 +291,34 @@ mod tests {
                 r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"a":"b"}},"histograms":[[2,{want_h}]]}}]}}}}"#
             )
         );
+    }
+
+    #[test]
+    fn exemplars_print_like_prometheus() {
+        let found = vec![storage::ExemplarSeries {
+            series_labels: Labels::from_pairs([("__name__", "x"), ("job", "a\"b")]),
+            exemplars: vec![
+                storage::Exemplar {
+                    labels: Labels::from_pairs([("trace_id", "EpTxMJ40fUus7aGY")]),
+                    value: 6.0,
+                    t: 1_600_096_945_479,
+                },
+                storage::Exemplar {
+                    labels: Labels::default(),
+                    value: f64::INFINITY,
+                    t: 1_600_096_946_000,
+                },
+            ],
+        }];
+        assert_eq!(
+            exemplars(&found),
+            concat!(
+                r#"{"status":"success","data":[{"seriesLabels":{"__name__":"x","job":"a\"b"},"#,
+                r#""exemplars":[{"labels":{"trace_id":"EpTxMJ40fUus7aGY"},"value":"6","timestamp":1600096945.479},"#,
+                r#"{"labels":{},"value":"+Inf","timestamp":1600096946}]}]}"#
+            )
+        );
+        assert_eq!(exemplars(&[]), r#"{"status":"success","data":[]}"#);
     }
 
     #[test]

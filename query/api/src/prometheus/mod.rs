@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::MethodRouter;
 use axum::Router;
 use serde::Serialize;
-use storage::LabelQuerier;
+use storage::{ExemplarQuerier, LabelQuerier};
 
 use self::params::{Params, MAX_TIME, MIN_TIME};
 use self::response::{json_response, success, ApiError, ApiResult};
@@ -42,6 +43,7 @@ pub struct ServerInfo {
 pub struct ApiState {
     engine: Arc<Engine>,
     store: Arc<dyn LabelQuerier>,
+    exemplars: Option<Arc<dyn ExemplarQuerier>>,
     info: Arc<ServerInfo>,
     rules: Option<Arc<RuleManager>>,
     targets: Option<Arc<dyn ScrapeTargets>>,
@@ -59,6 +61,7 @@ impl ApiState {
         ApiState {
             engine,
             store,
+            exemplars: None,
             info: Arc::new(info),
             rules: None,
             targets: None,
@@ -69,6 +72,12 @@ impl ApiState {
     /// Serves `/api/v1/rules` and `/api/v1/alerts` from this manager (empty lists without).
     pub fn with_rules(mut self, rules: Arc<RuleManager>) -> ApiState {
         self.rules = Some(rules);
+        self
+    }
+
+    /// The store behind `/api/v1/query_exemplars` (empty answers without one).
+    pub fn with_exemplars(mut self, exemplars: Arc<dyn ExemplarQuerier>) -> ApiState {
+        self.exemplars = Some(exemplars);
         self
     }
 
@@ -165,9 +174,10 @@ fn range_query(s: &ApiState, p: &Params) -> ApiResult {
     Ok(json_response(StatusCode::OK, json::query_result(&res)))
 }
 
-/// Exemplars are not stored yet: the request is validated as Prometheus does and the answer
-/// is an empty list, which Grafana shows as "no exemplars".
-fn query_exemplars(_: &ApiState, p: &Params) -> ApiResult {
+/// Prometheus's `queryExemplars`: the exemplars in [start, end] of the series any selector of
+/// the query matches. A query without selectors gets Prometheus's answer to a handler that
+/// returns no data: 204 and no body.
+fn query_exemplars(s: &ApiState, p: &Params) -> ApiResult {
     let start = p.time_or("start", MIN_TIME)?;
     let end = p.time_or("end", MAX_TIME)?;
     if end < start {
@@ -175,8 +185,16 @@ fn query_exemplars(_: &ApiState, p: &Params) -> ApiResult {
             "end timestamp must not be before start timestamp",
         ));
     }
-    params::parse_promql(p.get("query")).map_err(ApiError::bad_data)?;
-    Ok(success(Vec::<()>::new(), vec![]))
+    let expr = params::parse_promql(p.get("query")).map_err(ApiError::bad_data)?;
+    let selectors = params::extract_selectors(&expr).map_err(ApiError::bad_data)?;
+    if selectors.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let found = match &s.exemplars {
+        Some(store) => store.select_exemplars(start, end, &selectors)?,
+        None => Vec::new(),
+    };
+    Ok(json_response(StatusCode::OK, json::exemplars(&found)))
 }
 
 /// Syntax promql-parser rejects but the engine accepts is printed by the engine's parse step;

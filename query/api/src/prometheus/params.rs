@@ -137,6 +137,38 @@ pub(crate) fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
     matcher_sets(vs.name.as_deref(), &vs.matchers)
 }
 
+/// The matchers of every vector and matrix selector of a query, in storage's terms, in the
+/// order they appear (Prometheus's `parser.ExtractSelectors`); a selector with `or` branches
+/// gives a set per branch.
+pub(crate) fn extract_selectors(expr: &Expr) -> Result<Vec<Vec<Matcher>>, String> {
+    use promql_parser::util::{walk_expr, ExprVisitor};
+
+    struct Selectors(Vec<Vec<Matcher>>);
+    impl ExprVisitor for Selectors {
+        type Error = String;
+        fn pre_visit(&mut self, expr: &Expr) -> Result<bool, String> {
+            let vs = match expr {
+                Expr::VectorSelector(vs) => vs,
+                Expr::MatrixSelector(ms) => &ms.vs,
+                // promql-parser's walk skips an aggregation's parameter; Prometheus's does not.
+                Expr::Aggregate(a) => {
+                    if let Some(param) = &a.param {
+                        walk_expr(self, param)?;
+                    }
+                    return Ok(true);
+                }
+                _ => return Ok(true),
+            };
+            self.0
+                .extend(matcher_sets(vs.name.as_deref(), &vs.matchers)?);
+            Ok(true)
+        }
+    }
+    let mut found = Selectors(Vec::new());
+    walk_expr(&mut found, expr)?;
+    Ok(found.0)
+}
+
 /// The matcher sets of a parsed selector, in storage's terms.
 pub(crate) fn matcher_sets(
     name: Option<&str>,
@@ -180,6 +212,39 @@ pub(crate) fn matcher_sets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selectors_are_extracted_from_everywhere_in_a_query() {
+        let expr = parse_promql(
+            r#"topk(scalar(k), sum by (le) (rate(a_bucket{job="x"}[5m]))) / on() b or vector(1) + max_over_time(c{d=~"e"}[1m:])"#,
+        )
+        .unwrap();
+        let got: Vec<String> = extract_selectors(&expr)
+            .unwrap()
+            .iter()
+            .map(|set| {
+                set.iter()
+                    .map(|m| format!("{}{:?}{}", m.name, m.op, m.value))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "__name__Equalk",
+                "__name__Equala_bucket,jobEqualx",
+                "__name__Equalb",
+                "__name__Equalc,dRegexMatche",
+            ]
+        );
+        assert_eq!(
+            extract_selectors(&parse_promql("1 + 2").unwrap())
+                .unwrap()
+                .len(),
+            0
+        );
+    }
 
     #[test]
     fn times_parse_as_float_seconds_or_rfc3339() {

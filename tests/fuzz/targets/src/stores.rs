@@ -8,8 +8,8 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use storage::logs::{LogRecord, LogWriter};
 use storage::traces::{TraceWriter, WriteReport};
 use storage::{
-    AppendMode, AppendReport, Appendable, Appender, EncodedBatch, Metadata, SeriesBatch,
-    StorageError,
+    AppendMode, AppendReport, Appendable, Appender, EncodedBatch, Exemplar, Labels, Metadata,
+    SeriesBatch, StorageError,
 };
 
 struct Discard;
@@ -20,6 +20,8 @@ impl Appender for DiscardAppender {
     fn append(&mut self, _: SeriesBatch) {}
 
     fn append_batch(&mut self, _: EncodedBatch) {}
+
+    fn append_exemplars(&mut self, _: &Labels, _: Vec<Exemplar>) {}
 
     fn set_metadata(&mut self, _: &str, _: Metadata) {}
 
