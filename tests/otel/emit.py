@@ -6,7 +6,8 @@ usage: emit.py grpc|http ENDPOINT SUFFIX
 
 The trace: frontend-SUFFIX "GET /checkout" (server) -> backend-SUFFIX "SELECT orders"
 (client, an event, status error) and frontend-SUFFIX "render" (internal). Metrics from
-frontend-SUFFIX: counter "orders" (+3), histogram "checkout.latency" (ms: 5, 50, 500),
+frontend-SUFFIX: counter "orders" (+3), histogram "checkout.latency" (ms: 5, 50, and 500
+inside the root span, so it carries an exemplar of the trace),
 up-down counter "queue.depth" (+4). One log line "payment failed for order 42" from
 frontend-SUFFIX inside the "render" span. Prints {"trace_id": ..., "root_span_id": ...} as JSON.
 """
@@ -57,11 +58,23 @@ log = logging.getLogger("shop")
 log.addHandler(LoggingHandler(logger_provider=logs))
 log.setLevel(logging.INFO)
 backend = provider("backend-" + suffix)
+reader = PeriodicExportingMetricReader(metric_exporter(), export_interval_millis=3_600_000)
+meters = MeterProvider(resource=Resource.create({"service.name": "frontend-" + suffix, "service.instance.id": "i-1",
+                                                 "host.name": "test-host"}), metric_readers=[reader])
+m = meters.get_meter("shop.frontend")
+m.create_counter("orders", unit="{order}", description="orders placed").add(3, {"payment": "card"})
+h = m.create_histogram("checkout.latency", unit="ms", description="checkout latency")
+for v in (5, 50):
+    h.record(v)
+
 ft = frontend.get_tracer("shop.frontend", "1.2.3")
 bt = backend.get_tracer("shop.backend")
 
 with ft.start_as_current_span("GET /checkout", kind=SpanKind.SERVER,
                               attributes={"http.method": "GET", "http.status_code": 500}) as root:
+    # Recorded in the sampled root span: the SDK's trace-based exemplar filter attaches the
+    # trace and span ids to this measurement (Grafana's exemplar -> trace link).
+    h.record(500)
     ctx = trace.set_span_in_context(root)
     with bt.start_as_current_span("SELECT orders", context=ctx, kind=SpanKind.CLIENT,
                                   attributes={"db.system": "postgresql", "db.rows": 7}) as db:
@@ -78,14 +91,6 @@ for p in (frontend, backend):
     p.force_flush()
     p.shutdown()
 
-reader = PeriodicExportingMetricReader(metric_exporter(), export_interval_millis=3_600_000)
-meters = MeterProvider(resource=Resource.create({"service.name": "frontend-" + suffix, "service.instance.id": "i-1",
-                                                 "host.name": "test-host"}), metric_readers=[reader])
-m = meters.get_meter("shop.frontend")
-m.create_counter("orders", unit="{order}", description="orders placed").add(3, {"payment": "card"})
-h = m.create_histogram("checkout.latency", unit="ms", description="checkout latency")
-for v in (5, 50, 500):
-    h.record(v)
 m.create_up_down_counter("queue.depth").add(4)
 meters.force_flush()
 meters.shutdown()

@@ -199,7 +199,9 @@ fn check_tempo(n: &Novamon, suffix: &str, trace_id: &str) {
             r#"{{ resource.service.name = "{front}" && nestedSetParent < 0 }} >> {{ resource.service.name = "{back}" && status = error }}"#
         ),
         format!(r#"{{ rootServiceName = "{front}" && kind = client && event:name != nil }}"#),
-        format!(r#"{{ resource.service.name = "{front}" }} | by(name) | count() = 1 | select(span.http.method)"#),
+        format!(
+            r#"{{ resource.service.name = "{front}" }} | by(name) | count() = 1 | select(span.http.method)"#
+        ),
     ] {
         let search = n.get_ok(&format!(
             "/tempo/api/search?q={}&start={start}&end={end}",
@@ -232,7 +234,8 @@ fn check_tempo(n: &Novamon, suffix: &str, trace_id: &str) {
         series[0]["exemplars"][0]["labels"][0],
         serde_json::json!({ "key": "trace:id", "value": { "stringValue": trace_id } })
     );
-    let q = format!(r#"{{ resource.service.name =~ "(front|back)end-{suffix}" }} | count_over_time()"#);
+    let q =
+        format!(r#"{{ resource.service.name =~ "(front|back)end-{suffix}" }} | count_over_time()"#);
     let instant = n.get_ok(&format!(
         "/tempo/api/metrics/query?end={end}&q={}&start={start}",
         enc(&q)
@@ -278,6 +281,33 @@ fn check_tempo(n: &Novamon, suffix: &str, trace_id: &str) {
     assert!(
         body.windows(16).any(|w| w == raw_id.as_slice()),
         "protobuf trace holds the trace id"
+    );
+}
+
+/// Grafana's Prometheus data source asks for the exemplars of a panel's query and links each
+/// `trace_id` to the Tempo data source: the measurement recorded inside the root span carries
+/// the trace, which the Tempo API then serves.
+fn check_exemplar_link(n: &Novamon, suffix: &str, trace_id: &str) {
+    let q = format!(
+        r#"histogram_quantile(0.99, sum by (le) (rate(checkout_latency_milliseconds_bucket{{job="frontend-{suffix}"}}[5m])))"#
+    );
+    let v = n.get_ok(&format!(
+        "/api/v1/query_exemplars?query={}&start={}&end={}",
+        enc(&q),
+        now_s() - 3600,
+        now_s() + 60
+    ));
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{v}");
+    assert_eq!(data[0]["seriesLabels"]["le"], "500", "{v}");
+    let exemplars = data[0]["exemplars"].as_array().unwrap();
+    assert_eq!(exemplars.len(), 1, "{v}");
+    assert_eq!(exemplars[0]["labels"]["trace_id"], trace_id, "{v}");
+    assert_eq!(exemplars[0]["value"], "500", "{v}");
+    let linked = n.get_ok(&format!("/tempo/api/traces/{trace_id}"));
+    assert!(
+        !linked["batches"].as_array().unwrap().is_empty(),
+        "{linked}"
     );
 }
 
@@ -352,6 +382,7 @@ fn python_sdk_over_grpc_and_http_is_found_through_jaeger_tempo_and_prometheus() 
         check_jaeger(&n, suffix, &trace_id);
         check_tempo(&n, suffix, &trace_id);
         check_metrics(&n, suffix);
+        check_exemplar_link(&n, suffix, &trace_id);
         check_logs(&n, suffix, &trace_id);
     }
 }
