@@ -219,7 +219,7 @@ fn tags_to_query(tags: &str, min: Option<u64>, max: Option<u64>) -> Result<Query
             ),
             "status.code" => {
                 let code = v.trim_start_matches("STATUS_CODE_").to_ascii_lowercase();
-                let status = ["error", "ok", "unset"]
+                let status = traceql::STATUSES
                     .into_iter()
                     .find(|s| *s == code)
                     .ok_or_else(|| ApiError::bad(format!("invalid status.code {v:?}")))?;
@@ -498,15 +498,8 @@ async fn values_v2(
         return Ok(Json(json!({ "tagValues": values })).into_response());
     }
     let values: Vec<Value> = match field {
-        Field::Intrinsic(Intrinsic::Status) => keywords(&["error", "ok", "unset"]),
-        Field::Intrinsic(Intrinsic::Kind) => keywords(&[
-            "client",
-            "consumer",
-            "internal",
-            "producer",
-            "server",
-            "unspecified",
-        ]),
+        Field::Intrinsic(Intrinsic::Status) => keywords(&traceql::STATUSES),
+        Field::Intrinsic(Intrinsic::Kind) => keywords(&traceql::KINDS),
         Field::Intrinsic(Intrinsic::Name) => {
             let names = ApiError::blocking(move || {
                 let mut all = BTreeSet::new();

@@ -47,8 +47,10 @@ impl Value {
     }
 }
 
-pub(crate) const STATUSES: [&str; 3] = ["error", "ok", "unset"];
-pub(crate) const KINDS: [&str; 6] = [
+/// The status keywords, sorted.
+pub const STATUSES: [&str; 3] = ["error", "ok", "unset"];
+/// The span kind keywords, sorted.
+pub const KINDS: [&str; 6] = [
     "client",
     "consumer",
     "internal",
