@@ -72,6 +72,9 @@ struct Steps {
 /// More steps than this is refused, as Prometheus refuses more than 11,000 points a series.
 pub const MAX_STEPS: u64 = 11_000;
 
+/// Steps × series one query may hold (32 bytes each): 1,000 series of 1,000 steps.
+const MAX_CELLS: usize = 1_000_000;
+
 impl Steps {
     fn new(r: &MetricsRequest) -> Result<Steps, String> {
         if r.end_ns <= r.start_ns {
@@ -475,6 +478,11 @@ fn apply_second_stages(stages: &[SecondStage], rows: &mut [Row]) {
     }
 }
 
+/// Each series holds a cell per step: fewer series when there are many steps.
+fn series_cap(max_series: usize, steps: usize) -> usize {
+    max_series.min((MAX_CELLS / steps.max(1)).max(1))
+}
+
 /// Evaluates a metrics query over the spans that started in the request's window.
 pub fn evaluate(
     store: &dyn TraceReader,
@@ -489,6 +497,10 @@ pub fn evaluate(
     let steps = match Steps::new(&req) {
         Ok(s) => s,
         Err(e) => return Ok(Err(e)),
+    };
+    let req = MetricsRequest {
+        max_series: series_cap(req.max_series, steps.count),
+        ..req
     };
     let mut ev = Evaluator {
         m,

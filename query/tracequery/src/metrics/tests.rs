@@ -281,6 +281,20 @@ fn instants_cover_the_whole_window_and_budgets_mark_answers_partial() {
     let got = run(&store, "{ } | count_over_time() by (name)", r);
     assert_eq!(got.series.len(), 1);
     assert!(got.partial.unwrap().contains("more than 1 series"));
+
+    // Many steps hold fewer series: 10,000 one-second steps leave room for 100.
+    let r = MetricsRequest {
+        start_ns: t0,
+        end_ns: t0 + 9_999 * S,
+        step_ns: S,
+        ..req(t0)
+    };
+    let got = run(&store, "{ } | count_over_time() by (trace:id, span:id)", r);
+    assert_eq!(got.series.len(), 18);
+    assert_eq!(got.partial, None);
+    assert_eq!(series_cap(1000, 10_000), 100);
+    assert_eq!(series_cap(1000, 240), 1000);
+    assert_eq!(series_cap(1000, 11_000), 90);
 }
 
 #[test]
