@@ -26,8 +26,8 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::series::{
-    attribute, key_labels, set_text, str_attribute, text, Aggregates, Histogram, KeyBuf, Limit,
-    Round, Text,
+    attribute, key_labels, label_names, set_text, str_attribute, text, Aggregates, Histogram,
+    KeyBuf, Limit, Round, Text,
 };
 use super::spans::duration_seconds;
 
@@ -380,11 +380,7 @@ impl ServiceGraphs {
         self.requests.remove_stale(now, stale, limit);
         self.unpaired.remove_stale(now, stale, limit);
         self.dropped.remove_stale(now, stale, limit);
-        let names: Vec<&str> = EDGE_LABELS
-            .iter()
-            .copied()
-            .chain(self.dimensions.iter().map(|(_, l)| l.as_str()))
-            .collect();
+        let names = label_names(&EDGE_LABELS, &self.dimensions);
         for (key, agg, first) in self.requests.drain_round() {
             let labels = key_labels(&names, key);
             round.series(REQUEST_TOTAL, &labels, None, agg.total, first);

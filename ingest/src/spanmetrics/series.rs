@@ -138,6 +138,15 @@ pub(crate) fn key_values(key: &[u8]) -> impl Iterator<Item = &str> {
 }
 
 /// The labels of a key: `names` paired with its values.
+/// The label names of a processor's series: its built-in ones, then its dimensions' labels.
+pub(crate) fn label_names<'a>(
+    builtin: &[&'a str],
+    dimensions: &'a [(String, String)],
+) -> Vec<&'a str> {
+    let dims = dimensions.iter().map(|(_, label)| label.as_str());
+    builtin.iter().copied().chain(dims).collect()
+}
+
 pub(crate) fn key_labels<'a>(names: &[&'a str], key: &'a [u8]) -> Vec<(&'a str, &'a str)> {
     names.iter().copied().zip(key_values(key)).collect()
 }

@@ -13,7 +13,9 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 
-use super::series::{attribute, key_labels, Aggregates, Histogram, KeyBuf, Limit, Round};
+use super::series::{
+    attribute, key_labels, label_names, Aggregates, Histogram, KeyBuf, Limit, Round,
+};
 
 const CALLS: &str = "traces_spanmetrics_calls_total";
 const LATENCY: &str = "traces_spanmetrics_latency";
@@ -106,11 +108,7 @@ impl SpanMetrics {
         limit: &mut Limit,
     ) {
         self.aggs.remove_stale(now, stale, limit);
-        let names: Vec<&str> = INTRINSIC
-            .iter()
-            .copied()
-            .chain(self.dimensions.iter().map(|(_, l)| l.as_str()))
-            .collect();
+        let names = label_names(&INTRINSIC, &self.dimensions);
         for (key, agg, first) in self.aggs.drain_round() {
             let labels = key_labels(&names, key);
             round.series(CALLS, &labels, None, agg.calls, first);

@@ -179,21 +179,49 @@ fn search_window(ps: &[(String, String)]) -> Result<(u64, u64), ApiError> {
     Ok((start_ns, end_ns))
 }
 
-/// The TraceQL `q` that narrows tag names and values to the spans it matches; none when absent
-/// or `{}` (every span).
-fn narrowing(ps: &[(String, String)]) -> Result<Option<Query>, ApiError> {
-    let Some(q) = param(ps, "q").filter(|q| !q.trim().is_empty()) else {
-        return Ok(None);
-    };
-    let query =
-        traceql::parse(q).map_err(|e| ApiError::bad(format!("invalid TraceQL query: {e}")))?;
-    let every_span = matches!(
-        query.pipeline.stages.as_slice(),
-        [Stage::Spanset(SpansetExpr::Filter(Cond::Bare(
-            Operand::Value(QlValue::Bool(true))
-        )))]
-    );
-    Ok((!every_span).then_some(query))
+/// The spans a TraceQL `q` picks out of the request's window, to narrow tag names and values.
+struct Narrowing {
+    query: Query,
+    start_ns: u64,
+    end_ns: u64,
+}
+
+impl Narrowing {
+    /// The narrowing of a request; none when `q` is absent or `{}` (every span).
+    fn of(ps: &[(String, String)]) -> Result<Option<Narrowing>, ApiError> {
+        let Some(q) = param(ps, "q").filter(|q| !q.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let query =
+            traceql::parse(q).map_err(|e| ApiError::bad(format!("invalid TraceQL query: {e}")))?;
+        let every_span = matches!(
+            query.pipeline.stages.as_slice(),
+            [Stage::Spanset(SpansetExpr::Filter(Cond::Bare(
+                Operand::Value(QlValue::Bool(true))
+            )))]
+        );
+        if every_span {
+            return Ok(None);
+        }
+        let (start_ns, end_ns) = search_window(ps)?;
+        Ok(Some(Narrowing {
+            query,
+            start_ns,
+            end_ns,
+        }))
+    }
+
+    /// Visits the matching spans, reading at most the search's span budget.
+    fn visit(
+        &self,
+        store: &dyn TraceReader,
+        limits: TraceLimits,
+        f: &mut dyn FnMut(&storage::traces::StoredSpan),
+    ) -> Result<(), ApiError> {
+        let (q, lo, hi) = (&self.query, self.start_ns, self.end_ns);
+        for_each_result_span(store, q, lo, hi, limits.max_spans_inspected, f)?;
+        Ok(())
+    }
 }
 
 /// Tempo's tag search (`tags=k=v k2="v 2"`, logfmt) as the equivalent TraceQL filter.
@@ -382,28 +410,16 @@ async fn tags_v2(
 ) -> Result<Response, ApiError> {
     let ps = params(raw);
     let scope = param(&ps, "scope").unwrap_or("all").to_owned();
-    let (span, resource) = match narrowing(&ps)? {
+    let (span, resource) = match Narrowing::of(&ps)? {
         None => tag_keys(store).await?,
-        Some(query) => {
-            let (start, end) = search_window(&ps)?;
+        Some(narrowing) => {
             ApiError::blocking(move || {
                 let (mut span, mut resource) = (BTreeSet::new(), BTreeSet::new());
-                for_each_result_span(
-                    &*store,
-                    &query,
-                    start,
-                    end,
-                    limits.max_spans_inspected,
-                    &mut |s| {
-                        span.extend(s.span.attributes.iter().map(|kv| kv.key.clone()));
-                        resource.extend(
-                            s.origin
-                                .resource_attributes()
-                                .iter()
-                                .map(|kv| kv.key.clone()),
-                        );
-                    },
-                )?;
+                narrowing.visit(&*store, limits, &mut |s| {
+                    span.extend(s.span.attributes.iter().map(|kv| kv.key.clone()));
+                    let keys = s.origin.resource_attributes().iter();
+                    resource.extend(keys.map(|kv| kv.key.clone()));
+                })?;
                 Ok((span.into_iter().collect(), resource.into_iter().collect()))
             })
             .await?
@@ -471,26 +487,18 @@ async fn values_v2(
         scope: Scope::Any,
         key: name.clone(),
     });
-    if let Some(query) = narrowing(&ps)? {
+    if let Some(narrowing) = Narrowing::of(&ps)? {
         // The values the field takes on the spans `q` matches.
-        let (start, end) = search_window(&ps)?;
         let values = ApiError::blocking(move || {
             let mut all: BTreeMap<String, QlValue> = BTreeMap::new();
-            for_each_result_span(
-                &*store,
-                &query,
-                start,
-                end,
-                limits.max_spans_inspected,
-                &mut |s| {
-                    if all.len() < limits.max_tag_values {
-                        let v = field_value(&field, SpanRef::alone(s));
-                        if v != QlValue::Nil {
-                            all.entry(format!("{v:?}")).or_insert(v);
-                        }
+            narrowing.visit(&*store, limits, &mut |s| {
+                if all.len() < limits.max_tag_values {
+                    let v = field_value(&field, SpanRef::alone(s));
+                    if v != QlValue::Nil {
+                        all.entry(format!("{v:?}")).or_insert(v);
                     }
-                },
-            )?;
+                }
+            })?;
             Ok(all)
         })
         .await?;
