@@ -152,6 +152,42 @@ impl EncodedBatch {
         self.close_series();
     }
 
+    /// Adds a series whose label set is already in this encoding (another batch's, the
+    /// index's), with its exemplars.
+    pub(crate) fn push_raw(
+        &mut self,
+        labels: &[u8],
+        samples: &[Sample],
+        histograms: &[HistogramSample],
+        exemplars: &[Exemplar],
+    ) {
+        self.labels.extend_from_slice(labels);
+        self.samples.extend_from_slice(samples);
+        self.histograms.extend_from_slice(histograms);
+        self.exemplars.extend_from_slice(exemplars);
+        self.close_series();
+    }
+
+    /// [`EncodedBatch::push_raw`] of a label set read back from disk: refused (the batch
+    /// unchanged) unless it is canonical and encoded exactly as this module encodes it.
+    pub(crate) fn push_stored(
+        &mut self,
+        labels: &[u8],
+        samples: &[Sample],
+        histograms: &[HistogramSample],
+        exemplars: &[Exemplar],
+    ) -> Result<(), StorageError> {
+        let start = self.labels.len();
+        let ok = put_label_set(&mut self.labels, str_pairs(labels)).is_ok()
+            && self.labels[start..] == *labels;
+        self.labels.truncate(start);
+        if !ok {
+            return Err(StorageError::Corrupt("stored label set".into()));
+        }
+        self.push_raw(labels, samples, histograms, exemplars);
+        Ok(())
+    }
+
     /// Moves every series of `other` to the end of this batch.
     pub fn append(&mut self, other: EncodedBatch) {
         let base = self.current_end();

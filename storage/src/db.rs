@@ -37,7 +37,11 @@ pub(crate) const CF_COLD_LABELS: &str = "cold_labels";
 /// Per-partition inverted index of the series idle past the head window (`tsdb::cold`).
 pub(crate) const CF_COLD_INDEX: &str = "cold_index";
 
-const FIXED_CFS: [&str; 8] = [
+/// Appended data waiting to be forwarded by `remote_write` (`tsdb::outbox`): records by
+/// sequence number, and each destination's acknowledged offset.
+pub(crate) const CF_OUTBOX: &str = "outbox";
+
+const FIXED_CFS: [&str; 9] = [
     CF_SERIES,
     CF_SERIES_TIMES,
     CF_META,
@@ -46,6 +50,7 @@ const FIXED_CFS: [&str; 8] = [
     CF_EXEMPLARS,
     CF_COLD_LABELS,
     CF_COLD_INDEX,
+    CF_OUTBOX,
 ];
 
 /// Column families earlier versions wrote: `series_by_labels` (label set → id, never read)

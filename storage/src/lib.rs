@@ -6,7 +6,9 @@
 //!   encoded in one buffer as the index stores them).
 //! - `tsdb/`: the TSDB on RocksDB ([`Tsdb`]): series index and postings, head with
 //!   out-of-order buffer, write-ahead log, Gorilla chunks in one column family per UTC day,
-//!   checkpoints and retention. Its module doc is the map of its layout and locking.
+//!   checkpoints and retention, and the [`Outbox`] `remote_write` forwards from (what each
+//!   append stored, queued on disk in the same write). Its module doc is the map of its
+//!   layout and locking.
 //! - [`logs`]: the log store (tantivy per day, with an append log for acknowledged records).
 //! - [`traces`]: the trace store (RocksDB: spans by trace, by time and by attribute).
 //! - shared pieces: [`Labels`] and [`Matcher`], [`relabel`] (Prometheus's relabelling, used by
@@ -44,7 +46,7 @@ pub use error::{Classify, ErrorClass, StorageError};
 pub use histogram::{Histogram, HistogramSample, HistogramSpan};
 pub use labels::{Label, Labels, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher};
-pub use tsdb::{Tsdb, TsdbOptions};
+pub use tsdb::{Outbox, OutboxRecord, Skipped, Tsdb, TsdbOptions};
 
 use std::fmt;
 

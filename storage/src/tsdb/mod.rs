@@ -40,6 +40,10 @@
 //! as a key of its own in the same WriteBatch (durable without the WAL), and the checkpoint
 //! seals them into compressed chunks in the day partitions (see `checkpoint` for when).
 //!
+//! The outbox (`outbox`) is `remote_write`'s queue: while a destination is registered, an
+//! append also puts what it stored into its WriteBatch under a sequence number taken while it
+//! holds its series, so what a sender was told is stored is also queued, in per-series order.
+//!
 //! Exemplars take no lock of their own: an append judges a series' exemplars against its
 //! newest stored one while it holds the series (`series_lock`; a series it adds is held by
 //! `create`), and writes them in its WriteBatch (`exemplars`), so they are durable when the
@@ -81,6 +85,8 @@ use meta::{KEY_NEXT_OOO_CHUNK_ID, KEY_NEXT_SERIES_ID};
 use partition::{partition_start, Partitions};
 use series_lock::SeriesLocks;
 
+pub use outbox::{Outbox, OutboxRecord, Skipped};
+
 mod append;
 mod checkpoint;
 mod chunk;
@@ -91,6 +97,7 @@ mod histstore;
 mod index;
 mod labelset;
 mod meta;
+mod outbox;
 mod partition;
 mod postings;
 mod read;
@@ -210,6 +217,8 @@ struct Inner {
     /// episode, however often senders retry.
     append_failures: FailureEpisode,
     checkpoint_failures: FailureEpisode,
+    /// What `remote_write` destinations have yet to receive (`outbox`).
+    outbox: outbox::State,
 }
 
 /// How often the series limit may be logged: it is hit on every request while it lasts.
@@ -231,6 +240,7 @@ impl Tsdb {
         let next_series_id = meta::get_counter(&db, KEY_NEXT_SERIES_ID)?.max(max_id);
         let next_ooo_chunk_id = meta::get_counter(&db, KEY_NEXT_OOO_CHUNK_ID)?.max(1);
         let metadata = meta::load_metadata(&db)?;
+        let outbox = outbox::State::load(&db)?;
         let inner = Inner {
             partitions: Partitions::new(
                 chunk_cfs.iter().filter_map(|n| partition::parse_cf_name(n)),
@@ -257,6 +267,7 @@ impl Tsdb {
             refusal_log: Throttle::new(SERIES_LIMIT_LOG_INTERVAL),
             append_failures: FailureEpisode::new("tsdb append"),
             checkpoint_failures: FailureEpisode::new("tsdb checkpoint"),
+            outbox,
         };
         inner.restore_head()?;
         inner.replay_wal()?;
@@ -309,6 +320,13 @@ impl Tsdb {
             // Invalid label sets are the sender's fault, not a failure of the store.
             Err(e @ StorageError::Invalid(_)) => Err(e),
             result => inner.append_failures.observe(result),
+        }
+    }
+
+    /// The outbox `remote_write` forwards from (see [`Outbox`]).
+    pub fn outbox(&self) -> Outbox {
+        Outbox {
+            inner: self.inner.clone(),
         }
     }
 
@@ -832,6 +850,8 @@ impl Inner {
         let mut histogram_times: Vec<(u64, i64)> = Vec::new();
         let mut exemplar_scanner = None;
         let mut exemplars_stored = false;
+        // What this append stores, for the destinations to forward.
+        let mut outgoing = self.outbox.enabled().then(EncodedBatch::new);
         for p in pending {
             let adds_samples = !p.check.accepted().is_empty() || !p.accepted_histograms.is_empty();
             if !adds_samples {
@@ -868,13 +888,21 @@ impl Inner {
                 histstore::put(&self.db, &mut wb, id, h)?;
                 histogram_times.push((id, h.t));
             }
+            let mut taken = Vec::new();
             if !p.exemplars.is_empty() {
                 let scanner = match &mut exemplar_scanner {
                     Some(s) => s,
                     None => exemplar_scanner.insert(exemplars::Scanner::new(&self.db)?),
                 };
-                exemplars_stored |=
+                taken =
                     self.add_exemplars(scanner, &mut wb, id, &p.exemplars, limits, &mut report)?;
+                exemplars_stored |= !taken.is_empty();
+            }
+            if let Some(out) = &mut outgoing {
+                let (samples, histograms) = (p.check.accepted(), &p.accepted_histograms);
+                if !samples.is_empty() || !histograms.is_empty() || !taken.is_empty() {
+                    out.push_raw(p.series.label_bytes(), samples, histograms, &taken);
+                }
             }
             if !p.check.accepted().is_empty() {
                 groups.push((id, p.check.into_accepted()));
@@ -897,6 +925,11 @@ impl Inner {
             let seq = self.next_wal_seq.fetch_add(1, Ordering::Relaxed);
             wal::put(&self.db, &mut wb, seq, &record)?;
         }
+        // Taken while the series are held, like the WAL's sequence; released after the write.
+        let _outbox_ticket = match outgoing.filter(|o| !o.is_empty()) {
+            Some(out) => Some(self.outbox.put(&self.db, &mut wb, &out)?),
+            None => None,
+        };
         self.db.write_opt(wb, &self.write_options())?;
         if let Some(next) = create.as_deref_mut() {
             *next = next_series_id;
@@ -926,8 +959,7 @@ impl Inner {
     }
 
     /// Judges a series' exemplars in order against its newest (stored, then each one taken)
-    /// and adds those taken to `wb`, trimming the series to its bound. Returns whether any
-    /// was added.
+    /// and adds those taken to `wb`, trimming the series to its bound. Returns those taken.
     fn add_exemplars(
         &self,
         scanner: &mut exemplars::Scanner<'_>,
@@ -936,11 +968,11 @@ impl Inner {
         candidates: &[&Exemplar],
         limits: Limits,
         report: &mut AppendReport,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Vec<Exemplar>, StorageError> {
         let keep = self.opts.max_exemplars_per_series;
         if keep == 0 {
             report.exemplars_invalid += candidates.len();
-            return Ok(false);
+            return Ok(Vec::new());
         }
         let newest = scanner.newest(id)?;
         let mut taken: Vec<Exemplar> = Vec::new();
@@ -958,11 +990,11 @@ impl Inner {
             }
         }
         if taken.is_empty() {
-            return Ok(false);
+            return Ok(taken);
         }
         report.exemplars_written += taken.len();
         scanner.put(&self.db, wb, id, &taken, keep)?;
-        Ok(true)
+        Ok(taken)
     }
 
     fn note_refused(&self, series: u64) {
