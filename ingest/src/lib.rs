@@ -7,12 +7,16 @@
 //! - [`push`]: the Pushgateway's push API, its groups stored and exposed to queries.
 //! - [`spanmetrics`]: span metrics and service graphs from the spans OTLP stored, as
 //!   Tempo's metrics-generator makes them.
+//! - [`forward`]: the way out: `remote_write` destinations fed from the TSDB's outbox, in
+//!   the same wire format remote-write comes in.
 //! - `metrics`: the per-signal, per-protocol ingest self-metrics.
 //!
-//! Owns wire formats and their validation; writes metrics only through
-//! `storage::Appendable`, logs and traces through their stores' write calls, and never serves
-//! anything but ingest endpoints.
+//! Owns wire formats and their validation, in both directions; writes metrics only through
+//! `storage::Appendable`, logs and traces through their stores' write calls, reads only the
+//! TSDB's outbox and metadata (to forward them), and never serves anything but ingest
+//! endpoints.
 
+pub mod forward;
 pub mod logs;
 mod metrics;
 pub mod otlp;

@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
-use super::config::{ScrapeConfig, TlsConfig};
+use super::config::{Authorization, BasicAuth, ScrapeConfig, TlsConfig};
 use super::target::Target;
 
 /// The User-Agent novamon scrapes with (Prometheus's is `Prometheus/<version>`).
@@ -30,15 +30,15 @@ pub(crate) struct HttpSettings {
     pub(crate) body_limit: u64,
 }
 
-/// Credentials, read from their files at each scrape as Prometheus does (so a rotated token
-/// file takes effect without a reload).
-enum Auth {
+/// Credentials, read from their files at each request as Prometheus does (so a rotated token
+/// file takes effect without a reload). Shared with `remote_write`'s sender.
+pub(crate) enum Auth {
     None,
     Basic { user: String, password: Secret },
     Header { kind: String, credentials: Secret },
 }
 
-enum Secret {
+pub(crate) enum Secret {
     Inline(String),
     File(std::path::PathBuf),
 }
@@ -54,6 +54,58 @@ impl Secret {
     }
 }
 
+impl Auth {
+    /// One of `basic_auth`, `authorization` and `bearer_token(_file)` (checked at most one by
+    /// the config's own checks), files preferred over inline values.
+    pub(crate) fn new(
+        basic_auth: Option<&BasicAuth>,
+        authorization: Option<&Authorization>,
+        bearer_token: &Option<String>,
+        bearer_token_file: &Option<std::path::PathBuf>,
+    ) -> Auth {
+        let secret =
+            |inline: &Option<String>, file: &Option<std::path::PathBuf>| match (inline, file) {
+                (_, Some(f)) => Secret::File(f.clone()),
+                (Some(s), None) => Secret::Inline(s.clone()),
+                (None, None) => Secret::Inline(String::new()),
+            };
+        if let Some(b) = basic_auth {
+            Auth::Basic {
+                user: b.username.clone(),
+                password: secret(&b.password, &b.password_file),
+            }
+        } else if let Some(a) = authorization {
+            Auth::Header {
+                kind: a.kind.clone(),
+                credentials: secret(&a.credentials, &a.credentials_file),
+            }
+        } else if bearer_token.is_some() || bearer_token_file.is_some() {
+            Auth::Header {
+                kind: "Bearer".into(),
+                credentials: secret(bearer_token, bearer_token_file),
+            }
+        } else {
+            Auth::None
+        }
+    }
+
+    /// The `Authorization` header's value, files read now.
+    pub(crate) fn header(&self) -> Result<Option<String>, String> {
+        Ok(match self {
+            Auth::None => None,
+            Auth::Basic { user, password } => {
+                use base64::Engine;
+                let p = password.read()?;
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{p}"))
+                ))
+            }
+            Auth::Header { kind, credentials } => Some(format!("{kind} {}", credentials.read()?)),
+        })
+    }
+}
+
 impl HttpSettings {
     /// Checks files and certificates now, so that a bad one fails the config load.
     pub(crate) fn new(
@@ -61,30 +113,12 @@ impl HttpSettings {
         accept: String,
         ceiling: u64,
     ) -> Result<HttpSettings, String> {
-        let secret =
-            |inline: &Option<String>, file: &Option<std::path::PathBuf>| match (inline, file) {
-                (_, Some(f)) => Secret::File(f.clone()),
-                (Some(s), None) => Secret::Inline(s.clone()),
-                (None, None) => Secret::Inline(String::new()),
-            };
-        let auth = if let Some(b) = &raw.basic_auth {
-            Auth::Basic {
-                user: b.username.clone(),
-                password: secret(&b.password, &b.password_file),
-            }
-        } else if let Some(a) = &raw.authorization {
-            Auth::Header {
-                kind: a.kind.clone(),
-                credentials: secret(&a.credentials, &a.credentials_file),
-            }
-        } else if raw.bearer_token.is_some() || raw.bearer_token_file.is_some() {
-            Auth::Header {
-                kind: "Bearer".into(),
-                credentials: secret(&raw.bearer_token, &raw.bearer_token_file),
-            }
-        } else {
-            Auth::None
-        };
+        let auth = Auth::new(
+            raw.basic_auth.as_ref(),
+            raw.authorization.as_ref(),
+            &raw.bearer_token,
+            &raw.bearer_token_file,
+        );
         let tls = if raw.scheme == "https" {
             Some(Arc::new(tls_client(&raw.tls_config)?))
         } else {
@@ -121,7 +155,7 @@ fn pem(
     }
 }
 
-fn tls_client(c: &TlsConfig) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn tls_client(c: &TlsConfig) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = match c.min_version.as_deref() {
         None | Some("TLS12") | Some("TLS10") | Some("TLS11") => rustls::ALL_VERSIONS,
@@ -261,24 +295,7 @@ impl Connection {
         target: &Target,
     ) -> Result<Fetched, Failure> {
         let transport = |e: &dyn std::fmt::Display| Failure::Transport(e.to_string());
-        let mut auth = None;
-        match &settings.auth {
-            Auth::None => {}
-            Auth::Basic { user, password } => {
-                use base64::Engine;
-                let p = password.read().map_err(Failure::Transport)?;
-                auth = Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{p}"))
-                ));
-            }
-            Auth::Header { kind, credentials } => {
-                auth = Some(format!(
-                    "{kind} {}",
-                    credentials.read().map_err(Failure::Transport)?
-                ));
-            }
-        }
+        let auth = settings.auth.header().map_err(Failure::Transport)?;
         let req = hyper::Request::get(target.path_and_query.as_str())
             .header(hyper::header::HOST, target.address.as_str())
             .header(hyper::header::ACCEPT, settings.accept.as_str())
@@ -301,9 +318,13 @@ impl Connection {
         };
         if !alive {
             self.sender = Some(
-                connect(settings, target)
-                    .await
-                    .map_err(Failure::Transport)?,
+                connect(
+                    &target.address,
+                    settings.tls.as_ref(),
+                    settings.server_name.as_deref(),
+                )
+                .await
+                .map_err(Failure::Transport)?,
             );
         }
         let sender = self.sender.as_mut().expect("connected above");
@@ -367,35 +388,40 @@ enum Failure {
     Response(String),
 }
 
-async fn connect(
-    settings: &HttpSettings,
-    target: &Target,
-) -> Result<SendRequest<Empty<Bytes>>, String> {
+/// An HTTP/1.1 connection to `address` (`host:port`), over TLS when `tls` is set (verifying
+/// `server_name`, else the host). Errors are worded as Go's.
+pub(crate) async fn connect<B>(
+    address: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    server_name: Option<&str>,
+) -> Result<SendRequest<B>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     // Go's wording for the usual failures, so that `lastError` reads as Prometheus's.
     let dial = |e: std::io::Error| {
         let why = match e.kind() {
             std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
             std::io::ErrorKind::TimedOut => "i/o timeout".to_string(),
-            std::io::ErrorKind::NotFound => format!("lookup {}: no such host", target.address),
+            std::io::ErrorKind::NotFound => format!("lookup {address}: no such host"),
             _ => e.to_string(),
         };
-        format!("dial tcp {}: {why}", target.address)
+        format!("dial tcp {address}: {why}")
     };
-    let tcp = TcpStream::connect(target.address.as_str())
-        .await
-        .map_err(dial)?;
+    let tcp = TcpStream::connect(address).await.map_err(dial)?;
     let _ = tcp.set_nodelay(true);
-    let host = target
-        .address
+    let host = address
         .rsplit_once(':')
-        .map_or(target.address.as_str(), |(h, _)| h)
+        .map_or(address, |(h, _)| h)
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    match &settings.tls {
+    match tls {
         None => handshake(tcp).await,
         Some(tls) => {
-            let name = settings.server_name.clone().unwrap_or(host);
+            let name = server_name.map_or(host, str::to_owned);
             let name = ServerName::try_from(name).map_err(|e| e.to_string())?;
             let stream = tokio_rustls::TlsConnector::from(tls.clone())
                 .connect(name, tcp)
@@ -406,9 +432,12 @@ async fn connect(
     }
 }
 
-async fn handshake<S>(io: S) -> Result<SendRequest<Empty<Bytes>>, String>
+async fn handshake<S, B>(io: S) -> Result<SendRequest<B>, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await

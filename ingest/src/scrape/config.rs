@@ -160,7 +160,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     promql_parser::util::parse_duration(s)
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
@@ -186,7 +186,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("byte size {s:?} out of range"))
 }
 
-fn opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let v = serde_yaml::Value::deserialize(d)?;
     let s = match v {
         serde_yaml::Value::Number(n) => n.to_string(),

@@ -14,8 +14,8 @@
 //! Samples go through `storage::Appendable`, as remote-write's do. Serves no HTTP: the
 //! targets API's wire shapes are `query/api`'s.
 
-mod client;
-mod config;
+pub(crate) mod client;
+pub(crate) mod config;
 mod discovery;
 pub mod exposition;
 mod manager;

@@ -1,0 +1,692 @@
+//! One destination's queue, Prometheus's queue manager over novamon's outbox.
+//!
+//! A reader thread reads outbox records from the destination's acknowledged offset (blocking
+//! RocksDB reads stay off the async workers), turns each series of a record into an [`Entry`]
+//! (external labels added where missing, then `write_relabel_configs`), and hands it to the
+//! shard its label set hashes to, so one series is always sent by one shard, in order. Each
+//! shard is a task that batches up to `max_samples_per_send` or `batch_send_deadline`, sends,
+//! and retries a batch until it is sent or refused; only then does it take the next. A shard
+//! holds at most `capacity` samples: the reader waits for room, so memory is bounded however
+//! long the backlog on disk, and ingest never waits for a receiver.
+//!
+//! The acknowledged offset moves to the first record with an entry not yet sent or refused,
+//! after every batch: a restart (kill -9 included) resends only what was in flight. When the
+//! backlog on disk passes `max_disk_usage`, the oldest unread records are passed over and
+//! counted. Every 10 s the number of shards may double (the reader waited for room most of
+//! the time while sends succeeded) or halve (it never waited), within
+//! `min_shards..=max_shards`; shards are drained before their number changes, so per-series
+//! order holds across it.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use storage::{Metadata, Outbox, OutboxRecord};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::warn;
+
+use super::config::Destination;
+use super::metrics::QueueMetrics;
+use super::send::{encode_metadata, encode_v1, encode_v2, Client, Entry, Outcome};
+
+/// Most bytes of records the reader decodes at once.
+const READ_BYTES: usize = 1 << 20;
+/// How long the reader sleeps when it has read everything (it is woken by new records).
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+const RESHARD_PERIOD: Duration = Duration::from_secs(10);
+/// The longest `Retry-After` honoured: a receiver cannot park a queue for days.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// A running queue.
+pub(crate) struct Queue {
+    pub(crate) dest: Arc<Destination>,
+    pub(crate) shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    metadata: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the reader, the shards and the status page share.
+pub(crate) struct Shared {
+    pub(crate) dest: Arc<Destination>,
+    outbox: Outbox,
+    pub(crate) metrics: QueueMetrics,
+    progress: Mutex<Progress>,
+    /// Still sending 2.0: cleared for good by the spec's fallback.
+    v2: AtomicBool,
+    pub(crate) last_error: Mutex<Option<String>>,
+    /// Errors are logged at most once per this period, however many batches fail.
+    log_throttle: Mutex<Option<Instant>>,
+}
+
+/// Which records still have entries on their way.
+#[derive(Default)]
+struct Progress {
+    /// Record → entries not yet sent or refused.
+    outstanding: BTreeMap<u64, usize>,
+    /// Every record below this was handed to the shards whole.
+    read_upto: u64,
+    acked: u64,
+}
+
+impl Shared {
+    pub(crate) fn protocol(&self) -> &'static str {
+        if self.v2.load(Ordering::Relaxed) {
+            "2.0"
+        } else {
+            "1.0"
+        }
+    }
+
+    /// Marks the entries done and moves the acknowledged offset if it can.
+    fn complete(&self, entries: &[Entry]) {
+        let target = {
+            let mut p = self.progress.lock();
+            for e in entries {
+                if let Some(n) = p.outstanding.get_mut(&e.seq) {
+                    *n -= 1;
+                    if *n == 0 {
+                        p.outstanding.remove(&e.seq);
+                    }
+                }
+            }
+            p.target()
+        };
+        self.ack(target);
+    }
+
+    fn ack(&self, target: Option<u64>) {
+        if let Some(t) = target {
+            if let Err(e) = self.outbox.ack(&self.dest.key, t) {
+                self.error(format!("recording the acknowledged offset: {e}"));
+            }
+        }
+    }
+
+    fn error(&self, why: String) {
+        let now = Instant::now();
+        let mut last = self.log_throttle.lock();
+        if last.is_none_or(|l| now.duration_since(l) >= Duration::from_secs(10)) {
+            *last = Some(now);
+            warn!(remote_name = %self.dest.name, url = %self.dest.raw.url, "remote write: {why}");
+        }
+        *self.last_error.lock() = Some(why);
+    }
+}
+
+impl Progress {
+    /// The new acknowledged offset, if it moved.
+    fn target(&mut self) -> Option<u64> {
+        let t = self
+            .outstanding
+            .keys()
+            .next()
+            .map_or(self.read_upto, |&k| k.min(self.read_upto));
+        (t > self.acked).then(|| {
+            self.acked = t;
+            t
+        })
+    }
+}
+
+impl Queue {
+    /// Starts reading the outbox from the destination's offset (registered already).
+    pub(crate) fn start(
+        dest: Arc<Destination>,
+        outbox: Outbox,
+        metrics: QueueMetrics,
+        metadata: Option<Arc<dyn Fn() -> Vec<(String, Metadata)> + Send + Sync>>,
+    ) -> std::io::Result<Queue> {
+        let start = outbox.offset(&dest.key).unwrap_or_else(|| outbox.end());
+        let q = &dest.raw.queue_config;
+        metrics.shards_min.set(q.min_shards as i64);
+        metrics.shards_max.set(q.max_shards as i64);
+        metrics.capacity.set(q.capacity as i64);
+        metrics
+            .max_samples_per_send
+            .set(q.max_samples_per_send as i64);
+        let shared = Arc::new(Shared {
+            v2: AtomicBool::new(dest.v2),
+            dest: dest.clone(),
+            outbox,
+            metrics,
+            progress: Mutex::new(Progress {
+                outstanding: BTreeMap::new(),
+                read_upto: start,
+                acked: start,
+            }),
+            last_error: Mutex::new(None),
+            log_throttle: Mutex::new(None),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let runtime = tokio::runtime::Handle::current();
+        let reader = {
+            let shared = shared.clone();
+            let stopped = stopped.clone();
+            std::thread::Builder::new()
+                .name(format!("remote-write-{}", dest.name))
+                .spawn(move || Reader::new(shared, runtime, stopped, start).run())?
+        };
+        let metadata = match metadata {
+            Some(source) if dest.raw.metadata_config.send && !dest.v2 => {
+                Some(tokio::spawn(send_metadata(shared.clone(), source, stopped)))
+            }
+            _ => None,
+        };
+        Ok(Queue {
+            dest,
+            shared,
+            stop,
+            reader: Some(reader),
+            metadata,
+        })
+    }
+
+    /// Stops reading and sending. What was in flight is not acknowledged: it is sent again
+    /// when the destination starts again.
+    pub(crate) async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(m) = self.metadata.take() {
+            m.abort();
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = tokio::task::spawn_blocking(move || r.join()).await;
+        }
+    }
+}
+
+/// The shards of one period between reshardings.
+struct Shards {
+    senders: Vec<mpsc::UnboundedSender<Entry>>,
+    room: Vec<Arc<Semaphore>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Shards {
+    fn spawn(
+        n: usize,
+        shared: &Arc<Shared>,
+        runtime: &tokio::runtime::Handle,
+        stopped: &watch::Receiver<bool>,
+    ) -> Shards {
+        let capacity = shared.dest.raw.queue_config.capacity;
+        let mut shards = Shards {
+            senders: Vec::with_capacity(n),
+            room: Vec::with_capacity(n),
+            tasks: Vec::with_capacity(n),
+        };
+        for _ in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let room = Arc::new(Semaphore::new(capacity));
+            shards.tasks.push(runtime.spawn(run_shard(
+                shared.clone(),
+                rx,
+                room.clone(),
+                stopped.clone(),
+            )));
+            shards.senders.push(tx);
+            shards.room.push(room);
+        }
+        shared.metrics.shards.set(n as i64);
+        shards
+    }
+
+    fn abort(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct Reader {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    stopped: watch::Receiver<bool>,
+    cursor: u64,
+    hasher: foldhash::fast::RandomState,
+    /// Time spent waiting for room in a shard since the last resharding decision.
+    waited: Duration,
+    /// Samples retried at the last decision: a queue retrying is not short of shards.
+    retried_at_decision: u64,
+}
+
+impl Reader {
+    fn new(
+        shared: Arc<Shared>,
+        runtime: tokio::runtime::Handle,
+        stopped: watch::Receiver<bool>,
+        cursor: u64,
+    ) -> Reader {
+        Reader {
+            shared,
+            runtime,
+            stopped,
+            cursor,
+            hasher: foldhash::fast::RandomState::default(),
+            waited: Duration::ZERO,
+            retried_at_decision: 0,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stopped.borrow()
+    }
+
+    fn run(mut self) {
+        let q = self.shared.dest.raw.queue_config.clone();
+        let mut n = q.min_shards;
+        let mut shards = Shards::spawn(n, &self.shared, &self.runtime, &self.stopped);
+        let mut decided = Instant::now();
+        while !self.stopping() {
+            if let Err(e) = self.enforce_disk_cap() {
+                self.shared.error(format!("reading the outbox: {e}"));
+            }
+            let records = match self.shared.outbox.read(self.cursor, READ_BYTES) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.shared.error(format!("reading the outbox: {e}"));
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            if records.is_empty() {
+                self.shared.outbox.wait(self.cursor, IDLE_WAIT);
+            }
+            for r in records {
+                if !self.dispatch(r, &shards) {
+                    break;
+                }
+            }
+            let target = self.shared.progress.lock().target();
+            self.shared.ack(target);
+            if decided.elapsed() >= RESHARD_PERIOD {
+                let want = self.desired_shards(n, decided.elapsed());
+                decided = Instant::now();
+                if want != n && self.drain() {
+                    shards.abort();
+                    n = want;
+                    shards = Shards::spawn(n, &self.shared, &self.runtime, &self.stopped);
+                }
+            }
+        }
+        shards.abort();
+    }
+
+    fn desired_shards(&mut self, n: usize, period: Duration) -> usize {
+        let q = &self.shared.dest.raw.queue_config;
+        let retried = self.shared.metrics.retried.get();
+        let failing = retried != self.retried_at_decision;
+        self.retried_at_decision = retried;
+        let waited = std::mem::take(&mut self.waited);
+        if failing {
+            n
+        } else if waited * 2 > period {
+            (n * 2).min(q.max_shards)
+        } else if waited.is_zero() {
+            (n / 2).max(q.min_shards)
+        } else {
+            n
+        }
+    }
+
+    /// Waits until every entry handed out is sent or refused; false when stopping first.
+    fn drain(&self) -> bool {
+        while !self.shared.progress.lock().outstanding.is_empty() {
+            if self.stopping() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// Passes over the oldest unread records while the backlog is over `max_disk_usage`.
+    fn enforce_disk_cap(&mut self) -> Result<(), storage::StorageError> {
+        let outbox = &self.shared.outbox;
+        let backlog = outbox.backlog_bytes(self.cursor)?;
+        self.shared.metrics.outbox_bytes.set(backlog as i64);
+        let cap = self.shared.dest.raw.max_disk_usage;
+        if backlog <= cap {
+            return Ok(());
+        }
+        let skipped = outbox.skip(self.cursor, backlog - cap)?;
+        self.shared.metrics.outbox_dropped.inc_by(skipped.samples);
+        self.shared.error(format!(
+            "backlog over max_disk_usage ({cap} bytes): dropped the oldest {} samples",
+            skipped.samples
+        ));
+        self.cursor = skipped.next;
+        self.shared.progress.lock().read_upto = skipped.next;
+        Ok(())
+    }
+
+    /// Hands a record's entries to their shards; false when stopping.
+    fn dispatch(&mut self, record: OutboxRecord, shards: &Shards) -> bool {
+        let dest = &self.shared.dest;
+        let metrics = &self.shared.metrics;
+        let mut entries: Vec<(usize, Entry)> = Vec::with_capacity(record.batch.len());
+        let mut highest = i64::MIN;
+        for s in record.batch.iter() {
+            let mut labels = s.labels().into_vec();
+            for l in &dest.external_labels {
+                if !labels.iter().any(|x| x.name == l.name) {
+                    labels.push(l.clone());
+                }
+            }
+            let Some(mut labels) = storage::relabel::process(labels, &dest.relabel) else {
+                metrics.dropped.inc_by(s.samples.len() as u64);
+                continue;
+            };
+            labels.sort_by(|a, b| a.name.cmp(&b.name));
+            let e = Entry {
+                seq: record.seq,
+                labels,
+                samples: s.samples.to_vec(),
+                histograms: match dest.raw.send_native_histograms {
+                    true => s.histograms.to_vec(),
+                    false => Vec::new(),
+                },
+                exemplars: match dest.raw.send_exemplars {
+                    true => s.exemplars.to_vec(),
+                    false => Vec::new(),
+                },
+            };
+            if e.samples.is_empty() && e.histograms.is_empty() && e.exemplars.is_empty() {
+                continue;
+            }
+            highest = e
+                .samples
+                .iter()
+                .map(|x| x.t)
+                .chain(e.histograms.iter().map(|h| h.t))
+                .fold(highest, i64::max);
+            let mut h = self.hasher.build_hasher();
+            e.labels.hash(&mut h);
+            let shard = (h.finish() % shards.senders.len() as u64) as usize;
+            entries.push((shard, e));
+        }
+        if highest > i64::MIN {
+            let secs = highest as f64 / 1000.0;
+            if secs > metrics.highest_read.get() {
+                metrics.highest_read.set(secs);
+            }
+        }
+        if !entries.is_empty() {
+            self.shared
+                .progress
+                .lock()
+                .outstanding
+                .insert(record.seq, entries.len());
+        }
+        let capacity = dest.raw.queue_config.capacity;
+        for (shard, e) in entries {
+            let weight = e.weight().min(capacity);
+            let room = shards.room[shard].clone();
+            let waiting = Instant::now();
+            let mut stopped = self.stopped.clone();
+            let got = self.runtime.block_on(async move {
+                tokio::select! {
+                    permit = room.acquire_many(weight as u32) => {
+                        permit.map(|p| p.forget()).is_ok()
+                    }
+                    _ = stopped.wait_for(|s| *s) => false,
+                }
+            });
+            self.waited += waiting.elapsed();
+            if !got {
+                return false;
+            }
+            metrics.pending.inc_by(e.weight() as i64);
+            if shards.senders[shard].send(e).is_err() {
+                return false;
+            }
+        }
+        self.cursor = record.seq + 1;
+        self.shared.progress.lock().read_upto = self.cursor;
+        true
+    }
+}
+
+/// One shard: batches its entries and sends each batch to completion, in order.
+async fn run_shard(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Entry>,
+    room: Arc<Semaphore>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let q = shared.dest.raw.queue_config.clone();
+    let mut client = Client::default();
+    while let Some(first) = rx.recv().await {
+        let mut weight = first.weight();
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + q.batch_send_deadline;
+        while weight < q.max_samples_per_send {
+            tokio::select! {
+                e = rx.recv() => match e {
+                    Some(e) => {
+                        weight += e.weight();
+                        batch.push(e);
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        if !send_batch(&shared, &mut client, &batch, &mut stopped).await {
+            return;
+        }
+        let freed: usize = batch.iter().map(|e| e.weight().min(q.capacity)).sum();
+        room.add_permits(freed);
+        shared.metrics.pending.dec_by(weight as i64);
+        shared.complete(&batch);
+    }
+}
+
+/// The 2.42 receiver's words for samples refused one by one (the whole request rolled
+/// back): a batch resent after a restart may hold samples it already has beside new ones.
+fn refused_per_sample(why: &str) -> bool {
+    [
+        "out of order sample",
+        "duplicate sample for timestamp",
+        "out of bounds",
+    ]
+    .iter()
+    .any(|m| why.contains(m))
+}
+
+/// Sends a batch until it is sent or refused; false when stopping first. A 400 that names
+/// per-sample refusals is resent in halves, so that only the refused entries are dropped.
+async fn send_batch(
+    shared: &Shared,
+    client: &mut Client,
+    batch: &[Entry],
+    stopped: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut parts = vec![batch];
+    while let Some(part) = parts.pop() {
+        match send_part(shared, client, part, stopped).await {
+            Delivery::Done => {}
+            Delivery::Stopped => return false,
+            Delivery::Split => {
+                let (a, b) = part.split_at(part.len() / 2);
+                // The first half first: a series in both keeps its order.
+                parts.push(b);
+                parts.push(a);
+            }
+        }
+    }
+    true
+}
+
+enum Delivery {
+    Done,
+    Stopped,
+    Split,
+}
+
+async fn send_part(
+    shared: &Shared,
+    client: &mut Client,
+    part: &[Entry],
+    stopped: &mut watch::Receiver<bool>,
+) -> Delivery {
+    let dest = &shared.dest;
+    let q = &dest.raw.queue_config;
+    let m = &shared.metrics;
+    let samples: u64 = part.iter().map(|e| e.samples.len() as u64).sum();
+    let histograms: u64 = part.iter().map(|e| e.histograms.len() as u64).sum();
+    let exemplars: u64 = part.iter().map(|e| e.exemplars.len() as u64).sum();
+    let mut v2 = shared.v2.load(Ordering::Relaxed);
+    let encode = |v2: bool| if v2 { encode_v2(part) } else { encode_v1(part) };
+    let mut body: Bytes = encode(v2);
+    let mut backoff = q.min_backoff;
+    loop {
+        if *stopped.borrow() {
+            return Delivery::Stopped;
+        }
+        let outcome = client
+            .post(&dest.endpoint, body.clone(), v2, q.retry_on_http_429)
+            .await;
+        let fallback = matches!(
+            outcome,
+            Outcome::Sent {
+                counts_reported: false
+            } | Outcome::Refused { status: 415, .. }
+        );
+        if v2 && fallback {
+            // The spec's fallback: the receiver does not speak 2.0 (a 1.0 receiver reads a
+            // 2.0 body as empty and answers 2xx without the written counts).
+            shared.v2.store(false, Ordering::Relaxed);
+            warn!(remote_name = %dest.name, "receiver does not speak remote-write 2.0: sending 1.0");
+            v2 = false;
+            body = encode(false);
+            continue;
+        }
+        match outcome {
+            Outcome::Sent { .. } => {
+                m.samples.inc_by(samples);
+                m.histograms.inc_by(histograms);
+                m.exemplars.inc_by(exemplars);
+                m.bytes.inc_by(body.len() as u64);
+                let highest = part
+                    .iter()
+                    .flat_map(|e| e.samples.iter().map(|s| s.t))
+                    .max();
+                if let Some(t) = highest {
+                    let secs = t as f64 / 1000.0;
+                    if secs > m.highest_sent.get() {
+                        m.highest_sent.set(secs);
+                    }
+                }
+                *shared.last_error.lock() = None;
+                return Delivery::Done;
+            }
+            Outcome::Refused { status, why } => {
+                if status == 400 && part.len() > 1 && refused_per_sample(&why) {
+                    return Delivery::Split;
+                }
+                m.failed.inc_by(samples + histograms);
+                shared.error(format!(
+                    "non-recoverable error, dropping {samples} samples: {why}"
+                ));
+                return Delivery::Done;
+            }
+            Outcome::Retry { after, why } => {
+                m.retried.inc_by(samples + histograms);
+                shared.error(format!("recoverable error, retrying: {why}"));
+                let wait = after.map_or(backoff, |a| a.min(MAX_RETRY_AFTER));
+                backoff = (backoff * 2).min(q.max_backoff);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopped.wait_for(|s| *s) => return Delivery::Stopped,
+                }
+            }
+        }
+    }
+}
+
+/// Every `send_interval`, every metric family's metadata in 1.0 requests of at most
+/// `max_samples_per_send` entries; a request is retried until the next round is due.
+async fn send_metadata(
+    shared: Arc<Shared>,
+    source: Arc<dyn Fn() -> Vec<(String, Metadata)> + Send + Sync>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let dest = &shared.dest;
+    let mc = &dest.raw.metadata_config;
+    let q = &dest.raw.queue_config;
+    let mut client = Client::default();
+    let mut tick = tokio::time::interval(mc.send_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let round = tokio::time::Instant::now() + mc.send_interval;
+        let source = source.clone();
+        let Ok(families) = tokio::task::spawn_blocking(move || source()).await else {
+            continue;
+        };
+        for chunk in families.chunks(mc.max_samples_per_send) {
+            let body = encode_metadata(chunk);
+            let mut backoff = q.min_backoff;
+            loop {
+                match client
+                    .post(&dest.endpoint, body.clone(), false, q.retry_on_http_429)
+                    .await
+                {
+                    Outcome::Sent { .. } => {
+                        shared.metrics.metadata.inc_by(chunk.len() as u64);
+                        break;
+                    }
+                    Outcome::Retry { .. } if tokio::time::Instant::now() + backoff < round => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(q.max_backoff);
+                    }
+                    Outcome::Retry { why, .. } | Outcome::Refused { why, .. } => {
+                        shared.metrics.metadata_failed.inc_by(chunk.len() as u64);
+                        shared.error(format!("sending metadata: {why}"));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_offset_waits_for_the_oldest_record_in_flight() {
+        let mut p = Progress {
+            read_upto: 10,
+            acked: 10,
+            ..Progress::default()
+        };
+        p.outstanding.insert(10, 2);
+        p.outstanding.insert(12, 1);
+        p.read_upto = 13;
+        assert_eq!(p.target(), None);
+        p.outstanding.remove(&10);
+        assert_eq!(p.target(), Some(12));
+        p.outstanding.remove(&12);
+        assert_eq!(p.target(), Some(13));
+        assert_eq!(p.target(), None);
+    }
+
+    #[test]
+    fn per_sample_refusals_are_told_from_other_400s() {
+        assert!(refused_per_sample(
+            "server returned HTTP status 400: out of order sample"
+        ));
+        assert!(!refused_per_sample(
+            "server returned HTTP status 400: snappy: corrupt input"
+        ));
+    }
+}
