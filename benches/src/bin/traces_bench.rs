@@ -1,10 +1,17 @@
 //! Trace pipeline figures, in one process on loopback: spans/s ingested over OTLP/gRPC in
 //! SDK-shaped batches (512 spans, 8-span traces over two services, 4 concurrent exporters),
-//! bytes per span on disk after a flush, trace-by-id latency and Jaeger search latency over
-//! HTTP on the stored set.
+//! bytes per span on disk after a flush, trace-by-id latency, Jaeger and Tempo search latency
+//! and TraceQL metrics over HTTP on the stored set, and the time retention takes to drop the
+//! oldest day.
+//!
+//! The load looks like what OpenTelemetry SDKs send: random trace and span ids, a resource
+//! of twelve attributes per service instance, HTTP server roots and database client children
+//! with the semantic conventions' attributes. Span start times spread evenly over the last
+//! `--hours`, so the older days are whole partitions.
 //!
 //!   traces_bench --spans 1000000
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +20,7 @@ use clap::Parser;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use storage::traces::{TraceStore, TraceStoreOptions};
@@ -24,6 +31,9 @@ struct Args {
     spans: usize,
     #[arg(long, default_value_t = 4)]
     exporters: usize,
+    /// Span start times spread over this many hours before now.
+    #[arg(long, default_value_t = 48)]
+    hours: u64,
 }
 
 const BATCH: usize = 512;
@@ -37,45 +47,98 @@ fn kv(k: &str, v: Value) -> KeyValue {
     }
 }
 
-fn trace_id(n: u64) -> Vec<u8> {
-    [n.to_be_bytes(), (n ^ 0x5bd1_e995).to_be_bytes()].concat()
+/// SplitMix64: ids that look random (they do not compress) but are found again by number.
+fn mix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
-/// Batch `b`: 64 traces, each a server root in `front-{k}` and 7 children in `back-{k}`.
-fn batch(b: u64, t0: u64) -> ExportTraceServiceRequest {
+fn trace_id(n: u64) -> Vec<u8> {
+    [mix(n).to_be_bytes(), mix(!n).to_be_bytes()].concat()
+}
+
+fn span_id(trace: u64, s: u64) -> Vec<u8> {
+    mix(trace.wrapping_mul(16) ^ s ^ 0x5bd1_e995)
+        .to_be_bytes()
+        .to_vec()
+}
+
+fn string(k: &str, v: impl Into<String>) -> KeyValue {
+    kv(k, Value::StringValue(v.into()))
+}
+
+/// A resource as an SDK describes its process: twelve attributes.
+fn resource(service: String, instance: u64) -> Resource {
+    Resource {
+        attributes: vec![
+            string("service.name", service.clone()),
+            string("service.instance.id", format!("{service}-{instance:08x}")),
+            string("service.version", "1.4.2"),
+            string("deployment.environment", "production"),
+            string("host.name", format!("node-{}", instance % 3)),
+            string("host.arch", "amd64"),
+            string("os.type", "linux"),
+            kv("process.pid", Value::IntValue(1000 + instance as i64)),
+            string("process.runtime.name", "OpenJDK Runtime Environment"),
+            string("telemetry.sdk.language", "java"),
+            string("telemetry.sdk.name", "opentelemetry"),
+            string("telemetry.sdk.version", "1.40.0"),
+        ],
+        ..Default::default()
+    }
+}
+
+/// Batch `b`: 64 traces, each an HTTP server root in `front-{k}` and 7 database client
+/// children in `back-{k}`; trace `n` starts at `t0 + n * gap_ns`.
+fn batch(b: u64, t0: u64, gap_ns: u64) -> ExportTraceServiceRequest {
     let mut front = Vec::new();
     let mut back = Vec::new();
     for t in 0..(BATCH / TRACE_SPANS) as u64 {
         let tn = b * (BATCH / TRACE_SPANS) as u64 + t;
-        let start = t0 + tn * 1_000_000;
+        let start = t0 + tn * gap_ns;
+        let status = if tn.is_multiple_of(50) { 500 } else { 200 };
         for s in 0..TRACE_SPANS as u64 {
+            let (name, kind, attributes) = if s == 0 {
+                let route = format!("/api/v1/items/{}", tn % 20);
+                (
+                    format!("GET {route}"),
+                    2,
+                    vec![
+                        string("http.request.method", "GET"),
+                        string("http.route", route),
+                        kv("http.response.status_code", Value::IntValue(status)),
+                        string("url.scheme", "https"),
+                        string("client.address", format!("10.0.{}.{}", tn % 7, tn % 200)),
+                        string(
+                            "user_agent.original",
+                            "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0",
+                        ),
+                    ],
+                )
+            } else {
+                (
+                    format!("SELECT shop.t{s}"),
+                    3,
+                    vec![
+                        string("db.system", "postgresql"),
+                        string("db.name", "shop"),
+                        string("db.statement", format!("SELECT * FROM t{s} WHERE id = $1")),
+                        string("server.address", "db-1"),
+                        kv("server.port", Value::IntValue(5432)),
+                    ],
+                )
+            };
             let span = Span {
                 trace_id: trace_id(tn),
-                span_id: (tn * 16 + s + 1).to_be_bytes().to_vec(),
-                parent_span_id: if s == 0 {
-                    vec![]
-                } else {
-                    (tn * 16 + 1).to_be_bytes().to_vec()
-                },
-                name: if s == 0 {
-                    format!("GET /api/{}", tn % 20)
-                } else {
-                    format!("SELECT t{}", s)
-                },
-                kind: if s == 0 { 2 } else { 3 },
+                span_id: span_id(tn, s),
+                parent_span_id: if s == 0 { vec![] } else { span_id(tn, 0) },
+                name,
+                kind,
                 start_time_unix_nano: start + s * 100_000,
                 end_time_unix_nano: start + s * 100_000 + (tn % 1000) * 50_000,
-                attributes: vec![
-                    kv("http.method", Value::StringValue("GET".into())),
-                    kv(
-                        "http.status_code",
-                        Value::IntValue(if tn.is_multiple_of(50) { 500 } else { 200 }),
-                    ),
-                    kv(
-                        "net.peer.name",
-                        Value::StringValue(format!("10.0.0.{}", tn % 200)),
-                    ),
-                ],
+                attributes,
                 ..Default::default()
             };
             if s == 0 {
@@ -86,14 +149,13 @@ fn batch(b: u64, t0: u64) -> ExportTraceServiceRequest {
         }
     }
     let rs = |svc: String, spans| ResourceSpans {
-        resource: Some(Resource {
-            attributes: vec![
-                kv("service.name", Value::StringValue(svc)),
-                kv("host.name", Value::StringValue("bench-host".into())),
-            ],
-            ..Default::default()
-        }),
+        resource: Some(resource(svc, b % 16)),
         scope_spans: vec![ScopeSpans {
+            scope: Some(InstrumentationScope {
+                name: "io.opentelemetry.instrumentation".into(),
+                version: "2.6.0".into(),
+                ..Default::default()
+            }),
             spans,
             ..Default::default()
         }],
@@ -121,6 +183,16 @@ fn dir_size(p: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Partitions on disk, from the names of their column families.
+fn count_partitions(dir: &std::path::Path) -> anyhow::Result<usize> {
+    let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir)?;
+    Ok(names.iter().filter(|n| n.starts_with("spans_")).count())
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() - 1) as f64 * p) as usize]
@@ -142,10 +214,17 @@ async fn main() -> anyhow::Result<()> {
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let grpc_addr = grpc.local_addr()?;
     let state = ingest::otlp::OtlpState::new(traces.clone(), tsdb, 64 << 20);
-    tokio::spawn(ingest::otlp::serve_grpc(
+    // Both servers stop when the queries are done, so the store can be reopened with a
+    // shorter retention.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone: stop then too.
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc_server = tokio::spawn(ingest::otlp::serve_grpc(
         grpc,
         state,
-        std::future::pending(),
+        until_stopped(stopped.clone()),
     ));
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http_addr = http.local_addr()?;
@@ -154,12 +233,23 @@ async fn main() -> anyhow::Result<()> {
         std::time::Duration::from_secs(120),
         &mut prometheus_client::registry::Registry::default(),
     );
-    let routes = api::jaeger::routes(traces.clone(), api::TraceLimits::default(), gate);
-    tokio::spawn(async move { axum::serve(http, routes).await });
+    let routes =
+        api::jaeger::routes(traces.clone(), api::TraceLimits::default(), gate.clone()).merge(
+            api::tempo::routes(traces.clone(), api::TraceLimits::default(), gate),
+        );
+    let http_server = tokio::spawn(
+        axum::serve(http, routes)
+            .with_graceful_shutdown(until_stopped(stopped))
+            .into_future(),
+    );
 
     let batches = args.spans.div_ceil(BATCH) as u64;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
-    let t0 = now - batches * (BATCH / TRACE_SPANS) as u64 * 1_000_000 - 60_000_000_000;
+    let traces_total = batches * (BATCH / TRACE_SPANS) as u64;
+    let window_ns = args.hours * 3_600_000_000_000;
+    let gap_ns = window_ns / traces_total;
+    // The newest trace ends a minute before now: every span is inside every query window.
+    let t0 = now - window_ns - 60_000_000_000;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for e in 0..args.exporters as u64 {
@@ -169,7 +259,10 @@ async fn main() -> anyhow::Result<()> {
             let mut client = TraceServiceClient::connect(url).await.context("connect")?;
             let mut b = e;
             while b < batches {
-                client.export(batch(b, t0)).await.context("export")?;
+                client
+                    .export(batch(b, t0, gap_ns))
+                    .await
+                    .context("export")?;
                 b += n;
             }
             anyhow::Ok(())
@@ -193,7 +286,6 @@ async fn main() -> anyhow::Result<()> {
         bytes as f64 / spans as f64
     );
 
-    let traces_total = batches * (BATCH / TRACE_SPANS) as u64;
     let mut lat = Vec::new();
     for i in 0..1000u64 {
         let id = trace_id((i * 7919) % traces_total);
@@ -209,44 +301,107 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let client = reqwest::Client::new();
-    let base = format!("http://{http_addr}/jaeger/api/traces");
+    let base = format!("http://{http_addr}");
     let (s_us, e_us) = (t0 / 1000, now / 1000);
-    for (what, q) in [
+    let (s_s, e_s) = (t0 / 1_000_000_000, now / 1_000_000_000 + 1);
+    let hour_ago = e_s - 3600;
+    let jaeger = |q: &str| format!("{base}/jaeger/api/traces?{q}&start={s_us}&end={e_us}&limit=20");
+    let tempo = |q: &str| {
+        format!(
+            "{base}/tempo/api/search?q={}&start={s_s}&end={e_s}&limit=20",
+            urlencode(q)
+        )
+    };
+    let metrics = |q: &str| {
+        format!(
+            "{base}/tempo/api/metrics/query_range?q={}&start={hour_ago}&end={e_s}&step=60s",
+            urlencode(q)
+        )
+    };
+    for (what, url, count) in [
         (
-            "service, limit 20",
-            format!("service=front-1&start={s_us}&end={e_us}&limit=20"),
+            "jaeger: service, limit 20",
+            jaeger("service=front-1"),
+            "data",
         ),
         (
-            "service+operation",
-            format!("service=front-1&operation=GET%20%2Fapi%2F7&start={s_us}&end={e_us}&limit=20"),
+            "jaeger: service + operation",
+            jaeger("service=front-1&operation=GET%20%2Fapi%2Fv1%2Fitems%2F7"),
+            "data",
         ),
         (
-            "service+tag error (2% of traces)",
-            format!("service=front-1&tags=http.status_code%3A500&start={s_us}&end={e_us}&limit=20"),
+            "jaeger: service + tag (2% of traces)",
+            jaeger("service=front-1&tags=http.response.status_code%3A500"),
+            "data",
         ),
         (
-            "service+minDuration 49ms (2% of traces)",
-            format!("service=front-1&minDuration=49ms&start={s_us}&end={e_us}&limit=20"),
+            "jaeger: service + minDuration 49ms (2% of traces)",
+            jaeger("service=front-1&minDuration=49ms"),
+            "data",
+        ),
+        (
+            "tempo: service + attribute (2% of traces)",
+            tempo(r#"{resource.service.name="front-1" && span.http.response.status_code=500}"#),
+            "traces",
+        ),
+        (
+            "tempo: resource attribute (1/16 of instances)",
+            tempo(r#"{resource.service.instance.id="back-2-00000002"}"#),
+            "traces",
+        ),
+        (
+            "tempo metrics, last hour: rate() by status",
+            metrics(
+                r#"{resource.service.name="front-1"} | rate() by (span.http.response.status_code)"#,
+            ),
+            "series",
         ),
     ] {
         let mut lat = Vec::new();
         let mut found = 0;
         for _ in 0..20 {
             let t = Instant::now();
-            let v: serde_json::Value = client
-                .get(format!("{base}?{q}"))
-                .send()
-                .await?
-                .json()
-                .await?;
+            let response = client.get(&url).send().await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "{what}: {}",
+                response.status()
+            );
+            let v: serde_json::Value = response.json().await?;
             lat.push(t.elapsed());
-            found = v["data"].as_array().map(Vec::len).unwrap_or(0);
+            found = v[count].as_array().map(Vec::len).unwrap_or(0);
         }
+        anyhow::ensure!(found > 0, "{what}: nothing found");
         println!(
-            "jaeger search {what}: {found} traces, p50 {:?} p99 {:?}",
+            "{what}: {found} {count}, p50 {:?} p99 {:?}",
             percentile(&mut lat, 0.5),
             percentile(&mut lat, 0.99)
         );
     }
+
+    // Retention: stop the servers, then reopen with a retention of a day; the partitions of
+    // the days before are dropped at open.
+    drop(client);
+    stop.send(true)?;
+    grpc_server.await??;
+    http_server.await??;
+    let traces_dir = dir.path().join("traces");
+    let before = count_partitions(&traces_dir)?;
+    let only = Arc::into_inner(traces).context("the store is still shared")?;
+    drop(only);
+    let t = Instant::now();
+    let kept = TraceStore::open(
+        &traces_dir,
+        TraceStoreOptions {
+            retention: Duration::from_secs(86_400),
+            ..TraceStoreOptions::default()
+        },
+    )?;
+    let took = t.elapsed();
+    drop(kept);
+    println!(
+        "retention: reopening with a day's retention dropped {} of {before} partitions in {took:?}",
+        before - count_partitions(&traces_dir)?
+    );
     Ok(())
 }

@@ -3,8 +3,15 @@
 //!
 //! - `spans`: trace id (16) | span id (8). A trace is the contiguous range under its id.
 //! - `index`: `kind byte | fields… | start ns (u64 BE) | trace id | span id`, where the fields
-//!   are `\0`-terminated strings. Within one prefix, keys sort by start time, so a search over
-//!   a time window is one bounded range scan (newest first, by iterating backwards).
+//!   are `\0`-terminated strings or an origin id. Within one prefix, keys sort by start time,
+//!   so a search over a time window is one bounded range scan (newest first, by iterating
+//!   backwards). A span is found by time, by its origin (`O | origin id`), by service and
+//!   name, and by each span attribute.
+//! - origin keys in `index`: `s | service \0 | origin id` and `o | key \0 value \0 | origin id`,
+//!   written once per origin and partition: a search on the service or a resource attribute
+//!   finds the origins first, then walks their spans. Partitions written before origin keys
+//!   hold `S | service \0 | suffix` and `r | key \0 value \0 | suffix` per span instead; both
+//!   are read.
 //! - `catalog`: service names, operations per service and span kind, attribute keys per
 //!   scope; each written once, listed by prefix.
 
@@ -41,6 +48,11 @@ const SERVICE: u8 = b'S';
 const OPERATION: u8 = b'N';
 const SPAN_ATTR: u8 = b'a';
 const RESOURCE_ATTR: u8 = b'r';
+const ORIGIN: u8 = b'O';
+const ORIGIN_SERVICE: u8 = b's';
+const ORIGIN_ATTR: u8 = b'o';
+/// An origin id at the end of an origin key.
+pub(crate) const ORIGIN_ID_LEN: usize = 8;
 
 /// Longest attribute value put in the index; longer values are found by scanning.
 pub(crate) const MAX_INDEXED_VALUE: usize = 256;
@@ -52,17 +64,65 @@ pub(crate) fn indexable(s: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct IndexPrefix(Vec<u8>);
 
+fn field(k: &mut Vec<u8>, s: &str) -> Option<()> {
+    if !indexable(s) {
+        return None;
+    }
+    k.extend_from_slice(s.as_bytes());
+    k.push(0);
+    Some(())
+}
+
+/// The prefix of the origin keys of a service (`attribute == None`) or of a resource
+/// attribute's value; `None` when the strings cannot be indexed.
+pub(crate) fn origin_key_prefix(attribute: Option<(&str, &str)>, service: &str) -> Option<Vec<u8>> {
+    let mut k = Vec::with_capacity(48);
+    match attribute {
+        None => {
+            k.push(ORIGIN_SERVICE);
+            field(&mut k, service)?;
+        }
+        Some((key, value)) => {
+            k.push(ORIGIN_ATTR);
+            field(&mut k, key)?;
+            field(&mut k, value)?;
+        }
+    }
+    Some(k)
+}
+
+/// The prefix of every origin key of a resource attribute, whatever its value.
+pub(crate) fn origin_attr_key_prefix(key: &str) -> Option<Vec<u8>> {
+    let mut k = vec![ORIGIN_ATTR];
+    field(&mut k, key)?;
+    Some(k)
+}
+
+/// The prefix of every legacy per-span key of a resource attribute, whatever its value.
+pub(crate) fn legacy_resource_attr_key_prefix(key: &str) -> Option<Vec<u8>> {
+    let mut k = vec![RESOURCE_ATTR];
+    field(&mut k, key)?;
+    Some(k)
+}
+
 impl IndexPrefix {
+    /// Every span.
+    pub(crate) fn time() -> IndexPrefix {
+        IndexPrefix(vec![TIME])
+    }
+
+    /// The spans of one origin.
+    pub(crate) fn origin(id: u64) -> IndexPrefix {
+        let mut k = Vec::with_capacity(1 + ORIGIN_ID_LEN);
+        k.push(ORIGIN);
+        k.extend_from_slice(&id.to_be_bytes());
+        IndexPrefix(k)
+    }
+
+    /// The per-span prefix of a seek as stores before origin keys wrote it (and, for time,
+    /// operations and span attributes, as stores write it now).
     pub(crate) fn new(seek: &Seek) -> Option<IndexPrefix> {
         let mut k = Vec::with_capacity(64);
-        let field = |k: &mut Vec<u8>, s: &str| -> Option<()> {
-            if !indexable(s) {
-                return None;
-            }
-            k.extend_from_slice(s.as_bytes());
-            k.push(0);
-            Some(())
-        };
         match seek {
             Seek::Time => k.push(TIME),
             Seek::Service(s) => {

@@ -32,7 +32,7 @@ mod keys;
 mod partitions;
 mod record;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
@@ -96,6 +96,8 @@ pub struct TraceStore {
     /// (partition start, catalog key) known to be on disk, so each is written once per
     /// partition and process.
     catalog_seen: Mutex<HashSet<(u64, Vec<u8>)>>,
+    /// (partition start, origin id) whose origin keys are on disk.
+    origins_indexed: Mutex<HashSet<(u64, u64)>>,
     /// Writes fail for as long as the disk is full: logged once per episode.
     write_failures: FailureEpisode,
 }
@@ -160,6 +162,7 @@ impl TraceStore {
             opts,
             origins: RwLock::default(),
             catalog_seen: Mutex::default(),
+            origins_indexed: Mutex::default(),
             write_failures: FailureEpisode::new("trace store write"),
         };
         let removed = store.enforce_retention()?;
@@ -178,6 +181,7 @@ impl TraceStore {
         let origins_cf = self.cf(CF_ORIGINS)?;
         let mut new_origins = Vec::new();
         let mut new_catalog = HashSet::new();
+        let mut new_indexed = HashSet::new();
         // The partition of the previous span and its families: a batch's spans mostly share one.
         let mut current: Option<(Arc<Part>, [crate::db::Cf<'_>; 3])> = None;
         for rs in batch {
@@ -218,21 +222,31 @@ impl TraceStore {
                     }
                     let (part, [spans_cf, index_cf, catalog_cf]) =
                         current.as_ref().expect("set above");
-                    wb.put_cf(
-                        spans_cf,
-                        keys::span_key(&ids.0, &ids.1),
-                        record::encode_span(origin_id, span),
-                    );
-                    for prefix in index_prefixes(&origin, span) {
-                        wb.put_cf(index_cf, prefix.key(t, &ids.0, &ids.1), b"");
+                    let mut catalog = catalog_keys(&origin, span);
+                    let indexed = (part.start_ns, origin_id);
+                    if !self.origins_indexed.lock().contains(&indexed)
+                        && new_indexed.insert(indexed)
+                    {
+                        catalog.extend(origin_catalog_keys(&origin));
+                        for k in origin_index_keys(origin_id, &origin) {
+                            wb.put_cf(index_cf, k, b"");
+                        }
                     }
-                    for k in catalog_keys(&origin, span) {
+                    for k in catalog {
                         let seen = (part.start_ns, k);
                         if !self.catalog_seen.lock().contains(&seen) && !new_catalog.contains(&seen)
                         {
                             wb.put_cf(catalog_cf, part.catalog_key(&seen.1), b"");
                             new_catalog.insert(seen);
                         }
+                    }
+                    wb.put_cf(
+                        spans_cf,
+                        keys::span_key(&ids.0, &ids.1),
+                        record::encode_span(origin_id, span),
+                    );
+                    for prefix in index_prefixes(origin_id, &origin, span) {
+                        wb.put_cf(index_cf, prefix.key(t, &ids.0, &ids.1), b"");
                     }
                     report.spans_written += 1;
                 }
@@ -243,6 +257,7 @@ impl TraceStore {
         self.write_failures.observe(self.db.write_opt(wb, &wo))?;
         self.origins.write().extend(new_origins);
         self.catalog_seen.lock().extend(new_catalog);
+        self.origins_indexed.lock().extend(new_indexed);
         Ok(report)
     }
 
@@ -264,7 +279,10 @@ impl TraceStore {
                 if !k.starts_with(&trace_id) {
                     break;
                 }
-                out.push((k[TRACE_ID_LEN..].to_vec(), self.stored(&v)?));
+                let span_id: SpanId = k[TRACE_ID_LEN..]
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("span key length".into()))?;
+                out.push((span_id, self.stored(&trace_id, &span_id, &v)?));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -295,7 +313,7 @@ impl TraceStore {
             .db
             .get_pinned_cf(spans_cf, keys::span_key(trace_id, span_id))?
         {
-            Some(v) => Ok(Some(self.stored(&v)?)),
+            Some(v) => Ok(Some(self.stored(trace_id, span_id, &v)?)),
             None => Ok(None),
         }
     }
@@ -314,19 +332,27 @@ impl TraceStore {
         if start_ns > end_ns {
             return Ok(());
         }
-        let prefix = IndexPrefix::new(seek)
-            .or_else(|| IndexPrefix::new(&Seek::Time))
-            .ok_or_else(|| StorageError::Invalid("index".into()))?;
         for part in self.parts.overlapping(start_ns, end_ns) {
             let (index_cf, spans_cf) = (self.cf(&part.index_cf())?, self.cf(&part.spans_cf())?);
-            let lower = prefix.lower(start_ns.max(part.start_ns));
-            let mut it = self.db.raw_iterator_cf(&index_cf);
-            it.seek_for_prev(prefix.upper(end_ns.min(part.end_ns.saturating_sub(1))));
-            while let Some(key) = it.key() {
-                if key < lower.as_slice() || key.len() != prefix.len() + keys::SUFFIX_LEN {
-                    break;
+            let (lo, hi) = (
+                start_ns.max(part.start_ns),
+                end_ns.min(part.end_ns.saturating_sub(1)),
+            );
+            // Each source walks backwards from its newest key in the window; the heap hands
+            // out the newest key among them, so several sources read as one newest-first list.
+            let mut sources = Vec::new();
+            let mut heads = BinaryHeap::new();
+            for prefix in self.sources(&index_cf, seek)? {
+                let mut it = self.db.raw_iterator_cf(&index_cf);
+                it.seek_for_prev(prefix.upper(hi));
+                let source = (it, prefix.lower(lo), prefix.len() + keys::SUFFIX_LEN);
+                if let Some(suffix) = source_suffix(&source) {
+                    heads.push((suffix, sources.len()));
                 }
-                let Some((start, trace_id, span_id)) = keys::parse_suffix(key) else {
+                sources.push(source);
+            }
+            while let Some((suffix, i)) = heads.pop() {
+                let Some((start, trace_id, span_id)) = keys::parse_suffix(&suffix) else {
                     break;
                 };
                 if visit(Candidate {
@@ -340,11 +366,56 @@ impl TraceStore {
                 {
                     return Ok(());
                 }
-                it.prev();
+                sources[i].0.prev();
+                if let Some(suffix) = source_suffix(&sources[i]) {
+                    heads.push((suffix, i));
+                }
             }
-            it.status()?;
+            for (it, _, _) in &sources {
+                it.status()?;
+            }
         }
         Ok(())
+    }
+
+    /// The per-span prefixes holding a seek's spans in one partition: its own, or for a
+    /// service or resource attribute each matching origin's and the legacy per-span one. A
+    /// seek on a value the index cannot hold walks the time index.
+    fn sources(
+        &self,
+        index_cf: &crate::db::Cf<'_>,
+        seek: &Seek,
+    ) -> Result<Vec<IndexPrefix>, StorageError> {
+        let by_origin = match seek {
+            Seek::Service(s) => keys::origin_key_prefix(None, s),
+            Seek::Attribute {
+                resource: true,
+                key,
+                value,
+            } => keys::origin_key_prefix(Some((key, value)), ""),
+            _ => {
+                return Ok(vec![
+                    IndexPrefix::new(seek).unwrap_or_else(IndexPrefix::time)
+                ])
+            }
+        };
+        let (Some(by_origin), Some(legacy)) = (by_origin, IndexPrefix::new(seek)) else {
+            return Ok(vec![IndexPrefix::time()]);
+        };
+        let mut out = vec![legacy];
+        let mut it = self.db.raw_iterator_cf(index_cf);
+        it.seek(&by_origin);
+        while let Some(k) = it.key() {
+            if !k.starts_with(&by_origin) {
+                break;
+            }
+            if let Ok(id) = <[u8; keys::ORIGIN_ID_LEN]>::try_from(&k[by_origin.len()..]) {
+                out.push(IndexPrefix::origin(u64::from_be_bytes(id)));
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
     }
 
     /// Memory RocksDB holds for the trace store.
@@ -393,35 +464,49 @@ impl TraceStore {
         key: &str,
         limit: usize,
     ) -> Result<Vec<String>, StorageError> {
-        let Some(prefix) = IndexPrefix::new(&Seek::Attribute {
-            resource,
-            key: key.to_owned(),
-            value: String::new(),
-        }) else {
-            return Ok(Vec::new());
+        // Each value is followed by a span's suffix in per-span keys, by an origin id in
+        // origin keys.
+        let span_keys = if resource {
+            keys::legacy_resource_attr_key_prefix(key)
+        } else {
+            IndexPrefix::new(&Seek::Attribute {
+                resource,
+                key: key.to_owned(),
+                value: String::new(),
+            })
+            // The prefix ends in the empty value's terminator: drop it to get `kind key \0`.
+            .map(|p| p.lower(0)[..p.len() - 1].to_vec())
         };
-        // The prefix ends in the empty value's terminator: drop it to get `kind key \0`.
-        let key_prefix = &prefix.lower(0)[..prefix.len() - 1];
+        let origin_keys = resource
+            .then(|| keys::origin_attr_key_prefix(key))
+            .flatten();
+        let walks: Vec<(Vec<u8>, usize)> = span_keys
+            .map(|p| (p, keys::SUFFIX_LEN))
+            .into_iter()
+            .chain(origin_keys.map(|p| (p, keys::ORIGIN_ID_LEN)))
+            .collect();
         let mut out = BTreeSet::new();
         for part in self.parts.all() {
             let index_cf = self.cf(&part.index_cf())?;
-            let mut it = self.db.raw_iterator_cf(&index_cf);
-            it.seek(key_prefix);
-            let mut found = 0;
-            while found < limit {
-                let Some(k) = it.key() else { break };
-                if !k.starts_with(key_prefix) || k.len() < key_prefix.len() + keys::SUFFIX_LEN + 1 {
-                    break;
+            for (key_prefix, suffix_len) in &walks {
+                let mut it = self.db.raw_iterator_cf(&index_cf);
+                it.seek(key_prefix);
+                let mut found = 0;
+                while found < limit {
+                    let Some(k) = it.key() else { break };
+                    if !k.starts_with(key_prefix) || k.len() < key_prefix.len() + suffix_len + 1 {
+                        break;
+                    }
+                    let value = &k[key_prefix.len()..k.len() - suffix_len - 1];
+                    let next = [key_prefix, value, &[1]].concat();
+                    if let Ok(v) = std::str::from_utf8(value) {
+                        out.insert(v.to_owned());
+                        found += 1;
+                    }
+                    it.seek(&next);
                 }
-                let value = &k[key_prefix.len()..k.len() - keys::SUFFIX_LEN - 1];
-                let next = [key_prefix, value, &[1]].concat();
-                if let Ok(v) = std::str::from_utf8(value) {
-                    out.insert(v.to_owned());
-                    found += 1;
-                }
-                it.seek(&next);
+                it.status()?;
             }
-            it.status()?;
         }
         Ok(out.into_iter().take(limit).collect())
     }
@@ -443,6 +528,9 @@ impl TraceStore {
                 self.catalog_seen
                     .lock()
                     .retain(|(start, _)| *start != part.start_ns);
+                self.origins_indexed
+                    .lock()
+                    .retain(|(start, _)| *start != part.start_ns);
                 dropped += 1;
             }
         }
@@ -451,8 +539,7 @@ impl TraceStore {
 
     /// The start time of the newest span of a partition, from its time index.
     fn newest_start(&self, part: &Part) -> Result<Option<u64>, StorageError> {
-        let time =
-            IndexPrefix::new(&Seek::Time).ok_or_else(|| StorageError::Invalid("index".into()))?;
+        let time = IndexPrefix::time();
         let mut it = self.db.raw_iterator_cf(&self.cf(&part.index_cf())?);
         it.seek_for_prev(time.upper(u64::MAX));
         let newest = it
@@ -482,8 +569,13 @@ impl TraceStore {
         cf(&self.db, name)
     }
 
-    fn stored(&self, value: &[u8]) -> Result<StoredSpan, StorageError> {
-        let (origin_id, span) = record::decode_span(value)?;
+    fn stored(
+        &self,
+        trace_id: &TraceId,
+        span_id: &SpanId,
+        value: &[u8],
+    ) -> Result<StoredSpan, StorageError> {
+        let (origin_id, span) = record::decode_span(value, trace_id, span_id)?;
         Ok(StoredSpan {
             span,
             origin: self.origin(origin_id)?,
@@ -619,6 +711,17 @@ impl TraceWriter for TraceStore {
     }
 }
 
+/// The suffix of a source's current key, if it is still in the source's window.
+fn source_suffix(
+    (it, lower, key_len): &(rocksdb::DBRawIterator<'_>, Vec<u8>, usize),
+) -> Option<[u8; keys::SUFFIX_LEN]> {
+    let key = it.key()?;
+    if key < lower.as_slice() || key.len() != *key_len {
+        return None;
+    }
+    key[key.len() - keys::SUFFIX_LEN..].try_into().ok()
+}
+
 impl WriteReport {
     fn reject(&mut self, reason: &str) {
         self.rejected += 1;
@@ -646,45 +749,62 @@ fn span_ids(span: &Span) -> Result<(TraceId, SpanId), &'static str> {
     Ok((trace, id))
 }
 
-/// Every index prefix a span is found under (besides its own key).
-fn index_prefixes(origin: &Origin, span: &Span) -> Vec<IndexPrefix> {
-    let service = origin.service_name();
-    let mut seeks = vec![
-        Seek::Time,
-        Seek::Service(service.to_owned()),
-        Seek::Operation {
-            service: service.to_owned(),
-            name: span.name.clone(),
-        },
-    ];
-    let attrs = |resource: bool, kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
-        kvs.iter()
-            .filter_map(move |kv| {
-                Some(Seek::Attribute {
-                    resource,
-                    key: kv.key.clone(),
-                    value: value_text(kv.value.as_ref()?)?,
-                })
-            })
-            .collect::<Vec<_>>()
-    };
-    seeks.extend(attrs(false, &span.attributes));
-    seeks.extend(attrs(true, origin.resource_attributes()));
-    seeks.iter().filter_map(IndexPrefix::new).collect()
+/// Every index prefix a span is found under (besides its own key). Its service and resource
+/// attributes are found through its origin's keys.
+fn index_prefixes(origin_id: u64, origin: &Origin, span: &Span) -> Vec<IndexPrefix> {
+    let mut out = Vec::with_capacity(3 + span.attributes.len());
+    out.push(IndexPrefix::time());
+    out.push(IndexPrefix::origin(origin_id));
+    out.extend(IndexPrefix::new(&Seek::Operation {
+        service: origin.service_name().to_owned(),
+        name: span.name.clone(),
+    }));
+    out.extend(span.attributes.iter().filter_map(|kv| {
+        IndexPrefix::new(&Seek::Attribute {
+            resource: false,
+            key: kv.key.clone(),
+            value: value_text(kv.value.as_ref()?)?,
+        })
+    }));
+    out
 }
 
+/// The keys that find an origin by its service and by each resource attribute value.
+fn origin_index_keys(origin_id: u64, origin: &Origin) -> Vec<Vec<u8>> {
+    let with_id = |mut k: Vec<u8>| {
+        k.extend_from_slice(&origin_id.to_be_bytes());
+        k
+    };
+    let mut out: Vec<Vec<u8>> = keys::origin_key_prefix(None, origin.service_name())
+        .map(with_id)
+        .into_iter()
+        .collect();
+    out.extend(origin.resource_attributes().iter().filter_map(|kv| {
+        let value = value_text(kv.value.as_ref()?)?;
+        keys::origin_key_prefix(Some((&kv.key, &value)), "").map(with_id)
+    }));
+    out
+}
+
+/// A span's catalog entries: its operation and span attribute keys.
 fn catalog_keys(origin: &Origin, span: &Span) -> Vec<Vec<u8>> {
-    let service = origin.service_name();
     let kind = u8::try_from(span.kind).unwrap_or(0);
-    let mut out = vec![
-        keys::catalog_service(service),
-        keys::catalog_operation(service, kind, &span.name),
-    ];
+    let mut out = vec![keys::catalog_operation(
+        origin.service_name(),
+        kind,
+        &span.name,
+    )];
     out.extend(
         span.attributes
             .iter()
             .map(|kv| keys::catalog_attr_key(false, &kv.key)),
     );
+    out
+}
+
+/// An origin's catalog entries: its service and resource attribute keys.
+fn origin_catalog_keys(origin: &Origin) -> Vec<Vec<u8>> {
+    let mut out = vec![keys::catalog_service(origin.service_name())];
     out.extend(
         origin
             .resource_attributes()

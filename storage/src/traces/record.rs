@@ -1,4 +1,5 @@
-//! The stored form of a span: `origin id (u64 BE) | protobuf Span`, and of an origin: a
+//! The stored form of a span: `origin id (u64 BE) | protobuf Span` without the trace and span
+//! ids (they are the record's key, and random ids do not compress), and of an origin: a
 //! `ResourceSpans` holding the resource and one `ScopeSpans` with the scope but no spans.
 //! Spans of one SDK batch share their resource and scope, so storing those once per distinct
 //! value keeps a span's record to the span itself. Owns encoding and attribute rendering.
@@ -82,19 +83,40 @@ impl Origin {
     }
 }
 
+/// The encoded trace id and span id fields as prost writes them first (fields 1 and 2, length
+/// delimited, 16 and 8 bytes), which a record leaves out.
+const IDS_LEN: usize = 2 + 16 + 2 + 8;
+
 pub(crate) fn encode_span(origin_id: u64, span: &Span) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + span.encoded_len());
     out.extend_from_slice(&origin_id.to_be_bytes());
     span.encode(&mut out).expect("a Vec grows as needed");
+    // Encoding and then cutting the two fields costs a move of the rest; clearing them on a
+    // clone would copy every attribute.
+    if out.len() >= 8 + IDS_LEN && out[8..10] == [0x0a, 16] && out[26..28] == [0x12, 8] {
+        out.drain(8..8 + IDS_LEN);
+    }
     out
 }
 
-pub(crate) fn decode_span(bytes: &[u8]) -> Result<(u64, Span), StorageError> {
+/// A record back into its span, with the ids from its key (records written before ids were
+/// left out carry their own).
+pub(crate) fn decode_span(
+    bytes: &[u8],
+    trace_id: &[u8],
+    span_id: &[u8],
+) -> Result<(u64, Span), StorageError> {
     let (id, rest) = bytes
         .split_first_chunk::<8>()
         .ok_or_else(|| StorageError::Corrupt("short span record".into()))?;
-    let span =
+    let mut span =
         Span::decode(rest).map_err(|e| StorageError::Corrupt(format!("span record: {e}")))?;
+    if span.trace_id.is_empty() {
+        span.trace_id = trace_id.to_vec();
+    }
+    if span.span_id.is_empty() {
+        span.span_id = span_id.to_vec();
+    }
     Ok((u64::from_be_bytes(*id), span))
 }
 
@@ -125,16 +147,31 @@ mod tests {
                 attributes: vec![KeyValue { key: "k".into(), value: Some(AnyValue { value: Some(Value::IntValue(attr)) }), ..Default::default() }],
                 ..Default::default()
             };
-            let (id2, back) = decode_span(&encode_span(id, &span)).unwrap();
+            let record = encode_span(id, &span);
+            prop_assert!(!record.windows(8).any(|w| w == [2; 8]), "the ids are left out");
+            let (id2, back) = decode_span(&record, &[1; 16], &[2; 8]).unwrap();
             prop_assert_eq!(id2, id);
             prop_assert_eq!(back, span);
         }
     }
 
     #[test]
+    fn records_written_with_their_ids_keep_them() {
+        let span = Span {
+            trace_id: vec![7; 16],
+            span_id: vec![8; 8],
+            name: "old".into(),
+            ..Default::default()
+        };
+        let mut record = 5u64.to_be_bytes().to_vec();
+        span.encode(&mut record).unwrap();
+        assert_eq!(decode_span(&record, &[1; 16], &[2; 8]).unwrap(), (5, span));
+    }
+
+    #[test]
     fn truncated_records_are_corrupt_not_panics() {
-        assert!(decode_span(&[1, 2, 3]).is_err());
-        assert!(decode_span(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff]).is_err());
+        assert!(decode_span(&[1, 2, 3], &[1; 16], &[2; 8]).is_err());
+        assert!(decode_span(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff], &[1; 16], &[2; 8]).is_err());
     }
 
     #[test]

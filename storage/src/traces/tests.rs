@@ -42,6 +42,31 @@ fn batch(service: &str, spans: Vec<Span>) -> ResourceSpans {
     }
 }
 
+/// The per-span index prefixes of stores from before origin keys: the service and every
+/// resource attribute beside time, operation and span attributes.
+fn legacy_index_prefixes(origin: &Origin, span: &Span) -> Vec<IndexPrefix> {
+    let service = origin.service_name().to_owned();
+    let mut seeks = vec![
+        Seek::Time,
+        Seek::Service(service.clone()),
+        Seek::Operation {
+            service,
+            name: span.name.clone(),
+        },
+    ];
+    for (resource, kvs) in [
+        (false, &span.attributes[..]),
+        (true, origin.resource_attributes()),
+    ] {
+        seeks.extend(kvs.iter().map(|kv| Seek::Attribute {
+            resource,
+            key: kv.key.clone(),
+            value: value_text(kv.value.as_ref().unwrap()).unwrap(),
+        }));
+    }
+    seeks.iter().filter_map(IndexPrefix::new).collect()
+}
+
 fn ids(store: &TraceStore, seek: Seek, start: u64, end: u64) -> Vec<(u8, u8)> {
     let mut out = Vec::new();
     store
@@ -296,7 +321,7 @@ fn a_store_from_before_partitions_is_read_and_then_dropped_whole() {
             record::encode_span(id, &legacy_span),
         )
         .unwrap();
-        for p in index_prefixes(&origin, &legacy_span) {
+        for p in legacy_index_prefixes(&origin, &legacy_span) {
             db.put_cf(
                 &cf("index"),
                 p.key(legacy_span.start_time_unix_nano, &[9; 16], &[1; 8]),
@@ -304,7 +329,10 @@ fn a_store_from_before_partitions_is_read_and_then_dropped_whole() {
             )
             .unwrap();
         }
-        for k in catalog_keys(&origin, &legacy_span) {
+        for k in catalog_keys(&origin, &legacy_span)
+            .into_iter()
+            .chain(origin_catalog_keys(&origin))
+        {
             db.put_cf(&cf("catalog"), k, b"").unwrap();
         }
     }
@@ -342,5 +370,103 @@ fn unindexable_seek_falls_back_to_the_time_index() {
     assert_eq!(
         ids(&store, Seek::Service("with\0nul".into()), 0, u64::MAX),
         vec![(1, 1)]
+    );
+}
+
+#[test]
+fn a_partition_written_before_origin_keys_and_after_reads_as_one_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ns() - 60_000_000_000;
+    let spans_cf;
+    {
+        let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+        store
+            .write(&[batch("svc", vec![span(1, 1, "new", now, vec![])])])
+            .unwrap();
+        spans_cf = store.parts.all()[0].spans_cf();
+    }
+    // The same partition, as a binary from before origin keys wrote a later span into it.
+    let old = span(2, 1, "old", now + 1, vec![]);
+    {
+        let names = Db::list_cf(&Options::default(), dir.path()).unwrap();
+        let db = Db::open_cf(&Options::default(), dir.path(), &names).unwrap();
+        let rs = batch("svc", vec![]);
+        let origin = Origin::new(&rs, &rs.scope_spans[0]);
+        let mut record = Origin::id(&origin.encode()).to_be_bytes().to_vec();
+        prost::Message::encode(&old, &mut record).unwrap();
+        let cf = |n: &str| db.cf_handle(n).unwrap();
+        db.put_cf(&cf(&spans_cf), keys::span_key(&[2; 16], &[1; 8]), record)
+            .unwrap();
+        let index_cf = spans_cf.replacen("spans_", "index_", 1);
+        for p in legacy_index_prefixes(&origin, &old) {
+            db.put_cf(&cf(&index_cf), p.key(now + 1, &[2; 16], &[1; 8]), b"")
+                .unwrap();
+        }
+    }
+    let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+    let host = Seek::Attribute {
+        resource: true,
+        key: "host.name".into(),
+        value: "h1".into(),
+    };
+    for seek in [Seek::Service("svc".into()), host, Seek::Time] {
+        assert_eq!(
+            ids(&store, seek.clone(), 0, u64::MAX),
+            vec![(2, 1), (1, 1)],
+            "{seek:?}"
+        );
+    }
+    assert!(ids(&store, Seek::Service("other".into()), 0, u64::MAX).is_empty());
+    assert_eq!(
+        store.attribute_values(true, "host.name", 10).unwrap(),
+        ["h1"]
+    );
+    let old_back = &store.trace(&[2; 16]).unwrap()[0];
+    assert_eq!(
+        (old_back.span.name.as_str(), old_back.origin.service_name()),
+        ("old", "svc")
+    );
+}
+
+#[test]
+fn spans_of_many_origins_come_newest_first_and_resource_values_are_listed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+    let now = now_ns() - 60_000_000_000;
+    // Three instances of one service interleaved in time, each its own origin.
+    for i in 0..9u8 {
+        let mut rs = batch("svc", vec![span(i + 1, 1, "op", now + i as u64, vec![])]);
+        rs.resource.as_mut().unwrap().attributes.push(kv(
+            "service.instance.id",
+            Value::StringValue(format!("i{}", i % 3)),
+        ));
+        store.write(&[rs]).unwrap();
+    }
+    let newest_first: Vec<(u8, u8)> = (1..=9).rev().map(|t| (t, 1)).collect();
+    assert_eq!(
+        ids(&store, Seek::Service("svc".into()), 0, u64::MAX),
+        newest_first
+    );
+    let one = Seek::Attribute {
+        resource: true,
+        key: "service.instance.id".into(),
+        value: "i1".into(),
+    };
+    assert_eq!(ids(&store, one, 0, u64::MAX), vec![(8, 1), (5, 1), (2, 1)]);
+    assert_eq!(
+        ids(&store, Seek::Service("svc".into()), now + 2, now + 4),
+        vec![(5, 1), (4, 1), (3, 1)]
+    );
+    assert_eq!(
+        store
+            .attribute_values(true, "service.instance.id", 10)
+            .unwrap(),
+        ["i0", "i1", "i2"]
+    );
+    assert_eq!(
+        store
+            .attribute_values(true, "service.instance.id", 2)
+            .unwrap(),
+        ["i0", "i1"]
     );
 }
