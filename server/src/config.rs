@@ -4,11 +4,11 @@
 //! `alertmanager`). Owns parsing, defaults and validation; knows nothing about how the settings
 //! are used. Every budget and size limit is in `limits` ([`Limits`]).
 //!
-//! Unknown keys are errors everywhere we model a section. The Prometheus section novamon does
-//! not act on yet (`remote_write`) is accepted as written so an existing prometheus.yml loads,
-//! and reported once at start-up as ignored; so are service discoveries in `scrape_configs`
-//! other than `static_configs` and `file_sd_configs`. `scrape_configs` itself is checked by
-//! `ingest::scrape` and kept as written, so its secrets render masked. Keys that moved
+//! Unknown keys are errors everywhere we model a section. Service discoveries in
+//! `scrape_configs` other than `static_configs` and `file_sd_configs` are accepted, so an
+//! existing prometheus.yml loads, and reported once at start-up. `scrape_configs` and
+//! `remote_write` are checked by `ingest::scrape` and `ingest::forward` and kept as written, so
+//! their secrets render masked. Keys that moved
 //! (`traces.otlp`, `traces.otlp.max_message_bytes`, `logs.max_query_lines`,
 //! `logs.forward.max_frame_bytes`) are still read, moved to their new place by [`Config::parse`]
 //! and reported once at start-up as deprecated ([`Config::deprecated_keys`]); setting one in
@@ -902,6 +902,7 @@ impl Config {
         config.limits.validate().map_err(invalid)?;
         config.log_redactor().map_err(invalid)?;
         config.scrape().map_err(invalid)?;
+        config.remote_write().map_err(invalid)?;
         if let Some(o) = config.traces.metrics_generator.options() {
             o.validate()
                 .map_err(|e| invalid(format!("traces.metrics_generator: {e}")))?;
@@ -989,6 +990,21 @@ impl Config {
         )
     }
 
+    /// The `remote_write` destinations, checked as Prometheus checks them on load, with the
+    /// global external labels they add.
+    pub fn remote_write(&self) -> Result<ingest::forward::Prepared, String> {
+        let configs = self
+            .remote_write
+            .iter()
+            .map(|c| {
+                serde_yaml::from_value::<ingest::forward::RemoteWriteConfig>(c.expose().clone())
+                    .map_err(|e| format!("remote_write: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        ingest::forward::Prepared::new(&configs, &self.global.external_labels)
+            .map_err(|e| format!("remote_write: {e}"))
+    }
+
     /// On the embedded default, points its self-scrape job (`novamon`) at the address the
     /// HTTP listener got (`--http-listen` may move it, port 0 picks one).
     pub fn self_scrape_at(&mut self, addr: SocketAddr) {
@@ -1024,15 +1040,6 @@ impl Config {
                     out.push((c.job_name.clone(), kind.to_string()));
                 }
             }
-        }
-        out
-    }
-
-    /// Prometheus sections that are accepted but not acted on, for one start-up log line each.
-    pub fn ignored_sections(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        if !self.remote_write.is_empty() {
-            out.push("remote_write");
         }
         out
     }
@@ -1262,7 +1269,7 @@ remote_write:
             c.global.rule_query_offset.map(|d| d.0),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(c.ignored_sections(), vec!["remote_write"]);
+        assert_eq!(c.remote_write().map(|p| p.is_empty()), Ok(false));
         assert!(c.scrape().is_ok());
         assert!(c.unsupported_discovery().is_empty());
         let bad = yml.replace("job_name: node", "job_name: node\n    scrape_timeout: 1m");
@@ -1271,6 +1278,9 @@ remote_write:
             err.contains("scrape timeout greater than scrape interval"),
             "{err}"
         );
+        let bad = yml.replace("url: http", "url: ftp");
+        let err = Config::parse(&bad, "t").unwrap_err().to_string();
+        assert!(err.contains("remote_write: unsupported scheme"), "{err}");
     }
 
     #[test]
@@ -1279,11 +1289,6 @@ remote_write:
         assert!(c.alertmanager.enabled && c.alertmanager.config_file.is_none());
         let yml = "alerting:\n  alertmanagers:\n    - static_configs: [{targets: ['am:9093']}]\n      timeout: 5s\nalertmanager:\n  enabled: false\n  config: {route: {receiver: a}, receivers: [{name: a}]}\n";
         let c = Config::parse(yml, "t").unwrap();
-        assert!(
-            c.ignored_sections().is_empty(),
-            "{:?}",
-            c.ignored_sections()
-        );
         assert!(!c.alertmanager.enabled);
         let back = serde_yaml::to_string(&c).unwrap();
         assert!(back.contains("timeout: 5s"), "{back}");

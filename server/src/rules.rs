@@ -1,7 +1,7 @@
 //! The rule manager in the server: started from the configuration's `rule_files`,
 //! `global.evaluation_interval` and `global.external_labels`, and reloaded from the config
 //! file on SIGHUP and `POST /-/reload` together with the Alertmanager settings, the scrape
-//! jobs and the web config file (a bad file is rejected and everything running stays). Owns only start-up and reload; evaluation is
+//! jobs, the `remote_write` destinations and the web config file (a bad file is rejected and everything running stays). Owns only start-up and reload; evaluation is
 //! the `rules` crate's.
 
 use std::path::{Path, PathBuf};
@@ -36,6 +36,8 @@ pub struct Wiring {
     pub slots: Arc<dyn rules::QuerySlots>,
     /// The scrape jobs, re-applied from the reloaded config.
     pub scraping: crate::scrape::Scraping,
+    /// The `remote_write` destinations, re-applied from the reloaded config.
+    pub forwarding: Arc<ingest::forward::Forwarding>,
 }
 
 fn rule_config(config: &Config, path: Option<&Path>, external_url: &str) -> RuleConfig {
@@ -110,11 +112,13 @@ impl Rules {
             .prepare(&config)
             .map_err(|e| format!("{e:#}"))?;
         let scrape = config.scrape()?;
+        let remote_write = config.remote_write()?;
         let cfg = rule_config(&config, self.config_path.as_deref(), &self.external_url);
         match self.manager.apply(&cfg).await {
             Ok(n) => {
                 self.also.alerting.apply(alerting);
                 self.also.scraping.apply(scrape).await;
+                self.also.forwarding.apply(remote_write).await?;
                 if let Some(web) = web {
                     self.also.web.apply(web);
                 }

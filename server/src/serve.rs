@@ -26,12 +26,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(mut config: Config) -> anyhow::Result<()> {
-    for section in config.ignored_sections() {
-        tracing::warn!(
-            section,
-            "config section accepted for compatibility but not acted on by this version"
-        );
-    }
     for d in config.deprecated_keys() {
         tracing::warn!("{d}");
     }
@@ -120,6 +114,15 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let http_addr = listener.local_addr()?;
     config.self_scrape_at(http_addr);
     let own_url = external_url(http_addr, web.has_tls());
+    // Before anything appends: a destination starts with what is appended from now on.
+    let forwarding = Arc::new(ingest::forward::Forwarding::new(
+        tsdb.clone(),
+        &mut registry,
+    ));
+    forwarding
+        .apply(config.remote_write().map_err(anyhow::Error::msg)?)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let alerting = crate::alertmanager::start(&config, &mut registry, &own_url)?;
     let scraping = crate::scrape::start(&config, tsdb.clone(), own_url.clone())
         .await
@@ -135,6 +138,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             web: web.clone(),
             slots: Arc::new(query_gate.clone()),
             scraping: scraping.clone(),
+            forwarding: forwarding.clone(),
         },
         &mut registry,
         own_url,
@@ -191,6 +195,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             tsdb: tsdb.clone(),
             logs: logs.clone(),
             traces: traces.clone(),
+            forwarding: forwarding.clone(),
         })))
         .merge(ingest::logs::routes(log_sink.clone()))
         .merge(api::loki::routes(loki_state))
@@ -252,6 +257,8 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     forward.abort();
     rules.manager.stop().await;
     scraping.manager.stop().await;
+    // Unsent data stays in the outbox for the next start.
+    forwarding.stop().await;
 
     tracing::info!("stopped accepting; flushing storage");
     tokio::task::spawn_blocking(move || tsdb.flush())

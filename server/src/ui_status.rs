@@ -1,5 +1,5 @@
 //! The stores as the embedded UI's status page shows them: each store's directory and its
-//! counts, read on request. Owns only the choice of what to count.
+//! counts, and the `remote_write` queues' figures, read on request. Owns only the choice of what to count.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ pub struct UiStatus {
     pub tsdb: Arc<storage::Tsdb>,
     pub logs: Arc<storage::logs::LogStore>,
     pub traces: Arc<storage::traces::TraceStore>,
+    pub forwarding: Arc<ingest::forward::Forwarding>,
 }
 
 impl ui::StatusSource for UiStatus {
@@ -61,5 +62,26 @@ impl ui::StatusSource for UiStatus {
                 ],
             },
         ]
+    }
+
+    fn remote_write(&self) -> Vec<ui::RemoteWrite> {
+        self.forwarding
+            .status()
+            .into_iter()
+            .map(|d| ui::RemoteWrite {
+                name: d.name,
+                url: d.url,
+                protocol: d.protocol,
+                shards: d.shards,
+                samples_sent: d.samples_sent,
+                samples_failed: d.samples_failed,
+                samples_retried: d.samples_retried,
+                samples_pending: d.samples_pending,
+                backlog_bytes: d.backlog_bytes,
+                samples_dropped_disk_full: d.samples_dropped_disk_full,
+                highest_sent_seconds: d.highest_sent_seconds,
+                last_error: d.last_error,
+            })
+            .collect()
     }
 }

@@ -1,4 +1,4 @@
-// Status: build and runtime facts, stores (disk use, counts), ingest rates from the server's
+// Status: build and runtime facts, stores (disk use, counts), remote_write queues, ingest rates from the server's
 // own /metrics counters (rate = difference between two reads), and TSDB cardinality top-10s.
 import { el, fill, fetchJSON, prom, table, fmtBytes, fmtNum, fmtDuration, fmtTime, errorBox } from "./lib.js";
 
@@ -22,10 +22,12 @@ export function render(view) {
   const facts = el("section", { id: "facts" });
   const stores = el("section", { id: "stores" });
   const ingest = el("section", { id: "ingest" });
+  const remoteWrite = el("section", { id: "remote-write" });
   const cardinality = el("section", { id: "cardinality" });
   view.append(el("h1", { text: "Status" }), facts,
     el("h2", { text: "Stores" }), stores,
     el("h2", { text: "Ingest" }), ingest,
+    el("h2", { text: "Remote write" }), remoteWrite,
     el("h2", { text: "TSDB cardinality (top 10)" }), cardinality);
 
   const uiStatus = prom("ui/api/status");
@@ -51,6 +53,19 @@ export function render(view) {
       s.counts.map((c) => el("div", { class: "count" }, `${c.what}: `,
         c.error ? el("span", { class: "error-text", text: c.error }) : el("b", { class: "num", "data-count": c.what, text: fmtNum(c.value) }))),
     ]), { id: "stores-table" });
+  });
+  fill(remoteWrite, "Cannot load remote write status", async () => {
+    const ui = await uiStatus;
+    if (!ui.remoteWrite.length) return el("div", { class: "muted", text: "No remote_write destinations." });
+    return table(["Name", "URL", "Protocol", "Shards", "Sent", "Failed", "Retried", "Pending", "Backlog on disk", "Dropped (disk full)", "Newest sent", "Last error"],
+      ui.remoteWrite.map((r) => [
+        r.name, el("code", { text: r.url }), r.protocol, fmtNum(r.shards),
+        el("span", { class: "num", "data-sent": r.name, text: fmtNum(r.samplesSent) }),
+        fmtNum(r.samplesFailed), fmtNum(r.samplesRetried), fmtNum(r.samplesPending),
+        fmtBytes(r.backlogBytes), fmtNum(r.samplesDroppedDiskFull),
+        r.highestSentSeconds > 0 ? fmtTime(r.highestSentSeconds * 1000) : "—",
+        r.lastError ? el("span", { class: "error-text", text: r.lastError }) : "—",
+      ]), { id: "remote-write-table" });
   });
   fill(cardinality, "Cannot load TSDB status", async () => {
     const tsdb = await prom("api/v1/status/tsdb", { limit: 10 });

@@ -16,6 +16,28 @@ pub trait StatusSource: Send + Sync + 'static {
     fn data_dir(&self) -> PathBuf;
     /// Called off the async runtime, so it may read the stores.
     fn stores(&self) -> Vec<Store>;
+    /// The `remote_write` destinations, in name order.
+    fn remote_write(&self) -> Vec<RemoteWrite>;
+}
+
+/// One `remote_write` destination's queue: what it sent, what waits, what went wrong.
+pub struct RemoteWrite {
+    pub name: String,
+    pub url: String,
+    /// The protocol sent now: "1.0", or "2.0" until a receiver makes it fall back.
+    pub protocol: &'static str,
+    pub shards: i64,
+    pub samples_sent: u64,
+    pub samples_failed: u64,
+    pub samples_retried: u64,
+    pub samples_pending: i64,
+    /// Bytes on disk not yet sent.
+    pub backlog_bytes: i64,
+    /// Samples dropped unsent because the backlog passed `max_disk_usage`.
+    pub samples_dropped_disk_full: u64,
+    /// Seconds since the epoch of the newest sample sent; 0 before any.
+    pub highest_sent_seconds: f64,
+    pub last_error: Option<String>,
 }
 
 /// One store (TSDB, logs, traces): where it lives and how much it holds.
@@ -63,7 +85,27 @@ fn render(source: &dyn StatusSource) -> Value {
             store
         })
         .collect();
-    json!({"dataDir": source.data_dir(), "stores": stores})
+    let remote_write: Vec<Value> = source
+        .remote_write()
+        .into_iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "url": r.url,
+                "protocol": r.protocol,
+                "shards": r.shards,
+                "samplesSent": r.samples_sent,
+                "samplesFailed": r.samples_failed,
+                "samplesRetried": r.samples_retried,
+                "samplesPending": r.samples_pending,
+                "backlogBytes": r.backlog_bytes,
+                "samplesDroppedDiskFull": r.samples_dropped_disk_full,
+                "highestSentSeconds": r.highest_sent_seconds,
+                "lastError": r.last_error,
+            })
+        })
+        .collect();
+    json!({"dataDir": source.data_dir(), "stores": stores, "remoteWrite": remote_write})
 }
 
 /// Bytes of the regular files under `dir` (symlinks are not followed). Files that vanish
@@ -133,6 +175,23 @@ pub(crate) mod tests {
                 },
             ]
         }
+
+        fn remote_write(&self) -> Vec<RemoteWrite> {
+            vec![RemoteWrite {
+                name: "central".into(),
+                url: "http://central:9090/api/v1/write".into(),
+                protocol: "1.0",
+                shards: 2,
+                samples_sent: 40,
+                samples_failed: 1,
+                samples_retried: 3,
+                samples_pending: 5,
+                backlog_bytes: 512,
+                samples_dropped_disk_full: 0,
+                highest_sent_seconds: 1.5,
+                last_error: Some("server returned HTTP status 503".into()),
+            }]
+        }
     }
 
     #[tokio::test]
@@ -170,5 +229,11 @@ pub(crate) mod tests {
             logs["counts"][0],
             json!({"what": "streams", "error": "index unreadable"})
         );
+        let rw = &data["remoteWrite"][0];
+        assert_eq!(
+            (&rw["name"], &rw["samplesSent"], &rw["backlogBytes"]),
+            (&json!("central"), &json!(40), &json!(512))
+        );
+        assert_eq!(rw["lastError"], "server returned HTTP status 503");
     }
 }

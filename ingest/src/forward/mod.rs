@@ -31,6 +31,8 @@ pub struct Forwarding {
     tsdb: Arc<Tsdb>,
     metrics: ForwardMetrics,
     queues: tokio::sync::Mutex<BTreeMap<String, Queue>>,
+    /// What the status page reads, without waiting for an apply in progress.
+    running: parking_lot::Mutex<Vec<Arc<queue::Shared>>>,
 }
 
 /// One destination as the status page shows it.
@@ -63,6 +65,7 @@ impl Forwarding {
             tsdb,
             metrics: ForwardMetrics::register(registry),
             queues: tokio::sync::Mutex::new(BTreeMap::new()),
+            running: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -110,6 +113,7 @@ impl Forwarding {
         for (_, q) in old {
             self.stop_queue(q).await;
         }
+        *self.running.lock() = queues.values().map(|q| q.shared.clone()).collect();
         Ok(())
     }
 
@@ -125,18 +129,19 @@ impl Forwarding {
     /// Stops every queue (at shutdown); what was in flight is sent again at the next start.
     pub async fn stop(&self) {
         let queues = std::mem::take(&mut *self.queues.lock().await);
+        self.running.lock().clear();
         for (_, q) in queues {
             q.stop().await;
         }
     }
 
     /// Each destination's figures, in name order.
-    pub async fn status(&self) -> Vec<DestinationStatus> {
-        let queues = self.queues.lock().await;
-        let mut out: Vec<DestinationStatus> = queues
-            .values()
-            .map(|q| {
-                let s = &q.shared;
+    pub fn status(&self) -> Vec<DestinationStatus> {
+        let mut out: Vec<DestinationStatus> = self
+            .running
+            .lock()
+            .iter()
+            .map(|s| {
                 let m = &s.metrics;
                 DestinationStatus {
                     name: s.dest.name.clone(),

@@ -330,7 +330,7 @@ pub fn server_config(data: &[u8]) {
     let Ok(config) = novamon::config::Config::parse(text, "fuzz.yml") else {
         return;
     };
-    let _ = config.ignored_sections();
+    let _ = config.remote_write();
     let _ = config.deprecated_keys();
     let _ = config.log_options();
     let _ = config.ingest_limits();
