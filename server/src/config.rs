@@ -1822,13 +1822,13 @@ alertmanager:
 remote_write:
   - url: http://rw.invalid/api/v1/write
     basic_auth: {username: bob, password: rw-password-s8}
-    oauth2: {client_id: c, client_secret: rw-client-secret-s9, token_url: 'http://t.invalid/'}
-    sigv4: {access_key: a, secret_key: rw-sigv4-secret-s10}
     tls_config: {key: rw-tls-key-s11}
 scrape_configs:
   - job_name: j
     bearer_token: scrape-bearer-s12
     consul_sd_configs: [{server: 'c:8500', token: scrape-consul-token-s14}]
+    azure_sd_configs: [{client_id: c, client_secret: sd-client-secret-s9}]
+    ec2_sd_configs: [{access_key: a, secret_key: sd-ec2-secret-s10}]
   - job_name: k
     authorization: {credentials: scrape-credentials-s13}
 ";
