@@ -189,6 +189,29 @@ fn count_partitions(dir: &std::path::Path) -> anyhow::Result<usize> {
     Ok(names.iter().filter(|n| n.starts_with("spans_")).count())
 }
 
+/// Bytes per span of the spans and index families (SST files after the flush).
+fn print_family_sizes(dir: &std::path::Path, spans: u64) -> anyhow::Result<()> {
+    let opts = rocksdb::Options::default();
+    let names = rocksdb::DB::list_cf(&opts, dir)?;
+    let db = rocksdb::DB::open_cf_for_read_only(&opts, dir, &names, false)?;
+    let mut by_kind = std::collections::BTreeMap::new();
+    for name in &names {
+        let cf = db.cf_handle(name).context("listed family")?;
+        let bytes = db
+            .property_int_value_cf(&cf, "rocksdb.total-sst-files-size")?
+            .unwrap_or(0);
+        let kind = name.split('_').next().unwrap_or(name).to_owned();
+        *by_kind.entry(kind).or_insert(0u64) += bytes;
+    }
+    let parts: Vec<String> = by_kind
+        .iter()
+        .filter(|(_, b)| **b > 0)
+        .map(|(k, b)| format!("{k} {:.1}", *b as f64 / spans as f64))
+        .collect();
+    println!("disk by family, bytes/span: {}", parts.join(", "));
+    Ok(())
+}
+
 fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -250,6 +273,7 @@ async fn main() -> anyhow::Result<()> {
     let gap_ns = window_ns / traces_total;
     // The newest trace ends a minute before now: every span is inside every query window.
     let t0 = now - window_ns - 60_000_000_000;
+    let cpu_before = novamon_benches::peers::cpu_seconds(std::process::id());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for e in 0..args.exporters as u64 {
@@ -273,10 +297,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     let spans = batches * BATCH as u64;
+    let cpu = novamon_benches::peers::cpu_seconds(std::process::id())
+        .zip(cpu_before)
+        .map(|(after, before)| after - before)
+        .context("no CPU time in /proc")?;
     println!(
-        "ingest: {spans} spans in {:.1}s = {:.0} spans/s over OTLP/gRPC",
+        "ingest: {spans} spans in {:.1}s = {:.0} spans/s over OTLP/gRPC, {:.2} CPU µs/span \
+         (the process: server and its 4 exporters)",
         elapsed.as_secs_f64(),
-        spans as f64 / elapsed.as_secs_f64()
+        spans as f64 / elapsed.as_secs_f64(),
+        cpu * 1e6 / spans as f64
     );
 
     traces.flush()?;
@@ -389,6 +419,7 @@ async fn main() -> anyhow::Result<()> {
     let before = count_partitions(&traces_dir)?;
     let only = Arc::into_inner(traces).context("the store is still shared")?;
     drop(only);
+    print_family_sizes(&traces_dir, spans)?;
     let t = Instant::now();
     let kept = TraceStore::open(
         &traces_dir,

@@ -2,8 +2,13 @@
 //! when is `store`'s.
 //!
 //! - `spans`: trace id (16) | span id (8). A trace is the contiguous range under its id.
-//! - `index`: `kind byte | fields… | start ns (u64 BE) | trace id | span id`, where the fields
-//!   are `\0`-terminated strings or an origin id. Within one prefix, keys sort by start time,
+//! - `index`: `kind byte | fields… | start ns (u64 BE) | span id`, where the fields are
+//!   `\0`-terminated strings or an origin id. The time key (`T | start | span id`) holds the
+//!   span's trace id as its value; every other key is resolved to it through the time key of
+//!   the same start and span id, so the random trace id is stored once per span rather than
+//!   once per key. Partitions written before kept `start | trace id | span id` as every key's
+//!   suffix (with empty values); the two are told apart by length and both are read. Within
+//!   one prefix, keys sort by start time,
 //!   so a search over a time window is one bounded range scan (newest first, by iterating
 //!   backwards). A span is found by time, by its origin (`O | origin id`), by service and
 //!   name, and by each span attribute.
@@ -17,8 +22,11 @@
 
 pub(crate) const TRACE_ID_LEN: usize = 16;
 pub(crate) const SPAN_ID_LEN: usize = 8;
-/// start ns | trace id | span id: the common suffix of every index key.
-pub(crate) const SUFFIX_LEN: usize = 8 + TRACE_ID_LEN + SPAN_ID_LEN;
+/// start ns | span id: the suffix of every index key.
+pub(crate) const SUFFIX_LEN: usize = 8 + SPAN_ID_LEN;
+/// start ns | trace id | span id: the suffix of index keys written before trace ids moved
+/// into the time key's value.
+pub(crate) const LEGACY_SUFFIX_LEN: usize = 8 + TRACE_ID_LEN + SPAN_ID_LEN;
 
 pub(crate) type TraceId = [u8; TRACE_ID_LEN];
 pub(crate) type SpanId = [u8; SPAN_ID_LEN];
@@ -98,6 +106,13 @@ pub(crate) fn origin_attr_key_prefix(key: &str) -> Option<Vec<u8>> {
     Some(k)
 }
 
+/// The prefix of every key of a span attribute, whatever its value.
+pub(crate) fn span_attr_key_prefix(key: &str) -> Option<Vec<u8>> {
+    let mut k = vec![SPAN_ATTR];
+    field(&mut k, key)?;
+    Some(k)
+}
+
 /// The prefix of every legacy per-span key of a resource attribute, whatever its value.
 pub(crate) fn legacy_resource_attr_key_prefix(key: &str) -> Option<Vec<u8>> {
     let mut k = vec![RESOURCE_ATTR];
@@ -119,51 +134,76 @@ impl IndexPrefix {
         IndexPrefix(k)
     }
 
+    /// The spans of one service and name.
+    pub(crate) fn operation(service: &str, name: &str) -> Option<IndexPrefix> {
+        let mut k = Vec::with_capacity(3 + service.len() + name.len());
+        k.push(OPERATION);
+        field(&mut k, service)?;
+        field(&mut k, name)?;
+        Some(IndexPrefix(k))
+    }
+
+    /// The spans with a span (`resource == false`) or, in stores from before origin keys,
+    /// resource attribute value.
+    pub(crate) fn attribute(resource: bool, key: &str, value: &str) -> Option<IndexPrefix> {
+        let mut k = Vec::with_capacity(3 + key.len() + value.len());
+        k.push(if resource { RESOURCE_ATTR } else { SPAN_ATTR });
+        field(&mut k, key)?;
+        field(&mut k, value)?;
+        Some(IndexPrefix(k))
+    }
+
     /// The per-span prefix of a seek as stores before origin keys wrote it (and, for time,
     /// operations and span attributes, as stores write it now).
     pub(crate) fn new(seek: &Seek) -> Option<IndexPrefix> {
-        let mut k = Vec::with_capacity(64);
         match seek {
-            Seek::Time => k.push(TIME),
+            Seek::Time => Some(IndexPrefix::time()),
             Seek::Service(s) => {
-                k.push(SERVICE);
+                let mut k = vec![SERVICE];
                 field(&mut k, s)?;
+                Some(IndexPrefix(k))
             }
-            Seek::Operation { service, name } => {
-                k.push(OPERATION);
-                field(&mut k, service)?;
-                field(&mut k, name)?;
-            }
+            Seek::Operation { service, name } => IndexPrefix::operation(service, name),
             Seek::Attribute {
                 resource,
                 key,
                 value,
-            } => {
-                k.push(if *resource { RESOURCE_ATTR } else { SPAN_ATTR });
-                field(&mut k, key)?;
-                field(&mut k, value)?;
-            }
+            } => IndexPrefix::attribute(*resource, key, value),
         }
-        Some(IndexPrefix(k))
     }
 
-    pub(crate) fn key(&self, start_ns: u64, trace: &TraceId, span: &SpanId) -> Vec<u8> {
+    pub(crate) fn key(&self, start_ns: u64, span: &SpanId) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.0.len() + SUFFIX_LEN);
         k.extend_from_slice(&self.0);
         k.extend_from_slice(&start_ns.to_be_bytes());
-        k.extend_from_slice(trace);
         k.extend_from_slice(span);
         k
     }
 
-    /// The first key at or after `start_ns`.
-    pub(crate) fn lower(&self, start_ns: u64) -> Vec<u8> {
-        self.key(start_ns, &[0; TRACE_ID_LEN], &[0; SPAN_ID_LEN])
+    /// A key as partitions written before trace ids moved into the time key have them.
+    #[cfg(test)]
+    pub(crate) fn legacy_key(&self, start_ns: u64, trace: &TraceId, span: &SpanId) -> Vec<u8> {
+        [
+            &self.key(start_ns, &[0; SPAN_ID_LEN])[..self.0.len() + 8],
+            trace,
+            span,
+        ]
+        .concat()
     }
 
-    /// The last possible key at `end_ns`.
+    /// Below every key at or after `start_ns`.
+    pub(crate) fn lower(&self, start_ns: u64) -> Vec<u8> {
+        [&self.0[..], &start_ns.to_be_bytes()].concat()
+    }
+
+    /// Above every key at `end_ns`, in either suffix form.
     pub(crate) fn upper(&self, end_ns: u64) -> Vec<u8> {
-        self.key(end_ns, &[0xff; TRACE_ID_LEN], &[0xff; SPAN_ID_LEN])
+        [
+            &self.0[..],
+            &end_ns.to_be_bytes(),
+            &[0xff; LEGACY_SUFFIX_LEN - 8],
+        ]
+        .concat()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -171,13 +211,33 @@ impl IndexPrefix {
     }
 }
 
-/// The (start ns, trace id, span id) at the end of an index key.
-pub(crate) fn parse_suffix(key: &[u8]) -> Option<(u64, TraceId, SpanId)> {
-    let s = key.len().checked_sub(SUFFIX_LEN).map(|at| &key[at..])?;
-    let start = u64::from_be_bytes(s[..8].try_into().ok()?);
-    let trace = s[8..8 + TRACE_ID_LEN].try_into().ok()?;
-    let span = s[8 + TRACE_ID_LEN..].try_into().ok()?;
-    Some((start, trace, span))
+/// An index entry: when its span started, and its ids (the trace id only if the key or value
+/// holds it; otherwise it is the time key's value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Entry {
+    pub(crate) start_ns: u64,
+    pub(crate) span_id: SpanId,
+    pub(crate) trace_id: Option<TraceId>,
+}
+
+/// The entry of an index key with a prefix of `prefix_len` bytes and its value; `None` when
+/// the key has neither suffix length.
+pub(crate) fn parse_entry(key: &[u8], prefix_len: usize, value: &[u8]) -> Option<Entry> {
+    let s = key.get(prefix_len..)?;
+    let start_ns = u64::from_be_bytes(s.get(..8)?.try_into().ok()?);
+    let (trace_id, span_id) = match s.len() {
+        SUFFIX_LEN => (value.try_into().ok(), s[8..].try_into().ok()?),
+        LEGACY_SUFFIX_LEN => (
+            Some(s[8..8 + TRACE_ID_LEN].try_into().ok()?),
+            s[8 + TRACE_ID_LEN..].try_into().ok()?,
+        ),
+        _ => return None,
+    };
+    Some(Entry {
+        start_ns,
+        span_id,
+        trace_id,
+    })
 }
 
 pub(crate) fn span_key(trace: &TraceId, span: &SpanId) -> [u8; TRACE_ID_LEN + SPAN_ID_LEN] {
@@ -263,11 +323,16 @@ mod tests {
             t1 in any::<[u8; 16]>(), t2 in any::<[u8; 16]>(), s in any::<[u8; 8]>(),
         ) {
             let p = IndexPrefix::new(&Seek::Service(svc)).unwrap();
-            let ka = p.key(a, &t1, &s);
-            let kb = p.key(b, &t2, &s);
+            let ka = p.key(a, &s);
+            let kb = p.legacy_key(b, &t2, &s);
             if a < b { prop_assert!(ka < kb); }
+            if b < a { prop_assert!(kb < ka); }
             prop_assert!(p.lower(a) <= ka && ka <= p.upper(a));
-            prop_assert_eq!(parse_suffix(&ka), Some((a, t1, s)));
+            prop_assert!(p.lower(b) <= kb && kb <= p.upper(b));
+            let e = |start_ns, trace_id| Some(Entry { start_ns, span_id: s, trace_id });
+            prop_assert_eq!(parse_entry(&ka, p.len(), &t1), e(a, Some(t1)));
+            prop_assert_eq!(parse_entry(&ka, p.len(), b""), e(a, None));
+            prop_assert_eq!(parse_entry(&kb, p.len(), b""), e(b, Some(t2)));
             prop_assert_eq!(ka.len(), p.len() + SUFFIX_LEN);
         }
 

@@ -182,8 +182,11 @@ impl TraceStore {
         let mut new_origins = Vec::new();
         let mut new_catalog = HashSet::new();
         let mut new_indexed = HashSet::new();
+        let mut handled = HashSet::new();
+        let mut index_puts = Vec::new();
+        let mut span_puts = Vec::new();
         // The partition of the previous span and its families: a batch's spans mostly share one.
-        let mut current: Option<(Arc<Part>, [crate::db::Cf<'_>; 3])> = None;
+        let mut current: Option<(Arc<Part>, [crate::db::Cf<'_>; 2])> = None;
         for rs in batch {
             for ss in &rs.scope_spans {
                 let origin = Origin::new(rs, ss);
@@ -213,16 +216,26 @@ impl TraceStore {
                         let part = self.parts.for_time(&self.db, t, || {
                             db::cf_options(&self.cache, DBCompressionType::Lz4)
                         })?;
-                        let cfs = [
-                            self.cf(&part.spans_cf())?,
-                            self.cf(&part.index_cf())?,
-                            self.cf(&part.catalog_cf())?,
-                        ];
+                        let cfs = [self.cf(&part.index_cf())?, self.cf(&part.catalog_cf())?];
                         current = Some((part, cfs));
                     }
-                    let (part, [spans_cf, index_cf, catalog_cf]) =
-                        current.as_ref().expect("set above");
-                    let mut catalog = catalog_keys(&origin, span);
+                    let (part, [index_cf, catalog_cf]) = current.as_ref().expect("set above");
+                    // A batch repeats its operations and attribute keys: each is looked up
+                    // in the catalog once per call.
+                    let kind = u8::try_from(span.kind).unwrap_or(0);
+                    let mut catalog = Vec::new();
+                    if handled.insert((part.start_ns, origin_id, Some(kind), span.name.as_str())) {
+                        catalog.push(keys::catalog_operation(
+                            origin.service_name(),
+                            kind,
+                            &span.name,
+                        ));
+                    }
+                    for kv in &span.attributes {
+                        if handled.insert((part.start_ns, 0, None, kv.key.as_str())) {
+                            catalog.push(keys::catalog_attr_key(false, &kv.key));
+                        }
+                    }
                     let indexed = (part.start_ns, origin_id);
                     if !self.origins_indexed.lock().contains(&indexed)
                         && new_indexed.insert(indexed)
@@ -240,18 +253,30 @@ impl TraceStore {
                             new_catalog.insert(seen);
                         }
                     }
-                    wb.put_cf(
-                        spans_cf,
+                    span_puts.push((
+                        part.start_ns,
                         keys::span_key(&ids.0, &ids.1),
                         record::encode_span(origin_id, span),
-                    );
+                    ));
+                    // The time key holds the trace id; the other keys find it there.
+                    index_puts.push((
+                        part.start_ns,
+                        IndexPrefix::time().key(t, &ids.1),
+                        ids.0.to_vec(),
+                    ));
                     for prefix in index_prefixes(origin_id, &origin, span) {
-                        wb.put_cf(index_cf, prefix.key(t, &ids.0, &ids.1), b"");
+                        index_puts.push((part.start_ns, prefix.key(t, &ids.1), Vec::new()));
                     }
                     report.spans_written += 1;
                 }
             }
         }
+        // In key order, each insert into a memtable's skip list starts where the previous one
+        // ended instead of at the top.
+        span_puts.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        index_puts.sort_unstable();
+        self.put_sorted(&mut wb, span_puts, Part::spans_cf)?;
+        self.put_sorted(&mut wb, index_puts, Part::index_cf)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(self.opts.wal_fsync);
         self.write_failures.observe(self.db.write_opt(wb, &wo))?;
@@ -259,6 +284,27 @@ impl TraceStore {
         self.catalog_seen.lock().extend(new_catalog);
         self.origins_indexed.lock().extend(new_indexed);
         Ok(report)
+    }
+
+    /// Puts `(partition start, key, value)` triples, sorted, into `wb`, each in the family
+    /// `name` gives of its partition.
+    fn put_sorted(
+        &self,
+        wb: &mut WriteBatch,
+        puts: Vec<(u64, impl AsRef<[u8]>, impl AsRef<[u8]>)>,
+        name: fn(&Part) -> String,
+    ) -> Result<(), StorageError> {
+        let mut family: Option<(u64, crate::db::Cf<'_>)> = None;
+        for (part_start, key, value) in puts {
+            if family.as_ref().is_none_or(|(p, _)| *p != part_start) {
+                let part = self.parts.for_time(&self.db, part_start, || {
+                    db::cf_options(&self.cache, DBCompressionType::Lz4)
+                })?;
+                family = Some((part_start, self.cf(&name(&part))?));
+            }
+            wb.put_cf(&family.as_ref().expect("set above").1, key, value);
+        }
+        Ok(())
     }
 
     /// Every stored span of the trace, in span id order. Empty if unknown (or a malformed id).
@@ -339,36 +385,45 @@ impl TraceStore {
                 end_ns.min(part.end_ns.saturating_sub(1)),
             );
             // Each source walks backwards from its newest key in the window; the heap hands
-            // out the newest key among them, so several sources read as one newest-first list.
+            // out the newest entry among them, so several sources read as one newest-first list.
             let mut sources = Vec::new();
             let mut heads = BinaryHeap::new();
             for prefix in self.sources(&index_cf, seek)? {
                 let mut it = self.db.raw_iterator_cf(&index_cf);
                 it.seek_for_prev(prefix.upper(hi));
-                let source = (it, prefix.lower(lo), prefix.len() + keys::SUFFIX_LEN);
-                if let Some(suffix) = source_suffix(&source) {
-                    heads.push((suffix, sources.len()));
+                let source = (it, prefix.lower(lo), prefix.len());
+                if let Some(entry) = source_entry(&source) {
+                    heads.push((entry, sources.len()));
                 }
                 sources.push(source);
             }
-            while let Some((suffix, i)) = heads.pop() {
-                let Some((start, trace_id, span_id)) = keys::parse_suffix(&suffix) else {
-                    break;
+            let time = IndexPrefix::time();
+            while let Some((entry, i)) = heads.pop() {
+                let trace_id = match entry.trace_id {
+                    Some(id) => Some(id),
+                    None => self
+                        .db
+                        .get_pinned_cf(&index_cf, time.key(entry.start_ns, &entry.span_id))?
+                        .and_then(|v| TraceId::try_from(&v[..]).ok()),
                 };
-                if visit(Candidate {
-                    trace_id,
-                    span_id,
-                    start_ns: start,
-                    store: self,
-                    spans: &spans_cf,
-                })?
-                .is_break()
-                {
-                    return Ok(());
+                // A key without its time key would be a torn write, which one WriteBatch rules
+                // out; skip rather than fail the search.
+                if let Some(trace_id) = trace_id {
+                    if visit(Candidate {
+                        trace_id,
+                        span_id: entry.span_id,
+                        start_ns: entry.start_ns,
+                        store: self,
+                        spans: &spans_cf,
+                    })?
+                    .is_break()
+                    {
+                        return Ok(());
+                    }
                 }
                 sources[i].0.prev();
-                if let Some(suffix) = source_suffix(&sources[i]) {
-                    heads.push((suffix, i));
+                if let Some(entry) = source_entry(&sources[i]) {
+                    heads.push((entry, i));
                 }
             }
             for (it, _, _) in &sources {
@@ -464,40 +519,33 @@ impl TraceStore {
         key: &str,
         limit: usize,
     ) -> Result<Vec<String>, StorageError> {
-        // Each value is followed by a span's suffix in per-span keys, by an origin id in
-        // origin keys.
+        // Values hold no NUL: the first after the key's prefix ends the value, whatever
+        // follows it (a span's suffix, an origin id).
         let span_keys = if resource {
             keys::legacy_resource_attr_key_prefix(key)
         } else {
-            IndexPrefix::new(&Seek::Attribute {
-                resource,
-                key: key.to_owned(),
-                value: String::new(),
-            })
-            // The prefix ends in the empty value's terminator: drop it to get `kind key \0`.
-            .map(|p| p.lower(0)[..p.len() - 1].to_vec())
+            keys::span_attr_key_prefix(key)
         };
         let origin_keys = resource
             .then(|| keys::origin_attr_key_prefix(key))
             .flatten();
-        let walks: Vec<(Vec<u8>, usize)> = span_keys
-            .map(|p| (p, keys::SUFFIX_LEN))
-            .into_iter()
-            .chain(origin_keys.map(|p| (p, keys::ORIGIN_ID_LEN)))
-            .collect();
+        let walks: Vec<Vec<u8>> = span_keys.into_iter().chain(origin_keys).collect();
         let mut out = BTreeSet::new();
         for part in self.parts.all() {
             let index_cf = self.cf(&part.index_cf())?;
-            for (key_prefix, suffix_len) in &walks {
+            for key_prefix in &walks {
                 let mut it = self.db.raw_iterator_cf(&index_cf);
                 it.seek(key_prefix);
                 let mut found = 0;
                 while found < limit {
                     let Some(k) = it.key() else { break };
-                    if !k.starts_with(key_prefix) || k.len() < key_prefix.len() + suffix_len + 1 {
+                    let Some(value) = k
+                        .strip_prefix(key_prefix.as_slice())
+                        .and_then(|rest| rest.split(|b| *b == 0).next())
+                        .filter(|v| v.len() < k.len() - key_prefix.len())
+                    else {
                         break;
-                    }
-                    let value = &k[key_prefix.len()..k.len() - suffix_len - 1];
+                    };
                     let next = [key_prefix, value, &[1]].concat();
                     if let Ok(v) = std::str::from_utf8(value) {
                         out.insert(v.to_owned());
@@ -542,14 +590,12 @@ impl TraceStore {
         let time = IndexPrefix::time();
         let mut it = self.db.raw_iterator_cf(&self.cf(&part.index_cf())?);
         it.seek_for_prev(time.upper(u64::MAX));
-        let newest = it
-            .key()
-            .filter(|k| {
-                k.len() == time.len() + keys::SUFFIX_LEN
-                    && k.starts_with(&time.lower(0)[..time.len()])
-            })
-            .and_then(keys::parse_suffix)
-            .map(|(start, _, _)| start);
+        let newest = match (it.key(), it.value()) {
+            (Some(k), Some(v)) if k >= time.lower(0).as_slice() => {
+                keys::parse_entry(k, time.len(), v).map(|e| e.start_ns)
+            }
+            _ => None,
+        };
         it.status()?;
         Ok(newest)
     }
@@ -711,15 +757,15 @@ impl TraceWriter for TraceStore {
     }
 }
 
-/// The suffix of a source's current key, if it is still in the source's window.
-fn source_suffix(
-    (it, lower, key_len): &(rocksdb::DBRawIterator<'_>, Vec<u8>, usize),
-) -> Option<[u8; keys::SUFFIX_LEN]> {
+/// The entry at a source's current key, if it is still in the source's window.
+fn source_entry(
+    (it, lower, prefix_len): &(rocksdb::DBRawIterator<'_>, Vec<u8>, usize),
+) -> Option<keys::Entry> {
     let key = it.key()?;
-    if key < lower.as_slice() || key.len() != *key_len {
+    if key < lower.as_slice() {
         return None;
     }
-    key[key.len() - keys::SUFFIX_LEN..].try_into().ok()
+    keys::parse_entry(key, *prefix_len, it.value()?)
 }
 
 impl WriteReport {
@@ -749,23 +795,17 @@ fn span_ids(span: &Span) -> Result<(TraceId, SpanId), &'static str> {
     Ok((trace, id))
 }
 
-/// Every index prefix a span is found under (besides its own key). Its service and resource
-/// attributes are found through its origin's keys.
+/// Every index prefix a span is found under besides time (whose key holds the trace id). Its
+/// service and resource attributes are found through its origin's keys.
 fn index_prefixes(origin_id: u64, origin: &Origin, span: &Span) -> Vec<IndexPrefix> {
-    let mut out = Vec::with_capacity(3 + span.attributes.len());
-    out.push(IndexPrefix::time());
+    let mut out = Vec::with_capacity(2 + span.attributes.len());
     out.push(IndexPrefix::origin(origin_id));
-    out.extend(IndexPrefix::new(&Seek::Operation {
-        service: origin.service_name().to_owned(),
-        name: span.name.clone(),
-    }));
-    out.extend(span.attributes.iter().filter_map(|kv| {
-        IndexPrefix::new(&Seek::Attribute {
-            resource: false,
-            key: kv.key.clone(),
-            value: value_text(kv.value.as_ref()?)?,
-        })
-    }));
+    out.extend(IndexPrefix::operation(origin.service_name(), &span.name));
+    out.extend(
+        span.attributes.iter().filter_map(|kv| {
+            IndexPrefix::attribute(false, &kv.key, &value_text(kv.value.as_ref()?)?)
+        }),
+    );
     out
 }
 
@@ -783,22 +823,6 @@ fn origin_index_keys(origin_id: u64, origin: &Origin) -> Vec<Vec<u8>> {
         let value = value_text(kv.value.as_ref()?)?;
         keys::origin_key_prefix(Some((&kv.key, &value)), "").map(with_id)
     }));
-    out
-}
-
-/// A span's catalog entries: its operation and span attribute keys.
-fn catalog_keys(origin: &Origin, span: &Span) -> Vec<Vec<u8>> {
-    let kind = u8::try_from(span.kind).unwrap_or(0);
-    let mut out = vec![keys::catalog_operation(
-        origin.service_name(),
-        kind,
-        &span.name,
-    )];
-    out.extend(
-        span.attributes
-            .iter()
-            .map(|kv| keys::catalog_attr_key(false, &kv.key)),
-    );
     out
 }
 

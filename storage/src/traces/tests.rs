@@ -324,12 +324,12 @@ fn a_store_from_before_partitions_is_read_and_then_dropped_whole() {
         for p in legacy_index_prefixes(&origin, &legacy_span) {
             db.put_cf(
                 &cf("index"),
-                p.key(legacy_span.start_time_unix_nano, &[9; 16], &[1; 8]),
+                p.legacy_key(legacy_span.start_time_unix_nano, &[9; 16], &[1; 8]),
                 b"",
             )
             .unwrap();
         }
-        for k in catalog_keys(&origin, &legacy_span)
+        for k in [keys::catalog_operation("old-svc", 2, "legacy")]
             .into_iter()
             .chain(origin_catalog_keys(&origin))
         {
@@ -399,8 +399,12 @@ fn a_partition_written_before_origin_keys_and_after_reads_as_one_list() {
             .unwrap();
         let index_cf = spans_cf.replacen("spans_", "index_", 1);
         for p in legacy_index_prefixes(&origin, &old) {
-            db.put_cf(&cf(&index_cf), p.key(now + 1, &[2; 16], &[1; 8]), b"")
-                .unwrap();
+            db.put_cf(
+                &cf(&index_cf),
+                p.legacy_key(now + 1, &[2; 16], &[1; 8]),
+                b"",
+            )
+            .unwrap();
         }
     }
     let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
