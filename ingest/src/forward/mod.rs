@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
-use storage::{Metadata, Tsdb};
+use storage::Tsdb;
 
 pub use config::{MetadataConfig, Prepared, QueueConfig, RemoteWriteConfig};
 use metrics::{ForwardMetrics, QueueLabels};
@@ -99,13 +99,13 @@ impl Forwarding {
                 url: dest.raw.url.clone(),
             };
             let tsdb = self.tsdb.clone();
-            let metadata: Arc<dyn Fn() -> Vec<(String, Metadata)> + Send + Sync> =
+            let metadata: queue::MetadataSource =
                 Arc::new(move || tsdb.metadata().unwrap_or_default());
             let q = Queue::start(
                 dest.clone(),
                 outbox.clone(),
                 self.metrics.queue(labels),
-                Some(metadata),
+                metadata,
             )
             .map_err(|e| format!("starting the remote_write queue {}: {e}", dest.name))?;
             queues.insert(dest.key.clone(), q);

@@ -18,7 +18,7 @@
 //! order holds across it.
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +40,9 @@ const IDLE_WAIT: Duration = Duration::from_millis(250);
 const RESHARD_PERIOD: Duration = Duration::from_secs(10);
 /// The longest `Retry-After` honoured: a receiver cannot park a queue for days.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Where metric metadata is read from, off the async workers.
+pub(crate) type MetadataSource = Arc<dyn Fn() -> Vec<(String, Metadata)> + Send + Sync>;
 
 /// A running queue.
 pub(crate) struct Queue {
@@ -139,7 +142,7 @@ impl Queue {
         dest: Arc<Destination>,
         outbox: Outbox,
         metrics: QueueMetrics,
-        metadata: Option<Arc<dyn Fn() -> Vec<(String, Metadata)> + Send + Sync>>,
+        metadata: MetadataSource,
     ) -> std::io::Result<Queue> {
         let start = outbox.offset(&dest.key).unwrap_or_else(|| outbox.end());
         let q = &dest.raw.queue_config;
@@ -171,12 +174,10 @@ impl Queue {
                 .name(format!("remote-write-{}", dest.name))
                 .spawn(move || Reader::new(shared, runtime, stopped, start).run())?
         };
-        let metadata = match metadata {
-            Some(source) if dest.raw.metadata_config.send && !dest.v2 => {
-                Some(tokio::spawn(send_metadata(shared.clone(), source, stopped)))
-            }
-            _ => None,
-        };
+        // Requests of metadata alone are 1.0's; 2.0 would carry it inside each series, which
+        // this sender does not fill in.
+        let metadata = (dest.raw.metadata_config.send && !dest.v2)
+            .then(|| tokio::spawn(send_metadata(shared.clone(), metadata, stopped)));
         Ok(Queue {
             dest,
             shared,
@@ -404,9 +405,7 @@ impl Reader {
                 .map(|x| x.t)
                 .chain(e.histograms.iter().map(|h| h.t))
                 .fold(highest, i64::max);
-            let mut h = self.hasher.build_hasher();
-            e.labels.hash(&mut h);
-            let shard = (h.finish() % shards.senders.len() as u64) as usize;
+            let shard = (self.hasher.hash_one(&e.labels) % shards.senders.len() as u64) as usize;
             entries.push((shard, e));
         }
         if highest > i64::MIN {
@@ -613,7 +612,7 @@ async fn send_part(
 /// `max_samples_per_send` entries; a request is retried until the next round is due.
 async fn send_metadata(
     shared: Arc<Shared>,
-    source: Arc<dyn Fn() -> Vec<(String, Metadata)> + Send + Sync>,
+    source: MetadataSource,
     mut stopped: watch::Receiver<bool>,
 ) {
     let dest = &shared.dest;

@@ -27,8 +27,11 @@ fn append(db: &Tsdb, batch: &[SeriesBatch]) {
     assert!(r.rejected.is_empty(), "{r:?}");
 }
 
-/// (seq, [(name, [(t, value bits)])]) of every readable record from `from`.
-fn contents(ob: &Outbox, from: u64) -> Vec<(u64, Vec<(String, Vec<(i64, u64)>)>)> {
+/// A record as (seq, [(name, [(t, value bits)])]).
+type Contents = (u64, Vec<(String, Vec<(i64, u64)>)>);
+
+/// Every readable record from `from`.
+fn contents(ob: &Outbox, from: u64) -> Vec<Contents> {
     ob.read(from, usize::MAX)
         .unwrap()
         .into_iter()
@@ -177,7 +180,7 @@ fn backlog_and_skip_count_the_oldest_records() {
     }
     let all = ob.backlog_bytes(0).unwrap();
     let one = all / 10;
-    assert!(one > 0 && all % 10 == 0, "{all}");
+    assert!(one > 0 && all.is_multiple_of(10), "{all}");
     assert_eq!(ob.backlog_bytes(7).unwrap(), 3 * one);
     assert_eq!(ob.backlog_bytes(10).unwrap(), 0);
     let s = ob.skip(0, 2 * one + 1).unwrap();
