@@ -55,6 +55,7 @@ pub struct MetricsResult {
     pub series: Vec<Series>,
     pub inspected_spans: usize,
     pub inspected_traces: usize,
+    pub inspected_bytes: u64,
     /// Why the answer is incomplete, if it is: Tempo's `PARTIAL` status and message.
     pub partial: Option<String>,
 }
@@ -531,6 +532,7 @@ pub fn evaluate(
         series,
         inspected_spans: read.spans_inspected,
         inspected_traces: read.traces_read,
+        inspected_bytes: read.bytes_inspected,
         partial,
     }))
 }

@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
+use prost::Message;
+
 use storage::traces::{Seek, StoredSpan, TraceReader};
 use storage::StorageError;
 
@@ -12,6 +14,8 @@ pub struct SearchOutcome {
     /// Newest first.
     pub trace_ids: Vec<[u8; 16]>,
     pub spans_inspected: usize,
+    /// Encoded size of the spans read, as Tempo's `inspectedBytes` reports it.
+    pub bytes_inspected: u64,
     /// The scan budget ran out before `limit` traces were found.
     pub truncated: bool,
 }
@@ -30,6 +34,7 @@ pub fn find_traces(
     let mut found = Vec::new();
     let mut seen = HashSet::new();
     let mut inspected = 0;
+    let mut bytes_inspected = 0;
     let mut truncated = false;
     store.scan(seek, start_ns, end_ns, &mut |c| {
         if found.len() >= limit {
@@ -45,6 +50,7 @@ pub fn find_traces(
             return Ok(ControlFlow::Break(()));
         }
         if let Some(span) = c.load()? {
+            bytes_inspected += span.span.encoded_len() as u64;
             if matches(&span)? {
                 seen.insert(c.trace_id);
                 found.push(c.trace_id);
@@ -55,6 +61,7 @@ pub fn find_traces(
     Ok(SearchOutcome {
         trace_ids: found,
         spans_inspected: inspected.min(max_spans),
+        bytes_inspected,
         truncated,
     })
 }

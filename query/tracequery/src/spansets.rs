@@ -5,6 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
+use prost::Message;
+
 use storage::traces::{StoredSpan, TraceReader};
 use storage::StorageError;
 
@@ -51,6 +53,8 @@ pub struct SpansetSearch {
     pub traces: Vec<TraceMatch>,
     pub inspected_traces: usize,
     pub inspected_spans: usize,
+    /// Encoded size of the candidate spans and the traces read.
+    pub inspected_bytes: u64,
     /// The scan budget ran out before `limit` traces were found: older matches may exist.
     pub truncated: bool,
 }
@@ -83,6 +87,7 @@ pub fn search_spansets(
             }
             out.inspected_traces += 1;
             let trace = store.trace(&span.span.trace_id)?;
+            out.inspected_bytes += encoded_len(&trace);
             let sets = query.eval(&trace);
             if sets.is_empty() {
                 return Ok(false);
@@ -93,8 +98,13 @@ pub fn search_spansets(
         },
     )?;
     out.inspected_spans = found.spans_inspected;
+    out.inspected_bytes += found.bytes_inspected;
     out.truncated = found.truncated;
     Ok(out)
+}
+
+fn encoded_len(trace: &[StoredSpan]) -> u64 {
+    trace.iter().map(|s| s.span.encoded_len() as u64).sum()
 }
 
 fn trace_match(
@@ -167,6 +177,8 @@ fn is_shown_anyway(f: &Field) -> bool {
 pub struct ResultScan {
     pub spans_inspected: usize,
     pub traces_read: usize,
+    /// Encoded size of the candidate spans and the traces read.
+    pub bytes_inspected: u64,
     /// The budget ran out: spans older than the last one read were not visited.
     pub truncated: bool,
 }
@@ -198,6 +210,7 @@ pub fn for_each_result_span(
         let Some(span) = c.load()? else {
             return Ok(ControlFlow::Continue(()));
         };
+        out.bytes_inspected += span.span.encoded_len() as u64;
         if !query.candidate(&span) {
             return Ok(ControlFlow::Continue(()));
         }
@@ -208,6 +221,7 @@ pub fn for_each_result_span(
                     Some(ids) => ids,
                     None => {
                         let trace = store.trace(&span.span.trace_id)?;
+                        out.bytes_inspected += encoded_len(&trace);
                         let ids: HashSet<Vec<u8>> = query
                             .eval(&trace)
                             .iter()

@@ -56,8 +56,7 @@ impl ErrorBody for Envelope {
 type ApiError = trace_http::ApiError<Envelope>;
 
 fn ok(data: Value, total: usize) -> Response {
-    Json(json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null }))
-        .into_response()
+    Json(envelope(data, total)).into_response()
 }
 
 async fn services(State(store): State<Arc<dyn TraceReader>>) -> Result<Response, ApiError> {
@@ -269,11 +268,24 @@ async fn search(
         for id in found.trace_ids {
             out.push(model::trace(&store.trace(&id)?));
         }
-        Ok(out)
+        Ok((out, found.truncated.then_some(found.spans_inspected)))
     })
     .await?;
+    let (traces, stopped_at) = traces;
     let n = traces.len();
-    Ok(ok(json!(traces), n))
+    let mut body = envelope(json!(traces), n);
+    // A partial result, as Jaeger's query service returns one: the traces found, and an error
+    // saying what is missing (Grafana reads `data` and shows them).
+    if let Some(spans) = stopped_at {
+        body["errors"] = json!([{
+            "code": StatusCode::PARTIAL_CONTENT.as_u16(),
+            "msg": format!(
+                "search stopped after reading {spans} spans (limits.trace_search_max_spans): \
+                 older traces of the time range were not searched"
+            ),
+        }]);
+    }
+    Ok(Json(body).into_response())
 }
 
 async fn dependencies(
@@ -312,6 +324,10 @@ async fn dependencies(
         .collect();
     let n = data.len();
     Ok(ok(json!(data), n))
+}
+
+fn envelope(data: Value, total: usize) -> Value {
+    json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null })
 }
 
 #[cfg(test)]

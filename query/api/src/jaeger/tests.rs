@@ -224,6 +224,17 @@ async fn search_and_dependencies_stop_at_the_scan_budget() {
     .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["data"][0]["traceID"], TRACE_A);
+    // A partial result says so beside the traces it found.
+    assert_eq!(v["errors"][0]["code"], 206, "{v}");
+    let msg = v["errors"][0]["msg"].as_str().unwrap();
+    assert!(msg.contains("after reading 1 spans"), "{msg}");
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
+    let (_, v) = get_json(
+        &app,
+        &format!("/jaeger/api/traces?service=frontend&{window}"),
+    )
+    .await;
+    assert_eq!(v["errors"], Value::Null, "{v}");
     let none = TraceLimits {
         max_spans_inspected: 0,
         ..TraceLimits::default()

@@ -150,12 +150,12 @@ async fn run(
 }
 
 fn metrics_json(r: &MetricsResult) -> Json_ {
-    json!({
-        "inspectedTraces": r.inspected_traces,
-        "inspectedSpans": r.inspected_spans.to_string(),
-        "completedJobs": 1,
-        "totalJobs": 1,
-    })
+    super::search_metrics(
+        r.inspected_traces,
+        r.inspected_spans,
+        r.inspected_bytes,
+        r.partial.is_some(),
+    )
 }
 
 fn with_status(mut body: Json_, r: &MetricsResult) -> Json_ {

@@ -456,6 +456,13 @@ async fn traceql_metrics_in_the_shapes_grafana_decodes() {
     assert_eq!(exemplar["timestampMs"], json!(t0ms.to_string()));
     assert_eq!(exemplar["value"], hits[0]["value"]);
     assert_eq!(v["metrics"]["inspectedSpans"], "2");
+    let bytes: u64 = v["metrics"]["inspectedBytes"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bytes > 0, "{v}");
+    assert_eq!(v["metrics"]["totalJobs"], 1);
     with_code("200");
 
     // Traces Drilldown's panels: root-span rate, errors (none here), duration quantiles,
@@ -570,4 +577,9 @@ async fn traceql_metrics_in_the_shapes_grafana_decodes() {
     let v = get_json(&limited, &range("{ } | rate()", "")).await;
     assert_eq!(v["status"], "PARTIAL");
     assert!(v["message"].as_str().unwrap().contains("1 spans"), "{v}");
+    assert_eq!(
+        (&v["metrics"]["completedJobs"], &v["metrics"]["totalJobs"]),
+        (&json!(1), &json!(2)),
+        "{v}"
+    );
 }
