@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -403,6 +403,8 @@ struct Fake {
     accepted: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
     label_sets: Arc<Mutex<Vec<String>>>,
+    /// The newest sample timestamp accepted.
+    newest: Arc<AtomicI64>,
 }
 
 impl Fake {
@@ -415,23 +417,28 @@ impl Fake {
             accepted: Arc::default(),
             requests: Arc::default(),
             label_sets: Arc::default(),
+            newest: Arc::default(),
         };
-        let (mode, accepted, requests, label_sets) = (
+        let (mode, accepted, requests, label_sets, newest) = (
             fake.mode.clone(),
             fake.accepted.clone(),
             fake.requests.clone(),
             fake.label_sets.clone(),
+            fake.newest.clone(),
         );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
-                let (mode, accepted, requests, label_sets) = (
+                let (mode, accepted, requests, label_sets, newest) = (
                     mode.clone(),
                     accepted.clone(),
                     requests.clone(),
                     label_sets.clone(),
+                    newest.clone(),
                 );
-                std::thread::spawn(move || serve(conn, &mode, &accepted, &requests, &label_sets));
+                std::thread::spawn(move || {
+                    serve(conn, &mode, &accepted, &requests, &label_sets, &newest)
+                });
             }
         });
         fake
@@ -448,6 +455,7 @@ fn serve(
     accepted: &AtomicU64,
     requests: &AtomicU64,
     label_sets: &Mutex<Vec<String>>,
+    newest: &AtomicI64,
 ) {
     loop {
         let mut head = Vec::new();
@@ -476,6 +484,9 @@ fn serve(
                 let mut sets = label_sets.lock().unwrap();
                 for ts in &req.timeseries {
                     accepted.fetch_add(ts.samples.len() as u64, Ordering::SeqCst);
+                    for x in &ts.samples {
+                        newest.fetch_max(x.timestamp, Ordering::SeqCst);
+                    }
                     let set: Vec<String> = ts
                         .labels
                         .iter()
@@ -572,4 +583,69 @@ fn bad_receivers_cost_local_ingest_nothing_and_are_counted() {
             n.process.log()
         )
     });
+}
+
+#[test]
+fn a_backlog_over_max_disk_usage_loses_its_oldest_samples_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::start(Mode::ServerError);
+    let n = sender(
+        &dir.path().join("novamon"),
+        &fake.url,
+        QUICK,
+        "    max_disk_usage: 64KB\n    metadata_config: {send_interval: 1s}\n",
+    );
+    let t0 = now_ms() / 1000 * 1000 - 600_000;
+    const WRITES: i64 = 40;
+    for k in 0..WRITES {
+        let series = (0..200)
+            .map(|i| {
+                let i_s = i.to_string();
+                v1_series(
+                    &[("__name__", "fwd_cap"), ("i", &i_s)],
+                    &[(t0 + k * 1000, 1.0)],
+                )
+            })
+            .collect();
+        let mut req = v1::WriteRequest {
+            timeseries: series,
+            metadata: Vec::new(),
+        };
+        if k == 0 {
+            req.metadata.push(v1::MetricMetadata {
+                r#type: v1::MetricType::Gauge as i32,
+                metric_family_name: "fwd_cap".into(),
+                help: "A gauge to forward.".into(),
+                unit: String::new(),
+            });
+        }
+        let (status, body, _) = n.remote_write(&req.encode_to_vec(), V1);
+        assert_eq!(status, 204, "{body}");
+    }
+    // The receiver fails all the while: the backlog passes 64 KiB and its oldest go.
+    wait_until(Duration::from_secs(10), || {
+        counter(&n, "novamon_remote_storage_outbox_dropped_samples_total") > 0.0
+    })
+    .unwrap_or_else(|| panic!("{}", metrics_text(&n)));
+    fake.set(Mode::Accept);
+    let total = (WRITES * 200) as f64;
+    wait_until(Duration::from_secs(20), || {
+        let sent = fake.accepted.load(Ordering::SeqCst) as f64;
+        let dropped = counter(&n, "novamon_remote_storage_outbox_dropped_samples_total");
+        sent + dropped >= total && counter(&n, "prometheus_remote_storage_samples_pending") == 0.0
+    })
+    .unwrap_or_else(|| panic!("{}", metrics_text(&n)));
+    let sent = fake.accepted.load(Ordering::SeqCst) as f64;
+    let dropped = counter(&n, "novamon_remote_storage_outbox_dropped_samples_total");
+    // Nothing is both sent and dropped, and the cap held: what was kept is what the shard
+    // held in memory (capacity, 2500) and 64 KiB of records on disk (about 40 bytes a sample).
+    assert_eq!(sent + dropped, total, "sent {sent}, dropped {dropped}");
+    assert!(sent < 2500.0 + 2500.0, "sent {sent}, dropped {dropped}");
+    // The newest were kept.
+    assert!(fake.newest.load(Ordering::SeqCst) == t0 + (WRITES - 1) * 1000);
+    // Metadata is sent in requests of its own, every send_interval.
+    wait_until(Duration::from_secs(10), || {
+        counter(&n, "prometheus_remote_storage_metadata_total") >= 1.0
+    })
+    .unwrap_or_else(|| panic!("{}", metrics_text(&n)));
 }

@@ -46,46 +46,46 @@ impl ForwardMetrics {
         let m = ForwardMetrics::default();
         let p = "prometheus_remote_storage_";
         for (name, help, family) in [
-            ("samples", "Total number of samples sent to remote storage.", &m.samples),
-            ("samples_failed", "Total number of samples which failed on send to remote storage, non-recoverable errors.", &m.failed),
-            ("samples_retried", "Total number of samples which failed on send to remote storage but were retried because the send error was recoverable.", &m.retried),
-            ("samples_dropped", "Total number of samples which were dropped after being read from the outbox before being sent via remote write, either via relabelling or unintentionally because of an unknown reference ID.", &m.dropped),
-            ("histograms", "Total number of histograms sent to remote storage.", &m.histograms),
-            ("exemplars", "Total number of exemplars sent to remote storage.", &m.exemplars),
-            ("metadata", "Total number of metadata entries sent to remote storage.", &m.metadata),
-            ("metadata_failed", "Total number of metadata entries which failed on send to remote storage, non-recoverable errors.", &m.metadata_failed),
-            ("bytes", "The total number of bytes of data (not metadata) sent by the queue after compression.", &m.bytes),
+            ("samples", "Total number of samples sent to remote storage", &m.samples),
+            ("samples_failed", "Total number of samples which failed on send to remote storage, non-recoverable errors", &m.failed),
+            ("samples_retried", "Total number of samples which failed on send to remote storage but were retried because the send error was recoverable", &m.retried),
+            ("samples_dropped", "Total number of samples which were dropped after being read from the outbox before being sent via remote write, either via relabelling or unintentionally because of an unknown reference ID", &m.dropped),
+            ("histograms", "Total number of histograms sent to remote storage", &m.histograms),
+            ("exemplars", "Total number of exemplars sent to remote storage", &m.exemplars),
+            ("metadata", "Total number of metadata entries sent to remote storage", &m.metadata),
+            ("metadata_failed", "Total number of metadata entries which failed on send to remote storage, non-recoverable errors", &m.metadata_failed),
+            ("bytes", "The total number of bytes of data (not metadata) sent by the queue after compression", &m.bytes),
         ] {
             registry.register(format!("{p}{name}"), help, family.clone());
         }
         for (name, help, family) in [
-            ("samples_pending", "The number of samples pending in the queues shards to be sent to the remote storage.", &m.pending),
-            ("shards", "The number of shards used for parallel sending to the remote storage.", &m.shards),
-            ("shards_min", "The minimum number of shards that the queue is allowed to run.", &m.shards_min),
-            ("shards_max", "The maximum number of shards that the queue is allowed to run.", &m.shards_max),
-            ("shard_capacity", "The capacity of each shard of the queue used for parallel sending to the remote storage.", &m.capacity),
-            ("max_samples_per_send", "The maximum number of samples to be sent, in a single request, to the remote storage.", &m.max_samples_per_send),
+            ("samples_pending", "The number of samples pending in the queues shards to be sent to the remote storage", &m.pending),
+            ("shards", "The number of shards used for parallel sending to the remote storage", &m.shards),
+            ("shards_min", "The minimum number of shards that the queue is allowed to run", &m.shards_min),
+            ("shards_max", "The maximum number of shards that the queue is allowed to run", &m.shards_max),
+            ("shard_capacity", "The capacity of each shard of the queue used for parallel sending to the remote storage", &m.capacity),
+            ("max_samples_per_send", "The maximum number of samples to be sent, in a single request, to the remote storage", &m.max_samples_per_send),
         ] {
             registry.register(format!("{p}{name}"), help, family.clone());
         }
         registry.register(
             format!("{p}queue_highest_sent_timestamp_seconds"),
-            "Timestamp from a WAL sample, the highest timestamp successfully sent by this queue, in seconds since epoch.",
+            "Timestamp from a WAL sample, the highest timestamp successfully sent by this queue, in seconds since epoch",
             m.highest_sent.clone(),
         );
         registry.register(
             format!("{p}highest_timestamp_in_seconds"),
-            "Highest timestamp that has come into the remote storage via the outbox, in seconds since epoch.",
+            "Highest timestamp that has come into the remote storage via the outbox, in seconds since epoch",
             m.highest_read.clone(),
         );
         registry.register(
             "novamon_remote_storage_outbox_bytes",
-            "Bytes of appended data on disk not yet forwarded to this destination (before compression).",
+            "Bytes of appended data on disk not yet forwarded to this destination (before compression)",
             m.outbox_bytes.clone(),
         );
         registry.register(
             "novamon_remote_storage_outbox_dropped_samples",
-            "Samples dropped unsent because the destination's backlog exceeded max_disk_usage.",
+            "Samples dropped unsent because the destination's backlog exceeded max_disk_usage",
             m.outbox_dropped.clone(),
         );
         m

@@ -38,6 +38,8 @@ const READ_BYTES: usize = 1 << 20;
 /// How long the reader sleeps when it has read everything (it is woken by new records).
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 const RESHARD_PERIOD: Duration = Duration::from_secs(10);
+/// How often the disk cap is checked while the reader waits for room in a shard.
+const CAP_CHECK: Duration = Duration::from_secs(1);
 /// The longest `Retry-After` honoured: a receiver cannot park a queue for days.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
@@ -253,6 +255,8 @@ struct Reader {
     waited: Duration,
     /// Samples retried at the last decision: a queue retrying is not short of shards.
     retried_at_decision: u64,
+    /// Records below this were passed over by the disk cap.
+    skip_below: u64,
 }
 
 impl Reader {
@@ -270,6 +274,7 @@ impl Reader {
             hasher: foldhash::fast::RandomState::default(),
             waited: Duration::ZERO,
             retried_at_decision: 0,
+            skip_below: 0,
         }
     }
 
@@ -283,9 +288,7 @@ impl Reader {
         let mut shards = Shards::spawn(n, &self.shared, &self.runtime, &self.stopped);
         let mut decided = Instant::now();
         while !self.stopping() {
-            if let Err(e) = self.enforce_disk_cap() {
-                self.shared.error(format!("reading the outbox: {e}"));
-            }
+            self.enforce_disk_cap(self.cursor);
             let records = match self.shared.outbox.read(self.cursor, READ_BYTES) {
                 Ok(r) => r,
                 Err(e) => {
@@ -298,6 +301,10 @@ impl Reader {
                 self.shared.outbox.wait(self.cursor, IDLE_WAIT);
             }
             for r in records {
+                // Passed over by the disk cap while an earlier record waited for room.
+                if r.seq < self.skip_below {
+                    continue;
+                }
                 if !self.dispatch(r, &shards) {
                     break;
                 }
@@ -345,30 +352,41 @@ impl Reader {
         true
     }
 
-    /// Passes over the oldest unread records while the backlog is over `max_disk_usage`.
-    fn enforce_disk_cap(&mut self) -> Result<(), storage::StorageError> {
+    /// Passes over the oldest unread records from `from` on while the backlog is over
+    /// `max_disk_usage`.
+    fn enforce_disk_cap(&mut self, from: u64) {
+        if let Err(e) = self.try_enforce_disk_cap(from) {
+            self.shared.error(format!("reading the outbox: {e}"));
+        }
+    }
+
+    fn try_enforce_disk_cap(&mut self, from: u64) -> Result<(), storage::StorageError> {
         let outbox = &self.shared.outbox;
-        let backlog = outbox.backlog_bytes(self.cursor)?;
+        let backlog = outbox.backlog_bytes(from)?;
         self.shared.metrics.outbox_bytes.set(backlog as i64);
         let cap = self.shared.dest.raw.max_disk_usage;
         if backlog <= cap {
             return Ok(());
         }
-        let skipped = outbox.skip(self.cursor, backlog - cap)?;
+        let skipped = outbox.skip(from, backlog - cap)?;
         self.shared.metrics.outbox_dropped.inc_by(skipped.samples);
         self.shared.error(format!(
             "backlog over max_disk_usage ({cap} bytes): dropped the oldest {} samples",
             skipped.samples
         ));
-        self.cursor = skipped.next;
-        self.shared.progress.lock().read_upto = skipped.next;
+        self.skip_below = self.skip_below.max(skipped.next);
+        self.cursor = self.cursor.max(skipped.next);
+        // Safe while a record below is still being handed out: it is in `outstanding`.
+        let mut p = self.shared.progress.lock();
+        p.read_upto = p.read_upto.max(skipped.next);
         Ok(())
     }
 
     /// Hands a record's entries to their shards; false when stopping.
     fn dispatch(&mut self, record: OutboxRecord, shards: &Shards) -> bool {
-        let dest = &self.shared.dest;
-        let metrics = &self.shared.metrics;
+        let shared = self.shared.clone();
+        let dest = &shared.dest;
+        let metrics = &shared.metrics;
         let mut entries: Vec<(usize, Entry)> = Vec::with_capacity(record.batch.len());
         let mut highest = i64::MIN;
         for s in record.batch.iter() {
@@ -426,26 +444,35 @@ impl Reader {
             let weight = e.weight().min(capacity);
             let room = shards.room[shard].clone();
             let waiting = Instant::now();
-            let mut stopped = self.stopped.clone();
-            let got = self.runtime.block_on(async move {
-                tokio::select! {
-                    permit = room.acquire_many(weight as u32) => {
-                        permit.map(|p| p.forget()).is_ok()
+            loop {
+                let room = room.clone();
+                let mut stopped = self.stopped.clone();
+                let got = self.runtime.block_on(async move {
+                    tokio::select! {
+                        permit = room.acquire_many(weight as u32) => {
+                            Some(permit.map(|p| p.forget()).is_ok())
+                        }
+                        _ = stopped.wait_for(|s| *s) => Some(false),
+                        _ = tokio::time::sleep(CAP_CHECK) => None,
                     }
-                    _ = stopped.wait_for(|s| *s) => false,
+                });
+                match got {
+                    Some(true) => break,
+                    Some(false) => return false,
+                    // While the shards cannot take more, the backlog behind this record
+                    // still grows: keep it within the cap.
+                    None => self.enforce_disk_cap(record.seq + 1),
                 }
-            });
-            self.waited += waiting.elapsed();
-            if !got {
-                return false;
             }
+            self.waited += waiting.elapsed();
             metrics.pending.inc_by(e.weight() as i64);
             if shards.senders[shard].send(e).is_err() {
                 return false;
             }
         }
-        self.cursor = record.seq + 1;
-        self.shared.progress.lock().read_upto = self.cursor;
+        self.cursor = self.cursor.max(record.seq + 1);
+        let mut p = self.shared.progress.lock();
+        p.read_upto = p.read_upto.max(self.cursor);
         true
     }
 }
