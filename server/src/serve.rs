@@ -204,6 +204,13 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             traces.clone(),
             config.trace_limits(),
             query_gate.clone(),
+            // The metrics generator's service-graph counters are the dependency graph's
+            // edge table.
+            config
+                .traces
+                .metrics_generator
+                .options()
+                .map(|_| tsdb.clone() as Arc<dyn storage::Querier>),
         ))
         .merge(api::tempo::routes(
             traces.clone(),

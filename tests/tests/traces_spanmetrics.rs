@@ -111,6 +111,21 @@ fn grafana_service_graph_and_span_table_queries_answer_what_the_traces_imply() {
     assert_eq!(value(&totals, &fb, "total"), 4.0);
     assert_eq!(value(&totals, &uf, "total"), 5.0);
 
+    // Jaeger's dependency view (Grafana's Jaeger data source sends `endTs` and `lookback`)
+    // reads the same counters: the `user` edge exists only there, not in the spans.
+    let deps = n.get_ok(&format!(
+        "/jaeger/api/dependencies?endTs={}&lookback=900000",
+        (now * 1000.0) as u64
+    ));
+    assert_eq!(
+        deps["data"],
+        serde_json::json!([
+            { "parent": front, "child": back, "callCount": 4 },
+            { "parent": "user", "child": front, "callCount": 5 },
+        ]),
+        "{deps}"
+    );
+
     // The service map: for each metric, the rates by edge and the edges' labels.
     let edge = |c: &str, s: &str| format!(r#"{{"client":"{c}","server":"{s}"}}"#);
     let (fb_edge, uf_edge) = (edge(front, back), edge("user", front));

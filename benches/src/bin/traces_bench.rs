@@ -256,10 +256,17 @@ async fn main() -> anyhow::Result<()> {
         std::time::Duration::from_secs(120),
         &mut prometheus_client::registry::Registry::default(),
     );
-    let routes =
-        api::jaeger::routes(traces.clone(), api::TraceLimits::default(), gate.clone()).merge(
-            api::tempo::routes(traces.clone(), api::TraceLimits::default(), gate),
-        );
+    let routes = api::jaeger::routes(
+        traces.clone(),
+        api::TraceLimits::default(),
+        gate.clone(),
+        None,
+    )
+    .merge(api::tempo::routes(
+        traces.clone(),
+        api::TraceLimits::default(),
+        gate,
+    ));
     let http_server = tokio::spawn(
         axum::serve(http, routes)
             .with_graceful_shutdown(until_stopped(stopped))

@@ -258,9 +258,10 @@ pub(crate) mod tests {
     async fn trace_searches_wait_for_a_slot_and_time_out_with_each_apis_error() {
         let f = crate::trace_fixture::fixture();
         let (g, _r) = gate(1, Duration::from_millis(1));
-        let app = crate::jaeger::routes(f.store.clone(), Default::default(), g.clone()).merge(
-            crate::tempo::routes(f.store.clone(), Default::default(), g.clone()),
-        );
+        let app =
+            crate::jaeger::routes(f.store.clone(), Default::default(), g.clone(), None).merge(
+                crate::tempo::routes(f.store.clone(), Default::default(), g.clone()),
+            );
         let held = g.admit(None).await.unwrap();
         let msg = "query timed out in query queue";
         for uri in [

@@ -5,7 +5,8 @@
 //!   the notations both APIs take.
 //! - [`traceql`]: TraceQL parsed and evaluated on spans and traces; [`spansets`]: TraceQL search with Tempo's spansets.
 //! - [`metrics`]: TraceQL metrics (`| rate() by (…)` and the rest) over a window, per step.
-//! - [`dependencies`]: the service graph Jaeger's dependencies view draws.
+//! - [`dependencies`]: the service graph Jaeger's dependencies view draws, from the metrics
+//!   generator's service-graph counters or from the spans.
 //!
 //! Knows nothing of HTTP or of either API's response shapes.
 
@@ -18,5 +19,5 @@ pub mod traceql;
 #[cfg(test)]
 mod test_traces;
 
-pub use dependencies::{dependencies, DependencyLink};
+pub use dependencies::{dependencies, service_graph_dependencies, DependencyLink};
 pub use search::{find_traces, hex, parse_go_duration, parse_trace_id, SearchOutcome};

@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use storage::traces::{Seek, StoredSpan, TraceReader};
+use storage::Querier;
 
 use crate::admission::QueryGate;
 use crate::trace_http::{self, now_ns, param, params, ErrorBody, TraceLimits};
@@ -25,9 +26,20 @@ const DEFAULT_LIMIT: usize = 20;
 const DEFAULT_LOOKBACK_NS: u64 = 3600 * 1_000_000_000;
 const MAX_LIMIT: usize = 1500;
 
+/// The metric store holding the metrics generator's service-graph counters, which the
+/// dependencies view reads before falling back to walking spans.
+#[derive(Clone)]
+struct ServiceGraph(Option<Arc<dyn Querier>>);
+
 /// Jaeger's query API over `store`; each request reads at most what `limits` allow, and
-/// searches wait for a slot of `gate`.
-pub fn routes(store: Arc<dyn TraceReader>, limits: TraceLimits, gate: QueryGate) -> Router {
+/// searches wait for a slot of `gate`. With `service_graph` (the metric store, when the
+/// metrics generator writes into it) dependencies come from its service-graph counters.
+pub fn routes(
+    store: Arc<dyn TraceReader>,
+    limits: TraceLimits,
+    gate: QueryGate,
+    service_graph: Option<Arc<dyn Querier>>,
+) -> Router {
     Router::new()
         .route("/jaeger/api/services", get(services))
         .route(
@@ -41,6 +53,7 @@ pub fn routes(store: Arc<dyn TraceReader>, limits: TraceLimits, gate: QueryGate)
         .with_state(store)
         .layer(Extension(limits))
         .layer(Extension(gate))
+        .layer(Extension(ServiceGraph(service_graph)))
 }
 
 /// Jaeger's error envelope.
@@ -291,6 +304,7 @@ async fn search(
 async fn dependencies(
     Extension(limits): Extension<TraceLimits>,
     Extension(gate): Extension<QueryGate>,
+    Extension(ServiceGraph(service_graph)): Extension<ServiceGraph>,
     State(store): State<Arc<dyn TraceReader>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -309,10 +323,19 @@ async fn dependencies(
     let lookback_ns = ms("lookback")?
         .map(|m| m.saturating_mul(1_000_000))
         .unwrap_or(24 * 3600 * 1_000_000_000);
+    let start_ns = end_ns.saturating_sub(lookback_ns);
     let links = ApiError::admitted(&gate, move || {
+        // The counters answer for the whole window when the generator was writing them;
+        // without any (generator off, or the window older than its series) the spans do.
+        if let Some(metrics) = &service_graph {
+            let links = tracequery::service_graph_dependencies(&**metrics, start_ns, end_ns)?;
+            if !links.is_empty() {
+                return Ok(links);
+            }
+        }
         Ok(tracequery::dependencies(
             &*store,
-            end_ns.saturating_sub(lookback_ns),
+            start_ns,
             end_ns,
             limits.max_spans_inspected,
         )?)

@@ -25,7 +25,7 @@ async fn get_json(app: &Router, uri: &str) -> (StatusCode, Value) {
 #[tokio::test]
 async fn services_and_operations() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate(), None);
     let (st, v) = get_json(&app, "/jaeger/api/services").await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(
@@ -57,7 +57,7 @@ async fn services_and_operations() {
 #[tokio::test]
 async fn trace_by_id_has_processes_references_typed_tags_and_logs() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate(), None);
     let (st, v) = get_json(&app, &format!("/jaeger/api/traces/{TRACE_A}")).await;
     assert_eq!(st, StatusCode::OK);
     let trace = &v["data"][0];
@@ -119,7 +119,7 @@ async fn trace_by_id_has_processes_references_typed_tags_and_logs() {
 #[tokio::test]
 async fn search_by_service_operation_tags_and_duration() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate(), None);
     let window = format!(
         "start={}&end={}",
         (f.t0 - 120_000_000_000) / 1000,
@@ -196,7 +196,7 @@ async fn search_by_service_operation_tags_and_duration() {
 #[tokio::test]
 async fn dependencies_link_parent_and_child_services() {
     let f = fixture();
-    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate(), None);
     let (_, v) = get_json(&app, "/jaeger/api/dependencies?lookback=3600000").await;
     assert_eq!(
         v["data"],
@@ -216,7 +216,7 @@ async fn search_and_dependencies_stop_at_the_scan_budget() {
         max_spans_inspected: 1,
         ..TraceLimits::default()
     };
-    let app = routes(f.store.clone(), one_span, open_gate());
+    let app = routes(f.store.clone(), one_span, open_gate(), None);
     let (_, v) = get_json(
         &app,
         &format!("/jaeger/api/traces?service=frontend&{window}"),
@@ -228,7 +228,7 @@ async fn search_and_dependencies_stop_at_the_scan_budget() {
     assert_eq!(v["errors"][0]["code"], 206, "{v}");
     let msg = v["errors"][0]["msg"].as_str().unwrap();
     assert!(msg.contains("after reading 1 spans"), "{msg}");
-    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate(), None);
     let (_, v) = get_json(
         &app,
         &format!("/jaeger/api/traces?service=frontend&{window}"),
@@ -239,7 +239,65 @@ async fn search_and_dependencies_stop_at_the_scan_budget() {
         max_spans_inspected: 0,
         ..TraceLimits::default()
     };
-    let app = routes(f.store.clone(), none, open_gate());
+    let app = routes(f.store.clone(), none, open_gate(), None);
     let (_, v) = get_json(&app, "/jaeger/api/dependencies?lookback=3600000").await;
     assert_eq!(v["data"], json!([]));
+}
+
+/// With the metric store, dependencies are the service-graph counters' increase over the
+/// window (the span walk would find one call); without counters in the window, the spans.
+#[tokio::test]
+async fn dependencies_come_from_the_service_graph_counters_when_there_are_any() {
+    use storage::{AppendMode, Appendable, Labels, Sample, SeriesBatch};
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Arc::new(storage::Tsdb::open(dir.path(), Default::default()).unwrap());
+    let end_ms = (f.t0 / 1_000_000) as i64 + 1000;
+    let counter = |client: &str, server: &str, points: &[(i64, f64)]| SeriesBatch {
+        labels: Labels::from_pairs([
+            ("__name__", "traces_service_graph_request_total"),
+            ("client", client),
+            ("server", server),
+            ("connection_type", ""),
+        ]),
+        samples: points
+            .iter()
+            .map(|&(ago, v)| Sample { t: end_ms - ago, v })
+            .collect(),
+        histograms: Vec::new(),
+    };
+    let mut app = tsdb.appender(AppendMode::AllOrNothing);
+    // 40 before the last hour, 100 at its end: 60 calls in the hour.
+    app.append(counter(
+        "frontend",
+        "backend",
+        &[(3_700_000, 40.0), (1_800_000, 70.0), (0, 100.0)],
+    ));
+    // Only before the hour: no call in it.
+    app.append(counter("user", "frontend", &[(3_650_000, 5.0)]));
+    app.commit().unwrap();
+    let metrics: Arc<dyn Querier> = tsdb;
+    let app = routes(
+        f.store.clone(),
+        TraceLimits::default(),
+        open_gate(),
+        Some(metrics),
+    );
+    let hour = format!("/jaeger/api/dependencies?endTs={end_ms}&lookback=3600000");
+    let (_, v) = get_json(&app, &hour).await;
+    assert_eq!(
+        v["data"],
+        json!([{ "parent": "frontend", "child": "backend", "callCount": 60 }]),
+        "{v}"
+    );
+    // A window before the counters: the spans answer.
+    let (_, v) = get_json(
+        &app,
+        &format!(
+            "/jaeger/api/dependencies?endTs={}&lookback=3600000",
+            end_ms - 7_000_000
+        ),
+    )
+    .await;
+    assert_eq!(v["data"], json!([]), "{v}");
 }
