@@ -45,8 +45,9 @@ pub struct EncodedSeries<'a> {
 }
 
 impl<'a> EncodedSeries<'a> {
-    /// The label set as the index stores it.
-    pub(crate) fn label_bytes(&self) -> &'a [u8] {
+    /// The label set as the index stores it: equal bytes, equal label sets (a key for
+    /// caches of what is derived from a label set).
+    pub fn label_bytes(&self) -> &'a [u8] {
         self.labels
     }
 
@@ -169,7 +170,9 @@ impl EncodedBatch {
     }
 
     /// [`EncodedBatch::push_raw`] of a label set read back from disk: refused (the batch
-    /// unchanged) unless it is canonical and encoded exactly as this module encodes it.
+    /// unchanged) unless it is one whole label set in this encoding. Its strings are not
+    /// checked again (RocksDB checksums what it reads; a pair that is not UTF-8 would end
+    /// [`EncodedSeries::labels`] early, never panic).
     pub(crate) fn push_stored(
         &mut self,
         labels: &[u8],
@@ -177,11 +180,11 @@ impl EncodedBatch {
         histograms: &[HistogramSample],
         exemplars: &[Exemplar],
     ) -> Result<(), StorageError> {
-        let start = self.labels.len();
-        let ok = put_label_set(&mut self.labels, str_pairs(labels)).is_ok()
-            && self.labels[start..] == *labels;
-        self.labels.truncate(start);
-        if !ok {
+        let mut c = Cursor::new(labels);
+        let whole = c.uvarint().is_some_and(|n| {
+            (0..n).all(|_| c.bytes().is_some() && c.bytes().is_some()) && c.is_empty()
+        });
+        if !whole {
             return Err(StorageError::Corrupt("stored label set".into()));
         }
         self.push_raw(labels, samples, histograms, exemplars);

@@ -17,7 +17,7 @@
 //! `min_shards..=max_shards`; shards are drained before their number changes, so per-series
 //! order holds across it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use storage::{Metadata, Outbox, OutboxRecord};
+use storage::{Label, Metadata, Outbox, OutboxRecord};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::warn;
 
@@ -40,6 +40,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(250);
 const RESHARD_PERIOD: Duration = Duration::from_secs(10);
 /// How often the disk cap is checked while the reader waits for room in a shard.
 const CAP_CHECK: Duration = Duration::from_secs(1);
+/// Most label sets whose form as sent is kept (a few hundred bytes each).
+const MAX_CACHED_LABEL_SETS: usize = 200_000;
 /// The longest `Retry-After` honoured: a receiver cannot park a queue for days.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
@@ -204,7 +206,7 @@ impl Queue {
 
 /// The shards of one period between reshardings.
 struct Shards {
-    senders: Vec<mpsc::UnboundedSender<Entry>>,
+    senders: Vec<mpsc::UnboundedSender<Chunk>>,
     room: Vec<Arc<Semaphore>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -257,6 +259,8 @@ struct Reader {
     retried_at_decision: u64,
     /// Records below this were passed over by the disk cap.
     skip_below: u64,
+    /// Label set as stored → as sent, with its hash (None: dropped by relabelling).
+    cache: foldhash::HashMap<Box<[u8]>, SentLabels>,
 }
 
 impl Reader {
@@ -275,6 +279,7 @@ impl Reader {
             waited: Duration::ZERO,
             retried_at_decision: 0,
             skip_below: 0,
+            cache: foldhash::HashMap::default(),
         }
     }
 
@@ -382,25 +387,47 @@ impl Reader {
         Ok(())
     }
 
+    /// A series' labels as sent (external labels, relabelling, sorted) and their hash, or
+    /// None when relabelling drops it; computed once per label set.
+    fn prepared(&mut self, series: storage::EncodedSeries<'_>) -> SentLabels {
+        let label_bytes = series.label_bytes();
+        if let Some(p) = self.cache.get(label_bytes) {
+            return p.clone();
+        }
+        let dest = &self.shared.dest;
+        let mut labels = series.labels().into_vec();
+        for l in &dest.external_labels {
+            if !labels.iter().any(|x| x.name == l.name) {
+                labels.push(l.clone());
+            }
+        }
+        let prepared = storage::relabel::process(labels, &dest.relabel).map(|mut labels| {
+            labels.sort_by(|a, b| a.name.cmp(&b.name));
+            let hash = self.hasher.hash_one(&labels);
+            (Arc::<[Label]>::from(labels), hash)
+        });
+        // Bounded: a churn of label sets starts the cache afresh rather than growing it.
+        if self.cache.len() >= MAX_CACHED_LABEL_SETS {
+            self.cache.clear();
+        }
+        self.cache.insert(label_bytes.into(), prepared.clone());
+        prepared
+    }
+
     /// Hands a record's entries to their shards; false when stopping.
     fn dispatch(&mut self, record: OutboxRecord, shards: &Shards) -> bool {
         let shared = self.shared.clone();
         let dest = &shared.dest;
         let metrics = &shared.metrics;
-        let mut entries: Vec<(usize, Entry)> = Vec::with_capacity(record.batch.len());
+        let n = shards.senders.len();
+        let mut groups: Vec<Vec<Entry>> = (0..n).map(|_| Vec::new()).collect();
+        let mut count = 0;
         let mut highest = i64::MIN;
         for s in record.batch.iter() {
-            let mut labels = s.labels().into_vec();
-            for l in &dest.external_labels {
-                if !labels.iter().any(|x| x.name == l.name) {
-                    labels.push(l.clone());
-                }
-            }
-            let Some(mut labels) = storage::relabel::process(labels, &dest.relabel) else {
+            let Some((labels, hash)) = self.prepared(s) else {
                 metrics.dropped.inc_by(s.samples.len() as u64);
                 continue;
             };
-            labels.sort_by(|a, b| a.name.cmp(&b.name));
             let e = Entry {
                 seq: record.seq,
                 labels,
@@ -423,8 +450,8 @@ impl Reader {
                 .map(|x| x.t)
                 .chain(e.histograms.iter().map(|h| h.t))
                 .fold(highest, i64::max);
-            let shard = (self.hasher.hash_one(&e.labels) % shards.senders.len() as u64) as usize;
-            entries.push((shard, e));
+            groups[(hash % n as u64) as usize].push(e);
+            count += 1;
         }
         if highest > i64::MIN {
             let secs = highest as f64 / 1000.0;
@@ -432,41 +459,53 @@ impl Reader {
                 metrics.highest_read.set(secs);
             }
         }
-        if !entries.is_empty() {
+        if count > 0 {
             self.shared
                 .progress
                 .lock()
                 .outstanding
-                .insert(record.seq, entries.len());
+                .insert(record.seq, count);
         }
         let capacity = dest.raw.queue_config.capacity;
-        for (shard, e) in entries {
-            let weight = e.weight().min(capacity);
-            let room = shards.room[shard].clone();
-            let waiting = Instant::now();
-            loop {
-                let room = room.clone();
-                let mut stopped = self.stopped.clone();
-                let got = self.runtime.block_on(async move {
-                    tokio::select! {
-                        permit = room.acquire_many(weight as u32) => {
-                            Some(permit.map(|p| p.forget()).is_ok())
-                        }
-                        _ = stopped.wait_for(|s| *s) => Some(false),
-                        _ = tokio::time::sleep(CAP_CHECK) => None,
-                    }
-                });
-                match got {
-                    Some(true) => break,
-                    Some(false) => return false,
-                    // While the shards cannot take more, the backlog behind this record
-                    // still grows: keep it within the cap.
-                    None => self.enforce_disk_cap(record.seq + 1),
-                }
+        for (shard, entries) in groups.into_iter().enumerate() {
+            if entries.is_empty() {
+                continue;
             }
-            self.waited += waiting.elapsed();
-            metrics.pending.inc_by(e.weight() as i64);
-            if shards.senders[shard].send(e).is_err() {
+            let weight: usize = entries.iter().map(Entry::weight).sum();
+            // More than a shard holds goes in at once when the shard is empty.
+            let permits = weight.min(capacity);
+            let room = &shards.room[shard];
+            if let Ok(p) = room.try_acquire_many(permits as u32) {
+                p.forget();
+            } else {
+                let waiting = Instant::now();
+                loop {
+                    let room = room.clone();
+                    let mut stopped = self.stopped.clone();
+                    let got = self.runtime.block_on(async move {
+                        tokio::select! {
+                            permit = room.acquire_many(permits as u32) => {
+                                Some(permit.map(|p| p.forget()).is_ok())
+                            }
+                            _ = stopped.wait_for(|s| *s) => Some(false),
+                            _ = tokio::time::sleep(CAP_CHECK) => None,
+                        }
+                    });
+                    match got {
+                        Some(true) => break,
+                        Some(false) => return false,
+                        // While the shards cannot take more, the backlog behind this record
+                        // still grows: keep it within the cap.
+                        None => self.enforce_disk_cap(record.seq + 1),
+                    }
+                }
+                self.waited += waiting.elapsed();
+            }
+            metrics.pending.inc_by(weight as i64);
+            if shards.senders[shard]
+                .send(Chunk { entries, permits })
+                .is_err()
+            {
                 return false;
             }
         }
@@ -477,38 +516,71 @@ impl Reader {
     }
 }
 
+/// A series' labels as sent and their hash; None when relabelling drops the series.
+type SentLabels = Option<(Arc<[Label]>, u64)>;
+
+/// One record's entries for one shard, and the room they took in it.
+struct Chunk {
+    entries: Vec<Entry>,
+    permits: usize,
+}
+
 /// One shard: batches its entries and sends each batch to completion, in order.
 async fn run_shard(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Entry>,
+    mut rx: mpsc::UnboundedReceiver<Chunk>,
     room: Arc<Semaphore>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let q = shared.dest.raw.queue_config.clone();
     let mut client = Client::default();
-    while let Some(first) = rx.recv().await {
-        let mut weight = first.weight();
-        let mut batch = vec![first];
+    // Entries received, each with the room freed once it is sent (a chunk's, on its last).
+    let mut queued: VecDeque<(Entry, usize)> = VecDeque::new();
+    let mut open = true;
+    loop {
+        if queued.is_empty() {
+            match rx.recv().await {
+                Some(c) => queue_chunk(&mut queued, c),
+                None => return,
+            }
+        }
         let deadline = tokio::time::Instant::now() + q.batch_send_deadline;
-        while weight < q.max_samples_per_send {
+        while open && queued.iter().map(|(e, _)| e.weight()).sum::<usize>() < q.max_samples_per_send
+        {
             tokio::select! {
-                e = rx.recv() => match e {
-                    Some(e) => {
-                        weight += e.weight();
-                        batch.push(e);
-                    }
-                    None => break,
+                c = rx.recv() => match c {
+                    Some(c) => queue_chunk(&mut queued, c),
+                    None => open = false,
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let mut batch = Vec::new();
+        let (mut weight, mut freed) = (0, 0);
+        while let Some((e, permits)) = queued.pop_front() {
+            weight += e.weight();
+            freed += permits;
+            batch.push(e);
+            if weight >= q.max_samples_per_send {
+                break;
             }
         }
         if !send_batch(&shared, &mut client, &batch, &mut stopped).await {
             return;
         }
-        let freed: usize = batch.iter().map(|e| e.weight().min(q.capacity)).sum();
         room.add_permits(freed);
         shared.metrics.pending.dec_by(weight as i64);
         shared.complete(&batch);
+        if !open && queued.is_empty() {
+            return;
+        }
+    }
+}
+
+fn queue_chunk(queued: &mut VecDeque<(Entry, usize)>, chunk: Chunk) {
+    let last = chunk.entries.len().saturating_sub(1);
+    for (i, e) in chunk.entries.into_iter().enumerate() {
+        queued.push_back((e, if i == last { chunk.permits } else { 0 }));
     }
 }
 
