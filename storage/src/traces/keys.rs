@@ -12,6 +12,9 @@
 //!   so a search over a time window is one bounded range scan (newest first, by iterating
 //!   backwards). A span is found by time, by its origin (`O | origin id`), by service and
 //!   name, and by each span attribute.
+//! - duration keys in `index`: `D | service \0 | bucket | start | span id`, the bucket a power
+//!   of two ([`duration_bucket`]), so spans of at least a duration are the buckets from its
+//!   own up. Partitions created before them have none (their catalog has no layout entry).
 //! - origin keys in `index`: `s | service \0 | origin id` and `o | key \0 value \0 | origin id`,
 //!   written once per origin and partition: a search on the service or a resource attribute
 //!   finds the origins first, then walks their spans. Partitions written before origin keys
@@ -49,6 +52,12 @@ pub enum Seek {
         key: String,
         value: String,
     },
+    /// Spans lasting at least `min_ns` (and some shorter: durations are indexed by power of
+    /// two), of one service or of all.
+    Duration {
+        service: Option<String>,
+        min_ns: u64,
+    },
 }
 
 const TIME: u8 = b'T';
@@ -57,6 +66,7 @@ const OPERATION: u8 = b'N';
 const SPAN_ATTR: u8 = b'a';
 const RESOURCE_ATTR: u8 = b'r';
 const ORIGIN: u8 = b'O';
+const DURATION: u8 = b'D';
 const ORIGIN_SERVICE: u8 = b's';
 const ORIGIN_ATTR: u8 = b'o';
 /// An origin id at the end of an origin key.
@@ -120,7 +130,25 @@ pub(crate) fn legacy_resource_attr_key_prefix(key: &str) -> Option<Vec<u8>> {
     Some(k)
 }
 
+/// The power-of-two bucket of a duration: bucket `b` holds [2^(b-1), 2^b) ns, bucket 0 holds
+/// 0 ns.
+pub(crate) fn duration_bucket(ns: u64) -> u8 {
+    (u64::BITS - ns.leading_zeros()) as u8
+}
+
+/// The highest bucket.
+pub(crate) const MAX_DURATION_BUCKET: u8 = u64::BITS as u8;
+
 impl IndexPrefix {
+    /// The spans of a service in one duration bucket.
+    pub(crate) fn duration(service: &str, bucket: u8) -> Option<IndexPrefix> {
+        let mut k = Vec::with_capacity(3 + service.len());
+        k.push(DURATION);
+        field(&mut k, service)?;
+        k.push(bucket);
+        Some(IndexPrefix(k))
+    }
+
     /// Every span.
     pub(crate) fn time() -> IndexPrefix {
         IndexPrefix(vec![TIME])
@@ -169,6 +197,8 @@ impl IndexPrefix {
                 key,
                 value,
             } => IndexPrefix::attribute(*resource, key, value),
+            // Several prefixes (a bucket each), chosen per partition by the store.
+            Seek::Duration { .. } => None,
         }
     }
 
@@ -251,6 +281,12 @@ const CAT_SERVICE: u8 = b'S';
 const CAT_OPERATION: u8 = b'O';
 const CAT_SPAN_KEY: u8 = b'a';
 const CAT_RESOURCE_KEY: u8 = b'r';
+/// Present in partitions created with duration keys.
+const CAT_DURATION_LAYOUT: u8 = b'D';
+
+pub(crate) fn catalog_duration_layout() -> Vec<u8> {
+    vec![CAT_DURATION_LAYOUT]
+}
 
 pub(crate) fn catalog_service(service: &str) -> Vec<u8> {
     [&[CAT_SERVICE][..], service.as_bytes()].concat()
@@ -303,6 +339,15 @@ mod tests {
         assert!(IndexPrefix::new(&Seek::Service("a\0b".into())).is_none());
         assert!(IndexPrefix::new(&Seek::Service("x".repeat(MAX_INDEXED_VALUE + 1))).is_none());
         assert!(IndexPrefix::new(&Seek::Service("x".repeat(MAX_INDEXED_VALUE))).is_some());
+    }
+
+    #[test]
+    fn duration_buckets_are_powers_of_two() {
+        assert_eq!(duration_bucket(0), 0);
+        assert_eq!(duration_bucket(1), 1);
+        assert_eq!(duration_bucket(1023), 10);
+        assert_eq!(duration_bucket(1024), 11);
+        assert_eq!(duration_bucket(u64::MAX), MAX_DURATION_BUCKET);
     }
 
     #[test]

@@ -152,13 +152,20 @@ impl TraceStore {
                 ColumnFamilyDescriptor::new(name, db::cf_options(&cache, DBCompressionType::Lz4))
             });
         let db = Db::open_cf_descriptors(&db_opts, dir, cfs)?;
+        let parts = Partitions::new(
+            &part_cfs,
+            partitions::width_for(opts.retention.as_nanos() as u64),
+            |part| {
+                let marker = part.catalog_key(&keys::catalog_duration_layout());
+                Ok(db
+                    .get_pinned_cf(&cf(&db, &part.catalog_cf())?, marker)?
+                    .is_some())
+            },
+        )?;
         let store = TraceStore {
             db,
             cache,
-            parts: Partitions::new(
-                &part_cfs,
-                partitions::width_for(opts.retention.as_nanos() as u64),
-            ),
+            parts,
             opts,
             origins: RwLock::default(),
             catalog_seen: Mutex::default(),
@@ -388,7 +395,7 @@ impl TraceStore {
             // out the newest entry among them, so several sources read as one newest-first list.
             let mut sources = Vec::new();
             let mut heads = BinaryHeap::new();
-            for prefix in self.sources(&index_cf, seek)? {
+            for prefix in self.sources(&part, &index_cf, seek)? {
                 let mut it = self.db.raw_iterator_cf(&index_cf);
                 it.seek_for_prev(prefix.upper(hi));
                 let source = (it, prefix.lower(lo), prefix.len());
@@ -438,9 +445,35 @@ impl TraceStore {
     /// seek on a value the index cannot hold walks the time index.
     fn sources(
         &self,
+        part: &Part,
         index_cf: &crate::db::Cf<'_>,
         seek: &Seek,
     ) -> Result<Vec<IndexPrefix>, StorageError> {
+        if let Seek::Duration { service, min_ns } = seek {
+            return match service {
+                // A partition from before duration keys is walked by service or time.
+                Some(s) if !part.durations => {
+                    self.sources(part, index_cf, &Seek::Service(s.clone()))
+                }
+                None if !part.durations => Ok(vec![IndexPrefix::time()]),
+                _ => {
+                    let services = match service {
+                        Some(s) => vec![s.clone()],
+                        None => self.part_catalog(part, &keys::catalog_services_prefix(), |k| {
+                            String::from_utf8(k.to_vec()).ok()
+                        })?,
+                    };
+                    let from = keys::duration_bucket(*min_ns);
+                    Ok(services
+                        .iter()
+                        .flat_map(|s| {
+                            (from..=keys::MAX_DURATION_BUCKET)
+                                .filter_map(|b| IndexPrefix::duration(s, b))
+                        })
+                        .collect())
+                }
+            };
+        }
         let by_origin = match seek {
             Seek::Service(s) => keys::origin_key_prefix(None, s),
             Seek::Attribute {
@@ -650,20 +683,32 @@ impl TraceStore {
     ) -> Result<Vec<T>, StorageError> {
         let mut out = BTreeSet::new();
         for part in self.parts.all() {
-            let catalog_cf = self.cf(&part.catalog_cf())?;
-            let prefix = part.catalog_key(prefix);
-            for item in self
-                .db
-                .iterator_cf(&catalog_cf, IteratorMode::From(&prefix, Direction::Forward))
-            {
-                let (k, _) = item?;
-                if !k.starts_with(&prefix) {
-                    break;
-                }
-                out.extend(parse(&k[prefix.len()..]));
-            }
+            out.extend(self.part_catalog(&part, prefix, &parse)?);
         }
         Ok(out.into_iter().collect())
+    }
+
+    /// One partition's catalog entries under `prefix`, with the prefix cut, parsed.
+    fn part_catalog<T>(
+        &self,
+        part: &Part,
+        prefix: &[u8],
+        parse: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, StorageError> {
+        let catalog_cf = self.cf(&part.catalog_cf())?;
+        let prefix = part.catalog_key(prefix);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(&catalog_cf, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.extend(parse(&k[prefix.len()..]));
+        }
+        Ok(out)
     }
 }
 
@@ -795,12 +840,20 @@ fn span_ids(span: &Span) -> Result<(TraceId, SpanId), &'static str> {
     Ok((trace, id))
 }
 
-/// Every index prefix a span is found under besides time (whose key holds the trace id). Its
-/// service and resource attributes are found through its origin's keys.
+/// Every index prefix a span is found under besides time (whose key holds the trace id): its
+/// origin, operation, duration bucket and span attributes. Its service and resource
+/// attributes are found through its origin's keys.
 fn index_prefixes(origin_id: u64, origin: &Origin, span: &Span) -> Vec<IndexPrefix> {
     let mut out = Vec::with_capacity(2 + span.attributes.len());
     out.push(IndexPrefix::origin(origin_id));
     out.extend(IndexPrefix::operation(origin.service_name(), &span.name));
+    let duration = span
+        .end_time_unix_nano
+        .saturating_sub(span.start_time_unix_nano);
+    out.extend(IndexPrefix::duration(
+        origin.service_name(),
+        keys::duration_bucket(duration),
+    ));
     out.extend(
         span.attributes.iter().filter_map(|kv| {
             IndexPrefix::attribute(false, &kv.key, &value_text(kv.value.as_ref()?)?)

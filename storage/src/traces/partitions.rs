@@ -38,6 +38,8 @@ pub(crate) struct Part {
     pub(crate) start_ns: u64,
     pub(crate) end_ns: u64,
     pub(crate) legacy: bool,
+    /// Created with duration keys for every span (see `keys`).
+    pub(crate) durations: bool,
 }
 
 impl Part {
@@ -102,6 +104,7 @@ impl Part {
             start_ns: start.checked_mul(NS)?,
             end_ns: start.checked_add(len)?.checked_mul(NS)?,
             legacy: false,
+            durations: false,
         })
     }
 }
@@ -124,26 +127,35 @@ pub(crate) struct Partitions {
 }
 
 impl Partitions {
-    /// The partitions whose families exist among `names`.
-    pub(crate) fn new(names: &[String], width: u64) -> Partitions {
-        let mut parts: Vec<Arc<Part>> = names
+    /// The partitions whose families exist among `names`; `durations` tells whether a
+    /// partition's catalog says it was created with duration keys.
+    pub(crate) fn new(
+        names: &[String],
+        width: u64,
+        durations: impl Fn(&Part) -> Result<bool, StorageError>,
+    ) -> Result<Partitions, StorageError> {
+        let mut parts = Vec::new();
+        for mut part in names
             .iter()
             .filter_map(|n| Part::from_spans_cf(n))
             .filter(|p| names.contains(&p.index_cf()))
-            .map(Arc::new)
-            .collect();
+        {
+            part.durations = durations(&part)?;
+            parts.push(Arc::new(part));
+        }
         if names.iter().any(|n| n == LEGACY_SPANS) {
             parts.push(Arc::new(Part {
                 start_ns: 0,
                 end_ns: u64::MAX,
                 legacy: true,
+                durations: false,
             }));
         }
         parts.sort_by_key(|p| std::cmp::Reverse(p.start_ns));
-        Partitions {
+        Ok(Partitions {
             parts: RwLock::new(parts),
             width,
-        }
+        })
     }
 
     /// Whether a column family belongs to a partition (to open it with the store).
@@ -181,12 +193,20 @@ impl Partitions {
             start_ns: start,
             end_ns: start.saturating_add(self.width),
             legacy: false,
+            durations: true,
         });
         for name in part.names() {
             if db.cf_handle(&name).is_none() {
                 db.create_cf(&name, &options())?;
             }
         }
+        // Before any span: every span of the partition has its duration key.
+        let index_cf = crate::db::cf(db, &part.index_cf())?;
+        db.put_cf(
+            &index_cf,
+            part.catalog_key(&crate::traces::keys::catalog_duration_layout()),
+            b"",
+        )?;
         parts.push(part.clone());
         parts.sort_by_key(|p| std::cmp::Reverse(p.start_ns));
         Ok(part)
@@ -237,6 +257,7 @@ mod tests {
             start_ns: 86_400 * NS,
             end_ns: 2 * 86_400 * NS,
             legacy: false,
+            durations: false,
         };
         assert_eq!(p.spans_cf(), "spans_86400_86400");
         assert_eq!(Part::from_spans_cf(&p.spans_cf()), Some(p));

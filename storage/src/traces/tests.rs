@@ -474,3 +474,78 @@ fn spans_of_many_origins_come_newest_first_and_resource_values_are_listed_once()
         ["i0", "i1"]
     );
 }
+
+#[test]
+fn duration_seeks_find_long_spans_by_their_bucket_and_fall_back_before_duration_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ns() - 60_000_000_000;
+    let with_duration = |trace: u8, start: u64, ms: u64| {
+        let mut s = span(trace, 1, "op", start, vec![]);
+        s.end_time_unix_nano = start + ms * 1_000_000;
+        s
+    };
+    let long = Seek::Duration {
+        service: Some("a".into()),
+        min_ns: 100_000_000,
+    };
+    let long_anywhere = Seek::Duration {
+        service: None,
+        min_ns: 100_000_000,
+    };
+    let index_cf;
+    {
+        let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+        store
+            .write(&[
+                batch(
+                    "a",
+                    vec![
+                        with_duration(1, now, 5),
+                        with_duration(2, now + 1, 150),
+                        with_duration(3, now + 2, 2000),
+                        // In the 100 ms bucket ([67.1, 134.2) ms) but shorter: the caller's
+                        // check drops it.
+                        with_duration(4, now + 3, 90),
+                    ],
+                ),
+                batch("b", vec![with_duration(5, now + 4, 300)]),
+            ])
+            .unwrap();
+        assert_eq!(
+            ids(&store, long.clone(), 0, u64::MAX),
+            [(4, 1), (3, 1), (2, 1)]
+        );
+        assert_eq!(
+            ids(&store, long_anywhere.clone(), 0, u64::MAX),
+            [(5, 1), (4, 1), (3, 1), (2, 1)]
+        );
+        assert_eq!(
+            ids(&store, long.clone(), now + 2, u64::MAX),
+            [(4, 1), (3, 1)]
+        );
+        index_cf = store.parts.all()[0].index_cf();
+    }
+    // The same partition as if created before duration keys: no layout entry, no keys.
+    {
+        let names = Db::list_cf(&Options::default(), dir.path()).unwrap();
+        let db = Db::open_cf(&Options::default(), dir.path(), &names).unwrap();
+        let cf = db.cf_handle(&index_cf).unwrap();
+        let doomed: Vec<Box<[u8]>> = db
+            .iterator_cf(&cf, IteratorMode::Start)
+            .map(|kv| kv.unwrap().0)
+            .filter(|k| k[0] == b'D' || k.starts_with(b"CD"))
+            .collect();
+        assert!(doomed.len() > 1, "{doomed:?}");
+        for k in doomed {
+            db.delete_cf(&cf, k).unwrap();
+        }
+    }
+    let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+    assert!(!store.parts.all()[0].durations);
+    assert_eq!(ids(&store, long, 0, u64::MAX).len(), 4, "every span of a");
+    assert_eq!(
+        ids(&store, long_anywhere, 0, u64::MAX).len(),
+        5,
+        "every span"
+    );
+}

@@ -261,12 +261,18 @@ async fn search(
 ) -> Result<Response, ApiError> {
     let q = parse_query(&params(raw))?;
     let traces = ApiError::admitted(&gate, move || {
-        let seek = match &q.operation {
-            Some(op) => Seek::Operation {
+        // As Jaeger's Cassandra store does: a minimum duration walks the duration index,
+        // otherwise the operation's or the service's.
+        let seek = match (&q.operation, q.min_ns.filter(|&ns| ns > 0)) {
+            (_, Some(min_ns)) => Seek::Duration {
+                service: Some(q.service.clone()),
+                min_ns,
+            },
+            (Some(op), None) => Seek::Operation {
                 service: q.service.clone(),
                 name: op.clone(),
             },
-            None => Seek::Service(q.service.clone()),
+            (None, None) => Seek::Service(q.service.clone()),
         };
         let found = find_traces(
             &*store,

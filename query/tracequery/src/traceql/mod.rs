@@ -117,12 +117,32 @@ fn cond_seek(c: &Cond) -> Option<Seek> {
                 value: text,
             })
         }
+        // `duration > d`: the duration buckets from d's up.
+        Cond::Cmp {
+            lhs: Operand::Field(Field::Intrinsic(Intrinsic::Duration)),
+            op: Op::Gt | Op::Ge,
+            rhs: Operand::Value(Value::Duration(min_ns)),
+            ..
+        } => Some(Seek::Duration {
+            service: None,
+            min_ns: *min_ns,
+        }),
         Cond::And(a, b) => match (cond_seek(a), cond_seek(b)) {
             (Some(Seek::Service(s)), other) | (other, Some(Seek::Service(s))) => {
                 match (other, name_eq(a).or_else(|| name_eq(b))) {
                     (_, Some(n)) => Some(Seek::Operation {
                         service: s,
                         name: n,
+                    }),
+                    (
+                        Some(Seek::Duration {
+                            service: None,
+                            min_ns,
+                        }),
+                        None,
+                    ) => Some(Seek::Duration {
+                        service: Some(s),
+                        min_ns,
                     }),
                     _ => Some(Seek::Service(s)),
                 }

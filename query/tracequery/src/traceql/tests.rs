@@ -78,14 +78,23 @@ fn seeks_use_the_most_specific_index() {
             value: "500".into()
         }
     );
-    assert_eq!(seek("{ duration > 1s }"), Seek::Time);
+    let at_least = |service: Option<&str>, min_ns| Seek::Duration {
+        service: service.map(str::to_owned),
+        min_ns,
+    };
+    assert_eq!(seek("{ duration > 1s }"), at_least(None, 1_000_000_000));
+    assert_eq!(
+        seek(r#"{ resource.service.name = "x" && span:duration >= 2s }"#),
+        at_least(Some("x"), 2_000_000_000)
+    );
+    assert_eq!(seek("{ duration < 1s }"), Seek::Time);
     assert_eq!(
         seek(r#"{ resource.service.name = "x" } || { name = "y" }"#),
         Seek::Time
     );
     assert_eq!(
         seek(r#"{ duration > 1s } && { resource.service.name = "x" }"#),
-        Seek::Service("x".into())
+        at_least(None, 1_000_000_000)
     );
 }
 
