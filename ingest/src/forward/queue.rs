@@ -81,6 +81,22 @@ struct Progress {
 }
 
 impl Shared {
+    fn new(dest: Arc<Destination>, outbox: Outbox, metrics: QueueMetrics, start: u64) -> Shared {
+        Shared {
+            v2: AtomicBool::new(dest.v2),
+            dest,
+            outbox,
+            metrics,
+            progress: Mutex::new(Progress {
+                outstanding: BTreeMap::new(),
+                read_upto: start,
+                acked: start,
+            }),
+            last_error: Mutex::new(None),
+            log_throttle: Mutex::new(None),
+        }
+    }
+
     pub(crate) fn protocol(&self) -> &'static str {
         if self.v2.load(Ordering::Relaxed) {
             "2.0"
@@ -156,19 +172,7 @@ impl Queue {
         metrics
             .max_samples_per_send
             .set(q.max_samples_per_send as i64);
-        let shared = Arc::new(Shared {
-            v2: AtomicBool::new(dest.v2),
-            dest: dest.clone(),
-            outbox,
-            metrics,
-            progress: Mutex::new(Progress {
-                outstanding: BTreeMap::new(),
-                read_upto: start,
-                acked: start,
-            }),
-            last_error: Mutex::new(None),
-            log_throttle: Mutex::new(None),
-        });
+        let shared = Arc::new(Shared::new(dest.clone(), outbox, metrics, start));
         let (stop, stopped) = watch::channel(false);
         let runtime = tokio::runtime::Handle::current();
         let reader = {
@@ -776,6 +780,69 @@ mod tests {
         p.outstanding.remove(&12);
         assert_eq!(p.target(), Some(13));
         assert_eq!(p.target(), None);
+    }
+
+    /// External labels are added where the series lacks them, then `write_relabel_configs`
+    /// apply; a dropped series is remembered as dropped; each label set is prepared once.
+    #[tokio::test]
+    async fn series_are_sent_with_external_labels_after_relabelling() {
+        use storage::{Labels, Sample, SeriesBatch};
+        let dir = tempfile::tempdir().unwrap();
+        let tsdb = storage::Tsdb::open(
+            dir.path(),
+            storage::TsdbOptions {
+                flush_interval: Duration::ZERO,
+                ..storage::TsdbOptions::default()
+            },
+        )
+        .unwrap();
+        let cfg: super::super::RemoteWriteConfig = serde_yaml::from_str(
+            "url: http://x/\nwrite_relabel_configs:\n  - {source_labels: [__name__], regex: dropped, action: drop}\n  - {source_labels: [edge], target_label: site, replacement: 'site-$1'}\n",
+        )
+        .unwrap();
+        let external = BTreeMap::from([
+            ("edge".to_string(), "e1".to_string()),
+            ("job".to_string(), "external".to_string()),
+        ]);
+        let prepared = super::super::Prepared::new(&[cfg], &external).unwrap();
+        let dest = prepared.destinations[0].clone();
+        let metrics = super::super::metrics::ForwardMetrics::default().queue(
+            super::super::metrics::QueueLabels {
+                remote_name: "t".into(),
+                url: "http://x/".into(),
+            },
+        );
+        let shared = Arc::new(Shared::new(dest, tsdb.outbox(), metrics, 0));
+        let (_stop, stopped) = watch::channel(false);
+        let mut reader = Reader::new(shared, tokio::runtime::Handle::current(), stopped, 0);
+        let series = |pairs: &[(&str, &str)]| SeriesBatch {
+            labels: Labels::from_pairs(pairs.iter().copied()),
+            samples: vec![Sample { t: 1, v: 1.0 }],
+            histograms: Vec::new(),
+        };
+        let batch = storage::EncodedBatch::from(vec![
+            series(&[("__name__", "up"), ("job", "node")]),
+            series(&[("__name__", "dropped")]),
+        ]);
+        let entries: Vec<_> = batch.iter().collect();
+        let (labels, _) = reader.prepared(entries[0]).unwrap();
+        let pairs: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        // The series' own job wins over the external one; relabelling sees the external edge.
+        assert_eq!(
+            pairs,
+            [
+                ("__name__", "up"),
+                ("edge", "e1"),
+                ("job", "node"),
+                ("site", "site-e1")
+            ]
+        );
+        assert!(reader.prepared(entries[1]).is_none());
+        let (again, _) = reader.prepared(entries[0]).unwrap();
+        assert!(Arc::ptr_eq(&labels, &again));
     }
 
     #[test]
