@@ -144,18 +144,17 @@ mod tests {
 
     #[test]
     fn increase_starts_at_the_sample_before_the_window_and_counts_resets() {
-        let s = |v: &[(i64, f64)]| v.to_vec().into_iter();
         // Before the window: 10; inside: 12, 15, reset to 3, 4.
         assert_eq!(
             increase(
-                s(&[(0, 10.0), (100, 12.0), (200, 15.0), (300, 3.0), (400, 4.0)]),
+                [(0, 10.0), (100, 12.0), (200, 15.0), (300, 3.0), (400, 4.0)].into_iter(),
                 50
             ),
             9.0
         );
         // Born inside the window: counted from zero.
-        assert_eq!(increase(s(&[(100, 2.0), (200, 5.0)]), 50), 5.0);
+        assert_eq!(increase([(100, 2.0), (200, 5.0)].into_iter(), 50), 5.0);
         // Nothing after the start.
-        assert_eq!(increase(s(&[(0, 7.0)]), 50), 0.0);
+        assert_eq!(increase([(0, 7.0)].into_iter(), 50), 0.0);
     }
 }

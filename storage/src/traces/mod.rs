@@ -5,12 +5,14 @@
 //!
 //! Layout (column families): time partitions (`partitions`) of the spans that start in their
 //! range, each with
-//! - `spans_<start>_<len>`: trace id | span id → origin id | protobuf `Span`. One trace is one
-//!   range scan per partition.
-//! - `index_<start>_<len>`: secondary keys `kind | fields | start ns | trace id | span id`
-//!   with empty values, for time, service, service + span name, and each span and resource
-//!   attribute value; and the partition's catalog (services, operations as service, kind and
-//!   name, attribute keys), each written once, so the catalog shrinks with retention.
+//! - `spans_<start>_<len>`: trace id | span id → origin id | protobuf `Span` (without the ids
+//!   the key holds). One trace is one range scan per partition.
+//! - `index_<start>_<len>`: secondary keys `kind | fields | start ns | span id` (layouts in
+//!   `keys`): by time, whose value is the trace id every other key is resolved through; by
+//!   origin, operation, duration bucket and each span attribute value; a resource's service
+//!   and attribute values once per origin and partition, pointing at the origin; and the
+//!   partition's catalog (services, operations as service, kind and name, attribute keys),
+//!   each written once, so the catalog shrinks with retention.
 //!
 //! and, for all partitions, `origins`: origin id → the resource and instrumentation scope of a
 //! batch, stored once (content-addressed, FNV-1a of the encoding) instead of once per span.
@@ -21,8 +23,9 @@
 //! one bounded backwards scan and needs no second engine, no separate commit/refresh cycle
 //! (a span is searchable as soon as its write returns) and shares one WAL with the spans, so a
 //! crash never leaves a span without its index entries or the reverse. Conditions the index
-//! cannot seek on (durations, ranges, regexes, status) are checked on the candidates of the
-//! most selective indexed condition, falling back to the time index.
+//! cannot seek on (ranges, regexes, status) are checked on the candidates of the most
+//! selective indexed condition, falling back to the time index. A seek with several sources
+//! (a service's origins, a duration's buckets) merges them newest first.
 //!
 //! Durability: every write is one `WriteBatch` through RocksDB's WAL (fsynced when
 //! `wal_fsync`), and [`TraceStore::write`] returns only after it. Retention drops the
@@ -280,7 +283,7 @@ impl TraceStore {
         }
         // In key order, each insert into a memtable's skip list starts where the previous one
         // ended instead of at the top.
-        span_puts.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        span_puts.sort_unstable_by_key(|(part, key, _)| (*part, *key));
         index_puts.sort_unstable();
         self.put_sorted(&mut wb, span_puts, Part::spans_cf)?;
         self.put_sorted(&mut wb, index_puts, Part::index_cf)?;
@@ -338,7 +341,7 @@ impl TraceStore {
                 out.push((span_id, self.stored(&trace_id, &span_id, &v)?));
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by_key(|(span_id, _)| *span_id);
         out.dedup_by(|a, b| a.0 == b.0);
         Ok(out.into_iter().map(|(_, s)| s).collect())
     }
