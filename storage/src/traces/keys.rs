@@ -109,23 +109,23 @@ pub(crate) fn origin_key_prefix(attribute: Option<(&str, &str)>, service: &str) 
     Some(k)
 }
 
-/// The prefix of every origin key of a resource attribute, whatever its value.
-pub(crate) fn origin_attr_key_prefix(key: &str) -> Option<Vec<u8>> {
-    let mut k = vec![ORIGIN_ATTR];
-    field(&mut k, key)?;
-    Some(k)
+/// Where an attribute's values are indexed.
+pub(crate) enum AttrKeys {
+    /// Per span: span attributes.
+    Span,
+    /// Per origin: resource attributes.
+    Origin,
+    /// Per span, in partitions from before origin keys: resource attributes.
+    LegacyResource,
 }
 
-/// The prefix of every key of a span attribute, whatever its value.
-pub(crate) fn span_attr_key_prefix(key: &str) -> Option<Vec<u8>> {
-    let mut k = vec![SPAN_ATTR];
-    field(&mut k, key)?;
-    Some(k)
-}
-
-/// The prefix of every legacy per-span key of a resource attribute, whatever its value.
-pub(crate) fn legacy_resource_attr_key_prefix(key: &str) -> Option<Vec<u8>> {
-    let mut k = vec![RESOURCE_ATTR];
+/// The prefix of every key of an attribute in `keys`, whatever its value.
+pub(crate) fn attr_key_prefix(keys: AttrKeys, key: &str) -> Option<Vec<u8>> {
+    let mut k = vec![match keys {
+        AttrKeys::Span => SPAN_ATTR,
+        AttrKeys::Origin => ORIGIN_ATTR,
+        AttrKeys::LegacyResource => RESOURCE_ATTR,
+    }];
     field(&mut k, key)?;
     Some(k)
 }

@@ -54,7 +54,7 @@ pub use record::{value_text, Origin, StoredSpan};
 use crate::db::{self, cf, Db};
 use crate::episode::FailureEpisode;
 use crate::StorageError;
-use keys::{IndexPrefix, SpanId, TraceId, SPAN_ID_LEN, TRACE_ID_LEN};
+use keys::{AttrKeys, IndexPrefix, SpanId, TraceId, SPAN_ID_LEN, TRACE_ID_LEN};
 use partitions::{Part, Partitions};
 
 const CF_ORIGINS: &str = "origins";
@@ -557,14 +557,14 @@ impl TraceStore {
     ) -> Result<Vec<String>, StorageError> {
         // Values hold no NUL: the first after the key's prefix ends the value, whatever
         // follows it (a span's suffix, an origin id).
-        let span_keys = if resource {
-            keys::legacy_resource_attr_key_prefix(key)
+        let (span_keys, origin_keys) = if resource {
+            (
+                keys::attr_key_prefix(AttrKeys::LegacyResource, key),
+                keys::attr_key_prefix(AttrKeys::Origin, key),
+            )
         } else {
-            keys::span_attr_key_prefix(key)
+            (keys::attr_key_prefix(AttrKeys::Span, key), None)
         };
-        let origin_keys = resource
-            .then(|| keys::origin_attr_key_prefix(key))
-            .flatten();
         let walks: Vec<Vec<u8>> = span_keys.into_iter().chain(origin_keys).collect();
         let mut out = BTreeSet::new();
         for part in self.parts.all() {
