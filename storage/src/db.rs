@@ -105,6 +105,21 @@ fn index_cf_options(cache: &Cache, name: &str) -> Options {
     })
 }
 
+/// A trace partition's family (`spans`: the spans by trace id). A trace is read by id in every
+/// partition, and most partitions hold none of its spans: a bloom filter on the 16-byte trace
+/// id prefix answers that without reading a data block.
+pub(crate) fn trace_cf_options(cache: &Cache, spans: bool) -> Options {
+    let mut o = table_options(cache, DBCompressionType::Lz4, |t| {
+        if spans {
+            t.set_bloom_filter(10.0, false);
+        }
+    });
+    if spans {
+        o.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(16));
+    }
+    o
+}
+
 /// Chunk column families hold Gorilla-compressed data that lz4 would not shrink further.
 pub(crate) fn chunk_cf_options(cache: &Cache) -> Options {
     cf_options(cache, DBCompressionType::None)

@@ -43,10 +43,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use parking_lot::{Mutex, RwLock};
-use rocksdb::{
-    ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
-    WriteOptions,
-};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
 pub use keys::Seek;
 pub use record::{value_text, Origin, StoredSpan};
@@ -152,7 +149,8 @@ impl TraceStore {
         let cfs = std::iter::once(CF_ORIGINS.to_owned())
             .chain(part_cfs.iter().cloned())
             .map(|name| {
-                ColumnFamilyDescriptor::new(name, db::cf_options(&cache, DBCompressionType::Lz4))
+                let options = db::trace_cf_options(&cache, Partitions::is_spans_cf(&name));
+                ColumnFamilyDescriptor::new(name, options)
             });
         let db = Db::open_cf_descriptors(&db_opts, dir, cfs)?;
         let parts = Partitions::new(
@@ -223,9 +221,9 @@ impl TraceStore {
                         .as_ref()
                         .is_some_and(|(p, _)| p.start_ns <= t && t < p.end_ns)
                     {
-                        let part = self.parts.for_time(&self.db, t, || {
-                            db::cf_options(&self.cache, DBCompressionType::Lz4)
-                        })?;
+                        let part = self
+                            .parts
+                            .for_time(&self.db, t, |name| self.cf_options(name))?;
                         let cfs = [self.cf(&part.index_cf())?, self.cf(&part.catalog_cf())?];
                         current = Some((part, cfs));
                     }
@@ -307,9 +305,9 @@ impl TraceStore {
         let mut family: Option<(u64, crate::db::Cf<'_>)> = None;
         for (part_start, key, value) in puts {
             if family.as_ref().is_none_or(|(p, _)| *p != part_start) {
-                let part = self.parts.for_time(&self.db, part_start, || {
-                    db::cf_options(&self.cache, DBCompressionType::Lz4)
-                })?;
+                let part = self
+                    .parts
+                    .for_time(&self.db, part_start, |name| self.cf_options(name))?;
                 family = Some((part_start, self.cf(&name(&part))?));
             }
             wb.put_cf(&family.as_ref().expect("set above").1, key, value);
@@ -645,6 +643,10 @@ impl TraceStore {
             }
         }
         Ok(())
+    }
+
+    fn cf_options(&self, name: &str) -> Options {
+        db::trace_cf_options(&self.cache, Partitions::is_spans_cf(name))
     }
 
     fn cf(&self, name: &str) -> Result<crate::db::Cf<'_>, StorageError> {

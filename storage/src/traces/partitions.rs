@@ -158,6 +158,11 @@ impl Partitions {
         })
     }
 
+    /// Whether a column family holds a partition's spans (by trace id).
+    pub(crate) fn is_spans_cf(name: &str) -> bool {
+        name == LEGACY_SPANS || Part::from_spans_cf(name).is_some()
+    }
+
     /// Whether a column family belongs to a partition (to open it with the store).
     pub(crate) fn is_partition_cf(name: &str) -> bool {
         [LEGACY_SPANS, LEGACY_INDEX, LEGACY_CATALOG].contains(&name)
@@ -173,7 +178,7 @@ impl Partitions {
         &self,
         db: &Db,
         t: u64,
-        options: impl Fn() -> rocksdb::Options,
+        options: impl Fn(&str) -> rocksdb::Options,
     ) -> Result<Arc<Part>, StorageError> {
         let holding = |parts: &[Arc<Part>]| {
             parts
@@ -197,7 +202,7 @@ impl Partitions {
         });
         for name in part.names() {
             if db.cf_handle(&name).is_none() {
-                db.create_cf(&name, &options())?;
+                db.create_cf(&name, &options(&name))?;
             }
         }
         // Before any span: every span of the partition has its duration key.
