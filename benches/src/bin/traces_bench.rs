@@ -34,6 +34,9 @@ struct Args {
     /// Span start times spread over this many hours before now.
     #[arg(long, default_value_t = 48)]
     hours: u64,
+    /// The store's memtable budget (`limits.trace_write_buffer_bytes`), MiB.
+    #[arg(long, default_value_t = 32)]
+    write_buffer_mib: usize,
 }
 
 const BATCH: usize = 512;
@@ -228,7 +231,10 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let traces = Arc::new(TraceStore::open(
         &dir.path().join("traces"),
-        TraceStoreOptions::default(),
+        TraceStoreOptions {
+            write_buffer_bytes: args.write_buffer_mib << 20,
+            ..TraceStoreOptions::default()
+        },
     )?);
     let tsdb = Arc::new(storage::Tsdb::open(
         &dir.path().join("tsdb"),
@@ -277,7 +283,7 @@ async fn main() -> anyhow::Result<()> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
     let traces_total = batches * (BATCH / TRACE_SPANS) as u64;
     let window_ns = args.hours * 3_600_000_000_000;
-    let gap_ns = window_ns / traces_total;
+    let gap_ns = window_ns / traces_total.max(1);
     // The newest trace ends a minute before now: every span is inside every query window.
     let t0 = now - window_ns - 60_000_000_000;
     let cpu_before = novamon_benches::peers::cpu_seconds(std::process::id());

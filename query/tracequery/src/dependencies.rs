@@ -57,6 +57,10 @@ pub fn dependencies(
         }
         Ok(ControlFlow::Continue(()))
     })?;
+    Ok(sorted_links(counts))
+}
+
+fn sorted_links(counts: HashMap<(String, String), u64>) -> Vec<DependencyLink> {
     let mut links: Vec<DependencyLink> = counts
         .into_iter()
         .map(|((parent, child), calls)| DependencyLink {
@@ -66,7 +70,7 @@ pub fn dependencies(
         })
         .collect();
     links.sort();
-    Ok(links)
+    links
 }
 
 /// The links between services from the service-graph counters: for each `client` → `server`
@@ -108,17 +112,12 @@ pub fn service_graph_dependencies(
             .entry((client.to_owned(), server.to_owned()))
             .or_default() += calls;
     }
-    let mut links: Vec<DependencyLink> = counts
+    let calls = counts
         .into_iter()
-        .map(|((parent, child), calls)| DependencyLink {
-            parent,
-            child,
-            calls: calls.round() as u64,
-        })
-        .filter(|l| l.calls > 0)
+        .map(|(pair, calls)| (pair, calls.round() as u64))
+        .filter(|(_, calls)| *calls > 0)
         .collect();
-    links.sort();
-    Ok(links)
+    Ok(sorted_links(calls))
 }
 
 /// A counter's increase over the samples after `start_ms`, from its last sample at or before

@@ -6,12 +6,14 @@
 //!   `\0`-terminated strings or an origin id. The time key (`T | start | span id`) holds the
 //!   span's trace id as its value; every other key is resolved to it through the time key of
 //!   the same start and span id, so the random trace id is stored once per span rather than
-//!   once per key. Partitions written before kept `start | trace id | span id` as every key's
-//!   suffix (with empty values); the two are told apart by length and both are read. Within
-//!   one prefix, keys sort by start time,
-//!   so a search over a time window is one bounded range scan (newest first, by iterating
-//!   backwards). A span is found by time, by its origin (`O | origin id`), by service and
-//!   name, and by each span attribute.
+//!   once per key. Two spans of one partition with the same start nanosecond and span id
+//!   share a time key (the later trace id wins; the other is still read by its trace id):
+//!   span ids are 64 random bits, so only a sender reusing ids meets this. Partitions written
+//!   before kept `start | trace id | span id` as every key's suffix (with empty values); the
+//!   two are told apart by length and both are read. Within one prefix, keys sort by start
+//!   time, so a search over a time window is one bounded range scan (newest first, by
+//!   iterating backwards). A span is found by time, by its origin (`O | origin id`), by
+//!   service and name, and by each span attribute.
 //! - duration keys in `index`: `D | service \0 | bucket | start | span id`, the bucket a power
 //!   of two ([`duration_bucket`]), so spans of at least a duration are the buckets from its
 //!   own up. Partitions created before them have none (their catalog has no layout entry).

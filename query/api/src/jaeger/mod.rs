@@ -1,7 +1,8 @@
 //! Jaeger's query-service HTTP API under `/jaeger/api/` (Grafana's Jaeger data source URL is
 //! `http://host:9090/jaeger`): services, operations, trace search, trace by id and service
 //! dependencies, in Jaeger's JSON envelope (`data`, `total`, `limit`, `offset`, `errors`).
-//! Owns parameter parsing and response shapes; reads only through the trace store.
+//! Owns parameter parsing and response shapes; reads only through the trace store, and for
+//! dependencies through the metric store holding the metrics generator's service graph.
 
 mod model;
 
@@ -260,7 +261,7 @@ async fn search(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = parse_query(&params(raw))?;
-    let traces = ApiError::admitted(&gate, move || {
+    let (traces, stopped_at) = ApiError::admitted(&gate, move || {
         // As Jaeger's Cassandra store does: a minimum duration walks the duration index,
         // otherwise the operation's or the service's.
         let seek = match (&q.operation, q.min_ns.filter(|&ns| ns > 0)) {
@@ -290,7 +291,6 @@ async fn search(
         Ok((out, found.truncated.then_some(found.spans_inspected)))
     })
     .await?;
-    let (traces, stopped_at) = traces;
     let n = traces.len();
     let mut body = envelope(json!(traces), n);
     // A partial result, as Jaeger's query service returns one: the traces found, and an error
