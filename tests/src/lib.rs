@@ -148,6 +148,34 @@ fn value_after(text: &str, pattern: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_owned())
 }
 
+/// Debian's Prometheus 2.42, the peer whole-process tests compare with.
+pub const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// Prometheus on `config`, its TSDB in `dir/prom`, listening on `listen` (`127.0.0.1:0`: any
+/// port), with `flags` besides; its log in `dir`, a file per start (a restarted one keeps the
+/// first one's). Fails, not skips, when the package is missing.
+pub fn spawn_prometheus(dir: &Path, config: &Path, listen: &str, flags: &[&str]) -> Process {
+    static STARTS: AtomicUsize = AtomicUsize::new(0);
+    assert!(
+        Path::new(PROMETHEUS).exists(),
+        "the prometheus package is required (tests/run.sh installs it)"
+    );
+    Process::spawn(
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prom").display()
+            ))
+            .arg(format!("--web.listen-address={listen}"))
+            .args(flags),
+        dir.join(format!(
+            "prometheus-{}.log",
+            STARTS.fetch_add(1, Ordering::Relaxed)
+        )),
+    )
+}
+
 /// The address a Go server of the Prometheus family (Prometheus, Alertmanager) logged as bound
 /// when started with `--web.listen-address=127.0.0.1:0`: its `msg="Listening on"` line.
 pub fn wait_for_go_listen_url(p: &mut Process) -> String {

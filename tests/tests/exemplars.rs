@@ -3,11 +3,11 @@
 //! (`GET /api/v1/query_exemplars?query=<expr>&start=<s>&end=<s>`); the same 1.0 body given to
 //! the real Prometheus 2.42 gets the same answers; an acknowledged exemplar survives kill -9.
 
-use std::process::Command;
 use std::time::Duration;
 
 use e2e::series::{v1_request, v1_series, V1, V2};
-use e2e::{agent, enc, get_json, wait_for_go_ready_url, Json, Novamon, Process};
+use e2e::{agent, enc, get_json, wait_for_go_ready_url, Json, Novamon};
+use e2e::{spawn_prometheus, PROMETHEUS};
 use ingest::remote_write::proto::{v1, v2};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -17,8 +17,6 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
-
-const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 /// A recent time `back` ms ago, half-way into a second, so that the exemplar times the tests
 /// derive from it print with a fraction (JSON compares 1.5 and 2 as different kinds).
@@ -142,17 +140,14 @@ fn remote_write_exemplars_answer_as_prometheus_2_42_does() {
     let novamon = Novamon::start(&dir.path().join("novamon"), &[]);
     let config = dir.path().join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
-    let mut prom_process = Process::spawn(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg("--web.listen-address=127.0.0.1:0")
-            .arg("--enable-feature=exemplar-storage")
-            .arg("--web.enable-remote-write-receiver"),
-        dir.path().join("prometheus.log"),
+    let mut prom_process = spawn_prometheus(
+        dir.path(),
+        &config,
+        "127.0.0.1:0",
+        &[
+            "--enable-feature=exemplar-storage",
+            "--web.enable-remote-write-receiver",
+        ],
     );
     let prom = wait_for_go_ready_url(&mut prom_process);
     let a = agent();

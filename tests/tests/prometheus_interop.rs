@@ -2,12 +2,11 @@
 //! into novamon; afterwards the same selector queries and metadata endpoints answer the same
 //! series and values from both.
 
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use e2e::{agent, enc, get_json, wait_for_go_ready_url, Json, Novamon, Process};
+use e2e::{agent, enc, get_json, wait_for_go_ready_url, Json, Novamon};
+use e2e::{spawn_prometheus, PROMETHEUS};
 
-const PROMETHEUS: &str = "/usr/bin/prometheus";
 const RUN_FOR: Duration = Duration::from_secs(30);
 
 fn sorted_result(body: &Json) -> Vec<Json> {
@@ -65,16 +64,11 @@ remote_write:
         .unwrap();
     };
     write_config("[]");
-    let mut prom_process = Process::spawn(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg("--web.listen-address=127.0.0.1:0")
-            .arg("--web.enable-lifecycle"),
-        dir.path().join("prometheus.log"),
+    let mut prom_process = spawn_prometheus(
+        dir.path(),
+        &config,
+        "127.0.0.1:0",
+        &["--web.enable-lifecycle"],
     );
     let prom = wait_for_go_ready_url(&mut prom_process);
     let a = agent();

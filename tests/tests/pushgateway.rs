@@ -13,8 +13,8 @@ use e2e::{
     agent, get_json, instant_values as instant, wait_for_go_listen_url, wait_for_go_ready_url,
     wait_until, Json, Novamon, Process,
 };
+use e2e::{spawn_prometheus, PROMETHEUS};
 
-const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
 
 /// One push as a client sends it.
@@ -187,16 +187,7 @@ fn pushes_answer_store_and_list_as_the_pushgateway() {
         ),
     )
     .unwrap();
-    let mut prom_process = Process::spawn(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg("--web.listen-address=127.0.0.1:0"),
-        dir.path().join("prometheus.log"),
-    );
+    let mut prom_process = spawn_prometheus(dir.path(), &prom_cfg, "127.0.0.1:0", &[]);
     let prom = wait_for_go_ready_url(&mut prom_process);
     wait_until(Duration::from_secs(60), || {
         !instant(&a, &prom, r#"compressed_push"#).is_empty()

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::series::{v1_request, v1_series, V1};
+use e2e::spawn_prometheus;
 use e2e::{agent, enc, get_json, wait_for_go_ready_url, wait_until, Json, Novamon, Process};
 use ingest::remote_write::proto::v1;
 use prost::Message;
 
-const PROMETHEUS: &str = "/usr/bin/prometheus";
 const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
 
 fn now_ms() -> i64 {
@@ -172,22 +172,13 @@ fn counter(n: &Novamon, name: &str) -> f64 {
 
 /// A Prometheus 2.42 receiving remote-write on `listen` (`127.0.0.1:0` or a port it had).
 fn prometheus(dir: &Path, listen: &str) -> (Process, String) {
-    assert!(
-        Path::new(PROMETHEUS).exists(),
-        "the prometheus package is required (tests/run.sh installs it)"
-    );
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
-    let mut p = Process::spawn(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("prom").display()
-            ))
-            .arg(format!("--web.listen-address={listen}"))
-            .arg("--web.enable-remote-write-receiver"),
-        dir.join(format!("prometheus-{}.log", now_ms())),
+    let mut p = spawn_prometheus(
+        dir,
+        &config,
+        listen,
+        &["--web.enable-remote-write-receiver"],
     );
     let url = wait_for_go_ready_url(&mut p);
     (p, url)

@@ -13,8 +13,8 @@ use e2e::{
     agent, enc, get_json, instant_values as instant, wait_for_go_listen_url, wait_for_go_ready_url,
     wait_until, Json, Novamon, Process,
 };
+use e2e::{spawn_prometheus, PROMETHEUS};
 
-const PROMETHEUS: &str = "/usr/bin/prometheus";
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 const BLACKBOX: &str = "/usr/bin/prometheus-blackbox-exporter";
 
@@ -37,16 +37,7 @@ fn go_server(dir: &Path, name: &str, cmd: &mut Command) -> (Process, String) {
 
 /// Prometheus on `config`, once ready; returns it and its URL.
 fn prometheus(dir: &Path, config: &Path) -> (Process, String) {
-    let mut p = Process::spawn(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("prom").display()
-            ))
-            .arg("--web.listen-address=127.0.0.1:0"),
-        dir.join("prometheus.log"),
-    );
+    let mut p = spawn_prometheus(dir, config, "127.0.0.1:0", &[]);
     let url = wait_for_go_ready_url(&mut p);
     (p, url)
 }

@@ -10,8 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::{novamon_bin, wait_for_go_listen_url, wait_until, Process};
-
-const PROMETHEUS: &str = "/usr/bin/prometheus";
+use e2e::{spawn_prometheus, PROMETHEUS};
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
 struct Pki {
@@ -367,16 +366,7 @@ remote_write:
         ),
     )
     .unwrap();
-    let mut prom = Process::spawn(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg("--web.listen-address=127.0.0.1:0"),
-        dir.path().join("prometheus.log"),
-    );
+    let mut prom = spawn_prometheus(dir.path(), &config, "127.0.0.1:0", &[]);
     let prom_url = wait_for_go_listen_url(&mut prom);
     // Prometheus scrapes itself only once told to; its own TSDB metrics, written through
     // remote-write, are enough: they are sent as soon as the WAL has any sample. Give it a
