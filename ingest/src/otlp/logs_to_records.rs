@@ -14,6 +14,8 @@ use storage::logs::LogRecord;
 use storage::traces::value_text;
 use storage::Labels;
 
+use super::metric_names::label_chars;
+
 /// Loki's default `otlp_config` index labels.
 const STREAM_ATTRIBUTES: [&str; 17] = [
     "cloud.availability_zone",
@@ -34,18 +36,6 @@ const STREAM_ATTRIBUTES: [&str; 17] = [
     "service.name",
     "service.namespace",
 ];
-
-fn label_name(key: &str) -> String {
-    key.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
 
 fn text(v: &AnyValue) -> String {
     value_text(v).unwrap_or_else(|| json(v).to_string())
@@ -78,7 +68,7 @@ fn json(v: &AnyValue) -> serde_json::Value {
 
 fn pairs(kvs: &[KeyValue]) -> impl Iterator<Item = (String, String)> + '_ {
     kvs.iter()
-        .filter_map(|kv| Some((label_name(&kv.key), text(kv.value.as_ref()?))))
+        .filter_map(|kv| Some((label_chars(&kv.key), text(kv.value.as_ref()?))))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -102,7 +92,7 @@ pub(crate) fn convert(resources: &[ResourceLogs]) -> Vec<LogRecord> {
             .partition(|kv| STREAM_ATTRIBUTES.contains(&kv.key.as_str()));
         let mut labels: Vec<(String, String)> = stream
             .iter()
-            .filter_map(|kv| Some((label_name(&kv.key), text(kv.value.as_ref()?))))
+            .filter_map(|kv| Some((label_chars(&kv.key), text(kv.value.as_ref()?))))
             .collect();
         if !labels.iter().any(|(k, _)| k == "service_name") {
             labels.push(("service_name".to_owned(), "unknown_service".to_owned()));
@@ -110,7 +100,7 @@ pub(crate) fn convert(resources: &[ResourceLogs]) -> Vec<LogRecord> {
         let labels = Labels::from_pairs(labels);
         let resource_md: Vec<(String, String)> = other
             .iter()
-            .filter_map(|kv| Some((label_name(&kv.key), text(kv.value.as_ref()?))))
+            .filter_map(|kv| Some((label_chars(&kv.key), text(kv.value.as_ref()?))))
             .collect();
         for sl in &rl.scope_logs {
             let scope = sl.scope.as_ref();

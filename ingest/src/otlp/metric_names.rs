@@ -51,6 +51,12 @@ pub(crate) fn label_name(key: &str) -> String {
     }
 }
 
+/// An attribute key with every character a label name cannot hold replaced by `_`: the part
+/// of the mapping each signal's translator shares (their prefix rules differ).
+pub(crate) fn label_chars(key: &str) -> String {
+    sanitize(key, true)
+}
+
 fn sanitize(s: &str, label: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

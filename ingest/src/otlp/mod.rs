@@ -32,6 +32,7 @@ pub const DEFAULT_MAX_SPANS: usize = 100_000;
 
 pub use grpc::{grpc_router, grpc_routes, serve_grpc};
 pub use http::http_routes;
+pub(crate) use metric_names::label_chars;
 
 /// What the OTLP endpoints share. Cheap to clone.
 #[derive(Clone)]

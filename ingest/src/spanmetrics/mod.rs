@@ -142,16 +142,7 @@ fn dimension_labels(
 ) -> Result<Vec<(String, String)>, OptionsError> {
     let mut out: Vec<(String, String)> = Vec::with_capacity(attributes.len());
     for a in attributes {
-        let mut label: String = a
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let mut label = crate::otlp::label_chars(a);
         if !label.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
             label.insert(0, '_');
         }

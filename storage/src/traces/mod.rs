@@ -204,6 +204,7 @@ impl TraceStore {
                     wb.put_cf(&origins_cf, origin_id.to_be_bytes(), &bytes);
                     new_origins.push((origin_id, Arc::new(origin.clone())));
                 }
+                let service = origin.service_name();
                 for span in &ss.spans {
                     let ids = match span_ids(span) {
                         Ok(ids) => ids,
@@ -233,11 +234,7 @@ impl TraceStore {
                     let kind = u8::try_from(span.kind).unwrap_or(0);
                     let mut catalog = Vec::new();
                     if handled.insert((part.start_ns, origin_id, Some(kind), span.name.as_str())) {
-                        catalog.push(keys::catalog_operation(
-                            origin.service_name(),
-                            kind,
-                            &span.name,
-                        ));
+                        catalog.push(keys::catalog_operation(service, kind, &span.name));
                     }
                     for kv in &span.attributes {
                         if handled.insert((part.start_ns, 0, None, kv.key.as_str())) {
@@ -272,7 +269,7 @@ impl TraceStore {
                         IndexPrefix::time().key(t, &ids.1),
                         ids.0.to_vec(),
                     ));
-                    for prefix in index_prefixes(origin_id, &origin, span) {
+                    for prefix in index_prefixes(origin_id, service, span) {
                         index_puts.push((part.start_ns, prefix.key(t, &ids.1), Vec::new()));
                     }
                     report.spans_written += 1;
@@ -848,15 +845,15 @@ fn span_ids(span: &Span) -> Result<(TraceId, SpanId), &'static str> {
 /// Every index prefix a span is found under besides time (whose key holds the trace id): its
 /// origin, operation, duration bucket and span attributes. Its service and resource
 /// attributes are found through its origin's keys.
-fn index_prefixes(origin_id: u64, origin: &Origin, span: &Span) -> Vec<IndexPrefix> {
-    let mut out = Vec::with_capacity(2 + span.attributes.len());
+fn index_prefixes(origin_id: u64, service: &str, span: &Span) -> Vec<IndexPrefix> {
+    let mut out = Vec::with_capacity(3 + span.attributes.len());
     out.push(IndexPrefix::origin(origin_id));
-    out.extend(IndexPrefix::operation(origin.service_name(), &span.name));
+    out.extend(IndexPrefix::operation(service, &span.name));
     let duration = span
         .end_time_unix_nano
         .saturating_sub(span.start_time_unix_nano);
     out.extend(IndexPrefix::duration(
-        origin.service_name(),
+        service,
         keys::duration_bucket(duration),
     ));
     out.extend(

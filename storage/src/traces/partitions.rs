@@ -44,23 +44,20 @@ pub(crate) struct Part {
 
 impl Part {
     pub(crate) fn spans_cf(&self) -> String {
-        if self.legacy {
-            LEGACY_SPANS.into()
-        } else {
-            format!(
-                "spans_{}_{}",
-                self.start_ns / NS,
-                (self.end_ns - self.start_ns) / NS
-            )
-        }
+        self.family("spans", LEGACY_SPANS)
     }
 
     pub(crate) fn index_cf(&self) -> String {
+        self.family("index", LEGACY_INDEX)
+    }
+
+    /// `<kind>_<start s>_<width s>`, or the legacy partition's own name.
+    fn family(&self, kind: &str, legacy: &str) -> String {
         if self.legacy {
-            LEGACY_INDEX.into()
+            legacy.into()
         } else {
             format!(
-                "index_{}_{}",
+                "{kind}_{}_{}",
                 self.start_ns / NS,
                 (self.end_ns - self.start_ns) / NS
             )
