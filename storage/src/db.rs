@@ -120,9 +120,12 @@ pub(crate) fn trace_cf_options(cache: &Cache, spans: bool) -> Options {
     o
 }
 
-/// Chunk column families hold Gorilla-compressed data that lz4 would not shrink further.
+/// Chunk column families: lz4 shrinks them by a quarter on node-exporter-like data although
+/// the chunks are compressed already — what it finds is the keys' shared window start and
+/// tiebreak and the chunk headers, alike across series (measured on `ingest_compare`'s 20k
+/// load: 1.51 → 1.14 bytes per sample).
 pub(crate) fn chunk_cf_options(cache: &Cache) -> Options {
-    cf_options(cache, DBCompressionType::None)
+    cf_options(cache, DBCompressionType::Lz4)
 }
 
 /// Memory one RocksDB database holds, as RocksDB estimates it.
@@ -152,6 +155,22 @@ pub(crate) fn memory(db: &Db, cache: &Cache) -> StoreMemory {
     }
 }
 
+/// What every RocksDB database of the stores opens with: created when missing, two background
+/// jobs (this is a single-node process beside its own query threads), one memtable budget for
+/// all column families (with a column family per day, per-family buffers would add up), and an
+/// info log of warnings and errors only: at info level RocksDB writes every column family's
+/// options at each open and statistics every few minutes, hundreds of kilobytes nobody reads.
+pub(crate) fn db_options(write_buffer_bytes: usize) -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_background_jobs(2);
+    opts.set_db_write_buffer_size(write_buffer_bytes);
+    opts.set_log_level(rocksdb::LogLevel::Warn);
+    opts.set_keep_log_file_num(4);
+    opts
+}
+
 /// Opens (creating if needed) the database with the fixed column families and every
 /// existing column family accepted by `is_chunk_cf`. Returns the names of the latter.
 pub(crate) fn open(
@@ -160,15 +179,9 @@ pub(crate) fn open(
     cache: &Cache,
     write_buffer_bytes: usize,
 ) -> Result<(Db, Vec<String>), StorageError> {
-    let mut opts = Options::default();
-    opts.create_if_missing(true);
-    opts.create_missing_column_families(true);
-    opts.set_max_background_jobs(2);
-    // One budget for all memtables: with a column family per day, per-CF buffers would add up.
-    opts.set_db_write_buffer_size(write_buffer_bytes);
+    let mut opts = db_options(write_buffer_bytes);
     // Rarely written column families would otherwise pin old WAL files forever.
     opts.set_max_total_wal_size(128 << 20);
-    opts.set_keep_log_file_num(4);
 
     let existing = match Db::list_cf(&opts, dir) {
         Ok(names) => names,

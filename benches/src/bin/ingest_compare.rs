@@ -7,6 +7,10 @@
 //! few seconds, so the latencies include writes taken while a checkpoint runs. With
 //! `--native-histograms` every series is a native histogram (24 buckets) instead, and
 //! Prometheus runs with its native-histograms feature (VictoriaMetrics 1.79 takes none).
+//! `--settle` keeps each target running that long after the load before it is stopped, so
+//! that background merges (VictoriaMetrics') have settled when the disk is measured; the
+//! bytes are also given without VictoriaMetrics' `cache` directory (persisted caches it
+//! rebuilds when missing).
 //!
 //!   ingest_compare --novamon target/release/novamon --series 20000 --samples 30
 
@@ -33,12 +37,17 @@ struct Args {
     /// Send native histogram samples instead of float samples.
     #[arg(long)]
     native_histograms: bool,
+    /// Seconds each target keeps running after the load before it is stopped.
+    #[arg(long, default_value_t = 0)]
+    settle: u64,
 }
 
 struct Row {
     name: String,
     report: LoadReport,
     disk_bytes: u64,
+    /// `disk_bytes` without the target's caches.
+    data_bytes: u64,
     peak_rss_kib: Option<u64>,
     /// CPU seconds the target used while taking the load.
     cpu_seconds: Option<f64>,
@@ -81,10 +90,18 @@ fn run(args: &Args, peer: &Peer) -> anyhow::Result<Row> {
     let timeout = Duration::from_secs(args.peers.timeout);
     let mut running = peer.start(timeout)?;
     let report = send(&running.write_url(), cfg.protocol, shards);
-    let peak_rss_kib = running.peak_rss_kib();
     let cpu_seconds = running.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(args.settle));
+    let peak_rss_kib = running.peak_rss_kib();
     let stopped = running.stop(timeout)?;
     let disk_bytes = running.disk_bytes()?;
+    let caches = match peer.name.as_str() {
+        "victoria-metrics" => match running.disk_bytes_of("cache") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            bytes => bytes?,
+        },
+        _ => 0,
+    };
     let restart = running.restart(timeout)?;
     running.stop(timeout)?;
     if let Some(err) = &report.first_error {
@@ -94,6 +111,7 @@ fn run(args: &Args, peer: &Peer) -> anyhow::Result<Row> {
         name: peer.name.clone(),
         report,
         disk_bytes,
+        data_bytes: disk_bytes - caches,
         peak_rss_kib,
         cpu_seconds,
         stopped,
@@ -112,7 +130,7 @@ fn print_table(args: &Args, rows: &[Row]) {
         args.load.series, args.load.samples, args.load.concurrency, args.load.batch
     );
     println!(
-        "{:<18} {:>12} {:>14} {:>12} {:>8} {:>12} {:>12} {:>13} {:>8} {:>8} {:>8} {:>9} {:>10}",
+        "{:<18} {:>12} {:>14} {:>12} {:>8} {:>12} {:>12} {:>14} {:>13} {:>8} {:>8} {:>8} {:>9} {:>10}",
         "target",
         "samples/s",
         "cpu_us/sample",
@@ -120,6 +138,7 @@ fn print_table(args: &Args, rows: &[Row]) {
         "failed",
         "disk_bytes",
         "bytes/sample",
+        "w/o_caches",
         "peak_rss_MiB",
         "p50_ms",
         "p99_ms",
@@ -128,20 +147,21 @@ fn print_table(args: &Args, rows: &[Row]) {
         "restart_s"
     );
     for r in rows {
-        let per_sample = r.disk_bytes as f64 / r.report.samples_accepted.max(1) as f64;
+        let accepted = r.report.samples_accepted.max(1) as f64;
+        let per_sample = r.disk_bytes as f64 / accepted;
         let rss = r
             .peak_rss_kib
             .map_or("-".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
-        let cpu = r.cpu_seconds.map_or("-".to_string(), |s| {
-            format!("{:.2}", s * 1e6 / r.report.samples_accepted.max(1) as f64)
-        });
+        let cpu = r
+            .cpu_seconds
+            .map_or("-".to_string(), |s| format!("{:.2}", s * 1e6 / accepted));
         let ms = |q: f64| {
             r.report
                 .latency_quantile(q)
                 .map_or("-".to_string(), |d| format!("{:.1}", d.as_secs_f64() * 1e3))
         };
         println!(
-            "{:<18} {:>12.0} {:>14} {:>12} {:>8} {:>12} {:>12.2} {:>13} {:>8} {:>8} {:>8} {:>9} {:>10.2}",
+            "{:<18} {:>12.0} {:>14} {:>12} {:>8} {:>12} {:>12.2} {:>14.2} {:>13} {:>8} {:>8} {:>8} {:>9} {:>10.2}",
             r.name,
             r.report.samples_per_sec(),
             cpu,
@@ -149,6 +169,7 @@ fn print_table(args: &Args, rows: &[Row]) {
             r.report.failed_requests,
             r.disk_bytes,
             per_sample,
+            r.data_bytes as f64 / accepted,
             rss,
             ms(0.5),
             ms(0.99),

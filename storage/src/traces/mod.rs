@@ -129,12 +129,7 @@ fn now_ns() -> u64 {
 
 impl TraceStore {
     pub fn open(dir: &Path, opts: TraceStoreOptions) -> Result<TraceStore, StorageError> {
-        let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
-        db_opts.set_max_background_jobs(2);
-        db_opts.set_db_write_buffer_size(opts.write_buffer_bytes);
-        db_opts.set_keep_log_file_num(4);
+        let db_opts = db::db_options(opts.write_buffer_bytes);
         let cache = rocksdb::Cache::new_lru_cache(opts.block_cache_bytes);
         let existing = match Db::list_cf(&db_opts, dir) {
             Ok(names) => names,

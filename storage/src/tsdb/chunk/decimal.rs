@@ -6,14 +6,17 @@
 //! XOR'd float bits keep some 40 significant bits a sample; its mantissa's deltas fit in a
 //! dozen.
 //!
-//! Owns this format only. A chunk is encoded this way only when decoding gives back every
+//! Chunks are no longer written in this form (the `packed` encoding took its place, smaller
+//! wherever this one applies); it is read for what earlier versions stored.
+//!
+//! Owns this format only. A chunk was encoded this way only when decoding gives back every
 //! value's bits exactly (checked value by value with the very arithmetic the decoder uses),
 //! so NaNs, infinities and -0.0 never are; the caller keeps the XOR form otherwise.
 
-use super::{
-    bucketed_len, read_bucketed, write_bucketed, BitWriter, CorruptChunk, Decode, Samples,
-    TimeWriter, Timestamps, ENCODING_DECIMAL,
-};
+#[cfg(test)]
+use super::{bucketed_len, write_bucketed, BitWriter, TimeWriter, ENCODING_DECIMAL};
+use super::{read_bucketed, CorruptChunk, Decode, Samples, Timestamps};
+#[cfg(test)]
 use crate::encoding::put_uvarint;
 use crate::Sample;
 
@@ -42,22 +45,21 @@ pub(super) struct Mode {
 impl Mode {
     pub(super) fn parse(byte: u8) -> Result<Mode, CorruptChunk> {
         let scale = byte & !DOD_MODE;
-        if usize::from(scale) >= POW10.len() {
-            return Err(CorruptChunk("bad decimal scale"));
-        }
+        check_scale(scale)?;
         Ok(Mode {
             scale,
             dod: byte & DOD_MODE != 0,
         })
     }
 
+    #[cfg(test)]
     fn byte(self) -> u8 {
         self.scale | if self.dod { DOD_MODE } else { 0 }
     }
 }
 
 /// The value of mantissa `m` at scale `k`: the decoder's arithmetic, which the encoder checks.
-fn value(m: i64, k: usize) -> f64 {
+pub(super) fn value(m: i64, k: usize) -> f64 {
     if k == 0 {
         m as f64
     } else {
@@ -79,15 +81,31 @@ fn mantissa(bits: u64, k: usize) -> Option<i64> {
     (value(m, k).to_bits() == bits).then_some(m)
 }
 
+/// The smallest scale k at which every value of `samples` is a mantissa m (value = m /
+/// 10^k) that decodes back to exactly its bits, and those mantissas.
+pub(super) fn mantissas(samples: &[(i64, u64)]) -> Option<(u8, Vec<i64>)> {
+    (0..POW10.len()).find_map(|k| {
+        let ms: Option<Vec<i64>> = samples.iter().map(|&(_, bits)| mantissa(bits, k)).collect();
+        ms.map(|ms| (k as u8, ms))
+    })
+}
+
+/// A stored scale byte, checked.
+pub(super) fn check_scale(scale: u8) -> Result<usize, CorruptChunk> {
+    match usize::from(scale) {
+        k if k < POW10.len() => Ok(k),
+        _ => Err(CorruptChunk("bad decimal scale")),
+    }
+}
+
 /// The stored form of `samples` in this encoding (header included), or `None` when some
-/// value is not a decimal this encoding gives back exactly.
+/// value is not a decimal this encoding gives back exactly: the writer of earlier versions,
+/// kept to test the reader with.
+#[cfg(test)]
 pub(super) fn encode(samples: &[(i64, u64)]) -> Option<Vec<u8>> {
     let (first, last) = (samples.first()?, samples.last()?);
     let count = u16::try_from(samples.len()).ok()?;
-    let (scale, mantissas) = (0..POW10.len()).find_map(|k| {
-        let ms: Option<Vec<i64>> = samples.iter().map(|&(_, bits)| mantissa(bits, k)).collect();
-        ms.map(|ms| (k, ms))
-    })?;
+    let (scale, mantissas) = mantissas(samples)?;
     let deltas: Vec<i64> = mantissas
         .windows(2)
         .map(|w| w[1].wrapping_sub(w[0]))
@@ -101,10 +119,7 @@ pub(super) fn encode(samples: &[(i64, u64)]) -> Option<Vec<u8>> {
         .collect();
     let cost = |vs: &[i64]| -> u32 { vs.iter().map(|&v| bucketed_len(v, &VALUE_BUCKETS)).sum() };
     let dod = cost(&dods) < cost(&deltas);
-    let mode = Mode {
-        scale: scale as u8,
-        dod,
-    };
+    let mode = Mode { scale, dod };
 
     let mut bw = BitWriter::default();
     let mut times = TimeWriter::default();

@@ -1,7 +1,8 @@
 //! The chunk codec: Gorilla compression of (timestamp, float) samples — delta-of-delta
 //! timestamps and XOR'd value bits — plus the small header a stored chunk carries, and the
-//! decimal encoding (`decimal`) a chunk is stored in instead when all its values are decimals
-//! (smaller by half on counters, see [`compact`]).
+//! packed encoding (`packed`) a complete chunk is stored in instead when all its values are
+//! decimals (a third of the XOR form's size on what exporters send, see [`compact`]); the
+//! `decimal` encoding earlier versions stored such chunks in is still read.
 //!
 //! Owns the byte format of one chunk and nothing else: which samples go into which chunk
 //! (≤ [`MAX_SAMPLES`], never across a 2h window) is the head's rule, where chunks are stored is
@@ -23,14 +24,17 @@ pub(crate) const MAX_SAMPLES: u16 = 120;
 
 /// The encoding byte at the start of a stored chunk. 0 is never written (so a zeroed value
 /// is detected as corrupt); 2 is reserved for integer native histograms, 3 is the
-/// [`histogram`] chunk's.
+/// [`histogram`] chunk's; 4 (decimal) is read but no longer written.
 const ENCODING_XOR: u8 = 1;
 const ENCODING_DECIMAL: u8 = 4;
+const ENCODING_PACKED: u8 = 5;
 
 mod decimal;
 pub(crate) mod histogram;
+mod packed;
 
 pub(crate) use decimal::DecimalIter;
+pub(crate) use packed::PackedIter;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("corrupt chunk: {0}")]
@@ -77,6 +81,7 @@ impl BitWriter {
     }
 }
 
+#[derive(Clone)]
 struct BitReader<'a> {
     data: &'a [u8],
     pos: usize,
@@ -450,10 +455,16 @@ fn read_count_and_span(c: &mut Cursor<'_>) -> Result<(u16, u64), CorruptChunk> {
     Ok((count, span))
 }
 
+/// How a stored chunk's samples are encoded.
+enum Form<'a> {
+    Xor,
+    Decimal(decimal::Mode),
+    Packed(packed::Columns<'a>),
+}
+
 /// A stored chunk, parsed just far enough to know its time range without decoding it.
 pub(crate) struct StoredChunk<'a> {
-    /// The decimal encoding's mode; `None` for XOR.
-    decimal: Option<decimal::Mode>,
+    form: Form<'a>,
     count: u16,
     min_t: i64,
     max_t: i64,
@@ -464,15 +475,16 @@ impl<'a> StoredChunk<'a> {
     pub(crate) fn parse(value: &'a [u8]) -> Result<StoredChunk<'a>, CorruptChunk> {
         let mut c = Cursor::new(value);
         let encoding = c.u8().ok_or(CorruptChunk("empty value"))?;
-        if ![ENCODING_XOR, ENCODING_DECIMAL].contains(&encoding) {
+        if ![ENCODING_XOR, ENCODING_DECIMAL, ENCODING_PACKED].contains(&encoding) {
             return Err(CorruptChunk("unknown encoding"));
         }
         let (count, span) = read_count_and_span(&mut c)?;
-        let decimal = match encoding {
-            ENCODING_DECIMAL => Some(decimal::Mode::parse(
+        let form = match encoding {
+            ENCODING_DECIMAL => Form::Decimal(decimal::Mode::parse(
                 c.u8().ok_or(CorruptChunk("missing decimal mode"))?,
             )?),
-            _ => None,
+            ENCODING_PACKED => Form::Packed(packed::Columns::parse(c.rest())?),
+            _ => Form::Xor,
         };
         let data = c.rest();
         let min_t = match data.first_chunk::<8>() {
@@ -481,7 +493,7 @@ impl<'a> StoredChunk<'a> {
             None => return Err(CorruptChunk("truncated data")),
         };
         Ok(StoredChunk {
-            decimal,
+            form,
             count,
             min_t,
             max_t: min_t.wrapping_add(span as i64),
@@ -512,13 +524,19 @@ impl<'a> StoredChunk<'a> {
         match self.iter() {
             ChunkIter::Xor(it) => it.decode_into(out, lo, hi, self),
             ChunkIter::Decimal(it) => it.decode_into(out, lo, hi, self),
+            ChunkIter::Packed(it) => it.decode_into(out, lo, hi, self),
         }
     }
 
     pub(crate) fn iter(&self) -> ChunkIter<'a> {
-        match self.decimal {
-            None => ChunkIter::Xor(XorIter::new(self.data, self.count)),
-            Some(mode) => ChunkIter::Decimal(DecimalIter::new(self.data, self.count, mode)),
+        match &self.form {
+            Form::Xor => ChunkIter::Xor(XorIter::new(self.data, self.count)),
+            Form::Decimal(mode) => {
+                ChunkIter::Decimal(DecimalIter::new(self.data, self.count, *mode))
+            }
+            Form::Packed(columns) => {
+                ChunkIter::Packed(PackedIter::new(columns.clone(), self.count))
+            }
         }
     }
 }
@@ -527,6 +545,7 @@ impl<'a> StoredChunk<'a> {
 pub(crate) enum ChunkIter<'a> {
     Xor(XorIter<'a>),
     Decimal(DecimalIter<'a>),
+    Packed(PackedIter<'a>),
 }
 
 impl Iterator for ChunkIter<'_> {
@@ -536,6 +555,7 @@ impl Iterator for ChunkIter<'_> {
         match self {
             ChunkIter::Xor(it) => it.next(),
             ChunkIter::Decimal(it) => it.next(),
+            ChunkIter::Packed(it) => it.next(),
         }
     }
 
@@ -543,23 +563,24 @@ impl Iterator for ChunkIter<'_> {
         match self {
             ChunkIter::Xor(it) => it.size_hint(),
             ChunkIter::Decimal(it) => it.size_hint(),
+            ChunkIter::Packed(it) => it.size_hint(),
         }
     }
 }
 
-/// The smallest stored form of a stored chunk: the decimal encoding when all its values are
+/// The smallest stored form of a stored chunk: the packed encoding when all its values are
 /// decimals and that is smaller, else the value as it is. Done when chunks are persisted,
 /// not in the head, whose open chunks must stay appendable.
 pub(crate) fn compact(value: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, CorruptChunk> {
     let chunk = StoredChunk::parse(value)?;
-    if chunk.decimal.is_some() {
+    if !matches!(chunk.form, Form::Xor) {
         return Ok(value.into());
     }
     let samples: Vec<(i64, u64)> = chunk
         .iter()
         .map(|s| s.map(|s| (s.t, s.v.to_bits())))
         .collect::<Result<_, _>>()?;
-    Ok(match decimal::encode(&samples) {
+    Ok(match packed::encode(&samples) {
         Some(d) if d.len() < value.len() => d.into(),
         _ => value.into(),
     })
