@@ -14,10 +14,11 @@
 //!
 //! Per system: records/s until every record is searchable (counted from the first send) and
 //! until the last is acknowledged, the lag between the two, server CPU per record, disk bytes
-//! per raw line byte, peak RSS (VmHWM), and the median latency of each query, every run's
-//! answer checked against the generator: the newest 1000 lines of one service, a needle line
-//! filter in it, records per level per minute over the span, index stats (entries and line
-//! bytes), line bytes by service (volume), and by service per minute (volume_range).
+//! per raw line byte, peak RSS (VmHWM), and the median latency of each query and the server CPU
+//! it took per run, every run's answer checked against the generator: the newest 1000 lines of
+//! one service, a needle line filter in it, records per level per minute over the span, index
+//! stats (entries and line bytes), line bytes by service (volume), and by service per minute
+//! (volume_range). `--systems novamon` runs novamon alone.
 //!
 //! Server CPU counts from the first send until all is searchable: work a server defers past
 //! that (ClickHouse's later merges) is not in it. Bare tantivy answers the aggregations from
@@ -73,6 +74,15 @@ struct Args {
     /// Parallel connections sending to novamon, and to ClickHouse.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// The systems to run, in the table's order; the peers left out have no rows (quicker
+    /// runs while working on one).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "novamon,tantivy,clickhouse"
+    )]
+    systems: Vec<System>,
     /// Runs of each query; the table has the median.
     #[arg(long, default_value_t = 10)]
     query_runs: usize,
@@ -86,6 +96,13 @@ struct Args {
     /// The parent's data set end, so the child generates the same records.
     #[arg(long, hide = true)]
     end_ns: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum System {
+    Novamon,
+    Tantivy,
+    Clickhouse,
 }
 
 const MINUTE_NS: i64 = 60_000_000_000;
@@ -103,14 +120,17 @@ fn main() -> anyhow::Result<()> {
     let set = data_set(&args, end_ns);
     eprintln!("{} records, {} raw line bytes", set.n, set.raw_bytes);
     let want = Expected::of(&set);
-    let rows = [
-        ("novamon", run_novamon(&args, &set, &want)?.cells(&set)),
-        ("tantivy (bare)", run_tantivy_child(end_ns)?),
-        (
-            "clickhouse",
-            run_clickhouse(&args, &set, &want)?.cells(&set),
-        ),
-    ];
+    let mut rows = Vec::new();
+    for system in &args.systems {
+        rows.push(match system {
+            System::Novamon => ("novamon", run_novamon(&args, &set, &want)?.cells(&set)),
+            System::Tantivy => ("tantivy (bare)", run_tantivy_child(end_ns)?),
+            System::Clickhouse => (
+                "clickhouse",
+                run_clickhouse(&args, &set, &want)?.cells(&set),
+            ),
+        });
+    }
     print_table(&args, &set, &rows);
     Ok(())
 }
@@ -205,35 +225,58 @@ trait Queries {
     fn volume(&self, by_minute: bool) -> anyhow::Result<Groups>;
 }
 
-/// Median milliseconds of each query, in the table's order; a wrong answer in any run fails.
-fn time_queries(q: &dyn Queries, want: &Expected, runs: usize) -> anyhow::Result<[f64; 6]> {
+/// The server's CPU seconds so far.
+type CpuClock<'a> = &'a dyn Fn() -> anyhow::Result<f64>;
+
+/// Each query's median milliseconds and mean server CPU milliseconds per run, in the table's
+/// order; a wrong answer in any run fails. The CPU figure is the steadier one on a machine
+/// shared with other work (wall time there includes waiting for a core).
+fn time_queries(
+    q: &dyn Queries,
+    want: &Expected,
+    runs: usize,
+    cpu: CpuClock<'_>,
+) -> anyhow::Result<[(f64, f64); 6]> {
     let service = want.service;
     let stats = (want.records, want.line_bytes);
     Ok([
-        median_ms(runs, || {
+        timed(runs, cpu, || {
             check("newest lines", q.lines(service, None)?, &want.newest)
         })?,
-        median_ms(runs, || {
+        timed(runs, cpu, || {
             check("needle", q.lines(service, Some(NEEDLE))?, &want.needle)
         })?,
-        median_ms(runs, || check("counts by level", q.levels()?, &want.levels))?,
-        median_ms(runs, || check("index stats", q.stats()?, &stats))?,
-        median_ms(runs, || check("volume", q.volume(false)?, &want.volume))?,
-        median_ms(runs, || {
+        timed(runs, cpu, || {
+            check("counts by level", q.levels()?, &want.levels)
+        })?,
+        timed(runs, cpu, || check("index stats", q.stats()?, &stats))?,
+        timed(runs, cpu, || {
+            check("volume", q.volume(false)?, &want.volume)
+        })?,
+        timed(runs, cpu, || {
             check("volume range", q.volume(true)?, &want.volume_range)
         })?,
     ])
 }
 
-fn median_ms(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+/// The median wall milliseconds of `runs` runs of `f`, and the server's CPU milliseconds per run
+/// (a mean: the clock ticks in hundredths of a second, too coarse for one run).
+fn timed(
+    runs: usize,
+    cpu: CpuClock<'_>,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, f64)> {
+    let runs = runs.max(1);
     let mut v = Vec::new();
-    for _ in 0..runs.max(1) {
+    let cpu_before = cpu()?;
+    for _ in 0..runs {
         let t = Instant::now();
         f()?;
         v.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    let cpu_ms = (cpu()? - cpu_before) * 1e3 / runs as f64;
     v.sort_by(f64::total_cmp);
-    Ok(v[v.len() / 2])
+    Ok((v[v.len() / 2], cpu_ms))
 }
 
 fn check<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: &T) -> anyhow::Result<()> {
@@ -264,11 +307,12 @@ struct Measured {
     /// The part of `disk_bytes` that is index, where the system keeps one apart.
     index_bytes: Option<u64>,
     peak_rss_kib: u64,
-    query_ms: [f64; 6],
+    /// Per query: median wall milliseconds, and server CPU milliseconds per run.
+    queries: [(f64, f64); 6],
 }
 
 /// Header and decimals of each column.
-const COLUMNS: [(&str, usize); 13] = [
+const COLUMNS: [(&str, usize); 19] = [
     ("searchable/s", 0),
     ("acked/s", 0),
     ("lag s", 2),
@@ -282,6 +326,12 @@ const COLUMNS: [(&str, usize); 13] = [
     ("stats ms", 1),
     ("volume ms", 1),
     ("vol/min ms", 1),
+    ("newest cpu", 1),
+    ("needle cpu", 1),
+    ("levels cpu", 1),
+    ("stats cpu", 1),
+    ("volume cpu", 1),
+    ("vol/min cpu", 1),
 ];
 
 /// A row of the table; `None` where the system has no such figure.
@@ -292,7 +342,8 @@ impl Measured {
         let (n, raw) = (set.n as f64, set.raw_bytes as f64);
         let searchable = self.searchable.as_secs_f64();
         let acked = self.acked.map(|a| a.as_secs_f64());
-        let q = self.query_ms;
+        let q = self.queries.map(|(ms, _)| ms);
+        let c = self.queries.map(|(_, cpu)| cpu);
         [
             Some(n / searchable),
             acked.map(|a| n / a),
@@ -308,6 +359,12 @@ impl Measured {
             Some(q[3]),
             Some(q[4]),
             Some(q[5]),
+            Some(c[0]),
+            Some(c[1]),
+            Some(c[2]),
+            Some(c[3]),
+            Some(c[4]),
+            Some(c[5]),
         ]
     }
 }
@@ -342,8 +399,11 @@ fn print_table(args: &Args, set: &LogSet, rows: &[(&str, Cells)]) {
     for (name, cells) in rows {
         print(name, cells, false);
     }
-    let (nova_name, nova) = &rows[0];
-    for (name, cells) in &rows[1..] {
+    // Ratios are of the first system's figures to each other's.
+    let Some(((nova_name, nova), peers)) = rows.split_first() else {
+        return;
+    };
+    for (name, cells) in peers {
         let ratio: Cells = std::array::from_fn(|i| Some(nova[i]? / cells[i]?));
         print(
             &format!("{nova_name}/{}", name.split(' ').next().unwrap_or(name)),
@@ -486,7 +546,7 @@ fn run_novamon(args: &Args, set: &LogSet, want: &Expected) -> anyhow::Result<Mea
     drop(frames);
     let searchable = wait_searchable(started, timeout, set.n, || loki.count(want))?;
     let cpu_s = server_cpu(&running)? - cpu_before;
-    let query_ms = time_queries(&loki, want, args.query_runs)?;
+    let queries = time_queries(&loki, want, args.query_runs, &|| server_cpu(&running))?;
     // Disk use after a graceful stop, once novamon has flushed what it buffers.
     let peak_rss_kib = stop(&mut running, timeout)?;
     Ok(Measured {
@@ -496,7 +556,7 @@ fn run_novamon(args: &Args, set: &LogSet, want: &Expected) -> anyhow::Result<Mea
         disk_bytes: running.disk_bytes_of("logs")?,
         index_bytes: Some(running.disk_bytes_of("logs/index")?),
         peak_rss_kib,
-        query_ms,
+        queries,
     })
 }
 
@@ -718,7 +778,7 @@ fn run_clickhouse(args: &Args, set: &LogSet, want: &Expected) -> anyhow::Result<
         Ok(integer(&rows[0]["n"])? as u64)
     })?;
     let cpu_s = server_cpu(&running)? - cpu_before;
-    let query_ms = time_queries(&sql, want, args.query_runs)?;
+    let queries = time_queries(&sql, want, args.query_runs, &|| server_cpu(&running))?;
     // Parts a merge replaced stay on disk for old_parts_lifetime (8 minutes) before they are
     // deleted, so `du` would count data twice: the active parts are what the table takes.
     let disk = sql.rows(
@@ -734,7 +794,7 @@ fn run_clickhouse(args: &Args, set: &LogSet, want: &Expected) -> anyhow::Result<
         disk_bytes: integer(&disk[0]["b"])? as u64,
         index_bytes: None,
         peak_rss_kib,
-        query_ms,
+        queries,
     })
 }
 
@@ -904,7 +964,9 @@ fn run_tantivy(args: &Args, set: &LogSet) -> anyhow::Result<Measured> {
         f: fields,
         set,
     };
-    let query_ms = time_queries(&bare, &want, args.query_runs)?;
+    // The child's own CPU: its queries run in this process.
+    let own_cpu = || cpu_seconds(std::process::id()).context("cannot read /proc/self/stat");
+    let queries = time_queries(&bare, &want, args.query_runs, &own_cpu)?;
     let disk_bytes = du(dir.path())?;
     Ok(Measured {
         searchable,
@@ -913,7 +975,7 @@ fn run_tantivy(args: &Args, set: &LogSet) -> anyhow::Result<Measured> {
         disk_bytes,
         index_bytes: Some(disk_bytes),
         peak_rss_kib: status_kib(std::process::id(), "VmHWM").context("no VmHWM")?,
-        query_ms,
+        queries,
     })
 }
 
