@@ -31,7 +31,7 @@ use crate::labels::Labels;
 use crate::matcher::Matcher;
 use crate::StorageError;
 use append_log::AppendLog;
-use partition::{parse_stream_key, stream_key, Partition, Selection, DAY_NS};
+use partition::{stream_key, Partition, Selection, DAY_NS};
 
 /// The hits of a partition a scan reads in its first round, and the most in any round.
 const SCAN_ROUND_MIN: usize = 1024;
@@ -243,13 +243,11 @@ impl LogStore {
     ) -> Result<Vec<Labels>, StorageError> {
         let mut out: Vec<Labels> = Vec::new();
         for p in self.inner.partitions_in(start_ns, end_ns) {
-            for key in p.streams()? {
-                if let Some(labels) = parse_stream_key(&key) {
-                    if matches_all(&labels, matchers) {
-                        out.push(labels);
-                    }
-                }
-            }
+            out.extend(
+                p.streams()?
+                    .into_iter()
+                    .filter(|labels| matches_all(labels, matchers)),
+            );
         }
         out.sort();
         out.dedup();
@@ -272,14 +270,14 @@ impl LogStore {
             // `SCAN_ROUND_MAX`: a query that stops after its limit costs one pass and `limit`
             // hits of memory, one that reads everything a pass per round, and no query holds
             // more than a round of hits whatever the day's size.
-            let mut loader = p.loader();
+            let loader = p.loader()?;
             let mut after = None;
             let mut k = SCAN_ROUND_MIN;
             loop {
                 let hits = next_hits(&p, &loader, q, direction, k, after)?;
                 let exhausted = hits.len() < k;
                 for (ts, addr) in hits {
-                    if f(p.load(&mut loader, ts, addr)?).is_break() {
+                    if f(p.load(&loader, ts, addr)?).is_break() {
                         return Ok(());
                     }
                     after = Some((ts, addr));
@@ -467,7 +465,7 @@ fn next_hits(
     k: usize,
     after: Option<(i64, tantivy::DocAddress)>,
 ) -> Result<Vec<(i64, tantivy::DocAddress)>, StorageError> {
-    let stream = |key: &str| stream_matches(q, key);
+    let stream = |labels: &Labels| matches_all(labels, &q.matchers);
     let mut sel = selection(q, &q.contains, &stream);
     // Hits at the last one's timestamp may remain (after it in address order); earlier
     // (later, going backward) ones are all read.
@@ -489,21 +487,17 @@ fn grouped(
     budget: usize,
 ) -> Result<Vec<partition::Group>, StorageError> {
     p.grouped(
-        &selection(q, &[], &|k| stream_matches(q, k)),
+        &selection(q, &[], &|labels| matches_all(labels, &q.matchers)),
         by_metadata,
         bytes,
         budget,
     )
 }
 
-fn stream_matches(q: &LogQuery, key: &str) -> bool {
-    parse_stream_key(key).is_some_and(|l| matches_all(&l, &q.matchers))
-}
-
 fn selection<'a>(
     q: &LogQuery,
     contains: &'a [String],
-    stream: &'a dyn Fn(&str) -> bool,
+    stream: &'a dyn Fn(&Labels) -> bool,
 ) -> Selection<'a> {
     Selection {
         stream,

@@ -2,15 +2,17 @@
 //! sequence number in the commit payload, and searching. Owns everything tantivy-specific;
 //! knows nothing about the append log or about LogQL.
 
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
 use tantivy::directory::MmapDirectory;
+use tantivy::index::SegmentId;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED,
@@ -130,6 +132,47 @@ pub(crate) struct Partition {
     /// The [`BYTES`] column; absent in partitions written before it existed, whose lines are
     /// read to measure them.
     bytes: Option<Field>,
+    /// The streams of each segment a searcher has shown, parsed once (see [`SegmentStreams`]).
+    segment_streams: Mutex<HashMap<SegmentId, Arc<SegmentStreams>>>,
+}
+
+/// A segment's stream keys and their labels, by ordinal in the segment's stream column. Every
+/// query needs them (to pick the selected streams, and to label what it returns) and a
+/// segment never changes, so they are parsed when a searcher first shows the segment instead
+/// of once per query: the JSON parse of every key of every segment was per-query work that
+/// grew with the number of segments, not with the result.
+pub(crate) struct SegmentStreams {
+    keys: Vec<String>,
+    /// `None` for a key that is not a stream key (never written so; such a stream selects
+    /// nothing and its documents read as corrupt).
+    labels: Vec<Option<Labels>>,
+}
+
+impl SegmentStreams {
+    fn read(seg: &SegmentReader) -> Result<SegmentStreams, StorageError> {
+        let (mut keys, mut labels) = (Vec::new(), Vec::new());
+        if let Some(column) = seg.fast_fields().str("stream")? {
+            let mut terms = column.dictionary().stream()?;
+            while terms.advance() {
+                // Ordinals are the positions in the dictionary's order.
+                let key = String::from_utf8_lossy(terms.key()).into_owned();
+                labels.push(parse_stream_key(&key));
+                keys.push(key);
+            }
+        }
+        Ok(SegmentStreams { keys, labels })
+    }
+
+    fn labels(&self, ord: u64) -> Option<&Labels> {
+        self.labels.get(ord as usize)?.as_ref()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, Option<&Labels>)> {
+        self.keys
+            .iter()
+            .zip(&self.labels)
+            .map(|(k, l)| (k.as_str(), l.as_ref()))
+    }
 }
 
 /// The stream labels as stored in the index: a JSON object with sorted keys.
@@ -149,20 +192,20 @@ pub(crate) fn parse_stream_key(s: &str) -> Option<Labels> {
     ))
 }
 
-/// Reads the documents a search found: its searcher, each segment's stream column, and the
-/// streams already parsed (a day has few streams and many lines).
+/// Reads the documents a search found: its searcher, and per segment the stream column and
+/// the streams it names.
 pub(crate) struct Loader {
     searcher: Searcher,
     streams: Vec<Option<StrColumn>>,
+    segments: Vec<Arc<SegmentStreams>>,
     /// Per segment, the [`LEVEL`] column.
     levels: Vec<Option<StrColumn>>,
-    labels: HashMap<(usize, u64), Labels>,
 }
 
 /// What a search selects.
 pub(crate) struct Selection<'a> {
-    /// Whether a stream key is selected.
-    pub(crate) stream: &'a dyn Fn(&str) -> bool,
+    /// Whether a stream is selected.
+    pub(crate) stream: &'a dyn Fn(&Labels) -> bool,
     pub(crate) start_ns: i64,
     pub(crate) end_ns: i64,
     /// Substrings every selected line contains (case-sensitively); the index prunes with them.
@@ -212,6 +255,7 @@ impl Partition {
             has_meta,
             level,
             bytes,
+            segment_streams: Mutex::new(HashMap::new()),
         })
     }
 
@@ -281,21 +325,50 @@ impl Partition {
         Ok(())
     }
 
-    /// The distinct stream keys in this partition.
-    pub(crate) fn streams(&self) -> Result<BTreeSet<String>, StorageError> {
-        self.streams_of(&self.reader.searcher())
-    }
-
-    fn streams_of(&self, searcher: &Searcher) -> Result<BTreeSet<String>, StorageError> {
-        let mut out = BTreeSet::new();
-        for seg in searcher.segment_readers() {
-            let inv = seg.inverted_index(self.fields.stream)?;
-            let mut s = inv.terms().stream()?;
-            while s.advance() {
-                if let Ok(k) = std::str::from_utf8(s.key()) {
-                    out.insert(k.to_owned());
+    /// The distinct streams in this partition.
+    pub(crate) fn streams(&self) -> Result<Vec<Labels>, StorageError> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for s in self.streams_of(&self.reader.searcher())? {
+            for (key, labels) in s.iter() {
+                if let Some(labels) = labels {
+                    if seen.insert(key.to_owned()) {
+                        out.push(labels.clone());
+                    }
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// The streams of each of `searcher`'s segments, in its segment order, parsed when first
+    /// seen. Segments no longer in the newest searcher leave the cache (merged away; a scan
+    /// still holding an older searcher reads them again if it asks).
+    fn streams_of(&self, searcher: &Searcher) -> Result<Vec<Arc<SegmentStreams>>, StorageError> {
+        let readers = searcher.segment_readers();
+        let mut cache = self.segment_streams.lock();
+        let mut out = Vec::with_capacity(readers.len());
+        for seg in readers {
+            let streams = match cache.get(&seg.segment_id()) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(SegmentStreams::read(seg)?);
+                    cache.insert(seg.segment_id(), s.clone());
+                    s
+                }
+            };
+            out.push(streams);
+        }
+        if cache.len() > out.len() {
+            let live: HashSet<SegmentId> = self
+                .reader
+                .searcher()
+                .segment_readers()
+                .iter()
+                .chain(readers)
+                .map(SegmentReader::segment_id)
+                .collect();
+            cache.retain(|id, _| live.contains(id));
         }
         Ok(out)
     }
@@ -317,7 +390,7 @@ impl Partition {
             direction,
             after: after.map(|(ts, addr)| Rank::of(direction, ts, addr)),
         };
-        Ok(match self.query(&loader.searcher, sel)? {
+        Ok(match self.query(loader, sel)? {
             Some(q) => loader.searcher.search(&q, &collector)?,
             None => Vec::new(),
         })
@@ -339,8 +412,8 @@ impl Partition {
         bytes: bool,
         budget: usize,
     ) -> Result<Vec<Group>, StorageError> {
-        let mut loader = self.loader();
-        let Some(q) = self.query(&loader.searcher, sel)? else {
+        let loader = self.loader()?;
+        let Some(q) = self.query(&loader, sel)? else {
             return Ok(Vec::new());
         };
         let collector = GroupingCollector {
@@ -381,7 +454,7 @@ impl Partition {
                         add_level(&mut metadata, level);
                     }
                 }
-                let g = group_of(self.labels(&mut loader, addr)?.1, metadata);
+                let g = group_of(self.labels(&loader, addr)?, metadata);
                 appended.push((g, hits));
             }
             for (ts, doc, len) in seg.docs {
@@ -401,7 +474,7 @@ impl Partition {
                         add_level(&mut metadata, level);
                     }
                 }
-                let g = group_of(self.labels(&mut loader, addr)?.1, metadata);
+                let g = group_of(self.labels(&loader, addr)?, metadata);
                 appended.push((g, vec![(ts, len)]));
             }
         }
@@ -416,8 +489,9 @@ impl Partition {
     }
 
     /// A searcher and what reads its documents' streams and levels.
-    pub(crate) fn loader(&self) -> Loader {
+    pub(crate) fn loader(&self) -> Result<Loader, StorageError> {
         let searcher = self.reader.searcher();
+        let segments = self.streams_of(&searcher)?;
         let streams = searcher
             .segment_readers()
             .iter()
@@ -431,23 +505,34 @@ impl Partition {
                     .and_then(|_| seg.fast_fields().str(LEVEL).ok().flatten())
             })
             .collect();
-        Loader {
+        Ok(Loader {
             searcher,
             streams,
+            segments,
             levels,
-            labels: HashMap::new(),
-        }
+        })
     }
 
     /// The query selecting `sel`'s records, or `None` when no stream is selected.
     fn query(
         &self,
-        searcher: &Searcher,
+        loader: &Loader,
         sel: &Selection<'_>,
     ) -> Result<Option<BooleanQuery>, StorageError> {
-        let all = self.streams_of(searcher)?;
-        let total = all.len();
-        let streams: Vec<String> = all.into_iter().filter(|k| (sel.stream)(k)).collect();
+        // A stream is judged once, however many segments hold it.
+        let mut judged: HashMap<&str, bool> = HashMap::new();
+        for s in &loader.segments {
+            for (key, labels) in s.iter() {
+                judged
+                    .entry(key)
+                    .or_insert_with(|| labels.is_some_and(|l| (sel.stream)(l)));
+            }
+        }
+        let total = judged.len();
+        let streams: Vec<&str> = judged
+            .into_iter()
+            .filter_map(|(key, selected)| selected.then_some(key))
+            .collect();
         if streams.is_empty() {
             return Ok(None);
         }
@@ -491,7 +576,7 @@ impl Partition {
     /// Loads a hit of [`Partition::search`] through the loader that came with it.
     pub(crate) fn load(
         &self,
-        loader: &mut Loader,
+        loader: &Loader,
         ts_ns: i64,
         addr: DocAddress,
     ) -> Result<LogRecord, StorageError> {
@@ -507,7 +592,7 @@ impl Partition {
         }
         Ok(LogRecord {
             ts_ns,
-            labels: self.labels(loader, addr)?.1.clone(),
+            labels: self.labels(loader, addr)?.clone(),
             line,
             metadata,
         })
@@ -517,33 +602,16 @@ impl Partition {
         StorageError::Corrupt(format!("index document {addr:?} in day {}", self.day))
     }
 
-    /// A document's stream ordinal in its segment, and the stream's labels.
-    fn labels<'l>(
-        &self,
-        loader: &'l mut Loader,
-        addr: DocAddress,
-    ) -> Result<(u64, &'l Labels), StorageError> {
+    /// A document's stream labels.
+    fn labels<'l>(&self, loader: &'l Loader, addr: DocAddress) -> Result<&'l Labels, StorageError> {
         let seg = addr.segment_ord as usize;
-        let column = loader
+        let ord = loader
             .streams
             .get(seg)
             .and_then(Option::as_ref)
-            .ok_or_else(|| self.corrupt(addr))?;
-        let ord = column
-            .ords()
-            .first(addr.doc_id)
-            .ok_or_else(|| self.corrupt(addr))?;
-        let labels = match loader.labels.entry((seg, ord)) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let mut key = String::new();
-                if !column.ord_to_str(ord, &mut key)? {
-                    return Err(self.corrupt(addr));
-                }
-                e.insert(parse_stream_key(&key).ok_or_else(|| self.corrupt(addr))?)
-            }
-        };
-        Ok((ord, labels))
+            .and_then(|column| column.ords().first(addr.doc_id));
+        ord.and_then(|ord| loader.segments.get(seg)?.labels(ord))
+            .ok_or_else(|| self.corrupt(addr))
     }
 
     fn metadata(&self, doc: &TantivyDocument) -> Vec<(String, String)> {
@@ -858,5 +926,76 @@ impl SegmentCollector for TopSegmentCollector {
 
     fn harvest(self) -> Vec<Rank> {
         self.heap.into_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ts_ns: i64, app: &str, line: &str) -> LogRecord {
+        LogRecord {
+            ts_ns,
+            labels: Labels::from_pairs([("app", app)]),
+            line: line.to_owned(),
+            metadata: vec![],
+        }
+    }
+
+    #[test]
+    fn streams_are_parsed_once_per_segment_and_forgotten_when_merged_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Partition::open(dir.path(), 0).unwrap();
+        let mut w = p.writer(64 << 20).unwrap();
+        for (seq, batch) in [vec![(1, "a")], vec![(2, "b"), (3, "a")]]
+            .into_iter()
+            .enumerate()
+        {
+            for (ts, app) in batch {
+                let r = record(ts, app, &format!("line {ts}"));
+                p.add(&w, &r, &stream_key(&r.labels)).unwrap();
+            }
+            p.commit(&mut w, seq as u64 + 1).unwrap();
+        }
+        let first = p.loader().unwrap();
+        assert!(first.segments.len() >= 2);
+        assert_eq!(p.segment_streams.lock().len(), first.segments.len());
+        let mut apps: Vec<String> = p
+            .streams()
+            .unwrap()
+            .iter()
+            .map(|l| l.get("app").unwrap_or_default().to_owned())
+            .collect();
+        apps.sort();
+        assert_eq!(apps, ["a", "b"]);
+        // A second query takes the parsed streams as they are.
+        let again = p.loader().unwrap();
+        assert!(first
+            .segments
+            .iter()
+            .zip(&again.segments)
+            .all(|(x, y)| Arc::ptr_eq(x, y)));
+
+        let ids = p.index.searchable_segment_ids().unwrap();
+        w.merge(&ids).wait().unwrap();
+        p.reader.reload().unwrap();
+        let merged = p.loader().unwrap();
+        assert_eq!(merged.segments.len(), 1);
+        assert_eq!(p.segment_streams.lock().len(), 1);
+        // The merged segment's ordinals resolve to its own streams.
+        let b = |l: &Labels| l.get("app") == Some("b");
+        let sel = Selection {
+            stream: &b,
+            start_ns: 0,
+            end_ns: i64::MAX,
+            contains: &[],
+        };
+        let hits = p.top(&merged, &sel, Direction::Forward, 10, None).unwrap();
+        assert_eq!(hits.len(), 1);
+        let r = p.load(&merged, hits[0].0, hits[0].1).unwrap();
+        assert_eq!(
+            (r.labels.get("app"), r.line.as_str()),
+            (Some("b"), "line 2")
+        );
     }
 }
