@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use storage::logs::{Direction, LogQuery, LogReader};
+use storage::logs::{Buckets, Direction, LogQuery, LogReader};
 use storage::MatchOp;
 
 use crate::ast::*;
@@ -342,10 +342,15 @@ impl LogEngine {
         let mut samples: BTreeMap<LabelMap, Vec<(i64, f64)>> = BTreeMap::new();
         let mut n = 0usize;
         let mut too_many = false;
-        // Without stages, unwrap or byte counts nothing reads a line: the store can skip them.
+        // Without stages, unwrap or byte counts nothing reads a line: the store can skip them
+        // and count records per time bucket instead (only counting functions get here without
+        // an unwrap; the guard keeps it so).
         let needs_lines = !expr.log.stages.is_empty()
             || expr.unwrap.is_some()
-            || matches!(expr.func, RangeFn::BytesOverTime | RangeFn::BytesRate);
+            || !matches!(
+                expr.func,
+                RangeFn::CountOverTime | RangeFn::Rate | RangeFn::AbsentOverTime
+            );
         // A record's series and value; without lines, a pure function of its stream and metadata.
         let sample = |r: storage::logs::LogRecord| -> Option<(LabelMap, f64)> {
             let (line, mut labels) =
@@ -395,19 +400,28 @@ impl LogEngine {
                 ControlFlow::Continue(())
             })?;
         } else {
-            // The store hands over each stream's timestamps at once: its series is worked out
-            // once per partition, and samples are gathered by position, not by label set.
+            // The store counts each stream's records per bucket: its series is worked out
+            // once per partition, and samples are gathered by position, not by label set. A
+            // sample is a bucket's end with its count as the weight; the buckets' grid holds
+            // every window's ends (range and step are multiples of its width), so summing the
+            // weights inside a window counts its records exactly.
+            let buckets = Buckets {
+                origin_ns: steps.start_ns - expr.offset_ns,
+                width_ns: gcd(expr.range_ns, steps.step_ns).max(1),
+            };
             type StreamKey = (storage::Labels, Vec<(String, String)>);
             let mut series: HashMap<StreamKey, Option<(usize, f64)>> = HashMap::new();
             let mut gathered: Vec<(LabelMap, Vec<(i64, f64)>)> = Vec::new();
             // The store refuses a selection over the line budget while collecting it.
             let scanned = self.store.scan_streams(
                 &q,
+                buckets,
                 self.limits.max_lines,
-                &mut |labels, metadata, stamps| {
-                    let Some(&first) = stamps.first() else {
+                &mut |labels, metadata, counts| {
+                    let Some(first) = counts.first() else {
                         return ControlFlow::Continue(());
                     };
+                    let first = first.end_ns;
                     let s = match series.entry((labels.clone(), metadata.to_vec())) {
                         Entry::Occupied(e) => *e.get(),
                         Entry::Vacant(e) => {
@@ -426,7 +440,9 @@ impl LogEngine {
                         }
                     };
                     if let Some((i, value)) = s {
-                        gathered[i].1.extend(stamps.iter().map(|&t| (t, value)));
+                        gathered[i]
+                            .1
+                            .extend(counts.iter().map(|c| (c.end_ns, value * c.records as f64)));
                     }
                     ControlFlow::Continue(())
                 },
@@ -436,16 +452,11 @@ impl LogEngine {
                 other => other?,
             }
             for (labels, points) in gathered {
-                match samples.entry(labels) {
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(points);
-                    }
-                    // Streams grouped into one series: each is in time order, their union not.
-                    std::collections::btree_map::Entry::Occupied(mut e) => {
-                        e.get_mut().extend(points);
-                        e.get_mut().sort_by_key(|p| p.0);
-                    }
-                }
+                samples.entry(labels).or_default().extend(points);
+            }
+            // Counts come in no particular order.
+            for points in samples.values_mut() {
+                points.sort_unstable_by_key(|p| p.0);
             }
         }
         if too_many {
@@ -487,20 +498,28 @@ impl LogEngine {
                 let (lo, hi) = (t - expr.offset_ns - expr.range_ns, t - expr.offset_ns);
                 let a = pts.partition_point(|(ts, _)| *ts <= lo);
                 let b = pts.partition_point(|(ts, _)| *ts <= hi);
-                let window: Vec<f64> = pts[a..b].iter().map(|(_, v)| *v).collect();
-                if window.is_empty() {
+                if a == b {
                     continue;
                 }
-                points.push((
-                    t,
+                let value = if needs_lines {
+                    let window: Vec<f64> = pts[a..b].iter().map(|(_, v)| *v).collect();
                     range_value(
                         expr.func,
                         expr.param,
                         &window,
                         range_secs,
                         expr.unwrap.is_some(),
-                    ),
-                ));
+                    )
+                } else {
+                    // Weighted by bucket counts: `count_over_time` or `rate`.
+                    let n: f64 = pts[a..b].iter().map(|(_, v)| *v).sum();
+                    if expr.func == RangeFn::Rate {
+                        n / range_secs
+                    } else {
+                        n
+                    }
+                };
+                points.push((t, value));
             }
             if !points.is_empty() {
                 out.push(Series { labels, points });
@@ -508,6 +527,15 @@ impl LogEngine {
         }
         Ok(out)
     }
+}
+
+/// The greatest common divisor of two durations (0 when both are).
+fn gcd(a: i64, b: i64) -> i64 {
+    let (mut a, mut b) = (a.unsigned_abs(), b.unsigned_abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    i64::try_from(a).unwrap_or(i64::MAX)
 }
 
 fn strip(e: &MetricExpr) -> &MetricExpr {

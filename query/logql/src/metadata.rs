@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use storage::logs::LogQuery;
+use storage::logs::{Buckets, LogQuery};
 use storage::StorageError;
 use storage::{Labels, Matcher};
 
@@ -132,12 +132,17 @@ impl LogEngine {
             contains: vec![],
         };
         let (mut streams, mut entries, mut bytes) = (BTreeSet::new(), 0u64, 0u64);
-        self.store().scan_stream_bytes(&q, &mut |labels, points| {
-            entries += points.len() as u64;
-            bytes += points.iter().map(|p| p.1).sum::<u64>();
-            streams.insert(labels.clone());
-            ControlFlow::Continue(())
-        })?;
+        // One bucket holding the whole range: a count and a sum per stream and segment.
+        let whole = Buckets::ending_at(q.end_ns, q.end_ns.saturating_sub(q.start_ns));
+        self.store()
+            .scan_stream_bytes(&q, whole, &mut |labels, counts| {
+                for c in counts {
+                    entries += c.records;
+                    bytes += c.bytes;
+                }
+                streams.insert(labels.clone());
+                ControlFlow::Continue(())
+            })?;
         let streams = streams.len() as u64;
         Ok(IndexStats {
             streams,
@@ -171,38 +176,30 @@ impl LogEngine {
             end_ns: end_ns.saturating_add(1),
             contains: vec![],
         };
+        // An entry counts toward the first step at or after it: the buckets end on the steps.
+        // Without steps, one bucket ending at `end_ns` holds the whole range.
+        let buckets = match steps {
+            Some(st) => Buckets {
+                origin_ns: st.start_ns,
+                width_ns: st.step_ns.max(1),
+            },
+            None => Buckets::ending_at(end_ns, end_ns.saturating_sub(start_ns).saturating_add(1)),
+        };
         let mut out: BTreeMap<LabelMap, BTreeMap<i64, f64>> = BTreeMap::new();
-        self.store().scan_stream_bytes(&q, &mut |labels, points| {
-            let key: LabelMap = targets
-                .iter()
-                .filter_map(|t| labels.get(t).map(|v| (t.clone(), v.to_owned())))
-                .collect();
-            let group = out.entry(key).or_default();
-            // Points come mostly in runs of one step (a segment holds them in arrival order):
-            // each run is summed first, one map lookup per run instead of per point.
-            let mut run: Option<(i64, u64)> = None;
-            for &(ts, len) in points {
-                let t = match steps {
-                    Some(st) => {
-                        st.start_ns
-                            + ((ts - st.start_ns).max(0) + st.step_ns - 1) / st.step_ns * st.step_ns
-                    }
-                    None => end_ns,
-                };
-                match &mut run {
-                    Some((at, sum)) if *at == t => *sum += len,
-                    _ => {
-                        if let Some((at, sum)) = run.replace((t, len)) {
-                            *group.entry(at).or_default() += sum as f64;
-                        }
-                    }
+        self.store()
+            .scan_stream_bytes(&q, buckets, &mut |labels, counts| {
+                let key: LabelMap = targets
+                    .iter()
+                    .filter_map(|t| labels.get(t).map(|v| (t.clone(), v.to_owned())))
+                    .collect();
+                let group = out.entry(key).or_default();
+                for c in counts {
+                    // Entries before the first step count toward it.
+                    let at = steps.map_or(c.end_ns, |st| c.end_ns.max(st.start_ns));
+                    *group.entry(at).or_default() += c.bytes as f64;
                 }
-            }
-            if let Some((at, sum)) = run {
-                *group.entry(at).or_default() += sum as f64;
-            }
-            ControlFlow::Continue(())
-        })?;
+                ControlFlow::Continue(())
+            })?;
         let mut series: Vec<Series> = out
             .into_iter()
             .map(|(labels, pts)| Series {

@@ -103,12 +103,56 @@ pub struct LogQuery {
     pub contains: Vec<String>,
 }
 
-/// What [`LogStore::scan_streams`] calls: a stream, metadata, and its records' timestamps.
-pub type StreamVisit<'a> = dyn FnMut(&Labels, &[(String, String)], &[i64]) -> ControlFlow<()> + 'a;
+/// The time buckets a counting scan counts records in: `(end - width_ns, end]` for each `end`
+/// on the grid `origin_ns + k·width_ns` (any integer `k`). A query's windows and steps lie on
+/// such a grid, so counts per bucket answer them exactly without a timestamp per record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Buckets {
+    pub origin_ns: i64,
+    /// At least 1; 1 counts per timestamp.
+    pub width_ns: i64,
+}
 
-/// What [`LogStore::scan_stream_bytes`] calls: a stream and its records' (timestamp, line
-/// bytes).
-pub type StreamBytesVisit<'a> = dyn FnMut(&Labels, &[(i64, u64)]) -> ControlFlow<()> + 'a;
+impl Buckets {
+    /// One bucket ending at `end_ns` for every timestamp in `(end_ns - width_ns, end_ns]`.
+    pub fn ending_at(end_ns: i64, width_ns: i64) -> Buckets {
+        Buckets {
+            origin_ns: end_ns,
+            width_ns: width_ns.max(1),
+        }
+    }
+
+    /// The end of the bucket holding `ts_ns`: the first grid point at or after it.
+    pub fn end_of(&self, ts_ns: i64) -> i64 {
+        let w = self.width_ns.max(1);
+        let d = ts_ns.saturating_sub(self.origin_ns);
+        let k = d.div_euclid(w) + i64::from(d.rem_euclid(w) != 0);
+        self.origin_ns.saturating_add(k.saturating_mul(w))
+    }
+
+    /// Whether `ts_ns` lies in the bucket ending at `end_ns`.
+    fn holds(&self, end_ns: i64, ts_ns: i64) -> bool {
+        ts_ns <= end_ns && ts_ns > end_ns.saturating_sub(self.width_ns.max(1))
+    }
+}
+
+/// Records of one stream in one bucket: the bucket's end, how many, and their line bytes (0
+/// when the scan does not measure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BucketCount {
+    pub end_ns: i64,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// What [`LogStore::scan_streams`] calls: a stream, metadata, and its records' counts per
+/// bucket, unordered (a bucket may come more than once).
+pub type StreamVisit<'a> =
+    dyn FnMut(&Labels, &[(String, String)], &[BucketCount]) -> ControlFlow<()> + 'a;
+
+/// What [`LogStore::scan_stream_bytes`] calls: a stream and its records' counts and line bytes
+/// per bucket, unordered (a bucket may come more than once).
+pub type StreamBytesVisit<'a> = dyn FnMut(&Labels, &[BucketCount]) -> ControlFlow<()> + 'a;
 
 pub struct LogStore {
     inner: Arc<Inner>,
@@ -292,30 +336,30 @@ impl LogStore {
     }
 
     /// For a caller that needs no lines (counting): calls `f`, partition by partition in time
-    /// order, with each stream and metadata and the timestamps (ascending) of the selected
-    /// records with both. Selects by streams and time only (`q.contains` needs lines); reads
+    /// order, with each stream and metadata and the counts per bucket of the selected records
+    /// with both. Selects by streams and time only (`q.contains` needs lines); reads
     /// timestamps and streams from columns, the doc store only for records with metadata.
     /// More than `max_records` selected records fail with [`StorageError::TooManyRecords`]
-    /// while they are being collected, before they are held.
+    /// while they are being counted.
     pub fn scan_streams(
         &self,
         q: &LogQuery,
+        buckets: Buckets,
         max_records: usize,
         f: &mut StreamVisit<'_>,
     ) -> Result<(), StorageError> {
         let mut left = max_records;
         for p in self.inner.partitions_in(q.start_ns, q.end_ns) {
-            let groups = grouped(&p, q, true, false, left).map_err(|e| match e {
+            let groups = grouped(&p, q, true, false, buckets, left).map_err(|e| match e {
                 StorageError::TooManyRecords { .. } => {
                     StorageError::TooManyRecords { limit: max_records }
                 }
                 e => e,
             })?;
-            left -= groups.iter().map(|g| g.hits.len()).sum::<usize>();
+            let counted: u64 = groups.iter().flat_map(|g| &g.hits).map(|h| h.records).sum();
+            left = left.saturating_sub(usize::try_from(counted).unwrap_or(usize::MAX));
             for g in groups {
-                let mut ts: Vec<i64> = g.hits.iter().map(|h| h.0).collect();
-                ts.sort_unstable();
-                if f(&g.labels, &g.metadata, &ts).is_break() {
+                if f(&g.labels, &g.metadata, &g.hits).is_break() {
                     return Ok(());
                 }
             }
@@ -324,16 +368,17 @@ impl LogStore {
     }
 
     /// For a caller that measures (volumes, index statistics): calls `f`, partition by
-    /// partition in time order, with each stream and the (timestamp, line length in bytes) of
-    /// its selected records, in no particular order. Selects by streams and time only; reads
-    /// columns, not lines (except in partitions written before lengths had a column).
+    /// partition in time order, with each stream and the counts and line bytes per bucket of
+    /// its selected records. Selects by streams and time only; reads columns, not lines
+    /// (except in partitions written before lengths had a column).
     pub fn scan_stream_bytes(
         &self,
         q: &LogQuery,
+        buckets: Buckets,
         f: &mut StreamBytesVisit<'_>,
     ) -> Result<(), StorageError> {
         for p in self.inner.partitions_in(q.start_ns, q.end_ns) {
-            for g in grouped(&p, q, false, true, usize::MAX)? {
+            for g in grouped(&p, q, false, true, buckets, usize::MAX)? {
                 if f(&g.labels, &g.hits).is_break() {
                     return Ok(());
                 }
@@ -382,20 +427,22 @@ pub trait LogReader: Send + Sync {
         direction: Direction,
         f: &mut dyn FnMut(LogRecord) -> ControlFlow<()>,
     ) -> Result<(), StorageError>;
-    /// Calls `f` with each stream and metadata and the ascending timestamps of its selected
+    /// Calls `f` with each stream and metadata and the counts per bucket of its selected
     /// records, for callers that need no lines (`q.contains` is not applied); more than
-    /// `max_records` records fail with [`StorageError::TooManyRecords`] before they are held.
+    /// `max_records` records fail with [`StorageError::TooManyRecords`] while being counted.
     fn scan_streams(
         &self,
         q: &LogQuery,
+        buckets: Buckets,
         max_records: usize,
         f: &mut StreamVisit<'_>,
     ) -> Result<(), StorageError>;
-    /// Calls `f` with each stream and the (timestamp, line bytes) of its selected records, in
-    /// no particular order, for callers that measure (`q.contains` is not applied).
+    /// Calls `f` with each stream and the counts and line bytes per bucket of its selected
+    /// records, for callers that measure (`q.contains` is not applied).
     fn scan_stream_bytes(
         &self,
         q: &LogQuery,
+        buckets: Buckets,
         f: &mut StreamBytesVisit<'_>,
     ) -> Result<(), StorageError>;
 }
@@ -428,18 +475,20 @@ impl LogReader for LogStore {
     fn scan_streams(
         &self,
         q: &LogQuery,
+        buckets: Buckets,
         max_records: usize,
         f: &mut StreamVisit<'_>,
     ) -> Result<(), StorageError> {
-        LogStore::scan_streams(self, q, max_records, f)
+        LogStore::scan_streams(self, q, buckets, max_records, f)
     }
 
     fn scan_stream_bytes(
         &self,
         q: &LogQuery,
+        buckets: Buckets,
         f: &mut StreamBytesVisit<'_>,
     ) -> Result<(), StorageError> {
-        LogStore::scan_stream_bytes(self, q, f)
+        LogStore::scan_stream_bytes(self, q, buckets, f)
     }
 }
 
@@ -484,12 +533,14 @@ fn grouped(
     q: &LogQuery,
     by_metadata: bool,
     bytes: bool,
+    buckets: Buckets,
     budget: usize,
 ) -> Result<Vec<partition::Group>, StorageError> {
     p.grouped(
         &selection(q, &[], &|labels| matches_all(labels, &q.matchers)),
         by_metadata,
         bytes,
+        buckets,
         budget,
     )
 }

@@ -13,7 +13,7 @@ use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
 use tantivy::directory::MmapDirectory;
 use tantivy::index::SegmentId;
-use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED,
     STRING,
@@ -28,7 +28,7 @@ use super::line_terms::{
     self, token_queries, LINE_TOKENIZER, MAX_TOKEN_BYTES, UNCLASSED_LINE_TOKENIZER,
 };
 use super::record::LogRecord;
-use super::Direction;
+use super::{BucketCount, Buckets, Direction};
 use crate::labels::Labels;
 use crate::StorageError;
 
@@ -396,20 +396,23 @@ impl Partition {
         })
     }
 
-    /// Selected records grouped by stream (and, with `by_metadata`, by metadata), each hit as
-    /// its timestamp and (with `bytes`) line length, in no particular order (sorting them was
-    /// a fifth of an index/volume request, which needs no order). Hits are grouped as
-    /// they are collected, by their segment's stream and level ordinals: no line is read, and
-    /// the doc store only for records with other metadata (or, in partitions written before
-    /// the columns, for what they lack).
+    /// Selected records grouped by stream (and, with `by_metadata`, by metadata), counted
+    /// (with `bytes`, their line bytes summed) per bucket of `buckets`, in no particular order
+    /// and a bucket possibly more than once. Hits are counted as they are collected, by their
+    /// segment's stream and level ordinals: no line is read, and the doc store only for
+    /// records with other metadata (or, in partitions written before the columns, for what
+    /// they lack). Memory is a count per bucket a group's hits fall in, per segment: a
+    /// segment holds its records in arrival order, so consecutive hits of a group mostly share
+    /// a bucket (holding every hit's timestamp instead was most of a counting query's time).
     ///
     /// More than `budget` hits fail with [`StorageError::TooManyRecords`] as soon as the
-    /// collector sees them, before they are held.
+    /// collector sees them.
     pub(crate) fn grouped(
         &self,
         sel: &Selection<'_>,
         by_metadata: bool,
         bytes: bool,
+        buckets: Buckets,
         budget: usize,
     ) -> Result<Vec<Group>, StorageError> {
         let loader = self.loader()?;
@@ -421,6 +424,7 @@ impl Partition {
             bytes: bytes.then_some(self.bytes.is_some()),
             level: by_metadata && self.level.is_some(),
             has_meta: self.has_meta.is_some(),
+            buckets,
             left: Arc::new(AtomicUsize::new(budget)),
         };
         let segments = loader.searcher.search(&q, &collector)?;
@@ -441,7 +445,7 @@ impl Partition {
                     out.len() - 1
                 })
         };
-        let mut appended: Vec<(usize, Vec<(i64, u64)>)> = Vec::new();
+        let mut appended: Vec<(usize, Vec<BucketCount>)> = Vec::new();
         for seg in segments {
             for SegmentGroup {
                 doc, level, hits, ..
@@ -475,7 +479,14 @@ impl Partition {
                     }
                 }
                 let g = group_of(self.labels(&loader, addr)?, metadata);
-                appended.push((g, vec![(ts, len)]));
+                appended.push((
+                    g,
+                    vec![BucketCount {
+                        end_ns: buckets.end_of(ts),
+                        records: 1,
+                        bytes: len,
+                    }],
+                ));
             }
         }
         for (g, hits) in appended {
@@ -537,13 +548,23 @@ impl Partition {
             return Ok(None);
         }
         let f = self.fields;
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
-            Occur::Must,
+        // A range holding every segment whole selects all their documents: finding them by
+        // decoding the time column was most of what a count over whole days did besides
+        // counting.
+        let whole = loader.searcher.segment_readers().iter().all(|seg| {
+            seg.fast_fields()
+                .i64("ts")
+                .is_ok_and(|c| c.min_value() >= sel.start_ns && c.max_value() < sel.end_ns)
+        });
+        let time: Box<dyn Query> = if whole {
+            Box::new(AllQuery)
+        } else {
             Box::new(RangeQuery::new(
                 Bound::Included(Term::from_field_i64(f.ts, sel.start_ns)),
                 Bound::Excluded(Term::from_field_i64(f.ts, sel.end_ns)),
-            )),
-        )];
+            ))
+        };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, time)];
         // A selector matching every stream (`{service=~".+"}`) needs no stream lookup, which
         // would visit every document of the day.
         if streams.len() < total {
@@ -651,12 +672,12 @@ fn add_level(metadata: &mut Vec<(String, String)>, level: String) {
     metadata.insert(at, (LEVEL.to_owned(), level));
 }
 
-/// Records of one stream (and metadata, when grouped by it): (timestamp, line bytes or 0),
-/// unordered.
+/// Records of one stream (and metadata, when grouped by it), counted per bucket (line bytes
+/// 0 unless asked for), unordered.
 pub(crate) struct Group {
     pub(crate) labels: Labels,
     pub(crate) metadata: Vec<(String, String)>,
-    pub(crate) hits: Vec<(i64, u64)>,
+    pub(crate) hits: Vec<BucketCount>,
 }
 
 /// Groups hits per segment by stream and level ordinal, reading columns only; hits that need
@@ -670,9 +691,16 @@ struct GroupingCollector {
     level: bool,
     /// Whether the partition marks the documents with metadata.
     has_meta: bool,
-    /// Hits the query may still hold, shared by the segments' collectors.
+    buckets: Buckets,
+    /// Hits the query may still count, shared by the segments' collectors.
     left: Arc<AtomicUsize>,
 }
+
+/// Hits a segment's collector takes from the shared budget at a time: an atomic update per
+/// hit was a quarter of a counting query's CPU.
+const BUDGET_CHUNK: usize = 4096;
+
+const MAX_RUNS_RESERVED: usize = 32;
 
 /// Each segment's groups, and the hits read from the doc store.
 struct SegmentGroups {
@@ -691,7 +719,8 @@ struct SegmentGroup {
     level: Option<u64>,
     /// The stream's previous group (another level), `NO_GROUP` at the end of the chain.
     next: u32,
-    hits: Vec<(i64, u64)>,
+    /// Counts of consecutive hits in one bucket.
+    hits: Vec<BucketCount>,
 }
 
 const NO_GROUP: u32 = u32::MAX;
@@ -708,7 +737,14 @@ struct SegmentGrouper {
     /// Per stream ordinal, its newest group, which chains to the stream's others (one per
     /// level): an array lookup and a few comparisons per hit instead of hashing.
     heads: Vec<u32>,
+    buckets: Buckets,
+    /// The capacity a new group starts with: the buckets the segment's time span covers, up
+    /// to [`MAX_RUNS_RESERVED`] (growing the vectors hit by hit was a fifth of a count).
+    runs_reserved: usize,
     left: Arc<AtomicUsize>,
+    /// Hits taken from `left` and not counted yet; what is left over goes back at harvest
+    /// (segments are collected one after another, so the next one finds it).
+    reserved: usize,
 }
 
 impl Collector for GroupingCollector {
@@ -739,6 +775,12 @@ impl Collector for GroupingCollector {
             Some(false) => Some(None),
             None => None,
         };
+        let ts = ff.i64("ts")?;
+        let (first, last) = (
+            self.buckets.end_of(ts.min_value()),
+            self.buckets.end_of(ts.max_value()),
+        );
+        let spanned = (last.saturating_sub(first) / self.buckets.width_ns.max(1)).saturating_add(1);
         Ok(SegmentGrouper {
             out: SegmentGroups {
                 segment,
@@ -746,14 +788,18 @@ impl Collector for GroupingCollector {
                 groups: Vec::new(),
                 docs: Vec::new(),
             },
-            ts: ff.i64("ts")?,
+            ts,
             stream: stream.ords().clone(),
             level,
             has_meta,
             by_metadata: self.by_metadata,
             bytes,
             heads: vec![NO_GROUP; stream.num_terms()],
+            buckets: self.buckets,
+            runs_reserved: usize::try_from(spanned)
+                .map_or(MAX_RUNS_RESERVED, |n| n.min(MAX_RUNS_RESERVED)),
             left: self.left.clone(),
+            reserved: 0,
         })
     }
 
@@ -773,17 +819,23 @@ impl SegmentCollector for SegmentGrouper {
         if self.out.over_budget {
             return;
         }
-        // Relaxed: segments are collected one after another; the count needs no ordering.
-        if self
-            .left
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_err()
-        {
-            self.out.over_budget = true;
-            self.out.groups = Vec::new();
-            self.out.docs = Vec::new();
-            return;
+        if self.reserved == 0 {
+            // Relaxed: segments are collected one after another; the count needs no ordering.
+            match self
+                .left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n > 0).then(|| n.saturating_sub(BUDGET_CHUNK))
+                }) {
+                Ok(had) => self.reserved = had.min(BUDGET_CHUNK),
+                Err(_) => {
+                    self.out.over_budget = true;
+                    self.out.groups = Vec::new();
+                    self.out.docs = Vec::new();
+                    return;
+                }
+            }
         }
+        self.reserved -= 1;
         let Some(ts) = self.ts.first(doc) else {
             return;
         };
@@ -819,15 +871,28 @@ impl SegmentCollector for SegmentGrouper {
                 doc,
                 level,
                 next: *head,
-                hits: Vec::new(),
+                hits: Vec::with_capacity(self.runs_reserved),
             });
             g = (groups.len() - 1) as u32;
             *head = g;
         }
-        groups[g as usize].hits.push((ts, len.unwrap_or(0)));
+        let len = len.unwrap_or(0);
+        let hits = &mut groups[g as usize].hits;
+        match hits.last_mut() {
+            Some(run) if self.buckets.holds(run.end_ns, ts) => {
+                run.records += 1;
+                run.bytes += len;
+            }
+            _ => hits.push(BucketCount {
+                end_ns: self.buckets.end_of(ts),
+                records: 1,
+                bytes: len,
+            }),
+        }
     }
 
     fn harvest(self) -> SegmentGroups {
+        self.left.fetch_add(self.reserved, Ordering::Relaxed);
         self.out
     }
 }

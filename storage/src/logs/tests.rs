@@ -332,12 +332,20 @@ fn a_partition_written_with_the_old_line_tokenizer_still_opens_and_finds_every_n
     );
 }
 
-/// Each stream's app and its records' (timestamp, line bytes).
+/// Buckets of one nanosecond: a count per timestamp.
+const PER_TIMESTAMP: Buckets = Buckets {
+    origin_ns: 0,
+    width_ns: 1,
+};
+
+/// Each stream's app and its records' (timestamp, line bytes); the records have distinct
+/// timestamps.
 fn stream_bytes(store: &LogStore) -> Vec<(String, Vec<(i64, u64)>)> {
     let mut out = Vec::new();
     store
-        .scan_stream_bytes(&all(vec![]), &mut |labels, points| {
-            let mut points = points.to_vec();
+        .scan_stream_bytes(&all(vec![]), PER_TIMESTAMP, &mut |labels, counts| {
+            assert!(counts.iter().all(|c| c.records == 1), "{counts:?}");
+            let mut points: Vec<(i64, u64)> = counts.iter().map(|c| (c.end_ns, c.bytes)).collect();
             points.sort_unstable();
             out.push((labels.get("app").unwrap_or_default().to_owned(), points));
             ControlFlow::Continue(())
@@ -424,7 +432,7 @@ type Row = (i64, String, Vec<(String, String)>);
 fn stream_groups(store: &LogStore) -> usize {
     let mut groups = 0;
     store
-        .scan_streams(&all(vec![]), usize::MAX, &mut |_, _, _| {
+        .scan_streams(&all(vec![]), PER_TIMESTAMP, usize::MAX, &mut |_, _, _| {
             groups += 1;
             ControlFlow::Continue(())
         })
@@ -435,19 +443,26 @@ fn stream_groups(store: &LogStore) -> usize {
 fn by_stream(store: &LogStore, q: &LogQuery) -> Vec<Row> {
     let mut out = Vec::new();
     store
-        .scan_streams(q, usize::MAX, &mut |labels, metadata, ts| {
-            let app = labels.get("app").unwrap_or_default();
-            assert!(ts.is_sorted(), "{ts:?}");
-            out.extend(ts.iter().map(|&t| (t, app.to_owned(), metadata.to_vec())));
-            ControlFlow::Continue(())
-        })
+        .scan_streams(
+            q,
+            PER_TIMESTAMP,
+            usize::MAX,
+            &mut |labels, metadata, counts| {
+                let app = labels.get("app").unwrap_or_default();
+                for c in counts {
+                    let row = (c.end_ns, app.to_owned(), metadata.to_vec());
+                    out.extend(std::iter::repeat_n(row, c.records as usize));
+                }
+                ControlFlow::Continue(())
+            },
+        )
         .unwrap();
     out.sort();
     out
 }
 
 #[test]
-fn stream_scans_keep_streams_metadata_and_time_order_and_ignore_needles() {
+fn stream_scans_keep_streams_metadata_and_timestamps_and_ignore_needles() {
     let dir = tempfile::tempdir().unwrap();
     let store = LogStore::open(dir.path(), opts()).unwrap();
     store
@@ -603,8 +618,8 @@ fn stream_scans_over_their_record_budget_fail_while_collecting() {
     let count = |max: usize| {
         let mut n = 0;
         store
-            .scan_streams(&all(vec![]), max, &mut |_, _, ts| {
-                n += ts.len();
+            .scan_streams(&all(vec![]), PER_TIMESTAMP, max, &mut |_, _, counts| {
+                n += counts.iter().map(|c| c.records).sum::<u64>();
                 ControlFlow::Continue(())
             })
             .map(|()| n)
@@ -645,4 +660,65 @@ fn a_scan_reads_one_snapshot_of_a_partition_through_all_its_rounds() {
     want.sort();
     ids.sort();
     assert_eq!(ids, want);
+}
+
+#[test]
+fn counting_scans_count_and_measure_each_bucket_across_streams_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path(), opts()).unwrap();
+    // Buckets of 10 ns ending on T0 + 10k: (T0-10, T0], (T0, T0+10], (T0+10, T0+20].
+    store
+        .append(&[
+            rec(T0, "a", "1"),
+            rec(T0 + 1, "a", "22"),
+            rec(T0 + 3, "b", "333"),
+            rec(T0 + 10, "a", "4444"),
+            rec(T0 + 11, "a", "55555"),
+        ])
+        .unwrap();
+    store.sync().unwrap();
+    // A second segment adds to a bucket the first already counted.
+    store.append(&[rec(T0 + 5, "a", "666666")]).unwrap();
+    store.sync().unwrap();
+    let buckets = Buckets {
+        origin_ns: T0,
+        width_ns: 10,
+    };
+    let mut got: BTreeMap<(String, i64), (u64, u64)> = BTreeMap::new();
+    store
+        .scan_stream_bytes(&all(vec![]), buckets, &mut |labels, counts| {
+            for c in counts {
+                let app = labels.get("app").unwrap_or_default().to_owned();
+                let e = got.entry((app, c.end_ns - T0)).or_default();
+                e.0 += c.records;
+                e.1 += c.bytes;
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let want: BTreeMap<(String, i64), (u64, u64)> = [
+        (("a".to_owned(), 0), (1, 1)),
+        (("a".to_owned(), 10), (3, 2 + 4 + 6)),
+        (("a".to_owned(), 20), (1, 5)),
+        (("b".to_owned(), 10), (1, 3)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_bucket_ends_on_the_grid_at_or_after_each_timestamp(
+        origin in -1_000_000_000i64..1_000_000_000,
+        width in 1i64..10_000_000,
+        ts in -2_000_000_000i64..2_000_000_000,
+    ) {
+        let b = Buckets { origin_ns: origin, width_ns: width };
+        let end = b.end_of(ts);
+        proptest::prop_assert_eq!((end - origin).rem_euclid(width), 0);
+        proptest::prop_assert!(end - width < ts && ts <= end);
+        proptest::prop_assert!(b.holds(end, ts));
+        proptest::prop_assert!(!b.holds(end, end - width) && !b.holds(end, end + 1));
+    }
 }
