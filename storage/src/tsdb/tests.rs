@@ -5,7 +5,7 @@ use std::path::Path;
 use super::*;
 use crate::db::{Db, CF_WAL};
 use crate::tsdb::checkpoint::HistogramSeal;
-use crate::tsdb::chunk::StoredChunk;
+use crate::tsdb::chunk::{self, StoredChunk};
 use crate::tsdb::partition::{
     parse_chunk_key, partition_start, window_start, PARTITION_MS, WINDOW_MS,
 };
@@ -434,6 +434,49 @@ fn restart_after_flush_and_more_appends_continues_open_chunk() {
     assert_eq!((chunks[0].1, chunks[0].2, chunks[0].3), (0, 0, 100));
     assert_eq!((chunks[1].1, chunks[1].3), (s[10].0 + 1, 1));
     assert_ne!(chunks[1].2, 0);
+}
+
+#[test]
+fn complete_chunks_of_decimals_are_stored_packed_and_the_open_one_stays_appendable() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = labels("node_cpu_seconds_total", &[("cpu", "0")]);
+    // A counter of seconds with two decimals: one complete chunk and ten samples more.
+    let s: Vec<(i64, f64)> = (0..130)
+        .map(|i| (i * 15_000, (1_000_000 + i * 1234 + i * i) as f64 / 100.0))
+        .collect();
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_ok(&db, &l, &s);
+        db.close().unwrap();
+    }
+    let stored = |db: &Tsdb| -> Vec<(u16, u8)> {
+        let cf = db.inner.db.cf_handle(&partition::cf_name(0)).unwrap();
+        db.inner
+            .db
+            .iterator_cf(&cf, rocksdb::IteratorMode::Start)
+            .map(|kv| {
+                let (_, v) = kv.unwrap();
+                (StoredChunk::parse(&v).unwrap().count(), v[0])
+            })
+            .collect()
+    };
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        stored(&db),
+        [(120, chunk::ENCODING_PACKED), (10, chunk::ENCODING_XOR)]
+    );
+    assert_eq!(all(&db, &l), bits(&s));
+    // The open chunk, restored from its stored form, goes on filling.
+    let more: Vec<(i64, f64)> = (130..140).map(|i| (i * 15_000, i as f64)).collect();
+    append_ok(&db, &l, &more);
+    db.close().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        stored(&db),
+        [(120, chunk::ENCODING_PACKED), (20, chunk::ENCODING_XOR)]
+    );
+    let expected: Vec<(i64, f64)> = s.iter().chain(&more).copied().collect();
+    assert_eq!(all(&db, &l), bits(&expected));
 }
 
 /// A series `old` with samples 10 and 9 days ago and `young` with one 9 days and one a minute

@@ -25,9 +25,9 @@ pub(crate) const MAX_SAMPLES: u16 = 120;
 /// The encoding byte at the start of a stored chunk. 0 is never written (so a zeroed value
 /// is detected as corrupt); 2 is reserved for integer native histograms, 3 is the
 /// [`histogram`] chunk's; 4 (decimal) is read but no longer written.
-const ENCODING_XOR: u8 = 1;
+pub(crate) const ENCODING_XOR: u8 = 1;
 const ENCODING_DECIMAL: u8 = 4;
-const ENCODING_PACKED: u8 = 5;
+pub(crate) const ENCODING_PACKED: u8 = 5;
 
 mod decimal;
 pub(crate) mod histogram;
