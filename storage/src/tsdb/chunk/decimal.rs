@@ -187,7 +187,6 @@ impl Decode for Decoder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn only_exact_decimals_qualify() {
@@ -208,56 +207,5 @@ mod tests {
         }
         assert_eq!(mantissa(((1u64 << 60) as f64).to_bits(), 0), None);
         assert!(encode(&[(0, 1.0f64.to_bits()), (1, (1.0f64 / 3.0).to_bits())]).is_none());
-    }
-
-    fn decimals() -> impl Strategy<Value = u64> {
-        prop_oneof![
-            (any::<i32>(), 0u32..6)
-                .prop_map(|(m, k)| (f64::from(m) / 10f64.powi(k as i32)).to_bits()),
-            (-(1i64 << 53)..(1i64 << 53)).prop_map(|m| (m as f64).to_bits()),
-            Just(0.0f64.to_bits()),
-        ]
-    }
-
-    proptest! {
-        /// Whatever `encode` accepts decodes to exactly the same bits; random bit patterns
-        /// are mostly refused, never mangled.
-        #[test]
-        fn what_is_encoded_decodes_bit_exactly(
-            start in any::<i64>(),
-            steps in proptest::collection::vec(prop_oneof![Just(15_000i64), 0i64..100_000, any::<i64>()], 1..120),
-            values in proptest::collection::vec(prop_oneof![decimals(), any::<u64>()], 120),
-        ) {
-            let samples: Vec<(i64, u64)> = steps
-                .iter()
-                .scan(start, |t, d| { *t = t.wrapping_add(*d); Some(*t) })
-                .zip(values.iter().copied())
-                .collect();
-            if let Some(stored) = encode(&samples) {
-                let chunk = super::super::StoredChunk::parse(&stored).expect("parses");
-                prop_assert_eq!(usize::from(chunk.count()), samples.len());
-                prop_assert_eq!(chunk.min_t(), samples[0].0);
-                prop_assert_eq!(chunk.max_t(), samples[samples.len() - 1].0);
-                let back: Vec<(i64, u64)> = chunk
-                    .iter()
-                    .map(|s| s.map(|s| (s.t, s.v.to_bits())))
-                    .collect::<Result<_, _>>()
-                    .expect("decodes");
-                prop_assert_eq!(back, samples);
-            }
-        }
-
-        #[test]
-        fn decimal_series_are_always_encoded(
-            ms in proptest::collection::vec(-1_000_000_000i64..1_000_000_000, 1..120),
-            k in 0usize..4,
-        ) {
-            let samples: Vec<(i64, u64)> = ms
-                .iter()
-                .enumerate()
-                .map(|(i, &m)| (i as i64 * 15_000, value(m, k).to_bits()))
-                .collect();
-            prop_assert!(encode(&samples).is_some());
-        }
     }
 }

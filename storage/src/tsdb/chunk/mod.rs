@@ -865,6 +865,61 @@ mod tests {
         }
     }
 
+    /// Decimals as exporters print them (whole pages of bytes among them), and a few others.
+    fn decimal_bits() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            (any::<i32>(), 0u32..6)
+                .prop_map(|(m, k)| (f64::from(m) / 10f64.powi(k as i32)).to_bits()),
+            (-(1i64 << 53)..(1i64 << 53)).prop_map(|m| (m as f64).to_bits()),
+            (0u32..40).prop_map(|n| (f64::from(n) * 4096.0).to_bits()),
+            Just(0.0f64.to_bits()),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the two decimal encodings (the packed one written, the decimal one still
+        /// read) accept decodes to exactly the same bits, whatever the order and spacing of the
+        /// timestamps; random bit patterns are mostly refused, never mangled.
+        #[test]
+        fn decimal_encodings_give_back_exactly_what_they_accept(
+            start in any::<i64>(),
+            steps in proptest::collection::vec(prop_oneof![Just(15_000i64), 14_990i64..15_010, 0i64..100_000, any::<i64>()], 1..120),
+            values in proptest::collection::vec(prop_oneof![decimal_bits(), any::<u64>()], 120),
+        ) {
+            let samples: Vec<(i64, u64)> = steps
+                .iter()
+                .scan(start, |t, d| { *t = t.wrapping_add(*d); Some(*t) })
+                .zip(values.iter().copied())
+                .collect();
+            for stored in [decimal::encode(&samples), packed::encode(&samples)].into_iter().flatten() {
+                let chunk = StoredChunk::parse(&stored).expect("parses");
+                prop_assert_eq!(usize::from(chunk.count()), samples.len());
+                prop_assert_eq!(chunk.min_t(), samples[0].0);
+                prop_assert_eq!(chunk.max_t(), samples[samples.len() - 1].0);
+                prop_assert_eq!(decode_bits(chunk.iter()), samples.clone());
+            }
+        }
+
+        /// Every series of decimals is stored packed, never larger than in the decimal form
+        /// but for its longer header: the decimal form's bucketed code is one of the packed
+        /// form's candidates.
+        #[test]
+        fn decimal_series_are_always_packed_no_larger_than_in_the_decimal_form(
+            ms in proptest::collection::vec(-1_000_000_000i64..1_000_000_000, 1..120),
+            k in 0usize..4,
+        ) {
+            let samples: Vec<(i64, u64)> = ms
+                .iter()
+                .enumerate()
+                .map(|(i, &m)| (i as i64 * 15_000, decimal::value(m, k).to_bits()))
+                .collect();
+            let packed = packed::encode(&samples).expect("packed");
+            let decimal = decimal::encode(&samples).expect("decimal");
+            prop_assert_eq!(decode_bits(StoredChunk::parse(&packed).expect("parses").iter()), samples);
+            prop_assert!(packed.len() <= decimal.len() + 8, "{} > {}", packed.len(), decimal.len());
+        }
+    }
+
     #[test]
     fn special_values_round_trip_bit_exactly() {
         let specials = [

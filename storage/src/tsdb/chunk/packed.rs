@@ -270,7 +270,6 @@ impl Decode for Columns<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     fn decode(stored: &[u8]) -> Vec<(i64, u64)> {
         super::super::StoredChunk::parse(stored)
@@ -323,59 +322,5 @@ mod tests {
         assert!(encode(&[(0, 1.0f64.to_bits()), (1, (1.0f64 / 3.0).to_bits())]).is_none());
         assert!(encode(&[(0, f64::NAN.to_bits())]).is_none());
         assert!(encode(&[]).is_none());
-    }
-
-    fn decimals() -> impl Strategy<Value = u64> {
-        prop_oneof![
-            (any::<i32>(), 0u32..6)
-                .prop_map(|(m, k)| (f64::from(m) / 10f64.powi(k as i32)).to_bits()),
-            (-(1i64 << 53)..(1i64 << 53)).prop_map(|m| (m as f64).to_bits()),
-            (0u32..40).prop_map(|n| (f64::from(n) * 4096.0).to_bits()),
-            Just(0.0f64.to_bits()),
-        ]
-    }
-
-    proptest! {
-        /// Whatever `encode` accepts decodes to exactly the same bits, whatever the order and
-        /// spacing of the timestamps; random bit patterns are mostly refused, never mangled.
-        #[test]
-        fn what_is_encoded_decodes_bit_exactly(
-            start in any::<i64>(),
-            steps in proptest::collection::vec(prop_oneof![Just(15_000i64), 14_990i64..15_010, 0i64..100_000, any::<i64>()], 1..120),
-            values in proptest::collection::vec(prop_oneof![decimals(), any::<u64>()], 120),
-        ) {
-            let samples: Vec<(i64, u64)> = steps
-                .iter()
-                .scan(start, |t, d| { *t = t.wrapping_add(*d); Some(*t) })
-                .zip(values.iter().copied())
-                .collect();
-            if let Some(stored) = encode(&samples) {
-                let chunk = super::super::StoredChunk::parse(&stored).expect("parses");
-                prop_assert_eq!(usize::from(chunk.count()), samples.len());
-                prop_assert_eq!(chunk.min_t(), samples[0].0);
-                prop_assert_eq!(chunk.max_t(), samples[samples.len() - 1].0);
-                prop_assert_eq!(decode(&stored), samples);
-            }
-        }
-
-        #[test]
-        fn decimal_series_are_always_encoded_and_beat_the_bucketed_code(
-            ms in proptest::collection::vec(-1_000_000_000i64..1_000_000_000, 1..120),
-            k in 0usize..4,
-        ) {
-            let samples: Vec<(i64, u64)> = ms
-                .iter()
-                .enumerate()
-                .map(|(i, &m)| (i as i64 * 15_000, decimal::value(m, k).to_bits()))
-                .collect();
-            let stored = encode(&samples);
-            prop_assert!(stored.is_some());
-            let stored = stored.unwrap();
-            prop_assert_eq!(decode(&stored), samples.clone());
-            // The bucketed form is one of the candidates, so the decimal encoding (bucketed
-            // residuals, 64-bit first value) is never smaller by more than its shorter header.
-            let decimal = decimal::encode(&samples).expect("decimal");
-            prop_assert!(stored.len() <= decimal.len() + 8, "{} > {}", stored.len(), decimal.len());
-        }
     }
 }
