@@ -283,26 +283,21 @@ fn read_ws_text(s: &mut impl std::io::Read) -> String {
     String::from_utf8(body).expect("utf-8")
 }
 
-#[test]
-fn tail_streams_existing_then_new_lines_over_a_websocket() {
+/// Opens a tail websocket on `path` with extra request `headers`; frames are read through the
+/// returned buffer (the first may share a TCP segment with the response headers).
+fn open_tail(n: &Novamon, path: &str, headers: &str) -> std::io::BufReader<std::net::TcpStream> {
     use std::io::{BufRead, Write};
-    let (_d, n, base) = setup();
     let addr = n.url.trim_start_matches("http://").to_owned();
     let mut s = std::net::TcpStream::connect(&addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    let path = format!(
-        "/loki/api/v1/tail?query={}&start={}&limit=5",
-        enc(r#"{app="shop"}"#),
-        base - S
-    );
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
     )
     .expect("upgrade request");
-    let mut reader = std::io::BufReader::new(s.try_clone().expect("clone"));
+    let mut reader = std::io::BufReader::new(s);
     let mut status = String::new();
     reader.read_line(&mut status).expect("status line");
     assert!(status.contains(" 101 "), "{status}");
@@ -313,8 +308,18 @@ fn tail_streams_existing_then_new_lines_over_a_websocket() {
             break;
         }
     }
-    // The first frame may share a TCP segment with the headers: frames are read through the
-    // same buffer.
+    reader
+}
+
+#[test]
+fn tail_streams_existing_then_new_lines_over_a_websocket() {
+    let (_d, n, base) = setup();
+    let path = format!(
+        "/loki/api/v1/tail?query={}&start={}&limit=5",
+        enc(r#"{app="shop"}"#),
+        base - S
+    );
+    let mut reader = open_tail(&n, &path, "");
     let first: serde_json::Value = serde_json::from_str(&read_ws_text(&mut reader)).expect("json");
     let count: usize = first["streams"]
         .as_array()
@@ -337,4 +342,63 @@ fn tail_streams_existing_then_new_lines_over_a_websocket() {
         late.contains("late line") && !late.contains("tailed line"),
         "{late}"
     );
+}
+
+/// Grafana 12 tails through its backend (`pkg/tsdb/loki/streaming.go`): it first GETs
+/// `/loki/api/v2alpha/tail` and uses v1 unless that answers 400, then dials
+/// `/loki/api/v1/tail?query=…` with no other parameter and no header, and reads each value as
+/// exactly two strings. Loki 3 categorizes a tail's labels only when asked by
+/// `X-Loki-Response-Encoding-Flags`, which Grafana does not send.
+#[test]
+fn tail_answers_grafanas_request_uncategorized_and_categorizes_when_asked() {
+    let (_d, n, _base) = setup();
+    let (status, _) = n.get_text("/loki/api/v2alpha/tail", &[]);
+    assert_ne!(status, 400, "Grafana would take a 400 for a v2alpha tail");
+    let path = format!("/loki/api/v1/tail?query={}", enc(r#"{app="shop"}"#));
+    let mut grafana = open_tail(&n, &path, "");
+    let first: serde_json::Value = serde_json::from_str(&read_ws_text(&mut grafana)).expect("json");
+    let mut lines = 0;
+    for st in first["streams"].as_array().expect("streams") {
+        assert!(
+            st["stream"]["trace_id"].is_string(),
+            "metadata folded into the stream labels: {st}"
+        );
+        for v in st["values"].as_array().expect("values") {
+            let pair = v.as_array().expect("a value is an array");
+            assert_eq!(pair.len(), 2, "{v}");
+            assert!(pair.iter().all(serde_json::Value::is_string), "{v}");
+            lines += 1;
+        }
+    }
+    // Loki's default tail limit is 100: all 60 lines of the last hour.
+    assert_eq!(lines, 60, "{first}");
+    assert!(first.get("encodingFlags").is_none(), "{first}");
+
+    let mut categorized = open_tail(
+        &n,
+        &path,
+        "X-Loki-Response-Encoding-Flags: categorize-labels\r\n",
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(&read_ws_text(&mut categorized)).expect("json");
+    assert_eq!(
+        first["encodingFlags"],
+        serde_json::json!(["categorize-labels"])
+    );
+    let streams = first["streams"].as_array().expect("streams");
+    // Grouped by the stream labels alone: the two pushed streams, not one per trace id.
+    assert_eq!(streams.len(), 2, "{first}");
+    let mut lines = 0;
+    for st in streams {
+        assert!(st["stream"].get("trace_id").is_none(), "{st}");
+        for v in st["values"].as_array().expect("values") {
+            assert_eq!(v.as_array().map(Vec::len), Some(3), "{v}");
+            assert!(
+                v[2]["structuredMetadata"]["trace_id"].is_string(),
+                "metadata in the third element: {v}"
+            );
+            lines += 1;
+        }
+    }
+    assert_eq!(lines, 60, "{first}");
 }
