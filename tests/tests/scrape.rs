@@ -228,6 +228,95 @@ fn novamon_and_prometheus_scrape_the_same_exporters_alike() {
     );
 }
 
+/// A target that redirects: `/hops/N` to `/hops/N-1`, `/hops/0` to `../metrics` (a relative
+/// location with a dot segment), `/metrics` answers a page. One request per connection.
+fn redirecting_target() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream);
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            // Drains the headers.
+            let mut h = String::new();
+            while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let path = line.split(' ').nth(1).unwrap_or("/");
+            let resp = match path.strip_prefix("/hops/").map(str::parse::<u32>) {
+                Some(Ok(0)) => "HTTP/1.1 302 Found\r\nLocation: ../metrics\r\n".to_string(),
+                Some(Ok(n)) => format!("HTTP/1.1 302 Found\r\nLocation: /hops/{}\r\n", n - 1),
+                _ if path == "/metrics" => {
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n".to_string()
+                }
+                _ => "HTTP/1.1 404 Not Found\r\n".to_string(),
+            };
+            let body = if resp.contains("200 OK") {
+                "page 1\n"
+            } else {
+                ""
+            };
+            let _ = write!(
+                &stream,
+                "{resp}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn redirects_are_followed_as_prometheus_follows_them() {
+    require(PROMETHEUS);
+    let dir = tempfile::tempdir().unwrap();
+    let target = redirecting_target();
+    let job = |name: &str, path: &str, extra: &str| {
+        format!(
+            "  - job_name: {name}\n    metrics_path: {path}\n{extra}    static_configs: [{{targets: ['{target}']}}]\n"
+        )
+    };
+    let cfg = dir.path().join("scrape.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}{}",
+            job("nine", "/hops/8", ""),
+            job("ten", "/hops/9", ""),
+            job("not_followed", "/hops/0", "    follow_redirects: false\n"),
+        ),
+    )
+    .unwrap();
+    let novamon = Novamon::start(
+        &dir.path().join("novamon"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let (_prom, prom) = prometheus(dir.path(), &cfg);
+    let a = agent();
+    wait_until(Duration::from_secs(60), || {
+        let q = "count_over_time(up[1m]) >= 2";
+        instant(&a, &novamon.url, q).len() == 3 && instant(&a, &prom, q).len() == 3
+    })
+    .expect("every target scraped twice");
+    let up = instant(&a, &novamon.url, "up");
+    assert_eq!(up, instant(&a, &prom, "up"));
+    assert_eq!(up.values().filter(|v| *v == "1").count(), 1, "{up:?}");
+    assert_eq!(
+        instant(&a, &novamon.url, "page"),
+        instant(&a, &prom, "page")
+    );
+    let (na, _) = targets(&a, &novamon.url);
+    let (pa, _) = targets(&a, &prom);
+    for (k, n) in &na {
+        assert_eq!(n["lastError"], pa[k]["lastError"], "target {k}");
+        assert_eq!(n["health"], pa[k]["health"], "target {k}");
+    }
+}
+
 #[test]
 fn the_embedded_default_scrapes_novamon_itself() {
     let dir = tempfile::tempdir().unwrap();

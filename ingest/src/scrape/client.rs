@@ -1,7 +1,8 @@
 //! The HTTP side of a scrape: one kept-alive HTTP/1.1 connection per target (plain or
 //! rustls), the request Prometheus sends (`Accept`, gzip, the timeout header, credentials),
-//! and the response read within the timeout and the body size limit. Owns transport only;
-//! what the body says is the parser's.
+//! redirects followed as Go's client follows them (`follow_redirects`, on by default), and the
+//! response read within the timeout and the body size limit. Owns transport only; what the
+//! body says is the parser's.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -24,8 +25,11 @@ const USER_AGENT: &str = concat!("novamon/", env!("CARGO_PKG_VERSION"));
 pub(crate) struct HttpSettings {
     accept: String,
     auth: Auth,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Built for every job, as Prometheus loads `tls_config` whatever the scheme: a target
+    /// relabelled to https, or redirected there, needs it too.
+    tls: Arc<rustls::ClientConfig>,
     server_name: Option<String>,
+    follow_redirects: bool,
     /// Most bytes of uncompressed body (`body_size_limit`, or the server's own ceiling).
     pub(crate) body_limit: u64,
 }
@@ -119,11 +123,7 @@ impl HttpSettings {
             &raw.bearer_token,
             &raw.bearer_token_file,
         );
-        let tls = if raw.scheme == "https" {
-            Some(Arc::new(tls_client(&raw.tls_config)?))
-        } else {
-            None
-        };
+        let tls = Arc::new(tls_client(&raw.tls_config)?);
         let body_limit = match raw.body_size_limit {
             Some(n) if n > 0 => n.min(ceiling),
             _ => ceiling,
@@ -133,6 +133,7 @@ impl HttpSettings {
             auth,
             tls,
             server_name: raw.tls_config.server_name.clone(),
+            follow_redirects: raw.follow_redirects,
             body_limit,
         })
     }
@@ -294,41 +295,34 @@ impl Connection {
         settings: &HttpSettings,
         target: &Target,
     ) -> Result<Fetched, Failure> {
-        let transport = |e: &dyn std::fmt::Display| Failure::Transport(e.to_string());
-        let auth = settings.auth.header().map_err(Failure::Transport)?;
-        let req = hyper::Request::get(target.path_and_query.as_str())
-            .header(hyper::header::HOST, target.address.as_str())
-            .header(hyper::header::ACCEPT, settings.accept.as_str())
-            .header(hyper::header::ACCEPT_ENCODING, "gzip")
-            .header(hyper::header::USER_AGENT, USER_AGENT)
-            .header(
-                "X-Prometheus-Scrape-Timeout-Seconds",
-                format!("{}", target.timeout.as_secs_f64()),
-            );
-        let req = match auth {
-            Some(a) => req.header(hyper::header::AUTHORIZATION, a),
-            None => req,
-        }
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| transport(&e))?;
-        // A kept-alive connection the target closed since is replaced, not an error.
-        let alive = match self.sender.as_mut() {
-            Some(s) => s.ready().await.is_ok(),
-            None => false,
+        let mut hop = Hop {
+            scheme: target.scheme.clone(),
+            address: target.address.clone(),
+            path_and_query: target.path_and_query.clone(),
         };
-        if !alive {
-            self.sender = Some(
-                connect(
-                    &target.address,
-                    settings.tls.as_ref(),
-                    settings.server_name.as_deref(),
-                )
-                .await
-                .map_err(Failure::Transport)?,
-            );
-        }
-        let sender = self.sender.as_mut().expect("connected above");
-        let resp = sender.send_request(req).await.map_err(|e| transport(&e))?;
+        let mut requests = 1;
+        let resp = loop {
+            let resp = self.send(settings, target, &hop).await?;
+            let status = resp.status();
+            let location = (settings.follow_redirects && status.is_redirection())
+                .then(|| resp.headers().get(hyper::header::LOCATION))
+                .flatten()
+                .and_then(|l| l.to_str().ok());
+            let Some((location, next)) = location.and_then(|l| Some((l, hop.resolve(l)?))) else {
+                break resp;
+            };
+            // The redirect's body is not read: its connection cannot be reused.
+            self.sender = None;
+            if requests == MAX_REQUESTS {
+                // Go names the Location as the target sent it, not resolved.
+                return Err(Failure::Response(format!(
+                    "Get {location:?}: stopped after {MAX_REQUESTS} redirects"
+                )));
+            }
+            requests += 1;
+            hop = next;
+        };
+        let transport = |e: &dyn std::fmt::Display| Failure::Transport(e.to_string());
         let status = resp.status();
         if status != hyper::StatusCode::OK {
             // The body is not read: the connection cannot be reused.
@@ -377,6 +371,160 @@ impl Connection {
         };
         Ok(Fetched { content_type, body })
     }
+}
+
+impl Connection {
+    /// Sends the scrape request to `hop`: over the target's kept-alive connection when the hop
+    /// is the target itself, else over a connection of its own (a redirect elsewhere).
+    async fn send(
+        &mut self,
+        settings: &HttpSettings,
+        target: &Target,
+        hop: &Hop,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+        let transport = |e: &dyn std::fmt::Display| Failure::Transport(e.to_string());
+        let auth = settings.auth.header().map_err(Failure::Transport)?;
+        let req = hyper::Request::get(hop.path_and_query.as_str())
+            .header(hyper::header::HOST, hop.address.as_str())
+            .header(hyper::header::ACCEPT, settings.accept.as_str())
+            .header(hyper::header::ACCEPT_ENCODING, "gzip")
+            .header(hyper::header::USER_AGENT, USER_AGENT)
+            .header(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                format!("{}", target.timeout.as_secs_f64()),
+            );
+        // Sent on redirected requests too: Prometheus adds credentials in its transport, which
+        // every request of a redirect chain goes through.
+        let req = match auth {
+            Some(a) => req.header(hyper::header::AUTHORIZATION, a),
+            None => req,
+        }
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| transport(&e))?;
+        let tls = (hop.scheme == "https").then_some(&settings.tls);
+        let connect = || connect(&hop.address, tls, settings.server_name.as_deref());
+        let own = hop.scheme == target.scheme && hop.address == target.address;
+        let mut elsewhere;
+        let sender = if own {
+            // A kept-alive connection the target closed since is replaced, not an error.
+            let alive = match self.sender.as_mut() {
+                Some(s) => s.ready().await.is_ok(),
+                None => false,
+            };
+            if !alive {
+                self.sender = Some(connect().await.map_err(Failure::Transport)?);
+            }
+            self.sender.as_mut().expect("connected above")
+        } else {
+            elsewhere = connect().await.map_err(Failure::Transport)?;
+            &mut elsewhere
+        };
+        sender.send_request(req).await.map_err(|e| transport(&e))
+    }
+}
+
+/// Go's client stops after this many consecutive requests ("stopped after 10 redirects"): it
+/// follows nine redirects.
+const MAX_REQUESTS: usize = 10;
+
+/// Where one request of a scrape goes: the target, or where it redirected.
+#[derive(Debug, PartialEq)]
+struct Hop {
+    scheme: String,
+    address: String,
+    path_and_query: String,
+}
+
+impl Hop {
+    #[cfg(test)]
+    fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.address, self.path_and_query)
+    }
+
+    /// Where a `Location` header sends this request: an absolute URL (its address given the
+    /// scheme's port when it names none, as Go dials it), a scheme-relative one, an absolute
+    /// path, or a path relative to this one's directory. `None` for what cannot be followed
+    /// (another scheme than http(s), no host).
+    fn resolve(&self, location: &str) -> Option<Hop> {
+        let absolute = |scheme: &str, rest: &str| {
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (host, path) = rest.split_at(end);
+            if host.is_empty() {
+                return None;
+            }
+            // A port is what follows the last colon outside an IPv6 literal's brackets.
+            let has_port = host.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
+            let address = match (has_port, scheme) {
+                (true, _) => host.to_string(),
+                (false, "https") => format!("{host}:443"),
+                (false, _) => format!("{host}:80"),
+            };
+            let path_and_query = match path {
+                "" => "/".to_string(),
+                p if p.starts_with('?') => format!("/{p}"),
+                p => without_dot_segments(p),
+            };
+            Some(Hop {
+                scheme: scheme.to_string(),
+                address,
+                path_and_query,
+            })
+        };
+        let location = location.split('#').next().unwrap_or("");
+        if let Some((scheme, rest)) = location.split_once("://") {
+            let scheme = scheme.to_ascii_lowercase();
+            return matches!(scheme.as_str(), "http" | "https")
+                .then(|| absolute(&scheme, rest))
+                .flatten();
+        }
+        if let Some(rest) = location.strip_prefix("//") {
+            return absolute(&self.scheme, rest);
+        }
+        let path_and_query = if location.starts_with('/') {
+            without_dot_segments(location)
+        } else {
+            let path = self.path_and_query.split('?').next().unwrap_or("/");
+            let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+            without_dot_segments(&format!("{dir}/{location}"))
+        };
+        Some(Hop {
+            scheme: self.scheme.clone(),
+            address: self.address.clone(),
+            path_and_query,
+        })
+    }
+}
+
+/// `path_and_query` with the path's `.` and `..` segments resolved (RFC 3986 5.2.4, as Go's
+/// `URL.ResolveReference` does); the query is kept as it is.
+fn without_dot_segments(path_and_query: &str) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            "." | ".." => {
+                if *seg == ".." {
+                    out.pop();
+                }
+                // A trailing dot segment leaves the path ending in a slash.
+                if last {
+                    out.push("");
+                }
+            }
+            seg => out.push(seg),
+        }
+    }
+    let mut s = format!("/{}", out.join("/"));
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    s
 }
 
 const BODY_LIMIT: &str = "body size limit exceeded";
@@ -447,4 +595,46 @@ where
         let _ = conn.await;
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Hop;
+
+    fn hop(url: &str) -> Hop {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let end = rest.find('/').unwrap();
+        Hop {
+            scheme: scheme.into(),
+            address: rest[..end].into(),
+            path_and_query: rest[end..].into(),
+        }
+    }
+
+    #[test]
+    fn locations_resolve_as_go_resolves_them() {
+        let from = hop("http://a:9100/x/metrics?q=1");
+        for (location, to) in [
+            ("https://b/m", Some("https://b:443/m")),
+            ("HTTP://b:8080", Some("http://b:8080/")),
+            ("http://[::1]/m", Some("http://[::1]:80/m")),
+            ("http://[::1]:9/m", Some("http://[::1]:9/m")),
+            ("http://b?x=1", Some("http://b:80/?x=1")),
+            ("//c:1/m#frag", Some("http://c:1/m")),
+            ("/other?y", Some("http://a:9100/other?y")),
+            ("other", Some("http://a:9100/x/other")),
+            ("../m?z", Some("http://a:9100/m?z")),
+            ("./", Some("http://a:9100/x/")),
+            ("/a/./b/../../c", Some("http://a:9100/c")),
+            ("/../..", Some("http://a:9100/")),
+            ("ftp://b/m", None),
+            ("http:///m", None),
+        ] {
+            assert_eq!(
+                from.resolve(location).map(|h| h.url()),
+                to.map(str::to_string),
+                "{location}"
+            );
+        }
+    }
 }

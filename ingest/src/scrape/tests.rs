@@ -67,6 +67,26 @@ async fn fixture(first: Answer) -> Fixture {
             }
         }),
     );
+    // Redirects: `/hops/N` sends to `/hops/N-1`, `/hops/0` to the page; `/loop` to itself.
+    let app = app
+        .route(
+            "/hops/{n}",
+            axum::routing::get(
+                |axum::extract::Path(n): axum::extract::Path<u32>| async move {
+                    let to = match n {
+                        0 => "../metrics".to_string(),
+                        n => format!("/hops/{}", n - 1),
+                    };
+                    (StatusCode::FOUND, [(header::LOCATION, to)])
+                },
+            ),
+        )
+        .route(
+            "/loop",
+            axum::routing::get(|| async {
+                (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, "/loop")])
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -233,6 +253,34 @@ async fn vanished_series_and_failed_scrapes_get_staleness_markers() {
     assert!(stale(f.values("a").last().unwrap()));
     assert!(f.manager.active().is_empty());
     f.manager.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_as_gos_client_follows_them() {
+    // (metrics_path and follow_redirects, up, what lastError holds). `/hops/0` redirects to a
+    // relative path with a dot segment; Go's client follows nine redirects, not ten.
+    let cases = [
+        ("/hops/8", "", 1.0, ""),
+        ("/hops/9", "", 0.0, "Get \"../metrics\": stopped after 10 redirects"),
+        (
+            "/hops/0",
+            "follow_redirects: false\n",
+            0.0,
+            "server returned HTTP status 302 Found",
+        ),
+        ("/loop", "", 0.0, "Get \"/loop\": stopped after 10 redirects"),
+    ];
+    for (path, extra, up, error) in cases {
+        let f = fixture(text("page 1\n")).await;
+        f.apply(&format!("{JOB}metrics_path: {path}\n{extra}"))
+            .await;
+        f.scrapes(1).await;
+        assert_eq!(f.values("up")[0], up, "{path} {extra}");
+        let st = f.first_status().await;
+        assert!(st.last_error.contains(error), "{path}: {}", st.last_error);
+        assert_eq!(f.values("page").len(), up as usize, "{path}");
+        f.manager.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
