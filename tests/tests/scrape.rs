@@ -270,25 +270,25 @@ fn redirecting_target() -> String {
     addr
 }
 
-#[test]
-fn redirects_are_followed_as_prometheus_follows_them() {
+/// Starts novamon and Prometheus 2.42 on the same `scrape_configs` (`jobs`: YAML list items)
+/// until both have scraped each of the `n` targets twice; checks that they agree on `up` and on
+/// each target's health and `lastError`, and returns novamon's `up`, its targets' `lastError`s
+/// by target and the instant vector `also` from both.
+fn scrape_alike(
+    jobs: &str,
+    n: usize,
+    also: &str,
+) -> (
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+    [BTreeMap<String, String>; 2],
+) {
     require(PROMETHEUS);
     let dir = tempfile::tempdir().unwrap();
-    let target = redirecting_target();
-    let job = |name: &str, path: &str, extra: &str| {
-        format!(
-            "  - job_name: {name}\n    metrics_path: {path}\n{extra}    static_configs: [{{targets: ['{target}']}}]\n"
-        )
-    };
     let cfg = dir.path().join("scrape.yml");
     std::fs::write(
         &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}{}",
-            job("nine", "/hops/8", ""),
-            job("ten", "/hops/9", ""),
-            job("not_followed", "/hops/0", "    follow_redirects: false\n"),
-        ),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n{jobs}"),
     )
     .unwrap();
     let novamon = Novamon::start(
@@ -299,22 +299,68 @@ fn redirects_are_followed_as_prometheus_follows_them() {
     let a = agent();
     wait_until(Duration::from_secs(60), || {
         let q = "count_over_time(up[1m]) >= 2";
-        instant(&a, &novamon.url, q).len() == 3 && instant(&a, &prom, q).len() == 3
+        instant(&a, &novamon.url, q).len() == n && instant(&a, &prom, q).len() == n
     })
     .expect("every target scraped twice");
     let up = instant(&a, &novamon.url, "up");
     assert_eq!(up, instant(&a, &prom, "up"));
-    assert_eq!(up.values().filter(|v| *v == "1").count(), 1, "{up:?}");
-    assert_eq!(
-        instant(&a, &novamon.url, "page"),
-        instant(&a, &prom, "page")
-    );
     let (na, _) = targets(&a, &novamon.url);
     let (pa, _) = targets(&a, &prom);
-    for (k, n) in &na {
-        assert_eq!(n["lastError"], pa[k]["lastError"], "target {k}");
-        assert_eq!(n["health"], pa[k]["health"], "target {k}");
+    assert_eq!(na.len(), n);
+    for (k, t) in &na {
+        assert_eq!(t["lastError"], pa[k]["lastError"], "target {k}");
+        assert_eq!(t["health"], pa[k]["health"], "target {k}");
     }
+    let errors = na
+        .iter()
+        .map(|(k, t)| (k.clone(), t["lastError"].as_str().unwrap().to_string()))
+        .collect();
+    (
+        up,
+        errors,
+        [instant(&a, &novamon.url, also), instant(&a, &prom, also)],
+    )
+}
+
+#[test]
+fn redirects_are_followed_as_prometheus_follows_them() {
+    let target = redirecting_target();
+    let job = |name: &str, path: &str, extra: &str| {
+        format!(
+            "  - job_name: {name}\n    metrics_path: {path}\n{extra}    static_configs: [{{targets: ['{target}']}}]\n"
+        )
+    };
+    let jobs = [
+        job("nine", "/hops/8", ""),
+        job("ten", "/hops/9", ""),
+        job("not_followed", "/hops/0", "    follow_redirects: false\n"),
+    ];
+    let (up, _, [n, p]) = scrape_alike(&jobs.concat(), 3, "page");
+    assert_eq!(up.values().filter(|v| *v == "1").count(), 1, "{up:?}");
+    assert_eq!(n.len(), 1);
+    assert_eq!(n, p);
+}
+
+#[test]
+fn a_pool_over_its_target_limit_fails_every_target_as_prometheus_does() {
+    let target = redirecting_target();
+    let jobs = format!(
+        "  - job_name: limited\n    target_limit: 1\n    static_configs: [{{targets: ['{target}', 'localhost:{}']}}]\n  - job_name: within\n    target_limit: 1\n    static_configs: [{{targets: ['{target}']}}]\n",
+        target.rsplit_once(':').unwrap().1
+    );
+    let (up, errors, [n, p]) = scrape_alike(&jobs, 3, "page");
+    assert_eq!(up.values().filter(|v| *v == "1").count(), 1, "{up:?}");
+    let limited: Vec<&String> = errors
+        .iter()
+        .filter(|(k, _)| k.starts_with("\"limited\""))
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        limited, ["target_limit exceeded (number of targets: 2, limit: 1)"; 2],
+        "{errors:?}"
+    );
+    assert_eq!(n.len(), 1, "only the pool within its limit stored the page");
+    assert_eq!(n, p);
 }
 
 #[test]

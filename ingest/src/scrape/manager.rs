@@ -50,7 +50,14 @@ impl Prepared {
             let config = c.compile(global_interval, global_timeout)?;
             let http = HttpSettings::new(c, config.accept.clone(), max_body_bytes)
                 .map_err(|e| format!("job {:?}: {e}", c.job_name))?;
-            pools.push((c.clone(), Arc::new(PoolShared { config, http })));
+            pools.push((
+                c.clone(),
+                Arc::new(PoolShared {
+                    config,
+                    http,
+                    forced_error: Default::default(),
+                }),
+            ));
         }
         Ok(Prepared { pools, base_dir })
     }
@@ -202,6 +209,14 @@ impl ScrapeManager {
                     }
                 }
             }
+            // Prometheus still runs a loop per target, each failing with the error.
+            let limit = pool.raw.target_limit;
+            *pool.shared.forced_error.lock() = (limit > 0 && active.len() > limit).then(|| {
+                format!(
+                    "target_limit exceeded (number of targets: {}, limit: {limit})",
+                    active.len()
+                )
+            });
             let gone: Vec<u64> = pool
                 .loops
                 .keys()

@@ -28,6 +28,10 @@ use super::target::Target;
 pub(crate) struct PoolShared {
     pub config: PoolConfig,
     pub http: HttpSettings,
+    /// Set while the pool has more targets than its `target_limit`: every scrape of every
+    /// target fails with it instead of fetching, as in Prometheus (`up` 0, the error as
+    /// `lastError`, staleness markers for what the targets exposed).
+    pub forced_error: Mutex<Option<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,7 +146,11 @@ async fn run(
         }
         let started = Instant::now();
         let t = now_ms();
-        let fetched = conn.scrape(&pool.http, &target).await;
+        let forced = pool.forced_error.lock().clone();
+        let fetched = match forced {
+            Some(e) => Err(e),
+            None => conn.scrape(&pool.http, &target).await,
+        };
         let duration = started.elapsed();
         let (p, s, tg) = (pool.clone(), store.clone(), target.clone());
         let mut c = cache.take().expect("returned by every scrape");

@@ -261,14 +261,24 @@ async fn redirects_are_followed_as_gos_client_follows_them() {
     // relative path with a dot segment; Go's client follows nine redirects, not ten.
     let cases = [
         ("/hops/8", "", 1.0, ""),
-        ("/hops/9", "", 0.0, "Get \"../metrics\": stopped after 10 redirects"),
+        (
+            "/hops/9",
+            "",
+            0.0,
+            "Get \"../metrics\": stopped after 10 redirects",
+        ),
         (
             "/hops/0",
             "follow_redirects: false\n",
             0.0,
             "server returned HTTP status 302 Found",
         ),
-        ("/loop", "", 0.0, "Get \"/loop\": stopped after 10 redirects"),
+        (
+            "/loop",
+            "",
+            0.0,
+            "Get \"/loop\": stopped after 10 redirects",
+        ),
     ];
     for (path, extra, up, error) in cases {
         let f = fixture(text("page 1\n")).await;
@@ -369,6 +379,40 @@ async fn gzip_openmetrics_relabelling_and_explicit_timestamps() {
     let n = f.values("up").len();
     f.scrapes(n + 2).await;
     assert!(!f.values("c_total").iter().any(stale));
+    f.manager.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_over_its_target_limit_scrapes_again_once_within_it() {
+    let f = fixture(text("page 1\n")).await;
+    let job = |limit: usize| {
+        format!("job_name: app\nscrape_interval: 100ms\ntarget_limit: {limit}\nstatic_configs: [{{targets: ['TARGET', '127.0.0.1:1']}}]\n")
+    };
+    f.apply(&job(1)).await;
+    f.scrapes(2).await;
+    assert!(f.values("up").iter().all(|v| *v == 0.0));
+    assert!(
+        f.values("page").is_empty(),
+        "nothing fetched while over the limit"
+    );
+    let errors: Vec<String> = f
+        .manager
+        .active()
+        .iter()
+        .map(|t| t.status.last_error.clone())
+        .collect();
+    assert_eq!(
+        errors,
+        ["target_limit exceeded (number of targets: 2, limit: 1)"; 2]
+    );
+    f.apply(&job(2)).await;
+    for _ in 0..200 {
+        if !f.values("page").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(f.values("page")[0], 1.0, "scraped once within the limit");
     f.manager.stop().await;
 }
 
