@@ -270,19 +270,18 @@ fn redirecting_target() -> String {
     addr
 }
 
+/// What [`scrape_alike`] found: novamon's `up`, its targets' `lastError`s by target, and the
+/// instant vector asked for from novamon and from Prometheus.
+struct Alike {
+    up: BTreeMap<String, String>,
+    errors: BTreeMap<String, String>,
+    also: [BTreeMap<String, String>; 2],
+}
+
 /// Starts novamon and Prometheus 2.42 on the same `scrape_configs` (`jobs`: YAML list items)
 /// until both have scraped each of the `n` targets twice; checks that they agree on `up` and on
-/// each target's health and `lastError`, and returns novamon's `up`, its targets' `lastError`s
-/// by target and the instant vector `also` from both.
-fn scrape_alike(
-    jobs: &str,
-    n: usize,
-    also: &str,
-) -> (
-    BTreeMap<String, String>,
-    BTreeMap<String, String>,
-    [BTreeMap<String, String>; 2],
-) {
+/// each target's health and `lastError`.
+fn scrape_alike(jobs: &str, n: usize, also: &str) -> Alike {
     require(PROMETHEUS);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("scrape.yml");
@@ -315,11 +314,11 @@ fn scrape_alike(
         .iter()
         .map(|(k, t)| (k.clone(), t["lastError"].as_str().unwrap().to_string()))
         .collect();
-    (
+    Alike {
         up,
         errors,
-        [instant(&a, &novamon.url, also), instant(&a, &prom, also)],
-    )
+        also: [instant(&a, &novamon.url, also), instant(&a, &prom, also)],
+    }
 }
 
 #[test]
@@ -335,7 +334,9 @@ fn redirects_are_followed_as_prometheus_follows_them() {
         job("ten", "/hops/9", ""),
         job("not_followed", "/hops/0", "    follow_redirects: false\n"),
     ];
-    let (up, _, [n, p]) = scrape_alike(&jobs.concat(), 3, "page");
+    let Alike {
+        up, also: [n, p], ..
+    } = scrape_alike(&jobs.concat(), 3, "page");
     assert_eq!(up.values().filter(|v| *v == "1").count(), 1, "{up:?}");
     assert_eq!(n.len(), 1);
     assert_eq!(n, p);
@@ -348,7 +349,11 @@ fn a_pool_over_its_target_limit_fails_every_target_as_prometheus_does() {
         "  - job_name: limited\n    target_limit: 1\n    static_configs: [{{targets: ['{target}', 'localhost:{}']}}]\n  - job_name: within\n    target_limit: 1\n    static_configs: [{{targets: ['{target}']}}]\n",
         target.rsplit_once(':').unwrap().1
     );
-    let (up, errors, [n, p]) = scrape_alike(&jobs, 3, "page");
+    let Alike {
+        up,
+        errors,
+        also: [n, p],
+    } = scrape_alike(&jobs, 3, "page");
     assert_eq!(up.values().filter(|v| *v == "1").count(), 1, "{up:?}");
     let limited: Vec<&String> = errors
         .iter()
