@@ -38,6 +38,8 @@ pub struct Wiring {
     pub scraping: crate::scrape::Scraping,
     /// The `remote_write` destinations, re-applied from the reloaded config.
     pub forwarding: Arc<ingest::forward::Forwarding>,
+    /// `/federate`, which adds the reloaded config's external labels.
+    pub federation: Arc<api::prometheus::federate::Federation>,
 }
 
 fn rule_config(config: &Config, path: Option<&Path>, external_url: &str) -> RuleConfig {
@@ -119,6 +121,9 @@ impl Rules {
                 self.also.alerting.apply(alerting);
                 self.also.scraping.apply(scrape).await;
                 self.also.forwarding.apply(remote_write).await?;
+                self.also
+                    .federation
+                    .set_external_labels(config.global.external_labels.clone());
                 if let Some(web) = web {
                     self.also.web.apply(web);
                 }

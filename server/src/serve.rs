@@ -127,6 +127,11 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let scraping = crate::scrape::start(&config, tsdb.clone(), own_url.clone())
         .await
         .map_err(anyhow::Error::msg)?;
+    let federation = api::prometheus::federate::Federation::new(
+        tsdb.clone(),
+        config.global.external_labels.clone(),
+        config.query.lookback_delta.0.as_millis() as i64,
+    );
     let rules = crate::rules::start(
         &config,
         tsdb.clone(),
@@ -139,6 +144,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             slots: Arc::new(query_gate.clone()),
             scraping: scraping.clone(),
             forwarding: forwarding.clone(),
+            federation: federation.clone(),
         },
         &mut registry,
         own_url,
@@ -181,13 +187,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             pushed,
         ))))
         .merge(api::prometheus::routes(api_state))
-        .merge(api::prometheus::federate::routes(
-            api::prometheus::federate::Federation {
-                store: tsdb.clone(),
-                external_labels: config.global.external_labels.clone(),
-                lookback_ms: config.query.lookback_delta.0.as_millis() as i64,
-            },
-        ))
+        .merge(api::prometheus::federate::routes(federation))
         .merge(rules.routes())
         .merge(alerting.routes)
         .merge(ui::routes(Arc::new(UiStatus {

@@ -471,4 +471,24 @@ fn prometheus_federates_from_novamon() {
         let p: Vec<String> = instant(&a, &prom, q).into_values().collect();
         assert_eq!(n, p, "{q}");
     }
+
+    // External labels are re-read on reload, as Prometheus re-reads its global config.
+    let federated = || {
+        a.get(format!("{}/federate?match[]={}", novamon.url, enc("up")))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    assert!(federated().contains(r#"cluster="edge-1""#));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("edge-1", "edge-2")).unwrap();
+    let resp = a
+        .post(format!("{}/-/reload", novamon.url))
+        .send_empty()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = federated();
+    assert!(body.contains(r#"cluster="edge-2""#), "{body}");
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -19,18 +19,41 @@ use storage::{Labels, Matcher, Point, Querier, SelectHints};
 use super::params::parse_selector;
 
 /// What federation reads and adds.
-#[derive(Clone)]
 pub struct Federation {
-    pub store: Arc<dyn Querier>,
-    pub external_labels: BTreeMap<String, String>,
-    /// How far back the newest sample may be (`query.lookback_delta`).
-    pub lookback_ms: i64,
+    store: Arc<dyn Querier>,
+    /// Replaced on reload, as Prometheus re-reads `global.external_labels`.
+    external_labels: RwLock<BTreeMap<String, String>>,
+    /// How far back the newest sample may be (`query.lookback_delta`, fixed for the process
+    /// as the engine's is).
+    lookback_ms: i64,
 }
 
-pub fn routes(f: Federation) -> Router {
+impl Federation {
+    pub fn new(
+        store: Arc<dyn Querier>,
+        external_labels: BTreeMap<String, String>,
+        lookback_ms: i64,
+    ) -> Arc<Federation> {
+        Arc::new(Federation {
+            store,
+            external_labels: RwLock::new(external_labels),
+            lookback_ms,
+        })
+    }
+
+    /// The external labels of a reloaded config.
+    pub fn set_external_labels(&self, labels: BTreeMap<String, String>) {
+        *self
+            .external_labels
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = labels;
+    }
+}
+
+pub fn routes(f: Arc<Federation>) -> Router {
     Router::new()
         .route("/federate", get(federate))
-        .with_state(Arc::new(f))
+        .with_state(f)
 }
 
 async fn federate(
@@ -102,7 +125,11 @@ fn newest(
 }
 
 fn render(f: &Federation, sets: &[Vec<Matcher>], now: i64) -> Result<String, String> {
-    let mut external = f.external_labels.clone();
+    let mut external = f
+        .external_labels
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     external.entry("instance".into()).or_default();
     let mut out = String::new();
     let mut last_name = None;
