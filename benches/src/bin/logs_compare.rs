@@ -358,9 +358,7 @@ impl Measured {
         let (n, raw) = (set.n as f64, set.raw_bytes as f64);
         let searchable = self.searchable.as_secs_f64();
         let acked = self.acked.map(|a| a.as_secs_f64());
-        let q = self.queries.map(|(ms, _)| ms);
-        let c = self.queries.map(|(_, cpu)| cpu);
-        [
+        let figures = [
             Some(n / searchable),
             acked.map(|a| n / a),
             // Without acks, searchable is the first point at which the sender knows anything.
@@ -369,19 +367,18 @@ impl Measured {
             Some(self.disk_bytes as f64 / raw),
             self.index_bytes.map(|b| b as f64 / raw),
             Some(self.peak_rss_kib as f64 / 1024.0),
-            Some(q[0]),
-            Some(q[1]),
-            Some(q[2]),
-            Some(q[3]),
-            Some(q[4]),
-            Some(q[5]),
-            Some(c[0]),
-            Some(c[1]),
-            Some(c[2]),
-            Some(c[3]),
-            Some(c[4]),
-            Some(c[5]),
-        ]
+        ];
+        // Then each query's wall milliseconds, then each one's CPU milliseconds.
+        let walls = self.queries.iter().map(|q| Some(q.0));
+        let cpus = self.queries.iter().map(|q| Some(q.1));
+        let mut cells: Cells = [None; COLUMNS.len()];
+        for (cell, v) in cells
+            .iter_mut()
+            .zip(figures.into_iter().chain(walls).chain(cpus))
+        {
+            *cell = v;
+        }
+        cells
     }
 }
 

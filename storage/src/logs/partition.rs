@@ -1000,15 +1000,7 @@ impl SegmentCollector for TopSegmentCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(ts_ns: i64, app: &str, line: &str) -> LogRecord {
-        LogRecord {
-            ts_ns,
-            labels: Labels::from_pairs([("app", app)]),
-            line: line.to_owned(),
-            metadata: vec![],
-        }
-    }
+    use crate::logs::tests::rec as record;
 
     #[test]
     fn new_partitions_keep_no_field_norms() {

@@ -3,7 +3,7 @@ use crate::matcher::MatchOp;
 
 const T0: i64 = 1_700_000_000_000_000_000;
 
-fn rec(ts_ns: i64, app: &str, line: &str) -> LogRecord {
+pub(super) fn rec(ts_ns: i64, app: &str, line: &str) -> LogRecord {
     LogRecord {
         ts_ns,
         labels: Labels::from_pairs([("app", app)]),
