@@ -63,6 +63,13 @@ const PUSHES: &[Push] = &[
         gzip: true,
         ..push("PUT", "/metrics/job/gzipped", "compressed_push 42\n")
     },
+    // Bucket bounds and quantiles come out as Go prints the floats (`1e+06`, `0.5`), not as
+    // pushed.
+    push(
+        "PUT",
+        "/metrics/job/bounds",
+        "# TYPE upload_bytes histogram\nupload_bytes_bucket{le=\"1000000\"} 1\nupload_bytes_bucket{le=\"0.50\"} 1\nupload_bytes_bucket{le=\"+Inf\"} 2\nupload_bytes_sum 3\nupload_bytes_count 2\n# TYPE upload_seconds summary\nupload_seconds{quantile=\"0.50\"} 1\nupload_seconds_sum 1\nupload_seconds_count 1\n",
+    ),
     // PUT with an empty body: the group stays with its timestamps only.
     push("PUT", "/metrics/job/emptied", ""),
     // Refused: timestamps, a type clashing with another group's, bad bodies and paths.
@@ -161,7 +168,14 @@ fn pushes_answer_store_and_list_as_the_pushgateway() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut gw_process = Process::spawn(
-        Command::new(PUSHGATEWAY).arg("--web.listen-address=127.0.0.1:0"),
+        // Debian's build persists to /var/lib/prometheus by default: a file of its own, so
+        // that groups pushed to another run never show here.
+        Command::new(PUSHGATEWAY)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg(format!(
+                "--persistence.file={}",
+                dir.path().join("pushgateway.data").display()
+            )),
         dir.path().join("pushgateway.log"),
     );
     let gw = wait_for_go_listen_url(&mut gw_process);

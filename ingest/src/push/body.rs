@@ -170,6 +170,7 @@ fn text(body: &[u8]) -> Result<Decoded, String> {
     }
     // A family announced by TYPE or HELP alone holds nothing: the Pushgateway drops it too.
     families.retain(|_, f| !f.samples.is_empty());
+    normalize_bounds(&mut families)?;
     Ok(Decoded {
         families,
         timestamps,
@@ -256,15 +257,37 @@ mod dto {
     }
 }
 
-/// Go's `%v` of a bucket bound or quantile as the text format writes it in `le`/`quantile`.
+/// A bucket bound or quantile as Go's text format writes it in `le`/`quantile` (`%g` with the
+/// shortest digits: `1e+06`, `0.5`, `+Inf`).
 fn bound(v: f64) -> String {
-    if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
+    gocompat::fmt::shortest(v)
+}
+
+/// The `le` of histogram buckets and the `quantile` of summaries written back from their
+/// float, as the Pushgateway does (it holds pushes as protobuf): `1000000` is exposed as
+/// `1e+06`, `0.50` as `0.5`. A value that is no float fails the push, as Go's parser fails it.
+fn normalize_bounds(families: &mut Families) -> Result<(), String> {
+    for (family, f) in families.iter_mut() {
+        let (label, suffix) = match f.kind {
+            Kind::Histogram | Kind::GaugeHistogram => ("le", "_bucket"),
+            Kind::Summary => ("quantile", ""),
+            _ => continue,
+        };
+        for s in &mut f.samples {
+            if s.name.strip_prefix(family.as_str()) != Some(suffix) {
+                continue;
+            }
+            if let Some(v) = s.labels.get_mut(label) {
+                let x: f64 = v.parse().map_err(|_| {
+                    format!(
+                        "text format parsing error: expected float as value for '{label}' label, got {v:?}"
+                    )
+                })?;
+                *v = bound(x);
+            }
+        }
     }
+    Ok(())
 }
 
 fn protobuf(mut body: &[u8]) -> Result<Decoded, String> {
@@ -387,6 +410,25 @@ mod tests {
         assert_eq!(d.families["last_success"].kind, Kind::Untyped);
         assert!(!d.families.contains_key("announced"));
         assert!(decode(b"x 1 1700000000000\n", None).unwrap().timestamps);
+        // Bounds and quantiles as Go writes their floats back; one that is no float fails.
+        let d = decode(
+            b"# TYPE h histogram\nh_bucket{le=\"1000000\"} 1\nh_bucket{le=\"+Inf\"} 1\n# TYPE s summary\ns{quantile=\"0.50\"} 1\n",
+            None,
+        )
+        .unwrap();
+        let bound = |f: &str, l: &str| -> Vec<String> {
+            d.families[f]
+                .samples
+                .iter()
+                .filter_map(|s| s.labels.get(l).cloned())
+                .collect()
+        };
+        assert_eq!(bound("h", "le"), ["1e+06", "+Inf"]);
+        assert_eq!(bound("s", "quantile"), ["0.5"]);
+        let e = decode(b"# TYPE h histogram\nh_bucket{le=\"x\"} 1\n", None)
+            .err()
+            .unwrap();
+        assert!(e.contains("expected float as value for 'le' label"), "{e}");
         let e = decode(b"x{ 1\n", None).err().unwrap();
         assert!(e.starts_with("text format parsing error in line 1"), "{e}");
     }
@@ -405,11 +447,18 @@ mod tests {
                 histogram: Some(dto::Histogram {
                     sample_count: Some(5),
                     sample_sum: Some(1.5),
-                    bucket: vec![dto::Bucket {
-                        cumulative_count: Some(2),
-                        upper_bound: Some(0.5),
-                        cumulative_count_float: None,
-                    }],
+                    bucket: vec![
+                        dto::Bucket {
+                            cumulative_count: Some(2),
+                            upper_bound: Some(0.5),
+                            cumulative_count_float: None,
+                        },
+                        dto::Bucket {
+                            cumulative_count: Some(4),
+                            upper_bound: Some(1e6),
+                            cumulative_count_float: None,
+                        },
+                    ],
                     sample_count_float: None,
                 }),
                 ..Default::default()
@@ -438,6 +487,7 @@ mod tests {
             names,
             [
                 ("rpc_bucket".to_string(), Some("0.5".to_string()), 2.0),
+                ("rpc_bucket".to_string(), Some("1e+06".to_string()), 4.0),
                 ("rpc_bucket".to_string(), Some("+Inf".to_string()), 5.0),
                 ("rpc_sum".to_string(), None, 1.5),
                 ("rpc_count".to_string(), None, 5.0),
