@@ -66,14 +66,9 @@ fn write_column(out: &mut Vec<u8>, xs: &[i64], buckets: &[u32]) {
     };
     for bucketed in [false, true] {
         consider(column(None, &deltas, bucketed, buckets));
-        // Deltas of deltas need a first delta to start from.
-        if let Some((&d0, rest)) = deltas.split_first() {
-            let dods: Vec<i64> = std::iter::once(d0)
-                .chain(rest.iter().copied())
-                .collect::<Vec<_>>()
-                .windows(2)
-                .map(|w| w[1].wrapping_sub(w[0]))
-                .collect();
+        // Deltas of deltas start from the first delta, stored as it is.
+        if let Some(&d0) = deltas.first() {
+            let dods: Vec<i64> = deltas.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
             consider(column(Some(d0), &dods, bucketed, buckets));
         }
     }
