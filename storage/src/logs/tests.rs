@@ -557,11 +557,14 @@ fn scans_read_in_rounds_without_losing_or_repeating_hits_that_share_a_timestamp(
     let dir = tempfile::tempdir().unwrap();
     let store = LogStore::open(dir.path(), opts()).unwrap();
     // Several rounds' worth (the first round reads 1024), seven records per timestamp, in
-    // three commits (segments), out of time order across them.
-    let n = 3 * SCAN_ROUND_MIN + 100;
+    // three commits (segments), out of time order across and within them; each segment holds
+    // several rounds, so a round's collector turns away most of what it sees.
+    let n = 15 * SCAN_ROUND_MIN + 100;
     for part in [2, 0, 1] {
-        let recs: Vec<LogRecord> = (0..n)
-            .filter(|i| i % 3 == part)
+        let mut ids: Vec<usize> = (0..n).filter(|i| i % 3 == part).collect();
+        ids.sort_by_key(|i| (i * 7919) % n);
+        let recs: Vec<LogRecord> = ids
+            .into_iter()
             .map(|i| rec(T0 + (i / 7) as i64, "a", &i.to_string()))
             .collect();
         store.append(&recs).unwrap();
