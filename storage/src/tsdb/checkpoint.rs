@@ -29,14 +29,17 @@ const CHECKPOINT_SLICE_SERIES: usize = 16_384;
 /// enough that a batch stays a few megabytes.
 const SEAL_BATCH_SAMPLES: usize = 20_000;
 
-/// Which histogram samples a checkpoint seals.
+/// Which checkpoint this is: what it seals of the histogram head, and whether it stores the
+/// float series' open chunks in their smallest form.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum HistogramSeal {
-    /// Those of windows ready to seal: the periodic checkpoint's choice.
-    Ready,
-    /// Every one: at shutdown and on an explicit flush, so that the disk holds the data in
-    /// its compact form only.
-    All,
+pub(super) enum Pass {
+    /// The periodic one: histogram samples of windows ready to seal; open chunks as the head
+    /// holds them, as the next checkpoint writes them again while they fill.
+    Periodic,
+    /// At shutdown and on an explicit flush: every histogram sample, and open chunks compacted
+    /// too (a restart decodes them into an appendable chunk whatever their form), so that the
+    /// disk holds the data in its compact form only.
+    Final,
 }
 
 /// A series' head as restored at open: id, last sample (t, value bits), open chunk.
@@ -176,7 +179,7 @@ impl Inner {
     /// slice is in RocksDB deletes WAL records [0, S). Appends and reads wait for one slice,
     /// never for the whole head. A crash between slices leaves samples both in chunks and in
     /// the WAL, which replay recognises as already stored.
-    pub(super) fn checkpoint(&self, which: HistogramSeal) -> Result<(), StorageError> {
+    pub(super) fn checkpoint(&self, which: Pass) -> Result<(), StorageError> {
         let mut cp = self.checkpoint.lock();
         let mut tiebreak = cp.next_ooo_chunk_id;
         let sealed = self.seal_histograms(which, &mut tiebreak);
@@ -202,7 +205,7 @@ impl Inner {
         let mut slices = dirty.chunks(CHECKPOINT_SLICE_SERIES);
         while let Some(slice) = slices.next() {
             let (snaps, times) = self.snapshot_slice(slice);
-            let result = self.write_slice(&snaps, &times, &mut next_ooo);
+            let result = self.write_slice(&snaps, &times, &mut next_ooo, which == Pass::Final);
             let mut state = self.state.write();
             match result {
                 Ok(()) => state.head.commit(&snaps),
@@ -233,11 +236,7 @@ impl Inner {
     /// window fills. Each batch also persists its series' time bounds (which appends of
     /// histograms do not) and the chunk id counter. Appends and reads go on meanwhile: a batch
     /// moves its samples atomically, and both look at the head before the chunks.
-    fn seal_histograms(
-        &self,
-        which: HistogramSeal,
-        next_tiebreak: &mut u64,
-    ) -> Result<(), StorageError> {
+    fn seal_histograms(&self, which: Pass, next_tiebreak: &mut u64) -> Result<(), StorageError> {
         let Some(newest) = self.state.read().index.newest() else {
             return Ok(());
         };
@@ -246,7 +245,7 @@ impl Inner {
         let (mut wb, mut in_batch, mut sealed) = (WriteBatch::default(), 0usize, 0usize);
         for (id, _, _) in histstore::head_series(&self.db)? {
             let mut samples = head.scan(id, partition::MIN_T, partition::MAX_T)?;
-            if which == HistogramSeal::Ready {
+            if which == Pass::Periodic {
                 let closed = samples.partition_point(|s| window_start(s.t) < open_window);
                 // The open window waits until it holds a quarter chunk.
                 if samples.len() - closed < usize::from(MAX_SAMPLES / 4) {
@@ -314,10 +313,11 @@ impl Inner {
         snaps: &[SeriesSnapshot],
         times: &[(u64, i64, i64)],
         next_ooo: &mut u64,
+        compact_open: bool,
     ) -> Result<(), StorageError> {
         let mut wb = WriteBatch::default();
         // Complete chunks are stored in their smallest encoding; an open one stays as the head
-        // holds it, as every checkpoint until it fills writes it again.
+        // holds it (unless `compact_open`), as every checkpoint until it fills writes it again.
         let mut put_chunk = |id: u64,
                              min_t: i64,
                              tiebreak: u64,
@@ -337,7 +337,8 @@ impl Inner {
         };
         for snap in snaps {
             for (min_t, value) in &snap.chunks {
-                put_chunk(snap.id, *min_t, 0, value, snap.is_complete(*min_t))?;
+                let complete = compact_open || snap.is_complete(*min_t);
+                put_chunk(snap.id, *min_t, 0, value, complete)?;
             }
             // Out-of-order samples become new chunks of their own, split like in-order ones.
             for window in snap

@@ -77,7 +77,7 @@ use crate::{
     HistogramSample, LabelQuerier, Labels, Matcher, Metadata, Querier, Rejection, Sample,
     SelectHints, SeriesBatch, SeriesSet, StorageError, TsdbStatus,
 };
-use checkpoint::HistogramSeal;
+use checkpoint::Pass;
 use cold::ColdSeries;
 use index::Index;
 use labelset::StoredLabels;
@@ -415,7 +415,7 @@ impl Tsdb {
     /// RocksDB's memtables out, leaving the data on disk in its compact form only (used at
     /// shutdown and before measuring disk use).
     pub fn flush(&self) -> Result<(), StorageError> {
-        self.inner.checkpoint(HistogramSeal::All)?;
+        self.inner.checkpoint(Pass::Final)?;
         let partitions = self
             .inner
             .partitions
@@ -435,7 +435,7 @@ impl Tsdb {
         if let Some(w) = self.worker.take() {
             w.stop();
         }
-        self.inner.checkpoint(HistogramSeal::All)
+        self.inner.checkpoint(Pass::Final)
     }
 }
 
@@ -467,7 +467,7 @@ impl Worker {
                 }
                 // A failed checkpoint keeps its data in the head and the WAL and is retried
                 // next period (e.g. once a full disk has space again).
-                let checkpoint = inner.checkpoint(HistogramSeal::Ready);
+                let checkpoint = inner.checkpoint(Pass::Periodic);
                 let _ = inner.checkpoint_failures.observe(checkpoint);
                 if let Err(e) = inner.apply_retention(now_ms()) {
                     warn!(error = %e, "tsdb retention pass failed");

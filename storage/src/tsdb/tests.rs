@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::*;
 use crate::db::{Db, CF_WAL};
-use crate::tsdb::checkpoint::HistogramSeal;
+use crate::tsdb::checkpoint::Pass;
 use crate::tsdb::chunk::{self, StoredChunk};
 use crate::tsdb::partition::{
     parse_chunk_key, partition_start, window_start, PARTITION_MS, WINDOW_MS,
@@ -437,18 +437,13 @@ fn restart_after_flush_and_more_appends_continues_open_chunk() {
 }
 
 #[test]
-fn complete_chunks_of_decimals_are_stored_packed_and_the_open_one_stays_appendable() {
+fn complete_chunks_of_decimals_are_stored_packed_open_ones_at_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let l = labels("node_cpu_seconds_total", &[("cpu", "0")]);
     // A counter of seconds with two decimals: one complete chunk and ten samples more.
-    let s: Vec<(i64, f64)> = (0..130)
+    let s: Vec<(i64, f64)> = (0..131)
         .map(|i| (i * 15_000, (1_000_000 + i * 1234 + i * i) as f64 / 100.0))
         .collect();
-    {
-        let db = Tsdb::open(dir.path(), opts()).unwrap();
-        append_ok(&db, &l, &s);
-        db.close().unwrap();
-    }
     let stored = |db: &Tsdb| -> Vec<(u16, u8)> {
         let cf = db.inner.db.cf_handle(&partition::cf_name(0)).unwrap();
         db.inner
@@ -460,22 +455,36 @@ fn complete_chunks_of_decimals_are_stored_packed_and_the_open_one_stays_appendab
             })
             .collect()
     };
+    let (packed, xor) = (chunk::ENCODING_PACKED, chunk::ENCODING_XOR);
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_ok(&db, &l, &s[..130]);
+        // The periodic checkpoint leaves the open chunk as the head holds it: it is written
+        // again as it fills.
+        db.inner.checkpoint(Pass::Periodic).unwrap();
+        assert_eq!(stored(&db), [(120, packed), (10, xor)]);
+        // The final one compacts what it writes of open chunks too.
+        append_ok(&db, &l, &s[130..]);
+        db.close().unwrap();
+    }
     let db = Tsdb::open(dir.path(), opts()).unwrap();
-    assert_eq!(
-        stored(&db),
-        [(120, chunk::ENCODING_PACKED), (10, chunk::ENCODING_XOR)]
-    );
+    assert_eq!(stored(&db), [(120, packed), (11, packed)]);
     assert_eq!(all(&db, &l), bits(&s));
-    // The open chunk, restored from its stored form, goes on filling.
-    let more: Vec<(i64, f64)> = (130..140).map(|i| (i * 15_000, i as f64)).collect();
+    // The open chunk, restored from its packed form, goes on filling.
+    let more: Vec<(i64, f64)> = (131..141).map(|i| (i * 15_000, i as f64)).collect();
     append_ok(&db, &l, &more);
+    db.inner.checkpoint(Pass::Periodic).unwrap();
+    assert_eq!(stored(&db), [(120, packed), (21, xor)]);
+    append_ok(&db, &l, &[(141 * 15_000, 1.0)]);
     db.close().unwrap();
     let db = Tsdb::open(dir.path(), opts()).unwrap();
-    assert_eq!(
-        stored(&db),
-        [(120, chunk::ENCODING_PACKED), (20, chunk::ENCODING_XOR)]
-    );
-    let expected: Vec<(i64, f64)> = s.iter().chain(&more).copied().collect();
+    assert_eq!(stored(&db), [(120, packed), (22, packed)]);
+    let expected: Vec<(i64, f64)> = s
+        .iter()
+        .chain(&more)
+        .chain(&[(141 * 15_000, 1.0)])
+        .copied()
+        .collect();
     assert_eq!(all(&db, &l), bits(&expected));
 }
 
@@ -945,7 +954,7 @@ fn histograms_are_sealed_into_chunks_as_their_windows_fill() {
     let mut ts: Vec<i64> = (-960..10).map(|i| open + i * step).collect();
     let db = Tsdb::open(dir.path(), opts()).unwrap();
     append_histograms(&db, &l, &ts);
-    db.inner.checkpoint(HistogramSeal::Ready).unwrap();
+    db.inner.checkpoint(Pass::Periodic).unwrap();
     let (sealed, head) = histogram_layout(&db);
     assert_eq!(head, 10, "the open window's samples wait");
     assert_eq!(
@@ -958,11 +967,11 @@ fn histograms_are_sealed_into_chunks_as_their_windows_fill() {
     // 35 in the open window: sealed as one chunk; 5 more wait, until a flush merges them in.
     let more: Vec<i64> = (10..35).map(|i| open + i * step).collect();
     append_histograms(&db, &l, &more);
-    db.inner.checkpoint(HistogramSeal::Ready).unwrap();
+    db.inner.checkpoint(Pass::Periodic).unwrap();
     assert_eq!(histogram_layout(&db), (sealed_plus(&sealed, 1, &db), 0));
     let last: Vec<i64> = (35..40).map(|i| open + i * step).collect();
     append_histograms(&db, &l, &last);
-    db.inner.checkpoint(HistogramSeal::Ready).unwrap();
+    db.inner.checkpoint(Pass::Periodic).unwrap();
     assert_eq!(histogram_layout(&db).1, 5);
     db.flush().unwrap();
     let (after_flush, head) = histogram_layout(&db);
@@ -1037,7 +1046,7 @@ fn crash_loses_no_histogram_sealed_or_not() {
     {
         let db = Tsdb::open(dir.path(), opts()).unwrap();
         append_histograms(&db, &l, &ts[..200]);
-        db.inner.checkpoint(HistogramSeal::Ready).unwrap();
+        db.inner.checkpoint(Pass::Periodic).unwrap();
         append_histograms(&db, &l, &ts[200..]);
         let (sealed, head) = histogram_layout(&db);
         assert!(!sealed.is_empty() && head > 0, "{sealed:?} {head}");
@@ -1332,7 +1341,9 @@ fn crash_between_checkpoint_slices_loses_nothing() {
         // The first slice: series `a`, written first, has the lowest id.
         let (snaps, times) = inner.snapshot_slice(&ids[..1]);
         let mut next_ooo = inner.checkpoint.lock().next_ooo_chunk_id;
-        inner.write_slice(&snaps, &times, &mut next_ooo).unwrap();
+        inner
+            .write_slice(&snaps, &times, &mut next_ooo, false)
+            .unwrap();
         assert!(
             next_ooo > 0,
             "the slice wrote the out-of-order sample as a chunk"
