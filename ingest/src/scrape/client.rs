@@ -311,8 +311,11 @@ impl Connection {
             let Some((location, next)) = location.and_then(|l| Some((l, hop.resolve(l)?))) else {
                 break resp;
             };
-            // The redirect's body is not read: its connection cannot be reused.
-            self.sender = None;
+            // The redirect's body is not read: its connection cannot be reused (one of its
+            // own, for a hop elsewhere, is dropped anyway).
+            if hop.is_target(target) {
+                self.sender = None;
+            }
             if requests == MAX_REQUESTS {
                 // Go names the Location as the target sent it, not resolved.
                 return Err(Failure::Response(format!(
@@ -371,9 +374,7 @@ impl Connection {
         };
         Ok(Fetched { content_type, body })
     }
-}
 
-impl Connection {
     /// Sends the scrape request to `hop`: over the target's kept-alive connection when the hop
     /// is the target itself, else over a connection of its own (a redirect elsewhere).
     async fn send(
@@ -403,9 +404,8 @@ impl Connection {
         .map_err(|e| transport(&e))?;
         let tls = (hop.scheme == "https").then_some(&settings.tls);
         let connect = || connect(&hop.address, tls, settings.server_name.as_deref());
-        let own = hop.scheme == target.scheme && hop.address == target.address;
         let mut elsewhere;
-        let sender = if own {
+        let sender = if hop.is_target(target) {
             // A kept-alive connection the target closed since is replaced, not an error.
             let alive = match self.sender.as_mut() {
                 Some(s) => s.ready().await.is_ok(),
@@ -436,6 +436,11 @@ struct Hop {
 }
 
 impl Hop {
+    /// Whether this request goes where the target's kept-alive connection goes.
+    fn is_target(&self, target: &Target) -> bool {
+        self.scheme == target.scheme && self.address == target.address
+    }
+
     #[cfg(test)]
     fn url(&self) -> String {
         format!("{}://{}{}", self.scheme, self.address, self.path_and_query)

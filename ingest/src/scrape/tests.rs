@@ -41,6 +41,9 @@ struct Fixture {
 }
 
 async fn fixture(first: Answer) -> Fixture {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let port = listener.local_addr().unwrap().port();
     let answer = Arc::new(Mutex::new(first));
     let a = answer.clone();
     let app = Router::new().route(
@@ -67,7 +70,9 @@ async fn fixture(first: Answer) -> Fixture {
             }
         }),
     );
-    // Redirects: `/hops/N` sends to `/hops/N-1`, `/hops/0` to the page; `/loop` to itself.
+    // Redirects: `/hops/N` sends to `/hops/N-1`, `/hops/0` to the page; `/loop` to itself;
+    // `/elsewhere` to the page by another host name (a connection of its own).
+    let elsewhere = format!("http://localhost:{port}/metrics");
     let app = app
         .route(
             "/hops/{n}",
@@ -82,13 +87,18 @@ async fn fixture(first: Answer) -> Fixture {
             ),
         )
         .route(
+            "/elsewhere",
+            axum::routing::get(move || {
+                let to = elsewhere.clone();
+                async move { (StatusCode::FOUND, [(header::LOCATION, to)]) }
+            }),
+        )
+        .route(
             "/loop",
             axum::routing::get(|| async {
                 (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, "/loop")])
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let dir = tempfile::tempdir().unwrap();
     let tsdb = Arc::new(Tsdb::open(dir.path(), TsdbOptions::default()).unwrap());
@@ -261,6 +271,7 @@ async fn redirects_are_followed_as_gos_client_follows_them() {
     // relative path with a dot segment; Go's client follows nine redirects, not ten.
     let cases = [
         ("/hops/8", "", 1.0, ""),
+        ("/elsewhere", "", 1.0, ""),
         (
             "/hops/9",
             "",
