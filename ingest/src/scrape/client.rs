@@ -297,6 +297,7 @@ impl Connection {
     ) -> Result<Fetched, Failure> {
         let mut hop = Hop {
             scheme: target.scheme.clone(),
+            host: target.address.clone(),
             address: target.address.clone(),
             path_and_query: target.path_and_query.clone(),
         };
@@ -386,7 +387,7 @@ impl Connection {
         let transport = |e: &dyn std::fmt::Display| Failure::Transport(e.to_string());
         let auth = settings.auth.header().map_err(Failure::Transport)?;
         let req = hyper::Request::get(hop.path_and_query.as_str())
-            .header(hyper::header::HOST, hop.address.as_str())
+            .header(hyper::header::HOST, hop.host.as_str())
             .header(hyper::header::ACCEPT, settings.accept.as_str())
             .header(hyper::header::ACCEPT_ENCODING, "gzip")
             .header(hyper::header::USER_AGENT, USER_AGENT)
@@ -431,6 +432,10 @@ const MAX_REQUESTS: usize = 10;
 #[derive(Debug, PartialEq)]
 struct Hop {
     scheme: String,
+    /// The URL's host as written, what the `Host` header carries (Go sends no port the URL
+    /// does not name).
+    host: String,
+    /// Where to connect: `host` with the scheme's port when it names none.
     address: String,
     path_and_query: String,
 }
@@ -471,6 +476,7 @@ impl Hop {
             };
             Some(Hop {
                 scheme: scheme.to_string(),
+                host: host.to_string(),
                 address,
                 path_and_query,
             })
@@ -494,6 +500,7 @@ impl Hop {
         };
         Some(Hop {
             scheme: self.scheme.clone(),
+            host: self.host.clone(),
             address: self.address.clone(),
             path_and_query,
         })
@@ -611,6 +618,7 @@ mod tests {
         let end = rest.find('/').unwrap();
         Hop {
             scheme: scheme.into(),
+            host: rest[..end].into(),
             address: rest[..end].into(),
             path_and_query: rest[end..].into(),
         }
@@ -641,5 +649,10 @@ mod tests {
                 "{location}"
             );
         }
+        // The Host header names the port only where the URL does.
+        let host = |location: &str| from.resolve(location).unwrap().host;
+        assert_eq!(host("https://b/m"), "b");
+        assert_eq!(host("http://[::1]:9/m"), "[::1]:9");
+        assert_eq!(host("/other"), "a:9100");
     }
 }
