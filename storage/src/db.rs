@@ -134,6 +134,24 @@ pub(crate) fn chunk_cf_options(cache: &Cache) -> Options {
     })
 }
 
+/// A key and its value as an iterator reads them.
+pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// The entries of `cf` whose keys start with `prefix`, in key order: one seek, then a
+/// sequential read that ends at the first key past the prefix.
+pub(crate) fn prefixed<'a>(
+    db: &'a Db,
+    cf: &Cf<'a>,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = Result<KeyValue, StorageError>> + 'a {
+    db.iterator_cf(
+        cf,
+        rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+    )
+    .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+    .map(|item| item.map_err(StorageError::from))
+}
+
 /// Memory one RocksDB database holds, as RocksDB estimates it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreMemory {

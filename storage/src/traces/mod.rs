@@ -43,7 +43,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use parking_lot::{Mutex, RwLock};
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions};
 
 pub use keys::Seek;
 pub use record::{value_text, Origin, StoredSpan};
@@ -317,14 +317,8 @@ impl TraceStore {
         // it crosses a boundary.
         for part in self.parts.all() {
             let spans_cf = self.cf(&part.spans_cf())?;
-            for item in self
-                .db
-                .iterator_cf(&spans_cf, IteratorMode::From(&trace_id, Direction::Forward))
-            {
+            for item in db::prefixed(&self.db, &spans_cf, &trace_id) {
                 let (k, v) = item?;
-                if !k.starts_with(&trace_id) {
-                    break;
-                }
                 let span_id: SpanId = k[TRACE_ID_LEN..]
                     .try_into()
                     .map_err(|_| StorageError::Corrupt("span key length".into()))?;
@@ -484,18 +478,12 @@ impl TraceStore {
             return Ok(vec![IndexPrefix::time()]);
         };
         let mut out = vec![legacy];
-        let mut it = self.db.raw_iterator_cf(index_cf);
-        it.seek(&by_origin);
-        while let Some(k) = it.key() {
-            if !k.starts_with(&by_origin) {
-                break;
-            }
+        for item in db::prefixed(&self.db, index_cf, &by_origin) {
+            let (k, _) = item?;
             if let Ok(id) = <[u8; keys::ORIGIN_ID_LEN]>::try_from(&k[by_origin.len()..]) {
                 out.push(IndexPrefix::origin(u64::from_be_bytes(id)));
             }
-            it.next();
         }
-        it.status()?;
         Ok(out)
     }
 
@@ -695,14 +683,8 @@ impl TraceStore {
         let catalog_cf = self.cf(&part.catalog_cf())?;
         let prefix = part.catalog_key(prefix);
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(&catalog_cf, IteratorMode::From(&prefix, Direction::Forward))
-        {
+        for item in db::prefixed(&self.db, &catalog_cf, &prefix) {
             let (k, _) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
             out.extend(parse(&k[prefix.len()..]));
         }
         Ok(out)

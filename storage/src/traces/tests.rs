@@ -531,7 +531,7 @@ fn duration_seeks_find_long_spans_by_their_bucket_and_fall_back_before_duration_
         let db = Db::open_cf(&Options::default(), dir.path(), &names).unwrap();
         let cf = db.cf_handle(&index_cf).unwrap();
         let doomed: Vec<Box<[u8]>> = db
-            .iterator_cf(&cf, IteratorMode::Start)
+            .iterator_cf(&cf, rocksdb::IteratorMode::Start)
             .map(|kv| kv.unwrap().0)
             .filter(|k| k[0] == b'D' || k.starts_with(b"CD"))
             .collect();

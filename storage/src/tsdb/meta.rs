@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rocksdb::{IteratorMode, WriteBatch};
+use rocksdb::WriteBatch;
 
 use crate::db::{self, Db, CF_META};
 use crate::encoding::{put_bytes, Cursor};
@@ -80,14 +80,9 @@ pub(crate) fn put_metadata(db: &Db, family: &str, md: &Metadata) -> Result<(), S
 pub(crate) fn load_metadata(db: &Db) -> Result<BTreeMap<String, Metadata>, StorageError> {
     let cf = db::cf(db, CF_META)?;
     let mut out = BTreeMap::new();
-    for item in db.iterator_cf(
-        &cf,
-        IteratorMode::From(METADATA_PREFIX, rocksdb::Direction::Forward),
-    ) {
+    for item in db::prefixed(db, &cf, METADATA_PREFIX) {
         let (k, v) = item?;
-        let Some(family) = k.strip_prefix(METADATA_PREFIX) else {
-            break;
-        };
+        let family = &k[METADATA_PREFIX.len()..];
         let mut c = Cursor::new(&v);
         let md = (|| {
             Some(Metadata {

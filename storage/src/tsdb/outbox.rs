@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use rocksdb::{ReadOptions, WriteBatch};
 
 use super::Inner;
 use crate::db::{self, Db, CF_OUTBOX};
@@ -76,11 +76,8 @@ impl State {
     pub(super) fn load(db: &Db) -> Result<State, StorageError> {
         let cf = db::cf(db, CF_OUTBOX)?;
         let mut offsets = BTreeMap::new();
-        for item in db.iterator_cf(&cf, IteratorMode::From(&[OFFSET], Direction::Forward)) {
+        for item in db::prefixed(db, &cf, &[OFFSET]) {
             let (k, v) = item?;
-            if k.first() != Some(&OFFSET) {
-                break;
-            }
             let name = String::from_utf8(k[1..].to_vec());
             let seq = <[u8; 8]>::try_from(&*v).map(u64::from_be_bytes);
             let (Ok(name), Ok(seq)) = (name, seq) else {
