@@ -8,10 +8,9 @@
 //! head and RocksDB. It does not validate samples (the `append` module does) and never touches
 //! RocksDB.
 
-use foldhash::HashMap;
-
 use crate::tsdb::chunk::{ChunkArena, CorruptChunk, XorChunk, MAX_SAMPLES};
 use crate::tsdb::partition::window_start;
+use crate::tsdb::slab::IdSlab;
 use crate::Sample;
 
 #[derive(Default)]
@@ -23,8 +22,6 @@ struct SeriesHead {
     open_persisted: u16,
     /// Dirty (listed in [`Head::dirty`]) while this equals [`Head::generation`].
     dirty_generation: u32,
-    /// Chunks cut from `open` that hold samples not yet persisted, oldest first.
-    frozen: Vec<XorChunk>,
     /// Apart, as most series hold none of it most of the time: every byte of a head counts a
     /// million times.
     pending: Option<Box<Pending>>,
@@ -32,6 +29,8 @@ struct SeriesHead {
 
 #[derive(Default)]
 struct Pending {
+    /// Chunks cut from `open` that hold samples not yet persisted, oldest first.
+    frozen: Vec<XorChunk>,
     /// Out-of-order samples not yet persisted, sorted by t, unique t.
     ooo: Vec<Sample>,
     /// Handed to the running checkpoint; still read until it commits.
@@ -50,7 +49,10 @@ impl SeriesHead {
         if cut {
             if let Some(old) = self.open.take() {
                 if old.count() > self.open_persisted {
-                    self.frozen.push(old);
+                    self.pending
+                        .get_or_insert_with(Box::default)
+                        .frozen
+                        .push(old);
                 }
             }
         }
@@ -68,10 +70,14 @@ impl SeriesHead {
         self.pending.as_ref().map_or(&[], |p| &p.flushing_frozen)
     }
 
+    fn frozen(&self) -> &[XorChunk] {
+        self.pending.as_ref().map_or(&[], |p| &p.frozen)
+    }
+
     fn in_order_chunks(&self) -> impl Iterator<Item = &XorChunk> {
         self.flushing_frozen()
             .iter()
-            .chain(&self.frozen)
+            .chain(self.frozen())
             .chain(&self.open)
     }
 }
@@ -97,9 +103,7 @@ impl SeriesSnapshot {
 }
 
 pub(crate) struct Head {
-    /// Boxed: a table sized for a million series has two million buckets, and a bucket that
-    /// held the ~200-byte head itself would cost twice the heads.
-    series: HashMap<u64, Box<SeriesHead>>,
+    series: IdSlab<SeriesHead>,
     /// Series holding data that is not yet persisted, each listed once: a flag in the series'
     /// head says whether it is listed, so a write costs no set insertion, and taking the list
     /// starts a new generation instead of clearing a million flags under the lock.
@@ -110,7 +114,7 @@ pub(crate) struct Head {
 impl Default for Head {
     fn default() -> Head {
         Head {
-            series: HashMap::default(),
+            series: IdSlab::default(),
             dirty: Vec::new(),
             // Heads start at generation 0: not dirty.
             generation: 1,
@@ -160,22 +164,22 @@ impl Head {
         let open_persisted = open.as_ref().map_or(0, XorChunk::count);
         self.series.insert(
             id,
-            Box::new(SeriesHead {
+            SeriesHead {
                 last: Some(last),
                 open,
                 open_persisted,
                 ..SeriesHead::default()
-            }),
+            },
         );
     }
 
     pub(crate) fn last(&self, id: u64) -> Option<(i64, u64)> {
-        self.series.get(&id).and_then(|h| h.last)
+        self.series.get(id).and_then(|h| h.last)
     }
 
     /// The value bits of the head's sample at `t`, if the head holds one.
     pub(crate) fn value_at(&self, id: u64, t: i64) -> Result<Option<u64>, CorruptChunk> {
-        let Some(h) = self.series.get(&id) else {
+        let Some(h) = self.series.get(id) else {
             return Ok(None);
         };
         for c in h.in_order_chunks() {
@@ -191,7 +195,7 @@ impl Head {
     /// Puts an accepted sample in (validated: no other sample at its t): into the open chunk
     /// when newer than the series' last one, else into the out-of-order buffer. One lookup.
     pub(crate) fn apply(&mut self, id: u64, s: Sample) {
-        let h = self.series.entry(id).or_default();
+        let h = self.series.get_or_insert_with(id, SeriesHead::default);
         if h.last.is_none_or(|(last_t, _)| s.t > last_t) {
             h.push_in_order(s);
         } else {
@@ -211,7 +215,7 @@ impl Head {
         chunks: &mut ChunkArena,
         ooo: &mut Vec<Sample>,
     ) {
-        let Some(h) = self.series.get(&id) else {
+        let Some(h) = self.series.get(id) else {
             return;
         };
         for c in h.in_order_chunks() {
@@ -238,7 +242,7 @@ impl Head {
     /// Series to persist again at the next checkpoint.
     pub(crate) fn mark_dirty(&mut self, ids: &[u64]) {
         for &id in ids {
-            if let Some(h) = self.series.get_mut(&id) {
+            if let Some(h) = self.series.get_mut(id) {
                 list_dirty(&mut self.dirty, self.generation, id, h);
             }
         }
@@ -249,16 +253,15 @@ impl Head {
     pub(crate) fn snapshot(&mut self, ids: &[u64]) -> Vec<SeriesSnapshot> {
         let mut out = Vec::with_capacity(ids.len());
         for &id in ids {
-            let Some(h) = self.series.get_mut(&id) else {
+            let Some(h) = self.series.get_mut(id) else {
                 continue;
             };
-            if !h.frozen.is_empty() {
-                let p = h.pending.get_or_insert_with(Box::default);
-                p.flushing_frozen.append(&mut h.frozen);
-            }
-            if let Some(p) = h.pending.as_mut().filter(|p| !p.ooo.is_empty()) {
-                p.flushing_ooo.append(&mut p.ooo);
-                p.flushing_ooo.sort_by_key(|s| s.t);
+            if let Some(p) = &mut h.pending {
+                p.flushing_frozen.append(&mut p.frozen);
+                if !p.ooo.is_empty() {
+                    p.flushing_ooo.append(&mut p.ooo);
+                    p.flushing_ooo.sort_by_key(|s| s.t);
+                }
             }
             let mut chunks: Vec<(i64, Vec<u8>)> = h
                 .flushing_frozen()
@@ -288,13 +291,13 @@ impl Head {
     /// The snapshot is in RocksDB: release what it covered.
     pub(crate) fn commit(&mut self, snaps: &[SeriesSnapshot]) {
         for snap in snaps {
-            let Some(h) = self.series.get_mut(&snap.id) else {
+            let Some(h) = self.series.get_mut(snap.id) else {
                 continue;
             };
             if let Some(p) = &mut h.pending {
                 p.flushing_frozen.clear();
                 p.flushing_ooo.clear();
-                if p.ooo.is_empty() {
+                if p.ooo.is_empty() && p.frozen.is_empty() {
                     h.pending = None;
                 }
             }
@@ -320,9 +323,8 @@ impl Head {
 
     /// Whether everything the head holds of a series is persisted (so it may leave memory).
     pub(crate) fn persisted(&self, id: u64) -> bool {
-        self.series.get(&id).is_none_or(|h| {
+        self.series.get(id).is_none_or(|h| {
             h.dirty_generation != self.generation
-                && h.frozen.is_empty()
                 && h.pending.is_none()
                 && h.open
                     .as_ref()
@@ -332,7 +334,7 @@ impl Head {
 
     pub(crate) fn remove(&mut self, ids: &[u64]) {
         // Left in `dirty` if listed: a checkpoint skips ids it no longer finds.
-        for id in ids {
+        for &id in ids {
             self.series.remove(id);
         }
     }
@@ -340,9 +342,9 @@ impl Head {
     /// Chunks held in memory that are not yet persisted (out-of-order buffers not counted).
     pub(crate) fn unpersisted_chunks(&self) -> usize {
         self.series
-            .values()
-            .map(|h| {
-                h.frozen.len()
+            .iter()
+            .map(|(_, h)| {
+                h.frozen().len()
                     + h.flushing_frozen().len()
                     + usize::from(
                         h.open

@@ -12,14 +12,14 @@
 
 use std::hash::BuildHasher;
 
-use foldhash::HashMap;
-use hashbrown::hash_table::{Entry, HashTable};
+use hashbrown::hash_table::HashTable;
 
 use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::db::{self, Db, CF_SERIES, CF_SERIES_TIMES};
 use crate::tsdb::labelset::StoredLabels;
 use crate::tsdb::postings::MemPostings;
+use crate::tsdb::slab::IdSlab;
 #[cfg(test)]
 use crate::Labels;
 use crate::{Matcher, StorageError};
@@ -29,6 +29,10 @@ pub(crate) struct SeriesInfo {
     /// Time bounds of the series' samples; (i64::MAX, i64::MIN) while it has none.
     pub(crate) min_t: i64,
     pub(crate) max_t: i64,
+    /// Of the label set's bytes: kept so that the label table grows (at every power of two of
+    /// series) without hashing every label set again, which at 1M series held the append path
+    /// (and so every sender) for half a second.
+    hash: u64,
 }
 
 impl SeriesInfo {
@@ -39,50 +43,15 @@ impl SeriesInfo {
 
 #[derive(Default)]
 pub(crate) struct Index {
-    by_labels: LabelIds,
-    series: HashMap<u64, SeriesInfo>,
+    series: IdSlab<SeriesInfo>,
+    /// Label set → series: slots of `series`, keyed by the encoded bytes (hashed in one call
+    /// and compared with one `memcmp`).
+    by_labels: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     postings: MemPostings,
     /// The newest sample time of any series it held since open: the head window counts back
     /// from it, so idleness follows the data's clock, not the wall's.
     newest: Option<i64>,
-}
-
-/// Label set → series id. Each entry keeps its label set's hash: when the table grows (at every
-/// power of two of series) entries move without hashing every label set again, which at 1M
-/// series held the append path (and so every sender) for half a second.
-#[derive(Default)]
-struct LabelIds {
-    table: HashTable<(u64, StoredLabels, u64)>,
-    hasher: foldhash::fast::RandomState,
-}
-
-/// Keyed by the encoded bytes: hashed in one call and compared with one `memcmp`.
-impl LabelIds {
-    fn get(&self, encoded: &[u8]) -> Option<u64> {
-        let h = self.hasher.hash_one(encoded);
-        self.table
-            .find(h, |e| e.0 == h && e.1.bytes() == encoded)
-            .map(|e| e.2)
-    }
-
-    fn insert(&mut self, labels: StoredLabels, id: u64) {
-        let h = self.hasher.hash_one(labels.bytes());
-        let same = |e: &(u64, StoredLabels, u64)| e.0 == h && e.1.bytes() == labels.bytes();
-        match self.table.entry(h, same, |e| e.0) {
-            Entry::Occupied(mut e) => e.get_mut().2 = id,
-            Entry::Vacant(e) => {
-                e.insert((h, labels, id));
-            }
-        }
-    }
-
-    fn remove(&mut self, labels: &StoredLabels) {
-        let h = self.hasher.hash_one(labels.bytes());
-        let same = |e: &(u64, StoredLabels, u64)| e.0 == h && e.1.bytes() == labels.bytes();
-        if let Ok(e) = self.table.find_entry(h, same) {
-            e.remove();
-        }
-    }
 }
 
 /// Refuses label sets that cannot name a series: empty ones, empty names (Prometheus rejects
@@ -150,16 +119,7 @@ impl Index {
             let (k, v) = item?;
             let id = parse_id(&k).ok_or_else(|| corrupt("series", &k))?;
             let labels = StoredLabels::from_stored(&v).ok_or_else(|| corrupt("series", &k))?;
-            index.postings.add_series(id, labels.pairs());
-            index.by_labels.insert(labels.clone(), id);
-            index.series.insert(
-                id,
-                SeriesInfo {
-                    labels,
-                    min_t: i64::MAX,
-                    max_t: i64::MIN,
-                },
-            );
+            index.insert(id, labels);
         }
         let cf = db::cf(db, CF_SERIES_TIMES)?;
         for item in db.iterator_cf(&cf, IteratorMode::Start) {
@@ -169,7 +129,7 @@ impl Index {
                 .split_first_chunk::<8>()
                 .ok_or_else(|| corrupt("series_times", &k))?;
             let max: &[u8; 8] = max.try_into().map_err(|_| corrupt("series_times", &k))?;
-            if let Some(s) = index.series.get_mut(&id) {
+            if let Some(s) = index.series.get_mut(id) {
                 s.min_t = i64::from_be_bytes(*min);
                 s.max_t = i64::from_be_bytes(*max);
                 index.newest = index.newest.max(Some(s.max_t));
@@ -180,11 +140,18 @@ impl Index {
 
     /// The id of the label set encoded as an [`crate::EncodedBatch`] holds it.
     pub(crate) fn id(&self, encoded: &[u8]) -> Option<u64> {
-        self.by_labels.get(encoded)
+        let h = self.hasher.hash_one(encoded);
+        let series = &self.series;
+        self.by_labels
+            .find(h, |&slot| {
+                let s = series.at(slot).1;
+                s.hash == h && s.labels.bytes() == encoded
+            })
+            .map(|&slot| series.at(slot).0)
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&SeriesInfo> {
-        self.series.get(&id)
+        self.series.get(id)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -192,7 +159,7 @@ impl Index {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &SeriesInfo)> {
-        self.series.iter().map(|(&id, s)| (id, s))
+        self.series.iter()
     }
 
     pub(crate) fn postings(&self) -> &MemPostings {
@@ -200,21 +167,28 @@ impl Index {
     }
 
     /// Adds a series with no samples yet.
+    /// Adds a series with no samples yet. An id is inserted once (the caller looked its label
+    /// set up first), so neither table holds it already.
     pub(crate) fn insert(&mut self, id: u64, labels: StoredLabels) {
+        debug_assert!(self.id(labels.bytes()).is_none() && self.get(id).is_none());
         self.postings.add_series(id, labels.pairs());
-        self.by_labels.insert(labels.clone(), id);
-        self.series.insert(
+        let hash = self.hasher.hash_one(labels.bytes());
+        let slot = self.series.insert(
             id,
             SeriesInfo {
                 labels,
                 min_t: i64::MAX,
                 max_t: i64::MIN,
+                hash,
             },
         );
+        let series = &self.series;
+        self.by_labels
+            .insert_unique(hash, slot, |&s| series.at(s).1.hash);
     }
 
     pub(crate) fn extend_time(&mut self, id: u64, t: i64) {
-        if let Some(s) = self.series.get_mut(&id) {
+        if let Some(s) = self.series.get_mut(id) {
             s.min_t = s.min_t.min(t);
             s.max_t = s.max_t.max(t);
             self.newest = self.newest.max(Some(t));
@@ -233,7 +207,7 @@ impl Index {
             .series
             .iter()
             .filter(|(_, s)| s.max_t < cutoff)
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect();
         ids.sort_unstable();
         ids
@@ -243,8 +217,14 @@ impl Index {
     pub(crate) fn remove(&mut self, ids: &[u64]) -> Vec<(u64, StoredLabels)> {
         let mut removed = Vec::with_capacity(ids.len());
         for &id in ids {
-            if let Some(s) = self.series.remove(&id) {
-                self.by_labels.remove(&s.labels);
+            let Some(slot) = self.series.slot(id) else {
+                continue;
+            };
+            let hash = self.series.at(slot).1.hash;
+            if let Ok(e) = self.by_labels.find_entry(hash, |&s| s == slot) {
+                e.remove();
+            }
+            if let Some(s) = self.series.remove(id) {
                 removed.push((id, s.labels));
             }
         }
@@ -271,30 +251,34 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn label_ids_find_what_they_hold_across_growth() {
+    fn label_sets_find_their_ids_across_growth_and_removals() {
         let sets: Vec<Labels> = (0..5000)
             .map(|i| Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]))
             .collect();
-        let mut ids = LabelIds::default();
+        let mut index = Index::default();
         for (i, l) in sets.iter().enumerate() {
-            ids.insert(StoredLabels::encode(l), i as u64);
+            index.insert(i as u64 * 3, StoredLabels::encode(l));
         }
-        // Re-inserting a label set replaces its id instead of adding an entry.
-        ids.insert(StoredLabels::encode(&sets[7]), 70_000);
-        assert_eq!(ids.table.len(), sets.len());
-        for l in sets.iter().step_by(2) {
-            ids.remove(&StoredLabels::encode(l));
-        }
+        let evens: Vec<u64> = (0..sets.len() as u64).step_by(2).map(|i| i * 3).collect();
+        let removed = index.remove(&evens);
+        assert_eq!(removed.len(), evens.len());
+        // Slots freed above are taken again by new series.
+        index.insert(90_000, StoredLabels::encode(&sets[0]));
+        assert_eq!(index.len(), sets.len() / 2 + 1);
         for (i, l) in sets.iter().enumerate() {
             let want = match i {
+                0 => Some(90_000),
                 _ if i % 2 == 0 => None,
-                7 => Some(70_000),
-                _ => Some(i as u64),
+                _ => Some(i as u64 * 3),
             };
-            assert_eq!(ids.get(StoredLabels::encode(l).bytes()), want, "{l}");
+            assert_eq!(index.id(StoredLabels::encode(l).bytes()), want, "{l}");
+            if let Some(id) = want {
+                assert_eq!(index.get(id).unwrap().labels.to_labels(), *l);
+            }
         }
         let other = StoredLabels::encode(&Labels::from_pairs([("__name__", "other")]));
-        assert_eq!(ids.get(other.bytes()), None);
+        assert_eq!(index.id(other.bytes()), None);
+        assert_eq!(index.select(&[]).len(), index.len());
     }
 
     proptest! {
