@@ -1,7 +1,8 @@
 //! The process heap: jemalloc, built unprefixed so it is `malloc` itself and serves RocksDB's
 //! C++ as well as Rust (the binary also names it Rust's global allocator). Owns the allocator's
-//! statistics for `/metrics`; no allocation policy beyond jemalloc's build-time defaults
-//! (background threads purge freed pages after its decay time).
+//! statistics for `/metrics`. Its policy is jemalloc's defaults (background threads purge
+//! freed pages after a decay time) but for that decay time, one second instead of ten, which
+//! the binary sets (`main.rs`, `malloc_conf`).
 
 use tikv_jemalloc_ctl::{epoch, stats};
 

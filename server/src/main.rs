@@ -15,6 +15,20 @@ use novamon::{serve, web};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read at its first allocation (`malloc_conf` is the unprefixed build's
+/// name for them): freed pages go back to the system after one second instead of ten. Under a
+/// steady write load RocksDB frees whole memtables and the append path its request buffers;
+/// held for ten seconds, they were a tenth of the resident set at 1M series.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+static malloc_conf: JemallocConf = JemallocConf(c"dirty_decay_ms:1000".as_ptr());
+
+#[repr(transparent)]
+struct JemallocConf(*const std::ffi::c_char);
+
+// SAFETY: it points to an immutable static string, never written.
+unsafe impl Sync for JemallocConf {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
