@@ -1,7 +1,7 @@
 //! The configuration file: Prometheus's `prometheus.yml` shape where the concept exists
 //! (`global`, `rule_files`, `alerting`, `remote_write`, `scrape_configs`) plus novamon's own
 //! sections (`storage`, `listeners`, `otlp`, `query`, `limits`, `traces`, `logs`,
-//! `alertmanager`). Owns parsing, defaults and validation; knows nothing about how the settings
+//! `alertmanager`, `forward`). Owns parsing, defaults and validation; knows nothing about how the settings
 //! are used. Every budget and size limit is in `limits` ([`Limits`]).
 //!
 //! Unknown keys are errors everywhere we model a section. Service discoveries in
@@ -56,6 +56,10 @@ pub struct Config {
     pub logs: Logs,
     #[serde(default)]
     pub alertmanager: Alertmanager,
+    /// Logs and traces forwarded to other receivers (`ingest::forward::ForwardConfig`),
+    /// checked by `ingest::forward` and kept as written, so its secrets render masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<PassThrough<PrometheusSecrets>>,
     /// Deprecated keys this config used, each already moved to its new place by `parse`.
     #[serde(skip)]
     deprecated: Vec<Deprecation>,
@@ -903,6 +907,7 @@ impl Config {
         config.log_redactor().map_err(invalid)?;
         config.scrape().map_err(invalid)?;
         config.remote_write().map_err(invalid)?;
+        config.forward().map_err(invalid)?;
         if let Some(o) = config.traces.metrics_generator.options() {
             o.validate()
                 .map_err(|e| invalid(format!("traces.metrics_generator: {e}")))?;
@@ -1003,6 +1008,16 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         ingest::forward::Prepared::new(&configs, &self.global.external_labels)
             .map_err(|e| format!("remote_write: {e}"))
+    }
+
+    /// The `forward:` destinations of logs and traces, checked.
+    pub fn forward(&self) -> Result<ingest::forward::PreparedSignals, String> {
+        let c = match &self.forward {
+            Some(f) => serde_yaml::from_value::<ingest::forward::ForwardConfig>(f.expose().clone())
+                .map_err(|e| format!("forward: {e}"))?,
+            None => ingest::forward::ForwardConfig::default(),
+        };
+        ingest::forward::PreparedSignals::new(&c)
     }
 
     /// On the embedded default, points its self-scrape job (`novamon`) at the address the

@@ -1,7 +1,7 @@
 //! The rule manager in the server: started from the configuration's `rule_files`,
 //! `global.evaluation_interval` and `global.external_labels`, and reloaded from the config
 //! file on SIGHUP and `POST /-/reload` together with the Alertmanager settings, the scrape
-//! jobs, the `remote_write` destinations and the web config file (a bad file is rejected and everything running stays). Owns only start-up and reload; evaluation is
+//! jobs, the `remote_write` and `forward` destinations and the web config file (a bad file is rejected and everything running stays). Owns only start-up and reload; evaluation is
 //! the `rules` crate's.
 
 use std::path::{Path, PathBuf};
@@ -38,6 +38,8 @@ pub struct Wiring {
     pub scraping: crate::scrape::Scraping,
     /// The `remote_write` destinations, re-applied from the reloaded config.
     pub forwarding: Arc<ingest::forward::Forwarding>,
+    /// The `forward:` destinations of logs and traces, re-applied likewise.
+    pub signal_forwarding: Arc<ingest::forward::SignalForwarding>,
     /// `/federate`, which adds the reloaded config's external labels.
     pub federation: Arc<api::prometheus::federate::Federation>,
 }
@@ -115,12 +117,14 @@ impl Rules {
             .map_err(|e| format!("{e:#}"))?;
         let scrape = config.scrape()?;
         let remote_write = config.remote_write()?;
+        let forward = config.forward()?;
         let cfg = rule_config(&config, self.config_path.as_deref(), &self.external_url);
         match self.manager.apply(&cfg).await {
             Ok(n) => {
                 self.also.alerting.apply(alerting);
                 self.also.scraping.apply(scrape).await;
                 self.also.forwarding.apply(remote_write).await?;
+                self.also.signal_forwarding.apply(forward).await?;
                 self.also
                     .federation
                     .set_external_labels(config.global.external_labels.clone());

@@ -123,6 +123,15 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .apply(config.remote_write().map_err(anyhow::Error::msg)?)
         .await
         .map_err(anyhow::Error::msg)?;
+    let signal_forwarding = Arc::new(ingest::forward::SignalForwarding::new(
+        logs.outbox(),
+        traces.outbox(),
+        &mut registry,
+    ));
+    signal_forwarding
+        .apply(config.forward().map_err(anyhow::Error::msg)?)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let alerting = crate::alertmanager::start(&config, &mut registry, &own_url)?;
     let scraping = crate::scrape::start(&config, tsdb.clone(), own_url.clone())
         .await
@@ -144,6 +153,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             slots: Arc::new(query_gate.clone()),
             scraping: scraping.clone(),
             forwarding: forwarding.clone(),
+            signal_forwarding: signal_forwarding.clone(),
             federation: federation.clone(),
         },
         &mut registry,
@@ -196,6 +206,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             logs: logs.clone(),
             traces: traces.clone(),
             forwarding: forwarding.clone(),
+            signal_forwarding: signal_forwarding.clone(),
         })))
         .merge(ingest::logs::routes(log_sink.clone()))
         .merge(api::loki::routes(loki_state))
@@ -266,6 +277,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     scraping.manager.stop().await;
     // Unsent data stays in the outbox for the next start.
     forwarding.stop().await;
+    signal_forwarding.stop().await;
 
     tracing::info!("stopped accepting; flushing storage");
     tokio::task::spawn_blocking(move || tsdb.flush())

@@ -1,5 +1,5 @@
 //! The stores as the embedded UI's status page shows them: each store's directory and its
-//! counts, and the `remote_write` queues' figures, read on request. Owns only the choice of what to count.
+//! counts, and the `remote_write` and `forward` queues' figures, read on request. Owns only the choice of what to count.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ pub struct UiStatus {
     pub logs: Arc<storage::logs::LogStore>,
     pub traces: Arc<storage::traces::TraceStore>,
     pub forwarding: Arc<ingest::forward::Forwarding>,
+    pub signal_forwarding: Arc<ingest::forward::SignalForwarding>,
 }
 
 impl ui::StatusSource for UiStatus {
@@ -80,6 +81,25 @@ impl ui::StatusSource for UiStatus {
                 backlog_bytes: d.backlog_bytes,
                 samples_dropped_disk_full: d.samples_dropped_disk_full,
                 highest_sent_seconds: d.highest_sent_seconds,
+                last_error: d.last_error,
+            })
+            .collect()
+    }
+
+    fn forward(&self) -> Vec<ui::Forward> {
+        self.signal_forwarding
+            .status()
+            .into_iter()
+            .map(|d| ui::Forward {
+                name: d.name,
+                signal: d.signal,
+                url: d.url,
+                sent: d.items_sent,
+                failed: d.items_failed,
+                retried: d.items_retried,
+                pending: d.items_pending,
+                backlog_bytes: d.backlog_bytes,
+                dropped_disk_full: d.items_dropped,
                 last_error: d.last_error,
             })
             .collect()

@@ -32,6 +32,7 @@ mod histogram;
 mod labels;
 pub mod logs;
 mod matcher;
+mod outbox;
 pub mod relabel;
 pub mod traces;
 mod tsdb;
@@ -46,6 +47,7 @@ pub use error::{Classify, ErrorClass, StorageError};
 pub use histogram::{Histogram, HistogramSample, HistogramSpan};
 pub use labels::{Label, Labels, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher};
+pub use outbox::OutboxLog;
 pub use tsdb::{Outbox, OutboxRecord, Skipped, Tsdb, TsdbOptions};
 
 use std::fmt;

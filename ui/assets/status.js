@@ -23,11 +23,13 @@ export function render(view) {
   const stores = el("section", { id: "stores" });
   const ingest = el("section", { id: "ingest" });
   const remoteWrite = el("section", { id: "remote-write" });
+  const forward = el("section", { id: "forward" });
   const cardinality = el("section", { id: "cardinality" });
   view.append(el("h1", { text: "Status" }), facts,
     el("h2", { text: "Stores" }), stores,
     el("h2", { text: "Ingest" }), ingest,
     el("h2", { text: "Remote write" }), remoteWrite,
+    el("h2", { text: "Forwarding (logs and traces)" }), forward,
     el("h2", { text: "TSDB cardinality (top 10)" }), cardinality);
 
   const uiStatus = prom("ui/api/status");
@@ -66,6 +68,18 @@ export function render(view) {
         r.highestSentSeconds > 0 ? fmtTime(r.highestSentSeconds * 1000) : "—",
         r.lastError ? el("span", { class: "error-text", text: r.lastError }) : "—",
       ]), { id: "remote-write-table" });
+  });
+  fill(forward, "Cannot load forwarding status", async () => {
+    const ui = await uiStatus;
+    if (!ui.forward.length) return el("div", { class: "muted", text: "No forward destinations." });
+    return table(["Name", "Signal", "URL", "Sent", "Failed", "Retried", "Pending", "Backlog on disk", "Dropped (disk full)", "Last error"],
+      ui.forward.map((f) => [
+        f.name, f.signal, el("code", { text: f.url }),
+        el("span", { class: "num", "data-sent": `${f.signal}/${f.name}`, text: fmtNum(f.sent) }),
+        fmtNum(f.failed), fmtNum(f.retried), fmtNum(f.pending),
+        fmtBytes(f.backlogBytes), fmtNum(f.droppedDiskFull),
+        f.lastError ? el("span", { class: "error-text", text: f.lastError }) : "—",
+      ]), { id: "forward-table" });
   });
   fill(cardinality, "Cannot load TSDB status", async () => {
     const tsdb = await prom("api/v1/status/tsdb", { limit: 10 });

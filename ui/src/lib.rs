@@ -1,7 +1,7 @@
 //! The embedded web UI, compiled into the binary so an edge box needs no files at run time.
 //! Owns the pages under `/` and `/ui/`, and `/graph` (Prometheus's links into its own UI). It
 //! reads data through the public HTTP APIs, like Grafana, except for the few figures no API
-//! exposes (store sizes and counts, the `remote_write` queues), which the server hands in through [`StatusSource`] and
+//! exposes (store sizes and counts, the `remote_write` and `forward` queues), which the server hands in through [`StatusSource`] and
 //! [`routes`] serves at `/ui/api/status`.
 
 mod assets;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::Router;
 
-pub use status::{Count, RemoteWrite, StatusSource, Store};
+pub use status::{Count, Forward, RemoteWrite, StatusSource, Store};
 
 /// The UI's pages, assets and status endpoint. Compresses the assets once, here.
 pub fn routes(status: Arc<dyn StatusSource>) -> Router {

@@ -18,6 +18,26 @@ pub trait StatusSource: Send + Sync + 'static {
     fn stores(&self) -> Vec<Store>;
     /// The `remote_write` destinations, in name order.
     fn remote_write(&self) -> Vec<RemoteWrite>;
+    /// The `forward:` destinations of logs and traces, logs first, in name order.
+    fn forward(&self) -> Vec<Forward>;
+}
+
+/// One `forward:` destination's queue: what it sent, what waits, what went wrong.
+pub struct Forward {
+    pub name: String,
+    /// "logs" or "traces".
+    pub signal: &'static str,
+    pub url: String,
+    /// Lines or spans.
+    pub sent: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub pending: i64,
+    /// Bytes on disk not yet sent.
+    pub backlog_bytes: i64,
+    /// Dropped unsent because the backlog passed `max_disk_usage`.
+    pub dropped_disk_full: u64,
+    pub last_error: Option<String>,
 }
 
 /// One `remote_write` destination's queue: what it sent, what waits, what went wrong.
@@ -105,7 +125,25 @@ fn render(source: &dyn StatusSource) -> Value {
             })
         })
         .collect();
-    json!({"dataDir": source.data_dir(), "stores": stores, "remoteWrite": remote_write})
+    let forward: Vec<Value> = source
+        .forward()
+        .into_iter()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "signal": f.signal,
+                "url": f.url,
+                "sent": f.sent,
+                "failed": f.failed,
+                "retried": f.retried,
+                "pending": f.pending,
+                "backlogBytes": f.backlog_bytes,
+                "droppedDiskFull": f.dropped_disk_full,
+                "lastError": f.last_error,
+            })
+        })
+        .collect();
+    json!({"dataDir": source.data_dir(), "stores": stores, "remoteWrite": remote_write, "forward": forward})
 }
 
 /// Bytes of the regular files under `dir` (symlinks are not followed). Files that vanish
@@ -192,6 +230,21 @@ pub(crate) mod tests {
                 last_error: Some("server returned HTTP status 503".into()),
             }]
         }
+
+        fn forward(&self) -> Vec<Forward> {
+            vec![Forward {
+                name: "central-loki".into(),
+                signal: "logs",
+                url: "http://loki:3100/loki/api/v1/push".into(),
+                sent: 12,
+                failed: 0,
+                retried: 2,
+                pending: 1,
+                backlog_bytes: 64,
+                dropped_disk_full: 0,
+                last_error: None,
+            }]
+        }
     }
 
     #[tokio::test]
@@ -235,5 +288,16 @@ pub(crate) mod tests {
             (&json!("central"), &json!(40), &json!(512))
         );
         assert_eq!(rw["lastError"], "server returned HTTP status 503");
+        let f = &data["forward"][0];
+        assert_eq!(
+            (&f["name"], &f["signal"], &f["sent"], &f["retried"]),
+            (
+                &json!("central-loki"),
+                &json!("logs"),
+                &json!(12),
+                &json!(2)
+            )
+        );
+        assert_eq!(f["lastError"], Value::Null);
     }
 }

@@ -210,23 +210,37 @@ impl Prepared {
     }
 }
 
-impl RemoteWriteConfig {
-    fn compile(&self, external_labels: &[Label]) -> Result<Destination, String> {
-        let (scheme, rest) = self
+/// The HTTP client settings every destination has (Prometheus's `HTTPClientConfig` part
+/// that forwarding uses), borrowed from its entry.
+pub(crate) struct HttpClient<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) remote_timeout: Duration,
+    pub(crate) headers: &'a BTreeMap<String, String>,
+    pub(crate) basic_auth: Option<&'a BasicAuth>,
+    pub(crate) authorization: Option<&'a Authorization>,
+    pub(crate) bearer_token: &'a Option<String>,
+    pub(crate) bearer_token_file: &'a Option<PathBuf>,
+    pub(crate) tls_config: &'a TlsConfig,
+}
+
+impl Endpoint {
+    /// Checks the settings as Prometheus does on load and compiles them.
+    pub(crate) fn compile(c: &HttpClient<'_>) -> Result<Endpoint, String> {
+        let (scheme, rest) = c
             .url
             .split_once("://")
-            .ok_or_else(|| format!("invalid remote_write url {:?}", self.url))?;
+            .ok_or_else(|| format!("invalid url {:?}", c.url))?;
         let default_port = match scheme {
             "http" => 80,
             "https" => 443,
-            _ => return Err(format!("unsupported scheme {scheme:?} in {:?}", self.url)),
+            _ => return Err(format!("unsupported scheme {scheme:?} in {:?}", c.url)),
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
         if authority.is_empty() || authority.contains('@') {
-            return Err(format!("invalid remote_write url {:?}", self.url));
+            return Err(format!("invalid url {:?}", c.url));
         }
         let has_port = match authority.strip_prefix('[') {
             Some(v6) => v6.contains("]:"),
@@ -243,16 +257,16 @@ impl RemoteWriteConfig {
             path.to_owned()
         };
         let auths = [
-            self.basic_auth.is_some(),
-            self.authorization.is_some(),
-            self.bearer_token.is_some() || self.bearer_token_file.is_some(),
+            c.basic_auth.is_some(),
+            c.authorization.is_some(),
+            c.bearer_token.is_some() || c.bearer_token_file.is_some(),
         ];
         if auths.iter().filter(|a| **a).count() > 1 {
             return Err(
                 "at most one of basic_auth, authorization & bearer_token must be configured".into(),
             );
         }
-        if let Some(a) = &self.authorization {
+        if let Some(a) = c.authorization {
             if a.kind.eq_ignore_ascii_case("basic") {
                 return Err(
                     "authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
@@ -261,7 +275,7 @@ impl RemoteWriteConfig {
             }
         }
         let mut headers = Vec::new();
-        for (k, v) in &self.headers {
+        for (k, v) in c.headers {
             if RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
                 return Err(format!("{k} is a reserved header. It must not be changed"));
             }
@@ -271,6 +285,45 @@ impl RemoteWriteConfig {
                 .map_err(|e| format!("header {k:?}: {e}"))?;
             headers.push((name, value));
         }
+        if c.remote_timeout.is_zero() {
+            return Err("remote_timeout must be positive".into());
+        }
+        let tls = if scheme == "https" {
+            Some(Arc::new(tls_client(c.tls_config)?))
+        } else {
+            None
+        };
+        Ok(Endpoint {
+            address,
+            host: authority.to_owned(),
+            path_and_query,
+            tls,
+            server_name: c.tls_config.server_name.clone(),
+            auth: Auth::new(
+                c.basic_auth,
+                c.authorization,
+                c.bearer_token,
+                c.bearer_token_file,
+            ),
+            headers,
+            timeout: c.remote_timeout,
+        })
+    }
+}
+
+impl RemoteWriteConfig {
+    fn compile(&self, external_labels: &[Label]) -> Result<Destination, String> {
+        let endpoint = Endpoint::compile(&HttpClient {
+            url: &self.url,
+            remote_timeout: self.remote_timeout,
+            headers: &self.headers,
+            basic_auth: self.basic_auth.as_ref(),
+            authorization: self.authorization.as_ref(),
+            bearer_token: &self.bearer_token,
+            bearer_token_file: &self.bearer_token_file,
+            tls_config: &self.tls_config,
+        })
+        .map_err(|e| e.replace("invalid url", "invalid remote_write url"))?;
         let v2 = match self.protobuf_message.as_str() {
             MESSAGE_V1 => false,
             MESSAGE_V2 => true,
@@ -301,14 +354,6 @@ impl RemoteWriteConfig {
                 "metadata_config: send_interval and max_samples_per_send must be positive".into(),
             );
         }
-        if self.remote_timeout.is_zero() {
-            return Err("remote_timeout must be positive".into());
-        }
-        let tls = if scheme == "https" {
-            Some(Arc::new(tls_client(&self.tls_config)?))
-        } else {
-            None
-        };
         let relabel = self
             .write_relabel_configs
             .iter()
@@ -330,21 +375,7 @@ impl RemoteWriteConfig {
             raw: self.clone(),
             name,
             key,
-            endpoint: Endpoint {
-                address,
-                host: authority.to_owned(),
-                path_and_query,
-                tls,
-                server_name: self.tls_config.server_name.clone(),
-                auth: Auth::new(
-                    self.basic_auth.as_ref(),
-                    self.authorization.as_ref(),
-                    &self.bearer_token,
-                    &self.bearer_token_file,
-                ),
-                headers,
-                timeout: self.remote_timeout,
-            },
+            endpoint,
             relabel,
             external_labels: external_labels.to_vec(),
             v2,

@@ -161,3 +161,91 @@ pub(crate) struct QueueMetrics {
     pub(crate) outbox_dropped: Counter,
     pub(crate) highest_read: FloatGauge,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SignalLabels {
+    pub(crate) remote_name: String,
+    pub(crate) url: String,
+    /// `logs` or `traces`.
+    pub(crate) signal: String,
+}
+
+/// The `forward:` queues' families, named after `prometheus_remote_storage_*` with lines or
+/// spans for samples (`items`), by destination and signal.
+#[derive(Clone, Default)]
+pub(crate) struct SignalMetrics {
+    sent: Family<SignalLabels, Counter>,
+    failed: Family<SignalLabels, Counter>,
+    retried: Family<SignalLabels, Counter>,
+    dropped: Family<SignalLabels, Counter>,
+    pending: Family<SignalLabels, Gauge>,
+    bytes: Family<SignalLabels, Counter>,
+    outbox_bytes: Family<SignalLabels, Gauge>,
+    highest_sent: Family<SignalLabels, FloatGauge>,
+}
+
+impl SignalMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> SignalMetrics {
+        let m = SignalMetrics::default();
+        let p = "novamon_forward_";
+        for (name, help, family) in [
+            ("items", "Total number of log lines or spans sent to the destination", &m.sent),
+            ("items_failed", "Total number of log lines or spans the destination refused (non-recoverable errors), dropped", &m.failed),
+            ("items_retried", "Total number of log lines or spans whose send failed and was retried (recoverable errors)", &m.retried),
+            ("items_dropped", "Total number of log lines or spans dropped unsent because the destination's backlog exceeded max_disk_usage", &m.dropped),
+            ("bytes", "The total number of bytes of log lines or spans sent, as sent", &m.bytes),
+        ] {
+            registry.register(format!("{p}{name}"), help, family.clone());
+        }
+        for (name, help, family) in [
+            ("items_pending", "The number of log lines or spans read from the outbox and not yet sent", &m.pending),
+            ("outbox_bytes", "Bytes of stored data on disk not yet forwarded to this destination (before compression)", &m.outbox_bytes),
+        ] {
+            registry.register(format!("{p}{name}"), help, family.clone());
+        }
+        registry.register(
+            format!("{p}highest_sent_timestamp_seconds"),
+            "Timestamp of the newest log line or span start sent, in seconds since epoch",
+            m.highest_sent.clone(),
+        );
+        m
+    }
+
+    pub(crate) fn queue(&self, labels: &SignalLabels) -> SignalQueueMetrics {
+        SignalQueueMetrics {
+            sent: self.sent.get_or_create(labels).clone(),
+            failed: self.failed.get_or_create(labels).clone(),
+            retried: self.retried.get_or_create(labels).clone(),
+            dropped: self.dropped.get_or_create(labels).clone(),
+            pending: self.pending.get_or_create(labels).clone(),
+            bytes: self.bytes.get_or_create(labels).clone(),
+            outbox_bytes: self.outbox_bytes.get_or_create(labels).clone(),
+            highest_sent: self.highest_sent.get_or_create(labels).clone(),
+        }
+    }
+
+    /// Takes a removed queue's series off /metrics.
+    pub(crate) fn remove(&self, labels: &SignalLabels) {
+        self.sent.remove(labels);
+        self.failed.remove(labels);
+        self.retried.remove(labels);
+        self.dropped.remove(labels);
+        self.pending.remove(labels);
+        self.bytes.remove(labels);
+        self.outbox_bytes.remove(labels);
+        self.highest_sent.remove(labels);
+    }
+}
+
+/// One `forward:` queue's series.
+#[derive(Clone)]
+pub(crate) struct SignalQueueMetrics {
+    pub(crate) sent: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) retried: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) pending: Gauge,
+    pub(crate) bytes: Counter,
+    pub(crate) outbox_bytes: Gauge,
+    pub(crate) highest_sent: FloatGauge,
+}

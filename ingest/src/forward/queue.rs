@@ -31,7 +31,9 @@ use tracing::warn;
 
 use super::config::Destination;
 use super::metrics::QueueMetrics;
-use super::send::{encode_metadata, encode_v1, encode_v2, Client, Entry, Outcome};
+use super::send::{
+    encode_metadata, encode_v1, encode_v2, Backoff, BodyKind, Client, Entry, Outcome,
+};
 
 /// Most bytes of records the reader decodes at once.
 const READ_BYTES: usize = 1 << 20;
@@ -42,8 +44,6 @@ const RESHARD_PERIOD: Duration = Duration::from_secs(10);
 const CAP_CHECK: Duration = Duration::from_secs(1);
 /// Most label sets whose form as sent is kept (a few hundred bytes each).
 const MAX_CACHED_LABEL_SETS: usize = 200_000;
-/// The longest `Retry-After` honoured: a receiver cannot park a queue for days.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Where metric metadata is read from, off the async workers.
 pub(crate) type MetadataSource = Arc<dyn Fn() -> Vec<(String, Metadata)> + Send + Sync>;
@@ -378,10 +378,10 @@ impl Reader {
             return Ok(());
         }
         let skipped = outbox.skip(from, backlog - cap)?;
-        self.shared.metrics.outbox_dropped.inc_by(skipped.samples);
+        self.shared.metrics.outbox_dropped.inc_by(skipped.items);
         self.shared.error(format!(
             "backlog over max_disk_usage ({cap} bytes): dropped the oldest {} samples",
-            skipped.samples
+            skipped.items
         ));
         self.skip_below = self.skip_below.max(skipped.next);
         self.cursor = self.cursor.max(skipped.next);
@@ -645,13 +645,18 @@ async fn send_part(
     let mut v2 = shared.v2.load(Ordering::Relaxed);
     let encode = |v2: bool| if v2 { encode_v2(part) } else { encode_v1(part) };
     let mut body: Bytes = encode(v2);
-    let mut backoff = q.min_backoff;
+    let mut backoff = Backoff::new(q.min_backoff, q.max_backoff);
     loop {
         if *stopped.borrow() {
             return Delivery::Stopped;
         }
         let outcome = client
-            .post(&dest.endpoint, body.clone(), v2, q.retry_on_http_429)
+            .post(
+                &dest.endpoint,
+                body.clone(),
+                BodyKind::RemoteWrite { v2 },
+                q.retry_on_http_429,
+            )
             .await;
         let fallback = matches!(
             outcome,
@@ -700,8 +705,7 @@ async fn send_part(
             Outcome::Retry { after, why } => {
                 m.retried.inc_by(samples + histograms);
                 shared.error(format!("recoverable error, retrying: {why}"));
-                let wait = after.map_or(backoff, |a| a.min(MAX_RETRY_AFTER));
-                backoff = (backoff * 2).min(q.max_backoff);
+                let wait = backoff.wait(after);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stopped.wait_for(|s| *s) => return Delivery::Stopped,
@@ -738,7 +742,12 @@ async fn send_metadata(
             let mut backoff = q.min_backoff;
             loop {
                 match client
-                    .post(&dest.endpoint, body.clone(), false, q.retry_on_http_429)
+                    .post(
+                        &dest.endpoint,
+                        body.clone(),
+                        BodyKind::RemoteWrite { v2: false },
+                        q.retry_on_http_429,
+                    )
                     .await
                 {
                     Outcome::Sent { .. } => {

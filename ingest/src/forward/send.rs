@@ -82,7 +82,7 @@ fn histogram(h: &HistogramSample) -> proto::Histogram {
     }
 }
 
-fn snappy(raw: &[u8]) -> Bytes {
+pub(crate) fn snappy(raw: &[u8]) -> Bytes {
     // Only fails on inputs beyond snappy's 4 GiB limit, far above any batch.
     snap::raw::Encoder::new()
         .compress_vec(raw)
@@ -257,6 +257,40 @@ pub(crate) enum Outcome {
     Refused { status: u16, why: String },
 }
 
+/// What a request carries, as its headers say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// Remote-write 1.0 or 2.0, snappy-compressed.
+    RemoteWrite { v2: bool },
+    /// Loki's `logproto.PushRequest`, snappy-compressed.
+    LokiPush,
+    /// An OTLP/HTTP export request, protobuf.
+    Otlp,
+}
+
+/// The longest `Retry-After` honoured: a receiver cannot park a queue for days.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Capped exponential back-off between retries of one request.
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { next: min, max }
+    }
+
+    /// How long to wait before the next try: what the receiver asked (`Retry-After`, capped)
+    /// or the back-off, which doubles each time up to its maximum.
+    pub(crate) fn wait(&mut self, retry_after: Option<Duration>) -> Duration {
+        let wait = retry_after.map_or(self.next, |a| a.min(MAX_RETRY_AFTER));
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+}
+
 /// One destination's connection, kept alive between requests.
 #[derive(Default)]
 pub(crate) struct Client {
@@ -269,10 +303,11 @@ impl Client {
         &mut self,
         endpoint: &Endpoint,
         body: Bytes,
-        v2: bool,
+        kind: BodyKind,
         retry_on_429: bool,
     ) -> Outcome {
-        match tokio::time::timeout(endpoint.timeout, self.exchange(endpoint, body, v2)).await {
+        let v2 = kind == BodyKind::RemoteWrite { v2: true };
+        match tokio::time::timeout(endpoint.timeout, self.exchange(endpoint, body, kind)).await {
             Ok(Ok((status, headers, text))) => classify(status, &headers, text, v2, retry_on_429),
             Ok(Err(why)) => {
                 self.sender = None;
@@ -293,22 +328,30 @@ impl Client {
         &mut self,
         endpoint: &Endpoint,
         body: Bytes,
-        v2: bool,
+        kind: BodyKind,
     ) -> Result<(u16, hyper::HeaderMap, String), String> {
-        let (content_type, version) = if v2 {
-            (
-                format!("application/x-protobuf;proto={MESSAGE_V2}"),
-                "2.0.0",
-            )
-        } else {
-            ("application/x-protobuf".to_owned(), "0.1.0")
-        };
         let mut req = hyper::Request::post(endpoint.path_and_query.as_str())
             .header(hyper::header::HOST, endpoint.host.as_str())
-            .header(hyper::header::CONTENT_TYPE, content_type)
-            .header(hyper::header::CONTENT_ENCODING, "snappy")
-            .header(hyper::header::USER_AGENT, USER_AGENT)
-            .header("X-Prometheus-Remote-Write-Version", version);
+            .header(hyper::header::USER_AGENT, USER_AGENT);
+        req = match kind {
+            BodyKind::RemoteWrite { v2 } => {
+                let (content_type, version) = if v2 {
+                    (
+                        format!("application/x-protobuf;proto={MESSAGE_V2}"),
+                        "2.0.0",
+                    )
+                } else {
+                    ("application/x-protobuf".to_owned(), "0.1.0")
+                };
+                req.header(hyper::header::CONTENT_TYPE, content_type)
+                    .header(hyper::header::CONTENT_ENCODING, "snappy")
+                    .header("X-Prometheus-Remote-Write-Version", version)
+            }
+            // Loki's clients send snappy without saying so in Content-Encoding.
+            BodyKind::LokiPush | BodyKind::Otlp => {
+                req.header(hyper::header::CONTENT_TYPE, "application/x-protobuf")
+            }
+        };
         if let Some(auth) = endpoint.auth.header()? {
             req = req.header(hyper::header::AUTHORIZATION, auth);
         }

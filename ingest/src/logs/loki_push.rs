@@ -17,7 +17,7 @@ use storage::{Classify, ErrorClass, Label, Labels};
 use super::{LogSink, Records};
 use crate::wire::{Field, Shape};
 
-mod proto {
+pub(crate) mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct PushRequest {
         #[prost(message, repeated, tag = "1")]

@@ -7,7 +7,7 @@
 mod bounds;
 pub mod forward;
 pub mod level;
-mod loki_push;
+pub(crate) mod loki_push;
 mod mapping;
 pub mod redact;
 

@@ -8,15 +8,25 @@
 //! bytes on disk per logged byte. So truncation drops the SST files the range covers whole,
 //! and compacts the range once the dead SST bytes pass `LogOptions::append_compact_bytes`;
 //! closing compacts everything, which also retires the WAL.
+//!
+//! While a forwarding destination is registered, each append also puts its records in the
+//! outbox (`crate::outbox`, the `outbox` column family of the same database) in the same
+//! WriteBatch: one write, one fsync, and an acknowledged append is queued for forwarding.
 
 use std::path::Path;
 
 use parking_lot::Mutex;
-use rocksdb::{Cache, DBCompressionType, IteratorMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    Cache, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, WriteBatch, WriteOptions, DB,
+};
 
 use super::record::LogRecord;
 use super::LogOptions;
+use crate::outbox::{encode_parts, OutboxState};
 use crate::{db, StorageError, StoreMemory};
+
+/// The outbox's column family: records waiting to be forwarded, and the destinations' offsets.
+const CF_OUTBOX: &str = "outbox";
 
 /// Key of the highest sequence number ever assigned; never deleted, so sequence numbers keep
 /// growing across restarts even when every record has been indexed.
@@ -35,6 +45,7 @@ pub(crate) struct AppendLog {
     /// records are normally still in the memtable) above which the truncated range is
     /// compacted away.
     compact_bytes: u64,
+    outbox: OutboxState,
 }
 
 fn record_key(seq: u64) -> [u8; 9] {
@@ -63,7 +74,15 @@ impl AppendLog {
         o.set_keep_log_file_num(4);
         // The memtable size is roughly the most WAL bytes kept for already indexed records.
         o.set_write_buffer_size(opts.append_buffer_bytes);
-        let db = DB::open(&o, dir)?;
+        o.create_missing_column_families(true);
+        // Forwarded records are read once, mostly long after their write: compressed.
+        let outbox_cf =
+            ColumnFamilyDescriptor::new(CF_OUTBOX, db::cf_options(&cache, DBCompressionType::Lz4));
+        // Named, or RocksDB would open the default family with default options.
+        let default_cf =
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, o.clone());
+        let db = DB::open_cf_descriptors(&o, dir, [default_cf, outbox_cf])?;
+        let outbox = OutboxState::load(&db, CF_OUTBOX)?;
         let hwm = match db.get(HIGH_WATER_KEY)? {
             Some(v) => u64::from_be_bytes(
                 v.as_slice()
@@ -79,6 +98,7 @@ impl AppendLog {
             next_seq: Mutex::new(next),
             fsync: opts.wal_fsync,
             compact_bytes: opts.append_compact_bytes,
+            outbox,
         })
     }
 
@@ -93,19 +113,38 @@ impl AppendLog {
         let mut batch = WriteBatch::default();
         let mut buf = Vec::new();
         let mut seq = *next;
+        let forwarding = self.outbox.enabled();
+        let mut encoded = Vec::new();
         for r in records {
             buf.clear();
             r.encode(&mut buf);
             batch.put(record_key(seq), &buf);
+            if forwarding {
+                encoded.push(buf.clone());
+            }
             seq += 1;
         }
         let last = seq - 1;
         batch.put(HIGH_WATER_KEY, last.to_be_bytes());
+        let _outbox_ticket = if forwarding {
+            let body = encode_parts(records.len() as u64, encoded.iter().map(Vec::as_slice));
+            Some(self.outbox.put(&self.db, &mut batch, &body)?)
+        } else {
+            None
+        };
         let mut wo = WriteOptions::default();
         wo.set_sync(self.fsync);
         self.db.write_opt(batch, &wo)?;
         *next = seq;
         Ok(last)
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn outbox_state(&self) -> &OutboxState {
+        &self.outbox
     }
 
     /// The sequence number the next appended record gets.

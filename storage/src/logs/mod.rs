@@ -154,6 +154,26 @@ pub type StreamVisit<'a> =
 /// per bucket, unordered (a bucket may come more than once).
 pub type StreamBytesVisit<'a> = dyn FnMut(&Labels, &[BucketCount]) -> ControlFlow<()> + 'a;
 
+/// The records of one outbox record of the log store ([`LogStore::outbox`]), in append order.
+pub fn outbox_records(body: &[u8]) -> Result<Vec<LogRecord>, StorageError> {
+    crate::outbox::parts(body)?
+        .into_iter()
+        .map(|p| {
+            LogRecord::decode(p).ok_or_else(|| StorageError::Corrupt("outbox log record".into()))
+        })
+        .collect()
+}
+
+impl crate::outbox::OutboxHost for Inner {
+    fn outbox_db(&self) -> &crate::db::Db {
+        self.log.db()
+    }
+
+    fn outbox_state(&self) -> &crate::outbox::OutboxState {
+        self.log.outbox_state()
+    }
+}
+
 pub struct LogStore {
     inner: Arc<Inner>,
     indexer: Mutex<Option<JoinHandle<()>>>,
@@ -271,6 +291,12 @@ impl LogStore {
     /// [`LogOptions::index_writer_bytes`] each).
     pub fn memory(&self) -> crate::StoreMemory {
         self.inner.log.memory()
+    }
+
+    /// The records waiting to be forwarded (each append's records, in append order, while a
+    /// destination is registered); a record's body is read by [`outbox_records`].
+    pub fn outbox(&self) -> crate::OutboxLog {
+        crate::OutboxLog::new(self.inner.clone())
     }
 
     /// Indexes everything appended so far, now.

@@ -28,7 +28,9 @@
 //! (a service's origins, a duration's buckets) merges them newest first.
 //!
 //! Durability: every write is one `WriteBatch` through RocksDB's WAL (fsynced when
-//! `wal_fsync`), and [`TraceStore::write`] returns only after it. Retention drops the
+//! `wal_fsync`), and [`TraceStore::write`] returns only after it. While a forwarding
+//! destination is registered, the write's stored spans also go into the outbox
+//! (`crate::outbox`, the `outbox` family) in that same `WriteBatch`. Retention drops the
 //! partitions that end before the cutoff, whole (no tombstones); origins are small and kept.
 
 mod keys;
@@ -46,7 +48,7 @@ use parking_lot::{Mutex, RwLock};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions};
 
 pub use keys::Seek;
-pub use record::{value_text, Origin, StoredSpan};
+pub use record::{service_name, value_text, Origin, StoredSpan};
 
 use crate::db::{self, cf, Db};
 use crate::episode::FailureEpisode;
@@ -55,6 +57,8 @@ use keys::{AttrKeys, IndexPrefix, SpanId, TraceId, SPAN_ID_LEN, TRACE_ID_LEN};
 use partitions::{Part, Partitions};
 
 const CF_ORIGINS: &str = "origins";
+/// Spans waiting to be forwarded, and the destinations' offsets (`crate::outbox`).
+const CF_OUTBOX: &str = "outbox";
 
 #[derive(Clone, Debug)]
 pub struct TraceStoreOptions {
@@ -100,6 +104,7 @@ pub struct TraceStore {
     origins_indexed: Mutex<HashSet<(u64, u64)>>,
     /// Writes fail for as long as the disk is full: logged once per episode.
     write_failures: FailureEpisode,
+    outbox: crate::outbox::OutboxState,
 }
 
 /// A span found by [`TraceStore::scan`]: its ids and start are known from the index alone;
@@ -141,7 +146,8 @@ impl TraceStore {
             .filter(|n| Partitions::is_partition_cf(n))
             .cloned()
             .collect();
-        let cfs = std::iter::once(CF_ORIGINS.to_owned())
+        let cfs = [CF_ORIGINS.to_owned(), CF_OUTBOX.to_owned()]
+            .into_iter()
             .chain(part_cfs.iter().cloned())
             .map(|name| {
                 let options = db::trace_cf_options(&cache, Partitions::is_spans_cf(&name));
@@ -158,7 +164,9 @@ impl TraceStore {
                     .is_some())
             },
         )?;
+        let outbox = crate::outbox::OutboxState::load(&db, CF_OUTBOX)?;
         let store = TraceStore {
+            outbox,
             db,
             cache,
             parts,
@@ -277,6 +285,12 @@ impl TraceStore {
         index_puts.sort_unstable();
         self.put_sorted(&mut wb, span_puts, Part::spans_cf)?;
         self.put_sorted(&mut wb, index_puts, Part::index_cf)?;
+        let _outbox_ticket = if self.outbox.enabled() && report.spans_written > 0 {
+            let body = outbox_body(batch, &report, cutoff);
+            Some(self.outbox.put(&self.db, &mut wb, &body)?)
+        } else {
+            None
+        };
         let mut wo = WriteOptions::default();
         wo.set_sync(self.opts.wal_fsync);
         self.write_failures.observe(self.db.write_opt(wb, &wo))?;
@@ -284,6 +298,12 @@ impl TraceStore {
         self.catalog_seen.lock().extend(new_catalog);
         self.origins_indexed.lock().extend(new_indexed);
         Ok(report)
+    }
+
+    /// The spans waiting to be forwarded (each write's stored spans, in write order, while a
+    /// destination is registered); a record's body is read by [`outbox_spans`].
+    pub fn outbox(self: &Arc<Self>) -> crate::OutboxLog {
+        crate::OutboxLog::new(self.clone())
     }
 
     /// Puts `(partition start, key, value)` triples, sorted, into `wb`, each in the family
@@ -689,6 +709,49 @@ impl TraceStore {
         }
         Ok(out)
     }
+}
+
+impl crate::outbox::OutboxHost for TraceStore {
+    fn outbox_db(&self) -> &Db {
+        &self.db
+    }
+
+    fn outbox_state(&self) -> &crate::outbox::OutboxState {
+        &self.outbox
+    }
+}
+
+/// An outbox record of what a write stored: its `ResourceSpans` as sent, less the spans it
+/// rejected.
+fn outbox_body(batch: &[ResourceSpans], report: &WriteReport, cutoff: u64) -> Vec<u8> {
+    let stored = |span: &Span| span_ids(span).is_ok() && span.start_time_unix_nano >= cutoff;
+    let kept: Vec<Vec<u8>> = if report.rejected == 0 {
+        batch.iter().map(prost::Message::encode_to_vec).collect()
+    } else {
+        batch
+            .iter()
+            .filter_map(|rs| {
+                let mut rs = rs.clone();
+                for ss in &mut rs.scope_spans {
+                    ss.spans.retain(stored);
+                }
+                rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+                (!rs.scope_spans.is_empty()).then(|| prost::Message::encode_to_vec(&rs))
+            })
+            .collect()
+    };
+    crate::outbox::encode_parts(report.spans_written as u64, kept.iter().map(Vec::as_slice))
+}
+
+/// The `ResourceSpans` of one outbox record of the trace store ([`TraceStore::outbox`]).
+pub fn outbox_spans(body: &[u8]) -> Result<Vec<ResourceSpans>, StorageError> {
+    crate::outbox::parts(body)?
+        .into_iter()
+        .map(|p| {
+            <ResourceSpans as prost::Message>::decode(p)
+                .map_err(|e| StorageError::Corrupt(format!("outbox spans: {e}")))
+        })
+        .collect()
 }
 
 /// What trace queries and the Jaeger and Tempo APIs read traces through.

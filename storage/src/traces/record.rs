@@ -70,17 +70,22 @@ impl Origin {
 
     /// `service.name`, or OpenTelemetry's default for a resource without one.
     pub fn service_name(&self) -> &str {
-        self.resource_attributes()
-            .iter()
-            .find(|kv| kv.key == "service.name")
-            .and_then(
-                |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    Some(Value::StringValue(s)) => Some(s.as_str()),
-                    _ => None,
-                },
-            )
-            .unwrap_or("unknown_service")
+        service_name(self.resource_attributes())
     }
+}
+
+/// `service.name` among resource attributes, or OpenTelemetry's default without one.
+pub fn service_name(resource_attributes: &[KeyValue]) -> &str {
+    resource_attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(
+            |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => Some(s.as_str()),
+                _ => None,
+            },
+        )
+        .unwrap_or("unknown_service")
 }
 
 /// The encoded trace id and span id fields as prost writes them first (fields 1 and 2, length

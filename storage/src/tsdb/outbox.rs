@@ -1,121 +1,41 @@
-//! The outbox: what `remote_write` forwards, kept on disk until every destination has it.
-//! While at least one destination is registered, each append that stores anything also puts
-//! what it stored (label sets, accepted samples, histograms and exemplars) under the next
-//! sequence number in the `outbox` column family, in the append's own WriteBatch: a write
-//! acknowledged to its sender is also queued for every destination, and survives kill -9.
-//! Each destination keeps an acknowledged offset (the first record it may not have); records
-//! below every offset are range-deleted.
+//! The TSDB's outbox: what `remote_write` forwards (the generic outbox, `crate::outbox`, in
+//! the `outbox` column family). While at least one destination is registered, each append
+//! that stores anything also puts what it stored (label sets, accepted samples, histograms
+//! and exemplars) under the next sequence number, in the append's own WriteBatch. Sequence
+//! numbers are taken while the append holds its series (as the WAL's are), so the records of
+//! one series are in the order its samples were judged.
 //!
-//! Sequence numbers are taken while the append holds its series (as the WAL's are), so the
-//! records of one series are in the order its samples were judged. Appends to other series
-//! commit in any order, so a reader only sees records below the *watermark*: the lowest
-//! sequence number still being written, below which every record is committed (or was never
-//! written: a failed append leaves a gap, which readers skip).
+//! Record body, per series: the label set as the index encodes it (length-prefixed), float
+//! samples (count, then zigzag delta of t and the value's 8 bytes), histograms (count, then t
+//! and the histogram's encoding), exemplars (count, then labels, value, t).
 //!
-//! Record key: `r` | seq (u64 BE); value: the byte position of the record in the stream of
-//! all records (u64 LE; the difference of two is the disk a backlog takes, before RocksDB's
-//! compression), then per series: the label set as the index encodes it (length-prefixed),
-//! float samples (count, then zigzag delta of t and the value's 8 bytes), histograms (count,
-//! then t and the histogram's encoding), exemplars (count, then labels, value, t).
-//! Offset key: `o` | destination name → seq (u64 BE).
-//!
-//! Owns that format and the sequence; knows nothing of the wire or of what a destination is.
+//! Owns that format; knows nothing of the wire or of what a destination is.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
-use rocksdb::{ReadOptions, WriteBatch};
+use rocksdb::WriteBatch;
 
 use super::Inner;
-use crate::db::{self, Db, CF_OUTBOX};
+use crate::db::{Db, CF_OUTBOX};
 use crate::encoding::{put_bytes, put_uvarint, unzigzag, zigzag, Cursor};
+pub use crate::outbox::Skipped;
+use crate::outbox::{OutboxHost, OutboxLog, OutboxState, Ticket};
 use crate::{EncodedBatch, Exemplar, Histogram, HistogramSample, Labels, Sample, StorageError};
 
-const RECORD: u8 = b'r';
-const OFFSET: u8 = b'o';
-
-fn record_key(seq: u64) -> [u8; 9] {
-    let mut k = [RECORD; 9];
-    k[1..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn offset_key(name: &str) -> Vec<u8> {
-    let mut k = vec![OFFSET];
-    k.extend_from_slice(name.as_bytes());
-    k
-}
-
-/// The sequence: what is taken, what is still being written.
-struct Seqs {
-    next: u64,
-    /// Byte position after the last record taken.
-    position: u64,
-    writing: BTreeSet<u64>,
-}
-
-impl Seqs {
-    fn watermark(&self) -> u64 {
-        self.writing.first().copied().unwrap_or(self.next)
-    }
-}
-
 /// The outbox's state inside the TSDB.
-pub(super) struct State {
-    /// Whether appends write records: only while a destination is registered.
-    enabled: std::sync::atomic::AtomicBool,
-    seqs: Mutex<Seqs>,
-    /// Signalled when the watermark moves.
-    moved: Condvar,
-    offsets: Mutex<BTreeMap<String, u64>>,
-}
+pub(super) struct State(OutboxState);
 
 impl State {
     pub(super) fn load(db: &Db) -> Result<State, StorageError> {
-        let cf = db::cf(db, CF_OUTBOX)?;
-        let mut offsets = BTreeMap::new();
-        for item in db::prefixed(db, &cf, &[OFFSET]) {
-            let (k, v) = item?;
-            let name = String::from_utf8(k[1..].to_vec());
-            let seq = <[u8; 8]>::try_from(&*v).map(u64::from_be_bytes);
-            let (Ok(name), Ok(seq)) = (name, seq) else {
-                return Err(StorageError::Corrupt(format!("outbox offset {k:02x?}")));
-            };
-            offsets.insert(name, seq);
-        }
-        let mut it = db.raw_iterator_cf(&cf);
-        it.seek_for_prev(record_key(u64::MAX));
-        let (mut next, mut position) = (0, 0);
-        if let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k.first() == Some(&RECORD) {
-                let seq = parse_seq(k)?;
-                next = seq + 1;
-                position = record_position(v)? + v.len() as u64 - 8;
-            }
-        }
-        it.status()?;
-        // Every record below the offsets may be gone: numbering goes on after them.
-        next = offsets.values().copied().fold(next, u64::max);
-        Ok(State {
-            enabled: (!offsets.is_empty()).into(),
-            seqs: Mutex::new(Seqs {
-                next,
-                position,
-                writing: BTreeSet::new(),
-            }),
-            moved: Condvar::new(),
-            offsets: Mutex::new(offsets),
-        })
+        OutboxState::load(db, CF_OUTBOX).map(State)
     }
 
     pub(super) fn enabled(&self) -> bool {
-        self.enabled.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.enabled()
     }
 
-    /// Puts `batch` in `wb` under the next sequence number; the number counts as being
-    /// written until the returned ticket is dropped (after the write, whatever its outcome).
+    /// Puts `batch` in `wb` under the next sequence number (see [`OutboxState::put`]).
     /// Called while the append holds its series.
     pub(super) fn put<'s>(
         &'s self,
@@ -123,53 +43,18 @@ impl State {
         wb: &mut WriteBatch,
         batch: &EncodedBatch,
     ) -> Result<Ticket<'s>, StorageError> {
-        let body = encode(batch);
-        let cf = db::cf(db, CF_OUTBOX)?;
-        let (seq, position) = {
-            let mut s = self.seqs.lock();
-            let taken = (s.next, s.position);
-            s.next += 1;
-            s.position += body.len() as u64;
-            s.writing.insert(taken.0);
-            taken
-        };
-        let mut value = Vec::with_capacity(8 + body.len());
-        value.extend_from_slice(&position.to_le_bytes());
-        value.extend_from_slice(&body);
-        wb.put_cf(&cf, record_key(seq), value);
-        Ok(Ticket { state: self, seq })
+        self.0.put(db, wb, &encode(batch))
     }
 }
 
-/// A sequence number being written; dropped once the write is over.
-pub(super) struct Ticket<'s> {
-    state: &'s State,
-    seq: u64,
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        let mut s = self.state.seqs.lock();
-        let was = s.watermark();
-        s.writing.remove(&self.seq);
-        if s.watermark() != was {
-            self.state.moved.notify_all();
-        }
+impl OutboxHost for Inner {
+    fn outbox_db(&self) -> &Db {
+        &self.db
     }
-}
 
-fn parse_seq(k: &[u8]) -> Result<u64, StorageError> {
-    k.get(1..)
-        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| StorageError::Corrupt(format!("outbox key {k:02x?}")))
-}
-
-fn record_position(v: &[u8]) -> Result<u64, StorageError> {
-    v.get(..8)
-        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-        .map(u64::from_le_bytes)
-        .ok_or_else(|| StorageError::Corrupt("outbox record".into()))
+    fn outbox_state(&self) -> &OutboxState {
+        &self.outbox.0
+    }
 }
 
 /// One appended batch as stored: everything it stored, in append order.
@@ -179,116 +64,41 @@ pub struct OutboxRecord {
     pub batch: EncodedBatch,
 }
 
-/// What [`Outbox::skip`] passed over.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Skipped {
-    /// The first record not skipped.
-    pub next: u64,
-    pub samples: u64,
-    pub records: u64,
-}
-
-/// The outbox of a [`crate::Tsdb`], for the forwarders (see the module doc). Cheap to
-/// clone; every call reads RocksDB without taking any TSDB lock.
+/// The outbox of a [`crate::Tsdb`], for the forwarders: [`OutboxLog`]'s calls with records
+/// decoded. Cheap to clone; every call reads RocksDB without taking any TSDB lock.
 #[derive(Clone)]
 pub struct Outbox {
     pub(super) inner: Arc<Inner>,
 }
 
 impl Outbox {
-    fn state(&self) -> &State {
-        &self.inner.outbox
+    fn log(&self) -> OutboxLog {
+        OutboxLog::new(self.inner.clone())
     }
 
-    /// Makes `names` the destinations: a new one starts at the current end (it receives
-    /// what is appended from now on), one no longer named loses its offset and the records
-    /// only it still needed. With none, appends stop writing records.
+    /// See [`OutboxLog::set_destinations`].
     pub fn set_destinations(&self, names: &[String]) -> Result<(), StorageError> {
-        let db = &self.inner.db;
-        let cf = db::cf(db, CF_OUTBOX)?;
-        let state = self.state();
-        let mut offsets = state.offsets.lock();
-        // Enabled before the end is read: any record an append takes after this is at or
-        // past the end, so a new destination misses nothing appended from here on.
-        if !names.is_empty() {
-            state
-                .enabled
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        let end = state.seqs.lock().next;
-        let mut wb = WriteBatch::default();
-        for name in names {
-            if !offsets.contains_key(name) {
-                wb.put_cf(&cf, offset_key(name), end.to_be_bytes());
-                offsets.insert(name.clone(), end);
-            }
-        }
-        let gone: Vec<String> = offsets
-            .keys()
-            .filter(|n| !names.contains(n))
-            .cloned()
-            .collect();
-        for name in gone {
-            wb.delete_cf(&cf, offset_key(&name));
-            offsets.remove(&name);
-        }
-        if names.is_empty() {
-            state
-                .enabled
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-        }
-        let low = offsets.values().copied().min().unwrap_or(end);
-        wb.delete_range_cf(&cf, record_key(0), record_key(low));
-        db.write(wb)?;
-        Ok(())
+        self.log().set_destinations(names)
     }
 
-    /// The destination's acknowledged offset: the first record it may not have.
+    /// See [`OutboxLog::offset`].
     pub fn offset(&self, name: &str) -> Option<u64> {
-        self.state().offsets.lock().get(name).copied()
+        self.log().offset(name)
     }
 
-    /// Records the destination has every record below `upto`, and deletes the records
-    /// every destination has. An offset never moves back.
+    /// See [`OutboxLog::ack`].
     pub fn ack(&self, name: &str, upto: u64) -> Result<(), StorageError> {
-        let db = &self.inner.db;
-        let cf = db::cf(db, CF_OUTBOX)?;
-        let mut offsets = self.state().offsets.lock();
-        let Some(old) = offsets.get(name).copied() else {
-            return Ok(());
-        };
-        if upto <= old {
-            return Ok(());
-        }
-        let low_before = offsets.values().copied().min().unwrap_or(0);
-        offsets.insert(name.to_owned(), upto);
-        let low = offsets.values().copied().min().unwrap_or(upto);
-        let mut wb = WriteBatch::default();
-        wb.put_cf(&cf, offset_key(name), upto.to_be_bytes());
-        if low > low_before {
-            wb.delete_range_cf(&cf, record_key(low_before), record_key(low));
-        }
-        db.write(wb)?;
-        Ok(())
+        self.log().ack(name, upto)
     }
 
-    /// The first sequence number not yet readable: every record below it is committed.
+    /// See [`OutboxLog::end`].
     pub fn end(&self) -> u64 {
-        self.state().seqs.lock().watermark()
+        self.log().end()
     }
 
-    /// Waits until records at or past `from` are readable, at most `timeout`; returns
-    /// whether they are.
+    /// See [`OutboxLog::wait`].
     pub fn wait(&self, from: u64, timeout: Duration) -> bool {
-        let state = self.state();
-        let deadline = Instant::now() + timeout;
-        let mut s = state.seqs.lock();
-        while s.watermark() <= from {
-            if state.moved.wait_until(&mut s, deadline).timed_out() {
-                return s.watermark() > from;
-            }
-        }
-        true
+        self.log().wait(from, timeout)
     }
 
     /// Records from `from` up to the end, in order, until they hold `max_bytes` (at least
@@ -296,7 +106,7 @@ impl Outbox {
     pub fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<OutboxRecord>, StorageError> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        self.scan(from, |seq, body| {
+        self.log().scan(from, |seq, body| {
             out.push(OutboxRecord {
                 seq,
                 batch: decode(body)?,
@@ -307,70 +117,16 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Bytes of the records from `from` to the end, as written (before compression).
+    /// See [`OutboxLog::backlog_bytes`].
     pub fn backlog_bytes(&self, from: u64) -> Result<u64, StorageError> {
-        let db = &self.inner.db;
-        let cf = db::cf(db, CF_OUTBOX)?;
-        let end = self.end();
-        let mut first = None;
-        let mut it = db.raw_iterator_cf(&cf);
-        it.seek(record_key(from));
-        if let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k.first() == Some(&RECORD) && parse_seq(k)? < end {
-                first = Some(record_position(v)?);
-            }
-        }
-        it.status()?;
-        let position = self.state().seqs.lock().position;
-        Ok(first.map_or(0, |p| position.saturating_sub(p)))
+        self.log().backlog_bytes(from)
     }
 
     /// Passes over the oldest records from `from` until at least `bytes` of them are
     /// passed (a destination over its disk cap drops them), counting their samples.
     pub fn skip(&self, from: u64, bytes: u64) -> Result<Skipped, StorageError> {
-        let mut skipped = Skipped {
-            next: from,
-            ..Skipped::default()
-        };
-        let mut passed = 0u64;
-        self.scan(from, |seq, body| {
-            let batch = decode(body)?;
-            skipped.samples += batch.sample_count() as u64;
-            skipped.records += 1;
-            skipped.next = seq + 1;
-            passed += body.len() as u64;
-            Ok(passed < bytes)
-        })?;
-        Ok(skipped)
-    }
-
-    /// Calls `f` with each readable record's sequence number and body from `from` on, while
-    /// it returns true.
-    fn scan(
-        &self,
-        from: u64,
-        mut f: impl FnMut(u64, &[u8]) -> Result<bool, StorageError>,
-    ) -> Result<(), StorageError> {
-        let end = self.end();
-        if from >= end {
-            return Ok(());
-        }
-        let db = &self.inner.db;
-        let cf = db::cf(db, CF_OUTBOX)?;
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(record_key(end));
-        let mut it = db.raw_iterator_cf_opt(&cf, ro);
-        it.seek(record_key(from));
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let seq = parse_seq(k)?;
-            record_position(v)?;
-            if !f(seq, &v[8..])? {
-                break;
-            }
-            it.next();
-        }
-        it.status()?;
-        Ok(())
+        self.log()
+            .skip(from, bytes, |body| Ok(decode(body)?.sample_count() as u64))
     }
 }
 

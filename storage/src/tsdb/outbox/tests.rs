@@ -188,7 +188,7 @@ fn backlog_and_skip_count_the_oldest_records() {
         s,
         Skipped {
             next: 3,
-            samples: 6,
+            items: 6,
             records: 3
         }
     );

@@ -1,0 +1,312 @@
+//! One `forward:` destination's queue: its store's outbox read from the destination's
+//! acknowledged offset, each record's lines (or resources' spans) kept when the selector
+//! takes them, sent in batches of at most `max_items_per_send` by one sender, so every
+//! stream's lines and every resource's spans leave in the order they were stored. A batch is
+//! retried (5xx, 429 when configured, transport errors; after `Retry-After` when given, else
+//! with capped exponential back-off) until sent or refused (other 4xx: dropped, counted).
+//!
+//! After each batch the acknowledged offset moves to the first record with an item not yet
+//! sent: a restart (kill -9 included) resends at most the batch in flight and the rest of its
+//! records. At most one read (1 MiB of records) and one batch are held in memory however long
+//! the backlog, and ingest never waits for this queue. When the backlog on disk passes
+//! `max_disk_usage`, the oldest unread records are passed over and counted.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use storage::{OutboxLog, StorageError};
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::metrics::SignalQueueMetrics;
+use super::send::{Backoff, BodyKind, Client, Outcome};
+use super::signal_config::{Protocol, Signal, SignalDestination};
+use super::signal_send::{encode_loki, encode_otlp_logs, encode_otlp_traces, Item};
+
+/// Most bytes of records read at once.
+const READ_BYTES: usize = 1 << 20;
+/// How long the queue waits for new records before it looks again (it is woken by them).
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+
+/// What the queue and the status page share.
+pub(crate) struct SignalShared {
+    pub(crate) dest: Arc<SignalDestination>,
+    pub(crate) outbox: OutboxLog,
+    pub(crate) metrics: SignalQueueMetrics,
+    pub(crate) last_error: Mutex<Option<String>>,
+    log_throttle: Mutex<Option<Instant>>,
+}
+
+impl SignalShared {
+    fn error(&self, why: String) {
+        let now = Instant::now();
+        let mut last = self.log_throttle.lock();
+        if last.is_none_or(|l| now.duration_since(l) >= Duration::from_secs(10)) {
+            *last = Some(now);
+            warn!(remote_name = %self.dest.raw.name, url = %self.dest.raw.url, signal = self.dest.signal.as_str(), "forward: {why}");
+        }
+        *self.last_error.lock() = Some(why);
+    }
+}
+
+/// A running queue.
+pub(crate) struct SignalQueue {
+    pub(crate) shared: Arc<SignalShared>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SignalQueue {
+    /// Starts sending from the destination's offset (registered already).
+    pub(crate) fn start(
+        dest: Arc<SignalDestination>,
+        outbox: OutboxLog,
+        metrics: SignalQueueMetrics,
+    ) -> SignalQueue {
+        let shared = Arc::new(SignalShared {
+            dest,
+            outbox,
+            metrics,
+            last_error: Mutex::new(None),
+            log_throttle: Mutex::new(None),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(shared.clone(), stopped));
+        SignalQueue { shared, stop, task }
+    }
+
+    /// Stops sending; what was in flight is sent again when the destination starts again.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Runs a blocking outbox call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| format!("reading the outbox: {e}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// An item and the outbox record it came from.
+struct Queued {
+    seq: u64,
+    item: Item,
+}
+
+/// The selected items of one record.
+fn select(dest: &SignalDestination, body: &[u8]) -> Result<Vec<Item>, StorageError> {
+    Ok(match dest.signal {
+        Signal::Logs => storage::logs::outbox_records(body)?
+            .into_iter()
+            .filter(|r| dest.selector.stream(&r.labels))
+            .map(Item::Line)
+            .collect(),
+        Signal::Traces => storage::traces::outbox_spans(body)?
+            .into_iter()
+            .filter(|rs| {
+                let attributes = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes);
+                dest.selector
+                    .service(storage::traces::service_name(attributes))
+            })
+            .map(Item::Spans)
+            .collect(),
+    })
+}
+
+async fn run(shared: Arc<SignalShared>, mut stopped: watch::Receiver<bool>) {
+    let dest = shared.dest.clone();
+    let key = dest.key();
+    let outbox = shared.outbox.clone();
+    let q = dest.raw.queue_config.clone();
+    let mut cursor = outbox.offset(&key).unwrap_or_else(|| outbox.end());
+    let mut queued: VecDeque<Queued> = VecDeque::new();
+    let mut queued_weight = 0usize;
+    // When the oldest queued item was read: a partial batch goes once this is
+    // `batch_send_deadline` old.
+    let mut oldest: Option<Instant> = None;
+    let mut client = Client::default();
+    while !*stopped.borrow() {
+        if queued_weight < q.max_items_per_send {
+            if let Err(e) = enforce_disk_cap(&shared, &mut cursor).await {
+                shared.error(e);
+            }
+            let from = cursor;
+            let read = {
+                let outbox = outbox.clone();
+                blocking(move || outbox.read(from, READ_BYTES)).await
+            };
+            let records = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    shared.error(e);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let got = !records.is_empty();
+            for (seq, body) in records {
+                match select(&dest, &body) {
+                    Ok(items) => {
+                        for item in items {
+                            queued_weight += item.weight();
+                            shared.metrics.pending.inc_by(item.weight() as i64);
+                            queued.push_back(Queued { seq, item });
+                        }
+                    }
+                    // A record that cannot be read cannot be sent either: passed over, said.
+                    Err(e) => shared.error(format!("skipping outbox record {seq}: {e}")),
+                }
+                cursor = seq + 1;
+            }
+            if queued.is_empty() {
+                ack(&shared, &key, cursor);
+                if !got {
+                    let outbox = outbox.clone();
+                    let wait = blocking(move || Ok(outbox.wait(from, IDLE_WAIT)));
+                    tokio::select! {
+                        _ = wait => {}
+                        _ = stopped.wait_for(|s| *s) => return,
+                    }
+                }
+                continue;
+            }
+            let since = *oldest.get_or_insert_with(Instant::now);
+            if !got && queued_weight < q.max_items_per_send {
+                let left = q.batch_send_deadline.saturating_sub(since.elapsed());
+                if !left.is_zero() {
+                    let outbox = outbox.clone();
+                    let wait = blocking(move || Ok(outbox.wait(from, left)));
+                    tokio::select! {
+                        _ = wait => {}
+                        _ = stopped.wait_for(|s| *s) => return,
+                    }
+                    continue;
+                }
+            } else if got && queued_weight < q.max_items_per_send {
+                continue;
+            }
+        }
+        let mut batch = Vec::new();
+        let mut weight = 0;
+        while let Some(front) = queued.front() {
+            let w = front.item.weight();
+            if !batch.is_empty() && weight + w > q.max_items_per_send {
+                break;
+            }
+            weight += w;
+            batch.push(queued.pop_front().expect("front exists").item);
+        }
+        queued_weight -= weight;
+        if !send(&shared, &mut client, &batch, weight as u64, &mut stopped).await {
+            return;
+        }
+        shared.metrics.pending.dec_by(weight as i64);
+        oldest = (!queued.is_empty()).then(Instant::now);
+        // Every record below the first one still queued is sent whole.
+        ack(&shared, &key, queued.front().map_or(cursor, |f| f.seq));
+    }
+}
+
+fn ack(shared: &SignalShared, key: &str, upto: u64) {
+    if let Err(e) = shared.outbox.ack(key, upto) {
+        shared.error(format!("recording the acknowledged offset: {e}"));
+    }
+}
+
+/// Passes over the oldest unread records while the backlog from `cursor` is over
+/// `max_disk_usage`.
+async fn enforce_disk_cap(shared: &SignalShared, cursor: &mut u64) -> Result<(), String> {
+    let from = *cursor;
+    let cap = shared.dest.raw.max_disk_usage;
+    let outbox = shared.outbox.clone();
+    let (backlog, skipped) = blocking(move || {
+        let backlog = outbox.backlog_bytes(from)?;
+        let skipped = if backlog > cap {
+            Some(outbox.skip_parts(from, backlog - cap)?)
+        } else {
+            None
+        };
+        Ok((backlog, skipped))
+    })
+    .await?;
+    shared.metrics.outbox_bytes.set(backlog as i64);
+    if let Some(s) = skipped {
+        shared.metrics.dropped.inc_by(s.items);
+        *cursor = s.next;
+        shared.error(format!(
+            "backlog over max_disk_usage ({cap} bytes): dropped the oldest {} {}",
+            s.items,
+            if shared.dest.signal == Signal::Logs {
+                "lines"
+            } else {
+                "spans"
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Sends a batch until it is sent or refused; false when stopping first.
+async fn send(
+    shared: &SignalShared,
+    client: &mut Client,
+    batch: &[Item],
+    weight: u64,
+    stopped: &mut watch::Receiver<bool>,
+) -> bool {
+    let dest = &shared.dest;
+    let q = &dest.raw.queue_config;
+    let m = &shared.metrics;
+    let (body, kind): (Bytes, BodyKind) = match (dest.signal, dest.raw.protocol) {
+        (Signal::Logs, Protocol::Loki) => (encode_loki(batch), BodyKind::LokiPush),
+        (Signal::Logs, _) => (encode_otlp_logs(batch), BodyKind::Otlp),
+        (Signal::Traces, _) => (encode_otlp_traces(batch), BodyKind::Otlp),
+    };
+    let mut backoff = Backoff::new(q.min_backoff, q.max_backoff);
+    loop {
+        if *stopped.borrow() {
+            return false;
+        }
+        let outcome = client
+            .post(&dest.endpoint, body.clone(), kind, q.retry_on_http_429)
+            .await;
+        match outcome {
+            Outcome::Sent { .. } => {
+                m.sent.inc_by(weight);
+                m.bytes.inc_by(body.len() as u64);
+                if let Some(t) = batch.iter().map(Item::newest_ns).max() {
+                    let secs = t as f64 / 1e9;
+                    if secs > m.highest_sent.get() {
+                        m.highest_sent.set(secs);
+                    }
+                }
+                *shared.last_error.lock() = None;
+                return true;
+            }
+            Outcome::Refused { why, .. } => {
+                m.failed.inc_by(weight);
+                shared.error(format!(
+                    "non-recoverable error, dropping {weight} items: {why}"
+                ));
+                return true;
+            }
+            Outcome::Retry { after, why } => {
+                m.retried.inc_by(weight);
+                shared.error(format!("recoverable error, retrying: {why}"));
+                let wait = backoff.wait(after);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopped.wait_for(|s| *s) => return false,
+                }
+            }
+        }
+    }
+}

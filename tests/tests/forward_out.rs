@@ -1,0 +1,395 @@
+//! Forwarding logs and traces with `forward:` (#18), whole-process: a novamon takes log lines
+//! (Loki push) and spans (OTLP/HTTP) and forwards them to a second novamon, the receiver,
+//! over Loki push, OTLP/HTTP logs and OTLP/HTTP traces; what the receiver holds is read back
+//! through its Loki and Jaeger APIs and compared line by line and span by span with what the
+//! sender acknowledged: nothing lost (through a receiver outage and a kill -9 of the sender),
+//! per-stream order kept, structured metadata kept, each destination given what its selector
+//! takes, and receivers that refuse or stall cost local ingest nothing.
+//!
+//! The receiver is reached through a proxy in this file, so that it can stop and come back on
+//! other ports behind one address the sender's config names.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::{now_ns, wait_until, Json, Novamon};
+use serde_json::json;
+
+/// Queue settings short enough for a test.
+const QUICK: &str = "{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 400ms}";
+
+/// A TCP proxy on a fixed loopback port to whatever address is set (connections are refused,
+/// by closing them, while none is).
+struct Proxy {
+    addr: String,
+    target: Arc<Mutex<Option<String>>>,
+}
+
+impl Proxy {
+    fn start() -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let target: Arc<Mutex<Option<String>>> = Arc::default();
+        let t = target.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Some(to) = t.lock().unwrap().clone() else {
+                    continue;
+                };
+                let Ok(upstream) = TcpStream::connect(&to) else {
+                    continue;
+                };
+                pipe(client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                pipe(upstream, client);
+            }
+        });
+        Proxy { addr, target }
+    }
+
+    fn point_at(&self, url: Option<&str>) {
+        *self.target.lock().unwrap() = url.map(|u| u.trim_start_matches("http://").to_owned());
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+/// A sender whose `forward:` section is `forward` (YAML lines under `forward:`). A restart
+/// on the same `dir` keeps its data and config.
+fn sender(dir: &Path, forward: &str) -> Novamon {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("novamon.yml");
+    std::fs::write(&config, format!("forward:\n{forward}")).unwrap();
+    Novamon::start(&dir.join("data"), &["--config", config.to_str().unwrap()])
+}
+
+/// Pushes `lines` lines of stream `{app=<app>, env=<env>}` at `t0 + i` ns, each with
+/// structured metadata `seq=<i>`; the line text is `<app> <i>`.
+fn push_lines(n: &Novamon, app: &str, env: &str, range: std::ops::Range<usize>, t0: i64) {
+    let values: Vec<Json> = range
+        .map(|i| json!([(t0 + i as i64).to_string(), format!("{app} {i}"), {"seq": i.to_string()}]))
+        .collect();
+    n.loki_push(&json!({"streams": [{"stream": {"app": app, "env": env}, "values": values}]}));
+}
+
+/// The expected lines of [`push_lines`].
+fn lines(app: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{app} {i}")).collect()
+}
+
+/// Waits until `n` holds exactly `want` for `selector`, in this order.
+fn wait_lines(n: &Novamon, sender: &Novamon, selector: &str, t0: i64, want: &[String]) {
+    let mut got = Vec::new();
+    wait_until(Duration::from_secs(60), || {
+        got = n.log_lines(selector, t0);
+        got == want
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{selector}: {} lines of {} held\n{}\nsender log:\n{}",
+            got.len(),
+            want.len(),
+            forward_metrics(sender),
+            sender.process.log()
+        )
+    });
+}
+
+fn forward_metrics(n: &Novamon) -> String {
+    let (_, text) = n.get_text("/metrics", &[]);
+    text.lines()
+        .filter(|l| l.starts_with("novamon_forward_"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn counter(n: &Novamon, series: &str) -> f64 {
+    n.metric(series).unwrap_or(0.0)
+}
+
+/// Posts `spans` spans of service `service` in trace `trace_id` (32 hex digits) over
+/// OTLP/HTTP JSON; span ids are 1.. in hex.
+fn post_spans(n: &Novamon, service: &str, trace_id: &str, range: std::ops::Range<usize>) {
+    let now = now_ns();
+    let spans: Vec<Json> = range
+        .map(|i| {
+            json!({"traceId": trace_id, "spanId": format!("{:016x}", i + 1), "name": format!("op{i}"),
+                   "kind": 2, "startTimeUnixNano": (now + i as i64).to_string(),
+                   "endTimeUnixNano": (now + i as i64 + 1000).to_string()})
+        })
+        .collect();
+    let body = json!({"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": service}}]},
+        "scopeSpans": [{"spans": spans}]}]});
+    let (status, text, _) = n.post_raw(
+        "/v1/traces",
+        "application/json",
+        &[],
+        serde_json::to_vec(&body).unwrap(),
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
+/// The span names of a trace as `n`'s Jaeger API returns it, sorted.
+fn span_names(n: &Novamon, trace_id: &str) -> Vec<String> {
+    let (status, body) = n.get_json(&format!("/jaeger/api/traces/{trace_id}"));
+    if status != 200 {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = body["data"][0]["spans"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .map(|s| s["operationName"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn wait_spans(n: &Novamon, sender: &Novamon, trace_id: &str, want: usize) {
+    let mut got = Vec::new();
+    wait_until(Duration::from_secs(60), || {
+        got = span_names(n, trace_id);
+        got.len() == want
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "trace {trace_id}: {} spans of {want}\n{}\nsender log:\n{}",
+            got.len(),
+            forward_metrics(sender),
+            sender.process.log()
+        )
+    });
+    let mut names: Vec<String> = (0..want).map(|i| format!("op{i}")).collect();
+    names.sort();
+    assert_eq!(got, names);
+}
+
+/// (a) and (b): lines and spans arrive exactly once and in order, structured metadata kept,
+/// through an outage of the receiver under writes; then (c): a kill -9 of the sender with a
+/// backlog loses nothing.
+#[test]
+fn lines_and_spans_reach_a_second_novamon_through_an_outage_and_a_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver_data = dir.path().join("receiver");
+    let mut receiver = Novamon::start(&receiver_data, &[]);
+    let proxy = Proxy::start();
+    proxy.point_at(Some(&receiver.url));
+    let base = proxy.url();
+    let forward = format!(
+        "  logs:\n    - {{name: loki, protocol: loki, url: '{base}/loki/api/v1/push', queue_config: {QUICK}, selector: '{{app=\"loki\"}}'}}\n    - {{name: otlp, protocol: otlp_http, url: '{base}/v1/logs', queue_config: {QUICK}, selector: '{{app=\"otlp\"}}'}}\n  traces:\n    - {{name: tempo, protocol: otlp_http, url: '{base}/v1/traces', queue_config: {QUICK}}}\n"
+    );
+    let sender_dir = dir.path().join("sender");
+    let mut n = sender(&sender_dir, &forward);
+    let t0 = now_ns() - 600_000_000_000;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+
+    push_lines(&n, "loki", "prod", 0..500, t0);
+    push_lines(&n, "otlp", "prod", 0..300, t0);
+    post_spans(&n, "shop", trace, 0..50);
+    wait_lines(&receiver, &n, r#"{app="loki"}"#, t0, &lines("loki", 0..500));
+    // OTLP logs carry the stream as resource attributes, which the receiver's OTLP mapping
+    // (Loki's) keeps as structured metadata of a `service_name="unknown_service"` stream.
+    wait_lines(&receiver, &n, OTLP_LINES, t0, &lines("otlp", 0..300));
+    let one = receiver.log_lines(&format!("{OTLP_LINES} | seq=\"42\""), t0);
+    assert_eq!(one, ["otlp 42"]);
+    wait_spans(&receiver, &n, trace, 50);
+    // Structured metadata came along: a filter on it finds exactly one line.
+    let one = receiver.log_lines(r#"{app="loki"} | seq="123""#, t0);
+    assert_eq!(one, ["loki 123"]);
+
+    // The receiver goes away; local ingest goes on, each write as fast as before.
+    receiver
+        .process
+        .signal_and_wait("TERM", Duration::from_secs(30));
+    proxy.point_at(None);
+    for k in 0..10 {
+        let start = Instant::now();
+        push_lines(&n, "loki", "prod", 500 + k * 100..600 + k * 100, t0);
+        post_spans(&n, "shop", trace, 50 + k * 5..55 + k * 5);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_until(Duration::from_secs(20), || {
+        forward_metrics(&n).lines().any(|l| {
+            l.starts_with("novamon_forward_items_retried_total{remote_name=\"loki\"")
+                && !l.ends_with(" 0")
+        })
+    })
+    .unwrap_or_else(|| panic!("no retries counted\n{}", forward_metrics(&n)));
+    let receiver2 = Novamon::start(&receiver_data, &[]);
+    proxy.point_at(Some(&receiver2.url));
+    receiver = receiver2;
+    wait_lines(
+        &receiver,
+        &n,
+        r#"{app="loki"}"#,
+        t0,
+        &lines("loki", 0..1500),
+    );
+    wait_spans(&receiver, &n, trace, 100);
+
+    // A backlog, then kill -9 of the sender: what it acknowledged still arrives.
+    proxy.point_at(None);
+    push_lines(&n, "loki", "prod", 1500..3000, t0);
+    n.process.signal_and_wait("KILL", Duration::from_secs(10));
+    let n = sender(&sender_dir, &forward);
+    proxy.point_at(Some(&receiver.url));
+    push_lines(&n, "loki", "prod", 3000..3100, t0);
+    wait_lines(
+        &receiver,
+        &n,
+        r#"{app="loki"}"#,
+        t0,
+        &lines("loki", 0..3100),
+    );
+    // Nothing twice in the end either: the OTLP destination had nothing in flight.
+    assert_eq!(receiver.log_lines(OTLP_LINES, t0), lines("otlp", 0..300));
+}
+
+/// The OTLP destination's lines on the receiver.
+const OTLP_LINES: &str = r#"{service_name="unknown_service"} | app="otlp""#;
+
+/// (e): each destination gets what its selector takes, and only that.
+#[test]
+fn selectors_route_streams_and_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let prod = Novamon::start(&dir.path().join("prod"), &[]);
+    let rest = Novamon::start(&dir.path().join("rest"), &[]);
+    let forward = format!(
+        "  logs:\n    - {{name: prod, protocol: loki, url: '{}/loki/api/v1/push', queue_config: {QUICK}, selector: '{{env=\"prod\"}}'}}\n    - {{name: rest, protocol: loki, url: '{}/loki/api/v1/push', queue_config: {QUICK}, selector: '{{env=~\"dev|test\"}}'}}\n  traces:\n    - {{name: shop, protocol: otlp_http, url: '{}/v1/traces', queue_config: {QUICK}, services: ['shop|cart-.*']}}\n",
+        prod.url, rest.url, prod.url
+    );
+    let n = sender(&dir.path().join("sender"), &forward);
+    let t0 = now_ns() - 60_000_000_000;
+    push_lines(&n, "api", "prod", 0..20, t0);
+    push_lines(&n, "api", "dev", 0..30, t0);
+    post_spans(&n, "cart-eu", "11111111111111111111111111111111", 0..3);
+    post_spans(&n, "billing", "22222222222222222222222222222222", 0..4);
+    post_spans(&n, "shop", "33333333333333333333333333333333", 0..5);
+    wait_lines(&prod, &n, r#"{app="api"}"#, t0, &lines("api", 0..20));
+    wait_lines(&rest, &n, r#"{app="api"}"#, t0, &lines("api", 0..30));
+    wait_spans(&prod, &n, "11111111111111111111111111111111", 3);
+    wait_spans(&prod, &n, "33333333333333333333333333333333", 5);
+    assert!(span_names(&prod, "22222222222222222222222222222222").is_empty());
+    assert!(span_names(&rest, "33333333333333333333333333333333").is_empty());
+    assert_eq!(
+        prod.log_lines(r#"{env="dev"}"#, t0).len() + rest.log_lines(r#"{env="prod"}"#, t0).len(),
+        0
+    );
+}
+
+/// A receiver in this file: 400 to everything, or a stall (reads the request, never
+/// answers), or garbage bytes instead of HTTP.
+fn bad_receiver(kind: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let reply: &[u8] = match kind {
+                        "400" => {
+                            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\n\r\nbad request"
+                        }
+                        "garbage" => b"\x00\xffnot http at all\r\n\r\n",
+                        _ => continue,
+                    };
+                    if conn.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// (d): a receiver answering 400 has its lines dropped and counted; a stalling or garbage
+/// receiver is retried and never blocks local ingest.
+#[test]
+fn bad_receivers_drop_and_count_and_never_block_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let refusing = bad_receiver("400");
+    let stalling = bad_receiver("stall");
+    let garbage = bad_receiver("garbage");
+    let forward = format!(
+        "  logs:\n    - {{name: refusing, protocol: loki, url: '{refusing}/loki/api/v1/push', queue_config: {QUICK}}}\n    - {{name: stalling, protocol: loki, url: '{stalling}/loki/api/v1/push', remote_timeout: 1s, queue_config: {QUICK}}}\n    - {{name: garbage, protocol: otlp_http, url: '{garbage}/v1/logs', queue_config: {QUICK}}}\n"
+    );
+    let n = sender(&dir.path().join("sender"), &forward);
+    let t0 = now_ns() - 60_000_000_000;
+    for k in 0..20 {
+        let start = Instant::now();
+        push_lines(&n, "api", "prod", k * 100..(k + 1) * 100, t0);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    // Stored locally, every line, whatever the receivers did.
+    let want = lines("api", 0..2000);
+    wait_until(Duration::from_secs(30), || {
+        n.log_lines(r#"{app="api"}"#, t0) == want
+    })
+    .expect("the pushed lines are all queryable on the sender");
+    let m = |name: &str, dest: &str, url: &str| {
+        counter(
+            &n,
+            &format!("{name}{{remote_name=\"{dest}\",url=\"{url}\",signal=\"logs\"}}"),
+        )
+    };
+    wait_until(Duration::from_secs(30), || {
+        m(
+            "novamon_forward_items_failed_total",
+            "refusing",
+            &format!("{refusing}/loki/api/v1/push"),
+        ) == 2000.0
+    })
+    .unwrap_or_else(|| panic!("{}", forward_metrics(&n)));
+    wait_until(Duration::from_secs(30), || {
+        m(
+            "novamon_forward_items_retried_total",
+            "stalling",
+            &format!("{stalling}/loki/api/v1/push"),
+        ) > 0.0
+            && m(
+                "novamon_forward_items_retried_total",
+                "garbage",
+                &format!("{garbage}/v1/logs"),
+            ) > 0.0
+    })
+    .unwrap_or_else(|| panic!("{}", forward_metrics(&n)));
+    let status = n.get_ok("/ui/api/status");
+    let names: Vec<&str> = status["data"]["forward"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["garbage", "refusing", "stalling"], "{status}");
+}
