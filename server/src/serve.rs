@@ -226,8 +226,13 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .merge(api::tempo::routes(
             traces.clone(),
             config.trace_limits(),
-            query_gate,
+            query_gate.clone(),
         ))
+        .merge(api::sql::routes(api::sql::SqlState::new(
+            sql_engine(&config, tsdb.clone(), logs.clone(), traces.clone())?,
+            query_gate,
+            config.query.timeout.0,
+        )))
         .route(
             "/-/healthy",
             get(|| async { "Prometheus Server is Healthy.\n" }).head(|| async {}),
@@ -396,6 +401,23 @@ async fn start_otlp(
         }
     }));
     Ok(Otlp { stop, tasks })
+}
+
+/// The SQL engine over the three stores, within the budgets the other query languages have:
+/// PromQL's sample limit, LogQL's line limit and the trace search's span limit.
+fn sql_engine(
+    config: &Config,
+    tsdb: Arc<storage::Tsdb>,
+    logs: Arc<storage::logs::LogStore>,
+    traces: Arc<storage::traces::TraceStore>,
+) -> anyhow::Result<sql::SqlEngine> {
+    let opts = sql::SqlOptions {
+        max_samples: config.query.max_samples,
+        max_log_records: config.limits.log_query_max_lines,
+        max_spans: config.limits.trace_search_max_spans,
+        ..sql::SqlOptions::default()
+    };
+    sql::SqlEngine::new(tsdb, logs, traces, opts).context("starting the SQL engine")
 }
 
 /// Prometheus's default bind (all interfaces) stays the default; an unauthenticated listener

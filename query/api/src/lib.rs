@@ -7,6 +7,7 @@
 //! - [`loki`]: `/loki/api/v1/…` over the LogQL engine, with live tail.
 //! - [`jaeger`], [`tempo`]: the Jaeger query service and the Tempo API over trace queries.
 //! - [`alertmanager_v2`]: Alertmanager's `/api/v2/…` over the built-in Alertmanager.
+//! - [`sql`]: `POST /api/v1/sql` over the SQL engine (JSON rows, CSV or Arrow IPC).
 //! - `admission`: the query gate PromQL and LogQL queries and trace searches wait in
 //!   ([`QueryGate`]).
 //! - `form`, `handler`, `trace_http`, `status`: what several APIs share (Go's `Request.Form`,
@@ -23,6 +24,7 @@ pub mod jaeger;
 pub mod loki;
 pub mod prometheus;
 pub mod pushgateway;
+pub mod sql;
 mod status;
 pub mod tempo;
 mod trace_http;

@@ -173,7 +173,8 @@ fn find(kvs: &[KeyValue], key: &str) -> Option<Value> {
         .map(any_value)
 }
 
-pub(crate) fn status(s: &StoredSpan) -> &'static str {
+/// TraceQL's name of a span's status (`error`, `ok`, `unset`).
+pub fn status(s: &StoredSpan) -> &'static str {
     match s
         .span
         .status
@@ -186,7 +187,8 @@ pub(crate) fn status(s: &StoredSpan) -> &'static str {
     }
 }
 
-pub(crate) fn kind(s: &StoredSpan) -> &'static str {
+/// TraceQL's name of a span's kind (`server`, `client`, …, `unspecified`).
+pub fn kind(s: &StoredSpan) -> &'static str {
     match SpanKind::try_from(s.span.kind) {
         Ok(SpanKind::Server) => "server",
         Ok(SpanKind::Client) => "client",

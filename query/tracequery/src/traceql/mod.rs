@@ -19,7 +19,7 @@ mod parse;
 
 pub use ast::*;
 pub(crate) use eval::duration_ns;
-pub use eval::{compare, field_value, field_values, SpanRef, Spanset, TraceView};
+pub use eval::{compare, field_value, field_values, kind, status, SpanRef, Spanset, TraceView};
 pub use parse::{parse, parse_field, ParseError};
 
 use storage::traces::{Seek, StoredSpan};

@@ -1,0 +1,207 @@
+//! SQL over the three stores: DataFusion plans and runs the query, and each store is a table
+//! whose scan reads it through its read contract, streaming batches as it reads.
+//!
+//! - [`SqlEngine`]: the session factory (the three tables registered, DataFusion's memory
+//!   pool bounded, DDL, DML and `SET` refused) and [`SqlEngine::query`], which runs one
+//!   statement and collects at most `max_rows` rows.
+//! - `metrics`: the `metrics` table over [`storage::Querier`] (one row per float sample or
+//!   native histogram sample).
+//! - `logs`: the `logs` table over [`storage::logs::LogReader`] (one row per record).
+//! - `spans`: the `spans` table over [`storage::traces::TraceReader`] (one row per span).
+//! - `scan`: what the tables share: the plan node that runs a store read on the blocking
+//!   pool and streams its batches (`StoreExec`, which EXPLAIN shows with what it applies),
+//!   and the reading of the filters a scan applies itself (time ranges, equality).
+//!
+//! A filter a table's scan applies exactly is declared `Exact` to DataFusion (no filter is
+//! left above the scan); every other filter is left to DataFusion. Knows no wire format: the
+//! HTTP endpoint is `query/api`'s.
+
+mod logs;
+mod metrics;
+mod scan;
+mod spans;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use storage::logs::LogReader;
+use storage::traces::TraceReader;
+use storage::{Classify, ErrorClass, Querier, StorageError};
+
+pub use datafusion::arrow;
+
+/// What one query may use.
+#[derive(Clone, Debug)]
+pub struct SqlOptions {
+    /// DataFusion's memory pool (aggregations, sorts, joins), shared by all queries of an
+    /// engine; a query that needs more fails with a resources-exhausted error.
+    pub max_memory_bytes: usize,
+    /// Most rows a query may answer: results are collected before they are rendered.
+    pub max_rows: usize,
+    /// Most samples a scan of `metrics` may read (the PromQL engine's `max_samples`).
+    pub max_samples: usize,
+    /// Most records a scan of `logs` may read (LogQL's entry budget).
+    pub max_log_records: usize,
+    /// Most spans a scan of `spans` may read (the trace search budget).
+    pub max_spans: usize,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        SqlOptions {
+            max_memory_bytes: 512 << 20,
+            max_rows: 100_000,
+            max_samples: 50_000_000,
+            max_log_records: 10_000_000,
+            max_spans: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// DataFusion's own message: parse and planning errors carry the position.
+    #[error("{0}")]
+    DataFusion(#[from] DataFusionError),
+    #[error("the query answers more than {limit} rows; add a LIMIT or aggregate")]
+    TooManyRows { limit: usize },
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+}
+
+impl Classify for SqlError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            SqlError::TooManyRows { .. } => ErrorClass::TooLarge,
+            SqlError::Storage(e) => e.class(),
+            SqlError::DataFusion(e) => datafusion_class(e),
+        }
+    }
+}
+
+/// Store errors travel through DataFusion as `External`; a query over a budget or the memory
+/// pool is too large; what the user wrote wrong is bad input; the rest is ours.
+fn datafusion_class(e: &DataFusionError) -> ErrorClass {
+    match e.find_root() {
+        DataFusionError::External(inner) => match inner.downcast_ref::<StorageError>() {
+            Some(s) => s.class(),
+            None => ErrorClass::Internal,
+        },
+        DataFusionError::ResourcesExhausted(_) => ErrorClass::TooLarge,
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_)
+        | DataFusionError::Execution(_)
+        | DataFusionError::ArrowError(..) => ErrorClass::BadInput,
+        _ => ErrorClass::Internal,
+    }
+}
+
+/// A query's answer: its schema (also when there are no rows) and its rows.
+#[derive(Debug)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// The stores the tables read, and one memory pool for all queries. Cheap to clone.
+#[derive(Clone)]
+pub struct SqlEngine {
+    metrics: Arc<dyn Querier>,
+    logs: Arc<dyn LogReader>,
+    spans: Arc<dyn TraceReader>,
+    opts: SqlOptions,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl SqlEngine {
+    pub fn new(
+        metrics: Arc<dyn Querier>,
+        logs: Arc<dyn LogReader>,
+        spans: Arc<dyn TraceReader>,
+        opts: SqlOptions,
+    ) -> Result<SqlEngine, SqlError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(opts.max_memory_bytes, 1.0)
+            .build_arc()?;
+        Ok(SqlEngine {
+            metrics,
+            logs,
+            spans,
+            opts,
+            runtime,
+        })
+    }
+
+    /// A session with the three tables, reading the stores as they are when scanned.
+    pub fn context(&self) -> Result<SessionContext, SqlError> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("novamon", "public");
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(self.runtime.clone())
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_table(
+            "metrics",
+            Arc::new(metrics::MetricsTable::new(
+                self.metrics.clone(),
+                self.opts.max_samples,
+            )),
+        )?;
+        ctx.register_table(
+            "logs",
+            Arc::new(logs::LogsTable::new(
+                self.logs.clone(),
+                self.opts.max_log_records,
+            )),
+        )?;
+        ctx.register_table(
+            "spans",
+            Arc::new(spans::SpansTable::new(
+                self.spans.clone(),
+                self.opts.max_spans,
+            )),
+        )?;
+        Ok(ctx)
+    }
+
+    /// Runs one read-only statement (queries, `EXPLAIN`, `SHOW`): creating, changing or
+    /// setting anything is refused, so SQL cannot reach files or change the session.
+    pub async fn query(&self, sql: &str) -> Result<QueryResult, SqlError> {
+        let ctx = self.context()?;
+        let read_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = ctx.sql_with_options(sql, read_only).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let mut stream = frame.execute_stream().await?;
+        let mut batches = Vec::new();
+        let mut rows = 0;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            rows += batch.num_rows();
+            if rows > self.opts.max_rows {
+                return Err(SqlError::TooManyRows {
+                    limit: self.opts.max_rows,
+                });
+            }
+            batches.push(batch);
+        }
+        Ok(QueryResult { schema, batches })
+    }
+}
+
+#[cfg(test)]
+mod tests;

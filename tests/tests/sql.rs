@@ -1,0 +1,343 @@
+//! `POST /api/v1/sql` on the real binary: samples remote-written, logs pushed and spans sent
+//! over OTLP/HTTP are answered by SQL as PromQL, LogQL and the Jaeger API answer the
+//! equivalent questions; the answer's formats (JSON rows, CSV, Arrow IPC) and errors.
+
+use std::collections::BTreeMap;
+
+use e2e::series::{v1_request, v1_series, V1};
+use e2e::{an_hour_ago_ms, enc, Json, Novamon};
+use serde_json::json;
+
+/// Samples of `sql_total`: three instances, 40 samples 15 s apart from `t0`.
+const SAMPLES: i64 = 40;
+const STEP_MS: i64 = 15_000;
+
+fn sql(n: &Novamon, query: &str, accept: &str) -> (u16, String, Vec<(String, String)>) {
+    n.post_raw(
+        "/api/v1/sql",
+        "application/json",
+        &[("Accept", accept)],
+        serde_json::to_vec(&json!({ "query": query })).unwrap(),
+    )
+}
+
+/// A query's rows as `first column → second column`, numbers as f64.
+fn sql_pairs(n: &Novamon, query: &str) -> BTreeMap<String, f64> {
+    let (status, body, _) = sql(n, query, "application/json");
+    assert_eq!(status, 200, "{query}: {body}");
+    let body: Json = serde_json::from_str(&body).unwrap();
+    body["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{query}: {body}"))
+        .iter()
+        .map(|r| {
+            let key = match &r[0] {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (key, r[1].as_f64().unwrap_or_else(|| panic!("{query}: {r}")))
+        })
+        .collect()
+}
+
+/// A vector answer of the Prometheus or Loki API as `label value → value` (`""` for the one
+/// series of an aggregation without grouping).
+fn vector(body: &Json, label: &str) -> BTreeMap<String, f64> {
+    body["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|s| {
+            (
+                s["metric"][label].as_str().unwrap_or_default().to_owned(),
+                s["value"][1].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn assert_same(what: &str, sql: &BTreeMap<String, f64>, other: &BTreeMap<String, f64>) {
+    assert_eq!(
+        sql.keys().collect::<Vec<_>>(),
+        other.keys().collect::<Vec<_>>(),
+        "{what}: SQL {sql:?} vs {other:?}"
+    );
+    for (k, v) in sql {
+        let o = other[k];
+        assert!(
+            (v - o).abs() <= 1e-9 * o.abs().max(1.0),
+            "{what} [{k}]: SQL {v} vs {o}"
+        );
+    }
+    assert!(!sql.is_empty(), "{what}: no rows");
+}
+
+#[test]
+fn sql_answers_as_promql_and_logql_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Novamon::start(&dir.path().join("data"), &[]);
+    let t0 = an_hour_ago_ms();
+    let series = (0..3)
+        .map(|i| {
+            let samples: Vec<(i64, f64)> = (0..SAMPLES)
+                .map(|k| (t0 + k * STEP_MS, (k * (i + 1)) as f64 + 0.5))
+                .collect();
+            v1_series(
+                &[
+                    ("__name__", "sql_total"),
+                    ("instance", &format!("i{i}")),
+                    ("job", "sqltest"),
+                ],
+                &samples,
+            )
+        })
+        .collect();
+    assert_eq!(n.remote_write(&v1_request(series), V1).0, 204);
+
+    // Metrics: every sample lies in (end - window, end].
+    let end_ms = t0 + (SAMPLES - 1) * STEP_MS;
+    let window_s = (SAMPLES - 1) * STEP_MS / 1000 + 1;
+    let range = format!(
+        "metric = 'sql_total' AND ts > to_timestamp_millis({}) AND ts <= to_timestamp_millis({end_ms})",
+        end_ms - window_s * 1000
+    );
+    let promql = |q: &str, label: &str| {
+        vector(
+            &n.get_ok(&format!(
+                "/api/v1/query?query={}&time={}",
+                enc(q),
+                end_ms as f64 / 1000.0
+            )),
+            label,
+        )
+    };
+    let pairs = [
+        (
+            format!("SELECT 'all', count(*) FROM metrics WHERE {range}"),
+            format!("sum(count_over_time(sql_total[{window_s}s]))"),
+            "",
+        ),
+        (
+            format!("SELECT 'all', sum(value) FROM metrics WHERE {range}"),
+            format!("sum(sum_over_time(sql_total[{window_s}s]))"),
+            "",
+        ),
+        (
+            format!("SELECT instance, avg(value) FROM metrics WHERE {range} GROUP BY instance"),
+            format!("avg_over_time(sql_total[{window_s}s])"),
+            "instance",
+        ),
+        (
+            format!("SELECT instance, max(value) FROM metrics WHERE {range} GROUP BY instance"),
+            format!("max_over_time(sql_total[{window_s}s])"),
+            "instance",
+        ),
+        (
+            format!(
+                "SELECT job, count(*) FROM metrics WHERE {range} AND job = 'sqltest' GROUP BY job"
+            ),
+            format!("sum by (job) (count_over_time(sql_total{{job=\"sqltest\"}}[{window_s}s]))"),
+            "job",
+        ),
+    ];
+    for (sql_q, prom_q, label) in &pairs {
+        let mut other = promql(prom_q, label);
+        if label.is_empty() {
+            other = other.into_values().map(|v| ("all".to_owned(), v)).collect();
+        }
+        assert_same(prom_q, &sql_pairs(&n, sql_q), &other);
+    }
+
+    // Logs: lines at three levels, a second apart, in the hour before now.
+    let base_ns = (t0 + 60_000) * 1_000_000;
+    let lines = [
+        "level=error msg=\"boom\" disk=full",
+        "level=info msg=started",
+        "level=info msg=listening",
+        "level=warn msg=slow",
+        "level=error msg=\"boom again\"",
+        "level=info msg=ok",
+    ];
+    let values: Vec<Json> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| json!([(base_ns + i as i64 * 1_000_000_000).to_string(), l]))
+        .collect();
+    n.loki_push(&json!({"streams": [{"stream": {"app": "sqlshop"}, "values": values}]}));
+    n.wait_for_log_lines("{app=\"sqlshop\"}", base_ns, None, lines.len());
+    let end_ns = base_ns + 600_000_000_000;
+    let logs_range = format!(
+        "labels['app'] = 'sqlshop' AND ts > to_timestamp_nanos({}) AND ts <= to_timestamp_nanos({end_ns})",
+        end_ns - 3_600_000_000_000
+    );
+    let logql = |q: &str, label: &str| {
+        vector(
+            &n.get_ok(&format!(
+                "/loki/api/v1/query?query={}&time={end_ns}",
+                enc(q)
+            )),
+            label,
+        )
+    };
+    let log_pairs = [
+        (
+            format!("SELECT 'all', count(*) FROM logs WHERE {logs_range}"),
+            "sum(count_over_time({app=\"sqlshop\"}[1h]))",
+            "",
+        ),
+        (
+            format!("SELECT level, count(*) FROM logs WHERE {logs_range} GROUP BY level"),
+            "sum by (detected_level) (count_over_time({app=\"sqlshop\"}[1h]))",
+            "detected_level",
+        ),
+        (
+            format!("SELECT 'all', count(*) FROM logs WHERE {logs_range} AND line LIKE '%boom%'"),
+            "sum(count_over_time({app=\"sqlshop\"} |= \"boom\" [1h]))",
+            "",
+        ),
+        (
+            format!("SELECT 'all', sum(octet_length(line)) FROM logs WHERE {logs_range}"),
+            "sum(bytes_over_time({app=\"sqlshop\"}[1h]))",
+            "",
+        ),
+    ];
+    for (sql_q, logql_q, label) in &log_pairs {
+        let mut other = logql(logql_q, label);
+        if label.is_empty() {
+            other = other.into_values().map(|v| ("all".to_owned(), v)).collect();
+        }
+        assert_same(logql_q, &sql_pairs(&n, sql_q), &other);
+    }
+
+    // Spans: a trace of three spans sent over OTLP/HTTP, counted by name as Jaeger shows it.
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let start_ns = base_ns as u64;
+    let span = |id: &str, parent: &str, name: &str, offset_ms: u64| {
+        json!({
+            "traceId": trace_id, "spanId": id, "parentSpanId": parent, "name": name, "kind": 2,
+            "startTimeUnixNano": (start_ns + offset_ms * 1_000_000).to_string(),
+            "endTimeUnixNano": (start_ns + offset_ms * 1_000_000 + 5_000_000).to_string(),
+        })
+    };
+    let body = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "sqlcheckout"}}]},
+        "scopeSpans": [{"spans": [
+            span("00f067aa0ba902b7", "", "GET /cart", 0),
+            span("00f067aa0ba902b8", "00f067aa0ba902b7", "SELECT cart", 1),
+            span("00f067aa0ba902b9", "00f067aa0ba902b7", "SELECT cart", 2),
+        ]}],
+    }]});
+    let (st, text, _) = n.post_raw(
+        "/v1/traces",
+        "application/json",
+        &[],
+        serde_json::to_vec(&body).unwrap(),
+    );
+    assert_eq!(st, 200, "{text}");
+    let trace = n.get_ok(&format!("/jaeger/api/traces/{trace_id}"));
+    let mut jaeger: BTreeMap<String, f64> = BTreeMap::new();
+    for s in trace["data"][0]["spans"].as_array().unwrap() {
+        *jaeger
+            .entry(s["operationName"].as_str().unwrap().to_owned())
+            .or_default() += 1.0;
+    }
+    assert_same(
+        "spans by name",
+        &sql_pairs(
+            &n,
+            &format!(
+                "SELECT name, count(*) FROM spans WHERE service = 'sqlcheckout' \
+                 AND trace_id = '{trace_id}' AND start >= to_timestamp_nanos({start_ns}) GROUP BY name"
+            ),
+        ),
+        &jaeger,
+    );
+}
+
+#[test]
+fn answers_come_as_json_csv_or_arrow_and_errors_as_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Novamon::start(&dir.path().join("data"), &[]);
+    let t0 = an_hour_ago_ms();
+    let series = vec![v1_series(
+        &[
+            ("__name__", "fmt_total"),
+            ("instance", "a,b"),
+            ("job", "fmt"),
+        ],
+        &[(t0, 1.5), (t0 + 1000, f64::NAN)],
+    )];
+    assert_eq!(n.remote_write(&v1_request(series), V1).0, 204);
+    let q =
+        "SELECT ts, value, instance, labels FROM metrics WHERE metric = 'fmt_total' ORDER BY ts";
+
+    let (status, body, headers) = sql(&n, q, "application/json");
+    assert_eq!(status, 200, "{body}");
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v.starts_with("application/json")));
+    let body: Json = serde_json::from_str(&body).unwrap();
+    let columns: Vec<(&str, &str)> = body["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        columns.iter().map(|c| c.0).collect::<Vec<_>>(),
+        ["ts", "value", "instance", "labels"]
+    );
+    assert_eq!((columns[1].1, columns[2].1), ("Float64", "Utf8"));
+    assert!(columns[0].1.starts_with("Timestamp("), "{columns:?}");
+    let t0_text = chrono::DateTime::from_timestamp_millis(t0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    assert_eq!(
+        body["rows"][0],
+        json!([t0_text, 1.5, "a,b", {"instance": "a,b", "job": "fmt"}])
+    );
+    assert_eq!(body["rows"][1][1], "NaN");
+
+    let (status, csv, headers) = sql(&n, q, "text/csv");
+    assert_eq!(status, 200, "{csv}");
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v.starts_with("text/csv")));
+    let csv_lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(csv_lines[0], "ts,value,instance,labels");
+    assert!(
+        csv_lines[1].starts_with(&format!("{t0_text},1.5,\"a,b\",")),
+        "{csv}"
+    );
+    assert_eq!(csv_lines.len(), 3, "{csv}");
+
+    // The Arrow IPC stream: a schema message then the batches, each after the 0xFFFFFFFF
+    // continuation marker, ending with the end-of-stream marker.
+    let mut resp = n
+        .agent
+        .post(format!("{}/api/v1/sql", n.url))
+        .header("Accept", "application/vnd.apache.arrow.stream")
+        .send_json(json!({ "query": q }))
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let ipc = resp.body_mut().read_to_vec().unwrap();
+    assert_eq!(&ipc[..4], &[0xff; 4]);
+    assert_eq!(&ipc[ipc.len() - 8..], &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+
+    for (bad, contains) in [
+        ("SELEC 1", "Line: 1, Column: 1"),
+        ("SELECT nope FROM metrics", "nope"),
+        ("CREATE TABLE t AS SELECT 1", "DDL"),
+    ] {
+        let (status, body, _) = sql(&n, bad, "application/json");
+        assert_eq!(status, 400, "{bad}: {body}");
+        let body: Json = serde_json::from_str(&body).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains(contains),
+            "{bad}: {body}"
+        );
+    }
+    let (status, body, _) = n.post_raw("/api/v1/sql", "application/json", &[], b"{}".to_vec());
+    assert_eq!(status, 400, "{body}");
+}
