@@ -19,8 +19,11 @@ use hashbrown::hash_table::{Entry, HashTable};
 /// last, partly used page costs little.
 const PAGE: usize = 1024;
 
+/// `PAGE` slots, each empty or holding an id and its record.
+type Page<T> = Box<[Option<(u64, T)>]>;
+
 pub(crate) struct IdSlab<T> {
-    pages: Vec<Box<[Option<(u64, T)>]>>,
+    pages: Vec<Page<T>>,
     /// Slots below `pages.len() * PAGE` that hold nothing, reused first.
     free: Vec<u32>,
     /// Slot numbers, hashed by the id their slot holds.
@@ -40,14 +43,14 @@ impl<T> Default for IdSlab<T> {
 }
 
 /// `(id, record)` at a slot that is known to be occupied.
-fn occupied<T>(pages: &[Box<[Option<(u64, T)>]>], slot: u32) -> &(u64, T) {
+fn occupied<T>(pages: &[Page<T>], slot: u32) -> &(u64, T) {
     let slot = slot as usize;
     pages[slot / PAGE][slot % PAGE]
         .as_ref()
         .expect("the id table lists occupied slots only")
 }
 
-fn occupied_mut<T>(pages: &mut [Box<[Option<(u64, T)>]>], slot: u32) -> &mut (u64, T) {
+fn occupied_mut<T>(pages: &mut [Page<T>], slot: u32) -> &mut (u64, T) {
     let slot = slot as usize;
     pages[slot / PAGE][slot % PAGE]
         .as_mut()
