@@ -20,15 +20,15 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, Like, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use storage::logs::{Buckets, Direction, LogQuery, LogReader};
 use storage::{Labels, StorageError};
 
 use crate::scan::{
-    append_map, batch, map_builder, map_type, store_error, timestamp_type, Out, StoreExec,
-    StoreScan, TimeRange, BATCH_ROWS,
+    append_map, batch, map_builder, map_type, projected, store_error, timestamp_type, BatchRows,
+    Batches, Out, StoreExec, StoreScan, TimeRange,
 };
 
 const LEVEL_KEYS: [&str; 2] = ["detected_level", "level"];
@@ -126,10 +126,7 @@ impl TableProvider for LogsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = match projection {
-            Some(p) => Arc::new(SCHEMA.project(p)?),
-            None => SCHEMA.clone(),
-        };
+        let schema = projected(&SCHEMA, projection)?;
         let reads_lines = schema
             .fields()
             .iter()
@@ -191,8 +188,7 @@ impl StoreScan for LogsScan {
             end_ns: self.range.hi.saturating_add(1),
             contains: self.contains.clone(),
         };
-        let mut rows = Rows::new(&self.schema);
-        let mut failed: Option<DataFusionError> = None;
+        let mut batches = Batches::new(Rows::new(&self.schema), out);
         if self.counts {
             // One bucket holding the whole range: a count per stream and metadata.
             let width = self
@@ -209,21 +205,9 @@ impl StoreScan for LogsScan {
                     &mut |labels, metadata, hits| {
                         let records: u64 = hits.iter().map(|h| h.records).sum();
                         for _ in 0..records {
-                            if let Err(e) = rows.push(0, labels, "", metadata) {
-                                failed = Some(e);
-                                return ControlFlow::Break(());
-                            }
-                            if rows.len == BATCH_ROWS {
-                                let sent = match rows.finish() {
-                                    Ok(b) => out.send(b),
-                                    Err(e) => {
-                                        failed = Some(e);
-                                        ControlFlow::Break(())
-                                    }
-                                };
-                                if sent.is_break() {
-                                    return sent;
-                                }
+                            let sent = batches.push(|rows| rows.push(0, labels, "", metadata));
+                            if sent.is_break() {
+                                return sent;
                             }
                         }
                         ControlFlow::Continue(())
@@ -236,39 +220,18 @@ impl StoreScan for LogsScan {
                 .scan(&q, Direction::Forward, &mut |r| {
                     read += 1;
                     if read > self.max_records {
-                        failed = Some(store_error(StorageError::TooManyRecords {
+                        return batches.fail(store_error(StorageError::TooManyRecords {
                             limit: self.max_records,
                         }));
-                        return ControlFlow::Break(());
                     }
                     if !self.range.contains(r.ts_ns) {
                         return ControlFlow::Continue(());
                     }
-                    if let Err(e) = rows.push(r.ts_ns, &r.labels, &r.line, &r.metadata) {
-                        failed = Some(e);
-                        return ControlFlow::Break(());
-                    }
-                    if rows.len < BATCH_ROWS {
-                        return ControlFlow::Continue(());
-                    }
-                    match rows.finish() {
-                        Ok(b) => out.send(b),
-                        Err(e) => {
-                            failed = Some(e);
-                            ControlFlow::Break(())
-                        }
-                    }
+                    batches.push(|rows| rows.push(r.ts_ns, &r.labels, &r.line, &r.metadata))
                 })
                 .map_err(store_error)?;
         }
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        // After a LIMIT is met or the query is gone, this sends nothing.
-        if rows.len > 0 {
-            let _ = out.send(rows.finish()?);
-        }
-        Ok(())
+        batches.finish()
     }
 }
 
@@ -348,6 +311,12 @@ impl Rows {
         }
         self.len += 1;
         Ok(())
+    }
+}
+
+impl BatchRows for Rows {
+    fn len(&self) -> usize {
+        self.len
     }
 
     fn finish(&mut self) -> Result<RecordBatch> {

@@ -26,8 +26,8 @@ use storage::{
 };
 
 use crate::scan::{
-    append_map, batch, equality, map_builder, map_type, store_error, timestamp_type, Out,
-    StoreExec, StoreScan, TimeRange, BATCH_ROWS,
+    append_map, batch, equality, map_builder, map_type, projected, store_error, timestamp_type,
+    BatchRows, Batches, Out, StoreExec, StoreScan, TimeRange, BATCH_ROWS,
 };
 
 const MS: i64 = 1_000_000;
@@ -117,10 +117,7 @@ impl TableProvider for MetricsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = match projection {
-            Some(p) => Arc::new(SCHEMA.project(p)?),
-            None => SCHEMA.clone(),
-        };
+        let schema = projected(&SCHEMA, projection)?;
         let mut matchers: Vec<Matcher> = filters.iter().filter_map(matcher).collect();
         if !matchers.iter().any(|m| m.name == METRIC_NAME) {
             // Every series has a name: the select of all series.
@@ -188,29 +185,26 @@ impl StoreScan for MetricsScan {
             .store
             .select(&self.matchers, &hints)
             .map_err(store_error)?;
-        let mut rows = Rows::new(&self.schema);
-        for series in set {
+        let mut batches = Batches::new(Rows::new(&self.schema), out);
+        'series: for series in set {
             let series = series.map_err(store_error)?;
             let labels = series.labels.clone();
             for point in series.points() {
-                match point.map_err(store_error)? {
+                let sent = match point.map_err(store_error)? {
                     Point::Float(s) if !is_stale_nan(s.v) && self.range.contains(s.t) => {
-                        rows.push(&labels, Row::Float(s))?;
+                        batches.push(|rows| rows.push(&labels, Row::Float(s)))
                     }
                     Point::Histogram(h) if !h.h.is_stale() && self.range.contains(h.t) => {
-                        rows.push(&labels, Row::Histogram(&h))?;
+                        batches.push(|rows| rows.push(&labels, Row::Histogram(&h)))
                     }
                     _ => continue,
-                }
-                if rows.len == BATCH_ROWS && out.send(rows.finish()?).is_break() {
-                    return Ok(());
+                };
+                if sent.is_break() {
+                    break 'series;
                 }
             }
         }
-        if rows.len > 0 {
-            let _ = out.send(rows.finish()?);
-        }
-        Ok(())
+        batches.finish()
     }
 }
 
@@ -292,6 +286,12 @@ impl Rows {
         }
         self.len += 1;
         Ok(())
+    }
+}
+
+impl BatchRows for Rows {
+    fn len(&self) -> usize {
+        self.len
     }
 
     fn finish(&mut self) -> Result<datafusion::arrow::record_batch::RecordBatch> {

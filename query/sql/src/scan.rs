@@ -70,6 +70,72 @@ impl Out {
     }
 }
 
+/// A table's rows being built into the next batch.
+pub(crate) trait BatchRows {
+    /// Rows pushed since the last batch.
+    fn len(&self) -> usize;
+    /// The rows pushed so far as a batch, starting the next one empty.
+    fn finish(&mut self) -> Result<RecordBatch>;
+}
+
+/// The batching every store read does: cuts its rows into batches of [`BATCH_ROWS`] sent to
+/// [`Out`], and keeps the first error, since the stores' callbacks can only say stop.
+pub(crate) struct Batches<'o, R> {
+    rows: R,
+    out: &'o mut Out,
+    failed: Option<DataFusionError>,
+}
+
+impl<'o, R: BatchRows> Batches<'o, R> {
+    pub(crate) fn new(rows: R, out: &'o mut Out) -> Self {
+        Batches {
+            rows,
+            out,
+            failed: None,
+        }
+    }
+
+    /// Pushes a row with `push`, sending the batch it fills; `Break` when the read must stop.
+    pub(crate) fn push(&mut self, push: impl FnOnce(&mut R) -> Result<()>) -> ControlFlow<()> {
+        if let Err(e) = push(&mut self.rows) {
+            return self.fail(e);
+        }
+        if self.rows.len() < BATCH_ROWS {
+            return ControlFlow::Continue(());
+        }
+        match self.rows.finish() {
+            Ok(b) => self.out.send(b),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Stops the read with `e`, which [`Batches::finish`] returns.
+    pub(crate) fn fail(&mut self, e: DataFusionError) -> ControlFlow<()> {
+        self.failed = Some(e);
+        ControlFlow::Break(())
+    }
+
+    /// Ends the read: its error, else the last partial batch sent.
+    pub(crate) fn finish(mut self) -> Result<()> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        // After a LIMIT is met or the query is gone, this sends nothing.
+        if self.rows.len() > 0 {
+            let _ = self.out.send(self.rows.finish()?);
+        }
+        Ok(())
+    }
+}
+
+/// The table's schema cut to the columns the query reads.
+pub(crate) fn projected(schema: &SchemaRef, projection: Option<&Vec<usize>>) -> Result<SchemaRef> {
+    Ok(match projection {
+        Some(p) => Arc::new(schema.project(p)?),
+        None => schema.clone(),
+    })
+}
+
 /// A store's error as DataFusion carries it (classified again at the engine's boundary).
 pub(crate) fn store_error(e: StorageError) -> DataFusionError {
     DataFusionError::External(Box::new(e))

@@ -19,7 +19,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use storage::traces::{value_text, Seek, StoredSpan, TraceReader};
@@ -27,8 +27,8 @@ use storage::StorageError;
 use tracequery::hex;
 
 use crate::scan::{
-    batch, map_builder, map_type, store_error, timestamp_type, Out, StoreExec, StoreScan,
-    TimeRange, BATCH_ROWS,
+    batch, map_builder, map_type, projected, store_error, timestamp_type, BatchRows, Batches, Out,
+    StoreExec, StoreScan, TimeRange,
 };
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -98,10 +98,7 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = match projection {
-            Some(p) => Arc::new(SCHEMA.project(p)?),
-            None => SCHEMA.clone(),
-        };
+        let schema = projected(&SCHEMA, projection)?;
         let scan = SpansScan {
             store: self.store.clone(),
             schema: schema.clone(),
@@ -143,8 +140,7 @@ impl StoreScan for SpansScan {
             u64::try_from(self.range.lo).unwrap_or(0),
             u64::try_from(self.range.hi).unwrap_or(0),
         );
-        let mut rows = Rows::new(&self.schema);
-        let mut failed: Option<DataFusionError> = None;
+        let mut batches = Batches::new(Rows::new(&self.schema), out);
         let mut read = 0usize;
         self.store
             .scan(&Seek::Time, lo, hi, &mut |candidate| {
@@ -158,27 +154,13 @@ impl StoreScan for SpansScan {
                 let Some(span) = candidate.load()? else {
                     return Ok(ControlFlow::Continue(()));
                 };
-                rows.push(&candidate.trace_id, &candidate.span_id, &span);
-                if rows.len < BATCH_ROWS {
-                    return Ok(ControlFlow::Continue(()));
-                }
-                Ok(match rows.finish() {
-                    Ok(b) => out.send(b),
-                    Err(e) => {
-                        failed = Some(e);
-                        ControlFlow::Break(())
-                    }
-                })
+                Ok(batches.push(|rows| {
+                    rows.push(&candidate.trace_id, &candidate.span_id, &span);
+                    Ok(())
+                }))
             })
             .map_err(store_error)?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        // After a LIMIT is met or the query is gone, this sends nothing.
-        if rows.len > 0 {
-            let _ = out.send(rows.finish()?);
-        }
-        Ok(())
+        batches.finish()
     }
 }
 
@@ -267,6 +249,12 @@ impl Rows {
             }
         }
         self.len += 1;
+    }
+}
+
+impl BatchRows for Rows {
+    fn len(&self) -> usize {
+        self.len
     }
 
     fn finish(&mut self) -> Result<RecordBatch> {
