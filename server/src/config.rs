@@ -1,8 +1,8 @@
 //! The configuration file: Prometheus's `prometheus.yml` shape where the concept exists
 //! (`global`, `rule_files`, `alerting`, `remote_write`, `scrape_configs`) plus novamon's own
 //! sections (`storage`, `listeners`, `otlp`, `query`, `limits`, `traces`, `logs`,
-//! `alertmanager`, `forward`). Owns parsing, defaults and validation; knows nothing about how the settings
-//! are used. Every budget and size limit is in `limits` ([`Limits`]).
+//! `alertmanager`, `forward`). Owns parsing, defaults and validation; knows nothing about how
+//! the settings are used. Every budget and size limit is in `limits` ([`Limits`]).
 //!
 //! Unknown keys are errors everywhere we model a section. Service discoveries in
 //! `scrape_configs` other than `static_configs` and `file_sd_configs` are accepted, so an
