@@ -130,6 +130,11 @@ pub struct Listeners {
     /// of the HTTP, OTLP/HTTP and OTLP/gRPC listeners. `--web.config.file` overrides it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub web_config: Option<PathBuf>,
+    /// The Postgres wire protocol (SQL over metrics, logs and spans), e.g. `0.0.0.0:5432`.
+    /// Off unless set: the box may already run Postgres on 5432, and without TLS a password
+    /// would cross the network in clear.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<SocketAddr>,
 }
 
 impl Default for Listeners {
@@ -137,6 +142,7 @@ impl Default for Listeners {
         Listeners {
             http: SocketAddr::from(([0, 0, 0, 0], 9090)),
             web_config: None,
+            postgres: None,
         }
     }
 }
@@ -1362,6 +1368,16 @@ remote_write:
         assert!(
             err.starts_with("logs.forward.tls: reading /nonexistent/c.pem"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn listeners_postgres_is_off_unless_set() {
+        assert_eq!(Config::load(None).unwrap().listeners.postgres, None);
+        let c = Config::parse("listeners:\n  postgres: 127.0.0.1:5433\n", "t").unwrap();
+        assert_eq!(
+            c.listeners.postgres,
+            Some("127.0.0.1:5433".parse().unwrap())
         );
     }
 

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 mod cross_site;
 mod heap;
+mod postgres;
 mod push;
 mod rules;
 mod scrape;

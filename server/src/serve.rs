@@ -190,6 +190,11 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         ingest::push::PushState::new(pushed.clone(), config.limits.push_max_bytes as usize);
     ingest::push::expose(&push_state, tsdb.clone(), config.global.scrape_interval.0);
 
+    let sql = api::sql::SqlState::new(
+        sql_engine(&config, tsdb.clone(), logs.clone(), traces.clone())?,
+        query_gate.clone(),
+        config.query.timeout.0,
+    );
     let app = Router::new()
         .merge(ingest::routes(ingest_state))
         .merge(ingest::push::routes(push_state))
@@ -228,11 +233,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             config.trace_limits(),
             query_gate.clone(),
         ))
-        .merge(api::sql::routes(api::sql::SqlState::new(
-            sql_engine(&config, tsdb.clone(), logs.clone(), traces.clone())?,
-            query_gate,
-            config.query.timeout.0,
-        )))
+        .merge(api::sql::routes(sql.clone()))
         .route(
             "/-/healthy",
             get(|| async { "Prometheus Server is Healthy.\n" }).head(|| async {}),
@@ -258,6 +259,10 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {forward_addr}"))?;
     tracing::info!(addr = %forward.local_addr()?, "forward protocol listening");
+    let postgres = match config.listeners.postgres {
+        Some(addr) => Some(crate::postgres::start(addr, sql, &web).await?),
+        None => None,
+    };
     let forward = tokio::spawn(ingest::logs::forward::serve(
         forward,
         log_sink,
@@ -278,6 +283,9 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         flusher.stop().await;
     }
     forward.abort();
+    if let Some(postgres) = postgres {
+        postgres.abort();
+    }
     rules.manager.stop().await;
     scraping.manager.stop().await;
     // Unsent data stays in the outbox for the next start.

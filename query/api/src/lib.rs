@@ -8,6 +8,8 @@
 //! - [`jaeger`], [`tempo`]: the Jaeger query service and the Tempo API over trace queries.
 //! - [`alertmanager_v2`]: Alertmanager's `/api/v2/…` over the built-in Alertmanager.
 //! - [`sql`]: `POST /api/v1/sql` over the SQL engine (JSON rows, CSV or Arrow IPC).
+//! - [`postgres`]: the Postgres wire protocol over the same SQL engine (not HTTP: the server
+//!   hands it the connections of its `listeners.postgres`).
 //! - `admission`: the query gate PromQL and LogQL queries and trace searches wait in
 //!   ([`QueryGate`]).
 //! - `form`, `handler`, `trace_http`, `status`: what several APIs share (Go's `Request.Form`,
@@ -22,6 +24,7 @@ mod form;
 mod handler;
 pub mod jaeger;
 pub mod loki;
+pub mod postgres;
 pub mod prometheus;
 pub mod pushgateway;
 pub mod sql;

@@ -10,7 +10,8 @@
 //!
 //! Errors are `{"error": "…"}` with the status of their class (DataFusion's parse and plan
 //! errors, with their position, are 400). Queries wait for a slot of the [`QueryGate`] and run
-//! no longer than the query timeout. Owns the wire shapes only; planning is `sql`'s.
+//! no longer than the query timeout ([`SqlState::run`], which the Postgres wire protocol's
+//! `postgres` module shares). Owns the wire shapes only; planning is `sql`'s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,8 @@ use ::sql::arrow::array::{Array, AsArray};
 use ::sql::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use ::sql::arrow::ipc::writer::StreamWriter;
 use ::sql::arrow::util::display::{ArrayFormatter, FormatOptions};
-use ::sql::{QueryResult, SqlEngine, SqlError};
+use ::sql::datafusion_common::ScalarValue;
+use ::sql::{Described, QueryResult, SqlEngine, SqlError};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -29,7 +31,7 @@ use axum::Router;
 use serde_json::{json, Map, Value as J};
 use storage::{Classify, ErrorClass};
 
-use crate::admission::QueryGate;
+use crate::admission::{QueryGate, QueueTimeout};
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
@@ -51,6 +53,46 @@ impl SqlState {
     }
 }
 
+/// Why a statement did not answer, whichever interface sent it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunError {
+    #[error("{0}")]
+    Queue(QueueTimeout),
+    #[error("query timed out after {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+}
+
+impl SqlState {
+    /// Runs one statement with `params` bound to `$1`, `$2`, …: after a slot of the query
+    /// gate, within the query timeout.
+    pub(crate) async fn run(
+        &self,
+        query: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult, RunError> {
+        let _admitted = self.gate.admit(None).await.map_err(RunError::Queue)?;
+        tokio::time::timeout(self.timeout, self.engine.query_with(query, params))
+            .await
+            .map_err(|_| RunError::Timeout(self.timeout))?
+            .map_err(RunError::Sql)
+    }
+
+    /// Plans one statement, with `params` bound when given, without running it (no store is
+    /// read, so no slot is taken), within the query timeout.
+    pub(crate) async fn describe(
+        &self,
+        query: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Described, RunError> {
+        tokio::time::timeout(self.timeout, self.engine.describe(query, params))
+            .await
+            .map_err(|_| RunError::Timeout(self.timeout))?
+            .map_err(RunError::Sql)
+    }
+}
+
 pub fn routes(state: SqlState) -> Router {
     Router::new()
         .route("/api/v1/sql", post(query))
@@ -63,9 +105,13 @@ struct Request {
 }
 
 /// An error answer: the class's status and the message.
-struct SqlFailure(StatusCode, String);
+pub(crate) struct SqlFailure(StatusCode, String);
 
 impl SqlFailure {
+    pub(crate) fn message(&self) -> &str {
+        &self.1
+    }
+
     fn of(class: ErrorClass, msg: impl Into<String>) -> SqlFailure {
         SqlFailure(crate::status::http_status(class), msg.into())
     }
@@ -74,6 +120,17 @@ impl SqlFailure {
 impl From<SqlError> for SqlFailure {
     fn from(e: SqlError) -> SqlFailure {
         SqlFailure::of(e.class(), e.to_string())
+    }
+}
+
+impl From<RunError> for SqlFailure {
+    fn from(e: RunError) -> SqlFailure {
+        match e {
+            RunError::Sql(e) => e.into(),
+            e @ (RunError::Queue(_) | RunError::Timeout(_)) => {
+                SqlFailure::of(ErrorClass::Timeout, e.to_string())
+            }
+        }
     }
 }
 
@@ -97,19 +154,7 @@ async fn run(s: &SqlState, headers: &HeaderMap, body: &[u8]) -> Result<Response,
             format!("the body must be {{\"query\": \"…\"}}: {e}"),
         )
     })?;
-    let _admitted = s
-        .gate
-        .admit(None)
-        .await
-        .map_err(|e| SqlFailure::of(ErrorClass::Timeout, e.to_string()))?;
-    let result = tokio::time::timeout(s.timeout, s.engine.query(&req.query))
-        .await
-        .map_err(|_| {
-            SqlFailure::of(
-                ErrorClass::Timeout,
-                format!("query timed out after {:?}", s.timeout),
-            )
-        })??;
+    let result = s.run(&req.query, Vec::new()).await?;
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -206,8 +251,8 @@ fn rows_json(r: &QueryResult) -> Result<J, SqlFailure> {
     Ok(json!({ "columns": columns, "rows": rows }))
 }
 
-/// One value as JSON (see the module doc).
-fn cell(a: &dyn Array, i: usize) -> Result<J, SqlFailure> {
+/// One value as JSON (see the module doc; the Postgres wire protocol's `json` columns too).
+pub(crate) fn cell(a: &dyn Array, i: usize) -> Result<J, SqlFailure> {
     if a.is_null(i) {
         return Ok(J::Null);
     }

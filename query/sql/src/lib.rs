@@ -3,7 +3,9 @@
 //!
 //! - [`SqlEngine`]: the session factory (the three tables registered, DataFusion's memory
 //!   pool bounded, DDL, DML and `SET` refused) and [`SqlEngine::query`], which runs one
-//!   statement and collects at most `max_rows` rows.
+//!   statement and collects at most `max_rows` rows; [`SqlEngine::describe`] plans a statement
+//!   without running it and [`SqlEngine::query_with`] runs one with `$1`-style parameters
+//!   bound (what a wire protocol's prepared statements need).
 //! - `metrics`: the `metrics` table over [`storage::Querier`] (one row per float sample or
 //!   native histogram sample).
 //! - `logs`: the `logs` table over [`storage::logs::LogReader`] (one row per record).
@@ -23,11 +25,13 @@ mod spans;
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use storage::logs::LogReader;
@@ -35,6 +39,7 @@ use storage::traces::TraceReader;
 use storage::{Classify, ErrorClass, Querier, StorageError};
 
 pub use datafusion::arrow;
+pub use datafusion::common as datafusion_common;
 
 /// What one query may use.
 #[derive(Clone, Debug)]
@@ -69,6 +74,12 @@ pub enum SqlError {
     /// DataFusion's own message: parse and planning errors carry the position.
     #[error("{0}")]
     DataFusion(#[from] DataFusionError),
+    /// DDL, DML or `SET`: a statement that would create, change or set something.
+    #[error("{0}")]
+    Refused(DataFusionError),
+    /// A table no schema holds (recognized here, once, from DataFusion's planning error).
+    #[error("table '{0}' not found")]
+    UnknownTable(String),
     #[error("the query answers more than {limit} rows; add a LIMIT or aggregate")]
     TooManyRows { limit: usize },
     #[error("{0}")]
@@ -79,6 +90,7 @@ impl Classify for SqlError {
     fn class(&self) -> ErrorClass {
         match self {
             SqlError::TooManyRows { .. } => ErrorClass::TooLarge,
+            SqlError::Refused(_) | SqlError::UnknownTable(_) => ErrorClass::BadInput,
             SqlError::Storage(e) => e.class(),
             SqlError::DataFusion(e) => datafusion_class(e),
         }
@@ -103,6 +115,27 @@ fn datafusion_class(e: &DataFusionError) -> ErrorClass {
         | DataFusionError::ArrowError(..) => ErrorClass::BadInput,
         _ => ErrorClass::Internal,
     }
+}
+
+/// A planning error, with an unknown table told apart from the rest.
+fn planning_error(e: DataFusionError) -> SqlError {
+    if let DataFusionError::Plan(msg) = e.find_root() {
+        if let Some(name) = msg
+            .strip_prefix("table '")
+            .and_then(|m| m.strip_suffix("' not found"))
+        {
+            return SqlError::UnknownTable(name.to_owned());
+        }
+    }
+    SqlError::DataFusion(e)
+}
+
+/// A statement planned but not run: the columns it answers and the types DataFusion
+/// inferred for its `$1`, `$2`, … parameters (None where the statement does not tell).
+#[derive(Debug)]
+pub struct Described {
+    pub schema: SchemaRef,
+    pub parameters: Vec<Option<DataType>>,
 }
 
 /// A query's answer: its schema (also when there are no rows) and its rows.
@@ -179,12 +212,20 @@ impl SqlEngine {
     /// Runs one read-only statement (queries, `EXPLAIN`, `SHOW`): creating, changing or
     /// setting anything is refused, so SQL cannot reach files or change the session.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, SqlError> {
-        let ctx = self.context()?;
-        let read_only = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let frame = ctx.sql_with_options(sql, read_only).await?;
+        self.query_with(sql, Vec::new()).await
+    }
+
+    /// [`SqlEngine::query`] with `params` bound to `$1`, `$2`, … in order.
+    pub async fn query_with(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult, SqlError> {
+        let (ctx, mut plan) = self.plan(sql).await?;
+        if !params.is_empty() {
+            plan = plan.with_param_values(params)?;
+        }
+        let frame = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let mut stream = frame.execute_stream().await?;
         let mut batches = Vec::new();
@@ -200,6 +241,55 @@ impl SqlEngine {
             batches.push(batch);
         }
         Ok(QueryResult { schema, batches })
+    }
+
+    /// Plans one statement as [`SqlEngine::query_with`] would, without reading any store:
+    /// with `params` bound when given (a column that is a parameter then has its type).
+    pub async fn describe(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Described, SqlError> {
+        let (_, mut plan) = self.plan(sql).await?;
+        if !params.is_empty() {
+            plan = plan.with_param_values(params)?;
+        }
+        let mut types: Vec<(usize, Option<DataType>)> = plan
+            .get_parameter_types()?
+            .into_iter()
+            // DataFusion names positional parameters `$1`, `$2`, …; named ones have no place.
+            .filter_map(|(name, t)| {
+                let i: usize = name.strip_prefix('$')?.parse().ok()?;
+                (i > 0).then_some((i, t))
+            })
+            .collect();
+        types.sort_by_key(|(i, _)| *i);
+        let count = types.last().map_or(0, |(i, _)| *i);
+        let mut parameters = vec![None; count];
+        for (i, t) in types {
+            parameters[i - 1] = t;
+        }
+        Ok(Described {
+            schema: Arc::new(plan.schema().as_arrow().clone()),
+            parameters,
+        })
+    }
+
+    /// The statement's logical plan in a fresh session, refused unless it only reads.
+    async fn plan(&self, sql: &str) -> Result<(SessionContext, LogicalPlan), SqlError> {
+        let ctx = self.context()?;
+        let plan = ctx
+            .state()
+            .create_logical_plan(sql)
+            .await
+            .map_err(planning_error)?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(SqlError::Refused)?;
+        Ok((ctx, plan))
     }
 }
 

@@ -381,7 +381,14 @@ async fn bad_sql_ddl_and_large_answers_are_refused_with_their_class() {
     ] {
         let e = f.engine.query(ddl).await.unwrap_err();
         assert_eq!(e.class(), ErrorClass::BadInput, "{ddl}: {e}");
+        assert!(matches!(e, SqlError::Refused(_)), "{ddl}: {e:?}");
     }
+    let e = f.engine.query("SELECT * FROM nope").await.unwrap_err();
+    assert!(
+        matches!(&e, SqlError::UnknownTable(t) if t == "novamon.public.nope"),
+        "{e:?}"
+    );
+    assert_eq!(e.class(), ErrorClass::BadInput);
     let e = f.engine.query("SELECT * FROM metrics").await.unwrap_err();
     assert!(matches!(e, SqlError::TooManyRows { limit: 5 }), "{e}");
     assert_eq!(e.class(), ErrorClass::TooLarge);
@@ -461,4 +468,66 @@ fn time_bounds_convert_to_the_column_unit_exactly() {
     // Not a time literal, or not the column: not a bound the scan applies.
     assert!(TimeRange::of(&col("ts").gt(lit(5)), "ts", ms).is_none());
     assert!(TimeRange::of(&col("value").gt(ns(5)), "ts", ms).is_none());
+}
+
+#[tokio::test]
+async fn describe_plans_without_reading_and_parameters_bind_in_order() {
+    let f = fixture();
+    let d = f
+        .engine
+        .describe(
+            "SELECT instance, value FROM metrics WHERE value > $2 AND instance = $1",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = d
+        .schema
+        .fields()
+        .iter()
+        .map(|c| c.name().as_str())
+        .collect();
+    assert_eq!(names, ["instance", "value"]);
+    assert_eq!(
+        d.parameters,
+        [Some(DataType::Utf8), Some(DataType::Float64)]
+    );
+    let r = f
+        .engine
+        .query_with(
+            "SELECT count(*) FROM metrics WHERE metric = 'http_requests_total' \
+             AND value > $2 AND instance = $1",
+            vec![ScalarValue::from("b:1"), ScalarValue::from(50.0)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        pretty_format_batches(&r.batches).unwrap().to_string(),
+        pretty_format_batches(
+            &f.engine
+                .query(
+                    "SELECT count(*) FROM metrics WHERE metric = 'http_requests_total' \
+                     AND value > 50 AND instance = 'b:1'"
+                )
+                .await
+                .unwrap()
+                .batches
+        )
+        .unwrap()
+        .to_string()
+    );
+    // A parameter as a column has the type of the value bound to it.
+    let d = f
+        .engine
+        .describe("SELECT $1 AS p", vec![ScalarValue::from(2.5)])
+        .await
+        .unwrap();
+    assert_eq!(d.schema.field(0).data_type(), &DataType::Float64);
+    assert!(matches!(
+        f.engine
+            .describe("DROP TABLE metrics", Vec::new())
+            .await
+            .unwrap_err(),
+        SqlError::Refused(_)
+    ));
 }

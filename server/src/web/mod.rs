@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use axum::http::{HeaderName, HeaderValue};
 
 pub(crate) use auth::refuse;
-pub use auth::{guard, Guard, Listener};
+pub use auth::{guard, Guard, Listener, Role};
 pub use listener::{serve, ListenerOptions, DEFAULT_IDLE_TIMEOUT};
 
 use auth::Credentials;

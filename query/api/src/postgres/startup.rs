@@ -1,0 +1,110 @@
+//! Who may connect: when the web config has basic-auth users, a connection authenticates
+//! with Postgres's cleartext password message and needs the read role, checked by the
+//! server's [`PasswordCheck`] (the same users, bcrypt hashes and roles as HTTP); when it has
+//! none, anyone connects, as on the HTTP listener. The choice is made per connection, so a
+//! reloaded web config applies to the next one. Knows no credentials itself.
+
+use std::fmt::{self, Debug};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::Sink;
+use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::ClientInfo;
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+
+/// The server's check of a user's password and read role.
+#[async_trait]
+pub trait PasswordCheck: Send + Sync {
+    /// Whether a new connection must authenticate (the web config has users).
+    fn required(&self) -> bool;
+    /// Whether `user` with `password` is a known user holding the read role.
+    async fn may_read(&self, user: &str, password: &str) -> bool;
+}
+
+pub(super) struct Startup {
+    users: Arc<dyn PasswordCheck>,
+    password: CleartextPasswordAuthStartupHandler<Users, DefaultServerParameterProvider>,
+    open: Open,
+}
+
+impl Startup {
+    pub(super) fn new(users: Arc<dyn PasswordCheck>) -> Startup {
+        Startup {
+            password: CleartextPasswordAuthStartupHandler::new(
+                Users(users.clone()),
+                DefaultServerParameterProvider::default(),
+            ),
+            users,
+            open: Open,
+        }
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(_) if !self.users.required() => {
+                self.open.on_startup(client, message).await
+            }
+            // The startup message when users are configured, and the password after it.
+            _ => self.password.on_startup(client, message).await,
+        }
+    }
+}
+
+/// No authentication: the web config has no users.
+struct Open;
+
+impl NoopStartupHandler for Open {}
+
+/// The users as pgwire's source of passwords: verified by the server, never read back.
+struct Users(Arc<dyn PasswordCheck>);
+
+impl Debug for Users {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Users")
+    }
+}
+
+#[async_trait]
+impl AuthSource for Users {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        // Passwords are bcrypt hashes: only `verify_password` can check them.
+        Err(PgWireError::InvalidPassword(
+            login.user().unwrap_or_default().to_owned(),
+        ))
+    }
+
+    async fn verify_password(
+        &self,
+        login: &LoginInfo,
+        presented: &[u8],
+    ) -> PgWireResult<Option<()>> {
+        let user = login.user().unwrap_or_default();
+        let ok = match std::str::from_utf8(presented) {
+            Ok(password) => self.0.may_read(user, password).await,
+            Err(_) => false,
+        };
+        if ok {
+            Ok(None)
+        } else {
+            Err(PgWireError::InvalidPassword(user.to_owned()))
+        }
+    }
+}

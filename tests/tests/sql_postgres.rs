@@ -1,0 +1,389 @@
+//! The Postgres wire protocol (`listeners.postgres`) on the real binary: Debian's `psql`
+//! (simple query protocol) and psycopg 3 (extended query protocol, text and binary results)
+//! answer what `POST /api/v1/sql` answers on the same data, including the query Grafana's
+//! PostgreSQL data source sends once its `$__timeFilter`/`$__timeGroup` macros are expanded
+//! and its health check (pgx's `-- ping`); errors carry their SQLSTATE; a connection sending
+//! garbage is closed while others go on; the web config's users guard the listener.
+//! Needs `psql` (postgresql-client) and the venv `tests/run.sh` creates.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat};
+use e2e::series::{v1_request, v1_series, V1};
+use e2e::{an_hour_ago_ms, venv_python, Json, Novamon};
+use serde_json::json;
+
+const PSQL: &str = "/usr/bin/psql";
+
+/// novamon with the Postgres listener on a free port (and `extra` flags); its address.
+fn start(dir: &Path, extra: &[&str]) -> (Novamon, String) {
+    let config = dir.join("novamon.yml");
+    std::fs::write(&config, "listeners:\n  postgres: 127.0.0.1:0\n").unwrap();
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let mut n = Novamon::start(&dir.join("data"), &args);
+    let addr = n
+        .process
+        .wait_for_log_values(
+            &[" Postgres wire protocol listening addr="],
+            Duration::from_secs(30),
+        )
+        .remove(0);
+    (n, addr)
+}
+
+fn psql(addr: &str, user: &str, password: Option<&str>, args: &[&str]) -> Output {
+    assert!(
+        Path::new(PSQL).exists(),
+        "{PSQL} missing: install postgresql-client (tests/run.sh does)"
+    );
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut cmd = Command::new(PSQL);
+    cmd.args(["-X", "-h", host, "-p", port, "-U", user, "-d", "novamon"])
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGSSLMODE", "disable")
+        .env_remove("PGPASSWORD");
+    match password {
+        Some(p) => cmd.env("PGPASSWORD", p),
+        None => cmd.arg("-w"),
+    };
+    cmd.output().unwrap()
+}
+
+/// `query`'s rows through psql in CSV, without the header.
+fn psql_csv(addr: &str, query: &str) -> Vec<Vec<String>> {
+    let out = psql(addr, "grafana", None, &["--csv", "-t", "-c", query]);
+    assert!(
+        out.status.success(),
+        "{query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    csv_rows(&String::from_utf8(out.stdout).unwrap())
+}
+
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+/// `statements` (JSON strings, or `[statement, [parameters]]`) through
+/// tests/postgres/query.py in `mode`.
+fn psycopg(addr: &str, mode: &str, statements: &[Json]) -> Vec<Json> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/postgres/query.py");
+    let dsn = format!("postgresql://grafana@{addr}/novamon?sslmode=disable&connect_timeout=10");
+    let mut child = Command::new(venv_python())
+        .args([script, &dsn, mode])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(statements).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "query.py {mode}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Json>>(&out.stdout).unwrap()
+}
+
+fn http(n: &Novamon, query: &str, accept: &str) -> String {
+    let (status, body, _) = n.post_raw(
+        "/api/v1/sql",
+        "application/json",
+        &[("Accept", accept)],
+        serde_json::to_vec(&json!({ "query": query })).unwrap(),
+    );
+    assert_eq!(status, 200, "{query}: {body}");
+    body
+}
+
+/// Cells equal as numbers when both are numbers (the two renderings of a float may differ
+/// in their last digits), as text otherwise.
+fn same_cell(a: &str, b: &str) -> bool {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+        _ => a == b,
+    }
+}
+
+fn assert_same_rows(what: &str, got: &[Vec<String>], want: &[Vec<String>]) {
+    assert!(!want.is_empty(), "{what}: no rows");
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.len(), w.len(), "{what}: {g:?} vs {w:?}");
+        assert!(
+            g.iter().zip(w).all(|(a, b)| same_cell(a, b)),
+            "{what}: {g:?} vs {w:?}"
+        );
+    }
+}
+
+/// A JSON cell as the text psql and the CSV answer print.
+fn text(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn rows_text(rows: &Json) -> Vec<Vec<String>> {
+    rows.as_array()
+        .unwrap_or_else(|| panic!("{rows}"))
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(text).collect())
+        .collect()
+}
+
+/// Go's RFC3339Nano in UTC, as Grafana writes `$__timeFilter`'s bounds.
+fn rfc3339(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+#[test]
+fn psql_and_psycopg_answer_as_the_http_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, addr) = start(dir.path(), &[]);
+    let t0 = (an_hour_ago_ms() / 60_000) * 60_000;
+    let series = (0..3)
+        .map(|i| {
+            let samples: Vec<(i64, f64)> = (0..40)
+                .map(|k| (t0 + k * 15_000, (k * (i + 1)) as f64 + 0.5))
+                .collect();
+            v1_series(
+                &[
+                    ("__name__", "pg_total"),
+                    ("instance", &format!("i{i}")),
+                    ("job", "pgtest"),
+                ],
+                &samples,
+            )
+        })
+        .collect();
+    assert_eq!(n.remote_write(&v1_request(series), V1).0, 204);
+
+    // Grafana's PostgreSQL data source, a time series panel over the samples' ten minutes,
+    // 1m groups: `SELECT $__timeGroup(ts, '1m') AS "time", … WHERE $__timeFilter(ts)` as
+    // its macro engine expands it.
+    let grafana = format!(
+        "SELECT floor(extract(epoch from ts)/60)*60 AS \"time\", instance AS metric, \
+         avg(value) AS value FROM metrics WHERE ts BETWEEN '{}' AND '{}' \
+         AND metric = 'pg_total' GROUP BY 1, 2 ORDER BY 1, 2",
+        rfc3339(t0),
+        rfc3339(t0 + 600_000)
+    );
+    let queries = [
+        "SELECT instance, count(*) AS n, sum(value) AS s, avg(value) AS a, max(value) AS m \
+         FROM metrics WHERE metric = 'pg_total' GROUP BY instance ORDER BY instance"
+            .to_owned(),
+        "SELECT job, instance, value, CAST(ts AS BIGINT) AS ms FROM metrics \
+         WHERE metric = 'pg_total' AND value > 100 ORDER BY ts, instance LIMIT 5"
+            .to_owned(),
+        grafana.clone(),
+    ];
+    for q in &queries {
+        let want = csv_rows(&http(&n, q, "text/csv"));
+        // The CSV answer's first line is its header.
+        assert_same_rows(&format!("psql {q}"), &psql_csv(&addr, q), &want[1..]);
+    }
+    // The Grafana query gives one row per instance and minute of the window.
+    let grafana_rows = psql_csv(&addr, &grafana);
+    assert_eq!(grafana_rows.len(), 3 * 10, "{grafana_rows:?}");
+
+    let statements: Vec<Json> = queries.iter().map(|q| json!(q)).collect();
+    for mode in ["text", "binary"] {
+        let answers = psycopg(&addr, mode, &statements);
+        for (q, a) in queries.iter().zip(&answers) {
+            let want: Json = serde_json::from_str(&http(&n, q, "application/json")).unwrap();
+            let names: Vec<&str> = want["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(a["columns"], json!(names), "{mode} {q}: {a}");
+            assert_same_rows(
+                &format!("psycopg {mode} {q}"),
+                &rows_text(&a["rows"]),
+                &rows_text(&want["rows"]),
+            );
+        }
+    }
+
+    // Timestamps and JSON columns decode as their types in both formats; parameters bind
+    // (as text, as floats, and as a column of their own).
+    for mode in ["text", "binary"] {
+        let answers = psycopg(
+            &addr,
+            mode,
+            &[
+                json!(
+                    "SELECT ts, labels FROM metrics WHERE metric = 'pg_total' \
+                     AND instance = 'i1' ORDER BY ts LIMIT 1"
+                ),
+                json!([
+                    "SELECT count(*) AS n, %s AS p FROM metrics \
+                     WHERE metric = %s AND instance = %s AND value > %s",
+                    ["x", "pg_total", "i2", 40.0]
+                ]),
+            ],
+        );
+        let count = http(
+            &n,
+            "SELECT count(*) FROM metrics WHERE metric = 'pg_total' AND instance = 'i2' \
+             AND value > 40",
+            "text/csv",
+        );
+        assert_eq!(
+            answers[1]["rows"],
+            json!([[csv_rows(&count)[1][0].parse::<i64>().unwrap(), "x"]]),
+            "{mode}: {}",
+            answers[1]
+        );
+        let a = &answers[0];
+        let row = &a["rows"][0];
+        assert_eq!(
+            row[0]
+                .as_str()
+                .unwrap()
+                .parse::<DateTime<chrono::FixedOffset>>()
+                .ok()
+                .map(|t| t.timestamp_millis()),
+            Some(t0),
+            "{mode}: {a}"
+        );
+        assert_eq!(row[1]["instance"], "i1", "{mode}: {a}");
+        assert_eq!(row[1]["job"], "pgtest", "{mode}: {a}");
+    }
+
+    // Grafana's health check: pgx pings with `-- ping` over the simple protocol.
+    let ping = psycopg(&addr, "ping", &[json!("-- ping")]);
+    assert_eq!(ping, [json!({"status": "EMPTY_QUERY"})]);
+    let out = psql(&addr, "grafana", None, &["-c", "-- ping"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn errors_carry_their_sqlstate_and_garbage_closes_only_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_n, addr) = start(dir.path(), &[]);
+    let cases = [
+        ("SELEC 1", "42601"),
+        ("SELECT * FROM nope", "42P01"),
+        ("SELECT nope FROM metrics", "42703"),
+        ("CREATE TABLE t AS SELECT 1", "0A000"),
+        ("DROP TABLE metrics", "0A000"),
+        ("SET datafusion.execution.batch_size = 1", "0A000"),
+        // What psql's `\dt` sends first.
+        ("SELECT c.relname FROM pg_catalog.pg_class c", "0A000"),
+    ];
+    let statements: Vec<Json> = cases.iter().map(|(q, _)| json!(q)).collect();
+    let answers = psycopg(&addr, "text", &statements);
+    for ((q, state), a) in cases.iter().zip(&answers) {
+        assert_eq!(a["sqlstate"], *state, "{q}: {a}");
+    }
+    // The same through psql, which shows the SQLSTATE and the position with VERBOSITY.
+    let out = psql(
+        &addr,
+        "grafana",
+        None,
+        &[
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            "SELECT 1 FROM metrics WHERE",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("ERROR:  42601:"), "{stderr}");
+    let out = psql(&addr, "grafana", None, &["-c", "\\dt"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SHOW TABLES"), "{stderr}");
+
+    // A client that speaks HTTP to the Postgres port is disconnected; a psql connected
+    // meanwhile is answered.
+    let mut garbage = TcpStream::connect(&addr).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff\x13\x37")
+        .unwrap();
+    assert_eq!(psql_csv(&addr, "SELECT 41 + 1"), [["42".to_owned()]]);
+    let mut rest = Vec::new();
+    let closed = garbage.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok()
+            || closed
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the garbage connection stayed open: {closed:?}"
+    );
+    assert_eq!(psql_csv(&addr, "SELECT 'still'"), [["still".to_owned()]]);
+}
+
+#[test]
+fn web_config_users_need_their_password_and_the_read_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(
+        &web,
+        format!(
+            "basic_auth_users:\n  alice: '{hash}'\n  writer: '{hash}'\nroles:\n  writer: [write]\n"
+        ),
+    )
+    .unwrap();
+    let (_n, addr) = start(dir.path(), &["--web.config.file", web.to_str().unwrap()]);
+    let ok = psql(
+        &addr,
+        "alice",
+        Some("s3cret"),
+        &["--csv", "-t", "-c", "SELECT 7"],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "7");
+    for (user, password) in [
+        ("alice", "wrong"),
+        ("writer", "s3cret"),
+        ("mallory", "s3cret"),
+    ] {
+        let out = psql(&addr, user, Some(password), &["-c", "SELECT 7"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{user}: {stderr}");
+        assert!(
+            stderr
+                .to_lowercase()
+                .contains("password authentication failed"),
+            "{user}: {stderr}"
+        );
+    }
+    // Without a password psql cannot answer the server's request for one.
+    let out = psql(&addr, "alice", None, &["-c", "SELECT 7"]);
+    assert!(!out.status.success());
+}
