@@ -7,7 +7,9 @@
 //! of every sample received.
 //!
 //! Owns that layout and its invariant: every label set in a batch is canonical (UTF-8, names
-//! non-empty, strictly ascending, no empty value). Knows nothing of ids or of storage.
+//! non-empty, strictly ascending, no empty value). A writer that appends the same series again
+//! and again (a scrape loop) may also carry each series' [`SeriesRef`], which the TSDB gave it
+//! and reads back; what a reference means is the TSDB's.
 
 use crate::encoding::{put_bytes, put_uvarint, Cursor};
 use crate::{Exemplar, HistogramSample, Label, Labels, Sample, SeriesBatch, StorageError};
@@ -22,6 +24,31 @@ pub struct EncodedBatch {
     samples: Vec<Sample>,
     histograms: Vec<HistogramSample>,
     exemplars: Vec<Exemplar>,
+    /// Empty unless an entry was pushed with [`EncodedBatch::push_encoded_ref`]; then one per
+    /// entry.
+    refs: Vec<RefHint>,
+}
+
+/// Where the TSDB holds a series, as an append found it (Prometheus's `SeriesRef`). Handed
+/// back with the next append of the same label set, it spares the lookup by label set, the
+/// costliest step of a sample of a known series. Checked before use: a series that left
+/// memory since is looked up by its labels as any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeriesRef {
+    pub(crate) id: u64,
+    pub(crate) index_slot: u32,
+    pub(crate) head_slot: u32,
+}
+
+/// What an entry says of its series' reference.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) enum RefHint {
+    /// Pushed without asking for one.
+    #[default]
+    Unwanted,
+    /// Asked for, none known yet.
+    Wanted,
+    Known(SeriesRef),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -98,6 +125,7 @@ impl EncodedBatch {
             samples: Vec::with_capacity(series),
             histograms: Vec::new(),
             exemplars: Vec::new(),
+            refs: Vec::new(),
         }
     }
 
@@ -106,6 +134,27 @@ impl EncodedBatch {
         self.labels.extend_from_slice(&labels.0);
         self.samples.extend_from_slice(samples);
         self.close_series();
+    }
+
+    /// [`EncodedBatch::push_encoded`] with the series' reference from an earlier append, or
+    /// `None` to be given one: [`crate::AppendReport::series_refs`] lists this entry when
+    /// `series` was none or out of date. `labels` must be the label set `series` was given
+    /// for.
+    pub fn push_encoded_ref(
+        &mut self,
+        labels: &EncodedLabels,
+        series: Option<SeriesRef>,
+        samples: &[Sample],
+    ) {
+        self.refs.resize(self.ends.len(), RefHint::Unwanted);
+        self.refs
+            .push(series.map_or(RefHint::Wanted, RefHint::Known));
+        self.push_encoded(labels, samples);
+    }
+
+    /// What entry `i` says of its reference.
+    pub(crate) fn ref_hint(&self, i: usize) -> RefHint {
+        self.refs.get(i).copied().unwrap_or_default()
     }
 
     /// Adds a series from label pairs as a decoder reads them. They must be in canonical
@@ -193,6 +242,10 @@ impl EncodedBatch {
 
     /// Moves every series of `other` to the end of this batch.
     pub fn append(&mut self, other: EncodedBatch) {
+        if !other.refs.is_empty() {
+            self.refs.resize(self.ends.len(), RefHint::Unwanted);
+            self.refs.extend_from_slice(&other.refs);
+        }
         let base = self.current_end();
         self.labels.extend_from_slice(&other.labels);
         self.samples.extend_from_slice(&other.samples);
@@ -243,7 +296,7 @@ impl EncodedBatch {
     /// Keeps the samples `keep` accepts (by timestamp), the exemplars it accepts, and the
     /// series left with either; calls `dropped` with each series that lost samples, as it
     /// was, and how many it lost (exemplars never fail a request, so their losses are not
-    /// reported).
+    /// reported). Entries' references are not kept.
     pub fn retain_samples(
         &mut self,
         mut keep: impl FnMut(i64) -> bool,

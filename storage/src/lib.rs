@@ -37,7 +37,7 @@ pub mod relabel;
 pub mod traces;
 mod tsdb;
 
-pub use batch::{EncodedBatch, EncodedLabels, EncodedSeries};
+pub use batch::{EncodedBatch, EncodedLabels, EncodedSeries, SeriesRef};
 pub use contract::{
     Appendable, Appender, ExemplarQuerier, LabelQuerier, Point, Querier, SelectHints, Series,
     SeriesSet,
@@ -130,6 +130,10 @@ pub struct AppendReport {
     /// series no sample of the append or before it created.
     pub exemplars_invalid: usize,
     pub rejected: Vec<Rejection>,
+    /// For entries pushed with [`EncodedBatch::push_encoded_ref`] whose reference was none
+    /// or out of date: `(entry index in the batch, the series' reference now)`. Series not in
+    /// memory after the append (refused) have none.
+    pub series_refs: Vec<(usize, SeriesRef)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

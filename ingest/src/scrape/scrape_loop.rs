@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use storage::relabel;
 use storage::{
     AppendMode, Appendable, Appender, EncodedBatch, EncodedLabels, Label, Labels, Metadata, Sample,
-    SeriesBatch,
+    SeriesBatch, SeriesRef,
 };
 use tokio::sync::watch;
 
@@ -201,6 +201,8 @@ struct CacheEntry {
     /// Encoded as the store takes them (a tenth of the memory of owned labels, for every
     /// series of every target). `None`: dropped by `metric_relabel_configs`.
     labels: Option<EncodedLabels>,
+    /// Where the TSDB holds it, once an append said: spares the TSDB's lookup by label set.
+    series: Option<SeriesRef>,
     /// The scrape (generation) it was last seen in, and first.
     seen: u64,
     first: u64,
@@ -279,8 +281,22 @@ fn ingest(
     cache.generation += 1;
     let mut app = store.appender(AppendMode::BestEffort);
     let mut metadata = BTreeMap::new();
-    let parsed =
-        fetched.and_then(|f| samples(cache, target, pool, app.as_mut(), &f, t, &mut metadata));
+    // The series text of each entry the samples' batch holds, in order (the batch is the
+    // appender's first): for the references the commit gives back.
+    let mut entries = Vec::new();
+    let parsed = match &fetched {
+        Ok(f) => samples(
+            cache,
+            target,
+            pool,
+            app.as_mut(),
+            f,
+            t,
+            &mut metadata,
+            &mut entries,
+        ),
+        Err(e) => Err(e.clone()),
+    };
     let (error, counts) = match parsed {
         Ok(c) => {
             // Stored only when it changed since the last successful scrape.
@@ -318,11 +334,23 @@ fn ingest(
         error.is_none(),
         &counts,
     );
-    if let Err(e) = app.commit() {
-        return Outcome {
-            error: Some(e.to_string()),
-            metadata: BTreeMap::new(),
-        };
+    match app.commit() {
+        Ok(report) => {
+            for (entry, series) in report.series_refs {
+                let known = entries
+                    .get(entry)
+                    .and_then(|key| cache.series.get_mut(*key));
+                if let Some(e) = known {
+                    e.series = Some(series);
+                }
+            }
+        }
+        Err(e) => {
+            return Outcome {
+                error: Some(e.to_string()),
+                metadata: BTreeMap::new(),
+            };
+        }
     }
     Outcome { error, metadata }
 }
@@ -374,15 +402,18 @@ fn family_meta<'m>(m: &'m mut BTreeMap<String, Metadata>, family: &str) -> &'m m
     })
 }
 
-/// Parses the body and appends its samples; an error fails the whole scrape.
-fn samples(
+/// Parses the body and appends its samples; an error fails the whole scrape. `entries` gets
+/// each appended entry's series text.
+#[allow(clippy::too_many_arguments)]
+fn samples<'f>(
     cache: &mut Cache,
     target: &Target,
     pool: &PoolShared,
     app: &mut dyn Appender,
-    fetched: &Fetched,
+    fetched: &'f Fetched,
     t: i64,
     metadata: &mut BTreeMap<String, Metadata>,
+    entries: &mut Vec<&'f [u8]>,
 ) -> Result<Counts, String> {
     let raw = &pool.config.raw;
     let format = Format::from_content_type(fetched.content_type.as_deref());
@@ -429,6 +460,7 @@ fn samples(
                     && !raw.track_timestamps_staleness;
                 cache.series.entry(s.series.into()).or_insert(CacheEntry {
                     labels: labels.as_ref().map(EncodedLabels::new),
+                    series: None,
                     seen: gen,
                     first: gen,
                     explicit_ts,
@@ -442,7 +474,8 @@ fn samples(
         if raw.sample_limit > 0 && counts.post_relabel > raw.sample_limit {
             return Err("sample limit exceeded".into());
         }
-        out.push_encoded(labels, &[Sample { t: ts, v: s.value }]);
+        out.push_encoded_ref(labels, entry.series, &[Sample { t: ts, v: s.value }]);
+        entries.push(s.series);
     }
     app.append_batch(out);
     if duplicates > 0 {

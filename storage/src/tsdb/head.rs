@@ -177,6 +177,21 @@ impl Head {
         self.series.get(id).and_then(|h| h.last)
     }
 
+    /// The slot of a series' head (for [`Head::last_at`] and [`Head::apply_at`]): stable until
+    /// the series is removed.
+    pub(crate) fn slot(&self, id: u64) -> Option<u32> {
+        self.series.slot(id)
+    }
+
+    /// Whether `slot` holds series `id`'s head (a slot remembered from an earlier append).
+    pub(crate) fn holds(&self, slot: u32, id: u64) -> bool {
+        self.series.holds(slot, id)
+    }
+
+    pub(crate) fn last_at(&self, slot: u32) -> Option<(i64, u64)> {
+        self.series.at(slot).1.last
+    }
+
     /// The value bits of the head's sample at `t`, if the head holds one.
     pub(crate) fn value_at(&self, id: u64, t: i64) -> Result<Option<u64>, CorruptChunk> {
         let Some(h) = self.series.get(id) else {
@@ -195,13 +210,30 @@ impl Head {
     /// Puts an accepted sample in (validated: no other sample at its t): into the open chunk
     /// when newer than the series' last one, else into the out-of-order buffer. One lookup.
     pub(crate) fn apply(&mut self, id: u64, s: Sample) {
-        let h = self.series.get_or_insert_with(id, SeriesHead::default);
+        let slot = self
+            .series
+            .slot(id)
+            .unwrap_or_else(|| self.series.insert(id, SeriesHead::default()));
+        self.apply_at(slot, s);
+    }
+
+    /// [`Head::apply`] of the series at `slot` ([`Head::slot`], or [`Head::add`] for a series
+    /// with no head yet): no lookup by id on the append path.
+    pub(crate) fn apply_at(&mut self, slot: u32, s: Sample) {
+        let id = self.series.at(slot).0;
+        let h = self.series.at_mut(slot);
         if h.last.is_none_or(|(last_t, _)| s.t > last_t) {
             h.push_in_order(s);
         } else {
             insert_sorted(&mut h.pending.get_or_insert_with(Box::default).ooo, s);
         }
         list_dirty(&mut self.dirty, self.generation, id, h);
+    }
+
+    /// An empty head for a series that has none, and its slot.
+    pub(crate) fn add(&mut self, id: u64) -> u32 {
+        debug_assert!(self.series.slot(id).is_none());
+        self.series.insert(id, SeriesHead::default())
     }
 
     /// Copies what the head holds of a series within [mint, maxt]: its in-order chunks that

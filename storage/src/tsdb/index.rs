@@ -138,8 +138,9 @@ impl Index {
         Ok(index)
     }
 
-    /// The id of the label set encoded as an [`crate::EncodedBatch`] holds it.
-    pub(crate) fn id(&self, encoded: &[u8]) -> Option<u64> {
+    /// The id of the label set encoded as an [`crate::EncodedBatch`] holds it, and the slot
+    /// of its record (for [`Index::extend_time_at`]; stable until the series is removed).
+    pub(crate) fn lookup(&self, encoded: &[u8]) -> Option<(u64, u32)> {
         let h = self.hasher.hash_one(encoded);
         let series = &self.series;
         self.by_labels
@@ -147,7 +148,22 @@ impl Index {
                 let s = series.at(slot).1;
                 s.hash == h && s.labels.bytes() == encoded
             })
-            .map(|&slot| series.at(slot).0)
+            .map(|&slot| (series.at(slot).0, slot))
+    }
+
+    /// The slot of `id`'s record, if the series is in memory.
+    pub(crate) fn slot(&self, id: u64) -> Option<u32> {
+        self.series.slot(id)
+    }
+
+    /// Whether `slot` holds series `id` (a slot remembered from an earlier append).
+    pub(crate) fn holds(&self, slot: u32, id: u64) -> bool {
+        self.series.holds(slot, id)
+    }
+
+    #[cfg(test)]
+    fn id(&self, encoded: &[u8]) -> Option<u64> {
+        self.lookup(encoded).map(|(id, _)| id)
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&SeriesInfo> {
@@ -166,11 +182,10 @@ impl Index {
         &self.postings
     }
 
-    /// Adds a series with no samples yet.
-    /// Adds a series with no samples yet. An id is inserted once (the caller looked its label
-    /// set up first), so neither table holds it already.
-    pub(crate) fn insert(&mut self, id: u64, labels: StoredLabels) {
-        debug_assert!(self.id(labels.bytes()).is_none() && self.get(id).is_none());
+    /// Adds a series with no samples yet and returns its slot. An id is inserted once (the
+    /// caller looked its label set up first), so neither table holds it already.
+    pub(crate) fn insert(&mut self, id: u64, labels: StoredLabels) -> u32 {
+        debug_assert!(self.lookup(labels.bytes()).is_none() && self.get(id).is_none());
         self.postings.add_series(id, labels.pairs());
         let hash = self.hasher.hash_one(labels.bytes());
         let slot = self.series.insert(
@@ -185,14 +200,22 @@ impl Index {
         let series = &self.series;
         self.by_labels
             .insert_unique(hash, slot, |&s| series.at(s).1.hash);
+        slot
     }
 
     pub(crate) fn extend_time(&mut self, id: u64, t: i64) {
-        if let Some(s) = self.series.get_mut(id) {
-            s.min_t = s.min_t.min(t);
-            s.max_t = s.max_t.max(t);
-            self.newest = self.newest.max(Some(t));
+        if let Some(slot) = self.series.slot(id) {
+            self.extend_time_at(slot, t);
         }
+    }
+
+    /// [`Index::extend_time`] of the series at a slot [`Index::lookup`] or [`Index::insert`]
+    /// gave: no lookup by id on the append path.
+    pub(crate) fn extend_time_at(&mut self, slot: u32, t: i64) {
+        let s = self.series.at_mut(slot);
+        s.min_t = s.min_t.min(t);
+        s.max_t = s.max_t.max(t);
+        self.newest = self.newest.max(Some(t));
     }
 
     /// The newest sample time seen since open, if any.

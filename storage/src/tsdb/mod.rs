@@ -63,7 +63,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::{WriteBatch, WriteOptions};
 use tracing::{debug, warn};
 
-use crate::batch::EncodedSeries;
+use crate::batch::{EncodedSeries, RefHint, SeriesRef};
 use crate::contract::BatchWriter;
 use crate::db::{
     self, Db, CF_COLD_INDEX, CF_COLD_LABELS, CF_EXEMPLARS, CF_HISTOGRAMS, CF_SERIES,
@@ -631,6 +631,9 @@ impl Inner {
             series: EncodedSeries<'b>,
             /// Set for a series in memory or in the cold index.
             id: Option<u64>,
+            /// For a series in memory: its slots in the index and (if it has one) the head,
+            /// looked up once, stable while `gate` is held.
+            slots: Option<(u32, Option<u32>)>,
             /// For a series not in memory: its label set as stored, and what the cold index
             /// holds of it (nothing for a new series).
             absent: Option<(StoredLabels, Option<ColdSeries>)>,
@@ -650,14 +653,24 @@ impl Inner {
         // `create` throughout, so that no two add one label set twice; the others only share
         // `gate` and hold their own series.
         let mut creating = false;
-        let found: Vec<Option<u64>> = {
+        let found: Vec<Option<(u64, u32)>> = {
             let state = self.state.read();
             batch
                 .iter()
-                .map(|sb| {
-                    let id = state.index.id(sb.label_bytes());
-                    creating |= id.is_none() && sb.sample_count() > 0;
-                    id
+                .enumerate()
+                .map(|(i, sb)| {
+                    let found = match batch.ref_hint(i) {
+                        RefHint::Known(r) if state.index.holds(r.index_slot, r.id) => {
+                            debug_assert!(state
+                                .index
+                                .get(r.id)
+                                .is_some_and(|s| s.labels.bytes() == sb.label_bytes()));
+                            Some((r.id, r.index_slot))
+                        }
+                        _ => state.index.lookup(sb.label_bytes()),
+                    };
+                    creating |= found.is_none() && sb.sample_count() > 0;
+                    found
                 })
                 .collect()
         };
@@ -673,16 +686,18 @@ impl Inner {
                 break (create, gate, found);
             }
             let mut adds = false;
-            let ids: Vec<Option<u64>> = {
+            let ids: Vec<Option<(u64, u32)>> = {
                 let state = self.state.read();
                 batch
                     .iter()
                     .zip(&found)
                     .map(|(sb, found)| {
+                        // Slots are reused once a series leaves memory: after a removal, every
+                        // label set is looked up again.
                         let id = match *found {
                             _ if sb.sample_count() == 0 && sb.exemplars.is_empty() => return None,
-                            Some(id) if unchanged || state.index.get(id).is_some() => Some(id),
-                            _ => state.index.id(sb.label_bytes()),
+                            Some(found) if unchanged => Some(found),
+                            _ => state.index.lookup(sb.label_bytes()),
                         };
                         // Exemplars alone add no series.
                         adds |= id.is_none() && sb.sample_count() > 0;
@@ -700,7 +715,7 @@ impl Inner {
         };
         let series = self
             .series_locks
-            .lock(ids.iter().flatten().copied().collect());
+            .lock(ids.iter().flatten().map(|&(id, _)| id).collect());
         // Whether a series in memory appears more than once in the batch: if not, their
         // entries need no lookup table.
         let repeats = series.len() < ids.iter().flatten().count();
@@ -708,6 +723,8 @@ impl Inner {
         let mut pending: Vec<Pending<'_>> = Vec::with_capacity(batch.len());
         let mut report = AppendReport::default();
         let mut refused_series = 0u64;
+        // Entries to give a reference (none held, or out of date), and their pending entry.
+        let mut wanted: Vec<(usize, usize)> = Vec::new();
         {
             let state = self.state.read();
             // The index only grows under `create`, held here whenever this append adds series.
@@ -726,20 +743,29 @@ impl Inner {
             // Entries with exemplars only, of series not in memory: they go to the series
             // another entry of the batch adds, if one does (looked up once all are seen).
             let mut unplaced = Vec::new();
-            for (sb, id) in batch.iter().zip(ids) {
+            for (entry, (sb, id)) in batch.iter().zip(ids).enumerate() {
                 if sb.sample_count() == 0 && (sb.exemplars.is_empty() || id.is_none()) {
                     if id.is_none() && !sb.exemplars.is_empty() {
                         unplaced.push(sb);
                     }
                     continue;
                 }
-                let key = id.map_or(Slot::New(sb.label_bytes()), Slot::Known);
+                let key = id.map_or(Slot::New(sb.label_bytes()), |(id, _)| Slot::Known(id));
                 let keyed = id.is_none() || repeats;
                 let i = match keyed.then(|| slot.get(&key)).flatten() {
                     Some(&i) => i,
                     None => {
-                        let (id, absent, last) = match id {
-                            Some(id) => (Some(id), None, state.head.last(id)),
+                        let (id, slots, absent, last) = match id {
+                            Some((id, index_slot)) => {
+                                let head_slot = match batch.ref_hint(entry) {
+                                    RefHint::Known(r) if state.head.holds(r.head_slot, id) => {
+                                        Some(r.head_slot)
+                                    }
+                                    _ => state.head.slot(id),
+                                };
+                                let last = head_slot.and_then(|s| state.head.last_at(s));
+                                (Some(id), Some((index_slot, head_slot)), None, last)
+                            }
                             // Not in memory: new, or cold and coming back as it was. Only
                             // here are label sets checked: those in memory passed already.
                             None => {
@@ -747,7 +773,7 @@ impl Inner {
                                 let stored = StoredLabels::from_encoded(sb.label_bytes());
                                 let cold = cold::lookup(&self.db, &stored)?;
                                 let last = cold.and_then(|c| c.last);
-                                (cold.map(|c| c.id), Some((stored, cold)), last)
+                                (cold.map(|c| c.id), None, Some((stored, cold)), last)
                             }
                         };
                         let over_limit = absent.is_some() && room == 0;
@@ -759,6 +785,7 @@ impl Inner {
                         pending.push(Pending {
                             series: sb,
                             id,
+                            slots,
                             absent,
                             over_limit,
                             check: SeriesCheck::new(last, sb.samples.len()),
@@ -772,6 +799,19 @@ impl Inner {
                     }
                 };
                 let p = &mut pending[i];
+                let current = match (p.id, p.slots) {
+                    (Some(id), Some((index_slot, Some(head_slot)))) => Some(SeriesRef {
+                        id,
+                        index_slot,
+                        head_slot,
+                    }),
+                    _ => None,
+                };
+                match batch.ref_hint(entry) {
+                    RefHint::Unwanted => {}
+                    RefHint::Known(r) if Some(r) == current => {}
+                    _ => wanted.push((entry, i)),
+                }
                 p.exemplars.extend(sb.exemplars);
                 if p.over_limit {
                     let times = sb.samples.iter().map(|s| s.t);
@@ -849,12 +889,17 @@ impl Inner {
         let mut new_series: Vec<(u64, StoredLabels)> = Vec::new();
         let mut revived: Vec<(StoredLabels, ColdSeries)> = Vec::new();
         let mut groups: Vec<(u64, Vec<Sample>)> = Vec::with_capacity(pending.len());
+        // Beside `groups` (which the WAL record is encoded from): each group's slots.
+        let mut group_slots: Vec<Option<(u32, Option<u32>)>> = Vec::with_capacity(pending.len());
         let mut histogram_times: Vec<(u64, i64)> = Vec::new();
         let mut exemplar_scanner = None;
         let mut exemplars_stored = false;
         // What this append stores, for the destinations to forward.
         let mut outgoing = self.outbox.enabled().then(EncodedBatch::new);
-        for p in pending {
+        // The id each pending entry was written to, kept only when some entry wants it.
+        let mut written: Vec<Option<u64>> =
+            vec![None; if wanted.is_empty() { 0 } else { pending.len() }];
+        for (pi, p) in pending.into_iter().enumerate() {
             let adds_samples = !p.check.accepted().is_empty() || !p.accepted_histograms.is_empty();
             if !adds_samples {
                 // Exemplars of a series in memory are stored without samples; a series out of
@@ -884,6 +929,9 @@ impl Inner {
                     id
                 }
             };
+            if let Some(w) = written.get_mut(pi) {
+                *w = Some(id);
+            }
             for h in &p.accepted_histograms {
                 // Every day with data has a partition: the cold index is kept per partition.
                 self.partitions.ensure(&self.db, partition_start(h.t))?;
@@ -908,6 +956,7 @@ impl Inner {
             }
             if !p.check.accepted().is_empty() {
                 groups.push((id, p.check.into_accepted()));
+                group_slots.push(p.slots);
             }
         }
         drop(exemplar_scanner);
@@ -949,9 +998,35 @@ impl Inner {
                 state.head.load(cold.id, last, None);
             }
         }
-        for (id, samples) in groups {
-            for s in samples {
-                Self::apply(&mut state, id, s);
+        for ((id, samples), slots) in groups.into_iter().zip(group_slots) {
+            match slots {
+                Some((index_slot, head_slot)) => {
+                    let head_slot = head_slot.unwrap_or_else(|| state.head.add(id));
+                    for s in samples {
+                        state.head.apply_at(head_slot, s);
+                        state.index.extend_time_at(index_slot, s.t);
+                    }
+                }
+                // Added or revived by this append.
+                None => {
+                    for s in samples {
+                        Self::apply(&mut state, id, s);
+                    }
+                }
+            }
+        }
+        for (entry, pi) in wanted {
+            let Some(id) = written[pi] else { continue };
+            if let (Some(index_slot), Some(head_slot)) = (state.index.slot(id), state.head.slot(id))
+            {
+                report.series_refs.push((
+                    entry,
+                    SeriesRef {
+                        id,
+                        index_slot,
+                        head_slot,
+                    },
+                ));
             }
         }
         for (id, t) in histogram_times {

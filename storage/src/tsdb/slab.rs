@@ -76,6 +76,16 @@ impl<T> IdSlab<T> {
         (*id, value)
     }
 
+    /// Whether `slot` holds `id`: a slot remembered from earlier, checked without a lookup
+    /// (ids are never reused, so a slot that holds the id holds its record).
+    pub(crate) fn holds(&self, slot: u32, id: u64) -> bool {
+        let slot = slot as usize;
+        self.pages
+            .get(slot / PAGE)
+            .and_then(|p| p[slot % PAGE].as_ref())
+            .is_some_and(|(held, _)| *held == id)
+    }
+
     pub(crate) fn get(&self, id: u64) -> Option<&T> {
         self.slot(id).map(|s| self.at(s).1)
     }
@@ -85,12 +95,9 @@ impl<T> IdSlab<T> {
         Some(&mut occupied_mut(&mut self.pages, slot).1)
     }
 
-    /// The record of `id`, made by `new` when there is none.
-    pub(crate) fn get_or_insert_with(&mut self, id: u64, new: impl FnOnce() -> T) -> &mut T {
-        let slot = match self.slot(id) {
-            Some(slot) => slot,
-            None => self.insert(id, new()),
-        };
+    /// The record at a slot [`IdSlab::slot`] or [`IdSlab::insert`] gave, for a caller that
+    /// looked the id up once and writes to it several times.
+    pub(crate) fn at_mut(&mut self, slot: u32) -> &mut T {
         &mut occupied_mut(&mut self.pages, slot).1
     }
 
@@ -218,7 +225,13 @@ mod tests {
         assert_eq!(slab.remove(10), Some("A"));
         assert_eq!(slab.get(10), None);
         assert_eq!(slab.insert(30, "c"), a, "the freed slot is taken again");
-        *slab.get_or_insert_with(40, || "d") = "D";
+        assert!(slab.holds(a, 30) && !slab.holds(a, 10) && !slab.holds(b, 30));
+        assert!(
+            !slab.holds(1 << 20, 30),
+            "a slot beyond the pages holds nothing"
+        );
+        let d = slab.insert(40, "d");
+        *slab.at_mut(d) = "D";
         assert_eq!(slab.get(40), Some(&"D"));
         for v in slab.values_mut() {
             *v = "x";

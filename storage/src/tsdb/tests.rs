@@ -10,7 +10,8 @@ use crate::tsdb::partition::{
     parse_chunk_key, partition_start, window_start, PARTITION_MS, WINDOW_MS,
 };
 use crate::{
-    MatchOp, Querier, RejectReason, EXEMPLAR_MAX_LABEL_SET_LENGTH, METRIC_NAME, STALE_NAN_BITS,
+    EncodedLabels, MatchOp, Querier, RejectReason, EXEMPLAR_MAX_LABEL_SET_LENGTH, METRIC_NAME,
+    STALE_NAN_BITS,
 };
 
 const MIN: i64 = 60_000;
@@ -1779,4 +1780,60 @@ fn retention_drops_old_exemplars_and_zero_stores_none() {
         )
         .unwrap();
     assert_eq!((r.exemplars_written, r.exemplars_invalid), (0, 1));
+}
+
+#[test]
+fn series_refs_are_given_used_and_renewed_when_a_series_left_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    let (a, b) = (labels("m", &[("job", "a")]), labels("m", &[("job", "b")]));
+    let (ea, eb) = (EncodedLabels::new(&a), EncodedLabels::new(&b));
+    let one = |t: i64| [Sample { t, v: t as f64 }];
+    let append = |entries: &[(&EncodedLabels, Option<SeriesRef>)], t: i64| {
+        let mut batch = EncodedBatch::new();
+        for (labels, series) in entries {
+            batch.push_encoded_ref(labels, *series, &one(t));
+        }
+        let r = db.append_batch(&batch, AppendMode::BestEffort).unwrap();
+        assert_eq!(r.samples_written, entries.len());
+        r.series_refs
+    };
+
+    // New series, none known: both entries get theirs.
+    let refs = append(&[(&ea, None), (&eb, None)], 0);
+    assert_eq!(refs.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1]);
+    let (ra, rb) = (refs[0].1, refs[1].1);
+    // Known and current: nothing to renew, and the samples land on their own series.
+    assert_eq!(append(&[(&eb, Some(rb)), (&ea, Some(ra))], MIN), vec![]);
+    // A series that left memory comes back under another slot; its stale reference is
+    // looked past and renewed, and the other series' is not.
+    db.flush().unwrap();
+    append(&[(&eb, Some(rb))], 3 * HOUR);
+    db.flush().unwrap();
+    db.inner.evict_idle().unwrap();
+    assert_eq!(in_memory(&db), 1, "a idle past 2h before b's newest sample");
+    let c = labels("m", &[("job", "c")]);
+    append(&[(&EncodedLabels::new(&c), None)], 3 * HOUR);
+    let renewed = append(&[(&ea, Some(ra)), (&eb, Some(rb))], 3 * HOUR + MIN);
+    assert_eq!(renewed.len(), 1, "{renewed:?}");
+    assert_eq!(renewed[0].0, 0);
+    assert_ne!(renewed[0].1, ra);
+    assert_eq!(
+        all(&db, &a),
+        bits(&[
+            (0, 0.0),
+            (MIN, MIN as f64),
+            (3 * HOUR + MIN, (3 * HOUR + MIN) as f64)
+        ])
+    );
+    assert_eq!(
+        all(&db, &b),
+        bits(&[
+            (0, 0.0),
+            (MIN, MIN as f64),
+            (3 * HOUR, (3 * HOUR) as f64),
+            (3 * HOUR + MIN, (3 * HOUR + MIN) as f64)
+        ])
+    );
+    assert_eq!(all(&db, &c), bits(&[(3 * HOUR, (3 * HOUR) as f64)]));
 }
