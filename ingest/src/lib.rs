@@ -3,6 +3,7 @@
 //! - [`remote_write`]: Prometheus remote-write 1.0 and 2.0 on `POST /api/v1/write` ([`routes`]).
 //! - [`otlp`]: OTLP metrics, logs and traces over gRPC and HTTP (protobuf and JSON).
 //! - [`logs`]: the Fluentd forward protocol listener and Loki's push API.
+//! - [`elastic`]: Elasticsearch's bulk API, into the same log sink.
 //! - [`scrape`]: scraping targets (`scrape_configs`), as Prometheus does.
 //! - [`push`]: the Pushgateway's push API, its groups stored and exposed to queries.
 //! - [`spanmetrics`]: span metrics and service graphs from the spans OTLP stored, as
@@ -16,6 +17,7 @@
 //! TSDB's outbox and metadata (to forward them), and never serves anything but ingest
 //! endpoints.
 
+pub mod elastic;
 pub mod forward;
 pub mod logs;
 mod metrics;

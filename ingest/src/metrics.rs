@@ -81,11 +81,12 @@ pub(crate) enum Protocol {
     OtlpHttp,
     Forward,
     LokiPush,
+    ElasticBulk,
 }
 
 /// Every path that exists, so each series is exposed (at 0) before its first item and a
 /// `rate()` over it starts at the first scrape.
-const PATHS: [(Signal, Protocol); 9] = [
+const PATHS: [(Signal, Protocol); 10] = [
     (Signal::Metrics, Protocol::RemoteWrite),
     (Signal::Metrics, Protocol::OtlpGrpc),
     (Signal::Metrics, Protocol::OtlpHttp),
@@ -93,6 +94,7 @@ const PATHS: [(Signal, Protocol); 9] = [
     (Signal::Logs, Protocol::OtlpHttp),
     (Signal::Logs, Protocol::Forward),
     (Signal::Logs, Protocol::LokiPush),
+    (Signal::Logs, Protocol::ElasticBulk),
     (Signal::Traces, Protocol::OtlpGrpc),
     (Signal::Traces, Protocol::OtlpHttp),
 ];
@@ -117,6 +119,7 @@ impl PathLabels {
                 Protocol::OtlpHttp => "otlp_http",
                 Protocol::Forward => "forward",
                 Protocol::LokiPush => "loki_push",
+                Protocol::ElasticBulk => "elasticsearch_bulk",
             },
         }
     }

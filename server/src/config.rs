@@ -56,6 +56,8 @@ pub struct Config {
     pub logs: Logs,
     #[serde(default)]
     pub alertmanager: Alertmanager,
+    #[serde(default)]
+    pub elasticsearch: Elasticsearch,
     /// Logs and traces forwarded to other receivers (`ingest::forward::ForwardConfig`),
     /// checked by `ingest::forward` and kept as written, so its secrets render masked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +128,11 @@ impl Default for Storage {
 #[serde(deny_unknown_fields, default)]
 pub struct Listeners {
     pub http: SocketAddr,
+    /// A listener of its own for the Elasticsearch API (e.g. `0.0.0.0:9200`), serving it at
+    /// its root so shippers and runbooks pointed at Elasticsearch need no path; the API is
+    /// also under `elasticsearch.path_prefix` on `http`. Off unless set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elasticsearch: Option<SocketAddr>,
     /// A web config file in Prometheus's `--web.config.file` format: TLS and authentication
     /// of the HTTP, OTLP/HTTP and OTLP/gRPC listeners. `--web.config.file` overrides it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,9 +148,44 @@ impl Default for Listeners {
     fn default() -> Self {
         Listeners {
             http: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            elasticsearch: None,
             web_config: None,
             postgres: None,
         }
+    }
+}
+
+/// The Elasticsearch-compatible API (bulk ingest, search) over the log store.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Elasticsearch {
+    /// Where the API is mounted on the HTTP listener (`/es/_bulk`, `/es/_search`).
+    pub path_prefix: String,
+    /// The document field that is a record's time, on ingest and in searches.
+    pub timestamp_field: String,
+}
+
+impl Default for Elasticsearch {
+    fn default() -> Self {
+        Elasticsearch {
+            path_prefix: "/es".into(),
+            timestamp_field: "@timestamp".into(),
+        }
+    }
+}
+
+impl Elasticsearch {
+    fn validate(&self) -> Result<(), String> {
+        let p = &self.path_prefix;
+        if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') {
+            return Err(format!(
+                "elasticsearch.path_prefix {p:?}: must start with / and name a path, as /es"
+            ));
+        }
+        if self.timestamp_field.is_empty() {
+            return Err("elasticsearch.timestamp_field must not be empty".into());
+        }
+        Ok(())
     }
 }
 
@@ -910,6 +952,7 @@ impl Config {
         };
         config.move_deprecated(&raw).map_err(invalid)?;
         config.limits.validate().map_err(invalid)?;
+        config.elasticsearch.validate().map_err(invalid)?;
         config.log_redactor().map_err(invalid)?;
         config.scrape().map_err(invalid)?;
         config.remote_write().map_err(invalid)?;
@@ -1222,6 +1265,15 @@ impl Config {
         }
     }
 
+    /// How Elasticsearch searches read the log store: the time field and the documents one
+    /// search may read (LogQL's line budget).
+    pub fn elastic_search_options(&self) -> elastic::SearchOptions {
+        elastic::SearchOptions {
+            time_field: self.elasticsearch.timestamp_field.clone(),
+            max_documents: self.limits.log_query_max_lines,
+        }
+    }
+
     /// What one LogQL query may cost.
     pub fn log_query_limits(&self) -> logql::QueryLimits {
         logql::QueryLimits {
@@ -1379,6 +1431,29 @@ remote_write:
             c.listeners.postgres,
             Some("127.0.0.1:5433".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn elasticsearch_api_prefix_listener_and_time_field() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.listeners.elasticsearch, None);
+        assert_eq!(c.elasticsearch.path_prefix, "/es");
+        assert_eq!(c.elastic_search_options().time_field, "@timestamp");
+        let c = Config::parse(
+            "listeners:\n  elasticsearch: 127.0.0.1:9200\nelasticsearch:\n  path_prefix: /elastic\n  timestamp_field: ts\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.listeners.elasticsearch,
+            Some("127.0.0.1:9200".parse().unwrap())
+        );
+        assert_eq!(c.elasticsearch.path_prefix, "/elastic");
+        assert_eq!(c.elastic_search_options().time_field, "ts");
+        for bad in ["es", "/", "/es/"] {
+            let e = Config::parse(&format!("elasticsearch:\n  path_prefix: {bad:?}\n"), "t");
+            assert!(e.is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -106,6 +106,18 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let (otlp_state, span_metrics) =
         start_span_metrics(&config, otlp_state, tsdb.clone(), &mut registry)?;
     let log_sink = log_sink.with_counters(ingest_state.counters());
+    let elastic_api = api::elastic::routes(
+        api::elastic::ElasticState::new(
+            elastic::Searcher::new(logs.clone(), config.elastic_search_options()),
+            query_gate.clone(),
+            &node_name(),
+            {
+                let logs = logs.clone();
+                Arc::new(move || logs.sync())
+            },
+        ),
+        ingest::elastic::routes(log_sink.clone(), &config.elasticsearch.timestamp_field),
+    );
     // Bound before anything that links back to it (rules' generatorURL, notifications), so
     // that those carry the real port when the config asks for port 0.
     let listener = tokio::net::TcpListener::bind(config.listeners.http)
@@ -214,6 +226,16 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             signal_forwarding: signal_forwarding.clone(),
         })))
         .merge(ingest::logs::routes(log_sink.clone()))
+        .nest(&config.elasticsearch.path_prefix, elastic_api.clone())
+        // `nest` leaves the prefix with a slash (`/es/`, where clients GET the version) to
+        // the outer router: it is the API's root too.
+        .route_service(
+            &format!("{}/", config.elasticsearch.path_prefix),
+            tower::ServiceExt::map_request(elastic_api.clone(), |mut r: axum::extract::Request| {
+                *r.uri_mut() = axum::http::Uri::from_static("/");
+                r
+            }),
+        )
         .merge(api::loki::routes(loki_state))
         .merge(ingest::otlp::http_routes(otlp_state.clone()))
         .merge(api::jaeger::routes(
@@ -263,6 +285,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         Some(addr) => Some(crate::postgres::start(addr, sql, &web).await?),
         None => None,
     };
+    let elastic = start_elastic(&config, &web, elastic_api).await?;
     let forward = tokio::spawn(ingest::logs::forward::serve(
         forward,
         log_sink,
@@ -283,6 +306,9 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         flusher.stop().await;
     }
     forward.abort();
+    if let Some(elastic) = elastic {
+        elastic.stop().await;
+    }
     if let Some(postgres) = postgres {
         postgres.abort();
     }
@@ -409,6 +435,64 @@ async fn start_otlp(
         }
     }));
     Ok(Otlp { stop, tasks })
+}
+
+/// The Elasticsearch API's own listener (`listeners.elasticsearch`), serving it at its root
+/// with the HTTP listener's TLS, auth and cross-site checks; stopped after the HTTP listener.
+struct Elastic {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Elastic {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn start_elastic(config: &Config, web: &Web, api: Router) -> anyhow::Result<Option<Elastic>> {
+    let Some(addr) = config.listeners.elasticsearch else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, tls = web.has_tls(), "Elasticsearch listening");
+    warn_if_open(web, bound, "Elasticsearch");
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let app = api
+        .layer(axum::middleware::from_fn(crate::cross_site::guard))
+        .layer(from_fn_with_state(
+            Guard::new(web, Listener::Http),
+            crate::web::guard,
+        ));
+    let task = tokio::spawn(crate::web::serve(
+        listener,
+        app,
+        web.clone(),
+        Listener::Http,
+        config.http_listener_options(),
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
+    Ok(Some(Elastic { stop, task }))
+}
+
+/// The node name the Elasticsearch API reports: the host's, as Elasticsearch names a node.
+fn node_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "novamon".to_owned())
 }
 
 /// The SQL engine over the three stores, within the budgets the other query languages have:

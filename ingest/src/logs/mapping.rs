@@ -74,7 +74,7 @@ impl Mapping {
 }
 
 /// Label names are `[a-zA-Z_][a-zA-Z0-9_]*`; other characters become `_`.
-fn sanitize_label_name(k: &str) -> String {
+pub(crate) fn sanitize_label_name(k: &str) -> String {
     let mut s: String = k
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })

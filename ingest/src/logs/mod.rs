@@ -13,6 +13,7 @@ pub mod redact;
 
 pub use bounds::{LogBounds, DEFAULT_MAX_AGE, DEFAULT_MAX_FUTURE, DEFAULT_MAX_LINE_BYTES};
 pub use mapping::Mapping;
+pub(crate) use mapping::sanitize_label_name;
 
 use std::mem::size_of;
 use std::sync::Arc;
@@ -109,6 +110,18 @@ impl LogSink {
 
     pub(crate) fn mapping(&self) -> &Mapping {
         &self.mapping
+    }
+
+    pub(crate) fn bounds(&self) -> LogBounds {
+        self.bounds
+    }
+
+    pub(crate) fn push_max_bytes(&self) -> usize {
+        self.push_max_bytes
+    }
+
+    pub(crate) fn counters(&self) -> &IngestCounters {
+        &self.counters
     }
 }
 

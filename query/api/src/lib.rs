@@ -8,6 +8,8 @@
 //! - [`jaeger`], [`tempo`]: the Jaeger query service and the Tempo API over trace queries.
 //! - [`alertmanager_v2`]: Alertmanager's `/api/v2/…` over the built-in Alertmanager.
 //! - [`sql`]: `POST /api/v1/sql` over the SQL engine (JSON rows, CSV or Arrow IPC).
+//! - [`elastic`]: Elasticsearch's REST API (search, multi-search, listings, the shippers'
+//!   probes) over the Elasticsearch semantics of the `elastic` crate.
 //! - [`postgres`]: the Postgres wire protocol over the same SQL engine (not HTTP: the server
 //!   hands it the connections of its `listeners.postgres`).
 //! - `admission`: the query gate PromQL and LogQL queries and trace searches wait in
@@ -20,6 +22,7 @@
 
 mod admission;
 pub mod alertmanager_v2;
+pub mod elastic;
 mod form;
 mod handler;
 pub mod jaeger;

@@ -34,6 +34,8 @@ pub fn http_role(method: &Method, path: &str) -> Option<Role> {
         "/-/healthy" | "/-/ready" => None,
         "/api/v1/write" | "/loki/api/v1/push" => Some(Role::Write),
         p if p.starts_with("/v1/") => Some(Role::Write),
+        // Elasticsearch's bulk ingest, under its prefix or on its own listener.
+        p if p == "/_bulk" || p.ends_with("/_bulk") => Some(Role::Write),
         p if p.starts_with("/-/") || p.starts_with("/api/v1/admin/") => Some(Role::Admin),
         p if p.starts_with("/api/v2/") && !matches!(*method, Method::GET | Method::HEAD) => {
             Some(Role::Admin)
@@ -308,6 +310,9 @@ mod tests {
             (&post, "/api/v1/write", Some(Role::Write)),
             (&post, "/v1/traces", Some(Role::Write)),
             (&post, "/loki/api/v1/push", Some(Role::Write)),
+            (&post, "/es/_bulk", Some(Role::Write)),
+            (&post, "/logs/_bulk", Some(Role::Write)),
+            (&post, "/es/_msearch", Some(Role::Read)),
             (&post, "/-/reload", Some(Role::Admin)),
             (&get, "/api/v2/silences", Some(Role::Read)),
             (&post, "/api/v2/silences", Some(Role::Admin)),
