@@ -12,8 +12,8 @@ mod mapping;
 pub mod redact;
 
 pub use bounds::{LogBounds, DEFAULT_MAX_AGE, DEFAULT_MAX_FUTURE, DEFAULT_MAX_LINE_BYTES};
-pub use mapping::Mapping;
 pub(crate) use mapping::sanitize_label_name;
+pub use mapping::Mapping;
 
 use std::mem::size_of;
 use std::sync::Arc;
