@@ -311,6 +311,32 @@ fn take_buckets(budget: &mut usize, n: usize) -> Result<(), EsError> {
     Ok(())
 }
 
+/// With `min_doc_count: 0`: a bucket, empty or not, for every key `step` apart from the first
+/// to the last, stretched to `bounds` (`extended_bounds`, already as keys).
+fn fill_empty(
+    groups: &mut BTreeMap<i64, Vec<&Document>>,
+    bounds: Option<(i64, i64)>,
+    step: i64,
+    budget: &mut usize,
+) -> Result<(), EsError> {
+    let first = groups.keys().next().copied();
+    let last = groups.keys().next_back().copied();
+    let lo = first.into_iter().chain(bounds.map(|b| b.0)).min();
+    let hi = last.into_iter().chain(bounds.map(|b| b.1)).max();
+    if let (Some(lo), Some(hi)) = (lo, hi) {
+        take_buckets(
+            budget,
+            usize::try_from((hi - lo) / step + 1).unwrap_or(usize::MAX),
+        )?;
+        let mut k = lo;
+        while k <= hi {
+            groups.entry(k).or_default();
+            k += step;
+        }
+    }
+    Ok(())
+}
+
 /// A bucket: its keys, count and sub-aggregations.
 fn bucket(
     mut head: Map<String, Value>,
@@ -350,28 +376,9 @@ fn one(a: &Agg, docs: &[&Document], budget: &mut usize) -> Result<Value, EsError
                     .push(d);
             }
             if *min_doc_count == 0 {
-                let keys: Vec<i64> = groups.keys().copied().collect();
-                let lo = keys
-                    .first()
-                    .copied()
-                    .into_iter()
-                    .chain(bounds.map(|b| b.0.div_euclid(*interval_ms) * interval_ms))
-                    .min();
-                let hi = keys
-                    .last()
-                    .copied()
-                    .into_iter()
-                    .chain(bounds.map(|b| b.1.div_euclid(*interval_ms) * interval_ms))
-                    .max();
-                if let (Some(lo), Some(hi)) = (lo, hi) {
-                    let n = usize::try_from((hi - lo) / interval_ms + 1).unwrap_or(usize::MAX);
-                    take_buckets(budget, n)?;
-                    let mut k = lo;
-                    while k <= hi {
-                        groups.entry(k).or_default();
-                        k += interval_ms;
-                    }
-                }
+                let key = |t: i64| t.div_euclid(*interval_ms) * interval_ms;
+                let bounds = bounds.map(|b| (key(b.0), key(b.1)));
+                fill_empty(&mut groups, bounds, *interval_ms, budget)?;
             }
             let mut buckets = Vec::new();
             for (k, ds) in groups {
@@ -408,25 +415,9 @@ fn one(a: &Agg, docs: &[&Document], budget: &mut usize) -> Result<Value, EsError
                 }
             }
             if *min_doc_count == 0 {
-                let keys: Vec<i64> = groups.keys().copied().collect();
-                let lo = keys
-                    .first()
-                    .copied()
-                    .into_iter()
-                    .chain(bounds.map(|b| (b.0 / interval).floor() as i64))
-                    .min();
-                let hi = keys
-                    .last()
-                    .copied()
-                    .into_iter()
-                    .chain(bounds.map(|b| (b.1 / interval).floor() as i64))
-                    .max();
-                if let (Some(lo), Some(hi)) = (lo, hi) {
-                    take_buckets(budget, usize::try_from(hi - lo + 1).unwrap_or(usize::MAX))?;
-                    for k in lo..=hi {
-                        groups.entry(k).or_default();
-                    }
-                }
+                let key = |x: f64| (x / interval).floor() as i64;
+                let bounds = bounds.map(|b| (key(b.0), key(b.1)));
+                fill_empty(&mut groups, bounds, 1, budget)?;
             }
             let mut buckets = Vec::new();
             for (k, ds) in groups {
