@@ -29,6 +29,7 @@ pub fn parse(
         default_and,
         time_field,
         now_ms,
+        depth: 0,
     };
     if p.toks.is_empty() {
         return Ok(Query::MatchAll);
@@ -215,7 +216,13 @@ struct Parser<'a> {
     default_and: bool,
     time_field: &'a str,
     now_ms: i64,
+    /// Clauses open around the one being parsed (groups, `NOT`, `+`, `-`).
+    depth: usize,
 }
+
+/// How deep clauses may nest: the parser and every walk of the query recurse once per level,
+/// and a request body of nothing but `(` must not exhaust a thread's stack.
+const MAX_DEPTH: usize = 100;
 
 impl Parser<'_> {
     fn error(&self, what: String) -> EsError {
@@ -285,6 +292,16 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self, field: Option<&str>) -> Result<(Occur, Query), EsError> {
+        if self.depth == MAX_DEPTH {
+            return Err(self.error(format!("clauses nested deeper than {MAX_DEPTH}")));
+        }
+        self.depth += 1;
+        let clause = self.clause(field);
+        self.depth -= 1;
+        clause
+    }
+
+    fn clause(&mut self, field: Option<&str>) -> Result<(Occur, Query), EsError> {
         match self.peek() {
             Some(Tok::Not) | Some(Tok::Minus) => {
                 self.pos += 1;
@@ -559,6 +576,16 @@ mod tests {
             "@timestamp:[now-1m TO now]",
         ] {
             assert!(!hit(q, &d), "{q} should not match");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let groups = |n: usize| format!("{}a{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse(&groups(50), None, false, "@timestamp", 0).is_ok());
+        for deep in [groups(100_000), format!("{}a", "NOT ".repeat(100_000))] {
+            let got = parse(&deep, None, false, "@timestamp", 0);
+            assert!(matches!(got, Err(EsError::Parse { .. })), "{got:?}");
         }
     }
 
