@@ -105,6 +105,10 @@ pub struct Storage {
     /// fsync RocksDB's WAL on every write: survives power loss, not only a crash, at a cost.
     pub wal_fsync: bool,
     pub flush_interval: PromDuration,
+    /// How often a checkpoint also writes the open (still filling) chunks and truncates the
+    /// WAL; between, checkpoints write only chunks that were cut. Bounds what a restart after
+    /// a crash replays.
+    pub open_chunk_interval: PromDuration,
     /// Newest exemplars kept per series; 0 stores none.
     pub max_exemplars_per_series: usize,
 }
@@ -119,6 +123,7 @@ impl Default for Storage {
             head_window: PromDuration(tsdb.head_window),
             wal_fsync: tsdb.wal_fsync,
             flush_interval: PromDuration(tsdb.flush_interval),
+            open_chunk_interval: PromDuration(tsdb.open_chunk_interval),
             max_exemplars_per_series: tsdb.max_exemplars_per_series,
         }
     }
@@ -1248,6 +1253,7 @@ impl Config {
             out_of_order_window: self.storage.out_of_order_window.0,
             wal_fsync: self.storage.wal_fsync,
             flush_interval: self.storage.flush_interval.0,
+            open_chunk_interval: self.storage.open_chunk_interval.0,
             head_window: self.storage.head_window.0,
             max_active_series: self.limits.max_active_series,
             block_cache_bytes: self.limits.tsdb_block_cache_bytes as usize,

@@ -3,6 +3,7 @@
 //! the facade's doc for the ordering guarantees these keep.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use rocksdb::WriteBatch;
 use tracing::{debug, info};
@@ -33,8 +34,9 @@ const SEAL_BATCH_SAMPLES: usize = 20_000;
 /// float series' open chunks in their smallest form.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Pass {
-    /// The periodic one: histogram samples of windows ready to seal; open chunks as the head
-    /// holds them, as the next checkpoint writes them again while they fill.
+    /// The periodic one: histogram samples of windows ready to seal; chunks cut since the last
+    /// checkpoint; and, once per `open_chunk_interval`, open chunks as the head holds them
+    /// (the next such checkpoint writes them again while they fill).
     Periodic,
     /// At shutdown and on an explicit flush: every histogram sample, and open chunks compacted
     /// too (a restart decodes them into an appendable chunk whatever their form), so that the
@@ -43,7 +45,7 @@ pub(super) enum Pass {
 }
 
 /// A series' head as restored at open: id, last sample (t, value bits), open chunk.
-type RestoredHead = (u64, (i64, u64), Option<XorChunk>);
+type RestoredHead = (u64, (i64, u64), XorChunk);
 
 /// Read-ahead of the iterators restoring the head at open.
 const RESTORE_READAHEAD_BYTES: usize = 2 << 20;
@@ -53,9 +55,9 @@ const RESTORE_READAHEAD_BYTES: usize = 2 << 20;
 const EVICT_SLICE_SERIES: usize = 4096;
 
 impl Inner {
-    /// Restores each series' last float sample and, unless full, its open chunk from its
-    /// newest in-order chunk. That chunk is usually in the partition of the series' max t, but
-    /// max t may be a native histogram's, so earlier partitions are searched too, newest first.
+    /// Restores each series' last float sample and its open chunk from its newest in-order
+    /// chunk. That chunk is usually in the partition of the series' max t, but max t may be a
+    /// native histogram's, so earlier partitions are searched too, newest first.
     /// The series are split over the cores (a million series are a million seeks, mostly
     /// waiting on reads), each part walking its own iterators forward in key order.
     pub(super) fn restore_head(&self) -> Result<(), StorageError> {
@@ -86,7 +88,7 @@ impl Inner {
                 .collect::<Result<Vec<_>, _>>()
         })?;
         for (id, last, open) in restored.into_iter().flatten() {
-            state.head.load(id, last, open);
+            state.head.load(id, last, Some(open));
         }
         Ok(())
     }
@@ -130,8 +132,11 @@ impl Inner {
             let samples: Vec<Sample> = chunk.iter().collect::<Result<_, _>>().map_err(corrupt)?;
             let Some(last) = samples.last() else { continue };
             let last = (last.t, last.v.to_bits());
-            let open = (chunk.count() < MAX_SAMPLES).then(|| XorChunk::from_samples(samples));
-            out.push((id, last, open));
+            // A full chunk is kept too (persisted, so the next sample cuts and drops it): the
+            // WAL replayed next can hold its samples, as checkpoints between those that write
+            // open chunks write the chunks that were cut, and replay then finds them here
+            // rather than with a read per sample.
+            out.push((id, last, XorChunk::from_samples(samples)));
         }
         Ok(out)
     }
@@ -179,6 +184,11 @@ impl Inner {
     /// slice is in RocksDB deletes WAL records [0, S). Appends and reads wait for one slice,
     /// never for the whole head. A crash between slices leaves samples both in chunks and in
     /// the WAL, which replay recognises as already stored.
+    ///
+    /// A periodic checkpoint within `open_chunk_interval` of the last one that wrote open
+    /// chunks writes only cut chunks and out-of-order data, and deletes no WAL record: the
+    /// open chunks' samples are still only in the WAL. A million series' open chunks are
+    /// most of what a checkpoint would write, each rewritten until it fills.
     pub(super) fn checkpoint(&self, which: Pass) -> Result<(), StorageError> {
         let mut cp = self.checkpoint.lock();
         let mut tiebreak = cp.next_ooo_chunk_id;
@@ -186,6 +196,7 @@ impl Inner {
         // Chunk ids handed out by batches already written stay used, even on failure.
         cp.next_ooo_chunk_id = tiebreak;
         sealed?;
+        let open = which == Pass::Final || cp.open_chunks_due.is_some_and(|t| Instant::now() >= t);
         let (mut dirty, wal_end) = {
             // With no append in flight, every record below the WAL position is in the head.
             let _gate = self.gate.write();
@@ -198,13 +209,13 @@ impl Inner {
         // Sorted outside the locks: slices in key order write to RocksDB in key order.
         dirty.sort_unstable();
         dirty.dedup();
-        if dirty.is_empty() && cp.wal_start >= wal_end {
+        if dirty.is_empty() && (!open || cp.wal_start >= wal_end) {
             return Ok(());
         }
         let mut next_ooo = cp.next_ooo_chunk_id;
         let mut slices = dirty.chunks(CHECKPOINT_SLICE_SERIES);
         while let Some(slice) = slices.next() {
-            let (snaps, times) = self.snapshot_slice(slice);
+            let (snaps, times) = self.snapshot_slice(slice, open);
             let result = self.write_slice(&snaps, &times, &mut next_ooo, which == Pass::Final);
             let mut state = self.state.write();
             match result {
@@ -220,11 +231,16 @@ impl Inner {
                 }
             }
         }
+        cp.next_ooo_chunk_id = next_ooo;
+        if !open {
+            debug!(series = dirty.len(), "checkpoint of cut chunks written");
+            return Ok(());
+        }
         let mut wb = WriteBatch::default();
         wal::truncate(&self.db, &mut wb, wal_end)?;
         self.db.write_opt(wb, &self.write_options())?;
         cp.wal_start = wal_end;
-        cp.next_ooo_chunk_id = next_ooo;
+        cp.open_chunks_due = Instant::now().checked_add(self.opts.open_chunk_interval);
         debug!(series = dirty.len(), wal_end, "checkpoint written");
         wal::compact_truncated(&self.db, wal_end)
     }
@@ -291,13 +307,15 @@ impl Inner {
     }
 
     /// Snapshots series `ids` under the exclusive state lock: what they hold beyond their
-    /// persisted state, and their time bounds (id, min t, max t) to persist with it.
+    /// persisted state (open chunks only with `open`), and the time bounds (id, min t, max t)
+    /// of those with something to write, to persist with it.
     pub(super) fn snapshot_slice(
         &self,
         ids: &[u64],
+        open: bool,
     ) -> (Vec<SeriesSnapshot>, Vec<(u64, i64, i64)>) {
         let mut state = self.state.write();
-        let snaps = state.head.snapshot(ids);
+        let snaps = state.head.snapshot(ids, open);
         let times = snaps
             .iter()
             .filter_map(|s| state.index.get(s.id).map(|i| (s.id, i.min_t, i.max_t)))

@@ -66,6 +66,13 @@ impl SeriesHead {
         self.last = Some((s.t, bits));
     }
 
+    /// Whether the open chunk holds samples its partition does not.
+    fn unpersisted_open(&self) -> bool {
+        self.open
+            .as_ref()
+            .is_some_and(|c| c.count() > self.open_persisted)
+    }
+
     fn flushing_frozen(&self) -> &[XorChunk] {
         self.pending.as_ref().map_or(&[], |p| &p.flushing_frozen)
     }
@@ -281,13 +288,24 @@ impl Head {
     }
 
     /// Takes what series `ids` (from [`Head::take_dirty`]) hold beyond their persisted state,
-    /// moving cut chunks and out-of-order samples to the flushing slots.
-    pub(crate) fn snapshot(&mut self, ids: &[u64]) -> Vec<SeriesSnapshot> {
-        let mut out = Vec::with_capacity(ids.len());
+    /// moving cut chunks and out-of-order samples to the flushing slots. Without `with_open`,
+    /// open chunks are left out: a series whose open chunk holds unpersisted samples is
+    /// listed dirty again at once (it is not persisted until a snapshot with `with_open` takes
+    /// it), and one with nothing else to write gets no snapshot.
+    pub(crate) fn snapshot(&mut self, ids: &[u64], with_open: bool) -> Vec<SeriesSnapshot> {
+        let mut out = Vec::with_capacity(if with_open { ids.len() } else { 0 });
         for &id in ids {
             let Some(h) = self.series.get_mut(id) else {
                 continue;
             };
+            if !with_open {
+                if h.unpersisted_open() {
+                    list_dirty(&mut self.dirty, self.generation, id, h);
+                }
+                if h.pending.is_none() {
+                    continue;
+                }
+            }
             if let Some(p) = &mut h.pending {
                 p.flushing_frozen.append(&mut p.frozen);
                 if !p.ooo.is_empty() {
@@ -301,7 +319,7 @@ impl Head {
                 .map(|c| (c.min_t(), c.to_value()))
                 .collect();
             let open = match &h.open {
-                Some(c) if c.count() > h.open_persisted => {
+                Some(c) if with_open && c.count() > h.open_persisted => {
                     chunks.push((c.min_t(), c.to_value()));
                     Some((c.min_t(), c.count()))
                 }
@@ -356,11 +374,7 @@ impl Head {
     /// Whether everything the head holds of a series is persisted (so it may leave memory).
     pub(crate) fn persisted(&self, id: u64) -> bool {
         self.series.get(id).is_none_or(|h| {
-            h.dirty_generation != self.generation
-                && h.pending.is_none()
-                && h.open
-                    .as_ref()
-                    .is_none_or(|c| c.count() <= h.open_persisted)
+            h.dirty_generation != self.generation && h.pending.is_none() && !h.unpersisted_open()
         })
     }
 
@@ -376,13 +390,7 @@ impl Head {
         self.series
             .iter()
             .map(|(_, h)| {
-                h.frozen().len()
-                    + h.flushing_frozen().len()
-                    + usize::from(
-                        h.open
-                            .as_ref()
-                            .is_some_and(|c| c.count() > h.open_persisted),
-                    )
+                h.frozen().len() + h.flushing_frozen().len() + usize::from(h.unpersisted_open())
             })
             .sum()
     }
@@ -396,7 +404,7 @@ mod tests {
 
     fn snapshot_all(h: &mut Head) -> Vec<SeriesSnapshot> {
         let ids: Vec<u64> = h.take_dirty().into_iter().collect();
-        h.snapshot(&ids)
+        h.snapshot(&ids, true)
     }
 
     fn s(t: i64, v: f64) -> Sample {

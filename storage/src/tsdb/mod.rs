@@ -119,6 +119,13 @@ pub struct TsdbOptions {
     /// Period of the background checkpoint (head → chunks) and retention pass.
     /// `Duration::ZERO` disables the background thread (checkpoints only on flush/close).
     pub flush_interval: Duration,
+    /// How often a periodic checkpoint also writes the series' open (still filling) chunks
+    /// and deletes the WAL records they cover; the checkpoints between write only the chunks
+    /// that were cut (and out-of-order data), so an open chunk is rewritten once per period
+    /// instead of at every checkpoint. It bounds the WAL a restart after a crash replays
+    /// (about this period plus `flush_interval`); a clean stop writes everything.
+    /// `Duration::ZERO` writes open chunks at every checkpoint.
+    pub open_chunk_interval: Duration,
     /// Series with no sample newer than this before the newest sample of any series leave
     /// memory for the on-disk cold index (`cold`), where queries still find them and a new
     /// sample brings them back. `Duration::MAX` keeps every series in memory.
@@ -145,6 +152,7 @@ impl Default for TsdbOptions {
             out_of_order_window: Duration::from_secs(3600),
             wal_fsync: false,
             flush_interval: Duration::from_secs(60),
+            open_chunk_interval: Duration::from_secs(600),
             head_window: Duration::from_secs(2 * 3600),
             max_active_series: 0,
             block_cache_bytes: 32 << 20,
@@ -186,6 +194,9 @@ struct CheckpointState {
     /// WAL records below this are already deleted.
     wal_start: u64,
     next_ooo_chunk_id: u64,
+    /// When a periodic checkpoint next writes the open chunks (and so can truncate the WAL);
+    /// never for an interval too long to add to the clock.
+    open_chunks_due: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -243,6 +254,7 @@ impl Tsdb {
         let next_ooo_chunk_id = meta::get_counter(&db, KEY_NEXT_OOO_CHUNK_ID)?.max(1);
         let metadata = meta::load_metadata(&db)?;
         let outbox = outbox::State::load(&db)?;
+        let open_chunks_due = Instant::now().checked_add(opts.open_chunk_interval);
         let inner = Inner {
             partitions: Partitions::new(
                 chunk_cfs.iter().filter_map(|n| partition::parse_cf_name(n)),
@@ -254,6 +266,7 @@ impl Tsdb {
             checkpoint: Mutex::new(CheckpointState {
                 wal_start: 0,
                 next_ooo_chunk_id,
+                open_chunks_due,
             }),
             gate: RwLock::new(()),
             create: Mutex::new(next_series_id),

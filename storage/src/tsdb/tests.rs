@@ -319,6 +319,51 @@ fn crash_without_flush_loses_nothing_and_duplicates_nothing() {
     assert_eq!(all(&db, &a), bits(&sa));
 }
 
+/// Checkpoints between those that write open chunks write the chunks that were cut and keep
+/// the WAL: a crash then loses nothing (the open chunks come back from the WAL; the cut
+/// chunks' samples in it are found already stored), and the first checkpoint past the
+/// interval writes the open chunks and truncates the WAL.
+#[test]
+fn open_chunks_are_written_once_per_interval_and_the_wal_kept_until_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = labels("m", &[("i", "a")]);
+    let b = labels("m", &[("i", "b")]);
+    // Two chunks of 120 cut, ten samples in the open one; five for `b`, all open.
+    let (sa, sb) = (regular(0, 250), regular(0, 5));
+    let stored = |db: &Tsdb| -> Vec<u16> {
+        let cf = db.inner.db.cf_handle(&partition::cf_name(0)).unwrap();
+        db.inner
+            .db
+            .iterator_cf(&cf, rocksdb::IteratorMode::Start)
+            .map(|kv| StoredChunk::parse(&kv.unwrap().1).unwrap().count())
+            .collect()
+    };
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_ok(&db, &a, &sa[..245]);
+        append_ok(&db, &b, &sb);
+        let wal = wal_len(&db);
+        db.inner.checkpoint(Pass::Periodic).unwrap();
+        assert_eq!(stored(&db), [120, 120], "the cut chunks only");
+        assert_eq!(wal_len(&db), wal, "the open chunks are only in the WAL");
+        append_ok(&db, &a, &sa[245..]);
+        db.inner.checkpoint(Pass::Periodic).unwrap();
+        assert_eq!(stored(&db), [120, 120], "nothing was cut since");
+        // Dropped without close or flush.
+    }
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, &a), bits(&sa));
+    assert_eq!(all(&db, &b), bits(&sb));
+    db.inner.checkpoint.lock().open_chunks_due = Some(std::time::Instant::now());
+    db.inner.checkpoint(Pass::Periodic).unwrap();
+    assert_eq!(stored(&db), [120, 120, 10, 5]);
+    assert_eq!(wal_len(&db), 0);
+    drop(db);
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, &a), bits(&sa));
+    assert_eq!(all(&db, &b), bits(&sb));
+}
+
 /// Appenders racing on one series: each timestamp is taken by exactly one of them (the others
 /// are told it is a duplicate), the stored value is the winner's, and replaying the WAL after
 /// a crash decides the same; series of their own they write side by side, and new series
@@ -460,8 +505,12 @@ fn complete_chunks_of_decimals_are_stored_packed_open_ones_at_shutdown() {
     {
         let db = Tsdb::open(dir.path(), opts()).unwrap();
         append_ok(&db, &l, &s[..130]);
-        // The periodic checkpoint leaves the open chunk as the head holds it: it is written
-        // again as it fills.
+        // A periodic checkpoint within `open_chunk_interval` writes the cut chunk only.
+        db.inner.checkpoint(Pass::Periodic).unwrap();
+        assert_eq!(stored(&db), [(120, packed)]);
+        // Once per interval it writes the open chunk too, as the head holds it: it is
+        // written again as it fills.
+        db.inner.checkpoint.lock().open_chunks_due = Some(std::time::Instant::now());
         db.inner.checkpoint(Pass::Periodic).unwrap();
         assert_eq!(stored(&db), [(120, packed), (10, xor)]);
         // The final one compacts what it writes of open chunks too.
@@ -475,7 +524,7 @@ fn complete_chunks_of_decimals_are_stored_packed_open_ones_at_shutdown() {
     let more: Vec<(i64, f64)> = (131..141).map(|i| (i * 15_000, i as f64)).collect();
     append_ok(&db, &l, &more);
     db.inner.checkpoint(Pass::Periodic).unwrap();
-    assert_eq!(stored(&db), [(120, packed), (21, xor)]);
+    assert_eq!(stored(&db), [(120, packed), (11, packed)]);
     append_ok(&db, &l, &[(141 * 15_000, 1.0)]);
     db.close().unwrap();
     let db = Tsdb::open(dir.path(), opts()).unwrap();
@@ -756,6 +805,7 @@ fn background_checkpoint_truncates_the_wal() {
         dir.path(),
         TsdbOptions {
             flush_interval: Duration::from_millis(20),
+            open_chunk_interval: Duration::from_millis(100),
             ..opts()
         },
     )
@@ -1340,7 +1390,7 @@ fn crash_between_checkpoint_slices_loses_nothing() {
         let mut ids: Vec<u64> = inner.state.write().head.take_dirty().into_iter().collect();
         ids.sort_unstable();
         // The first slice: series `a`, written first, has the lowest id.
-        let (snaps, times) = inner.snapshot_slice(&ids[..1]);
+        let (snaps, times) = inner.snapshot_slice(&ids[..1], true);
         let mut next_ooo = inner.checkpoint.lock().next_ooo_chunk_id;
         inner
             .write_slice(&snaps, &times, &mut next_ooo, false)
