@@ -228,9 +228,12 @@ fn novamon_and_prometheus_scrape_the_same_exporters_alike() {
     );
 }
 
-/// A target that redirects: `/hops/N` to `/hops/N-1`, `/hops/0` to `../metrics` (a relative
-/// location with a dot segment), `/metrics` answers a page. One request per connection.
-fn redirecting_target() -> String {
+/// A plain HTTP/1.1 server on a port of its own, one request per connection: `answer` gets
+/// the request's path and headers (lower-cased names) and gives the status line with any
+/// headers (each ending in CRLF), and the body. Returns `host:port`.
+fn http_server(
+    answer: impl Fn(&str, &BTreeMap<String, String>) -> (String, String) + Send + 'static,
+) -> String {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -241,25 +244,16 @@ fn redirecting_target() -> String {
             if reader.read_line(&mut line).is_err() {
                 continue;
             }
-            // Drains the headers.
+            let mut headers = BTreeMap::new();
             let mut h = String::new();
             while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                if let Some((k, v)) = h.split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                }
                 h.clear();
             }
             let path = line.split(' ').nth(1).unwrap_or("/");
-            let resp = match path.strip_prefix("/hops/").map(str::parse::<u32>) {
-                Some(Ok(0)) => "HTTP/1.1 302 Found\r\nLocation: ../metrics\r\n".to_string(),
-                Some(Ok(n)) => format!("HTTP/1.1 302 Found\r\nLocation: /hops/{}\r\n", n - 1),
-                _ if path == "/metrics" => {
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n".to_string()
-                }
-                _ => "HTTP/1.1 404 Not Found\r\n".to_string(),
-            };
-            let body = if resp.contains("200 OK") {
-                "page 1\n"
-            } else {
-                ""
-            };
+            let (resp, body) = answer(path, &headers);
             let _ = write!(
                 &stream,
                 "{resp}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -268,6 +262,27 @@ fn redirecting_target() -> String {
         }
     });
     addr
+}
+
+/// A target that redirects: `/hops/N` to `/hops/N-1`, `/hops/0` to `../metrics` (a relative
+/// location with a dot segment), `/metrics` answers a page.
+fn redirecting_target() -> String {
+    http_server(|path, _| {
+        let resp = match path.strip_prefix("/hops/").map(str::parse::<u32>) {
+            Some(Ok(0)) => "HTTP/1.1 302 Found\r\nLocation: ../metrics\r\n".to_string(),
+            Some(Ok(n)) => format!("HTTP/1.1 302 Found\r\nLocation: /hops/{}\r\n", n - 1),
+            _ if path == "/metrics" => {
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n".to_string()
+            }
+            _ => "HTTP/1.1 404 Not Found\r\n".to_string(),
+        };
+        let body = if resp.contains("200 OK") {
+            "page 1\n"
+        } else {
+            ""
+        };
+        (resp, body.to_string())
+    })
 }
 
 /// What [`scrape_alike`] found: novamon's `up`, its targets' `lastError`s by target, and the
@@ -280,7 +295,7 @@ struct Alike {
 
 /// Starts novamon and Prometheus 2.42 on the same `scrape_configs` (`jobs`: YAML list items)
 /// until both have scraped each of the `n` targets twice; checks that they agree on `up` and on
-/// each target's health and `lastError`.
+/// each target's labels, discovered labels, health and `lastError`.
 fn scrape_alike(jobs: &str, n: usize, also: &str) -> Alike {
     require(PROMETHEUS);
     let dir = tempfile::tempdir().unwrap();
@@ -296,18 +311,27 @@ fn scrape_alike(jobs: &str, n: usize, also: &str) -> Alike {
     );
     let (_prom, prom) = prometheus(dir.path(), &cfg);
     let a = agent();
+    let q = "count_over_time(up[1m]) >= 2";
     wait_until(Duration::from_secs(60), || {
-        let q = "count_over_time(up[1m]) >= 2";
         instant(&a, &novamon.url, q).len() == n && instant(&a, &prom, q).len() == n
     })
-    .expect("every target scraped twice");
+    .unwrap_or_else(|| {
+        panic!(
+            "not every target scraped twice: novamon {:?}\nprometheus {:?}\n{}",
+            instant(&a, &novamon.url, q),
+            instant(&a, &prom, q),
+            novamon.get_ok("/api/v1/targets")
+        )
+    });
     let up = instant(&a, &novamon.url, "up");
     assert_eq!(up, instant(&a, &prom, "up"));
     let (na, _) = targets(&a, &novamon.url);
     let (pa, _) = targets(&a, &prom);
     assert_eq!(na.len(), n);
     for (k, t) in &na {
-        assert_eq!(t["lastError"], pa[k]["lastError"], "target {k}");
+        for field in ["labels", "discoveredLabels", "lastError"] {
+            assert_eq!(t[field], pa[k][field], "target {k}: {field}");
+        }
         assert_eq!(t["health"], pa[k]["health"], "target {k}");
     }
     let errors = na
@@ -340,6 +364,66 @@ fn redirects_are_followed_as_prometheus_follows_them() {
     assert_eq!(up.values().filter(|v| *v == "1").count(), 1, "{up:?}");
     assert_eq!(n.len(), 1);
     assert_eq!(n, p);
+}
+
+/// `http_sd_configs` side by side: a discovery endpoint that wants a bearer token serves two
+/// groups (a target that answers, one that is down, a `__meta_url` of its own that the URL
+/// replaces); a second entry's endpoint is down and a third's answers HTML. Both find the same
+/// two targets with the same labels, and scrape them alike. The token's `type` is written out:
+/// 2.42 does not default it to `Bearer` in `http_sd_configs` (fixed in 2.48), novamon does.
+#[test]
+fn http_discovery_finds_the_targets_prometheus_finds() {
+    let target = redirecting_target();
+    let groups = format!(
+        r#"[{{"targets": ["{target}"], "labels": {{"team": "a"}}}},
+            {{"targets": ["127.0.0.1:1"], "labels": {{"team": "b", "__meta_url": "forged"}}}}]"#
+    );
+    let sd = http_server(move |path, headers| {
+        let authorized = headers.get("authorization").map(String::as_str) == Some("Bearer s3cret");
+        let asked = |h: &str| headers.get(h).map(String::as_str);
+        match path {
+            "/sd" if !authorized => ("HTTP/1.1 401 Unauthorized\r\n".into(), String::new()),
+            "/sd"
+                if asked("x-prometheus-refresh-interval-seconds") != Some("1")
+                    || asked("accept") != Some("application/json") =>
+            {
+                ("HTTP/1.1 400 Bad Request\r\n".into(), String::new())
+            }
+            "/sd" => (
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n".into(),
+                groups.clone(),
+            ),
+            _ => (
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n".into(),
+                "[]".into(),
+            ),
+        }
+    });
+    let jobs = format!(
+        r#"  - job_name: http_sd
+    http_sd_configs:
+      - {{url: 'http://{sd}/sd', refresh_interval: 1s, authorization: {{type: Bearer, credentials: s3cret}}}}
+      - {{url: 'http://127.0.0.1:1/sd', refresh_interval: 1s}}
+      - {{url: 'http://{sd}/html', refresh_interval: 1s}}
+    relabel_configs:
+      - {{source_labels: [__meta_url], target_label: sd}}
+"#
+    );
+    let Alike {
+        up,
+        errors,
+        also: [n, p],
+    } = scrape_alike(&jobs, 2, "page");
+    assert_eq!(up.values().filter(|v| *v == "1").count(), 1, "{up:?}");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(n.len(), 1);
+    assert_eq!(n, p);
+    let sd_url = format!("http://{sd}/sd");
+    assert!(
+        n.keys()
+            .all(|k| k.contains(&format!("\"sd\":\"{sd_url}\""))),
+        "__meta_url relabelled into sd: {n:?}"
+    );
 }
 
 #[test]

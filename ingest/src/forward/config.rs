@@ -223,24 +223,34 @@ pub(crate) struct HttpClient<'a> {
     pub(crate) tls_config: &'a TlsConfig,
 }
 
-impl Endpoint {
-    /// Checks the settings as Prometheus does on load and compiles them.
-    pub(crate) fn compile(c: &HttpClient<'_>) -> Result<Endpoint, String> {
-        let (scheme, rest) = c
-            .url
+/// An http(s) URL's parts, as a client dials and sends them.
+pub(crate) struct UrlParts<'a> {
+    pub(crate) scheme: &'a str,
+    /// As written: what the `Host` header carries.
+    pub(crate) authority: &'a str,
+    /// `authority` with the scheme's port when it names none: what is dialled.
+    pub(crate) address: String,
+    pub(crate) path_and_query: String,
+}
+
+impl UrlParts<'_> {
+    /// Splits `url`; refuses other schemes than http(s), no host, and credentials in the URL
+    /// (they go in `basic_auth`).
+    pub(crate) fn split(url: &str) -> Result<UrlParts<'_>, String> {
+        let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| format!("invalid url {:?}", c.url))?;
+            .ok_or_else(|| format!("invalid url {url:?}"))?;
         let default_port = match scheme {
             "http" => 80,
             "https" => 443,
-            _ => return Err(format!("unsupported scheme {scheme:?} in {:?}", c.url)),
+            _ => return Err(format!("unsupported scheme {scheme:?} in {url:?}")),
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
         if authority.is_empty() || authority.contains('@') {
-            return Err(format!("invalid url {:?}", c.url));
+            return Err(format!("invalid url {url:?}"));
         }
         let has_port = match authority.strip_prefix('[') {
             Some(v6) => v6.contains("]:"),
@@ -256,6 +266,24 @@ impl Endpoint {
         } else {
             path.to_owned()
         };
+        Ok(UrlParts {
+            scheme,
+            authority,
+            address,
+            path_and_query,
+        })
+    }
+}
+
+impl Endpoint {
+    /// Checks the settings as Prometheus does on load and compiles them.
+    pub(crate) fn compile(c: &HttpClient<'_>) -> Result<Endpoint, String> {
+        let UrlParts {
+            scheme,
+            authority,
+            address,
+            path_and_query,
+        } = UrlParts::split(c.url)?;
         let auths = [
             c.basic_auth.is_some(),
             c.authorization.is_some(),

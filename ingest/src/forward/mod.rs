@@ -31,6 +31,8 @@ use std::sync::Arc;
 use prometheus_client::registry::Registry;
 use storage::Tsdb;
 
+/// Shared with `http_sd_configs`, whose URL is split as a destination's is.
+pub(crate) use config::UrlParts;
 pub use config::{MetadataConfig, Prepared, QueueConfig, RemoteWriteConfig};
 use metrics::{ForwardMetrics, QueueLabels, SignalLabels, SignalMetrics};
 use queue::Queue;

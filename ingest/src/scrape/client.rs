@@ -1,8 +1,9 @@
 //! The HTTP side of a scrape: one kept-alive HTTP/1.1 connection per target (plain or
 //! rustls), the request Prometheus sends (`Accept`, gzip, the timeout header, credentials),
 //! redirects followed as Go's client follows them (`follow_redirects`, on by default), and the
-//! response read within the timeout and the body size limit. Owns transport only; what the
-//! body says is the parser's.
+//! response read within the timeout and the body size limit. `http_sd_configs` GETs its URL
+//! through the same [`Connection`]. Owns transport only; what the body says is the parser's
+//! (or the discovery's).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -15,13 +16,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
-use super::config::{Authorization, BasicAuth, ScrapeConfig, TlsConfig};
+use super::config::{Authorization, BasicAuth, HttpSdConfig, ScrapeConfig, TlsConfig};
 use super::target::Target;
 
 /// The User-Agent novamon scrapes with (Prometheus's is `Prometheus/<version>`).
 const USER_AGENT: &str = concat!("novamon/", env!("CARGO_PKG_VERSION"));
 
-/// What every scrape of one pool sends the same way.
+/// What every request of one pool's scrapes (or of one HTTP discovery) sends the same way.
 pub(crate) struct HttpSettings {
     accept: String,
     auth: Auth,
@@ -123,17 +124,50 @@ impl HttpSettings {
             &raw.bearer_token,
             &raw.bearer_token_file,
         );
-        let tls = Arc::new(tls_client(&raw.tls_config)?);
         let body_limit = match raw.body_size_limit {
             Some(n) if n > 0 => n.min(ceiling),
             _ => ceiling,
         };
+        HttpSettings::build(
+            auth,
+            &raw.tls_config,
+            raw.follow_redirects,
+            accept,
+            body_limit,
+        )
+    }
+
+    /// An `http_sd_configs` entry's client: its credentials, TLS and redirects, asking for
+    /// JSON, reading at most `body_limit` bytes.
+    pub(crate) fn for_http_sd(c: &HttpSdConfig, body_limit: u64) -> Result<HttpSettings, String> {
+        let auth = Auth::new(
+            c.basic_auth.as_ref(),
+            c.authorization.as_ref(),
+            &c.bearer_token,
+            &c.bearer_token_file,
+        );
+        HttpSettings::build(
+            auth,
+            &c.tls_config,
+            c.follow_redirects,
+            "application/json".into(),
+            body_limit,
+        )
+    }
+
+    fn build(
+        auth: Auth,
+        tls: &TlsConfig,
+        follow_redirects: bool,
+        accept: String,
+        body_limit: u64,
+    ) -> Result<HttpSettings, String> {
         Ok(HttpSettings {
             accept,
             auth,
-            tls,
-            server_name: raw.tls_config.server_name.clone(),
-            follow_redirects: raw.follow_redirects,
+            tls: Arc::new(tls_client(tls)?),
+            server_name: tls.server_name.clone(),
+            follow_redirects,
             body_limit,
         })
     }
@@ -259,23 +293,64 @@ pub(crate) struct Fetched {
     pub body: Vec<u8>,
 }
 
-/// One target's connection, kept between scrapes.
+/// Where one GET goes: a scrape target, or an HTTP discovery's URL.
+pub(crate) struct Get<'a> {
+    pub(crate) scheme: &'a str,
+    /// The `Host` header: the URL's authority as written.
+    pub(crate) host: &'a str,
+    /// `host:port`, what is dialled.
+    pub(crate) address: &'a str,
+    pub(crate) path_and_query: &'a str,
+    /// The header that tells the peer how long its answer may take (a scrape's timeout, a
+    /// discovery's refresh interval), and its value.
+    pub(crate) hint: (&'static str, String),
+    /// How long the whole exchange may take, redirects and body included.
+    pub(crate) timeout: std::time::Duration,
+}
+
+impl Get<'_> {
+    fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.host, self.path_and_query)
+    }
+}
+
+/// One peer's connection, kept between requests.
 #[derive(Default)]
 pub(crate) struct Connection {
     sender: Option<SendRequest<Empty<Bytes>>>,
 }
 
 impl Connection {
-    /// GETs the target within `timeout`; errors are worded as Prometheus words them
+    /// GETs the target within its timeout; errors are worded as Prometheus words them
     /// (`Get "<url>": …`, `server returned HTTP status …`, `body size limit exceeded`).
     pub(crate) async fn scrape(
         &mut self,
         settings: &HttpSettings,
         target: &Target,
     ) -> Result<Fetched, String> {
-        let url = target.url();
+        let get = Get {
+            scheme: &target.scheme,
+            host: &target.address,
+            address: &target.address,
+            path_and_query: &target.path_and_query,
+            hint: (
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                format!("{}", target.timeout.as_secs_f64()),
+            ),
+            timeout: target.timeout,
+        };
+        self.get(settings, &get).await
+    }
+
+    /// GETs `req` within its timeout, errors worded as [`Connection::scrape`]'s.
+    pub(crate) async fn get(
+        &mut self,
+        settings: &HttpSettings,
+        req: &Get<'_>,
+    ) -> Result<Fetched, String> {
+        let url = req.url();
         let get = |e: String| format!("Get {url:?}: {e}");
-        match tokio::time::timeout(target.timeout, self.exchange(settings, target)).await {
+        match tokio::time::timeout(req.timeout, self.exchange(settings, req)).await {
             Ok(Ok(f)) => Ok(f),
             Ok(Err(Failure::Transport(e))) => {
                 self.sender = None;
@@ -293,17 +368,17 @@ impl Connection {
     async fn exchange(
         &mut self,
         settings: &HttpSettings,
-        target: &Target,
+        req: &Get<'_>,
     ) -> Result<Fetched, Failure> {
         let mut hop = Hop {
-            scheme: target.scheme.clone(),
-            host: target.address.clone(),
-            address: target.address.clone(),
-            path_and_query: target.path_and_query.clone(),
+            scheme: req.scheme.to_string(),
+            host: req.host.to_string(),
+            address: req.address.to_string(),
+            path_and_query: req.path_and_query.to_string(),
         };
         let mut requests = 1;
         let resp = loop {
-            let resp = self.send(settings, target, &hop).await?;
+            let resp = self.send(settings, req, &hop).await?;
             let status = resp.status();
             let location = (settings.follow_redirects && status.is_redirection())
                 .then(|| resp.headers().get(hyper::header::LOCATION))
@@ -314,7 +389,7 @@ impl Connection {
             };
             // The redirect's body is not read: its connection cannot be reused (one of its
             // own, for a hop elsewhere, is dropped anyway).
-            if hop.is_target(target) {
+            if hop.is_peer(req) {
                 self.sender = None;
             }
             if requests == MAX_REQUESTS {
@@ -376,12 +451,12 @@ impl Connection {
         Ok(Fetched { content_type, body })
     }
 
-    /// Sends the scrape request to `hop`: over the target's kept-alive connection when the hop
-    /// is the target itself, else over a connection of its own (a redirect elsewhere).
+    /// Sends the request to `hop`: over the peer's kept-alive connection when the hop is the
+    /// peer itself, else over a connection of its own (a redirect elsewhere).
     async fn send(
         &mut self,
         settings: &HttpSettings,
-        target: &Target,
+        get: &Get<'_>,
         hop: &Hop,
     ) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
         let transport = |e: &dyn std::fmt::Display| Failure::Transport(e.to_string());
@@ -391,10 +466,7 @@ impl Connection {
             .header(hyper::header::ACCEPT, settings.accept.as_str())
             .header(hyper::header::ACCEPT_ENCODING, "gzip")
             .header(hyper::header::USER_AGENT, USER_AGENT)
-            .header(
-                "X-Prometheus-Scrape-Timeout-Seconds",
-                format!("{}", target.timeout.as_secs_f64()),
-            );
+            .header(get.hint.0, get.hint.1.as_str());
         // Sent on redirected requests too: Prometheus adds credentials in its transport, which
         // every request of a redirect chain goes through.
         let req = match auth {
@@ -406,7 +478,7 @@ impl Connection {
         let tls = (hop.scheme == "https").then_some(&settings.tls);
         let connect = || connect(&hop.address, tls, settings.server_name.as_deref());
         let mut elsewhere;
-        let sender = if hop.is_target(target) {
+        let sender = if hop.is_peer(get) {
             // A kept-alive connection the target closed since is replaced, not an error.
             let alive = match self.sender.as_mut() {
                 Some(s) => s.ready().await.is_ok(),
@@ -428,7 +500,7 @@ impl Connection {
 /// follows nine redirects.
 const MAX_REQUESTS: usize = 10;
 
-/// Where one request of a scrape goes: the target, or where it redirected.
+/// Where one request of a GET goes: the peer, or where it redirected.
 #[derive(Debug, PartialEq)]
 struct Hop {
     scheme: String,
@@ -441,9 +513,9 @@ struct Hop {
 }
 
 impl Hop {
-    /// Whether this request goes where the target's kept-alive connection goes.
-    fn is_target(&self, target: &Target) -> bool {
-        self.scheme == target.scheme && self.address == target.address
+    /// Whether this request goes where the peer's kept-alive connection goes.
+    fn is_peer(&self, get: &Get<'_>) -> bool {
+        self.scheme == get.scheme && self.address == get.address
     }
 
     #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct ScrapeConfig {
     #[serde(default)]
     pub file_sd_configs: Vec<FileSdConfig>,
     #[serde(default)]
+    pub http_sd_configs: Vec<HttpSdConfig>,
+    #[serde(default)]
     pub relabel_configs: Vec<RelabelConfig>,
     #[serde(default)]
     pub metric_relabel_configs: Vec<RelabelConfig>,
@@ -72,7 +74,7 @@ pub struct ScrapeConfig {
 }
 
 /// A group of targets with common labels: a `static_configs` entry, or one entry of a file
-/// discovered by `file_sd_configs`.
+/// discovered by `file_sd_configs` or of a list served to `http_sd_configs`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetGroup {
@@ -88,6 +90,58 @@ pub struct FileSdConfig {
     pub files: Vec<String>,
     #[serde(default = "default_refresh", deserialize_with = "duration")]
     pub refresh_interval: Duration,
+}
+
+/// An `http_sd_configs` entry: Prometheus's `SDConfig` of `discovery/http` with the HTTP client
+/// options the scrape client has. `proxy_url` and `oauth2` are refused as unknown fields, as
+/// they are in a scrape config: the client has neither.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSdConfig {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default = "default_http_refresh", deserialize_with = "duration")]
+    pub refresh_interval: Duration,
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    #[serde(default)]
+    pub authorization: Option<Authorization>,
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_config: TlsConfig,
+    #[serde(default = "yes")]
+    pub follow_redirects: bool,
+    #[serde(default = "yes")]
+    pub enable_http2: bool,
+}
+
+impl HttpSdConfig {
+    /// Prometheus's checks of the URL on load, with its messages, and the credentials' checks
+    /// every HTTP client config has (2.42 skipped those here, so that an `authorization`
+    /// without `type` went out with no `Bearer`; 2.48 made them, and novamon follows it).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.url.is_empty() {
+            return Err("URL is missing".into());
+        }
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return Err("URL scheme must be 'http' or 'https'".into());
+        };
+        if !matches!(scheme, "http" | "https") {
+            return Err("URL scheme must be 'http' or 'https'".into());
+        }
+        if rest.split(['/', '?', '#']).next().unwrap_or("").is_empty() {
+            return Err("host is missing in URL".into());
+        }
+        check_credentials(
+            self.basic_auth.as_ref(),
+            self.authorization.as_ref(),
+            &self.bearer_token,
+            &self.bearer_token_file,
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -148,6 +202,9 @@ fn default_auth_type() -> String {
 }
 fn default_refresh() -> Duration {
     Duration::from_secs(300)
+}
+fn default_http_refresh() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// Prometheus's durations (`15s`, `1m30s`); a config file takes no bare numbers.
@@ -269,42 +326,12 @@ impl ScrapeConfig {
                 self.metrics_path
             ));
         }
-        let auths = [
-            self.basic_auth.is_some(),
-            self.authorization.is_some(),
-            self.bearer_token.is_some() || self.bearer_token_file.is_some(),
-        ];
-        if auths.iter().filter(|a| **a).count() > 1 {
-            return Err(
-                "at most one of basic_auth, authorization & bearer_token must be configured".into(),
-            );
-        }
-        if self.bearer_token.is_some() && self.bearer_token_file.is_some() {
-            return Err(
-                "at most one of bearer_token & bearer_token_file must be configured".into(),
-            );
-        }
-        if let Some(b) = &self.basic_auth {
-            if b.password.is_some() && b.password_file.is_some() {
-                return Err(
-                    "at most one of basic_auth password & password_file must be configured".into(),
-                );
-            }
-        }
-        if let Some(a) = &self.authorization {
-            if a.kind.eq_ignore_ascii_case("basic") {
-                return Err(
-                    "authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
-                        .into(),
-                );
-            }
-            if a.credentials.is_some() && a.credentials_file.is_some() {
-                return Err(
-                    "at most one of authorization credentials & credentials_file must be configured"
-                        .into(),
-                );
-            }
-        }
+        check_credentials(
+            self.basic_auth.as_ref(),
+            self.authorization.as_ref(),
+            &self.bearer_token,
+            &self.bearer_token_file,
+        )?;
         let accept = accept_header(self.scrape_protocols.as_deref())?;
         let compile = |rules: &[RelabelConfig]| -> Result<Vec<Rule>, String> {
             rules.iter().map(RelabelConfig::compile).collect()
@@ -318,6 +345,49 @@ impl ScrapeConfig {
             accept,
         })
     }
+}
+
+/// The checks Prometheus's `HTTPClientConfig.Validate` makes of credentials, with its messages.
+fn check_credentials(
+    basic_auth: Option<&BasicAuth>,
+    authorization: Option<&Authorization>,
+    bearer_token: &Option<String>,
+    bearer_token_file: &Option<PathBuf>,
+) -> Result<(), String> {
+    let auths = [
+        basic_auth.is_some(),
+        authorization.is_some(),
+        bearer_token.is_some() || bearer_token_file.is_some(),
+    ];
+    if auths.iter().filter(|a| **a).count() > 1 {
+        return Err(
+            "at most one of basic_auth, authorization & bearer_token must be configured".into(),
+        );
+    }
+    if bearer_token.is_some() && bearer_token_file.is_some() {
+        return Err("at most one of bearer_token & bearer_token_file must be configured".into());
+    }
+    if let Some(b) = basic_auth {
+        if b.password.is_some() && b.password_file.is_some() {
+            return Err(
+                "at most one of basic_auth password & password_file must be configured".into(),
+            );
+        }
+    }
+    if let Some(a) = authorization {
+        if a.kind.eq_ignore_ascii_case("basic") {
+            return Err(
+                "authorization type cannot be set to \"basic\", use \"basic_auth\" instead".into(),
+            );
+        }
+        if a.credentials.is_some() && a.credentials_file.is_some() {
+            return Err(
+                "at most one of authorization credentials & credentials_file must be configured"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Prometheus's `Accept` for the protocols in order of preference, then `*/*;q=0.1`. Protobuf is skipped (not parsed here); a list of only
@@ -436,6 +506,17 @@ mod tests {
             c.unsupported_discovery().collect::<Vec<_>>(),
             ["consul_sd_configs"]
         );
+        let c = parse("job_name: x\nhttp_sd_configs: [{url: 'http://sd/'}]\n");
+        assert_eq!(
+            c.unsupported_discovery().count(),
+            0,
+            "http_sd_configs is run"
+        );
+        assert_eq!(
+            c.http_sd_configs[0].refresh_interval,
+            Duration::from_secs(60)
+        );
+        assert!(c.http_sd_configs[0].follow_redirects);
         assert!(
             serde_yaml::from_str::<ScrapeConfig>("job_name: x\nscrape_interval: 15\n").is_err()
         );

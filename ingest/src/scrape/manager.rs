@@ -1,5 +1,6 @@
 //! The scrape manager: one pool per `scrape_configs` job, each keeping a loop per active
-//! target, synced with discovery (static groups at apply, target files polled), and swapped on
+//! target, synced with discovery (static groups at apply, target files polled, HTTP discovery
+//! tasks waking it when their groups change), and swapped on
 //! reload so that unchanged jobs keep their loops and state. Owns the set of running loops and
 //! what the targets API reads of them.
 
@@ -13,14 +14,14 @@ use storage::{Appendable, Labels, Metadata};
 
 use super::client::HttpSettings;
 use super::config::ScrapeConfig;
-use super::discovery::{Discovered, FileDiscovery, POLL};
+use super::discovery::{Discovered, FileDiscovery, HttpDiscovery, HttpSource, POLL};
 use super::scrape_loop::{LoopHandle, PoolShared, TargetStatus};
 use super::target::{populate, Outcome, Target};
 
 /// Scrape configs checked and compiled, ready to apply (a reload prepares first, so a bad
 /// config changes nothing).
 pub struct Prepared {
-    pools: Vec<(ScrapeConfig, Arc<PoolShared>)>,
+    pools: Vec<(ScrapeConfig, Arc<PoolShared>, Vec<Arc<HttpSource>>)>,
     base_dir: PathBuf,
 }
 
@@ -50,6 +51,12 @@ impl Prepared {
             let config = c.compile(global_interval, global_timeout)?;
             let http = HttpSettings::new(c, config.accept.clone(), max_body_bytes)
                 .map_err(|e| format!("job {:?}: {e}", c.job_name))?;
+            let sources = c
+                .http_sd_configs
+                .iter()
+                .map(|sd| HttpSource::new(sd).map(Arc::new))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("job {:?}: http_sd_configs: {e}", c.job_name))?;
             pools.push((
                 c.clone(),
                 Arc::new(PoolShared {
@@ -57,6 +64,7 @@ impl Prepared {
                     http,
                     forced_error: Default::default(),
                 }),
+                sources,
             ));
         }
         Ok(Prepared { pools, base_dir })
@@ -67,6 +75,8 @@ struct Pool {
     raw: ScrapeConfig,
     shared: Arc<PoolShared>,
     files: Vec<FileDiscovery>,
+    /// Running while the pool lives: dropping the pool ends their tasks.
+    http: Vec<HttpDiscovery>,
     loops: HashMap<u64, LoopHandle>,
     dropped: Vec<Labels>,
 }
@@ -77,6 +87,8 @@ pub struct ScrapeManager {
     /// Serialises applying configs and discovery syncs (which await loops' ends).
     ops: tokio::sync::Mutex<PathBuf>,
     pools: parking_lot::Mutex<BTreeMap<String, Pool>>,
+    /// Notified by HTTP discovery tasks when their groups change.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// An active target as the API shows it.
@@ -106,6 +118,7 @@ impl ScrapeManager {
             store,
             ops: tokio::sync::Mutex::new(PathBuf::from(".")),
             pools: parking_lot::Mutex::new(BTreeMap::new()),
+            wake: Arc::new(tokio::sync::Notify::new()),
         });
         tokio::spawn(poll_files(Arc::downgrade(&m)));
         m
@@ -124,7 +137,7 @@ impl ScrapeManager {
             let wanted: Vec<&str> = prepared
                 .pools
                 .iter()
-                .map(|(c, _)| c.job_name.as_str())
+                .map(|(c, _, _)| c.job_name.as_str())
                 .collect();
             let gone: Vec<String> = pools
                 .keys()
@@ -135,7 +148,7 @@ impl ScrapeManager {
                 let p = pools.remove(&job).expect("listed");
                 stopping.extend(p.loops.into_values().map(|l| (l, true)));
             }
-            for (raw, shared) in prepared.pools {
+            for (raw, shared, sources) in prepared.pools {
                 if pools.get(&raw.job_name).is_some_and(|p| p.raw == raw) {
                     continue;
                 }
@@ -148,6 +161,10 @@ impl ScrapeManager {
                     .cloned()
                     .map(FileDiscovery::new)
                     .collect();
+                let http = sources
+                    .into_iter()
+                    .map(|s| HttpDiscovery::start(raw.job_name.clone(), s, self.wake.clone()))
+                    .collect();
                 fresh.push(raw.job_name.clone());
                 pools.insert(
                     raw.job_name.clone(),
@@ -155,6 +172,7 @@ impl ScrapeManager {
                         raw,
                         shared,
                         files,
+                        http,
                         loops: HashMap::new(),
                         dropped: Vec::new(),
                     },
@@ -169,8 +187,8 @@ impl ScrapeManager {
         }
     }
 
-    /// Re-reads the job's target files (all of them with `force`) and, when its groups
-    /// changed, starts and stops loops to match.
+    /// Re-reads the job's target files (all of them with `force`), takes its HTTP discoveries'
+    /// news and, when its groups changed, starts and stops loops to match.
     async fn sync(&self, job: &str, base: &std::path::Path, force: bool) {
         let stopping: Vec<LoopHandle> = {
             let mut pools = self.pools.lock();
@@ -180,6 +198,9 @@ impl ScrapeManager {
             let mut changed = force;
             for f in &mut pool.files {
                 changed |= f.refresh(base);
+            }
+            for h in &pool.http {
+                changed |= h.take_changed();
             }
             if !changed {
                 return;
@@ -193,6 +214,7 @@ impl ScrapeManager {
                     meta: Vec::new(),
                 })
                 .chain(pool.files.iter().flat_map(|f| f.groups().cloned()))
+                .chain(pool.http.iter().flat_map(HttpDiscovery::groups))
                 .collect();
             let mut active = HashMap::new();
             pool.dropped.clear();
@@ -297,19 +319,26 @@ impl ScrapeManager {
     }
 }
 
-/// Polls the target files of every job while the manager lives.
+/// Polls the target files of every job while the manager lives, and syncs the jobs whose
+/// HTTP discoveries say their groups changed.
 async fn poll_files(m: Weak<ScrapeManager>) {
+    let Some(wake) = m.upgrade().map(|m| m.wake.clone()) else {
+        return;
+    };
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wake.notified() => {}
+        }
         let Some(m) = m.upgrade() else { return };
         let base = m.ops.lock().await;
         let jobs: Vec<String> = m
             .pools
             .lock()
             .iter()
-            .filter(|(_, p)| !p.files.is_empty())
+            .filter(|(_, p)| !p.files.is_empty() || !p.http.is_empty())
             .map(|(k, _)| k.clone())
             .collect();
         for job in jobs {

@@ -1,7 +1,6 @@
-//! Where targets come from: `static_configs` as written, and `file_sd_configs` files (JSON
-//! or YAML lists of target groups, glob patterns allowed) re-read when one changes and every
-//! `refresh_interval`. Owns reading and watching those files; what becomes of a group is
-//! `target`'s.
+//! `file_sd_configs`: files (JSON or YAML lists of target groups, glob patterns allowed)
+//! re-read when one changes and every `refresh_interval`. Owns reading and watching those
+//! files; what becomes of a group is `target`'s.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,14 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use storage::Label;
 
-use super::config::{FileSdConfig, TargetGroup};
-
-/// A group with the meta labels its discovery adds.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Discovered {
-    pub group: TargetGroup,
-    pub meta: Vec<Label>,
-}
+use super::Discovered;
+use crate::scrape::config::{FileSdConfig, TargetGroup};
 
 /// The files of one `file_sd_configs` entry and what each held when last read.
 pub(crate) struct FileDiscovery {

@@ -1,0 +1,479 @@
+//! `http_sd_configs`, as Prometheus 2.42's `discovery/http`: a task per entry GETs the URL
+//! right away and then every `refresh_interval` (`Accept: application/json`,
+//! `X-Prometheus-Refresh-Interval-Seconds`, the entry's credentials and TLS, the interval as
+//! the timeout), over the scrape client's [`Connection`]. A `200` with a JSON content type and
+//! a JSON list of target groups replaces the groups, each labelled `__meta_url`; anything else
+//! keeps the last good groups (as Prometheus's refresh loop does) and is logged once per
+//! failure episode. Owns fetching and parsing the list; what becomes of a group is `target`'s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::Discovered;
+use crate::forward::UrlParts;
+use crate::scrape::client::{Connection, Get, HttpSettings};
+use crate::scrape::config::{HttpSdConfig, TargetGroup};
+
+/// The most bytes of a discovery answer read (decoded, when gzipped). Prometheus reads any
+/// size; the URL is a remote peer, so novamon bounds what one answer can cost. A group list
+/// takes some 50 to 100 bytes a target: 16 MiB holds well over a hundred thousand targets,
+/// more than one scrape pool runs, while several entries fetching at once stay cheap.
+pub(crate) const MAX_BODY_BYTES: u64 = 16 << 20;
+
+/// What Prometheus names each group's URL with.
+const URL_LABEL: &str = "__meta_url";
+
+/// One entry, checked and compiled at config load (a bad TLS file fails the load).
+pub(crate) struct HttpSource {
+    url: String,
+    scheme: String,
+    host: String,
+    address: String,
+    path_and_query: String,
+    refresh: Duration,
+    settings: HttpSettings,
+}
+
+impl HttpSource {
+    pub(crate) fn new(c: &HttpSdConfig) -> Result<HttpSource, String> {
+        c.check()?;
+        // Go's client drops the fragment; it is never sent.
+        let url = c.url.split('#').next().unwrap_or_default();
+        let parts = UrlParts::split(url)?;
+        Ok(HttpSource {
+            url: c.url.clone(),
+            scheme: parts.scheme.to_string(),
+            host: parts.authority.to_string(),
+            address: parts.address,
+            path_and_query: parts.path_and_query,
+            refresh: c.refresh_interval,
+            settings: HttpSettings::for_http_sd(c, MAX_BODY_BYTES)?,
+        })
+    }
+
+    /// One GET of the URL and its groups, errors worded as Prometheus's.
+    async fn fetch(&self, conn: &mut Connection) -> Result<Vec<Discovered>, String> {
+        let get = Get {
+            scheme: &self.scheme,
+            host: &self.host,
+            address: &self.address,
+            path_and_query: &self.path_and_query,
+            hint: (
+                "X-Prometheus-Refresh-Interval-Seconds",
+                format!("{}", self.refresh.as_secs_f64()),
+            ),
+            // Prometheus sets the client's timeout to the refresh interval.
+            timeout: self.refresh,
+        };
+        let fetched = conn.get(&self.settings, &get).await?;
+        parse(fetched.content_type.as_deref(), &fetched.body, &self.url)
+    }
+}
+
+/// Prometheus's `^(?i:application/json(;\s*charset=("utf-8"|utf-8))?)$`, on the header
+/// trimmed.
+fn is_json(content_type: &str) -> bool {
+    let ct = content_type.trim().to_ascii_lowercase();
+    let Some(rest) = ct.strip_prefix("application/json") else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let Some(rest) = rest.strip_prefix(';') else {
+        return false;
+    };
+    // RE2's `\s`: space, tab, newline, form feed, carriage return.
+    let rest = rest.trim_start_matches([' ', '\t', '\n', '\x0c', '\r']);
+    matches!(rest, "charset=utf-8" | "charset=\"utf-8\"")
+}
+
+/// An answer's groups: a JSON list of `{targets, labels}` (no other keys, no `null` item,
+/// label names valid), each labelled with the URL.
+fn parse(content_type: Option<&str>, body: &[u8], url: &str) -> Result<Vec<Discovered>, String> {
+    let content_type = content_type.unwrap_or_default();
+    if !is_json(content_type) {
+        return Err(format!("unsupported content type {content_type:?}"));
+    }
+    let groups: Vec<Option<TargetGroup>> =
+        serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    groups
+        .into_iter()
+        .map(|g| {
+            let mut group = g.ok_or("nil target group item found")?;
+            if let Some(bad) = group
+                .labels
+                .keys()
+                .find(|k| !storage::relabel::valid_name(k))
+            {
+                return Err(format!("{bad:?} is not a valid label name"));
+            }
+            // A group label, as Prometheus sets it: it replaces one the answer names itself.
+            group.labels.insert(URL_LABEL.into(), url.into());
+            Ok(Discovered {
+                group,
+                meta: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+/// The groups of the last good answer, and whether the manager has seen them.
+#[derive(Default)]
+struct Latest {
+    groups: Vec<Discovered>,
+    changed: bool,
+}
+
+/// One running entry: its task and the last good groups. Dropping it (the pool's end or
+/// reload) ends the task.
+pub(crate) struct HttpDiscovery {
+    latest: Arc<Mutex<Latest>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpDiscovery {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HttpDiscovery {
+    /// Starts fetching `source` now and every refresh interval; `wake` is notified whenever
+    /// the groups change.
+    pub(crate) fn start(
+        job: String,
+        source: Arc<HttpSource>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> HttpDiscovery {
+        let latest = Arc::new(Mutex::new(Latest::default()));
+        let task = tokio::spawn(run(job, source, latest.clone(), wake));
+        HttpDiscovery { latest, task }
+    }
+
+    /// Whether the groups changed since the last call.
+    pub(crate) fn take_changed(&self) -> bool {
+        std::mem::take(&mut self.latest.lock().changed)
+    }
+
+    pub(crate) fn groups(&self) -> Vec<Discovered> {
+        self.latest.lock().groups.clone()
+    }
+}
+
+async fn run(
+    job: String,
+    source: Arc<HttpSource>,
+    latest: Arc<Mutex<Latest>>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    let mut conn = Connection::default();
+    let mut episode = Episode::default();
+    // The first tick is at once: Prometheus fetches a first set right away.
+    let mut tick = tokio::time::interval(source.refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if refresh(&job, &source, &mut conn, &latest, &mut episode).await {
+            wake.notify_one();
+        }
+    }
+}
+
+/// One fetch: new groups replace the last good ones; a failure keeps them. True when the
+/// groups changed.
+async fn refresh(
+    job: &str,
+    source: &HttpSource,
+    conn: &mut Connection,
+    latest: &Mutex<Latest>,
+    episode: &mut Episode,
+) -> bool {
+    match source.fetch(conn).await {
+        Ok(groups) => {
+            episode.succeeded(job, &source.url);
+            let mut l = latest.lock();
+            if l.groups == groups {
+                return false;
+            }
+            l.groups = groups;
+            l.changed = true;
+            true
+        }
+        Err(e) => {
+            episode.failed(job, &source.url, &e);
+            false
+        }
+    }
+}
+
+/// Prometheus logs every failed refresh; an unreachable URL refreshed every few seconds would
+/// flood the log, so novamon warns when failures start, repeats them at DEBUG, and says when
+/// a refresh succeeds again (as `storage`'s failure episodes do).
+#[derive(Default)]
+struct Episode {
+    failing: bool,
+}
+
+impl Episode {
+    fn failed(&mut self, job: &str, url: &str, err: &str) {
+        if std::mem::replace(&mut self.failing, true) {
+            tracing::debug!(
+                job,
+                url,
+                error = err,
+                "http_sd: still unable to refresh target groups"
+            );
+        } else {
+            tracing::warn!(
+                job,
+                url,
+                error = err,
+                "http_sd: unable to refresh target groups, keeping the last ones; logged again only once it succeeds"
+            );
+        }
+    }
+
+    fn succeeded(&mut self, job: &str, url: &str) {
+        if std::mem::replace(&mut self.failing, false) {
+            tracing::info!(job, url, "http_sd: refreshing target groups succeeds again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn content_types_as_prometheus_matches_them() {
+        for ok in [
+            "application/json",
+            " Application/JSON ",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            "application/json;\t charset=utf-8",
+        ] {
+            assert!(is_json(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "text/plain",
+            "application/jsonx",
+            "application/json; charset=latin1",
+            "application/json charset=utf-8",
+            "application/json; charset=utf-8; x=y",
+        ] {
+            assert!(!is_json(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn groups_are_parsed_and_labelled_with_the_url() {
+        let body = br#"[
+            {"targets": ["a:9100", "b:9100"], "labels": {"dc": "eu", "__meta_url": "forged"}},
+            {"targets": []},
+            {"labels": {"x": "y"}}
+        ]"#;
+        let g = parse(Some("application/json"), body, "http://sd/x").unwrap();
+        assert_eq!(g.len(), 3);
+        assert_eq!(g[0].group.targets, ["a:9100", "b:9100"]);
+        assert_eq!(g[0].group.labels["dc"], "eu");
+        assert!(g.iter().all(|d| d.group.labels[URL_LABEL] == "http://sd/x"));
+        assert!(g.iter().all(|d| d.meta.is_empty()));
+        assert_eq!(parse(Some("application/json"), b"[]", "u"), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn bad_answers_say_why() {
+        let json = Some("application/json");
+        let cases: [(Option<&str>, &[u8], &str); 8] = [
+            (
+                Some("text/plain"),
+                &b"[]"[..],
+                "unsupported content type \"text/plain\"",
+            ),
+            (None, b"[]", "unsupported content type \"\""),
+            (json, b"[null]", "nil target group item found"),
+            (json, b"{}", "invalid type"),
+            (json, b"[{\"targets\": [\"a:1\"", "EOF"),
+            (json, b"[{\"target\": [\"a:1\"]}]", "unknown field"),
+            (
+                json,
+                b"[{\"labels\": {\"1x\": \"y\"}}]",
+                "\"1x\" is not a valid label name",
+            ),
+            (json, b"[{\"labels\": {\"x\": 1}}]", "invalid type"),
+        ];
+        for (ct, body, why) in cases {
+            let err = parse(ct, body, "u").unwrap_err();
+            assert!(err.contains(why), "{body:?}: {err}");
+        }
+    }
+
+    /// A server answering each connection's requests with the next of `answers` (status,
+    /// content type, body); returns its URL and the requests' heads.
+    async fn serve(
+        answers: Vec<(u16, &'static str, Vec<u8>)>,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/sd?x=1", listener.local_addr().unwrap());
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        tokio::spawn(async move {
+            let mut answers = answers.into_iter();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let Some((status, ct, body)) = answers.next() else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed mid-request");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                seen.lock().push(String::from_utf8(head).unwrap());
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                // The client may stop reading an oversized body: a failed write is expected.
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            }
+        });
+        (url, heads)
+    }
+
+    fn source(url: &str) -> HttpSource {
+        let c: HttpSdConfig = serde_yaml::from_str(&format!(
+            "url: '{url}'\nrefresh_interval: 30s\nauthorization: {{credentials: secret}}\n"
+        ))
+        .unwrap();
+        HttpSource::new(&c).unwrap()
+    }
+
+    #[tokio::test]
+    async fn failures_keep_the_last_good_groups() {
+        let good = br#"[{"targets": ["a:1"], "labels": {"k": "v"}}]"#.to_vec();
+        let (url, heads) = serve(vec![
+            (200, "application/json", good.clone()),
+            (500, "application/json", b"[]".to_vec()),
+            (200, "text/html", b"[]".to_vec()),
+            (200, "application/json", b"[{".to_vec()),
+            (
+                200,
+                "application/json",
+                vec![b' '; MAX_BODY_BYTES as usize + 1],
+            ),
+            (200, "application/json; charset=utf-8", good.clone()),
+            (200, "application/json", b"[]".to_vec()),
+        ])
+        .await;
+        let src = source(&url);
+        let mut conn = Connection::default();
+        let latest = Mutex::new(Latest::default());
+        let mut episode = Episode::default();
+        macro_rules! step {
+            () => {
+                refresh("job", &src, &mut conn, &latest, &mut episode).await
+            };
+        }
+        assert!(step!(), "first groups");
+        let first = latest.lock().groups.clone();
+        for _ in 0..4 {
+            assert!(!step!(), "a failure changes nothing");
+            assert_eq!(latest.lock().groups, first);
+        }
+        assert!(episode.failing);
+        assert!(!step!(), "the same groups again");
+        assert!(!episode.failing);
+        assert!(step!(), "an empty list takes the groups away");
+        assert!(latest.lock().groups.is_empty());
+
+        let heads = heads.lock();
+        assert_eq!(heads.len(), 7);
+        let head = heads[0].to_ascii_lowercase();
+        for h in [
+            "get /sd?x=1 http/1.1",
+            "accept: application/json",
+            "x-prometheus-refresh-interval-seconds: 30\r\n",
+            "authorization: bearer secret",
+        ] {
+            assert!(head.contains(h), "{h} in {head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn each_failure_says_why() {
+        let (url, _) = serve(vec![
+            (503, "application/json", Vec::new()),
+            (200, "text/plain", b"[]".to_vec()),
+            (
+                200,
+                "application/json",
+                vec![b' '; MAX_BODY_BYTES as usize + 1],
+            ),
+        ])
+        .await;
+        let src = source(&url);
+        let mut conn = Connection::default();
+        let mut errors = Vec::new();
+        for _ in 0..3 {
+            errors.push(src.fetch(&mut conn).await.unwrap_err());
+        }
+        assert_eq!(
+            errors,
+            [
+                "server returned HTTP status 503 Service Unavailable",
+                "unsupported content type \"text/plain\"",
+                "body size limit exceeded",
+            ]
+        );
+        let refused = source("http://127.0.0.1:1/sd")
+            .fetch(&mut Connection::default())
+            .await
+            .unwrap_err();
+        assert!(
+            refused.starts_with("Get \"http://127.0.0.1:1/sd\": dial tcp"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn entries_are_checked_as_prometheus_checks_them() {
+        for (yml, why) in [
+            ("refresh_interval: 10s", "URL is missing"),
+            ("url: ftp://x/", "URL scheme must be 'http' or 'https'"),
+            ("url: x/y", "URL scheme must be 'http' or 'https'"),
+            ("url: 'http:///sd'", "host is missing in URL"),
+            (
+                "url: http://x/\nbasic_auth: {username: u}\nbearer_token: t",
+                "at most one of basic_auth",
+            ),
+        ] {
+            let c: HttpSdConfig = serde_yaml::from_str(yml).unwrap();
+            let err = HttpSource::new(&c).err().unwrap();
+            assert!(err.contains(why), "{yml}: {err}");
+        }
+        for refused in ["proxy_url: http://p/", "oauth2: {}", "refresh_interval: 0s"] {
+            let yml = format!("url: http://x/\n{refused}");
+            assert!(serde_yaml::from_str::<HttpSdConfig>(&yml).is_err(), "{yml}");
+        }
+        let c: HttpSdConfig = serde_yaml::from_str("url: http://x:81/sd#frag").unwrap();
+        assert_eq!(c.refresh_interval, Duration::from_secs(60));
+        let s = HttpSource::new(&c).unwrap();
+        assert_eq!(
+            (
+                s.host.as_str(),
+                s.address.as_str(),
+                s.path_and_query.as_str()
+            ),
+            ("x:81", "x:81", "/sd")
+        );
+    }
+}
