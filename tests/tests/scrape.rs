@@ -426,6 +426,52 @@ fn http_discovery_finds_the_targets_prometheus_finds() {
     );
 }
 
+/// What an endpoint serves changes: a failing one (500, then HTML) leaves both with the
+/// targets they had, as Prometheus keeps the last groups; an empty list takes them away.
+#[test]
+fn a_failing_http_discovery_keeps_its_targets_as_prometheus_does() {
+    require(PROMETHEUS);
+    let target = redirecting_target();
+    let answer = std::sync::Arc::new(std::sync::Mutex::new((
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string(),
+        format!(r#"[{{"targets": ["{target}"]}}]"#),
+    )));
+    let serving = answer.clone();
+    let sd = http_server(move |_, _| serving.lock().unwrap().clone());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("scrape.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: http_sd\n    http_sd_configs: [{{url: 'http://{sd}/sd', refresh_interval: 1s}}]\n"
+        ),
+    )
+    .unwrap();
+    let novamon = Novamon::start(
+        &dir.path().join("novamon"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let (_prom, prom) = prometheus(dir.path(), &cfg);
+    let a = agent();
+    let active = |base: &str| targets(&a, base).0.len();
+    let both = |n: usize| active(&novamon.url) == n && active(&prom) == n;
+    wait_until(Duration::from_secs(30), || both(1)).expect("both found the target");
+    for failing in [
+        "HTTP/1.1 500 Internal Server Error\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n",
+    ] {
+        *answer.lock().unwrap() = (failing.to_string(), "[]".to_string());
+        // Several refreshes fail; the target stays with both.
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(both(1), "{failing}");
+    }
+    *answer.lock().unwrap() = (
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string(),
+        "[]".to_string(),
+    );
+    wait_until(Duration::from_secs(30), || both(0)).expect("an empty list takes it away");
+}
+
 #[test]
 fn a_pool_over_its_target_limit_fails_every_target_as_prometheus_does() {
     let target = redirecting_target();
