@@ -306,7 +306,14 @@ pub(crate) struct Get<'a> {
     pub(crate) hint: (&'static str, String),
     /// How long the whole exchange may take, redirects and body included.
     pub(crate) timeout: std::time::Duration,
+    /// Checks a `200`'s content type before its body is read (an HTTP discovery refuses any
+    /// but JSON, as Prometheus does, without reading what it would refuse); its error is the
+    /// GET's.
+    pub(crate) content_type: Option<ContentTypeCheck>,
 }
+
+/// A check of a response's `Content-Type` (absent: `None`); the error is the request's.
+pub(crate) type ContentTypeCheck = fn(Option<&str>) -> Result<(), String>;
 
 impl Get<'_> {
     fn url(&self) -> String {
@@ -338,6 +345,7 @@ impl Connection {
                 format!("{}", target.timeout.as_secs_f64()),
             ),
             timeout: target.timeout,
+            content_type: None,
         };
         self.get(settings, &get).await
     }
@@ -419,6 +427,13 @@ impl Connection {
                 .map(str::to_string)
         };
         let content_type = header(hyper::header::CONTENT_TYPE);
+        if let Some(check) = req.content_type {
+            if let Err(e) = check(content_type.as_deref()) {
+                // The body is not read: the connection cannot be reused.
+                self.sender = None;
+                return Err(Failure::Response(e));
+            }
+        }
         let gzip =
             header(hyper::header::CONTENT_ENCODING).is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
         let limit = settings.body_limit;

@@ -66,9 +66,20 @@ impl HttpSource {
             ),
             // Prometheus sets the client's timeout to the refresh interval.
             timeout: self.refresh,
+            content_type: Some(json_content_type),
         };
         let fetched = conn.get(&self.settings, &get).await?;
-        parse(fetched.content_type.as_deref(), &fetched.body, &self.url)
+        parse(&fetched.body, &self.url)
+    }
+}
+
+/// Prometheus's check of the answer's content type, made before the body is read.
+fn json_content_type(content_type: Option<&str>) -> Result<(), String> {
+    let content_type = content_type.unwrap_or_default();
+    if is_json(content_type) {
+        Ok(())
+    } else {
+        Err(format!("unsupported content type {content_type:?}"))
     }
 }
 
@@ -92,11 +103,7 @@ fn is_json(content_type: &str) -> bool {
 
 /// An answer's groups: a JSON list of `{targets, labels}` (no other keys, no `null` item,
 /// label names valid), each labelled with the URL.
-fn parse(content_type: Option<&str>, body: &[u8], url: &str) -> Result<Vec<Discovered>, String> {
-    let content_type = content_type.unwrap_or_default();
-    if !is_json(content_type) {
-        return Err(format!("unsupported content type {content_type:?}"));
-    }
+fn parse(body: &[u8], url: &str) -> Result<Vec<Discovered>, String> {
     let groups: Vec<Option<TargetGroup>> =
         serde_json::from_slice(body).map_err(|e| e.to_string())?;
     groups
@@ -278,38 +285,38 @@ mod tests {
             {"targets": []},
             {"labels": {"x": "y"}}
         ]"#;
-        let g = parse(Some("application/json"), body, "http://sd/x").unwrap();
+        let g = parse(body, "http://sd/x").unwrap();
         assert_eq!(g.len(), 3);
         assert_eq!(g[0].group.targets, ["a:9100", "b:9100"]);
         assert_eq!(g[0].group.labels["dc"], "eu");
         assert!(g.iter().all(|d| d.group.labels[URL_LABEL] == "http://sd/x"));
         assert!(g.iter().all(|d| d.meta.is_empty()));
-        assert_eq!(parse(Some("application/json"), b"[]", "u"), Ok(Vec::new()));
+        assert_eq!(parse(b"[]", "u"), Ok(Vec::new()));
     }
 
     #[test]
     fn bad_answers_say_why() {
-        let json = Some("application/json");
-        let cases: [(Option<&str>, &[u8], &str); 8] = [
+        assert_eq!(
+            json_content_type(Some("text/plain")),
+            Err("unsupported content type \"text/plain\"".into())
+        );
+        assert_eq!(
+            json_content_type(None),
+            Err("unsupported content type \"\"".into())
+        );
+        assert_eq!(json_content_type(Some("application/json")), Ok(()));
+        for (body, why) in [
+            (&b"[null]"[..], "nil target group item found"),
+            (b"{}", "invalid type"),
+            (b"[{\"targets\": [\"a:1\"", "EOF"),
+            (b"[{\"target\": [\"a:1\"]}]", "unknown field"),
             (
-                Some("text/plain"),
-                &b"[]"[..],
-                "unsupported content type \"text/plain\"",
-            ),
-            (None, b"[]", "unsupported content type \"\""),
-            (json, b"[null]", "nil target group item found"),
-            (json, b"{}", "invalid type"),
-            (json, b"[{\"targets\": [\"a:1\"", "EOF"),
-            (json, b"[{\"target\": [\"a:1\"]}]", "unknown field"),
-            (
-                json,
                 b"[{\"labels\": {\"1x\": \"y\"}}]",
                 "\"1x\" is not a valid label name",
             ),
-            (json, b"[{\"labels\": {\"x\": 1}}]", "invalid type"),
-        ];
-        for (ct, body, why) in cases {
-            let err = parse(ct, body, "u").unwrap_err();
+            (b"[{\"labels\": {\"x\": 1}}]", "invalid type"),
+        ] {
+            let err = parse(body, "u").unwrap_err();
             assert!(err.contains(why), "{body:?}: {err}");
         }
     }
@@ -412,7 +419,8 @@ mod tests {
     async fn each_failure_says_why() {
         let (url, _) = serve(vec![
             (503, "application/json", Vec::new()),
-            (200, "text/plain", b"[]".to_vec()),
+            // Refused for its type before its body is read, as Prometheus does.
+            (200, "text/plain", vec![b' '; MAX_BODY_BYTES as usize + 1]),
             (
                 200,
                 "application/json",
