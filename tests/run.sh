@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine or a developer's: installs what the tests
 # need (C toolchain bits for RocksDB, the real Prometheus, Alertmanager and exporters for interop, Chromium
-# and Node for the UI browser test, the openssl CLI for the TLS tests' certificates, psql for the Postgres wire protocol), builds the binary the end-to-end tests drive, then runs
+# and Node for the UI browser test, the openssl CLI for the TLS tests' certificates, psql for the Postgres wire protocol, dnsmasq for DNS discovery, whose test serves port 53 and so runs as root), builds the binary the end-to-end tests drive, then runs
 # every test in the workspace with one build profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_debs=()
-for pkg in libclang-dev prometheus prometheus-alertmanager prometheus-node-exporter prometheus-blackbox-exporter prometheus-pushgateway chromium openssl postgresql-client; do
+for pkg in libclang-dev prometheus prometheus-alertmanager prometheus-node-exporter prometheus-blackbox-exporter prometheus-pushgateway chromium openssl postgresql-client dnsmasq-base; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_debs+=("$pkg")
 done
 # Node runs the browser tests (tests/ui); any Node >= 18 with npm will do, Debian's included.

@@ -36,6 +36,8 @@ pub struct ScrapeConfig {
     #[serde(default)]
     pub http_sd_configs: Vec<HttpSdConfig>,
     #[serde(default)]
+    pub dns_sd_configs: Vec<DnsSdConfig>,
+    #[serde(default)]
     pub relabel_configs: Vec<RelabelConfig>,
     #[serde(default)]
     pub metric_relabel_configs: Vec<RelabelConfig>,
@@ -144,6 +146,38 @@ impl HttpSdConfig {
     }
 }
 
+/// A `dns_sd_configs` entry: Prometheus's `SDConfig` of `discovery/dns`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSdConfig {
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default = "default_dns_refresh", deserialize_with = "duration")]
+    pub refresh_interval: Duration,
+    #[serde(default = "default_dns_type", rename = "type")]
+    pub kind: String,
+    /// Ignored for SRV records, which carry their own.
+    #[serde(default)]
+    pub port: u16,
+}
+
+impl DnsSdConfig {
+    /// Prometheus's checks on load, with its messages.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.names.is_empty() {
+            return Err("DNS-SD config must contain at least one SRV record name".into());
+        }
+        match self.kind.to_ascii_uppercase().as_str() {
+            "SRV" => Ok(()),
+            "A" | "AAAA" | "MX" if self.port == 0 => {
+                Err("a port is required in DNS-SD configs for all record types except SRV".into())
+            }
+            "A" | "AAAA" | "MX" => Ok(()),
+            _ => Err(format!("invalid DNS-SD records type {}", self.kind)),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
@@ -205,6 +239,12 @@ fn default_refresh() -> Duration {
 }
 fn default_http_refresh() -> Duration {
     Duration::from_secs(60)
+}
+fn default_dns_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_dns_type() -> String {
+    "SRV".into()
 }
 
 /// Prometheus's durations (`15s`, `1m30s`); a config file takes no bare numbers.

@@ -1,8 +1,8 @@
 //! The scrape manager: one pool per `scrape_configs` job, each keeping a loop per active
-//! target, synced with discovery (static groups at apply, target files polled, HTTP discovery
-//! tasks waking it when their groups change), and swapped on
-//! reload so that unchanged jobs keep their loops and state. Owns the set of running loops and
-//! what the targets API reads of them.
+//! target, synced with discovery (static groups at apply, target files polled, HTTP and DNS
+//! discovery tasks waking it when their groups change), and swapped on reload so that
+//! unchanged jobs keep their loops and state. Owns the set of running loops and what the
+//! targets API reads of them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -14,14 +14,14 @@ use storage::{Appendable, Labels, Metadata};
 
 use super::client::HttpSettings;
 use super::config::ScrapeConfig;
-use super::discovery::{Discovered, FileDiscovery, HttpDiscovery, HttpSource, POLL};
+use super::discovery::{Discovered, DnsSource, FileDiscovery, HttpSource, Running, Source, POLL};
 use super::scrape_loop::{LoopHandle, PoolShared, TargetStatus};
 use super::target::{populate, Outcome, Target};
 
 /// Scrape configs checked and compiled, ready to apply (a reload prepares first, so a bad
 /// config changes nothing).
 pub struct Prepared {
-    pools: Vec<(ScrapeConfig, Arc<PoolShared>, Vec<Arc<HttpSource>>)>,
+    pools: Vec<(ScrapeConfig, Arc<PoolShared>, Vec<Source>)>,
     base_dir: PathBuf,
 }
 
@@ -51,12 +51,17 @@ impl Prepared {
             let config = c.compile(global_interval, global_timeout)?;
             let http = HttpSettings::new(c, config.accept.clone(), max_body_bytes)
                 .map_err(|e| format!("job {:?}: {e}", c.job_name))?;
-            let sources = c
-                .http_sd_configs
-                .iter()
-                .map(|sd| HttpSource::new(sd).map(Arc::new))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("job {:?}: http_sd_configs: {e}", c.job_name))?;
+            let mut sources = Vec::new();
+            for sd in &c.http_sd_configs {
+                let s = HttpSource::new(sd)
+                    .map_err(|e| format!("job {:?}: http_sd_configs: {e}", c.job_name))?;
+                sources.push(Source::Http(Arc::new(s)));
+            }
+            for sd in &c.dns_sd_configs {
+                sd.check()
+                    .map_err(|e| format!("job {:?}: dns_sd_configs: {e}", c.job_name))?;
+                sources.push(Source::Dns(Arc::new(DnsSource::new(sd))));
+            }
             pools.push((
                 c.clone(),
                 Arc::new(PoolShared {
@@ -75,8 +80,9 @@ struct Pool {
     raw: ScrapeConfig,
     shared: Arc<PoolShared>,
     files: Vec<FileDiscovery>,
-    /// Running while the pool lives: dropping the pool ends their tasks.
-    http: Vec<HttpDiscovery>,
+    /// HTTP and DNS discoveries, running while the pool lives: dropping the pool ends their
+    /// tasks.
+    running: Vec<Running>,
     loops: HashMap<u64, LoopHandle>,
     dropped: Vec<Labels>,
 }
@@ -87,7 +93,7 @@ pub struct ScrapeManager {
     /// Serialises applying configs and discovery syncs (which await loops' ends).
     ops: tokio::sync::Mutex<PathBuf>,
     pools: parking_lot::Mutex<BTreeMap<String, Pool>>,
-    /// Notified by HTTP discovery tasks when their groups change.
+    /// Notified by HTTP and DNS discovery tasks when their groups change.
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -161,9 +167,9 @@ impl ScrapeManager {
                     .cloned()
                     .map(FileDiscovery::new)
                     .collect();
-                let http = sources
-                    .into_iter()
-                    .map(|s| HttpDiscovery::start(raw.job_name.clone(), s, self.wake.clone()))
+                let running = sources
+                    .iter()
+                    .map(|s| s.start(&raw.job_name, self.wake.clone()))
                     .collect();
                 fresh.push(raw.job_name.clone());
                 pools.insert(
@@ -172,7 +178,7 @@ impl ScrapeManager {
                         raw,
                         shared,
                         files,
-                        http,
+                        running,
                         loops: HashMap::new(),
                         dropped: Vec::new(),
                     },
@@ -187,8 +193,8 @@ impl ScrapeManager {
         }
     }
 
-    /// Re-reads the job's target files (all of them with `force`), takes its HTTP discoveries'
-    /// news and, when its groups changed, starts and stops loops to match.
+    /// Re-reads the job's target files (all of them with `force`), takes its HTTP and DNS
+    /// discoveries' news and, when its groups changed, starts and stops loops to match.
     async fn sync(&self, job: &str, base: &std::path::Path, force: bool) {
         let stopping: Vec<LoopHandle> = {
             let mut pools = self.pools.lock();
@@ -199,8 +205,8 @@ impl ScrapeManager {
             for f in &mut pool.files {
                 changed |= f.refresh(base);
             }
-            for h in &pool.http {
-                changed |= h.take_changed();
+            for r in &pool.running {
+                changed |= r.take_changed();
             }
             if !changed {
                 return;
@@ -214,7 +220,7 @@ impl ScrapeManager {
                     meta: Vec::new(),
                 })
                 .chain(pool.files.iter().flat_map(|f| f.groups().cloned()))
-                .chain(pool.http.iter().flat_map(HttpDiscovery::groups))
+                .chain(pool.running.iter().flat_map(Running::groups))
                 .collect();
             let mut active = HashMap::new();
             pool.dropped.clear();
@@ -320,7 +326,7 @@ impl ScrapeManager {
 }
 
 /// Polls the target files of every job while the manager lives, and syncs the jobs whose
-/// HTTP discoveries say their groups changed.
+/// HTTP and DNS discoveries say their groups changed.
 async fn poll_files(m: Weak<ScrapeManager>) {
     let Some(wake) = m.upgrade().map(|m| m.wake.clone()) else {
         return;
@@ -338,7 +344,7 @@ async fn poll_files(m: Weak<ScrapeManager>) {
             .pools
             .lock()
             .iter()
-            .filter(|(_, p)| !p.files.is_empty() || !p.http.is_empty())
+            .filter(|(_, p)| !p.files.is_empty() || !p.running.is_empty())
             .map(|(k, _)| k.clone())
             .collect();
         for job in jobs {

@@ -1,7 +1,8 @@
 //! Scraping: novamon collects by itself, as Prometheus's scrape manager does.
 //!
 //! - `config`: the `scrape_configs` entries ([`ScrapeConfig`]) and their load-time checks.
-//! - `discovery`: `static_configs`, `file_sd_configs` and `http_sd_configs` target groups.
+//! - `discovery`: `static_configs`, `file_sd_configs`, `http_sd_configs` and `dns_sd_configs`
+//!   target groups.
 //! - `target`: a discovered address to a scrape target (labels after `relabel_configs`, URL,
 //!   interval, offset).
 //! - `client`: the HTTP request and response of one scrape (keep-alive, TLS, credentials,

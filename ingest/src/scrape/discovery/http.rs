@@ -9,9 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
-use super::Discovered;
+use super::{Discovered, Episode, Refresh};
 use crate::forward::UrlParts;
 use crate::scrape::client::{Connection, Get, HttpSettings};
 use crate::scrape::config::{HttpSdConfig, TargetGroup};
@@ -127,125 +125,42 @@ fn parse(body: &[u8], url: &str) -> Result<Vec<Discovered>, String> {
         .collect()
 }
 
-/// The groups of the last good answer, and whether the manager has seen them.
-#[derive(Default)]
-struct Latest {
-    groups: Vec<Discovered>,
-    changed: bool,
-}
-
-/// One running entry: its task and the last good groups. Dropping it (the pool's end or
-/// reload) ends the task.
-pub(crate) struct HttpDiscovery {
-    latest: Arc<Mutex<Latest>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for HttpDiscovery {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl HttpDiscovery {
-    /// Starts fetching `source` now and every refresh interval; `wake` is notified whenever
-    /// the groups change.
-    pub(crate) fn start(
-        job: String,
-        source: Arc<HttpSource>,
-        wake: Arc<tokio::sync::Notify>,
-    ) -> HttpDiscovery {
-        let latest = Arc::new(Mutex::new(Latest::default()));
-        let task = tokio::spawn(run(job, source, latest.clone(), wake));
-        HttpDiscovery { latest, task }
-    }
-
-    /// Whether the groups changed since the last call.
-    pub(crate) fn take_changed(&self) -> bool {
-        std::mem::take(&mut self.latest.lock().changed)
-    }
-
-    pub(crate) fn groups(&self) -> Vec<Discovered> {
-        self.latest.lock().groups.clone()
-    }
-}
-
-async fn run(
+/// One entry's refreshing: its connection (kept alive between fetches) and failure episode.
+pub(crate) struct HttpRefresh {
     job: String,
     source: Arc<HttpSource>,
-    latest: Arc<Mutex<Latest>>,
-    wake: Arc<tokio::sync::Notify>,
-) {
-    let mut conn = Connection::default();
-    let mut episode = Episode::default();
-    // The first tick is at once: Prometheus fetches a first set right away.
-    let mut tick = tokio::time::interval(source.refresh);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if refresh(&job, &source, &mut conn, &latest, &mut episode).await {
-            wake.notify_one();
+    conn: Connection,
+    episode: Episode,
+}
+
+impl HttpRefresh {
+    pub(crate) fn new(job: String, source: Arc<HttpSource>) -> HttpRefresh {
+        HttpRefresh {
+            job,
+            source,
+            conn: Connection::default(),
+            episode: Episode::new("http_sd"),
         }
     }
 }
 
-/// One fetch: new groups replace the last good ones; a failure keeps them. True when the
-/// groups changed.
-async fn refresh(
-    job: &str,
-    source: &HttpSource,
-    conn: &mut Connection,
-    latest: &Mutex<Latest>,
-    episode: &mut Episode,
-) -> bool {
-    match source.fetch(conn).await {
-        Ok(groups) => {
-            episode.succeeded(job, &source.url);
-            let mut l = latest.lock();
-            if l.groups == groups {
-                return false;
+impl Refresh for HttpRefresh {
+    fn interval(&self) -> Duration {
+        self.source.refresh
+    }
+
+    /// Any failure keeps the last groups, as Prometheus's refresh loop does.
+    async fn refresh(&mut self) -> Option<Vec<Discovered>> {
+        let source = &self.source;
+        match source.fetch(&mut self.conn).await {
+            Ok(groups) => {
+                self.episode.succeeded(&self.job, &source.url);
+                Some(groups)
             }
-            l.groups = groups;
-            l.changed = true;
-            true
-        }
-        Err(e) => {
-            episode.failed(job, &source.url, &e);
-            false
-        }
-    }
-}
-
-/// Prometheus logs every failed refresh; an unreachable URL refreshed every few seconds would
-/// flood the log, so novamon warns when failures start, repeats them at DEBUG, and says when
-/// a refresh succeeds again (as `storage`'s failure episodes do).
-#[derive(Default)]
-struct Episode {
-    failing: bool,
-}
-
-impl Episode {
-    fn failed(&mut self, job: &str, url: &str, err: &str) {
-        if std::mem::replace(&mut self.failing, true) {
-            tracing::debug!(
-                job,
-                url,
-                error = err,
-                "http_sd: still unable to refresh target groups"
-            );
-        } else {
-            tracing::warn!(
-                job,
-                url,
-                error = err,
-                "http_sd: unable to refresh target groups, keeping the last ones; logged again only once it succeeds"
-            );
-        }
-    }
-
-    fn succeeded(&mut self, job: &str, url: &str) {
-        if std::mem::replace(&mut self.failing, false) {
-            tracing::info!(job, url, "http_sd: refreshing target groups succeeds again");
+            Err(e) => {
+                self.episode.failed(&self.job, &source.url, &e);
+                None
+            }
         }
     }
 }
@@ -253,6 +168,7 @@ impl Episode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parking_lot::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
@@ -381,26 +297,16 @@ mod tests {
             (200, "application/json", b"[]".to_vec()),
         ])
         .await;
-        let src = source(&url);
-        let mut conn = Connection::default();
-        let latest = Mutex::new(Latest::default());
-        let mut episode = Episode::default();
-        macro_rules! step {
-            () => {
-                refresh("job", &src, &mut conn, &latest, &mut episode).await
-            };
-        }
-        assert!(step!(), "first groups");
-        let first = latest.lock().groups.clone();
+        let mut r = HttpRefresh::new("job".into(), Arc::new(source(&url)));
+        let first = r.refresh().await.expect("first groups");
+        assert_eq!(first.len(), 1);
         for _ in 0..4 {
-            assert!(!step!(), "a failure changes nothing");
-            assert_eq!(latest.lock().groups, first);
+            assert_eq!(r.refresh().await, None, "a failure keeps the last groups");
         }
-        assert!(episode.failing);
-        assert!(!step!(), "the same groups again");
-        assert!(!episode.failing);
-        assert!(step!(), "an empty list takes the groups away");
-        assert!(latest.lock().groups.is_empty());
+        assert!(r.episode.failing);
+        assert_eq!(r.refresh().await, Some(first));
+        assert!(!r.episode.failing);
+        assert_eq!(r.refresh().await, Some(Vec::new()), "an empty list empties");
 
         let heads = heads.lock();
         assert_eq!(heads.len(), 7);
