@@ -26,6 +26,7 @@ mod target;
 mod tests;
 
 pub use config::{parse_bytes, ScrapeConfig};
+pub use discovery::{dns_answer, http_sd_answer, Discovered};
 pub use manager::{ActiveTarget, DroppedTarget, Prepared, ScrapeManager, DEFAULT_MAX_BODY_BYTES};
 pub use scrape_loop::{Health, TargetStatus};
 pub use target::{go_duration, Target};

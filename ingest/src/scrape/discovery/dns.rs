@@ -451,6 +451,12 @@ fn parse(msg: &[u8]) -> Result<(bool, Response), String> {
     Ok((false, Response { rcode, answers }))
 }
 
+/// How many answer records a DNS server's response holds (none read when it is truncated), or
+/// why it is malformed (the fuzz target's entry point).
+pub fn dns_answer(msg: &[u8]) -> Result<usize, String> {
+    parse(msg).map(|(_, r)| r.answers.len())
+}
+
 /// The name at `pos` in presentation format, rooted (`a.b.`), as miekg/dns prints it
 /// (special characters escaped); and where the bytes after it start. Compression pointers are
 /// followed, at most as many as a message can hold distinct names.

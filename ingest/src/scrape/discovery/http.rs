@@ -125,6 +125,12 @@ fn parse(body: &[u8], url: &str) -> Result<Vec<Discovered>, String> {
         .collect()
 }
 
+/// What an `http_sd_configs` answer's body becomes: its groups, each labelled with a
+/// placeholder URL, or why it is refused (the fuzz target's entry point).
+pub fn http_sd_answer(body: &[u8]) -> Result<Vec<Discovered>, String> {
+    parse(body, "http://sd.invalid/")
+}
+
 /// One entry's refreshing: its connection (kept alive between fetches) and failure episode.
 pub(crate) struct HttpRefresh {
     job: String,

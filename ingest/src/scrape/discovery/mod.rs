@@ -22,8 +22,10 @@ use storage::Label;
 
 use super::config::TargetGroup;
 
+pub use dns::dns_answer;
 pub(crate) use dns::DnsSource;
 pub(crate) use file::{FileDiscovery, POLL};
+pub use http::http_sd_answer;
 pub(crate) use http::HttpSource;
 
 /// A group with the meta labels its discovery adds.

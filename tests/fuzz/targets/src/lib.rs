@@ -46,6 +46,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("server_config", server_config),
     ("web_config", web_config),
     ("scrape_body", scrape_body),
+    ("http_sd_answer", http_sd_answer),
+    ("dns_answer", dns_answer),
 ];
 
 /// A remote-write 1.0 body (snappy-compressed `prometheus.WriteRequest`) as the handler reads it.
@@ -393,5 +395,27 @@ pub fn scrape_body(data: &[u8]) {
             names.dedup();
             assert_eq!(names.len(), count, "repeated label names");
         }
+    }
+}
+
+/// An `http_sd_configs` endpoint's answer: every group it lets through carries the URL label
+/// discovery sets, over whatever the answer named itself.
+pub fn http_sd_answer(data: &[u8]) {
+    if let Ok(groups) = ingest::scrape::http_sd_answer(data) {
+        for g in groups {
+            assert_eq!(
+                g.group.labels.get("__meta_url").map(String::as_str),
+                Some("http://sd.invalid/")
+            );
+        }
+    }
+}
+
+/// A DNS server's response to a discovery lookup: parsed or refused as malformed, never a
+/// panic, and never a loop (compression pointers may point anywhere, themselves included).
+pub fn dns_answer(data: &[u8]) {
+    if let Ok(records) = ingest::scrape::dns_answer(data) {
+        // Each record takes at least 11 bytes (a root name, type, class, TTL, length).
+        assert!(records <= data.len() / 11);
     }
 }

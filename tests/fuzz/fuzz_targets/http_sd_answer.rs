@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| novamon_fuzz_targets::http_sd_answer(data));
