@@ -5,7 +5,7 @@
 //! default scrapes novamon itself, and a reload changes the jobs.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -68,6 +68,15 @@ scrape_configs:
     )
 }
 
+/// Writes `text` as the scrape config `scrape.yml` in `dir` and starts novamon on it (its data
+/// in `dir/novamon`); the config's path is for Prometheus or a later rewrite.
+fn novamon_on(dir: &Path, text: &str) -> (Novamon, PathBuf) {
+    let cfg = dir.join("scrape.yml");
+    std::fs::write(&cfg, text).unwrap();
+    let novamon = Novamon::start(&dir.join("novamon"), &["--config", cfg.to_str().unwrap()]);
+    (novamon, cfg)
+}
+
 /// Active targets by `(scrapePool, instance)`, with the fields both must agree on.
 fn targets(a: &ureq::Agent, base: &str) -> (BTreeMap<String, Json>, Vec<Json>) {
     let (status, body) = get_json(a, &format!("{base}/api/v1/targets"));
@@ -104,12 +113,7 @@ fn novamon_and_prometheus_scrape_the_same_exporters_alike() {
         "blackbox",
         Command::new(BLACKBOX).arg("--config.file=/etc/prometheus/blackbox.yml"),
     );
-    let cfg = dir.path().join("scrape.yml");
-    std::fs::write(&cfg, config(&node, &blackbox)).unwrap();
-    let novamon = Novamon::start(
-        &dir.path().join("novamon"),
-        &["--config", cfg.to_str().unwrap()],
-    );
+    let (novamon, cfg) = novamon_on(dir.path(), &config(&node, &blackbox));
     let (prom_process, prom) = prometheus(dir.path(), &cfg);
     let a = agent();
     let up = |base: &str| instant(&a, base, "up");
@@ -299,15 +303,9 @@ struct Alike {
 fn scrape_alike(jobs: &str, n: usize, also: &str) -> Alike {
     require(PROMETHEUS);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("scrape.yml");
-    std::fs::write(
-        &cfg,
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n{jobs}"),
-    )
-    .unwrap();
-    let novamon = Novamon::start(
-        &dir.path().join("novamon"),
-        &["--config", cfg.to_str().unwrap()],
+    let (novamon, cfg) = novamon_on(
+        dir.path(),
+        &format!("global:\n  scrape_interval: 1s\nscrape_configs:\n{jobs}"),
     );
     let (_prom, prom) = prometheus(dir.path(), &cfg);
     let a = agent();
@@ -439,17 +437,11 @@ fn a_failing_http_discovery_keeps_its_targets_as_prometheus_does() {
     let serving = answer.clone();
     let sd = http_server(move |_, _| serving.lock().unwrap().clone());
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("scrape.yml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let (novamon, cfg) = novamon_on(
+        dir.path(),
+        &format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: http_sd\n    http_sd_configs: [{{url: 'http://{sd}/sd', refresh_interval: 1s}}]\n"
         ),
-    )
-    .unwrap();
-    let novamon = Novamon::start(
-        &dir.path().join("novamon"),
-        &["--config", cfg.to_str().unwrap()],
     );
     let (_prom, prom) = prometheus(dir.path(), &cfg);
     let a = agent();
@@ -532,17 +524,11 @@ fn prometheus_federates_from_novamon() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (_node, node) = go_server(dir.path(), "node", &mut Command::new(NODE_EXPORTER));
-    let cfg = dir.path().join("novamon.yml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let (novamon, cfg) = novamon_on(
+        dir.path(),
+        &format!(
             "global:\n  scrape_interval: 1s\n  external_labels: {{cluster: edge-1}}\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['{node}']}}]\n"
         ),
-    )
-    .unwrap();
-    let novamon = Novamon::start(
-        &dir.path().join("novamon"),
-        &["--config", cfg.to_str().unwrap()],
     );
     let a = agent();
     wait_until(Duration::from_secs(30), || {
