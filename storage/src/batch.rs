@@ -393,11 +393,16 @@ fn put_label_set<'p>(
 /// Appends an owned label set's encoding. `Labels` is canonical by construction, except that
 /// it may hold an empty name, which the TSDB refuses with the whole batch: kept so that it can.
 fn put_labels(out: &mut Vec<u8>, labels: &Labels) {
-    let pairs = labels
-        .iter()
-        .map(|l| Ok::<_, StorageError>((l.name.as_str(), l.value.as_str())));
+    put_pairs(
+        out,
+        labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+    );
+}
+
+/// Encodes a label set from its pairs, sorted by name.
+pub(crate) fn put_pairs<'p>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'p str, &'p str)>) {
     // Infallible: every item is Ok.
-    let _ = put_counted(out, pairs);
+    let _ = put_counted(out, pairs.map(Ok::<_, StorageError>));
 }
 
 /// Writes the count first: one byte while it is below 128 (every real label set), moved up

@@ -468,7 +468,8 @@ impl Inner {
                         last: state.head.last(id),
                     };
                     let partitions = self.partitions.overlapping(s.min_t..=s.max_t);
-                    cold::put(&self.db, &mut wb, &s.labels, &series, &partitions)?;
+                    let labels = state.index.labels_of(s).to_stored();
+                    cold::put(&self.db, &mut wb, &labels, &series, &partitions)?;
                     index::delete_series(&self.db, &mut wb, id)?;
                     ids.push(id);
                 }

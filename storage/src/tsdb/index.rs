@@ -4,8 +4,9 @@
 //! Owns which series exist and when they have data. It does not hold samples (the `head`
 //! and the chunk partitions do) and never writes to RocksDB itself: callers add its entries
 //! to their WriteBatch so index changes commit atomically with the data that needs them.
-//! Label sets are held as the bytes `series` stores (`labelset::StoredLabels`), not as owned
-//! strings. At open, label sets come from `series`, the inverted index is built from them
+//! Label sets are held as symbols of one table of strings (`symbols`), read through
+//! [`Index::labels`]; they come in and are persisted as the bytes `series` stores
+//! (`labelset::StoredLabels`). At open, label sets come from `series`, the inverted index is built from them
 //! (persisting it too cost a RocksDB key per label of every new series and took longer to load
 //! than to rebuild), and time bounds come from `series_times` (as of the last checkpoint; WAL
 //! replay extends them).
@@ -20,12 +21,13 @@ use crate::db::{self, Db, CF_SERIES, CF_SERIES_TIMES};
 use crate::tsdb::labelset::StoredLabels;
 use crate::tsdb::postings::MemPostings;
 use crate::tsdb::slab::IdSlab;
+use crate::tsdb::symbols::{LabelsRef, SymbolLabels, Symbols};
 #[cfg(test)]
 use crate::Labels;
 use crate::{Matcher, StorageError};
 
 pub(crate) struct SeriesInfo {
-    pub(crate) labels: StoredLabels,
+    labels: SymbolLabels,
     /// Time bounds of the series' samples; (i64::MAX, i64::MIN) while it has none.
     pub(crate) min_t: i64,
     pub(crate) max_t: i64,
@@ -44,9 +46,10 @@ impl SeriesInfo {
 #[derive(Default)]
 pub(crate) struct Index {
     series: IdSlab<SeriesInfo>,
-    /// Label set → series: slots of `series`, keyed by the encoded bytes (hashed in one call
-    /// and compared with one `memcmp`).
+    /// Label set → series: slots of `series`, keyed by the encoded bytes' hash (the same
+    /// bytes, hashed in one call, find a label set).
     by_labels: HashTable<u32>,
+    symbols: Symbols,
     hasher: foldhash::fast::RandomState,
     postings: MemPostings,
     /// The newest sample time of any series it held since open: the head window counts back
@@ -142,11 +145,11 @@ impl Index {
     /// of its record (for [`Index::extend_time_at`]; stable until the series is removed).
     pub(crate) fn lookup(&self, encoded: &[u8]) -> Option<(u64, u32)> {
         let h = self.hasher.hash_one(encoded);
-        let series = &self.series;
+        let (series, symbols) = (&self.series, &self.symbols);
         self.by_labels
             .find(h, |&slot| {
                 let s = series.at(slot).1;
-                s.hash == h && s.labels.bytes() == encoded
+                s.hash == h && symbols.read(&s.labels).is(encoded)
             })
             .map(|&slot| (series.at(slot).0, slot))
     }
@@ -170,6 +173,16 @@ impl Index {
         self.series.get(id)
     }
 
+    /// The label set of a series in memory.
+    pub(crate) fn labels(&self, id: u64) -> Option<LabelsRef<'_>> {
+        self.get(id).map(|s| self.labels_of(s))
+    }
+
+    /// The label set of a record [`Index::get`] or [`Index::iter`] gave.
+    pub(crate) fn labels_of<'a>(&'a self, s: &'a SeriesInfo) -> LabelsRef<'a> {
+        self.symbols.read(&s.labels)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.series.len()
     }
@@ -191,7 +204,7 @@ impl Index {
         let slot = self.series.insert(
             id,
             SeriesInfo {
-                labels,
+                labels: self.symbols.add(&labels),
                 min_t: i64::MAX,
                 max_t: i64::MIN,
                 hash,
@@ -236,8 +249,8 @@ impl Index {
         ids
     }
 
-    /// Removes series (ids sorted), returning their label sets.
-    pub(crate) fn remove(&mut self, ids: &[u64]) -> Vec<(u64, StoredLabels)> {
+    /// Removes series (ids sorted).
+    pub(crate) fn remove(&mut self, ids: &[u64]) {
         let mut removed = Vec::with_capacity(ids.len());
         for &id in ids {
             let Some(slot) = self.series.slot(id) else {
@@ -251,8 +264,15 @@ impl Index {
                 removed.push((id, s.labels));
             }
         }
-        self.postings.remove(&removed);
-        removed
+        // The postings find their lists by the strings, which leave the table after.
+        self.postings.remove(
+            removed
+                .iter()
+                .map(|(id, labels)| (*id, self.symbols.read(labels))),
+        );
+        for (_, labels) in &removed {
+            self.symbols.remove(labels);
+        }
     }
 
     /// No sample older than `t` remains (its partitions were dropped).
@@ -283,11 +303,14 @@ mod tests {
             index.insert(i as u64 * 3, StoredLabels::encode(l));
         }
         let evens: Vec<u64> = (0..sets.len() as u64).step_by(2).map(|i| i * 3).collect();
-        let removed = index.remove(&evens);
-        assert_eq!(removed.len(), evens.len());
+        index.remove(&evens);
+        assert_eq!(index.len(), sets.len() - evens.len());
         // Slots freed above are taken again by new series.
         index.insert(90_000, StoredLabels::encode(&sets[0]));
         assert_eq!(index.len(), sets.len() / 2 + 1);
+        // The removed series' values left the string table; `__name__`, `m`, `i` and the
+        // values of the series held remain.
+        assert_eq!(index.symbols.len(), 3 + sets.len() / 2 + 1);
         for (i, l) in sets.iter().enumerate() {
             let want = match i {
                 0 => Some(90_000),
@@ -296,7 +319,7 @@ mod tests {
             };
             assert_eq!(index.id(StoredLabels::encode(l).bytes()), want, "{l}");
             if let Some(id) = want {
-                assert_eq!(index.get(id).unwrap().labels.to_labels(), *l);
+                assert_eq!(index.labels(id).unwrap().to_labels(), *l);
             }
         }
         let other = StoredLabels::encode(&Labels::from_pairs([("__name__", "other")]));

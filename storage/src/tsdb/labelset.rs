@@ -1,10 +1,10 @@
-//! A series' label set as the index holds it in memory: the very bytes persisted in the
-//! `series` column family and carried by an [`crate::EncodedBatch`] (`batch` owns that
-//! encoding), in one shared allocation, read through borrowed `(name, value)` pairs. An owned
-//! [`Labels`] costs a vector plus two heap strings per label, three to four times as much for
-//! a typical series.
+//! A series' label set as it is persisted and passed around outside the index: the very bytes
+//! stored in the `series` column family and the cold index and carried by an
+//! [`crate::EncodedBatch`] (`batch` owns that encoding), in one shared allocation, read through
+//! borrowed `(name, value)` pairs. The index holds label sets as symbols instead (`symbols`)
+//! and hands them out in this form: a selection's series, a series leaving memory.
 //!
-//! Owns the comparisons the index needs (label order, hashing by bytes); knows nothing of ids,
+//! Owns the comparisons on that form (label order, equality by bytes); knows nothing of ids,
 //! postings or time bounds.
 
 use std::cmp::Ordering;

@@ -3,7 +3,7 @@
 //! and retention pass, metadata and `clear`.
 //!
 //! Owns the locking protocol and the order of durable steps; the formats and rules live in
-//! the modules it drives (`index` with `labelset` and `postings`, `head`, both keeping their
+//! the modules it drives (`index` with `labelset`, `symbols` and `postings`, `head`, both keeping their
 //! per-series records in a `slab` keyed by series id, `append`, `wal`,
 //! `chunk`, `partition`, `cold`, `meta`, `histstore`, `exemplars`; `read` and `checkpoint`
 //! hold the read and durable halves of the facade itself).
@@ -104,6 +104,7 @@ mod postings;
 mod read;
 mod series_lock;
 mod slab;
+mod symbols;
 mod wal;
 
 #[derive(Clone, Debug)]
@@ -676,8 +677,8 @@ impl Inner {
                         RefHint::Known(r) if state.index.holds(r.index_slot, r.id) => {
                             debug_assert!(state
                                 .index
-                                .get(r.id)
-                                .is_some_and(|s| s.labels.bytes() == sb.label_bytes()));
+                                .labels(r.id)
+                                .is_some_and(|l| l.is(sb.label_bytes())));
                             Some((r.id, r.index_slot))
                         }
                         _ => state.index.lookup(sb.label_bytes()),

@@ -16,6 +16,7 @@ use crate::tsdb::histstore;
 use crate::tsdb::index::Index;
 use crate::tsdb::labelset::StoredLabels;
 use crate::tsdb::partition::{self, PARTITION_MS};
+use crate::tsdb::postings::Ids;
 use crate::{
     ExemplarSeries, HistogramSample, Labels, Matcher, Sample, Series, SeriesSamples, StorageError,
     TsdbStatus, METRIC_NAME,
@@ -26,17 +27,16 @@ fn matching_ids(index: &Index, matcher_sets: &[Vec<Matcher>], mint: i64, maxt: i
     let ids = if matcher_sets.is_empty() {
         index.postings().all().to_vec()
     } else {
-        let lists: Vec<Vec<u64>> = matcher_sets.iter().map(|ms| index.select(ms)).collect();
-        crate::tsdb::postings::union(lists.iter().map(Vec::as_slice))
+        crate::tsdb::postings::union(matcher_sets.iter().flat_map(|ms| index.select(ms)))
     };
     ids.into_iter()
         .filter(|&id| index.get(id).is_some_and(|s| s.overlaps(mint, maxt)))
         .collect()
 }
 
-fn any_overlaps(index: &Index, ids: &[u64], mint: i64, maxt: i64) -> bool {
+fn any_overlaps(index: &Index, ids: &Ids, mint: i64, maxt: i64) -> bool {
     ids.iter()
-        .any(|&id| index.get(id).is_some_and(|s| s.overlaps(mint, maxt)))
+        .any(|id| index.get(id).is_some_and(|s| s.overlaps(mint, maxt)))
 }
 
 /// Sorts by t and drops repeated timestamps (the same sample seen in the head and in a chunk,
@@ -275,7 +275,12 @@ impl Inner {
                 let ids = state.index.select(matchers);
                 for &id in &ids {
                     if let Some(s) = state.index.get(id).filter(|s| s.overlaps(mint, maxt)) {
-                        picked.push(pick(id, s.labels.clone(), s.min_t, s.max_t));
+                        picked.push(pick(
+                            id,
+                            state.index.labels_of(s).to_stored(),
+                            s.min_t,
+                            s.max_t,
+                        ));
                     }
                 }
                 ids
@@ -428,7 +433,7 @@ impl Inner {
         let state = self.state.read();
         let mut out: Vec<Labels> = matching_ids(&state.index, matcher_sets, mint, maxt)
             .into_iter()
-            .filter_map(|id| state.index.get(id).map(|s| s.labels.to_labels()))
+            .filter_map(|id| state.index.labels(id).map(|l| l.to_labels()))
             .collect();
         let cold = self.cold_matching(&state.index, matcher_sets, mint, maxt)?;
         out.extend(cold.iter().map(|c| c.labels.to_labels()));
@@ -454,7 +459,7 @@ impl Inner {
             let mut series: Vec<(u64, Labels)> =
                 matching_ids(&state.index, matcher_sets, i64::MIN, i64::MAX)
                     .into_iter()
-                    .filter_map(|id| Some((id, state.index.get(id)?.labels.to_labels())))
+                    .filter_map(|id| Some((id, state.index.labels(id)?.to_labels())))
                     .collect();
             let cold = self.cold_matching(&state.index, matcher_sets, start, end)?;
             series.extend(cold.into_iter().map(|c| (c.id, c.labels.to_labels())));
@@ -488,7 +493,7 @@ impl Inner {
         let mut names = BTreeSet::new();
         if matcher_sets.is_empty() {
             // Straight from the inverted index: stops at the first live series per name.
-            let live = |ids: &Vec<u64>| any_overlaps(index, ids, mint, maxt);
+            let live = |ids: &Ids| any_overlaps(index, ids, mint, maxt);
             names.extend(
                 index
                     .postings()
@@ -501,8 +506,8 @@ impl Inner {
             return Ok(names.into_iter().collect());
         }
         for id in matching_ids(index, matcher_sets, mint, maxt) {
-            if let Some(s) = index.get(id) {
-                names.extend(s.labels.pairs().map(|(name, _)| name.to_owned()));
+            if let Some(l) = index.labels(id) {
+                names.extend(l.pairs().map(|(name, _)| name.to_owned()));
             }
         }
         for c in self.cold_matching(index, matcher_sets, mint, maxt)? {
@@ -535,7 +540,7 @@ impl Inner {
             return Ok(values.into_iter().collect());
         }
         for id in matching_ids(index, matcher_sets, mint, maxt) {
-            if let Some(v) = index.get(id).and_then(|s| s.labels.get(name)) {
+            if let Some(v) = index.labels(id).and_then(|l| l.get(name)) {
                 values.insert(v.to_owned());
             }
         }
