@@ -4,7 +4,8 @@
 //!   the traces with a span that satisfies the caller's predicate; trace ids and durations in
 //!   the notations both APIs take.
 //! - [`traceql`]: TraceQL parsed and evaluated on spans and traces; [`spansets`]: TraceQL search with Tempo's spansets.
-//! - [`metrics`]: TraceQL metrics (`| rate() by (…)` and the rest) over a window, per step.
+//! - [`metrics`]: TraceQL metrics (`| rate() by (…)` and the rest, `| compare({ … })`) over a
+//!   window, per step.
 //! - [`dependencies`]: the service graph Jaeger's dependencies view draws, from the metrics
 //!   generator's service-graph counters or from the spans.
 //!

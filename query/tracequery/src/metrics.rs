@@ -1,21 +1,24 @@
 //! TraceQL metrics as Tempo computes them: the spans a query selects in a window, counted or
 //! aggregated per step into series (`rate`, `count_over_time`, `min/max/sum/avg_over_time`,
 //! `quantile_over_time`, `histogram_over_time`), grouped `by(…)`, with exemplars, then second
-//! stages (`topk`, `bottomk`, value filters). Owns step alignment (Tempo's: steps cover
-//! `(t − step, t]`, one extra step before the aligned start), the power-of-two duration
-//! buckets and the quantile interpolation over them, and the series and scan budgets. The
-//! response shapes are the Tempo API's.
+//! stages (`topk`, `bottomk`, value filters); `compare()`'s selection against its baseline is
+//! the `compare` module's. Owns step alignment (Tempo's: steps cover `(t − step, t]`, one
+//! extra step before the aligned start), the power-of-two duration buckets and the quantile
+//! interpolation over them, and the series and scan budgets. The response shapes are the
+//! Tempo API's.
 
 use std::collections::{HashMap, HashSet};
 
 use storage::traces::TraceReader;
 use storage::StorageError;
 
-use crate::spansets::for_each_result_span;
+use crate::spansets::{for_each_result_span, ResultScan};
 use crate::traceql::{
-    duration_ns, field_value, Field, Intrinsic, Metrics, MetricsFn, Query, SecondStage, SpanRef,
-    Value,
+    duration_ns, field_value, Field, Intrinsic, Metrics, MetricsFn, MetricsStage, Query,
+    SecondStage, SpanRef, Value,
 };
+
+mod compare;
 
 /// The window and resolution asked for.
 #[derive(Clone, Copy, Debug)]
@@ -138,6 +141,16 @@ impl Steps {
             self.start + (i as u64 + 1) * self.step
         };
         (ns / 1_000_000) as i64
+    }
+
+    /// Which of `n` equal parts of the window a span starting at `ts` falls in: one exemplar is
+    /// kept per part, so exemplars spread over the range. None for instants (no exemplars).
+    fn exemplar_slot(&self, ts: u64, n: usize) -> Option<usize> {
+        if n == 0 || self.instant {
+            return None;
+        }
+        let (lo, hi) = self.window();
+        Some((ts.saturating_sub(lo) as u128 * n as u128 / (hi - lo + 1) as u128) as usize)
     }
 
     /// The start times a span may have to be counted, inclusive.
@@ -305,10 +318,7 @@ impl Evaluator<'_> {
             c.min = c.min.min(v);
             c.max = c.max.max(v);
         }
-        if self.req.exemplars > 0 && !self.steps.instant {
-            let (lo, hi) = self.steps.window();
-            let slot =
-                ((ts - lo) as u128 * self.req.exemplars as u128 / (hi - lo + 1) as u128) as usize;
+        if let Some(slot) = self.steps.exemplar_slot(ts, self.req.exemplars) {
             if acc.exemplar_slots.insert(slot) {
                 let value = match m.func {
                     MetricsFn::QuantileOverTime(_) | MetricsFn::HistogramOverTime => {
@@ -490,7 +500,7 @@ pub fn evaluate(
     query: &Query,
     req: MetricsRequest,
 ) -> Result<Result<MetricsResult, String>, StorageError> {
-    let Some(m) = query.metrics.as_ref() else {
+    let Some(stage) = query.metrics.as_ref() else {
         return Ok(Err(
             "not a metrics query: end it with a function such as | rate()".into(),
         ));
@@ -503,18 +513,10 @@ pub fn evaluate(
         max_series: series_cap(req.max_series, steps.count),
         ..req
     };
-    let mut ev = Evaluator {
-        m,
-        steps,
-        req,
-        series: HashMap::new(),
-        dropped_series: false,
+    let (series, dropped, read) = match stage {
+        MetricsStage::Aggregate(m) => aggregate(store, query, m, steps, req)?,
+        MetricsStage::Compare(c) => compare::evaluate(store, query, c, steps, req)?,
     };
-    let (lo, hi) = steps.window();
-    let read = for_each_result_span(store, query, lo, hi, req.max_spans, &mut |span| {
-        ev.observe(SpanRef::alone(span))
-    })?;
-    let (series, dropped) = ev.finish();
     let partial = if read.truncated {
         Some(format!(
             "stopped after reading {} spans (limits.trace_search_max_spans): older spans of the range are not counted",
@@ -535,6 +537,29 @@ pub fn evaluate(
         inspected_bytes: read.bytes_inspected,
         partial,
     }))
+}
+
+/// The series of an aggregate, whether some were dropped, and what was read.
+fn aggregate(
+    store: &dyn TraceReader,
+    query: &Query,
+    m: &Metrics,
+    steps: Steps,
+    req: MetricsRequest,
+) -> Result<(Vec<Series>, bool, ResultScan), StorageError> {
+    let mut ev = Evaluator {
+        m,
+        steps,
+        req,
+        series: HashMap::new(),
+        dropped_series: false,
+    };
+    let (lo, hi) = steps.window();
+    let read = for_each_result_span(store, query, lo, hi, req.max_spans, &mut |span| {
+        ev.observe(SpanRef::alone(span))
+    })?;
+    let (series, dropped) = ev.finish();
+    Ok((series, dropped, read))
 }
 
 /// Tempo's default step for a range: about 240 points, rounded down to a whole granularity

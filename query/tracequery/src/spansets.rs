@@ -197,6 +197,22 @@ pub fn for_each_result_span(
     max_spans: usize,
     visit: &mut dyn FnMut(&StoredSpan),
 ) -> Result<ResultScan, StorageError> {
+    try_for_each_result_span(store, query, start_ns, end_ns, max_spans, &mut |span| {
+        visit(span);
+        Ok(())
+    })
+}
+
+/// [`for_each_result_span`] with a visitor that reads the store too: its first error ends the
+/// scan.
+pub fn try_for_each_result_span(
+    store: &dyn TraceReader,
+    query: &Query,
+    start_ns: u64,
+    end_ns: u64,
+    max_spans: usize,
+    visit: &mut dyn FnMut(&StoredSpan) -> Result<(), StorageError>,
+) -> Result<ResultScan, StorageError> {
     let single = query.pipeline.single_filter();
     // Per trace read: the ids of its result spans.
     let mut traces: HashMap<Vec<u8>, HashSet<Vec<u8>>> = HashMap::new();
@@ -236,7 +252,7 @@ pub fn for_each_result_span(
             }
         };
         if in_result {
-            visit(&span);
+            visit(&span)?;
         }
         Ok(ControlFlow::Continue(()))
     })?;

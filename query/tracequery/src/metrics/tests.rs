@@ -3,7 +3,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use storage::traces::{TraceStore, TraceStoreOptions};
 
 use super::*;
-use crate::test_traces::checkout;
+use crate::test_traces::{checkout, MS};
 use crate::traceql::parse;
 
 const S: u64 = 1_000_000_000;
@@ -357,4 +357,234 @@ fn quantiles_interpolate_like_tempo() {
     assert_eq!(log2_bucket(2), Some(2.0));
     assert_eq!(log2_bucket(3), Some(4.0));
     assert_eq!(log2_bucket(100_000_000), Some(134_217_728.0));
+}
+
+/// `compare()`'s series as `"<__meta_type> <attribute>=<value>"` → the value of each step
+/// (`t0`, `t0 + 60 s`, `t0 + 120 s`).
+fn compared(r: &MetricsResult) -> std::collections::BTreeMap<String, Vec<f64>> {
+    r.series
+        .iter()
+        .map(|s| {
+            assert_eq!(s.labels.len(), 2, "{s:?}");
+            assert_eq!(s.labels[0].0, "__meta_type", "{s:?}");
+            let key = format!(
+                "{} {}={}",
+                s.labels[0].1.text(),
+                s.labels[1].0,
+                s.labels[1].1.text()
+            );
+            (key, s.samples.iter().map(|(_, v)| *v).collect())
+        })
+        .collect()
+}
+
+/// The checkout traces split by `{ status = error }`: the three `GET /api` spans (one in the
+/// second step, two in the third) are the selection, the other 15 spans the baseline. Counts
+/// worked out by hand from the trace (see `test_traces::checkout`).
+#[test]
+fn compare_counts_each_attribute_value_in_selection_and_baseline() {
+    let (_dir, store, t0) = store();
+    let r = run(&store, "{ } | compare({ status = error })", req(t0));
+    assert_eq!(r.partial, None);
+    let got = compared(&r);
+    let per_trace = |n: f64| vec![0.0, n, 2.0 * n];
+    let mut want: Vec<(String, Vec<f64>)> = [
+        // The selection: one span per trace.
+        ("selection name=GET /api", per_trace(1.0)),
+        ("selection status=error", per_trace(1.0)),
+        ("selection statusMessage=", per_trace(1.0)),
+        ("selection kind=server", per_trace(1.0)),
+        ("selection resource.service.name=api", per_trace(1.0)),
+        ("selection span.http.status_code=500", per_trace(1.0)),
+        ("selection rootName=GET /", per_trace(1.0)),
+        ("selection rootServiceName=frontend", per_trace(1.0)),
+        // The baseline: five spans per trace.
+        ("baseline name=GET /", per_trace(1.0)),
+        ("baseline name=call-api", per_trace(1.0)),
+        ("baseline name=query", per_trace(1.0)),
+        ("baseline name=cache", per_trace(1.0)),
+        ("baseline name=render", per_trace(1.0)),
+        ("baseline status=unset", per_trace(5.0)),
+        ("baseline statusMessage=", per_trace(5.0)),
+        ("baseline kind=server", per_trace(1.0)),
+        ("baseline kind=client", per_trace(2.0)),
+        ("baseline kind=internal", per_trace(2.0)),
+        ("baseline resource.service.name=frontend", per_trace(3.0)),
+        ("baseline resource.service.name=api", per_trace(1.0)),
+        ("baseline resource.service.name=db", per_trace(1.0)),
+        ("baseline span.db.system=postgres", per_trace(1.0)),
+        ("baseline rootName=GET /", per_trace(5.0)),
+        ("baseline rootServiceName=frontend", per_trace(5.0)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    // Totals: the group's spans that have the attribute, whatever its value.
+    for a in [
+        "name",
+        "status",
+        "statusMessage",
+        "kind",
+        "resource.service.name",
+        "rootName",
+        "rootServiceName",
+    ] {
+        want.push((format!("selection_total {a}=nil"), per_trace(1.0)));
+        want.push((format!("baseline_total {a}=nil"), per_trace(5.0)));
+    }
+    want.push((
+        "selection_total span.http.status_code=nil".into(),
+        per_trace(1.0),
+    ));
+    want.push(("baseline_total span.db.system=nil".into(), per_trace(1.0)));
+    assert_eq!(got, want.into_iter().collect());
+    // Values keep their type: the status code is an integer, a total's value is nil.
+    let code: Vec<_> = r
+        .series
+        .iter()
+        .filter(|s| s.labels[1].0 == "span.http.status_code")
+        .map(|s| s.labels.clone())
+        .collect();
+    assert!(code.contains(&vec![
+        ("__meta_type".into(), Value::Str("selection".into())),
+        ("span.http.status_code".into(), Value::Int(500)),
+    ]));
+    assert!(code.contains(&vec![
+        ("__meta_type".into(), Value::Str("selection_total".into())),
+        ("span.http.status_code".into(), Value::Nil),
+    ]));
+    // Every step has a sample, zeros included, at Tempo's step timestamps.
+    let steps: Vec<i64> = r.series[0].samples.iter().map(|(t, _)| *t).collect();
+    let ms = |s: u64| ((t0 + s * S) / 1_000_000) as i64;
+    assert_eq!(steps, [ms(0), ms(60), ms(120)]);
+}
+
+#[test]
+fn compare_keeps_the_top_n_values_of_each_attribute_and_group() {
+    let (_dir, store, t0) = store();
+    let got = compared(&run(
+        &store,
+        "{ } | compare({ status = error }, 2)",
+        req(t0),
+    ));
+    let kept = |prefix: &str| -> Vec<String> {
+        got.keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    };
+    // client and internal (6 spans each) over server (3).
+    assert_eq!(
+        kept("baseline kind="),
+        ["baseline kind=client", "baseline kind=internal"]
+    );
+    // frontend (9), then api and db tie at 3: the smaller value wins the tie.
+    assert_eq!(
+        kept("baseline resource.service.name="),
+        [
+            "baseline resource.service.name=api",
+            "baseline resource.service.name=frontend"
+        ]
+    );
+    // Five names tied at 3 spans: "GET /" and "cache" sort first.
+    assert_eq!(
+        kept("baseline name="),
+        ["baseline name=GET /", "baseline name=cache"]
+    );
+    // Totals still count every span with the attribute.
+    assert_eq!(got["baseline_total name=nil"], [0.0, 5.0, 10.0]);
+    assert_eq!(got["baseline_total kind=nil"], [0.0, 5.0, 10.0]);
+}
+
+#[test]
+fn compare_selects_only_within_its_right_closed_window() {
+    let (_dir, store, t0) = store();
+    // `GET /api` of trace 2 starts at t0 + 70.010 s, of trace 3 at t0 + 75.010 s: the window
+    // (70.010 s, 75.010 s] selects the latter only; trace 1's, before it, stays in the baseline.
+    let (start, end) = (t0 + 70_010 * MS, t0 + 75_010 * MS);
+    let q = format!("{{ }} | compare({{ status = error }}, 10, {start}, {end})");
+    let got = compared(&run(&store, &q, req(t0)));
+    assert_eq!(got["selection name=GET /api"], [0.0, 0.0, 1.0]);
+    assert_eq!(got["baseline name=GET /api"], [0.0, 1.0, 1.0]);
+    assert_eq!(got["baseline status=error"], [0.0, 1.0, 1.0]);
+    assert_eq!(got["selection_total name=nil"], [0.0, 0.0, 1.0]);
+    assert_eq!(got["baseline_total name=nil"], [0.0, 6.0, 11.0]);
+}
+
+#[test]
+fn compare_reads_the_trace_only_when_a_span_alone_cannot_answer() {
+    let (_dir, store, t0) = store();
+    // The selection needs the trace's root: the client spans of traces rooted in frontend.
+    let r = run(
+        &store,
+        r#"{ } | compare({ rootServiceName = "frontend" && kind = client })"#,
+        req(t0),
+    );
+    let got = compared(&r);
+    assert_eq!(got["selection kind=client"], [0.0, 2.0, 4.0]);
+    assert_eq!(got["selection name=query"], [0.0, 1.0, 2.0]);
+    assert_eq!(got["selection name=call-api"], [0.0, 1.0, 2.0]);
+    assert!(!got.contains_key("baseline kind=client"));
+    assert_eq!(r.inspected_traces, 3);
+    // Traces Drilldown's root spans: the root knows its own name and service, and the filter
+    // decides alone, so no trace is read.
+    let r = run(
+        &store,
+        r#"{nestedSetParent<0 && true} | compare({status = error}, 10)"#,
+        req(t0),
+    );
+    let got = compared(&r);
+    assert_eq!(got["baseline name=GET /"], [0.0, 1.0, 2.0]);
+    assert_eq!(got["baseline rootServiceName=frontend"], [0.0, 1.0, 2.0]);
+    assert!(got.keys().all(|k| k.starts_with("baseline")), "{got:?}");
+    assert_eq!(r.inspected_traces, 0);
+}
+
+#[test]
+fn compare_answers_instants_exemplars_and_the_series_limit() {
+    let (_dir, store, t0) = store();
+    let mut r = req(t0);
+    r.instant = true;
+    let got = run(&store, "{ } | compare({ status = error })", r);
+    let s = got
+        .series
+        .iter()
+        .find(|s| s.labels[1] == ("name".into(), Value::Str("GET /api".into())))
+        .unwrap();
+    assert_eq!(s.samples, [(((t0 + 120 * S) / 1_000_000) as i64, 3.0)]);
+
+    // Exemplars sit on the totals of the attributes their span has, without a value: one per
+    // group in each tenth of the window (18 s) that has spans, so two each (trace 1; traces 2
+    // and 3 share a tenth).
+    let mut r = req(t0);
+    r.exemplars = 10;
+    let got = run(&store, "{ } | compare({ status = error })", r);
+    let total = |kind: &str, attr: &str| {
+        got.series
+            .iter()
+            .find(|s| s.labels[0].1 == Value::Str(kind.into()) && s.labels[1].0 == attr)
+            .unwrap()
+    };
+    let code = &total("selection_total", "span.http.status_code").exemplars;
+    assert_eq!(code.len(), 2, "{code:?}");
+    assert!(code
+        .iter()
+        .all(|e| e.span_id == vec![b'c'; 8] && e.value.is_nan()));
+    let names = &total("baseline_total", "name").exemplars;
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|e| e.span_id != vec![b'c'; 8]));
+    assert!(got
+        .series
+        .iter()
+        .filter(|s| !s.labels[0].1.text().ends_with("_total"))
+        .all(|s| s.exemplars.is_empty()));
+
+    // Attributes go whole, in name order, until the series limit: `kind` has 6 series, with
+    // `name`'s 8 more it would pass 10.
+    let mut r = req(t0);
+    r.max_series = 10;
+    let got = run(&store, "{ } | compare({ status = error })", r);
+    assert_eq!(got.series.len(), 6);
+    assert!(got.series.iter().all(|s| s.labels[1].0 == "kind"));
+    assert!(got.partial.unwrap().contains("more than 10 series"));
 }

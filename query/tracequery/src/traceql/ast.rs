@@ -396,11 +396,31 @@ pub struct Metrics {
     pub second: Vec<SecondStage>,
 }
 
+/// `compare({filter}, topN, start, end)`: splits the query's spans into a selection (those the
+/// filter matches, that started within the window when one is given) and a baseline (the rest),
+/// and counts each attribute value in both.
+#[derive(Debug)]
+pub struct Compare {
+    pub selection: Cond,
+    /// Values kept per attribute and group, the most frequent first (Tempo's default 10).
+    pub top_n: usize,
+    /// `(start, end]` in Unix ns: only spans that started within it can be selected.
+    pub window: Option<(u64, u64)>,
+}
+
+/// What turns a query's spans into series.
+#[derive(Debug)]
+pub enum MetricsStage {
+    /// `rate()`, the `_over_time` family, with `by(…)` and second stages.
+    Aggregate(Metrics),
+    Compare(Compare),
+}
+
 /// A whole query: a spanset pipeline, optionally turned into metrics, with `with(…)` hints.
 #[derive(Debug)]
 pub struct Query {
     pub pipeline: Pipeline,
-    pub metrics: Option<Metrics>,
+    pub metrics: Option<MetricsStage>,
     pub hints: Vec<(String, Value)>,
 }
 

@@ -3,11 +3,11 @@
 //! operators (`&&`, `||`, `>`, `<`, `>>`, `<<`, `~`, their `!` negations and `&` unions),
 //! pipelines (`| by(…)`, `| count() > n`, `| avg(field) > x`, `| select(…)`, `| coalesce()`),
 //! metrics functions (`| rate() by (…)` and the `_over_time` family, then `| topk(n)`,
-//! `| bottomk(n)` or a value filter) and `with(…)` hints.
+//! `| bottomk(n)` or a value filter; `| compare({ … }, topN, start, end)`) and `with(…)` hints.
 //!
 //! - `ast`: the syntax tree and how Tempo prints its parts.
-//! - `parse`: text into the tree; what it does not support (`compare()`, arithmetic between
-//!   fields or metrics) is a parse error naming it.
+//! - `parse`: text into the tree; what it does not support (arithmetic between fields or
+//!   metrics) is a parse error.
 //! - `eval`: fields, comparisons and stages on spans and traces.
 //!
 //! This module picks where a search looks ([`Query::seek`]); running searches is `spansets`'

@@ -1,6 +1,7 @@
 //! TraceQL text into the syntax tree of `ast`. Owns the lexer, the grammar (Tempo's: `&&` and
 //! `||` bind looser than the structural operators, all left-associative; stages joined by `|`;
-//! a metrics function ends the pipeline, then `by(…)`, second stages and `with(…)` hints) and
+//! a metrics function ends the pipeline, then `by(…)`, second stages and `with(…)` hints;
+//! `compare(…)` takes none but hints), the checks Tempo makes of `compare()`'s arguments, and
 //! the nesting limit. Parse errors name what was expected.
 
 use regex::Regex;
@@ -291,7 +292,7 @@ impl Parser {
 
     /// Whether the token after a `|` starts a metrics function (which ends the pipeline).
     fn metrics_follows(&self) -> bool {
-        matches!(self.peek_at(1), Some(Tok::Word(w)) if METRICS_FNS.contains(&w.as_str()) || w == "compare")
+        matches!(self.peek_at(1), Some(Tok::Word(w)) if METRICS_FNS.contains(&w.as_str()))
     }
 
     fn pipeline(&mut self) -> Result<Pipeline, String> {
@@ -363,7 +364,7 @@ impl Parser {
                     value,
                 })
             }
-            "compare" => Err("compare() is not supported".into()),
+            "compare" => Err("compare() ends a spanset pipeline: { … } | compare({ … })".into()),
             _ => Err(format!(
                 "unexpected {word:?}: expected a spanset or a pipeline stage"
             )),
@@ -454,21 +455,24 @@ impl Parser {
                     Err(stages) => SpansetExpr::Pipeline(Pipeline { stages }),
                 })
             }
-            Some(Tok::LBrace) => {
-                self.pos += 1;
-                if self.peek() == Some(&Tok::RBrace) {
-                    self.pos += 1;
-                    return Ok(SpansetExpr::Filter(Cond::all()));
-                }
-                let c = self.cond()?;
-                self.expect(Tok::RBrace)?;
-                Ok(SpansetExpr::Filter(c))
-            }
+            Some(Tok::LBrace) => Ok(SpansetExpr::Filter(self.filter()?)),
             t => Err(format!(
                 "expected a spanset filter {{ … }}, got {}",
                 t.map_or("the end of the query".into(), Tok::show)
             )),
         }
+    }
+
+    /// `{ … }`: a condition on one span (`{}`: every span).
+    fn filter(&mut self) -> Result<Cond, String> {
+        self.expect(Tok::LBrace)?;
+        if self.peek() == Some(&Tok::RBrace) {
+            self.pos += 1;
+            return Ok(Cond::all());
+        }
+        let c = self.cond()?;
+        self.expect(Tok::RBrace)?;
+        Ok(c)
     }
 
     fn cond(&mut self) -> Result<Cond, String> {
@@ -538,18 +542,21 @@ impl Parser {
                     .map_err(|e| format!("invalid regex {s:?}: {e}"))?,
             ),
             (Op::Re | Op::NotRe, _) => {
-                return Err("a regular expression must be a string literal".into())
+                return Err("a regular expression must be a string literal".into());
             }
             _ => None,
         };
         Ok(Cond::Cmp { lhs, op, rhs, re })
     }
 
-    fn metrics(&mut self) -> Result<Metrics, String> {
+    fn metrics(&mut self) -> Result<MetricsStage, String> {
         let Some(Tok::Word(name)) = self.next() else {
             return Err("expected a metrics function".into());
         };
         self.expect(Tok::LParen)?;
+        if name == "compare" {
+            return self.compare().map(MetricsStage::Compare);
+        }
         let (func, field) = match name.as_str() {
             "rate" => (MetricsFn::Rate, None),
             "count_over_time" => (MetricsFn::CountOverTime, None),
@@ -588,7 +595,6 @@ impl Parser {
                 }
                 (MetricsFn::QuantileOverTime(qs), Some(f))
             }
-            "compare" => return Err("compare() is not supported".into()),
             other => return Err(format!("unknown metrics function {other:?}")),
         };
         self.expect(Tok::RParen)?;
@@ -637,17 +643,70 @@ impl Parser {
                 break;
             }
         }
-        Ok(Metrics {
+        Ok(MetricsStage::Aggregate(Metrics {
             func,
             field,
             by,
             second,
+        }))
+    }
+
+    /// `compare({filter})`, `compare({filter}, topN)` or `compare({filter}, topN, start, end)`
+    /// after its `(`, checked as Tempo checks them.
+    fn compare(&mut self) -> Result<Compare, String> {
+        let selection = self.filter()?;
+        let mut numbers = Vec::new();
+        while self.peek() == Some(&Tok::Comma) {
+            self.pos += 1;
+            match self.next() {
+                Some(Tok::Word(w)) => numbers.push(
+                    w.parse::<i64>()
+                        .map_err(|_| format!("compare() takes integers, not {w:?}"))?,
+                ),
+                t => return Err(format!("expected an integer, got {t:?}")),
+            }
+        }
+        self.expect(Tok::RParen)?;
+        let (top_n, start, end) =
+            match numbers[..] {
+                [] => (10, 0, 0),
+                [n] => (n, 0, 0),
+                [n, start, end] => (n, start, end),
+                _ => return Err(
+                    "compare() takes a filter, then topN, then both or neither of start and end"
+                        .into(),
+                ),
+            };
+        if !(1..=MAX_COMPARE_TOP_N).contains(&top_n) {
+            return Err(format!(
+                "compare() top number of values must be an integer between 1 and {MAX_COMPARE_TOP_N}"
+            ));
+        }
+        let window = match (start, end) {
+            (0, 0) => None,
+            (s, e) if s <= 0 || e <= 0 => {
+                return Err(
+                    "compare() timestamps must be positive integer unix nanoseconds".into(),
+                );
+            }
+            (s, e) if e <= s => {
+                return Err("compare() end timestamp must be greater than start timestamp".into());
+            }
+            (s, e) => Some((s as u64, e as u64)),
+        };
+        Ok(Compare {
+            selection,
+            top_n: top_n as usize,
+            window,
         })
     }
 }
 
+/// The most values per attribute `compare()` may keep (Tempo's limit).
+const MAX_COMPARE_TOP_N: i64 = 1000;
+
 /// The metrics functions: a `|` followed by one of these ends the spanset pipeline.
-const METRICS_FNS: [&str; 8] = [
+const METRICS_FNS: [&str; 9] = [
     "rate",
     "count_over_time",
     "min_over_time",
@@ -656,6 +715,7 @@ const METRICS_FNS: [&str; 8] = [
     "avg_over_time",
     "quantile_over_time",
     "histogram_over_time",
+    "compare",
 ];
 
 /// A field as TraceQL spells it (`span.x`, `resource.x`, `.x`, `duration`, `trace:rootService`…).

@@ -36,10 +36,6 @@ fn common_forms_parse() {
 
 #[test]
 fn unsupported_forms_are_errors_naming_why() {
-    assert!(parse(r#"{ .a = "x" } | compare({ .b = "y" })"#)
-        .unwrap_err()
-        .to_string()
-        .contains("compare() is not supported"));
     assert!(parse(r#"{ .a = "x" "#).is_err());
     assert!(parse(r#"{ foo = "x" }"#)
         .unwrap_err()
@@ -54,6 +50,62 @@ fn unsupported_forms_are_errors_naming_why() {
     assert!(parse("{ } | quantile_over_time(duration)").is_err());
     assert!(parse("{ } | quantile_over_time(duration, 1.5)").is_err());
     assert!(parse("{ } | count() > hello").is_err());
+}
+
+/// `compare()`'s arguments as Tempo's grammar and `MetricsCompare.validate` take them.
+#[test]
+fn compare_takes_a_filter_top_n_and_a_window() {
+    let parsed = |q: &str| match parse(q).unwrap_or_else(|e| panic!("{q}: {e}")).metrics {
+        Some(MetricsStage::Compare(c)) => c,
+        other => panic!("{q}: {other:?}"),
+    };
+    // Traces Drilldown's request for the errors of one service's root spans.
+    let c = parsed(
+        r#"{nestedSetParent<0 && resource.service.name="shop"} | compare({status = error}, 10)"#,
+    );
+    assert_eq!((c.top_n, c.window), (10, None));
+    let error = stored(&checkout(1, 0))
+        .into_iter()
+        .find(|s| status(s) == "error")
+        .unwrap();
+    assert_eq!(c.selection.check(SpanRef::alone(&error)), Some(true));
+    // Its request for a brushed duration range of a time window: start and end in ns.
+    let c = parsed(
+        "{true && true} | compare({duration >= 100ms && duration <= 1.5s}, 10, 1700000000000000000, 1700000300000000000)",
+    );
+    assert_eq!(
+        c.window,
+        Some((1_700_000_000_000_000_000, 1_700_000_300_000_000_000))
+    );
+    // Tempo's defaults: topN 10, no window; `{}` selects every span.
+    let c = parsed("{} | compare({})");
+    assert_eq!((c.top_n, c.window), (10, None));
+    assert_eq!(c.selection.check(SpanRef::alone(&error)), Some(true));
+    assert_eq!(
+        parsed("{} | compare({ status = error }, 1000) with(sample=true)").top_n,
+        1000
+    );
+    for (q, why) in [
+        ("{} | compare({}, 0)", "between 1 and 1000"),
+        ("{} | compare({}, 1001)", "between 1 and 1000"),
+        ("{} | compare({}, 10, 5)", "both or neither"),
+        (
+            "{} | compare({}, 10, 0, 5)",
+            "positive integer unix nanoseconds",
+        ),
+        (
+            "{} | compare({}, 10, 5, 5)",
+            "end timestamp must be greater",
+        ),
+        ("{} | compare({}, ten)", "integers"),
+        ("{} | compare()", "expected LBrace"),
+        ("{} | compare({}) by (name)", "unexpected"),
+        ("{} | compare({}) | topk(2)", "unexpected"),
+        ("compare({})", "ends a spanset pipeline"),
+    ] {
+        let e = parse(q).unwrap_err().to_string();
+        assert!(e.contains(why), "{q}: {e}");
+    }
 }
 
 #[test]
@@ -269,7 +321,9 @@ fn pipelines_group_filter_and_merge_spansets() {
     );
     // What Traces Drilldown's structure tab sends.
     assert_eq!(
-        matches("({nestedSetParent<0 && true} &>> { status = error }) || ({nestedSetParent<0 && true}) | select(status, resource.service.name, name, nestedSetParent, nestedSetLeft, nestedSetRight)"),
+        matches(
+            "({nestedSetParent<0 && true} &>> { status = error }) || ({nestedSetParent<0 && true}) | select(status, resource.service.name, name, nestedSetParent, nestedSetLeft, nestedSetRight)"
+        ),
         vec!["ac"]
     );
     let trace = stored(&checkout(7, 0));
