@@ -35,6 +35,17 @@ pub(super) fn any_value(v: &Value) -> Json_ {
     }
 }
 
+/// A double as protobuf JSON writes it: a number, or `"NaN"`, `"Infinity"`, `"-Infinity"`
+/// (`compare()`'s exemplars have no value: NaN), which serde_json would write as `null`.
+fn double(v: f64) -> Json_ {
+    match v {
+        v if v.is_nan() => json!("NaN"),
+        f64::INFINITY => json!("Infinity"),
+        f64::NEG_INFINITY => json!("-Infinity"),
+        v => json!(v),
+    }
+}
+
 fn labels_json(labels: &[(String, Value)]) -> Json_ {
     labels
         .iter()
@@ -181,7 +192,7 @@ pub(super) async fn query_range(
             let samples: Vec<Json_> = s
                 .samples
                 .iter()
-                .map(|(t, v)| json!({ "timestampMs": t.to_string(), "value": v }))
+                .map(|(t, v)| json!({ "timestampMs": t.to_string(), "value": double(*v) }))
                 .collect();
             let mut out = json!({ "labels": labels_json(&s.labels), "samples": samples });
             if !s.exemplars.is_empty() {
@@ -194,7 +205,7 @@ pub(super) async fn query_range(
                                 { "key": "trace:id", "value": { "stringValue": tracequery::hex(&e.trace_id) } },
                                 { "key": "span:id", "value": { "stringValue": tracequery::hex(&e.span_id) } },
                             ],
-                            "value": e.value,
+                            "value": double(e.value),
                             "timestampMs": e.timestamp_ms.to_string(),
                         })
                     })
@@ -220,7 +231,7 @@ pub(super) async fn query_instant(
         .iter()
         .filter_map(|s| {
             let (_, v) = s.samples.last()?;
-            Some(json!({ "labels": labels_json(&s.labels), "value": v }))
+            Some(json!({ "labels": labels_json(&s.labels), "value": double(*v) }))
         })
         .collect();
     let body = json!({ "series": series, "metrics": metrics_json(&r) });

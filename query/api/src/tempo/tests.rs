@@ -583,3 +583,86 @@ async fn traceql_metrics_in_the_shapes_grafana_decodes() {
         "{v}"
     );
 }
+
+/// `compare()` as Traces Drilldown's Comparison tab asks for it (`{…} | compare({…}, 10)`,
+/// `step` the whole range, no `exemplars`): series labelled `__meta_type` then the attribute,
+/// totals with the attribute's value `"nil"` (Tempo's nil static), exemplars on the totals
+/// with the value `"NaN"`, as `jsonpb` writes a NaN double.
+#[tokio::test]
+async fn compare_in_the_shape_grafana_decodes() {
+    let f = fixture();
+    let app = routes(f.store.clone(), TraceLimits::default(), open_gate());
+    let t0s = f.t0 / 1_000_000_000;
+    let (start, end) = (t0s - 300, t0s + 60);
+    let v = get_json(
+        &app,
+        &format!(
+            "/tempo/api/metrics/query_range?end={end}&q={}&start={start}&step={}s",
+            tests_enc("{true && true} | compare({status = error}, 10)"),
+            end - start
+        ),
+    )
+    .await;
+    let series = v["series"].as_array().unwrap();
+    let find = |kind: &str, key: &str, value: Value| {
+        series
+            .iter()
+            .find(|s| {
+                s["labels"]
+                    == json!([
+                        { "key": "__meta_type", "value": { "stringValue": kind } },
+                        { "key": key, "value": value },
+                    ])
+            })
+            .unwrap_or_else(|| panic!("no {kind} {key}: {v}"))
+    };
+    let sum = |s: &Value| -> f64 {
+        s["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["value"].as_f64().unwrap())
+            .sum()
+    };
+    // The backend span is the one error: the selection.
+    let s = find(
+        "selection",
+        "statusMessage",
+        json!({ "stringValue": "deadlock" }),
+    );
+    assert_eq!(sum(s), 1.0);
+    assert!(s.get("exemplars").is_none());
+    let root = json!({ "stringValue": "GET /checkout" });
+    assert_eq!(sum(find("selection", "rootName", root.clone())), 1.0);
+    assert_eq!(sum(find("baseline", "rootName", root)), 1.0);
+    let code = |c: &str| json!({ "intValue": c });
+    assert_eq!(
+        sum(find("baseline", "span.http.status_code", code("500"))),
+        1.0
+    );
+    assert_eq!(
+        sum(find("baseline", "span.http.status_code", code("200"))),
+        1.0
+    );
+    let nil = json!({ "stringValue": "nil" });
+    assert_eq!(sum(find("baseline_total", "name", nil.clone())), 2.0);
+    let total = find("selection_total", "resource.host.name", nil);
+    assert_eq!(sum(total), 1.0);
+    assert_eq!(total["exemplars"][0]["value"], "NaN");
+    assert_eq!(
+        total["exemplars"][0]["labels"][0],
+        json!({ "key": "trace:id", "value": { "stringValue": TRACE_A } })
+    );
+    // No `by()` or second stage after compare(), and its arguments are checked.
+    let (st, body) = get(
+        &app,
+        &format!(
+            "/tempo/api/metrics/query_range?q={}",
+            tests_enc("{} | compare({}, 0)")
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("between 1 and 1000"));
+}
