@@ -8,6 +8,7 @@
 //! The binary is the one `cargo build -p novamon` put beside this test executable (same
 //! profile, same target directory); `tests/run.sh` builds it before running the tests.
 
+pub mod otlp;
 pub mod series;
 
 use std::io::Read;

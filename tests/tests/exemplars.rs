@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
+use e2e::otlp::attr;
 use e2e::series::{v1_request, v1_series, V1, V2};
 use e2e::{agent, enc, get_json, wait_for_go_ready_url, Json, Novamon};
 use e2e::{spawn_prometheus, PROMETHEUS};
 use ingest::remote_write::proto::{v1, v2};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     exemplar, metric, number_data_point, AggregationTemporality, Exemplar as OtlpExemplar,
     Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
@@ -289,19 +289,9 @@ fn acknowledged_exemplars_survive_kill_9() {
     assert_eq!(n.get_ok(&path), before);
 }
 
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 fn otlp_exemplar(t_ms: i64, value: f64, trace: u8) -> OtlpExemplar {
     OtlpExemplar {
-        filtered_attributes: vec![kv("user", "u1")],
+        filtered_attributes: vec![attr("user", "u1")],
         time_unix_nano: t_ms as u64 * 1_000_000,
         value: Some(exemplar::Value::AsDouble(value)),
         span_id: vec![0x11; 8],
@@ -319,7 +309,7 @@ fn otlp_metrics_exemplars_go_on_the_sum_and_the_matching_bucket() {
     let req = ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", "shop")],
+                attributes: vec![attr("service.name", "shop")],
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {

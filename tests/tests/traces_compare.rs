@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use e2e::otlp::attr;
 use e2e::{enc, now_ns, wait_until, Json, Novamon};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
@@ -21,16 +21,6 @@ use prost::Message;
 
 const S: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 /// One trace of `service`: a root server span `GET <route>` starting at `start` (ns), lasting
 /// `dur_ms`, with `status` (0 unset, 1 ok, 2 error) and the span attributes `http.route` and
@@ -51,7 +41,7 @@ fn trace(
         kind: 2,
         start_time_unix_nano: start,
         end_time_unix_nano: start + dur_ms * MS,
-        attributes: vec![kv("http.route", route), kv("region", region)],
+        attributes: vec![attr("http.route", route), attr("region", region)],
         status: (status != 0).then(|| Status {
             code: status,
             message: String::new(),
@@ -74,7 +64,7 @@ fn trace(
     };
     ResourceSpans {
         resource: Some(Resource {
-            attributes: vec![kv("service.name", service)],
+            attributes: vec![attr("service.name", service)],
             ..Default::default()
         }),
         scope_spans: vec![ScopeSpans {
