@@ -6,10 +6,10 @@
 //! to their WriteBatch so index changes commit atomically with the data that needs them.
 //! Label sets are held as symbols of one table of strings (`symbols`), read through
 //! [`Index::labels`]; they come in and are persisted as the bytes `series` stores
-//! (`labelset::StoredLabels`). At open, label sets come from `series`, the inverted index is built from them
-//! (persisting it too cost a RocksDB key per label of every new series and took longer to load
-//! than to rebuild), and time bounds come from `series_times` (as of the last checkpoint; WAL
-//! replay extends them).
+//! (`labelset::StoredLabels`). At open, label sets come from `series`, the inverted index is
+//! built from them (persisting it too cost a RocksDB key per label of every new series and
+//! took longer to load than to rebuild), and time bounds come from `series_times` (as of the
+//! last checkpoint; WAL replay extends them).
 
 use std::hash::BuildHasher;
 

@@ -3,8 +3,8 @@
 //! and retention pass, metadata and `clear`.
 //!
 //! Owns the locking protocol and the order of durable steps; the formats and rules live in
-//! the modules it drives (`index` with `labelset`, `symbols` and `postings`, `head`, both keeping their
-//! per-series records in a `slab` keyed by series id, `append`, `wal`,
+//! the modules it drives (`index` with `labelset`, `symbols` and `postings`, `head`, both
+//! keeping their per-series records in a `slab` keyed by series id, `append`, `wal`,
 //! `chunk`, `partition`, `cold`, `meta`, `histstore`, `exemplars`; `read` and `checkpoint`
 //! hold the read and durable halves of the facade itself).
 //!

@@ -472,17 +472,24 @@ mod tests {
             }
             let gone: Vec<u64> = gone.into_iter().collect();
             list.remove(&gone);
-            let model: BTreeSet<u64> = ids.iter().copied().filter(|id| gone.binary_search(id).is_err()).collect();
+            let model: BTreeSet<u64> =
+                ids.iter().copied().filter(|id| gone.binary_search(id).is_err()).collect();
+            let in_model = |acc: &[u64], want: bool| -> Vec<u64> {
+                acc.iter().copied().filter(|id| model.contains(id) == want).collect()
+            };
             prop_assert_eq!(list.len(), model.len());
-            prop_assert_eq!(list.iter().collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
-            prop_assert_eq!(matches!(list, Ids::Bitmap(_)), ids.iter().collect::<BTreeSet<_>>().len() > BITMAP_ABOVE);
+            prop_assert_eq!(list.iter().collect::<Vec<_>>(), list.to_vec());
+            prop_assert_eq!(list.to_vec(), model.iter().copied().collect::<Vec<_>>());
+            let distinct = ids.iter().collect::<BTreeSet<_>>().len();
+            prop_assert_eq!(matches!(list, Ids::Bitmap(_)), distinct > BITMAP_ABOVE);
             for short in [true, false] {
-                let acc: Vec<u64> = acc.iter().copied().take(if short { 20 } else { usize::MAX }).collect();
+                let take = if short { 20 } else { usize::MAX };
+                let acc: Vec<u64> = acc.iter().copied().take(take).collect();
                 let (mut kept, mut left) = (acc.clone(), acc.clone());
                 list.retain_in(&mut kept);
                 list.remove_from(&mut left);
-                prop_assert_eq!(kept, acc.iter().copied().filter(|id| model.contains(id)).collect::<Vec<_>>());
-                prop_assert_eq!(left, acc.iter().copied().filter(|id| !model.contains(id)).collect::<Vec<_>>());
+                prop_assert_eq!(kept, in_model(&acc, true));
+                prop_assert_eq!(left, in_model(&acc, false));
             }
         }
     }
