@@ -1,6 +1,7 @@
 //! novamon's own metrics at `/metrics`: the registry every component registers into, the
 //! per-handler request counters and latency histograms, and process gauges. Owns exposition;
-//! the numbers themselves belong to the components that register them.
+//! the numbers themselves belong to the components that register them (service discovery's,
+//! process-wide as Prometheus's are, are `ingest::scrape::SdMetrics`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -152,6 +153,7 @@ impl ScrapeTimeMetrics {
             "Resident memory size in bytes",
             m.resident_memory.clone(),
         );
+        ingest::scrape::SdMetrics::process().register(registry);
         m
     }
 
@@ -205,7 +207,11 @@ pub struct Exposition {
 pub async fn serve(State(expo): State<Arc<Exposition>>) -> Response {
     expo.scrape_time.refresh();
     let mut body = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &expo.registry) {
+    // Service discovery's summaries are written by hand: prometheus-client has no summary.
+    let encoded = prometheus_client::encoding::text::encode_registry(&mut body, &expo.registry)
+        .and_then(|()| ingest::scrape::SdMetrics::process().encode_summaries(&mut body))
+        .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut body));
+    if let Err(e) = encoded {
         return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
     }
     (

@@ -608,3 +608,239 @@ fn prometheus_federates_from_novamon() {
     let body = federated();
     assert!(body.contains(r#"cluster="edge-2""#), "{body}");
 }
+
+/// A server's `prometheus_sd_*` families from its `/metrics` (Prometheus's text format or
+/// novamon's OpenMetrics), by family name (a counter's without `_total`, which OpenMetrics
+/// leaves off its `# TYPE` line): the type, the help, and each sample (`name{labels, sorted}`)
+/// with its value.
+type Families = BTreeMap<String, Family>;
+
+#[derive(Debug)]
+struct Family {
+    kind: String,
+    help: String,
+    samples: BTreeMap<String, f64>,
+}
+
+fn sd_families(a: &ureq::Agent, base: &str) -> Families {
+    let mut resp = a.get(format!("{base}/metrics")).call().unwrap();
+    let body = resp.body_mut().read_to_string().unwrap();
+    let mut families = Families::new();
+    let mut help = String::new();
+    let mut current = None;
+    for line in body.lines() {
+        if let Some(h) = line.strip_prefix("# HELP ") {
+            help = h.split_once(' ').map_or("", |(_, h)| h).to_string();
+            continue;
+        }
+        if let Some(t) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = t.split_once(' ').unwrap();
+            current = name.starts_with("prometheus_sd_").then(|| {
+                let family = match kind {
+                    "counter" => name.trim_end_matches("_total"),
+                    _ => name,
+                };
+                families.insert(
+                    family.to_string(),
+                    Family {
+                        kind: kind.to_string(),
+                        help: std::mem::take(&mut help),
+                        samples: BTreeMap::new(),
+                    },
+                );
+                family.to_string()
+            });
+            continue;
+        }
+        let Some(family) = current.as_ref().filter(|_| !line.starts_with('#')) else {
+            continue;
+        };
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let mut labels: Vec<&str> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .collect();
+        labels.sort();
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{base}: {line}"));
+        let samples = &mut families.get_mut(family).unwrap().samples;
+        samples.insert(format!("{name}{{{}}}", labels.join(",")), value);
+    }
+    families
+}
+
+/// Service discovery's self-metrics side by side: static targets, a target file directory
+/// with a good file and a broken one, an HTTP endpoint that answers and one that is down, and
+/// a DNS name, each refreshed once in the test's time (an hour's interval). novamon shows the
+/// `prometheus_sd_*` families Prometheus 2.42 shows for these discoveries, with the same types
+/// and label sets, and the same values wherever they do not depend on timing: targets
+/// discovered per job, read errors, the good file's modification time, HTTP and refresh
+/// failures, DNS lookups and their failures, how many scans and refreshes were timed.
+#[test]
+fn service_discovery_metrics_match_prometheus() {
+    require(PROMETHEUS);
+    let dir = tempfile::tempdir().unwrap();
+    // A directory of their own: Prometheus watches the files' directory and rescans on any
+    // change in it (its own log, written beside, would make it rescan endlessly).
+    let sd_dir = dir.path().join("sd");
+    std::fs::create_dir(&sd_dir).unwrap();
+    let good = sd_dir.join("good.json");
+    std::fs::write(
+        &good,
+        r#"[{"targets": ["127.0.0.1:1", "127.0.0.1:2"], "labels": {"team": "a"}}]"#,
+    )
+    .unwrap();
+    std::fs::write(sd_dir.join("broken.json"), r#"[{"targets": "#).unwrap();
+    let sd = http_server(|_, _| {
+        (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".into(),
+            r#"[{"targets": ["127.0.0.1:3", "127.0.0.1:4"]}, {"targets": ["127.0.0.1:5"]}]"#.into(),
+        )
+    });
+    let text = format!(
+        r#"global:
+  scrape_interval: 1h
+scrape_configs:
+  - job_name: static
+    static_configs: [{{targets: ['127.0.0.1:6']}}]
+  - job_name: files
+    file_sd_configs: [{{files: ['{}/*.json'], refresh_interval: 1h}}]
+  - job_name: http
+    http_sd_configs:
+      - {{url: 'http://{sd}/sd', refresh_interval: 1h}}
+      - {{url: 'http://127.0.0.1:1/sd', refresh_interval: 1h}}
+  - job_name: dns
+    dns_sd_configs: [{{names: ['novamon-sd-test.invalid'], type: A, port: 80, refresh_interval: 1h}}]
+"#,
+        sd_dir.display()
+    );
+    let (novamon, cfg) = novamon_on(dir.path(), &text);
+    let (_prom, prom) = prometheus(dir.path(), &cfg);
+    let a = agent();
+    let discovered = |f: &Families, job: &str| {
+        f.get("prometheus_sd_discovered_targets")
+            .and_then(|f| {
+                f.samples.get(&format!(
+                    "prometheus_sd_discovered_targets{{config=\"{job}\",name=\"scrape\"}}"
+                ))
+            })
+            .copied()
+    };
+    let settled = |f: &Families| {
+        [("static", 1.0), ("files", 2.0), ("http", 3.0), ("dns", 0.0)]
+            .iter()
+            .all(|(job, n)| discovered(f, job) == Some(*n))
+            && f.get("prometheus_sd_dns_lookups")
+                .is_some_and(|f| f.samples.values().all(|v| *v >= 1.0))
+    };
+    let (mut n, mut p) = (Families::new(), Families::new());
+    // Prometheus passes discovered groups on at most every 5 s; a DNS lookup no server answers
+    // takes 2 s.
+    wait_until(Duration::from_secs(60), || {
+        n = sd_families(&a, &novamon.url);
+        p = sd_families(&a, &prom);
+        settled(&n) && settled(&p)
+    })
+    .unwrap_or_else(|| panic!("discovery did not settle:\nnovamon {n:#?}\nprometheus {p:#?}"));
+
+    // What Prometheus has that novamon's discoveries have no counterpart for: the notifier's
+    // discovery manager, Azure, inotify (novamon polls), and the updates its discovery
+    // manager receives and sends on (novamon's discoveries are read by the scrape manager
+    // itself).
+    let absent = [
+        "prometheus_sd_azure_failures",
+        "prometheus_sd_failed_configs",
+        "prometheus_sd_file_watcher_errors",
+        "prometheus_sd_received_updates",
+        "prometheus_sd_updates",
+    ];
+    let prom_names: Vec<&String> = p.keys().filter(|k| !absent.contains(&k.as_str())).collect();
+    assert_eq!(n.keys().collect::<Vec<_>>(), prom_names);
+    for (name, family) in &n {
+        let prom_family = &p[name];
+        assert_eq!(family.kind, prom_family.kind, "{name}");
+        assert_eq!(family.help, prom_family.help, "{name}");
+        assert_eq!(
+            family.samples.keys().collect::<Vec<_>>(),
+            prom_family.samples.keys().collect::<Vec<_>>(),
+            "{name}: label sets"
+        );
+    }
+    // Every value but the durations timed: counts, targets, the file's modification time.
+    let timed = |sample: &str| sample.contains("quantile=") || sample.contains("_sum{");
+    for (name, family) in &n {
+        for (sample, v) in family.samples.iter().filter(|(s, _)| !timed(s)) {
+            assert_eq!(*v, p[name].samples[sample], "{sample}");
+        }
+    }
+    let value = |family: &str, sample: &str| n[family].samples[sample];
+    assert_eq!(
+        value(
+            "prometheus_sd_file_read_errors",
+            "prometheus_sd_file_read_errors_total{}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "prometheus_sd_file_mtime_seconds",
+            &format!(
+                "prometheus_sd_file_mtime_seconds{{filename=\"{}\"}}",
+                good.display()
+            )
+        ),
+        std::fs::metadata(&good)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as f64
+    );
+    assert_eq!(
+        n["prometheus_sd_file_mtime_seconds"].samples.len(),
+        1,
+        "the broken file has none"
+    );
+    assert_eq!(
+        value(
+            "prometheus_sd_file_scan_duration_seconds",
+            "prometheus_sd_file_scan_duration_seconds_count{}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "prometheus_sd_http_failures",
+            "prometheus_sd_http_failures_total{}"
+        ),
+        1.0
+    );
+    for (mechanism, failures, refreshes) in [("http", 1.0, 2.0), ("dns", 0.0, 1.0)] {
+        let labels = format!("{{mechanism=\"{mechanism}\"}}");
+        assert_eq!(
+            value(
+                "prometheus_sd_refresh_failures",
+                &format!("prometheus_sd_refresh_failures_total{labels}")
+            ),
+            failures,
+            "{mechanism}"
+        );
+        assert_eq!(
+            value(
+                "prometheus_sd_refresh_duration_seconds",
+                &format!("prometheus_sd_refresh_duration_seconds_count{labels}")
+            ),
+            refreshes,
+            "{mechanism}"
+        );
+    }
+    assert_eq!(
+        value(
+            "prometheus_sd_dns_lookups",
+            "prometheus_sd_dns_lookups_total{}"
+        ),
+        1.0
+    );
+}

@@ -14,7 +14,9 @@ use storage::{Appendable, Labels, Metadata};
 
 use super::client::HttpSettings;
 use super::config::ScrapeConfig;
-use super::discovery::{Discovered, DnsSource, FileDiscovery, HttpSource, Running, Source, POLL};
+use super::discovery::{
+    Discovered, DnsSource, FileDiscovery, HttpSource, Running, SdMetrics, Source, POLL,
+};
 use super::scrape_loop::{LoopHandle, PoolShared, TargetStatus};
 use super::target::{populate, Outcome, Target};
 
@@ -95,6 +97,7 @@ pub struct ScrapeManager {
     pools: parking_lot::Mutex<BTreeMap<String, Pool>>,
     /// Notified by HTTP and DNS discovery tasks when their groups change.
     wake: Arc<tokio::sync::Notify>,
+    sd: Arc<SdMetrics>,
 }
 
 /// An active target as the API shows it.
@@ -118,13 +121,15 @@ fn key(t: &Target) -> u64 {
 }
 
 impl ScrapeManager {
-    /// A manager with no jobs; target files are polled while it lives.
+    /// A manager with no jobs; target files are polled while it lives. Its discoveries count
+    /// into the process's [`SdMetrics`].
     pub fn new(store: Arc<dyn Appendable>) -> Arc<ScrapeManager> {
         let m = Arc::new(ScrapeManager {
             store,
             ops: tokio::sync::Mutex::new(PathBuf::from(".")),
             pools: parking_lot::Mutex::new(BTreeMap::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
+            sd: SdMetrics::process(),
         });
         tokio::spawn(poll_files(Arc::downgrade(&m)));
         m
@@ -151,6 +156,7 @@ impl ScrapeManager {
                 .cloned()
                 .collect();
             for job in gone {
+                self.sd.remove_discovered(&job);
                 let p = pools.remove(&job).expect("listed");
                 stopping.extend(p.loops.into_values().map(|l| (l, true)));
             }
@@ -165,11 +171,11 @@ impl ScrapeManager {
                     .file_sd_configs
                     .iter()
                     .cloned()
-                    .map(FileDiscovery::new)
+                    .map(|c| FileDiscovery::new(c, self.sd.clone()))
                     .collect();
                 let running = sources
                     .iter()
-                    .map(|s| s.start(&raw.job_name, self.wake.clone()))
+                    .map(|s| s.start(&raw.job_name, self.wake.clone(), &self.sd))
                     .collect();
                 fresh.push(raw.job_name.clone());
                 pools.insert(
@@ -222,6 +228,8 @@ impl ScrapeManager {
                 .chain(pool.files.iter().flat_map(|f| f.groups().cloned()))
                 .chain(pool.running.iter().flat_map(Running::groups))
                 .collect();
+            self.sd
+                .set_discovered(job, groups.iter().map(|d| d.group.targets.len()).sum());
             let mut active = HashMap::new();
             pool.dropped.clear();
             for d in &groups {

@@ -2,7 +2,7 @@
 //!
 //! - `config`: the `scrape_configs` entries ([`ScrapeConfig`]) and their load-time checks.
 //! - `discovery`: `static_configs`, `file_sd_configs`, `http_sd_configs` and `dns_sd_configs`
-//!   target groups.
+//!   target groups, and their `prometheus_sd_*` self-metrics ([`SdMetrics`]).
 //! - `target`: a discovered address to a scrape target (labels after `relabel_configs`, URL,
 //!   interval, offset).
 //! - `client`: the HTTP request and response of one scrape (keep-alive, TLS, credentials,
@@ -26,7 +26,7 @@ mod target;
 mod tests;
 
 pub use config::{parse_bytes, ScrapeConfig};
-pub use discovery::{dns_answer, http_sd_answer, Discovered};
+pub use discovery::{dns_answer, http_sd_answer, Discovered, SdMetrics};
 pub use manager::{ActiveTarget, DroppedTarget, Prepared, ScrapeManager, DEFAULT_MAX_BODY_BYTES};
 pub use scrape_loop::{Health, TargetStatus};
 pub use target::{go_duration, Target};

@@ -17,7 +17,7 @@ use std::time::Duration;
 use storage::Label;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Discovered, Episode, Refresh};
+use super::{Discovered, Episode, Refresh, SdMetrics};
 use crate::scrape::config::{DnsSdConfig, TargetGroup};
 
 const TYPE_A: u16 = 1;
@@ -71,27 +71,32 @@ pub(crate) struct DnsRefresh {
     source: Arc<DnsSource>,
     last: BTreeMap<String, Vec<Discovered>>,
     episodes: BTreeMap<String, Episode>,
+    metrics: Arc<SdMetrics>,
 }
 
 impl DnsRefresh {
-    pub(crate) fn new(job: String, source: Arc<DnsSource>) -> DnsRefresh {
+    pub(crate) fn new(job: String, source: Arc<DnsSource>, metrics: Arc<SdMetrics>) -> DnsRefresh {
         DnsRefresh {
             job,
             source,
             last: BTreeMap::new(),
             episodes: BTreeMap::new(),
+            metrics,
         }
     }
 }
 
 impl Refresh for DnsRefresh {
+    const MECHANISM: &'static str = "dns";
+
     fn interval(&self) -> Duration {
         self.source.refresh
     }
 
     /// Every name in turn (Prometheus looks them up at once; each lookup is bounded by its
     /// servers' timeouts). A name that fails keeps its last targets, as in Prometheus, where
-    /// its group is then not updated.
+    /// its group is then not updated; each name's lookup and failure counts, but the refresh
+    /// itself never fails (Prometheus's only logs its names' errors).
     async fn refresh(&mut self) -> Option<Vec<Discovered>> {
         let source = self.source.clone();
         let conf = std::fs::read_to_string(&source.resolv_conf)
@@ -106,6 +111,7 @@ impl Refresh for DnsRefresh {
                 Ok(conf) => lookup(conf, name, source.qtype).await,
                 Err(e) => Err(e.clone()),
             };
+            self.metrics.dns_lookups.inc();
             match answer {
                 Ok(records) => {
                     episode.succeeded(&self.job, name);
@@ -115,7 +121,10 @@ impl Refresh for DnsRefresh {
                         .collect();
                     self.last.insert(name.clone(), targets);
                 }
-                Err(e) => episode.failed(&self.job, name, &e),
+                Err(e) => {
+                    self.metrics.dns_lookup_failures.inc();
+                    episode.failed(&self.job, name, &e)
+                }
             }
         }
         Some(
@@ -686,7 +695,7 @@ mod tests {
         )
         .unwrap();
         let refresh = |s: DnsSource| async move {
-            DnsRefresh::new("job".into(), Arc::new(s))
+            DnsRefresh::new("job".into(), Arc::new(s), Arc::default())
                 .refresh()
                 .await
                 .unwrap()
@@ -735,6 +744,7 @@ mod tests {
         assert_eq!(many.len(), 40);
 
         // A name that stops resolving keeps its targets; another name still refreshes.
+        let metrics = Arc::new(SdMetrics::default());
         let mut r = DnsRefresh::new(
             "job".into(),
             Arc::new(source(
@@ -743,6 +753,7 @@ mod tests {
                 &["node1.example.test", "node2.example.test"],
                 80,
             )),
+            metrics.clone(),
         );
         assert_eq!(
             targets(&r.refresh().await.unwrap()),
@@ -755,6 +766,11 @@ mod tests {
             "no server answers: the last targets stay"
         );
         assert!(r.episodes.values().all(|e| e.failing));
+        // Every name looked up counts as a lookup, each left unanswered as a failure too.
+        assert_eq!(
+            (metrics.dns_lookups.get(), metrics.dns_lookup_failures.get()),
+            (4, 2)
+        );
         let err = lookup(
             &ResolvConf::parse("nameserver 127.0.5.4\n"),
             "node1.example.test",

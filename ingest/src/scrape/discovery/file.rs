@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use storage::Label;
 
-use super::Discovered;
+use super::{Discovered, SdMetrics};
 use crate::scrape::config::{FileSdConfig, TargetGroup};
 
 /// The files of one `file_sd_configs` entry and what each held when last read.
@@ -18,20 +19,34 @@ pub(crate) struct FileDiscovery {
     /// good groups (Prometheus logs the error and keeps them too).
     files: BTreeMap<PathBuf, (Option<SystemTime>, Vec<Discovered>)>,
     last_full: Option<Instant>,
+    metrics: Arc<SdMetrics>,
+}
+
+impl Drop for FileDiscovery {
+    /// Prometheus shows the modification times of the files its running discoveries read.
+    fn drop(&mut self) {
+        for p in self.files.keys() {
+            self.metrics.remove_mtime(&p.to_string_lossy());
+        }
+    }
 }
 
 impl FileDiscovery {
-    pub(crate) fn new(config: FileSdConfig) -> FileDiscovery {
+    pub(crate) fn new(config: FileSdConfig, metrics: Arc<SdMetrics>) -> FileDiscovery {
         FileDiscovery {
             config,
             files: BTreeMap::new(),
             last_full: None,
+            metrics,
         }
     }
 
     /// Re-lists the patterns and re-reads files that changed (all of them once per
-    /// `refresh_interval`). True when the groups changed.
+    /// `refresh_interval`). True when the groups changed. A poll that reads files is a scan as
+    /// Prometheus times it (it scans when a watched file changes and every interval).
     pub(crate) fn refresh(&mut self, base: &Path) -> bool {
+        let started = Instant::now();
+        let mut read = false;
         let full = self
             .last_full
             .is_none_or(|t| t.elapsed() >= self.config.refresh_interval);
@@ -50,9 +65,15 @@ impl FileDiscovery {
             }
         }
         let mut changed = false;
-        let before = self.files.len();
-        self.files.retain(|p, _| seen.contains_key(p));
-        changed |= self.files.len() != before;
+        let metrics = &self.metrics;
+        self.files.retain(|p, _| {
+            let kept = seen.contains_key(p);
+            if !kept {
+                metrics.remove_mtime(&p.to_string_lossy());
+                changed = true;
+            }
+            kept
+        });
         for (path, mtime) in seen {
             let stale = self
                 .files
@@ -61,16 +82,29 @@ impl FileDiscovery {
             if !stale {
                 continue;
             }
+            read = true;
             match read_file(&path) {
                 Ok(groups) => {
+                    if let Some(secs) = mtime
+                        .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs())
+                    {
+                        self.metrics.set_mtime(&path.to_string_lossy(), secs);
+                    }
                     let old = self.files.insert(path, (mtime, groups.clone()));
                     changed |= old.map(|(_, g)| g) != Some(groups);
                 }
                 Err(e) => {
+                    self.metrics.file_read_errors.inc();
                     tracing::warn!(file = %path.display(), "file_sd: cannot read target file: {e}");
                     self.files.entry(path).or_insert((mtime, Vec::new())).0 = mtime;
                 }
             }
+        }
+        if read {
+            self.metrics
+                .file_scan
+                .observe(started.elapsed().as_secs_f64());
         }
         changed
     }
@@ -131,10 +165,14 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("b.yml"), "- targets: ['h3:9100']\n").unwrap();
-        let mut d = FileDiscovery::new(FileSdConfig {
-            files: vec!["*.json".into(), "*.yml".into()],
-            refresh_interval: Duration::from_secs(3600),
-        });
+        let metrics = Arc::new(SdMetrics::default());
+        let mut d = FileDiscovery::new(
+            FileSdConfig {
+                files: vec!["*.json".into(), "*.yml".into()],
+                refresh_interval: Duration::from_secs(3600),
+            },
+            metrics.clone(),
+        );
         assert!(d.refresh(dir.path()));
         let targets: Vec<&str> = d
             .groups()
@@ -145,14 +183,48 @@ mod tests {
             .groups()
             .all(|g| g.meta[0].value.ends_with(".json") || g.meta[0].value.ends_with(".yml")));
         assert!(!d.refresh(dir.path()), "nothing changed");
-        // A broken file keeps its last good groups; a removed one takes them away.
+        assert_eq!(
+            metrics.file_scan.count(),
+            1,
+            "a poll reading nothing is no scan"
+        );
+        let a = dir.path().join("a.json").to_string_lossy().into_owned();
+        let b = dir.path().join("b.yml").to_string_lossy().into_owned();
+        let mtimes = || mtime_lines(&metrics);
+        assert_eq!(mtimes().len(), 2, "{:?}", mtimes());
+        assert!(mtimes()[0].starts_with(&format!("{{filename=\"{a}\"}} 1")));
+        // A broken file keeps its last good groups and read time; a removed one takes them
+        // away.
         std::fs::write(dir.path().join("b.yml"), "- targets: [").unwrap();
-        let _ = filetime_bump(&dir.path().join("b.yml"));
+        filetime_bump(&dir.path().join("b.yml")).unwrap();
+        let before = mtimes();
         assert!(!d.refresh(dir.path()));
         assert_eq!(d.groups().count(), 2);
+        assert_eq!(metrics.file_read_errors.get(), 1);
+        assert_eq!(metrics.file_scan.count(), 2);
+        assert_eq!(mtimes(), before);
         std::fs::remove_file(dir.path().join("a.json")).unwrap();
         assert!(d.refresh(dir.path()));
         assert_eq!(d.groups().count(), 1);
+        assert_eq!(mtimes().len(), 1);
+        assert!(mtimes()[0].contains(&b));
+        drop(d);
+        assert!(mtimes().is_empty(), "an ended discovery shows no files");
+    }
+
+    /// The `prometheus_sd_file_mtime_seconds` samples' labels and values.
+    fn mtime_lines(metrics: &SdMetrics) -> Vec<String> {
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("prometheus_sd_file_mtime_seconds"))
+            .map(String::from)
+            .collect();
+        lines.sort();
+        lines
     }
 
     /// Modification times have a coarse granularity on some filesystems: move it forward.

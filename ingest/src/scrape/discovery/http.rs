@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Discovered, Episode, Refresh};
+use super::{Discovered, Episode, Refresh, SdMetrics};
 use crate::forward::UrlParts;
 use crate::scrape::client::{Connection, Get, HttpSettings};
 use crate::scrape::config::{HttpSdConfig, TargetGroup};
@@ -137,20 +137,28 @@ pub(crate) struct HttpRefresh {
     source: Arc<HttpSource>,
     conn: Connection,
     episode: Episode,
+    metrics: Arc<SdMetrics>,
 }
 
 impl HttpRefresh {
-    pub(crate) fn new(job: String, source: Arc<HttpSource>) -> HttpRefresh {
+    pub(crate) fn new(
+        job: String,
+        source: Arc<HttpSource>,
+        metrics: Arc<SdMetrics>,
+    ) -> HttpRefresh {
         HttpRefresh {
             job,
             source,
             conn: Connection::default(),
             episode: Episode::new("http_sd"),
+            metrics,
         }
     }
 }
 
 impl Refresh for HttpRefresh {
+    const MECHANISM: &'static str = "http";
+
     fn interval(&self) -> Duration {
         self.source.refresh
     }
@@ -164,6 +172,7 @@ impl Refresh for HttpRefresh {
                 Some(groups)
             }
             Err(e) => {
+                self.metrics.http_failures.inc();
                 self.episode.failed(&self.job, &source.url, &e);
                 None
             }
@@ -303,7 +312,8 @@ mod tests {
             (200, "application/json", b"[]".to_vec()),
         ])
         .await;
-        let mut r = HttpRefresh::new("job".into(), Arc::new(source(&url)));
+        let metrics = Arc::new(SdMetrics::default());
+        let mut r = HttpRefresh::new("job".into(), Arc::new(source(&url)), metrics.clone());
         let first = r.refresh().await.expect("first groups");
         assert_eq!(first.len(), 1);
         for _ in 0..4 {
@@ -313,6 +323,7 @@ mod tests {
         assert_eq!(r.refresh().await, Some(first));
         assert!(!r.episode.failing);
         assert_eq!(r.refresh().await, Some(Vec::new()), "an empty list empties");
+        assert_eq!(metrics.http_failures.get(), 4, "each failed refresh counts");
 
         let heads = heads.lock();
         assert_eq!(heads.len(), 7);

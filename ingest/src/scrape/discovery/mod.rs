@@ -7,15 +7,16 @@
 //!
 //! Each hands the manager [`Discovered`] groups; `http` and `dns` refresh on a task of their
 //! own ([`Running`]) that wakes the manager when their groups change. What becomes of a group
-//! is `target`'s.
+//! is `target`'s. All of them count into [`SdMetrics`] (`metrics`).
 
 mod dns;
 mod file;
 mod http;
+mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use storage::Label;
@@ -27,6 +28,7 @@ pub(crate) use dns::DnsSource;
 pub(crate) use file::{FileDiscovery, POLL};
 pub use http::http_sd_answer;
 pub(crate) use http::HttpSource;
+pub use metrics::SdMetrics;
 
 /// A group with the meta labels its discovery adds.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,8 +39,10 @@ pub struct Discovered {
 
 /// A discovery entry that refreshes by itself.
 pub(crate) trait Refresh: Send + 'static {
+    /// Prometheus's name for it, the `mechanism` label of the refresh metrics.
+    const MECHANISM: &'static str;
     fn interval(&self) -> Duration;
-    /// The groups to hold now, or `None` to keep the last ones.
+    /// The groups to hold now, or `None` to keep the last ones (a failed refresh).
     fn refresh(&mut self) -> impl Future<Output = Option<Vec<Discovered>>> + Send;
 }
 
@@ -49,10 +53,24 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    pub(crate) fn start(&self, job: &str, wake: Arc<tokio::sync::Notify>) -> Running {
+    pub(crate) fn start(
+        &self,
+        job: &str,
+        wake: Arc<tokio::sync::Notify>,
+        metrics: &Arc<SdMetrics>,
+    ) -> Running {
+        let m = metrics.clone();
         match self {
-            Source::Http(s) => Running::start(http::HttpRefresh::new(job.into(), s.clone()), wake),
-            Source::Dns(s) => Running::start(dns::DnsRefresh::new(job.into(), s.clone()), wake),
+            Source::Http(s) => Running::start(
+                http::HttpRefresh::new(job.into(), s.clone(), m.clone()),
+                wake,
+                m,
+            ),
+            Source::Dns(s) => Running::start(
+                dns::DnsRefresh::new(job.into(), s.clone(), m.clone()),
+                wake,
+                m,
+            ),
         }
     }
 }
@@ -79,9 +97,10 @@ impl Drop for Running {
 
 impl Running {
     /// Refreshes now and every interval; `wake` is notified whenever the groups change.
-    fn start(r: impl Refresh, wake: Arc<tokio::sync::Notify>) -> Running {
+    fn start<R: Refresh>(r: R, wake: Arc<tokio::sync::Notify>, metrics: Arc<SdMetrics>) -> Running {
+        metrics.mechanism_started(R::MECHANISM);
         let latest = Arc::new(Mutex::new(Latest::default()));
-        let task = tokio::spawn(run(r, latest.clone(), wake));
+        let task = tokio::spawn(run(r, latest.clone(), wake, metrics));
         Running { latest, task }
     }
 
@@ -95,13 +114,21 @@ impl Running {
     }
 }
 
-async fn run(mut r: impl Refresh, latest: Arc<Mutex<Latest>>, wake: Arc<tokio::sync::Notify>) {
+async fn run<R: Refresh>(
+    mut r: R,
+    latest: Arc<Mutex<Latest>>,
+    wake: Arc<tokio::sync::Notify>,
+    metrics: Arc<SdMetrics>,
+) {
     // The first tick is at once: Prometheus refreshes right away.
     let mut tick = tokio::time::interval(r.interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(groups) = r.refresh().await else {
+        let started = Instant::now();
+        let refreshed = r.refresh().await;
+        metrics.refreshed(R::MECHANISM, started.elapsed(), refreshed.is_none());
+        let Some(groups) = refreshed else {
             continue;
         };
         let mut l = latest.lock();
