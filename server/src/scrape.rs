@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use ingest::scrape::{go_duration, Prepared, ScrapeManager};
+use ingest::scrape::{go_duration, Prepared, ScrapeManager, SdMetrics};
 use storage::{Appendable, Labels, Metadata};
 
 use crate::config::Config;
@@ -25,7 +25,8 @@ pub async fn start(
     config: &Config,
     store: Arc<dyn Appendable>,
     external_url: String,
-) -> Result<Scraping, String> {
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<(Scraping, Arc<SdMetrics>), String> {
     for (job, kind) in config.unsupported_discovery() {
         tracing::warn!(
             job,
@@ -34,12 +35,15 @@ pub async fn start(
         );
     }
     let prepared = config.scrape()?;
-    let manager = ScrapeManager::new(store);
+    let sd = Arc::new(SdMetrics::default());
+    sd.register(registry);
+    let manager = ScrapeManager::new(store, sd.clone());
     manager.apply(prepared).await;
-    Ok(Scraping {
+    let scraping = Scraping {
         manager,
         external_url,
-    })
+    };
+    Ok((scraping, sd))
 }
 
 impl Scraping {

@@ -153,7 +153,6 @@ impl ScrapeTimeMetrics {
             "Resident memory size in bytes",
             m.resident_memory.clone(),
         );
-        ingest::scrape::SdMetrics::process().register(registry);
         m
     }
 
@@ -202,6 +201,8 @@ fn resident_memory_bytes() -> Option<u64> {
 pub struct Exposition {
     pub registry: Registry,
     pub scrape_time: ScrapeTimeMetrics,
+    /// Service discovery's, whose summaries are encoded apart (`registry` holds the rest).
+    pub sd_metrics: Arc<ingest::scrape::SdMetrics>,
 }
 
 pub async fn serve(State(expo): State<Arc<Exposition>>) -> Response {
@@ -209,7 +210,7 @@ pub async fn serve(State(expo): State<Arc<Exposition>>) -> Response {
     let mut body = String::new();
     // Service discovery's summaries are written by hand: prometheus-client has no summary.
     let encoded = prometheus_client::encoding::text::encode_registry(&mut body, &expo.registry)
-        .and_then(|()| ingest::scrape::SdMetrics::process().encode_summaries(&mut body))
+        .and_then(|()| expo.sd_metrics.encode_summaries(&mut body))
         .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut body));
     if let Err(e) = encoded {
         return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();

@@ -145,9 +145,10 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     let alerting = crate::alertmanager::start(&config, &mut registry, &own_url)?;
-    let scraping = crate::scrape::start(&config, tsdb.clone(), own_url.clone())
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let (scraping, sd_metrics) =
+        crate::scrape::start(&config, tsdb.clone(), own_url.clone(), &mut registry)
+            .await
+            .map_err(anyhow::Error::msg)?;
     let federation = api::prometheus::federate::Federation::new(
         tsdb.clone(),
         config.global.external_labels.clone(),
@@ -192,6 +193,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let exposition = Arc::new(Exposition {
         registry,
         scrape_time,
+        sd_metrics,
     });
 
     let pushed = Arc::new(

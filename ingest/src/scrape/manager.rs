@@ -122,14 +122,14 @@ fn key(t: &Target) -> u64 {
 
 impl ScrapeManager {
     /// A manager with no jobs; target files are polled while it lives. Its discoveries count
-    /// into the process's [`SdMetrics`].
-    pub fn new(store: Arc<dyn Appendable>) -> Arc<ScrapeManager> {
+    /// into `sd` (which `/metrics` shows).
+    pub fn new(store: Arc<dyn Appendable>, sd: Arc<SdMetrics>) -> Arc<ScrapeManager> {
         let m = Arc::new(ScrapeManager {
             store,
             ops: tokio::sync::Mutex::new(PathBuf::from(".")),
             pools: parking_lot::Mutex::new(BTreeMap::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
-            sd: SdMetrics::process(),
+            sd,
         });
         tokio::spawn(poll_files(Arc::downgrade(&m)));
         m

@@ -102,7 +102,7 @@ async fn fixture(first: Answer) -> Fixture {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let dir = tempfile::tempdir().unwrap();
     let tsdb = Arc::new(Tsdb::open(dir.path(), TsdbOptions::default()).unwrap());
-    let manager = ScrapeManager::new(tsdb.clone());
+    let manager = ScrapeManager::new(tsdb.clone(), Default::default());
     Fixture {
         _dir: dir,
         tsdb,

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -33,9 +33,9 @@ struct MechanismLabels {
 }
 
 /// Every `prometheus_sd_*` series novamon keeps. Prometheus registers them once per process
-/// (its discoveries' `init`), so they outlive reloads; novamon's are process-wide too
-/// ([`SdMetrics::process`]), the discoveries taking them by reference so a test can count its
-/// own.
+/// (its discoveries' `init`), so they outlive reloads; novamon's belong to the scrape manager,
+/// which lives as long as the process and keeps them across reloads, and hands them to each
+/// discovery (so a test can count its own).
 #[derive(Default)]
 pub struct SdMetrics {
     discovered: Family<DiscoveredLabels, Gauge>,
@@ -50,17 +50,10 @@ pub struct SdMetrics {
     refresh_duration: Mutex<Vec<(&'static str, Arc<Summary>)>>,
 }
 
-static PROCESS: LazyLock<Arc<SdMetrics>> = LazyLock::new(Arc::default);
-
 const FILE_SCAN: &str = "prometheus_sd_file_scan_duration_seconds";
 const REFRESH_DURATION: &str = "prometheus_sd_refresh_duration_seconds";
 
 impl SdMetrics {
-    /// The process's: what every scrape manager counts into and `/metrics` shows.
-    pub fn process() -> Arc<SdMetrics> {
-        PROCESS.clone()
-    }
-
     /// Registers the counters and gauges (their help without Prometheus's final period, which
     /// prometheus-client adds); the summaries, which prometheus-client cannot encode, are
     /// written by [`SdMetrics::encode_summaries`].
