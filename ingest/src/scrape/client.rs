@@ -16,7 +16,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
-use super::config::{Authorization, BasicAuth, HttpSdConfig, ScrapeConfig, TlsConfig};
+use super::config::{
+    Authorization, BasicAuth, HttpClientConfig, HttpSdConfig, ScrapeConfig, TlsConfig,
+};
 use super::target::Target;
 
 /// The User-Agent novamon scrapes with (Prometheus's is `Prometheus/<version>`).
@@ -118,56 +120,36 @@ impl HttpSettings {
         accept: String,
         ceiling: u64,
     ) -> Result<HttpSettings, String> {
-        let auth = Auth::new(
-            raw.basic_auth.as_ref(),
-            raw.authorization.as_ref(),
-            &raw.bearer_token,
-            &raw.bearer_token_file,
-        );
         let body_limit = match raw.body_size_limit {
             Some(n) if n > 0 => n.min(ceiling),
             _ => ceiling,
         };
-        HttpSettings::build(
-            auth,
-            &raw.tls_config,
-            raw.follow_redirects,
-            accept,
-            body_limit,
-        )
+        HttpSettings::build(&raw.client, accept, body_limit)
     }
 
     /// An `http_sd_configs` entry's client: its credentials, TLS and redirects, asking for
     /// JSON, reading at most `body_limit` bytes.
     pub(crate) fn for_http_sd(c: &HttpSdConfig, body_limit: u64) -> Result<HttpSettings, String> {
+        HttpSettings::build(&c.client, "application/json".into(), body_limit)
+    }
+
+    fn build(
+        c: &HttpClientConfig,
+        accept: String,
+        body_limit: u64,
+    ) -> Result<HttpSettings, String> {
         let auth = Auth::new(
             c.basic_auth.as_ref(),
             c.authorization.as_ref(),
             &c.bearer_token,
             &c.bearer_token_file,
         );
-        HttpSettings::build(
-            auth,
-            &c.tls_config,
-            c.follow_redirects,
-            "application/json".into(),
-            body_limit,
-        )
-    }
-
-    fn build(
-        auth: Auth,
-        tls: &TlsConfig,
-        follow_redirects: bool,
-        accept: String,
-        body_limit: u64,
-    ) -> Result<HttpSettings, String> {
         Ok(HttpSettings {
             accept,
             auth,
-            tls: Arc::new(tls_client(tls)?),
-            server_name: tls.server_name.clone(),
-            follow_redirects,
+            tls: Arc::new(tls_client(&c.tls_config)?),
+            server_name: c.tls_config.server_name.clone(),
+            follow_redirects: c.follow_redirects,
             body_limit,
         })
     }

@@ -55,6 +55,18 @@ pub struct ScrapeConfig {
     pub body_size_limit: Option<u64>,
     #[serde(default)]
     pub scrape_protocols: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub client: HttpClientConfig,
+    /// Everything else: service discoveries novamon does not implement (`*_sd_configs`,
+    /// reported once at start-up) and unknown keys (refused).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// The options of Prometheus's `HTTPClientConfig` that novamon's HTTP client has, shared by a
+/// scrape job and an `http_sd_configs` entry (flattened into both, as in Prometheus's YAML).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct HttpClientConfig {
     #[serde(default)]
     pub basic_auth: Option<BasicAuth>,
     #[serde(default)]
@@ -69,10 +81,6 @@ pub struct ScrapeConfig {
     pub follow_redirects: bool,
     #[serde(default = "yes")]
     pub enable_http2: bool,
-    /// Everything else: service discoveries novamon does not implement (`*_sd_configs`,
-    /// reported once at start-up) and unknown keys (refused).
-    #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// A group of targets with common labels: a `static_configs` entry, or one entry of a file
@@ -98,26 +106,17 @@ pub struct FileSdConfig {
 /// options the scrape client has. `proxy_url` and `oauth2` are refused as unknown fields, as
 /// they are in a scrape config: the client has neither.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HttpSdConfig {
     #[serde(default)]
     pub url: String,
     #[serde(default = "default_http_refresh", deserialize_with = "duration")]
     pub refresh_interval: Duration,
-    #[serde(default)]
-    pub basic_auth: Option<BasicAuth>,
-    #[serde(default)]
-    pub authorization: Option<Authorization>,
-    #[serde(default)]
-    pub bearer_token: Option<String>,
-    #[serde(default)]
-    pub bearer_token_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_config: TlsConfig,
-    #[serde(default = "yes")]
-    pub follow_redirects: bool,
-    #[serde(default = "yes")]
-    pub enable_http2: bool,
+    #[serde(flatten)]
+    pub client: HttpClientConfig,
+    /// Unknown keys, refused by [`HttpSdConfig::check`] (serde's `deny_unknown_fields` does not
+    /// work beside a flattened struct).
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_yaml::Value>,
 }
 
 impl HttpSdConfig {
@@ -125,6 +124,9 @@ impl HttpSdConfig {
     /// every HTTP client config has (2.42 skipped those here, so that an `authorization`
     /// without `type` went out with no `Bearer`; 2.48 made them, and novamon follows it).
     pub(crate) fn check(&self) -> Result<(), String> {
+        if let Some(k) = self.other.keys().next() {
+            return Err(format!("field {k} not found in type http.SDConfig"));
+        }
         if self.url.is_empty() {
             return Err("URL is missing".into());
         }
@@ -137,12 +139,7 @@ impl HttpSdConfig {
         if rest.split(['/', '?', '#']).next().unwrap_or("").is_empty() {
             return Err("host is missing in URL".into());
         }
-        check_credentials(
-            self.basic_auth.as_ref(),
-            self.authorization.as_ref(),
-            &self.bearer_token,
-            &self.bearer_token_file,
-        )
+        self.client.check()
     }
 }
 
@@ -366,12 +363,7 @@ impl ScrapeConfig {
                 self.metrics_path
             ));
         }
-        check_credentials(
-            self.basic_auth.as_ref(),
-            self.authorization.as_ref(),
-            &self.bearer_token,
-            &self.bearer_token_file,
-        )?;
+        self.client.check()?;
         let accept = accept_header(self.scrape_protocols.as_deref())?;
         let compile = |rules: &[RelabelConfig]| -> Result<Vec<Rule>, String> {
             rules.iter().map(RelabelConfig::compile).collect()
@@ -387,47 +379,55 @@ impl ScrapeConfig {
     }
 }
 
-/// The checks Prometheus's `HTTPClientConfig.Validate` makes of credentials, with its messages.
-fn check_credentials(
-    basic_auth: Option<&BasicAuth>,
-    authorization: Option<&Authorization>,
-    bearer_token: &Option<String>,
-    bearer_token_file: &Option<PathBuf>,
-) -> Result<(), String> {
-    let auths = [
-        basic_auth.is_some(),
-        authorization.is_some(),
-        bearer_token.is_some() || bearer_token_file.is_some(),
-    ];
-    if auths.iter().filter(|a| **a).count() > 1 {
-        return Err(
-            "at most one of basic_auth, authorization & bearer_token must be configured".into(),
-        );
-    }
-    if bearer_token.is_some() && bearer_token_file.is_some() {
-        return Err("at most one of bearer_token & bearer_token_file must be configured".into());
-    }
-    if let Some(b) = basic_auth {
-        if b.password.is_some() && b.password_file.is_some() {
+impl HttpClientConfig {
+    /// The checks Prometheus's `HTTPClientConfig.Validate` makes of credentials, with its
+    /// messages.
+    fn check(&self) -> Result<(), String> {
+        let HttpClientConfig {
+            basic_auth,
+            authorization,
+            bearer_token,
+            bearer_token_file,
+            ..
+        } = self;
+        let auths = [
+            basic_auth.is_some(),
+            authorization.is_some(),
+            bearer_token.is_some() || bearer_token_file.is_some(),
+        ];
+        if auths.iter().filter(|a| **a).count() > 1 {
             return Err(
-                "at most one of basic_auth password & password_file must be configured".into(),
+                "at most one of basic_auth, authorization & bearer_token must be configured".into(),
             );
         }
-    }
-    if let Some(a) = authorization {
-        if a.kind.eq_ignore_ascii_case("basic") {
+        if bearer_token.is_some() && bearer_token_file.is_some() {
             return Err(
-                "authorization type cannot be set to \"basic\", use \"basic_auth\" instead".into(),
+                "at most one of bearer_token & bearer_token_file must be configured".into(),
             );
         }
-        if a.credentials.is_some() && a.credentials_file.is_some() {
-            return Err(
+        if let Some(b) = basic_auth {
+            if b.password.is_some() && b.password_file.is_some() {
+                return Err(
+                    "at most one of basic_auth password & password_file must be configured".into(),
+                );
+            }
+        }
+        if let Some(a) = authorization {
+            if a.kind.eq_ignore_ascii_case("basic") {
+                return Err(
+                    "authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
+                        .into(),
+                );
+            }
+            if a.credentials.is_some() && a.credentials_file.is_some() {
+                return Err(
                 "at most one of authorization credentials & credentials_file must be configured"
                     .into(),
             );
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Prometheus's `Accept` for the protocols in order of preference, then `*/*;q=0.1`. Protobuf is skipped (not parsed here); a list of only
@@ -556,7 +556,7 @@ mod tests {
             c.http_sd_configs[0].refresh_interval,
             Duration::from_secs(60)
         );
-        assert!(c.http_sd_configs[0].follow_redirects);
+        assert!(c.http_sd_configs[0].client.follow_redirects);
         assert!(
             serde_yaml::from_str::<ScrapeConfig>("job_name: x\nscrape_interval: 15\n").is_err()
         );
