@@ -94,7 +94,8 @@ pub enum Direction {
 }
 
 /// What to read: streams matching all `matchers`, records with `start_ns <= ts < end_ns`
-/// whose line contains every string of `contains`.
+/// whose line may contain every string of `contains` (the index narrows by the strings'
+/// tokens; the caller checks the lines).
 #[derive(Clone, Debug, Default)]
 pub struct LogQuery {
     pub matchers: Vec<Matcher>,

@@ -25,7 +25,8 @@ use tantivy::{
 };
 
 use super::line_terms::{
-    self, token_queries, LINE_TOKENIZER, MAX_TOKEN_BYTES, UNCLASSED_LINE_TOKENIZER,
+    self, token_queries, Terms, LINE_TOKENIZER, MAX_TOKEN_BYTES, UNCLASSED_LINE_TOKENIZER,
+    WHOLE_LINE_TOKENIZER,
 };
 use super::record::LogRecord;
 use super::{BucketCount, Buckets, Direction};
@@ -51,7 +52,8 @@ struct Fields {
     long: Field,
 }
 
-fn schema() -> (Schema, Fields) {
+/// The schema of new partitions, their lines split by `line_tokenizer`.
+fn schema(line_tokenizer: &str) -> (Schema, Fields) {
     let mut b = Schema::builder();
     // A column only: time ranges are answered from it (tantivy's range query reads the fast
     // field whenever there is one), and indexing it would add one term per document.
@@ -64,7 +66,7 @@ fn schema() -> (Schema, Fields) {
     let line_opts = TextOptions::default()
         .set_indexing_options(
             TextFieldIndexing::default()
-                .set_tokenizer(LINE_TOKENIZER)
+                .set_tokenizer(line_tokenizer)
                 .set_index_option(IndexRecordOption::Basic)
                 .set_fieldnorms(false),
         )
@@ -93,18 +95,26 @@ fn schema() -> (Schema, Fields) {
 }
 
 /// Lines are most of a partition: zstd over 128 KiB blocks instead of lz4 over tantivy's
-/// 16 KiB took a partition of the mixed-log benchmark from 0.85 to 0.56 of the raw line bytes.
-/// A query reads few blocks (the newest lines of a selection sit together), and tantivy caches
-/// the blocks it decompressed.
+/// 16 KiB took a partition of the mixed-log benchmark from 0.85 to 0.56 of the raw line bytes;
+/// level 6 over 512 KiB instead of level 3 over 128 KiB takes the lines' part a tenth lower
+/// again, for a third of level 3's compression speed (still about 150 MB/s a core; a
+/// decompressed block is 0.2 ms). A query reads few blocks (the newest lines of a selection sit
+/// together), and tantivy caches the blocks it decompressed.
 fn index_settings() -> IndexSettings {
     IndexSettings {
         docstore_compression: Compressor::Zstd(ZstdCompressor {
-            compression_level: Some(3),
+            compression_level: Some(6),
         }),
-        docstore_blocksize: 128 << 10,
+        docstore_blocksize: DOC_STORE_BLOCK_BYTES,
         ..IndexSettings::default()
     }
 }
+
+const DOC_STORE_BLOCK_BYTES: usize = 512 << 10;
+
+/// Decompressed doc store blocks each segment's reader keeps: as many bytes as tantivy's
+/// default of 100 blocks of 128 KiB.
+const DOC_STORE_CACHE_BLOCKS: usize = (100 * (128 << 10)) / DOC_STORE_BLOCK_BYTES;
 
 /// A whole-value term and column, without the field norms tantivy keeps for scoring.
 fn keyword() -> TextOptions {
@@ -122,11 +132,11 @@ pub(crate) struct Partition {
     index: Index,
     reader: IndexReader,
     fields: Fields,
-    /// False for partitions written before lines were tokenized with [`LINE_TOKENIZER`]
-    /// (tantivy's default drops tokens of 40 bytes or more without flagging the line; the
-    /// unclassed tokenizer's terms lack the class `token_queries` looks up): their lines are
-    /// all candidates.
-    prunes_lines: bool,
+    /// How the line terms are laid out; `None` for partitions written before terms carried
+    /// their class (tantivy's default drops tokens of 40 bytes or more without flagging the
+    /// line; the unclassed tokenizer's terms lack the class `token_queries` looks up): their
+    /// lines are all candidates.
+    line_terms: Option<Terms>,
     /// The [`HAS_META`] field; absent in partitions written before it existed.
     has_meta: Option<Field>,
     /// The [`LEVEL`] column; absent in partitions written before it existed, whose levels
@@ -218,7 +228,7 @@ pub(crate) struct Selection<'a> {
 impl Partition {
     pub(crate) fn open(dir: &Path, day: i64) -> Result<Partition, StorageError> {
         std::fs::create_dir_all(dir)?;
-        let (schema, fields) = schema();
+        let (schema, fields) = schema(LINE_TOKENIZER);
         let directory = MmapDirectory::open(dir)?;
         // An existing partition keeps the schema it was written with (same fields, maybe an
         // older line tokenizer); tantivy refuses to open it under a different one.
@@ -236,7 +246,11 @@ impl Partition {
 
         index
             .tokenizers()
-            .register(LINE_TOKENIZER, line_terms::line_analyzer());
+            .register(LINE_TOKENIZER, line_terms::line_analyzer(Terms::Cut));
+        index.tokenizers().register(
+            WHOLE_LINE_TOKENIZER,
+            line_terms::line_analyzer(Terms::Whole),
+        );
         index.tokenizers().register(
             UNCLASSED_LINE_TOKENIZER,
             line_terms::unclassed_line_analyzer(),
@@ -247,6 +261,7 @@ impl Partition {
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
+            .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
             .try_into()?;
         Ok(Partition {
             day,
@@ -254,7 +269,7 @@ impl Partition {
             index,
             reader,
             fields,
-            prunes_lines: line_tokenizer.as_deref() == Some(LINE_TOKENIZER),
+            line_terms: line_tokenizer.as_deref().and_then(Terms::of_tokenizer),
             has_meta,
             level,
             bytes,
@@ -578,9 +593,13 @@ impl Partition {
                 )),
             ));
         }
-        let needles = if self.prunes_lines { sel.contains } else { &[] };
-        for needle in needles {
-            for q in token_queries(f.line, needle)? {
+        // Without classed terms, every line is a candidate.
+        let needles = self.line_terms.map(|terms| (sel.contains, terms));
+        for (needle, terms) in needles
+            .iter()
+            .flat_map(|(contains, terms)| contains.iter().map(move |n| (n, *terms)))
+        {
+            for q in token_queries(f.line, needle, terms)? {
                 let or_long: Box<dyn Query> = Box::new(TermQuery::new(
                     Term::from_field_bool(f.long, true),
                     IndexRecordOption::Basic,
@@ -1013,6 +1032,88 @@ mod tests {
             .map(|(_, entry)| entry.name())
             .collect();
         assert!(normed.is_empty(), "{normed:?}");
+    }
+
+    const IDS: [&str; 5] = [
+        "a trace=4bf92f3577b34da6 done",
+        "b trace=4bf92aaaaaaaaaaa done",
+        "c trace=ffff0000ffff0000 done",
+        "d order 1234567",
+        "e words only",
+    ];
+
+    /// A partition in `dir` holding [`IDS`], lines split by `line_tokenizer`.
+    fn partition_of_ids(dir: &Path, line_tokenizer: &str) -> Partition {
+        Index::create(
+            MmapDirectory::open(dir).unwrap(),
+            schema(line_tokenizer).0,
+            index_settings(),
+        )
+        .unwrap();
+        let p = Partition::open(dir, 0).unwrap();
+        let mut w = p.writer(64 << 20).unwrap();
+        for (ts, line) in IDS.iter().enumerate() {
+            let r = record(ts as i64, "a", line);
+            p.add(&w, &r, &stream_key(&r.labels)).unwrap();
+        }
+        p.commit(&mut w, 1).unwrap();
+        p
+    }
+
+    /// The first letters of the lines the index offers for `needle` (before the line check).
+    fn candidates(p: &Partition, needle: &str) -> String {
+        let loader = p.loader().unwrap();
+        let any = |_: &Labels| true;
+        let contains = [needle.to_owned()];
+        let sel = Selection {
+            stream: &any,
+            start_ns: 0,
+            end_ns: i64::MAX,
+            contains: &contains,
+        };
+        p.top(&loader, &sel, Direction::Forward, 100, None)
+            .unwrap()
+            .into_iter()
+            .map(|(ts, addr)| p.load(&loader, ts, addr).unwrap().line[..1].to_owned())
+            .collect()
+    }
+
+    /// Whether the partition's index holds `term` in the line field.
+    fn has_line_term(p: &Partition, term: &str) -> bool {
+        p.reader.searcher().segment_readers().iter().any(|segment| {
+            let index = segment.inverted_index(p.fields.line).unwrap();
+            index.terms().get(term.as_bytes()).unwrap().is_some()
+        })
+    }
+
+    #[test]
+    fn long_ids_are_indexed_by_their_start_and_every_line_holding_a_needle_is_a_candidate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition_of_ids(dir.path(), LINE_TOKENIZER);
+        assert!(has_line_term(&p, "h0164bf92"));
+        assert!(!has_line_term(&p, "h0164bf92f3577b34da6"));
+        assert!(has_line_term(&p, "d00712345"));
+        // A whole id, or its start, narrows to the ids that start alike.
+        assert_eq!(candidates(&p, "4bf92f3577b34da6"), "ab");
+        assert_eq!(candidates(&p, "trace=4bf92f35"), "ab");
+        assert_eq!(candidates(&p, "order 1234567"), "d");
+        // Its middle or end may be in any cut token of a covering alphabet.
+        assert_eq!(candidates(&p, "77b34da6"), "abc");
+        assert_eq!(candidates(&p, "1234567"), "abcd");
+        // Words are whole terms as before.
+        assert_eq!(candidates(&p, "only"), "e");
+        assert_eq!(candidates(&p, "ords onl"), "e");
+    }
+
+    #[test]
+    fn a_partition_written_with_whole_terms_keeps_them_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition_of_ids(dir.path(), WHOLE_LINE_TOKENIZER);
+        assert_eq!(p.line_terms, Some(Terms::Whole));
+        assert!(has_line_term(&p, "h0164bf92f3577b34da6"));
+        assert_eq!(candidates(&p, "4bf92f3577b34da6"), "a");
+        assert_eq!(candidates(&p, "77b34da6"), "a");
+        assert_eq!(candidates(&p, "1234567"), "d");
     }
 
     #[test]

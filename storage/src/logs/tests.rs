@@ -131,6 +131,8 @@ fn contains_uses_token_boundaries_correctly() {
     assert_eq!(find(&["B1234"]), ["trace ab12345f"]);
     assert_eq!(find(&["345Y"]), ["pod x12345y"]);
     assert_eq!(find(&["code 12345"]), Vec::<String>::new());
+    // A long hex token is indexed by its start, and found whole.
+    assert_eq!(find(&["ab12345f"]), ["trace ab12345f"]);
     // A needle inside a token too long to index is still found.
     let long = format!("id={}needle{} end", "x".repeat(300), "y".repeat(10));
     store.append(&[rec(T0 + 10, "a", &long)]).unwrap();
