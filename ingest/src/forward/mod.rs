@@ -13,11 +13,13 @@
 //! - `signal_config`, `signal_queue`, `signal_send`: `forward:`'s destinations
 //!   ([`ForwardConfig`]), one queue each over the log or trace store's outbox, and the Loki
 //!   push and OTLP encodings.
+//! - `grpc`: OTLP over gRPC for `forward:` (`protocol: otlp_grpc`), its answers classified.
 //! - `metrics`: `prometheus_remote_storage_*` and `novamon_forward_*`.
 //!
 //! Reads only the outboxes and the metric metadata; writes nothing but the outboxes' offsets.
 
 mod config;
+mod grpc;
 mod metrics;
 mod queue;
 mod send;

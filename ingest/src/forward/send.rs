@@ -17,7 +17,7 @@ use storage::{Exemplar, HistogramSample, Label, Metadata, Sample};
 use super::config::{Endpoint, MESSAGE_V2};
 use crate::remote_write::proto::{self, v1, v2};
 
-const USER_AGENT: &str = concat!("novamon/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("novamon/", env!("CARGO_PKG_VERSION"));
 
 /// Most bytes of a response body read (for the error message); a longer body is not read
 /// and its connection not reused, so a receiver answering garbage costs no more than this.

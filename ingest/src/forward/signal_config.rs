@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer};
 use storage::Labels;
 
 use super::config::{Endpoint, HttpClient};
+use super::grpc;
 use crate::scrape::config::{duration, Authorization, BasicAuth, TlsConfig};
 
 /// The `forward:` section.
@@ -51,6 +52,9 @@ pub enum Protocol {
     Loki,
     /// OTLP/HTTP protobuf (`/v1/logs`, `/v1/traces`).
     OtlpHttp,
+    /// OTLP over gRPC (`LogsService/Export`, `TraceService/Export`); the URL names the host
+    /// and port only (`http://collector:4317`).
+    OtlpGrpc,
 }
 
 /// One destination of `forward.logs` or `forward.traces`.
@@ -61,7 +65,7 @@ pub struct SignalDestinationConfig {
     pub name: String,
     pub protocol: Protocol,
     /// The full URL requests go to (`http://loki:3100/loki/api/v1/push`,
-    /// `http://collector:4318/v1/traces`).
+    /// `http://collector:4318/v1/traces`); for gRPC the server's (`https://collector:4317`).
     pub url: String,
     /// Logs: a LogQL stream selector (`{namespace="prod", app=~"api|web"}`); every stream
     /// when absent.
@@ -168,6 +172,8 @@ pub struct SignalDestination {
     pub(crate) raw: SignalDestinationConfig,
     pub(crate) signal: Signal,
     pub(crate) endpoint: Endpoint,
+    /// `otlp_grpc`'s channel settings; HTTP otherwise.
+    pub(crate) grpc: Option<grpc::Target>,
     pub(crate) selector: Selector,
 }
 
@@ -209,7 +215,7 @@ impl SignalDestinationConfig {
             return Err("name must not be empty".into());
         }
         if (signal, self.protocol) == (Signal::Traces, Protocol::Loki) {
-            return Err("traces go out by protocol otlp_http".into());
+            return Err("traces go out by protocol otlp_http or otlp_grpc".into());
         }
         let selector = match signal {
             Signal::Logs if !self.services.is_empty() => {
@@ -250,10 +256,15 @@ impl SignalDestinationConfig {
             bearer_token_file: &self.bearer_token_file,
             tls_config: &self.tls_config,
         })?;
+        let grpc = match self.protocol {
+            Protocol::OtlpGrpc => Some(grpc::Target::new(&endpoint)?),
+            Protocol::Loki | Protocol::OtlpHttp => None,
+        };
         Ok(SignalDestination {
             raw: self.clone(),
             signal,
             endpoint,
+            grpc,
             selector,
         })
     }
@@ -313,8 +324,8 @@ mod tests {
         for (yml, msg) in [
             ("logs: [{name: a, protocol: loki, url: 'http://x/', frobnicate: 1}]", "unknown field"),
             ("logs: [{name: a, protocol: carrier_pigeon, url: 'http://x/'}]", "unknown variant"),
-            ("logs: [{name: a, protocol: otlp_grpc, url: 'http://x/'}]", "unknown variant"),
-            ("traces: [{name: a, protocol: loki, url: 'http://x/'}]", "traces go out by protocol otlp_http"),
+            ("traces: [{name: a, protocol: loki, url: 'http://x/'}]", "traces go out by protocol otlp_http or otlp_grpc"),
+            ("traces: [{name: a, protocol: otlp_grpc, url: 'http://x:4317/v1/traces'}]", "not the path \"/v1/traces\""),
             ("logs: [{name: a, protocol: loki, url: 'http://x/', selector: 'up'}]", "not a stream selector"),
             ("logs: [{name: a, protocol: loki, url: 'http://x/', selector: '{a=~\".*\"}'}]", "at least one non-empty matcher"),
             ("logs: [{name: a, protocol: loki, url: 'http://x/', services: [s]}]", "logs take a selector"),
@@ -328,6 +339,8 @@ mod tests {
             let err = parse(yml).err().unwrap_or_default();
             assert!(err.contains(msg), "{yml}: {err}");
         }
+        let p = parse("logs: [{name: a, protocol: otlp_grpc, url: 'http://x:4317', headers: {X-Scope-OrgID: t}}]\ntraces: [{name: a, protocol: otlp_grpc, url: 'https://x:4317/'}]").unwrap();
+        assert!(p.destinations.iter().all(|d| d.grpc.is_some()));
         // One name may serve a log and a trace destination: their outboxes are apart.
         parse("logs: [{name: a, protocol: loki, url: 'http://x/'}]\ntraces: [{name: a, protocol: otlp_http, url: 'http://x/'}]").unwrap();
     }

@@ -1,9 +1,12 @@
 //! One `forward:` destination's queue: its store's outbox read from the destination's
 //! acknowledged offset, each record's lines (or resources' spans) kept when the selector
 //! takes them, sent in batches of at most `max_items_per_send` by one sender, so every
-//! stream's lines and every resource's spans leave in the order they were stored. A batch is
-//! retried (5xx, 429 when configured, transport errors; after `Retry-After` when given, else
-//! with capped exponential back-off) until sent or refused (other 4xx: dropped, counted).
+//! stream's lines and every resource's spans leave in the order they were stored: POSTed over
+//! HTTP (Loki push, OTLP/HTTP) or exported over gRPC (OTLP). A batch is retried (5xx, 429
+//! when configured, transport errors, gRPC's retryable codes; after `Retry-After` or
+//! `RetryInfo` when given, else with capped exponential back-off) until sent or refused
+//! (other 4xx, other gRPC codes: dropped, counted). Items a receiver reports rejected in an
+//! OTLP partial success are counted as failed.
 //!
 //! After each batch the acknowledged offset moves to the first record with an item not yet
 //! sent: a restart (kill -9 included) resends at most the batch in flight and the rest of its
@@ -17,14 +20,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prost::Message;
 use storage::{OutboxLog, StorageError};
 use tokio::sync::watch;
 use tracing::warn;
 
+use super::grpc::{self, Export};
 use super::metrics::SignalQueueMetrics;
 use super::send::{Backoff, BodyKind, Client, Outcome};
 use super::signal_config::{Protocol, Signal, SignalDestination};
-use super::signal_send::{encode_loki, encode_otlp_logs, encode_otlp_traces, Item};
+use super::signal_send::{encode_loki, otlp_logs, otlp_traces, Item};
 
 /// Most bytes of records read at once.
 const READ_BYTES: usize = 1 << 20;
@@ -95,6 +100,101 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// How a receiver answered one batch, over either transport.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Answer {
+    /// Taken, but for `rejected` items the receiver dropped (a `partial_success`).
+    Taken {
+        rejected: u64,
+        why: Option<String>,
+    },
+    Retry {
+        after: Option<Duration>,
+        why: String,
+    },
+    Refused {
+        why: String,
+    },
+}
+
+impl From<Outcome> for Answer {
+    fn from(o: Outcome) -> Answer {
+        match o {
+            Outcome::Sent { .. } => Answer::Taken {
+                rejected: 0,
+                why: None,
+            },
+            Outcome::Retry { after, why } => Answer::Retry { after, why },
+            Outcome::Refused { why, .. } => Answer::Refused { why },
+        }
+    }
+}
+
+/// How a destination's batches go out: POSTs over HTTP/1.1, or OTLP exports over a gRPC
+/// channel.
+enum Transport {
+    Http(Client),
+    Grpc(tonic::transport::Channel),
+}
+
+/// A batch as its destination's protocol carries it, built once for all its tries.
+enum Payload {
+    Http { body: Bytes, kind: BodyKind },
+    Grpc(Export),
+}
+
+impl Transport {
+    fn new(dest: &SignalDestination) -> Transport {
+        match &dest.grpc {
+            Some(target) => Transport::Grpc(target.channel()),
+            None => Transport::Http(Client::default()),
+        }
+    }
+
+    fn payload(dest: &SignalDestination, batch: &[Item]) -> Payload {
+        let http = |body, kind| Payload::Http { body, kind };
+        match (dest.signal, dest.raw.protocol) {
+            (Signal::Logs, Protocol::Loki) => http(encode_loki(batch), BodyKind::LokiPush),
+            (Signal::Logs, Protocol::OtlpHttp) => http(
+                Bytes::from(otlp_logs(batch).encode_to_vec()),
+                BodyKind::Otlp,
+            ),
+            (Signal::Traces, Protocol::OtlpHttp | Protocol::Loki) => http(
+                Bytes::from(otlp_traces(batch).encode_to_vec()),
+                BodyKind::Otlp,
+            ),
+            (Signal::Logs, Protocol::OtlpGrpc) => Payload::Grpc(Export::Logs(otlp_logs(batch))),
+            (Signal::Traces, Protocol::OtlpGrpc) => {
+                Payload::Grpc(Export::Traces(otlp_traces(batch)))
+            }
+        }
+    }
+
+    async fn send(&mut self, dest: &SignalDestination, payload: &Payload) -> Answer {
+        let retry_on_429 = dest.raw.queue_config.retry_on_http_429;
+        match (self, payload) {
+            (Transport::Http(client), Payload::Http { body, kind }) => client
+                .post(&dest.endpoint, body.clone(), *kind, retry_on_429)
+                .await
+                .into(),
+            (Transport::Grpc(channel), Payload::Grpc(export)) => {
+                grpc::export(channel, &dest.endpoint, export).await
+            }
+            _ => unreachable!("a destination's payload is built for its transport"),
+        }
+    }
+}
+
+impl Payload {
+    /// Bytes sent (before HTTP's or gRPC's framing).
+    fn len(&self) -> usize {
+        match self {
+            Payload::Http { body, .. } => body.len(),
+            Payload::Grpc(export) => export.encoded_len(),
+        }
+    }
+}
+
 /// An item and the outbox record it came from.
 struct Queued {
     seq: u64,
@@ -132,7 +232,7 @@ async fn run(shared: Arc<SignalShared>, mut stopped: watch::Receiver<bool>) {
     // When the oldest queued item was read: a partial batch goes once this is
     // `batch_send_deadline` old.
     let mut oldest: Option<Instant> = None;
-    let mut client = Client::default();
+    let mut transport = Transport::new(&dest);
     while !*stopped.borrow() {
         if queued_weight < q.max_items_per_send {
             if let Err(e) = enforce_disk_cap(&shared, &mut cursor).await {
@@ -205,7 +305,7 @@ async fn run(shared: Arc<SignalShared>, mut stopped: watch::Receiver<bool>) {
             batch.push(queued.pop_front().expect("front exists").item);
         }
         queued_weight -= weight;
-        if !send(&shared, &mut client, &batch, weight as u64, &mut stopped).await {
+        if !send(&shared, &mut transport, &batch, weight as u64, &mut stopped).await {
             return;
         }
         shared.metrics.pending.dec_by(weight as i64);
@@ -257,7 +357,7 @@ async fn enforce_disk_cap(shared: &SignalShared, cursor: &mut u64) -> Result<(),
 /// Sends a batch until it is sent or refused; false when stopping first.
 async fn send(
     shared: &SignalShared,
-    client: &mut Client,
+    transport: &mut Transport,
     batch: &[Item],
     weight: u64,
     stopped: &mut watch::Receiver<bool>,
@@ -265,40 +365,39 @@ async fn send(
     let dest = &shared.dest;
     let q = &dest.raw.queue_config;
     let m = &shared.metrics;
-    let (body, kind): (Bytes, BodyKind) = match (dest.signal, dest.raw.protocol) {
-        (Signal::Logs, Protocol::Loki) => (encode_loki(batch), BodyKind::LokiPush),
-        (Signal::Logs, _) => (encode_otlp_logs(batch), BodyKind::Otlp),
-        (Signal::Traces, _) => (encode_otlp_traces(batch), BodyKind::Otlp),
-    };
+    let payload = Transport::payload(dest, batch);
     let mut backoff = Backoff::new(q.min_backoff, q.max_backoff);
     loop {
         if *stopped.borrow() {
             return false;
         }
-        let outcome = client
-            .post(&dest.endpoint, body.clone(), kind, q.retry_on_http_429)
-            .await;
-        match outcome {
-            Outcome::Sent { .. } => {
-                m.sent.inc_by(weight);
-                m.bytes.inc_by(body.len() as u64);
+        match transport.send(dest, &payload).await {
+            Answer::Taken { rejected, why } => {
+                let rejected = rejected.min(weight);
+                m.sent.inc_by(weight - rejected);
+                m.failed.inc_by(rejected);
+                m.bytes.inc_by(payload.len() as u64);
                 if let Some(t) = batch.iter().map(Item::newest_ns).max() {
                     let secs = t as f64 / 1e9;
                     if secs > m.highest_sent.get() {
                         m.highest_sent.set(secs);
                     }
                 }
-                *shared.last_error.lock() = None;
+                match why {
+                    // The receiver dropped those itself: sending them again would not help.
+                    Some(why) => shared.error(why),
+                    None => *shared.last_error.lock() = None,
+                }
                 return true;
             }
-            Outcome::Refused { why, .. } => {
+            Answer::Refused { why } => {
                 m.failed.inc_by(weight);
                 shared.error(format!(
                     "non-recoverable error, dropping {weight} items: {why}"
                 ));
                 return true;
             }
-            Outcome::Retry { after, why } => {
+            Answer::Retry { after, why } => {
                 m.retried.inc_by(weight);
                 shared.error(format!("recoverable error, retrying: {why}"));
                 let wait = backoff.wait(after);

@@ -1,7 +1,8 @@
 //! Logs and spans as their receivers read them: Loki's push (snappy `logproto.PushRequest`,
-//! labels as a selector string, structured metadata kept), OTLP/HTTP logs (a resource per
+//! labels as a selector string, structured metadata kept), OTLP logs (a resource per
 //! stream: its labels as resource attributes, structured metadata as log attributes) and
-//! OTLP/HTTP traces (the `ResourceSpans` as they were received). Owns only the encoding.
+//! OTLP traces (the `ResourceSpans` as they were received), as messages for gRPC and
+//! encoded for HTTP. Owns only the encoding.
 
 use std::collections::HashMap;
 
@@ -131,8 +132,8 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
 }
 
 /// An OTLP `ExportLogsServiceRequest` of the lines: one resource per stream.
-pub(crate) fn encode_otlp_logs(items: &[Item]) -> Bytes {
-    let req = ExportLogsServiceRequest {
+pub(crate) fn otlp_logs(items: &[Item]) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
         resource_logs: by_stream(items)
             .into_iter()
             .map(|(labels, lines)| otlp_logs::ResourceLogs {
@@ -161,13 +162,12 @@ pub(crate) fn encode_otlp_logs(items: &[Item]) -> Bytes {
                 ..otlp_logs::ResourceLogs::default()
             })
             .collect(),
-    };
-    Bytes::from(req.encode_to_vec())
+    }
 }
 
 /// An OTLP `ExportTraceServiceRequest` of the spans.
-pub(crate) fn encode_otlp_traces(items: &[Item]) -> Bytes {
-    let req = ExportTraceServiceRequest {
+pub(crate) fn otlp_traces(items: &[Item]) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
         resource_spans: items
             .iter()
             .filter_map(|i| match i {
@@ -175,8 +175,7 @@ pub(crate) fn encode_otlp_traces(items: &[Item]) -> Bytes {
                 Item::Line(_) => None,
             })
             .collect(),
-    };
-    Bytes::from(req.encode_to_vec())
+    }
 }
 
 #[cfg(test)]
@@ -232,8 +231,7 @@ mod tests {
 
     #[test]
     fn otlp_logs_put_streams_in_resources() {
-        let body = encode_otlp_logs(&[line(5, "x", "one"), line(6, "x", "two")]);
-        let req = ExportLogsServiceRequest::decode(body).unwrap();
+        let req = otlp_logs(&[line(5, "x", "one"), line(6, "x", "two")]);
         assert_eq!(req.resource_logs.len(), 1);
         let rl = &req.resource_logs[0];
         assert_eq!(
