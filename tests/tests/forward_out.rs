@@ -393,3 +393,132 @@ fn bad_receivers_drop_and_count_and_never_block_ingest() {
         .collect();
     assert_eq!(names, ["garbage", "refusing", "stalling"], "{status}");
 }
+
+/// The value of `name` for destination `dest` (whatever its URL and signal), 0 before any.
+fn dest_counter(n: &Novamon, name: &str, dest: &str) -> f64 {
+    let prefix = format!("{name}{{remote_name=\"{dest}\",");
+    forward_metrics(n)
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Spans and lines forwarded over OTLP gRPC to a second novamon's OTLP gRPC listener arrive
+/// exactly, through an outage of the receiver (retried, as UNAVAILABLE is).
+#[test]
+fn spans_and_lines_go_out_over_otlp_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver_data = dir.path().join("receiver");
+    let receiver = Novamon::start(&receiver_data, &[]);
+    let proxy = Proxy::start();
+    proxy.point_at(Some(&receiver.otlp_grpc_url));
+    let base = proxy.url();
+    let forward = format!(
+        "  logs:\n    - {{name: collector, protocol: otlp_grpc, url: '{base}', headers: {{X-Scope-OrgID: edge}}, queue_config: {QUICK}}}\n  traces:\n    - {{name: tempo, protocol: otlp_grpc, url: '{base}', queue_config: {QUICK}}}\n"
+    );
+    let n = sender(&dir.path().join("sender"), &forward);
+    let t0 = now_ns() - 600_000_000_000;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    post_spans(&n, "shop", trace, 0..50);
+    push_lines(&n, "otlp", "prod", 0..200, t0);
+    wait_spans(&receiver, &n, trace, 50);
+    wait_lines(&receiver, &n, OTLP_LINES, t0, &lines("otlp", 0..200));
+    let one = receiver.log_lines(&format!("{OTLP_LINES} | seq=\"42\""), t0);
+    assert_eq!(one, ["otlp 42"]);
+
+    let mut receiver = receiver;
+    receiver
+        .process
+        .signal_and_wait("TERM", Duration::from_secs(30));
+    proxy.point_at(None);
+    post_spans(&n, "shop", trace, 50..100);
+    push_lines(&n, "otlp", "prod", 200..400, t0);
+    wait_until(Duration::from_secs(20), || {
+        dest_counter(&n, "novamon_forward_items_retried_total", "tempo") > 0.0
+            && dest_counter(&n, "novamon_forward_items_retried_total", "collector") > 0.0
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no retries counted\n{}\nsender log:\n{}",
+            forward_metrics(&n),
+            n.process.log()
+        )
+    });
+    let receiver = Novamon::start(&receiver_data, &[]);
+    proxy.point_at(Some(&receiver.otlp_grpc_url));
+    wait_spans(&receiver, &n, trace, 100);
+    wait_lines(&receiver, &n, OTLP_LINES, t0, &lines("otlp", 0..400));
+    for dest in ["tempo", "collector"] {
+        assert_eq!(
+            dest_counter(&n, "novamon_forward_items_failed_total", dest),
+            0.0,
+            "{}",
+            forward_metrics(&n)
+        );
+    }
+    assert_eq!(
+        dest_counter(&n, "novamon_forward_items_total", "tempo"),
+        100.0
+    );
+}
+
+/// A log destination's backlog over `max_disk_usage` while its receiver is down: the oldest
+/// unsent lines are dropped and counted, every other line arrives once and in order (the
+/// newest included), and local ingest never waits.
+#[test]
+fn a_backlog_over_max_disk_usage_drops_the_oldest_lines_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Novamon::start(&dir.path().join("receiver"), &[]);
+    let proxy = Proxy::start();
+    let base = proxy.url();
+    let forward = format!(
+        "  logs:\n    - {{name: capped, protocol: loki, url: '{base}/loki/api/v1/push', max_disk_usage: 32768, queue_config: {{max_items_per_send: 100, batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}}}}\n"
+    );
+    let n = sender(&dir.path().join("sender"), &forward);
+    let t0 = now_ns() - 600_000_000_000;
+    let total = 6000;
+    for k in 0..total / 100 {
+        let start = Instant::now();
+        push_lines(&n, "capped", "prod", k * 100..(k + 1) * 100, t0);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    wait_until(Duration::from_secs(10), || {
+        dest_counter(&n, "novamon_forward_items_retried_total", "capped") > 0.0
+    })
+    .unwrap_or_else(|| panic!("no retries counted\n{}", forward_metrics(&n)));
+    proxy.point_at(Some(&receiver.url));
+    let all = lines("capped", 0..total);
+    let mut got = Vec::new();
+    wait_until(Duration::from_secs(30), || {
+        got = receiver.log_lines(r#"{app="capped"}"#, t0);
+        got.last() == all.last()
+            && (got.len()
+                + dest_counter(&n, "novamon_forward_items_dropped_total", "capped") as usize)
+                == total
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} lines held\n{}\n{}",
+            got.len(),
+            forward_metrics(&n),
+            n.process.log()
+        )
+    });
+    let dropped = total - got.len();
+    assert!(dropped > 0, "nothing dropped\n{}", forward_metrics(&n));
+    // What arrived is what was read before the cap bit, then the newest, in order: one run
+    // of the oldest lines is missing, and only that.
+    let kept = got.iter().zip(&all).take_while(|(a, b)| a == b).count();
+    assert_eq!(got[kept..], all[kept + dropped..]);
+    // The newest 32 KiB of backlog is hundreds of lines.
+    assert!(
+        total - kept - dropped >= 200,
+        "{} newest kept",
+        total - kept - dropped
+    );
+}
