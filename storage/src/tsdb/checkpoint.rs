@@ -8,7 +8,7 @@ use std::time::Instant;
 use rocksdb::WriteBatch;
 use tracing::{debug, info};
 
-use super::{corrupt, duration_ms, now_ms, Inner};
+use super::{corrupt, duration_ms, now_ms, CheckpointState, Inner};
 use super::{histstore, wal};
 use crate::db::{self, CF_EXEMPLARS, CF_HISTOGRAMS};
 use crate::tsdb::append::{SeriesCheck, Verdict};
@@ -39,8 +39,9 @@ pub(super) enum Pass {
     /// (the next such checkpoint writes them again while they fill).
     Periodic,
     /// At shutdown and on an explicit flush: every histogram sample, and open chunks compacted
-    /// too (a restart decodes them into an appendable chunk whatever their form), so that the
-    /// disk holds the data in its compact form only.
+    /// too (a restart decodes them into an appendable chunk whatever their form), and the open
+    /// windows merged as well as the closed ones (`merge`), so that the disk holds the data in
+    /// its compact form only.
     Final,
 }
 
@@ -134,11 +135,14 @@ impl Inner {
             let samples: Vec<Sample> = chunk.iter().collect::<Result<_, _>>().map_err(corrupt)?;
             let Some(last) = samples.last() else { continue };
             let last = (last.t, last.v.to_bits());
+            // A merged chunk (`merge`) can hold a whole window; the head holds a full chunk's
+            // worth of its end, which the next sample cuts.
+            let samples = &samples[samples.len().saturating_sub(usize::from(MAX_SAMPLES))..];
             // A full chunk is kept too (persisted, so the next sample cuts and drops it): the
             // WAL replayed next can hold its samples, as checkpoints between those that write
             // open chunks write the chunks that were cut, and replay then finds them here
             // rather than with a read per sample.
-            out.push((id, last, XorChunk::from_samples(samples)));
+            out.push((id, last, XorChunk::from_samples(samples.iter().copied())));
         }
         Ok(out)
     }
@@ -200,8 +204,17 @@ impl Inner {
     /// chunks writes only cut chunks and out-of-order data, and deletes no WAL record: the
     /// open chunks' samples are still only in the WAL. A million series' open chunks are
     /// most of what a checkpoint would write, each rewritten until it fills.
+    ///
+    /// Then the windows that closed meanwhile are merged (`merge`); a final checkpoint merges
+    /// the open ones too.
     pub(super) fn checkpoint(&self, which: Pass) -> Result<(), StorageError> {
         let mut cp = self.checkpoint.lock();
+        self.write_head(&mut cp, which)?;
+        self.merge_windows(&mut cp.merged_before, which == Pass::Final)
+    }
+
+    /// The checkpoint's first part: the head into chunks, then the WAL truncated.
+    fn write_head(&self, cp: &mut CheckpointState, which: Pass) -> Result<(), StorageError> {
         let mut tiebreak = cp.next_ooo_chunk_id;
         let sealed = self.seal_histograms(which, &mut tiebreak);
         // Chunk ids handed out by batches already written stay used, even on failure.

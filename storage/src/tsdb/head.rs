@@ -371,6 +371,41 @@ impl Head {
         self.mark_dirty(&ids);
     }
 
+    /// Whether the in-order chunks of a series starting in `window` (a 2h window start) are
+    /// all stored and none can grow there (see `merge`): no cut chunk of that window waits to
+    /// be written, and an open chunk there, if any, is stored whole and full. With
+    /// `open_too`, a stored open chunk that is not full counts as settled: the caller keeps
+    /// appends out until it has merged it and closed it with [`Head::close_open`].
+    pub(crate) fn settled(&self, id: u64, window: i64, open_too: bool) -> bool {
+        let Some(h) = self.series.get(id) else {
+            return true;
+        };
+        let in_window = |c: &XorChunk| window_start(c.min_t()) == window;
+        if h.frozen().iter().chain(h.flushing_frozen()).any(in_window) {
+            return false;
+        }
+        match &h.open {
+            Some(c) if in_window(c) => c.count() == h.open_persisted && (open_too || c.is_full()),
+            _ => true,
+        }
+    }
+
+    /// Drops a series' open chunk in `window` that a merge has stored as part of a larger
+    /// chunk under another key: the next in-order sample starts a chunk of its own, instead of
+    /// the open chunk being written again with samples the merged chunk holds.
+    pub(crate) fn close_open(&mut self, id: u64, window: i64) {
+        let Some(h) = self.series.get_mut(id) else {
+            return;
+        };
+        if h.open
+            .as_ref()
+            .is_some_and(|c| window_start(c.min_t()) == window && c.count() == h.open_persisted)
+        {
+            h.open = None;
+            h.open_persisted = 0;
+        }
+    }
+
     /// Whether everything the head holds of a series is persisted (so it may leave memory).
     pub(crate) fn persisted(&self, id: u64) -> bool {
         self.series.get(id).is_none_or(|h| {

@@ -5,7 +5,7 @@
 //! Owns the locking protocol and the order of durable steps; the formats and rules live in
 //! the modules it drives (`index` with `labelset`, `symbols` and `postings`, `head`, both
 //! keeping their per-series records in a `slab` keyed by series id, `append`, `wal`,
-//! `chunk`, `partition`, `cold`, `meta`, `histstore`, `exemplars`; `read` and `checkpoint`
+//! `chunk`, `partition`, `merge`, `cold`, `meta`, `histstore`, `exemplars`; `read` and `checkpoint`
 //! hold the read and durable halves of the facade itself).
 //!
 //! Memory holds the series written within the head window (index + head); the others live in
@@ -97,6 +97,7 @@ mod head;
 mod histstore;
 mod index;
 mod labelset;
+mod merge;
 mod meta;
 mod outbox;
 mod partition;
@@ -198,6 +199,8 @@ struct CheckpointState {
     /// When a periodic checkpoint next writes the open chunks (and so can truncate the WAL);
     /// never for an interval too long to add to the clock.
     open_chunks_due: Option<Instant>,
+    /// Windows before this start have had their merge pass (`merge`); none yet since open.
+    merged_before: Option<i64>,
 }
 
 #[derive(Default)]
@@ -268,6 +271,7 @@ impl Tsdb {
                 wal_start: 0,
                 next_ooo_chunk_id,
                 open_chunks_due,
+                merged_before: None,
             }),
             gate: RwLock::new(()),
             create: Mutex::new(next_series_id),

@@ -106,6 +106,30 @@ pub(crate) fn scan_chunks(
     Ok(it.status()?)
 }
 
+/// The in-order chunks (tiebreak 0) of series `id` starting in the 2h window that starts at
+/// `window`, as (min t, stored value), oldest first: one seek, then a sequential scan.
+pub(crate) fn window_chunks(
+    it: &mut DBRawIterator<'_>,
+    id: u64,
+    window: i64,
+) -> Result<Vec<(i64, Vec<u8>)>, StorageError> {
+    let mut out = Vec::new();
+    it.seek(chunk_key(id, window, 0));
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        match parse_chunk_key(k) {
+            Some((kid, min_t, tiebreak)) if kid == id && window_start(min_t) == window => {
+                if tiebreak == 0 {
+                    out.push((min_t, v.to_vec()));
+                }
+            }
+            _ => break,
+        }
+        it.next();
+    }
+    it.status()?;
+    Ok(out)
+}
+
 /// The newest in-order chunk (tiebreak 0) of series `id` with min t at most `maxt`, in one
 /// partition: one backwards seek. In-order chunks do not overlap, so that is the series'
 /// newest in-order chunk up to `maxt`.

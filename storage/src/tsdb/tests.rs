@@ -517,18 +517,22 @@ fn complete_chunks_of_decimals_are_stored_packed_open_ones_at_shutdown() {
         append_ok(&db, &l, &s[130..]);
         db.close().unwrap();
     }
+    // ... and merges the window's two chunks into one (`merge`).
     let db = Tsdb::open(dir.path(), opts()).unwrap();
-    assert_eq!(stored(&db), [(120, packed), (11, packed)]);
+    assert_eq!(stored(&db), [(131, packed)]);
     assert_eq!(all(&db, &l), bits(&s));
-    // The open chunk, restored from its packed form, goes on filling.
+    // The next samples start a chunk of their own, written as the head holds it...
     let more: Vec<(i64, f64)> = (131..141).map(|i| (i * 15_000, i as f64)).collect();
     append_ok(&db, &l, &more);
+    db.inner.checkpoint.lock().open_chunks_due = Some(std::time::Instant::now());
     db.inner.checkpoint(Pass::Periodic).unwrap();
-    assert_eq!(stored(&db), [(120, packed), (11, packed)]);
+    assert_eq!(stored(&db), [(131, packed), (10, xor)]);
+    assert_eq!(all(&db, &l).len(), 141);
+    // ... which a final checkpoint merges into the window's chunk.
     append_ok(&db, &l, &[(141 * 15_000, 1.0)]);
     db.close().unwrap();
     let db = Tsdb::open(dir.path(), opts()).unwrap();
-    assert_eq!(stored(&db), [(120, packed), (22, packed)]);
+    assert_eq!(stored(&db), [(142, packed)]);
     let expected: Vec<(i64, f64)> = s
         .iter()
         .chain(&more)
@@ -536,6 +540,79 @@ fn complete_chunks_of_decimals_are_stored_packed_open_ones_at_shutdown() {
         .copied()
         .collect();
     assert_eq!(all(&db, &l), bits(&expected));
+}
+
+/// The chunks stored in the partition starting at `start`: (min t, tiebreak, sample count).
+fn stored_chunks(db: &Tsdb, start: i64) -> Vec<(i64, u64, u16)> {
+    let cf = db.inner.db.cf_handle(&partition::cf_name(start)).unwrap();
+    db.inner
+        .db
+        .iterator_cf(&cf, rocksdb::IteratorMode::Start)
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            let (_, min_t, tiebreak) = parse_chunk_key(&k).unwrap();
+            (min_t, tiebreak, StoredChunk::parse(&v).unwrap().count())
+        })
+        .collect()
+}
+
+/// A window the head has moved past is merged into one chunk by the next checkpoint; a crash
+/// after that replays the WAL onto it without storing a sample twice; an out-of-order sample
+/// into the merged window gets a chunk of its own.
+#[test]
+fn closed_windows_are_merged_and_survive_a_crash_and_late_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = labels("m", &[]);
+    let window = partition::WINDOW_MS;
+    let mut s = regular(0, 300);
+    s.extend(regular(window, 5));
+    let opts = || TsdbOptions {
+        out_of_order_window: Duration::from_secs(3 * 3600),
+        ..opts()
+    };
+    {
+        let db = Tsdb::open(dir.path(), opts()).unwrap();
+        append_ok(&db, &l, &s);
+        db.inner.checkpoint(Pass::Periodic).unwrap();
+        assert_eq!(stored_chunks(&db, 0), [(0, 0, 300)]);
+        append_ok(&db, &l, &regular(window + 5 * 15_000, 3));
+        // Dropped without a final checkpoint: the open window's samples are in the WAL only.
+    }
+    s.extend(regular(window + 5 * 15_000, 3));
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, &l), bits(&s));
+    let late = (7_500, 4.0);
+    append_ok(&db, &l, &[late]);
+    db.flush().unwrap();
+    let chunks = stored_chunks(&db, 0);
+    assert_eq!(chunks[0], (0, 0, 300));
+    assert_eq!((chunks[1].0, chunks[1].2), (7_500, 1));
+    assert_ne!(chunks[1].1, 0);
+    assert_eq!((chunks[2].0, chunks[2].1, chunks[2].2), (window, 0, 8));
+    s.insert(1, late);
+    assert_eq!(all(&db, &l), bits(&s));
+}
+
+/// A flush (a final checkpoint that does not end the process) merges the open window with its
+/// open chunk; appends after it start a new chunk, never storing the merged samples again.
+#[test]
+fn appends_after_a_flush_that_merged_the_open_window_store_each_sample_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = labels("m", &[]);
+    let s = regular(0, 400);
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    append_ok(&db, &l, &s[..150]);
+    db.flush().unwrap();
+    assert_eq!(stored_chunks(&db, 0), [(0, 0, 150)]);
+    append_ok(&db, &l, &s[150..200]);
+    db.inner.checkpoint.lock().open_chunks_due = Some(std::time::Instant::now());
+    db.inner.checkpoint(Pass::Periodic).unwrap();
+    assert_eq!(stored_chunks(&db, 0), [(0, 0, 150), (s[150].0, 0, 50)]);
+    append_ok(&db, &l, &s[200..]);
+    db.close().unwrap();
+    let db = Tsdb::open(dir.path(), opts()).unwrap();
+    assert_eq!(stored_chunks(&db, 0), [(0, 0, 400)]);
+    assert_eq!(all(&db, &l), bits(&s));
 }
 
 /// A series `old` with samples 10 and 9 days ago and `young` with one 9 days and one a minute

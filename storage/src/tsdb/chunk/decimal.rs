@@ -90,6 +90,25 @@ pub(super) fn mantissas(samples: &[(i64, u64)]) -> Option<(u8, Vec<i64>)> {
     })
 }
 
+/// The mantissa of `bits` rounded at scale `k`, and the correction that gives back exactly
+/// `bits` from it: `bits` minus the bits of the mantissa's value, as integers (see
+/// `packed`). `None` for a value that is not finite or whose mantissa is beyond ±2^53.
+pub(super) fn near(bits: u64, k: usize) -> Option<(i64, i64)> {
+    let v = f64::from_bits(bits);
+    if !v.is_finite() {
+        return None;
+    }
+    let m = (v * POW10[k]).round();
+    if m.abs() > MAX_MANTISSA {
+        return None;
+    }
+    let m = m as i64;
+    Some((m, (bits as i64).wrapping_sub(value(m, k).to_bits() as i64)))
+}
+
+/// The scales a chunk can be stored at.
+pub(super) const SCALES: usize = POW10.len();
+
 /// A stored scale byte, checked.
 pub(super) fn check_scale(scale: u8) -> Result<usize, CorruptChunk> {
     match usize::from(scale) {

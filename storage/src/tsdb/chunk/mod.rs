@@ -471,6 +471,9 @@ fn read_count_and_span(c: &mut Cursor<'_>) -> Result<(u16, u64), CorruptChunk> {
 }
 
 /// How a stored chunk's samples are encoded.
+// A read parses every chunk it touches into one of these on the stack: boxing the packed
+// columns would cost an allocation per chunk.
+#[allow(clippy::large_enum_variant)]
 enum Form<'a> {
     Xor,
     Decimal(decimal::Mode),
@@ -599,6 +602,16 @@ pub(crate) fn compact(value: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Corrup
         Some(d) if d.len() < value.len() => d.into(),
         _ => value.into(),
     })
+}
+
+/// The smallest stored form of a complete chunk of `samples` (sorted, unique t, within one
+/// 2h window): what [`compact`] gives for their XOR form.
+pub(crate) fn smallest(samples: &[Sample]) -> Vec<u8> {
+    let xor = XorChunk::from_samples(samples.iter().copied()).to_value();
+    match compact(&xor) {
+        Ok(std::borrow::Cow::Owned(packed)) => packed,
+        _ => xor,
+    }
 }
 
 /// One encoding's bit-stream decoder: the next sample, or `None` if the stream ends early.

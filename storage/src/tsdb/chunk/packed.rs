@@ -12,15 +12,25 @@
 //! all residuals share (4096 for memory gauges) is bits no code without it can drop. Regular
 //! scrapes leave a timestamp column of zero-width residuals: a header and no bits.
 //!
-//! Owns this format only. Like the decimal encoding, a chunk is stored this way only when
-//! every value decodes back to exactly its bits; the caller keeps the XOR form otherwise.
+//! Values that are not exact decimals, such as sums of decimals carrying float rounding
+//! errors (0.1 + 0.2 = 0.30000000000000004, a `_sum` of observed latencies), are stored as
+//! the mantissas of the nearest decimals plus a third column of corrections: each value's
+//! bits minus its decimal's, as integers, a few units in the last place. Decoding adds them
+//! back, so every finite value round-trips bit-exactly; the scale taken is the one whose two
+//! columns are smallest. Without it such a series stays in the XOR form at 6 bytes a sample.
+//!
+//! Owns this format only. A chunk is stored this way only when every value decodes back to
+//! exactly its bits (any finite value with a mantissa within ±2^53); the caller keeps the XOR
+//! form otherwise, or when it is smaller.
 //!
 //! Layout after the common header (encoding byte, count, max t − min t): min t (8 bytes,
 //! big-endian, where every stored chunk has it), the time column, the value scale (one
-//! byte), the first mantissa (zigzag varint), the value column. A column: a form byte (bit 0:
-//! deltas of deltas, bit 1: bucketed), for deltas of deltas the first delta (zigzag varint),
-//! for the fixed-width form the minimum (zigzag varint), the width (one byte) and, when the
-//! width is not 0, the divisor (varint); then the residual bits, byte-length prefixed.
+//! byte; its top bit set when corrections follow), the first mantissa (zigzag varint), the
+//! value column, then the corrections' column if any. A column: a form byte (bit 0: deltas
+//! of deltas, bit 1: bucketed, bit 2: the residuals are the values themselves), for deltas of
+//! deltas the first delta (zigzag varint), for the fixed-width form the minimum (zigzag
+//! varint), the width (one byte) and, when the width is not 0, the divisor (varint); then the
+//! residual bits, byte-length prefixed.
 
 use super::{
     bucketed_len, decimal, read_bucketed, write_bucketed, BitReader, BitWriter, CorruptChunk,
@@ -34,13 +44,23 @@ const VALUE_BUCKETS: [u32; 4] = [8, 16, 24, 32];
 
 const FORM_DOD: u8 = 1;
 const FORM_BUCKETED: u8 = 2;
+const FORM_RAW: u8 = 4;
+
+/// Set in the scale byte when a column of corrections follows the values.
+const SCALE_CORRECTED: u8 = 0x80;
 
 /// The stored form of `samples` in this encoding (header included), or `None` when some
-/// value is not a decimal this encoding gives back exactly.
+/// value is not one this encoding gives back exactly.
 pub(super) fn encode(samples: &[(i64, u64)]) -> Option<Vec<u8>> {
     let (first, last) = (samples.first()?, samples.last()?);
     let count = u16::try_from(samples.len()).ok()?;
-    let (scale, mantissas) = decimal::mantissas(samples)?;
+    let (scale, mantissas, corrections) = match decimal::mantissas(samples) {
+        Some((scale, mantissas)) => (scale, mantissas, None),
+        None => {
+            let (scale, mantissas, corrections) = near_decimals(samples)?;
+            (scale | SCALE_CORRECTED, mantissas, Some(corrections))
+        }
+    };
     let times: Vec<i64> = samples.iter().map(|&(t, _)| t).collect();
     let mut out = Vec::with_capacity(32 + samples.len() * 2);
     out.push(ENCODING_PACKED);
@@ -51,7 +71,49 @@ pub(super) fn encode(samples: &[(i64, u64)]) -> Option<Vec<u8>> {
     out.push(scale);
     put_uvarint(&mut out, zigzag(mantissas[0]));
     write_column(&mut out, &mantissas, &VALUE_BUCKETS);
+    if let Some(corrections) = corrections {
+        // Independent of each other: stored as they are, fixed-width above their minimum.
+        let mut column = column(None, &corrections, false, &VALUE_BUCKETS);
+        column[0] |= FORM_RAW;
+        out.extend_from_slice(&column);
+    }
     Some(out)
+}
+
+/// For values that are not all exact decimals: the scale, mantissas and corrections (see
+/// the module doc) whose fixed-width columns take the fewest bits, or `None` when some value
+/// is not finite or too large for a mantissa.
+fn near_decimals(samples: &[(i64, u64)]) -> Option<(u8, Vec<i64>, Vec<i64>)> {
+    let fixed_bits = |xs: &mut dyn Iterator<Item = i64>| -> u64 {
+        let (mut lo, mut hi, mut n) = (i64::MAX, i64::MIN, 0u64);
+        for x in xs {
+            (lo, hi, n) = (lo.min(x), hi.max(x), n + 1);
+        }
+        let range = if n == 0 {
+            0
+        } else {
+            hi.wrapping_sub(lo) as u64
+        };
+        n * u64::from(64 - range.leading_zeros())
+    };
+    let mut best: Option<(u64, u8, Vec<i64>, Vec<i64>)> = None;
+    for k in 0..decimal::SCALES {
+        // A larger scale only makes mantissas larger: once one is out of range, all are.
+        let Some(pairs) = samples
+            .iter()
+            .map(|&(_, bits)| decimal::near(bits, k))
+            .collect::<Option<Vec<_>>>()
+        else {
+            break;
+        };
+        let (mantissas, corrections): (Vec<i64>, Vec<i64>) = pairs.into_iter().unzip();
+        let cost = fixed_bits(&mut mantissas.windows(2).map(|w| w[1].wrapping_sub(w[0])))
+            + fixed_bits(&mut corrections.iter().copied());
+        if best.as_ref().is_none_or(|b| cost < b.0) {
+            best = Some((cost, k as u8, mantissas, corrections));
+        }
+    }
+    best.map(|(_, k, mantissas, corrections)| (k, mantissas, corrections))
 }
 
 /// Appends the column of `xs` (whose first value the reader already knows) in its cheapest
@@ -135,6 +197,8 @@ struct Column<'a> {
     residuals: Residuals,
     /// The first delta for deltas of deltas.
     first_delta: Option<i64>,
+    /// Residuals are the values themselves, not deltas.
+    raw: bool,
     x: i64,
     delta: i64,
     read: u16,
@@ -148,7 +212,9 @@ impl<'a> Column<'a> {
     ) -> Result<Column<'a>, CorruptChunk> {
         let bad = || CorruptChunk("bad packed column");
         let form = c.u8().ok_or_else(bad)?;
-        if form & !(FORM_DOD | FORM_BUCKETED) != 0 {
+        if form & !(FORM_DOD | FORM_BUCKETED | FORM_RAW) != 0
+            || form & (FORM_DOD | FORM_RAW) == FORM_DOD | FORM_RAW
+        {
             return Err(bad());
         }
         let first_delta = if form & FORM_DOD != 0 {
@@ -180,6 +246,7 @@ impl<'a> Column<'a> {
             bits: BitReader { data, pos: 0 },
             residuals,
             first_delta,
+            raw: form & FORM_RAW != 0,
             x: first,
             delta: 0,
             read: 0,
@@ -198,6 +265,10 @@ impl<'a> Column<'a> {
     }
 
     fn next(&mut self) -> Option<i64> {
+        if self.raw {
+            self.x = self.residual()?;
+            return Some(self.x);
+        }
         self.delta = match (self.read, self.first_delta) {
             (0, _) => 0,
             (1, Some(d0)) => d0,
@@ -216,6 +287,7 @@ pub(crate) struct Columns<'a> {
     times: Column<'a>,
     values: Column<'a>,
     scale: usize,
+    corrections: Option<Column<'a>>,
 }
 
 impl<'a> Columns<'a> {
@@ -227,13 +299,18 @@ impl<'a> Columns<'a> {
         let min_t = i64::from_be_bytes(*min_t);
         let times = Column::parse(&mut c, min_t, &DOD_BUCKETS)?;
         let scale = c.u8().ok_or(CorruptChunk("missing scale"))?;
-        let scale = decimal::check_scale(scale)?;
+        let corrected = scale & SCALE_CORRECTED != 0;
+        let scale = decimal::check_scale(scale & !SCALE_CORRECTED)?;
         let first = unzigzag(c.uvarint().ok_or(CorruptChunk("missing first value"))?);
         let values = Column::parse(&mut c, first, &VALUE_BUCKETS)?;
+        let corrections = corrected
+            .then(|| Column::parse(&mut c, 0, &VALUE_BUCKETS))
+            .transpose()?;
         Ok(Columns {
             times,
             values,
             scale,
+            corrections,
         })
     }
 }
@@ -255,10 +332,11 @@ impl Decode for Columns<'_> {
     fn decode(&mut self) -> Option<Sample> {
         let t = self.times.next()?;
         let m = self.values.next()?;
-        Some(Sample {
-            t,
-            v: decimal::value(m, self.scale),
-        })
+        let mut v = decimal::value(m, self.scale);
+        if let Some(corrections) = &mut self.corrections {
+            v = f64::from_bits((v.to_bits() as i64).wrapping_add(corrections.next()?) as u64);
+        }
+        Some(Sample { t, v })
     }
 }
 
@@ -313,9 +391,43 @@ mod tests {
     }
 
     #[test]
-    fn non_decimals_are_refused() {
-        assert!(encode(&[(0, 1.0f64.to_bits()), (1, (1.0f64 / 3.0).to_bits())]).is_none());
+    fn values_without_a_mantissa_are_refused() {
+        assert!(encode(&[(0, 1.0f64.to_bits()), (1, 1e300f64.to_bits())]).is_none());
         assert!(encode(&[(0, f64::NAN.to_bits())]).is_none());
+        assert!(encode(&[(0, f64::INFINITY.to_bits())]).is_none());
         assert!(encode(&[]).is_none());
+    }
+
+    #[test]
+    fn sums_of_decimals_are_stored_as_decimals_with_corrections() {
+        // A gauge moving by hundredths, summed in floats (ends at 8.400000000000034).
+        let mut v = 10.0f64;
+        let samples: Vec<(i64, u64)> = (0..120)
+            .map(|i| {
+                v += ((i * i * 7 + i * 3) % 9 - 4) as f64 * 0.01;
+                (i * 15_000, v.to_bits())
+            })
+            .collect();
+        assert!(decimal::mantissas(&samples).is_none(), "not exact decimals");
+        let stored = encode(&samples).expect("near decimals");
+        assert_eq!(decode(&stored), samples);
+        let xor = crate::tsdb::chunk::XorChunk::from_samples(samples.iter().map(|&(t, b)| {
+            crate::Sample {
+                t,
+                v: f64::from_bits(b),
+            }
+        }))
+        .to_value();
+        // Four bits of mantissa delta and a few of correction a sample, against XOR's dozens.
+        assert!(stored.len() <= 40 + 120 * 10 / 8, "{} bytes", stored.len());
+        assert!(
+            xor.len() > 3 * stored.len(),
+            "{} vs {}",
+            xor.len(),
+            stored.len()
+        );
+        // One third is no decimal at any scale; it still round-trips.
+        let third = [(0, (1.0f64 / 3.0).to_bits()), (1, (2.0f64 / 3.0).to_bits())];
+        assert_eq!(decode(&encode(&third).expect("finite")), third);
     }
 }
