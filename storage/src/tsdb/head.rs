@@ -390,6 +390,11 @@ impl Head {
         }
     }
 
+    /// Where a series' open chunk starts, if it has one.
+    pub(crate) fn open_min_t(&self, id: u64) -> Option<i64> {
+        self.series.get(id)?.open.as_ref().map(XorChunk::min_t)
+    }
+
     /// Drops a series' open chunk in `window` that a merge has stored as part of a larger
     /// chunk under another key: the next in-order sample starts a chunk of its own, instead of
     /// the open chunk being written again with samples the merged chunk holds.

@@ -111,13 +111,13 @@ impl Inner {
         }
         let cf = db::cf(&self.db, &partition::cf_name(start))?;
         let end = window + WINDOW_MS - 1;
-        let ids: Vec<u64> = self
+        let ids: Vec<(u64, i64)> = self
             .state
             .read()
             .index
             .iter()
             .filter(|(_, s)| s.overlaps(window, end))
-            .map(|(id, _)| id)
+            .map(|(id, s)| (id, s.min_t))
             .collect();
         // With open chunks merged too, no append may add to one between the check and the
         // write (see `Head::settled`): appends wait for the pass, which runs at shutdown.
@@ -129,8 +129,16 @@ impl Inner {
                 let state = self.state.read();
                 slice
                     .iter()
-                    .copied()
-                    .filter(|&id| state.head.settled(id, window, open_too))
+                    .filter(|&&(id, min_t)| {
+                        // All of a series' samples in the window in its open chunk: nothing to
+                        // merge, known without a read (every series of a new load).
+                        let alone = state
+                            .head
+                            .open_min_t(id)
+                            .is_some_and(|t| t <= min_t.max(window));
+                        !alone && state.head.settled(id, window, open_too)
+                    })
+                    .map(|&(id, _)| id)
                     .collect()
             };
             let mut wb = WriteBatch::default();
