@@ -555,3 +555,31 @@ pub fn openssl(dir: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The series of a Prometheus matrix answer (a range query, or an instant query of a range
+/// selector) by the value of their `label` (empty when absent): points as (t ms, value).
+pub fn points_by_label(
+    body: &Json,
+    label: &str,
+) -> std::collections::BTreeMap<String, Vec<(i64, f64)>> {
+    body["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|s| {
+            let points = s["values"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{s}"))
+                .iter()
+                .map(|p| {
+                    (
+                        (p[0].as_f64().unwrap() * 1000.0).round() as i64,
+                        p[1].as_str().unwrap().parse::<f64>().unwrap(),
+                    )
+                })
+                .collect();
+            let key = s["metric"][label].as_str().unwrap_or_default().to_owned();
+            (key, points)
+        })
+        .collect()
+}

@@ -532,25 +532,7 @@ fn samples(n: &Novamon, name: &str) -> std::collections::BTreeMap<String, Vec<(i
         now_s + 60
     ));
     assert_eq!(status, 200, "{body}");
-    body["data"]["result"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{body}"))
-        .iter()
-        .map(|s| {
-            let values = s["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| {
-                    (
-                        (p[0].as_f64().unwrap() * 1000.0).round() as i64,
-                        p[1].as_str().unwrap().parse::<f64>().unwrap(),
-                    )
-                })
-                .collect();
-            (s["metric"]["i"].as_str().unwrap_or("").to_owned(), values)
-        })
-        .collect()
+    e2e::points_by_label(&body, "i")
 }
 
 /// The outage: the receiver down for two minutes while lines, spans and remote-write

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use e2e::series::{v1_request, v1_series, V1};
 use e2e::spawn_prometheus;
-use e2e::{agent, enc, get_json, wait_for_go_ready_url, wait_until, Json, Novamon, Process};
+use e2e::{agent, enc, get_json, wait_for_go_ready_url, wait_until, Novamon, Process};
 use ingest::remote_write::proto::v1;
 use prost::Message;
 
@@ -109,30 +109,7 @@ fn held(base: &str, selector: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
         ),
     );
     assert_eq!(status, 200, "{body}");
-    series_by_i(&body)
-}
-
-fn series_by_i(body: &Json) -> BTreeMap<String, Vec<(i64, f64)>> {
-    body["data"]["result"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{body}"))
-        .iter()
-        .map(|s| {
-            let i = s["metric"]["i"].as_str().unwrap_or_default().to_owned();
-            let values = s["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| {
-                    (
-                        (p[0].as_f64().unwrap() * 1000.0).round() as i64,
-                        p[1].as_str().unwrap().parse::<f64>().unwrap(),
-                    )
-                })
-                .collect();
-            (i, values)
-        })
-        .collect()
+    e2e::points_by_label(&body, "i")
 }
 
 /// Every series `0..series` with samples at `times` (value = t/1000 + i), in order.
@@ -367,7 +344,7 @@ fn victoria_metrics_gets_the_same_samples() {
             ),
         );
         assert_eq!(status, 200, "{body}");
-        got = series_by_i(&body);
+        got = e2e::points_by_label(&body, "i");
         got == expected(SERIES, &times)
     })
     .unwrap_or_else(|| panic!("victoria-metrics holds {got:?}"));

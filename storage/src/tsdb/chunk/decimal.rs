@@ -69,16 +69,7 @@ pub(super) fn value(m: i64, k: usize) -> f64 {
 
 /// The mantissa of `bits` at scale `k`, if decoding it gives back exactly `bits`.
 fn mantissa(bits: u64, k: usize) -> Option<i64> {
-    let v = f64::from_bits(bits);
-    if !v.is_finite() {
-        return None;
-    }
-    let m = (v * POW10[k]).round();
-    if m.abs() > MAX_MANTISSA {
-        return None;
-    }
-    let m = m as i64;
-    (value(m, k).to_bits() == bits).then_some(m)
+    near(bits, k).and_then(|(m, correction)| (correction == 0).then_some(m))
 }
 
 /// The smallest scale k at which every value of `samples` is a mantissa m (value = m /
