@@ -298,7 +298,8 @@ fn selectors_route_streams_and_services() {
 }
 
 /// A receiver in this file: 400 to everything, or a stall (reads the request, never
-/// answers), or garbage bytes instead of HTTP.
+/// answers), or garbage bytes instead of HTTP, or an OTLP/HTTP 200 whose partial success
+/// rejects one log record of each batch.
 fn bad_receiver(kind: &'static str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -317,6 +318,9 @@ fn bad_receiver(kind: &'static str) -> String {
                             b"HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\n\r\nbad request"
                         }
                         "garbage" => b"\x00\xffnot http at all\r\n\r\n",
+                        // ExportLogsServiceResponse{partial_success{rejected_log_records: 1,
+                        // error_message: "too old"}}.
+                        "partial" => b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 13\r\n\r\n\x0a\x0b\x08\x01\x12\x07too old",
                         _ => continue,
                     };
                     if conn.write_all(reply).is_err() {
@@ -337,8 +341,9 @@ fn bad_receivers_drop_and_count_and_never_block_ingest() {
     let refusing = bad_receiver("400");
     let stalling = bad_receiver("stall");
     let garbage = bad_receiver("garbage");
+    let partial = bad_receiver("partial");
     let forward = format!(
-        "  logs:\n    - {{name: refusing, protocol: loki, url: '{refusing}/loki/api/v1/push', queue_config: {QUICK}}}\n    - {{name: stalling, protocol: loki, url: '{stalling}/loki/api/v1/push', remote_timeout: 1s, queue_config: {QUICK}}}\n    - {{name: garbage, protocol: otlp_http, url: '{garbage}/v1/logs', queue_config: {QUICK}}}\n"
+        "  logs:\n    - {{name: refusing, protocol: loki, url: '{refusing}/loki/api/v1/push', queue_config: {QUICK}}}\n    - {{name: stalling, protocol: loki, url: '{stalling}/loki/api/v1/push', remote_timeout: 1s, queue_config: {QUICK}}}\n    - {{name: garbage, protocol: otlp_http, url: '{garbage}/v1/logs', queue_config: {QUICK}}}\n    - {{name: partial, protocol: otlp_http, url: '{partial}/v1/logs', queue_config: {QUICK}}}\n"
     );
     let n = sender(&dir.path().join("sender"), &forward);
     let t0 = now_ns() - 60_000_000_000;
@@ -384,6 +389,31 @@ fn bad_receivers_drop_and_count_and_never_block_ingest() {
             ) > 0.0
     })
     .unwrap_or_else(|| panic!("{}", forward_metrics(&n)));
+    // A partial success: one record of each batch counted failed, the rest sent, none retried.
+    let partial_url = format!("{partial}/v1/logs");
+    wait_until(Duration::from_secs(30), || {
+        m(
+            "novamon_forward_items_failed_total",
+            "partial",
+            &partial_url,
+        ) + m("novamon_forward_items_total", "partial", &partial_url)
+            == 2000.0
+    })
+    .unwrap_or_else(|| panic!("{}", forward_metrics(&n)));
+    let failed = m(
+        "novamon_forward_items_failed_total",
+        "partial",
+        &partial_url,
+    );
+    assert!((1.0..=20.0).contains(&failed), "{failed} failed");
+    assert_eq!(
+        m(
+            "novamon_forward_items_retried_total",
+            "partial",
+            &partial_url
+        ),
+        0.0
+    );
     let status = n.get_ok("/ui/api/status");
     let names: Vec<&str> = status["data"]["forward"]
         .as_array()
@@ -391,7 +421,18 @@ fn bad_receivers_drop_and_count_and_never_block_ingest() {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["garbage", "refusing", "stalling"], "{status}");
+    assert_eq!(
+        names,
+        ["garbage", "partial", "refusing", "stalling"],
+        "{status}"
+    );
+    let partial_status = &status["data"]["forward"][1];
+    assert!(
+        partial_status
+            .to_string()
+            .contains("partial success: 1 rejected: too old"),
+        "{partial_status}"
+    );
 }
 
 /// The value of `name` for destination `dest` (whatever its URL and signal), 0 before any.

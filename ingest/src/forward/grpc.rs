@@ -171,15 +171,7 @@ pub(crate) async fn export(channel: &Channel, endpoint: &Endpoint, export: &Expo
             after: None,
             why: "context deadline exceeded".into(),
         },
-        Ok(Ok(None)) => Answer::Taken {
-            rejected: 0,
-            why: None,
-        },
-        Ok(Ok(Some((rejected, message)))) => Answer::Taken {
-            rejected: rejected.max(0) as u64,
-            why: (rejected > 0 || !message.is_empty())
-                .then(|| format!("partial success: {rejected} rejected: {message}")),
-        },
+        Ok(Ok(partial)) => Answer::taken(partial),
         Ok(Err(status)) => classify(&status),
     }
 }

@@ -661,7 +661,8 @@ async fn send_part(
         let fallback = matches!(
             outcome,
             Outcome::Sent {
-                counts_reported: false
+                counts_reported: false,
+                ..
             } | Outcome::Refused { status: 415, .. }
         );
         if v2 && fallback {

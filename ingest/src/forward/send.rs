@@ -246,8 +246,9 @@ pub(crate) fn encode_metadata(families: &[(String, Metadata)]) -> Bytes {
 #[derive(Debug, PartialEq)]
 pub(crate) enum Outcome {
     /// 2xx. For 2.0, whether the response said how much it wrote (the spec's headers): a
-    /// 1.0 receiver answers 2xx without them, having read nothing of a 2.0 body.
-    Sent { counts_reported: bool },
+    /// 1.0 receiver answers 2xx without them, having read nothing of a 2.0 body. `body`:
+    /// what it answered (an OTLP receiver's partial success).
+    Sent { counts_reported: bool, body: Bytes },
     /// Worth sending again: after `after` when the receiver said (`Retry-After`).
     Retry {
         after: Option<Duration>,
@@ -308,7 +309,7 @@ impl Client {
     ) -> Outcome {
         let v2 = kind == BodyKind::RemoteWrite { v2: true };
         match tokio::time::timeout(endpoint.timeout, self.exchange(endpoint, body, kind)).await {
-            Ok(Ok((status, headers, text))) => classify(status, &headers, text, v2, retry_on_429),
+            Ok(Ok((status, headers, body))) => classify(status, &headers, body, v2, retry_on_429),
             Ok(Err(why)) => {
                 self.sender = None;
                 Outcome::Retry { after: None, why }
@@ -329,7 +330,7 @@ impl Client {
         endpoint: &Endpoint,
         body: Bytes,
         kind: BodyKind,
-    ) -> Result<(u16, hyper::HeaderMap, String), String> {
+    ) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
         let mut req = hyper::Request::post(endpoint.path_and_query.as_str())
             .header(hyper::header::HOST, endpoint.host.as_str())
             .header(hyper::header::USER_AGENT, USER_AGENT);
@@ -390,26 +391,26 @@ impl Client {
                 }
             }
         }
-        Ok((
-            status,
-            parts.headers,
-            String::from_utf8_lossy(&text).trim().to_owned(),
-        ))
+        Ok((status, parts.headers, Bytes::from(text)))
     }
 }
 
 fn classify(
     status: u16,
     headers: &hyper::HeaderMap,
-    text: String,
+    body: Bytes,
     v2: bool,
     retry_on_429: bool,
 ) -> Outcome {
-    let why = || format!("server returned HTTP status {status}: {text}");
+    let why = || {
+        let text = String::from_utf8_lossy(&body);
+        format!("server returned HTTP status {status}: {}", text.trim())
+    };
     match status {
         200..=299 => Outcome::Sent {
             counts_reported: !v2
                 || headers.contains_key("X-Prometheus-Remote-Write-Samples-Written"),
+            body,
         },
         500..=599 => Outcome::Retry {
             after: retry_after(headers),
@@ -536,18 +537,20 @@ mod tests {
     #[test]
     fn responses_are_classified_as_the_spec_says() {
         let mut h = hyper::HeaderMap::new();
-        let sent = |v2, h: &hyper::HeaderMap| classify(204, h, String::new(), v2, false);
+        let sent = |v2, h: &hyper::HeaderMap| classify(204, h, Bytes::new(), v2, false);
         assert_eq!(
             sent(false, &h),
             Outcome::Sent {
-                counts_reported: true
+                counts_reported: true,
+                body: Bytes::new()
             }
         );
         // A 1.0 receiver's 2xx to a 2.0 body: fall back.
         assert_eq!(
             sent(true, &h),
             Outcome::Sent {
-                counts_reported: false
+                counts_reported: false,
+                body: Bytes::new()
             }
         );
         h.insert(
@@ -557,7 +560,8 @@ mod tests {
         assert_eq!(
             sent(true, &h),
             Outcome::Sent {
-                counts_reported: true
+                counts_reported: true,
+                body: Bytes::new()
             }
         );
         h.insert(hyper::header::RETRY_AFTER, "7".parse().unwrap());
@@ -569,15 +573,15 @@ mod tests {
             }
         );
         assert!(matches!(
-            classify(429, &h, String::new(), false, false),
+            classify(429, &h, Bytes::new(), false, false),
             Outcome::Refused { status: 429, .. }
         ));
         assert!(matches!(
-            classify(429, &h, String::new(), false, true),
+            classify(429, &h, Bytes::new(), false, true),
             Outcome::Retry { .. }
         ));
         assert!(matches!(
-            classify(400, &h, String::new(), false, true),
+            classify(400, &h, Bytes::new(), false, true),
             Outcome::Refused { status: 400, .. }
         ));
         h.insert(

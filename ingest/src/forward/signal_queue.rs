@@ -25,6 +25,9 @@ use storage::{OutboxLog, StorageError};
 use tokio::sync::watch;
 use tracing::warn;
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+
 use super::grpc::{self, Export};
 use super::metrics::SignalQueueMetrics;
 use super::send::{Backoff, BodyKind, Client, Outcome};
@@ -117,13 +120,44 @@ pub(crate) enum Answer {
     },
 }
 
-impl From<Outcome> for Answer {
-    fn from(o: Outcome) -> Answer {
-        match o {
-            Outcome::Sent { .. } => Answer::Taken {
+impl Answer {
+    /// A batch the receiver took, with the `partial_success` of its OTLP answer if any: the
+    /// rejected items are counted failed and its message kept as the last error.
+    pub(crate) fn taken(partial: Option<(i64, String)>) -> Answer {
+        match partial {
+            None => Answer::Taken {
                 rejected: 0,
                 why: None,
             },
+            Some((rejected, message)) => Answer::Taken {
+                rejected: rejected.max(0) as u64,
+                why: (rejected > 0 || !message.is_empty())
+                    .then(|| format!("partial success: {rejected} rejected: {message}")),
+            },
+        }
+    }
+}
+
+/// The `partial_success` of an OTLP/HTTP answer (protobuf, as the request was), which the
+/// specification has a receiver give over HTTP as over gRPC. A body that does not decode is
+/// taken as none: the status said the batch was taken.
+fn otlp_http_partial(signal: Signal, body: &[u8]) -> Option<(i64, String)> {
+    match signal {
+        Signal::Traces => ExportTraceServiceResponse::decode(body)
+            .ok()?
+            .partial_success
+            .map(|p| (p.rejected_spans, p.error_message)),
+        Signal::Logs => ExportLogsServiceResponse::decode(body)
+            .ok()?
+            .partial_success
+            .map(|p| (p.rejected_log_records, p.error_message)),
+    }
+}
+
+impl From<Outcome> for Answer {
+    fn from(o: Outcome) -> Answer {
+        match o {
+            Outcome::Sent { .. } => Answer::taken(None),
             Outcome::Retry { after, why } => Answer::Retry { after, why },
             Outcome::Refused { why, .. } => Answer::Refused { why },
         }
@@ -173,10 +207,17 @@ impl Transport {
     async fn send(&mut self, dest: &SignalDestination, payload: &Payload) -> Answer {
         let retry_on_429 = dest.raw.queue_config.retry_on_http_429;
         match (self, payload) {
-            (Transport::Http(client), Payload::Http { body, kind }) => client
-                .post(&dest.endpoint, body.clone(), *kind, retry_on_429)
-                .await
-                .into(),
+            (Transport::Http(client), Payload::Http { body, kind }) => {
+                match client
+                    .post(&dest.endpoint, body.clone(), *kind, retry_on_429)
+                    .await
+                {
+                    Outcome::Sent { body, .. } if *kind == BodyKind::Otlp => {
+                        Answer::taken(otlp_http_partial(dest.signal, &body))
+                    }
+                    outcome => outcome.into(),
+                }
+            }
             (Transport::Grpc(channel), Payload::Grpc(export)) => {
                 grpc::export(channel, &dest.endpoint, export).await
             }
@@ -406,6 +447,40 @@ async fn send(
                     _ = stopped.wait_for(|s| *s) => return false,
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
+
+    #[test]
+    fn an_otlp_http_partial_success_counts_its_rejected_items() {
+        let body = ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 3,
+                error_message: "too old".into(),
+            }),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            Answer::taken(otlp_http_partial(Signal::Traces, &body)),
+            Answer::Taken {
+                rejected: 3,
+                why: Some("partial success: 3 rejected: too old".into())
+            }
+        );
+        // An empty answer, or one that is not protobuf: all taken.
+        for body in [&b""[..], b"{\"partialSuccess\":{}}"] {
+            assert_eq!(
+                Answer::taken(otlp_http_partial(Signal::Logs, body)),
+                Answer::Taken {
+                    rejected: 0,
+                    why: None
+                }
+            );
         }
     }
 }
