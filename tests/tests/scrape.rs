@@ -844,3 +844,160 @@ scrape_configs:
         1.0
     );
 }
+
+/// `query_exemplars` of `{job="om"}` over the last hour: by series labels, each series'
+/// exemplars in order.
+fn exemplars(a: &ureq::Agent, base: &str) -> BTreeMap<String, Vec<Json>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let url = format!(
+        "{base}/api/v1/query_exemplars?query={}&start={}&end={}",
+        enc(r#"{job="om"}"#),
+        now - 3600,
+        now + 60
+    );
+    let (status, body) = get_json(a, &url);
+    assert_eq!(status, 200, "{base}: {body}");
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let series = s["seriesLabels"].to_string();
+            (series, s["exemplars"].as_array().unwrap().clone())
+        })
+        .collect()
+}
+
+/// The samples of `series` in the last minute: (ms, value).
+fn samples(a: &ureq::Agent, base: &str, series: &str) -> Vec<(i64, String)> {
+    let url = format!(
+        "{base}/api/v1/query?query={}",
+        enc(&format!("{series}[1m]"))
+    );
+    let (status, body) = get_json(a, &url);
+    assert_eq!(status, 200, "{base}: {body}");
+    body["data"]["result"][0]["values"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .map(|p| (ms(&p[0]), p[1].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn ms(seconds: &Json) -> i64 {
+    (seconds.as_f64().unwrap() * 1000.0).round() as i64
+}
+
+/// An OpenMetrics target with exemplars on counters and histogram buckets, scraped by novamon
+/// and by Prometheus 2.42 with its exemplar storage on: the same exemplars of the same series
+/// (the target's labels and relabelling applied) with the same labels, values and times. Those
+/// with a timestamp of their own keep it and are stored once; one without gets its sample's
+/// time, each server's scrape time, and is stored once until the target replaces it. Over 128
+/// characters of labels or on a series dropped by `metric_relabel_configs`: stored by
+/// neither. Label values as written, escapes and all; empty ones left out.
+#[test]
+fn openmetrics_exemplars_are_stored_as_prometheus_stores_them() {
+    require(PROMETHEUS);
+    // A minute ago, in whole seconds (within either's retention and head).
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let long = "x".repeat(130);
+    let page = move |bucket: u32, trace_id: &str| {
+        format!(
+            r#"# HELP req Requests.
+# TYPE req counter
+req_total{{code="200"}} 5 # {{trace_id="abc",span_id="s1"}} 0.5 {t}.25
+# TYPE lat histogram
+lat_bucket{{le="0.1"}} {bucket} # {{trace_id="{trace_id}"}} 0.05
+lat_bucket{{le="1"}} 2 # {{trace_id="e\"s\\c"}} 0.7 {t}.5
+lat_bucket{{le="+Inf"}} 3 # {{trace_id="{long}"}} 3 {t}
+lat_count 3
+lat_sum 3.75
+# TYPE stamped counter
+stamped_total 1 {t} # {{trace_id="ts"}} 2
+# TYPE empty counter
+empty_total 1 # {{trace_id="",other="o"}} 1 {t}
+# TYPE dropped counter
+dropped_total 1 # {{trace_id="gone"}} 1 {t}
+# EOF
+"#
+        )
+    };
+    let serving = std::sync::Arc::new(std::sync::Mutex::new(page(1, "def")));
+    let answer = serving.clone();
+    let target = http_server(move |_, _| {
+        (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n".into(),
+            answer.lock().unwrap().clone(),
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (novamon, cfg) = novamon_on(
+        dir.path(),
+        &format!(
+            r#"global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: om
+    static_configs: [{{targets: ['{target}'], labels: {{team: a}}}}]
+    metric_relabel_configs:
+      - {{source_labels: [__name__], regex: dropped_total, action: drop}}
+"#
+        ),
+    );
+    let mut prom_process = spawn_prometheus(
+        dir.path(),
+        &cfg,
+        "127.0.0.1:0",
+        &["--enable-feature=exemplar-storage"],
+    );
+    let prom = wait_for_go_ready_url(&mut prom_process);
+    let a = agent();
+    let bucket = r#"lat_bucket{le="0.1"}"#;
+    // Both scrape each page three times: the bucket's exemplar (and count) replaced between.
+    let scraped = |count: &str| {
+        wait_until(Duration::from_secs(60), || {
+            [&novamon.url, &prom].iter().all(|base| {
+                let s = samples(&a, base, bucket);
+                s.iter().filter(|(_, v)| v == count).count() >= 3
+            })
+        })
+        .unwrap_or_else(|| panic!("3 scrapes of page {count}\n{}", prom_process.log()));
+    };
+    scraped("1");
+    *serving.lock().unwrap() = page(2, "ghi");
+    scraped("2");
+    let (mut n, mut p) = (exemplars(&a, &novamon.url), exemplars(&a, &prom));
+    // The bucket's two exemplars, each at the first time of its page in that server.
+    for (base, found) in [(&novamon.url, &mut n), (&prom, &mut p)] {
+        let s = samples(&a, base, bucket);
+        let first = |count: &str| s.iter().find(|(_, v)| v == count).unwrap().0;
+        let (_, series) = found
+            .iter_mut()
+            .find(|(s, _)| s.contains(r#""le":"0.1""#))
+            .unwrap_or_else(|| panic!("{base}: no exemplars of {bucket}"));
+        let at: Vec<i64> = series.iter().map(|e| ms(&e["timestamp"])).collect();
+        assert_eq!(at, [first("1"), first("2")], "{base}: {series:?}");
+        for e in series.iter_mut() {
+            e["timestamp"] = Json::Null;
+        }
+    }
+    assert_eq!(n, p);
+    let stored: Vec<&str> = n
+        .values()
+        .flatten()
+        .map(|e| e["labels"]["trace_id"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(
+        stored,
+        ["none", "def", "ghi", r#"e\"s\\c"#, "abc", "ts"],
+        "{n:?}"
+    );
+    assert!(n.keys().all(|s| s.contains(r#""team":"a""#)), "{n:?}");
+}

@@ -7,8 +7,9 @@
 //! within a series (empty values aside, as Prometheus drops those labels). It must not touch
 //! labels after parsing (target labels, relabelling, dropping empty labels), storage or HTTP.
 //!
-//! `Parser::next` validates a whole line without allocating; label values, help text and
-//! exemplars are unescaped only when asked for, and allocate only if they hold an escape.
+//! `Parser::next` validates a whole line without allocating; label values and help text are
+//! unescaped only when asked for, and allocate only if they hold an escape. Exemplar label
+//! values are never unescaped: Prometheus keeps them as written.
 //! Lines come out in body order; comments and blank lines are skipped. OpenMetrics
 //! `_created`, `_total` and the like are plain samples here.
 
@@ -99,8 +100,8 @@ pub struct Sample<'a> {
     /// converted exactly as Prometheus 2.42 does.
     pub timestamp_ms: Option<i64>,
     /// OpenMetrics only (and only on `_total` and `_bucket` series); None in text format.
-    /// None too where Prometheus parses one and then drops it: label names and values of
-    /// more than 128 characters together.
+    /// Its label length is not checked here: as in Prometheus, the exemplar storage refuses
+    /// one of more than 128 characters and the sample stays.
     pub exemplar: Option<Exemplar<'a>>,
 }
 
@@ -127,14 +128,17 @@ pub struct Exemplar<'a> {
     /// The exemplar's label block as written, e.g. `{trace_id="abc"}`.
     pub labels: &'a [u8],
     pub value: f64,
+    /// Milliseconds, converted as a sample's; None if not written (the caller decides).
     pub timestamp_ms: Option<i64>,
 }
 
 impl<'a> Exemplar<'a> {
-    /// The label pairs in written order, values unescaped as in a series (Prometheus 2.42
-    /// keeps them as written, escapes and all).
-    pub fn for_each_label(&self, f: impl FnMut(&'a str, Cow<'a, str>)) {
-        for_each_pair(self.labels, f);
+    /// The label pairs in written order, values as written between the quotes, escapes and
+    /// all: Prometheus's `Exemplar` does not unescape them as `Metric` does a series'.
+    pub fn for_each_label(&self, mut f: impl FnMut(&'a str, &'a str)) {
+        for (name, raw) in RawPairs::new(self.labels) {
+            f(validated_str(name), validated_str(raw));
+        }
     }
 }
 
@@ -856,12 +860,12 @@ impl<'a> Scanner<'a> {
         match self.om_timestamp_token() {
             Tok::Eof => return Err(NO_EOF.into()),
             Tok::Linebreak => {}
-            Tok::Comment => exemplar = self.om_exemplar(name)?,
+            Tok::Comment => exemplar = Some(self.om_exemplar(name)?),
             Tok::Timestamp => {
                 timestamp_ms = Some(self.om_timestamp("invalid timestamp")?);
                 match self.om_timestamp_token() {
                     Tok::Linebreak => {}
-                    Tok::Comment => exemplar = self.om_exemplar(name)?,
+                    Tok::Comment => exemplar = Some(self.om_exemplar(name)?),
                     t => return Err(got("expected next entry after timestamp", t)),
                 }
             }
@@ -915,8 +919,8 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The exemplar after ` # {`; None if Prometheus would drop it (too long).
-    fn om_exemplar(&mut self, name: &[u8]) -> Result<Option<Exemplar<'a>>, String> {
+    /// The exemplar after ` # {`.
+    fn om_exemplar(&mut self, name: &[u8]) -> Result<Exemplar<'a>, String> {
         if !(name.ends_with(b"_total") || name.ends_with(b"_bucket")) {
             return Err(format!(
                 "metric name {} does not support exemplars",
@@ -946,17 +950,11 @@ impl<'a> Scanner<'a> {
             }
             t => return Err(got("expected timestamp or comment", t)),
         };
-        // Prometheus parses such an exemplar, then its storage refuses it and the scrape
-        // goes on with the sample alone.
-        let mut chars = 0;
-        for_each_pair(labels, |name, value| {
-            chars += name.len() + value.chars().count()
-        });
-        Ok((chars <= EXEMPLAR_MAX_LABEL_CHARS).then_some(Exemplar {
+        Ok(Exemplar {
             labels,
             value,
             timestamp_ms,
-        }))
+        })
     }
 
     fn om_value_token(&mut self) -> Tok {
@@ -1064,9 +1062,6 @@ fn scan_quoted(body: &[u8], open: usize, skip_nul: bool, newline: bool) -> Optio
 
 // ---------------------------------------------------------------------------------------
 // Labels after validation.
-
-/// Prometheus's limit on an exemplar's label names and values together, in characters.
-const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
 
 /// The pairs of a validated label block (from its `{`), in either format: each name and its
 /// value as written, escapes and all.
@@ -1503,7 +1498,7 @@ mod tests {
                     let series = String::from_utf8(s.series.to_vec()).unwrap();
                     let labels = pairs(|f| s.for_each_label(f));
                     let exemplar = s.exemplar.as_ref().map_or(String::new(), |e| {
-                        let labels = pairs(|f| e.for_each_label(f));
+                        let labels = pairs(|f| e.for_each_label(|n, v| f(n, Cow::Borrowed(v))));
                         format!(" #{labels} {}{}", number(e.value), at(e.timestamp_ms))
                     });
                     format!(
@@ -1838,24 +1833,99 @@ null_byte_metric{a="abc"#;
         ok("a_total 1 # {t=\"1\",t=\"2\"} 1\n# EOF\n", OM);
     }
 
+    /// Each exemplar as `Exemplar` gives it: (labels, value, timestamp).
+    fn exemplars_of(body: &str) -> Vec<Option<(Pairs, f64, Option<i64>)>> {
+        let mut parser = Parser::new(body.as_bytes(), OM);
+        let mut out = Vec::new();
+        while let Some(entry) = parser.next().unwrap() {
+            if let Entry::Sample(s) = entry {
+                out.push(s.exemplar.map(|e| {
+                    let mut labels = Vec::new();
+                    e.for_each_label(|n, v| labels.push((n.to_string(), v.to_string())));
+                    (labels, e.value, e.timestamp_ms)
+                }));
+            }
+        }
+        out
+    }
+
     #[test]
     fn exemplars() {
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        // On a counter's `_total` and a histogram's or gauge histogram's `_bucket`, with and
+        // without a timestamp (seconds, to milliseconds as a sample's); none elsewhere.
+        let body = "# TYPE c counter\nc_total 3 # {trace_id=\"abc\"} 0.5 1600000000.123\n\
+                    c_created 1\n\
+                    # TYPE h histogram\nh_bucket{le=\"1\"} 2 # {trace_id=\"def\",span_id=\"x\"} 0.25\n\
+                    h_bucket{le=\"+Inf\"} 2 123 # {} 7 1.5\nh_count 2\n\
+                    # TYPE g gaugehistogram\ng_bucket{le=\"+Inf\"} 1 # {a=\"\"} -1\n# EOF\n";
+        assert_eq!(
+            exemplars_of(body),
+            [
+                Some((vec![pair("trace_id", "abc")], 0.5, Some(1_600_000_000_123))),
+                None,
+                Some((
+                    vec![pair("trace_id", "def"), pair("span_id", "x")],
+                    0.25,
+                    None
+                )),
+                Some((vec![], 7.0, Some(1500))),
+                None,
+                Some((vec![pair("a", "")], -1.0, None)),
+            ]
+        );
+        // Label values stay as written, escapes and all, as Prometheus keeps them; their
+        // length is the storage's to judge, so a long one is parsed.
         let body = "a_total 1 # {t=\"a\\\"b\\\\c\\n\"} NaN 1.5\n# EOF\n";
         assert_eq!(
             ok(body, OM),
-            "a_total 1.0 # t=\"a\\\"b\\\\c\\n\" NaN @1500\n"
+            "a_total 1.0 # t=\"a\\\\\\\"b\\\\\\\\c\\\\n\" NaN @1500\n"
         );
-        // 128 characters of names and values (unescaped) are kept; with more, Prometheus
-        // keeps the sample and drops the exemplar.
-        let value = "é".repeat(126);
+        let value = "é".repeat(200);
         let body = format!("a_bucket 1 # {{tt=\"{value}\"}} 1\n# EOF\n");
         assert_eq!(ok(&body, OM), format!("a_bucket 1.0 # tt={value:?} 1.0\n"));
-        let body = format!("a_bucket 1 # {{tt=\"{value}\\n\"}} 1\n# EOF\n");
-        assert_eq!(ok(&body, OM), "a_bucket 1.0\n");
-        let body = b"a_count 1 # {t=\"1\"} 1\n# EOF\n";
+        // Where Prometheus fails the scrape: on a name without either suffix (whatever the
+        // family's type), and on an exemplar that does not parse.
+        for (body, message) in [
+            (
+                "a_count 1 # {t=\"1\"} 1\n# EOF\n",
+                "metric name a_count does not support exemplars",
+            ),
+            (
+                "# TYPE g gauge\ng 1 # {t=\"1\"} 1\n# EOF\n",
+                "metric name g does not support exemplars",
+            ),
+            (
+                "a_sum 1 # {t=\"1\"} 1\n# EOF\n",
+                "metric name a_sum does not support exemplars",
+            ),
+            (
+                "a_total 1 # {t=\"1\"}\n# EOF\n",
+                r#"expected value after exemplar labels, got "INVALID""#,
+            ),
+            (
+                "a_total 1 # {t=\"1\"} 1 2 3\n# EOF\n",
+                r#"expected next entry after exemplar timestamp, got "TIMESTAMP""#,
+            ),
+            (
+                "a_total 1 # {t=\"1\"} 1 NaN\n# EOF\n",
+                "invalid exemplar timestamp",
+            ),
+            (
+                "a_total 1 # {t=1} 1\n# EOF\n",
+                r#"expected label value, got "INVALID""#,
+            ),
+            (
+                "a_total 1 # t=\"1\" 1\n# EOF\n",
+                r#"expected timestamp or # symbol, got "INVALID""#,
+            ),
+        ] {
+            assert_eq!(error(body.as_bytes(), OM), message, "{body:?}");
+        }
+        // In the text format `#` after a sample is no exemplar.
         assert_eq!(
-            error(body, OM),
-            "metric name a_count does not support exemplars"
+            error(b"a_total 1 # {t=\"1\"} 1\n", PROM),
+            r#"expected timestamp or new record, got "INVALID""#
         );
     }
 
@@ -2154,7 +2224,11 @@ null_byte_metric{a="abc"#;
                     render_labels(labels, None),
                     render_value(*value)
                 );
-                expected += &format!(" #{} {}", expected_pairs(labels), number(normal(*value)));
+                let written: Pairs = labels
+                    .iter()
+                    .map(|(n, v)| (n.clone(), escape(v, true)))
+                    .collect();
+                expected += &format!(" #{} {}", expected_pairs(&written), number(normal(*value)));
                 if let Some((written, millis)) = millis.map(om_seconds) {
                     line += &format!(" {written}");
                     expected += &format!(" @{millis}");

@@ -12,8 +12,8 @@
 //! - `manager`: the pools and their loops ([`ScrapeManager`]), reloads, what the targets API
 //!   reads.
 //!
-//! Samples go through `storage::Appendable`, as remote-write's do. Serves no HTTP: the
-//! targets API's wire shapes are `query/api`'s.
+//! Samples and OpenMetrics exemplars go through `storage::Appendable`, as remote-write's do.
+//! Serves no HTTP: the targets API's wire shapes are `query/api`'s.
 
 pub(crate) mod client;
 pub(crate) mod config;

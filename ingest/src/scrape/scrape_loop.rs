@@ -1,7 +1,8 @@
 //! One target's scrape loop (Prometheus's `scrapeLoop`): scrapes at the target's offset in
 //! every interval, turns the body into samples with the target's labels (`honor_labels`,
 //! `metric_relabel_configs`, the label limits, `sample_limit`), appends them through
-//! `storage::Appendable` with the report series (`up`, `scrape_duration_seconds`, …), and
+//! `storage::Appendable` with the report series (`up`, `scrape_duration_seconds`, …) and the
+//! OpenMetrics exemplars (to the exemplar storage, which is always on), and
 //! writes staleness markers for series that disappeared, for every series when a scrape
 //! fails, and when the loop stops. Owns the per-target series cache; knows nothing of
 //! discovery or the API beyond the [`TargetStatus`] it keeps current.
@@ -14,8 +15,8 @@ use foldhash::HashMap;
 use parking_lot::Mutex;
 use storage::relabel;
 use storage::{
-    AppendMode, Appendable, Appender, EncodedBatch, EncodedLabels, Label, Labels, Metadata, Sample,
-    SeriesBatch, SeriesRef,
+    AppendMode, Appendable, Appender, EncodedBatch, EncodedLabels, Exemplar, Label, Labels,
+    Metadata, Sample, SeriesBatch, SeriesRef,
 };
 use tokio::sync::watch;
 
@@ -209,6 +210,39 @@ struct CacheEntry {
     /// Exposed with its own timestamp: no staleness markers (unless
     /// `track_timestamps_staleness`).
     explicit_ts: bool,
+    /// The last exemplar without a timestamp of its own appended for the series, while no
+    /// exemplar with one came after it (boxed: most series have none).
+    untimed_exemplar: Option<Box<Exemplar>>,
+}
+
+impl CacheEntry {
+    /// The exemplar to append with this scrape's sample, if any. To Prometheus's exemplar
+    /// storage, an exemplar without a timestamp of its own whose labels and value are those of
+    /// the series' newest, also without one, is that same exemplar whatever the scrape times
+    /// (`Exemplar.Equals`), and ignored: what a client library serves scrape after scrape
+    /// until it replaces it is stored once. The storage knows times only, so the loop
+    /// remembers.
+    fn exemplar(
+        &mut self,
+        e: &super::exposition::Exemplar<'_>,
+        sample_ts: i64,
+    ) -> Option<Exemplar> {
+        let new = exemplar(e, sample_ts);
+        if e.timestamp_ms.is_some() {
+            self.untimed_exemplar = None;
+            return Some(new);
+        }
+        // Go's float comparison: a NaN never repeats.
+        let repeat = self
+            .untimed_exemplar
+            .as_ref()
+            .is_some_and(|last| last.labels == new.labels && last.value == new.value);
+        if repeat {
+            return None;
+        }
+        self.untimed_exemplar = Some(Box::new(new.clone()));
+        Some(new)
+    }
 }
 
 #[derive(Default)]
@@ -220,6 +254,15 @@ struct Cache {
 }
 
 impl Cache {
+    /// After a scrape whose exemplars were not written: those it remembered as appended
+    /// are appended again next time, for the storage to judge.
+    fn forget_exemplars(&mut self) {
+        let cur = self.generation;
+        for e in self.series.values_mut().filter(|e| e.seen == cur) {
+            e.untimed_exemplar = None;
+        }
+    }
+
     /// Staleness markers at `t` for the series of the previous scrape not seen in this one;
     /// with `all`, also for those seen in this one (the loop is ending). Forgets series seen
     /// before the previous scrape: they already got theirs.
@@ -316,6 +359,7 @@ fn ingest(
             // Series first met in it were never written: forgotten, not marked stale.
             let cur = cache.generation;
             cache.series.retain(|_, e| e.first != cur);
+            cache.forget_exemplars();
             for e in cache.series.values_mut() {
                 if e.seen == cur {
                     e.seen = cur - 1;
@@ -346,6 +390,7 @@ fn ingest(
             }
         }
         Err(e) => {
+            cache.forget_exemplars();
             return Outcome {
                 error: Some(e.to_string()),
                 metadata: BTreeMap::new(),
@@ -464,6 +509,7 @@ fn samples<'f>(
                     seen: gen,
                     first: gen,
                     explicit_ts,
+                    untimed_exemplar: None,
                 })
             }
         };
@@ -475,6 +521,9 @@ fn samples<'f>(
             return Err("sample limit exceeded".into());
         }
         out.push_encoded_ref(labels, entry.series, &[Sample { t: ts, v: s.value }]);
+        if let Some(e) = s.exemplar.as_ref().and_then(|e| entry.exemplar(e, ts)) {
+            out.add_exemplars([e]);
+        }
         entries.push(s.series);
     }
     app.append_batch(out);
@@ -482,6 +531,23 @@ fn samples<'f>(
         tracing::debug!(target = %target.url(), duplicates, "duplicate series in one scrape: the first was kept");
     }
     Ok(counts)
+}
+
+/// An exemplar as the storage takes it (Prometheus's scrape loop): without a timestamp of its
+/// own it gets its sample's, empty labels are left out (the appender's `WithoutEmpty`). The
+/// storage judges it (label length, order, the per-series bound) and never fails the scrape.
+fn exemplar(e: &super::exposition::Exemplar<'_>, sample_ts: i64) -> Exemplar {
+    let mut pairs = Vec::new();
+    e.for_each_label(|n, v| {
+        if !v.is_empty() {
+            pairs.push(Label::new(n, v));
+        }
+    });
+    Exemplar {
+        labels: Labels::new(pairs),
+        value: e.value,
+        t: e.timestamp_ms.unwrap_or(sample_ts),
+    }
 }
 
 /// A sample's label set: its own labels with the target's (`honor_labels` deciding

@@ -8,7 +8,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use parking_lot::Mutex;
-use storage::{MatchOp, Matcher, Querier, SelectHints, SeriesSamples, Tsdb, TsdbOptions};
+use storage::{
+    Exemplar, ExemplarQuerier, Label, Labels, MatchOp, Matcher, Querier, SelectHints,
+    SeriesSamples, Tsdb, TsdbOptions,
+};
 
 use super::{Prepared, ScrapeConfig, ScrapeManager};
 
@@ -448,4 +451,96 @@ async fn an_unchanged_job_keeps_its_loops_across_a_reload() {
     assert_eq!(loops, 2, "a new loop: {added:?}");
     assert!(!f.values("a").iter().any(stale));
     f.manager.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_exemplars_reach_the_exemplar_storage() {
+    let long = "x".repeat(130);
+    // Timestamps of a minute ago (seconds with a fraction), within the retention.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (ago, ts_ms) = (now_s - 60, (now_s - 60) * 1000);
+    let page = |bucket: u32, trace_id: &str| {
+        format!(
+            "# TYPE req counter\nreq_total{{code=\"200\"}} 5 # {{trace_id=\"abc\"}} 0.5 {ago}.5\n\
+             # TYPE lat histogram\nlat_bucket{{le=\"0.1\"}} {bucket} # {{trace_id=\"{trace_id}\",span_id=\"\"}} 0.05\n\
+             lat_bucket{{le=\"+Inf\"}} 2 # {{trace_id=\"{long}\"}} 3\nlat_count 2\nlat_sum 3.05\n\
+             # TYPE stamped counter\nstamped_total 1 {ago} # {{trace_id=\"ts\"}} 2\n\
+             # TYPE dropped counter\ndropped_total 1 # {{trace_id=\"gone\"}} 1\n# EOF\n"
+        )
+    };
+    let om = |body: String| Answer {
+        content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ..text(&body)
+    };
+    let f = fixture(om(page(1, "def"))).await;
+    let drop = "metric_relabel_configs: [{source_labels: [__name__], regex: dropped_total, action: drop}]\n";
+    f.apply(&format!("{JOB}{drop}")).await;
+    f.scrapes(3).await;
+    // The bucket's exemplar replaced (and its count, to tell the scrapes apart).
+    *f.answer.lock() = om(page(2, "ghi"));
+    let n = f.values("up").len();
+    f.scrapes(n + 3).await;
+    f.manager.stop().await;
+    let all = Matcher::new(MatchOp::RegexMatch, storage::METRIC_NAME, ".+").unwrap();
+    let found = f.tsdb.select_exemplars(0, i64::MAX, &[vec![all]]).unwrap();
+    let by_series = |name: &str, le: Option<&str>| {
+        let s = found
+            .iter()
+            .find(|s| {
+                s.series_labels.metric_name() == Some(name) && s.series_labels.get("le") == le
+            })
+            .unwrap_or_else(|| panic!("no exemplars of {name} {le:?}: {found:?}"));
+        // The series' labels after the target's are added, as its samples have them.
+        assert_eq!(s.series_labels.get("job"), Some("app"));
+        assert_eq!(s.series_labels.get("env"), Some("prod"));
+        assert_eq!(s.series_labels.get("instance"), Some(f.addr.as_str()));
+        s.exemplars.clone()
+    };
+    let trace = |id: &str| Labels::new(vec![Label::new("trace_id", id)]);
+    // With a timestamp of its own: stored once, the repeats are no-ops.
+    assert_eq!(
+        by_series("req_total", None),
+        [Exemplar {
+            labels: trace("abc"),
+            value: 0.5,
+            t: ts_ms + 500
+        }]
+    );
+    // Without: at its sample's time, the scrape's; stored once until replaced; the empty
+    // label left out.
+    let first_at = |count: f64| {
+        f.series("lat_bucket")
+            .into_iter()
+            .find(|s| s.labels.get("le") == Some("0.1"))
+            .unwrap()
+            .samples
+            .iter()
+            .find(|p| p.v == count)
+            .unwrap()
+            .t
+    };
+    let untimed = |id: &str, t: i64| Exemplar {
+        labels: trace(id),
+        value: 0.05,
+        t,
+    };
+    assert_eq!(
+        by_series("lat_bucket", Some("0.1")),
+        [untimed("def", first_at(1.0)), untimed("ghi", first_at(2.0))]
+    );
+    // Without one, on a sample with one: the sample's (honor_timestamps).
+    assert_eq!(by_series("stamped_total", None)[0].t, ts_ms);
+    // Over 128 characters: refused, the sample kept; of a dropped series: nothing.
+    assert!(found
+        .iter()
+        .all(|s| s.series_labels.get("le") != Some("+Inf")
+            && s.series_labels.metric_name() != Some("dropped_total")));
+    assert!(f
+        .series("lat_bucket")
+        .iter()
+        .any(|s| s.labels.get("le") == Some("+Inf")));
+    assert_eq!(found.len(), 3, "{found:?}");
 }
