@@ -14,6 +14,10 @@
 //!   time, so a search over a time window is one bounded range scan (newest first, by
 //!   iterating backwards). A span is found by time, by its origin (`O | origin id`), by
 //!   service and name, and by each span attribute.
+//! - event keys in `index`: `E | name \0 | start | span id` and `e | key \0 value \0 | start |
+//!   span id`, one per distinct event name and event attribute value of a span. Partitions
+//!   created before them have none (their catalog has no event layout entry), so a seek on
+//!   an event cannot narrow their spans.
 //! - duration keys in `index`: `D | service \0 | bucket | start | span id`, the bucket a power
 //!   of two ([`duration_bucket`]), so spans of at least a duration are the buckets from its
 //!   own up. Partitions created before them have none (their catalog has no layout entry).
@@ -60,6 +64,19 @@ pub enum Seek {
         service: Option<String>,
         min_ns: u64,
     },
+    /// Spans with an event of this name.
+    EventName(String),
+    /// Spans with an event attribute with this value, rendered as for `Attribute`.
+    EventAttribute {
+        key: String,
+        value: String,
+    },
+    /// Spans any of the seeks finds. When one of them cannot be narrowed by the index (a
+    /// value it cannot hold, or a partition from before its keys), neither can the union.
+    Any(Vec<Seek>),
+    /// Spans every seek finds: the index keys of each walked together, each span once. The
+    /// seeks that cannot be narrowed in a partition are left out there.
+    All(Vec<Seek>),
 }
 
 const TIME: u8 = b'T';
@@ -71,6 +88,8 @@ const ORIGIN: u8 = b'O';
 const DURATION: u8 = b'D';
 const ORIGIN_SERVICE: u8 = b's';
 const ORIGIN_ATTR: u8 = b'o';
+const EVENT_NAME: u8 = b'E';
+const EVENT_ATTR: u8 = b'e';
 /// An origin id at the end of an origin key.
 pub(crate) const ORIGIN_ID_LEN: usize = 8;
 
@@ -81,7 +100,7 @@ pub(crate) fn indexable(s: &str) -> bool {
     s.len() <= MAX_INDEXED_VALUE && !s.as_bytes().contains(&0)
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct IndexPrefix(Vec<u8>);
 
 fn field(k: &mut Vec<u8>, s: &str) -> Option<()> {
@@ -183,6 +202,23 @@ impl IndexPrefix {
         Some(IndexPrefix(k))
     }
 
+    /// The spans with an event of this name.
+    pub(crate) fn event_name(name: &str) -> Option<IndexPrefix> {
+        let mut k = Vec::with_capacity(2 + name.len());
+        k.push(EVENT_NAME);
+        field(&mut k, name)?;
+        Some(IndexPrefix(k))
+    }
+
+    /// The spans with an event attribute value.
+    pub(crate) fn event_attribute(key: &str, value: &str) -> Option<IndexPrefix> {
+        let mut k = Vec::with_capacity(3 + key.len() + value.len());
+        k.push(EVENT_ATTR);
+        field(&mut k, key)?;
+        field(&mut k, value)?;
+        Some(IndexPrefix(k))
+    }
+
     /// The per-span prefix of a seek as stores before origin keys wrote it (and, for time,
     /// operations and span attributes, as stores write it now).
     pub(crate) fn new(seek: &Seek) -> Option<IndexPrefix> {
@@ -199,8 +235,11 @@ impl IndexPrefix {
                 key,
                 value,
             } => IndexPrefix::attribute(*resource, key, value),
-            // Several prefixes (a bucket each), chosen per partition by the store.
-            Seek::Duration { .. } => None,
+            Seek::EventName(name) => IndexPrefix::event_name(name),
+            Seek::EventAttribute { key, value } => IndexPrefix::event_attribute(key, value),
+            // Several prefixes (a bucket each, or the members'), chosen per partition by the
+            // store.
+            Seek::Duration { .. } | Seek::Any(_) | Seek::All(_) => None,
         }
     }
 
@@ -252,6 +291,13 @@ pub(crate) struct Entry {
     pub(crate) trace_id: Option<TraceId>,
 }
 
+impl Entry {
+    /// Where the entry sorts among the keys of one prefix: start, then span id.
+    pub(crate) fn at(&self) -> (u64, SpanId) {
+        (self.start_ns, self.span_id)
+    }
+}
+
 /// The entry of an index key with a prefix of `prefix_len` bytes and its value; `None` when
 /// the key has neither suffix length.
 pub(crate) fn parse_entry(key: &[u8], prefix_len: usize, value: &[u8]) -> Option<Entry> {
@@ -285,9 +331,15 @@ const CAT_SPAN_KEY: u8 = b'a';
 const CAT_RESOURCE_KEY: u8 = b'r';
 /// Present in partitions created with duration keys.
 const CAT_DURATION_LAYOUT: u8 = b'D';
+/// Present in partitions created with event keys.
+const CAT_EVENT_LAYOUT: u8 = b'E';
 
 pub(crate) fn catalog_duration_layout() -> Vec<u8> {
     vec![CAT_DURATION_LAYOUT]
+}
+
+pub(crate) fn catalog_event_layout() -> Vec<u8> {
+    vec![CAT_EVENT_LAYOUT]
 }
 
 pub(crate) fn catalog_service(service: &str) -> Vec<u8> {

@@ -9,7 +9,8 @@
 //!   the key holds). One trace is one range scan per partition.
 //! - `index_<start>_<len>`: secondary keys `kind | fields | start ns | span id` (layouts in
 //!   `keys`): by time, whose value is the trace id every other key is resolved through; by
-//!   origin, operation, duration bucket and each span attribute value; a resource's service
+//!   origin, operation, duration bucket, each span attribute value and each event name and
+//!   event attribute value; a resource's service
 //!   and attribute values once per origin and partition, pointing at the origin; and the
 //!   partition's catalog (services, operations as service, kind and name, attribute keys),
 //!   each written once, so the catalog shrinks with retention.
@@ -157,10 +158,9 @@ impl TraceStore {
         let parts = Partitions::new(
             &part_cfs,
             partitions::width_for(opts.retention.as_nanos() as u64),
-            |part| {
-                let marker = part.catalog_key(&keys::catalog_duration_layout());
+            |part, marker| {
                 Ok(db
-                    .get_pinned_cf(&cf(&db, &part.catalog_cf())?, marker)?
+                    .get_pinned_cf(&cf(&db, &part.catalog_cf())?, part.catalog_key(marker))?
                     .is_some())
             },
         )?;
@@ -392,27 +392,33 @@ impl TraceStore {
         if start_ns > end_ns {
             return Ok(());
         }
+        let members = match seek {
+            Seek::All(members) => &members[..],
+            one => std::slice::from_ref(one),
+        };
         for part in self.parts.overlapping(start_ns, end_ns) {
             let (index_cf, spans_cf) = (self.cf(&part.index_cf())?, self.cf(&part.spans_cf())?);
             let (lo, hi) = (
                 start_ns.max(part.start_ns),
                 end_ns.min(part.end_ns.saturating_sub(1)),
             );
-            // Each source walks backwards from its newest key in the window; the heap hands
-            // out the newest entry among them, so several sources read as one newest-first list.
-            let mut sources = Vec::new();
-            let mut heads = BinaryHeap::new();
-            for prefix in self.sources(&part, &index_cf, seek)? {
-                let mut it = self.db.raw_iterator_cf(&index_cf);
-                it.seek_for_prev(prefix.upper(hi));
-                let source = (it, prefix.lower(lo), prefix.len());
-                if let Some(entry) = source_entry(&source) {
-                    heads.push((entry, sources.len()));
+            let mut walks = Vec::new();
+            for member in members {
+                if let Some(prefixes) = self.sources(&part, &index_cf, member)? {
+                    walks.push(Union::new(&self.db, &index_cf, prefixes, lo, hi));
                 }
-                sources.push(source);
+            }
+            if walks.is_empty() {
+                walks.push(Union::new(
+                    &self.db,
+                    &index_cf,
+                    vec![IndexPrefix::time()],
+                    lo,
+                    hi,
+                ));
             }
             let time = IndexPrefix::time();
-            while let Some((entry, i)) = heads.pop() {
+            while let Some(entry) = next_in_all(&mut walks) {
                 let trace_id = match entry.trace_id {
                     Some(id) => Some(id),
                     None => self
@@ -435,67 +441,76 @@ impl TraceStore {
                         return Ok(());
                     }
                 }
-                sources[i].0.prev();
-                if let Some(entry) = source_entry(&sources[i]) {
-                    heads.push((entry, i));
-                }
             }
-            for (it, _, _) in &sources {
-                it.status()?;
+            for walk in &walks {
+                walk.status()?;
             }
         }
         Ok(())
     }
 
-    /// The per-span prefixes holding a seek's spans in one partition: its own, or for a
-    /// service or resource attribute each matching origin's and the legacy per-span one. A
-    /// seek on a value the index cannot hold walks the time index.
+    /// The per-span prefixes holding a seek's spans in one partition: its own, for a service
+    /// or resource attribute each matching origin's and the legacy per-span one, for a union
+    /// its members'. `None` when the index cannot narrow the seek there: a value it cannot
+    /// hold, keys the partition was created without, or no condition at all (time).
     fn sources(
         &self,
         part: &Part,
         index_cf: &crate::db::Cf<'_>,
         seek: &Seek,
-    ) -> Result<Vec<IndexPrefix>, StorageError> {
-        if let Seek::Duration { service, min_ns } = seek {
-            return match service {
-                // A partition from before duration keys is walked by service or time.
-                Some(s) if !part.durations => {
-                    self.sources(part, index_cf, &Seek::Service(s.clone()))
-                }
-                None if !part.durations => Ok(vec![IndexPrefix::time()]),
-                _ => {
-                    let services = match service {
-                        Some(s) => vec![s.clone()],
-                        None => self.part_catalog(part, &keys::catalog_services_prefix(), |k| {
-                            String::from_utf8(k.to_vec()).ok()
-                        })?,
-                    };
-                    let from = keys::duration_bucket(*min_ns);
-                    Ok(services
-                        .iter()
-                        .flat_map(|s| {
-                            (from..=keys::MAX_DURATION_BUCKET)
-                                .filter_map(|b| IndexPrefix::duration(s, b))
-                        })
-                        .collect())
-                }
-            };
-        }
+    ) -> Result<Option<Vec<IndexPrefix>>, StorageError> {
         let by_origin = match seek {
+            Seek::Time | Seek::All(_) => return Ok(None),
+            Seek::Duration { service, min_ns } => {
+                return match service {
+                    // A partition from before duration keys is walked by service or time.
+                    Some(s) if !part.durations => {
+                        self.sources(part, index_cf, &Seek::Service(s.clone()))
+                    }
+                    None if !part.durations => Ok(None),
+                    _ => {
+                        let services = match service {
+                            Some(s) => vec![s.clone()],
+                            None => {
+                                self.part_catalog(part, &keys::catalog_services_prefix(), |k| {
+                                    String::from_utf8(k.to_vec()).ok()
+                                })?
+                            }
+                        };
+                        let from = keys::duration_bucket(*min_ns);
+                        Ok(Some(
+                            services
+                                .iter()
+                                .flat_map(|s| {
+                                    (from..=keys::MAX_DURATION_BUCKET)
+                                        .filter_map(|b| IndexPrefix::duration(s, b))
+                                })
+                                .collect(),
+                        ))
+                    }
+                };
+            }
+            Seek::Any(members) => {
+                let mut out = Vec::new();
+                for member in members {
+                    match self.sources(part, index_cf, member)? {
+                        Some(prefixes) => out.extend(prefixes),
+                        None => return Ok(None),
+                    }
+                }
+                return Ok(Some(out));
+            }
+            Seek::EventName(_) | Seek::EventAttribute { .. } if !part.events => return Ok(None),
             Seek::Service(s) => keys::origin_key_prefix(None, s),
             Seek::Attribute {
                 resource: true,
                 key,
                 value,
             } => keys::origin_key_prefix(Some((key, value)), ""),
-            _ => {
-                return Ok(vec![
-                    IndexPrefix::new(seek).unwrap_or_else(IndexPrefix::time)
-                ])
-            }
+            _ => return Ok(IndexPrefix::new(seek).map(|p| vec![p])),
         };
         let (Some(by_origin), Some(legacy)) = (by_origin, IndexPrefix::new(seek)) else {
-            return Ok(vec![IndexPrefix::time()]);
+            return Ok(None);
         };
         let mut out = vec![legacy];
         for item in db::prefixed(&self.db, index_cf, &by_origin) {
@@ -504,7 +519,7 @@ impl TraceStore {
                 out.push(IndexPrefix::origin(u64::from_be_bytes(id)));
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Memory RocksDB holds for the trace store.
@@ -844,15 +859,145 @@ impl TraceWriter for TraceStore {
     }
 }
 
-/// The entry at a source's current key, if it is still in the source's window.
-fn source_entry(
-    (it, lower, prefix_len): &(rocksdb::DBRawIterator<'_>, Vec<u8>, usize),
-) -> Option<keys::Entry> {
-    let key = it.key()?;
-    if key < lower.as_slice() {
-        return None;
+/// One index prefix walked backwards from the newest key of a window to its oldest.
+struct Source<'a> {
+    it: rocksdb::DBRawIterator<'a>,
+    prefix: IndexPrefix,
+    lower: Vec<u8>,
+}
+
+impl Source<'_> {
+    /// The entry at the current key, if it is still in the window.
+    fn entry(&self) -> Option<keys::Entry> {
+        let key = self.it.key()?;
+        if key < self.lower.as_slice() {
+            return None;
+        }
+        keys::parse_entry(key, self.prefix.len(), self.it.value()?)
     }
-    keys::parse_entry(key, *prefix_len, it.value()?)
+
+    /// Moves to the newest entry at or before `at` (start, span id). Keys of one start sort
+    /// by span id only in the current suffix form, so the last steps go back one by one.
+    fn seek(&mut self, at: (u64, SpanId)) {
+        self.it.seek_for_prev(self.prefix.upper(at.0));
+        while self.entry().is_some_and(|e| e.at() > at) {
+            self.it.prev();
+        }
+    }
+}
+
+/// The spans of several sources as one newest-first list, each span once: the heap hands out
+/// the newest entry among the sources' current ones.
+struct Union<'a> {
+    sources: Vec<Source<'a>>,
+    heads: BinaryHeap<(keys::Entry, usize)>,
+}
+
+impl<'a> Union<'a> {
+    fn new(
+        db: &'a Db,
+        index_cf: &crate::db::Cf<'a>,
+        prefixes: Vec<IndexPrefix>,
+        lo: u64,
+        hi: u64,
+    ) -> Union<'a> {
+        let mut union = Union {
+            sources: Vec::with_capacity(prefixes.len()),
+            heads: BinaryHeap::new(),
+        };
+        for prefix in prefixes {
+            let mut it = db.raw_iterator_cf(index_cf);
+            it.seek_for_prev(prefix.upper(hi));
+            let lower = prefix.lower(lo);
+            union.push(Source { it, prefix, lower });
+        }
+        union
+    }
+
+    fn push(&mut self, source: Source<'a>) {
+        if let Some(entry) = source.entry() {
+            self.heads.push((entry, self.sources.len()));
+        }
+        self.sources.push(source);
+    }
+
+    fn peek(&self) -> Option<keys::Entry> {
+        self.heads.peek().map(|(e, _)| *e)
+    }
+
+    /// Hands out the newest entry and moves past it in every source holding it (a span with
+    /// the same value as a span and an event attribute is one candidate).
+    fn next(&mut self) -> Option<keys::Entry> {
+        let (entry, i) = self.heads.pop()?;
+        self.step(i);
+        while let Some(&(e, j)) = self.heads.peek() {
+            if e.at() != entry.at() {
+                break;
+            }
+            self.heads.pop();
+            self.step(j);
+        }
+        Some(entry)
+    }
+
+    fn step(&mut self, i: usize) {
+        self.sources[i].it.prev();
+        if let Some(entry) = self.sources[i].entry() {
+            self.heads.push((entry, i));
+        }
+    }
+
+    /// Moves every source past the entries newer than `at`.
+    fn seek(&mut self, at: (u64, SpanId)) {
+        if self.peek().is_none_or(|e| e.at() <= at) {
+            return;
+        }
+        let mut heads = std::mem::take(&mut self.heads).into_vec();
+        for (entry, i) in &mut heads {
+            if entry.at() > at {
+                self.sources[*i].seek(at);
+                match self.sources[*i].entry() {
+                    Some(e) => *entry = e,
+                    None => *i = usize::MAX,
+                }
+            }
+        }
+        heads.retain(|(_, i)| *i != usize::MAX);
+        self.heads = heads.into();
+    }
+
+    fn status(&self) -> Result<(), StorageError> {
+        for source in &self.sources {
+            source.it.status()?;
+        }
+        Ok(())
+    }
+}
+
+/// The newest span every walk holds, moved past in all of them: each walk seeks to the
+/// oldest of their current entries until they agree (or one runs out).
+fn next_in_all(walks: &mut [Union<'_>]) -> Option<keys::Entry> {
+    loop {
+        let mut target = (u64::MAX, [u8::MAX; SPAN_ID_LEN]);
+        for walk in walks.iter() {
+            target = target.min(walk.peek()?.at());
+        }
+        let mut agreed = true;
+        for walk in walks.iter_mut() {
+            walk.seek(target);
+            agreed &= walk.peek()?.at() == target;
+        }
+        if agreed {
+            // The trace id, when a key holds one, saves a read of the time key.
+            let mut found = walks[0].next()?;
+            for walk in &mut walks[1..] {
+                if let Some(id) = walk.next().and_then(|e| e.trace_id) {
+                    found.trace_id.get_or_insert(id);
+                }
+            }
+            return Some(found);
+        }
+    }
 }
 
 impl WriteReport {
@@ -883,10 +1028,11 @@ fn span_ids(span: &Span) -> Result<(TraceId, SpanId), &'static str> {
 }
 
 /// Every index prefix a span is found under besides time (whose key holds the trace id): its
-/// origin, operation, duration bucket and span attributes. Its service and resource
+/// origin, operation, duration bucket, span attributes, event names and event attributes
+/// (several events with one name or value give one key). Its service and resource
 /// attributes are found through its origin's keys.
 fn index_prefixes(origin_id: u64, service: &str, span: &Span) -> Vec<IndexPrefix> {
-    let mut out = Vec::with_capacity(3 + span.attributes.len());
+    let mut out = Vec::with_capacity(3 + span.attributes.len() + span.events.len());
     out.push(IndexPrefix::origin(origin_id));
     out.extend(IndexPrefix::operation(service, &span.name));
     let duration = span
@@ -901,6 +1047,16 @@ fn index_prefixes(origin_id: u64, service: &str, span: &Span) -> Vec<IndexPrefix
             IndexPrefix::attribute(false, &kv.key, &value_text(kv.value.as_ref()?)?)
         }),
     );
+    let mut events = Vec::new();
+    for event in &span.events {
+        events.extend(IndexPrefix::event_name(&event.name));
+        events.extend(event.attributes.iter().filter_map(|kv| {
+            IndexPrefix::event_attribute(&kv.key, &value_text(kv.value.as_ref()?)?)
+        }));
+    }
+    events.sort_unstable();
+    events.dedup();
+    out.extend(events);
     out
 }
 

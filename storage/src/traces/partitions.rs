@@ -18,6 +18,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::db::Db;
+use crate::traces::keys;
 use crate::StorageError;
 
 const NS: u64 = 1_000_000_000;
@@ -40,6 +41,8 @@ pub(crate) struct Part {
     pub(crate) legacy: bool,
     /// Created with duration keys for every span (see `keys`).
     pub(crate) durations: bool,
+    /// Created with event keys for every span (see `keys`).
+    pub(crate) events: bool,
 }
 
 impl Part {
@@ -102,6 +105,7 @@ impl Part {
             end_ns: start.checked_add(len)?.checked_mul(NS)?,
             legacy: false,
             durations: false,
+            events: false,
         })
     }
 }
@@ -124,12 +128,12 @@ pub(crate) struct Partitions {
 }
 
 impl Partitions {
-    /// The partitions whose families exist among `names`; `durations` tells whether a
-    /// partition's catalog says it was created with duration keys.
+    /// The partitions whose families exist among `names`; `has_marker` tells whether a
+    /// partition's catalog holds a layout entry (say, that it was created with duration keys).
     pub(crate) fn new(
         names: &[String],
         width: u64,
-        durations: impl Fn(&Part) -> Result<bool, StorageError>,
+        has_marker: impl Fn(&Part, &[u8]) -> Result<bool, StorageError>,
     ) -> Result<Partitions, StorageError> {
         let mut parts = Vec::new();
         for mut part in names
@@ -137,7 +141,8 @@ impl Partitions {
             .filter_map(|n| Part::from_spans_cf(n))
             .filter(|p| names.contains(&p.index_cf()))
         {
-            part.durations = durations(&part)?;
+            part.durations = has_marker(&part, &keys::catalog_duration_layout())?;
+            part.events = has_marker(&part, &keys::catalog_event_layout())?;
             parts.push(Arc::new(part));
         }
         if names.iter().any(|n| n == LEGACY_SPANS) {
@@ -146,6 +151,7 @@ impl Partitions {
                 end_ns: u64::MAX,
                 legacy: true,
                 durations: false,
+                events: false,
             }));
         }
         parts.sort_by_key(|p| std::cmp::Reverse(p.start_ns));
@@ -196,19 +202,21 @@ impl Partitions {
             end_ns: start.saturating_add(self.width),
             legacy: false,
             durations: true,
+            events: true,
         });
         for name in part.names() {
             if db.cf_handle(&name).is_none() {
                 db.create_cf(&name, &options(&name))?;
             }
         }
-        // Before any span: every span of the partition has its duration key.
+        // Before any span: every span of the partition has its duration and event keys.
         let index_cf = crate::db::cf(db, &part.index_cf())?;
-        db.put_cf(
-            &index_cf,
-            part.catalog_key(&crate::traces::keys::catalog_duration_layout()),
-            b"",
-        )?;
+        for marker in [
+            keys::catalog_duration_layout(),
+            keys::catalog_event_layout(),
+        ] {
+            db.put_cf(&index_cf, part.catalog_key(&marker), b"")?;
+        }
         parts.push(part.clone());
         parts.sort_by_key(|p| std::cmp::Reverse(p.start_ns));
         Ok(part)
@@ -260,6 +268,7 @@ mod tests {
             end_ns: 2 * 86_400 * NS,
             legacy: false,
             durations: false,
+            events: false,
         };
         assert_eq!(p.spans_cf(), "spans_86400_86400");
         assert_eq!(Part::from_spans_cf(&p.spans_cf()), Some(p));

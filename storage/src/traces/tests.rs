@@ -549,3 +549,141 @@ fn duration_seeks_find_long_spans_by_their_bucket_and_fall_back_before_duration_
         "every span"
     );
 }
+
+/// A Jaeger tag: a span, resource or event attribute with this value.
+fn tag(key: &str, value: &str) -> Seek {
+    let attribute = |resource| Seek::Attribute {
+        resource,
+        key: key.into(),
+        value: value.into(),
+    };
+    Seek::Any(vec![
+        attribute(false),
+        attribute(true),
+        Seek::EventAttribute {
+            key: key.into(),
+            value: value.into(),
+        },
+    ])
+}
+
+fn event(name: &str, attrs: Vec<KeyValue>) -> opentelemetry_proto::tonic::trace::v1::span::Event {
+    opentelemetry_proto::tonic::trace::v1::span::Event {
+        name: name.into(),
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn tags_are_found_by_span_resource_and_event_attributes_all_on_one_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ns() - 60_000_000_000;
+    let s = |v: &str| Value::StringValue(v.into());
+    let mut logged = span(1, 1, "op", now, vec![]);
+    logged.events = vec![
+        event("exception", vec![kv("order.id", s("o-7"))]),
+        event("retry", vec![kv("order.id", s("o-7"))]),
+    ];
+    let attributed = span(2, 1, "op", now + 1, vec![kv("k1", s("v1"))]);
+    // Trace 3: one tag on each of two spans, which Jaeger does not match.
+    let mut first = span(3, 1, "op", now + 2, vec![kv("k1", s("v1"))]);
+    first.events = vec![event("log", vec![])];
+    let mut second = span(3, 2, "op", now + 3, vec![]);
+    second.events = vec![event("log", vec![kv("k2", s("v2"))])];
+    // The same value as a span and as an event attribute: one candidate.
+    let mut twice = span(4, 1, "op", now + 4, vec![kv("dup", s("x"))]);
+    twice.events = vec![event("log", vec![kv("dup", s("x"))])];
+    let mut elsewhere = batch(
+        "b",
+        vec![span(5, 1, "op", now + 5, vec![kv("k1", s("v1"))])],
+    );
+    elsewhere.resource.as_mut().unwrap().attributes[1] = kv("host.name", s("h2"));
+    let all = |tags: Vec<Seek>| {
+        Seek::All(
+            [Seek::Service("a".into())]
+                .into_iter()
+                .chain(tags)
+                .collect(),
+        )
+    };
+    let index_cf;
+    {
+        let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+        store
+            .write(&[
+                batch("a", vec![logged, attributed, first, second, twice]),
+                elsewhere,
+            ])
+            .unwrap();
+        assert!(store.parts.all()[0].events);
+        // Only in event attributes, of two events of one span.
+        assert_eq!(
+            ids(&store, all(vec![tag("order.id", "o-7")]), 0, u64::MAX),
+            [(1, 1)]
+        );
+        assert_eq!(
+            ids(&store, Seek::EventName("exception".into()), 0, u64::MAX),
+            [(1, 1)]
+        );
+        // Only in a resource attribute.
+        assert_eq!(ids(&store, tag("host.name", "h2"), 0, u64::MAX), [(5, 1)]);
+        assert_eq!(
+            ids(
+                &store,
+                all(vec![tag("host.name", "h1"), tag("k1", "v1")]),
+                0,
+                u64::MAX
+            ),
+            [(3, 1), (2, 1)]
+        );
+        // Two tags on different spans of one trace: no span holds both.
+        assert_eq!(
+            ids(
+                &store,
+                all(vec![tag("k1", "v1"), tag("k2", "v2")]),
+                0,
+                u64::MAX
+            ),
+            []
+        );
+        assert_eq!(
+            ids(&store, all(vec![tag("k2", "v2")]), 0, u64::MAX),
+            [(3, 2)]
+        );
+        assert_eq!(ids(&store, tag("dup", "x"), 0, u64::MAX), [(4, 1)]);
+        assert_eq!(
+            ids(&store, all(vec![tag("k1", "v1")]), now + 2, now + 2),
+            [(3, 1)]
+        );
+        index_cf = store.parts.all()[0].index_cf();
+    }
+    // The same partition as if created before event keys: no layout entry, no keys. An
+    // event condition no longer narrows it; the service still does.
+    {
+        let names = Db::list_cf(&Options::default(), dir.path()).unwrap();
+        let db = Db::open_cf(&Options::default(), dir.path(), &names).unwrap();
+        let cf = db.cf_handle(&index_cf).unwrap();
+        let doomed: Vec<Box<[u8]>> = db
+            .iterator_cf(&cf, rocksdb::IteratorMode::Start)
+            .map(|kv| kv.unwrap().0)
+            .filter(|k| k[0] == b'e' || k[0] == b'E' || k.starts_with(b"CE"))
+            .collect();
+        assert!(doomed.len() > 4, "{doomed:?}");
+        for k in doomed {
+            db.delete_cf(&cf, k).unwrap();
+        }
+    }
+    let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+    assert!(!store.parts.all()[0].events);
+    // Any tag might be an event attribute there, so none narrows it: the service's spans.
+    for tags in [
+        vec![tag("order.id", "o-7")],
+        vec![tag("k1", "v1"), tag("k2", "v2")],
+    ] {
+        assert_eq!(
+            ids(&store, all(tags), 0, u64::MAX),
+            [(4, 1), (3, 2), (3, 1), (2, 1), (1, 1)]
+        );
+    }
+}
