@@ -478,3 +478,91 @@ fn otlp_http_on_the_main_port_rejects_bad_input_and_survives_kill_9() {
     ));
     assert_eq!(found["traces"][0]["traceID"], trace_id);
 }
+
+/// Grafana's Jaeger search with tags (`datasource.ts`: the logfmt tags as one JSON object,
+/// the time range in µs, `lookback=custom`) over spans whose tags are span, resource and
+/// event attributes: every tag must be on one span, as Jaeger matches them.
+#[test]
+fn jaeger_tag_search_matches_span_process_and_log_tags_on_one_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Novamon::start(&dir.path().join("data"), &[]);
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let attr = |k: &str, v: &str| serde_json::json!({ "key": k, "value": { "stringValue": v } });
+    let span = |trace: &str, id: &str, at: u64, attrs: Json, events: Json| {
+        serde_json::json!({
+            "traceId": trace, "spanId": id, "name": "checkout", "kind": 2,
+            "startTimeUnixNano": (now_ns - at).to_string(),
+            "endTimeUnixNano": (now_ns - at + 1_000_000).to_string(),
+            "attributes": attrs, "events": events,
+        })
+    };
+    let event = |name: &str, attrs: Json| serde_json::json!({ "timeUnixNano": now_ns.to_string(), "name": name, "attributes": attrs });
+    let (a, b, c, d) = (
+        "0af7651916cd43dd8448eb211c80319a",
+        "0af7651916cd43dd8448eb211c80319b",
+        "0af7651916cd43dd8448eb211c80319c",
+        "0af7651916cd43dd8448eb211c80319d",
+    );
+    let resource = |host: &str, spans: Json| {
+        serde_json::json!({
+            "resource": { "attributes": [attr("service.name", "shop"), attr("host.name", host)] },
+            "scopeSpans": [{ "spans": spans }],
+        })
+    };
+    let body = serde_json::json!({ "resourceSpans": [
+        resource("h1", serde_json::json!([
+            // A: the exception only in a log.
+            span(a, "00000000000000a1", 4_000_000, serde_json::json!([]), serde_json::json!([
+                event("exception", serde_json::json!([attr("exception.type", "TimeoutError")])),
+            ])),
+            // B: the customer on one span, the order in another span's log.
+            span(b, "00000000000000b1", 3_000_000, serde_json::json!([attr("customer", "c-9")]),
+                serde_json::json!([])),
+            span(b, "00000000000000b2", 3_000_000, serde_json::json!([]), serde_json::json!([
+                event("charged", serde_json::json!([attr("order.id", "o-1")])),
+            ])),
+            // C: both on one span.
+            span(c, "00000000000000c1", 2_000_000, serde_json::json!([attr("customer", "c-9")]),
+                serde_json::json!([event("charged", serde_json::json!([attr("order.id", "o-1")]))])),
+        ])),
+        // D: the host only in its process.
+        resource("h2", serde_json::json!([
+            span(d, "00000000000000d1", 1_000_000, serde_json::json!([]), serde_json::json!([])),
+        ])),
+    ]});
+    let (st, resp, _) = n.post_raw(
+        "/v1/traces",
+        "application/json",
+        &[],
+        body.to_string().into_bytes(),
+    );
+    assert_eq!(st, 200, "{resp}");
+    let (start_us, end_us) = (now_ns / 1000 - 3_600_000_000, now_ns / 1000 + 60_000_000);
+    let search = |tags: &str| -> Vec<String> {
+        let found = n.get_ok(&format!(
+            "/jaeger/api/traces?service=shop&tags={}&start={start_us}&end={end_us}&lookback=custom",
+            enc(tags)
+        ));
+        let mut ids: Vec<String> = found["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["traceID"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(search(r#"{"exception.type":"TimeoutError"}"#), [a]);
+    assert_eq!(search(r#"{"event":"exception"}"#), [a]);
+    assert_eq!(search(r#"{"host.name":"h2"}"#), [d]);
+    assert_eq!(search(r#"{"order.id":"o-1"}"#), [b, c]);
+    assert_eq!(search(r#"{"customer":"c-9","order.id":"o-1"}"#), [c]);
+    assert_eq!(
+        search(r#"{"customer":"c-9","host.name":"h2"}"#),
+        Vec::<String>::new()
+    );
+    assert_eq!(search(r#"{"customer":"c-9","host.name":"h1"}"#), [b, c]);
+}

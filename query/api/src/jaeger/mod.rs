@@ -237,21 +237,55 @@ fn span_matches(q: &Query, s: &StoredSpan) -> bool {
     if q.tags.is_empty() {
         return true;
     }
+    // As Jaeger's memory and Elasticsearch stores match: every tag on this span, each among
+    // its tags, its process's tags or its logs' fields, as the span is shown.
     let span_tags = model::span_tags(s);
-    let process_tags = model::tags(s.origin.resource_attributes());
-    let log_tags: Vec<model::Tag> = s
-        .span
-        .events
-        .iter()
-        .flat_map(|e| model::tags(&e.attributes))
-        .collect();
+    let process_tags = model::process_tags(&s.origin);
+    let log_fields: Vec<model::Tag> = s.span.events.iter().flat_map(model::log_fields).collect();
     q.tags.iter().all(|(k, v)| {
         span_tags
             .iter()
             .chain(&process_tags)
-            .chain(&log_tags)
+            .chain(&log_fields)
             .any(|t| &t.key == k && t.text() == *v)
     })
+}
+
+/// The index seek finding every span [`span_matches`] keeps for a tag (and maybe more): a
+/// span, resource or event attribute with the value as the index renders it, or for `event`
+/// an event's name. `None` when the tag's key is one the OTLP translation adds, or its value
+/// may be Jaeger's text of a value the index renders otherwise or not at all (a double, bytes
+/// as hex, an array or map as JSON, no value as ""): the span check alone decides those.
+fn tag_seek(key: &str, value: &str) -> Option<Seek> {
+    let unindexed_text = value.is_empty()
+        || value.starts_with(['[', '{'])
+        || value == "null"
+        || (value.parse::<f64>().is_ok() && value.parse::<i64>().is_err())
+        || (value.len().is_multiple_of(2)
+            && value
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    if unindexed_text || model::TRANSLATED_SPAN_TAGS.contains(&key) {
+        return None;
+    }
+    let (key, value) = (key.to_owned(), value.to_owned());
+    let mut any = vec![
+        Seek::Attribute {
+            resource: false,
+            key: key.clone(),
+            value: value.clone(),
+        },
+        Seek::Attribute {
+            resource: true,
+            key: key.clone(),
+            value: value.clone(),
+        },
+    ];
+    if key == "event" {
+        any.push(Seek::EventName(value.clone()));
+    }
+    any.push(Seek::EventAttribute { key, value });
+    Some(Seek::Any(any))
 }
 
 async fn search(
@@ -263,7 +297,7 @@ async fn search(
     let q = parse_query(&params(raw))?;
     let (traces, stopped_at) = ApiError::admitted(&gate, move || {
         // As Jaeger's Cassandra store does: a minimum duration walks the duration index,
-        // otherwise the operation's or the service's.
+        // otherwise the operation's or the service's, together with each tag's.
         let seek = match (&q.operation, q.min_ns.filter(|&ns| ns > 0)) {
             (_, Some(min_ns)) => Seek::Duration {
                 service: Some(q.service.clone()),
@@ -274,6 +308,13 @@ async fn search(
                 name: op.clone(),
             },
             (None, None) => Seek::Service(q.service.clone()),
+        };
+        // Tags narrow the candidates to the spans the index holds for every one of them.
+        let tags: Vec<Seek> = q.tags.iter().filter_map(|(k, v)| tag_seek(k, v)).collect();
+        let seek = if tags.is_empty() {
+            seek
+        } else {
+            Seek::All([seek].into_iter().chain(tags).collect())
         };
         let found = find_traces(
             &*store,

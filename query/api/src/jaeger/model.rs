@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde::Serialize;
 use serde_json::json;
@@ -105,6 +105,17 @@ pub(crate) fn kind_name(kind: i32) -> &'static str {
     }
 }
 
+/// The keys of the tags [`span_tags`] adds to a span's attributes.
+pub(crate) const TRANSLATED_SPAN_TAGS: [&str; 7] = [
+    "otel.scope.name",
+    "otel.scope.version",
+    "span.kind",
+    "otel.status_code",
+    "error",
+    "otel.status_description",
+    "w3c.tracestate",
+];
+
 /// A span's tags as Jaeger shows them: its attributes plus the translated OTLP fields.
 pub(crate) fn span_tags(s: &StoredSpan) -> Vec<Tag> {
     let mut out = tags(&s.span.attributes);
@@ -149,6 +160,21 @@ pub(crate) fn span_tags(s: &StoredSpan) -> Vec<Tag> {
     out
 }
 
+/// A process's tags: its resource's attributes but the service name, which is its own field.
+pub(crate) fn process_tags(origin: &Origin) -> Vec<Tag> {
+    tags(origin.resource_attributes())
+        .into_iter()
+        .filter(|t| t.key != "service.name")
+        .collect()
+}
+
+/// A span event as a Jaeger log's fields: its name as `event`, then its attributes.
+pub(crate) fn log_fields(e: &Event) -> Vec<Tag> {
+    let mut fields = vec![Tag::str("event", &e.name)];
+    fields.extend(tags(&e.attributes));
+    fields
+}
+
 /// Jaeger prints 128-bit ids without the high half when it is zero.
 pub(crate) fn trace_id_str(id: &[u8]) -> String {
     if id.len() == 16 && id[..8] == [0; 8] {
@@ -183,13 +209,9 @@ pub(crate) fn trace(spans: &[StoredSpan]) -> Trace {
             Some((_, id)) => id.clone(),
             None => {
                 let id = format!("p{}", process_ids.len() + 1);
-                let ptags: Vec<Tag> = tags(s.origin.resource_attributes())
-                    .into_iter()
-                    .filter(|t| t.key != "service.name")
-                    .collect();
                 processes.insert(
                     id.clone(),
-                    json!({ "serviceName": s.origin.service_name(), "tags": ptags }),
+                    json!({ "serviceName": s.origin.service_name(), "tags": process_tags(&s.origin) }),
                 );
                 process_ids.push((s.origin.clone(), id.clone()));
                 id
@@ -206,11 +228,7 @@ pub(crate) fn trace(spans: &[StoredSpan]) -> Trace {
             .span
             .events
             .iter()
-            .map(|e| {
-                let mut fields = vec![Tag::str("event", &e.name)];
-                fields.extend(tags(&e.attributes));
-                json!({ "timestamp": e.time_unix_nano / 1000, "fields": fields })
-            })
+            .map(|e| json!({ "timestamp": e.time_unix_nano / 1000, "fields": log_fields(e) }))
             .collect();
         let start_us = s.span.start_time_unix_nano / 1000;
         let duration_us = s

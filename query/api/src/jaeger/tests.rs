@@ -301,3 +301,32 @@ async fn dependencies_come_from_the_service_graph_counters_when_there_are_any() 
     .await;
     assert_eq!(v["data"], json!([]), "{v}");
 }
+
+#[test]
+fn tags_seek_the_index_only_where_it_holds_every_value_jaeger_would_match() {
+    let any = |seek: Option<Seek>| match seek {
+        Some(Seek::Any(members)) => members.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(any(tag_seek("http.status_code", "500")), 3);
+    assert_eq!(any(tag_seek("order.id", "o-7")), 3);
+    assert_eq!(any(tag_seek("error.kind", "true")), 3);
+    // `event` is also an event's name.
+    assert_eq!(any(tag_seek("event", "exception")), 4);
+    // Doubles (Jaeger's `1.0`, the index's `1`), bytes as hex, arrays and maps as JSON, no
+    // value as "", and the tags the OTLP translation adds are not in the index.
+    for (k, v) in [
+        ("x", "1.0"),
+        ("x", "2.5e-7"),
+        ("x", "null"),
+        ("x", "0a1b"),
+        ("x", "[1,2]"),
+        ("x", "{\"a\":1}"),
+        ("x", ""),
+        ("span.kind", "server"),
+        ("error", "true"),
+        ("otel.status_code", "ERROR"),
+    ] {
+        assert_eq!(tag_seek(k, v), None, "{k}={v}");
+    }
+}
