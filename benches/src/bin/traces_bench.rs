@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
 use storage::traces::{TraceStore, TraceStoreOptions};
 
 #[derive(Debug, Parser)]
@@ -37,6 +37,10 @@ struct Args {
     /// The store's memtable budget (`limits.trace_write_buffer_bytes`), MiB.
     #[arg(long, default_value_t = 32)]
     write_buffer_mib: usize,
+    /// Events per span, each an exception as SDKs record one (type and message attributes):
+    /// what span events cost on disk.
+    #[arg(long, default_value_t = 0)]
+    span_events: u64,
 }
 
 const BATCH: usize = 512;
@@ -94,8 +98,9 @@ fn resource(service: String, instance: u64) -> Resource {
 }
 
 /// Batch `b`: 64 traces, each an HTTP server root in `front-{k}` and 7 database client
-/// children in `back-{k}`; trace `n` starts at `t0 + n * gap_ns`.
-fn batch(b: u64, t0: u64, gap_ns: u64) -> ExportTraceServiceRequest {
+/// children in `back-{k}`, each span with `events` events; trace `n` starts at
+/// `t0 + n * gap_ns`.
+fn batch(b: u64, t0: u64, gap_ns: u64, events: u64) -> ExportTraceServiceRequest {
     let mut front = Vec::new();
     let mut back = Vec::new();
     for t in 0..(BATCH / TRACE_SPANS) as u64 {
@@ -142,6 +147,20 @@ fn batch(b: u64, t0: u64, gap_ns: u64) -> ExportTraceServiceRequest {
                 start_time_unix_nano: start + s * 100_000,
                 end_time_unix_nano: start + s * 100_000 + (tn % 1000) * 50_000,
                 attributes,
+                events: (0..events)
+                    .map(|e| span::Event {
+                        time_unix_nano: start + s * 100_000 + e * 1_000,
+                        name: "exception".into(),
+                        attributes: vec![
+                            string("exception.type", "java.sql.SQLTransientConnectionException"),
+                            string(
+                                "exception.message",
+                                format!("request timed out after {} ms", 30_000 + tn % 100),
+                            ),
+                        ],
+                        ..Default::default()
+                    })
+                    .collect(),
                 ..Default::default()
             };
             if s == 0 {
@@ -292,12 +311,13 @@ async fn main() -> anyhow::Result<()> {
     for e in 0..args.exporters as u64 {
         let url = format!("http://{grpc_addr}");
         let n = args.exporters as u64;
+        let events = args.span_events;
         tasks.push(tokio::spawn(async move {
             let mut client = TraceServiceClient::connect(url).await.context("connect")?;
             let mut b = e;
             while b < batches {
                 client
-                    .export(batch(b, t0, gap_ns))
+                    .export(batch(b, t0, gap_ns, events))
                     .await
                     .context("export")?;
                 b += n;
