@@ -26,7 +26,9 @@
 //! crash never leaves a span without its index entries or the reverse. Conditions the index
 //! cannot seek on (ranges, regexes, status) are checked on the candidates of the most
 //! selective indexed condition, falling back to the time index. A seek with several sources
-//! (a service's origins, a duration's buckets) merges them newest first.
+//! (a service's origins, a duration's buckets, a union's members) merges them newest first;
+//! the seeks of an intersection (`Seek::All`) leapfrog, each seeking to the oldest of their
+//! current spans until all hold the same one.
 //!
 //! Durability: every write is one `WriteBatch` through RocksDB's WAL (fsynced when
 //! `wal_fsync`), and [`TraceStore::write`] returns only after it. While a forwarding
