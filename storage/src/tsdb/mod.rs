@@ -775,11 +775,14 @@ impl Inner {
                     None => {
                         let (id, slots, absent, last) = match id {
                             Some((id, index_slot)) => {
-                                let head_slot = match batch.ref_hint(entry) {
-                                    RefHint::Known(r) if state.head.holds(r.head_slot, id) => {
-                                        Some(r.head_slot)
-                                    }
-                                    _ => state.head.slot(id),
+                                let hint = match batch.ref_hint(entry) {
+                                    RefHint::Known(r) => r.head_slot,
+                                    _ => state.index.head_hint(index_slot),
+                                };
+                                let head_slot = if state.head.holds(hint, id) {
+                                    Some(hint)
+                                } else {
+                                    state.head.slot(id)
                                 };
                                 let last = head_slot.and_then(|s| state.head.last_at(s));
                                 (Some(id), Some((index_slot, head_slot)), None, last)
@@ -1020,6 +1023,7 @@ impl Inner {
             match slots {
                 Some((index_slot, head_slot)) => {
                     let head_slot = head_slot.unwrap_or_else(|| state.head.add(id));
+                    state.index.set_head_hint(index_slot, head_slot);
                     for s in samples {
                         state.head.apply_at(head_slot, s);
                         state.index.extend_time_at(index_slot, s.t);
