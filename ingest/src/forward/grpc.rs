@@ -1,7 +1,7 @@
 //! OTLP over gRPC, `forward:`'s `protocol: otlp_grpc`: the generated `TraceService` and
-//! `LogsService` clients over one tonic channel per destination, dialled as the HTTP sender
-//! dials (TCP, then rustls from `tls_config`, offering `h2`), with `headers` and credentials
-//! as metadata. The answer is classified as the OTLP spec's "Failures" section says for gRPC:
+//! `LogsService` clients over one tonic channel per destination, dialled by the dial the HTTP
+//! sender and scrapes use (TCP, then rustls from `tls_config`, here offering `h2`), with
+//! `headers` and credentials as metadata. The answer is classified as the OTLP spec's "Failures" section says for gRPC:
 //! CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE and DATA_LOSS are retried,
 //! RESOURCE_EXHAUSTED only when the status carries a `RetryInfo` (whose `retry_delay` is
 //! honoured), every other code refuses the batch; a request that failed before any answer
@@ -18,14 +18,13 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
 use super::config::Endpoint;
 use super::send::USER_AGENT;
 use super::signal_queue::Answer;
+use crate::scrape::client::{self, Stream};
 
 /// A batch as an OTLP export request.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,32 +104,14 @@ impl Target {
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
 async fn dial(
     address: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     server_name: String,
-) -> Result<TokioIo<Box<dyn Io>>, String> {
-    let tcp = TcpStream::connect(&address)
+) -> Result<TokioIo<Box<dyn Stream>>, String> {
+    client::dial(&address, tls.as_ref(), Some(&server_name))
         .await
-        .map_err(|e| format!("dial tcp {address}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    let io: Box<dyn Io> = match tls {
-        None => Box::new(tcp),
-        Some(tls) => {
-            let name =
-                rustls::pki_types::ServerName::try_from(server_name).map_err(|e| e.to_string())?;
-            Box::new(
-                tokio_rustls::TlsConnector::from(tls)
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("tls: {e}"))?,
-            )
-        }
-    };
-    Ok(TokioIo::new(io))
+        .map(TokioIo::new)
 }
 
 /// Exports `export` over `channel` within the endpoint's timeout.

@@ -617,8 +617,8 @@ enum Failure {
     Response(String),
 }
 
-/// An HTTP/1.1 connection to `address` (`host:port`), over TLS when `tls` is set (verifying
-/// `server_name`, else the host). Errors are worded as Go's.
+/// An HTTP/1.1 connection to `address` (`host:port`), over TLS when `tls` is set (see
+/// [`dial`]).
 pub(crate) async fn connect<B>(
     address: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
@@ -629,6 +629,24 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    handshake(dial(address, tls, server_name).await?).await
+}
+
+/// A byte stream to a peer: TCP, or TLS over it.
+pub(crate) trait Stream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
+
+/// A connection to `address` (`host:port`), over TLS when `tls` is set (verifying
+/// `server_name`, else the host): what scrapes and every forwarding transport ride on.
+/// Errors are worded as Go's.
+pub(crate) async fn dial(
+    address: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    server_name: Option<&str>,
+) -> Result<Box<dyn Stream>, String> {
     // Go's wording for the usual failures, so that `lastError` reads as Prometheus's.
     let dial = |e: std::io::Error| {
         let why = match e.kind() {
@@ -648,7 +666,7 @@ where
         .trim_end_matches(']')
         .to_string();
     match tls {
-        None => handshake(tcp).await,
+        None => Ok(Box::new(tcp)),
         Some(tls) => {
             let name = server_name.map_or(host, str::to_owned);
             let name = ServerName::try_from(name).map_err(|e| e.to_string())?;
@@ -656,7 +674,7 @@ where
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("tls: {e}"))?;
-            handshake(stream).await
+            Ok(Box::new(stream))
         }
     }
 }

@@ -526,20 +526,10 @@ fn duration_seeks_find_long_spans_by_their_bucket_and_fall_back_before_duration_
         index_cf = store.parts.all()[0].index_cf();
     }
     // The same partition as if created before duration keys: no layout entry, no keys.
-    {
-        let names = Db::list_cf(&Options::default(), dir.path()).unwrap();
-        let db = Db::open_cf(&Options::default(), dir.path(), &names).unwrap();
-        let cf = db.cf_handle(&index_cf).unwrap();
-        let doomed: Vec<Box<[u8]>> = db
-            .iterator_cf(&cf, rocksdb::IteratorMode::Start)
-            .map(|kv| kv.unwrap().0)
-            .filter(|k| k[0] == b'D' || k.starts_with(b"CD"))
-            .collect();
-        assert!(doomed.len() > 1, "{doomed:?}");
-        for k in doomed {
-            db.delete_cf(&cf, k).unwrap();
-        }
-    }
+    let forgotten = forget_index_keys(dir.path(), &index_cf, |k| {
+        k[0] == b'D' || k.starts_with(b"CD")
+    });
+    assert!(forgotten > 1, "{forgotten}");
     let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
     assert!(!store.parts.all()[0].durations);
     assert_eq!(ids(&store, long, 0, u64::MAX).len(), 4, "every span of a");
@@ -548,6 +538,27 @@ fn duration_seeks_find_long_spans_by_their_bucket_and_fall_back_before_duration_
         5,
         "every span"
     );
+}
+
+/// Deletes the keys `doomed` picks from a closed store's index family `index_cf`, as if an
+/// earlier version had written the partition; how many.
+fn forget_index_keys(
+    dir: &std::path::Path,
+    index_cf: &str,
+    doomed: impl Fn(&[u8]) -> bool,
+) -> usize {
+    let names = Db::list_cf(&Options::default(), dir).unwrap();
+    let db = Db::open_cf(&Options::default(), dir, &names).unwrap();
+    let cf = db.cf_handle(index_cf).unwrap();
+    let keys: Vec<Box<[u8]>> = db
+        .iterator_cf(&cf, rocksdb::IteratorMode::Start)
+        .map(|kv| kv.unwrap().0)
+        .filter(|k| doomed(k))
+        .collect();
+    for k in &keys {
+        db.delete_cf(&cf, k).unwrap();
+    }
+    keys.len()
 }
 
 /// A Jaeger tag: a span, resource or event attribute with this value.
@@ -660,20 +671,10 @@ fn tags_are_found_by_span_resource_and_event_attributes_all_on_one_span() {
     }
     // The same partition as if created before event keys: no layout entry, no keys. An
     // event condition no longer narrows it; the service still does.
-    {
-        let names = Db::list_cf(&Options::default(), dir.path()).unwrap();
-        let db = Db::open_cf(&Options::default(), dir.path(), &names).unwrap();
-        let cf = db.cf_handle(&index_cf).unwrap();
-        let doomed: Vec<Box<[u8]>> = db
-            .iterator_cf(&cf, rocksdb::IteratorMode::Start)
-            .map(|kv| kv.unwrap().0)
-            .filter(|k| k[0] == b'e' || k[0] == b'E' || k.starts_with(b"CE"))
-            .collect();
-        assert!(doomed.len() > 4, "{doomed:?}");
-        for k in doomed {
-            db.delete_cf(&cf, k).unwrap();
-        }
-    }
+    let forgotten = forget_index_keys(dir.path(), &index_cf, |k| {
+        k[0] == b'e' || k[0] == b'E' || k.starts_with(b"CE")
+    });
+    assert!(forgotten > 4, "{forgotten}");
     let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
     assert!(!store.parts.all()[0].events);
     // Any tag might be an event attribute there, so none narrows it: the service's spans.
