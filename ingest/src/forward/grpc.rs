@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 
 use super::config::Endpoint;
 use super::send::USER_AGENT;
-use super::signal_queue::Answer;
+use super::signal_queue::{logs_partial, traces_partial, Answer};
 use crate::scrape::client::{self, Stream};
 
 /// A batch as an OTLP export request.
@@ -132,19 +132,11 @@ pub(crate) async fn export(channel: &Channel, endpoint: &Endpoint, export: &Expo
             Export::Traces(r) => TraceServiceClient::new(channel.clone())
                 .export(request(r.clone(), metadata, endpoint.timeout))
                 .await
-                .map(|resp| {
-                    resp.into_inner()
-                        .partial_success
-                        .map(|p| (p.rejected_spans, p.error_message))
-                }),
+                .map(|resp| traces_partial(resp.into_inner())),
             Export::Logs(r) => LogsServiceClient::new(channel.clone())
                 .export(request(r.clone(), metadata, endpoint.timeout))
                 .await
-                .map(|resp| {
-                    resp.into_inner()
-                        .partial_success
-                        .map(|p| (p.rejected_log_records, p.error_message))
-                }),
+                .map(|resp| logs_partial(resp.into_inner())),
         }
     };
     match tokio::time::timeout(endpoint.timeout, call).await {

@@ -138,19 +138,27 @@ impl Answer {
     }
 }
 
+/// A trace export answer's `partial_success`: (items rejected, message).
+pub(crate) fn traces_partial(answer: ExportTraceServiceResponse) -> Option<(i64, String)> {
+    answer
+        .partial_success
+        .map(|p| (p.rejected_spans, p.error_message))
+}
+
+/// A log export answer's `partial_success`: (items rejected, message).
+pub(crate) fn logs_partial(answer: ExportLogsServiceResponse) -> Option<(i64, String)> {
+    answer
+        .partial_success
+        .map(|p| (p.rejected_log_records, p.error_message))
+}
+
 /// The `partial_success` of an OTLP/HTTP answer (protobuf, as the request was), which the
 /// specification has a receiver give over HTTP as over gRPC. A body that does not decode is
 /// taken as none: the status said the batch was taken.
 fn otlp_http_partial(signal: Signal, body: &[u8]) -> Option<(i64, String)> {
     match signal {
-        Signal::Traces => ExportTraceServiceResponse::decode(body)
-            .ok()?
-            .partial_success
-            .map(|p| (p.rejected_spans, p.error_message)),
-        Signal::Logs => ExportLogsServiceResponse::decode(body)
-            .ok()?
-            .partial_success
-            .map(|p| (p.rejected_log_records, p.error_message)),
+        Signal::Traces => traces_partial(ExportTraceServiceResponse::decode(body).ok()?),
+        Signal::Logs => logs_partial(ExportLogsServiceResponse::decode(body).ok()?),
     }
 }
 
