@@ -118,9 +118,11 @@ fn index_cf_options(cache: &Cache, name: &str) -> Options {
 
 /// A trace partition's family (`spans`: the spans by trace id). A trace is read by id in every
 /// partition, and most partitions hold none of its spans: a bloom filter on the 16-byte trace
-/// id prefix answers that without reading a data block.
+/// id prefix answers that without reading a data block. zstd rather than lz4: the index keys
+/// and the spans' attributes repeat names and values that its entropy coding finds
+/// (`traces_bench --spans 200000`: index 178 → 141 bytes/span, spans 71 → 64).
 pub(crate) fn trace_cf_options(cache: &Cache, spans: bool) -> Options {
-    let mut o = table_options(cache, DBCompressionType::Lz4, |t| {
+    let mut o = table_options(cache, DBCompressionType::Zstd, |t| {
         if spans {
             t.set_bloom_filter(10.0, false);
         }

@@ -345,7 +345,7 @@ async fn main() -> anyhow::Result<()> {
     traces.flush()?;
     let bytes = dir_size(&dir.path().join("traces"));
     println!(
-        "disk: {bytes} bytes = {:.1} bytes/span (spans, index and catalog, lz4)",
+        "disk: {bytes} bytes = {:.1} bytes/span (spans, index and catalog, compressed)",
         bytes as f64 / spans as f64
     );
 
