@@ -7,7 +7,7 @@
 //!   without running it and [`SqlEngine::query_with`] runs one with `$1`-style parameters
 //!   bound (what a wire protocol's prepared statements need).
 //! - `metrics`: the `metrics` table over [`storage::Querier`] (one row per float sample or
-//!   native histogram sample).
+//!   native histogram sample); `matchers`: its filters that become the select's matchers.
 //! - `logs`: the `logs` table over [`storage::logs::LogReader`] (one row per record).
 //! - `spans`: the `spans` table over [`storage::traces::TraceReader`] (one row per span).
 //! - `scan`: what the tables share: the plan node that runs a store read on the blocking
@@ -19,6 +19,7 @@
 //! HTTP endpoint is `query/api`'s.
 
 mod logs;
+mod matchers;
 mod metrics;
 mod scan;
 mod spans;

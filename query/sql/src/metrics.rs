@@ -4,8 +4,10 @@
 //! `histogram` (a native histogram's count, sum, schema and zero bucket; NULL for floats).
 //! Staleness markers are not samples and are not rows.
 //!
-//! The scan applies time bounds on `ts` and equality on `metric`, `job` and `instance` as
-//! the select's range and matchers (exactly, so DataFusion keeps no filter of them).
+//! The scan applies time bounds on `ts` as the select's range, and equality, regular
+//! expressions, `LIKE` and `IN` on `metric`, `job`, `instance` and `labels['…']` as its
+//! matchers where a matcher keeps exactly the rows the filter does (`matchers`): exactly,
+//! so DataFusion keeps no filter of them, and the TSDB reads only the series they keep.
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -25,15 +27,13 @@ use storage::{
     METRIC_NAME,
 };
 
+use crate::matchers::{matcher, LABEL_COLUMNS};
 use crate::scan::{
-    append_map, batch, equality, map_builder, map_type, projected, store_error, timestamp_type,
-    BatchRows, Batches, Out, StoreExec, StoreScan, TimeRange, BATCH_ROWS,
+    append_map, batch, map_builder, map_type, projected, store_error, timestamp_type, BatchRows,
+    Batches, Out, StoreExec, StoreScan, TimeRange, BATCH_ROWS,
 };
 
 const MS: i64 = 1_000_000;
-
-/// The label columns next to `metric`, and the label each stands for.
-const LABEL_COLUMNS: [&str; 2] = ["job", "instance"];
 
 fn histogram_fields() -> Fields {
     Fields::from(vec![
@@ -72,16 +72,6 @@ impl fmt::Debug for MetricsTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MetricsTable")
     }
-}
-
-/// The matcher a filter is, if it is equality on the name or a label column.
-fn matcher(e: &Expr) -> Option<Matcher> {
-    let (column, value) = equality(e)?;
-    let label = match column {
-        "metric" => METRIC_NAME,
-        c => *LABEL_COLUMNS.iter().find(|l| **l == c)?,
-    };
-    Matcher::new(MatchOp::Equal, label, value).ok()
 }
 
 #[async_trait]

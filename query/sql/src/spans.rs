@@ -4,8 +4,11 @@
 //! `error`, …), `start` (ns, UTC), `duration_ns`, `attributes` and `resource` (attribute
 //! values as text) and `events` (the events' names).
 //!
-//! The scan applies time bounds on `start` exactly, walking the store's time index within
-//! them; newest spans come first.
+//! The scan applies time bounds on `start` and equality on `service` and `name` exactly:
+//! it walks the store's index of a service (or of a service's operation) when the query
+//! names one, its time index otherwise, within the bounds, newest spans first. The store's
+//! seek narrows the candidates; the scan checks each equality on each span, as the store
+//! asks (a value its index cannot hold walks the time index).
 
 use std::fmt;
 use std::ops::ControlFlow;
@@ -27,8 +30,8 @@ use storage::StorageError;
 use tracequery::hex;
 
 use crate::scan::{
-    batch, map_builder, map_type, projected, store_error, timestamp_type, BatchRows, Batches, Out,
-    StoreExec, StoreScan, TimeRange,
+    batch, equality, map_builder, map_type, projected, store_error, timestamp_type, BatchRows,
+    Batches, Out, StoreExec, StoreScan, TimeRange,
 };
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -65,6 +68,32 @@ impl fmt::Debug for SpansTable {
     }
 }
 
+/// The columns whose equality the scan applies.
+const EQUALITY_COLUMNS: [&str; 2] = ["service", "name"];
+
+/// `(column, value)` when `e` is equality on `service` or `name`.
+fn column_equality(e: &Expr) -> Option<(&'static str, String)> {
+    let (column, value) = equality(e)?;
+    let column = EQUALITY_COLUMNS.into_iter().find(|c| *c == column)?;
+    Some((column, value.to_owned()))
+}
+
+/// The index walk that finds the spans `equal` keeps: a service's operation, a service, or
+/// (no service named) every span by time.
+fn seek_of(equal: &[(&'static str, String)]) -> Seek {
+    let value = |column: &str| {
+        equal
+            .iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, v)| v.clone())
+    };
+    match (value("service"), value("name")) {
+        (Some(service), Some(name)) => Seek::Operation { service, name },
+        (Some(service), None) => Seek::Service(service),
+        (None, _) => Seek::Time,
+    }
+}
+
 #[async_trait]
 impl TableProvider for SpansTable {
     fn schema(&self) -> SchemaRef {
@@ -82,7 +111,7 @@ impl TableProvider for SpansTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if TimeRange::of(f, "start", 1).is_some() {
+                if TimeRange::of(f, "start", 1).is_some() || column_equality(f).is_some() {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -99,10 +128,14 @@ impl TableProvider for SpansTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = projected(&SCHEMA, projection)?;
+        let equal: Vec<(&'static str, String)> =
+            filters.iter().filter_map(column_equality).collect();
         let scan = SpansScan {
             store: self.store.clone(),
             schema: schema.clone(),
             range: TimeRange::from_filters(filters, "start", 1),
+            seek: seek_of(&equal),
+            equal,
             max_spans: self.max_spans,
         };
         Ok(Arc::new(StoreExec::new(
@@ -118,7 +151,19 @@ struct SpansScan {
     store: Arc<dyn TraceReader>,
     schema: SchemaRef,
     range: TimeRange,
+    seek: Seek,
+    /// `service` and `name` equalities, checked on every span the seek finds.
+    equal: Vec<(&'static str, String)>,
     max_spans: usize,
+}
+
+impl SpansScan {
+    fn keeps(&self, span: &StoredSpan) -> bool {
+        self.equal.iter().all(|(column, value)| match *column {
+            "service" => span.origin.service_name() == value,
+            _ => span.span.name == *value,
+        })
+    }
 }
 
 impl fmt::Debug for SpansScan {
@@ -129,7 +174,11 @@ impl fmt::Debug for SpansScan {
 
 impl StoreScan for SpansScan {
     fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "start_ns={}", self.range)
+        write!(f, "start_ns={}, seek={:?}", self.range, self.seek)?;
+        for (column, value) in &self.equal {
+            write!(f, ", {column}={value:?}")?;
+        }
+        Ok(())
     }
 
     fn run(&self, out: &mut Out) -> Result<()> {
@@ -143,7 +192,7 @@ impl StoreScan for SpansScan {
         let mut batches = Batches::new(Rows::new(&self.schema), out);
         let mut read = 0usize;
         self.store
-            .scan(&Seek::Time, lo, hi, &mut |candidate| {
+            .scan(&self.seek, lo, hi, &mut |candidate| {
                 read += 1;
                 if read > self.max_spans {
                     return Err(StorageError::TooManyRecords {
@@ -154,6 +203,9 @@ impl StoreScan for SpansScan {
                 let Some(span) = candidate.load()? else {
                     return Ok(ControlFlow::Continue(()));
                 };
+                if !self.keeps(&span) {
+                    return Ok(ControlFlow::Continue(()));
+                }
                 Ok(batches.push(|rows| {
                     rows.push(&candidate.trace_id, &candidate.span_id, &span);
                     Ok(())

@@ -36,7 +36,7 @@ fn kv(k: &str, v: &str) -> KeyValue {
 
 /// `http_requests_total` of instances a (1..=10) and b (10..=100), one sample a second;
 /// `up` of a (1) and a native histogram `latency` of a; logs of two apps at three levels;
-/// a trace of two spans.
+/// a trace of two spans of `shop` and one of `cart`.
 fn fixture_with(opts: SqlOptions) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let now_ms = SystemTime::now()
@@ -125,21 +125,28 @@ fn fixture_with(opts: SqlOptions) -> Fixture {
         }),
         ..Default::default()
     };
+    let resource = |service: &str, spans: Vec<Span>| ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![kv("service.name", service)],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        schema_url: String::new(),
+    };
     traces
-        .write(&[ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "shop")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![
+        .write(&[
+            resource(
+                "shop",
+                vec![
                     span(1, None, "GET /cart", 2, 300),
                     span(2, Some(1), "SELECT cart", 3, 120),
                 ],
-                ..Default::default()
-            }],
-            schema_url: String::new(),
-        }])
+            ),
+            resource("cart", vec![span(3, Some(2), "GET /items", 2, 50)]),
+        ])
         .unwrap();
     let engine = SqlEngine::new(tsdb, logs, traces, opts).unwrap();
     Fixture {
@@ -227,6 +234,63 @@ async fn label_columns_push_equality_and_other_filters_stay_above_the_scan() {
         "{p}"
     );
     assert!(p.contains("FilterExec: value@0 > 8"), "{p}");
+}
+
+/// Regexes, `LIKE`, `IN` and equality on the name and on `labels['…']` reach the select as
+/// matchers, in the forms DataFusion rewrites them into (`regexp_like(x, '^b')` is
+/// `x LIKE 'b%'`), and no filter is left above the scan.
+#[tokio::test]
+async fn label_and_name_patterns_become_matchers() {
+    let f = fixture();
+    for (q, matchers, answer) in [
+        (
+            "SELECT instance, count(*) AS n FROM metrics \
+             WHERE regexp_like(labels['instance'], '^b') GROUP BY instance",
+            "matchers={instance=~\"b.*\", __name__=~\".+\"}",
+            "| b:1      | 10 |",
+        ),
+        (
+            "SELECT instance, count(*) AS n FROM metrics \
+             WHERE labels['code'] = '200' AND instance = 'a:1' GROUP BY instance",
+            "matchers={instance=\"a:1\", code=\"200\", __name__=~\".+\"}",
+            "| a:1      | 10 |",
+        ),
+        (
+            "SELECT metric, count(*) AS n FROM metrics \
+             WHERE metric ~ '^(up|late)[a-z]*$' GROUP BY metric ORDER BY metric",
+            "matchers={__name__=~\".*(?-s:^(up|late)[a-z]*$).*\"}",
+            "| latency | 1 |",
+        ),
+    ] {
+        let t = table(&f, q).await;
+        assert_eq!(lines(&t)[3], answer, "{q}\n{t}");
+        let p = plan(&f, q).await;
+        assert!(p.contains(matchers), "{q}\n{p}");
+        assert!(!p.contains("FilterExec"), "{q}\n{p}");
+    }
+    let q = "SELECT metric, count(*) AS n FROM metrics \
+             WHERE metric ~ 'requests|up' GROUP BY metric ORDER BY metric";
+    assert_eq!(
+        lines(&table(&f, q).await),
+        [
+            "+---------------------+----+",
+            "| metric              | n  |",
+            "+---------------------+----+",
+            "| http_requests_total | 20 |",
+            "| up                  | 1  |",
+            "+---------------------+----+",
+        ]
+    );
+    let p = plan(&f, q).await;
+    assert!(
+        p.contains("matchers={__name__=~\"(?:.*requests.*)|(?:.*up.*)\"}"),
+        "{p}"
+    );
+    // A pattern matching the empty value would, as a matcher, also keep `latency`, which
+    // has no instance (NULL in SQL, true of no pattern): DataFusion applies it.
+    let q = "SELECT count(*) AS n FROM metrics WHERE labels['instance'] ~ 'z*'";
+    assert_eq!(lines(&table(&f, q).await)[3], "| 21 |");
+    assert!(plan(&f, q).await.contains("FilterExec"));
 }
 
 #[tokio::test]
@@ -341,7 +405,7 @@ async fn logs_count_by_level_from_counts_and_lines_by_contains() {
 async fn spans_have_their_fields() {
     let f = fixture();
     let q = "SELECT service, name, kind, status_code, duration_ns, parent_span_id, \
-             attributes['http.route'] AS route FROM spans ORDER BY start";
+             attributes['http.route'] AS route FROM spans WHERE service = 'shop' ORDER BY start";
     assert_eq!(
         lines(&table(&f, q).await),
         [
@@ -354,9 +418,51 @@ async fn spans_have_their_fields() {
         ]
     );
     let after_first = (f.t0_ms * 1_000_000) + 1_000_000;
-    let q = format!("SELECT span_id FROM spans WHERE start > to_timestamp_nanos({after_first})");
+    let q = format!(
+        "SELECT span_id FROM spans WHERE start > to_timestamp_nanos({after_first}) ORDER BY start"
+    );
     assert_eq!(lines(&table(&f, &q).await)[3], "| 0202020202020202 |");
     assert!(!plan(&f, &q).await.contains("FilterExec"));
+}
+
+/// With a budget of one span, only a scan that seeks the service's (or the operation's)
+/// spans can answer: a walk of the time index reads all three.
+#[tokio::test]
+async fn service_and_name_seek_the_trace_index() {
+    let f = fixture_with(SqlOptions {
+        max_spans: 1,
+        ..SqlOptions::default()
+    });
+    let q = "SELECT span_id FROM spans WHERE service = 'shop' AND name = 'SELECT cart'";
+    assert_eq!(lines(&table(&f, q).await)[3], "| 0202020202020202 |");
+    let p = plan(&f, q).await;
+    assert!(
+        p.contains(
+            "seek=Operation { service: \"shop\", name: \"SELECT cart\" }, \
+             service=\"shop\", name=\"SELECT cart\""
+        ),
+        "{p}"
+    );
+    assert!(!p.contains("FilterExec"), "{p}");
+    let q = "SELECT name, count(*) AS n FROM spans WHERE service = 'cart' GROUP BY name";
+    assert_eq!(lines(&table(&f, q).await)[3], "| GET /items | 1 |");
+    assert!(plan(&f, q).await.contains("seek=Service(\"cart\")"));
+    // A name alone has no index of its own: the time index, each span checked.
+    let f = fixture();
+    let q = "SELECT service FROM spans WHERE name = 'GET /items'";
+    assert_eq!(
+        lines(&table(&f, q).await),
+        [
+            "+---------+",
+            "| service |",
+            "+---------+",
+            "| cart    |",
+            "+---------+",
+        ]
+    );
+    let p = plan(&f, q).await;
+    assert!(p.contains("seek=Time, name=\"GET /items\""), "{p}");
+    assert!(!p.contains("FilterExec"), "{p}");
 }
 
 #[tokio::test]
