@@ -1,6 +1,7 @@
 //! `POST /api/v1/sql` on the real binary: samples remote-written, logs pushed and spans sent
-//! over OTLP/HTTP are answered by SQL as PromQL, LogQL and the Jaeger API answer the
-//! equivalent questions; the answer's formats (JSON rows, CSV, Arrow IPC) and errors.
+//! over OTLP/HTTP are answered by SQL as PromQL, LogQL, TraceQL metrics and the Jaeger API
+//! answer the equivalent questions (over one window, and over aligned buckets); the
+//! answer's formats (JSON rows, CSV, Arrow IPC) and errors.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +55,26 @@ fn vector(body: &Json, label: &str) -> BTreeMap<String, f64> {
             )
         })
         .collect()
+}
+
+/// A matrix answer of the Prometheus or Loki API as `label value@time ms → value`, one
+/// entry per series and step.
+fn matrix(body: &Json, label: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for s in body["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+    {
+        let key = s["metric"][label].as_str().unwrap_or_default();
+        for v in s["values"].as_array().unwrap() {
+            let ms = (v[0].as_f64().unwrap() * 1000.0).round() as i64;
+            out.insert(
+                format!("{key}@{ms}"),
+                v[1].as_str().unwrap().parse().unwrap(),
+            );
+        }
+    }
+    out
 }
 
 fn assert_same(what: &str, sql: &BTreeMap<String, f64>, other: &BTreeMap<String, f64>) {
@@ -148,6 +169,59 @@ fn sql_answers_as_promql_and_logql_do() {
         assert_same(prom_q, &sql_pairs(&n, sql_q), &other);
     }
 
+    // Aligned buckets. A query_range evaluates at start + k·step over PromQL's left-open
+    // windows `(t - 5m, t]`; `date_bin`'s bins are right-open `[b, b + 5m)`, so SQL bins
+    // `ts - 1 ms` (with ms timestamps, `ts` is in `(b, b + 5m]` exactly when `ts - 1 ms` is
+    // in `[b, b + 5m)`) and names each bin by its end, `b + 5m`. The samples fall into the
+    // windows ending at t0 (the first only), t0 + 5m and t0 + 10m.
+    // The rate is the counter's increase from the bucket's first sample to its last, per
+    // second of the bucket: `rate()` and `increase()` extrapolate towards the window's
+    // edges (by how far the first and last samples sit from them), which no aggregate of
+    // the bucket's rows reproduces exactly. For a counter without resets (these only grow)
+    // last minus first is `max_over_time - min_over_time`, which SQL's max and min are.
+    let bucket = format!(
+        "to_unixtime(date_bin(interval '300 seconds', ts - interval '1 millisecond', \
+         to_timestamp_millis({t0})) + interval '300 seconds') * 1000"
+    );
+    let promql_range = |q: &str| {
+        matrix(
+            &n.get_ok(&format!(
+                "/api/v1/query_range?query={}&start={}&end={}&step=300",
+                enc(q),
+                t0 as f64 / 1000.0,
+                (t0 + 600_000) as f64 / 1000.0
+            )),
+            "instance",
+        )
+    };
+    for (sql_q, prom_q) in [
+        (
+            format!(
+                "SELECT concat(instance, '@', {bucket}), count(*) FROM metrics \
+                 WHERE metric = 'sql_total' GROUP BY 1"
+            ),
+            "count_over_time(sql_total[5m])",
+        ),
+        (
+            format!(
+                "SELECT concat(instance, '@', {bucket}), sum(value) FROM metrics \
+                 WHERE metric = 'sql_total' GROUP BY 1"
+            ),
+            "sum_over_time(sql_total[5m])",
+        ),
+        (
+            format!(
+                "SELECT concat(instance, '@', {bucket}), (max(value) - min(value)) / 300 \
+                 FROM metrics WHERE metric = 'sql_total' GROUP BY 1"
+            ),
+            "(max_over_time(sql_total[5m]) - min_over_time(sql_total[5m])) / 300",
+        ),
+    ] {
+        let other = promql_range(prom_q);
+        assert_eq!(other.len(), 9, "{prom_q}: {other:?}");
+        assert_same(prom_q, &sql_pairs(&n, &sql_q), &other);
+    }
+
     // Logs: lines at three levels, a second apart, in the hour before now.
     let base_ns = (t0 + 60_000) * 1_000_000;
     let lines = [
@@ -209,12 +283,37 @@ fn sql_answers_as_promql_and_logql_do() {
         assert_same(logql_q, &sql_pairs(&n, sql_q), &other);
     }
 
+    // Counts by level over aligned 2 s buckets: the steps sit half a second after a line,
+    // so no line is on a window's edge and Loki's windows and `date_bin`'s bins (named by
+    // their end) hold the same lines.
+    let first_ns = base_ns + 500_000_000;
+    let step_ns = 2_000_000_000;
+    let loki_range = matrix(
+        &n.get_ok(&format!(
+            "/loki/api/v1/query_range?query={}&start={first_ns}&end={}&step=2",
+            enc("sum by (detected_level) (count_over_time({app=\"sqlshop\"}[2s]))"),
+            first_ns + 3 * step_ns
+        )),
+        "detected_level",
+    );
+    let sql_buckets = sql_pairs(
+        &n,
+        &format!(
+            "SELECT concat(level, '@', CAST(date_bin(interval '2 seconds', ts, \
+             to_timestamp_nanos({first_ns})) + interval '2 seconds' AS BIGINT) / 1000000), \
+             count(*) FROM logs WHERE {logs_range} GROUP BY 1"
+        ),
+    );
+    assert_eq!(loki_range.len(), 5, "{loki_range:?}");
+    assert_same("log counts by level and bucket", &sql_buckets, &loki_range);
+
     // Spans: a trace of three spans sent over OTLP/HTTP, counted by name as Jaeger shows it.
     let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
     let start_ns = base_ns as u64;
+    let other_trace = "5bf92f3577b34da6a3ce929d0e0e4737";
     let span = |id: &str, parent: &str, name: &str, offset_ms: u64| {
         json!({
-            "traceId": trace_id, "spanId": id, "parentSpanId": parent, "name": name, "kind": 2,
+            "traceId": if offset_ms < 3 { trace_id } else { other_trace }, "spanId": id, "parentSpanId": parent, "name": name, "kind": 2,
             "startTimeUnixNano": (start_ns + offset_ms * 1_000_000).to_string(),
             "endTimeUnixNano": (start_ns + offset_ms * 1_000_000 + 5_000_000).to_string(),
         })
@@ -225,6 +324,12 @@ fn sql_answers_as_promql_and_logql_do() {
             span("00f067aa0ba902b7", "", "GET /cart", 0),
             span("00f067aa0ba902b8", "00f067aa0ba902b7", "SELECT cart", 1),
             span("00f067aa0ba902b9", "00f067aa0ba902b7", "SELECT cart", 2),
+        ]}],
+    }, {
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "sqlstock"}}]},
+        "scopeSpans": [{"spans": [
+            span("00f067aa0ba902c1", "", "GET /stock", 3),
+            span("00f067aa0ba902c2", "00f067aa0ba902c1", "SELECT stock", 4),
         ]}],
     }]});
     let (st, text, _) = n.post_raw(
@@ -251,6 +356,45 @@ fn sql_answers_as_promql_and_logql_do() {
             ),
         ),
         &jaeger,
+    );
+
+    // Spans counted by service, as TraceQL metrics count them over one window (Tempo's
+    // windows are right-closed, `(start, end]`; every span is well inside).
+    let start_s = base_ns / 1_000_000_000 - 60;
+    let end_s = base_ns / 1_000_000_000 + 3600;
+    let tempo = n.get_ok(&format!(
+        "/tempo/api/metrics/query?q={}&start={start_s}&end={end_s}",
+        enc("{ } | count_over_time() by (resource.service.name)")
+    ));
+    let by_service: BTreeMap<String, f64> = tempo["series"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{tempo}"))
+        .iter()
+        .map(|s| {
+            assert_eq!(s["labels"][0]["key"], "resource.service.name", "{tempo}");
+            (
+                s["labels"][0]["value"]["stringValue"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                s["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(by_service.len(), 2, "{tempo}");
+    assert_same(
+        "spans by service",
+        &sql_pairs(
+            &n,
+            &format!(
+                "SELECT service, count(*) FROM spans \
+                 WHERE start > to_timestamp_nanos({}) AND start <= to_timestamp_nanos({}) \
+                 GROUP BY service",
+                start_s * 1_000_000_000,
+                end_s * 1_000_000_000
+            ),
+        ),
+        &by_service,
     );
 }
 
