@@ -2,7 +2,8 @@
 //! (remote-write), log lines (Loki push), a trace (OTLP/HTTP) and alerting rules, then runs
 //! `tests/ui/check.mjs` — Playwright driving headless Chromium through every page — which
 //! checks what a person would (series drawn, lines listed, the waterfall's spans, status
-//! figures, error messages) and saves screenshots under `<target>/<profile>/ui-screenshots`.
+//! figures, error messages) and saves screenshots under `<target>/<profile>/ui-screenshots`;
+//! then drives the SQL tab the same way ([`SQL_CHECK`]).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -135,6 +136,52 @@ fn send_trace(n: &Novamon) {
     assert_eq!(status, 200, "{text}");
 }
 
+/// The SQL tab in Chromium: a query typed and run, its rows in the table (as many as the
+/// API answers, EXPECT's `rows`) and a line per room in the chart; then a bad query's
+/// message. Run from `tests/ui`, where `playwright-core` is.
+const SQL_CHECK: &str = r##"
+import { chromium } from "playwright-core";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+const expect = JSON.parse(process.env.EXPECT);
+const dir = mkdtempSync(join(tmpdir(), "novamon-chromium-sql-"));
+const context = await chromium.launchPersistentContext(dir, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true,
+  viewport: { width: 1400, height: 900 }, args: ["--headless", "--no-sandbox", "--disable-gpu"],
+});
+const page = context.pages()[0] || (await context.newPage());
+const errors = [];
+page.on("pageerror", (e) => errors.push(e.message));
+const count = (sel, n) => page.waitForFunction(([s, n]) => document.querySelectorAll(s).length === n,
+  [sel, n], { timeout: 20000 }).catch(async () => {
+    throw new Error(`expected ${n} x ${sel}, found ${await page.locator(sel).count()}`);
+  });
+try {
+  await page.goto(`${process.env.NOVAMON_URL}/#/sql`);
+  await page.click('nav a[data-page="sql"]');
+  await page.fill("#sql", expect.query);
+  await page.click("#run");
+  await count("#result-table tbody tr", expect.rows);
+  await count("#sql-chart path.series", expect.lines);
+  const header = await page.locator("#result-table thead").textContent();
+  if (header !== "troomv") throw new Error(`columns: ${header}`);
+  const inHash = new URLSearchParams(new URL(page.url()).hash.split("?")[1]).get("q");
+  if (inHash !== expect.query) throw new Error(`not in the URL: ${page.url()}`);
+  await page.screenshot({ path: join(process.env.SCREENSHOT_DIR, "sql.png"), fullPage: true });
+  await page.fill("#sql", "SELECT nope FROM metrics");
+  await page.click("#run");
+  await page.waitForSelector("#result .error", { timeout: 20000 });
+  const err = await page.locator("#result .error").textContent();
+  if (!err.includes("nope") || !err.includes("400")) throw new Error(`error shown: ${err}`);
+  if (errors.length) throw new Error(`JavaScript errors: ${errors.join("; ")}`);
+  console.log("ok   sql");
+} finally {
+  await context.close();
+  rmSync(dir, { recursive: true, force: true });
+}
+"##;
+
 #[test]
 fn every_page_works_in_headless_chromium() {
     let ui_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ui");
@@ -199,5 +246,38 @@ fn every_page_works_in_headless_chromium() {
         out.status,
         shots.display(),
         n.process.log()
+    );
+
+    let query = format!(
+        "SELECT date_bin(interval '5 minutes', ts) AS t, labels['room'] AS room, avg(value) AS v \
+         FROM metrics WHERE metric = '{METRIC}' GROUP BY 1, 2 ORDER BY 1, 2"
+    );
+    let (status, body, _) = n.post_raw(
+        "/api/v1/sql",
+        "application/json",
+        &[],
+        serde_json::to_vec(&json!({ "query": query })).expect("json"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let rows = serde_json::from_str::<serde_json::Value>(&body).expect("json")["rows"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(rows > ROOMS.len(), "{body}");
+    let expect = json!({ "query": query, "rows": rows, "lines": ROOMS.len() });
+    let out = Command::new("node")
+        .args(["--input-type=module", "-e", SQL_CHECK])
+        .current_dir(&ui_dir)
+        .env("NOVAMON_URL", &n.url)
+        .env("SCREENSHOT_DIR", &shots)
+        .env("EXPECT", expect.to_string())
+        .output()
+        .expect("cannot run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "SQL tab checks failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -8,7 +8,16 @@ import * as alerts from "./alerts.js";
 import * as targets from "./targets.js";
 import { errorBox, route } from "./lib.js";
 
-const pages = { status, metrics, logs, traces, alerts, targets };
+// The SQL page's module (and its chart code) is fetched the first time the page is shown:
+// the other pages never need it. It renders only if the page is still the one shown.
+const sql = {
+  render(view, r) {
+    import("./sql.js")
+      .then((m) => { if (view.dataset.page === "sql" && !view.childElementCount) m.render(view, r); })
+      .catch((e) => view.replaceChildren(errorBox("sql page", e)));
+  },
+};
+const pages = { status, metrics, logs, traces, sql, alerts, targets };
 let stop = null;
 
 function show() {

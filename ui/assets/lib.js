@@ -26,9 +26,22 @@ function append(node, children) {
 // whatever the API's error shape (Prometheus envelope, Jaeger's errors list, Loki's text).
 export async function fetchJSON(path, params) {
   const url = params ? `${path}?${new URLSearchParams(params)}` : path;
+  return request(url, { headers: { Accept: "application/json" } });
+}
+
+// POSTs `body` as JSON; the answer and its failures as fetchJSON's.
+export async function postJSON(path, body) {
+  return request(path, {
+    method: "POST",
+    headers: { Accept: "application/json", "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+async function request(url, init) {
   let resp;
   try {
-    resp = await fetch(url, { headers: { Accept: "application/json" } });
+    resp = await fetch(url, init);
   } catch (e) {
     throw new Error(`cannot reach novamon (${url}): ${e.message}`);
   }
