@@ -155,6 +155,28 @@ pub type StreamVisit<'a> =
 /// per bucket, unordered (a bucket may come more than once).
 pub type StreamBytesVisit<'a> = dyn FnMut(&Labels, &[BucketCount]) -> ControlFlow<()> + 'a;
 
+/// A stream's documents in a partition: alive, and deleted but still on disk (until a merge
+/// rewrites their segment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamDocs {
+    pub labels: Labels,
+    pub docs: u64,
+    pub deleted: u64,
+}
+
+/// A partition's disk use and documents ([`LogReader::usage`]), for listings that report
+/// sizes (Elasticsearch's `_cat/indices`, `_nodes/stats`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionUsage {
+    pub day: i64,
+    /// Bytes of the partition's files on disk.
+    pub disk_bytes: u64,
+    /// Documents of every stream of the partition, alive and deleted: what `disk_bytes` holds.
+    pub docs: u64,
+    /// The streams selected, with documents alive or deleted.
+    pub streams: Vec<StreamDocs>,
+}
+
 /// The records of one outbox record of the log store ([`LogStore::outbox`]), in append order.
 pub fn outbox_records(body: &[u8]) -> Result<Vec<LogRecord>, StorageError> {
     crate::outbox::parts(body)?
@@ -414,6 +436,80 @@ impl LogStore {
         Ok(())
     }
 
+    /// Each partition's disk bytes and documents, with the streams matching all `matchers`.
+    pub fn usage(&self, matchers: &[Matcher]) -> Result<Vec<PartitionUsage>, StorageError> {
+        let parts: Vec<Arc<Partition>> = self.inner.partitions.read().values().cloned().collect();
+        let mut out = Vec::with_capacity(parts.len());
+        for p in parts {
+            let streams = p.stream_docs()?;
+            out.push(PartitionUsage {
+                day: p.day,
+                disk_bytes: p.disk_bytes(),
+                docs: streams.values().map(|s| s.docs + s.deleted).sum(),
+                streams: streams
+                    .into_values()
+                    .filter(|s| matches_all(&s.labels, matchers))
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes every record of the streams `select` takes, in every partition, durably (each
+    /// partition's deletes are a tantivy commit); returns how many records were deleted.
+    ///
+    /// What was appended before the call is indexed first, so that the deletes reach it and
+    /// nothing left in the append log brings it back when replayed after a crash (a partition
+    /// skips what its committed sequence number covers, and these commits keep it). The
+    /// indexer's lock is held for one partition at a time: appends never take it (they wait
+    /// only if indexing falls `max_unindexed_records` behind), and the indexer runs between
+    /// partitions. Records appended while the delete runs may or may not be deleted, as with
+    /// any write concurrent with a delete.
+    pub fn delete_streams(
+        &self,
+        select: &(dyn Fn(&Labels) -> bool + Sync),
+    ) -> Result<u64, StorageError> {
+        let inner = &self.inner;
+        // First, as it may open partitions (days) the loop below must visit.
+        inner.index_pending()?;
+        let days: Vec<i64> = inner.partitions.read().keys().copied().collect();
+        let mut deleted = 0;
+        for day in days {
+            let mut st = inner.indexer.lock();
+            // Gone to retention meanwhile.
+            let Some(p) = inner.partitions.read().get(&day).cloned() else {
+                continue;
+            };
+            let doomed: Vec<(String, u64)> = p
+                .stream_docs()?
+                .into_iter()
+                .filter(|(_, s)| s.docs > 0 && select(&s.labels))
+                .map(|(key, s)| (key, s.docs))
+                .collect();
+            if doomed.is_empty() {
+                continue;
+            }
+            // The indexer's writer for the day if it has one (a partition takes one writer at
+            // a time); otherwise one for this delete only.
+            let mut own = None;
+            let w = match st.writers.get_mut(&day) {
+                Some(w) => w,
+                None => own.insert(p.writer(inner.opts.index_writer_bytes)?),
+            };
+            p.delete_streams(w, doomed.iter().map(|(k, _)| k.as_str()));
+            let through = p.indexed_through()?;
+            if let Err(e) = p.commit(w, through) {
+                // As after a failed indexing commit: the writer may be dead or hold the
+                // deletes; a new one starts clean and the caller may retry.
+                st.writers.remove(&day);
+                return Err(e);
+            }
+            deleted += doomed.iter().map(|(_, n)| n).sum::<u64>();
+            tracing::info!(day, streams = doomed.len(), "log store: deleted streams");
+        }
+        Ok(deleted)
+    }
+
     /// Stops the indexer after a final indexing pass.
     pub fn close(&self) -> Result<(), StorageError> {
         self.stop_indexer();
@@ -472,6 +568,18 @@ pub trait LogReader: Send + Sync {
         buckets: Buckets,
         f: &mut StreamBytesVisit<'_>,
     ) -> Result<(), StorageError>;
+    /// Each partition's disk bytes and documents, with the streams matching all `matchers`.
+    fn usage(&self, matchers: &[Matcher]) -> Result<Vec<PartitionUsage>, StorageError>;
+}
+
+/// What deletes logs by stream (Elasticsearch's `DELETE /<index>`): apart from [`LogReader`]
+/// so that a reader handed to a query engine cannot delete.
+pub trait LogDeleter: Send + Sync {
+    /// Deletes every record of the streams `select` takes, durably; returns how many.
+    fn delete_streams(
+        &self,
+        select: &(dyn Fn(&Labels) -> bool + Sync),
+    ) -> Result<u64, StorageError>;
 }
 
 /// What the ingest paths write logs through.
@@ -516,6 +624,19 @@ impl LogReader for LogStore {
         f: &mut StreamBytesVisit<'_>,
     ) -> Result<(), StorageError> {
         LogStore::scan_stream_bytes(self, q, buckets, f)
+    }
+
+    fn usage(&self, matchers: &[Matcher]) -> Result<Vec<PartitionUsage>, StorageError> {
+        LogStore::usage(self, matchers)
+    }
+}
+
+impl LogDeleter for LogStore {
+    fn delete_streams(
+        &self,
+        select: &(dyn Fn(&Labels) -> bool + Sync),
+    ) -> Result<u64, StorageError> {
+        LogStore::delete_streams(self, select)
     }
 }
 

@@ -29,7 +29,7 @@ use super::line_terms::{
     WHOLE_LINE_TOKENIZER,
 };
 use super::record::LogRecord;
-use super::{BucketCount, Buckets, Direction};
+use super::{BucketCount, Buckets, Direction, StreamDocs};
 use crate::labels::Labels;
 use crate::StorageError;
 
@@ -188,6 +188,29 @@ impl SegmentStreams {
     }
 }
 
+/// Per stream ordinal of a segment that has deletes, its documents alive and deleted (read
+/// from the stream column); `None` for a segment without deletes.
+fn ord_counts(seg: &SegmentReader) -> Result<Option<Vec<(u64, u64)>>, StorageError> {
+    let Some(alive) = seg.alive_bitset() else {
+        return Ok(None);
+    };
+    let Some(column) = seg.fast_fields().str("stream")? else {
+        return Ok(Some(Vec::new()));
+    };
+    let mut counts = vec![(0u64, 0u64); column.num_terms()];
+    let ords = column.ords();
+    for doc in 0..seg.max_doc() {
+        if let Some(c) = ords.first(doc).and_then(|o| counts.get_mut(o as usize)) {
+            if alive.is_alive(doc) {
+                c.0 += 1;
+            } else {
+                c.1 += 1;
+            }
+        }
+    }
+    Ok(Some(counts))
+}
+
 /// The stream labels as stored in the index: a JSON object with sorted keys.
 pub(crate) fn stream_key(labels: &Labels) -> String {
     let m: serde_json::Map<String, serde_json::Value> = labels
@@ -343,13 +366,23 @@ impl Partition {
         Ok(())
     }
 
-    /// The distinct streams in this partition.
+    /// The distinct streams in this partition that have a document alive (a deleted stream's
+    /// key stays in its segments' dictionaries until a merge rewrites them).
     pub(crate) fn streams(&self) -> Result<Vec<Labels>, StorageError> {
+        let searcher = self.reader.searcher();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for s in self.streams_of(&self.reader.searcher())? {
-            for (key, labels) in s.iter() {
-                if let Some(labels) = labels {
+        for (seg, s) in searcher
+            .segment_readers()
+            .iter()
+            .zip(self.streams_of(&searcher)?)
+        {
+            let counts = ord_counts(seg)?;
+            for (ord, (key, labels)) in s.iter().enumerate() {
+                let alive = counts
+                    .as_ref()
+                    .is_none_or(|c| c.get(ord).is_some_and(|n| n.0 > 0));
+                if let Some(labels) = labels.filter(|_| alive) {
                     if seen.insert(key.to_owned()) {
                         out.push(labels.clone());
                     }
@@ -357,6 +390,60 @@ impl Partition {
             }
         }
         Ok(out)
+    }
+
+    /// Per stream key: its labels, documents alive and documents deleted but still on disk.
+    /// A segment without deletes is counted from the stream terms' document frequencies
+    /// (no document read); one with deletes from its stream column.
+    pub(crate) fn stream_docs(&self) -> Result<HashMap<String, StreamDocs>, StorageError> {
+        let searcher = self.reader.searcher();
+        let mut out: HashMap<String, StreamDocs> = HashMap::new();
+        for (seg, s) in searcher
+            .segment_readers()
+            .iter()
+            .zip(self.streams_of(&searcher)?)
+        {
+            let counts = ord_counts(seg)?;
+            let terms = seg.inverted_index(self.fields.stream)?;
+            for (ord, (key, labels)) in s.iter().enumerate() {
+                let Some(labels) = labels else { continue };
+                let (docs, deleted) = match &counts {
+                    Some(c) => c.get(ord).copied().unwrap_or_default(),
+                    None => {
+                        let term = Term::from_field_text(self.fields.stream, key);
+                        (u64::from(terms.doc_freq(&term)?), 0)
+                    }
+                };
+                let e = out.entry(key.to_owned()).or_insert_with(|| StreamDocs {
+                    labels: labels.clone(),
+                    docs: 0,
+                    deleted: 0,
+                });
+                e.docs += docs;
+                e.deleted += deleted;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes, through the partition's writer `w`, every document of the streams whose key is
+    /// in `keys`; they are gone once `w` commits.
+    pub(crate) fn delete_streams<'k>(&self, w: &IndexWriter, keys: impl Iterator<Item = &'k str>) {
+        for key in keys {
+            w.delete_term(Term::from_field_text(self.fields.stream, key));
+        }
+    }
+
+    /// Bytes of the partition's files on disk: its segments (deleted documents included
+    /// until a merge drops them), tantivy's metadata, and files a merge has replaced but
+    /// tantivy has not collected yet.
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        // Files tantivy collects while this lists them are skipped.
+        std::fs::read_dir(&self.dir).map_or(0, |entries| {
+            entries
+                .filter_map(|e| Some(e.ok()?.metadata().ok()?.len()))
+                .sum()
+        })
     }
 
     /// The streams of each of `searcher`'s segments, in its segment order, parsed when first
@@ -1114,6 +1201,34 @@ mod tests {
         assert_eq!(candidates(&p, "4bf92f3577b34da6"), "a");
         assert_eq!(candidates(&p, "77b34da6"), "a");
         assert_eq!(candidates(&p, "1234567"), "d");
+    }
+
+    #[test]
+    fn deleted_streams_are_counted_as_deleted_until_merged_and_listed_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Partition::open(dir.path(), 0).unwrap();
+        // One indexing thread: one segment, holding both streams.
+        let mut w = p.index.writer_with_num_threads(1, 64 << 20).unwrap();
+        let recs = [
+            record(1, "a", "x"),
+            record(2, "b", "y"),
+            record(3, "a", "z"),
+        ];
+        for r in &recs {
+            p.add(&w, r, &stream_key(&r.labels)).unwrap();
+        }
+        p.commit(&mut w, 1).unwrap();
+        let key_a = stream_key(&recs[0].labels);
+        p.delete_streams(&w, [key_a.as_str()].into_iter());
+        p.commit(&mut w, 1).unwrap();
+        let docs = p.stream_docs().unwrap();
+        let count = |k: &str| docs.get(k).map(|s| (s.docs, s.deleted));
+        assert_eq!(count(&key_a), Some((0, 2)));
+        assert_eq!(count(&stream_key(&recs[1].labels)), Some((1, 0)));
+        let streams = p.streams().unwrap();
+        let listed: Vec<Option<&str>> = streams.iter().map(|l| l.get("app")).collect();
+        assert_eq!(listed, [Some("b")]);
+        assert_eq!(p.indexed_through().unwrap(), 1);
     }
 
     #[test]
