@@ -97,6 +97,10 @@ impl EsError {
             cause["resource.type"] = json!("index_or_alias");
             cause["resource.id"] = json!(index);
         }
+        if let EsError::IndexNotFound(_) = self {
+            // An index that does not exist has no uuid; Elasticsearch says so.
+            cause["index_uuid"] = json!("_na_");
+        }
         cause
     }
 
@@ -125,6 +129,8 @@ mod tests {
             "index_not_found_exception"
         );
         assert_eq!(b["error"]["index"], "logs-x");
+        assert_eq!(b["error"]["index_uuid"], "_na_");
+        assert_eq!(b["error"]["resource.type"], "index_or_alias");
     }
 
     #[test]

@@ -82,6 +82,14 @@ impl IndexPattern {
             .map(|(_, p)| p.as_str())
     }
 
+    /// The wildcard expressions the pattern includes (`_all` as `*`).
+    pub fn wildcards(&self) -> impl Iterator<Item = &str> {
+        self.parts
+            .iter()
+            .filter(|(inc, p)| *inc && p.contains('*'))
+            .map(|(_, p)| p.as_str())
+    }
+
     pub fn matches(&self, index: &str) -> bool {
         let mut hit = false;
         for (include, p) in &self.parts {
@@ -181,6 +189,8 @@ mod tests {
         assert!(exact.matcher().matches("a.b") && !exact.matcher().matches("axb"));
         assert!(!exact.is_wildcard());
         assert_eq!(exact.concrete().collect::<Vec<_>>(), ["a.b"]);
+        let mixed = IndexPattern::parse("a,b-*,_all,-c*");
+        assert_eq!(mixed.wildcards().collect::<Vec<_>>(), ["b-*", "*"]);
     }
 
     #[test]

@@ -14,9 +14,10 @@
 //!   computed over the matching documents.
 //! - [`search`] holds a search request run through the log store's read contract
 //!   (`storage::logs::LogReader::scan`, the same read LogQL's line selection uses) and the
-//!   index listings (`_cat/indices`, `_mapping`, `_field_caps`).
+//!   index listings (`_cat/indices`, `_mapping`, `_field_caps`), and index deletion.
 //!
-//! Must not: serve HTTP, write to a store, or keep a second index of its own.
+//! Must not: serve HTTP, write to a store (but delete an index's streams, `DELETE /<index>`,
+//! through `storage::logs::LogDeleter`), or keep a second index of its own.
 
 pub mod aggs;
 pub mod doc;
@@ -27,7 +28,7 @@ pub mod lucene;
 pub mod search;
 
 pub use error::EsError;
-pub use search::{IndexInfo, SearchOptions, Searcher};
+pub use search::{DeleteOptions, IndexInfo, SearchOptions, Searcher};
 
 /// The version novamon claims: clients (Beats, Logstash, the official clients, Grafana)
 /// refuse servers below 7.10 or outside the 8.x wire compatibility they expect.

@@ -10,7 +10,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
-use storage::logs::{Buckets, Direction, LogQuery, LogReader};
+use storage::logs::{Direction, LogDeleter, LogQuery, LogReader};
 
 use crate::aggs;
 use crate::doc::{rfc3339_nanos, Document};
@@ -36,12 +36,37 @@ impl Default for SearchOptions {
 }
 
 /// An index as `_cat/indices` and `_nodes/stats` list it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexInfo {
     pub name: String,
     pub docs: u64,
-    /// Bytes of the index's lines (what the store measures per stream).
+    /// Documents deleted but still on disk: tantivy's deleted documents of the index's
+    /// streams, until a merge drops them (Lucene's, which Elasticsearch reports, alike).
+    pub deleted: u64,
+    /// Bytes on disk. A partition (a day) holds many indices in one tantivy index, so each
+    /// partition's disk bytes are apportioned by the index's share of its documents (alive
+    /// and deleted, as both take space); the sum over indices is the disk use of their
+    /// partitions, less the share of streams that are no index (pushed through Loki, OTLP).
     pub bytes: u64,
+}
+
+/// Which missing indices a delete refuses, as Elasticsearch's `allow_no_indices` and
+/// `ignore_unavailable` parameters say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// A wildcard expression matching no index is no error (Elasticsearch's default: true).
+    pub allow_no_indices: bool,
+    /// A named index that does not exist is skipped instead of refused (default: false).
+    pub ignore_unavailable: bool,
+}
+
+impl Default for DeleteOptions {
+    fn default() -> Self {
+        DeleteOptions {
+            allow_no_indices: true,
+            ignore_unavailable: false,
+        }
+    }
 }
 
 /// Hits counted exactly up to this many, as Elasticsearch's `track_total_hits` default.
@@ -50,12 +75,21 @@ const TRACK_TOTAL_HITS: usize = 10_000;
 #[derive(Clone)]
 pub struct Searcher {
     reader: Arc<dyn LogReader>,
+    /// Only [`Searcher::delete_indices`] writes, through it.
+    deleter: Arc<dyn LogDeleter>,
     opts: SearchOptions,
 }
 
 impl Searcher {
-    pub fn new(reader: Arc<dyn LogReader>, opts: SearchOptions) -> Searcher {
-        Searcher { reader, opts }
+    pub fn new<S: LogReader + LogDeleter + 'static>(
+        store: Arc<S>,
+        opts: SearchOptions,
+    ) -> Searcher {
+        Searcher {
+            reader: store.clone(),
+            deleter: store,
+            opts,
+        }
     }
 
     pub fn time_field(&self) -> &str {
@@ -200,30 +234,25 @@ impl Searcher {
             .collect())
     }
 
-    /// The indices `target` matches, with their document counts and line bytes.
+    /// The indices `target` matches, with their documents and disk bytes (see [`IndexInfo`]).
     pub fn indices(&self, target: &str) -> Result<Vec<IndexInfo>, EsError> {
         let pattern = IndexPattern::parse(target);
-        let q = LogQuery {
-            matchers: vec![pattern.matcher()],
-            start_ns: i64::MIN,
-            end_ns: i64::MAX,
-            contains: Vec::new(),
-        };
-        let mut by_index: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        self.reader.scan_stream_bytes(
-            &q,
-            Buckets::ending_at(i64::MAX, i64::MAX),
-            &mut |labels, counts| {
-                if let Some(name) = labels.get(INDEX_LABEL).filter(|n| pattern.matches(n)) {
-                    let e = by_index.entry(name.to_owned()).or_default();
-                    for c in counts {
-                        e.0 += c.records;
-                        e.1 += c.bytes;
-                    }
+        let mut by_index: BTreeMap<String, (IndexInfo, f64)> = BTreeMap::new();
+        for part in self.reader.usage(&[pattern.matcher()])? {
+            for s in part.streams {
+                let Some(name) = s.labels.get(INDEX_LABEL).filter(|n| pattern.matches(n)) else {
+                    continue;
+                };
+                let (info, bytes) = by_index.entry(name.to_owned()).or_default();
+                info.docs += s.docs;
+                info.deleted += s.deleted;
+                if part.docs > 0 {
+                    *bytes +=
+                        part.disk_bytes as f64 * (s.docs + s.deleted) as f64 / part.docs as f64;
                 }
-                ControlFlow::Continue(())
-            },
-        )?;
+            }
+        }
+        by_index.retain(|_, (i, _)| i.docs > 0);
         if by_index.is_empty() && !pattern.is_wildcard() {
             if let Some(m) = pattern.concrete().next() {
                 return Err(EsError::IndexNotFound(m.to_owned()));
@@ -231,8 +260,42 @@ impl Searcher {
         }
         Ok(by_index
             .into_iter()
-            .map(|(name, (docs, bytes))| IndexInfo { name, docs, bytes })
+            .map(|(name, (info, bytes))| IndexInfo {
+                name,
+                bytes: bytes.round() as u64,
+                ..info
+            })
             .collect())
+    }
+
+    /// `DELETE /<target>`: deletes every document of the indices `target` matches (names,
+    /// `*` wildcards, `-name` exclusions, `_all`), durably, in every partition; returns how
+    /// many. A named index that does not exist is `index_not_found_exception` (unless
+    /// `ignore_unavailable`), and so is a wildcard expression matching none when
+    /// `allow_no_indices` is false; nothing is deleted then. Elasticsearch 8 refuses
+    /// wildcards here unless `action.destructive_requires_name` is false; runbooks deleting
+    /// old indices by pattern are why novamon takes them, as Elasticsearch 7 did by default.
+    pub fn delete_indices(&self, target: &str, opts: DeleteOptions) -> Result<u64, EsError> {
+        let pattern = IndexPattern::parse(target);
+        let known = self.index_names()?;
+        if !opts.ignore_unavailable {
+            if let Some(m) = pattern.concrete().find(|m| !known.contains(*m)) {
+                return Err(EsError::IndexNotFound(m.to_owned()));
+            }
+        }
+        if !opts.allow_no_indices {
+            if let Some(w) = pattern
+                .wildcards()
+                .find(|w| !known.iter().any(|k| crate::index::glob(w, k)))
+            {
+                return Err(EsError::IndexNotFound(w.to_owned()));
+            }
+        }
+        Ok(self.deleter.delete_streams(&|labels| {
+            labels
+                .get(INDEX_LABEL)
+                .is_some_and(|name| pattern.matches(name))
+        })?)
     }
 
     /// Each matching index's fields and their Elasticsearch types, from its newest
@@ -593,5 +656,88 @@ mod tests {
         assert_eq!(m["app"]["@timestamp"], "date");
         assert_eq!(m["app"]["message"], "text");
         assert_eq!(se.indices("nope").unwrap_err().status(), 404);
+    }
+
+    fn listed(se: &Searcher) -> Vec<(String, u64, u64)> {
+        se.indices("*")
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.name, i.docs, i.deleted))
+            .collect()
+    }
+
+    #[test]
+    fn deleting_indices_resolves_patterns_as_elasticsearch_does() {
+        let (_d, s) = store();
+        let se = Searcher::new(s.clone(), SearchOptions::default());
+        let strict = DeleteOptions {
+            allow_no_indices: false,
+            ignore_unavailable: false,
+        };
+        // A named index that does not exist refuses the whole request: nothing deleted.
+        let e = se
+            .delete_indices("other,nope", DeleteOptions::default())
+            .unwrap_err();
+        assert_eq!((e.status(), e.kind()), (404, "index_not_found_exception"));
+        assert_eq!(e.to_string(), "no such index [nope]");
+        // A wildcard matching nothing is no error by default, and one under
+        // `allow_no_indices=false`.
+        assert_eq!(
+            se.delete_indices("nope*", DeleteOptions::default())
+                .unwrap(),
+            0
+        );
+        let e = se.delete_indices("o*,nope*", strict).unwrap_err();
+        assert_eq!(e.to_string(), "no such index [nope*]");
+        assert_eq!(listed(&se), [("app".into(), 3, 0), ("other".into(), 1, 0)]);
+        // `ignore_unavailable` skips the missing name and deletes the rest.
+        let skip = DeleteOptions {
+            ignore_unavailable: true,
+            ..DeleteOptions::default()
+        };
+        assert_eq!(se.delete_indices("nope,other", skip).unwrap(), 1);
+        assert_eq!(listed(&se), [("app".into(), 3, 0)]);
+        assert_eq!(se.indices("other").unwrap_err().status(), 404);
+        assert_eq!(se.search("other", &json!({}), 0).unwrap_err().status(), 404);
+        // Exclusions keep their indices.
+        assert_eq!(se.delete_indices("*,-app", strict).unwrap(), 0);
+        assert_eq!(se.delete_indices("_all", strict).unwrap(), 3);
+        assert!(listed(&se).is_empty());
+        assert_eq!(
+            se.search("*", &json!({}), 0).unwrap()["hits"]["total"]["value"],
+            0
+        );
+        // Written again, the index holds its new documents only: the segment whose
+        // documents were all deleted was dropped at the delete's commit.
+        s.append(&[LogRecord {
+            ts_ns: 1_700_000_000_000_000_000,
+            labels: Labels::from_pairs([("index", "app")]),
+            line: "again".into(),
+            metadata: vec![],
+        }])
+        .unwrap();
+        s.sync().unwrap();
+        assert_eq!(listed(&se), [("app".into(), 1, 0)]);
+    }
+
+    #[test]
+    fn index_sizes_are_the_disk_bytes_apportioned_by_documents() {
+        let (d, s) = store();
+        let se = Searcher::new(s, SearchOptions::default());
+        let idx = se.indices("*").unwrap();
+        let disk: u64 = std::fs::read_dir(d.path().join("index"))
+            .unwrap()
+            .flat_map(|day| std::fs::read_dir(day.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().metadata().unwrap().len())
+            .sum();
+        // One partition, its four documents all indices': 3/4 and 1/4 of its files.
+        let (app, other) = (idx[0].bytes as f64, idx[1].bytes as f64);
+        assert!(
+            (app + other - disk as f64).abs() <= 1.0,
+            "{app} + {other} vs {disk}"
+        );
+        assert!((app - 3.0 * other).abs() <= 2.0, "{app} vs {other}");
+        // Disk bytes, not the lines' bytes (tens of bytes here).
+        assert!(other > 1000.0, "{other}");
     }
 }

@@ -2,8 +2,8 @@
 //! data source and runbooks use it: the probes shippers make before sending (`GET /`,
 //! `_license`, `_xpack`, `_ilm/policy`, `_index_template`, `_template`, `_ingest/pipeline`,
 //! `_nodes`, index existence), search (`_search`, `_msearch`, `_mapping`, `_field_caps`)
-//! and operations (`_cat/indices`, `_cluster/health`, `_nodes/stats`). Routes are relative
-//! to the API's mount point (a path prefix on the HTTP port, or the root of its own
+//! and operations (`_cat/indices`, `_cluster/health`, `_nodes/stats`, `DELETE /<index>`).
+//! Routes are relative to the API's mount point (a path prefix on the HTTP port, or the root of its own
 //! listener); `_bulk` comes from `ingest::elastic` and is merged in by [`routes`], so every
 //! answer, bulk included, carries `X-Elastic-Product: Elasticsearch` (the official clients
 //! refuse servers without it). Errors become Elasticsearch's error body in one place,

@@ -1,7 +1,7 @@
 //! Search and the listings over `elastic::Searcher`: `_search` (body or `q=`), `_msearch`
 //! (NDJSON header and body pairs, one answer or error each), `_mapping`, `_field_caps`,
 //! `_cat/indices` (text with `v`, `s`, `h`, `bytes`, or `format=json`), `_cluster/health`,
-//! `_nodes/stats` and index existence. Owns the wire shapes; the meaning is `elastic`'s.
+//! `_nodes/stats`, index existence and deletion. Owns the wire shapes; the meaning is `elastic`'s.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use elastic::{EsError, IndexInfo, Searcher};
+use elastic::{DeleteOptions, EsError, IndexInfo, Searcher};
 use serde_json::{json, Map, Value};
 
 use super::info::{CLUSTER_NAME, NODE_ID};
@@ -284,12 +284,36 @@ async fn field_caps(State(s): State<ElasticState>, index: String) -> Response {
     )
 }
 
-/// Deleting an index would need the log store to delete streams, which it cannot: it drops
-/// whole days at retention only. Refused, saying so, rather than answered as done.
-pub(super) async fn delete_index(Path(index): Path<String>) -> Response {
-    respond(Err(EsError::IllegalArgument(format!(
-        "cannot delete [{index}]: the log store deletes whole days at retention (logs.retention), not indices"
-    ))))
+/// `DELETE /<index-pattern>`: deletes the matching indices' documents, answering
+/// `{"acknowledged": true}` as Elasticsearch does; `allow_no_indices` and
+/// `ignore_unavailable` as Elasticsearch reads them (see `Searcher::delete_indices`).
+pub(super) async fn delete_index(
+    s: State<ElasticState>,
+    Path(index): Path<String>,
+    Query(p): Params,
+) -> Response {
+    let run = async {
+        let opts = DeleteOptions {
+            allow_no_indices: bool_param(&p, "allow_no_indices", true)?,
+            ignore_unavailable: bool_param(&p, "ignore_unavailable", false)?,
+        };
+        blocking(&s, move |se| se.delete_indices(&index, opts)).await?;
+        Ok(json!({"acknowledged": true}))
+    };
+    respond(run.await)
+}
+
+/// A boolean query parameter as Elasticsearch parses it: `true`, `false`, or present without
+/// a value (true); anything else refused.
+fn bool_param(p: &HashMap<String, String>, key: &str, default: bool) -> Result<bool, EsError> {
+    match p.get(key).map(String::as_str) {
+        None => Ok(default),
+        Some("" | "true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(v) => Err(EsError::IllegalArgument(format!(
+            "Failed to parse value [{v}] as only [true] or [false] are allowed."
+        ))),
+    }
 }
 
 /// `_refresh`: indexes what was appended so far, so a search right after a bulk sees it, as
@@ -337,6 +361,7 @@ pub(super) async fn nodes_stats(State(s): State<ElasticState>) -> Response {
         blocking(&s, move |se| {
             let idx = se.indices("*")?;
             let docs: u64 = idx.iter().map(|i| i.docs).sum();
+            let deleted: u64 = idx.iter().map(|i| i.deleted).sum();
             let bytes: u64 = idx.iter().map(|i| i.bytes).sum();
             Ok(json!({
                 "_nodes": {"total": 1, "successful": 1, "failed": 0},
@@ -345,7 +370,7 @@ pub(super) async fn nodes_stats(State(s): State<ElasticState>) -> Response {
                     "name": &*name,
                     "roles": ["data", "ingest", "master"],
                     "indices": {
-                        "docs": {"count": docs, "deleted": 0},
+                        "docs": {"count": docs, "deleted": deleted},
                         "store": {"size_in_bytes": bytes, "reserved_in_bytes": 0},
                     },
                 }},
@@ -423,7 +448,7 @@ fn cat_table(infos: &[IndexInfo], p: &HashMap<String, String>) -> Result<CatOut,
             "pri" | "p" => "1".into(),
             "rep" | "r" => "0".into(),
             "docs.count" | "dc" | "docsCount" => i.docs.to_string(),
-            "docs.deleted" | "dd" | "docsDeleted" => "0".into(),
+            "docs.deleted" | "dd" | "docsDeleted" => i.deleted.to_string(),
             "store.size" | "ss" | "storeSize" | "pri.store.size" | "dataset.size" => size(i.bytes),
             _ => return None,
         })
@@ -432,17 +457,10 @@ fn cat_table(infos: &[IndexInfo], p: &HashMap<String, String>) -> Result<CatOut,
         Some(h) => h.split(',').map(str::to_owned).collect(),
         None => CAT_COLUMNS.iter().map(|c| (*c).to_owned()).collect(),
     };
-    if let Some(bad) = cols.iter().find(|c| {
-        cell(
-            &infos.first().cloned().unwrap_or(IndexInfo {
-                name: String::new(),
-                docs: 0,
-                bytes: 0,
-            }),
-            c,
-        )
-        .is_none()
-    }) {
+    if let Some(bad) = cols
+        .iter()
+        .find(|c| cell(&infos.first().cloned().unwrap_or_default(), c).is_none())
+    {
         return Err(EsError::IllegalArgument(format!(
             "header [{bad}] does not exist"
         )));
@@ -457,22 +475,14 @@ fn cat_table(infos: &[IndexInfo], p: &HashMap<String, String>) -> Result<CatOut,
             let numeric = |i: &IndexInfo| -> Option<u64> {
                 match col {
                     "docs.count" | "dc" | "docsCount" => Some(i.docs),
+                    "docs.deleted" | "dd" | "docsDeleted" => Some(i.deleted),
                     "store.size" | "ss" | "storeSize" | "pri.store.size" | "dataset.size" => {
                         Some(i.bytes)
                     }
                     _ => None,
                 }
             };
-            if cell(
-                &IndexInfo {
-                    name: String::new(),
-                    docs: 0,
-                    bytes: 0,
-                },
-                col,
-            )
-            .is_none()
-            {
+            if cell(&IndexInfo::default(), col).is_none() {
                 return Err(EsError::IllegalArgument(format!(
                     "Unable to sort by unknown sort key `{col}`"
                 )));

@@ -242,11 +242,60 @@ async fn search_and_listings() {
         (s, v["error"]["type"].as_str()),
         (400, Some("illegal_argument_exception"))
     );
-    let (s, v) = json_of(&app, "DELETE", "/web", "").await;
-    assert_eq!(s, 400, "{v}");
     let (s, v) = json_of(&app, "GET", "/nope/_mapping", "").await;
     assert_eq!(
         (s, v["error"]["type"].as_str()),
         (404, Some("index_not_found_exception"))
     );
+}
+
+#[tokio::test]
+async fn delete_index_by_pattern() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    let (s, v) = json_of(&app, "DELETE", "/nope", "").await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(
+        v["error"]["root_cause"][0]["type"],
+        "index_not_found_exception"
+    );
+    assert_eq!(v["error"]["index"], "nope");
+    assert_eq!(v["status"], 404);
+    let (s, v) = json_of(&app, "DELETE", "/nope*?allow_no_indices=false", "").await;
+    assert_eq!(
+        (s, v["error"]["reason"].as_str()),
+        (404, Some("no such index [nope*]"))
+    );
+    let (s, v) = json_of(&app, "DELETE", "/nope*", "").await;
+    assert_eq!((s, v), (200, json!({"acknowledged": true})));
+    let (s, v) = json_of(&app, "DELETE", "/web?ignore_unavailable=maybe", "").await;
+    assert_eq!(
+        (s, v["error"]["type"].as_str()),
+        (400, Some("illegal_argument_exception"))
+    );
+    let (s, v) = json_of(&app, "DELETE", "/w*,nope?ignore_unavailable", "").await;
+    assert_eq!((s, v), (200, json!({"acknowledged": true})));
+    let (_, v) = json_of(
+        &app,
+        "GET",
+        "/_cat/indices?format=json&h=index,docs.count,docs.deleted",
+        "",
+    )
+    .await;
+    assert_eq!(
+        v,
+        json!([{"index": "db", "docs.count": "1", "docs.deleted": "0"}])
+    );
+    let (s, _) = json_of(&app, "GET", "/web/_search", "").await;
+    assert_eq!(s, 404);
+    let (_, v) = json_of(&app, "GET", "/_nodes/stats", "").await;
+    let node = v["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(node["indices"]["docs"], json!({"count": 1, "deleted": 0}));
+    assert!(node["indices"]["store"]["size_in_bytes"].as_u64().unwrap() > 1000);
 }
