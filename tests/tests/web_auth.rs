@@ -216,7 +216,13 @@ roles:
         .concat(),
     );
     assert_eq!(status, 401);
-    for path in ["/api/v1/write", "/-/reload", "/api/v2/silences"] {
+    for (method, path) in [
+        ("POST", "/api/v1/write"),
+        ("POST", "/-/reload"),
+        ("POST", "/api/v2/silences"),
+        ("PUT", "/metrics/job/batch"),
+        ("DELETE", "/es/logs-*"),
+    ] {
         let (_, status, headers, body) = curl(
             &[
                 &tls[..],
@@ -224,7 +230,7 @@ roles:
                     "-u",
                     "reader:reader-pw",
                     "-X",
-                    "POST",
+                    method,
                     "--data",
                     "x",
                     &url(path),
@@ -232,7 +238,7 @@ roles:
             ]
             .concat(),
         );
-        assert_eq!(status, 403, "{path}: {headers}{body}");
+        assert_eq!(status, 403, "{method} {path}: {headers}{body}");
         assert_eq!(body, "Forbidden\n");
         assert!(!headers.contains("www-authenticate"), "{headers}");
     }

@@ -36,7 +36,13 @@ pub fn http_role(method: &Method, path: &str) -> Option<Role> {
         p if p.starts_with("/v1/") => Some(Role::Write),
         // Elasticsearch's bulk ingest, under its prefix or on its own listener.
         p if p == "/_bulk" || p.ends_with("/_bulk") => Some(Role::Write),
+        // Pushgateway's push, replace and delete of a group: what pushers do.
+        p if p.starts_with("/metrics/job") => Some(Role::Write),
         p if p.starts_with("/-/") || p.starts_with("/api/v1/admin/") => Some(Role::Admin),
+        // Deletes data or state everywhere else: Elasticsearch's `DELETE /<index-pattern>`
+        // (under its prefix or on its own listener, where the path is any index name),
+        // Alertmanager's silences.
+        _ if *method == Method::DELETE => Some(Role::Admin),
         p if p.starts_with("/api/v2/") && !matches!(*method, Method::GET | Method::HEAD) => {
             Some(Role::Admin)
         }
@@ -317,6 +323,14 @@ mod tests {
             (&get, "/api/v2/silences", Some(Role::Read)),
             (&post, "/api/v2/silences", Some(Role::Admin)),
             (&Method::DELETE, "/api/v2/silence/x", Some(Role::Admin)),
+            (&Method::DELETE, "/es/logs-*", Some(Role::Admin)),
+            (&Method::DELETE, "/web", Some(Role::Admin)),
+            (&Method::PUT, "/metrics/job/batch", Some(Role::Write)),
+            (
+                &Method::DELETE,
+                "/metrics/job/batch/instance/a",
+                Some(Role::Write),
+            ),
             (&post, "/api/v2/alerts", Some(Role::Admin)),
         ] {
             assert_eq!(http_role(m, p), want, "{m} {p}");
