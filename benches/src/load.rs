@@ -48,6 +48,22 @@ pub struct LoadArgs {
     pub batch: usize,
 }
 
+impl LoadConfig {
+    /// The query benchmarks' data: `series` × `samples` 15 s apart, the last at `end_ms`, sent
+    /// as Prometheus sends (4 senders, 2000 samples per request, remote-write 1.0).
+    pub fn scraped(series: usize, samples: usize, end_ms: i64) -> LoadConfig {
+        LoadConfig {
+            series,
+            samples_per_series: samples,
+            concurrency: 4,
+            batch_samples: 2000,
+            protocol: Protocol::V1,
+            interval_ms: 15_000,
+            end_ms,
+        }
+    }
+}
+
 impl LoadArgs {
     /// The load, with its last samples at the current time, or just before the last UTC 2h
     /// boundary when the run would straddle it.

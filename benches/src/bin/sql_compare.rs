@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use ingest::remote_write::Protocol;
 use novamon_benches::load::{prepare, send, LoadConfig};
 use novamon_benches::log_records::LogSet;
 use novamon_benches::peers::{Peer, Running};
@@ -66,15 +65,7 @@ fn main() -> anyhow::Result<()> {
     novamon_benches::install_tls_provider();
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
     let end_ms = now_ms / 15_000 * 15_000;
-    let cfg = LoadConfig {
-        series: args.series,
-        samples_per_series: args.samples,
-        concurrency: 4,
-        batch_samples: 2000,
-        protocol: Protocol::V1,
-        interval_ms: 15_000,
-        end_ms,
-    };
+    let cfg = LoadConfig::scraped(args.series, args.samples, end_ms);
     let timeout = Duration::from_secs(60);
     let mut running = Peer::novamon(args.novamon.clone(), args.port).start(timeout)?;
     let client = reqwest::blocking::Client::builder()

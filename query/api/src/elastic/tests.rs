@@ -65,6 +65,14 @@ async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (u16, Option
     (status, product, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The one node of `_nodes/stats`.
+async fn node_stats(app: &Router) -> Value {
+    let (_, v) = json_of(app, "GET", "/_nodes/stats", "").await;
+    let nodes = v["nodes"].as_object().unwrap();
+    assert_eq!(nodes.len(), 1, "{v}");
+    nodes.values().next().unwrap().clone()
+}
+
 async fn json_of(app: &Router, method: &str, uri: &str, body: &str) -> (u16, Value) {
     let (status, product, text) = call(app, method, uri, body).await;
     assert_eq!(product.as_deref(), Some("Elasticsearch"), "{uri}");
@@ -209,14 +217,7 @@ async fn search_and_listings() {
     assert_eq!(v["fields"]["host.keyword"]["keyword"]["aggregatable"], true);
     let (_, v) = json_of(&app, "GET", "/_cluster/health?wait_for_status=yellow", "").await;
     assert_eq!(v["status"], "green");
-    let (_, v) = json_of(&app, "GET", "/_nodes/stats", "").await;
-    let node = v["nodes"]
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .clone();
+    let node = node_stats(&app).await;
     assert_eq!(node["indices"]["docs"]["count"], 4);
     let (_, v) = json_of(
         &app,
@@ -288,14 +289,7 @@ async fn delete_index_by_pattern() {
     );
     let (s, _) = json_of(&app, "GET", "/web/_search", "").await;
     assert_eq!(s, 404);
-    let (_, v) = json_of(&app, "GET", "/_nodes/stats", "").await;
-    let node = v["nodes"]
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .clone();
+    let node = node_stats(&app).await;
     assert_eq!(node["indices"]["docs"], json!({"count": 1, "deleted": 0}));
     assert!(node["indices"]["store"]["size_in_bytes"].as_u64().unwrap() > 1000);
 }
