@@ -9,8 +9,10 @@
 //! Prometheus runs with its native-histograms feature (VictoriaMetrics 1.79 takes none).
 //! `--settle` keeps each target running that long after the load before it is stopped, so
 //! that background merges (VictoriaMetrics') have settled when the disk is measured; the
-//! bytes are also given without VictoriaMetrics' `cache` directory (persisted caches it
-//! rebuilds when missing).
+//! bytes are also given for the metrics data alone (`metrics_data`): VictoriaMetrics without
+//! its `cache` directory (persisted caches it rebuilds when missing), novamon's TSDB without
+//! the log, trace and alert stores it keeps beside it (empty in this load, yet files of their
+//! own), Prometheus's whole directory.
 //!
 //!   ingest_compare --novamon target/release/novamon --series 20000 --samples 30
 
@@ -46,7 +48,7 @@ struct Row {
     name: String,
     report: LoadReport,
     disk_bytes: u64,
-    /// `disk_bytes` without the target's caches.
+    /// `disk_bytes` of the metrics data alone: without caches and other signals' stores.
     data_bytes: u64,
     peak_rss_kib: Option<u64>,
     /// CPU seconds the target used while taking the load.
@@ -95,12 +97,13 @@ fn run(args: &Args, peer: &Peer) -> anyhow::Result<Row> {
     let peak_rss_kib = running.peak_rss_kib();
     let stopped = running.stop(timeout)?;
     let disk_bytes = running.disk_bytes()?;
-    let caches = match peer.name.as_str() {
+    let data_bytes = match peer.name.as_str() {
         "victoria-metrics" => match running.disk_bytes_of("cache") {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            bytes => bytes?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => disk_bytes,
+            bytes => disk_bytes - bytes?,
         },
-        _ => 0,
+        "novamon" => running.disk_bytes_of("tsdb")?,
+        _ => disk_bytes,
     };
     let restart = running.restart(timeout)?;
     running.stop(timeout)?;
@@ -111,7 +114,7 @@ fn run(args: &Args, peer: &Peer) -> anyhow::Result<Row> {
         name: peer.name.clone(),
         report,
         disk_bytes,
-        data_bytes: disk_bytes - caches,
+        data_bytes,
         peak_rss_kib,
         cpu_seconds,
         stopped,
@@ -138,7 +141,7 @@ fn print_table(args: &Args, rows: &[Row]) {
         "failed",
         "disk_bytes",
         "bytes/sample",
-        "w/o_caches",
+        "metrics_data",
         "peak_rss_MiB",
         "p50_ms",
         "p99_ms",

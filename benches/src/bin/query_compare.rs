@@ -200,16 +200,21 @@ fn print_table(args: &Args, columns: &[(String, Vec<Timing>)]) {
         println!();
     }
     println!();
-    println!("server CPU ms per run; ratio = system / novamon");
+    println!(
+        "server CPU ms per run (in ticks of {:.1} ms: 10 ms over {} runs); ratio = system / novamon",
+        10.0 / args.runs as f64,
+        args.runs
+    );
     for (i, (label, _)) in requests(0).iter().enumerate() {
         print!("{label:<100}");
         for (_, timings) in columns {
             let ms = timings[i].cpu_per_run.as_secs_f64() * 1000.0;
-            let cell = match novamon {
-                Some(n) => {
-                    let base = columns[n].1[i].cpu_per_run.as_secs_f64() * 1000.0;
-                    format!("{ms:.1} x{:.2}", ms / base.max(1e-6))
-                }
+            // `/proc` counts CPU time in ticks of 10 ms: a novamon time of no tick over the
+            // runs has no ratio to give.
+            let base = novamon.map(|n| columns[n].1[i].cpu_per_run.as_secs_f64() * 1000.0);
+            let cell = match base {
+                Some(base) if base > 0.0 => format!("{ms:.1} x{:.2}", ms / base),
+                Some(_) => format!("{ms:.1} x-"),
                 None => format!("{ms:.1}"),
             };
             print!(" {cell:>22}");
