@@ -10,6 +10,9 @@
 //!   native histogram sample); `matchers`: its filters that become the select's matchers.
 //! - `logs`: the `logs` table over [`storage::logs::LogReader`] (one row per record).
 //! - `spans`: the `spans` table over [`storage::traces::TraceReader`] (one row per span).
+//! - `history`: exported history ([`History`]: the Hive-style layout of Parquet day files in
+//!   an object store) and the table reading a store's local days and the exported days
+//!   before them as one; `export`: the [`Exporter`] writing finished days there.
 //! - `scan`: what the tables share: the plan node that runs a store read on the blocking
 //!   pool and streams its batches (`StoreExec`, which EXPLAIN shows with what it applies),
 //!   and the reading of the filters a scan applies itself (time ranges, equality).
@@ -18,6 +21,8 @@
 //! left above the scan); every other filter is left to DataFusion. Knows no wire format: the
 //! HTTP endpoint is `query/api`'s.
 
+mod export;
+mod history;
 mod logs;
 mod matchers;
 mod metrics;
@@ -28,8 +33,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
@@ -41,6 +48,8 @@ use storage::{Classify, ErrorClass, Querier, StorageError};
 
 pub use datafusion::arrow;
 pub use datafusion::common as datafusion_common;
+pub use export::{ExportError, ExportObserver, ExportReport, Exporter};
+pub use history::{History, Retention, Signal};
 
 /// What one query may use.
 #[derive(Clone, Debug)]
@@ -154,6 +163,8 @@ pub struct SqlEngine {
     spans: Arc<dyn TraceReader>,
     opts: SqlOptions,
     runtime: Arc<RuntimeEnv>,
+    /// Exported days, read with the local ones when set.
+    history: Option<History>,
 }
 
 impl SqlEngine {
@@ -165,6 +176,9 @@ impl SqlEngine {
     ) -> Result<SqlEngine, SqlError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(opts.max_memory_bytes, 1.0)
+            // DataFusion keeps file listings forever by default: an exported day written
+            // after a first query would stay unseen. Listing a signal's dates is cheap.
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
         Ok(SqlEngine {
             metrics,
@@ -172,7 +186,23 @@ impl SqlEngine {
             spans,
             opts,
             runtime,
+            history: None,
         })
+    }
+
+    /// Tables that also read the days exported to `history` that the stores no longer hold.
+    pub fn with_history(mut self, history: History) -> SqlEngine {
+        history.register(&self.runtime);
+        self.history = Some(history);
+        self
+    }
+
+    /// A table as sessions see it: its store, with exported history when there is one.
+    fn table(&self, signal: Signal, local: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+        match &self.history {
+            Some(h) => Arc::new(history::HistoryTable::new(signal, local, h.clone())),
+            None => local,
+        }
     }
 
     /// A session with the three tables, reading the stores as they are when scanned.
@@ -186,27 +216,32 @@ impl SqlEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_table(
-            "metrics",
-            Arc::new(metrics::MetricsTable::new(
-                self.metrics.clone(),
-                self.opts.max_samples,
-            )),
-        )?;
-        ctx.register_table(
-            "logs",
-            Arc::new(logs::LogsTable::new(
-                self.logs.clone(),
-                self.opts.max_log_records,
-            )),
-        )?;
-        ctx.register_table(
-            "spans",
-            Arc::new(spans::SpansTable::new(
-                self.spans.clone(),
-                self.opts.max_spans,
-            )),
-        )?;
+        let tables: [(Signal, Arc<dyn TableProvider>); 3] = [
+            (
+                Signal::Metrics,
+                Arc::new(metrics::MetricsTable::new(
+                    self.metrics.clone(),
+                    self.opts.max_samples,
+                )),
+            ),
+            (
+                Signal::Logs,
+                Arc::new(logs::LogsTable::new(
+                    self.logs.clone(),
+                    self.opts.max_log_records,
+                )),
+            ),
+            (
+                Signal::Spans,
+                Arc::new(spans::SpansTable::new(
+                    self.spans.clone(),
+                    self.opts.max_spans,
+                )),
+            ),
+        ];
+        for (signal, local) in tables {
+            ctx.register_table(signal.table(), self.table(signal, local))?;
+        }
         Ok(ctx)
     }
 
