@@ -62,6 +62,9 @@ pub struct Config {
     /// checked by `ingest::forward` and kept as written, so its secrets render masked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<PassThrough<PrometheusSecrets>>,
+    /// Finished days exported as Parquet (`crate::export`); off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<crate::export::ExportConfig>,
     /// Deprecated keys this config used, each already moved to its new place by `parse`.
     #[serde(skip)]
     deprecated: Vec<Deprecation>,

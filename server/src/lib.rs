@@ -11,6 +11,7 @@ pub mod alertmanager;
 pub mod cli;
 pub mod config;
 mod cross_site;
+mod export;
 mod heap;
 mod postgres;
 mod push;

@@ -182,6 +182,13 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     .with_rules(rules.manager.clone())
     .with_targets(Arc::new(scraping.clone()))
     .with_exemplars(tsdb.clone());
+    let export = crate::export::start(
+        &config,
+        tsdb.clone(),
+        logs.clone(),
+        traces.clone(),
+        &mut registry,
+    )?;
     let scrape_time = ScrapeTimeMetrics::register(
         &mut registry,
         self_metrics::Stores {
@@ -205,7 +212,13 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     ingest::push::expose(&push_state, tsdb.clone(), config.global.scrape_interval.0);
 
     let sql = api::sql::SqlState::new(
-        sql_engine(&config, tsdb.clone(), logs.clone(), traces.clone())?,
+        sql_engine(
+            &config,
+            tsdb.clone(),
+            logs.clone(),
+            traces.clone(),
+            export.as_ref().map(|e| e.history.clone()),
+        )?,
         query_gate.clone(),
         config.query.timeout.0,
     );
@@ -316,6 +329,9 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     }
     rules.manager.stop().await;
     scraping.manager.stop().await;
+    if let Some(export) = export {
+        export.stop();
+    }
     // Unsent data stays in the outbox for the next start.
     forwarding.stop().await;
     signal_forwarding.stop().await;
@@ -498,12 +514,14 @@ fn node_name() -> String {
 }
 
 /// The SQL engine over the three stores, within the budgets the other query languages have:
-/// PromQL's sample limit, LogQL's line limit and the trace search's span limit.
+/// PromQL's sample limit, LogQL's line limit and the trace search's span limit; reading the
+/// exported days too when `export:` is set.
 fn sql_engine(
     config: &Config,
     tsdb: Arc<storage::Tsdb>,
     logs: Arc<storage::logs::LogStore>,
     traces: Arc<storage::traces::TraceStore>,
+    history: Option<sql::History>,
 ) -> anyhow::Result<sql::SqlEngine> {
     let opts = sql::SqlOptions {
         max_samples: config.query.max_samples,
@@ -511,7 +529,12 @@ fn sql_engine(
         max_spans: config.limits.trace_search_max_spans,
         ..sql::SqlOptions::default()
     };
-    sql::SqlEngine::new(tsdb, logs, traces, opts).context("starting the SQL engine")
+    let engine =
+        sql::SqlEngine::new(tsdb, logs, traces, opts).context("starting the SQL engine")?;
+    Ok(match history {
+        Some(h) => engine.with_history(h),
+        None => engine,
+    })
 }
 
 /// Prometheus's default bind (all interfaces) stays the default; an unauthenticated listener
