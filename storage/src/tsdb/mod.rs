@@ -1007,6 +1007,21 @@ impl Inner {
             *next = next_series_id;
         }
 
+        {
+            // A pass that does nothing but read each series' head and open chunk end
+            // (`Head::warm`) just before the exclusive lock: short enough that the processor
+            // has many of these cache misses in flight at once, where the appends below, long
+            // per series, would wait for each under the lock. Done earlier, before the write
+            // above, the lines were evicted again by the time they were appended to.
+            let state = self.state.read();
+            let mut warmed = 0u8;
+            for &(_, head_slot) in group_slots.iter().flatten() {
+                if let Some(slot) = head_slot {
+                    warmed ^= state.head.warm(slot);
+                }
+            }
+            std::hint::black_box(warmed);
+        }
         let mut state = self.state.write();
         for (id, labels) in new_series {
             state.index.insert(id, labels);

@@ -314,8 +314,18 @@ impl XorReader {
 
 impl XorChunk {
     pub(crate) fn new() -> XorChunk {
+        XorChunk::with_capacity(0)
+    }
+
+    /// An empty chunk with room for `bytes` of bit stream: a series' next chunk takes about
+    /// what its last one took, and sized so it grows without the dozen reallocations and
+    /// copies a 120-sample chunk costs from empty.
+    pub(crate) fn with_capacity(bytes: usize) -> XorChunk {
         XorChunk {
-            bw: BitWriter::default(),
+            bw: BitWriter {
+                bytes: Vec::with_capacity(bytes.next_multiple_of(16)),
+                free: 0,
+            },
             count: 0,
             first_t: 0,
             last_t: 0,
@@ -373,6 +383,12 @@ impl XorChunk {
         self.count += 1;
     }
 
+    /// The last byte written, which the next append completes: read ahead of a run of
+    /// appends so its cache line is loaded (see `Head::warm`).
+    pub(crate) fn tail(&self) -> u8 {
+        self.bw.bytes.last().copied().unwrap_or_default()
+    }
+
     /// The samples written so far.
     pub(crate) fn iter(&self) -> XorIter<'_> {
         XorIter::new(&self.bw.bytes, self.count)
@@ -400,9 +416,8 @@ impl XorChunk {
         out.extend_from_slice(&self.bw.bytes);
     }
 
-    /// Bytes of the bit stream (without header), for size accounting.
-    #[cfg(test)]
-    fn data_len(&self) -> usize {
+    /// Bytes of the bit stream (without header).
+    pub(crate) fn data_len(&self) -> usize {
         self.bw.bytes.len()
     }
 }
