@@ -414,6 +414,14 @@ impl Novamon {
         .expect("pushed log lines never became queryable");
     }
 
+    /// Posts an OTLP/JSON request (to `/v1/traces`, `/v1/logs` or `/v1/metrics`) and checks
+    /// it was taken (200).
+    pub fn post_otlp_json(&self, path: &str, body: &Json) {
+        let bytes = serde_json::to_vec(body).expect("JSON");
+        let (status, text, _) = self.post_raw(path, "application/json", &[], bytes);
+        assert_eq!(status, 200, "{text}");
+    }
+
     pub fn post_raw(
         &self,
         path: &str,

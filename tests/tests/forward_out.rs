@@ -133,13 +133,7 @@ fn post_spans(n: &Novamon, service: &str, trace_id: &str, range: std::ops::Range
     let body = json!({"resourceSpans": [{"resource": {"attributes": [
         {"key": "service.name", "value": {"stringValue": service}}]},
         "scopeSpans": [{"spans": spans}]}]});
-    let (status, text, _) = n.post_raw(
-        "/v1/traces",
-        "application/json",
-        &[],
-        serde_json::to_vec(&body).unwrap(),
-    );
-    assert_eq!(status, 200, "{text}");
+    n.post_otlp_json("/v1/traces", &body);
 }
 
 /// The span names of a trace as `n`'s Jaeger API returns it, sorted.

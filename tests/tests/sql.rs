@@ -332,13 +332,7 @@ fn sql_answers_as_promql_and_logql_do() {
             span("00f067aa0ba902c2", "00f067aa0ba902c1", "SELECT stock", 4),
         ]}],
     }]});
-    let (st, text, _) = n.post_raw(
-        "/v1/traces",
-        "application/json",
-        &[],
-        serde_json::to_vec(&body).unwrap(),
-    );
-    assert_eq!(st, 200, "{text}");
+    n.post_otlp_json("/v1/traces", &body);
     let trace = n.get_ok(&format!("/jaeger/api/traces/{trace_id}"));
     let mut jaeger: BTreeMap<String, f64> = BTreeMap::new();
     for s in trace["data"][0]["spans"].as_array().unwrap() {

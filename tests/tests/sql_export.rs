@@ -211,13 +211,7 @@ fn a_finished_day_exported_as_parquet_reads_the_same_in_pyarrow_and_sql() {
         })
         .collect();
     let body = json!({ "resourceSpans": resources });
-    let (status, text, _) = n.post_raw(
-        "/v1/traces",
-        "application/json",
-        &[],
-        serde_json::to_vec(&body).unwrap(),
-    );
-    assert_eq!(status, 200, "{text}");
+    n.post_otlp_json("/v1/traces", &body);
     // Every log line indexed (the store answers them) before the restart exports the day.
     wait_until(Duration::from_secs(30), || {
         sql_rows(&n, "SELECT count(*) FROM logs")[0][0] == json!(100)

@@ -533,13 +533,7 @@ fn jaeger_tag_search_matches_span_process_and_log_tags_on_one_span() {
             span(d, "00000000000000d1", 1_000_000, serde_json::json!([]), serde_json::json!([])),
         ])),
     ]});
-    let (st, resp, _) = n.post_raw(
-        "/v1/traces",
-        "application/json",
-        &[],
-        body.to_string().into_bytes(),
-    );
-    assert_eq!(st, 200, "{resp}");
+    n.post_otlp_json("/v1/traces", &body);
     let (start_us, end_us) = (now_ns / 1000 - 3_600_000_000, now_ns / 1000 + 60_000_000);
     let search = |tags: &str| -> Vec<String> {
         let found = n.get_ok(&format!(

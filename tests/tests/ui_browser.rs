@@ -127,13 +127,7 @@ fn send_trace(n: &Novamon) {
             span("b000000000000002", "b000000000000001", "SELECT balance", 50, 70, json!({})),
         ]),
     ]});
-    let (status, text, _) = n.post_raw(
-        "/v1/traces",
-        "application/json",
-        &[],
-        serde_json::to_vec(&body).expect("json"),
-    );
-    assert_eq!(status, 200, "{text}");
+    n.post_otlp_json("/v1/traces", &body);
 }
 
 /// The SQL tab in Chromium: a query typed and run, its rows in the table (as many as the
