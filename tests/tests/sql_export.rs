@@ -137,10 +137,19 @@ fn exported_days(n: &Novamon, signal: &str) -> Option<f64> {
 fn a_finished_day_exported_as_parquet_reads_the_same_in_pyarrow_and_sql() {
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("export");
-    // Only the start-up pass runs while the data is written: no pass sees part of it.
+    // Only the start-up pass runs, and it has ended before the data is written: no pass sees
+    // part of it. (A pass still running would export the day written under it, and the
+    // restarted server would rightly leave a day whose file exists.)
     let mut n = start(dir.path(), &config(dir.path(), &export, "15d", "1h"));
+    wait_until(Duration::from_secs(30), || {
+        n.metric("novamon_export_last_success_timestamp_seconds")
+            .is_some_and(|t| t > 0.0)
+    })
+    .expect("the start-up pass ended");
     // Nothing stored yet: the start-up pass wrote nothing.
-    assert_eq!(exported_days(&n, "metrics"), Some(0.0));
+    for signal in ["metrics", "logs", "spans"] {
+        assert_eq!(exported_days(&n, signal), Some(0.0), "{signal}");
+    }
 
     let day_ms = (now_ns() / 1_000_000 / DAY_MS - 2) * DAY_MS;
     let date = {
