@@ -199,17 +199,17 @@ impl History {
 
 /// Day `day` (since the epoch) as `YYYY-MM-DD` (the proleptic Gregorian calendar, UTC).
 pub(crate) fn date_of_day(day: i64) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    // A day past chrono's calendar (only a query's open bound) takes its first or last date.
+    // Both sort before every real date as text, so as a lower bound they keep every partition:
+    // pruning weakens, the query's own time filter still applies.
+    let date = chrono::DateTime::from_timestamp(day.saturating_mul(86_400), 0)
+        .map(|t| t.date_naive())
+        .unwrap_or(if day < 0 {
+            chrono::NaiveDate::MIN
+        } else {
+            chrono::NaiveDate::MAX
+        });
+    date.format("%Y-%m-%d").to_string()
 }
 
 /// The day (since the epoch) holding `t` in the signal's unit.
@@ -324,6 +324,8 @@ mod tests {
         assert_eq!(date_of_day(-1), "1969-12-31");
         assert_eq!(date_of_day(11_016), "2000-02-29");
         assert_eq!(date_of_day(20_794), "2026-12-07");
+        assert!(date_of_day(i64::MIN / 86_400).as_str() < "1970-01-01");
+        assert!(date_of_day(i64::MAX / 86_400).as_str() < "1970-01-01");
         assert_eq!(day_of(Signal::Metrics, 86_400_000 - 1), 0);
         assert_eq!(day_of(Signal::Logs, DAY_NS), 1);
         assert_eq!(day_of(Signal::Spans, -1), -1);
