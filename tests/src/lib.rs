@@ -306,6 +306,17 @@ impl Novamon {
         body
     }
 
+    /// The value of forwarding counter `name` for destination `dest` (whatever its URL and
+    /// signal), 0 before any.
+    pub fn forward_counter(&self, name: &str, dest: &str) -> f64 {
+        let prefix = format!("{name}{{remote_name=\"{dest}\",");
+        let (_, text) = self.get_text("/metrics", &[]);
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The value of one series of `/metrics`, named exactly as exposed (`name{labels}`), or
     /// None when it is not there.
     pub fn metric(&self, series: &str) -> Option<f64> {

@@ -429,16 +429,6 @@ fn bad_receivers_drop_and_count_and_never_block_ingest() {
     );
 }
 
-/// The value of `name` for destination `dest` (whatever its URL and signal), 0 before any.
-fn dest_counter(n: &Novamon, name: &str, dest: &str) -> f64 {
-    let prefix = format!("{name}{{remote_name=\"{dest}\",");
-    let (_, text) = n.get_text("/metrics", &[]);
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 /// Spans and lines forwarded over OTLP gRPC to a second novamon's OTLP gRPC listener arrive
 /// exactly, through an outage of the receiver (retried, as UNAVAILABLE is).
 #[test]
@@ -470,8 +460,8 @@ fn spans_and_lines_go_out_over_otlp_grpc() {
     post_spans(&n, "shop", trace, 50..100);
     push_lines(&n, "otlp", "prod", 200..400, t0);
     wait_until(Duration::from_secs(20), || {
-        dest_counter(&n, "novamon_forward_items_retried_total", "tempo") > 0.0
-            && dest_counter(&n, "novamon_forward_items_retried_total", "collector") > 0.0
+        n.forward_counter("novamon_forward_items_retried_total", "tempo") > 0.0
+            && n.forward_counter("novamon_forward_items_retried_total", "collector") > 0.0
     })
     .unwrap_or_else(|| {
         panic!(
@@ -486,14 +476,14 @@ fn spans_and_lines_go_out_over_otlp_grpc() {
     wait_lines(&receiver, &n, OTLP_LINES, t0, &lines("otlp", 0..400));
     for dest in ["tempo", "collector"] {
         assert_eq!(
-            dest_counter(&n, "novamon_forward_items_failed_total", dest),
+            n.forward_counter("novamon_forward_items_failed_total", dest),
             0.0,
             "{}",
             forward_metrics(&n)
         );
     }
     assert_eq!(
-        dest_counter(&n, "novamon_forward_items_total", "tempo"),
+        n.forward_counter("novamon_forward_items_total", "tempo"),
         100.0
     );
 }
@@ -523,7 +513,7 @@ fn a_backlog_over_max_disk_usage_drops_the_oldest_lines_counted() {
         );
     }
     wait_until(Duration::from_secs(10), || {
-        dest_counter(&n, "novamon_forward_items_retried_total", "capped") > 0.0
+        n.forward_counter("novamon_forward_items_retried_total", "capped") > 0.0
     })
     .unwrap_or_else(|| panic!("no retries counted\n{}", forward_metrics(&n)));
     proxy.point_at(Some(&receiver.url));
@@ -533,7 +523,7 @@ fn a_backlog_over_max_disk_usage_drops_the_oldest_lines_counted() {
         got = receiver.log_lines(r#"{app="capped"}"#, t0);
         got.last() == all.last()
             && (got.len()
-                + dest_counter(&n, "novamon_forward_items_dropped_total", "capped") as usize)
+                + n.forward_counter("novamon_forward_items_dropped_total", "capped") as usize)
                 == total
     })
     .unwrap_or_else(|| {
@@ -651,7 +641,7 @@ fn a_two_minute_receiver_outage_under_load_loses_nothing() {
         ("novamon_forward_items_retried_total", "loki"),
         ("novamon_forward_items_retried_total", "tempo"),
     ] {
-        let retried = dest_counter(&n, name, dest);
+        let retried = n.forward_counter(name, dest);
         assert!(retried > 0.0, "{name} {dest}: no retries during the outage");
     }
     let receiver2 = Novamon::start(&receiver_data, &receiver_args);
@@ -697,7 +687,7 @@ fn a_two_minute_receiver_outage_under_load_loses_nothing() {
         "novamon_forward_items_dropped_total",
     ] {
         for dest in ["loki", "tempo"] {
-            assert_eq!(dest_counter(&n, name, dest), 0.0, "{name} {dest}");
+            assert_eq!(n.forward_counter(name, dest), 0.0, "{name} {dest}");
         }
     }
     // No `samples_failed` check: at least once, samples the receiver already holds may be

@@ -1,16 +1,18 @@
 //! The web config file (`--web.config.file`, Prometheus's exporter-toolkit format) on the
 //! real binary: basic auth and bearer tokens with roles, TLS and mutual TLS (certificates made
 //! with the openssl CLI), Prometheus remote-writing with basic_auth and tls_config, OTLP/gRPC
-//! refusing calls without credentials, reload on SIGHUP (credentials, and certificates without
-//! dropping open connections), and the header read timeout closing a slowloris connection.
+//! refusing calls without credentials, spans forwarded over OTLP/gRPC to a receiver with TLS
+//! and basic auth, reload on SIGHUP (credentials, and certificates without dropping open
+//! connections), and the header read timeout closing a slowloris connection.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{novamon_bin, wait_for_go_listen_url, wait_until, Process};
+use e2e::{novamon_bin, now_ns, wait_for_go_listen_url, wait_until, Json, Novamon, Process};
 use e2e::{spawn_prometheus, PROMETHEUS};
+use serde_json::json;
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
 struct Pki {
@@ -715,4 +717,112 @@ fn sigterm_drains_a_request_in_flight() {
     assert!(answer.starts_with("HTTP/1.1 204"), "{answer}\n{}", p.log());
     let status = p.signal_and_wait("TERM", Duration::from_secs(60));
     assert!(status.success(), "{status}\n{}", p.log());
+}
+
+/// Spans forwarded over OTLP/gRPC to a receiver serving TLS and basic auth (its web config):
+/// the destination that trusts the receiver's CA and sends its credentials delivers every
+/// span; one that does not trust the CA delivers nothing and retries (a handshake failure is
+/// the link's, not the data's); one with a wrong password is refused, UNAUTHENTICATED, and
+/// drops and counts the spans as the OpenTelemetry Collector does.
+#[test]
+fn spans_go_out_over_otlp_grpc_with_tls_and_basic_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
+             basic_auth_users:\n  edge: '{}'\n",
+            hash("edge-pw")
+        ),
+    )
+    .unwrap();
+    let receiver_dir = dir.path().join("receiver");
+    std::fs::create_dir_all(&receiver_dir).unwrap();
+    let (receiver, [http, grpc, _]) =
+        start(&receiver_dir, &["--web.config.file", web.to_str().unwrap()]);
+    assert!(
+        receiver
+            .log()
+            .contains(&format!("OTLP/gRPC listening addr={grpc} tls=true")),
+        "{}",
+        receiver.log()
+    );
+
+    let ca = pki.path("ca.crt");
+    let quick = "{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 400ms}";
+    let destination = |name: &str, password: &str, tls: &str| {
+        format!(
+            "    - {{name: {name}, protocol: otlp_grpc, url: 'https://{grpc}', \
+             basic_auth: {{username: edge, password: {password}}}, tls_config: {{{tls}}}, \
+             queue_config: {quick}}}\n"
+        )
+    };
+    let sender_dir = dir.path().join("sender");
+    std::fs::create_dir_all(&sender_dir).unwrap();
+    let config = sender_dir.join("novamon.yml");
+    std::fs::write(
+        &config,
+        [
+            "forward:\n  traces:\n".to_owned(),
+            destination("central", "edge-pw", &format!("ca_file: '{ca}'")),
+            destination("untrusted", "edge-pw", ""),
+            destination("wrong_password", "nope", &format!("ca_file: '{ca}'")),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let sender = Novamon::start(
+        &sender_dir.join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+
+    let trace = "6bf92f3577b34da6a3ce929d0e0e4736";
+    let now = now_ns();
+    let spans: Vec<Json> = (0..20)
+        .map(|i| {
+            json!({"traceId": trace, "spanId": format!("{:016x}", i + 1), "name": format!("op{i}"),
+                   "kind": 2, "startTimeUnixNano": (now + i).to_string(),
+                   "endTimeUnixNano": (now + i + 1000).to_string()})
+        })
+        .collect();
+    sender.post_otlp_json(
+        "/v1/traces",
+        &json!({"resourceSpans": [{"resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "shop"}}]},
+            "scopeSpans": [{"spans": spans}]}]}),
+    );
+
+    let query = format!("https://{http}/jaeger/api/traces/{trace}");
+    let mut got = 0;
+    wait_until(Duration::from_secs(60), || {
+        let (_, status, _, body) = curl(&["--cacert", &ca, "-u", "edge:edge-pw", &query]);
+        got = serde_json::from_str::<Json>(&body)
+            .ok()
+            .map_or(0, |b| b["data"][0]["spans"].as_array().map_or(0, Vec::len));
+        status == 200 && got == 20
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{got} of 20 spans arrived; sender log:\n{}",
+            sender.process.log()
+        )
+    });
+    let counter = |name: &str, dest: &str| sender.forward_counter(name, dest);
+    wait_until(Duration::from_secs(30), || {
+        counter("novamon_forward_items_retried_total", "untrusted") > 0.0
+            && counter("novamon_forward_items_failed_total", "wrong_password") == 20.0
+    })
+    .unwrap_or_else(|| panic!("sender log:\n{}", sender.process.log()));
+    assert_eq!(counter("novamon_forward_items_total", "central"), 20.0);
+    assert_eq!(
+        counter("novamon_forward_items_failed_total", "central"),
+        0.0
+    );
+    assert_eq!(counter("novamon_forward_items_total", "untrusted"), 0.0);
+    assert_eq!(
+        counter("novamon_forward_items_failed_total", "untrusted"),
+        0.0
+    );
 }

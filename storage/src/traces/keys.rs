@@ -3,7 +3,13 @@
 //!
 //! - `spans`: trace id (16) | span id (8). A trace is the contiguous range under its id.
 //! - `index`: `kind byte | fields… | start ns (u64 BE) | span id`, where the fields are
-//!   `\0`-terminated strings or an origin id. The time key (`T | start | span id`) holds the
+//!   `\0`-terminated strings or an origin id. Partitions created with start-only keys (their
+//!   catalog's `K` layout entry) end every key but the time key in the start alone
+//!   (`kind | fields… | start ns`): a span id is 8 random bytes, which neither RocksDB's
+//!   shared-prefix encoding nor zstd shrink, repeated in every key of a span; without it a
+//!   key stands for every span of its partition that starts in that nanosecond, which the
+//!   time keys under `T | start` list (usually one; a search checks its conditions on each
+//!   span anyway). The time key (`T | start | span id`) holds the
 //!   span's trace id as its value; every other key is resolved to it through the time key of
 //!   the same start and span id, so the random trace id is stored once per span rather than
 //!   once per key. Two spans of one partition with the same start nanosecond and span id
@@ -31,8 +37,16 @@
 
 pub(crate) const TRACE_ID_LEN: usize = 16;
 pub(crate) const SPAN_ID_LEN: usize = 8;
-/// start ns | span id: the suffix of every index key.
+/// start ns | span id: the suffix of the time key, and of every index key in partitions
+/// created before start-only keys.
 pub(crate) const SUFFIX_LEN: usize = 8 + SPAN_ID_LEN;
+/// start ns: the suffix of the keys other than the time key in partitions created with
+/// start-only keys.
+pub(crate) const START_SUFFIX_LEN: usize = 8;
+/// The span id of an entry whose key holds only its start: every span starting then. No
+/// stored span has it (an all-zero span id is rejected), and it sorts below every real id of
+/// the same start, as the start-only key sorts below their keys.
+pub(crate) const ANY_SPAN: SpanId = [0; SPAN_ID_LEN];
 /// start ns | trace id | span id: the suffix of index keys written before trace ids moved
 /// into the time key's value.
 pub(crate) const LEGACY_SUFFIX_LEN: usize = 8 + TRACE_ID_LEN + SPAN_ID_LEN;
@@ -243,6 +257,11 @@ impl IndexPrefix {
         }
     }
 
+    /// A key of a partition created with start-only keys (not the time key's form).
+    pub(crate) fn start_key(&self, start_ns: u64) -> Vec<u8> {
+        self.lower(start_ns)
+    }
+
     pub(crate) fn key(&self, start_ns: u64, span: &SpanId) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.0.len() + SUFFIX_LEN);
         k.extend_from_slice(&self.0);
@@ -283,7 +302,8 @@ impl IndexPrefix {
 }
 
 /// An index entry: when its span started, and its ids (the trace id only if the key or value
-/// holds it; otherwise it is the time key's value).
+/// holds it; otherwise it is the time key's value; the span id [`ANY_SPAN`] when the key holds
+/// only the start).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Entry {
     pub(crate) start_ns: u64,
@@ -304,6 +324,7 @@ pub(crate) fn parse_entry(key: &[u8], prefix_len: usize, value: &[u8]) -> Option
     let s = key.get(prefix_len..)?;
     let start_ns = u64::from_be_bytes(s.get(..8)?.try_into().ok()?);
     let (trace_id, span_id) = match s.len() {
+        START_SUFFIX_LEN => (None, ANY_SPAN),
         SUFFIX_LEN => (value.try_into().ok(), s[8..].try_into().ok()?),
         LEGACY_SUFFIX_LEN => (
             Some(s[8..8 + TRACE_ID_LEN].try_into().ok()?),
@@ -333,6 +354,8 @@ const CAT_RESOURCE_KEY: u8 = b'r';
 const CAT_DURATION_LAYOUT: u8 = b'D';
 /// Present in partitions created with event keys.
 const CAT_EVENT_LAYOUT: u8 = b'E';
+/// Present in partitions created with start-only keys.
+const CAT_START_ONLY_LAYOUT: u8 = b'K';
 
 pub(crate) fn catalog_duration_layout() -> Vec<u8> {
     vec![CAT_DURATION_LAYOUT]
@@ -340,6 +363,10 @@ pub(crate) fn catalog_duration_layout() -> Vec<u8> {
 
 pub(crate) fn catalog_event_layout() -> Vec<u8> {
     vec![CAT_EVENT_LAYOUT]
+}
+
+pub(crate) fn catalog_start_only_layout() -> Vec<u8> {
+    vec![CAT_START_ONLY_LAYOUT]
 }
 
 pub(crate) fn catalog_service(service: &str) -> Vec<u8> {
@@ -424,6 +451,7 @@ mod tests {
             let p = IndexPrefix::new(&Seek::Service(svc)).unwrap();
             let ka = p.key(a, &s);
             let kb = p.legacy_key(b, &t2, &s);
+            let kc = p.start_key(a);
             if a < b { prop_assert!(ka < kb); }
             if b < a { prop_assert!(kb < ka); }
             prop_assert!(p.lower(a) <= ka && ka <= p.upper(a));
@@ -433,6 +461,13 @@ mod tests {
             prop_assert_eq!(parse_entry(&ka, p.len(), b""), e(a, None));
             prop_assert_eq!(parse_entry(&kb, p.len(), b""), e(b, Some(t2)));
             prop_assert_eq!(ka.len(), p.len() + SUFFIX_LEN);
+            // A start-only key sorts just below the full keys of its start, and above every
+            // key of an earlier one, so a backward walk meets entries in falling (start, id).
+            prop_assert!(p.lower(a) <= kc && kc < ka && kc <= p.upper(a));
+            if b < a { prop_assert!(kb < kc); }
+            let any = Entry { start_ns: a, span_id: ANY_SPAN, trace_id: None };
+            prop_assert_eq!(parse_entry(&kc, p.len(), b""), Some(any));
+            prop_assert!(any.at() < (a, s) || s == ANY_SPAN);
         }
 
         #[test]

@@ -7,8 +7,10 @@
 //! range, each with
 //! - `spans_<start>_<len>`: trace id | span id → origin id | protobuf `Span` (without the ids
 //!   the key holds). One trace is one range scan per partition.
-//! - `index_<start>_<len>`: secondary keys `kind | fields | start ns | span id` (layouts in
-//!   `keys`): by time, whose value is the trace id every other key is resolved through; by
+//! - `index_<start>_<len>`: secondary keys `kind | fields | start ns` (layouts in `keys`;
+//!   `| span id` after the start in the time key, and in every key of partitions created
+//!   before start-only keys): by time, whose value is the trace id every other key is
+//!   resolved through (a start-only key to every span of its start); by
 //!   origin, operation, duration bucket, each span attribute value and each event name and
 //!   event attribute value; a resource's service
 //!   and attribute values once per origin and partition, pointing at the origin; and the
@@ -275,7 +277,12 @@ impl TraceStore {
                         ids.0.to_vec(),
                     ));
                     for prefix in index_prefixes(origin_id, service, span) {
-                        index_puts.push((part.start_ns, prefix.key(t, &ids.1), Vec::new()));
+                        let key = if part.start_only {
+                            prefix.start_key(t)
+                        } else {
+                            prefix.key(t, &ids.1)
+                        };
+                        index_puts.push((part.start_ns, key, Vec::new()));
                     }
                     report.spans_written += 1;
                 }
@@ -420,20 +427,29 @@ impl TraceStore {
                 ));
             }
             let time = IndexPrefix::time();
+            // Resolves start-only entries: one iterator per partition, sought per entry.
+            let mut times = self.db.raw_iterator_cf(&index_cf);
+            let mut spans = Vec::new();
             while let Some(entry) = next_in_all(&mut walks) {
-                let trace_id = match entry.trace_id {
-                    Some(id) => Some(id),
-                    None => self
-                        .db
-                        .get_pinned_cf(&index_cf, time.key(entry.start_ns, &entry.span_id))?
-                        .and_then(|v| TraceId::try_from(&v[..]).ok()),
-                };
-                // A key without its time key would be a torn write, which one WriteBatch rules
-                // out; skip rather than fail the search.
-                if let Some(trace_id) = trace_id {
+                spans.clear();
+                match entry.trace_id {
+                    Some(id) => spans.push((entry.span_id, id)),
+                    None if entry.span_id == keys::ANY_SPAN => {
+                        spans_starting_at(&mut times, entry.start_ns, &mut spans)?
+                    }
+                    // A key without its time key would be a torn write, which one WriteBatch
+                    // rules out; skip rather than fail the search.
+                    None => spans.extend(
+                        self.db
+                            .get_pinned_cf(&index_cf, time.key(entry.start_ns, &entry.span_id))?
+                            .and_then(|v| TraceId::try_from(&v[..]).ok())
+                            .map(|id| (entry.span_id, id)),
+                    ),
+                }
+                for &(span_id, trace_id) in &spans {
                     if visit(Candidate {
                         trace_id,
-                        span_id: entry.span_id,
+                        span_id,
                         start_ns: entry.start_ns,
                         store: self,
                         spans: &spans_cf,
@@ -974,6 +990,34 @@ impl<'a> Union<'a> {
         }
         Ok(())
     }
+}
+
+/// The (span id, trace id) of every span starting at `start_ns`, from the time keys under
+/// `T | start`, appended to `out` newest first as a walk hands them out (span id falling).
+fn spans_starting_at(
+    times: &mut rocksdb::DBRawIterator<'_>,
+    start_ns: u64,
+    out: &mut Vec<(SpanId, TraceId)>,
+) -> Result<(), StorageError> {
+    let time = IndexPrefix::time();
+    let lower = time.lower(start_ns);
+    times.seek(&lower);
+    let from = out.len();
+    while let Some(k) = times.key().filter(|k| k.starts_with(&lower)) {
+        let entry = keys::parse_entry(k, time.len(), times.value().unwrap_or_default());
+        if let Some(keys::Entry {
+            span_id,
+            trace_id: Some(trace_id),
+            ..
+        }) = entry
+        {
+            out.push((span_id, trace_id));
+        }
+        times.next();
+    }
+    times.status()?;
+    out[from..].reverse();
+    Ok(())
 }
 
 /// The newest span every walk holds, moved past in all of them: each walk seeks to the

@@ -43,6 +43,10 @@ pub(crate) struct Part {
     pub(crate) durations: bool,
     /// Created with event keys for every span (see `keys`).
     pub(crate) events: bool,
+    /// Created with start-only keys (see `keys`): every index key but the time key ends in the
+    /// start alone. A partition keeps the form it was created with, so a start never holds
+    /// keys of both forms.
+    pub(crate) start_only: bool,
 }
 
 impl Part {
@@ -106,6 +110,7 @@ impl Part {
             legacy: false,
             durations: false,
             events: false,
+            start_only: false,
         })
     }
 }
@@ -143,6 +148,7 @@ impl Partitions {
         {
             part.durations = has_marker(&part, &keys::catalog_duration_layout())?;
             part.events = has_marker(&part, &keys::catalog_event_layout())?;
+            part.start_only = has_marker(&part, &keys::catalog_start_only_layout())?;
             parts.push(Arc::new(part));
         }
         if names.iter().any(|n| n == LEGACY_SPANS) {
@@ -152,6 +158,7 @@ impl Partitions {
                 legacy: true,
                 durations: false,
                 events: false,
+                start_only: false,
             }));
         }
         parts.sort_by_key(|p| std::cmp::Reverse(p.start_ns));
@@ -203,17 +210,20 @@ impl Partitions {
             legacy: false,
             durations: true,
             events: true,
+            start_only: true,
         });
         for name in part.names() {
             if db.cf_handle(&name).is_none() {
                 db.create_cf(&name, &options(&name))?;
             }
         }
-        // Before any span: every span of the partition has its duration and event keys.
+        // Before any span: every span of the partition has its duration and event keys, in
+        // the start-only form.
         let index_cf = crate::db::cf(db, &part.index_cf())?;
         for marker in [
             keys::catalog_duration_layout(),
             keys::catalog_event_layout(),
+            keys::catalog_start_only_layout(),
         ] {
             db.put_cf(&index_cf, part.catalog_key(&marker), b"")?;
         }
@@ -269,6 +279,7 @@ mod tests {
             legacy: false,
             durations: false,
             events: false,
+            start_only: false,
         };
         assert_eq!(p.spans_cf(), "spans_86400_86400");
         assert_eq!(Part::from_spans_cf(&p.spans_cf()), Some(p));

@@ -688,3 +688,137 @@ fn tags_are_found_by_span_resource_and_event_attributes_all_on_one_span() {
         );
     }
 }
+
+/// The per-span index keys of a closed store's family but the time keys (not the catalog,
+/// nor the origin keys, which end in an origin id).
+fn searched_keys(dir: &std::path::Path, index_cf: &str) -> Vec<Box<[u8]>> {
+    let names = Db::list_cf(&Options::default(), dir).unwrap();
+    let db = Db::open_cf_for_read_only(&Options::default(), dir, &names, false).unwrap();
+    let cf = db.cf_handle(index_cf).unwrap();
+    searched_keys_of(&db, &cf)
+}
+
+#[test]
+fn start_only_keys_stand_for_every_span_of_their_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ns() - 60_000_000_000;
+    let s = |v: &str| Value::StringValue(v.into());
+    let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+    store
+        .write(&[batch(
+            "a",
+            vec![
+                span(1, 1, "op", now, vec![kv("k", s("x"))]),
+                // Another trace's span of the same nanosecond, without the attribute.
+                span(2, 7, "op", now, vec![kv("k", s("y"))]),
+                span(3, 1, "op", now + 1, vec![kv("k", s("x"))]),
+            ],
+        )])
+        .unwrap();
+    assert!(store.parts.all()[0].start_only);
+    let x = Seek::Attribute {
+        resource: false,
+        key: "k".into(),
+        value: "x".into(),
+    };
+    // Both spans of `now` are candidates of `k=x` (the caller's check drops trace 2's), each
+    // once though two sources hold the start.
+    assert_eq!(
+        ids(&store, x.clone(), 0, u64::MAX),
+        [(3, 1), (2, 7), (1, 1)]
+    );
+    assert_eq!(
+        ids(
+            &store,
+            Seek::All(vec![Seek::Service("a".into()), x]),
+            now,
+            now
+        ),
+        [(2, 7), (1, 1)]
+    );
+    assert_eq!(
+        ids(&store, Seek::Time, 0, u64::MAX),
+        [(3, 1), (2, 7), (1, 1)]
+    );
+    let index_cf = store.parts.all()[0].index_cf();
+    drop(store);
+    let keys = searched_keys(dir.path(), &index_cf);
+    assert!(!keys.is_empty());
+    for k in &keys {
+        assert!(
+            !k.windows(8).any(|w| w == [1; 8] || w == [7; 8]),
+            "a span id in {k:?}"
+        );
+    }
+}
+
+#[test]
+fn a_partition_created_before_start_only_keys_keeps_span_ids_in_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ns() - 60_000_000_000;
+    let s = |v: &str| Value::StringValue(v.into());
+    let index_cf;
+    {
+        let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+        store
+            .write(&[batch(
+                "a",
+                vec![
+                    span(1, 1, "op", now, vec![kv("k", s("x"))]),
+                    span(2, 2, "op", now + 1, vec![kv("k", s("y"))]),
+                ],
+            )])
+            .unwrap();
+        index_cf = store.parts.all()[0].index_cf();
+    }
+    // As an earlier version wrote it: every key ends in start and span id (span `n` starts
+    // at `now + n - 1`), and no layout entry.
+    {
+        let names = Db::list_cf(&Options::default(), dir.path()).unwrap();
+        let db = Db::open_cf(&Options::default(), dir.path(), &names).unwrap();
+        let cf = db.cf_handle(&index_cf).unwrap();
+        for k in searched_keys_of(&db, &cf) {
+            let start = u64::from_be_bytes(k[k.len() - 8..].try_into().unwrap());
+            let span_id = [(start - now + 1) as u8; 8];
+            db.delete_cf(&cf, &k).unwrap();
+            db.put_cf(&cf, [&k[..], &span_id[..]].concat(), b"")
+                .unwrap();
+        }
+        db.delete_cf(&cf, b"CK").unwrap();
+    }
+    let store = TraceStore::open(dir.path(), TraceStoreOptions::default()).unwrap();
+    assert!(!store.parts.all()[0].start_only);
+    // A later write into it keeps the partition's form.
+    store
+        .write(&[batch(
+            "a",
+            vec![span(3, 3, "op", now, vec![kv("k", s("x"))])],
+        )])
+        .unwrap();
+    let x = Seek::Attribute {
+        resource: false,
+        key: "k".into(),
+        value: "x".into(),
+    };
+    // Span ids in the keys: the span of the same start without `k=x` is no candidate.
+    assert_eq!(ids(&store, x.clone(), 0, u64::MAX), [(3, 3), (1, 1)]);
+    assert_eq!(
+        ids(&store, Seek::Service("a".into()), 0, u64::MAX),
+        [(2, 2), (3, 3), (1, 1)]
+    );
+    drop(store);
+    for k in searched_keys(dir.path(), &index_cf) {
+        let suffix = &k[k.len() - 8..];
+        assert!(
+            [[1; 8], [2; 8], [3; 8]].iter().any(|id| id == suffix),
+            "{k:?}"
+        );
+    }
+}
+
+fn searched_keys_of(db: &Db, cf: &crate::db::Cf<'_>) -> Vec<Box<[u8]>> {
+    db.iterator_cf(cf, rocksdb::IteratorMode::Start)
+        .map(|kv| kv.unwrap().0)
+        .filter(|k| !b"TCso".contains(&k[0]))
+        .collect()
+}
