@@ -313,7 +313,8 @@ pub struct Limits {
     pub tsdb_write_buffer_bytes: u64,
     /// Memtable budget of the trace store's RocksDB.
     pub trace_write_buffer_bytes: u64,
-    /// How often spans older than `traces.retention` are deleted.
+    /// How often spans older than `traces.retention` are deleted (and the partitions finished
+    /// since compacted).
     pub trace_retention_interval: PromDuration,
     /// Alerts queued for the external Alertmanagers of `alerting:`; the oldest are dropped
     /// beyond it (Prometheus's --alertmanager.notification-queue-capacity).

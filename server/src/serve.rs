@@ -450,6 +450,11 @@ async fn start_otlp(
                 Ok(Err(e)) => tracing::error!("trace retention: {e}"),
                 _ => {}
             }
+            let store = traces.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.compact_finished()).await
+            {
+                tracing::error!("compacting finished trace partitions: {e}");
+            }
         }
     }));
     Ok(Otlp { stop, tasks })

@@ -348,6 +348,12 @@ async fn main() -> anyhow::Result<()> {
         "disk: {bytes} bytes = {:.1} bytes/span (spans, index and catalog, compressed)",
         bytes as f64 / spans as f64
     );
+    let finished = traces.compact_finished()?;
+    let bytes = dir_size(&dir.path().join("traces"));
+    println!(
+        "disk after compacting the {finished} finished partitions: {bytes} bytes = {:.1} bytes/span",
+        bytes as f64 / spans as f64
+    );
 
     let mut lat = Vec::new();
     for i in 0..1000u64 {

@@ -107,6 +107,8 @@ pub struct TraceStore {
     catalog_seen: Mutex<HashSet<(u64, Vec<u8>)>>,
     /// (partition start, origin id) whose origin keys are on disk.
     origins_indexed: Mutex<HashSet<(u64, u64)>>,
+    /// Starts of the finished partitions compacted since open.
+    compacted: Mutex<HashSet<u64>>,
     /// Writes fail for as long as the disk is full: logged once per episode.
     write_failures: FailureEpisode,
     outbox: crate::outbox::OutboxState,
@@ -178,6 +180,7 @@ impl TraceStore {
             origins: RwLock::default(),
             catalog_seen: Mutex::default(),
             origins_indexed: Mutex::default(),
+            compacted: Mutex::default(),
             write_failures: FailureEpisode::new("trace store write"),
         };
         let removed = store.enforce_retention()?;
@@ -646,10 +649,33 @@ impl TraceStore {
                 self.origins_indexed
                     .lock()
                     .retain(|(start, _)| *start != part.start_ns);
+                self.compacted.lock().remove(&part.start_ns);
                 dropped += 1;
             }
         }
         Ok(dropped)
+    }
+
+    /// Compacts each partition that ended over an hour ago (late spans have arrived by then),
+    /// once per process: rewritten into the last level, its keys lose the sequence numbers
+    /// RocksDB keeps in files not yet merged. A partition already in the last level is not
+    /// rewritten again. Returns how many were compacted; run periodically by the owner.
+    pub fn compact_finished(&self) -> Result<usize, StorageError> {
+        let cutoff = now_ns().saturating_sub(3_600_000_000_000);
+        let mut compacted = 0;
+        for part in self.parts.all() {
+            if part.legacy || part.end_ns > cutoff || self.compacted.lock().contains(&part.start_ns)
+            {
+                continue;
+            }
+            for name in [part.spans_cf(), part.index_cf()] {
+                self.db
+                    .compact_range_cf(&self.cf(&name)?, None::<&[u8]>, None::<&[u8]>);
+            }
+            self.compacted.lock().insert(part.start_ns);
+            compacted += 1;
+        }
+        Ok(compacted)
     }
 
     /// The start time of the newest span of a partition, from its time index.

@@ -263,6 +263,41 @@ fn retention_drops_whole_partitions_with_their_catalog_and_survives_reopen() {
 }
 
 #[test]
+fn finished_partitions_are_compacted_once_and_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ns();
+    // 3 h of retention: hour-wide partitions; the old span's ended over an hour ago.
+    let store = TraceStore::open(dir.path(), opts(3 * 3600)).unwrap();
+    store
+        .write(&[batch(
+            "s",
+            vec![
+                span(1, 1, "old", now - 2 * HOUR, vec![]),
+                span(2, 1, "new", now, vec![]),
+            ],
+        )])
+        .unwrap();
+    store.flush().unwrap();
+    let level0 = |part: &Part| {
+        let cf = store.cf(&part.index_cf()).unwrap();
+        store
+            .db
+            .property_int_value_cf(&cf, "rocksdb.num-files-at-level0")
+            .unwrap()
+            .unwrap()
+    };
+    let [new, old] = &store.parts.all()[..] else {
+        panic!("two partitions")
+    };
+    assert_eq!((level0(old), level0(new)), (1, 1));
+    assert_eq!(store.compact_finished().unwrap(), 1);
+    assert_eq!((level0(old), level0(new)), (0, 1), "only the finished one");
+    assert_eq!(store.compact_finished().unwrap(), 0, "once");
+    assert_eq!(ids(&store, Seek::Time, 0, u64::MAX), [(2, 1), (1, 1)]);
+    assert_eq!(store.trace(&[1; 16]).unwrap().len(), 1);
+}
+
+#[test]
 fn a_trace_across_partitions_reads_back_whole_and_scans_newest_partition_first() {
     let dir = tempfile::tempdir().unwrap();
     let store = TraceStore::open(dir.path(), opts(3 * 3600)).unwrap();
