@@ -86,6 +86,18 @@ impl Pki {
     fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
+
+    /// A web config file beside the certificates serving TLS with the server certificate,
+    /// then `rest` (more `tls_server_config` keys, indented, or other sections).
+    fn web_config(&self, rest: &str) -> PathBuf {
+        let web = self.dir.join("web.yml");
+        std::fs::write(
+            &web,
+            format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{rest}"),
+        )
+        .unwrap();
+        web
+    }
 }
 
 /// novamon with every listener on port 0, started with `args`; returns the process and the
@@ -147,14 +159,8 @@ fn hash(password: &str) -> String {
 fn tls_basic_auth_bearer_tokens_roles_and_headers() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let web = dir.path().join("web.yml");
-    std::fs::write(
-        &web,
-        format!(
-            "tls_server_config:
-  cert_file: server.crt
-  key_file: server.key
-http_server_config:
+    let web = pki.web_config(&format!(
+        "http_server_config:
   headers:
     X-Frame-Options: deny
 basic_auth_users:
@@ -165,11 +171,9 @@ bearer_tokens:
 roles:
   reader: [read]
 ",
-            hash("admin-pw"),
-            hash("reader-pw")
-        ),
-    )
-    .unwrap();
+        hash("admin-pw"),
+        hash("reader-pw")
+    ));
     let (mut p, [http, _, otlp_http]) =
         start(dir.path(), &["--web.config.file", web.to_str().unwrap()]);
     let url = |path: &str| format!("https://{http}{path}");
@@ -281,18 +285,12 @@ roles:
 fn mutual_tls_when_required() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let web = dir.path().join("web.yml");
-    std::fs::write(
-        &web,
-        "tls_server_config:
-  cert_file: server.crt
-  key_file: server.key
-  client_auth_type: RequireAndVerifyClientCert
+    let web = pki.web_config(
+        "  client_auth_type: RequireAndVerifyClientCert
   client_ca_file: ca.crt
   min_version: TLS12
 ",
-    )
-    .unwrap();
+    );
     let (_p, [http, _, _]) = start(dir.path(), &["--web.config.file", web.to_str().unwrap()]);
     let url = format!("https://{http}/api/v1/query?query=1");
     let ca = pki.path("ca.crt");
@@ -337,25 +335,17 @@ fn prometheus_remote_writes_with_basic_auth_over_tls() {
     );
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let web = dir.path().join("web.yml");
-    std::fs::write(
-        &web,
-        format!(
-            "tls_server_config:
-  cert_file: server.crt
-  key_file: server.key
-basic_auth_users:
+    let web = pki.web_config(&format!(
+        "basic_auth_users:
   prom: '{}'
   grafana: '{}'
 roles:
   prom: [write]
   grafana: [read]
 ",
-            hash("prom-pw"),
-            hash("grafana-pw")
-        ),
-    )
-    .unwrap();
+        hash("prom-pw"),
+        hash("grafana-pw")
+    ));
     let (_novamon, [http, _, _]) = start(dir.path(), &["--web.config.file", web.to_str().unwrap()]);
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
@@ -728,16 +718,10 @@ fn sigterm_drains_a_request_in_flight() {
 fn spans_go_out_over_otlp_grpc_with_tls_and_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let web = dir.path().join("web.yml");
-    std::fs::write(
-        &web,
-        format!(
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
-             basic_auth_users:\n  edge: '{}'\n",
-            hash("edge-pw")
-        ),
-    )
-    .unwrap();
+    let web = pki.web_config(&format!(
+        "basic_auth_users:\n  edge: '{}'\n",
+        hash("edge-pw")
+    ));
     let receiver_dir = dir.path().join("receiver");
     std::fs::create_dir_all(&receiver_dir).unwrap();
     let (receiver, [http, grpc, _]) =
