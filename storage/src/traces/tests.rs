@@ -220,19 +220,25 @@ fn opts(retention_secs: u64) -> TraceStoreOptions {
 
 const HOUR: u64 = 3_600_000_000_000;
 
+/// A store of 3 h of retention (hour-wide partitions) holding span (1, 1) of service `old`
+/// two hours back, whose partition ended over an hour ago, and span (2, 1) of `s` now.
+fn store_with_an_old_and_a_new_span(dir: &std::path::Path) -> TraceStore {
+    let now = now_ns();
+    let store = TraceStore::open(dir, opts(3 * 3600)).unwrap();
+    store
+        .write(&[
+            batch("old", vec![span(1, 1, "old", now - 2 * HOUR, vec![])]),
+            batch("s", vec![span(2, 1, "new", now, vec![])]),
+        ])
+        .unwrap();
+    store
+}
+
 #[test]
 fn retention_drops_whole_partitions_with_their_catalog_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let now = now_ns();
     {
-        // 3 h of retention: hour-wide partitions.
-        let store = TraceStore::open(dir.path(), opts(3 * 3600)).unwrap();
-        store
-            .write(&[
-                batch("old", vec![span(1, 1, "old", now - 2 * HOUR, vec![])]),
-                batch("s", vec![span(2, 1, "new", now, vec![])]),
-            ])
-            .unwrap();
+        let store = store_with_an_old_and_a_new_span(dir.path());
         assert_eq!(store.services().unwrap(), ["old", "s"]);
         assert_eq!(store.parts.all().len(), 2);
     }
@@ -265,18 +271,7 @@ fn retention_drops_whole_partitions_with_their_catalog_and_survives_reopen() {
 #[test]
 fn finished_partitions_are_compacted_once_and_read_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    let now = now_ns();
-    // 3 h of retention: hour-wide partitions; the old span's ended over an hour ago.
-    let store = TraceStore::open(dir.path(), opts(3 * 3600)).unwrap();
-    store
-        .write(&[batch(
-            "s",
-            vec![
-                span(1, 1, "old", now - 2 * HOUR, vec![]),
-                span(2, 1, "new", now, vec![]),
-            ],
-        )])
-        .unwrap();
+    let store = store_with_an_old_and_a_new_span(dir.path());
     store.flush().unwrap();
     let level0 = |part: &Part| {
         let cf = store.cf(&part.index_cf()).unwrap();
