@@ -662,6 +662,10 @@ impl TraceStore {
     /// rewritten again. Returns how many were compacted; run periodically by the owner.
     pub fn compact_finished(&self) -> Result<usize, StorageError> {
         let cutoff = now_ns().saturating_sub(3_600_000_000_000);
+        // Not exclusive: the current partition's own compactions go on meanwhile, or its
+        // level-0 files would pile up to a write stall while a day's partition is rewritten.
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_exclusive_manual_compaction(false);
         let mut compacted = 0;
         for part in self.parts.all() {
             if part.legacy || part.end_ns > cutoff || self.compacted.lock().contains(&part.start_ns)
@@ -669,8 +673,12 @@ impl TraceStore {
                 continue;
             }
             for name in [part.spans_cf(), part.index_cf()] {
-                self.db
-                    .compact_range_cf(&self.cf(&name)?, None::<&[u8]>, None::<&[u8]>);
+                self.db.compact_range_cf_opt(
+                    &self.cf(&name)?,
+                    None::<&[u8]>,
+                    None::<&[u8]>,
+                    &options,
+                );
             }
             self.compacted.lock().insert(part.start_ns);
             compacted += 1;
