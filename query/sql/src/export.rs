@@ -27,7 +27,6 @@ use storage::traces::TraceReader;
 use storage::Querier;
 
 use crate::history::{day_start_ns, History, Signal};
-use crate::{logs, metrics, spans};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -81,20 +80,7 @@ impl Exporter {
         // No read budget: a query's budget protects interactive memory, and the export
         // streams a day through one Parquet writer whatever its size.
         Exporter {
-            tables: [
-                (
-                    Signal::Metrics,
-                    Arc::new(metrics::MetricsTable::new(metrics, usize::MAX)),
-                ),
-                (
-                    Signal::Logs,
-                    Arc::new(logs::LogsTable::new(logs, usize::MAX)),
-                ),
-                (
-                    Signal::Spans,
-                    Arc::new(spans::SpansTable::new(spans, usize::MAX)),
-                ),
-            ],
+            tables: crate::store_tables(metrics, logs, spans, [usize::MAX; 3]),
             history,
             delay,
         }

@@ -216,29 +216,16 @@ impl SqlEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
-        let tables: [(Signal, Arc<dyn TableProvider>); 3] = [
-            (
-                Signal::Metrics,
-                Arc::new(metrics::MetricsTable::new(
-                    self.metrics.clone(),
-                    self.opts.max_samples,
-                )),
-            ),
-            (
-                Signal::Logs,
-                Arc::new(logs::LogsTable::new(
-                    self.logs.clone(),
-                    self.opts.max_log_records,
-                )),
-            ),
-            (
-                Signal::Spans,
-                Arc::new(spans::SpansTable::new(
-                    self.spans.clone(),
-                    self.opts.max_spans,
-                )),
-            ),
-        ];
+        let tables = store_tables(
+            self.metrics.clone(),
+            self.logs.clone(),
+            self.spans.clone(),
+            [
+                self.opts.max_samples,
+                self.opts.max_log_records,
+                self.opts.max_spans,
+            ],
+        );
         for (signal, local) in tables {
             ctx.register_table(signal.table(), self.table(signal, local))?;
         }
@@ -327,6 +314,30 @@ impl SqlEngine {
             .map_err(SqlError::Refused)?;
         Ok((ctx, plan))
     }
+}
+
+/// The tables over the three stores, each scan reading at most its budget of samples, log
+/// records and spans, in that order.
+pub(crate) fn store_tables(
+    metrics: Arc<dyn Querier>,
+    logs: Arc<dyn LogReader>,
+    spans: Arc<dyn TraceReader>,
+    [max_samples, max_log_records, max_spans]: [usize; 3],
+) -> [(Signal, Arc<dyn TableProvider>); 3] {
+    [
+        (
+            Signal::Metrics,
+            Arc::new(metrics::MetricsTable::new(metrics, max_samples)),
+        ),
+        (
+            Signal::Logs,
+            Arc::new(logs::LogsTable::new(logs, max_log_records)),
+        ),
+        (
+            Signal::Spans,
+            Arc::new(spans::SpansTable::new(spans, max_spans)),
+        ),
+    ]
 }
 
 #[cfg(test)]
