@@ -11,17 +11,21 @@
 //!   for a match while a matcher must match all of it, so the matcher is `.*(?-s:re).*`
 //!   (`(?i-s:…)` for `~*`): DataFusion compiles `re` with the regex crate's defaults (dot
 //!   not matching newlines), the store with `(?s)`, so the group puts the defaults back.
-//! - `LIKE 'p'` (what DataFusion rewrites simple regexes into: `~ 'foo'` is
-//!   `LIKE '%foo%'`, `~ '^foo'` is `LIKE 'foo%'`): translated as Arrow's LIKE kernel does
-//!   (`%` any text, `_` any character, `\` escaping the next one).
+//! - `LIKE 'p'` and `ILIKE 'p'` (what DataFusion rewrites simple regexes into: `~ 'foo'` is
+//!   `LIKE '%foo%'`, `~ '^foo'` is `LIKE 'foo%'`, `~* 'foo'` is `ILIKE '%foo%'`): translated as
+//!   Arrow's LIKE kernel does (`%` any text, `_` any character, `\` escaping the next one).
 //! - `IN ('a', 'b')` and `OR` of such tests of one column (DataFusion's rewrite of
 //!   `~ '^(a|b)$'` or `~ 'a|b'`): the alternation.
+//!
+//! - Their negations (`!=`, `!~`, `!~*`, `NOT LIKE`, `NOT IN`): the negated matcher.
 //!
 //! SQL's NULL is where the two differ: an absent label is NULL, for which every test is
 //! not true, while a matcher sees it as the empty value. So on a column that can be NULL
 //! (every one but `metric`) a matcher that would keep the empty value is not taken, and that
-//! filter is left to DataFusion. `labels['__name__']` is always NULL (the map leaves the name
-//! out) and is never taken.
+//! filter is left to DataFusion; a negation, which would keep it, comes with `label=~".+"`
+//! (a label's value is never empty: Prometheus drops empty labels), so the pair keeps what
+//! SQL does. `labels['__name__']` is always NULL (the map leaves the name out) and is never
+//! taken.
 
 use datafusion::arrow::array::StringArray;
 use datafusion::arrow::compute::regexp_is_match_scalar;
@@ -33,8 +37,22 @@ use storage::{MatchOp, Matcher, METRIC_NAME};
 /// The label columns next to `metric`, and the label each stands for.
 pub(crate) const LABEL_COLUMNS: [&str; 2] = ["job", "instance"];
 
-/// The matcher `e` is, when the store applies it exactly.
-pub(crate) fn matcher(e: &Expr) -> Option<Matcher> {
+/// The matchers `e` is, when the store applies them exactly.
+pub(crate) fn matchers(e: &Expr) -> Option<Vec<Matcher>> {
+    if let Some(positive) = negation_of(e) {
+        let (label, want) = wanted(&positive)?;
+        let m = match want {
+            Want::Equal(v) => Matcher::new(MatchOp::NotEqual, label, v),
+            Want::Regex(re) => Matcher::new(MatchOp::RegexNoMatch, label, re),
+        }
+        .ok()?;
+        if m.name == METRIC_NAME {
+            return Some(vec![m]);
+        }
+        // NULL (absent) is true of no negation either.
+        let present = Matcher::new(MatchOp::RegexMatch, m.name.clone(), ".+").ok()?;
+        return Some(vec![m, present]);
+    }
     let (label, want) = wanted(e)?;
     let m = match want {
         Want::Equal(v) => Matcher::new(MatchOp::Equal, label, v),
@@ -42,7 +60,27 @@ pub(crate) fn matcher(e: &Expr) -> Option<Matcher> {
     }
     .ok()?;
     // Every series has a name, so only a label can be NULL.
-    (m.name == METRIC_NAME || !m.matches("")).then_some(m)
+    (m.name == METRIC_NAME || !m.matches("")).then(|| vec![m])
+}
+
+/// The test `e` negates, when it is a negated test.
+fn negation_of(e: &Expr) -> Option<Expr> {
+    let mut positive = e.clone();
+    match &mut positive {
+        Expr::BinaryExpr(BinaryExpr { op, .. }) => {
+            *op = match op {
+                Operator::NotEq => Operator::Eq,
+                Operator::RegexNotMatch => Operator::RegexMatch,
+                Operator::RegexNotIMatch => Operator::RegexIMatch,
+                _ => return None,
+            }
+        }
+        Expr::Like(Like { negated, .. }) | Expr::InList(InList { negated, .. }) if *negated => {
+            *negated = false
+        }
+        _ => return None,
+    }
+    Some(positive)
 }
 
 /// What a filter asks of a label's value.
@@ -102,8 +140,16 @@ fn wanted(e: &Expr) -> Option<(String, Want)> {
             expr,
             pattern,
             escape_char: None | Some('\\'),
-            case_insensitive: false,
-        }) => Some((label_of(expr)?, Want::Regex(like_regex(string(pattern)?)))),
+            case_insensitive,
+        }) => {
+            let re = like_regex(string(pattern)?);
+            let re = if *case_insensitive {
+                format!("(?i:{re})")
+            } else {
+                re
+            };
+            Some((label_of(expr)?, Want::Regex(re)))
+        }
         Expr::InList(InList {
             expr,
             list,
@@ -188,7 +234,7 @@ fn like_regex(pattern: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::compute::kernels::comparison::like;
+    use datafusion::arrow::compute::kernels::comparison::{ilike, like};
     use datafusion::logical_expr::{binary_expr, col, lit, Expr};
     use datafusion::prelude::get_field;
 
@@ -203,12 +249,20 @@ mod tests {
     }
 
     fn pushed(e: &Expr) -> Option<String> {
-        matcher(e).map(|m| {
-            let op = match m.op {
-                MatchOp::Equal => "=",
-                _ => "=~",
-            };
-            format!("{}{op}{}", m.name, m.value)
+        matchers(e).map(|ms| {
+            let ms: Vec<String> = ms
+                .iter()
+                .map(|m| {
+                    let op = match m.op {
+                        MatchOp::Equal => "=",
+                        MatchOp::NotEqual => "!=",
+                        MatchOp::RegexMatch => "=~",
+                        MatchOp::RegexNoMatch => "!~",
+                    };
+                    format!("{}{op}{}", m.name, m.value)
+                })
+                .collect();
+            ms.join(",")
         })
     }
 
@@ -255,9 +309,7 @@ mod tests {
             label("code").eq(lit("")),
             label("__name__").eq(lit("up")),
             label("code").eq(lit("1")).or(col("job").eq(lit("api"))),
-            label("code").not_like(lit("5%")),
-            re(label("code"), Operator::RegexNotMatch, "5"),
-            label("code").in_list(vec![lit("5")], true),
+            label("code").not_eq(lit("")),
             // Not a label, or not a constant.
             col("value").eq(lit(1.0)),
             col("job").eq(col("instance")),
@@ -275,6 +327,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn negations_keep_only_present_labels() {
+        for (e, want) in [
+            (label("code").not_eq(lit("200")), "code!=200,code=~.+"),
+            (label("code").not_like(lit("5%")), "code!~5.*,code=~.+"),
+            (
+                re(col("job"), Operator::RegexNotMatch, "a"),
+                "job!~.*(?-s:a).*,job=~.+",
+            ),
+            (
+                re(col("instance"), Operator::RegexNotIMatch, "B"),
+                "instance!~.*(?i-s:B).*,instance=~.+",
+            ),
+            (
+                label("code").in_list(vec![lit("5"), lit("6")], true),
+                "code!~5|6,code=~.+",
+            ),
+            // The name is never NULL: the negation alone.
+            (col("metric").not_eq(lit("up")), "__name__!=up"),
+        ] {
+            assert_eq!(pushed(&e).as_deref(), Some(want), "{e}");
+        }
+    }
+
     /// The matcher keeps a value exactly when Arrow's LIKE kernel (what DataFusion runs)
     /// says the value is LIKE the pattern, and exactly when its regex kernel finds the
     /// pattern in the value.
@@ -285,12 +361,21 @@ mod tests {
         ];
         let array = StringArray::from(values.to_vec());
         for pattern in [
-            "a%", "%b", "_", "a_b", "5_\\%", "%\\_", "\\", "a.b", "%", "é", "\\a",
+            "a%", "%b", "_", "a_b", "5_\\%", "%\\_", "\\", "a.b", "%", "é", "\\a", "É", "%B",
         ] {
             let re = Matcher::new(MatchOp::RegexMatch, "x", like_regex(pattern)).unwrap();
             let kernel = like(&array, &StringArray::new_scalar(pattern)).unwrap();
             for (i, v) in values.iter().enumerate() {
                 assert_eq!(re.matches(v), kernel.value(i), "{v:?} LIKE {pattern:?}");
+            }
+            let e = col("metric").ilike(lit(pattern));
+            let Want::Regex(whole) = wanted(&e).unwrap().1 else {
+                panic!("{pattern}")
+            };
+            let re = Matcher::new(MatchOp::RegexMatch, "x", whole).unwrap();
+            let kernel = ilike(&array, &StringArray::new_scalar(pattern)).unwrap();
+            for (i, v) in values.iter().enumerate() {
+                assert_eq!(re.matches(v), kernel.value(i), "{v:?} ILIKE {pattern:?}");
             }
         }
         for pattern in [

@@ -5,9 +5,10 @@
 //! Staleness markers are not samples and are not rows.
 //!
 //! The scan applies time bounds on `ts` as the select's range, and equality, regular
-//! expressions, `LIKE` and `IN` on `metric`, `job`, `instance` and `labels['…']` as its
-//! matchers where a matcher keeps exactly the rows the filter does (`matchers`): exactly,
-//! so DataFusion keeps no filter of them, and the TSDB reads only the series they keep.
+//! expressions, `LIKE` and `IN` and their negations on `metric`, `job`, `instance` and
+//! `labels['…']` as its matchers where matchers keep exactly the rows the filter does
+//! (`matchers`): exactly, so DataFusion keeps no filter of them, and the TSDB reads only the
+//! series they keep.
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -27,7 +28,7 @@ use storage::{
     METRIC_NAME,
 };
 
-use crate::matchers::{matcher, LABEL_COLUMNS};
+use crate::matchers::{matchers, LABEL_COLUMNS};
 use crate::scan::{
     append_map, batch, map_builder, map_type, projected, store_error, timestamp_type, BatchRows,
     Batches, Out, StoreExec, StoreScan, TimeRange, BATCH_ROWS,
@@ -91,7 +92,7 @@ impl TableProvider for MetricsTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if TimeRange::of(f, "ts", MS).is_some() || matcher(f).is_some() {
+                if TimeRange::of(f, "ts", MS).is_some() || matchers(f).is_some() {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -108,16 +109,26 @@ impl TableProvider for MetricsTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = projected(&SCHEMA, projection)?;
-        let mut matchers: Vec<Matcher> = filters.iter().filter_map(matcher).collect();
-        if !matchers.iter().any(|m| m.name == METRIC_NAME) {
-            // Every series has a name: the select of all series.
-            matchers.extend(Matcher::new(MatchOp::RegexMatch, METRIC_NAME, ".+").ok());
+        let mut select: Vec<Matcher> = Vec::new();
+        // Each negation of a label brings `label=~".+"`: once is enough.
+        for m in filters.iter().filter_map(matchers).flatten() {
+            if !select.contains(&m) {
+                select.push(m);
+            }
+        }
+        if !select
+            .iter()
+            .any(|m| m.name == METRIC_NAME && !m.matches(""))
+        {
+            // Every series has a name: the select of all series (with a negation of the
+            // name, of all the others).
+            select.extend(Matcher::new(MatchOp::RegexMatch, METRIC_NAME, ".+").ok());
         }
         let scan = MetricsScan {
             store: self.store.clone(),
             schema: schema.clone(),
             range: TimeRange::from_filters(filters, "ts", MS),
-            matchers,
+            matchers: select,
             max_samples: self.max_samples,
         };
         Ok(Arc::new(StoreExec::new(

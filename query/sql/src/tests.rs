@@ -293,6 +293,52 @@ async fn label_and_name_patterns_become_matchers() {
     assert!(plan(&f, q).await.contains("FilterExec"));
 }
 
+/// Negations become the negated matcher and, on a column that can be NULL, `label=~".+"`
+/// (an absent label is NULL, true of no negation): the rows counted by hand, and no filter
+/// above the scan.
+#[tokio::test]
+async fn negations_become_matchers() {
+    let f = fixture();
+    for (filter, matchers, n) in [
+        (
+            "instance != 'a:1'",
+            "matchers={instance!=\"a:1\", instance=~\".+\", __name__=~\".+\"}",
+            10,
+        ),
+        // 20 requests and the histogram of `latency`.
+        (
+            "metric != 'up'",
+            "matchers={__name__!=\"up\", __name__=~\".+\"}",
+            21,
+        ),
+        (
+            "labels['code'] NOT LIKE '2%'",
+            "matchers={code!~\"2.*\", code=~\".+\", __name__=~\".+\"}",
+            0,
+        ),
+        // `up` and the requests of a:1; DataFusion makes a short list two `!=`.
+        (
+            "instance NOT IN ('b:1', 'c:1')",
+            "matchers={instance!=\"b:1\", instance=~\".+\", instance!=\"c:1\", \
+             __name__=~\".+\"}",
+            11,
+        ),
+        // DataFusion makes it `NOT ILIKE '%B%'`.
+        (
+            "metric = 'http_requests_total' AND instance !~* 'B'",
+            "matchers={__name__=\"http_requests_total\", instance!~\"(?i:.*B.*)\", \
+             instance=~\".+\"}",
+            10,
+        ),
+    ] {
+        let q = format!("SELECT count(*) AS n FROM metrics WHERE {filter}");
+        assert_eq!(lines(&table(&f, &q).await)[3], format!("| {n} |"), "{q}");
+        let p = plan(&f, &q).await;
+        assert!(p.contains(matchers), "{q}\n{p}");
+        assert!(!p.contains("FilterExec"), "{q}\n{p}");
+    }
+}
+
 #[tokio::test]
 async fn labels_map_and_histograms_are_columns() {
     let f = fixture();
