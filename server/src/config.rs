@@ -325,6 +325,9 @@ pub struct Limits {
     pub http_max_connections: usize,
     /// Connections each OTLP listener (gRPC, HTTP) serves at once.
     pub otlp_max_connections: usize,
+    /// Connections the Postgres listener serves at once; one more is refused with
+    /// Postgres's "sorry, too many clients already" (its `max_connections`, 100 by default).
+    pub postgres_max_connections: usize,
     /// How long a client of the HTTP and OTLP listeners has for its TLS handshake and for
     /// each request's headers; an HTTP/1 keep-alive connection idle this long is closed.
     pub http_header_read_timeout: PromDuration,
@@ -380,6 +383,7 @@ impl Default for Limits {
             alert_batch_size: 256,
             http_max_connections: 1024,
             otlp_max_connections: 1024,
+            postgres_max_connections: 100,
             http_header_read_timeout: PromDuration(Duration::from_secs(30)),
             http_idle_timeout: PromDuration(crate::web::DEFAULT_IDLE_TIMEOUT),
         }
@@ -453,6 +457,10 @@ impl Limits {
             ("alert_batch_size", self.alert_batch_size as u64),
             ("http_max_connections", self.http_max_connections as u64),
             ("otlp_max_connections", self.otlp_max_connections as u64),
+            (
+                "postgres_max_connections",
+                self.postgres_max_connections as u64,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("limits.{key} must be greater than 0"));
@@ -1587,6 +1595,7 @@ remote_write:
   alert_batch_size: 1013
   http_max_connections: 1014
   otlp_max_connections: 1015
+  postgres_max_connections: 1016
   http_header_read_timeout: 7s
   http_idle_timeout: 8s
 ";
@@ -1669,6 +1678,7 @@ remote_write:
         assert_eq!((a.queue_capacity, a.max_batch), (1012, 1013));
         let (h, o) = (c.http_listener_options(), c.otlp_listener_options());
         assert_eq!((h.max_connections, o.max_connections), (1014, 1015));
+        assert_eq!(c.limits.postgres_max_connections, 1016);
         assert_eq!(h.header_read_timeout, Duration::from_secs(7));
         assert_eq!(o.header_read_timeout, Duration::from_secs(7));
         assert_eq!(h.idle_timeout, Duration::from_secs(8));

@@ -36,13 +36,18 @@ pub async fn start(
     addr: SocketAddr,
     sql: api::sql::SqlState,
     web: &Web,
+    max_connections: usize,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, auth = web.has_credentials(), "Postgres wire protocol listening");
-    let server = api::postgres::PgServer::new(sql, std::sync::Arc::new(WebUsers(web.clone())));
+    let server = api::postgres::PgServer::new(
+        sql,
+        std::sync::Arc::new(WebUsers(web.clone())),
+        max_connections,
+    );
     Ok(tokio::spawn(async move {
         // Dropped with this task: the connections end with the listener.
         let mut connections = JoinSet::new();

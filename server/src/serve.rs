@@ -297,7 +297,9 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {forward_addr}"))?;
     tracing::info!(addr = %forward.local_addr()?, "forward protocol listening");
     let postgres = match config.listeners.postgres {
-        Some(addr) => Some(crate::postgres::start(addr, sql, &web).await?),
+        Some(addr) => Some(
+            crate::postgres::start(addr, sql, &web, config.limits.postgres_max_connections).await?,
+        ),
         None => None,
     };
     let elastic = start_elastic(&config, &web, elastic_api).await?;

@@ -3,7 +3,8 @@
 //! answer what `POST /api/v1/sql` answers on the same data, including the query Grafana's
 //! PostgreSQL data source sends once its `$__timeFilter`/`$__timeGroup` macros are expanded
 //! and its health check (pgx's `-- ping`); errors carry their SQLSTATE; a connection sending
-//! garbage is closed while others go on; the web config's users guard the listener.
+//! garbage is closed while others go on; the web config's users guard the listener; a client
+//! past the connection limit is refused as Postgres refuses it.
 //! Needs `psql` (postgresql-client) and the venv `tests/run.sh` creates.
 
 use std::io::{Read, Write};
@@ -19,10 +20,15 @@ use serde_json::json;
 
 const PSQL: &str = "/usr/bin/psql";
 
-/// novamon with the Postgres listener on a free port (and `extra` flags); its address.
-fn start(dir: &Path, extra: &[&str]) -> (Novamon, String) {
+/// novamon with the Postgres listener on a free port (and `more` config, `extra` flags); its
+/// address.
+fn start(dir: &Path, more: &str, extra: &[&str]) -> (Novamon, String) {
     let config = dir.join("novamon.yml");
-    std::fs::write(&config, "listeners:\n  postgres: 127.0.0.1:0\n").unwrap();
+    std::fs::write(
+        &config,
+        format!("listeners:\n  postgres: 127.0.0.1:0\n{more}"),
+    )
+    .unwrap();
     let mut args = vec!["--config", config.to_str().unwrap()];
     args.extend_from_slice(extra);
     let mut n = Novamon::start(&dir.join("data"), &args);
@@ -159,7 +165,7 @@ fn rfc3339(ms: i64) -> String {
 #[test]
 fn psql_and_psycopg_answer_as_the_http_endpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let (n, addr) = start(dir.path(), &[]);
+    let (n, addr) = start(dir.path(), "", &[]);
     let t0 = (an_hour_ago_ms() / 60_000) * 60_000;
     let series = (0..3)
         .map(|i| {
@@ -286,7 +292,7 @@ fn psql_and_psycopg_answer_as_the_http_endpoint() {
 #[test]
 fn errors_carry_their_sqlstate_and_garbage_closes_only_its_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let (_n, addr) = start(dir.path(), &[]);
+    let (_n, addr) = start(dir.path(), "", &[]);
     let cases = [
         ("SELEC 1", "42601"),
         ("SELECT * FROM nope", "42P01"),
@@ -355,7 +361,11 @@ fn web_config_users_need_their_password_and_the_read_role() {
         ),
     )
     .unwrap();
-    let (_n, addr) = start(dir.path(), &["--web.config.file", web.to_str().unwrap()]);
+    let (_n, addr) = start(
+        dir.path(),
+        "",
+        &["--web.config.file", web.to_str().unwrap()],
+    );
     let ok = psql(
         &addr,
         "alice",
@@ -386,4 +396,50 @@ fn web_config_users_need_their_password_and_the_read_role() {
     // Without a password psql cannot answer the server's request for one.
     let out = psql(&addr, "alice", None, &["-c", "SELECT 7"]);
     assert!(!out.status.success());
+}
+
+/// Past `limits.postgres_max_connections` psql is refused as Postgres refuses a client past
+/// its `max_connections` (FATAL 53300), whether it asks for TLS first or not, while the
+/// connections counted stay open; a slot freed is the next client's.
+#[test]
+fn clients_past_the_connection_limit_are_refused_as_postgres_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_n, addr) = start(dir.path(), "limits:\n  postgres_max_connections: 2\n", &[]);
+    // Two clients that connect and say nothing hold both slots (for pgwire's startup minute).
+    let mut held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for ssl in ["disable", "prefer"] {
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        let out = Command::new(PSQL)
+            .args([
+                "-X", "-w", "-h", host, "-p", port, "-U", "grafana", "-d", "novamon",
+            ])
+            .args(["-c", "SELECT 1"])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env("PGSSLMODE", ssl)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{ssl}: {stderr}");
+        assert!(
+            stderr.contains("FATAL:  sorry, too many clients already"),
+            "{ssl}: {stderr}"
+        );
+    }
+    // One holder leaves: its slot is free once the server has seen it go.
+    held.pop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = psql(&addr, "grafana", None, &["--csv", "-t", "-c", "SELECT 3"]);
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -1,8 +1,8 @@
 //! Every failure of a statement as a Postgres ErrorResponse: the one place an error gets its
 //! SQLSTATE. Syntax errors are 42601 (with the position psql points at), unknown tables
 //! 42P01, unknown columns 42703, refused statements and catalog probes 0A000, timeouts
-//! 57014, DataFusion's memory pool 53200, budgets and the row limit 54000; the rest by their
-//! class. Knows no message other than the errors' own and the catalog hint.
+//! 57014, DataFusion's memory pool 53200, budgets and the row limit 54000, a connection past
+//! the limit 53300 (FATAL); the rest by their class. Knows no message other than the errors' own and the catalog hint.
 
 use ::sql::datafusion_common::{DataFusionError, SchemaError};
 use ::sql::SqlError;
@@ -46,6 +46,15 @@ pub(super) fn internal(why: &str) -> PgWireError {
         "ERROR".into(),
         "XX000".into(),
         why.to_owned(),
+    )))
+}
+
+/// A connection past the listener's limit, as Postgres refuses it past `max_connections`.
+pub(super) fn too_many_clients() -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        "53300".into(),
+        "sorry, too many clients already".to_owned(),
     )))
 }
 

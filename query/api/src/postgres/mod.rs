@@ -6,7 +6,8 @@
 //! the memory pool, the refusal of anything but reads).
 //!
 //! - `startup`: who may connect (the web config's basic-auth users, as cleartext password
-//!   authentication, needing the read role; anyone when it has none).
+//!   authentication, needing the read role; anyone when it has none; no one past the
+//!   listener's connection limit).
 //! - `encode`: Arrow columns as Postgres types, values in the text or binary format asked.
 //! - `error`: every failure as an ErrorResponse with its SQLSTATE, mapped in one place.
 //!
@@ -37,21 +38,28 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 pub use startup::PasswordCheck;
 
 use crate::sql::SqlState;
 
+/// How long a connection past the limit may take to send the startup message it is refused
+/// after.
+const REFUSAL_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What answers the connections of one Postgres listener. Cheap to clone.
 #[derive(Clone)]
 pub struct PgServer {
     handlers: Arc<Handlers>,
+    /// One permit per connection served; a connection finding none is refused.
+    slots: Arc<Semaphore>,
 }
 
 impl PgServer {
     /// Statements run through `sql` (its gate, timeout and limits); `users` decides who may
-    /// connect.
-    pub fn new(sql: SqlState, users: Arc<dyn PasswordCheck>) -> PgServer {
+    /// connect; at most `max_connections` are served at once.
+    pub fn new(sql: SqlState, users: Arc<dyn PasswordCheck>, max_connections: usize) -> PgServer {
         PgServer {
             handlers: Arc::new(Handlers {
                 queries: Arc::new(Queries {
@@ -60,13 +68,25 @@ impl PgServer {
                 }),
                 startup: Arc::new(startup::Startup::new(users)),
             }),
+            slots: Arc::new(Semaphore::new(max_connections)),
         }
     }
 
     /// Speaks the protocol on one accepted connection until the client leaves; a client that
-    /// breaks the protocol is answered with an error and disconnected.
+    /// breaks the protocol is answered with an error and disconnected, and one that does not
+    /// finish its startup within pgwire's minute too. One past the limit is refused with
+    /// Postgres's "too many clients" (FATAL 53300), and given [`REFUSAL_TIME`] to send the
+    /// startup message it is refused after, so a flood of them holds no socket for long.
     pub async fn serve(&self, socket: TcpStream) -> std::io::Result<()> {
-        pgwire::tokio::process_socket(socket, None, self.handlers.clone()).await
+        match self.slots.clone().try_acquire_owned() {
+            Ok(_slot) => pgwire::tokio::process_socket(socket, None, self.handlers.clone()).await,
+            Err(_) => {
+                let refusal = pgwire::tokio::process_socket(socket, None, startup::Full);
+                tokio::time::timeout(REFUSAL_TIME, refusal)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! with Postgres's cleartext password message and needs the read role, checked by the
 //! server's [`PasswordCheck`] (the same users, bcrypt hashes and roles as HTTP); when it has
 //! none, anyone connects, as on the HTTP listener. The choice is made per connection, so a
-//! reloaded web config applies to the next one. Knows no credentials itself.
+//! reloaded web config applies to the next one. A connection past the listener's limit is
+//! refused once its startup message arrives ([`Full`]). Knows no credentials itself.
 
 use std::fmt::{self, Debug};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
-use pgwire::api::ClientInfo;
+use pgwire::api::{ClientInfo, PgWireServerHandlers};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
@@ -106,5 +107,29 @@ impl AuthSource for Users {
         } else {
             Err(PgWireError::InvalidPassword(user.to_owned()))
         }
+    }
+}
+
+/// The handlers of a connection past the limit: its SSL request is declined as on any
+/// connection, then its startup message is answered with FATAL 53300 and the connection
+/// closed, as Postgres answers a client past `max_connections` (psql shows "sorry, too many
+/// clients already").
+pub(super) struct Full;
+
+impl PgWireServerHandlers for Full {
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(Full)
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Full {
+    async fn on_startup<C>(&self, _: &mut C, _: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Err(super::error::too_many_clients())
     }
 }
