@@ -9,6 +9,7 @@
 //! profile, same target directory); `tests/run.sh` builds it before running the tests.
 
 pub mod otlp;
+pub mod pki;
 pub mod series;
 
 use std::io::Read;

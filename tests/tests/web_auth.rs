@@ -6,99 +6,14 @@
 //! connections), and the header read timeout closing a slowloris connection.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use e2e::pki::Pki;
 use e2e::{novamon_bin, now_ns, wait_for_go_listen_url, wait_until, Json, Novamon, Process};
 use e2e::{spawn_prometheus, PROMETHEUS};
 use serde_json::json;
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        let openssl = |args: &[&str]| e2e::openssl(dir, args);
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-        ]);
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .unwrap();
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
-            openssl(&[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ]);
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.crt"),
-                "-days",
-                "2",
-                "-extfile",
-                ext,
-            ]);
-        }
-        Pki {
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    /// A web config file beside the certificates serving TLS with the server certificate,
-    /// then `rest` (more `tls_server_config` keys, indented, or other sections).
-    fn web_config(&self, rest: &str) -> PathBuf {
-        let web = self.dir.join("web.yml");
-        std::fs::write(
-            &web,
-            format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{rest}"),
-        )
-        .unwrap();
-        web
-    }
-}
 
 /// novamon with every listener on port 0, started with `args`; returns the process and the
 /// bound HTTP, OTLP/gRPC and OTLP/HTTP addresses.
