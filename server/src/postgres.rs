@@ -1,6 +1,7 @@
 //! The Postgres listener (`listeners.postgres`, off unless set): binds it, hands each
-//! connection to `api::postgres`, and checks passwords against the web config's basic-auth
-//! users and their read role, as the HTTP listener checks them. Holds no protocol logic.
+//! connection to `api::postgres` with the web config's TLS when it has TLS on, and checks
+//! passwords against the web config's basic-auth users and their read role, as the HTTP
+//! listener checks them. Holds no protocol logic.
 
 use std::net::SocketAddr;
 
@@ -42,12 +43,18 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, auth = web.has_credentials(), "Postgres wire protocol listening");
+    tracing::info!(
+        addr = %local,
+        auth = web.has_credentials(),
+        tls = web.has_tls(),
+        "Postgres wire protocol listening"
+    );
     let server = api::postgres::PgServer::new(
         sql,
         std::sync::Arc::new(WebUsers(web.clone())),
         max_connections,
     );
+    let web = web.clone();
     Ok(tokio::spawn(async move {
         // Dropped with this task: the connections end with the listener.
         let mut connections = JoinSet::new();
@@ -56,8 +63,10 @@ pub async fn start(
                 accepted = listener.accept() => match accepted {
                     Ok((socket, peer)) => {
                         let server = server.clone();
+                        // Read per connection: a reload's new certificate serves the next one.
+                        let tls = web.postgres_tls().map(tokio_rustls::TlsAcceptor::from);
                         connections.spawn(async move {
-                            if let Err(e) = server.serve(socket).await {
+                            if let Err(e) = server.serve(socket, tls).await {
                                 tracing::debug!(%peer, "Postgres connection: {e}");
                             }
                         });

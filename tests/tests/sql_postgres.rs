@@ -3,8 +3,8 @@
 //! answer what `POST /api/v1/sql` answers on the same data, including the query Grafana's
 //! PostgreSQL data source sends once its `$__timeFilter`/`$__timeGroup` macros are expanded
 //! and its health check (pgx's `-- ping`); errors carry their SQLSTATE; a connection sending
-//! garbage is closed while others go on; the web config's users guard the listener; a client
-//! past the connection limit is refused as Postgres refuses it.
+//! garbage is closed while others go on; the web config's users guard the listener, and its
+//! TLS too; a client past the connection limit is refused as Postgres refuses it.
 //! Needs `psql` (postgresql-client) and the venv `tests/run.sh` creates.
 
 use std::io::{Read, Write};
@@ -14,8 +14,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat};
+use e2e::pki::Pki;
 use e2e::series::{v1_request, v1_series, V1};
-use e2e::{an_hour_ago_ms, venv_python, Json, Novamon};
+use e2e::{an_hour_ago_ms, novamon_bin, venv_python, Json, Novamon, Process};
 use serde_json::json;
 
 const PSQL: &str = "/usr/bin/psql";
@@ -442,4 +443,58 @@ fn clients_past_the_connection_limit_are_refused_as_postgres_refuses_them() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// With TLS on in the web config, psql connects over TLS and verifies the server's
+/// certificate (`sslmode=verify-full` with the CA), and a client that does not ask for TLS is
+/// refused before it sends its password (FATAL 28000), as Postgres refuses a client only
+/// `hostssl` lines admit.
+#[test]
+fn tls_from_the_web_config_and_no_password_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let web = pki.web_config(&format!("basic_auth_users:\n  alice: '{hash}'\n"));
+    let config = dir.path().join("novamon.yml");
+    std::fs::write(&config, "listeners:\n  postgres: 127.0.0.1:0\n").unwrap();
+    // Not `Novamon::start`, which waits for `/-/ready` over plain HTTP.
+    let mut cmd = Command::new(novamon_bin());
+    cmd.arg("--data-dir").arg(dir.path().join("data"));
+    cmd.args(["--config", config.to_str().unwrap()]);
+    cmd.args(["--web.config.file", web.to_str().unwrap()]);
+    for flag in [
+        "--http-listen",
+        "--otlp-grpc-listen",
+        "--otlp-http-listen",
+        "--forward-listen",
+    ] {
+        cmd.args([flag, "127.0.0.1:0"]);
+    }
+    let mut n = Process::spawn(&mut cmd, dir.path().join("novamon.log"));
+    let addr = n
+        .wait_for_log_values(
+            &[" Postgres wire protocol listening addr="],
+            Duration::from_secs(30),
+        )
+        .remove(0);
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let psql_with = |sslmode: &str| {
+        Command::new(PSQL)
+            .args(["-X", "-h", host, "-p", port, "-U", "alice", "-d", "novamon"])
+            .args(["--csv", "-t", "-c", "SELECT 5"])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env("PGSSLMODE", sslmode)
+            .env("PGSSLROOTCERT", pki.path("ca.crt"))
+            .env("PGPASSWORD", "s3cret")
+            .output()
+            .unwrap()
+    };
+    let ok = psql_with("verify-full");
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "5");
+    let refused = psql_with("disable");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("FATAL:  SSL required"), "{stderr}");
 }

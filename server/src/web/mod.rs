@@ -130,6 +130,12 @@ impl Web {
         self.current().credentials.is_some()
     }
 
+    /// The rustls configuration for a new connection on the Postgres listener, when TLS is
+    /// on.
+    pub fn postgres_tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        Some(self.current().tls.as_ref()?.postgres.clone())
+    }
+
     /// The rustls configuration for a new connection on `listener`, when TLS is on.
     fn tls_for(&self, listener: Listener) -> Option<Arc<rustls::ServerConfig>> {
         let current = self.current();

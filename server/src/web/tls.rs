@@ -16,11 +16,13 @@ use rustls::{DigitallySignedStruct, DistinguishedName, NamedGroup, ServerConfig,
 use super::file::TlsServerConfig;
 
 /// One rustls configuration per ALPN offer: the HTTP listeners offer HTTP/2 only when
-/// `http_server_config.http2` (as exporter-toolkit), the gRPC listener always.
+/// `http_server_config.http2` (as exporter-toolkit), the gRPC listener always, the Postgres
+/// listener `postgresql` (what libpq 17 asks for; older clients ask for none).
 #[derive(Clone)]
 pub struct TlsConfigs {
     pub http: Arc<ServerConfig>,
     pub grpc: Arc<ServerConfig>,
+    pub postgres: Arc<ServerConfig>,
 }
 
 /// None when the section turns nothing on (exporter-toolkit's "TLS is disabled").
@@ -45,6 +47,8 @@ pub fn build(c: &TlsServerConfig, http2: bool) -> Result<Option<TlsConfigs>, Str
     config.ignore_client_order = c.prefer_server_cipher_suites.unwrap_or(true);
     let mut grpc = config.clone();
     grpc.alpn_protocols = vec![b"h2".to_vec()];
+    let mut postgres = config.clone();
+    postgres.alpn_protocols = vec![b"postgresql".to_vec()];
     config.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
@@ -53,6 +57,7 @@ pub fn build(c: &TlsServerConfig, http2: bool) -> Result<Option<TlsConfigs>, Str
     Ok(Some(TlsConfigs {
         http: Arc::new(config),
         grpc: Arc::new(grpc),
+        postgres: Arc::new(postgres),
     }))
 }
 

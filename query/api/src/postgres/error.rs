@@ -2,7 +2,8 @@
 //! SQLSTATE. Syntax errors are 42601 (with the position psql points at), unknown tables
 //! 42P01, unknown columns 42703, refused statements and catalog probes 0A000, timeouts
 //! 57014, DataFusion's memory pool 53200, budgets and the row limit 54000, a connection past
-//! the limit 53300 (FATAL); the rest by their class. Knows no message other than the errors' own and the catalog hint.
+//! the limit 53300 and one refusing TLS 28000 (both FATAL); the rest by their class. Knows no
+//! message other than the errors' own, the catalog hint and the connection refusals.
 
 use ::sql::datafusion_common::{DataFusionError, SchemaError};
 use ::sql::SqlError;
@@ -55,6 +56,18 @@ pub(super) fn too_many_clients() -> PgWireError {
         "FATAL".into(),
         "53300".into(),
         "sorry, too many clients already".to_owned(),
+    )))
+}
+
+/// A client that did not take the TLS the server offers: refused before it sends a password,
+/// with the SQLSTATE Postgres gives a connection no pg_hba.conf line admits.
+pub(super) fn tls_required() -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        "28000".into(),
+        "SSL required: this server has TLS on (the web config's tls_server_config); connect \
+         with sslmode=require or stronger"
+            .to_owned(),
     )))
 }
 

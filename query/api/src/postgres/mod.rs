@@ -1,13 +1,14 @@
 //! The Postgres wire protocol over the SQL engine, so that `psql`, psycopg, pgx and Grafana's
 //! PostgreSQL data source query novamon as they query Postgres. `pgwire` decodes and encodes
-//! the messages (startup, cleartext password, simple query, extended query); this module
+//! the messages (SSL negotiation, startup, cleartext password, simple query, extended query)
+//! and runs the TLS handshake with the configuration the server gives; this module
 //! answers them, and lives in `query/api` beside `POST /api/v1/sql` so that both share one
 //! path to the engine ([`SqlState::run`]: the query gate, the query timeout, the row limit,
 //! the memory pool, the refusal of anything but reads).
 //!
 //! - `startup`: who may connect (the web config's basic-auth users, as cleartext password
-//!   authentication, needing the read role; anyone when it has none; no one past the
-//!   listener's connection limit).
+//!   authentication, needing the read role; anyone when it has none; over TLS only when the
+//!   server offers it; no one past the listener's connection limit).
 //! - `encode`: Arrow columns as Postgres types, values in the text or binary format asked.
 //! - `error`: every failure as an ErrorResponse with its SQLSTATE, mapped in one place.
 //!
@@ -37,6 +38,7 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::tokio::TlsAcceptor;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -51,7 +53,11 @@ const REFUSAL_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// What answers the connections of one Postgres listener. Cheap to clone.
 #[derive(Clone)]
 pub struct PgServer {
-    handlers: Arc<Handlers>,
+    /// For connections offered no TLS.
+    plain: Arc<Handlers>,
+    /// For connections offered TLS: the same, but the startup refuses a client that did not
+    /// take it.
+    secure: Arc<Handlers>,
     /// One permit per connection served; a connection finding none is refused.
     slots: Arc<Semaphore>,
 }
@@ -60,33 +66,43 @@ impl PgServer {
     /// Statements run through `sql` (its gate, timeout and limits); `users` decides who may
     /// connect; at most `max_connections` are served at once.
     pub fn new(sql: SqlState, users: Arc<dyn PasswordCheck>, max_connections: usize) -> PgServer {
+        let queries = Arc::new(Queries {
+            sql: Arc::new(sql),
+            parser: Arc::new(NoopQueryParser),
+        });
+        let handlers = |tls_required| {
+            Arc::new(Handlers {
+                queries: queries.clone(),
+                startup: Arc::new(startup::Startup::new(users.clone(), tls_required)),
+            })
+        };
         PgServer {
-            handlers: Arc::new(Handlers {
-                queries: Arc::new(Queries {
-                    sql: Arc::new(sql),
-                    parser: Arc::new(NoopQueryParser),
-                }),
-                startup: Arc::new(startup::Startup::new(users)),
-            }),
+            plain: handlers(false),
+            secure: handlers(true),
             slots: Arc::new(Semaphore::new(max_connections)),
         }
     }
 
     /// Speaks the protocol on one accepted connection until the client leaves; a client that
     /// breaks the protocol is answered with an error and disconnected, and one that does not
-    /// finish its startup within pgwire's minute too. One past the limit is refused with
-    /// Postgres's "too many clients" (FATAL 53300), and given [`REFUSAL_TIME`] to send the
-    /// startup message it is refused after, so a flood of them holds no socket for long.
-    pub async fn serve(&self, socket: TcpStream) -> std::io::Result<()> {
-        match self.slots.clone().try_acquire_owned() {
-            Ok(_slot) => pgwire::tokio::process_socket(socket, None, self.handlers.clone()).await,
-            Err(_) => {
-                let refusal = pgwire::tokio::process_socket(socket, None, startup::Full);
-                tokio::time::timeout(REFUSAL_TIME, refusal)
-                    .await
-                    .unwrap_or(Ok(()))
-            }
-        }
+    /// finish its startup within pgwire's minute too. With `tls`, the client's SSL request is
+    /// accepted and one that sends none is refused at its startup (FATAL 28000), as Postgres
+    /// refuses a client that only `hostssl` lines of pg_hba.conf would admit: passwords never
+    /// cross the network in clear. One past the limit is refused with Postgres's "too many
+    /// clients" (FATAL 53300), and given [`REFUSAL_TIME`] to send the startup message it is
+    /// refused after, so a flood of them holds no socket for long.
+    pub async fn serve(&self, socket: TcpStream, tls: Option<TlsAcceptor>) -> std::io::Result<()> {
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+            let refusal = pgwire::tokio::process_socket(socket, tls, startup::Full);
+            return tokio::time::timeout(REFUSAL_TIME, refusal)
+                .await
+                .unwrap_or(Ok(()));
+        };
+        let handlers = match tls {
+            Some(_) => self.secure.clone(),
+            None => self.plain.clone(),
+        };
+        pgwire::tokio::process_socket(socket, tls, handlers).await
     }
 }
 

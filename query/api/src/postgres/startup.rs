@@ -2,8 +2,10 @@
 //! with Postgres's cleartext password message and needs the read role, checked by the
 //! server's [`PasswordCheck`] (the same users, bcrypt hashes and roles as HTTP); when it has
 //! none, anyone connects, as on the HTTP listener. The choice is made per connection, so a
-//! reloaded web config applies to the next one. A connection past the listener's limit is
-//! refused once its startup message arrives ([`Full`]). Knows no credentials itself.
+//! reloaded web config applies to the next one. When the server has TLS on, a client that
+//! did not take it is refused before any password is asked for. A connection past the
+//! listener's limit is refused once its startup message arrives ([`Full`]). Knows no
+//! credentials itself.
 
 use std::fmt::{self, Debug};
 use std::sync::Arc;
@@ -32,10 +34,12 @@ pub(super) struct Startup {
     users: Arc<dyn PasswordCheck>,
     password: CleartextPasswordAuthStartupHandler<Users, DefaultServerParameterProvider>,
     open: Open,
+    /// Whether a client must have taken the TLS it was offered.
+    tls_required: bool,
 }
 
 impl Startup {
-    pub(super) fn new(users: Arc<dyn PasswordCheck>) -> Startup {
+    pub(super) fn new(users: Arc<dyn PasswordCheck>, tls_required: bool) -> Startup {
         Startup {
             password: CleartextPasswordAuthStartupHandler::new(
                 Users(users.clone()),
@@ -43,6 +47,7 @@ impl Startup {
             ),
             users,
             open: Open,
+            tls_required,
         }
     }
 }
@@ -60,6 +65,9 @@ impl StartupHandler for Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         match message {
+            PgWireFrontendMessage::Startup(_) if self.tls_required && !client.is_secure() => {
+                Err(super::error::tls_required())
+            }
             PgWireFrontendMessage::Startup(_) if !self.users.required() => {
                 self.open.on_startup(client, message).await
             }
