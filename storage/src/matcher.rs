@@ -12,6 +12,18 @@ pub enum MatchOp {
     RegexNoMatch,
 }
 
+impl MatchOp {
+    /// The operator as PromQL, LogQL and Alertmanager write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::RegexMatch => "=~",
+            MatchOp::RegexNoMatch => "!~",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Matcher {
     pub name: String,

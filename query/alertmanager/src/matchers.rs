@@ -98,13 +98,7 @@ fn unquote(s: &str) -> Result<(String, &str), String> {
 
 /// Alertmanager's printed form of one matcher: `name="value"` with the value Go-quoted.
 pub(crate) fn to_string(m: &Matcher) -> String {
-    let op = match m.op {
-        MatchOp::Equal => "=",
-        MatchOp::NotEqual => "!=",
-        MatchOp::RegexMatch => "=~",
-        MatchOp::RegexNoMatch => "!~",
-    };
-    format!("{}{}{:?}", m.name, op, m.value)
+    format!("{}{}{:?}", m.name, m.op.as_str(), m.value)
 }
 
 /// `{a="b",c=~"d"}`: the form route keys and group keys are built from.

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use regex::Regex;
-use storage::{MatchOp, Matcher};
+use storage::Matcher;
 
 #[derive(Clone, Debug)]
 pub enum Expr {
@@ -360,13 +360,7 @@ fn quote(s: &str) -> String {
 }
 
 fn fmt_matcher(m: &Matcher) -> String {
-    let op = match m.op {
-        MatchOp::Equal => "=",
-        MatchOp::NotEqual => "!=",
-        MatchOp::RegexMatch => "=~",
-        MatchOp::RegexNoMatch => "!~",
-    };
-    format!("{}{}{}", m.name, op, quote(&m.value))
+    format!("{}{}{}", m.name, m.op.as_str(), quote(&m.value))
 }
 
 pub(crate) fn fmt_duration(ns: i64) -> String {

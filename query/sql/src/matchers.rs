@@ -252,15 +252,7 @@ mod tests {
         matchers(e).map(|ms| {
             let ms: Vec<String> = ms
                 .iter()
-                .map(|m| {
-                    let op = match m.op {
-                        MatchOp::Equal => "=",
-                        MatchOp::NotEqual => "!=",
-                        MatchOp::RegexMatch => "=~",
-                        MatchOp::RegexNoMatch => "!~",
-                    };
-                    format!("{}{op}{}", m.name, m.value)
-                })
+                .map(|m| format!("{}{}{}", m.name, m.op.as_str(), m.value))
                 .collect();
             ms.join(",")
         })

@@ -159,15 +159,7 @@ impl StoreScan for MetricsScan {
         let matchers: Vec<String> = self
             .matchers
             .iter()
-            .map(|m| {
-                let op = match m.op {
-                    MatchOp::Equal => "=",
-                    MatchOp::NotEqual => "!=",
-                    MatchOp::RegexMatch => "=~",
-                    MatchOp::RegexNoMatch => "!~",
-                };
-                format!("{}{op}{:?}", m.name, m.value)
-            })
+            .map(|m| format!("{}{}{:?}", m.name, m.op.as_str(), m.value))
             .collect();
         write!(
             f,
