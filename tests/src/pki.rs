@@ -4,7 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
+/// `openssl req`'s arguments for a new unencrypted P-256 key.
+const NEW_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+/// A CA (`ca.crt`), a server certificate for 127.0.0.1 and localhost (`server.crt`,
+/// `server.key`) and a client certificate (`client.crt`, `client.key`), all signed by the CA.
 pub struct Pki {
     pub dir: PathBuf,
 }
@@ -12,23 +22,23 @@ pub struct Pki {
 impl Pki {
     pub fn new(dir: &Path) -> Pki {
         let openssl = |args: &[&str]| crate::openssl(dir, args);
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-        ]);
+        openssl(
+            &[
+                &["req", "-x509"],
+                &NEW_KEY[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=test-ca",
+                ],
+            ]
+            .concat(),
+        );
         std::fs::write(
             dir.join("server.ext"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
@@ -36,20 +46,19 @@ impl Pki {
         .unwrap();
         std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
         for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
-            openssl(&[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ]);
+            let (key, csr, subject) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("/CN={name}"),
+            );
+            openssl(
+                &[
+                    &["req"],
+                    &NEW_KEY[..],
+                    &["-keyout", &key, "-out", &csr, "-subj", &subject],
+                ]
+                .concat(),
+            );
             openssl(&[
                 "x509",
                 "-req",

@@ -897,60 +897,11 @@ alertmanager:
 type Mails = Arc<Mutex<Vec<Json>>>;
 
 /// Real SMTP servers (aiosmtpd): plain, STARTTLS with AUTH, implicit TLS with AUTH, and one
-/// without STARTTLS, with a certificate for 127.0.0.1 signed by a CA made with the openssl
-/// CLI. Returns the process (stdin open: closing it stops the servers), the CA file, the four
-/// ports and the accepted messages.
+/// without STARTTLS, with the server certificate of [`e2e::pki::Pki`] (for 127.0.0.1, signed
+/// by its CA). Returns the process (stdin open: closing it stops the servers), the CA file,
+/// the four ports and the accepted messages.
 fn smtp_servers(dir: &Path) -> (std::process::Child, String, [u16; 4], Mails) {
-    let openssl = |args: &[&str]| e2e::openssl(dir, args);
-    let key = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"],
-            &key[..],
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=smtp-test-ca",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req", "-x509"],
-            &key[..],
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=smtp",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-                "-addext",
-                "basicConstraints=critical,CA:FALSE",
-            ],
-        ]
-        .concat(),
-    );
+    let pki = e2e::pki::Pki::new(dir);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("smtp/server.py");
     let mut child = Command::new(e2e::venv_python())
         .arg(script)
@@ -976,12 +927,7 @@ fn smtp_servers(dir: &Path) -> (std::process::Child, String, [u16; 4], Mails) {
             m.lock().unwrap().push(serde_json::from_str(&line).unwrap());
         }
     });
-    (
-        child,
-        dir.join("ca.crt").display().to_string(),
-        ports.try_into().unwrap(),
-        mails,
-    )
+    (child, pki.path("ca.crt"), ports.try_into().unwrap(), mails)
 }
 
 #[test]
