@@ -73,9 +73,9 @@ pub(super) fn encode(samples: &[(i64, u64)]) -> Option<Vec<u8>> {
     write_column(&mut out, &mantissas, &VALUE_BUCKETS);
     if let Some(corrections) = corrections {
         // Independent of each other: stored as they are, fixed-width above their minimum.
-        let mut column = column(None, &corrections, false, &VALUE_BUCKETS);
-        column[0] |= FORM_RAW;
-        out.extend_from_slice(&column);
+        let at = out.len();
+        Form::of(None, &corrections, false).write(&mut out, &corrections, &VALUE_BUCKETS);
+        out[at] |= FORM_RAW;
     }
     Some(out)
 }
@@ -117,63 +117,135 @@ fn near_decimals(samples: &[(i64, u64)]) -> Option<(u8, Vec<i64>, Vec<i64>)> {
 }
 
 /// Appends the column of `xs` (whose first value the reader already knows) in its cheapest
-/// form.
+/// form. The four forms are sized first and only the smallest is written (the first of
+/// equals, in the order deltas, deltas of deltas, each fixed-width then bucketed): writing
+/// each to compare them was most of what persisting a chunk cost.
 fn write_column(out: &mut Vec<u8>, xs: &[i64], buckets: &[u32]) {
     let deltas: Vec<i64> = xs.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
-    let mut best: Option<Vec<u8>> = None;
-    let mut consider = |candidate: Vec<u8>| {
-        if best.as_ref().is_none_or(|b| candidate.len() < b.len()) {
-            best = Some(candidate);
-        }
-    };
+    // Deltas of deltas start from the first delta, stored as it is.
+    let dods: Option<(i64, Vec<i64>)> = deltas.first().map(|&d0| {
+        (
+            d0,
+            deltas.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect(),
+        )
+    });
+    let mut best: Option<(usize, Form)> = None;
     for bucketed in [false, true] {
-        consider(column(None, &deltas, bucketed, buckets));
-        // Deltas of deltas start from the first delta, stored as it is.
-        if let Some(&d0) = deltas.first() {
-            let dods: Vec<i64> = deltas.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
-            consider(column(Some(d0), &dods, bucketed, buckets));
-        }
-    }
-    out.extend_from_slice(&best.unwrap_or_default());
-}
-
-/// One form of a column: `first_delta` for deltas of deltas, the residuals, bucketed or not.
-fn column(first_delta: Option<i64>, residuals: &[i64], bucketed: bool, buckets: &[u32]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut bw = BitWriter::default();
-    out.push(
-        if first_delta.is_some() { FORM_DOD } else { 0 } | if bucketed { FORM_BUCKETED } else { 0 },
-    );
-    if let Some(d0) = first_delta {
-        put_uvarint(&mut out, zigzag(d0));
-    }
-    if bucketed {
-        let bits: u32 = residuals.iter().map(|&r| bucketed_len(r, buckets)).sum();
-        bw.bytes.reserve(bits.div_ceil(8) as usize);
-        for &r in residuals {
-            write_bucketed(&mut bw, r, buckets);
-        }
-    } else {
-        let min = residuals.iter().copied().min().unwrap_or(0);
-        // Offsets from the minimum as unsigned: a wrapped difference of two i64s fits a u64.
-        let offsets = residuals.iter().map(|&r| r.wrapping_sub(min) as u64);
-        let divisor = offsets.clone().fold(0, gcd);
-        let width = match divisor {
-            0 => 0,
-            g => 64 - (offsets.clone().max().unwrap_or(0) / g).leading_zeros(),
-        };
-        put_uvarint(&mut out, zigzag(min));
-        out.push(width as u8);
-        if width > 0 {
-            put_uvarint(&mut out, divisor);
-            for o in offsets {
-                bw.write_bits(o / divisor, width);
+        let candidates = [
+            Some((None, &deltas[..])),
+            dods.as_ref().map(|(d0, r)| (Some(*d0), &r[..])),
+        ];
+        for (first_delta, residuals) in candidates.into_iter().flatten() {
+            let form = Form::of(first_delta, residuals, bucketed);
+            let len = form.len(residuals, buckets);
+            if best.as_ref().is_none_or(|(b, _)| len < *b) {
+                best = Some((len, form));
             }
         }
     }
-    put_uvarint(&mut out, bw.bytes.len() as u64);
-    out.extend_from_slice(&bw.bytes);
-    out
+    if let Some((_, form)) = best {
+        let residuals = if form.first_delta.is_some() {
+            dods.as_ref().map_or(&[][..], |(_, r)| &r[..])
+        } else {
+            &deltas[..]
+        };
+        form.write(out, residuals, buckets);
+    }
+}
+
+/// One form of a column (see the module doc), decided before it is written.
+struct Form {
+    /// Set for deltas of deltas.
+    first_delta: Option<i64>,
+    /// `None` for the bucketed code; else the fixed width's minimum, divisor and width.
+    fixed: Option<(i64, u64, u32)>,
+}
+
+impl Form {
+    fn of(first_delta: Option<i64>, residuals: &[i64], bucketed: bool) -> Form {
+        let fixed = (!bucketed).then(|| {
+            let min = residuals.iter().copied().min().unwrap_or(0);
+            // Offsets from the minimum as unsigned: a wrapped difference of two i64s fits.
+            let offsets = residuals.iter().map(|&r| r.wrapping_sub(min) as u64);
+            // Once the divisor is 1 it stays 1: no more divisions.
+            let divisor_of = |g, o| if g == 1 { 1 } else { gcd(g, o) };
+            let (divisor, max) = offsets.fold((0, 0), |(g, m), o| (divisor_of(g, o), m.max(o)));
+            let width = match divisor {
+                0 => 0,
+                g => 64 - (max / g).leading_zeros(),
+            };
+            (min, divisor, width)
+        });
+        Form { first_delta, fixed }
+    }
+
+    /// The bytes [`Form::write`] appends.
+    fn len(&self, residuals: &[i64], buckets: &[u32]) -> usize {
+        let mut len = 1 + self.first_delta.map_or(0, |d0| uvarint_len(zigzag(d0)));
+        let bits = match self.fixed {
+            None => residuals
+                .iter()
+                .map(|&r| bucketed_len(r, buckets) as usize)
+                .sum(),
+            Some((min, divisor, width)) => {
+                len += uvarint_len(zigzag(min)) + 1;
+                if width > 0 {
+                    len += uvarint_len(divisor);
+                }
+                residuals.len() * width as usize
+            }
+        };
+        let bytes = bits.div_ceil(8);
+        len + uvarint_len(bytes as u64) + bytes
+    }
+
+    fn write(&self, out: &mut Vec<u8>, residuals: &[i64], buckets: &[u32]) {
+        let mut bw = BitWriter::default();
+        let dod = if self.first_delta.is_some() {
+            FORM_DOD
+        } else {
+            0
+        };
+        let bucketed = if self.fixed.is_none() {
+            FORM_BUCKETED
+        } else {
+            0
+        };
+        out.push(dod | bucketed);
+        if let Some(d0) = self.first_delta {
+            put_uvarint(out, zigzag(d0));
+        }
+        match self.fixed {
+            None => {
+                let bits: u32 = residuals.iter().map(|&r| bucketed_len(r, buckets)).sum();
+                bw.bytes.reserve(bits.div_ceil(8) as usize);
+                for &r in residuals {
+                    write_bucketed(&mut bw, r, buckets);
+                }
+            }
+            Some((min, divisor, width)) => {
+                put_uvarint(out, zigzag(min));
+                out.push(width as u8);
+                if width > 0 {
+                    put_uvarint(out, divisor);
+                    bw.bytes
+                        .reserve((residuals.len() * width as usize).div_ceil(8));
+                    for &r in residuals {
+                        let o = r.wrapping_sub(min) as u64;
+                        // Most columns share no divisor: spare them a division each.
+                        bw.write_bits(if divisor == 1 { o } else { o / divisor }, width);
+                    }
+                }
+            }
+        }
+        put_uvarint(out, bw.bytes.len() as u64);
+        out.extend_from_slice(&bw.bytes);
+    }
+}
+
+/// The bytes `put_uvarint` takes for `v`.
+fn uvarint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros()).div_ceil(7) as usize
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -429,5 +501,39 @@ mod tests {
         // One third is no decimal at any scale; it still round-trips.
         let third = [(0, (1.0f64 / 3.0).to_bits()), (1, (2.0f64 / 3.0).to_bits())];
         assert_eq!(decode(&encode(&third).expect("finite")), third);
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Each form is as long as sized, and a column is written in its shortest form.
+        #[test]
+        fn columns_take_their_shortest_form_as_sized(
+            xs in proptest::collection::vec(prop_oneof![
+                -3i64..3,
+                (0i64..1000).prop_map(|x| x * 4096),
+                any::<i64>(),
+            ], 0..130),
+        ) {
+            let deltas: Vec<i64> = xs.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+            let dods: Vec<i64> = deltas.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+            let mut shortest = usize::MAX;
+            for bucketed in [false, true] {
+                let mut forms = vec![(None, &deltas)];
+                forms.extend(deltas.first().map(|&d0| (Some(d0), &dods)));
+                for (first_delta, residuals) in forms {
+                    let form = Form::of(first_delta, residuals, bucketed);
+                    for buckets in [&DOD_BUCKETS[..], &VALUE_BUCKETS[..]] {
+                        let mut out = Vec::new();
+                        form.write(&mut out, residuals, buckets);
+                        prop_assert_eq!(out.len(), form.len(residuals, buckets));
+                    }
+                    shortest = shortest.min(form.len(residuals, &VALUE_BUCKETS));
+                }
+            }
+            let mut out = Vec::new();
+            write_column(&mut out, &xs, &VALUE_BUCKETS);
+            prop_assert_eq!(out.len(), shortest);
+        }
     }
 }
