@@ -1,12 +1,11 @@
 //! The remote-write decode hot path: snappy, protobuf, symbol resolution and label validation
 //! of a realistic 2000-sample request (node-exporter-like series, one sample each, as
-//! Prometheus's queue manager sends them), for both protocol versions, and for 1.0 with its
-//! label sets found in the series cache.
+//! Prometheus's queue manager sends them), for both protocol versions.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ingest::remote_write::{decode, Protocol, SeriesCache};
+use ingest::remote_write::{decode, Protocol};
 use ingest::Limits;
 use novamon_benches::generator::node_series;
 use novamon_benches::load::encode;
@@ -25,22 +24,12 @@ fn bench_decode(c: &mut Criterion) {
     group.throughput(Throughput::Elements(SAMPLES as u64));
     for protocol in [Protocol::V1, Protocol::V2] {
         let batch = encode(protocol, &series, &samples);
-        let decoded =
-            decode(protocol, batch.body(), &limits, None).expect("generated request decodes");
+        let decoded = decode(protocol, batch.body(), &limits).expect("generated request decodes");
         assert_eq!(decoded.series().len(), SAMPLES);
         group.bench_function(format!("{protocol}/{}B", batch.body().len()), |b| {
-            b.iter(|| decode(protocol, black_box(batch.body()), &limits, None))
+            b.iter(|| decode(protocol, black_box(batch.body()), &limits))
         });
     }
-    // A sender's label sets seen before: found in the series cache by their wire bytes.
-    let batch = encode(Protocol::V1, &series, &samples);
-    let cache = SeriesCache::default();
-    decode(Protocol::V1, batch.body(), &limits, Some(&cache))
-        .expect("generated request decodes")
-        .teach(&cache);
-    group.bench_function(format!("1.0 cached/{}B", batch.body().len()), |b| {
-        b.iter(|| decode(Protocol::V1, black_box(batch.body()), &limits, Some(&cache)))
-    });
     group.finish();
 }
 

@@ -546,7 +546,7 @@ mod tests {
         let mut expected = native_histogram_series(cfg.series);
         let mut total = 0;
         for batch in shards.iter().flatten() {
-            let decoded = decode(Protocol::V1, batch.body(), &Limits::default(), None).unwrap();
+            let decoded = decode(Protocol::V1, batch.body(), &Limits::default()).unwrap();
             assert_eq!(decoded.errors().count(), 0);
             for s in decoded.series().iter() {
                 assert!(s.samples.is_empty());
@@ -561,7 +561,7 @@ mod tests {
         // The first request of the first sender starts with series 0 at step 0, as generated
         // (the wire's bucket deltas summed back).
         let want = expected[0].next(0).clone();
-        let decoded = decode(Protocol::V1, shards[0][0].body(), &Limits::default(), None).unwrap();
+        let decoded = decode(Protocol::V1, shards[0][0].body(), &Limits::default()).unwrap();
         let first = decoded.series().iter().next().unwrap().histograms[0]
             .h
             .clone();
@@ -581,7 +581,7 @@ mod tests {
                 let mut last_t: HashMap<String, i64> = HashMap::new();
                 for batch in shard {
                     assert!(batch.samples() <= 250);
-                    let decoded = decode(protocol, batch.body(), &Limits::default(), None).unwrap();
+                    let decoded = decode(protocol, batch.body(), &Limits::default()).unwrap();
                     assert_eq!(decoded.errors().count(), 0);
                     for s in decoded.series().iter() {
                         total += s.samples.len();

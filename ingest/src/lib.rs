@@ -95,8 +95,6 @@ pub struct IngestState {
     metrics_store: Arc<dyn Appendable>,
     limits: Limits,
     metrics: IngestMetrics,
-    /// Label sets remote-write senders repeat (checked against `limits` when learnt).
-    series_cache: Arc<remote_write::SeriesCache>,
 }
 
 impl IngestState {
@@ -110,7 +108,6 @@ impl IngestState {
             metrics_store,
             limits,
             metrics: IngestMetrics::register(registry),
-            series_cache: Arc::default(),
         }
     }
 

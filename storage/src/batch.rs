@@ -105,16 +105,6 @@ impl EncodedLabels {
         decode_labels(&self.0)
     }
 
-    /// The label set of a batch's entry, to append it again.
-    pub fn of(series: &EncodedSeries<'_>) -> EncodedLabels {
-        EncodedLabels(series.labels.into())
-    }
-
-    /// The bytes it takes (for caches that count their memory).
-    pub fn size(&self) -> usize {
-        self.0.len()
-    }
-
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }
@@ -140,13 +130,10 @@ impl EncodedBatch {
     }
 
     /// Adds samples of a series whose label set is already encoded.
-    pub fn push_encoded(
-        &mut self,
-        labels: &EncodedLabels,
-        samples: &[Sample],
-        histograms: &[HistogramSample],
-    ) {
-        self.push_raw(labels.bytes(), samples, histograms, &[]);
+    pub fn push_encoded(&mut self, labels: &EncodedLabels, samples: &[Sample]) {
+        self.labels.extend_from_slice(&labels.0);
+        self.samples.extend_from_slice(samples);
+        self.close_series();
     }
 
     /// [`EncodedBatch::push_encoded`] with the series' reference from an earlier append, or
@@ -159,18 +146,10 @@ impl EncodedBatch {
         series: Option<SeriesRef>,
         samples: &[Sample],
     ) {
-        self.push_encoded(labels, samples, &[]);
-        self.set_ref(series);
-    }
-
-    /// Gives the entry pushed last a reference hint, as [`EncodedBatch::push_encoded_ref`]
-    /// does: `series` must have been given for its label set; `None` asks for one.
-    pub fn set_ref(&mut self, series: Option<SeriesRef>) {
-        if let Some(last) = self.ends.len().checked_sub(1) {
-            self.refs.resize(last, RefHint::Unwanted);
-            self.refs
-                .push(series.map_or(RefHint::Wanted, RefHint::Known));
-        }
+        self.refs.resize(self.ends.len(), RefHint::Unwanted);
+        self.refs
+            .push(series.map_or(RefHint::Wanted, RefHint::Known));
+        self.push_encoded(labels, samples);
     }
 
     /// What entry `i` says of its reference.
@@ -299,7 +278,7 @@ impl EncodedBatch {
         self.exemplars.len()
     }
 
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = EncodedSeries<'_>> + ExactSizeIterator {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EncodedSeries<'_>> {
         (0..self.ends.len()).map(|i| {
             let s = i
                 .checked_sub(1)
@@ -512,7 +491,7 @@ mod tests {
         let encoded = EncodedLabels::new(&labels);
         assert_eq!(encoded.to_labels(), labels);
         let mut a = EncodedBatch::new();
-        a.push_encoded(&encoded, &s, &[]);
+        a.push_encoded(&encoded, &s);
         let b = EncodedBatch::from(vec![SeriesBatch {
             labels,
             samples: s.to_vec(),

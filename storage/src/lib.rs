@@ -130,7 +130,7 @@ pub struct AppendReport {
     /// series no sample of the append or before it created.
     pub exemplars_invalid: usize,
     pub rejected: Vec<Rejection>,
-    /// For entries given a reference hint ([`EncodedBatch::set_ref`]) that was none
+    /// For entries pushed with [`EncodedBatch::push_encoded_ref`] whose reference was none
     /// or out of date: `(entry index in the batch, the series' reference now)`. Series not in
     /// memory after the append (refused) have none.
     pub series_refs: Vec<(usize, SeriesRef)>,

@@ -7,14 +7,13 @@ use std::mem::size_of;
 
 use prost::Message;
 use storage::{
-    EncodedBatch, EncodedLabels, Exemplar, Histogram as StoredHistogram, HistogramSample,
-    HistogramSpan, Labels, Metadata, Sample, METRIC_NAME,
+    EncodedBatch, Exemplar, Histogram as StoredHistogram, HistogramSample, HistogramSpan, Labels,
+    Metadata, Sample, METRIC_NAME,
 };
 
 use super::error::RemoteWriteError;
 use super::negotiate::Protocol;
 use super::proto::{v1, v2, Histogram};
-use super::series_cache::{self, Found, SeriesCache};
 use crate::metrics::DropReason;
 use crate::wire::{self, Field, Shape, Value, WireError};
 use crate::{Limits, EXPANSION_FLOOR_BYTES};
@@ -26,20 +25,12 @@ pub struct DecodedWrite {
     pub(crate) series: EncodedBatch,
     pub(crate) metadata: Vec<(String, Metadata)>,
     pub(crate) invalid: Vec<InvalidSeries>,
-    /// What the series cache saw, to learn from once the series are appended.
-    pub(crate) cache_notes: series_cache::Notes,
 }
 
 impl DecodedWrite {
     /// The valid series with samples or exemplars (series with neither are left out).
     pub fn series(&self) -> &EncodedBatch {
         &self.series
-    }
-
-    /// Teaches `cache` the label sets this decoding did not find, without the TSDB's
-    /// references (for decoders that do not append: benchmarks, fuzzing).
-    pub fn teach(self, cache: &SeriesCache) {
-        cache.learn(self.cache_notes, &[]);
     }
 
     /// One message per series (or part of a series) that cannot be written.
@@ -57,18 +48,16 @@ pub(crate) struct InvalidSeries {
     pub(crate) samples: usize,
 }
 
-/// Decompresses, decodes and validates a remote-write body of the given protocol. Label
-/// sets of 1.0 bodies are looked up in `cache` first, if given.
+/// Decompresses, decodes and validates a remote-write body of the given protocol.
 pub fn decode(
     protocol: Protocol,
     body: &[u8],
     limits: &Limits,
-    cache: Option<&SeriesCache>,
 ) -> Result<DecodedWrite, RemoteWriteError> {
     let raw = decompress(body, limits.max_decompressed_bytes)?;
     let budget = wire::budget(raw.len(), limits.max_expansion, EXPANSION_FLOOR_BYTES);
     match protocol {
-        Protocol::V1 => from_v1(&raw, limits, wire::Budget::new(budget), cache),
+        Protocol::V1 => from_v1(&raw, limits, wire::Budget::new(budget)),
         Protocol::V2 => {
             let scan = wire::scan(&raw, &V2_REQUEST, budget)?;
             check_series_count(scan.count(V2_SERIES.name), limits)?;
@@ -174,7 +163,6 @@ fn from_v1(
     raw: &[u8],
     limits: &Limits,
     mut budget: wire::Budget,
-    cache: Option<&SeriesCache>,
 ) -> Result<DecodedWrite, RemoteWriteError> {
     // Counted first (one varint per series) so the limit is checked before any is decoded.
     let mut count = 0;
@@ -192,23 +180,6 @@ fn from_v1(
         series: EncodedBatch::with_capacity(count.min(raw.len() / 16), raw.len()),
         ..DecodedWrite::default()
     };
-    // A label set seen before, its labels all ahead of the rest as every sender writes them,
-    // is taken as it was learnt; any other is read in full. All are looked up first, in a
-    // pass of their own: there the lookups' cache misses wait on nothing and overlap.
-    let view = cache.map(SeriesCache::read);
-    let mut lookups = Vec::new();
-    if let Some(view) = &view {
-        lookups.reserve(count);
-        let mut buf = raw;
-        while !buf.is_empty() {
-            if let (1, Value::Bytes(ts)) = wire::next_field(&mut buf)? {
-                let (wire_labels, rest, leading) = split_labels(ts);
-                let found = (leading > 0).then(|| view.get(wire_labels));
-                lookups.push((wire_labels, rest, leading, found));
-            }
-        }
-    }
-    let mut lookups = lookups.into_iter();
     let mut metadata = HashMap::new();
     let mut series = SeriesParts::default();
     let mut buf = raw;
@@ -216,17 +187,8 @@ fn from_v1(
         match wire::next_field(&mut buf)? {
             (1, Value::Bytes(ts)) => {
                 budget.charge(SERIES_COST)?;
-                let (wire_labels, rest, leading, lookup) =
-                    lookups.next().unwrap_or((b"", ts, 0, None));
-                if let Some(Ok(found)) = &lookup {
-                    series.read_v1(rest, &mut budget)?;
-                    if series.pairs.is_empty() {
-                        out.push_cached(found, &series);
-                        continue;
-                    }
-                }
                 series.read_v1(ts, &mut budget)?;
-                let (known, entries) = (out.invalid.len(), out.series.len());
+                let known = out.invalid.len();
                 out.push_series(
                     &series.pairs,
                     &series.samples,
@@ -236,20 +198,6 @@ fn from_v1(
                 );
                 for refused in &out.invalid[known..] {
                     budget.charge(size_of::<InvalidSeries>() + refused.message.len())?;
-                }
-                // Learnt only when every label came in the leading run looked up.
-                if let (Some(Err(admitted)), true) = (lookup, series.pairs.len() == leading) {
-                    if out.series.len() > entries {
-                        let learnt = admitted.map(|hash| {
-                            let pushed = out.series.iter().next_back().expect("pushed");
-                            (hash, wire_labels, EncodedLabels::of(&pushed))
-                        });
-                        if learnt.is_some() {
-                            // Its reference is learnt with it.
-                            out.series.set_ref(None);
-                        }
-                        out.cache_notes.missed(entries, learnt);
-                    }
                 }
             }
             (3, Value::Bytes(md)) => {
@@ -274,23 +222,6 @@ fn from_v1(
         }
     }
     Ok(out.finish(metadata))
-}
-
-/// Splits a 1.0 `TimeSeries` into its leading run of `Label` fields (the key of its label
-/// set) and the rest, and counts the run's labels. A malformed field ends the run: the full
-/// read reports it.
-fn split_labels(ts: &[u8]) -> (&[u8], &[u8], usize) {
-    let (mut buf, mut count) = (ts, 0);
-    loop {
-        let before = buf;
-        match wire::next_field(&mut buf) {
-            Ok((1, Value::Bytes(_))) => count += 1,
-            _ => {
-                let (run, rest) = ts.split_at(ts.len() - before.len());
-                return (run, rest, count);
-            }
-        }
-    }
 }
 
 /// A known field with a wire type its declaration does not allow.
@@ -453,7 +384,21 @@ impl DecodedWrite {
                 .push(refuse(&err, samples.len() + histograms.len()));
             return false;
         }
-        let converted = self.convert_histograms(histograms, || shown_labels(pairs));
+        let mut converted = Vec::with_capacity(histograms.len());
+        for h in histograms {
+            match histogram_sample(h) {
+                Ok(s) => converted.push(s),
+                Err(err) => self.invalid.push(InvalidSeries {
+                    message: format!(
+                        "invalid native histogram in series {}: {err}",
+                        shown_labels(pairs)
+                    ),
+                    reason: DropReason::NativeHistogram,
+                    samples: 1,
+                }),
+            }
+        }
+        converted.sort_by_key(|h| h.t);
         if samples.is_empty() && converted.is_empty() && exemplars.is_empty() {
             return true;
         }
@@ -473,44 +418,6 @@ impl DecodedWrite {
                 false
             }
         }
-    }
-
-    /// [`DecodedWrite::push_series`] of a series whose label set the cache gave: checked
-    /// when it was learnt.
-    fn push_cached(&mut self, found: &Found<'_>, series: &SeriesParts<'_>) {
-        let converted = self.convert_histograms(&series.histograms, || {
-            quoted(&found.labels.to_labels().to_string())
-        });
-        if series.samples.is_empty() && converted.is_empty() && series.exemplars.is_empty() {
-            return;
-        }
-        self.series
-            .push_encoded(found.labels, &series.samples, &converted);
-        self.series.set_ref(found.series);
-        self.series.add_exemplars(series.exemplars.iter().cloned());
-        self.cache_notes.found(self.series.len() - 1, found);
-    }
-
-    /// The histograms that convert, sorted by time; the others are reported, their series
-    /// shown as `shown` gives it.
-    fn convert_histograms(
-        &mut self,
-        histograms: &[Histogram],
-        shown: impl Fn() -> String,
-    ) -> Vec<HistogramSample> {
-        let mut converted = Vec::with_capacity(histograms.len());
-        for h in histograms {
-            match histogram_sample(h) {
-                Ok(s) => converted.push(s),
-                Err(err) => self.invalid.push(InvalidSeries {
-                    message: format!("invalid native histogram in series {}: {err}", shown()),
-                    reason: DropReason::NativeHistogram,
-                    samples: 1,
-                }),
-            }
-        }
-        converted.sort_by_key(|h| h.t);
-        converted
     }
 
     fn finish(mut self, metadata: HashMap<String, Metadata>) -> DecodedWrite {
@@ -868,7 +775,6 @@ mod tests {
             Protocol::V1,
             &compress(&req.encode_to_vec()),
             &Limits::default(),
-            None,
         )
     }
 
@@ -877,7 +783,6 @@ mod tests {
             Protocol::V2,
             &compress(&req.encode_to_vec()),
             &Limits::default(),
-            None,
         )
     }
 
@@ -1064,7 +969,7 @@ mod tests {
     fn names_that_are_not_utf8_fail_decoding() {
         // WriteRequest{timeseries: [{labels: [{name: b"\xff", value: "v"}]}]}
         let bytes = [0x0a, 0x08, 0x0a, 0x06, 0x0a, 0x01, 0xff, 0x12, 0x01, b'v'];
-        let err = decode(Protocol::V1, &compress(&bytes), &Limits::default(), None).unwrap_err();
+        let err = decode(Protocol::V1, &compress(&bytes), &Limits::default()).unwrap_err();
         assert!(matches!(err, RemoteWriteError::Wire(_)), "{err}");
         assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
     }
@@ -1200,7 +1105,7 @@ mod tests {
             max_decompressed_bytes: 4095,
             ..Limits::default()
         };
-        let err = decode(Protocol::V1, &compress(&raw), &limits, None).unwrap_err();
+        let err = decode(Protocol::V1, &compress(&raw), &limits).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -1213,7 +1118,7 @@ mod tests {
         );
         // Only the header: claims 2^32-1 bytes but carries none. Must fail fast, not allocate.
         let header_only = [0xff, 0xff, 0xff, 0xff, 0x0f];
-        let err = decode(Protocol::V1, &header_only, &Limits::default(), None).unwrap_err();
+        let err = decode(Protocol::V1, &header_only, &Limits::default()).unwrap_err();
         assert!(
             matches!(err, RemoteWriteError::DecompressedTooLarge { .. }),
             "{err}"
@@ -1222,7 +1127,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error() {
-        let err = decode(Protocol::V1, b"not snappy at all", &Limits::default(), None).unwrap_err();
+        let err = decode(Protocol::V1, b"not snappy at all", &Limits::default()).unwrap_err();
         assert!(matches!(err, RemoteWriteError::Snappy(_)), "{err}");
         let full = v1::WriteRequest {
             timeseries: vec![series_v1(&[("__name__", "up")], &[(1, 1.0)])],
@@ -1231,7 +1136,7 @@ mod tests {
         .encode_to_vec();
         let truncated = compress(&full[..full.len() - 3]);
         // The walk that bounds the body before decoding finds the truncation.
-        let err = decode(Protocol::V1, &truncated, &Limits::default(), None).unwrap_err();
+        let err = decode(Protocol::V1, &truncated, &Limits::default()).unwrap_err();
         assert!(matches!(err, RemoteWriteError::Wire(_)), "{err}");
         assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
     }
@@ -1254,7 +1159,7 @@ mod tests {
                 max_series_per_request: usize::MAX,
                 ..Limits::default()
             };
-            let err = decode(protocol, &compress(&raw), &limits, None).unwrap_err();
+            let err = decode(protocol, &compress(&raw), &limits).unwrap_err();
             assert!(
                 matches!(err, RemoteWriteError::Wire(WireError::TooLarge { .. })),
                 "{err}"
@@ -1277,13 +1182,13 @@ mod tests {
         };
         let body = |n| compress(&req(n).encode_to_vec());
         assert_eq!(
-            decode(Protocol::V1, &body(2), &limits, None)
+            decode(Protocol::V1, &body(2), &limits)
                 .unwrap()
                 .series()
                 .len(),
             2
         );
-        let err = decode(Protocol::V1, &body(3), &limits, None).unwrap_err();
+        let err = decode(Protocol::V1, &body(3), &limits).unwrap_err();
         assert_eq!(
             err.to_string(),
             "too many series in the request (actual: 3, limit: 2)"
@@ -1325,7 +1230,7 @@ mod tests {
                 metadata: vec![],
             };
             let body = compress(&req.encode_to_vec());
-            let d = decode(Protocol::V1, &body, &limits, None).unwrap();
+            let d = decode(Protocol::V1, &body, &limits).unwrap();
             assert!(d.series().is_empty(), "{labels:?}");
             assert_eq!(d.errors().collect::<Vec<_>>(), vec![want.as_str()]);
             assert_eq!(d.invalid[0].reason, DropReason::InvalidLabels);
@@ -1338,8 +1243,8 @@ mod tests {
             let protocol = if v2 { Protocol::V2 } else { Protocol::V1 };
             let limits = Limits::default();
             // Both as a snappy body and as the protobuf inside a valid snappy body.
-            let _ = decode(protocol, &bytes, &limits, None);
-            let _ = decode(protocol, &compress(&bytes), &limits, None);
+            let _ = decode(protocol, &bytes, &limits);
+            let _ = decode(protocol, &compress(&bytes), &limits);
         }
 
         #[test]
@@ -1396,7 +1301,7 @@ mod tests {
                 raw[at] ^= flip.1;
             }
             let limits = Limits::default();
-            let ours = decode(Protocol::V1, &compress(&raw), &limits, None)
+            let ours = decode(Protocol::V1, &compress(&raw), &limits)
                 .map(|d| {
                     let exemplars = exemplar_bits(&d);
                     (series(&d), d.errors().map(String::from).collect::<Vec<_>>(), d.metadata, exemplars)
@@ -1431,69 +1336,6 @@ mod tests {
                 }
                 (Err(_), Err(_)) => {}
                 (a, b) => prop_assert!(false, "reader {:?} but prost {:?}", a.map(|_| ()), b.map(|_| ())),
-            }
-        }
-
-        /// A request whose label sets the series cache learnt from an earlier one (any
-        /// labels, valid or not; labels after the samples; a byte changed) decodes to what
-        /// it decodes to without the cache: the same series, samples, histograms'
-        /// refusals, exemplars and refusals.
-        #[test]
-        fn cached_label_sets_decode_as_read_in_full(
-            entries in proptest::collection::vec((
-                proptest::collection::vec(("[_a-c]{0,2}", "[a-b]{0,2}"), 0..4),
-                proptest::collection::vec((any::<i64>(), any::<f64>()), 0..3),
-                proptest::collection::vec((any::<i64>(), any::<f64>()), 0..3),
-                any::<bool>(),
-                any::<bool>(),
-            ), 0..5),
-            flip in any::<(usize, u8)>(),
-        ) {
-            let request = |second: bool| {
-                let timeseries = entries.iter().map(|(labels, first, then, late_labels, exemplar)| {
-                    let pairs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                    let mut ts = series_v1(&pairs, if second { then } else { first });
-                    if *exemplar {
-                        ts.exemplars.push(v1::Exemplar { labels: vec![l1("trace_id", "a")], value: 1.0, timestamp: 5 });
-                    }
-                    let mut raw = ts.encode_to_vec();
-                    if *late_labels {
-                        // The same fields, the labels last.
-                        let labels = v1::TimeSeries { labels: ts.labels.clone(), ..Default::default() };
-                        ts.labels.clear();
-                        raw = ts.encode_to_vec();
-                        raw.extend(labels.encode_to_vec());
-                    }
-                    raw
-                });
-                let mut raw = Vec::new();
-                for ts in timeseries {
-                    prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut raw);
-                    prost::encoding::encode_varint(ts.len() as u64, &mut raw);
-                    raw.extend(ts);
-                }
-                if second && !raw.is_empty() {
-                    let at = flip.0 % raw.len();
-                    raw[at] ^= flip.1;
-                }
-                compress(&raw)
-            };
-            let limits = Limits::default();
-            let cache = SeriesCache::default();
-            if let Ok(d) = decode(Protocol::V1, &request(false), &limits, Some(&cache)) {
-                d.teach(&cache);
-            }
-            let body = request(true);
-            let outcome = |cache| decode(Protocol::V1, &body, &limits, cache).map(|d| {
-                let bits: Vec<(Labels, Vec<(i64, u64)>)> = series(&d).iter().map(|s| {
-                    (s.labels.clone(), s.samples.iter().map(|x| (x.t, x.v.to_bits())).collect())
-                }).collect();
-                (bits, d.errors().map(String::from).collect::<Vec<_>>(), exemplar_bits(&d))
-            });
-            match (outcome(Some(&cache)), outcome(None)) {
-                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
-                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
-                (a, b) => prop_assert!(false, "cached {:?} but read in full {:?}", a.map(|_| ()), b.map(|_| ())),
             }
         }
     }

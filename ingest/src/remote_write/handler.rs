@@ -96,7 +96,7 @@ fn ingest(
     protocol: Protocol,
     body: &[u8],
 ) -> (Written, Result<(), RemoteWriteError>) {
-    let decoded = match decode(protocol, body, &state.limits, Some(&state.series_cache)) {
+    let decoded = match decode(protocol, body, &state.limits) {
         Ok(d) => d,
         Err(err) => return (Written::default(), Err(err)),
     };
@@ -217,7 +217,6 @@ fn write_best_effort(
 }
 
 /// One transaction: the samples, and the metadata unless the samples were refused.
-/// The series cache learns from it once it is done.
 fn append(
     state: &IngestState,
     decoded: DecodedWrite,
@@ -228,11 +227,7 @@ fn append(
     for (family, md) in decoded.metadata {
         app.set_metadata(&family, md);
     }
-    let report = app.commit()?;
-    state
-        .series_cache
-        .learn(decoded.cache_notes, &report.series_refs);
-    Ok(report)
+    app.commit()
 }
 
 fn now_ms() -> i64 {

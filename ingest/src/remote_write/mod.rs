@@ -8,10 +8,8 @@ mod error;
 pub(crate) mod handler;
 mod negotiate;
 pub mod proto;
-mod series_cache;
 
 pub(crate) use decode::check_limits;
 pub use decode::{decode, decompress, DecodedWrite};
 pub use error::{ErrorList, RemoteWriteError};
 pub use negotiate::Protocol;
-pub use series_cache::SeriesCache;

@@ -277,7 +277,7 @@ impl Cache {
             let ended = e.seen == prev || (all && e.seen == now);
             if ended && !e.explicit_ts {
                 if let Some(l) = &e.labels {
-                    markers.push_encoded(l, &marker, &[]);
+                    markers.push_encoded(l, &marker);
                 }
             }
             e.seen >= prev && !all
