@@ -118,8 +118,8 @@ fn near_decimals(samples: &[(i64, u64)]) -> Option<(u8, Vec<i64>, Vec<i64>)> {
 
 /// Appends the column of `xs` (whose first value the reader already knows) in its cheapest
 /// form. The four forms are sized first and only the smallest is written (the first of
-/// equals, in the order deltas, deltas of deltas, each fixed-width then bucketed): writing
-/// each to compare them was most of what persisting a chunk cost.
+/// equals, in the order deltas, deltas of deltas, each fixed-width then bucketed), rather
+/// than all four written to compare their lengths: every persisted chunk comes through here.
 fn write_column(out: &mut Vec<u8>, xs: &[i64], buckets: &[u32]) {
     let deltas: Vec<i64> = xs.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
     // Deltas of deltas start from the first delta, stored as it is.
