@@ -129,7 +129,7 @@ fn write_column(out: &mut Vec<u8>, xs: &[i64], buckets: &[u32]) {
             deltas.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect(),
         )
     });
-    let mut best: Option<(usize, Form)> = None;
+    let mut best: Option<(usize, Form, &[i64])> = None;
     for bucketed in [false, true] {
         let candidates = [
             Some((None, &deltas[..])),
@@ -138,17 +138,12 @@ fn write_column(out: &mut Vec<u8>, xs: &[i64], buckets: &[u32]) {
         for (first_delta, residuals) in candidates.into_iter().flatten() {
             let form = Form::of(first_delta, residuals, bucketed);
             let len = form.len(residuals, buckets);
-            if best.as_ref().is_none_or(|(b, _)| len < *b) {
-                best = Some((len, form));
+            if best.as_ref().is_none_or(|(b, _, _)| len < *b) {
+                best = Some((len, form, residuals));
             }
         }
     }
-    if let Some((_, form)) = best {
-        let residuals = if form.first_delta.is_some() {
-            dods.as_ref().map_or(&[][..], |(_, r)| &r[..])
-        } else {
-            &deltas[..]
-        };
+    if let Some((_, form, residuals)) = best {
         form.write(out, residuals, buckets);
     }
 }
