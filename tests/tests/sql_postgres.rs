@@ -290,6 +290,222 @@ fn psql_and_psycopg_answer_as_the_http_endpoint() {
     );
 }
 
+/// Grafana's `buildSchemaConstraint()` (public/app/plugins/datasource/
+/// grafana-postgresql-datasource/postgresMetaQuery.ts, Grafana 12): the schemas of the
+/// search path, as the template literal renders it.
+fn grafana_schema_constraint() -> String {
+    r#"
+          quote_ident(table_schema) IN (
+          SELECT
+            CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+          FROM
+            generate_series(
+              array_lower(string_to_array(current_setting('search_path'),','),1),
+              array_upper(string_to_array(current_setting('search_path'),','),1)
+            ) as i,
+            string_to_array(current_setting('search_path'),',') s
+          )"#
+    .to_owned()
+}
+
+/// Grafana's `showTables()`: the query builder's table list.
+fn grafana_show_tables() -> String {
+    let c = grafana_schema_constraint();
+    format!(
+        r#"SELECT
+    CASE WHEN {c}
+      THEN quote_ident(table_name)
+      ELSE quote_ident(table_schema) || '.' || quote_ident(table_name)
+    END AS "table"
+    FROM information_schema.tables
+    WHERE quote_ident(table_schema) NOT IN ('information_schema',
+                             'pg_catalog',
+                             '_timescaledb_cache',
+                             '_timescaledb_catalog',
+                             '_timescaledb_internal',
+                             '_timescaledb_config',
+                             'timescaledb_information',
+                             'timescaledb_experimental')
+    ORDER BY CASE WHEN {c} THEN 0 ELSE 1 END, 1"#
+    )
+}
+
+/// Grafana's `showTables(schema)`.
+fn grafana_show_tables_of(schema: &str) -> String {
+    let schema_part = format!("'{}'", schema.replace('\'', "''"));
+    format!(
+        r#"SELECT quote_ident(table_name) AS "table"
+      FROM information_schema.tables
+      WHERE quote_ident(table_schema) = {schema_part}
+      ORDER BY 1"#
+    )
+}
+
+/// Grafana's `getSchema(table)`: the columns the builder offers for a table.
+fn grafana_get_schema(table: &str) -> String {
+    let table_name_part = format!("'{}'", table.replace('\'', "''"));
+    let c = grafana_schema_constraint();
+    format!(
+        r#"SELECT quote_ident(column_name) AS "column", data_type AS "type"
+    FROM information_schema.columns
+    WHERE
+      CASE WHEN array_length(parse_ident({table_name_part}),1) = 2
+        THEN quote_ident(table_schema) = (parse_ident({table_name_part}))[1]
+          AND quote_ident(table_name) = (parse_ident({table_name_part}))[2]
+        ELSE quote_ident(table_name) = {table_name_part}
+          AND {c}
+      END"#
+    )
+}
+
+/// Grafana's `showSchemas()`.
+const GRAFANA_SHOW_SCHEMAS: &str = r#"SELECT schema_name AS "name"
+    FROM information_schema.schemata
+    WHERE schema_name NOT IN ('information_schema',
+                              'pg_catalog',
+                              'pg_toast',
+                              '_timescaledb_cache',
+                              '_timescaledb_catalog',
+                              '_timescaledb_internal',
+                              '_timescaledb_config',
+                              'timescaledb_information',
+                              'timescaledb_experimental')
+    ORDER BY schema_name"#;
+
+/// Grafana's `getVersion()` and `getTimescaleDBVersion()`, which its configuration page sends
+/// to fill in the Postgres version.
+const GRAFANA_VERSION: &str = "SELECT current_setting('server_version_num')::int/100 as version";
+const GRAFANA_TIMESCALE: &str = "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'";
+
+/// The Go backend's schema queries (pkg/tsdb/grafana-postgresql-datasource/schema.go:
+/// `querySchemas`, `queryTables`, `queryColumns`), with their `$n` parameters.
+const GRAFANA_BACKEND_SCHEMAS: &str = "SELECT schema_name FROM information_schema.schemata
+		 WHERE schema_name NOT LIKE 'pg_%' AND schema_name != 'information_schema'
+		 ORDER BY schema_name";
+const GRAFANA_BACKEND_TABLES: &str = "SELECT table_name FROM information_schema.tables
+		 WHERE table_schema = %s AND table_type IN ('BASE TABLE', 'VIEW')
+		 ORDER BY table_name";
+const GRAFANA_BACKEND_COLUMNS: &str =
+    "SELECT column_name, data_type, udt_name, numeric_precision, numeric_scale
+		 FROM information_schema.columns
+		 WHERE table_schema = %s AND table_name = %s
+		 ORDER BY ordinal_position";
+
+/// Grafana's PostgreSQL data source lists schemas, tables and columns with its own SQL over
+/// `information_schema` (sent here character for character, over psycopg's extended protocol
+/// as pgx sends it, and the table list over psql's simple protocol too): the three tables,
+/// each column with its Postgres type name, the version its configuration page reads, no
+/// TimescaleDB.
+#[test]
+fn grafana_lists_tables_and_columns_through_information_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_n, addr) = start(dir.path(), "", &[]);
+    let tables = json!([["logs"], ["metrics"], ["spans"]]);
+    let metrics_columns = [
+        ("ts", "timestamp with time zone", "timestamptz"),
+        ("value", "double precision", "float8"),
+        ("metric", "text", "text"),
+        ("job", "text", "text"),
+        ("instance", "text", "text"),
+        ("labels", "json", "json"),
+        ("histogram", "json", "json"),
+    ];
+    for mode in ["text", "binary"] {
+        let answers = psycopg(
+            &addr,
+            mode,
+            &[
+                json!(grafana_show_tables()),
+                json!(grafana_show_tables_of("public")),
+                json!(grafana_get_schema("metrics")),
+                json!(grafana_get_schema("public.spans")),
+                json!(GRAFANA_SHOW_SCHEMAS),
+                json!(GRAFANA_VERSION),
+                json!(GRAFANA_TIMESCALE),
+                json!(GRAFANA_BACKEND_SCHEMAS),
+                json!([GRAFANA_BACKEND_TABLES, ["public"]]),
+                json!([GRAFANA_BACKEND_COLUMNS, ["public", "metrics"]]),
+            ],
+        );
+        assert_eq!(
+            answers[0]["columns"],
+            json!(["table"]),
+            "{mode}: {}",
+            answers[0]
+        );
+        assert_eq!(answers[0]["rows"], tables, "{mode}: {}", answers[0]);
+        assert_eq!(answers[1]["rows"], tables, "{mode}: {}", answers[1]);
+
+        let mut columns = answers[2]["rows"].as_array().cloned().unwrap_or_default();
+        columns.sort_by_key(|r| r[0].as_str().map(str::to_owned));
+        let mut want: Vec<Json> = metrics_columns
+            .iter()
+            .map(|(c, t, _)| json!([c, t]))
+            .collect();
+        want.sort_by_key(|r| r[0].as_str().map(str::to_owned));
+        assert_eq!(answers[2]["columns"], json!(["column", "type"]), "{mode}");
+        assert_eq!(columns, want, "{mode}: {}", answers[2]);
+        let spans = answers[3]["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", answers[3]));
+        assert!(
+            spans.contains(&json!(["start", "timestamp with time zone"])),
+            "{mode}: {spans:?}"
+        );
+        assert!(
+            spans.contains(&json!(["duration_ns", "bigint"])),
+            "{mode}: {spans:?}"
+        );
+        assert!(
+            spans.contains(&json!(["attributes", "json"])),
+            "{mode}: {spans:?}"
+        );
+
+        assert_eq!(
+            answers[4]["rows"],
+            json!([["public"]]),
+            "{mode}: {}",
+            answers[4]
+        );
+        assert_eq!(
+            answers[5]["rows"],
+            json!([[1600]]),
+            "{mode}: {}",
+            answers[5]
+        );
+        assert_eq!(
+            answers[6],
+            json!({"columns": ["extversion"], "rows": []}),
+            "{mode}"
+        );
+        assert_eq!(
+            answers[7]["rows"],
+            json!([["public"]]),
+            "{mode}: {}",
+            answers[7]
+        );
+        assert_eq!(answers[8]["rows"], tables, "{mode}: {}", answers[8]);
+        let want: Vec<Json> = metrics_columns
+            .iter()
+            .map(|(c, t, udt)| match *udt {
+                "float8" => json!([c, t, udt, 53, null]),
+                _ => json!([c, t, udt, null, null]),
+            })
+            .collect();
+        assert_eq!(answers[9]["rows"], json!(want), "{mode}: {}", answers[9]);
+    }
+    // The simple protocol (psql) answers the table list as the extended one.
+    assert_eq!(
+        psql_csv(&addr, &grafana_show_tables()),
+        [["logs"], ["metrics"], ["spans"]]
+    );
+    // `user` in the search path's `"$user"` is the connection's user.
+    assert_eq!(
+        psql_csv(&addr, "SELECT current_user, user, session_user"),
+        [["grafana", "grafana", "grafana"]]
+    );
+}
+
 #[test]
 fn errors_carry_their_sqlstate_and_garbage_closes_only_its_connection() {
     let dir = tempfile::tempdir().unwrap();
@@ -324,9 +540,16 @@ fn errors_carry_their_sqlstate_and_garbage_closes_only_its_connection() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("ERROR:  42601:"), "{stderr}");
-    let out = psql(&addr, "grafana", None, &["-c", "\\dt"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("SHOW TABLES"), "{stderr}");
+    // psql's `\dt` and `\d metrics` read `pg_class`: refused, pointing at what lists tables.
+    for command in ["\\dt", "\\d metrics"] {
+        let out = psql(&addr, "grafana", None, &["-c", command]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.contains("information_schema.tables") && stderr.contains("SHOW TABLES"),
+            "{command}: {stderr}"
+        );
+    }
 
     // A client that speaks HTTP to the Postgres port is disconnected; a psql connected
     // meanwhile is answered.

@@ -65,6 +65,14 @@ pub(crate) enum RunError {
 }
 
 impl SqlState {
+    /// The same gate and timeout, for statements of the Postgres user `user`.
+    pub(crate) fn for_user(&self, user: &str) -> SqlState {
+        SqlState {
+            engine: self.engine.for_user(user),
+            ..self.clone()
+        }
+    }
+
     /// Runs one statement with `params` bound to `$1`, `$2`, …: after a slot of the query
     /// gate, within the query timeout.
     pub(crate) async fn run(

@@ -13,6 +13,10 @@
 //! - `history`: exported history ([`History`]: the Hive-style layout of Parquet day files in
 //!   an object store) and the table reading a store's local days and the exported days
 //!   before them as one; `export`: the [`Exporter`] writing finished days there.
+//! - `pgcompat`: what Postgres clients read besides the tables: `information_schema` and
+//!   `pg_catalog.pg_extension` with Postgres's type names ([`PgType`]), Postgres functions
+//!   DataFusion lacks (`quote_ident`, `current_setting`, …), Postgres's FROM-clause rules, and
+//!   uncorrelated `IN` subqueries outside WHERE run first.
 //! - `scan`: what the tables share: the plan node that runs a store read on the blocking
 //!   pool and streams its batches (`StoreExec`, which EXPLAIN shows with what it applies),
 //!   and the reading of the filters a scan applies itself (time ranges, equality).
@@ -26,6 +30,7 @@ mod history;
 mod logs;
 mod matchers;
 mod metrics;
+mod pgcompat;
 mod scan;
 mod spans;
 
@@ -50,6 +55,7 @@ pub use datafusion::arrow;
 pub use datafusion::common as datafusion_common;
 pub use export::{ExportError, ExportObserver, ExportReport, Exporter};
 pub use history::{History, Retention, Signal};
+pub use pgcompat::{setting, PgType};
 
 /// What one query may use.
 #[derive(Clone, Debug)]
@@ -155,6 +161,10 @@ pub struct QueryResult {
     pub batches: Vec<RecordBatch>,
 }
 
+/// The catalog (Postgres's database) the tables are in, and their schema.
+const DATABASE: &str = "novamon";
+const SCHEMA: &str = "public";
+
 /// The stores the tables read, and one memory pool for all queries. Cheap to clone.
 #[derive(Clone)]
 pub struct SqlEngine {
@@ -165,6 +175,17 @@ pub struct SqlEngine {
     runtime: Arc<RuntimeEnv>,
     /// Exported days, read with the local ones when set.
     history: Option<History>,
+    /// `information_schema` and `pg_catalog`, built once: the tables' schemas never change.
+    catalog: pgcompat::Catalog,
+    /// Who `current_user` is: the Postgres connection's user (none over HTTP).
+    user: Option<Arc<str>>,
+}
+
+/// Every session's configuration. DataFusion's own `information_schema` is off: the one
+/// `pgcompat` registers names types as Postgres does, and DataFusion's `SHOW TABLES` and
+/// `SHOW COLUMNS` read it all the same.
+fn session_config() -> SessionConfig {
+    SessionConfig::new().with_default_catalog_and_schema(DATABASE, SCHEMA)
 }
 
 impl SqlEngine {
@@ -180,6 +201,12 @@ impl SqlEngine {
             // after a first query would stay unseen. Listing a signal's dates is cheap.
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
+        let schemas: Vec<(&str, SchemaRef)> =
+            store_tables(metrics.clone(), logs.clone(), spans.clone(), [0; 3])
+                .iter()
+                .map(|(signal, table)| (signal.table(), table.schema()))
+                .collect();
+        let catalog = pgcompat::Catalog::new(DATABASE, &schemas, session_config().options())?;
         Ok(SqlEngine {
             metrics,
             logs,
@@ -187,7 +214,17 @@ impl SqlEngine {
             opts,
             runtime,
             history: None,
+            catalog,
+            user: None,
         })
+    }
+
+    /// The engine for statements of the Postgres user `user` (what `current_user` answers).
+    pub fn for_user(&self, user: &str) -> SqlEngine {
+        SqlEngine {
+            user: Some(user.into()),
+            ..self.clone()
+        }
     }
 
     /// Tables that also read the days exported to `history` that the stores no longer hold.
@@ -207,11 +244,8 @@ impl SqlEngine {
 
     /// A session with the three tables, reading the stores as they are when scanned.
     pub fn context(&self) -> Result<SessionContext, SqlError> {
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema("novamon", "public");
         let state = SessionStateBuilder::new()
-            .with_config(config)
+            .with_config(session_config())
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
             .build();
@@ -229,6 +263,8 @@ impl SqlEngine {
         for (signal, local) in tables {
             ctx.register_table(signal.table(), self.table(signal, local))?;
         }
+        self.catalog.register(&ctx, DATABASE)?;
+        pgcompat::register_functions(&ctx, self.user.as_deref());
         Ok(ctx)
     }
 
@@ -248,6 +284,7 @@ impl SqlEngine {
         if !params.is_empty() {
             plan = plan.with_param_values(params)?;
         }
+        let plan = pgcompat::inline_uncorrelated(&ctx, plan, self.opts.max_rows).await?;
         let frame = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let mut stream = frame.execute_stream().await?;
@@ -301,9 +338,14 @@ impl SqlEngine {
     /// The statement's logical plan in a fresh session, refused unless it only reads.
     async fn plan(&self, sql: &str) -> Result<(SessionContext, LogicalPlan), SqlError> {
         let ctx = self.context()?;
-        let plan = ctx
-            .state()
-            .create_logical_plan(sql)
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let mut statement = state
+            .sql_to_statement(sql, &dialect)
+            .map_err(planning_error)?;
+        pgcompat::rewrite(&mut statement, &state, &self.catalog).map_err(planning_error)?;
+        let plan = state
+            .statement_to_plan(statement)
             .await
             .map_err(planning_error)?;
         SQLOptions::new()

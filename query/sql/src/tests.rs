@@ -683,3 +683,138 @@ async fn describe_plans_without_reading_and_parameters_bind_in_order() {
         SqlError::Refused(_)
     ));
 }
+
+/// `information_schema` lists the tables and their columns with Postgres's type names
+/// (`SHOW TABLES` and `SHOW COLUMNS` read it), and `pg_extension` answers, empty, when named
+/// without its schema.
+#[tokio::test]
+async fn information_schema_names_columns_as_postgres_types() {
+    let f = fixture();
+    assert_eq!(
+        lines(
+            &table(
+                &f,
+                "SELECT table_schema, table_name, table_type FROM information_schema.tables \
+                 WHERE table_schema <> 'information_schema' ORDER BY 1, 2"
+            )
+            .await
+        ),
+        [
+            "+--------------+--------------+------------+",
+            "| table_schema | table_name   | table_type |",
+            "+--------------+--------------+------------+",
+            "| pg_catalog   | pg_extension | BASE TABLE |",
+            "| public       | logs         | BASE TABLE |",
+            "| public       | metrics      | BASE TABLE |",
+            "| public       | spans        | BASE TABLE |",
+            "+--------------+--------------+------------+",
+        ]
+    );
+    assert_eq!(
+        lines(&table(&f, "SHOW COLUMNS FROM metrics").await)[3..10]
+            .iter()
+            .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>()[4..7].join(" "))
+            .collect::<Vec<_>>(),
+        [
+            "ts timestamp with time zone NO",
+            "value double precision YES",
+            "metric text NO",
+            "job text YES",
+            "instance text YES",
+            "labels json NO",
+            "histogram json YES",
+        ]
+    );
+    assert!(table(&f, "SHOW TABLES").await.contains("| metrics "));
+    let r = f.engine.query("SELECT * FROM pg_extension").await.unwrap();
+    assert_eq!(r.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    assert_eq!(r.schema.field(5).name(), "extversion");
+}
+
+/// Postgres's FROM rules: a one-column function's column is named after its alias, a scalar
+/// function is a one-row table; an uncorrelated `IN` subquery answers in a select list and
+/// an ORDER BY; the catalog functions answer as Postgres's.
+#[tokio::test]
+async fn postgres_from_rules_functions_and_in_subqueries_outside_where() {
+    let f = fixture();
+    assert_eq!(
+        lines(
+            &table(
+                &f,
+                "SELECT i, trim(s[i]) AS part FROM generate_series(array_lower(\
+                 string_to_array(current_setting('search_path'), ','), 1), array_upper(\
+                 string_to_array(current_setting('search_path'), ','), 1)) AS i, \
+                 string_to_array(current_setting('search_path'), ',') s ORDER BY i"
+            )
+            .await
+        ),
+        [
+            "+---+---------+",
+            "| i | part    |",
+            "+---+---------+",
+            "| 1 | \"$user\" |",
+            "| 2 | public  |",
+            "+---+---------+",
+        ]
+    );
+    assert_eq!(
+        lines(
+            &table(
+                &f,
+                "SELECT table_name, table_name IN (SELECT 'spans' UNION SELECT 'logs') AS m \
+                 FROM information_schema.tables WHERE table_schema = 'public' \
+                 ORDER BY table_name IN (SELECT 'metrics'), table_name"
+            )
+            .await
+        ),
+        [
+            "+------------+-------+",
+            "| table_name | m     |",
+            "+------------+-------+",
+            "| logs       | true  |",
+            "| spans      | true  |",
+            "| metrics    | false |",
+            "+------------+-------+",
+        ]
+    );
+    assert_eq!(
+        lines(
+            &table(
+                &f,
+                "SELECT quote_ident('Metrics') AS q, (parse_ident('public.\"Odd\"'))[2] AS p, \
+                 array_length(parse_ident('a.b'), 1) AS n, \
+                 current_setting('server_version_num') AS v, \
+                 current_setting('nope', true) IS NULL AS missing, current_user IS NULL AS u"
+            )
+            .await
+        ),
+        [
+            "+-----------+-----+---+--------+---------+------+",
+            "| q         | p   | n | v      | missing | u    |",
+            "+-----------+-----+---+--------+---------+------+",
+            "| \"Metrics\" | Odd | 2 | 160006 | true    | true |",
+            "+-----------+-----+---+--------+---------+------+",
+        ]
+    );
+    let alice = f.engine.for_user("alice");
+    let r = table_of(&alice, "SELECT user AS u, session_user AS s").await;
+    assert!(r.contains("| alice | alice |"), "{r}");
+    let e = f
+        .engine
+        .query("SELECT current_setting('nope')")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("unrecognized configuration parameter \"nope\""),
+        "{e}"
+    );
+}
+
+async fn table_of(engine: &SqlEngine, sql: &str) -> String {
+    let r = engine
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pretty_format_batches(&r.batches).unwrap().to_string()
+}

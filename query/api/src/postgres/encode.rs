@@ -1,8 +1,9 @@
 //! Arrow to Postgres: the type each column is described with, each value in the text or the
 //! binary format the client asked for it in, and parameters from the client into DataFusion
-//! values. Numbers, booleans, bytes, dates and timestamps have Postgres types of their own;
-//! maps, structs and lists travel as `json` (as `POST /api/v1/sql` renders them); everything
-//! else as `text` in Arrow's display. Knows nothing of statements or errors' SQLSTATEs
+//! values. The type is the `sql` crate's [`PgType`] (the one `information_schema` names):
+//! numbers, booleans, bytes, dates and timestamps have Postgres types of their own; maps,
+//! structs and lists travel as `json` (as `POST /api/v1/sql` renders them); everything else
+//! as `text` in Arrow's display. Knows nothing of statements or errors' SQLSTATEs
 //! beyond a parameter it cannot read.
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use ::sql::arrow::datatypes::{
 };
 use ::sql::arrow::util::display::{ArrayFormatter, FormatOptions};
 use ::sql::datafusion_common::ScalarValue;
-use ::sql::QueryResult;
+use ::sql::{PgType, QueryResult};
 use chrono::DateTime;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
@@ -29,29 +30,21 @@ use super::error;
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const PG_EPOCH_DAYS: i32 = 10_957;
 
-/// The Postgres type a column of `t` is sent as.
+/// The Postgres type a column of `t` is sent as: the type `information_schema` names it.
 pub(super) fn pg_type(t: &DataType) -> Type {
-    match t {
-        DataType::Boolean => Type::BOOL,
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
-        DataType::Int32 | DataType::UInt16 => Type::INT4,
-        DataType::Int64 | DataType::UInt32 => Type::INT8,
-        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
-        DataType::Float64 => Type::FLOAT8,
-        DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => Type::BYTEA,
-        DataType::Timestamp(_, None) => Type::TIMESTAMP,
-        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
-        DataType::Date32 | DataType::Date64 => Type::DATE,
-        DataType::Map(..)
-        | DataType::Struct(_)
-        | DataType::List(_)
-        | DataType::LargeList(_)
-        | DataType::FixedSizeList(..) => Type::JSON,
-        // Strings, and what has no exact Postgres type here (u64, decimals, durations).
-        _ => Type::TEXT,
+    match PgType::of(t) {
+        PgType::Bool => Type::BOOL,
+        PgType::Int2 => Type::INT2,
+        PgType::Int4 => Type::INT4,
+        PgType::Int8 => Type::INT8,
+        PgType::Float4 => Type::FLOAT4,
+        PgType::Float8 => Type::FLOAT8,
+        PgType::Bytea => Type::BYTEA,
+        PgType::Timestamp => Type::TIMESTAMP,
+        PgType::Timestamptz => Type::TIMESTAMPTZ,
+        PgType::Date => Type::DATE,
+        PgType::Json => Type::JSON,
+        PgType::Text => Type::TEXT,
     }
 }
 

@@ -20,8 +20,9 @@ pub(super) fn to_pg(e: RunError, query: &str) -> PgWireError {
             "ERROR".into(),
             code.into(),
             format!(
-                "novamon serves no Postgres catalog ({t}); its tables are metrics, logs and \
-                 spans: SHOW TABLES, SHOW COLUMNS FROM metrics"
+                "novamon serves no Postgres system catalog ({t}; psql's \\d reads it): its \
+                 tables are metrics, logs and spans, listed by information_schema.tables and \
+                 information_schema.columns, or SHOW TABLES and SHOW COLUMNS FROM metrics"
             ),
         ),
         _ => ErrorInfo::new("ERROR".into(), code.into(), e.to_string()),
@@ -71,7 +72,8 @@ pub(super) fn tls_required() -> PgWireError {
     )))
 }
 
-/// psql's `\d` and drivers' type lookups read `pg_catalog`, which no schema here holds.
+/// psql's `\d` and drivers' type lookups read `pg_catalog` tables, which (but for an empty
+/// `pg_extension`) no schema here holds.
 fn is_catalog(table: &str) -> bool {
     table
         .split('.')

@@ -13,9 +13,12 @@
 //! - `error`: every failure as an ErrorResponse with its SQLSTATE, mapped in one place.
 //!
 //! `BEGIN`, `COMMIT` and `ROLLBACK` are answered without effect (drivers such as psycopg open
-//! a transaction before their first query; reads need none). Catalog probes (`pg_catalog`,
-//! psql's `\d`) are refused with a hint to `SHOW TABLES`. Owns the wire only: binds no socket
-//! (the server does) and plans nothing (the `sql` crate does).
+//! a transaction before their first query; reads need none). `information_schema` answers
+//! (the `sql` crate serves it, with the types this module sends); `pg_catalog` holds only an
+//! empty `pg_extension`, so psql's `\d` and `\dt`, which read `pg_class`, are refused with a
+//! hint to `information_schema` and `SHOW TABLES`. Statements see the connection's user as
+//! `current_user`. Owns the wire only: binds no socket (the server does) and plans nothing
+//! (the `sql` crate does).
 
 mod encode;
 mod error;
@@ -175,10 +178,24 @@ fn is_blank(query: &str) -> bool {
     }
 }
 
+/// The connection's user (`current_user`), as its startup message named it.
+fn user<C: ClientInfo>(client: &C) -> Option<String> {
+    client.metadata().get(pgwire::api::METADATA_USER).cloned()
+}
+
 impl Queries {
-    /// Runs one statement and encodes its rows in `formats`.
+    /// The engine as `user` sees it.
+    fn sql(&self, user: Option<String>) -> SqlState {
+        match user {
+            Some(u) => self.sql.for_user(&u),
+            None => (*self.sql).clone(),
+        }
+    }
+
+    /// Runs one statement of `user` and encodes its rows in `formats`.
     async fn answer(
         &self,
+        user: Option<String>,
         query: &str,
         params: Vec<ScalarValue>,
         formats: &Format,
@@ -190,7 +207,7 @@ impl Queries {
             return Ok(r);
         }
         let result = self
-            .sql
+            .sql(user)
             .run(query, params)
             .await
             .map_err(|e| error::to_pg(e, query))?;
@@ -237,7 +254,7 @@ impl Queries {
 
 #[async_trait]
 impl SimpleQueryHandler for Queries {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -245,7 +262,8 @@ impl SimpleQueryHandler for Queries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         Ok(vec![
-            self.answer(query, Vec::new(), &Format::UnifiedText).await?,
+            self.answer(user(client), query, Vec::new(), &Format::UnifiedText)
+                .await?,
         ])
     }
 }
@@ -335,7 +353,7 @@ impl ExtendedQueryHandler for Queries {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<String>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -347,6 +365,7 @@ impl ExtendedQueryHandler for Queries {
     {
         let params = self.parameters(portal).await?;
         self.answer(
+            user(client),
             &portal.statement.statement,
             params,
             &portal.result_column_format,
