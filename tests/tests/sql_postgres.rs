@@ -506,6 +506,55 @@ fn grafana_lists_tables_and_columns_through_information_schema() {
     );
 }
 
+/// psycopg's `cancel()` (a CancelRequest on a connection of its own, with the process id and
+/// secret key of the statement's connection) stops a statement that would run for minutes: it
+/// fails at once with Postgres's 57014, the connection stays usable, and the one query slot
+/// it held is free again (with `query.max_concurrency: 1` the next statement would otherwise
+/// wait out the queue).
+#[test]
+fn a_cancel_request_stops_the_running_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_n, addr) = start(
+        dir.path(),
+        "query:\n  max_concurrency: 1\n  timeout: 1m\n",
+        &[],
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/postgres/cancel.py");
+    let dsn = format!("postgresql://grafana@{addr}/novamon?sslmode=disable&connect_timeout=10");
+    let mut child = Command::new(venv_python())
+        .args([script, &dsn, "1.5"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT sum(value) AS s FROM generate_series(1, 100000000000)")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "cancel.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["sqlstate"], "57014", "{answer}");
+    assert_eq!(
+        answer["error"], "canceling statement due to user request",
+        "{answer}"
+    );
+    let seconds = answer["seconds"].as_f64().unwrap();
+    assert!((1.5..15.0).contains(&seconds), "{answer}");
+    assert_eq!(answer["after"], json!([[1]]), "{answer}");
+    // Another client is answered at once: the cancelled statement's slot is free.
+    let started = std::time::Instant::now();
+    assert_eq!(psql_csv(&addr, "SELECT 2"), [["2".to_owned()]]);
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
 #[test]
 fn errors_carry_their_sqlstate_and_garbage_closes_only_its_connection() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! Every failure of a statement as a Postgres ErrorResponse: the one place an error gets its
 //! SQLSTATE. Syntax errors are 42601 (with the position psql points at), unknown tables
 //! 42P01, unknown columns 42703, refused statements and catalog probes 0A000, timeouts
-//! 57014, DataFusion's memory pool 53200, budgets and the row limit 54000, a connection past
+//! 57014 (a statement cancelled by a CancelRequest is answered 57014 by pgwire itself), DataFusion's memory pool 53200, budgets and the row limit 54000, a connection past
 //! the limit 53300 and one refusing TLS 28000 (both FATAL); the rest by their class. Knows no
 //! message other than the errors' own, the catalog hint and the connection refusals.
 

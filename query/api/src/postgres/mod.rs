@@ -17,7 +17,11 @@
 //! (the `sql` crate serves it, with the types this module sends); `pg_catalog` holds only an
 //! empty `pg_extension`, so psql's `\d` and `\dt`, which read `pg_class`, are refused with a
 //! hint to `information_schema` and `SHOW TABLES`. Statements see the connection's user as
-//! `current_user`. Owns the wire only: binds no socket (the server does) and plans nothing
+//! `current_user`. A CancelRequest (psql's Ctrl-C, psycopg's `cancel()`, pgx's context
+//! cancelled) with a connection's process id and secret key stops its running statement:
+//! pgwire drops the statement's future, which releases its query slot and stops its store
+//! reads, and answers 57014 "canceling statement due to user request", as Postgres does.
+//! Owns the wire only: binds no socket (the server does) and plans nothing
 //! (the `sql` crate does).
 
 mod encode;
@@ -30,6 +34,7 @@ use std::sync::Arc;
 use ::sql::datafusion_common::ScalarValue;
 use async_trait::async_trait;
 use futures::Sink;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -38,7 +43,7 @@ use pgwire::api::results::{
 };
 use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::tokio::TlsAcceptor;
@@ -63,6 +68,8 @@ pub struct PgServer {
     secure: Arc<Handlers>,
     /// One permit per connection served; a connection finding none is refused.
     slots: Arc<Semaphore>,
+    /// Carries out CancelRequests on the connections registered by the startup.
+    cancel: Arc<DefaultCancelHandler>,
 }
 
 impl PgServer {
@@ -73,16 +80,24 @@ impl PgServer {
             sql: Arc::new(sql),
             parser: Arc::new(NoopQueryParser),
         });
+        let connections = Arc::new(ConnectionManager::new());
+        let cancel = Arc::new(DefaultCancelHandler::new(connections.clone()));
         let handlers = |tls_required| {
             Arc::new(Handlers {
                 queries: queries.clone(),
-                startup: Arc::new(startup::Startup::new(users.clone(), tls_required)),
+                startup: Arc::new(startup::Startup::new(
+                    users.clone(),
+                    tls_required,
+                    connections.clone(),
+                )),
+                cancel: cancel.clone(),
             })
         };
         PgServer {
             plain: handlers(false),
             secure: handlers(true),
             slots: Arc::new(Semaphore::new(max_connections)),
+            cancel,
         }
     }
 
@@ -96,7 +111,8 @@ impl PgServer {
     /// refused after, so a flood of them holds no socket for long.
     pub async fn serve(&self, socket: TcpStream, tls: Option<TlsAcceptor>) -> std::io::Result<()> {
         let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
-            let refusal = pgwire::tokio::process_socket(socket, tls, startup::Full);
+            let refusal =
+                pgwire::tokio::process_socket(socket, tls, startup::Full(self.cancel.clone()));
             return tokio::time::timeout(REFUSAL_TIME, refusal)
                 .await
                 .unwrap_or(Ok(()));
@@ -112,6 +128,7 @@ impl PgServer {
 struct Handlers {
     queries: Arc<Queries>,
     startup: Arc<startup::Startup>,
+    cancel: Arc<DefaultCancelHandler>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -125,6 +142,10 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
     }
 }
 

@@ -4,8 +4,11 @@
 //! none, anyone connects, as on the HTTP listener. The choice is made per connection, so a
 //! reloaded web config applies to the next one. When the server has TLS on, a client that
 //! did not take it is refused before any password is asked for. A connection past the
-//! listener's limit is refused once its startup message arrives ([`Full`]). Knows no
-//! credentials itself.
+//! listener's limit is refused once its startup message arrives ([`Full`]). Every connection
+//! admitted is registered with the listener's `ConnectionManager` under the process id and
+//! secret key its BackendKeyData gives, so that a CancelRequest naming them (on a connection
+//! of its own, which is served even past the limit, as Postgres serves it) stops its
+//! statement. Knows no credentials itself.
 
 use std::fmt::{self, Debug};
 use std::sync::Arc;
@@ -17,7 +20,8 @@ use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
-use pgwire::api::{ClientInfo, PgWireServerHandlers};
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
@@ -39,14 +43,20 @@ pub(super) struct Startup {
 }
 
 impl Startup {
-    pub(super) fn new(users: Arc<dyn PasswordCheck>, tls_required: bool) -> Startup {
+    /// Admitted connections are registered with `connections` (for cancel requests).
+    pub(super) fn new(
+        users: Arc<dyn PasswordCheck>,
+        tls_required: bool,
+        connections: Arc<ConnectionManager>,
+    ) -> Startup {
         Startup {
             password: CleartextPasswordAuthStartupHandler::new(
                 Users(users.clone()),
                 DefaultServerParameterProvider::default(),
-            ),
+            )
+            .with_connection_manager(connections.clone()),
             users,
-            open: Open,
+            open: Open(connections),
             tls_required,
         }
     }
@@ -78,9 +88,13 @@ impl StartupHandler for Startup {
 }
 
 /// No authentication: the web config has no users.
-struct Open;
+struct Open(Arc<ConnectionManager>);
 
-impl NoopStartupHandler for Open {}
+impl NoopStartupHandler for Open {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.0.clone())
+    }
+}
 
 /// The users as pgwire's source of passwords: verified by the server, never read back.
 struct Users(Arc<dyn PasswordCheck>);
@@ -121,17 +135,24 @@ impl AuthSource for Users {
 /// The handlers of a connection past the limit: its SSL request is declined as on any
 /// connection, then its startup message is answered with FATAL 53300 and the connection
 /// closed, as Postgres answers a client past `max_connections` (psql shows "sorry, too many
-/// clients already").
-pub(super) struct Full;
+/// clients already"); a CancelRequest is still carried out.
+pub(super) struct Full(pub(super) Arc<DefaultCancelHandler>);
 
 impl PgWireServerHandlers for Full {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(Full)
+        Arc::new(Refuse)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.0.clone()
     }
 }
 
+/// The startup of a connection past the limit.
+struct Refuse;
+
 #[async_trait]
-impl StartupHandler for Full {
+impl StartupHandler for Refuse {
     async fn on_startup<C>(&self, _: &mut C, _: PgWireFrontendMessage) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
