@@ -66,8 +66,8 @@ impl Inner {
         let mut todo: Vec<(i64, u64)> = state
             .index
             .iter()
-            .filter(|(_, s)| s.max_t != i64::MIN)
-            .map(|(id, s)| (partition::clamp(s.max_t), id))
+            .filter(|(_, s)| s.max_t() != i64::MIN)
+            .map(|(id, s)| (partition::clamp(s.max_t()), id))
             .collect();
         todo.sort_unstable();
         let mut partitions = self.partitions.all();
@@ -171,8 +171,11 @@ impl Inner {
                     match verdict {
                         Verdict::InOrder | Verdict::OutOfOrder => {
                             let slot = *head_slot.get_or_insert_with(|| state.head.add(id));
-                            state.head.apply_at(slot, s);
-                            state.index.extend_time_at(index_slot, s.t);
+                            if state.head.apply_at(slot, &[s]) {
+                                state.head.list_dirty(&[id]);
+                            }
+                            state.index.extend_time_at(index_slot, s.t, s.t);
+                            state.index.note_newest(s.t);
                         }
                         Verdict::Noop => {}
                         Verdict::Reject(reason) => {
@@ -296,7 +299,12 @@ impl Inner {
                 continue;
             };
             // A series out of memory keeps its bounds in the cold index, which covers these.
-            let bounds = self.state.read().index.get(id).map(|s| (s.min_t, s.max_t));
+            let bounds = self
+                .state
+                .read()
+                .index
+                .get(id)
+                .map(|s| (s.min_t(), s.max_t()));
             if let Some((min_t, max_t)) = bounds {
                 index::put_times(&self.db, &mut wb, id, min_t.min(first.t), max_t.max(last.t))?;
             }
@@ -342,7 +350,7 @@ impl Inner {
         let snaps = state.head.snapshot(ids, open);
         let times = snaps
             .iter()
-            .filter_map(|s| state.index.get(s.id).map(|i| (s.id, i.min_t, i.max_t)))
+            .filter_map(|s| state.index.get(s.id).map(|i| (s.id, i.min_t(), i.max_t())))
             .collect();
         (snaps, times)
     }
@@ -417,7 +425,7 @@ impl Inner {
                 let state = self.state.read();
                 candidates
                     .into_iter()
-                    .filter(|&id| state.index.get(id).is_some_and(|s| s.max_t < cutoff))
+                    .filter(|&id| state.index.get(id).is_some_and(|s| s.max_t() < cutoff))
                     .collect()
             };
             let mut wb = WriteBatch::default();
@@ -479,7 +487,7 @@ impl Inner {
             {
                 let state = self.state.read();
                 for &id in slice {
-                    let Some(s) = state.index.get(id).filter(|s| s.max_t < cutoff) else {
+                    let Some(s) = state.index.get(id).filter(|s| s.max_t() < cutoff) else {
                         continue;
                     };
                     if !state.head.persisted(id) {
@@ -487,11 +495,11 @@ impl Inner {
                     }
                     let series = ColdSeries {
                         id,
-                        min_t: s.min_t,
-                        max_t: s.max_t,
+                        min_t: s.min_t(),
+                        max_t: s.max_t(),
                         last: state.head.last(id),
                     };
-                    let partitions = self.partitions.overlapping(s.min_t..=s.max_t);
+                    let partitions = self.partitions.overlapping(s.min_t()..=s.max_t());
                     let labels = state.index.labels_of(s).to_stored();
                     cold::put(&self.db, &mut wb, &labels, &series, &partitions)?;
                     index::delete_series(&self.db, &mut wb, id)?;

@@ -12,6 +12,7 @@
 //! last checkpoint; WAL replay extends them).
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use hashbrown::hash_table::HashTable;
 
@@ -26,11 +27,14 @@ use crate::tsdb::symbols::{LabelsRef, SymbolLabels, Symbols};
 use crate::Labels;
 use crate::{Matcher, StorageError};
 
+/// A series in memory. Its time bounds and head hint are atomics so that an append may move
+/// them under the TSDB's shared lock: only the append holding the series writes them (so a
+/// plain load and store suffice), while readers may read them meanwhile.
 pub(crate) struct SeriesInfo {
     labels: SymbolLabels,
     /// Time bounds of the series' samples; (i64::MAX, i64::MIN) while it has none.
-    pub(crate) min_t: i64,
-    pub(crate) max_t: i64,
+    min_t: AtomicI64,
+    max_t: AtomicI64,
     /// Of the label set's bytes: kept so that the label table grows (at every power of two of
     /// series) without hashing every label set again, which at 1M series held the append path
     /// (and so every sender) for half a second.
@@ -38,16 +42,34 @@ pub(crate) struct SeriesInfo {
     /// Where the series' head was in the head's slab when last appended to: an append checks
     /// it there instead of looking the id up, a cache miss per series at a million series
     /// (`perf`: 18% of a 1M-series load). A hint only: the head may have moved it since.
-    head_hint: u32,
+    head_hint: AtomicU32,
 }
 
 impl SeriesInfo {
+    pub(crate) fn min_t(&self) -> i64 {
+        self.min_t.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn max_t(&self) -> i64 {
+        self.max_t.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn overlaps(&self, mint: i64, maxt: i64) -> bool {
-        self.min_t <= maxt && self.max_t >= mint
+        self.min_t() <= maxt && self.max_t() >= mint
+    }
+
+    /// Widens the bounds to `[min, max]`. Only the append holding the series (or one with
+    /// the index to itself) calls it, so reading and then storing loses no other write.
+    fn extend(&self, min: i64, max: i64) {
+        if min < self.min_t() {
+            self.min_t.store(min, Ordering::Relaxed);
+        }
+        if max > self.max_t() {
+            self.max_t.store(max, Ordering::Relaxed);
+        }
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Index {
     series: IdSlab<SeriesInfo>,
     /// Label set → series: slots of `series`, keyed by the encoded bytes' hash (the same
@@ -56,9 +78,22 @@ pub(crate) struct Index {
     symbols: Symbols,
     hasher: foldhash::fast::RandomState,
     postings: MemPostings,
-    /// The newest sample time of any series it held since open: the head window counts back
-    /// from it, so idleness follows the data's clock, not the wall's.
-    newest: Option<i64>,
+    /// The newest sample time of any series it held since open (`i64::MIN`: none yet): the
+    /// head window counts back from it, so idleness follows the data's clock, not the wall's.
+    newest: AtomicI64,
+}
+
+impl Default for Index {
+    fn default() -> Index {
+        Index {
+            series: IdSlab::default(),
+            by_labels: HashTable::default(),
+            symbols: Symbols::default(),
+            hasher: foldhash::fast::RandomState::default(),
+            postings: MemPostings::default(),
+            newest: AtomicI64::new(i64::MIN),
+        }
+    }
 }
 
 /// Refuses label sets that cannot name a series: empty ones, empty names (Prometheus rejects
@@ -137,9 +172,10 @@ impl Index {
                 .ok_or_else(|| corrupt("series_times", &k))?;
             let max: &[u8; 8] = max.try_into().map_err(|_| corrupt("series_times", &k))?;
             if let Some(s) = index.series.get_mut(id) {
-                s.min_t = i64::from_be_bytes(*min);
-                s.max_t = i64::from_be_bytes(*max);
-                index.newest = index.newest.max(Some(s.max_t));
+                let max_t = i64::from_be_bytes(*max);
+                *s.min_t.get_mut() = i64::from_be_bytes(*min);
+                *s.max_t.get_mut() = max_t;
+                index.note_newest(max_t);
             }
         }
         Ok(index)
@@ -209,10 +245,10 @@ impl Index {
             id,
             SeriesInfo {
                 labels: self.symbols.add(&labels),
-                min_t: i64::MAX,
-                max_t: i64::MIN,
+                min_t: AtomicI64::new(i64::MAX),
+                max_t: AtomicI64::new(i64::MIN),
                 hash,
-                head_hint: u32::MAX,
+                head_hint: AtomicU32::new(u32::MAX),
             },
         );
         let series = &self.series;
@@ -221,33 +257,45 @@ impl Index {
         slot
     }
 
-    pub(crate) fn extend_time(&mut self, id: u64, t: i64) {
+    /// Widens a series' time bounds to take `t`, and notes it as the newest if it is.
+    /// Shared, as [`Index::extend_time_at`].
+    pub(crate) fn extend_time(&self, id: u64, t: i64) {
         if let Some(slot) = self.series.slot(id) {
-            self.extend_time_at(slot, t);
+            self.extend_time_at(slot, t, t);
+            self.note_newest(t);
         }
     }
 
-    /// [`Index::extend_time`] of the series at a slot [`Index::lookup`] or [`Index::insert`]
-    /// gave: no lookup by id on the append path.
-    pub(crate) fn extend_time_at(&mut self, slot: u32, t: i64) {
-        let s = self.series.at_mut(slot);
-        s.min_t = s.min_t.min(t);
-        s.max_t = s.max_t.max(t);
-        self.newest = self.newest.max(Some(t));
+    /// Widens the time bounds of the series at a slot [`Index::lookup`] or [`Index::insert`]
+    /// gave (no lookup by id on the append path) to `[min, max]`. Shared: the caller holds
+    /// the series, so no other append moves its bounds; it notes `max` with
+    /// [`Index::note_newest`] itself, once for all its series.
+    pub(crate) fn extend_time_at(&self, slot: u32, min: i64, max: i64) {
+        self.series.at(slot).1.extend(min, max);
+    }
+
+    /// A sample at `t` was stored.
+    pub(crate) fn note_newest(&self, t: i64) {
+        self.newest.fetch_max(t, Ordering::Relaxed);
     }
 
     /// Where the series at `slot` last had its head (see `SeriesInfo::head_hint`).
     pub(crate) fn head_hint(&self, slot: u32) -> u32 {
-        self.series.at(slot).1.head_hint
+        self.series.at(slot).1.head_hint.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_head_hint(&mut self, slot: u32, head_slot: u32) {
-        self.series.at_mut(slot).head_hint = head_slot;
+    pub(crate) fn set_head_hint(&self, slot: u32, head_slot: u32) {
+        let hint = &self.series.at(slot).1.head_hint;
+        // Almost always unchanged: not written then, so the record's line stays clean.
+        if hint.load(Ordering::Relaxed) != head_slot {
+            hint.store(head_slot, Ordering::Relaxed);
+        }
     }
 
     /// The newest sample time seen since open, if any.
     pub(crate) fn newest(&self) -> Option<i64> {
-        self.newest
+        let newest = self.newest.load(Ordering::Relaxed);
+        (newest != i64::MIN).then_some(newest)
     }
 
     /// Series whose samples all lie before `cutoff` (or that have none), sorted by id: past
@@ -256,7 +304,7 @@ impl Index {
         let mut ids: Vec<u64> = self
             .series
             .iter()
-            .filter(|(_, s)| s.max_t < cutoff)
+            .filter(|(_, s)| s.max_t() < cutoff)
             .map(|(id, _)| id)
             .collect();
         ids.sort_unstable();
@@ -292,7 +340,8 @@ impl Index {
     /// No sample older than `t` remains (its partitions were dropped).
     pub(crate) fn raise_min_t(&mut self, t: i64) {
         for s in self.series.values_mut() {
-            s.min_t = s.min_t.max(t);
+            let min_t = s.min_t.get_mut();
+            *min_t = (*min_t).max(t);
         }
     }
 

@@ -117,7 +117,7 @@ impl Inner {
             .index
             .iter()
             .filter(|(_, s)| s.overlaps(window, end))
-            .map(|(id, s)| (id, s.min_t))
+            .map(|(id, s)| (id, s.min_t()))
             .collect();
         // With open chunks merged too, no append may add to one between the check and the
         // write (see `Head::settled`): appends wait for the pass, which runs at shutdown.

@@ -17,12 +17,14 @@
 //! Locks, always taken in this order: `checkpoint` (one checkpoint / retention / clear at a
 //! time) → `create` (held by an append that adds series to memory; guards the next series
 //! id) → `gate` (shared by appends, taken alone by what needs none in flight) → the append's
-//! own series (`series_lock`) → `state` (index + head; readers share it). An append validates
-//! its series under a shared `state`, writes its WriteBatch (WAL record + new series) with no
-//! `state` lock held, then applies to the head under the exclusive `state` lock — so a write
-//! that returned Ok is in RocksDB's WAL. Appends to different series run side by side up to
-//! that last step; two appends to one series follow each other from validation to the head,
-//! as do two that add series.
+//! own series (`series_lock`) → `state` (index + head; readers share it) → one series' head
+//! (`head`: held only while that head is read or written, with no other lock taken then). An
+//! append validates its series under a shared `state`, writes its WriteBatch (WAL record + new
+//! series) with no `state` lock held, then puts its samples in the head, still sharing
+//! `state` — so a write that returned Ok is in RocksDB's WAL. Only series joining memory (new,
+//! back from the cold index, or given a head) take `state` alone, to change the tables, before
+//! their samples go in. Appends to different series run side by side throughout; two appends
+//! to one series follow each other from validation to the head, as do two that add series.
 //!
 //! Durability: a checkpoint notes the dirty series and the next WAL sequence S under `gate`,
 //! then writes their chunks and time bounds a slice of series at a time (each slice one
@@ -59,7 +61,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use foldhash::HashMap;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockWriteGuard};
 use rocksdb::{WriteBatch, WriteOptions};
 use tracing::{debug, warn};
 
@@ -294,7 +296,7 @@ impl Tsdb {
         // Histogram samples in their head bypass the WAL, so their time bounds come from the
         // head itself (a sealing persists those of the samples it seals).
         {
-            let mut state = inner.state.write();
+            let state = inner.state.read();
             for (id, min_t, max_t) in histstore::head_series(&inner.db)? {
                 state.index.extend_time(id, min_t);
                 state.index.extend_time(id, max_t);
@@ -637,11 +639,6 @@ impl Inner {
     }
 
     /// Puts an accepted sample into the head: in order when newer than the series' last.
-    fn apply(state: &mut State, id: u64, s: Sample) {
-        state.head.apply(id, s);
-        state.index.extend_time(id, s.t);
-    }
-
     fn append(&self, batch: &EncodedBatch, mode: AppendMode) -> Result<AppendReport, StorageError> {
         let limits = self.limits(now_ms());
 
@@ -865,7 +862,7 @@ impl Inner {
                     .first()
                     .and(p.id)
                     .and_then(|id| state.index.get(id))
-                    .map(|s| s.max_t);
+                    .map(|s| s.max_t());
                 for h in sb.histograms {
                     match self.check_histogram(p.id, max_t, limits, h)? {
                         Verdict::InOrder | Verdict::OutOfOrder => {
@@ -1007,13 +1004,52 @@ impl Inner {
             *next = next_series_id;
         }
 
+        // Only series joining memory (new, revived, or given a head) change the index's and
+        // the head's tables, under the exclusive lock; samples go in under the shared one,
+        // each series under its own lock, so that appends of other series, and reads, go on
+        // meanwhile.
+        let structural = !new_series.is_empty()
+            || !revived.is_empty()
+            || group_slots
+                .iter()
+                .any(|slots| !matches!(slots, Some((_, Some(_)))));
+        let state = if structural {
+            let mut state = self.state.write();
+            for (id, labels) in new_series {
+                state.index.insert(id, labels);
+            }
+            for (labels, cold) in revived {
+                state.index.insert(cold.id, labels);
+                state.index.extend_time(cold.id, cold.min_t);
+                state.index.extend_time(cold.id, cold.max_t);
+                if let Some(last) = cold.last {
+                    state.head.load(cold.id, last, None);
+                }
+            }
+            for ((id, _), slots) in groups.iter().zip(&mut group_slots) {
+                let index_slot = match *slots {
+                    Some((index_slot, _)) => index_slot,
+                    None => state.index.slot(*id).expect("added to the index above"),
+                };
+                let head_slot = match *slots {
+                    Some((_, Some(head_slot))) => head_slot,
+                    _ => match state.head.slot(*id) {
+                        Some(head_slot) => head_slot,
+                        None => state.head.add(*id),
+                    },
+                };
+                *slots = Some((index_slot, Some(head_slot)));
+            }
+            RwLockWriteGuard::downgrade(state)
+        } else {
+            self.state.read()
+        };
         {
-            // A pass that does nothing but read each series' head and open chunk end
-            // (`Head::warm`) just before the exclusive lock: short enough that the processor
-            // has many of these cache misses in flight at once, where the appends below, long
-            // per series, would wait for each under the lock. Done earlier, before the write
-            // above, the lines were evicted again by the time they were appended to.
-            let state = self.state.read();
+            // A pass that does nothing but read each series' open chunk end before the
+            // samples go in: short enough that the processor has many of these cache misses
+            // in flight at once, where the appends below, long per series, would wait for
+            // each. Done earlier, before the write above, the lines were evicted again by the
+            // time they were appended to.
             let mut warmed = 0u8;
             for &(_, head_slot) in group_slots.iter().flatten() {
                 if let Some(slot) = head_slot {
@@ -1022,36 +1058,24 @@ impl Inner {
             }
             std::hint::black_box(warmed);
         }
-        let mut state = self.state.write();
-        for (id, labels) in new_series {
-            state.index.insert(id, labels);
-        }
-        for (labels, cold) in revived {
-            state.index.insert(cold.id, labels);
-            state.index.extend_time(cold.id, cold.min_t);
-            state.index.extend_time(cold.id, cold.max_t);
-            if let Some(last) = cold.last {
-                state.head.load(cold.id, last, None);
-            }
-        }
+        let mut newly_dirty = Vec::new();
+        let mut newest = i64::MIN;
         for ((id, samples), slots) in groups.into_iter().zip(group_slots) {
-            match slots {
-                Some((index_slot, head_slot)) => {
-                    let head_slot = head_slot.unwrap_or_else(|| state.head.add(id));
-                    state.index.set_head_hint(index_slot, head_slot);
-                    for s in samples {
-                        state.head.apply_at(head_slot, s);
-                        state.index.extend_time_at(index_slot, s.t);
-                    }
-                }
-                // Added or revived by this append.
-                None => {
-                    for s in samples {
-                        Self::apply(&mut state, id, s);
-                    }
-                }
+            let Some((index_slot, Some(head_slot))) = slots else {
+                unreachable!("every group has both slots once the tables are updated");
+            };
+            state.index.set_head_hint(index_slot, head_slot);
+            if state.head.apply_at(head_slot, &samples) {
+                newly_dirty.push(id);
             }
+            let (min, max) = samples.iter().fold((i64::MAX, i64::MIN), |(lo, hi), s| {
+                (lo.min(s.t), hi.max(s.t))
+            });
+            state.index.extend_time_at(index_slot, min, max);
+            newest = newest.max(max);
         }
+        state.head.list_dirty(&newly_dirty);
+        state.index.note_newest(newest);
         for (entry, pi) in wanted {
             let Some(id) = written[pi] else { continue };
             if let (Some(index_slot), Some(head_slot)) = (state.index.slot(id), state.head.slot(id))

@@ -278,8 +278,8 @@ impl Inner {
                         picked.push(pick(
                             id,
                             state.index.labels_of(s).to_stored(),
-                            s.min_t,
-                            s.max_t,
+                            s.min_t(),
+                            s.max_t(),
                         ));
                     }
                 }
@@ -555,8 +555,8 @@ impl Inner {
         let index = &state.index;
         let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
         for (_, s) in index.iter() {
-            min_time = min_time.min(s.min_t);
-            max_time = max_time.max(s.max_t);
+            min_time = min_time.min(s.min_t());
+            max_time = max_time.max(s.max_t());
         }
         let mut by_metric = Vec::new();
         let mut values_by_name = Vec::new();

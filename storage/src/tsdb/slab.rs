@@ -95,12 +95,6 @@ impl<T> IdSlab<T> {
         Some(&mut occupied_mut(&mut self.pages, slot).1)
     }
 
-    /// The record at a slot [`IdSlab::slot`] or [`IdSlab::insert`] gave, for a caller that
-    /// looked the id up once and writes to it several times.
-    pub(crate) fn at_mut(&mut self, slot: u32) -> &mut T {
-        &mut occupied_mut(&mut self.pages, slot).1
-    }
-
     /// Puts `value` as the record of `id` (replacing one it had) and returns its slot.
     pub(crate) fn insert(&mut self, id: u64, value: T) -> u32 {
         let hash = self.hasher.hash_one(id);
@@ -231,8 +225,8 @@ mod tests {
             "a slot beyond the pages holds nothing"
         );
         let d = slab.insert(40, "d");
-        *slab.at_mut(d) = "D";
-        assert_eq!(slab.get(40), Some(&"D"));
+        *slab.get_mut(40).unwrap() = "D";
+        assert_eq!(slab.at(d), (40, &"D"));
         for v in slab.values_mut() {
             *v = "x";
         }
