@@ -479,3 +479,94 @@ fn answers_come_as_json_csv_or_arrow_and_errors_as_400() {
     let (status, body, _) = n.post_raw("/api/v1/sql", "application/json", &[], b"{}".to_vec());
     assert_eq!(status, 400, "{body}");
 }
+
+/// A native histogram remote-written (1.0, integer counts as deltas, as Prometheus sends
+/// them) reads back as the `histogram` struct: its count and sum as PromQL's
+/// `histogram_count` and `histogram_sum` answer them, its schema, zero bucket, reset hint,
+/// spans and absolute bucket counts; its row's `value` is NULL.
+#[test]
+fn native_histograms_read_back_as_a_struct_column() {
+    use ingest::remote_write::proto::{histogram, v1, BucketSpan, Histogram};
+    let dir = tempfile::tempdir().unwrap();
+    let n = Novamon::start(&dir.path().join("data"), &[]);
+    let t0 = an_hour_ago_ms();
+    let mut series = v1_series(&[("__name__", "rpc_seconds"), ("job", "rpc")], &[]);
+    series.histograms = vec![Histogram {
+        count: Some(histogram::Count::CountInt(8)),
+        sum: 12.5,
+        schema: 1,
+        zero_threshold: 0.001,
+        zero_count: Some(histogram::ZeroCount::ZeroCountInt(1)),
+        positive_spans: vec![
+            BucketSpan {
+                offset: 0,
+                length: 2,
+            },
+            BucketSpan {
+                offset: 1,
+                length: 1,
+            },
+        ],
+        // Absolute counts 2, 3, 1.
+        positive_deltas: vec![2, 1, -2],
+        negative_spans: vec![BucketSpan {
+            offset: -1,
+            length: 1,
+        }],
+        negative_deltas: vec![1],
+        reset_hint: histogram::ResetHint::No as i32,
+        timestamp: t0,
+        ..Default::default()
+    }];
+    let request = v1::WriteRequest {
+        timeseries: vec![series],
+        ..Default::default()
+    };
+    assert_eq!(
+        n.remote_write(&prost::Message::encode_to_vec(&request), V1)
+            .0,
+        204
+    );
+
+    let (status, body, _) = sql(
+        &n,
+        "SELECT value, histogram['count'] AS count, histogram['sum'] AS sum, \
+         histogram['schema'] AS schema, histogram['zero_count'] AS zero, \
+         histogram['counter_reset_hint'] AS hint, histogram['positive_spans'] AS spans, \
+         histogram['positive_buckets'] AS buckets, histogram['negative_buckets'] AS negative \
+         FROM metrics WHERE metric = 'rpc_seconds'",
+        "application/json",
+    );
+    assert_eq!(status, 200, "{body}");
+    let body: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body["rows"],
+        json!([[
+            null,
+            8.0,
+            12.5,
+            1,
+            1.0,
+            2,
+            [{"offset": 0, "length": 2}, {"offset": 1, "length": 1}],
+            [2.0, 3.0, 1.0],
+            [1.0]
+        ]]),
+        "{body}"
+    );
+    for (promql, column) in [
+        ("histogram_count(rpc_seconds)", "count"),
+        ("histogram_sum(rpc_seconds)", "sum"),
+    ] {
+        let answer = n.get_ok(&format!(
+            "/api/v1/query?query={}&time={}",
+            enc(promql),
+            t0 as f64 / 1000.0
+        ));
+        let sql_value = sql_pairs(
+            &n,
+            &format!("SELECT job, histogram['{column}'] FROM metrics WHERE metric = 'rpc_seconds'"),
+        );
+        assert_same(promql, &sql_value, &vector(&answer, "job"));
+    }
+}

@@ -1,8 +1,12 @@
 //! The `metrics` table: one row per sample of the TSDB, read through [`storage::Querier`].
 //! Columns: `ts` (ms, UTC), `value` (NULL for a native histogram), `metric`, `job` and
 //! `instance` (NULL when the series has none), `labels` (every label but the name) and
-//! `histogram` (a native histogram's count, sum, schema and zero bucket; NULL for floats).
-//! Staleness markers are not samples and are not rows.
+//! `histogram` (a native histogram sample as the TSDB stores it, Prometheus's float
+//! histogram: `count`, `sum`, `schema`, `zero_threshold`, `zero_count`, the
+//! `counter_reset_hint` (0 unknown, 1 reset, 2 not a reset, 3 gauge), the `positive_spans`
+//! and `negative_spans` (`offset`, `length`) with the absolute counts of their buckets in
+//! `positive_buckets` and `negative_buckets`, and the `custom_values` bounds of schema -53;
+//! NULL for floats). Staleness markers are not samples and are not rows.
 //!
 //! The scan applies time bounds on `ts` as the select's range, and equality, regular
 //! expressions, `LIKE` and `IN` and their negations on `metric`, `job`, `instance` and
@@ -15,34 +19,58 @@ use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, Float64Builder, Int32Builder, MapBuilder, StringBuilder, StructBuilder,
-    TimestampMillisecondBuilder,
+    ArrayBuilder, ArrayRef, Float64Array, Float64Builder, Int32Array, ListArray, MapBuilder,
+    StringBuilder, StructArray, TimestampMillisecondBuilder, UInt32Array, UInt8Array,
 };
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use storage::{
-    is_stale_nan, HistogramSample, Labels, MatchOp, Matcher, Point, Querier, Sample, SelectHints,
-    METRIC_NAME,
+    is_stale_nan, HistogramSample, HistogramSpan, Labels, MatchOp, Matcher, Point, Querier, Sample,
+    SelectHints, METRIC_NAME,
 };
 
 use crate::matchers::{matchers, LABEL_COLUMNS};
 use crate::scan::{
     append_map, batch, map_builder, map_type, projected, store_error, timestamp_type, BatchRows,
-    Batches, Out, StoreExec, StoreScan, TimeRange, BATCH_ROWS,
+    Batches, Out, StoreExec, StoreScan, TimeRange,
 };
 
 const MS: i64 = 1_000_000;
 
+/// The `histogram` struct's fields. The lists are nullable so that a field added later
+/// reads as NULL from days exported before it.
 fn histogram_fields() -> Fields {
+    let list = |name, item: DataType| {
+        Field::new(
+            name,
+            DataType::List(Arc::new(Field::new_list_field(item, false))),
+            true,
+        )
+    };
+    let span = DataType::Struct(span_fields());
     Fields::from(vec![
         Field::new("count", DataType::Float64, false),
         Field::new("sum", DataType::Float64, false),
         Field::new("schema", DataType::Int32, false),
         Field::new("zero_threshold", DataType::Float64, false),
         Field::new("zero_count", DataType::Float64, false),
+        Field::new("counter_reset_hint", DataType::UInt8, true),
+        list("positive_spans", span.clone()),
+        list("positive_buckets", DataType::Float64),
+        list("negative_spans", span),
+        list("negative_buckets", DataType::Float64),
+        list("custom_values", DataType::Float64),
+    ])
+}
+
+fn span_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("offset", DataType::Int32, false),
+        Field::new("length", DataType::UInt32, false),
     ])
 }
 
@@ -213,7 +241,7 @@ enum Column {
     Metric(StringBuilder),
     Label(&'static str, StringBuilder),
     Labels(Box<MapBuilder<StringBuilder, StringBuilder>>),
-    Histogram(StructBuilder),
+    Histogram(Box<HistogramColumn>),
 }
 
 struct Rows {
@@ -235,9 +263,7 @@ impl Rows {
                 "value" => Column::Value(Float64Builder::new()),
                 "metric" => Column::Metric(StringBuilder::new()),
                 "labels" => Column::Labels(Box::new(map_builder())),
-                "histogram" => {
-                    Column::Histogram(StructBuilder::from_fields(histogram_fields(), BATCH_ROWS))
-                }
+                "histogram" => Column::Histogram(Box::default()),
                 label => Column::Label(
                     LABEL_COLUMNS
                         .iter()
@@ -274,7 +300,10 @@ impl Rows {
                         .filter(|l| l.name != METRIC_NAME)
                         .map(|l| (l.name.as_str(), l.value.as_str())),
                 )?,
-                Column::Histogram(b) => append_histogram(b, &row),
+                Column::Histogram(b) => b.push(match &row {
+                    Row::Histogram(h) => Some(&h.h),
+                    Row::Float(_) => None,
+                }),
             }
         }
         self.len += 1;
@@ -292,34 +321,145 @@ impl BatchRows for Rows {
             .columns
             .iter_mut()
             .map(|c| match c {
-                Column::Ts(b) => ArrayBuilder::finish(b),
-                Column::Value(b) => ArrayBuilder::finish(b),
-                Column::Metric(b) | Column::Label(_, b) => ArrayBuilder::finish(b),
-                Column::Labels(b) => ArrayBuilder::finish(b.as_mut()),
-                Column::Histogram(b) => ArrayBuilder::finish(b),
+                Column::Ts(b) => Ok(ArrayBuilder::finish(b)),
+                Column::Value(b) => Ok(ArrayBuilder::finish(b)),
+                Column::Metric(b) | Column::Label(_, b) => Ok(ArrayBuilder::finish(b)),
+                Column::Labels(b) => Ok(ArrayBuilder::finish(b.as_mut())),
+                Column::Histogram(b) => b.finish(),
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let rows = std::mem::take(&mut self.len);
         batch(&self.schema, columns, rows)
     }
 }
 
-fn append_histogram(b: &mut StructBuilder, row: &Row<'_>) {
-    let h = match row {
-        Row::Histogram(h) => Some(&h.h),
-        Row::Float(_) => None,
+/// The `histogram` column being built: one entry per row, a default one (and no struct) for
+/// a float sample's row.
+#[derive(Default)]
+struct HistogramColumn {
+    valid: Vec<bool>,
+    count: Vec<f64>,
+    sum: Vec<f64>,
+    schema: Vec<i32>,
+    zero_threshold: Vec<f64>,
+    zero_count: Vec<f64>,
+    hint: Vec<u8>,
+    positive_spans: SpanList,
+    positive_buckets: FloatList,
+    negative_spans: SpanList,
+    negative_buckets: FloatList,
+    custom_values: FloatList,
+}
+
+#[derive(Default)]
+struct FloatList {
+    offsets: Vec<i32>,
+    values: Vec<f64>,
+}
+
+impl FloatList {
+    fn push(&mut self, values: &[f64]) {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        self.values.extend_from_slice(values);
+        self.offsets.push(self.values.len() as i32);
+    }
+
+    fn finish(&mut self, field: &Field) -> Result<ArrayRef> {
+        let offsets = std::mem::take(&mut self.offsets);
+        let values = Float64Array::from(std::mem::take(&mut self.values));
+        list(field, offsets, Arc::new(values))
+    }
+}
+
+#[derive(Default)]
+struct SpanList {
+    offsets: Vec<i32>,
+    offset: Vec<i32>,
+    length: Vec<u32>,
+}
+
+impl SpanList {
+    fn push(&mut self, spans: &[HistogramSpan]) {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        for s in spans {
+            self.offset.push(s.offset);
+            self.length.push(s.length);
+        }
+        self.offsets.push(self.offset.len() as i32);
+    }
+
+    fn finish(&mut self, field: &Field) -> Result<ArrayRef> {
+        let offsets = std::mem::take(&mut self.offsets);
+        let spans = StructArray::try_new(
+            span_fields(),
+            vec![
+                Arc::new(Int32Array::from(std::mem::take(&mut self.offset))),
+                Arc::new(UInt32Array::from(std::mem::take(&mut self.length))),
+            ],
+            None,
+        )?;
+        list(field, offsets, Arc::new(spans))
+    }
+}
+
+/// A list column of `field`'s type from its offsets (none when it has no row) and values.
+fn list(field: &Field, offsets: Vec<i32>, values: ArrayRef) -> Result<ArrayRef> {
+    let DataType::List(item) = field.data_type() else {
+        unreachable!("the histogram's list fields");
     };
-    let f64_field = |b: &mut StructBuilder, i: usize, v: Option<f64>| {
-        b.field_builder::<Float64Builder>(i)
-            .expect("the histogram's fields")
-            .append_value(v.unwrap_or_default());
-    };
-    f64_field(b, 0, h.map(|h| h.count));
-    f64_field(b, 1, h.map(|h| h.sum));
-    b.field_builder::<Int32Builder>(2)
-        .expect("the histogram's fields")
-        .append_value(h.map_or(0, |h| h.schema));
-    f64_field(b, 3, h.map(|h| h.zero_threshold));
-    f64_field(b, 4, h.map(|h| h.zero_count));
-    b.append(h.is_some());
+    let offsets = if offsets.is_empty() { vec![0] } else { offsets };
+    Ok(Arc::new(ListArray::try_new(
+        item.clone(),
+        OffsetBuffer::new(offsets.into()),
+        values,
+        None,
+    )?))
+}
+
+impl HistogramColumn {
+    fn push(&mut self, h: Option<&storage::Histogram>) {
+        let d = storage::Histogram::default();
+        self.valid.push(h.is_some());
+        let h = h.unwrap_or(&d);
+        self.count.push(h.count);
+        self.sum.push(h.sum);
+        self.schema.push(h.schema);
+        self.zero_threshold.push(h.zero_threshold);
+        self.zero_count.push(h.zero_count);
+        self.hint.push(h.counter_reset_hint);
+        self.positive_spans.push(&h.positive_spans);
+        self.positive_buckets.push(&h.positive_buckets);
+        self.negative_spans.push(&h.negative_spans);
+        self.negative_buckets.push(&h.negative_buckets);
+        self.custom_values.push(&h.custom_values);
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        let fields = histogram_fields();
+        let f64s =
+            |v: &mut Vec<f64>| -> ArrayRef { Arc::new(Float64Array::from(std::mem::take(v))) };
+        let columns: Vec<ArrayRef> = vec![
+            f64s(&mut self.count),
+            f64s(&mut self.sum),
+            Arc::new(Int32Array::from(std::mem::take(&mut self.schema))),
+            f64s(&mut self.zero_threshold),
+            f64s(&mut self.zero_count),
+            Arc::new(UInt8Array::from(std::mem::take(&mut self.hint))),
+            self.positive_spans.finish(&fields[6])?,
+            self.positive_buckets.finish(&fields[7])?,
+            self.negative_spans.finish(&fields[8])?,
+            self.negative_buckets.finish(&fields[9])?,
+            self.custom_values.finish(&fields[10])?,
+        ];
+        let valid = NullBuffer::from(std::mem::take(&mut self.valid));
+        Ok(Arc::new(StructArray::try_new(
+            fields,
+            columns,
+            Some(valid),
+        )?))
+    }
 }

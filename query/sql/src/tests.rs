@@ -79,6 +79,18 @@ fn fixture_with(opts: SqlOptions) -> Fixture {
                 sum: 2.5,
                 zero_count: 1.0,
                 zero_threshold: 0.001,
+                positive_spans: vec![
+                    storage::HistogramSpan {
+                        offset: 0,
+                        length: 1,
+                    },
+                    storage::HistogramSpan {
+                        offset: 2,
+                        length: 1,
+                    },
+                ],
+                positive_buckets: vec![2.0, 1.0],
+                counter_reset_hint: 2,
                 ..Default::default()
             },
         }],
@@ -374,6 +386,27 @@ async fn labels_map_and_histograms_are_columns() {
             "+-------+-----+-----+-----+----------+",
             "|       | 4.0 | 2.5 | api |          |",
             "+-------+-----+-----+-----+----------+",
+        ]
+    );
+    // The buckets: spans and absolute counts as stored, the reset hint.
+    assert_eq!(
+        lines(
+            &table(
+                &f,
+                "SELECT metric, histogram['counter_reset_hint'] AS hint, \
+                 histogram['positive_spans'][2]['offset'] AS second, \
+                 histogram['positive_buckets'] AS buckets, \
+                 array_length(histogram['negative_buckets'], 1) AS negative \
+                 FROM metrics WHERE metric = 'latency'"
+            )
+            .await
+        ),
+        [
+            "+---------+------+--------+------------+----------+",
+            "| metric  | hint | second | buckets    | negative |",
+            "+---------+------+--------+------------+----------+",
+            "| latency | 2    | 2      | [2.0, 1.0] | 0        |",
+            "+---------+------+--------+------------+----------+",
         ]
     );
 }
