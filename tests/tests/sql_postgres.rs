@@ -83,28 +83,35 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
 /// `statements` (JSON strings, or `[statement, [parameters]]`) through
 /// tests/postgres/query.py in `mode`.
 fn psycopg(addr: &str, mode: &str, statements: &[Json]) -> Vec<Json> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/postgres/query.py");
+    let out = python_script(
+        "query.py",
+        addr,
+        mode,
+        &serde_json::to_vec(statements).unwrap(),
+    );
+    serde_json::from_slice::<Vec<Json>>(&out).unwrap()
+}
+
+/// Runs one of `tests/postgres/`'s scripts against novamon at `addr` with `arg`, `stdin` on
+/// its standard input, and returns what it printed; it must succeed.
+fn python_script(script: &str, addr: &str, arg: &str, stdin: &[u8]) -> Vec<u8> {
+    let path = format!("{}/postgres/{script}", env!("CARGO_MANIFEST_DIR"));
     let dsn = format!("postgresql://grafana@{addr}/novamon?sslmode=disable&connect_timeout=10");
     let mut child = Command::new(venv_python())
-        .args([script, &dsn, mode])
+        .args([&path, &dsn, arg])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(statements).unwrap())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "query.py {mode}: {}",
+        "{script} {arg}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice::<Vec<Json>>(&out.stdout).unwrap()
+    out.stdout
 }
 
 fn http(n: &Novamon, query: &str, accept: &str) -> String {
@@ -519,28 +526,13 @@ fn a_cancel_request_stops_the_running_statement() {
         "query:\n  max_concurrency: 1\n  timeout: 1m\n",
         &[],
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/postgres/cancel.py");
-    let dsn = format!("postgresql://grafana@{addr}/novamon?sslmode=disable&connect_timeout=10");
-    let mut child = Command::new(venv_python())
-        .args([script, &dsn, "1.5"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"SELECT sum(value) AS s FROM generate_series(1, 100000000000)")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "cancel.py: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = python_script(
+        "cancel.py",
+        &addr,
+        "1.5",
+        b"SELECT sum(value) AS s FROM generate_series(1, 100000000000)",
     );
-    let answer: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let answer: Json = serde_json::from_slice(&out).unwrap();
     assert_eq!(answer["sqlstate"], "57014", "{answer}");
     assert_eq!(
         answer["error"], "canceling statement due to user request",
